@@ -1,0 +1,35 @@
+/*
+ * str.h - struct pl_str, a borrowed byte span (pointer + length).
+ *
+ * Network bytes are never assumed NUL-terminated; code that reads them takes
+ * a pl_str.  A pl_str never owns its bytes.
+ */
+#ifndef PL_STR_H
+#define PL_STR_H
+
+#include <stddef.h>
+#include <string.h>
+
+struct pl_str {
+    const char *p; /* first byte, may be NULL when len == 0 */
+    size_t len;    /* number of bytes */
+};
+
+#define PL_STR(lit) ((struct pl_str){(lit), sizeof(lit) - 1})
+
+static inline struct pl_str pl_str_c(const char *s)
+{
+    return (struct pl_str){s, s ? strlen(s) : 0};
+}
+
+static inline int pl_str_eq(struct pl_str a, struct pl_str b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static inline int pl_str_eq_c(struct pl_str a, const char *b)
+{
+    return pl_str_eq(a, pl_str_c(b));
+}
+
+#endif

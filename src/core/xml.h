@@ -1,0 +1,81 @@
+/*
+ * xml.h - the streaming XML parser for XMPP streams (expat underneath).
+ *
+ * It reads the restricted XML of RFC 6120 §11: the stream header (depth 1)
+ * is reported on its own, each depth-2 element is delivered as a complete
+ * struct pl_stanza, and the closing stream tag is reported.  Refused with a
+ * stream error: DTDs and DOCTYPE, entity declarations, processing
+ * instructions, comments (restricted-xml), any encoding other than UTF-8
+ * (unsupported-encoding), malformed XML and invalid UTF-8
+ * (not-well-formed), and stanzas over the configured size or nesting depth
+ * (policy-violation).  Whitespace between stanzas (keepalives) is ignored;
+ * other text at depth 1 is bad-format.
+ *
+ * Callbacks run inside pl_xml_parser_feed().  A callback may call
+ * pl_xml_parser_stop(): feed then returns after that event and the rest of
+ * the bytes given to feed are discarded (required after STARTTLS and SASL
+ * success, when the peer must wait; pipelined bytes are an attack).  After an
+ * error callback, feed returns the error and the parser accepts no more
+ * input until reset.
+ *
+ * Ownership: stanza callbacks receive a new reference they must unref (or
+ * keep).  The stream header passed to stream_open is borrowed for the
+ * duration of the call.
+ */
+#ifndef PL_XML_H
+#define PL_XML_H
+
+#include <stddef.h>
+
+#include "stanza.h"
+
+enum pl_xml_error {
+    PL_XML_NOT_WELL_FORMED = 1,   /* <not-well-formed/> */
+    PL_XML_RESTRICTED_XML,        /* <restricted-xml/> */
+    PL_XML_POLICY_VIOLATION,      /* <policy-violation/>: size or depth */
+    PL_XML_UNSUPPORTED_ENCODING,  /* <unsupported-encoding/> */
+    PL_XML_BAD_FORMAT,            /* <bad-format/> */
+};
+
+/* The RFC 6120 §4.9.3 condition element name for err. */
+const char *pl_xml_error_condition(enum pl_xml_error err);
+
+struct pl_xml_limits {
+    size_t max_stanza_size; /* bytes of one depth-2 element, 0 = no limit */
+    unsigned max_depth;     /* nesting below the stream element, 0 = none */
+};
+
+struct pl_xml_callbacks {
+    /* The stream header; header's root carries its name, ns and attrs. */
+    void (*stream_open)(void *ud, struct pl_stanza *header);
+    /* A complete depth-2 element; takes ownership of st. */
+    void (*stanza)(void *ud, struct pl_stanza *st);
+    /* </stream:stream> was read. */
+    void (*stream_close)(void *ud);
+    /* Fatal error; text is a short diagnostic for logs. */
+    void (*error)(void *ud, enum pl_xml_error err, const char *text);
+};
+
+struct pl_xml_parser;
+
+/* limits and cb are copied; ud is passed to every callback. */
+struct pl_xml_parser *pl_xml_parser_new(const struct pl_xml_limits *limits,
+                                        const struct pl_xml_callbacks *cb,
+                                        void *ud);
+void pl_xml_parser_free(struct pl_xml_parser *p);
+/* Updates limits (takes effect for the next stanza). */
+void pl_xml_parser_set_limits(struct pl_xml_parser *p,
+                              const struct pl_xml_limits *limits);
+/*
+ * Parses len bytes.  Returns PL_OK, or PL_EINVAL after the error callback
+ * fired (now or earlier).
+ */
+int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len);
+/* From a callback: stop after this event, discarding the rest of the input. */
+void pl_xml_parser_stop(struct pl_xml_parser *p);
+/* Forgets all state; the next byte starts a new document (stream restart). */
+void pl_xml_parser_reset(struct pl_xml_parser *p);
+/* Parses one complete XML fragment (tests, config snippets) into a stanza. */
+int pl_xml_parse_fragment(const char *data, size_t len, struct pl_stanza **out);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+ * runner.c - runs the unit tests of list.h, each in its own process with a
+ * timeout (as libuv test/runner.c).  Usage: runner [name-substring...]
+ * Prints "ok <name>" / "FAIL <name>" and ends with "N passed, N failed".
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "unit.h"
+
+/* UNIT_LIST lets a developer build a runner for a subset. */
+#ifndef UNIT_LIST
+#define UNIT_LIST "list.h"
+#endif
+
+int unit_failures;
+
+#define TEST(name) void test_##name(void);
+#include UNIT_LIST
+#undef TEST
+
+struct test {
+    const char *name;
+    void (*fn)(void);
+};
+
+static const struct test tests[] = {
+#define TEST(name) {#name, test_##name},
+#include UNIT_LIST
+#undef TEST
+};
+
+static int selected(const char *name, int argc, char **argv)
+{
+    if (argc < 2)
+        return 1;
+    for (int i = 1; i < argc; i++)
+        if (strstr(name, argv[i]))
+            return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    int passed = 0, failed = 0;
+    unsigned timeout = getenv("UNIT_TIMEOUT") ? (unsigned)atoi(getenv("UNIT_TIMEOUT")) : 60;
+    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+        if (!selected(tests[i].name, argc, argv))
+            continue;
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            alarm(timeout);
+            tests[i].fn();
+            fflush(stderr);
+            _exit(unit_failures ? 1 : 0);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+            printf("ok %s\n", tests[i].name);
+            passed++;
+        } else {
+            if (WIFSIGNALED(status))
+                printf("FAIL %s (signal %d%s)\n", tests[i].name,
+                       WTERMSIG(status),
+                       WTERMSIG(status) == SIGALRM ? ", timeout" : "");
+            else
+                printf("FAIL %s\n", tests[i].name);
+            failed++;
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
