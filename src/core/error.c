@@ -1,6 +1,8 @@
 /*
  * error.c - descriptions and XMPP stanza conditions for PL_E* codes.
  */
+#include <stddef.h>
+
 #include "error.h"
 
 struct entry {

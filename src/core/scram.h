@@ -104,14 +104,27 @@ int pl_scram_server_first(struct pl_scram_server *s,
 /*
  * Verifies client-final-message.  cb_data is the channel binding data of
  * the type requested (NULL/0 when none).  On success writes
- * server-final-message ("v=...") into out.
+ * server-final-message ("v=...") into out.  One attempt per exchange: after
+ * this call, success or not, every step returns PL_EINVAL.  A malformed
+ * message is PL_EINVAL; a wrong proof, nonce or channel binding is
+ * PL_ENOT_AUTHORIZED.
  */
 int pl_scram_server_client_final(struct pl_scram_server *s, struct pl_str msg,
                                  const unsigned char *cb_data, size_t cb_len,
                                  struct pl_buf *out);
 
-/* Strict RFC 4648 base64.  decode: PL_EINVAL on any bad character/padding. */
+/*
+ * Strict RFC 4648 base64, appending to out.  decode: PL_EINVAL on any bad
+ * character, whitespace or padding, and then out is untouched.
+ */
 void pl_base64_encode(const unsigned char *in, size_t len, struct pl_buf *out);
 int pl_base64_decode(struct pl_str in, struct pl_buf *out);
+
+/*
+ * Internal, for tests: use nonce (printable, no ',') as the server part of
+ * the nonce instead of a random one, to replay the RFC examples.  Call
+ * before pl_scram_server_first().
+ */
+void pl__scram_server_set_nonce(struct pl_scram_server *s, const char *nonce);
 
 #endif

@@ -130,10 +130,29 @@ void pl_node_serialize(const struct pl_node *el, const char *pns,
 /* Approximate bytes held by the stanza (arena + cache), for accounting. */
 size_t pl_stanza_memory(const struct pl_stanza *st);
 
-/* Internal, for the parser: allocation from the arena. */
+/*
+ * Internal, for the parser (xml.c) and tests; modules must not use these.
+ */
+/* n bytes from the arena, 8-byte aligned, uninitialized. */
 void *pl__stanza_alloc(struct pl_stanza *st, size_t n);
+/* A stanza without a root whose first arena chunk holds about hint bytes
+ * (at least 512); the parser passes about twice the stanza's size. */
 struct pl_stanza *pl__stanza_new_sized(size_t hint);
+/* A new element in st's arena, linked nowhere. */
 struct pl_node *pl__node_new_elem(struct pl_stanza *st, const char *name,
                                   const char *ns);
+/* Counted-string pl_node_add_child; parent NULL makes it st's root (st must
+ * have none).  ns NULL or empty means no namespace. */
+struct pl_node *pl__node_add_elem_n(struct pl_stanza *st,
+                                    struct pl_node *parent, const char *name,
+                                    size_t name_len, const char *ns,
+                                    size_t ns_len);
+/* A new unlinked attribute; ns NULL or empty means none.  The caller links
+ * it (parsed attributes are appended in document order). */
+struct pl_attr *pl__attr_new(struct pl_stanza *st, const char *name,
+                             size_t name_len, const char *ns, size_t ns_len,
+                             const char *value, size_t value_len);
+/* Records the stanza's size on the wire, used to size the cache buffer. */
+void pl__stanza_set_wire_size(struct pl_stanza *st, size_t n);
 
 #endif

@@ -75,7 +75,14 @@ int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len);
 void pl_xml_parser_stop(struct pl_xml_parser *p);
 /* Forgets all state; the next byte starts a new document (stream restart). */
 void pl_xml_parser_reset(struct pl_xml_parser *p);
-/* Parses one complete XML fragment (tests, config snippets) into a stanza. */
+/*
+ * Parses one complete XML element (tests, config snippets) into a new
+ * stanza (*out gets a new reference), with the same restrictions and no size
+ * or depth limit.  PL_EINVAL on any error, *out untouched.
+ */
 int pl_xml_parse_fragment(const char *data, size_t len, struct pl_stanza **out);
+
+/* Internal, for tests: bytes handed to expat since creation or reset. */
+unsigned long long pl__xml_parser_bytes(const struct pl_xml_parser *p);
 
 #endif

@@ -3,7 +3,9 @@
  * timeout (as libuv test/runner.c).  Usage: runner [name-substring...]
  * Prints "ok <name>" / "FAIL <name>" and ends with "N passed, N failed".
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,0 +1,435 @@
+/*
+ * conn.c - connections and listeners; see conn.h.
+ */
+#include "conn.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+
+#define READ_CHUNK 16384
+#define CLOSE_LINGER_MS 3000
+
+static void on_io(struct pl_io *io, unsigned events);
+static void flush(struct pl_conn *c);
+
+static void set_peer(struct pl_conn *c, int fd)
+{
+    socklen_t len = sizeof(c->addr);
+    if (getpeername(fd, (struct sockaddr *)&c->addr, &len) < 0)
+        return;
+    if (c->addr.ss_family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&c->addr;
+        inet_ntop(AF_INET, &a->sin_addr, c->ip, sizeof(c->ip));
+        c->port = ntohs(a->sin_port);
+        c->is_loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    } else if (c->addr.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c->addr;
+        inet_ntop(AF_INET6, &a->sin6_addr, c->ip, sizeof(c->ip));
+        c->port = ntohs(a->sin6_port);
+        c->is_loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
+                         (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) &&
+                          a->sin6_addr.s6_addr[12] == 127);
+    }
+}
+
+struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
+                            const struct pl_conn_ops *ops, void *data,
+                            const struct pl_conn_limits *lim)
+{
+    struct pl_conn *c = pl_calloc(1, sizeof(*c));
+    c->loop = loop;
+    c->ops = ops;
+    c->data = data;
+    c->lim = *lim;
+    c->tokens = (double)lim->read_burst;
+    c->refill_ms = pl_loop_now(loop);
+    c->last_read_ms = c->refill_ms;
+    pl_io_init(&c->io, fd, on_io, c);
+    pl_timer_init(&c->timer, NULL, c);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    set_peer(c, fd);
+    return c;
+}
+
+void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l)
+{
+    c->lim = *l;
+}
+
+static int begin_tls(struct pl_conn *c, SSL_CTX *ctx)
+{
+    c->ssl = SSL_new(ctx);
+    if (!c->ssl)
+        return PL_ETLS;
+    SSL_set_fd(c->ssl, c->io.fd);
+    SSL_set_accept_state(c->ssl);
+    c->tls = PL_CONN_HANDSHAKE;
+    return PL_OK;
+}
+
+void pl_conn_start(struct pl_conn *c, SSL_CTX *ctx)
+{
+    if (ctx && begin_tls(c, ctx) != PL_OK) {
+        pl_conn_close(c);
+        return;
+    }
+    pl_io_set(c->loop, &c->io, PL_IO_READ);
+}
+
+/* The socket is gone: tell the protocol, then free, after this batch. */
+static void finish(void *data)
+{
+    struct pl_conn *c = data;
+    if (c->ops->closed)
+        c->ops->closed(c);
+    pl_buf_reset(&c->out);
+    pl_free(c);
+}
+
+static void destroy(struct pl_conn *c)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    c->closing = 1;
+    pl_timer_stop(&c->timer);
+    pl_io_stop(&c->io);
+    if (c->ssl) {
+        if (c->tls == PL_CONN_TLS)
+            SSL_shutdown(c->ssl); /* close_notify, do not wait for reply */
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    close(c->io.fd);
+    ERR_clear_error();
+    pl_loop_defer(c->loop, finish, c);
+}
+
+static void on_linger(struct pl_timer *t)
+{
+    destroy(t->data);
+}
+
+void pl_conn_close(struct pl_conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->out.len && c->tls != PL_CONN_HANDSHAKE) {
+        flush(c);
+        if (c->dead)
+            return;
+        if (c->out.len) {
+            /* Give a slow peer a bounded time to read the stream error. */
+            pl_io_set(c->loop, &c->io, PL_IO_WRITE);
+            c->timer.cb = on_linger;
+            pl_timer_start(c->loop, &c->timer, CLOSE_LINGER_MS);
+            return;
+        }
+    }
+    destroy(c);
+}
+
+static void deferred_flush(void *data)
+{
+    struct pl_conn *c = data;
+    c->flush_queued = 0;
+    if (!c->dead)
+        flush(c);
+}
+
+void pl_conn_write(struct pl_conn *c, const void *p, size_t n)
+{
+    if (c->dead || n == 0)
+        return;
+    pl_buf_append(&c->out, p, n);
+    if (c->out.len > c->lim.max_out) {
+        pl_log_info("conn", "%s:%d: disconnecting a slow reader (%zu bytes "
+                    "queued)", c->ip, c->port, c->out.len);
+        pl_buf_reset(&c->out);
+        destroy(c);
+        return;
+    }
+    if (!c->flush_queued) {
+        c->flush_queued = 1;
+        pl_loop_defer(c->loop, deferred_flush, c);
+    }
+}
+
+void pl_conn_starttls(struct pl_conn *c, SSL_CTX *ctx)
+{
+    c->want_tls = 1;
+    c->pending_ctx = ctx;
+    flush(c);
+}
+
+static unsigned interest(struct pl_conn *c)
+{
+    unsigned ev = 0;
+    if (!c->paused && !c->closing)
+        ev |= PL_IO_READ;
+    if (c->out.len || c->want_tls)
+        ev |= PL_IO_WRITE;
+    if (c->tls == PL_CONN_HANDSHAKE)
+        ev |= PL_IO_READ;
+    return ev;
+}
+
+static void update_interest(struct pl_conn *c)
+{
+    if (!c->dead)
+        pl_io_set(c->loop, &c->io, interest(c));
+}
+
+static void flush(struct pl_conn *c)
+{
+    if (c->tls == PL_CONN_HANDSHAKE)
+        return;
+    while (c->out.len) {
+        ssize_t n;
+        struct pl_str s = pl_buf_str(&c->out);
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_write(c->ssl, s.p, (int)(s.len > (1u << 30) ? (1u << 30) : s.len));
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
+                    break;
+                destroy(c);
+                return;
+            }
+            n = r;
+        } else {
+            n = send(c->io.fd, s.p, s.len, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    break;
+                destroy(c);
+                return;
+            }
+        }
+        c->bytes_out += (uint64_t)n;
+        pl_buf_consume(&c->out, (size_t)n);
+    }
+    if (!c->out.len) {
+        pl_buf_reset(&c->out); /* idle connections hold no buffer */
+        if (c->want_tls) {
+            c->want_tls = 0;
+            if (begin_tls(c, c->pending_ctx) != PL_OK) {
+                destroy(c);
+                return;
+            }
+        }
+        if (c->closing) {
+            destroy(c);
+            return;
+        }
+    }
+    update_interest(c);
+}
+
+static void handshake(struct pl_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->tls = PL_CONN_TLS;
+        if (c->ops->tls_up)
+            c->ops->tls_up(c);
+        if (!c->dead)
+            flush(c);
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        update_interest(c);
+        return;
+    }
+    pl_log_debug("conn", "%s:%d: TLS handshake failed", c->ip, c->port);
+    destroy(c);
+}
+
+static void on_resume(struct pl_timer *t)
+{
+    struct pl_conn *c = t->data;
+    c->paused = 0;
+    update_interest(c);
+}
+
+static void refill(struct pl_conn *c)
+{
+    uint64_t now = pl_loop_now(c->loop);
+    if (now > c->refill_ms) {
+        c->tokens += (double)(now - c->refill_ms) * (double)c->lim.read_rate /
+                     1000.0;
+        if (c->tokens > (double)c->lim.read_burst)
+            c->tokens = (double)c->lim.read_burst;
+        c->refill_ms = now;
+    }
+}
+
+static void do_read(struct pl_conn *c)
+{
+    char buf[READ_CHUNK];
+    refill(c);
+    /* Bounded work per event so one connection cannot starve others. */
+    for (int rounds = 0; rounds < 4 && !c->closing; rounds++) {
+        if (c->tokens < 1) {
+            c->paused = 1;
+            update_interest(c);
+            c->timer.cb = on_resume;
+            uint64_t wait = (uint64_t)((1 - c->tokens) * 1000.0 /
+                                       (double)c->lim.read_rate) + 1;
+            pl_timer_start(c->loop, &c->timer, wait < 10 ? 10 : wait);
+            return;
+        }
+        size_t want = c->tokens < READ_CHUNK ? (size_t)c->tokens : READ_CHUNK;
+        ssize_t n;
+        if (c->ssl) {
+            ERR_clear_error();
+            int r = SSL_read(c->ssl, buf, (int)want);
+            if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                    return;
+                destroy(c);
+                return;
+            }
+            n = r;
+        } else {
+            n = recv(c->io.fd, buf, want, 0);
+            if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+            if (n <= 0) {
+                destroy(c);
+                return;
+            }
+        }
+        c->tokens -= (double)n;
+        c->bytes_in += (uint64_t)n;
+        c->last_read_ms = pl_loop_now(c->loop);
+        c->ops->data(c, buf, (size_t)n);
+        if (c->dead || c->want_tls)
+            return;
+        if ((size_t)n < want && !(c->ssl && SSL_pending(c->ssl)))
+            return;
+    }
+}
+
+static void on_io(struct pl_io *io, unsigned events)
+{
+    struct pl_conn *c = io->data;
+    if (c->dead)
+        return;
+    if (c->tls == PL_CONN_HANDSHAKE) {
+        handshake(c);
+        if (c->dead || c->tls != PL_CONN_TLS)
+            return;
+    }
+    if (events & PL_IO_WRITE) {
+        flush(c);
+        if (c->dead)
+            return;
+    }
+    if ((events & PL_IO_READ) && !c->paused) {
+        if (c->closing) {
+            /* Draining to close: discard input, notice EOF. */
+            char sink[4096];
+            ssize_t n = recv(c->io.fd, sink, sizeof(sink), 0);
+            if (n == 0 || (n < 0 && errno != EAGAIN))
+                destroy(c);
+            return;
+        }
+        do_read(c);
+    }
+}
+
+/* Listeners. */
+
+struct pl_listener {
+    struct pl_io io;       /* listening socket */
+    pl_accept_fn *fn;      /* per accepted socket */
+    void *data;            /* for fn */
+};
+
+static void on_accept(struct pl_io *io, unsigned events)
+{
+    struct pl_listener *l = io->data;
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof(addr);
+        int fd = accept4(io->fd, (struct sockaddr *)&addr, &len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                pl_log_warn("conn", "out of file descriptors while "
+                            "accepting connections");
+            return;
+        }
+        l->fn(l, fd, &addr, l->data);
+    }
+}
+
+int pl_listener_open(struct pl_loop *loop, const char *address, int port,
+                     pl_accept_fn *fn, void *data, struct pl_listener **out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, address, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        sslen = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, address, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        sslen = sizeof(*a6);
+    } else {
+        pl_log_error("conn", "listener address '%s' is not an IP address",
+                     address);
+        return PL_EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    if (fd < 0)
+        return PL_EIO;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (ss.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 1024) < 0) {
+        pl_log_error("conn", "cannot listen on %s port %d: %s", address, port,
+                     strerror(errno));
+        close(fd);
+        return PL_EIO;
+    }
+    struct pl_listener *l = pl_calloc(1, sizeof(*l));
+    l->fn = fn;
+    l->data = data;
+    pl_io_init(&l->io, fd, on_accept, l);
+    pl_io_set(loop, &l->io, PL_IO_READ);
+    *out = l;
+    return PL_OK;
+}
+
+void pl_listener_close(struct pl_listener *l)
+{
+    if (!l)
+        return;
+    pl_io_stop(&l->io);
+    close(l->io.fd);
+    pl_free(l);
+}

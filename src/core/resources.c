@@ -1,0 +1,93 @@
+/*
+ * resources.c - the bound-session table; see resources.h.
+ */
+#include "resources.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "map.h"
+
+static struct pl_map by_full; /* full JID -> session */
+static struct pl_map by_bare; /* bare JID -> first session */
+static struct pl_map by_id;   /* hex id -> session */
+static uint64_t next_id = 1;
+
+static void id_key(uint64_t id, char *buf)
+{
+    sprintf(buf, "%" PRIx64, id);
+}
+
+void pl_session_init(struct pl_session *s)
+{
+    char k[24];
+    s->id = next_id++;
+    id_key(s->id, k);
+    pl_map_put(&by_id, k, s);
+}
+
+int pl_session_register(struct pl_session *s, int max_resources)
+{
+    if (pl_map_get(&by_full, s->jid->full))
+        return PL_ECONFLICT;
+    struct pl_session *first = pl_map_get(&by_bare, s->jid->bare);
+    int n = 0;
+    for (struct pl_session *o = first; o; o = o->next_res)
+        n++;
+    if (n >= max_resources)
+        return PL_ERESOURCE_CONSTRAINT;
+    pl_map_put(&by_full, s->jid->full, s);
+    s->next_res = first;
+    pl_map_put(&by_bare, s->jid->bare, s);
+    s->registered = 1;
+    return PL_OK;
+}
+
+void pl_session_unregister(struct pl_session *s)
+{
+    char k[24];
+    id_key(s->id, k);
+    pl_map_del(&by_id, k);
+    if (!s->registered)
+        return;
+    s->registered = 0;
+    pl_map_del(&by_full, s->jid->full);
+    struct pl_session *first = pl_map_get(&by_bare, s->jid->bare);
+    if (first == s) {
+        if (s->next_res)
+            pl_map_put(&by_bare, s->jid->bare, s->next_res);
+        else
+            pl_map_del(&by_bare, s->jid->bare);
+    } else {
+        for (struct pl_session *o = first; o; o = o->next_res)
+            if (o->next_res == s) {
+                o->next_res = s->next_res;
+                break;
+            }
+    }
+    s->next_res = NULL;
+}
+
+struct pl_session *pl_session_by_full(const char *full)
+{
+    return pl_map_get(&by_full, full);
+}
+
+struct pl_session *pl_session_first(const char *bare)
+{
+    return pl_map_get(&by_bare, bare);
+}
+
+struct pl_session *pl_session_by_id(uint64_t id)
+{
+    char k[24];
+    id_key(id, k);
+    return pl_map_get(&by_id, k);
+}
+
+unsigned long pl_session_count(void)
+{
+    return (unsigned long)by_full.count;
+}

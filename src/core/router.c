@@ -1,0 +1,389 @@
+/*
+ * router.c - stanza routing; see router.h and doc/routing.md.
+ */
+#include "router.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "host.h"
+#include "log.h"
+#include "server.h"
+#include "stats.h"
+#include "storage.h"
+
+static const char *type_of(struct pl_stanza *st)
+{
+    const char *t = pl_stanza_attr(st, "type");
+    return t ? t : "";
+}
+
+void pl_iq_event_name(struct pl_stanza *st, const char *scope, char *buf,
+                      size_t len)
+{
+    struct pl_node *child = pl_node_first_elem(pl_stanza_root(st));
+    snprintf(buf, len, "iq-%s/%s/%s:%s", type_of(st), scope,
+             child ? child->ns : "", child ? child->name : "");
+}
+
+struct pl_stanza *pl_iq_result(struct pl_stanza *st)
+{
+    struct pl_stanza *r = pl_stanza_new("iq", PL_NS_CLIENT);
+    const char *id = pl_stanza_attr(st, "id");
+    pl_stanza_set_attr(r, "type", "result");
+    if (id)
+        pl_stanza_set_attr(r, "id", id);
+    return r;
+}
+
+struct pl_stanza *pl_stanza_error_reply(struct pl_stanza *st, int code,
+                                        const char *text)
+{
+    const char *name = pl_stanza_name(st);
+    const char *type = type_of(st);
+    if (strcmp(type, "error") == 0)
+        return NULL;
+    if (strcmp(name, "iq") == 0 && strcmp(type, "result") == 0)
+        return NULL;
+    struct pl_stanza *r = pl_stanza_copy(st);
+    struct pl_node *root = pl_stanza_root(r);
+    const char *from = pl_stanza_attr(st, "from");
+    const char *to = pl_stanza_attr(st, "to");
+    pl_stanza_set_attr(r, "from", to);
+    pl_stanza_set_attr(r, "to", from);
+    pl_stanza_set_attr(r, "type", "error");
+    if (strcmp(name, "iq") == 0) {
+        /* RFC 6120 §8.3.1: an IQ error may include the original payload;
+         * keep only the first child, drop any earlier error. */
+    }
+    struct pl_node *old = pl_node_child(root, "error", NULL);
+    if (old)
+        pl_node_remove(r, old);
+    const char *cond, *etype;
+    pl_error_condition(code, &cond, &etype);
+    struct pl_node *e = pl_node_add_child(r, root, "error", root->ns);
+    pl_node_set_attr(r, e, "type", etype);
+    pl_node_add_child(r, e, cond, PL_NS_STANZAS);
+    if (text) {
+        struct pl_node *t = pl_node_add_child(r, e, "text", PL_NS_STANZAS);
+        pl_node_add_text(r, t, text, strlen(text));
+    }
+    pl_stat_inc(stanza_errors);
+    return r;
+}
+
+void pl_route_error(struct pl_stanza *st, int code, const char *text)
+{
+    struct pl_stanza *r = pl_stanza_error_reply(st, code, text);
+    if (!r)
+        return;
+    struct pl_jid *from = NULL, *to = NULL;
+    const char *f = pl_stanza_attr(r, "from");
+    const char *t = pl_stanza_attr(r, "to");
+    if (t && pl_jid_parse(pl_str_c(t), &to) == PL_OK &&
+        (!f || pl_jid_parse(pl_str_c(f), &from) == PL_OK)) {
+        if (!from) {
+            struct pl_jid *tmp;
+            if (pl_jid_make(NULL, to->domain, NULL, &tmp) == PL_OK)
+                from = tmp;
+        }
+        if (from)
+            pl_route(r, from, to, NULL);
+    }
+    pl_jid_free(from);
+    pl_jid_free(to);
+    pl_stanza_unref(r);
+}
+
+void pl_route_reply(struct pl_stanza *st, struct pl_stanza *reply)
+{
+    const char *f = pl_stanza_attr(st, "from");
+    const char *t = pl_stanza_attr(st, "to");
+    struct pl_jid *to = NULL, *from = NULL;
+    if (!f || pl_jid_parse(pl_str_c(f), &to) != PL_OK)
+        return;
+    if (t)
+        pl_jid_parse(pl_str_c(t), &from);
+    if (!from)
+        pl_jid_make(NULL, to->domain, NULL, &from);
+    if (from) {
+        pl_stanza_set_attr(reply, "from", from->full);
+        pl_stanza_set_attr(reply, "to", to->full);
+        pl_route(reply, from, to, NULL);
+    }
+    pl_jid_free(from);
+    pl_jid_free(to);
+}
+
+/* Applies a hook result: errors become stanza errors. */
+static void finish(struct pl_stanza *st, int rc, int unhandled_code)
+{
+    if (rc == PL_HANDLED || rc == PL_PENDING)
+        return;
+    if (rc < 0) {
+        pl_route_error(st, rc, NULL);
+        return;
+    }
+    if (unhandled_code)
+        pl_route_error(st, unhandled_code, NULL);
+}
+
+static int fire(const char *name, struct pl_host *h, struct pl_stanza *st,
+                const struct pl_jid *from, const struct pl_jid *to,
+                struct pl_session *origin)
+{
+    struct pl_event ev = {name, h, origin, st, from, to, NULL};
+    return pl_hook_fire(&ev);
+}
+
+static void deliver(struct pl_session *s, struct pl_stanza *st)
+{
+    pl_stat_inc(stanzas_out);
+    pl_session_send(s, st);
+}
+
+/* The available resources with the highest non-negative priority. */
+static int deliver_highest(const char *bare, struct pl_stanza *st, int all)
+{
+    int best = -1, n = 0;
+    for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
+        if (s->available && s->priority >= 0 && s->priority > best)
+            best = s->priority;
+    if (best < 0)
+        return 0;
+    for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
+        if (s->available && s->priority >= 0 &&
+            (all || s->priority == best)) {
+            deliver(s, st);
+            n++;
+        }
+    return n;
+}
+
+/* Account existence, asked of storage when nobody is online. */
+struct exists_req {
+    struct pl_stanza *st;  /* held reference */
+    struct pl_jid *from;   /* copies */
+    struct pl_jid *to;
+    struct pl_host *host;
+    int rc;
+};
+
+static int exists_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct exists_req *r = arg;
+    struct pl_account a;
+    return d->account_get(db, r->host->domain, r->to->local, &a);
+}
+
+static void offline(struct pl_host *h, struct pl_stanza *st,
+                    const struct pl_jid *from, const struct pl_jid *to);
+
+static void exists_done(int rc, void *arg)
+{
+    struct exists_req *r = arg;
+    const char *name = pl_stanza_name(r->st);
+    if (rc == PL_OK)
+        offline(r->host, r->st, r->from, r->to);
+    else if (strcmp(name, "presence") != 0)
+        /* RFC 6121 §8.5.1: no such account. */
+        pl_route_error(r->st, PL_ESERVICE_UNAVAILABLE, NULL);
+    pl_stanza_unref(r->st);
+    pl_jid_free(r->from);
+    pl_jid_free(r->to);
+    pl_free(r);
+}
+
+static void check_account(struct pl_host *h, struct pl_stanza *st,
+                          const struct pl_jid *from, const struct pl_jid *to)
+{
+    struct exists_req *r = pl_calloc(1, sizeof(*r));
+    r->st = pl_stanza_ref(st);
+    r->from = pl_jid_dup(from);
+    r->to = pl_jid_bare(to);
+    r->host = h;
+    pl_storage_submit(pl_server_loop(), exists_run, exists_done, r);
+}
+
+/* The account exists and has no available resource (RFC 6121 §8.5.2.2). */
+static void offline(struct pl_host *h, struct pl_stanza *st,
+                    const struct pl_jid *from, const struct pl_jid *to)
+{
+    const char *name = pl_stanza_name(st);
+    const char *type = type_of(st);
+    if (strcmp(name, "message") == 0) {
+        if (strcmp(type, "headline") == 0 || strcmp(type, "error") == 0)
+            return; /* silently ignored */
+        if (strcmp(type, "groupchat") == 0) {
+            pl_route_error(st, PL_ESERVICE_UNAVAILABLE, NULL);
+            return;
+        }
+        int rc = fire("message/offline", h, st, from, to, NULL);
+        finish(st, rc, PL_ESERVICE_UNAVAILABLE);
+    } else if (strcmp(name, "presence") == 0) {
+        fire("presence/offline", h, st, from, to, NULL);
+    } else {
+        pl_route_error(st, PL_ESERVICE_UNAVAILABLE, NULL);
+    }
+}
+
+static void route_bare(struct pl_host *h, struct pl_stanza *st,
+                       const struct pl_jid *from, const struct pl_jid *to,
+                       struct pl_session *origin)
+{
+    const char *name = pl_stanza_name(st);
+    const char *type = type_of(st);
+    char ev[512];
+    if (strcmp(name, "iq") == 0) {
+        pl_iq_event_name(st, "bare", ev, sizeof(ev));
+        int rc = fire(ev, h, st, from, to, origin);
+        if (rc == PL_PASS && (strcmp(type, "get") == 0 ||
+                              strcmp(type, "set") == 0)) {
+            if (!pl_session_first(to->bare) &&
+                !(origin && strcmp(origin->jid->bare, to->bare) == 0)) {
+                check_account(h, st, from, to); /* unknown user or not */
+                return;
+            }
+            rc = PL_ESERVICE_UNAVAILABLE;
+        }
+        finish(st, rc, 0);
+        return;
+    }
+    snprintf(ev, sizeof(ev), "%s/bare", name);
+    int rc = fire(ev, h, st, from, to, origin);
+    if (rc != PL_PASS) {
+        finish(st, rc, 0);
+        return;
+    }
+    if (strcmp(name, "message") == 0) {
+        if (strcmp(type, "error") == 0) {
+            deliver_highest(to->bare, st, 0);
+            return;
+        }
+        if (strcmp(type, "groupchat") == 0) {
+            pl_route_error(st, PL_ESERVICE_UNAVAILABLE, NULL);
+            return;
+        }
+        int all = strcmp(type, "headline") == 0;
+        if (deliver_highest(to->bare, st, all))
+            return;
+    } else { /* presence: every available resource */
+        int n = 0;
+        for (struct pl_session *s = pl_session_first(to->bare); s;
+             s = s->next_res)
+            if (s->available) {
+                deliver(s, st);
+                n++;
+            }
+        if (n)
+            return;
+    }
+    if (pl_session_first(to->bare))
+        offline(h, st, from, to); /* online but not available */
+    else
+        check_account(h, st, from, to);
+}
+
+static void route_full(struct pl_host *h, struct pl_stanza *st,
+                       const struct pl_jid *from, const struct pl_jid *to,
+                       struct pl_session *origin)
+{
+    const char *name = pl_stanza_name(st);
+    const char *type = type_of(st);
+    char ev[512];
+    snprintf(ev, sizeof(ev), "%s/full", name);
+    int rc = fire(ev, h, st, from, to, origin);
+    if (rc != PL_PASS) {
+        finish(st, rc, 0);
+        return;
+    }
+    struct pl_session *s = pl_session_by_full(to->full);
+    if (s) {
+        deliver(s, st);
+        return;
+    }
+    /* RFC 6121 §8.5.3.2: no such resource. */
+    if (strcmp(name, "message") == 0) {
+        if (strcmp(type, "groupchat") == 0 || strcmp(type, "headline") == 0 ||
+            strcmp(type, "error") == 0)
+            return; /* silently ignored */
+        struct pl_jid *bare = pl_jid_bare(to);
+        route_bare(h, st, from, bare, origin);
+        pl_jid_free(bare);
+    } else if (strcmp(name, "iq") == 0) {
+        if (!pl_session_first(to->bare))
+            check_account(h, st, from, to);
+        else
+            pl_route_error(st, PL_ESERVICE_UNAVAILABLE, NULL);
+    }
+    /* presence to an unavailable resource is dropped (§8.5.3.2.3),
+     * subscription states are handled by the presence/full hook above. */
+}
+
+static void route_host(struct pl_host *h, struct pl_stanza *st,
+                       const struct pl_jid *from, const struct pl_jid *to,
+                       struct pl_session *origin)
+{
+    const char *name = pl_stanza_name(st);
+    const char *type = type_of(st);
+    char ev[512];
+    if (strcmp(name, "iq") == 0) {
+        pl_iq_event_name(st, "host", ev, sizeof(ev));
+        int rc = fire(ev, h, st, from, to, origin);
+        int get_set = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
+        /* RFC 6120 §8.4: unknown namespaces get service-unavailable. */
+        finish(st, rc, get_set ? PL_ESERVICE_UNAVAILABLE : 0);
+        return;
+    }
+    snprintf(ev, sizeof(ev), "%s/host", name);
+    int rc = fire(ev, h, st, from, to, origin);
+    finish(st, rc, 0);
+}
+
+void pl_route(struct pl_stanza *st, const struct pl_jid *from,
+              const struct pl_jid *to, struct pl_session *origin)
+{
+    struct pl_jid *own = NULL;
+    if (!to) {
+        /* RFC 6120 §10.3: no 'to' means the sender's own account. */
+        if (!from)
+            return;
+        own = pl_jid_bare(from);
+        to = own;
+        if (strcmp(pl_stanza_name(st), "presence") == 0 && origin) {
+            struct pl_event ev = {"presence/broadcast", origin->host, origin,
+                                  st, from, NULL, NULL};
+            pl_hook_fire(&ev);
+            pl_jid_free(own);
+            return;
+        }
+    }
+    struct pl_host *h = pl_host_find(to->domain);
+    if (!h) {
+        struct pl_host *fh = from ? pl_host_find(from->domain) : NULL;
+        int rc = PL_PASS;
+        if (fh)
+            rc = fire("route/remote", fh, st, from, to, origin);
+        finish(st, rc, PL_EREMOTE_SERVER_NOT_FOUND);
+    } else if (!to->local) {
+        if (to->resource && strcmp(pl_stanza_name(st), "iq") != 0) {
+            char ev[512];
+            snprintf(ev, sizeof(ev), "%s/host", pl_stanza_name(st));
+            finish(st, fire(ev, h, st, from, to, origin), 0);
+        } else {
+            route_host(h, st, from, to, origin);
+        }
+    } else if (!to->resource) {
+        route_bare(h, st, from, to, origin);
+    } else {
+        route_full(h, st, from, to, origin);
+    }
+    pl_jid_free(own);
+}
+
+void pl_route_to_session(struct pl_session *s, struct pl_stanza *st)
+{
+    deliver(s, st);
+}

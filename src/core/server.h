@@ -1,0 +1,27 @@
+/*
+ * server.h - process-wide services a module or the core may need: the
+ * loop, the configuration in force, the CPU work queue, the server secret.
+ * parleyd.c builds them at start and swaps the configuration on SIGHUP.
+ */
+#ifndef PL_SERVER_H
+#define PL_SERVER_H
+
+#include "config.h"
+#include "str.h"
+
+struct pl_loop;
+struct pl_workq;
+
+struct pl_loop *pl_server_loop(void);
+struct pl_config *pl_server_config(void);
+/* Threads for CPU-heavy blocking work (PBKDF2). */
+struct pl_workq *pl_server_cpu(void);
+/* 32 random bytes kept in <data_dir>/secret, for fake SCRAM salts. */
+struct pl_str pl_server_secret(void);
+
+/* Set by parleyd.c. */
+void pl__server_set(struct pl_loop *loop, struct pl_config *c,
+                    struct pl_workq *cpu, const unsigned char *secret);
+void pl__server_set_config(struct pl_config *c);
+
+#endif

@@ -1,0 +1,44 @@
+/*
+ * stats.h - the server's counters, kept in one place so that a metrics
+ * endpoint (or a log line) only has to expose them.  Updated on the loop
+ * thread; read anywhere (relaxed atomics).
+ */
+#ifndef PL_STATS_H
+#define PL_STATS_H
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+#define PL_STATS_FIELDS(X)                                                    \
+    X(connections_accepted)                                                   \
+    X(connections_refused)                                                    \
+    X(connections_open)                                                       \
+    X(sessions_bound)                                                         \
+    X(stanzas_in)                                                             \
+    X(stanzas_out)                                                            \
+    X(bytes_in)                                                               \
+    X(bytes_out)                                                              \
+    X(auth_success)                                                           \
+    X(auth_failures)                                                          \
+    X(stream_errors)                                                          \
+    X(stanza_errors)                                                          \
+    X(registrations)
+
+struct pl_stats {
+#define X(name) atomic_ulong name;
+    PL_STATS_FIELDS(X)
+#undef X
+};
+
+extern struct pl_stats pl_stats;
+
+#define pl_stat_add(name, n)                                                  \
+    atomic_fetch_add_explicit(&pl_stats.name, (n), memory_order_relaxed)
+#define pl_stat_inc(name) pl_stat_add(name, 1)
+#define pl_stat_dec(name)                                                     \
+    atomic_fetch_sub_explicit(&pl_stats.name, 1, memory_order_relaxed)
+
+/* Writes "name value" lines. */
+void pl_stats_print(FILE *f);
+
+#endif

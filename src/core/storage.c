@@ -1,0 +1,97 @@
+/*
+ * storage.c - the storage queue: one thread, one open driver handle,
+ * batches wrapped in a transaction; see storage.h.
+ */
+#include "storage.h"
+
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+#include "module.h"
+#include "work.h"
+
+struct job {
+    struct pl_work w;         /* queue link; first member */
+    pl_storage_run_fn *run;   /* storage-thread part */
+    pl_storage_done_fn *done; /* loop part */
+    void *arg;                /* caller's request */
+    int rc;                   /* run's result */
+};
+
+static const struct pl_storage_driver *driver;
+static void *db;
+static struct pl_workq *queue;
+
+static void batch(void *ctx, int begin)
+{
+    int rc = begin ? driver->begin(db) : driver->commit(db);
+    if (rc != PL_OK)
+        pl_log_error("storage", "%s failed", begin ? "begin" : "commit");
+}
+
+static void job_work(struct pl_work *w)
+{
+    struct job *j = (struct job *)w;
+    j->rc = j->run(driver, db, j->arg);
+}
+
+static void job_done(struct pl_work *w)
+{
+    struct job *j = (struct job *)w;
+    if (j->done)
+        j->done(j->rc, j->arg);
+    pl_free(j);
+}
+
+void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
+                       pl_storage_done_fn *done, void *arg)
+{
+    struct job *j = pl_calloc(1, sizeof(*j));
+    j->w.work = job_work;
+    j->w.done = job_done;
+    j->run = run;
+    j->done = done;
+    j->arg = arg;
+    pl_workq_submit(queue, loop, &j->w);
+}
+
+const struct pl_storage_driver *pl_storage_driver_find(const char *name)
+{
+    const struct pl_module *m;
+    for (int i = 0; (m = pl_module_at(i)); i++)
+        if (m->storage && strcmp(m->storage->name, name) == 0)
+            return m->storage;
+    return NULL;
+}
+
+int pl__storage_open(const struct pl_settings *s)
+{
+    driver = pl_storage_driver_find(s->storage_driver);
+    if (!driver) {
+        pl_log_error("storage", "unknown storage driver '%s'",
+                     s->storage_driver);
+        return PL_EINVAL;
+    }
+    int rc = driver->open(s, &db);
+    if (rc != PL_OK)
+        return rc;
+    queue = pl_workq_new("storage", 1, batch, NULL);
+    return PL_OK;
+}
+
+void pl__storage_close(void)
+{
+    if (queue)
+        pl_workq_free(queue); /* runs what is queued, then joins */
+    queue = NULL;
+    if (driver && db)
+        driver->close(db);
+    db = NULL;
+}
+
+size_t pl_storage_pending(void)
+{
+    return queue ? pl_workq_pending(queue) : 0;
+}

@@ -1,0 +1,74 @@
+/*
+ * storage.h - the storage interface: accounts with SCRAM keys, and a
+ * per-user key-value store for modules, behind a driver (SQLite first;
+ * PostgreSQL later, behind the same interface).
+ *
+ * Driver functions are synchronous and run only on the storage thread,
+ * inside a transaction the queue opens around each batch of jobs (group
+ * commit: a burst of writes costs one fsync).  Completions run on the loop
+ * after the batch committed, so nothing is acknowledged before it is
+ * durable.  parleyctl calls the driver directly.
+ */
+#ifndef PL_STORAGE_H
+#define PL_STORAGE_H
+
+#include <stddef.h>
+
+#include "buf.h"
+#include "config.h"
+#include "scram.h"
+
+struct pl_loop;
+
+struct pl_account {
+    struct pl_scram_keys keys[PL_SCRAM_NHASH]; /* indexed by hash */
+};
+
+struct pl_storage_driver {
+    const char *name; /* "sqlite" */
+    int (*open)(const struct pl_settings *s, void **db);
+    void (*close)(void *db);
+    int (*begin)(void *db);
+    int (*commit)(void *db);
+    /* PL_ENOT_FOUND if no such account. */
+    int (*account_get)(void *db, const char *host, const char *user,
+                       struct pl_account *out);
+    /* PL_ECONFLICT if it exists. */
+    int (*account_create)(void *db, const char *host, const char *user,
+                          const struct pl_account *a);
+    /* PL_ENOT_FOUND if it does not exist. */
+    int (*account_update)(void *db, const char *host, const char *user,
+                          const struct pl_account *a);
+    /* Removes the account and all of its data. PL_ENOT_FOUND if absent. */
+    int (*account_delete)(void *db, const char *host, const char *user);
+    int (*account_list)(void *db, const char *host,
+                        void (*fn)(const char *user, void *ud), void *ud);
+    /* Per-user documents, by store and key.  PL_ENOT_FOUND if absent. */
+    int (*kv_get)(void *db, const char *host, const char *user,
+                  const char *store, const char *key, struct pl_buf *out);
+    /* data NULL deletes. */
+    int (*kv_set)(void *db, const char *host, const char *user,
+                  const char *store, const char *key, const void *data,
+                  size_t len);
+};
+
+/* Runs on the storage thread with the driver and its handle. */
+typedef int pl_storage_run_fn(const struct pl_storage_driver *d, void *db,
+                              void *arg);
+/* Runs on the loop with run's result. */
+typedef void pl_storage_done_fn(int rc, void *arg);
+
+/* Queues run(arg) on the storage thread; done(rc, arg) follows on loop. */
+void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
+                       pl_storage_done_fn *done, void *arg);
+
+/* Driver by name among the modules' provided services. */
+const struct pl_storage_driver *pl_storage_driver_find(const char *name);
+
+/* Server lifetime. */
+int pl__storage_open(const struct pl_settings *s);
+/* Waits for queued jobs, commits, closes (SIGTERM). */
+void pl__storage_close(void);
+size_t pl_storage_pending(void);
+
+#endif

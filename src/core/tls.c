@@ -1,0 +1,224 @@
+/*
+ * tls.c - OpenSSL contexts, self-signed certificates and channel binding
+ * data; see tls.h.
+ */
+#include "tls.h"
+
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <fcntl.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+
+static int host_index = -1;
+
+static void log_ssl(const char *what)
+{
+    unsigned long e;
+    char buf[256];
+    while ((e = ERR_get_error()) != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        pl_log_error("tls", "%s: %s", what, buf);
+    }
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s", path);
+    char *slash = strrchr(tmp, '/');
+    if (!slash)
+        return PL_OK;
+    *slash = '\0';
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(tmp, 0755);
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+        return PL_EIO;
+    return PL_OK;
+}
+
+static int add_ext(X509 *cert, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
+    X509_EXTENSION *ex = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (!ex)
+        return 0;
+    int ok = X509_add_ext(cert, ex, -1);
+    X509_EXTENSION_free(ex);
+    return ok;
+}
+
+int pl_tls_ensure_selfsigned(const char *domain, const char *cert_path,
+                             const char *key_path)
+{
+    if (access(cert_path, R_OK) == 0)
+        return PL_OK;
+    int rc = PL_ETLS;
+    EVP_PKEY *pkey = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    FILE *f = NULL;
+    if (!pkey || !cert)
+        goto out;
+    X509_set_version(cert, 2);
+    unsigned char serial[16];
+    RAND_bytes(serial, sizeof(serial));
+    serial[0] &= 0x7f;
+    BIGNUM *bn = BN_bin2bn(serial, sizeof(serial), NULL);
+    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
+    BN_free(bn);
+    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600);
+    X509_set_pubkey(cert, pkey);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                               (const unsigned char *)domain, -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    char san[1100];
+    snprintf(san, sizeof(san), "DNS:%s, DNS:*.%s", domain, domain);
+    if (!add_ext(cert, NID_subject_alt_name, san) ||
+        !add_ext(cert, NID_basic_constraints, "critical,CA:FALSE") ||
+        !add_ext(cert, NID_key_usage, "critical,digitalSignature") ||
+        !add_ext(cert, NID_ext_key_usage, "serverAuth"))
+        goto out;
+    if (!X509_sign(cert, pkey, EVP_sha256()))
+        goto out;
+    if (mkdirs(cert_path) != PL_OK || mkdirs(key_path) != PL_OK)
+        goto out;
+    int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || !(f = fdopen(fd, "w")))
+        goto out;
+    if (!PEM_write_PrivateKey(f, pkey, NULL, NULL, 0, NULL, NULL))
+        goto out;
+    fclose(f);
+    f = fopen(cert_path, "w");
+    if (!f || !PEM_write_X509(f, cert))
+        goto out;
+    pl_log_info("tls", "created a self-signed certificate for %s at %s",
+                domain, cert_path);
+    rc = PL_OK;
+out:
+    if (f)
+        fclose(f);
+    if (rc != PL_OK)
+        log_ssl("while creating a self-signed certificate");
+    X509_free(cert);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+/* RFC 5929 §4.1: the certificate's signature hash, SHA-256 for MD5/SHA-1. */
+static void compute_endpoint(struct pl_tls_host *h)
+{
+    X509 *cert = SSL_CTX_get0_certificate(h->ctx);
+    if (!cert)
+        return;
+    int md_nid = 0, pk_nid = 0;
+    if (!OBJ_find_sigid_algs(X509_get_signature_nid(cert), &md_nid, &pk_nid))
+        return;
+    const EVP_MD *md = EVP_get_digestbynid(md_nid);
+    if (!md || md_nid == NID_md5 || md_nid == NID_sha1)
+        md = EVP_sha256();
+    unsigned int len = 0;
+    if (X509_digest(cert, md, h->endpoint, &len))
+        h->endpoint_len = len;
+}
+
+int pl_tls_host_load(const char *domain, const char *cert, const char *key,
+                     struct pl_tls_host **out)
+{
+    if (host_index < 0)
+        host_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE |
+                                 SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
+                              SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"parley", 6);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        log_ssl("while loading the certificate");
+        pl_log_error("tls", "cannot load certificate %s / key %s for %s",
+                     cert, key, domain);
+        goto fail;
+    }
+    struct pl_tls_host *h = pl_calloc(1, sizeof(*h));
+    h->domain = pl_strdup(domain);
+    h->ctx = ctx;
+    SSL_CTX_set_ex_data(ctx, host_index, h);
+    compute_endpoint(h);
+    *out = h;
+    return PL_OK;
+fail:
+    SSL_CTX_free(ctx);
+    return PL_ETLS;
+}
+
+void pl_tls_host_free(struct pl_tls_host *h)
+{
+    if (!h)
+        return;
+    SSL_CTX_set_ex_data(h->ctx, host_index, NULL);
+    SSL_CTX_free(h->ctx);
+    pl_free(h->domain);
+    pl_free(h);
+}
+
+static struct pl_tls_host *(*sni_lookup)(const char *name);
+
+static int on_servername(SSL *ssl, int *al, void *arg)
+{
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!name || !sni_lookup)
+        return SSL_TLSEXT_ERR_OK;
+    struct pl_tls_host *h = sni_lookup(name);
+    if (h && h->ctx != SSL_get_SSL_CTX(ssl))
+        SSL_set_SSL_CTX(ssl, h->ctx);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+void pl_tls_set_sni(SSL_CTX *ctx,
+                    struct pl_tls_host *(*lookup)(const char *name))
+{
+    sni_lookup = lookup;
+    SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+}
+
+int pl_tls_exporter(SSL *ssl, unsigned char *out, size_t len)
+{
+    static const char label[] = "EXPORTER-Channel-Binding";
+    if (SSL_export_keying_material(ssl, out, len, label, sizeof(label) - 1,
+                                   NULL, 0, 0) != 1)
+        return PL_ETLS;
+    return PL_OK;
+}
+
+struct pl_tls_host *pl_tls_host_of(SSL *ssl)
+{
+    if (host_index < 0)
+        return NULL;
+    return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), host_index);
+}

@@ -1,0 +1,132 @@
+/*
+ * work.c - thread-backed work queues with completions posted to the
+ * submitting loop; see work.h.
+ */
+#include "work.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "alloc.h"
+#include "log.h"
+#include "loop.h"
+
+struct pl_workq {
+    const char *name;       /* for logs */
+    pthread_mutex_t lock;   /* guards head, tail, stopping */
+    pthread_cond_t cond;    /* signalled on submit and stop */
+    struct pl_work *head;   /* FIFO of waiting jobs */
+    struct pl_work *tail;
+    int stopping;           /* set by pl_workq_free */
+    int nthreads;           /* worker count */
+    pthread_t *threads;     /* workers */
+    pl_batch_fn *batch;     /* transaction hooks or NULL */
+    void *ctx;              /* for batch */
+    atomic_size_t pending;  /* submitted, not completed */
+};
+
+static void complete(void *data)
+{
+    struct pl_work *w = data;
+    w->done(w);
+}
+
+static void *worker(void *arg)
+{
+    struct pl_workq *q = arg;
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        while (!q->head && !q->stopping)
+            pthread_cond_wait(&q->cond, &q->lock);
+        if (!q->head && q->stopping)
+            break;
+        /* Take everything queued now: one batch. */
+        struct pl_work *batch = q->head;
+        q->head = q->tail = NULL;
+        if (q->nthreads > 1 && batch->next) {
+            /* With several threads, take one job and leave the rest. */
+            q->head = batch->next;
+            q->tail = q->head;
+            while (q->tail->next)
+                q->tail = q->tail->next;
+            batch->next = NULL;
+            pthread_cond_signal(&q->cond);
+        }
+        pthread_mutex_unlock(&q->lock);
+        if (q->batch)
+            q->batch(q->ctx, 1);
+        struct pl_work *w;
+        for (w = batch; w; w = w->next)
+            w->work(w);
+        if (q->batch)
+            q->batch(q->ctx, 0);
+        /* Completions only after the batch is durable. */
+        w = batch;
+        while (w) {
+            struct pl_work *next = w->next;
+            atomic_fetch_sub(&q->pending, 1);
+            if (w->done)
+                pl_loop_post(w->loop, complete, w);
+            w = next;
+        }
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+struct pl_workq *pl_workq_new(const char *name, int nthreads,
+                              pl_batch_fn *batch, void *ctx)
+{
+    struct pl_workq *q = pl_calloc(1, sizeof(*q));
+    q->name = name;
+    q->nthreads = nthreads < 1 ? 1 : nthreads;
+    q->batch = batch;
+    q->ctx = ctx;
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->cond, NULL);
+    q->threads = pl_calloc((size_t)q->nthreads, sizeof(pthread_t));
+    for (int i = 0; i < q->nthreads; i++)
+        if (pthread_create(&q->threads[i], NULL, worker, q) != 0) {
+            pl_log_error("work", "cannot start %s worker thread", name);
+            pl_assert(0);
+        }
+    return q;
+}
+
+void pl_workq_submit(struct pl_workq *q, struct pl_loop *loop,
+                     struct pl_work *w)
+{
+    w->loop = loop;
+    w->next = NULL;
+    atomic_fetch_add(&q->pending, 1);
+    pthread_mutex_lock(&q->lock);
+    if (q->tail)
+        q->tail->next = w;
+    else
+        q->head = w;
+    q->tail = w;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+}
+
+size_t pl_workq_pending(struct pl_workq *q)
+{
+    return atomic_load(&q->pending);
+}
+
+void pl_workq_free(struct pl_workq *q)
+{
+    if (!q)
+        return;
+    pthread_mutex_lock(&q->lock);
+    q->stopping = 1;
+    pthread_cond_broadcast(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    for (int i = 0; i < q->nthreads; i++)
+        pthread_join(q->threads[i], NULL);
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->cond);
+    pl_free(q->threads);
+    pl_free(q);
+}

@@ -1,0 +1,648 @@
+/*
+ * xml.c - the streaming XMPP parser on expat; see xml.h for the API.
+ *
+ * Expat runs namespace aware with "\xff" as separator and prefixes
+ * reported ("uri\xfflocal\xffprefix"; 0xff never occurs in UTF-8).  The
+ * element at depth 1 is the stream header; elements from depth 2 (depth 1
+ * for pl_xml_parse_fragment) are built straight into the arena of a new
+ * stanza, one node per event, and the stanza is handed over when its root
+ * closes.
+ *
+ * Limits.  Input goes to expat in SLICE-byte pieces.  After each piece the
+ * parser measures what is pending: the open stanza since its start tag,
+ * or, between stanzas, the partial token expat is holding (a start tag not
+ * yet closed, the stream header).  So a 100 MB attribute value is refused
+ * after the first piece that crosses max_stanza_size rather than buffered.
+ * Inside a piece the handlers check the running size too.  Whatever the
+ * configuration, no single token may exceed MAX_TOKEN: expat rescans a
+ * partial token from its start on every call (CVE-2023-52425), so this
+ * caps the cost of a peer that dribbles a huge start tag a byte at a time.
+ *
+ * Restricted XML (RFC 6120 §11.1): handlers for DOCTYPE, the DTD
+ * declarations, comments and processing instructions stop the parser with
+ * restricted-xml; parameter entities are never parsed; references to
+ * undeclared entities are expat errors (not-well-formed).
+ *
+ * Extending: a new refusal is a handler that calls fail(); set it in
+ * setup(), which also runs after every reset.  Handlers must return at once
+ * when dead(): expat may still deliver events of the current token after
+ * XML_StopParser().
+ */
+#include "xml.h"
+
+#include <expat.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+
+#define SLICE 16384      /* bytes handed to expat per call */
+#define MAX_TOKEN 65536  /* largest start tag (or any token) accepted */
+#define MIN_HINT 512     /* smallest first arena chunk for a stanza */
+#define MAX_HINT 262144  /* largest first arena chunk for a stanza */
+#define NS_XMLNS "http://www.w3.org/2000/xmlns/"
+
+/*
+ * Expat 2.6 defers reparsing a partial token until twice as much data is
+ * buffered.  On a stream that can hold a complete stanza back until the
+ * peer sends more, so it is turned off; MAX_TOKEN bounds the cost instead.
+ * Distributions backport it without bumping XML_MINOR_VERSION (Debian 12
+ * ships it in "2.5.0"), so look the function up at run time.
+ */
+XMLPARSEAPI(XML_Bool)
+XML_SetReparseDeferralEnabled(XML_Parser parser, XML_Bool enabled)
+    __attribute__((weak));
+
+struct pl_xml_parser {
+    XML_Parser xp;                /* expat, namespace aware */
+    struct pl_xml_limits limits;  /* as last configured */
+    struct pl_xml_callbacks cb;   /* copied at creation */
+    void *ud;                     /* passed to every callback */
+    unsigned sdepth;              /* depth of stanzas: 2, 1 for fragments */
+    unsigned depth;               /* open elements; 1 = stream element */
+    struct pl_stanza *hdr;        /* header being collected, see on_ns() */
+    struct pl_attr *decls;        /* the header's namespace declarations */
+    struct pl_attr **decls_tail;  /* where the next declaration goes */
+    struct pl_stanza *st;         /* stanza being built, NULL between */
+    struct pl_node *cur;          /* innermost open element of st */
+    long long st_start;           /* byte index of st's start tag */
+    size_t st_limit;              /* max_stanza_size when st began */
+    unsigned st_max_depth;        /* max_depth when st began */
+    unsigned long long fed;       /* bytes given to expat since reset */
+    bool in_parse;                /* inside XML_Parse (callbacks may run) */
+    bool stopped;                 /* pl_xml_parser_stop() was called */
+    bool failed;                  /* the error callback fired */
+    bool reset_pending;           /* reset requested from a callback */
+    char errtext[192];            /* expat's diagnostic */
+};
+
+/* Expat's memory goes through alloc.c; it copes with NULL. */
+static void *xml_realloc(void *ptr, size_t n)
+{
+    /* alloc.h has no non-aborting realloc; expat handles failure. */
+    return realloc(ptr, n ? n : 1);
+}
+
+static const XML_Memory_Handling_Suite memsuite = {
+    pl_try_malloc,
+    xml_realloc,
+    pl_free,
+};
+
+const char *pl_xml_error_condition(enum pl_xml_error err)
+{
+    switch (err) {
+    case PL_XML_NOT_WELL_FORMED: return "not-well-formed";
+    case PL_XML_RESTRICTED_XML: return "restricted-xml";
+    case PL_XML_POLICY_VIOLATION: return "policy-violation";
+    case PL_XML_UNSUPPORTED_ENCODING: return "unsupported-encoding";
+    case PL_XML_BAD_FORMAT: return "bad-format";
+    }
+    return "undefined-condition";
+}
+
+static bool dead(const struct pl_xml_parser *p)
+{
+    return p->failed || p->stopped || p->reset_pending;
+}
+
+static void drop_partial(struct pl_xml_parser *p)
+{
+    pl_stanza_unref(p->st);
+    p->st = NULL;
+    p->cur = NULL;
+    pl_stanza_unref(p->hdr);
+    p->hdr = NULL;
+    p->decls = NULL;
+    p->decls_tail = &p->decls;
+}
+
+/* Reports err once and stops; the parser is dead until reset. */
+static void fail(struct pl_xml_parser *p, enum pl_xml_error err,
+                 const char *text)
+{
+    if (p->failed)
+        return;
+    p->failed = true;
+    if (p->in_parse)
+        XML_StopParser(p->xp, XML_FALSE);
+    drop_partial(p);
+    if (p->cb.error)
+        p->cb.error(p->ud, err, text);
+}
+
+static void restricted(struct pl_xml_parser *p, const char *what)
+{
+    if (!dead(p))
+        fail(p, PL_XML_RESTRICTED_XML, what);
+}
+
+/* ---- names ---- */
+
+struct qname {
+    const char *uri;  /* namespace URI, "" when none */
+    size_t uri_len;   /* its length */
+    const char *local; /* local name */
+    size_t local_len;  /* its length */
+};
+
+static void split(const char *s, struct qname *q)
+{
+    const char *a = strchr(s, '\xff');
+    if (!a) {
+        q->uri = "";
+        q->uri_len = 0;
+        q->local = s;
+        q->local_len = strlen(s);
+        return;
+    }
+    q->uri = s;
+    q->uri_len = (size_t)(a - s);
+    q->local = a + 1;
+    const char *b = strchr(a + 1, '\xff'); /* the prefix follows, if any */
+    q->local_len = b ? (size_t)(b - q->local) : strlen(q->local);
+}
+
+static struct pl_node *add_elem(struct pl_stanza *st, struct pl_node *parent,
+                                const XML_Char *name, const XML_Char **atts)
+{
+    struct qname q;
+    split(name, &q);
+    struct pl_node *el = pl__node_add_elem_n(st, parent, q.local, q.local_len,
+                                             q.uri, q.uri_len);
+    struct pl_attr **tail = &el->attrs;
+    for (size_t i = 0; atts[i]; i += 2) {
+        split(atts[i], &q);
+        *tail = pl__attr_new(st, q.local, q.local_len, q.uri, q.uri_len,
+                             atts[i + 1], strlen(atts[i + 1]));
+        tail = &(*tail)->next;
+    }
+    return el;
+}
+
+/* ---- limits ---- */
+
+static long long event_end(const struct pl_xml_parser *p)
+{
+    return (long long)XML_GetCurrentByteIndex(p->xp) +
+           XML_GetCurrentByteCount(p->xp);
+}
+
+/* Inside a handler: is the open stanza over its limit? */
+static bool too_big(struct pl_xml_parser *p)
+{
+    if (!p->st_limit || event_end(p) - p->st_start <= (long long)p->st_limit)
+        return false;
+    fail(p, PL_XML_POLICY_VIOLATION, "stanza too large");
+    return true;
+}
+
+/* Between slices: bound the open stanza and any partial token. */
+static int check_pending(struct pl_xml_parser *p)
+{
+    long long idx = (long long)XML_GetCurrentByteIndex(p->xp);
+    unsigned long long pending = p->fed;
+    if (idx >= 0 && (unsigned long long)idx <= p->fed)
+        pending = p->fed - (unsigned long long)idx;
+    size_t limit = p->limits.max_stanza_size;
+    if (p->st && p->st_limit &&
+        p->fed - (unsigned long long)p->st_start > p->st_limit)
+        fail(p, PL_XML_POLICY_VIOLATION, "stanza too large");
+    else if (!p->st && limit && pending > limit)
+        fail(p, PL_XML_POLICY_VIOLATION,
+             p->depth ? "stanza too large" : "stream header too large");
+    else if (pending > MAX_TOKEN)
+        fail(p, PL_XML_POLICY_VIOLATION, "XML tag too large");
+    return p->failed ? PL_EINVAL : PL_OK;
+}
+
+/*
+ * First-chunk size for a stanza whose start tag is the current event:
+ * twice its byte size when the bytes expat holds show where it ends, else
+ * twice what is there.  Only a hint, so a wrong guess merely costs an
+ * extra chunk or some slack.
+ */
+static size_t size_hint(struct pl_xml_parser *p)
+{
+    int off = 0, size = 0;
+    const char *ctx = XML_GetInputContext(p->xp, &off, &size);
+    int count = XML_GetCurrentByteCount(p->xp);
+    if (!ctx || off < 0 || size <= off || count < 2 || count > size - off)
+        return MIN_HINT;
+    const char *s = ctx + off;
+    size_t avail = (size_t)(size - off), tag = (size_t)count, est = avail;
+    if (s[tag - 2] == '/') {
+        est = tag; /* <x .../> */
+    } else {
+        size_t q = 1;
+        while (q < tag && !strchr(" \t\r\n/>", s[q]))
+            q++;
+        const char *name = s + 1;
+        size_t nlen = q - 1;
+        /* Find "</name" followed by '>' or space. */
+        const char *at = s + tag, *end = s + avail;
+        while ((at = memchr(at, '<', (size_t)(end - at)))) {
+            if ((size_t)(end - at) < nlen + 3)
+                break;
+            if (at[1] == '/' && memcmp(at + 2, name, nlen) == 0 &&
+                strchr(" \t\r\n>", at[2 + nlen]) && at[2 + nlen]) {
+                est = (size_t)(at - s) + nlen + 3;
+                break;
+            }
+            at++;
+        }
+    }
+    size_t hint = est > MAX_HINT / 2 ? MAX_HINT : 2 * est;
+    if (p->st_limit && hint > 2 * p->st_limit)
+        hint = 2 * p->st_limit;
+    return hint < MIN_HINT ? MIN_HINT : hint;
+}
+
+/* ---- handlers ---- */
+
+static void open_stream(struct pl_xml_parser *p, const XML_Char *name,
+                        const XML_Char **atts)
+{
+    size_t limit = p->limits.max_stanza_size;
+    if (limit && (size_t)XML_GetCurrentByteCount(p->xp) > limit) {
+        fail(p, PL_XML_POLICY_VIOLATION, "stream header too large");
+        return;
+    }
+    struct pl_stanza *h = p->hdr ? p->hdr : pl__stanza_new_sized(0);
+    struct pl_attr *decls = p->decls;
+    p->hdr = NULL;
+    p->decls = NULL;
+    p->decls_tail = &p->decls;
+    struct pl_node *root = add_elem(h, NULL, name, atts);
+    struct pl_attr **tail = &root->attrs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = decls;
+    if (p->cb.stream_open)
+        p->cb.stream_open(p->ud, h);
+    pl_stanza_unref(h);
+}
+
+static void on_start(void *ud, const XML_Char *name, const XML_Char **atts)
+{
+    struct pl_xml_parser *p = ud;
+    if (dead(p))
+        return;
+    p->depth++;
+    if (p->depth < p->sdepth) {
+        open_stream(p, name, atts);
+        return;
+    }
+    if (p->depth == p->sdepth) {
+        p->st_start = (long long)XML_GetCurrentByteIndex(p->xp);
+        p->st_limit = p->limits.max_stanza_size;
+        p->st_max_depth = p->limits.max_depth;
+        if (too_big(p))
+            return;
+        p->st = pl__stanza_new_sized(size_hint(p));
+        p->cur = add_elem(p->st, NULL, name, atts);
+        return;
+    }
+    if (p->st_max_depth && p->depth - p->sdepth + 1 > p->st_max_depth) {
+        fail(p, PL_XML_POLICY_VIOLATION, "stanza nested too deeply");
+        return;
+    }
+    if (too_big(p))
+        return;
+    p->cur = add_elem(p->st, p->cur, name, atts);
+}
+
+static void on_end(void *ud, const XML_Char *name)
+{
+    struct pl_xml_parser *p = ud;
+    if (dead(p))
+        return;
+    unsigned d = p->depth--;
+    if (d < p->sdepth) {
+        if (p->cb.stream_close)
+            p->cb.stream_close(p->ud);
+        return;
+    }
+    if (too_big(p))
+        return;
+    if (d > p->sdepth) {
+        p->cur = p->cur->parent;
+        return;
+    }
+    struct pl_stanza *st = p->st;
+    p->st = NULL;
+    p->cur = NULL;
+    pl__stanza_set_wire_size(st, (size_t)(event_end(p) - p->st_start));
+    if (p->cb.stanza)
+        p->cb.stanza(p->ud, st);
+    else
+        pl_stanza_unref(st);
+}
+
+static void on_text(void *ud, const XML_Char *s, int len)
+{
+    struct pl_xml_parser *p = ud;
+    if (dead(p) || len <= 0)
+        return;
+    if (p->depth >= p->sdepth) {
+        if (!too_big(p))
+            pl_node_add_text(p->st, p->cur, s, (size_t)len);
+        return;
+    }
+    /* Between stanzas only whitespace (keepalives) may appear. */
+    for (int i = 0; i < len; i++) {
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r' && s[i] != '\n') {
+            fail(p, PL_XML_BAD_FORMAT, "text between stanzas");
+            return;
+        }
+    }
+}
+
+/*
+ * Namespace declarations are not attributes to expat; those of the stream
+ * header are recorded so the stream can check its default namespace and
+ * xmlns:db (XEP-0220).  They fire before the element's start handler.
+ */
+static void on_ns(void *ud, const XML_Char *prefix, const XML_Char *uri)
+{
+    struct pl_xml_parser *p = ud;
+    if (dead(p) || p->depth != 0 || p->sdepth < 2)
+        return;
+    if (!p->hdr)
+        p->hdr = pl__stanza_new_sized(0);
+    const char *v = uri ? uri : "";
+    struct pl_attr *a =
+        prefix ? pl__attr_new(p->hdr, prefix, strlen(prefix), NS_XMLNS,
+                              sizeof(NS_XMLNS) - 1, v, strlen(v))
+               : pl__attr_new(p->hdr, "xmlns", 5, NULL, 0, v, strlen(v));
+    *p->decls_tail = a;
+    p->decls_tail = &a->next;
+}
+
+static void on_xml_decl(void *ud, const XML_Char *version,
+                        const XML_Char *encoding, int standalone)
+{
+    struct pl_xml_parser *p = ud;
+    if (dead(p))
+        return;
+    if (version && strcmp(version, "1.0") != 0)
+        fail(p, PL_XML_BAD_FORMAT, "XML version other than 1.0");
+    else if (encoding && strcasecmp(encoding, "UTF-8") != 0)
+        fail(p, PL_XML_UNSUPPORTED_ENCODING, "encoding other than UTF-8");
+}
+
+static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
+                       const XML_Char *pubid, int has_internal_subset)
+{
+    restricted(ud, "DOCTYPE not allowed");
+}
+
+static void on_entity_decl(void *ud, const XML_Char *name, int is_param,
+                           const XML_Char *value, int value_len,
+                           const XML_Char *base, const XML_Char *sysid,
+                           const XML_Char *pubid, const XML_Char *notation)
+{
+    restricted(ud, "entity declaration not allowed");
+}
+
+static void on_unparsed_entity(void *ud, const XML_Char *name,
+                               const XML_Char *base, const XML_Char *sysid,
+                               const XML_Char *pubid,
+                               const XML_Char *notation)
+{
+    restricted(ud, "entity declaration not allowed");
+}
+
+static void on_notation(void *ud, const XML_Char *name, const XML_Char *base,
+                        const XML_Char *sysid, const XML_Char *pubid)
+{
+    restricted(ud, "notation declaration not allowed");
+}
+
+static void on_element_decl(void *ud, const XML_Char *name,
+                            XML_Content *model)
+{
+    struct pl_xml_parser *p = ud;
+    XML_FreeContentModel(p->xp, model); /* the handler owns it */
+    restricted(p, "element declaration not allowed");
+}
+
+static void on_attlist(void *ud, const XML_Char *el, const XML_Char *att,
+                       const XML_Char *type, const XML_Char *dflt,
+                       int required)
+{
+    restricted(ud, "attribute list declaration not allowed");
+}
+
+static void on_pi(void *ud, const XML_Char *target, const XML_Char *data)
+{
+    restricted(ud, "processing instruction not allowed");
+}
+
+static void on_comment(void *ud, const XML_Char *data)
+{
+    restricted(ud, "comment not allowed");
+}
+
+/* Registers everything; XML_ParserReset() clears it, so reset calls this. */
+static void setup(struct pl_xml_parser *p)
+{
+    XML_Parser xp = p->xp;
+    XML_SetUserData(xp, p);
+    XML_SetReturnNSTriplet(xp, 1);
+    XML_SetParamEntityParsing(xp, XML_PARAM_ENTITY_PARSING_NEVER);
+    if (XML_SetReparseDeferralEnabled)
+        XML_SetReparseDeferralEnabled(xp, XML_FALSE);
+    XML_SetElementHandler(xp, on_start, on_end);
+    XML_SetCharacterDataHandler(xp, on_text);
+    XML_SetNamespaceDeclHandler(xp, on_ns, NULL);
+    XML_SetXmlDeclHandler(xp, on_xml_decl);
+    XML_SetStartDoctypeDeclHandler(xp, on_doctype);
+    XML_SetEntityDeclHandler(xp, on_entity_decl);
+    XML_SetUnparsedEntityDeclHandler(xp, on_unparsed_entity);
+    XML_SetNotationDeclHandler(xp, on_notation);
+    XML_SetElementDeclHandler(xp, on_element_decl);
+    XML_SetAttlistDeclHandler(xp, on_attlist);
+    XML_SetProcessingInstructionHandler(xp, on_pi);
+    XML_SetCommentHandler(xp, on_comment);
+}
+
+static void do_reset(struct pl_xml_parser *p)
+{
+    drop_partial(p);
+    XML_Bool ok = XML_ParserReset(p->xp, "UTF-8");
+    pl_assert(ok);
+    setup(p);
+    p->depth = 0;
+    p->fed = 0;
+    p->stopped = p->failed = p->reset_pending = false;
+}
+
+static struct pl_xml_parser *create(const struct pl_xml_limits *limits,
+                                    const struct pl_xml_callbacks *cb,
+                                    void *ud, unsigned sdepth)
+{
+    struct pl_xml_parser *p = pl_calloc(1, sizeof(*p));
+    if (limits)
+        p->limits = *limits;
+    if (cb)
+        p->cb = *cb;
+    p->ud = ud;
+    p->sdepth = sdepth;
+    p->decls_tail = &p->decls;
+    p->xp = XML_ParserCreate_MM("UTF-8", &memsuite, "\xff");
+    if (!p->xp) {
+        pl_log_error("xml", "out of memory creating an XML parser");
+        abort();
+    }
+    setup(p);
+    return p;
+}
+
+struct pl_xml_parser *pl_xml_parser_new(const struct pl_xml_limits *limits,
+                                        const struct pl_xml_callbacks *cb,
+                                        void *ud)
+{
+    return create(limits, cb, ud, 2);
+}
+
+void pl_xml_parser_free(struct pl_xml_parser *p)
+{
+    if (!p)
+        return;
+    pl_assert(!p->in_parse); /* not from a callback */
+    drop_partial(p);
+    XML_ParserFree(p->xp);
+    pl_free(p);
+}
+
+void pl_xml_parser_set_limits(struct pl_xml_parser *p,
+                              const struct pl_xml_limits *limits)
+{
+    p->limits = *limits;
+}
+
+#define STOPPED 1 /* parse(): quietly done with this input */
+
+/* Hands n bytes to expat and settles what the handlers asked for. */
+static int parse(struct pl_xml_parser *p, const char *data, size_t n,
+                 int final)
+{
+    p->in_parse = true;
+    enum XML_Status s = XML_Parse(p->xp, data, (int)n, final);
+    p->in_parse = false;
+    p->fed += n;
+    if (p->reset_pending) {
+        int rc = p->failed ? PL_EINVAL : STOPPED;
+        do_reset(p);
+        return rc;
+    }
+    if (p->failed)
+        return PL_EINVAL;
+    if (p->stopped)
+        return STOPPED;
+    if (s != XML_STATUS_OK) {
+        enum XML_Error code = XML_GetErrorCode(p->xp);
+        if (code == XML_ERROR_NO_MEMORY) {
+            fail(p, PL_XML_POLICY_VIOLATION, "out of memory parsing XML");
+        } else {
+            snprintf(p->errtext, sizeof(p->errtext),
+                     "%s at line %llu, column %llu", XML_ErrorString(code),
+                     (unsigned long long)XML_GetCurrentLineNumber(p->xp),
+                     (unsigned long long)XML_GetCurrentColumnNumber(p->xp));
+            fail(p, PL_XML_NOT_WELL_FORMED, p->errtext);
+        }
+        return PL_EINVAL;
+    }
+    return check_pending(p);
+}
+
+int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len)
+{
+    pl_assert(!p->in_parse); /* not from a callback */
+    if (p->failed)
+        return PL_EINVAL;
+    if (p->stopped)
+        return PL_OK;
+    while (len > 0) {
+        size_t n = len < SLICE ? len : SLICE;
+        int rc = parse(p, data, n, XML_FALSE);
+        if (rc != PL_OK)
+            return rc < 0 ? rc : PL_OK;
+        data += n;
+        len -= n;
+    }
+    return PL_OK;
+}
+
+void pl_xml_parser_stop(struct pl_xml_parser *p)
+{
+    if (p->stopped || p->failed)
+        return;
+    p->stopped = true;
+    if (p->in_parse)
+        XML_StopParser(p->xp, XML_FALSE);
+    drop_partial(p);
+}
+
+void pl_xml_parser_reset(struct pl_xml_parser *p)
+{
+    if (p->in_parse) {
+        /* XML_ParserReset() must not run inside expat: finish in parse(). */
+        if (!dead(p))
+            XML_StopParser(p->xp, XML_FALSE);
+        p->reset_pending = true;
+        return;
+    }
+    do_reset(p);
+}
+
+unsigned long long pl__xml_parser_bytes(const struct pl_xml_parser *p)
+{
+    return p->fed;
+}
+
+/* ---- fragments ---- */
+
+struct fragment {
+    struct pl_stanza *st; /* the element, once complete */
+    bool failed;          /* the error callback fired */
+};
+
+static void frag_stanza(void *ud, struct pl_stanza *st)
+{
+    struct fragment *f = ud;
+    pl_stanza_unref(f->st); /* cannot happen: XML has one root */
+    f->st = st;
+}
+
+static void frag_error(void *ud, enum pl_xml_error err, const char *text)
+{
+    struct fragment *f = ud;
+    f->failed = true;
+}
+
+int pl_xml_parse_fragment(const char *data, size_t len, struct pl_stanza **out)
+{
+    struct fragment f = {NULL, false};
+    struct pl_xml_callbacks cb = {
+        .stanza = frag_stanza,
+        .error = frag_error,
+    };
+    struct pl_xml_parser *p = create(NULL, &cb, &f, 1);
+    int rc = pl_xml_parser_feed(p, data, len);
+    if (rc == PL_OK && parse(p, "", 0, XML_TRUE) < 0)
+        rc = PL_EINVAL;
+    pl_xml_parser_free(p);
+    if (rc != PL_OK || f.failed || !f.st) {
+        pl_stanza_unref(f.st);
+        return PL_EINVAL;
+    }
+    *out = f.st;
+    return PL_OK;
+}

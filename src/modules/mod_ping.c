@@ -1,0 +1,29 @@
+/*
+ * mod_ping.c - XEP-0199 XMPP Ping: the server answers pings addressed to
+ * it.  The smallest complete module; copy it to start a new one.
+ */
+#include "core/modapi.h"
+
+static int on_ping(struct pl_event *ev, void *state)
+{
+    struct pl_stanza *r = pl_iq_result(ev->stanza);
+    pl_route_reply(ev->stanza, r);
+    pl_stanza_unref(r);
+    return PL_HANDLED;
+}
+
+static const char *const features[] = {"urn:xmpp:ping", NULL};
+
+static const struct pl_hook_def hooks[] = {
+    {"iq-get/host/urn:xmpp:ping:ping", on_ping, 0},
+    {0},
+};
+
+const struct pl_module pl_mod_ping = {
+    .abi = PL_MODULE_ABI,
+    .name = "ping",
+    .summary = "answers XMPP pings sent to the server",
+    .xeps = "XEP-0199",
+    .features = features,
+    .hooks = hooks,
+};

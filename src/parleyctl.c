@@ -1,0 +1,281 @@
+/*
+ * parleyctl.c - administration from the shell, on the same configuration
+ * and storage as parleyd (safe while it runs: SQLite WAL).
+ *
+ *   parleyctl [--config FILE] [--set key=value]... COMMAND
+ *     adduser JID [PASSWORD]   create an account (password from stdin if
+ *                              omitted)
+ *     passwd JID [PASSWORD]    set a new password
+ *     deluser JID              remove an account and its data
+ *     list [DOMAIN]            print accounts, one bare JID per line
+ *     check                    configuration, certificates, ports
+ *
+ * Exit status: 0 success, 1 failure (message on stderr), 2 usage.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/jid.h"
+#include "core/log.h"
+#include "core/scram.h"
+#include "core/storage.h"
+
+static struct pl_config *config;
+static const struct pl_storage_driver *drv;
+static void *db;
+
+static int usage(void)
+{
+    fputs("usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
+          "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
+          "  deluser JID\n  list [DOMAIN]\n  check\n",
+          stderr);
+    return 2;
+}
+
+static int open_db(void)
+{
+    drv = pl_storage_driver_find(config->s.storage_driver);
+    if (!drv) {
+        fprintf(stderr, "parleyctl: unknown storage driver %s\n",
+                config->s.storage_driver);
+        return PL_EINVAL;
+    }
+    return drv->open(&config->s, &db);
+}
+
+static int parse_account(const char *arg, struct pl_jid **out)
+{
+    if (pl_jid_parse(pl_str_c(arg), out) != PL_OK || !(*out)->local ||
+        (*out)->resource) {
+        fprintf(stderr, "parleyctl: '%s' is not a bare JID user@domain\n",
+                arg);
+        return PL_EINVAL;
+    }
+    for (int i = 0; i < config->nhosts; i++)
+        if (strcmp(config->hosts[i].domain, (*out)->domain) == 0)
+            return PL_OK;
+    fprintf(stderr, "parleyctl: %s is not a configured host\n",
+            (*out)->domain);
+    return PL_EINVAL;
+}
+
+static char *read_password(const char *arg)
+{
+    if (arg)
+        return pl_strdup(arg);
+    char line[4096];
+    if (!fgets(line, sizeof(line), stdin))
+        return NULL;
+    line[strcspn(line, "\r\n")] = '\0';
+    return pl_strdup(line);
+}
+
+static int derive(const char *password, struct pl_account *a)
+{
+    memset(a, 0, sizeof(*a));
+    unsigned it = (unsigned)config->s.scram_iterations;
+    if (pl_scram_derive(PL_SCRAM_SHA1, pl_str_c(password), NULL, 0, it,
+                        &a->keys[0]) != PL_OK ||
+        pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0, it,
+                        &a->keys[1]) != PL_OK) {
+        fputs("parleyctl: the password is not acceptable (SASLprep)\n",
+              stderr);
+        return PL_EINVAL;
+    }
+    return PL_OK;
+}
+
+static int set_password(const char *jid, const char *pw, int create)
+{
+    struct pl_jid *j = NULL;
+    if (parse_account(jid, &j) != PL_OK)
+        return 1;
+    char *password = read_password(pw);
+    struct pl_account a;
+    int rc = 1;
+    if (!password || !*password) {
+        fputs("parleyctl: empty password\n", stderr);
+        goto out;
+    }
+    if (derive(password, &a) != PL_OK || open_db() != PL_OK)
+        goto out;
+    drv->begin(db);
+    int r = create ? drv->account_create(db, j->domain, j->local, &a)
+                   : drv->account_update(db, j->domain, j->local, &a);
+    drv->commit(db);
+    if (r == PL_ECONFLICT)
+        fprintf(stderr, "parleyctl: %s already exists\n", j->bare);
+    else if (r == PL_ENOT_FOUND)
+        fprintf(stderr, "parleyctl: no account %s\n", j->bare);
+    else if (r != PL_OK)
+        fprintf(stderr, "parleyctl: storage error\n");
+    else
+        rc = 0;
+out:
+    pl_free(password);
+    pl_jid_free(j);
+    return rc;
+}
+
+static int deluser(const char *jid)
+{
+    struct pl_jid *j = NULL;
+    if (parse_account(jid, &j) != PL_OK || open_db() != PL_OK) {
+        pl_jid_free(j);
+        return 1;
+    }
+    drv->begin(db);
+    int r = drv->account_delete(db, j->domain, j->local);
+    drv->commit(db);
+    if (r == PL_ENOT_FOUND)
+        fprintf(stderr, "parleyctl: no account %s\n", j->bare);
+    pl_jid_free(j);
+    return r == PL_OK ? 0 : 1;
+}
+
+static void print_user(const char *user, void *ud)
+{
+    printf("%s@%s\n", user, (const char *)ud);
+}
+
+static int list(const char *domain)
+{
+    if (open_db() != PL_OK)
+        return 1;
+    for (int i = 0; i < config->nhosts; i++) {
+        const char *d = config->hosts[i].domain;
+        if (domain && strcmp(domain, d) != 0)
+            continue;
+        if (drv->account_list(db, d, print_user, (void *)d) != PL_OK)
+            return 1;
+    }
+    return 0;
+}
+
+static int check_port(const struct pl_listener_conf *l)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, l->address, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)l->port);
+        len = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, l->address, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)l->port);
+        len = sizeof(*a6);
+    } else {
+        printf("FAIL listener %s: not an IP address\n", l->address);
+        return 1;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    int ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
+    int e = errno;
+    close(fd);
+    if (ok)
+        printf("ok   listener %s port %d is free\n", l->address, l->port);
+    else
+        printf("%s listener %s port %d: %s\n",
+               e == EADDRINUSE ? "note" : "FAIL", l->address, l->port,
+               e == EADDRINUSE ? "in use (parleyd running?)"
+                               : strerror(e));
+    return ok || e == EADDRINUSE ? 0 : 1;
+}
+
+static int check(void)
+{
+    int bad = 0;
+    printf("ok   configuration %s\n", config->path ? config->path
+                                                   : "(defaults)");
+    for (int i = 0; i < config->nhosts; i++) {
+        struct pl_host_conf *h = &config->hosts[i];
+        FILE *f = fopen(h->certificate, "r");
+        if (!f) {
+            printf("note host %s: no certificate yet at %s (parleyd creates "
+                   "a self-signed one on start)\n",
+                   h->domain, h->certificate);
+            continue;
+        }
+        X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+        fclose(f);
+        if (!x) {
+            printf("FAIL host %s: %s is not a PEM certificate\n", h->domain,
+                   h->certificate);
+            bad = 1;
+            continue;
+        }
+        int expired = X509_cmp_current_time(X509_get0_notAfter(x)) < 0;
+        int matches = X509_check_host(x, h->domain, 0, 0, NULL) == 1;
+        printf("%s host %s: certificate %s%s%s\n",
+               expired || !matches ? "FAIL" : "ok  ", h->domain,
+               h->certificate, expired ? " has expired" : "",
+               matches ? "" : " does not name the domain");
+        bad |= expired || !matches;
+        X509_free(x);
+    }
+    for (int i = 0; i < config->nlisteners; i++)
+        bad |= check_port(&config->listeners[i]);
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    char **sets = pl_calloc((size_t)argc, sizeof(char *));
+    int nsets = 0, i = 1;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[++i];
+        else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
+            sets[nsets++] = argv[++i];
+        else
+            break;
+    }
+    if (i >= argc)
+        return usage();
+    pl_log_set_level(PL_LOG_WARN);
+    char err[512];
+    if (pl_config_load(path, sets, nsets, &config, err, sizeof(err)) !=
+        PL_OK) {
+        fprintf(stderr, "parleyctl: %s\n", err);
+        return 1;
+    }
+    const char *cmd = argv[i];
+    int n = argc - i - 1;
+    char **a = argv + i + 1;
+    int rc;
+    if (strcmp(cmd, "adduser") == 0 && (n == 1 || n == 2))
+        rc = set_password(a[0], n == 2 ? a[1] : NULL, 1);
+    else if (strcmp(cmd, "passwd") == 0 && (n == 1 || n == 2))
+        rc = set_password(a[0], n == 2 ? a[1] : NULL, 0);
+    else if (strcmp(cmd, "deluser") == 0 && n == 1)
+        rc = deluser(a[0]);
+    else if (strcmp(cmd, "list") == 0 && n <= 1)
+        rc = list(n ? a[0] : NULL);
+    else if (strcmp(cmd, "check") == 0 && n == 0)
+        rc = check();
+    else
+        rc = usage();
+    if (db)
+        drv->close(db);
+    pl_config_free(config);
+    pl_free(sets);
+    return rc;
+}

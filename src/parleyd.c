@@ -1,0 +1,195 @@
+/*
+ * parleyd.c - the server process: command line, start-up, signals,
+ * shutdown.
+ *
+ *   parleyd --config FILE [--set key=value]... [--check-config]
+ *   parleyd --print-default-config
+ *
+ * Runs in the foreground and logs to stderr.  SIGTERM/SIGINT stop it
+ * cleanly (streams closed with <system-shutdown/>, storage flushed);
+ * SIGHUP reloads the configuration's limits and log level and the
+ * certificates, without dropping sessions.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "core/host.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/module.h"
+#include "core/server.h"
+#include "core/stats.h"
+#include "core/storage.h"
+#include "core/stream.h"
+#include "core/work.h"
+
+static const char *config_path;
+static char **sets;
+static int nsets;
+static struct pl_config *config;
+static struct pl_config *old_configs[64]; /* kept: modules may hold
+                                            * pointers into them */
+static int nold;
+
+static void usage(FILE *f)
+{
+    fputs("usage: parleyd --config FILE [--set key=value]... "
+          "[--check-config]\n"
+          "       parleyd --print-default-config\n"
+          "       parleyd --version\n",
+          f);
+}
+
+static int load_secret(const char *dir, unsigned char *secret)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/secret", dir);
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, secret, 32);
+        close(fd);
+        if (n == 32)
+            return PL_OK;
+    }
+    if (RAND_bytes(secret, 32) != 1)
+        return PL_EIO;
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || write(fd, secret, 32) != 32) {
+        pl_log_error("parleyd", "cannot write %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return PL_EIO;
+    }
+    fsync(fd);
+    close(fd);
+    return PL_OK;
+}
+
+static void on_stop(struct pl_loop *loop, int signo, void *data)
+{
+    pl_log_info("parleyd", "signal %d: shutting down", signo);
+    pl_loop_stop(loop);
+}
+
+static void on_reload(struct pl_loop *loop, int signo, void *data)
+{
+    char err[512];
+    struct pl_config *c = NULL;
+    if (pl_config_load(config_path, sets, nsets, &c, err, sizeof(err)) !=
+        PL_OK) {
+        pl_log_error("parleyd", "reload refused: %s", err);
+        return;
+    }
+    if (c->nhosts != config->nhosts || c->nlisteners != config->nlisteners)
+        pl_log_warn("parleyd", "reload: hosts and listeners change only on "
+                    "restart");
+    pl_log_set_level((enum pl_log_level)c->s.log_level);
+    pl__hosts_reload_tls(c);
+    pl_c2s_reload(c);
+    pl__server_set_config(c);
+    if (nold < 64)
+        old_configs[nold++] = config;
+    config = c;
+    pl_log_info("parleyd", "configuration reloaded");
+}
+
+static void on_drain(struct pl_timer *t)
+{
+    if (pl_c2s_count() == 0 || ++*(int *)t->data > 20)
+        pl_loop_stop(t->loop);
+    else
+        pl_timer_start(t->loop, t, 100);
+}
+
+int main(int argc, char **argv)
+{
+    int check = 0;
+    sets = pl_calloc((size_t)argc, sizeof(char *));
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
+            sets[nsets++] = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check = 1;
+        } else if (strcmp(argv[i], "--print-default-config") == 0) {
+            pl_config_print_default(stdout);
+            pl_module_print_options(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            puts("parleyd 0.1.0");
+            return 0;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    char err[512];
+    if (pl_config_load(config_path, sets, nsets, &config, err, sizeof(err)) !=
+        PL_OK) {
+        fprintf(stderr, "parleyd: %s\n", err);
+        return 1;
+    }
+    pl_log_set_level((enum pl_log_level)config->s.log_level);
+    if (check) {
+        /* Module options are checked by loading the hosts' modules. */
+        printf("configuration OK: %d hosts, %d listeners\n", config->nhosts,
+               config->nlisteners);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    mkdir(config->s.data_dir, 0700);
+    unsigned char secret[32];
+    if (load_secret(config->s.data_dir, secret) != PL_OK)
+        return 1;
+    struct pl_loop *loop;
+    if (pl_loop_new(&loop) != PL_OK)
+        return 1;
+    struct pl_workq *cpu = pl_workq_new("cpu", (int)config->s.workers, NULL,
+                                        NULL);
+    pl__server_set(loop, config, cpu, secret);
+    int rc = 1;
+    if (pl__storage_open(&config->s) != PL_OK)
+        goto out;
+    if (pl__hosts_init(config) != PL_OK)
+        goto out;
+    pl_loop_on_signal(loop, SIGTERM, on_stop, NULL);
+    pl_loop_on_signal(loop, SIGINT, on_stop, NULL);
+    pl_loop_on_signal(loop, SIGHUP, on_reload, NULL);
+    if (pl_c2s_start(config) != PL_OK)
+        goto out;
+    pl_log_info("parleyd", "ready (pid %d)", (int)getpid());
+    pl_loop_run(loop);
+    /* Shutdown: end every stream, give them a moment to flush. */
+    pl_c2s_stop();
+    struct pl_timer drain;
+    int rounds = 0;
+    pl_timer_init(&drain, on_drain, &rounds);
+    pl_timer_start(loop, &drain, 0);
+    pl_loop_run(loop);
+    rc = 0;
+out:
+    pl__storage_close();
+    pl_workq_free(cpu);
+    pl__hosts_free();
+    pl_loop_free(loop);
+    pl_log_info("parleyd", "stopped");
+    for (int i = 0; i < nold; i++)
+        pl_config_free(old_configs[i]);
+    pl_config_free(config);
+    pl_free(sets);
+    return rc;
+}

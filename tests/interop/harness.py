@@ -1,0 +1,693 @@
+#!/usr/bin/python3
+"""harness.py - runs one parleyd for an interop test script, and reports.
+
+For Debian's /usr/bin/python3 only (stdlib; the client libraries the test
+scripts use are Debian packages installed for that interpreter).
+
+API:
+  srv = Server(**overrides)   temp dir, free loopback ports, config file
+  srv.start()                 starts parleyd, waits (bounded) until it listens
+  srv.stop()                  SIGTERM by pid, SIGKILL after 10 s; checks the
+                              exit status and the log (a crash, a sanitizer
+                              or valgrind report is a failed check)
+  srv.ctl(*args)              runs parleyctl on the same configuration
+  srv.host, srv.domain, srv.starttls_port, srv.direct_port
+  check(name, cond, detail)   prints "ok - name" or "not ok - name: detail"
+  finish()                    stops the server, dumps the last 60 log lines
+                              if a check failed, exits 1 if one did
+  RawClient                   a socket-level XMPP client (STARTTLS, direct
+                              TLS, SASL PLAIN/SCRAM, IBR, bind) for tests that
+                              need control of every byte
+  unique(prefix)              a user name unique to this run
+
+Environment:
+  PARLEYD          server binary (default build/parleyd, else $BUILD/parleyd)
+  PARLEYCTL        control tool (default beside PARLEYD)
+  PARLEYD_WRAPPER  command prefix, e.g. "valgrind --error-exitcode=99"
+  PARLEY_START_TIMEOUT  seconds to wait for the listeners (default 15)
+  PARLEY_LOG_LEVEL      server log level (default info)
+  PARLEY_REFERENCE=prosody  run the same tests against Prosody instead: a
+                   check of the tests themselves, not of parleyd.
+
+To extend: add a keyword to Server() for a new setting and render it in
+_parley_config(); helpers every script needs go here, test steps do not.
+"""
+
+import atexit
+import base64
+import hashlib
+import hmac
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+BUILD = os.environ.get("BUILD", "build")
+
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_STANZA_ERR = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_CLIENT = "jabber:client"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_REGISTER = "jabber:iq:register"
+NS_PING = "urn:xmpp:ping"
+
+_results = {"passed": 0, "failed": 0}
+_servers = []
+
+
+def _abs(path):
+    return path if os.path.isabs(path) else os.path.join(ROOT, path)
+
+
+# --------------------------------------------------------------- reporting
+
+def check(name, cond, detail=""):
+    """Records one check; returns cond so callers can branch on it."""
+    if cond:
+        _results["passed"] += 1
+        print("ok - %s" % name, flush=True)
+    else:
+        _results["failed"] += 1
+        detail = str(detail).replace("\n", "\\n")
+        if len(detail) > 1500:
+            detail = detail[:1500] + "...(cut)"
+        print("not ok - %s: %s" % (name, detail), flush=True)
+    return bool(cond)
+
+
+def failed():
+    return _results["failed"]
+
+
+def note(msg):
+    print("# " + str(msg).replace("\n", "\n# "), flush=True)
+
+
+def finish():
+    """Stops every server, reports, and exits the process."""
+    for srv in list(_servers):
+        srv.stop()
+    if _results["failed"]:
+        for srv in _servers_all:
+            srv.dump_log()
+    sys.stdout.flush()
+    os._exit(1 if _results["failed"] else 0)
+
+
+_servers_all = []
+_unique_counter = [0]
+
+
+def unique(prefix):
+    """A user name unique to this run (lower case, nodeprep-stable)."""
+    _unique_counter[0] += 1
+    return "%s%d%x%d" % (prefix, os.getpid(), int(time.time() * 1000) & 0xffffff,
+                         _unique_counter[0])
+
+
+def free_ports(n):
+    """n distinct free TCP ports on 127.0.0.1 (bound then released)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def no_verify_context():
+    """Client TLS context that trusts the server's self-signed certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# ------------------------------------------------------------------ server
+
+SANITIZER_PATTERNS = [
+    r"ERROR: AddressSanitizer", r"ERROR: LeakSanitizer",
+    r"runtime error:", r"ThreadSanitizer", r"MemorySanitizer",
+    r"ERROR SUMMARY: [1-9]", r"Invalid (read|write) of size",
+    r"definitely lost: [1-9]", r"Assertion .* failed", r"pl_assert",
+    r"stack smashing detected", r"double free", r"Segmentation fault",
+]
+
+
+class Server:
+    """One server under test, on its own ports and data directory."""
+
+    def __init__(self, register="networks", require_encryption=True,
+                 max_stanza_size=65536, max_depth=32, handshake_timeout=30,
+                 idle_timeout=900, log_level=None, extra=""):
+        self.reference = os.environ.get("PARLEY_REFERENCE", "")
+        self.dir = tempfile.mkdtemp(prefix="parley-interop-")
+        self.host = "127.0.0.1"
+        self.domain = "localhost"
+        self.starttls_port, self.direct_port = free_ports(2)
+        self.register = register
+        self.require_encryption = require_encryption
+        self.max_stanza_size = max_stanza_size
+        self.max_depth = max_depth
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.log_level = log_level or os.environ.get("PARLEY_LOG_LEVEL",
+                                                     "info")
+        self.extra = extra
+        self.log_path = os.path.join(self.dir, "server.log")
+        self.conf_path = os.path.join(self.dir, "parleyd.conf")
+        self.proc = None
+        self.exit_checked = False
+        self.bin = _abs(os.environ.get("PARLEYD",
+                                       os.path.join(BUILD, "parleyd")))
+        self.ctl_bin = _abs(os.environ.get(
+            "PARLEYCTL", os.path.join(os.path.dirname(self.bin), "parleyctl")))
+        os.makedirs(os.path.join(self.dir, "var"), exist_ok=True)
+        _servers_all.append(self)
+
+    # -- configuration
+
+    def _parley_config(self):
+        var = os.path.join(self.dir, "var")
+        return """# written by tests/interop/harness.py
+server: { data_dir = "%(var)s"; log_level = "%(log)s"; };
+storage: { driver = "sqlite"; sqlite_path = "%(var)s/parley.db"; };
+listeners = (
+  { protocol = "c2s"; address = "127.0.0.1"; port = %(p1)d; tls = "starttls"; },
+  { protocol = "c2s"; address = "127.0.0.1"; port = %(p2)d; tls = "direct"; }
+);
+hosts = ( { domain = "%(domain)s"; } );
+register: { policy = "%(reg)s"; networks = ["127.0.0.0/8", "::1/128"]; };
+limits: { max_stanza_size = %(mss)d; max_depth = %(md)d; handshake_timeout = %(ht)d; idle_timeout = %(it)d; };
+c2s: { require_encryption = %(re)s; };
+%(extra)s
+""" % {"var": var, "log": self.log_level, "p1": self.starttls_port,
+           "p2": self.direct_port, "domain": self.domain, "reg": self.register,
+           "mss": self.max_stanza_size, "md": self.max_depth,
+           "ht": self.handshake_timeout, "it": self.idle_timeout,
+           "re": "true" if self.require_encryption else "false",
+           "extra": self.extra}
+
+    def _prosody_config(self):
+        """Reference mode: Prosody with the same ports and policies."""
+        certs = os.path.join(self.dir, "certs")
+        os.makedirs(certs, exist_ok=True)
+        key = os.path.join(certs, "localhost.key")
+        crt = os.path.join(certs, "localhost.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                        "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost",
+                        "-keyout", key, "-out", crt],
+                       check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        data = os.path.join(self.dir, "var")
+        return """
+data_path = "%(data)s"
+pidfile = "%(dir)s/prosody.pid"
+run_as_root = true
+log = { { levels = { min = "%(log)s" }, to = "console" } }
+interfaces = { "127.0.0.1" }
+c2s_ports = { %(p1)d }
+c2s_direct_tls_ports = { %(p2)d }
+s2s_ports = { }
+http_ports = { }
+https_ports = { }
+c2s_require_encryption = %(re)s
+allow_registration = %(reg)s
+min_seconds_between_registrations = 0
+c2s_stanza_size_limit = %(mss)d
+authentication = "internal_hashed"
+storage = "internal"
+certificates = "%(certs)s"
+modules_enabled = { "roster", "saslauth", "tls", "disco", "register",
+  "version", "time", "ping", "presence", "message", "iq" }
+modules_disabled = { "s2s", "offline", "posix" }
+VirtualHost "localhost"
+  ssl = { key = "%(key)s", certificate = "%(crt)s" }
+""" % {"data": data, "dir": self.dir, "p1": self.starttls_port,
+           "p2": self.direct_port, "certs": certs, "key": key, "crt": crt,
+           "log": "debug" if self.log_level == "debug" else "info",
+           "re": "true" if self.require_encryption else "false",
+           "reg": "false" if self.register == "closed" else "true",
+           "mss": self.max_stanza_size}
+
+    # -- life cycle
+
+    def start(self):
+        """Starts the server; returns True when both ports accept."""
+        if self.reference == "prosody":
+            self.conf_path = os.path.join(self.dir, "prosody.cfg.lua")
+            conf = self._prosody_config()
+            argv = ["prosody", "--config", self.conf_path, "-F"]
+        else:
+            conf = self._parley_config()
+            argv = [self.bin, "--config", self.conf_path]
+            wrapper = os.environ.get("PARLEYD_WRAPPER", "")
+            if wrapper:
+                argv = shlex.split(wrapper) + argv
+            if not os.access(self.bin, os.X_OK):
+                check("server binary %s exists" % self.bin, False,
+                      "not built; run make")
+                return False
+        with open(self.conf_path, "w") as f:
+            f.write(conf)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=self.log,
+                                     cwd=self.dir, start_new_session=True)
+        _servers.append(self)
+        limit = float(os.environ.get("PARLEY_START_TIMEOUT", "15"))
+        deadline = time.monotonic() + limit
+        pending = [self.starttls_port, self.direct_port]
+        while pending and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                break
+            for port in list(pending):
+                try:
+                    s = socket.create_connection((self.host, port), 0.5)
+                    s.close()
+                    pending.remove(port)
+                except OSError:
+                    pass
+            if pending:
+                time.sleep(0.1)
+        ok = not pending and self.proc.poll() is None
+        check("server starts and listens on both ports", ok,
+              "exit status %s, ports not accepting: %s after %.0f s"
+              % (self.proc.poll(), pending, limit))
+        if ok and not self.reference:
+            ready = False
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not ready:
+                ready = "ready" in self.log_text()
+                if not ready:
+                    time.sleep(0.1)
+            check("server logs a line containing 'ready'", ready,
+                  "no 'ready' in %s" % self.log_path)
+        return ok
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def open_fds(self):
+        """Open descriptors of the server process, or None."""
+        try:
+            return len(os.listdir("/proc/%d/fd" % self.proc.pid))
+        except OSError:
+            return None
+
+    def stop(self):
+        """SIGTERM, SIGKILL after 10 s; a bad exit or report is a failure."""
+        if self.proc is None or self.exit_checked:
+            return
+        self.exit_checked = True
+        if self in _servers:
+            _servers.remove(self)
+        was_running = self.proc.poll() is None
+        killed = False
+        if was_running:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                killed = True
+                try:
+                    self.proc.kill()
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        rc = self.proc.returncode
+        self.log.close()
+        check("server was still running at the end", was_running,
+              "it exited earlier with status %s" % rc)
+        check("server stops on SIGTERM within 10 s", not killed,
+              "needed SIGKILL")
+        # A clean stop exits 0; dying of the default SIGTERM action is
+        # accepted too, any other signal or status is a crash.
+        check("server exit status is clean", killed or rc in (0, -15),
+              "exit status %s%s" % (rc, " (signal %d)" % -rc if rc and rc < 0
+                                    else ""))
+        text = self.log_text()
+        bad = [p for p in SANITIZER_PATTERNS if re.search(p, text)]
+        check("server log has no crash or sanitizer report", not bad,
+              "log matches %s" % bad)
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def dump_log(self, n=60):
+        lines = self.log_text().splitlines()
+        print("# --- last %d lines of %s ---" % (min(n, len(lines)),
+                                                 self.log_path))
+        for line in lines[-n:]:
+            print("# " + line)
+        sys.stdout.flush()
+
+    def ctl(self, *args, timeout=30):
+        """Runs parleyctl; returns (exit status, stdout + stderr)."""
+        if self.reference == "prosody":
+            return None, "(reference mode: no parleyctl)"
+        try:
+            p = subprocess.run([self.ctl_bin, "--config", self.conf_path]
+                               + list(args), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               timeout=timeout, cwd=self.dir)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, str(e)
+        return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+    def cleanup(self):
+        if self.proc is None or not self.alive():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _at_exit():
+    # Never leave a server behind, whatever happened to the script.
+    for srv in list(_servers):
+        if srv.alive():
+            try:
+                os.kill(srv.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+atexit.register(_at_exit)
+
+
+# -------------------------------------------------------------- raw client
+
+class StreamClosed(Exception):
+    pass
+
+
+class RawClient:
+    """A blocking, socket-level XMPP client.
+
+    Every read is bounded by a deadline.  Received bytes are kept in
+    self.raw (for error details) and parsed with a pull parser; stanzas
+    arrive as ElementTree elements in self.queue.
+    """
+
+    def __init__(self, host, port, domain="localhost", direct_tls=False,
+                 timeout=10):
+        self.host, self.port, self.domain = host, port, domain
+        self.timeout = timeout
+        self.sock = socket.create_connection((host, port), timeout)
+        self.tls = False
+        if direct_tls:
+            self._wrap_tls()
+        self.raw = b""
+        self.closed = False      # peer closed the TCP connection
+        self.stream_ended = False  # peer sent </stream:stream>
+        self.queue = []
+        self.header = None
+        self.jid = None
+        self._new_parser()
+
+    def _wrap_tls(self):
+        self.sock = no_verify_context().wrap_socket(
+            self.sock, server_hostname=self.domain)
+        self.tls = True
+
+    def _new_parser(self):
+        self.parser = ET.XMLPullParser(events=("start", "end"))
+        self.depth = 0
+        self.parse_error = None
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.sock.sendall(data)
+
+    def open_stream(self, to=None, extra=""):
+        to = self.domain if to is None else to
+        self.send("<?xml version='1.0'?><stream:stream to='%s' version='1.0'"
+                  " xmlns='jabber:client' xmlns:stream="
+                  "'http://etherx.jabber.org/streams'%s>" % (to, extra))
+
+    def _feed(self, data):
+        self.raw += data
+        if self.parse_error:
+            return
+        try:
+            self.parser.feed(data)
+            for ev, el in self.parser.read_events():
+                if ev == "start":
+                    self.depth += 1
+                    if self.depth == 1:
+                        self.header = el
+                else:
+                    self.depth -= 1
+                    if self.depth == 1:
+                        self.queue.append(el)
+                        try:
+                            self.header.remove(el)  # keep memory flat
+                        except ValueError:
+                            pass
+                    elif self.depth == 0:
+                        self.stream_ended = True
+        except ET.ParseError as e:
+            self.parse_error = e
+
+    def _recv_some(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("timed out")
+        except (ConnectionResetError, ssl.SSLEOFError, BrokenPipeError,
+                ssl.SSLZeroReturnError):
+            data = b""
+        except ssl.SSLError as e:
+            if "APPLICATION_DATA_AFTER_CLOSE_NOTIFY" in str(e) or \
+                    "UNEXPECTED_EOF" in str(e):
+                data = b""
+            else:
+                raise
+        if not data:
+            self.closed = True
+            raise StreamClosed("connection closed by server")
+        self._feed(data)
+
+    def next(self, pred=None, timeout=None):
+        """Next top-level element matching pred (others stay queued)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while True:
+            for i, el in enumerate(self.queue):
+                if pred is None or pred(el):
+                    return self.queue.pop(i)
+            if self.parse_error:
+                raise StreamClosed("unparsable reply: %s" % self.parse_error)
+            if self.closed:
+                raise StreamClosed("connection closed by server")
+            self._recv_some(deadline)
+
+    def wait_header(self, timeout=None):
+        deadline = time.monotonic() + (timeout or self.timeout)
+        while self.header is None:
+            if self.parse_error:
+                raise StreamClosed("unparsable reply: %s" % self.parse_error)
+            self._recv_some(deadline)
+        return self.header
+
+    def read_until_closed(self, timeout=None):
+        """Reads until the server closes TCP; returns True if it did."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        try:
+            while True:
+                self._recv_some(deadline)
+        except StreamClosed:
+            return True
+        except TimeoutError:
+            return False
+        except OSError:
+            self.closed = True
+            return True
+
+    def features(self):
+        self.wait_header()
+        return self.next(lambda e: e.tag == "{%s}features" % NS_STREAM)
+
+    def starttls(self):
+        self.send("<starttls xmlns='%s'/>" % NS_TLS)
+        el = self.next()
+        if el.tag != "{%s}proceed" % NS_TLS:
+            raise RuntimeError("STARTTLS refused: %s" % ET.tostring(el))
+        self._wrap_tls()
+        self.header = None
+        self._new_parser()
+        self.raw = b""
+
+    def restart(self):
+        self._new_parser()
+        self.header = None
+        self.open_stream()
+        return self.features()
+
+    def connect_tls(self, direct=None):
+        """Opens the stream and secures it; returns the new features."""
+        if self.tls:
+            self.open_stream()
+            return self.features()
+        self.open_stream()
+        self.features()
+        self.starttls()
+        self.open_stream()
+        return self.features()
+
+    @staticmethod
+    def mechanisms(features):
+        return [m.text for m in features.iter("{%s}mechanism" % NS_SASL)]
+
+    def auth_plain(self, user, password):
+        """SASL PLAIN; returns the <success/> or <failure/> element."""
+        payload = base64.b64encode(("\0%s\0%s" % (user, password))
+                                   .encode("utf-8")).decode()
+        self.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>"
+                  % (NS_SASL, payload))
+        return self.next()
+
+    def auth_scram(self, user, password, mech="SCRAM-SHA-1", gs2="n,,"):
+        """SASL SCRAM without channel binding (RFC 5802); returns the
+        final element.  Raises RuntimeError if the server signature is
+        wrong."""
+        hname = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256",
+                 "SCRAM-SHA-512": "sha512"}[mech]
+        cnonce = base64.b64encode(os.urandom(18)).decode()
+        first_bare = "n=%s,r=%s" % (user.replace("=", "=3D")
+                                    .replace(",", "=2C"), cnonce)
+        self.send("<auth xmlns='%s' mechanism='%s'>%s</auth>" % (
+            NS_SASL, mech,
+            base64.b64encode((gs2 + first_bare).encode()).decode()))
+        el = self.next()
+        if el.tag != "{%s}challenge" % NS_SASL:
+            return el
+        server_first = base64.b64decode(el.text or "").decode()
+        attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
+        if not attrs["r"].startswith(cnonce):
+            raise RuntimeError("server nonce does not extend ours")
+        salted = hashlib.pbkdf2_hmac(hname, password.encode(),
+                                     base64.b64decode(attrs["s"]),
+                                     int(attrs["i"]))
+        ckey = hmac.new(salted, b"Client Key", hname).digest()
+        stored = hashlib.new(hname, ckey).digest()
+        final_wo = "c=%s,r=%s" % (base64.b64encode(gs2.encode()).decode(),
+                                  attrs["r"])
+        auth_msg = ",".join([first_bare, server_first, final_wo]).encode()
+        sig = hmac.new(stored, auth_msg, hname).digest()
+        proof = bytes(a ^ b for a, b in zip(ckey, sig))
+        final = final_wo + ",p=" + base64.b64encode(proof).decode()
+        self.send("<response xmlns='%s'>%s</response>" % (
+            NS_SASL, base64.b64encode(final.encode()).decode()))
+        el = self.next()
+        if el.tag == "{%s}success" % NS_SASL:
+            skey = hmac.new(salted, b"Server Key", hname).digest()
+            want = base64.b64encode(hmac.new(skey, auth_msg, hname).digest())
+            got = base64.b64decode(el.text or "").decode()
+            if got != "v=" + want.decode():
+                raise RuntimeError("bad server signature %r" % got)
+        return el
+
+    def bind(self, resource=None):
+        res = "<resource>%s</resource>" % resource if resource else ""
+        self.send("<iq type='set' id='bind1'><bind xmlns='%s'>%s</bind></iq>"
+                  % (NS_BIND, res))
+        el = self.next(lambda e: e.get("id") == "bind1")
+        j = el.find(".//{%s}jid" % NS_BIND)
+        if el.get("type") != "result" or j is None:
+            raise RuntimeError("bind failed: %s" % ET.tostring(el))
+        self.jid = j.text
+        return self.jid
+
+    def register(self, user, password, iq_id="reg1"):
+        """XEP-0077 registration on this (not yet authenticated) stream;
+        returns the reply <iq/>."""
+        self.send("<iq type='set' id='%s'><query xmlns='%s'><username>%s"
+                  "</username><password>%s</password></query></iq>"
+                  % (iq_id, NS_REGISTER, user, password))
+        return self.next(lambda e: e.get("id") == iq_id)
+
+    def login(self, user, password, resource=None, mech="PLAIN"):
+        """connect_tls + SASL + restart + bind; raises on failure."""
+        self.connect_tls()
+        if mech == "PLAIN":
+            el = self.auth_plain(user, password)
+        else:
+            el = self.auth_scram(user, password, mech)
+        if el.tag != "{%s}success" % NS_SASL:
+            raise RuntimeError("auth failed: %s" % ET.tostring(el))
+        self.restart()
+        return self.bind(resource)
+
+    def iq(self, body, type_="get", to=None, iq_id=None, timeout=None):
+        iq_id = iq_id or "q%x" % int.from_bytes(os.urandom(4), "big")
+        to_attr = " to='%s'" % to if to else ""
+        self.send("<iq type='%s' id='%s'%s>%s</iq>" % (type_, iq_id, to_attr,
+                                                      body))
+        return self.next(lambda e: e.get("id") == iq_id, timeout)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def tostr(el):
+    return ET.tostring(el, encoding="unicode") if el is not None else "None"
+
+
+def stanza_error(el):
+    """The defined condition of an error stanza, or None."""
+    err = el.find("{%s}error" % NS_CLIENT)
+    if err is None:
+        return None
+    for child in err:
+        if child.tag.startswith("{%s}" % NS_STANZA_ERR) and \
+                not child.tag.endswith("}text"):
+            return child.tag.split("}", 1)[1]
+    return None
+
+
+def register_user(srv, user, password):
+    """Registers user@domain through XEP-0077 on a raw TLS stream;
+    returns (ok, detail)."""
+    c = RawClient(srv.host, srv.direct_port, srv.domain, direct_tls=True)
+    try:
+        c.open_stream()
+        c.features()
+        el = c.register(user, password)
+        return el.get("type") == "result", tostr(el)
+    except (OSError, RuntimeError, StreamClosed, TimeoutError) as e:
+        return False, "%s: %r" % (type(e).__name__, e)
+    finally:
+        c.close()
