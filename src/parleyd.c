@@ -8,10 +8,12 @@
  * Runs in the foreground and logs to stderr.  SIGTERM/SIGINT stop it
  * cleanly (streams closed with <system-shutdown/>, storage flushed);
  * SIGHUP reloads the configuration's limits and log level and the
- * certificates, without dropping sessions.
+ * certificates, without dropping sessions.  SIGUSR1 logs the counters
+ * (stats.h).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -103,6 +105,13 @@ static void on_reload(struct pl_loop *loop, int signo, void *data)
     pl_log_info("parleyd", "configuration reloaded");
 }
 
+static void on_stats(struct pl_loop *loop, int signo, void *data)
+{
+    pl_log_info("parleyd", "counters follow (SIGUSR1)");
+    pl_stats_print(stderr);
+    fflush(stderr);
+}
+
 static void on_drain(struct pl_timer *t)
 {
     if (pl_c2s_count() == 0 || ++*(int *)t->data > 20)
@@ -145,12 +154,24 @@ int main(int argc, char **argv)
     }
     pl_log_set_level((enum pl_log_level)config->s.log_level);
     if (check) {
-        /* Module options are checked by loading the hosts' modules. */
+        if (pl__hosts_check(config, err, sizeof(err)) != PL_OK) {
+            fprintf(stderr, "parleyd: %s\n", err);
+            return 1;
+        }
         printf("configuration OK: %d hosts, %d listeners\n", config->nhosts,
                config->nlisteners);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Block the signals we handle before any thread starts, so that they
+     * reach the loop's signalfd and never a worker thread. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
     mkdir(config->s.data_dir, 0700);
     unsigned char secret[32];
     if (load_secret(config->s.data_dir, secret) != PL_OK)
@@ -164,11 +185,16 @@ int main(int argc, char **argv)
     int rc = 1;
     if (pl__storage_open(&config->s) != PL_OK)
         goto out;
+    if (pl__hosts_check(config, err, sizeof(err)) != PL_OK) {
+        pl_log_error("parleyd", "%s", err);
+        goto out;
+    }
     if (pl__hosts_init(config) != PL_OK)
         goto out;
     pl_loop_on_signal(loop, SIGTERM, on_stop, NULL);
     pl_loop_on_signal(loop, SIGINT, on_stop, NULL);
     pl_loop_on_signal(loop, SIGHUP, on_reload, NULL);
+    pl_loop_on_signal(loop, SIGUSR1, on_stats, NULL);
     if (pl_c2s_start(config) != PL_OK)
         goto out;
     pl_log_info("parleyd", "ready (pid %d)", (int)getpid());

@@ -155,6 +155,34 @@ int pl__hosts_init(struct pl_config *c)
     return PL_OK;
 }
 
+int pl__hosts_check(struct pl_config *c, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->nhosts; i++) {
+        struct pl_host h = {0};
+        h.domain = c->hosts[i].domain;
+        h.conf = &c->hosts[i];
+        int rc = PL_OK;
+        for (int j = 0; j < h.conf->modules.n && rc == PL_OK; j++)
+            rc = add_module(&h, h.conf->modules.v[j], 0, err, errlen);
+        for (int j = 0; j < h.nmods; j++) {
+            const struct pl_module *m = h.mods[j].mod;
+            if (rc == PL_OK && m->options)
+                rc = pl_config_apply(
+                    m->options,
+                    config_setting_get_member(h.conf->group, m->name),
+                    config_lookup(&c->cfg, m->name), h.mods[j].state, 1, err,
+                    errlen);
+            if (m->options)
+                pl_config_release(m->options, h.mods[j].state);
+            pl_free(h.mods[j].state);
+        }
+        pl_free(h.mods);
+        if (rc != PL_OK)
+            return rc;
+    }
+    return PL_OK;
+}
+
 int pl__hosts_reload_tls(struct pl_config *c)
 {
     for (int i = 0; i < nhosts && i < c->nhosts; i++) {

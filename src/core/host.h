@@ -31,6 +31,8 @@ int pl_host_has_module(struct pl_host *h, const char *name);
 /* Server lifetime (parleyd main). */
 int pl__hosts_init(struct pl_config *c);
 void pl__hosts_free(void);
+/* Validates every host's modules and module options (--check-config). */
+int pl__hosts_check(struct pl_config *c, char *err, size_t errlen);
 /* SIGHUP: new certificates for new connections. */
 int pl__hosts_reload_tls(struct pl_config *c);
 

@@ -151,8 +151,8 @@ static int encode(const uint32_t *s, size_t n, char **out, size_t *outlen)
     char *p = pl_malloc(len + 1);
     size_t off = 0;
     for (size_t i = 0; i < n; i++)
-        off += (size_t)u8_uctomb((uint8_t *)p + off, s[i],
-                                 (ptrdiff_t)(len - off));
+        off +=
+            (size_t)u8_uctomb((uint8_t *)p + off, s[i], (ptrdiff_t)(len - off));
     p[len] = '\0';
     *out = p;
     *outlen = len;
@@ -196,22 +196,22 @@ static const struct {
     ucs4_t lo, hi;     /* code point range */
     enum cp_prop prop; /* its fixed property */
 } exceptions[] = {
-    {0x00df, 0x00df, CP_PVALID},      /* LATIN SMALL LETTER SHARP S */
-    {0x03c2, 0x03c2, CP_PVALID},      /* GREEK SMALL LETTER FINAL SIGMA */
-    {0x06fd, 0x06fe, CP_PVALID},      /* ARABIC SIGN SINDHI AMPERSAND.. */
-    {0x0f0b, 0x0f0b, CP_PVALID},      /* TIBETAN MARK INTERSYLLABIC TSHEG */
-    {0x3007, 0x3007, CP_PVALID},      /* IDEOGRAPHIC NUMBER ZERO */
-    {0x00b7, 0x00b7, CP_CONTEXTO},    /* MIDDLE DOT */
-    {0x0375, 0x0375, CP_CONTEXTO},    /* GREEK LOWER NUMERAL SIGN */
-    {0x05f3, 0x05f4, CP_CONTEXTO},    /* HEBREW PUNCTUATION GERESH.. */
-    {0x30fb, 0x30fb, CP_CONTEXTO},    /* KATAKANA MIDDLE DOT */
-    {0x0660, 0x0669, CP_CONTEXTO},    /* ARABIC-INDIC DIGITS */
-    {0x06f0, 0x06f9, CP_CONTEXTO},    /* EXTENDED ARABIC-INDIC DIGITS */
-    {0x0640, 0x0640, CP_DISALLOWED},  /* ARABIC TATWEEL */
-    {0x07fa, 0x07fa, CP_DISALLOWED},  /* NKO LAJANYALAN */
-    {0x302e, 0x302f, CP_DISALLOWED},  /* HANGUL SINGLE/DOUBLE DOT TONE.. */
-    {0x3031, 0x3035, CP_DISALLOWED},  /* VERTICAL KANA REPEAT MARKS */
-    {0x303b, 0x303b, CP_DISALLOWED},  /* VERTICAL IDEOGRAPHIC ITERATION.. */
+    {0x00df, 0x00df, CP_PVALID},     /* LATIN SMALL LETTER SHARP S */
+    {0x03c2, 0x03c2, CP_PVALID},     /* GREEK SMALL LETTER FINAL SIGMA */
+    {0x06fd, 0x06fe, CP_PVALID},     /* ARABIC SIGN SINDHI AMPERSAND.. */
+    {0x0f0b, 0x0f0b, CP_PVALID},     /* TIBETAN MARK INTERSYLLABIC TSHEG */
+    {0x3007, 0x3007, CP_PVALID},     /* IDEOGRAPHIC NUMBER ZERO */
+    {0x00b7, 0x00b7, CP_CONTEXTO},   /* MIDDLE DOT */
+    {0x0375, 0x0375, CP_CONTEXTO},   /* GREEK LOWER NUMERAL SIGN */
+    {0x05f3, 0x05f4, CP_CONTEXTO},   /* HEBREW PUNCTUATION GERESH.. */
+    {0x30fb, 0x30fb, CP_CONTEXTO},   /* KATAKANA MIDDLE DOT */
+    {0x0660, 0x0669, CP_CONTEXTO},   /* ARABIC-INDIC DIGITS */
+    {0x06f0, 0x06f9, CP_CONTEXTO},   /* EXTENDED ARABIC-INDIC DIGITS */
+    {0x0640, 0x0640, CP_DISALLOWED}, /* ARABIC TATWEEL */
+    {0x07fa, 0x07fa, CP_DISALLOWED}, /* NKO LAJANYALAN */
+    {0x302e, 0x302f, CP_DISALLOWED}, /* HANGUL SINGLE/DOUBLE DOT TONE.. */
+    {0x3031, 0x3035, CP_DISALLOWED}, /* VERTICAL KANA REPEAT MARKS */
+    {0x303b, 0x303b, CP_DISALLOWED}, /* VERTICAL IDEOGRAPHIC ITERATION.. */
 };
 
 /*
@@ -626,8 +626,8 @@ static char *put(char *q, const char *s, size_t n)
 }
 
 /* One block: the struct, then local, domain, resource, bare and full. */
-static struct pl_jid *build(const char *l, size_t ll, const char *d,
-                            size_t dl, const char *r, size_t rl)
+static struct pl_jid *build(const char *l, size_t ll, const char *d, size_t dl,
+                            const char *r, size_t rl)
 {
     size_t bl = (l ? ll + 1 : 0) + dl;
     size_t fl = bl + (r ? rl + 1 : 0);
@@ -663,14 +663,14 @@ static struct pl_jid *build(const char *l, size_t ll, const char *d,
 }
 
 /* Prepares whichever parts are given (l and r may be NULL) and builds. */
-static int make(const struct pl_str *l, struct pl_str d,
-                const struct pl_str *r, struct pl_jid **out)
+static int make(const struct pl_str *l, struct pl_str d, const struct pl_str *r,
+                struct pl_jid **out)
 {
     char *lp = NULL, *dp = NULL, *rp = NULL;
     size_t ll = 0, dl = 0, rl = 0;
     int rc = PL_OK;
-    if (l && (rc = prep_precis(&username_case_mapped, l->p, l->len, &lp,
-                               &ll)) < 0)
+    if (l &&
+        (rc = prep_precis(&username_case_mapped, l->p, l->len, &lp, &ll)) < 0)
         goto fail;
     if ((rc = prep_domain(d.p, d.len, &dp, &dl)) < 0)
         goto fail;
@@ -713,8 +713,7 @@ int pl_jid_make(const char *local, const char *domain, const char *resource,
 {
     pl_assert(domain != NULL && out != NULL);
     struct pl_str l = pl_str_c(local), r = pl_str_c(resource);
-    return make(local ? &l : NULL, pl_str_c(domain), resource ? &r : NULL,
-                out);
+    return make(local ? &l : NULL, pl_str_c(domain), resource ? &r : NULL, out);
 }
 
 struct pl_jid *pl_jid_bare(const struct pl_jid *j)

@@ -783,6 +783,7 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
         }
     }
     c->sess.jid = jid;
+    c->sess.host = c->host;
     int rc = pl_session_register(&c->sess, (int)S->max_resources_per_user);
     if (rc != PL_OK) {
         c->sess.jid = NULL;
@@ -1172,6 +1173,15 @@ void pl_c2s_stop(void)
 void pl_c2s_reload(struct pl_config *cfg)
 {
     S = &cfg->s;
+    struct pl_conn_limits lim = {(size_t)S->max_outbuf, (size_t)S->read_rate,
+                                 (size_t)S->read_burst};
+    struct pl_xml_limits xl = {(size_t)S->max_stanza_size,
+                               (unsigned)S->max_depth};
+    for (struct c2s *c = all; c; c = c->next) {
+        if (c->conn)
+            pl_conn_set_limits(c->conn, &lim);
+        pl_xml_parser_set_limits(c->xml, &xl);
+    }
 }
 
 unsigned long pl_c2s_count(void)

@@ -139,7 +139,36 @@ def no_verify_context():
     return ctx
 
 
+def slixmpp_without_channel_binding(xmpp, forced_mech=None):
+    """Makes a slixmpp client use SCRAM without channel binding.
+
+    COMPAT slixmpp 1.8.3: it binds -PLUS to tls-unique, which RFC 9266
+    forbids with TLS 1.3, and with TLS up it sends the GS2 flag "y" for
+    non-PLUS SCRAM, which a server offering -PLUS must refuse (RFC 5802
+    §6).  Without binding data it sends "n"; -PLUS is then excluded."""
+    mechs = xmpp["feature_mechanisms"]
+    orig = mechs.sasl_callback
+
+    def no_cb(required, optional):
+        creds = orig(required, optional)
+        if "channel_binding" in creds:
+            creds["channel_binding"] = None
+        return creds
+    mechs.sasl_callback = no_cb
+    if forced_mech is None:
+        mechs.use_mechs = {"SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1",
+                           "PLAIN"}
+
+
 # ------------------------------------------------------------------ server
+
+# DER encodings of signature algorithm OIDs -> RFC 5929 hash.
+CERT_SIG_OIDS = [
+    (bytes.fromhex("06092a864886f70d01010c"), "sha384"),  # sha384WithRSA
+    (bytes.fromhex("06092a864886f70d01010d"), "sha512"),  # sha512WithRSA
+    (bytes.fromhex("06082a8648ce3d040303"), "sha384"),    # ecdsa-with-SHA384
+    (bytes.fromhex("06082a8648ce3d040304"), "sha512"),    # ecdsa-with-SHA512
+]
 
 SANITIZER_PATTERNS = [
     r"ERROR: AddressSanitizer", r"ERROR: LeakSanitizer",
@@ -576,12 +605,32 @@ class RawClient:
                   % (NS_SASL, payload))
         return self.next()
 
-    def auth_scram(self, user, password, mech="SCRAM-SHA-1", gs2="n,,"):
-        """SASL SCRAM without channel binding (RFC 5802); returns the
-        final element.  Raises RuntimeError if the server signature is
-        wrong."""
+    def cert_end_point(self):
+        """RFC 5929 tls-server-end-point data: the server certificate's
+        hash, with its signature hash (SHA-256 for MD5 and SHA-1)."""
+        der = self.sock.getpeercert(binary_form=True)
+        hname = "sha256"
+        for oid, name in CERT_SIG_OIDS:
+            if oid in der:
+                hname = name
+                break
+        return hashlib.new(hname, der).digest()
+
+    def auth_scram(self, user, password, mech="SCRAM-SHA-1", gs2=None,
+                   cb_type=None, cb_data=None):
+        """SASL SCRAM (RFC 5802); -PLUS binds to cb_type (only
+        tls-server-end-point is computed here; cb_data overrides).
+        Returns the final element; raises RuntimeError if the server
+        signature is wrong."""
+        base = mech[:-5] if mech.endswith("-PLUS") else mech
         hname = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256",
-                 "SCRAM-SHA-512": "sha512"}[mech]
+                 "SCRAM-SHA-512": "sha512"}[base]
+        if gs2 is None:
+            gs2 = "p=%s,," % cb_type if cb_type else "n,,"
+        if cb_type and cb_data is None:
+            cb_data = self.cert_end_point() \
+                if cb_type == "tls-server-end-point" else b""
+        cb_data = cb_data or b""
         cnonce = base64.b64encode(os.urandom(18)).decode()
         first_bare = "n=%s,r=%s" % (user.replace("=", "=3D")
                                     .replace(",", "=2C"), cnonce)
@@ -600,8 +649,8 @@ class RawClient:
                                      int(attrs["i"]))
         ckey = hmac.new(salted, b"Client Key", hname).digest()
         stored = hashlib.new(hname, ckey).digest()
-        final_wo = "c=%s,r=%s" % (base64.b64encode(gs2.encode()).decode(),
-                                  attrs["r"])
+        final_wo = "c=%s,r=%s" % (
+            base64.b64encode(gs2.encode() + cb_data).decode(), attrs["r"])
         auth_msg = ",".join([first_bare, server_first, final_wo]).encode()
         sig = hmac.new(stored, auth_msg, hname).digest()
         proof = bytes(a ^ b for a, b in zip(ckey, sig))

@@ -31,6 +31,7 @@ class Peer(slixmpp.ClientXMPP):
         self.ssl_context = harness.no_verify_context()
         self.use_ipv6 = False
         self.register_plugin("xep_0199")
+        harness.slixmpp_without_channel_binding(self)
         self.started = asyncio.get_event_loop().create_future()
         self.received = []
         self.add_event_handler("session_start", self._start)

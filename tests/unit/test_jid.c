@@ -76,8 +76,8 @@ void test_jid_valid(void)
         {"example.com", NULL, "example.com", NULL, "example.com"},
         {"example.com/foobar", NULL, "example.com", "foobar",
          "example.com/foobar"},
-        {"a.example.com/b@example.net", NULL, "a.example.com",
-         "b@example.net", "a.example.com/b@example.net"},
+        {"a.example.com/b@example.net", NULL, "a.example.com", "b@example.net",
+         "a.example.com/b@example.net"},
         /* Table 2 lists this as invalid, wrongly: RFC 7622 Errata 4560;
          * OpaqueString allows a leading space. */
         {"juliet@example.com/ foo", "juliet", "example.com", " foo",
@@ -146,8 +146,8 @@ void test_jid_valid(void)
          "\u05d0\u05f3@example.com"},
         {"\u0915\u094d\u200d\u0937@example.com", "\u0915\u094d\u200d\u0937",
          "example.com", NULL, "\u0915\u094d\u200d\u0937@example.com"},
-        {"\u30a2\u30fb\u30a4@example.com", "\u30a2\u30fb\u30a4",
-         "example.com", NULL, "\u30a2\u30fb\u30a4@example.com"},
+        {"\u30a2\u30fb\u30a4@example.com", "\u30a2\u30fb\u30a4", "example.com",
+         NULL, "\u30a2\u30fb\u30a4@example.com"},
         {"\u4e2d\u6587@example.com", "\u4e2d\u6587", "example.com", NULL,
          "\u4e2d\u6587@example.com"},
     };
@@ -192,24 +192,24 @@ void test_jid_invalid(void)
         "jul\x01iet@example.com",
         "a\tb@example.com",
         "a\x7f@example.com",
-        "\u00bd@example.com",  /* VULGAR FRACTION ONE HALF: HasCompat */
-        "\u1100@example.com",  /* a lone old Hangul jamo */
+        "\u00bd@example.com",   /* VULGAR FRACTION ONE HALF: HasCompat */
+        "\u1100@example.com",   /* a lone old Hangul jamo */
         "a\u00adb@example.com", /* SOFT HYPHEN: default ignorable */
         "a\u200bb@example.com", /* ZERO WIDTH SPACE */
         "a\u200db@example.com", /* ZWJ without a virama before it */
         "a\u200cb@example.com", /* ZWNJ without a joining context */
         "a\u00b7b@example.com", /* MIDDLE DOT outside "l·l" */
         "\u00b7l@example.com",
-        "\u30fb@example.com",   /* KATAKANA MIDDLE DOT alone */
+        "\u30fb@example.com",       /* KATAKANA MIDDLE DOT alone */
         "\u0660\u06f0@example.com", /* mixed Arabic-Indic digit sets */
-        "\u05f3@example.com",   /* GERESH without a Hebrew letter */
-        "a\u05d0@example.com",  /* Bidi Rule: LTR and RTL mixed */
+        "\u05f3@example.com",       /* GERESH without a Hebrew letter */
+        "a\u05d0@example.com",      /* Bidi Rule: LTR and RTL mixed */
         "\u05d0a@example.com",
         "\u0628\u06611@example.com", /* Bidi Rule 4: AN and EN */
-        "\ue000@example.com",   /* private use */
-        "\u0378@example.com",   /* unassigned */
-        "\ufdd0@example.com",   /* noncharacter */
-        "\u2028@example.com",   /* LINE SEPARATOR */
+        "\ue000@example.com",        /* private use */
+        "\u0378@example.com",        /* unassigned */
+        "\ufdd0@example.com",        /* noncharacter */
+        "\u2028@example.com",        /* LINE SEPARATOR */
         /* Domainparts. */
         "juliet@exa mple.com",
         "juliet@-example.com",
@@ -323,8 +323,7 @@ void test_jid_lengths(void)
     CHECK_INT(pl_jid_parse((struct pl_str){name, 253}, &j), PL_OK);
     CHECK(j && strlen(j->domain) == 253);
     pl_jid_free(j);
-    CHECK_INT(pl_jid_parse((struct pl_str){name, 254}, &j),
-              PL_EJID_MALFORMED);
+    CHECK_INT(pl_jid_parse((struct pl_str){name, 254}, &j), PL_EJID_MALFORMED);
 }
 
 void test_jid_make(void)
@@ -362,8 +361,7 @@ void test_jid_make(void)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         j = (struct pl_jid *)&j;
-        CHECK_INT(pl_jid_make(bad[i].local, bad[i].domain, bad[i].resource,
-                              &j),
+        CHECK_INT(pl_jid_make(bad[i].local, bad[i].domain, bad[i].resource, &j),
                   PL_EJID_MALFORMED);
         CHECK(j == (struct pl_jid *)&j);
     }
@@ -412,7 +410,7 @@ void test_jid_bare_dup(void)
 void test_jid_prep(void)
 {
     static const struct {
-        int part; /* 0 local, 1 domain, 2 resource */
+        int part;             /* 0 local, 1 domain, 2 resource */
         const char *in, *out; /* out NULL: PL_EJID_MALFORMED */
     } cases[] = {
         {0, "\uff2a\uff35\uff2c\uff29\uff25\uff34", "juliet"},
@@ -473,6 +471,7 @@ static uint32_t next(uint32_t *seed, uint32_t n)
 #define COUNT(a) ((uint32_t)(sizeof(a) / sizeof((a)[0])))
 
 /* Pieces a part is usually made of, and pieces that usually break it. */
+/* clang-format off */
 static const char *const good[] = {
     "a", "Z", "0", "l", "-", ".", "\\20", "\uff21", "\u00df", "\u03a3",
     "\u03c2", "\u00e9", "E\u0301", "\u0627", "\u05d0", "\u30a2",
@@ -491,6 +490,7 @@ static const char *const domains[] = {
     "\u0627\u0644.eg", "localhost", "a..b", "\u3002", ".", "xn--", "-a",
     "a-", "1", "[", "]", "\u2603", "a_b", "\u0661", "@", "/",
 };
+/* clang-format on */
 
 /* Appends up to max pieces, one in eight of them from bad, to buf. */
 static size_t append(char *buf, size_t len, size_t cap, uint32_t *seed,
