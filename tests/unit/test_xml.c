@@ -659,3 +659,23 @@ void test_xml_garbage(void)
     }
     LEAK_CHECK();
 }
+
+void test_xml_no_deferral(void)
+{
+    /* Expat 2.6 (and backports) would hold a stanza whose big start tag
+     * is finished by a small tail until more data came: XMPP needs it now. */
+    struct rec r;
+    rec_init(&r, 0, 0);
+    size_t n = 8000;
+    char *big = pl_malloc(n + 16);
+    memcpy(big, "<message to='", 13);
+    memset(big + 13, 'a', n);
+    CHECK_INT(pl_xml_parser_feed(r.p, HDR, strlen(HDR)), PL_OK);
+    CHECK_INT(pl_xml_parser_feed(r.p, big, n + 13), PL_OK);
+    CHECK_INT(r.stanzas, 0);
+    CHECK_INT(pl_xml_parser_feed(r.p, "'/>", 3), PL_OK);
+    CHECK_INT(r.stanzas, 1);
+    pl_free(big);
+    rec_done(&r);
+    LEAK_CHECK();
+}
