@@ -442,10 +442,50 @@ static const struct profile username_case_mapped = {
 
 static const struct profile opaque_string = {map_opaque, 1, 0, ""};
 
+/* Whether p[0..n) is printable ASCII (0x20..0x7e) only. */
+static int is_printable_ascii(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+/*
+ * The hot path: nearly every JID on the wire is ASCII, where both PRECIS
+ * profiles reduce to a table check (and lowercasing for usernames): no
+ * decoding, normalization or Bidi work.  Same results as the full path.
+ */
+static int prep_ascii(const struct profile *pr, const char *p, size_t n,
+                      char **out, size_t *outlen)
+{
+    if (n == 0 || n > PART_MAX)
+        return PL_EJID_MALFORMED;
+    char *r = pl_malloc(n + 1);
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (!pr->freeform) {
+            if (c == ' ' || strchr(pr->forbid, c)) {
+                pl_free(r);
+                return PL_EJID_MALFORMED;
+            }
+            if (c >= 'A' && c <= 'Z')
+                c = (char)(c - 'A' + 'a');
+        }
+        r[i] = c;
+    }
+    r[n] = '\0';
+    *out = r;
+    *outlen = n;
+    return PL_OK;
+}
+
 /* Enforces profile on p[0..n); on success *out is a new string. */
 static int prep_precis(const struct profile *pr, const char *p, size_t n,
                        char **out, size_t *outlen)
 {
+    if (is_printable_ascii(p, n))
+        return prep_ascii(pr, p, n, out, outlen);
     uint32_t *in = NULL, *m1 = NULL, *m2 = NULL;
     size_t nin = 0, n1 = 0, n2 = 0;
     int rc = decode(p, n, &in, &nin);
@@ -615,6 +655,31 @@ static int prep_domain(const char *p, size_t n, char **out, size_t *outlen)
         return prep_ipv6(p, n, out, outlen);
     if (prep_ipv4(p, n, out, outlen))
         return PL_OK;
+    if (n <= 253 && is_printable_ascii(p, n)) {
+        /* ASCII names without A-labels need no IDNA round trip. */
+        char *d = pl_malloc(n + 1);
+        int alabel = 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = p[i];
+            d[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+            /* "??--" labels are A-labels or reserved (RFC 5891 §4.2.3.1):
+             * leave them to libidn2. */
+            if ((i == 0 || p[i - 1] == '.') && n - i >= 4 && p[i + 2] == '-' &&
+                p[i + 3] == '-')
+                alabel = 1;
+        }
+        d[n] = '\0';
+        if (!alabel) {
+            if (!ldh_ok(d)) {
+                pl_free(d);
+                return PL_EJID_MALFORMED;
+            }
+            *out = d;
+            *outlen = n;
+            return PL_OK;
+        }
+        pl_free(d);
+    }
     return prep_idna(p, n, out, outlen);
 }
 
