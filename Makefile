@@ -82,3 +82,74 @@ clean:
 
 .PHONY: all bootstrap run unit test format clean
 -include $(CORE_OBJ:.o=.d) $(MOD_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+
+# ---- Fuzzing (libFuzzer; tests/fuzz/fuzz_<name>.c, corpora in
+# tests/fuzz/corpus/<name>/).  Always clang, whatever CC says; objects in
+# build/fuzz/ with -fsanitize=fuzzer-no-link,address,undefined.
+#   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="xml jid"]
+#        runs each target that long on build/fuzz/corpus/<name>/ (a scratch
+#        corpus, seeded from the repository's; new inputs land there)
+#   make fuzz-merge     minimizes the scratch finds into the repository corpus
+#   make fuzz-regress   runs each target once over its repository corpus
+# Each prints "ok fuzz_<name>" or "FAIL fuzz_<name>" (log in build/fuzz/).
+FUZZ_CC := clang
+FUZZ_BUILD := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= xml jid scram config
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
+            -fno-omit-frame-pointer
+FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+               -Wno-unused-parameter -fno-strict-aliasing -pthread \
+               -Isrc/core -Isrc $(PKG_CFLAGS) $(FUZZ_SAN)
+FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(MOD_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_OPTS := -timeout=10 -rss_limit_mb=2048
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/libparley.a: $(FUZZ_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libparley.a
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@mkdir -p $(FUZZ_BUILD)/crashes
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    cp -n tests/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus/$$t/ 2>/dev/null; \
+	    dict=; [ -f tests/fuzz/fuzz_$$t.dict ] && dict=-dict=tests/fuzz/fuzz_$$t.dict; \
+	    if $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) $$dict \
+	        -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t- \
+	        $(FUZZ_BUILD)/corpus/$$t >$(FUZZ_BUILD)/fuzz_$$t.log 2>&1; \
+	    then echo "ok fuzz_$$t $$(grep -E '^#[0-9]+' $(FUZZ_BUILD)/fuzz_$$t.log | tail -1)"; \
+	    else echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/fuzz_$$t.log)"; \
+	        tail -n 30 $(FUZZ_BUILD)/fuzz_$$t.log; fi; \
+	done
+
+fuzz-merge: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) -merge=1 tests/fuzz/corpus/$$t \
+	        $(FUZZ_BUILD)/corpus/$$t >$(FUZZ_BUILD)/merge_$$t.log 2>&1 && \
+	    echo "ok fuzz_$$t $$(ls tests/fuzz/corpus/$$t | wc -l) files" || \
+	    echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/merge_$$t.log)"; \
+	done
+
+fuzz-regress: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+	    if $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) tests/fuzz/corpus/$$t/* \
+	        >$(FUZZ_BUILD)/regress_$$t.log 2>&1; \
+	    then echo "ok fuzz_$$t"; \
+	    else echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/regress_$$t.log)"; \
+	        tail -n 30 $(FUZZ_BUILD)/regress_$$t.log; fi; \
+	done
+
+.PHONY: fuzz fuzz-build fuzz-merge fuzz-regress
+.PRECIOUS: $(FUZZ_BUILD)/tests/fuzz/%.o
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)

@@ -699,9 +699,16 @@ static const char *open_tag(const struct pl_node *el, const char *scope,
                             const char *sns, struct pl_buf *out)
 {
     const char *inner = scope;
-    PUT(out, "<");
-    pl_buf_append_str(out, el->name);
-    if (is_content_ns(el->ns, sns) && is_content_ns(scope, sns)) {
+    if (ns_eq(el->ns, NS_XML)) {
+        /* Never a default namespace; its prefix needs no declaration. */
+        PUT(out, "<xml:");
+        pl_buf_append_str(out, el->name);
+    } else {
+        PUT(out, "<");
+        pl_buf_append_str(out, el->name);
+    }
+    if (ns_eq(el->ns, NS_XML) ||
+        (is_content_ns(el->ns, sns) && is_content_ns(scope, sns))) {
         /* jabber:client and jabber:server are the stream's namespace. */
     } else if (!ns_eq(el->ns, scope)) {
         PUT(out, " xmlns='");
@@ -785,7 +792,10 @@ void pl_node_serialize(const struct pl_node *top, const char *pns,
             }
             n = n->parent;
             d--;
-            PUT(out, "</");
+            if (ns_eq(n->ns, NS_XML))
+                PUT(out, "</xml:");
+            else
+                PUT(out, "</");
             pl_buf_append_str(out, n->name);
             PUT(out, ">");
         }

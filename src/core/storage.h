@@ -50,6 +50,26 @@ struct pl_storage_driver {
     int (*kv_set)(void *db, const char *host, const char *user,
                   const char *store, const char *key, const void *data,
                   size_t len);
+    /* Every document of one user's store, in key order (byte order).
+     * fn returns non-zero to stop early. */
+    int (*kv_list)(void *db, const char *host, const char *user,
+                   const char *store,
+                   int (*fn)(const char *key, const void *data, size_t len,
+                             void *ud),
+                   void *ud);
+    /* Number of documents in one user's store. */
+    int (*kv_count)(void *db, const char *host, const char *user,
+                    const char *store, long *out);
+    /* Removes every document of one user's store. */
+    int (*kv_clear)(void *db, const char *host, const char *user,
+                    const char *store);
+    /* The document store/key of every user of host, in user order
+     * (directory search); fn returns non-zero to stop early. */
+    int (*kv_scan)(void *db, const char *host, const char *store,
+                   const char *key,
+                   int (*fn)(const char *user, const void *data, size_t len,
+                             void *ud),
+                   void *ud);
 };
 
 /* Runs on the storage thread with the driver and its handle. */

@@ -25,11 +25,14 @@ static const char *const migrations[] = {
     "CREATE TABLE kv (host TEXT NOT NULL, user TEXT NOT NULL,"
     " store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,"
     " PRIMARY KEY (host, user, store, key));",
+    /* 2: directory lookups by store and key across users. */
+    "CREATE INDEX kv_by_store ON kv (host, store, key);",
 };
 
 enum {
     Q_ACCT_GET, Q_KEYS_GET, Q_ACCT_INS, Q_KEYS_PUT, Q_ACCT_DEL, Q_KEYS_DEL,
-    Q_KV_DEL_USER, Q_LIST, Q_KV_GET, Q_KV_PUT, Q_KV_DEL, Q_COUNT
+    Q_KV_DEL_USER, Q_LIST, Q_KV_GET, Q_KV_PUT, Q_KV_DEL, Q_KV_LIST,
+    Q_KV_COUNT, Q_KV_CLEAR, Q_KV_SCAN, Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -48,6 +51,12 @@ static const char *const sql[Q_COUNT] = {
     "INSERT OR REPLACE INTO kv VALUES (?1, ?2, ?3, ?4, ?5)",
     "DELETE FROM kv WHERE host = ?1 AND user = ?2 AND store = ?3"
     " AND key = ?4",
+    "SELECT key, value FROM kv WHERE host = ?1 AND user = ?2 AND store = ?3"
+    " ORDER BY key",
+    "SELECT count(*) FROM kv WHERE host = ?1 AND user = ?2 AND store = ?3",
+    "DELETE FROM kv WHERE host = ?1 AND user = ?2 AND store = ?3",
+    "SELECT user, value FROM kv WHERE host = ?1 AND store = ?2 AND key = ?3"
+    " ORDER BY user",
 };
 
 struct db {
@@ -321,6 +330,70 @@ static int kv_set(void *p, const char *host, const char *user,
     return done(d, st);
 }
 
+static int kv_list(void *p, const char *host, const char *user,
+                   const char *store,
+                   int (*fn)(const char *key, const void *data, size_t len,
+                             void *ud),
+                   void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_LIST, host, user);
+    sqlite3_bind_text(st, 3, store, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn((const char *)sqlite3_column_text(st, 0),
+               sqlite3_column_blob(st, 1),
+               (size_t)sqlite3_column_bytes(st, 1), ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
+static int kv_count(void *p, const char *host, const char *user,
+                    const char *store, long *out)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_COUNT, host, user);
+    sqlite3_bind_text(st, 3, store, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? PL_OK : PL_ESTORAGE;
+}
+
+static int kv_clear(void *p, const char *host, const char *user,
+                    const char *store)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_CLEAR, host, user);
+    sqlite3_bind_text(st, 3, store, -1, SQLITE_STATIC);
+    return done(d, st);
+}
+
+static int kv_scan(void *p, const char *host, const char *store,
+                   const char *key,
+                   int (*fn)(const char *user, const void *data, size_t len,
+                             void *ud),
+                   void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_SCAN, host, NULL);
+    sqlite3_bind_text(st, 2, store, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn((const char *)sqlite3_column_text(st, 0),
+               sqlite3_column_blob(st, 1),
+               (size_t)sqlite3_column_bytes(st, 1), ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
 static const struct pl_storage_driver driver = {
     .name = "sqlite",
     .open = db_open,
@@ -334,6 +407,10 @@ static const struct pl_storage_driver driver = {
     .account_list = account_list,
     .kv_get = kv_get,
     .kv_set = kv_set,
+    .kv_list = kv_list,
+    .kv_count = kv_count,
+    .kv_clear = kv_clear,
+    .kv_scan = kv_scan,
 };
 
 const struct pl_module pl_mod_storage_sqlite = {

@@ -346,13 +346,19 @@ async def main():
           "alice/two got %s, alice/one (-1) got %s" % (m2 is not None,
                                                        m1 is not None))
 
-    # --- the server stamps 'from'
-    await send_chat(b1, a2.boundjid.full, "spoofed",
-                    mfrom="%s/evil" % bare(alice))
-    m = await a2.next_message(body_is("spoofed"))
-    check("spoofed 'from' is replaced by the sender's full JID",
-          m is not None and m["from"].full == b1.boundjid.full,
-          "got from=%s" % (m["from"] if m is not None else "nothing"))
+    # --- the server stamps 'from' (RFC 6120 §8.1.2.1).  A session of its
+    # own, so that a server closing it does not spoil the later steps.
+    sp, out = await login(bob, pw_b, "spoofer")
+    if check("spoofing session starts", out[0] == "session", repr(out)):
+        await send_chat(sp, a2.boundjid.full, "spoofed",
+                        mfrom="%s/evil" % bare(alice))
+        m = await a2.next_message(body_is("spoofed"))
+        check("spoofed 'from' is replaced by the sender's full JID",
+              m is not None and m["from"].full == sp.boundjid.full,
+              "got from=%s; spoofing session %s" % (
+                  m["from"] if m is not None else "nothing",
+                  "was closed by the server" if sp.closed else "is open"))
+    await sp.finish()
 
     # --- unknown local user: RFC 6121 §8.5.2.2 / §8.5.3.2
     ghost = bare(harness.unique("ghost"))

@@ -315,6 +315,7 @@ void test_stanza_serialize_rules(void)
         "<a xmlns='urn:a'><b xmlns=''><c/></b></a>",
         "<stream xmlns='http://etherx.jabber.org/streams'/>",
         "<a xmlns='urn:a' x='&apos;&quot;&lt;&gt;&amp;'>&lt;&gt;&amp;'\"</a>",
+        "<a xmlns='urn:a'><xml:b><c/></xml:b><xml:d/></a>",
     };
     for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
         st = parse(same[i]);
