@@ -30,7 +30,7 @@ LDFLAGS += -fsanitize=$(SAN)
 endif
 
 CORE_SRC := $(sort $(wildcard src/core/*.c))
-MOD_SRC := $(sort $(wildcard src/modules/*.c))
+MOD_SRC := $(sort $(wildcard src/modules/*.c src/modules/*/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MOD_OBJ := $(MOD_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
@@ -151,5 +151,21 @@ fuzz-regress: fuzz-build
 	done
 
 .PHONY: fuzz fuzz-build fuzz-merge fuzz-regress
-.PRECIOUS: $(FUZZ_BUILD)/tests/fuzz/%.o
+.PRECIOUS: $(FUZZ_BUILD)/%.o
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
+
+# Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
+# which compares Parley with Prosody and ejabberd (see bench/README.md).
+$(BUILD)/bench/parley-load: bench/parley-load.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+	    $(shell pkg-config --cflags openssl) -o $@ $< \
+	    $(shell pkg-config --libs openssl)
+
+bench: bootstrap all $(BUILD)/bench/parley-load
+	@bench/run
+
+bench-scale: bootstrap all $(BUILD)/bench/parley-load
+	@bench/run --scale
+
+.PHONY: bench bench-scale

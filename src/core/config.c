@@ -89,6 +89,10 @@ static const struct pl_option c2s_opts[] = {
     {"channel_binding", PL_OPT_BOOL, "true", 0, 0, NULL,
      "Offer SCRAM-*-PLUS with tls-exporter and tls-server-end-point.",
      S(channel_binding)},
+    {"tls_unique", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Also accept tls-unique channel binding (RFC 5929), on TLS 1.3 too, "
+     "for clients that know no other type (slixmpp 1.8).",
+     S(tls_unique)},
     {"resource_conflict", PL_OPT_ENUM, "\"kick_old\"", 0, 0,
      conflict_policies,
      "Binding a resource already in use: kick_old, refuse or rename.",
@@ -108,7 +112,8 @@ static const struct pl_option c2s_opts[] = {
 static const struct pl_option top_opts[] = {
     {"modules", PL_OPT_STRLIST,
      "[\"disco\", \"ping\", \"version\", \"time\", \"register\", "
-     "\"session\"]",
+     "\"session\", \"roster\", \"presence\", \"offline\", \"vcard\", "
+     "\"search\", \"private\"]",
      0, 0, NULL, "Modules enabled on every host that does not list its own.",
      S(modules)},
     {0},

@@ -85,6 +85,7 @@ struct pl_settings {
     int require_encryption;
     int allow_plain;
     int channel_binding;
+    int tls_unique;
     int resource_conflict;
     long max_auth_failures;
     long scram_iterations;

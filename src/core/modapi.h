@@ -25,6 +25,7 @@
 #include "str.h"
 #include "stream.h"
 #include "work.h"
+#include "xml.h"
 
 #define PL_NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
 #define PL_NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"

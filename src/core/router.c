@@ -346,6 +346,19 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
               const struct pl_jid *to, struct pl_session *origin)
 {
     struct pl_jid *own = NULL;
+    if (origin && to) {
+        /* The sender's host sees its users' stanzas first ("presence/
+         * outgoing": subscriptions, directed presence); a handler that
+         * returns HANDLED or PENDING routes the stanza itself later, with
+         * origin NULL. */
+        char ev[64];
+        snprintf(ev, sizeof(ev), "%s/outgoing", pl_stanza_name(st));
+        int rc = fire(ev, origin->host, st, from, to, origin);
+        if (rc != PL_PASS) {
+            finish(st, rc, 0);
+            return;
+        }
+    }
     if (!to) {
         /* RFC 6120 §10.3: no 'to' means the sender's own account. */
         if (!from)

@@ -54,10 +54,16 @@ static const struct {
     [PL_SCRAM_SHA256] = {"SHA-256", 32},
 };
 
-/* Channel binding types a -PLUS mechanism accepts (RFC 9266, RFC 5929). */
+/*
+ * Channel binding types a -PLUS mechanism accepts (RFC 9266, RFC 5929).
+ * COMPAT: tls-unique is kept for clients that know nothing else (slixmpp
+ * 1.8 asks for it whatever the TLS version); the stream layer supplies the
+ * data and refuses it where it cannot.
+ */
 static const char *const cb_types[] = {
     "tls-exporter",
     "tls-server-end-point",
+    "tls-unique",
 };
 
 enum state {

@@ -259,6 +259,12 @@ static void on_stream_open(void *ud, struct pl_stanza *hdr)
         stream_error(c, "bad-format", NULL);
         return;
     }
+    /* §4.8.2: the content namespace of a c2s stream is jabber:client. */
+    const char *content = pl_node_attr(root, "xmlns");
+    if (!content || strcmp(content, PL_NS_CLIENT) != 0) {
+        stream_error(c, "invalid-namespace", NULL);
+        return;
+    }
     const char *to = pl_node_attr(root, "to");
     struct pl_host *h = NULL;
     if (to) {
@@ -543,6 +549,18 @@ static int channel_binding(struct c2s *c, const char *type,
     if (strcmp(type, "tls-exporter") == 0) {
         *len = 32;
         return pl_tls_exporter(c->conn->ssl, buf, 32);
+    }
+    if (strcmp(type, "tls-unique") == 0 && S->tls_unique) {
+        /* RFC 5929 §3.1: the first Finished message of the handshake:
+         * the client's in a full handshake, ours in a resumption.
+         * COMPAT: clients compute the same over TLS 1.3 (slixmpp). */
+        size_t n = SSL_session_reused(c->conn->ssl)
+                       ? SSL_get_finished(c->conn->ssl, buf, 64)
+                       : SSL_get_peer_finished(c->conn->ssl, buf, 64);
+        if (n == 0 || n > 64)
+            return PL_EINVAL;
+        *len = n;
+        return PL_OK;
     }
     if (strcmp(type, "tls-server-end-point") == 0) {
         struct pl_tls_host *th = pl_tls_host_of(c->conn->ssl);
@@ -860,18 +878,7 @@ static void on_bound_stanza(struct c2s *c, struct pl_stanza *st)
             return;
         }
     }
-    const char *from = pl_stanza_attr(st, "from");
-    if (from) {
-        struct pl_jid *fj = NULL;
-        int ok = pl_jid_parse(pl_str_c(from), &fj) == PL_OK &&
-                 (strcmp(fj->full, c->sess.jid->full) == 0 ||
-                  strcmp(fj->full, c->sess.jid->bare) == 0);
-        pl_jid_free(fj);
-        if (!ok) {
-            stream_error(c, "invalid-from", NULL);
-            return;
-        }
-    }
+    /* RFC 6120 §8.1.2.1: the server adds or overrides 'from'. */
     pl_stanza_set_attr(st, "from", c->sess.jid->full);
     const char *to = pl_stanza_attr(st, "to");
     struct pl_jid *tj = NULL;
@@ -1041,9 +1048,10 @@ static void on_closed(struct pl_conn *conn)
     else
         pl_map_put(&per_ip, conn->ip, (void *)(n - 1));
     if (c->sess.jid) {
-        int was_registered = c->sess.registered;
         pl_session_unregister(&c->sess);
-        if (was_registered) {
+        if (c->state == ST_BOUND) {
+            /* Also for sessions replaced by a newer one (already out of
+             * the table): modules clean up and broadcast unavailable. */
             struct pl_event ev = {"session/closed", c->host, &c->sess, NULL,
                                   c->sess.jid, NULL, NULL};
             pl_hook_fire(&ev);

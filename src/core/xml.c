@@ -222,11 +222,24 @@ static int check_pending(struct pl_xml_parser *p)
 }
 
 /*
- * First-chunk size for a stanza whose start tag is the current event:
- * twice its byte size when the bytes expat holds show where it ends, else
- * twice what is there.  Only a hint, so a wrong guess merely costs an
- * extra chunk or some slack.
+ * First-chunk size for a stanza whose start tag is the current event,
+ * from the bytes expat holds: up to the stanza's end tag if it is there,
+ * else all of them.  A node costs 80 bytes and an attribute 32 whatever
+ * their text, so the estimate counts tags ('<') and attributes ('=') on
+ * top of the bytes; most stanzas then fit one chunk.  Only a hint: a wrong
+ * guess costs an extra chunk or some slack.
  */
+static size_t count_byte(const char *s, size_t n, char c)
+{
+    size_t k = 0;
+    const char *end = s + n;
+    while ((s = memchr(s, c, (size_t)(end - s)))) {
+        k++;
+        s++;
+    }
+    return k;
+}
+
 static size_t size_hint(struct pl_xml_parser *p)
 {
     int off = 0, size = 0;
@@ -235,31 +248,34 @@ static size_t size_hint(struct pl_xml_parser *p)
     if (!ctx || off < 0 || size <= off || count < 2 || count > size - off)
         return MIN_HINT;
     const char *s = ctx + off;
-    size_t avail = (size_t)(size - off), tag = (size_t)count, est = avail;
+    size_t avail = (size_t)(size - off), tag = (size_t)count, end = avail;
+    size_t nlen = 1, tags = 1;
+    while (nlen < tag && !strchr(" \t\r\n/>", s[nlen]))
+        nlen++;
+    nlen--; /* the qualified name is s[1 .. nlen] */
     if (s[tag - 2] == '/') {
-        est = tag; /* <x .../> */
+        end = tag; /* <x .../> */
     } else {
-        size_t q = 1;
-        while (q < tag && !strchr(" \t\r\n/>", s[q]))
-            q++;
-        const char *name = s + 1;
-        size_t nlen = q - 1;
-        /* Find "</name" followed by '>' or space. */
-        const char *at = s + tag, *end = s + avail;
-        while ((at = memchr(at, '<', (size_t)(end - at)))) {
-            if ((size_t)(end - at) < nlen + 3)
-                break;
-            if (at[1] == '/' && memcmp(at + 2, name, nlen) == 0 &&
-                strchr(" \t\r\n>", at[2 + nlen]) && at[2 + nlen]) {
-                est = (size_t)(at - s) + nlen + 3;
+        /* Up to "</name" followed by '>' or space. */
+        const char *at = s + tag, *lim = s + avail;
+        while ((at = memchr(at, '<', (size_t)(lim - at)))) {
+            tags++;
+            if ((size_t)(lim - at) >= nlen + 3 && at[1] == '/' &&
+                memcmp(at + 2, s + 1, nlen) == 0 && at[2 + nlen] &&
+                strchr(" \t\r\n>", at[2 + nlen])) {
+                end = (size_t)(at - s) + nlen + 3;
                 break;
             }
             at++;
         }
     }
-    size_t hint = est > MAX_HINT / 2 ? MAX_HINT : 2 * est;
-    if (p->st_limit && hint > 2 * p->st_limit)
-        hint = 2 * p->st_limit;
+    if (end >= MAX_HINT / 2)
+        return MAX_HINT;
+    size_t hint = end + 80 * tags + 36 * count_byte(s, end, '=') + 48;
+    if (hint > MAX_HINT)
+        hint = MAX_HINT;
+    if (p->st_limit && hint > 2 * p->st_limit + 1024)
+        hint = 2 * p->st_limit + 1024;
     return hint < MIN_HINT ? MIN_HINT : hint;
 }
 

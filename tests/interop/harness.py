@@ -103,6 +103,10 @@ def finish():
     if _results["failed"]:
         for srv in _servers_all:
             srv.dump_log()
+            print("# kept %s for inspection" % srv.dir)
+    else:
+        for srv in _servers_all:
+            srv.cleanup()
     sys.stdout.flush()
     os._exit(1 if _results["failed"] else 0)
 
@@ -184,7 +188,7 @@ class Server:
 
     def __init__(self, register="networks", require_encryption=True,
                  max_stanza_size=65536, max_depth=32, handshake_timeout=30,
-                 idle_timeout=900, log_level=None, extra=""):
+                 idle_timeout=900, log_level=None, extra="", label=""):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -199,6 +203,7 @@ class Server:
         self.log_level = log_level or os.environ.get("PARLEY_LOG_LEVEL",
                                                      "info")
         self.extra = extra
+        self.label = "server[%s]" % label if label else "server"
         self.log_path = os.path.join(self.dir, "server.log")
         self.conf_path = os.path.join(self.dir, "parleyd.conf")
         self.proc = None
@@ -317,7 +322,7 @@ VirtualHost "localhost"
             if pending:
                 time.sleep(0.1)
         ok = not pending and self.proc.poll() is None
-        check("server starts and listens on both ports", ok,
+        check(self.label + " starts and listens on both ports", ok,
               "exit status %s, ports not accepting: %s after %.0f s"
               % (self.proc.poll(), pending, limit))
         if ok and not self.reference:
@@ -327,7 +332,7 @@ VirtualHost "localhost"
                 ready = "ready" in self.log_text()
                 if not ready:
                     time.sleep(0.1)
-            check("server logs a line containing 'ready'", ready,
+            check(self.label + " logs a line containing 'ready'", ready,
                   "no 'ready' in %s" % self.log_path)
         return ok
 
@@ -369,18 +374,18 @@ VirtualHost "localhost"
                 self.proc.wait(5)
         rc = self.proc.returncode
         self.log.close()
-        check("server was still running at the end", was_running,
+        check(self.label + " was still running at the end", was_running,
               "it exited earlier with status %s" % rc)
-        check("server stops on SIGTERM within 10 s", not killed,
+        check(self.label + " stops on SIGTERM within 10 s", not killed,
               "needed SIGKILL")
         # A clean stop exits 0; dying of the default SIGTERM action is
         # accepted too, any other signal or status is a crash.
-        check("server exit status is clean", killed or rc in (0, -15),
+        check(self.label + " exit status is clean", killed or rc in (0, -15),
               "exit status %s%s" % (rc, " (signal %d)" % -rc if rc and rc < 0
                                     else ""))
         text = self.log_text()
         bad = [p for p in SANITIZER_PATTERNS if re.search(p, text)]
-        check("server log has no crash or sanitizer report", not bad,
+        check(self.label + " log has no crash or sanitizer report", not bad,
               "log matches %s" % bad)
 
     def log_text(self):

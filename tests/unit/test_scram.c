@@ -271,7 +271,8 @@ void test_scram_downgrade(void)
     /* -PLUS needs "p" with a type we know. */
     CHECK_INT(FIRST(1, 1, "n,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
     CHECK_INT(FIRST(1, 1, "y,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
-    CHECK_INT(FIRST(1, 1, "p=tls-unique,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
+    CHECK_INT(FIRST(1, 1, "p=tls-unique,,n=user,r=abc"), PL_OK); /* COMPAT */
+    CHECK_INT(FIRST(1, 1, "p=tls-bogus,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
     CHECK_INT(FIRST(1, 1, "p=tls-exporter,,n=user,r=abc"), PL_OK);
     CHECK_INT(FIRST(1, 1, "p=tls-server-end-point,,n=user,r=abc"), PL_OK);
 

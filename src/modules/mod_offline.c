@@ -1,0 +1,228 @@
+/*
+ * mod_offline.c - offline messages (XEP-0160): chat and normal messages to
+ * an account with no available resource are stored durably, with an
+ * XEP-0203 <delay/> stamped by the server, and delivered in order, once,
+ * when the account next sends available presence with a non-negative
+ * priority.  A per-user quota answers a full store with
+ * <service-unavailable/> (RFC 6121 §8.5.2.2.1).
+ *
+ * Each store is a storage job; the storage queue commits every job waiting
+ * at one moment in one transaction, so a burst of offline messages costs
+ * one sync.  Delivery reads and deletes in one transaction, then writes
+ * to the session.
+ */
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "core/modapi.h"
+
+#define NS_DELAY "urn:xmpp:delay"
+
+struct state {
+    long quota;    /* messages kept per user */
+};
+
+/* Keys sort in arrival order across restarts: microseconds since the
+ * epoch at start-up, then a counter. */
+static unsigned long long next_seq;
+
+struct store_job {
+    char *host, *user;
+    char key[24];
+    struct pl_stanza *st; /* private copy with <delay/> */
+    long quota;
+};
+
+static int store_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct store_job *j = arg;
+    long n = 0;
+    int rc = d->kv_count(db, j->host, j->user, "offline", &n);
+    if (rc != PL_OK)
+        return rc;
+    if (n >= j->quota)
+        return PL_ELIMIT;
+    struct pl_str x = pl_stanza_serialize(j->st, PL_NS_CLIENT);
+    return d->kv_set(db, j->host, j->user, "offline", j->key, x.p, x.len);
+}
+
+static void store_done(int rc, void *arg)
+{
+    struct store_job *j = arg;
+    if (rc == PL_ELIMIT) {
+        pl_log_info("mod_offline", "offline store of %s@%s is full",
+                    j->user, j->host);
+        pl_route_error(j->st, PL_ESERVICE_UNAVAILABLE,
+                       "offline storage is full");
+    } else if (rc != PL_OK) {
+        pl_log_error("mod_offline", "storing for %s@%s failed", j->user,
+                     j->host);
+        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+    }
+    pl_stanza_unref(j->st);
+    pl_free(j->host);
+    pl_free(j->user);
+    pl_free(j);
+}
+
+static int on_offline(struct pl_event *ev, void *state)
+{
+    struct state *s = state;
+    const char *type = pl_stanza_attr(ev->stanza, "type");
+    if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0)
+        return PL_PASS;
+    /* Messages without a body or other payload worth keeping (chat states
+     * alone) are not stored (XEP-0160 §3, XEP-0334 no-store). */
+    struct pl_node *root = pl_stanza_root(ev->stanza);
+    if (pl_node_child(root, "no-store", "urn:xmpp:hints"))
+        return PL_HANDLED;
+    if (!pl_node_child(root, "body", NULL) &&
+        !pl_node_child(root, "subject", NULL) &&
+        pl_node_child(root, NULL, "http://jabber.org/protocol/chatstates"))
+        return PL_HANDLED;
+    struct store_job *j = pl_calloc(1, sizeof(*j));
+    j->host = pl_strdup(ev->host->domain);
+    j->user = pl_strdup(ev->to->local);
+    j->quota = s->quota;
+    snprintf(j->key, sizeof(j->key), "%020llu", next_seq++);
+    j->st = pl_stanza_copy(ev->stanza);
+    /* XEP-0203: when the server received it. */
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char stamp[96];
+    snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+             tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000) % 1000);
+    struct pl_node *delay = pl_node_add_child(j->st, pl_stanza_root(j->st),
+                                              "delay", NS_DELAY);
+    pl_node_set_attr(j->st, delay, "from", ev->host->domain);
+    pl_node_set_attr(j->st, delay, "stamp", stamp);
+    pl_storage_submit(pl_server_loop(), store_run, store_done, j);
+    return PL_HANDLED;
+}
+
+struct flush_job {
+    uint64_t sid;
+    char *host, *user;
+    struct pl_buf msgs; /* serialized stanzas, NUL-separated */
+    long n;
+};
+
+static int collect(const char *key, const void *data, size_t len, void *ud)
+{
+    struct flush_job *j = ud;
+    pl_buf_append(&j->msgs, data, len);
+    pl_buf_append(&j->msgs, "", 1);
+    j->n++;
+    return 0;
+}
+
+static int flush_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct flush_job *j = arg;
+    int rc = d->kv_list(db, j->host, j->user, "offline", collect, j);
+    if (rc == PL_OK && j->n)
+        rc = d->kv_clear(db, j->host, j->user, "offline");
+    return rc;
+}
+
+static void flush_done(int rc, void *arg)
+{
+    struct flush_job *j = arg;
+    struct pl_session *s = pl_session_by_id(j->sid);
+    if (rc == PL_OK && j->n) {
+        const char *p = j->msgs.data + j->msgs.off;
+        const char *end = p + j->msgs.len;
+        long delivered = 0;
+        while (p < end) {
+            size_t n = strlen(p);
+            struct pl_stanza *st = NULL;
+            if (pl_xml_parse_fragment(p, n, &st) == PL_OK) {
+                if (s) {
+                    pl_route_to_session(s, st);
+                } else {
+                    /* The session left between read and delivery: send
+                     * to the account again, which stores it anew. */
+                    struct pl_jid *to = NULL, *from = NULL;
+                    const char *t = pl_stanza_attr(st, "to");
+                    const char *f = pl_stanza_attr(st, "from");
+                    if (t && f && pl_jid_parse(pl_str_c(t), &to) == PL_OK &&
+                        pl_jid_parse(pl_str_c(f), &from) == PL_OK) {
+                        struct pl_node *dl = pl_node_child(
+                            pl_stanza_root(st), "delay", NS_DELAY);
+                        if (dl)
+                            pl_node_remove(st, dl);
+                        pl_route(st, from, to, NULL);
+                    }
+                    pl_jid_free(to);
+                    pl_jid_free(from);
+                }
+                pl_stanza_unref(st);
+                delivered++;
+            }
+            p += n + 1;
+        }
+        pl_log_debug("mod_offline", "delivered %ld offline messages to %s@%s",
+                     delivered, j->user, j->host);
+    }
+    pl_buf_reset(&j->msgs);
+    pl_free(j->host);
+    pl_free(j->user);
+    pl_free(j);
+}
+
+static int on_initial(struct pl_event *ev, void *state)
+{
+    struct pl_session *s = ev->session;
+    if (!s || s->priority < 0)
+        return PL_PASS; /* XEP-0160 §2: non-negative priority only */
+    struct flush_job *j = pl_calloc(1, sizeof(*j));
+    j->sid = s->id;
+    j->host = pl_strdup(ev->host->domain);
+    j->user = pl_strdup(s->jid->local);
+    pl_storage_submit(pl_server_loop(), flush_run, flush_done, j);
+    return PL_PASS;
+}
+
+static int load(struct pl_host *h, void *state)
+{
+    if (!next_seq) {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        next_seq = (unsigned long long)tv.tv_sec * 1000000ULL +
+                   (unsigned long long)tv.tv_usec;
+    }
+    return PL_OK;
+}
+
+static const struct pl_option options[] = {
+    {"quota", PL_OPT_INT, "1000", 1, 10000000, NULL,
+     "Offline messages kept per user; more get <service-unavailable/>.",
+     offsetof(struct state, quota)},
+    {0},
+};
+
+static const struct pl_hook_def hooks[] = {
+    {"message/offline", on_offline, 0},
+    {"presence/initial", on_initial, -10},
+    {0},
+};
+
+static const char *const features[] = {"msgoffline", NULL};
+static const char *const deps[] = {"presence", NULL};
+
+const struct pl_module pl_mod_offline = {
+    .abi = PL_MODULE_ABI,
+    .name = "offline",
+    .summary = "stores messages for offline users and delivers them later",
+    .xeps = "XEP-0160, XEP-0203",
+    .deps = deps,
+    .features = features,
+    .options = options,
+    .hooks = hooks,
+    .state_size = sizeof(struct state),
+    .load = load,
+};
