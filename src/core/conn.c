@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -39,6 +40,10 @@ static void set_peer(struct pl_conn *c, int fd)
         c->is_loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
                          (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) &&
                           a->sin6_addr.s6_addr[12] == 127);
+    } else if (c->addr.ss_family == AF_UNIX) {
+        /* A local socket (a socketpair in tests): no address, same host. */
+        snprintf(c->ip, sizeof(c->ip), "local");
+        c->is_loopback = 1;
     }
 }
 

@@ -73,9 +73,9 @@ struct pl_conn {
     uint64_t bytes_in;         /* counters */
     uint64_t bytes_out;
     uint64_t last_read_ms;     /* loop clock at the last byte read */
-    char ip[INET6_ADDRSTRLEN]; /* peer address */
+    char ip[INET6_ADDRSTRLEN]; /* peer address; "local" for AF_UNIX */
     int port;                  /* peer port */
-    int is_loopback;           /* peer is 127.0.0.0/8 or ::1 */
+    int is_loopback;           /* peer is 127.0.0.0/8, ::1 or AF_UNIX */
     struct sockaddr_storage addr; /* peer address for ACLs */
 };
 

@@ -46,6 +46,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unicase.h>
 #include <unictype.h>
 #include <uninorm.h>
@@ -634,6 +635,18 @@ static int prep_idna(const char *p, size_t n, char **out, size_t *outlen)
     size_t len = strlen(u);
     if (len == 0 || len > PART_MAX)
         goto fail;
+    {
+        /* RFC 5891 §5.4: an A-label is valid only if its U-label converts
+         * back to it; the stored form must be a fixed point. */
+        uint8_t *again = NULL;
+        irc = idn2_lookup_u8((const uint8_t *)u, &again,
+                             IDN2_NONTRANSITIONAL | IDN2_NFC_INPUT);
+        int same = irc == IDN2_OK &&
+                   strcasecmp((const char *)again, (const char *)ace) == 0;
+        idn2_free(again);
+        if (!same)
+            goto fail;
+    }
     *out = pl_strndup(u, len);
     *outlen = len;
     rc = PL_OK;

@@ -104,15 +104,16 @@ void pl_route_reply(struct pl_stanza *st, struct pl_stanza *reply)
     struct pl_jid *to = NULL, *from = NULL;
     if (!f || pl_jid_parse(pl_str_c(f), &to) != PL_OK)
         return;
-    if (t)
-        pl_jid_parse(pl_str_c(t), &from);
-    if (!from)
-        pl_jid_make(NULL, to->domain, NULL, &from);
-    if (from) {
-        pl_stanza_set_attr(reply, "from", from->full);
-        pl_stanza_set_attr(reply, "to", to->full);
-        pl_route(reply, from, to, NULL);
+    if (!t || pl_jid_parse(pl_str_c(t), &from) != PL_OK) {
+        /* RFC 6120 §8.1.2.1: a reply on behalf of the account to a request
+         * without 'to' carries no 'from' (strict clients, aioxmpp, match
+         * on that). */
+        t = NULL;
+        from = pl_jid_bare(to);
     }
+    pl_stanza_set_attr(reply, "from", t ? from->full : NULL);
+    pl_stanza_set_attr(reply, "to", to->full);
+    pl_route(reply, from, to, NULL);
     pl_jid_free(from);
     pl_jid_free(to);
 }

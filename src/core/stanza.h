@@ -19,6 +19,25 @@
  * Ownership: pl_stanza_new/pl_stanza_copy return a new reference;
  * pl_stanza_ref adds one; pl_stanza_unref drops one and frees at zero.
  * Nodes are borrowed from their stanza and live as long as it does.
+ * The reference count is atomic, so a reference may be dropped on another
+ * thread; everything else (building, reading while another thread writes,
+ * serializing) is single-threaded.  A stanza that others hold references
+ * to is shared: copy it (pl_stanza_copy) before changing it.
+ *
+ * Serializer details.  jabber:client, jabber:server and stream_ns count as
+ * one namespace, so a content-namespace element inside another one gets no
+ * xmlns; but one under a foreign parent keeps its own (a XEP-0297
+ * <forwarded/> message stays jabber:client on any stream).  Attributes in
+ * other namespaces get generated prefixes declared on their element
+ * (xmlns:ns1='uri' ns1:name='v'), those in PL_NS_XML are written xml:name,
+ * and attributes that are namespace declarations (name "xmlns" without
+ * namespace, or in "http://www.w3.org/2000/xmlns/", as the parser reports
+ * them on stream headers) are not written.  Elements in PL_NS_XML keep the
+ * xml: prefix; elements in PL_NS_STREAMS get a default namespace
+ * declaration, not the stream: prefix.  Values are escaped for single
+ * quotes; \r (and in attributes \t, \n) become character references so
+ * they survive a round trip; other C0 control characters, which XML 1.0
+ * cannot carry, become U+FFFD.  Strings must be valid UTF-8.
  *
  * Extending: add accessors here, keep every allocation in the arena.
  */
@@ -99,17 +118,25 @@ size_t pl_node_count_elems(const struct pl_node *el);
 /*
  * Concatenated text content of el's direct text children.  Returns a
  * pointer into the arena (allocating there only if there are several text
- * nodes); "" if none.  *len may be NULL.
+ * nodes, that is mixed content, on every call); "" if none.  *len may be
+ * NULL.  For a text node, its own text.  Not a mutation.
  */
 const char *pl_node_text(struct pl_stanza *st, const struct pl_node *el,
                          size_t *len);
 
-/* Builders.  The new node is appended as the last child of parent. */
+/*
+ * Builders.  The new node is appended as the last child of parent.  ns NULL
+ * means no namespace (""); a child in its parent's namespace shares the
+ * parent's string.  pl_node_add_text appends to parent's last child when
+ * that is text, so adjacent text is always one node; len 0 adds nothing.
+ */
 struct pl_node *pl_node_add_child(struct pl_stanza *st, struct pl_node *parent,
                                   const char *name, const char *ns);
 void pl_node_add_text(struct pl_stanza *st, struct pl_node *parent,
                       const char *text, size_t len);
-/* Deep-copies src (from any stanza) under parent in st. */
+/* Deep-copies src (from any stanza, even an ancestor of parent) under
+ * parent in st.  Returns the new node (for text: the text node it ended
+ * up in). */
 struct pl_node *pl_node_add_copy(struct pl_stanza *st, struct pl_node *parent,
                                  const struct pl_node *src);
 /* Unlinks el from its parent (memory stays in the arena until freed). */
@@ -119,11 +146,20 @@ const char *pl_stanza_strdup(struct pl_stanza *st, const char *s, size_t len);
 
 /*
  * Serialized form for a stream whose default namespace is stream_ns
- * (PL_NS_CLIENT or PL_NS_SERVER; see the file comment).  The result is
- * cached in the stanza and valid until the next mutation or unref.
+ * (PL_NS_CLIENT or PL_NS_SERVER; see the file comment; NULL means
+ * PL_NS_CLIENT).  The result is cached in the stanza and valid until the
+ * next mutation or unref.  Client and server streams share one cached copy
+ * (their output is identical); another stream_ns (a component's) gets its
+ * own, so serializing for one stream never invalidates bytes already
+ * handed out for another.  Reading and pl_node_text are not mutations.
  */
 struct pl_str pl_stanza_serialize(struct pl_stanza *st, const char *stream_ns);
-/* Appends el's serialization (same rules) to out, parent namespace pns. */
+/*
+ * Appends el's serialization (same rules) to out, parent namespace pns:
+ * the default namespace in scope where el is written.  pns NULL or ""
+ * means none, which gives standalone XML (what storage wants: it parses
+ * back with pl_xml_parse_fragment).  Not cached.
+ */
 void pl_node_serialize(const struct pl_node *el, const char *pns,
                        const char *stream_ns, struct pl_buf *out);
 

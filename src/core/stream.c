@@ -12,6 +12,7 @@
 #include "stream.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
@@ -1095,15 +1096,14 @@ static void on_timer(struct pl_timer *t)
     pl_timer_start(c->conn->loop, &c->timer, next);
 }
 
-static void on_accept(struct pl_listener *l, int fd,
-                      const struct sockaddr_storage *addr, void *data)
+/* Takes ownership of fd, an accepted socket, and starts its stream. */
+static void accept_fd(int fd, int tls_mode)
 {
-    struct c2s_listener *cl = data;
     struct pl_conn_limits lim = {(size_t)S->max_outbuf, (size_t)S->read_rate,
                                  (size_t)S->read_burst};
     struct c2s *c = pl_calloc(1, sizeof(*c));
     c->conn = pl_conn_new(pl_server_loop(), fd, &conn_ops, c, &lim);
-    c->tls_mode = cl->tls;
+    c->tls_mode = tls_mode;
     c->next = all;
     if (all)
         all->prev = c;
@@ -1132,7 +1132,7 @@ static void on_accept(struct pl_listener *l, int fd,
     pl_stat_inc(connections_accepted);
     pl_timer_start(c->conn->loop, &c->timer, 1000);
     SSL_CTX *ctx = NULL;
-    if (cl->tls == PL_TLS_DIRECT) {
+    if (tls_mode == PL_TLS_DIRECT) {
         struct pl_host *h = pl_host_at(0);
         if (!h->tls) {
             c->closing = 1;
@@ -1142,6 +1142,24 @@ static void on_accept(struct pl_listener *l, int fd,
         ctx = h->tls->ctx;
     }
     pl_conn_start(c->conn, ctx);
+}
+
+static void on_accept(struct pl_listener *l, int fd,
+                      const struct sockaddr_storage *addr, void *data)
+{
+    struct c2s_listener *cl = data;
+    accept_fd(fd, cl->tls);
+}
+
+int pl__c2s_accept_fd(int fd, int tls_mode)
+{
+    if (!S || !pl_server_loop() || fd < 0)
+        return PL_EINVAL;
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return PL_EIO;
+    accept_fd(fd, tls_mode);
+    return PL_OK;
 }
 
 int pl_c2s_start(struct pl_config *cfg)

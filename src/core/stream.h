@@ -25,6 +25,15 @@ void pl_c2s_reload(struct pl_config *c);
 /* Open c2s connections (bound or not). */
 unsigned long pl_c2s_count(void);
 
+/*
+ * Internal, for tests: treats fd as an accepted connection (as a listener
+ * of enum pl_tls_mode tls_mode would), after pl_c2s_start.  Takes
+ * ownership of fd and makes it non-blocking; a socketpair end works (its
+ * peer reads as "local", loopback).  PL_EINVAL before pl_c2s_start, PL_EIO
+ * if fd is not usable; on failure fd stays the caller's.
+ */
+int pl__c2s_accept_fd(int fd, int tls_mode);
+
 /* The session's peer address ("127.0.0.1") and whether it is loopback. */
 const char *pl_session_ip(const struct pl_session *s);
 int pl_session_is_loopback(const struct pl_session *s);

@@ -49,8 +49,9 @@
 
 /*
  * Expat 2.6 defers reparsing a partial token until twice as much data is
- * buffered.  On a stream that can hold a complete stanza back until the
- * peer sends more, so it is turned off; MAX_TOKEN bounds the cost instead.
+ * buffered.  On a stream that would hold back a complete stanza until the
+ * peer happens to send more, so it is turned off; MAX_TOKEN bounds the
+ * rescanning cost instead.
  * Distributions backport it without bumping XML_MINOR_VERSION (Debian 12
  * ships it in "2.5.0"), so look the function up at run time.
  */
@@ -74,17 +75,21 @@ struct pl_xml_parser {
     size_t st_limit;              /* max_stanza_size when st began */
     unsigned st_max_depth;        /* max_depth when st began */
     unsigned long long fed;       /* bytes given to expat since reset */
-    bool in_parse;                /* inside XML_Parse (callbacks may run) */
+    bool busy;                    /* inside feed: callbacks may run */
+    bool in_parse;                /* inside XML_Parse, under busy */
     bool stopped;                 /* pl_xml_parser_stop() was called */
     bool failed;                  /* the error callback fired */
     bool reset_pending;           /* reset requested from a callback */
     char errtext[192];            /* expat's diagnostic */
 };
 
-/* Expat's memory goes through alloc.c; it copes with NULL. */
+/*
+ * Expat's memory: pl_try_malloc (so tests can inject failure) and pl_free.
+ * alloc.h has no non-aborting realloc, so realloc is libc's.  Expat turns
+ * NULL into XML_ERROR_NO_MEMORY, reported as policy-violation.
+ */
 static void *xml_realloc(void *ptr, size_t n)
 {
-    /* alloc.h has no non-aborting realloc; expat handles failure. */
     return realloc(ptr, n ? n : 1);
 }
 
@@ -145,8 +150,8 @@ static void restricted(struct pl_xml_parser *p, const char *what)
 /* ---- names ---- */
 
 struct qname {
-    const char *uri;  /* namespace URI, "" when none */
-    size_t uri_len;   /* its length */
+    const char *uri;   /* namespace URI, "" when none */
+    size_t uri_len;    /* its length */
     const char *local; /* local name */
     size_t local_len;  /* its length */
 };
@@ -210,25 +215,21 @@ static int check_pending(struct pl_xml_parser *p)
     if (idx >= 0 && (unsigned long long)idx <= p->fed)
         pending = p->fed - (unsigned long long)idx;
     size_t limit = p->limits.max_stanza_size;
+    const char *why = NULL;
     if (p->st && p->st_limit &&
         p->fed - (unsigned long long)p->st_start > p->st_limit)
-        fail(p, PL_XML_POLICY_VIOLATION, "stanza too large");
+        why = "stanza too large";
     else if (!p->st && limit && pending > limit)
-        fail(p, PL_XML_POLICY_VIOLATION,
-             p->depth ? "stanza too large" : "stream header too large");
+        why = p->depth ? "stanza too large" : "stream header too large";
     else if (pending > MAX_TOKEN)
-        fail(p, PL_XML_POLICY_VIOLATION, "XML tag too large");
-    return p->failed ? PL_EINVAL : PL_OK;
+        why = "XML tag too large";
+    if (!why)
+        return PL_OK;
+    /* The error callback may reset the parser: report the error anyway. */
+    fail(p, PL_XML_POLICY_VIOLATION, why);
+    return PL_EINVAL;
 }
 
-/*
- * First-chunk size for a stanza whose start tag is the current event,
- * from the bytes expat holds: up to the stanza's end tag if it is there,
- * else all of them.  A node costs 80 bytes and an attribute 32 whatever
- * their text, so the estimate counts tags ('<') and attributes ('=') on
- * top of the bytes; most stanzas then fit one chunk.  Only a hint: a wrong
- * guess costs an extra chunk or some slack.
- */
 static size_t count_byte(const char *s, size_t n, char c)
 {
     size_t k = 0;
@@ -240,6 +241,14 @@ static size_t count_byte(const char *s, size_t n, char c)
     return k;
 }
 
+/*
+ * First-chunk size for a stanza whose start tag is the current event,
+ * from the bytes expat holds: up to the stanza's end tag if it is there,
+ * else all of them.  A node costs 80 bytes and an attribute 32 whatever
+ * their text, so the estimate counts tags ('<') and attributes ('=') on
+ * top of the bytes; most stanzas then fit one chunk.  Only a hint: a wrong
+ * guess costs an extra chunk or some slack.
+ */
 static size_t size_hint(struct pl_xml_parser *p)
 {
     int off = 0, size = 0;
@@ -531,7 +540,7 @@ void pl_xml_parser_free(struct pl_xml_parser *p)
 {
     if (!p)
         return;
-    pl_assert(!p->in_parse); /* not from a callback */
+    pl_assert(!p->busy); /* not from a callback */
     drop_partial(p);
     XML_ParserFree(p->xp);
     pl_free(p);
@@ -580,20 +589,21 @@ static int parse(struct pl_xml_parser *p, const char *data, size_t n,
 
 int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len)
 {
-    pl_assert(!p->in_parse); /* not from a callback */
+    pl_assert(!p->busy); /* not from a callback */
     if (p->failed)
         return PL_EINVAL;
     if (p->stopped)
         return PL_OK;
-    while (len > 0) {
+    int rc = PL_OK;
+    p->busy = true;
+    while (len > 0 && rc == PL_OK) {
         size_t n = len < SLICE ? len : SLICE;
-        int rc = parse(p, data, n, XML_FALSE);
-        if (rc != PL_OK)
-            return rc < 0 ? rc : PL_OK;
+        rc = parse(p, data, n, XML_FALSE);
         data += n;
         len -= n;
     }
-    return PL_OK;
+    p->busy = false;
+    return rc < 0 ? rc : PL_OK;
 }
 
 void pl_xml_parser_stop(struct pl_xml_parser *p)

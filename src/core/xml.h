@@ -6,7 +6,8 @@
  * struct pl_stanza, and the closing stream tag is reported.  Refused with a
  * stream error: DTDs and DOCTYPE, entity declarations, processing
  * instructions, comments (restricted-xml), any encoding other than UTF-8
- * (unsupported-encoding), malformed XML and invalid UTF-8
+ * (unsupported-encoding), an XML declaration of a version other than 1.0
+ * (bad-format), malformed XML, unbound prefixes and invalid UTF-8
  * (not-well-formed), and stanzas over the configured size or nesting depth
  * (policy-violation).  Whitespace between stanzas (keepalives) is ignored;
  * other text at depth 1 is bad-format.
@@ -18,9 +19,33 @@
  * error callback, feed returns the error and the parser accepts no more
  * input until reset.
  *
+ * After stop, feed discards everything (returning PL_OK) until reset.
+ * pl_xml_parser_reset may also be called from a callback: it takes effect
+ * when the callback returns, and the rest of that feed's bytes are dropped
+ * (so stop-then-reset and reset alone behave the same).  Callbacks must not
+ * call pl_xml_parser_feed or pl_xml_parser_free (asserted).
+ *
  * Ownership: stanza callbacks receive a new reference they must unref (or
  * keep).  The stream header passed to stream_open is borrowed for the
- * duration of the call.
+ * duration of the call, as is the error text.
+ *
+ * What a stanza looks like: elements carry their namespace as received
+ * ("" when none; stanzas on a c2s stream are in jabber:client, on s2s in
+ * jabber:server); adjacent character data is one text node.  The stream
+ * header also carries its namespace declarations as attributes: xmlns='x'
+ * as attribute "xmlns" with no namespace (pl_node_attr(root, "xmlns") is
+ * the content namespace), xmlns:p='x' as attribute p in namespace
+ * "http://www.w3.org/2000/xmlns/" (xmlns:db for XEP-0220).  The serializer
+ * skips such attributes.
+ *
+ * Limits: max_stanza_size counts a depth-2 element's bytes from its start
+ * tag through its end tag; it also bounds the stream header and any tag
+ * still open between stanzas, and is checked at least every 16 KiB of
+ * input, so a huge unterminated tag is refused without being buffered.
+ * Whatever the limits, a single tag over 64 KiB is a policy-violation (it
+ * caps expat's rescanning of partial tokens).  A max_depth of n allows the
+ * stanza element plus n - 1 levels below it.  New limits apply from the
+ * next stanza.
  */
 #ifndef PL_XML_H
 #define PL_XML_H

@@ -221,9 +221,11 @@ static void exchange(unsigned flags, struct pl_str *f)
     }
     if (!user || !*user)
         die("client_first accepted an empty username", f[0]);
-    if (cbt && strcmp(cbt, "tls-exporter") != 0 &&
-        strcmp(cbt, "tls-server-end-point") != 0)
-        die("unknown channel binding type", f[0]);
+    /* The type reported is the one the gs2-header names ("p=<type>,"). */
+    if (cbt && (f[0].len < strlen(cbt) + 3 || memcmp(f[0].p, "p=", 2) != 0 ||
+                memcmp(f[0].p + 2, cbt, strlen(cbt)) != 0 ||
+                f[0].p[2 + strlen(cbt)] != ','))
+        die("channel binding type is not the one requested", f[0]);
     if (plus && !cbt)
         die("-PLUS accepted without a channel binding type", f[0]);
     (void)pl_scram_server_authzid(s);

@@ -3,6 +3,7 @@
  * with a peer and pings the server; driven by tests/interop/test_strophe.py.
  *
  * Usage: strophe_client HOST PORT JID PASSWORD PEER_JID [direct]
+ *        strophe_client roster HOST PORT JID PASSWORD CONTACT_JID [direct]
  *
  * Connects to HOST:PORT with TLS mandatory (STARTTLS, or XEP-0368 direct
  * TLS with "direct"), trusting the server's self-signed certificate;
@@ -14,6 +15,15 @@
  *
  * Prints one "step: ..." line per milestone and exits 0 on success; on
  * failure prints "FAIL: why" and exits 1 (2 for bad usage).
+ *
+ * The "roster" mode (tests/interop/test_im_roster.py) fetches the roster
+ * (RFC 6121 §2.1.3), prints "step: roster ver=V items=N", sends available
+ * presence and prints "READY"; then prints every roster push as "push:
+ * jid=J name=N subscription=S ask=A groups=G1,G2 ver=V from=F", answers it
+ * with a result (§2.1.6) and exits 0 once a push removed CONTACT_JID after
+ * an earlier push had added or changed it.  A push whose 'from' is neither
+ * absent nor the client's bare JID is reported and fails the run (§2.1.6:
+ * a client must ignore it).
  *
  * To extend: add a flag to struct state, set it from a handler, and test
  * it in done() and in the final report.
@@ -177,6 +187,241 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status,
     }
 }
 
+/* ---- roster mode ---- */
+
+#define ROSTER_ID "strophe-roster-1"
+#define NS_ROSTER "jabber:iq:roster"
+
+struct roster_state {
+    xmpp_ctx_t *ctx;      /* libstrophe context */
+    const char *contact;  /* the contact whose pushes end the run */
+    char *own_bare;       /* our bare JID, owned */
+    int connected;        /* XMPP_CONN_CONNECT seen */
+    int have_roster;      /* roster result received */
+    int pushes;           /* pushes about the contact, before removal */
+    int removed;          /* the contact's removal was pushed */
+    int disconnected;     /* the connection ended or failed */
+    char why[512];        /* first failure reason */
+};
+
+static void rfail(struct roster_state *st, const char *why)
+{
+    if (!st->why[0])
+        snprintf(st->why, sizeof(st->why), "%s", why);
+}
+
+/* Prints one roster item; returns its subscription (borrowed). */
+static const char *print_item(const char *what, xmpp_stanza_t *item,
+                              const char *ver, const char *from)
+{
+    const char *jid = xmpp_stanza_get_attribute(item, "jid");
+    const char *name = xmpp_stanza_get_attribute(item, "name");
+    const char *sub = xmpp_stanza_get_attribute(item, "subscription");
+    const char *ask = xmpp_stanza_get_attribute(item, "ask");
+    xmpp_stanza_t *g;
+    int first = 1;
+
+    printf("%s: jid=%s name=%s subscription=%s ask=%s groups=", what,
+           jid ? jid : "-", name ? name : "-", sub ? sub : "-",
+           ask ? ask : "-");
+    for (g = xmpp_stanza_get_children(item); g; g = xmpp_stanza_get_next(g)) {
+        const char *gn = xmpp_stanza_get_name(g);
+        char *text;
+        if (!gn || strcmp(gn, "group") != 0)
+            continue;
+        text = xmpp_stanza_get_text(g);
+        printf("%s%s", first ? "" : ",", text ? text : "");
+        first = 0;
+        if (text)
+            xmpp_free(xmpp_stanza_get_context(g), text);
+    }
+    printf(" ver=%s from=%s\n", ver ? ver : "-", from ? from : "-");
+    fflush(stdout);
+    return sub;
+}
+
+static int push_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *data)
+{
+    struct roster_state *st = data;
+    const char *from = xmpp_stanza_get_from(stanza);
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_ns(stanza, NS_ROSTER);
+    xmpp_stanza_t *item, *reply;
+    const char *ver = q ? xmpp_stanza_get_attribute(q, "ver") : NULL;
+
+    if (from && strcmp(from, st->own_bare) != 0) {
+        /* RFC 6121 §2.1.6: not a push from our own server. */
+        printf("step: ignored a roster set from %s\n", from);
+        rfail(st, "roster push with a foreign 'from'");
+        fflush(stdout);
+        return 1;
+    }
+    for (item = q ? xmpp_stanza_get_children(q) : NULL; item;
+         item = xmpp_stanza_get_next(item)) {
+        const char *jid, *sub;
+        if (!xmpp_stanza_get_name(item) ||
+            strcmp(xmpp_stanza_get_name(item), "item") != 0)
+            continue;
+        sub = print_item("push", item, ver, from);
+        jid = xmpp_stanza_get_attribute(item, "jid");
+        if (jid && strcmp(jid, st->contact) == 0) {
+            if (sub && strcmp(sub, "remove") == 0)
+                st->removed = st->pushes > 0;
+            else
+                st->pushes++;
+        }
+    }
+    reply = xmpp_stanza_reply(stanza);
+    xmpp_stanza_set_type(reply, "result");
+    xmpp_send(conn, reply);
+    xmpp_stanza_release(reply);
+    return 1; /* keep the handler */
+}
+
+static int roster_result_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza,
+                                 void *data)
+{
+    struct roster_state *st = data;
+    const char *type = xmpp_stanza_get_type(stanza);
+    xmpp_stanza_t *q = xmpp_stanza_get_child_by_ns(stanza, NS_ROSTER);
+    xmpp_stanza_t *item, *pres;
+    int n = 0;
+
+    if (!type || strcmp(type, "result") != 0) {
+        rfail(st, "roster get answered with an error");
+        xmpp_disconnect(conn);
+        return 0;
+    }
+    for (item = q ? xmpp_stanza_get_children(q) : NULL; item;
+         item = xmpp_stanza_get_next(item))
+        if (xmpp_stanza_get_name(item) &&
+            strcmp(xmpp_stanza_get_name(item), "item") == 0) {
+            print_item("item", item, NULL, NULL);
+            n++;
+        }
+    st->have_roster = 1;
+    printf("step: roster ver=%s items=%d\n",
+           q && xmpp_stanza_get_attribute(q, "ver")
+               ? xmpp_stanza_get_attribute(q, "ver")
+               : "-",
+           n);
+    pres = xmpp_presence_new(st->ctx);
+    xmpp_send(conn, pres);
+    xmpp_stanza_release(pres);
+    printf("READY\n");
+    fflush(stdout);
+    return 0; /* one-shot */
+}
+
+static void roster_conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status,
+                                int error, xmpp_stream_error_t *stream_error,
+                                void *data)
+{
+    struct roster_state *st = data;
+    char buf[256];
+    xmpp_stanza_t *iq, *q;
+
+    if (status == XMPP_CONN_CONNECT) {
+        st->connected = 1;
+        printf("step: logged in as %s\n", xmpp_conn_get_bound_jid(conn)
+                                              ? xmpp_conn_get_bound_jid(conn)
+                                              : "?");
+        fflush(stdout);
+        xmpp_handler_add(conn, push_handler, NS_ROSTER, "iq", "set", st);
+        iq = xmpp_iq_new(st->ctx, "get", ROSTER_ID);
+        q = xmpp_stanza_new(st->ctx);
+        xmpp_stanza_set_name(q, "query");
+        xmpp_stanza_set_ns(q, NS_ROSTER);
+        xmpp_stanza_add_child(iq, q);
+        xmpp_stanza_release(q);
+        xmpp_id_handler_add(conn, roster_result_handler, ROSTER_ID, st);
+        xmpp_send(conn, iq);
+        xmpp_stanza_release(iq);
+        return;
+    }
+    st->disconnected = 1;
+    if (stream_error) {
+        snprintf(buf, sizeof(buf), "stream error type %d: %s",
+                 (int)stream_error->type,
+                 stream_error->text ? stream_error->text : "(no text)");
+        rfail(st, buf);
+    } else if (!st->removed) {
+        snprintf(buf, sizeof(buf), "disconnected (event %d, error %d) "
+                 "before the contact's removal was pushed",
+                 (int)status, error);
+        rfail(st, buf);
+    }
+}
+
+static int roster_main(int argc, char **argv)
+{
+    struct roster_state st;
+    xmpp_log_t *log = NULL;
+    xmpp_conn_t *conn;
+    long flags = XMPP_CONN_FLAG_MANDATORY_TLS | XMPP_CONN_FLAG_TRUST_TLS;
+    double limit = 20, deadline;
+    const char *env;
+    int rc;
+
+    /* argv[0] is "roster". */
+    if (argc < 6 || argc > 7 || (argc == 7 && strcmp(argv[6], "direct"))) {
+        fprintf(stderr, "usage: strophe_client roster HOST PORT JID "
+                        "PASSWORD CONTACT_JID [direct]\n");
+        return 2;
+    }
+    if (argc == 7)
+        flags |= XMPP_CONN_FLAG_LEGACY_SSL;
+    env = getenv("STROPHE_CLIENT_TIMEOUT");
+    if (env && atof(env) > 0)
+        limit = atof(env);
+
+    memset(&st, 0, sizeof(st));
+    st.contact = argv[5];
+    xmpp_initialize();
+    if (getenv("STROPHE_DEBUG"))
+        log = xmpp_get_default_logger(XMPP_LEVEL_DEBUG);
+    st.ctx = xmpp_ctx_new(NULL, log);
+    st.own_bare = xmpp_jid_bare(st.ctx, argv[3]);
+
+    conn = xmpp_conn_new(st.ctx);
+    xmpp_conn_set_flags(conn, flags);
+    xmpp_conn_set_jid(conn, argv[3]);
+    xmpp_conn_set_pass(conn, argv[4]);
+    if (xmpp_connect_client(conn, argv[1], (unsigned short)atoi(argv[2]),
+                            roster_conn_handler, &st) != XMPP_EOK) {
+        printf("FAIL: xmpp_connect_client refused to start\n");
+        return 1;
+    }
+    deadline = now() + limit;
+    while (!st.disconnected && !st.removed && now() < deadline)
+        xmpp_run_once(st.ctx, 100);
+    if (!st.removed) {
+        char buf[160];
+        snprintf(buf, sizeof(buf),
+                 "timed out after %.0f s (connected=%d roster=%d "
+                 "pushes=%d removed=%d)",
+                 limit, st.connected, st.have_roster, st.pushes, st.removed);
+        rfail(&st, buf);
+    }
+    rc = st.removed && !st.why[0] ? 0 : 1;
+    if (st.connected && !st.disconnected) {
+        xmpp_disconnect(conn);
+        deadline = now() + 5;
+        while (!st.disconnected && now() < deadline)
+            xmpp_run_once(st.ctx, 100);
+    }
+    if (rc == 0)
+        printf("OK: roster fetched, %d push(es) about %s, then its removal\n",
+               st.pushes, st.contact);
+    else
+        printf("FAIL: %s\n", st.why[0] ? st.why : "unknown");
+    fflush(stdout);
+    xmpp_free(st.ctx, st.own_bare);
+    xmpp_conn_release(conn);
+    xmpp_ctx_free(st.ctx);
+    xmpp_shutdown();
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     struct state st;
@@ -188,6 +433,8 @@ int main(int argc, char **argv)
     char *at;
     int rc;
 
+    if (argc > 1 && strcmp(argv[1], "roster") == 0)
+        return roster_main(argc - 1, argv + 1);
     if (argc < 6 || argc > 7 || (argc == 7 && strcmp(argv[6], "direct"))) {
         fprintf(stderr, "usage: %s HOST PORT JID PASSWORD PEER_JID "
                         "[direct]\n",

@@ -42,6 +42,7 @@ struct rec {
     struct pl_xml_parser *p;   /* the parser under test */
     int stop_after;            /* pl_xml_parser_stop after n stanzas */
     int reset_after;           /* pl_xml_parser_reset after n stanzas */
+    int reset_on_error;        /* pl_xml_parser_reset from the error cb */
     int stanzas;               /* stanzas seen */
     int errors;                /* error callbacks seen */
 };
@@ -92,6 +93,8 @@ static void r_error(void *ud, enum pl_xml_error err, const char *text)
     CHECK(text != NULL && *text);
     pl_buf_printf(&r->log, "error(%s)\n", pl_xml_error_condition(err));
     r->errors++;
+    if (r->reset_on_error)
+        pl_xml_parser_reset(r->p);
 }
 
 static const struct pl_xml_callbacks rec_cb = {
@@ -561,6 +564,30 @@ void test_xml_reset(void)
     CHECK_STR(pl_buf_cstr(&r.log),
               HDR_LOG "stanza(<auth/>)\n" HDR_LOG "stanza(<e/>)\n");
     rec_done(&r);
+
+    /* Reset from the error callback, for an expat error and for a limit
+     * found between slices: feed still reports the error, drops the rest,
+     * and the next feed starts a new stream. */
+    static const char *const bad[] = {HDR "<a>\xff</a><b/>", NULL};
+    char *huge = pl_malloc(100000);
+    memset(huge, 'x', 100000);
+    memcpy(huge, HDR "<a b='", strlen(HDR "<a b='"));
+    for (int i = 0; i < 2; i++) {
+        rec_init(&r, 1000, 0);
+        r.reset_on_error = 1;
+        const char *data = bad[i] ? bad[i] : huge;
+        size_t len = bad[i] ? strlen(bad[i]) : 100000;
+        CHECK_INT(pl_xml_parser_feed(r.p, data, len), PL_EINVAL);
+        CHECK_INT(r.errors, 1);
+        CHECK(pl__xml_parser_bytes(r.p) == 0);
+        CHECK_INT(pl_xml_parser_feed(r.p, HDR "<c/>", strlen(HDR "<c/>")),
+                  PL_OK);
+        CHECK_INT(r.errors, 1);
+        CHECK(strstr(pl_buf_cstr(&r.log), "stanza(<c/>)") != NULL);
+        CHECK(strstr(pl_buf_cstr(&r.log), "<b/>") == NULL);
+        rec_done(&r);
+    }
+    pl_free(huge);
     LEAK_CHECK();
 }
 
