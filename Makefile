@@ -106,6 +106,7 @@ FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OPTS := -timeout=10 -rss_limit_mb=2048
+FUZZ_ENV := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0
 
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -126,7 +127,7 @@ fuzz: fuzz-build
 	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	    cp -n tests/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus/$$t/ 2>/dev/null; \
 	    dict=; [ -f tests/fuzz/fuzz_$$t.dict ] && dict=-dict=tests/fuzz/fuzz_$$t.dict; \
-	    if $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) $$dict \
+	    if $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) $$dict \
 	        -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t- \
 	        $(FUZZ_BUILD)/corpus/$$t >$(FUZZ_BUILD)/fuzz_$$t.log 2>&1; \
@@ -137,7 +138,7 @@ fuzz: fuzz-build
 
 fuzz-merge: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	    $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) -merge=1 tests/fuzz/corpus/$$t \
+	    $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) -merge=1 tests/fuzz/corpus/$$t \
 	        $(FUZZ_BUILD)/corpus/$$t >$(FUZZ_BUILD)/merge_$$t.log 2>&1 && \
 	    echo "ok fuzz_$$t $$(ls tests/fuzz/corpus/$$t | wc -l) files" || \
 	    echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/merge_$$t.log)"; \
@@ -145,7 +146,7 @@ fuzz-merge: fuzz-build
 
 fuzz-regress: fuzz-build
 	@for t in $(FUZZ_TARGETS); do \
-	    if $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) tests/fuzz/corpus/$$t/* \
+	    if $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) tests/fuzz/corpus/$$t/* \
 	        >$(FUZZ_BUILD)/regress_$$t.log 2>&1; \
 	    then echo "ok fuzz_$$t"; \
 	    else echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/regress_$$t.log)"; \

@@ -190,6 +190,7 @@ static struct {
     long inflight;                /* connecting or handshaking */
     uint64_t tx, rx, dup, err_msgs;
     long subs_sent, subs_got;
+    long roster_ok, roster_err;   /* roster get answers */
     char fail_reason[8][96];
     long fail_count[8];
     int mech_used;
@@ -1431,6 +1432,10 @@ static void on_iq(struct sess *s, const char *p, size_t n)
     }
     if (il == 2 && memcmp(id, "rg", 2) == 0) {
         probe_roster = result;
+        if (result)
+            C.roster_ok++;
+        else
+            C.roster_err++;
         return;
     }
     if (il == 2 && memcmp(id, "di", 2) == 0) {
@@ -1997,6 +2002,24 @@ static int run_offline(void)
     return 0;
 }
 
+static int rosters_done(void)
+{
+    return C.roster_ok + C.roster_err >= (long)nsess;
+}
+
+/* Every session requests its roster: RFC 6121 §2.1.6 makes it an
+ * "interested resource", and only those receive subscription state changes
+ * (Prosody follows that to the letter).  Returns 0 if rosters are missing. */
+static int get_rosters(void)
+{
+    for (uint32_t i = 0; i < nsess; i++)
+        out_str(&sessions[i], "<iq type='get' id='rg'><query "
+                              "xmlns='jabber:iq:roster'/></iq>");
+    flush_dirty();
+    run_loop(60, rosters_done);
+    return C.roster_ok > 0 && C.roster_err == 0;
+}
+
 static int subs_done(void)
 {
     return C.subs_got >= C.subs_sent;
@@ -2017,11 +2040,7 @@ static int run_roster(void)
         return 2;
     }
     logf_("%u sessions in %.1f s; subscribing", n, t);
-    out_str(&sessions[0], "<iq type='get' id='rg'><query "
-                          "xmlns='jabber:iq:roster'/></iq>");
-    flush_dirty();
-    run_loop(5, NULL);
-    if (probe_roster != 1) {
+    if (!get_rosters()) {
         jadd("\"status\":\"unsupported\"");
         jflush();
         close_all();
@@ -2071,11 +2090,7 @@ static int run_presence(void)
         jflush();
         return 2;
     }
-    out_str(&sessions[0], "<iq type='get' id='rg'><query "
-                          "xmlns='jabber:iq:roster'/></iq>");
-    flush_dirty();
-    run_loop(5, NULL);
-    if (probe_roster != 1) {
+    if (!get_rosters()) {
         jadd("\"status\":\"unsupported\"");
         jflush();
         close_all();

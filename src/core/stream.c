@@ -12,6 +12,7 @@
 #include "stream.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -74,6 +75,7 @@ struct c2s {
     unsigned closing : 1;         /* stream error or close sent */
     unsigned plus_offered : 1;    /* -PLUS mechanisms were offered */
     unsigned sasl_busy : 1;       /* waiting on storage or a worker */
+    unsigned sasl_gen;            /* SASL exchanges started or aborted */
     int mech;                     /* enum mech in progress */
     int auth_failures;            /* SASL failures so far */
     struct pl_scram_server *scram; /* SCRAM exchange in progress */
@@ -92,6 +94,10 @@ static struct pl_map per_ip;   /* ip -> connection count */
 static unsigned long nconns;
 static struct pl_settings *S;  /* settings in force */
 static struct c2s *all;        /* every open stream */
+static unsigned long napped;   /* parsers freed since the last trim */
+static struct pl_timer trim_timer; /* hands freed memory back */
+static struct pl_work trim_work;   /* malloc_trim off the loop */
+static int trim_busy;              /* trim_work is queued */
 
 static const struct pl_session_ops session_ops;
 
@@ -364,6 +370,7 @@ static int authzid_ok(struct c2s *c, const char *authzid)
 struct sasl_req {
     struct pl_work w;          /* for the PBKDF2 step (first member) */
     uint64_t sid;              /* stream's session id */
+    unsigned gen;              /* the stream's sasl_gen at submission */
     char *host, *user;         /* copies */
     struct pl_account acct;    /* result */
     char *password;            /* PLAIN only, wiped after use */
@@ -390,13 +397,18 @@ static int lookup_run(const struct pl_storage_driver *d, void *db, void *arg)
     return d->account_get(db, r->host, r->user, &r->acct);
 }
 
-static struct c2s *live(uint64_t sid)
+/*
+ * The stream r was made for, if it is still open and still in the same
+ * exchange.  After <abort/> and a new <auth/>, the old exchange's lookup
+ * must not answer the new one: its keys are another account's.
+ */
+static struct c2s *live(const struct sasl_req *r)
 {
-    struct pl_session *s = pl_session_by_id(sid);
+    struct pl_session *s = pl_session_by_id(r->sid);
     if (!s)
         return NULL;
     struct c2s *c = s->impl;
-    if (!c->conn || c->closing)
+    if (!c->conn || c->closing || c->sasl_gen != r->gen)
         return NULL;
     c->sasl_busy = 0;
     return c;
@@ -405,7 +417,7 @@ static struct c2s *live(uint64_t sid)
 static void scram_lookup_done(int rc, void *arg)
 {
     struct sasl_req *r = arg;
-    struct c2s *c = live(r->sid);
+    struct c2s *c = live(r);
     if (!c || !c->scram) {
         sasl_req_free(r);
         return;
@@ -451,7 +463,7 @@ static void plain_verify_work(struct pl_work *w)
 static void plain_verify_done(struct pl_work *w)
 {
     struct sasl_req *r = (struct sasl_req *)w;
-    struct c2s *c = live(r->sid);
+    struct c2s *c = live(r);
     if (c) {
         if (r->ok)
             sasl_success(c, NULL, 0);
@@ -464,7 +476,7 @@ static void plain_verify_done(struct pl_work *w)
 static void plain_lookup_done(int rc, void *arg)
 {
     struct sasl_req *r = arg;
-    struct c2s *c = live(r->sid);
+    struct c2s *c = live(r);
     if (!c) {
         sasl_req_free(r);
         return;
@@ -487,6 +499,7 @@ static struct sasl_req *new_req(struct c2s *c)
 {
     struct sasl_req *r = pl_calloc(1, sizeof(*r));
     r->sid = c->sess.id;
+    r->gen = c->sasl_gen;
     r->host = pl_strdup(c->host->domain);
     r->user = pl_strdup(c->user);
     c->sasl_busy = 1;
@@ -656,6 +669,7 @@ static void on_sasl(struct c2s *c, struct pl_stanza *st)
     }
     if (strcmp(name, "abort") == 0) {
         c->sasl_busy = 0;
+        c->sasl_gen++; /* a pending lookup is now stale */
         pl_free(c->user);
         c->user = NULL;
         sasl_failure(c, "aborted");
@@ -684,6 +698,7 @@ static void on_sasl(struct c2s *c, struct pl_stanza *st)
             goto out;
         }
         c->mech = mech;
+        c->sasl_gen++;
         pl_free(c->user);
         c->user = NULL;
         c->cbtype[0] = '\0';
@@ -791,9 +806,14 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
             size_t n = strlen(jid->resource) + strlen(rnd) + 2;
             r2 = pl_malloc(n);
             snprintf(r2, n, "%s-%s", jid->resource, rnd + 7);
-            pl_jid_make(c->user, c->host->domain, r2, &j2);
+            int mrc = pl_jid_make(c->user, c->host->domain, r2, &j2);
             pl_free(r2);
             pl_jid_free(jid);
+            if (mrc != PL_OK) {
+                /* Too long with the suffix: refuse instead. */
+                reply_iq_error(c, st, PL_ECONFLICT, NULL);
+                return;
+            }
             jid = j2;
         } else {
             /* RFC 6120 §7.7.2.2: terminate the old session. */
@@ -1092,6 +1112,10 @@ static void on_timer(struct pl_timer *t)
         out(c, " ");
         c->keepalive_ms = now;
     }
+    /* An idle stream gives back its XML parser (about 10 KiB) until the
+     * next byte arrives (xml.h, pl_xml_parser_nap). */
+    if (c->state == ST_BOUND && now - c->conn->last_read_ms >= 2000)
+        napped += (unsigned long)pl_xml_parser_nap(c->xml);
     uint64_t next = c->state != ST_BOUND ? 1000 : 5000;
     pl_timer_start(c->conn->loop, &c->timer, next);
 }
@@ -1162,9 +1186,38 @@ int pl__c2s_accept_fd(int fd, int tls_mode)
     return PL_OK;
 }
 
+/*
+ * Freed parsers leave holes in the heap that glibc keeps; malloc_trim
+ * returns those pages to the kernel.  It walks the heap, so it runs on a
+ * worker thread, at most once per interval and only after naps.
+ */
+static void trim_run(struct pl_work *w)
+{
+    malloc_trim(0);
+}
+
+static void trim_done(struct pl_work *w)
+{
+    trim_busy = 0;
+}
+
+static void on_trim_timer(struct pl_timer *t)
+{
+    if (napped >= 16 && !trim_busy) {
+        napped = 0;
+        trim_busy = 1;
+        trim_work.work = trim_run;
+        trim_work.done = trim_done;
+        pl_workq_submit(pl_server_cpu(), pl_server_loop(), &trim_work);
+    }
+    pl_timer_start(pl_server_loop(), t, 10000);
+}
+
 int pl_c2s_start(struct pl_config *cfg)
 {
     S = &cfg->s;
+    pl_timer_init(&trim_timer, on_trim_timer, NULL);
+    pl_timer_start(pl_server_loop(), &trim_timer, 10000);
     listeners = pl_calloc((size_t)cfg->nlisteners + 1, sizeof(*listeners));
     for (int i = 0; i < cfg->nlisteners; i++) {
         struct pl_listener_conf *lc = &cfg->listeners[i];
@@ -1187,6 +1240,7 @@ int pl_c2s_start(struct pl_config *cfg)
 
 void pl_c2s_stop(void)
 {
+    pl_timer_stop(&trim_timer);
     for (struct c2s *c = all; c; c = c->next)
         stream_error(c, "system-shutdown", NULL);
     for (int i = 0; i < nlisteners; i++)

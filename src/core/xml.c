@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <strings.h>
 
 #include "alloc.h"
@@ -80,24 +81,168 @@ struct pl_xml_parser {
     bool stopped;                 /* pl_xml_parser_stop() was called */
     bool failed;                  /* the error callback fired */
     bool reset_pending;           /* reset requested from a callback */
+    bool resuming;                /* replaying the header after a nap */
+    char *hdr_raw;                /* the stream header's start tag, as
+                                   * received, to resume after a nap */
+    size_t hdr_raw_len;
+    bool use_region;              /* expat's memory in our own pages */
+    struct chunk *mem;            /* those pages, newest first */
     char errtext[192];            /* expat's diagnostic */
 };
 
 /*
- * Expat's memory: pl_try_malloc (so tests can inject failure) and pl_free.
- * alloc.h has no non-aborting realloc, so realloc is libc's.  Expat turns
- * NULL into XML_ERROR_NO_MEMORY, reported as policy-violation.
+ * Expat's memory.  A stream parser's allocations come from pages of its
+ * own (mmap), handed out in order and given back whole when the parser is
+ * freed: a napping stream (pl_xml_parser_nap) then holds no parser memory
+ * at all, where with malloc the freed pieces would stay in the heap between
+ * live sessions' objects.  Expat keeps its own free lists, so little is
+ * freed while a parser lives; frees of the newest block are taken back.
+ * Other parsers (fragments) use the C library.  Expat turns NULL into
+ * XML_ERROR_NO_MEMORY, reported as policy-violation.
+ *
+ * Expat's allocation hooks get no context, so the owner is set around
+ * every expat call that may allocate (mem_enter/mem_leave).
  */
+struct chunk {
+    struct chunk *next; /* older chunk */
+    size_t size;        /* bytes mapped, header included */
+    size_t used;        /* bytes handed out, header included */
+    size_t pad;         /* keeps blocks 16-byte aligned */
+};
+
+struct block {
+    size_t size;   /* bytes asked for */
+    size_t kind;   /* BLOCK_LIBC or BLOCK_REGION */
+};
+
+#define BLOCK_LIBC 0x4c494243u
+#define BLOCK_REGION 0x52454749u
+#define CHUNK_SIZE 16384
+
+static __thread struct pl_xml_parser *mem_owner;
+
+static size_t round16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+static void *xml_malloc(size_t n)
+{
+    struct pl_xml_parser *p = mem_owner;
+    size_t need = round16(sizeof(struct block) + (n ? n : 1));
+    struct block *b;
+    if (!p) {
+        b = pl_try_malloc(need);
+        if (!b)
+            return NULL;
+        b->kind = BLOCK_LIBC;
+    } else {
+        struct chunk *c = p->mem;
+        if (!c || c->used + need > c->size) {
+            size_t size = need + sizeof(struct chunk) > CHUNK_SIZE
+                              ? round16(need + sizeof(struct chunk) + 4095) &
+                                    ~(size_t)4095
+                              : CHUNK_SIZE;
+            c = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (c == MAP_FAILED)
+                return NULL;
+            c->size = size;
+            c->used = sizeof(struct chunk);
+            c->next = p->mem;
+            p->mem = c;
+        }
+        b = (struct block *)((char *)c + c->used);
+        c->used += need;
+        b->kind = BLOCK_REGION;
+    }
+    b->size = n;
+    return b + 1;
+}
+
+static void xml_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    struct block *b = (struct block *)ptr - 1;
+    if (b->kind == BLOCK_LIBC) {
+        pl_free(b);
+        return;
+    }
+    pl_assert(b->kind == BLOCK_REGION);
+    struct pl_xml_parser *p = mem_owner;
+    struct chunk *c = p ? p->mem : NULL;
+    size_t need = round16(sizeof(struct block) + (b->size ? b->size : 1));
+    if (c && (char *)b + need == (char *)c + c->used)
+        c->used -= need; /* the newest block: take it back */
+}
+
 static void *xml_realloc(void *ptr, size_t n)
 {
-    return realloc(ptr, n ? n : 1);
+    if (!ptr)
+        return xml_malloc(n);
+    struct block *b = (struct block *)ptr - 1;
+    if (b->kind == BLOCK_REGION && n <= b->size)
+        return ptr;
+    if (b->kind == BLOCK_LIBC) {
+        struct block *nb = realloc(b, round16(sizeof(*b) + (n ? n : 1)));
+        if (!nb)
+            return NULL;
+        nb->size = n;
+        return nb + 1;
+    }
+    void *q = xml_malloc(n);
+    if (!q)
+        return NULL;
+    memcpy(q, ptr, b->size);
+    xml_free(ptr);
+    return q;
 }
 
 static const XML_Memory_Handling_Suite memsuite = {
-    pl_try_malloc,
+    xml_malloc,
     xml_realloc,
-    pl_free,
+    xml_free,
 };
+
+static struct pl_xml_parser *mem_enter(struct pl_xml_parser *p)
+{
+    struct pl_xml_parser *saved = mem_owner;
+    mem_owner = p->use_region ? p : NULL;
+    return saved;
+}
+
+static void mem_leave(struct pl_xml_parser *saved)
+{
+    mem_owner = saved;
+}
+
+/* Frees the expat parser and, for stream parsers, its pages. */
+static void expat_free(struct pl_xml_parser *p)
+{
+    if (p->xp) {
+        struct pl_xml_parser *saved = mem_enter(p);
+        XML_ParserFree(p->xp);
+        mem_leave(saved);
+        p->xp = NULL;
+    }
+    while (p->mem) {
+        struct chunk *c = p->mem;
+        p->mem = c->next;
+        munmap(c, c->size);
+    }
+}
+
+static void expat_new(struct pl_xml_parser *p)
+{
+    struct pl_xml_parser *saved = mem_enter(p);
+    p->xp = XML_ParserCreate_MM("UTF-8", &memsuite, "\xff");
+    mem_leave(saved);
+    if (!p->xp) {
+        pl_log_error("xml", "out of memory creating an XML parser");
+        abort();
+    }
+}
 
 const char *pl_xml_error_condition(enum pl_xml_error err)
 {
@@ -297,6 +442,21 @@ static void open_stream(struct pl_xml_parser *p, const XML_Char *name,
     if (limit && (size_t)XML_GetCurrentByteCount(p->xp) > limit) {
         fail(p, PL_XML_POLICY_VIOLATION, "stream header too large");
         return;
+    }
+    if (p->resuming) {
+        /* Replayed header after pl_xml_parser_nap(): context only. */
+        drop_partial(p);
+        return;
+    }
+    pl_free(p->hdr_raw);
+    p->hdr_raw = NULL;
+    p->hdr_raw_len = 0;
+    int off = 0, size = 0;
+    const char *buf = XML_GetInputContext(p->xp, &off, &size);
+    int cnt = XML_GetCurrentByteCount(p->xp);
+    if (buf && off >= 0 && cnt > 0 && off + cnt <= size) {
+        p->hdr_raw = pl_strndup(buf + off, (size_t)cnt);
+        p->hdr_raw_len = (size_t)cnt;
     }
     struct pl_stanza *h = p->hdr ? p->hdr : pl__stanza_new_sized(0);
     struct pl_attr *decls = p->decls;
@@ -500,8 +660,13 @@ static void setup(struct pl_xml_parser *p)
 static void do_reset(struct pl_xml_parser *p)
 {
     drop_partial(p);
-    XML_Bool ok = XML_ParserReset(p->xp, "UTF-8");
-    pl_assert(ok);
+    pl_free(p->hdr_raw);
+    p->hdr_raw = NULL;
+    p->hdr_raw_len = 0;
+    /* A fresh parser (and fresh pages) rather than XML_ParserReset, which
+     * would leave the old allocations behind in a stream parser's pages. */
+    expat_free(p);
+    expat_new(p);
     setup(p);
     p->depth = 0;
     p->fed = 0;
@@ -520,11 +685,8 @@ static struct pl_xml_parser *create(const struct pl_xml_limits *limits,
     p->ud = ud;
     p->sdepth = sdepth;
     p->decls_tail = &p->decls;
-    p->xp = XML_ParserCreate_MM("UTF-8", &memsuite, "\xff");
-    if (!p->xp) {
-        pl_log_error("xml", "out of memory creating an XML parser");
-        abort();
-    }
+    p->use_region = sdepth == 2;
+    expat_new(p);
     setup(p);
     return p;
 }
@@ -542,7 +704,8 @@ void pl_xml_parser_free(struct pl_xml_parser *p)
         return;
     pl_assert(!p->busy); /* not from a callback */
     drop_partial(p);
-    XML_ParserFree(p->xp);
+    expat_free(p);
+    pl_free(p->hdr_raw);
     pl_free(p);
 }
 
@@ -559,7 +722,9 @@ static int parse(struct pl_xml_parser *p, const char *data, size_t n,
                  int final)
 {
     p->in_parse = true;
+    struct pl_xml_parser *saved = mem_enter(p);
     enum XML_Status s = XML_Parse(p->xp, data, (int)n, final);
+    mem_leave(saved);
     p->in_parse = false;
     p->fed += n;
     if (p->reset_pending) {
@@ -587,6 +752,34 @@ static int parse(struct pl_xml_parser *p, const char *data, size_t n,
     return check_pending(p);
 }
 
+/*
+ * After a nap: a fresh expat, put back inside the stream by replaying the
+ * header's start tag (its namespace declarations), without callbacks.
+ */
+static int wake(struct pl_xml_parser *p)
+{
+    expat_new(p);
+    setup(p);
+    p->depth = 0;
+    p->fed = 0;
+    p->resuming = true;
+    int rc = parse(p, p->hdr_raw, p->hdr_raw_len, XML_FALSE);
+    p->resuming = false;
+    return rc;
+}
+
+int pl_xml_parser_nap(struct pl_xml_parser *p)
+{
+    if (!p->xp || p->busy || dead(p) || p->st || !p->hdr_raw ||
+        p->depth + 1 != p->sdepth)
+        return 0;
+    long long idx = (long long)XML_GetCurrentByteIndex(p->xp);
+    if (idx < 0 || (unsigned long long)idx != p->fed)
+        return 0; /* expat holds a partial token */
+    expat_free(p);
+    return 1;
+}
+
 int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len)
 {
     pl_assert(!p->busy); /* not from a callback */
@@ -596,6 +789,8 @@ int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len)
         return PL_OK;
     int rc = PL_OK;
     p->busy = true;
+    if (!p->xp && len > 0)
+        rc = wake(p);
     while (len > 0 && rc == PL_OK) {
         size_t n = len < SLICE ? len : SLICE;
         rc = parse(p, data, n, XML_FALSE);

@@ -101,6 +101,15 @@ void pl_xml_parser_stop(struct pl_xml_parser *p);
 /* Forgets all state; the next byte starts a new document (stream restart). */
 void pl_xml_parser_reset(struct pl_xml_parser *p);
 /*
+ * Memory diet for idle streams: between stanzas, frees the expat parser
+ * (about 10 KiB) and keeps only the stream header's start tag; the next
+ * feed builds a fresh parser and replays that tag silently, so namespace
+ * context is unchanged.  Returns 1 if it napped, 0 if it could not (inside
+ * a stanza, a partial token buffered, or before the stream header).
+ */
+int pl_xml_parser_nap(struct pl_xml_parser *p);
+
+/*
  * Parses one complete XML element (tests, config snippets) into a new
  * stanza (*out gets a new reference), with the same restrictions and no size
  * or depth limit.  PL_EINVAL on any error, *out untouched.

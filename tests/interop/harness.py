@@ -10,6 +10,9 @@ API:
   srv.stop()                  SIGTERM by pid, SIGKILL after 10 s; checks the
                               exit status and the log (a crash, a sanitizer
                               or valgrind report is a failed check)
+  srv.kill(sig)               sends sig (default SIGKILL) by pid and waits;
+                              srv.start() then runs it again on the same
+                              ports, configuration and data (crash tests)
   srv.ctl(*args)              runs parleyctl on the same configuration
   srv.host, srv.domain, srv.starttls_port, srv.direct_port
   check(name, cond, detail)   prints "ok - name" or "not ok - name: detail"
@@ -302,6 +305,7 @@ VirtualHost "localhost"
         with open(self.conf_path, "w") as f:
             f.write(conf)
         self.log = open(self.log_path, "ab")
+        log_start = self.log.tell()  # a restart looks for a new 'ready'
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=self.log,
                                      cwd=self.dir, start_new_session=True)
@@ -329,7 +333,7 @@ VirtualHost "localhost"
             ready = False
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline and not ready:
-                ready = "ready" in self.log_text()
+                ready = "ready" in self.log_text(log_start)
                 if not ready:
                     time.sleep(0.1)
             check(self.label + " logs a line containing 'ready'", ready,
@@ -388,9 +392,29 @@ VirtualHost "localhost"
         check(self.label + " log has no crash or sanitizer report", not bad,
               "log matches %s" % bad)
 
-    def log_text(self):
+    def kill(self, sig=signal.SIGKILL):
+        """Sends sig to the server by pid and waits (bounded) for it to
+        exit; returns the exit status (None if it would not exit).  A
+        later start() runs it again with the same ports and data."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        try:
+            self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            rc = self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            return None
+        self.log.close()
+        if self in _servers:
+            _servers.remove(self)
+        return rc
+
+    def log_text(self, offset=0):
         try:
             with open(self.log_path, "rb") as f:
+                f.seek(offset)
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""

@@ -270,8 +270,8 @@ static int push_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *data)
                 st->pushes++;
         }
     }
-    reply = xmpp_stanza_reply(stanza);
-    xmpp_stanza_set_type(reply, "result");
+    /* Not xmpp_stanza_reply(): it needs a 'from', which a push lacks. */
+    reply = xmpp_iq_new(st->ctx, "result", xmpp_stanza_get_id(stanza));
     xmpp_send(conn, reply);
     xmpp_stanza_release(reply);
     return 1; /* keep the handler */

@@ -706,3 +706,49 @@ void test_xml_no_deferral(void)
     rec_done(&r);
     LEAK_CHECK();
 }
+
+/* Napping between stanzas frees expat and resumes with the same context. */
+void test_xml_nap(void)
+{
+    static const char hdr[] =
+        "<?xml version='1.0'?><s:stream xmlns='jabber:client' "
+        "xmlns:s='http://etherx.jabber.org/streams' xmlns:x='urn:x' "
+        "to='localhost' version='1.0'>";
+    struct rec r;
+    rec_init(&r, 4096, 16);
+    CHECK_INT(pl_xml_parser_nap(r.p), 0); /* before the header */
+    pl_xml_parser_feed(r.p, hdr, sizeof(hdr) - 1);
+    CHECK_INT(pl_xml_parser_nap(r.p), 1);
+    CHECK_INT(pl_xml_parser_nap(r.p), 0); /* already napping */
+    static const char m1[] = "<message to='a@b'><x:y/><body>1</body></message>";
+    pl_xml_parser_feed(r.p, m1, sizeof(m1) - 1);
+    /* A partial stanza is kept: no nap until it completes. */
+    static const char m2a[] = " <message><bo", m2b[] = "dy>2</body></message>";
+    pl_xml_parser_feed(r.p, m2a, sizeof(m2a) - 1);
+    CHECK_INT(pl_xml_parser_nap(r.p), 0);
+    pl_xml_parser_feed(r.p, m2b, sizeof(m2b) - 1);
+    CHECK_INT(pl_xml_parser_nap(r.p), 1);
+    pl_xml_parser_feed(r.p, "</s:stream>", 11);
+    CHECK_INT(r.errors, 0);
+    CHECK_INT(r.stanzas, 2);
+    const char *log = pl_buf_cstr(&r.log);
+    CHECK(strstr(log, "stanza(<message to='a@b'><y xmlns='urn:x'/><body>1"
+                      "</body></message>)") != NULL);
+    CHECK(strstr(log, "stanza(<message><body>2</body></message>)") != NULL);
+    CHECK(strstr(log, "close") != NULL);
+    /* Exactly one open event: the replayed header is silent. */
+    int opens = 0;
+    for (const char *q = log; (q = strstr(q, "open(")); q++)
+        opens++;
+    CHECK_INT(opens, 1);
+    /* Errors after a nap are still reported. */
+    CHECK_INT(pl_xml_parser_nap(r.p), 0); /* stream closed: depth 0 */
+    rec_done(&r);
+
+    rec_init(&r, 4096, 16);
+    pl_xml_parser_feed(r.p, hdr, sizeof(hdr) - 1);
+    CHECK_INT(pl_xml_parser_nap(r.p), 1);
+    pl_xml_parser_feed(r.p, "<message><unbound:x/></message>", 31);
+    CHECK_INT(r.errors, 1);
+    rec_done(&r);
+}
