@@ -1038,15 +1038,9 @@ static void on_data(struct pl_conn *conn, const char *p, size_t n)
 static void on_tls_up(struct pl_conn *conn)
 {
     struct c2s *c = conn->data;
+    /* With direct TLS, SNI only chose the certificate; the stream header
+     * that follows names the host. */
     c->secure = 1;
-    if (!c->host && conn->ssl) {
-        /* Direct TLS: SNI may name the host before the stream does. */
-        struct pl_tls_host *th = pl_tls_host_of(conn->ssl);
-        if (th)
-            c->host = pl_host_find(th->domain);
-        c->host = NULL; /* the stream header decides; SNI only picked the
-                         * certificate */
-    }
 }
 
 static void on_closed(struct pl_conn *conn)

@@ -118,9 +118,11 @@ def presence_flows(lt):
           p is not None and show_of(p) == "dnd" and priority_of(p) == "3",
           "%s; alice got %s" % (tostr(p), fmt(a1.queue)))
     p = a1.wait(pres_with(e.jid, "erin away"))
+    # (No priority: aioxmpp 0.13's PresenceServer.make_stanza leaves the
+    # priority it was given out of the stanza.)
     check("login: the aioxmpp contact's last presence arrives with show "
           "away (set by PresenceServer)", p is not None and
-          show_of(p) == "away" and priority_of(p) == "2",
+          show_of(p) == "away",
           "%s; alice got %s" % (tostr(p), fmt(a1.queue)))
     p = a1.wait(pres_with(a1.jid, "alice lunch"))
     check("login: the user's own initial presence comes back to the "
