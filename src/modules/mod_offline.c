@@ -43,8 +43,13 @@ static int store_run(const struct pl_storage_driver *d, void *db, void *arg)
         return rc;
     if (n >= j->quota)
         return PL_ELIMIT;
-    struct pl_str x = pl_stanza_serialize(j->st, PL_NS_CLIENT);
-    return d->kv_set(db, j->host, j->user, "offline", j->key, x.p, x.len);
+    /* Standalone XML (with its xmlns) so it parses back as is. */
+    struct pl_buf x = {0};
+    pl_node_serialize(pl_stanza_root(j->st), "", PL_NS_CLIENT, &x);
+    rc = d->kv_set(db, j->host, j->user, "offline", j->key, x.data + x.off,
+                   x.len);
+    pl_buf_reset(&x);
+    return rc;
 }
 
 static void store_done(int rc, void *arg)

@@ -125,12 +125,12 @@ static void to_contacts(struct job *j, struct pl_stanza *st)
             send_copy(st, j->full, j->roster.v[i].jid);
 }
 
-/* To the user's other available resources. */
+/* To the user's available resources, the sender included (§4.2.2). */
 static void to_own(struct job *j, struct pl_stanza *st)
 {
     for (struct pl_session *s = pl_session_first(j->bare); s;
          s = s->next_res) {
-        if (s->id == j->sid || !s->available)
+        if (!s->available)
             continue;
         struct pl_stanza *c = pl_stanza_copy(st);
         pl_stanza_set_attr(c, "from", j->full);

@@ -260,16 +260,30 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
         int was_hidden = j->item.hidden;
         j->flags = j->kind == K_OUT ? pl_roster_outbound(&j->item, j->type)
                                     : pl_roster_inbound(&j->item, j->type);
-        if (j->kind == K_OUT && (j->flags & PL_R_CHANGED))
-            j->item.hidden = 0; /* the user acted on this contact */
-        (void)was_hidden;
+        /* Asking for or approving a subscription puts the contact in the
+         * roster (§3.1.2, §3.4); cancelling or denying does not. */
+        if (j->kind == K_OUT && (j->flags & PL_R_CHANGED) &&
+            (strcmp(j->type, "subscribe") == 0 ||
+             strcmp(j->type, "subscribed") == 0))
+            j->item.hidden = 0;
+        if (was_hidden && !j->item.hidden) {
+            long n = 0;
+            d->kv_list(db, j->host, j->user, "roster", count_visible, &n);
+            if (n >= j->max_items) {
+                j->flags = 0;
+                return PL_ENOT_ALLOWED;
+            }
+        }
         if (j->flags & PL_R_CHANGED)
             rc = pl_roster_save_item(d, db, j->host, j->user, &j->item,
                                      &j->ver);
         if (rc == PL_OK && (j->flags & PL_R_KEEP_PENDING)) {
-            struct pl_str x = pl_stanza_serialize(j->st, PL_NS_CLIENT);
+            /* Standalone XML (with its xmlns) so it parses back as is. */
+            struct pl_buf x = {0};
+            pl_node_serialize(pl_stanza_root(j->st), "", PL_NS_CLIENT, &x);
             rc = d->kv_set(db, j->host, j->user, "roster_pending",
-                           j->contact, x.p, x.len);
+                           j->contact, x.data + x.off, x.len);
+            pl_buf_reset(&x);
         }
         if (rc == PL_OK && (j->flags & PL_R_DROP_PENDING))
             rc = d->kv_set(db, j->host, j->user, "roster_pending",
@@ -345,6 +359,14 @@ static void done(int rc, void *arg)
         }
         break;
     case K_OUT:
+        if (rc == PL_ENOT_ALLOWED) {
+            struct pl_stanza *e = pl_stanza_error_reply(j->st, rc,
+                                                        "roster is full");
+            struct pl_session *s = pl_session_by_id(j->sid);
+            if (e && s)
+                pl_route_to_session(s, e);
+            pl_stanza_unref(e);
+        }
         if (rc != PL_OK)
             break;
         if ((j->flags & PL_R_CHANGED) && !j->item.hidden)
@@ -379,6 +401,9 @@ static void done(int rc, void *arg)
             route_simple(j->bare, j->contact, "subscribed");
         if (j->flags & PL_R_SEND_PRESENCE)
             send_presence_of(j->bare, j->contact, NULL);
+        /* §3.3.3: the former subscriber learns we are gone for it. */
+        if (j->flags & PL_R_SEND_UNAVAIL)
+            send_presence_of(j->bare, j->contact, "unavailable");
         break;
     case K_PENDING: {
         struct pl_session *s = pl_session_by_id(j->sid);
@@ -489,6 +514,7 @@ static int on_outgoing(struct pl_event *ev, void *state)
                             ev->session->jid->local);
     j->contact = pl_strdup(ev->to->bare);
     j->type = pl_strdup(type);
+    j->max_items = ((struct state *)state)->max_items;
     pl_storage_submit(pl_server_loop(), run, done, j);
     return PL_HANDLED;
 }

@@ -31,6 +31,7 @@
  *   whose wire form is the same bytes;
  * - pl_stanza_copy() serializes like the original; the cache answers the
  *   same bytes twice;
+ * - input with a NUL byte (never XML) ends in an error;
  * - how the bytes are cut into feeds, and napping between feeds, changes
  *   nothing: without limits, restarts or resets from callbacks, the
  *   events (headers, stanzas, close, error condition) equal those of one
@@ -51,12 +52,6 @@
 #include "xml.h"
 
 #define STREAMS_NS "http://etherx.jabber.org/streams"
-
-/*
- * Weak, so that this target also builds against an xml.c that has no nap
- * (the feature is recent); without it the nap bits do nothing.
- */
-int pl_xml_parser_nap(struct pl_xml_parser *p) __attribute__((weak));
 
 static const char *const stream_nss[] = {
     PL_NS_CLIENT,
@@ -193,7 +188,7 @@ static void check_stanza(struct pl_stanza *st, const char *sns)
 
 static void nap_in_callback(struct run *r)
 {
-    if ((r->opts2 & 0x10) && pl_xml_parser_nap && pl_xml_parser_nap(r->p))
+    if ((r->opts2 & 0x10) && pl_xml_parser_nap(r->p))
         die("pl_xml_parser_nap napped inside a callback", none, none);
 }
 
@@ -261,8 +256,7 @@ static void on_error(void *ud, enum pl_xml_error err, const char *text)
 
 static void nap(struct run *r)
 {
-    if (pl_xml_parser_nap)
-        (void)pl_xml_parser_nap(r->p);
+    (void)pl_xml_parser_nap(r->p);
 }
 
 /* One feed call, with the return code checked against the callbacks. */
@@ -347,6 +341,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r.opts2 = data[2];
     r.check = 1;
     run_stream(&r, data, size, 0);
+
+    /* NUL is never XML: a stream holding one must end in an error, unless
+     * a stop or reset threw the bytes away unread.  (Catches a parser that
+     * has switched to UTF-16 or UCS-4, where NUL bytes are ordinary.) */
+    if (!(r.opts & 0xa0) && memchr(data + 3, '\0', size - 3) && !r.errors)
+        die("a stream with a NUL byte was accepted", pl_buf_str(&r.log),
+            none);
 
     /* Cutting and napping must not matter where nothing else does. */
     if ((r.opts & 3) == NO_LIMITS && !(r.opts & 0xe0)) {

@@ -33,6 +33,7 @@ need it; test steps stay in the test files.
 import asyncio
 import collections
 import os
+import re
 import socket
 import struct
 import sys
@@ -72,12 +73,21 @@ def bare_of(jid):
 
 
 # -------------------------------------------------------------- predicates
+#
+# They accept a stanza in no namespace as well as in jabber:client, so that
+# a stanza a server writes as <presence xmlns=''> is still seen (and a
+# "must not arrive" check still fails); ImClient.close() reports such
+# stanzas and check_namespaces() turns them into one failed check.
+
+def named(el, name):
+    return el.tag in (C + name, name)
+
 
 def is_presence(frm=None, frm_bare=None, type_=None, any_type=False):
     """Presence from `frm` (exact) or from any resource of `frm_bare`;
     type_ None means available (no type) unless any_type."""
     def pred(el):
-        if el.tag != C + "presence":
+        if not named(el, "presence"):
             return False
         if frm is not None and el.get("from") != frm:
             return False
@@ -90,7 +100,7 @@ def is_presence(frm=None, frm_bare=None, type_=None, any_type=False):
 def is_push(jid=None):
     """A roster push (iq set with a roster query), about jid if given."""
     def pred(el):
-        if el.tag != C + "iq" or el.get("type") != "set":
+        if not named(el, "iq") or el.get("type") != "set":
             return False
         q = el.find(R + "query")
         if q is None:
@@ -102,7 +112,7 @@ def is_push(jid=None):
 
 def is_message(frm_bare=None, body=None, type_=None):
     def pred(el):
-        if el.tag != C + "message":
+        if not named(el, "message"):
             return False
         if frm_bare is not None and bare_of(el.get("from")) != frm_bare:
             return False
@@ -113,19 +123,27 @@ def is_message(frm_bare=None, body=None, type_=None):
 
 
 def is_iq(iq_id):
-    return lambda el: el.tag == C + "iq" and el.get("id") == iq_id
+    return lambda el: named(el, "iq") and el.get("id") == iq_id
+
+
+def child_text(el, name):
+    """Text of a child in jabber:client (or, with its parent, in none)."""
+    if el is None:
+        return None
+    t = el.findtext(C + name)
+    return t if t is not None else el.findtext(name)
 
 
 def show_of(el):
-    return el.findtext(C + "show") if el is not None else None
+    return child_text(el, "show")
 
 
 def status_of(el):
-    return el.findtext(C + "status") if el is not None else None
+    return child_text(el, "status")
 
 
 def priority_of(el):
-    return el.findtext(C + "priority") if el is not None else None
+    return child_text(el, "priority")
 
 
 Item = collections.namedtuple("Item", "name sub ask approved groups")
@@ -155,6 +173,17 @@ def error_of(el):
 
 
 # ------------------------------------------------------------------ client
+
+BAD_NS = []   # (client label, stanza start) written with xmlns=''
+_BAD_NS_RE = re.compile(rb"<(?:message|presence|iq)\b[^>]*\sxmlns=(?:''|\"\")")
+
+
+def check_namespaces():
+    """One check over every ImClient closed so far: the server wrote no
+    stanza outside jabber:client (RFC 6120 §4.8.3, §8)."""
+    check("every stanza the server wrote to the raw clients is in "
+          "jabber:client (none with xmlns='')", not BAD_NS,
+          "%d stanzas, e.g. %s" % (len(BAD_NS), BAD_NS[:3]))
 
 class ImClient(harness.RawClient):
     """A raw client logged in as user/resource (direct TLS, SASL PLAIN)."""
@@ -287,6 +316,12 @@ class ImClient(harness.RawClient):
         except OSError:
             pass
         self.close()
+
+    def close(self):
+        for m in _BAD_NS_RE.finditer(self.raw):
+            BAD_NS.append((self.label, self.raw[m.start():m.start() + 120]))
+        self.raw = b""
+        super().close()
 
     def kill(self):
         """Connection loss: an abortive close (RST), no </stream:stream>,

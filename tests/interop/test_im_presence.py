@@ -26,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, note, tostr  # noqa: E402
 from im_common import (QUIET, STEP, AioPeer, ImClient,  # noqa: E402
-                       LoopThread, add_users, is_presence, is_push, login,
+                       LoopThread, add_users, check_namespaces,
+                       is_presence, is_push, login,
                        make_both, priority_of, roster_items, show_of,
                        status_of)
 
@@ -206,7 +207,7 @@ def presence_flows(lt):
     # --- directed presence to a stranger (§4.6)
     a1.presence(to=d.jid, status="hello dan")
     p = d.wait(pres_with(a1.jid, "hello dan"))
-    check("directed presence reaches a non-contact (§4.6.2)",
+    check("directed presence reaches a non-contact (§4.6)",
           p is not None, tostr(p))
     a3 = login(srv, alice, "three", status="a3 here")
     a3.presence(to=jd, status="to your bare JID")
@@ -216,29 +217,29 @@ def presence_flows(lt):
     b.drain(0.2)
     d.drain(0.2)
 
-    # --- logout with </stream:stream> (§4.6.1: server generates it)
+    # --- logout with </stream:stream> (§4.5: the server generates it)
     a3.logout()
     p = b.wait(pres_with(a3.jid, type_="unavailable"))
     check("closing the stream without unavailable: contacts get "
-          "unavailable (§4.6.1)", p is not None, tostr(p))
+          "unavailable (§4.5)", p is not None, tostr(p))
     if p is not None:
         check("... carrying the last status text",
               status_of(p) == "a3 here", tostr(p))
     p = d.wait(pres_with(a3.jid, type_="unavailable"))
     check("... and the stranger that got directed presence gets it "
-          "too (§4.6.2)", p is not None, tostr(p))
+          "too (§4.6)", p is not None, tostr(p))
     p = a1.wait(pres_with(a3.jid, type_="unavailable"))
     check("... and the user's other resource gets it", p is not None,
           tostr(p))
 
-    # --- connection loss (§4.6.1): abortive close, no </stream:stream>
+    # --- connection loss (§4.5): abortive close, no </stream:stream>
     a1.presence(status="in a meeting", show="dnd", priority=5)
     b.wait(pres_with(a1.jid, "in a meeting"))
     t0 = time.monotonic()
     a1.kill()
     p = b.wait(pres_with(a1.jid, type_="unavailable"))
     check("connection loss (TCP RST): contacts get unavailable "
-          "(§4.6.1)", p is not None, tostr(p))
+          "(§4.5)", p is not None, tostr(p))
     if p is not None:
         note("unavailable after connection loss arrived in %.2f s"
              % (time.monotonic() - t0))
@@ -246,7 +247,7 @@ def presence_flows(lt):
               status_of(p) == "in a meeting", tostr(p))
     p = d.wait(pres_with(a1.jid, type_="unavailable"))
     check("... and the stranger that got directed presence gets it "
-          "too (§4.6.2)", p is not None, tostr(p))
+          "too (§4.6)", p is not None, tostr(p))
     ev = e.events.wait(lambda x: x[0] == "presence" and x[1] ==
                        "unavailable" and x[2] == a1.jid)
     check("... and the aioxmpp contact sees it (on_unavailable)",
@@ -361,6 +362,7 @@ def run():
                 check("%s runs without exceptions" % part.__name__, False,
                       repr(e))
         lt.stop()
+        check_namespaces()
     note("presence suite took %.1f s" % (time.monotonic() - t0))
     harness.finish()
 

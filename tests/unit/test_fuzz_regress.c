@@ -9,6 +9,7 @@
 #include "../../src/core/alloc.h"
 #include "../../src/core/error.h"
 #include "../../src/core/jid.h"
+#include "../../src/core/xml.h"
 #include "unit.h"
 
 /*
@@ -51,4 +52,99 @@ void test_fuzz_jid_alabel_disallowed(void)
         pl_free(again);
         pl_free(d);
     }
+}
+
+/* Events of one parse, for the XML regressions. */
+struct xml_events {
+    int opens;   /* stream_open callbacks */
+    int stanzas; /* stanza callbacks */
+    int errors;  /* error callbacks */
+    int last;    /* condition of the last error */
+};
+
+static void ev_open(void *ud, struct pl_stanza *header)
+{
+    ((struct xml_events *)ud)->opens++;
+}
+
+static void ev_stanza(void *ud, struct pl_stanza *st)
+{
+    ((struct xml_events *)ud)->stanzas++;
+    pl_stanza_unref(st);
+}
+
+static void ev_error(void *ud, enum pl_xml_error err, const char *text)
+{
+    struct xml_events *e = ud;
+    e->errors++;
+    e->last = (int)err;
+}
+
+/* Feeds in[0..len) cut after the first `first` bytes (0: at once). */
+static struct xml_events xml_feed(const char *in, size_t len, size_t first)
+{
+    struct xml_events e = {0, 0, 0, 0};
+    struct pl_xml_callbacks cb = {ev_open, ev_stanza, NULL, ev_error};
+    struct pl_xml_limits l = {65536, 16};
+    struct pl_xml_parser *p = pl_xml_parser_new(&l, &cb, &e);
+    int rc = PL_OK;
+    if (first && first < len)
+        rc = pl_xml_parser_feed(p, in, first);
+    if (rc == PL_OK)
+        rc = pl_xml_parser_feed(p, in + first, len - first);
+    CHECK_INT(rc, e.errors ? PL_EINVAL : PL_OK);
+    pl_xml_parser_free(p);
+    return e;
+}
+
+/*
+ * fuzz_xml, corpus/xml/crash_utf16le_stream and crash_utf16_autodetect:
+ * the parser is created for UTF-8, but expat still guesses the encoding
+ * from the first two bytes of each document: a BOM (FE FF, FF FE) or a
+ * NUL byte next to an ASCII one switches it to UTF-16, so a whole c2s
+ * stream in UTF-16 is accepted and its stanzas delivered.  RFC 6120 §11.6
+ * allows UTF-8 only, and xml.h promises <unsupported-encoding/>.  The
+ * guess also depends on how the bytes arrive: "]" then NUL is
+ * not-well-formed, but "]" NUL in one read waits for more (UTF-16LE "]").
+ */
+void test_fuzz_xml_utf16(void)
+{
+    static const char hdr[] =
+        "<stream:stream xmlns='jabber:client' "
+        "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' "
+        "version='1.0'><message to='a@example.com'><body>hi</body>"
+        "</message>";
+    static const char *const kinds[] = {"UTF-16LE", "UTF-16BE+BOM",
+                                        "UTF-16LE+BOM"};
+    char buf[2 * sizeof(hdr) + 2];
+    for (int kind = 0; kind < 3; kind++) {
+        size_t n = 0;
+        if (kind == 1) {
+            buf[n++] = (char)0xfe;
+            buf[n++] = (char)0xff;
+        } else if (kind == 2) {
+            buf[n++] = (char)0xff;
+            buf[n++] = (char)0xfe;
+        }
+        for (const char *c = hdr; *c; c++) {
+            buf[n++] = kind == 1 ? '\0' : *c;
+            buf[n++] = kind == 1 ? *c : '\0';
+        }
+        for (size_t first = 0; first < 3; first++) {
+            struct xml_events e = xml_feed(buf, n, first);
+            int ok = e.opens == 0 && e.stanzas == 0 && e.errors == 1 &&
+                     e.last == PL_XML_UNSUPPORTED_ENCODING;
+            if (!ok)
+                fprintf(stderr,
+                        "  %s cut at %zu: %d opens, %d stanzas, %d errors "
+                        "(want unsupported-encoding and nothing else)\n",
+                        kinds[kind], first, e.opens, e.stanzas, e.errors);
+            CHECK(ok);
+        }
+    }
+    /* Same bytes, same verdict, however they are cut. */
+    struct xml_events whole = xml_feed("]\0", 2, 0);
+    struct xml_events cut = xml_feed("]\0", 2, 1);
+    CHECK_INT(whole.errors, 1);
+    CHECK_INT(cut.errors, 1);
 }
