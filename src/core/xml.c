@@ -86,6 +86,7 @@ struct pl_xml_parser {
                                    * received, to resume after a nap */
     size_t hdr_raw_len;
     bool use_region;              /* expat's memory in our own pages */
+    unsigned doc_bytes;           /* bytes of this document seen, up to 2 */
     struct chunk *mem;            /* those pages, newest first */
     char errtext[192];            /* expat's diagnostic */
 };
@@ -670,6 +671,7 @@ static void do_reset(struct pl_xml_parser *p)
     setup(p);
     p->depth = 0;
     p->fed = 0;
+    p->doc_bytes = 0;
     p->stopped = p->failed = p->reset_pending = false;
 }
 
@@ -787,6 +789,15 @@ int pl_xml_parser_feed(struct pl_xml_parser *p, const char *data, size_t len)
         return PL_EINVAL;
     if (p->stopped)
         return PL_OK;
+    /* RFC 6120 §11.6: UTF-8 only.  Expat, though told UTF-8, still
+     * switches to UTF-16 on a BOM or a NUL in the first two bytes. */
+    for (size_t i = 0; p->doc_bytes < 2 && i < len; i++, p->doc_bytes++) {
+        unsigned char b = (unsigned char)data[i];
+        if (b == 0x00 || b == 0xfe || b == 0xff) {
+            fail(p, PL_XML_UNSUPPORTED_ENCODING, "not UTF-8");
+            return PL_EINVAL;
+        }
+    }
     int rc = PL_OK;
     p->busy = true;
     if (!p->xp && len > 0)
