@@ -38,7 +38,14 @@ struct pl_session {
     struct pl_stanza *presence;    /* last broadcast presence, or NULL */
     struct pl_session *next_res;   /* next session of the same account */
     void *impl;                    /* transport's own state */
-    void *mod[4];                  /* per-session slots for modules */
+    void *mod[4];                  /* per-session slots for modules,
+                                    * indexed by PL_SLOT_* below */
+};
+
+/* Owners of struct pl_session.mod[] (one per module that needs one). */
+enum {
+    PL_SLOT_PRESENCE = 0, /* mod_presence: directed presence, flags */
+    PL_SLOT_OFFLINE = 1,  /* mod_offline: delivered for this session */
 };
 
 /* Gives s a fresh id (before it is used anywhere). */

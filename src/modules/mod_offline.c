@@ -179,11 +179,18 @@ static void flush_done(int rc, void *arg)
     pl_free(j);
 }
 
-static int on_initial(struct pl_event *ev, void *state)
+/*
+ * XEP-0160 §2: delivery when the session first sends available presence
+ * with a non-negative priority; that may be a later presence than the
+ * first.  Runs before mod_presence, which ends the event.
+ */
+static int on_presence(struct pl_event *ev, void *state)
 {
     struct pl_session *s = ev->session;
-    if (!s || s->priority < 0)
-        return PL_PASS; /* XEP-0160 §2: non-negative priority only */
+    if (!s || !s->jid || pl_stanza_attr(ev->stanza, "type") ||
+        s->priority < 0 || s->mod[PL_SLOT_OFFLINE])
+        return PL_PASS;
+    s->mod[PL_SLOT_OFFLINE] = (void *)1; /* flushed for this session */
     struct flush_job *j = pl_calloc(1, sizeof(*j));
     j->sid = s->id;
     j->host = pl_strdup(ev->host->domain);
@@ -212,7 +219,7 @@ static const struct pl_option options[] = {
 
 static const struct pl_hook_def hooks[] = {
     {"message/offline", on_offline, 0},
-    {"presence/initial", on_initial, -10},
+    {"presence/broadcast", on_presence, 10},
     {0},
 };
 

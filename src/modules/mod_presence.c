@@ -14,7 +14,7 @@
 
 #include "roster/roster.h"
 
-#define SLOT 0 /* our index in struct pl_session.mod */
+#define SLOT PL_SLOT_PRESENCE
 
 struct pres {
     unsigned initial_done : 1;  /* first available presence went out */

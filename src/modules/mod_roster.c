@@ -19,7 +19,7 @@ struct state {
     long max_items;  /* roster size limit */
 };
 
-enum kind { K_GET, K_SET, K_REMOVE, K_OUT, K_IN, K_PENDING };
+enum kind { K_GET, K_SET, K_REMOVE, K_OUT, K_IN, K_PENDING, K_PRESENCE };
 
 struct job {
     enum kind kind;
@@ -200,6 +200,8 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
     struct job *j = arg;
     int rc, local;
     switch (j->kind) {
+    case K_PRESENCE:
+        return PL_OK; /* an ordering barrier, see send_after() */
     case K_GET:
         return pl_roster_load(d, db, j->host, j->user, &j->roster);
     case K_PENDING:
@@ -296,10 +298,33 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
 
 /* ---- completions ---- */
 
+static void done(int rc, void *arg);
+
+/*
+ * Sends the user's presence (type NULL: current) to the contact after
+ * every storage job queued so far has completed: the subscription stanza
+ * just routed goes through the contact's own job first, and RFC 6121
+ * §3.1.5 wants presence to follow it, not overtake it.
+ */
+static void send_after(struct job *j, const char *type)
+{
+    struct job *b = pl_calloc(1, sizeof(*b));
+    b->kind = K_PRESENCE;
+    b->host = pl_strdup(j->host);
+    b->user = pl_strdup(j->user);
+    b->bare = pl_strdup(j->bare);
+    b->contact = pl_strdup(j->contact);
+    b->type = type ? pl_strdup(type) : NULL;
+    pl_storage_submit(pl_server_loop(), run, done, b);
+}
+
 static void done(int rc, void *arg)
 {
     struct job *j = arg;
     switch (j->kind) {
+    case K_PRESENCE:
+        send_presence_of(j->bare, j->contact, j->type);
+        break;
     case K_GET: {
         struct pl_session *s = pl_session_by_id(j->sid);
         if (rc != PL_OK) {
@@ -354,7 +379,7 @@ static void done(int rc, void *arg)
                 route_simple(j->bare, j->contact, "unsubscribe");
             if (j->had_from) {
                 route_simple(j->bare, j->contact, "unsubscribed");
-                send_presence_of(j->bare, j->contact, "unavailable");
+                send_after(j, "unavailable");
             }
         }
         break;
@@ -384,9 +409,9 @@ static void done(int rc, void *arg)
             pl_jid_free(tj);
         }
         if (j->flags & PL_R_SEND_PRESENCE)
-            send_presence_of(j->bare, j->contact, NULL);
+            send_after(j, NULL);
         if (j->flags & PL_R_SEND_UNAVAIL)
-            send_presence_of(j->bare, j->contact, "unavailable");
+            send_after(j, "unavailable");
         break;
     case K_IN:
         if (rc != PL_OK)
@@ -400,10 +425,10 @@ static void done(int rc, void *arg)
         if (j->flags & PL_R_AUTOREPLY)
             route_simple(j->bare, j->contact, "subscribed");
         if (j->flags & PL_R_SEND_PRESENCE)
-            send_presence_of(j->bare, j->contact, NULL);
+            send_after(j, NULL);
         /* §3.3.3: the former subscriber learns we are gone for it. */
         if (j->flags & PL_R_SEND_UNAVAIL)
-            send_presence_of(j->bare, j->contact, "unavailable");
+            send_after(j, "unavailable");
         break;
     case K_PENDING: {
         struct pl_session *s = pl_session_by_id(j->sid);

@@ -34,7 +34,7 @@
  * - input with a NUL byte (never XML) ends in an error;
  * - how the bytes are cut into feeds, and napping between feeds, changes
  *   nothing: without limits, restarts or resets from callbacks, the
- *   events (headers, stanzas, close, error condition) equal those of one
+ *   events (headers, stanzas, close, error) equal those of one
  *   feed of everything.
  *
  * Extending: a new invariant is a check in check_stanza(); a new way of
@@ -251,7 +251,12 @@ static void on_error(void *ud, enum pl_xml_error err, const char *text)
         die("error callback fired twice", pl_str_c(text), none);
     if (!text)
         abort();
-    pl_buf_printf(&r->log, "E%s\n", pl_xml_error_condition(err));
+    /* Only that an error happened: with two faults in one token ("="
+     * then "]]>" at depth 1), expat reports the one it meets first, and
+     * that depends on where reads end (bad-format vs not-well-formed). */
+    if (!pl_xml_error_condition(err))
+        abort();
+    pl_buf_append(&r->log, "E\n", 2);
 }
 
 static void nap(struct run *r)
@@ -343,9 +348,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run_stream(&r, data, size, 0);
 
     /* NUL is never XML: a stream holding one must end in an error, unless
-     * a stop or reset threw the bytes away unread.  (Catches a parser that
-     * has switched to UTF-16 or UCS-4, where NUL bytes are ordinary.) */
-    if (!(r.opts & 0xa0) && memchr(data + 3, '\0', size - 3) && !r.errors)
+     * a stop or reset threw the bytes away unread, or the NUL is in the
+     * last 3 bytes, where expat may hold it as part of an unfinished
+     * multibyte character until more comes.  (Catches a parser that has
+     * switched to UTF-16 or UCS-4, where NUL bytes are ordinary.) */
+    if (!(r.opts & 0xa0) && size > 6 && memchr(data + 3, '\0', size - 6) &&
+        !r.errors)
         die("a stream with a NUL byte was accepted", pl_buf_str(&r.log),
             none);
 

@@ -25,9 +25,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, note, tostr  # noqa: E402
-from im_common import (QUIET, STEP, AioPeer, ImClient,  # noqa: E402
-                       LoopThread, add_users, check_namespaces,
-                       is_presence, is_push, login,
+from im_common import (STEP, AioPeer, LoopThread, add_users,  # noqa: E402
+                       check_namespaces, is_presence, is_push, login,
                        make_both, priority_of, roster_items, show_of,
                        status_of)
 

@@ -585,6 +585,23 @@ def flow_request_approve_cancel():
 
     b.presence("subscribed", to=ju)
     expect_push(name, b, ju, "from", why="(§3.1.5)")
+    # The three things the user gets, in arrival order.
+    seen = []
+    for _ in range(3):
+        el = a.wait(lambda e: is_presence(frm=jc, type_="subscribed")(e)
+                    or is_presence(frm=b.jid)(e) or is_push(jc)(e))
+        if el is None:
+            break
+        seen.append(el)
+    a.queue[0:0] = seen  # back in the queue, in order, for what follows
+    kinds = ["subscribed" if e.get("type") == "subscribed" else
+             "presence" if is_presence()(e) else "push" for e in seen]
+    check("%s: the contact's presence reaches the user after the "
+          "'subscribed' and the push (§3.1.5: the contact's server 'MUST "
+          "then also send current presence'; §3.1.6 order)" % name,
+          kinds == ["push", "subscribed", "presence"] or
+          kinds == ["subscribed", "push", "presence"],
+          "arrival order %s: %s" % (kinds, [tostr(e) for e in seen]))
     p = a.wait(is_presence(frm=jc, type_="subscribed"))
     check("%s: the user gets 'subscribed' from the contact's bare JID "
           "(§3.1.6)" % name, p is not None, tostr(p))
