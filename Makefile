@@ -38,22 +38,33 @@ UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/parleyd $(BUILD)/parleyctl
 
+# V=1 shows the full command lines.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  CC  $@")
+	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/libparley.a: $(CORE_OBJ) $(MOD_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
 $(BUILD)/parleyd: $(BUILD)/src/parleyd.o $(BUILD)/libparley.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/parleyctl: $(BUILD)/src/parleyctl.o $(BUILD)/libparley.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libparley.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/strophe_client: tests/interop/strophe_client.c
 	@mkdir -p $(dir $@)
@@ -71,7 +82,8 @@ unit: $(BUILD)/unit-tests
 
 test: bootstrap
 	@scripts/bootstrap --test
-	@$(MAKE) --no-print-directory all $(BUILD)/unit-tests $(BUILD)/tests/strophe_client
+	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests $(BUILD)/tests/strophe_client
+	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@scripts/run-tests
 
 format:
@@ -90,7 +102,8 @@ clean:
 #   make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS="xml jid"]
 #        runs each target that long on build/fuzz/corpus/<name>/ (a scratch
 #        corpus, seeded from the repository's; new inputs land there)
-#   make fuzz-merge     minimizes the scratch finds into the repository corpus
+#   make fuzz-merge     adds to the repository corpus the scratch inputs that
+#                       reach new edges (hit counts ignored, to stay small)
 #   make fuzz-regress   runs each target once over its repository corpus
 # Each prints "ok fuzz_<name>" or "FAIL fuzz_<name>" (log in build/fuzz/).
 FUZZ_CC := clang
@@ -110,48 +123,54 @@ FUZZ_ENV := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0
 
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+	@$(if $(Q),echo "  FUZZCC  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
 $(FUZZ_BUILD)/libparley.a: $(FUZZ_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(Q)ar rcs $@ $^
 
-$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libparley.a
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o \
+                      $(FUZZ_BUILD)/libparley.a
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
 
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_BUILD)/crashes
-	@for t in $(FUZZ_TARGETS); do \
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+	    log=$(FUZZ_BUILD)/fuzz_$$t.log; \
 	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
 	    cp -n tests/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus/$$t/ 2>/dev/null; \
-	    dict=; [ -f tests/fuzz/fuzz_$$t.dict ] && dict=-dict=tests/fuzz/fuzz_$$t.dict; \
+	    dict=; [ -f tests/fuzz/fuzz_$$t.dict ] && \
+	        dict=-dict=tests/fuzz/fuzz_$$t.dict; \
 	    if $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) $$dict \
 	        -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	        -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t- \
-	        $(FUZZ_BUILD)/corpus/$$t >$(FUZZ_BUILD)/fuzz_$$t.log 2>&1; \
-	    then echo "ok fuzz_$$t $$(grep -E '^#[0-9]+' $(FUZZ_BUILD)/fuzz_$$t.log | tail -1)"; \
-	    else echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/fuzz_$$t.log)"; \
-	        tail -n 30 $(FUZZ_BUILD)/fuzz_$$t.log; fi; \
-	done
+	        $(FUZZ_BUILD)/corpus/$$t >$$log 2>&1; \
+	    then echo "ok fuzz_$$t $$(grep -E '^#[0-9]+' $$log | tail -1)"; \
+	    else echo "FAIL fuzz_$$t (see $$log)"; tail -n 30 $$log; rc=1; fi; \
+	done; exit $$rc
 
 fuzz-merge: fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
-	    $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) -merge=1 tests/fuzz/corpus/$$t \
-	        $(FUZZ_BUILD)/corpus/$$t >$(FUZZ_BUILD)/merge_$$t.log 2>&1 && \
-	    echo "ok fuzz_$$t $$(ls tests/fuzz/corpus/$$t | wc -l) files" || \
-	    echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/merge_$$t.log)"; \
-	done
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+	    log=$(FUZZ_BUILD)/merge_$$t.log; \
+	    if $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) -merge=1 \
+	        -use_counters=0 tests/fuzz/corpus/$$t \
+	        $(FUZZ_BUILD)/corpus/$$t >$$log 2>&1; \
+	    then echo "ok fuzz_$$t $$(ls tests/fuzz/corpus/$$t | wc -l) files"; \
+	    else echo "FAIL fuzz_$$t (see $$log)"; rc=1; fi; \
+	done; exit $$rc
 
 fuzz-regress: fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
-	    if $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) tests/fuzz/corpus/$$t/* \
-	        >$(FUZZ_BUILD)/regress_$$t.log 2>&1; \
+	@rc=0; for t in $(FUZZ_TARGETS); do \
+	    log=$(FUZZ_BUILD)/regress_$$t.log; \
+	    if $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) \
+	        tests/fuzz/corpus/$$t/* >$$log 2>&1; \
 	    then echo "ok fuzz_$$t"; \
-	    else echo "FAIL fuzz_$$t (see $(FUZZ_BUILD)/regress_$$t.log)"; \
-	        tail -n 30 $(FUZZ_BUILD)/regress_$$t.log; fi; \
-	done
+	    else echo "FAIL fuzz_$$t (see $$log)"; tail -n 30 $$log; rc=1; fi; \
+	done; exit $$rc
 
 .PHONY: fuzz fuzz-build fuzz-merge fuzz-regress
 .PRECIOUS: $(FUZZ_BUILD)/%.o

@@ -5,8 +5,9 @@
  *
  * Input: the file's bytes, then up to four `--set` strings, each after a
  * NUL byte.  The file goes to one temporary file in /tmp per process
- * (rewritten for every input, removed at exit) and pl_config_load() reads
- * it; then every result is freed, so LeakSanitizer checks the error paths.
+ * (unlinked at once, rewritten for every input, read through
+ * /proc/self/fd) and pl_config_load() reads it; then every result is
+ * freed, so LeakSanitizer checks the error paths.
  *
  * Inputs containing "@include" are skipped: libconfig would read whatever
  * file they name (even /dev/stdin, which blocks), which tests the file
@@ -33,25 +34,21 @@
 
 #define MAX_SETS 4
 
-static char path[64];
-
-static void cleanup(void)
-{
-    if (path[0])
-        unlink(path);
-}
+static int fd = -1;     /* the temporary file, already unlinked */
+static char path[64];  /* /proc/self/fd/<fd>, which libconfig opens */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    char tmp[] = "/tmp/fuzz_config.XXXXXX";
     pl_log_set_level(PL_LOG_ERROR);
-    snprintf(path, sizeof(path), "/tmp/fuzz_config.XXXXXX");
-    int fd = mkstemp(path);
+    fd = mkstemp(tmp);
     if (fd < 0) {
         perror("fuzz_config: mkstemp");
         abort();
     }
-    close(fd);
-    atexit(cleanup);
+    /* Nothing to clean up, however the process ends (crash, -merge). */
+    unlink(tmp);
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
     return 0;
 }
 
@@ -142,8 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *z = memchr(p, '\0', size);
     size_t flen = z ? (size_t)(z - p) : size;
 
-    FILE *f = fopen(path, "w");
-    if (!f || (flen && fwrite(p, 1, flen, f) != flen) || fclose(f) != 0)
+    if (ftruncate(fd, 0) != 0 ||
+        (flen && pwrite(fd, p, flen, 0) != (ssize_t)flen))
         die("cannot write the temporary file", path);
 
     char *sets[MAX_SETS];

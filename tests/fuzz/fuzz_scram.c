@@ -162,9 +162,9 @@ static int make_keys(enum pl_scram_hash h, const char *user,
 /* Bytes of the client-first-message after the gs2-header. */
 static struct pl_str first_bare(struct pl_str msg)
 {
-    const char *c1 = memchr(msg.p, ',', msg.len);
-    const char *c2 = c1 ? memchr(c1 + 1, ',', msg.len - (size_t)(c1 + 1 - msg.p))
-                        : NULL;
+    const char *c1 = memchr(msg.p, ',', msg.len), *c2 = NULL;
+    if (c1)
+        c2 = memchr(c1 + 1, ',', msg.len - (size_t)(c1 + 1 - msg.p));
     if (!c2)
         abort(); /* client_first accepted it */
     return (struct pl_str){c2 + 1, msg.len - (size_t)(c2 + 1 - msg.p)};
