@@ -122,6 +122,19 @@ struct block {
 
 static __thread struct pl_xml_parser *mem_owner;
 
+/* Under AddressSanitizer expat keeps the C library's heap, which ASan
+ * watches; our pages would hide overreads from it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define USE_REGIONS 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define USE_REGIONS 0
+#endif
+#endif
+#ifndef USE_REGIONS
+#define USE_REGIONS 1
+#endif
+
 static size_t round16(size_t n)
 {
     return (n + 15) & ~(size_t)15;
@@ -687,7 +700,7 @@ static struct pl_xml_parser *create(const struct pl_xml_limits *limits,
     p->ud = ud;
     p->sdepth = sdepth;
     p->decls_tail = &p->decls;
-    p->use_region = sdepth == 2;
+    p->use_region = USE_REGIONS && sdepth == 2;
     expat_new(p);
     setup(p);
     return p;
