@@ -140,6 +140,20 @@ static void compute_endpoint(struct pl_tls_host *h)
         h->endpoint_len = len;
 }
 
+/* XEP-0368 §3: direct TLS clients may offer ALPN "xmpp-client". */
+static int on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg)
+{
+    static const unsigned char want[] = "\x0bxmpp-client";
+    unsigned char *sel = NULL;
+    if (SSL_select_next_proto(&sel, outlen, want, sizeof(want) - 1, in,
+                              inlen) == OPENSSL_NPN_NEGOTIATED) {
+        *out = sel;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK; /* no ALPN or another: go on without */
+}
+
 int pl_tls_host_load(const char *domain, const char *cert, const char *key,
                      struct pl_tls_host **out)
 {
@@ -157,6 +171,7 @@ int pl_tls_host_load(const char *domain, const char *cert, const char *key,
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"parley", 6);
+    SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {

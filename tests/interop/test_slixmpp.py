@@ -256,17 +256,16 @@ async def main():
                 "outcome %r, mechanism used %r" % (out, used))
             await c.finish()
 
-    # slixmpp's own choice, for information only: slixmpp 1.8.3 binds
-    # -PLUS to tls-unique, which RFC 9266 forbids with TLS 1.3, and then
-    # retries non-PLUS mechanisms with the GS2 flag "y", which RFC 5802 §6
-    # makes a server that offers -PLUS refuse; RFC 6120 §6.4.5 lets the
-    # server close after a few retries.  So failure here is not a server
-    # fault, but worth knowing: it is what a default slixmpp user sees.
+    # slixmpp's own choice: slixmpp 1.8.3 binds -PLUS to tls-unique even
+    # over TLS 1.3; parleyd accepts that binding (c2s.tls_unique, COMPAT),
+    # so a default slixmpp logs in with SCRAM-SHA-256-PLUS at once.
     c, out = await login(bob, pw_b, "dflt", channel_binding=True)
     used = getattr(c["feature_mechanisms"].mech, "name", None)
-    note("interop: slixmpp with default settings: outcome %s, last "
-         "mechanism %s, refused attempts %s" % (out[0], used,
-                                                 c.auth_failures))
+    check("slixmpp with default settings logs in with SCRAM-SHA-256-PLUS",
+          out[0] == "session" and used == "SCRAM-SHA-256-PLUS"
+          and not c.auth_failures,
+          "outcome %r, mechanism %r, refused %r" % (out, used,
+                                                    c.auth_failures))
     await c.finish()
 
     c, out = await login(alice, "wrong-password", "w", mech="SCRAM-SHA-1")
