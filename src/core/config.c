@@ -100,6 +100,13 @@ static const struct pl_option c2s_opts[] = {
     {"max_auth_failures", PL_OPT_INT, "3", 1, 100, NULL,
      "SASL failures on one connection before it is closed.",
      S(max_auth_failures)},
+    {"auth_failures_per_ip", PL_OPT_INT, "20", 1, 1000000, NULL,
+     "SASL failures from one IP address within auth_failure_window before "
+     "its attempts get <temporary-auth-failure/> until the window ends.",
+     S(auth_failures_per_ip)},
+    {"auth_failure_window", PL_OPT_INT, "300", 1, 86400, NULL,
+     "Seconds over which auth_failures_per_ip is counted.",
+     S(auth_failure_window)},
     {"scram_iterations", PL_OPT_INT, "10000", 4096, 10000000, NULL,
      "PBKDF2 iterations for newly set passwords.", S(scram_iterations)},
     {"keepalive_interval", PL_OPT_INT, "0", 0, 86400, NULL,

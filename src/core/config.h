@@ -88,6 +88,8 @@ struct pl_settings {
     int tls_unique;
     int resource_conflict;
     long max_auth_failures;
+    long auth_failures_per_ip;
+    long auth_failure_window;
     long scram_iterations;
     long keepalive_interval;
     /* modules enabled on hosts that do not list their own */

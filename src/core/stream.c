@@ -91,9 +91,44 @@ struct c2s {
 static struct c2s_listener *listeners;
 static int nlisteners;
 static struct pl_map per_ip;   /* ip -> connection count */
+
 static unsigned long nconns;
 static struct pl_settings *S;  /* settings in force */
 static struct c2s *all;        /* every open stream */
+
+static void free_value(const char *key, void *value, void *ud)
+{
+    pl_free(value);
+}
+
+static struct pl_map auth_fails; /* ip -> struct fails */
+
+struct fails {
+    uint64_t since; /* loop time the window began */
+    long count;     /* failures in it */
+};
+
+/* Per-address SASL failure count in the current window. */
+static struct fails *fails_of(const char *ip, uint64_t now, int create)
+{
+    struct fails *f = pl_map_get(&auth_fails, ip);
+    if (f && now - f->since >= (uint64_t)S->auth_failure_window * 1000) {
+        f->since = now;
+        f->count = 0;
+    }
+    if (!f && create) {
+        if (auth_fails.count > 100000) { /* bound memory under a spray */
+            struct pl_map old = auth_fails;
+            memset(&auth_fails, 0, sizeof(auth_fails));
+            pl_map_each(&old, free_value, NULL);
+            pl_map_clear(&old);
+        }
+        f = pl_calloc(1, sizeof(*f));
+        f->since = now;
+        pl_map_put(&auth_fails, ip, f);
+    }
+    return f;
+}
 static unsigned long napped;   /* parsers freed since the last trim */
 static struct pl_timer trim_timer; /* hands freed memory back */
 static struct pl_work trim_work;   /* malloc_trim off the loop */
@@ -321,6 +356,14 @@ static void sasl_failure(struct c2s *c, const char *cond)
     pl_stat_inc(auth_failures);
     pl_log_info("c2s", "%s:%d: authentication failed for '%s' (%s)",
                 c->conn->ip, c->conn->port, c->user ? c->user : "", cond);
+    if (strcmp(cond, "not-authorized") == 0) {
+        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
+                                   1);
+        if (++f->count == S->auth_failures_per_ip)
+            pl_log_warn("c2s", "%s: %ld authentication failures, refusing "
+                        "attempts for up to %ld s", c->conn->ip, f->count,
+                        S->auth_failure_window);
+    }
     if (++c->auth_failures >= S->max_auth_failures)
         close_stream(c); /* RFC 6120 §6.4.5: bounded retries */
 }
@@ -680,6 +723,13 @@ static void on_sasl(struct c2s *c, struct pl_stanza *st)
     if (strcmp(name, "auth") == 0) {
         if (c->mech != M_NONE || c->sasl_busy) {
             stream_error(c, "policy-violation", "authentication in progress");
+            return;
+        }
+        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
+                                   0);
+        if (f && f->count >= S->auth_failures_per_ip) {
+            /* Back off a guessing address until its window ends. */
+            sasl_failure(c, "temporary-auth-failure");
             return;
         }
         const char *m = pl_stanza_attr(st, "mechanism");
@@ -1138,13 +1188,25 @@ static void accept_fd(int fd, int tls_mode)
     c->xml = pl_xml_parser_new(&xl, &xml_cb, c);
     c->opened_ms = pl_loop_now(c->conn->loop);
     pl_timer_init(&c->timer, on_timer, c);
-    if ((long)(n + 1) > S->max_connections_per_ip ||
-        (long)nconns > S->max_connections) {
+    int over_ip = (long)(n + 1) > S->max_connections_per_ip;
+    if (over_ip || (long)nconns > S->max_connections) {
         pl_stat_inc(connections_refused);
-        pl_log_info("c2s", "%s: refusing connection (limit reached)",
-                    c->conn->ip);
-        c->closing = 1;
-        pl_conn_close(c->conn);
+        /* Logged when the limit is first crossed, not per connection. */
+        if ((long)n == S->max_connections_per_ip ||
+            (long)nconns == S->max_connections + 1)
+            pl_log_warn("c2s", "%s: refusing connections (%s limit)",
+                        c->conn->ip, over_ip ? "per-address" : "total");
+        if (tls_mode == PL_TLS_DIRECT) {
+            c->closing = 1; /* no TLS work for a refused peer */
+            pl_conn_close(c->conn);
+        } else {
+            /* RFC 6120 §4.9.3.14/.18: say why, then close. */
+            pl_conn_start(c->conn, NULL);
+            stream_error(c, over_ip ? "policy-violation"
+                                    : "resource-constraint",
+                         over_ip ? "too many connections from your address"
+                                : "server is full");
+        }
         return;
     }
     pl_stat_inc(connections_accepted);
@@ -1235,6 +1297,8 @@ int pl_c2s_start(struct pl_config *cfg)
 void pl_c2s_stop(void)
 {
     pl_timer_stop(&trim_timer);
+    pl_map_each(&auth_fails, free_value, NULL);
+    pl_map_clear(&auth_fails);
     for (struct c2s *c = all; c; c = c->next)
         stream_error(c, "system-shutdown", NULL);
     for (int i = 0; i < nlisteners; i++)

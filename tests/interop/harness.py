@@ -191,7 +191,8 @@ class Server:
 
     def __init__(self, register="networks", require_encryption=True,
                  max_stanza_size=65536, max_depth=32, handshake_timeout=30,
-                 idle_timeout=900, log_level=None, extra="", label=""):
+                 idle_timeout=900, log_level=None, extra="", label="",
+                 limits_extra="", c2s_extra=""):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -206,6 +207,8 @@ class Server:
         self.log_level = log_level or os.environ.get("PARLEY_LOG_LEVEL",
                                                      "info")
         self.extra = extra
+        self.limits_extra = limits_extra  # more settings in limits: {}
+        self.c2s_extra = c2s_extra        # more settings in c2s: {}
         self.label = "server[%s]" % label if label else "server"
         self.log_path = os.path.join(self.dir, "server.log")
         self.conf_path = os.path.join(self.dir, "parleyd.conf")
@@ -231,15 +234,16 @@ listeners = (
 );
 hosts = ( { domain = "%(domain)s"; } );
 register: { policy = "%(reg)s"; networks = ["127.0.0.0/8", "::1/128"]; };
-limits: { max_stanza_size = %(mss)d; max_depth = %(md)d; handshake_timeout = %(ht)d; idle_timeout = %(it)d; };
-c2s: { require_encryption = %(re)s; };
+limits: { max_stanza_size = %(mss)d; max_depth = %(md)d; handshake_timeout = %(ht)d; idle_timeout = %(it)d; %(lx)s };
+c2s: { require_encryption = %(re)s; %(cx)s };
 %(extra)s
 """ % {"var": var, "log": self.log_level, "p1": self.starttls_port,
            "p2": self.direct_port, "domain": self.domain, "reg": self.register,
            "mss": self.max_stanza_size, "md": self.max_depth,
            "ht": self.handshake_timeout, "it": self.idle_timeout,
            "re": "true" if self.require_encryption else "false",
-           "extra": self.extra}
+           "extra": self.extra, "lx": self.limits_extra,
+           "cx": self.c2s_extra}
 
     def _prosody_config(self):
         """Reference mode: Prosody with the same ports and policies."""

@@ -575,6 +575,60 @@ def handshake_timeout_check():
         fast.stop()
 
 
+def abuse_limits_check():
+    """A server with tiny abuse limits: connections per address and SASL
+    failures per address, each answered with the standard error."""
+    small = harness.Server(limits_extra="max_connections_per_ip = 3;",
+                           c2s_extra="auth_failures_per_ip = 3; "
+                                     "max_auth_failures = 10;",
+                           label="abuse limits")
+    if not small.start():
+        return
+    held = []
+    try:
+        for _ in range(3):
+            held.append(socket.create_connection((small.host,
+                                                  small.starttls_port), 5))
+        c = RawClient(small.host, small.starttls_port, small.domain,
+                      timeout=5)
+        closed = c.read_until_closed(CLOSE_WAIT)
+        got, _ = stream_error_of(c)
+        check("4th connection from one address: <policy-violation/>",
+              got == "policy-violation", "got %s; reply %r" % (got,
+                                                              c.raw[-300:]))
+        check("4th connection from one address is closed", closed,
+              "still open")
+        c.close()
+        for s_ in held:
+            s_.close()
+        held = []
+        time.sleep(0.5)
+        user, password = harness.unique("ab"), "abuse-pw"
+        ok, detail = harness.register_user(small, user, password)
+        check("abuse limits: register a user", ok, detail)
+        c = RawClient(small.host, small.direct_port, small.domain,
+                      direct_tls=True, timeout=5)
+        c.open_stream()
+        c.features()
+        conds = []
+        for _ in range(4):
+            el = c.auth_scram(user, "wrong", "SCRAM-SHA-256")
+            conds.append(el[0].tag.split("}", 1)[1] if len(el) else el.tag)
+        check("3 wrong passwords, then <temporary-auth-failure/> for the "
+              "address", conds == ["not-authorized"] * 3 +
+              ["temporary-auth-failure"], repr(conds))
+        el = c.auth_scram(user, password, "SCRAM-SHA-256")
+        check("even the right password is refused during the back-off",
+              el.tag != "{%s}success" % NS_SASL, tostr(el))
+        c.close()
+    except OSError as e:
+        check("abuse limit checks run", False, repr(e))
+    finally:
+        for s_ in held:
+            s_.close()
+        small.stop()
+
+
 def main():
     user, password = harness.unique("bad"), "bad-input-pw"
     ok, detail = harness.register_user(srv, user, password)
@@ -584,6 +638,7 @@ def main():
     limit_checks(user, password)
     churn(user, password)
     handshake_timeout_check()
+    abuse_limits_check()
 
 
 def run():
