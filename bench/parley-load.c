@@ -1910,9 +1910,10 @@ static int run_chat(void)
     uint64_t undelivered = missing > lost ? missing - lost : 0;
     double mps = (double)(rx1 - rx0) / (t1 - t0);
     double gutil = (gcpu1 - gcpu0) / (t1 - t0);
+    uint64_t thr = CH.throttled - thr0;
     jadd("\"status\":\"%s\"",
          (lost || C.dup || C.disconnects) ? "errors"
-         : undelivered ? "not_sustained" : "ok");
+         : (undelivered || thr) ? "not_sustained" : "ok");
     jadd("\"sent\":%" PRIu64 ",\"received\":%" PRIu64, C.tx, C.rx);
     jadd("\"lost\":%" PRIu64 ",\"dup\":%" PRIu64 ",\"undelivered\":%" PRIu64
          ",\"error_msgs\":%" PRIu64,
