@@ -14,6 +14,24 @@
 #include "stats.h"
 #include "storage.h"
 
+/*
+ * Event names for the three stanza kinds without formatting on the hot
+ * path ("message/full", ...); other names never reach the router.
+ */
+enum scope { SC_BARE, SC_FULL, SC_HOST, SC_OUTGOING };
+
+static const char *event_for(const char *name, enum scope sc)
+{
+    static const char *const names[3][4] = {
+        {"message/bare", "message/full", "message/host", "message/outgoing"},
+        {"presence/bare", "presence/full", "presence/host",
+         "presence/outgoing"},
+        {"iq/bare", "iq/full", "iq/host", "iq/outgoing"},
+    };
+    int k = name[0] == 'm' ? 0 : name[0] == 'p' ? 1 : 2;
+    return names[k][sc];
+}
+
 static const char *type_of(struct pl_stanza *st)
 {
     const char *t = pl_stanza_attr(st, "type");
@@ -252,8 +270,7 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
         finish(st, rc, 0);
         return;
     }
-    snprintf(ev, sizeof(ev), "%s/bare", name);
-    int rc = fire(ev, h, st, from, to, origin);
+    int rc = fire(event_for(name, SC_BARE), h, st, from, to, origin);
     if (rc != PL_PASS) {
         finish(st, rc, 0);
         return;
@@ -293,9 +310,7 @@ static void route_full(struct pl_host *h, struct pl_stanza *st,
 {
     const char *name = pl_stanza_name(st);
     const char *type = type_of(st);
-    char ev[512];
-    snprintf(ev, sizeof(ev), "%s/full", name);
-    int rc = fire(ev, h, st, from, to, origin);
+    int rc = fire(event_for(name, SC_FULL), h, st, from, to, origin);
     if (rc != PL_PASS) {
         finish(st, rc, 0);
         return;
@@ -338,8 +353,7 @@ static void route_host(struct pl_host *h, struct pl_stanza *st,
         finish(st, rc, get_set ? PL_ESERVICE_UNAVAILABLE : 0);
         return;
     }
-    snprintf(ev, sizeof(ev), "%s/host", name);
-    int rc = fire(ev, h, st, from, to, origin);
+    int rc = fire(event_for(name, SC_HOST), h, st, from, to, origin);
     finish(st, rc, 0);
 }
 
@@ -352,9 +366,8 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
          * outgoing": subscriptions, directed presence); a handler that
          * returns HANDLED or PENDING routes the stanza itself later, with
          * origin NULL. */
-        char ev[64];
-        snprintf(ev, sizeof(ev), "%s/outgoing", pl_stanza_name(st));
-        int rc = fire(ev, origin->host, st, from, to, origin);
+        int rc = fire(event_for(pl_stanza_name(st), SC_OUTGOING),
+                      origin->host, st, from, to, origin);
         if (rc != PL_PASS) {
             finish(st, rc, 0);
             return;
@@ -383,9 +396,9 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
         finish(st, rc, PL_EREMOTE_SERVER_NOT_FOUND);
     } else if (!to->local) {
         if (to->resource && strcmp(pl_stanza_name(st), "iq") != 0) {
-            char ev[512];
-            snprintf(ev, sizeof(ev), "%s/host", pl_stanza_name(st));
-            finish(st, fire(ev, h, st, from, to, origin), 0);
+            finish(st, fire(event_for(pl_stanza_name(st), SC_HOST), h, st,
+                            from, to, origin),
+                   0);
         } else {
             route_host(h, st, from, to, origin);
         }
