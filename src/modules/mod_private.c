@@ -294,38 +294,6 @@ static int on_set(struct pl_event *ev, void *state)
     return PL_PENDING;
 }
 
-/* ----------------------------------------------------- account removal */
-
-static int forget_run(const struct pl_storage_driver *d, void *db, void *arg)
-{
-    struct job *j = arg;
-    return d->kv_clear(db, j->host, j->user, STORE);
-}
-
-static void forget_done(int rc, void *arg)
-{
-    struct job *j = arg;
-    if (rc != PL_OK)
-        pl_log_error("mod_private", "removing private XML of %s@%s failed: "
-                                    "%s",
-                     j->user, j->host, pl_strerror(rc));
-    job_free(j);
-}
-
-/* The driver removes an account's documents with it; this makes sure of
- * it whatever the driver. */
-static int on_user_deleted(struct pl_event *ev, void *state)
-{
-    const char *user = ev->data;
-    if (!ev->host || !user || !*user)
-        return PL_PASS;
-    struct job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(user);
-    pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
-    return PL_PASS;
-}
-
 static const char *const features[] = {NS_PRIVATE, NULL};
 
 static const struct pl_option options[] = {
@@ -341,7 +309,6 @@ static const struct pl_option options[] = {
 static const struct pl_hook_def hooks[] = {
     {"iq-get/bare/" NS_PRIVATE ":query", on_get, 0},
     {"iq-set/bare/" NS_PRIVATE ":query", on_set, 0},
-    {"user/deleted", on_user_deleted, 0},
     {0},
 };
 

@@ -288,39 +288,6 @@ static int on_set(struct pl_event *ev, void *state)
     return PL_PENDING;
 }
 
-/* ----------------------------------------------------- account removal */
-
-static int forget_run(const struct pl_storage_driver *d, void *db, void *arg)
-{
-    struct job *j = arg;
-    int rc = d->kv_set(db, j->host, j->user, STORE_VCARD, "", NULL, 0);
-    if (rc == PL_OK)
-        rc = d->kv_set(db, j->host, j->user, STORE_DIR, "", NULL, 0);
-    return rc;
-}
-
-static void forget_done(int rc, void *arg)
-{
-    struct job *j = arg;
-    if (rc != PL_OK)
-        pl_log_error("mod_vcard", "removing the vCard of %s@%s failed: %s",
-                     j->user, j->host, pl_strerror(rc));
-    job_free(j);
-}
-
-/* The driver removes an account's documents with it; this makes sure of
- * it whatever the driver, so a re-created account starts without a card
- * and out of the directory. */
-static int on_user_deleted(struct pl_event *ev, void *state)
-{
-    const char *user = ev->data;
-    if (!ev->host || !user || !*user)
-        return PL_PASS;
-    struct job *j = job_new(ev, user);
-    pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
-    return PL_PASS;
-}
-
 static const char *const features[] = {NS_VCARD, NULL};
 
 static const struct pl_option options[] = {
@@ -334,7 +301,6 @@ static const struct pl_option options[] = {
 static const struct pl_hook_def hooks[] = {
     {"iq-get/bare/" NS_VCARD ":vCard", on_get, 0},
     {"iq-set/bare/" NS_VCARD ":vCard", on_set, 0},
-    {"user/deleted", on_user_deleted, 0},
     {0},
 };
 
