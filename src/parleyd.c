@@ -112,9 +112,23 @@ static void on_stats(struct pl_loop *loop, int signo, void *data)
     fflush(stderr);
 }
 
+/*
+ * Shutdown drain: streams are closing; their last work (unavailable
+ * presence, storage jobs and their completions) must finish before storage
+ * closes.  Stops after two quiet ticks in a row, or after 5 s.
+ */
+struct drain {
+    int rounds; /* ticks so far */
+    int quiet;  /* consecutive ticks with nothing left */
+};
+
 static void on_drain(struct pl_timer *t)
 {
-    if (pl_c2s_count() == 0 || ++*(int *)t->data > 20)
+    struct drain *d = t->data;
+    int idle = pl_c2s_count() == 0 && pl_storage_pending() == 0 &&
+               pl_workq_pending(pl_server_cpu()) == 0;
+    d->quiet = idle ? d->quiet + 1 : 0;
+    if (d->quiet >= 2 || ++d->rounds > 50)
         pl_loop_stop(t->loop);
     else
         pl_timer_start(t->loop, t, 100);
@@ -202,8 +216,8 @@ int main(int argc, char **argv)
     /* Shutdown: end every stream, give them a moment to flush. */
     pl_c2s_stop();
     struct pl_timer drain;
-    int rounds = 0;
-    pl_timer_init(&drain, on_drain, &rounds);
+    struct drain dstate = {0, 0};
+    pl_timer_init(&drain, on_drain, &dstate);
     pl_timer_start(loop, &drain, 0);
     pl_loop_run(loop);
     rc = 0;

@@ -64,9 +64,11 @@ static void *worker(void *arg)
         w = batch;
         while (w) {
             struct pl_work *next = w->next;
-            atomic_fetch_sub(&q->pending, 1);
+            /* Post first: when pending reads 0, every completion is at
+             * least queued on its loop (shutdown drains on that). */
             if (w->done)
                 pl_loop_post(w->loop, complete, w);
+            atomic_fetch_sub(&q->pending, 1);
             w = next;
         }
         pthread_mutex_lock(&q->lock);
