@@ -330,15 +330,12 @@ static int kv_set(void *p, const char *host, const char *user,
     return done(d, st);
 }
 
-static int kv_list(void *p, const char *host, const char *user,
-                   const char *store,
-                   int (*fn)(const char *key, const void *data, size_t len,
-                             void *ud),
-                   void *ud)
+/* Hands each (text, blob) row of st to fn until it returns non-zero. */
+static int each_row(sqlite3_stmt *st,
+                    int (*fn)(const char *name, const void *data, size_t len,
+                              void *ud),
+                    void *ud)
 {
-    struct db *d = p;
-    sqlite3_stmt *st = stmt(d, Q_KV_LIST, host, user);
-    sqlite3_bind_text(st, 3, store, -1, SQLITE_STATIC);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         if (fn((const char *)sqlite3_column_text(st, 0),
@@ -349,6 +346,18 @@ static int kv_list(void *p, const char *host, const char *user,
         }
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
+static int kv_list(void *p, const char *host, const char *user,
+                   const char *store,
+                   int (*fn)(const char *key, const void *data, size_t len,
+                             void *ud),
+                   void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_LIST, host, user);
+    sqlite3_bind_text(st, 3, store, -1, SQLITE_STATIC);
+    return each_row(st, fn, ud);
 }
 
 static int kv_count(void *p, const char *host, const char *user,
@@ -382,16 +391,7 @@ static int kv_scan(void *p, const char *host, const char *store,
     sqlite3_stmt *st = stmt(d, Q_KV_SCAN, host, NULL);
     sqlite3_bind_text(st, 2, store, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, key, -1, SQLITE_STATIC);
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        if (fn((const char *)sqlite3_column_text(st, 0),
-               sqlite3_column_blob(st, 1),
-               (size_t)sqlite3_column_bytes(st, 1), ud)) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    sqlite3_reset(st);
-    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+    return each_row(st, fn, ud);
 }
 
 static const struct pl_storage_driver driver = {
