@@ -680,6 +680,7 @@ static void do_reset(struct pl_xml_parser *p)
     /* A fresh parser (and fresh pages) rather than XML_ParserReset, which
      * would leave the old allocations behind in a stream parser's pages. */
     expat_free(p);
+    p->use_region = USE_REGIONS && p->sdepth == 2;
     expat_new(p);
     setup(p);
     p->depth = 0;
@@ -700,7 +701,10 @@ static struct pl_xml_parser *create(const struct pl_xml_limits *limits,
     p->ud = ud;
     p->sdepth = sdepth;
     p->decls_tail = &p->decls;
-    p->use_region = USE_REGIONS && sdepth == 2;
+    /* A stream's first document (before TLS and SASL restarts) is
+     * short-lived: the C heap serves it; pages of its own start with the
+     * first restart (see do_reset), when the stream is about to last. */
+    p->use_region = false;
     expat_new(p);
     setup(p);
     return p;
