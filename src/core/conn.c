@@ -19,6 +19,7 @@
 
 #define READ_CHUNK 16384
 #define CLOSE_LINGER_MS 3000
+#define KEEP_OUT 16384 /* output buffer kept between flushes */
 
 static void on_io(struct pl_io *io, unsigned events);
 static void flush(struct pl_conn *c);
@@ -65,6 +66,12 @@ struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     set_peer(c, fd);
     return c;
+}
+
+void pl_conn_trim(struct pl_conn *c)
+{
+    if (!c->out.len)
+        pl_buf_reset(&c->out);
 }
 
 void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l)
@@ -228,7 +235,10 @@ static void flush(struct pl_conn *c)
         pl_buf_consume(&c->out, (size_t)n);
     }
     if (!c->out.len) {
-        pl_buf_reset(&c->out); /* idle connections hold no buffer */
+        /* A busy connection keeps a small buffer for the next burst (no
+         * malloc per stanza); pl_conn_trim gives it back when idle. */
+        if (c->out.cap > KEEP_OUT)
+            pl_buf_reset(&c->out);
         if (c->want_tls) {
             c->want_tls = 0;
             if (begin_tls(c, c->pending_ctx) != PL_OK) {

@@ -91,6 +91,8 @@ void pl_conn_write(struct pl_conn *c, const void *p, size_t n);
 void pl_conn_starttls(struct pl_conn *c, SSL_CTX *ctx);
 /* Closes after flushing (bounded); ops->closed fires later. */
 void pl_conn_close(struct pl_conn *c);
+/* Frees the output buffer if nothing is queued (for idle connections). */
+void pl_conn_trim(struct pl_conn *c);
 /* Updates limits (SIGHUP). */
 void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l);
 

@@ -72,10 +72,8 @@ struct pl_stanza *pl_stanza_error_reply(struct pl_stanza *st, int code,
     pl_stanza_set_attr(r, "from", to);
     pl_stanza_set_attr(r, "to", from);
     pl_stanza_set_attr(r, "type", "error");
-    if (strcmp(name, "iq") == 0) {
-        /* RFC 6120 §8.3.1: an IQ error may include the original payload;
-         * keep only the first child, drop any earlier error. */
-    }
+    /* RFC 6120 §8.3.1: the original payload may stay; an earlier error
+     * does not. */
     struct pl_node *old = pl_node_child(root, "error", NULL);
     if (old)
         pl_node_remove(r, old);
@@ -408,6 +406,22 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
         route_full(h, st, from, to, origin);
     }
     pl_jid_free(own);
+}
+
+int pl_route_as(struct pl_stanza *st, const char *from, const char *to)
+{
+    struct pl_jid *fj = NULL, *tj = NULL;
+    int rc = PL_EJID_MALFORMED;
+    if (pl_jid_parse(pl_str_c(from), &fj) == PL_OK &&
+        pl_jid_parse(pl_str_c(to), &tj) == PL_OK) {
+        pl_stanza_set_attr(st, "from", fj->full);
+        pl_stanza_set_attr(st, "to", tj->full);
+        pl_route(st, fj, tj, NULL);
+        rc = PL_OK;
+    }
+    pl_jid_free(fj);
+    pl_jid_free(tj);
+    return rc;
 }
 
 void pl_route_to_session(struct pl_session *s, struct pl_stanza *st)

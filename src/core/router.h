@@ -24,6 +24,13 @@
 void pl_route(struct pl_stanza *st, const struct pl_jid *from,
               const struct pl_jid *to, struct pl_session *origin);
 
+/*
+ * Routes st (borrowed) as the server does for its own stanzas (no
+ * origin): from and to are JID strings, parsed, normalized and stamped on
+ * st.  PL_EJID_MALFORMED (nothing routed) if either does not parse.
+ */
+int pl_route_as(struct pl_stanza *st, const char *from, const char *to);
+
 /* Delivers st to the full JID's session or acts as RFC 6121 §8.5.3.2. */
 void pl_route_to_session(struct pl_session *s, struct pl_stanza *st);
 

@@ -957,8 +957,8 @@ static void on_bound_stanza(struct c2s *c, struct pl_stanza *st)
         reply_iq_error(c, st, PL_EJID_MALFORMED, NULL);
         return;
     }
-    if (tj)
-        pl_stanza_set_attr(st, "to", tj->full);
+    if (tj && strcmp(to, tj->full) != 0)
+        pl_stanza_set_attr(st, "to", tj->full); /* normalized form */
     if (!tj && strcmp(name, "presence") == 0)
         update_presence(c, st);
     pl_route(st, c->sess.jid, tj, &c->sess);
@@ -1158,8 +1158,10 @@ static void on_timer(struct pl_timer *t)
     }
     /* An idle stream gives back its XML parser (about 10 KiB) until the
      * next byte arrives (xml.h, pl_xml_parser_nap). */
-    if (c->state == ST_BOUND && now - c->conn->last_read_ms >= 2000)
+    if (c->state == ST_BOUND && now - c->conn->last_read_ms >= 2000) {
         napped += (unsigned long)pl_xml_parser_nap(c->xml);
+        pl_conn_trim(c->conn);
+    }
     uint64_t next = c->state != ST_BOUND ? 1000 : 5000;
     pl_timer_start(c->conn->loop, &c->timer, next);
 }

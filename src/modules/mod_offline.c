@@ -151,19 +151,14 @@ static void flush_done(int rc, void *arg)
                 } else {
                     /* The session left between read and delivery: send
                      * to the account again, which stores it anew. */
-                    struct pl_jid *to = NULL, *from = NULL;
+                    struct pl_node *dl = pl_node_child(pl_stanza_root(st),
+                                                       "delay", NS_DELAY);
+                    if (dl)
+                        pl_node_remove(st, dl);
                     const char *t = pl_stanza_attr(st, "to");
                     const char *f = pl_stanza_attr(st, "from");
-                    if (t && f && pl_jid_parse(pl_str_c(t), &to) == PL_OK &&
-                        pl_jid_parse(pl_str_c(f), &from) == PL_OK) {
-                        struct pl_node *dl = pl_node_child(
-                            pl_stanza_root(st), "delay", NS_DELAY);
-                        if (dl)
-                            pl_node_remove(st, dl);
-                        pl_route(st, from, to, NULL);
-                    }
-                    pl_jid_free(to);
-                    pl_jid_free(from);
+                    if (t && f)
+                        pl_route_as(st, f, t);
                 }
                 pl_stanza_unref(st);
                 delivered++;

@@ -105,17 +105,9 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
 /* Sends a copy of st from `from` to `to` (strings). */
 static void send_copy(struct pl_stanza *st, const char *from, const char *to)
 {
-    struct pl_jid *fj = NULL, *tj = NULL;
-    if (pl_jid_parse(pl_str_c(from), &fj) == PL_OK &&
-        pl_jid_parse(pl_str_c(to), &tj) == PL_OK) {
-        struct pl_stanza *c = pl_stanza_copy(st);
-        pl_stanza_set_attr(c, "from", fj->full);
-        pl_stanza_set_attr(c, "to", tj->full);
-        pl_route(c, fj, tj, NULL);
-        pl_stanza_unref(c);
-    }
-    pl_jid_free(fj);
-    pl_jid_free(tj);
+    struct pl_stanza *c = pl_stanza_copy(st);
+    pl_route_as(c, from, to);
+    pl_stanza_unref(c);
 }
 
 static void to_contacts(struct job *j, struct pl_stanza *st)

@@ -93,9 +93,6 @@ static void reply_result(struct job *j, struct pl_stanza *r)
 static void send_presence_of(const char *bare, const char *to,
                              const char *type)
 {
-    struct pl_jid *tj = NULL;
-    if (pl_jid_parse(pl_str_c(to), &tj) != PL_OK)
-        return;
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res) {
         if (!s->available)
             continue;
@@ -107,12 +104,9 @@ static void send_presence_of(const char *bare, const char *to,
             if (type)
                 pl_stanza_set_attr(p, "type", type);
         }
-        pl_stanza_set_attr(p, "from", s->jid->full);
-        pl_stanza_set_attr(p, "to", tj->full);
-        pl_route(p, s->jid, tj, NULL);
+        pl_route_as(p, s->jid->full, to);
         pl_stanza_unref(p);
     }
-    pl_jid_free(tj);
 }
 
 /* Delivers st to every available resource of bare (inbound requests). */
@@ -125,18 +119,10 @@ static void deliver_available(const char *bare, struct pl_stanza *st)
 
 static void route_simple(const char *from, const char *to, const char *type)
 {
-    struct pl_jid *fj = NULL, *tj = NULL;
-    if (pl_jid_parse(pl_str_c(from), &fj) == PL_OK &&
-        pl_jid_parse(pl_str_c(to), &tj) == PL_OK) {
-        struct pl_stanza *p = pl_stanza_new("presence", PL_NS_CLIENT);
-        pl_stanza_set_attr(p, "type", type);
-        pl_stanza_set_attr(p, "from", fj->full);
-        pl_stanza_set_attr(p, "to", tj->full);
-        pl_route(p, fj, tj, NULL);
-        pl_stanza_unref(p);
-    }
-    pl_jid_free(fj);
-    pl_jid_free(tj);
+    struct pl_stanza *p = pl_stanza_new("presence", PL_NS_CLIENT);
+    pl_stanza_set_attr(p, "type", type);
+    pl_route_as(p, from, to);
+    pl_stanza_unref(p);
 }
 
 /* ---- storage-thread parts ---- */
@@ -398,15 +384,7 @@ static void done(int rc, void *arg)
             pl_roster_push(j->bare, &j->item, 0, j->ver);
         if (j->flags & PL_R_ROUTE) {
             /* §3.1.2: stamped with the user's bare JID. */
-            struct pl_jid *fj = NULL, *tj = NULL;
-            if (pl_jid_parse(pl_str_c(j->bare), &fj) == PL_OK &&
-                pl_jid_parse(pl_str_c(j->contact), &tj) == PL_OK) {
-                pl_stanza_set_attr(j->st, "from", fj->full);
-                pl_stanza_set_attr(j->st, "to", tj->full);
-                pl_route(j->st, fj, tj, NULL);
-            }
-            pl_jid_free(fj);
-            pl_jid_free(tj);
+            pl_route_as(j->st, j->bare, j->contact);
         }
         if (j->flags & PL_R_SEND_PRESENCE)
             send_after(j, NULL);
