@@ -16,6 +16,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
+#include "stats.h"
 
 #define READ_CHUNK 16384
 #define CLOSE_LINGER_MS 3000
@@ -232,6 +233,7 @@ static void flush(struct pl_conn *c)
             }
         }
         c->bytes_out += (uint64_t)n;
+        pl_stat_add(bytes_out, (unsigned long)n);
         pl_buf_consume(&c->out, (size_t)n);
     }
     if (!c->out.len) {

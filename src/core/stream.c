@@ -1106,7 +1106,6 @@ static void on_closed(struct pl_conn *conn)
     pl_timer_stop(&c->timer);
     nconns--;
     pl_stat_dec(connections_open);
-    pl_stat_add(bytes_out, conn->bytes_out);
     uintptr_t n = (uintptr_t)pl_map_get(&per_ip, conn->ip);
     if (n <= 1)
         pl_map_del(&per_ip, conn->ip);
