@@ -38,7 +38,7 @@ struct pl_session {
     struct pl_stanza *presence;    /* last broadcast presence, or NULL */
     struct pl_session *next_res;   /* next session of the same account */
     void *impl;                    /* transport's own state */
-    void *mod[4];                  /* per-session slots for modules,
+    void *mod[8];                  /* per-session slots for modules,
                                     * indexed by PL_SLOT_* below */
 };
 
@@ -46,6 +46,12 @@ struct pl_session {
 enum {
     PL_SLOT_PRESENCE = 0, /* mod_presence: directed presence, flags */
     PL_SLOT_OFFLINE = 1,  /* mod_offline: delivered for this session */
+    PL_SLOT_CARBONS = 2,  /* mod_carbons: enabled (XEP-0280) */
+    PL_SLOT_CSI = 3,      /* mod_csi: inactive queue (XEP-0352) */
+    PL_SLOT_PUSH = 4,     /* mod_push: enabled app server (XEP-0357) */
+    PL_SLOT_CAPS = 5,     /* mod_pep: entity caps / +notify (XEP-0115) */
+    PL_SLOT_MAM = 6,      /* mod_mam: per-session query state */
+    PL_SLOT_SPARE = 7,    /* free */
 };
 
 /* Gives s a fresh id (before it is used anywhere). */
