@@ -13,7 +13,7 @@ else
 BUILD ?= build/san
 endif
 
-PKGS := expat openssl sqlite3 libconfig libidn2
+PKGS := expat openssl sqlite3 libconfig libidn2 jansson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lunistring
 
@@ -95,6 +95,28 @@ clean:
 .PHONY: all bootstrap run unit test format clean
 -include $(CORE_OBJ:.o=.d) $(MOD_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
     $(BUILD)/src/parleyd.d $(BUILD)/src/parleyctl.d
+
+# ---- Clients (src/clients/, on libstrophe and jansson): build/parley, the
+# command-line client, and build/parley-agent, the device daemon.
+CLIENT_PKGS := libstrophe jansson
+CLIENT_CFLAGS := $(shell pkg-config --cflags $(CLIENT_PKGS) 2>/dev/null)
+CLIENT_LIBS := $(shell pkg-config --libs $(CLIENT_PKGS) 2>/dev/null)
+CLIENT_COMMON := $(BUILD)/src/clients/client.o
+AGENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/agent/*.c)))
+CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/cli/*.c)))
+$(CLIENT_COMMON) $(AGENT_OBJ) $(CLI_OBJ): CFLAGS += $(CLIENT_CFLAGS)
+
+all: $(BUILD)/parley $(BUILD)/parley-agent
+
+$(BUILD)/parley-agent: $(AGENT_OBJ) $(CLIENT_COMMON)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
+
+$(BUILD)/parley: $(CLI_OBJ) $(CLIENT_COMMON)
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
+
+-include $(CLIENT_COMMON:.o=.d) $(AGENT_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
 # ---- Fuzzing (libFuzzer; tests/fuzz/fuzz_<name>.c, corpora in
 # tests/fuzz/corpus/<name>/).  Always clang, whatever CC says; objects in

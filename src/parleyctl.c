@@ -9,8 +9,19 @@
  *     deluser JID              remove an account and its data
  *     list [DOMAIN]            print accounts, one bare JID per line
  *     check                    configuration, certificates, ports
+ *     push [--host D] [--ttl SEC] [--json]
+ *          (--device ID[,ID...] | --group NAME | --all) JSON
+ *                              push a JSON payload to devices; prints its id
+ *     push status [--json] [--verbose] ID
+ *                              delivered / pending / expired / failed counts
+ *                              and the failures
+ *     group add NAME DEVICE... | group remove NAME [DEVICE...] |
+ *     group list [NAME]        device groups for push
+ *   push and group talk to parleyd's admin socket (mod fleet), whose path
+ *   is --socket PATH, else fleet.admin_socket, else <data_dir>/admin.sock.
  *
- * Exit status: 0 success, 1 failure (message on stderr), 2 usage.
+ * Exit status: 0 success, 1 failure (message on stderr), 2 usage, 3 the
+ * admin socket cannot be reached (parleyd not running, or no rights).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -22,7 +33,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "core/alloc.h"
 #include "core/config.h"
@@ -40,7 +54,13 @@ static int usage(void)
 {
     fputs("usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
           "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
-          "  deluser JID\n  list [DOMAIN]\n  check\n",
+          "  deluser JID\n  list [DOMAIN]\n  check\n"
+          "  push [--host D] [--ttl SEC] [--json] (--device ID[,ID..] | "
+          "--group NAME | --all) JSON\n"
+          "  push status [--json] [--verbose] ID\n"
+          "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
+          "group list [NAME]\n"
+          "  (push, group: [--socket PATH] before the command)\n",
           stderr);
     return 2;
 }
@@ -235,6 +255,259 @@ static int check(void)
     return bad;
 }
 
+/* ---- push and group: requests to parleyd's admin socket (mod fleet) */
+
+static const char *socket_path;
+
+/* Sends req (borrowed) and returns the answer (new reference) or NULL
+ * with *rc set to the exit status. */
+static json_t *admin_call(json_t *req, int *rc)
+{
+    char path[4096];
+    const char *cfg = NULL;
+    if (socket_path)
+        snprintf(path, sizeof(path), "%s", socket_path);
+    else if (config_lookup_string(&config->cfg, "fleet.admin_socket",
+                                  &cfg) && cfg && *cfg)
+        snprintf(path, sizeof(path), "%s", cfg);
+    else
+        snprintf(path, sizeof(path), "%s/admin.sock", config->s.data_dir);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        fprintf(stderr, "parleyctl: socket path too long: %s\n", path);
+        *rc = 3;
+        return NULL;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        fprintf(stderr, "parleyctl: cannot reach parleyd at %s: %s\n", path,
+                strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        *rc = 3;
+        return NULL;
+    }
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char *text = json_dumps(req, JSON_COMPACT);
+    struct pl_buf out = {0};
+    pl_buf_append_str(&out, text);
+    pl_buf_append(&out, "\n", 1);
+    free(text);
+    while (out.len) {
+        ssize_t w = write(fd, out.data + out.off, out.len);
+        if (w <= 0)
+            break;
+        pl_buf_consume(&out, (size_t)w);
+    }
+    pl_buf_reset(&out);
+    struct pl_buf in = {0};
+    char buf[65536];
+    json_t *ans = NULL;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof(buf));
+        if (r <= 0)
+            break;
+        pl_buf_append(&in, buf, (size_t)r);
+        struct pl_str s = pl_buf_str(&in);
+        const char *nl = memchr(s.p, '\n', s.len);
+        if (nl) {
+            ans = json_loadb(s.p, (size_t)(nl - s.p), 0, NULL);
+            break;
+        }
+    }
+    pl_buf_reset(&in);
+    close(fd);
+    if (!ans) {
+        fprintf(stderr, "parleyctl: no answer from parleyd\n");
+        *rc = 1;
+        return NULL;
+    }
+    *rc = json_is_true(json_object_get(ans, "ok")) ? 0 : 1;
+    if (*rc)
+        fprintf(stderr, "parleyctl: %s: %s\n",
+                json_string_value(json_object_get(ans, "error")),
+                json_string_value(json_object_get(ans, "detail")));
+    return ans;
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    if (s)
+        puts(s);
+    free(s);
+}
+
+static int cmd_push(int n, char **a)
+{
+    int as_json = 0, verbose = 0;
+    json_t *req = json_object();
+    const char *payload = NULL, *status_id = NULL;
+    int rc = 2;
+    if (n >= 1 && !strcmp(a[0], "status")) {
+        json_object_set_new(req, "op", json_string("status"));
+        for (int i = 1; i < n; i++) {
+            if (!strcmp(a[i], "--json"))
+                as_json = 1;
+            else if (!strcmp(a[i], "--verbose"))
+                verbose = 1;
+            else if (!strcmp(a[i], "--host") && i + 1 < n)
+                json_object_set_new(req, "host", json_string(a[++i]));
+            else if (!status_id && a[i][0] != '-')
+                status_id = a[i];
+            else
+                goto out;
+        }
+        if (!status_id)
+            goto out;
+        json_object_set_new(req, "id", json_string(status_id));
+        if (verbose)
+            json_object_set_new(req, "verbose", json_true());
+    } else {
+        json_object_set_new(req, "op", json_string("push"));
+        int targets = 0;
+        for (int i = 0; i < n; i++) {
+            if (!strcmp(a[i], "--json")) {
+                as_json = 1;
+            } else if (!strcmp(a[i], "--all")) {
+                json_object_set_new(req, "all", json_true());
+                targets++;
+            } else if (!strcmp(a[i], "--host") && i + 1 < n) {
+                json_object_set_new(req, "host", json_string(a[++i]));
+            } else if (!strcmp(a[i], "--ttl") && i + 1 < n) {
+                char *end;
+                long long t = strtoll(a[++i], &end, 10);
+                if (*end || t <= 0)
+                    goto out;
+                json_object_set_new(req, "ttl", json_integer(t));
+            } else if (!strcmp(a[i], "--group") && i + 1 < n) {
+                json_object_set_new(req, "group", json_string(a[++i]));
+                targets++;
+            } else if (!strcmp(a[i], "--device") && i + 1 < n) {
+                json_t *list = json_array();
+                char *copy = pl_strdup(a[++i]), *save = NULL;
+                for (char *t = strtok_r(copy, ",", &save); t;
+                     t = strtok_r(NULL, ",", &save))
+                    json_array_append_new(list, json_string(t));
+                pl_free(copy);
+                json_object_set_new(req, "device", list);
+                targets++;
+            } else if (!payload && (a[i][0] != '-' || !a[i][1])) {
+                payload = a[i];
+            } else {
+                goto out;
+            }
+        }
+        if (targets != 1 || !payload)
+            goto out;
+        char line[65536];
+        if (!strcmp(payload, "-")) {
+            size_t r = fread(line, 1, sizeof(line) - 1, stdin);
+            line[r] = '\0';
+            payload = line;
+        }
+        json_error_t e;
+        json_t *p = json_loads(payload, JSON_DECODE_ANY, &e);
+        if (!p) {
+            fprintf(stderr, "parleyctl: the payload is not JSON: %s\n",
+                    e.text);
+            rc = 1;
+            goto out;
+        }
+        json_object_set_new(req, "payload", p);
+    }
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        if (as_json) {
+            json_object_del(ans, "ok");
+            print_json(ans);
+        } else if (status_id) {
+            printf("push %s\n", status_id);
+            const char *k[] = {"delivered", "pending", "expired", "failed"};
+            for (int i = 0; i < 4; i++)
+                printf("%s %lld\n", k[i],
+                       (long long)json_integer_value(
+                           json_object_get(ans, k[i])));
+            json_t *f = json_object_get(ans, "failures");
+            for (size_t i = 0; i < json_array_size(f); i++)
+                printf("failure %s %s\n",
+                       json_string_value(json_object_get(
+                           json_array_get(f, i), "device")),
+                       json_string_value(json_object_get(
+                           json_array_get(f, i), "reason")));
+        } else {
+            printf("%s\n", json_string_value(json_object_get(ans, "id")));
+        }
+    }
+    json_decref(ans);
+out:
+    if (rc == 2)
+        usage();
+    json_decref(req);
+    return rc;
+}
+
+static int cmd_group(int n, char **a)
+{
+    if (n < 1)
+        return usage();
+    json_t *req = json_object();
+    int rc = 2, as_json = 0;
+    const char *sub = a[0];
+    if (!strcmp(sub, "list") && n <= 3) {
+        json_object_set_new(req, "op", json_string("group-list"));
+        for (int i = 1; i < n; i++) {
+            if (!strcmp(a[i], "--json"))
+                as_json = 1;
+            else
+                json_object_set_new(req, "group", json_string(a[i]));
+        }
+    } else if ((!strcmp(sub, "add") && n >= 3) ||
+               (!strcmp(sub, "remove") && n >= 2)) {
+        json_object_set_new(req, "op", json_string(!strcmp(sub, "add")
+                                                       ? "group-add"
+                                                       : "group-remove"));
+        json_object_set_new(req, "group", json_string(a[1]));
+        if (n > 2) {
+            json_t *d = json_array();
+            for (int i = 2; i < n; i++)
+                json_array_append_new(d, json_string(a[i]));
+            json_object_set_new(req, "devices", d);
+        }
+    } else {
+        json_decref(req);
+        return usage();
+    }
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        json_t *g = json_object_get(ans, "groups");
+        if (as_json) {
+            json_object_del(ans, "ok");
+            print_json(ans);
+        } else if (g) {
+            const char *name;
+            json_t *members;
+            json_object_foreach(g, name, members)
+            {
+                printf("%s", name);
+                for (size_t i = 0; i < json_array_size(members); i++)
+                    printf(" %s",
+                           json_string_value(json_array_get(members, i)));
+                printf("\n");
+            }
+        } else {
+            printf("%s %lld\n", json_string_value(json_object_get(ans, "group")),
+                   (long long)json_integer_value(
+                       json_object_get(ans, "members")));
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -245,6 +518,8 @@ int main(int argc, char **argv)
             path = argv[++i];
         else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
             sets[nsets++] = argv[++i];
+        else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+            socket_path = argv[++i];
         else
             break;
     }
@@ -271,6 +546,10 @@ int main(int argc, char **argv)
         rc = list(n ? a[0] : NULL);
     else if (strcmp(cmd, "check") == 0 && n == 0)
         rc = check();
+    else if (strcmp(cmd, "push") == 0)
+        rc = cmd_push(n, a);
+    else if (strcmp(cmd, "group") == 0)
+        rc = cmd_group(n, a);
     else
         rc = usage();
     if (db)

@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "config.h"
 #include "error.h"
+#include "loop.h"
 #include "hook.h"
 #include "host.h"
 #include "jid.h"
