@@ -192,7 +192,7 @@ class Server:
     def __init__(self, register="networks", require_encryption=True,
                  max_stanza_size=65536, max_depth=32, handshake_timeout=30,
                  idle_timeout=900, log_level=None, extra="", label="",
-                 limits_extra="", c2s_extra=""):
+                 limits_extra="", c2s_extra="", register_extra=""):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -209,6 +209,7 @@ class Server:
         self.extra = extra
         self.limits_extra = limits_extra  # more settings in limits: {}
         self.c2s_extra = c2s_extra        # more settings in c2s: {}
+        self.register_extra = register_extra  # more in register: {}
         self.label = "server[%s]" % label if label else "server"
         self.log_path = os.path.join(self.dir, "server.log")
         self.conf_path = os.path.join(self.dir, "parleyd.conf")
@@ -233,7 +234,7 @@ listeners = (
   { protocol = "c2s"; address = "127.0.0.1"; port = %(p2)d; tls = "direct"; }
 );
 hosts = ( { domain = "%(domain)s"; } );
-register: { policy = "%(reg)s"; networks = ["127.0.0.0/8", "::1/128"]; };
+register: { policy = "%(reg)s"; networks = ["127.0.0.0/8", "::1/128"]; %(rx)s };
 limits: { max_stanza_size = %(mss)d; max_depth = %(md)d; handshake_timeout = %(ht)d; idle_timeout = %(it)d; %(lx)s };
 c2s: { require_encryption = %(re)s; %(cx)s };
 %(extra)s
@@ -243,7 +244,7 @@ c2s: { require_encryption = %(re)s; %(cx)s };
            "ht": self.handshake_timeout, "it": self.idle_timeout,
            "re": "true" if self.require_encryption else "false",
            "extra": self.extra, "lx": self.limits_extra,
-           "cx": self.c2s_extra}
+           "cx": self.c2s_extra, "rx": self.register_extra}
 
     def _prosody_config(self):
         """Reference mode: Prosody with the same ports and policies."""
