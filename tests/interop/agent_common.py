@@ -13,6 +13,7 @@ API:
                            with pred(ev) true, or None
   a.localpart, a.jid       its identity
   a.rss_kib()              VmRSS of the process
+  a.memory_kib()           smaps_rollup figures (Rss, Pss, Private_Dirty)
   wait_all(agents, pred, timeout)  True when every agent saw such an event
 
 Environment: PARLEY_AGENT (default $BUILD/parley-agent or build/...).
@@ -132,6 +133,19 @@ class Agent:
         except OSError:
             return None
         return None
+
+    def memory_kib(self):
+        """{"Rss": .., "Pss": .., "Private_Dirty": .., ...} in KiB."""
+        out = {}
+        try:
+            with open("/proc/%d/smaps_rollup" % self.proc.pid) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[2] == "kB":
+                        out[parts[0].rstrip(":")] = int(parts[1])
+        except OSError:
+            pass
+        return out
 
     def log_text(self):
         try:

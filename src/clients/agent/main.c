@@ -23,6 +23,7 @@
  * stderr carries the log.  See README "parley-agent".
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -400,6 +401,9 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
         const char *bound = xmpp_conn_get_bound_jid(conn);
         logf_("connected as %s", bound ? bound : "?");
         send_presence(a);
+        /* Give back what the TLS and SASL set-up freed (RSS on small
+         * devices: README "parley-agent"). */
+        malloc_trim(0);
         emit("connected", json_pack("{s:s, s:b}", "jid", bound ? bound : "",
                                     "secured", xmpp_conn_is_secured(conn)));
         return;

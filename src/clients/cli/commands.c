@@ -662,17 +662,22 @@ static int cmd_ping(struct pl_cli *c, int argc, char **argv)
 {
     if (argc > 2)
         return PL_EXIT_USAGE;
+    /* Without a JID, the server itself (XEP-0199 §4.2). */
+    char domain[512] = "";
+    const char *at = strchr(c->jid, '@');
+    snprintf(domain, sizeof(domain), "%.*s",
+             (int)strcspn(at ? at + 1 : c->jid, "/"), at ? at + 1 : c->jid);
     long long t0 = pl_cl_now_ms();
     int rc = call(c, "ping",
-                  iq_with_query(c, "get", argc == 2 ? argv[1] : NULL, "ping",
-                                PL_NS_PING, NULL),
+                  iq_with_query(c, "get", argc == 2 ? argv[1] : domain,
+                                "ping", PL_NS_PING, NULL),
                   NULL);
     if (rc != PL_EXIT_OK)
         return rc;
     long long ms = pl_cl_now_ms() - t0;
     char text[64];
     snprintf(text, sizeof(text), "pong in %lld ms", ms);
-    return ok_out(c, json_pack("{s:s, s:I}", "pong", argc == 2 ? argv[1] : "",
+    return ok_out(c, json_pack("{s:s, s:I}", "pong", argc == 2 ? argv[1] : domain,
                                "ms", (json_int_t)ms),
                   text);
 }
