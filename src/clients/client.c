@@ -24,6 +24,8 @@ const char pl_cl_opts_help[] =
     "  --debug            print the XMPP traffic on stderr\n";
 
 static int cert_refused;
+static int auth_failed;
+static int debug_log;
 
 int pl_cl_parse_opt(struct pl_cl_opts *o, int argc, char **argv, int *i)
 {
@@ -69,11 +71,37 @@ int pl_cl_parse_opt(struct pl_cl_opts *o, int argc, char **argv, int *i)
     return 1;
 }
 
+
+/*
+ * COMPAT libstrophe 0.12: the connection handler gets no reason when SASL
+ * fails (the stream just closes), so the log is watched for the "auth"
+ * area's error, and printed only with --debug.
+ */
+static void on_log(void *ud, xmpp_log_level_t level, const char *area,
+                   const char *msg)
+{
+    if (!strcmp(area, "auth") && level == XMPP_LEVEL_ERROR)
+        auth_failed = 1;
+    if (debug_log)
+        fprintf(stderr, "%s %s %s\n", area,
+                level == XMPP_LEVEL_ERROR  ? "ERROR"
+                : level == XMPP_LEVEL_WARN ? "WARN"
+                : level == XMPP_LEVEL_INFO ? "INFO"
+                                           : "DEBUG",
+                msg);
+}
+
+static xmpp_log_t logger = {on_log, NULL};
+
+int pl_cl_auth_failed(void)
+{
+    return auth_failed;
+}
+
 xmpp_ctx_t *pl_cl_ctx_new(const struct pl_cl_opts *o)
 {
-    xmpp_log_t *log =
-        o->debug ? xmpp_get_default_logger(XMPP_LEVEL_DEBUG) : NULL;
-    return xmpp_ctx_new(NULL, log);
+    debug_log = o->debug;
+    return xmpp_ctx_new(NULL, &logger);
 }
 
 /* libstrophe asks here when the chain or name does not verify: refuse,
@@ -96,6 +124,8 @@ xmpp_conn_t *pl_cl_conn_new(xmpp_ctx_t *ctx, const struct pl_cl_opts *o,
     xmpp_conn_t *conn = xmpp_conn_new(ctx);
     if (!conn)
         return NULL;
+    cert_refused = 0; /* the flags describe the latest connection */
+    auth_failed = 0;
     long flags = 0;
     if (!o->plain)
         flags |= XMPP_CONN_FLAG_MANDATORY_TLS;

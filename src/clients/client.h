@@ -55,11 +55,14 @@ extern const char pl_cl_opts_help[];
 
 /* A libstrophe context with logging per o->debug (new reference). */
 xmpp_ctx_t *pl_cl_ctx_new(const struct pl_cl_opts *o);
-/* A connection with o's TLS policy, jid and password set. */
+/* A connection with o's TLS policy, jid and password set; resets the
+ * flags below, which describe the latest connection. */
 xmpp_conn_t *pl_cl_conn_new(xmpp_ctx_t *ctx, const struct pl_cl_opts *o,
                             const char *jid, const char *password);
-/* Whether a certificate was refused on conn (set by the certfail hook). */
+/* Whether a certificate was refused (set by the certfail hook). */
 int pl_cl_cert_refused(void);
+/* Whether SASL authentication failed (libstrophe said so in its log). */
+int pl_cl_auth_failed(void);
 
 /*
  * In-band registration (XEP-0077 §3.1) of user@domain with password over a

@@ -419,10 +419,12 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
         snprintf(why, sizeof(why), "connection lost: %s", strerror(error));
     else if (pl_cl_cert_refused())
         snprintf(why, sizeof(why), "certificate not trusted");
+    else if (!was_up && pl_cl_auth_failed())
+        snprintf(why, sizeof(why), "authentication failed");
     else
         snprintf(why, sizeof(why), was_up ? "disconnected"
                                           : "closed before login");
-    if (!was_up && !se && !error && !pl_cl_cert_refused())
+    if (!was_up && pl_cl_auth_failed())
         a->auth_suspect++;
     emit("disconnected", json_pack("{s:s}", "reason", why));
     if (stopping) {

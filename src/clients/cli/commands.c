@@ -569,6 +569,7 @@ static int cmd_search(struct pl_cli *c, int argc, char **argv)
 struct join {
     const char *occupant; /* room@service/nick */
     int joined, error;
+    int created;          /* status 201: we made a new (locked) room */
     char cond[64];
 };
 
@@ -584,6 +585,16 @@ static int on_room_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         snprintf(j->cond, sizeof(j->cond), "%s", pl_cl_error_condition(st));
     } else if (!type) {
         j->joined = 1; /* XEP-0045 §7.2.3: our own presence comes last */
+        xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(
+            st, "x", NS_MUC "#user");
+        for (xmpp_stanza_t *k = x ? xmpp_stanza_get_children(x) : NULL; k;
+             k = xmpp_stanza_get_next(k)) {
+            const char *code = xmpp_stanza_is_tag(k)
+                                   ? xmpp_stanza_get_attribute(k, "code")
+                                   : NULL;
+            if (code && !strcmp(code, "201"))
+                j->created = 1;
+        }
     }
     return 1;
 }
@@ -607,7 +618,7 @@ static int cmd_room(struct pl_cli *c, int argc, char **argv)
     char room[1024];
     snprintf(room, sizeof(room), "%.*s", (int)strcspn(argv[2], "/"),
              argv[2]);
-    struct join j = {argv[2], 0, 0, ""};
+    struct join j = {argv[2], 0, 0, 0, ""};
     xmpp_handler_add(c->conn, on_room_presence, NULL, "presence", NULL, &j);
     xmpp_stanza_t *p = xmpp_presence_new(c->ctx);
     xmpp_stanza_set_to(p, argv[2]);
@@ -634,7 +645,22 @@ static int cmd_room(struct pl_cli *c, int argc, char **argv)
         fprintf(stderr, "parley: joining %s: no answer\n", argv[2]);
         return c->connected ? PL_EXIT_TIMEOUT : PL_EXIT_CONNECT;
     }
-    pl_cli_out(c, json_pack("{s:s}", "joined", argv[2]), "joined");
+    if (j.created) {
+        /* XEP-0045 §10.1.2: a new room stays locked until its owner
+         * configures it; accept the default configuration (instant room). */
+        xmpp_stanza_t *q;
+        xmpp_stanza_t *iq = iq_with_query(c, "set", room, "query",
+                                          NS_MUC "#owner", &q);
+        xmpp_stanza_t *form = pl_cli_elem(c->ctx, "x", NS_XDATA);
+        xmpp_stanza_set_attribute(form, "type", "submit");
+        pl_cli_adopt(q, form);
+        int rc = call(c, "room configuration", iq, NULL);
+        if (rc != PL_EXIT_OK)
+            return rc;
+    }
+    pl_cli_out(c, json_pack("{s:s, s:b}", "joined", argv[2], "created",
+                            j.created),
+               j.created ? "joined (created the room)" : "joined");
     c->room = room;
     c->listening = secs > 0;
     if (say) {

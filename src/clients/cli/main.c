@@ -130,14 +130,14 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
             c->failed = PL_EXIT_CONNECT;
         return;
     }
-    /* Before login: a refused certificate, a socket error, a stream
-     * error, or (none of those) the server closing after SASL failed. */
+    /* Before login: a refused certificate, SASL failure, or anything
+     * else (socket errors, stream errors, a refused TCP connection). */
     if (pl_cl_cert_refused())
         c->failed = PL_EXIT_TLS;
-    else if (error || se)
-        c->failed = PL_EXIT_CONNECT;
-    else
+    else if (pl_cl_auth_failed())
         c->failed = PL_EXIT_AUTH;
+    else
+        c->failed = PL_EXIT_CONNECT;
     if (se && se->type == XMPP_SE_NOT_AUTHORIZED)
         c->failed = PL_EXIT_AUTH;
 }
