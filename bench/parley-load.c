@@ -112,6 +112,8 @@ static struct {
     double timeout;        /* bound on any setup phase */
     double hold;           /* idle: seconds to keep sessions afterwards */
     double settle;         /* idle: seconds to wait before measuring RSS */
+    int present;           /* idle: send available presence, answer
+                            * XEP-0184 receipt requests (fleet push) */
     int src_ips;           /* source addresses 127.0.1.1 .. */
     int src_base;          /* third octet of the source addresses */
     int server_pid;        /* server to measure, 0 = none */
@@ -1196,6 +1198,22 @@ static uint64_t parse_u64(const char **pp, const char *end)
 static void on_message(struct sess *s, const char *p, size_t n)
 {
     const char *gt = memchr(p, '>', n);
+    if (O.present && gt && has(p, n, "urn:xmpp:json:0")) {
+        /* A fleet push: count it and acknowledge it (XEP-0184 §5.1). */
+        const char *id, *from;
+        size_t il, fl;
+        C.rx++;
+        if (attr(p, (size_t)(gt - p), "id", &id, &il) &&
+            has(p, n, "urn:xmpp:receipts")) {
+            if (!attr(p, (size_t)(gt - p), "from", &from, &fl)) {
+                from = O.domain;
+                fl = strlen(O.domain);
+            }
+            outf(s, "<message to='%.*s'><received xmlns='urn:xmpp:receipts'"
+                    " id='%.*s'/></message>", (int)fl, from, (int)il, id);
+        }
+        return;
+    }
     if (gt && attr_is(p, (size_t)(gt - p), "type", "error")) {
         C.err_msgs++;
         return;
@@ -2190,6 +2208,11 @@ static int run_setup_mode(void)
         jadd("\"gen_limited\":%d", (gcpu1 - gcpu0) / t > 0.92);
         break;
     case M_IDLE: {
+        if (O.present) {
+            for (uint32_t i = 0; i < n; i++)
+                out_str(&sessions[i], "<presence/>");
+            flush_dirty();
+        }
         /* Let the server finish post-login work, then measure. */
         run_loop(O.settle, NULL);
         long rss1 = server_rss_kib(), sk1 = sockstat_mem_kib();
@@ -2218,6 +2241,8 @@ static int run_setup_mode(void)
     if (O.mode == M_IDLE && O.hold > 0) {
         logf_("holding %d sessions for up to %.0f s", live_sessions(), O.hold);
         run_loop(O.hold, NULL);
+        if (O.present)
+            printf("{\"json_messages\":%" PRIu64 "}\n", (uint64_t)C.rx);
     }
     close_all();
     return C.failed ? 1 : 0;
@@ -2241,6 +2266,7 @@ static void usage(void)
 "  --contacts K --rounds R   roster size (10), presence updates (5)\n"
 "  --msgs M               offline messages per pair (10)\n"
 "  --hold S --settle S    idle: keep sessions S seconds; wait before RSS\n"
+"  --present              idle: send presence, acknowledge fleet pushes\n"
 "  --timeout S            bound on setup phases (300)\n"
 "  --src-ips N --src-base B   source addresses 127.0.B.1..N (8, 1)\n"
 "  --server-pid PID       read server CPU and RSS from /proc\n"
@@ -2262,6 +2288,7 @@ int main(int argc, char **argv)
         {"duration", 1, 0, 'D'},   {"warmup", 1, 0, 'U'},
         {"drain", 1, 0, 'R'},      {"timeout", 1, 0, 't'},
         {"hold", 1, 0, 'h'},       {"settle", 1, 0, 'S'},
+        {"present", 0, 0, 'Y'},
         {"src-ips", 1, 0, 'i'},    {"src-base", 1, 0, 'b'},
         {"server-pid", 1, 0, 's'}, {"key-cache", 1, 0, 'k'},
         {"label", 1, 0, 'l'},      {"pad", 1, 0, 'x'},
@@ -2307,6 +2334,7 @@ int main(int argc, char **argv)
         case 't': O.timeout = atof(optarg); break;
         case 'h': O.hold = atof(optarg); break;
         case 'S': O.settle = atof(optarg); break;
+        case 'Y': O.present = 1; break;
         case 'i': O.src_ips = atoi(optarg); break;
         case 'b': O.src_base = atoi(optarg); break;
         case 's': O.server_pid = atoi(optarg); break;

@@ -528,6 +528,8 @@ static void create_done(int rc, void *arg)
         push_free(j->p);
     } else {
         struct push *p = j->p;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         build_stanza(s, p);
         pl_map_put(&s->pushes, p->id, p);
         long online = 0, sessions = 0;
@@ -540,8 +542,13 @@ static void create_done(int rc, void *arg)
                 online += k > 0;
             }
         }
-        pl_log_info("fleet", "push %s to %d devices, %ld online", p->id,
-                    j->n, online);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+                    (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
+        pl_log_info("fleet",
+                    "push %s to %d devices, %ld online: queued in %.2f ms "
+                    "(%.2f us per device)",
+                    p->id, j->n, online, ms, j->n ? ms * 1e3 / j->n : 0.0);
         answer(j->cid, j->req,
                json_pack("{s:b, s:s, s:i, s:i, s:I, s:I}", "ok", 1, "id",
                          p->id, "targets", j->n, "failed", (int)p->n[ST_FAILED],
