@@ -16,7 +16,8 @@ API:
   a.memory_kib()           smaps_rollup figures (Rss, Pss, Private_Dirty)
   wait_all(agents, pred, timeout)  True when every agent saw such an event
 
-Environment: PARLEY_AGENT (default $BUILD/parley-agent or build/...).
+Environment: PARLEY_AGENT (default: parley-agent beside $PARLEYD, else
+$BUILD/parley-agent).
 """
 
 import json
@@ -28,8 +29,12 @@ import time
 
 import harness
 
+# Beside the parleyd under test (the sanitizer pass sets PARLEYD), as
+# harness.py finds parleyctl.
+_SERVER_DIR = os.path.dirname(harness._abs(os.environ.get(
+    "PARLEYD", os.path.join(harness.BUILD, "parleyd"))))
 AGENT_BIN = harness._abs(os.environ.get(
-    "PARLEY_AGENT", os.path.join(harness.BUILD, "parley-agent")))
+    "PARLEY_AGENT", os.path.join(_SERVER_DIR, "parley-agent")))
 
 
 class Agent:

@@ -25,7 +25,8 @@ import harness  # noqa: E402
 from harness import check, note  # noqa: E402
 
 PARLEY = harness._abs(os.environ.get(
-    "PARLEY_CLI", os.path.join(harness.BUILD, "parley")))
+    "PARLEY_CLI", os.path.join(os.path.dirname(harness._abs(os.environ.get(
+        "PARLEYD", os.path.join(harness.BUILD, "parleyd")))), "parley")))
 
 
 class ProsodyServer(harness.Server):
