@@ -17,6 +17,7 @@
 
 struct pl_host;
 struct pl_session;
+struct pl_sm;
 
 struct pl_session_ops {
     /* Delivers st (borrowed: ref it to keep it) to the session's peer. */
@@ -38,6 +39,7 @@ struct pl_session {
     struct pl_stanza *presence;    /* last broadcast presence, or NULL */
     struct pl_session *next_res;   /* next session of the same account */
     void *impl;                    /* transport's own state */
+    struct pl_sm *sm;              /* XEP-0198 state (sm.h), or NULL */
     void *mod[8];                  /* per-session slots for modules,
                                     * indexed by PL_SLOT_* below */
 };

@@ -70,6 +70,13 @@ struct pl_storage_driver {
                    int (*fn)(const char *user, const void *data, size_t len,
                              void *ud),
                    void *ud);
+    /* Every document of one store for all users of host, in (user, key)
+     * order (crash recovery of small stores); fn returns non-zero to
+     * stop early. */
+    int (*kv_scan_store)(void *db, const char *host, const char *store,
+                         int (*fn)(const char *user, const char *key,
+                                   const void *data, size_t len, void *ud),
+                         void *ud);
 };
 
 /* Runs on the storage thread with the driver and its handle. */
@@ -81,6 +88,29 @@ typedef void pl_storage_done_fn(int rc, void *arg);
 /* Queues run(arg) on the storage thread; done(rc, arg) follows on loop. */
 void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
                        pl_storage_done_fn *done, void *arg);
+
+/*
+ * Durability barriers.  A barrier counts storage jobs that must commit
+ * before something may be acknowledged: XEP-0198 acks a client's stanza
+ * only once every write its handling caused has committed (an offline
+ * store, an archive entry, a roster change).  While a barrier is current
+ * (pl_barrier_enter), every pl_storage_submit joins it, and a job's
+ * completion runs with the job's barrier current again, so writes chained
+ * from completions join too.  When the creator has released its own
+ * reference and every joined job has completed, fn(arg) runs on the loop
+ * (at once if nothing joined).  Loop thread only.
+ */
+struct pl_barrier;
+typedef void pl_barrier_fn(void *arg);
+
+/* A new barrier holding the creator's reference. */
+struct pl_barrier *pl_barrier_new(pl_barrier_fn *fn, void *arg);
+/* Makes b current (NULL: none); returns the previous one to restore. */
+struct pl_barrier *pl_barrier_enter(struct pl_barrier *b);
+/* Drops a reference; the last one runs fn and frees b. */
+void pl_barrier_release(struct pl_barrier *b);
+/* Detaches fn (its arg is going away); jobs still complete normally. */
+void pl_barrier_cancel(struct pl_barrier *b);
 
 /* Driver by name among the modules' provided services. */
 const struct pl_storage_driver *pl_storage_driver_find(const char *name);

@@ -32,7 +32,9 @@ static const char *const migrations[] = {
 enum {
     Q_ACCT_GET, Q_KEYS_GET, Q_ACCT_INS, Q_KEYS_PUT, Q_ACCT_DEL, Q_KEYS_DEL,
     Q_KV_DEL_USER, Q_LIST, Q_KV_GET, Q_KV_PUT, Q_KV_DEL, Q_KV_LIST,
-    Q_KV_COUNT, Q_KV_CLEAR, Q_KV_SCAN, Q_COUNT
+    Q_KV_COUNT, Q_KV_CLEAR, Q_KV_SCAN,
+    Q_KV_SCAN_STORE,
+    Q_COUNT
 };
 
 static const char *const sql[Q_COUNT] = {
@@ -57,6 +59,8 @@ static const char *const sql[Q_COUNT] = {
     "DELETE FROM kv WHERE host = ?1 AND user = ?2 AND store = ?3",
     "SELECT user, value FROM kv WHERE host = ?1 AND store = ?2 AND key = ?3"
     " ORDER BY user",
+    "SELECT user, key, value FROM kv WHERE host = ?1 AND store = ?2"
+    " ORDER BY user, key",
 };
 
 struct db {
@@ -394,6 +398,27 @@ static int kv_scan(void *p, const char *host, const char *store,
     return each_row(st, fn, ud);
 }
 
+static int kv_scan_store(void *p, const char *host, const char *store,
+                         int (*fn)(const char *user, const char *key,
+                                   const void *data, size_t len, void *ud),
+                         void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_SCAN_STORE, host, NULL);
+    sqlite3_bind_text(st, 2, store, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn((const char *)sqlite3_column_text(st, 0),
+               (const char *)sqlite3_column_text(st, 1),
+               sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+               ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
 static const struct pl_storage_driver driver = {
     .name = "sqlite",
     .open = db_open,
@@ -411,6 +436,7 @@ static const struct pl_storage_driver driver = {
     .kv_count = kv_count,
     .kv_clear = kv_clear,
     .kv_scan = kv_scan,
+    .kv_scan_store = kv_scan_store,
 };
 
 const struct pl_module pl_mod_storage_sqlite = {
