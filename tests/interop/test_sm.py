@@ -49,6 +49,7 @@ class SmClient(ImClient):
         self.h_in = 0
         self.auto_ack = auto_ack
         self.requests = 0
+        self.resume_h = 0
         super().__init__(srv, user, resource, login=login)
         self.h_in = 0
 
@@ -58,6 +59,10 @@ class SmClient(ImClient):
         for el in self.queue[before:]:
             if el.tag in STANZAS:
                 self.h_in += 1
+            elif el.tag == SM + "enabled":
+                self.h_in = 0  # counting starts here (XEP-0198 §4)
+            elif el.tag == SM + "resumed":
+                self.h_in = self.resume_h  # goes on from what we acked
             elif el.tag == SM + "r":
                 self.requests += 1
                 if self.auto_ack:
@@ -66,10 +71,7 @@ class SmClient(ImClient):
     def enable(self, resume=True):
         self.send("<enable xmlns='%s'%s/>" % (
             NS_SM, " resume='true'" if resume else ""))
-        el = self.wait(lambda e: e.tag in (SM + "enabled", SM + "failed"))
-        if el is not None and el.tag == SM + "enabled":
-            self.h_in = 0  # counting starts here (XEP-0198 §4)
-        return el
+        return self.wait(lambda e: e.tag in (SM + "enabled", SM + "failed"))
 
     def ack(self, h=None):
         self.send("<a xmlns='%s' h='%d'/>" % (
@@ -84,12 +86,10 @@ class SmClient(ImClient):
         self.features_after_auth = self.restart()
 
     def resume(self, previd, h):
+        self.resume_h = h
         self.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (NS_SM, previd,
                                                               h))
-        el = self.wait(lambda e: e.tag in (SM + "resumed", SM + "failed"))
-        if el is not None and el.tag == SM + "resumed":
-            self.h_in = h  # the count goes on from what we acknowledged
-        return el
+        return self.wait(lambda e: e.tag in (SM + "resumed", SM + "failed"))
 
 
 def failed_cond(el):
