@@ -17,6 +17,7 @@
 #include "alloc.h"
 #include "buf.h"
 #include "error.h"
+#include "hook.h"
 #include "host.h"
 #include "log.h"
 #include "router.h"
@@ -335,6 +336,11 @@ void pl_sm_send(struct pl_session *s, struct pl_stanza *st)
         sm->io->write(s, x.p, x.len);
         if (!sm->r_pending)
             write_r(s);
+    } else {
+        /* Hibernated: a push module may wake the device (XEP-0357). */
+        struct pl_event ev = {"session/held", s->host, s, st, NULL, s->jid,
+                              NULL};
+        pl_hook_fire(&ev);
     }
     if ((long)sm->qlen > sm->max_queue)
         sm->io->overflow(s);
