@@ -155,6 +155,8 @@ def main():
 
     # Disable, then nothing.
     cd = login(srv, jd.split("@")[0], "phone")  # ends the hibernated one
+    # Its unacknowledged message went offline: one more notification.
+    appc.drain(1.0)
     r = cd.request("<disable xmlns='%s' jid='%s' node='dev1'/>"
                    % (NS_PUSH, appjid), "set")
     check("push: <disable/> is acknowledged",
