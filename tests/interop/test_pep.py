@@ -242,10 +242,8 @@ def main():
     r = cc.items("urn:nothing", to=ja)
     check("items of a missing node: item-not-found",
           err_parts(r) == ("cancel", "item-not-found", None, None), tostr(r))
-    r = cb.publish(TUNE, "<tune xmlns='%s'/>" % TUNE, "x", None) \
-        if False else cb.pubsub("<publish node='%s'><item id='x'><tune "
-                                "xmlns='%s'/></item></publish>" % (TUNE, TUNE),
-                                to=ja)
+    r = cb.pubsub("<publish node='%s'><item id='x'><tune xmlns='%s'/>"
+                  "</item></publish>" % (TUNE, TUNE), to=ja)
     check("publishing to someone else's PEP: forbidden",
           err_parts(r) is not None and err_parts(r)[1] == "forbidden",
           tostr(r))
@@ -328,12 +326,18 @@ def main():
           tostr(r2))
 
     # -- retract
-    r = ca.pubsub("<retract node='%s' notify='true'><item id='t1'/>"
-                  "</retract>" % TUNE)
-    m = cb.wait(is_event(TUNE, ja))
+    r = ca.items(TUNE, ids=["t1"])
+    check("default max_items is 1: t1 was replaced by t2",
+          item_ids(r) == [], tostr(r))
+    mood_id = pid.get("id") if pid is not None else "none"
+    r = ca.pubsub("<retract node='%s' notify='true'><item id=%s/>"
+                  "</retract>" % (MOOD, quoteattr(mood_id)))
+    m = cb.wait(is_event(MOOD, ja))
     check("retract with notify: contacts get <retract id/>",
           r is not None and r.get("type") == "result" and m is not None and
-          event_items(m) == [("retract", "t1")], tostr(m))
+          event_items(m) == [("retract", mood_id)], tostr(m))
+    r = ca.items(MOOD)
+    check("retracted item is gone", item_ids(r) == [], tostr(r))
     r = ca.pubsub("<retract node='%s'><item id='nope'/></retract>" % TUNE)
     check("retract of a missing item: item-not-found",
           err_parts(r) is not None and err_parts(r)[1] == "item-not-found",
