@@ -12,6 +12,7 @@
 #include "error.h"
 #include "hook.h"
 #include "host.h"
+#include "iq.h"
 #include "jid.h"
 #include "log.h"
 #include "module.h"

@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "host.h"
+#include "iq.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -254,6 +255,10 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
     const char *type = type_of(st);
     char ev[512];
     if (strcmp(name, "iq") == 0) {
+        /* An answer to a request the server sent for the account. */
+        if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+            pl__iq_response(st, from))
+            return;
         pl_iq_event_name(st, "bare", ev, sizeof(ev));
         int rc = fire(ev, h, st, from, to, origin);
         if (rc == PL_PASS && (strcmp(type, "get") == 0 ||
@@ -344,6 +349,10 @@ static void route_host(struct pl_host *h, struct pl_stanza *st,
     const char *type = type_of(st);
     char ev[512];
     if (strcmp(name, "iq") == 0) {
+        /* An answer to a request the server sent (iq.h). */
+        if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+            pl__iq_response(st, from))
+            return;
         pl_iq_event_name(st, "host", ev, sizeof(ev));
         int rc = fire(ev, h, st, from, to, origin);
         int get_set = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;

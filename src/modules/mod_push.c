@@ -37,6 +37,7 @@ struct state {
     int include_body;   /* last-message-body in the summary */
     long max_per_user;  /* registrations per account */
     long body_chars;    /* last-message-body is cut to this many bytes */
+    int disable_on_error; /* an app server's error removes the registration */
 };
 
 static struct pl_map unread; /* bare JID -> messages since last login */
@@ -185,7 +186,9 @@ static int on_enable(struct pl_event *ev, void *state)
     /* Kept as the client sent it, plus the resource it came from. */
     struct pl_stanza *copy = pl_stanza_new("enable", NS_PUSH);
     struct pl_node *root = pl_stanza_root(copy);
-    pl_node_set_attr(copy, root, "jid", pl_node_attr(el, "jid"));
+    *strchr(key, '\t') = '\0'; /* the normalized JID, for the key */
+    pl_node_set_attr(copy, root, "jid", key);
+    key[strlen(key)] = '\t';
     pl_node_set_attr(copy, root, "node", pl_node_attr(el, "node"));
     pl_node_set_attr(copy, root, "resource",
                      ev->from->resource ? ev->from->resource : "");
@@ -255,6 +258,44 @@ static void add_field(struct pl_stanza *st, struct pl_node *x,
     pl_node_add_text(st, v, value, strlen(value));
 }
 
+/* An app server answered a notification with an error (XEP-0357 §7.1):
+ * the device is gone or the registration is stale, so it is removed. */
+struct answer {
+    char *host, *user, *key; /* the registration */
+};
+
+static int drop_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct answer *a = arg;
+    return d->kv_set(db, a->host, a->user, STORE, a->key, NULL, 0);
+}
+
+static void answer_free(int rc, void *arg)
+{
+    struct answer *a = arg;
+    (void)rc;
+    pl_free(a->host);
+    pl_free(a->user);
+    pl_free(a->key);
+    pl_free(a);
+}
+
+static void on_answer(struct pl_stanza *reply, void *arg)
+{
+    struct answer *a = arg;
+    const char *type = reply ? pl_stanza_attr(reply, "type") : NULL;
+    if (a->key && type && strcmp(type, "error") == 0) {
+        pl_log_info("mod_push", "%s@%s: app server refused a notification; "
+                                "registration removed",
+                    a->user, a->host);
+        struct pl_barrier *prev = pl_barrier_enter(NULL);
+        pl_storage_submit(pl_server_loop(), drop_run, answer_free, a);
+        pl_barrier_enter(prev);
+        return;
+    }
+    answer_free(PL_OK, a);
+}
+
 static void publish(struct notify_job *j, struct pl_node *reg)
 {
     const char *jid = pl_node_attr(reg, "jid");
@@ -267,7 +308,7 @@ static void publish(struct notify_job *j, struct pl_node *reg)
     static unsigned long seq;
     snprintf(id, sizeof(id), "push-%lu", ++seq);
     pl_node_set_attr(iq, root, "type", "set");
-    pl_node_set_attr(iq, root, "id", id);
+    pl_node_set_attr(iq, root, "id", id); /* replaced by pl_iq_request */
     struct pl_node *ps = pl_node_add_child(iq, root, "pubsub", NS_PUBSUB);
     struct pl_node *pub = pl_node_add_child(iq, ps, "publish", NS_PUBSUB);
     pl_node_set_attr(iq, pub, "node", node);
@@ -292,8 +333,18 @@ static void publish(struct notify_job *j, struct pl_node *reg)
     }
     char bare[2200];
     snprintf(bare, sizeof(bare), "%s@%s", j->user, j->host);
-    if (pl_route_as(iq, bare, jid) != PL_OK)
+    struct answer *a = pl_calloc(1, sizeof(*a));
+    a->host = pl_strdup(j->host);
+    a->user = pl_strdup(j->user);
+    if (j->cfg->disable_on_error) {
+        size_t kl = strlen(jid) + strlen(node) + 2;
+        a->key = pl_malloc(kl);
+        snprintf(a->key, kl, "%s\t%s", jid, node);
+    }
+    if (pl_iq_request(iq, bare, jid, on_answer, a, 30000) != PL_OK) {
         pl_log_warn("mod_push", "%s: unusable app server JID %s", bare, jid);
+        answer_free(PL_OK, a);
+    }
     pl_stanza_unref(iq);
 }
 
@@ -427,6 +478,10 @@ static const struct pl_option options[] = {
     {"body_chars", PL_OPT_INT, "256", 1, 4096, NULL,
      "Bytes of message text in a notification.",
      offsetof(struct state, body_chars)},
+    {"disable_on_error", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Remove a registration when its app server answers a notification "
+     "with an error (XEP-0357 §7.1).",
+     offsetof(struct state, disable_on_error)},
     {"max_per_user", PL_OPT_INT, "10", 1, 1000, NULL,
      "Push registrations (devices) per account.",
      offsetof(struct state, max_per_user)},

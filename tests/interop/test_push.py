@@ -11,7 +11,8 @@ counting up, no sender or body by default) and the publish-options given
 at enable; a stream-managed session that hibernates gets notifications for
 its messages too; a login resets the count; with include_sender and
 include_body the summary carries them (body cut to body_chars);
-<disable/> stops them; registrations survive a restart.
+<disable/> stops them; registrations survive a restart; an error from the
+app server removes the registration.
 
 Run with /usr/bin/python3; `scripts/run-tests test_push`.
 """
@@ -182,6 +183,15 @@ def main():
     el = appc.wait(is_publish)
     check("push: registrations survive a restart",
           el is not None and summary(el).get("node") == "dev2", tostr(el))
+    if el is not None:
+        appc.send("<iq type='error' id='%s' to='%s'><error type='cancel'>"
+                  "<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-"
+                  "stanzas'/></error></iq>" % (el.get("id"), el.get("from")))
+    appc.ping()
+    cb.message(jd, "after the error")
+    extra = appc.quiet(is_publish, 1.5)
+    check("push: an app server's error removes the registration "
+          "(XEP-0357 §7.1)", extra == [], str([tostr(e) for e in extra]))
     appc.logout()
     cb.logout()
     srv.stop()
