@@ -411,7 +411,10 @@ static int on_inbound(struct pl_event *ev, void *state)
         return PL_PASS;
     /* What the server sends for a local user who blocked the addressee
      * (presence broadcasts, probe answers): dropped. */
-    if (!ev->session) {
+    const char *type = pl_stanza_attr(ev->stanza, "type");
+    if (!ev->session && !(type && strcmp(type, "error") == 0)) {
+        /* Errors the server answers for the user (to blocked senders
+         * among others) go through. */
         struct entry *fe = loaded_entry(from);
         if (fe && !bypassed(ev->stanza, fe->bare) && blocks(&fe->set, to))
             return PL_HANDLED;
@@ -456,6 +459,9 @@ static int on_remote(struct pl_event *ev, void *state)
 {
     if (ev->session || !ev->from || !ev->to)
         return PL_PASS; /* clients' stanzas were checked as outgoing */
+    const char *type = pl_stanza_attr(ev->stanza, "type");
+    if (type && strcmp(type, "error") == 0)
+        return PL_PASS;
     struct entry *fe = loaded_entry(ev->from);
     return fe && blocks(&fe->set, ev->to) ? PL_HANDLED : PL_PASS;
 }
