@@ -14,6 +14,7 @@
 #include "host.h"
 #include "jid.h"
 #include "log.h"
+#include "loop.h"
 #include "module.h"
 #include "resources.h"
 #include "router.h"
