@@ -120,7 +120,7 @@ static const struct pl_option top_opts[] = {
     {"modules", PL_OPT_STRLIST,
      "[\"disco\", \"ping\", \"version\", \"time\", \"register\", "
      "\"session\", \"roster\", \"presence\", \"offline\", \"vcard\", "
-     "\"search\", \"private\"]",
+     "\"search\", \"private\", \"mam\"]",
      0, 0, NULL, "Modules enabled on every host that does not list its own.",
      S(modules)},
     {0},

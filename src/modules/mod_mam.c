@@ -270,7 +270,8 @@ static void load_done(int rc, void *arg)
 {
     struct load_job *j = arg;
     struct entry *e = j->e;
-    e->loading = 0;
+    /* e->loading stays set until the waiting messages are routed: the
+     * hooks they run through must not drop the entry under us. */
     if (rc == PL_OK) {
         pl_mam_prefs_free(&e->prefs);
         prefs_decode(&j->prefs, j->def, &e->prefs);
@@ -308,6 +309,7 @@ static void load_done(int rc, void *arg)
         pl_free(p);
         p = next;
     }
+    e->loading = 0;
     pl_buf_reset(&j->prefs);
     pl_buf_reset(&j->roster);
     pl_free(j->host);
