@@ -372,24 +372,18 @@ def test_slixmpp(srv, user, want):
         x.register_plugin("xep_0313")
         x.register_plugin("xep_0059")
         x.ssl_context = harness.no_verify_context()
-        x.enable_direct_tls = True
         ok = asyncio.get_running_loop().create_future()
         x.add_event_handler("session_start",
                             lambda _: ok.done() or ok.set_result(True))
-        x.connect((srv.host, srv.direct_port))
+        x.connect((srv.host, srv.direct_port), use_ssl=True,
+                  force_starttls=False)
         await asyncio.wait_for(ok, STEP * 2)
-        got = []
-        it = x["xep_0313"].retrieve(rsm={"max": 100}, iterator=True)
-        async for page in it:
-            for r in page["mam"]["results"] if "mam" in page.plugins \
-                    else []:
-                got.append(r)
-            if len(got) > 400:
-                break
         out["bodies"] = []
-        for msg in got:
-            out["bodies"].append(msg["mam_result"]["forwarded"]["stanza"]
-                                 ["body"])
+        async for msg in x["xep_0313"].iterate(rsm={"max": 100}):
+            out["bodies"].append(
+                msg["mam_result"]["forwarded"]["stanza"]["body"])
+            if len(out["bodies"]) > 400:
+                break
         x.disconnect()
     try:
         lt.run(run(), timeout=STEP * 6)
