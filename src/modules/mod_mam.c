@@ -1169,7 +1169,7 @@ static const struct pl_option options[] = {
     {"expire_interval", PL_OPT_INT, "3600", 1, 86400 * 7, NULL,
      "Seconds between two expiry runs.",
      offsetof(struct state, expire_interval)},
-    {"count_limit", PL_OPT_INT, "10000", 0, 100000000, NULL,
+    {"count_limit", PL_OPT_INT, "1000", 0, 100000000, NULL,
      "Filtered queries count their results up to this many for RSM "
      "<count/>; beyond it <count/> is left out.",
      offsetof(struct state, count_cap)},
