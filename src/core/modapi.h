@@ -15,6 +15,7 @@
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
+#include "loop.h"
 #include "module.h"
 #include "resources.h"
 #include "router.h"
