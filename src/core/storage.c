@@ -86,6 +86,13 @@ void pl_barrier_release(struct pl_barrier *b)
     pl_free(b);
 }
 
+struct pl_barrier *pl_barrier_hold(void)
+{
+    if (current)
+        current->refs++;
+    return current;
+}
+
 void pl_barrier_cancel(struct pl_barrier *b)
 {
     b->fn = NULL;

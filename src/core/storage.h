@@ -186,6 +186,13 @@ struct pl_barrier *pl_barrier_enter(struct pl_barrier *b);
 void pl_barrier_release(struct pl_barrier *b);
 /* Detaches fn (its arg is going away); jobs still complete normally. */
 void pl_barrier_cancel(struct pl_barrier *b);
+/*
+ * The current barrier with a reference added, or NULL.  A module that
+ * parks a stanza to route it later (waiting for a list to load) keeps
+ * this, enters it around the later routing, then releases it: the
+ * stanza's writes stay part of its sender's acknowledgement.
+ */
+struct pl_barrier *pl_barrier_hold(void);
 
 /* Driver by name among the modules' provided services. */
 const struct pl_storage_driver *pl_storage_driver_find(const char *name);

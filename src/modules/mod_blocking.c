@@ -44,6 +44,7 @@ struct deferred {
     struct pl_jid *from, *to;
     uint64_t origin;       /* outgoing: the sending session's id */
     int outgoing;          /* checked against the sender's list */
+    struct pl_barrier *barrier; /* the sender's durability (storage.h) */
     struct deferred *next;
 };
 
@@ -362,6 +363,7 @@ static void defer(struct entry *e, struct pl_event *ev, int outgoing)
     d->to = pl_jid_dup(ev->to);
     d->outgoing = outgoing;
     d->origin = outgoing && ev->session ? ev->session->id : 0;
+    d->barrier = pl_barrier_hold();
     if (e->waiting_tail)
         e->waiting_tail->next = d;
     else
@@ -378,6 +380,7 @@ static void release(struct entry *e)
         struct deferred *next = d->next;
         struct pl_session *origin = d->origin ? pl_session_by_id(d->origin)
                                               : NULL;
+        struct pl_barrier *prev = pl_barrier_enter(d->barrier);
         if (d->outgoing && blocks(&e->set, d->to)) {
             refuse_outgoing(origin, d->st);
         } else if (!d->outgoing && blocks(&e->set, d->from)) {
@@ -391,6 +394,9 @@ static void release(struct entry *e)
             bypass.st = NULL;
             bypass.bare = NULL;
         }
+        pl_barrier_enter(prev);
+        if (d->barrier)
+            pl_barrier_release(d->barrier);
         pl_stanza_unref(d->st);
         pl_jid_free(d->from);
         pl_jid_free(d->to);
@@ -780,6 +786,8 @@ static void free_entry_cb(const char *key, void *value, void *ud)
     struct deferred *d = e->waiting;
     while (d) {
         struct deferred *next = d->next;
+        if (d->barrier)
+            pl_barrier_release(d->barrier);
         pl_stanza_unref(d->st);
         pl_jid_free(d->from);
         pl_jid_free(d->to);

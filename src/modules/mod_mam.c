@@ -70,6 +70,7 @@ struct pend {
     struct pl_stanza *st;  /* held */
     struct pl_jid *from;   /* copies */
     struct pl_jid *to;
+    struct pl_barrier *barrier; /* the sender's durability (storage.h) */
     struct pend *next;
 };
 
@@ -183,6 +184,8 @@ static void entry_free(struct entry *e)
     while (e->head) {
         struct pend *p = e->head;
         e->head = p->next;
+        if (p->barrier)
+            pl_barrier_release(p->barrier);
         pl_stanza_unref(p->st);
         pl_jid_free(p->from);
         pl_jid_free(p->to);
@@ -300,7 +303,11 @@ static void load_done(int rc, void *arg)
         struct pend *next = p->next;
         if (rc != PL_OK)
             e->stale = 0; /* decide with defaults once, not loop */
+        struct pl_barrier *prev = pl_barrier_enter(p->barrier);
         pl_route(p->st, p->from, p->to, NULL);
+        pl_barrier_enter(prev);
+        if (p->barrier)
+            pl_barrier_release(p->barrier);
         if (rc != PL_OK)
             e->stale = 1;
         pl_stanza_unref(p->st);
@@ -474,6 +481,7 @@ static int incoming(struct pl_event *ev, struct state *s, int full)
         p->st = pl_stanza_ref(ev->stanza);
         p->from = pl_jid_dup(from);
         p->to = pl_jid_dup(to);
+        p->barrier = pl_barrier_hold();
         if (e->tail)
             e->tail->next = p;
         else
