@@ -8,6 +8,10 @@
  *     passwd JID [PASSWORD]    set a new password
  *     deluser JID              remove an account and its data
  *     list [DOMAIN]            print accounts, one bare JID per line
+ *     archive-fill JID PEER N  append N chat messages between JID and PEER
+ *                              (alternating directions, 1 ms apart, ending
+ *                              now) to JID's message archive, as mod_mam
+ *                              writes them: for benchmarks and tests
  *     check                    configuration, certificates, ports
  *     push [--host D] [--ttl SEC] [--json]
  *          (--device ID[,ID...] | --group NAME | --all) JSON
@@ -32,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -44,6 +50,7 @@
 #include "core/jid.h"
 #include "core/log.h"
 #include "core/scram.h"
+#include "core/stanza.h"
 #include "core/storage.h"
 
 static struct pl_config *config;
@@ -54,7 +61,8 @@ static int usage(void)
 {
     fputs("usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
           "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
-          "  deluser JID\n  list [DOMAIN]\n  check\n"
+          "  deluser JID\n  list [DOMAIN]\n  archive-fill JID PEER N\n"
+          "  check\n"
           "  push [--host D] [--ttl SEC] [--json] (--device ID[,ID..] | "
           "--group NAME | --all) JSON\n"
           "  push status [--json] [--verbose] ID\n"
@@ -164,6 +172,94 @@ static int deluser(const char *jid)
         fprintf(stderr, "parleyctl: no account %s\n", j->bare);
     pl_jid_free(j);
     return r == PL_OK ? 0 : 1;
+}
+
+
+/* A XEP-0359 id as mod_mam makes them: 128 random bits, base64url. */
+static void fill_sid(char out[24])
+{
+    static const char b64[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    unsigned char r[17] = {0};
+    if (getrandom(r, 16, 0) != 16)
+        abort();
+    for (int i = 0, bit = 0; i < 22; i++) {
+        int v = 0;
+        for (int k = 0; k < 6; k++, bit++)
+            v = v << 1 | (bit < 128 ? (r[bit / 8] >> (7 - bit % 8)) & 1 : 0);
+        out[i] = b64[v];
+    }
+    out[22] = '\0';
+}
+
+static int archive_fill(const char *jid, const char *peer, const char *count)
+{
+    struct pl_jid *j = NULL, *p = NULL;
+    char *end;
+    long n = strtol(count, &end, 10);
+    if (*end || n <= 0) {
+        fprintf(stderr, "parleyctl: bad count %s\n", count);
+        return 1;
+    }
+    if (parse_account(jid, &j) != PL_OK ||
+        pl_jid_parse(pl_str_c(peer), &p) != PL_OK || open_db() != PL_OK) {
+        fprintf(stderr, "parleyctl: bad JID\n");
+        pl_jid_free(j);
+        pl_jid_free(p);
+        return 1;
+    }
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    long long now = (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
+    char own[1100], other[1100];
+    snprintf(own, sizeof(own), "%s/fill", j->bare);
+    snprintf(other, sizeof(other), "%s", p->resource ? p->full : p->bare);
+    int rc = PL_OK;
+    struct pl_buf xml = {0};
+    for (long i = 0; i < n && rc == PL_OK; i++) {
+        if (i % 10000 == 0)
+            drv->begin(db);
+        int out = i % 2;
+        /* The stanza as the router hands it to mod_mam. */
+        struct pl_stanza *st = pl_stanza_new("message", PL_NS_CLIENT);
+        char id[32], body[64];
+        snprintf(id, sizeof(id), "fill%ld", i);
+        snprintf(body, sizeof(body), "archived message %ld", i);
+        pl_stanza_set_attr(st, "type", "chat");
+        pl_stanza_set_attr(st, "id", id);
+        pl_stanza_set_attr(st, "to", out ? other : own);
+        pl_stanza_set_attr(st, "from", out ? own : other);
+        struct pl_node *b = pl_node_add_child(st, pl_stanza_root(st), "body",
+                                              PL_NS_CLIENT);
+        pl_node_add_text(st, b, body, strlen(body));
+        xml.len = xml.off = 0;
+        pl_node_serialize(pl_stanza_root(st), "", PL_NS_CLIENT, &xml);
+        char sid[24];
+        fill_sid(sid);
+        struct pl_archive_item it = {
+            .sid = sid,
+            .ts = now - (n - i) * 1000,
+            .with = p->bare,
+            .with_res = p->resource,
+            .dir = out ? PL_ARCHIVE_OUT : PL_ARCHIVE_IN,
+            .xml = xml.data,
+            .xml_len = xml.len,
+        };
+        long long key;
+        rc = drv->archive_append(db, j->domain, j->local, PL_ARCHIVE_USER,
+                                 &it, 0, &key);
+        pl_stanza_unref(st);
+        if (i % 10000 == 9999 || i == n - 1)
+            drv->commit(db);
+    }
+    drv->commit(db);
+    pl_buf_reset(&xml);
+    pl_jid_free(j);
+    pl_jid_free(p);
+    if (rc != PL_OK)
+        fprintf(stderr, "parleyctl: archive-fill failed: %s\n",
+                pl_strerror(rc));
+    return rc == PL_OK ? 0 : 1;
 }
 
 static void print_user(const char *user, void *ud)
@@ -544,6 +640,8 @@ int main(int argc, char **argv)
         rc = deluser(a[0]);
     else if (strcmp(cmd, "list") == 0 && n <= 1)
         rc = list(n ? a[0] : NULL);
+    else if (strcmp(cmd, "archive-fill") == 0 && n == 3)
+        rc = archive_fill(a[0], a[1], a[2]);
     else if (strcmp(cmd, "check") == 0 && n == 0)
         rc = check();
     else if (strcmp(cmd, "push") == 0)

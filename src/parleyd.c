@@ -26,6 +26,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/host.h"
+#include "core/iq.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/module.h"
@@ -215,6 +216,7 @@ int main(int argc, char **argv)
     pl_loop_run(loop);
     /* Shutdown: end every stream, give them a moment to flush. */
     pl_c2s_stop();
+    pl__iq_shutdown(); /* waiting requests get their NULL answer */
     struct pl_timer drain;
     struct drain dstate = {0, 0};
     pl_timer_init(&drain, on_drain, &dstate);

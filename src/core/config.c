@@ -113,6 +113,23 @@ static const struct pl_option c2s_opts[] = {
      "Seconds between whitespace keepalives sent to idle clients "
      "(0: never).",
      S(keepalive_interval)},
+    {"sm_enable", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Offer stream management (XEP-0198): acks and resumption.",
+     S(sm_enable)},
+    {"sm_resume_timeout", PL_OPT_INT, "300", 0, 86400, NULL,
+     "Seconds a dropped stream-managed session waits for its client to "
+     "resume (0: no resumption); a client may ask for less.",
+     S(sm_resume_timeout)},
+    {"sm_max_queue", PL_OPT_INT, "1000", 16, 1000000, NULL,
+     "Unacknowledged stanzas kept for one session; a client that lets "
+     "more pile up gets <resource-constraint/>, a hibernated session ends "
+     "and its messages go to offline storage.",
+     S(sm_max_queue)},
+    {"sm_durable", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Store each chat or normal message sent to a stream-managed session "
+     "until the client acknowledges it, so that a crash of the server "
+     "loses none (they go to offline storage on restart).",
+     S(sm_durable)},
     {0},
 };
 
@@ -120,7 +137,8 @@ static const struct pl_option top_opts[] = {
     {"modules", PL_OPT_STRLIST,
      "[\"disco\", \"ping\", \"version\", \"time\", \"register\", "
      "\"session\", \"roster\", \"presence\", \"offline\", \"vcard\", "
-     "\"search\", \"private\"]",
+     "\"search\", \"private\", \"csi\", \"push\", \"pep\", "
+     "\"carbons\", \"blocking\", \"contact_info\", \"mam\"]",
      0, 0, NULL, "Modules enabled on every host that does not list its own.",
      S(modules)},
     {0},

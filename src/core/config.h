@@ -92,6 +92,10 @@ struct pl_settings {
     long auth_failure_window;
     long scram_iterations;
     long keepalive_interval;
+    int sm_enable;
+    long sm_resume_timeout;
+    long sm_max_queue;
+    int sm_durable;
     /* modules enabled on hosts that do not list their own */
     struct pl_strlist modules;
 };

@@ -17,6 +17,7 @@
 
 struct pl_host;
 struct pl_session;
+struct pl_sm;
 
 struct pl_session_ops {
     /* Delivers st (borrowed: ref it to keep it) to the session's peer. */
@@ -38,6 +39,10 @@ struct pl_session {
     struct pl_stanza *presence;    /* last broadcast presence, or NULL */
     struct pl_session *next_res;   /* next session of the same account */
     void *impl;                    /* transport's own state */
+    struct pl_sm *sm;              /* XEP-0198 state (sm.h), or NULL */
+    /* Output filter (XEP-0352 client state, mod_csi), or NULL: returns 1
+     * if it took st (and refs what it keeps), 0 to let it through. */
+    int (*filter)(struct pl_session *s, struct pl_stanza *st);
     void *mod[8];                  /* per-session slots for modules,
                                     * indexed by PL_SLOT_* below */
 };
@@ -66,8 +71,11 @@ struct pl_session *pl_session_first(const char *bare);
 struct pl_session *pl_session_by_id(uint64_t id);
 unsigned long pl_session_count(void);
 
+/* Delivers st (borrowed) through the session's filter, if any. */
 static inline void pl_session_send(struct pl_session *s, struct pl_stanza *st)
 {
+    if (s->filter && s->filter(s, st))
+        return;
     s->ops->send(s, st);
 }
 

@@ -9,6 +9,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "host.h"
+#include "iq.h"
 #include "log.h"
 #include "server.h"
 #include "stats.h"
@@ -161,8 +162,19 @@ static void deliver(struct pl_session *s, struct pl_stanza *st)
     pl_session_send(s, st);
 }
 
-/* The available resources with the highest non-negative priority. */
-static int deliver_highest(const char *bare, struct pl_stanza *st, int all)
+/* Tells "message/delivered" handlers who got a message (router.h). */
+static void delivered(struct pl_host *h, struct pl_stanza *st,
+                      const struct pl_jid *from, const struct pl_jid *to,
+                      struct pl_session *origin, struct pl_delivery *d)
+{
+    struct pl_event ev = {"message/delivered", h, origin, st, from, to, d};
+    pl_hook_fire(&ev);
+}
+
+/* The available resources with the highest non-negative priority; *best
+ * gets that priority. */
+static int deliver_highest(const char *bare, struct pl_stanza *st, int all,
+                           int *bestp)
 {
     int best = -1, n = 0;
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
@@ -176,6 +188,8 @@ static int deliver_highest(const char *bare, struct pl_stanza *st, int all)
             deliver(s, st);
             n++;
         }
+    if (bestp)
+        *bestp = best;
     return n;
 }
 
@@ -254,8 +268,19 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
     const char *type = type_of(st);
     char ev[512];
     if (strcmp(name, "iq") == 0) {
+        /* "iq/bare" first: filters that apply to every IQ to an account
+         * (blocking, XEP-0191 §3.3), then the namespace's own event. */
+        int rc = fire("iq/bare", h, st, from, to, origin);
+        if (rc != PL_PASS) {
+            finish(st, rc, 0);
+            return;
+        }
+        /* An answer to a request the server sent for the account. */
+        if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+            pl__iq_response(st, from))
+            return;
         pl_iq_event_name(st, "bare", ev, sizeof(ev));
-        int rc = fire(ev, h, st, from, to, origin);
+        rc = fire(ev, h, st, from, to, origin);
         if (rc == PL_PASS && (strcmp(type, "get") == 0 ||
                               strcmp(type, "set") == 0)) {
             if (!pl_session_first(to->bare) &&
@@ -274,17 +299,21 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
         return;
     }
     if (strcmp(name, "message") == 0) {
+        struct pl_delivery d = {NULL, 0, 0};
         if (strcmp(type, "error") == 0) {
-            deliver_highest(to->bare, st, 0);
+            if (deliver_highest(to->bare, st, 0, &d.priority))
+                delivered(h, st, from, to, origin, &d);
             return;
         }
         if (strcmp(type, "groupchat") == 0) {
             pl_route_error(st, PL_ESERVICE_UNAVAILABLE, NULL);
             return;
         }
-        int all = strcmp(type, "headline") == 0;
-        if (deliver_highest(to->bare, st, all))
+        d.all = strcmp(type, "headline") == 0;
+        if (deliver_highest(to->bare, st, d.all, &d.priority)) {
+            delivered(h, st, from, to, origin, &d);
             return;
+        }
     } else { /* presence: every available resource */
         int n = 0;
         for (struct pl_session *s = pl_session_first(to->bare); s;
@@ -316,6 +345,10 @@ static void route_full(struct pl_host *h, struct pl_stanza *st,
     struct pl_session *s = pl_session_by_full(to->full);
     if (s) {
         deliver(s, st);
+        if (name[0] == 'm') {
+            struct pl_delivery d = {s, 0, 0};
+            delivered(h, st, from, to, origin, &d);
+        }
         return;
     }
     /* RFC 6121 §8.5.3.2: no such resource. */
@@ -344,6 +377,10 @@ static void route_host(struct pl_host *h, struct pl_stanza *st,
     const char *type = type_of(st);
     char ev[512];
     if (strcmp(name, "iq") == 0) {
+        /* An answer to a request the server sent (iq.h). */
+        if ((strcmp(type, "result") == 0 || strcmp(type, "error") == 0) &&
+            pl__iq_response(st, from))
+            return;
         pl_iq_event_name(st, "host", ev, sizeof(ev));
         int rc = fire(ev, h, st, from, to, origin);
         int get_set = strcmp(type, "get") == 0 || strcmp(type, "set") == 0;

@@ -31,6 +31,30 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
  */
 int pl_route_as(struct pl_stanza *st, const char *from, const char *to);
 
+/*
+ * What "message/delivered" hands its handlers in ev->data: which sessions
+ * of the addressed account the router just gave the message to (RFC 6121
+ * §8.5.2.1.1 for a bare JID, §8.5.3.1 for a full JID).  Fired after
+ * delivery, so a handler sees the stanza as delivered (with whatever the
+ * message/bare and message/full handlers added); stored offline messages
+ * fire nothing.
+ */
+struct pl_delivery {
+    struct pl_session *session; /* full JID: the one session, else NULL */
+    int priority;               /* bare JID: the priority that got it */
+    int all;                    /* bare JID: every non-negative one did */
+};
+
+/* Whether s (a session of the addressed account) received the message. */
+static inline int pl_delivery_reached(const struct pl_delivery *d,
+                                      const struct pl_session *s)
+{
+    if (d->session)
+        return s == d->session;
+    return s->available && s->priority >= 0 &&
+           (d->all || s->priority == d->priority);
+}
+
 /* Delivers st to the full JID's session or acts as RFC 6121 §8.5.3.2. */
 void pl_route_to_session(struct pl_session *s, struct pl_stanza *st);
 

@@ -22,7 +22,10 @@
     X(auth_failures)                                                          \
     X(stream_errors)                                                          \
     X(stanza_errors)                                                          \
-    X(registrations)
+    X(registrations)                                                          \
+    X(sm_enabled)                                                             \
+    X(sm_hibernated)                                                          \
+    X(sm_resumed)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

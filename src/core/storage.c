@@ -17,8 +17,17 @@ struct job {
     pl_storage_run_fn *run;   /* storage-thread part */
     pl_storage_done_fn *done; /* loop part */
     void *arg;                /* caller's request */
+    struct pl_barrier *barrier; /* joined barrier, or NULL */
     int rc;                   /* run's result */
 };
+
+struct pl_barrier {
+    long refs;          /* creator + joined jobs not yet completed */
+    pl_barrier_fn *fn;  /* runs when refs drops to 0; NULL if cancelled */
+    void *arg;          /* fn's argument */
+};
+
+static struct pl_barrier *current; /* loop thread only */
 
 static const struct pl_storage_driver *driver;
 static void *db;
@@ -40,9 +49,53 @@ static void job_work(struct pl_work *w)
 static void job_done(struct pl_work *w)
 {
     struct job *j = (struct job *)w;
+    struct pl_barrier *b = j->barrier;
+    struct pl_barrier *prev = pl_barrier_enter(b);
     if (j->done)
         j->done(j->rc, j->arg);
+    pl_barrier_enter(prev);
     pl_free(j);
+    if (b)
+        pl_barrier_release(b);
+}
+
+struct pl_barrier *pl_barrier_new(pl_barrier_fn *fn, void *arg)
+{
+    struct pl_barrier *b = pl_malloc(sizeof(*b));
+    b->refs = 1;
+    b->fn = fn;
+    b->arg = arg;
+    return b;
+}
+
+struct pl_barrier *pl_barrier_enter(struct pl_barrier *b)
+{
+    struct pl_barrier *prev = current;
+    current = b;
+    return prev;
+}
+
+void pl_barrier_release(struct pl_barrier *b)
+{
+    if (--b->refs > 0)
+        return;
+    if (current == b)
+        current = NULL;
+    if (b->fn)
+        b->fn(b->arg);
+    pl_free(b);
+}
+
+struct pl_barrier *pl_barrier_hold(void)
+{
+    if (current)
+        current->refs++;
+    return current;
+}
+
+void pl_barrier_cancel(struct pl_barrier *b)
+{
+    b->fn = NULL;
 }
 
 void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
@@ -54,6 +107,10 @@ void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
     j->run = run;
     j->done = done;
     j->arg = arg;
+    if (current) {
+        j->barrier = current;
+        current->refs++;
+    }
     pl_workq_submit(queue, loop, &j->w);
 }
 

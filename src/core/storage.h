@@ -24,6 +24,48 @@ struct pl_account {
     struct pl_scram_keys keys[PL_SCRAM_NHASH]; /* indexed by hash */
 };
 
+/* Message archives (XEP-0313): one per (host, owner, kind). */
+enum pl_archive_kind {
+    PL_ARCHIVE_USER = 0, /* owner: an account's localpart */
+    PL_ARCHIVE_ROOM = 1, /* owner: a chat room's localpart (MUC) */
+};
+
+enum pl_archive_dir {
+    PL_ARCHIVE_IN = 0,  /* received by the owner */
+    PL_ARCHIVE_OUT = 1, /* sent by the owner */
+};
+
+/* One archived stanza, as appended and as returned by queries. */
+struct pl_archive_item {
+    long long key;       /* archive order, assigned by the driver */
+    const char *sid;     /* XEP-0359 stanza-id, unique, never reused */
+    long long ts;        /* microseconds since the epoch, when archived */
+    const char *with;    /* peer's bare JID (room: occupant nick) */
+    const char *with_res; /* peer's resource, or NULL */
+    int dir;             /* enum pl_archive_dir */
+    const char *xml;     /* standalone stanza XML (pl_node_serialize) */
+    size_t xml_len;      /* its length */
+};
+
+/*
+ * One page of a query.  The filters (with, start/end, lo/hi, ids) define
+ * the result set; after/before (RSM) select a page of it.  Keys come from
+ * archive_key; 0 means no bound.
+ */
+struct pl_archive_query {
+    const char *with;       /* peer's bare JID or NULL for any */
+    const char *with_res;   /* with it: only this resource, or NULL */
+    long long start, end;   /* inclusive µs bounds; 0 means none */
+    long long lo, hi;       /* filter: keys strictly between (after-id,
+                             * before-id) */
+    long long after, before; /* page: keys strictly between (RSM) */
+    const char *const *ids; /* only these stanza-ids, or NULL */
+    int nids;               /* their number */
+    long max;               /* rows wanted (the module asks max + 1) */
+    int backward;           /* the last max rows, not the first */
+    long count_cap;         /* count filtered results up to this many */
+};
+
 struct pl_storage_driver {
     const char *name; /* "sqlite" */
     int (*open)(const struct pl_settings *s, void **db);
@@ -70,6 +112,46 @@ struct pl_storage_driver {
                    int (*fn)(const char *user, const void *data, size_t len,
                              void *ud),
                    void *ud);
+    /* Every document of one store for all users of host, in (user, key)
+     * order (crash recovery of small stores); fn returns non-zero to
+     * stop early. */
+    int (*kv_scan_store)(void *db, const char *host, const char *store,
+                         int (*fn)(const char *user, const char *key,
+                                   const void *data, size_t len, void *ud),
+                         void *ud);
+    /* Message archive (XEP-0313) */
+    /* Appends it (it->key is ignored); then, if limit > 0, removes the
+     * oldest items beyond limit.  *key receives the new item's key. */
+    int (*archive_append)(void *db, const char *host, const char *owner,
+                          int kind, const struct pl_archive_item *it,
+                          long limit, long long *key);
+    /* The key of stanza-id sid in the archive; PL_ENOT_FOUND if absent. */
+    int (*archive_key)(void *db, const char *host, const char *owner,
+                       int kind, const char *sid, long long *key);
+    /* Items matching q in archive order (ascending, or descending when
+     * q->backward), at most q->max; fn returns non-zero to stop.
+     * *count receives the size of the whole filtered result set (ignoring
+     * after/before/max) when it costs at most q->count_cap index steps,
+     * else -1. */
+    int (*archive_query)(void *db, const char *host, const char *owner,
+                         int kind, const struct pl_archive_query *q,
+                         int (*fn)(const struct pl_archive_item *it,
+                                   void *ud),
+                         void *ud, long *count);
+    /* The oldest item, then the newest (fn called twice, or never for an
+     * empty archive): XEP-0313 metadata. */
+    int (*archive_ends)(void *db, const char *host, const char *owner,
+                        int kind,
+                        int (*fn)(const struct pl_archive_item *it,
+                                  void *ud),
+                        void *ud);
+    /* Removes up to max items archived before ts (µs) from the archives
+     * of kind on host; *removed receives how many (expiry). */
+    int (*archive_expire)(void *db, const char *host, int kind, long long ts,
+                          long max, long *removed);
+    /* Removes one archive entirely (account_delete does it for users). */
+    int (*archive_clear)(void *db, const char *host, const char *owner,
+                         int kind);
 };
 
 /* Runs on the storage thread with the driver and its handle. */
@@ -81,6 +163,36 @@ typedef void pl_storage_done_fn(int rc, void *arg);
 /* Queues run(arg) on the storage thread; done(rc, arg) follows on loop. */
 void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
                        pl_storage_done_fn *done, void *arg);
+
+/*
+ * Durability barriers.  A barrier counts storage jobs that must commit
+ * before something may be acknowledged: XEP-0198 acks a client's stanza
+ * only once every write its handling caused has committed (an offline
+ * store, an archive entry, a roster change).  While a barrier is current
+ * (pl_barrier_enter), every pl_storage_submit joins it, and a job's
+ * completion runs with the job's barrier current again, so writes chained
+ * from completions join too.  When the creator has released its own
+ * reference and every joined job has completed, fn(arg) runs on the loop
+ * (at once if nothing joined).  Loop thread only.
+ */
+struct pl_barrier;
+typedef void pl_barrier_fn(void *arg);
+
+/* A new barrier holding the creator's reference. */
+struct pl_barrier *pl_barrier_new(pl_barrier_fn *fn, void *arg);
+/* Makes b current (NULL: none); returns the previous one to restore. */
+struct pl_barrier *pl_barrier_enter(struct pl_barrier *b);
+/* Drops a reference; the last one runs fn and frees b. */
+void pl_barrier_release(struct pl_barrier *b);
+/* Detaches fn (its arg is going away); jobs still complete normally. */
+void pl_barrier_cancel(struct pl_barrier *b);
+/*
+ * The current barrier with a reference added, or NULL.  A module that
+ * parks a stanza to route it later (waiting for a list to load) keeps
+ * this, enters it around the later routing, then releases it: the
+ * stanza's writes stay part of its sender's acknowledgement.
+ */
+struct pl_barrier *pl_barrier_hold(void);
 
 /* Driver by name among the modules' provided services. */
 const struct pl_storage_driver *pl_storage_driver_find(const char *name);

@@ -28,6 +28,7 @@
 #include "router.h"
 #include "scram.h"
 #include "server.h"
+#include "sm.h"
 #include "stats.h"
 #include "storage.h"
 #include "work.h"
@@ -75,6 +76,9 @@ struct c2s {
     unsigned closing : 1;         /* stream error or close sent */
     unsigned plus_offered : 1;    /* -PLUS mechanisms were offered */
     unsigned sasl_busy : 1;       /* waiting on storage or a worker */
+    unsigned no_resume : 1;       /* ended on purpose: no hibernation */
+    unsigned hibernated : 1;      /* XEP-0198: connection gone, session
+                                   * kept for resumption */
     unsigned sasl_gen;            /* SASL exchanges started or aborted */
     int mech;                     /* enum mech in progress */
     int auth_failures;            /* SASL failures so far */
@@ -95,6 +99,8 @@ static struct pl_map per_ip;   /* ip -> connection count */
 static unsigned long nconns;
 static struct pl_settings *S;  /* settings in force */
 static struct c2s *all;        /* every open stream */
+static struct pl_map resumable; /* XEP-0198 id -> struct c2s */
+static int stopping;           /* pl_c2s_stop ran */
 
 static void free_value(const char *key, void *value, void *ud)
 {
@@ -196,6 +202,10 @@ static void stream_error(struct c2s *c, const char *cond, const char *text)
     out_buf(c, &b);
     pl_buf_reset(&b);
     c->closing = 1;
+    /* A client that went silent may come back and resume (XEP-0198 §5);
+     * any other stream error ends the session. */
+    if (strcmp(cond, "connection-timeout") != 0)
+        c->no_resume = 1;
     pl_stat_inc(stream_errors);
     pl_log_debug("c2s", "%s:%d: stream error %s%s%s", c->conn->ip,
                  c->conn->port, cond, text ? ": " : "", text ? text : "");
@@ -208,21 +218,38 @@ static void close_stream(struct c2s *c)
         return;
     out(c, "</stream:stream>");
     c->closing = 1;
+    c->no_resume = 1; /* a closed stream ends the session (XEP-0198 §7) */
     pl_conn_close(c->conn);
 }
 
 static void send_stanza(struct pl_session *s, struct pl_stanza *st)
 {
     struct c2s *c = s->impl;
+    if (s->sm) {
+        pl_sm_send(s, st);
+        return;
+    }
     if (!c->conn || c->closing)
         return;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_CLIENT);
     pl_conn_write(c->conn, x.p, x.len);
 }
 
+static void on_resume_timeout(struct pl_timer *t);
+static void on_timer(struct pl_timer *t);
+static void c2s_free(struct c2s *c);
+static void end_session(struct c2s *c);
+
 static void kick(struct pl_session *s, const char *cond, const char *text)
 {
-    stream_error(s->impl, cond, text);
+    struct c2s *c = s->impl;
+    c->no_resume = 1;
+    if (c->hibernated) {
+        /* Ends on the next loop turn: the caller still holds s. */
+        pl_timer_start(pl_server_loop(), &c->timer, 0);
+        return;
+    }
+    stream_error(c, cond, text);
 }
 
 static const struct pl_session_ops session_ops = {send_stanza, kick};
@@ -278,6 +305,8 @@ static void send_features(struct c2s *c)
         }
     } else {
         pl_buf_append_str(&b, "<bind xmlns='" NS_BIND "'/>");
+        if (S->sm_enable)
+            pl_buf_append_str(&b, "<sm xmlns='" PL_NS_SM "'/>");
         struct pl_event ev = {"stream-features", c->host, &c->sess, NULL,
                               NULL, NULL, &b};
         pl_hook_fire(&ev);
@@ -980,6 +1009,224 @@ static void on_preauth_iq(struct c2s *c, struct pl_stanza *st)
         reply_iq_error(c, st, rc, NULL);
 }
 
+/* ---- stream management (XEP-0198; the state lives in sm.c) ---- */
+
+static void sm_write(struct pl_session *s, const char *p, size_t n)
+{
+    struct c2s *c = s->impl;
+    if (c->conn && !c->closing)
+        pl_conn_write(c->conn, p, n);
+}
+
+static int sm_connected(struct pl_session *s)
+{
+    struct c2s *c = s->impl;
+    return c->conn && !c->closing;
+}
+
+static void sm_overflow(struct pl_session *s)
+{
+    struct c2s *c = s->impl;
+    if (c->hibernated) {
+        if (!c->no_resume) {
+            c->no_resume = 1;
+            pl_timer_start(pl_server_loop(), &c->timer, 0);
+        }
+        return;
+    }
+    stream_error(c, "resource-constraint", "too many unacknowledged stanzas");
+}
+
+static const struct pl_sm_io sm_io = {sm_write, sm_connected, sm_overflow};
+
+static void sm_failed(struct c2s *c, const char *cond, const struct pl_sm *sm)
+{
+    char b[256];
+    if (sm)
+        snprintf(b, sizeof(b),
+                 "<failed xmlns='" PL_NS_SM "' h='%u'><%s xmlns='"
+                 PL_NS_STANZAS "'/></failed>",
+                 pl_sm_handled(sm), cond);
+    else
+        snprintf(b, sizeof(b),
+                 "<failed xmlns='" PL_NS_SM "'><%s xmlns='" PL_NS_STANZAS
+                 "'/></failed>",
+                 cond);
+    out(c, b);
+}
+
+/* XEP-0198 §4: h is an unsigned 32-bit integer. */
+static int parse_h(struct pl_stanza *st, uint32_t *h)
+{
+    const char *v = pl_stanza_attr(st, "h");
+    if (!v || !*v || strlen(v) > 10)
+        return PL_EINVAL;
+    unsigned long long x = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return PL_EINVAL;
+        x = x * 10 + (unsigned)(*p - '0');
+    }
+    if (x > 0xffffffffULL)
+        return PL_EINVAL;
+    *h = (uint32_t)x;
+    return PL_OK;
+}
+
+static void sm_ack(struct c2s *c, uint32_t h)
+{
+    uint32_t sent;
+    if (pl_sm_ack(&c->sess, h, &sent) != PL_OK) {
+        /* XEP-0198 §4: more acknowledged than was sent. */
+        if (c->closing || !c->conn)
+            return;
+        char b[320];
+        snprintf(b, sizeof(b),
+                 "<stream:error><undefined-condition xmlns='"
+                 PL_NS_STREAM_ERRORS "'/><handled-count-too-high xmlns='"
+                 PL_NS_SM "' h='%u' send-count='%u'/></stream:error>"
+                 "</stream:stream>",
+                 h, sent);
+        out(c, b);
+        c->closing = 1;
+        c->no_resume = 1;
+        pl_stat_inc(stream_errors);
+        pl_conn_close(c->conn);
+    }
+}
+
+/* Moves the connection-side fields between a and b (resumption). */
+static void swap_transport(struct c2s *a, struct c2s *b)
+{
+#define SWAP(f)                                                               \
+    do {                                                                      \
+        __typeof__(a->f) t_ = a->f;                                           \
+        a->f = b->f;                                                          \
+        b->f = t_;                                                            \
+    } while (0)
+    SWAP(conn);
+    SWAP(xml);
+    SWAP(tls_mode);
+    SWAP(opened_ms);
+    SWAP(keepalive_ms);
+#undef SWAP
+    unsigned t = a->secure;
+    a->secure = b->secure;
+    b->secure = t;
+    t = a->header_sent;
+    a->header_sent = b->header_sent;
+    b->header_sent = t;
+    t = a->closing;
+    a->closing = b->closing;
+    b->closing = t;
+    char id[sizeof(a->id)];
+    memcpy(id, a->id, sizeof(id));
+    memcpy(a->id, b->id, sizeof(id));
+    memcpy(b->id, id, sizeof(id));
+    struct c2s *both[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        if (both[i]->conn)
+            both[i]->conn->data = both[i];
+        if (both[i]->xml)
+            pl_xml_parser_set_ud(both[i]->xml, both[i]);
+    }
+}
+
+/*
+ * <resume/> on the authenticated, unbound stream c: c's connection moves
+ * into the old session o, and c is freed (or, if o's old connection was
+ * still open, c takes that one over and closes it with <conflict/>).
+ */
+static void sm_resume(struct c2s *c, struct pl_stanza *st)
+{
+    if (c->state == ST_BOUND) {
+        sm_failed(c, "unexpected-request", NULL);
+        return;
+    }
+    const char *previd = pl_stanza_attr(st, "previd");
+    uint32_t h;
+    if (!previd || parse_h(st, &h) != PL_OK) {
+        sm_failed(c, "bad-request", NULL);
+        return;
+    }
+    struct c2s *o = pl_map_get(&resumable, previd);
+    /* Only the same account may resume a session (XEP-0198 §9). */
+    if (!o || o == c || o->no_resume || o->host != c->host || !o->user ||
+        !c->user || strcmp(o->user, c->user) != 0) {
+        sm_failed(c, "item-not-found", NULL);
+        return;
+    }
+    if (o->hibernated) {
+        swap_transport(o, c);
+        /* o takes c's place in the list of open streams. */
+        o->prev = c->prev;
+        o->next = c->next;
+        if (o->prev)
+            o->prev->next = o;
+        else
+            all = o;
+        if (o->next)
+            o->next->prev = o;
+        c->prev = c->next = NULL;
+        o->hibernated = 0;
+        pl_timer_stop(&o->timer);
+        pl_timer_init(&o->timer, on_timer, o);
+        pl_timer_start(o->conn->loop, &o->timer, 5000);
+        pl_session_unregister(&c->sess);
+        c2s_free(c);
+    } else {
+        /* The old connection has not noticed it is dead yet. */
+        swap_transport(o, c);
+        stream_error(c, "conflict", "session resumed on another connection");
+    }
+    pl_stat_inc(sm_resumed);
+    char b[160];
+    snprintf(b, sizeof(b), "<resumed xmlns='" PL_NS_SM "' h='%u' previd='%s'/>",
+             pl_sm_handled(o->sess.sm), previd);
+    out(o, b);
+    pl_log_info("c2s", "%s:%d: resumed %s", o->conn->ip, o->conn->port,
+                o->sess.jid->full);
+    sm_ack(o, h);
+    if (!o->closing)
+        pl_sm_resend(&o->sess);
+}
+
+/* XEP-0198 elements after authentication. */
+static void on_sm(struct c2s *c, struct pl_stanza *st)
+{
+    const char *name = pl_stanza_name(st);
+    struct pl_sm *sm = c->sess.sm;
+    if (strcmp(name, "enable") == 0) {
+        /* §3: only after binding, and only once. */
+        if (c->state != ST_BOUND || sm) {
+            sm_failed(c, "unexpected-request", NULL);
+            return;
+        }
+        const char *r = pl_stanza_attr(st, "resume");
+        int resume = r && (strcmp(r, "true") == 0 || strcmp(r, "1") == 0);
+        const char *mx = pl_stanza_attr(st, "max");
+        long max = mx ? strtol(mx, NULL, 10) : 0;
+        pl_sm_enable(&c->sess, &sm_io, resume, max);
+        if (pl_sm_id(c->sess.sm))
+            pl_map_put(&resumable, pl_sm_id(c->sess.sm), c);
+    } else if (strcmp(name, "r") == 0) {
+        if (sm)
+            pl_sm_request(&c->sess);
+    } else if (strcmp(name, "a") == 0) {
+        uint32_t h;
+        if (!sm)
+            return;
+        if (parse_h(st, &h) != PL_OK)
+            stream_error(c, "invalid-xml", "bad 'h' in <a/>");
+        else
+            sm_ack(c, h);
+    } else if (strcmp(name, "resume") == 0) {
+        sm_resume(c, st);
+    } else {
+        stream_error(c, "unsupported-stanza-type", NULL);
+    }
+}
+
 static void on_stanza(void *ud, struct pl_stanza *st)
 {
     struct c2s *c = ud;
@@ -1022,6 +1269,10 @@ static void on_stanza(void *ud, struct pl_stanza *st)
                      NULL);
         goto out;
     }
+    if (strcmp(root->ns, PL_NS_SM) == 0 && S->sm_enable) {
+        on_sm(c, st); /* may free c (resumption) */
+        goto out;
+    }
     if (!is_stanza(root)) {
         if (strcmp(root->ns, "") == 0 || strcmp(root->ns, PL_NS_SERVER) == 0)
             stream_error(c, "invalid-namespace", NULL);
@@ -1048,12 +1299,14 @@ static void on_stanza(void *ud, struct pl_stanza *st)
         stream_error(c, "not-authorized", "bind a resource first");
         goto out;
     }
+    struct pl_barrier *b = c->sess.sm ? pl_sm_in_begin(&c->sess) : NULL;
     struct pl_node *bind = pl_node_child(root, "bind", NS_BIND);
-    if (bind && strcmp(root->name, "iq") == 0) {
+    if (bind && strcmp(root->name, "iq") == 0)
         on_bind(c, st, bind);
-        goto out;
-    }
-    on_bound_stanza(c, st);
+    else
+        on_bound_stanza(c, st);
+    if (b)
+        pl_sm_in_end(b);
 out:
     pl_stanza_unref(st);
 }
@@ -1093,24 +1346,24 @@ static void on_tls_up(struct pl_conn *conn)
     c->secure = 1;
 }
 
-static void on_closed(struct pl_conn *conn)
+/* Frees what a c2s holds once it has neither connection nor session. */
+static void c2s_free(struct c2s *c)
 {
-    struct c2s *c = conn->data;
-    c->conn = NULL;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        all = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
     pl_timer_stop(&c->timer);
-    nconns--;
-    pl_stat_dec(connections_open);
-    uintptr_t n = (uintptr_t)pl_map_get(&per_ip, conn->ip);
-    if (n <= 1)
-        pl_map_del(&per_ip, conn->ip);
-    else
-        pl_map_put(&per_ip, conn->ip, (void *)(n - 1));
+    pl_xml_parser_free(c->xml);
+    pl_scram_server_free(c->scram);
+    pl_stanza_unref(c->sess.presence);
+    pl_jid_free(c->sess.jid);
+    pl_free(c->user);
+    pl_free(c);
+}
+
+/* The session is over (its connection is already gone). */
+static void end_session(struct c2s *c)
+{
+    if (c->sess.sm && pl_sm_id(c->sess.sm) &&
+        pl_map_get(&resumable, pl_sm_id(c->sess.sm)) == c)
+        pl_map_del(&resumable, pl_sm_id(c->sess.sm));
     if (c->sess.jid) {
         pl_session_unregister(&c->sess);
         if (c->state == ST_BOUND) {
@@ -1124,12 +1377,62 @@ static void on_closed(struct pl_conn *conn)
     } else {
         pl_session_unregister(&c->sess);
     }
+    /* After the unavailable broadcast, so that messages routed again do
+     * not come back here. */
+    pl_sm_end(&c->sess);
+    c2s_free(c);
+}
+
+static void on_resume_timeout(struct pl_timer *t)
+{
+    struct c2s *c = t->data;
+    if (!c->no_resume)
+        pl_log_info("c2s", "%s: not resumed in time", c->sess.jid->full);
+    end_session(c);
+}
+
+/* XEP-0198 §5: the connection is gone but the session stays, queueing
+ * what it is sent, until the client resumes or the timeout ends it. */
+static void hibernate(struct c2s *c)
+{
+    c->hibernated = 1;
     pl_xml_parser_free(c->xml);
+    c->xml = NULL;
     pl_scram_server_free(c->scram);
-    pl_stanza_unref(c->sess.presence);
-    pl_jid_free(c->sess.jid);
-    pl_free(c->user);
-    pl_free(c);
+    c->scram = NULL;
+    pl_timer_init(&c->timer, on_resume_timeout, c);
+    pl_timer_start(pl_server_loop(), &c->timer,
+                   (uint64_t)pl_sm_max(c->sess.sm) * 1000);
+    pl_stat_inc(sm_hibernated);
+    pl_log_info("c2s", "%s: connection lost, waiting %ld s for resumption",
+                c->sess.jid->full, pl_sm_max(c->sess.sm));
+}
+
+static void on_closed(struct pl_conn *conn)
+{
+    struct c2s *c = conn->data;
+    c->conn = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        all = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    pl_timer_stop(&c->timer);
+    nconns--;
+    pl_stat_dec(connections_open);
+    uintptr_t n = (uintptr_t)pl_map_get(&per_ip, conn->ip);
+    if (n <= 1)
+        pl_map_del(&per_ip, conn->ip);
+    else
+        pl_map_put(&per_ip, conn->ip, (void *)(n - 1));
+    if (c->state == ST_BOUND && c->sess.sm && pl_sm_id(c->sess.sm) &&
+        !c->no_resume && !stopping) {
+        hibernate(c);
+        return;
+    }
+    end_session(c);
 }
 
 static const struct pl_conn_ops conn_ops = {on_data, on_tls_up, on_closed};
@@ -1292,7 +1595,24 @@ int pl_c2s_start(struct pl_config *cfg)
                     lc->tls == PL_TLS_DIRECT ? "direct TLS"
                     : lc->tls == PL_TLS_STARTTLS ? "STARTTLS" : "plain");
     }
+    /* Messages a crash left unacknowledged go to their accounts again. */
+    pl_sm_recover();
     return PL_OK;
+}
+
+static void collect_hibernated(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct c2s ***v = ud;
+    struct c2s *c = value;
+    if (!c->hibernated)
+        return;
+    size_t n = 0;
+    while (*v && (*v)[n])
+        n++;
+    *v = pl_realloc(*v, (n + 2) * sizeof(**v));
+    (*v)[n] = c;
+    (*v)[n + 1] = NULL;
 }
 
 void pl_c2s_stop(void)
@@ -1300,8 +1620,18 @@ void pl_c2s_stop(void)
     pl_timer_stop(&trim_timer);
     pl_map_each(&auth_fails, free_value, NULL);
     pl_map_clear(&auth_fails);
+    stopping = 1;
     for (struct c2s *c = all; c; c = c->next)
         stream_error(c, "system-shutdown", NULL);
+    /* Hibernated sessions end now: their messages go offline. */
+    struct c2s **h = NULL;
+    size_t nh = 0;
+    pl_map_each(&resumable, collect_hibernated, &h);
+    while (h && h[nh])
+        nh++;
+    for (size_t i = 0; i < nh; i++)
+        end_session(h[i]);
+    pl_free(h);
     for (int i = 0; i < nlisteners; i++)
         pl_listener_close(listeners[i].l);
     pl_free(listeners);

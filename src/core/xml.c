@@ -717,6 +717,11 @@ struct pl_xml_parser *pl_xml_parser_new(const struct pl_xml_limits *limits,
     return create(limits, cb, ud, 2);
 }
 
+void pl_xml_parser_set_ud(struct pl_xml_parser *p, void *ud)
+{
+    p->ud = ud;
+}
+
 void pl_xml_parser_free(struct pl_xml_parser *p)
 {
     if (!p)

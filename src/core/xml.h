@@ -88,6 +88,9 @@ struct pl_xml_parser *pl_xml_parser_new(const struct pl_xml_limits *limits,
                                         const struct pl_xml_callbacks *cb,
                                         void *ud);
 void pl_xml_parser_free(struct pl_xml_parser *p);
+/* Changes the ud passed to callbacks (a stream handed to another owner,
+ * as in XEP-0198 resumption); allowed from a callback. */
+void pl_xml_parser_set_ud(struct pl_xml_parser *p, void *ud);
 /* Updates limits (takes effect for the next stanza). */
 void pl_xml_parser_set_limits(struct pl_xml_parser *p,
                               const struct pl_xml_limits *limits);

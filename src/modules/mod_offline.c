@@ -113,6 +113,7 @@ struct flush_job {
     uint64_t sid;
     char *host, *user;
     struct pl_buf msgs; /* serialized stanzas, NUL-separated */
+    struct pl_buf keys; /* their keys, NUL-separated */
     long n;
 };
 
@@ -121,6 +122,7 @@ static int collect(const char *key, const void *data, size_t len, void *ud)
     struct flush_job *j = ud;
     pl_buf_append(&j->msgs, data, len);
     pl_buf_append(&j->msgs, "", 1);
+    pl_buf_append(&j->keys, key, strlen(key) + 1);
     j->n++;
     return 0;
 }
@@ -128,10 +130,40 @@ static int collect(const char *key, const void *data, size_t len, void *ud)
 static int flush_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct flush_job *j = arg;
-    int rc = d->kv_list(db, j->host, j->user, "offline", collect, j);
-    if (rc == PL_OK && j->n)
-        rc = d->kv_clear(db, j->host, j->user, "offline");
-    return rc;
+    return d->kv_list(db, j->host, j->user, "offline", collect, j);
+}
+
+/* Deletes exactly the messages read (newer ones stay). */
+static int forget_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct flush_job *j = arg;
+    const char *k = j->keys.data + j->keys.off;
+    const char *end = k + j->keys.len;
+    for (; k < end; k += strlen(k) + 1) {
+        int rc = d->kv_set(db, j->host, j->user, "offline", k, NULL, 0);
+        if (rc != PL_OK && rc != PL_ENOT_FOUND)
+            return rc;
+    }
+    return PL_OK;
+}
+
+static void flush_free(struct flush_job *j)
+{
+    pl_buf_reset(&j->msgs);
+    pl_buf_reset(&j->keys);
+    pl_free(j->host);
+    pl_free(j->user);
+    pl_free(j);
+}
+
+static void forget_done(int rc, void *arg)
+{
+    struct flush_job *j = arg;
+    if (rc != PL_OK)
+        pl_log_error("mod_offline", "while deleting delivered offline "
+                                    "messages of %s@%s: %s",
+                     j->user, j->host, pl_strerror(rc));
+    flush_free(j);
 }
 
 static void flush_done(int rc, void *arg)
@@ -167,11 +199,14 @@ static void flush_done(int rc, void *arg)
         }
         pl_log_debug("mod_offline", "delivered %ld offline messages to %s@%s",
                      delivered, j->user, j->host);
+        /* Deleted only now, after delivery started whatever makes it
+         * durable on the other side (a stream-managed session's stored
+         * copies, a new offline store): storage jobs run in order, so a
+         * crash in between repeats a message, never loses one. */
+        pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
+        return;
     }
-    pl_buf_reset(&j->msgs);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    flush_free(j);
 }
 
 /*

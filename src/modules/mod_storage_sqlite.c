@@ -9,6 +9,7 @@
  * Extending the schema: append a migration to `migrations`; never edit a
  * released one.
  */
+#include <limits.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -27,13 +28,43 @@ static const char *const migrations[] = {
     " PRIMARY KEY (host, user, store, key));",
     /* 2: directory lookups by store and key across users. */
     "CREATE INDEX kv_by_store ON kv (host, store, key);",
+    /* 3: message archives (XEP-0313).  One row per archive (a user's or a
+     * room's) with its item count, kept by triggers so that limits and
+     * RSM counts cost no scan; items keyed by the rowid (archive order),
+     * with an index for each way a page is found: by archive, by peer,
+     * by time, and by stanza-id. */
+    "CREATE TABLE archives (aid INTEGER PRIMARY KEY, host TEXT NOT NULL,"
+    " owner TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " n INTEGER NOT NULL DEFAULT 0, UNIQUE (host, owner, kind));"
+    "CREATE TABLE archive (id INTEGER PRIMARY KEY, aid INTEGER NOT NULL,"
+    " sid TEXT NOT NULL, ts INTEGER NOT NULL, peer TEXT NOT NULL,"
+    " peer_res TEXT, dir INTEGER NOT NULL, xml BLOB NOT NULL);"
+    "CREATE UNIQUE INDEX archive_by_sid ON archive (sid);"
+    "CREATE INDEX archive_by_aid ON archive (aid, id);"
+    "CREATE INDEX archive_by_peer ON archive (aid, peer, id);"
+    "CREATE INDEX archive_by_ts ON archive (aid, ts);"
+    "CREATE TRIGGER archive_ins AFTER INSERT ON archive BEGIN"
+    " UPDATE archives SET n = n + 1 WHERE aid = new.aid; END;"
+    "CREATE TRIGGER archive_del AFTER DELETE ON archive BEGIN"
+    " UPDATE archives SET n = n - 1 WHERE aid = old.aid; END;",
 };
 
 enum {
     Q_ACCT_GET, Q_KEYS_GET, Q_ACCT_INS, Q_KEYS_PUT, Q_ACCT_DEL, Q_KEYS_DEL,
     Q_KV_DEL_USER, Q_LIST, Q_KV_GET, Q_KV_PUT, Q_KV_DEL, Q_KV_LIST,
-    Q_KV_COUNT, Q_KV_CLEAR, Q_KV_SCAN, Q_COUNT
+    Q_KV_COUNT, Q_KV_CLEAR, Q_KV_SCAN,
+    Q_KV_SCAN_STORE,
+    Q_ARC_AID, Q_ARC_NEW, Q_ARC_INS, Q_ARC_TRIM, Q_ARC_KEY, Q_ARC_TS_LO,
+    Q_ARC_TS_HI, Q_ARC_FWD, Q_ARC_BWD, Q_ARC_PEER_FWD, Q_ARC_PEER_BWD,
+    Q_ARC_CNT, Q_ARC_PEER_CNT, Q_ARC_LIST, Q_ARC_EXPIRE, Q_ARC_CLEAR,
+    Q_ARC_DROP, Q_COUNT
 };
+
+/* The columns of an item, in struct pl_archive_item order. */
+#define ARC_COLS "id, sid, ts, peer, peer_res, dir, xml"
+/* Page conditions: ?2 < id < ?3, ?4 <= ts <= ?5. */
+#define ARC_PAGE "id > ?2 AND id < ?3 AND ts >= ?4 AND ts <= ?5"
+#define ARC_PEER "peer = ?7 AND (?8 IS NULL OR peer_res = ?8)"
 
 static const char *const sql[Q_COUNT] = {
     "SELECT 1 FROM accounts WHERE host = ?1 AND user = ?2",
@@ -57,6 +88,39 @@ static const char *const sql[Q_COUNT] = {
     "DELETE FROM kv WHERE host = ?1 AND user = ?2 AND store = ?3",
     "SELECT user, value FROM kv WHERE host = ?1 AND store = ?2 AND key = ?3"
     " ORDER BY user",
+    "SELECT user, key, value FROM kv WHERE host = ?1 AND store = ?2"
+    " ORDER BY user, key",
+    "SELECT aid, n FROM archives WHERE host = ?1 AND owner = ?2"
+    " AND kind = ?3",
+    "INSERT INTO archives (host, owner, kind) VALUES (?1, ?2, ?3)",
+    "INSERT INTO archive (aid, sid, ts, peer, peer_res, dir, xml)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    "DELETE FROM archive WHERE id IN (SELECT id FROM archive"
+    " INDEXED BY archive_by_aid WHERE aid = ?1 ORDER BY id LIMIT ?2)",
+    "SELECT id FROM archive WHERE sid = ?1 AND aid = ?2",
+    "SELECT id FROM archive INDEXED BY archive_by_ts WHERE aid = ?1"
+    " AND ts >= ?2 ORDER BY ts, id LIMIT 1",
+    "SELECT id FROM archive INDEXED BY archive_by_ts WHERE aid = ?1"
+    " AND ts <= ?2 ORDER BY ts DESC, id DESC LIMIT 1",
+    "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_aid"
+    " WHERE aid = ?1 AND " ARC_PAGE " ORDER BY id LIMIT ?6",
+    "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_aid"
+    " WHERE aid = ?1 AND " ARC_PAGE " ORDER BY id DESC LIMIT ?6",
+    "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_peer"
+    " WHERE aid = ?1 AND " ARC_PEER " AND " ARC_PAGE
+    " ORDER BY id LIMIT ?6",
+    "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_peer"
+    " WHERE aid = ?1 AND " ARC_PEER " AND " ARC_PAGE
+    " ORDER BY id DESC LIMIT ?6",
+    "SELECT count(*) FROM (SELECT 1 FROM archive INDEXED BY archive_by_aid"
+    " WHERE aid = ?1 AND " ARC_PAGE " LIMIT ?6)",
+    "SELECT count(*) FROM (SELECT 1 FROM archive INDEXED BY archive_by_peer"
+    " WHERE aid = ?1 AND " ARC_PEER " AND " ARC_PAGE " LIMIT ?6)",
+    "SELECT aid FROM archives WHERE host = ?1 AND kind = ?2 AND n > 0",
+    "DELETE FROM archive WHERE id IN (SELECT id FROM archive"
+    " INDEXED BY archive_by_ts WHERE aid = ?1 AND ts < ?2 LIMIT ?3)",
+    "DELETE FROM archive WHERE aid = ?1",
+    "DELETE FROM archives WHERE aid = ?1",
 };
 
 struct db {
@@ -274,6 +338,9 @@ static int account_update(void *p, const char *host, const char *user,
     return put_keys(d, host, user, a);
 }
 
+static int archive_clear(void *p, const char *host, const char *owner,
+                         int kind);
+
 static int account_delete(void *p, const char *host, const char *user)
 {
     struct db *d = p;
@@ -285,6 +352,8 @@ static int account_delete(void *p, const char *host, const char *user)
     rc = done(d, stmt(d, Q_KEYS_DEL, host, user));
     if (rc == PL_OK)
         rc = done(d, stmt(d, Q_KV_DEL_USER, host, user));
+    if (rc == PL_OK)
+        rc = archive_clear(d, host, user, PL_ARCHIVE_USER);
     return rc;
 }
 
@@ -394,6 +463,350 @@ static int kv_scan(void *p, const char *host, const char *store,
     return each_row(st, fn, ud);
 }
 
+static int kv_scan_store(void *p, const char *host, const char *store,
+                         int (*fn)(const char *user, const char *key,
+                                   const void *data, size_t len, void *ud),
+                         void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_SCAN_STORE, host, NULL);
+    sqlite3_bind_text(st, 2, store, -1, SQLITE_STATIC);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn((const char *)sqlite3_column_text(st, 0),
+               (const char *)sqlite3_column_text(st, 1),
+               sqlite3_column_blob(st, 2), (size_t)sqlite3_column_bytes(st, 2),
+               ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
+/* ---- message archives ---- */
+
+/* The archive's row id and item count; with create, made if absent.
+ * PL_ENOT_FOUND when absent and not created. */
+static int archive_id(struct db *d, const char *host, const char *owner,
+                      int kind, int create, long long *aid, long long *n)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        sqlite3_stmt *st = stmt(d, Q_ARC_AID, host, owner);
+        sqlite3_bind_int(st, 3, kind);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *aid = sqlite3_column_int64(st, 0);
+            if (n)
+                *n = sqlite3_column_int64(st, 1);
+        }
+        sqlite3_reset(st);
+        if (rc == SQLITE_ROW)
+            return PL_OK;
+        if (rc != SQLITE_DONE)
+            return PL_ESTORAGE;
+        if (!create || tries)
+            return PL_ENOT_FOUND;
+        st = stmt(d, Q_ARC_NEW, host, owner);
+        sqlite3_bind_int(st, 3, kind);
+        if (done(d, st) != PL_OK)
+            return PL_ESTORAGE;
+    }
+    return PL_ENOT_FOUND;
+}
+
+static sqlite3_stmt *arc_stmt(struct db *d, int q, long long aid)
+{
+    sqlite3_stmt *st = d->q[q];
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    sqlite3_bind_int64(st, 1, aid);
+    return st;
+}
+
+static int archive_append(void *p, const char *host, const char *owner,
+                          int kind, const struct pl_archive_item *it,
+                          long limit, long long *key)
+{
+    struct db *d = p;
+    long long aid, n = 0;
+    int rc = archive_id(d, host, owner, kind, 1, &aid, &n);
+    if (rc != PL_OK)
+        return rc;
+    sqlite3_stmt *st = arc_stmt(d, Q_ARC_INS, aid);
+    sqlite3_bind_text(st, 2, it->sid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, it->ts);
+    sqlite3_bind_text(st, 4, it->with, -1, SQLITE_STATIC);
+    if (it->with_res)
+        sqlite3_bind_text(st, 5, it->with_res, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 6, it->dir);
+    sqlite3_bind_blob(st, 7, it->xml, (int)it->xml_len, SQLITE_STATIC);
+    rc = done(d, st);
+    if (rc != PL_OK)
+        return rc;
+    if (key)
+        *key = sqlite3_last_insert_rowid(d->h);
+    /* n was read before this insert. */
+    if (limit > 0 && n + 1 > limit) {
+        st = arc_stmt(d, Q_ARC_TRIM, aid);
+        sqlite3_bind_int64(st, 2, n + 1 - limit);
+        rc = done(d, st);
+    }
+    return rc;
+}
+
+static int archive_key(void *p, const char *host, const char *owner,
+                       int kind, const char *sid, long long *key)
+{
+    struct db *d = p;
+    long long aid;
+    int rc = archive_id(d, host, owner, kind, 0, &aid, NULL);
+    if (rc != PL_OK)
+        return rc;
+    sqlite3_stmt *st = d->q[Q_ARC_KEY];
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    sqlite3_bind_text(st, 1, sid, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, aid);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *key = sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    if (rc == SQLITE_ROW)
+        return PL_OK;
+    return rc == SQLITE_DONE ? PL_ENOT_FOUND : PL_ESTORAGE;
+}
+
+/* Steps st, handing each row to fn until it returns non-zero. */
+static int arc_rows(sqlite3_stmt *st,
+                    int (*fn)(const struct pl_archive_item *it, void *ud),
+                    void *ud)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct pl_archive_item it = {
+            .key = sqlite3_column_int64(st, 0),
+            .sid = (const char *)sqlite3_column_text(st, 1),
+            .ts = sqlite3_column_int64(st, 2),
+            .with = (const char *)sqlite3_column_text(st, 3),
+            .with_res = (const char *)sqlite3_column_text(st, 4),
+            .dir = sqlite3_column_int(st, 5),
+            .xml = sqlite3_column_blob(st, 6),
+            .xml_len = (size_t)sqlite3_column_bytes(st, 6),
+        };
+        if (fn(&it, ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
+/* One key from a single-column query, 0 if none. */
+static int arc_one_key(sqlite3_stmt *st, long long *out)
+{
+    int rc = sqlite3_step(st);
+    *out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
+/* Binds the page conditions ?2..?8 of the ARC_PAGE/ARC_PEER queries. */
+static void arc_bind_page(sqlite3_stmt *st, const struct pl_archive_query *q,
+                          long long lo, long long hi, long long limit)
+{
+    sqlite3_bind_int64(st, 2, lo);
+    sqlite3_bind_int64(st, 3, hi);
+    sqlite3_bind_int64(st, 4, q->start);
+    sqlite3_bind_int64(st, 5, q->end ? q->end : LLONG_MAX);
+    sqlite3_bind_int64(st, 6, limit);
+    if (q->with) {
+        sqlite3_bind_text(st, 7, q->with, -1, SQLITE_STATIC);
+        if (q->with_res)
+            sqlite3_bind_text(st, 8, q->with_res, -1, SQLITE_STATIC);
+    }
+}
+
+/* The 'ids' filter: few rows found through the stanza-id index. */
+static int arc_query_ids(struct db *d, long long aid,
+                         const struct pl_archive_query *q, long long lo,
+                         long long hi,
+                         int (*fn)(const struct pl_archive_item *it,
+                                   void *ud),
+                         void *ud)
+{
+    struct pl_buf sqlb = {0};
+    pl_buf_append_str(&sqlb, "SELECT " ARC_COLS " FROM archive WHERE"
+                             " aid = ?1 AND " ARC_PAGE);
+    if (q->with)
+        pl_buf_append_str(&sqlb, " AND " ARC_PEER);
+    pl_buf_append_str(&sqlb, " AND sid IN (");
+    for (int i = 0; i < q->nids; i++)
+        pl_buf_printf(&sqlb, "%s?%d", i ? ", " : "", 9 + i);
+    pl_buf_printf(&sqlb, ") ORDER BY id %s LIMIT ?6",
+                  q->backward ? "DESC" : "ASC");
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(d->h, pl_buf_cstr(&sqlb), -1, &st, NULL);
+    pl_buf_reset(&sqlb);
+    if (rc != SQLITE_OK) {
+        pl_log_error("sqlite", "prepare: %s", sqlite3_errmsg(d->h));
+        return PL_ESTORAGE;
+    }
+    sqlite3_bind_int64(st, 1, aid);
+    arc_bind_page(st, q, lo, hi, q->max);
+    for (int i = 0; i < q->nids; i++)
+        sqlite3_bind_text(st, 9 + i, q->ids[i], -1, SQLITE_STATIC);
+    rc = arc_rows(st, fn, ud);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int archive_query(void *p, const char *host, const char *owner,
+                         int kind, const struct pl_archive_query *q,
+                         int (*fn)(const struct pl_archive_item *it,
+                                   void *ud),
+                         void *ud, long *count)
+{
+    struct db *d = p;
+    long long aid, n;
+    *count = 0;
+    int rc = archive_id(d, host, owner, kind, 0, &aid, &n);
+    if (rc == PL_ENOT_FOUND)
+        return PL_OK; /* nothing archived yet */
+    if (rc != PL_OK)
+        return rc;
+    /* The filter as a key range: the time bounds become the keys of the
+     * first and last item inside them (timestamps grow with keys), so
+     * every page is a range scan of one index. */
+    long long lo = q->lo, hi = q->hi ? q->hi : LLONG_MAX, k;
+    if (q->start) {
+        sqlite3_stmt *st = arc_stmt(d, Q_ARC_TS_LO, aid);
+        sqlite3_bind_int64(st, 2, q->start);
+        if ((rc = arc_one_key(st, &k)) != PL_OK)
+            return rc;
+        if (!k)
+            return PL_OK;
+        if (k - 1 > lo)
+            lo = k - 1;
+    }
+    if (q->end) {
+        sqlite3_stmt *st = arc_stmt(d, Q_ARC_TS_HI, aid);
+        sqlite3_bind_int64(st, 2, q->end);
+        if ((rc = arc_one_key(st, &k)) != PL_OK)
+            return rc;
+        if (!k)
+            return PL_OK;
+        if (k + 1 < hi)
+            hi = k + 1;
+    }
+    if (lo >= hi - 1)
+        return PL_OK;
+    /* RSM <count/>: the archive's own count when nothing filters, else a
+     * count bounded by count_cap (XEP-0059 §2.6 lets it be omitted). */
+    int filtered = q->with || q->start || q->end || q->lo || q->hi || q->ids;
+    if (!filtered) {
+        *count = (long)n;
+    } else if (q->ids) {
+        *count = -1;
+    } else {
+        sqlite3_stmt *st = arc_stmt(d, q->with ? Q_ARC_PEER_CNT : Q_ARC_CNT,
+                                    aid);
+        arc_bind_page(st, q, lo, hi, q->count_cap + 1);
+        rc = sqlite3_step(st);
+        long long c = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+        sqlite3_reset(st);
+        if (rc != SQLITE_ROW)
+            return PL_ESTORAGE;
+        *count = c > q->count_cap ? -1 : (long)c;
+    }
+    if (q->after > lo)
+        lo = q->after;
+    if (q->before && q->before < hi)
+        hi = q->before;
+    if (q->max <= 0 || lo >= hi - 1)
+        return PL_OK;
+    if (q->ids)
+        return arc_query_ids(d, aid, q, lo, hi, fn, ud);
+    int which = q->with ? (q->backward ? Q_ARC_PEER_BWD : Q_ARC_PEER_FWD)
+                        : (q->backward ? Q_ARC_BWD : Q_ARC_FWD);
+    sqlite3_stmt *st = arc_stmt(d, which, aid);
+    arc_bind_page(st, q, lo, hi, q->max);
+    return arc_rows(st, fn, ud);
+}
+
+static int archive_ends(void *p, const char *host, const char *owner,
+                        int kind,
+                        int (*fn)(const struct pl_archive_item *it, void *ud),
+                        void *ud)
+{
+    struct db *d = p;
+    long long aid;
+    int rc = archive_id(d, host, owner, kind, 0, &aid, NULL);
+    if (rc == PL_ENOT_FOUND)
+        return PL_OK;
+    struct pl_archive_query q = {.max = 1};
+    for (int i = 0; i < 2 && rc == PL_OK; i++) {
+        sqlite3_stmt *st = arc_stmt(d, i ? Q_ARC_BWD : Q_ARC_FWD, aid);
+        arc_bind_page(st, &q, 0, LLONG_MAX, 1);
+        rc = arc_rows(st, fn, ud);
+    }
+    return rc;
+}
+
+static int archive_expire(void *p, const char *host, int kind, long long ts,
+                          long max, long *removed)
+{
+    struct db *d = p;
+    *removed = 0;
+    /* The archives first: deleting fires triggers on that table. */
+    long long *aids = NULL;
+    size_t na = 0, cap = 0;
+    sqlite3_stmt *st = d->q[Q_ARC_LIST];
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    sqlite3_bind_text(st, 1, host, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, kind);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (na == cap) {
+            cap = cap ? cap * 2 : 64;
+            aids = pl_realloc(aids, cap * sizeof(*aids));
+        }
+        aids[na++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_reset(st);
+    rc = rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+    for (size_t i = 0; i < na && rc == PL_OK && *removed < max; i++) {
+        st = arc_stmt(d, Q_ARC_EXPIRE, aids[i]);
+        sqlite3_bind_int64(st, 2, ts);
+        sqlite3_bind_int64(st, 3, max - *removed);
+        rc = done(d, st);
+        if (rc == PL_OK)
+            *removed += sqlite3_changes(d->h);
+    }
+    pl_free(aids);
+    return rc;
+}
+
+static int archive_clear(void *p, const char *host, const char *owner,
+                         int kind)
+{
+    struct db *d = p;
+    long long aid;
+    int rc = archive_id(d, host, owner, kind, 0, &aid, NULL);
+    if (rc == PL_ENOT_FOUND)
+        return PL_OK;
+    if (rc != PL_OK)
+        return rc;
+    /* The archive row first, so the per-item trigger has nothing to
+     * update. */
+    rc = done(d, arc_stmt(d, Q_ARC_DROP, aid));
+    if (rc == PL_OK)
+        rc = done(d, arc_stmt(d, Q_ARC_CLEAR, aid));
+    return rc;
+}
+
 static const struct pl_storage_driver driver = {
     .name = "sqlite",
     .open = db_open,
@@ -411,6 +824,13 @@ static const struct pl_storage_driver driver = {
     .kv_count = kv_count,
     .kv_clear = kv_clear,
     .kv_scan = kv_scan,
+    .kv_scan_store = kv_scan_store,
+    .archive_append = archive_append,
+    .archive_key = archive_key,
+    .archive_query = archive_query,
+    .archive_ends = archive_ends,
+    .archive_expire = archive_expire,
+    .archive_clear = archive_clear,
 };
 
 const struct pl_module pl_mod_storage_sqlite = {

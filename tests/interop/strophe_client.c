@@ -28,6 +28,7 @@
  * To extend: add a flag to struct state, set it from a handler, and test
  * it in done() and in the final report.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,6 +359,7 @@ static int roster_main(int argc, char **argv)
     xmpp_log_t *log = NULL;
     xmpp_conn_t *conn;
     long flags = XMPP_CONN_FLAG_MANDATORY_TLS | XMPP_CONN_FLAG_TRUST_TLS;
+
     double limit = 20, deadline;
     const char *env;
     int rc;
@@ -432,6 +434,11 @@ int main(int argc, char **argv)
     const char *env;
     char *at;
     int rc;
+
+    /* libstrophe 0.12 negotiates stream management (XEP-0198) and may
+     * answer a last <r/> after its own </stream:stream>, when the server
+     * has closed: every network program ignores SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
 
     if (argc > 1 && strcmp(argv[1], "roster") == 0)
         return roster_main(argc - 1, argv + 1);

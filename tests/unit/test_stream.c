@@ -91,7 +91,7 @@
     "</stream:features>"
 /* Features after authentication. */
 #define FEAT_POST                                                             \
-    "<stream:features><bind xmlns='" NS_BIND "'/></stream:features>"
+    "<stream:features><bind xmlns='" NS_BIND "'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>"
 /* A stream error without text, and the end of the stream. */
 #define SERR(cond)                                                            \
     "<stream:error><" cond " xmlns='" NS_STREAMS_ERR                          \

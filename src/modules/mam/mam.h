@@ -1,0 +1,88 @@
+/*
+ * mam.h - the pure parts of the message archive (XEP-0313): the query
+ * (data form filter of §4.1 and the XEP-0059 <set/>), XEP-0082 times,
+ * and the archiving preferences (<prefs/>, XEP-0441 in urn:xmpp:mam:2)
+ * with the decision whether a message with a peer is archived.  No I/O:
+ * mod_mam.c does the routing and storage; tests/unit/test_mam.c tests
+ * these on their own.
+ */
+#ifndef PL_MAM_H
+#define PL_MAM_H
+
+#include "core/modapi.h"
+
+#define PL_NS_MAM "urn:xmpp:mam:2"
+#define PL_NS_MAM_EXT "urn:xmpp:mam:2#extended"
+#define PL_NS_RSM "http://jabber.org/protocol/rsm"
+#define PL_NS_XDATA "jabber:x:data"
+
+/* A parsed archive query.  Strings are owned (pl_mam_query_free). */
+struct pl_mam_query {
+    char *queryid;        /* echoed in each <result/>, or NULL */
+    char *with;           /* bare JID (normalized), or NULL */
+    char *with_res;       /* resource when 'with' was a full JID */
+    long long start, end; /* µs since the epoch, 0 if absent */
+    char *after_id;       /* form 'after-id', or NULL */
+    char *before_id;      /* form 'before-id', or NULL */
+    char **ids;           /* form 'ids' values */
+    int nids;
+    long max;             /* RSM <max/>, -1 if absent */
+    char *after;          /* RSM <after/>, or NULL */
+    char *before;         /* RSM <before/> text ("" = last page), or NULL */
+    int flip;             /* <flip-page/> (extended) */
+};
+
+/*
+ * Reads the <query/> element q of st into out.  Returns PL_OK, or
+ * PL_EBAD_REQUEST (a malformed value: a bad JID or time, a FORM_TYPE other
+ * than urn:xmpp:mam:2, a non-numeric <max/>) or PL_EFEATURE_NOT_IMPLEMENTED
+ * (a field or RSM element not supported: XEP-0313 §4.1.5, XEP-0059 <index/>)
+ * with *text naming the problem; out is then empty.
+ */
+int pl_mam_query_parse(struct pl_stanza *st, const struct pl_node *q,
+                       struct pl_mam_query *out, const char **text);
+void pl_mam_query_free(struct pl_mam_query *q);
+
+/* XEP-0082 DateTime ("2010-07-10T23:08:25.123Z", "...+02:00") to µs since
+ * the epoch; PL_EINVAL if malformed. */
+int pl_mam_time_parse(const char *s, long long *us);
+/* µs since the epoch as XEP-0082 DateTime in UTC with microseconds. */
+void pl_mam_time_format(long long us, char *buf, size_t n);
+
+enum pl_mam_default {
+    PL_MAM_ALWAYS = 0, /* archive every message */
+    PL_MAM_NEVER,      /* archive none */
+    PL_MAM_ROSTER,     /* only with contacts in the roster */
+};
+
+/* Archiving preferences.  JIDs are normalized, owned. */
+struct pl_mam_prefs {
+    int def;        /* enum pl_mam_default */
+    char **always;  /* always archived with these */
+    int nalways;
+    char **never;   /* never archived with these */
+    int nnever;
+};
+
+/* Reads a <prefs/> element; PL_EBAD_REQUEST if its default or a <jid/>
+ * is not valid, or a list is longer than max_jids. */
+int pl_mam_prefs_parse(struct pl_stanza *st, const struct pl_node *el,
+                       long max_jids, struct pl_mam_prefs *out);
+/* Adds <prefs xmlns='urn:xmpp:mam:2' .../> under parent. */
+void pl_mam_prefs_build(const struct pl_mam_prefs *p, struct pl_stanza *st,
+                        struct pl_node *parent);
+void pl_mam_prefs_free(struct pl_mam_prefs *p);
+/* Name of a default ("always", "never", "roster"); -1 if unknown. */
+const char *pl_mam_default_name(int def);
+int pl_mam_default_parse(const char *s);
+
+/*
+ * Whether a message with peer (full or bare JID, normalized) is archived:
+ * 1 yes, 0 no, -1 only if the peer is in the roster (the caller decides).
+ * A <jid/> in a list matches the peer's bare JID, its full JID, or, for a
+ * domain-only entry, any JID of that domain.  A peer in both lists is
+ * not archived: the safer reading for privacy.
+ */
+int pl_mam_prefs_decide(const struct pl_mam_prefs *p, const char *peer);
+
+#endif
