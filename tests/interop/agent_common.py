@@ -22,7 +22,9 @@ $BUILD/parley-agent).
 
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -39,7 +41,8 @@ AGENT_BIN = harness._abs(os.environ.get(
 
 class Agent:
     def __init__(self, srv, mac, handlers=None, controllers=(), token=None,
-                 extra=(), backoff=(200, 2000), ping=30, direct=False):
+                 extra=(), backoff=(200, 2000), ping=30, direct=False,
+                 port=None):
         self.srv = srv
         self.mac = mac
         self.localpart = mac.replace(":", "").lower()
@@ -48,8 +51,8 @@ class Agent:
                                        % self.localpart)
         self.log_path = os.path.join(srv.dir, "agent-%s.log" % self.localpart)
         argv = [AGENT_BIN, "--domain", srv.domain, "--server", srv.host,
-                "--port", str(srv.direct_port if direct
-                              else srv.starttls_port),
+                "--port", str(port or (srv.direct_port if direct
+                                       else srv.starttls_port)),
                 "--insecure", "--mac", mac, "--state-file", self.state_file,
                 "--backoff-min", str(backoff[0]),
                 "--backoff-max", str(backoff[1]),
@@ -171,3 +174,71 @@ def wait_all(agents, pred, timeout):
         if a.wait(pred, max(0.0, deadline - time.monotonic())) is None:
             return False
     return True
+
+
+class CutProxy:
+    """A TCP relay on 127.0.0.1 to (host, port) whose cut() drops every
+    relayed connection at once, both sides, as a network failure would."""
+
+    def __init__(self, host, port):
+        self.target = (host, port)
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.pairs = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(self.target, 5)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.pairs.append((c, s))
+            threading.Thread(target=self._relay, args=(c, s),
+                             daemon=True).start()
+
+    def _relay(self, a, b):
+        peer = {a: b, b: a}
+        try:
+            while True:
+                r, _, _ = select.select([a, b], [], [], 1.0)
+                for x in r:
+                    data = x.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    peer[x].sendall(data)
+        except (OSError, ValueError):
+            pass
+        with self.lock:
+            if (a, b) in self.pairs:
+                self.pairs.remove((a, b))
+        for x in (a, b):
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for a, b in pairs:
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        return len(pairs)
+
+    def close(self):
+        self.cut()
+        self.lsock.close()

@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, note  # noqa: E402
-from agent_common import Agent, is_event, wait_all  # noqa: E402
+from agent_common import Agent, CutProxy, is_event, wait_all  # noqa: E402
 
 NS_JSON = "urn:xmpp:json:0"
 NS_RECEIPTS = "urn:xmpp:receipts"
@@ -218,6 +218,31 @@ def main():
           ev is not None and not tok.seen(is_event("registered")),
           (rc, tok.events, tok.log_text()[-500:]))
     tok.stop()
+
+    # -- XEP-0198: a broken link is resumed, and what was sent meanwhile
+    # arrives (the server holds the session; libstrophe resumes it)
+    proxy = CutProxy(srv.host, srv.starttls_port)
+    sm = Agent(srv, "02:ab:cd:00:00:05", handlers={"echo": echo},
+               controllers=[ctl_jid], backoff=(1500, 3000),
+               port=proxy.port).start()
+    check("agent connects through a relay", sm.wait(is_event("connected"),
+                                                    20) is not None)
+    time.sleep(0.5)
+    sm.set_mark()
+    log_mark = len(srv.log_text())
+    check("the relay cuts the agent's connection", proxy.cut() == 1)
+    time.sleep(0.3)  # the server notices and holds the session
+    send_json(c, sm.jid, "r1", '{"command": "echo", "args": "while down"}')
+    r = json_reply(c, sm.jid, "r1", timeout=20)
+    check("a command sent while the link was down is answered after the "
+          "agent reconnects", r.get("status") == "ok" and
+          r.get("result", {}).get("input", {}).get("args") == "while down",
+          (r, sm.events[-5:]))
+    resumed = "resumed %s" % sm.jid in srv.log_text(log_mark)
+    check("the agent resumed its XEP-0198 session (server log)", resumed,
+          srv.log_text(log_mark)[-800:])
+    sm.stop()
+    proxy.close()
 
     # -- reconnect with backoff and jitter across a parleyd restart
     fleet = [Agent(srv, "02:ab:cd:00:01:%02x" % i,

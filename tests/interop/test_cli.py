@@ -185,7 +185,7 @@ def suite(srv, name):
           any(g.get("type") == "unavailable" for g in pres), pres)
 
     # messages, receipts, JSON payloads
-    pb, _ = listen(srv, B, "--count", "3", "--for", "8")
+    pb, _ = listen(srv, B, "--for", "4")
     rc, out, err = cli(srv, *A, "--json", "send", bj, "hello bob",
                        "--receipt")
     check(T + "send --receipt gets the XEP-0184 receipt from listen",
