@@ -98,52 +98,6 @@ static long long now_s(void)
     return (long long)time(NULL);
 }
 
-/* --------------------------------------------------------- devices ids */
-
-/* A target as given ("00:1A:2B:3C:4D:5E", "001a2b3c4d5e", "alice") into
- * the localpart it names; 0 if it cannot be a localpart. */
-static int norm_device(const char *in, char *out, size_t len)
-{
-    char hex[13];
-    int n = 0, mac = 1;
-    for (const char *p = in; *p && mac; p++) {
-        if (*p == ':' || *p == '-' || *p == '.')
-            continue;
-        if (n >= 12 || !((*p >= '0' && *p <= '9') ||
-                         (*p >= 'a' && *p <= 'f') ||
-                         (*p >= 'A' && *p <= 'F')))
-            mac = 0;
-        else
-            hex[n++] = (char)(*p | 0x20);
-    }
-    if (mac && n == 12) {
-        hex[12] = '\0';
-        snprintf(out, len, "%s", hex);
-        return 1;
-    }
-    size_t l = strlen(in);
-    if (!l || l >= len || l > 64)
-        return 0;
-    for (size_t i = 0; i < l; i++) {
-        char c = in[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-'))
-            return 0;
-    }
-    memcpy(out, in, l + 1);
-    return 1;
-}
-
-static int is_device_id(const char *user)
-{
-    if (strlen(user) != 12)
-        return 0;
-    for (const char *p = user; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
-            return 0;
-    return 1;
-}
-
 /* -------------------------------------------------------------- pushes */
 
 static void build_stanza(struct state *s, struct push *p)
@@ -465,7 +419,7 @@ static void add_target(struct create_job *j, const char *dev)
 
 static void list_user(const char *user, void *ud)
 {
-    if (is_device_id(user))
+    if (pl__fleet_is_device_id(user))
         add_target(ud, user);
 }
 
@@ -613,7 +567,7 @@ static void op_push(struct state *s, uint64_t cid, json_t *req)
             json_t *d = json_is_array(dev) ? json_array_get(dev, i) : dev;
             char norm[80];
             if (!json_is_string(d) ||
-                !norm_device(json_string_value(d), norm, sizeof(norm)))
+                !pl__fleet_device_norm(json_string_value(d), norm, sizeof(norm)))
                 bad = "a device is not a device id or localpart";
             else
                 add_target(j, norm);
@@ -782,7 +736,7 @@ static void op_group(struct state *s, uint64_t cid, json_t *req, int add)
         char norm[80];
         json_t *d = json_array_get(devs, i);
         if (!json_is_string(d) ||
-            !norm_device(json_string_value(d), norm, sizeof(norm))) {
+            !pl__fleet_device_norm(json_string_value(d), norm, sizeof(norm))) {
             answer(cid, req, err_answer("bad-request",
                                         "a device is not a device id or "
                                         "localpart"));
@@ -795,7 +749,7 @@ static void op_group(struct state *s, uint64_t cid, json_t *req, int add)
     }
     for (size_t i = 0; devs && i < json_array_size(devs); i++) {
         char norm[80];
-        norm_device(json_string_value(json_array_get(devs, i)), norm,
+        pl__fleet_device_norm(json_string_value(json_array_get(devs, i)), norm,
                     sizeof(norm));
         if (add)
             pl_map_put(m, norm, (void *)1);

@@ -2,6 +2,7 @@
  * fleet.h - internals shared by the fleet module's two files:
  *   fleet.c  the module: pushes, groups, receipts, TTL expiry, storage
  *   admin.c  the local admin socket (Unix domain, 0600) and its protocol
+ *   device.c device ids: what a push target names
  *
  * admin.c parses a request line into a JSON object and calls
  * pl__fleet_request(); the answer comes back through pl__fleet_answer()
@@ -15,6 +16,12 @@
 #include <stdint.h>
 
 #include "core/modapi.h"
+
+/* device.c: the localpart a target names ("00:1A:2B:3C:4D:5E" ->
+ * "001a2b3c4d5e"; "alice" stays); 1, or 0 if it cannot be one. */
+int pl__fleet_device_norm(const char *in, char *out, size_t len);
+/* device.c: whether user is a device id (12 lower-case hex digits). */
+int pl__fleet_is_device_id(const char *user);
 
 /* fleet.c: handles one request (borrowed) from admin client cid. */
 void pl__fleet_request(uint64_t cid, json_t *req);
