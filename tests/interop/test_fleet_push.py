@@ -55,7 +55,7 @@ def wait_status(srv, pid, want, timeout=15):
 
 
 def main():
-    srv = harness.Server(extra=MODS,
+    srv = harness.Server(extra=MODS + " fleet: { max_targets = 60; };",
                          register_extra="per_ip_per_minute = 1000;")
     if not srv.start():
         harness.finish()
@@ -166,6 +166,22 @@ def main():
           st.get("failures") == [{"device": "02005effffff",
                                   "reason": "no-such-account"}], st)
 
+    rc, out, err = ctl(srv, "push", "--device", macs[30],
+                       '{"command": "nosuch"}')
+    p5 = out.strip()
+    ok, st = wait_status(srv, p5, {"delivered": 1})
+    res = {}
+    for _ in range(50):
+        rc, out, err = ctl(srv, "push", "status", "--json", "--verbose", p5)
+        res = json.loads(out).get("results", {}) if rc == 0 else {}
+        if res:
+            break
+        time.sleep(0.1)
+    check("the device's JSON answer is kept as its result (verbose status)",
+          ok and res.get(agents[30].localpart, {}).get("error") ==
+          "unknown-command" and res[agents[30].localpart].get("reply-to") ==
+          "push-" + p5, (st, res))
+
     rc, out, err = ctl(srv, "push", "--all", '{"all": true}')
     p4 = out.strip()
     ok, st = wait_status(srv, p4, {"delivered": N, "pending": 0})
@@ -179,6 +195,14 @@ def main():
           "item-not-found" in err, (rc, err))
     rc, out, err = ctl(srv, "push", "--group", "g50", "{not json")
     check("a payload that is not JSON is refused", rc == 1, (rc, err))
+    rc, out, err = ctl(srv, "group", "add", "big",
+                       *["02:00:5e:20:00:%02x" % i for i in range(61)])
+    check("a group over max_targets is refused", rc == 1 and
+          "policy-violation" in err, (rc, err))
+    rc, out, err = ctl(srv, "push", "--device", ",".join(
+        "02:00:5e:20:00:%02x" % i for i in range(61)), "{}")
+    check("a push over max_targets is refused", rc == 1 and
+          "policy-violation" in err, (rc, err))
     rc, out, err = ctl(srv, "group", "remove", "g50", macs[0])
     check("group remove of one member", rc == 0 and out.split() ==
           ["g50", str(N - 1)], (rc, out, err))

@@ -743,6 +743,12 @@ static void op_group(struct state *s, uint64_t cid, json_t *req, int add)
             return;
         }
     }
+    if (add && (long)((m ? m->count : 0) + json_array_size(devs)) >
+                   s->max_targets) {
+        answer(cid, req, err_answer("policy-violation",
+                                    "a group may not exceed max_targets"));
+        return;
+    }
     if (!m) {
         m = pl_calloc(1, sizeof(*m));
         pl_map_put(&s->groups, name, m);
