@@ -219,6 +219,57 @@ def main():
           (rc, tok.events, tok.log_text()[-500:]))
     tok.stop()
 
+    # -- box to box: a handler's result asks box A to message box B
+    box_b = Agent(srv, "02:ab:cd:00:00:0b", handlers={"echo": echo},
+                  controllers=["02abcd00000a@localhost"]).start()
+    relay = write_handler(
+        hdir, "relay",
+        "cat >/dev/null; printf '{\"messages\": [{\"to\": \"%s\", "
+        "\"json\": {\"command\": \"echo\", \"args\": \"from A\"}}, "
+        "{\"to\": \"%s\", \"body\": \"hello B\"}]}'"
+        % (box_b.jid, box_b.jid))
+    box_a = Agent(srv, "02:ab:cd:00:00:0a", handlers={"relay": relay},
+                  controllers=[ctl_jid]).start()
+    ok = wait_all([box_a, box_b], is_event("connected"), 20)
+    check("two boxes connected", ok)
+    send_json(c, box_a.jid, "b1", '{"command": "relay"}')
+    ev = box_b.wait(lambda e: e.get("event") == "payload" and
+                    (e.get("from") or "").startswith(box_a.jid), 10)
+    check("box A's handler sends a JSON command to box B",
+          ev is not None and json.loads(ev["json"]).get("args") == "from A",
+          ev)
+    ev = box_a.wait(is_event("result"), 10)
+    check("box B's answer comes back to box A as a result event",
+          ev is not None and ev["from"].startswith(box_b.jid) and
+          ev["result"].get("status") == "ok", ev)
+    ev = box_b.wait(is_event("message", body="hello B"), 10)
+    check("box A's handler sends box B a chat message",
+          ev is not None and ev["from"].startswith(box_a.jid), ev)
+    # B is not a controller of A: A answers "forbidden", B only reports it
+    # (an answer is never answered: no ping-pong between boxes).
+    box_b.set_mark()
+    rly = write_handler(
+        hdir, "poke",
+        "cat >/dev/null; printf '{\"messages\": [{\"to\": \"%s\", "
+        "\"json\": {\"command\": \"relay\"}}]}'" % box_a.jid)
+    send_json(c, box_b.jid, "b2", '{"command": "echo", "args": 1}')
+    box_b.stop()
+    box_b = Agent(srv, "02:ab:cd:00:00:0b", handlers={"poke": rly},
+                  controllers=[ctl_jid]).start()
+    box_b.wait(is_event("connected"), 20)
+    box_a.set_mark()
+    send_json(c, box_b.jid, "b3", '{"command": "poke"}')
+    ev = box_b.wait(is_event("result"), 10)
+    check("a box that is not a controller gets 'forbidden' as a result",
+          ev is not None and ev["result"].get("error") == "forbidden", ev)
+    time.sleep(1)
+    bounced = box_a.seen(lambda e: e.get("event") in ("payload", "result"))
+    check("no answer bounces back and forth between boxes",
+          len([e for e in bounced if e.get("event") == "payload"]) == 1 and
+          not [e for e in bounced if e.get("event") == "result"], bounced)
+    box_a.stop()
+    box_b.stop()
+
     # -- XEP-0198: a broken link is resumed, and what was sent meanwhile
     # arrives (the server holds the session; libstrophe resumes it)
     proxy = CutProxy(srv.host, srv.starttls_port)

@@ -162,11 +162,19 @@ static void add_text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
     xmpp_stanza_release(child);
 }
 
+static void send_messages(struct agent *a, json_t *list);
+
 /* pl_reply_fn: a JSON reply in an XEP-0335 container. */
 static void send_json(const char *to, const char *type, json_t *reply,
                       void *ud)
 {
     struct agent *a = ud;
+    /* A handler's result may ask for messages to other boxes or users. */
+    json_t *res = json_object_get(reply, "result");
+    json_t *msgs = json_is_object(res) ? json_object_get(res, "messages")
+                                       : NULL;
+    if (json_is_array(msgs))
+        send_messages(a, msgs);
     char *text = json_dumps(reply, JSON_COMPACT);
     if (!text)
         return;
@@ -187,6 +195,45 @@ static void send_json(const char *to, const char *type, json_t *reply,
     xmpp_stanza_release(m);
     xmpp_free(a->ctx, id);
     free(text);
+}
+
+/*
+ * Box-to-box: a handler's JSON result {"messages": [{"to": JID, "json":
+ * VALUE} or {"to": JID, "body": TEXT}, ...]} makes the agent send those
+ * messages (XEP-0335 with a receipt request, or a chat body); answers come
+ * back as "result" events.  At most 16 per result.
+ */
+static void send_messages(struct agent *a, json_t *list)
+{
+    if (a->state != UP || !a->conn)
+        return;
+    for (size_t i = 0; i < json_array_size(list) && i < 16; i++) {
+        json_t *m = json_array_get(list, i);
+        const char *to = json_string_value(json_object_get(m, "to"));
+        json_t *payload = json_object_get(m, "json");
+        const char *body = json_string_value(json_object_get(m, "body"));
+        if (!to || (!payload && !body))
+            continue;
+        char *id = xmpp_uuid_gen(a->ctx);
+        xmpp_stanza_t *st =
+            xmpp_message_new(a->ctx, payload ? NULL : "chat", to, id);
+        if (payload) {
+            char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (text)
+                add_text_child(a->ctx, st, elem(a->ctx, "json", PL_NS_JSON),
+                               text);
+            free(text);
+            xmpp_stanza_t *rq = elem(a->ctx, "request", PL_NS_RECEIPTS);
+            xmpp_stanza_add_child(st, rq);
+            xmpp_stanza_release(rq);
+        } else {
+            xmpp_message_set_body(st, body);
+        }
+        xmpp_send(a->conn, st);
+        xmpp_stanza_release(st);
+        emit("sent", json_pack("{s:s, s:s}", "to", to, "id", id));
+        xmpp_free(a->ctx, id);
+    }
 }
 
 static void send_receipt(struct agent *a, const char *to, const char *id)
@@ -274,6 +321,17 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
             return 1;
         }
         char *text = xmpp_stanza_get_text(json);
+        json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+        if (json_is_object(doc) && json_object_get(doc, "reply-to")) {
+            /* An answer to something this box sent (box-to-box): reported,
+             * never answered, so two boxes cannot bounce errors forever. */
+            emit("result", json_pack("{s:s, s:O}", "from", from, "result",
+                                     doc));
+            json_decref(doc);
+            xmpp_free(a->ctx, text);
+            return 1;
+        }
+        json_decref(doc);
         emit("payload", json_pack("{s:s, s:s?, s:s}", "from", from, "id", id,
                                   "json", text ? text : ""));
         if (!may_command(a, from)) {
