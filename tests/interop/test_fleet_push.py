@@ -43,7 +43,7 @@ def status(srv, pid):
     return json.loads(out) if rc == 0 else {"rc": rc, "err": err}
 
 
-def wait_status(srv, pid, want, timeout=15):
+def wait_status(srv, pid, want, timeout=30):
     deadline = time.monotonic() + timeout
     st = {}
     while time.monotonic() < deadline:
@@ -97,7 +97,7 @@ def main():
                        json.dumps(payload))
     p1 = out.strip()
     check("push to the group returns an id", rc == 0 and p1, (rc, out, err))
-    got = wait_all(online, is_event("payload", id="push-" + p1), 15)
+    got = wait_all(online, is_event("payload", id="push-" + p1), 30)
     check("the %d online agents receive it at once" % (N - OFF), got)
     bodies = [json.loads(a.seen(is_event("payload", id="push-" + p1))[0]
                          ["json"]) for a in online
@@ -116,7 +116,7 @@ def main():
     check("push with a 2 s TTL to the offline devices", rc == 0 and p2,
           (rc, out, err))
     ok, st = wait_status(srv, p2, {"expired": OFF, "pending": 0,
-                                   "delivered": 0}, timeout=8)
+                                   "delivered": 0}, timeout=20)
     check("status: all %d expired after the TTL" % OFF, ok, st)
 
     rc, out, err = ctl(srv, "push", "status", p1)
