@@ -53,7 +53,7 @@ def controller(srv, user):
     return c
 
 
-def json_reply(c, dev_jid, reply_to, timeout=10):
+def json_reply(c, dev_jid, reply_to, timeout=20):
     """The JSON object of the next XEP-0335 reply from dev_jid."""
     def pred(e):
         if e.tag != "{jabber:client}message" or \
