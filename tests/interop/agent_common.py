@@ -45,7 +45,7 @@ class Agent:
                  port=None):
         self.srv = srv
         self.mac = mac
-        self.localpart = mac.replace(":", "").lower()
+        self.localpart = "".join(ch for ch in mac if ch not in ":-.").lower()
         self.jid = "%s@%s" % (self.localpart, srv.domain)
         self.state_file = os.path.join(srv.dir, "agent-%s.json"
                                        % self.localpart)

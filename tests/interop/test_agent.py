@@ -212,12 +212,33 @@ def main():
 
     # -- operator provisioning with a token
     rc = srv.ctl("adduser", "02abcd0000ff@localhost", "tok-123")
-    tok = Agent(srv, "02-ab-cd-00-00-ff", token="tok-123").start()
+    tok = Agent(srv, "02-ab-cd-00-00-ff", token="tok-123",
+                controllers=[ctl_jid],
+                extra=["--handler-dir", hdir]).start()
     ev = tok.wait(is_event("connected"), 20)
     check("an agent with a provisioning token logs in without registering",
           ev is not None and not tok.seen(is_event("registered")),
           (rc, tok.events, tok.log_text()[-500:]))
+    send_json(c, tok.jid, "d1", '{"command": "echo", "args": "dir"}')
+    r = json_reply(c, tok.jid, "d1")
+    check("--handler-dir finds the executable named after the command",
+          r.get("status") == "ok" and r["result"]["cmd"] == "echo", r)
+    send_json(c, tok.jid, "d2", '{"command": "../handlers/echo"}')
+    r = json_reply(c, tok.jid, "d2")
+    check("a command name cannot leave the handler directory",
+          r.get("error") == "unknown-command", r)
     tok.stop()
+
+    # -- identity from a real interface (lo: 00:00:00:00:00:00)
+    lo = Agent(srv, "00:00:00:00:00:00")
+    lo.argv[lo.argv.index("--mac"):lo.argv.index("--mac") + 2] = \
+        ["--interface", "lo"]
+    lo.start()
+    ev = lo.wait(is_event("connected"), 20)
+    check("--interface reads the MAC address from the system",
+          ev is not None and ev["jid"].startswith("000000000000@localhost"),
+          (ev, lo.log_text()[-300:]))
+    lo.stop()
 
     # -- box to box: a handler's result asks box A to message box B
     box_b = Agent(srv, "02:ab:cd:00:00:0b", handlers={"echo": echo},
