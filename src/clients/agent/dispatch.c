@@ -110,6 +110,9 @@ static int start_job(struct pl_dispatch *d, const char *path,
     if (pid == 0) {
         dup2(in[0], 0);
         dup2(out[1], 1);
+        /* The handler gets stdin, stdout and stderr, not the XMPP socket
+         * or any other descriptor of the agent. */
+        close_range(3, ~0U, 0);
         setenv("PARLEY_COMMAND", command, 1);
         setenv("PARLEY_FROM", from ? from : "", 1);
         setenv("PARLEY_ID", id ? id : "", 1);
