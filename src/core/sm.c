@@ -233,6 +233,11 @@ uint32_t pl_sm_handled(const struct pl_sm *sm)
     return sm->plen ? sm->p[sm->phead].seq - 1 : sm->in_seen;
 }
 
+size_t pl_sm_pending(const struct pl_sm *sm)
+{
+    return sm->plen;
+}
+
 static void in_done(void *arg)
 {
     struct in_ctx *ctx = arg;

@@ -60,6 +60,8 @@ void pl_sm_in_end(struct pl_barrier *b);
 void pl_sm_request(struct pl_session *s);
 /* The count of handled inbound stanzas (for <a/> and <resumed/>). */
 uint32_t pl_sm_handled(const struct pl_sm *sm);
+/* Inbound stanzas whose writes have not all committed yet. */
+size_t pl_sm_pending(const struct pl_sm *sm);
 
 /* Sends st (borrowed) through the queue; writes it if connected. */
 void pl_sm_send(struct pl_session *s, struct pl_stanza *st);

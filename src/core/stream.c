@@ -87,6 +87,10 @@ struct c2s {
     char cbtype[24];              /* channel binding type of this exchange */
     char id[24];                  /* stream id */
     struct pl_timer timer;        /* handshake and idle deadlines */
+    struct pl_timer rtimer;       /* XEP-0198: a <resume/> waiting */
+    char *resume_previd;          /* that <resume/>'s previd */
+    uint32_t resume_h;            /* and its h */
+    int resume_tries;             /* polls so far */
     uint64_t opened_ms;           /* loop time at accept */
     uint64_t keepalive_ms;        /* loop time of the last keepalive */
     struct c2s *prev, *next;      /* all open streams */
@@ -237,6 +241,7 @@ static void send_stanza(struct pl_session *s, struct pl_stanza *st)
 
 static void on_resume_timeout(struct pl_timer *t);
 static void on_timer(struct pl_timer *t);
+static void on_resume_poll(struct pl_timer *t);
 static void c2s_free(struct c2s *c);
 static void end_session(struct c2s *c);
 
@@ -1137,9 +1142,21 @@ static void swap_transport(struct c2s *a, struct c2s *b)
  * into the old session o, and c is freed (or, if o's old connection was
  * still open, c takes that one over and closes it with <conflict/>).
  */
+static void resume_try(struct c2s *c, const char *previd, uint32_t h);
+
+static void on_resume_poll(struct pl_timer *t)
+{
+    struct c2s *c = t->data;
+    char *previd = c->resume_previd;
+    c->resume_previd = NULL;
+    if (c->conn && !c->closing)
+        resume_try(c, previd, c->resume_h); /* may free c */
+    pl_free(previd);
+}
+
 static void sm_resume(struct c2s *c, struct pl_stanza *st)
 {
-    if (c->state == ST_BOUND) {
+    if (c->state == ST_BOUND || c->resume_previd) {
         sm_failed(c, "unexpected-request", NULL);
         return;
     }
@@ -1149,11 +1166,26 @@ static void sm_resume(struct c2s *c, struct pl_stanza *st)
         sm_failed(c, "bad-request", NULL);
         return;
     }
+    resume_try(c, previd, h);
+}
+
+static void resume_try(struct c2s *c, const char *previd, uint32_t h)
+{
     struct c2s *o = pl_map_get(&resumable, previd);
     /* Only the same account may resume a session (XEP-0198 §9). */
     if (!o || o == c || o->no_resume || o->host != c->host || !o->user ||
         !c->user || strcmp(o->user, c->user) != 0) {
         sm_failed(c, "item-not-found", NULL);
+        return;
+    }
+    /* <resumed h/> tells the client which stanzas it need not send again:
+     * wait (briefly, polling) until the old session's writes committed so
+     * that h covers everything it received, and none is sent twice. */
+    if (pl_sm_pending(o->sess.sm) && c->resume_tries < 2500) {
+        c->resume_tries++;
+        c->resume_previd = pl_strdup(previd);
+        c->resume_h = h;
+        pl_timer_start(c->conn->loop, &c->rtimer, 2);
         return;
     }
     if (o->hibernated) {
@@ -1350,6 +1382,8 @@ static void on_tls_up(struct pl_conn *conn)
 static void c2s_free(struct c2s *c)
 {
     pl_timer_stop(&c->timer);
+    pl_timer_stop(&c->rtimer);
+    pl_free(c->resume_previd);
     pl_xml_parser_free(c->xml);
     pl_scram_server_free(c->scram);
     pl_stanza_unref(c->sess.presence);
@@ -1492,6 +1526,7 @@ static void accept_fd(int fd, int tls_mode)
     c->xml = pl_xml_parser_new(&xl, &xml_cb, c);
     c->opened_ms = pl_loop_now(c->conn->loop);
     pl_timer_init(&c->timer, on_timer, c);
+    pl_timer_init(&c->rtimer, on_resume_poll, c);
     int over_ip = (long)(n + 1) > S->max_connections_per_ip;
     if (over_ip || (long)nconns > S->max_connections) {
         pl_stat_inc(connections_refused);

@@ -27,6 +27,39 @@ struct state {
  * epoch at start-up, then a counter. */
 static unsigned long long next_seq;
 
+/*
+ * Per-session flags in slot PL_SLOT_OFFLINE: the session got its first
+ * flush (it may get more), a flush is running, and another is wanted (a
+ * message was stored while the user was already available: it lost the
+ * race with the flush and would otherwise wait for the next login).
+ * One flush at a time per session, so nothing is read twice.
+ */
+enum { F_FLUSHED = 1, F_RUNNING = 2, F_AGAIN = 4 };
+
+static uintptr_t flags(struct pl_session *s)
+{
+    return (uintptr_t)s->mod[PL_SLOT_OFFLINE];
+}
+
+static void set_flags(struct pl_session *s, uintptr_t f)
+{
+    s->mod[PL_SLOT_OFFLINE] = (void *)f;
+}
+
+static void start_flush(struct pl_session *s);
+
+/* A flush of session sid ended: run the one that was asked meanwhile. */
+static void flush_ended(uint64_t sid)
+{
+    struct pl_session *s = pl_session_by_id(sid);
+    if (!s)
+        return;
+    uintptr_t f = flags(s) & ~(uintptr_t)F_RUNNING;
+    set_flags(s, f);
+    if (f & F_AGAIN)
+        start_flush(s);
+}
+
 struct store_job {
     char *host, *user;
     char key[24];
@@ -64,6 +97,16 @@ static void store_done(int rc, void *arg)
         pl_log_error("mod_offline", "storing for %s@%s failed", j->user,
                      j->host);
         pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+    } else {
+        /* The user may have come online while this was being stored. */
+        char bare[2200];
+        snprintf(bare, sizeof(bare), "%s@%s", j->user, j->host);
+        for (struct pl_session *s = pl_session_first(bare); s;
+             s = s->next_res)
+            if ((flags(s) & F_FLUSHED) && s->available && s->priority >= 0) {
+                start_flush(s);
+                break;
+            }
     }
     pl_stanza_unref(j->st);
     pl_free(j->host);
@@ -163,7 +206,9 @@ static void forget_done(int rc, void *arg)
         pl_log_error("mod_offline", "while deleting delivered offline "
                                     "messages of %s@%s: %s",
                      j->user, j->host, pl_strerror(rc));
+    uint64_t sid = j->sid;
     flush_free(j);
+    flush_ended(sid);
 }
 
 static void flush_done(int rc, void *arg)
@@ -206,7 +251,24 @@ static void flush_done(int rc, void *arg)
         pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
         return;
     }
+    uint64_t sid = j->sid;
     flush_free(j);
+    flush_ended(sid);
+}
+
+static void start_flush(struct pl_session *s)
+{
+    uintptr_t f = flags(s);
+    if (f & F_RUNNING) {
+        set_flags(s, f | F_AGAIN);
+        return;
+    }
+    set_flags(s, (f | F_FLUSHED | F_RUNNING) & ~(uintptr_t)F_AGAIN);
+    struct flush_job *j = pl_calloc(1, sizeof(*j));
+    j->sid = s->id;
+    j->host = pl_strdup(s->jid->domain);
+    j->user = pl_strdup(s->jid->local);
+    pl_storage_submit(pl_server_loop(), flush_run, flush_done, j);
 }
 
 /*
@@ -218,14 +280,9 @@ static int on_presence(struct pl_event *ev, void *state)
 {
     struct pl_session *s = ev->session;
     if (!s || !s->jid || pl_stanza_attr(ev->stanza, "type") ||
-        s->priority < 0 || s->mod[PL_SLOT_OFFLINE])
+        s->priority < 0 || flags(s))
         return PL_PASS;
-    s->mod[PL_SLOT_OFFLINE] = (void *)1; /* flushed for this session */
-    struct flush_job *j = pl_calloc(1, sizeof(*j));
-    j->sid = s->id;
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(s->jid->local);
-    pl_storage_submit(pl_server_loop(), flush_run, flush_done, j);
+    start_flush(s);
     return PL_PASS;
 }
 

@@ -10,6 +10,9 @@ API:
     .ack(h)           sends <a h/> (default: h_in)
     .authenticate()   TLS + SASL + restart, no bind (for <resume/>)
     .resume(id, h)    <resume/>; returns <resumed/> or <failed/>
+    .send_stanza(xml) sends and keeps it until the server acknowledges it
+                      (outq, out_count: carried over to a new connection
+                      for resumption; <resumed h/> resends the rest)
 """
 
 import os
@@ -35,6 +38,8 @@ class SmClient(ImClient):
         self.auto_ack = auto_ack
         self.requests = 0
         self.resume_h = 0
+        self.outq = []        # [count, xml] sent, not yet acknowledged
+        self.out_count = 0    # stanzas sent since <enable/>
         super().__init__(srv, user, resource, login=login)
         self.h_in = 0
 
@@ -48,6 +53,11 @@ class SmClient(ImClient):
                 self.h_in = 0  # counting starts here (XEP-0198 §4)
             elif el.tag == SM + "resumed":
                 self.h_in = self.resume_h  # goes on from what we acked
+                self._acked(int(el.get("h")))
+                for _, xml in self.outq:   # XEP-0198 §5: send the rest again
+                    self.send(xml)
+            elif el.tag == SM + "a":
+                self._acked(int(el.get("h")))
             elif el.tag == SM + "r":
                 self.requests += 1
                 if self.auto_ack:
@@ -75,3 +85,11 @@ class SmClient(ImClient):
         self.send("<resume xmlns='%s' previd='%s' h='%d'/>" % (NS_SM, previd,
                                                               h))
         return self.wait(lambda e: e.tag in (SM + "resumed", SM + "failed"))
+
+    def _acked(self, h):
+        self.outq = [e for e in self.outq if e[0] > h]
+
+    def send_stanza(self, xml):
+        self.out_count += 1
+        self.outq.append([self.out_count, xml])
+        self.send(xml)

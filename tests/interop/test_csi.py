@@ -72,8 +72,11 @@ def main():
     got = ca.collect(from_user(jb), 3)
     check("csi: a message with a body flushes the queue first, in order, "
           "with only the newest presence of the sender",
-          [kind(e) for e in got] == ["presence:three", "message:composing",
-                                     "body:hello"],
+          # (presence broadcast waits for a roster read, so the chat
+          # state may overtake it on the server: either order is right)
+          sorted(kind(e) for e in got[:2]) == ["message:composing",
+                                               "presence:three"] and
+          [kind(e) for e in got[2:]] == ["body:hello"],
           str([kind(e) for e in got]))
     extra = ca.quiet(from_user(jb))
     check("csi: nothing else arrives", extra == [],

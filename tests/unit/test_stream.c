@@ -1284,3 +1284,46 @@ void test_stream_bound_stanzas(void)
     cl_close(&c);
     env_stop();
 }
+
+/* XEP-0198 on one stream: enable, counting, acks, the errors of §3/§4. */
+void test_stream_sm(void)
+{
+#define SM_NS "urn:xmpp:sm:3"
+    env_start(NULL);
+    add_user("alice", "correct horse");
+    struct client c;
+    cl_open(&c);
+    login_bind(&c, "alice", "correct horse", "balcony");
+    cl_send(&c, "<a xmlns='" SM_NS "' h='0'/><r xmlns='" SM_NS "'/>");
+    expect_quiet(&c); /* acks before <enable/> mean nothing */
+    cl_send(&c, "<enable xmlns='" SM_NS "'/>");
+    expect(&c, "<enabled xmlns='" SM_NS "'/>");
+    cl_send(&c, "<iq type='get' id='p1' to='localhost'>"
+                "<ping xmlns='urn:xmpp:ping'/></iq>");
+    /* The server asks for an ack after what it sent. */
+    expect(&c, "<iq type='result' id='p1' from='localhost' "
+               "to='alice@localhost/balcony'/><r xmlns='" SM_NS "'/>");
+    cl_send(&c, "<iq type='get' id='p2' to='localhost'>"
+                "<ping xmlns='urn:xmpp:ping'/></iq>");
+    /* One request at a time: no second <r/> before an <a/>. */
+    expect(&c, "<iq type='result' id='p2' from='localhost' "
+               "to='alice@localhost/balcony'/>");
+    expect_quiet(&c);
+    cl_send(&c, "<r xmlns='" SM_NS "'/>");
+    expect(&c, "<a xmlns='" SM_NS "' h='2'/>");
+    /* Acking one of two: the server asks again for the rest. */
+    cl_send(&c, "<a xmlns='" SM_NS "' h='1'/>");
+    expect(&c, "<r xmlns='" SM_NS "'/>");
+    cl_send(&c, "<enable xmlns='" SM_NS "'/>");
+    expect(&c, "<failed xmlns='" SM_NS "'><unexpected-request xmlns='"
+               NS_STANZAS "'/></failed>");
+    cl_send(&c, "<a xmlns='" SM_NS "' h='3'/>");
+    expect(&c, "<stream:error><undefined-condition xmlns='"
+               "urn:ietf:params:xml:ns:xmpp-streams'/><handled-count-too-high"
+               " xmlns='" SM_NS "' h='3' send-count='2'/></stream:error>"
+               "</stream:stream>");
+    expect_eof(&c);
+    cl_close(&c);
+    env_stop();
+#undef SM_NS
+}
