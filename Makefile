@@ -131,14 +131,15 @@ $(BUILD)/parley: $(CLI_OBJ) $(CLIENT_COMMON)
 FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= xml jid scram config
+FUZZ_TARGETS ?= xml jid scram config c2s
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                -Wno-unused-parameter -fno-strict-aliasing -pthread \
                -Isrc/core -Isrc $(PKG_CFLAGS) $(FUZZ_SAN)
-# The parsers live in the core; a target that needs modules adds MOD_SRC.
-FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o)
+# The parsers live in the core; fuzz_c2s also needs the modules (the
+# archive lets the other targets link only what they use).
+FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(MOD_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OPTS := -timeout=10 -rss_limit_mb=2048
 FUZZ_ENV := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0

@@ -1,0 +1,786 @@
+/*
+ * fuzz_c2s.c - libFuzzer target for the stanza handling of client
+ * sessions: the c2s stream state machine (stream.c) with stream management
+ * (sm.c), the router and the default modules, run in-process on a real
+ * loop with SQLite storage, as src/parleyd.c builds them.
+ *
+ * Set-up (once): a configuration with one host "localhost", the default
+ * modules, registration open, require_encryption = false, no listener.
+ * There is no TLS in this target: streams are plain, so STARTTLS is never
+ * offered, SASL PLAIN is refused (parleyd offers it only inside TLS) and
+ * logins go through SCRAM.  Accounts alice (password "wonderland") and bob
+ * ("builder") exist; the rate and failure limits are raised so that one
+ * input cannot lock out the next.
+ *
+ * Input: the bytes a client writes, cut by separator bytes that never
+ * occur in UTF-8:
+ *   0xff  what came before is written; the loop runs until quiet (no
+ *         output, no storage or CPU job in flight), so feeds are split
+ *   0xfe  also opens another connection (at most MAX_CONNS), which gets
+ *         the next bytes; the earlier ones stay open (resource conflicts,
+ *         a resumption while the old connection lives)
+ *   0xfd  like 0xfe but closes the current connection first (XEP-0198
+ *         hibernation, then <resume/> on the new one)
+ * Before a piece is written, these tokens in it are replaced:
+ *   {scram1} {scram256}  the base64 client-final-message answering the
+ *         last SCRAM challenge on this connection, for alice with the
+ *         client-first-message "n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
+ *         (the server's nonce is random: the fuzzer could never guess it)
+ *   {previd}  the id of the last <enabled/> the server sent on any
+ *         connection of this input
+ *
+ * After the last piece, every connection is closed, sessions left
+ * hibernating are ended (kicked, as an account removal does), and the
+ * accounts are reset (every account deleted with its data, alice and bob
+ * created again, "user/deleted" fired) so that no input sees what an
+ * earlier one stored.
+ *
+ * Invariants checked (abort() on violation):
+ * - what the server wrote on each connection is a well-formed prefix of
+ *   XML streams (expat, not restricted), a new stream only after SASL
+ *   <success/>, each rooted at <stream:stream>;
+ * - every <stream:error/> holds exactly one RFC 6120 §4.9.3 condition and
+ *   nothing follows it but the end of the stream;
+ * - after the input, pl_c2s_count() and pl_session_count() return to 0 and
+ *   no server-initiated IQ still waits (pl_iq_pending());
+ * - the loop goes quiet within TIME_LIMIT_MS after each piece and after
+ *   the end (bounded time per input);
+ * - LeakSanitizer (on in the fuzz build) checks the heap at exit.
+ *
+ * Extending: a new token is a case in substitute(); a new invariant on the
+ * server's output goes in the expat handlers (struct doc).
+ */
+#include <errno.h>
+#include <expat.h>
+#include <ftw.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "buf.h"
+#include "config.h"
+#include "error.h"
+#include "hook.h"
+#include "host.h"
+#include "iq.h"
+#include "log.h"
+#include "loop.h"
+#include "resources.h"
+#include "scram.h"
+#include "server.h"
+#include "storage.h"
+#include "stream.h"
+#include "work.h"
+
+#define ITER 4096             /* the smallest scram_iterations allowed */
+#define MAX_CONNS 4           /* connections one input may open */
+#define TIME_LIMIT_MS 5000    /* to go quiet after a piece or the end */
+#define CLIENT_FIRST_BARE "n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
+
+#define NS_STREAMS "http://etherx.jabber.org/streams"
+#define NS_STREAM_ERR "urn:ietf:params:xml:ns:xmpp-streams"
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
+#define SEP '\x01' /* expat's namespace separator */
+
+static const struct {
+    const char *user;
+    const char *password;
+} users[] = {{"alice", "wonderland"}, {"bob", "builder"}};
+#define NUSERS (sizeof(users) / sizeof(users[0]))
+
+static struct {
+    char dir[64];                  /* temporary data_dir */
+    struct pl_config *cfg;         /* from dir/parleyd.conf */
+    struct pl_loop *loop;          /* the server's loop, also the client's */
+    struct pl_workq *cpu;          /* PBKDF2 workers */
+    struct pl_account acct[NUSERS]; /* keys, derived once */
+} E;
+
+static void die(const char *what, struct pl_str detail)
+{
+    fprintf(stderr, "fuzz_c2s: invariant violated: %s\n", what);
+    if (detail.len)
+        fprintf(stderr, "  %.*s\n", (int)detail.len, detail.p);
+    abort();
+}
+
+static const struct pl_str none = {"", 0};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- the client side ---- */
+
+struct client {
+    struct pl_io io;       /* our end of the socketpair, on E.loop */
+    struct pl_buf out;     /* everything the server wrote */
+    int open;              /* fd still ours */
+    int eof;               /* the server closed its end */
+};
+
+static struct client conns[MAX_CONNS];
+static int nconns_open;        /* entries of conns in use */
+static unsigned long received; /* bytes read from the server, all conns */
+static char previd[128];       /* the last <enabled id/> seen */
+
+static void on_client_io(struct pl_io *io, unsigned events)
+{
+    struct client *c = io->data;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(io->fd, buf, sizeof(buf));
+        if (n > 0) {
+            pl_buf_append(&c->out, buf, (size_t)n);
+            received += (unsigned long)n;
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            c->eof = 1;
+            pl_io_stop(io);
+        }
+        break;
+    }
+}
+
+static void on_slice_end(struct pl_timer *t)
+{
+    pl_loop_stop(t->loop);
+}
+
+/* One turn of the loop (ms 0), or until ms passed. */
+static void pump(unsigned ms)
+{
+    struct pl_timer t;
+    pl_timer_init(&t, on_slice_end, NULL);
+    pl_timer_start(E.loop, &t, ms);
+    pl_loop_run(E.loop);
+    pl_timer_stop(&t);
+}
+
+static int busy(void)
+{
+    return pl_storage_pending() || pl_workq_pending(E.cpu);
+}
+
+/*
+ * Runs the loop until quiet: three turns in a row with no byte from the
+ * server and no storage or CPU job in flight (completions are posted
+ * before a job stops counting, and run on the next turn).
+ */
+static void settle(const char *what)
+{
+    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
+    int quiet = 0;
+    while (quiet < 3) {
+        unsigned long before = received;
+        int was_busy = busy();
+        pump(0);
+        if (was_busy)
+            usleep(100); /* the storage or CPU thread works */
+        if (received != before || was_busy || busy())
+            quiet = 0;
+        else
+            quiet++;
+        if (now_ms() > deadline)
+            die("the server did not go quiet", pl_str_c(what));
+    }
+}
+
+static void cl_open(void)
+{
+    struct client *c = &conns[nconns_open];
+    memset(c, 0, sizeof(*c));
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                   sv) != 0 ||
+        pl__c2s_accept_fd(sv[0], PL_TLS_NONE) != PL_OK) {
+        perror("fuzz_c2s: socketpair");
+        abort();
+    }
+    pl_io_init(&c->io, sv[1], on_client_io, c);
+    pl_io_set(E.loop, &c->io, PL_IO_READ);
+    c->open = 1;
+    nconns_open++;
+}
+
+static void cl_write(struct client *c, const char *p, size_t len)
+{
+    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
+    size_t off = 0;
+    while (off < len && !c->eof) {
+        ssize_t n = send(c->io.fd, p + off, len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            break; /* the server closed: the rest is lost, as on a net */
+        } else {
+            pump(1);
+            if (now_ms() > deadline)
+                die("the server stopped reading", none);
+        }
+    }
+}
+
+/* ---- checking what the server wrote ---- */
+
+/* RFC 6120 §4.9.3, the defined stream error conditions. */
+static const char *const stream_conditions[] = {
+    "bad-format", "bad-namespace-prefix", "conflict", "connection-timeout",
+    "host-gone", "host-unknown", "improper-addressing",
+    "internal-server-error", "invalid-from", "invalid-namespace",
+    "invalid-xml", "not-authorized", "not-well-formed", "policy-violation",
+    "remote-connection-failed", "reset", "resource-constraint",
+    "restricted-xml", "see-other-host", "system-shutdown",
+    "undefined-condition", "unsupported-encoding", "unsupported-feature",
+    "unsupported-stanza-type", "unsupported-version",
+};
+
+static int is_condition(const char *name)
+{
+    for (size_t i = 0;
+         i < sizeof(stream_conditions) / sizeof(stream_conditions[0]); i++)
+        if (strcmp(name, stream_conditions[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* One XML document (stream) of the server's output. */
+struct doc {
+    XML_Parser p;        /* expat, with namespaces */
+    struct pl_str all;   /* this document's bytes onwards, for messages */
+    int depth;           /* open elements */
+    int in_error;        /* inside <stream:error/> */
+    int conditions;      /* defined conditions in it */
+    int after_error;     /* a stream error ended */
+    int closed;          /* </stream:stream> seen */
+    int capture;         /* inside <bind><jid> of an iq */
+    int in_iq_bind;      /* depth-3 <bind/> inside a depth-2 <iq/> */
+    size_t restart;      /* bytes up to the end of SASL <success/> */
+    struct pl_buf jid;   /* text of <jid/> being captured */
+    struct pl_buf *jids; /* bound JIDs, NUL-separated */
+};
+
+/* Splits expat's "ns\1local" (or "local"). */
+static const char *local_of(const char *name, struct pl_str *ns)
+{
+    const char *s = strchr(name, SEP);
+    if (!s) {
+        *ns = (struct pl_str){"", 0};
+        return name;
+    }
+    *ns = (struct pl_str){name, (size_t)(s - name)};
+    return s + 1;
+}
+
+static void XMLCALL on_start(void *ud, const XML_Char *name,
+                             const XML_Char **attrs)
+{
+    struct doc *d = ud;
+    struct pl_str ns;
+    const char *local = local_of(name, &ns);
+    d->depth++;
+    if (d->depth == 1) {
+        if (!pl_str_eq(ns, PL_STR(NS_STREAMS)) || strcmp(local, "stream"))
+            die("a stream that is not <stream:stream>", d->all);
+        return;
+    }
+    if (d->depth == 2) {
+        if (d->after_error)
+            die("an element after the stream error", d->all);
+        d->in_error = pl_str_eq(ns, PL_STR(NS_STREAMS)) &&
+                      strcmp(local, "error") == 0;
+        d->conditions = 0;
+        d->in_iq_bind = strcmp(local, "iq") == 0 ? 1 : 0;
+        return;
+    }
+    if (d->depth == 3) {
+        if (d->in_error && pl_str_eq(ns, PL_STR(NS_STREAM_ERR)) &&
+            strcmp(local, "text") != 0) {
+            if (!is_condition(local))
+                die("a stream error condition RFC 6120 does not define",
+                    pl_str_c(local));
+            d->conditions++;
+        }
+        if (d->in_iq_bind)
+            d->in_iq_bind = pl_str_eq(ns, PL_STR(NS_BIND)) &&
+                                    strcmp(local, "bind") == 0
+                                ? 2
+                                : 1;
+        return;
+    }
+    if (d->depth == 4 && d->in_iq_bind == 2 &&
+        pl_str_eq(ns, PL_STR(NS_BIND)) && strcmp(local, "jid") == 0) {
+        d->capture = 1;
+        pl_buf_reset(&d->jid);
+    }
+}
+
+static void XMLCALL on_end(void *ud, const XML_Char *name)
+{
+    struct doc *d = ud;
+    struct pl_str ns;
+    const char *local = local_of(name, &ns);
+    if (d->depth == 4 && d->capture) {
+        d->capture = 0;
+        pl_buf_append(d->jids, d->jid.data ? d->jid.data + d->jid.off : "",
+                      d->jid.len);
+        pl_buf_append(d->jids, "", 1);
+        pl_buf_reset(&d->jid);
+    }
+    if (d->depth == 3 && d->in_iq_bind == 2)
+        d->in_iq_bind = 1;
+    if (d->depth == 2) {
+        if (d->in_error) {
+            if (d->conditions != 1)
+                die("a stream error without exactly one condition", d->all);
+            d->in_error = 0;
+            d->after_error = 1;
+        }
+        if (pl_str_eq(ns, PL_STR(NS_SASL)) && strcmp(local, "success") == 0) {
+            /* RFC 6120 §6.4.6: a new stream follows. */
+            d->restart = (size_t)(XML_GetCurrentByteIndex(d->p) +
+                                  XML_GetCurrentByteCount(d->p));
+            XML_StopParser(d->p, XML_TRUE);
+        }
+    }
+    if (d->depth == 1)
+        d->closed = 1;
+    d->depth--;
+}
+
+static void XMLCALL on_text(void *ud, const XML_Char *s, int len)
+{
+    struct doc *d = ud;
+    if (d->capture)
+        pl_buf_append(&d->jid, s, (size_t)len);
+}
+
+/*
+ * Checks the whole output of one connection; appends the JIDs it bound to
+ * jids.  A SASL success restarts the stream: the bytes after it are a new
+ * document.
+ */
+static void check_output(struct pl_str out, struct pl_buf *jids)
+{
+    size_t base = 0;
+    while (base < out.len) {
+        struct doc d;
+        memset(&d, 0, sizeof(d));
+        d.all = (struct pl_str){out.p + base, out.len - base};
+        d.jids = jids;
+        d.p = XML_ParserCreateNS(NULL, SEP);
+        if (!d.p)
+            abort();
+        XML_SetUserData(d.p, &d);
+        XML_SetElementHandler(d.p, on_start, on_end);
+        XML_SetCharacterDataHandler(d.p, on_text);
+        enum XML_Status st =
+            XML_Parse(d.p, out.p + base, (int)(out.len - base), 0);
+        if (st == XML_STATUS_ERROR) {
+            fprintf(stderr, "fuzz_c2s: expat: %s at byte %ld\n",
+                    XML_ErrorString(XML_GetErrorCode(d.p)),
+                    (long)XML_GetCurrentByteIndex(d.p));
+            die("the server's output is not well-formed XML", d.all);
+        }
+        XML_ParserFree(d.p);
+        pl_buf_reset(&d.jid);
+        if (st != XML_STATUS_SUSPENDED)
+            break;
+        if (d.restart == 0 || d.restart > out.len - base)
+            abort();
+        base += d.restart;
+    }
+}
+
+/* ---- tokens ---- */
+
+/* The text between the last <challenge ...> of out and its end tag. */
+static int last_challenge(struct pl_str out, struct pl_buf *decoded)
+{
+    static const char open[] = "<challenge xmlns='" NS_SASL "'>";
+    const char *found = NULL;
+    for (const char *p = out.p; p && p < out.p + out.len;) {
+        p = memmem(p, (size_t)(out.p + out.len - p), open, sizeof(open) - 1);
+        if (p)
+            found = p++;
+    }
+    if (!found)
+        return PL_ENOT_FOUND;
+    const char *s = found + sizeof(open) - 1;
+    const char *e = memmem(s, (size_t)(out.p + out.len - s), "</", 2);
+    if (!e)
+        return PL_ENOT_FOUND;
+    return pl_base64_decode((struct pl_str){s, (size_t)(e - s)}, decoded);
+}
+
+/* Value of attribute k in a SCRAM message, or NULL. */
+static char *scram_attr(const char *msg, char k)
+{
+    for (const char *p = msg; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+        if (p[0] == k && p[1] == '=') {
+            const char *e = strchr(p, ',');
+            return pl_strndup(p + 2, e ? (size_t)(e - p - 2) : strlen(p + 2));
+        }
+    return NULL;
+}
+
+/*
+ * Appends the base64 client-final-message for alice answering the last
+ * challenge in out (RFC 5802 §3); a wrong one if there is none.
+ */
+static void scram_final(struct pl_str out, enum pl_scram_hash h,
+                        struct pl_buf *dst)
+{
+    struct pl_buf sfirst = {0}, salt = {0}, am = {0}, final = {0};
+    char *r = NULL, *s = NULL, *i = NULL;
+    if (last_challenge(out, &sfirst) != PL_OK)
+        goto fallback;
+    const char *sf = pl_buf_cstr(&sfirst);
+    r = scram_attr(sf, 'r');
+    s = scram_attr(sf, 's');
+    i = scram_attr(sf, 'i');
+    long iters = i ? strtol(i, NULL, 10) : 0;
+    if (!r || !s || iters < 1 || iters > 100000 ||
+        pl_base64_decode(pl_str_c(s), &salt) != PL_OK)
+        goto fallback;
+    const EVP_MD *md = h == PL_SCRAM_SHA1 ? EVP_sha1() : EVP_sha256();
+    size_t hl = pl_scram_hash_len(h);
+    unsigned char ck[64], stored[64], sig[64], proof[64];
+    unsigned int n;
+    /* PBKDF2 once per hash, salt and count: the accounts keep theirs. */
+    static struct {
+        unsigned char salt[64]; /* as received */
+        size_t salt_len;        /* its length, 0: empty slot */
+        long iters;             /* PBKDF2 rounds */
+        unsigned char salted[64]; /* SaltedPassword */
+    } cache[PL_SCRAM_NHASH];
+    unsigned char *salted = cache[h].salted;
+    if (salt.len > sizeof(cache[h].salt))
+        goto fallback;
+    if (cache[h].salt_len != salt.len || cache[h].iters != iters ||
+        memcmp(cache[h].salt, salt.data + salt.off, salt.len) != 0) {
+        const char *pw = users[0].password;
+        PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw),
+                          (const unsigned char *)salt.data + salt.off,
+                          (int)salt.len, (int)iters, md, (int)hl, salted);
+        memcpy(cache[h].salt, salt.data + salt.off, salt.len);
+        cache[h].salt_len = salt.len;
+        cache[h].iters = iters;
+    }
+    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck,
+         &n);
+    EVP_Digest(ck, hl, stored, NULL, md, NULL);
+    pl_buf_printf(&am, "%s,%s,c=biws,r=%s", CLIENT_FIRST_BARE, sf, r);
+    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am),
+         am.len, sig, &n);
+    for (size_t k = 0; k < hl; k++)
+        proof[k] = ck[k] ^ sig[k];
+    pl_buf_printf(&final, "c=biws,r=%s,p=", r);
+    pl_base64_encode(proof, hl, &final);
+    pl_base64_encode((const unsigned char *)pl_buf_cstr(&final), final.len,
+                     dst);
+    goto done;
+fallback:
+    pl_buf_append_str(dst, "Yz1iaXdzLHI9eCxwPXg="); /* c=biws,r=x,p=x */
+done:
+    pl_free(r);
+    pl_free(s);
+    pl_free(i);
+    pl_buf_reset(&sfirst);
+    pl_buf_reset(&salt);
+    pl_buf_reset(&am);
+    pl_buf_reset(&final);
+}
+
+/* Remembers the id of each <enabled/> the server sent. */
+static void note_enabled(struct pl_str out)
+{
+    const char *p = out.p, *end = out.p + out.len;
+    while (p && (p = memmem(p, (size_t)(end - p), "<enabled ", 9))) {
+        const char *gt = memchr(p, '>', (size_t)(end - p));
+        const char *id = memmem(p, (size_t)(end - p), " id='", 5);
+        p += 9;
+        if (!gt || !id || id > gt)
+            continue;
+        id += 5;
+        const char *q = memchr(id, '\'', (size_t)(gt - id));
+        if (q && (size_t)(q - id) < sizeof(previd)) {
+            memcpy(previd, id, (size_t)(q - id));
+            previd[q - id] = '\0';
+        }
+    }
+}
+
+static int has_prefix(struct pl_str s, struct pl_str prefix)
+{
+    return s.len >= prefix.len && memcmp(s.p, prefix.p, prefix.len) == 0;
+}
+
+/* Writes piece to c with the tokens replaced (see the file comment). */
+static void substitute(struct client *c, const char *p, size_t len,
+                       struct pl_buf *dst)
+{
+    struct pl_str out = pl_buf_str(&c->out);
+    if (!out.p)
+        out = none;
+    for (size_t k = 0; k < len; k++) {
+        if (p[k] == '{') {
+            struct pl_str rest = {p + k, len - k};
+            if (has_prefix(rest, PL_STR("{scram1}"))) {
+                scram_final(out, PL_SCRAM_SHA1, dst);
+                k += 7;
+                continue;
+            }
+            if (has_prefix(rest, PL_STR("{scram256}"))) {
+                scram_final(out, PL_SCRAM_SHA256, dst);
+                k += 9;
+                continue;
+            }
+            if (has_prefix(rest, PL_STR("{previd}"))) {
+                pl_buf_append_str(dst, previd);
+                k += 7;
+                continue;
+            }
+        }
+        pl_buf_append(dst, p + k, 1);
+    }
+}
+
+/* ---- accounts ---- */
+
+struct reset {
+    struct pl_buf names; /* accounts found, NUL-separated */
+};
+
+static void collect_user(const char *user, void *ud)
+{
+    struct pl_buf *b = ud;
+    pl_buf_append(b, user, strlen(user) + 1);
+}
+
+/* Deletes every account with its data; creates alice and bob again. */
+static int reset_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct reset *r = arg;
+    int rc = d->account_list(db, "localhost", collect_user, &r->names);
+    if (rc != PL_OK)
+        return rc;
+    for (size_t off = 0; off < r->names.len;) {
+        const char *u = r->names.data + r->names.off + off;
+        off += strlen(u) + 1;
+        rc = d->account_delete(db, "localhost", u);
+        if (rc != PL_OK)
+            return rc;
+    }
+    for (size_t i = 0; i < NUSERS; i++) {
+        rc = d->account_create(db, "localhost", users[i].user, &E.acct[i]);
+        if (rc != PL_OK)
+            return rc;
+    }
+    return PL_OK;
+}
+
+static void reset_done(int rc, void *arg)
+{
+    struct reset *r = arg;
+    if (rc != PL_OK) {
+        fprintf(stderr, "fuzz_c2s: resetting the accounts: %d\n", rc);
+        abort();
+    }
+    /* As an account removal does (mod_register): caches forget them. */
+    for (size_t off = 0; off < r->names.len;) {
+        char *u = r->names.data + r->names.off + off;
+        off += strlen(u) + 1;
+        struct pl_event ev = {"user/deleted", pl_host_find("localhost"),
+                              NULL, NULL, NULL, NULL, u};
+        pl_hook_fire(&ev);
+    }
+    pl_buf_reset(&r->names);
+    pl_free(r);
+}
+
+static void reset_accounts(void)
+{
+    struct reset *r = pl_calloc(1, sizeof(*r));
+    pl_storage_submit(E.loop, reset_run, reset_done, r);
+    settle("resetting the accounts");
+}
+
+/* ---- set-up ---- */
+
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void rm_dir(void)
+{
+    if (E.dir[0])
+        nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    E.dir[0] = '\0';
+}
+
+static void need(int ok, const char *what)
+{
+    if (ok)
+        return;
+    fprintf(stderr, "fuzz_c2s: setup failed: %s\n", what);
+    rm_dir();
+    abort();
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    signal(SIGPIPE, SIG_IGN); /* as parleyd does */
+    snprintf(E.dir, sizeof(E.dir), "/tmp/fuzz_c2s.XXXXXX");
+    need(mkdtemp(E.dir) != NULL, "mkdtemp");
+    atexit(rm_dir);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
+    FILE *f = fopen(path, "w");
+    need(f != NULL, "writing the configuration");
+    /* Hibernated sessions are ended after each input (see the file
+     * comment), so sm_resume_timeout keeps its default; every limit that
+     * counts across connections from one address is raised. */
+    fprintf(f,
+            "server: { data_dir = \"%s\"; log_level = \"error\"; "
+            "workers = 1; };\n"
+            "storage: { sqlite_synchronous = \"off\"; };\n"
+            "listeners = ();\n"
+            "hosts = ( { domain = \"localhost\"; } );\n"
+            "limits: { read_rate = 1073741824; read_burst = 1073741824; };\n"
+            "c2s: { require_encryption = false; scram_iterations = %d; "
+            "auth_failures_per_ip = 1000000; auth_failure_window = 1; };\n"
+            "register: { policy = \"open\"; per_ip_per_minute = 1000000; "
+            "};\n",
+            E.dir, ITER);
+    fclose(f);
+    char err[512];
+    int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
+    if (rc != PL_OK)
+        fprintf(stderr, "fuzz_c2s: %s\n", err);
+    need(rc == PL_OK, "loading the configuration");
+    /* Silent, even errors (bad input is logged as such) unless
+     * FUZZ_C2S_LOG is set, for debugging a crash. */
+    pl_log_set_level(getenv("FUZZ_C2S_LOG") ? PL_LOG_DEBUG
+                                            : (enum pl_log_level)-1);
+    need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
+    E.cpu = pl_workq_new("cpu", 1, NULL, NULL);
+    unsigned char secret[32];
+    RAND_bytes(secret, sizeof(secret));
+    pl__server_set(E.loop, E.cfg, E.cpu, secret);
+    need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
+    need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
+    need(pl_c2s_start(E.cfg) == PL_OK, "pl_c2s_start");
+    for (size_t i = 0; i < NUSERS; i++) {
+        struct pl_str pw = pl_str_c(users[i].password);
+        need(pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0, ITER,
+                             &E.acct[i].keys[PL_SCRAM_SHA1]) == PL_OK &&
+                 pl_scram_derive(PL_SCRAM_SHA256, pw, NULL, 0, ITER,
+                                 &E.acct[i].keys[PL_SCRAM_SHA256]) == PL_OK,
+             "deriving keys");
+    }
+    reset_accounts();
+    return 0;
+}
+
+/* ---- one input ---- */
+
+/* Ends the sessions bound on this input that outlived their connection. */
+static void kick_left(struct pl_buf *jids)
+{
+    for (size_t off = 0; off < jids->len;) {
+        const char *full = jids->data + jids->off + off;
+        off += strlen(full) + 1;
+        struct pl_session *s = pl_session_by_full(full);
+        if (s)
+            s->ops->kick(s, "system-shutdown", NULL);
+    }
+}
+
+static void cl_close(struct client *c, struct pl_buf *jids)
+{
+    if (!c->open)
+        return;
+    pl_io_stop(&c->io);
+    close(c->io.fd);
+    c->open = 0;
+    struct pl_str out = pl_buf_str(&c->out);
+    check_output(out.p ? out : none, jids);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *in = (const char *)data;
+    struct pl_buf jids = {0}, piece = {0};
+    uint64_t start = now_ms();
+    nconns_open = 0;
+    previd[0] = '\0';
+    cl_open();
+    size_t from = 0;
+    for (size_t k = 0; k <= size; k++) {
+        unsigned char b = k < size ? data[k] : 0xff;
+        if (b < 0xfd)
+            continue;
+        struct client *c = &conns[nconns_open - 1];
+        substitute(c, in + from, k - from, &piece);
+        cl_write(c, piece.data ? piece.data + piece.off : "", piece.len);
+        pl_buf_reset(&piece);
+        from = k + 1;
+        settle("after a piece of input");
+        for (int i = 0; i < nconns_open; i++)
+            note_enabled(pl_buf_str(&conns[i].out).p
+                             ? pl_buf_str(&conns[i].out)
+                             : none);
+        if (b == 0xff || nconns_open == MAX_CONNS)
+            continue;
+        if (b == 0xfd) {
+            cl_close(c, &jids);
+            settle("after closing a connection");
+        }
+        cl_open();
+    }
+    for (int i = 0; i < nconns_open; i++)
+        cl_close(&conns[i], &jids);
+    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
+    while (pl_c2s_count() && now_ms() < deadline)
+        pump(1);
+    settle("after closing every connection");
+    if (pl_c2s_count())
+        die("connections left after the client closed them", none);
+    kick_left(&jids);
+    settle("after ending hibernated sessions");
+    if (pl_session_count()) {
+        char n[32];
+        snprintf(n, sizeof(n), "%lu", pl_session_count());
+        die("sessions left after every connection ended", pl_str_c(n));
+    }
+    if (pl_iq_pending()) {
+        char n[32];
+        snprintf(n, sizeof(n), "%lu", pl_iq_pending());
+        die("server IQs still waiting for sessions that ended",
+            pl_str_c(n));
+    }
+    reset_accounts();
+    for (int i = 0; i < nconns_open; i++)
+        pl_buf_reset(&conns[i].out);
+    pl_buf_reset(&jids);
+    if (now_ms() - start > 4 * TIME_LIMIT_MS)
+        die("one input took too long", none);
+    return 0;
+}
