@@ -9,7 +9,7 @@
  * cleanly (streams closed with <system-shutdown/>, storage flushed);
  * SIGHUP reloads the configuration's limits and log level and the
  * certificates, without dropping sessions.  SIGUSR1 logs the counters
- * (stats.h).
+ * (stats.h) and the server-to-server links (s2s.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -112,6 +112,12 @@ static void on_stats(struct pl_loop *loop, int signo, void *data)
 {
     pl_log_info("parleyd", "counters follow (SIGUSR1)");
     pl_stats_print(stderr);
+    if (pl_s2s_count()) {
+        struct pl_buf b = {0};
+        pl_s2s_links_json(&b);
+        pl_log_info("parleyd", "s2s links: %.*s", (int)b.len, b.data + b.off);
+        pl_buf_reset(&b);
+    }
     fflush(stderr);
 }
 

@@ -783,7 +783,8 @@ void pl_config_print_default(FILE *f)
     for (size_t i = 0; i < sizeof(core_groups) / sizeof(core_groups[0]); i++)
         pl_config_print_group(f, core_groups[i].group, core_groups[i].opts,
                               "");
-    fputs("# Where parleyd accepts connections.  tls: starttls (RFC 6120 "
+    fputs("# Where parleyd accepts connections: protocol c2s (clients) or s2s\n"
+          "# (other servers, usually port 5269).  tls: starttls (RFC 6120 "
           "STARTTLS),\n# direct (XEP-0368, TLS from the first byte) or none.\n"
           "listeners = (\n"
           "  { protocol = \"c2s\"; address = \"127.0.0.1\"; port = 5222; "

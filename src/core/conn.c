@@ -24,6 +24,7 @@
 
 static void on_io(struct pl_io *io, unsigned events);
 static void flush(struct pl_conn *c);
+static void handshake(struct pl_conn *c);
 
 static void set_peer(struct pl_conn *c, int fd)
 {
@@ -122,6 +123,8 @@ void pl_conn_start(struct pl_conn *c, SSL_CTX *ctx)
         return;
     }
     pl_io_set(c->loop, &c->io, PL_IO_READ);
+    if (ctx && c->tls_client)
+        handshake(c); /* the client speaks first (ClientHello) */
 }
 
 /* The socket is gone: tell the protocol, then free, after this batch. */
@@ -271,6 +274,10 @@ static void flush(struct pl_conn *c)
             c->want_tls = 0;
             if (begin_tls(c, c->pending_ctx) != PL_OK) {
                 destroy(c);
+                return;
+            }
+            if (c->tls_client) {
+                handshake(c); /* the client speaks first */
                 return;
             }
         }

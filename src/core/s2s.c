@@ -499,6 +499,15 @@ static void on_out_timer(struct pl_timer *t)
     if (o->state != O_READY) {
         char prev[sizeof(o->why)];
         snprintf(prev, sizeof(prev), "%s", o->why);
+        if (!prev[0] && o->ti < o->ntargets)
+            whyf(prev, sizeof(prev), "still %s with %s port %d%s",
+                 out_state_names[o->state], o->targets[o->ti].host,
+                 o->targets[o->ti].port,
+                 o->conn && o->conn->tls == PL_CONN_HANDSHAKE
+                     ? " (TLS handshake not finished)"
+                     : "");
+        else if (!prev[0])
+            whyf(prev, sizeof(prev), "still %s", out_state_names[o->state]);
         whyf(o->why, sizeof(o->why), "timeout: no link within %ld s%s%s",
                  S->s2s_connect_timeout, prev[0] ? "; last problem: " : "",
                  prev);
