@@ -152,7 +152,7 @@ def peer(domain, port):
 CA = make_ca("parley-test-ca")
 ROGUE = make_ca("nobody-trusts-this-ca")
 CERTS = {d: make_cert(CA, d) for d in
-         ("pa.test", "pb.test", "prosody.test", "ejabberd.test")}
+         ("pa.test", "pb.test", "prosody.test", "ejabberd.test", "raw.test")}
 CERTS["pc.test"] = make_cert(ROGUE, "pc.test")
 
 # A silent peer: accepts TCP and never says a word (for the timeout).
@@ -178,11 +178,12 @@ P2 = harness.Server(
         {"domain": "pc.test", "certificate": CERTS["pc.test"][0],
          "key": CERTS["pc.test"][1]}],
     s2s='enable = true; auth = ["dialback"]; ca_file = "%s"; '
-        'resolver = "127.0.0.1:%d"; connect_timeout = %d;'
+        'resolver = "127.0.0.1:%d"; connect_timeout = %d; idle_timeout = 5;'
         % (CA[1], DNS_PORT, CONNECT_TIMEOUT))
 P1.s2s_port = harness.free_ports(1)[0]
 P1.s2s = ('enable = true; ca_file = "%s"; resolver = "127.0.0.1:%d"; '
-          'connect_timeout = %d; routes = ( { domain = "pc.test"; '
+          'connect_timeout = %d; max_queue_bytes = 8192; '
+          'routes = ( { domain = "pc.test"; '
           'host = "127.0.0.1"; port = %d; tls = "starttls"; } );'
           % (CA[1], DNS_PORT, CONNECT_TIMEOUT, P2.s2s_port))
 
@@ -350,6 +351,116 @@ def start_ejabberd():
 
 
 # ------------------------------------------------------------- the checks
+
+NS_STREAM = harness.NS_STREAM
+NS_SASL = harness.NS_SASL
+
+
+class S2sRaw(harness.RawClient):
+    """A raw server-to-server stream (jabber:server) from `frm` to `to`,
+    with a client certificate (cert, key) for TLS."""
+
+    def __init__(self, port, frm, to, cert=None):
+        self.frm, self.cert = frm, cert
+        super().__init__("127.0.0.1", port, to, timeout=5)
+
+    def _wrap_tls(self):
+        ctx = harness.no_verify_context()
+        if self.cert:
+            ctx.load_cert_chain(*self.cert)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=self.domain)
+        self.tls = True
+
+    def open_stream(self, to=None, extra=""):
+        self.send("<?xml version='1.0'?><stream:stream from='%s' to='%s' "
+                  "version='1.0' xmlns='jabber:server' xmlns:db="
+                  "'jabber:server:dialback' xmlns:stream="
+                  "'http://etherx.jabber.org/streams'>"
+                  % (self.frm, to or self.domain))
+
+    def stream_error(self):
+        """The condition of the stream error that ends the stream."""
+        try:
+            el = self.next(lambda e: e.tag == "{%s}error" % NS_STREAM, 5)
+        except (TimeoutError, harness.StreamClosed, OSError) as e:
+            return "no stream error (%s)" % e
+        for c in el:
+            if c.tag.startswith("{%s}" % harness.NS_STREAMS_ERR) and \
+                    not c.tag.endswith("}text"):
+                return c.tag.split("}")[1]
+        return harness.tostr(el)
+
+    def external(self):
+        """STARTTLS and SASL EXTERNAL; returns (mechanisms offered,
+        SASL answer element)."""
+        f = self.connect_tls()
+        mechs = self.mechanisms(f)
+        self.send("<auth xmlns='%s' mechanism='EXTERNAL'>=</auth>" % NS_SASL)
+        el = self.next(lambda e: e.tag.startswith("{%s}" % NS_SASL))
+        if el.tag == "{%s}success" % NS_SASL:
+            self.restart()
+        return mechs, el
+
+
+def raw_incoming(user):
+    """Incoming stream rules against P1, with raw.test as the peer."""
+    port = P1.s2s_port
+    r = S2sRaw(port, "raw.test", "nope.test")
+    r.open_stream()
+    check("incoming: a stream to a domain not served gets <host-unknown/>",
+          r.stream_error() == "host-unknown", r.raw[-300:])
+    r.close()
+    r = S2sRaw(port, "raw.test", "pa.test")
+    r.open_stream()
+    f = r.features()
+    check("incoming: STARTTLS is required",
+          f.find("{%s}starttls/{%s}required" % (harness.NS_TLS,
+                                                  harness.NS_TLS))
+          is not None, harness.tostr(f))
+    r.send("<message from='u@raw.test' to='%s'><body>x</body></message>"
+           % user)
+    check("incoming: a stanza before authentication gets <not-authorized/>",
+          r.stream_error() == "not-authorized", r.raw[-300:])
+    r.close()
+    # An untrusted certificate: no EXTERNAL offered, and refused.
+    r = S2sRaw(port, "pc.test", "pa.test", CERTS["pc.test"])
+    mechs, el = r.external()
+    check("incoming: no SASL EXTERNAL for an untrusted certificate",
+          "EXTERNAL" not in mechs and el.tag == "{%s}failure" % NS_SASL,
+          "%s %s" % (mechs, harness.tostr(el)))
+    # Dialback verification with a wrong key (we are authoritative).
+    r.send("<db:verify from='raw.test' to='pa.test' id='abc'>00ff</db:verify>")
+    el = r.next(lambda e: e.tag == "{jabber:server:dialback}verify")
+    check("incoming: db:verify with a wrong key is invalid",
+          el.get("type") == "invalid", harness.tostr(el))
+    r.close()
+    # A trusted certificate for raw.test: EXTERNAL, then the rules.
+    r = S2sRaw(port, "raw.test", "pa.test", CERTS["raw.test"])
+    mechs, el = r.external()
+    check("incoming: SASL EXTERNAL with a certificate valid for raw.test",
+          "EXTERNAL" in mechs and el.tag == "{%s}success" % NS_SASL,
+          "%s %s" % (mechs, harness.tostr(el)))
+    r.send("<message from='u@raw.test/x' to='%s' type='chat'><body>raw hello"
+           "</body></message>" % user)
+    got = user_client.wait(is_message(frm_bare="u@raw.test",
+                                      body="raw hello"), 5)
+    check("incoming: a stanza from the authenticated domain is delivered",
+          got is not None, "not delivered")
+    r.send("<message from='u@evil.test' to='%s'><body>x</body></message>"
+           % user)
+    check("incoming: 'from' another domain gets <invalid-from/>",
+          r.stream_error() == "invalid-from", r.raw[-300:])
+    r.close()
+    r = S2sRaw(port, "raw.test", "pa.test", CERTS["raw.test"])
+    r.external()
+    r.send("<message from='u@raw.test' to='x@nope.test'><body>x</body>"
+           "</message>")
+    check("incoming: 'to' a domain not served gets <host-unknown/>",
+          r.stream_error() == "host-unknown", r.raw[-300:])
+    r.close()
+
+
+user_client = None
 
 def federate(a, b, label):
     """a and b (logged-in ImClients on different servers) subscribe to
@@ -535,8 +646,32 @@ def main():
     else:
         log_tail("ejabberd")
 
-    # -- a peer that is down, and one that never answers
+    # -- incoming stream rules (raw peer)
+    global user_client
     a = ImClient(P1, pa1, label="pa")
+    a.presence()
+    user_client = a
+    raw_incoming(a.bare)
+
+    # -- queue limit: 8192 bytes per link while it is set up
+    big = "x" * 3000
+    for i in range(3):
+        a.message("nobody@slow.test", big, msg_id="big-%d" % i)
+    el = a.wait(lambda e: im_common.named(e, "message") and
+                e.get("id") == "big-2", 3)
+    check("queue limit: the stanza over s2s.max_queue_bytes bounces at once "
+          "with <resource-constraint/>",
+          el is not None and el.get("type") == "error" and
+          "resource-constraint" in str(im_common.error_of(el)),
+          harness.tostr(el) if el is not None else "nothing")
+    errs = [a.wait(lambda e: im_common.named(e, "message") and
+                   e.get("id") == "big-%d" % i, CONNECT_TIMEOUT + 5)
+            for i in range(2)]
+    check("queue limit: the queued ones bounce after the timeout",
+          all(e is not None and "remote-server-timeout" in
+              str(im_common.error_of(e)) for e in errs), errs)
+
+    # -- a peer that is down, and one that never answers
     took = bounce_check(a, "down.test", "remote-server-not-found", "down")
     check("down: bounced at once (connection refused), not after the "
           "timeout", took < CONNECT_TIMEOUT, "%.1f s" % took)
@@ -552,6 +687,8 @@ def main():
           "Connection refused" in t1, "see P1 log")
     check("P1 logs why the silent link failed (timeout)",
           "link pa.test -> slow.test failed: timeout" in t1, "see P1 log")
+    check("P2 closes idle links (s2s.idle_timeout 5 s)",
+          "idle for 5 s, closing" in P2.log_text(), "see P2 log")
 
 
 try:
