@@ -290,6 +290,7 @@ s2s_dns_timeout: 5
 s2s_timeout: 10
 auth_method: internal
 auth_password_format: plain
+registration_timeout: infinity
 acl:
   loopback:
     ip:
@@ -548,8 +549,8 @@ def main():
     pb_user = harness.unique("bob")
     rc, text = P1.ctl("adduser", "%s@pb.test" % pb_user, PW)
     check("parleyctl adduser on the second virtual host", rc == 0, text)
-    pc1, pc2 = harness.unique("carl"), harness.unique("cora")
-    add_users(P2, pc1, pc2)
+    pc1, pc2, pc3 = (harness.unique(x) for x in ("carl", "cora", "cid"))
+    add_users(P2, pc1, pc2, pc3)
 
     # Prosody: users registered offline, then started.
     pros_users = [harness.unique("pete"), harness.unique("paul")]
@@ -587,7 +588,8 @@ def main():
           "see P1 log")
 
     # -- Prosody: certificates (pa.test) and dialback only (pc.test)
-    ok = wait_port(PROSODY_S2S, prosody, 20)
+    ok = wait_port(PROSODY_S2S, prosody, 20) and \
+        wait_port(PROSODY_C2S, prosody, 10)
     check("prosody starts", ok, "no s2s port")
     if ok:
         a = ImClient(P1, pa3, label="pa")
@@ -641,8 +643,35 @@ def main():
         a.logout()
         e.logout()
         t1 = P1.log_text()
-        check("P1 -> ejabberd.test link is up",
-              "link pa.test -> ejabberd.test ready" in t1, "see P1 log")
+        check("P1 -> ejabberd.test authenticated with SASL EXTERNAL",
+              "link pa.test -> ejabberd.test ready (external" in t1,
+              "see P1 log")
+        check("ejabberd.test -> P1 authenticated with SASL EXTERNAL",
+              "incoming link from ejabberd.test (127.0.0.1) authenticated "
+              "with SASL EXTERNAL" in t1, "see P1 log")
+        # Dialback only: pc.test's certificate is not trusted by ejabberd,
+        # and P2 allows nothing else.
+        ej_user2 = harness.unique("eric")
+        r = harness.RawClient("127.0.0.1", EJ_C2S, "ejabberd.test",
+                              direct_tls=True, timeout=10)
+        r.connect_tls()
+        reply = r.register(ej_user2, PW)
+        check("ejabberd registers a second user", reply is not None and
+              reply.get("type") == "result", harness.tostr(reply))
+        r.close()
+        c = ImClient(P2, pc3, label="pc")
+        e = ImClient(peer("ejabberd.test", EJ_C2S), ej_user2,
+                     label="ejabberd")
+        federate(c, e, "dialback-ejabberd")
+        c.logout()
+        e.logout()
+        t2 = P2.log_text()
+        check("P2 -> ejabberd.test authenticated with dialback",
+              "link pc.test -> ejabberd.test ready (dialback" in t2,
+              "see P2 log")
+        check("ejabberd.test -> P2 authenticated with dialback",
+              "incoming link from ejabberd.test (127.0.0.1) to pc.test "
+              "authenticated with dialback" in t2, "see P2 log")
     else:
         log_tail("ejabberd")
 
