@@ -541,6 +541,18 @@ def bounce_check(client, domain, cond, label, n=3, within=None):
 
 
 def main():
+    # The peers first: their ports were picked free before anything else
+    # ran (later outgoing connections could take them).
+    # Prosody: users registered offline, then started.
+    pros_users = [harness.unique("pete"), harness.unique("paul")]
+    for u in pros_users:
+        r = run("prosodyctl", "--config", PROSODY_CFG, "register", u,
+                "prosody.test", PW)
+        if r.returncode != 0:
+            check("prosodyctl register", False, r.stdout[-300:])
+    prosody = start_proc("prosody", ["prosody", "--config", PROSODY_CFG,
+                                     "-F"])
+    ej = start_ejabberd()
     P1.start()
     P2.start()
     pa1, pa2, pa3, pa4 = (harness.unique(x) for x in
@@ -552,16 +564,6 @@ def main():
     pc1, pc2, pc3 = (harness.unique(x) for x in ("carl", "cora", "cid"))
     add_users(P2, pc1, pc2, pc3)
 
-    # Prosody: users registered offline, then started.
-    pros_users = [harness.unique("pete"), harness.unique("paul")]
-    for u in pros_users:
-        r = run("prosodyctl", "--config", PROSODY_CFG, "register", u,
-                "prosody.test", PW)
-        if r.returncode != 0:
-            check("prosodyctl register", False, r.stdout[-300:])
-    prosody = start_proc("prosody", ["prosody", "--config", PROSODY_CFG,
-                                     "-F"])
-    ej = start_ejabberd()
 
     # -- two virtual hosts on one server
     a = ImClient(P1, pa1, label="pa")
