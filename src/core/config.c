@@ -141,6 +141,9 @@ static const struct pl_option s2s_opts[] = {
     {"require_tls", PL_OPT_BOOL, "true", 0, 0, NULL,
      "Refuse server-to-server streams without TLS, both ways.",
      S(s2s_require_tls)},
+    {"bidi", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "One connection both ways with peers that offer it (XEP-0288).",
+     S(s2s_bidi)},
     {"auth", PL_OPT_STRLIST, "[\"external\", \"dialback\"]", 0, 0, NULL,
      "How peers authenticate, in order of preference: external (SASL "
      "EXTERNAL with a certificate, XEP-0178), dialback (XEP-0220).",

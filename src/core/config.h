@@ -101,6 +101,7 @@ struct pl_settings {
     /* s2s (federation) */
     int s2s_enable;
     int s2s_require_tls;
+    int s2s_bidi;
     struct pl_strlist s2s_auth;
     char *s2s_ca_file;
     char *s2s_ca_dir;

@@ -15,6 +15,11 @@
  * db:verify over the outgoing link to the claimed domain); db:verify
  * requests from receiving servers are answered on any incoming stream.
  *
+ * XEP-0288: with s2s.bidi, an outgoing link asks the peer to use it both
+ * ways when the peer offers it, and an incoming stream whose peer asks
+ * carries our stanzas to that peer too (only for the domain pairs it
+ * authenticated), so two servers need one connection, not two.
+ *
  * Dialback keys follow XEP-0185: HMAC-SHA256 keyed with SHA-256 of the
  * server secret over "receiving originating stream-id".
  *
@@ -56,6 +61,8 @@
 #define NS_DB "jabber:server:dialback"
 #define NS_DB_FEATURE "urn:xmpp:features:dialback"
 #define NS_XMLNS "http://www.w3.org/2000/xmlns/"
+#define NS_BIDI "urn:xmpp:bidi"
+#define NS_BIDI_FEATURE "urn:xmpp:features:bidi"
 #define DEFAULT_PORT 5269
 
 enum auth { A_NONE = 0, A_EXTERNAL, A_DIALBACK };
@@ -121,7 +128,10 @@ struct out {
     unsigned ext_failed : 1;      /* SASL EXTERNAL was refused */
     unsigned fatal : 1;           /* no point trying other addresses */
     unsigned detached : 1;        /* out of the lookup list */
+    unsigned bidi : 1;            /* XEP-0288 requested: the peer may
+                                   * send its stanzas back on this link */
     unsigned long sent;           /* stanzas written */
+    unsigned long received;       /* stanzas routed (bidi) */
     uint64_t created_ms;          /* loop time at creation */
     uint64_t last_ms;             /* loop time of the last stanza */
     struct pl_timer timer;        /* connect deadline, then idle checks */
@@ -154,7 +164,10 @@ struct in {
     unsigned closing : 1;      /* error or close sent */
     unsigned cert_checked : 1; /* cert_ok is known for from_hdr */
     unsigned cert_ok : 1;      /* certificate valid for from_hdr */
+    unsigned bidi : 1;         /* XEP-0288: we may send to the peer here */
     unsigned long received;    /* stanzas routed */
+    unsigned long sent;        /* stanzas written (bidi) */
+    uint64_t last_sent_ms;     /* loop time of the last one */
     uint64_t opened_ms;        /* loop time at accept */
     struct pl_timer timer;     /* handshake and idle deadlines */
     struct in *prev, *next;    /* all incoming streams */
@@ -439,9 +452,10 @@ static void out_ready(struct out *o, int auth)
     o->why[0] = '\0';
     o->last_ms = now_ms();
     pl_timer_start(pl_server_loop(), &o->timer, 5000);
-    pl_log_info("s2s", "link %s -> %s ready (%s, %s, %zu queued)", o->local,
-                o->remote, auth_names[auth],
-                o->secure ? "TLS" : "no TLS", o->qn);
+    pl_log_info("s2s", "link %s -> %s ready (%s, %s%s, %zu queued)",
+                o->local, o->remote, auth_names[auth],
+                o->secure ? "TLS" : "no TLS",
+                o->bidi ? ", bidirectional" : "", o->qn);
     for (size_t i = 0; i < o->qn; i++) {
         out_write_stanza(o, o->q[i]);
         pl_stanza_unref(o->q[i]);
@@ -546,7 +560,12 @@ static struct out *out_new(const char *local, const char *remote)
 
 static void out_start(struct out *o);
 
-/* Hands st (borrowed) to the link local -> remote. */
+static int in_send_bidi(const char *local, const char *remote,
+                        struct pl_stanza *st);
+
+/* Hands st (borrowed) to the link local -> remote: an outgoing link
+ * (ready, or queueing while it is set up), else an incoming stream from
+ * remote that is bidirectional (XEP-0288), else a new outgoing link. */
 static int out_send(const char *local, const char *remote,
                     struct pl_stanza *st)
 {
@@ -555,6 +574,8 @@ static int out_send(const char *local, const char *remote,
         out_write_stanza(o, st);
         return PL_HANDLED;
     }
+    if (!o && in_send_bidi(local, remote, st))
+        return PL_HANDLED;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_SERVER);
     size_t queued = o ? o->qbytes : 0;
     if (queued + x.len > (size_t)S->s2s_max_queue_bytes) {
@@ -768,6 +789,7 @@ static void out_connected(struct out *o)
     o->cert_ok = 0;
     o->auth = A_NONE;
     o->ext_failed = 0;
+    o->bidi = 0;
     o->sid[0] = '\0';
     for (struct verify *v = o->verifies; v; v = v->next)
         v->sent = 0; /* a new connection: ask again */
@@ -980,6 +1002,12 @@ static void out_features(struct out *o, struct pl_stanza *st)
         }
     }
     out_send_verifies(o);
+    if (S->s2s_bidi && !o->bidi &&
+        pl_node_child(f, "bidi", NS_BIDI_FEATURE)) {
+        /* XEP-0288 §2.2: after TLS, before authentication. */
+        write_str(o->conn, "<bidi xmlns='" NS_BIDI "'/>");
+        o->bidi = 1;
+    }
     for (int i = 0; i < S->s2s_auth.n; i++) {
         const char *m = S->s2s_auth.v[i];
         if (strcmp(m, "external") == 0 && o->secure && !o->ext_failed &&
@@ -1003,6 +1031,48 @@ static void out_features(struct out *o, struct pl_stanza *st)
              "s2s.auth allows%s", o->remote,
              o->ext_failed ? " (it refused our certificate)" : "");
     out_abort(o, 1);
+}
+
+/*
+ * A stanza the peer sent back over a bidirectional link (XEP-0288 §2.2):
+ * the peer is the domain we connected to and authenticated (certificate or
+ * DNS, as dialback does), and may send only from that domain to ours.
+ */
+static void out_route_in(struct out *o, struct pl_stanza *st)
+{
+    const char *f = pl_stanza_attr(st, "from");
+    const char *t = pl_stanza_attr(st, "to");
+    struct pl_jid *from = NULL, *to = NULL;
+    const char *cond = NULL;
+    if (!f || !t)
+        cond = "improper-addressing";
+    else if (pl_jid_parse(pl_str_c(f), &from) != PL_OK ||
+             strcmp(from->domain, o->remote) != 0)
+        cond = "invalid-from";
+    else if (pl_jid_parse(pl_str_c(t), &to) != PL_OK ||
+             strcmp(to->domain, o->local) != 0)
+        cond = "host-unknown";
+    if (cond) {
+        struct pl_buf b = {0};
+        pl_buf_printf(&b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS
+                          "'/></stream:error>", cond);
+        write_buf(o->conn, &b);
+        whyf(o->why, sizeof(o->why), "stream: %s sent a stanza we refused "
+             "with <%s/>", o->remote, cond);
+        out_abort(o, 1);
+        goto out;
+    }
+    if (strcmp(f, from->full) != 0)
+        pl_stanza_set_attr(st, "from", from->full);
+    if (strcmp(t, to->full) != 0)
+        pl_stanza_set_attr(st, "to", to->full);
+    o->received++;
+    o->last_ms = now_ms();
+    pl_stat_inc(stanzas_in);
+    pl_route(st, from, to, NULL);
+out:
+    pl_jid_free(from);
+    pl_jid_free(to);
 }
 
 static void out_stanza(void *ud, struct pl_stanza *st)
@@ -1058,6 +1128,18 @@ static void out_stanza(void *ud, struct pl_stanza *st)
         db_element(o->conn, "result", o->local, o->remote, NULL, NULL, key,
                    NULL);
     } else if (strcmp(root->ns, NS_DB) == 0 &&
+               strcmp(root->name, "result") == 0 && o->state == O_READY) {
+        /* XEP-0288 §4: a 'valid' we did not ask for proves nothing; a
+         * dialback request from the peer over a bidi link is not taken
+         * (it can use a stream of its own). */
+        if (!type) {
+            const char *f = pl_node_attr(root, "from");
+            const char *t = pl_node_attr(root, "to");
+            if (f && t)
+                db_element(o->conn, "result", t, f, NULL, "error", NULL,
+                           "feature-not-implemented");
+        }
+    } else if (strcmp(root->ns, NS_DB) == 0 &&
                strcmp(root->name, "result") == 0) {
         if (type && strcmp(type, "valid") == 0) {
             out_ready(o, A_DIALBACK);
@@ -1086,6 +1168,12 @@ static void out_stanza(void *ud, struct pl_stanza *st)
             pl_free(v->key);
             pl_free(v);
         }
+    } else if (o->bidi && o->state == O_READY &&
+               strcmp(root->ns, PL_NS_SERVER) == 0 &&
+               (strcmp(root->name, "message") == 0 ||
+                strcmp(root->name, "presence") == 0 ||
+                strcmp(root->name, "iq") == 0)) {
+        out_route_in(o, st);
     } else {
         /* Without XEP-0288, nothing else comes this way. */
         pl_log_debug("s2s", "link %s -> %s: ignoring <%s/>", o->local,
@@ -1204,6 +1292,9 @@ static void in_features(struct in *i)
             if (allowed("dialback"))
                 pl_buf_append_str(&b, "<dialback xmlns='" NS_DB_FEATURE "'>"
                                       "<errors/></dialback>");
+            if (S->s2s_bidi)
+                pl_buf_append_str(&b, "<bidi xmlns='" NS_BIDI_FEATURE
+                                      "'/>");
         }
     }
     pl_buf_append_str(&b, "</stream:features>");
@@ -1299,7 +1390,8 @@ static void in_sasl(struct in *i, struct pl_stanza *st)
     i->remote = pl_strdup(i->from_hdr);
     i->auth = A_EXTERNAL;
     pl_log_info("s2s", "incoming link from %s (%s) authenticated with SASL "
-                "EXTERNAL", i->remote, i->conn->ip);
+                "EXTERNAL%s", i->remote, i->conn->ip,
+                i->bidi ? " (bidirectional)" : "");
     in_restart(i);
 }
 
@@ -1327,7 +1419,8 @@ static void in_answer_verify(uint64_t in_id, const char *local,
         if (!i->auth)
             i->auth = A_DIALBACK;
         pl_log_info("s2s", "incoming link from %s (%s) to %s authenticated "
-                    "with dialback", remote, i->conn->ip, local);
+                    "with dialback%s", remote, i->conn->ip, local,
+                    i->bidi ? " (bidirectional)" : "");
         db_element(i->conn, "result", local, remote, NULL, "valid", NULL,
                    NULL);
         return;
@@ -1525,6 +1618,13 @@ static void in_stanza(void *ud, struct pl_stanza *st)
             in_sasl(i, st);
         goto out;
     }
+    if (strcmp(root->ns, NS_BIDI) == 0 && strcmp(root->name, "bidi") == 0) {
+        if (!S->s2s_bidi || (S->s2s_require_tls && !i->secure))
+            in_error(i, "unsupported-stanza-type", NULL);
+        else
+            i->bidi = 1; /* XEP-0288 §2.2: no answer */
+        goto out;
+    }
     if (strcmp(root->ns, NS_DB) == 0 && strcmp(root->name, "result") == 0) {
         in_db_result(i, st);
         goto out;
@@ -1633,7 +1733,10 @@ static void on_in_timer(struct pl_timer *t)
         in_error(i, "connection-timeout", "handshake took too long");
         return;
     }
-    if (now - i->conn->last_read_ms >= (uint64_t)S->s2s_idle_timeout * 1000) {
+    uint64_t last = i->conn->last_read_ms > i->last_sent_ms
+                        ? i->conn->last_read_ms
+                        : i->last_sent_ms;
+    if (now - last >= (uint64_t)S->s2s_idle_timeout * 1000) {
         in_stream_close(i);
         return;
     }
@@ -1673,6 +1776,31 @@ static void on_accept(struct pl_listener *l, int fd,
         ctx = h->tls->ctx;
     }
     pl_conn_start(i->conn, ctx);
+}
+
+/* Writes st on an incoming bidirectional stream authenticated for
+ * remote -> local, if there is one (XEP-0288 §2.2: EXTERNAL authenticates
+ * the stream's 'to' domain, dialback each verified pair). */
+static int in_send_bidi(const char *local, const char *remote,
+                        struct pl_stanza *st)
+{
+    for (struct in *i = ins; i; i = i->next) {
+        if (!i->bidi || !i->conn || i->closing || !i->host)
+            continue;
+        struct pair *p = in_pair(i, remote, local);
+        int ok = (i->remote && strcmp(i->remote, remote) == 0 &&
+                  strcmp(i->host->domain, local) == 0) ||
+                 (p && p->valid);
+        if (!ok)
+            continue;
+        struct pl_str x = pl_stanza_serialize(st, PL_NS_SERVER);
+        pl_conn_write(i->conn, x.p, x.len);
+        i->sent++;
+        i->last_sent_ms = now_ms();
+        pl_stat_inc(stanzas_out);
+        return 1;
+    }
+    return 0;
 }
 
 /* ---- the router's side ---- */
@@ -1799,12 +1927,14 @@ void pl_s2s_links_json(struct pl_buf *b)
         pl_buf_append_str(b, ",\"remote\":");
         json_str(b, o->remote);
         pl_buf_printf(b, ",\"state\":\"%s\",\"auth\":\"%s\",\"tls\":%s,"
-                         "\"queued\":%zu,\"queued_bytes\":%zu,\"age\":%llu,"
-                         "\"sent\":%lu,\"received\":0,\"error\":",
+                         "\"bidi\":%s,\"queued\":%zu,\"queued_bytes\":%zu,"
+                         "\"age\":%llu,\"sent\":%lu,\"received\":%lu,"
+                         "\"error\":",
                       out_state_names[o->state], auth_names[o->auth],
-                      o->secure ? "true" : "false", o->qn, o->qbytes,
+                      o->secure ? "true" : "false",
+                      o->bidi ? "true" : "false", o->qn, o->qbytes,
                       (unsigned long long)((now - o->created_ms) / 1000),
-                      o->sent);
+                      o->sent, o->received);
         json_str(b, o->why);
         pl_buf_append_str(b, "}");
     }
@@ -1819,13 +1949,15 @@ void pl_s2s_links_json(struct pl_buf *b)
                     : i->from_hdr ? i->from_hdr : "");
         int authed = i->remote || (i->pairs && i->pairs->valid);
         pl_buf_printf(b, ",\"state\":\"%s\",\"auth\":\"%s\",\"tls\":%s,"
-                         "\"queued\":0,\"queued_bytes\":0,\"age\":%llu,"
-                         "\"sent\":0,\"received\":%lu,\"error\":",
+                         "\"bidi\":%s,\"queued\":0,\"queued_bytes\":0,"
+                         "\"age\":%llu,\"sent\":%lu,\"received\":%lu,"
+                         "\"error\":",
                       i->closing ? "closing" : authed ? "ready"
                                                       : "negotiating",
                       auth_names[i->auth], i->secure ? "true" : "false",
+                      i->bidi ? "true" : "false",
                       (unsigned long long)((now - i->opened_ms) / 1000),
-                      i->received);
+                      i->sent, i->received);
         json_str(b, i->why);
         pl_buf_append_str(b, "}");
     }

@@ -19,6 +19,9 @@
  * stanza must come from a domain authenticated on its stream (else
  * <invalid-from/>) to a domain served here (else <host-unknown/>); it is
  * then routed as any stanza from a remote JID.
+ *
+ * XEP-0288 (s2s.bidi): one connection carries both directions with peers
+ * that support it.
  */
 #ifndef PL_S2S_H
 #define PL_S2S_H
@@ -39,6 +42,7 @@ unsigned long pl_s2s_count(void);
 /*
  * Appends the links as a JSON array to out: for each, direction ("out" or
  * "in"), local and remote domains, state, auth method, whether TLS is up,
+ * whether it is bidirectional (XEP-0288),
  * queued stanzas and bytes, age in seconds, stanzas sent and received, and
  * the last error.  What `parleyctl s2s` shows.
  */

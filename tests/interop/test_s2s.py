@@ -256,7 +256,7 @@ unbound = { resolvconf = false; hoststxt = false; forward = { "127.0.0.1@%(dns)d
   options = { ["local-zone:"] = "test. transparent" } }
 authentication = "internal_plain"
 storage = "internal"
-modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence" }
+modules_enabled = { "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "presence"; "s2s_bidi" }
 ssl = { certificate = "%(crt)s"; key = "%(key)s"; cafile = "%(ca)s" }
 VirtualHost "prosody.test"
   ssl = { certificate = "%(crt)s"; key = "%(key)s"; cafile = "%(ca)s" }
@@ -583,6 +583,9 @@ def main():
     t2 = P2.log_text()
     check("P1 -> P2 link used dialback",
           "link pa.test -> pc.test ready (dialback" in t1, "see P1 log")
+    check("P1 -> P2 link is bidirectional (XEP-0288)",
+          "link pa.test -> pc.test ready (dialback, TLS, bidirectional" in t1,
+          "see P1 log")
     check("P2 -> P1 link used dialback",
           "link pc.test -> pa.test ready (dialback" in t2, "see P2 log")
     check("P1 logged why pc.test's certificate does not authenticate it",
@@ -604,9 +607,12 @@ def main():
         check("P1 -> prosody.test authenticated with SASL EXTERNAL",
               "link pa.test -> prosody.test ready (external" in t1,
               "see P1 log")
-        check("prosody.test -> P1 authenticated with SASL EXTERNAL",
-              "incoming link from prosody.test" in t1 and
-              "authenticated with SASL EXTERNAL" in t1, "see P1 log")
+        check("P1 -> prosody.test link is bidirectional (XEP-0288)",
+              "link pa.test -> prosody.test ready (external, TLS, "
+              "bidirectional" in t1, "see P1 log")
+        check("prosody.test answers over that one connection: it opens "
+              "none to P1", "incoming link from prosody.test" not in t1 and
+              "incoming connection from 127.0.0.1" not in t1, "see P1 log")
         c = ImClient(P2, pc2, label="pc")
         p = ImClient(peer("prosody.test", PROSODY_C2S), pros_users[1],
                      label="prosody")
