@@ -193,7 +193,8 @@ srv = {"pa.test": P1.s2s_port, "pb.test": P1.s2s_port,
        "pc.test": P2.s2s_port, "prosody.test": PROSODY_S2S,
        "ejabberd.test": EJ_S2S, "down.test": DOWN_PORT,
        "slow.test": SLOW_PORT}
-dns_argv = ["dnsmasq", "-k", "--port=%d" % DNS_PORT,
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"  # not on a user's PATH
+dns_argv = [DNSMASQ, "-k", "--port=%d" % DNS_PORT,
             "--listen-address=127.0.0.1", "--bind-interfaces",
             "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
             "--pid-file=", "--user=root", "--log-facility=-"]
