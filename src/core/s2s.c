@@ -1459,7 +1459,9 @@ static void in_db_result(struct in *i, struct pl_stanza *st)
         in_error(i, "policy-violation", "TLS is required");
         goto out;
     }
-    if (!f || pl_jid_prep_domain(pl_str_c(f), &from) != PL_OK) {
+    if (!f || pl_jid_prep_domain(pl_str_c(f), &from) != PL_OK ||
+        pl_host_find(from)) {
+        /* Not a domain, or one of ours: nobody else speaks for it. */
         in_error(i, "invalid-from", NULL);
         goto out;
     }
@@ -1807,7 +1809,9 @@ static int in_send_bidi(const char *local, const char *remote,
 
 static int on_route_remote(struct pl_event *ev, void *state)
 {
-    if (!S->s2s_enable || !ev->from || !ev->to || !ev->stanza)
+    /* After pl_s2s_stop (shutdown drain) no new link starts: the router
+     * answers remote-server-not-found. */
+    if (!S->s2s_enable || !started || !ev->from || !ev->to || !ev->stanza)
         return PL_PASS;
     return out_send(ev->host->domain, ev->to->domain, ev->stanza);
 }

@@ -435,6 +435,10 @@ def raw_incoming(user):
     el = r.next(lambda e: e.tag == "{jabber:server:dialback}verify")
     check("incoming: db:verify with a wrong key is invalid",
           el.get("type") == "invalid", harness.tostr(el))
+    r.send("<db:result from='pb.test' to='pa.test'>00ff</db:result>")
+    check("incoming: dialback claiming one of our own domains gets "
+          "<invalid-from/>", r.stream_error() == "invalid-from",
+          r.raw[-300:])
     r.close()
     # A trusted certificate for raw.test: EXTERNAL, then the rules.
     r = S2sRaw(port, "raw.test", "pa.test", CERTS["raw.test"])
