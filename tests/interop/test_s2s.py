@@ -729,6 +729,10 @@ def main():
           "Connection refused" in t1, "see P1 log")
     check("P1 logs why the silent link failed (timeout)",
           "link pa.test -> slow.test failed: timeout" in t1, "see P1 log")
+    deadline = time.monotonic() + 12  # idle 5 s, checked every 5 s
+    while time.monotonic() < deadline and \
+            "idle for 5 s, closing" not in P2.log_text():
+        time.sleep(0.5)
     check("P2 closes idle links (s2s.idle_timeout 5 s)",
           "idle for 5 s, closing" in P2.log_text(), "see P2 log")
 
