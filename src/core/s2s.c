@@ -454,7 +454,11 @@ static void out_ready(struct out *o, int auth)
     pl_timer_start(pl_server_loop(), &o->timer, 5000);
     pl_log_info("s2s", "link %s -> %s ready (%s, %s%s, %zu queued)",
                 o->local, o->remote, auth_names[auth],
-                o->secure ? "TLS" : "no TLS",
+                !o->secure ? "no TLS"
+                : o->ti < o->ntargets &&
+                        o->targets[o->ti].tls == PL_TLS_DIRECT
+                    ? "direct TLS"
+                    : "STARTTLS",
                 o->bidi ? ", bidirectional" : "", o->qn);
     for (size_t i = 0; i < o->qn; i++) {
         out_write_stanza(o, o->q[i]);

@@ -192,7 +192,8 @@ class Server:
     def __init__(self, register="networks", require_encryption=True,
                  max_stanza_size=65536, max_depth=32, handshake_timeout=30,
                  idle_timeout=900, log_level=None, extra="", label="",
-                 limits_extra="", c2s_extra="", hosts=None, s2s=None):
+                 limits_extra="", c2s_extra="", hosts=None, s2s=None,
+                 s2s_direct=False):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -220,6 +221,9 @@ class Server:
             self.domain = first if isinstance(first, str) else first["domain"]
         self.s2s = s2s
         self.s2s_port = free_ports(1)[0] if s2s is not None else None
+        # s2s_direct: also a direct TLS s2s listener (XEP-0368) on
+        # srv.s2s_direct_port.
+        self.s2s_direct_port = free_ports(1)[0] if s2s_direct else None
         self.log_path = os.path.join(self.dir, "server.log")
         self.conf_path = os.path.join(self.dir, "parleyd.conf")
         self.proc = None
@@ -249,6 +253,10 @@ class Server:
             s2s_listener = (',\n  { protocol = "s2s"; address = "127.0.0.1"; '
                             'port = %d; tls = "starttls"; }' % self.s2s_port)
             s2s_group = "s2s: { %s };" % self.s2s
+        if self.s2s_direct_port:
+            s2s_listener += (',\n  { protocol = "s2s"; address = "127.0.0.1";'
+                             ' port = %d; tls = "direct"; }'
+                             % self.s2s_direct_port)
         return """# written by tests/interop/harness.py
 server: { data_dir = "%(var)s"; log_level = "%(log)s"; };
 storage: { driver = "sqlite"; sqlite_path = "%(var)s/parley.db"; };

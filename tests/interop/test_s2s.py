@@ -172,7 +172,7 @@ P1 = harness.Server(
          "key": CERTS["pa.test"][1]},
         {"domain": "pb.test", "certificate": CERTS["pb.test"][0],
          "key": CERTS["pb.test"][1]}],
-    s2s=None)
+    s2s=None, s2s_direct=True)
 P2 = harness.Server(
     label="P2", hosts=[
         {"domain": "pc.test", "certificate": CERTS["pc.test"][0],
@@ -201,6 +201,9 @@ dns_argv = [DNSMASQ, "-k", "--port=%d" % DNS_PORT,
 for d, port in srv.items():
     dns_argv.append("--srv-host=_xmpp-server._tcp.%s,127.0.0.1,%d" % (d, port))
     dns_argv.append("--address=/%s/127.0.0.1" % d)
+# pa.test also offers direct TLS (XEP-0368), which peers try first.
+dns_argv.append("--srv-host=_xmpps-server._tcp.pa.test,127.0.0.1,%d"
+                % P1.s2s_direct_port)
 dns = start_proc("dnsmasq", dns_argv)
 
 
@@ -526,6 +529,23 @@ def federate(a, b, label):
     return True
 
 
+def s2s_links(srv):
+    """The link list parleyd logs on SIGUSR1 (pl_s2s_links_json)."""
+    import json
+    before = len(srv.log_text())
+    os.kill(srv.pid(), signal.SIGUSR1)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in srv.log_text(before).splitlines():
+            if "s2s links: " in line:
+                try:
+                    return json.loads(line.split("s2s links: ", 1)[1])
+                except ValueError as e:
+                    return "unparsable (%s): %s" % (e, line)
+        time.sleep(0.1)
+    return None
+
+
 def bounce_check(client, domain, cond, label, n=3, within=None):
     t0 = time.monotonic()
     for i in range(n):
@@ -589,10 +609,12 @@ def main():
     check("P1 -> P2 link used dialback",
           "link pa.test -> pc.test ready (dialback" in t1, "see P1 log")
     check("P1 -> P2 link is bidirectional (XEP-0288)",
-          "link pa.test -> pc.test ready (dialback, TLS, bidirectional" in t1,
+          "link pa.test -> pc.test ready (dialback, STARTTLS, bidirectional" in t1,
           "see P1 log")
-    check("P2 -> P1 link used dialback",
-          "link pc.test -> pa.test ready (dialback" in t2, "see P2 log")
+    check("P2 -> P1 link used dialback, over direct TLS (SRV "
+          "_xmpps-server, XEP-0368)",
+          "link pc.test -> pa.test ready (dialback, direct TLS" in t2,
+          "see P2 log")
     check("P1 logged why pc.test's certificate does not authenticate it",
           "certificate for pc.test" in t1 and "not trusted" in t1,
           "see P1 log")
@@ -613,11 +635,20 @@ def main():
               "link pa.test -> prosody.test ready (external" in t1,
               "see P1 log")
         check("P1 -> prosody.test link is bidirectional (XEP-0288)",
-              "link pa.test -> prosody.test ready (external, TLS, "
+              "link pa.test -> prosody.test ready (external, STARTTLS, "
               "bidirectional" in t1, "see P1 log")
         check("prosody.test answers over that one connection: it opens "
               "none to P1", "incoming link from prosody.test" not in t1 and
               "incoming connection from 127.0.0.1" not in t1, "see P1 log")
+        links = s2s_links(P1)
+        mine = [x for x in links or [] if x.get("remote") == "prosody.test"]
+        check("SIGUSR1 lists the links: pa.test -> prosody.test ready, "
+              "external, TLS, bidirectional, nothing queued",
+              any(x.get("direction") == "out" and x.get("local") == "pa.test"
+                  and x.get("state") == "ready" and x.get("auth") ==
+                  "external" and x.get("tls") is True and x.get("bidi") is
+                  True and x.get("queued") == 0 and x.get("sent", 0) > 0 and
+                  x.get("received", 0) > 0 for x in mine), links)
         c = ImClient(P2, pc2, label="pc")
         p = ImClient(peer("prosody.test", PROSODY_C2S), pros_users[1],
                      label="prosody")
