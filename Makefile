@@ -13,7 +13,7 @@ else
 BUILD ?= build/san
 endif
 
-PKGS := expat openssl sqlite3 libconfig libidn2 jansson
+PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lunistring
 

@@ -9,7 +9,7 @@
  * cleanly (streams closed with <system-shutdown/>, storage flushed);
  * SIGHUP reloads the configuration's limits and log level and the
  * certificates, without dropping sessions.  SIGUSR1 logs the counters
- * (stats.h).
+ * (stats.h) and the server-to-server links (s2s.h).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +30,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/module.h"
+#include "core/s2s.h"
 #include "core/server.h"
 #include "core/stats.h"
 #include "core/storage.h"
@@ -99,6 +100,7 @@ static void on_reload(struct pl_loop *loop, int signo, void *data)
     pl_log_set_level((enum pl_log_level)c->s.log_level);
     pl__hosts_reload_tls(c);
     pl_c2s_reload(c);
+    pl_s2s_reload(c);
     pl__server_set_config(c);
     if (nold < 64)
         old_configs[nold++] = config;
@@ -110,6 +112,12 @@ static void on_stats(struct pl_loop *loop, int signo, void *data)
 {
     pl_log_info("parleyd", "counters follow (SIGUSR1)");
     pl_stats_print(stderr);
+    if (pl_s2s_count()) {
+        struct pl_buf b = {0};
+        pl_s2s_links_json(&b);
+        pl_log_info("parleyd", "s2s links: %.*s", (int)b.len, b.data + b.off);
+        pl_buf_reset(&b);
+    }
     fflush(stderr);
 }
 
@@ -126,7 +134,8 @@ struct drain {
 static void on_drain(struct pl_timer *t)
 {
     struct drain *d = t->data;
-    int idle = pl_c2s_count() == 0 && pl_storage_pending() == 0 &&
+    int idle = pl_c2s_count() == 0 && pl_s2s_count() == 0 &&
+               pl_storage_pending() == 0 &&
                pl_workq_pending(pl_server_cpu()) == 0;
     d->quiet = idle ? d->quiet + 1 : 0;
     if (d->quiet >= 2 || ++d->rounds > 50)
@@ -212,10 +221,13 @@ int main(int argc, char **argv)
     pl_loop_on_signal(loop, SIGUSR1, on_stats, NULL);
     if (pl_c2s_start(config) != PL_OK)
         goto out;
+    if (pl_s2s_start(config) != PL_OK)
+        goto out;
     pl_log_info("parleyd", "ready (pid %d)", (int)getpid());
     pl_loop_run(loop);
     /* Shutdown: end every stream, give them a moment to flush. */
     pl_c2s_stop();
+    pl_s2s_stop();
     pl__iq_shutdown(); /* waiting requests get their NULL answer */
     struct pl_timer drain;
     struct drain dstate = {0, 0};

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "dns.h"
 #include "error.h"
 #include "jid.h"
 #include "log.h"
@@ -133,6 +134,50 @@ static const struct pl_option c2s_opts[] = {
     {0},
 };
 
+static const struct pl_option s2s_opts[] = {
+    {"enable", PL_OPT_BOOL, "false", 0, 0, NULL,
+     "Federate: exchange stanzas with other servers (RFC 6120 s2s).",
+     S(s2s_enable)},
+    {"require_tls", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Refuse server-to-server streams without TLS, both ways.",
+     S(s2s_require_tls)},
+    {"bidi", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "One connection both ways with peers that offer it (XEP-0288).",
+     S(s2s_bidi)},
+    {"auth", PL_OPT_STRLIST, "[\"external\", \"dialback\"]", 0, 0, NULL,
+     "How peers authenticate, in order of preference: external (SASL "
+     "EXTERNAL with a certificate, XEP-0178), dialback (XEP-0220).",
+     S(s2s_auth)},
+    {"ca_file", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "PEM file of the certificate authorities trusted for peers' "
+     "certificates; with ca_dir empty too, the system's.",
+     S(s2s_ca_file)},
+    {"ca_dir", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "Directory of trusted authorities (OpenSSL hashed names).",
+     S(s2s_ca_dir)},
+    {"connect_timeout", PL_OPT_INT, "20", 1, 3600, NULL,
+     "Seconds to resolve, connect and authenticate a link; its queued "
+     "stanzas then bounce with <remote-server-timeout/>.",
+     S(s2s_connect_timeout)},
+    {"idle_timeout", PL_OPT_INT, "600", 5, 86400, NULL,
+     "Seconds without a stanza either way before a link is closed.",
+     S(s2s_idle_timeout)},
+    {"max_queue_bytes", PL_OPT_INT, "1048576", 1024, 1 << 30, NULL,
+     "Bytes of stanzas queued for one remote domain while its link is "
+     "set up; more bounce with <resource-constraint/>.",
+     S(s2s_max_queue_bytes)},
+    {"resolver", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "DNS server as \"address:port\" for SRV and address lookups; empty: "
+     "the system's (/etc/resolv.conf).",
+     S(s2s_resolver)},
+    {"routes", PL_OPT_RAW, "()", 0, 0, NULL,
+     "Static routes, before DNS: ( { domain = \"b.example\"; host = "
+     "\"10.0.0.2\"; port = 5269; tls = \"starttls\"; } ) (tls: starttls or "
+     "direct).",
+     S(s2s_routes)},
+    {0},
+};
+
 static const struct pl_option top_opts[] = {
     {"modules", PL_OPT_STRLIST,
      "[\"disco\", \"ping\", \"version\", \"time\", \"register\", "
@@ -150,6 +195,7 @@ static const struct {
 } core_groups[] = {
     {"server", server_opts}, {"storage", storage_opts},
     {"limits", limits_opts}, {"c2s", c2s_opts},
+    {"s2s", s2s_opts},
 };
 
 int pl_strlist_has(const struct pl_strlist *l, const char *s)
@@ -249,6 +295,12 @@ static int read_value(const struct pl_option *o, config_setting_t *s,
                 }
         return where(err, errlen, s, "%s has an unknown value", o->name);
     }
+    case PL_OPT_RAW:
+        if (!config_setting_is_aggregate(s))
+            return where(err, errlen, s, "%s must be a list or a group",
+                         o->name);
+        *(config_setting_t **)field = s;
+        return PL_OK;
     case PL_OPT_STRLIST: {
         struct pl_strlist l;
         if (read_strlist(s, &l) != PL_OK)
@@ -265,6 +317,10 @@ static int read_value(const struct pl_option *o, config_setting_t *s,
 /* Parses a default written in libconfig syntax into a temporary tree. */
 static int read_default(const struct pl_option *o, void *base)
 {
+    if (o->type == PL_OPT_RAW) {
+        *(config_setting_t **)((char *)base + o->offset) = NULL;
+        return PL_OK;
+    }
     config_t tmp;
     config_init(&tmp);
     char text[512];
@@ -443,7 +499,7 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
             port < 0 || port > 65535)
             return where(err, errlen, g, "%s needs a port 0-65535",
                          "listener");
-        if (strcmp(proto, "c2s") != 0)
+        if (strcmp(proto, "c2s") != 0 && strcmp(proto, "s2s") != 0)
             return where(err, errlen, g, "unknown listener protocol '%s'",
                          proto);
         lc->protocol = pl_strdup(proto);
@@ -520,6 +576,81 @@ static int read_hosts(struct pl_config *c, char *err, size_t errlen)
     return PL_OK;
 }
 
+/* s2s.auth, s2s.resolver and s2s.routes. */
+static int read_s2s(struct pl_config *c, char *err, size_t errlen)
+{
+    config_setting_t *grp = config_lookup(&c->cfg, "s2s");
+    config_setting_t *at = grp ? config_setting_get_member(grp, "auth")
+                               : NULL;
+    for (int i = 0; i < c->s.s2s_auth.n; i++)
+        if (strcmp(c->s.s2s_auth.v[i], "external") != 0 &&
+            strcmp(c->s.s2s_auth.v[i], "dialback") != 0)
+            return where(err, errlen, at,
+                         "s2s.auth: '%s' is not external or dialback",
+                         c->s.s2s_auth.v[i]);
+    if (pl_dns_check_server(c->s.s2s_resolver) != PL_OK)
+        return where(err, errlen,
+                     grp ? config_setting_get_member(grp, "resolver") : NULL,
+                     "s2s.resolver: '%s' is not address:port",
+                     c->s.s2s_resolver);
+    config_setting_t *l = c->s.s2s_routes;
+    if (!l)
+        return PL_OK;
+    if (!config_setting_is_list(l))
+        return where(err, errlen, l, "%s must be a list of groups",
+                     "s2s.routes");
+    int n = config_setting_length(l);
+    c->routes = pl_calloc((size_t)n + 1, sizeof(*c->routes));
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+        const char *domain = NULL, *host = NULL, *tls = "starttls";
+        int port = 5269;
+        if (!config_setting_is_group(g))
+            return where(err, errlen, g, "%s: each route is a group",
+                         "s2s.routes");
+        config_setting_lookup_string(g, "domain", &domain);
+        config_setting_lookup_string(g, "host", &host);
+        config_setting_lookup_string(g, "tls", &tls);
+        config_setting_t *ps = config_setting_get_member(g, "port");
+        if (ps && (config_setting_type(ps) != CONFIG_TYPE_INT ||
+                   (port = config_setting_get_int(ps)) < 1 || port > 65535))
+            return where(err, errlen, g, "%s: port must be 1-65535",
+                         "s2s.routes");
+        char *norm = NULL;
+        if (!domain || pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK)
+            return where(err, errlen, g, "%s: a valid domain is needed",
+                         "s2s.routes");
+        struct pl_s2s_route *r = &c->routes[c->nroutes++];
+        r->domain = norm;
+        if (!host || !*host)
+            return where(err, errlen, g, "%s: a host is needed",
+                         "s2s.routes");
+        r->host = pl_strdup(host);
+        r->port = port;
+        if (strcmp(tls, "starttls") == 0)
+            r->tls = PL_TLS_STARTTLS;
+        else if (strcmp(tls, "direct") == 0)
+            r->tls = PL_TLS_DIRECT;
+        else
+            return where(err, errlen, g,
+                         "s2s.routes: tls must be starttls or direct, not "
+                         "'%s'", tls);
+        config_setting_t *bad = NULL;
+        for (int j = 0; j < config_setting_length(g); j++) {
+            config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
+            const char *nm = config_setting_name(m);
+            if (!nm || (strcmp(nm, "domain") && strcmp(nm, "host") &&
+                        strcmp(nm, "port") && strcmp(nm, "tls")))
+                bad = m;
+        }
+        if (bad)
+            return where(err, errlen, bad, "s2s.routes: unknown setting '%s'",
+                         config_setting_name(bad) ? config_setting_name(bad)
+                                                  : "?");
+    }
+    return PL_OK;
+}
+
 static void default_listeners(struct pl_config *c)
 {
     static const struct {
@@ -592,6 +723,8 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
     }
     if (read_hosts(c, err, errlen) != PL_OK)
         goto fail;
+    if (read_s2s(c, err, errlen) != PL_OK)
+        goto fail;
     *out = c;
     return PL_OK;
 fail:
@@ -618,6 +751,11 @@ void pl_config_free(struct pl_config *c)
         strlist_free(&c->hosts[i].modules);
     }
     pl_free(c->hosts);
+    for (int i = 0; i < c->nroutes; i++) {
+        pl_free(c->routes[i].domain);
+        pl_free(c->routes[i].host);
+    }
+    pl_free(c->routes);
     pl_free(c->path);
     config_destroy(&c->cfg);
     pl_free(c);
@@ -648,7 +786,8 @@ void pl_config_print_default(FILE *f)
     for (size_t i = 0; i < sizeof(core_groups) / sizeof(core_groups[0]); i++)
         pl_config_print_group(f, core_groups[i].group, core_groups[i].opts,
                               "");
-    fputs("# Where parleyd accepts connections.  tls: starttls (RFC 6120 "
+    fputs("# Where parleyd accepts connections: protocol c2s (clients) or s2s\n"
+          "# (other servers, usually port 5269).  tls: starttls (RFC 6120 "
           "STARTTLS),\n# direct (XEP-0368, TLS from the first byte) or none.\n"
           "listeners = (\n"
           "  { protocol = \"c2s\"; address = \"127.0.0.1\"; port = 5222; "

@@ -23,6 +23,8 @@ enum pl_opt_type {
     PL_OPT_STRING,   /* char *, owned by the settings */
     PL_OPT_ENUM,     /* int index into choices */
     PL_OPT_STRLIST,  /* struct pl_strlist */
+    PL_OPT_RAW,      /* config_setting_t * (a list or group its owner
+                      * reads and checks); NULL when absent */
 };
 
 struct pl_strlist {
@@ -47,7 +49,7 @@ enum pl_tls_mode {
 };
 
 struct pl_listener_conf {
-    char *protocol; /* "c2s" */
+    char *protocol; /* "c2s" or "s2s" */
     char *address;  /* IPv4 or IPv6 literal */
     int port;       /* TCP port */
     int tls;        /* enum pl_tls_mode */
@@ -96,8 +98,28 @@ struct pl_settings {
     long sm_resume_timeout;
     long sm_max_queue;
     int sm_durable;
+    /* s2s (federation) */
+    int s2s_enable;
+    int s2s_require_tls;
+    int s2s_bidi;
+    struct pl_strlist s2s_auth;
+    char *s2s_ca_file;
+    char *s2s_ca_dir;
+    long s2s_connect_timeout;
+    long s2s_idle_timeout;
+    long s2s_max_queue_bytes;
+    char *s2s_resolver;
+    config_setting_t *s2s_routes; /* read into struct pl_config.routes */
     /* modules enabled on hosts that do not list their own */
     struct pl_strlist modules;
+};
+
+/* s2s.routes: a remote domain reached at a fixed host and port. */
+struct pl_s2s_route {
+    char *domain; /* normalized remote domain */
+    char *host;   /* host name or IP literal */
+    int port;     /* TCP port */
+    int tls;      /* PL_TLS_STARTTLS or PL_TLS_DIRECT */
 };
 
 struct pl_config {
@@ -108,6 +130,8 @@ struct pl_config {
     int nlisteners;
     struct pl_host_conf *hosts;
     int nhosts;
+    struct pl_s2s_route *routes;       /* s2s.routes */
+    int nroutes;
 };
 
 enum { PL_CONFLICT_KICK_OLD = 0, PL_CONFLICT_REFUSE, PL_CONFLICT_RENAME };

@@ -24,6 +24,7 @@
 
 static void on_io(struct pl_io *io, unsigned events);
 static void flush(struct pl_conn *c);
+static void handshake(struct pl_conn *c);
 
 static void set_peer(struct pl_conn *c, int fd)
 {
@@ -80,13 +81,37 @@ void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l)
     c->lim = *l;
 }
 
+/* The handshake takes any certificate; the protocol judges it after. */
+static int accept_any_cert(int ok, X509_STORE_CTX *x)
+{
+    return 1;
+}
+
+void pl_conn_set_tls_role(struct pl_conn *c, int client, const char *sni,
+                          int want_cert)
+{
+    c->tls_client = client ? 1 : 0;
+    c->tls_want_cert = want_cert ? 1 : 0;
+    pl_free(c->tls_sni);
+    c->tls_sni = sni ? pl_strdup(sni) : NULL;
+}
+
 static int begin_tls(struct pl_conn *c, SSL_CTX *ctx)
 {
     c->ssl = SSL_new(ctx);
     if (!c->ssl)
         return PL_ETLS;
     SSL_set_fd(c->ssl, c->io.fd);
-    SSL_set_accept_state(c->ssl);
+    if (c->tls_client) {
+        SSL_set_connect_state(c->ssl);
+        if (c->tls_sni)
+            SSL_set_tlsext_host_name(c->ssl, c->tls_sni);
+    } else {
+        SSL_set_accept_state(c->ssl);
+        if (c->tls_want_cert)
+            SSL_set_verify(c->ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE,
+                           accept_any_cert);
+    }
     c->tls = PL_CONN_HANDSHAKE;
     return PL_OK;
 }
@@ -98,6 +123,8 @@ void pl_conn_start(struct pl_conn *c, SSL_CTX *ctx)
         return;
     }
     pl_io_set(c->loop, &c->io, PL_IO_READ);
+    if (ctx && c->tls_client)
+        handshake(c); /* the client speaks first (ClientHello) */
 }
 
 /* The socket is gone: tell the protocol, then free, after this batch. */
@@ -107,6 +134,8 @@ static void finish(void *data)
     if (c->ops->closed)
         c->ops->closed(c);
     pl_buf_reset(&c->out);
+    pl_free(c->tls_sni);
+    pl_free(c->error);
     pl_free(c);
 }
 
@@ -247,6 +276,10 @@ static void flush(struct pl_conn *c)
                 destroy(c);
                 return;
             }
+            if (c->tls_client) {
+                handshake(c); /* the client speaks first */
+                return;
+            }
         }
         if (c->closing) {
             destroy(c);
@@ -274,6 +307,15 @@ static void handshake(struct pl_conn *c)
         return;
     }
     pl_log_debug("conn", "%s:%d: TLS handshake failed", c->ip, c->port);
+    if (!c->error) {
+        char why[256] = "connection closed during the handshake";
+        unsigned long err = ERR_peek_last_error();
+        if (err)
+            ERR_error_string_n(err, why, sizeof(why));
+        else if (e == SSL_ERROR_SYSCALL && errno)
+            snprintf(why, sizeof(why), "%s", strerror(errno));
+        c->error = pl_strdup(why);
+    }
     destroy(c);
 }
 

@@ -77,6 +77,10 @@ struct pl_conn {
     int port;                  /* peer port */
     int is_loopback;           /* peer is 127.0.0.0/8, ::1 or AF_UNIX */
     struct sockaddr_storage addr; /* peer address for ACLs */
+    unsigned tls_client : 1;   /* TLS as the client (outgoing s2s) */
+    unsigned tls_want_cert : 1; /* TLS server: ask for the peer's certificate */
+    char *tls_sni;             /* TLS client: server name sent, or NULL */
+    char *error;               /* why the connection failed, or NULL */
 };
 
 /* Takes ownership of fd (non-blocking, accepted). */
@@ -93,6 +97,14 @@ void pl_conn_starttls(struct pl_conn *c, SSL_CTX *ctx);
 void pl_conn_close(struct pl_conn *c);
 /* Frees the output buffer if nothing is queued (for idle connections). */
 void pl_conn_trim(struct pl_conn *c);
+/*
+ * Before TLS starts: client is 1 for the client side of the handshake
+ * (outgoing connections; sni is the server name to send, copied), 0 for
+ * the server side; with want_cert a server asks the peer for a certificate
+ * (any is accepted by the handshake: the caller checks it afterwards).
+ */
+void pl_conn_set_tls_role(struct pl_conn *c, int client, const char *sni,
+                          int want_cert);
 /* Updates limits (SIGHUP). */
 void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l);
 

@@ -48,6 +48,8 @@ static const struct entry table[] = {
      "remote-server-not-found", "cancel"},
     {PL_EUNEXPECTED_REQUEST, "unexpected request", "unexpected-request",
      "wait"},
+    {PL_EREMOTE_SERVER_TIMEOUT, "remote server timeout",
+     "remote-server-timeout", "wait"},
 };
 
 static const struct entry *find(int code)

@@ -41,6 +41,7 @@ enum pl_error {
     PL_ENOT_FOUND = -35,   /* lookup found nothing (not an XMPP condition) */
     PL_EREMOTE_SERVER_NOT_FOUND = -36,
     PL_EUNEXPECTED_REQUEST = -37,
+    PL_EREMOTE_SERVER_TIMEOUT = -38,
 };
 
 /* Returns a short English description of code; never NULL. */

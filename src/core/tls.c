@@ -13,6 +13,7 @@
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -236,4 +237,157 @@ struct pl_tls_host *pl_tls_host_of(SSL *ssl)
     if (host_index < 0)
         return NULL;
     return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), host_index);
+}
+
+/* ---- server-to-server ---- */
+
+static int on_verify_later(int ok, X509_STORE_CTX *x)
+{
+    return 1; /* pl_tls_verify_peer decides, with its own trust store */
+}
+
+int pl_tls_client_ctx(const char *cert, const char *key, SSL_CTX **out)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS |
+                              SSL_MODE_ENABLE_PARTIAL_WRITE |
+                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, on_verify_later);
+    static const unsigned char alpn[] = "\x0bxmpp-server";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+    if (cert && key &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+         SSL_CTX_check_private_key(ctx) != 1)) {
+        log_ssl("while loading the certificate for outgoing connections");
+        goto fail;
+    }
+    *out = ctx;
+    return PL_OK;
+fail:
+    SSL_CTX_free(ctx);
+    return PL_ETLS;
+}
+
+int pl_tls_store_load(const char *file, const char *dir, X509_STORE **out)
+{
+    X509_STORE *st = X509_STORE_new();
+    if (!st)
+        return PL_ETLS;
+    int ok = 1;
+    if ((!file || !*file) && (!dir || !*dir))
+        ok = X509_STORE_set_default_paths(st) == 1;
+    if (file && *file && X509_STORE_load_file(st, file) != 1)
+        ok = 0;
+    if (dir && *dir && X509_STORE_load_path(st, dir) != 1)
+        ok = 0;
+    if (!ok) {
+        log_ssl("while loading trusted certificates");
+        pl_log_error("tls", "cannot load trusted certificates from '%s' / "
+                     "'%s'", file ? file : "", dir ? dir : "");
+        X509_STORE_free(st);
+        return PL_ETLS;
+    }
+    *out = st;
+    return PL_OK;
+}
+
+/* RFC 6120 §13.7.1.4: id-on-xmppAddr (1.3.6.1.5.5.7.8.5) otherName. */
+static int has_xmppaddr(GENERAL_NAMES *names, const char *domain)
+{
+    static ASN1_OBJECT *oid;
+    if (!oid)
+        oid = OBJ_txt2obj("1.3.6.1.5.5.7.8.5", 1);
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); i++) {
+        GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_OTHERNAME || !oid ||
+            OBJ_cmp(g->d.otherName->type_id, oid) != 0)
+            continue;
+        ASN1_TYPE *v = g->d.otherName->value;
+        if (v->type != V_ASN1_UTF8STRING)
+            continue;
+        const unsigned char *p = ASN1_STRING_get0_data(v->value.utf8string);
+        int n = ASN1_STRING_length(v->value.utf8string);
+        if ((size_t)n == strlen(domain) &&
+            strncasecmp((const char *)p, domain, (size_t)n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* The DNS names of cert, for the log line when none matches. */
+static void list_names(X509 *cert, char *out, size_t len)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name,
+                                            NULL, NULL);
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
+        GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+        if (g->type != GEN_DNS)
+            continue;
+        int w = snprintf(out + used, len - used, "%s%.*s", used ? ", " : "",
+                         ASN1_STRING_length(g->d.dNSName),
+                         (const char *)ASN1_STRING_get0_data(g->d.dNSName));
+        if (w < 0 || (size_t)w >= len - used)
+            break;
+        used += (size_t)w;
+    }
+    GENERAL_NAMES_free(names);
+    if (!used) {
+        X509_NAME *subj = X509_get_subject_name(cert);
+        if (X509_NAME_get_text_by_NID(subj, NID_commonName, out, (int)len) <
+            0)
+            snprintf(out, len, "none");
+    }
+}
+
+int pl_tls_verify_peer(SSL *ssl, X509_STORE *store, const char *domain,
+                       char *why, size_t len)
+{
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    if (!cert) {
+        snprintf(why, len, "the peer presented no certificate");
+        return PL_ETLS;
+    }
+    /* The server side's chain lacks the leaf; the client side's has it. */
+    STACK_OF(X509) *chain = SSL_get_peer_cert_chain(ssl);
+    X509_STORE_CTX *x = X509_STORE_CTX_new();
+    int rc = PL_ETLS;
+    if (!x || X509_STORE_CTX_init(x, store, cert, chain) != 1) {
+        snprintf(why, len, "cannot check the certificate (out of memory)");
+        goto out;
+    }
+    if (X509_verify_cert(x) != 1) {
+        int e = X509_STORE_CTX_get_error(x);
+        char names[200];
+        list_names(cert, names, sizeof(names));
+        snprintf(why, len, "certificate for %s not trusted: %s", names,
+                 X509_verify_cert_error_string(e));
+        goto out;
+    }
+    if (X509_check_host(cert, domain, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                        NULL) == 1) {
+        rc = PL_OK;
+        goto out;
+    }
+    GENERAL_NAMES *gn = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL,
+                                         NULL);
+    int xa = gn && has_xmppaddr(gn, domain);
+    GENERAL_NAMES_free(gn);
+    if (xa) {
+        rc = PL_OK;
+        goto out;
+    }
+    char names[200];
+    list_names(cert, names, sizeof(names));
+    snprintf(why, len, "certificate is not valid for %s (it names: %s)",
+             domain, names);
+out:
+    X509_STORE_CTX_free(x);
+    return rc;
 }

@@ -47,4 +47,26 @@ int pl_tls_exporter(SSL *ssl, unsigned char *out, size_t len);
 /* The host context currently selected for ssl (after SNI). */
 struct pl_tls_host *pl_tls_host_of(SSL *ssl);
 
+/*
+ * Server-to-server helpers.  A client context for outgoing connections
+ * presents the host's certificate (cert/key, both may be NULL for none)
+ * so that the peer can authenticate it (SASL EXTERNAL, XEP-0178), and
+ * offers ALPN "xmpp-server" (XEP-0368).  The handshake accepts any server
+ * certificate; pl_tls_verify_peer judges it afterwards.
+ */
+int pl_tls_client_ctx(const char *cert, const char *key, SSL_CTX **out);
+/* The trust anchors: file and/or dir (PEM; "" for none of that kind), or
+ * the system's default paths when both are "".  PL_ETLS if unreadable. */
+int pl_tls_store_load(const char *file, const char *dir, X509_STORE **out);
+/*
+ * Whether ssl's peer certificate chains to store and names domain (RFC
+ * 6125 §6: DNS-ID in subjectAltName with the usual left-most wildcard, or
+ * an XmppAddr of RFC 6120 §13.7.1.4; the CN only when there is no
+ * subjectAltName).  PL_OK, or PL_ETLS with an operator-readable reason in
+ * why ("no certificate", "certificate has expired", "not valid for
+ * a.example (names: b.example)").
+ */
+int pl_tls_verify_peer(SSL *ssl, X509_STORE *store, const char *domain,
+                       char *why, size_t len);
+
 #endif

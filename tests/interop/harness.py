@@ -192,7 +192,8 @@ class Server:
     def __init__(self, register="networks", require_encryption=True,
                  max_stanza_size=65536, max_depth=32, handshake_timeout=30,
                  idle_timeout=900, log_level=None, extra="", label="",
-                 limits_extra="", c2s_extra="", register_extra=""):
+                 limits_extra="", c2s_extra="", register_extra="",
+                 hosts=None, s2s=None, s2s_direct=False):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -211,6 +212,19 @@ class Server:
         self.c2s_extra = c2s_extra        # more settings in c2s: {}
         self.register_extra = register_extra  # more in register: {}
         self.label = "server[%s]" % label if label else "server"
+        # hosts: virtual hosts, each a domain or a dict of host settings
+        # ({"domain": ..., "certificate": ..., "key": ...}); the first is
+        # srv.domain.  s2s: settings inside the s2s group (federation);
+        # with it, an s2s listener (STARTTLS) on srv.s2s_port.
+        self.hosts = hosts
+        if hosts:
+            first = hosts[0]
+            self.domain = first if isinstance(first, str) else first["domain"]
+        self.s2s = s2s
+        self.s2s_port = free_ports(1)[0] if s2s is not None else None
+        # s2s_direct: also a direct TLS s2s listener (XEP-0368) on
+        # srv.s2s_direct_port.
+        self.s2s_direct_port = free_ports(1)[0] if s2s_direct else None
         self.log_path = os.path.join(self.dir, "server.log")
         self.conf_path = os.path.join(self.dir, "parleyd.conf")
         self.proc = None
@@ -224,16 +238,35 @@ class Server:
 
     # -- configuration
 
+    def _hosts_config(self):
+        out = []
+        for h in self.hosts or [self.domain]:
+            if isinstance(h, str):
+                h = {"domain": h}
+            out.append("{ " + " ".join('%s = "%s";' % kv for kv in h.items())
+                       + " }")
+        return ",\n  ".join(out)
+
     def _parley_config(self):
         var = os.path.join(self.dir, "var")
+        s2s_listener = s2s_group = ""
+        if self.s2s is not None:
+            s2s_listener = (',\n  { protocol = "s2s"; address = "127.0.0.1"; '
+                            'port = %d; tls = "starttls"; }' % self.s2s_port)
+            s2s_group = "s2s: { %s };" % self.s2s
+        if self.s2s_direct_port:
+            s2s_listener += (',\n  { protocol = "s2s"; address = "127.0.0.1";'
+                             ' port = %d; tls = "direct"; }'
+                             % self.s2s_direct_port)
         return """# written by tests/interop/harness.py
 server: { data_dir = "%(var)s"; log_level = "%(log)s"; };
 storage: { driver = "sqlite"; sqlite_path = "%(var)s/parley.db"; };
 listeners = (
   { protocol = "c2s"; address = "127.0.0.1"; port = %(p1)d; tls = "starttls"; },
-  { protocol = "c2s"; address = "127.0.0.1"; port = %(p2)d; tls = "direct"; }
+  { protocol = "c2s"; address = "127.0.0.1"; port = %(p2)d; tls = "direct"; }%(s2sl)s
 );
-hosts = ( { domain = "%(domain)s"; } );
+hosts = ( %(hosts)s );
+%(s2sg)s
 register: { policy = "%(reg)s"; networks = ["127.0.0.0/8", "::1/128"]; %(rx)s };
 limits: { max_stanza_size = %(mss)d; max_depth = %(md)d; handshake_timeout = %(ht)d; idle_timeout = %(it)d; %(lx)s };
 c2s: { require_encryption = %(re)s; %(cx)s };
@@ -244,7 +277,9 @@ c2s: { require_encryption = %(re)s; %(cx)s };
            "ht": self.handshake_timeout, "it": self.idle_timeout,
            "re": "true" if self.require_encryption else "false",
            "extra": self.extra, "lx": self.limits_extra,
-           "cx": self.c2s_extra, "rx": self.register_extra}
+           "cx": self.c2s_extra, "rx": self.register_extra,
+           "hosts": self._hosts_config(),
+           "s2sl": s2s_listener, "s2sg": s2s_group}
 
     def _prosody_config(self):
         """Reference mode: Prosody with the same ports and policies."""
