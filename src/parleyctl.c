@@ -21,8 +21,11 @@
  *                              and the failures
  *     group add NAME DEVICE... | group remove NAME [DEVICE...] |
  *     group list [NAME]        device groups for push
- *   push and group talk to parleyd's admin socket (mod fleet), whose path
- *   is --socket PATH, else fleet.admin_socket, else <data_dir>/admin.sock.
+ *     s2s [--json]             federation links: direction, domains, state,
+ *                              authentication, queued stanzas, last error
+ *   push, group and s2s talk to parleyd's admin socket (src/core/admin.h),
+ *   whose path is --socket PATH, else server.admin_socket, else
+ *   <data_dir>/admin.sock.
  *
  * Exit status: 0 success, 1 failure (message on stderr), 2 usage, 3 the
  * admin socket cannot be reached (parleyd not running, or no rights).
@@ -68,7 +71,8 @@ static int usage(void)
           "  push status [--json] [--verbose] ID\n"
           "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
           "group list [NAME]\n"
-          "  (push, group: [--socket PATH] before the command)\n",
+          "  s2s [--json]\n"
+          "  (push, group, s2s: [--socket PATH] before the command)\n",
           stderr);
     return 2;
 }
@@ -360,14 +364,8 @@ static const char *socket_path;
 static json_t *admin_call(json_t *req, int *rc)
 {
     char path[4096];
-    const char *cfg = NULL;
-    if (socket_path)
-        snprintf(path, sizeof(path), "%s", socket_path);
-    else if (config_lookup_string(&config->cfg, "fleet.admin_socket",
-                                  &cfg) && cfg && *cfg)
-        snprintf(path, sizeof(path), "%s", cfg);
-    else
-        snprintf(path, sizeof(path), "%s/admin.sock", config->s.data_dir);
+    snprintf(path, sizeof(path), "%s",
+             socket_path ? socket_path : config->s.admin_socket);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path)) {
         fprintf(stderr, "parleyctl: socket path too long: %s\n", path);
@@ -604,6 +602,45 @@ static int cmd_group(int n, char **a)
     return rc;
 }
 
+/* parleyctl s2s [--json]: the federation links (doc/s2s.md). */
+static int cmd_s2s(int n, char **a)
+{
+    int as_json = n == 1 && strcmp(a[0], "--json") == 0;
+    if (n > 1 || (n == 1 && !as_json))
+        return usage();
+    int rc = 0;
+    json_t *req = json_pack("{s:s}", "op", "s2s");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        json_t *links = json_object_get(ans, "links");
+        if (as_json) {
+            print_json(links);
+        } else {
+            size_t i;
+            json_t *l;
+            printf("%-4s %-24s %-24s %-12s %-9s %6s %s\n", "dir", "local",
+                   "remote", "state", "auth", "queued", "last error");
+            json_array_foreach(links, i, l)
+            {
+                const char *err = json_string_value(json_object_get(l,
+                                                                    "error"));
+                printf("%-4s %-24s %-24s %-12s %-9s %6lld %s\n",
+                       json_string_value(json_object_get(l, "direction")),
+                       json_string_value(json_object_get(l, "local")),
+                       json_string_value(json_object_get(l, "remote")),
+                       json_string_value(json_object_get(l, "state")),
+                       json_string_value(json_object_get(l, "auth")),
+                       (long long)json_integer_value(
+                           json_object_get(l, "queued")),
+                       err ? err : "");
+            }
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -648,6 +685,8 @@ int main(int argc, char **argv)
         rc = cmd_push(n, a);
     else if (strcmp(cmd, "group") == 0)
         rc = cmd_group(n, a);
+    else if (strcmp(cmd, "s2s") == 0)
+        rc = cmd_s2s(n, a);
     else
         rc = usage();
     if (db)

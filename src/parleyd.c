@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/admin.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -223,9 +224,14 @@ int main(int argc, char **argv)
         goto out;
     if (pl_s2s_start(config) != PL_OK)
         goto out;
+    int admin = strcmp(config->s.admin_socket, "off") != 0;
+    if (admin && pl_admin_open(config->s.admin_socket) != PL_OK)
+        goto out;
     pl_log_info("parleyd", "ready (pid %d)", (int)getpid());
     pl_loop_run(loop);
     /* Shutdown: end every stream, give them a moment to flush. */
+    if (admin)
+        pl_admin_close();
     pl_c2s_stop();
     pl_s2s_stop();
     pl__iq_shutdown(); /* waiting requests get their NULL answer */

@@ -29,6 +29,11 @@ static const struct pl_option server_opts[] = {
      S(log_level)},
     {"workers", PL_OPT_INT, "2", 1, 64, NULL,
      "Threads for blocking work (password hashing).", S(workers)},
+    {"admin_socket", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "Path of the local admin socket used by parleyctl (mode 0600, "
+     "parleyd's own uid and root only); empty: <data_dir>/admin.sock; "
+     "\"off\": none.",
+     S(admin_socket)},
     {0},
 };
 
@@ -709,6 +714,12 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
         size_t n = strlen(c->s.data_dir) + 16;
         c->s.sqlite_path = pl_malloc(n);
         snprintf(c->s.sqlite_path, n, "%s/parley.db", c->s.data_dir);
+    }
+    if (!c->s.admin_socket[0]) {
+        pl_free(c->s.admin_socket);
+        size_t n = strlen(c->s.data_dir) + 16;
+        c->s.admin_socket = pl_malloc(n);
+        snprintf(c->s.admin_socket, n, "%s/admin.sock", c->s.data_dir);
     }
     if (read_listeners(c, err, errlen) != PL_OK)
         goto fail;

@@ -68,6 +68,7 @@ struct pl_settings {
     char *data_dir;
     int log_level;
     long workers;
+    char *admin_socket; /* resolved: never empty */
     /* storage */
     char *storage_driver;
     char *sqlite_path;

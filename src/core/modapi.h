@@ -6,11 +6,11 @@
 #ifndef PL_MODAPI_H
 #define PL_MODAPI_H
 
+#include "admin.h"
 #include "alloc.h"
 #include "buf.h"
 #include "config.h"
 #include "error.h"
-#include "loop.h"
 #include "hook.h"
 #include "host.h"
 #include "iq.h"

@@ -24,6 +24,7 @@ the right condition after the configured timeout; parleyd logs one line
 saying why a link failed.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -649,6 +650,19 @@ def main():
                   "external" and x.get("tls") is True and x.get("bidi") is
                   True and x.get("queued") == 0 and x.get("sent", 0) > 0 and
                   x.get("received", 0) > 0 for x in mine), links)
+        rc, out = P1.ctl("s2s", "--json")
+        try:
+            ctl_links = json.loads(out) if rc == 0 else None
+        except ValueError:
+            ctl_links = None
+        check("parleyctl s2s --json (admin socket) lists the same link",
+              any(x.get("remote") == "prosody.test" and x.get("state") ==
+                  "ready" and x.get("auth") == "external"
+                  for x in ctl_links or []), (rc, out[-400:]))
+        rc, out = P1.ctl("s2s")
+        check("parleyctl s2s prints a table with the link",
+              rc == 0 and "prosody.test" in out and "ready" in out,
+              (rc, out[-400:]))
         c = ImClient(P2, pc2, label="pc")
         p = ImClient(peer("prosody.test", PROSODY_C2S), pros_users[1],
                      label="prosody")

@@ -79,7 +79,6 @@ struct state {
     long retention;
     long max_targets;
     long max_payload;
-    char *admin_socket;  /* path; "" = <data_dir>/admin.sock */
     struct pl_host *host;
     struct pl_map pushes;  /* id -> struct push */
     struct pl_map pending; /* device -> struct devq */
@@ -382,7 +381,7 @@ static void answer(uint64_t cid, json_t *req, json_t *a)
     json_t *tag = json_object_get(req, "tag");
     if (tag)
         json_object_set(a, "tag", tag);
-    pl__fleet_answer(cid, a);
+    pl_admin_answer(cid, a);
     json_decref(a);
 }
 
@@ -798,39 +797,49 @@ static void op_group_list(struct state *s, uint64_t cid, json_t *req)
     answer(cid, req, json_pack("{s:b, s:o}", "ok", 1, "groups", groups));
 }
 
-void pl__fleet_request(uint64_t cid, json_t *req)
+/* "admin/<op>" events from the admin socket (src/core/admin.h). */
+static int admin_op(struct pl_event *ev, struct state *s, int op)
 {
-    const char *op = json_string_value(json_object_get(req, "op"));
-    const char *hn = json_string_value(json_object_get(req, "host"));
-    struct state *s = NULL;
-    for (int i = 0; i < nhosts && !s; i++)
-        if (!hn || !strcmp(hosts[i]->host->domain, hn))
-            s = hosts[i];
-    if (!s) {
-        answer(cid, req, err_answer("item-not-found",
-                                    "no such host with the fleet module"));
-        return;
-    }
+    struct pl_admin_request *r = ev->data;
     if (!s->loaded) {
-        answer(cid, req, err_answer("resource-constraint",
-                                    "still loading stored pushes; retry"));
-        return;
+        answer(r->cid, r->req, err_answer("resource-constraint",
+                                          "still loading stored pushes; "
+                                          "retry"));
+        return PL_HANDLED;
     }
-    if (!op)
-        answer(cid, req, err_answer("bad-request", "no op"));
-    else if (!strcmp(op, "push"))
-        op_push(s, cid, req);
-    else if (!strcmp(op, "status"))
-        op_status(s, cid, req);
-    else if (!strcmp(op, "group-add"))
-        op_group(s, cid, req, 1);
-    else if (!strcmp(op, "group-remove"))
-        op_group(s, cid, req, 0);
-    else if (!strcmp(op, "group-list"))
-        op_group_list(s, cid, req);
-    else
-        answer(cid, req, err_answer("feature-not-implemented",
-                                    "unknown op"));
+    switch (op) {
+    case 0: op_push(s, r->cid, r->req); break;
+    case 1: op_status(s, r->cid, r->req); break;
+    case 2: op_group(s, r->cid, r->req, 1); break;
+    case 3: op_group(s, r->cid, r->req, 0); break;
+    default: op_group_list(s, r->cid, r->req); break;
+    }
+    return PL_HANDLED;
+}
+
+static int on_admin_push(struct pl_event *ev, void *state)
+{
+    return admin_op(ev, state, 0);
+}
+
+static int on_admin_status(struct pl_event *ev, void *state)
+{
+    return admin_op(ev, state, 1);
+}
+
+static int on_admin_group_add(struct pl_event *ev, void *state)
+{
+    return admin_op(ev, state, 2);
+}
+
+static int on_admin_group_remove(struct pl_event *ev, void *state)
+{
+    return admin_op(ev, state, 3);
+}
+
+static int on_admin_group_list(struct pl_event *ev, void *state)
+{
+    return admin_op(ev, state, 4);
 }
 
 /* ---------------------------------------------------------- the hooks */
@@ -1086,16 +1095,6 @@ static int load(struct pl_host *h, void *state)
     }
     s->host = h;
     hosts[nhosts++] = s;
-    if (nhosts == 1) {
-        char path[4096];
-        if (s->admin_socket && *s->admin_socket)
-            snprintf(path, sizeof(path), "%s", s->admin_socket);
-        else
-            snprintf(path, sizeof(path), "%s/admin.sock",
-                     pl_server_config()->s.data_dir);
-        if (pl__fleet_admin_open(path) != PL_OK)
-            return PL_EIO;
-    }
     return PL_OK;
 }
 
@@ -1145,15 +1144,9 @@ static void unload(struct pl_host *h, void *state)
             hosts[i] = hosts[--nhosts];
             break;
         }
-    if (!nhosts)
-        pl__fleet_admin_close();
 }
 
 static const struct pl_option options[] = {
-    {"admin_socket", PL_OPT_STRING, "\"\"", 0, 0, NULL,
-     "Path of the admin socket (mode 0600); empty: <data_dir>/admin.sock. "
-     "Read from the first host that enables the module.",
-     offsetof(struct state, admin_socket)},
     {"default_ttl", PL_OPT_INT, "86400", 1, 31536000, NULL,
      "Seconds a push waits for offline devices when none is given.",
      offsetof(struct state, default_ttl)},
@@ -1177,6 +1170,11 @@ static const struct pl_hook_def hooks[] = {
     {"presence/initial", on_initial, 0},
     {"message/host", on_host_message, 0},
     {"user/deleted", on_user_deleted, 0},
+    {"admin/push", on_admin_push, 0},
+    {"admin/status", on_admin_status, 0},
+    {"admin/group-add", on_admin_group_add, 0},
+    {"admin/group-remove", on_admin_group_remove, 0},
+    {"admin/group-list", on_admin_group_list, 0},
     {0},
 };
 

@@ -1,13 +1,13 @@
 /*
  * fleet.h - internals shared by the fleet module's two files:
  *   fleet.c  the module: pushes, groups, receipts, TTL expiry, storage
- *   admin.c  the local admin socket (Unix domain, 0600) and its protocol
  *   device.c device ids: what a push target names
  *
- * admin.c parses a request line into a JSON object and calls
- * pl__fleet_request(); the answer comes back through pl__fleet_answer()
- * (at once, or after a storage commit) with the client's id, so a client
- * that went away in between is simply not found.
+ * Requests come from the core's admin socket (src/core/admin.h) as the
+ * events "admin/push", "admin/status", "admin/group-add|remove|list"; the
+ * answer goes back through pl_admin_answer() (at once, or after a storage
+ * commit) with the client's id, so a client that went away in between is
+ * simply not found.
  */
 #ifndef PL_FLEET_H
 #define PL_FLEET_H
@@ -23,13 +23,5 @@ int pl__fleet_device_norm(const char *in, char *out, size_t len);
 /* device.c: whether user is a device id (12 lower-case hex digits). */
 int pl__fleet_is_device_id(const char *user);
 
-/* fleet.c: handles one request (borrowed) from admin client cid. */
-void pl__fleet_request(uint64_t cid, json_t *req);
-/* admin.c: sends answer (borrowed) to client cid if it is still there. */
-void pl__fleet_answer(uint64_t cid, json_t *answer);
-/* admin.c: opens the socket at path (mode 0600); PL_OK or PL_EIO. */
-int pl__fleet_admin_open(const char *path);
-/* admin.c: closes the socket and every client, removes the path. */
-void pl__fleet_admin_close(void);
 
 #endif

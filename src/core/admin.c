@@ -1,5 +1,6 @@
 /*
- * admin.c - the fleet module's admin socket: a Unix-domain stream socket
+ * admin.c - parleyd's local admin socket (see admin.h): a Unix-domain
+ * stream socket
  * (default <data_dir>/admin.sock) created with mode 0600, so only the
  * account parleyd runs as (and root) can connect: the file mode is the
  * credential.  As a second check, a peer whose SO_PEERCRED uid is neither
@@ -8,7 +9,7 @@
  * Protocol: one JSON object per line each way.  Every request gets exactly
  * one answer line, in request order per client is not guaranteed (answers
  * that wait for a storage commit come later); requests carry an optional
- * "tag" echoed in the answer.  doc/modules/fleet.md lists the operations.
+ * "tag" echoed in the answer.  doc/admin.md lists the operations.
  * A line over 1 MiB, or bytes that are not JSON, get an error answer; the
  * former also closes the connection.
  */
@@ -21,7 +22,17 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "modules/fleet/fleet.h"
+#include "admin.h"
+
+#include "alloc.h"
+#include "buf.h"
+#include "error.h"
+#include "hook.h"
+#include "host.h"
+#include "log.h"
+#include "loop.h"
+#include "s2s.h"
+#include "server.h"
 
 #define MAX_LINE (1024 * 1024)
 
@@ -77,7 +88,7 @@ static void flush(struct client *c)
     pl_io_set(pl_server_loop(), &c->io, PL_IO_READ);
 }
 
-void pl__fleet_answer(uint64_t cid, json_t *answer)
+void pl_admin_answer(uint64_t cid, json_t *answer)
 {
     struct client *c = clients;
     while (c && c->id != cid)
@@ -97,8 +108,55 @@ static void answer_error(struct client *c, const char *err, const char *detail)
 {
     json_t *a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", err,
                           "detail", detail);
-    pl__fleet_answer(c->id, a);
+    pl_admin_answer(c->id, a);
     json_decref(a);
+}
+
+/* The core's own operations, then "admin/<op>" on the named host (or
+ * each host in turn until one takes it). */
+static void dispatch(uint64_t cid, json_t *req)
+{
+    const char *op = json_string_value(json_object_get(req, "op"));
+    const char *hn = json_string_value(json_object_get(req, "host"));
+    json_t *tag = json_object_get(req, "tag");
+    json_t *a = NULL;
+    if (!op) {
+        a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", "bad-request",
+                      "detail", "no op");
+    } else if (strcmp(op, "s2s") == 0) {
+        struct pl_buf b = {0};
+        pl_s2s_links_json(&b);
+        json_t *l = b.len ? json_loadb(b.data + b.off, b.len, 0, NULL)
+                          : NULL;
+        pl_buf_reset(&b);
+        a = json_pack("{s:b, s:o}", "ok", 1, "links",
+                      l ? l : json_array());
+    } else {
+        char ev_name[128];
+        snprintf(ev_name, sizeof(ev_name), "admin/%s", op);
+        struct pl_admin_request r = {cid, req};
+        struct pl_host *h;
+        int rc = PL_PASS, found = 0;
+        for (int i = 0; rc == PL_PASS && (h = pl_host_at(i)); i++) {
+            if (hn && strcmp(h->domain, hn) != 0)
+                continue;
+            found = 1;
+            struct pl_event ev = {ev_name, h, NULL, NULL, NULL, NULL, &r};
+            rc = pl_hook_fire(&ev);
+        }
+        if (rc == PL_PASS)
+            a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error",
+                          found ? "feature-not-implemented"
+                                : "item-not-found",
+                          found ? "unknown op (is its module enabled?)"
+                                : "no such host");
+    }
+    if (a) {
+        if (tag)
+            json_object_set(a, "tag", tag);
+        pl_admin_answer(cid, a);
+        json_decref(a);
+    }
 }
 
 static void on_line(struct client *c, const char *p, size_t n)
@@ -110,7 +168,7 @@ static void on_line(struct client *c, const char *p, size_t n)
         json_decref(req);
         return;
     }
-    pl__fleet_request(c->id, req);
+    dispatch(c->id, req);
     json_decref(req);
 }
 
@@ -170,7 +228,7 @@ static void on_accept(struct pl_io *io, unsigned events)
         socklen_t len = sizeof(cred);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
             (cred.uid != 0 && cred.uid != geteuid())) {
-            pl_log_warn("fleet", "admin socket: refused a peer of uid %ld",
+            pl_log_warn("admin", "admin socket: refused a peer of uid %ld",
                         (long)cred.uid);
             close(fd);
             continue;
@@ -184,11 +242,11 @@ static void on_accept(struct pl_io *io, unsigned events)
     }
 }
 
-int pl__fleet_admin_open(const char *path)
+int pl_admin_open(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof(sa.sun_path)) {
-        pl_log_error("fleet", "admin socket path %s is too long", path);
+        pl_log_error("admin", "admin socket path %s is too long", path);
         return PL_EINVAL;
     }
     strcpy(sa.sun_path, path);
@@ -202,7 +260,7 @@ int pl__fleet_admin_open(const char *path)
         connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
         close(probe);
         close(fd);
-        pl_log_error("fleet", "admin socket %s is in use", path);
+        pl_log_error("admin", "admin socket %s is in use", path);
         return PL_EIO;
     }
     if (probe >= 0)
@@ -212,7 +270,7 @@ int pl__fleet_admin_open(const char *path)
     int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
     if (rc != 0 || chmod(path, 0600) != 0 || listen(fd, 64) != 0) {
-        pl_log_error("fleet", "while opening the admin socket %s: %s", path,
+        pl_log_error("admin", "while opening the admin socket %s: %s", path,
                      strerror(errno));
         close(fd);
         return PL_EIO;
@@ -221,11 +279,11 @@ int pl__fleet_admin_open(const char *path)
     sock_path = pl_strdup(path);
     pl_io_init(&listen_io, fd, on_accept, NULL);
     pl_io_set(pl_server_loop(), &listen_io, PL_IO_READ);
-    pl_log_info("fleet", "admin socket at %s", path);
+    pl_log_info("admin", "admin socket at %s", path);
     return PL_OK;
 }
 
-void pl__fleet_admin_close(void)
+void pl_admin_close(void)
 {
     while (clients)
         client_free(clients);

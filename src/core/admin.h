@@ -1,0 +1,34 @@
+/*
+ * admin.h - parleyd's local admin socket: a Unix-domain stream socket
+ * (server.admin_socket, default <data_dir>/admin.sock) created 0600, so
+ * that only parleyd's own account (and root) can connect; a peer of another
+ * uid is refused as well.  parleyctl talks to it (push, group, s2s).
+ *
+ * Protocol: one JSON object per line each way; each request
+ * {"op": ..., "host": optional domain, "tag": optional, ...} gets exactly one
+ * answer {"ok": true|false, ...}, with "tag" echoed.  The core answers "s2s"
+ * (the federation links, s2s.h); any other op fires the event
+ * "admin/<op>" on the named host (or on each host in turn until a handler
+ * takes it) with a struct pl_admin_request in ev->data; the handler answers
+ * with pl_admin_answer, at once or later (after a storage commit).  Nobody
+ * taking it: "feature-not-implemented".  doc/admin.md lists the operations.
+ */
+#ifndef PL_ADMIN_H
+#define PL_ADMIN_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+struct pl_admin_request {
+    uint64_t cid; /* the client, for pl_admin_answer */
+    json_t *req;  /* the request (borrowed) */
+};
+
+/* Opens the socket at path (mode 0600).  PL_OK, PL_EINVAL, PL_EIO. */
+int pl_admin_open(const char *path);
+/* Closes it and every client, removes the path. */
+void pl_admin_close(void);
+/* Sends answer (borrowed) to client cid if it is still connected. */
+void pl_admin_answer(uint64_t cid, json_t *answer);
+
+#endif
