@@ -133,6 +133,7 @@ static struct {
     int rounds;            /* presence: updates per user */
     int msgs;              /* offline: messages per pair; resume: per
                               session, left unacknowledged */
+    double storm_delay;    /* resume: quiet seconds before the storm */
     int verbose;           /* progress on stderr; 3 dumps stanzas */
 } O = {
     .mode = M_PROBE, .host = "127.0.0.1", .port = 5222, .domain = "localhost",
@@ -2412,6 +2413,9 @@ static int run_resume(void)
     drop_all();
     wait_server_idle(120);
     double cpu_d1 = server_cpu_us(), td1 = now_s();
+    /* bench/run starts a profiler on this line (BENCH_PERF). */
+    logf_("server idle after the drop; storm in %.1f s", O.storm_delay);
+    run_loop(O.storm_delay, NULL);
     if (O.server_pid)
         jadd("\"drop_cpu_s\":%.3f", (cpu_d1 - cpu_d0) / 1e6);
     jadd("\"drop_to_storm_s\":%.2f", td1 - td0);
@@ -2567,6 +2571,8 @@ static void usage(void)
 "  --msgs M               offline messages per pair; resume: messages\n"
 "                         each session sends its neighbour before the drop,\n"
 "                         which the neighbour leaves unacknowledged (10)\n"
+"  --storm-delay S        resume: quiet seconds between the drop and the\n"
+"                         storm, after the server is idle again (0)\n"
 "  --hold S --settle S    idle: keep sessions S seconds; wait before RSS\n"
 "  --timeout S            bound on setup phases (300)\n"
 "  --src-ips N --src-base B   source addresses 127.0.B.1..N (8, 1)\n"
@@ -2594,7 +2600,8 @@ int main(int argc, char **argv)
         {"label", 1, 0, 'l'},      {"pad", 1, 0, 'x'},
         {"contacts", 1, 0, 'C'},   {"rounds", 1, 0, 'o'},
         {"msgs", 1, 0, 'g'},       {"quiet", 0, 0, 'q'},
-        {"verbose", 0, 0, 'v'},    {0, 0, 0, 0}};
+        {"verbose", 0, 0, 'v'},    {"storm-delay", 1, 0, 'y'},
+        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -2643,6 +2650,7 @@ int main(int argc, char **argv)
         case 'C': O.contacts = atoi(optarg) & ~1; break;
         case 'o': O.rounds = atoi(optarg); break;
         case 'g': O.msgs = atoi(optarg); break;
+        case 'y': O.storm_delay = atof(optarg); break;
         case 'q': O.verbose = 0; break;
         case 'v': O.verbose++; break;
         default: usage();
