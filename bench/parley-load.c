@@ -57,7 +57,9 @@
  * than a full parser; the generator must never be the bottleneck.
  *
  * Extending: add a mode to enum mode and mode_names, its per-stanza logic in
- * on_message/on_presence/on_iq, and its phase driver in main().
+ * on_message/on_presence/on_iq (or, for non-stanza elements such as
+ * XEP-0198's, a handler called from on_stanza like on_sm), and its phase
+ * driver in main().
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -1153,22 +1155,17 @@ static void on_features(struct sess *s, const char *p, size_t n)
             send_auth(s, p, n);
         return;
     }
+    if (O.mode == M_RESUME && !has(p, n, "urn:xmpp:sm:3")) {
+        C.sm_missing++;
+        fail(s, "server offers no stream management");
+        return;
+    }
     if (O.mode == M_RESUME && s->sm_id) {
         /* XEP-0198 §5: resume instead of binding. */
-        if (!has(p, n, "urn:xmpp:sm:3")) {
-            C.sm_missing++;
-            fail(s, "server offers no stream management");
-            return;
-        }
         outf(s, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%" PRIu32
                 "'/>", s->sm_id, s->h_acked);
         s->sm = SM_RESUMING;
         s->st = S_BIND;
-        return;
-    }
-    if (O.mode == M_RESUME && !has(p, n, "urn:xmpp:sm:3")) {
-        C.sm_missing++;
-        fail(s, "server offers no stream management");
         return;
     }
     /* RFC 6121 §1.4 leaves <session/> optional; send it only if required. */
