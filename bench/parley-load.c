@@ -136,6 +136,8 @@ static struct {
     int msgs;              /* offline: messages per pair; resume: per
                               session, left unacknowledged */
     double storm_delay;    /* resume: quiet seconds before the storm */
+    int storm_conc;        /* resume: reconnections in flight, 0: as
+                              concurrency */
     int verbose;           /* progress on stderr; 3 dumps stanzas */
 } O = {
     .mode = M_PROBE, .host = "127.0.0.1", .port = 5222, .domain = "localhost",
@@ -2377,7 +2379,7 @@ static int run_resume(void)
           C.ready, n, t);
     j_common();
     jadd("\"users\":%u,\"msgs\":%d,\"concurrency\":%d", n, O.msgs,
-         O.concurrency);
+         O.storm_conc > 0 ? O.storm_conc : O.concurrency);
     if (C.ready < (long)n) {
         jadd("\"status\":\"%s\"", C.sm_missing ? "unsupported"
                                               : "setup_failed");
@@ -2423,6 +2425,8 @@ static int run_resume(void)
     C.sm_failed = C.sm_missing = 0;
     RS.hold_acks = 0;
     RS.storm = 1;
+    if (O.storm_conc > 0)
+        O.concurrency = O.storm_conc;
     double gcpu0 = self_cpu_s(), cpu0 = server_cpu_us(), t0 = now_s();
     RS.t0 = now_ns();
     setup_range(0, n);
@@ -2570,6 +2574,8 @@ static void usage(void)
 "                         which the neighbour leaves unacknowledged (10)\n"
 "  --storm-delay S        resume: quiet seconds between the drop and the\n"
 "                         storm, after the server is idle again (0)\n"
+"  --storm-concurrency N  resume: reconnections in flight in the storm\n"
+"                         (--concurrency, which the setup logins use)\n"
 "  --hold S --settle S    idle: keep sessions S seconds; wait before RSS\n"
 "  --timeout S            bound on setup phases (300)\n"
 "  --src-ips N --src-base B   source addresses 127.0.B.1..N (8, 1)\n"
@@ -2598,7 +2604,7 @@ int main(int argc, char **argv)
         {"contacts", 1, 0, 'C'},   {"rounds", 1, 0, 'o'},
         {"msgs", 1, 0, 'g'},       {"quiet", 0, 0, 'q'},
         {"verbose", 0, 0, 'v'},    {"storm-delay", 1, 0, 'y'},
-        {0, 0, 0, 0}};
+        {"storm-concurrency", 1, 0, 'Y'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -2648,6 +2654,7 @@ int main(int argc, char **argv)
         case 'o': O.rounds = atoi(optarg); break;
         case 'g': O.msgs = atoi(optarg); break;
         case 'y': O.storm_delay = atof(optarg); break;
+        case 'Y': O.storm_conc = atoi(optarg); break;
         case 'q': O.verbose = 0; break;
         case 'v': O.verbose++; break;
         default: usage();
