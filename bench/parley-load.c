@@ -2406,6 +2406,8 @@ static int run_resume(void)
     }
     jadd("\"sent_before_drop\":%" PRIu64 ",\"received_before_drop\":%" PRIu64
          ",\"unacked\":%" PRIu64, C.tx, C.rx, owed);
+    /* Storage the messages caused (durable copies) is not the drop's. */
+    wait_server_idle(120);
     /* The drop, then quiet: the server notices each reset and keeps the
      * session waiting; that work is measured apart from the storm. */
     double cpu_d0 = server_cpu_us(), td0 = now_s();
