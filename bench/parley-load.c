@@ -25,6 +25,17 @@
  *             --rounds presence updates; every contact must receive each one
  *   offline   --pairs senders send --msgs messages each to an offline
  *             partner, who then logs in and must receive all of them
+ *   resume    a resumption storm (XEP-0198 §5): --users sessions log in,
+ *             enable stream management with resume='true' and keep the
+ *             <enabled id/>; each sends --msgs messages to its neighbour
+ *             and leaves those it receives unacknowledged; then every
+ *             connection is reset at once (SO_LINGER 0: RST, as a network
+ *             drop or a client crash looks to the server), and when the
+ *             server is idle again all reconnect, --concurrency in flight:
+ *             STARTTLS if --tls, SASL, <resume previd h/>.  Measures the
+ *             storm from the first reconnect to the last <resumed/> and to
+ *             the last resent stanza, each session's latency from its own
+ *             connect, <failed/> answers, and server CPU
  *
  * Results: one JSON object on one line on stdout; progress on stderr.
  * With --server-pid the generator reads the server's CPU time (utime+stime
@@ -46,7 +57,9 @@
  * than a full parser; the generator must never be the bottleneck.
  *
  * Extending: add a mode to enum mode and mode_names, its per-stanza logic in
- * on_message/on_presence/on_iq, and its phase driver in main().
+ * on_message/on_presence/on_iq (or, for non-stanza elements such as
+ * XEP-0198's, a handler called from on_stanza like on_sm), and its phase
+ * driver in main().
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -82,10 +95,10 @@
 /* ---- options and global state ---- */
 
 enum mode { M_PROBE, M_REGISTER, M_LOGIN, M_IDLE, M_CHAT, M_ROSTER,
-            M_PRESENCE, M_OFFLINE };
+            M_PRESENCE, M_OFFLINE, M_RESUME };
 static const char *const mode_names[] = {"probe", "register", "login", "idle",
                                          "chat", "roster", "presence",
-                                         "offline"};
+                                         "offline", "resume"};
 
 enum mech { MECH_NONE, MECH_SCRAM256, MECH_SCRAM1, MECH_PLAIN };
 static const char *const mech_names[] = {"none", "SCRAM-SHA-256",
@@ -122,7 +135,11 @@ static struct {
     int pad;               /* extra body bytes per chat message */
     int contacts;          /* roster: contacts per user (even) */
     int rounds;            /* presence: updates per user */
-    int msgs;              /* offline: messages per pair */
+    int msgs;              /* offline: messages per pair; resume: per
+                              session, left unacknowledged */
+    double storm_delay;    /* resume: quiet seconds before the storm */
+    int storm_conc;        /* resume: reconnections in flight, 0: as
+                              concurrency */
     int verbose;           /* progress on stderr; 3 dumps stanzas */
 } O = {
     .mode = M_PROBE, .host = "127.0.0.1", .port = 5222, .domain = "localhost",
@@ -176,7 +193,16 @@ struct sess {
     uint64_t rx_dup;       /* duplicates received */
     uint32_t *pnext;       /* presence: next seq per neighbour */
     uint32_t got;          /* subscriptions / offline messages received */
+    uint64_t t_start;      /* ns: connect issued */
+    uint8_t sm;            /* enum sm_state */
+    char *sm_id;           /* resume: <enabled id/> of the session */
+    uint32_t h_in;         /* resume: stanzas received since <enable/> */
+    uint32_t h_acked;      /* resume: last h sent in <a/> */
+    uint32_t resend_left;  /* resume: stanzas the server still owes */
 };
+
+/* XEP-0198 state of a session (resume mode). */
+enum sm_state { SM_OFF, SM_ENABLING, SM_ON, SM_RESUMING };
 
 static struct sess *sessions;   /* all sessions of this run */
 static uint32_t nsess;          /* sessions in use */
@@ -194,6 +220,8 @@ static struct {
     uint64_t gaps;                /* sequence numbers skipped: lost */
     long subs_sent, subs_got;
     long roster_ok, roster_err;   /* roster get answers */
+    long sm_failed;               /* <failed/> to <enable/> or <resume/> */
+    long sm_missing;              /* stream management not offered */
     char fail_reason[8][96];
     long fail_count[8];
     int mech_used;
@@ -726,6 +754,7 @@ static int sess_start(struct sess *s)
         return -1;
     }
     s->fd = fd;
+    s->t_start = now_ns();
     s->st = S_CONNECTING;
     s->tls_done = s->authed = s->restart = s->sess_req = 0;
     s->counted = s->online = 0;
@@ -1130,6 +1159,19 @@ static void on_features(struct sess *s, const char *p, size_t n)
             send_auth(s, p, n);
         return;
     }
+    if (O.mode == M_RESUME && !has(p, n, "urn:xmpp:sm:3")) {
+        C.sm_missing++;
+        fail(s, "server offers no stream management");
+        return;
+    }
+    if (O.mode == M_RESUME && s->sm_id) {
+        /* XEP-0198 §5: resume instead of binding. */
+        outf(s, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%" PRIu32
+                "'/>", s->sm_id, s->h_acked);
+        s->sm = SM_RESUMING;
+        s->st = S_BIND;
+        return;
+    }
     /* RFC 6121 §1.4 leaves <session/> optional; send it only if required. */
     const char *se = memmem(p, n, "<session", 8);
     s->sess_req = se && !memmem(se, (size_t)(p + n - se), "<optional", 9);
@@ -1148,6 +1190,18 @@ static void setup_done(struct sess *s)
     }
     s->st = S_READY;
     on_ready(s);
+}
+
+/* The resource is bound (and the session established if required). */
+static void bound(struct sess *s)
+{
+    if (O.mode == M_RESUME) {
+        /* Setup ends with <enabled/>, not with the bind result. */
+        out_str(s, "<enable xmlns='urn:xmpp:sm:3' resume='true'/>");
+        s->sm = SM_ENABLING;
+        return;
+    }
+    setup_done(s);
 }
 
 /* ---- chat ---- */
@@ -1441,7 +1495,7 @@ static void on_iq(struct sess *s, const char *p, size_t n)
             s->st = S_SESSION;
             return;
         }
-        setup_done(s);
+        bound(s);
         return;
     }
     if (il == 4 && memcmp(id, "sess", 4) == 0) {
@@ -1449,7 +1503,7 @@ static void on_iq(struct sess *s, const char *p, size_t n)
             fail(s, "session establishment failed");
             return;
         }
-        setup_done(s);
+        bound(s);
         return;
     }
     if (il == 2 && memcmp(id, "rg", 2) == 0) {
@@ -1467,6 +1521,86 @@ static void on_iq(struct sess *s, const char *p, size_t n)
     }
 }
 
+/* ---- stream management (resume) ---- */
+
+static struct {
+    int hold_acks;       /* leave received stanzas unacknowledged */
+    int storm;           /* reconnecting: record latencies */
+    uint64_t t0;         /* ns: the storm's first connect */
+    uint64_t last_resumed, last_resent; /* ns: latest of each */
+    uint64_t *lat_resumed, *lat_resent; /* µs from the session's connect */
+    uint64_t *at_resumed;               /* µs from t0 */
+    uint64_t resent;                    /* stanzas received again */
+} RS;
+
+/* A stanza of the server's count arrived on s (XEP-0198 §4). */
+static void sm_count(struct sess *s)
+{
+    if (s->sm != SM_ON)
+        return;
+    s->h_in++;
+    if (s->resend_left && RS.storm) {
+        RS.resent++;
+        if (--s->resend_left == 0) {
+            uint64_t t = now_ns();
+            RS.lat_resent[s->id] = (t - s->t_start) / 1000;
+            if (t > RS.last_resent)
+                RS.last_resent = t;
+        }
+    }
+}
+
+/* <enabled/>, <resumed/>, <failed/>, <r/>, <a/>; returns 0 if not one. */
+static int on_sm(struct sess *s, const char *name, size_t nl, const char *p,
+                 size_t n)
+{
+    const char *v;
+    size_t vl;
+    if (nl == 7 && memcmp(name, "enabled", 7) == 0) {
+        if (!attr(p, n, "id", &v, &vl) || !attr_is(p, n, "resume", "true")) {
+            fail(s, "<enabled/> without resumption");
+            return 1;
+        }
+        free(s->sm_id);
+        s->sm_id = strndup(v, vl);
+        s->sm = SM_ON;
+        s->h_in = s->h_acked = 0;
+        setup_done(s);
+    } else if (nl == 7 && memcmp(name, "resumed", 7) == 0) {
+        /* The server resends what follows the h we gave (§5). */
+        uint64_t t = now_ns();
+        s->sm = SM_ON;
+        s->h_in = s->h_acked;
+        RS.lat_resumed[s->id] = (t - s->t_start) / 1000;
+        RS.at_resumed[s->id] = (t - RS.t0) / 1000;
+        if (t > RS.last_resumed)
+            RS.last_resumed = t;
+        if (!s->resend_left) {
+            RS.lat_resent[s->id] = RS.lat_resumed[s->id];
+            if (t > RS.last_resent)
+                RS.last_resent = t;
+        }
+        setup_done(s);
+    } else if (nl == 6 && memcmp(name, "failed", 6) == 0) {
+        char why[96], cond[64];
+        error_cond(p, n, cond, sizeof(cond));
+        snprintf(why, sizeof(why), "<%s> failed: %s",
+                 s->sm == SM_RESUMING ? "resume" : "enable", cond);
+        C.sm_failed++;
+        fail(s, why);
+    } else if (nl == 1 && name[0] == 'r') {
+        if (s->sm == SM_ON && !RS.hold_acks) {
+            outf(s, "<a xmlns='urn:xmpp:sm:3' h='%" PRIu32 "'/>", s->h_in);
+            s->h_acked = s->h_in;
+        }
+    } else if (nl == 1 && name[0] == 'a') {
+        /* The server's count of ours: nothing to resend here. */
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- stanza dispatch ---- */
 
 static void on_stanza(struct sess *s, const char *p, size_t n)
@@ -1476,11 +1610,16 @@ static void on_stanza(struct sess *s, const char *p, size_t n)
     const char *name;
     size_t nl = elname(p, n, &name);
     if (nl == 7 && memcmp(name, "message", 7) == 0) {
+        sm_count(s);
         on_message(s, p, n);
     } else if (nl == 8 && memcmp(name, "presence", 8) == 0) {
+        sm_count(s);
         on_presence(s, p, n);
     } else if (nl == 2 && memcmp(name, "iq", 2) == 0) {
+        sm_count(s);
         on_iq(s, p, n);
+    } else if (O.mode == M_RESUME && on_sm(s, name, nl, p, n)) {
+        /* handled */
     } else if (nl == 8 && memcmp(name, "features", 8) == 0) {
         on_features(s, p, n);
     } else if (nl == 7 && memcmp(name, "proceed", 7) == 0) {
@@ -2172,6 +2311,199 @@ static int run_presence(void)
     return 0;
 }
 
+static int delivered(void)
+{
+    return C.rx >= C.tx;
+}
+
+/* Waits (bounded) until the server's CPU use falls below 2 %. */
+static void wait_server_idle(double max_s)
+{
+    double last = server_cpu_us(), end = now_s() + max_s;
+    for (int i = 0; now_s() < end && !stop_flag; i++) {
+        run_loop(0.5, NULL);
+        double c = server_cpu_us();
+        if (c - last < 0.02 * 0.5e6 && i >= 1)
+            break;
+        last = c;
+    }
+}
+
+/* Resets every connection at once: SO_LINGER 0 makes close() send RST
+ * without a TLS close_notify or </stream:stream>, so each session is
+ * left for resumption. */
+static void drop_all(void)
+{
+    struct linger lg = {1, 0};
+    for (uint32_t i = 0; i < nsess; i++) {
+        struct sess *s = &sessions[i];
+        if (s->fd < 0)
+            continue;
+        setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close_sess(s);
+    }
+    ndirty = 0;
+}
+
+static int resent_done(void)
+{
+    for (uint32_t i = 0; i < nsess; i++)
+        if (sessions[i].fd >= 0 && sessions[i].st == S_READY &&
+            sessions[i].resend_left)
+            return 0;
+    return 1;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts the recorded values of v (UINT64_MAX = none) in place; returns
+ * how many there are. */
+static uint32_t sort_recorded(uint64_t *v, uint32_t n)
+{
+    qsort(v, n, sizeof(*v), cmp_u64);
+    uint32_t k = 0;
+    while (k < n && v[k] != UINT64_MAX)
+        k++;
+    return k;
+}
+
+static double pct_ms(const uint64_t *v, uint32_t k, double p)
+{
+    if (!k)
+        return 0;
+    uint32_t i = (uint32_t)(p * (double)k);
+    return (double)v[i < k ? i : k - 1] / 1000.0;
+}
+
+static int run_resume(void)
+{
+    uint32_t n = (uint32_t)O.users;
+    alloc_sessions(n);
+    RS.lat_resumed = malloc(n * sizeof(uint64_t));
+    RS.lat_resent = malloc(n * sizeof(uint64_t));
+    RS.at_resumed = malloc(n * sizeof(uint64_t));
+    if (!RS.lat_resumed || !RS.lat_resent || !RS.at_resumed)
+        die("out of memory");
+    for (uint32_t i = 0; i < n; i++) {
+        sessions[i].partner = (i + 1) % n;
+        RS.lat_resumed[i] = RS.lat_resent[i] = RS.at_resumed[i] = UINT64_MAX;
+    }
+    double t = setup_range(0, n);
+    logf_("%ld of %u sessions bound with stream management in %.1f s",
+          C.ready, n, t);
+    j_common();
+    jadd("\"users\":%u,\"msgs\":%d,\"concurrency\":%d", n, O.msgs,
+         O.storm_conc > 0 ? O.storm_conc : O.concurrency);
+    if (C.ready < (long)n) {
+        jadd("\"status\":\"%s\"", C.sm_missing ? "unsupported"
+                                              : "setup_failed");
+        j_failures();
+        jflush();
+        close_all();
+        return C.sm_missing ? 3 : 2;
+    }
+    jadd("\"setup_s\":%.2f", t);
+    /* Messages that arrive but stay unacknowledged: a client that went
+     * away before it could process them. */
+    RS.hold_acks = 1;
+    C.tx = C.rx = C.dup = C.gaps = 0;
+    for (uint32_t i = 0; i < n; i++)
+        for (int k = 0; k < O.msgs; k++)
+            chat_send(&sessions[i]);
+    flush_dirty();
+    run_loop(O.drain + (double)n * O.msgs / 5000.0, delivered);
+    uint64_t owed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct sess *s = &sessions[i];
+        s->resend_left = s->h_in - s->h_acked;
+        owed += s->resend_left;
+    }
+    jadd("\"sent_before_drop\":%" PRIu64 ",\"received_before_drop\":%" PRIu64
+         ",\"unacked\":%" PRIu64, C.tx, C.rx, owed);
+    /* Storage the messages caused (durable copies) is not the drop's. */
+    wait_server_idle(120);
+    /* The drop, then quiet: the server notices each reset and keeps the
+     * session waiting; that work is measured apart from the storm. */
+    double cpu_d0 = server_cpu_us(), td0 = now_s();
+    drop_all();
+    wait_server_idle(120);
+    double cpu_d1 = server_cpu_us(), td1 = now_s();
+    /* bench/run starts a profiler on this line (BENCH_PERF). */
+    logf_("server idle after the drop; storm in %.1f s", O.storm_delay);
+    run_loop(O.storm_delay, NULL);
+    if (O.server_pid)
+        jadd("\"drop_cpu_s\":%.3f", (cpu_d1 - cpu_d0) / 1e6);
+    jadd("\"drop_to_storm_s\":%.2f", td1 - td0);
+    /* The storm: only its own failures are reported. */
+    memset(C.fail_reason, 0, sizeof(C.fail_reason));
+    memset(C.fail_count, 0, sizeof(C.fail_count));
+    C.ready = C.failed = C.started = C.inflight = C.disconnects = 0;
+    C.sm_failed = C.sm_missing = 0;
+    RS.hold_acks = 0;
+    RS.storm = 1;
+    if (O.storm_conc > 0)
+        O.concurrency = O.storm_conc;
+    double gcpu0 = self_cpu_s(), cpu0 = server_cpu_us(), t0 = now_s();
+    RS.t0 = now_ns();
+    setup_range(0, n);
+    double cpu1 = server_cpu_us();
+    run_loop(O.drain, resent_done);
+    double cpu2 = server_cpu_us(), t2 = now_s(), gcpu2 = self_cpu_s();
+    long resumed = C.ready;
+    double storm_s = RS.last_resumed > RS.t0
+                         ? (double)(RS.last_resumed - RS.t0) / 1e9 : 0;
+    double resent_s = RS.last_resent > RS.t0
+                          ? (double)(RS.last_resent - RS.t0) / 1e9 : 0;
+    uint64_t missing = 0; /* owed to sessions that resumed, not resent */
+    for (uint32_t i = 0; i < n; i++)
+        if (sessions[i].st == S_READY)
+            missing += sessions[i].resend_left;
+    jadd("\"status\":\"%s\"",
+         resumed == (long)n && !missing && RS.resent == owed ? "ok"
+                                                            : "errors");
+    jadd("\"resumed\":%ld,\"resume_failed\":%ld", resumed, C.sm_failed);
+    jadd("\"resent_expected\":%" PRIu64 ",\"resent\":%" PRIu64
+         ",\"resent_missing\":%" PRIu64, owed, RS.resent, missing);
+    jadd("\"storm_s\":%.3f,\"storm_resent_s\":%.3f", storm_s, resent_s);
+    if (storm_s > 0)
+        jadd("\"resumes_per_s\":%.0f", (double)resumed / storm_s);
+    if (O.server_pid) {
+        jadd("\"server_cpu_s\":%.3f,\"server_cpu_to_resumed_s\":%.3f",
+             (cpu2 - cpu0) / 1e6, (cpu1 - cpu0) / 1e6);
+        if (resumed)
+            jadd("\"cpu_us_per_resume\":%.0f",
+                 (cpu2 - cpu0) / (double)resumed);
+        jadd("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
+    }
+    double gutil = (gcpu2 - gcpu0) / (t2 - t0);
+    jadd("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
+    uint32_t k = sort_recorded(RS.lat_resumed, n);
+    jadd("\"resume_p50_ms\":%.1f,\"resume_p90_ms\":%.1f,"
+         "\"resume_p99_ms\":%.1f,\"resume_max_ms\":%.1f",
+         pct_ms(RS.lat_resumed, k, 0.5), pct_ms(RS.lat_resumed, k, 0.9),
+         pct_ms(RS.lat_resumed, k, 0.99), pct_ms(RS.lat_resumed, k, 1.0));
+    k = sort_recorded(RS.lat_resent, n);
+    jadd("\"resent_p50_ms\":%.1f,\"resent_p99_ms\":%.1f,"
+         "\"resent_max_ms\":%.1f",
+         pct_ms(RS.lat_resent, k, 0.5), pct_ms(RS.lat_resent, k, 0.99),
+         pct_ms(RS.lat_resent, k, 1.0));
+    k = sort_recorded(RS.at_resumed, n);
+    jadd("\"half_resumed_s\":%.3f,\"p99_resumed_s\":%.3f",
+         pct_ms(RS.at_resumed, k, 0.5) / 1000, pct_ms(RS.at_resumed, k, 0.99)
+                                                  / 1000);
+    logf_("%ld of %u resumed in %.2f s (resent %" PRIu64 " of %" PRIu64
+          " in %.2f s), %ld <failed/>",
+          resumed, n, storm_s, RS.resent, owed, resent_s, C.sm_failed);
+    j_failures();
+    jflush();
+    close_all();
+    return resumed == (long)n ? 0 : 1;
+}
+
 static int run_setup_mode(void)
 {
     uint32_t n = O.mode == M_PROBE ? 1 : (uint32_t)O.users;
@@ -2252,7 +2584,7 @@ static void usage(void)
 {
     fprintf(stderr,
 "usage: parley-load --mode MODE [options]\n"
-"modes: probe register login idle chat roster presence offline\n"
+"modes: probe register login idle chat roster presence offline resume\n"
 "  --host ADDR --port N --domain D   server (127.0.0.1 5222 localhost)\n"
 "  --tls                  STARTTLS before SASL\n"
 "  --mech M               SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN (best offered)\n"
@@ -2264,7 +2596,13 @@ static void usage(void)
 "  --duration S --warmup S --drain S   chat phases (10, 2, 15)\n"
 "  --pad N                extra bytes in each chat body\n"
 "  --contacts K --rounds R   roster size (10), presence updates (5)\n"
-"  --msgs M               offline messages per pair (10)\n"
+"  --msgs M               offline messages per pair; resume: messages\n"
+"                         each session sends its neighbour before the drop,\n"
+"                         which the neighbour leaves unacknowledged (10)\n"
+"  --storm-delay S        resume: quiet seconds between the drop and the\n"
+"                         storm, after the server is idle again (0)\n"
+"  --storm-concurrency N  resume: reconnections in flight in the storm\n"
+"                         (--concurrency, which the setup logins use)\n"
 "  --hold S --settle S    idle: keep sessions S seconds; wait before RSS\n"
 "  --present              idle: send presence, acknowledge fleet pushes\n"
 "  --timeout S            bound on setup phases (300)\n"
@@ -2294,7 +2632,8 @@ int main(int argc, char **argv)
         {"label", 1, 0, 'l'},      {"pad", 1, 0, 'x'},
         {"contacts", 1, 0, 'C'},   {"rounds", 1, 0, 'o'},
         {"msgs", 1, 0, 'g'},       {"quiet", 0, 0, 'q'},
-        {"verbose", 0, 0, 'v'},    {0, 0, 0, 0}};
+        {"verbose", 0, 0, 'v'},    {"storm-delay", 1, 0, 'y'},
+        {"storm-concurrency", 1, 0, 'Y'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -2344,6 +2683,8 @@ int main(int argc, char **argv)
         case 'C': O.contacts = atoi(optarg) & ~1; break;
         case 'o': O.rounds = atoi(optarg); break;
         case 'g': O.msgs = atoi(optarg); break;
+        case 'y': O.storm_delay = atof(optarg); break;
+        case 'Y': O.storm_conc = atoi(optarg); break;
         case 'q': O.verbose = 0; break;
         case 'v': O.verbose++; break;
         default: usage();
@@ -2379,6 +2720,7 @@ int main(int argc, char **argv)
     case M_OFFLINE: rc = run_offline(); break;
     case M_ROSTER: rc = run_roster(); break;
     case M_PRESENCE: rc = run_presence(); break;
+    case M_RESUME: rc = run_resume(); break;
     default: rc = run_setup_mode(); break;
     }
     kc_save();

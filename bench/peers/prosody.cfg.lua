@@ -30,7 +30,10 @@ storage = "internal"
 modules_enabled = {
   "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "offline";
   "version"; "time";
+  "smacks"; -- XEP-0198, bundled since 0.12 (resume scenario)
 }
+-- Resumable sessions wait 300 s, as in Parley and ejabberd.
+smacks_hibernation_time = 300
 
 ssl = { certificate = "@CERT@"; key = "@KEY@"; }
 
