@@ -129,8 +129,9 @@ static void dispatch(uint64_t cid, json_t *req)
         json_t *l = b.len ? json_loadb(b.data + b.off, b.len, 0, NULL)
                           : NULL;
         pl_buf_reset(&b);
-        a = json_pack("{s:b, s:o}", "ok", 1, "links",
-                      l ? l : json_array());
+        if (!l)
+            l = json_array();
+        a = json_pack("{s:b, s:o}", "ok", 1, "links", l);
     } else {
         char ev_name[128];
         snprintf(ev_name, sizeof(ev_name), "admin/%s", op);
@@ -144,12 +145,16 @@ static void dispatch(uint64_t cid, json_t *req)
             struct pl_event ev = {ev_name, h, NULL, NULL, NULL, NULL, &r};
             rc = pl_hook_fire(&ev);
         }
-        if (rc == PL_PASS)
-            a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error",
-                          found ? "feature-not-implemented"
-                                : "item-not-found",
-                          found ? "unknown op (is its module enabled?)"
-                                : "no such host");
+        if (rc == PL_PASS) {
+            const char *cond = found ? "feature-not-implemented"
+                                     : "item-not-found";
+            const char *why = found ? "unknown op (is its module enabled?)"
+                                    : "no such host";
+            /* (Plain variables: jansson got garbage for the ternaries
+             * written inline in the argument list with gcc -O2.) */
+            a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cond,
+                          "detail", why);
+        }
     }
     if (a) {
         if (tag)
