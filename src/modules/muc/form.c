@@ -20,7 +20,7 @@ struct pl_node *muc_form_new(struct pl_stanza *st, struct pl_node *parent,
 void muc_form_value(struct pl_stanza *st, struct pl_node *field,
                     const char *value)
 {
-    struct pl_node *v = pl_node_add_child(st, field, "value", NULL);
+    struct pl_node *v = pl_node_add_child(st, field, "value", NS_DATA);
     pl_node_add_text(st, v, value, strlen(value));
 }
 
@@ -28,7 +28,7 @@ struct pl_node *muc_form_field(struct pl_stanza *st, struct pl_node *form,
                                const char *var, const char *type,
                                const char *label, const char *value)
 {
-    struct pl_node *f = pl_node_add_child(st, form, "field", NULL);
+    struct pl_node *f = pl_node_add_child(st, form, "field", NS_DATA);
     pl_node_set_attr(st, f, "var", var);
     if (type)
         pl_node_set_attr(st, f, "type", type);
@@ -42,7 +42,7 @@ struct pl_node *muc_form_field(struct pl_stanza *st, struct pl_node *form,
 void muc_form_option(struct pl_stanza *st, struct pl_node *field,
                      const char *label, const char *value)
 {
-    struct pl_node *o = pl_node_add_child(st, field, "option", NULL);
+    struct pl_node *o = pl_node_add_child(st, field, "option", NS_DATA);
     if (label)
         pl_node_set_attr(st, o, "label", label);
     muc_form_value(st, o, value);
@@ -114,7 +114,7 @@ void muc_config_form(struct pl_stanza *st, struct pl_node *parent,
     struct pl_node *x = muc_form_new(st, parent, "form",
                                      "http://jabber.org/protocol/"
                                      "muc#roomconfig");
-    struct pl_node *t = pl_node_add_child(st, x, "title", NULL);
+    struct pl_node *t = pl_node_add_child(st, x, "title", NS_DATA);
     const char *title = "Room configuration";
     pl_node_add_text(st, t, title, strlen(title));
     muc_form_field(st, x, RC "roomname", "text-single", "Name",

@@ -474,7 +474,7 @@ static void send_subject(struct muc_room *r, const struct pl_jid *to)
     if (r->subject_nick)
         pl_jid_make(r->jid->local, r->jid->domain, r->subject_nick, &from);
     pl_stanza_set_attr(m, "from", from ? from->full : r->jid->bare);
-    add_text_el(m, pl_stanza_root(m), "subject", NULL, r->subject ? r->subject
+    add_text_el(m, pl_stanza_root(m), "subject", PL_NS_CLIENT, r->subject ? r->subject
                                                                    : "");
     send_st(m, from ? from : r->jid, to);
     pl_jid_free(from);
@@ -863,7 +863,7 @@ static void invitation(struct svc *s, struct muc_room *r,
         char body[512];
         snprintf(body, sizeof(body), "%.200s invites you to the room %.200s",
                  ev->from->bare, r->jid->bare);
-        add_text_el(m, root, "body", NULL, body);
+        add_text_el(m, root, "body", PL_NS_CLIENT, body);
     }
     send_st(m, r->jid, to);
     pl_stanza_unref(m);
@@ -903,7 +903,7 @@ static void voice_request(struct svc *s, struct muc_room *r,
     pl_stanza_set_attr(m, "from", r->jid->bare);
     struct pl_node *x = muc_form_new(m, pl_stanza_root(m), "form",
                                      NS_REQUEST);
-    struct pl_node *t = pl_node_add_child(m, x, "title", NULL);
+    struct pl_node *t = pl_node_add_child(m, x, "title", NS_DATA);
     pl_node_add_text(m, t, "Voice request", 13);
     muc_form_field(m, x, "muc#role", "list-single", "Requested role",
                    "participant");
