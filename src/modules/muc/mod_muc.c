@@ -989,6 +989,8 @@ static int on_message(struct pl_event *ev, void *state)
 
 struct change {
     struct muc_occupant *o; /* role change target, or NULL */
+    char *real;             /* its real full JID: o may be gone when an
+                             * earlier item of the same request removed it */
     char *jid;              /* affiliation change target (bare) */
     int role, aff;          /* new value, -1 unchanged */
     const char *reason;     /* borrowed from the request */
@@ -1054,6 +1056,7 @@ static void admin_set(struct svc *s, struct muc_room *r,
                 rc = PL_EITEM_NOT_FOUND;
                 break;
             }
+            c->real = pl_strdup(c->o->jid->full);
             int taff = aff_of(s, r, c->o->jid);
             rc = muc_may_set_role(actor_aff, actor_role, taff, c->o->role,
                                   c->role);
@@ -1094,7 +1097,8 @@ static void admin_set(struct svc *s, struct muc_room *r,
             muc_aff_set(r, c->jid, c->aff, c->reason);
             aff_applied(s, r, c->jid, c->aff, c->reason, actor_nick);
             aff_changed = 1;
-        } else if (c->o && muc_occupant_by_real(r, c->o->jid->full) == c->o) {
+        } else if (c->real &&
+                   (c->o = muc_occupant_by_real(r, c->real)) != NULL) {
             if (c->role == MUC_ROLE_NONE)
                 remove_occupant(s, r, c->o, 307, c->reason, actor_nick);
             else {
@@ -1109,8 +1113,10 @@ static void admin_set(struct svc *s, struct muc_room *r,
         iq_ok(st);
     maybe_reap(s, r);
 out:
-    for (size_t i = 0; i < k; i++)
+    for (size_t i = 0; i < k; i++) {
         pl_free(ch[i].jid);
+        pl_free(ch[i].real);
+    }
     pl_free(ch);
 }
 
