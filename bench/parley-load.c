@@ -1824,7 +1824,7 @@ static void pace_tick(void)
 {
     double el = now_s() - pace_t0;
     while (pace_next < pace_end && C.inflight < O.concurrency) {
-        if (O.rate > 0 && O.mode != M_CHAT &&
+        if (O.rate > 0 && O.mode != M_CHAT && O.mode != M_MUC &&
             (double)(pace_next + 1) > el * O.rate + 1)
             break;
         struct sess *s = &sessions[pace_next++];

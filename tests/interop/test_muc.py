@@ -574,6 +574,17 @@ def main():
     un = a.wait(is_pres(frm=room + "/Bob", type_="unavailable"))
     check("occupant's logout: others get unavailable", un is not None)
 
+    # -- a session that never sent initial presence and dies still leaves
+    g = Occ(srv, names[4], "ghost")
+    g.join(room, "Ghost", pw="s3cret")
+    gp = a.wait(is_pres(frm=room + "/Ghost"))
+    check("a session without initial presence joins", gp is not None,
+          tostr(gp))
+    g.kill()
+    un = a.wait(is_pres(frm=room + "/Ghost", type_="unavailable"))
+    check("connection loss of such a session: others get unavailable",
+          un is not None)
+
     # -- destroy (§10.9)
     r = c.iq_to(room, "<query xmlns='%s#owner'><destroy/></query>" % MUC,
                 "set")
@@ -592,6 +603,27 @@ def main():
                 "disco#info'/>")
     check("destroyed room: item-not-found",
           r is not None and error_of(r) == "item-not-found", tostr(r))
+
+    # -- hidden rooms stay out of the directory; unique names (§10.1.4)
+    hid = "%s@%s" % (u("hidden"), CONF)
+    a.joined(hid, "A")
+    r = configure(a, hid, publicroom="0")
+    check("room made hidden", ok(r), tostr(r))
+    r = c.iq_to(CONF, "<query xmlns='http://jabber.org/protocol/"
+                "disco#items'/>")
+    jids = [i.get("jid") for i in r.iter(
+        "{http://jabber.org/protocol/disco#items}item")] if r is not None \
+        else []
+    check("hidden room not listed in the service's disco#items",
+          r is not None and hid not in jids, jids)
+    r = a.iq_to(CONF, "<unique xmlns='%s#unique'/>" % MUC)
+    un1 = r.findtext("{%s#unique}unique" % MUC) if r is not None else None
+    r = a.iq_to(CONF, "<unique xmlns='%s#unique'/>" % MUC)
+    un2 = r.findtext("{%s#unique}unique" % MUC) if r is not None else None
+    check("unique room names differ", un1 and un2 and un1 != un2,
+          (un1, un2))
+    a.send("<presence to='%s/A' type='unavailable'/>" % hid)
+    a.drain(0.3)
 
     # -- temporary room vanishes when empty
     tmp = "%s@%s" % (u("tmp"), CONF)

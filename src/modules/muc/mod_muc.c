@@ -76,6 +76,9 @@ struct svc {
     char *domain;              /* service domain */
     struct pl_jid *jid;        /* service JID */
     struct pl_map rooms;       /* localpart -> struct muc_room * */
+    struct pl_map seats;       /* real full JID -> struct seats: the rooms
+                                * a session is in, to empty them when it
+                                * closes without saying goodbye */
     size_t nrooms;
     struct muc_config defaults;/* of new rooms */
     char key[65];              /* occupant-id secret (hex) */
@@ -85,6 +88,42 @@ struct svc {
 };
 
 /* ------------------------------------------------------------ helpers */
+
+struct seats {
+    struct muc_room **v; /* rooms the session occupies */
+    size_t n, cap;
+};
+
+static void seat_add(struct svc *s, const char *full, struct muc_room *r)
+{
+    struct seats *st = pl_map_get(&s->seats, full);
+    if (!st) {
+        st = pl_calloc(1, sizeof(*st));
+        pl_map_put(&s->seats, full, st);
+    }
+    if (st->n == st->cap) {
+        st->cap = st->cap ? st->cap * 2 : 4;
+        st->v = pl_realloc(st->v, st->cap * sizeof(*st->v));
+    }
+    st->v[st->n++] = r;
+}
+
+static void seat_del(struct svc *s, const char *full, struct muc_room *r)
+{
+    struct seats *st = pl_map_get(&s->seats, full);
+    if (!st)
+        return;
+    for (size_t i = 0; i < st->n; i++)
+        if (st->v[i] == r) {
+            st->v[i] = st->v[--st->n];
+            break;
+        }
+    if (st->n == 0) {
+        pl_map_del(&s->seats, full);
+        pl_free(st->v);
+        pl_free(st);
+    }
+}
 
 static struct pl_node *add_el(struct pl_stanza *st, struct pl_node *parent,
                               const char *name, const char *ns)
@@ -329,6 +368,7 @@ static struct pl_stanza *current_presence(struct svc *s, struct muc_room *r,
 /* Removes o from the room, with its cached presences. */
 static void occupant_gone(struct muc_room *r, struct muc_occupant *o)
 {
+    seat_del(r->service, o->jid->full, r);
     muc_occupant_remove(r, o);
 }
 
@@ -513,6 +553,7 @@ static void join(struct svc *s, struct muc_room *r, struct pl_event *ev,
         return;
     }
     o->presence = pl_stanza_ref(st);
+    seat_add(s, real->full, r);
     /* 1. Existing occupants to the newcomer (prepared stanzas). */
     int wj = sees_jids(r, o);
     for (size_t i = 0; i < r->nocc; i++) {
@@ -619,6 +660,31 @@ static void change_nick(struct svc *s, struct muc_room *r,
                        NULL);
 }
 
+/* o leaves (§7.14), with st (may be NULL) as its last presence.  Another
+ * session under the same nick stays: others keep seeing the nick and
+ * only the leaver gets its unavailable (§7.2.9). */
+static void leave(struct svc *s, struct muc_room *r, struct muc_occupant *o,
+                  struct pl_stanza *st)
+{
+    struct muc_occupant *first = muc_occupant_by_nick(r, o->nick);
+    int shared = first && (first != o || first->next_same_nick);
+    if (shared) {
+        struct pl_stanza *self = build_presence(
+            r, o, "unavailable", aff_of(s, r, o->jid), 1, (int[]){110}, 1,
+            NULL, NULL, NULL);
+        send_st(self, o->room_jid, o->jid);
+        pl_stanza_unref(self);
+        occupant_gone(r, o);
+        return;
+    }
+    if (st) {
+        pl_stanza_unref(o->presence);
+        o->presence = pl_stanza_ref(st);
+    }
+    remove_occupant(s, r, o, 0, NULL, NULL);
+    maybe_reap(s, r);
+}
+
 static int on_presence(struct pl_event *ev, void *state)
 {
     struct svc *s = state;
@@ -639,26 +705,8 @@ static int on_presence(struct pl_event *ev, void *state)
         return PL_HANDLED;
     }
     if (type && strcmp(type, "unavailable") == 0) {
-        if (!o)
-            return PL_HANDLED;
-        /* Another session under the same nick stays: others keep seeing
-         * the nick; the leaver gets its own unavailable (§7.2.9). */
-        struct muc_occupant *first = muc_occupant_by_nick(r, o->nick);
-        int shared = first && (first != o || first->next_same_nick);
-        struct pl_stanza *st = ev->stanza;
-        if (shared) {
-            struct pl_stanza *self = build_presence(
-                r, o, "unavailable", aff_of(s, r, o->jid), 1,
-                (int[]){110}, 1, NULL, NULL, NULL);
-            send_st(self, o->room_jid, o->jid);
-            pl_stanza_unref(self);
-            occupant_gone(r, o);
-            return PL_HANDLED;
-        }
-        pl_stanza_unref(o->presence);
-        o->presence = pl_stanza_ref(st);
-        remove_occupant(s, r, o, 0, NULL, NULL);
-        maybe_reap(s, r);
+        if (o)
+            leave(s, r, o, ev->stanza);
         return PL_HANDLED;
     }
     if (type) /* subscriptions to rooms are not a thing (§7.1) */
@@ -1758,6 +1806,27 @@ static int on_iq(struct pl_event *ev, void *state)
 
 /* ------------------------------------------------------- host hooks */
 
+/* A session ended: it leaves every room it was in, also when it never sent
+ * the unavailable presence (mod_presence sends one only for sessions that
+ * were available). */
+static int on_session_closed(struct pl_event *ev, void *state)
+{
+    struct svc *s = state;
+    struct pl_session *ss = ev->session;
+    if (!ss || !ss->jid)
+        return PL_PASS;
+    struct seats *st;
+    while ((st = pl_map_get(&s->seats, ss->jid->full)) != NULL) {
+        struct muc_room *r = st->v[st->n - 1];
+        struct muc_occupant *o = muc_occupant_by_real(r, ss->jid->full);
+        if (o)
+            leave(s, r, o, NULL);
+        else
+            seat_del(s, ss->jid->full, r);
+    }
+    return PL_PASS;
+}
+
 static int on_disco_items(struct pl_event *ev, void *state)
 {
     struct svc *s = state;
@@ -1900,6 +1969,7 @@ static void unload(struct pl_host *h, void *state)
     struct svc *s = state;
     pl_map_each(&s->rooms, free_room, NULL);
     pl_map_clear(&s->rooms);
+    pl_map_clear(&s->seats); /* emptied by free_room */
     muc_config_release(&s->defaults);
     pl_jid_free(s->jid);
     pl_free(s->domain);
@@ -1955,6 +2025,7 @@ static const struct pl_hook_def hooks[] = {
     {"muc/message", on_message, 0},
     {"muc/iq", on_iq, 0},
     {"disco-items/host", on_disco_items, 0},
+    {"session/closed", on_session_closed, 0},
     {0},
 };
 

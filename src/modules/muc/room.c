@@ -113,6 +113,28 @@ static void occupant_free(struct muc_occupant *o)
     pl_free(o);
 }
 
+static void free_value(const char *key, void *value, void *ud)
+{
+    (void)key;
+    (void)ud;
+    pl_free(value);
+}
+
+/* Sets the reserved nick of entry e (of bare), keeping r->reserved in
+ * step. */
+static void set_entry_nick(struct muc_room *r, const char *bare,
+                           struct muc_aff_entry *e, const char *nick)
+{
+    if (e->nick) {
+        char *owner = pl_map_get(&r->reserved, e->nick);
+        if (owner && strcmp(owner, bare) == 0)
+            pl_free(pl_map_del(&r->reserved, e->nick));
+    }
+    muc_set_str(&e->nick, nick);
+    if (e->nick)
+        pl_free(pl_map_put(&r->reserved, e->nick, pl_strdup(bare)));
+}
+
 void muc_room_free(struct muc_room *r)
 {
     if (!r)
@@ -124,6 +146,8 @@ void muc_room_free(struct muc_room *r)
     pl_map_clear(&r->by_real);
     pl_map_each(&r->affs, free_aff, NULL);
     pl_map_clear(&r->affs);
+    pl_map_each(&r->reserved, free_value, NULL);
+    pl_map_clear(&r->reserved);
     muc_config_release(&r->cfg);
     muc_history_free(r->history);
     pl_free(r->subject);
@@ -163,7 +187,7 @@ void muc_aff_set(struct muc_room *r, const char *bare, int aff,
     /* A reserved nick belongs to members and above (§7.10); losing the
      * affiliation frees it. */
     if (aff < MUC_AFF_MEMBER)
-        muc_set_str(&e->nick, NULL);
+        set_entry_nick(r, bare, e, NULL);
     if (aff == MUC_AFF_NONE && !e->nick) {
         pl_map_del(&r->affs, bare);
         free_aff(bare, e, NULL);
@@ -176,24 +200,9 @@ const char *muc_nick_of(const struct muc_room *r, const char *bare)
     return e ? e->nick : NULL;
 }
 
-struct nick_find {
-    const char *nick;
-    const char *owner;
-};
-
-static void find_nick(const char *key, void *value, void *ud)
-{
-    struct nick_find *f = ud;
-    const struct muc_aff_entry *e = value;
-    if (!f->owner && e->nick && strcmp(e->nick, f->nick) == 0)
-        f->owner = key;
-}
-
 const char *muc_nick_owner(const struct muc_room *r, const char *nick)
 {
-    struct nick_find f = {nick, NULL};
-    pl_map_each(&r->affs, find_nick, &f);
-    return f.owner;
+    return pl_map_get(&r->reserved, nick);
 }
 
 void muc_nick_register(struct muc_room *r, const char *bare,
@@ -207,7 +216,7 @@ void muc_nick_register(struct muc_room *r, const char *bare,
         e->aff = MUC_AFF_NONE;
         pl_map_put(&r->affs, bare, e);
     }
-    muc_set_str(&e->nick, nick);
+    set_entry_nick(r, bare, e, nick);
     if (e->aff < MUC_AFF_MEMBER && nick)
         e->aff = MUC_AFF_MEMBER; /* §7.10: registering makes a member */
 }

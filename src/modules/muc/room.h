@@ -100,6 +100,8 @@ struct muc_room {
     struct muc_occupant **occ;/* every occupant, for fan-out */
     size_t nocc, capocc;
     struct pl_map affs;       /* bare JID -> struct muc_aff_entry * */
+    struct pl_map reserved;   /* registered nick -> owning bare JID (an
+                               * owned copy): joins check it in O(1) */
     char *subject;            /* current subject, owned, NULL = none */
     char *subject_nick;       /* who set it (nick), owned */
     char *vcard;              /* room vCard (XEP-0153), serialized XML */
