@@ -418,9 +418,18 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
     } else if (!h) {
         struct pl_host *fh = from ? pl_host_find(from->domain) : NULL;
         int rc = PL_PASS;
+        /* A fan-out stanza (no 'to', see deliver) leaves the server with
+         * its address written in. */
+        struct pl_stanza *addressed = NULL;
+        if (!pl_stanza_attr(st, "to")) {
+            addressed = pl_stanza_copy(st);
+            pl_stanza_set_attr(addressed, "to", to->full);
+            st = addressed;
+        }
         if (fh)
             rc = fire("route/remote", fh, st, from, to, origin);
         finish(st, rc, PL_EREMOTE_SERVER_NOT_FOUND);
+        pl_stanza_unref(addressed);
     } else if (!to->local) {
         if (to->resource && strcmp(pl_stanza_name(st), "iq") != 0) {
             finish(st, fire(event_for(pl_stanza_name(st), SC_HOST), h, st,

@@ -422,17 +422,26 @@ static void presence_changed(struct svc *s, struct muc_room *r,
                            NULL, NULL);
         return;
     }
-    /* With a reason the stanzas differ from the cached current one. */
+    /* With a reason the stanzas differ from the cached current one: built
+     * once with and once without the real JID, and once for o itself. */
     int aff = aff_of(s, r, o->jid);
+    struct pl_stanza *v[2] = {NULL, NULL};
     for (size_t i = 0; i < r->nocc; i++) {
         struct muc_occupant *t = r->occ[i];
-        int self = t == o;
-        struct pl_stanza *p = build_presence(
-            r, o, NULL, aff, self || sees_jids(r, t), self ? (int[]){110} : 0,
-            self, NULL, reason, actor);
-        send_st(p, o->room_jid, t->jid);
-        pl_stanza_unref(p);
+        if (t == o)
+            continue;
+        int wj = sees_jids(r, t);
+        if (!v[wj])
+            v[wj] = build_presence(r, o, NULL, aff, wj, NULL, 0, NULL,
+                                   reason, actor);
+        send_st(v[wj], o->room_jid, t->jid);
     }
+    pl_stanza_unref(v[0]);
+    pl_stanza_unref(v[1]);
+    struct pl_stanza *self = build_presence(r, o, NULL, aff, 1, (int[]){110},
+                                            1, NULL, reason, actor);
+    send_st(self, o->room_jid, o->jid);
+    pl_stanza_unref(self);
 }
 
 /* Every occupant of a destroyed or emptied room leaves silently. */
