@@ -1579,6 +1579,7 @@ static int service_iq(struct svc *s, struct pl_event *ev)
         add_feature(res, rq, PL_NS_DISCO_INFO);
         add_feature(res, rq, PL_NS_DISCO_ITEMS);
         add_feature(res, rq, NS_PING);
+        add_feature(res, rq, NS_VCARD);
         iq_result(st, res);
         pl_stanza_unref(res);
         return PL_HANDLED;
@@ -1618,6 +1619,15 @@ static int service_iq(struct svc *s, struct pl_event *ev)
     }
     if (get && strcmp(q->ns, NS_PING) == 0) {
         iq_ok(st);
+        return PL_HANDLED;
+    }
+    if (get && strcmp(q->ns, NS_VCARD) == 0 &&
+        strcmp(q->name, "vCard") == 0) {
+        /* XEP-0486: avatars live on rooms; the service has none. */
+        struct pl_stanza *res = pl_iq_result(st);
+        add_el(res, pl_stanza_root(res), "vCard", NS_VCARD);
+        iq_result(st, res);
+        pl_stanza_unref(res);
         return PL_HANDLED;
     }
     return PL_ESERVICE_UNAVAILABLE;
