@@ -2380,11 +2380,17 @@ static void muc_rate_tick(void)
     if (!CH.sending)
         return;
     uint64_t due = (uint64_t)((now_s() - CH.t0) * O.rate);
+    uint32_t tried = 0;
     while (MU.sent < due && MU.sent < MU.cap) {
         struct sess *s = &sessions[MU.rr];
         MU.rr = (MU.rr + 1) % nsess;
-        if (s->fd >= 0 && s->joined)
+        if (s->fd >= 0 && s->joined) {
             muc_send(s);
+            tried = 0;
+        } else if (++tried >= nsess) {
+            stop_flag = 1; /* every occupant is gone: the server died */
+            break;
+        }
     }
 }
 

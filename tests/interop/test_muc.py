@@ -15,7 +15,7 @@ invitations, nick registration (muc#register, x-roomuser-item), XEP-0410
 self-ping, room vCard avatars (XEP-0153 hash), disco of the service and
 rooms, destroy, temporary rooms vanishing, leaving on logout, and
 persistent rooms with their configuration and affiliations surviving a
-restart.
+SIGKILL and restart.
 
 Run with /usr/bin/python3; `scripts/run-tests test_muc.py`.
 """
@@ -24,6 +24,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import signal
 import sys
 import time
 
@@ -539,8 +540,9 @@ def main():
     check("room made persistent", ok(r), tostr(r))
     for x in (a, b, c, d, e, f):
         x.close()
-    srv.stop()
-    check("restart", srv.start())
+    # SIGKILL: what an owner was told is done must be on disk already.
+    srv.kill(signal.SIGKILL)
+    check("restart after SIGKILL", srv.start())
     a, b, c = [Occ(srv, n, "r2") for n in names[:3]]
     for x in (a, b, c):
         x.presence()
