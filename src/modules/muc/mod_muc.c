@@ -559,6 +559,7 @@ static void join(struct svc *s, struct muc_room *r, struct pl_event *ev,
     struct muc_occupant *o = muc_occupant_add(r, real, nick, role, s->key);
     if (!o) {
         pl_route_error(st, PL_EJID_MALFORMED, NULL);
+        maybe_reap(s, r); /* a room just created for nobody goes again */
         return;
     }
     o->presence = pl_stanza_ref(st);
