@@ -426,7 +426,8 @@ static void presence_changed(struct svc *s, struct muc_room *r,
      * once with and once without the real JID, and once for o itself. */
     int aff = aff_of(s, r, o->jid);
     struct pl_stanza *v[2] = {NULL, NULL};
-    for (size_t i = 0; i < r->nocc; i++) {
+    int visible = (r->cfg.presence_bc & MUC_ROLEBIT(o->role)) != 0;
+    for (size_t i = 0; visible && i < r->nocc; i++) {
         struct muc_occupant *t = r->occ[i];
         if (t == o)
             continue;
