@@ -36,6 +36,13 @@
  *             storm from the first reconnect to the last <resumed/> and to
  *             the last resent stanza, each session's latency from its own
  *             connect, <failed/> answers, and server CPU
+ *   muc       --users sessions join one room (XEP-0045) on --muc-domain
+ *             (conference.<domain>): the first creates it and submits an
+ *             instant-room form, the rest join, --concurrency at a time;
+ *             then the room gets --rate groupchat messages/s from the
+ *             occupants in turn, and every occupant must receive every
+ *             message exactly once (bitmaps per occupant); CPU per
+ *             delivered message, latency, join time and CPU per join
  *
  * Results: one JSON object on one line on stdout; progress on stderr.
  * With --server-pid the generator reads the server's CPU time (utime+stime
@@ -95,10 +102,10 @@
 /* ---- options and global state ---- */
 
 enum mode { M_PROBE, M_REGISTER, M_LOGIN, M_IDLE, M_CHAT, M_ROSTER,
-            M_PRESENCE, M_OFFLINE, M_RESUME };
+            M_PRESENCE, M_OFFLINE, M_RESUME, M_MUC };
 static const char *const mode_names[] = {"probe", "register", "login", "idle",
                                          "chat", "roster", "presence",
-                                         "offline", "resume"};
+                                         "offline", "resume", "muc"};
 
 enum mech { MECH_NONE, MECH_SCRAM256, MECH_SCRAM1, MECH_PLAIN };
 static const char *const mech_names[] = {"none", "SCRAM-SHA-256",
@@ -140,13 +147,16 @@ static struct {
     double storm_delay;    /* resume: quiet seconds before the storm */
     int storm_conc;        /* resume: reconnections in flight, 0: as
                               concurrency */
+    const char *room;      /* muc: room localpart */
+    const char *muc_domain;/* muc: service domain, NULL = conference.<d> */
     int verbose;           /* progress on stderr; 3 dumps stanzas */
 } O = {
     .mode = M_PROBE, .host = "127.0.0.1", .port = 5222, .domain = "localhost",
     .prefix = "bench", .password = "benchpass", .users = 100, .pairs = 100,
     .concurrency = 200, .window = 10, .duration = 10, .warmup = 2,
     .drain = 15, .timeout = 300, .settle = 2, .src_ips = 8, .src_base = 1,
-    .contacts = 10, .rounds = 5, .msgs = 10, .verbose = 1,
+    .contacts = 10, .rounds = 5, .msgs = 10, .room = "benchroom",
+    .verbose = 1,
 };
 
 struct buf {
@@ -199,6 +209,9 @@ struct sess {
     uint32_t h_in;         /* resume: stanzas received since <enable/> */
     uint32_t h_acked;      /* resume: last h sent in <a/> */
     uint32_t resend_left;  /* resume: stanzas the server still owes */
+    uint8_t joined;        /* muc: own presence (status 110) came */
+    uint8_t join_sent;     /* muc: join presence sent */
+    uint8_t *seen;         /* muc: bitmap of room messages received */
 };
 
 /* XEP-0198 state of a session (resume mode). */
@@ -1249,8 +1262,14 @@ static uint64_t parse_u64(const char **pp, const char *end)
     return v;
 }
 
+static void muc_message(struct sess *s, const char *p, size_t n);
+
 static void on_message(struct sess *s, const char *p, size_t n)
 {
+    if (O.mode == M_MUC) {
+        muc_message(s, p, n);
+        return;
+    }
     const char *gt = memchr(p, '>', n);
     if (O.present && gt && has(p, n, "urn:xmpp:json:0")) {
         /* A fleet push: count it and acknowledge it (XEP-0184 §5.1). */
@@ -1319,6 +1338,96 @@ static void on_message(struct sess *s, const char *p, size_t n)
     }
 }
 
+/* ---- muc ---- */
+
+static struct {
+    char room[512];        /* room bare JID */
+    uint32_t cap;          /* messages the bitmaps can hold */
+    uint64_t sent;         /* room messages sent (global sequence) */
+    long joined, join_errors, inflight;
+    int created, configured;
+    char join_error[96];
+    uint32_t rr;           /* next sender */
+    uint64_t unique;       /* first receipts */
+} MU;
+
+static void muc_join(struct sess *s)
+{
+    s->join_sent = 1;
+    MU.inflight++;
+    outf(s, "<presence to='%s/u%ld'><x xmlns='http://jabber.org/protocol/muc'>"
+            "<history maxstanzas='0'/></x></presence>",
+         MU.room, s->user);
+}
+
+static void muc_presence(struct sess *s, const char *p, size_t n,
+                         const char *from, size_t fl, int typed,
+                         const char *type, size_t tl)
+{
+    size_t rl = strlen(MU.room);
+    if (fl <= rl || memcmp(from, MU.room, rl) != 0 || from[rl] != '/')
+        return;
+    if (typed && tl == 5 && memcmp(type, "error", 5) == 0) {
+        if (!s->joined && s->join_sent) {
+            char cond[64];
+            error_cond(p, n, cond, sizeof(cond));
+            snprintf(MU.join_error, sizeof(MU.join_error), "join: %s", cond);
+            MU.join_errors++;
+            MU.inflight--;
+            s->join_sent = 0;
+        }
+        return;
+    }
+    if (typed || s->joined)
+        return;
+    if (!has(p, n, "code='110'") && !has(p, n, "code=\"110\""))
+        return;
+    s->joined = 1;
+    MU.joined++;
+    MU.inflight--;
+    if (s->id == 0) {
+        MU.created = 1;
+        if (has(p, n, "code='201'") || has(p, n, "code=\"201\""))
+            outf(s, "<iq type='set' id='muccfg' to='%s'><query xmlns='http://"
+                    "jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' "
+                    "type='submit'/></query></iq>", MU.room);
+        else
+            MU.configured = 1;
+    }
+}
+
+static void muc_send(struct sess *s)
+{
+    uint64_t g = MU.sent++;
+    outf(s, "<message to='%s' type='groupchat' id='g%" PRIu64 "'><body>G,%"
+            PRIu64 ",%" PRIu64 "</body></message>", MU.room, g, g, now_ns());
+    C.tx++;
+}
+
+static void muc_message(struct sess *s, const char *p, size_t n)
+{
+    const char *b = memmem(p, n, "<body>G,", 8);
+    if (!b)
+        return;
+    const char *q = b + 8, *end = p + n;
+    uint64_t g = parse_u64(&q, end);
+    uint64_t ts = parse_u64(&q, end);
+    C.rx++;
+    if (g >= MU.cap || !s->seen)
+        return;
+    uint8_t bit = (uint8_t)(1u << (g & 7));
+    if (s->seen[g >> 3] & bit) {
+        C.dup++;
+        return;
+    }
+    s->seen[g >> 3] |= bit;
+    MU.unique++;
+    if (CH.measuring) {
+        uint64_t t = now_ns();
+        hist_add(t > ts ? (t - ts) / 1000 : 0);
+    }
+}
+
 /* ---- roster and presence ---- */
 
 static long nusers_group;  /* users taking part in roster/presence */
@@ -1377,6 +1486,10 @@ static void on_presence(struct sess *s, const char *p, size_t n)
     const char *type;
     size_t tl;
     int typed = attr(p, hl, "type", &type, &tl);
+    if (O.mode == M_MUC) {
+        muc_presence(s, p, n, from, fl, typed, type, tl);
+        return;
+    }
     if (typed && tl == 9 && memcmp(type, "subscribe", 9) == 0) {
         const char *slash = memchr(from, '/', fl);
         size_t bl = slash ? (size_t)(slash - from) : fl;
@@ -1504,6 +1617,17 @@ static void on_iq(struct sess *s, const char *p, size_t n)
             return;
         }
         bound(s);
+        return;
+    }
+    if (il == 6 && memcmp(id, "muccfg", 6) == 0) {
+        if (result)
+            MU.configured = 1;
+        else {
+            error_cond(p, n, cond, sizeof(cond));
+            snprintf(MU.join_error, sizeof(MU.join_error),
+                     "room configuration refused: %s", cond);
+            MU.configured = -1;
+        }
         return;
     }
     if (il == 2 && memcmp(id, "rg", 2) == 0) {
@@ -1857,7 +1981,7 @@ static void pace_tick(void)
 {
     double el = now_s() - pace_t0;
     while (pace_next < pace_end && C.inflight < O.concurrency) {
-        if (O.rate > 0 && O.mode != M_CHAT &&
+        if (O.rate > 0 && O.mode != M_CHAT && O.mode != M_MUC &&
             (double)(pace_next + 1) > el * O.rate + 1)
             break;
         struct sess *s = &sessions[pace_next++];
@@ -1905,6 +2029,9 @@ static void on_ready(struct sess *s)
     switch (O.mode) {
     case M_LOGIN:
         end_stream(s);
+        break;
+    case M_MUC:
+        out_str(s, "<presence/>");
         break;
     case M_PROBE:
         outf(s, "<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>"
@@ -2580,11 +2707,165 @@ static int run_setup_mode(void)
     return C.failed ? 1 : 0;
 }
 
+/* Joins in flight are bounded by --concurrency. */
+static uint32_t muc_next_join;
+
+static void muc_join_tick(void)
+{
+    if (MU.configured != 1)
+        return;
+    while (muc_next_join < nsess && MU.inflight < O.concurrency) {
+        struct sess *s = &sessions[muc_next_join++];
+        if (s->fd >= 0 && s->st == S_READY)
+            muc_join(s);
+    }
+}
+
+static int muc_joins_done(void)
+{
+    return MU.configured < 0 ||
+           (muc_next_join >= nsess && MU.inflight <= 0);
+}
+
+static int muc_owner_ready(void)
+{
+    return MU.configured != 0 || MU.join_errors > 0;
+}
+
+static void muc_rate_tick(void)
+{
+    if (!CH.sending)
+        return;
+    uint64_t due = (uint64_t)((now_s() - CH.t0) * O.rate);
+    uint32_t tried = 0;
+    while (MU.sent < due && MU.sent < MU.cap) {
+        struct sess *s = &sessions[MU.rr];
+        MU.rr = (MU.rr + 1) % nsess;
+        if (s->fd >= 0 && s->joined) {
+            muc_send(s);
+            tried = 0;
+        } else if (++tried >= nsess) {
+            stop_flag = 1; /* every occupant is gone: the server died */
+            break;
+        }
+    }
+}
+
+static int muc_drained(void)
+{
+    return MU.unique >= MU.sent * (uint64_t)MU.joined;
+}
+
+static int run_muc(void)
+{
+    uint32_t n = (uint32_t)O.users;
+    char dom[300];
+    snprintf(dom, sizeof(dom), "conference.%s", O.domain);
+    snprintf(MU.room, sizeof(MU.room), "%s@%s", O.room,
+             O.muc_domain ? O.muc_domain : dom);
+    alloc_sessions(n);
+    double t = setup_range(0, n);
+    logf_("%ld of %u sessions logged in in %.1f s", C.ready, n, t);
+    j_common();
+    jadd("\"occupants\":%u", n);
+    if (C.ready < (long)n) {
+        jadd("\"status\":\"setup_failed\"");
+        j_failures();
+        jflush();
+        return 2;
+    }
+    /* The owner creates and configures the room. */
+    muc_next_join = 1;
+    muc_join(&sessions[0]);
+    flush_dirty();
+    run_loop(30, muc_owner_ready);
+    if (MU.configured != 1) {
+        jadd("\"status\":\"setup_failed\",\"reason\":\"%s\"",
+             MU.join_error[0] ? MU.join_error : "room not created");
+        jflush();
+        return 2;
+    }
+    /* Everyone else joins; each join fans out to those present. */
+    double jcpu0 = server_cpu_us(), jt0 = now_s();
+    tick_fn = muc_join_tick;
+    poll_ms = 2;
+    muc_join_tick();
+    flush_dirty();
+    run_loop(O.timeout, muc_joins_done);
+    double jcpu1 = server_cpu_us(), jt1 = now_s();
+    tick_fn = NULL;
+    logf_("%ld of %u joined in %.1f s", MU.joined, n, jt1 - jt0);
+    jadd("\"joined\":%ld,\"join_errors\":%ld", MU.joined, MU.join_errors);
+    jadd("\"join_s\":%.2f", jt1 - jt0);
+    if (O.server_pid && MU.joined > 1)
+        jadd("\"join_cpu_us_per_join\":%.0f",
+             (jcpu1 - jcpu0) / (double)(MU.joined - 1));
+    if (MU.joined < (long)n) {
+        jadd("\"status\":\"setup_failed\",\"reason\":\"%s\"",
+             MU.join_error[0] ? MU.join_error : "joins timed out");
+        jflush();
+        close_all();
+        return 2;
+    }
+    /* Bitmaps for every message the run can send. */
+    MU.cap = (uint32_t)(O.rate * (O.warmup + O.duration) * 1.2 + 64);
+    for (uint32_t i = 0; i < n; i++)
+        sessions[i].seen = calloc(MU.cap / 8 + 1, 1);
+    C.tx = C.rx = C.dup = 0;
+    run_loop(1, NULL); /* let the join traffic settle */
+    CH.sending = 1;
+    CH.t0 = now_s();
+    tick_fn = muc_rate_tick;
+    poll_ms = 1;
+    run_loop(O.warmup, NULL);
+    hist_reset();
+    CH.measuring = 1;
+    double cpu0 = server_cpu_us(), gcpu0 = self_cpu_s(), t0 = now_s();
+    uint64_t rx0 = C.rx, sent0 = MU.sent;
+    run_loop(O.duration, NULL);
+    double t1 = now_s(), gcpu1 = self_cpu_s();
+    uint64_t sent1 = MU.sent;
+    CH.sending = 0;
+    run_loop(O.drain, muc_drained);
+    double cpu2 = server_cpu_us(), t2 = now_s();
+    uint64_t rx2 = C.rx;
+    CH.measuring = 0;
+    uint64_t expected = MU.sent * (uint64_t)MU.joined;
+    uint64_t missing = expected > MU.unique ? expected - MU.unique : 0;
+    double gutil = (gcpu1 - gcpu0) / (t1 - t0);
+    jadd("\"status\":\"%s\"", C.dup || C.disconnects ? "errors"
+                                : missing ? "not_sustained" : "ok");
+    jadd("\"rate\":%.0f,\"room_msgs\":%" PRIu64 ",\"measured_msgs\":%"
+         PRIu64, O.rate, MU.sent, sent1 - sent0);
+    jadd("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"dup\":%"
+         PRIu64 ",\"missing\":%" PRIu64, expected, C.rx, C.dup, missing);
+    jadd("\"lost\":0,\"disconnects\":%ld", C.disconnects);
+    jadd("\"deliveries_per_s\":%.0f", (double)(rx2 - rx0) / (t2 - t0));
+    jadd("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
+    if (O.server_pid && rx2 > rx0) {
+        jadd("\"cpu_us_per_delivery\":%.3f",
+             (cpu2 - cpu0) / (double)(rx2 - rx0));
+        jadd("\"cpu_us_per_room_msg\":%.1f",
+             (cpu2 - cpu0) / (double)(sent1 - sent0 ? sent1 - sent0 : 1));
+        jadd("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
+    }
+    jadd("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
+    jadd("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
+         ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
+         hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
+    logf_("muc: %" PRIu64 " room messages to %ld occupants, p50 %" PRIu64
+          " us, p99 %" PRIu64 " us, dup %" PRIu64 ", missing %" PRIu64,
+          MU.sent, MU.joined, hist_pct(0.5), hist_pct(0.99), C.dup, missing);
+    jflush();
+    close_all();
+    return 0;
+}
+
 static void usage(void)
 {
     fprintf(stderr,
 "usage: parley-load --mode MODE [options]\n"
-"modes: probe register login idle chat roster presence offline resume\n"
+"modes: probe register login idle chat roster presence offline resume muc\n"
 "  --host ADDR --port N --domain D   server (127.0.0.1 5222 localhost)\n"
 "  --tls                  STARTTLS before SASL\n"
 "  --mech M               SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN (best offered)\n"
@@ -2603,6 +2884,8 @@ static void usage(void)
 "                         storm, after the server is idle again (0)\n"
 "  --storm-concurrency N  resume: reconnections in flight in the storm\n"
 "                         (--concurrency, which the setup logins use)\n"
+"  --room R --muc-domain D   muc: room localpart (benchroom), service\n"
+"                         (conference.<domain>); --users occupants\n"
 "  --hold S --settle S    idle: keep sessions S seconds; wait before RSS\n"
 "  --present              idle: send presence, acknowledge fleet pushes\n"
 "  --timeout S            bound on setup phases (300)\n"
@@ -2633,7 +2916,8 @@ int main(int argc, char **argv)
         {"contacts", 1, 0, 'C'},   {"rounds", 1, 0, 'o'},
         {"msgs", 1, 0, 'g'},       {"quiet", 0, 0, 'q'},
         {"verbose", 0, 0, 'v'},    {"storm-delay", 1, 0, 'y'},
-        {"storm-concurrency", 1, 0, 'Y'}, {0, 0, 0, 0}};
+        {"storm-concurrency", 1, 0, 'J'}, {"room", 1, 0, 'Z'},
+        {"muc-domain", 1, 0, 'z'}, {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -2684,9 +2968,11 @@ int main(int argc, char **argv)
         case 'o': O.rounds = atoi(optarg); break;
         case 'g': O.msgs = atoi(optarg); break;
         case 'y': O.storm_delay = atof(optarg); break;
-        case 'Y': O.storm_conc = atoi(optarg); break;
+        case 'J': O.storm_conc = atoi(optarg); break;
         case 'q': O.verbose = 0; break;
         case 'v': O.verbose++; break;
+        case 'Z': O.room = optarg; break;
+        case 'z': O.muc_domain = optarg; break;
         default: usage();
         }
     }
@@ -2721,6 +3007,7 @@ int main(int argc, char **argv)
     case M_ROSTER: rc = run_roster(); break;
     case M_PRESENCE: rc = run_presence(); break;
     case M_RESUME: rc = run_resume(); break;
+    case M_MUC: rc = run_muc(); break;
     default: rc = run_setup_mode(); break;
     }
     kc_save();

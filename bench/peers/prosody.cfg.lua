@@ -39,3 +39,7 @@ ssl = { certificate = "@CERT@"; key = "@KEY@"; }
 
 VirtualHost "localhost"
   ssl = { certificate = "@CERT@"; key = "@KEY@"; }
+
+-- Multi-user chat for the muc scenario (Prosody's own defaults otherwise:
+-- anyone may create rooms, no occupant cap).
+Component "conference.localhost" "muc"

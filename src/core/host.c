@@ -14,6 +14,55 @@
 static struct pl_host *hosts;
 static int nhosts;
 
+/* Service subdomains claimed by modules (few: a linear scan is cheaper
+ * than hashing). */
+struct service {
+    char *domain;          /* normalized, owned */
+    struct pl_host *host;  /* owner */
+    char names[3][56];     /* "<prefix>/message", "/presence", "/iq" */
+    const char *events[3]; /* pointers into names */
+};
+static struct service *services;
+static int nservices;
+
+int pl_host_add_service(struct pl_host *h, const char *domain,
+                        const char *prefix)
+{
+    if (strlen(prefix) > 40)
+        return PL_EINVAL;
+    if (pl_host_find(domain) || pl_host_find_service(domain, NULL))
+        return PL_ECONFLICT;
+    services = pl_realloc(services,
+                          (size_t)(nservices + 1) * sizeof(*services));
+    struct service *sv = &services[nservices++];
+    sv->domain = pl_strdup(domain);
+    sv->host = h;
+    static const char *const kinds[3] = {"message", "presence", "iq"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(sv->names[i], sizeof(sv->names[i]), "%s/%s", prefix,
+                 kinds[i]);
+    }
+    /* The array may move on the next claim: events are re-pointed on
+     * lookup, not kept from here. */
+    return PL_OK;
+}
+
+struct pl_host *pl_host_find_service(const char *domain,
+                                     const char *const **events)
+{
+    for (int i = 0; i < nservices; i++)
+        if (strcmp(services[i].domain, domain) == 0) {
+            struct service *sv = &services[i];
+            if (events) {
+                for (int k = 0; k < 3; k++)
+                    sv->events[k] = sv->names[k];
+                *events = sv->events;
+            }
+            return sv->host;
+        }
+    return NULL;
+}
+
 struct pl_host *pl_host_find(const char *domain)
 {
     for (int i = 0; i < nhosts; i++)
@@ -221,4 +270,9 @@ void pl__hosts_free(void)
     pl_free(hosts);
     hosts = NULL;
     nhosts = 0;
+    for (int i = 0; i < nservices; i++)
+        pl_free(services[i].domain);
+    pl_free(services);
+    services = NULL;
+    nservices = 0;
 }

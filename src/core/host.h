@@ -28,6 +28,24 @@ void *pl_host_module_state(struct pl_host *h, const char *name);
 /* Whether module name is enabled on h. */
 int pl_host_has_module(struct pl_host *h, const char *name);
 
+/*
+ * Service subdomains: a module on host h claims domain (for example
+ * "conference.example.org", XEP-0045) and the router hands every stanza
+ * addressed to that domain or to a JID at it to h's hooks
+ * "<prefix>/message", "<prefix>/presence" and "<prefix>/iq" (see
+ * doc/routing.md).  Call from a module's load or ready.  The TLS
+ * certificate of h is not involved: clients reach the service through
+ * their own server.  PL_ECONFLICT if domain is a host or already claimed;
+ * PL_EINVAL if prefix is too long (over 40 bytes).  Claims last as long
+ * as the host.
+ */
+int pl_host_add_service(struct pl_host *h, const char *domain,
+                        const char *prefix);
+/* Owning host of a claimed service domain, or NULL; *events (may be NULL)
+ * receives the event names {message, presence, iq} of the claim. */
+struct pl_host *pl_host_find_service(const char *domain,
+                                     const char *const **events);
+
 /* Server lifetime (parleyd main). */
 int pl__hosts_init(struct pl_config *c);
 void pl__hosts_free(void);

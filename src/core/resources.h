@@ -25,6 +25,11 @@ struct pl_session_ops {
     /* Ends the session with a stream error condition (e.g. "conflict"). */
     void (*kick)(struct pl_session *s, const char *condition,
                  const char *text);
+    /* Delivers st, which has no 'to' attribute, as if it had to='to' (the
+     * router's fan-out: one serialization for every recipient).  NULL:
+     * the router sends a copy with 'to' set. */
+    void (*send_to)(struct pl_session *s, struct pl_stanza *st,
+                    const char *to);
 };
 
 struct pl_session {

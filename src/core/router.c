@@ -156,9 +156,30 @@ static int fire(const char *name, struct pl_host *h, struct pl_stanza *st,
     return pl_hook_fire(&ev);
 }
 
-static void deliver(struct pl_session *s, struct pl_stanza *st)
+/*
+ * A stanza without a 'to' attribute goes out addressed to the JID it was
+ * routed to: one stanza (one cached serialization) serves a whole fan-out,
+ * as a room's broadcast to its occupants, and the transport splices the
+ * 'to' in (pl_session_ops.send_to) instead of serializing again.
+ */
+static void deliver(struct pl_session *s, struct pl_stanza *st,
+                    const struct pl_jid *to)
 {
     pl_stat_inc(stanzas_out);
+    if (to && !pl_stanza_attr(st, "to")) {
+        /* The splice writes straight to the connection: not for a
+         * session whose output is filtered (XEP-0352) or counted and kept
+         * until acknowledged (XEP-0198). */
+        if (s->ops->send_to && !s->filter && !s->sm) {
+            s->ops->send_to(s, st, to->full);
+        } else {
+            struct pl_stanza *c = pl_stanza_copy(st);
+            pl_stanza_set_attr(c, "to", to->full);
+            pl_session_send(s, c);
+            pl_stanza_unref(c);
+        }
+        return;
+    }
     pl_session_send(s, st);
 }
 
@@ -173,9 +194,10 @@ static void delivered(struct pl_host *h, struct pl_stanza *st,
 
 /* The available resources with the highest non-negative priority; *best
  * gets that priority. */
-static int deliver_highest(const char *bare, struct pl_stanza *st, int all,
-                           int *bestp)
+static int deliver_highest(const struct pl_jid *to, struct pl_stanza *st,
+                           int all, int *bestp)
 {
+    const char *bare = to->bare;
     int best = -1, n = 0;
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
         if (s->available && s->priority >= 0 && s->priority > best)
@@ -185,7 +207,7 @@ static int deliver_highest(const char *bare, struct pl_stanza *st, int all,
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
         if (s->available && s->priority >= 0 &&
             (all || s->priority == best)) {
-            deliver(s, st);
+            deliver(s, st, to);
             n++;
         }
     if (bestp)
@@ -301,7 +323,7 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
     if (strcmp(name, "message") == 0) {
         struct pl_delivery d = {NULL, 0, 0};
         if (strcmp(type, "error") == 0) {
-            if (deliver_highest(to->bare, st, 0, &d.priority))
+            if (deliver_highest(to, st, 0, &d.priority))
                 delivered(h, st, from, to, origin, &d);
             return;
         }
@@ -310,7 +332,7 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
             return;
         }
         d.all = strcmp(type, "headline") == 0;
-        if (deliver_highest(to->bare, st, d.all, &d.priority)) {
+        if (deliver_highest(to, st, d.all, &d.priority)) {
             delivered(h, st, from, to, origin, &d);
             return;
         }
@@ -319,7 +341,7 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
         for (struct pl_session *s = pl_session_first(to->bare); s;
              s = s->next_res)
             if (s->available) {
-                deliver(s, st);
+                deliver(s, st, to);
                 n++;
             }
         if (n)
@@ -344,7 +366,7 @@ static void route_full(struct pl_host *h, struct pl_stanza *st,
     }
     struct pl_session *s = pl_session_by_full(to->full);
     if (s) {
-        deliver(s, st);
+        deliver(s, st, to);
         if (name[0] == 'm') {
             struct pl_delivery d = {s, 0, 0};
             delivered(h, st, from, to, origin, &d);
@@ -392,6 +414,10 @@ static void route_host(struct pl_host *h, struct pl_stanza *st,
     finish(st, rc, 0);
 }
 
+static void route_service(struct pl_host *h, const char *const *events,
+                          struct pl_stanza *st, const struct pl_jid *from,
+                          const struct pl_jid *to, struct pl_session *origin);
+
 void pl_route(struct pl_stanza *st, const struct pl_jid *from,
               const struct pl_jid *to, struct pl_session *origin)
 {
@@ -423,12 +449,26 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
         }
     }
     struct pl_host *h = pl_host_find(to->domain);
-    if (!h) {
+    const char *const *sv_events;
+    struct pl_host *sh = h ? NULL : pl_host_find_service(to->domain,
+                                                         &sv_events);
+    if (sh) {
+        route_service(sh, sv_events, st, from, to, origin);
+    } else if (!h) {
         struct pl_host *fh = from ? pl_host_find(from->domain) : NULL;
         int rc = PL_PASS;
+        /* A fan-out stanza (no 'to', see deliver) leaves the server with
+         * its address written in. */
+        struct pl_stanza *addressed = NULL;
+        if (!pl_stanza_attr(st, "to")) {
+            addressed = pl_stanza_copy(st);
+            pl_stanza_set_attr(addressed, "to", to->full);
+            st = addressed;
+        }
         if (fh)
             rc = fire("route/remote", fh, st, from, to, origin);
         finish(st, rc, PL_EREMOTE_SERVER_NOT_FOUND);
+        pl_stanza_unref(addressed);
     } else if (!to->local) {
         if (to->resource && strcmp(pl_stanza_name(st), "iq") != 0) {
             finish(st, fire(event_for(pl_stanza_name(st), SC_HOST), h, st,
@@ -463,5 +503,26 @@ int pl_route_as(struct pl_stanza *st, const char *from, const char *to)
 
 void pl_route_to_session(struct pl_session *s, struct pl_stanza *st)
 {
-    deliver(s, st);
+    deliver(s, st, NULL);
+}
+
+/* A stanza to a service subdomain (pl_host_add_service): the owning
+ * host's "<prefix>/<kind>" hook; unhandled requests get
+ * service-unavailable like those to an unknown namespace. */
+static void route_service(struct pl_host *h, const char *const *events,
+                          struct pl_stanza *st, const struct pl_jid *from,
+                          const struct pl_jid *to, struct pl_session *origin)
+{
+    const char *name = pl_stanza_name(st);
+    const char *type = type_of(st);
+    int k = name[0] == 'm' ? 0 : name[0] == 'p' ? 1 : 2;
+    int rc = fire(events[k], h, st, from, to, origin);
+    int code = 0;
+    if (k == 2)
+        code = strcmp(type, "get") == 0 || strcmp(type, "set") == 0
+                   ? PL_ESERVICE_UNAVAILABLE
+                   : 0;
+    else if (k == 0 && strcmp(type, "error") != 0)
+        code = PL_ESERVICE_UNAVAILABLE;
+    finish(st, rc, code);
 }

@@ -239,6 +239,42 @@ static void send_stanza(struct pl_session *s, struct pl_stanza *st)
     pl_conn_write(c->conn, x.p, x.len);
 }
 
+/* The cached serialization with " to='...'" spliced in after the root's
+ * name: a fan-out (a room's broadcast) serializes once for everyone. */
+static void send_stanza_to(struct pl_session *s, struct pl_stanza *st,
+                           const char *to)
+{
+    struct c2s *c = s->impl;
+    if (!c->conn || c->closing)
+        return;
+    struct pl_str x = pl_stanza_serialize(st, PL_NS_CLIENT);
+    size_t k = 1;
+    while (k < x.len && x.p[k] != ' ' && x.p[k] != '>' && x.p[k] != '/')
+        k++;
+    char head[1200];
+    struct pl_buf b = {0};
+    size_t tl = strlen(to);
+    size_t n = 0;
+    int plain = tl < sizeof(head) - 8 && !strpbrk(to, "'&<>\"");
+    if (plain) {
+        memcpy(head, " to='", 5);
+        memcpy(head + 5, to, tl);
+        head[5 + tl] = '\'';
+        n = tl + 6;
+    } else {
+        pl_buf_append_str(&b, " to='");
+        pl_buf_append_escaped(&b, to, tl, 1);
+        pl_buf_append_str(&b, "'");
+    }
+    pl_conn_write(c->conn, x.p, k);
+    if (plain)
+        pl_conn_write(c->conn, head, n);
+    else
+        pl_conn_write(c->conn, b.data + b.off, b.len);
+    pl_conn_write(c->conn, x.p + k, x.len - k);
+    pl_buf_reset(&b);
+}
+
 static void on_resume_timeout(struct pl_timer *t);
 static void on_timer(struct pl_timer *t);
 static void on_resume_poll(struct pl_timer *t);
@@ -257,7 +293,8 @@ static void kick(struct pl_session *s, const char *cond, const char *text)
     stream_error(c, cond, text);
 }
 
-static const struct pl_session_ops session_ops = {send_stanza, kick};
+static const struct pl_session_ops session_ops = {send_stanza, kick,
+                                                  send_stanza_to};
 
 /* ---- features ---- */
 
