@@ -188,7 +188,7 @@ static const struct pl_option top_opts[] = {
      "[\"disco\", \"ping\", \"version\", \"time\", \"register\", "
      "\"session\", \"roster\", \"presence\", \"offline\", \"vcard\", "
      "\"search\", \"private\", \"csi\", \"push\", \"pep\", "
-     "\"carbons\", \"blocking\", \"contact_info\", \"mam\"]",
+     "\"carbons\", \"blocking\", \"contact_info\", \"mam\", \"muc\"]",
      0, 0, NULL, "Modules enabled on every host that does not list its own.",
      S(modules)},
     {0},
