@@ -166,11 +166,12 @@ def suite(srv, name):
           sub == ["to"], sub)
 
     # presence: alice listens, bob is away then busy
-    pa, _ = listen(srv, A, "--for", "6")
+    # (alice listens long enough for two logins on a loaded machine)
+    pa, _ = listen(srv, A, "--for", "14")
     rc1, out1, err1 = cli(srv, *B, "--json", "presence", "away", "--status",
                           "at lunch", "--for", "1.5")
     rc2, out2, err2 = cli(srv, *B, "presence", "busy", "--for", "1.5")
-    got = lines(pa)
+    got = lines(pa, timeout=30)
     pres = [g for g in got if g.get("kind") == "presence" and
             (g.get("from") or "").startswith(bj)]
     check(T + "presence away with status text reaches a subscriber",
