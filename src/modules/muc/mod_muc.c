@@ -24,8 +24,11 @@
  * storage job); until then joins to unknown rooms get
  * <resource-constraint/> (wait).
  *
- * Not here yet: the room archive (XEP-0313 on the room JID) waits for the
- * archive storage interface; logging=1 is only announced (status 170).
+ * The room archive (XEP-0313 on the room JID, archive.c): when a room's
+ * muc#roomconfig_enablelogging is on, every groupchat message with a body
+ * is appended as broadcast, its archive id the room's stanza-id; queries
+ * to the room JID are answered from it (see may_read_archive for who may
+ * ask).  Destroying a room (or the end of a temporary one) clears it.
  *
  * Extending: a new IQ namespace on rooms is a branch in on_room_iq; a
  * configuration option is a row in form.c and store.c.
@@ -34,6 +37,9 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <sys/random.h>
+
+#include "archive.h"
 #include "form.h"
 #include "history.h"
 #include "room.h"
@@ -53,6 +59,7 @@
 #define NS_PING "urn:xmpp:ping"
 #define NS_VCARD "vcard-temp"
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
+#define NS_MAM "urn:xmpp:mam:2"
 
 enum { CREATE_ANYONE = 0, CREATE_LOCAL, CREATE_ADMINS };
 
@@ -71,6 +78,11 @@ struct svc {
     int default_public;       /* new rooms */
     long max_vcard_size;      /* bytes of a room vCard */
     long max_subject;         /* bytes of a subject */
+    long archive_max_page;    /* archive results per query page */
+    long archive_max_items;   /* archived messages per room, 0 = no limit */
+    long archive_count_limit; /* RSM <count/> up to this many */
+    long archive_expire_after;/* seconds, 0 = forever */
+    long archive_expire_interval; /* seconds between expiry runs */
     /* runtime */
     struct pl_host *host;      /* owning host */
     char *domain;              /* service domain */
@@ -84,7 +96,10 @@ struct svc {
     char key[65];              /* occupant-id secret (hex) */
     int loaded;                /* persistent rooms are in */
     unsigned long long seq;    /* stanza-id counter */
-    char sid_prefix[20];       /* per-process stanza-id prefix */
+    char sid_prefix[20];       /* per-process stanza-id prefix (random:
+                                * ids are archive ids, unique forever) */
+    struct pl_timer expire_timer; /* archive expiry */
+    int expiring;              /* an expiry job is queued */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -448,6 +463,9 @@ static void presence_changed(struct svc *s, struct muc_room *r,
 /* Every occupant of a destroyed or emptied room leaves silently. */
 static void room_free(struct svc *s, struct muc_room *r)
 {
+    /* The room is gone: its archive with it (a room made again under the
+     * same name must not show it to its new owner). */
+    muc_archive_clear(s->domain, r->local);
     while (r->nocc)
         occupant_gone(r, r->occ[r->nocc - 1]);
     pl_map_del(&s->rooms, r->local);
@@ -759,7 +777,8 @@ static void new_stanza_id(struct svc *s, char *buf, size_t len)
 static struct pl_stanza *prepare_groupchat(struct svc *s,
                                            struct muc_room *r,
                                            struct muc_occupant *o,
-                                           struct pl_stanza *in)
+                                           struct pl_stanza *in,
+                                           char id[64])
 {
     struct pl_stanza *m = pl_stanza_copy(in);
     struct pl_node *root = pl_stanza_root(m);
@@ -772,8 +791,7 @@ static struct pl_stanza *prepare_groupchat(struct svc *s,
             || (strcmp(c->ns, NS_DELAY) == 0))
             pl_node_remove(m, c);
     }
-    char id[64];
-    new_stanza_id(s, id, sizeof(id));
+    new_stanza_id(s, id, 64);
     struct pl_node *sid = add_el(m, root, "stanza-id", NS_SID);
     pl_node_set_attr(m, sid, "id", id);
     pl_node_set_attr(m, sid, "by", r->jid->bare);
@@ -818,8 +836,13 @@ static void groupchat(struct svc *s, struct muc_room *r,
         muc_set_str(&r->subject_nick, o->nick);
         changed(s, r, NULL);
     }
-    struct pl_stanza *m = prepare_groupchat(s, r, o, st);
+    char id[64];
+    struct pl_stanza *m = prepare_groupchat(s, r, o, st, id);
     broadcast_message(r, m, o->room_jid);
+    /* XEP-0313 §5.1.2: the archive id is the stanza-id just given. */
+    if (r->cfg.logging && muc_archivable(m))
+        muc_archive_append(s->domain, r->local, o->nick, id, m,
+                           s->archive_max_items);
     if (body && r->cfg.max_history > 0) {
         /* The history copy carries its delay (XEP-0203) from now on. */
         struct pl_stanza *h = pl_stanza_copy(m);
@@ -1500,6 +1523,10 @@ static void room_info(struct muc_room *r, struct pl_event *ev,
     add_feature(res, q, NS_MUC "#self-ping-optimization");
     add_feature(res, q, NS_OCCID);
     add_feature(res, q, NS_SID);
+    if (c->logging) {
+        add_feature(res, q, NS_MAM);
+        add_feature(res, q, NS_MAM "#extended");
+    }
     add_feature(res, q, NS_MUC "#request");
     add_feature(res, q, NS_IQ_REGISTER);
     add_feature(res, q, NS_VCARD);
@@ -1758,6 +1785,25 @@ static void occupant_iq(struct svc *s, struct muc_room *r,
     pl_stanza_unref(f);
 }
 
+/*
+ * Who may read a room's archive (XEP-0313 §4, XEP-0045 §7.2): whoever
+ * could see its messages.  Occupants and members (admins, owners and
+ * service admins rank above) may; outcasts may not; in a members-only or
+ * password-protected room nobody else may (they could not enter);
+ * in an open room anyone may, as anyone could enter and read along.
+ */
+static int may_read_archive(const struct muc_room *r,
+                            const struct muc_occupant *o, int aff)
+{
+    if (aff == MUC_AFF_OUTCAST)
+        return PL_EFORBIDDEN;
+    if (o || aff >= MUC_AFF_MEMBER)
+        return PL_OK;
+    if (r->cfg.members_only || r->cfg.password_protected)
+        return PL_EFORBIDDEN;
+    return PL_OK;
+}
+
 static int on_iq(struct pl_event *ev, void *state)
 {
     struct svc *s = state;
@@ -1819,6 +1865,17 @@ static int on_iq(struct pl_event *ev, void *state)
         vcard_iq(s, r, ev, q, get);
     } else if (get && strcmp(ns, NS_PING) == 0) {
         iq_ok(st);
+    } else if (strcmp(ns, NS_MAM) == 0 && strcmp(q->name, "query") == 0) {
+        if (!r->cfg.logging)
+            return PL_ESERVICE_UNAVAILABLE;
+        int rc = may_read_archive(r, o, aff);
+        if (rc != PL_OK)
+            return rc;
+        if (get)
+            muc_archive_form(ev);
+        else
+            muc_archive_query(s->domain, r->local, ev, s->archive_max_page,
+                              s->archive_count_limit);
     } else {
         return PL_ESERVICE_UNAVAILABLE;
     }
@@ -1931,6 +1988,43 @@ static void load_done(int rc, void *arg)
 
 /* ---------------------------------------------------------- lifetime */
 
+/* ---- archive expiry: every interval, items older than expire_after go,
+ * in batches ---- */
+
+#define EXPIRE_BATCH 10000
+
+static void expire_start(struct svc *s);
+
+static void expire_done(long removed, void *ud)
+{
+    struct svc *s = ud;
+    s->expiring = 0;
+    if (removed > 0)
+        pl_log_info("mod_muc", "expired %ld archived room messages on %s",
+                    removed, s->domain);
+    if (removed >= EXPIRE_BATCH)
+        expire_start(s);
+}
+
+static void expire_start(struct svc *s)
+{
+    if (s->expiring || !s->archive_expire_after)
+        return;
+    s->expiring = 1;
+    muc_archive_expire(s->domain,
+                       muc_archive_now() -
+                           s->archive_expire_after * 1000000LL,
+                       EXPIRE_BATCH, expire_done, s);
+}
+
+static void on_expire_timer(struct pl_timer *t)
+{
+    struct svc *s = t->data;
+    expire_start(s);
+    pl_timer_start(pl_server_loop(), &s->expire_timer,
+                   (uint64_t)s->archive_expire_interval * 1000);
+}
+
 static int load(struct pl_host *h, void *state)
 {
     struct svc *s = state;
@@ -1958,8 +2052,11 @@ static int load(struct pl_host *h, void *state)
     struct pl_str sec = pl_server_secret();
     for (size_t i = 0; i < sec.len && i < 32; i++)
         snprintf(s->key + 2 * i, 3, "%02x", (unsigned char)sec.p[i]);
-    snprintf(s->sid_prefix, sizeof(s->sid_prefix), "%lx",
-             (unsigned long)time(NULL));
+    unsigned long long rnd = 0;
+    ssize_t got = getrandom(&rnd, sizeof(rnd), 0);
+    pl_assert(got == (ssize_t)sizeof(rnd));
+    snprintf(s->sid_prefix, sizeof(s->sid_prefix), "%llx", rnd);
+    pl_timer_init(&s->expire_timer, on_expire_timer, s);
     return PL_OK;
 }
 
@@ -1971,6 +2068,12 @@ static int ready(struct pl_host *h, void *state)
     j->s = s;
     j->domain = pl_strdup(s->domain);
     pl_storage_submit(pl_server_loop(), load_run, load_done, j);
+    if (s->archive_expire_after)
+        pl_timer_start(pl_server_loop(), &s->expire_timer,
+                       (uint64_t)(s->archive_expire_interval < 5
+                                      ? s->archive_expire_interval
+                                      : 5) *
+                           1000);
     return PL_OK;
 }
 
@@ -1988,6 +2091,7 @@ static void unload(struct pl_host *h, void *state)
 {
     (void)h;
     struct svc *s = state;
+    pl_timer_stop(&s->expire_timer);
     pl_map_each(&s->rooms, free_room, NULL);
     pl_map_clear(&s->rooms);
     pl_map_clear(&s->seats); /* emptied by free_room */
@@ -2038,6 +2142,22 @@ static const struct pl_option options[] = {
      offsetof(struct svc, max_vcard_size)},
     {"max_subject", PL_OPT_INT, "4096", 1, 1048576, NULL,
      "Bytes of a room subject.", offsetof(struct svc, max_subject)},
+    {"archive_max_page", PL_OPT_INT, "100", 1, 10000, NULL,
+     "Room archive results per query page at most (RSM <max/> is capped).",
+     offsetof(struct svc, archive_max_page)},
+    {"archive_max_items", PL_OPT_INT, "0", 0, 1000000000, NULL,
+     "Archived messages kept per room (0: no limit); the oldest go.",
+     offsetof(struct svc, archive_max_items)},
+    {"archive_count_limit", PL_OPT_INT, "1000", 0, 100000000, NULL,
+     "Filtered room archive queries count results up to this many for "
+     "RSM <count/>; beyond it <count/> is left out.",
+     offsetof(struct svc, archive_count_limit)},
+    {"archive_expire_after", PL_OPT_INT, "0", 0, 100L * 365 * 86400, NULL,
+     "Seconds an archived room message is kept (0: forever).",
+     offsetof(struct svc, archive_expire_after)},
+    {"archive_expire_interval", PL_OPT_INT, "3600", 1, 86400 * 7, NULL,
+     "Seconds between two room archive expiry runs.",
+     offsetof(struct svc, archive_expire_interval)},
     {0},
 };
 
@@ -2054,7 +2174,8 @@ const struct pl_module pl_mod_muc = {
     .abi = PL_MODULE_ABI,
     .name = "muc",
     .summary = "multi-user chat rooms on conference.<host>",
-    .xeps = "XEP-0045, XEP-0249, XEP-0359, XEP-0410, XEP-0421, XEP-0153",
+    .xeps = "XEP-0045, XEP-0249, XEP-0313, XEP-0359, XEP-0410, XEP-0421, "
+             "XEP-0153",
     .options = options,
     .hooks = hooks,
     .state_size = sizeof(struct svc),

@@ -1,0 +1,398 @@
+/*
+ * archive.c - the room archive (XEP-0313 §3, §4 on a room JID): appends,
+ * queries, the query form, clearing and expiry, each a storage job.  A
+ * query page is built on the storage thread: every row becomes its whole
+ * result <message/> there (parsed once, off the loop); the completion
+ * only routes them and the <fin/>.
+ */
+#include <stdlib.h>
+#include <sys/time.h>
+
+#include "../mam/mam.h"
+#include "archive.h"
+
+#define NS_HINTS "urn:xmpp:hints"
+#define NS_FORWARD "urn:xmpp:forward:0"
+#define NS_DELAY "urn:xmpp:delay"
+
+int muc_archivable(struct pl_stanza *m)
+{
+    struct pl_node *root = pl_stanza_root(m);
+    if (pl_node_child(root, "no-store", NS_HINTS) ||
+        pl_node_child(root, "no-permanent-store", NS_HINTS))
+        return 0;
+    return pl_node_child(root, "body", NULL) ||
+           pl_node_child(root, "store", NS_HINTS) ||
+           pl_node_child(root, "encrypted",
+                         "eu.siacs.conversations.axolotl") ||
+           pl_node_child(root, "encrypted", "urn:xmpp:omemo:2");
+}
+
+long long muc_archive_now(void)
+{
+    static long long last;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    long long t = (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
+    last = t > last ? t : last + 1;
+    return last;
+}
+
+/* ---- appending ---- */
+
+struct append_job {
+    char *host, *room, *with, *nick, *sid;
+    long long ts;
+    struct pl_buf xml;
+    long limit;
+};
+
+static int append_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct append_job *j = arg;
+    struct pl_archive_item it = {
+        .sid = j->sid,
+        .ts = j->ts,
+        .with = j->with,
+        .with_res = j->nick,
+        .dir = PL_ARCHIVE_IN,
+        .xml = j->xml.data + j->xml.off,
+        .xml_len = j->xml.len,
+    };
+    long long key;
+    return d->archive_append(db, j->host, j->room, PL_ARCHIVE_ROOM, &it,
+                             j->limit, &key);
+}
+
+static void append_done(int rc, void *arg)
+{
+    struct append_job *j = arg;
+    if (rc != PL_OK)
+        pl_log_error("mod_muc", "archiving a message of %s@%s failed: %s",
+                     j->room, j->host, pl_strerror(rc));
+    pl_free(j->host);
+    pl_free(j->room);
+    pl_free(j->with);
+    pl_free(j->nick);
+    pl_free(j->sid);
+    pl_buf_reset(&j->xml);
+    pl_free(j);
+}
+
+void muc_archive_append(const char *service, const char *room,
+                        const char *nick, const char *sid,
+                        struct pl_stanza *m, long limit)
+{
+    struct append_job *j = pl_calloc(1, sizeof(*j));
+    j->host = pl_strdup(service);
+    j->room = pl_strdup(room);
+    size_t n = strlen(room) + strlen(service) + 2;
+    j->with = pl_malloc(n);
+    snprintf(j->with, n, "%s@%s", room, service);
+    j->nick = pl_strdup(nick);
+    j->sid = pl_strdup(sid);
+    j->ts = muc_archive_now();
+    j->limit = limit;
+    /* Standalone XML, forwarded later exactly as broadcast. */
+    pl_node_serialize(pl_stanza_root(m), "", PL_NS_CLIENT, &j->xml);
+    pl_storage_submit(pl_server_loop(), append_run, append_done, j);
+}
+
+/* ---- queries ---- */
+
+struct query_job {
+    struct pl_stanza *iq;  /* the request (held) */
+    char *host, *room;
+    char *to_full;         /* requester */
+    char *from;            /* room@service */
+    struct pl_mam_query q; /* parsed */
+    long max, count_cap;
+    /* built on the storage thread */
+    struct pl_stanza **msgs;
+    char **sids;
+    long n;
+    int complete;
+    long count;
+};
+
+static int collect_item(const struct pl_archive_item *it, void *ud)
+{
+    struct query_job *j = ud;
+    char stamp[48];
+    pl_mam_time_format(it->ts, stamp, sizeof(stamp));
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, "<message xmlns='jabber:client' to='");
+    pl_buf_append_escaped(&b, j->to_full, strlen(j->to_full), 1);
+    pl_buf_append_str(&b, "' from='");
+    pl_buf_append_escaped(&b, j->from, strlen(j->from), 1);
+    pl_buf_append_str(&b, "'><result xmlns='" PL_NS_MAM "'");
+    if (j->q.queryid) {
+        pl_buf_append_str(&b, " queryid='");
+        pl_buf_append_escaped(&b, j->q.queryid, strlen(j->q.queryid), 1);
+        pl_buf_append_str(&b, "'");
+    }
+    pl_buf_append_str(&b, " id='");
+    pl_buf_append_escaped(&b, it->sid, strlen(it->sid), 1);
+    pl_buf_printf(&b, "'><forwarded xmlns='" NS_FORWARD "'><delay xmlns='"
+                      NS_DELAY "' stamp='%s'/>", stamp);
+    pl_buf_append(&b, it->xml, it->xml_len);
+    pl_buf_append_str(&b, "</forwarded></result></message>");
+    struct pl_stanza *st = NULL;
+    if (pl_xml_parse_fragment(b.data + b.off, b.len, &st) == PL_OK) {
+        j->msgs = pl_realloc(j->msgs, (size_t)(j->n + 1) * sizeof(*j->msgs));
+        j->sids = pl_realloc(j->sids, (size_t)(j->n + 1) * sizeof(*j->sids));
+        j->msgs[j->n] = st;
+        j->sids[j->n] = pl_strdup(it->sid);
+        j->n++;
+    } else {
+        pl_log_error("mod_muc", "archived item %s of %s@%s does not parse",
+                     it->sid, j->room, j->host);
+    }
+    pl_buf_reset(&b);
+    return 0;
+}
+
+/* The key of a stanza-id named by the client: item-not-found if absent. */
+static int key_of(const struct pl_storage_driver *d, void *db,
+                  struct query_job *j, const char *sid, long long *key)
+{
+    int rc = d->archive_key(db, j->host, j->room, PL_ARCHIVE_ROOM, sid, key);
+    return rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND : rc;
+}
+
+static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct query_job *j = arg;
+    struct pl_mam_query *q = &j->q;
+    struct pl_archive_query aq = {
+        .with = q->with,
+        .with_res = q->with_res,
+        .start = q->start,
+        .end = q->end,
+        .ids = (const char *const *)q->ids,
+        .nids = q->nids,
+        .max = j->max + 1,
+        .backward = q->before != NULL,
+        .count_cap = j->count_cap,
+    };
+    int rc = PL_OK;
+    if (q->after_id)
+        rc = key_of(d, db, j, q->after_id, &aq.lo);
+    if (rc == PL_OK && q->before_id)
+        rc = key_of(d, db, j, q->before_id, &aq.hi);
+    if (rc == PL_OK && q->after)
+        rc = key_of(d, db, j, q->after, &aq.after);
+    if (rc == PL_OK && q->before && *q->before)
+        rc = key_of(d, db, j, q->before, &aq.before);
+    for (int i = 0; rc == PL_OK && i < q->nids; i++) {
+        long long k;
+        rc = key_of(d, db, j, q->ids[i], &k);
+    }
+    if (rc != PL_OK)
+        return rc;
+    if (j->max == 0)
+        aq.max = 0;
+    rc = d->archive_query(db, j->host, j->room, PL_ARCHIVE_ROOM, &aq,
+                          collect_item, j, &j->count);
+    if (rc != PL_OK)
+        return rc;
+    /* One more than the page was read: whether the page reaches the end
+     * of the result set (XEP-0313 §4.3). */
+    j->complete = j->max == 0 ? j->count == 0 : j->n <= j->max;
+    if (j->n > j->max) {
+        j->n--;
+        pl_stanza_unref(j->msgs[j->n]);
+        pl_free(j->sids[j->n]);
+    }
+    /* Chronological order within the page (§4.3), unless flipped. */
+    if (aq.backward != q->flip)
+        for (long a = 0, b = j->n - 1; a < b; a++, b--) {
+            struct pl_stanza *t = j->msgs[a];
+            j->msgs[a] = j->msgs[b];
+            j->msgs[b] = t;
+            char *u = j->sids[a];
+            j->sids[a] = j->sids[b];
+            j->sids[b] = u;
+        }
+    return PL_OK;
+}
+
+static void text_child(struct pl_stanza *st, struct pl_node *parent,
+                       const char *name, const char *ns, const char *text)
+{
+    struct pl_node *n = pl_node_add_child(st, parent, name, ns);
+    pl_node_add_text(st, n, text, strlen(text));
+}
+
+static void query_free(struct query_job *j)
+{
+    for (long i = 0; i < j->n; i++) {
+        pl_stanza_unref(j->msgs[i]);
+        pl_free(j->sids[i]);
+    }
+    pl_free(j->msgs);
+    pl_free(j->sids);
+    pl_mam_query_free(&j->q);
+    pl_stanza_unref(j->iq);
+    pl_free(j->host);
+    pl_free(j->room);
+    pl_free(j->to_full);
+    pl_free(j->from);
+    pl_free(j);
+}
+
+static void query_done(int rc, void *arg)
+{
+    struct query_job *j = arg;
+    if (rc != PL_OK) {
+        if (rc != PL_EITEM_NOT_FOUND)
+            pl_log_error("mod_muc", "archive query of %s@%s failed",
+                         j->room, j->host);
+        pl_route_error(j->iq,
+                       rc == PL_EITEM_NOT_FOUND ? rc
+                                                : PL_EINTERNAL_SERVER_ERROR,
+                       NULL);
+        query_free(j);
+        return;
+    }
+    struct pl_jid *from = NULL, *to = NULL;
+    if (pl_jid_parse(pl_str_c(j->from), &from) == PL_OK &&
+        pl_jid_parse(pl_str_c(j->to_full), &to) == PL_OK)
+        for (long i = 0; i < j->n; i++)
+            pl_route(j->msgs[i], from, to, NULL);
+    pl_jid_free(from);
+    pl_jid_free(to);
+    struct pl_stanza *r = pl_iq_result(j->iq);
+    struct pl_node *fin = pl_node_add_child(r, pl_stanza_root(r), "fin",
+                                            PL_NS_MAM);
+    if (j->complete)
+        pl_node_set_attr(r, fin, "complete", "true");
+    struct pl_node *set = pl_node_add_child(r, fin, "set", PL_NS_RSM);
+    if (j->n) {
+        int flipped = j->q.flip;
+        text_child(r, set, "first", PL_NS_RSM,
+                   j->sids[flipped ? j->n - 1 : 0]);
+        text_child(r, set, "last", PL_NS_RSM,
+                   j->sids[flipped ? 0 : j->n - 1]);
+    }
+    if (j->count >= 0) {
+        char cnt[32];
+        snprintf(cnt, sizeof(cnt), "%ld", j->count);
+        text_child(r, set, "count", PL_NS_RSM, cnt);
+    }
+    pl_route_reply(j->iq, r);
+    pl_stanza_unref(r);
+    query_free(j);
+}
+
+void muc_archive_query(const char *service, const char *room,
+                       struct pl_event *ev, long max_page, long count_cap)
+{
+    struct query_job *j = pl_calloc(1, sizeof(*j));
+    const char *text = NULL;
+    int rc = pl_mam_query_parse(ev->stanza, pl_stanza_payload(ev->stanza),
+                                &j->q, &text);
+    if (rc == PL_OK && j->q.nids > max_page) {
+        rc = PL_EPOLICY_VIOLATION;
+        text = "too many ids";
+    }
+    if (rc != PL_OK) {
+        pl_mam_query_free(&j->q);
+        pl_free(j);
+        pl_route_error(ev->stanza, rc, text);
+        return;
+    }
+    j->iq = pl_stanza_ref(ev->stanza);
+    j->host = pl_strdup(service);
+    j->room = pl_strdup(room);
+    j->to_full = pl_strdup(ev->from->full);
+    size_t n = strlen(room) + strlen(service) + 2;
+    j->from = pl_malloc(n);
+    snprintf(j->from, n, "%s@%s", room, service);
+    j->max = j->q.max < 0 || j->q.max > max_page ? max_page : j->q.max;
+    j->count_cap = count_cap;
+    j->count = -1;
+    pl_storage_submit(pl_server_loop(), query_run, query_done, j);
+}
+
+static void form_field(struct pl_stanza *r, struct pl_node *x,
+                       const char *type, const char *var)
+{
+    struct pl_node *f = pl_node_add_child(r, x, "field", PL_NS_XDATA);
+    pl_node_set_attr(r, f, "type", type);
+    pl_node_set_attr(r, f, "var", var);
+}
+
+void muc_archive_form(struct pl_event *ev)
+{
+    struct pl_stanza *r = pl_iq_result(ev->stanza);
+    struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
+                                          PL_NS_MAM);
+    struct pl_node *x = pl_node_add_child(r, q, "x", PL_NS_XDATA);
+    pl_node_set_attr(r, x, "type", "form");
+    struct pl_node *ft = pl_node_add_child(r, x, "field", PL_NS_XDATA);
+    pl_node_set_attr(r, ft, "type", "hidden");
+    pl_node_set_attr(r, ft, "var", "FORM_TYPE");
+    text_child(r, ft, "value", PL_NS_XDATA, PL_NS_MAM);
+    form_field(r, x, "jid-single", "with");
+    form_field(r, x, "text-single", "start");
+    form_field(r, x, "text-single", "end");
+    form_field(r, x, "text-single", "before-id");
+    form_field(r, x, "text-single", "after-id");
+    form_field(r, x, "list-multi", "ids");
+    pl_route_reply(ev->stanza, r);
+    pl_stanza_unref(r);
+}
+
+/* ---- clearing and expiry ---- */
+
+struct clear_job {
+    char *host, *room;
+    long long before;
+    long max, removed;
+    void (*done)(long removed, void *ud);
+    void *ud;
+};
+
+static int clear_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct clear_job *j = arg;
+    if (j->room)
+        return d->archive_clear(db, j->host, j->room, PL_ARCHIVE_ROOM);
+    return d->archive_expire(db, j->host, PL_ARCHIVE_ROOM, j->before, j->max,
+                             &j->removed);
+}
+
+static void clear_done(int rc, void *arg)
+{
+    struct clear_job *j = arg;
+    if (rc != PL_OK)
+        pl_log_error("mod_muc", "%s the archive of %s%s%s failed",
+                     j->room ? "clearing" : "expiring",
+                     j->room ? j->room : "", j->room ? "@" : "", j->host);
+    if (j->done)
+        j->done(rc == PL_OK ? j->removed : -1, j->ud);
+    pl_free(j->host);
+    pl_free(j->room);
+    pl_free(j);
+}
+
+void muc_archive_clear(const char *service, const char *room)
+{
+    struct clear_job *j = pl_calloc(1, sizeof(*j));
+    j->host = pl_strdup(service);
+    j->room = pl_strdup(room);
+    pl_storage_submit(pl_server_loop(), clear_run, clear_done, j);
+}
+
+void muc_archive_expire(const char *service, long long before, long max,
+                        void (*done)(long removed, void *ud), void *ud)
+{
+    struct clear_job *j = pl_calloc(1, sizeof(*j));
+    j->host = pl_strdup(service);
+    j->before = before;
+    j->max = max;
+    j->done = done;
+    j->ud = ud;
+    pl_storage_submit(pl_server_loop(), clear_run, clear_done, j);
+}
