@@ -361,3 +361,66 @@ int pl_mam_prefs_decide(const struct pl_mam_prefs *p, const char *peer)
             return 1;
     return p->def == PL_MAM_ALWAYS ? 1 : p->def == PL_MAM_NEVER ? 0 : -1;
 }
+
+/* ---- shared by the user and room archives ---- */
+
+struct pl_stanza *pl_mam_result(const char *to, const char *from,
+                                const char *queryid,
+                                const struct pl_archive_item *it)
+{
+    char stamp[48];
+    pl_mam_time_format(it->ts, stamp, sizeof(stamp));
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, "<message xmlns='jabber:client' to='");
+    pl_buf_append_escaped(&b, to, strlen(to), 1);
+    if (from) {
+        pl_buf_append_str(&b, "' from='");
+        pl_buf_append_escaped(&b, from, strlen(from), 1);
+    }
+    pl_buf_append_str(&b, "'><result xmlns='" PL_NS_MAM "'");
+    if (queryid) {
+        pl_buf_append_str(&b, " queryid='");
+        pl_buf_append_escaped(&b, queryid, strlen(queryid), 1);
+        pl_buf_append_str(&b, "'");
+    }
+    pl_buf_append_str(&b, " id='");
+    pl_buf_append_escaped(&b, it->sid, strlen(it->sid), 1);
+    pl_buf_printf(&b, "'><forwarded xmlns='urn:xmpp:forward:0'><delay "
+                      "xmlns='urn:xmpp:delay' stamp='%s'/>", stamp);
+    pl_buf_append(&b, it->xml, it->xml_len);
+    pl_buf_append_str(&b, "</forwarded></result></message>");
+    struct pl_stanza *st = NULL;
+    if (pl_xml_parse_fragment(b.data + b.off, b.len, &st) != PL_OK)
+        st = NULL;
+    pl_buf_reset(&b);
+    return st;
+}
+
+static int key_of(const struct pl_storage_driver *d, void *db,
+                  const char *host, const char *owner, int kind,
+                  const char *sid, long long *key)
+{
+    int rc = d->archive_key(db, host, owner, kind, sid, key);
+    return rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND : rc;
+}
+
+int pl_mam_query_keys(const struct pl_storage_driver *d, void *db,
+                      const char *host, const char *owner, int kind,
+                      const struct pl_mam_query *q,
+                      struct pl_archive_query *aq)
+{
+    int rc = PL_OK;
+    if (q->after_id)
+        rc = key_of(d, db, host, owner, kind, q->after_id, &aq->lo);
+    if (rc == PL_OK && q->before_id)
+        rc = key_of(d, db, host, owner, kind, q->before_id, &aq->hi);
+    if (rc == PL_OK && q->after)
+        rc = key_of(d, db, host, owner, kind, q->after, &aq->after);
+    if (rc == PL_OK && q->before && *q->before)
+        rc = key_of(d, db, host, owner, kind, q->before, &aq->before);
+    for (int i = 0; rc == PL_OK && i < q->nids; i++) {
+        long long k;
+        rc = key_of(d, db, host, owner, kind, q->ids[i], &k);
+    }
+    return rc;
+}

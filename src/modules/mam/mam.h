@@ -4,7 +4,10 @@
  * and the archiving preferences (<prefs/>, XEP-0441 in urn:xmpp:mam:2)
  * with the decision whether a message with a peer is archived.  No I/O:
  * mod_mam.c does the routing and storage; tests/unit/test_mam.c tests
- * these on their own.
+ * these on their own.  Two helpers serve both archives (users' in
+ * mod_mam.c, rooms' in muc/archive.c): pl_mam_result builds one <result/>
+ * message, pl_mam_query_keys turns a query's ids into archive keys on the
+ * storage thread.
  */
 #ifndef PL_MAM_H
 #define PL_MAM_H
@@ -42,6 +45,26 @@ struct pl_mam_query {
 int pl_mam_query_parse(struct pl_stanza *st, const struct pl_node *q,
                        struct pl_mam_query *out, const char **text);
 void pl_mam_query_free(struct pl_mam_query *q);
+
+/*
+ * The <message to from?><result queryid? id><forwarded><delay/>item
+ * </forwarded></result></message> of XEP-0313 §4.2 for archived item it
+ * (from may be NULL: the server's own).  Returns a new reference, or NULL
+ * if the stored XML does not parse.
+ */
+struct pl_stanza *pl_mam_result(const char *to, const char *from,
+                                const char *queryid,
+                                const struct pl_archive_item *it);
+/*
+ * Storage thread: fills aq's bounds (after-id, before-id, RSM after and
+ * before) from q's stanza-ids in archive (host, owner, kind), and checks
+ * that every id of q->ids exists.  PL_EITEM_NOT_FOUND for an unknown id
+ * (XEP-0313 §4.1.3), another error from the driver, or PL_OK.
+ */
+int pl_mam_query_keys(const struct pl_storage_driver *d, void *db,
+                      const char *host, const char *owner, int kind,
+                      const struct pl_mam_query *q,
+                      struct pl_archive_query *aq);
 
 /* XEP-0082 DateTime ("2010-07-10T23:08:25.123Z", "...+02:00") to µs since
  * the epoch; PL_EINVAL if malformed. */

@@ -12,8 +12,6 @@
 #include "archive.h"
 
 #define NS_HINTS "urn:xmpp:hints"
-#define NS_FORWARD "urn:xmpp:forward:0"
-#define NS_DELAY "urn:xmpp:delay"
 
 int muc_archivable(struct pl_stanza *m)
 {
@@ -118,27 +116,8 @@ struct query_job {
 static int collect_item(const struct pl_archive_item *it, void *ud)
 {
     struct query_job *j = ud;
-    char stamp[48];
-    pl_mam_time_format(it->ts, stamp, sizeof(stamp));
-    struct pl_buf b = {0};
-    pl_buf_append_str(&b, "<message xmlns='jabber:client' to='");
-    pl_buf_append_escaped(&b, j->to_full, strlen(j->to_full), 1);
-    pl_buf_append_str(&b, "' from='");
-    pl_buf_append_escaped(&b, j->from, strlen(j->from), 1);
-    pl_buf_append_str(&b, "'><result xmlns='" PL_NS_MAM "'");
-    if (j->q.queryid) {
-        pl_buf_append_str(&b, " queryid='");
-        pl_buf_append_escaped(&b, j->q.queryid, strlen(j->q.queryid), 1);
-        pl_buf_append_str(&b, "'");
-    }
-    pl_buf_append_str(&b, " id='");
-    pl_buf_append_escaped(&b, it->sid, strlen(it->sid), 1);
-    pl_buf_printf(&b, "'><forwarded xmlns='" NS_FORWARD "'><delay xmlns='"
-                      NS_DELAY "' stamp='%s'/>", stamp);
-    pl_buf_append(&b, it->xml, it->xml_len);
-    pl_buf_append_str(&b, "</forwarded></result></message>");
-    struct pl_stanza *st = NULL;
-    if (pl_xml_parse_fragment(b.data + b.off, b.len, &st) == PL_OK) {
+    struct pl_stanza *st = pl_mam_result(j->to_full, j->from, j->q.queryid, it);
+    if (st) {
         j->msgs = pl_realloc(j->msgs, (size_t)(j->n + 1) * sizeof(*j->msgs));
         j->sids = pl_realloc(j->sids, (size_t)(j->n + 1) * sizeof(*j->sids));
         j->msgs[j->n] = st;
@@ -148,16 +127,7 @@ static int collect_item(const struct pl_archive_item *it, void *ud)
         pl_log_error("mod_muc", "archived item %s of %s@%s does not parse",
                      it->sid, j->room, j->host);
     }
-    pl_buf_reset(&b);
     return 0;
-}
-
-/* The key of a stanza-id named by the client: item-not-found if absent. */
-static int key_of(const struct pl_storage_driver *d, void *db,
-                  struct query_job *j, const char *sid, long long *key)
-{
-    int rc = d->archive_key(db, j->host, j->room, PL_ARCHIVE_ROOM, sid, key);
-    return rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND : rc;
 }
 
 static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
@@ -175,19 +145,7 @@ static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
         .backward = q->before != NULL,
         .count_cap = j->count_cap,
     };
-    int rc = PL_OK;
-    if (q->after_id)
-        rc = key_of(d, db, j, q->after_id, &aq.lo);
-    if (rc == PL_OK && q->before_id)
-        rc = key_of(d, db, j, q->before_id, &aq.hi);
-    if (rc == PL_OK && q->after)
-        rc = key_of(d, db, j, q->after, &aq.after);
-    if (rc == PL_OK && q->before && *q->before)
-        rc = key_of(d, db, j, q->before, &aq.before);
-    for (int i = 0; rc == PL_OK && i < q->nids; i++) {
-        long long k;
-        rc = key_of(d, db, j, q->ids[i], &k);
-    }
+    int rc = pl_mam_query_keys(d, db, j->host, j->room, PL_ARCHIVE_ROOM, q, &aq);
     if (rc != PL_OK)
         return rc;
     if (j->max == 0)
