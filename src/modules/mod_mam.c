@@ -618,93 +618,20 @@ struct query_job {
     struct pl_mam_query q;      /* parsed */
     long max;                   /* page size */
     long count_cap;
-    /* results, built on the storage thread */
-    struct pl_stanza **msgs;
-    char **sids;
-    long n;
-    int complete;
-    long count;
+    struct pl_mam_page page;    /* built on the storage thread */
 };
-
-struct collect {
-    struct query_job *j;
-    long want;                  /* max + 1 */
-};
-
-static int collect_item(const struct pl_archive_item *it, void *ud)
-{
-    struct collect *c = ud;
-    struct query_job *j = c->j;
-    struct pl_stanza *st = pl_mam_result(j->to_full, j->from, j->q.queryid, it);
-    if (st) {
-        j->msgs = pl_realloc(j->msgs, (size_t)(j->n + 1) * sizeof(*j->msgs));
-        j->sids = pl_realloc(j->sids, (size_t)(j->n + 1) * sizeof(*j->sids));
-        j->msgs[j->n] = st;
-        j->sids[j->n] = pl_strdup(it->sid);
-        j->n++;
-    } else {
-        pl_log_error("mod_mam", "archived item %s of %s@%s does not parse",
-                     it->sid, j->user, j->host);
-    }
-    return 0;
-}
 
 static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct query_job *j = arg;
-    struct pl_mam_query *q = &j->q;
-    struct pl_archive_query aq = {
-        .with = q->with,
-        .with_res = q->with_res,
-        .start = q->start,
-        .end = q->end,
-        .ids = (const char *const *)q->ids,
-        .nids = q->nids,
-        .max = j->max + 1,
-        .backward = q->before != NULL,
-        .count_cap = j->count_cap,
-    };
-    int rc = pl_mam_query_keys(d, db, j->host, j->user, PL_ARCHIVE_USER, q, &aq);
-    if (rc != PL_OK)
-        return rc;
-    if (j->max == 0)
-        aq.max = 0;
-    struct collect c = {j, j->max + 1};
-    rc = d->archive_query(db, j->host, j->user, PL_ARCHIVE_USER, &aq,
-                          collect_item, &c, &j->count);
-    if (rc != PL_OK)
-        return rc;
-    /* One more than the page was asked for: its presence says whether
-     * the page reaches the end of the result set (XEP-0313 §4.3). */
-    j->complete = j->n <= j->max;
-    if (j->max == 0)
-        j->complete = j->count == 0;
-    if (j->n > j->max) {
-        j->n--;
-        pl_stanza_unref(j->msgs[j->n]);
-        pl_free(j->sids[j->n]);
-    }
-    /* Chronological order within the page (§4.3), unless flipped. */
-    if (aq.backward != q->flip)
-        for (long a = 0, b = j->n - 1; a < b; a++, b--) {
-            struct pl_stanza *t = j->msgs[a];
-            j->msgs[a] = j->msgs[b];
-            j->msgs[b] = t;
-            char *u = j->sids[a];
-            j->sids[a] = j->sids[b];
-            j->sids[b] = u;
-        }
-    return PL_OK;
+    return pl_mam_page_run(d, db, j->host, j->user, PL_ARCHIVE_USER, &j->q,
+                           j->max, j->count_cap, j->to_full, j->from,
+                           &j->page);
 }
 
 static void query_free(struct query_job *j)
 {
-    for (long i = 0; i < j->n; i++) {
-        pl_stanza_unref(j->msgs[i]);
-        pl_free(j->sids[i]);
-    }
-    pl_free(j->msgs);
-    pl_free(j->sids);
+    pl_mam_page_free(&j->page);
     pl_mam_query_free(&j->q);
     pl_stanza_unref(j->iq);
     pl_free(j->host);
@@ -751,27 +678,9 @@ static void query_done(int rc, void *arg)
         }
         goto out;
     }
-    for (long i = 0; i < j->n; i++)
-        pl_route_to_session(s, j->msgs[i]);
-    struct pl_stanza *r = pl_iq_result(j->iq);
-    struct pl_node *fin = pl_node_add_child(r, pl_stanza_root(r), "fin",
-                                            PL_NS_MAM);
-    if (j->complete)
-        pl_node_set_attr(r, fin, "complete", "true");
-    struct pl_node *set = pl_node_add_child(r, fin, "set", PL_NS_RSM);
-    if (j->n) {
-        /* First and last of the page in archive order, flipped or not. */
-        int flipped = j->q.flip;
-        text_child(r, set, "first", PL_NS_RSM,
-                   j->sids[flipped ? j->n - 1 : 0]);
-        text_child(r, set, "last", PL_NS_RSM,
-                   j->sids[flipped ? 0 : j->n - 1]);
-    }
-    if (j->count >= 0) {
-        char cnt[32];
-        snprintf(cnt, sizeof(cnt), "%ld", j->count);
-        text_child(r, set, "count", PL_NS_RSM, cnt);
-    }
+    for (long i = 0; i < j->page.n; i++)
+        pl_route_to_session(s, j->page.msgs[i]);
+    struct pl_stanza *r = pl_mam_fin(j->iq, &j->q, &j->page);
     send_reply(s, j, r);
 out:
     query_free(j);

@@ -424,3 +424,119 @@ int pl_mam_query_keys(const struct pl_storage_driver *d, void *db,
     }
     return rc;
 }
+
+struct collect {
+    struct pl_mam_page *page;
+    const struct pl_mam_query *q;
+    const char *to, *from;
+};
+
+static int collect_item(const struct pl_archive_item *it, void *ud)
+{
+    struct collect *c = ud;
+    struct pl_mam_page *p = c->page;
+    struct pl_stanza *st = pl_mam_result(c->to, c->from, c->q->queryid, it);
+    if (!st) {
+        pl_log_error("mam", "archived item %s does not parse", it->sid);
+        return 0;
+    }
+    p->msgs = pl_realloc(p->msgs, (size_t)(p->n + 1) * sizeof(*p->msgs));
+    p->sids = pl_realloc(p->sids, (size_t)(p->n + 1) * sizeof(*p->sids));
+    p->msgs[p->n] = st;
+    p->sids[p->n] = pl_strdup(it->sid);
+    p->n++;
+    return 0;
+}
+
+int pl_mam_page_run(const struct pl_storage_driver *d, void *db,
+                    const char *host, const char *owner, int kind,
+                    const struct pl_mam_query *q, long max, long count_cap,
+                    const char *to, const char *from,
+                    struct pl_mam_page *page)
+{
+    struct pl_archive_query aq = {
+        .with = q->with,
+        .with_res = q->with_res,
+        .start = q->start,
+        .end = q->end,
+        .ids = (const char *const *)q->ids,
+        .nids = q->nids,
+        .max = max + 1,
+        .backward = q->before != NULL,
+        .count_cap = count_cap,
+    };
+    page->count = -1;
+    int rc = pl_mam_query_keys(d, db, host, owner, kind, q, &aq);
+    if (rc != PL_OK)
+        return rc;
+    if (max == 0)
+        aq.max = 0;
+    struct collect c = {page, q, to, from};
+    rc = d->archive_query(db, host, owner, kind, &aq, collect_item, &c,
+                          &page->count);
+    if (rc != PL_OK)
+        return rc;
+    /* One more than the page was read: whether the page reaches the end
+     * of the result set (XEP-0313 §4.3). */
+    page->complete = max == 0 ? page->count == 0 : page->n <= max;
+    if (page->n > max) {
+        page->n--;
+        pl_stanza_unref(page->msgs[page->n]);
+        pl_free(page->sids[page->n]);
+    }
+    /* Chronological order within the page (§4.3), unless flipped. */
+    if (aq.backward != q->flip)
+        for (long a = 0, b = page->n - 1; a < b; a++, b--) {
+            struct pl_stanza *t = page->msgs[a];
+            page->msgs[a] = page->msgs[b];
+            page->msgs[b] = t;
+            char *u = page->sids[a];
+            page->sids[a] = page->sids[b];
+            page->sids[b] = u;
+        }
+    return PL_OK;
+}
+
+void pl_mam_page_free(struct pl_mam_page *page)
+{
+    for (long i = 0; i < page->n; i++) {
+        pl_stanza_unref(page->msgs[i]);
+        pl_free(page->sids[i]);
+    }
+    pl_free(page->msgs);
+    pl_free(page->sids);
+    page->msgs = NULL;
+    page->sids = NULL;
+    page->n = 0;
+}
+
+static void text_child(struct pl_stanza *st, struct pl_node *parent,
+                       const char *name, const char *text)
+{
+    struct pl_node *n = pl_node_add_child(st, parent, name, PL_NS_RSM);
+    pl_node_add_text(st, n, text, strlen(text));
+}
+
+struct pl_stanza *pl_mam_fin(struct pl_stanza *iq,
+                             const struct pl_mam_query *q,
+                             const struct pl_mam_page *page)
+{
+    struct pl_stanza *r = pl_iq_result(iq);
+    struct pl_node *fin = pl_node_add_child(r, pl_stanza_root(r), "fin",
+                                            PL_NS_MAM);
+    if (page->complete)
+        pl_node_set_attr(r, fin, "complete", "true");
+    struct pl_node *set = pl_node_add_child(r, fin, "set", PL_NS_RSM);
+    if (page->n) {
+        /* First and last of the page in archive order, flipped or not. */
+        int flipped = q->flip;
+        text_child(r, set, "first", page->sids[flipped ? page->n - 1 : 0]);
+        text_child(r, set, "last", page->sids[flipped ? 0 : page->n - 1]);
+    }
+    if (page->count >= 0) {
+        char cnt[32];
+        snprintf(cnt, sizeof(cnt), "%ld", page->count);
+        text_child(r, set, "count", cnt);
+    }
+    return r;
+}

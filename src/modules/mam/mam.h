@@ -66,6 +66,32 @@ int pl_mam_query_keys(const struct pl_storage_driver *d, void *db,
                       const struct pl_mam_query *q,
                       struct pl_archive_query *aq);
 
+/* One page of results (XEP-0313 §4.3), built on the storage thread. */
+struct pl_mam_page {
+    struct pl_stanza **msgs; /* <result/> messages, in page order */
+    char **sids;             /* their stanza-ids */
+    long n;                  /* results */
+    int complete;            /* the page reaches the end of the set */
+    long count;              /* RSM <count/>, -1 when too costly */
+};
+
+/*
+ * Storage thread: the page of query q (at most max results) of archive
+ * (host, owner, kind), counting up to count_cap for <count/>; results are
+ * addressed to `to` from `from` (pl_mam_result).  PL_OK, or an error of
+ * pl_mam_query_keys or of the driver (page then empty).
+ */
+int pl_mam_page_run(const struct pl_storage_driver *d, void *db,
+                    const char *host, const char *owner, int kind,
+                    const struct pl_mam_query *q, long max, long count_cap,
+                    const char *to, const char *from,
+                    struct pl_mam_page *page);
+void pl_mam_page_free(struct pl_mam_page *page);
+/* The IQ result ending a query: <fin complete?><set first last count/>. */
+struct pl_stanza *pl_mam_fin(struct pl_stanza *iq,
+                             const struct pl_mam_query *q,
+                             const struct pl_mam_page *page);
+
 /* XEP-0082 DateTime ("2010-07-10T23:08:25.123Z", "...+02:00") to µs since
  * the epoch; PL_EINVAL if malformed. */
 int pl_mam_time_parse(const char *s, long long *us);

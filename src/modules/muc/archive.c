@@ -105,74 +105,15 @@ struct query_job {
     char *from;            /* room@service */
     struct pl_mam_query q; /* parsed */
     long max, count_cap;
-    /* built on the storage thread */
-    struct pl_stanza **msgs;
-    char **sids;
-    long n;
-    int complete;
-    long count;
+    struct pl_mam_page page; /* built on the storage thread */
 };
-
-static int collect_item(const struct pl_archive_item *it, void *ud)
-{
-    struct query_job *j = ud;
-    struct pl_stanza *st = pl_mam_result(j->to_full, j->from, j->q.queryid, it);
-    if (st) {
-        j->msgs = pl_realloc(j->msgs, (size_t)(j->n + 1) * sizeof(*j->msgs));
-        j->sids = pl_realloc(j->sids, (size_t)(j->n + 1) * sizeof(*j->sids));
-        j->msgs[j->n] = st;
-        j->sids[j->n] = pl_strdup(it->sid);
-        j->n++;
-    } else {
-        pl_log_error("mod_muc", "archived item %s of %s@%s does not parse",
-                     it->sid, j->room, j->host);
-    }
-    return 0;
-}
 
 static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct query_job *j = arg;
-    struct pl_mam_query *q = &j->q;
-    struct pl_archive_query aq = {
-        .with = q->with,
-        .with_res = q->with_res,
-        .start = q->start,
-        .end = q->end,
-        .ids = (const char *const *)q->ids,
-        .nids = q->nids,
-        .max = j->max + 1,
-        .backward = q->before != NULL,
-        .count_cap = j->count_cap,
-    };
-    int rc = pl_mam_query_keys(d, db, j->host, j->room, PL_ARCHIVE_ROOM, q, &aq);
-    if (rc != PL_OK)
-        return rc;
-    if (j->max == 0)
-        aq.max = 0;
-    rc = d->archive_query(db, j->host, j->room, PL_ARCHIVE_ROOM, &aq,
-                          collect_item, j, &j->count);
-    if (rc != PL_OK)
-        return rc;
-    /* One more than the page was read: whether the page reaches the end
-     * of the result set (XEP-0313 §4.3). */
-    j->complete = j->max == 0 ? j->count == 0 : j->n <= j->max;
-    if (j->n > j->max) {
-        j->n--;
-        pl_stanza_unref(j->msgs[j->n]);
-        pl_free(j->sids[j->n]);
-    }
-    /* Chronological order within the page (§4.3), unless flipped. */
-    if (aq.backward != q->flip)
-        for (long a = 0, b = j->n - 1; a < b; a++, b--) {
-            struct pl_stanza *t = j->msgs[a];
-            j->msgs[a] = j->msgs[b];
-            j->msgs[b] = t;
-            char *u = j->sids[a];
-            j->sids[a] = j->sids[b];
-            j->sids[b] = u;
-        }
-    return PL_OK;
+    return pl_mam_page_run(d, db, j->host, j->room, PL_ARCHIVE_ROOM, &j->q,
+                           j->max, j->count_cap, j->to_full, j->from,
+                           &j->page);
 }
 
 static void text_child(struct pl_stanza *st, struct pl_node *parent,
@@ -184,12 +125,7 @@ static void text_child(struct pl_stanza *st, struct pl_node *parent,
 
 static void query_free(struct query_job *j)
 {
-    for (long i = 0; i < j->n; i++) {
-        pl_stanza_unref(j->msgs[i]);
-        pl_free(j->sids[i]);
-    }
-    pl_free(j->msgs);
-    pl_free(j->sids);
+    pl_mam_page_free(&j->page);
     pl_mam_query_free(&j->q);
     pl_stanza_unref(j->iq);
     pl_free(j->host);
@@ -216,28 +152,11 @@ static void query_done(int rc, void *arg)
     struct pl_jid *from = NULL, *to = NULL;
     if (pl_jid_parse(pl_str_c(j->from), &from) == PL_OK &&
         pl_jid_parse(pl_str_c(j->to_full), &to) == PL_OK)
-        for (long i = 0; i < j->n; i++)
-            pl_route(j->msgs[i], from, to, NULL);
+        for (long i = 0; i < j->page.n; i++)
+            pl_route(j->page.msgs[i], from, to, NULL);
     pl_jid_free(from);
     pl_jid_free(to);
-    struct pl_stanza *r = pl_iq_result(j->iq);
-    struct pl_node *fin = pl_node_add_child(r, pl_stanza_root(r), "fin",
-                                            PL_NS_MAM);
-    if (j->complete)
-        pl_node_set_attr(r, fin, "complete", "true");
-    struct pl_node *set = pl_node_add_child(r, fin, "set", PL_NS_RSM);
-    if (j->n) {
-        int flipped = j->q.flip;
-        text_child(r, set, "first", PL_NS_RSM,
-                   j->sids[flipped ? j->n - 1 : 0]);
-        text_child(r, set, "last", PL_NS_RSM,
-                   j->sids[flipped ? 0 : j->n - 1]);
-    }
-    if (j->count >= 0) {
-        char cnt[32];
-        snprintf(cnt, sizeof(cnt), "%ld", j->count);
-        text_child(r, set, "count", PL_NS_RSM, cnt);
-    }
+    struct pl_stanza *r = pl_mam_fin(j->iq, &j->q, &j->page);
     pl_route_reply(j->iq, r);
     pl_stanza_unref(r);
     query_free(j);
@@ -269,7 +188,6 @@ void muc_archive_query(const char *service, const char *room,
     snprintf(j->from, n, "%s@%s", room, service);
     j->max = j->q.max < 0 || j->q.max > max_page ? max_page : j->q.max;
     j->count_cap = count_cap;
-    j->count = -1;
     pl_storage_submit(pl_server_loop(), query_run, query_done, j);
 }
 
