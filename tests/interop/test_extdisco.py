@@ -55,6 +55,12 @@ def parse(data):
     return mtype, attrs
 
 
+# Sockets whose allocation succeeded stay open to the end: coturn keeps an
+# allocation for its lifetime, and a later socket that happened to get the
+# same port would be answered 437 (Allocation Mismatch, RFC 8656 §7.2).
+_allocated = []
+
+
 def allocate(port, username, password):
     """TURN Allocate over UDP with long-term credentials; returns the
     response class ('success' or the error code) of the second try."""
@@ -86,13 +92,16 @@ def allocate(port, username, password):
         s.sendto(msg, ("127.0.0.1", port))
         mtype, a = parse(s.recv(2048))
         if mtype == 0x0103:
+            _allocated.append(s)
+            s = None
             return "success"
         code = a.get(0x0009, b"\0\0\0\0")
         return str(code[2] * 100 + code[3])
     except OSError as e:
         return "socket: %r" % e
     finally:
-        s.close()
+        if s is not None:
+            s.close()
 
 
 
