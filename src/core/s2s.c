@@ -1240,15 +1240,7 @@ static void in_error(struct in *i, const char *cond, const char *text)
     if (!i->header_sent)
         in_send_header(i);
     struct pl_buf b = {0};
-    pl_buf_printf(&b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS "'/>",
-                  cond);
-    if (text) {
-        pl_buf_append_str(&b, "<text xmlns='" PL_NS_STREAM_ERRORS
-                              "' xml:lang='en'>");
-        pl_buf_append_escaped(&b, text, strlen(text), 0);
-        pl_buf_append_str(&b, "</text>");
-    }
-    pl_buf_append_str(&b, "</stream:error></stream:stream>");
+    pl_stream_error_xml(&b, cond, text);
     write_buf(i->conn, &b);
     whyf(i->why, sizeof(i->why), "stream error <%s/>%s%s sent", cond,
              text ? ": " : "", text ? text : "");

@@ -194,15 +194,7 @@ static void stream_error(struct c2s *c, const char *cond, const char *text)
     if (!c->header_sent)
         send_header(c);
     struct pl_buf b = {0};
-    pl_buf_printf(&b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS "'/>",
-                  cond);
-    if (text) {
-        pl_buf_append_str(&b, "<text xmlns='" PL_NS_STREAM_ERRORS
-                              "' xml:lang='en'>");
-        pl_buf_append_escaped(&b, text, strlen(text), 0);
-        pl_buf_append_str(&b, "</text>");
-    }
-    pl_buf_append_str(&b, "</stream:error></stream:stream>");
+    pl_stream_error_xml(&b, cond, text);
     out_buf(c, &b);
     pl_buf_reset(&b);
     c->closing = 1;

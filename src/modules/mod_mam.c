@@ -641,13 +641,6 @@ static void query_free(struct query_job *j)
     pl_free(j);
 }
 
-static void text_child(struct pl_stanza *st, struct pl_node *parent,
-                       const char *name, const char *ns, const char *text)
-{
-    struct pl_node *n = pl_node_add_child(st, parent, name, ns);
-    pl_node_add_text(st, n, text, strlen(text));
-}
-
 static void send_reply(struct pl_session *s, struct query_job *j,
                        struct pl_stanza *r)
 {
@@ -718,40 +711,12 @@ static int on_query(struct pl_event *ev, void *state)
     return PL_HANDLED;
 }
 
-static struct pl_node *form_field(struct pl_stanza *r, struct pl_node *x,
-                                  const char *type, const char *var)
-{
-    struct pl_node *f = pl_node_add_child(r, x, "field", PL_NS_XDATA);
-    pl_node_set_attr(r, f, "type", type);
-    pl_node_set_attr(r, f, "var", var);
-    return f;
-}
-
 /* XEP-0313 §4.1.5: the fields this archive understands. */
 static int on_query_form(struct pl_event *ev, void *state)
 {
     if (!is_owner(ev))
         return PL_EFORBIDDEN;
-    struct pl_stanza *r = pl_iq_result(ev->stanza);
-    struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
-                                          PL_NS_MAM);
-    struct pl_node *x = pl_node_add_child(r, q, "x", PL_NS_XDATA);
-    pl_node_set_attr(r, x, "type", "form");
-    struct pl_node *ft = pl_node_add_child(r, x, "field", PL_NS_XDATA);
-    pl_node_set_attr(r, ft, "type", "hidden");
-    pl_node_set_attr(r, ft, "var", "FORM_TYPE");
-    text_child(r, ft, "value", PL_NS_XDATA, PL_NS_MAM);
-    form_field(r, x, "jid-single", "with");
-    form_field(r, x, "text-single", "start");
-    form_field(r, x, "text-single", "end");
-    form_field(r, x, "text-single", "before-id");
-    form_field(r, x, "text-single", "after-id");
-    struct pl_node *ids = form_field(r, x, "list-multi", "ids");
-    /* The list is open: any id may be given (XEP-0122). */
-    struct pl_node *v = pl_node_add_child(
-        r, ids, "validate", "http://jabber.org/protocol/xdata-validate");
-    pl_node_set_attr(r, v, "datatype", "xs:string");
-    pl_node_add_child(r, v, "open", "http://jabber.org/protocol/xdata-validate");
+    struct pl_stanza *r = pl_mam_form(ev->stanza);
     pl_route_reply(ev->stanza, r);
     pl_stanza_unref(r);
     return PL_HANDLED;

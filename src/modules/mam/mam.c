@@ -540,3 +540,37 @@ struct pl_stanza *pl_mam_fin(struct pl_stanza *iq,
     }
     return r;
 }
+
+static struct pl_node *form_field(struct pl_stanza *r, struct pl_node *x,
+                                  const char *type, const char *var)
+{
+    struct pl_node *f = pl_node_add_child(r, x, "field", PL_NS_XDATA);
+    pl_node_set_attr(r, f, "type", type);
+    pl_node_set_attr(r, f, "var", var);
+    return f;
+}
+
+struct pl_stanza *pl_mam_form(struct pl_stanza *iq)
+{
+    struct pl_stanza *r = pl_iq_result(iq);
+    struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
+                                          PL_NS_MAM);
+    struct pl_node *x = pl_node_add_child(r, q, "x", PL_NS_XDATA);
+    pl_node_set_attr(r, x, "type", "form");
+    struct pl_node *ft = form_field(r, x, "hidden", "FORM_TYPE");
+    struct pl_node *v = pl_node_add_child(r, ft, "value", PL_NS_XDATA);
+    pl_node_add_text(r, v, PL_NS_MAM, strlen(PL_NS_MAM));
+    form_field(r, x, "jid-single", "with");
+    form_field(r, x, "text-single", "start");
+    form_field(r, x, "text-single", "end");
+    form_field(r, x, "text-single", "before-id");
+    form_field(r, x, "text-single", "after-id");
+    struct pl_node *ids = form_field(r, x, "list-multi", "ids");
+    /* The list is open: any id may be given (XEP-0122). */
+    struct pl_node *val = pl_node_add_child(
+        r, ids, "validate", "http://jabber.org/protocol/xdata-validate");
+    pl_node_set_attr(r, val, "datatype", "xs:string");
+    pl_node_add_child(r, val, "open",
+                      "http://jabber.org/protocol/xdata-validate");
+    return r;
+}

@@ -87,6 +87,9 @@ int pl_mam_page_run(const struct pl_storage_driver *d, void *db,
                     const char *to, const char *from,
                     struct pl_mam_page *page);
 void pl_mam_page_free(struct pl_mam_page *page);
+/* The answer to a query form request (XEP-0313 §4.1.5): the fields both
+ * archives understand.  Returns a new reference. */
+struct pl_stanza *pl_mam_form(struct pl_stanza *iq);
 /* The IQ result ending a query: <fin complete?><set first last count/>. */
 struct pl_stanza *pl_mam_fin(struct pl_stanza *iq,
                              const struct pl_mam_query *q,

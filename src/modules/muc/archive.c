@@ -116,13 +116,6 @@ static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
                            &j->page);
 }
 
-static void text_child(struct pl_stanza *st, struct pl_node *parent,
-                       const char *name, const char *ns, const char *text)
-{
-    struct pl_node *n = pl_node_add_child(st, parent, name, ns);
-    pl_node_add_text(st, n, text, strlen(text));
-}
-
 static void query_free(struct query_job *j)
 {
     pl_mam_page_free(&j->page);
@@ -191,31 +184,9 @@ void muc_archive_query(const char *service, const char *room,
     pl_storage_submit(pl_server_loop(), query_run, query_done, j);
 }
 
-static void form_field(struct pl_stanza *r, struct pl_node *x,
-                       const char *type, const char *var)
-{
-    struct pl_node *f = pl_node_add_child(r, x, "field", PL_NS_XDATA);
-    pl_node_set_attr(r, f, "type", type);
-    pl_node_set_attr(r, f, "var", var);
-}
-
 void muc_archive_form(struct pl_event *ev)
 {
-    struct pl_stanza *r = pl_iq_result(ev->stanza);
-    struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
-                                          PL_NS_MAM);
-    struct pl_node *x = pl_node_add_child(r, q, "x", PL_NS_XDATA);
-    pl_node_set_attr(r, x, "type", "form");
-    struct pl_node *ft = pl_node_add_child(r, x, "field", PL_NS_XDATA);
-    pl_node_set_attr(r, ft, "type", "hidden");
-    pl_node_set_attr(r, ft, "var", "FORM_TYPE");
-    text_child(r, ft, "value", PL_NS_XDATA, PL_NS_MAM);
-    form_field(r, x, "jid-single", "with");
-    form_field(r, x, "text-single", "start");
-    form_field(r, x, "text-single", "end");
-    form_field(r, x, "text-single", "before-id");
-    form_field(r, x, "text-single", "after-id");
-    form_field(r, x, "list-multi", "ids");
+    struct pl_stanza *r = pl_mam_form(ev->stanza);
     pl_route_reply(ev->stanza, r);
     pl_stanza_unref(r);
 }

@@ -988,6 +988,34 @@ static void bm_cfg(struct cfg *c, const struct state *s)
     c->send_last = SL_NEVER;
 }
 
+/*
+ * One bookmarked room in the other format (XEP-0402 §5.3): the name,
+ * autojoin as true/false, and the nick and password children, from `from`
+ * (in st; children in ns_from, NULL: any namespace) to `to` (in out;
+ * children in ns_to).
+ */
+static void copy_conference(struct pl_stanza *st, const struct pl_node *from,
+                            const char *ns_from, struct pl_stanza *out,
+                            struct pl_node *to, const char *ns_to)
+{
+    const char *name = pl_node_attr(from, "name");
+    const char *aj = pl_node_attr(from, "autojoin");
+    if (name)
+        pl_node_set_attr(out, to, "name", name);
+    int on = aj && (strcmp(aj, "1") == 0 || strcmp(aj, "true") == 0);
+    pl_node_set_attr(out, to, "autojoin", on ? "true" : "false");
+    static const char *const kids[] = {"nick", "password", NULL};
+    for (int k = 0; kids[k]; k++) {
+        struct pl_node *e = pl_node_child(from, kids[k], ns_from);
+        if (!e)
+            continue;
+        size_t tl;
+        const char *t = pl_node_text(st, e, &tl);
+        pl_node_add_text(out, pl_node_add_child(out, to, kids[k], ns_to), t,
+                         tl);
+    }
+}
+
 /* XEP-0402 §5.3: urn:xmpp:bookmarks:1 items as one XEP-0048 <storage/>
  * in private XML and (compat-pep) the storage:bookmarks node. */
 static int bm_to_legacy(struct db *b, struct job *j)
@@ -1009,26 +1037,7 @@ static int bm_to_legacy(struct db *b, struct job *j)
             struct pl_node *c = pl_node_add_child(out, root, "conference",
                                                   NS_BM);
             pl_node_set_attr(out, c, "jid", l.ids[i]);
-            const char *name = pl_node_attr(conf, "name");
-            const char *aj = pl_node_attr(conf, "autojoin");
-            if (name)
-                pl_node_set_attr(out, c, "name", name);
-            pl_node_set_attr(out, c, "autojoin",
-                             aj && (strcmp(aj, "1") == 0 ||
-                                    strcmp(aj, "true") == 0)
-                                 ? "true"
-                                 : "false");
-            static const char *const kids[] = {"nick", "password", NULL};
-            for (int k = 0; kids[k]; k++) {
-                struct pl_node *e = pl_node_child(conf, kids[k], NS_BM2);
-                if (!e)
-                    continue;
-                size_t tl;
-                const char *t = pl_node_text(p, e, &tl);
-                struct pl_node *ne = pl_node_add_child(out, c, kids[k],
-                                                       NS_BM);
-                pl_node_add_text(out, ne, t, tl);
-            }
+            copy_conference(p, conf, NS_BM2, out, c, NS_BM);
         }
         pl_stanza_unref(p);
     }
@@ -1078,25 +1087,7 @@ static int bm_from_legacy(struct db *b, struct job *j, const char *xml,
             continue;
         struct pl_stanza *p = pl_stanza_new("conference", NS_BM2);
         struct pl_node *pr = pl_stanza_root(p);
-        const char *name = pl_node_attr(e, "name");
-        const char *aj = pl_node_attr(e, "autojoin");
-        if (name)
-            pl_node_set_attr(p, pr, "name", name);
-        pl_node_set_attr(p, pr, "autojoin",
-                         aj && (strcmp(aj, "1") == 0 ||
-                                strcmp(aj, "true") == 0)
-                             ? "true"
-                             : "false");
-        static const char *const kids[] = {"nick", "password", NULL};
-        for (int k = 0; kids[k]; k++) {
-            struct pl_node *x = pl_node_child(e, kids[k], NULL);
-            if (!x)
-                continue;
-            size_t tl;
-            const char *t = pl_node_text(st, x, &tl);
-            pl_node_add_text(p, pl_node_add_child(p, pr, kids[k], NS_BM2), t,
-                             tl);
-        }
+        copy_conference(st, e, NULL, p, pr, NS_BM2);
         struct pl_buf pay = {0};
         pl_node_serialize(pr, "", PL_NS_CLIENT, &pay);
         pl_stanza_unref(p);
