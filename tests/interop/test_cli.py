@@ -233,35 +233,35 @@ def suite(srv, name):
         check(T + "room join without a room service exits 6 with the "
               "condition", rc == 6 and (jout(out) or {}).get("error"),
               (rc, out, err))
-    else:
-        room = "r%s@conference.localhost" % alice[-6:]
-        pb = subprocess.Popen(
-            [PARLEY, "--server", srv.host, "--port", str(srv.starttls_port),
-             "--ca-file", srv.ca] + B +
-            ["room", "join", room + "/bob", "--for", "8"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # Bob's first line says he is in (he creates the room): only then
-        # may alice join, or she would create it (a loaded machine).
-        first = ""
-        if select.select([pb.stdout], [], [], 15)[0]:
-            first = pb.stdout.readline()
-        rc, out, err = cli(srv, *A, "--json", "room", "join",
-                           room + "/alice", "--say", "hi room")
-        check(T + "room join and say", rc == 0 and
-              jout(out.splitlines()[0] if out else "") ==
-              {"joined": room + "/alice", "created": False}, (rc, out, err))
-        try:
-            bout, berr = pb.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            pb.kill()
-            bout, berr = pb.communicate()
-        said = [json.loads(x) for x in (first + bout).splitlines()[1:]
-                if x.startswith("{")]
-        check(T + "another occupant sees the groupchat message",
-              any(m.get("kind") == "message" and m.get("type") ==
-                  "groupchat" and m.get("body") == "hi room" and
-                  m.get("from") == room + "/alice" for m in said),
-              (bout, berr))
+    # Rooms: parleyd serves conference.localhost (mod_muc), as Prosody does.
+    room = "r%s@conference.localhost" % alice[-6:]
+    pb = subprocess.Popen(
+        [PARLEY, "--server", srv.host, "--port", str(srv.starttls_port),
+         "--ca-file", srv.ca] + B +
+        ["room", "join", room + "/bob", "--for", "8"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Bob's first line says he is in (he creates the room): only then
+    # may alice join, or she would create it (a loaded machine).
+    first = ""
+    if select.select([pb.stdout], [], [], 15)[0]:
+        first = pb.stdout.readline()
+    rc, out, err = cli(srv, *A, "--json", "room", "join",
+                       room + "/alice", "--say", "hi room")
+    check(T + "room join and say", rc == 0 and
+          jout(out.splitlines()[0] if out else "") ==
+          {"joined": room + "/alice", "created": False}, (rc, out, err))
+    try:
+        bout, berr = pb.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        pb.kill()
+        bout, berr = pb.communicate()
+    said = [json.loads(x) for x in (first + bout).splitlines()[1:]
+            if x.startswith("{")]
+    check(T + "another occupant sees the groupchat message",
+          any(m.get("kind") == "message" and m.get("type") ==
+              "groupchat" and m.get("body") == "hi room" and
+              m.get("from") == room + "/alice" for m in said),
+          (bout, berr))
 
     rc, out, err = cli(srv, *A, "--json", "roster", "remove", bj)
     rc2, out2, err2 = cli(srv, *A, "--json", "roster", "list")
