@@ -29,7 +29,7 @@ CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
 endif
 
-CORE_SRC := $(sort $(wildcard src/core/*.c))
+CORE_SRC := $(sort $(wildcard src/core/*.c src/xmpp/*.c))
 MOD_SRC := $(sort $(wildcard src/modules/*.c src/modules/*/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 MOD_OBJ := $(MOD_SRC:%.c=$(BUILD)/%.o)

@@ -31,11 +31,11 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/module.h"
-#include "core/s2s.h"
+#include "xmpp/s2s.h"
 #include "core/server.h"
 #include "core/stats.h"
 #include "core/storage.h"
-#include "core/stream.h"
+#include "xmpp/c2s.h"
 #include "core/work.h"
 
 static const char *config_path;

@@ -31,7 +31,7 @@
 #include "host.h"
 #include "log.h"
 #include "loop.h"
-#include "s2s.h"
+#include "xmpp/s2s.h"
 #include "server.h"
 
 #define MAX_LINE (1024 * 1024)

@@ -26,7 +26,7 @@
 #include "stats.h"
 #include "storage.h"
 #include "str.h"
-#include "stream.h"
+#include "xmpp/c2s.h"
 #include "work.h"
 #include "xml.h"
 

@@ -78,7 +78,7 @@
 #include "scram.h"
 #include "server.h"
 #include "storage.h"
-#include "stream.h"
+#include "xmpp/c2s.h"
 #include "work.h"
 
 #define ITER 4096             /* the smallest scram_iterations allowed */

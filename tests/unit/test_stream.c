@@ -44,7 +44,7 @@
 #include "../../src/core/scram.h"
 #include "../../src/core/server.h"
 #include "../../src/core/storage.h"
-#include "../../src/core/stream.h"
+#include "../../src/xmpp/c2s.h"
 #include "../../src/core/work.h"
 #include "unit.h"
 

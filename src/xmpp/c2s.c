@@ -1,5 +1,5 @@
 /*
- * stream.c - c2s XML streams; see stream.h.
+ * c2s.c - client-to-server XML streams; see c2s.h.
  *
  * State machine (RFC 6120 §4-§7):
  *   header -> features -> [STARTTLS -> restart] -> SASL -> restart ->
@@ -9,7 +9,7 @@
  * (§4.9.1.2).  Blocking steps (account lookup, PBKDF2 for PLAIN) run off
  * the loop; their completions find the stream again by session id.
  */
-#include "stream.h"
+#include "c2s.h"
 
 #include <arpa/inet.h>
 #include <malloc.h>

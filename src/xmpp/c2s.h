@@ -1,5 +1,5 @@
 /*
- * stream.h - client-to-server XML streams (RFC 6120): stream headers and
+ * c2s.h - client-to-server XML streams (RFC 6120): stream headers and
  * features, STARTTLS, direct TLS (XEP-0368), SASL (SCRAM-SHA-1/-256 and
  * their -PLUS forms, PLAIN inside TLS), resource binding, timeouts, and
  * every stream error by the RFC's name.  Once bound, a stream is a
@@ -10,8 +10,8 @@
  * "iq-<type>/preauth/<ns>:<name>" (IQs allowed before authentication, such
  * as XEP-0077 registration), "session/bound" and "session/closed".
  */
-#ifndef PL_STREAM_H
-#define PL_STREAM_H
+#ifndef PL_C2S_H
+#define PL_C2S_H
 
 #include "config.h"
 #include "resources.h"

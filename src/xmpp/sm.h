@@ -2,7 +2,7 @@
  * sm.h - stream management (XEP-0198) for one session, independent of
  * the transport: counters, the queue of unacknowledged stanzas, durable
  * copies of the messages in it, and what happens to them when the session
- * finally ends.  stream.c drives it (enable, <r/>, <a/>, resumption);
+ * finally ends.  c2s.c drives it (enable, <r/>, <a/>, resumption);
  * another transport (websocket, BOSH) would drive it the same way.
  *
  * Inbound: each stanza the client sends is wrapped in a durability
