@@ -28,6 +28,7 @@
 #include "core/error.h"
 #include "core/host.h"
 #include "core/iq.h"
+#include "core/listen.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/module.h"
@@ -35,7 +36,6 @@
 #include "core/server.h"
 #include "core/stats.h"
 #include "core/storage.h"
-#include "xmpp/c2s.h"
 #include "core/work.h"
 
 static const char *config_path;
@@ -100,8 +100,7 @@ static void on_reload(struct pl_loop *loop, int signo, void *data)
                     "restart");
     pl_log_set_level((enum pl_log_level)c->s.log_level);
     pl__hosts_reload_tls(c);
-    pl_c2s_reload(c);
-    pl_s2s_reload(c);
+    pl__frontends_reload(c);
     pl__server_set_config(c);
     if (nold < 64)
         old_configs[nold++] = config;
@@ -113,12 +112,11 @@ static void on_stats(struct pl_loop *loop, int signo, void *data)
 {
     pl_log_info("parleyd", "counters follow (SIGUSR1)");
     pl_stats_print(stderr);
-    if (pl_s2s_count()) {
-        struct pl_buf b = {0};
-        pl_s2s_links_json(&b);
+    struct pl_buf b = {0};
+    pl_s2s_links_json(&b);
+    if (b.len > 2) /* not "[]" */
         pl_log_info("parleyd", "s2s links: %.*s", (int)b.len, b.data + b.off);
-        pl_buf_reset(&b);
-    }
+    pl_buf_reset(&b);
     fflush(stderr);
 }
 
@@ -135,7 +133,7 @@ struct drain {
 static void on_drain(struct pl_timer *t)
 {
     struct drain *d = t->data;
-    int idle = pl_c2s_count() == 0 && pl_s2s_count() == 0 &&
+    int idle = pl__frontends_count() == 0 &&
                pl_storage_pending() == 0 &&
                pl_workq_pending(pl_server_cpu()) == 0;
     d->quiet = idle ? d->quiet + 1 : 0;
@@ -220,9 +218,7 @@ int main(int argc, char **argv)
     pl_loop_on_signal(loop, SIGINT, on_stop, NULL);
     pl_loop_on_signal(loop, SIGHUP, on_reload, NULL);
     pl_loop_on_signal(loop, SIGUSR1, on_stats, NULL);
-    if (pl_c2s_start(config) != PL_OK)
-        goto out;
-    if (pl_s2s_start(config) != PL_OK)
+    if (pl__frontends_start(config) != PL_OK)
         goto out;
     int admin = strcmp(config->s.admin_socket, "off") != 0;
     if (admin && pl_admin_open(config->s.admin_socket) != PL_OK)
@@ -232,8 +228,7 @@ int main(int argc, char **argv)
     /* Shutdown: end every stream, give them a moment to flush. */
     if (admin)
         pl_admin_close();
-    pl_c2s_stop();
-    pl_s2s_stop();
+    pl__frontends_stop();
     pl__iq_shutdown(); /* waiting requests get their NULL answer */
     struct pl_timer drain;
     struct drain dstate = {0, 0};

@@ -11,6 +11,8 @@
 #include "dns.h"
 #include "error.h"
 #include "jid.h"
+#include "listen.h"
+#include "module.h"
 #include "log.h"
 
 #define S(field) offsetof(struct pl_settings, field)
@@ -184,12 +186,10 @@ static const struct pl_option s2s_opts[] = {
 };
 
 static const struct pl_option top_opts[] = {
-    {"modules", PL_OPT_STRLIST,
-     "[\"disco\", \"ping\", \"version\", \"time\", \"register\", "
-     "\"session\", \"roster\", \"presence\", \"offline\", \"vcard\", "
-     "\"search\", \"private\", \"csi\", \"push\", \"pep\", "
-     "\"carbons\", \"blocking\", \"contact_info\", \"mam\", \"muc\"]",
-     0, 0, NULL, "Modules enabled on every host that does not list its own.",
+    /* The default is every module whose descriptor says default_on
+     * (default_modules). */
+    {"modules", PL_OPT_STRLIST, "[]", 0, 0, NULL,
+     "Modules enabled on every host that does not list its own.",
      S(modules)},
     {0},
 };
@@ -496,20 +496,38 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
         config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
         struct pl_listener_conf *lc = &c->listeners[c->nlisteners++];
         const char *proto = "c2s", *addr = "127.0.0.1", *tls = "starttls";
-        int port = 5222;
+        const char *transport = "tcp";
+        int port = 0, secure = 0, per_ip = -1, total = -1;
+        if (!config_setting_is_group(g))
+            return where(err, errlen, g, "%s: each entry is a { group }",
+                         "listeners");
         config_setting_lookup_string(g, "protocol", &proto);
         config_setting_lookup_string(g, "address", &addr);
         config_setting_lookup_string(g, "tls", &tls);
-        if (config_setting_lookup_int(g, "port", &port) != CONFIG_TRUE ||
-            port < 0 || port > 65535)
-            return where(err, errlen, g, "%s needs a port 0-65535",
-                         "listener");
-        if (strcmp(proto, "c2s") != 0 && strcmp(proto, "s2s") != 0)
-            return where(err, errlen, g, "unknown listener protocol '%s'",
-                         proto);
+        config_setting_lookup_string(g, "transport", &transport);
+        config_setting_lookup_bool(g, "secure", &secure);
+        config_setting_lookup_int(g, "max_connections_per_ip", &per_ip);
+        config_setting_lookup_int(g, "max_connections", &total);
+        lc->group = g;
         lc->protocol = pl_strdup(proto);
         lc->address = pl_strdup(addr);
-        lc->port = port;
+        lc->secure = secure;
+        /* A missing port is the protocol's default (listen.c). */
+        if (config_setting_get_member(g, "port") &&
+            (config_setting_lookup_int(g, "port", &port) != CONFIG_TRUE ||
+             port < 0 || port > 65535))
+            return where(err, errlen, g, "%s needs a port 0-65535",
+                         "listener");
+        lc->port = config_setting_get_member(g, "port") ? port : -1;
+        lc->max_per_ip = per_ip;
+        lc->max_total = total;
+        if (strcmp(transport, "tcp") == 0)
+            lc->transport = 1; /* PL_TRANSPORT_TCP */
+        else if (strcmp(transport, "udp") == 0)
+            lc->transport = 2; /* PL_TRANSPORT_UDP */
+        else
+            return where(err, errlen, g,
+                         "transport must be tcp or udp, not '%s'", transport);
         if (strcmp(tls, "starttls") == 0)
             lc->tls = PL_TLS_STARTTLS;
         else if (strcmp(tls, "direct") == 0)
@@ -656,21 +674,51 @@ static int read_s2s(struct pl_config *c, char *err, size_t errlen)
     return PL_OK;
 }
 
+/* Without a listeners list: what the protocols ask for (listen.h). */
 static void default_listeners(struct pl_config *c)
 {
-    static const struct {
-        const char *addr;
-        int port, tls;
-    } d[] = {{"127.0.0.1", 5222, PL_TLS_STARTTLS},
-             {"127.0.0.1", 5223, PL_TLS_DIRECT}};
-    c->listeners = pl_calloc(2, sizeof(*c->listeners));
-    for (int i = 0; i < 2; i++) {
-        c->listeners[i].protocol = pl_strdup("c2s");
-        c->listeners[i].address = pl_strdup(d[i].addr);
-        c->listeners[i].port = d[i].port;
-        c->listeners[i].tls = d[i].tls;
+    int cap = 0;
+    for (int i = 0; pl_module_at(i); i++) {
+        const struct pl_frontend *fe = pl_module_at(i)->frontend;
+        for (int k = 0; fe && fe->protocols && fe->protocols[k]; k++) {
+            const struct pl_protocol *p = fe->protocols[k];
+            if (!p->listen_by_default)
+                continue;
+            int ports[2] = {p->default_port, p->default_tls_port};
+            int tls[2] = {PL_TLS_STARTTLS, PL_TLS_DIRECT};
+            for (int j = 0; j < 2; j++) {
+                if (!ports[j])
+                    continue;
+                if (c->nlisteners == cap) {
+                    cap = cap ? 2 * cap : 4;
+                    c->listeners = pl_realloc(
+                        c->listeners, (size_t)cap * sizeof(*c->listeners));
+                }
+                struct pl_listener_conf *lc = &c->listeners[c->nlisteners++];
+                memset(lc, 0, sizeof(*lc));
+                lc->protocol = pl_strdup(p->name);
+                lc->address = pl_strdup("127.0.0.1");
+                lc->port = ports[j];
+                lc->tls = tls[j];
+                lc->transport = PL_TRANSPORT_TCP;
+                lc->max_per_ip = -1;
+                lc->max_total = -1;
+            }
+        }
     }
-    c->nlisteners = 2;
+}
+
+/* Without a top-level modules list: every module on by default. */
+static void default_modules(struct pl_strlist *l)
+{
+    for (int i = 0; l->v && l->v[i]; i++)
+        pl_free(l->v[i]);
+    pl_free(l->v);
+    l->v = pl_calloc(PL_MODULE_COUNT + 1, sizeof(char *));
+    l->n = 0;
+    for (int i = 0; pl_module_at(i); i++)
+        if (pl_module_at(i)->default_on)
+            l->v[l->n++] = pl_strdup(pl_module_at(i)->name);
 }
 
 config_setting_t *pl_config_group(struct pl_config *c, const char *name)
@@ -709,6 +757,8 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
     if (pl_config_apply(top_opts, NULL, config_root_setting(&c->cfg), &c->s,
                         0, err, errlen) != PL_OK)
         goto fail;
+    if (!config_lookup(&c->cfg, "modules"))
+        default_modules(&c->s.modules);
     if (!c->s.sqlite_path[0]) {
         pl_free(c->s.sqlite_path);
         size_t n = strlen(c->s.data_dir) + 16;
@@ -736,6 +786,25 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
         goto fail;
     if (read_s2s(c, err, errlen) != PL_OK)
         goto fail;
+    if (pl__listen_check(c, err, errlen) != PL_OK)
+        goto fail;
+    /* Front ends' own groups (module.h, struct pl_frontend). */
+    c->frontend = pl_calloc(PL_MODULE_COUNT, sizeof(void *));
+    for (int i = 0; pl_module_at(i); i++) {
+        const struct pl_module *m = pl_module_at(i);
+        const struct pl_frontend *fe = m->frontend;
+        if (!fe)
+            continue;
+        c->frontend[i] = pl_calloc(1, fe->settings_size ? fe->settings_size
+                                                        : 1);
+        if (fe->options &&
+            pl_config_apply(fe->options,
+                            config_lookup(&c->cfg, pl_module_group(m)), NULL,
+                            c->frontend[i], 1, err, errlen) != PL_OK)
+            goto fail;
+        if (fe->check && fe->check(c, c->frontend[i], err, errlen) != PL_OK)
+            goto fail;
+    }
     *out = c;
     return PL_OK;
 fail:
@@ -750,6 +819,13 @@ void pl_config_free(struct pl_config *c)
     for (size_t i = 0; i < sizeof(core_groups) / sizeof(core_groups[0]); i++)
         pl_config_release(core_groups[i].opts, &c->s);
     pl_config_release(top_opts, &c->s);
+    for (int i = 0; c->frontend && pl_module_at(i); i++) {
+        const struct pl_frontend *fe = pl_module_at(i)->frontend;
+        if (fe && fe->options && c->frontend[i])
+            pl_config_release(fe->options, c->frontend[i]);
+        pl_free(c->frontend[i]);
+    }
+    pl_free(c->frontend);
     for (int i = 0; i < c->nlisteners; i++) {
         pl_free(c->listeners[i].protocol);
         pl_free(c->listeners[i].address);
@@ -797,20 +873,46 @@ void pl_config_print_default(FILE *f)
     for (size_t i = 0; i < sizeof(core_groups) / sizeof(core_groups[0]); i++)
         pl_config_print_group(f, core_groups[i].group, core_groups[i].opts,
                               "");
-    fputs("# Where parleyd accepts connections: protocol c2s (clients) or s2s\n"
-          "# (other servers, usually port 5269).  tls: starttls (RFC 6120 "
-          "STARTTLS),\n# direct (XEP-0368, TLS from the first byte) or none.\n"
-          "listeners = (\n"
-          "  { protocol = \"c2s\"; address = \"127.0.0.1\"; port = 5222; "
-          "tls = \"starttls\"; },\n"
-          "  { protocol = \"c2s\"; address = \"127.0.0.1\"; port = 5223; "
-          "tls = \"direct\"; }\n);\n\n"
+    fputs("# Where parleyd accepts connections.  protocol: one a front end "
+          "serves:\n",
+          f);
+    for (int i = 0; pl_module_at(i); i++) {
+        const struct pl_frontend *fe = pl_module_at(i)->frontend;
+        for (int k = 0; fe && fe->protocols && fe->protocols[k]; k++)
+            fprintf(f, "#   %s: %s (port %d)\n", fe->protocols[k]->name,
+                    fe->protocols[k]->summary, fe->protocols[k]->default_port);
+    }
+    fputs("# tls: starttls (upgraded by the protocol), direct (TLS from the "
+          "first byte)\n# or none; transport: tcp or udp; secure = true "
+          "for a listener behind a\n# TLS-terminating proxy; "
+          "max_connections_per_ip and max_connections override\n# the limits "
+          "group for this entry.\nlisteners = (\n",
+          f);
+    struct pl_config d = {0};
+    default_listeners(&d);
+    for (int i = 0; i < d.nlisteners; i++) {
+        fprintf(f, "  { protocol = \"%s\"; address = \"%s\"; port = %d; "
+                   "tls = \"%s\"; }%s\n",
+                d.listeners[i].protocol, d.listeners[i].address,
+                d.listeners[i].port,
+                d.listeners[i].tls == PL_TLS_DIRECT ? "direct" : "starttls",
+                i + 1 < d.nlisteners ? "," : "");
+        pl_free(d.listeners[i].protocol);
+        pl_free(d.listeners[i].address);
+    }
+    pl_free(d.listeners);
+    fputs(");\n\n"
           "# Virtual hosts.  certificate and key default to\n"
           "# <data_dir>/certs/<domain>.crt and .key, created self-signed on "
           "first start.\n# A host may list its own modules and override any "
           "module group, e.g.\n#   register: { policy = \"closed\"; };\n"
           "hosts = (\n  { domain = \"localhost\"; }\n);\n\n",
           f);
-    for (const struct pl_option *o = top_opts; o->name; o++)
-        fprintf(f, "# %s\n%s = %s;\n\n", o->help, o->name, o->def);
+    struct pl_strlist mods = {0};
+    default_modules(&mods);
+    fprintf(f, "# %s\nmodules = [", top_opts[0].help);
+    for (int i = 0; i < mods.n; i++)
+        fprintf(f, "%s\"%s\"", i ? ", " : "", mods.v[i]);
+    fputs("];\n\n", f);
+    strlist_free(&mods);
 }

@@ -49,10 +49,16 @@ enum pl_tls_mode {
 };
 
 struct pl_listener_conf {
-    char *protocol; /* "c2s" or "s2s" */
-    char *address;  /* IPv4 or IPv6 literal */
-    int port;       /* TCP port */
-    int tls;        /* enum pl_tls_mode */
+    char *protocol;          /* served by the front end naming it */
+    char *address;           /* IPv4 or IPv6 literal */
+    int port;                /* TCP or UDP port */
+    int tls;                 /* enum pl_tls_mode */
+    int transport;           /* enum pl_transport (listen.h) */
+    int secure;              /* behind a TLS-terminating proxy or on
+                              * loopback: treat as encrypted */
+    long max_per_ip;         /* connections per address, this protocol */
+    long max_total;          /* connections in all, this protocol */
+    config_setting_t *group; /* the entry, for the provider's own keys */
 };
 
 struct pl_host_conf {
@@ -133,6 +139,8 @@ struct pl_config {
     int nhosts;
     struct pl_s2s_route *routes;       /* s2s.routes */
     int nroutes;
+    void **frontend;                   /* each front end's settings, by
+                                        * module index (module.h) */
 };
 
 enum { PL_CONFLICT_KICK_OLD = 0, PL_CONFLICT_REFUSE, PL_CONFLICT_RENAME };

@@ -16,6 +16,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
+#include "listen.h"
 #include "stats.h"
 
 #define READ_CHUNK 16384
@@ -133,6 +134,7 @@ static void finish(void *data)
     struct pl_conn *c = data;
     if (c->ops->closed)
         c->ops->closed(c);
+    pl__listen_release(c);
     pl_buf_reset(&c->out);
     pl_free(c->tls_sni);
     pl_free(c->error);

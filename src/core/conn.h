@@ -30,6 +30,7 @@
 #include "loop.h"
 
 struct pl_conn;
+struct pl_listen;
 
 struct pl_conn_ops {
     /* Bytes arrived; may call pl_conn_close or pl_conn_starttls. */
@@ -81,6 +82,7 @@ struct pl_conn {
     unsigned tls_want_cert : 1; /* TLS server: ask for the peer's certificate */
     char *tls_sni;             /* TLS client: server name sent, or NULL */
     char *error;               /* why the connection failed, or NULL */
+    struct pl_listen *listen;  /* accepted by (listen.h), or NULL */
 };
 
 /* Takes ownership of fd (non-blocking, accepted). */

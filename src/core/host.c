@@ -78,10 +78,9 @@ struct pl_host *pl_host_at(int i)
 
 void *pl_host_module_state(struct pl_host *h, const char *name)
 {
-    for (int i = 0; i < h->nmods; i++)
-        if (strcmp(h->mods[i].mod->name, name) == 0)
-            return h->mods[i].state;
-    return NULL;
+    const struct pl_module *m = pl_module_find(name);
+    int i = m ? pl_module_index(m) : -1;
+    return i >= 0 ? h->ctx[i] : NULL;
 }
 
 int pl_host_has_module(struct pl_host *h, const char *name)
@@ -133,6 +132,13 @@ static int add_module(struct pl_host *h, const char *name, int depth,
                  name);
         return PL_EINVAL;
     }
+    if (m->frontend) {
+        snprintf(err, errlen,
+                 "host %s: '%s' is a front end, not a host module (it "
+                 "serves the listeners that name its protocols)",
+                 h->domain, name);
+        return PL_EINVAL;
+    }
     if (m->abi != PL_MODULE_ABI) {
         snprintf(err, errlen, "module %s: ABI %d, core has %d", name, m->abi,
                  PL_MODULE_ABI);
@@ -145,6 +151,7 @@ static int add_module(struct pl_host *h, const char *name, int depth,
     struct pl_mod_inst *mi = &h->mods[h->nmods++];
     mi->mod = m;
     mi->state = pl_calloc(1, m->state_size ? m->state_size : 1);
+    h->ctx[pl_module_index(m)] = mi->state;
     return PL_OK;
 }
 
@@ -160,8 +167,9 @@ static int start_modules(struct pl_config *c, struct pl_host *h, char *err,
         if (m->options &&
             pl_config_apply(m->options,
                             config_setting_get_member(h->conf->group,
-                                                      m->name),
-                            config_lookup(&c->cfg, m->name), mi->state, 1,
+                                                      pl_module_group(m)),
+                            config_lookup(&c->cfg, pl_module_group(m)),
+                            mi->state, 1,
                             err, errlen) != PL_OK)
             return PL_EINVAL;
         for (const struct pl_hook_def *hd = m->hooks; hd && hd->event; hd++)
@@ -207,7 +215,8 @@ int pl__hosts_init(struct pl_config *c)
 int pl__hosts_check(struct pl_config *c, char *err, size_t errlen)
 {
     for (int i = 0; i < c->nhosts; i++) {
-        struct pl_host h = {0};
+        static struct pl_host h; /* large (ctx): not on the stack */
+        memset(&h, 0, sizeof(h));
         h.domain = c->hosts[i].domain;
         h.conf = &c->hosts[i];
         int rc = PL_OK;
@@ -218,9 +227,10 @@ int pl__hosts_check(struct pl_config *c, char *err, size_t errlen)
             if (rc == PL_OK && m->options)
                 rc = pl_config_apply(
                     m->options,
-                    config_setting_get_member(h.conf->group, m->name),
-                    config_lookup(&c->cfg, m->name), h.mods[j].state, 1, err,
-                    errlen);
+                    config_setting_get_member(h.conf->group,
+                                              pl_module_group(m)),
+                    config_lookup(&c->cfg, pl_module_group(m)),
+                    h.mods[j].state, 1, err, errlen);
             if (m->options)
                 pl_config_release(m->options, h.mods[j].state);
             pl_free(h.mods[j].state);

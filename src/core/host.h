@@ -17,7 +17,13 @@ struct pl_host {
     struct pl_map hooks;       /* event name -> handler list */
     struct pl_mod_inst *mods;  /* enabled modules */
     int nmods;
+    void *ctx[PL_MODULE_COUNT]; /* module states by index, NULL if off:
+                                 * pl_host_ctx */
 };
+
+/* The state of module name on h (NULL if it is not enabled there), by
+ * index: pl_host_ctx(h, muc). */
+#define pl_host_ctx(h, name) ((h)->ctx[PL_MODIDX_##name])
 
 /* Host serving domain (normalized), or NULL. */
 struct pl_host *pl_host_find(const char *domain);

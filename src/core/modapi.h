@@ -14,6 +14,7 @@
 #include "hook.h"
 #include "host.h"
 #include "iq.h"
+#include "listen.h"
 #include "jid.h"
 #include "log.h"
 #include "loop.h"
@@ -26,7 +27,6 @@
 #include "stats.h"
 #include "storage.h"
 #include "str.h"
-#include "xmpp/c2s.h"
 #include "work.h"
 #include "xml.h"
 

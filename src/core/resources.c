@@ -91,3 +91,39 @@ unsigned long pl_session_count(void)
 {
     return (unsigned long)by_full.count;
 }
+
+void pl_session_filter_add(struct pl_session *s, struct pl_session_filter *f)
+{
+    struct pl_session_filter **pp = &s->filters;
+    while (*pp && (*pp)->priority >= f->priority)
+        pp = &(*pp)->next;
+    f->next = *pp;
+    *pp = f;
+}
+
+void pl_session_filter_remove(struct pl_session *s,
+                              struct pl_session_filter *f)
+{
+    for (struct pl_session_filter **pp = &s->filters; *pp;
+         pp = &(*pp)->next)
+        if (*pp == f) {
+            *pp = f->next;
+            f->next = NULL;
+            return;
+        }
+}
+
+const char *pl_session_ip(const struct pl_session *s)
+{
+    return s->ops && s->ops->peer_ip ? s->ops->peer_ip(s) : "";
+}
+
+int pl_session_is_loopback(const struct pl_session *s)
+{
+    return s->ops && s->ops->is_loopback ? s->ops->is_loopback(s) : 0;
+}
+
+int pl_session_is_secure(const struct pl_session *s)
+{
+    return s->ops && s->ops->is_secure ? s->ops->is_secure(s) : 0;
+}

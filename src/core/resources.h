@@ -3,9 +3,10 @@
  * JID -> the account's sessions, and id -> session for completions that
  * must find out whether a session still exists (hold ids, not pointers).
  *
- * A struct pl_session is anything the router can deliver to: today a c2s
- * stream; later a stream-management zombie, a BOSH or websocket session.
- * It carries the RFC 6121 state routing needs (priority, availability).
+ * A struct pl_session is anything the router can deliver to, whatever
+ * front end carries it (struct pl_session_ops is the seam).  It carries
+ * the RFC 6121 state routing needs (priority, availability), the output
+ * filter chain, and one slot per module (pl_session_ctx).
  */
 #ifndef PL_RESOURCES_H
 #define PL_RESOURCES_H
@@ -13,23 +14,58 @@
 #include <stdint.h>
 
 #include "jid.h"
+#include "module.h"
 #include "stanza.h"
 
 struct pl_host;
 struct pl_session;
 struct pl_sm;
 
+/*
+ * The seam between the router and whatever carries a session: a c2s
+ * stream, a stream-managed session waiting for its client, a WebSocket or
+ * BOSH session, a SIP registration.  Routing, presence, rosters, offline
+ * storage, carbons and archives use only these.
+ */
 struct pl_session_ops {
-    /* Delivers st (borrowed: ref it to keep it) to the session's peer. */
-    void (*send)(struct pl_session *s, struct pl_stanza *st);
-    /* Ends the session with a stream error condition (e.g. "conflict"). */
-    void (*kick)(struct pl_session *s, const char *condition,
-                 const char *text);
+    /* Delivers st (borrowed: ref it to keep it) to the session's peer,
+     * after the output filters. */
+    void (*deliver)(struct pl_session *s, struct pl_stanza *st);
+    /* Ends the session, saying why with a stream error condition
+     * ("conflict", "policy-violation"...) the transport maps to its own
+     * terms; text may be NULL. */
+    void (*close)(struct pl_session *s, const char *condition,
+                  const char *text);
     /* Delivers st, which has no 'to' attribute, as if it had to='to' (the
      * router's fan-out: one serialization for every recipient).  NULL:
      * the router sends a copy with 'to' set. */
-    void (*send_to)(struct pl_session *s, struct pl_stanza *st,
-                    const char *to);
+    void (*deliver_to)(struct pl_session *s, struct pl_stanza *st,
+                       const char *to);
+    /* Whether the session wants presence and roster pushes (RFC 6121
+     * §2.1.6 "interested resource").  NULL: the interested flag says. */
+    int (*is_interested)(const struct pl_session *s);
+    /* The peer's address ("127.0.0.1"), "" if none now. */
+    const char *(*peer_ip)(const struct pl_session *s);
+    /* Whether the peer's address is loopback. */
+    int (*is_loopback)(const struct pl_session *s);
+    /* Whether the transport is encrypted (or declared secure). */
+    int (*is_secure)(const struct pl_session *s);
+};
+
+/*
+ * An output filter: every stanza delivered to a session passes its
+ * filters, highest priority first, before ops->deliver.  A module joins
+ * the chain of one session with pl_session_filter_add, embedding this
+ * struct in its per-session state.  fn returns 1 if it took st (and refs
+ * what it keeps; it may later pass it on with pl_session_send_after), 0 to
+ * let it through.  Priorities in use: 100 CSI (XEP-0352), -1000 stream
+ * management (XEP-0198: counts and keeps what finally goes out).
+ */
+struct pl_session_filter {
+    int (*fn)(struct pl_session *s, struct pl_stanza *st,
+              struct pl_session_filter *f);
+    int priority;                   /* higher runs first */
+    struct pl_session_filter *next; /* set by the core */
 };
 
 struct pl_session {
@@ -45,24 +81,31 @@ struct pl_session {
     struct pl_session *next_res;   /* next session of the same account */
     void *impl;                    /* transport's own state */
     struct pl_sm *sm;              /* XEP-0198 state (sm.h), or NULL */
-    /* Output filter (XEP-0352 client state, mod_csi), or NULL: returns 1
-     * if it took st (and refs what it keeps), 0 to let it through. */
-    int (*filter)(struct pl_session *s, struct pl_stanza *st);
-    void *mod[8];                  /* per-session slots for modules,
-                                    * indexed by PL_SLOT_* below */
+    struct pl_session_filter *filters; /* output filters, or NULL */
+    void *ctx[PL_MODULE_COUNT];    /* per-module state: pl_session_ctx */
 };
 
-/* Owners of struct pl_session.mod[] (one per module that needs one). */
-enum {
-    PL_SLOT_PRESENCE = 0, /* mod_presence: directed presence, flags */
-    PL_SLOT_OFFLINE = 1,  /* mod_offline: delivered for this session */
-    PL_SLOT_CARBONS = 2,  /* mod_carbons: enabled (XEP-0280) */
-    PL_SLOT_CSI = 3,      /* mod_csi: inactive queue (XEP-0352) */
-    PL_SLOT_PUSH = 4,     /* mod_push: enabled app server (XEP-0357) */
-    PL_SLOT_CAPS = 5,     /* mod_pep: entity caps / +notify (XEP-0115) */
-    PL_SLOT_MAM = 6,      /* mod_mam: per-session query state */
-    PL_SLOT_SPARE = 7,    /* free */
-};
+/* The per-session slot of module name (an lvalue): pl_session_ctx(s, csi)
+ * is the slot of pl_mod_csi. */
+#define pl_session_ctx(s, name) ((s)->ctx[PL_MODIDX_##name])
+
+/* Joins f to s's output filters (by priority); f must not be in it. */
+void pl_session_filter_add(struct pl_session *s, struct pl_session_filter *f);
+/* Leaves the chain (no-op if f is not in it). */
+void pl_session_filter_remove(struct pl_session *s,
+                              struct pl_session_filter *f);
+
+/* The peer's address, whether it is loopback, whether the session's
+ * transport is secure (through ops; "" / 0 when the transport has none). */
+const char *pl_session_ip(const struct pl_session *s);
+int pl_session_is_loopback(const struct pl_session *s);
+int pl_session_is_secure(const struct pl_session *s);
+/* Whether s wants presence and roster pushes (ops or the flag). */
+static inline int pl_session_is_interested(const struct pl_session *s)
+{
+    return s->ops->is_interested ? s->ops->is_interested(s)
+                                 : s->interested;
+}
 
 /* Gives s a fresh id (before it is used anywhere). */
 void pl_session_init(struct pl_session *s);
@@ -76,12 +119,23 @@ struct pl_session *pl_session_first(const char *bare);
 struct pl_session *pl_session_by_id(uint64_t id);
 unsigned long pl_session_count(void);
 
-/* Delivers st (borrowed) through the session's filter, if any. */
+/* Delivers st (borrowed) through the filters that come after `after`
+ * (NULL: all of them), then to the transport. */
+static inline void pl_session_send_after(struct pl_session *s,
+                                         struct pl_stanza *st,
+                                         struct pl_session_filter *after)
+{
+    for (struct pl_session_filter *f = after ? after->next : s->filters; f;
+         f = f->next)
+        if (f->fn(s, st, f))
+            return;
+    s->ops->deliver(s, st);
+}
+
+/* Delivers st (borrowed) through the session's output filters. */
 static inline void pl_session_send(struct pl_session *s, struct pl_stanza *st)
 {
-    if (s->filter && s->filter(s, st))
-        return;
-    s->ops->send(s, st);
+    pl_session_send_after(s, st, NULL);
 }
 
 #endif

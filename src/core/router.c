@@ -170,8 +170,8 @@ static void deliver(struct pl_session *s, struct pl_stanza *st,
         /* The splice writes straight to the connection: not for a
          * session whose output is filtered (XEP-0352) or counted and kept
          * until acknowledged (XEP-0198). */
-        if (s->ops->send_to && !s->filter && !s->sm) {
-            s->ops->send_to(s, st, to->full);
+        if (s->ops->deliver_to && !s->filters) {
+            s->ops->deliver_to(s, st, to->full);
         } else {
             struct pl_stanza *c = pl_stanza_copy(st);
             pl_stanza_set_attr(c, "to", to->full);

@@ -848,6 +848,7 @@ static const char *const deps[] = {"roster", NULL};
 
 const struct pl_module pl_mod_blocking = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "blocking",
     .summary = "blocks communication with JIDs a user chooses",
     .xeps = "XEP-0191",

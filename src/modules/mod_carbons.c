@@ -5,7 +5,7 @@
  *
  *  - enable/disable: an IQ-set from the client (no 'to', or to its own
  *    bare JID or its server) flips the session's flag in the per-session
- *    slot PL_SLOT_CARBONS; repeats are not errors (§8.1).
+ *    the session's carbons slot (pl_session_ctx); repeats are not errors (§8.1).
  *  - <received/> (§6): after the router delivered an eligible message to
  *    an account ("message/delivered", fired with the set of sessions that
  *    got it), each other carbons-enabled session of that account gets a
@@ -34,7 +34,6 @@
 #define NS_FORWARD "urn:xmpp:forward:0"
 #define NS_HINTS "urn:xmpp:hints"
 #define NS_MUC_USER "http://jabber.org/protocol/muc#user"
-#define SLOT PL_SLOT_CARBONS
 
 struct state {
     long track_errors; /* (peer, id) pairs remembered per session */
@@ -50,18 +49,18 @@ struct carbons {
 
 static struct carbons *carbons_of(struct pl_session *s, const struct state *st)
 {
-    if (!s->mod[SLOT]) {
+    if (!pl_session_ctx(s, carbons)) {
         struct carbons *c = pl_calloc(1, sizeof(struct carbons) +
                                              (size_t)st->track_errors *
                                                  sizeof(uint64_t));
-        s->mod[SLOT] = c;
+        pl_session_ctx(s, carbons) = c;
     }
-    return s->mod[SLOT];
+    return pl_session_ctx(s, carbons);
 }
 
 static int is_enabled(const struct pl_session *s)
 {
-    const struct carbons *c = s->mod[SLOT];
+    const struct carbons *c = pl_session_ctx(s, carbons);
     return c && c->enabled;
 }
 
@@ -105,7 +104,7 @@ static int remembered(const char *bare, const char *peer_bare, const char *id)
         return 0;
     uint64_t h = pair_hash(peer_bare, id);
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res) {
-        const struct carbons *c = s->mod[SLOT];
+        const struct carbons *c = pl_session_ctx(s, carbons);
         for (int i = 0; c && i < c->n; i++)
             if (c->ring[i] == h)
                 return 1;
@@ -262,8 +261,8 @@ static int toggle(struct pl_event *ev, void *state, int on)
         return PL_ENOT_ALLOWED; /* someone else's carbons */
     if (on) {
         carbons_of(s, state)->enabled = 1;
-    } else if (s->mod[SLOT]) {
-        ((struct carbons *)s->mod[SLOT])->enabled = 0;
+    } else if (pl_session_ctx(s, carbons)) {
+        ((struct carbons *)pl_session_ctx(s, carbons))->enabled = 0;
     }
     struct pl_stanza *r = pl_iq_result(ev->stanza);
     pl_route_reply(ev->stanza, r);
@@ -283,8 +282,8 @@ static int on_disable(struct pl_event *ev, void *state)
 
 static int on_closed(struct pl_event *ev, void *state)
 {
-    pl_free(ev->session->mod[SLOT]);
-    ev->session->mod[SLOT] = NULL;
+    pl_free(pl_session_ctx(ev->session, carbons));
+    pl_session_ctx(ev->session, carbons) = NULL;
     return PL_PASS;
 }
 
@@ -313,6 +312,7 @@ static const char *const features[] = {NS_CARBONS, NULL};
 
 const struct pl_module pl_mod_carbons = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "carbons",
     .summary = "copies a user's conversations to all of their clients",
     .xeps = "XEP-0280, XEP-0297, XEP-0334",

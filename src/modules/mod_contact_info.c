@@ -95,6 +95,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_contact_info = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "contact_info",
     .summary = "contact addresses of the service in its disco#info",
     .xeps = "XEP-0157, XEP-0128",

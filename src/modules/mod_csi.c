@@ -12,7 +12,7 @@
  * stanzas (sm.h).
  *
  * The session's output filter (resources.h) does the holding; the state
- * sits in slot PL_SLOT_CSI.  Extending: urgency rules live in urgent().
+ * sits in the session's csi slot (pl_session_ctx).  Extending: urgency rules live in urgent().
  */
 #include "core/modapi.h"
 
@@ -20,13 +20,13 @@
 #include <string.h>
 
 #define NS_CSI "urn:xmpp:csi:0"
-#define SLOT PL_SLOT_CSI
 
 struct state {
     long max_held; /* held stanzas before a forced flush */
 };
 
 struct csi {
+    struct pl_session_filter f; /* in the session's output chain */
     const struct state *cfg;  /* module options */
     struct pl_stanza **held;  /* references, oldest first */
     size_t n, cap;            /* used and allocated */
@@ -75,18 +75,17 @@ static void flush(struct pl_session *s, struct csi *c)
     size_t n = c->n;
     c->n = 0; /* sends below may come back through the filter: none held */
     for (size_t i = 0; i < n; i++) {
-        s->ops->send(s, c->held[i]);
+        pl_session_send_after(s, c->held[i], &c->f);
         pl_stanza_unref(c->held[i]);
     }
     if (n)
         flushes++;
 }
 
-static int filter(struct pl_session *s, struct pl_stanza *st)
+static int filter(struct pl_session *s, struct pl_stanza *st,
+                  struct pl_session_filter *f)
 {
-    struct csi *c = s->mod[SLOT];
-    if (!c)
-        return 0;
+    struct csi *c = (struct csi *)f;
     if (urgent(st)) {
         flush(s, c);
         return 0;
@@ -95,8 +94,8 @@ static int filter(struct pl_session *s, struct pl_stanza *st)
         /* Only the newest presence of each sender matters. */
         const char *from = pl_stanza_attr(st, "from");
         for (size_t i = 0; from && i < c->n; i++) {
-            const char *f = pl_stanza_attr(c->held[i], "from");
-            if (f && strcmp(f, from) == 0 && is_plain_presence(c->held[i])) {
+            const char *hf = pl_stanza_attr(c->held[i], "from");
+            if (hf && strcmp(hf, from) == 0 && is_plain_presence(c->held[i])) {
                 pl_stanza_unref(c->held[i]);
                 memmove(&c->held[i], &c->held[i + 1],
                         (c->n - i - 1) * sizeof(*c->held));
@@ -118,12 +117,14 @@ static int filter(struct pl_session *s, struct pl_stanza *st)
 
 static void set_active(struct pl_session *s)
 {
-    struct csi *c = s->mod[SLOT];
+    struct csi *c = pl_session_ctx(s, csi);
     if (!c)
         return;
-    s->filter = NULL;
-    s->mod[SLOT] = NULL;
+    /* What was held goes out through the filters after this one (stream
+     * management) before this one leaves the chain. */
     flush(s, c);
+    pl_session_filter_remove(s, &c->f);
+    pl_session_ctx(s, csi) = NULL;
     pl_free(c->held);
     pl_free(c);
 }
@@ -131,11 +132,13 @@ static void set_active(struct pl_session *s)
 static int on_inactive(struct pl_event *ev, void *state)
 {
     struct pl_session *s = ev->session;
-    if (!s->mod[SLOT]) {
+    if (!pl_session_ctx(s, csi)) {
         struct csi *c = pl_calloc(1, sizeof(*c));
         c->cfg = state;
-        s->mod[SLOT] = c;
-        s->filter = filter;
+        c->f.fn = filter;
+        c->f.priority = 100;
+        pl_session_ctx(s, csi) = c;
+        pl_session_filter_add(s, &c->f);
     }
     return PL_HANDLED;
 }
@@ -188,6 +191,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_csi = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "csi",
     .summary = "holds non-urgent traffic while a client is inactive",
     .xeps = "XEP-0352",

@@ -116,6 +116,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_disco = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "disco",
     .summary = "service discovery of the server and of accounts",
     .xeps = "XEP-0030",

@@ -1038,6 +1038,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_mam = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "mam",
     .summary = "message archive with queries, preferences and expiry",
     .xeps = "XEP-0313, XEP-0059, XEP-0359, XEP-0334, XEP-0441",

@@ -28,7 +28,7 @@ struct state {
 static unsigned long long next_seq;
 
 /*
- * Per-session flags in slot PL_SLOT_OFFLINE: the session got its first
+ * Per-session flags in the session's offline slot: the session got its first
  * flush (it may get more), a flush is running, and another is wanted (a
  * message was stored while the user was already available: it lost the
  * race with the flush and would otherwise wait for the next login).
@@ -38,12 +38,12 @@ enum { F_FLUSHED = 1, F_RUNNING = 2, F_AGAIN = 4 };
 
 static uintptr_t flags(struct pl_session *s)
 {
-    return (uintptr_t)s->mod[PL_SLOT_OFFLINE];
+    return (uintptr_t)pl_session_ctx(s, offline);
 }
 
 static void set_flags(struct pl_session *s, uintptr_t f)
 {
-    s->mod[PL_SLOT_OFFLINE] = (void *)f;
+    pl_session_ctx(s, offline) = (void *)f;
 }
 
 static void start_flush(struct pl_session *s);
@@ -315,6 +315,7 @@ static const char *const deps[] = {"presence", NULL};
 
 const struct pl_module pl_mod_offline = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "offline",
     .summary = "stores messages for offline users and delivers them later",
     .xeps = "XEP-0160, XEP-0203",

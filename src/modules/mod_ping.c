@@ -21,6 +21,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_ping = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "ping",
     .summary = "answers XMPP pings sent to the server",
     .xeps = "XEP-0199",

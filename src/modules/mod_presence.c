@@ -14,7 +14,6 @@
 
 #include "roster/roster.h"
 
-#define SLOT PL_SLOT_PRESENCE
 
 struct pres {
     unsigned initial_done : 1;  /* first available presence went out */
@@ -24,9 +23,9 @@ struct pres {
 
 static struct pres *pres_of(struct pl_session *s)
 {
-    if (!s->mod[SLOT])
-        s->mod[SLOT] = pl_calloc(1, sizeof(struct pres));
-    return s->mod[SLOT];
+    if (!pl_session_ctx(s, presence))
+        pl_session_ctx(s, presence) = pl_calloc(1, sizeof(struct pres));
+    return pl_session_ctx(s, presence);
 }
 
 static void pres_free(struct pres *p)
@@ -266,7 +265,7 @@ static int on_probe(struct pl_event *ev, void *state)
 static int on_closed(struct pl_event *ev, void *state)
 {
     struct pl_session *s = ev->session;
-    struct pres *p = s->mod[SLOT];
+    struct pres *p = pl_session_ctx(s, presence);
     if (s->available && s->jid) {
         struct job *j = job_new(B_UNAVAILABLE, s, ev->host->domain,
                                 s->jid->local);
@@ -290,7 +289,7 @@ static int on_closed(struct pl_event *ev, void *state)
         pl_storage_submit(pl_server_loop(), run, done, j);
     }
     pres_free(p);
-    s->mod[SLOT] = NULL;
+    pl_session_ctx(s, presence) = NULL;
     return PL_PASS;
 }
 
@@ -307,6 +306,7 @@ static const char *const deps[] = {"roster", NULL};
 
 const struct pl_module pl_mod_presence = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "presence",
     .summary = "presence broadcast, probes and directed presence",
     .xeps = "RFC 6121 §4",

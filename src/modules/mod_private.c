@@ -314,6 +314,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_private = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "private",
     .summary = "private XML storage for each account",
     .xeps = "XEP-0049",

@@ -501,6 +501,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_push = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "push",
     .summary = "push notifications to app servers for sleeping devices",
     .xeps = "XEP-0357",

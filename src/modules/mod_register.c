@@ -292,7 +292,7 @@ static void remove_done(int rc, void *arg)
         snprintf(bare, sizeof(bare), "%s@%s", r->user, r->host);
         struct pl_session *o;
         while ((o = pl_session_first(bare))) {
-            o->ops->kick(o, "not-authorized", "account removed");
+            o->ops->close(o, "not-authorized", "account removed");
             pl_session_unregister(o);
         }
     } else if (s) {
@@ -415,6 +415,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_register = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "register",
     .summary = "in-band registration, password change, account removal",
     .xeps = "XEP-0077",

@@ -577,6 +577,7 @@ static const char *const features[] = {PL_NS_ROSTER, NULL};
 
 const struct pl_module pl_mod_roster = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "roster",
     .summary = "rosters and presence subscriptions",
     .xeps = "RFC 6121 §2-3",

@@ -520,6 +520,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_search = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "search",
     .summary = "user directory search over vCards",
     .xeps = "XEP-0055, XEP-0004",

@@ -33,6 +33,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_session = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "session",
     .summary = "accepts the legacy session establishment of RFC 3921",
     .xeps = "RFC 3921",

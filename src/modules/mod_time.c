@@ -33,6 +33,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_time = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "time",
     .summary = "tells the server's time",
     .xeps = "XEP-0202",

@@ -306,6 +306,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_vcard = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "vcard",
     .summary = "stores and serves each account's vCard",
     .xeps = "XEP-0054, XEP-0153",

@@ -55,6 +55,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_version = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "version",
     .summary = "tells the server's software name and version",
     .xeps = "XEP-0092",

@@ -22,6 +22,7 @@
 #include "conn.h"
 #include "error.h"
 #include "host.h"
+#include "listen.h"
 #include "log.h"
 #include "loop.h"
 #include "map.h"
@@ -58,11 +59,6 @@ static const char *const mech_names[] = {
     "SCRAM-SHA-256-PLUS",
 };
 
-struct c2s_listener {
-    struct pl_listener *l; /* socket */
-    int tls;               /* enum pl_tls_mode */
-};
-
 struct c2s {
     struct pl_session sess;       /* the routable part; sess.impl == this */
     struct pl_conn *conn;         /* NULL once closed */
@@ -96,9 +92,6 @@ struct c2s {
     struct c2s *prev, *next;      /* all open streams */
 };
 
-static struct c2s_listener *listeners;
-static int nlisteners;
-static struct pl_map per_ip;   /* ip -> connection count */
 
 static unsigned long nconns;
 static struct pl_settings *S;  /* settings in force */
@@ -218,13 +211,11 @@ static void close_stream(struct c2s *c)
     pl_conn_close(c->conn);
 }
 
+/* After the output filters (stream management is the last of them when
+ * it is on: it writes through sm_write). */
 static void send_stanza(struct pl_session *s, struct pl_stanza *st)
 {
     struct c2s *c = s->impl;
-    if (s->sm) {
-        pl_sm_send(s, st);
-        return;
-    }
     if (!c->conn || c->closing)
         return;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_CLIENT);
@@ -285,8 +276,32 @@ static void kick(struct pl_session *s, const char *cond, const char *text)
     stream_error(c, cond, text);
 }
 
-static const struct pl_session_ops session_ops = {send_stanza, kick,
-                                                  send_stanza_to};
+static const char *peer_ip(const struct pl_session *s)
+{
+    const struct c2s *c = s->impl;
+    return c->conn ? c->conn->ip : "";
+}
+
+static int is_loopback(const struct pl_session *s)
+{
+    const struct c2s *c = s->impl;
+    return c->conn && c->conn->is_loopback;
+}
+
+static int is_secure(const struct pl_session *s)
+{
+    const struct c2s *c = s->impl;
+    return c->secure;
+}
+
+static const struct pl_session_ops session_ops = {
+    .deliver = send_stanza,
+    .close = kick,
+    .deliver_to = send_stanza_to,
+    .peer_ip = peer_ip,
+    .is_loopback = is_loopback,
+    .is_secure = is_secure,
+};
 
 /* ---- features ---- */
 
@@ -930,7 +945,7 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
             jid = j2;
         } else {
             /* RFC 6120 §7.7.2.2: terminate the old session. */
-            old->ops->kick(old, "conflict", "replaced by a new session");
+            old->ops->close(old, "conflict", "replaced by a new session");
             pl_session_unregister(old);
         }
     }
@@ -1484,12 +1499,6 @@ static void on_closed(struct pl_conn *conn)
     c->prev = c->next = NULL;
     pl_timer_stop(&c->timer);
     nconns--;
-    pl_stat_dec(connections_open);
-    uintptr_t n = (uintptr_t)pl_map_get(&per_ip, conn->ip);
-    if (n <= 1)
-        pl_map_del(&per_ip, conn->ip);
-    else
-        pl_map_put(&per_ip, conn->ip, (void *)(n - 1));
     if (c->state == ST_BOUND && c->sess.sm && pl_sm_id(c->sess.sm) &&
         !c->no_resume && !stopping) {
         hibernate(c);
@@ -1531,22 +1540,19 @@ static void on_timer(struct pl_timer *t)
     pl_timer_start(c->conn->loop, &c->timer, next);
 }
 
-/* Takes ownership of fd, an accepted socket, and starts its stream. */
-static void accept_fd(int fd, int tls_mode)
+/* listen.h: a connection accepted on a c2s listener, within the limits;
+ * the core starts it (TLS first on a direct TLS listener). */
+static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
 {
-    struct pl_conn_limits lim = {(size_t)S->max_outbuf, (size_t)S->read_rate,
-                                 (size_t)S->read_burst};
     struct c2s *c = pl_calloc(1, sizeof(*c));
-    c->conn = pl_conn_new(pl_server_loop(), fd, &conn_ops, c, &lim);
-    c->tls_mode = tls_mode;
+    c->conn = conn;
+    pl_conn_set_handlers(conn, &conn_ops, c);
+    c->tls_mode = l->conf->tls;
     c->next = all;
     if (all)
         all->prev = c;
     all = c;
-    uintptr_t n = (uintptr_t)pl_map_get(&per_ip, c->conn->ip);
-    pl_map_put(&per_ip, c->conn->ip, (void *)(n + 1));
     nconns++;
-    pl_stat_inc(connections_open);
     c->sess.impl = c;
     c->sess.ops = &session_ops;
     pl_session_init(&c->sess);
@@ -1556,58 +1562,36 @@ static void accept_fd(int fd, int tls_mode)
     c->opened_ms = pl_loop_now(c->conn->loop);
     pl_timer_init(&c->timer, on_timer, c);
     pl_timer_init(&c->rtimer, on_resume_poll, c);
-    int over_ip = (long)(n + 1) > S->max_connections_per_ip;
-    if (over_ip || (long)nconns > S->max_connections) {
-        pl_stat_inc(connections_refused);
-        /* Logged when the limit is first crossed, not per connection. */
-        if ((long)n == S->max_connections_per_ip ||
-            (long)nconns == S->max_connections + 1)
-            pl_log_warn("c2s", "%s: refusing connections (%s limit)",
-                        c->conn->ip, over_ip ? "per-address" : "total");
-        if (tls_mode == PL_TLS_DIRECT) {
-            c->closing = 1; /* no TLS work for a refused peer */
-            pl_conn_close(c->conn);
-        } else {
-            /* RFC 6120 §4.9.3.14/.18: say why, then close. */
-            pl_conn_start(c->conn, NULL);
-            stream_error(c, over_ip ? "policy-violation"
-                                    : "resource-constraint",
-                         over_ip ? "too many connections from your address"
-                                : "server is full");
-        }
-        return;
-    }
-    pl_stat_inc(connections_accepted);
     pl_timer_start(c->conn->loop, &c->timer, 1000);
-    SSL_CTX *ctx = NULL;
-    if (tls_mode == PL_TLS_DIRECT) {
-        struct pl_host *h = pl_host_at(0);
-        if (!h->tls) {
-            c->closing = 1;
-            pl_conn_close(c->conn);
-            return;
-        }
-        ctx = h->tls->ctx;
-    }
-    pl_conn_start(c->conn, ctx);
+    return PL_OK;
 }
 
-static void on_accept(struct pl_listener *l, int fd,
-                      const struct sockaddr_storage *addr, void *data)
+/* listen.h: over a connection limit; RFC 6120 §4.9.3.14/.18 say why. */
+static void c2s_refuse(struct pl_listen *l, struct pl_conn *conn, int why)
 {
-    struct c2s_listener *cl = data;
-    accept_fd(fd, cl->tls);
+    (void)l;
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, "<?xml version='1.0'?><stream:stream "
+                          "xmlns='jabber:client' "
+                          "xmlns:stream='http://etherx.jabber.org/streams' "
+                          "version='1.0' from='");
+    const char *from = pl_host_at(0)->domain;
+    pl_buf_append_escaped(&b, from, strlen(from), 1);
+    pl_buf_append_str(&b, "'>");
+    int per_ip = why == PL_REFUSE_PER_IP;
+    pl_stream_error_xml(&b, per_ip ? "policy-violation" : "resource-constraint",
+                        per_ip ? "too many connections from your address"
+                               : "server is full");
+    pl_conn_write(conn, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+    pl_stat_inc(stream_errors);
 }
 
 int pl__c2s_accept_fd(int fd, int tls_mode)
 {
-    if (!S || !pl_server_loop() || fd < 0)
+    if (!S)
         return PL_EINVAL;
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return PL_EIO;
-    accept_fd(fd, tls_mode);
-    return PL_OK;
+    return pl__listen_accept_fd("c2s", tls_mode, fd);
 }
 
 /*
@@ -1637,28 +1621,12 @@ static void on_trim_timer(struct pl_timer *t)
     pl_timer_start(pl_server_loop(), t, 10000);
 }
 
-int pl_c2s_start(struct pl_config *cfg)
+static int c2s_start(struct pl_config *cfg, void *settings)
 {
+    (void)settings;
     S = &cfg->s;
     pl_timer_init(&trim_timer, on_trim_timer, NULL);
     pl_timer_start(pl_server_loop(), &trim_timer, 10000);
-    listeners = pl_calloc((size_t)cfg->nlisteners + 1, sizeof(*listeners));
-    for (int i = 0; i < cfg->nlisteners; i++) {
-        struct pl_listener_conf *lc = &cfg->listeners[i];
-        if (strcmp(lc->protocol, "c2s") != 0)
-            continue;
-        struct c2s_listener *cl = &listeners[nlisteners];
-        cl->tls = lc->tls;
-        int rc = pl_listener_open(pl_server_loop(), lc->address, lc->port,
-                                  on_accept, cl, &cl->l);
-        if (rc != PL_OK)
-            return rc;
-        nlisteners++;
-        pl_log_info("c2s", "listening on %s port %d (%s)", lc->address,
-                    lc->port,
-                    lc->tls == PL_TLS_DIRECT ? "direct TLS"
-                    : lc->tls == PL_TLS_STARTTLS ? "STARTTLS" : "plain");
-    }
     /* Messages a crash left unacknowledged go to their accounts again. */
     pl_sm_recover();
     return PL_OK;
@@ -1679,7 +1647,7 @@ static void collect_hibernated(const char *key, void *value, void *ud)
     (*v)[n + 1] = NULL;
 }
 
-void pl_c2s_stop(void)
+static void c2s_stop(void)
 {
     pl_timer_stop(&trim_timer);
     pl_map_each(&auth_fails, free_value, NULL);
@@ -1696,15 +1664,11 @@ void pl_c2s_stop(void)
     for (size_t i = 0; i < nh; i++)
         end_session(h[i]);
     pl_free(h);
-    for (int i = 0; i < nlisteners; i++)
-        pl_listener_close(listeners[i].l);
-    pl_free(listeners);
-    listeners = NULL;
-    nlisteners = 0;
 }
 
-void pl_c2s_reload(struct pl_config *cfg)
+static void c2s_reload(struct pl_config *cfg, void *settings)
 {
+    (void)settings;
     S = &cfg->s;
     struct pl_conn_limits lim = {(size_t)S->max_outbuf, (size_t)S->read_rate,
                                  (size_t)S->read_burst};
@@ -1717,25 +1681,36 @@ void pl_c2s_reload(struct pl_config *cfg)
     }
 }
 
-unsigned long pl_c2s_count(void)
+static unsigned long c2s_count(void)
 {
     return nconns;
 }
 
-const char *pl_session_ip(const struct pl_session *s)
-{
-    const struct c2s *c = s->impl;
-    return c->conn ? c->conn->ip : "";
-}
+static const struct pl_protocol c2s_protocol = {
+    .name = "c2s",
+    .summary = "XMPP clients (RFC 6120)",
+    .transports = PL_TRANSPORT_TCP,
+    .default_port = 5222,
+    .listen_by_default = 1,
+    .default_tls_port = 5223,
+    .accept = c2s_accept,
+    .refuse = c2s_refuse,
+};
 
-int pl_session_is_loopback(const struct pl_session *s)
-{
-    const struct c2s *c = s->impl;
-    return c->conn && c->conn->is_loopback;
-}
+static const struct pl_protocol *const protocols[] = {&c2s_protocol, NULL};
 
-int pl_session_is_secure(const struct pl_session *s)
-{
-    const struct c2s *c = s->impl;
-    return c->secure;
-}
+static const struct pl_frontend frontend = {
+    .protocols = protocols,
+    .start = c2s_start,
+    .stop = c2s_stop,
+    .reload = c2s_reload,
+    .count = c2s_count,
+};
+
+const struct pl_module pl_mod_c2s = {
+    .abi = PL_MODULE_ABI,
+    .name = "c2s",
+    .summary = "XMPP client streams: TLS, SASL, binding, stream management",
+    .xeps = "RFC 6120, RFC 6121, XEP-0198, XEP-0368, XEP-0440",
+    .frontend = &frontend,
+};

@@ -16,28 +16,19 @@
 #include "config.h"
 #include "resources.h"
 
-/* Opens every c2s listener of c.  PL_EIO if one cannot listen. */
-int pl_c2s_start(struct pl_config *c);
-/* Closes listeners and ends every stream with <system-shutdown/>. */
-void pl_c2s_stop(void);
-/* SIGHUP: new limits for new and existing connections. */
-void pl_c2s_reload(struct pl_config *c);
-/* Open c2s connections (bound or not). */
-unsigned long pl_c2s_count(void);
+/*
+ * The front end is pl_mod_c2s (module.h): it serves the listeners with
+ * protocol "c2s".
+ */
 
 /*
  * Internal, for tests: treats fd as an accepted connection (as a listener
- * of enum pl_tls_mode tls_mode would), after pl_c2s_start.  Takes
+ * of enum pl_tls_mode tls_mode would), after the front end started.  Takes
  * ownership of fd and makes it non-blocking; a socketpair end works (its
  * peer reads as "local", loopback).  PL_EINVAL before pl_c2s_start, PL_EIO
  * if fd is not usable; on failure fd stays the caller's.
  */
 int pl__c2s_accept_fd(int fd, int tls_mode);
 
-/* The session's peer address ("127.0.0.1") and whether it is loopback. */
-const char *pl_session_ip(const struct pl_session *s);
-int pl_session_is_loopback(const struct pl_session *s);
-/* Whether the session's stream is encrypted. */
-int pl_session_is_secure(const struct pl_session *s);
 
 #endif

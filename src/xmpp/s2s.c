@@ -47,6 +47,7 @@
 #include "error.h"
 #include "hook.h"
 #include "host.h"
+#include "listen.h"
 #include "log.h"
 #include "loop.h"
 #include "router.h"
@@ -173,17 +174,10 @@ struct in {
     struct in *prev, *next;    /* all incoming streams */
 };
 
-struct s2s_listener {
-    struct pl_listener *l; /* socket */
-    int tls;               /* enum pl_tls_mode */
-};
-
 static struct pl_settings *S;
 static struct pl_config *C;
 static struct out *outs;
 static struct in *ins;
-static struct s2s_listener *listeners;
-static int nlisteners;
 static uint64_t next_id = 1;
 static unsigned long nconns;
 static X509_STORE *store;        /* trusted authorities */
@@ -1741,15 +1735,18 @@ static void on_in_timer(struct pl_timer *t)
     pl_timer_start(pl_server_loop(), t, authed ? 5000 : 1000);
 }
 
-static void on_accept(struct pl_listener *l, int fd,
-                      const struct sockaddr_storage *addr, void *data)
+/* listen.h: a connection accepted on an s2s listener, within the limits;
+ * the core starts it (TLS first on a direct TLS listener). */
+static int s2s_accept(struct pl_listen *l, struct pl_conn *conn)
 {
-    struct s2s_listener *sl = data;
-    struct pl_conn_limits lim = conn_limits();
+    /* Federation off: the listener stays, peers are turned away. */
+    if (!started)
+        return PL_ECLOSED;
     struct in *i = pl_calloc(1, sizeof(*i));
     i->id = next_id++;
-    i->conn = pl_conn_new(pl_server_loop(), fd, &in_conn_ops, i, &lim);
-    i->tls_mode = sl->tls;
+    i->conn = conn;
+    pl_conn_set_handlers(conn, &in_conn_ops, i);
+    i->tls_mode = l->conf->tls;
     i->opened_ms = now_ms();
     nconns++;
     i->next = ins;
@@ -1763,17 +1760,7 @@ static void on_accept(struct pl_listener *l, int fd,
     pl_timer_start(pl_server_loop(), &i->timer, 1000);
     /* Peers authenticate with their certificate (XEP-0178): ask for it. */
     pl_conn_set_tls_role(i->conn, 0, NULL, 1);
-    SSL_CTX *ctx = NULL;
-    if (sl->tls == PL_TLS_DIRECT) {
-        struct pl_host *h = pl_host_at(0);
-        if (!h->tls) {
-            i->closing = 1;
-            pl_conn_close(i->conn);
-            return;
-        }
-        ctx = h->tls->ctx;
-    }
-    pl_conn_start(i->conn, ctx);
+    return PL_OK;
 }
 
 /* Writes st on an incoming bidirectional stream authenticated for
@@ -1814,8 +1801,9 @@ static int on_route_remote(struct pl_event *ev, void *state)
 
 /* ---- lifetime ---- */
 
-int pl_s2s_start(struct pl_config *cfg)
+static int s2s_start(struct pl_config *cfg, void *settings)
 {
+    (void)settings;
     S = &cfg->s;
     C = cfg;
     if (!S->s2s_enable)
@@ -1835,23 +1823,6 @@ int pl_s2s_start(struct pl_config *cfg)
         /* Last: filters (blocking) see the stanza first. */
         pl_hook_add(h, "route/remote", on_route_remote, -1000, NULL);
     }
-    listeners = pl_calloc((size_t)cfg->nlisteners + 1, sizeof(*listeners));
-    for (int k = 0; k < cfg->nlisteners; k++) {
-        struct pl_listener_conf *lc = &cfg->listeners[k];
-        if (strcmp(lc->protocol, "s2s") != 0)
-            continue;
-        struct s2s_listener *sl = &listeners[nlisteners];
-        sl->tls = lc->tls;
-        int rc = pl_listener_open(pl_server_loop(), lc->address, lc->port,
-                                  on_accept, sl, &sl->l);
-        if (rc != PL_OK)
-            return rc;
-        nlisteners++;
-        pl_log_info("s2s", "listening on %s port %d (%s)", lc->address,
-                    lc->port,
-                    lc->tls == PL_TLS_DIRECT ? "direct TLS"
-                    : lc->tls == PL_TLS_STARTTLS ? "STARTTLS" : "plain");
-    }
     started = 1;
     pl_log_info("s2s", "federation on: %d static route%s, resolver %s",
                 cfg->nroutes, cfg->nroutes == 1 ? "" : "s",
@@ -1859,7 +1830,7 @@ int pl_s2s_start(struct pl_config *cfg)
     return PL_OK;
 }
 
-void pl_s2s_stop(void)
+static void s2s_stop(void)
 {
     if (!started)
         return;
@@ -1880,21 +1851,17 @@ void pl_s2s_stop(void)
     }
     for (struct in *i = ins; i; i = i->next)
         in_error(i, "system-shutdown", NULL);
-    for (int k = 0; k < nlisteners; k++)
-        pl_listener_close(listeners[k].l);
-    pl_free(listeners);
-    listeners = NULL;
-    nlisteners = 0;
     pl_dns_shutdown();
 }
 
-void pl_s2s_reload(struct pl_config *cfg)
+static void s2s_reload(struct pl_config *cfg, void *settings)
 {
+    (void)settings;
     S = &cfg->s;
     C = cfg;
 }
 
-unsigned long pl_s2s_count(void)
+static unsigned long s2s_count(void)
 {
     return nconns;
 }
@@ -1963,3 +1930,29 @@ void pl_s2s_links_json(struct pl_buf *b)
     }
     pl_buf_append_str(b, "]");
 }
+
+static const struct pl_protocol s2s_protocol = {
+    .name = "s2s",
+    .summary = "other XMPP servers (RFC 6120 federation)",
+    .transports = PL_TRANSPORT_TCP,
+    .default_port = 5269,
+    .accept = s2s_accept,
+};
+
+static const struct pl_protocol *const protocols[] = {&s2s_protocol, NULL};
+
+static const struct pl_frontend frontend = {
+    .protocols = protocols,
+    .start = s2s_start,
+    .stop = s2s_stop,
+    .reload = s2s_reload,
+    .count = s2s_count,
+};
+
+const struct pl_module pl_mod_s2s = {
+    .abi = PL_MODULE_ABI,
+    .name = "s2s",
+    .summary = "server-to-server streams: federation both ways",
+    .xeps = "RFC 6120, XEP-0178, XEP-0220, XEP-0288",
+    .frontend = &frontend,
+};

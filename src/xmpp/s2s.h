@@ -29,16 +29,9 @@
 #include "buf.h"
 #include "config.h"
 
-/* Opens the s2s listeners and hooks every host's "route/remote" (when
- * s2s.enable).  PL_EIO if a listener cannot open, PL_ETLS if the trusted
- * certificates cannot be read. */
-int pl_s2s_start(struct pl_config *c);
-/* Closes every link (queued stanzas bounce) and the listeners. */
-void pl_s2s_stop(void);
-/* SIGHUP: timeouts, limits and auth methods for new links. */
-void pl_s2s_reload(struct pl_config *c);
-/* Open s2s connections, both ways (for the shutdown drain). */
-unsigned long pl_s2s_count(void);
+/* The front end is pl_mod_s2s (module.h): it serves the listeners with
+ * protocol "s2s" and, with s2s.enable, every host's "route/remote". */
+
 /*
  * Appends the links as a JSON array to out: for each, direction ("out" or
  * "in"), local and remote domains, state, auth method, whether TLS is up,

@@ -40,6 +40,7 @@ struct pend {
 };
 
 struct pl_sm {
+    struct pl_session_filter f; /* last of the session's output filters */
     const struct pl_sm_io *io; /* transport */
     uint64_t sid;              /* session id, for barriers */
     char id[24];               /* resumption id; also the store key prefix */
@@ -186,6 +187,15 @@ static int reroutable(struct pl_stanza *st)
 
 /* ---- enable ---- */
 
+/* The session's last output filter: what goes out is counted and kept. */
+static int sm_filter(struct pl_session *s, struct pl_stanza *st,
+                     struct pl_session_filter *f)
+{
+    (void)f;
+    pl_sm_send(s, st);
+    return 1;
+}
+
 void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io,
                   int resume, long max)
 {
@@ -204,6 +214,9 @@ void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io,
     sm->durable = set->sm_durable;
     sm->max_queue = set->sm_max_queue;
     s->sm = sm;
+    sm->f.fn = sm_filter;
+    sm->f.priority = -1000;
+    pl_session_filter_add(s, &sm->f);
     char b[160];
     if (sm->max)
         snprintf(b, sizeof(b),
@@ -457,6 +470,7 @@ void pl_sm_end(struct pl_session *s)
                     s->jid->full, n);
     pl_free(sm->q);
     pl_free(sm->p);
+    pl_session_filter_remove(s, &sm->f);
     pl_free(sm);
     s->sm = NULL;
 }

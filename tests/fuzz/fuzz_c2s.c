@@ -41,7 +41,7 @@
  *   <success/>, each rooted at <stream:stream>;
  * - every <stream:error/> holds exactly one RFC 6120 §4.9.3 condition and
  *   nothing follows it but the end of the stream;
- * - after the input, pl_c2s_count() and pl_session_count() return to 0 and
+ * - after the input, pl__frontends_count() and pl_session_count() return to 0 and
  *   no server-initiated IQ still waits (pl_iq_pending());
  * - the loop goes quiet within TIME_LIMIT_MS after each piece and after
  *   the end (bounded time per input);
@@ -78,6 +78,7 @@
 #include "scram.h"
 #include "server.h"
 #include "storage.h"
+#include "module.h"
 #include "xmpp/c2s.h"
 #include "work.h"
 
@@ -686,7 +687,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     pl__server_set(E.loop, E.cfg, E.cpu, secret);
     need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
     need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
-    need(pl_c2s_start(E.cfg) == PL_OK, "pl_c2s_start");
+    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
     for (size_t i = 0; i < NUSERS; i++) {
         struct pl_str pw = pl_str_c(users[i].password);
         need(pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0, ITER,
@@ -709,7 +710,7 @@ static void kick_left(struct pl_buf *jids)
         off += strlen(full) + 1;
         struct pl_session *s = pl_session_by_full(full);
         if (s)
-            s->ops->kick(s, "system-shutdown", NULL);
+            s->ops->close(s, "system-shutdown", NULL);
     }
 }
 
@@ -758,10 +759,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < nconns_open; i++)
         cl_close(&conns[i], &jids);
     uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    while (pl_c2s_count() && now_ms() < deadline)
+    while (pl__frontends_count() && now_ms() < deadline)
         pump(1);
     settle("after closing every connection");
-    if (pl_c2s_count())
+    if (pl__frontends_count())
         die("connections left after the client closed them", none);
     kick_left(&jids);
     settle("after ending hibernated sessions");

@@ -40,6 +40,7 @@
 #include "../../src/core/host.h"
 #include "../../src/core/log.h"
 #include "../../src/core/loop.h"
+#include "../../src/core/module.h"
 #include "../../src/core/resources.h"
 #include "../../src/core/scram.h"
 #include "../../src/core/server.h"
@@ -202,18 +203,18 @@ static void env_start(const char *c2s_extra)
     pl__server_set(E.loop, E.cfg, E.cpu, secret);
     need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
     need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
-    need(pl_c2s_start(E.cfg) == PL_OK, "pl_c2s_start");
+    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
 }
 
 /* Ends every stream (<system-shutdown/>) and frees everything. */
 static void env_stop(void)
 {
     drain();
-    pl_c2s_stop();
+    pl__frontends_stop();
     uint64_t deadline = now_ms() + 3000;
-    while (pl_c2s_count() && now_ms() < deadline)
+    while (pl__frontends_count() && now_ms() < deadline)
         pump(5);
-    CHECK_INT(pl_c2s_count(), 0);
+    CHECK_INT(pl__frontends_count(), 0);
     CHECK_INT(pl_session_count(), 0);
     drain();
     pl__storage_close();
@@ -666,7 +667,7 @@ void test_stream_header_errors(void)
         expect_eof(&c);
         cl_close(&c);
     }
-    CHECK_INT(pl_c2s_count(), 0);
+    CHECK_INT(pl__frontends_count(), 0);
     env_stop();
 }
 

@@ -2172,6 +2172,7 @@ static const struct pl_hook_def hooks[] = {
 
 const struct pl_module pl_mod_muc = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "muc",
     .summary = "multi-user chat rooms on conference.<host>",
     .xeps = "XEP-0045, XEP-0249, XEP-0313, XEP-0359, XEP-0410, XEP-0421, "

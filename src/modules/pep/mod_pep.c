@@ -36,7 +36,7 @@
  * (§5.1) and kept only if it matches (§5.4); a mismatch or no answer
  * means no "+notify" for that session.  Verified ver -> nodes is a
  * process-wide cache of caps_cache_size entries (least recently used
- * first out).  Per-session state: slot PL_SLOT_CAPS.
+ * first out).  Per-session state: the session's pep slot (pl_session_ctx).
  *
  * Compatibility (XEP-0402 §5.3, advertised as urn:xmpp:bookmarks:1#compat
  * and #compat-pep): publishing or retracting in urn:xmpp:bookmarks:1
@@ -85,7 +85,6 @@
 #define PRIVATE_BM_KEY "{" NS_BM "}storage" /* mod_private's key */
 #define NODE_MAX 1023 /* bytes of a node name or an item id */
 
-#define SLOT PL_SLOT_CAPS
 
 struct state {
     long max_nodes;         /* nodes per account */
@@ -402,7 +401,7 @@ static struct pl_map caps_cache;    /* key -> struct centry */
 static struct pl_map caps_inflight; /* key -> struct cquery */
 static struct centry *lru_newest, *lru_oldest;
 
-/* Per session (slot PL_SLOT_CAPS). */
+/* Per session (the session's pep slot (pl_session_ctx)). */
 struct csess {
     char *key;      /* the ver announced last, or NULL */
     char **nodes;   /* "+notify" nodes once verified */
@@ -427,14 +426,14 @@ static char **strs_copy(char *const *v, int n)
 
 static struct csess *csess_of(struct pl_session *s)
 {
-    if (!s->mod[SLOT])
-        s->mod[SLOT] = pl_calloc(1, sizeof(struct csess));
-    return s->mod[SLOT];
+    if (!pl_session_ctx(s, pep))
+        pl_session_ctx(s, pep) = pl_calloc(1, sizeof(struct csess));
+    return pl_session_ctx(s, pep);
 }
 
 static int wants(const struct pl_session *s, const char *node)
 {
-    const struct csess *c = s->mod[SLOT];
+    const struct csess *c = pl_session_ctx(s, pep);
     if (!c || !c->known)
         return 0;
     for (int i = 0; i < c->n; i++)
@@ -551,7 +550,7 @@ static void on_disco(struct pl_stanza *reply, void *arg)
     }
     for (int i = 0; i < q->n; i++) {
         struct pl_session *s = pl_session_by_id(q->sids[i]);
-        struct csess *c = s ? s->mod[SLOT] : NULL;
+        struct csess *c = s ? pl_session_ctx(s, pep) : NULL;
         if (!c || !c->key || strcmp(c->key, q->key) != 0)
             continue; /* gone, or announced something else since */
         if (e)
@@ -1740,7 +1739,7 @@ static void done(int rc, void *arg)
 static void send_last_items(struct pl_session *s)
 {
     struct state *st = pl_host_module_state(s->host, "pep");
-    struct csess *c = s->mod[SLOT];
+    struct csess *c = pl_session_ctx(s, pep);
     if (!st || !c || !c->n || !s->jid || !s->jid->local)
         return;
     struct job *j = job_new(OP_LAST, st, s->host->domain, s->jid->local);
@@ -2069,12 +2068,12 @@ static int on_closed(struct pl_event *ev, void *state)
 {
     struct state *s = state;
     struct pl_session *sess = ev->session;
-    struct csess *c = sess->mod[SLOT];
+    struct csess *c = pl_session_ctx(sess, pep);
     if (c) {
         pl_free(c->key);
         strs_free(c->nodes, c->n);
         pl_free(c);
-        sess->mod[SLOT] = NULL;
+        pl_session_ctx(sess, pep) = NULL;
     }
     if (sess->jid) {
         int others = 0;
@@ -2260,6 +2259,7 @@ static const char *const deps[] = {"roster", "presence", NULL};
 
 const struct pl_module pl_mod_pep = {
     .abi = PL_MODULE_ABI,
+    .default_on = 1,
     .name = "pep",
     .summary = "personal eventing: pubsub on every account, entity caps",
     .xeps = "XEP-0163, XEP-0060, XEP-0115, XEP-0223, XEP-0402, XEP-0398",

@@ -339,7 +339,7 @@ void pl_roster_push(const char *user_bare, const struct pl_roster_item *it,
 {
     for (struct pl_session *s = pl_session_first(user_bare); s;
          s = s->next_res) {
-        if (!s->interested)
+        if (!pl_session_is_interested(s))
             continue;
         struct pl_stanza *st = pl_stanza_new("iq", PL_NS_CLIENT);
         char id[32], v[24];
