@@ -4,8 +4,11 @@
  */
 #include "hook.h"
 
+#include <string.h>
+
 #include "alloc.h"
 #include "host.h"
+#include "jid.h"
 
 struct handler {
     pl_hook_fn *fn; /* the handler */
@@ -65,4 +68,10 @@ void pl__hook_clear(struct pl_host *h)
 {
     pl_map_each(&h->hooks, free_list, NULL);
     pl_map_clear(&h->hooks);
+}
+
+int pl_event_is_self(const struct pl_event *ev)
+{
+    return ev->from && ev->to && ev->from->local && ev->to->local &&
+           strcmp(ev->from->bare, ev->to->bare) == 0;
 }

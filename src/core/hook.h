@@ -34,6 +34,14 @@ struct pl_event {
 
 typedef int pl_hook_fn(struct pl_event *ev, void *state);
 
+/*
+ * Whether the stanza of ev comes from the account it is addressed to: a
+ * user's request to their own bare JID (or with no 'to', which the router
+ * fills with the sender's bare JID, RFC 6120 §10.3.3).  The test private
+ * storage, vCards, PEP and push registrations share for "own data".
+ */
+int pl_event_is_self(const struct pl_event *ev);
+
 struct pl_hook_def {
     const char *event; /* event name */
     pl_hook_fn *fn;    /* handler */

@@ -135,12 +135,6 @@ static int job_new(struct pl_event *ev, struct job **out)
 }
 
 /* Whether the IQ is addressed to the sender's own account. */
-static int is_own(const struct pl_event *ev)
-{
-    return ev->from && ev->to && ev->from->local && ev->to->local &&
-           strcmp(ev->from->bare, ev->to->bare) == 0;
-}
-
 /* ---------------------------------------------------------------- get */
 
 static int get_run(const struct pl_storage_driver *d, void *db, void *arg)
@@ -196,7 +190,7 @@ static int on_get(struct pl_event *ev, void *state)
 {
     if (!ev->to || !ev->to->local)
         return PL_PASS;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN; /* XEP-0049 §3: someone else's storage */
     struct job *j;
     int rc = job_new(ev, &j);
@@ -266,7 +260,7 @@ static int on_set(struct pl_event *ev, void *state)
     struct state *s = state;
     if (!ev->to || !ev->to->local)
         return PL_PASS;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN; /* XEP-0049 §3: someone else's storage */
     struct job *j;
     int rc = job_new(ev, &j);

@@ -140,12 +140,6 @@ static void reg_done(int rc, void *arg)
     reg_free(j);
 }
 
-static int is_own(const struct pl_event *ev)
-{
-    return ev->from && ev->to && ev->from->local && ev->to->local &&
-           strcmp(ev->from->bare, ev->to->bare) == 0;
-}
-
 /* Checks jid (and node) of <enable/> or <disable/>; builds the key. */
 static int reg_key(struct pl_node *el, int need_node, char **key)
 {
@@ -170,7 +164,7 @@ static int on_enable(struct pl_event *ev, void *state)
     struct state *s = state;
     if (!ev->to || !ev->to->local)
         return PL_PASS;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN;
     struct pl_node *el = pl_stanza_payload(ev->stanza);
     char *key;
@@ -206,7 +200,7 @@ static int on_disable(struct pl_event *ev, void *state)
     (void)state;
     if (!ev->to || !ev->to->local)
         return PL_PASS;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN;
     char *key;
     int rc = reg_key(pl_stanza_payload(ev->stanza), 0, &key);
@@ -450,7 +444,7 @@ static int on_bound(struct pl_event *ev, void *state)
 static int on_account_info(struct pl_event *ev, void *state)
 {
     (void)state;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_PASS;
     struct pl_node *f = pl_node_add_child(ev->stanza, ev->data, "feature",
                                           PL_NS_DISCO_INFO);

@@ -83,12 +83,6 @@ static void job_free(struct job *j)
 }
 
 /* Whether the IQ is addressed to the sender's own account. */
-static int is_own(const struct pl_event *ev)
-{
-    return ev->from && ev->to && ev->from->local &&
-           strcmp(ev->from->bare, ev->to->bare) == 0;
-}
-
 /* ---------------------------------------------------------- directory */
 
 static int is_space(unsigned char c)
@@ -225,7 +219,7 @@ static int on_get(struct pl_event *ev, void *state)
     if (!ev->to || !ev->to->local)
         return PL_PASS;
     struct job *j = job_new(ev, ev->to->local);
-    j->own = is_own(ev);
+    j->own = pl_event_is_self(ev);
     pl_storage_submit(pl_server_loop(), get_run, get_done, j);
     return PL_PENDING;
 }
@@ -266,7 +260,7 @@ static int on_set(struct pl_event *ev, void *state)
     struct state *s = state;
     if (!ev->to || !ev->to->local)
         return PL_PASS;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN; /* XEP-0054 §3.2: another user's vCard */
     struct pl_node *vc = pl_stanza_payload(ev->stanza);
     struct job *j = job_new(ev, ev->to->local);

@@ -1751,12 +1751,6 @@ static void send_last_items(struct pl_session *s)
 
 /* ------------------------------------------------- loop: requests */
 
-static int is_own(const struct pl_event *ev)
-{
-    return ev->from && ev->to && ev->to->local &&
-           strcmp(ev->from->bare, ev->to->bare) == 0;
-}
-
 static struct job *request_job(struct pl_event *ev, struct state *s,
                                enum op op, const char *node)
 {
@@ -1819,7 +1813,7 @@ static int on_pubsub_set(struct pl_event *ev, void *state)
     if (strcmp(name, "publish") != 0 && strcmp(name, "retract") != 0 &&
         strcmp(name, "create") != 0)
         return PL_EBAD_REQUEST;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN; /* XEP-0163 §4: only the owner publishes */
     if (bad_node(node)) {
         if (strcmp(name, "create") == 0)
@@ -1969,7 +1963,7 @@ static int on_owner(struct pl_event *ev, void *state)
     struct pl_node *act = pl_node_first_elem(ps);
     if (!act)
         return PL_EBAD_REQUEST;
-    if (!is_own(ev))
+    if (!pl_event_is_self(ev))
         return PL_EFORBIDDEN;
     if (!set && strcmp(act->name, "default") == 0) {
         struct cfg c;
@@ -2092,7 +2086,7 @@ static int on_closed(struct pl_event *ev, void *state)
 static int on_private_set(struct pl_event *ev, void *state)
 {
     struct state *s = state;
-    if (!s->bookmarks_compat || !is_own(ev))
+    if (!s->bookmarks_compat || !pl_event_is_self(ev))
         return PL_PASS;
     struct pl_node *q = pl_stanza_payload(ev->stanza);
     struct pl_node *bm = q ? pl_node_child(q, "storage", NS_BM) : NULL;
@@ -2113,7 +2107,7 @@ static int on_private_set(struct pl_event *ev, void *state)
 static int on_vcard_set(struct pl_event *ev, void *state)
 {
     struct state *s = state;
-    if (!s->vcard_conversion || !is_own(ev))
+    if (!s->vcard_conversion || !pl_event_is_self(ev))
         return PL_PASS;
     struct pl_node *vc = pl_stanza_payload(ev->stanza);
     struct pl_node *ph = vc ? pl_node_child(vc, "PHOTO", NULL) : NULL;
