@@ -23,7 +23,9 @@
  *     group list [NAME]        device groups for push
  *     s2s [--json]             federation links: direction, domains, state,
  *                              authentication, queued stanzas, last error
- *   push, group and s2s talk to parleyd's admin socket (src/core/admin.h),
+ *     components [--json]      external components (XEP-0114): domain,
+ *                              host, connected, peer, stanza counts
+ *   push, group, s2s and components talk to parleyd's admin socket (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
  *
@@ -72,7 +74,9 @@ static int usage(void)
           "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
           "group list [NAME]\n"
           "  s2s [--json]\n"
-          "  (push, group, s2s: [--socket PATH] before the command)\n",
+          "  components [--json]\n"
+          "  (push, group, s2s, components: [--socket PATH] before the "
+          "command)\n",
           stderr);
     return 2;
 }
@@ -641,6 +645,52 @@ static int cmd_s2s(int n, char **a)
     return rc;
 }
 
+/* parleyctl components [--json]: external components (XEP-0114). */
+static int cmd_components(int n, char **a)
+{
+    int as_json = n == 1 && strcmp(a[0], "--json") == 0;
+    if (n > 1 || (n == 1 && !as_json))
+        return usage();
+    int rc = 0;
+    json_t *req = json_pack("{s:s}", "op", "components");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        json_t *v = json_object_get(ans, "components");
+        if (as_json) {
+            print_json(v);
+        } else {
+            size_t i;
+            json_t *c;
+            printf("%-28s %-20s %-13s %-22s %8s %10s %10s\n", "domain",
+                   "host", "state", "peer", "seconds", "stanzas in",
+                   "out");
+            json_array_foreach(v, i, c)
+            {
+                int up = json_is_true(json_object_get(c, "connected"));
+                char peer[64] = "";
+                if (up)
+                    snprintf(peer, sizeof(peer), "%s:%lld",
+                             json_string_value(json_object_get(c, "peer")),
+                             (long long)json_integer_value(
+                                 json_object_get(c, "port")));
+                printf("%-28s %-20s %-13s %-22s %8lld %10lld %10lld\n",
+                       json_string_value(json_object_get(c, "domain")),
+                       json_string_value(json_object_get(c, "host")),
+                       up ? "connected" : "disconnected", peer,
+                       (long long)json_integer_value(
+                           json_object_get(c, "seconds")),
+                       (long long)json_integer_value(
+                           json_object_get(c, "stanzas_in")),
+                       (long long)json_integer_value(
+                           json_object_get(c, "stanzas_out")));
+            }
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -687,6 +737,8 @@ int main(int argc, char **argv)
         rc = cmd_group(n, a);
     else if (strcmp(cmd, "s2s") == 0)
         rc = cmd_s2s(n, a);
+    else if (strcmp(cmd, "components") == 0)
+        rc = cmd_components(n, a);
     else
         rc = usage();
     if (db)

@@ -237,6 +237,7 @@ int main(int argc, char **argv)
     pl_loop_run(loop);
     rc = 0;
 out:
+    pl__frontends_free();
     pl__storage_close();
     pl_workq_free(cpu);
     pl__hosts_free();

@@ -31,7 +31,6 @@
 #include "host.h"
 #include "log.h"
 #include "loop.h"
-#include "xmpp/s2s.h"
 #include "server.h"
 
 #define MAX_LINE (1024 * 1024)
@@ -112,8 +111,37 @@ static void answer_error(struct client *c, const char *err, const char *detail)
     json_decref(a);
 }
 
-/* The core's own operations, then "admin/<op>" on the named host (or
- * each host in turn until one takes it). */
+/* Server-wide operations (pl_admin_add_op). */
+struct server_op {
+    char name[32];      /* op */
+    pl_admin_op_fn *fn; /* answers it */
+};
+static struct server_op server_ops[16];
+static int nserver_ops;
+
+void pl_admin_add_op(const char *op, pl_admin_op_fn *fn)
+{
+    if (nserver_ops == (int)(sizeof(server_ops) / sizeof(server_ops[0])) ||
+        strlen(op) >= sizeof(server_ops[0].name))
+        return;
+    for (int i = 0; i < nserver_ops; i++)
+        if (strcmp(server_ops[i].name, op) == 0)
+            return;
+    snprintf(server_ops[nserver_ops].name, sizeof(server_ops[0].name), "%s",
+             op);
+    server_ops[nserver_ops++].fn = fn;
+}
+
+static pl_admin_op_fn *op_find(const char *op)
+{
+    for (int i = 0; i < nserver_ops; i++)
+        if (strcmp(server_ops[i].name, op) == 0)
+            return server_ops[i].fn;
+    return NULL;
+}
+
+/* Server-wide operations, then "admin/<op>" on the named host (or each
+ * host in turn until one takes it). */
 static void dispatch(uint64_t cid, json_t *req)
 {
     const char *op = json_string_value(json_object_get(req, "op"));
@@ -123,15 +151,8 @@ static void dispatch(uint64_t cid, json_t *req)
     if (!op) {
         a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", "bad-request",
                       "detail", "no op");
-    } else if (strcmp(op, "s2s") == 0) {
-        struct pl_buf b = {0};
-        pl_s2s_links_json(&b);
-        json_t *l = b.len ? json_loadb(b.data + b.off, b.len, 0, NULL)
-                          : NULL;
-        pl_buf_reset(&b);
-        if (!l)
-            l = json_array();
-        a = json_pack("{s:b, s:o}", "ok", 1, "links", l);
+    } else if (op_find(op)) {
+        a = op_find(op)(req);
     } else {
         char ev_name[128];
         snprintf(ev_name, sizeof(ev_name), "admin/%s", op);

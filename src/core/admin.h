@@ -6,8 +6,9 @@
  *
  * Protocol: one JSON object per line each way; each request
  * {"op": ..., "host": optional domain, "tag": optional, ...} gets exactly one
- * answer {"ok": true|false, ...}, with "tag" echoed.  The core answers "s2s"
- * (the federation links, s2s.h); any other op fires the event
+ * answer {"ok": true|false, ...}, with "tag" echoed.  Server-wide ops that
+ * front ends register (pl_admin_add_op: "s2s", "components") are answered
+ * first; any other op fires the event
  * "admin/<op>" on the named host (or on each host in turn until a handler
  * takes it) with a struct pl_admin_request in ev->data; the handler answers
  * with pl_admin_answer, at once or later (after a storage commit).  Nobody
@@ -23,6 +24,14 @@ struct pl_admin_request {
     uint64_t cid; /* the client, for pl_admin_answer */
     json_t *req;  /* the request (borrowed) */
 };
+
+/*
+ * A server-wide operation (not a host's): fn answers req (borrowed) with a
+ * new JSON object {"ok": ...}; the caller echoes the tag.  Registered by
+ * front ends at start; a name registered twice keeps the first.
+ */
+typedef json_t *pl_admin_op_fn(json_t *req);
+void pl_admin_add_op(const char *op, pl_admin_op_fn *fn);
 
 /* Opens the socket at path (mode 0600).  PL_OK, PL_EINVAL, PL_EIO. */
 int pl_admin_open(const char *path);

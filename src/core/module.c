@@ -117,6 +117,13 @@ unsigned long pl__frontends_count(void)
     return n;
 }
 
+void pl__frontends_free(void)
+{
+    for (int i = 0; all[i]; i++)
+        if (all[i]->frontend && all[i]->frontend->free)
+            all[i]->frontend->free();
+}
+
 void pl_module_print_options(FILE *f)
 {
     for (int i = 0; all[i]; i++) {

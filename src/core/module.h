@@ -68,6 +68,8 @@ struct pl_frontend {
     void (*reload)(struct pl_config *c, void *settings);
     /* Connections still open (the shutdown drain waits for 0). */
     unsigned long (*count)(void);
+    /* After the drain, before the hosts go: frees what start made. */
+    void (*free)(void);
 };
 
 struct pl_module {
@@ -128,6 +130,7 @@ int pl__frontends_start(struct pl_config *c);
 void pl__frontends_stop(void);
 void pl__frontends_reload(struct pl_config *c);
 unsigned long pl__frontends_count(void);
+void pl__frontends_free(void);
 /* Prints each module's options as configuration groups. */
 void pl_module_print_options(FILE *f);
 

@@ -455,7 +455,11 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
     if (sh) {
         route_service(sh, sv_events, st, from, to, origin);
     } else if (!h) {
+        /* The sender's host: its own, or the one whose service (a
+         * component, a room service) it speaks for. */
         struct pl_host *fh = from ? pl_host_find(from->domain) : NULL;
+        if (from && !fh)
+            fh = pl_host_find_service(from->domain, NULL);
         int rc = PL_PASS;
         /* A fan-out stanza (no 'to', see deliver) leaves the server with
          * its address written in. */

@@ -41,6 +41,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "alloc.h"
 #include "conn.h"
 #include "dns.h"
@@ -1801,9 +1802,23 @@ static int on_route_remote(struct pl_event *ev, void *state)
 
 /* ---- lifetime ---- */
 
+/* parleyctl s2s: the links (admin.h). */
+static json_t *admin_s2s(json_t *req)
+{
+    (void)req;
+    struct pl_buf b = {0};
+    pl_s2s_links_json(&b);
+    json_t *l = b.len ? json_loadb(b.data + b.off, b.len, 0, NULL) : NULL;
+    pl_buf_reset(&b);
+    if (!l)
+        l = json_array();
+    return json_pack("{s:b, s:o}", "ok", 1, "links", l);
+}
+
 static int s2s_start(struct pl_config *cfg, void *settings)
 {
     (void)settings;
+    pl_admin_add_op("s2s", admin_s2s);
     S = &cfg->s;
     C = cfg;
     if (!S->s2s_enable)

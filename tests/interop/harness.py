@@ -193,7 +193,8 @@ class Server:
                  max_stanza_size=65536, max_depth=32, handshake_timeout=30,
                  idle_timeout=900, log_level=None, extra="", label="",
                  limits_extra="", c2s_extra="", register_extra="",
-                 hosts=None, s2s=None, s2s_direct=False):
+                 hosts=None, s2s=None, s2s_direct=False,
+                 listeners_extra="", host_extra=""):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -217,6 +218,11 @@ class Server:
         # srv.domain.  s2s: settings inside the s2s group (federation);
         # with it, an s2s listener (STARTTLS) on srv.s2s_port.
         self.hosts = hosts
+        # listeners_extra: more entries for the listeners list (each a
+        # "{ ... }" group); host_extra: more settings in the first host's
+        # group (components = (...); for example).
+        self.listeners_extra = listeners_extra
+        self.host_extra = host_extra
         if hosts:
             first = hosts[0]
             self.domain = first if isinstance(first, str) else first["domain"]
@@ -243,8 +249,9 @@ class Server:
         for h in self.hosts or [self.domain]:
             if isinstance(h, str):
                 h = {"domain": h}
+            extra = "" if out else " " + self.host_extra
             out.append("{ " + " ".join('%s = "%s";' % kv for kv in h.items())
-                       + " }")
+                       + extra + " }")
         return ",\n  ".join(out)
 
     def _parley_config(self):
@@ -258,6 +265,8 @@ class Server:
             s2s_listener += (',\n  { protocol = "s2s"; address = "127.0.0.1";'
                              ' port = %d; tls = "direct"; }'
                              % self.s2s_direct_port)
+        if self.listeners_extra:
+            s2s_listener += ",\n  " + self.listeners_extra
         return """# written by tests/interop/harness.py
 server: { data_dir = "%(var)s"; log_level = "%(log)s"; };
 storage: { driver = "sqlite"; sqlite_path = "%(var)s/parley.db"; };
