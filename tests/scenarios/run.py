@@ -53,8 +53,11 @@ NS_SASL = harness.NS_SASL
 NS_BIND = harness.NS_BIND
 # Every block is parsed inside this element: jabber:client is the default
 # namespace (as on the stream) and the stream: prefix is declared.
-WRAP_OPEN = ("<scn-block xmlns='%s' xmlns:stream='%s'>"
-             % (NS_CLIENT, NS_STREAM))
+# scn:none wraps children that must not be there.
+NS_SCN = "urn:parley:scenario"
+NONE = "{%s}none" % NS_SCN
+WRAP_OPEN = ("<scn-block xmlns='%s' xmlns:stream='%s' xmlns:scn='%s'>"
+             % (NS_CLIENT, NS_STREAM, NS_SCN))
 WRAP_CLOSE = "</scn-block>"
 MORE = "..."
 
@@ -202,7 +205,15 @@ def match(exp, got, captures, path=""):
 
 def match_children(exps, gots, caps, here, opened):
     """Pairs every expected child with a distinct received child (any
-    order; bipartite matching).  Without "..." nothing may be left."""
+    order; bipartite matching).  Without "..." nothing may be left.
+    Children of a <scn:none> must match no received child."""
+    for n in [e for e in exps if e.tag == NONE]:
+        for absent in n:
+            for g in gots:
+                if match(absent, g, {}, here) is None:
+                    return "%s: has a child %s it must not have" % (
+                        here, describe(g.tag))
+    exps = [e for e in exps if e.tag != NONE]
     if not exps and (opened or not gots):
         return None
     table = [[None] * len(gots) for _ in exps]  # (reason, captures)
@@ -226,8 +237,8 @@ def match_children(exps, gots, caps, here, opened):
             e = exps[i]
             same = [table[i][j][0] for j, g in enumerate(gots)
                     if g.tag == e.tag and table[i][j][0] is not None]
-            if same:
-                return same[0]
+            if same:  # the closest candidate failed deepest
+                return max(same, key=lambda r: r.split(": ")[0].count("/"))
             return "%s: %s child %s" % (
                 here, "not enough of" if any(
                     g.tag == e.tag for g in gots) else "no", describe(e.tag))
@@ -260,10 +271,10 @@ def pretty(el, parent_ns=NS_CLIENT, indent=0):
     written where the namespace changes, "..." kept."""
     pad = "  " * indent
     ns, name = ns_of(el.tag), local(el.tag)
-    if ns == NS_STREAM:
-        name = "stream:" + name
+    if ns in (NS_STREAM, NS_SCN):
+        name = ("stream:" if ns == NS_STREAM else "scn:") + name
     attrs = ""
-    if ns != parent_ns and ns != NS_STREAM:
+    if ns != parent_ns and ns not in (NS_STREAM, NS_SCN):
         attrs += " xmlns='%s'" % ns
     for k in sorted(el.attrib):
         kn = "xml:" + local(k) if ns_of(k) == \
@@ -280,7 +291,8 @@ def pretty(el, parent_ns=NS_CLIENT, indent=0):
         return ["%s<%s%s>%s</%s>" % (pad, name, attrs, body, name)]
     lines = ["%s<%s%s>%s" % (pad, name, attrs, text)]
     for c in kids:
-        lines += pretty(c, ns if ns != NS_STREAM else parent_ns,
+        lines += pretty(c, ns if ns not in (NS_STREAM, NS_SCN)
+                        else parent_ns,
                         indent + 1)
     if more:
         lines.append(pad + "  " + MORE)
@@ -596,7 +608,7 @@ class Runner:
             raise StepFailed("the server did not close the stream within "
                              "%.1f s" % TIMEOUT)
         conn.close()
-        c.conn, c.jid = None, None
+        c.conn = None  # c.jid stays: ${X.full} after logout
 
     def step_disconnect(self, c):
         conn = self.conn_of(c)
@@ -606,7 +618,7 @@ class Runner:
         except OSError:
             pass
         conn.close()
-        c.conn, c.jid = None, None
+        c.conn = None  # c.jid stays: ${X.full} after logout
 
     # -- one file
 
@@ -720,6 +732,9 @@ def self_test():
         ("<t a='x{any}'/>", "<t a='xyz'/>", True),
         ("<t a='x{any}'/>", "<t a='yz'/>", False),
         ("<t>{json}</t>", "<t>{json}</t>", True),
+        ("<q><a/><scn:none><b/></scn:none>...</q>", "<q><a/><c/></q>", True),
+        ("<q><a/><scn:none><b/></scn:none>...</q>", "<q><a/><b/></q>",
+         False),
         ("<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-"
          "streams'/></stream:error>",
          "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-"
