@@ -253,15 +253,49 @@ def match_children(exps, gots, caps, here, opened):
 
 
 def match_set(exps, gots, captures):
-    """Matches a block of expected stanzas with as many received ones, in
-    any order.  Returns None or a reason."""
+    """Matches a block of expected stanzas with as many received ones:
+    any order, except that stanzas written with the same 'from' must
+    arrive in the order written (RFC 6120 §10.1, in-order processing).
+    Returns None or a reason."""
     if len(exps) != len(gots):
         return "expected %d stanza(s), got %d" % (len(exps), len(gots))
-    caps = {}
-    why = match_children(exps, gots, caps, "", False)
-    if why is None:
-        captures.update(caps)
-    return why
+    table = [[None] * len(gots) for _ in exps]
+    for i, e in enumerate(exps):
+        for j, g in enumerate(gots):
+            c = {}
+            table[i][j] = (match(e, g, c), c)
+    used, pick = set(), []
+
+    def search(i):
+        if i == len(exps):
+            return True
+        sender = exps[i].get("from")
+        after = max([pick[k] for k in range(i)
+                     if sender and exps[k].get("from") == sender],
+                    default=-1)
+        for j in range(after + 1, len(gots)):
+            if j not in used and table[i][j][0] is None:
+                used.add(j)
+                pick.append(j)
+                if search(i + 1):
+                    return True
+                used.discard(j)
+                pick.pop()
+        return False
+
+    if search(0):
+        for i, j in enumerate(pick):
+            captures.update(table[i][j][1])
+        return None
+    # Explain: the first expected stanza that matches nothing, else order.
+    for i, e in enumerate(exps):
+        reasons = [table[i][j][0] for j in range(len(gots))]
+        if all(reasons):
+            same = [r for j, r in enumerate(reasons) if gots[j].tag == e.tag]
+            return max(same or reasons,
+                       key=lambda r: r.split(": ")[0].count("/"))
+    return ("stanzas from the same sender arrived in another order than "
+            "written")
 
 
 # -------------------------------------------------------------- printing
@@ -760,6 +794,16 @@ def self_test():
                   match_set(list(a), list(b), {}) is None)
     harness.check("matcher: a block wants exactly its number of stanzas",
                   match_set(list(a), list(b)[:1], {}) is not None)
+    a = ET.fromstring(WRAP_OPEN + "<m from='x'>1</m><m from='x'>2</m>"
+                      "<p from='y'/>" + WRAP_CLOSE)
+    b = ET.fromstring(WRAP_OPEN + "<p from='y'/><m from='x'>1</m>"
+                      "<m from='x'>2</m>" + WRAP_CLOSE)
+    c = ET.fromstring(WRAP_OPEN + "<m from='x'>2</m><p from='y'/>"
+                      "<m from='x'>1</m>" + WRAP_CLOSE)
+    harness.check("matcher: a block accepts senders interleaved",
+                  match_set(list(a), list(b), {}) is None)
+    harness.check("matcher: a block keeps one sender's order",
+                  match_set(list(a), list(c), {}) is not None)
 
 
 # ------------------------------------------------------------------ main
