@@ -83,7 +83,8 @@ class StepFailed(Exception):
 def template_regex(tmpl):
     """Compiles an attribute value or text with wildcards to a regex.
 
-    {any} any string; {datetime} an XEP-0082 DateTime; {capture:NAME}
+    (An attribute value {optional:T} is handled by match(): the attribute
+    may be absent, else it must match T.)  {any} any string; {datetime} an XEP-0082 DateTime; {capture:NAME}
     any non-empty string, remembered as ${NAME}; {re:REGEX} a regular
     expression.  Any other text (braces included) is literal."""
     out, i, names = [], 0, []
@@ -179,6 +180,11 @@ def match(exp, got, captures, path=""):
         return "%s: got %s instead" % (here, describe(got.tag))
     caps = {}
     for k, v in exp.attrib.items():
+        m = re.match(r"\{optional:(.*)\}\Z", v, re.S)
+        if m:  # absent, or matching the template inside
+            if k not in got.attrib:
+                continue
+            v = m.group(1)
         if k not in got.attrib:
             return "%s: attribute %s is missing" % (here, k)
         if not match_value(v, got.attrib[k], caps):
@@ -766,6 +772,9 @@ def self_test():
         ("<t a='x{any}'/>", "<t a='xyz'/>", True),
         ("<t a='x{any}'/>", "<t a='yz'/>", False),
         ("<t>{json}</t>", "<t>{json}</t>", True),
+        ("<t a='{optional:x}'/>", "<t/>", True),
+        ("<t a='{optional:x}'/>", "<t a='x'/>", True),
+        ("<t a='{optional:x}'/>", "<t a='y'/>", False),
         ("<q><a/><scn:none><b/></scn:none>...</q>", "<q><a/><c/></q>", True),
         ("<q><a/><scn:none><b/></scn:none>...</q>", "<q><a/><b/></q>",
          False),
