@@ -37,6 +37,7 @@ import difflib
 import glob
 import os
 import re
+import shlex
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -454,6 +455,14 @@ def parse(path):
                 continue
             raise ScenarioError("%s:%d: expected [Client] NAME, [Server] or "
                                 "-----" % (path, i))
+        m = re.match(r"Run parleyctl\s+(.+)$", line)
+        if m:
+            sc.steps.append((i, None, "ctl", m.group(1), line))
+            continue
+        if line == "Output matches:":
+            text, i = block(i)
+            sc.steps.append((i, None, "output", text, line))
+            continue
         m = re.match(r"(\w+)\s+(.*)$", line)
         verb = None
         if m and m.group(1) in sc.clients:
@@ -659,6 +668,21 @@ class Runner:
             pass
         conn.close()
         c.conn = None  # c.jid stays: ${X.full} after logout
+
+    def step_ctl(self, _, args):
+        argv = shlex.split(self.subst(args))
+        rc, out = self.srv.ctl(*argv)
+        self.vars["output"] = (out or "").strip()
+        if rc != 0:
+            raise StepFailed("parleyctl %s exited with %s: %s"
+                             % (" ".join(argv), rc, out.strip()))
+
+    def step_output(self, _, text):
+        want = self.subst(text).strip()
+        have = self.vars.get("output", "")
+        if not match_value(want, have, self.vars):
+            raise StepFailed("parleyctl printed:\n%s\nexpected:\n%s"
+                             % (have, want))
 
     # -- one file
 
