@@ -4,15 +4,18 @@
 A scenario is a conversation written as data: clients, then steps of
 stanzas sent and stanzas expected (README.md in this folder has the
 format).  This runner starts parleyd through tests/interop/harness.py
-(one server per distinct [Server] block; every file without one shares
-the default server, isolated by its own accounts and ${id}), creates
-the accounts with parleyctl, connects each client over STARTTLS with
-SASL SCRAM and resource binding, sends the XML as written, and compares
-what arrives as XML trees: namespaces and names, attributes in any
-order, children in any order, text stripped of surrounding whitespace
+(one server per distinct [Server] block, and one for each file that
+restarts it; every other file shares the default server, isolated by
+its own accounts and ${id}, several files at once), creates the
+accounts with parleyctl, connects each client over STARTTLS with SASL
+SCRAM and resource binding, sends the XML as written, and compares what
+arrives as XML trees: namespaces and names, attributes in any order,
+children in any order, text stripped of surrounding whitespace
 (whitespace-only text ignored), with wildcards ({any}, {datetime},
-{capture:NAME}, {re:REGEX}) and "..." to allow more attributes and
-children than written.
+{capture:NAME}, {re:REGEX}, attribute {optional:...}), "..." to allow
+more attributes and children than written and <scn:none> for children
+that must be absent.  A block of stanzas may arrive in any order, except
+that those written with the same 'from' keep their order.
 
     /usr/bin/python3 tests/scenarios/run.py               every file
     /usr/bin/python3 tests/scenarios/run.py ping disco    these files
@@ -26,19 +29,26 @@ failed.
 
 Environment: SCENARIO_TIMEOUT (seconds a "receives" step waits, default
 5), SCENARIO_QUIET (seconds "receives nothing" listens, default 0.5),
+SCENARIO_JOBS (files run at once, default 4),
 plus harness.py's PARLEYD, PARLEYCTL, PARLEYD_WRAPPER.
 
-Extending: a new step is a regex in STEPS and a method Runner.step_<x>;
-a new wildcard is a branch in template_regex().
+Extending: a new client step is a regex in STEPS and a method
+Runner.step_<x> (steps without a client are parsed in parse()); a new
+wildcard is a branch in template_regex(); a matcher change gets a case
+in self_test().
 """
 
 import base64
+import concurrent.futures
 import difflib
 import glob
 import os
 import re
 import shlex
+import signal
+import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -48,6 +58,7 @@ import harness  # noqa: E402
 
 TIMEOUT = float(os.environ.get("SCENARIO_TIMEOUT", "5"))
 QUIET = float(os.environ.get("SCENARIO_QUIET", "0.5"))
+JOBS = int(os.environ.get("SCENARIO_JOBS", "4"))
 NS_CLIENT = "jabber:client"
 NS_STREAM = harness.NS_STREAM
 NS_SASL = harness.NS_SASL
@@ -84,10 +95,10 @@ class StepFailed(Exception):
 def template_regex(tmpl):
     """Compiles an attribute value or text with wildcards to a regex.
 
-    (An attribute value {optional:T} is handled by match(): the attribute
-    may be absent, else it must match T.)  {any} any string; {datetime} an XEP-0082 DateTime; {capture:NAME}
-    any non-empty string, remembered as ${NAME}; {re:REGEX} a regular
-    expression.  Any other text (braces included) is literal."""
+    {any} any string; {datetime} an XEP-0082 DateTime; {capture:NAME} any
+    non-empty string, remembered as ${NAME}; {re:REGEX} a regular
+    expression.  Any other text (braces included) is literal.  (An
+    attribute value {optional:T} is match()'s: absent, or matching T.)"""
     out, i, names = [], 0, []
     while i < len(tmpl):
         j = tmpl.find("{", i)
@@ -459,6 +470,9 @@ def parse(path):
         if m:
             sc.steps.append((i, None, "ctl", m.group(1), line))
             continue
+        if line == "Server restarts":
+            sc.steps.append((i, None, "restart", "", line))
+            continue
         if line == "Output matches:":
             text, i = block(i)
             sc.steps.append((i, None, "output", text, line))
@@ -516,10 +530,15 @@ class Conn(harness.RawClient):
         return got
 
 
+UNIQUE_LOCK = threading.Lock()
+
+
 class Runner:
     def __init__(self, srv, sc):
         self.srv, self.sc = srv, sc
-        self.vars = {"domain": srv.domain, "id": harness.unique("s")}
+        with UNIQUE_LOCK:
+            uid = harness.unique("s")
+        self.vars = {"domain": srv.domain, "id": uid}
         # Defaults first, then settings that name ${id} or another
         # client (user: ${Alice.user} is Alice's account, another login).
         given = {}
@@ -669,6 +688,19 @@ class Runner:
         conn.close()
         c.conn = None  # c.jid stays: ${X.full} after logout
 
+    def step_restart(self, _):
+        """SIGTERM by pid, then the same binary, ports, configuration
+        and data again; every client is disconnected."""
+        for c in self.sc.clients.values():
+            if c.conn is not None:
+                c.conn.close()
+                c.conn = None
+        rc = self.srv.kill(signal.SIGTERM)
+        if rc not in (0, -signal.SIGTERM):
+            raise StepFailed("parleyd exited with status %s on SIGTERM" % rc)
+        if not self.srv.start():
+            raise StepFailed("parleyd did not start again")
+
     def step_ctl(self, _, args):
         argv = shlex.split(self.subst(args))
         rc, out = self.srv.ctl(*argv)
@@ -687,15 +719,30 @@ class Runner:
     # -- one file
 
     def create_accounts(self):
+        """parleyctl adduser for every client with an account, all at
+        once (each run mostly waits for its commit)."""
+        procs = []
         for c in self.sc.clients.values():
             if not c.account:
                 continue
-            rc, out = self.srv.ctl("adduser", "%s@%s" % (c.user,
-                                                         self.srv.domain),
-                                   c.password)
-            if rc != 0:
-                raise StepFailed("parleyctl adduser %s: %s" % (c.user,
-                                                               out.strip()))
+            argv = [self.srv.ctl_bin, "--config", self.srv.conf_path,
+                    "adduser", "%s@%s" % (c.user, self.srv.domain),
+                    c.password]
+            procs.append((c, subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, cwd=self.srv.dir)))
+        why = None
+        for c, p in procs:
+            try:
+                out = p.communicate(timeout=30)[0]
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out = p.communicate()[0]
+            if p.returncode != 0 and why is None:
+                why = "parleyctl adduser %s: %s" % (
+                    c.user, out.decode("utf-8", "replace").strip())
+        if why:
+            raise StepFailed(why)
 
     def run(self):
         """Returns None, or (step number, line, StepFailed)."""
@@ -726,43 +773,51 @@ class Runner:
                     c.conn = None
 
 
-def report_failure(name, n, where, e):
-    harness.check("scenario " + name, False,
-                  "step %d (%s): %s" % (n, where, e.reason))
+def failure_records(name, n, where, e):
+    """The report of a failed scenario: one check, then the diff."""
+    out = [("check", "scenario " + name, False,
+            "step %d (%s): %s" % (n, where, e.reason))]
     if e.expected and e.got:
         diff = difflib.unified_diff(pretty_all(e.expected),
                                     pretty_all(e.got), "expected", "got",
                                     lineterm="", n=10000)
-        harness.note("diff (- expected, + got):\n"
-                     + "\n".join(list(diff)[3:]))
+        out.append(("note", "diff (- expected, + got):\n"
+                    + "\n".join(list(diff)[3:])))
     elif e.got:
-        harness.note("got:\n" + "\n".join(pretty_all(e.got)))
+        out.append(("note", "got:\n" + "\n".join(pretty_all(e.got))))
+    return out
 
 
 def run_file(srv, sc):
+    """Runs one scenario; returns its report as records for report()
+    (files run in parallel threads, reports are printed in file order)."""
     t0 = time.monotonic()
     try:
         failure = Runner(srv, sc).run()
     except ScenarioError as e:
-        harness.check("scenario " + sc.name, False, e)
-        return
+        return [("check", "scenario " + sc.name, False, str(e))]
     took = " (%.1f s)" % (time.monotonic() - t0)
     if sc.expect_fail is None:
         if failure is None:
-            harness.check("scenario " + sc.name + took, True)
-        else:
-            report_failure(sc.name, *failure)
-        return
+            return [("check", "scenario " + sc.name + took, True, "")]
+        return failure_records(sc.name, *failure)
     # A scenario that must fail (a check of the runner itself).
     if failure is None:
-        harness.check("scenario " + sc.name, False,
-                      "marked 'Expect: fail' but every step passed")
-    elif sc.expect_fail and failure[0] != sc.expect_fail:
-        report_failure(sc.name + " (expected to fail at step %d)"
-                       % sc.expect_fail, *failure)
-    else:
-        harness.check("scenario %s fails as expected at step %d: %s%s"
-                      % (sc.name, failure[0], failure[2].reason, took), True)
+        return [("check", "scenario " + sc.name, False,
+                 "marked 'Expect: fail' but every step passed")]
+    if sc.expect_fail and failure[0] != sc.expect_fail:
+        return failure_records(sc.name + " (expected to fail at step %d)"
+                               % sc.expect_fail, *failure)
+    return [("check", "scenario %s fails as expected at step %d: %s%s"
+             % (sc.name, failure[0], failure[2].reason, took), True, "")]
+
+
+def report(records):
+    for r in records:
+        if r[0] == "check":
+            harness.check(r[1], r[2], r[3])
+        else:
+            harness.note(r[1])
 
 
 # ------------------------------------------------------- matcher checks
@@ -812,7 +867,8 @@ def self_test():
         g = ET.fromstring(WRAP_OPEN + got + WRAP_CLOSE)[0]
         why = match(e, g, {})
         harness.check("matcher: %s %s %s" % (
-            exp, "matches" if want else "rejects", got.replace("\n", "\\n")),
+            exp, "matches" if want else "rejects",
+            got.replace("\n", "\\n")),
             (why is None) == want, why or "it matched")
     caps = {}
     e = ET.fromstring(WRAP_OPEN + "<r id='{capture:rid}'/>" + WRAP_CLOSE)[0]
@@ -862,22 +918,36 @@ def main(argv):
             scenarios.append(parse(p))
         except (ScenarioError, OSError) as e:
             harness.check("scenario " + os.path.basename(p), False, e)
-    # One server per distinct [Server] block, in order of first use.
+    # One server per distinct [Server] block, in order of first use; a
+    # file that restarts the server gets one of its own.
     groups = {}
     for sc in scenarios:
-        groups.setdefault(sc.server, []).append(sc)
-    for n, (conf, group) in enumerate(groups.items()):
-        label = "scenarios" if not conf else "scenarios:" + group[0].name
+        key = sc.server
+        if any(step[2] == "restart" for step in sc.steps):
+            key = (sc.name, sc.server)
+        groups.setdefault(key, []).append(sc)
+    jobs = []
+    servers = []
+    for key, group in groups.items():
+        conf = group[0].server
+        label = "scenarios" if key == "" else "scenarios:" + group[0].name
         srv = harness.Server(label=label, extra=conf,
                              register_extra="per_ip_per_minute = 1000;")
+        servers.append(srv)
         if not srv.start():
             for sc in group:
                 harness.check("scenario " + sc.name, False,
                               "the server did not start")
-            srv.stop()
             continue
-        for sc in group:
-            run_file(srv, sc)
+        jobs += [(srv, sc) for sc in group]
+    # Files are isolated by their accounts and ${id}: they run side by
+    # side (most of their time is waiting), reports in file order.
+    jobs.sort(key=lambda j: j[1].name)
+    with concurrent.futures.ThreadPoolExecutor(JOBS) as pool:
+        futures = [pool.submit(run_file, srv, sc) for srv, sc in jobs]
+        for f in futures:
+            report(f.result())
+    for srv in servers:
         srv.stop()
     harness.finish()
 
