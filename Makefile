@@ -2,6 +2,7 @@
 #   make                 build build/parleyd, build/parleyctl
 #   make run             bootstrap, build, run parleyd on etc/parleyd.conf
 #   make test            bootstrap test needs, build, run every test
+#   make scenarios       every tests/scenarios/*.scn; scenario-NAME: one
 #   make SAN=address,undefined   sanitizer build (in build/san)
 #   make CC=clang        any C11 compiler
 
@@ -86,13 +87,20 @@ test: bootstrap
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@scripts/run-tests
 
+# Scenario tests as data (tests/scenarios/README.md).
+scenarios: all
+	/usr/bin/python3 tests/scenarios/run.py
+
+scenario-%: all
+	/usr/bin/python3 tests/scenarios/run.py $*
+
 format:
 	clang-format -i src/*.c src/*/*.[ch] tests/unit/*.[ch]
 
 clean:
 	rm -rf build
 
-.PHONY: all bootstrap run unit test format clean
+.PHONY: all bootstrap run unit test scenarios format clean
 -include $(CORE_OBJ:.o=.d) $(MOD_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
     $(BUILD)/src/parleyd.d $(BUILD)/src/parleyctl.d
 
