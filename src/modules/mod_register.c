@@ -325,6 +325,9 @@ static int on_set(struct pl_event *ev, void *state)
     if (pl_node_child(q, "remove", NS_REGISTER)) {
         if (!authed)
             return PL_ENOT_AUTHORIZED;
+        /* XEP-0077 §3.2: <remove/> must be the only child. */
+        if (pl_node_count_elems(q) != 1)
+            return PL_EBAD_REQUEST;
         struct removal *r = pl_calloc(1, sizeof(*r));
         r->sid = sess->id;
         r->st = pl_stanza_ref(ev->stanza);

@@ -430,16 +430,24 @@ static void done(int rc, void *arg)
 
 /* ---- hooks ---- */
 
+/* RFC 6121 §2.3.3: only the account itself reads and updates its
+ * roster; anyone else is <forbidden/>.  The sender decides, not the
+ * session: a stanza parked by an outgoing filter (blocking) is routed
+ * later without its origin. */
 static int own_roster(struct pl_event *ev)
 {
-    return ev->session && ev->session->jid &&
-           (!ev->to || strcmp(ev->to->bare, ev->session->jid->bare) == 0);
+    return ev->session && ev->session->jid && pl_event_is_self(ev);
+}
+
+static int not_own(struct pl_event *ev)
+{
+    return pl_event_is_self(ev) ? PL_PASS : PL_EFORBIDDEN;
 }
 
 static int on_get(struct pl_event *ev, void *state)
 {
     if (!own_roster(ev))
-        return ev->session ? PL_EFORBIDDEN : PL_PASS;
+        return not_own(ev);
     struct job *j = job_new(K_GET, ev, ev->host->domain,
                             ev->session->jid->local);
     pl_storage_submit(pl_server_loop(), run, done, j);
@@ -450,7 +458,7 @@ static int on_set(struct pl_event *ev, void *state)
 {
     struct state *s = state;
     if (!own_roster(ev))
-        return ev->session ? PL_EFORBIDDEN : PL_PASS;
+        return not_own(ev);
     struct pl_node *q = pl_stanza_payload(ev->stanza);
     /* §2.3.3: exactly one item. */
     if (pl_node_count_elems(q) != 1)

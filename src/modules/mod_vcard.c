@@ -11,10 +11,9 @@
  *       <forbidden/> (§3.2).  A vCard over max_size bytes (serialized) is
  *       <not-acceptable/> with a text naming the limit.
  *   <iq type='get'> to another bare JID of this host: that vCard; when
- *       there is none, or no such account, <item-not-found/>: §3.3 wants
- *       an error (service-unavailable or item-not-found), the same in both
- *       cases against directory harvesting.  item-not-found because
- *       clients such as aioxmpp read it as "an empty vCard".
+ *       there is none, or no such account, <service-unavailable/>: the
+ *       same in both cases against directory harvesting (§3.3; version
+ *       1.2 allowed item-not-found too, 1.3 wants service-unavailable).
  *
  * Storage: the serialized <vCard/> element (pl_node_serialize) in kv store
  * "vcard", key "".  Beside it, kv store "directory", key "", holds the
@@ -204,7 +203,7 @@ static void get_done(int rc, void *arg)
         pl_stanza_unref(r);
     } else if (rc == PL_ENOT_FOUND) {
         /* XEP-0054 §3.3: the same error for "no vCard" and "no account". */
-        pl_route_error(j->st, PL_EITEM_NOT_FOUND, NULL);
+        pl_route_error(j->st, PL_ESERVICE_UNAVAILABLE, NULL);
     } else {
         pl_log_error("mod_vcard", "reading the vCard of %s@%s failed: %s",
                      j->user, j->host, pl_strerror(rc));

@@ -311,8 +311,9 @@ async def vcard_steps(users, pw):
               r["from"].full == bare(alice), "from=%s" % r["from"])
 
     r, err = await get_vcard(a, bare(carol))
-    check("vcard: a user without a vCard: <item-not-found/>",
-          err == "item-not-found", "error %s, reply %s" % (err, r))
+    check("vcard: a user without a vCard: <service-unavailable/> "
+          "(XEP-0054 1.3 §3.3)",
+          err == "service-unavailable", "error %s, reply %s" % (err, r))
     r2, err2 = await get_vcard(a, bare(harness.unique("ghost")))
     check("vcard: an unknown user gets the same error (no harvesting)",
           err2 == err, "no vCard: %s, no account: %s" % (err, err2))
@@ -676,7 +677,7 @@ async def removal_steps(users, pw):
     if o2[0] == "session":
         r, err = await get_vcard(b2, bare(bob))
         check("removal: the removed user's vCard is gone",
-              err == "item-not-found", "error %s, reply %s" % (err, r))
+              err == "service-unavailable", "error %s, reply %s" % (err, r))
         items, err = await search_form(b2, last="zebra")
         items2, err2 = await search_form(b2, nick="tea")
         check("removal: search still works after a removal",
