@@ -21,6 +21,7 @@
 #include "alloc.h"
 #include "conn.h"
 #include "error.h"
+#include "framing.h"
 #include "host.h"
 #include "log.h"
 #include "loop.h"
@@ -163,24 +164,10 @@ static void out_buf(struct c2s *c, struct pl_buf *b)
 static void send_header(struct c2s *c)
 {
     struct pl_buf b = {0};
-    RAND_bytes((unsigned char *)c->id, 8);
-    static const char hex[] = "0123456789abcdef";
-    unsigned char raw[8];
-    memcpy(raw, c->id, 8);
-    for (int i = 0; i < 8; i++) {
-        c->id[2 * i] = hex[raw[i] >> 4];
-        c->id[2 * i + 1] = hex[raw[i] & 15];
-    }
-    c->id[16] = '\0';
-    pl_buf_append_str(&b, "<?xml version='1.0'?><stream:stream "
-                          "xmlns='jabber:client' "
-                          "xmlns:stream='http://etherx.jabber.org/streams' "
-                          "version='1.0' xml:lang='en' id='");
-    pl_buf_append_str(&b, c->id);
-    pl_buf_append_str(&b, "' from='");
+    pl_stream_id(c->id, 17); /* 64 random bits */
     const char *from = c->host ? c->host->domain : pl_host_at(0)->domain;
-    pl_buf_append_escaped(&b, from, strlen(from), 1);
-    pl_buf_append_str(&b, "'>");
+    pl_stream_header(&b, PL_NS_CLIENT, from, NULL, c->id,
+                     PL_STREAM_V1 | PL_STREAM_LANG);
     out_buf(c, &b);
     pl_buf_reset(&b);
     c->header_sent = 1;
@@ -963,14 +950,6 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
 
 /* ---- stanzas ---- */
 
-static int is_stanza(struct pl_node *root)
-{
-    return strcmp(root->ns, PL_NS_CLIENT) == 0 &&
-           (strcmp(root->name, "message") == 0 ||
-            strcmp(root->name, "presence") == 0 ||
-            strcmp(root->name, "iq") == 0);
-}
-
 static void update_presence(struct c2s *c, struct pl_stanza *st)
 {
     const char *type = pl_stanza_attr(st, "type");
@@ -1325,8 +1304,9 @@ static void on_stanza(void *ud, struct pl_stanza *st)
             on_preauth_iq(c, st);
             goto out;
         }
-        stream_error(c, is_stanza(root) ? "not-authorized"
-                                        : "unsupported-stanza-type",
+        stream_error(c, pl_stream_is_stanza(root, PL_NS_CLIENT)
+                            ? "not-authorized"
+                            : "unsupported-stanza-type",
                      NULL);
         goto out;
     }
@@ -1334,7 +1314,7 @@ static void on_stanza(void *ud, struct pl_stanza *st)
         on_sm(c, st); /* may free c (resumption) */
         goto out;
     }
-    if (!is_stanza(root)) {
+    if (!pl_stream_is_stanza(root, PL_NS_CLIENT)) {
         if (strcmp(root->ns, "") == 0 || strcmp(root->ns, PL_NS_SERVER) == 0)
             stream_error(c, "invalid-namespace", NULL);
         else {

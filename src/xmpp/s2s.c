@@ -33,7 +33,6 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +44,7 @@
 #include "conn.h"
 #include "dns.h"
 #include "error.h"
+#include "framing.h"
 #include "hook.h"
 #include "host.h"
 #include "log.h"
@@ -218,19 +218,6 @@ static uint64_t now_ms(void)
     return pl_loop_now(pl_server_loop());
 }
 
-static void random_id(char *out, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    unsigned char raw[16];
-    size_t k = (n - 1) / 2 < sizeof(raw) ? (n - 1) / 2 : sizeof(raw);
-    RAND_bytes(raw, (int)k);
-    for (size_t i = 0; i < k; i++) {
-        out[2 * i] = hex[raw[i] >> 4];
-        out[2 * i + 1] = hex[raw[i] & 15];
-    }
-    out[2 * k] = '\0';
-}
-
 /* XEP-0185 §3: the dialback key for a stream. */
 static void dialback_key(const char *receiving, const char *originating,
                          const char *sid, char *out, size_t n)
@@ -271,31 +258,6 @@ static void write_buf(struct pl_conn *c, struct pl_buf *b)
     if (c)
         pl_conn_write(c, b->data + b->off, b->len);
     pl_buf_reset(b);
-}
-
-static void header(struct pl_buf *b, const char *from, const char *to,
-                   const char *id)
-{
-    pl_buf_append_str(b, "<?xml version='1.0'?><stream:stream "
-                         "xmlns='jabber:server' "
-                         "xmlns:stream='http://etherx.jabber.org/streams' "
-                         "xmlns:db='jabber:server:dialback' version='1.0'");
-    if (from) {
-        pl_buf_append_str(b, " from='");
-        pl_buf_append_escaped(b, from, strlen(from), 1);
-        pl_buf_append_str(b, "'");
-    }
-    if (to) {
-        pl_buf_append_str(b, " to='");
-        pl_buf_append_escaped(b, to, strlen(to), 1);
-        pl_buf_append_str(b, "'");
-    }
-    if (id) {
-        pl_buf_append_str(b, " id='");
-        pl_buf_append_str(b, id);
-        pl_buf_append_str(b, "'");
-    }
-    pl_buf_append_str(b, ">");
 }
 
 /* A dialback element: <db:NAME from to [id] [type]>[key]</db:NAME>. */
@@ -769,7 +731,8 @@ static const struct pl_conn_ops out_conn_ops;
 static void out_send_header(struct out *o)
 {
     struct pl_buf b = {0};
-    header(&b, o->local, o->remote, NULL);
+    pl_stream_header(&b, PL_NS_SERVER, o->local, o->remote, NULL,
+                     PL_STREAM_V1 | PL_STREAM_DIALBACK);
     write_buf(o->conn, &b);
 }
 
@@ -1173,10 +1136,7 @@ static void out_stanza(void *ud, struct pl_stanza *st)
             pl_free(v);
         }
     } else if (o->bidi && o->state == O_READY &&
-               strcmp(root->ns, PL_NS_SERVER) == 0 &&
-               (strcmp(root->name, "message") == 0 ||
-                strcmp(root->name, "presence") == 0 ||
-                strcmp(root->name, "iq") == 0)) {
+               pl_stream_is_stanza(root, PL_NS_SERVER)) {
         out_route_in(o, st);
     } else {
         /* Without XEP-0288, nothing else comes this way. */
@@ -1225,9 +1185,10 @@ static struct in *in_by_id(uint64_t id)
 static void in_send_header(struct in *i)
 {
     struct pl_buf b = {0};
-    random_id(i->sid, sizeof(i->sid));
-    header(&b, i->host ? i->host->domain : pl_host_at(0)->domain,
-           i->from_hdr, i->sid);
+    pl_stream_id(i->sid, sizeof(i->sid));
+    pl_stream_header(&b, PL_NS_SERVER,
+                     i->host ? i->host->domain : pl_host_at(0)->domain,
+                     i->from_hdr, i->sid, PL_STREAM_V1 | PL_STREAM_DIALBACK);
     write_buf(i->conn, &b);
     i->header_sent = 1;
 }
@@ -1540,13 +1501,6 @@ out:
     pl_free(to);
 }
 
-static int is_stanza(struct pl_node *root)
-{
-    return strcmp(root->name, "message") == 0 ||
-           strcmp(root->name, "presence") == 0 ||
-           strcmp(root->name, "iq") == 0;
-}
-
 /* A stanza on an authenticated stream (RFC 6120 §8.1.1.2, §8.1.2.2). */
 static void in_route(struct in *i, struct pl_stanza *st)
 {
@@ -1631,7 +1585,7 @@ static void in_stanza(void *ud, struct pl_stanza *st)
         in_db_verify(i, st);
         goto out;
     }
-    if (strcmp(root->ns, PL_NS_SERVER) != 0 || !is_stanza(root)) {
+    if (!pl_stream_is_stanza(root, PL_NS_SERVER)) {
         in_error(i, strcmp(root->ns, PL_NS_CLIENT) == 0 ||
                             strcmp(root->ns, "") == 0
                         ? "invalid-namespace"
