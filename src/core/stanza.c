@@ -850,17 +850,3 @@ size_t pl_stanza_memory(const struct pl_stanza *st)
         n += sizeof(*e) + e->buf.cap;
     return n;
 }
-
-void pl_stream_error_xml(struct pl_buf *b, const char *cond,
-                         const char *text)
-{
-    pl_buf_printf(b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS "'/>",
-                  cond);
-    if (text) {
-        pl_buf_append_str(b, "<text xmlns='" PL_NS_STREAM_ERRORS
-                             "' xml:lang='en'>");
-        pl_buf_append_escaped(b, text, strlen(text), 0);
-        pl_buf_append_str(b, "</text>");
-    }
-    pl_buf_append_str(b, "</stream:error></stream:stream>");
-}

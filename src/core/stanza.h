@@ -160,14 +160,6 @@ struct pl_str pl_stanza_serialize(struct pl_stanza *st, const char *stream_ns);
  * means none, which gives standalone XML (what storage wants: it parses
  * back with pl_xml_parse_fragment).  Not cached.
  */
-/*
- * Appends the end of a stream with an RFC 6120 §4.9.3 error:
- * <stream:error><cond/>[<text>text</text>]</stream:error></stream:stream>
- * (c2s and s2s streams alike).  text may be NULL.
- */
-void pl_stream_error_xml(struct pl_buf *b, const char *cond,
-                         const char *text);
-
 void pl_node_serialize(const struct pl_node *el, const char *pns,
                        const char *stream_ns, struct pl_buf *out);
 

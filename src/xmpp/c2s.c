@@ -8,8 +8,19 @@
  * (§4.9.3), preceded by our stream header if it was not sent yet
  * (§4.9.1.2).  Blocking steps (account lookup, PBKDF2 for PLAIN) run off
  * the loop; their completions find the stream again by session id.
+ *
+ * Files: this one holds the state machine, stream features, STARTTLS,
+ * resource binding, routing of bound stanzas, timers, accept and the
+ * lifecycle (hibernation of XEP-0198 sessions included); SASL is in
+ * sasl.c, the XEP-0198 elements in c2s_sm.c, headers and stream errors in
+ * framing.c; struct c2s and the pl__c2s_* functions they share are in
+ * c2s_int.h.
+ *
+ * Extending: a new negotiation step is a branch of on_stanza and, if it is
+ * offered, a feature in send_features; a concern of its own gets a file
+ * (see c2s_int.h).  Modules take part through the hooks of c2s.h.
  */
-#include "c2s.h"
+#include "c2s_int.h"
 
 #include <arpa/inet.h>
 #include <malloc.h>
@@ -21,6 +32,7 @@
 #include "alloc.h"
 #include "conn.h"
 #include "error.h"
+#include "framing.h"
 #include "host.h"
 #include "listen.h"
 #include "log.h"
@@ -31,107 +43,16 @@
 #include "server.h"
 #include "sm.h"
 #include "stats.h"
-#include "storage.h"
 #include "work.h"
 #include "xml.h"
-
-#define NS_TLS "urn:ietf:params:xml:ns:xmpp-tls"
-#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
-#define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
-
-enum state {
-    ST_HEADER = 0, /* waiting for the (re)started stream header */
-    ST_FEATURES,   /* header answered; negotiating */
-    ST_BOUND,      /* resource bound; routing stanzas */
-};
-
-enum mech {
-    M_NONE = 0,
-    M_PLAIN,
-    M_SCRAM_SHA1,
-    M_SCRAM_SHA256,
-    M_SCRAM_SHA1_PLUS,
-    M_SCRAM_SHA256_PLUS,
-};
-
-static const char *const mech_names[] = {
-    "", "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS",
-    "SCRAM-SHA-256-PLUS",
-};
-
-struct c2s {
-    struct pl_session sess;       /* the routable part; sess.impl == this */
-    struct pl_conn *conn;         /* NULL once closed */
-    struct pl_xml_parser *xml;    /* stream parser */
-    struct pl_host *host;         /* host named by the stream's 'to' */
-    int state;                    /* enum state */
-    int tls_mode;                 /* listener's enum pl_tls_mode */
-    unsigned secure : 1;          /* TLS is up */
-    unsigned authed : 1;          /* SASL succeeded */
-    unsigned header_sent : 1;     /* our stream header is out */
-    unsigned closing : 1;         /* stream error or close sent */
-    unsigned plus_offered : 1;    /* -PLUS mechanisms were offered */
-    unsigned sasl_busy : 1;       /* waiting on storage or a worker */
-    unsigned no_resume : 1;       /* ended on purpose: no hibernation */
-    unsigned hibernated : 1;      /* XEP-0198: connection gone, session
-                                   * kept for resumption */
-    unsigned sasl_gen;            /* SASL exchanges started or aborted */
-    int mech;                     /* enum mech in progress */
-    int auth_failures;            /* SASL failures so far */
-    struct pl_scram_server *scram; /* SCRAM exchange in progress */
-    char *user;                   /* authenticated (or claimed) localpart */
-    char cbtype[24];              /* channel binding type of this exchange */
-    char id[24];                  /* stream id */
-    struct pl_timer timer;        /* handshake and idle deadlines */
-    struct pl_timer rtimer;       /* XEP-0198: a <resume/> waiting */
-    char *resume_previd;          /* that <resume/>'s previd */
-    uint32_t resume_h;            /* and its h */
-    int resume_tries;             /* polls so far */
-    uint64_t opened_ms;           /* loop time at accept */
-    uint64_t keepalive_ms;        /* loop time of the last keepalive */
-    struct c2s *prev, *next;      /* all open streams */
-};
 
 
 static unsigned long nconns;
 static struct pl_settings *S;  /* settings in force */
 static struct c2s *all;        /* every open stream */
 static struct pl_map resumable; /* XEP-0198 id -> struct c2s */
-static int stopping;           /* pl_c2s_stop ran */
+static int stopping;           /* the front end stopped */
 
-static void free_value(const char *key, void *value, void *ud)
-{
-    pl_free(value);
-}
-
-static struct pl_map auth_fails; /* ip -> struct fails */
-
-struct fails {
-    uint64_t since; /* loop time the window began */
-    long count;     /* failures in it */
-};
-
-/* Per-address SASL failure count in the current window. */
-static struct fails *fails_of(const char *ip, uint64_t now, int create)
-{
-    struct fails *f = pl_map_get(&auth_fails, ip);
-    if (f && now - f->since >= (uint64_t)S->auth_failure_window * 1000) {
-        f->since = now;
-        f->count = 0;
-    }
-    if (!f && create) {
-        if (auth_fails.count > 100000) { /* bound memory under a spray */
-            struct pl_map old = auth_fails;
-            memset(&auth_fails, 0, sizeof(auth_fails));
-            pl_map_each(&old, free_value, NULL);
-            pl_map_clear(&old);
-        }
-        f = pl_calloc(1, sizeof(*f));
-        f->since = now;
-        pl_map_put(&auth_fails, ip, f);
-    }
-    return f;
-}
 static unsigned long napped;   /* parsers freed since the last trim */
 static struct pl_timer trim_timer; /* hands freed memory back */
 static struct pl_work trim_work;   /* malloc_trim off the loop */
@@ -139,15 +60,20 @@ static int trim_busy;              /* trim_work is queued */
 
 static const struct pl_session_ops session_ops;
 
+const struct pl_settings *pl__c2s_settings(void)
+{
+    return S;
+}
+
 /* ---- output ---- */
 
-static void out(struct c2s *c, const char *s)
+void pl__c2s_out(struct c2s *c, const char *s)
 {
     if (c->conn)
         pl_conn_write(c->conn, s, strlen(s));
 }
 
-static void out_buf(struct c2s *c, struct pl_buf *b)
+void pl__c2s_out_buf(struct c2s *c, struct pl_buf *b)
 {
     if (c->conn)
         pl_conn_write(c->conn, b->data + b->off, b->len);
@@ -156,31 +82,17 @@ static void out_buf(struct c2s *c, struct pl_buf *b)
 static void send_header(struct c2s *c)
 {
     struct pl_buf b = {0};
-    RAND_bytes((unsigned char *)c->id, 8);
-    static const char hex[] = "0123456789abcdef";
-    unsigned char raw[8];
-    memcpy(raw, c->id, 8);
-    for (int i = 0; i < 8; i++) {
-        c->id[2 * i] = hex[raw[i] >> 4];
-        c->id[2 * i + 1] = hex[raw[i] & 15];
-    }
-    c->id[16] = '\0';
-    pl_buf_append_str(&b, "<?xml version='1.0'?><stream:stream "
-                          "xmlns='jabber:client' "
-                          "xmlns:stream='http://etherx.jabber.org/streams' "
-                          "version='1.0' xml:lang='en' id='");
-    pl_buf_append_str(&b, c->id);
-    pl_buf_append_str(&b, "' from='");
+    pl_stream_id(c->id, 17); /* 64 random bits */
     const char *from = c->host ? c->host->domain : pl_host_at(0)->domain;
-    pl_buf_append_escaped(&b, from, strlen(from), 1);
-    pl_buf_append_str(&b, "'>");
-    out_buf(c, &b);
+    pl_stream_header(&b, PL_NS_CLIENT, from, NULL, c->id,
+                     PL_STREAM_V1 | PL_STREAM_LANG);
+    pl__c2s_out_buf(c, &b);
     pl_buf_reset(&b);
     c->header_sent = 1;
 }
 
 /* Ends the stream with an RFC 6120 §4.9.3 condition. */
-static void stream_error(struct c2s *c, const char *cond, const char *text)
+void pl__c2s_stream_error(struct c2s *c, const char *cond, const char *text)
 {
     if (c->closing || !c->conn)
         return;
@@ -188,7 +100,7 @@ static void stream_error(struct c2s *c, const char *cond, const char *text)
         send_header(c);
     struct pl_buf b = {0};
     pl_stream_error_xml(&b, cond, text);
-    out_buf(c, &b);
+    pl__c2s_out_buf(c, &b);
     pl_buf_reset(&b);
     c->closing = 1;
     /* A client that went silent may come back and resume (XEP-0198 §5);
@@ -201,11 +113,11 @@ static void stream_error(struct c2s *c, const char *cond, const char *text)
     pl_conn_close(c->conn);
 }
 
-static void close_stream(struct c2s *c)
+void pl__c2s_close_stream(struct c2s *c)
 {
     if (c->closing || !c->conn)
         return;
-    out(c, "</stream:stream>");
+    pl__c2s_out(c, "</stream:stream>");
     c->closing = 1;
     c->no_resume = 1; /* a closed stream ends the session (XEP-0198 §7) */
     pl_conn_close(c->conn);
@@ -273,7 +185,7 @@ static void kick(struct pl_session *s, const char *cond, const char *text)
         pl_timer_start(pl_server_loop(), &c->timer, 0);
         return;
     }
-    stream_error(c, cond, text);
+    pl__c2s_stream_error(c, cond, text);
 }
 
 static const char *peer_ip(const struct pl_session *s)
@@ -310,11 +222,6 @@ static int tls_available(struct c2s *c)
     return c->host && c->host->tls && c->tls_mode != PL_TLS_NONE;
 }
 
-static int cb_available(struct c2s *c)
-{
-    return c->secure && S->channel_binding;
-}
-
 static void send_features(struct c2s *c)
 {
     struct pl_buf b = {0};
@@ -328,26 +235,7 @@ static void send_features(struct c2s *c)
             pl_buf_append_str(&b, "</starttls>");
         }
         if (c->secure || !S->require_encryption) {
-            pl_buf_append_str(&b, "<mechanisms xmlns='" NS_SASL "'>");
-            c->plus_offered = 0;
-            if (cb_available(c)) {
-                pl_buf_append_str(&b,
-                                  "<mechanism>SCRAM-SHA-256-PLUS</mechanism>"
-                                  "<mechanism>SCRAM-SHA-1-PLUS</mechanism>");
-                c->plus_offered = 1;
-            }
-            pl_buf_append_str(&b, "<mechanism>SCRAM-SHA-256</mechanism>"
-                                  "<mechanism>SCRAM-SHA-1</mechanism>");
-            if (c->secure && S->allow_plain)
-                pl_buf_append_str(&b, "<mechanism>PLAIN</mechanism>");
-            pl_buf_append_str(&b, "</mechanisms>");
-            if (c->plus_offered)
-                /* XEP-0440: the channel-binding types we support. */
-                pl_buf_append_str(&b,
-                    "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
-                    "<channel-binding type='tls-exporter'/>"
-                    "<channel-binding type='tls-server-end-point'/>"
-                    "</sasl-channel-binding>");
+            pl__c2s_sasl_features(c, &b);
             struct pl_event ev = {"stream-features/preauth", c->host,
                                   &c->sess, NULL, NULL, NULL, &b};
             pl_hook_fire(&ev);
@@ -361,7 +249,7 @@ static void send_features(struct c2s *c)
         pl_hook_fire(&ev);
     }
     pl_buf_append_str(&b, "</stream:features>");
-    out_buf(c, &b);
+    pl__c2s_out_buf(c, &b);
     pl_buf_reset(&b);
 }
 
@@ -372,17 +260,17 @@ static void on_stream_open(void *ud, struct pl_stanza *hdr)
     struct c2s *c = ud;
     struct pl_node *root = pl_stanza_root(hdr);
     if (strcmp(root->ns, PL_NS_STREAMS) != 0) {
-        stream_error(c, "invalid-namespace", NULL);
+        pl__c2s_stream_error(c, "invalid-namespace", NULL);
         return;
     }
     if (strcmp(root->name, "stream") != 0) {
-        stream_error(c, "bad-format", NULL);
+        pl__c2s_stream_error(c, "bad-format", NULL);
         return;
     }
     /* §4.8.2: the content namespace of a c2s stream is jabber:client. */
     const char *content = pl_node_attr(root, "xmlns");
     if (!content || strcmp(content, PL_NS_CLIENT) != 0) {
-        stream_error(c, "invalid-namespace", NULL);
+        pl__c2s_stream_error(c, "invalid-namespace", NULL);
         return;
     }
     const char *to = pl_node_attr(root, "to");
@@ -396,478 +284,26 @@ static void on_stream_open(void *ud, struct pl_stanza *hdr)
         h = c->host ? c->host : pl_host_at(0);
     }
     if (!h || (c->host && h != c->host)) {
-        stream_error(c, "host-unknown", NULL);
+        pl__c2s_stream_error(c, "host-unknown", NULL);
         return;
     }
     c->host = h;
     const char *ver = pl_node_attr(root, "version");
     send_header(c);
     if (!ver || strtol(ver, NULL, 10) < 1) {
-        stream_error(c, "unsupported-version", NULL);
+        pl__c2s_stream_error(c, "unsupported-version", NULL);
         return;
     }
     c->state = ST_FEATURES;
     send_features(c);
 }
 
-static void restart(struct c2s *c)
+void pl__c2s_restart(struct c2s *c)
 {
     pl_xml_parser_stop(c->xml);
     pl_xml_parser_reset(c->xml);
     c->state = ST_HEADER;
     c->header_sent = 0;
-}
-
-/* ---- SASL ---- */
-
-static void sasl_failure(struct c2s *c, const char *cond)
-{
-    struct pl_buf b = {0};
-    pl_buf_printf(&b, "<failure xmlns='" NS_SASL "'><%s/></failure>", cond);
-    out_buf(c, &b);
-    pl_buf_reset(&b);
-    pl_scram_server_free(c->scram);
-    c->scram = NULL;
-    c->mech = M_NONE;
-    if (strcmp(cond, "aborted") == 0)
-        return;
-    pl_stat_inc(auth_failures);
-    pl_log_info("c2s", "%s:%d: authentication failed for '%s' (%s)",
-                c->conn->ip, c->conn->port, c->user ? c->user : "", cond);
-    if (strcmp(cond, "not-authorized") == 0) {
-        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
-                                   1);
-        if (++f->count == S->auth_failures_per_ip)
-            pl_log_warn("c2s", "%s: %ld authentication failures, refusing "
-                        "attempts for up to %ld s", c->conn->ip, f->count,
-                        S->auth_failure_window);
-    }
-    if (++c->auth_failures >= S->max_auth_failures)
-        close_stream(c); /* RFC 6120 §6.4.5: bounded retries */
-}
-
-static void sasl_success(struct c2s *c, const char *data, size_t len)
-{
-    struct pl_buf b = {0};
-    pl_buf_append_str(&b, "<success xmlns='" NS_SASL "'>");
-    if (data)
-        pl_base64_encode((const unsigned char *)data, len, &b);
-    pl_buf_append_str(&b, "</success>");
-    out_buf(c, &b);
-    pl_buf_reset(&b);
-    pl_scram_server_free(c->scram);
-    c->scram = NULL;
-    c->authed = 1;
-    pl_stat_inc(auth_success);
-    pl_log_info("c2s", "%s:%d: %s@%s authenticated with %s", c->conn->ip,
-                c->conn->port, c->user, c->host->domain,
-                mech_names[c->mech]);
-    restart(c);
-}
-
-static void send_challenge(struct c2s *c, struct pl_str data)
-{
-    struct pl_buf b = {0};
-    pl_buf_append_str(&b, "<challenge xmlns='" NS_SASL "'>");
-    pl_base64_encode((const unsigned char *)data.p, data.len, &b);
-    pl_buf_append_str(&b, "</challenge>");
-    out_buf(c, &b);
-    pl_buf_reset(&b);
-}
-
-/* Checks an authzid against the authenticated account. */
-static int authzid_ok(struct c2s *c, const char *authzid)
-{
-    if (!authzid || !*authzid)
-        return 1;
-    struct pl_jid *j = NULL;
-    int ok = pl_jid_parse(pl_str_c(authzid), &j) == PL_OK && j->local &&
-             !j->resource && strcmp(j->local, c->user) == 0 &&
-             strcmp(j->domain, c->host->domain) == 0;
-    pl_jid_free(j);
-    return ok;
-}
-
-struct sasl_req {
-    struct pl_work w;          /* for the PBKDF2 step (first member) */
-    uint64_t sid;              /* stream's session id */
-    unsigned gen;              /* the stream's sasl_gen at submission */
-    char *host, *user;         /* copies */
-    struct pl_account acct;    /* result */
-    char *password;            /* PLAIN only, wiped after use */
-    size_t password_len;
-    int rc;                    /* lookup result */
-    int ok;                    /* PLAIN verification result */
-};
-
-static void sasl_req_free(struct sasl_req *r)
-{
-    if (r->password) {
-        OPENSSL_cleanse(r->password, r->password_len);
-        pl_free(r->password);
-    }
-    OPENSSL_cleanse(&r->acct, sizeof(r->acct));
-    pl_free(r->host);
-    pl_free(r->user);
-    pl_free(r);
-}
-
-static int lookup_run(const struct pl_storage_driver *d, void *db, void *arg)
-{
-    struct sasl_req *r = arg;
-    return d->account_get(db, r->host, r->user, &r->acct);
-}
-
-/*
- * The stream r was made for, if it is still open and still in the same
- * exchange.  After <abort/> and a new <auth/>, the old exchange's lookup
- * must not answer the new one: its keys are another account's.
- */
-static struct c2s *live(const struct sasl_req *r)
-{
-    struct pl_session *s = pl_session_by_id(r->sid);
-    if (!s)
-        return NULL;
-    struct c2s *c = s->impl;
-    if (!c->conn || c->closing || c->sasl_gen != r->gen)
-        return NULL;
-    c->sasl_busy = 0;
-    return c;
-}
-
-static void scram_lookup_done(int rc, void *arg)
-{
-    struct sasl_req *r = arg;
-    struct c2s *c = live(r);
-    if (!c || !c->scram) {
-        sasl_req_free(r);
-        return;
-    }
-    int h = (c->mech == M_SCRAM_SHA1 || c->mech == M_SCRAM_SHA1_PLUS)
-                ? PL_SCRAM_SHA1
-                : PL_SCRAM_SHA256;
-    struct pl_scram_keys keys;
-    if (rc == PL_OK && r->acct.keys[h].iterations) {
-        keys = r->acct.keys[h];
-    } else {
-        if (rc != PL_OK && rc != PL_ENOT_FOUND)
-            pl_log_error("c2s", "account lookup failed: %s",
-                         pl_strerror(rc));
-        /* Unknown user: a stable fake salt; the proof will not match. */
-        pl_scram_fake_keys((enum pl_scram_hash)h, pl_str_c(r->user),
-                           pl_server_secret(),
-                           (unsigned)S->scram_iterations, &keys);
-        RAND_bytes(keys.stored_key, sizeof(keys.stored_key));
-    }
-    struct pl_buf b = {0};
-    if (pl_scram_server_first(c->scram, &keys, &b) == PL_OK)
-        send_challenge(c, pl_buf_str(&b));
-    else
-        sasl_failure(c, "temporary-auth-failure");
-    pl_buf_reset(&b);
-    OPENSSL_cleanse(&keys, sizeof(keys));
-    sasl_req_free(r);
-}
-
-static void plain_verify_work(struct pl_work *w)
-{
-    struct sasl_req *r = (struct sasl_req *)w;
-    struct pl_str pw = {r->password, r->password_len};
-    r->ok = 0;
-    for (int h = 0; h < PL_SCRAM_NHASH && !r->ok; h++)
-        if (r->acct.keys[h].iterations) {
-            r->ok = pl_scram_verify_password(&r->acct.keys[h], pw);
-            break;
-        }
-}
-
-static void plain_verify_done(struct pl_work *w)
-{
-    struct sasl_req *r = (struct sasl_req *)w;
-    struct c2s *c = live(r);
-    if (c) {
-        if (r->ok)
-            sasl_success(c, NULL, 0);
-        else
-            sasl_failure(c, "not-authorized");
-    }
-    sasl_req_free(r);
-}
-
-static void plain_lookup_done(int rc, void *arg)
-{
-    struct sasl_req *r = arg;
-    struct c2s *c = live(r);
-    if (!c) {
-        sasl_req_free(r);
-        return;
-    }
-    if (rc != PL_OK) {
-        /* Same cost for unknown users, so timing reveals nothing. */
-        pl_scram_fake_keys(PL_SCRAM_SHA256, pl_str_c(r->user),
-                           pl_server_secret(),
-                           (unsigned)S->scram_iterations, &r->acct.keys[1]);
-        r->acct.keys[0].iterations = 0;
-        RAND_bytes(r->acct.keys[1].stored_key, 32);
-    }
-    c->sasl_busy = 1;
-    r->w.work = plain_verify_work;
-    r->w.done = plain_verify_done;
-    pl_workq_submit(pl_server_cpu(), pl_server_loop(), &r->w);
-}
-
-static struct sasl_req *new_req(struct c2s *c)
-{
-    struct sasl_req *r = pl_calloc(1, sizeof(*r));
-    r->sid = c->sess.id;
-    r->gen = c->sasl_gen;
-    r->host = pl_strdup(c->host->domain);
-    r->user = pl_strdup(c->user);
-    c->sasl_busy = 1;
-    return r;
-}
-
-static int set_user(struct c2s *c, const char *name)
-{
-    char *local = NULL;
-    if (pl_jid_prep_local(pl_str_c(name), &local) != PL_OK)
-        return PL_EINVAL;
-    pl_free(c->user);
-    c->user = local;
-    return PL_OK;
-}
-
-static void sasl_plain(struct c2s *c, struct pl_str msg)
-{
-    /* RFC 4616: [authzid] NUL authcid NUL passwd */
-    const char *p = msg.p, *end = msg.p + msg.len;
-    const char *n1 = memchr(p, 0, msg.len);
-    const char *n2 = n1 ? memchr(n1 + 1, 0, (size_t)(end - n1 - 1)) : NULL;
-    if (!n1 || !n2 || n2 + 1 > end || memchr(n2 + 1, 0, (size_t)(end - n2 - 1))) {
-        sasl_failure(c, "malformed-request");
-        return;
-    }
-    char *authzid = pl_strndup(p, (size_t)(n1 - p));
-    char *authcid = pl_strndup(n1 + 1, (size_t)(n2 - n1 - 1));
-    char *prepped = NULL;
-    int rc = pl_saslprep(pl_str_c(authcid), &prepped);
-    if (rc == PL_OK)
-        rc = set_user(c, prepped);
-    pl_free(prepped);
-    pl_free(authcid);
-    if (rc != PL_OK || n2 + 1 == end) {
-        pl_free(authzid);
-        sasl_failure(c, "not-authorized");
-        return;
-    }
-    if (!authzid_ok(c, authzid)) {
-        pl_free(authzid);
-        sasl_failure(c, "invalid-authzid");
-        return;
-    }
-    pl_free(authzid);
-    struct sasl_req *r = new_req(c);
-    r->password_len = (size_t)(end - n2 - 1);
-    r->password = pl_strndup(n2 + 1, r->password_len);
-    pl_storage_submit(pl_server_loop(), lookup_run, plain_lookup_done, r);
-}
-
-static int channel_binding(struct c2s *c, const char *type,
-                           unsigned char *buf, size_t *len)
-{
-    if (!type) {
-        *len = 0;
-        return PL_OK;
-    }
-    if (!c->conn->ssl)
-        return PL_EINVAL;
-    if (strcmp(type, "tls-exporter") == 0) {
-        *len = 32;
-        return pl_tls_exporter(c->conn->ssl, buf, 32);
-    }
-    if (strcmp(type, "tls-unique") == 0 && S->tls_unique) {
-        /* RFC 5929 §3.1: the first Finished message of the handshake:
-         * the client's in a full handshake, ours in a resumption.
-         * COMPAT: clients compute the same over TLS 1.3 (slixmpp). */
-        size_t n = SSL_session_reused(c->conn->ssl)
-                       ? SSL_get_finished(c->conn->ssl, buf, 64)
-                       : SSL_get_peer_finished(c->conn->ssl, buf, 64);
-        if (n == 0 || n > 64)
-            return PL_EINVAL;
-        *len = n;
-        return PL_OK;
-    }
-    if (strcmp(type, "tls-server-end-point") == 0) {
-        struct pl_tls_host *th = pl_tls_host_of(c->conn->ssl);
-        if (!th || !th->endpoint_len)
-            return PL_EINVAL;
-        memcpy(buf, th->endpoint, th->endpoint_len);
-        *len = th->endpoint_len;
-        return PL_OK;
-    }
-    return PL_EINVAL;
-}
-
-static void scram_step(struct c2s *c, struct pl_str msg)
-{
-    if (c->sasl_busy) {
-        sasl_failure(c, "malformed-request");
-        return;
-    }
-    if (!c->user) {
-        /* client-first-message */
-        const char *user = NULL, *cb = NULL;
-        int rc = pl_scram_server_client_first(c->scram, msg, &user, &cb);
-        if (rc == PL_OK && set_user(c, user) != PL_OK)
-            rc = PL_ENOT_AUTHORIZED;
-        if (rc == PL_OK) {
-            unsigned char tmp[64];
-            size_t n;
-            if (cb && (strlen(cb) >= sizeof(c->cbtype) ||
-                       channel_binding(c, cb, tmp, &n) != PL_OK))
-                rc = PL_ENOT_AUTHORIZED;
-            else
-                snprintf(c->cbtype, sizeof(c->cbtype), "%s", cb ? cb : "");
-        }
-        if (rc == PL_OK &&
-            !authzid_ok(c, pl_scram_server_authzid(c->scram))) {
-            sasl_failure(c, "invalid-authzid");
-            return;
-        }
-        if (rc != PL_OK) {
-            sasl_failure(c, rc == PL_EINVAL ? "malformed-request"
-                                            : "not-authorized");
-            return;
-        }
-        pl_storage_submit(pl_server_loop(), lookup_run, scram_lookup_done,
-                          new_req(c));
-        return;
-    }
-    /* client-final-message */
-    unsigned char cbdata[64];
-    size_t cblen = 0;
-    struct pl_buf b = {0};
-    int rc = PL_OK;
-    /* The binding type was fixed by client-first-message. */
-    if (c->cbtype[0] &&
-        channel_binding(c, c->cbtype, cbdata, &cblen) != PL_OK)
-        rc = PL_ENOT_AUTHORIZED;
-    if (rc == PL_OK)
-        rc = pl_scram_server_client_final(c->scram, msg,
-                                          cblen ? cbdata : NULL, cblen, &b);
-    if (rc == PL_OK) {
-        struct pl_str v = pl_buf_str(&b);
-        char *copy = pl_strndup(v.p, v.len);
-        sasl_success(c, copy, v.len);
-        pl_free(copy);
-    } else {
-        sasl_failure(c, rc == PL_EINVAL ? "malformed-request"
-                                        : "not-authorized");
-    }
-    pl_buf_reset(&b);
-}
-
-static int decode_payload(struct pl_stanza *st, struct pl_buf *b, int *empty)
-{
-    size_t len;
-    const char *t = pl_node_text(st, pl_stanza_root(st), &len);
-    *empty = len == 0;
-    if (len == 1 && t[0] == '=')
-        return PL_OK; /* RFC 6120 §6.4.2: '=' is an empty response */
-    return pl_base64_decode((struct pl_str){t, len}, b);
-}
-
-static void on_sasl(struct c2s *c, struct pl_stanza *st)
-{
-    const char *name = pl_stanza_name(st);
-    if (c->authed) {
-        stream_error(c, "policy-violation", "already authenticated");
-        return;
-    }
-    if (!c->secure && S->require_encryption) {
-        sasl_failure(c, "encryption-required");
-        return;
-    }
-    if (strcmp(name, "abort") == 0) {
-        c->sasl_busy = 0;
-        c->sasl_gen++; /* a pending lookup is now stale */
-        pl_free(c->user);
-        c->user = NULL;
-        sasl_failure(c, "aborted");
-        return;
-    }
-    struct pl_buf data = {0};
-    int empty;
-    if (strcmp(name, "auth") == 0) {
-        if (c->mech != M_NONE || c->sasl_busy) {
-            stream_error(c, "policy-violation", "authentication in progress");
-            return;
-        }
-        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
-                                   0);
-        if (f && f->count >= S->auth_failures_per_ip) {
-            /* Back off a guessing address until its window ends. */
-            sasl_failure(c, "temporary-auth-failure");
-            return;
-        }
-        const char *m = pl_stanza_attr(st, "mechanism");
-        int mech = M_NONE;
-        for (int i = 1; m && i <= M_SCRAM_SHA256_PLUS; i++)
-            if (strcmp(m, mech_names[i]) == 0)
-                mech = i;
-        int plus = mech == M_SCRAM_SHA1_PLUS || mech == M_SCRAM_SHA256_PLUS;
-        if (mech == M_NONE || (plus && !c->plus_offered) ||
-            (mech == M_PLAIN && !(c->secure && S->allow_plain))) {
-            sasl_failure(c, "invalid-mechanism");
-            return;
-        }
-        if (decode_payload(st, &data, &empty) != PL_OK) {
-            sasl_failure(c, "incorrect-encoding");
-            goto out;
-        }
-        c->mech = mech;
-        c->sasl_gen++;
-        pl_free(c->user);
-        c->user = NULL;
-        c->cbtype[0] = '\0';
-        if (mech != M_PLAIN) {
-            enum pl_scram_hash h =
-                (mech == M_SCRAM_SHA1 || mech == M_SCRAM_SHA1_PLUS)
-                    ? PL_SCRAM_SHA1
-                    : PL_SCRAM_SHA256;
-            c->scram = pl_scram_server_new(h, plus, c->plus_offered);
-        }
-        if (empty) {
-            /* No initial response: ask for it with an empty challenge. */
-            out(c, "<challenge xmlns='" NS_SASL "'/>");
-            goto out;
-        }
-    } else if (strcmp(name, "response") == 0) {
-        if (c->mech == M_NONE) {
-            stream_error(c, "policy-violation", "no authentication in "
-                                                "progress");
-            return;
-        }
-        if (decode_payload(st, &data, &empty) != PL_OK) {
-            sasl_failure(c, "incorrect-encoding");
-            goto out;
-        }
-    } else {
-        stream_error(c, "unsupported-stanza-type", NULL);
-        return;
-    }
-    if (c->mech == M_PLAIN) {
-        if (c->sasl_busy)
-            sasl_failure(c, "malformed-request");
-        else
-            sasl_plain(c, pl_buf_str(&data));
-    } else {
-        scram_step(c, pl_buf_str(&data));
-    }
-out:
-    if (data.data)
-        OPENSSL_cleanse(data.data, data.cap);
-    pl_buf_reset(&data);
 }
 
 /* ---- binding ---- */
@@ -978,14 +414,6 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
 
 /* ---- stanzas ---- */
 
-static int is_stanza(struct pl_node *root)
-{
-    return strcmp(root->ns, PL_NS_CLIENT) == 0 &&
-           (strcmp(root->name, "message") == 0 ||
-            strcmp(root->name, "presence") == 0 ||
-            strcmp(root->name, "iq") == 0);
-}
-
 static void update_presence(struct c2s *c, struct pl_stanza *st)
 {
     const char *type = pl_stanza_attr(st, "type");
@@ -1049,258 +477,13 @@ static void on_preauth_iq(struct c2s *c, struct pl_stanza *st)
     pl_iq_event_name(st, "preauth", ev, sizeof(ev));
     if (!c->host || !pl_hook_has(c->host, ev) ||
         (!c->secure && S->require_encryption)) {
-        stream_error(c, "not-authorized", NULL);
+        pl__c2s_stream_error(c, "not-authorized", NULL);
         return;
     }
     struct pl_event e = {ev, c->host, &c->sess, st, NULL, NULL, NULL};
     int rc = pl_hook_fire(&e);
     if (rc < 0)
         reply_iq_error(c, st, rc, NULL);
-}
-
-/* ---- stream management (XEP-0198; the state lives in sm.c) ---- */
-
-static void sm_write(struct pl_session *s, const char *p, size_t n)
-{
-    struct c2s *c = s->impl;
-    if (c->conn && !c->closing)
-        pl_conn_write(c->conn, p, n);
-}
-
-static int sm_connected(struct pl_session *s)
-{
-    struct c2s *c = s->impl;
-    return c->conn && !c->closing;
-}
-
-static void sm_overflow(struct pl_session *s)
-{
-    struct c2s *c = s->impl;
-    if (c->hibernated) {
-        if (!c->no_resume) {
-            c->no_resume = 1;
-            pl_timer_start(pl_server_loop(), &c->timer, 0);
-        }
-        return;
-    }
-    stream_error(c, "resource-constraint", "too many unacknowledged stanzas");
-}
-
-static const struct pl_sm_io sm_io = {sm_write, sm_connected, sm_overflow};
-
-static void sm_failed(struct c2s *c, const char *cond, const struct pl_sm *sm)
-{
-    char b[256];
-    if (sm)
-        snprintf(b, sizeof(b),
-                 "<failed xmlns='" PL_NS_SM "' h='%u'><%s xmlns='"
-                 PL_NS_STANZAS "'/></failed>",
-                 pl_sm_handled(sm), cond);
-    else
-        snprintf(b, sizeof(b),
-                 "<failed xmlns='" PL_NS_SM "'><%s xmlns='" PL_NS_STANZAS
-                 "'/></failed>",
-                 cond);
-    out(c, b);
-}
-
-/* XEP-0198 §4: h is an unsigned 32-bit integer. */
-static int parse_h(struct pl_stanza *st, uint32_t *h)
-{
-    const char *v = pl_stanza_attr(st, "h");
-    if (!v || !*v || strlen(v) > 10)
-        return PL_EINVAL;
-    unsigned long long x = 0;
-    for (const char *p = v; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return PL_EINVAL;
-        x = x * 10 + (unsigned)(*p - '0');
-    }
-    if (x > 0xffffffffULL)
-        return PL_EINVAL;
-    *h = (uint32_t)x;
-    return PL_OK;
-}
-
-static void sm_ack(struct c2s *c, uint32_t h)
-{
-    uint32_t sent;
-    if (pl_sm_ack(&c->sess, h, &sent) != PL_OK) {
-        /* XEP-0198 §4: more acknowledged than was sent. */
-        if (c->closing || !c->conn)
-            return;
-        char b[320];
-        snprintf(b, sizeof(b),
-                 "<stream:error><undefined-condition xmlns='"
-                 PL_NS_STREAM_ERRORS "'/><handled-count-too-high xmlns='"
-                 PL_NS_SM "' h='%u' send-count='%u'/></stream:error>"
-                 "</stream:stream>",
-                 h, sent);
-        out(c, b);
-        c->closing = 1;
-        c->no_resume = 1;
-        pl_stat_inc(stream_errors);
-        pl_conn_close(c->conn);
-    }
-}
-
-/* Moves the connection-side fields between a and b (resumption). */
-static void swap_transport(struct c2s *a, struct c2s *b)
-{
-#define SWAP(f)                                                               \
-    do {                                                                      \
-        __typeof__(a->f) t_ = a->f;                                           \
-        a->f = b->f;                                                          \
-        b->f = t_;                                                            \
-    } while (0)
-    SWAP(conn);
-    SWAP(xml);
-    SWAP(tls_mode);
-    SWAP(opened_ms);
-    SWAP(keepalive_ms);
-#undef SWAP
-    unsigned t = a->secure;
-    a->secure = b->secure;
-    b->secure = t;
-    t = a->header_sent;
-    a->header_sent = b->header_sent;
-    b->header_sent = t;
-    t = a->closing;
-    a->closing = b->closing;
-    b->closing = t;
-    char id[sizeof(a->id)];
-    memcpy(id, a->id, sizeof(id));
-    memcpy(a->id, b->id, sizeof(id));
-    memcpy(b->id, id, sizeof(id));
-    struct c2s *both[2] = {a, b};
-    for (int i = 0; i < 2; i++) {
-        if (both[i]->conn)
-            both[i]->conn->data = both[i];
-        if (both[i]->xml)
-            pl_xml_parser_set_ud(both[i]->xml, both[i]);
-    }
-}
-
-/*
- * <resume/> on the authenticated, unbound stream c: c's connection moves
- * into the old session o, and c is freed (or, if o's old connection was
- * still open, c takes that one over and closes it with <conflict/>).
- */
-static void resume_try(struct c2s *c, const char *previd, uint32_t h);
-
-static void on_resume_poll(struct pl_timer *t)
-{
-    struct c2s *c = t->data;
-    char *previd = c->resume_previd;
-    c->resume_previd = NULL;
-    if (c->conn && !c->closing)
-        resume_try(c, previd, c->resume_h); /* may free c */
-    pl_free(previd);
-}
-
-static void sm_resume(struct c2s *c, struct pl_stanza *st)
-{
-    if (c->state == ST_BOUND || c->resume_previd) {
-        sm_failed(c, "unexpected-request", NULL);
-        return;
-    }
-    const char *previd = pl_stanza_attr(st, "previd");
-    uint32_t h;
-    if (!previd || parse_h(st, &h) != PL_OK) {
-        sm_failed(c, "bad-request", NULL);
-        return;
-    }
-    resume_try(c, previd, h);
-}
-
-static void resume_try(struct c2s *c, const char *previd, uint32_t h)
-{
-    struct c2s *o = pl_map_get(&resumable, previd);
-    /* Only the same account may resume a session (XEP-0198 §9). */
-    if (!o || o == c || o->no_resume || o->host != c->host || !o->user ||
-        !c->user || strcmp(o->user, c->user) != 0) {
-        sm_failed(c, "item-not-found", NULL);
-        return;
-    }
-    /* <resumed h/> tells the client which stanzas it need not send again:
-     * wait (briefly, polling) until the old session's writes committed so
-     * that h covers everything it received, and none is sent twice. */
-    if (pl_sm_pending(o->sess.sm) && c->resume_tries < 2500) {
-        c->resume_tries++;
-        c->resume_previd = pl_strdup(previd);
-        c->resume_h = h;
-        pl_timer_start(c->conn->loop, &c->rtimer, 2);
-        return;
-    }
-    if (o->hibernated) {
-        swap_transport(o, c);
-        /* o takes c's place in the list of open streams. */
-        o->prev = c->prev;
-        o->next = c->next;
-        if (o->prev)
-            o->prev->next = o;
-        else
-            all = o;
-        if (o->next)
-            o->next->prev = o;
-        c->prev = c->next = NULL;
-        o->hibernated = 0;
-        pl_timer_stop(&o->timer);
-        pl_timer_init(&o->timer, on_timer, o);
-        pl_timer_start(o->conn->loop, &o->timer, 5000);
-        pl_session_unregister(&c->sess);
-        c2s_free(c);
-    } else {
-        /* The old connection has not noticed it is dead yet. */
-        swap_transport(o, c);
-        stream_error(c, "conflict", "session resumed on another connection");
-    }
-    pl_stat_inc(sm_resumed);
-    char b[160];
-    snprintf(b, sizeof(b), "<resumed xmlns='" PL_NS_SM "' h='%u' previd='%s'/>",
-             pl_sm_handled(o->sess.sm), previd);
-    out(o, b);
-    pl_log_info("c2s", "%s:%d: resumed %s", o->conn->ip, o->conn->port,
-                o->sess.jid->full);
-    sm_ack(o, h);
-    if (!o->closing)
-        pl_sm_resend(&o->sess);
-}
-
-/* XEP-0198 elements after authentication. */
-static void on_sm(struct c2s *c, struct pl_stanza *st)
-{
-    const char *name = pl_stanza_name(st);
-    struct pl_sm *sm = c->sess.sm;
-    if (strcmp(name, "enable") == 0) {
-        /* §3: only after binding, and only once. */
-        if (c->state != ST_BOUND || sm) {
-            sm_failed(c, "unexpected-request", NULL);
-            return;
-        }
-        const char *r = pl_stanza_attr(st, "resume");
-        int resume = r && (strcmp(r, "true") == 0 || strcmp(r, "1") == 0);
-        const char *mx = pl_stanza_attr(st, "max");
-        long max = mx ? strtol(mx, NULL, 10) : 0;
-        pl_sm_enable(&c->sess, &sm_io, resume, max);
-        if (pl_sm_id(c->sess.sm))
-            pl_map_put(&resumable, pl_sm_id(c->sess.sm), c);
-    } else if (strcmp(name, "r") == 0) {
-        if (sm)
-            pl_sm_request(&c->sess);
-    } else if (strcmp(name, "a") == 0) {
-        uint32_t h;
-        if (!sm)
-            return;
-        if (parse_h(st, &h) != PL_OK)
-            stream_error(c, "invalid-xml", "bad 'h' in <a/>");
-        else
-            sm_ack(c, h);
-    } else if (strcmp(name, "resume") == 0) {
-        sm_resume(c, st);
-    } else {
-        stream_error(c, "unsupported-stanza-type", NULL);
-    }
 }
 
 static void on_stanza(void *ud, struct pl_stanza *st)
@@ -1312,25 +495,25 @@ static void on_stanza(void *ud, struct pl_stanza *st)
         goto out;
     if (strcmp(root->ns, NS_TLS) == 0 && strcmp(root->name, "starttls") == 0) {
         if (c->secure || c->authed || !tls_available(c)) {
-            out(c, "<failure xmlns='" NS_TLS "'/></stream:stream>");
+            pl__c2s_out(c, "<failure xmlns='" NS_TLS "'/></stream:stream>");
             c->closing = 1;
             pl_conn_close(c->conn);
             goto out;
         }
-        out(c, "<proceed xmlns='" NS_TLS "'/>");
-        restart(c);
+        pl__c2s_out(c, "<proceed xmlns='" NS_TLS "'/>");
+        pl__c2s_restart(c);
         pl_conn_starttls(c->conn, c->host->tls->ctx);
         goto out;
     }
     if (strcmp(root->ns, NS_SASL) == 0) {
-        on_sasl(c, st);
+        pl__c2s_on_sasl(c, st);
         goto out;
     }
     if (strcmp(root->ns, PL_NS_CLIENT) != 0 &&
         strcmp(root->ns, PL_NS_STREAMS) != 0 && !c->authed) {
         /* The content namespace must be jabber:client (§4.8.2). */
         if (strcmp(root->ns, "") == 0 || strcmp(root->ns, PL_NS_SERVER) == 0) {
-            stream_error(c, "invalid-namespace", NULL);
+            pl__c2s_stream_error(c, "invalid-namespace", NULL);
             goto out;
         }
     }
@@ -1340,18 +523,19 @@ static void on_stanza(void *ud, struct pl_stanza *st)
             on_preauth_iq(c, st);
             goto out;
         }
-        stream_error(c, is_stanza(root) ? "not-authorized"
-                                        : "unsupported-stanza-type",
-                     NULL);
+        pl__c2s_stream_error(c, pl_stream_is_stanza(root, PL_NS_CLIENT)
+                                    ? "not-authorized"
+                                    : "unsupported-stanza-type",
+                             NULL);
         goto out;
     }
     if (strcmp(root->ns, PL_NS_SM) == 0 && S->sm_enable) {
-        on_sm(c, st); /* may free c (resumption) */
+        pl__c2s_on_sm(c, st); /* may free c (resumption) */
         goto out;
     }
-    if (!is_stanza(root)) {
+    if (!pl_stream_is_stanza(root, PL_NS_CLIENT)) {
         if (strcmp(root->ns, "") == 0 || strcmp(root->ns, PL_NS_SERVER) == 0)
-            stream_error(c, "invalid-namespace", NULL);
+            pl__c2s_stream_error(c, "invalid-namespace", NULL);
         else {
             /* Unknown top-level elements (a later module may claim them
              * through "stream-element/<ns>:<name>"). */
@@ -1360,7 +544,7 @@ static void on_stanza(void *ud, struct pl_stanza *st)
                      root->name);
             struct pl_event e = {ev, c->host, &c->sess, st, NULL, NULL, NULL};
             if (pl_hook_fire(&e) == PL_PASS)
-                stream_error(c, "unsupported-stanza-type", NULL);
+                pl__c2s_stream_error(c, "unsupported-stanza-type", NULL);
         }
         goto out;
     }
@@ -1372,7 +556,7 @@ static void on_stanza(void *ud, struct pl_stanza *st)
             on_bind(c, st, bind);
             goto out;
         }
-        stream_error(c, "not-authorized", "bind a resource first");
+        pl__c2s_stream_error(c, "not-authorized", "bind a resource first");
         goto out;
     }
     struct pl_barrier *b = c->sess.sm ? pl_sm_in_begin(&c->sess) : NULL;
@@ -1390,13 +574,13 @@ out:
 static void on_stream_close(void *ud)
 {
     struct c2s *c = ud;
-    close_stream(c);
+    pl__c2s_close_stream(c);
 }
 
 static void on_xml_error(void *ud, enum pl_xml_error err, const char *text)
 {
     struct c2s *c = ud;
-    stream_error(c, pl_xml_error_condition(err), NULL);
+    pl__c2s_stream_error(c, pl_xml_error_condition(err), NULL);
     pl_log_debug("c2s", "XML error: %s", text ? text : "");
 }
 
@@ -1434,6 +618,16 @@ static void c2s_free(struct c2s *c)
     pl_jid_free(c->sess.jid);
     pl_free(c->user);
     pl_free(c);
+}
+
+struct c2s *pl__c2s_resumable_find(const char *id)
+{
+    return pl_map_get(&resumable, id);
+}
+
+void pl__c2s_resumable_add(struct c2s *c)
+{
+    pl_map_put(&resumable, pl_sm_id(c->sess.sm), c);
 }
 
 /* The session is over (its connection is already gone). */
@@ -1486,6 +680,26 @@ static void hibernate(struct c2s *c)
                 c->sess.jid->full, pl_sm_max(c->sess.sm));
 }
 
+void pl__c2s_take_place(struct c2s *o, struct c2s *c)
+{
+    /* o takes c's place in the list of open streams. */
+    o->prev = c->prev;
+    o->next = c->next;
+    if (o->prev)
+        o->prev->next = o;
+    else
+        all = o;
+    if (o->next)
+        o->next->prev = o;
+    c->prev = c->next = NULL;
+    o->hibernated = 0;
+    pl_timer_stop(&o->timer);
+    pl_timer_init(&o->timer, on_timer, o);
+    pl_timer_start(o->conn->loop, &o->timer, 5000);
+    pl_session_unregister(&c->sess);
+    c2s_free(c);
+}
+
 static void on_closed(struct pl_conn *conn)
 {
     struct c2s *c = conn->data;
@@ -1517,17 +731,18 @@ static void on_timer(struct pl_timer *t)
     uint64_t now = pl_loop_now(c->conn->loop);
     if (c->state != ST_BOUND &&
         now - c->opened_ms >= (uint64_t)S->handshake_timeout * 1000) {
-        stream_error(c, "connection-timeout", "handshake took too long");
+        pl__c2s_stream_error(c, "connection-timeout",
+                             "handshake took too long");
         return;
     }
     if (now - c->conn->last_read_ms >= (uint64_t)S->idle_timeout * 1000) {
-        stream_error(c, "connection-timeout", NULL);
+        pl__c2s_stream_error(c, "connection-timeout", NULL);
         return;
     }
     if (S->keepalive_interval && c->state == ST_BOUND &&
         now - c->keepalive_ms >= (uint64_t)S->keepalive_interval * 1000 &&
         now - c->conn->last_read_ms >= (uint64_t)S->keepalive_interval * 1000) {
-        out(c, " ");
+        pl__c2s_out(c, " ");
         c->keepalive_ms = now;
     }
     /* An idle stream gives back its XML parser (about 10 KiB) until the
@@ -1538,6 +753,18 @@ static void on_timer(struct pl_timer *t)
     }
     uint64_t next = c->state != ST_BOUND ? 1000 : 5000;
     pl_timer_start(c->conn->loop, &c->timer, next);
+}
+
+/* c->rtimer: a <resume/> waiting for the old session's writes tries again
+ * (c2s_sm.c). */
+static void on_resume_poll(struct pl_timer *t)
+{
+    struct c2s *c = t->data;
+    char *previd = c->resume_previd;
+    c->resume_previd = NULL;
+    if (c->conn && !c->closing)
+        pl__c2s_resume_try(c, previd, c->resume_h); /* may free c */
+    pl_free(previd);
 }
 
 /* listen.h: a connection accepted on a c2s listener, within the limits;
@@ -1571,13 +798,8 @@ static void c2s_refuse(struct pl_listen *l, struct pl_conn *conn, int why)
 {
     (void)l;
     struct pl_buf b = {0};
-    pl_buf_append_str(&b, "<?xml version='1.0'?><stream:stream "
-                          "xmlns='jabber:client' "
-                          "xmlns:stream='http://etherx.jabber.org/streams' "
-                          "version='1.0' from='");
-    const char *from = pl_host_at(0)->domain;
-    pl_buf_append_escaped(&b, from, strlen(from), 1);
-    pl_buf_append_str(&b, "'>");
+    pl_stream_header(&b, PL_NS_CLIENT, pl_host_at(0)->domain, NULL, NULL,
+                     PL_STREAM_V1);
     int per_ip = why == PL_REFUSE_PER_IP;
     pl_stream_error_xml(&b, per_ip ? "policy-violation" : "resource-constraint",
                         per_ip ? "too many connections from your address"
@@ -1650,11 +872,10 @@ static void collect_hibernated(const char *key, void *value, void *ud)
 static void c2s_stop(void)
 {
     pl_timer_stop(&trim_timer);
-    pl_map_each(&auth_fails, free_value, NULL);
-    pl_map_clear(&auth_fails);
+    pl__c2s_sasl_stop();
     stopping = 1;
     for (struct c2s *c = all; c; c = c->next)
-        stream_error(c, "system-shutdown", NULL);
+        pl__c2s_stream_error(c, "system-shutdown", NULL);
     /* Hibernated sessions end now: their messages go offline. */
     struct c2s **h = NULL;
     size_t nh = 0;

@@ -25,7 +25,7 @@
  * Internal, for tests: treats fd as an accepted connection (as a listener
  * of enum pl_tls_mode tls_mode would), after the front end started.  Takes
  * ownership of fd and makes it non-blocking; a socketpair end works (its
- * peer reads as "local", loopback).  PL_EINVAL before pl_c2s_start, PL_EIO
+ * peer reads as "local", loopback).  PL_EINVAL before the front end started, PL_EIO
  * if fd is not usable; on failure fd stays the caller's.
  */
 int pl__c2s_accept_fd(int fd, int tls_mode);

@@ -39,13 +39,13 @@
  */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <string.h>
 
 #include "admin.h"
 #include "alloc.h"
 #include "conn.h"
 #include "error.h"
+#include "framing.h"
 #include "hook.h"
 #include "host.h"
 #include "jid.h"
@@ -58,7 +58,7 @@
 #include "stats.h"
 #include "xml.h"
 
-#define NS_COMPONENT "jabber:component:accept"
+#define NS_COMPONENT PL_NS_COMPONENT
 
 /* One configured component. */
 struct comp {
@@ -232,26 +232,10 @@ static void out(struct link *l, const char *s)
 
 static void send_header(struct link *l, const char *from)
 {
-    unsigned char raw[8];
-    RAND_bytes(raw, sizeof(raw));
-    static const char hex[] = "0123456789abcdef";
-    for (int i = 0; i < 8; i++) {
-        l->id[2 * i] = hex[raw[i] >> 4];
-        l->id[2 * i + 1] = hex[raw[i] & 15];
-    }
-    l->id[16] = '\0';
+    pl_stream_id(l->id, sizeof(l->id));
     struct pl_buf b = {0};
-    pl_buf_append_str(&b, "<?xml version='1.0'?><stream:stream "
-                          "xmlns='" NS_COMPONENT "' "
-                          "xmlns:stream='" PL_NS_STREAMS "' id='");
-    pl_buf_append_str(&b, l->id);
-    pl_buf_append_str(&b, "'");
-    if (from) {
-        pl_buf_append_str(&b, " from='");
-        pl_buf_append_escaped(&b, from, strlen(from), 1);
-        pl_buf_append_str(&b, "'");
-    }
-    pl_buf_append_str(&b, ">");
+    /* XEP-0114 §3: no version, so no stream features. */
+    pl_stream_header(&b, NS_COMPONENT, from, NULL, l->id, 0);
     if (l->conn)
         pl_conn_write(l->conn, b.data + b.off, b.len);
     pl_buf_reset(&b);
@@ -436,14 +420,6 @@ static void route_from_component(struct link *l, struct pl_stanza *st)
     pl_jid_free(to);
 }
 
-static int is_stanza(const struct pl_node *root)
-{
-    return strcmp(root->ns, NS_COMPONENT) == 0 &&
-           (strcmp(root->name, "message") == 0 ||
-            strcmp(root->name, "presence") == 0 ||
-            strcmp(root->name, "iq") == 0);
-}
-
 static void on_stanza(void *ud, struct pl_stanza *st)
 {
     struct link *l = ud;
@@ -456,7 +432,7 @@ static void on_stanza(void *ud, struct pl_stanza *st)
             on_handshake(l, st);
         else
             stream_error(l, "not-authorized", "handshake first");
-    } else if (!is_stanza(root)) {
+    } else if (!pl_stream_is_stanza(root, NS_COMPONENT)) {
         stream_error(l, "unsupported-stanza-type", NULL);
     } else {
         to_client_ns(root);
@@ -568,9 +544,7 @@ static void comp_refuse(struct pl_listen *ls, struct pl_conn *conn, int why)
 {
     (void)ls;
     struct pl_buf b = {0};
-    pl_buf_append_str(&b, "<?xml version='1.0'?><stream:stream xmlns='"
-                          NS_COMPONENT "' xmlns:stream='" PL_NS_STREAMS
-                          "'>");
+    pl_stream_header(&b, NS_COMPONENT, NULL, NULL, NULL, 0);
     pl_stream_error_xml(&b,
                         why == PL_REFUSE_PER_IP ? "policy-violation"
                                                 : "resource-constraint",

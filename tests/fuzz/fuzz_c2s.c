@@ -1,8 +1,9 @@
 /*
  * fuzz_c2s.c - libFuzzer target for the stanza handling of client
- * sessions: the c2s stream state machine (stream.c) with stream management
- * (sm.c), the router and the default modules, run in-process on a real
- * loop with SQLite storage, as src/parleyd.c builds them.
+ * sessions: the c2s stream state machine (src/xmpp/c2s.c, sasl.c) with
+ * stream management (c2s_sm.c, sm.c), the router and the default modules,
+ * run in-process on a real loop with SQLite storage, as src/parleyd.c
+ * builds them.
  *
  * Set-up (once): a configuration with one host "localhost", the default
  * modules, registration open, require_encryption = false, no listener.

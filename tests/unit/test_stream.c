@@ -1,5 +1,5 @@
 /*
- * test_stream.c - the c2s stream state machine (stream.c) driven in-process:
+ * test_stream.c - the c2s stream (src/xmpp/c2s.c, sasl.c) driven in-process:
  * stream headers and their errors, SASL SCRAM over a plain stream, resource
  * binding and conflicts, and the first stanzas of a bound session.
  *
