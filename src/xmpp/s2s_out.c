@@ -831,7 +831,7 @@ static void out_stanza(void *ud, struct pl_stanza *st)
                          "certificate for %s (SASL <%s/>)",
                          o->remote, o->local, c ? c->name : "?");
             pl__s2s_out_abort(o, 1);
-            return;
+            goto out; /* st is still ours */
         }
         pl__s2s_out_db_key(o);
     } else if (strcmp(root->ns, NS_DB) == 0 &&
