@@ -55,7 +55,9 @@
 #include "core/jid.h"
 #include "core/log.h"
 #include "core/scram.h"
+#include "core/module.h"
 #include "core/stanza.h"
+#include "xmpp/c2s.h"
 #include "core/storage.h"
 
 static struct pl_config *config;
@@ -122,7 +124,9 @@ static char *read_password(const char *arg)
 static int derive(const char *password, struct pl_account *a)
 {
     memset(a, 0, sizeof(*a));
-    unsigned it = (unsigned)config->s.scram_iterations;
+    const struct pl_c2s_settings *cs =
+        config->frontend[PL_MODIDX_c2s];
+    unsigned it = (unsigned)cs->scram_iterations;
     if (pl_scram_derive(PL_SCRAM_SHA1, pl_str_c(password), NULL, 0, it,
                         &a->keys[0]) != PL_OK ||
         pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0, it,

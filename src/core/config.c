@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "alloc.h"
-#include "dns.h"
 #include "error.h"
 #include "jid.h"
 #include "listen.h"
@@ -19,8 +18,6 @@
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug",
                                          NULL};
-static const char *const conflict_policies[] = {"kick_old", "refuse",
-                                                "rename", NULL};
 static const char *const sync_modes[] = {"off", "normal", "full", NULL};
 
 static const struct pl_option server_opts[] = {
@@ -88,103 +85,6 @@ static const struct pl_option limits_opts[] = {
     {0},
 };
 
-static const struct pl_option c2s_opts[] = {
-    {"require_encryption", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Refuse SASL and stanzas until TLS is in place.",
-     S(require_encryption)},
-    {"allow_plain", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Offer SASL PLAIN (only ever inside TLS).", S(allow_plain)},
-    {"channel_binding", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Offer SCRAM-*-PLUS with tls-exporter and tls-server-end-point.",
-     S(channel_binding)},
-    {"tls_unique", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Also accept tls-unique channel binding (RFC 5929), on TLS 1.3 too, "
-     "for clients that know no other type (slixmpp 1.8).",
-     S(tls_unique)},
-    {"resource_conflict", PL_OPT_ENUM, "\"kick_old\"", 0, 0,
-     conflict_policies,
-     "Binding a resource already in use: kick_old, refuse or rename.",
-     S(resource_conflict)},
-    {"max_auth_failures", PL_OPT_INT, "3", 1, 100, NULL,
-     "SASL failures on one connection before it is closed.",
-     S(max_auth_failures)},
-    {"auth_failures_per_ip", PL_OPT_INT, "20", 1, 1000000, NULL,
-     "SASL failures from one IP address within auth_failure_window before "
-     "its attempts get <temporary-auth-failure/> until the window ends.",
-     S(auth_failures_per_ip)},
-    {"auth_failure_window", PL_OPT_INT, "300", 1, 86400, NULL,
-     "Seconds over which auth_failures_per_ip is counted.",
-     S(auth_failure_window)},
-    {"scram_iterations", PL_OPT_INT, "10000", 4096, 10000000, NULL,
-     "PBKDF2 iterations for newly set passwords.", S(scram_iterations)},
-    {"keepalive_interval", PL_OPT_INT, "0", 0, 86400, NULL,
-     "Seconds between whitespace keepalives sent to idle clients "
-     "(0: never).",
-     S(keepalive_interval)},
-    {"sm_enable", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Offer stream management (XEP-0198): acks and resumption.",
-     S(sm_enable)},
-    {"sm_resume_timeout", PL_OPT_INT, "300", 0, 86400, NULL,
-     "Seconds a dropped stream-managed session waits for its client to "
-     "resume (0: no resumption); a client may ask for less.",
-     S(sm_resume_timeout)},
-    {"sm_max_queue", PL_OPT_INT, "1000", 16, 1000000, NULL,
-     "Unacknowledged stanzas kept for one session; a client that lets "
-     "more pile up gets <resource-constraint/>, a hibernated session ends "
-     "and its messages go to offline storage.",
-     S(sm_max_queue)},
-    {"sm_durable", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Store each chat or normal message sent to a stream-managed session "
-     "until the client acknowledges it, so that a crash of the server "
-     "loses none (they go to offline storage on restart).",
-     S(sm_durable)},
-    {0},
-};
-
-static const struct pl_option s2s_opts[] = {
-    {"enable", PL_OPT_BOOL, "false", 0, 0, NULL,
-     "Federate: exchange stanzas with other servers (RFC 6120 s2s).",
-     S(s2s_enable)},
-    {"require_tls", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Refuse server-to-server streams without TLS, both ways.",
-     S(s2s_require_tls)},
-    {"bidi", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "One connection both ways with peers that offer it (XEP-0288).",
-     S(s2s_bidi)},
-    {"auth", PL_OPT_STRLIST, "[\"external\", \"dialback\"]", 0, 0, NULL,
-     "How peers authenticate, in order of preference: external (SASL "
-     "EXTERNAL with a certificate, XEP-0178), dialback (XEP-0220).",
-     S(s2s_auth)},
-    {"ca_file", PL_OPT_STRING, "\"\"", 0, 0, NULL,
-     "PEM file of the certificate authorities trusted for peers' "
-     "certificates; with ca_dir empty too, the system's.",
-     S(s2s_ca_file)},
-    {"ca_dir", PL_OPT_STRING, "\"\"", 0, 0, NULL,
-     "Directory of trusted authorities (OpenSSL hashed names).",
-     S(s2s_ca_dir)},
-    {"connect_timeout", PL_OPT_INT, "20", 1, 3600, NULL,
-     "Seconds to resolve, connect and authenticate a link; its queued "
-     "stanzas then bounce with <remote-server-timeout/>.",
-     S(s2s_connect_timeout)},
-    {"idle_timeout", PL_OPT_INT, "600", 5, 86400, NULL,
-     "Seconds without a stanza either way before a link is closed.",
-     S(s2s_idle_timeout)},
-    {"max_queue_bytes", PL_OPT_INT, "1048576", 1024, 1 << 30, NULL,
-     "Bytes of stanzas queued for one remote domain while its link is "
-     "set up; more bounce with <resource-constraint/>.",
-     S(s2s_max_queue_bytes)},
-    {"resolver", PL_OPT_STRING, "\"\"", 0, 0, NULL,
-     "DNS server as \"address:port\" for SRV and address lookups; empty: "
-     "the system's (/etc/resolv.conf).",
-     S(s2s_resolver)},
-    {"routes", PL_OPT_RAW, "()", 0, 0, NULL,
-     "Static routes, before DNS: ( { domain = \"b.example\"; host = "
-     "\"10.0.0.2\"; port = 5269; tls = \"starttls\"; } ) (tls: starttls or "
-     "direct).",
-     S(s2s_routes)},
-    {0},
-};
-
 static const struct pl_option top_opts[] = {
     /* The default is every module whose descriptor says default_on
      * (default_modules). */
@@ -199,8 +99,7 @@ static const struct {
     const struct pl_option *opts;
 } core_groups[] = {
     {"server", server_opts}, {"storage", storage_opts},
-    {"limits", limits_opts}, {"c2s", c2s_opts},
-    {"s2s", s2s_opts},
+    {"limits", limits_opts},
 };
 
 int pl_strlist_has(const struct pl_strlist *l, const char *s)
@@ -220,8 +119,8 @@ static void strlist_free(struct pl_strlist *l)
     l->n = 0;
 }
 
-static int where(char *err, size_t errlen, config_setting_t *s,
-                 const char *fmt, const char *name)
+int pl_config_where(char *err, size_t errlen, config_setting_t *s,
+                    const char *fmt, const char *name)
 {
     const char *file = s ? config_setting_source_file(s) : NULL;
     int line = s ? (int)config_setting_source_line(s) : 0;
@@ -232,6 +131,12 @@ static int where(char *err, size_t errlen, config_setting_t *s,
     else
         snprintf(err, errlen, "%s", msg);
     return PL_EINVAL;
+}
+
+static int where(char *err, size_t errlen, config_setting_t *s,
+                 const char *fmt, const char *name)
+{
+    return pl_config_where(err, errlen, s, fmt, name);
 }
 
 static int read_strlist(config_setting_t *s, struct pl_strlist *out)
@@ -599,80 +504,6 @@ static int read_hosts(struct pl_config *c, char *err, size_t errlen)
     return PL_OK;
 }
 
-/* s2s.auth, s2s.resolver and s2s.routes. */
-static int read_s2s(struct pl_config *c, char *err, size_t errlen)
-{
-    config_setting_t *grp = config_lookup(&c->cfg, "s2s");
-    config_setting_t *at = grp ? config_setting_get_member(grp, "auth")
-                               : NULL;
-    for (int i = 0; i < c->s.s2s_auth.n; i++)
-        if (strcmp(c->s.s2s_auth.v[i], "external") != 0 &&
-            strcmp(c->s.s2s_auth.v[i], "dialback") != 0)
-            return where(err, errlen, at,
-                         "s2s.auth: '%s' is not external or dialback",
-                         c->s.s2s_auth.v[i]);
-    if (pl_dns_check_server(c->s.s2s_resolver) != PL_OK)
-        return where(err, errlen,
-                     grp ? config_setting_get_member(grp, "resolver") : NULL,
-                     "s2s.resolver: '%s' is not address:port",
-                     c->s.s2s_resolver);
-    config_setting_t *l = c->s.s2s_routes;
-    if (!l)
-        return PL_OK;
-    if (!config_setting_is_list(l))
-        return where(err, errlen, l, "%s must be a list of groups",
-                     "s2s.routes");
-    int n = config_setting_length(l);
-    c->routes = pl_calloc((size_t)n + 1, sizeof(*c->routes));
-    for (int i = 0; i < n; i++) {
-        config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
-        const char *domain = NULL, *host = NULL, *tls = "starttls";
-        int port = 5269;
-        if (!config_setting_is_group(g))
-            return where(err, errlen, g, "%s: each route is a group",
-                         "s2s.routes");
-        config_setting_lookup_string(g, "domain", &domain);
-        config_setting_lookup_string(g, "host", &host);
-        config_setting_lookup_string(g, "tls", &tls);
-        config_setting_t *ps = config_setting_get_member(g, "port");
-        if (ps && (config_setting_type(ps) != CONFIG_TYPE_INT ||
-                   (port = config_setting_get_int(ps)) < 1 || port > 65535))
-            return where(err, errlen, g, "%s: port must be 1-65535",
-                         "s2s.routes");
-        char *norm = NULL;
-        if (!domain || pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK)
-            return where(err, errlen, g, "%s: a valid domain is needed",
-                         "s2s.routes");
-        struct pl_s2s_route *r = &c->routes[c->nroutes++];
-        r->domain = norm;
-        if (!host || !*host)
-            return where(err, errlen, g, "%s: a host is needed",
-                         "s2s.routes");
-        r->host = pl_strdup(host);
-        r->port = port;
-        if (strcmp(tls, "starttls") == 0)
-            r->tls = PL_TLS_STARTTLS;
-        else if (strcmp(tls, "direct") == 0)
-            r->tls = PL_TLS_DIRECT;
-        else
-            return where(err, errlen, g,
-                         "s2s.routes: tls must be starttls or direct, not "
-                         "'%s'", tls);
-        config_setting_t *bad = NULL;
-        for (int j = 0; j < config_setting_length(g); j++) {
-            config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
-            const char *nm = config_setting_name(m);
-            if (!nm || (strcmp(nm, "domain") && strcmp(nm, "host") &&
-                        strcmp(nm, "port") && strcmp(nm, "tls")))
-                bad = m;
-        }
-        if (bad)
-            return where(err, errlen, bad, "s2s.routes: unknown setting '%s'",
-                         config_setting_name(bad) ? config_setting_name(bad)
-                                                  : "?");
-    }
-    return PL_OK;
-}
 
 /* Without a listeners list: what the protocols ask for (listen.h). */
 static void default_listeners(struct pl_config *c)
@@ -784,8 +615,6 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
     }
     if (read_hosts(c, err, errlen) != PL_OK)
         goto fail;
-    if (read_s2s(c, err, errlen) != PL_OK)
-        goto fail;
     if (pl__listen_check(c, err, errlen) != PL_OK)
         goto fail;
     /* Front ends' own groups (module.h, struct pl_frontend). */
@@ -821,6 +650,8 @@ void pl_config_free(struct pl_config *c)
     pl_config_release(top_opts, &c->s);
     for (int i = 0; c->frontend && pl_module_at(i); i++) {
         const struct pl_frontend *fe = pl_module_at(i)->frontend;
+        if (fe && fe->release && c->frontend[i])
+            fe->release(c->frontend[i]);
         if (fe && fe->options && c->frontend[i])
             pl_config_release(fe->options, c->frontend[i]);
         pl_free(c->frontend[i]);
@@ -838,11 +669,6 @@ void pl_config_free(struct pl_config *c)
         strlist_free(&c->hosts[i].modules);
     }
     pl_free(c->hosts);
-    for (int i = 0; i < c->nroutes; i++) {
-        pl_free(c->routes[i].domain);
-        pl_free(c->routes[i].host);
-    }
-    pl_free(c->routes);
     pl_free(c->path);
     config_destroy(&c->cfg);
     pl_free(c);

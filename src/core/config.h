@@ -90,43 +90,8 @@ struct pl_settings {
     long read_rate;
     long read_burst;
     long max_resources_per_user;
-    /* c2s */
-    int require_encryption;
-    int allow_plain;
-    int channel_binding;
-    int tls_unique;
-    int resource_conflict;
-    long max_auth_failures;
-    long auth_failures_per_ip;
-    long auth_failure_window;
-    long scram_iterations;
-    long keepalive_interval;
-    int sm_enable;
-    long sm_resume_timeout;
-    long sm_max_queue;
-    int sm_durable;
-    /* s2s (federation) */
-    int s2s_enable;
-    int s2s_require_tls;
-    int s2s_bidi;
-    struct pl_strlist s2s_auth;
-    char *s2s_ca_file;
-    char *s2s_ca_dir;
-    long s2s_connect_timeout;
-    long s2s_idle_timeout;
-    long s2s_max_queue_bytes;
-    char *s2s_resolver;
-    config_setting_t *s2s_routes; /* read into struct pl_config.routes */
     /* modules enabled on hosts that do not list their own */
     struct pl_strlist modules;
-};
-
-/* s2s.routes: a remote domain reached at a fixed host and port. */
-struct pl_s2s_route {
-    char *domain; /* normalized remote domain */
-    char *host;   /* host name or IP literal */
-    int port;     /* TCP port */
-    int tls;      /* PL_TLS_STARTTLS or PL_TLS_DIRECT */
 };
 
 struct pl_config {
@@ -137,13 +102,9 @@ struct pl_config {
     int nlisteners;
     struct pl_host_conf *hosts;
     int nhosts;
-    struct pl_s2s_route *routes;       /* s2s.routes */
-    int nroutes;
     void **frontend;                   /* each front end's settings, by
                                         * module index (module.h) */
 };
-
-enum { PL_CONFLICT_KICK_OLD = 0, PL_CONFLICT_REFUSE, PL_CONFLICT_RENAME };
 
 /*
  * Loads path (NULL: built-in defaults only), then applies each "key=value"
@@ -169,6 +130,14 @@ void pl_config_print_group(FILE *f, const char *group,
                            const struct pl_option *opts, const char *indent);
 /* Prints the core part of the default configuration. */
 void pl_config_print_default(FILE *f);
+
+/*
+ * Writes "file:line: " and the message (fmt with one %s, arg) to err, the
+ * place being setting s's (none if s is NULL); returns PL_EINVAL.  For
+ * the checks of front ends and modules that read their own settings.
+ */
+int pl_config_where(char *err, size_t errlen, config_setting_t *s,
+                    const char *fmt, const char *arg);
 
 /* Looks up a top-level group by name (NULL if absent). */
 config_setting_t *pl_config_group(struct pl_config *c, const char *name);

@@ -57,9 +57,12 @@ struct pl_frontend {
     const struct pl_protocol *const *protocols; /* served, NULL-ended */
     const struct pl_option *options;   /* server-wide options, or NULL */
     size_t settings_size;              /* struct the options fill */
-    /* Extra checks beyond the options' own (--check-config and start). */
+    /* Extra checks beyond the options' own, at every load (--check-config,
+     * start, SIGHUP); may fill more of settings. */
     int (*check)(struct pl_config *c, void *settings, char *err,
                  size_t errlen);
+    /* Frees what check added to settings (before the options' own). */
+    void (*release)(void *settings);
     /* After the hosts are up, before the listeners open. */
     int (*start)(struct pl_config *c, void *settings);
     /* Shutdown: listeners are closed; end every connection. */

@@ -33,3 +33,15 @@ void pl__server_set_config(struct pl_config *c)
 {
     config = c;
 }
+
+static long scram_iterations = 10000;
+
+void pl_server_set_scram_iterations(long n)
+{
+    scram_iterations = n;
+}
+
+long pl_server_scram_iterations(void)
+{
+    return scram_iterations;
+}

@@ -24,4 +24,9 @@ void pl__server_set(struct pl_loop *loop, struct pl_config *c,
                     struct pl_workq *cpu, const unsigned char *secret);
 void pl__server_set_config(struct pl_config *c);
 
+/* PBKDF2 iterations for passwords set from now on (SCRAM keys); the c2s
+ * front end sets it from c2s.scram_iterations.  Default 10000. */
+void pl_server_set_scram_iterations(long n);
+long pl_server_scram_iterations(void);
+
 #endif

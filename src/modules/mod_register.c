@@ -257,7 +257,7 @@ static struct job *new_job(struct pl_event *ev, const char *user,
     j->host = pl_strdup(ev->host->domain);
     j->user = pl_strdup(user);
     j->password = pl_strdup(password);
-    j->iterations = pl_server_config()->s.scram_iterations;
+    j->iterations = pl_server_scram_iterations();
     return j;
 }
 

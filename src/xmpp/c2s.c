@@ -48,7 +48,8 @@
 
 
 static unsigned long nconns;
-static struct pl_settings *S;  /* settings in force */
+static struct pl_settings *S;  /* core settings in force (limits) */
+static const struct pl_c2s_settings *CS; /* the c2s group in force */
 static struct c2s *all;        /* every open stream */
 static struct pl_map resumable; /* XEP-0198 id -> struct c2s */
 static int stopping;           /* the front end stopped */
@@ -230,11 +231,11 @@ static void send_features(struct c2s *c)
         int need_tls = !c->secure && tls_available(c);
         if (need_tls) {
             pl_buf_append_str(&b, "<starttls xmlns='" NS_TLS "'>");
-            if (S->require_encryption)
+            if (CS->require_encryption)
                 pl_buf_append_str(&b, "<required/>");
             pl_buf_append_str(&b, "</starttls>");
         }
-        if (c->secure || !S->require_encryption) {
+        if (c->secure || !CS->require_encryption) {
             pl__c2s_sasl_features(c, &b);
             struct pl_event ev = {"stream-features/preauth", c->host,
                                   &c->sess, NULL, NULL, NULL, &b};
@@ -242,7 +243,7 @@ static void send_features(struct c2s *c)
         }
     } else {
         pl_buf_append_str(&b, "<bind xmlns='" NS_BIND "'/>");
-        if (S->sm_enable)
+        if (CS->sm_enable)
             pl_buf_append_str(&b, "<sm xmlns='" PL_NS_SM "'/>");
         struct pl_event ev = {"stream-features", c->host, &c->sess, NULL,
                               NULL, NULL, &b};
@@ -358,12 +359,12 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
     pl_free(resource);
     struct pl_session *old = pl_session_by_full(jid->full);
     if (old) {
-        if (S->resource_conflict == PL_CONFLICT_REFUSE) {
+        if (CS->resource_conflict == PL_CONFLICT_REFUSE) {
             pl_jid_free(jid);
             reply_iq_error(c, st, PL_ECONFLICT, NULL);
             return;
         }
-        if (S->resource_conflict == PL_CONFLICT_RENAME) {
+        if (CS->resource_conflict == PL_CONFLICT_RENAME) {
             random_resource(rnd, sizeof(rnd));
             struct pl_jid *j2 = NULL;
             char *r2 = NULL;
@@ -476,7 +477,7 @@ static void on_preauth_iq(struct c2s *c, struct pl_stanza *st)
     char ev[512];
     pl_iq_event_name(st, "preauth", ev, sizeof(ev));
     if (!c->host || !pl_hook_has(c->host, ev) ||
-        (!c->secure && S->require_encryption)) {
+        (!c->secure && CS->require_encryption)) {
         pl__c2s_stream_error(c, "not-authorized", NULL);
         return;
     }
@@ -529,7 +530,7 @@ static void on_stanza(void *ud, struct pl_stanza *st)
                              NULL);
         goto out;
     }
-    if (strcmp(root->ns, PL_NS_SM) == 0 && S->sm_enable) {
+    if (strcmp(root->ns, PL_NS_SM) == 0 && CS->sm_enable) {
         pl__c2s_on_sm(c, st); /* may free c (resumption) */
         goto out;
     }
@@ -739,9 +740,9 @@ static void on_timer(struct pl_timer *t)
         pl__c2s_stream_error(c, "connection-timeout", NULL);
         return;
     }
-    if (S->keepalive_interval && c->state == ST_BOUND &&
-        now - c->keepalive_ms >= (uint64_t)S->keepalive_interval * 1000 &&
-        now - c->conn->last_read_ms >= (uint64_t)S->keepalive_interval * 1000) {
+    if (CS->keepalive_interval && c->state == ST_BOUND &&
+        now - c->keepalive_ms >= (uint64_t)CS->keepalive_interval * 1000 &&
+        now - c->conn->last_read_ms >= (uint64_t)CS->keepalive_interval * 1000) {
         pl__c2s_out(c, " ");
         c->keepalive_ms = now;
     }
@@ -843,10 +844,17 @@ static void on_trim_timer(struct pl_timer *t)
     pl_timer_start(pl_server_loop(), t, 10000);
 }
 
+const struct pl_c2s_settings *pl_c2s_settings(void)
+{
+    return CS;
+}
+
 static int c2s_start(struct pl_config *cfg, void *settings)
 {
-    (void)settings;
     S = &cfg->s;
+    CS = settings;
+    /* Accounts' password hashing cost, for whoever sets a password. */
+    pl_server_set_scram_iterations(CS->scram_iterations);
     pl_timer_init(&trim_timer, on_trim_timer, NULL);
     pl_timer_start(pl_server_loop(), &trim_timer, 10000);
     /* Messages a crash left unacknowledged go to their accounts again. */
@@ -889,7 +897,8 @@ static void c2s_stop(void)
 
 static void c2s_reload(struct pl_config *cfg, void *settings)
 {
-    (void)settings;
+    CS = settings;
+    pl_server_set_scram_iterations(CS->scram_iterations);
     S = &cfg->s;
     struct pl_conn_limits lim = {(size_t)S->max_outbuf, (size_t)S->read_rate,
                                  (size_t)S->read_burst};
@@ -907,6 +916,64 @@ static unsigned long c2s_count(void)
     return nconns;
 }
 
+#define CS(field) offsetof(struct pl_c2s_settings, field)
+
+static const char *const conflict_policies[] = {"kick_old", "refuse",
+                                                "rename", NULL};
+
+static const struct pl_option options[] = {
+    {"require_encryption", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Refuse SASL and stanzas until TLS is in place.",
+     CS(require_encryption)},
+    {"allow_plain", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Offer SASL PLAIN (only ever inside TLS).", CS(allow_plain)},
+    {"channel_binding", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Offer SCRAM-*-PLUS with tls-exporter and tls-server-end-point.",
+     CS(channel_binding)},
+    {"tls_unique", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Also accept tls-unique channel binding (RFC 5929), on TLS 1.3 too, "
+     "for clients that know no other type (slixmpp 1.8).",
+     CS(tls_unique)},
+    {"resource_conflict", PL_OPT_ENUM, "\"kick_old\"", 0, 0,
+     conflict_policies,
+     "Binding a resource already in use: kick_old, refuse or rename.",
+     CS(resource_conflict)},
+    {"max_auth_failures", PL_OPT_INT, "3", 1, 100, NULL,
+     "SASL failures on one connection before it is closed.",
+     CS(max_auth_failures)},
+    {"auth_failures_per_ip", PL_OPT_INT, "20", 1, 1000000, NULL,
+     "SASL failures from one IP address within auth_failure_window before "
+     "its attempts get <temporary-auth-failure/> until the window ends.",
+     CS(auth_failures_per_ip)},
+    {"auth_failure_window", PL_OPT_INT, "300", 1, 86400, NULL,
+     "Seconds over which auth_failures_per_ip is counted.",
+     CS(auth_failure_window)},
+    {"scram_iterations", PL_OPT_INT, "10000", 4096, 10000000, NULL,
+     "PBKDF2 iterations for newly set passwords.", CS(scram_iterations)},
+    {"keepalive_interval", PL_OPT_INT, "0", 0, 86400, NULL,
+     "Seconds between whitespace keepalives sent to idle clients "
+     "(0: never).",
+     CS(keepalive_interval)},
+    {"sm_enable", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Offer stream management (XEP-0198): acks and resumption.",
+     CS(sm_enable)},
+    {"sm_resume_timeout", PL_OPT_INT, "300", 0, 86400, NULL,
+     "Seconds a dropped stream-managed session waits for its client to "
+     "resume (0: no resumption); a client may ask for less.",
+     CS(sm_resume_timeout)},
+    {"sm_max_queue", PL_OPT_INT, "1000", 16, 1000000, NULL,
+     "Unacknowledged stanzas kept for one session; a client that lets "
+     "more pile up gets <resource-constraint/>, a hibernated session ends "
+     "and its messages go to offline storage.",
+     CS(sm_max_queue)},
+    {"sm_durable", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Store each chat or normal message sent to a stream-managed session "
+     "until the client acknowledges it, so that a crash of the server "
+     "loses none (they go to offline storage on restart).",
+     CS(sm_durable)},
+    {0},
+};
+
 static const struct pl_protocol c2s_protocol = {
     .name = "c2s",
     .summary = "XMPP clients (RFC 6120)",
@@ -922,6 +989,8 @@ static const struct pl_protocol *const protocols[] = {&c2s_protocol, NULL};
 
 static const struct pl_frontend frontend = {
     .protocols = protocols,
+    .options = options,
+    .settings_size = sizeof(struct pl_c2s_settings),
     .start = c2s_start,
     .stop = c2s_stop,
     .reload = c2s_reload,

@@ -212,7 +212,6 @@ void pl__s2s_in_answer_verify(uint64_t in_id, const char *local,
 /* <db:result> from an originating server: verify its key. */
 void pl__s2s_in_db_result(struct in *i, struct pl_stanza *st)
 {
-    const struct pl_settings *S = pl__s2s_settings();
     struct pl_node *root = pl_stanza_root(st);
     const char *f = pl_node_attr(root, "from"), *t = pl_node_attr(root, "to");
     char *from = NULL, *to = NULL;
@@ -222,7 +221,7 @@ void pl__s2s_in_db_result(struct in *i, struct pl_stanza *st)
         pl__s2s_in_error(i, "not-authorized", "dialback is not allowed here");
         goto out;
     }
-    if (S->s2s_require_tls && !i->secure) {
+    if (pl__s2s_conf()->require_tls && !i->secure) {
         pl__s2s_in_error(i, "policy-violation", "TLS is required");
         goto out;
     }

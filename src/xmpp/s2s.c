@@ -55,7 +55,7 @@ const char *const pl__s2s_out_state_names[] = {
 
 
 static struct pl_settings *S;
-static struct pl_config *C;
+static const struct pl_s2s_settings *SS; /* the s2s group in force */
 uint64_t pl__s2s_next_id = 1;
 unsigned long pl__s2s_nconns;
 static X509_STORE *store;        /* trusted authorities */
@@ -68,9 +68,9 @@ const struct pl_settings *pl__s2s_settings(void)
     return S;
 }
 
-const struct pl_config *pl__s2s_config(void)
+const struct pl_s2s_settings *pl__s2s_conf(void)
 {
-    return C;
+    return SS;
 }
 
 void pl__s2s_whyf(char *out, size_t n, const char *fmt, ...)
@@ -83,7 +83,7 @@ void pl__s2s_whyf(char *out, size_t n, const char *fmt, ...)
 
 int pl__s2s_allowed(const char *method)
 {
-    return pl_strlist_has(&S->s2s_auth, method);
+    return pl_strlist_has(&SS->auth, method);
 }
 
 uint64_t pl__s2s_now_ms(void)
@@ -160,7 +160,7 @@ static int on_route_remote(struct pl_event *ev, void *state)
 {
     /* After the front end stopped (shutdown drain) no new link starts: the router
      * answers remote-server-not-found. */
-    if (!S->s2s_enable || !started || !ev->from || !ev->to || !ev->stanza)
+    if (!SS->enable || !started || !ev->from || !ev->to || !ev->stanza)
         return PL_PASS;
     return pl__s2s_out_send(ev->host->domain, ev->to->domain, ev->stanza);
 }
@@ -182,15 +182,14 @@ static json_t *admin_s2s(json_t *req)
 
 static int s2s_start(struct pl_config *cfg, void *settings)
 {
-    (void)settings;
+    SS = settings;
     pl_admin_add_op("s2s", admin_s2s);
     S = &cfg->s;
-    C = cfg;
-    if (!S->s2s_enable)
+    if (!SS->enable)
         return PL_OK;
-    if (pl_tls_store_load(S->s2s_ca_file, S->s2s_ca_dir, &store) != PL_OK)
+    if (pl_tls_store_load(SS->ca_file, SS->ca_dir, &store) != PL_OK)
         return PL_ETLS;
-    if (pl_dns_init(pl_server_loop(), S->s2s_resolver) != PL_OK)
+    if (pl_dns_init(pl_server_loop(), SS->resolver) != PL_OK)
         return PL_EIO;
     nclient_ctx = cfg->nhosts;
     client_ctx = pl_calloc((size_t)cfg->nhosts + 1, sizeof(*client_ctx));
@@ -205,8 +204,8 @@ static int s2s_start(struct pl_config *cfg, void *settings)
     }
     started = 1;
     pl_log_info("s2s", "federation on: %d static route%s, resolver %s",
-                cfg->nroutes, cfg->nroutes == 1 ? "" : "s",
-                S->s2s_resolver[0] ? S->s2s_resolver : "of the system");
+                SS->nroutes, SS->nroutes == 1 ? "" : "s",
+                SS->resolver[0] ? SS->resolver : "of the system");
     return PL_OK;
 }
 
@@ -236,9 +235,8 @@ static void s2s_stop(void)
 
 static void s2s_reload(struct pl_config *cfg, void *settings)
 {
-    (void)settings;
+    SS = settings;
     S = &cfg->s;
-    C = cfg;
 }
 
 static unsigned long s2s_count(void)
@@ -312,6 +310,142 @@ void pl_s2s_links_json(struct pl_buf *b)
     pl_buf_append_str(b, "]");
 }
 
+#define SS(field) offsetof(struct pl_s2s_settings, field)
+
+static const struct pl_option options[] = {
+    {"enable", PL_OPT_BOOL, "false", 0, 0, NULL,
+     "Federate: exchange stanzas with other servers (RFC 6120 s2s).",
+     SS(enable)},
+    {"require_tls", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Refuse server-to-server streams without TLS, both ways.",
+     SS(require_tls)},
+    {"bidi", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "One connection both ways with peers that offer it (XEP-0288).",
+     SS(bidi)},
+    {"auth", PL_OPT_STRLIST, "[\"external\", \"dialback\"]", 0, 0, NULL,
+     "How peers authenticate, in order of preference: external (SASL "
+     "EXTERNAL with a certificate, XEP-0178), dialback (XEP-0220).",
+     SS(auth)},
+    {"ca_file", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "PEM file of the certificate authorities trusted for peers' "
+     "certificates; with ca_dir empty too, the system's.",
+     SS(ca_file)},
+    {"ca_dir", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "Directory of trusted authorities (OpenSSL hashed names).",
+     SS(ca_dir)},
+    {"connect_timeout", PL_OPT_INT, "20", 1, 3600, NULL,
+     "Seconds to resolve, connect and authenticate a link; its queued "
+     "stanzas then bounce with <remote-server-timeout/>.",
+     SS(connect_timeout)},
+    {"idle_timeout", PL_OPT_INT, "600", 5, 86400, NULL,
+     "Seconds without a stanza either way before a link is closed.",
+     SS(idle_timeout)},
+    {"max_queue_bytes", PL_OPT_INT, "1048576", 1024, 1 << 30, NULL,
+     "Bytes of stanzas queued for one remote domain while its link is "
+     "set up; more bounce with <resource-constraint/>.",
+     SS(max_queue_bytes)},
+    {"resolver", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "DNS server as \"address:port\" for SRV and address lookups; empty: "
+     "the system's (/etc/resolv.conf).",
+     SS(resolver)},
+    {"routes", PL_OPT_RAW, "()", 0, 0, NULL,
+     "Static routes, before DNS: ( { domain = \"b.example\"; host = "
+     "\"10.0.0.2\"; port = 5269; tls = \"starttls\"; } ) (tls: starttls or "
+     "direct).",
+     SS(routes_raw)},
+    {0},
+};
+
+/* --check-config and every load: s2s.auth, s2s.resolver, and s2s.routes
+ * read into the settings. */
+static int check(struct pl_config *c, void *settings, char *err,
+                 size_t errlen)
+{
+    struct pl_s2s_settings *ss = settings;
+    config_setting_t *grp = config_lookup(&c->cfg, "s2s");
+    config_setting_t *at = grp ? config_setting_get_member(grp, "auth")
+                               : NULL;
+    for (int i = 0; i < ss->auth.n; i++)
+        if (strcmp(ss->auth.v[i], "external") != 0 &&
+            strcmp(ss->auth.v[i], "dialback") != 0)
+            return pl_config_where(err, errlen, at,
+                         "s2s.auth: '%s' is not external or dialback",
+                         ss->auth.v[i]);
+    if (pl_dns_check_server(ss->resolver) != PL_OK)
+        return pl_config_where(err, errlen,
+                     grp ? config_setting_get_member(grp, "resolver") : NULL,
+                     "s2s.resolver: '%s' is not address:port",
+                     ss->resolver);
+    config_setting_t *l = ss->routes_raw;
+    if (!l)
+        return PL_OK;
+    if (!config_setting_is_list(l))
+        return pl_config_where(err, errlen, l, "%s must be a list of groups",
+                     "s2s.routes");
+    int n = config_setting_length(l);
+    ss->routes = pl_calloc((size_t)n + 1, sizeof(*ss->routes));
+    for (int i = 0; i < n; i++) {
+        config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
+        const char *domain = NULL, *host = NULL, *tls = "starttls";
+        int port = 5269;
+        if (!config_setting_is_group(g))
+            return pl_config_where(err, errlen, g, "%s: each route is a group",
+                         "s2s.routes");
+        config_setting_lookup_string(g, "domain", &domain);
+        config_setting_lookup_string(g, "host", &host);
+        config_setting_lookup_string(g, "tls", &tls);
+        config_setting_t *ps = config_setting_get_member(g, "port");
+        if (ps && (config_setting_type(ps) != CONFIG_TYPE_INT ||
+                   (port = config_setting_get_int(ps)) < 1 || port > 65535))
+            return pl_config_where(err, errlen, g, "%s: port must be 1-65535",
+                         "s2s.routes");
+        char *norm = NULL;
+        if (!domain || pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK)
+            return pl_config_where(err, errlen, g, "%s: a valid domain is needed",
+                         "s2s.routes");
+        struct pl_s2s_route *r = &ss->routes[ss->nroutes++];
+        r->domain = norm;
+        if (!host || !*host)
+            return pl_config_where(err, errlen, g, "%s: a host is needed",
+                         "s2s.routes");
+        r->host = pl_strdup(host);
+        r->port = port;
+        if (strcmp(tls, "starttls") == 0)
+            r->tls = PL_TLS_STARTTLS;
+        else if (strcmp(tls, "direct") == 0)
+            r->tls = PL_TLS_DIRECT;
+        else
+            return pl_config_where(err, errlen, g,
+                         "s2s.routes: tls must be starttls or direct, not "
+                         "'%s'", tls);
+        config_setting_t *bad = NULL;
+        for (int j = 0; j < config_setting_length(g); j++) {
+            config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
+            const char *nm = config_setting_name(m);
+            if (!nm || (strcmp(nm, "domain") && strcmp(nm, "host") &&
+                        strcmp(nm, "port") && strcmp(nm, "tls")))
+                bad = m;
+        }
+        if (bad)
+            return pl_config_where(err, errlen, bad, "s2s.routes: unknown setting '%s'",
+                         config_setting_name(bad) ? config_setting_name(bad)
+                                                  : "?");
+    }
+    return PL_OK;
+}
+
+static void release(void *settings)
+{
+    struct pl_s2s_settings *ss = settings;
+    for (int i = 0; i < ss->nroutes; i++) {
+        pl_free(ss->routes[i].domain);
+        pl_free(ss->routes[i].host);
+    }
+    pl_free(ss->routes);
+    ss->routes = NULL;
+    ss->nroutes = 0;
+}
+
 static const struct pl_protocol s2s_protocol = {
     .name = "s2s",
     .summary = "other XMPP servers (RFC 6120 federation)",
@@ -324,6 +458,10 @@ static const struct pl_protocol *const protocols[] = {&s2s_protocol, NULL};
 
 static const struct pl_frontend frontend = {
     .protocols = protocols,
+    .options = options,
+    .settings_size = sizeof(struct pl_s2s_settings),
+    .check = check,
+    .release = release,
     .start = s2s_start,
     .stop = s2s_stop,
     .reload = s2s_reload,

@@ -86,18 +86,17 @@ int pl__s2s_in_cert_valid_for(struct in *i, const char *domain, char *why,
 
 static void in_features(struct in *i)
 {
-    const struct pl_settings *S = pl__s2s_settings();
     struct pl_buf b = {0};
     pl_buf_append_str(&b, "<stream:features>");
     if (!i->remote) {
         if (!i->secure && i->host && i->host->tls &&
             i->tls_mode != PL_TLS_NONE) {
             pl_buf_append_str(&b, "<starttls xmlns='" NS_TLS "'>");
-            if (S->s2s_require_tls)
+            if (pl__s2s_conf()->require_tls)
                 pl_buf_append_str(&b, "<required/>");
             pl_buf_append_str(&b, "</starttls>");
         }
-        if (i->secure || !S->s2s_require_tls) {
+        if (i->secure || !pl__s2s_conf()->require_tls) {
             if (i->secure && i->from_hdr && pl__s2s_allowed("external")) {
                 char why[256];
                 i->cert_ok =
@@ -115,7 +114,7 @@ static void in_features(struct in *i)
             if (pl__s2s_allowed("dialback"))
                 pl_buf_append_str(&b, "<dialback xmlns='" NS_DB_FEATURE "'>"
                                       "<errors/></dialback>");
-            if (S->s2s_bidi)
+            if (pl__s2s_conf()->bidi)
                 pl_buf_append_str(&b, "<bidi xmlns='" NS_BIDI_FEATURE
                                       "'/>");
         }
@@ -272,7 +271,6 @@ out:
 
 static void in_stanza(void *ud, struct pl_stanza *st)
 {
-    const struct pl_settings *S = pl__s2s_settings();
     struct in *i = ud;
     struct pl_node *root = pl_stanza_root(st);
     if (i->closing)
@@ -299,7 +297,7 @@ static void in_stanza(void *ud, struct pl_stanza *st)
         goto out;
     }
     if (strcmp(root->ns, NS_BIDI) == 0 && strcmp(root->name, "bidi") == 0) {
-        if (!S->s2s_bidi || (S->s2s_require_tls && !i->secure))
+        if (!pl__s2s_conf()->bidi || (pl__s2s_conf()->require_tls && !i->secure))
             pl__s2s_in_error(i, "unsupported-stanza-type", NULL);
         else
             i->bidi = 1; /* XEP-0288 §2.2: no answer */
@@ -418,7 +416,7 @@ void pl__s2s_on_in_timer(struct pl_timer *t)
     uint64_t last = i->conn->last_read_ms > i->last_sent_ms
                         ? i->conn->last_read_ms
                         : i->last_sent_ms;
-    if (now - last >= (uint64_t)S->s2s_idle_timeout * 1000) {
+    if (now - last >= (uint64_t)pl__s2s_conf()->idle_timeout * 1000) {
         in_stream_close(i);
         return;
     }

@@ -151,7 +151,33 @@ extern unsigned long pl__s2s_nconns; /* open connections, both ways */
 
 /* The settings and configuration in force (the front end's start and reload). */
 const struct pl_settings *pl__s2s_settings(void);
-const struct pl_config *pl__s2s_config(void);
+
+/* s2s.routes: a remote domain reached at a fixed host and port. */
+struct pl_s2s_route {
+    char *domain; /* normalized remote domain */
+    char *host;   /* host name or IP literal */
+    int port;     /* TCP port */
+    int tls;      /* PL_TLS_STARTTLS or PL_TLS_DIRECT */
+};
+
+/* The `s2s` group (the front end's options; routes read by its check). */
+struct pl_s2s_settings {
+    int enable;                   /* federate at all */
+    int require_tls;              /* both ways */
+    int bidi;                     /* XEP-0288 */
+    struct pl_strlist auth;       /* "external", "dialback", in order */
+    char *ca_file, *ca_dir;       /* trusted authorities, "" = system */
+    long connect_timeout;         /* seconds to set a link up */
+    long idle_timeout;            /* seconds without a stanza */
+    long max_queue_bytes;         /* queued while a link is set up */
+    char *resolver;               /* "address:port" or "" */
+    config_setting_t *routes_raw; /* the routes list as written */
+    struct pl_s2s_route *routes;  /* parsed, normalized */
+    int nroutes;
+};
+
+/* The s2s group in force. */
+const struct pl_s2s_settings *pl__s2s_conf(void);
 /* snprintf for reasons, which may be cut (no truncation warning). */
 void pl__s2s_whyf(char *out, size_t n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

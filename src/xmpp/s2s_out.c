@@ -204,7 +204,6 @@ void pl__s2s_out_fail(struct out *o, int code)
 
 static void on_out_timer(struct pl_timer *t)
 {
-    const struct pl_settings *S = pl__s2s_settings();
     struct out *o = t->data;
     if (o->state != O_READY) {
         char prev[sizeof(o->why)];
@@ -221,19 +220,19 @@ static void on_out_timer(struct pl_timer *t)
                          pl__s2s_out_state_names[o->state]);
         pl__s2s_whyf(o->why, sizeof(o->why),
                      "timeout: no link within %ld s%s%s",
-                     S->s2s_connect_timeout,
+                     pl__s2s_conf()->connect_timeout,
                      prev[0] ? "; last problem: " : "", prev);
         pl__s2s_out_fail(o, PL_EREMOTE_SERVER_TIMEOUT);
         return;
     }
-    uint64_t idle = (uint64_t)S->s2s_idle_timeout * 1000;
+    uint64_t idle = (uint64_t)pl__s2s_conf()->idle_timeout * 1000;
     uint64_t now = pl__s2s_now_ms();
     uint64_t last = o->last_ms;
     if (o->conn && o->conn->last_read_ms > last)
         last = o->conn->last_read_ms;
     if (now - last >= idle) {
         pl_log_info("s2s", "link %s -> %s idle for %ld s, closing", o->local,
-                    o->remote, S->s2s_idle_timeout);
+                    o->remote, pl__s2s_conf()->idle_timeout);
         pl__s2s_write_str(o->conn, "</stream:stream>");
         pl__s2s_out_detach(o);
         return;
@@ -262,7 +261,6 @@ struct out *pl__s2s_out_new(const char *local, const char *remote)
 int pl__s2s_out_send(const char *local, const char *remote,
                      struct pl_stanza *st)
 {
-    const struct pl_settings *S = pl__s2s_settings();
     struct out *o = pl__s2s_out_find(local, remote);
     if (o && o->state == O_READY && o->conn) {
         out_write_stanza(o, st);
@@ -272,7 +270,7 @@ int pl__s2s_out_send(const char *local, const char *remote,
         return PL_HANDLED;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_SERVER);
     size_t queued = o ? o->qbytes : 0;
-    if (queued + x.len > (size_t)S->s2s_max_queue_bytes) {
+    if (queued + x.len > (size_t)pl__s2s_conf()->max_queue_bytes) {
         pl_log_warn("s2s", "link %s -> %s: %zu bytes queued, refusing more "
                     "(s2s.max_queue_bytes)", local, remote, queued);
         return PL_ERESOURCE_CONSTRAINT;
@@ -406,13 +404,11 @@ static void out_next_target(struct out *o)
 
 void pl__s2s_out_start(struct out *o)
 {
-    const struct pl_settings *S = pl__s2s_settings();
-    const struct pl_config *C = pl__s2s_config();
     pl_timer_start(pl_server_loop(), &o->timer,
-                   (uint64_t)S->s2s_connect_timeout * 1000);
+                   (uint64_t)pl__s2s_conf()->connect_timeout * 1000);
     o->state = O_RESOLVING;
-    for (int i = 0; i < C->nroutes; i++) {
-        const struct pl_s2s_route *r = &C->routes[i];
+    for (int i = 0; i < pl__s2s_conf()->nroutes; i++) {
+        const struct pl_s2s_route *r = &pl__s2s_conf()->routes[i];
         if (strcmp(r->domain, o->remote) != 0)
             continue;
         o->targets = pl_calloc(1, sizeof(*o->targets));
@@ -688,7 +684,6 @@ static int has_mech(struct pl_node *features, const char *mech,
 
 static void out_features(struct out *o, struct pl_stanza *st)
 {
-    const struct pl_settings *S = pl__s2s_settings();
     struct pl_node *f = pl_stanza_root(st);
     if (o->state == O_READY)
         return;
@@ -702,7 +697,7 @@ static void out_features(struct out *o, struct pl_stanza *st)
             pl__s2s_write_str(o->conn, "<starttls xmlns='" NS_TLS "'/>");
             return;
         }
-        if (S->s2s_require_tls) {
+        if (pl__s2s_conf()->require_tls) {
             pl__s2s_whyf(o->why, sizeof(o->why),
                          "TLS: %s does not offer "
                          "STARTTLS and s2s.require_tls is set",
@@ -712,14 +707,14 @@ static void out_features(struct out *o, struct pl_stanza *st)
         }
     }
     pl__s2s_out_send_verifies(o);
-    if (S->s2s_bidi && !o->bidi &&
+    if (pl__s2s_conf()->bidi && !o->bidi &&
         pl_node_child(f, "bidi", NS_BIDI_FEATURE)) {
         /* XEP-0288 §2.2: after TLS, before authentication. */
         pl__s2s_write_str(o->conn, "<bidi xmlns='" NS_BIDI "'/>");
         o->bidi = 1;
     }
-    for (int i = 0; i < S->s2s_auth.n; i++) {
-        const char *m = S->s2s_auth.v[i];
+    for (int i = 0; i < pl__s2s_conf()->auth.n; i++) {
+        const char *m = pl__s2s_conf()->auth.v[i];
         if (strcmp(m, "external") == 0 && o->secure && !o->ext_failed &&
             has_mech(f, "EXTERNAL", st)) {
             /* XEP-0178 §2: no authorization identity ("="). */

@@ -58,9 +58,8 @@ struct fails {
 /* Per-address SASL failure count in the current window. */
 static struct fails *fails_of(const char *ip, uint64_t now, int create)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     struct fails *f = pl_map_get(&auth_fails, ip);
-    if (f && now - f->since >= (uint64_t)S->auth_failure_window * 1000) {
+    if (f && now - f->since >= (uint64_t)pl_c2s_settings()->auth_failure_window * 1000) {
         f->since = now;
         f->count = 0;
     }
@@ -80,13 +79,11 @@ static struct fails *fails_of(const char *ip, uint64_t now, int create)
 
 static int cb_available(struct c2s *c)
 {
-    const struct pl_settings *S = pl__c2s_settings();
-    return c->secure && S->channel_binding;
+    return c->secure && pl_c2s_settings()->channel_binding;
 }
 
 void pl__c2s_sasl_features(struct c2s *c, struct pl_buf *b)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     pl_buf_append_str(b, "<mechanisms xmlns='" NS_SASL "'>");
     c->plus_offered = 0;
     if (cb_available(c)) {
@@ -96,7 +93,7 @@ void pl__c2s_sasl_features(struct c2s *c, struct pl_buf *b)
     }
     pl_buf_append_str(b, "<mechanism>SCRAM-SHA-256</mechanism>"
                          "<mechanism>SCRAM-SHA-1</mechanism>");
-    if (c->secure && S->allow_plain)
+    if (c->secure && pl_c2s_settings()->allow_plain)
         pl_buf_append_str(b, "<mechanism>PLAIN</mechanism>");
     pl_buf_append_str(b, "</mechanisms>");
     if (c->plus_offered)
@@ -110,7 +107,6 @@ void pl__c2s_sasl_features(struct c2s *c, struct pl_buf *b)
 
 static void sasl_failure(struct c2s *c, const char *cond)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     struct pl_buf b = {0};
     pl_buf_printf(&b, "<failure xmlns='" NS_SASL "'><%s/></failure>", cond);
     pl__c2s_out_buf(c, &b);
@@ -126,12 +122,12 @@ static void sasl_failure(struct c2s *c, const char *cond)
     if (strcmp(cond, "not-authorized") == 0) {
         struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
                                    1);
-        if (++f->count == S->auth_failures_per_ip)
+        if (++f->count == pl_c2s_settings()->auth_failures_per_ip)
             pl_log_warn("c2s", "%s: %ld authentication failures, refusing "
                         "attempts for up to %ld s", c->conn->ip, f->count,
-                        S->auth_failure_window);
+                        pl_c2s_settings()->auth_failure_window);
     }
-    if (++c->auth_failures >= S->max_auth_failures)
+    if (++c->auth_failures >= pl_c2s_settings()->max_auth_failures)
         pl__c2s_close_stream(c); /* RFC 6120 §6.4.5: bounded retries */
 }
 
@@ -226,7 +222,6 @@ static struct c2s *live(const struct sasl_req *r)
 
 static void scram_lookup_done(int rc, void *arg)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     struct sasl_req *r = arg;
     struct c2s *c = live(r);
     if (!c || !c->scram) {
@@ -246,7 +241,7 @@ static void scram_lookup_done(int rc, void *arg)
         /* Unknown user: a stable fake salt; the proof will not match. */
         pl_scram_fake_keys((enum pl_scram_hash)h, pl_str_c(r->user),
                            pl_server_secret(),
-                           (unsigned)S->scram_iterations, &keys);
+                           (unsigned)pl_c2s_settings()->scram_iterations, &keys);
         RAND_bytes(keys.stored_key, sizeof(keys.stored_key));
     }
     struct pl_buf b = {0};
@@ -286,7 +281,6 @@ static void plain_verify_done(struct pl_work *w)
 
 static void plain_lookup_done(int rc, void *arg)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     struct sasl_req *r = arg;
     struct c2s *c = live(r);
     if (!c) {
@@ -297,7 +291,7 @@ static void plain_lookup_done(int rc, void *arg)
         /* Same cost for unknown users, so timing reveals nothing. */
         pl_scram_fake_keys(PL_SCRAM_SHA256, pl_str_c(r->user),
                            pl_server_secret(),
-                           (unsigned)S->scram_iterations, &r->acct.keys[1]);
+                           (unsigned)pl_c2s_settings()->scram_iterations, &r->acct.keys[1]);
         r->acct.keys[0].iterations = 0;
         RAND_bytes(r->acct.keys[1].stored_key, 32);
     }
@@ -366,7 +360,6 @@ static void sasl_plain(struct c2s *c, struct pl_str msg)
 static int channel_binding(struct c2s *c, const char *type,
                            unsigned char *buf, size_t *len)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     if (!type) {
         *len = 0;
         return PL_OK;
@@ -377,7 +370,7 @@ static int channel_binding(struct c2s *c, const char *type,
         *len = 32;
         return pl_tls_exporter(c->conn->ssl, buf, 32);
     }
-    if (strcmp(type, "tls-unique") == 0 && S->tls_unique) {
+    if (strcmp(type, "tls-unique") == 0 && pl_c2s_settings()->tls_unique) {
         /* RFC 5929 §3.1: the first Finished message of the handshake:
          * the client's in a full handshake, ours in a resumption.
          * COMPAT: clients compute the same over TLS 1.3 (slixmpp). */
@@ -471,13 +464,12 @@ static int decode_payload(struct pl_stanza *st, struct pl_buf *b, int *empty)
 
 void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
 {
-    const struct pl_settings *S = pl__c2s_settings();
     const char *name = pl_stanza_name(st);
     if (c->authed) {
         pl__c2s_stream_error(c, "policy-violation", "already authenticated");
         return;
     }
-    if (!c->secure && S->require_encryption) {
+    if (!c->secure && pl_c2s_settings()->require_encryption) {
         sasl_failure(c, "encryption-required");
         return;
     }
@@ -499,7 +491,7 @@ void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
         }
         struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
                                    0);
-        if (f && f->count >= S->auth_failures_per_ip) {
+        if (f && f->count >= pl_c2s_settings()->auth_failures_per_ip) {
             /* Back off a guessing address until its window ends. */
             sasl_failure(c, "temporary-auth-failure");
             return;
@@ -511,7 +503,7 @@ void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
                 mech = i;
         int plus = mech == M_SCRAM_SHA1_PLUS || mech == M_SCRAM_SHA256_PLUS;
         if (mech == M_NONE || (plus && !c->plus_offered) ||
-            (mech == M_PLAIN && !(c->secure && S->allow_plain))) {
+            (mech == M_PLAIN && !(c->secure && pl_c2s_settings()->allow_plain))) {
             sasl_failure(c, "invalid-mechanism");
             return;
         }

@@ -10,6 +10,8 @@
  */
 #include "sm.h"
 
+#include "c2s.h"
+
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
@@ -199,7 +201,7 @@ static int sm_filter(struct pl_session *s, struct pl_stanza *st,
 void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io,
                   int resume, long max)
 {
-    const struct pl_settings *set = &pl_server_config()->s;
+    const struct pl_c2s_settings *set = pl_c2s_settings();
     struct pl_sm *sm = pl_calloc(1, sizeof(*sm));
     sm->io = io;
     sm->sid = s->id;

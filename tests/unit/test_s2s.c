@@ -7,6 +7,8 @@
 #include "config.h"
 #include "dns.h"
 #include "error.h"
+#include "module.h"
+#include "xmpp/s2s_int.h"
 #include "unit.h"
 
 void test_s2s_resolver_syntax(void)
@@ -50,18 +52,19 @@ void test_s2s_config(void)
     };
     CHECK_INT(load(ok, 5, &c, err, sizeof(err)), PL_OK);
     if (c) {
-        CHECK_INT(c->s.s2s_enable, 1);
-        CHECK_INT(c->s.s2s_auth.n, 1);
-        CHECK_STR(c->s.s2s_resolver, "127.0.0.1:5353");
-        CHECK_INT(c->s.s2s_connect_timeout, 20);
-        CHECK_INT(c->nroutes, 2);
-        if (c->nroutes == 2) {
-            CHECK_STR(c->routes[0].domain, "b.example"); /* normalized */
-            CHECK_STR(c->routes[0].host, "10.0.0.2");
-            CHECK_INT(c->routes[0].port, 5270);
-            CHECK_INT(c->routes[0].tls, PL_TLS_DIRECT);
-            CHECK_INT(c->routes[1].port, 5269);
-            CHECK_INT(c->routes[1].tls, PL_TLS_STARTTLS);
+        const struct pl_s2s_settings *ss = c->frontend[PL_MODIDX_s2s];
+        CHECK_INT(ss->enable, 1);
+        CHECK_INT(ss->auth.n, 1);
+        CHECK_STR(ss->resolver, "127.0.0.1:5353");
+        CHECK_INT(ss->connect_timeout, 20);
+        CHECK_INT(ss->nroutes, 2);
+        if (ss->nroutes == 2) {
+            CHECK_STR(ss->routes[0].domain, "b.example"); /* normalized */
+            CHECK_STR(ss->routes[0].host, "10.0.0.2");
+            CHECK_INT(ss->routes[0].port, 5270);
+            CHECK_INT(ss->routes[0].tls, PL_TLS_DIRECT);
+            CHECK_INT(ss->routes[1].port, 5269);
+            CHECK_INT(ss->routes[1].tls, PL_TLS_STARTTLS);
         }
         CHECK_STR(c->listeners[0].protocol, "s2s");
         pl_config_free(c);
@@ -69,9 +72,10 @@ void test_s2s_config(void)
     c = NULL;
     CHECK_INT(load(NULL, 0, &c, err, sizeof(err)), PL_OK);
     if (c) {
-        CHECK_INT(c->s.s2s_enable, 0); /* off unless asked for */
-        CHECK_INT(c->nroutes, 0);
-        CHECK_INT(c->s.s2s_auth.n, 2);
+        const struct pl_s2s_settings *ss = c->frontend[PL_MODIDX_s2s];
+        CHECK_INT(ss->enable, 0); /* off unless asked for */
+        CHECK_INT(ss->nroutes, 0);
+        CHECK_INT(ss->auth.n, 2);
         pl_config_free(c);
     }
     static const char *const bad[] = {
