@@ -400,7 +400,8 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
     for (int i = 0; i < n; i++) {
         config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
         struct pl_listener_conf *lc = &c->listeners[c->nlisteners++];
-        const char *proto = "c2s", *addr = "127.0.0.1", *tls = "starttls";
+        /* No protocol: the first that listens by default (listen.c). */
+        const char *proto = NULL, *addr = "127.0.0.1", *tls = "starttls";
         const char *transport = "tcp";
         int port = 0, secure = 0, per_ip = -1, total = -1;
         if (!config_setting_is_group(g))
@@ -414,7 +415,7 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
         config_setting_lookup_int(g, "max_connections_per_ip", &per_ip);
         config_setting_lookup_int(g, "max_connections", &total);
         lc->group = g;
-        lc->protocol = pl_strdup(proto);
+        lc->protocol = proto ? pl_strdup(proto) : NULL;
         lc->address = pl_strdup(addr);
         lc->secure = secure;
         /* A missing port is the protocol's default (listen.c). */

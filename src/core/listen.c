@@ -291,6 +291,19 @@ void pl__listen_reload(struct pl_config *c)
     S = &c->s;
 }
 
+/* The protocol of an entry that names none: the first one that listens
+ * by default (c2s). */
+static const struct pl_protocol *default_protocol(void)
+{
+    for (int i = 0; pl_module_at(i); i++) {
+        const struct pl_frontend *fe = pl_module_at(i)->frontend;
+        for (int k = 0; fe && fe->protocols && fe->protocols[k]; k++)
+            if (fe->protocols[k]->listen_by_default)
+                return fe->protocols[k];
+    }
+    return NULL;
+}
+
 int pl__listen_check(struct pl_config *c, char *err, size_t errlen)
 {
     for (int i = 0; i < c->nlisteners; i++) {
@@ -302,6 +315,14 @@ int pl__listen_check(struct pl_config *c, char *err, size_t errlen)
         char at[300] = "";
         if (file)
             snprintf(at, sizeof(at), "%s:%d: ", file, line);
+        if (!lc->protocol) {
+            const struct pl_protocol *d = default_protocol();
+            if (!d) {
+                snprintf(err, errlen, "%slistener: protocol needed", at);
+                return PL_EINVAL;
+            }
+            lc->protocol = pl_strdup(d->name);
+        }
         const struct pl_protocol *p = pl_module_protocol(lc->protocol, NULL);
         if (!p) {
             char names[256];
