@@ -190,9 +190,24 @@ json_t *pl_cli_stanza_json(xmpp_stanza_t *st)
     return o;
 }
 
+/* Whether st is a stanza (RFC 6120 §8: message, presence, iq of the
+ * client namespace), not a nonza such as XEP-0198's <r/>, <a/> and
+ * <enabled/>, which libstrophe also hands to handlers without a name. */
+static int is_stanza(xmpp_stanza_t *st)
+{
+    const char *name = xmpp_stanza_get_name(st);
+    const char *ns = xmpp_stanza_get_ns(st);
+    if (!name || (ns && strcmp(ns, "jabber:client")))
+        return 0;
+    return !strcmp(name, "message") || !strcmp(name, "presence") ||
+           !strcmp(name, "iq");
+}
+
 static int on_stanza(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
     struct pl_cli *c = ud;
+    if (!is_stanza(st))
+        return 1;
     const char *name = xmpp_stanza_get_name(st);
     const char *type = xmpp_stanza_get_type(st);
     if (!strcmp(name, "iq")) {
