@@ -82,7 +82,8 @@ unit: $(BUILD)/unit-tests
 
 test: bootstrap
 	@scripts/bootstrap --test
-	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests $(BUILD)/tests/strophe_client
+	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
+	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@scripts/run-tests
 
@@ -201,10 +202,10 @@ fuzz-regress: fuzz-build
 
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
 # which compares Parley with Prosody and ejabberd (see bench/README.md).
-$(BUILD)/bench/parley-load: bench/parley-load.c
+$(BUILD)/bench/parley-load: bench/parley-load.c src/core/version.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
-	    $(shell pkg-config --cflags openssl) -o $@ $< \
+	    -Isrc $(shell pkg-config --cflags openssl) -o $@ $< \
 	    $(shell pkg-config --libs openssl)
 
 bench: bootstrap all $(BUILD)/bench/parley-load

@@ -3,6 +3,7 @@
  * and storage as parleyd (safe while it runs: SQLite WAL).
  *
  *   parleyctl [--config FILE] [--set key=value]... COMMAND
+ *   parleyctl --help | --version    (standard output, exit 0)
  *     adduser JID [PASSWORD]   create an account (password from stdin if
  *                              omitted)
  *     passwd JID [PASSWORD]    set a new password
@@ -55,14 +56,17 @@
 #include "core/scram.h"
 #include "core/stanza.h"
 #include "core/storage.h"
+#include "core/version.h"
 
 static struct pl_config *config;
 static const struct pl_storage_driver *drv;
 static void *db;
 
-static int usage(void)
+/* The usage text on f; returns the usage exit status, 2. */
+static int usage_to(FILE *f)
 {
     fputs("usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
+          "       parleyctl --help | --version\n"
           "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
           "  deluser JID\n  list [DOMAIN]\n  archive-fill JID PEER N\n"
           "  check\n"
@@ -73,8 +77,13 @@ static int usage(void)
           "group list [NAME]\n"
           "  s2s [--json]\n"
           "  (push, group, s2s: [--socket PATH] before the command)\n",
-          stderr);
+          f);
     return 2;
+}
+
+static int usage(void)
+{
+    return usage_to(stderr);
 }
 
 static int open_db(void)
@@ -647,14 +656,21 @@ int main(int argc, char **argv)
     char **sets = pl_calloc((size_t)argc, sizeof(char *));
     int nsets = 0, i = 1;
     for (; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--help") == 0) {
+            usage_to(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            puts("parleyctl " PL_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             path = argv[++i];
-        else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             sets[nsets++] = argv[++i];
-        else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
             socket_path = argv[++i];
-        else
+        } else {
             break;
+        }
     }
     if (i >= argc)
         return usage();

@@ -3,6 +3,7 @@
  * stanzas as JSON, and output.  Commands are in commands.c.
  *
  *   parley [options] COMMAND [ARGS...]
+ *   parley --help | --version       (standard output, exit 0)
  *
  * The account comes from --jid/--password or PARLEY_JID/PARLEY_PASSWORD
  * (a password on the command line is visible to other local users; the
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "clients/cli/cli.h"
+#include "core/version.h"
 
 static volatile sig_atomic_t interrupted;
 
@@ -28,10 +30,12 @@ int pl_cli_interrupted(void)
     return interrupted;
 }
 
-static int usage(void)
+/* The usage text on f; returns PL_EXIT_USAGE. */
+static int usage_to(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: parley [options] COMMAND [ARGS...]\n"
+            "       parley --help | --version\n"
             "  --jid JID          account (or PARLEY_JID)\n"
             "  --password PW      password (or PARLEY_PASSWORD; - reads "
             "stdin)\n"
@@ -42,6 +46,11 @@ static int usage(void)
             "8 account exists\n",
             pl_cl_opts_help, pl_cli_commands_help);
     return PL_EXIT_USAGE;
+}
+
+static int usage(void)
+{
+    return usage_to(stderr);
 }
 
 xmpp_stanza_t *pl_cli_elem(xmpp_ctx_t *ctx, const char *name, const char *ns)
@@ -374,7 +383,10 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--json"))
             c.json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage();
+            usage_to(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            puts("parley " PL_VERSION);
             return 0;
         } else if (i + 1 < argc && !strcmp(argv[i], "--jid"))
             c.jid = argv[++i];
