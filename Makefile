@@ -170,12 +170,20 @@ FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 FUZZ_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OPTS := -timeout=10 -rss_limit_mb=2048
-FUZZ_ENV := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0
+# The sanitizers name functions through llvm-symbolizer, and LeakSanitizer
+# needs the names to apply tests/fuzz/lsan.supp: Debian's llvm-14
+# (scripts/bootstrap --test; scripts/run-tests names the same path), given
+# by path so that PATH does not matter.
+LLVM_SYMBOLIZER ?= /usr/lib/llvm-14/bin/llvm-symbolizer
+FUZZ_ENV := ASAN_SYMBOLIZER_PATH=$(LLVM_SYMBOLIZER) \
+            LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0
 
-# Before the first fuzz object: stop, saying what to install, when clang is
-# missing.
+# Before the first fuzz object: stop, saying what to install, when clang or
+# the symbolizer is missing.
 fuzz-tools:
 	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not" \
+	    "found; run scripts/bootstrap --test" >&2; exit 1; }
+	@[ -x $(LLVM_SYMBOLIZER) ] || { echo "fuzz: $(LLVM_SYMBOLIZER) not" \
 	    "found; run scripts/bootstrap --test" >&2; exit 1; }
 
 $(FUZZ_BUILD)/%.o: %.c | fuzz-tools
