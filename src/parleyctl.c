@@ -654,14 +654,16 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     char **sets = pl_calloc((size_t)argc, sizeof(char *));
-    int nsets = 0, i = 1;
+    int nsets = 0, i = 1, rc;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0) {
             usage_to(stdout);
-            return 0;
+            rc = 0;
+            goto out;
         } else if (strcmp(argv[i], "--version") == 0) {
             puts("parleyctl " PL_VERSION);
-            return 0;
+            rc = 0;
+            goto out;
         } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             path = argv[++i];
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
@@ -672,19 +674,21 @@ int main(int argc, char **argv)
             break;
         }
     }
-    if (i >= argc)
-        return usage();
+    if (i >= argc) {
+        rc = usage();
+        goto out;
+    }
     pl_log_set_level(PL_LOG_WARN);
     char err[512];
     if (pl_config_load(path, sets, nsets, &config, err, sizeof(err)) !=
         PL_OK) {
         fprintf(stderr, "parleyctl: %s\n", err);
-        return 1;
+        rc = 1;
+        goto out;
     }
     const char *cmd = argv[i];
     int n = argc - i - 1;
     char **a = argv + i + 1;
-    int rc;
     if (strcmp(cmd, "adduser") == 0 && (n == 1 || n == 2))
         rc = set_password(a[0], n == 2 ? a[1] : NULL, 1);
     else if (strcmp(cmd, "passwd") == 0 && (n == 1 || n == 2))
@@ -708,6 +712,7 @@ int main(int argc, char **argv)
     if (db)
         drv->close(db);
     pl_config_free(config);
+out:
     pl_free(sets);
     return rc;
 }
