@@ -1,10 +1,19 @@
 # Parley - GNU make build.  See README.md for the commands.
-#   make                 build build/parleyd, build/parleyctl
+#   make                 build build/parleyd, build/parleyctl, build/parley,
+#                        build/parley-agent (needs scripts/bootstrap's
+#                        packages: `make run` installs them)
 #   make run             bootstrap, build, run parleyd on etc/parleyd.conf
 #   make test            bootstrap test needs, build, run every test
 #   make scenarios       every tests/scenarios/*.scn; scenario-NAME: one
+#   make bench           bootstrap, build, compare with Prosody and ejabberd
 #   make SAN=address,undefined   sanitizer build (in build/san)
 #   make CC=clang        any C11 compiler
+#
+# pkg-config runs when a recipe first needs its answer, never while this
+# file is read: `make run`, `make test` and `make bench` run scripts/bootstrap
+# and then a new make for the build, so a fresh machine builds on the first
+# try.  A missing pkg-config or package stops the build with pkg-config's
+# message, never a link without the libraries.
 
 CC ?= gcc
 SAN ?=
@@ -14,9 +23,20 @@ else
 BUILD ?= build/san
 endif
 
+# $(call pkg_config,--cflags|--libs,PACKAGES): pkg-config's answer; stops
+# make with pkg-config's own message when it or a package is missing.
+pkg_config = $(strip $(eval pkg__out := $(shell pkg-config $(1) $(2) \
+    2>/dev/null))$(if $(filter 0,$(.SHELLSTATUS)),$(pkg__out),$(error \
+    pkg-config $(1) $(2) failed: $(shell pkg-config --print-errors \
+    --short-errors --exists $(2) 2>&1); run scripts/bootstrap)))
+# VAR = $(call lazy,VAR,VALUE): VALUE expanded on VAR's first use only (VAR
+# then becomes VALUE, expanded).
+lazy = $(eval $(1) := $(2))$($(1))
+
 PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lunistring
+PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
+PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \
+           -lunistring)
 
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
@@ -30,10 +50,12 @@ CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SAN)
 endif
 
-CORE_SRC := $(sort $(wildcard src/core/*.c src/xmpp/*.c))
-MOD_SRC := $(sort $(wildcard src/modules/*.c src/modules/*/*.c))
-CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
-MOD_OBJ := $(MOD_SRC:%.c=$(BUILD)/%.o)
+# The folders whose .c files make up build/libparley.a, which parleyd,
+# parleyctl, the unit tests and the fuzz targets link: add new ones here
+# (a folder that does not exist yet adds nothing).
+LIB_DIRS := src/core src/xmpp src/modules $(wildcard src/modules/*/)
+LIB_SRC := $(sort $(wildcard $(addsuffix /*.c,$(patsubst %/,%,$(LIB_DIRS)))))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 
@@ -51,7 +73,7 @@ $(BUILD)/%.o: %.c
 	@$(if $(Q),echo "  CC  $@")
 	$(Q)$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/libparley.a: $(CORE_OBJ) $(MOD_OBJ)
+$(BUILD)/libparley.a: $(LIB_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
@@ -69,21 +91,26 @@ $(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libparley.a
 
 $(BUILD)/tests/strophe_client: tests/interop/strophe_client.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(shell pkg-config --cflags libstrophe) -o $@ $< \
-	    $(LDFLAGS) $(shell pkg-config --libs libstrophe)
+	$(CC) $(CFLAGS) $(call pkg_config,--cflags,libstrophe) -o $@ $< \
+	    $(LDFLAGS) $(call pkg_config,--libs,libstrophe)
 
 bootstrap:
 	@scripts/bootstrap
 
-run: bootstrap all
+# run, test and bench install what is missing, then build in a new make,
+# which reads this file (and asks pkg-config) once the packages are there.
+run:
+	@scripts/bootstrap
+	@$(MAKE) --no-print-directory all
 	$(BUILD)/parleyd --config etc/parleyd.conf
 
 unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
-test: bootstrap
+test:
 	@scripts/bootstrap --test
-	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests $(BUILD)/tests/strophe_client
+	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
+	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@scripts/run-tests
 
@@ -101,14 +128,15 @@ clean:
 	rm -rf build
 
 .PHONY: all bootstrap run unit test scenarios format clean
--include $(CORE_OBJ:.o=.d) $(MOD_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
+-include $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
     $(BUILD)/src/parleyd.d $(BUILD)/src/parleyctl.d
 
 # ---- Clients (src/clients/, on libstrophe and jansson): build/parley, the
 # command-line client, and build/parley-agent, the device daemon.
 CLIENT_PKGS := libstrophe jansson
-CLIENT_CFLAGS := $(shell pkg-config --cflags $(CLIENT_PKGS) 2>/dev/null)
-CLIENT_LIBS := $(shell pkg-config --libs $(CLIENT_PKGS) 2>/dev/null)
+CLIENT_CFLAGS = $(call lazy,CLIENT_CFLAGS,$(call \
+    pkg_config,--cflags,$(CLIENT_PKGS)))
+CLIENT_LIBS = $(call lazy,CLIENT_LIBS,$(call pkg_config,--libs,$(CLIENT_PKGS)))
 CLIENT_COMMON := $(BUILD)/src/clients/client.o
 AGENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/agent/*.c)))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/cli/*.c)))
@@ -142,17 +170,31 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
-FUZZ_CFLAGS := -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
                -Wno-unused-parameter -fno-strict-aliasing -pthread \
                -Isrc/core -Isrc $(PKG_CFLAGS) $(FUZZ_SAN)
 # The parsers live in the core; fuzz_c2s also needs the modules (the
 # archive lets the other targets link only what they use).
-FUZZ_OBJ := $(CORE_SRC:%.c=$(FUZZ_BUILD)/%.o) $(MOD_SRC:%.c=$(FUZZ_BUILD)/%.o)
+FUZZ_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o)
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_OPTS := -timeout=10 -rss_limit_mb=2048
-FUZZ_ENV := LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0
+# The sanitizers name functions through llvm-symbolizer, and LeakSanitizer
+# needs the names to apply tests/fuzz/lsan.supp: Debian's llvm-14
+# (scripts/bootstrap --test; scripts/run-tests names the same path), given
+# by path so that PATH does not matter.
+LLVM_SYMBOLIZER ?= /usr/lib/llvm-14/bin/llvm-symbolizer
+FUZZ_ENV := ASAN_SYMBOLIZER_PATH=$(LLVM_SYMBOLIZER) \
+            LSAN_OPTIONS=suppressions=tests/fuzz/lsan.supp:print_suppressions=0
 
-$(FUZZ_BUILD)/%.o: %.c
+# Before the first fuzz object: stop, saying what to install, when clang or
+# the symbolizer is missing.
+fuzz-tools:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "fuzz: $(FUZZ_CC) not" \
+	    "found; run scripts/bootstrap --test" >&2; exit 1; }
+	@[ -x $(LLVM_SYMBOLIZER) ] || { echo "fuzz: $(LLVM_SYMBOLIZER) not" \
+	    "found; run scripts/bootstrap --test" >&2; exit 1; }
+
+$(FUZZ_BUILD)/%.o: %.c | fuzz-tools
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZCC  $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
@@ -166,7 +208,7 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o \
 	@$(if $(Q),echo "  FUZZLD  $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
 
-fuzz-build: $(FUZZ_BINS)
+fuzz-build: fuzz-tools $(FUZZ_BINS)
 
 fuzz: fuzz-build
 	@mkdir -p $(FUZZ_BUILD)/crashes
@@ -203,22 +245,26 @@ fuzz-regress: fuzz-build
 	    else echo "FAIL fuzz_$$t (see $$log)"; tail -n 30 $$log; rc=1; fi; \
 	done; exit $$rc
 
-.PHONY: fuzz fuzz-build fuzz-merge fuzz-regress
+.PHONY: fuzz fuzz-build fuzz-merge fuzz-regress fuzz-tools
 .PRECIOUS: $(FUZZ_BUILD)/%.o
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
 
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
 # which compares Parley with Prosody and ejabberd (see bench/README.md).
-$(BUILD)/bench/parley-load: bench/parley-load.c
+$(BUILD)/bench/parley-load: bench/parley-load.c src/core/version.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
-	    $(shell pkg-config --cflags openssl) -o $@ $< \
-	    $(shell pkg-config --libs openssl)
+	    -Isrc $(call pkg_config,--cflags,openssl) -o $@ $< \
+	    $(call pkg_config,--libs,openssl)
 
-bench: bootstrap all $(BUILD)/bench/parley-load
+bench:
+	@scripts/bootstrap
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load
 	@bench/run
 
-bench-scale: bootstrap all $(BUILD)/bench/parley-load
+bench-scale:
+	@scripts/bootstrap
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load
 	@bench/run --scale
 
 .PHONY: bench bench-scale

@@ -45,6 +45,8 @@
  *             delivered message, latency, join time and CPU per join
  *
  * Results: one JSON object on one line on stdout; progress on stderr.
+ * --help and --version print to stdout and exit 0; a bad command line
+ * prints the usage on stderr and exits 2.
  * With --server-pid the generator reads the server's CPU time (utime+stime
  * from /proc/PID/stat) and VmRSS itself at the exact phase boundaries.
  *
@@ -94,6 +96,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "core/version.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -2861,10 +2865,12 @@ static int run_muc(void)
     return 0;
 }
 
-static void usage(void)
+/* The usage text on f, then exit(code). */
+static void usage_exit(FILE *f, int code)
 {
-    fprintf(stderr,
+    fprintf(f,
 "usage: parley-load --mode MODE [options]\n"
+"       parley-load --help | --version\n"
 "modes: probe register login idle chat roster presence offline resume muc\n"
 "  --host ADDR --port N --domain D   server (127.0.0.1 5222 localhost)\n"
 "  --tls                  STARTTLS before SASL\n"
@@ -2893,7 +2899,12 @@ static void usage(void)
 "  --server-pid PID       read server CPU and RSS from /proc\n"
 "  --key-cache FILE       keep SCRAM SaltedPassword between runs\n"
 "  --label TEXT --quiet\n");
-    exit(2);
+    exit(code);
+}
+
+static void usage(void)
+{
+    usage_exit(stderr, 2);
 }
 
 int main(int argc, char **argv)
@@ -2917,7 +2928,8 @@ int main(int argc, char **argv)
         {"msgs", 1, 0, 'g'},       {"quiet", 0, 0, 'q'},
         {"verbose", 0, 0, 'v'},    {"storm-delay", 1, 0, 'y'},
         {"storm-concurrency", 1, 0, 'J'}, {"room", 1, 0, 'Z'},
-        {"muc-domain", 1, 0, 'z'}, {0, 0, 0, 0}};
+        {"muc-domain", 1, 0, 'z'}, {"help", 0, 0, 'A'},
+        {"version", 0, 0, 'V'},    {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -2973,6 +2985,8 @@ int main(int argc, char **argv)
         case 'v': O.verbose++; break;
         case 'Z': O.room = optarg; break;
         case 'z': O.muc_domain = optarg; break;
+        case 'A': usage_exit(stdout, 0); break;
+        case 'V': puts("parley-load " PL_VERSION); exit(0);
         default: usage();
         }
     }

@@ -3,6 +3,7 @@
  * and storage as parleyd (safe while it runs: SQLite WAL).
  *
  *   parleyctl [--config FILE] [--set key=value]... COMMAND
+ *   parleyctl --help | --version    (standard output, exit 0)
  *     adduser JID [PASSWORD]   create an account (password from stdin if
  *                              omitted)
  *     passwd JID [PASSWORD]    set a new password
@@ -59,14 +60,17 @@
 #include "core/stanza.h"
 #include "xmpp/c2s.h"
 #include "core/storage.h"
+#include "core/version.h"
 
 static struct pl_config *config;
 static const struct pl_storage_driver *drv;
 static void *db;
 
-static int usage(void)
+/* The usage text on f; returns the usage exit status, 2. */
+static int usage_to(FILE *f)
 {
     fputs("usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
+          "       parleyctl --help | --version\n"
           "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
           "  deluser JID\n  list [DOMAIN]\n  archive-fill JID PEER N\n"
           "  check\n"
@@ -79,8 +83,13 @@ static int usage(void)
           "  components [--json]\n"
           "  (push, group, s2s, components: [--socket PATH] before the "
           "command)\n",
-          stderr);
+          f);
     return 2;
+}
+
+static int usage(void)
+{
+    return usage_to(stderr);
 }
 
 static int open_db(void)
@@ -699,30 +708,41 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     char **sets = pl_calloc((size_t)argc, sizeof(char *));
-    int nsets = 0, i = 1;
+    int nsets = 0, i = 1, rc;
     for (; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--help") == 0) {
+            usage_to(stdout);
+            rc = 0;
+            goto out;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            puts("parleyctl " PL_VERSION);
+            rc = 0;
+            goto out;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             path = argv[++i];
-        else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             sets[nsets++] = argv[++i];
-        else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc)
+        } else if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
             socket_path = argv[++i];
-        else
+        } else {
             break;
+        }
     }
-    if (i >= argc)
-        return usage();
+    if (i >= argc) {
+        rc = usage();
+        goto out;
+    }
     pl_log_set_level(PL_LOG_WARN);
     char err[512];
     if (pl_config_load(path, sets, nsets, &config, err, sizeof(err)) !=
         PL_OK) {
         fprintf(stderr, "parleyctl: %s\n", err);
-        return 1;
+        rc = 1;
+        goto out;
     }
     const char *cmd = argv[i];
     int n = argc - i - 1;
     char **a = argv + i + 1;
-    int rc;
     if (strcmp(cmd, "adduser") == 0 && (n == 1 || n == 2))
         rc = set_password(a[0], n == 2 ? a[1] : NULL, 1);
     else if (strcmp(cmd, "passwd") == 0 && (n == 1 || n == 2))
@@ -748,6 +768,7 @@ int main(int argc, char **argv)
     if (db)
         drv->close(db);
     pl_config_free(config);
+out:
     pl_free(sets);
     return rc;
 }

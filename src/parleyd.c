@@ -4,6 +4,7 @@
  *
  *   parleyd --config FILE [--set key=value]... [--check-config]
  *   parleyd --print-default-config
+ *   parleyd --help | --version      (standard output, exit 0)
  *
  * Runs in the foreground and logs to stderr.  SIGTERM/SIGINT stop it
  * cleanly (streams closed with <system-shutdown/>, storage flushed);
@@ -36,6 +37,7 @@
 #include "core/server.h"
 #include "core/stats.h"
 #include "core/storage.h"
+#include "core/version.h"
 #include "core/work.h"
 
 static const char *config_path;
@@ -51,7 +53,7 @@ static void usage(FILE *f)
     fputs("usage: parleyd --config FILE [--set key=value]... "
           "[--check-config]\n"
           "       parleyd --print-default-config\n"
-          "       parleyd --version\n",
+          "       parleyd --help | --version\n",
           f);
 }
 
@@ -159,7 +161,7 @@ int main(int argc, char **argv)
             pl_module_print_options(stdout);
             return 0;
         } else if (strcmp(argv[i], "--version") == 0) {
-            puts("parleyd 0.1.0");
+            puts("parleyd " PL_VERSION);
             return 0;
         } else if (strcmp(argv[i], "--help") == 0) {
             usage(stdout);

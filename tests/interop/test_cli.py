@@ -6,7 +6,8 @@ For each server: register (and its conflict), login failures (bad
 password: exit 5; untrusted certificate: exit 4; refused port: exit 3),
 --ca-file, ping, roster add/list/remove, subscribe/approve, presence
 (online, away, busy, status text) seen by a contact's `listen`, send with
-an XEP-0184 receipt and an XEP-0335 JSON payload, `listen` JSON lines,
+an XEP-0184 receipt and an XEP-0335 JSON payload, `listen` JSON lines
+(stanzas only: no XEP-0198 <enabled/> or <r/>, and --count counts stanzas),
 vCard set/get, user search (parleyd: XEP-0055), joining a room and talking
 (Prosody's MUC; parleyd has no MUC service: the error exit), --json output
 of every command, usage errors (exit 2), and a receipt timeout (exit 7).
@@ -42,6 +43,10 @@ class ProsodyServer(harness.Server):
         conf = conf.replace('"version", "time", "ping",',
                             '"version", "time", "ping", "vcard",')
         return conf + '\nComponent "conference.localhost" "muc"\n'
+
+
+# What `parley listen` may print: stanzas (RFC 6120 §8), nothing else.
+STANZAS = ("message", "presence", "iq")
 
 
 def cli(srv, *args, timeout=30, stdin=None):
@@ -203,6 +208,21 @@ def suite(srv, name):
     check(T + "listen parses the XEP-0335 payload",
           rc2 == 0 and any(g.get("json") == {"cmd": "x", "n": [1, 2]}
                            for g in msgs), (rc2, err2, msgs))
+    check(T + "listen prints stanzas only (no XEP-0198 <enabled/>, <r/>)",
+          got and all(g.get("kind") in STANZAS for g in got), got)
+    # --count counts stanzas only: bob listens for exactly two messages to
+    # his full JID, and the stream's XEP-0198 traffic (<enabled/>, and the
+    # <r/> parleyd sends after each stanza) must neither show nor count.
+    pb, _ = listen(srv, B + ["--resource", "count"], "--no-presence",
+                   "--count", "2", "--for", "25")
+    t0 = time.time()
+    rcs = [cli(srv, *A, "send", bj + "/count", "n%d" % i)[0]
+           for i in (1, 2)]
+    got = lines(pb, timeout=30)
+    check(T + "listen --count 2 prints the two messages and stops",
+          rcs == [0, 0] and pb.returncode == 0 and time.time() - t0 < 20 and
+          [(g.get("kind"), g.get("body")) for g in got] ==
+          [("message", "n1"), ("message", "n2")], (rcs, pb.returncode, got))
     rc, out, err = cli(srv, *A, "send", bj, "--json-payload", "{bad")
     check(T + "send refuses a payload that is not JSON (exit 2)", rc == 2,
           (rc, err))

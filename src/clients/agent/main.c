@@ -35,6 +35,7 @@
 
 #include "clients/agent/agent.h"
 #include "clients/client.h"
+#include "core/version.h"
 
 enum { DOWN, CONNECTING, UP };
 
@@ -109,11 +110,13 @@ static void emit(const char *name, json_t *ev)
     json_decref(ev);
 }
 
-static int usage(void)
+/* The usage text on f; returns PL_EXIT_USAGE. */
+static int usage_to(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: parley-agent --domain DOMAIN (--interface IF | --mac MAC)"
             " [options]\n"
+            "       parley-agent --help | --version\n"
             "  --state-file PATH      secret and JID (default "
             "/var/lib/parley-agent/state.json)\n"
             "  --token TOKEN          provisioning token (the password the "
@@ -138,6 +141,11 @@ static int usage(void)
             "  --no-sm                disable XEP-0198\n%s",
             pl_cl_opts_help);
     return PL_EXIT_USAGE;
+}
+
+static int usage(void)
+{
+    return usage_to(stderr);
 }
 
 /* ------------------------------------------------------------ sending */
@@ -647,7 +655,11 @@ int main(int argc, char **argv)
             continue;
         }
         if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage();
+            usage_to(stdout);
+            return 0;
+        }
+        if (!strcmp(o, "--version")) {
+            puts("parley-agent " PL_VERSION);
             return 0;
         }
         if (i + 1 >= argc)

@@ -3,6 +3,7 @@
  * stanzas as JSON, and output.  Commands are in commands.c.
  *
  *   parley [options] COMMAND [ARGS...]
+ *   parley --help | --version       (standard output, exit 0)
  *
  * The account comes from --jid/--password or PARLEY_JID/PARLEY_PASSWORD
  * (a password on the command line is visible to other local users; the
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "clients/cli/cli.h"
+#include "core/version.h"
 
 static volatile sig_atomic_t interrupted;
 
@@ -28,10 +30,12 @@ int pl_cli_interrupted(void)
     return interrupted;
 }
 
-static int usage(void)
+/* The usage text on f; returns PL_EXIT_USAGE. */
+static int usage_to(FILE *f)
 {
-    fprintf(stderr,
+    fprintf(f,
             "usage: parley [options] COMMAND [ARGS...]\n"
+            "       parley --help | --version\n"
             "  --jid JID          account (or PARLEY_JID)\n"
             "  --password PW      password (or PARLEY_PASSWORD; - reads "
             "stdin)\n"
@@ -42,6 +46,11 @@ static int usage(void)
             "8 account exists\n",
             pl_cl_opts_help, pl_cli_commands_help);
     return PL_EXIT_USAGE;
+}
+
+static int usage(void)
+{
+    return usage_to(stderr);
 }
 
 xmpp_stanza_t *pl_cli_elem(xmpp_ctx_t *ctx, const char *name, const char *ns)
@@ -190,9 +199,24 @@ json_t *pl_cli_stanza_json(xmpp_stanza_t *st)
     return o;
 }
 
+/* Whether st is a stanza (RFC 6120 §8: message, presence, iq of the
+ * client namespace), not a nonza such as XEP-0198's <r/>, <a/> and
+ * <enabled/>, which libstrophe also hands to handlers without a name. */
+static int is_stanza(xmpp_stanza_t *st)
+{
+    const char *name = xmpp_stanza_get_name(st);
+    const char *ns = xmpp_stanza_get_ns(st);
+    if (!name || (ns && strcmp(ns, "jabber:client")))
+        return 0;
+    return !strcmp(name, "message") || !strcmp(name, "presence") ||
+           !strcmp(name, "iq");
+}
+
 static int on_stanza(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
     struct pl_cli *c = ud;
+    if (!is_stanza(st))
+        return 1;
     const char *name = xmpp_stanza_get_name(st);
     const char *type = xmpp_stanza_get_type(st);
     if (!strcmp(name, "iq")) {
@@ -359,7 +383,10 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--json"))
             c.json = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage();
+            usage_to(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            puts("parley " PL_VERSION);
             return 0;
         } else if (i + 1 < argc && !strcmp(argv[i], "--jid"))
             c.jid = argv[++i];
