@@ -51,9 +51,13 @@ LDFLAGS += -fsanitize=$(SAN)
 endif
 
 # The folders whose .c files make up build/libparley.a, which parleyd,
-# parleyctl, the unit tests and the fuzz targets link: add new ones here
-# (a folder that does not exist yet adds nothing).
-LIB_DIRS := src/core src/xmpp src/modules $(wildcard src/modules/*/)
+# parleyctl, the unit tests and the fuzz targets link: every folder of src/
+# (the core, each front end: src/xmpp/, later src/sip/ ...) and of
+# src/modules/, except those of programs of their own (PROGRAM_DIRS).  A new
+# front end's folder needs no line here.
+PROGRAM_DIRS := src/clients/ src/gateway/
+LIB_DIRS := $(filter-out $(PROGRAM_DIRS),$(wildcard src/*/)) \
+            $(wildcard src/modules/*/)
 LIB_SRC := $(sort $(wildcard $(addsuffix /*.c,$(patsubst %/,%,$(LIB_DIRS)))))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
