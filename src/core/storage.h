@@ -182,8 +182,8 @@ void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
  *     pl_storage_submit(pl_server_loop(), run, done, j);
  *
  * and done() frees the module's own fields, then calls pl_job_free(j).
- * The head owns everything it points to.  The storage thread may read it,
- * but only the loop writes it or touches the stanza.
+ * The head owns everything it points to.  run() on the storage thread may
+ * read it (and the stanza); only the loop changes it.
  */
 struct pl_job {
     struct pl_stanza *st; /* the request (one reference held), or NULL */

@@ -243,17 +243,17 @@ static void utc_stamp(time_t t, char *buf, size_t len)
 /* ------------------------------------------------------- persistence */
 
 struct save_job {
-    char *host, *user;    /* service domain, room localpart */
+    struct pl_job base;   /* IQ to answer after the commit, held, or NULL;
+                           * host: service domain, user: room localpart */
     struct pl_buf data;   /* document; empty deletes */
     int remove;
-    struct pl_stanza *st; /* IQ to answer after the commit, held, or NULL */
 };
 
 static int save_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct save_job *j = arg;
     struct pl_str s = pl_buf_str(&j->data);
-    return d->kv_set(db, j->host, j->user, MUC_STORE, MUC_STORE_KEY,
+    return d->kv_set(db, j->base.host, j->base.user, MUC_STORE, MUC_STORE_KEY,
                      j->remove ? NULL : s.p, s.len);
 }
 
@@ -261,19 +261,16 @@ static void save_done(int rc, void *arg)
 {
     struct save_job *j = arg;
     if (rc != PL_OK)
-        pl_log_error("mod_muc", "while storing room %s@%s: %s", j->user,
-                     j->host, pl_strerror(rc));
-    if (j->st) {
+        pl_log_error("mod_muc", "while storing room %s@%s: %s", j->base.user,
+                     j->base.host, pl_strerror(rc));
+    if (j->base.st) {
         if (rc == PL_OK)
-            iq_ok(j->st);
+            iq_ok(j->base.st);
         else
-            pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+            pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_buf_reset(&j->data);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 /* Writes (or for a non-persistent room, removes) the room's document;
@@ -281,13 +278,10 @@ static void save_done(int rc, void *arg)
 static void save_room(struct svc *s, struct muc_room *r, int remove,
                       struct pl_stanza *st)
 {
-    struct save_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(s->domain);
-    j->user = pl_strdup(r->local);
+    struct save_job *j = pl_job_new(sizeof(*j), st, 0, s->domain, r->local);
     j->remove = remove || !r->cfg.persistent;
     if (!j->remove)
         muc_store_dump(r, &j->data);
-    j->st = st ? pl_stanza_ref(st) : NULL;
     pl_storage_submit(pl_server_loop(), save_run, save_done, j);
 }
 
