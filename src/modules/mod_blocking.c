@@ -346,6 +346,17 @@ static void refuse_outgoing(struct pl_session *s, struct pl_stanza *st)
     pl_stanza_unref(r);
 }
 
+/* Releases d's barrier reference and frees it. */
+static void deferred_free(struct deferred *d)
+{
+    if (d->barrier)
+        pl_barrier_release(d->barrier);
+    pl_stanza_unref(d->st);
+    pl_jid_free(d->from);
+    pl_jid_free(d->to);
+    pl_free(d);
+}
+
 static void defer(struct entry *e, struct pl_event *ev, int outgoing)
 {
     struct deferred *d = pl_calloc(1, sizeof(*d));
@@ -386,12 +397,7 @@ static void release(struct entry *e)
             bypass.bare = NULL;
         }
         pl_barrier_enter(prev);
-        if (d->barrier)
-            pl_barrier_release(d->barrier);
-        pl_stanza_unref(d->st);
-        pl_jid_free(d->from);
-        pl_jid_free(d->to);
-        pl_free(d);
+        deferred_free(d);
         d = next;
     }
 }
@@ -778,12 +784,7 @@ static void free_entry_cb(const char *key, void *value, void *ud)
     struct deferred *d = e->waiting;
     while (d) {
         struct deferred *next = d->next;
-        if (d->barrier)
-            pl_barrier_release(d->barrier);
-        pl_stanza_unref(d->st);
-        pl_jid_free(d->from);
-        pl_jid_free(d->to);
-        pl_free(d);
+        deferred_free(d);
         d = next;
     }
     entry_free(e);

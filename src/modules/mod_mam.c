@@ -175,6 +175,17 @@ static void strip_sid(struct pl_stanza *st, const char *by)
 
 /* ---- preferences cache ---- */
 
+/* Releases p's barrier reference and frees it. */
+static void pend_free(struct pend *p)
+{
+    if (p->barrier)
+        pl_barrier_release(p->barrier);
+    pl_stanza_unref(p->st);
+    pl_jid_free(p->from);
+    pl_jid_free(p->to);
+    pl_free(p);
+}
+
 static void entry_free(struct entry *e)
 {
     pl_mam_prefs_free(&e->prefs);
@@ -182,12 +193,7 @@ static void entry_free(struct entry *e)
     while (e->head) {
         struct pend *p = e->head;
         e->head = p->next;
-        if (p->barrier)
-            pl_barrier_release(p->barrier);
-        pl_stanza_unref(p->st);
-        pl_jid_free(p->from);
-        pl_jid_free(p->to);
-        pl_free(p);
+        pend_free(p);
     }
     pl_free(e->user);
     pl_free(e);
@@ -305,14 +311,9 @@ static void load_done(int rc, void *arg)
         struct pl_barrier *prev = pl_barrier_enter(p->barrier);
         pl_route(p->st, p->from, p->to, NULL);
         pl_barrier_enter(prev);
-        if (p->barrier)
-            pl_barrier_release(p->barrier);
+        pend_free(p);
         if (rc != PL_OK)
             e->stale = 1;
-        pl_stanza_unref(p->st);
-        pl_jid_free(p->from);
-        pl_jid_free(p->to);
-        pl_free(p);
         p = next;
     }
     e->loading = 0;

@@ -78,6 +78,15 @@ static struct job *job_new(enum kind kind, struct pl_session *s,
     return j;
 }
 
+/* Moves the session's directed-presence recipients into j (§4.6.3). */
+static void take_directed(struct job *j, struct pres *p)
+{
+    j->directed = p->directed;
+    j->ndirected = p->ndirected;
+    p->directed = NULL;
+    p->ndirected = 0;
+}
+
 static int run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
@@ -202,10 +211,7 @@ static int on_broadcast(struct pl_event *ev, void *state)
         p->initial_done = 1;
     } else {
         /* §4.6.3: unavailable also goes to directed recipients. */
-        j->directed = p->directed;
-        j->ndirected = p->ndirected;
-        p->directed = NULL;
-        p->ndirected = 0;
+        take_directed(j, p);
         p->initial_done = 0;
     }
     pl_storage_submit(pl_server_loop(), run, done, j);
@@ -268,12 +274,8 @@ static int on_closed(struct pl_event *ev, void *state)
                                      : NULL;
         if (status)
             pl_node_add_copy(j->base.st, pl_stanza_root(j->base.st), status);
-        if (p) {
-            j->directed = p->directed;
-            j->ndirected = p->ndirected;
-            p->directed = NULL;
-            p->ndirected = 0;
-        }
+        if (p)
+            take_directed(j, p);
         s->available = 0;
         pl_storage_submit(pl_server_loop(), run, done, j);
     }

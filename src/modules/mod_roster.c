@@ -360,14 +360,8 @@ static void done(int rc, void *arg)
         }
         break;
     case K_OUT:
-        if (rc == PL_ENOT_ALLOWED) {
-            struct pl_stanza *e = pl_stanza_error_reply(j->base.st, rc,
-                                                        "roster is full");
-            struct pl_session *s = pl_session_by_id(j->base.sid);
-            if (e && s)
-                pl_route_to_session(s, e);
-            pl_stanza_unref(e);
-        }
+        if (rc == PL_ENOT_ALLOWED)
+            reply_error(j, rc, "roster is full");
         if (rc != PL_OK)
             break;
         if ((j->flags & PL_R_CHANGED) && !j->item.hidden)
