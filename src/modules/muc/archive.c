@@ -13,7 +13,7 @@
 
 #define NS_HINTS "urn:xmpp:hints"
 
-int muc_archivable(struct pl_stanza *m)
+int pl__muc_archivable(struct pl_stanza *m)
 {
     struct pl_node *root = pl_stanza_root(m);
     if (pl_node_child(root, "no-store", NS_HINTS) ||
@@ -26,7 +26,7 @@ int muc_archivable(struct pl_stanza *m)
            pl_node_child(root, "encrypted", "urn:xmpp:omemo:2");
 }
 
-long long muc_archive_now(void)
+long long pl__muc_archive_now(void)
 {
     static long long last;
     struct timeval tv;
@@ -76,14 +76,14 @@ static void append_done(int rc, void *arg)
     pl_job_free(j);
 }
 
-void muc_archive_append(const char *service, const char *room,
-                        const char *nick, const char *sid,
-                        struct pl_stanza *m, long limit)
+void pl__muc_archive_append(const char *service, const char *room,
+                            const char *nick, const char *sid,
+                            struct pl_stanza *m, long limit)
 {
     struct append_job *j = pl_job_new(sizeof(*j), NULL, 0, service, room);
     j->nick = pl_strdup(nick);
     j->sid = pl_strdup(sid);
-    j->ts = muc_archive_now();
+    j->ts = pl__muc_archive_now();
     j->limit = limit;
     /* Standalone XML, forwarded later exactly as broadcast. */
     pl_node_serialize(pl_stanza_root(m), "", PL_NS_CLIENT, &j->xml);
@@ -144,8 +144,8 @@ static void query_done(int rc, void *arg)
     query_free(j);
 }
 
-void muc_archive_query(const char *service, const char *room,
-                       struct pl_event *ev, long max_page, long count_cap)
+void pl__muc_archive_query(const char *service, const char *room,
+                           struct pl_event *ev, long max_page, long count_cap)
 {
     struct query_job *j = pl_job_new(sizeof(*j), ev->stanza, 0, service,
                                      room);
@@ -167,7 +167,7 @@ void muc_archive_query(const char *service, const char *room,
     pl_storage_submit(pl_server_loop(), query_run, query_done, j);
 }
 
-void muc_archive_form(struct pl_event *ev)
+void pl__muc_archive_form(struct pl_event *ev)
 {
     struct pl_stanza *r = pl_mam_form(ev->stanza);
     pl_route_reply(ev->stanza, r);
@@ -208,14 +208,14 @@ static void clear_done(int rc, void *arg)
     pl_job_free(j);
 }
 
-void muc_archive_clear(const char *service, const char *room)
+void pl__muc_archive_clear(const char *service, const char *room)
 {
     struct clear_job *j = pl_job_new(sizeof(*j), NULL, 0, service, room);
     pl_storage_submit(pl_server_loop(), clear_run, clear_done, j);
 }
 
-void muc_archive_expire(const char *service, long long before, long max,
-                        void (*done)(long removed, void *ud), void *ud)
+void pl__muc_archive_expire(const char *service, long long before, long max,
+                            void (*done)(long removed, void *ud), void *ud)
 {
     struct clear_job *j = pl_job_new(sizeof(*j), NULL, 0, service, NULL);
     j->before = before;

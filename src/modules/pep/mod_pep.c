@@ -527,7 +527,7 @@ static void on_disco(struct pl_stanza *reply, void *arg)
     struct pl_node *query = reply ? pl_stanza_payload(reply) : NULL;
     if (type && strcmp(type, "result") == 0 && query &&
         strcmp(query->ns, PL_NS_DISCO_INFO) == 0) {
-        if (pl_caps_verify(reply, query, q->algo, q->ver)) {
+        if (pl__pep_caps_verify(reply, query, q->algo, q->ver)) {
             e = pl_calloc(1, sizeof(*e));
             e->key = pl_strdup(q->key);
             size_t cnt = pl_node_count_elems(query);
