@@ -1,15 +1,18 @@
 /*
  * storage.c - the storage queue: one thread, one open driver handle,
- * batches wrapped in a transaction; see storage.h.
+ * batches wrapped in a transaction; durability barriers; the head shared
+ * by the modules' jobs (pl_job_new/pl_job_free).  See storage.h.
  */
 #include "storage.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
 #include "module.h"
+#include "stanza.h"
 #include "work.h"
 
 struct job {
@@ -112,6 +115,35 @@ void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
         current->refs++;
     }
     pl_workq_submit(queue, loop, &j->w);
+}
+
+void *pl_job_new(size_t size, struct pl_stanza *st, uint64_t sid,
+                 const char *host, const char *user)
+{
+    pl_assert(size >= sizeof(struct pl_job) && host);
+    struct pl_job *j = pl_calloc(1, size);
+    j->st = st ? pl_stanza_ref(st) : NULL;
+    j->sid = sid;
+    j->host = pl_strdup(host);
+    if (user) {
+        j->user = pl_strdup(user);
+        size_t n = strlen(user) + strlen(host) + 2;
+        j->bare = pl_malloc(n);
+        snprintf(j->bare, n, "%s@%s", user, host);
+    }
+    return j;
+}
+
+void pl_job_free(void *job)
+{
+    struct pl_job *j = job;
+    if (!j)
+        return;
+    pl_stanza_unref(j->st);
+    pl_free(j->host);
+    pl_free(j->user);
+    pl_free(j->bare);
+    pl_free(j);
 }
 
 const struct pl_storage_driver *pl_storage_driver_find(const char *name)

@@ -8,17 +8,23 @@
  * commit: a burst of writes costs one fsync).  Completions run on the loop
  * after the batch committed, so nothing is acknowledged before it is
  * durable.  parleyctl calls the driver directly.
+ *
+ * A module's job (the arg of pl_storage_submit) starts with struct pl_job,
+ * the head every job shares: the request, the session and the account it
+ * concerns.  pl_job_new allocates it, pl_job_free releases it.
  */
 #ifndef PL_STORAGE_H
 #define PL_STORAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 #include "config.h"
 #include "scram.h"
 
 struct pl_loop;
+struct pl_stanza;
 
 struct pl_account {
     struct pl_scram_keys keys[PL_SCRAM_NHASH]; /* indexed by hash */
@@ -163,6 +169,44 @@ typedef void pl_storage_done_fn(int rc, void *arg);
 /* Queues run(arg) on the storage thread; done(rc, arg) follows on loop. */
 void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
                        pl_storage_done_fn *done, void *arg);
+
+/*
+ * The head of a module's storage job, its first member:
+ *
+ *     struct job {
+ *         struct pl_job base;  (first member)
+ *         long max_items;      (the module's own fields)
+ *     };
+ *     struct job *j = pl_job_new(sizeof(*j), ev->stanza, sid, host, user);
+ *     ...
+ *     pl_storage_submit(pl_server_loop(), run, done, j);
+ *
+ * and done() frees the module's own fields, then calls pl_job_free(j).
+ * The head owns everything it points to.  run() on the storage thread may
+ * read it (and the stanza); only the loop changes it.
+ */
+struct pl_job {
+    struct pl_stanza *st; /* the request (one reference held), or NULL */
+    uint64_t sid;         /* requesting session's id, 0 if none */
+    char *host;           /* the owner's domain (a copy) */
+    char *user;           /* the owner's localpart: an account or a room
+                           * (a copy), or NULL */
+    char *bare;           /* "user@host", or NULL without user */
+};
+
+/*
+ * A zeroed allocation of size bytes (at least sizeof(struct pl_job)),
+ * whose head is filled in: st (may be NULL) gets a new reference, host is
+ * copied, user (may be NULL) is copied and bare built from both.  Borrows
+ * its arguments.  Never fails (allocation aborts).
+ */
+void *pl_job_new(size_t size, struct pl_stanza *st, uint64_t sid,
+                 const char *host, const char *user);
+
+/* Drops the head's stanza reference and strings, then frees job itself (a
+ * pointer from pl_job_new; NULL is fine).  Free the module's own fields
+ * first. */
+void pl_job_free(void *job);
 
 /*
  * Durability barriers.  A barrier counts storage jobs that must commit

@@ -145,11 +145,9 @@ static void set_fill(struct pl_map *set, const char *doc, size_t len)
 enum kind { J_LOAD, J_GET, J_BLOCK, J_UNBLOCK, J_UNBLOCK_ALL };
 
 struct job {
+    struct pl_job base;      /* the request (held), the account */
     enum kind kind;
     struct state *S;
-    char *host, *user, *bare;
-    uint64_t sid;            /* requesting session */
-    struct pl_stanza *iq;    /* the request (held) */
     char **jids;             /* the request's items (normalized) */
     int njids;
     struct pl_buf doc;       /* the list after the job */
@@ -169,11 +167,7 @@ static void job_free(struct job *j)
     pl_free(j->changed);
     pl_buf_reset(&j->doc);
     pl_roster_free(&j->roster);
-    pl_stanza_unref(j->iq);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j->bare);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static void add_changed(struct job *j, const char *jid)
@@ -199,7 +193,7 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
     struct pl_buf cur = {0};
-    int rc = d->kv_get(db, j->host, j->user, STORE, KEY, &cur);
+    int rc = d->kv_get(db, j->base.host, j->base.user, STORE, KEY, &cur);
     if (rc == PL_ENOT_FOUND)
         rc = PL_OK;
     if (rc != PL_OK)
@@ -234,10 +228,10 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
     pl_map_clear(&set);
     if (j->nchanged) {
         struct pl_str doc = pl_buf_str(&j->doc);
-        rc = d->kv_set(db, j->host, j->user, STORE, KEY,
+        rc = d->kv_set(db, j->base.host, j->base.user, STORE, KEY,
                        doc.len ? doc.p : NULL, doc.len);
         if (rc == PL_OK)
-            rc = pl_roster_load(d, db, j->host, j->user, &j->roster);
+            rc = pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
     }
 out:
     pl_buf_reset(&cur);
@@ -248,15 +242,12 @@ static void done(int rc, void *arg);
 
 static struct job *job_new(struct state *S, enum kind kind, const char *bare)
 {
-    struct job *j = pl_calloc(1, sizeof(*j));
+    const char *at = strchr(bare, '@');
+    char *user = pl_strndup(bare, (size_t)(at - bare));
+    struct job *j = pl_job_new(sizeof(*j), NULL, 0, at + 1, user);
+    pl_free(user);
     j->kind = kind;
     j->S = S;
-    j->bare = pl_strdup(bare);
-    const char *at = strchr(bare, '@');
-    j->user = pl_malloc((size_t)(at - bare) + 1);
-    memcpy(j->user, bare, (size_t)(at - bare));
-    j->user[at - bare] = 0;
-    j->host = pl_strdup(at + 1);
     j->max_items = S->max_items;
     return j;
 }
@@ -355,6 +346,17 @@ static void refuse_outgoing(struct pl_session *s, struct pl_stanza *st)
     pl_stanza_unref(r);
 }
 
+/* Releases d's barrier reference and frees it. */
+static void deferred_free(struct deferred *d)
+{
+    if (d->barrier)
+        pl_barrier_release(d->barrier);
+    pl_stanza_unref(d->st);
+    pl_jid_free(d->from);
+    pl_jid_free(d->to);
+    pl_free(d);
+}
+
 static void defer(struct entry *e, struct pl_event *ev, int outgoing)
 {
     struct deferred *d = pl_calloc(1, sizeof(*d));
@@ -395,12 +397,7 @@ static void release(struct entry *e)
             bypass.bare = NULL;
         }
         pl_barrier_enter(prev);
-        if (d->barrier)
-            pl_barrier_release(d->barrier);
-        pl_stanza_unref(d->st);
-        pl_jid_free(d->from);
-        pl_jid_free(d->to);
-        pl_free(d);
+        deferred_free(d);
         d = next;
     }
 }
@@ -535,7 +532,7 @@ static void add_items(struct pl_stanza *st, struct pl_node *parent,
 
 static void push(struct job *j, const char *op, char **v, int n)
 {
-    struct entry *e = pl_map_get(&j->S->entries, j->bare);
+    struct entry *e = pl_map_get(&j->S->entries, j->base.bare);
     for (int i = 0; e && i < e->ninterested; i++) {
         struct pl_session *s = pl_session_by_id(e->interested[i]);
         if (!s)
@@ -597,7 +594,7 @@ static void send_unavailable(struct job *j, const char *to,
         return;
     struct pl_stanza *u = pl_stanza_new("presence", PL_NS_CLIENT);
     pl_stanza_set_attr(u, "type", "unavailable");
-    for (struct pl_session *s = pl_session_first(j->bare); s;
+    for (struct pl_session *s = pl_session_first(j->base.bare); s;
          s = s->next_res)
         if (s->available)
             send_as(u, s->jid->full, to);
@@ -608,7 +605,7 @@ static void send_current(struct job *j, const char *to,
                          const struct pl_roster_item *it)
 {
     if (pl_roster_has_from(it))
-        for (struct pl_session *s = pl_session_first(j->bare); s;
+        for (struct pl_session *s = pl_session_first(j->base.bare); s;
              s = s->next_res)
             if (s->available && s->presence)
                 send_as(s->presence, s->jid->full, to);
@@ -616,35 +613,36 @@ static void send_current(struct job *j, const char *to,
         /* Its presence was dropped while blocked: ask again. */
         struct pl_stanza *p = pl_stanza_new("presence", PL_NS_CLIENT);
         pl_stanza_set_attr(p, "type", "probe");
-        send_as(p, j->bare, it->jid);
+        send_as(p, j->base.bare, it->jid);
         pl_stanza_unref(p);
     }
 }
 
 static void reply(struct job *j, struct pl_stanza *r)
 {
-    pl_route_reply(j->iq, r);
+    pl_route_reply(j->base.st, r);
     pl_stanza_unref(r);
 }
 
 static void done(int rc, void *arg)
 {
     struct job *j = arg;
-    struct entry *e = pl_map_get(&j->S->entries, j->bare);
+    struct entry *e = pl_map_get(&j->S->entries, j->base.bare);
     if (rc != PL_OK) {
         if (rc != PL_ELIMIT)
             pl_log_error("mod_blocking", "blocklist of %s: storage failed",
-                         j->bare);
+                         j->base.bare);
         if (j->kind == J_LOAD && e && !e->loaded) {
             /* What waits goes on (checked against nothing) rather than
              * hang; the entry goes, so the next stanza reads again. */
-            pl_map_del(&j->S->entries, j->bare);
+            pl_map_del(&j->S->entries, j->base.bare);
             e->loaded = 1;
             release(e);
             entry_free(e);
-        } else if (j->iq) {
-            pl_route_error(j->iq, rc == PL_ELIMIT ? PL_ENOT_ALLOWED
-                                                  : PL_EINTERNAL_SERVER_ERROR,
+        } else if (j->base.st) {
+            pl_route_error(j->base.st,
+                           rc == PL_ELIMIT ? PL_ENOT_ALLOWED
+                                           : PL_EINTERNAL_SERVER_ERROR,
                            rc == PL_ELIMIT ? "the blocklist is full" : NULL);
         }
         job_free(j);
@@ -663,7 +661,7 @@ static void done(int rc, void *arg)
         return;
     }
     if (j->kind == J_GET) {
-        struct pl_stanza *r = pl_iq_result(j->iq);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
         struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r),
                                               "blocklist", NS_BLOCKING);
         struct pl_map set = {0};
@@ -687,7 +685,7 @@ static void done(int rc, void *arg)
         pl_map_clear(&e->set);
         set_fill(&e->set, doc.p ? doc.p : "", doc.len);
     }
-    reply(j, pl_iq_result(j->iq));
+    reply(j, pl_iq_result(j->base.st));
     if (j->kind == J_BLOCK)
         push(j, "block", j->jids, j->njids);
     else if (j->kind == J_UNBLOCK)
@@ -724,7 +722,7 @@ static int on_get(struct pl_event *ev, void *state)
         return PL_PASS;
     interested(state, ev->session);
     struct job *j = job_new(state, J_GET, ev->session->jid->bare);
-    j->iq = pl_stanza_ref(ev->stanza);
+    j->base.st = pl_stanza_ref(ev->stanza);
     pl_storage_submit(pl_server_loop(), run, done, j);
     return PL_HANDLED;
 }
@@ -765,7 +763,7 @@ static int on_set(struct pl_event *ev, void *state, enum kind kind)
         job_free(j);
         return PL_ENOT_ALLOWED;
     }
-    j->iq = pl_stanza_ref(ev->stanza);
+    j->base.st = pl_stanza_ref(ev->stanza);
     pl_storage_submit(pl_server_loop(), run, done, j);
     return PL_HANDLED;
 }
@@ -786,12 +784,7 @@ static void free_entry_cb(const char *key, void *value, void *ud)
     struct deferred *d = e->waiting;
     while (d) {
         struct deferred *next = d->next;
-        if (d->barrier)
-            pl_barrier_release(d->barrier);
-        pl_stanza_unref(d->st);
-        pl_jid_free(d->from);
-        pl_jid_free(d->to);
-        pl_free(d);
+        deferred_free(d);
         d = next;
     }
     entry_free(e);

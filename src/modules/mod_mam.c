@@ -175,6 +175,17 @@ static void strip_sid(struct pl_stanza *st, const char *by)
 
 /* ---- preferences cache ---- */
 
+/* Releases p's barrier reference and frees it. */
+static void pend_free(struct pend *p)
+{
+    if (p->barrier)
+        pl_barrier_release(p->barrier);
+    pl_stanza_unref(p->st);
+    pl_jid_free(p->from);
+    pl_jid_free(p->to);
+    pl_free(p);
+}
+
 static void entry_free(struct entry *e)
 {
     pl_mam_prefs_free(&e->prefs);
@@ -182,12 +193,7 @@ static void entry_free(struct entry *e)
     while (e->head) {
         struct pend *p = e->head;
         e->head = p->next;
-        if (p->barrier)
-            pl_barrier_release(p->barrier);
-        pl_stanza_unref(p->st);
-        pl_jid_free(p->from);
-        pl_jid_free(p->to);
-        pl_free(p);
+        pend_free(p);
     }
     pl_free(e->user);
     pl_free(e);
@@ -205,8 +211,8 @@ static void entry_maybe_drop(struct entry *e)
 }
 
 struct load_job {
+    struct pl_job base;      /* the account */
     struct entry *e;         /* lives while loading is set */
-    char *host, *user;
     struct pl_buf prefs;     /* stored <prefs/>, empty if none */
     struct pl_buf roster;    /* contacts, NUL-separated */
     int def;                 /* default for accounts without prefs */
@@ -248,13 +254,13 @@ static int load_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct load_job *j = arg;
     struct pl_account a;
-    int rc = d->account_get(db, j->host, j->user, &a);
+    int rc = d->account_get(db, j->base.host, j->base.user, &a);
     if (rc == PL_ENOT_FOUND)
         return PL_OK;
     if (rc != PL_OK)
         return rc;
     j->exists = 1;
-    rc = d->kv_get(db, j->host, j->user, STORE, "prefs", &j->prefs);
+    rc = d->kv_get(db, j->base.host, j->base.user, STORE, "prefs", &j->prefs);
     if (rc != PL_OK && rc != PL_ENOT_FOUND)
         return rc;
     /* The roster only matters for default='roster'. */
@@ -263,7 +269,8 @@ static int load_run(const struct pl_storage_driver *d, void *db, void *arg)
     int def = p.def;
     pl_mam_prefs_free(&p);
     if (def == PL_MAM_ROSTER)
-        return d->kv_list(db, j->host, j->user, "roster", collect_contact, j);
+        return d->kv_list(db, j->base.host, j->base.user, "roster",
+                          collect_contact, j);
     return PL_OK;
 }
 
@@ -288,7 +295,7 @@ static void load_done(int rc, void *arg)
         /* Without preferences, nothing is archived for now; the waiting
          * messages are delivered all the same. */
         pl_log_error("mod_mam", "reading the archive preferences of "
-                     "%s@%s failed", j->user, j->host);
+                     "%s@%s failed", j->base.user, j->base.host);
         e->loaded = 1;
         e->stale = 1;
         e->exists = 0;
@@ -304,22 +311,15 @@ static void load_done(int rc, void *arg)
         struct pl_barrier *prev = pl_barrier_enter(p->barrier);
         pl_route(p->st, p->from, p->to, NULL);
         pl_barrier_enter(prev);
-        if (p->barrier)
-            pl_barrier_release(p->barrier);
+        pend_free(p);
         if (rc != PL_OK)
             e->stale = 1;
-        pl_stanza_unref(p->st);
-        pl_jid_free(p->from);
-        pl_jid_free(p->to);
-        pl_free(p);
         p = next;
     }
     e->loading = 0;
     pl_buf_reset(&j->prefs);
     pl_buf_reset(&j->roster);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    pl_job_free(j);
     entry_maybe_drop(e);
 }
 
@@ -340,10 +340,9 @@ static void entry_load(struct entry *e)
     if (e->loading)
         return;
     e->loading = 1;
-    struct load_job *j = pl_calloc(1, sizeof(*j));
+    struct load_job *j = pl_job_new(sizeof(*j), NULL, 0,
+                                    e->s->host->domain, e->user);
     j->e = e;
-    j->host = pl_strdup(e->s->host->domain);
-    j->user = pl_strdup(e->user);
     j->def = e->s->default_prefs;
     pl_storage_submit(pl_server_loop(), load_run, load_done, j);
 }
@@ -362,8 +361,8 @@ static int entry_decide(struct entry *e, const struct pl_jid *peer)
 /* ---- appending ---- */
 
 struct append_job {
-    char *host, *user;
-    char sid[24];
+    struct pl_job base; /* the account */
+    char sid[24];       /* XEP-0359 stanza-id */
     long long ts;
     char *with, *with_res;
     int dir;
@@ -379,7 +378,7 @@ static int append_run(const struct pl_storage_driver *d, void *db, void *arg)
     struct append_job *j = arg;
     if (!j->decided) {
         struct pl_buf b = {0};
-        int rc = d->kv_get(db, j->host, j->user, STORE, "prefs", &b);
+        int rc = d->kv_get(db, j->base.host, j->base.user, STORE, "prefs", &b);
         if (rc != PL_OK && rc != PL_ENOT_FOUND) {
             pl_buf_reset(&b);
             return rc;
@@ -392,8 +391,8 @@ static int append_run(const struct pl_storage_driver *d, void *db, void *arg)
         if (r < 0) {
             struct pl_roster_item it;
             r = 0;
-            if (d->kv_get(db, j->host, j->user, "roster", j->with, &b) ==
-                    PL_OK &&
+            if (d->kv_get(db, j->base.host, j->base.user, "roster", j->with,
+                          &b) == PL_OK &&
                 pl_roster_item_decode(j->with, b.data + b.off, b.len, &it) ==
                     PL_OK) {
                 r = !it.hidden;
@@ -414,8 +413,8 @@ static int append_run(const struct pl_storage_driver *d, void *db, void *arg)
         .xml_len = j->xml.len,
     };
     long long key;
-    return d->archive_append(db, j->host, j->user, PL_ARCHIVE_USER, &it,
-                             j->limit, &key);
+    return d->archive_append(db, j->base.host, j->base.user, PL_ARCHIVE_USER,
+                             &it, j->limit, &key);
 }
 
 static void append_done(int rc, void *arg)
@@ -423,14 +422,12 @@ static void append_done(int rc, void *arg)
     struct append_job *j = arg;
     if (rc != PL_OK)
         pl_log_error("mod_mam", "archiving a message for %s@%s failed",
-                     j->user, j->host);
-    pl_free(j->host);
-    pl_free(j->user);
+                     j->base.user, j->base.host);
     pl_free(j->with);
     pl_free(j->with_res);
     pl_free(j->peer_full);
     pl_buf_reset(&j->xml);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 /* Queues st (serialized now, as it is) for user's archive; sid receives
@@ -439,9 +436,8 @@ static void archive(struct state *s, const char *user,
                     const struct pl_jid *peer, int dir, struct pl_stanza *st,
                     int decided, char sid[24])
 {
-    struct append_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(s->host->domain);
-    j->user = pl_strdup(user);
+    struct append_job *j = pl_job_new(sizeof(*j), NULL, 0, s->host->domain,
+                                      user);
     new_sid(j->sid);
     memcpy(sid, j->sid, 24);
     j->ts = archive_now();
@@ -610,9 +606,8 @@ static int is_owner(struct pl_event *ev)
 }
 
 struct query_job {
-    uint64_t sid;               /* requesting session */
-    struct pl_stanza *iq;       /* the request (held) */
-    char *host, *user;
+    struct pl_job base;         /* the request (held), requesting session,
+                                 * the archive's owner */
     char *to_full;              /* requester's full JID */
     char *from;                 /* the request's 'to', or NULL */
     struct pl_mam_query q;      /* parsed */
@@ -624,8 +619,8 @@ struct query_job {
 static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct query_job *j = arg;
-    return pl_mam_page_run(d, db, j->host, j->user, PL_ARCHIVE_USER, &j->q,
-                           j->max, j->count_cap, j->to_full, j->from,
+    return pl_mam_page_run(d, db, j->base.host, j->base.user, PL_ARCHIVE_USER,
+                           &j->q, j->max, j->count_cap, j->to_full, j->from,
                            &j->page);
 }
 
@@ -633,12 +628,9 @@ static void query_free(struct query_job *j)
 {
     pl_mam_page_free(&j->page);
     pl_mam_query_free(&j->q);
-    pl_stanza_unref(j->iq);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_free(j->to_full);
     pl_free(j->from);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static void send_reply(struct pl_session *s, struct query_job *j,
@@ -654,16 +646,16 @@ static void send_reply(struct pl_session *s, struct query_job *j,
 static void query_done(int rc, void *arg)
 {
     struct query_job *j = arg;
-    struct pl_session *s = pl_session_by_id(j->sid);
+    struct pl_session *s = pl_session_by_id(j->base.sid);
     if (!s)
         goto out;
     if (rc != PL_OK) {
         if (rc != PL_EITEM_NOT_FOUND)
             pl_log_error("mod_mam", "archive query of %s@%s failed",
-                         j->user, j->host);
+                         j->base.user, j->base.host);
         struct pl_stanza *r = pl_stanza_error_reply(
-            j->iq, rc == PL_EITEM_NOT_FOUND ? rc : PL_EINTERNAL_SERVER_ERROR,
-            NULL);
+            j->base.st,
+            rc == PL_EITEM_NOT_FOUND ? rc : PL_EINTERNAL_SERVER_ERROR, NULL);
         if (r) {
             pl_stanza_set_attr(r, "from", j->from);
             pl_route_to_session(s, r);
@@ -673,7 +665,7 @@ static void query_done(int rc, void *arg)
     }
     for (long i = 0; i < j->page.n; i++)
         pl_route_to_session(s, j->page.msgs[i]);
-    struct pl_stanza *r = pl_mam_fin(j->iq, &j->q, &j->page);
+    struct pl_stanza *r = pl_mam_fin(j->base.st, &j->q, &j->page);
     send_reply(s, j, r);
 out:
     query_free(j);
@@ -684,7 +676,9 @@ static int on_query(struct pl_event *ev, void *state)
     struct state *s = state;
     if (!is_owner(ev))
         return PL_EFORBIDDEN;
-    struct query_job *j = pl_calloc(1, sizeof(*j));
+    struct query_job *j = pl_job_new(sizeof(*j), ev->stanza,
+                                     ev->session->id, ev->host->domain,
+                                     ev->to->local);
     const char *text;
     int rc = pl_mam_query_parse(ev->stanza, pl_stanza_payload(ev->stanza),
                                 &j->q, &text);
@@ -693,15 +687,10 @@ static int on_query(struct pl_event *ev, void *state)
         text = "too many ids";
     }
     if (rc != PL_OK) {
-        pl_mam_query_free(&j->q);
-        pl_free(j);
+        query_free(j);
         pl_route_error(ev->stanza, rc, text);
         return PL_HANDLED;
     }
-    j->sid = ev->session->id;
-    j->iq = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
     j->to_full = pl_strdup(ev->session->jid->full);
     const char *to = pl_stanza_attr(ev->stanza, "to");
     j->from = to ? pl_strdup(ev->to->bare) : NULL;
@@ -725,8 +714,7 @@ static int on_query_form(struct pl_event *ev, void *state)
 /* ---- metadata (XEP-0313 §6) ---- */
 
 struct meta_job {
-    struct pl_stanza *iq; /* the request (held) */
-    char *host, *user;
+    struct pl_job base;   /* the request (held), the archive's owner */
     char sid[2][64];      /* oldest, newest */
     long long ts[2];
     int n;
@@ -746,17 +734,17 @@ static int meta_item(const struct pl_archive_item *it, void *ud)
 static int meta_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct meta_job *j = arg;
-    return d->archive_ends(db, j->host, j->user, PL_ARCHIVE_USER, meta_item,
-                           j);
+    return d->archive_ends(db, j->base.host, j->base.user, PL_ARCHIVE_USER,
+                           meta_item, j);
 }
 
 static void meta_done(int rc, void *arg)
 {
     struct meta_job *j = arg;
     if (rc != PL_OK) {
-        pl_route_error(j->iq, PL_EINTERNAL_SERVER_ERROR, NULL);
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     } else {
-        struct pl_stanza *r = pl_iq_result(j->iq);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
         struct pl_node *m = pl_node_add_child(r, pl_stanza_root(r),
                                               "metadata", PL_NS_MAM);
         for (int i = 0; i < j->n; i++) {
@@ -767,23 +755,18 @@ static void meta_done(int rc, void *arg)
             pl_node_set_attr(r, e, "id", j->sid[i]);
             pl_node_set_attr(r, e, "timestamp", stamp);
         }
-        pl_route_reply(j->iq, r);
+        pl_route_reply(j->base.st, r);
         pl_stanza_unref(r);
     }
-    pl_stanza_unref(j->iq);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static int on_metadata(struct pl_event *ev, void *state)
 {
     if (!is_owner(ev))
         return PL_EFORBIDDEN;
-    struct meta_job *j = pl_calloc(1, sizeof(*j));
-    j->iq = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
+    struct meta_job *j = pl_job_new(sizeof(*j), ev->stanza, 0,
+                                    ev->host->domain, ev->to->local);
     pl_storage_submit(pl_server_loop(), meta_run, meta_done, j);
     return PL_HANDLED;
 }
@@ -791,9 +774,8 @@ static int on_metadata(struct pl_event *ev, void *state)
 /* ---- preferences (XEP-0441, in urn:xmpp:mam:2) ---- */
 
 struct prefs_job {
-    struct pl_stanza *iq;  /* the request (held) */
+    struct pl_job base;    /* the request (held), the account */
     struct state *s;
-    char *host, *user;
     struct pl_buf data;    /* get: what is stored; set: what to store */
     int set;
     int def;
@@ -803,9 +785,10 @@ static int prefs_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct prefs_job *j = arg;
     if (j->set)
-        return d->kv_set(db, j->host, j->user, STORE, "prefs",
+        return d->kv_set(db, j->base.host, j->base.user, STORE, "prefs",
                          j->data.data + j->data.off, j->data.len);
-    int rc = d->kv_get(db, j->host, j->user, STORE, "prefs", &j->data);
+    int rc =
+        d->kv_get(db, j->base.host, j->base.user, STORE, "prefs", &j->data);
     return rc == PL_ENOT_FOUND ? PL_OK : rc;
 }
 
@@ -813,14 +796,14 @@ static void prefs_done(int rc, void *arg)
 {
     struct prefs_job *j = arg;
     if (rc != PL_OK) {
-        pl_route_error(j->iq, PL_EINTERNAL_SERVER_ERROR, NULL);
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
         goto out;
     }
     struct pl_mam_prefs p;
     prefs_decode(&j->data, j->def, &p);
     if (j->set) {
         /* The cache follows what is now stored. */
-        struct entry *e = pl_map_get(&j->s->users, j->user);
+        struct entry *e = pl_map_get(&j->s->users, j->base.user);
         if (e && e->loaded) {
             pl_mam_prefs_free(&e->prefs);
             prefs_decode(&j->data, j->def, &e->prefs);
@@ -828,17 +811,14 @@ static void prefs_done(int rc, void *arg)
                 e->stale = 1; /* its roster may not be loaded */
         }
     }
-    struct pl_stanza *r = pl_iq_result(j->iq);
+    struct pl_stanza *r = pl_iq_result(j->base.st);
     pl_mam_prefs_build(&p, r, pl_stanza_root(r));
     pl_mam_prefs_free(&p);
-    pl_route_reply(j->iq, r);
+    pl_route_reply(j->base.st, r);
     pl_stanza_unref(r);
 out:
-    pl_stanza_unref(j->iq);
     pl_buf_reset(&j->data);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static int on_prefs(struct pl_event *ev, void *state)
@@ -846,7 +826,8 @@ static int on_prefs(struct pl_event *ev, void *state)
     struct state *s = state;
     if (!is_owner(ev))
         return PL_EFORBIDDEN;
-    struct prefs_job *j = pl_calloc(1, sizeof(*j));
+    struct prefs_job *j = pl_job_new(sizeof(*j), ev->stanza, 0,
+                                     ev->host->domain, ev->to->local);
     const char *type = pl_stanza_attr(ev->stanza, "type");
     j->set = type && strcmp(type, "set") == 0;
     if (j->set) {
@@ -854,7 +835,7 @@ static int on_prefs(struct pl_event *ev, void *state)
         int rc = pl_mam_prefs_parse(ev->stanza, pl_stanza_payload(ev->stanza),
                                     s->max_prefs_jids, &p);
         if (rc != PL_OK) {
-            pl_free(j);
+            pl_job_free(j);
             return rc;
         }
         /* Stored as the canonical element, standalone XML. */
@@ -865,10 +846,7 @@ static int on_prefs(struct pl_event *ev, void *state)
         pl_stanza_unref(tmp);
         pl_mam_prefs_free(&p);
     }
-    j->iq = pl_stanza_ref(ev->stanza);
     j->s = s;
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
     j->def = s->default_prefs;
     pl_storage_submit(pl_server_loop(), prefs_run, prefs_done, j);
     return PL_HANDLED;

@@ -61,9 +61,8 @@ static void flush_ended(uint64_t sid)
 }
 
 struct store_job {
-    char *host, *user;
+    struct pl_job base; /* the account; st: a private copy with <delay/> */
     char key[24];
-    struct pl_stanza *st; /* private copy with <delay/> */
     long quota;
 };
 
@@ -71,16 +70,16 @@ static int store_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct store_job *j = arg;
     long n = 0;
-    int rc = d->kv_count(db, j->host, j->user, "offline", &n);
+    int rc = d->kv_count(db, j->base.host, j->base.user, "offline", &n);
     if (rc != PL_OK)
         return rc;
     if (n >= j->quota)
         return PL_ELIMIT;
     /* Standalone XML (with its xmlns) so it parses back as is. */
     struct pl_buf x = {0};
-    pl_node_serialize(pl_stanza_root(j->st), "", PL_NS_CLIENT, &x);
-    rc = d->kv_set(db, j->host, j->user, "offline", j->key, x.data + x.off,
-                   x.len);
+    pl_node_serialize(pl_stanza_root(j->base.st), "", PL_NS_CLIENT, &x);
+    rc = d->kv_set(db, j->base.host, j->base.user, "offline", j->key,
+                   x.data + x.off, x.len);
     pl_buf_reset(&x);
     return rc;
 }
@@ -90,28 +89,23 @@ static void store_done(int rc, void *arg)
     struct store_job *j = arg;
     if (rc == PL_ELIMIT) {
         pl_log_info("mod_offline", "offline store of %s@%s is full",
-                    j->user, j->host);
-        pl_route_error(j->st, PL_ESERVICE_UNAVAILABLE,
+                    j->base.user, j->base.host);
+        pl_route_error(j->base.st, PL_ESERVICE_UNAVAILABLE,
                        "offline storage is full");
     } else if (rc != PL_OK) {
-        pl_log_error("mod_offline", "storing for %s@%s failed", j->user,
-                     j->host);
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+        pl_log_error("mod_offline", "storing for %s@%s failed", j->base.user,
+                     j->base.host);
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     } else {
         /* The user may have come online while this was being stored. */
-        char bare[2200];
-        snprintf(bare, sizeof(bare), "%s@%s", j->user, j->host);
-        for (struct pl_session *s = pl_session_first(bare); s;
+        for (struct pl_session *s = pl_session_first(j->base.bare); s;
              s = s->next_res)
             if ((flags(s) & F_FLUSHED) && s->available && s->priority >= 0) {
                 start_flush(s);
                 break;
             }
     }
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static int on_offline(struct pl_event *ev, void *state)
@@ -129,12 +123,11 @@ static int on_offline(struct pl_event *ev, void *state)
         !pl_node_child(root, "subject", NULL) &&
         pl_node_child(root, NULL, "http://jabber.org/protocol/chatstates"))
         return PL_HANDLED;
-    struct store_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
+    struct store_job *j = pl_job_new(sizeof(*j), NULL, 0, ev->host->domain,
+                                     ev->to->local);
     j->quota = s->quota;
     snprintf(j->key, sizeof(j->key), "%020llu", next_seq++);
-    j->st = pl_stanza_copy(ev->stanza);
+    j->base.st = pl_stanza_copy(ev->stanza);
     /* XEP-0203: when the server received it. */
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -144,17 +137,16 @@ static int on_offline(struct pl_event *ev, void *state)
     snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
              tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000) % 1000);
-    struct pl_node *delay = pl_node_add_child(j->st, pl_stanza_root(j->st),
-                                              "delay", NS_DELAY);
-    pl_node_set_attr(j->st, delay, "from", ev->host->domain);
-    pl_node_set_attr(j->st, delay, "stamp", stamp);
+    struct pl_node *delay = pl_node_add_child(
+        j->base.st, pl_stanza_root(j->base.st), "delay", NS_DELAY);
+    pl_node_set_attr(j->base.st, delay, "from", ev->host->domain);
+    pl_node_set_attr(j->base.st, delay, "stamp", stamp);
     pl_storage_submit(pl_server_loop(), store_run, store_done, j);
     return PL_HANDLED;
 }
 
 struct flush_job {
-    uint64_t sid;
-    char *host, *user;
+    struct pl_job base; /* the session flushed to, its account */
     struct pl_buf msgs; /* serialized stanzas, NUL-separated */
     struct pl_buf keys; /* their keys, NUL-separated */
     long n;
@@ -173,7 +165,7 @@ static int collect(const char *key, const void *data, size_t len, void *ud)
 static int flush_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct flush_job *j = arg;
-    return d->kv_list(db, j->host, j->user, "offline", collect, j);
+    return d->kv_list(db, j->base.host, j->base.user, "offline", collect, j);
 }
 
 /* Deletes exactly the messages read (newer ones stay). */
@@ -183,7 +175,8 @@ static int forget_run(const struct pl_storage_driver *d, void *db, void *arg)
     const char *k = j->keys.data + j->keys.off;
     const char *end = k + j->keys.len;
     for (; k < end; k += strlen(k) + 1) {
-        int rc = d->kv_set(db, j->host, j->user, "offline", k, NULL, 0);
+        int rc =
+            d->kv_set(db, j->base.host, j->base.user, "offline", k, NULL, 0);
         if (rc != PL_OK && rc != PL_ENOT_FOUND)
             return rc;
     }
@@ -194,9 +187,7 @@ static void flush_free(struct flush_job *j)
 {
     pl_buf_reset(&j->msgs);
     pl_buf_reset(&j->keys);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static void forget_done(int rc, void *arg)
@@ -205,8 +196,8 @@ static void forget_done(int rc, void *arg)
     if (rc != PL_OK)
         pl_log_error("mod_offline", "while deleting delivered offline "
                                     "messages of %s@%s: %s",
-                     j->user, j->host, pl_strerror(rc));
-    uint64_t sid = j->sid;
+                     j->base.user, j->base.host, pl_strerror(rc));
+    uint64_t sid = j->base.sid;
     flush_free(j);
     flush_ended(sid);
 }
@@ -214,7 +205,7 @@ static void forget_done(int rc, void *arg)
 static void flush_done(int rc, void *arg)
 {
     struct flush_job *j = arg;
-    struct pl_session *s = pl_session_by_id(j->sid);
+    struct pl_session *s = pl_session_by_id(j->base.sid);
     if (rc == PL_OK && j->n) {
         const char *p = j->msgs.data + j->msgs.off;
         const char *end = p + j->msgs.len;
@@ -243,7 +234,7 @@ static void flush_done(int rc, void *arg)
             p += n + 1;
         }
         pl_log_debug("mod_offline", "delivered %ld offline messages to %s@%s",
-                     delivered, j->user, j->host);
+                     delivered, j->base.user, j->base.host);
         /* Deleted only now, after delivery started whatever makes it
          * durable on the other side (a stream-managed session's stored
          * copies, a new offline store): storage jobs run in order, so a
@@ -251,7 +242,7 @@ static void flush_done(int rc, void *arg)
         pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
         return;
     }
-    uint64_t sid = j->sid;
+    uint64_t sid = j->base.sid;
     flush_free(j);
     flush_ended(sid);
 }
@@ -264,10 +255,8 @@ static void start_flush(struct pl_session *s)
         return;
     }
     set_flags(s, (f | F_FLUSHED | F_RUNNING) & ~(uintptr_t)F_AGAIN);
-    struct flush_job *j = pl_calloc(1, sizeof(*j));
-    j->sid = s->id;
-    j->host = pl_strdup(s->jid->domain);
-    j->user = pl_strdup(s->jid->local);
+    struct flush_job *j = pl_job_new(sizeof(*j), NULL, s->id,
+                                     s->jid->domain, s->jid->local);
     pl_storage_submit(pl_server_loop(), flush_run, flush_done, j);
 }
 

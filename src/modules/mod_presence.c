@@ -41,13 +41,12 @@ static void pres_free(struct pres *p)
 enum kind { B_AVAILABLE, B_UNAVAILABLE, B_PROBE };
 
 struct job {
+    struct pl_job base;        /* the presence to send (held), the session
+                                * that sent or is probed, the user */
     enum kind kind;
-    uint64_t sid;              /* the session that sent or is probed */
-    char *host, *user, *bare;  /* the user */
     char *full;                /* the session's full JID */
     char *prober;              /* B_PROBE: who asks (full JID as sent) */
     char *prober_bare;
-    struct pl_stanza *st;      /* the presence to send (held) */
     int initial;               /* B_AVAILABLE: first available presence */
     char **directed;           /* B_UNAVAILABLE after close: copies */
     int ndirected;
@@ -58,47 +57,46 @@ struct job {
 
 static void job_free(struct job *j)
 {
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j->bare);
     pl_free(j->full);
     pl_free(j->prober);
     pl_free(j->prober_bare);
-    pl_stanza_unref(j->st);
     for (int i = 0; i < j->ndirected; i++)
         pl_free(j->directed[i]);
     pl_free(j->directed);
     pl_roster_free(&j->roster);
     pl_roster_item_free(&j->item);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static struct job *job_new(enum kind kind, struct pl_session *s,
                            const char *host, const char *user)
 {
-    struct job *j = pl_calloc(1, sizeof(*j));
+    struct job *j = pl_job_new(sizeof(*j), NULL, s ? s->id : 0, host, user);
     j->kind = kind;
-    j->sid = s ? s->id : 0;
-    j->host = pl_strdup(host);
-    j->user = pl_strdup(user);
-    size_t n = strlen(user) + strlen(host) + 2;
-    j->bare = pl_malloc(n);
-    snprintf(j->bare, n, "%s@%s", user, host);
     if (s && s->jid)
         j->full = pl_strdup(s->jid->full);
     return j;
+}
+
+/* Moves the session's directed-presence recipients into j (§4.6.3). */
+static void take_directed(struct job *j, struct pres *p)
+{
+    j->directed = p->directed;
+    j->ndirected = p->ndirected;
+    p->directed = NULL;
+    p->ndirected = 0;
 }
 
 static int run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
     if (j->kind == B_PROBE) {
-        int rc = pl_roster_load_item(d, db, j->host, j->user, j->prober_bare,
-                                     &j->item);
+        int rc = pl_roster_load_item(d, db, j->base.host, j->base.user,
+                                     j->prober_bare, &j->item);
         j->found = rc == PL_OK;
         return rc == PL_ENOT_FOUND ? PL_OK : rc;
     }
-    return pl_roster_load(d, db, j->host, j->user, &j->roster);
+    return pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
 }
 
 /* Sends a copy of st from `from` to `to` (strings). */
@@ -119,7 +117,7 @@ static void to_contacts(struct job *j, struct pl_stanza *st)
 /* To the user's available resources, the sender included (§4.2.2). */
 static void to_own(struct job *j, struct pl_stanza *st)
 {
-    for (struct pl_session *s = pl_session_first(j->bare); s;
+    for (struct pl_session *s = pl_session_first(j->base.bare); s;
          s = s->next_res) {
         if (!s->available)
             continue;
@@ -134,10 +132,10 @@ static void to_own(struct job *j, struct pl_stanza *st)
 static void done(int rc, void *arg)
 {
     struct job *j = arg;
-    struct pl_session *s = j->sid ? pl_session_by_id(j->sid) : NULL;
+    struct pl_session *s = j->base.sid ? pl_session_by_id(j->base.sid) : NULL;
     if (rc != PL_OK) {
         pl_log_error("mod_presence", "reading the roster of %s failed",
-                     j->bare);
+                     j->base.bare);
         job_free(j);
         return;
     }
@@ -145,11 +143,11 @@ static void done(int rc, void *arg)
     case B_AVAILABLE:
         if (!s || !s->available)
             break; /* gone or unavailable meanwhile */
-        to_contacts(j, j->st);
-        to_own(j, j->st);
+        to_contacts(j, j->base.st);
+        to_own(j, j->base.st);
         if (j->initial) {
             /* §4.2.2: the other resources' presence to the new one. */
-            for (struct pl_session *o = pl_session_first(j->bare); o;
+            for (struct pl_session *o = pl_session_first(j->base.bare); o;
                  o = o->next_res)
                 if (o != s && o->available && o->presence)
                     send_copy(o->presence, o->jid->full, s->jid->full);
@@ -159,18 +157,18 @@ static void done(int rc, void *arg)
             pl_stanza_set_attr(probe, "type", "probe");
             for (int i = 0; i < j->roster.n; i++)
                 if (pl_roster_has_to(&j->roster.v[i]))
-                    send_copy(probe, j->bare, j->roster.v[i].jid);
+                    send_copy(probe, j->base.bare, j->roster.v[i].jid);
             pl_stanza_unref(probe);
-            struct pl_event ev = {"presence/initial", s->host, s, j->st,
+            struct pl_event ev = {"presence/initial", s->host, s, j->base.st,
                                   s->jid, NULL, NULL};
             pl_hook_fire(&ev);
         }
         break;
     case B_UNAVAILABLE:
-        to_contacts(j, j->st);
-        to_own(j, j->st);
+        to_contacts(j, j->base.st);
+        to_own(j, j->base.st);
         for (int i = 0; i < j->ndirected; i++)
-            send_copy(j->st, j->full, j->directed[i]);
+            send_copy(j->base.st, j->full, j->directed[i]);
         break;
     case B_PROBE: {
         if (!j->found || !pl_roster_has_from(&j->item)) {
@@ -178,7 +176,7 @@ static void done(int rc, void *arg)
             break;
         }
         int n = 0;
-        for (struct pl_session *o = pl_session_first(j->bare); o;
+        for (struct pl_session *o = pl_session_first(j->base.bare); o;
              o = o->next_res)
             if (o->available && o->presence) {
                 send_copy(o->presence, o->jid->full, j->prober);
@@ -187,7 +185,7 @@ static void done(int rc, void *arg)
         if (!n) {
             struct pl_stanza *u = pl_stanza_new("presence", PL_NS_CLIENT);
             pl_stanza_set_attr(u, "type", "unavailable");
-            send_copy(u, j->bare, j->prober);
+            send_copy(u, j->base.bare, j->prober);
             pl_stanza_unref(u);
         }
         break;
@@ -206,17 +204,14 @@ static int on_broadcast(struct pl_event *ev, void *state)
     struct pres *p = pres_of(s);
     struct job *j = job_new(type ? B_UNAVAILABLE : B_AVAILABLE, s,
                             ev->host->domain, s->jid->local);
-    j->st = pl_stanza_copy(ev->stanza);
-    pl_stanza_set_attr(j->st, "to", NULL);
+    j->base.st = pl_stanza_copy(ev->stanza);
+    pl_stanza_set_attr(j->base.st, "to", NULL);
     if (!type) {
         j->initial = !p->initial_done;
         p->initial_done = 1;
     } else {
         /* §4.6.3: unavailable also goes to directed recipients. */
-        j->directed = p->directed;
-        j->ndirected = p->ndirected;
-        p->directed = NULL;
-        p->ndirected = 0;
+        take_directed(j, p);
         p->initial_done = 0;
     }
     pl_storage_submit(pl_server_loop(), run, done, j);
@@ -269,22 +264,18 @@ static int on_closed(struct pl_event *ev, void *state)
     if (s->available && s->jid) {
         struct job *j = job_new(B_UNAVAILABLE, s, ev->host->domain,
                                 s->jid->local);
-        j->sid = 0; /* the session is gone */
-        j->st = pl_stanza_new("presence", PL_NS_CLIENT);
-        pl_stanza_set_attr(j->st, "type", "unavailable");
+        j->base.sid = 0; /* the session is gone */
+        j->base.st = pl_stanza_new("presence", PL_NS_CLIENT);
+        pl_stanza_set_attr(j->base.st, "type", "unavailable");
         struct pl_node *status = s->presence
                                      ? pl_node_child(pl_stanza_root(
                                                          s->presence),
                                                      "status", NULL)
                                      : NULL;
         if (status)
-            pl_node_add_copy(j->st, pl_stanza_root(j->st), status);
-        if (p) {
-            j->directed = p->directed;
-            j->ndirected = p->ndirected;
-            p->directed = NULL;
-            p->ndirected = 0;
-        }
+            pl_node_add_copy(j->base.st, pl_stanza_root(j->base.st), status);
+        if (p)
+            take_directed(j, p);
         s->available = 0;
         pl_storage_submit(pl_server_loop(), run, done, j);
     }

@@ -47,8 +47,8 @@ struct entry {
 };
 
 struct job {
-    struct pl_stanza *st;  /* the request, held until the reply */
-    char *host, *user;     /* the account */
+    struct pl_job base;    /* the request, held until the reply; the
+                            * account */
     struct entry *e;       /* one per child of <query/> */
     int n;
     long max_entries;      /* set: the quota */
@@ -62,11 +62,8 @@ static void job_free(struct job *j)
         pl_buf_reset(&j->e[i].data);
     }
     pl_free(j->e);
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_buf_reset(&j->scratch);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static int is_reserved(const char *ns)
@@ -111,10 +108,8 @@ static int job_new(struct pl_event *ev, struct job **out)
          c = pl_node_next_elem(c))
         if (is_reserved(c->ns))
             return PL_ENOT_ACCEPTABLE;
-    struct job *j = pl_calloc(1, sizeof(*j));
-    j->st = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
+    struct job *j = pl_job_new(sizeof(*j), ev->stanza, 0, ev->host->domain,
+                               ev->to->local);
     j->e = pl_calloc(n, sizeof(*j->e));
     for (struct pl_node *c = pl_node_first_elem(q); c;
          c = pl_node_next_elem(c)) {
@@ -134,14 +129,13 @@ static int job_new(struct pl_event *ev, struct job **out)
     return PL_OK;
 }
 
-/* Whether the IQ is addressed to the sender's own account. */
 /* ---------------------------------------------------------------- get */
 
 static int get_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
     for (int i = 0; i < j->n; i++) {
-        int rc = d->kv_get(db, j->host, j->user, STORE, j->e[i].key,
+        int rc = d->kv_get(db, j->base.host, j->base.user, STORE, j->e[i].key,
                            &j->e[i].data);
         if (rc == PL_OK)
             j->e[i].found = 1;
@@ -157,12 +151,12 @@ static void get_done(int rc, void *arg)
     if (rc != PL_OK) {
         pl_log_error("mod_private", "reading private XML of %s@%s failed: "
                                     "%s",
-                     j->user, j->host, pl_strerror(rc));
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+                     j->base.user, j->base.host, pl_strerror(rc));
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
         job_free(j);
         return;
     }
-    struct pl_stanza *r = pl_iq_result(j->st);
+    struct pl_stanza *r = pl_iq_result(j->base.st);
     struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
                                           NS_PRIVATE);
     for (int i = 0; i < j->n; i++) {
@@ -173,7 +167,7 @@ static void get_done(int rc, void *arg)
             if (pl_xml_parse_fragment(s.p, s.len, &frag) != PL_OK)
                 pl_log_error("mod_private", "stored private XML %s of "
                                             "%s@%s does not parse",
-                             e->key, j->user, j->host);
+                             e->key, j->base.user, j->base.host);
         }
         if (frag)
             pl_node_add_copy(r, q, pl_stanza_root(frag));
@@ -181,7 +175,7 @@ static void get_done(int rc, void *arg)
             pl_node_add_child(r, q, e->el->name, e->el->ns);
         pl_stanza_unref(frag);
     }
-    pl_route_reply(j->st, r);
+    pl_route_reply(j->base.st, r);
     pl_stanza_unref(r);
     job_free(j);
 }
@@ -207,12 +201,12 @@ static int set_run(const struct pl_storage_driver *d, void *db, void *arg)
     struct job *j = arg;
     /* Check the quota before writing anything: no partial update. */
     long count, added = 0;
-    int rc = d->kv_count(db, j->host, j->user, STORE, &count);
+    int rc = d->kv_count(db, j->base.host, j->base.user, STORE, &count);
     if (rc != PL_OK)
         return rc;
     for (int i = 0; i < j->n; i++) {
         pl_buf_reset(&j->scratch);
-        rc = d->kv_get(db, j->host, j->user, STORE, j->e[i].key,
+        rc = d->kv_get(db, j->base.host, j->base.user, STORE, j->e[i].key,
                        &j->scratch);
         if (rc != PL_OK && rc != PL_ENOT_FOUND)
             return rc;
@@ -225,7 +219,7 @@ static int set_run(const struct pl_storage_driver *d, void *db, void *arg)
         return PL_ELIMIT;
     for (int i = 0; i < j->n; i++) {
         struct pl_str s = pl_buf_str(&j->e[i].data);
-        rc = d->kv_set(db, j->host, j->user, STORE, j->e[i].key,
+        rc = d->kv_set(db, j->base.host, j->base.user, STORE, j->e[i].key,
                        j->e[i].remove ? NULL : s.p, s.len);
         if (rc != PL_OK)
             return rc;
@@ -237,20 +231,20 @@ static void set_done(int rc, void *arg)
 {
     struct job *j = arg;
     if (rc == PL_OK) {
-        struct pl_stanza *r = pl_iq_result(j->st);
-        pl_route_reply(j->st, r);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
+        pl_route_reply(j->base.st, r);
         pl_stanza_unref(r);
     } else if (rc == PL_ELIMIT) {
         char text[96];
         snprintf(text, sizeof(text),
                  "At most %ld private XML elements may be stored.",
                  j->max_entries);
-        pl_route_error(j->st, PL_ENOT_ACCEPTABLE, text);
+        pl_route_error(j->base.st, PL_ENOT_ACCEPTABLE, text);
     } else {
         pl_log_error("mod_private", "storing private XML of %s@%s failed: "
                                     "%s",
-                     j->user, j->host, pl_strerror(rc));
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+                     j->base.user, j->base.host, pl_strerror(rc));
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
     job_free(j);
 }

@@ -45,22 +45,27 @@ static struct pl_map unread; /* bare JID -> messages since last login */
 /* ---------------------------------------------------------- registering */
 
 struct reg_job {
-    struct pl_stanza *st;   /* the request, until the reply */
-    char *host, *user;      /* the account */
+    struct pl_job base;     /* the request, until the reply; the account */
     char *key;              /* "<jid>\t<node>", or "<jid>\t" for disable */
     struct pl_buf value;    /* enable: the registration */
     int disable;            /* remove instead of add */
     long max;               /* registrations per account */
 };
 
+/* A job for the account the IQ is addressed to; takes ownership of key. */
+static struct reg_job *reg_new(struct pl_event *ev, char *key)
+{
+    struct reg_job *j = pl_job_new(sizeof(*j), ev->stanza, 0,
+                                   ev->host->domain, ev->to->local);
+    j->key = key;
+    return j;
+}
+
 static void reg_free(struct reg_job *j)
 {
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_free(j->key);
     pl_buf_reset(&j->value);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 struct prefix_scan {
@@ -98,21 +103,22 @@ static int reg_run(const struct pl_storage_driver *d, void *db, void *arg)
     } else {
         p.exact = j->key;
     }
-    int rc = d->kv_list(db, j->host, j->user, STORE, scan_key, &p);
+    int rc = d->kv_list(db, j->base.host, j->base.user, STORE, scan_key, &p);
     if (rc != PL_OK)
         goto out;
     if (j->disable) {
         if (p.exists)
-            rc = d->kv_set(db, j->host, j->user, STORE, j->key, NULL, 0);
+            rc = d->kv_set(db, j->base.host, j->base.user, STORE, j->key, NULL,
+                           0);
         for (const char *k = p.keys.data;
              rc == PL_OK && k && k < p.keys.data + p.keys.len;
              k += strlen(k) + 1)
-            rc = d->kv_set(db, j->host, j->user, STORE, k, NULL, 0);
+            rc = d->kv_set(db, j->base.host, j->base.user, STORE, k, NULL, 0);
     } else if (!p.exists && p.count >= j->max) {
         rc = PL_ELIMIT;
     } else {
-        rc = d->kv_set(db, j->host, j->user, STORE, j->key, j->value.data,
-                       j->value.len);
+        rc = d->kv_set(db, j->base.host, j->base.user, STORE, j->key,
+                       j->value.data, j->value.len);
     }
 out:
     pl_buf_reset(&p.keys);
@@ -123,19 +129,19 @@ static void reg_done(int rc, void *arg)
 {
     struct reg_job *j = arg;
     if (rc == PL_OK) {
-        struct pl_stanza *r = pl_iq_result(j->st);
-        pl_route_reply(j->st, r);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
+        pl_route_reply(j->base.st, r);
         pl_stanza_unref(r);
     } else if (rc == PL_ELIMIT) {
         char text[96];
         snprintf(text, sizeof(text),
                  "At most %ld push registrations per account.", j->max);
-        pl_route_error(j->st, PL_ERESOURCE_CONSTRAINT, text);
+        pl_route_error(j->base.st, PL_ERESOURCE_CONSTRAINT, text);
     } else {
         pl_log_error("mod_push", "while storing a push registration of "
                                  "%s@%s: %s",
-                     j->user, j->host, pl_strerror(rc));
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+                     j->base.user, j->base.host, pl_strerror(rc));
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
     reg_free(j);
 }
@@ -171,11 +177,7 @@ static int on_enable(struct pl_event *ev, void *state)
     int rc = reg_key(el, 1, &key);
     if (rc != PL_OK)
         return rc;
-    struct reg_job *j = pl_calloc(1, sizeof(*j));
-    j->st = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
-    j->key = key;
+    struct reg_job *j = reg_new(ev, key);
     j->max = s->max_per_user;
     /* Kept as the client sent it, plus the resource it came from. */
     struct pl_stanza *copy = pl_stanza_new("enable", NS_PUSH);
@@ -206,11 +208,7 @@ static int on_disable(struct pl_event *ev, void *state)
     int rc = reg_key(pl_stanza_payload(ev->stanza), 0, &key);
     if (rc != PL_OK)
         return rc;
-    struct reg_job *j = pl_calloc(1, sizeof(*j));
-    j->st = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(ev->to->local);
-    j->key = key;
+    struct reg_job *j = reg_new(ev, key);
     j->disable = 1;
     pl_storage_submit(pl_server_loop(), reg_run, reg_done, j);
     return PL_PENDING;
@@ -219,8 +217,8 @@ static int on_disable(struct pl_event *ev, void *state)
 /* ---------------------------------------------------------- notifying */
 
 struct notify_job {
+    struct pl_job base;      /* the account */
     const struct state *cfg; /* options */
-    char *host, *user;       /* the account */
     char *resource;          /* only registrations of it, or NULL: all */
     char *sender;            /* last-message-sender */
     char *body;              /* last-message-body, or NULL */
@@ -240,7 +238,7 @@ static int collect(const char *key, const void *data, size_t len, void *ud)
 static int notify_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct notify_job *j = arg;
-    return d->kv_list(db, j->host, j->user, STORE, collect, j);
+    return d->kv_list(db, j->base.host, j->base.user, STORE, collect, j);
 }
 
 static void add_field(struct pl_stanza *st, struct pl_node *x,
@@ -255,23 +253,22 @@ static void add_field(struct pl_stanza *st, struct pl_node *x,
 /* An app server answered a notification with an error (XEP-0357 §7.1):
  * the device is gone or the registration is stale, so it is removed. */
 struct answer {
-    char *host, *user, *key; /* the registration */
+    struct pl_job base; /* the account */
+    char *key;          /* the registration */
 };
 
 static int drop_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct answer *a = arg;
-    return d->kv_set(db, a->host, a->user, STORE, a->key, NULL, 0);
+    return d->kv_set(db, a->base.host, a->base.user, STORE, a->key, NULL, 0);
 }
 
 static void answer_free(int rc, void *arg)
 {
     struct answer *a = arg;
     (void)rc;
-    pl_free(a->host);
-    pl_free(a->user);
     pl_free(a->key);
-    pl_free(a);
+    pl_job_free(a);
 }
 
 static void on_answer(struct pl_stanza *reply, void *arg)
@@ -281,7 +278,7 @@ static void on_answer(struct pl_stanza *reply, void *arg)
     if (a->key && type && strcmp(type, "error") == 0) {
         pl_log_info("mod_push", "%s@%s: app server refused a notification; "
                                 "registration removed",
-                    a->user, a->host);
+                    a->base.user, a->base.host);
         struct pl_barrier *prev = pl_barrier_enter(NULL);
         pl_storage_submit(pl_server_loop(), drop_run, answer_free, a);
         pl_barrier_enter(prev);
@@ -325,18 +322,17 @@ static void publish(struct notify_job *j, struct pl_node *reg)
                                                NS_PUBSUB);
         pl_node_add_copy(iq, po, form);
     }
-    char bare[2200];
-    snprintf(bare, sizeof(bare), "%s@%s", j->user, j->host);
-    struct answer *a = pl_calloc(1, sizeof(*a));
-    a->host = pl_strdup(j->host);
-    a->user = pl_strdup(j->user);
+    struct answer *a = pl_job_new(sizeof(*a), NULL, 0, j->base.host,
+                                  j->base.user);
     if (j->cfg->disable_on_error) {
         size_t kl = strlen(jid) + strlen(node) + 2;
         a->key = pl_malloc(kl);
         snprintf(a->key, kl, "%s\t%s", jid, node);
     }
-    if (pl_iq_request(iq, bare, jid, on_answer, a, 30000) != PL_OK) {
-        pl_log_warn("mod_push", "%s: unusable app server JID %s", bare, jid);
+    if (pl_iq_request(iq, j->base.bare, jid, on_answer, a, 30000) !=
+        PL_OK) {
+        pl_log_warn("mod_push", "%s: unusable app server JID %s",
+                    j->base.bare, jid);
         answer_free(PL_OK, a);
     }
     pl_stanza_unref(iq);
@@ -348,7 +344,7 @@ static void notify_done(int rc, void *arg)
     if (rc != PL_OK) {
         pl_log_error("mod_push", "while reading push registrations of "
                                  "%s@%s: %s",
-                     j->user, j->host, pl_strerror(rc));
+                     j->base.user, j->base.host, pl_strerror(rc));
     } else {
         for (const char *p = j->regs.data;
              p && p < j->regs.data + j->regs.len; p += strlen(p) + 1) {
@@ -362,12 +358,10 @@ static void notify_done(int rc, void *arg)
         }
     }
     pl_buf_reset(&j->regs);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_free(j->resource);
     pl_free(j->sender);
     pl_free(j->body);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 /* Messages a person would want to be woken for. */
@@ -390,10 +384,9 @@ static void notify(struct pl_event *ev, const struct state *s,
         return;
     uintptr_t n = (uintptr_t)pl_map_get(&unread, to->bare) + 1;
     pl_map_put(&unread, to->bare, (void *)n);
-    struct notify_job *j = pl_calloc(1, sizeof(*j));
+    struct notify_job *j = pl_job_new(sizeof(*j), NULL, 0, to->domain,
+                                      to->local);
     j->cfg = s;
-    j->host = pl_strdup(to->domain);
-    j->user = pl_strdup(to->local);
     j->resource = resource ? pl_strdup(resource) : NULL;
     j->count = n;
     const char *from = pl_stanza_attr(ev->stanza, "from");

@@ -156,11 +156,10 @@ static int on_get(struct pl_event *ev, void *state)
 
 /* An account write in flight: PBKDF2 on the CPU queue, then storage. */
 struct job {
-    struct pl_work w;          /* CPU step; first member */
-    uint64_t sid;              /* requesting session */
+    struct pl_job base;        /* the request, held; requesting session;
+                                * the account */
+    struct pl_work w;          /* CPU step */
     int create;                /* create (1) or change password (0) */
-    struct pl_stanza *st;      /* the request, held */
-    char *host, *user;         /* copies */
     char *password;            /* wiped after derivation */
     long iterations;           /* PBKDF2 rounds */
     struct pl_account acct;    /* derived keys */
@@ -173,27 +172,28 @@ static void job_free(struct job *j)
         OPENSSL_cleanse(j->password, strlen(j->password));
         pl_free(j->password);
     }
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j);
+    pl_job_free(j);
+}
+
+static struct job *job_of(struct pl_work *w)
+{
+    return (struct job *)((char *)w - offsetof(struct job, w));
 }
 
 static void job_reply(struct job *j, int rc)
 {
-    struct pl_session *s = pl_session_by_id(j->sid);
-    struct pl_event ev = {NULL, pl_host_find(j->host), s, j->st, NULL, NULL,
-                          NULL};
-    if (!s && !pl_stanza_attr(j->st, "from"))
+    struct pl_session *s = pl_session_by_id(j->base.sid);
+    struct pl_event ev = {
+        NULL, pl_host_find(j->base.host), s, j->base.st, NULL, NULL, NULL};
+    if (!s && !pl_stanza_attr(j->base.st, "from"))
         return; /* the unauthenticated requester left */
     if (rc == PL_OK) {
-        struct pl_stanza *r = pl_iq_result(j->st);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
         reply(&ev, r);
         pl_stanza_unref(r);
     } else {
-        reply_error(&ev, j->st, rc, rc == PL_ECONFLICT
-                                        ? "the username is taken"
-                                        : NULL);
+        reply_error(&ev, j->base.st, rc,
+                    rc == PL_ECONFLICT ? "the username is taken" : NULL);
     }
 }
 
@@ -201,8 +201,8 @@ static int store_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
     if (j->create)
-        return d->account_create(db, j->host, j->user, &j->acct);
-    return d->account_update(db, j->host, j->user, &j->acct);
+        return d->account_create(db, j->base.host, j->base.user, &j->acct);
+    return d->account_update(db, j->base.host, j->base.user, &j->acct);
 }
 
 static void store_done(int rc, void *arg)
@@ -211,12 +211,12 @@ static void store_done(int rc, void *arg)
     if (rc == PL_OK) {
         pl_log_info("mod_register", "%s %s@%s",
                     j->create ? "registered" : "changed the password of",
-                    j->user, j->host);
+                    j->base.user, j->base.host);
         if (j->create)
             pl_stat_inc(registrations);
     } else if (rc != PL_ECONFLICT) {
-        pl_log_error("mod_register", "storing %s@%s failed: %s", j->user,
-                     j->host, pl_strerror(rc));
+        pl_log_error("mod_register", "storing %s@%s failed: %s", j->base.user,
+                     j->base.host, pl_strerror(rc));
         rc = PL_EINTERNAL_SERVER_ERROR;
     }
     job_reply(j, rc);
@@ -225,7 +225,7 @@ static void store_done(int rc, void *arg)
 
 static void derive_work(struct pl_work *w)
 {
-    struct job *j = (struct job *)w;
+    struct job *j = job_of(w);
     struct pl_str pw = pl_str_c(j->password);
     j->rc = pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0,
                             (unsigned)j->iterations, &j->acct.keys[0]);
@@ -236,7 +236,7 @@ static void derive_work(struct pl_work *w)
 
 static void derive_done(struct pl_work *w)
 {
-    struct job *j = (struct job *)w;
+    struct job *j = job_of(w);
     if (j->rc != PL_OK) {
         job_reply(j, PL_ENOT_ACCEPTABLE);
         job_free(j);
@@ -248,35 +248,28 @@ static void derive_done(struct pl_work *w)
 static struct job *new_job(struct pl_event *ev, const char *user,
                            const char *password, int create)
 {
-    struct job *j = pl_calloc(1, sizeof(*j));
+    struct job *j = pl_job_new(sizeof(*j), ev->stanza,
+                               ev->session ? ev->session->id : 0,
+                               ev->host->domain, user);
     j->w.work = derive_work;
     j->w.done = derive_done;
-    j->sid = ev->session ? ev->session->id : 0;
     j->create = create;
-    j->st = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(user);
     j->password = pl_strdup(password);
     j->iterations = pl_server_scram_iterations();
     return j;
 }
 
-/* Account removal. */
-struct removal {
-    uint64_t sid;
-    struct pl_stanza *st;
-    char *host, *user;
-};
+/* Account removal: a job with nothing but the head. */
 
 static int remove_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
-    struct removal *r = arg;
+    struct pl_job *r = arg;
     return d->account_delete(db, r->host, r->user);
 }
 
 static void remove_done(int rc, void *arg)
 {
-    struct removal *r = arg;
+    struct pl_job *r = arg;
     struct pl_host *h = pl_host_find(r->host);
     struct pl_session *s = pl_session_by_id(r->sid);
     struct pl_event ev = {"user/deleted", h, s, r->st, NULL, NULL, r->user};
@@ -288,10 +281,8 @@ static void remove_done(int rc, void *arg)
         pl_log_info("mod_register", "removed %s@%s", r->user, r->host);
         pl_hook_fire(&ev);
         /* XEP-0077 §3.2: every session of the account ends. */
-        char bare[2200];
-        snprintf(bare, sizeof(bare), "%s@%s", r->user, r->host);
         struct pl_session *o;
-        while ((o = pl_session_first(bare))) {
+        while ((o = pl_session_first(r->bare))) {
             o->ops->close(o, "not-authorized", "account removed");
             pl_session_unregister(o);
         }
@@ -300,10 +291,7 @@ static void remove_done(int rc, void *arg)
                                                     : PL_EINTERNAL_SERVER_ERROR,
                     NULL);
     }
-    pl_stanza_unref(r->st);
-    pl_free(r->host);
-    pl_free(r->user);
-    pl_free(r);
+    pl_job_free(r);
 }
 
 static const char *child_text(struct pl_stanza *st, struct pl_node *q,
@@ -328,11 +316,8 @@ static int on_set(struct pl_event *ev, void *state)
         /* XEP-0077 §3.2: <remove/> must be the only child. */
         if (pl_node_count_elems(q) != 1)
             return PL_EBAD_REQUEST;
-        struct removal *r = pl_calloc(1, sizeof(*r));
-        r->sid = sess->id;
-        r->st = pl_stanza_ref(ev->stanza);
-        r->host = pl_strdup(ev->host->domain);
-        r->user = pl_strdup(sess->jid->local);
+        struct pl_job *r = pl_job_new(sizeof(*r), ev->stanza, sess->id,
+                                      ev->host->domain, sess->jid->local);
         pl_storage_submit(pl_server_loop(), remove_run, remove_done, r);
         return PL_HANDLED;
     }

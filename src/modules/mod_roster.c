@@ -22,10 +22,8 @@ struct state {
 enum kind { K_GET, K_SET, K_REMOVE, K_OUT, K_IN, K_PENDING, K_PRESENCE };
 
 struct job {
+    struct pl_job base;         /* the request, session and roster owner */
     enum kind kind;
-    struct pl_stanza *st;       /* the request (held) */
-    uint64_t sid;               /* requesting session, 0 if none */
-    char *host, *user, *bare;   /* the roster's owner */
     char *contact;              /* contact's bare JID */
     char *type;                 /* presence type for K_OUT/K_IN */
     struct pl_roster_item item; /* new values, then the stored result */
@@ -40,38 +38,29 @@ struct job {
 static struct job *job_new(enum kind kind, struct pl_event *ev,
                            const char *host, const char *user)
 {
-    struct job *j = pl_calloc(1, sizeof(*j));
+    struct job *j = pl_job_new(sizeof(*j), ev->stanza,
+                               ev->session ? ev->session->id : 0, host,
+                               user);
     j->kind = kind;
-    j->st = ev->stanza ? pl_stanza_ref(ev->stanza) : NULL;
-    j->sid = ev->session ? ev->session->id : 0;
-    j->host = pl_strdup(host);
-    j->user = pl_strdup(user);
-    size_t n = strlen(user) + strlen(host) + 2;
-    j->bare = pl_malloc(n);
-    snprintf(j->bare, n, "%s@%s", user, host);
     return j;
 }
 
 static void job_free(struct job *j)
 {
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j->bare);
     pl_free(j->contact);
     pl_free(j->type);
     pl_roster_item_free(&j->item);
     pl_roster_free(&j->roster);
     pl_buf_reset(&j->pending);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static void reply_error(struct job *j, int code, const char *text)
 {
-    struct pl_stanza *r = pl_stanza_error_reply(j->st, code, text);
+    struct pl_stanza *r = pl_stanza_error_reply(j->base.st, code, text);
     if (!r)
         return;
-    struct pl_session *s = pl_session_by_id(j->sid);
+    struct pl_session *s = pl_session_by_id(j->base.sid);
     if (s)
         pl_route_to_session(s, r);
     pl_stanza_unref(r);
@@ -79,7 +68,7 @@ static void reply_error(struct job *j, int code, const char *text)
 
 static void reply_result(struct job *j, struct pl_stanza *r)
 {
-    struct pl_session *s = pl_session_by_id(j->sid);
+    struct pl_session *s = pl_session_by_id(j->base.sid);
     if (s) {
         pl_stanza_set_attr(r, "to", s->jid->full);
         pl_route_to_session(s, r);
@@ -131,7 +120,8 @@ static int load_or_new(const struct pl_storage_driver *d, void *db,
                        struct job *j)
 {
     struct pl_roster_item it;
-    int rc = pl_roster_load_item(d, db, j->host, j->user, j->contact, &it);
+    int rc =
+        pl_roster_load_item(d, db, j->base.host, j->base.user, j->contact, &it);
     if (rc == PL_ENOT_FOUND) {
         memset(&it, 0, sizeof(it));
         it.jid = pl_strdup(j->contact);
@@ -189,9 +179,9 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
     case K_PRESENCE:
         return PL_OK; /* an ordering barrier, see send_after() */
     case K_GET:
-        return pl_roster_load(d, db, j->host, j->user, &j->roster);
+        return pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
     case K_PENDING:
-        return d->kv_list(db, j->host, j->user, "roster_pending",
+        return d->kv_list(db, j->base.host, j->base.user, "roster_pending",
                           pending_collect, &j->pending);
     case K_SET: {
         rc = is_local_account(d, db, j->contact, &local);
@@ -202,7 +192,8 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
         rc = load_or_new(d, db, j);
         if (rc == PL_OK && j->item.hidden) {
             long n = 0;
-            d->kv_list(db, j->host, j->user, "roster", count_visible, &n);
+            d->kv_list(db, j->base.host, j->base.user, "roster", count_visible,
+                       &n);
             if (n >= j->max_items)
                 rc = PL_ENOT_ALLOWED;
         }
@@ -219,14 +210,14 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
             want.groups = NULL;
             want.ngroups = 0;
             j->item.hidden = 0;
-            rc = pl_roster_save_item(d, db, j->host, j->user, &j->item,
-                                     &j->ver);
+            rc = pl_roster_save_item(d, db, j->base.host, j->base.user,
+                                     &j->item, &j->ver);
         }
         pl_roster_item_free(&want);
         return rc;
     }
     case K_REMOVE:
-        rc = pl_roster_load_item(d, db, j->host, j->user, j->contact,
+        rc = pl_roster_load_item(d, db, j->base.host, j->base.user, j->contact,
                                  &j->item);
         if (rc == PL_ENOT_FOUND || (rc == PL_OK && j->item.hidden))
             return PL_EITEM_NOT_FOUND; /* §2.5.3 */
@@ -234,12 +225,12 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
             return rc;
         j->had_to = pl_roster_has_to(&j->item) || j->item.ask;
         j->had_from = pl_roster_has_from(&j->item) || j->item.pending_in;
-        return pl_roster_delete_item(d, db, j->host, j->user, j->contact,
-                                     &j->ver);
+        return pl_roster_delete_item(d, db, j->base.host, j->base.user,
+                                     j->contact, &j->ver);
     case K_OUT:
     case K_IN: {
         struct pl_account a;
-        rc = d->account_get(db, j->host, j->user, &a);
+        rc = d->account_get(db, j->base.host, j->base.user, &a);
         if (rc != PL_OK)
             return rc;
         rc = load_or_new(d, db, j);
@@ -256,25 +247,26 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
             j->item.hidden = 0;
         if (was_hidden && !j->item.hidden) {
             long n = 0;
-            d->kv_list(db, j->host, j->user, "roster", count_visible, &n);
+            d->kv_list(db, j->base.host, j->base.user, "roster", count_visible,
+                       &n);
             if (n >= j->max_items) {
                 j->flags = 0;
                 return PL_ENOT_ALLOWED;
             }
         }
         if (j->flags & PL_R_CHANGED)
-            rc = pl_roster_save_item(d, db, j->host, j->user, &j->item,
-                                     &j->ver);
+            rc = pl_roster_save_item(d, db, j->base.host, j->base.user,
+                                     &j->item, &j->ver);
         if (rc == PL_OK && (j->flags & PL_R_KEEP_PENDING)) {
             /* Standalone XML (with its xmlns) so it parses back as is. */
             struct pl_buf x = {0};
-            pl_node_serialize(pl_stanza_root(j->st), "", PL_NS_CLIENT, &x);
-            rc = d->kv_set(db, j->host, j->user, "roster_pending",
+            pl_node_serialize(pl_stanza_root(j->base.st), "", PL_NS_CLIENT, &x);
+            rc = d->kv_set(db, j->base.host, j->base.user, "roster_pending",
                            j->contact, x.data + x.off, x.len);
             pl_buf_reset(&x);
         }
         if (rc == PL_OK && (j->flags & PL_R_DROP_PENDING))
-            rc = d->kv_set(db, j->host, j->user, "roster_pending",
+            rc = d->kv_set(db, j->base.host, j->base.user, "roster_pending",
                            j->contact, NULL, 0);
         return rc;
     }
@@ -294,11 +286,9 @@ static void done(int rc, void *arg);
  */
 static void send_after(struct job *j, const char *type)
 {
-    struct job *b = pl_calloc(1, sizeof(*b));
+    struct job *b = pl_job_new(sizeof(*b), NULL, 0, j->base.host,
+                               j->base.user);
     b->kind = K_PRESENCE;
-    b->host = pl_strdup(j->host);
-    b->user = pl_strdup(j->user);
-    b->bare = pl_strdup(j->bare);
     b->contact = pl_strdup(j->contact);
     b->type = type ? pl_strdup(type) : NULL;
     pl_storage_submit(pl_server_loop(), run, done, b);
@@ -309,10 +299,10 @@ static void done(int rc, void *arg)
     struct job *j = arg;
     switch (j->kind) {
     case K_PRESENCE:
-        send_presence_of(j->bare, j->contact, j->type);
+        send_presence_of(j->base.bare, j->contact, j->type);
         break;
     case K_GET: {
-        struct pl_session *s = pl_session_by_id(j->sid);
+        struct pl_session *s = pl_session_by_id(j->base.sid);
         if (rc != PL_OK) {
             reply_error(j, PL_EINTERNAL_SERVER_ERROR, NULL);
             break;
@@ -320,8 +310,8 @@ static void done(int rc, void *arg)
         if (!s)
             break;
         s->interested = 1;
-        struct pl_stanza *r = pl_iq_result(j->st);
-        const char *cv = pl_node_attr(pl_stanza_payload(j->st), "ver");
+        struct pl_stanza *r = pl_iq_result(j->base.st);
+        const char *cv = pl_node_attr(pl_stanza_payload(j->base.st), "ver");
         char v[24];
         snprintf(v, sizeof(v), "%ld", j->roster.ver);
         /* §2.6.3: an up-to-date client gets an empty result. */
@@ -344,10 +334,10 @@ static void done(int rc, void *arg)
                         : rc == PL_EITEM_NOT_FOUND ? "no such user" : NULL);
             break;
         } else {
-            struct pl_stanza *r = pl_iq_result(j->st);
+            struct pl_stanza *r = pl_iq_result(j->base.st);
             reply_result(j, r);
             pl_stanza_unref(r);
-            pl_roster_push(j->bare, &j->item, 0, j->ver);
+            pl_roster_push(j->base.bare, &j->item, 0, j->ver);
         }
         break;
     case K_REMOVE:
@@ -356,35 +346,29 @@ static void done(int rc, void *arg)
                         NULL);
             break;
         } else {
-            struct pl_stanza *r = pl_iq_result(j->st);
+            struct pl_stanza *r = pl_iq_result(j->base.st);
             reply_result(j, r);
             pl_stanza_unref(r);
-            pl_roster_push(j->bare, &j->item, 1, j->ver);
+            pl_roster_push(j->base.bare, &j->item, 1, j->ver);
             /* §2.5.2: cancel both directions. */
             if (j->had_to)
-                route_simple(j->bare, j->contact, "unsubscribe");
+                route_simple(j->base.bare, j->contact, "unsubscribe");
             if (j->had_from) {
-                route_simple(j->bare, j->contact, "unsubscribed");
+                route_simple(j->base.bare, j->contact, "unsubscribed");
                 send_after(j, "unavailable");
             }
         }
         break;
     case K_OUT:
-        if (rc == PL_ENOT_ALLOWED) {
-            struct pl_stanza *e = pl_stanza_error_reply(j->st, rc,
-                                                        "roster is full");
-            struct pl_session *s = pl_session_by_id(j->sid);
-            if (e && s)
-                pl_route_to_session(s, e);
-            pl_stanza_unref(e);
-        }
+        if (rc == PL_ENOT_ALLOWED)
+            reply_error(j, rc, "roster is full");
         if (rc != PL_OK)
             break;
         if ((j->flags & PL_R_CHANGED) && !j->item.hidden)
-            pl_roster_push(j->bare, &j->item, 0, j->ver);
+            pl_roster_push(j->base.bare, &j->item, 0, j->ver);
         if (j->flags & PL_R_ROUTE) {
             /* §3.1.2: stamped with the user's bare JID. */
-            pl_route_as(j->st, j->bare, j->contact);
+            pl_route_as(j->base.st, j->base.bare, j->contact);
         }
         if (j->flags & PL_R_SEND_PRESENCE)
             send_after(j, NULL);
@@ -395,13 +379,13 @@ static void done(int rc, void *arg)
         if (rc != PL_OK)
             break; /* no such user: presence is silently dropped */
         if ((j->flags & PL_R_CHANGED) && !j->item.hidden)
-            pl_roster_push(j->bare, &j->item, 0, j->ver);
+            pl_roster_push(j->base.bare, &j->item, 0, j->ver);
         if (j->flags & PL_R_DELIVER) {
-            pl_stanza_set_attr(j->st, "to", j->bare);
-            deliver_available(j->bare, j->st);
+            pl_stanza_set_attr(j->base.st, "to", j->base.bare);
+            deliver_available(j->base.bare, j->base.st);
         }
         if (j->flags & PL_R_AUTOREPLY)
-            route_simple(j->bare, j->contact, "subscribed");
+            route_simple(j->base.bare, j->contact, "subscribed");
         if (j->flags & PL_R_SEND_PRESENCE)
             send_after(j, NULL);
         /* §3.3.3: the former subscriber learns we are gone for it. */
@@ -409,7 +393,7 @@ static void done(int rc, void *arg)
             send_after(j, "unavailable");
         break;
     case K_PENDING: {
-        struct pl_session *s = pl_session_by_id(j->sid);
+        struct pl_session *s = pl_session_by_id(j->base.sid);
         const char *p = j->pending.data ? j->pending.data + j->pending.off
                                         : NULL;
         const char *end = p ? p + j->pending.len : NULL;
@@ -540,9 +524,9 @@ static int on_inbound(struct pl_event *ev, void *state)
     j->contact = pl_strdup(ev->from->bare);
     j->type = pl_strdup(type);
     /* §3.1.3: the request is delivered from the contact's bare JID. */
-    pl_stanza_unref(j->st);
-    j->st = pl_stanza_copy(ev->stanza);
-    pl_stanza_set_attr(j->st, "from", ev->from->bare);
+    pl_stanza_unref(j->base.st);
+    j->base.st = pl_stanza_copy(ev->stanza);
+    pl_stanza_set_attr(j->base.st, "from", ev->from->bare);
     pl_storage_submit(pl_server_loop(), run, done, j);
     return PL_HANDLED;
 }

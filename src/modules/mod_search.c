@@ -118,8 +118,8 @@ struct hit {
 };
 
 struct job {
-    struct pl_stanza *st;   /* the request, held until the reply */
-    char *host;             /* domain searched */
+    struct pl_job base;     /* the request, held until the reply; host:
+                             * the domain searched */
     int form;               /* answer with a data form */
     unsigned shown;         /* bit per F_* that answers may show */
     char *key[NFIELDS];     /* folded value searched for, or NULL */
@@ -139,10 +139,8 @@ static void job_free(struct job *j)
     pl_free(j->hits);
     for (int f = 0; f < NFIELDS; f++)
         pl_free(j->key[f]);
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
     pl_buf_reset(&j->scratch);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 /* One parsed line of a directory document (spans into the document). */
@@ -188,7 +186,7 @@ static int jid_matches(const struct job *j, const char *user)
     if (!strchr(key, '@'))
         return strstr(user, key) != NULL;
     char bare[2100];
-    snprintf(bare, sizeof(bare), "%s@%s", user, j->host);
+    snprintf(bare, sizeof(bare), "%s@%s", user, j->base.host);
     return strstr(bare, key) != NULL;
 }
 
@@ -252,13 +250,14 @@ static int search_run(const struct pl_storage_driver *d, void *db, void *arg)
         if (j->key[f])
             jid_only = 0;
     if (!jid_only)
-        return d->kv_scan(db, j->host, STORE_DIR, "", scan_one, j);
-    int rc = d->account_list(db, j->host, list_one, j);
+        return d->kv_scan(db, j->base.host, STORE_DIR, "", scan_one, j);
+    int rc = d->account_list(db, j->base.host, list_one, j);
     /* Fill in what the users' vCards show, if they have one. */
     for (long i = 0; rc == PL_OK && i < j->nhits; i++) {
         struct hit *h = &j->hits[i];
         pl_buf_reset(&j->scratch);
-        int r = d->kv_get(db, j->host, h->user, STORE_DIR, "", &j->scratch);
+        int r =
+            d->kv_get(db, j->base.host, h->user, STORE_DIR, "", &j->scratch);
         if (r == PL_OK) {
             struct pl_str doc = pl_buf_str(&j->scratch);
             const char *p = doc.p;
@@ -315,12 +314,12 @@ static void search_done(int rc, void *arg)
     struct job *j = arg;
     if (rc != PL_OK) {
         pl_log_error("mod_search", "searching the directory of %s failed: %s",
-                     j->host, pl_strerror(rc));
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+                     j->base.host, pl_strerror(rc));
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
         job_free(j);
         return;
     }
-    struct pl_stanza *r = pl_iq_result(j->st);
+    struct pl_stanza *r = pl_iq_result(j->base.st);
     struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
                                           NS_SEARCH);
     if (j->form) {
@@ -335,7 +334,7 @@ static void search_done(int rc, void *arg)
             struct hit *h = &j->hits[i];
             struct pl_node *it = pl_node_add_child(r, x, "item", NS_XDATA);
             char bare[2100];
-            snprintf(bare, sizeof(bare), "%s@%s", h->user, j->host);
+            snprintf(bare, sizeof(bare), "%s@%s", h->user, j->base.host);
             add_field(r, it, "jid", NULL, NULL, bare);
             for (int f = 0; f < NLEGACY; f++)
                 if ((j->shown >> f) & 1)
@@ -347,13 +346,13 @@ static void search_done(int rc, void *arg)
             struct hit *h = &j->hits[i];
             struct pl_node *it = pl_node_add_child(r, q, "item", NS_SEARCH);
             char bare[2100];
-            snprintf(bare, sizeof(bare), "%s@%s", h->user, j->host);
+            snprintf(bare, sizeof(bare), "%s@%s", h->user, j->base.host);
             pl_node_set_attr(r, it, "jid", bare);
             for (int f = 0; f < NLEGACY; f++)
                 add_text(r, it, fields[f].name, NS_SEARCH, h->value[f]);
         }
     }
-    pl_route_reply(j->st, r);
+    pl_route_reply(j->base.st, r);
     pl_stanza_unref(r);
     job_free(j);
 }
@@ -428,9 +427,8 @@ static int on_set(struct pl_event *ev, void *state)
         return PL_EFORBIDDEN;
     struct pl_node *q = pl_stanza_payload(ev->stanza);
     struct pl_node *x = pl_node_child(q, "x", NS_XDATA);
-    struct job *j = pl_calloc(1, sizeof(*j));
-    j->st = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(ev->host->domain);
+    struct job *j = pl_job_new(sizeof(*j), ev->stanza, 0, ev->host->domain,
+                               NULL);
     j->max = s->max_results;
     j->shown = s->enabled & ((1u << NLEGACY) - 1);
     int possible = 1;

@@ -53,9 +53,8 @@ struct state {
 
 /* A read or a write in flight on the storage thread. */
 struct job {
-    struct pl_stanza *st; /* the request, held until the reply */
-    char *host;           /* account's domain */
-    char *user;           /* account's localpart */
+    struct pl_job base;   /* the request, held until the reply; the
+                           * account */
     int own;              /* get: the requester's own vCard */
     int remove;           /* set: delete rather than store */
     struct pl_buf card;   /* set: serialized vCard; get: what was read */
@@ -64,24 +63,17 @@ struct job {
 
 static struct job *job_new(struct pl_event *ev, const char *user)
 {
-    struct job *j = pl_calloc(1, sizeof(*j));
-    j->st = ev->stanza ? pl_stanza_ref(ev->stanza) : NULL;
-    j->host = pl_strdup(ev->host->domain);
-    j->user = pl_strdup(user);
-    return j;
+    return pl_job_new(sizeof(struct job), ev->stanza, 0, ev->host->domain,
+                      user);
 }
 
 static void job_free(struct job *j)
 {
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_buf_reset(&j->card);
     pl_buf_reset(&j->index);
-    pl_free(j);
+    pl_job_free(j);
 }
 
-/* Whether the IQ is addressed to the sender's own account. */
 /* ---------------------------------------------------------- directory */
 
 static int is_space(unsigned char c)
@@ -177,7 +169,7 @@ static void build_index(struct pl_stanza *st, const struct pl_node *vc,
 static int get_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
-    return d->kv_get(db, j->host, j->user, STORE_VCARD, "", &j->card);
+    return d->kv_get(db, j->base.host, j->base.user, STORE_VCARD, "", &j->card);
 }
 
 static void get_done(int rc, void *arg)
@@ -189,25 +181,25 @@ static void get_done(int rc, void *arg)
         if (pl_xml_parse_fragment(s.p, s.len, &card) != PL_OK) {
             pl_log_error("mod_vcard", "the stored vCard of %s@%s does not "
                                       "parse; answering as if there were none",
-                         j->user, j->host);
+                         j->base.user, j->base.host);
             rc = PL_ENOT_FOUND;
         }
     }
     if (rc == PL_OK || (rc == PL_ENOT_FOUND && j->own)) {
-        struct pl_stanza *r = pl_iq_result(j->st);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
         if (card)
             pl_node_add_copy(r, pl_stanza_root(r), pl_stanza_root(card));
         else
             pl_node_add_child(r, pl_stanza_root(r), "vCard", NS_VCARD);
-        pl_route_reply(j->st, r);
+        pl_route_reply(j->base.st, r);
         pl_stanza_unref(r);
     } else if (rc == PL_ENOT_FOUND) {
         /* XEP-0054 §3.3: the same error for "no vCard" and "no account". */
-        pl_route_error(j->st, PL_ESERVICE_UNAVAILABLE, NULL);
+        pl_route_error(j->base.st, PL_ESERVICE_UNAVAILABLE, NULL);
     } else {
         pl_log_error("mod_vcard", "reading the vCard of %s@%s failed: %s",
-                     j->user, j->host, pl_strerror(rc));
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+                     j->base.user, j->base.host, pl_strerror(rc));
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
     pl_stanza_unref(card);
     job_free(j);
@@ -230,10 +222,10 @@ static int set_run(const struct pl_storage_driver *d, void *db, void *arg)
     struct job *j = arg;
     struct pl_str card = pl_buf_str(&j->card);
     struct pl_str index = pl_buf_str(&j->index);
-    int rc = d->kv_set(db, j->host, j->user, STORE_VCARD, "",
+    int rc = d->kv_set(db, j->base.host, j->base.user, STORE_VCARD, "",
                        j->remove ? NULL : card.p, card.len);
     if (rc == PL_OK)
-        rc = d->kv_set(db, j->host, j->user, STORE_DIR, "",
+        rc = d->kv_set(db, j->base.host, j->base.user, STORE_DIR, "",
                        j->remove ? NULL : (index.p ? index.p : ""),
                        index.len);
     return rc;
@@ -243,13 +235,13 @@ static void set_done(int rc, void *arg)
 {
     struct job *j = arg;
     if (rc == PL_OK) {
-        struct pl_stanza *r = pl_iq_result(j->st);
-        pl_route_reply(j->st, r);
+        struct pl_stanza *r = pl_iq_result(j->base.st);
+        pl_route_reply(j->base.st, r);
         pl_stanza_unref(r);
     } else {
         pl_log_error("mod_vcard", "storing the vCard of %s@%s failed: %s",
-                     j->user, j->host, pl_strerror(rc));
-        pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+                     j->base.user, j->base.host, pl_strerror(rc));
+        pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
     job_free(j);
 }

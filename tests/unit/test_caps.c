@@ -49,26 +49,26 @@ void test_caps_ver(void)
 {
     struct pl_stanza *st = parse(simple);
     struct pl_buf s = {0}, h = {0};
-    CHECK(pl_caps_ver_string(st, pl_stanza_root(st), &s) == PL_OK);
+    CHECK(pl__pep_caps_ver_string(st, pl_stanza_root(st), &s) == PL_OK);
     CHECK_STR(pl_buf_cstr(&s),
               "client/pc//Exodus 0.9.1<http://jabber.org/protocol/caps<"
               "http://jabber.org/protocol/disco#info<"
               "http://jabber.org/protocol/disco#items<"
               "http://jabber.org/protocol/muc<");
-    CHECK(pl_caps_hash("sha-1", pl_buf_str(&s), &h) == PL_OK);
+    CHECK(pl__pep_caps_hash("sha-1", pl_buf_str(&s), &h) == PL_OK);
     CHECK_STR(pl_buf_cstr(&h), "QgayPKawpkPSDYmwT/WM94uAlu0=");
-    CHECK(pl_caps_verify(st, pl_stanza_root(st), "sha-1",
-                         "QgayPKawpkPSDYmwT/WM94uAlu0="));
-    CHECK(!pl_caps_verify(st, pl_stanza_root(st), "sha-1",
-                          "QgayPKawpkPSDYmwT/WM94uAlu1="));
-    CHECK(!pl_caps_verify(st, pl_stanza_root(st), "md5",
-                          "QgayPKawpkPSDYmwT/WM94uAlu0="));
+    CHECK(pl__pep_caps_verify(st, pl_stanza_root(st), "sha-1",
+                              "QgayPKawpkPSDYmwT/WM94uAlu0="));
+    CHECK(!pl__pep_caps_verify(st, pl_stanza_root(st), "sha-1",
+                               "QgayPKawpkPSDYmwT/WM94uAlu1="));
+    CHECK(!pl__pep_caps_verify(st, pl_stanza_root(st), "md5",
+                               "QgayPKawpkPSDYmwT/WM94uAlu0="));
     pl_stanza_unref(st);
     pl_buf_reset(&s);
     pl_buf_reset(&h);
 
     st = parse(complex_);
-    CHECK(pl_caps_ver_string(st, pl_stanza_root(st), &s) == PL_OK);
+    CHECK(pl__pep_caps_ver_string(st, pl_stanza_root(st), &s) == PL_OK);
     CHECK_STR(pl_buf_cstr(&s),
               "client/pc/el/Ψ 0.11<client/pc/en/Psi 0.11<"
               "http://jabber.org/protocol/caps<"
@@ -77,8 +77,8 @@ void test_caps_ver(void)
               "http://jabber.org/protocol/muc<"
               "urn:xmpp:dataforms:softwareinfo<ip_version<ipv4<ipv6<os<Mac<"
               "os_version<10.5.1<software<Psi<software_version<0.11<");
-    CHECK(pl_caps_verify(st, pl_stanza_root(st), "sha-1",
-                         "q07IKJEyjvHSyhy//CH0CxmKi8w="));
+    CHECK(pl__pep_caps_verify(st, pl_stanza_root(st), "sha-1",
+                              "q07IKJEyjvHSyhy//CH0CxmKi8w="));
     pl_stanza_unref(st);
     pl_buf_reset(&s);
 }
@@ -101,7 +101,7 @@ void test_caps_reject(void)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct pl_stanza *st = parse(bad[i]);
         struct pl_buf s = {0};
-        CHECK(pl_caps_ver_string(st, pl_stanza_root(st), &s) == PL_EINVAL);
+        CHECK(pl__pep_caps_ver_string(st, pl_stanza_root(st), &s) == PL_EINVAL);
         pl_buf_reset(&s);
         pl_stanza_unref(st);
     }

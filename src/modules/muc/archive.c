@@ -13,7 +13,7 @@
 
 #define NS_HINTS "urn:xmpp:hints"
 
-int muc_archivable(struct pl_stanza *m)
+int pl__muc_archivable(struct pl_stanza *m)
 {
     struct pl_node *root = pl_stanza_root(m);
     if (pl_node_child(root, "no-store", NS_HINTS) ||
@@ -26,7 +26,7 @@ int muc_archivable(struct pl_stanza *m)
            pl_node_child(root, "encrypted", "urn:xmpp:omemo:2");
 }
 
-long long muc_archive_now(void)
+long long pl__muc_archive_now(void)
 {
     static long long last;
     struct timeval tv;
@@ -39,7 +39,9 @@ long long muc_archive_now(void)
 /* ---- appending ---- */
 
 struct append_job {
-    char *host, *room, *with, *nick, *sid;
+    struct pl_job base; /* host: the service, user: the room, bare: the
+                         * room's JID (the archive's 'with') */
+    char *nick, *sid;
     long long ts;
     struct pl_buf xml;
     long limit;
@@ -51,15 +53,15 @@ static int append_run(const struct pl_storage_driver *d, void *db, void *arg)
     struct pl_archive_item it = {
         .sid = j->sid,
         .ts = j->ts,
-        .with = j->with,
+        .with = j->base.bare,
         .with_res = j->nick,
         .dir = PL_ARCHIVE_IN,
         .xml = j->xml.data + j->xml.off,
         .xml_len = j->xml.len,
     };
     long long key;
-    return d->archive_append(db, j->host, j->room, PL_ARCHIVE_ROOM, &it,
-                             j->limit, &key);
+    return d->archive_append(db, j->base.host, j->base.user, PL_ARCHIVE_ROOM,
+                             &it, j->limit, &key);
 }
 
 static void append_done(int rc, void *arg)
@@ -67,29 +69,21 @@ static void append_done(int rc, void *arg)
     struct append_job *j = arg;
     if (rc != PL_OK)
         pl_log_error("mod_muc", "archiving a message of %s@%s failed: %s",
-                     j->room, j->host, pl_strerror(rc));
-    pl_free(j->host);
-    pl_free(j->room);
-    pl_free(j->with);
+                     j->base.user, j->base.host, pl_strerror(rc));
     pl_free(j->nick);
     pl_free(j->sid);
     pl_buf_reset(&j->xml);
-    pl_free(j);
+    pl_job_free(j);
 }
 
-void muc_archive_append(const char *service, const char *room,
-                        const char *nick, const char *sid,
-                        struct pl_stanza *m, long limit)
+void pl__muc_archive_append(const char *service, const char *room,
+                            const char *nick, const char *sid,
+                            struct pl_stanza *m, long limit)
 {
-    struct append_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(service);
-    j->room = pl_strdup(room);
-    size_t n = strlen(room) + strlen(service) + 2;
-    j->with = pl_malloc(n);
-    snprintf(j->with, n, "%s@%s", room, service);
+    struct append_job *j = pl_job_new(sizeof(*j), NULL, 0, service, room);
     j->nick = pl_strdup(nick);
     j->sid = pl_strdup(sid);
-    j->ts = muc_archive_now();
+    j->ts = pl__muc_archive_now();
     j->limit = limit;
     /* Standalone XML, forwarded later exactly as broadcast. */
     pl_node_serialize(pl_stanza_root(m), "", PL_NS_CLIENT, &j->xml);
@@ -99,10 +93,9 @@ void muc_archive_append(const char *service, const char *room,
 /* ---- queries ---- */
 
 struct query_job {
-    struct pl_stanza *iq;  /* the request (held) */
-    char *host, *room;
+    struct pl_job base;    /* the request (held); host: the service, user:
+                            * the room, bare: room@service */
     char *to_full;         /* requester */
-    char *from;            /* room@service */
     struct pl_mam_query q; /* parsed */
     long max, count_cap;
     struct pl_mam_page page; /* built on the storage thread */
@@ -111,21 +104,17 @@ struct query_job {
 static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct query_job *j = arg;
-    return pl_mam_page_run(d, db, j->host, j->room, PL_ARCHIVE_ROOM, &j->q,
-                           j->max, j->count_cap, j->to_full, j->from,
-                           &j->page);
+    return pl_mam_page_run(d, db, j->base.host, j->base.user, PL_ARCHIVE_ROOM,
+                           &j->q, j->max, j->count_cap, j->to_full,
+                           j->base.bare, &j->page);
 }
 
 static void query_free(struct query_job *j)
 {
     pl_mam_page_free(&j->page);
     pl_mam_query_free(&j->q);
-    pl_stanza_unref(j->iq);
-    pl_free(j->host);
-    pl_free(j->room);
     pl_free(j->to_full);
-    pl_free(j->from);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static void query_done(int rc, void *arg)
@@ -134,8 +123,8 @@ static void query_done(int rc, void *arg)
     if (rc != PL_OK) {
         if (rc != PL_EITEM_NOT_FOUND)
             pl_log_error("mod_muc", "archive query of %s@%s failed",
-                         j->room, j->host);
-        pl_route_error(j->iq,
+                         j->base.user, j->base.host);
+        pl_route_error(j->base.st,
                        rc == PL_EITEM_NOT_FOUND ? rc
                                                 : PL_EINTERNAL_SERVER_ERROR,
                        NULL);
@@ -143,22 +132,23 @@ static void query_done(int rc, void *arg)
         return;
     }
     struct pl_jid *from = NULL, *to = NULL;
-    if (pl_jid_parse(pl_str_c(j->from), &from) == PL_OK &&
+    if (pl_jid_parse(pl_str_c(j->base.bare), &from) == PL_OK &&
         pl_jid_parse(pl_str_c(j->to_full), &to) == PL_OK)
         for (long i = 0; i < j->page.n; i++)
             pl_route(j->page.msgs[i], from, to, NULL);
     pl_jid_free(from);
     pl_jid_free(to);
-    struct pl_stanza *r = pl_mam_fin(j->iq, &j->q, &j->page);
-    pl_route_reply(j->iq, r);
+    struct pl_stanza *r = pl_mam_fin(j->base.st, &j->q, &j->page);
+    pl_route_reply(j->base.st, r);
     pl_stanza_unref(r);
     query_free(j);
 }
 
-void muc_archive_query(const char *service, const char *room,
-                       struct pl_event *ev, long max_page, long count_cap)
+void pl__muc_archive_query(const char *service, const char *room,
+                           struct pl_event *ev, long max_page, long count_cap)
 {
-    struct query_job *j = pl_calloc(1, sizeof(*j));
+    struct query_job *j = pl_job_new(sizeof(*j), ev->stanza, 0, service,
+                                     room);
     const char *text = NULL;
     int rc = pl_mam_query_parse(ev->stanza, pl_stanza_payload(ev->stanza),
                                 &j->q, &text);
@@ -167,24 +157,17 @@ void muc_archive_query(const char *service, const char *room,
         text = "too many ids";
     }
     if (rc != PL_OK) {
-        pl_mam_query_free(&j->q);
-        pl_free(j);
+        query_free(j);
         pl_route_error(ev->stanza, rc, text);
         return;
     }
-    j->iq = pl_stanza_ref(ev->stanza);
-    j->host = pl_strdup(service);
-    j->room = pl_strdup(room);
     j->to_full = pl_strdup(ev->from->full);
-    size_t n = strlen(room) + strlen(service) + 2;
-    j->from = pl_malloc(n);
-    snprintf(j->from, n, "%s@%s", room, service);
     j->max = j->q.max < 0 || j->q.max > max_page ? max_page : j->q.max;
     j->count_cap = count_cap;
     pl_storage_submit(pl_server_loop(), query_run, query_done, j);
 }
 
-void muc_archive_form(struct pl_event *ev)
+void pl__muc_archive_form(struct pl_event *ev)
 {
     struct pl_stanza *r = pl_mam_form(ev->stanza);
     pl_route_reply(ev->stanza, r);
@@ -194,7 +177,8 @@ void muc_archive_form(struct pl_event *ev)
 /* ---- clearing and expiry ---- */
 
 struct clear_job {
-    char *host, *room;
+    struct pl_job base; /* host: the service, user: the room or NULL (expiry
+                         * of every room) */
     long long before;
     long max, removed;
     void (*done)(long removed, void *ud);
@@ -204,10 +188,11 @@ struct clear_job {
 static int clear_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct clear_job *j = arg;
-    if (j->room)
-        return d->archive_clear(db, j->host, j->room, PL_ARCHIVE_ROOM);
-    return d->archive_expire(db, j->host, PL_ARCHIVE_ROOM, j->before, j->max,
-                             &j->removed);
+    if (j->base.user)
+        return d->archive_clear(db, j->base.host, j->base.user,
+                                PL_ARCHIVE_ROOM);
+    return d->archive_expire(db, j->base.host, PL_ARCHIVE_ROOM, j->before,
+                             j->max, &j->removed);
 }
 
 static void clear_done(int rc, void *arg)
@@ -215,28 +200,24 @@ static void clear_done(int rc, void *arg)
     struct clear_job *j = arg;
     if (rc != PL_OK)
         pl_log_error("mod_muc", "%s the archive of %s%s%s failed",
-                     j->room ? "clearing" : "expiring",
-                     j->room ? j->room : "", j->room ? "@" : "", j->host);
+                     j->base.user ? "clearing" : "expiring",
+                     j->base.user ? j->base.user : "", j->base.user ? "@" : "",
+                     j->base.host);
     if (j->done)
         j->done(rc == PL_OK ? j->removed : -1, j->ud);
-    pl_free(j->host);
-    pl_free(j->room);
-    pl_free(j);
+    pl_job_free(j);
 }
 
-void muc_archive_clear(const char *service, const char *room)
+void pl__muc_archive_clear(const char *service, const char *room)
 {
-    struct clear_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(service);
-    j->room = pl_strdup(room);
+    struct clear_job *j = pl_job_new(sizeof(*j), NULL, 0, service, room);
     pl_storage_submit(pl_server_loop(), clear_run, clear_done, j);
 }
 
-void muc_archive_expire(const char *service, long long before, long max,
-                        void (*done)(long removed, void *ud), void *ud)
+void pl__muc_archive_expire(const char *service, long long before, long max,
+                            void (*done)(long removed, void *ud), void *ud)
 {
-    struct clear_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(service);
+    struct clear_job *j = pl_job_new(sizeof(*j), NULL, 0, service, NULL);
     j->before = before;
     j->max = max;
     j->done = done;

@@ -20,7 +20,7 @@ static struct item *at(const struct muc_history *h, long i)
     return &h->v[(h->head + i) % h->cap];
 }
 
-void muc_history_trim(struct muc_history *h, long cap)
+void pl__muc_history_trim(struct muc_history *h, long cap)
 {
     while (h && h->n > cap) {
         struct item *it = at(h, 0);
@@ -31,11 +31,11 @@ void muc_history_trim(struct muc_history *h, long cap)
     }
 }
 
-void muc_history_add(struct muc_history **hp, long cap, struct pl_stanza *st,
-                     time_t t)
+void pl__muc_history_add(struct muc_history **hp, long cap,
+                         struct pl_stanza *st, time_t t)
 {
     if (cap <= 0) {
-        muc_history_trim(*hp, 0);
+        pl__muc_history_trim(*hp, 0);
         return;
     }
     struct muc_history *h = *hp;
@@ -44,7 +44,7 @@ void muc_history_add(struct muc_history **hp, long cap, struct pl_stanza *st,
     }
     if (h->cap != cap) {
         /* Re-lay the ring to the new size, keeping the newest. */
-        muc_history_trim(h, cap - 1);
+        pl__muc_history_trim(h, cap - 1);
         struct item *v = pl_calloc((size_t)cap, sizeof(*v));
         for (long i = 0; i < h->n; i++)
             v[i] = *at(h, i);
@@ -54,31 +54,31 @@ void muc_history_add(struct muc_history **hp, long cap, struct pl_stanza *st,
         h->head = 0;
     }
     if (h->n == h->cap)
-        muc_history_trim(h, h->cap - 1);
+        pl__muc_history_trim(h, h->cap - 1);
     struct item *it = &h->v[(h->head + h->n) % h->cap];
     it->st = pl_stanza_ref(st);
     it->t = t;
     h->n++;
 }
 
-void muc_history_free(struct muc_history *h)
+void pl__muc_history_free(struct muc_history *h)
 {
     if (!h)
         return;
-    muc_history_trim(h, 0);
+    pl__muc_history_trim(h, 0);
     pl_free(h->v);
     pl_free(h);
 }
 
-long muc_history_count(const struct muc_history *h)
+long pl__muc_history_count(const struct muc_history *h)
 {
     return h ? h->n : 0;
 }
 
-void muc_history_each(const struct muc_history *h, long maxstanzas,
-                      long maxchars, long seconds, time_t since, long cap,
-                      time_t now,
-                      void (*fn)(struct pl_stanza *st, void *ud), void *ud)
+void pl__muc_history_each(const struct muc_history *h, long maxstanzas,
+                          long maxchars, long seconds, time_t since, long cap,
+                          time_t now,
+                          void (*fn)(struct pl_stanza *st, void *ud), void *ud)
 {
     if (!h || h->n == 0)
         return;

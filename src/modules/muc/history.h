@@ -16,12 +16,12 @@ struct muc_history;
 
 /* Appends st (takes a reference) stamped at t; the oldest falls out past
  * cap.  *h is created on first use; cap 0 keeps nothing. */
-void muc_history_add(struct muc_history **h, long cap, struct pl_stanza *st,
-                     time_t t);
+void pl__muc_history_add(struct muc_history **h, long cap, struct pl_stanza *st,
+                         time_t t);
 /* Drops everything beyond cap (configuration changed). */
-void muc_history_trim(struct muc_history *h, long cap);
-void muc_history_free(struct muc_history *h);
-long muc_history_count(const struct muc_history *h);
+void pl__muc_history_trim(struct muc_history *h, long cap);
+void pl__muc_history_free(struct muc_history *h);
+long pl__muc_history_count(const struct muc_history *h);
 
 /*
  * Selects what a join asks for: at most maxstanzas (-1 no limit), at
@@ -29,9 +29,9 @@ long muc_history_count(const struct muc_history *h);
  * (-1 none) nor than since (0 none), at most cap overall.  Calls fn for
  * each selected stanza, oldest first.
  */
-void muc_history_each(const struct muc_history *h, long maxstanzas,
-                      long maxchars, long seconds, time_t since, long cap,
-                      time_t now,
-                      void (*fn)(struct pl_stanza *st, void *ud), void *ud);
+void pl__muc_history_each(const struct muc_history *h, long maxstanzas,
+                          long maxchars, long seconds, time_t since, long cap,
+                          time_t now,
+                          void (*fn)(struct pl_stanza *st, void *ud), void *ud);
 
 #endif

@@ -230,7 +230,7 @@ static int is_service_admin(const struct svc *s, const struct pl_jid *j)
 static int aff_of(const struct svc *s, const struct muc_room *r,
                   const struct pl_jid *j)
 {
-    return is_service_admin(s, j) ? MUC_AFF_OWNER : muc_aff_of(r, j);
+    return is_service_admin(s, j) ? MUC_AFF_OWNER : pl__muc_aff_of(r, j);
 }
 
 static void utc_stamp(time_t t, char *buf, size_t len)
@@ -243,17 +243,17 @@ static void utc_stamp(time_t t, char *buf, size_t len)
 /* ------------------------------------------------------- persistence */
 
 struct save_job {
-    char *host, *user;    /* service domain, room localpart */
+    struct pl_job base;   /* IQ to answer after the commit, held, or NULL;
+                           * host: service domain, user: room localpart */
     struct pl_buf data;   /* document; empty deletes */
     int remove;
-    struct pl_stanza *st; /* IQ to answer after the commit, held, or NULL */
 };
 
 static int save_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct save_job *j = arg;
     struct pl_str s = pl_buf_str(&j->data);
-    return d->kv_set(db, j->host, j->user, MUC_STORE, MUC_STORE_KEY,
+    return d->kv_set(db, j->base.host, j->base.user, MUC_STORE, MUC_STORE_KEY,
                      j->remove ? NULL : s.p, s.len);
 }
 
@@ -261,19 +261,16 @@ static void save_done(int rc, void *arg)
 {
     struct save_job *j = arg;
     if (rc != PL_OK)
-        pl_log_error("mod_muc", "while storing room %s@%s: %s", j->user,
-                     j->host, pl_strerror(rc));
-    if (j->st) {
+        pl_log_error("mod_muc", "while storing room %s@%s: %s", j->base.user,
+                     j->base.host, pl_strerror(rc));
+    if (j->base.st) {
         if (rc == PL_OK)
-            iq_ok(j->st);
+            iq_ok(j->base.st);
         else
-            pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+            pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
     pl_buf_reset(&j->data);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 /* Writes (or for a non-persistent room, removes) the room's document;
@@ -281,13 +278,10 @@ static void save_done(int rc, void *arg)
 static void save_room(struct svc *s, struct muc_room *r, int remove,
                       struct pl_stanza *st)
 {
-    struct save_job *j = pl_calloc(1, sizeof(*j));
-    j->host = pl_strdup(s->domain);
-    j->user = pl_strdup(r->local);
+    struct save_job *j = pl_job_new(sizeof(*j), st, 0, s->domain, r->local);
     j->remove = remove || !r->cfg.persistent;
     if (!j->remove)
-        muc_store_dump(r, &j->data);
-    j->st = st ? pl_stanza_ref(st) : NULL;
+        pl__muc_store_dump(r, &j->data);
     pl_storage_submit(pl_server_loop(), save_run, save_done, j);
 }
 
@@ -333,9 +327,9 @@ static struct pl_stanza *build_presence(struct muc_room *r,
     }
     struct pl_node *x = add_el(p, root, "x", NS_USER);
     struct pl_node *item = add_el(p, x, "item", NS_USER);
-    pl_node_set_attr(p, item, "affiliation", muc_aff_name(aff));
+    pl_node_set_attr(p, item, "affiliation", pl__muc_aff_name(aff));
     pl_node_set_attr(p, item, "role",
-                     type ? "none" : muc_role_name(o->role));
+                     type ? "none" : pl__muc_role_name(o->role));
     if (with_jid)
         pl_node_set_attr(p, item, "jid", o->jid->full);
     if (new_nick)
@@ -384,7 +378,7 @@ static struct pl_stanza *current_presence(struct svc *s, struct muc_room *r,
 static void occupant_gone(struct muc_room *r, struct muc_occupant *o)
 {
     seat_del(r->service, o->jid->full, r);
-    muc_occupant_remove(r, o);
+    pl__muc_occupant_remove(r, o);
 }
 
 /*
@@ -465,12 +459,12 @@ static void room_free(struct svc *s, struct muc_room *r)
 {
     /* The room is gone: its archive with it (a room made again under the
      * same name must not show it to its new owner). */
-    muc_archive_clear(s->domain, r->local);
+    pl__muc_archive_clear(s->domain, r->local);
     while (r->nocc)
         occupant_gone(r, r->occ[r->nocc - 1]);
     pl_map_del(&s->rooms, r->local);
     s->nrooms--;
-    muc_room_free(r);
+    pl__muc_room_free(r);
 }
 
 /* Removes o with an unavailable presence carrying codes (kick 307, ban
@@ -563,19 +557,19 @@ static void join(struct svc *s, struct muc_room *r, struct pl_event *ev,
             password = pl_node_text(st, pw, NULL);
     }
     int aff = aff_of(s, r, real);
-    int rc = created ? PL_OK
-                     : muc_check_join(r, real, nick, password,
-                                      s->max_occupants);
+    int rc =
+        created ? PL_OK
+                : pl__muc_check_join(r, real, nick, password, s->max_occupants);
     if (rc == MUC_EREGISTRATION && aff == MUC_AFF_OWNER)
         rc = PL_OK;
     if (rc != PL_OK) {
         reply_error(st, rc, NULL);
         return;
     }
-    int role = muc_default_role(r, aff);
+    int role = pl__muc_default_role(r, aff);
     if (role == MUC_ROLE_NONE)
         role = MUC_ROLE_PARTICIPANT; /* owner of a members-only room etc. */
-    struct muc_occupant *o = muc_occupant_add(r, real, nick, role, s->key);
+    struct muc_occupant *o = pl__muc_occupant_add(r, real, nick, role, s->key);
     if (!o) {
         pl_route_error(st, PL_EJID_MALFORMED, NULL);
         maybe_reap(s, r); /* a room just created for nobody goes again */
@@ -611,8 +605,8 @@ static void join(struct svc *s, struct muc_room *r, struct pl_event *ev,
         since = parse_stamp(pl_node_attr(h, "since"));
     }
     struct hist_ud hu = {real};
-    muc_history_each(r->history, maxstanzas, maxchars, seconds, since,
-                     r->cfg.max_history, time(NULL), send_history, &hu);
+    pl__muc_history_each(r->history, maxstanzas, maxchars, seconds, since,
+                         r->cfg.max_history, time(NULL), send_history, &hu);
     /* 4. Subject. */
     send_subject(r, real);
 }
@@ -648,14 +642,14 @@ static void create_and_join(struct svc *s, struct pl_event *ev)
                        "Too many rooms.");
         return;
     }
-    struct muc_room *r = muc_room_new(to->local, s->domain, &s->defaults);
+    struct muc_room *r = pl__muc_room_new(to->local, s->domain, &s->defaults);
     if (!r) {
         pl_route_error(ev->stanza, PL_EJID_MALFORMED, NULL);
         return;
     }
     r->service = s;
     r->locked = s->lock_new_rooms;
-    muc_aff_set(r, ev->from->bare, MUC_AFF_OWNER, NULL);
+    pl__muc_aff_set(r, ev->from->bare, MUC_AFF_OWNER, NULL);
     pl_map_put(&s->rooms, r->local, r);
     s->nrooms++;
     join(s, r, ev, 1);
@@ -666,7 +660,7 @@ static void change_nick(struct svc *s, struct muc_room *r,
                         struct muc_occupant *o, struct pl_event *ev)
 {
     const char *nick = ev->to->resource;
-    if (muc_nick_taken(r, nick, o->jid)) {
+    if (pl__muc_nick_taken(r, nick, o->jid)) {
         pl_route_error(ev->stanza, PL_ECONFLICT, NULL);
         return;
     }
@@ -681,7 +675,7 @@ static void change_nick(struct svc *s, struct muc_room *r,
     broadcast_presence(s, r, o, "unavailable", codes, 1, self_codes, 2,
                        nj->resource, NULL, NULL);
     cache_drop(o);
-    muc_occupant_rename(r, o, nj->resource);
+    pl__muc_occupant_rename(r, o, nj->resource);
     pl_jid_free(nj);
     pl_stanza_unref(o->presence);
     o->presence = pl_stanza_ref(ev->stanza);
@@ -695,7 +689,7 @@ static void change_nick(struct svc *s, struct muc_room *r,
 static void leave(struct svc *s, struct muc_room *r, struct muc_occupant *o,
                   struct pl_stanza *st)
 {
-    struct muc_occupant *first = muc_occupant_by_nick(r, o->nick);
+    struct muc_occupant *first = pl__muc_occupant_by_nick(r, o->nick);
     int shared = first && (first != o || first->next_same_nick);
     if (shared) {
         struct pl_stanza *self = build_presence(
@@ -724,8 +718,8 @@ static int on_presence(struct pl_event *ev, void *state)
     if (!to->local)
         return PL_HANDLED; /* presence to the service itself: ignored */
     struct muc_room *r = pl_map_get(&s->rooms, to->local);
-    struct muc_occupant *o = r ? muc_occupant_by_real(r, ev->from->full)
-                               : NULL;
+    struct muc_occupant *o =
+        r ? pl__muc_occupant_by_real(r, ev->from->full) : NULL;
     if (type && strcmp(type, "error") == 0) {
         if (o) { /* the occupant's client is gone (§ "Error handling") */
             remove_occupant(s, r, o, 333, NULL, NULL);
@@ -832,17 +826,17 @@ static void groupchat(struct svc *s, struct muc_room *r,
             pl_route_error(st, PL_ENOT_ACCEPTABLE, "The subject is too long.");
             return;
         }
-        muc_set_str(&r->subject, text);
-        muc_set_str(&r->subject_nick, o->nick);
+        pl__muc_set_str(&r->subject, text);
+        pl__muc_set_str(&r->subject_nick, o->nick);
         changed(s, r, NULL);
     }
     char id[64];
     struct pl_stanza *m = prepare_groupchat(s, r, o, st, id);
     broadcast_message(r, m, o->room_jid);
     /* XEP-0313 §5.1.2: the archive id is the stanza-id just given. */
-    if (r->cfg.logging && muc_archivable(m))
-        muc_archive_append(s->domain, r->local, o->nick, id, m,
-                           s->archive_max_items);
+    if (r->cfg.logging && pl__muc_archivable(m))
+        pl__muc_archive_append(s->domain, r->local, o->nick, id, m,
+                               s->archive_max_items);
     if (body && r->cfg.max_history > 0) {
         /* The history copy carries its delay (XEP-0203) from now on. */
         struct pl_stanza *h = pl_stanza_copy(m);
@@ -851,7 +845,7 @@ static void groupchat(struct svc *s, struct muc_room *r,
         utc_stamp(time(NULL), stamp, sizeof(stamp));
         pl_node_set_attr(h, d, "from", r->jid->bare);
         pl_node_set_attr(h, d, "stamp", stamp);
-        muc_history_add(&r->history, r->cfg.max_history, h, time(NULL));
+        pl__muc_history_add(&r->history, r->cfg.max_history, h, time(NULL));
         pl_stanza_unref(h);
     }
     pl_stanza_unref(m);
@@ -868,12 +862,12 @@ static void private_message(struct svc *s, struct muc_room *r,
         pl_route_error(st, PL_EBAD_REQUEST, NULL);
         return;
     }
-    struct muc_occupant *t = muc_occupant_by_nick(r, ev->to->resource);
+    struct muc_occupant *t = pl__muc_occupant_by_nick(r, ev->to->resource);
     if (!t) {
         pl_route_error(st, PL_EITEM_NOT_FOUND, NULL);
         return;
     }
-    if (!muc_may_pm(r->cfg.allow_pm, o->role)) {
+    if (!pl__muc_may_pm(r->cfg.allow_pm, o->role)) {
         pl_route_error(st, PL_EFORBIDDEN,
                        "Private messages are not allowed here.");
         return;
@@ -917,9 +911,9 @@ static void invitation(struct svc *s, struct muc_room *r,
                            "Only admins may invite to this room.");
             goto out;
         }
-        if (r->cfg.members_only && muc_aff_of(r, to) < MUC_AFF_MEMBER) {
+        if (r->cfg.members_only && pl__muc_aff_of(r, to) < MUC_AFF_MEMBER) {
             /* §7.8.2: the invitee becomes a member. */
-            muc_aff_set(r, to->bare, MUC_AFF_MEMBER, NULL);
+            pl__muc_aff_set(r, to->bare, MUC_AFF_MEMBER, NULL);
             changed(s, r, NULL);
         }
     }
@@ -959,12 +953,13 @@ static void voice_request(struct svc *s, struct muc_room *r,
                           struct pl_node *form)
 {
     struct pl_stanza *st = ev->stanza;
-    const char *allow = muc_form_text(st, form, "muc#request_allow");
+    const char *allow = pl__muc_form_text(st, form, "muc#request_allow");
     if (allow && o->role == MUC_ROLE_MODERATOR) {
         if (strcmp(allow, "1") != 0 && strcmp(allow, "true") != 0)
             return; /* denied: nothing to do */
-        const char *nick = muc_form_text(st, form, "muc#roomnick");
-        struct muc_occupant *t = nick ? muc_occupant_by_nick(r, nick) : NULL;
+        const char *nick = pl__muc_form_text(st, form, "muc#roomnick");
+        struct muc_occupant *t =
+            nick ? pl__muc_occupant_by_nick(r, nick) : NULL;
         if (t && t->role == MUC_ROLE_VISITOR) {
             for (struct muc_occupant *x = t; x; x = x->next_same_nick) {
                 x->role = MUC_ROLE_PARTICIPANT;
@@ -983,18 +978,17 @@ static void voice_request(struct svc *s, struct muc_room *r,
     }
     struct pl_stanza *m = pl_stanza_new("message", PL_NS_CLIENT);
     pl_stanza_set_attr(m, "from", r->jid->bare);
-    struct pl_node *x = muc_form_new(m, pl_stanza_root(m), "form",
-                                     NS_REQUEST);
+    struct pl_node *x =
+        pl__muc_form_new(m, pl_stanza_root(m), "form", NS_REQUEST);
     struct pl_node *t = pl_node_add_child(m, x, "title", NS_DATA);
     pl_node_add_text(m, t, "Voice request", 13);
-    muc_form_field(m, x, "muc#role", "list-single", "Requested role",
-                   "participant");
-    muc_form_field(m, x, "muc#jid", "jid-single", "User ID",
-                   o->jid->full);
-    muc_form_field(m, x, "muc#roomnick", "text-single", "Room nickname",
-                   o->nick);
-    muc_form_field(m, x, "muc#request_allow", "boolean",
-                   "Grant voice to this person?", "false");
+    pl__muc_form_field(m, x, "muc#role", "list-single", "Requested role",
+                       "participant");
+    pl__muc_form_field(m, x, "muc#jid", "jid-single", "User ID", o->jid->full);
+    pl__muc_form_field(m, x, "muc#roomnick", "text-single", "Room nickname",
+                       o->nick);
+    pl__muc_form_field(m, x, "muc#request_allow", "boolean",
+                       "Grant voice to this person?", "false");
     for (size_t i = 0; i < r->nocc; i++)
         if (r->occ[i]->role == MUC_ROLE_MODERATOR)
             send_st(m, r->jid, r->occ[i]->jid);
@@ -1020,7 +1014,7 @@ static int on_message(struct pl_event *ev, void *state)
             return PL_HANDLED;
         return PL_EITEM_NOT_FOUND;
     }
-    struct muc_occupant *o = muc_occupant_by_real(r, ev->from->full);
+    struct muc_occupant *o = pl__muc_occupant_by_real(r, ev->from->full);
     if (type && strcmp(type, "error") == 0) {
         if (o && !to->resource) {
             remove_occupant(s, r, o, 333, NULL, NULL);
@@ -1052,7 +1046,7 @@ static int on_message(struct pl_event *ev, void *state)
     }
     struct pl_node *form = pl_node_child(root, "x", NS_DATA);
     if (form && (!type || strcmp(type, "groupchat") != 0)) {
-        const char *ft = muc_form_type(st, form);
+        const char *ft = pl__muc_form_type(st, form);
         if (ft && strcmp(ft, NS_REQUEST) == 0) {
             voice_request(s, r, o, ev, form);
             return PL_HANDLED;
@@ -1097,7 +1091,7 @@ static void aff_applied(struct svc *s, struct muc_room *r, const char *bare,
             remove_occupant(s, r, o, 321, reason, actor); /* §9.4 */
             continue;
         }
-        int role = muc_default_role(r, aff_of(s, r, o->jid));
+        int role = pl__muc_default_role(r, aff_of(s, r, o->jid));
         if (role == MUC_ROLE_NONE)
             role = MUC_ROLE_PARTICIPANT;
         o->role = role;
@@ -1128,8 +1122,8 @@ static void admin_set(struct svc *s, struct muc_room *r,
         const char *aff = pl_node_attr(it, "affiliation");
         if (role) {
             const char *nick = pl_node_attr(it, "nick");
-            c->role = muc_role_parse(role);
-            c->o = nick ? muc_occupant_by_nick(r, nick) : NULL;
+            c->role = pl__muc_role_parse(role);
+            c->o = nick ? pl__muc_occupant_by_nick(r, nick) : NULL;
             if (c->role < 0 || !nick) {
                 rc = PL_EBAD_REQUEST;
                 break;
@@ -1140,27 +1134,27 @@ static void admin_set(struct svc *s, struct muc_room *r,
             }
             c->real = pl_strdup(c->o->jid->full);
             int taff = aff_of(s, r, c->o->jid);
-            rc = muc_may_set_role(actor_aff, actor_role, taff, c->o->role,
-                                  c->role);
+            rc = pl__muc_may_set_role(actor_aff, actor_role, taff, c->o->role,
+                                      c->role);
             if (rc == PL_OK && c->role == MUC_ROLE_NONE &&
                 c->o == actor)
                 rc = PL_ECONFLICT; /* a moderator kicking itself */
         } else if (aff) {
             const char *j = pl_node_attr(it, "jid");
             struct pl_jid *jj = NULL;
-            c->aff = muc_aff_parse(aff);
+            c->aff = pl__muc_aff_parse(aff);
             if (c->aff < 0 || !j || pl_jid_parse(pl_str_c(j), &jj) != PL_OK) {
                 rc = c->aff < 0 || !j ? PL_EBAD_REQUEST : PL_EJID_MALFORMED;
                 break;
             }
             c->jid = pl_strdup(jj->bare);
-            int taff = muc_aff_of(r, jj);
+            int taff = pl__muc_aff_of(r, jj);
             pl_jid_free(jj);
-            rc = muc_may_set_aff(actor_aff, taff, c->aff);
+            rc = pl__muc_may_set_aff(actor_aff, taff, c->aff);
             /* §10.6/§10.8: the last owner cannot step down. */
             if (rc == PL_OK && taff == MUC_AFF_OWNER &&
                 c->aff != MUC_AFF_OWNER &&
-                muc_count_aff(r, MUC_AFF_OWNER) <= 1)
+                pl__muc_count_aff(r, MUC_AFF_OWNER) <= 1)
                 rc = PL_ECONFLICT;
         } else {
             rc = PL_EBAD_REQUEST;
@@ -1176,11 +1170,11 @@ static void admin_set(struct svc *s, struct muc_room *r,
     for (size_t i = 0; i < k; i++) {
         struct change *c = &ch[i];
         if (c->jid) {
-            muc_aff_set(r, c->jid, c->aff, c->reason);
+            pl__muc_aff_set(r, c->jid, c->aff, c->reason);
             aff_applied(s, r, c->jid, c->aff, c->reason, actor_nick);
             aff_changed = 1;
         } else if (c->real &&
-                   (c->o = muc_occupant_by_real(r, c->real)) != NULL) {
+                   (c->o = pl__muc_occupant_by_real(r, c->real)) != NULL) {
             if (c->role == MUC_ROLE_NONE)
                 remove_occupant(s, r, c->o, 307, c->reason, actor_nick);
             else {
@@ -1215,7 +1209,7 @@ static void list_aff(const char *key, void *value, void *ud)
     if (e->aff != u->aff)
         return;
     struct pl_node *it = add_el(u->st, u->q, "item", NS_ADMIN);
-    pl_node_set_attr(u->st, it, "affiliation", muc_aff_name(e->aff));
+    pl_node_set_attr(u->st, it, "affiliation", pl__muc_aff_name(e->aff));
     pl_node_set_attr(u->st, it, "jid", key);
     if (e->nick)
         pl_node_set_attr(u->st, it, "nick", e->nick);
@@ -1231,7 +1225,7 @@ static void admin_get(struct svc *s, struct muc_room *r,
     struct pl_node *it = pl_node_child(q, "item", NULL);
     const char *aff_s = it ? pl_node_attr(it, "affiliation") : NULL;
     const char *role_s = it ? pl_node_attr(it, "role") : NULL;
-    int aff = muc_aff_parse(aff_s), role = muc_role_parse(role_s);
+    int aff = pl__muc_aff_parse(aff_s), role = pl__muc_role_parse(role_s);
     if (!it || (aff < 0 && role < 0)) {
         pl_route_error(st, PL_EBAD_REQUEST, NULL);
         return;
@@ -1262,10 +1256,10 @@ static void admin_get(struct svc *s, struct muc_room *r,
             if (o->role != role)
                 continue;
             struct pl_node *e = add_el(res, rq, "item", NS_ADMIN);
-            pl_node_set_attr(res, e, "role", muc_role_name(o->role));
+            pl_node_set_attr(res, e, "role", pl__muc_role_name(o->role));
             pl_node_set_attr(res, e, "nick", o->nick);
             pl_node_set_attr(res, e, "affiliation",
-                             muc_aff_name(aff_of(s, r, o->jid)));
+                             pl__muc_aff_name(aff_of(s, r, o->jid)));
             pl_node_set_attr(res, e, "jid", o->jid->full);
         }
     }
@@ -1354,24 +1348,24 @@ static void owner_set(struct svc *s, struct muc_room *r, int actor_aff,
         pl_route_error(st, PL_EBAD_REQUEST, NULL);
         return;
     }
-    const char *ft = muc_form_type(st, x);
+    const char *ft = pl__muc_form_type(st, x);
     if (ft && *ft && strcmp(ft, NS_MUC "#roomconfig") != 0) {
         pl_route_error(st, PL_EBAD_REQUEST, "Wrong FORM_TYPE.");
         return;
     }
     struct muc_config old;
-    muc_config_copy(&old, &r->cfg);
+    pl__muc_config_copy(&old, &r->cfg);
     const char *why = NULL;
-    int rc = muc_config_submit(r, st, x, s->max_occupants, s->history_max,
-                               &why);
+    int rc =
+        pl__muc_config_submit(r, st, x, s->max_occupants, s->history_max, &why);
     if (rc != PL_OK) {
         pl_route_error(st, rc, why);
-        muc_config_release(&old);
+        pl__muc_config_release(&old);
         return;
     }
     int was_locked = r->locked;
     r->locked = 0;
-    muc_history_trim(r->history, r->cfg.max_history);
+    pl__muc_history_trim(r->history, r->cfg.max_history);
     /* Roles follow the new configuration: owners/admins named in the
      * form become moderators, members-only drops non-members (§9.4). */
     for (size_t i = 0; i < r->nocc;) {
@@ -1381,7 +1375,7 @@ static void owner_set(struct svc *s, struct muc_room *r, int actor_aff,
             remove_occupant(s, r, o, 322, NULL, NULL);
             continue;
         }
-        int role = muc_default_role(r, aff);
+        int role = pl__muc_default_role(r, aff);
         if (aff >= MUC_AFF_ADMIN && o->role != MUC_ROLE_MODERATOR) {
             o->role = role;
             presence_changed(s, r, o, NULL, NULL);
@@ -1400,7 +1394,7 @@ static void owner_set(struct svc *s, struct muc_room *r, int actor_aff,
         save_room(s, r, 1, st);
     else
         changed(s, r, st);
-    muc_config_release(&old);
+    pl__muc_config_release(&old);
     maybe_reap(s, r);
 }
 
@@ -1409,14 +1403,14 @@ static void owner_set(struct svc *s, struct muc_room *r, int actor_aff,
 static void register_get(struct muc_room *r, struct pl_event *ev)
 {
     struct pl_stanza *st = ev->stanza;
-    if (muc_aff_of(r, ev->from) == MUC_AFF_OUTCAST) {
+    if (pl__muc_aff_of(r, ev->from) == MUC_AFF_OUTCAST) {
         pl_route_error(st, PL_EFORBIDDEN, NULL);
         return;
     }
     struct pl_stanza *res = pl_iq_result(st);
     struct pl_node *q = add_el(res, pl_stanza_root(res), "query",
                                NS_IQ_REGISTER);
-    const char *nick = muc_nick_of(r, ev->from->bare);
+    const char *nick = pl__muc_nick_of(r, ev->from->bare);
     if (nick) {
         /* §7.10: already registered. */
         add_el(res, q, "registered", NS_IQ_REGISTER);
@@ -1424,9 +1418,9 @@ static void register_get(struct muc_room *r, struct pl_event *ev)
     } else {
         add_text_el(res, q, "instructions", NS_IQ_REGISTER,
                     "Choose a nickname to reserve in this room.");
-        struct pl_node *x = muc_form_new(res, q, "form", NS_REGISTER_FORM);
-        struct pl_node *f = muc_form_field(res, x, "muc#register_roomnick",
-                                           "text-single", "Nickname", NULL);
+        struct pl_node *x = pl__muc_form_new(res, q, "form", NS_REGISTER_FORM);
+        struct pl_node *f = pl__muc_form_field(res, x, "muc#register_roomnick",
+                                               "text-single", "Nickname", NULL);
         add_el(res, f, "required", NS_DATA);
     }
     iq_result(st, res);
@@ -1438,14 +1432,14 @@ static void register_set(struct svc *s, struct muc_room *r,
 {
     struct pl_stanza *st = ev->stanza;
     const char *bare = ev->from->bare;
-    if (muc_aff_of(r, ev->from) == MUC_AFF_OUTCAST) {
+    if (pl__muc_aff_of(r, ev->from) == MUC_AFF_OUTCAST) {
         pl_route_error(st, PL_EFORBIDDEN, NULL);
         return;
     }
     if (pl_node_child(q, "remove", NULL)) {
-        muc_nick_register(r, bare, NULL);
-        if (muc_aff_of(r, ev->from) == MUC_AFF_MEMBER)
-            muc_aff_set(r, bare, MUC_AFF_NONE, NULL);
+        pl__muc_nick_register(r, bare, NULL);
+        if (pl__muc_aff_of(r, ev->from) == MUC_AFF_MEMBER)
+            pl__muc_aff_set(r, bare, MUC_AFF_NONE, NULL);
         changed(s, r, st);
         return;
     }
@@ -1455,20 +1449,20 @@ static void register_set(struct svc *s, struct muc_room *r,
         iq_ok(st);
         return;
     }
-    const char *nick = x ? muc_form_text(st, x, "muc#register_roomnick")
-                         : NULL;
+    const char *nick =
+        x ? pl__muc_form_text(st, x, "muc#register_roomnick") : NULL;
     struct pl_jid *nj = NULL;
     if (!nick || !*nick ||
         pl_jid_make(r->jid->local, r->jid->domain, nick, &nj) != PL_OK) {
         pl_route_error(st, PL_ENOT_ACCEPTABLE, "A nickname is required.");
         return;
     }
-    if (muc_nick_taken(r, nj->resource, ev->from)) {
+    if (pl__muc_nick_taken(r, nj->resource, ev->from)) {
         pl_jid_free(nj);
         pl_route_error(st, PL_ECONFLICT, NULL);
         return;
     }
-    muc_nick_register(r, bare, nj->resource);
+    pl__muc_nick_register(r, bare, nj->resource);
     pl_jid_free(nj);
     changed(s, r, st);
 }
@@ -1508,7 +1502,7 @@ static void room_info(struct muc_room *r, struct pl_event *ev,
             return;
         }
         /* §7.12: the user's reserved nick. */
-        const char *nick = muc_nick_of(r, ev->from->bare);
+        const char *nick = pl__muc_nick_of(r, ev->from->bare);
         if (nick)
             add_identity(res, q, "conference", "text", nick);
         iq_result(st, res);
@@ -1541,7 +1535,7 @@ static void room_info(struct muc_room *r, struct pl_event *ev,
                                               : "muc_unsecured");
     add_feature(res, q, c->whois_anyone ? "muc_nonanonymous"
                                         : "muc_semianonymous");
-    muc_roominfo_form(res, q, r);
+    pl__muc_roominfo_form(res, q, r);
     iq_result(st, res);
     pl_stanza_unref(res);
 }
@@ -1554,7 +1548,7 @@ static void room_items(struct muc_room *r, struct pl_event *ev)
                                PL_NS_DISCO_ITEMS);
     /* §6.5: occupants are listed only to occupants of public rooms (and
      * nowhere in large rooms: a bounded list). */
-    struct muc_occupant *me = muc_occupant_by_real(r, ev->from->full);
+    struct muc_occupant *me = pl__muc_occupant_by_real(r, ev->from->full);
     if (me && r->cfg.public_room) {
         for (size_t i = 0; i < r->nocc && i < 100; i++) {
             struct pl_node *it = add_el(res, q, "item", PL_NS_DISCO_ITEMS);
@@ -1757,7 +1751,7 @@ static void occupant_iq(struct svc *s, struct muc_room *r,
     (void)s;
     struct pl_stanza *st = ev->stanza;
     const char *type = pl_stanza_attr(st, "type");
-    struct muc_occupant *o = muc_occupant_by_real(r, ev->from->full);
+    struct muc_occupant *o = pl__muc_occupant_by_real(r, ev->from->full);
     int request = type && (strcmp(type, "get") == 0 ||
                            strcmp(type, "set") == 0);
     if (!o) {
@@ -1766,7 +1760,7 @@ static void occupant_iq(struct svc *s, struct muc_room *r,
                            "Only occupants may address occupants.");
         return;
     }
-    struct muc_occupant *t = muc_occupant_by_nick(r, ev->to->resource);
+    struct muc_occupant *t = pl__muc_occupant_by_nick(r, ev->to->resource);
     if (!t) {
         if (request)
             pl_route_error(st, PL_EITEM_NOT_FOUND, NULL);
@@ -1831,7 +1825,7 @@ static int on_iq(struct pl_event *ev, void *state)
     struct pl_node *q = pl_stanza_payload(st);
     if (!q)
         return PL_EBAD_REQUEST;
-    struct muc_occupant *o = muc_occupant_by_real(r, ev->from->full);
+    struct muc_occupant *o = pl__muc_occupant_by_real(r, ev->from->full);
     int aff = aff_of(s, r, ev->from);
     const char *ns = q->ns;
     if (get && strcmp(ns, PL_NS_DISCO_INFO) == 0) {
@@ -1850,7 +1844,7 @@ static int on_iq(struct pl_event *ev, void *state)
             struct pl_stanza *res = pl_iq_result(st);
             struct pl_node *rq = add_el(res, pl_stanza_root(res), "query",
                                         NS_OWNER);
-            muc_config_form(res, rq, r, s->max_occupants);
+            pl__muc_config_form(res, rq, r, s->max_occupants);
             iq_result(st, res);
             pl_stanza_unref(res);
         } else {
@@ -1872,10 +1866,10 @@ static int on_iq(struct pl_event *ev, void *state)
         if (rc != PL_OK)
             return rc;
         if (get)
-            muc_archive_form(ev);
+            pl__muc_archive_form(ev);
         else
-            muc_archive_query(s->domain, r->local, ev, s->archive_max_page,
-                              s->archive_count_limit);
+            pl__muc_archive_query(s->domain, r->local, ev, s->archive_max_page,
+                                  s->archive_count_limit);
     } else {
         return PL_ESERVICE_UNAVAILABLE;
     }
@@ -1896,7 +1890,7 @@ static int on_session_closed(struct pl_event *ev, void *state)
     struct seats *st;
     while ((st = pl_map_get(&s->seats, ss->jid->full)) != NULL) {
         struct muc_room *r = st->v[st->n - 1];
-        struct muc_occupant *o = muc_occupant_by_real(r, ss->jid->full);
+        struct muc_occupant *o = pl__muc_occupant_by_real(r, ss->jid->full);
         if (o)
             leave(s, r, o, NULL);
         else
@@ -1960,9 +1954,8 @@ static void load_done(int rc, void *arg)
     for (size_t i = 0; i < j->n; i++) {
         struct loaded_room *l = &j->v[i];
         if (rc == PL_OK && !pl_map_get(&s->rooms, l->local)) {
-            struct muc_room *r = muc_store_load(l->local, s->domain,
-                                                &s->defaults, l->data,
-                                                l->len);
+            struct muc_room *r = pl__muc_store_load(
+                l->local, s->domain, &s->defaults, l->data, l->len);
             if (r) {
                 r->service = s;
                 update_avatar_hash(r);
@@ -2011,10 +2004,9 @@ static void expire_start(struct svc *s)
     if (s->expiring || !s->archive_expire_after)
         return;
     s->expiring = 1;
-    muc_archive_expire(s->domain,
-                       muc_archive_now() -
-                           s->archive_expire_after * 1000000LL,
-                       EXPIRE_BATCH, expire_done, s);
+    pl__muc_archive_expire(
+        s->domain, pl__muc_archive_now() - s->archive_expire_after * 1000000LL,
+        EXPIRE_BATCH, expire_done, s);
 }
 
 static void on_expire_timer(struct pl_timer *t)
@@ -2045,7 +2037,7 @@ static int load(struct pl_host *h, void *state)
                      s->domain, pl_strerror(rc));
         return rc;
     }
-    muc_config_default(&s->defaults);
+    pl__muc_config_default(&s->defaults);
     s->defaults.max_history = s->history_default;
     s->defaults.persistent = s->default_persistent;
     s->defaults.public_room = s->default_public;
@@ -2084,7 +2076,7 @@ static void free_room(const char *key, void *value, void *ud)
     struct muc_room *r = value;
     while (r->nocc)
         occupant_gone(r, r->occ[r->nocc - 1]);
-    muc_room_free(r);
+    pl__muc_room_free(r);
 }
 
 static void unload(struct pl_host *h, void *state)
@@ -2095,7 +2087,7 @@ static void unload(struct pl_host *h, void *state)
     pl_map_each(&s->rooms, free_room, NULL);
     pl_map_clear(&s->rooms);
     pl_map_clear(&s->seats); /* emptied by free_room */
-    muc_config_release(&s->defaults);
+    pl__muc_config_release(&s->defaults);
     pl_jid_free(s->jid);
     pl_free(s->domain);
 }

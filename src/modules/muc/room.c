@@ -12,18 +12,18 @@ static const char *const role_names[] = {"none", "visitor", "participant",
 static const char *const aff_names[] = {"outcast", "none", "member",
                                         "admin", "owner"};
 
-const char *muc_role_name(int role)
+const char *pl__muc_role_name(int role)
 {
     return role >= 0 && role <= MUC_ROLE_MODERATOR ? role_names[role]
                                                     : "none";
 }
 
-const char *muc_aff_name(int aff)
+const char *pl__muc_aff_name(int aff)
 {
     return aff >= 0 && aff <= MUC_AFF_OWNER ? aff_names[aff] : "none";
 }
 
-int muc_role_parse(const char *s)
+int pl__muc_role_parse(const char *s)
 {
     for (int i = 0; s && i <= MUC_ROLE_MODERATOR; i++)
         if (strcmp(s, role_names[i]) == 0)
@@ -31,7 +31,7 @@ int muc_role_parse(const char *s)
     return -1;
 }
 
-int muc_aff_parse(const char *s)
+int pl__muc_aff_parse(const char *s)
 {
     for (int i = 0; s && i <= MUC_AFF_OWNER; i++)
         if (strcmp(s, aff_names[i]) == 0)
@@ -39,13 +39,13 @@ int muc_aff_parse(const char *s)
     return -1;
 }
 
-void muc_set_str(char **slot, const char *s)
+void pl__muc_set_str(char **slot, const char *s)
 {
     pl_free(*slot);
     *slot = s && *s ? pl_strdup(s) : NULL;
 }
 
-void muc_config_default(struct muc_config *c)
+void pl__muc_config_default(struct muc_config *c)
 {
     memset(c, 0, sizeof(*c));
     c->public_room = 1;
@@ -59,7 +59,7 @@ void muc_config_default(struct muc_config *c)
     c->member_list = MUC_ROLES_ALL;
 }
 
-void muc_config_copy(struct muc_config *dst, const struct muc_config *src)
+void pl__muc_config_copy(struct muc_config *dst, const struct muc_config *src)
 {
     *dst = *src;
     dst->name = src->name ? pl_strdup(src->name) : NULL;
@@ -69,7 +69,7 @@ void muc_config_copy(struct muc_config *dst, const struct muc_config *src)
     dst->pubsub = src->pubsub ? pl_strdup(src->pubsub) : NULL;
 }
 
-void muc_config_release(struct muc_config *c)
+void pl__muc_config_release(struct muc_config *c)
 {
     pl_free(c->name);
     pl_free(c->desc);
@@ -79,8 +79,8 @@ void muc_config_release(struct muc_config *c)
     memset(c, 0, sizeof(*c));
 }
 
-struct muc_room *muc_room_new(const char *local, const char *service,
-                              const struct muc_config *defaults)
+struct muc_room *pl__muc_room_new(const char *local, const char *service,
+                                  const struct muc_config *defaults)
 {
     struct pl_jid *j;
     if (pl_jid_make(local, service, NULL, &j) != PL_OK)
@@ -88,7 +88,7 @@ struct muc_room *muc_room_new(const char *local, const char *service,
     struct muc_room *r = pl_calloc(1, sizeof(*r));
     r->local = pl_strdup(j->local);
     r->jid = j;
-    muc_config_copy(&r->cfg, defaults);
+    pl__muc_config_copy(&r->cfg, defaults);
     return r;
 }
 
@@ -130,12 +130,12 @@ static void set_entry_nick(struct muc_room *r, const char *bare,
         if (owner && strcmp(owner, bare) == 0)
             pl_free(pl_map_del(&r->reserved, e->nick));
     }
-    muc_set_str(&e->nick, nick);
+    pl__muc_set_str(&e->nick, nick);
     if (e->nick)
         pl_free(pl_map_put(&r->reserved, e->nick, pl_strdup(bare)));
 }
 
-void muc_room_free(struct muc_room *r)
+void pl__muc_room_free(struct muc_room *r)
 {
     if (!r)
         return;
@@ -148,8 +148,8 @@ void muc_room_free(struct muc_room *r)
     pl_map_clear(&r->affs);
     pl_map_each(&r->reserved, free_value, NULL);
     pl_map_clear(&r->reserved);
-    muc_config_release(&r->cfg);
-    muc_history_free(r->history);
+    pl__muc_config_release(&r->cfg);
+    pl__muc_history_free(r->history);
     pl_free(r->subject);
     pl_free(r->subject_nick);
     pl_free(r->vcard);
@@ -158,13 +158,13 @@ void muc_room_free(struct muc_room *r)
     pl_free(r);
 }
 
-const struct muc_aff_entry *muc_aff_entry_of(const struct muc_room *r,
-                                             const char *bare)
+const struct muc_aff_entry *pl__muc_aff_entry_of(const struct muc_room *r,
+                                                 const char *bare)
 {
     return pl_map_get(&r->affs, bare);
 }
 
-int muc_aff_of(const struct muc_room *r, const struct pl_jid *real)
+int pl__muc_aff_of(const struct muc_room *r, const struct pl_jid *real)
 {
     const struct muc_aff_entry *e = pl_map_get(&r->affs, real->bare);
     if (!e)
@@ -172,8 +172,8 @@ int muc_aff_of(const struct muc_room *r, const struct pl_jid *real)
     return e ? e->aff : MUC_AFF_NONE;
 }
 
-void muc_aff_set(struct muc_room *r, const char *bare, int aff,
-                 const char *reason)
+void pl__muc_aff_set(struct muc_room *r, const char *bare, int aff,
+                     const char *reason)
 {
     struct muc_aff_entry *e = pl_map_get(&r->affs, bare);
     if (!e) {
@@ -183,7 +183,7 @@ void muc_aff_set(struct muc_room *r, const char *bare, int aff,
         pl_map_put(&r->affs, bare, e);
     }
     e->aff = aff;
-    muc_set_str(&e->reason, reason);
+    pl__muc_set_str(&e->reason, reason);
     /* A reserved nick belongs to members and above (§7.10); losing the
      * affiliation frees it. */
     if (aff < MUC_AFF_MEMBER)
@@ -194,19 +194,19 @@ void muc_aff_set(struct muc_room *r, const char *bare, int aff,
     }
 }
 
-const char *muc_nick_of(const struct muc_room *r, const char *bare)
+const char *pl__muc_nick_of(const struct muc_room *r, const char *bare)
 {
     const struct muc_aff_entry *e = pl_map_get(&r->affs, bare);
     return e ? e->nick : NULL;
 }
 
-const char *muc_nick_owner(const struct muc_room *r, const char *nick)
+const char *pl__muc_nick_owner(const struct muc_room *r, const char *nick)
 {
     return pl_map_get(&r->reserved, nick);
 }
 
-void muc_nick_register(struct muc_room *r, const char *bare,
-                       const char *nick)
+void pl__muc_nick_register(struct muc_room *r, const char *bare,
+                           const char *nick)
 {
     struct muc_aff_entry *e = pl_map_get(&r->affs, bare);
     if (!e) {
@@ -234,14 +234,14 @@ static void count_aff(const char *key, void *value, void *ud)
         c->n++;
 }
 
-int muc_count_aff(const struct muc_room *r, int aff)
+int pl__muc_count_aff(const struct muc_room *r, int aff)
 {
     struct aff_count c = {aff, 0};
     pl_map_each(&r->affs, count_aff, &c);
     return c.n;
 }
 
-int muc_default_role(const struct muc_room *r, int aff)
+int pl__muc_default_role(const struct muc_room *r, int aff)
 {
     switch (aff) {
     case MUC_AFF_OWNER:
@@ -258,41 +258,41 @@ int muc_default_role(const struct muc_room *r, int aff)
     }
 }
 
-struct muc_occupant *muc_occupant_by_nick(const struct muc_room *r,
-                                          const char *nick)
+struct muc_occupant *pl__muc_occupant_by_nick(const struct muc_room *r,
+                                              const char *nick)
 {
     return pl_map_get(&r->by_nick, nick);
 }
 
-struct muc_occupant *muc_occupant_by_real(const struct muc_room *r,
-                                          const char *full)
+struct muc_occupant *pl__muc_occupant_by_real(const struct muc_room *r,
+                                              const char *full)
 {
     return pl_map_get(&r->by_real, full);
 }
 
-int muc_nick_taken(const struct muc_room *r, const char *nick,
-                   const struct pl_jid *real)
+int pl__muc_nick_taken(const struct muc_room *r, const char *nick,
+                       const struct pl_jid *real)
 {
     const struct muc_occupant *o = pl_map_get(&r->by_nick, nick);
     if (o && strcmp(o->jid->bare, real->bare) != 0)
         return 1;
-    const char *owner = muc_nick_owner(r, nick);
+    const char *owner = pl__muc_nick_owner(r, nick);
     return owner && strcmp(owner, real->bare) != 0;
 }
 
-int muc_check_join(const struct muc_room *r, const struct pl_jid *real,
-                   const char *nick, const char *password, long max_users)
+int pl__muc_check_join(const struct muc_room *r, const struct pl_jid *real,
+                       const char *nick, const char *password, long max_users)
 {
     if (!nick || !*nick)
         return PL_EJID_MALFORMED;
-    int aff = muc_aff_of(r, real);
+    int aff = pl__muc_aff_of(r, real);
     if (r->locked && aff != MUC_AFF_OWNER)
         return PL_EITEM_NOT_FOUND;
     if (aff == MUC_AFF_OUTCAST)
         return PL_EFORBIDDEN;
     if (r->cfg.members_only && aff < MUC_AFF_MEMBER)
         return MUC_EREGISTRATION;
-    if (muc_nick_taken(r, nick, real))
+    if (pl__muc_nick_taken(r, nick, real))
         return PL_ECONFLICT;
     /* Owners and admins may enter a full room (§7.2.10). */
     long cap = r->cfg.max_users;
@@ -331,10 +331,10 @@ static void make_occupant_id(const struct muc_room *r,
     pl_buf_reset(&b64);
 }
 
-struct muc_occupant *muc_occupant_add(struct muc_room *r,
-                                      const struct pl_jid *real,
-                                      const char *nick, int role,
-                                      const char *key)
+struct muc_occupant *pl__muc_occupant_add(struct muc_room *r,
+                                          const struct pl_jid *real,
+                                          const char *nick, int role,
+                                          const char *key)
 {
     struct pl_jid *rj;
     if (pl_jid_make(r->jid->local, r->jid->domain, nick, &rj) != PL_OK)
@@ -381,7 +381,7 @@ static void unlink_nick(struct muc_room *r, struct muc_occupant *o)
     o->next_same_nick = NULL;
 }
 
-void muc_occupant_remove(struct muc_room *r, struct muc_occupant *o)
+void pl__muc_occupant_remove(struct muc_room *r, struct muc_occupant *o)
 {
     unlink_nick(r, o);
     pl_map_del(&r->by_real, o->jid->full);
@@ -391,8 +391,8 @@ void muc_occupant_remove(struct muc_room *r, struct muc_occupant *o)
     occupant_free(o);
 }
 
-void muc_occupant_rename(struct muc_room *r, struct muc_occupant *o,
-                         const char *nick)
+void pl__muc_occupant_rename(struct muc_room *r, struct muc_occupant *o,
+                             const char *nick)
 {
     struct pl_jid *rj;
     if (pl_jid_make(r->jid->local, r->jid->domain, nick, &rj) != PL_OK)
@@ -411,8 +411,8 @@ void muc_occupant_rename(struct muc_room *r, struct muc_occupant *o,
     }
 }
 
-int muc_may_set_role(int actor_aff, int actor_role, int target_aff,
-                     int target_role, int new_role)
+int pl__muc_may_set_role(int actor_aff, int actor_role, int target_aff,
+                         int target_role, int new_role)
 {
     (void)target_role;
     if (new_role == MUC_ROLE_MODERATOR ||
@@ -437,7 +437,7 @@ int muc_may_set_role(int actor_aff, int actor_role, int target_aff,
     return PL_OK;
 }
 
-int muc_may_set_aff(int actor_aff, int target_aff, int new_aff)
+int pl__muc_may_set_aff(int actor_aff, int target_aff, int new_aff)
 {
     if (actor_aff == MUC_AFF_OWNER)
         return PL_OK;
@@ -451,7 +451,7 @@ int muc_may_set_aff(int actor_aff, int target_aff, int new_aff)
     return PL_OK;
 }
 
-int muc_may_pm(int pm, int role)
+int pl__muc_may_pm(int pm, int role)
 {
     switch (pm) {
     case MUC_PM_ANYONE:

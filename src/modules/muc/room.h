@@ -15,7 +15,7 @@
  * strings; JIDs passed in are copied.
  *
  * Extending: a new configuration option is a field in struct muc_config,
- * a default in muc_config_default, a row in config.c's form table and in
+ * a default in pl__muc_config_default, a row in form.c's form table and in
  * store.c's serializer.
  */
 #ifndef PL_MUC_ROOM_H
@@ -113,31 +113,31 @@ struct muc_room {
 };
 
 /* A fresh room with the default configuration cfg (copied). */
-struct muc_room *muc_room_new(const char *local, const char *service,
-                              const struct muc_config *defaults);
-void muc_room_free(struct muc_room *r);
+struct muc_room *pl__muc_room_new(const char *local, const char *service,
+                                  const struct muc_config *defaults);
+void pl__muc_room_free(struct muc_room *r);
 
-void muc_config_copy(struct muc_config *dst, const struct muc_config *src);
-void muc_config_release(struct muc_config *c);
+void pl__muc_config_copy(struct muc_config *dst, const struct muc_config *src);
+void pl__muc_config_release(struct muc_config *c);
 /* Replaces *slot by a copy of s (NULL or "" clears it). */
-void muc_set_str(char **slot, const char *s);
+void pl__muc_set_str(char **slot, const char *s);
 
 /* Affiliation of a bare JID (a domain entry bans a whole server). */
-int muc_aff_of(const struct muc_room *r, const struct pl_jid *real);
-const struct muc_aff_entry *muc_aff_entry_of(const struct muc_room *r,
-                                             const char *bare);
+int pl__muc_aff_of(const struct muc_room *r, const struct pl_jid *real);
+const struct muc_aff_entry *pl__muc_aff_entry_of(const struct muc_room *r,
+                                                 const char *bare);
 /* Sets (aff NONE with no nick removes) the entry for bare. */
-void muc_aff_set(struct muc_room *r, const char *bare, int aff,
-                 const char *reason);
+void pl__muc_aff_set(struct muc_room *r, const char *bare, int aff,
+                     const char *reason);
 /* Registered nick of bare, or NULL; the bare JID holding nick, or NULL. */
-const char *muc_nick_of(const struct muc_room *r, const char *bare);
-const char *muc_nick_owner(const struct muc_room *r, const char *nick);
-void muc_nick_register(struct muc_room *r, const char *bare,
-                       const char *nick);
-int muc_count_aff(const struct muc_room *r, int aff);
+const char *pl__muc_nick_of(const struct muc_room *r, const char *bare);
+const char *pl__muc_nick_owner(const struct muc_room *r, const char *nick);
+void pl__muc_nick_register(struct muc_room *r, const char *bare,
+                           const char *nick);
+int pl__muc_count_aff(const struct muc_room *r, int aff);
 
 /* The role an occupant of affiliation aff gets on entering (§5.1.2). */
-int muc_default_role(const struct muc_room *r, int aff);
+int pl__muc_default_role(const struct muc_room *r, int aff);
 
 /*
  * Whether real may enter with nick (and password, NULL if none given):
@@ -155,27 +155,27 @@ int muc_default_role(const struct muc_room *r, int aff);
  * max_users is the service's cap (0 none).
  */
 #define MUC_EREGISTRATION (-100)
-int muc_check_join(const struct muc_room *r, const struct pl_jid *real,
-                   const char *nick, const char *password, long max_users);
+int pl__muc_check_join(const struct muc_room *r, const struct pl_jid *real,
+                       const char *nick, const char *password, long max_users);
 
-struct muc_occupant *muc_occupant_by_nick(const struct muc_room *r,
-                                          const char *nick);
-struct muc_occupant *muc_occupant_by_real(const struct muc_room *r,
-                                          const char *full);
+struct muc_occupant *pl__muc_occupant_by_nick(const struct muc_room *r,
+                                              const char *nick);
+struct muc_occupant *pl__muc_occupant_by_real(const struct muc_room *r,
+                                              const char *full);
 /* Adds an occupant (real and room JID copied).  key is the service's
  * secret for occupant ids. */
-struct muc_occupant *muc_occupant_add(struct muc_room *r,
-                                      const struct pl_jid *real,
-                                      const char *nick, int role,
-                                      const char *key);
+struct muc_occupant *pl__muc_occupant_add(struct muc_room *r,
+                                          const struct pl_jid *real,
+                                          const char *nick, int role,
+                                          const char *key);
 /* Removes and frees o. */
-void muc_occupant_remove(struct muc_room *r, struct muc_occupant *o);
+void pl__muc_occupant_remove(struct muc_room *r, struct muc_occupant *o);
 /* Moves o to a new nick (the caller checked it is free). */
-void muc_occupant_rename(struct muc_room *r, struct muc_occupant *o,
-                         const char *nick);
+void pl__muc_occupant_rename(struct muc_room *r, struct muc_occupant *o,
+                             const char *nick);
 /* Whether the nick is held by a user other than real's bare JID. */
-int muc_nick_taken(const struct muc_room *r, const char *nick,
-                   const struct pl_jid *real);
+int pl__muc_nick_taken(const struct muc_room *r, const char *nick,
+                       const struct pl_jid *real);
 
 /*
  * Permission checks for the admin use cases (XEP-0045 §8, §9, §10).
@@ -184,20 +184,20 @@ int muc_nick_taken(const struct muc_room *r, const char *nick,
  * PL_EFORBIDDEN (lacks privilege), PL_ENOT_ALLOWED (target is above or
  * equal: §8.2 kicking an admin), PL_EBAD_REQUEST.
  */
-int muc_may_set_role(int actor_aff, int actor_role, int target_aff,
-                     int target_role, int new_role);
-int muc_may_set_aff(int actor_aff, int target_aff, int new_aff);
+int pl__muc_may_set_role(int actor_aff, int actor_role, int target_aff,
+                         int target_role, int new_role);
+int pl__muc_may_set_aff(int actor_aff, int target_aff, int new_aff);
 
 /* Whether role may send private messages under pm policy. */
-int muc_may_pm(int pm, int role);
+int pl__muc_may_pm(int pm, int role);
 
 /* Names as on the wire ("moderator", "owner", ...); -1 if unknown. */
-const char *muc_role_name(int role);
-const char *muc_aff_name(int aff);
-int muc_role_parse(const char *s);
-int muc_aff_parse(const char *s);
+const char *pl__muc_role_name(int role);
+const char *pl__muc_aff_name(int aff);
+int pl__muc_role_parse(const char *s);
+int pl__muc_aff_parse(const char *s);
 
 /* Built-in defaults (before the module's options are applied). */
-void muc_config_default(struct muc_config *c);
+void pl__muc_config_default(struct muc_config *c);
 
 #endif

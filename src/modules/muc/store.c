@@ -33,12 +33,12 @@ static void dump_aff(const char *key, void *value, void *ud)
     const struct muc_aff_entry *e = value;
     struct pl_node *a = pl_node_add_child(u->st, u->root, "aff", NS_STORE);
     pl_node_set_attr(u->st, a, "jid", key);
-    pl_node_set_attr(u->st, a, "aff", muc_aff_name(e->aff));
+    pl_node_set_attr(u->st, a, "aff", pl__muc_aff_name(e->aff));
     set_str(u->st, a, "nick", e->nick);
     set_str(u->st, a, "reason", e->reason);
 }
 
-void muc_store_dump(const struct muc_room *r, struct pl_buf *out)
+void pl__muc_store_dump(const struct muc_room *r, struct pl_buf *out)
 {
     const struct muc_config *c = &r->cfg;
     struct pl_stanza *st = pl_stanza_new("room", NS_STORE);
@@ -92,9 +92,9 @@ static long attr_long(const struct pl_node *el, const char *name, long def)
     return v ? strtol(v, NULL, 10) : def;
 }
 
-struct muc_room *muc_store_load(const char *local, const char *service,
-                                const struct muc_config *defaults,
-                                const void *data, size_t len)
+struct muc_room *pl__muc_store_load(const char *local, const char *service,
+                                    const struct muc_config *defaults,
+                                    const void *data, size_t len)
 {
     struct pl_stanza *st;
     if (pl_xml_parse_fragment(data, len, &st) != PL_OK)
@@ -103,15 +103,15 @@ struct muc_room *muc_store_load(const char *local, const char *service,
     struct muc_room *r = NULL;
     if (strcmp(root->name, "room") != 0 || strcmp(root->ns, NS_STORE) != 0)
         goto out;
-    r = muc_room_new(local, service, defaults);
+    r = pl__muc_room_new(local, service, defaults);
     if (!r)
         goto out;
     struct muc_config *c = &r->cfg;
-    muc_set_str(&c->name, pl_node_attr(root, "name"));
-    muc_set_str(&c->desc, pl_node_attr(root, "desc"));
-    muc_set_str(&c->lang, pl_node_attr(root, "lang"));
-    muc_set_str(&c->password, pl_node_attr(root, "password"));
-    muc_set_str(&c->pubsub, pl_node_attr(root, "pubsub"));
+    pl__muc_set_str(&c->name, pl_node_attr(root, "name"));
+    pl__muc_set_str(&c->desc, pl_node_attr(root, "desc"));
+    pl__muc_set_str(&c->lang, pl_node_attr(root, "lang"));
+    pl__muc_set_str(&c->password, pl_node_attr(root, "password"));
+    pl__muc_set_str(&c->pubsub, pl_node_attr(root, "pubsub"));
     c->persistent = 1;
     c->public_room = (int)attr_long(root, "public", c->public_room);
     c->members_only = (int)attr_long(root, "members-only", 0);
@@ -133,17 +133,17 @@ struct muc_room *muc_store_load(const char *local, const char *service,
     for (struct pl_node *e = pl_node_first_elem(root); e;
          e = pl_node_next_elem(e)) {
         if (strcmp(e->name, "subject") == 0) {
-            muc_set_str(&r->subject, pl_node_text(st, e, NULL));
-            muc_set_str(&r->subject_nick, pl_node_attr(e, "nick"));
+            pl__muc_set_str(&r->subject, pl_node_text(st, e, NULL));
+            pl__muc_set_str(&r->subject_nick, pl_node_attr(e, "nick"));
         } else if (strcmp(e->name, "aff") == 0) {
             const char *jid = pl_node_attr(e, "jid");
-            int aff = muc_aff_parse(pl_node_attr(e, "aff"));
+            int aff = pl__muc_aff_parse(pl_node_attr(e, "aff"));
             if (!jid || aff < 0)
                 continue;
-            muc_aff_set(r, jid, aff, pl_node_attr(e, "reason"));
+            pl__muc_aff_set(r, jid, aff, pl_node_attr(e, "reason"));
             const char *nick = pl_node_attr(e, "nick");
             if (nick)
-                muc_nick_register(r, jid, nick);
+                pl__muc_nick_register(r, jid, nick);
         } else if (strcmp(e->name, "vCard") == 0) {
             struct pl_buf b = {0};
             pl_node_serialize(e, "", PL_NS_CLIENT, &b);

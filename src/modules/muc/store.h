@@ -11,7 +11,7 @@
  *   </room>
  *
  * Extending: a configuration field is one attribute here and in
- * muc_store_load.
+ * pl__muc_store_load.
  */
 #ifndef PL_MUC_STORE_H
 #define PL_MUC_STORE_H
@@ -22,11 +22,11 @@
 #define MUC_STORE_KEY "room"
 
 /* Serializes r's persistent state into out. */
-void muc_store_dump(const struct muc_room *r, struct pl_buf *out);
-/* Restores a room from a document made by muc_store_dump; NULL if it does
+void pl__muc_store_dump(const struct muc_room *r, struct pl_buf *out);
+/* Restores a room from a document made by pl__muc_store_dump; NULL if it does
  * not parse.  The room is unlocked and persistent. */
-struct muc_room *muc_store_load(const char *local, const char *service,
-                                const struct muc_config *defaults,
-                                const void *data, size_t len);
+struct muc_room *pl__muc_store_load(const char *local, const char *service,
+                                    const struct muc_config *defaults,
+                                    const void *data, size_t len);
 
 #endif

@@ -103,8 +103,8 @@ static void append_form(struct pl_stanza *st, const struct form *fm,
     pl_free(fields);
 }
 
-int pl_caps_ver_string(struct pl_stanza *st, const struct pl_node *query,
-                       struct pl_buf *out)
+int pl__pep_caps_ver_string(struct pl_stanza *st, const struct pl_node *query,
+                            struct pl_buf *out)
 {
     size_t cnt = pl_node_count_elems(query);
     char **ids = pl_calloc(cnt + 1, sizeof(char *));
@@ -170,7 +170,7 @@ int pl_caps_ver_string(struct pl_stanza *st, const struct pl_node *query,
     return dup ? PL_EINVAL : PL_OK;
 }
 
-int pl_caps_hash(const char *algo, struct pl_str s, struct pl_buf *out)
+int pl__pep_caps_hash(const char *algo, struct pl_str s, struct pl_buf *out)
 {
     const EVP_MD *md = strcmp(algo, "sha-1") == 0     ? EVP_sha1()
                        : strcmp(algo, "sha-256") == 0 ? EVP_sha256()
@@ -186,12 +186,12 @@ int pl_caps_hash(const char *algo, struct pl_str s, struct pl_buf *out)
     return PL_OK;
 }
 
-int pl_caps_verify(struct pl_stanza *st, const struct pl_node *query,
-                   const char *algo, const char *ver)
+int pl__pep_caps_verify(struct pl_stanza *st, const struct pl_node *query,
+                        const char *algo, const char *ver)
 {
     struct pl_buf s = {0}, h = {0};
-    int ok = pl_caps_ver_string(st, query, &s) == PL_OK &&
-             pl_caps_hash(algo, pl_buf_str(&s), &h) == PL_OK &&
+    int ok = pl__pep_caps_ver_string(st, query, &s) == PL_OK &&
+             pl__pep_caps_hash(algo, pl_buf_str(&s), &h) == PL_OK &&
              strcmp(pl_buf_cstr(&h), ver) == 0;
     pl_buf_reset(&s);
     pl_buf_reset(&h);

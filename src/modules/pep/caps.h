@@ -20,15 +20,15 @@
  * identities or features, or two forms with the same FORM_TYPE.  Forms
  * without a hidden FORM_TYPE are left out (§5.4 3.6).
  */
-int pl_caps_ver_string(struct pl_stanza *st, const struct pl_node *query,
-                       struct pl_buf *out);
+int pl__pep_caps_ver_string(struct pl_stanza *st, const struct pl_node *query,
+                            struct pl_buf *out);
 
 /* Base64 of the hash named algo ("sha-1", "sha-256", "sha-512", the
  * IANA names) of s, appended to out; PL_EINVAL for another algorithm. */
-int pl_caps_hash(const char *algo, struct pl_str s, struct pl_buf *out);
+int pl__pep_caps_hash(const char *algo, struct pl_str s, struct pl_buf *out);
 
 /* Whether `ver`, announced with hash `algo`, is the hash of query. */
-int pl_caps_verify(struct pl_stanza *st, const struct pl_node *query,
-                   const char *algo, const char *ver);
+int pl__pep_caps_verify(struct pl_stanza *st, const struct pl_node *query,
+                        const char *algo, const char *ver);
 
 #endif

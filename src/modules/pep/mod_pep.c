@@ -527,7 +527,7 @@ static void on_disco(struct pl_stanza *reply, void *arg)
     struct pl_node *query = reply ? pl_stanza_payload(reply) : NULL;
     if (type && strcmp(type, "result") == 0 && query &&
         strcmp(query->ns, PL_NS_DISCO_INFO) == 0) {
-        if (pl_caps_verify(reply, query, q->algo, q->ver)) {
+        if (pl__pep_caps_verify(reply, query, q->algo, q->ver)) {
             e = pl_calloc(1, sizeof(*e));
             e->key = pl_strdup(q->key);
             size_t cnt = pl_node_count_elems(query);
@@ -664,11 +664,9 @@ struct item {
 };
 
 struct job {
+    struct pl_job base;      /* the request (or NULL) and the account */
     enum op op;
     struct state *s;         /* the host's module state */
-    struct pl_stanza *st;    /* the request (held), or NULL */
-    char *host, *user;       /* the account */
-    char *bare;              /* user@host */
     char *requester;         /* bare JID asking, or NULL (the server) */
     char *node;
     char *item_id;           /* publish/retract; NULL: generated */
@@ -680,7 +678,6 @@ struct job {
     char **ids;              /* items: requested ids */
     int nids;
     long max_req;            /* items: max_items, 0 = all */
-    uint64_t sid;            /* OP_LAST: the session */
     char **nodes;            /* OP_LAST: its "+notify" nodes */
     int nnodes;
     char *photo_type;        /* OP_VCARD */
@@ -704,14 +701,9 @@ struct job {
 static struct job *job_new(enum op op, struct state *s, const char *host,
                            const char *user)
 {
-    struct job *j = pl_calloc(1, sizeof(*j));
+    struct job *j = pl_job_new(sizeof(*j), NULL, 0, host, user);
     j->op = op;
     j->s = s;
-    j->host = pl_strdup(host);
-    j->user = pl_strdup(user);
-    size_t n = strlen(host) + strlen(user) + 2;
-    j->bare = pl_malloc(n);
-    snprintf(j->bare, n, "%s@%s", user, host);
     j->notify = -1;
     j->notes_tail = &j->notes;
     return j;
@@ -719,10 +711,6 @@ static struct job *job_new(enum op op, struct state *s, const char *host,
 
 static void job_free(struct job *j)
 {
-    pl_stanza_unref(j->st);
-    pl_free(j->host);
-    pl_free(j->user);
-    pl_free(j->bare);
     pl_free(j->requester);
     pl_free(j->node);
     pl_free(j->item_id);
@@ -751,7 +739,7 @@ static void job_free(struct job *j)
     pl_roster_free(&j->roster);
     pl_free(j->hash);
     pl_buf_reset(&j->scratch);
-    pl_free(j);
+    pl_job_free(j);
 }
 
 static int fail(struct job *j, int code, const char *app,
@@ -1347,7 +1335,7 @@ static int read_hash(struct db *b, struct job *j)
 /* Whether the requester may read the node (XEP-0060 §6.5.9). */
 static int may_read(struct db *b, struct job *j)
 {
-    if (!j->requester || strcmp(j->requester, j->bare) == 0 ||
+    if (!j->requester || strcmp(j->requester, j->base.bare) == 0 ||
         j->cfg.access == AM_OPEN)
         return PL_OK;
     if (j->cfg.access == AM_WHITELIST)
@@ -1521,18 +1509,18 @@ static int run_cfg(struct db *b, struct job *j, int set)
 static int run_last(const struct pl_storage_driver *d, void *db,
                     struct job *j)
 {
-    int rc = pl_roster_load(d, db, j->host, j->user, &j->roster);
+    int rc = pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
     if (rc != PL_OK)
         return rc;
     for (int t = -1; t < j->roster.n; t++) {
-        const char *who = t < 0 ? j->bare : j->roster.v[t].jid;
+        const char *who = t < 0 ? j->base.bare : j->roster.v[t].jid;
         if (t >= 0 && !pl_roster_has_to(&j->roster.v[t]))
             continue;
         const char *at = strchr(who, '@');
-        if (!at || strcmp(at + 1, j->host) != 0)
+        if (!at || strcmp(at + 1, j->base.host) != 0)
             continue; /* remote contacts: their own server's job */
         char *local = pl_strndup(who, (size_t)(at - who));
-        struct db b = {d, db, j->host, local};
+        struct db b = {d, db, j->base.host, local};
         for (int i = 0; rc == PL_OK && i < j->nnodes; i++) {
             struct cfg c;
             if (cfg_load(&b, j->nodes[i], &c, j->s) != PL_OK)
@@ -1555,7 +1543,7 @@ static int run_last(const struct pl_storage_driver *d, void *db,
 static int run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct job *j = arg;
-    struct db b = {d, db, j->host, j->user};
+    struct db b = {d, db, j->base.host, j->base.user};
     int rc = PL_OK;
     switch (j->op) {
     case OP_PUBLISH: rc = run_publish(&b, j); break;
@@ -1573,7 +1561,7 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
     }
     /* Notifications need the owner's contacts. */
     if (rc == PL_OK && !j->err && j->notes)
-        rc = pl_roster_load(d, db, j->host, j->user, &j->roster);
+        rc = pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
     return rc;
 }
 
@@ -1643,9 +1631,9 @@ static void deliver_to(struct pl_stanza *m, struct pl_session *s)
 /* Sends one notification to every interested resource. */
 static void notify(struct job *j, const struct note *n)
 {
-    struct pl_stanza *m = event_message(j->bare, n->node, n->kind, n->id,
+    struct pl_stanza *m = event_message(j->base.bare, n->node, n->kind, n->id,
                                         n->payload);
-    for (struct pl_session *s = pl_session_first(j->bare); s;
+    for (struct pl_session *s = pl_session_first(j->base.bare); s;
          s = s->next_res)
         if (s->available && wants(s, n->node))
             deliver_to(m, s);
@@ -1674,22 +1662,22 @@ static void done(int rc, void *arg)
 {
     struct job *j = arg;
     if (rc != PL_OK) {
-        pl_log_error("mod_pep", "storage failed for %s: %s", j->bare,
+        pl_log_error("mod_pep", "storage failed for %s: %s", j->base.bare,
                      pl_strerror(rc));
-        if (j->st)
-            pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
+        if (j->base.st)
+            pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
         job_free(j);
         return;
     }
     if (j->err) {
-        reply_error(j->st, j->err, j->app, j->feature, j->err_text);
+        reply_error(j->base.st, j->err, j->app, j->feature, j->err_text);
         job_free(j);
         return;
     }
     if (j->hash_set && j->hash)
-        set_hash(j->s, j->bare, j->hash);
+        set_hash(j->s, j->base.bare, j->hash);
     if (j->op == OP_LAST) {
-        struct pl_session *s = pl_session_by_id(j->sid);
+        struct pl_session *s = pl_session_by_id(j->base.sid);
         for (int i = 0; s && i < j->nitems; i++) {
             struct item *it = &j->items[i];
             struct pl_stanza *m = event_message(it->from, it->node, N_ITEM,
@@ -1700,8 +1688,8 @@ static void done(int rc, void *arg)
         job_free(j);
         return;
     }
-    if (j->st) {
-        struct pl_stanza *r = pl_iq_result(j->st);
+    if (j->base.st) {
+        struct pl_stanza *r = pl_iq_result(j->base.st);
         struct pl_node *root = pl_stanza_root(r);
         if (j->op == OP_PUBLISH) {
             struct pl_node *ps = pl_node_add_child(r, root, "pubsub",
@@ -1720,7 +1708,7 @@ static void done(int rc, void *arg)
             for (int i = 0; i < j->nitems; i++)
                 add_item_xml(r, is, j->items[i].id, j->items[i].payload);
         } else if (j->op == OP_CFG_GET &&
-                   strcmp(pl_stanza_attr(j->st, "type"), "get") == 0) {
+                   strcmp(pl_stanza_attr(j->base.st, "type"), "get") == 0) {
             struct pl_node *ps = pl_node_add_child(r, root, "pubsub",
                                                    NS_OWNER);
             struct pl_node *c = pl_node_add_child(r, ps, "configure",
@@ -1728,7 +1716,7 @@ static void done(int rc, void *arg)
             pl_node_set_attr(r, c, "node", j->node);
             cfg_form(r, c, &j->cfg);
         }
-        pl_route_reply(j->st, r);
+        pl_route_reply(j->base.st, r);
         pl_stanza_unref(r);
     }
     for (struct note *n = j->notes; n; n = n->next)
@@ -1743,7 +1731,7 @@ static void send_last_items(struct pl_session *s)
     if (!st || !c || !c->n || !s->jid || !s->jid->local)
         return;
     struct job *j = job_new(OP_LAST, st, s->host->domain, s->jid->local);
-    j->sid = s->id;
+    j->base.sid = s->id;
     j->nodes = strs_copy(c->nodes, c->n);
     j->nnodes = c->n;
     pl_storage_submit(pl_server_loop(), run, done, j);
@@ -1755,7 +1743,7 @@ static struct job *request_job(struct pl_event *ev, struct state *s,
                                enum op op, const char *node)
 {
     struct job *j = job_new(op, s, ev->host->domain, ev->to->local);
-    j->st = pl_stanza_ref(ev->stanza);
+    j->base.st = pl_stanza_ref(ev->stanza);
     j->requester = ev->from ? pl_strdup(ev->from->bare) : NULL;
     j->node = pl_strdup(node);
     return j;
