@@ -286,6 +286,18 @@ void pl__listen_stop(void)
     nlistens = 0;
 }
 
+void pl__listen_free(void)
+{
+    pl__listen_stop();
+    pl_free(listens);
+    listens = NULL;
+    for (int i = 0; i < ncounts; i++)
+        pl_map_clear(&counts[i].per_ip);
+    pl_free(counts);
+    counts = NULL;
+    ncounts = 0;
+}
+
 void pl__listen_reload(struct pl_config *c)
 {
     S = &c->s;

@@ -121,6 +121,8 @@ unsigned long pl_listen_conns(const char *protocol);
  */
 int pl__listen_start(struct pl_config *c);
 void pl__listen_stop(void);
+/* After the last connection is gone: frees the entries and counts. */
+void pl__listen_free(void);
 void pl__listen_reload(struct pl_config *c);
 /*
  * Checks every entry against the providers: known protocol, transport it

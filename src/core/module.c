@@ -122,6 +122,7 @@ void pl__frontends_free(void)
     for (int i = 0; all[i]; i++)
         if (all[i]->frontend && all[i]->frontend->free)
             all[i]->frontend->free();
+    pl__listen_free();
 }
 
 void pl_module_print_options(FILE *f)

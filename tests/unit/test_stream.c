@@ -217,6 +217,7 @@ static void env_stop(void)
     CHECK_INT(pl__frontends_count(), 0);
     CHECK_INT(pl_session_count(), 0);
     drain();
+    pl__frontends_free();
     pl__storage_close();
     pl_workq_free(E.cpu);
     pump(1);
