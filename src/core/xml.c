@@ -47,6 +47,7 @@
 #define MIN_HINT 512     /* smallest first arena chunk for a stanza */
 #define MAX_HINT 262144  /* largest first arena chunk for a stanza */
 #define NS_XMLNS "http://www.w3.org/2000/xmlns/"
+#define NO_CALM (~0ULL) /* struct pl_xml_parser.calm: not between children */
 
 /*
  * Expat 2.6 defers reparsing a partial token until twice as much data is
@@ -76,12 +77,16 @@ struct pl_xml_parser {
     size_t st_limit;              /* max_stanza_size when st began */
     unsigned st_max_depth;        /* max_depth when st began */
     unsigned long long fed;       /* bytes given to expat since reset */
+    unsigned long long calm;      /* fed where the last event left the
+                                   * parser between the stream's children
+                                   * (see pl_xml_parser_nap), else NO_CALM */
     bool busy;                    /* inside feed: callbacks may run */
     bool in_parse;                /* inside XML_Parse, under busy */
     bool stopped;                 /* pl_xml_parser_stop() was called */
     bool failed;                  /* the error callback fired */
     bool reset_pending;           /* reset requested from a callback */
     bool resuming;                /* replaying the header after a nap */
+    bool in_cdata;                /* inside a CDATA section */
     char *hdr_raw;                /* the stream header's start tag, as
                                    * received, to resume after a nap */
     size_t hdr_raw_len;
@@ -457,6 +462,7 @@ static void open_stream(struct pl_xml_parser *p, const XML_Char *name,
         fail(p, PL_XML_POLICY_VIOLATION, "stream header too large");
         return;
     }
+    p->calm = (unsigned long long)event_end(p);
     if (p->resuming) {
         /* Replayed header after pl_xml_parser_nap(): context only. */
         drop_partial(p);
@@ -536,6 +542,7 @@ static void on_end(void *ud, const XML_Char *name)
     struct pl_stanza *st = p->st;
     p->st = NULL;
     p->cur = NULL;
+    p->calm = (unsigned long long)event_end(p);
     pl__stanza_set_wire_size(st, (size_t)(event_end(p) - p->st_start));
     if (p->cb.stanza)
         p->cb.stanza(p->ud, st);
@@ -560,6 +567,29 @@ static void on_text(void *ud, const XML_Char *s, int len)
             return;
         }
     }
+    if (!p->in_cdata)
+        p->calm = (unsigned long long)event_end(p);
+}
+
+/*
+ * RFC 6120 §11.7: whitespace, and nothing else, may separate the stream's
+ * children.  A CDATA section there is refused as it opens, whatever it
+ * holds: inside one, expat has consumed every byte yet is not between
+ * children (the text "<message/>" is not a stanza).  Inside a stanza its
+ * text arrives through on_text().  in_cdata keeps whitespace in a CDATA
+ * section from counting as a calm point (see pl_xml_parser_nap).
+ */
+static void on_cdata_start(void *ud)
+{
+    struct pl_xml_parser *p = ud;
+    p->in_cdata = true;
+    if (!dead(p) && p->depth < p->sdepth)
+        fail(p, PL_XML_BAD_FORMAT, "CDATA section between stanzas");
+}
+
+static void on_cdata_end(void *ud)
+{
+    ((struct pl_xml_parser *)ud)->in_cdata = false;
 }
 
 /*
@@ -659,6 +689,7 @@ static void setup(struct pl_xml_parser *p)
         XML_SetReparseDeferralEnabled(xp, XML_FALSE);
     XML_SetElementHandler(xp, on_start, on_end);
     XML_SetCharacterDataHandler(xp, on_text);
+    XML_SetCdataSectionHandler(xp, on_cdata_start, on_cdata_end);
     XML_SetNamespaceDeclHandler(xp, on_ns, NULL);
     XML_SetXmlDeclHandler(xp, on_xml_decl);
     XML_SetStartDoctypeDeclHandler(xp, on_doctype);
@@ -685,6 +716,8 @@ static void do_reset(struct pl_xml_parser *p)
     setup(p);
     p->depth = 0;
     p->fed = 0;
+    p->calm = NO_CALM;
+    p->in_cdata = false;
     p->doc_bytes = 0;
     p->stopped = p->failed = p->reset_pending = false;
 }
@@ -701,6 +734,7 @@ static struct pl_xml_parser *create(const struct pl_xml_limits *limits,
     p->ud = ud;
     p->sdepth = sdepth;
     p->decls_tail = &p->decls;
+    p->calm = NO_CALM;
     /* A stream's first document (before TLS and SASL restarts) is
      * short-lived: the C heap serves it; pages of its own start with the
      * first restart (see do_reset), when the stream is about to last. */
@@ -786,16 +820,28 @@ static int wake(struct pl_xml_parser *p)
     setup(p);
     p->depth = 0;
     p->fed = 0;
+    p->calm = NO_CALM;
+    p->in_cdata = false;
     p->resuming = true;
     int rc = parse(p, p->hdr_raw, p->hdr_raw_len, XML_FALSE);
     p->resuming = false;
     return rc;
 }
 
+/*
+ * A byte index alone does not tell whether expat may be dropped: inside a
+ * CDATA section expat has consumed every byte it was given, yet a fresh
+ * parser would read what follows as markup.  So the nap needs the last
+ * event expat reported (the stream header, a stanza's end tag, or
+ * whitespace at depth 1) to end exactly where the input ends: then no
+ * token is partial and no construct (CDATA section, comment, processing
+ * instruction, reference, tag) is open.  Any other event, or input consumed
+ * without one, leaves calm behind fed and the parser awake.
+ */
 int pl_xml_parser_nap(struct pl_xml_parser *p)
 {
     if (!p->xp || p->busy || dead(p) || p->st || !p->hdr_raw ||
-        p->depth + 1 != p->sdepth)
+        p->depth + 1 != p->sdepth || p->calm != p->fed)
         return 0;
     long long idx = (long long)XML_GetCurrentByteIndex(p->xp);
     if (idx < 0 || (unsigned long long)idx != p->fed)

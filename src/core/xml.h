@@ -10,7 +10,8 @@
  * (bad-format), malformed XML, unbound prefixes and invalid UTF-8
  * (not-well-formed), and stanzas over the configured size or nesting depth
  * (policy-violation).  Whitespace between stanzas (keepalives) is ignored;
- * other text at depth 1 is bad-format.
+ * other text at depth 1, and any CDATA section there (even an empty one),
+ * is bad-format (RFC 6120 §11.7 allows only whitespace between them).
  *
  * Callbacks run inside pl_xml_parser_feed().  A callback may call
  * pl_xml_parser_stop(): feed then returns after that event and the rest of
@@ -107,8 +108,12 @@ void pl_xml_parser_reset(struct pl_xml_parser *p);
  * Memory diet for idle streams: between stanzas, frees the expat parser
  * (about 10 KiB) and keeps only the stream header's start tag; the next
  * feed builds a fresh parser and replays that tag silently, so namespace
- * context is unchanged.  Returns 1 if it napped, 0 if it could not (inside
- * a stanza, a partial token buffered, or before the stream header).
+ * context is unchanged.  Naps only when the parser is exactly between two
+ * children of the stream element with nothing pending: the last thing read
+ * was the stream header, a stanza's end or whitespace, and it ended the
+ * input so far.  Returns 1 if it napped, 0 if it could not (inside a
+ * stanza, a token or construct unfinished, after an error or stop, inside
+ * a callback, or outside the stream element).
  */
 int pl_xml_parser_nap(struct pl_xml_parser *p);
 

@@ -349,10 +349,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* NUL is never XML: a stream holding one must end in an error, unless
      * a stop or reset threw the bytes away unread, or the NUL is in the
-     * last 3 bytes, where expat may hold it as part of an unfinished
-     * multibyte character until more comes.  (Catches a parser that has
-     * switched to UTF-16 or UCS-4, where NUL bytes are ordinary.) */
-    if (!(r.opts & 0xa0) && size > 6 && memchr(data + 3, '\0', size - 6) &&
+     * last 5 bytes, where expat may hold it unread until more comes: in an
+     * unfinished multibyte character (up to 3 bytes after the lead byte),
+     * or after "<![" (expat waits for six characters before it compares
+     * them with "CDATA[").  (Catches a parser that has switched to UTF-16
+     * or UCS-4, where NUL bytes are ordinary.) */
+    if (!(r.opts & 0xa0) && size > 8 && memchr(data + 3, '\0', size - 8) &&
         !r.errors)
         die("a stream with a NUL byte was accepted", pl_buf_str(&r.log),
             none);

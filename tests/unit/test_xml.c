@@ -752,3 +752,98 @@ void test_xml_nap(void)
     CHECK_INT(r.errors, 1);
     rec_done(&r);
 }
+
+/*
+ * A nap must change nothing, wherever the input is cut: it may only happen
+ * between two children of the stream element with nothing pending.  Each
+ * input is parsed whole for reference, then cut at every offset with a nap
+ * attempt at the cut, then a byte at a time with a nap attempt after every
+ * byte.  The inputs hold states a byte index does not show: a CDATA
+ * section (at depth 1 and inside a stanza), comments, processing
+ * instructions, a DOCTYPE, character and entity references, attribute
+ * values holding markup, CR LF, multibyte characters, deep nesting.
+ */
+static const char *const nap_inputs[] = {
+    HDR "<![CDATA[<message/>]]><message/>",
+    HDR "<![CDATA[]]><message/>",
+    HDR "<![CDATA[ \n]]><message/>",
+    HDR "<message><body><![CDATA[</body></message><iq/>]]></body>"
+        "</message> <iq/>",
+    HDR " \r\n <message a='x&gt;/>' b=\"&#x3c;iq/&#62;\">&#x263A;&amp;"
+        "&lt;presence/></message>\t\r<presence/>\r\n",
+    HDR "<message/><!-- <message/> --><iq/>",
+    HDR "<message/><?pi <message/> ?><iq/>",
+    HDR "<!DOCTYPE x [<!ENTITY e '<message/>'>]><message/>",
+    HDR "&#x20;&#10;<message/>&#x3c;iq/>",
+    HDR "<a><b><c>t<d/></c></b></a> <e xmlns='urn:x' xml:lang='en'/>"
+        "</stream:stream>",
+    HDR "\xc3\xa9<message/>",
+    HDR "<message>\xe2\x98\xba</message>]]><message/>",
+    "<?xml version='1.0'?>\n" HDR "\n<message/>",
+};
+
+static void nap_feed(struct rec *r, const char *in, size_t len, int *naps)
+{
+    pl_xml_parser_feed(r->p, in, len);
+    *naps += pl_xml_parser_nap(r->p);
+}
+
+void test_xml_nap_anywhere(void)
+{
+    int naps = 0;
+    for (size_t k = 0; k < sizeof(nap_inputs) / sizeof(nap_inputs[0]); k++) {
+        const char *in = nap_inputs[k];
+        size_t len = strlen(in);
+        struct rec ref;
+        rec_init(&ref, 0, 0);
+        pl_xml_parser_feed(ref.p, in, len);
+        const char *want = pl_buf_cstr(&ref.log);
+        int bad = 0;
+        for (size_t mode = 0; mode <= len + 1 && !bad; mode++) {
+            struct rec r;
+            rec_init(&r, 0, 0);
+            if (mode <= len) {
+                nap_feed(&r, in, mode, &naps);
+                nap_feed(&r, in + mode, len - mode, &naps);
+            } else {
+                for (size_t i = 0; i < len; i++)
+                    nap_feed(&r, in + i, 1, &naps);
+            }
+            const char *got = pl_buf_cstr(&r.log);
+            if (strcmp(got, want) != 0) {
+                fprintf(stderr, "  input %zu, %s %zu:\n  got:    %s\n"
+                        "  wanted: %s\n", k,
+                        mode > len ? "bytewise" : "nap at", mode, got, want);
+                unit_failures++;
+                bad = 1;
+            }
+            rec_done(&r);
+        }
+        rec_done(&ref);
+    }
+    CHECK(naps > 100); /* the naps did happen */
+    LEAK_CHECK();
+}
+
+/* RFC 6120 §11.7: only whitespace may separate the stream's children; a
+ * CDATA section there is refused as it starts, whatever it holds. */
+void test_xml_cdata_at_stream_level(void)
+{
+    static const char *const tails[] = {
+        "<![CDATA[<message/>]]>", "<![CDATA[]]>", "<![CDATA[ ]]>",
+        "<![CDATA[<message/>", "<![CDATA[",
+    };
+    for (size_t k = 0; k < sizeof(tails) / sizeof(tails[0]); k++) {
+        struct rec r;
+        rec_init(&r, 0, 0);
+        CHECK_INT(pl_xml_parser_feed(r.p, HDR "<iq/>", strlen(HDR) + 5),
+                  PL_OK);
+        pl_xml_parser_feed(r.p, tails[k], strlen(tails[k]));
+        CHECK_INT(pl_xml_parser_nap(r.p), 0);
+        pl_xml_parser_feed(r.p, "<message/>", 10);
+        CHECK_STR(pl_buf_cstr(&r.log),
+                  HDR_LOG "stanza(<iq/>)\nerror(bad-format)\n");
+        rec_done(&r);
+    }
+    LEAK_CHECK();
+}
