@@ -1,7 +1,9 @@
 /*
  * listen.c - listeners: opens every `listeners` entry, accepts within the
  * limits, starts direct TLS, receives datagrams, and hands each
- * connection or datagram to the protocol's provider; see listen.h.
+ * connection or datagram to the protocol's provider; see listen.h.  The
+ * deadlines of accepted connections are watched by conn.c, with the
+ * values this file says (pl__listen_deadlines).
  *
  * Accounting: each protocol has a count of open connections and a map
  * address -> count; a connection leaves both when it is freed (conn.c
@@ -91,11 +93,23 @@ static void refused_data(struct pl_conn *c, const char *p, size_t n)
     pl_conn_close(c);
 }
 
-static const struct pl_conn_ops refused_ops = {refused_data, NULL, NULL};
+/* A refused connection is closed at once: no deadline reaches it. */
+static const struct pl_conn_ops refused_ops = {.data = refused_data};
 
 static long limit_of(long entry, long global)
 {
     return entry >= 0 ? entry : global;
+}
+
+void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
+                          uint64_t *idle_ms)
+{
+    if (!S)
+        return;
+    *handshake_ms = (uint64_t)S->handshake_timeout * 1000;
+    /* The protocol's own, else the limits group's. */
+    if (!c->idle_set)
+        *idle_ms = (uint64_t)S->idle_timeout * 1000;
 }
 
 static void hand_over(struct pl_listen *l, int fd)
