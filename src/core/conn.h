@@ -19,14 +19,14 @@
  * conn pointer only until closed fires.
  *
  * Deadlines: a connection accepted by a listener (listen.h) has two, from
- * the `limits` group: the handshake must be done (pl_conn_established)
- * within handshake_timeout of the accept, and no byte may be missing for
- * idle_timeout (a protocol may set its own idle policy, pl_conn_set_idle).
- * The idle deadline runs from the start; the handshake one until
- * pl_conn_established.  When one passes, ops->timeout says so (NULL: the
- * connection is closed).  The connection's one timer is re-armed lazily:
- * nothing is done per byte; when it fires it compares with the last
- * activity and waits for the time left.
+ * the `limits` group or its listeners entry: the handshake must be done
+ * (pl_conn_established) within handshake_timeout of the accept, and no
+ * byte may be missing for idle_timeout (a protocol may set its own idle
+ * policy, pl_conn_set_idle).  The idle deadline runs from the start; the
+ * handshake one until pl_conn_established.  When one passes, ops->timeout
+ * says so (NULL: the connection is closed).  The connection's one timer
+ * is re-armed lazily: nothing is done per byte; when it fires it compares
+ * with the last activity and waits for the time left.
  */
 #ifndef PL_CONN_H
 #define PL_CONN_H
@@ -145,6 +145,7 @@ void pl_conn_established(struct pl_conn *c);
  * The protocol's own idle policy, instead of limits.idle_timeout: ms
  * without activity before ops->timeout (0: no idle deadline); with
  * count_writes, bytes written count as activity too, not only bytes read.
+ * A listeners entry's own idle_timeout still wins (listen.h).
  */
 void pl_conn_set_idle(struct pl_conn *c, uint32_t ms, int count_writes);
 

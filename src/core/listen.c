@@ -104,11 +104,16 @@ static long limit_of(long entry, long global)
 void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
                           uint64_t *idle_ms)
 {
+    const struct pl_listener_conf *lc = c->listen->conf;
     if (!S)
         return;
-    *handshake_ms = (uint64_t)S->handshake_timeout * 1000;
-    /* The protocol's own, else the limits group's. */
-    if (!c->idle_set)
+    *handshake_ms =
+        (uint64_t)limit_of(lc->handshake_timeout, S->handshake_timeout) *
+        1000;
+    /* The entry's own, else the protocol's own, else the limits group's. */
+    if (lc->idle_timeout >= 0)
+        *idle_ms = (uint64_t)lc->idle_timeout * 1000;
+    else if (!c->idle_set)
         *idle_ms = (uint64_t)S->idle_timeout * 1000;
 }
 
@@ -394,6 +399,8 @@ int pl__listen_accept_fd(const char *protocol, int tls_mode, int fd)
         t->conf.transport = PL_TRANSPORT_TCP;
         t->conf.max_per_ip = -1;
         t->conf.max_total = -1;
+        t->conf.handshake_timeout = -1;
+        t->conf.idle_timeout = -1;
         l = &t->l;
         l->proto = p;
         l->owner = owner;

@@ -12,9 +12,10 @@
  *   - the read rate limit and output cap of each connection (conn.h);
  *   - the deadlines of each connection (conn.h): handshake_timeout from
  *     the accept until the protocol calls pl_conn_established, and
- *     idle_timeout since the last byte read (a protocol may set its own
- *     idle policy, pl_conn_set_idle); a protocol says how a stream ends
- *     on a deadline (struct pl_conn_ops.timeout);
+ *     idle_timeout since the last byte read; an entry may set its own
+ *     handshake_timeout / idle_timeout, and a protocol its own idle policy
+ *     (pl_conn_set_idle: the entry's still wins); a protocol says how a
+ *     stream ends on a deadline (struct pl_conn_ops.timeout);
  *   - TLS: tls = "direct" starts the handshake with the hosts'
  *     certificates (SNI picks the host) before the protocol sees a byte;
  *     tls = "starttls" leaves the upgrade to the protocol;
@@ -136,10 +137,11 @@ int pl__listen_check(struct pl_config *c, char *err, size_t errlen);
 /* conn.c, when a connection is freed: leaves its protocol's counts. */
 void pl__listen_release(struct pl_conn *c);
 /*
- * conn.c: the deadlines of c, accepted by c->listen, in ms: the limits
- * group's handshake_timeout; its idle_timeout when the protocol set none
- * (c->idle_set), else *idle_ms is left as it is.  Read at each check: a
- * reload applies to open connections too.
+ * conn.c: the deadlines of c, accepted by c->listen, in ms: the entry's
+ * or the limits group's handshake_timeout; the entry's idle_timeout, else
+ * (when the protocol set none, c->idle_set) the limits group's, else
+ * *idle_ms is left as it is.  Read at each check: a reload applies to
+ * open connections too.
  */
 void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
                           uint64_t *idle_ms);

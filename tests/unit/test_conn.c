@@ -4,6 +4,8 @@
  * policy (pl_conn_set_idle) postponed by reads and, only with
  * count_writes, by writes; a protocol that leaves the connection open is
  * asked again a second later; without a timeout handler the core closes.
+ * Also the listeners entries' own handshake_timeout and idle_timeout
+ * (config.c), with the limits group's bounds.
  *
  * The handshake deadline needs a listener: test_stream.c covers it through
  * c2s (stream_handshake_timeout, stream_resume_established).
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "config.h"
 #include "conn.h"
 #include "error.h"
 #include "loop.h"
@@ -181,4 +184,47 @@ void test_conn_timeout_default(void)
     CHECK(read(T.peer, b, sizeof(b)) == 0); /* the peer sees the end */
     close(T.peer);
     pl_loop_free(T.loop);
+}
+
+/* listeners entries: their own deadlines, within the limits' bounds. */
+void test_conn_listener_timeouts(void)
+{
+    static const struct {
+        const char *entry;
+        long handshake, idle; /* -1: the limits group's */
+        const char *err;      /* in the error, or NULL if accepted */
+    } t[] = {
+        {"{ protocol = \"c2s\"; port = 5222; }", -1, -1, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; handshake_timeout = 1; }", 1,
+         -1, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; idle_timeout = 60; "
+         "handshake_timeout = 3600; }",
+         3600, 60, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; handshake_timeout = 0; }", 0, 0,
+         "handshake_timeout must be between 1 and 3600"},
+        {"{ protocol = \"c2s\"; port = 5222; idle_timeout = 9; }", 0, 0,
+         "idle_timeout must be between 10 and 86400"},
+        {"{ protocol = \"c2s\"; port = 5222; idle_timeout = \"60\"; }", 0, 0,
+         "idle_timeout must be an integer"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        char set[300], err[512] = "";
+        snprintf(set, sizeof(set), "listeners=(%s)", t[i].entry);
+        char *sets[] = {set};
+        struct pl_config *c = NULL;
+        int rc = pl_config_load(NULL, sets, 1, &c, err, sizeof(err));
+        if (t[i].err) {
+            CHECK(rc != PL_OK);
+            if (!strstr(err, t[i].err))
+                fprintf(stderr, "  %s: got \"%s\"\n", t[i].entry, err);
+            CHECK(strstr(err, t[i].err) != NULL);
+        } else {
+            CHECK_INT(rc, PL_OK);
+            if (c && c->nlisteners == 1) {
+                CHECK_INT(c->listeners[0].handshake_timeout, t[i].handshake);
+                CHECK_INT(c->listeners[0].idle_timeout, t[i].idle);
+            }
+        }
+        pl_config_free(c);
+    }
 }
