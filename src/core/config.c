@@ -387,6 +387,28 @@ out:
 
 /* Listeners and hosts. */
 
+/* An entry's own value of the limits option name (with its bounds), or
+ * -1 when the entry has none. */
+static int entry_limit(config_setting_t *g, const char *name, long *out,
+                       char *err, size_t errlen)
+{
+    *out = -1;
+    config_setting_t *m = config_setting_get_member(g, name);
+    if (!m)
+        return PL_OK;
+    for (const struct pl_option *o = limits_opts; o->name; o++) {
+        if (strcmp(o->name, name) != 0)
+            continue;
+        struct pl_settings tmp;
+        memset(&tmp, 0, sizeof(tmp));
+        int rc = read_value(o, m, &tmp, err, errlen);
+        if (rc == PL_OK)
+            *out = *(long *)((char *)&tmp + o->offset);
+        return rc;
+    }
+    return PL_EINVAL;
+}
+
 static int read_listeners(struct pl_config *c, char *err, size_t errlen)
 {
     config_setting_t *l = config_lookup(&c->cfg, "listeners");
@@ -427,6 +449,11 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
         lc->port = config_setting_get_member(g, "port") ? port : -1;
         lc->max_per_ip = per_ip;
         lc->max_total = total;
+        if (entry_limit(g, "handshake_timeout", &lc->handshake_timeout, err,
+                        errlen) != PL_OK ||
+            entry_limit(g, "idle_timeout", &lc->idle_timeout, err,
+                        errlen) != PL_OK)
+            return PL_EINVAL;
         if (strcmp(transport, "tcp") == 0)
             lc->transport = 1; /* PL_TRANSPORT_TCP */
         else if (strcmp(transport, "udp") == 0)
@@ -535,6 +562,8 @@ static void default_listeners(struct pl_config *c)
                 lc->transport = PL_TRANSPORT_TCP;
                 lc->max_per_ip = -1;
                 lc->max_total = -1;
+                lc->handshake_timeout = -1;
+                lc->idle_timeout = -1;
             }
         }
     }
@@ -712,8 +741,10 @@ void pl_config_print_default(FILE *f)
     fputs("# tls: starttls (upgraded by the protocol), direct (TLS from the "
           "first byte)\n# or none; transport: tcp or udp; secure = true "
           "for a listener behind a\n# TLS-terminating proxy; "
-          "max_connections_per_ip and max_connections override\n# the limits "
-          "group for this entry.\nlisteners = (\n",
+          "max_connections_per_ip, max_connections, handshake_timeout\n# and "
+          "idle_timeout override the limits group for this entry (its\n# "
+          "idle_timeout also wins over a front end's own idle policy).\n"
+          "listeners = (\n",
           f);
     struct pl_config d = {0};
     default_listeners(&d);

@@ -58,6 +58,8 @@ struct pl_listener_conf {
                               * loopback: treat as encrypted */
     long max_per_ip;         /* connections per address, this protocol */
     long max_total;          /* connections in all, this protocol */
+    long handshake_timeout;  /* seconds, or -1: the limits group's */
+    long idle_timeout;       /* seconds, or -1: the limits group's */
     config_setting_t *group; /* the entry, for the provider's own keys */
 };
 

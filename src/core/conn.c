@@ -1,5 +1,9 @@
 /*
  * conn.c - connections and listeners; see conn.h.
+ *
+ * The connection's timer serves, one at a time: the read rate limit's
+ * pause (on_resume), the bounded flush before a close (on_linger), and
+ * otherwise the deadlines (on_deadline, armed by watch()).
  */
 #include "conn.h"
 
@@ -26,6 +30,7 @@
 static void on_io(struct pl_io *io, unsigned events);
 static void flush(struct pl_conn *c);
 static void handshake(struct pl_conn *c);
+static void watch(struct pl_conn *c, uint64_t at_least);
 
 static void set_peer(struct pl_conn *c, int fd)
 {
@@ -63,6 +68,8 @@ struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
     c->tokens = (double)lim->read_burst;
     c->refill_ms = pl_loop_now(loop);
     c->last_read_ms = c->refill_ms;
+    c->last_write_ms = c->refill_ms;
+    c->opened_ms = c->refill_ms;
     pl_io_init(&c->io, fd, on_io, c);
     pl_timer_init(&c->timer, NULL, c);
     int one = 1;
@@ -80,6 +87,101 @@ void pl_conn_trim(struct pl_conn *c)
 void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l)
 {
     c->lim = *l;
+}
+
+/* Deadlines. */
+
+/* The deadlines in force for c, in ms (0: none). */
+static void deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
+                      uint64_t *idle_ms)
+{
+    *handshake_ms = 0;
+    *idle_ms = c->idle_set ? c->idle_ms : 0;
+    if (c->listen)
+        pl__listen_deadlines(c, handshake_ms, idle_ms);
+    if (c->established)
+        *handshake_ms = 0;
+}
+
+static uint64_t last_activity(const struct pl_conn *c)
+{
+    if (c->count_writes && c->last_write_ms > c->last_read_ms)
+        return c->last_write_ms;
+    return c->last_read_ms;
+}
+
+static void on_deadline(struct pl_timer *t)
+{
+    struct pl_conn *c = t->data;
+    if (c->closing || c->paused)
+        return;
+    uint64_t hs, idle;
+    deadlines(c, &hs, &idle);
+    uint64_t now = pl_loop_now(c->loop);
+    int waiting = 0;
+    /* The handshake's first, then idleness: both may have passed. */
+    int which[2] = {0, 0};
+    if (hs && now - c->opened_ms >= hs)
+        which[0] = PL_CONN_TIMEOUT_HANDSHAKE;
+    if (idle && now - last_activity(c) >= idle)
+        which[1] = PL_CONN_TIMEOUT_IDLE;
+    for (int i = 0; i < 2; i++) {
+        if (!which[i])
+            continue;
+        if (!c->ops->timeout) {
+            pl_conn_close(c);
+            return;
+        }
+        c->ops->timeout(c, which[i]);
+        if (c->closing)
+            return;
+        waiting = 1; /* the protocol waits for something: ask again */
+    }
+    watch(c, waiting ? 1000 : 0);
+}
+
+/*
+ * Arms the timer for the nearest deadline, at least at_least ms away; a
+ * paused or closing connection's timer is busy (on_resume calls this
+ * again, a closing one needs none).
+ */
+static void watch(struct pl_conn *c, uint64_t at_least)
+{
+    if (c->closing || c->paused)
+        return;
+    uint64_t hs, idle;
+    deadlines(c, &hs, &idle);
+    uint64_t now = pl_loop_now(c->loop), wait = UINT64_MAX;
+    if (hs) {
+        uint64_t due = c->opened_ms + hs;
+        wait = due > now ? due - now : 0;
+    }
+    if (idle) {
+        uint64_t due = last_activity(c) + idle;
+        uint64_t w = due > now ? due - now : 0;
+        if (w < wait)
+            wait = w;
+    }
+    if (wait == UINT64_MAX) {
+        pl_timer_stop(&c->timer);
+        return;
+    }
+    c->timer.cb = on_deadline;
+    pl_timer_start(c->loop, &c->timer, wait < at_least ? at_least : wait);
+}
+
+void pl_conn_established(struct pl_conn *c)
+{
+    /* Lazily: the timer, if set for the handshake, re-arms when it fires. */
+    c->established = 1;
+}
+
+void pl_conn_set_idle(struct pl_conn *c, uint32_t ms, int count_writes)
+{
+    c->idle_ms = ms;
+    c->idle_set = 1;
+    c->count_writes = count_writes ? 1 : 0;
+    watch(c, 0); /* the new deadline may come sooner */
 }
 
 /* The handshake takes any certificate; the protocol judges it after. */
@@ -124,6 +226,7 @@ void pl_conn_start(struct pl_conn *c, SSL_CTX *ctx)
         return;
     }
     pl_io_set(c->loop, &c->io, PL_IO_READ);
+    watch(c, 0);
     if (ctx && c->tls_client)
         handshake(c); /* the client speaks first (ClientHello) */
 }
@@ -264,6 +367,7 @@ static void flush(struct pl_conn *c)
             }
         }
         c->bytes_out += (uint64_t)n;
+        c->last_write_ms = pl_loop_now(c->loop);
         pl_stat_add(bytes_out, (unsigned long)n);
         pl_buf_consume(&c->out, (size_t)n);
     }
@@ -326,6 +430,7 @@ static void on_resume(struct pl_timer *t)
     struct pl_conn *c = t->data;
     c->paused = 0;
     update_interest(c);
+    watch(c, 0); /* the timer is the deadlines' again */
 }
 
 static void refill(struct pl_conn *c)

@@ -17,6 +17,16 @@
  * in time), closes the socket, then calls ops->closed exactly once from a
  * deferred call; the connection is freed right after.  Callers hold the
  * conn pointer only until closed fires.
+ *
+ * Deadlines: a connection accepted by a listener (listen.h) has two, from
+ * the `limits` group or its listeners entry: the handshake must be done
+ * (pl_conn_established) within handshake_timeout of the accept, and no
+ * byte may be missing for idle_timeout (a protocol may set its own idle
+ * policy, pl_conn_set_idle).  The idle deadline runs from the start; the
+ * handshake one until pl_conn_established.  When one passes, ops->timeout
+ * says so (NULL: the connection is closed).  The connection's one timer
+ * is re-armed lazily: nothing is done per byte; when it fires it compares
+ * with the last activity and waits for the time left.
  */
 #ifndef PL_CONN_H
 #define PL_CONN_H
@@ -39,6 +49,19 @@ struct pl_conn_ops {
     void (*tls_up)(struct pl_conn *c);
     /* The connection is gone; last callback. */
     void (*closed)(struct pl_conn *c);
+    /*
+     * A deadline passed (enum pl_conn_timeout).  The protocol ends the
+     * stream in its own terms (pl_conn_close); if it leaves the
+     * connection open (it waits for something, e.g. a verification), it
+     * is asked again a second later.  NULL: the core closes at once.
+     */
+    void (*timeout)(struct pl_conn *c, int which);
+};
+
+/* Which deadline passed (struct pl_conn_ops.timeout). */
+enum pl_conn_timeout {
+    PL_CONN_TIMEOUT_HANDSHAKE = 1, /* not established in time */
+    PL_CONN_TIMEOUT_IDLE,          /* nothing read (or written) in time */
 };
 
 struct pl_conn_limits {
@@ -70,10 +93,17 @@ struct pl_conn {
     unsigned flush_queued : 1; /* a deferred flush is pending */
     unsigned paused : 1;       /* reading paused by the rate limit */
     unsigned want_tls : 1;     /* STARTTLS once out is flushed */
+    unsigned established : 1;  /* pl_conn_established: no handshake
+                                * deadline any more */
+    unsigned idle_set : 1;     /* idle_ms set by the protocol */
+    unsigned count_writes : 1; /* writes count as activity for idle */
+    uint32_t idle_ms;          /* the protocol's idle deadline, 0: none */
     SSL_CTX *pending_ctx;      /* context for want_tls */
     uint64_t bytes_in;         /* counters */
     uint64_t bytes_out;
     uint64_t last_read_ms;     /* loop clock at the last byte read */
+    uint64_t last_write_ms;    /* loop clock at the last byte written */
+    uint64_t opened_ms;        /* loop clock at creation */
     char ip[INET6_ADDRSTRLEN]; /* peer address; "local" for AF_UNIX */
     int port;                  /* peer port */
     int is_loopback;           /* peer is 127.0.0.0/8, ::1 or AF_UNIX */
@@ -109,6 +139,15 @@ void pl_conn_set_tls_role(struct pl_conn *c, int client, const char *sni,
                           int want_cert);
 /* Updates limits (SIGHUP). */
 void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l);
+/* The handshake is done: its deadline no longer applies (idle's does). */
+void pl_conn_established(struct pl_conn *c);
+/*
+ * The protocol's own idle policy, instead of limits.idle_timeout: ms
+ * without activity before ops->timeout (0: no idle deadline); with
+ * count_writes, bytes written count as activity too, not only bytes read.
+ * A listeners entry's own idle_timeout still wins (listen.h).
+ */
+void pl_conn_set_idle(struct pl_conn *c, uint32_t ms, int count_writes);
 
 /* Listener: accepts on address:port and calls accept_fn with the fd. */
 struct pl_listener;

@@ -1,7 +1,9 @@
 /*
  * listen.c - listeners: opens every `listeners` entry, accepts within the
  * limits, starts direct TLS, receives datagrams, and hands each
- * connection or datagram to the protocol's provider; see listen.h.
+ * connection or datagram to the protocol's provider; see listen.h.  The
+ * deadlines of accepted connections are watched by conn.c, with the
+ * values this file says (pl__listen_deadlines).
  *
  * Accounting: each protocol has a count of open connections and a map
  * address -> count; a connection leaves both when it is freed (conn.c
@@ -91,11 +93,28 @@ static void refused_data(struct pl_conn *c, const char *p, size_t n)
     pl_conn_close(c);
 }
 
-static const struct pl_conn_ops refused_ops = {refused_data, NULL, NULL};
+/* A refused connection is closed at once: no deadline reaches it. */
+static const struct pl_conn_ops refused_ops = {.data = refused_data};
 
 static long limit_of(long entry, long global)
 {
     return entry >= 0 ? entry : global;
+}
+
+void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
+                          uint64_t *idle_ms)
+{
+    const struct pl_listener_conf *lc = c->listen->conf;
+    if (!S)
+        return;
+    *handshake_ms =
+        (uint64_t)limit_of(lc->handshake_timeout, S->handshake_timeout) *
+        1000;
+    /* The entry's own, else the protocol's own, else the limits group's. */
+    if (lc->idle_timeout >= 0)
+        *idle_ms = (uint64_t)lc->idle_timeout * 1000;
+    else if (!c->idle_set)
+        *idle_ms = (uint64_t)S->idle_timeout * 1000;
 }
 
 static void hand_over(struct pl_listen *l, int fd)
@@ -239,6 +258,13 @@ static const char *tls_name(int tls)
 int pl__listen_start(struct pl_config *c)
 {
     S = &c->s;
+    /* Started again in one process (tests): the last start's entries go
+     * once no connection points at them any more. */
+    unsigned long open = 0;
+    for (int i = 0; i < ncounts; i++)
+        open += counts[i].open;
+    if (!open)
+        pl_free(listens);
     listens = pl_calloc((size_t)c->nlisteners + 1, sizeof(*listens));
     for (int i = 0; i < c->nlisteners; i++) {
         const struct pl_listener_conf *lc = &c->listeners[i];
@@ -392,6 +418,8 @@ int pl__listen_accept_fd(const char *protocol, int tls_mode, int fd)
         t->conf.transport = PL_TRANSPORT_TCP;
         t->conf.max_per_ip = -1;
         t->conf.max_total = -1;
+        t->conf.handshake_timeout = -1;
+        t->conf.idle_timeout = -1;
         l = &t->l;
         l->proto = p;
         l->owner = owner;

@@ -10,6 +10,12 @@
  *     `limits` group (counted per protocol; an entry may lower or raise
  *     them with its own max_connections_per_ip / max_connections);
  *   - the read rate limit and output cap of each connection (conn.h);
+ *   - the deadlines of each connection (conn.h): handshake_timeout from
+ *     the accept until the protocol calls pl_conn_established, and
+ *     idle_timeout since the last byte read; an entry may set its own
+ *     handshake_timeout / idle_timeout, and a protocol its own idle policy
+ *     (pl_conn_set_idle: the entry's still wins); a protocol says how a
+ *     stream ends on a deadline (struct pl_conn_ops.timeout);
  *   - TLS: tls = "direct" starts the handshake with the hosts'
  *     certificates (SNI picks the host) before the protocol sees a byte;
  *     tls = "starttls" leaves the upgrade to the protocol;
@@ -132,6 +138,15 @@ void pl__listen_reload(struct pl_config *c);
 int pl__listen_check(struct pl_config *c, char *err, size_t errlen);
 /* conn.c, when a connection is freed: leaves its protocol's counts. */
 void pl__listen_release(struct pl_conn *c);
+/*
+ * conn.c: the deadlines of c, accepted by c->listen, in ms: the entry's
+ * or the limits group's handshake_timeout; the entry's idle_timeout, else
+ * (when the protocol set none, c->idle_set) the limits group's, else
+ * *idle_ms is left as it is.  Read at each check: a reload applies to
+ * open connections too.
+ */
+void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
+                          uint64_t *idle_ms);
 /*
  * For tests: treats fd as a connection accepted by the first listener of
  * protocol (or, with none open, as one of an entry with tls_mode), through

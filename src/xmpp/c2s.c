@@ -399,6 +399,9 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
     }
     c->state = ST_BOUND;
     pl_stat_inc(sessions_bound);
+    /* The core's handshake deadline ends; keepalives and naps begin. */
+    pl_conn_established(c->conn);
+    pl_timer_start(c->conn->loop, &c->timer, 5000);
     struct pl_stanza *r = pl_iq_result(st);
     struct pl_node *b = pl_node_add_child(r, pl_stanza_root(r), "bind",
                                           NS_BIND);
@@ -722,24 +725,33 @@ static void on_closed(struct pl_conn *conn)
     end_session(c);
 }
 
-static const struct pl_conn_ops conn_ops = {on_data, on_tls_up, on_closed};
+/* conn.h: the core's deadlines (limits.handshake_timeout until bound,
+ * then limits.idle_timeout since the last byte read, or the listeners
+ * entry's own).  <connection-timeout/> leaves an idle stream-managed
+ * session resumable (pl__c2s_stream_error, XEP-0198 §5). */
+static void on_timeout(struct pl_conn *conn, int which)
+{
+    struct c2s *c = conn->data;
+    pl__c2s_stream_error(c, "connection-timeout",
+                         which == PL_CONN_TIMEOUT_HANDSHAKE
+                             ? "handshake took too long"
+                             : NULL);
+}
 
+static const struct pl_conn_ops conn_ops = {
+    .data = on_data,
+    .tls_up = on_tls_up,
+    .closed = on_closed,
+    .timeout = on_timeout,
+};
+
+/* c->timer while bound: whitespace keepalives and the parser's nap. */
 static void on_timer(struct pl_timer *t)
 {
     struct c2s *c = t->data;
     if (!c->conn || c->closing)
         return;
     uint64_t now = pl_loop_now(c->conn->loop);
-    if (c->state != ST_BOUND &&
-        now - c->opened_ms >= (uint64_t)S->handshake_timeout * 1000) {
-        pl__c2s_stream_error(c, "connection-timeout",
-                             "handshake took too long");
-        return;
-    }
-    if (now - c->conn->last_read_ms >= (uint64_t)S->idle_timeout * 1000) {
-        pl__c2s_stream_error(c, "connection-timeout", NULL);
-        return;
-    }
     if (CS->keepalive_interval && c->state == ST_BOUND &&
         now - c->keepalive_ms >= (uint64_t)CS->keepalive_interval * 1000 &&
         now - c->conn->last_read_ms >= (uint64_t)CS->keepalive_interval * 1000) {
@@ -752,8 +764,7 @@ static void on_timer(struct pl_timer *t)
         napped += (unsigned long)pl_xml_parser_nap(c->xml);
         pl_conn_trim(c->conn);
     }
-    uint64_t next = c->state != ST_BOUND ? 1000 : 5000;
-    pl_timer_start(c->conn->loop, &c->timer, next);
+    pl_timer_start(c->conn->loop, &c->timer, 5000);
 }
 
 /* c->rtimer: a <resume/> waiting for the old session's writes tries again
@@ -787,10 +798,9 @@ static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
     struct pl_xml_limits xl = {(size_t)S->max_stanza_size,
                                (unsigned)S->max_depth};
     c->xml = pl_xml_parser_new(&xl, &xml_cb, c);
-    c->opened_ms = pl_loop_now(c->conn->loop);
+    /* Started once bound; the core watches the handshake until then. */
     pl_timer_init(&c->timer, on_timer, c);
     pl_timer_init(&c->rtimer, on_resume_poll, c);
-    pl_timer_start(c->conn->loop, &c->timer, 1000);
     return PL_OK;
 }
 

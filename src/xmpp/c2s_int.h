@@ -68,12 +68,12 @@ struct c2s {
     char *user;                   /* authenticated (or claimed) localpart */
     char cbtype[24];              /* channel binding type of this exchange */
     char id[24];                  /* stream id */
-    struct pl_timer timer;        /* handshake and idle deadlines */
+    struct pl_timer timer;        /* bound: keepalives, parser naps;
+                                   * hibernated: the resumption deadline */
     struct pl_timer rtimer;       /* XEP-0198: a <resume/> waiting */
     char *resume_previd;          /* that <resume/>'s previd */
     uint32_t resume_h;            /* and its h */
     int resume_tries;             /* polls so far */
-    uint64_t opened_ms;           /* loop time at accept */
     uint64_t keepalive_ms;        /* loop time of the last keepalive */
     struct c2s *prev, *next;      /* all open streams */
 };

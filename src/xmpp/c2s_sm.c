@@ -122,7 +122,6 @@ static void swap_transport(struct c2s *a, struct c2s *b)
     SWAP(conn);
     SWAP(xml);
     SWAP(tls_mode);
-    SWAP(opened_ms);
     SWAP(keepalive_ms);
 #undef SWAP
     unsigned t = a->secure;
@@ -181,15 +180,14 @@ void pl__c2s_resume_try(struct c2s *c, const char *previd, uint32_t h)
         pl_timer_start(c->conn->loop, &c->rtimer, 2);
         return;
     }
-    if (o->hibernated) {
-        swap_transport(o, c);
+    swap_transport(o, c);
+    /* A resumed session is bound: no handshake deadline any more. */
+    pl_conn_established(o->conn);
+    if (o->hibernated)
         pl__c2s_take_place(o, c);
-    } else {
-        /* The old connection has not noticed it is dead yet. */
-        swap_transport(o, c);
+    else /* the old connection has not noticed it is dead yet */
         pl__c2s_stream_error(c, "conflict",
                              "session resumed on another connection");
-    }
     pl_stat_inc(sm_resumed);
     char b[160];
     snprintf(b, sizeof(b), "<resumed xmlns='" PL_NS_SM "' h='%u' previd='%s'/>",

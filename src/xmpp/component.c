@@ -22,9 +22,11 @@
  * handshake), conflict (the component is already connected: the new
  * connection is refused and the working one kept), invalid-from,
  * improper-addressing, unsupported-stanza-type, and the XML parser's.
- * Connection limits, read rate limits and sizes are the core's (listen.h,
- * the limits group); a handshake must complete within
- * limits.handshake_timeout.
+ * Connection limits, read rate limits, sizes and the handshake deadline
+ * are the core's (listen.h, the limits group or the listeners entry): a
+ * handshake must complete within handshake_timeout; a connected component
+ * has no idle deadline (unless its entry sets idle_timeout), our
+ * keepalives find dead ones.
  *
  * Stanzas the component sends are in jabber:component:accept; they enter
  * the server as jabber:client content (XEP-0114 §3: the namespaces carry
@@ -87,9 +89,8 @@ struct link {
     unsigned closing : 1;      /* stream error or close sent */
     unsigned header_sent : 1;  /* our stream header is out */
     char id[24];               /* stream id (hex) */
-    uint64_t opened_ms;        /* loop time at accept */
     uint64_t keepalive_ms;     /* loop time of the last keepalive */
-    struct pl_timer timer;     /* handshake deadline, keepalives */
+    struct pl_timer timer;     /* keepalives, once connected */
     struct link *prev, *next;  /* all open links */
 };
 
@@ -382,6 +383,8 @@ static void on_handshake(struct link *l, struct pl_stanza *st)
     l->comp->since_ms = pl_loop_now(l->conn->loop);
     l->comp->connects++;
     l->state = L_READY;
+    pl_conn_established(l->conn);
+    pl_timer_start(l->conn->loop, &l->timer, 5000);
     out(l, "<handshake/>");
     pl_log_info("component", "%s connected from %s:%d", l->comp->domain,
                 l->conn->ip, l->conn->port);
@@ -494,28 +497,36 @@ static void on_closed(struct pl_conn *conn)
     pl_free(l);
 }
 
-static const struct pl_conn_ops conn_ops = {on_data, NULL, on_closed};
+/* conn.h: the core's deadlines (the handshake's; idle only if the
+ * listeners entry sets one). */
+static void on_timeout(struct pl_conn *conn, int which)
+{
+    stream_error(conn->data, "connection-timeout",
+                 which == PL_CONN_TIMEOUT_HANDSHAKE ? "handshake took too long"
+                                                    : NULL);
+}
 
+static const struct pl_conn_ops conn_ops = {
+    .data = on_data,
+    .closed = on_closed,
+    .timeout = on_timeout,
+};
+
+/* l->timer once connected: whitespace keepalives. */
 static void on_timer(struct pl_timer *t)
 {
     struct link *l = t->data;
     if (!l->conn || l->closing)
         return;
     uint64_t now = pl_loop_now(l->conn->loop);
-    if (l->state != L_READY &&
-        now - l->opened_ms >= (uint64_t)S->handshake_timeout * 1000) {
-        stream_error(l, "connection-timeout", "handshake took too long");
-        return;
-    }
-    if (l->state == L_READY && C->keepalive_interval &&
+    if (C->keepalive_interval &&
         now - l->keepalive_ms >= (uint64_t)C->keepalive_interval * 1000) {
         /* RFC 6120 §4.6.1: whitespace keeps NATs open and finds dead
          * peers (the write fails). */
         out(l, " ");
         l->keepalive_ms = now;
     }
-    pl_timer_start(l->conn->loop, &l->timer, l->state == L_READY ? 5000
-                                                                  : 1000);
+    pl_timer_start(l->conn->loop, &l->timer, 5000);
 }
 
 /* listen.h: a connection on a component listener, within the limits. */
@@ -528,9 +539,10 @@ static int comp_accept(struct pl_listen *ls, struct pl_conn *conn)
     struct pl_xml_limits xl = {(size_t)S->max_stanza_size,
                                (unsigned)S->max_depth};
     l->xml = pl_xml_parser_new(&xl, &xml_cb, l);
-    l->opened_ms = l->keepalive_ms = pl_loop_now(conn->loop);
+    l->keepalive_ms = pl_loop_now(conn->loop);
     pl_timer_init(&l->timer, on_timer, l);
-    pl_timer_start(conn->loop, &l->timer, 1000);
+    /* The core watches the handshake; no idle deadline (keepalives). */
+    pl_conn_set_idle(conn, 0, 0);
     l->next = links;
     if (links)
         links->prev = l;

@@ -184,6 +184,7 @@ void pl__s2s_in_answer_verify(uint64_t in_id, const char *local,
         p->valid = 1;
         if (!i->auth)
             i->auth = A_DIALBACK;
+        pl_conn_established(i->conn);
         pl_log_info("s2s", "incoming link from %s (%s) to %s authenticated "
                     "with dialback%s", remote, i->conn->ip, local,
                     i->bidi ? " (bidirectional)" : "");

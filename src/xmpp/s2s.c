@@ -138,7 +138,8 @@ static int s2s_accept(struct pl_listen *l, struct pl_conn *conn)
     i->conn = conn;
     pl_conn_set_handlers(conn, &pl__s2s_in_conn_ops, i);
     i->tls_mode = l->conf->tls;
-    i->opened_ms = pl__s2s_now_ms();
+    /* s2s.idle_timeout, traffic both ways (the core's deadlines). */
+    pl_conn_set_idle(conn, (uint32_t)SS->idle_timeout * 1000, 1);
     pl__s2s_nconns++;
     i->next = pl__s2s_ins;
     if (pl__s2s_ins)
@@ -147,8 +148,6 @@ static int s2s_accept(struct pl_listen *l, struct pl_conn *conn)
     struct pl_xml_limits xl = {(size_t)S->max_stanza_size,
                                (unsigned)S->max_depth};
     i->xml = pl_xml_parser_new(&xl, &pl__s2s_in_xml_cb, i);
-    pl_timer_init(&i->timer, pl__s2s_on_in_timer, i);
-    pl_timer_start(pl_server_loop(), &i->timer, 1000);
     /* Peers authenticate with their certificate (XEP-0178): ask for it. */
     pl_conn_set_tls_role(i->conn, 0, NULL, 1);
     return PL_OK;
@@ -237,6 +236,9 @@ static void s2s_reload(struct pl_config *cfg, void *settings)
 {
     SS = settings;
     S = &cfg->s;
+    for (struct in *i = pl__s2s_ins; i; i = i->next)
+        if (i->conn)
+            pl_conn_set_idle(i->conn, (uint32_t)SS->idle_timeout * 1000, 1);
 }
 
 static unsigned long s2s_count(void)
@@ -302,7 +304,8 @@ void pl_s2s_links_json(struct pl_buf *b)
                                                       : "negotiating",
                       pl__s2s_auth_names[i->auth], i->secure ? "true" : "false",
                       i->bidi ? "true" : "false",
-                      (unsigned long long)((now - i->opened_ms) / 1000),
+                      (unsigned long long)((now - i->conn->opened_ms) /
+                                           1000),
                       i->sent, i->received);
         json_str(b, i->why);
         pl_buf_append_str(b, "}");

@@ -12,7 +12,7 @@
  * stream (pl__s2s_in_send_bidi), for the domain pairs it authenticated.
  *
  * API in s2s_int.h: the stream's callbacks for on_accept
- * (pl__s2s_in_conn_ops, pl__s2s_in_xml_cb, pl__s2s_on_in_timer),
+ * (pl__s2s_in_conn_ops, pl__s2s_in_xml_cb),
  * pl__s2s_in_error, pl__s2s_in_by_id, pl__s2s_in_pair,
  * pl__s2s_in_cert_valid_for, pl__s2s_in_send_bidi.
  *
@@ -213,6 +213,7 @@ static void in_sasl(struct in *i, struct pl_stanza *st)
     pl__s2s_write_str(i->conn, "<success xmlns='" NS_SASL "'/>");
     i->remote = pl_strdup(i->from_hdr);
     i->auth = A_EXTERNAL;
+    pl_conn_established(i->conn);
     pl_log_info("s2s", "incoming link from %s (%s) authenticated with SASL "
                 "EXTERNAL%s", i->remote, i->conn->ip,
                 i->bidi ? " (bidirectional)" : "");
@@ -384,7 +385,6 @@ static void in_closed(struct pl_conn *conn)
     else
         pl_log_info("s2s", "incoming link from %s closed (%lu stanzas)",
                     i->remote ? i->remote : i->pairs->from, i->received);
-    pl_timer_stop(&i->timer);
     pl_xml_parser_free(i->xml);
     while (i->pairs) {
         struct pair *p = i->pairs;
@@ -398,30 +398,29 @@ static void in_closed(struct pl_conn *conn)
     pl_free(i);
 }
 
-const struct pl_conn_ops pl__s2s_in_conn_ops = {in_data, in_tls_up, in_closed};
-
-void pl__s2s_on_in_timer(struct pl_timer *t)
+/*
+ * conn.h: the core's deadlines.  Handshake: limits.handshake_timeout
+ * until the stream is authenticated (pl_conn_established: EXTERNAL, or a
+ * dialback pair verified), except while a dialback verification is in
+ * flight (asked again a second later).  Idle: s2s.idle_timeout without a
+ * byte either way (s2s.c sets it) ends the stream quietly: the next
+ * stanza opens a new one.
+ */
+static void in_timeout(struct pl_conn *conn, int which)
 {
-    const struct pl_settings *S = pl__s2s_settings();
-    struct in *i = t->data;
-    if (!i->conn || i->closing)
-        return;
-    uint64_t now = pl__s2s_now_ms();
-    int authed = i->remote || i->pairs;
-    if (!authed && now - i->opened_ms >= (uint64_t)S->handshake_timeout *
-                                             1000) {
-        pl__s2s_in_error(i, "connection-timeout", "handshake took too long");
-        return;
-    }
-    uint64_t last = i->conn->last_read_ms > i->last_sent_ms
-                        ? i->conn->last_read_ms
-                        : i->last_sent_ms;
-    if (now - last >= (uint64_t)pl__s2s_conf()->idle_timeout * 1000) {
+    struct in *i = conn->data;
+    if (which == PL_CONN_TIMEOUT_IDLE)
         in_stream_close(i);
-        return;
-    }
-    pl_timer_start(pl_server_loop(), t, authed ? 5000 : 1000);
+    else if (!i->pairs)
+        pl__s2s_in_error(i, "connection-timeout", "handshake took too long");
 }
+
+const struct pl_conn_ops pl__s2s_in_conn_ops = {
+    .data = in_data,
+    .tls_up = in_tls_up,
+    .closed = in_closed,
+    .timeout = in_timeout,
+};
 
 /* Writes st on an incoming bidirectional stream authenticated for
  * remote -> local, if there is one (XEP-0288 §2.2: EXTERNAL authenticates
@@ -441,7 +440,6 @@ int pl__s2s_in_send_bidi(const char *local, const char *remote,
         struct pl_str x = pl_stanza_serialize(st, PL_NS_SERVER);
         pl_conn_write(i->conn, x.p, x.len);
         i->sent++;
-        i->last_sent_ms = pl__s2s_now_ms();
         pl_stat_inc(stanzas_out);
         return 1;
     }

@@ -136,9 +136,6 @@ struct in {
     unsigned bidi : 1;         /* XEP-0288: we may send to the peer here */
     unsigned long received;    /* stanzas routed */
     unsigned long sent;        /* stanzas written (bidi) */
-    uint64_t last_sent_ms;     /* loop time of the last one */
-    uint64_t opened_ms;        /* loop time at accept */
-    struct pl_timer timer;     /* handshake and idle deadlines */
     struct in *prev, *next;    /* all incoming streams */
 };
 
@@ -228,7 +225,6 @@ extern struct in *pl__s2s_ins; /* every incoming stream */
 /* The callbacks of an incoming stream, for on_accept (s2s.c). */
 extern const struct pl_conn_ops pl__s2s_in_conn_ops;
 extern const struct pl_xml_callbacks pl__s2s_in_xml_cb;
-void pl__s2s_on_in_timer(struct pl_timer *t);
 /* The open incoming stream with this id, or NULL. */
 struct in *pl__s2s_in_by_id(uint64_t id);
 /* Ends the stream with an RFC 6120 §4.9.3 condition (text may be NULL). */

@@ -639,8 +639,12 @@ static void out_data(struct pl_conn *conn, const char *p, size_t n)
         pl_xml_parser_feed(o->xml, p, n);
 }
 
-static const struct pl_conn_ops out_conn_ops = {out_data, out_tls_up,
-                                                out_closed};
+/* No deadlines: the link's own timer watches it (on_out_timer). */
+static const struct pl_conn_ops out_conn_ops = {
+    .data = out_data,
+    .tls_up = out_tls_up,
+    .closed = out_closed,
+};
 
 static void out_stream_open(void *ud, struct pl_stanza *hdr)
 {

@@ -13,6 +13,10 @@ sockets.
 4. Churn: 1,000 rapid connects/disconnects (some with partial headers or
    TLS handshakes) while a logged-in client pings; every ping must be
    answered, descriptors must not leak, and a new client can log in.
+5. Deadlines: handshake_timeout closes what never authenticates; a
+   listeners entry's own handshake_timeout and idle_timeout apply on its
+   port only, and an idle timeout leaves a stream-managed session
+   resumable (XEP-0198 §5).
 
 Run with /usr/bin/python3.
 """
@@ -575,6 +579,120 @@ def handshake_timeout_check():
         fast.stop()
 
 
+NS_SM = "urn:xmpp:sm:3"
+
+
+def open_and_silent(sock):
+    """True if sock is still open with nothing received."""
+    sock.setblocking(False)
+    try:
+        sock.recv(65536)  # data, or b"" at the end: not silent
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
+def timeout_text(c):
+    """The <text/> of c's first stream error, or None."""
+    _, el = stream_error_of(c)
+    t = el.find("{%s}text" % NS_STREAMS_ERR) if el is not None else None
+    return t.text if t is not None else None
+
+
+def listener_timeouts_check():
+    """Two more c2s entries: one with handshake_timeout = 1, one (direct
+    TLS) with idle_timeout = 10; the limits group keeps 30 and 900 for the
+    usual ports.  Every wait ends on an event (a close), bounded."""
+    hs_port, idle_port = harness.free_ports(2)
+    entries = ('{ protocol = "c2s"; address = "127.0.0.1"; port = %d; '
+               'tls = "starttls"; handshake_timeout = 1; },\n  '
+               '{ protocol = "c2s"; address = "127.0.0.1"; port = %d; '
+               'tls = "direct"; idle_timeout = 10; }' % (hs_port, idle_port))
+    s = harness.Server(handshake_timeout=30, idle_timeout=900,
+                       listeners_extra=entries, label="listener timeouts")
+    if not s.start():
+        return
+    socks, clients = [], []
+    try:
+        user, password = harness.unique("tmo"), "timeout-pw"
+        ok, detail = harness.register_user(s, user, password)
+        check("listener timeouts: register a user", ok, detail)
+        # Bound and stream-managed on the idle_timeout = 10 entry, and a
+        # control client bound on the usual direct TLS port.
+        idle = harness.RawClient(s.host, idle_port, s.domain,
+                                 direct_tls=True, timeout=5)
+        clients.append(idle)
+        idle.login(user, password, "idle")
+        idle.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
+        en = idle.next(lambda e: e.tag in ("{%s}enabled" % NS_SM,
+                                           "{%s}failed" % NS_SM))
+        check("listener timeouts: stream management enabled",
+              en.get("resume") == "true" and en.get("id"), tostr(en))
+        t_idle = time.monotonic()
+        control = harness.RawClient(s.host, s.direct_port, s.domain,
+                                    direct_tls=True, timeout=5)
+        clients.append(control)
+        control.login(user, password, "control")
+
+        # Handshake: a silent connection on each port, opened together.
+        usual = socket.create_connection((s.host, s.starttls_port), 5)
+        socks.append(usual)
+        t0 = time.monotonic()
+        short = harness.RawClient(s.host, hs_port, s.domain, timeout=5)
+        clients.append(short)
+        closed = short.read_until_closed(8)
+        took = time.monotonic() - t0
+        check("handshake_timeout = 1 entry: a silent client gets "
+              "<connection-timeout/>",
+              stream_error_of(short)[0] == "connection-timeout" and
+              timeout_text(short) == "handshake took too long",
+              repr(short.raw[-300:]))
+        check("handshake_timeout = 1 entry: closed after about 1 s",
+              closed and 0.8 <= took < 6, "closed=%s after %.1f s"
+              % (closed, took))
+        check("the usual port (handshake_timeout = 30) keeps its silent "
+              "client meanwhile", open_and_silent(usual), "closed or answered")
+
+        # Idle: the entry's 10 s, not the limits group's 900 s.
+        closed = idle.read_until_closed(25)
+        took = time.monotonic() - t_idle
+        check("idle_timeout = 10 entry: a silent bound client gets "
+              "<connection-timeout/>",
+              stream_error_of(idle)[0] == "connection-timeout" and
+              timeout_text(idle) is None, repr(idle.raw[-300:]))
+        check("idle_timeout = 10 entry: closed after about 10 s",
+              closed and 9 <= took < 25, "closed=%s after %.1f s"
+              % (closed, took))
+        el = control.iq("<ping xmlns='urn:xmpp:ping'/>", to=s.domain)
+        check("the usual port (idle_timeout = 900) keeps its silent bound "
+              "client", el.get("type") == "result", tostr(el))
+        # XEP-0198 §5: a connection that timed out may be resumed.
+        again = harness.RawClient(s.host, s.direct_port, s.domain,
+                                  direct_tls=True, timeout=5)
+        clients.append(again)
+        again.connect_tls()
+        el = again.auth_plain(user, password)
+        again.restart()
+        again.send("<resume xmlns='%s' previd='%s' h='0'/>"
+                   % (NS_SM, en.get("id")))
+        el = again.next(lambda e: e.tag in ("{%s}resumed" % NS_SM,
+                                            "{%s}failed" % NS_SM))
+        check("a session that timed out idle is resumed (XEP-0198)",
+              el.tag == "{%s}resumed" % NS_SM, tostr(el))
+    except (OSError, StreamClosed, TimeoutError, RuntimeError) as e:
+        check("listener timeout checks run", False, repr(e))
+    finally:
+        for c in clients:
+            c.close()
+        for s_ in socks:
+            s_.close()
+        s.stop()
+
+
 def abuse_limits_check():
     """A server with tiny abuse limits: connections per address and SASL
     failures per address, each answered with the standard error."""
@@ -638,6 +756,7 @@ def main():
     limit_checks(user, password)
     churn(user, password)
     handshake_timeout_check()
+    listener_timeouts_check()
     abuse_limits_check()
 
 

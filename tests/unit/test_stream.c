@@ -169,9 +169,10 @@ static void drain(void)
 
 /*
  * Starts a server for "localhost" with modules ping and register (open),
- * plain c2s allowed, c2s_extra added to the c2s group.
+ * plain c2s allowed, c2s_extra added to the c2s group and limits_extra to
+ * the limits group.
  */
-static void env_start(const char *c2s_extra)
+static void env_start_limits(const char *c2s_extra, const char *limits_extra)
 {
     snprintf(E.dir, sizeof(E.dir), "/tmp/parley-test-stream-XXXXXX");
     need(mkdtemp(E.dir) != NULL, "mkdtemp");
@@ -187,8 +188,10 @@ static void env_start(const char *c2s_extra)
             "hosts = ( { domain = \"localhost\"; } );\n"
             "modules = [ \"ping\", \"register\" ];\n"
             "c2s: { require_encryption = false; scram_iterations = %d; %s };\n"
-            "register: { policy = \"open\"; };\n",
-            E.dir, ITER, c2s_extra ? c2s_extra : "");
+            "register: { policy = \"open\"; };\n"
+            "limits: { %s };\n",
+            E.dir, ITER, c2s_extra ? c2s_extra : "",
+            limits_extra ? limits_extra : "");
     fclose(f);
     char err[512];
     int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
@@ -204,6 +207,11 @@ static void env_start(const char *c2s_extra)
     need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
     need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
     need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
+}
+
+static void env_start(const char *c2s_extra)
+{
+    env_start_limits(c2s_extra, NULL);
 }
 
 /* Ends every stream (<system-shutdown/>) and frees everything. */
@@ -341,12 +349,12 @@ static int glob(const char *pat, const char *s, size_t n)
 /*
  * Waits until what the server sent next matches pat exactly, consumes it
  * and returns it (valid until the next expect on c); NULL and a failure
- * after WAIT_MS.
+ * after wait ms (WAIT_MS for expect).
  */
-static const char *expect_(struct client *c, const char *pat,
+static const char *expect_(struct client *c, const char *pat, unsigned wait,
                            const char *file, int line)
 {
-    uint64_t deadline = now_ms() + WAIT_MS;
+    uint64_t deadline = now_ms() + wait;
     struct pl_str in;
     for (;;) {
         in = pl_buf_str(&c->in);
@@ -367,7 +375,8 @@ static const char *expect_(struct client *c, const char *pat,
     unit_failures++;
     return NULL;
 }
-#define expect(c, pat) expect_((c), (pat), __FILE__, __LINE__)
+#define expect(c, pat) expect_((c), (pat), WAIT_MS, __FILE__, __LINE__)
+#define expect_within(c, pat, ms) expect_((c), (pat), (ms), __FILE__, __LINE__)
 
 /* Waits for the server to close, with nothing more sent before. */
 static void expect_eof_(struct client *c, const char *file, int line)
@@ -1329,3 +1338,111 @@ void test_stream_sm(void)
     env_stop();
 #undef SM_NS
 }
+
+/* ---- deadlines (the core's, conn.h; c2s says how a stream ends) ---- */
+
+#define SM_NS "urn:xmpp:sm:3"
+#define TIMEOUT_ERR                                                           \
+    SERR_TEXT("connection-timeout", "handshake took too long")
+
+/* Runs the loop for ms. */
+static void pass_ms(unsigned ms)
+{
+    uint64_t end = now_ms() + ms;
+    while (now_ms() < end)
+        pump(20);
+}
+
+/* Sends a ping and expects its answer to jid. */
+static void ping_ok(struct client *c, const char *jid)
+{
+    char want[300];
+    cl_send(c, "<iq type='get' id='alive' to='localhost'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>");
+    snprintf(want, sizeof(want),
+             "<iq type='result' id='alive' from='localhost' to='%s'/>", jid);
+    expect(c, want);
+}
+
+/*
+ * limits.handshake_timeout = 1: a silent connection and one that stopped
+ * after the header get <connection-timeout/> (our header first when none
+ * was sent, RFC 6120 §4.9.1.2); a stream bound in time is not touched.
+ */
+void test_stream_handshake_timeout(void)
+{
+    env_start_limits(NULL, "handshake_timeout = 1;");
+    add_user("alice", "correct horse");
+    struct client bound, silent, half;
+    cl_open(&bound);
+    login_bind(&bound, "alice", "correct horse", "desk");
+    uint64_t t0 = now_ms();
+    cl_open(&silent);
+    cl_open(&half);
+    cl_send(&half, OPEN);
+    expect(&half, HDR FEAT_PRE);
+    expect_within(&silent, HDR TIMEOUT_ERR, 5000);
+    CHECK(now_ms() - t0 >= 900);
+    expect_eof(&silent);
+    expect_within(&half, TIMEOUT_ERR, 5000);
+    expect_eof(&half);
+    /* Its own deadline passed earlier: binding ended it. */
+    CHECK(!bound.eof && bound.in.len == 0);
+    ping_ok(&bound, "alice@localhost/desk");
+    cl_close(&bound);
+    cl_close(&silent);
+    cl_close(&half);
+    env_stop();
+}
+
+/*
+ * XEP-0198 resumption moves a new connection into a bound session: that
+ * connection is established too, whether the old one had gone (the
+ * session hibernated) or was still open (it gets <conflict/>).
+ */
+void test_stream_resume_established(void)
+{
+    env_start_limits(NULL, "handshake_timeout = 1;");
+    add_user("alice", "correct horse");
+    struct client old, next;
+    for (int still_open = 0; still_open < 2; still_open++) {
+        cl_open(&old);
+        login_bind(&old, "alice", "correct horse", "desk");
+        cl_send(&old, "<enable xmlns='" SM_NS "' resume='true'/>");
+        const char *en = expect(&old, "<enabled xmlns='" SM_NS "' id='*' "
+                                      "resume='true' max='*'/>");
+        char id[64] = "";
+        const char *p = en ? strstr(en, "id='") : NULL;
+        if (p)
+            snprintf(id, sizeof(id), "%.*s", (int)strcspn(p + 4, "'"), p + 4);
+        if (!still_open) {
+            cl_close(&old);
+            pass_ms(100); /* the server notices: the session hibernates */
+        }
+        cl_open(&next);
+        uint64_t t0 = now_ms();
+        login(&next, "alice", "correct horse");
+        char resume[200], resumed[200];
+        snprintf(resume, sizeof(resume),
+                 "<resume xmlns='" SM_NS "' previd='%s' h='0'/>", id);
+        snprintf(resumed, sizeof(resumed),
+                 "<resumed xmlns='" SM_NS "' h='0' previd='%s'/>", id);
+        cl_send(&next, resume);
+        expect(&next, resumed);
+        if (still_open) {
+            expect(&old, SERR_TEXT("conflict",
+                                   "session resumed on another connection"));
+            expect_eof(&old);
+            cl_close(&old);
+        }
+        /* Past the handshake deadline of the new connection. */
+        uint64_t spent = now_ms() - t0;
+        pass_ms(spent < 1500 ? (unsigned)(1500 - spent) : 0);
+        CHECK(!next.eof);
+        ping_ok(&next, "alice@localhost/desk");
+        cl_close(&next);
+        pass_ms(50);
+    }
+    env_stop();
+}
+#undef SM_NS

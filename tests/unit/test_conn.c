@@ -1,0 +1,230 @@
+/*
+ * test_conn.c - the core's connection deadlines (conn.h) on a bare
+ * connection (one end of a socketpair, no listener): a protocol's own idle
+ * policy (pl_conn_set_idle) postponed by reads and, only with
+ * count_writes, by writes; a protocol that leaves the connection open is
+ * asked again a second later; without a timeout handler the core closes.
+ * Also the listeners entries' own handshake_timeout and idle_timeout
+ * (config.c), with the limits group's bounds.
+ *
+ * The handshake deadline needs a listener: test_stream.c covers it through
+ * c2s (stream_handshake_timeout, stream_resume_established).
+ *
+ * Extending: a new deadline case is a function that opens a connection
+ * with open_conn() and runs the loop with run_until().
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "config.h"
+#include "conn.h"
+#include "error.h"
+#include "loop.h"
+#include "unit.h"
+
+static struct {
+    struct pl_loop *loop;
+    int peer;          /* the other end of the socketpair */
+    int fired[3];      /* timeouts received, by enum pl_conn_timeout */
+    uint64_t at[2];    /* loop time of the first two */
+    int leave_open;    /* timeouts to leave open before closing */
+    int closed;        /* ops->closed ran */
+} T;
+
+static void t_data(struct pl_conn *c, const char *p, size_t n)
+{
+    (void)c;
+    (void)p;
+    (void)n;
+}
+
+static void t_closed(struct pl_conn *c)
+{
+    (void)c;
+    T.closed++;
+    pl_loop_stop(T.loop);
+}
+
+static void t_timeout(struct pl_conn *c, int which)
+{
+    int n = T.fired[1] + T.fired[2];
+    if (n < 2)
+        T.at[n] = pl_loop_now(T.loop);
+    T.fired[which]++;
+    if (T.leave_open > 0)
+        T.leave_open--;
+    else
+        pl_conn_close(c);
+    pl_loop_stop(T.loop);
+}
+
+static const struct pl_conn_ops ops = {
+    .data = t_data,
+    .closed = t_closed,
+    .timeout = t_timeout,
+};
+
+static const struct pl_conn_ops ops_no_timeout = {
+    .data = t_data,
+    .closed = t_closed,
+};
+
+static void on_guard(struct pl_timer *t)
+{
+    pl_loop_stop(t->loop);
+}
+
+/* Runs the loop until *flag is at least want, or for ms at most. */
+static void run_until(const int *flag, int want, unsigned ms)
+{
+    struct pl_timer guard;
+    pl_timer_init(&guard, on_guard, NULL);
+    pl_timer_start(T.loop, &guard, ms);
+    uint64_t end = pl_loop_now(T.loop) + ms;
+    while ((!flag || *flag < want) && pl_loop_now(T.loop) < end &&
+           pl_timer_active(&guard))
+        pl_loop_run(T.loop);
+    pl_timer_stop(&guard);
+}
+
+static struct pl_conn *open_conn(const struct pl_conn_ops *o, uint32_t idle,
+                                 int count_writes)
+{
+    memset(&T, 0, sizeof(T));
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                     sv) == 0);
+    T.peer = sv[1];
+    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
+    struct pl_conn *c = pl_conn_new(T.loop, sv[0], o, NULL, &lim);
+    pl_conn_set_idle(c, idle, count_writes);
+    pl_conn_start(c, NULL);
+    return c;
+}
+
+static void close_all(void)
+{
+    run_until(&T.closed, 1, 2000);
+    CHECK_INT(T.closed, 1);
+    close(T.peer);
+    pl_loop_free(T.loop);
+}
+
+/* A byte read postpones the idle deadline by the whole idle time. */
+void test_conn_idle_read(void)
+{
+    struct pl_conn *c = open_conn(&ops, 150, 0);
+    uint64_t t0 = pl_loop_now(T.loop);
+    run_until(NULL, 0, 80);
+    CHECK_INT(T.fired[PL_CONN_TIMEOUT_IDLE], 0);
+    CHECK(write(T.peer, "x", 1) == 1);
+    run_until(NULL, 0, 20); /* the connection reads it */
+    uint64_t read_at = c->last_read_ms;
+    CHECK(read_at >= t0 + 80);
+    run_until(&T.fired[PL_CONN_TIMEOUT_IDLE], 1, 2000);
+    CHECK_INT(T.fired[PL_CONN_TIMEOUT_IDLE], 1);
+    CHECK_INT(T.fired[PL_CONN_TIMEOUT_HANDSHAKE], 0);
+    CHECK(T.at[0] >= read_at + 150);
+    close_all();
+}
+
+/* Writes do not count as activity unless the protocol says so. */
+void test_conn_idle_writes(void)
+{
+    for (int count = 0; count < 2; count++) {
+        struct pl_conn *c = open_conn(&ops, 150, count);
+        uint64_t t0 = pl_loop_now(T.loop);
+        run_until(NULL, 0, 80);
+        pl_conn_write(c, "y", 1);
+        run_until(NULL, 0, 20); /* flushed */
+        uint64_t wrote_at = c->last_write_ms;
+        CHECK(wrote_at >= t0 + 80);
+        run_until(&T.fired[PL_CONN_TIMEOUT_IDLE], 1, 2000);
+        CHECK_INT(T.fired[PL_CONN_TIMEOUT_IDLE], 1);
+        if (count)
+            CHECK(T.at[0] >= wrote_at + 150);
+        else
+            CHECK(T.at[0] >= t0 + 150 && T.at[0] < wrote_at + 150);
+        close_all();
+    }
+}
+
+/* A protocol that leaves the connection open is asked again a second
+ * later (it waits for something); no idle policy: no deadline at all. */
+void test_conn_timeout_again(void)
+{
+    open_conn(&ops, 50, 0);
+    T.leave_open = 1;
+    run_until(&T.fired[PL_CONN_TIMEOUT_IDLE], 2, 4000);
+    CHECK_INT(T.fired[PL_CONN_TIMEOUT_IDLE], 2);
+    CHECK(T.at[1] >= T.at[0] + 1000);
+    close_all();
+
+    struct pl_conn *c = open_conn(&ops, 0, 0);
+    run_until(NULL, 0, 300);
+    CHECK_INT(T.fired[PL_CONN_TIMEOUT_IDLE], 0);
+    CHECK(!pl_timer_active(&c->timer));
+    pl_conn_close(c);
+    close_all();
+}
+
+/* Without a timeout handler the core closes the connection itself. */
+void test_conn_timeout_default(void)
+{
+    struct pl_conn *c = open_conn(&ops_no_timeout, 50, 0);
+    (void)c;
+    run_until(&T.closed, 1, 2000);
+    CHECK_INT(T.closed, 1);
+    CHECK_INT(T.fired[PL_CONN_TIMEOUT_IDLE], 0);
+    char b[8];
+    CHECK(read(T.peer, b, sizeof(b)) == 0); /* the peer sees the end */
+    close(T.peer);
+    pl_loop_free(T.loop);
+}
+
+/* listeners entries: their own deadlines, within the limits' bounds. */
+void test_conn_listener_timeouts(void)
+{
+    static const struct {
+        const char *entry;
+        long handshake, idle; /* -1: the limits group's */
+        const char *err;      /* in the error, or NULL if accepted */
+    } t[] = {
+        {"{ protocol = \"c2s\"; port = 5222; }", -1, -1, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; handshake_timeout = 1; }", 1,
+         -1, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; idle_timeout = 60; "
+         "handshake_timeout = 3600; }",
+         3600, 60, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; handshake_timeout = 0; }", 0, 0,
+         "handshake_timeout must be between 1 and 3600"},
+        {"{ protocol = \"c2s\"; port = 5222; idle_timeout = 9; }", 0, 0,
+         "idle_timeout must be between 10 and 86400"},
+        {"{ protocol = \"c2s\"; port = 5222; idle_timeout = \"60\"; }", 0, 0,
+         "idle_timeout must be an integer"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        char set[300], err[512] = "";
+        snprintf(set, sizeof(set), "listeners=(%s)", t[i].entry);
+        char *sets[] = {set};
+        struct pl_config *c = NULL;
+        int rc = pl_config_load(NULL, sets, 1, &c, err, sizeof(err));
+        if (t[i].err) {
+            CHECK(rc != PL_OK);
+            if (!strstr(err, t[i].err))
+                fprintf(stderr, "  %s: got \"%s\"\n", t[i].entry, err);
+            CHECK(strstr(err, t[i].err) != NULL);
+        } else {
+            CHECK_INT(rc, PL_OK);
+            if (c && c->nlisteners == 1) {
+                CHECK_INT(c->listeners[0].handshake_timeout, t[i].handshake);
+                CHECK_INT(c->listeners[0].idle_timeout, t[i].idle);
+            }
+        }
+        pl_config_free(c);
+    }
+}
