@@ -547,6 +547,11 @@ static void on_accept(struct pl_io *io, unsigned events)
     }
 }
 
+int pl__listener_fd(const struct pl_listener *l)
+{
+    return l->io.fd;
+}
+
 int pl_listener_open(struct pl_loop *loop, const char *address, int port,
                      pl_accept_fn *fn, void *data, struct pl_listener **out)
 {

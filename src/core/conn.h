@@ -156,5 +156,7 @@ typedef void pl_accept_fn(struct pl_listener *l, int fd,
 int pl_listener_open(struct pl_loop *loop, const char *address, int port,
                      pl_accept_fn *fn, void *data, struct pl_listener **out);
 void pl_listener_close(struct pl_listener *l);
+/* Its socket (listen.c reads the bound port). */
+int pl__listener_fd(const struct pl_listener *l);
 
 #endif

@@ -255,6 +255,44 @@ static const char *tls_name(int tls)
                                     : "plain";
 }
 
+int pl__listen_open(struct pl_listen *l)
+{
+    const struct pl_listener_conf *lc = l->conf;
+    l->transport = lc->transport;
+    l->udp.fd = -1;
+    l->tcp = NULL;
+    if (lc->transport == PL_TRANSPORT_UDP)
+        return open_udp(l);
+    return pl_listener_open(pl_server_loop(), lc->address, lc->port,
+                            on_accept, l, &l->tcp);
+}
+
+void pl__listen_close(struct pl_listen *l)
+{
+    if (l->tcp)
+        pl_listener_close(l->tcp);
+    l->tcp = NULL;
+    if (l->udp.fd >= 0) {
+        pl_io_stop(&l->udp);
+        close(l->udp.fd);
+        l->udp.fd = -1;
+    }
+}
+
+int pl_listen_port(const struct pl_listen *l)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = l->udp.fd >= 0 ? l->udp.fd : l->tcp ? pl__listener_fd(l->tcp) : -1;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
 int pl__listen_start(struct pl_config *c)
 {
     S = &c->s;
@@ -273,14 +311,7 @@ int pl__listen_start(struct pl_config *c)
         if (!l->proto)
             return PL_EINVAL; /* pl__listen_check said why */
         l->conf = lc;
-        l->transport = lc->transport;
-        l->udp.fd = -1;
-        int rc;
-        if (lc->transport == PL_TRANSPORT_UDP)
-            rc = open_udp(l);
-        else
-            rc = pl_listener_open(pl_server_loop(), lc->address, lc->port,
-                                  on_accept, l, &l->tcp);
+        int rc = pl__listen_open(l);
         if (rc != PL_OK)
             return rc;
         nlistens++;
@@ -298,15 +329,8 @@ int pl__listen_start(struct pl_config *c)
 
 void pl__listen_stop(void)
 {
-    for (int i = 0; i < nlistens; i++) {
-        if (listens[i].tcp)
-            pl_listener_close(listens[i].tcp);
-        if (listens[i].udp.fd >= 0) {
-            pl_io_stop(&listens[i].udp);
-            close(listens[i].udp.fd);
-            listens[i].udp.fd = -1;
-        }
-    }
+    for (int i = 0; i < nlistens; i++)
+        pl__listen_close(&listens[i]);
     /* Connections still open keep pointing at their entry until they are
      * freed: the array stays until the process ends. */
     nlistens = 0;

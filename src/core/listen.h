@@ -115,6 +115,9 @@ static inline void pl_conn_set_handlers(struct pl_conn *c,
 int pl_listen_sendto(struct pl_listen *l, const void *p, size_t n,
                      const struct sockaddr_storage *to, socklen_t tolen);
 
+/* The port l is bound to (useful after port 0), -1 if none. */
+int pl_listen_port(const struct pl_listen *l);
+
 /* Open connections accepted for protocol (every listener of it). */
 unsigned long pl_listen_conns(const char *protocol);
 
@@ -136,6 +139,14 @@ void pl__listen_reload(struct pl_config *c);
  * unknown protocol, the protocols there are.
  */
 int pl__listen_check(struct pl_config *c, char *err, size_t errlen);
+/*
+ * One entry (l->proto, l->owner and l->conf set by the caller): opens its
+ * socket and starts accepting or receiving.  pl__listen_start does this
+ * for every entry of the configuration; tests call it with a protocol of
+ * their own.  close undoes it.
+ */
+int pl__listen_open(struct pl_listen *l);
+void pl__listen_close(struct pl_listen *l);
 /* conn.c, when a connection is freed: leaves its protocol's counts. */
 void pl__listen_release(struct pl_conn *c);
 /*
