@@ -78,7 +78,8 @@ def main():
              % (DOMAIN, SECRET, OTHER))
     srv = harness.Server(
         listeners_extra='{ protocol = "component"; address = "127.0.0.1"; '
-                        'port = %d; tls = "none"; }' % cport,
+                        'port = %d; tls = "none"; '
+                        'max_connections_per_ip = 6; }' % cport,
         host_extra=comps, max_stanza_size=10000)
     if not srv.start():
         check("parleyd starts", False, srv.dump_log())
@@ -205,6 +206,52 @@ def main():
     served = cu.ping() is not None
     check("component: the user is served throughout", served,
           "" if served else srv.dump_log(30))
+
+    # -- floods
+    c.close()
+    c = connect(srv, cport)
+    c.handshake()
+    chunk = "".join("<message from='f@%s' to='nobody@%s' type='chat'>"
+                    "<body>%s</body></message>" % (DOMAIN, srv.domain,
+                                                  "y" * 900)
+                    for _ in range(100))
+    flood_done = threading.Event()
+
+    def flood():
+        try:
+            for _ in range(20):  # about 2 MB, far past limits.read_burst
+                c.send(chunk)
+        except OSError:
+            pass
+        flood_done.set()
+    ft = threading.Thread(target=flood, daemon=True)
+    ft.start()
+    served = cu.ping() is not None
+    check("component: while a component floods (read rate limit), a user "
+          "is still served", served)
+    ft.join(120)
+    check("component: the flood is paced, not refused: the component's "
+          "connection stays up", flood_done.is_set() and not c.closed)
+    extra = []
+    try:
+        # c and five more fill max_connections_per_ip = 6; the seventh
+        # is refused.
+        for _ in range(5):
+            x = Component(srv, cport)
+            x.open()
+            extra.append(x)
+        over = Component(srv, cport)
+        over.send("<?xml version='1.0'?><stream:stream xmlns='%s' "
+                  "xmlns:stream='http://etherx.jabber.org/streams' "
+                  "to='%s'>" % (NS_COMP, DOMAIN))
+        check("component: a connection over the entry's "
+              "max_connections_per_ip gets <policy-violation/>",
+              over.stream_error() == "policy-violation")
+    finally:
+        for x in extra:
+            x.close()
+    check("component: the user is served after the floods",
+          cu.ping() is not None)
 
     # -- down: bounces
     c.close()
