@@ -204,7 +204,7 @@ static int is_loopback(const struct pl_session *s)
 static int is_secure(const struct pl_session *s)
 {
     const struct c2s *c = s->impl;
-    return c->secure;
+    return pl__c2s_encrypted(c);
 }
 
 static const struct pl_session_ops session_ops = {
@@ -228,14 +228,14 @@ static void send_features(struct c2s *c)
     struct pl_buf b = {0};
     pl_buf_append_str(&b, "<stream:features>");
     if (!c->authed) {
-        int need_tls = !c->secure && tls_available(c);
+        int need_tls = !pl__c2s_encrypted(c) && tls_available(c);
         if (need_tls) {
             pl_buf_append_str(&b, "<starttls xmlns='" NS_TLS "'>");
             if (CS->require_encryption)
                 pl_buf_append_str(&b, "<required/>");
             pl_buf_append_str(&b, "</starttls>");
         }
-        if (c->secure || !CS->require_encryption) {
+        if (pl__c2s_encrypted(c) || !CS->require_encryption) {
             pl__c2s_sasl_features(c, &b);
             struct pl_event ev = {"stream-features/preauth", c->host,
                                   &c->sess, NULL, NULL, NULL, &b};
@@ -480,7 +480,7 @@ static void on_preauth_iq(struct c2s *c, struct pl_stanza *st)
     char ev[512];
     pl_iq_event_name(st, "preauth", ev, sizeof(ev));
     if (!c->host || !pl_hook_has(c->host, ev) ||
-        (!c->secure && CS->require_encryption)) {
+        (!pl__c2s_encrypted(c) && CS->require_encryption)) {
         pl__c2s_stream_error(c, "not-authorized", NULL);
         return;
     }
@@ -498,7 +498,7 @@ static void on_stanza(void *ud, struct pl_stanza *st)
     if (c->closing)
         goto out;
     if (strcmp(root->ns, NS_TLS) == 0 && strcmp(root->name, "starttls") == 0) {
-        if (c->secure || c->authed || !tls_available(c)) {
+        if (pl__c2s_encrypted(c) || c->authed || !tls_available(c)) {
             pl__c2s_out(c, "<failure xmlns='" NS_TLS "'/></stream:stream>");
             c->closing = 1;
             pl_conn_close(c->conn);
@@ -787,6 +787,7 @@ static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
     c->conn = conn;
     pl_conn_set_handlers(conn, &conn_ops, c);
     c->tls_mode = l->conf->tls;
+    c->proxied = l->conf->secure;
     c->next = all;
     if (all)
         all->prev = c;

@@ -53,6 +53,10 @@ struct c2s {
     int state;                    /* enum state */
     int tls_mode;                 /* listener's enum pl_tls_mode */
     unsigned secure : 1;          /* TLS is up */
+    unsigned proxied : 1;         /* the listener is declared secure (TLS
+                                   * ends at a proxy in front, or
+                                   * loopback): encrypted for policy, but
+                                   * no channel binding */
     unsigned authed : 1;          /* SASL succeeded */
     unsigned header_sent : 1;     /* our stream header is out */
     unsigned closing : 1;         /* stream error or close sent */
@@ -125,5 +129,12 @@ void pl__c2s_on_sm(struct c2s *c, struct pl_stanza *st);
  * Tries again later (c->rtimer) while o has writes in flight.
  */
 void pl__c2s_resume_try(struct c2s *c, const char *previd, uint32_t h);
+
+/* Whether the stream counts as encrypted for require_encryption and
+ * PLAIN: TLS up, or a listener declared secure. */
+static inline int pl__c2s_encrypted(const struct c2s *c)
+{
+    return c->secure || c->proxied;
+}
 
 #endif

@@ -127,6 +127,9 @@ static void swap_transport(struct c2s *a, struct c2s *b)
     unsigned t = a->secure;
     a->secure = b->secure;
     b->secure = t;
+    t = a->proxied;
+    a->proxied = b->proxied;
+    b->proxied = t;
     t = a->header_sent;
     a->header_sent = b->header_sent;
     b->header_sent = t;

@@ -93,7 +93,7 @@ void pl__c2s_sasl_features(struct c2s *c, struct pl_buf *b)
     }
     pl_buf_append_str(b, "<mechanism>SCRAM-SHA-256</mechanism>"
                          "<mechanism>SCRAM-SHA-1</mechanism>");
-    if (c->secure && pl_c2s_settings()->allow_plain)
+    if (pl__c2s_encrypted(c) && pl_c2s_settings()->allow_plain)
         pl_buf_append_str(b, "<mechanism>PLAIN</mechanism>");
     pl_buf_append_str(b, "</mechanisms>");
     if (c->plus_offered)
@@ -469,7 +469,7 @@ void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
         pl__c2s_stream_error(c, "policy-violation", "already authenticated");
         return;
     }
-    if (!c->secure && pl_c2s_settings()->require_encryption) {
+    if (!pl__c2s_encrypted(c) && pl_c2s_settings()->require_encryption) {
         sasl_failure(c, "encryption-required");
         return;
     }
@@ -503,7 +503,8 @@ void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
                 mech = i;
         int plus = mech == M_SCRAM_SHA1_PLUS || mech == M_SCRAM_SHA256_PLUS;
         if (mech == M_NONE || (plus && !c->plus_offered) ||
-            (mech == M_PLAIN && !(c->secure && pl_c2s_settings()->allow_plain))) {
+            (mech == M_PLAIN &&
+             !(pl__c2s_encrypted(c) && pl_c2s_settings()->allow_plain))) {
             sasl_failure(c, "invalid-mechanism");
             return;
         }
