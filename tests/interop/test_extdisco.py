@@ -229,24 +229,21 @@ modules = ["disco", "ping", "roster", "presence", "extdisco",
             check("inline credentials work at coturn too", res == "success",
                   res)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        harness.untrack(proc)
+        harness.stop_group(proc, 5)
     c.logout()
 
 
 def start_coturn_on(dirpath, port):
     log = open(os.path.join(dirpath, "turnserver.log"), "w")
-    p = subprocess.Popen(
-        ["turnserver", "-n", "--listening-ip=127.0.0.1",
-         "--relay-ip=127.0.0.1", "--listening-port=%d" % port,
-         "--use-auth-secret", "--static-auth-secret=" + SECRET,
-         "--realm=parley.test", "--no-tls", "--no-dtls", "--no-cli",
-         "--allow-loopback-peers", "--min-port=49152", "--max-port=49352",
-         "--pidfile=" + os.path.join(dirpath, "turnserver.pid"),
-         "--log-file=stdout", "--simple-log"],
+    p = harness.spawn("turnserver", [
+        "turnserver", "-n", "--listening-ip=127.0.0.1",
+        "--relay-ip=127.0.0.1", "--listening-port=%d" % port,
+        "--use-auth-secret", "--static-auth-secret=" + SECRET,
+        "--realm=parley.test", "--no-tls", "--no-dtls", "--no-cli",
+        "--allow-loopback-peers", "--min-port=49152", "--max-port=49352",
+        "--pidfile=" + os.path.join(dirpath, "turnserver.pid"),
+        "--log-file=stdout", "--simple-log"],
         stdout=log, stderr=subprocess.STDOUT)
     return p, port
 

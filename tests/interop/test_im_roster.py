@@ -399,9 +399,9 @@ class StropheRoster:
         argv = [binary, "roster", srv.host, str(srv.direct_port),
                 "%s@%s/strophe" % (user, srv.domain), PW, contact, "direct"]
         env = dict(os.environ, STROPHE_CLIENT_TIMEOUT=str(STEP * 3))
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+        self.proc = harness.spawn("strophe_client", argv,
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, env=env)
         self.lines = EventBox()
         self.all = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -413,11 +413,11 @@ class StropheRoster:
             self.lines.put(line)
 
     def finish(self, timeout=STEP):
+        harness.untrack(self.proc)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+            harness.stop_group(self.proc, 0)
             return None
 
 

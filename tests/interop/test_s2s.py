@@ -98,21 +98,15 @@ def start_proc(name, argv, env=None, cwd=None):
                          start_new_session=True)
     log.close()
     _procs.append((name, p))
-    return p
+    return harness.track(name, p)  # finish() stops it if we do not
 
 
 def stop_procs():
+    """SIGTERM by pid, then SIGKILL to the process group (ejabberd's
+    Erlang VM starts helpers of its own)."""
     for name, p in reversed(_procs):
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-                p.wait(15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait(5)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+        harness.untrack(p)
+        harness.stop_group(p, 15)
     _procs.clear()
 
 
