@@ -23,7 +23,9 @@
  *     group list [NAME]        device groups for push
  *     s2s [--json]             federation links: direction, domains, state,
  *                              authentication, queued stanzas, last error
- *   push, group and s2s talk to parleyd's admin socket (src/core/admin.h),
+ *     stats [--json]           the server's counters (src/core/stats.h)
+ *   push, group, s2s and stats talk to parleyd's admin socket
+ *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
  *
@@ -71,8 +73,9 @@ static int usage(void)
           "  push status [--json] [--verbose] ID\n"
           "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
           "group list [NAME]\n"
-          "  s2s [--json]\n"
-          "  (push, group, s2s: [--socket PATH] before the command)\n",
+          "  s2s [--json]\n  stats [--json]\n"
+          "  (push, group, s2s, stats: [--socket PATH] before the "
+          "command)\n",
           stderr);
     return 2;
 }
@@ -641,6 +644,32 @@ static int cmd_s2s(int n, char **a)
     return rc;
 }
 
+/* parleyctl stats [--json]: the server's counters (src/core/stats.h),
+ * one "name value" line each. */
+static int cmd_stats(int n, char **a)
+{
+    int as_json = n == 1 && strcmp(a[0], "--json") == 0;
+    if (n > 1 || (n == 1 && !as_json))
+        return usage();
+    int rc = 0;
+    json_t *req = json_pack("{s:s}", "op", "stats");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        json_t *counters = json_object_get(ans, "counters");
+        if (as_json) {
+            print_json(counters);
+        } else {
+            const char *k;
+            json_t *v;
+            json_object_foreach(counters, k, v)
+                printf("%s %lld\n", k, (long long)json_integer_value(v));
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -687,6 +716,8 @@ int main(int argc, char **argv)
         rc = cmd_group(n, a);
     else if (strcmp(cmd, "s2s") == 0)
         rc = cmd_s2s(n, a);
+    else if (strcmp(cmd, "stats") == 0)
+        rc = cmd_stats(n, a);
     else
         rc = usage();
     if (db)
