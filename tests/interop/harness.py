@@ -15,6 +15,7 @@ API:
                               srv.start() then runs it again on the same
                               ports, configuration and data (crash tests)
   srv.ctl(*args)              runs parleyctl on the same configuration
+  srv.stats()                 the server's counters (parleyctl stats)
   srv.host, srv.domain, srv.starttls_port, srv.direct_port
   spawn(name, argv, **popen)  starts a helper process (a peer server, an
                               agent, a relay) in its own process group;
@@ -57,6 +58,7 @@ import atexit
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import shlex
@@ -643,6 +645,15 @@ VirtualHost "localhost"
         except (OSError, subprocess.TimeoutExpired) as e:
             return None, str(e)
         return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
+
+    def stats(self):
+        """The server's counters (src/core/stats.h) as a dict; {} if it
+        cannot be asked."""
+        rc, out = self.ctl("stats", "--json")
+        try:
+            return json.loads(out) if rc == 0 else {}
+        except ValueError:
+            return {}
 
     def cleanup(self):
         if self.proc is None or not self.alive():
