@@ -16,6 +16,7 @@ API:
                               ports, configuration and data (crash tests)
   srv.ctl(*args)              runs parleyctl on the same configuration
   srv.stats()                 the server's counters (parleyctl stats)
+  srv.counter(name)           one of them, None if it cannot be read
   srv.host, srv.domain, srv.starttls_port, srv.direct_port
   spawn(name, argv, **popen)  starts a helper process (a peer server, an
                               agent, a relay) in its own process group;
@@ -654,6 +655,9 @@ VirtualHost "localhost"
             return json.loads(out) if rc == 0 else {}
         except ValueError:
             return {}
+
+    def counter(self, name):
+        return self.stats().get(name)
 
     def cleanup(self):
         if self.proc is None or not self.alive():
