@@ -201,15 +201,13 @@ modules = ["disco", "ping", "roster", "presence", "extdisco",
     proc, _ = None, None
     proc, port = start_coturn_on(tdir, turn_port)
     try:
-        deadline = time.monotonic() + 10
-        res = ""
-        while time.monotonic() < deadline:
-            res = allocate(turn_port, "x", "y")
-            if res != "socket: timeout('timed out')" and \
-                    not res.startswith("socket"):
-                break
-            time.sleep(0.3)
-        check("coturn answers on its loopback port", res == "401", res)
+        res = []
+
+        def answers():  # coturn takes a moment to listen
+            res[:] = [allocate(turn_port, "x", "y")]
+            return not res[0].startswith("socket")
+        harness.wait_for(answers, 10, 0.3)
+        check("coturn answers on its loopback port", res == ["401"], res)
         if cr:
             res = allocate(turn_port, u, pw)
             check("coturn accepts the credentials Parley handed out "

@@ -75,12 +75,11 @@ def parse_stamp(s):
 
 
 def barrier(c):
-    """Waits until the server has handled what c sent before: a roster
-    get runs on the storage thread after the stores queued before it,
-    then a short grace for the commit."""
-    c.roster_get()
-    c.ping()
-    time.sleep(0.2)
+    """Waits until the server has handled what c sent before, stores of
+    offline messages committed (ImClient.storage_barrier)."""
+    if not c.storage_barrier():
+        check("the storage barrier (private XML get) is answered", False,
+              "no answer")
 
 
 def raw_message(c):
@@ -276,8 +275,7 @@ def sigkill():
     want = ["kill %03d" % i for i in range(n)]
     for i, b in enumerate(want):
         s.message(jr, b, msg_id="k%d" % i)
-    barrier(s)
-    time.sleep(1)   # stored and committed well before the kill
+    barrier(s)      # stored and committed before the kill
     rc = srv.kill(signal.SIGKILL)
     check("%s: parleyd died of SIGKILL" % name, rc == -signal.SIGKILL,
           "exit status %s" % rc)
