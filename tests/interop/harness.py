@@ -567,7 +567,8 @@ VirtualHost "localhost"
         self.exit_checked = True
         if self in _servers:
             _servers.remove(self)
-        was_running = self.proc.poll() is None
+        # (finish() may have sent SIGTERM already, to all at once.)
+        was_running = self.proc.poll() is None or self.term_sent
         killed = False
         if was_running:
             if not self.term_sent:
