@@ -17,6 +17,9 @@ API:
   srv.ctl(*args)              runs parleyctl on the same configuration
   srv.stats()                 the server's counters (parleyctl stats)
   srv.counter(name)           one of them, None if it cannot be read
+  srv.log_size(), srv.wait_log(regex, since, timeout)
+                              waits (bounded) for a log line after offset
+                              since; returns the match or None
   srv.host, srv.domain, srv.starttls_port, srv.direct_port
   spawn(name, argv, **popen)  starts a helper process (a peer server, an
                               agent, a relay) in its own process group;
@@ -626,6 +629,18 @@ VirtualHost "localhost"
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, regex, since=0, timeout=10):
+        """The first match of regex in the log after byte offset since,
+        waiting up to timeout seconds for it; None if none came."""
+        return wait_for(lambda: re.search(regex, self.log_text(since)),
+                        timeout, 0.05)
 
     def dump_log(self, n=60):
         lines = self.log_text().splitlines()
