@@ -527,18 +527,15 @@ def federate(a, b, label):
 def s2s_links(srv):
     """The link list parleyd logs on SIGUSR1 (pl_s2s_links_json)."""
     import json
-    before = len(srv.log_text())
+    before = srv.log_size()
     os.kill(srv.pid(), signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in srv.log_text(before).splitlines():
-            if "s2s links: " in line:
-                try:
-                    return json.loads(line.split("s2s links: ", 1)[1])
-                except ValueError as e:
-                    return "unparsable (%s): %s" % (e, line)
-        time.sleep(0.1)
-    return None
+    m = srv.wait_log(r"s2s links: (.*)\n", before, 5)
+    if m is None:
+        return None
+    try:
+        return json.loads(m.group(1))
+    except ValueError as e:
+        return "unparsable (%s): %s" % (e, m.group(0))
 
 
 def bounce_check(client, domain, cond, label, n=3, within=None):
@@ -768,12 +765,9 @@ def main():
           "Connection refused" in t1, "see P1 log")
     check("P1 logs why the silent link failed (timeout)",
           "link pa.test -> slow.test failed: timeout" in t1, "see P1 log")
-    deadline = time.monotonic() + 12  # idle 5 s, checked every 5 s
-    while time.monotonic() < deadline and \
-            "idle for 5 s, closing" not in P2.log_text():
-        time.sleep(0.5)
+    # Idle 5 s, checked every 5 s.
     check("P2 closes idle links (s2s.idle_timeout 5 s)",
-          "idle for 5 s, closing" in P2.log_text(), "see P2 log")
+          P2.wait_log("idle for 5 s, closing", 0, 20), "see P2 log")
 
 
 try:
