@@ -267,11 +267,11 @@ def _thread_excepthook(args):
 
 def _on_signal(signo, frame):
     # scripts/run-tests' timeout sends SIGTERM, then SIGKILL 10 s later:
-    # stop the servers within that, and say why the script ended.
+    # stop the servers well within that, and say why the script ended.
     signal.signal(signo, signal.SIG_DFL)
     check("%s finishes before it is stopped" % SCRIPT, False,
           "got signal %d (timed out?)" % signo)
-    finish(grace=5, helper_grace=2)
+    finish(grace=4, helper_grace=1)
 
 
 sys.excepthook = _excepthook
