@@ -50,9 +50,14 @@ class ProsodyServer(harness.Server):
         return conf + '\nComponent "conference.localhost" "muc"\n'
 
 
-def cli(srv, *args, timeout=30, stdin=None):
+def cli(srv, *args, timeout=90, stdin=None):
+    # The client's own timeout is generous: in the sanitizer pass it is an
+    # ASan build, whose SCRAM (PBKDF2 through OpenSSL, every allocation
+    # through ASan's allocator) takes seconds of CPU on a loaded machine.
+    # Checks of its timeouts pass their own --timeout (given later, it
+    # wins).
     argv = [PARLEY, "--server", srv.host, "--port", str(srv.starttls_port),
-            "--timeout", "8"] + list(args)
+            "--timeout", "30"] + list(args)
     try:
         p = subprocess.run(argv, capture_output=True, text=True,
                            timeout=timeout, input=stdin)
@@ -277,9 +282,12 @@ def suite(srv, name):
     rc, out, err = cli(srv, *A, "send", bj, "--json-payload", "{bad")
     check(T + "send refuses a payload that is not JSON (exit 2)", rc == 2,
           (rc, err))
-    rc, out, err = cli(srv, *A, "--timeout", "1.5", "send", bj, "anyone?",
+    # (--timeout bounds the login too: long enough for that, and it must
+    # be the receipt that timed out.)
+    rc, out, err = cli(srv, *A, "--timeout", "8", "send", bj, "anyone?",
                        "--receipt")
-    check(T + "no receipt in time exits 7", rc == 7, (rc, err))
+    check(T + "no receipt in time exits 7", rc == 7 and
+          "no receipt in time" in err, (rc, err))
 
     # vCard
     rc, out, err = cli(srv, *A, "vcard", "set", "FN=Alice Liddell",
@@ -326,15 +334,17 @@ def suite(srv, name):
     check(T + "another occupant sees the groupchat message",
           said is not None, (pb.out, pb.err))
     check(T + "room join exits 0 when stopped", rc == 0, (rc, pb.err))
-    # Issue 13: the server stalled (about 18 s) when a room emptied, and
-    # the next login timed out.  The login right after must take about
-    # as long as the ones before (generous: 5 times the slowest).
+    # Issue 13: a login right after a room emptied timed out (the server
+    # looked stalled).  It must take about as long as logins just before
+    # and just after it (generous: 5 times the slowest of those, which
+    # move with the machine's load as it does).
     after = timed_login(srv, A)
+    base += [timed_login(srv, A) for _ in range(2)]
     ok = None not in base and after is not None
-    check(T + "a login right after a room empties is as quick as before "
-          "(at most 5 times the slowest of 3 before)",
-          ok and after <= 5 * max(base), "before %s, after %s" % (
-              ["%.2f" % b for b in base if b is not None],
+    check(T + "a login right after a room empties is as quick as the "
+          "ones around it (at most 5 times the slowest)",
+          ok and after <= 5 * max(base), "around %s, right after %s" % (
+              ["%.2f" % b if b is not None else "failed" for b in base],
               "%.2f" % after if after is not None else "failed"))
 
     rc, out, err = cli(srv, *A, "--json", "roster", "remove", bj)
