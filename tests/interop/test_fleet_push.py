@@ -71,8 +71,12 @@ def main():
           [a.localpart for a in agents if not a.seen(is_event("connected"))])
     if not ok:
         harness.finish()
-    regs = sum(1 for a in agents if a.seen(is_event("registered")))
-    check("each agent registered itself once", regs == N, regs)
+    # Counted by the server: an agent whose registration answer came too
+    # late for it (a loaded machine) finds the account made and logs in.
+    regs = srv.counter("registrations")
+    check("each agent registered itself once (the server's count)",
+          regs == N, "%s registrations; agents that saw theirs: %d"
+          % (regs, sum(1 for a in agents if a.seen(is_event("registered")))))
 
     rc, out, err = ctl(srv, "group", "add", "g50", *macs)
     check("group add of %d devices" % N, rc == 0 and out.split() ==
