@@ -33,6 +33,10 @@ API:
   finish()                    stops every server and helper (SIGTERM, wait,
                               sanitizer verdict), dumps the last 60 log
                               lines if a check failed, exits 1 if one did
+  RawClient                   a socket-level XMPP client (STARTTLS, direct
+                              TLS, SASL PLAIN/SCRAM, IBR, bind) for tests that
+                              need control of every byte
+  unique(prefix)              a user name unique to this run
 
 Every script ends through finish(), whatever happens: an uncaught
 exception (also in a thread) is a failed check, and so are SIGTERM,
@@ -40,10 +44,6 @@ SIGINT and SIGHUP (scripts/run-tests' timeout); the servers are then
 still stopped with SIGTERM and their logs checked.  Nothing started
 here outlives the script: servers run in their own process group, which
 is SIGKILLed after the SIGTERM grace.
-  RawClient                   a socket-level XMPP client (STARTTLS, direct
-                              TLS, SASL PLAIN/SCRAM, IBR, bind) for tests that
-                              need control of every byte
-  unique(prefix)              a user name unique to this run
 
 Environment:
   PARLEYD          server binary (default build/parleyd, else $BUILD/parleyd)
