@@ -280,7 +280,10 @@ class ImClient(harness.RawClient):
         answered after the commit of every job queued before it, and the
         completions of those jobs have run by then.  Work that queues a
         second job from a completion (a message to an offline account:
-        account lookup, then the store) needs a second round."""
+        account lookup, then the store) needs a second round, and so on:
+        rounds is the depth of the chain.  Where that is not known, a
+        stream-managed sender's acknowledgement is exact
+        (sm_common.SmClient.durable)."""
         for _ in range(rounds):
             r = self.request("<query xmlns='jabber:iq:private'>"
                              "<barrier xmlns='urn:parley:test:barrier'/>"

@@ -440,7 +440,7 @@ def test_prefs(srv):
     # Stored before alice is back (account lookup, prefs, archive, offline
     # store: a chain of storage jobs, one round each).
     for x in (cb, cc):
-        x.storage_barrier(rounds=4)
+        x.storage_barrier(rounds=6)
     ca = login(srv, a, "again")
     offl = ca.collect(is_message(), 2, timeout=STEP)
     byb = [m for m in offl if m.findtext(C + "body") == "offline from b"]

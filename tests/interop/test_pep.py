@@ -180,7 +180,7 @@ def main():
     # stanzas arrive before the storage barrier's answer.
     for cl in (ca, cb, cbw, cc):
         cl.ping()
-        cl.storage_barrier()
+        cl.storage_barrier(rounds=3)
         cl.queue.clear()
 
     # -- disco
@@ -383,7 +383,7 @@ def main():
                    "</query>", "set")
     ca.ping()
     m = ca.wait(is_event(BM2, ja))
-    ca.storage_barrier(rounds=3)  # the conversion's removal is done too
+    ca.storage_barrier(rounds=4)  # the conversion's removal is done too
     r2 = ca.items(BM2)
     check("compat: storing XEP-0048 bookmarks in private XML updates "
           "bookmarks 2 (added and removed, XEP-0402 §5.3.2)",
