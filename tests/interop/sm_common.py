@@ -44,18 +44,18 @@ class SmClient(ImClient):
         self.resume_h = 0
         self.outq = []        # [count, xml] sent, not yet acknowledged
         self.out_count = 0    # stanzas sent since <enable/>
-        self.sent = None      # every stanza written since <enable/>
+        self.stanzas_sent = None  # every stanza written since <enable/>
         self._resending = False
         super().__init__(srv, user, resource, login=login)
         self.h_in = 0
 
     def send(self, data):
         super().send(data)
-        if self.sent is not None and not self._resending:
+        if self.stanzas_sent is not None and not self._resending:
             text = data if isinstance(data, str) else data.decode("utf-8",
                                                                   "replace")
             if text.lstrip().startswith(("<message", "<presence", "<iq")):
-                self.sent += 1
+                self.stanzas_sent += 1
 
     def _feed(self, data):
         before = len(self.queue)
@@ -82,11 +82,11 @@ class SmClient(ImClient):
     def enable(self, resume=True):
         self.send("<enable xmlns='%s'%s/>" % (
             NS_SM, " resume='true'" if resume else ""))
-        self.sent = 0
+        self.stanzas_sent = 0
         return self.wait(lambda e: e.tag in (SM + "enabled", SM + "failed"))
 
     def durable(self, timeout=10):
-        want = self.sent or 0
+        want = self.stanzas_sent or 0
         self.send("<r xmlns='%s'/>" % NS_SM)
         # A lagging answer is followed by unrequested ones as h moves.
         return self.wait(lambda e: e.tag == SM + "a" and

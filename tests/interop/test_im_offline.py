@@ -89,7 +89,7 @@ def barrier(c):
     it (XEP-0198) only once its offline stores are committed."""
     if not c.durable(STEP * 2):
         check("the server acknowledges the sender's stanzas (XEP-0198)",
-              False, "no <a/> for %d stanzas" % c.sent)
+              False, "no <a/> for %d stanzas" % c.stanzas_sent)
 
 
 def raw_message(c):
