@@ -26,7 +26,9 @@
  *                              authentication, queued stanzas, last error
  *     components [--json]      external components (XEP-0114): domain,
  *                              host, connected, peer, stanza counts
- *   push, group, s2s and components talk to parleyd's admin socket (src/core/admin.h),
+ *     stats [--json]           the server's counters (src/core/stats.h)
+ *   push, group, s2s, components and stats talk to parleyd's admin socket
+ *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
  *
@@ -80,9 +82,9 @@ static int usage_to(FILE *f)
           "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
           "group list [NAME]\n"
           "  s2s [--json]\n"
-          "  components [--json]\n"
-          "  (push, group, s2s, components: [--socket PATH] before the "
-          "command)\n",
+          "  components [--json]\n  stats [--json]\n"
+          "  (push, group, s2s, components, stats: [--socket PATH] before "
+          "the command)\n",
           f);
     return 2;
 }
@@ -658,6 +660,32 @@ static int cmd_s2s(int n, char **a)
     return rc;
 }
 
+/* parleyctl stats [--json]: the server's counters (src/core/stats.h),
+ * one "name value" line each. */
+static int cmd_stats(int n, char **a)
+{
+    int as_json = n == 1 && strcmp(a[0], "--json") == 0;
+    if (n > 1 || (n == 1 && !as_json))
+        return usage();
+    int rc = 0;
+    json_t *req = json_pack("{s:s}", "op", "stats");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        json_t *counters = json_object_get(ans, "counters");
+        if (as_json) {
+            print_json(counters);
+        } else {
+            const char *k;
+            json_t *v;
+            json_object_foreach(counters, k, v)
+                printf("%s %lld\n", k, (long long)json_integer_value(v));
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 /* parleyctl components [--json]: external components (XEP-0114). */
 static int cmd_components(int n, char **a)
 {
@@ -763,6 +791,8 @@ int main(int argc, char **argv)
         rc = cmd_s2s(n, a);
     else if (strcmp(cmd, "components") == 0)
         rc = cmd_components(n, a);
+    else if (strcmp(cmd, "stats") == 0)
+        rc = cmd_stats(n, a);
     else
         rc = usage();
     if (db)

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "stats.h"
 
 #define MAX_LINE (1024 * 1024)
 
@@ -153,6 +154,15 @@ static void dispatch(uint64_t cid, json_t *req)
                       "detail", "no op");
     } else if (op_find(op)) {
         a = op_find(op)(req);
+    } else if (strcmp(op, "stats") == 0) {
+        json_t *c = json_object();
+#define X(name)                                                               \
+    json_object_set_new(c, #name,                                             \
+                        json_integer((json_int_t)atomic_load_explicit(        \
+                            &pl_stats.name, memory_order_relaxed)));
+        PL_STATS_FIELDS(X)
+#undef X
+        a = json_pack("{s:b, s:o}", "ok", 1, "counters", c);
     } else {
         char ev_name[128];
         snprintf(ev_name, sizeof(ev_name), "admin/%s", op);

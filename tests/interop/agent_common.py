@@ -73,8 +73,8 @@ class Agent:
 
     def start(self):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.log)
+        self.proc = harness.spawn("agent " + self.mac, self.argv,
+                                  stdout=subprocess.PIPE, stderr=self.log)
         t = threading.Thread(target=self._read, args=(self.proc,),
                              daemon=True)
         t.start()
@@ -120,17 +120,10 @@ class Agent:
         """SIGTERM by pid; returns the exit status (None if it hung)."""
         if not self.proc:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                self.log.close()
-                return None
+        harness.untrack(self.proc)
+        rc = harness.stop_group(self.proc, 10)
         self.log.close()
-        return self.proc.returncode
+        return None if rc == -signal.SIGKILL else rc  # None: it hung
 
     def rss_kib(self):
         try:

@@ -7,21 +7,43 @@ scripts use are Debian packages installed for that interpreter).
 API:
   srv = Server(**overrides)   temp dir, free loopback ports, config file
   srv.start()                 starts parleyd, waits (bounded) until it listens
-  srv.stop()                  SIGTERM by pid, SIGKILL after 10 s; checks the
-                              exit status and the log (a crash, a sanitizer
-                              or valgrind report is a failed check)
+  srv.stop()                  SIGTERM by pid, SIGKILL (its process group)
+                              after 10 s; checks the exit status and the
+                              log (a crash, a sanitizer or valgrind report
+                              is a failed check); start() may follow
   srv.kill(sig)               sends sig (default SIGKILL) by pid and waits;
                               srv.start() then runs it again on the same
                               ports, configuration and data (crash tests)
   srv.ctl(*args)              runs parleyctl on the same configuration
+  srv.stats()                 the server's counters (parleyctl stats)
+  srv.counter(name)           one of them, None if it cannot be read
+  srv.log_size(), srv.wait_log(regex, since, timeout)
+                              waits (bounded) for a log line after offset
+                              since; returns the match or None
   srv.host, srv.domain, srv.starttls_port, srv.direct_port
+  spawn(name, argv, **popen)  starts a helper process (a peer server, an
+                              agent, a relay) in its own process group;
+                              finish() stops it if the script did not
+  track(name, proc)           the same for a Popen started elsewhere with
+                              start_new_session=True
+  stop_group(proc, grace)     SIGTERM by pid, then SIGKILL to its group
   check(name, cond, detail)   prints "ok - name" or "not ok - name: detail"
-  finish()                    stops the server, dumps the last 60 log lines
-                              if a check failed, exits 1 if one did
+  wait_for(pred, timeout)     polls pred until it is true (bounded): for
+                              events with no notification of their own
+  finish()                    stops every server and helper (SIGTERM, wait,
+                              sanitizer verdict), dumps the last 60 log
+                              lines if a check failed, exits 1 if one did
   RawClient                   a socket-level XMPP client (STARTTLS, direct
                               TLS, SASL PLAIN/SCRAM, IBR, bind) for tests that
                               need control of every byte
   unique(prefix)              a user name unique to this run
+
+Every script ends through finish(), whatever happens: an uncaught
+exception (also in a thread) is a failed check, and so are SIGTERM,
+SIGINT and SIGHUP (scripts/run-tests' timeout); the servers are then
+still stopped with SIGTERM and their logs checked.  Nothing started
+here outlives the script: servers run in their own process group, which
+is SIGKILLed after the SIGTERM grace.
 
 Environment:
   PARLEYD          server binary (default build/parleyd, else $BUILD/parleyd)
@@ -40,6 +62,7 @@ import atexit
 import base64
 import hashlib
 import hmac
+import json
 import os
 import re
 import shlex
@@ -50,6 +73,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -69,6 +93,60 @@ NS_PING = "urn:xmpp:ping"
 
 _results = {"passed": 0, "failed": 0}
 _servers = []
+_procs = []  # (name, Popen, own process group) helpers; finish() stops
+
+
+def _signal(pid, sig, group=False):
+    """Sends sig to pid (or its process group); False if it is gone."""
+    try:
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def stop_group(proc, grace=10, group=True, term=True):
+    """Stops a process: SIGTERM by pid, up to grace seconds to exit, then
+    SIGKILL, to its whole process group if it has its own (group=True:
+    started with start_new_session=True), so that what it started goes
+    too.  Returns the exit status (None if it would not die).  A process
+    already reaped is left alone: its pid may belong to another now."""
+    if proc.poll() is not None:
+        return proc.returncode
+    if term:
+        _signal(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    if group:
+        _signal(proc.pid, signal.SIGKILL, group=True)
+    elif proc.poll() is None:
+        _signal(proc.pid, signal.SIGKILL)
+    try:
+        return proc.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def track(name, proc, group=True):
+    """finish() stops proc if the script has not (group: it was started
+    with start_new_session=True); returns proc."""
+    _procs.append((name, proc, group))
+    return proc
+
+
+def untrack(proc):
+    _procs[:] = [e for e in _procs if e[1] is not proc]
+
+
+def spawn(name, argv, **kw):
+    """subprocess.Popen(argv, **kw) in a new session, tracked."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return track(name, subprocess.Popen(argv, start_new_session=True, **kw))
 
 
 def _abs(path):
@@ -99,10 +177,54 @@ def note(msg):
     print("# " + str(msg).replace("\n", "\n# "), flush=True)
 
 
-def finish():
-    """Stops every server, reports, and exits the process."""
-    for srv in list(_servers):
-        srv.stop()
+def wait_for(pred, timeout=10, interval=0.05):
+    """Calls pred until it returns a true value or timeout seconds pass;
+    returns that value (or the last false one).  For events that send no
+    notification (a process exits, a file or a log line appears, a
+    counter moves): the wait ends as soon as the event happens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+_finishing = [False]
+SCRIPT = os.path.basename(sys.argv[0] or "script")
+
+
+def _stop_all(grace, helper_grace):
+    """Helpers first (they may be clients of a server), then servers: all
+    get SIGTERM at once, then each is waited for (bounded by grace)."""
+    helpers = [(p, group) for name, p, group in _procs if p.poll() is None]
+    for p, group in helpers:
+        _signal(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + helper_grace
+    for p, group in helpers:
+        stop_group(p, max(0.1, deadline - time.monotonic()), group, False)
+    _procs.clear()
+    running = [srv for srv in _servers_all
+               if srv.proc is not None and not srv.exit_checked]
+    for srv in running:
+        if srv.alive():
+            _signal(srv.proc.pid, signal.SIGTERM)
+            srv.term_sent = True
+    for srv in running:
+        srv.stop(grace)
+
+
+def finish(grace=10, helper_grace=10):
+    """Stops every server and helper, reports, and exits the process."""
+    if _finishing[0]:
+        _kill_everything()
+        os._exit(1)
+    _finishing[0] = True
+    try:
+        _stop_all(grace, helper_grace)
+    except BaseException as e:  # noqa: BLE001 - still report and exit
+        check("%s: servers stop cleanly" % SCRIPT, False, repr(e))
+        _kill_everything()
     if _results["failed"]:
         for srv in _servers_all:
             srv.dump_log()
@@ -112,6 +234,50 @@ def finish():
             srv.cleanup()
     sys.stdout.flush()
     os._exit(1 if _results["failed"] else 0)
+
+
+def _kill_everything():
+    """Last resort: SIGKILL every process group started here."""
+    for name, p, group in list(_procs):
+        if p.poll() is None:
+            _signal(p.pid, signal.SIGKILL, group=group)
+    for srv in _servers_all:
+        if srv.alive():
+            _signal(srv.proc.pid, signal.SIGKILL, group=True)
+
+
+def _excepthook(tp, value, tb):
+    import traceback
+    note("".join(traceback.format_exception(tp, value, tb)).rstrip())
+    check("%s runs to the end without an exception" % SCRIPT, False,
+          "%s: %s" % (tp.__name__, value))
+    finish()
+
+
+def _thread_excepthook(args):
+    import traceback
+    if args.exc_type is SystemExit:
+        return
+    note("".join(traceback.format_exception(
+        args.exc_type, args.exc_value, args.exc_traceback)).rstrip())
+    check("%s: thread %s runs without an exception"
+          % (SCRIPT, args.thread.name if args.thread else "?"), False,
+          "%s: %s" % (args.exc_type.__name__, args.exc_value))
+
+
+def _on_signal(signo, frame):
+    # scripts/run-tests' timeout sends SIGTERM, then SIGKILL 10 s later:
+    # stop the servers well within that, and say why the script ended.
+    signal.signal(signo, signal.SIG_DFL)
+    check("%s finishes before it is stopped" % SCRIPT, False,
+          "got signal %d (timed out?)" % signo)
+    finish(grace=4, helper_grace=1)
+
+
+sys.excepthook = _excepthook
+threading.excepthook = _thread_excepthook
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_sig, _on_signal)
 
 
 _servers_all = []
@@ -234,7 +400,8 @@ class Server:
         self.log_path = os.path.join(self.dir, "server.log")
         self.conf_path = os.path.join(self.dir, "parleyd.conf")
         self.proc = None
-        self.exit_checked = False
+        self.exit_checked = False  # stop() or kill() has dealt with proc
+        self.term_sent = False     # SIGTERM already sent to proc
         self.bin = _abs(os.environ.get("PARLEYD",
                                        os.path.join(BUILD, "parleyd")))
         self.ctl_bin = _abs(os.environ.get(
@@ -353,38 +520,40 @@ VirtualHost "localhost"
                 return False
         with open(self.conf_path, "w") as f:
             f.write(conf)
+        if self.alive():  # a start without a stop: never lose a process
+            self.stop()
         self.log = open(self.log_path, "ab")
         log_start = self.log.tell()  # a restart looks for a new 'ready'
+        # Its own process group: stop() and finish() kill the group, so
+        # nothing it (or a wrapper) starts outlives the script.
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=self.log,
                                      cwd=self.dir, start_new_session=True)
-        _servers.append(self)
+        self.exit_checked = False
+        self.term_sent = False
+        if self not in _servers:
+            _servers.append(self)
         limit = float(os.environ.get("PARLEY_START_TIMEOUT", "15"))
-        deadline = time.monotonic() + limit
         pending = [self.starttls_port, self.direct_port]
-        while pending and time.monotonic() < deadline:
+
+        def listening():
             if self.proc.poll() is not None:
-                break
+                return True  # gave up: it exited
             for port in list(pending):
                 try:
-                    s = socket.create_connection((self.host, port), 0.5)
-                    s.close()
+                    socket.create_connection((self.host, port), 0.5).close()
                     pending.remove(port)
                 except OSError:
                     pass
-            if pending:
-                time.sleep(0.1)
+            return not pending
+        wait_for(listening, limit, 0.1)
         ok = not pending and self.proc.poll() is None
         check(self.label + " starts and listens on both ports", ok,
               "exit status %s, ports not accepting: %s after %.0f s"
               % (self.proc.poll(), pending, limit))
         if ok and not self.reference:
-            ready = False
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not ready:
-                ready = "ready" in self.log_text(log_start)
-                if not ready:
-                    time.sleep(0.1)
+            ready = wait_for(lambda: "ready" in self.log_text(log_start), 5,
+                             0.1)
             check(self.label + " logs a line containing 'ready'", ready,
                   "no 'ready' in %s" % self.log_path)
         return ok
@@ -402,35 +571,37 @@ VirtualHost "localhost"
         except OSError:
             return None
 
-    def stop(self):
-        """SIGTERM, SIGKILL after 10 s; a bad exit or report is a failure."""
+    def stop(self, grace=10):
+        """SIGTERM, SIGKILL (to its process group) after grace seconds; a
+        bad exit or report is a failure.  start() may follow."""
         if self.proc is None or self.exit_checked:
             return
         self.exit_checked = True
         if self in _servers:
             _servers.remove(self)
-        was_running = self.proc.poll() is None
+        # (finish() may have sent SIGTERM already, to all at once.)
+        was_running = self.proc.poll() is None or self.term_sent
         killed = False
         if was_running:
+            if not self.term_sent:
+                _signal(self.proc.pid, signal.SIGTERM)
+            self.term_sent = True
             try:
-                self.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(10)
+                self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 killed = True
-                try:
-                    self.proc.kill()
-                except ProcessLookupError:
-                    pass
+            # Also whatever it (or its wrapper) started.
+            _signal(self.proc.pid, signal.SIGKILL, group=True)
+            try:
                 self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         rc = self.proc.returncode
         self.log.close()
         check(self.label + " was still running at the end", was_running,
               "it exited earlier with status %s" % rc)
-        check(self.label + " stops on SIGTERM within 10 s", not killed,
-              "needed SIGKILL")
+        check(self.label + " stops on SIGTERM within %d s" % grace,
+              not killed, "needed SIGKILL")
         # A clean stop exits 0; dying of the default SIGTERM action is
         # accepted too, any other signal or status is a crash.
         check(self.label + " exit status is clean", killed or rc in (0, -15),
@@ -444,18 +615,18 @@ VirtualHost "localhost"
     def kill(self, sig=signal.SIGKILL):
         """Sends sig to the server by pid and waits (bounded) for it to
         exit; returns the exit status (None if it would not exit).  A
-        later start() runs it again with the same ports and data."""
+        later start() runs it again with the same ports and data; without
+        one, finish() does not check it again."""
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
-        try:
-            self.proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
+        _signal(self.proc.pid, sig)
         try:
             rc = self.proc.wait(10)
         except subprocess.TimeoutExpired:
             return None
+        _signal(self.proc.pid, signal.SIGKILL, group=True)
         self.log.close()
+        self.exit_checked = True
         if self in _servers:
             _servers.remove(self)
         return rc
@@ -467,6 +638,18 @@ VirtualHost "localhost"
                 return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def wait_log(self, regex, since=0, timeout=10):
+        """The first match of regex in the log after byte offset since,
+        waiting up to timeout seconds for it; None if none came."""
+        return wait_for(lambda: re.search(regex, self.log_text(since)),
+                        timeout, 0.05)
 
     def dump_log(self, n=60):
         lines = self.log_text().splitlines()
@@ -489,19 +672,30 @@ VirtualHost "localhost"
             return None, str(e)
         return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
+    def stats(self):
+        """The server's counters (src/core/stats.h) as a dict; {} if it
+        cannot be asked."""
+        rc, out = self.ctl("stats", "--json")
+        try:
+            return json.loads(out) if rc == 0 else {}
+        except ValueError:
+            return {}
+
+    def counter(self, name):
+        return self.stats().get(name)
+
     def cleanup(self):
         if self.proc is None or not self.alive():
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _at_exit():
-    # Never leave a server behind, whatever happened to the script.
-    for srv in list(_servers):
-        if srv.alive():
-            try:
-                os.kill(srv.proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+    # A script that returns without finish() still stops its servers the
+    # proper way (SIGTERM, sanitizer verdict) and reports.
+    if not _finishing[0] and (_procs or any(
+            srv.proc is not None and not srv.exit_checked
+            for srv in _servers_all)):
+        finish()
 
 
 atexit.register(_at_exit)

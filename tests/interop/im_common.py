@@ -13,6 +13,9 @@ API:
     .presence(...)              sends presence (type, to, show, status,
                                 priority); .roster_get/.roster_set/
                                 .roster_remove return the reply <iq/>
+    .ping()                     a round trip through the server's loop
+    .storage_barrier()          the storage work of what it sent before
+                                is committed
     .wait(pred, t)              next matching element or None (no raise)
     .collect(pred, n, t)        up to n matching elements within t
     .quiet(pred, t)             matching elements that arrive within t
@@ -269,6 +272,25 @@ class ImClient(harness.RawClient):
         """A round trip through the server's loop."""
         return self.request("<ping xmlns='urn:xmpp:ping'/>",
                             to=self.srv.domain, timeout=timeout)
+
+    def storage_barrier(self, rounds=2, timeout=STEP):
+        """Returns once the server has committed the storage work of what
+        this client sent before (False on a timeout).  Each round is a
+        private XML get (XEP-0049), a job on the storage queue: it is
+        answered after the commit of every job queued before it, and the
+        completions of those jobs have run by then.  Work that queues a
+        second job from a completion (a message to an offline account:
+        account lookup, then the store) needs a second round, and so on:
+        rounds is the depth of the chain.  Where that is not known, a
+        stream-managed sender's acknowledgement is exact
+        (sm_common.SmClient.durable)."""
+        for _ in range(rounds):
+            r = self.request("<query xmlns='jabber:iq:private'>"
+                             "<barrier xmlns='urn:parley:test:barrier'/>"
+                             "</query>", timeout=timeout)
+            if r is None or r.get("type") != "result":
+                return False
+        return True
 
     # -- receiving
 

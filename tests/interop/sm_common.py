@@ -13,6 +13,10 @@ API:
     .send_stanza(xml) sends and keeps it until the server acknowledges it
                       (outq, out_count: carried over to a new connection
                       for resumption; <resumed h/> resends the rest)
+    .durable(t)       True once the server acknowledged every stanza sent
+                      since <enable/>: the server's h never passes a
+                      stanza whose storage work is not committed (sm.c),
+                      so this is a barrier for what they stored
 """
 
 import os
@@ -40,8 +44,18 @@ class SmClient(ImClient):
         self.resume_h = 0
         self.outq = []        # [count, xml] sent, not yet acknowledged
         self.out_count = 0    # stanzas sent since <enable/>
+        self.stanzas_sent = None  # every stanza written since <enable/>
+        self._resending = False
         super().__init__(srv, user, resource, login=login)
         self.h_in = 0
+
+    def send(self, data):
+        super().send(data)
+        if self.stanzas_sent is not None and not self._resending:
+            text = data if isinstance(data, str) else data.decode("utf-8",
+                                                                  "replace")
+            if text.lstrip().startswith(("<message", "<presence", "<iq")):
+                self.stanzas_sent += 1
 
     def _feed(self, data):
         before = len(self.queue)
@@ -54,8 +68,10 @@ class SmClient(ImClient):
             elif el.tag == SM + "resumed":
                 self.h_in = self.resume_h  # goes on from what we acked
                 self._acked(int(el.get("h")))
+                self._resending = True
                 for _, xml in self.outq:   # XEP-0198 §5: send the rest again
                     self.send(xml)
+                self._resending = False
             elif el.tag == SM + "a":
                 self._acked(int(el.get("h")))
             elif el.tag == SM + "r":
@@ -66,7 +82,15 @@ class SmClient(ImClient):
     def enable(self, resume=True):
         self.send("<enable xmlns='%s'%s/>" % (
             NS_SM, " resume='true'" if resume else ""))
+        self.stanzas_sent = 0
         return self.wait(lambda e: e.tag in (SM + "enabled", SM + "failed"))
+
+    def durable(self, timeout=10):
+        want = self.stanzas_sent or 0
+        self.send("<r xmlns='%s'/>" % NS_SM)
+        # A lagging answer is followed by unrequested ones as h moves.
+        return self.wait(lambda e: e.tag == SM + "a" and
+                         int(e.get("h")) >= want, timeout) is not None
 
     def ack(self, h=None):
         self.send("<a xmlns='%s' h='%d'/>" % (

@@ -478,6 +478,7 @@ def churn_one(i, rng):
 
 def churn(user, password):
     fds_before = srv.open_fds()
+    open_before = srv.counter("connections_open")
     pinger = Pinger(user, password)
     pinger.start()
     pinger.ready.wait(15)
@@ -503,7 +504,19 @@ def churn(user, password):
     for t in threads:
         t.join(120)
     elapsed = time.monotonic() - t0
-    time.sleep(1.0)           # keep pinging while the server catches up
+    # Keep pinging while the server catches up: until it has closed every
+    # churned connection (only the pinger's is left), then two more pings.
+    def closed_all():
+        n = srv.counter("connections_open")
+        return n is not None and open_before is not None and \
+            n <= open_before + 1
+    check("churn: the server closes every churned connection",
+          harness.wait_for(closed_all, 30, 0.2),
+          "open connections: %s (before: %s)"
+          % (srv.counter("connections_open"), open_before))
+    n = pinger.answered
+    harness.wait_for(lambda: pinger.answered >= n + 2 or
+                     not pinger.is_alive(), 15)
     pinger.stop_flag.set()
     pinger.join(10)
     note("churn: %d connections in %.1f s; %d pings, %d answered, "
@@ -521,13 +534,11 @@ def churn(user, password):
           "exit status %s" % srv.proc.poll())
     # Descriptors of churned connections must be released (all peers
     # closed, so no handshake timeout is involved).
-    deadline = time.monotonic() + 10
     fds_after = srv.open_fds()
-    while fds_before is not None and fds_after is not None and \
-            fds_after > fds_before + 8 and time.monotonic() < deadline:
-        time.sleep(0.25)
-        fds_after = srv.open_fds()
     if fds_before is not None:
+        harness.wait_for(lambda: (srv.open_fds() or 0) <= fds_before + 8,
+                         10, 0.25)
+        fds_after = srv.open_fds()
         check("churn: no descriptor leak", fds_after is not None
               and fds_after <= fds_before + 8,
               "open fds before %s, after %s" % (fds_before, fds_after))
@@ -720,7 +731,10 @@ def abuse_limits_check():
         for s_ in held:
             s_.close()
         held = []
-        time.sleep(0.5)
+        # The server has seen them go (the per-address count is down).
+        check("abuse limits: the held connections are closed",
+              harness.wait_for(lambda: small.counter("connections_open")
+                               == 0, 10), small.stats())
         user, password = harness.unique("ab"), "abuse-pw"
         ok, detail = harness.register_user(small, user, password)
         check("abuse limits: register a user", ok, detail)

@@ -298,10 +298,13 @@ def lib_tests(lt, aj, bj, cj):
         got = asyncio.get_event_loop().create_future()
         bc.on_initial_blocklist_received.connect(
             lambda jids: got.done() or got.set_result(set(jids)))
+        pushed = asyncio.get_event_loop().create_future()
+        bc.on_jids_unblocked.connect(
+            lambda jids: pushed.done() or pushed.set_result(set(jids)))
         async with client.connected():
             initial = await asyncio.wait_for(got, STEP)
             await bc.unblock_jids([aioxmpp.JID.fromstr("troll@ex.example")])
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(pushed, STEP)  # the unblock push
             return (sorted(str(j) for j in initial),
                     sorted(str(j) for j in bc.blocklist))
     try:

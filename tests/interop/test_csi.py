@@ -142,8 +142,7 @@ def main():
               body == "wake up", body)
         x.plugin["xep_0352"].send_active()
         c2.logout()
-        x.disconnect()
-        await asyncio.sleep(0.3)
+        await asyncio.wait_for(x.disconnect(), 10)
 
     try:
         loop.run_until_complete(asyncio.wait_for(run(), 40))

@@ -201,15 +201,13 @@ modules = ["disco", "ping", "roster", "presence", "extdisco",
     proc, _ = None, None
     proc, port = start_coturn_on(tdir, turn_port)
     try:
-        deadline = time.monotonic() + 10
-        res = ""
-        while time.monotonic() < deadline:
-            res = allocate(turn_port, "x", "y")
-            if res != "socket: timeout('timed out')" and \
-                    not res.startswith("socket"):
-                break
-            time.sleep(0.3)
-        check("coturn answers on its loopback port", res == "401", res)
+        res = []
+
+        def answers():  # coturn takes a moment to listen
+            res[:] = [allocate(turn_port, "x", "y")]
+            return not res[0].startswith("socket")
+        harness.wait_for(answers, 10, 0.3)
+        check("coturn answers on its loopback port", res == ["401"], res)
         if cr:
             res = allocate(turn_port, u, pw)
             check("coturn accepts the credentials Parley handed out "
@@ -229,24 +227,21 @@ modules = ["disco", "ping", "roster", "presence", "extdisco",
             check("inline credentials work at coturn too", res == "success",
                   res)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        harness.untrack(proc)
+        harness.stop_group(proc, 5)
     c.logout()
 
 
 def start_coturn_on(dirpath, port):
     log = open(os.path.join(dirpath, "turnserver.log"), "w")
-    p = subprocess.Popen(
-        ["turnserver", "-n", "--listening-ip=127.0.0.1",
-         "--relay-ip=127.0.0.1", "--listening-port=%d" % port,
-         "--use-auth-secret", "--static-auth-secret=" + SECRET,
-         "--realm=parley.test", "--no-tls", "--no-dtls", "--no-cli",
-         "--allow-loopback-peers", "--min-port=49152", "--max-port=49352",
-         "--pidfile=" + os.path.join(dirpath, "turnserver.pid"),
-         "--log-file=stdout", "--simple-log"],
+    p = harness.spawn("turnserver", [
+        "turnserver", "-n", "--listening-ip=127.0.0.1",
+        "--relay-ip=127.0.0.1", "--listening-port=%d" % port,
+        "--use-auth-secret", "--static-auth-secret=" + SECRET,
+        "--realm=parley.test", "--no-tls", "--no-dtls", "--no-cli",
+        "--allow-loopback-peers", "--min-port=49152", "--max-port=49352",
+        "--pidfile=" + os.path.join(dirpath, "turnserver.pid"),
+        "--log-file=stdout", "--simple-log"],
         stdout=log, stderr=subprocess.STDOUT)
     return p, port
 

@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, note, tostr  # noqa: E402
 from im_common import (NS_DELAY, QUIET, STEP, ImClient,  # noqa: E402
-                       add_users, bare_of, check_namespaces, error_of,
-                       login)
+                       add_users, bare_of, check_namespaces, error_of)
+from sm_common import SmClient  # noqa: E402
 
 srv = None
 C = "{jabber:client}"
@@ -74,13 +74,22 @@ def parse_stamp(s):
         .replace(tzinfo=datetime.timezone.utc)
 
 
-def barrier(c):
-    """Waits until the server has handled what c sent before: a roster
-    get runs on the storage thread after the stores queued before it,
-    then a short grace for the commit."""
+def sm_sender(srv, user, resource):
+    """A logged-in, available client with stream management, for
+    barrier()."""
+    c = SmClient(srv, user, resource, auto_ack=True)
     c.roster_get()
-    c.ping()
-    time.sleep(0.2)
+    c.enable(resume=False)
+    c.presence()
+    return c
+
+
+def barrier(c):
+    """Waits until what c sent is durably handled: the server acknowledges
+    it (XEP-0198) only once its offline stores are committed."""
+    if not c.durable(STEP * 2):
+        check("the server acknowledges the sender's stanzas (XEP-0198)",
+              False, "no <a/> for %d stanzas" % c.stanzas_sent)
 
 
 def raw_message(c):
@@ -150,7 +159,7 @@ def five_hundred():
     n = 500
     sender, rcpt = u("os"), u("or")
     js, jr = add_users(srv, sender, rcpt)
-    s = login(srv, sender, "s")
+    s = sm_sender(srv, sender, "s")
     t_from = utc_now()
     want, types = [], {}
     for i in range(n):
@@ -217,7 +226,7 @@ def negative_priority():
     name = "negative priority"
     sender, rcpt = u("ns"), u("nr")
     js, jr = add_users(srv, sender, rcpt)
-    s = login(srv, sender, "s")
+    s = sm_sender(srv, sender, "s")
     t_from = utc_now()
     want = ["neg %d" % i for i in range(4)]
     for b in want[:3]:
@@ -271,20 +280,19 @@ def sigkill():
     n = 100
     sender, rcpt = u("ks"), u("kr")
     js, jr = add_users(srv, sender, rcpt)
-    s = login(srv, sender, "s")
+    s = sm_sender(srv, sender, "s")
     t_from = utc_now()
     want = ["kill %03d" % i for i in range(n)]
     for i, b in enumerate(want):
         s.message(jr, b, msg_id="k%d" % i)
-    barrier(s)
-    time.sleep(1)   # stored and committed well before the kill
+    barrier(s)      # stored and committed before the kill
     rc = srv.kill(signal.SIGKILL)
     check("%s: parleyd died of SIGKILL" % name, rc == -signal.SIGKILL,
           "exit status %s" % rc)
     s.close()
     if not srv.start():
         return
-    s = login(srv, sender, "s2")
+    s = sm_sender(srv, sender, "s2")
     s.message(jr, "after restart")
     want.append("after restart")
     barrier(s)
@@ -323,7 +331,7 @@ def quota():
         name = "quota=5"
         sender, rcpt = u("qs"), u("qr")
         js, jr = add_users(s2, sender, rcpt)
-        s = login(s2, sender, "s")
+        s = sm_sender(s2, sender, "s")
         for i in range(5):
             s.message(jr, "q%d" % i, msg_id="q%d" % i)
         barrier(s)

@@ -399,9 +399,9 @@ class StropheRoster:
         argv = [binary, "roster", srv.host, str(srv.direct_port),
                 "%s@%s/strophe" % (user, srv.domain), PW, contact, "direct"]
         env = dict(os.environ, STROPHE_CLIENT_TIMEOUT=str(STEP * 3))
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env)
+        self.proc = harness.spawn("strophe_client", argv,
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, env=env)
         self.lines = EventBox()
         self.all = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -413,11 +413,11 @@ class StropheRoster:
             self.lines.put(line)
 
     def finish(self, timeout=STEP):
+        harness.untrack(self.proc)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+            harness.stop_group(self.proc, 0)
             return None
 
 
@@ -545,7 +545,7 @@ def max_items():
         # A subscription request also creates an item (§3.1.2); the limit
         # should hold for it too.
         a.presence("subscribe", to=j[5])
-        time.sleep(QUIET)
+        a.storage_barrier()  # the subscribe's roster change is done
         r = a.roster_get()
         err = a.quiet(lambda e: e.get("type") == "error", 0.1)
         check("max_items=3: a subscribe to a 4th contact does not grow the "
@@ -806,13 +806,8 @@ def flow_mutual_slixmpp(lt):
           "no subscribe")
     a.presence("subscribed", to=jc)
     expect_push(name, a, jc, "both")
-    ev = None
-    deadline = time.monotonic() + STEP
-    while time.monotonic() < deadline:
-        ev = s.roster_entry(ju)
-        if ev and ev["subscription"] == "both":
-            break
-        time.sleep(0.1)
+    ev = harness.wait_for(lambda: (s.roster_entry(ju) or {}).get(
+        "subscription") == "both" and s.roster_entry(ju), STEP, 0.1)
     check("%s: slixmpp's roster shows subscription 'both' from the "
           "server's pushes" % name, ev and ev["subscription"] == "both",
           repr(ev))

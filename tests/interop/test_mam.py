@@ -437,7 +437,10 @@ def test_prefs(srv):
     ca.logout()
     cb.message(ja, "offline from b")
     cc.message(ja, "offline from c")
-    time.sleep(0.5)
+    # Stored before alice is back (account lookup, prefs, archive, offline
+    # store: a chain of storage jobs, one round each).
+    for x in (cb, cc):
+        x.storage_barrier(rounds=6)
     ca = login(srv, a, "again")
     offl = ca.collect(is_message(), 2, timeout=STEP)
     byb = [m for m in offl if m.findtext(C + "body") == "offline from b"]
@@ -466,10 +469,13 @@ def test_limits(srv2):
           bodies(res) == ["l3", "l4", "l5", "l6", "l7"] and
           fin_of(iq)["count"] == "5", "%s %s" % (bodies(res), tostr(iq)))
     # Expiry: expire_after = 3 s, interval 1 s.
-    time.sleep(5)
-    res, _ = query(cb)
-    check("expiry removes messages older than expire_after", res == [],
-          bodies(res))
+    res = []
+
+    def expired():
+        res[:] = query(cb)[0]
+        return res == []
+    check("expiry removes messages older than expire_after",
+          harness.wait_for(expired, 30, 0.5), bodies(res))
     ca.message(jb, "fresh")
     cb.wait(is_message(body="fresh"))
     barrier(cb)

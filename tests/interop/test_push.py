@@ -19,12 +19,11 @@ Run with /usr/bin/python3; `scripts/run-tests test_push`.
 
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, tostr  # noqa: E402
-from im_common import ImClient, add_users, login  # noqa: E402
+from im_common import STEP, ImClient, add_users, login  # noqa: E402
 
 NS_PUSH = "urn:xmpp:push:0"
 NS_PS = "http://jabber.org/protocol/pubsub"
@@ -81,6 +80,21 @@ def run(srv, opts_label):
     return cd, cb, appc, appjid, jd, jb
 
 
+def gone(srv, c, how):
+    """Ends c's connection (how: "logout" or "kill") and waits for the
+    server's log to say so: the session closed, or hibernated."""
+    mark = len(srv.log_text())
+    if how == "logout":
+        c.logout()
+        line = "c2s: closed %s" % c.jid
+    else:
+        c.kill()
+        line = "c2s: %s: connection lost, waiting" % c.jid
+    check("push: the server notices %s's %s" % (c.label, how),
+          harness.wait_for(lambda: line in srv.log_text(mark), STEP),
+          "no '%s'" % line)
+
+
 def main():
     srv = harness.Server(c2s_extra="sm_resume_timeout = 30;")
     if not srv.start():
@@ -110,8 +124,7 @@ def main():
     r = enable(cd, appjid, "dev1")
     check("push: <enable/> with jid, node and publish-options",
           r is not None and r.get("type") == "result", tostr(r))
-    cd.logout()
-    time.sleep(0.2)
+    gone(srv, cd, "logout")
 
     cb.message(jd, "hello there")
     el = appc.wait(is_publish)
@@ -145,8 +158,7 @@ def main():
     en = cd.wait(lambda e: e.tag == "{%s}enabled" % NS_SM)
     check("push: the device enables stream management", en is not None, "")
     cd.drain(0.3)
-    cd.kill()
-    time.sleep(0.3)
+    gone(srv, cd, "kill")
     cb.message(jd + "/phone", "while asleep")
     el = appc.wait(is_publish)
     s = summary(el) if el is not None else {}
@@ -157,14 +169,13 @@ def main():
     # Disable, then nothing.
     cd = login(srv, jd.split("@")[0], "phone")  # ends the hibernated one
     # Its unacknowledged message went offline: one more notification.
-    appc.drain(1.0)
+    appc.wait(is_publish)
     r = cd.request("<disable xmlns='%s' jid='%s' node='dev1'/>"
                    % (NS_PUSH, appjid), "set")
     check("push: <disable/> is acknowledged",
           r is not None and r.get("type") == "result", tostr(r))
     enable(cd, appjid, "dev2")
-    cd.logout()
-    time.sleep(0.2)
+    gone(srv, cd, "logout")
     cb.message(jd, "after disable")
     got = appc.collect(is_publish, 2, 2)
     nodes = [summary(e).get("node") for e in got]
@@ -204,8 +215,7 @@ def main():
         harness.finish()
     cd, cb, appc, appjid, jd, jb = run(srv2, "summary")
     enable(cd, appjid, "dev9")
-    cd.logout()
-    time.sleep(0.2)
+    gone(srv2, cd, "logout")
     cb.message(jd, "héllo wörld, a long one")
     el = appc.wait(is_publish)
     s = summary(el) if el is not None else {}

@@ -98,21 +98,15 @@ def start_proc(name, argv, env=None, cwd=None):
                          start_new_session=True)
     log.close()
     _procs.append((name, p))
-    return p
+    return harness.track(name, p)  # finish() stops it if we do not
 
 
 def stop_procs():
+    """SIGTERM by pid, then SIGKILL to the process group (ejabberd's
+    Erlang VM starts helpers of its own)."""
     for name, p in reversed(_procs):
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-                p.wait(15)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait(5)
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    pass
+        harness.untrack(p)
+        harness.stop_group(p, 15)
     _procs.clear()
 
 
@@ -533,18 +527,15 @@ def federate(a, b, label):
 def s2s_links(srv):
     """The link list parleyd logs on SIGUSR1 (pl_s2s_links_json)."""
     import json
-    before = len(srv.log_text())
+    before = srv.log_size()
     os.kill(srv.pid(), signal.SIGUSR1)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in srv.log_text(before).splitlines():
-            if "s2s links: " in line:
-                try:
-                    return json.loads(line.split("s2s links: ", 1)[1])
-                except ValueError as e:
-                    return "unparsable (%s): %s" % (e, line)
-        time.sleep(0.1)
-    return None
+    m = srv.wait_log(r"s2s links: (.*)\n", before, 5)
+    if m is None:
+        return None
+    try:
+        return json.loads(m.group(1))
+    except ValueError as e:
+        return "unparsable (%s): %s" % (e, m.group(0))
 
 
 def bounce_check(client, domain, cond, label, n=3, within=None):
@@ -774,12 +765,9 @@ def main():
           "Connection refused" in t1, "see P1 log")
     check("P1 logs why the silent link failed (timeout)",
           "link pa.test -> slow.test failed: timeout" in t1, "see P1 log")
-    deadline = time.monotonic() + 12  # idle 5 s, checked every 5 s
-    while time.monotonic() < deadline and \
-            "idle for 5 s, closing" not in P2.log_text():
-        time.sleep(0.5)
+    # Idle 5 s, checked every 5 s.
     check("P2 closes idle links (s2s.idle_timeout 5 s)",
-          "idle for 5 s, closing" in P2.log_text(), "see P2 log")
+          P2.wait_log("idle for 5 s, closing", 0, 20), "see P2 log")
 
 
 try:

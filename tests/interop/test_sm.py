@@ -26,6 +26,7 @@ Run with /usr/bin/python3; `scripts/run-tests test_sm`.
 
 import asyncio
 import os
+import re
 import sys
 import time
 
@@ -119,8 +120,11 @@ def test_resume(srv):
     ca.ack(1)             # acknowledge m0 only
     ca.ping()             # the ack is processed before the loss
     sent_by_a = 1         # stanzas A sent after <enable/>: the ping
+    mark = srv.log_size()
     ca.kill()
-    time.sleep(0.3)
+    check("sm: the server holds the session after the loss",
+          srv.wait_log(re.escape(full) + ": connection lost, waiting",
+                       mark, STEP), "not in the log")
     for i in range(2, 5):
         cb.message(full, "m%d" % i)
     cb.ping()
@@ -194,11 +198,17 @@ def test_ends(srv):
     ca.drain()
     cb.message(ca.jid, "lost-1")
     ca.wait(msgs_from(b))
+    mark = srv.log_size()
     ca.kill()
-    time.sleep(0.3)
+    check("sm: the server holds the session after the loss (timeout)",
+          srv.wait_log(re.escape(ca.jid) + ": connection lost, waiting",
+                       mark, STEP), "not in the log")
     cb.message(ca.jid, "lost-2")
     cb.ping()
-    time.sleep(3.5)
+    # The 2 s for resumption pass and the session ends.
+    check("sm: the session ends when it is not resumed in time",
+          srv.wait_log("c2s: closed " + re.escape(ca.jid) + "\n", mark,
+                       STEP * 2), "not in the log")
     c2 = SmClient(srv, ua, "t2")
     c2.presence()
     got = c2.collect(msgs_from(b), 2)

@@ -2,6 +2,10 @@
  * runner.c - runs the unit tests of list.h, each in its own process with a
  * timeout (as libuv test/runner.c).  Usage: runner [name-substring...]
  * Prints "ok <name>" / "FAIL <name>" and ends with "N passed, N failed".
+ *
+ * A test process ends with _exit (no atexit handlers of the code under
+ * test), which would skip LeakSanitizer: in an ASan build each test runs
+ * the leak check itself first, and a leak fails it.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -14,6 +18,18 @@
 #include <unistd.h>
 
 #include "unit.h"
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNIT_LSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(UNIT_LSAN)
+#define UNIT_LSAN 1
+#endif
+#ifdef UNIT_LSAN
+#include <sanitizer/lsan_interface.h>
+#endif
 
 /* UNIT_LIST lets a developer build a runner for a subset. */
 #ifndef UNIT_LIST
@@ -59,6 +75,15 @@ int main(int argc, char **argv)
         if (pid == 0) {
             alarm(timeout);
             tests[i].fn();
+#ifdef UNIT_LSAN
+            /* Non-zero when leaks were found (and detect_leaks is on);
+             * the report is on stderr. */
+            if (__lsan_do_recoverable_leak_check()) {
+                fprintf(stderr, "  %s: memory leaked (report above)\n",
+                        tests[i].name);
+                unit_failures++;
+            }
+#endif
             fflush(stderr);
             _exit(unit_failures ? 1 : 0);
         }

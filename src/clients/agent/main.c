@@ -14,8 +14,9 @@
  *   - reconnect with exponential backoff and "equal jitter": attempt n
  *     waits d/2 + random(d/2) with d = min(max, min * 2^n), so a
  *     head-end restart does not bring every box back in the same second;
- *   - XEP-0199 pings every --ping-interval; no answer within
- *     --ping-timeout drops the connection (and so reconnects);
+ *   - XEP-0199 pings every --ping-interval (each answer is a "pong"
+ *     event); no answer within --ping-timeout drops the connection (and
+ *     so reconnects);
  *   - XEP-0335 JSON commands (dispatch.c) from the server's domain or a
  *     --controller JID, with XEP-0184 receipts for every message that asks.
  *
@@ -411,6 +412,10 @@ static int on_pong(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
     struct agent *a = ud;
     a->ping_pending = 0;
+    const char *type = xmpp_stanza_get_type(st);
+    emit("pong", json_pack("{s:s, s:I}", "type", type ? type : "",
+                           "rtt_ms",
+                           (json_int_t)(pl_cl_now_ms() - a->ping_sent)));
     return 0;
 }
 
