@@ -105,61 +105,93 @@
 
 /* ---- options and global state ---- */
 
-enum mode { M_PROBE, M_REGISTER, M_LOGIN, M_IDLE, M_CHAT, M_ROSTER,
-            M_PRESENCE, M_OFFLINE, M_RESUME, M_MUC };
-static const char *const mode_names[] = {"probe", "register", "login", "idle",
-                                         "chat", "roster", "presence",
-                                         "offline", "resume", "muc"};
+enum mode {
+    M_PROBE,
+    M_REGISTER,
+    M_LOGIN,
+    M_IDLE,
+    M_CHAT,
+    M_ROSTER,
+    M_PRESENCE,
+    M_OFFLINE,
+    M_RESUME,
+    M_MUC
+};
+static const char *const mode_names[] = {"probe",    "register", "login",
+                                         "idle",     "chat",     "roster",
+                                         "presence", "offline",  "resume",
+                                         "muc"};
 
-enum mech { MECH_NONE, MECH_SCRAM256, MECH_SCRAM1, MECH_PLAIN };
-static const char *const mech_names[] = {"none", "SCRAM-SHA-256",
-                                         "SCRAM-SHA-1", "PLAIN"};
+enum mech {
+    MECH_NONE,
+    MECH_SCRAM256,
+    MECH_SCRAM1,
+    MECH_PLAIN
+};
+static const char *const mech_names[] = {"none", "SCRAM-SHA-256", "SCRAM-SHA-1",
+                                         "PLAIN"};
 
 static struct {
     enum mode mode;
-    const char *host;      /* server address */
-    int port;              /* server port */
-    const char *domain;    /* XMPP domain */
-    int tls;               /* use STARTTLS */
-    int mech;              /* forced mechanism, MECH_NONE = best offered */
-    const char *prefix;    /* user name prefix */
-    const char *password;  /* every account's password */
-    long first;            /* first user number */
-    long users;            /* number of users (register/login/idle/...) */
-    long pairs;            /* chat/offline pairs */
-    int concurrency;       /* handshakes in flight */
-    double rate;           /* connections/s, or messages/s in chat */
-    int window;            /* chat: messages in flight per direction */
-    double duration;       /* chat: measured seconds */
-    double warmup;         /* chat: unmeasured seconds before */
-    double drain;          /* seconds to wait for the last messages */
-    double timeout;        /* bound on any setup phase */
-    double hold;           /* idle: seconds to keep sessions afterwards */
-    double settle;         /* idle: seconds to wait before measuring RSS */
-    int present;           /* idle: send available presence, answer
+    const char *host;       /* server address */
+    int port;               /* server port */
+    const char *domain;     /* XMPP domain */
+    int tls;                /* use STARTTLS */
+    int mech;               /* forced mechanism, MECH_NONE = best offered */
+    const char *prefix;     /* user name prefix */
+    const char *password;   /* every account's password */
+    long first;             /* first user number */
+    long users;             /* number of users (register/login/idle/...) */
+    long pairs;             /* chat/offline pairs */
+    int concurrency;        /* handshakes in flight */
+    double rate;            /* connections/s, or messages/s in chat */
+    int window;             /* chat: messages in flight per direction */
+    double duration;        /* chat: measured seconds */
+    double warmup;          /* chat: unmeasured seconds before */
+    double drain;           /* seconds to wait for the last messages */
+    double timeout;         /* bound on any setup phase */
+    double hold;            /* idle: seconds to keep sessions afterwards */
+    double settle;          /* idle: seconds to wait before measuring RSS */
+    int present;            /* idle: send available presence, answer
                             * XEP-0184 receipt requests (fleet push) */
-    int src_ips;           /* source addresses 127.0.1.1 .. */
-    int src_base;          /* third octet of the source addresses */
-    int server_pid;        /* server to measure, 0 = none */
-    const char *key_cache; /* SCRAM key cache file */
-    const char *label;     /* copied into the JSON result */
-    int pad;               /* extra body bytes per chat message */
-    int contacts;          /* roster: contacts per user (even) */
-    int rounds;            /* presence: updates per user */
-    int msgs;              /* offline: messages per pair; resume: per
+    int src_ips;            /* source addresses 127.0.1.1 .. */
+    int src_base;           /* third octet of the source addresses */
+    int server_pid;         /* server to measure, 0 = none */
+    const char *key_cache;  /* SCRAM key cache file */
+    const char *label;      /* copied into the JSON result */
+    int pad;                /* extra body bytes per chat message */
+    int contacts;           /* roster: contacts per user (even) */
+    int rounds;             /* presence: updates per user */
+    int msgs;               /* offline: messages per pair; resume: per
                               session, left unacknowledged */
-    double storm_delay;    /* resume: quiet seconds before the storm */
-    int storm_conc;        /* resume: reconnections in flight, 0: as
+    double storm_delay;     /* resume: quiet seconds before the storm */
+    int storm_conc;         /* resume: reconnections in flight, 0: as
                               concurrency */
-    const char *room;      /* muc: room localpart */
-    const char *muc_domain;/* muc: service domain, NULL = conference.<d> */
-    int verbose;           /* progress on stderr; 3 dumps stanzas */
+    const char *room;       /* muc: room localpart */
+    const char *muc_domain; /* muc: service domain, NULL = conference.<d> */
+    int verbose;            /* progress on stderr; 3 dumps stanzas */
 } O = {
-    .mode = M_PROBE, .host = "127.0.0.1", .port = 5222, .domain = "localhost",
-    .prefix = "bench", .password = "benchpass", .users = 100, .pairs = 100,
-    .concurrency = 200, .window = 10, .duration = 10, .warmup = 2,
-    .drain = 15, .timeout = 300, .settle = 2, .src_ips = 8, .src_base = 1,
-    .contacts = 10, .rounds = 5, .msgs = 10, .room = "benchroom",
+    .mode = M_PROBE,
+    .host = "127.0.0.1",
+    .port = 5222,
+    .domain = "localhost",
+    .prefix = "bench",
+    .password = "benchpass",
+    .users = 100,
+    .pairs = 100,
+    .concurrency = 200,
+    .window = 10,
+    .duration = 10,
+    .warmup = 2,
+    .drain = 15,
+    .timeout = 300,
+    .settle = 2,
+    .src_ips = 8,
+    .src_base = 1,
+    .contacts = 10,
+    .rounds = 5,
+    .msgs = 10,
+    .room = "benchroom",
     .verbose = 1,
 };
 
@@ -171,74 +203,90 @@ struct buf {
 };
 
 struct scram {
-    int hash;                 /* MECH_SCRAM256 or MECH_SCRAM1 */
-    char cfb[160];            /* client-first-message-bare */
-    char nonce[40];           /* client nonce */
-    unsigned char ssig[64];   /* expected ServerSignature */
-    int dlen;                 /* digest length */
+    int hash;               /* MECH_SCRAM256 or MECH_SCRAM1 */
+    char cfb[160];          /* client-first-message-bare */
+    char nonce[40];         /* client nonce */
+    unsigned char ssig[64]; /* expected ServerSignature */
+    int dlen;               /* digest length */
 };
 
-enum state { S_FREE, S_CONNECTING, S_FEATURES, S_STARTTLS, S_TLSHS,
-             S_REGISTER, S_AUTH, S_BIND, S_SESSION, S_READY, S_CLOSING };
+enum state {
+    S_FREE,
+    S_CONNECTING,
+    S_FEATURES,
+    S_STARTTLS,
+    S_TLSHS,
+    S_REGISTER,
+    S_AUTH,
+    S_BIND,
+    S_SESSION,
+    S_READY,
+    S_CLOSING
+};
 
 struct sess {
-    int fd;                /* socket, -1 when free */
-    uint32_t id;           /* index in sessions[] */
-    long user;             /* user number */
-    uint8_t st;            /* enum state */
-    uint8_t tls_done;      /* STARTTLS completed */
-    uint8_t authed;        /* SASL succeeded */
-    uint8_t dirty;         /* listed in the dirty list */
-    uint8_t restart;       /* stream restarted during parse */
-    uint8_t sess_req;      /* features required <session/> */
-    uint8_t counted;       /* finished its setup (ok or failed) */
-    uint8_t online;        /* sent initial presence */
-    int depth;             /* XML depth, 1 = inside the stream */
-    uint32_t scan;         /* tokenizer position in in.p */
-    uint32_t stz;          /* start of the current stanza */
-    SSL *ssl;              /* TLS, NULL before STARTTLS */
-    struct buf in, out;    /* received, to send */
-    struct scram *sc;      /* SCRAM state during auth */
-    char *jid;             /* full JID bound */
-    uint32_t partner;      /* chat/offline partner session */
-    uint64_t tx;           /* messages sent */
-    uint64_t rx;           /* messages received (all) */
-    uint64_t rx_next;      /* next sequence expected from the partner */
-    uint64_t rx_dup;       /* duplicates received */
-    uint32_t *pnext;       /* presence: next seq per neighbour */
-    uint32_t got;          /* subscriptions / offline messages received */
-    uint64_t t_start;      /* ns: connect issued */
-    uint8_t sm;            /* enum sm_state */
-    char *sm_id;           /* resume: <enabled id/> of the session */
-    uint32_t h_in;         /* resume: stanzas received since <enable/> */
-    uint32_t h_acked;      /* resume: last h sent in <a/> */
-    uint32_t resend_left;  /* resume: stanzas the server still owes */
-    uint8_t joined;        /* muc: own presence (status 110) came */
-    uint8_t join_sent;     /* muc: join presence sent */
-    uint8_t *seen;         /* muc: bitmap of room messages received */
+    int fd;               /* socket, -1 when free */
+    uint32_t id;          /* index in sessions[] */
+    long user;            /* user number */
+    uint8_t st;           /* enum state */
+    uint8_t tls_done;     /* STARTTLS completed */
+    uint8_t authed;       /* SASL succeeded */
+    uint8_t dirty;        /* listed in the dirty list */
+    uint8_t restart;      /* stream restarted during parse */
+    uint8_t sess_req;     /* features required <session/> */
+    uint8_t counted;      /* finished its setup (ok or failed) */
+    uint8_t online;       /* sent initial presence */
+    int depth;            /* XML depth, 1 = inside the stream */
+    uint32_t scan;        /* tokenizer position in in.p */
+    uint32_t stz;         /* start of the current stanza */
+    SSL *ssl;             /* TLS, NULL before STARTTLS */
+    struct buf in, out;   /* received, to send */
+    struct scram *sc;     /* SCRAM state during auth */
+    char *jid;            /* full JID bound */
+    uint32_t partner;     /* chat/offline partner session */
+    uint64_t tx;          /* messages sent */
+    uint64_t rx;          /* messages received (all) */
+    uint64_t rx_next;     /* next sequence expected from the partner */
+    uint64_t rx_dup;      /* duplicates received */
+    uint32_t *pnext;      /* presence: next seq per neighbour */
+    uint32_t got;         /* subscriptions / offline messages received */
+    uint64_t t_start;     /* ns: connect issued */
+    uint8_t sm;           /* enum sm_state */
+    char *sm_id;          /* resume: <enabled id/> of the session */
+    uint32_t h_in;        /* resume: stanzas received since <enable/> */
+    uint32_t h_acked;     /* resume: last h sent in <a/> */
+    uint32_t resend_left; /* resume: stanzas the server still owes */
+    uint8_t joined;       /* muc: own presence (status 110) came */
+    uint8_t join_sent;    /* muc: join presence sent */
+    uint8_t *seen;        /* muc: bitmap of room messages received */
 };
 
 /* XEP-0198 state of a session (resume mode). */
-enum sm_state { SM_OFF, SM_ENABLING, SM_ON, SM_RESUMING };
+enum sm_state {
+    SM_OFF,
+    SM_ENABLING,
+    SM_ON,
+    SM_RESUMING
+};
 
-static struct sess *sessions;   /* all sessions of this run */
-static uint32_t nsess;          /* sessions in use */
-static uint32_t *dirty;         /* sessions with output to flush */
+static struct sess *sessions; /* all sessions of this run */
+static uint32_t nsess;        /* sessions in use */
+static uint32_t *dirty;       /* sessions with output to flush */
 static uint32_t ndirty;
-static int ep;                  /* epoll descriptor */
+static int ep; /* epoll descriptor */
 static SSL_CTX *ssl_ctx;
 static volatile sig_atomic_t stop_flag;
 
 /* Counters of the current phase. */
 static struct {
     long started, ready, failed, closed_ok, exists, disconnects;
-    long inflight;                /* connecting or handshaking */
+    long inflight; /* connecting or handshaking */
     uint64_t tx, rx, dup, err_msgs;
-    uint64_t gaps;                /* sequence numbers skipped: lost */
+    uint64_t gaps; /* sequence numbers skipped: lost */
     long subs_sent, subs_got;
-    long roster_ok, roster_err;   /* roster get answers */
-    long sm_failed;               /* <failed/> to <enable/> or <resume/> */
-    long sm_missing;              /* stream management not offered */
+    long roster_ok, roster_err; /* roster get answers */
+    long sm_failed;             /* <failed/> to <enable/> or <resume/> */
+    long sm_missing;            /* stream management not offered */
     char fail_reason[8][96];
     long fail_count[8];
     int mech_used;
@@ -267,7 +315,8 @@ static void logf_(const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "parley-load[%s]: ", O.label ? O.label : mode_names[O.mode]);
+    fprintf(stderr,
+            "parley-load[%s]: ", O.label ? O.label : mode_names[O.mode]);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -447,7 +496,7 @@ static void jadd(const char *fmt, ...)
     va_end(ap);
     if (n > 0)
         jlen += (size_t)n < sizeof(json) - jlen - 2 ? (size_t)n
-                                                     : sizeof(json) - jlen - 3;
+                                                    : sizeof(json) - jlen - 3;
 }
 
 static void jstr(const char *key, const char *val)
@@ -506,7 +555,8 @@ static int b64enc(const unsigned char *in, int n, char *out)
 /* Decodes base64 text of length n; returns the decoded length or -1. */
 static int b64dec(const char *in, int n, unsigned char *out)
 {
-    while (n > 0 && (in[n - 1] == ' ' || in[n - 1] == '\n' || in[n - 1] == '\r'))
+    while (n > 0 &&
+           (in[n - 1] == ' ' || in[n - 1] == '\n' || in[n - 1] == '\r'))
         n--;
     if (n % 4)
         return -1;
@@ -527,12 +577,12 @@ static const EVP_MD *mech_md(int m)
 
 /* SaltedPassword cache keyed by (user, hash); see --key-cache. */
 struct kentry {
-    long user;                 /* user number, -1 = empty */
-    int hash;                  /* mechanism */
-    unsigned iter;             /* PBKDF2 iterations */
-    unsigned char slen;        /* salt length */
-    unsigned char salt[64];    /* salt */
-    unsigned char sp[32];      /* SaltedPassword */
+    long user;              /* user number, -1 = empty */
+    int hash;               /* mechanism */
+    unsigned iter;          /* PBKDF2 iterations */
+    unsigned char slen;     /* salt length */
+    unsigned char salt[64]; /* salt */
+    unsigned char sp[32];   /* SaltedPassword */
 };
 static struct kentry *kc;
 static size_t kc_cap, kc_n;
@@ -679,8 +729,9 @@ static void outf(struct sess *s, const char *fmt, ...)
 
 static void send_header(struct sess *s)
 {
-    outf(s, "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
-            "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+    outf(s,
+         "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
+         "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
          O.domain);
 }
 
@@ -971,8 +1022,10 @@ static void send_auth(struct sess *s, const char *f, size_t fn)
     if (m == MECH_PLAIN) {
         int n = snprintf(raw, sizeof(raw), "%c%s%c%s", 0, user, 0, O.password);
         b64enc((unsigned char *)raw, n, b64);
-        outf(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
-                "mechanism='PLAIN'>%s</auth>", b64);
+        outf(s,
+             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+             "mechanism='PLAIN'>%s</auth>",
+             b64);
     } else {
         struct scram *sc = calloc(1, sizeof(*sc));
         if (!sc)
@@ -986,8 +1039,10 @@ static void send_auth(struct sess *s, const char *f, size_t fn)
         snprintf(sc->cfb, sizeof(sc->cfb), "n=%s,r=%s", user, sc->nonce);
         int n = snprintf(raw, sizeof(raw), "n,,%s", sc->cfb);
         b64enc((unsigned char *)raw, n, b64);
-        outf(s, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
-                "mechanism='%s'>%s</auth>", mech_names[m], b64);
+        outf(s,
+             "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+             "mechanism='%s'>%s</auth>",
+             mech_names[m], b64);
     }
     s->st = S_AUTH;
 }
@@ -1044,7 +1099,8 @@ static void scram_challenge(struct sess *s, const char *p, size_t n)
     struct kentry e;
     size_t slot = kc_cap ? kc_slot(s->user, sc->hash) : 0;
     if (kc_cap && kc[slot].user == s->user && kc[slot].iter == iter &&
-        kc[slot].slen == slen && memcmp(kc[slot].salt, salt, (size_t)slen) == 0) {
+        kc[slot].slen == slen &&
+        memcmp(kc[slot].salt, salt, (size_t)slen) == 0) {
         e = kc[slot];
     } else {
         e.user = s->user;
@@ -1064,7 +1120,8 @@ static void scram_challenge(struct sess *s, const char *p, size_t n)
     EVP_Digest(ck, (size_t)sc->dlen, stk, NULL, md, NULL);
     HMAC(md, e.sp, sc->dlen, (const unsigned char *)"Server Key", 10, sk, &dl);
     char cfwp[256], am[1024];
-    int cl = snprintf(cfwp, sizeof(cfwp), "c=biws,r=%.*s", (int)nonce_len, r + 2);
+    int cl = snprintf(cfwp, sizeof(cfwp), "c=biws,r=%.*s", (int)nonce_len,
+                      r + 2);
     int al = snprintf(am, sizeof(am), "%s,%s,%s", sc->cfb, (char *)sf, cfwp);
     if (cl <= 0 || al <= 0 || (size_t)al >= sizeof(am)) {
         fail(s, "SCRAM message too long");
@@ -1152,8 +1209,9 @@ static void send_register(struct sess *s)
 {
     char user[64];
     user_name(s->user, user, sizeof(user));
-    outf(s, "<iq type='set' id='reg'><query xmlns='jabber:iq:register'>"
-            "<username>%s</username><password>%s</password></query></iq>",
+    outf(s,
+         "<iq type='set' id='reg'><query xmlns='jabber:iq:register'>"
+         "<username>%s</username><password>%s</password></query></iq>",
          user, O.password);
     s->st = S_REGISTER;
 }
@@ -1183,8 +1241,8 @@ static void on_features(struct sess *s, const char *p, size_t n)
     }
     if (O.mode == M_RESUME && s->sm_id) {
         /* XEP-0198 §5: resume instead of binding. */
-        outf(s, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%" PRIu32
-                "'/>", s->sm_id, s->h_acked);
+        outf(s, "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%" PRIu32 "'/>",
+             s->sm_id, s->h_acked);
         s->sm = SM_RESUMING;
         s->st = S_BIND;
         return;
@@ -1240,8 +1298,9 @@ static void chat_send(struct sess *s)
         return;
     uint64_t seq = s->tx++;
     char *o = out_space(s, 256 + (uint32_t)strlen(p->jid) + (uint32_t)O.pad);
-    int n = sprintf(o, "<message to='%s' type='chat' id='m%" PRIx64
-                       "'><body>K,%" PRIu32 ",%" PRIu64 ",%" PRIu64,
+    int n = sprintf(o,
+                    "<message to='%s' type='chat' id='m%" PRIx64
+                    "'><body>K,%" PRIu32 ",%" PRIu64 ",%" PRIu64,
                     p->jid, seq, s->id, seq, now_ns());
     if (O.pad > 0) {
         o[n++] = ',';
@@ -1286,8 +1345,10 @@ static void on_message(struct sess *s, const char *p, size_t n)
                 from = O.domain;
                 fl = strlen(O.domain);
             }
-            outf(s, "<message to='%.*s'><received xmlns='urn:xmpp:receipts'"
-                    " id='%.*s'/></message>", (int)fl, from, (int)il, id);
+            outf(s,
+                 "<message to='%.*s'><received xmlns='urn:xmpp:receipts'"
+                 " id='%.*s'/></message>",
+                 (int)fl, from, (int)il, id);
         }
         return;
     }
@@ -1345,22 +1406,23 @@ static void on_message(struct sess *s, const char *p, size_t n)
 /* ---- muc ---- */
 
 static struct {
-    char room[512];        /* room bare JID */
-    uint32_t cap;          /* messages the bitmaps can hold */
-    uint64_t sent;         /* room messages sent (global sequence) */
+    char room[512]; /* room bare JID */
+    uint32_t cap;   /* messages the bitmaps can hold */
+    uint64_t sent;  /* room messages sent (global sequence) */
     long joined, join_errors, inflight;
     int created, configured;
     char join_error[96];
-    uint32_t rr;           /* next sender */
-    uint64_t unique;       /* first receipts */
+    uint32_t rr;     /* next sender */
+    uint64_t unique; /* first receipts */
 } MU;
 
 static void muc_join(struct sess *s)
 {
     s->join_sent = 1;
     MU.inflight++;
-    outf(s, "<presence to='%s/u%ld'><x xmlns='http://jabber.org/protocol/muc'>"
-            "<history maxstanzas='0'/></x></presence>",
+    outf(s,
+         "<presence to='%s/u%ld'><x xmlns='http://jabber.org/protocol/muc'>"
+         "<history maxstanzas='0'/></x></presence>",
          MU.room, s->user);
 }
 
@@ -1392,9 +1454,11 @@ static void muc_presence(struct sess *s, const char *p, size_t n,
     if (s->id == 0) {
         MU.created = 1;
         if (has(p, n, "code='201'") || has(p, n, "code=\"201\""))
-            outf(s, "<iq type='set' id='muccfg' to='%s'><query xmlns='http://"
-                    "jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' "
-                    "type='submit'/></query></iq>", MU.room);
+            outf(s,
+                 "<iq type='set' id='muccfg' to='%s'><query xmlns='http://"
+                 "jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' "
+                 "type='submit'/></query></iq>",
+                 MU.room);
         else
             MU.configured = 1;
     }
@@ -1403,8 +1467,10 @@ static void muc_presence(struct sess *s, const char *p, size_t n,
 static void muc_send(struct sess *s)
 {
     uint64_t g = MU.sent++;
-    outf(s, "<message to='%s' type='groupchat' id='g%" PRIu64 "'><body>G,%"
-            PRIu64 ",%" PRIu64 "</body></message>", MU.room, g, g, now_ns());
+    outf(s,
+         "<message to='%s' type='groupchat' id='g%" PRIu64 "'><body>G,%" PRIu64
+         ",%" PRIu64 "</body></message>",
+         MU.room, g, g, now_ns());
     C.tx++;
 }
 
@@ -1434,7 +1500,7 @@ static void muc_message(struct sess *s, const char *p, size_t n)
 
 /* ---- roster and presence ---- */
 
-static long nusers_group;  /* users taking part in roster/presence */
+static long nusers_group; /* users taking part in roster/presence */
 
 static long neighbour(long u, int k)
 {
@@ -1442,8 +1508,8 @@ static long neighbour(long u, int k)
     int half = O.contacts / 2;
     long off = k < half ? (long)(k - half) : (long)(k - half + 1);
     long base = O.first;
-    return base + ((u - base + off) % nusers_group + nusers_group) %
-                      nusers_group;
+    return base +
+           ((u - base + off) % nusers_group + nusers_group) % nusers_group;
 }
 
 static void send_subscribes(struct sess *s)
@@ -1553,16 +1619,18 @@ static void on_iq(struct sess *s, const char *p, size_t n)
         const char *from;
         size_t fl;
         int hf = attr(p, hl, "from", &from, &fl);
-        if (tl == 3 && memcmp(type, "set", 3) == 0 && has(p, n, "jabber:iq:roster"))
+        if (tl == 3 && memcmp(type, "set", 3) == 0 &&
+            has(p, n, "jabber:iq:roster"))
             outf(s, "<iq type='result' id='%.*s'/>", (int)il, id);
         else if (has(p, n, "urn:xmpp:ping"))
             outf(s, "<iq type='result' id='%.*s'%s%.*s%s/>", (int)il, id,
                  hf ? " to='" : "", hf ? (int)fl : 0, hf ? from : "",
                  hf ? "'" : "");
         else
-            outf(s, "<iq type='error' id='%.*s'%s%.*s%s><error type='cancel'>"
-                    "<service-unavailable xmlns='urn:ietf:params:xml:ns:"
-                    "xmpp-stanzas'/></error></iq>",
+            outf(s,
+                 "<iq type='error' id='%.*s'%s%.*s%s><error type='cancel'>"
+                 "<service-unavailable xmlns='urn:ietf:params:xml:ns:"
+                 "xmpp-stanzas'/></error></iq>",
                  (int)il, id, hf ? " to='" : "", hf ? (int)fl : 0,
                  hf ? from : "", hf ? "'" : "");
         return;
@@ -1652,9 +1720,9 @@ static void on_iq(struct sess *s, const char *p, size_t n)
 /* ---- stream management (resume) ---- */
 
 static struct {
-    int hold_acks;       /* leave received stanzas unacknowledged */
-    int storm;           /* reconnecting: record latencies */
-    uint64_t t0;         /* ns: the storm's first connect */
+    int hold_acks; /* leave received stanzas unacknowledged */
+    int storm;     /* reconnecting: record latencies */
+    uint64_t t0;   /* ns: the storm's first connect */
     uint64_t last_resumed, last_resent; /* ns: latest of each */
     uint64_t *lat_resumed, *lat_resent; /* µs from the session's connect */
     uint64_t *at_resumed;               /* µs from t0 */
@@ -1978,7 +2046,8 @@ static void run_loop(double max_s, int (*done)(void))
 
 /* ---- connection pacing for setup phases ---- */
 
-static uint32_t pace_next, pace_end; /* sessions [pace_next, pace_end) to start */
+static uint32_t pace_next,
+    pace_end; /* sessions [pace_next, pace_end) to start */
 static double pace_t0;
 
 static void pace_tick(void)
@@ -2031,20 +2100,16 @@ static double setup_range(uint32_t from, uint32_t to)
 static void on_ready(struct sess *s)
 {
     switch (O.mode) {
-    case M_LOGIN:
-        end_stream(s);
-        break;
-    case M_MUC:
-        out_str(s, "<presence/>");
-        break;
+    case M_LOGIN: end_stream(s); break;
+    case M_MUC: out_str(s, "<presence/>"); break;
     case M_PROBE:
-        outf(s, "<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>"
-                "<iq type='get' id='di' to='%s'><query "
-                "xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+        outf(s,
+             "<iq type='get' id='rg'><query xmlns='jabber:iq:roster'/></iq>"
+             "<iq type='get' id='di' to='%s'><query "
+             "xmlns='http://jabber.org/protocol/disco#info'/></iq>",
              O.domain);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -2199,9 +2264,9 @@ static int run_chat(void)
     double mps = (double)(rx1 - rx0) / (t1 - t0);
     double gutil = (gcpu1 - gcpu0) / (t1 - t0);
     uint64_t thr = CH.throttled - thr0;
-    jadd("\"status\":\"%s\"",
-         (lost || C.dup || C.disconnects) ? "errors"
-         : (undelivered || thr) ? "not_sustained" : "ok");
+    jadd("\"status\":\"%s\"", (lost || C.dup || C.disconnects) ? "errors"
+                              : (undelivered || thr)           ? "not_sustained"
+                                                               : "ok");
     jadd("\"sent\":%" PRIu64 ",\"received\":%" PRIu64, C.tx, C.rx);
     jadd("\"lost\":%" PRIu64 ",\"dup\":%" PRIu64 ",\"undelivered\":%" PRIu64
          ",\"error_msgs\":%" PRIu64,
@@ -2251,8 +2316,9 @@ static int run_offline(void)
     for (uint32_t i = 0; i < P; i++) {
         user_name(sessions[i + P].user, jid, sizeof(jid));
         for (int k = 0; k < O.msgs; k++) {
-            outf(&sessions[i], "<message to='%s@%s' type='chat'><body>O,%d"
-                               "</body></message>",
+            outf(&sessions[i],
+                 "<message to='%s@%s' type='chat'><body>O,%d"
+                 "</body></message>",
                  jid, O.domain, k);
             C.tx++;
         }
@@ -2292,7 +2358,8 @@ static int run_offline(void)
     uint64_t lost = C.tx > C.rx - C.dup ? C.tx - (C.rx - C.dup) : 0;
     jadd("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
     jadd("\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
-         ",\"dup\":%" PRIu64, C.tx, C.rx, lost, C.dup);
+         ",\"dup\":%" PRIu64,
+         C.tx, C.rx, lost, C.dup);
     jadd("\"store_s\":%.2f,\"flush_s\":%.2f", t1 - t0, t3 - t2);
     if (O.server_pid && C.tx) {
         jadd("\"store_cpu_us_per_msg\":%.2f", (cpu1 - cpu0) / (double)C.tx);
@@ -2413,9 +2480,9 @@ static int run_presence(void)
     double cpu2 = server_cpu_us(), t2 = now_s();
     for (int r = 0; r < O.rounds && !stop_flag; r++) {
         for (uint32_t i = 0; i < n; i++) {
-            outf(&sessions[i], "<presence><status>P,%d,%" PRIu64
-                               "</status></presence>",
-                 r, now_ns());
+            outf(&sessions[i],
+                 "<presence><status>P,%d,%" PRIu64 "</status></presence>", r,
+                 now_ns());
             C.tx += (uint64_t)O.contacts;
         }
         flush_dirty();
@@ -2426,7 +2493,8 @@ static int run_presence(void)
     uint64_t lost = C.tx > C.rx - C.dup ? C.tx - (C.rx - C.dup) : 0;
     jadd("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
     jadd("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
-         ",\"dup\":%" PRIu64, C.tx, C.rx, lost, C.dup);
+         ",\"dup\":%" PRIu64,
+         C.tx, C.rx, lost, C.dup);
     jadd("\"initial_s\":%.2f,\"updates_s\":%.2f", t1 - t0, t3 - t2);
     if (O.server_pid) {
         jadd("\"initial_cpu_us_per_user\":%.1f", (cpu1 - cpu0) / (double)n);
@@ -2524,14 +2592,14 @@ static int run_resume(void)
         RS.lat_resumed[i] = RS.lat_resent[i] = RS.at_resumed[i] = UINT64_MAX;
     }
     double t = setup_range(0, n);
-    logf_("%ld of %u sessions bound with stream management in %.1f s",
-          C.ready, n, t);
+    logf_("%ld of %u sessions bound with stream management in %.1f s", C.ready,
+          n, t);
     j_common();
     jadd("\"users\":%u,\"msgs\":%d,\"concurrency\":%d", n, O.msgs,
          O.storm_conc > 0 ? O.storm_conc : O.concurrency);
     if (C.ready < (long)n) {
-        jadd("\"status\":\"%s\"", C.sm_missing ? "unsupported"
-                                              : "setup_failed");
+        jadd("\"status\":\"%s\"",
+             C.sm_missing ? "unsupported" : "setup_failed");
         j_failures();
         jflush();
         close_all();
@@ -2554,7 +2622,8 @@ static int run_resume(void)
         owed += s->resend_left;
     }
     jadd("\"sent_before_drop\":%" PRIu64 ",\"received_before_drop\":%" PRIu64
-         ",\"unacked\":%" PRIu64, C.tx, C.rx, owed);
+         ",\"unacked\":%" PRIu64,
+         C.tx, C.rx, owed);
     /* Storage the messages caused (durable copies) is not the drop's. */
     wait_server_idle(120);
     /* The drop, then quiet: the server notices each reset and keeps the
@@ -2586,19 +2655,21 @@ static int run_resume(void)
     double cpu2 = server_cpu_us(), t2 = now_s(), gcpu2 = self_cpu_s();
     long resumed = C.ready;
     double storm_s = RS.last_resumed > RS.t0
-                         ? (double)(RS.last_resumed - RS.t0) / 1e9 : 0;
+                         ? (double)(RS.last_resumed - RS.t0) / 1e9
+                         : 0;
     double resent_s = RS.last_resent > RS.t0
-                          ? (double)(RS.last_resent - RS.t0) / 1e9 : 0;
+                          ? (double)(RS.last_resent - RS.t0) / 1e9
+                          : 0;
     uint64_t missing = 0; /* owed to sessions that resumed, not resent */
     for (uint32_t i = 0; i < n; i++)
         if (sessions[i].st == S_READY)
             missing += sessions[i].resend_left;
     jadd("\"status\":\"%s\"",
-         resumed == (long)n && !missing && RS.resent == owed ? "ok"
-                                                            : "errors");
+         resumed == (long)n && !missing && RS.resent == owed ? "ok" : "errors");
     jadd("\"resumed\":%ld,\"resume_failed\":%ld", resumed, C.sm_failed);
     jadd("\"resent_expected\":%" PRIu64 ",\"resent\":%" PRIu64
-         ",\"resent_missing\":%" PRIu64, owed, RS.resent, missing);
+         ",\"resent_missing\":%" PRIu64,
+         owed, RS.resent, missing);
     jadd("\"storm_s\":%.3f,\"storm_resent_s\":%.3f", storm_s, resent_s);
     if (storm_s > 0)
         jadd("\"resumes_per_s\":%.0f", (double)resumed / storm_s);
@@ -2606,8 +2677,7 @@ static int run_resume(void)
         jadd("\"server_cpu_s\":%.3f,\"server_cpu_to_resumed_s\":%.3f",
              (cpu2 - cpu0) / 1e6, (cpu1 - cpu0) / 1e6);
         if (resumed)
-            jadd("\"cpu_us_per_resume\":%.0f",
-                 (cpu2 - cpu0) / (double)resumed);
+            jadd("\"cpu_us_per_resume\":%.0f", (cpu2 - cpu0) / (double)resumed);
         jadd("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
     }
     double gutil = (gcpu2 - gcpu0) / (t2 - t0);
@@ -2624,8 +2694,8 @@ static int run_resume(void)
          pct_ms(RS.lat_resent, k, 1.0));
     k = sort_recorded(RS.at_resumed, n);
     jadd("\"half_resumed_s\":%.3f,\"p99_resumed_s\":%.3f",
-         pct_ms(RS.at_resumed, k, 0.5) / 1000, pct_ms(RS.at_resumed, k, 0.99)
-                                                  / 1000);
+         pct_ms(RS.at_resumed, k, 0.5) / 1000,
+         pct_ms(RS.at_resumed, k, 0.99) / 1000);
     logf_("%ld of %u resumed in %.2f s (resent %" PRIu64 " of %" PRIu64
           " in %.2f s), %ld <failed/>",
           resumed, n, storm_s, RS.resent, owed, resent_s, C.sm_failed);
@@ -2649,9 +2719,10 @@ static int run_setup_mode(void)
     case M_PROBE:
         run_loop(5, probe_done);
         jadd("\"status\":\"%s\"", C.ready == 1 ? "ok" : "setup_failed");
-        jadd("\"login\":%d,\"roster\":%d,\"offline\":%d,\"register_feature\":%d",
-             C.ready == 1, probe_roster == 1, probe_offline == 1,
-             probe_register == 1);
+        jadd(
+            "\"login\":%d,\"roster\":%d,\"offline\":%d,\"register_feature\":%d",
+            C.ready == 1, probe_roster == 1, probe_offline == 1,
+            probe_register == 1);
         break;
     case M_REGISTER:
         jadd("\"status\":\"%s\"", C.failed ? "errors" : "ok");
@@ -2696,8 +2767,7 @@ static int run_setup_mode(void)
                  (double)(sk1 - sk0) / live);
         break;
     }
-    default:
-        break;
+    default: break;
     }
     j_failures();
     jflush();
@@ -2727,8 +2797,7 @@ static void muc_join_tick(void)
 
 static int muc_joins_done(void)
 {
-    return MU.configured < 0 ||
-           (muc_next_join >= nsess && MU.inflight <= 0);
+    return MU.configured < 0 || (muc_next_join >= nsess && MU.inflight <= 0);
 }
 
 static int muc_owner_ready(void)
@@ -2838,11 +2907,13 @@ static int run_muc(void)
     uint64_t missing = expected > MU.unique ? expected - MU.unique : 0;
     double gutil = (gcpu1 - gcpu0) / (t1 - t0);
     jadd("\"status\":\"%s\"", C.dup || C.disconnects ? "errors"
-                                : missing ? "not_sustained" : "ok");
-    jadd("\"rate\":%.0f,\"room_msgs\":%" PRIu64 ",\"measured_msgs\":%"
-         PRIu64, O.rate, MU.sent, sent1 - sent0);
-    jadd("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"dup\":%"
-         PRIu64 ",\"missing\":%" PRIu64, expected, C.rx, C.dup, missing);
+                              : missing              ? "not_sustained"
+                                                     : "ok");
+    jadd("\"rate\":%.0f,\"room_msgs\":%" PRIu64 ",\"measured_msgs\":%" PRIu64,
+         O.rate, MU.sent, sent1 - sent0);
+    jadd("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"dup\":%" PRIu64
+         ",\"missing\":%" PRIu64,
+         expected, C.rx, C.dup, missing);
     jadd("\"lost\":0,\"disconnects\":%ld", C.disconnects);
     jadd("\"deliveries_per_s\":%.0f", (double)(rx2 - rx0) / (t2 - t0));
     jadd("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
@@ -2868,37 +2939,49 @@ static int run_muc(void)
 /* The usage text on f, then exit(code). */
 static void usage_exit(FILE *f, int code)
 {
-    fprintf(f,
-"usage: parley-load --mode MODE [options]\n"
-"       parley-load --help | --version\n"
-"modes: probe register login idle chat roster presence offline resume muc\n"
-"  --host ADDR --port N --domain D   server (127.0.0.1 5222 localhost)\n"
-"  --tls                  STARTTLS before SASL\n"
-"  --mech M               SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN (best offered)\n"
-"  --prefix P --first N --users N --password PW   accounts P<N>...\n"
-"  --concurrency N        handshakes in flight (200)\n"
-"  --rate R               connections/s (register/login/idle) or total\n"
-"                         messages/s (chat; default: window mode)\n"
-"  --pairs P --window W   chat pairs, messages in flight per direction (10)\n"
-"  --duration S --warmup S --drain S   chat phases (10, 2, 15)\n"
-"  --pad N                extra bytes in each chat body\n"
-"  --contacts K --rounds R   roster size (10), presence updates (5)\n"
-"  --msgs M               offline messages per pair; resume: messages\n"
-"                         each session sends its neighbour before the drop,\n"
-"                         which the neighbour leaves unacknowledged (10)\n"
-"  --storm-delay S        resume: quiet seconds between the drop and the\n"
-"                         storm, after the server is idle again (0)\n"
-"  --storm-concurrency N  resume: reconnections in flight in the storm\n"
-"                         (--concurrency, which the setup logins use)\n"
-"  --room R --muc-domain D   muc: room localpart (benchroom), service\n"
-"                         (conference.<domain>); --users occupants\n"
-"  --hold S --settle S    idle: keep sessions S seconds; wait before RSS\n"
-"  --present              idle: send presence, acknowledge fleet pushes\n"
-"  --timeout S            bound on setup phases (300)\n"
-"  --src-ips N --src-base B   source addresses 127.0.B.1..N (8, 1)\n"
-"  --server-pid PID       read server CPU and RSS from /proc\n"
-"  --key-cache FILE       keep SCRAM SaltedPassword between runs\n"
-"  --label TEXT --quiet\n");
+    fprintf(
+        f,
+        "usage: parley-load --mode MODE [options]\n"
+        "       parley-load --help | --version\n"
+        "modes: probe register login idle chat roster presence offline resume "
+        "muc\n"
+        "  --host ADDR --port N --domain D   server (127.0.0.1 5222 "
+        "localhost)\n"
+        "  --tls                  STARTTLS before SASL\n"
+        "  --mech M               SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN (best "
+        "offered)\n"
+        "  --prefix P --first N --users N --password PW   accounts P<N>...\n"
+        "  --concurrency N        handshakes in flight (200)\n"
+        "  --rate R               connections/s (register/login/idle) or "
+        "total\n"
+        "                         messages/s (chat; default: window mode)\n"
+        "  --pairs P --window W   chat pairs, messages in flight per direction "
+        "(10)\n"
+        "  --duration S --warmup S --drain S   chat phases (10, 2, 15)\n"
+        "  --pad N                extra bytes in each chat body\n"
+        "  --contacts K --rounds R   roster size (10), presence updates (5)\n"
+        "  --msgs M               offline messages per pair; resume: messages\n"
+        "                         each session sends its neighbour before the "
+        "drop,\n"
+        "                         which the neighbour leaves unacknowledged "
+        "(10)\n"
+        "  --storm-delay S        resume: quiet seconds between the drop and "
+        "the\n"
+        "                         storm, after the server is idle again (0)\n"
+        "  --storm-concurrency N  resume: reconnections in flight in the "
+        "storm\n"
+        "                         (--concurrency, which the setup logins use)\n"
+        "  --room R --muc-domain D   muc: room localpart (benchroom), service\n"
+        "                         (conference.<domain>); --users occupants\n"
+        "  --hold S --settle S    idle: keep sessions S seconds; wait before "
+        "RSS\n"
+        "  --present              idle: send presence, acknowledge fleet "
+        "pushes\n"
+        "  --timeout S            bound on setup phases (300)\n"
+        "  --src-ips N --src-base B   source addresses 127.0.B.1..N (8, 1)\n"
+        "  --server-pid PID       read server CPU and RSS from /proc\n"
+        "  --key-cache FILE       keep SCRAM SaltedPassword between runs\n"
+        "  --label TEXT --quiet\n");
     exit(code);
 }
 
@@ -2909,33 +2992,52 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"mode", 1, 0, 'm'},       {"host", 1, 0, 'H'},
-        {"port", 1, 0, 'p'},       {"domain", 1, 0, 'd'},
-        {"tls", 0, 0, 'T'},        {"mech", 1, 0, 'M'},
-        {"prefix", 1, 0, 'P'},     {"first", 1, 0, 'f'},
-        {"users", 1, 0, 'u'},      {"password", 1, 0, 'w'},
-        {"pairs", 1, 0, 'n'},      {"concurrency", 1, 0, 'c'},
-        {"rate", 1, 0, 'r'},       {"window", 1, 0, 'W'},
-        {"duration", 1, 0, 'D'},   {"warmup", 1, 0, 'U'},
-        {"drain", 1, 0, 'R'},      {"timeout", 1, 0, 't'},
-        {"hold", 1, 0, 'h'},       {"settle", 1, 0, 'S'},
-        {"present", 0, 0, 'Y'},
-        {"src-ips", 1, 0, 'i'},    {"src-base", 1, 0, 'b'},
-        {"server-pid", 1, 0, 's'}, {"key-cache", 1, 0, 'k'},
-        {"label", 1, 0, 'l'},      {"pad", 1, 0, 'x'},
-        {"contacts", 1, 0, 'C'},   {"rounds", 1, 0, 'o'},
-        {"msgs", 1, 0, 'g'},       {"quiet", 0, 0, 'q'},
-        {"verbose", 0, 0, 'v'},    {"storm-delay", 1, 0, 'y'},
-        {"storm-concurrency", 1, 0, 'J'}, {"room", 1, 0, 'Z'},
-        {"muc-domain", 1, 0, 'z'}, {"help", 0, 0, 'A'},
-        {"version", 0, 0, 'V'},    {0, 0, 0, 0}};
+    static const struct option lo[] = {{"mode", 1, 0, 'm'},
+                                       {"host", 1, 0, 'H'},
+                                       {"port", 1, 0, 'p'},
+                                       {"domain", 1, 0, 'd'},
+                                       {"tls", 0, 0, 'T'},
+                                       {"mech", 1, 0, 'M'},
+                                       {"prefix", 1, 0, 'P'},
+                                       {"first", 1, 0, 'f'},
+                                       {"users", 1, 0, 'u'},
+                                       {"password", 1, 0, 'w'},
+                                       {"pairs", 1, 0, 'n'},
+                                       {"concurrency", 1, 0, 'c'},
+                                       {"rate", 1, 0, 'r'},
+                                       {"window", 1, 0, 'W'},
+                                       {"duration", 1, 0, 'D'},
+                                       {"warmup", 1, 0, 'U'},
+                                       {"drain", 1, 0, 'R'},
+                                       {"timeout", 1, 0, 't'},
+                                       {"hold", 1, 0, 'h'},
+                                       {"settle", 1, 0, 'S'},
+                                       {"present", 0, 0, 'Y'},
+                                       {"src-ips", 1, 0, 'i'},
+                                       {"src-base", 1, 0, 'b'},
+                                       {"server-pid", 1, 0, 's'},
+                                       {"key-cache", 1, 0, 'k'},
+                                       {"label", 1, 0, 'l'},
+                                       {"pad", 1, 0, 'x'},
+                                       {"contacts", 1, 0, 'C'},
+                                       {"rounds", 1, 0, 'o'},
+                                       {"msgs", 1, 0, 'g'},
+                                       {"quiet", 0, 0, 'q'},
+                                       {"verbose", 0, 0, 'v'},
+                                       {"storm-delay", 1, 0, 'y'},
+                                       {"storm-concurrency", 1, 0, 'J'},
+                                       {"room", 1, 0, 'Z'},
+                                       {"muc-domain", 1, 0, 'z'},
+                                       {"help", 0, 0, 'A'},
+                                       {"version", 0, 0, 'V'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'm': {
             int found = 0;
-            for (size_t i = 0; i < sizeof(mode_names) / sizeof(*mode_names); i++)
+            for (size_t i = 0; i < sizeof(mode_names) / sizeof(*mode_names);
+                 i++)
                 if (strcmp(optarg, mode_names[i]) == 0) {
                     O.mode = (enum mode)i;
                     found = 1;
@@ -2992,8 +3094,7 @@ int main(int argc, char **argv)
     }
     if (O.users < 1 || O.pairs < 1 || O.window < 1 || O.concurrency < 1 ||
         O.src_ips < 0 || O.src_ips > 254 || O.contacts < 2 ||
-        ((O.mode == M_ROSTER || O.mode == M_PRESENCE) &&
-         O.contacts >= O.users))
+        ((O.mode == M_ROSTER || O.mode == M_PRESENCE) && O.contacts >= O.users))
         usage();
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);

@@ -109,15 +109,13 @@ static int parse_account(const char *arg, struct pl_jid **out)
 {
     if (pl_jid_parse(pl_str_c(arg), out) != PL_OK || !(*out)->local ||
         (*out)->resource) {
-        fprintf(stderr, "parleyctl: '%s' is not a bare JID user@domain\n",
-                arg);
+        fprintf(stderr, "parleyctl: '%s' is not a bare JID user@domain\n", arg);
         return PL_EINVAL;
     }
     for (int i = 0; i < config->nhosts; i++)
         if (strcmp(config->hosts[i].domain, (*out)->domain) == 0)
             return PL_OK;
-    fprintf(stderr, "parleyctl: %s is not a configured host\n",
-            (*out)->domain);
+    fprintf(stderr, "parleyctl: %s is not a configured host\n", (*out)->domain);
     return PL_EINVAL;
 }
 
@@ -135,15 +133,13 @@ static char *read_password(const char *arg)
 static int derive(const char *password, struct pl_account *a)
 {
     memset(a, 0, sizeof(*a));
-    const struct pl_c2s_settings *cs =
-        config->frontend[PL_MODIDX_c2s];
+    const struct pl_c2s_settings *cs = config->frontend[PL_MODIDX_c2s];
     unsigned it = (unsigned)cs->scram_iterations;
     if (pl_scram_derive(PL_SCRAM_SHA1, pl_str_c(password), NULL, 0, it,
                         &a->keys[0]) != PL_OK ||
         pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0, it,
                         &a->keys[1]) != PL_OK) {
-        fputs("parleyctl: the password is not acceptable (SASLprep)\n",
-              stderr);
+        fputs("parleyctl: the password is not acceptable (SASLprep)\n", stderr);
         return PL_EINVAL;
     }
     return PL_OK;
@@ -269,8 +265,8 @@ static int archive_fill(const char *jid, const char *peer, const char *count)
             .xml_len = xml.len,
         };
         long long key;
-        rc = drv->archive_append(db, j->domain, j->local, PL_ARCHIVE_USER,
-                                 &it, 0, &key);
+        rc = drv->archive_append(db, j->domain, j->local, PL_ARCHIVE_USER, &it,
+                                 0, &key);
         pl_stanza_unref(st);
         if (i % 10000 == 9999 || i == n - 1)
             drv->commit(db);
@@ -333,16 +329,15 @@ static int check_port(const struct pl_listener_conf *l)
     else
         printf("%s listener %s port %d: %s\n",
                e == EADDRINUSE ? "note" : "FAIL", l->address, l->port,
-               e == EADDRINUSE ? "in use (parleyd running?)"
-                               : strerror(e));
+               e == EADDRINUSE ? "in use (parleyd running?)" : strerror(e));
     return ok || e == EADDRINUSE ? 0 : 1;
 }
 
 static int check(void)
 {
     int bad = 0;
-    printf("ok   configuration %s\n", config->path ? config->path
-                                                   : "(defaults)");
+    printf("ok   configuration %s\n",
+           config->path ? config->path : "(defaults)");
     for (int i = 0; i < config->nhosts; i++) {
         struct pl_host_conf *h = &config->hosts[i];
         FILE *f = fopen(h->certificate, "r");
@@ -363,8 +358,8 @@ static int check(void)
         int expired = X509_cmp_current_time(X509_get0_notAfter(x)) < 0;
         int matches = X509_check_host(x, h->domain, 0, 0, NULL) == 1;
         printf("%s host %s: certificate %s%s%s\n",
-               expired || !matches ? "FAIL" : "ok  ", h->domain,
-               h->certificate, expired ? " has expired" : "",
+               expired || !matches ? "FAIL" : "ok  ", h->domain, h->certificate,
+               expired ? " has expired" : "",
                matches ? "" : " does not name the domain");
         bad |= expired || !matches;
         X509_free(x);
@@ -524,8 +519,7 @@ static int cmd_push(int n, char **a)
         json_error_t e;
         json_t *p = json_loads(payload, JSON_DECODE_ANY, &e);
         if (!p) {
-            fprintf(stderr, "parleyctl: the payload is not JSON: %s\n",
-                    e.text);
+            fprintf(stderr, "parleyctl: the payload is not JSON: %s\n", e.text);
             rc = 1;
             goto out;
         }
@@ -546,10 +540,10 @@ static int cmd_push(int n, char **a)
             json_t *f = json_object_get(ans, "failures");
             for (size_t i = 0; i < json_array_size(f); i++)
                 printf("failure %s %s\n",
-                       json_string_value(json_object_get(
-                           json_array_get(f, i), "device")),
-                       json_string_value(json_object_get(
-                           json_array_get(f, i), "reason")));
+                       json_string_value(
+                           json_object_get(json_array_get(f, i), "device")),
+                       json_string_value(
+                           json_object_get(json_array_get(f, i), "reason")));
         } else {
             printf("%s\n", json_string_value(json_object_get(ans, "id")));
         }
@@ -579,9 +573,9 @@ static int cmd_group(int n, char **a)
         }
     } else if ((!strcmp(sub, "add") && n >= 3) ||
                (!strcmp(sub, "remove") && n >= 2)) {
-        json_object_set_new(req, "op", json_string(!strcmp(sub, "add")
-                                                       ? "group-add"
-                                                       : "group-remove"));
+        json_object_set_new(req, "op",
+                            json_string(!strcmp(sub, "add") ? "group-add"
+                                                            : "group-remove"));
         json_object_set_new(req, "group", json_string(a[1]));
         if (n > 2) {
             json_t *d = json_array();
@@ -611,7 +605,8 @@ static int cmd_group(int n, char **a)
                 printf("\n");
             }
         } else {
-            printf("%s %lld\n", json_string_value(json_object_get(ans, "group")),
+            printf("%s %lld\n",
+                   json_string_value(json_object_get(ans, "group")),
                    (long long)json_integer_value(
                        json_object_get(ans, "members")));
         }
@@ -641,8 +636,8 @@ static int cmd_s2s(int n, char **a)
                    "remote", "state", "auth", "queued", "last error");
             json_array_foreach(links, i, l)
             {
-                const char *err = json_string_value(json_object_get(l,
-                                                                    "error"));
+                const char *err = json_string_value(
+                    json_object_get(l, "error"));
                 printf("%-4s %-24s %-24s %-12s %-9s %6lld %s\n",
                        json_string_value(json_object_get(l, "direction")),
                        json_string_value(json_object_get(l, "local")),
@@ -702,9 +697,8 @@ static int cmd_components(int n, char **a)
         } else {
             size_t i;
             json_t *c;
-            printf("%-28s %-20s %-13s %-22s %8s %10s %10s\n", "domain",
-                   "host", "state", "peer", "seconds", "stanzas in",
-                   "out");
+            printf("%-28s %-20s %-13s %-22s %8s %10s %10s\n", "domain", "host",
+                   "state", "peer", "seconds", "stanzas in", "out");
             json_array_foreach(v, i, c)
             {
                 int up = json_is_true(json_object_get(c, "connected"));
@@ -762,8 +756,7 @@ int main(int argc, char **argv)
     }
     pl_log_set_level(PL_LOG_WARN);
     char err[512];
-    if (pl_config_load(path, sets, nsets, &config, err, sizeof(err)) !=
-        PL_OK) {
+    if (pl_config_load(path, sets, nsets, &config, err, sizeof(err)) != PL_OK) {
         fprintf(stderr, "parleyctl: %s\n", err);
         rc = 1;
         goto out;

@@ -99,7 +99,7 @@ static void on_reload(struct pl_loop *loop, int signo, void *data)
     }
     if (c->nhosts != config->nhosts || c->nlisteners != config->nlisteners)
         pl_log_warn("parleyd", "reload: hosts and listeners change only on "
-                    "restart");
+                               "restart");
     pl_log_set_level((enum pl_log_level)c->s.log_level);
     pl__hosts_reload_tls(c);
     pl__frontends_reload(c);
@@ -135,8 +135,7 @@ struct drain {
 static void on_drain(struct pl_timer *t)
 {
     struct drain *d = t->data;
-    int idle = pl__frontends_count() == 0 &&
-               pl_storage_pending() == 0 &&
+    int idle = pl__frontends_count() == 0 && pl_storage_pending() == 0 &&
                pl_workq_pending(pl_server_cpu()) == 0;
     d->quiet = idle ? d->quiet + 1 : 0;
     if (d->quiet >= 2 || ++d->rounds > 50)

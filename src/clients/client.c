@@ -148,10 +148,10 @@ xmpp_conn_t *pl_cl_conn_new(xmpp_ctx_t *ctx, const struct pl_cl_opts *o,
 
 struct reg {
     const char *user, *password;
-    int done;      /* finished, rc is final */
-    int rc;        /* PL_EXIT_* */
-    int sent;      /* the register IQ went out */
-    char *err;     /* message buffer */
+    int done;  /* finished, rc is final */
+    int rc;    /* PL_EXIT_* */
+    int sent;  /* the register IQ went out */
+    char *err; /* message buffer */
     size_t errlen;
 };
 
@@ -230,8 +230,8 @@ static int reg_proceed(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 static int reg_features(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
     struct reg *r = ud;
-    xmpp_stanza_t *tls =
-        xmpp_stanza_get_child_by_name_and_ns(st, "starttls", NS_TLS);
+    xmpp_stanza_t *tls = xmpp_stanza_get_child_by_name_and_ns(st, "starttls",
+                                                              NS_TLS);
     if (!xmpp_conn_is_secured(conn) && tls) {
         xmpp_handler_add(conn, reg_proceed, NS_TLS, NULL, NULL, r);
         xmpp_send_raw_string(conn, "<starttls xmlns='%s'/>", NS_TLS);
@@ -253,8 +253,7 @@ static void reg_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 {
     struct reg *r = ud;
     if (ev == XMPP_CONN_RAW_CONNECT) {
-        xmpp_handler_add(conn, reg_features, NS_STREAMS, "features", NULL,
-                         r);
+        xmpp_handler_add(conn, reg_features, NS_STREAMS, "features", NULL, r);
         xmpp_conn_open_stream_default(conn);
     } else if (ev == XMPP_CONN_DISCONNECT || ev == XMPP_CONN_FAIL) {
         if (!r->done) {
@@ -268,8 +267,8 @@ static void reg_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 }
 
 int pl_cl_register(xmpp_ctx_t *ctx, const struct pl_cl_opts *o,
-                   const char *domain, const char *user,
-                   const char *password, char *err, size_t errlen)
+                   const char *domain, const char *user, const char *password,
+                   char *err, size_t errlen)
 {
     struct reg r = {user, password, 0, PL_EXIT_FAILURE, 0, err, errlen};
     err[0] = '\0';
@@ -284,8 +283,8 @@ int pl_cl_register(xmpp_ctx_t *ctx, const struct pl_cl_opts *o,
         snprintf(err, errlen, "cannot connect");
         return PL_EXIT_CONNECT;
     }
-    long long deadline = pl_cl_now_ms() + (o->timeout_ms ? o->timeout_ms
-                                                         : 20000);
+    long long deadline = pl_cl_now_ms() +
+                         (o->timeout_ms ? o->timeout_ms : 20000);
     int closing = 0;
     while (pl_cl_now_ms() < deadline) {
         xmpp_run_once(ctx, 50);

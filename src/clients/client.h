@@ -26,14 +26,14 @@
 /* Exit codes shared by parley and parley-agent (documented in README). */
 enum {
     PL_EXIT_OK = 0,
-    PL_EXIT_FAILURE = 1,    /* anything not listed below */
-    PL_EXIT_USAGE = 2,      /* bad command line */
-    PL_EXIT_CONNECT = 3,    /* could not connect, or the connection broke */
-    PL_EXIT_TLS = 4,        /* TLS failed: certificate not trusted, ... */
-    PL_EXIT_AUTH = 5,       /* authentication refused */
-    PL_EXIT_STANZA = 6,     /* the server or peer answered with an error */
-    PL_EXIT_TIMEOUT = 7,    /* no answer in time */
-    PL_EXIT_CONFLICT = 8,   /* registration: the account exists */
+    PL_EXIT_FAILURE = 1,  /* anything not listed below */
+    PL_EXIT_USAGE = 2,    /* bad command line */
+    PL_EXIT_CONNECT = 3,  /* could not connect, or the connection broke */
+    PL_EXIT_TLS = 4,      /* TLS failed: certificate not trusted, ... */
+    PL_EXIT_AUTH = 5,     /* authentication refused */
+    PL_EXIT_STANZA = 6,   /* the server or peer answered with an error */
+    PL_EXIT_TIMEOUT = 7,  /* no answer in time */
+    PL_EXIT_CONFLICT = 8, /* registration: the account exists */
 };
 
 struct pl_cl_opts {
@@ -71,8 +71,8 @@ int pl_cl_auth_failed(void);
  * exists, or another PL_EXIT_* code; err gets a message.
  */
 int pl_cl_register(xmpp_ctx_t *ctx, const struct pl_cl_opts *o,
-                   const char *domain, const char *user,
-                   const char *password, char *err, size_t errlen);
+                   const char *domain, const char *user, const char *password,
+                   char *err, size_t errlen);
 
 /* The defined-condition element name of an error stanza, or
  * "undefined-condition". */

@@ -37,12 +37,12 @@
 #define MAX_LINE (1024 * 1024)
 
 struct client {
-    uint64_t id;          /* for answers that come later */
-    struct pl_io io;      /* socket watcher */
-    struct pl_buf in;     /* bytes of an incomplete line */
-    struct pl_buf out;    /* answers not yet written */
-    int closing;          /* close once out is written */
-    struct client *next;  /* in the list of clients */
+    uint64_t id;         /* for answers that come later */
+    struct pl_io io;     /* socket watcher */
+    struct pl_buf in;    /* bytes of an incomplete line */
+    struct pl_buf out;   /* answers not yet written */
+    int closing;         /* close once out is written */
+    struct client *next; /* in the list of clients */
 };
 
 static struct pl_io listen_io;
@@ -106,8 +106,8 @@ void pl_admin_answer(uint64_t cid, json_t *answer)
 
 static void answer_error(struct client *c, const char *err, const char *detail)
 {
-    json_t *a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", err,
-                          "detail", detail);
+    json_t *a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", err, "detail",
+                          detail);
     pl_admin_answer(c->id, a);
     json_decref(a);
 }
@@ -156,9 +156,9 @@ static void dispatch(uint64_t cid, json_t *req)
         a = op_find(op)(req);
     } else if (strcmp(op, "stats") == 0) {
         json_t *c = json_object();
-#define X(name)                                                               \
-    json_object_set_new(c, #name,                                             \
-                        json_integer((json_int_t)atomic_load_explicit(        \
+#define X(name)                                                                \
+    json_object_set_new(c, #name,                                              \
+                        json_integer((json_int_t)atomic_load_explicit(         \
                             &pl_stats.name, memory_order_relaxed)));
         PL_STATS_FIELDS(X)
 #undef X
@@ -183,8 +183,8 @@ static void dispatch(uint64_t cid, json_t *req)
                                     : "no such host";
             /* (Plain variables: jansson got garbage for the ternaries
              * written inline in the argument list with gcc -O2.) */
-            a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cond,
-                          "detail", why);
+            a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cond, "detail",
+                          why);
         }
     }
     if (a) {
@@ -292,8 +292,7 @@ int pl_admin_open(const char *path)
     /* A socket file left by a crash is removed only when nobody answers
      * on it (another parleyd on the same data_dir keeps its own). */
     int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0 &&
-        connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+    if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
         close(probe);
         close(fd);
         pl_log_error("admin", "admin socket %s is in use", path);

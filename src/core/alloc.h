@@ -13,12 +13,12 @@
 
 #include <stddef.h>
 
-void *pl_malloc(size_t n);              /* never NULL */
-void *pl_calloc(size_t count, size_t n); /* zeroed, never NULL */
-void *pl_realloc(void *p, size_t n);    /* never NULL */
-char *pl_strdup(const char *s);         /* never NULL; s must not be NULL */
+void *pl_malloc(size_t n);                 /* never NULL */
+void *pl_calloc(size_t count, size_t n);   /* zeroed, never NULL */
+void *pl_realloc(void *p, size_t n);       /* never NULL */
+char *pl_strdup(const char *s);            /* never NULL; s must not be NULL */
 char *pl_strndup(const char *s, size_t n); /* NUL-terminated copy */
-void pl_free(void *p);                  /* NULL is fine */
+void pl_free(void *p);                     /* NULL is fine */
 
 /* Like pl_malloc but returns NULL instead of aborting. */
 void *pl_try_malloc(size_t n);

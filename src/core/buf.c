@@ -55,8 +55,7 @@ void pl_buf_printf(struct pl_buf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void pl_buf_append_escaped(struct pl_buf *b, const char *s, size_t n,
-                           int attr)
+void pl_buf_append_escaped(struct pl_buf *b, const char *s, size_t n, int attr)
 {
     size_t start = 0;
     for (size_t i = 0; i < n; i++) {

@@ -24,8 +24,7 @@ void pl_buf_append_str(struct pl_buf *b, const char *s);
 void pl_buf_printf(struct pl_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Appends s with XML escaping of & < > and, when attr, ' and ". */
-void pl_buf_append_escaped(struct pl_buf *b, const char *s, size_t n,
-                           int attr);
+void pl_buf_append_escaped(struct pl_buf *b, const char *s, size_t n, int attr);
 /* Drops n bytes from the front. */
 void pl_buf_consume(struct pl_buf *b, size_t n);
 /* Frees the memory; the buffer is empty and reusable. */

@@ -40,8 +40,7 @@ static const struct pl_option storage_opts[] = {
     {"driver", PL_OPT_STRING, "\"sqlite\"", 0, 0, NULL,
      "Storage driver: sqlite.", S(storage_driver)},
     {"sqlite_path", PL_OPT_STRING, "\"\"", 0, 0, NULL,
-     "SQLite database file; empty means <data_dir>/parley.db.",
-     S(sqlite_path)},
+     "SQLite database file; empty means <data_dir>/parley.db.", S(sqlite_path)},
     {"sqlite_synchronous", PL_OPT_ENUM, "\"full\"", 0, 0, sync_modes,
      "SQLite fsync policy: full makes every acknowledged write durable.",
      S(sqlite_synchronous)},
@@ -70,8 +69,7 @@ static const struct pl_option limits_opts[] = {
      "Simultaneous connections in all (bounded by the open-file limit).",
      S(max_connections)},
     {"max_outbuf", PL_OPT_INT, "1048576", 4096, 1 << 30, NULL,
-     "Bytes queued to a slow reader before it is disconnected.",
-     S(max_outbuf)},
+     "Bytes queued to a slow reader before it is disconnected.", S(max_outbuf)},
     {"read_rate", PL_OPT_INT, "65536", 1024, 1 << 30, NULL,
      "Sustained bytes per second read from one connection; faster senders "
      "are paused, not buffered.",
@@ -89,8 +87,7 @@ static const struct pl_option top_opts[] = {
     /* The default is every module whose descriptor says default_on
      * (default_modules). */
     {"modules", PL_OPT_STRLIST, "[]", 0, 0, NULL,
-     "Modules enabled on every host that does not list its own.",
-     S(modules)},
+     "Modules enabled on every host that does not list its own.", S(modules)},
     {0},
 };
 
@@ -98,7 +95,8 @@ static const struct {
     const char *group;
     const struct pl_option *opts;
 } core_groups[] = {
-    {"server", server_opts}, {"storage", storage_opts},
+    {"server", server_opts},
+    {"storage", storage_opts},
     {"limits", limits_opts},
 };
 
@@ -133,8 +131,8 @@ int pl_config_where(char *err, size_t errlen, config_setting_t *s,
     return PL_EINVAL;
 }
 
-static int where(char *err, size_t errlen, config_setting_t *s,
-                 const char *fmt, const char *name)
+static int where(char *err, size_t errlen, config_setting_t *s, const char *fmt,
+                 const char *name)
 {
     return pl_config_where(err, errlen, s, fmt, name);
 }
@@ -183,8 +181,7 @@ static int read_value(const struct pl_option *o, config_setting_t *s,
     }
     case PL_OPT_BOOL:
         if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-            return where(err, errlen, s, "%s must be true or false",
-                         o->name);
+            return where(err, errlen, s, "%s must be true or false", o->name);
         *(int *)field = config_setting_get_bool(s);
         return PL_OK;
     case PL_OPT_STRING: {
@@ -268,7 +265,8 @@ int pl_config_apply(const struct pl_option *opts, config_setting_t *group,
             s = config_setting_get_member(group, o->name);
         if (!s && fallback)
             s = config_setting_get_member(fallback, o->name);
-        int rc = s ? read_value(o, s, base, err, errlen) : read_default(o, base);
+        int rc = s ? read_value(o, s, base, err, errlen)
+                   : read_default(o, base);
         if (rc != PL_OK)
             return rc;
     }
@@ -290,23 +288,36 @@ void pl_config_release(const struct pl_option *opts, void *base)
 
 /* --set key=value. */
 
-static config_setting_t *copy_into(config_setting_t *parent,
-                                   const char *name, config_setting_t *src)
+static config_setting_t *copy_into(config_setting_t *parent, const char *name,
+                                   config_setting_t *src)
 {
     int type = config_setting_type(src);
     config_setting_t *d = config_setting_add(parent, name, type);
     if (!d)
         return NULL;
     switch (type) {
-    case CONFIG_TYPE_INT: config_setting_set_int(d, config_setting_get_int(src)); break;
-    case CONFIG_TYPE_INT64: config_setting_set_int64(d, config_setting_get_int64(src)); break;
-    case CONFIG_TYPE_FLOAT: config_setting_set_float(d, config_setting_get_float(src)); break;
-    case CONFIG_TYPE_BOOL: config_setting_set_bool(d, config_setting_get_bool(src)); break;
-    case CONFIG_TYPE_STRING: config_setting_set_string(d, config_setting_get_string(src)); break;
+    case CONFIG_TYPE_INT:
+        config_setting_set_int(d, config_setting_get_int(src));
+        break;
+    case CONFIG_TYPE_INT64:
+        config_setting_set_int64(d, config_setting_get_int64(src));
+        break;
+    case CONFIG_TYPE_FLOAT:
+        config_setting_set_float(d, config_setting_get_float(src));
+        break;
+    case CONFIG_TYPE_BOOL:
+        config_setting_set_bool(d, config_setting_get_bool(src));
+        break;
+    case CONFIG_TYPE_STRING:
+        config_setting_set_string(d, config_setting_get_string(src));
+        break;
     default:
         for (int i = 0; i < config_setting_length(src); i++) {
             config_setting_t *e = config_setting_get_elem(src, (unsigned)i);
-            if (!copy_into(d, type == CONFIG_TYPE_GROUP ? config_setting_name(e) : NULL, e))
+            if (!copy_into(d,
+                           type == CONFIG_TYPE_GROUP ? config_setting_name(e)
+                                                     : NULL,
+                           e))
                 return NULL;
         }
     }
@@ -360,7 +371,8 @@ static int apply_set(config_t *cfg, const char *set, char *err, size_t errlen)
             if (child && part[0] != '[')
                 config_setting_remove(parent, part);
             else if (child) {
-                snprintf(err, errlen, "--set %s: cannot replace a list element", set);
+                snprintf(err, errlen, "--set %s: cannot replace a list element",
+                         set);
                 goto out;
             }
             if (!copy_into(parent, part, v)) {
@@ -444,15 +456,14 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
         if (config_setting_get_member(g, "port") &&
             (config_setting_lookup_int(g, "port", &port) != CONFIG_TRUE ||
              port < 0 || port > 65535))
-            return where(err, errlen, g, "%s needs a port 0-65535",
-                         "listener");
+            return where(err, errlen, g, "%s needs a port 0-65535", "listener");
         lc->port = config_setting_get_member(g, "port") ? port : -1;
         lc->max_per_ip = per_ip;
         lc->max_total = total;
         if (entry_limit(g, "handshake_timeout", &lc->handshake_timeout, err,
                         errlen) != PL_OK ||
-            entry_limit(g, "idle_timeout", &lc->idle_timeout, err,
-                        errlen) != PL_OK)
+            entry_limit(g, "idle_timeout", &lc->idle_timeout, err, errlen) !=
+                PL_OK)
             return PL_EINVAL;
         if (strcmp(transport, "tcp") == 0)
             lc->transport = 1; /* PL_TRANSPORT_TCP */
@@ -469,8 +480,7 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
             lc->tls = PL_TLS_NONE;
         else
             return where(err, errlen, g,
-                         "tls must be starttls, direct or none, not '%s'",
-                         tls);
+                         "tls must be starttls, direct or none, not '%s'", tls);
     }
     return PL_OK;
 }
@@ -490,8 +500,7 @@ static int read_hosts(struct pl_config *c, char *err, size_t errlen)
         const char *domain = NULL, *cert = NULL, *key = NULL;
         config_setting_lookup_string(g, "domain", &domain);
         char *norm = NULL;
-        if (!domain ||
-            pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK)
+        if (!domain || pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK)
             return where(err, errlen, g, "%s: a valid domain is needed",
                          "host");
         for (int j = 0; j < i; j++)
@@ -520,8 +529,8 @@ static int read_hosts(struct pl_config *c, char *err, size_t errlen)
         config_setting_t *mods = config_setting_get_member(g, "modules");
         if (mods) {
             if (read_strlist(mods, &h->modules) != PL_OK)
-                return where(err, errlen, mods,
-                             "%s must be a list of strings", "modules");
+                return where(err, errlen, mods, "%s must be a list of strings",
+                             "modules");
         } else {
             h->modules.v = pl_calloc((size_t)c->s.modules.n + 1,
                                      sizeof(char *));
@@ -550,8 +559,9 @@ static void default_listeners(struct pl_config *c)
                     continue;
                 if (c->nlisteners == cap) {
                     cap = cap ? 2 * cap : 4;
-                    c->listeners = pl_realloc(
-                        c->listeners, (size_t)cap * sizeof(*c->listeners));
+                    c->listeners = pl_realloc(c->listeners,
+                                              (size_t)cap *
+                                                  sizeof(*c->listeners));
                 }
                 struct pl_listener_conf *lc = &c->listeners[c->nlisteners++];
                 memset(lc, 0, sizeof(*lc));
@@ -599,9 +609,8 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
                 snprintf(err, errlen, "%s: cannot read file", path);
             else
                 snprintf(err, errlen, "%s:%d: %s",
-                         config_error_file(&c->cfg)
-                             ? config_error_file(&c->cfg)
-                             : path,
+                         config_error_file(&c->cfg) ? config_error_file(&c->cfg)
+                                                    : path,
                          config_error_line(&c->cfg),
                          config_error_text(&c->cfg));
             goto fail;
@@ -612,11 +621,11 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
             goto fail;
     for (size_t i = 0; i < sizeof(core_groups) / sizeof(core_groups[0]); i++)
         if (pl_config_apply(core_groups[i].opts,
-                            config_lookup(&c->cfg, core_groups[i].group),
-                            NULL, &c->s, 1, err, errlen) != PL_OK)
+                            config_lookup(&c->cfg, core_groups[i].group), NULL,
+                            &c->s, 1, err, errlen) != PL_OK)
             goto fail;
-    if (pl_config_apply(top_opts, NULL, config_root_setting(&c->cfg), &c->s,
-                        0, err, errlen) != PL_OK)
+    if (pl_config_apply(top_opts, NULL, config_root_setting(&c->cfg), &c->s, 0,
+                        err, errlen) != PL_OK)
         goto fail;
     if (!config_lookup(&c->cfg, "modules"))
         default_modules(&c->s.modules);
@@ -637,11 +646,12 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
     if (!config_lookup(&c->cfg, "listeners"))
         default_listeners(c);
     if (!config_lookup(&c->cfg, "hosts")) {
-        config_setting_t *h = config_setting_add(
-            config_root_setting(&c->cfg), "hosts", CONFIG_TYPE_LIST);
+        config_setting_t *h = config_setting_add(config_root_setting(&c->cfg),
+                                                 "hosts", CONFIG_TYPE_LIST);
         config_setting_t *g = config_setting_add(h, NULL, CONFIG_TYPE_GROUP);
-        config_setting_set_string(
-            config_setting_add(g, "domain", CONFIG_TYPE_STRING), "localhost");
+        config_setting_set_string(config_setting_add(g, "domain",
+                                                     CONFIG_TYPE_STRING),
+                                  "localhost");
     }
     if (read_hosts(c, err, errlen) != PL_OK)
         goto fail;
@@ -654,8 +664,8 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
         const struct pl_frontend *fe = m->frontend;
         if (!fe)
             continue;
-        c->frontend[i] = pl_calloc(1, fe->settings_size ? fe->settings_size
-                                                        : 1);
+        c->frontend[i] = pl_calloc(1,
+                                   fe->settings_size ? fe->settings_size : 1);
         if (fe->options &&
             pl_config_apply(fe->options,
                             config_lookup(&c->cfg, pl_module_group(m)), NULL,
@@ -727,8 +737,7 @@ void pl_config_print_default(FILE *f)
           "#   --set group.key=value   (lists: --set 'modules=[\"ping\"]')\n\n",
           f);
     for (size_t i = 0; i < sizeof(core_groups) / sizeof(core_groups[0]); i++)
-        pl_config_print_group(f, core_groups[i].group, core_groups[i].opts,
-                              "");
+        pl_config_print_group(f, core_groups[i].group, core_groups[i].opts, "");
     fputs("# Where parleyd accepts connections.  protocol: one a front end "
           "serves:\n",
           f);
@@ -749,8 +758,9 @@ void pl_config_print_default(FILE *f)
     struct pl_config d = {0};
     default_listeners(&d);
     for (int i = 0; i < d.nlisteners; i++) {
-        fprintf(f, "  { protocol = \"%s\"; address = \"%s\"; port = %d; "
-                   "tls = \"%s\"; }%s\n",
+        fprintf(f,
+                "  { protocol = \"%s\"; address = \"%s\"; port = %d; "
+                "tls = \"%s\"; }%s\n",
                 d.listeners[i].protocol, d.listeners[i].address,
                 d.listeners[i].port,
                 d.listeners[i].tls == PL_TLS_DIRECT ? "direct" : "starttls",

@@ -18,12 +18,12 @@
 #include <stdio.h>
 
 enum pl_opt_type {
-    PL_OPT_INT = 1,  /* long, checked against min/max */
-    PL_OPT_BOOL,     /* int 0/1 */
-    PL_OPT_STRING,   /* char *, owned by the settings */
-    PL_OPT_ENUM,     /* int index into choices */
-    PL_OPT_STRLIST,  /* struct pl_strlist */
-    PL_OPT_RAW,      /* config_setting_t * (a list or group its owner
+    PL_OPT_INT = 1, /* long, checked against min/max */
+    PL_OPT_BOOL,    /* int 0/1 */
+    PL_OPT_STRING,  /* char *, owned by the settings */
+    PL_OPT_ENUM,    /* int index into choices */
+    PL_OPT_STRLIST, /* struct pl_strlist */
+    PL_OPT_RAW,     /* config_setting_t * (a list or group its owner
                       * reads and checks); NULL when absent */
 };
 
@@ -33,13 +33,13 @@ struct pl_strlist {
 };
 
 struct pl_option {
-    const char *name;      /* key, may contain dots for core groups */
-    enum pl_opt_type type; /* value type */
-    const char *def;       /* default, in libconfig syntax */
-    long min, max;         /* bounds for PL_OPT_INT */
+    const char *name;           /* key, may contain dots for core groups */
+    enum pl_opt_type type;      /* value type */
+    const char *def;            /* default, in libconfig syntax */
+    long min, max;              /* bounds for PL_OPT_INT */
     const char *const *choices; /* NULL-terminated, for PL_OPT_ENUM */
-    const char *help;      /* one line, printed as a comment */
-    size_t offset;         /* where the value goes in the state struct */
+    const char *help;           /* one line, printed as a comment */
+    size_t offset;              /* where the value goes in the state struct */
 };
 
 enum pl_tls_mode {
@@ -97,14 +97,14 @@ struct pl_settings {
 };
 
 struct pl_config {
-    config_t cfg;                      /* parsed tree, kept for modules */
-    char *path;                        /* file it came from */
-    struct pl_settings s;              /* core settings */
+    config_t cfg;         /* parsed tree, kept for modules */
+    char *path;           /* file it came from */
+    struct pl_settings s; /* core settings */
     struct pl_listener_conf *listeners;
     int nlisteners;
     struct pl_host_conf *hosts;
     int nhosts;
-    void **frontend;                   /* each front end's settings, by
+    void **frontend; /* each front end's settings, by
                                         * module index (module.h) */
 };
 

@@ -302,8 +302,10 @@ void pl_conn_write(struct pl_conn *c, const void *p, size_t n)
         return;
     pl_buf_append(&c->out, p, n);
     if (c->out.len > c->lim.max_out) {
-        pl_log_info("conn", "%s:%d: disconnecting a slow reader (%zu bytes "
-                    "queued)", c->ip, c->port, c->out.len);
+        pl_log_info("conn",
+                    "%s:%d: disconnecting a slow reader (%zu bytes "
+                    "queued)",
+                    c->ip, c->port, c->out.len);
         pl_buf_reset(&c->out);
         destroy(c);
         return;
@@ -348,7 +350,8 @@ static void flush(struct pl_conn *c)
         struct pl_str s = pl_buf_str(&c->out);
         if (c->ssl) {
             ERR_clear_error();
-            int r = SSL_write(c->ssl, s.p, (int)(s.len > (1u << 30) ? (1u << 30) : s.len));
+            int r = SSL_write(c->ssl, s.p,
+                              (int)(s.len > (1u << 30) ? (1u << 30) : s.len));
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
                 if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ)
@@ -456,7 +459,8 @@ static void do_read(struct pl_conn *c)
             update_interest(c);
             c->timer.cb = on_resume;
             uint64_t wait = (uint64_t)((1 - c->tokens) * 1000.0 /
-                                       (double)c->lim.read_rate) + 1;
+                                       (double)c->lim.read_rate) +
+                            1;
             pl_timer_start(c->loop, &c->timer, wait < 10 ? 10 : wait);
             return;
         }
@@ -524,9 +528,9 @@ static void on_io(struct pl_io *io, unsigned events)
 /* Listeners. */
 
 struct pl_listener {
-    struct pl_io io;       /* listening socket */
-    pl_accept_fn *fn;      /* per accepted socket */
-    void *data;            /* for fn */
+    struct pl_io io;  /* listening socket */
+    pl_accept_fn *fn; /* per accepted socket */
+    void *data;       /* for fn */
 };
 
 static void on_accept(struct pl_io *io, unsigned events)
@@ -540,7 +544,7 @@ static void on_accept(struct pl_io *io, unsigned events)
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 pl_log_warn("conn", "out of file descriptors while "
-                            "accepting connections");
+                                    "accepting connections");
             return;
         }
         l->fn(l, fd, &addr, l->data);

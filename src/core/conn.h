@@ -71,48 +71,48 @@ struct pl_conn_limits {
 };
 
 enum pl_conn_tls {
-    PL_CONN_PLAIN = 0,   /* no TLS */
-    PL_CONN_HANDSHAKE,   /* TLS handshake in progress */
-    PL_CONN_TLS,         /* TLS established */
+    PL_CONN_PLAIN = 0, /* no TLS */
+    PL_CONN_HANDSHAKE, /* TLS handshake in progress */
+    PL_CONN_TLS,       /* TLS established */
 };
 
 struct pl_conn {
-    struct pl_io io;           /* socket watcher */
-    struct pl_loop *loop;      /* owning loop */
+    struct pl_io io;               /* socket watcher */
+    struct pl_loop *loop;          /* owning loop */
     const struct pl_conn_ops *ops; /* protocol callbacks */
-    void *data;                /* protocol's per-connection state */
-    SSL *ssl;                  /* NULL while plain */
-    int tls;                   /* enum pl_conn_tls */
-    struct pl_buf out;         /* bytes not yet written */
-    struct pl_conn_limits lim; /* copied at creation */
-    double tokens;             /* read token bucket */
-    uint64_t refill_ms;        /* last refill, loop clock */
-    struct pl_timer timer;     /* resume reading / close deadline */
-    unsigned closing : 1;      /* pl_conn_close called */
-    unsigned dead : 1;         /* socket closed, closed cb pending */
-    unsigned flush_queued : 1; /* a deferred flush is pending */
-    unsigned paused : 1;       /* reading paused by the rate limit */
-    unsigned want_tls : 1;     /* STARTTLS once out is flushed */
-    unsigned established : 1;  /* pl_conn_established: no handshake
+    void *data;                    /* protocol's per-connection state */
+    SSL *ssl;                      /* NULL while plain */
+    int tls;                       /* enum pl_conn_tls */
+    struct pl_buf out;             /* bytes not yet written */
+    struct pl_conn_limits lim;     /* copied at creation */
+    double tokens;                 /* read token bucket */
+    uint64_t refill_ms;            /* last refill, loop clock */
+    struct pl_timer timer;         /* resume reading / close deadline */
+    unsigned closing : 1;          /* pl_conn_close called */
+    unsigned dead : 1;             /* socket closed, closed cb pending */
+    unsigned flush_queued : 1;     /* a deferred flush is pending */
+    unsigned paused : 1;           /* reading paused by the rate limit */
+    unsigned want_tls : 1;         /* STARTTLS once out is flushed */
+    unsigned established : 1;      /* pl_conn_established: no handshake
                                 * deadline any more */
-    unsigned idle_set : 1;     /* idle_ms set by the protocol */
-    unsigned count_writes : 1; /* writes count as activity for idle */
-    uint32_t idle_ms;          /* the protocol's idle deadline, 0: none */
-    SSL_CTX *pending_ctx;      /* context for want_tls */
-    uint64_t bytes_in;         /* counters */
+    unsigned idle_set : 1;         /* idle_ms set by the protocol */
+    unsigned count_writes : 1;     /* writes count as activity for idle */
+    uint32_t idle_ms;              /* the protocol's idle deadline, 0: none */
+    SSL_CTX *pending_ctx;          /* context for want_tls */
+    uint64_t bytes_in;             /* counters */
     uint64_t bytes_out;
-    uint64_t last_read_ms;     /* loop clock at the last byte read */
-    uint64_t last_write_ms;    /* loop clock at the last byte written */
-    uint64_t opened_ms;        /* loop clock at creation */
-    char ip[INET6_ADDRSTRLEN]; /* peer address; "local" for AF_UNIX */
-    int port;                  /* peer port */
-    int is_loopback;           /* peer is 127.0.0.0/8, ::1 or AF_UNIX */
+    uint64_t last_read_ms;        /* loop clock at the last byte read */
+    uint64_t last_write_ms;       /* loop clock at the last byte written */
+    uint64_t opened_ms;           /* loop clock at creation */
+    char ip[INET6_ADDRSTRLEN];    /* peer address; "local" for AF_UNIX */
+    int port;                     /* peer port */
+    int is_loopback;              /* peer is 127.0.0.0/8, ::1 or AF_UNIX */
     struct sockaddr_storage addr; /* peer address for ACLs */
-    unsigned tls_client : 1;   /* TLS as the client (outgoing s2s) */
+    unsigned tls_client : 1;      /* TLS as the client (outgoing s2s) */
     unsigned tls_want_cert : 1; /* TLS server: ask for the peer's certificate */
-    char *tls_sni;             /* TLS client: server name sent, or NULL */
-    char *error;               /* why the connection failed, or NULL */
-    struct pl_listen *listen;  /* accepted by (listen.h), or NULL */
+    char *tls_sni;              /* TLS client: server name sent, or NULL */
+    char *error;                /* why the connection failed, or NULL */
+    struct pl_listen *listen;   /* accepted by (listen.h), or NULL */
 };
 
 /* Takes ownership of fd (non-blocking, accepted). */

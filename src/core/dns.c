@@ -21,8 +21,8 @@
 #include "loop.h"
 
 struct watch {
-    struct pl_io io;     /* the c-ares socket */
-    struct watch *next;  /* all watched sockets */
+    struct pl_io io;    /* the c-ares socket */
+    struct watch *next; /* all watched sockets */
 };
 
 static ares_channel channel;
@@ -157,8 +157,7 @@ int pl_dns_init(struct pl_loop *loop, const char *server)
     }
     int rc = ares_init_options(&channel, &o, mask);
     if (rc != ARES_SUCCESS) {
-        pl_log_error("dns", "cannot start the resolver: %s",
-                     ares_strerror(rc));
+        pl_log_error("dns", "cannot start the resolver: %s", ares_strerror(rc));
         ares_library_cleanup();
         return PL_EIO;
     }
@@ -197,17 +196,13 @@ void pl_dns_shutdown(void)
 static int map_status(int status)
 {
     switch (status) {
-    case ARES_SUCCESS:
-        return PL_OK;
+    case ARES_SUCCESS: return PL_OK;
     case ARES_ENODATA:
     case ARES_ENOTFOUND:
-    case ARES_ENONAME:
-        return PL_ENOT_FOUND;
+    case ARES_ENONAME: return PL_ENOT_FOUND;
     case ARES_EDESTRUCTION:
-    case ARES_ECANCELLED:
-        return PL_ECLOSED;
-    default:
-        return PL_EIO;
+    case ARES_ECANCELLED: return PL_ECLOSED;
+    default: return PL_EIO;
     }
 }
 
@@ -319,9 +314,10 @@ static void on_addrinfo(void *arg, int status, int timeouts,
     }
     if (res)
         ares_freeaddrinfo(res);
-    r->fn(rc, rc == PL_OK ? "ok" : n == 0 && status == ARES_SUCCESS
-                                       ? "no addresses"
-                                       : ares_strerror(status),
+    r->fn(rc,
+          rc == PL_OK                        ? "ok"
+          : n == 0 && status == ARES_SUCCESS ? "no addresses"
+                                             : ares_strerror(status),
           v, n, r->data);
     pl_free(v);
     pl_free(r);

@@ -23,10 +23,10 @@
 struct pl_loop;
 
 struct pl_dns_srv {
-    char *target;  /* host name to connect to (owned by the result) */
-    int port;      /* TCP port */
-    int priority;  /* lower first */
-    int weight;    /* among equal priorities, higher first */
+    char *target; /* host name to connect to (owned by the result) */
+    int port;     /* TCP port */
+    int priority; /* lower first */
+    int weight;   /* among equal priorities, higher first */
 };
 
 /*
@@ -35,8 +35,8 @@ struct pl_dns_srv {
  * (shutdown).  why is a short reason for logs (never NULL).  v is
  * borrowed for the duration of the call.
  */
-typedef void pl_dns_srv_fn(int rc, const char *why,
-                           const struct pl_dns_srv *v, int n, void *data);
+typedef void pl_dns_srv_fn(int rc, const char *why, const struct pl_dns_srv *v,
+                           int n, void *data);
 typedef void pl_dns_addr_fn(int rc, const char *why,
                             const struct sockaddr_storage *v, int n,
                             void *data);
@@ -53,8 +53,7 @@ void pl_dns_shutdown(void);
 void pl_dns_srv(const char *name, pl_dns_srv_fn *fn, void *data);
 /* Looks up the IPv4 and IPv6 addresses of host; each result carries
  * port.  An IP literal answers at once (still through the callback). */
-void pl_dns_addr(const char *host, int port, pl_dns_addr_fn *fn,
-                 void *data);
+void pl_dns_addr(const char *host, int port, pl_dns_addr_fn *fn, void *data);
 /* Checks a resolver setting without starting anything (--check-config). */
 int pl_dns_check_server(const char *server);
 

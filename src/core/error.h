@@ -14,14 +14,14 @@
 
 enum pl_error {
     PL_OK = 0,
-    PL_ENOMEM = -1,        /* allocation failed (normally aborts instead) */
-    PL_EINVAL = -2,        /* malformed input or bad argument */
-    PL_EAGAIN = -3,        /* try again later (would block) */
-    PL_EIO = -4,           /* system or network I/O failure */
-    PL_ECLOSED = -5,       /* peer or object already closed */
-    PL_ELIMIT = -6,        /* a configured limit was hit */
-    PL_ESTORAGE = -7,      /* storage backend failed */
-    PL_ETLS = -8,          /* TLS failure */
+    PL_ENOMEM = -1,   /* allocation failed (normally aborts instead) */
+    PL_EINVAL = -2,   /* malformed input or bad argument */
+    PL_EAGAIN = -3,   /* try again later (would block) */
+    PL_EIO = -4,      /* system or network I/O failure */
+    PL_ECLOSED = -5,  /* peer or object already closed */
+    PL_ELIMIT = -6,   /* a configured limit was hit */
+    PL_ESTORAGE = -7, /* storage backend failed */
+    PL_ETLS = -8,     /* TLS failure */
     /* Stanza error conditions (RFC 6120 §8.3.3), usable as handler results. */
     PL_EBAD_REQUEST = -20,
     PL_ECONFLICT = -21,
@@ -38,7 +38,7 @@ enum pl_error {
     PL_ESERVICE_UNAVAILABLE = -32,
     PL_EUNDEFINED_CONDITION = -33,
     PL_EINTERNAL_SERVER_ERROR = -34,
-    PL_ENOT_FOUND = -35,   /* lookup found nothing (not an XMPP condition) */
+    PL_ENOT_FOUND = -35, /* lookup found nothing (not an XMPP condition) */
     PL_EREMOTE_SERVER_NOT_FOUND = -36,
     PL_EUNEXPECTED_REQUEST = -37,
     PL_EREMOTE_SERVER_TIMEOUT = -38,

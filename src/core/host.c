@@ -39,8 +39,7 @@ int pl_host_add_service(struct pl_host *h, const char *domain,
     sv->host = h;
     static const char *const kinds[3] = {"message", "presence", "iq"};
     for (int i = 0; i < 3; i++) {
-        snprintf(sv->names[i], sizeof(sv->names[i]), "%s/%s", prefix,
-                 kinds[i]);
+        snprintf(sv->names[i], sizeof(sv->names[i]), "%s/%s", prefix, kinds[i]);
     }
     /* The array may move on the next claim: events are re-pointed on
      * lookup, not kept from here. */
@@ -110,8 +109,7 @@ static int load_tls(struct pl_config *c, struct pl_host *h,
                          h->domain, hc->certificate);
             return PL_ETLS;
         }
-        int rc = pl_tls_ensure_selfsigned(h->domain, hc->certificate,
-                                          hc->key);
+        int rc = pl_tls_ensure_selfsigned(h->domain, hc->certificate, hc->key);
         if (rc != PL_OK)
             return rc;
     }
@@ -121,15 +119,14 @@ static int load_tls(struct pl_config *c, struct pl_host *h,
     return rc;
 }
 
-static int add_module(struct pl_host *h, const char *name, int depth,
-                      char *err, size_t errlen)
+static int add_module(struct pl_host *h, const char *name, int depth, char *err,
+                      size_t errlen)
 {
     if (pl_host_has_module(h, name))
         return PL_OK;
     const struct pl_module *m = pl_module_find(name);
     if (!m || depth > 16) {
-        snprintf(err, errlen, "host %s: unknown module '%s'", h->domain,
-                 name);
+        snprintf(err, errlen, "host %s: unknown module '%s'", h->domain, name);
         return PL_EINVAL;
     }
     if (m->frontend) {
@@ -169,8 +166,7 @@ static int start_modules(struct pl_config *c, struct pl_host *h, char *err,
                             config_setting_get_member(h->conf->group,
                                                       pl_module_group(m)),
                             config_lookup(&c->cfg, pl_module_group(m)),
-                            mi->state, 1,
-                            err, errlen) != PL_OK)
+                            mi->state, 1, err, errlen) != PL_OK)
             return PL_EINVAL;
         for (const struct pl_hook_def *hd = m->hooks; hd && hd->event; hd++)
             pl_hook_add(h, hd->event, hd->fn, hd->priority, mi->state);
@@ -225,12 +221,12 @@ int pl__hosts_check(struct pl_config *c, char *err, size_t errlen)
         for (int j = 0; j < h.nmods; j++) {
             const struct pl_module *m = h.mods[j].mod;
             if (rc == PL_OK && m->options)
-                rc = pl_config_apply(
-                    m->options,
-                    config_setting_get_member(h.conf->group,
-                                              pl_module_group(m)),
-                    config_lookup(&c->cfg, pl_module_group(m)),
-                    h.mods[j].state, 1, err, errlen);
+                rc = pl_config_apply(m->options,
+                                     config_setting_get_member(h.conf->group,
+                                                               pl_module_group(
+                                                                   m)),
+                                     config_lookup(&c->cfg, pl_module_group(m)),
+                                     h.mods[j].state, 1, err, errlen);
             if (m->options)
                 pl_config_release(m->options, h.mods[j].state);
             pl_free(h.mods[j].state);

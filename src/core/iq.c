@@ -21,10 +21,10 @@
 #include "server.h"
 
 struct pending {
-    char id[48];        /* the request's id, key in `waiting` */
-    char *to;           /* normalized addressee: who must answer */
-    pl_iq_fn *cb;       /* the callback */
-    void *arg;          /* its argument */
+    char id[48];           /* the request's id, key in `waiting` */
+    char *to;              /* normalized addressee: who must answer */
+    pl_iq_fn *cb;          /* the callback */
+    void *arg;             /* its argument */
     struct pl_timer timer; /* the timeout */
 };
 

@@ -152,8 +152,8 @@ static int encode(const uint32_t *s, size_t n, char **out, size_t *outlen)
     char *p = pl_malloc(len + 1);
     size_t off = 0;
     for (size_t i = 0; i < n; i++)
-        off +=
-            (size_t)u8_uctomb((uint8_t *)p + off, s[i], (ptrdiff_t)(len - off));
+        off += (size_t)u8_uctomb((uint8_t *)p + off, s[i],
+                                 (ptrdiff_t)(len - off));
     p[len] = '\0';
     *out = p;
     *outlen = len;
@@ -338,8 +338,7 @@ static int check_class(const uint32_t *s, size_t n, int freeform,
         if (s[i] < 0x80 && s[i] != 0 && strchr(forbid, (int)s[i]))
             return PL_EJID_MALFORMED;
         switch (cp_class(s[i], freeform)) {
-        case CP_PVALID:
-            break;
+        case CP_PVALID: break;
         case CP_CONTEXTJ:
         case CP_CONTEXTO:
             if (!scanned) {
@@ -349,8 +348,7 @@ static int check_class(const uint32_t *s, size_t n, int freeform,
             if (!context_ok(s, n, i, &cx))
                 return PL_EJID_MALFORMED;
             break;
-        default:
-            return PL_EJID_MALFORMED;
+        default: return PL_EJID_MALFORMED;
         }
     }
     return PL_OK;
@@ -376,12 +374,8 @@ static int bidi_ok(const uint32_t *s, size_t n)
         return 0;
     for (size_t i = 0; i < n; i++) {
         switch (uc_bidi_class(s[i])) { /* rule 2 */
-        case UC_BIDI_EN:
-            en = 1;
-            break;
-        case UC_BIDI_AN:
-            an = 1;
-            break;
+        case UC_BIDI_EN: en = 1; break;
+        case UC_BIDI_AN: an = 1; break;
         case UC_BIDI_R:
         case UC_BIDI_AL:
         case UC_BIDI_ES:
@@ -389,10 +383,8 @@ static int bidi_ok(const uint32_t *s, size_t n)
         case UC_BIDI_ET:
         case UC_BIDI_ON:
         case UC_BIDI_BN:
-        case UC_BIDI_NSM:
-            break;
-        default:
-            return 0;
+        case UC_BIDI_NSM: break;
+        default: return 0;
         }
     }
     if (en && an) /* rule 4 */

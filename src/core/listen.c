@@ -35,7 +35,7 @@ struct proto_count {
     struct pl_map per_ip;            /* ip -> count (uintptr_t) */
 };
 
-static struct pl_listen *listens;  /* open entries */
+static struct pl_listen *listens; /* open entries */
 static int nlistens;
 static struct proto_count *counts; /* one per protocol seen */
 static int ncounts;
@@ -107,9 +107,9 @@ void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
     const struct pl_listener_conf *lc = c->listen->conf;
     if (!S)
         return;
-    *handshake_ms =
-        (uint64_t)limit_of(lc->handshake_timeout, S->handshake_timeout) *
-        1000;
+    *handshake_ms = (uint64_t)limit_of(lc->handshake_timeout,
+                                       S->handshake_timeout) *
+                    1000;
     /* The entry's own, else the protocol's own, else the limits group's. */
     if (lc->idle_timeout >= 0)
         *idle_ms = (uint64_t)lc->idle_timeout * 1000;
@@ -137,12 +137,13 @@ static void hand_over(struct pl_listen *l, int fd)
         pl_stat_inc(connections_refused);
         /* Logged when the limit is first crossed, not per connection. */
         if ((long)n == per_ip + 1 || (long)pc->open == total + 1)
-            pl_log_warn(l->proto->name, "%s: refusing connections (%s "
-                        "limit)", c->ip, over_ip ? "per-address" : "total");
+            pl_log_warn(l->proto->name,
+                        "%s: refusing connections (%s "
+                        "limit)",
+                        c->ip, over_ip ? "per-address" : "total");
         if (l->conf->tls != PL_TLS_DIRECT && l->proto->refuse) {
             pl_conn_start(c, NULL);
-            l->proto->refuse(l, c, over_ip ? PL_REFUSE_PER_IP
-                                           : PL_REFUSE_FULL);
+            l->proto->refuse(l, c, over_ip ? PL_REFUSE_PER_IP : PL_REFUSE_FULL);
         }
         /* No TLS work for a refused peer. */
         pl_conn_close(c);
@@ -203,8 +204,8 @@ int pl_listen_sendto(struct pl_listen *l, const void *p, size_t n,
     if (w == (ssize_t)n)
         return PL_OK;
     l->send_drops++;
-    return (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
-                      errno == ENOBUFS))
+    return (w < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
                ? PL_EAGAIN
                : PL_EIO;
 }
@@ -230,8 +231,7 @@ static int open_udp(struct pl_listen *l)
                      lc->address);
         return PL_EINVAL;
     }
-    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+    int fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return PL_EIO;
     int one = 1;
@@ -263,8 +263,8 @@ int pl__listen_open(struct pl_listen *l)
     l->tcp = NULL;
     if (lc->transport == PL_TRANSPORT_UDP)
         return open_udp(l);
-    return pl_listener_open(pl_server_loop(), lc->address, lc->port,
-                            on_accept, l, &l->tcp);
+    return pl_listener_open(pl_server_loop(), lc->address, lc->port, on_accept,
+                            l, &l->tcp);
 }
 
 void pl__listen_close(struct pl_listen *l)
@@ -315,14 +315,10 @@ int pl__listen_start(struct pl_config *c)
         if (rc != PL_OK)
             return rc;
         nlistens++;
-        pl_log_info(lc->protocol, "listening on %s %s port %d%s%s",
-                    lc->address,
-                    lc->transport == PL_TRANSPORT_UDP ? "udp" : "tcp",
-                    lc->port,
+        pl_log_info(lc->protocol, "listening on %s %s port %d%s%s", lc->address,
+                    lc->transport == PL_TRANSPORT_UDP ? "udp" : "tcp", lc->port,
                     lc->transport == PL_TRANSPORT_UDP ? "" : " ",
-                    lc->transport == PL_TRANSPORT_UDP
-                        ? ""
-                        : tls_name(lc->tls));
+                    lc->transport == PL_TRANSPORT_UDP ? "" : tls_name(lc->tls));
     }
     return PL_OK;
 }
@@ -372,8 +368,7 @@ int pl__listen_check(struct pl_config *c, char *err, size_t errlen)
         struct pl_listener_conf *lc = &c->listeners[i];
         const char *file = lc->group ? config_setting_source_file(lc->group)
                                      : NULL;
-        int line = lc->group ? (int)config_setting_source_line(lc->group)
-                             : 0;
+        int line = lc->group ? (int)config_setting_source_line(lc->group) : 0;
         char at[300] = "";
         if (file)
             snprintf(at, sizeof(at), "%s:%d: ", file, line);
@@ -432,8 +427,8 @@ int pl__listen_accept_fd(const char *protocol, int tls_mode, int fd)
     if (!l) {
         const struct pl_module *owner;
         const struct pl_protocol *p = pl_module_protocol(protocol, &owner);
-        if (!p || ntest == (int)(sizeof(test_listens) /
-                                 sizeof(test_listens[0])))
+        if (!p ||
+            ntest == (int)(sizeof(test_listens) / sizeof(test_listens[0])))
             return PL_EINVAL;
         struct test_listen *t = &test_listens[ntest++];
         t->conf.protocol = (char *)p->name;

@@ -84,17 +84,17 @@ struct pl_protocol {
 
 /* One open listeners entry. */
 struct pl_listen {
-    const struct pl_protocol *proto;   /* who serves it */
-    const struct pl_module *owner;     /* the front end providing proto */
+    const struct pl_protocol *proto;     /* who serves it */
+    const struct pl_module *owner;       /* the front end providing proto */
     const struct pl_listener_conf *conf; /* the entry (owned by config) */
-    int transport;                     /* PL_TRANSPORT_TCP or _UDP */
-    struct pl_listener *tcp;           /* stream socket, or NULL */
-    struct pl_io udp;                  /* datagram socket (fd -1 if none) */
-    uint64_t accepted;                 /* connections handed over */
-    uint64_t refused;                  /* connections over a limit */
-    uint64_t datagrams;                /* datagrams handed over */
-    uint64_t send_drops;               /* datagrams the kernel refused */
-    void *data;                        /* the provider's, per listener */
+    int transport;                       /* PL_TRANSPORT_TCP or _UDP */
+    struct pl_listener *tcp;             /* stream socket, or NULL */
+    struct pl_io udp;                    /* datagram socket (fd -1 if none) */
+    uint64_t accepted;                   /* connections handed over */
+    uint64_t refused;                    /* connections over a limit */
+    uint64_t datagrams;                  /* datagrams handed over */
+    uint64_t send_drops;                 /* datagrams the kernel refused */
+    void *data;                          /* the provider's, per listener */
 };
 
 /* Installs the protocol's handlers on an accepted connection. */

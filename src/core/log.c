@@ -45,8 +45,8 @@ void pl_log(enum pl_log_level level, const char *subsystem, const char *fmt,
     int n = snprintf(line, sizeof(line),
                      "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-                     names[level], subsystem);
+                     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level],
+                     subsystem);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

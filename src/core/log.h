@@ -26,17 +26,17 @@ void pl_log(enum pl_log_level level, const char *subsystem, const char *fmt,
 #define pl_log_error(sub, ...) pl_log(PL_LOG_ERROR, sub, __VA_ARGS__)
 #define pl_log_warn(sub, ...) pl_log(PL_LOG_WARN, sub, __VA_ARGS__)
 #define pl_log_info(sub, ...) pl_log(PL_LOG_INFO, sub, __VA_ARGS__)
-#define pl_log_debug(sub, ...)                                                \
-    do {                                                                      \
-        if (pl_log_get_level() >= PL_LOG_DEBUG)                               \
-            pl_log(PL_LOG_DEBUG, sub, __VA_ARGS__);                           \
+#define pl_log_debug(sub, ...)                                                 \
+    do {                                                                       \
+        if (pl_log_get_level() >= PL_LOG_DEBUG)                                \
+            pl_log(PL_LOG_DEBUG, sub, __VA_ARGS__);                            \
     } while (0)
 
 /* Broken invariant: log and abort (Redis serverAssert). */
-#define pl_assert(cond)                                                       \
-    do {                                                                      \
-        if (!(cond))                                                          \
-            pl__assert_fail(#cond, __FILE__, __LINE__);                       \
+#define pl_assert(cond)                                                        \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            pl__assert_fail(#cond, __FILE__, __LINE__);                        \
     } while (0)
 void pl__assert_fail(const char *expr, const char *file, int line)
     __attribute__((noreturn));

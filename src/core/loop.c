@@ -35,19 +35,19 @@ struct sig {
 };
 
 struct pl_loop {
-    int epfd;                   /* epoll instance */
-    int stop;                   /* set by pl_loop_stop */
-    uint64_t now;               /* cached monotonic ms */
-    struct pl_timer **heap;     /* min-heap by when */
-    size_t nheap, capheap;      /* heap size and capacity */
-    struct calls deferred;      /* pl_loop_defer queue */
-    struct pl_io post_io;       /* eventfd for pl_loop_post */
-    pthread_mutex_t post_lock;  /* guards posted */
-    struct calls posted;        /* pl_loop_post queue */
-    struct pl_io sig_io;        /* signalfd */
-    sigset_t sigmask;           /* signals routed here */
-    struct sig sigs[8];         /* handlers */
-    int nsigs;                  /* handlers in use */
+    int epfd;                  /* epoll instance */
+    int stop;                  /* set by pl_loop_stop */
+    uint64_t now;              /* cached monotonic ms */
+    struct pl_timer **heap;    /* min-heap by when */
+    size_t nheap, capheap;     /* heap size and capacity */
+    struct calls deferred;     /* pl_loop_defer queue */
+    struct pl_io post_io;      /* eventfd for pl_loop_post */
+    pthread_mutex_t post_lock; /* guards posted */
+    struct calls posted;       /* pl_loop_post queue */
+    struct pl_io sig_io;       /* signalfd */
+    sigset_t sigmask;          /* signals routed here */
+    struct sig sigs[8];        /* handlers */
+    int nsigs;                 /* handlers in use */
 };
 
 static uint64_t mono_ms(void)

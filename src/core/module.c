@@ -67,8 +67,8 @@ void pl_module_protocol_names(char *buf, size_t len)
     for (int i = 0; all[i]; i++) {
         const struct pl_frontend *fe = all[i]->frontend;
         for (int k = 0; fe && fe->protocols && fe->protocols[k]; k++) {
-            int n = snprintf(buf + used, len - used, "%s%s",
-                             used ? ", " : "", fe->protocols[k]->name);
+            int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "",
+                             fe->protocols[k]->name);
             if (n < 0 || (size_t)n >= len - used)
                 return;
             used += (size_t)n;
@@ -130,16 +130,13 @@ void pl_module_print_options(FILE *f)
     for (int i = 0; all[i]; i++) {
         const struct pl_frontend *fe = all[i]->frontend;
         if (fe && fe->options && fe->options[0].name) {
-            fprintf(f, "# Front end %s: %s\n", all[i]->name,
-                    all[i]->summary);
-            pl_config_print_group(f, pl_module_group(all[i]), fe->options,
-                                  "");
+            fprintf(f, "# Front end %s: %s\n", all[i]->name, all[i]->summary);
+            pl_config_print_group(f, pl_module_group(all[i]), fe->options, "");
         }
         if (!all[i]->options || !all[i]->options[0].name)
             continue;
         fprintf(f, "# Module %s: %s (%s)\n", all[i]->name, all[i]->summary,
                 all[i]->xeps ? all[i]->xeps : "");
-        pl_config_print_group(f, pl_module_group(all[i]), all[i]->options,
-                              "");
+        pl_config_print_group(f, pl_module_group(all[i]), all[i]->options, "");
     }
 }

@@ -55,12 +55,11 @@ enum pl_module_index {
  */
 struct pl_frontend {
     const struct pl_protocol *const *protocols; /* served, NULL-ended */
-    const struct pl_option *options;   /* server-wide options, or NULL */
-    size_t settings_size;              /* struct the options fill */
+    const struct pl_option *options; /* server-wide options, or NULL */
+    size_t settings_size;            /* struct the options fill */
     /* Extra checks beyond the options' own, at every load (--check-config,
      * start, SIGHUP); may fill more of settings. */
-    int (*check)(struct pl_config *c, void *settings, char *err,
-                 size_t errlen);
+    int (*check)(struct pl_config *c, void *settings, char *err, size_t errlen);
     /* Frees what check added to settings (before the options' own). */
     void (*release)(void *settings);
     /* After the hosts are up, before the listeners open. */
@@ -76,15 +75,15 @@ struct pl_frontend {
 };
 
 struct pl_module {
-    int abi;                           /* PL_MODULE_ABI */
-    const char *name;                  /* "ping" */
-    const char *summary;               /* one line */
-    const char *xeps;                  /* "XEP-0199", informative */
-    const char *const *deps;           /* modules it needs, NULL-ended */
-    const char *const *features;       /* disco features, NULL-ended */
-    const struct pl_option *options;   /* NULL or {0}-ended */
-    const struct pl_hook_def *hooks;   /* NULL or {0}-ended */
-    size_t state_size;                 /* per-host state, zeroed */
+    int abi;                         /* PL_MODULE_ABI */
+    const char *name;                /* "ping" */
+    const char *summary;             /* one line */
+    const char *xeps;                /* "XEP-0199", informative */
+    const char *const *deps;         /* modules it needs, NULL-ended */
+    const char *const *features;     /* disco features, NULL-ended */
+    const struct pl_option *options; /* NULL or {0}-ended */
+    const struct pl_hook_def *hooks; /* NULL or {0}-ended */
+    size_t state_size;               /* per-host state, zeroed */
     /* After options are read; may add hooks dynamically. */
     int (*load)(struct pl_host *h, void *state);
     /* After every module of the host is loaded. */
@@ -94,8 +93,8 @@ struct pl_module {
     /* Provided service: a storage driver, or NULL. */
     const struct pl_storage_driver *storage;
     /* ABI 2. */
-    int default_on;                    /* on for hosts listing no modules */
-    const char *group;                 /* option group; NULL: name */
+    int default_on;                     /* on for hosts listing no modules */
+    const char *group;                  /* option group; NULL: name */
     const struct pl_frontend *frontend; /* a front end, or NULL */
 };
 

@@ -101,11 +101,9 @@ void pl_session_filter_add(struct pl_session *s, struct pl_session_filter *f)
     *pp = f;
 }
 
-void pl_session_filter_remove(struct pl_session *s,
-                              struct pl_session_filter *f)
+void pl_session_filter_remove(struct pl_session *s, struct pl_session_filter *f)
 {
-    for (struct pl_session_filter **pp = &s->filters; *pp;
-         pp = &(*pp)->next)
+    for (struct pl_session_filter **pp = &s->filters; *pp; pp = &(*pp)->next)
         if (*pp == f) {
             *pp = f->next;
             f->next = NULL;

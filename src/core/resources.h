@@ -69,20 +69,20 @@ struct pl_session_filter {
 };
 
 struct pl_session {
-    uint64_t id;                   /* unique for the process lifetime */
-    struct pl_jid *jid;            /* full JID once bound, else NULL */
-    struct pl_host *host;          /* the account's host */
-    const struct pl_session_ops *ops; /* transport */
-    int priority;                  /* from the last available presence */
-    unsigned available : 1;        /* sent available presence */
-    unsigned interested : 1;       /* requested the roster (RFC 6121) */
-    unsigned registered : 1;       /* in the table */
-    struct pl_stanza *presence;    /* last broadcast presence, or NULL */
-    struct pl_session *next_res;   /* next session of the same account */
-    void *impl;                    /* transport's own state */
-    struct pl_sm *sm;              /* XEP-0198 state (sm.h), or NULL */
+    uint64_t id;                       /* unique for the process lifetime */
+    struct pl_jid *jid;                /* full JID once bound, else NULL */
+    struct pl_host *host;              /* the account's host */
+    const struct pl_session_ops *ops;  /* transport */
+    int priority;                      /* from the last available presence */
+    unsigned available : 1;            /* sent available presence */
+    unsigned interested : 1;           /* requested the roster (RFC 6121) */
+    unsigned registered : 1;           /* in the table */
+    struct pl_stanza *presence;        /* last broadcast presence, or NULL */
+    struct pl_session *next_res;       /* next session of the same account */
+    void *impl;                        /* transport's own state */
+    struct pl_sm *sm;                  /* XEP-0198 state (sm.h), or NULL */
     struct pl_session_filter *filters; /* output filters, or NULL */
-    void *ctx[PL_MODULE_COUNT];    /* per-module state: pl_session_ctx */
+    void *ctx[PL_MODULE_COUNT];        /* per-module state: pl_session_ctx */
 };
 
 /* The per-session slot of module name (an lvalue): pl_session_ctx(s, csi)
@@ -103,8 +103,7 @@ int pl_session_is_secure(const struct pl_session *s);
 /* Whether s wants presence and roster pushes (ops or the flag). */
 static inline int pl_session_is_interested(const struct pl_session *s)
 {
-    return s->ops->is_interested ? s->ops->is_interested(s)
-                                 : s->interested;
+    return s->ops->is_interested ? s->ops->is_interested(s) : s->interested;
 }
 
 /* Gives s a fresh id (before it is used anywhere). */

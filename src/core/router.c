@@ -19,7 +19,12 @@
  * Event names for the three stanza kinds without formatting on the hot
  * path ("message/full", ...); other names never reach the router.
  */
-enum scope { SC_BARE, SC_FULL, SC_HOST, SC_OUTGOING };
+enum scope {
+    SC_BARE,
+    SC_FULL,
+    SC_HOST,
+    SC_OUTGOING
+};
 
 static const char *event_for(const char *name, enum scope sc)
 {
@@ -205,8 +210,7 @@ static int deliver_highest(const struct pl_jid *to, struct pl_stanza *st,
     if (best < 0)
         return 0;
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
-        if (s->available && s->priority >= 0 &&
-            (all || s->priority == best)) {
+        if (s->available && s->priority >= 0 && (all || s->priority == best)) {
             deliver(s, st, to);
             n++;
         }
@@ -217,8 +221,8 @@ static int deliver_highest(const struct pl_jid *to, struct pl_stanza *st,
 
 /* Account existence, asked of storage when nobody is online. */
 struct exists_req {
-    struct pl_stanza *st;  /* held reference */
-    struct pl_jid *from;   /* copies */
+    struct pl_stanza *st; /* held reference */
+    struct pl_jid *from;  /* copies */
     struct pl_jid *to;
     struct pl_host *host;
     int rc;
@@ -303,8 +307,8 @@ static void route_bare(struct pl_host *h, struct pl_stanza *st,
             return;
         pl_iq_event_name(st, "bare", ev, sizeof(ev));
         rc = fire(ev, h, st, from, to, origin);
-        if (rc == PL_PASS && (strcmp(type, "get") == 0 ||
-                              strcmp(type, "set") == 0)) {
+        if (rc == PL_PASS &&
+            (strcmp(type, "get") == 0 || strcmp(type, "set") == 0)) {
             if (!pl_session_first(to->bare) &&
                 !(origin && strcmp(origin->jid->bare, to->bare) == 0)) {
                 check_account(h, st, from, to); /* unknown user or not */
@@ -427,8 +431,8 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
          * outgoing": subscriptions, directed presence); a handler that
          * returns HANDLED or PENDING routes the stanza itself later, with
          * origin NULL. */
-        int rc = fire(event_for(pl_stanza_name(st), SC_OUTGOING),
-                      origin->host, st, from, to, origin);
+        int rc = fire(event_for(pl_stanza_name(st), SC_OUTGOING), origin->host,
+                      st, from, to, origin);
         if (rc != PL_PASS) {
             finish(st, rc, 0);
             return;
@@ -441,8 +445,13 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
         own = pl_jid_bare(from);
         to = own;
         if (strcmp(pl_stanza_name(st), "presence") == 0 && origin) {
-            struct pl_event ev = {"presence/broadcast", origin->host, origin,
-                                  st, from, NULL, NULL};
+            struct pl_event ev = {"presence/broadcast",
+                                  origin->host,
+                                  origin,
+                                  st,
+                                  from,
+                                  NULL,
+                                  NULL};
             pl_hook_fire(&ev);
             pl_jid_free(own);
             return;
@@ -450,8 +459,8 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
     }
     struct pl_host *h = pl_host_find(to->domain);
     const char *const *sv_events;
-    struct pl_host *sh = h ? NULL : pl_host_find_service(to->domain,
-                                                         &sv_events);
+    struct pl_host *sh = h ? NULL
+                           : pl_host_find_service(to->domain, &sv_events);
     if (sh) {
         route_service(sh, sv_events, st, from, to, origin);
     } else if (!h) {
@@ -475,8 +484,9 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
         pl_stanza_unref(addressed);
     } else if (!to->local) {
         if (to->resource && strcmp(pl_stanza_name(st), "iq") != 0) {
-            finish(st, fire(event_for(pl_stanza_name(st), SC_HOST), h, st,
-                            from, to, origin),
+            finish(st,
+                   fire(event_for(pl_stanza_name(st), SC_HOST), h, st, from, to,
+                        origin),
                    0);
         } else {
             route_host(h, st, from, to, origin);

@@ -74,23 +74,23 @@ enum state {
 };
 
 struct pl_scram_server {
-    enum pl_scram_hash hash;  /* digest of the mechanism */
-    int plus;                 /* this is the -PLUS mechanism */
-    int offers_plus;          /* -PLUS was advertised (downgrade check) */
-    enum state state;         /* where the exchange is */
-    char cbflag;              /* gs2-cbind-flag: 'n', 'y' or 'p' */
-    const char *cb_type;      /* one of cb_types[] or NULL */
-    char *username;           /* decoded and SASLprep'd */
-    char *authzid;            /* decoded, NULL when absent */
-    char *gs2;                /* gs2-header as received */
-    size_t gs2_len;           /* its length */
-    char *bare;               /* client-first-message-bare */
-    size_t bare_len;          /* its length */
-    char *cnonce;             /* client nonce */
-    char *test_snonce;        /* server nonce forced by a test, or NULL */
-    char *nonce;              /* client nonce + server nonce */
-    char *sfirst;             /* server-first-message */
-    size_t sfirst_len;        /* its length */
+    enum pl_scram_hash hash;   /* digest of the mechanism */
+    int plus;                  /* this is the -PLUS mechanism */
+    int offers_plus;           /* -PLUS was advertised (downgrade check) */
+    enum state state;          /* where the exchange is */
+    char cbflag;               /* gs2-cbind-flag: 'n', 'y' or 'p' */
+    const char *cb_type;       /* one of cb_types[] or NULL */
+    char *username;            /* decoded and SASLprep'd */
+    char *authzid;             /* decoded, NULL when absent */
+    char *gs2;                 /* gs2-header as received */
+    size_t gs2_len;            /* its length */
+    char *bare;                /* client-first-message-bare */
+    size_t bare_len;           /* its length */
+    char *cnonce;              /* client nonce */
+    char *test_snonce;         /* server nonce forced by a test, or NULL */
+    char *nonce;               /* client nonce + server nonce */
+    char *sfirst;              /* server-first-message */
+    size_t sfirst_len;         /* its length */
     struct pl_scram_keys keys; /* the user's (or fake) keys */
 };
 
@@ -125,8 +125,8 @@ static int hmac(enum pl_scram_hash h, const void *key, size_t klen,
 
     if (klen > INT_MAX)
         return PL_EINVAL;
-    if (!HMAC(md(h), klen ? key : empty, (int)klen,
-              dlen ? data : empty, dlen, out, &n))
+    if (!HMAC(md(h), klen ? key : empty, (int)klen, dlen ? data : empty, dlen,
+              out, &n))
         return PL_EIO;
     return PL_OK;
 }
@@ -242,9 +242,8 @@ struct range {
 
 /* RFC 3454 B.1, "commonly mapped to nothing". */
 static const struct range map_to_nothing[] = {
-    {0x00AD, 0x00AD}, {0x034F, 0x034F}, {0x1806, 0x1806},
-    {0x180B, 0x180D}, {0x200B, 0x200D}, {0x2060, 0x2060},
-    {0xFE00, 0xFE0F}, {0xFEFF, 0xFEFF},
+    {0x00AD, 0x00AD}, {0x034F, 0x034F}, {0x1806, 0x1806}, {0x180B, 0x180D},
+    {0x200B, 0x200D}, {0x2060, 0x2060}, {0xFE00, 0xFE0F}, {0xFEFF, 0xFEFF},
 };
 
 /* RFC 3454 C.1.2, non-ASCII space characters. */
@@ -259,17 +258,31 @@ static const struct range non_ascii_space[] = {
  */
 static const struct range prohibited[] = {
     /* C.1.2 */
-    {0x00A0, 0x00A0}, {0x1680, 0x1680}, {0x2000, 0x200B},
-    {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000},
+    {0x00A0, 0x00A0},
+    {0x1680, 0x1680},
+    {0x2000, 0x200B},
+    {0x202F, 0x202F},
+    {0x205F, 0x205F},
+    {0x3000, 0x3000},
     /* C.2.1 */
-    {0x0000, 0x001F}, {0x007F, 0x007F},
+    {0x0000, 0x001F},
+    {0x007F, 0x007F},
     /* C.2.2 */
-    {0x0080, 0x009F}, {0x06DD, 0x06DD}, {0x070F, 0x070F},
-    {0x180E, 0x180E}, {0x200C, 0x200D}, {0x2028, 0x2029},
-    {0x2060, 0x2063}, {0x206A, 0x206F}, {0xFEFF, 0xFEFF},
-    {0xFFF9, 0xFFFC}, {0x1D173, 0x1D17A},
+    {0x0080, 0x009F},
+    {0x06DD, 0x06DD},
+    {0x070F, 0x070F},
+    {0x180E, 0x180E},
+    {0x200C, 0x200D},
+    {0x2028, 0x2029},
+    {0x2060, 0x2063},
+    {0x206A, 0x206F},
+    {0xFEFF, 0xFEFF},
+    {0xFFF9, 0xFFFC},
+    {0x1D173, 0x1D17A},
     /* C.3 */
-    {0xE000, 0xF8FF}, {0xF0000, 0xFFFFD}, {0x100000, 0x10FFFD},
+    {0xE000, 0xF8FF},
+    {0xF0000, 0xFFFFD},
+    {0x100000, 0x10FFFD},
     /* C.4 */
     {0xFDD0, 0xFDEF},
     /* C.5 */
@@ -279,10 +292,13 @@ static const struct range prohibited[] = {
     /* C.7 */
     {0x2FF0, 0x2FFB},
     /* C.8 */
-    {0x0340, 0x0341}, {0x200E, 0x200F}, {0x202A, 0x202E},
+    {0x0340, 0x0341},
+    {0x200E, 0x200F},
+    {0x202A, 0x202E},
     {0x206A, 0x206F},
     /* C.9 */
-    {0xE0001, 0xE0001}, {0xE0020, 0xE007F},
+    {0xE0001, 0xE0001},
+    {0xE0020, 0xE007F},
 };
 
 static int in_table(const struct range *t, size_t n, uint32_t c)
@@ -514,8 +530,8 @@ void pl_scram_fake_keys(enum pl_scram_hash h, struct pl_str username,
     memcpy(msg, hashes[h].name, nlen);
     if (username.len)
         memcpy(msg + nlen, username.p, username.len);
-    rc = hmac(PL_SCRAM_SHA256, secret.p, secret.len, msg,
-              nlen + username.len, seed);
+    rc = hmac(PL_SCRAM_SHA256, secret.p, secret.len, msg, nlen + username.len,
+              seed);
     pl_free(msg);
     pl_assert(rc == PL_OK);
 
@@ -583,8 +599,7 @@ static int is_alpha(char c)
  */
 static int extension_ok(struct pl_str f)
 {
-    return f.len >= 3 && is_alpha(f.p[0]) && f.p[1] == '=' &&
-           f.p[0] != 'm';
+    return f.len >= 3 && is_alpha(f.p[0]) && f.p[1] == '=' && f.p[0] != 'm';
 }
 
 /* UTF-8 without NUL: value-char of RFC 5802 §7 (plus ',' and '='). */
@@ -809,8 +824,7 @@ fail:
 }
 
 int pl_scram_server_first(struct pl_scram_server *s,
-                          const struct pl_scram_keys *keys,
-                          struct pl_buf *out)
+                          const struct pl_scram_keys *keys, struct pl_buf *out)
 {
     struct pl_buf m = {0}, sn = {0};
 
@@ -866,9 +880,9 @@ static int check_binding(const struct pl_scram_server *s, struct pl_str c,
         else
             pl_buf_append(&want, cb_data, cb_len);
     }
-    if (rc == PL_OK && (got.len != want.len ||
-                        CRYPTO_memcmp(pl_buf_cstr(&got), pl_buf_cstr(&want),
-                                      got.len) != 0))
+    if (rc == PL_OK &&
+        (got.len != want.len ||
+         CRYPTO_memcmp(pl_buf_cstr(&got), pl_buf_cstr(&want), got.len) != 0))
         rc = PL_ENOT_AUTHORIZED;
     pl_buf_reset(&got);
     pl_buf_reset(&want);
@@ -933,8 +947,7 @@ int pl_scram_server_client_final(struct pl_scram_server *s, struct pl_str msg,
 
     /* ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage), and
      * H(ClientKey) must be StoredKey. */
-    rc = hmac(s->hash, s->keys.stored_key, hl, am.data + am.off, am.len,
-              sig);
+    rc = hmac(s->hash, s->keys.stored_key, hl, am.data + am.off, am.len, sig);
     if (rc != PL_OK)
         goto done;
     for (size_t i = 0; i < hl; i++)
@@ -948,8 +961,7 @@ int pl_scram_server_client_final(struct pl_scram_server *s, struct pl_str msg,
     }
 
     /* server-final-message = "v=" base64(HMAC(ServerKey, AuthMessage)) */
-    rc = hmac(s->hash, s->keys.server_key, hl, am.data + am.off, am.len,
-              sig);
+    rc = hmac(s->hash, s->keys.server_key, hl, am.data + am.off, am.len, sig);
     if (rc != PL_OK)
         goto done;
     pl_buf_append(out, "v=", 2);

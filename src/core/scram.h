@@ -35,12 +35,13 @@ size_t pl_scram_hash_len(enum pl_scram_hash h);
 const char *pl_scram_hash_name(enum pl_scram_hash h);
 
 struct pl_scram_keys {
-    enum pl_scram_hash hash;                   /* which digest */
-    unsigned iterations;                       /* PBKDF2 rounds */
-    size_t salt_len;                           /* bytes of salt */
-    unsigned char salt[PL_SCRAM_MAX_SALT];     /* random per account */
+    enum pl_scram_hash hash;                    /* which digest */
+    unsigned iterations;                        /* PBKDF2 rounds */
+    size_t salt_len;                            /* bytes of salt */
+    unsigned char salt[PL_SCRAM_MAX_SALT];      /* random per account */
     unsigned char stored_key[PL_SCRAM_MAX_KEY]; /* H(ClientKey) */
-    unsigned char server_key[PL_SCRAM_MAX_KEY]; /* HMAC(SaltedPassword, "Server Key") */
+    unsigned char
+        server_key[PL_SCRAM_MAX_KEY]; /* HMAC(SaltedPassword, "Server Key") */
 };
 
 /*
@@ -98,8 +99,7 @@ const char *pl_scram_server_authzid(const struct pl_scram_server *s);
 
 /* Builds server-first-message into out (keys copied). */
 int pl_scram_server_first(struct pl_scram_server *s,
-                          const struct pl_scram_keys *keys,
-                          struct pl_buf *out);
+                          const struct pl_scram_keys *keys, struct pl_buf *out);
 
 /*
  * Verifies client-final-message.  cb_data is the channel binding data of

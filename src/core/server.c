@@ -10,17 +10,26 @@ static struct pl_config *config;
 static struct pl_workq *cpu;
 static unsigned char secret[32];
 
-struct pl_loop *pl_server_loop(void) { return loop; }
-struct pl_config *pl_server_config(void) { return config; }
-struct pl_workq *pl_server_cpu(void) { return cpu; }
+struct pl_loop *pl_server_loop(void)
+{
+    return loop;
+}
+struct pl_config *pl_server_config(void)
+{
+    return config;
+}
+struct pl_workq *pl_server_cpu(void)
+{
+    return cpu;
+}
 
 struct pl_str pl_server_secret(void)
 {
     return (struct pl_str){(const char *)secret, sizeof(secret)};
 }
 
-void pl__server_set(struct pl_loop *l, struct pl_config *c,
-                    struct pl_workq *q, const unsigned char *s)
+void pl__server_set(struct pl_loop *l, struct pl_config *c, struct pl_workq *q,
+                    const unsigned char *s)
 {
     loop = l;
     config = c;

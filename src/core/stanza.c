@@ -40,9 +40,9 @@
 #include "alloc.h"
 #include "log.h"
 
-#define MIN_CHUNK 512       /* smallest first chunk */
-#define MAX_GROW 65536      /* later chunks double up to this (or the need) */
-#define ALIGN 8             /* alignment of nodes and attributes */
+#define MIN_CHUNK 512  /* smallest first chunk */
+#define MAX_GROW 65536 /* later chunks double up to this (or the need) */
+#define ALIGN 8        /* alignment of nodes and attributes */
 #define NS_XMLNS "http://www.w3.org/2000/xmlns/"
 #define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
 #define MAX_DECL 16         /* attribute namespaces remembered per element */
@@ -81,9 +81,12 @@ static const struct {
     const char *s;
     size_t len;
 } known_ns[] = {
-#define NS(lit) {lit, sizeof(lit) - 1}
-    NS(PL_NS_CLIENT),  NS(PL_NS_SERVER),        NS(PL_NS_STREAMS),
-    NS(PL_NS_XML),     NS(PL_NS_STANZAS),       NS(PL_NS_STREAM_ERRORS),
+#define NS(lit)                                                                \
+    {                                                                          \
+        lit, sizeof(lit) - 1                                                   \
+    }
+    NS(PL_NS_CLIENT), NS(PL_NS_SERVER),  NS(PL_NS_STREAMS),
+    NS(PL_NS_XML),    NS(PL_NS_STANZAS), NS(PL_NS_STREAM_ERRORS),
     NS(NS_XMLNS),
 #undef NS
 };
@@ -374,8 +377,7 @@ void pl_node_set_attr(struct pl_stanza *st, struct pl_node *el,
     }
     if (!value)
         return; /* removing an absent attribute changes nothing */
-    *pp = pl__attr_new(st, name, strlen(name), NULL, 0, value,
-                       strlen(value));
+    *pp = pl__attr_new(st, name, strlen(name), NULL, 0, value, strlen(value));
     touch(st);
 }
 

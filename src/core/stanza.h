@@ -69,9 +69,9 @@ enum pl_node_type {
 };
 
 struct pl_node {
-    enum pl_node_type type;   /* element or text */
-    struct pl_node *parent;   /* NULL for the root */
-    struct pl_node *next;     /* next sibling, NULL at the end */
+    enum pl_node_type type; /* element or text */
+    struct pl_node *parent; /* NULL for the root */
+    struct pl_node *next;   /* next sibling, NULL at the end */
     /* Elements only: */
     const char *name;         /* local name */
     const char *ns;           /* namespace URI, "" when none */
@@ -79,8 +79,8 @@ struct pl_node {
     struct pl_node *children; /* first child (element or text) */
     struct pl_node *last;     /* last child, for O(1) append */
     /* Text only: */
-    const char *text;         /* character data, NUL-terminated */
-    size_t text_len;          /* length in bytes, without the NUL */
+    const char *text; /* character data, NUL-terminated */
+    size_t text_len;  /* length in bytes, without the NUL */
 };
 
 struct pl_stanza; /* opaque: refcount, arena, root, serialization cache */

@@ -9,22 +9,22 @@
 #include <stdatomic.h>
 #include <stdio.h>
 
-#define PL_STATS_FIELDS(X)                                                    \
-    X(connections_accepted)                                                   \
-    X(connections_refused)                                                    \
-    X(connections_open)                                                       \
-    X(sessions_bound)                                                         \
-    X(stanzas_in)                                                             \
-    X(stanzas_out)                                                            \
-    X(bytes_in)                                                               \
-    X(bytes_out)                                                              \
-    X(auth_success)                                                           \
-    X(auth_failures)                                                          \
-    X(stream_errors)                                                          \
-    X(stanza_errors)                                                          \
-    X(registrations)                                                          \
-    X(sm_enabled)                                                             \
-    X(sm_hibernated)                                                          \
+#define PL_STATS_FIELDS(X)                                                     \
+    X(connections_accepted)                                                    \
+    X(connections_refused)                                                     \
+    X(connections_open)                                                        \
+    X(sessions_bound)                                                          \
+    X(stanzas_in)                                                              \
+    X(stanzas_out)                                                             \
+    X(bytes_in)                                                                \
+    X(bytes_out)                                                               \
+    X(auth_success)                                                            \
+    X(auth_failures)                                                           \
+    X(stream_errors)                                                           \
+    X(stanza_errors)                                                           \
+    X(registrations)                                                           \
+    X(sm_enabled)                                                              \
+    X(sm_hibernated)                                                           \
     X(sm_resumed)
 
 struct pl_stats {
@@ -35,10 +35,10 @@ struct pl_stats {
 
 extern struct pl_stats pl_stats;
 
-#define pl_stat_add(name, n)                                                  \
+#define pl_stat_add(name, n)                                                   \
     atomic_fetch_add_explicit(&pl_stats.name, (n), memory_order_relaxed)
 #define pl_stat_inc(name) pl_stat_add(name, 1)
-#define pl_stat_dec(name)                                                     \
+#define pl_stat_dec(name)                                                      \
     atomic_fetch_sub_explicit(&pl_stats.name, 1, memory_order_relaxed)
 
 /* Writes "name value" lines. */

@@ -16,18 +16,18 @@
 #include "work.h"
 
 struct job {
-    struct pl_work w;         /* queue link; first member */
-    pl_storage_run_fn *run;   /* storage-thread part */
-    pl_storage_done_fn *done; /* loop part */
-    void *arg;                /* caller's request */
+    struct pl_work w;           /* queue link; first member */
+    pl_storage_run_fn *run;     /* storage-thread part */
+    pl_storage_done_fn *done;   /* loop part */
+    void *arg;                  /* caller's request */
     struct pl_barrier *barrier; /* joined barrier, or NULL */
-    int rc;                   /* run's result */
+    int rc;                     /* run's result */
 };
 
 struct pl_barrier {
-    long refs;          /* creator + joined jobs not yet completed */
-    pl_barrier_fn *fn;  /* runs when refs drops to 0; NULL if cancelled */
-    void *arg;          /* fn's argument */
+    long refs;         /* creator + joined jobs not yet completed */
+    pl_barrier_fn *fn; /* runs when refs drops to 0; NULL if cancelled */
+    void *arg;         /* fn's argument */
 };
 
 static struct pl_barrier *current; /* loop thread only */

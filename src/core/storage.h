@@ -43,14 +43,14 @@ enum pl_archive_dir {
 
 /* One archived stanza, as appended and as returned by queries. */
 struct pl_archive_item {
-    long long key;       /* archive order, assigned by the driver */
-    const char *sid;     /* XEP-0359 stanza-id, unique, never reused */
-    long long ts;        /* microseconds since the epoch, when archived */
-    const char *with;    /* peer's bare JID (room: occupant nick) */
+    long long key;        /* archive order, assigned by the driver */
+    const char *sid;      /* XEP-0359 stanza-id, unique, never reused */
+    long long ts;         /* microseconds since the epoch, when archived */
+    const char *with;     /* peer's bare JID (room: occupant nick) */
     const char *with_res; /* peer's resource, or NULL */
-    int dir;             /* enum pl_archive_dir */
-    const char *xml;     /* standalone stanza XML (pl_node_serialize) */
-    size_t xml_len;      /* its length */
+    int dir;              /* enum pl_archive_dir */
+    const char *xml;      /* standalone stanza XML (pl_node_serialize) */
+    size_t xml_len;       /* its length */
 };
 
 /*
@@ -59,17 +59,17 @@ struct pl_archive_item {
  * archive_key; 0 means no bound.
  */
 struct pl_archive_query {
-    const char *with;       /* peer's bare JID or NULL for any */
-    const char *with_res;   /* with it: only this resource, or NULL */
-    long long start, end;   /* inclusive µs bounds; 0 means none */
-    long long lo, hi;       /* filter: keys strictly between (after-id,
+    const char *with;        /* peer's bare JID or NULL for any */
+    const char *with_res;    /* with it: only this resource, or NULL */
+    long long start, end;    /* inclusive µs bounds; 0 means none */
+    long long lo, hi;        /* filter: keys strictly between (after-id,
                              * before-id) */
     long long after, before; /* page: keys strictly between (RSM) */
-    const char *const *ids; /* only these stanza-ids, or NULL */
-    int nids;               /* their number */
-    long max;               /* rows wanted (the module asks max + 1) */
-    int backward;           /* the last max rows, not the first */
-    long count_cap;         /* count filtered results up to this many */
+    const char *const *ids;  /* only these stanza-ids, or NULL */
+    int nids;                /* their number */
+    long max;                /* rows wanted (the module asks max + 1) */
+    int backward;            /* the last max rows, not the first */
+    long count_cap;          /* count filtered results up to this many */
 };
 
 struct pl_storage_driver {
@@ -132,8 +132,8 @@ struct pl_storage_driver {
                           int kind, const struct pl_archive_item *it,
                           long limit, long long *key);
     /* The key of stanza-id sid in the archive; PL_ENOT_FOUND if absent. */
-    int (*archive_key)(void *db, const char *host, const char *owner,
-                       int kind, const char *sid, long long *key);
+    int (*archive_key)(void *db, const char *host, const char *owner, int kind,
+                       const char *sid, long long *key);
     /* Items matching q in archive order (ascending, or descending when
      * q->backward), at most q->max; fn returns non-zero to stop.
      * *count receives the size of the whole filtered result set (ignoring
@@ -141,15 +141,12 @@ struct pl_storage_driver {
      * else -1. */
     int (*archive_query)(void *db, const char *host, const char *owner,
                          int kind, const struct pl_archive_query *q,
-                         int (*fn)(const struct pl_archive_item *it,
-                                   void *ud),
+                         int (*fn)(const struct pl_archive_item *it, void *ud),
                          void *ud, long *count);
     /* The oldest item, then the newest (fn called twice, or never for an
      * empty archive): XEP-0313 metadata. */
-    int (*archive_ends)(void *db, const char *host, const char *owner,
-                        int kind,
-                        int (*fn)(const struct pl_archive_item *it,
-                                  void *ud),
+    int (*archive_ends)(void *db, const char *host, const char *owner, int kind,
+                        int (*fn)(const struct pl_archive_item *it, void *ud),
                         void *ud);
     /* Removes up to max items archived before ts (µs) from the archives
      * of kind on host; *removed receives how many (expiry). */

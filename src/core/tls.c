@@ -111,8 +111,8 @@ int pl_tls_ensure_selfsigned(const char *domain, const char *cert_path,
     f = fopen(cert_path, "w");
     if (!f || !PEM_write_X509(f, cert))
         goto out;
-    pl_log_info("tls", "created a self-signed certificate for %s at %s",
-                domain, cert_path);
+    pl_log_info("tls", "created a self-signed certificate for %s at %s", domain,
+                cert_path);
     rc = PL_OK;
 out:
     if (f)
@@ -177,8 +177,8 @@ int pl_tls_host_load(const char *domain, const char *cert, const char *key,
         SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {
         log_ssl("while loading the certificate");
-        pl_log_error("tls", "cannot load certificate %s / key %s for %s",
-                     cert, key, domain);
+        pl_log_error("tls", "cannot load certificate %s / key %s for %s", cert,
+                     key, domain);
         goto fail;
     }
     struct pl_tls_host *h = pl_calloc(1, sizeof(*h));
@@ -287,8 +287,10 @@ int pl_tls_store_load(const char *file, const char *dir, X509_STORE **out)
         ok = 0;
     if (!ok) {
         log_ssl("while loading trusted certificates");
-        pl_log_error("tls", "cannot load trusted certificates from '%s' / "
-                     "'%s'", file ? file : "", dir ? dir : "");
+        pl_log_error("tls",
+                     "cannot load trusted certificates from '%s' / "
+                     "'%s'",
+                     file ? file : "", dir ? dir : "");
         X509_STORE_free(st);
         return PL_ETLS;
     }
@@ -322,8 +324,8 @@ static int has_xmppaddr(GENERAL_NAMES *names, const char *domain)
 /* The DNS names of cert, for the log line when none matches. */
 static void list_names(X509 *cert, char *out, size_t len)
 {
-    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name,
-                                            NULL, NULL);
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL,
+                                            NULL);
     size_t used = 0;
     out[0] = '\0';
     for (int i = 0; names && i < sk_GENERAL_NAME_num(names); i++) {
@@ -340,8 +342,7 @@ static void list_names(X509 *cert, char *out, size_t len)
     GENERAL_NAMES_free(names);
     if (!used) {
         X509_NAME *subj = X509_get_subject_name(cert);
-        if (X509_NAME_get_text_by_NID(subj, NID_commonName, out, (int)len) <
-            0)
+        if (X509_NAME_get_text_by_NID(subj, NID_commonName, out, (int)len) < 0)
             snprintf(out, len, "none");
     }
 }
@@ -385,8 +386,8 @@ int pl_tls_verify_peer(SSL *ssl, X509_STORE *store, const char *domain,
     }
     char names[200];
     list_names(cert, names, sizeof(names));
-    snprintf(why, len, "certificate is not valid for %s (it names: %s)",
-             domain, names);
+    snprintf(why, len, "certificate is not valid for %s (it names: %s)", domain,
+             names);
 out:
     X509_STORE_CTX_free(x);
     return rc;

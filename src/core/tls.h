@@ -16,8 +16,8 @@
 #include <stddef.h>
 
 struct pl_tls_host {
-    char *domain;      /* the host's domain */
-    SSL_CTX *ctx;      /* server context with its certificate */
+    char *domain;               /* the host's domain */
+    SSL_CTX *ctx;               /* server context with its certificate */
     unsigned char endpoint[64]; /* tls-server-end-point hash (RFC 5929) */
     size_t endpoint_len;        /* its length, 0 if unavailable */
 };

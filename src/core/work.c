@@ -12,17 +12,17 @@
 #include "loop.h"
 
 struct pl_workq {
-    const char *name;       /* for logs */
-    pthread_mutex_t lock;   /* guards head, tail, stopping */
-    pthread_cond_t cond;    /* signalled on submit and stop */
-    struct pl_work *head;   /* FIFO of waiting jobs */
+    const char *name;     /* for logs */
+    pthread_mutex_t lock; /* guards head, tail, stopping */
+    pthread_cond_t cond;  /* signalled on submit and stop */
+    struct pl_work *head; /* FIFO of waiting jobs */
     struct pl_work *tail;
-    int stopping;           /* set by pl_workq_free */
-    int nthreads;           /* worker count */
-    pthread_t *threads;     /* workers */
-    pl_batch_fn *batch;     /* transaction hooks or NULL */
-    void *ctx;              /* for batch */
-    atomic_size_t pending;  /* submitted, not completed */
+    int stopping;          /* set by pl_workq_free */
+    int nthreads;          /* worker count */
+    pthread_t *threads;    /* workers */
+    pl_batch_fn *batch;    /* transaction hooks or NULL */
+    void *ctx;             /* for batch */
+    atomic_size_t pending; /* submitted, not completed */
 };
 
 static void complete(void *data)

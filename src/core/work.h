@@ -19,17 +19,17 @@ struct pl_loop;
 struct pl_work;
 struct pl_workq;
 
-typedef void pl_work_fn(struct pl_work *w);  /* on a worker thread */
-typedef void pl_done_fn(struct pl_work *w);  /* on the submitting loop */
+typedef void pl_work_fn(struct pl_work *w); /* on a worker thread */
+typedef void pl_done_fn(struct pl_work *w); /* on the submitting loop */
 /* Around each batch, on the worker thread (for transactions). */
 typedef void pl_batch_fn(void *ctx, int begin);
 
 struct pl_work {
-    pl_work_fn *work;      /* the blocking part */
-    pl_done_fn *done;      /* the completion, may be NULL */
-    struct pl_loop *loop;  /* where done runs */
-    struct pl_work *next;  /* queue link */
-    int result;            /* free for the job's own use */
+    pl_work_fn *work;     /* the blocking part */
+    pl_done_fn *done;     /* the completion, may be NULL */
+    struct pl_loop *loop; /* where done runs */
+    struct pl_work *next; /* queue link */
+    int result;           /* free for the job's own use */
 };
 
 /* nthreads >= 1; batch may be NULL. */

@@ -42,10 +42,10 @@
 #include "error.h"
 #include "log.h"
 
-#define SLICE 16384      /* bytes handed to expat per call */
-#define MAX_TOKEN 65536  /* largest start tag (or any token) accepted */
-#define MIN_HINT 512     /* smallest first arena chunk for a stanza */
-#define MAX_HINT 262144  /* largest first arena chunk for a stanza */
+#define SLICE 16384     /* bytes handed to expat per call */
+#define MAX_TOKEN 65536 /* largest start tag (or any token) accepted */
+#define MIN_HINT 512    /* smallest first arena chunk for a stanza */
+#define MAX_HINT 262144 /* largest first arena chunk for a stanza */
 #define NS_XMLNS "http://www.w3.org/2000/xmlns/"
 #define NO_CALM (~0ULL) /* struct pl_xml_parser.calm: not between children */
 
@@ -62,38 +62,38 @@ XML_SetReparseDeferralEnabled(XML_Parser parser, XML_Bool enabled)
     __attribute__((weak));
 
 struct pl_xml_parser {
-    XML_Parser xp;                /* expat, namespace aware */
-    struct pl_xml_limits limits;  /* as last configured */
-    struct pl_xml_callbacks cb;   /* copied at creation */
-    void *ud;                     /* passed to every callback */
-    unsigned sdepth;              /* depth of stanzas: 2, 1 for fragments */
-    unsigned depth;               /* open elements; 1 = stream element */
-    struct pl_stanza *hdr;        /* header being collected, see on_ns() */
-    struct pl_attr *decls;        /* the header's namespace declarations */
-    struct pl_attr **decls_tail;  /* where the next declaration goes */
-    struct pl_stanza *st;         /* stanza being built, NULL between */
-    struct pl_node *cur;          /* innermost open element of st */
-    long long st_start;           /* byte index of st's start tag */
-    size_t st_limit;              /* max_stanza_size when st began */
-    unsigned st_max_depth;        /* max_depth when st began */
-    unsigned long long fed;       /* bytes given to expat since reset */
-    unsigned long long calm;      /* fed where the last event left the
+    XML_Parser xp;               /* expat, namespace aware */
+    struct pl_xml_limits limits; /* as last configured */
+    struct pl_xml_callbacks cb;  /* copied at creation */
+    void *ud;                    /* passed to every callback */
+    unsigned sdepth;             /* depth of stanzas: 2, 1 for fragments */
+    unsigned depth;              /* open elements; 1 = stream element */
+    struct pl_stanza *hdr;       /* header being collected, see on_ns() */
+    struct pl_attr *decls;       /* the header's namespace declarations */
+    struct pl_attr **decls_tail; /* where the next declaration goes */
+    struct pl_stanza *st;        /* stanza being built, NULL between */
+    struct pl_node *cur;         /* innermost open element of st */
+    long long st_start;          /* byte index of st's start tag */
+    size_t st_limit;             /* max_stanza_size when st began */
+    unsigned st_max_depth;       /* max_depth when st began */
+    unsigned long long fed;      /* bytes given to expat since reset */
+    unsigned long long calm;     /* fed where the last event left the
                                    * parser between the stream's children
                                    * (see pl_xml_parser_nap), else NO_CALM */
-    bool busy;                    /* inside feed: callbacks may run */
-    bool in_parse;                /* inside XML_Parse, under busy */
-    bool stopped;                 /* pl_xml_parser_stop() was called */
-    bool failed;                  /* the error callback fired */
-    bool reset_pending;           /* reset requested from a callback */
-    bool resuming;                /* replaying the header after a nap */
-    bool in_cdata;                /* inside a CDATA section */
-    char *hdr_raw;                /* the stream header's start tag, as
+    bool busy;                   /* inside feed: callbacks may run */
+    bool in_parse;               /* inside XML_Parse, under busy */
+    bool stopped;                /* pl_xml_parser_stop() was called */
+    bool failed;                 /* the error callback fired */
+    bool reset_pending;          /* reset requested from a callback */
+    bool resuming;               /* replaying the header after a nap */
+    bool in_cdata;               /* inside a CDATA section */
+    char *hdr_raw;               /* the stream header's start tag, as
                                    * received, to resume after a nap */
     size_t hdr_raw_len;
-    bool use_region;              /* expat's memory in our own pages */
-    unsigned doc_bytes;           /* bytes of this document seen, up to 2 */
-    struct chunk *mem;            /* those pages, newest first */
-    char errtext[192];            /* expat's diagnostic */
+    bool use_region;    /* expat's memory in our own pages */
+    unsigned doc_bytes; /* bytes of this document seen, up to 2 */
+    struct chunk *mem;  /* those pages, newest first */
+    char errtext[192];  /* expat's diagnostic */
 };
 
 /*
@@ -117,8 +117,8 @@ struct chunk {
 };
 
 struct block {
-    size_t size;   /* bytes asked for */
-    size_t kind;   /* BLOCK_LIBC or BLOCK_REGION */
+    size_t size; /* bytes asked for */
+    size_t kind; /* BLOCK_LIBC or BLOCK_REGION */
 };
 
 #define BLOCK_LIBC 0x4c494243u
@@ -605,10 +605,11 @@ static void on_ns(void *ud, const XML_Char *prefix, const XML_Char *uri)
     if (!p->hdr)
         p->hdr = pl__stanza_new_sized(0);
     const char *v = uri ? uri : "";
-    struct pl_attr *a =
-        prefix ? pl__attr_new(p->hdr, prefix, strlen(prefix), NS_XMLNS,
-                              sizeof(NS_XMLNS) - 1, v, strlen(v))
-               : pl__attr_new(p->hdr, "xmlns", 5, NULL, 0, v, strlen(v));
+    struct pl_attr *a = prefix ? pl__attr_new(p->hdr, prefix, strlen(prefix),
+                                              NS_XMLNS, sizeof(NS_XMLNS) - 1, v,
+                                              strlen(v))
+                               : pl__attr_new(p->hdr, "xmlns", 5, NULL, 0, v,
+                                              strlen(v));
     *p->decls_tail = a;
     p->decls_tail = &a->next;
 }
@@ -641,8 +642,7 @@ static void on_entity_decl(void *ud, const XML_Char *name, int is_param,
 
 static void on_unparsed_entity(void *ud, const XML_Char *name,
                                const XML_Char *base, const XML_Char *sysid,
-                               const XML_Char *pubid,
-                               const XML_Char *notation)
+                               const XML_Char *pubid, const XML_Char *notation)
 {
     restricted(ud, "entity declaration not allowed");
 }
@@ -653,8 +653,7 @@ static void on_notation(void *ud, const XML_Char *name, const XML_Char *base,
     restricted(ud, "notation declaration not allowed");
 }
 
-static void on_element_decl(void *ud, const XML_Char *name,
-                            XML_Content *model)
+static void on_element_decl(void *ud, const XML_Char *name, XML_Content *model)
 {
     struct pl_xml_parser *p = ud;
     XML_FreeContentModel(p->xp, model); /* the handler owns it */
@@ -662,8 +661,7 @@ static void on_element_decl(void *ud, const XML_Char *name,
 }
 
 static void on_attlist(void *ud, const XML_Char *el, const XML_Char *att,
-                       const XML_Char *type, const XML_Char *dflt,
-                       int required)
+                       const XML_Char *type, const XML_Char *dflt, int required)
 {
     restricted(ud, "attribute list declaration not allowed");
 }
@@ -723,8 +721,8 @@ static void do_reset(struct pl_xml_parser *p)
 }
 
 static struct pl_xml_parser *create(const struct pl_xml_limits *limits,
-                                    const struct pl_xml_callbacks *cb,
-                                    void *ud, unsigned sdepth)
+                                    const struct pl_xml_callbacks *cb, void *ud,
+                                    unsigned sdepth)
 {
     struct pl_xml_parser *p = pl_calloc(1, sizeof(*p));
     if (limits)
@@ -776,8 +774,7 @@ void pl_xml_parser_set_limits(struct pl_xml_parser *p,
 #define STOPPED 1 /* parse(): quietly done with this input */
 
 /* Hands n bytes to expat and settles what the handlers asked for. */
-static int parse(struct pl_xml_parser *p, const char *data, size_t n,
-                 int final)
+static int parse(struct pl_xml_parser *p, const char *data, size_t n, int final)
 {
     p->in_parse = true;
     struct pl_xml_parser *saved = mem_enter(p);

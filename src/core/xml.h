@@ -56,11 +56,11 @@
 #include "stanza.h"
 
 enum pl_xml_error {
-    PL_XML_NOT_WELL_FORMED = 1,   /* <not-well-formed/> */
-    PL_XML_RESTRICTED_XML,        /* <restricted-xml/> */
-    PL_XML_POLICY_VIOLATION,      /* <policy-violation/>: size or depth */
-    PL_XML_UNSUPPORTED_ENCODING,  /* <unsupported-encoding/> */
-    PL_XML_BAD_FORMAT,            /* <bad-format/> */
+    PL_XML_NOT_WELL_FORMED = 1,  /* <not-well-formed/> */
+    PL_XML_RESTRICTED_XML,       /* <restricted-xml/> */
+    PL_XML_POLICY_VIOLATION,     /* <policy-violation/>: size or depth */
+    PL_XML_UNSUPPORTED_ENCODING, /* <unsupported-encoding/> */
+    PL_XML_BAD_FORMAT,           /* <bad-format/> */
 };
 
 /* The RFC 6120 §4.9.3 condition element name for err. */

@@ -40,31 +40,31 @@
 #define KEY "list"
 
 struct deferred {
-    struct pl_stanza *st;  /* held */
+    struct pl_stanza *st; /* held */
     struct pl_jid *from, *to;
-    uint64_t origin;       /* outgoing: the sending session's id */
-    int outgoing;          /* checked against the sender's list */
+    uint64_t origin;            /* outgoing: the sending session's id */
+    int outgoing;               /* checked against the sender's list */
     struct pl_barrier *barrier; /* the sender's durability (storage.h) */
     struct deferred *next;
 };
 
 struct entry {
-    char *bare;                 /* the account */
-    struct pl_map set;          /* blocked JIDs -> (void *)1 */
-    unsigned loaded : 1;        /* read from storage */
-    int online;                 /* bound sessions */
-    uint64_t *interested;       /* sessions that asked for the list */
+    char *bare;           /* the account */
+    struct pl_map set;    /* blocked JIDs -> (void *)1 */
+    unsigned loaded : 1;  /* read from storage */
+    int online;           /* bound sessions */
+    uint64_t *interested; /* sessions that asked for the list */
     int ninterested;
     struct deferred *waiting, *waiting_tail; /* until loaded */
-    struct entry *prev, *next;  /* LRU while offline and loaded */
+    struct entry *prev, *next;               /* LRU while offline and loaded */
 };
 
 struct state {
-    long max_items;            /* items per list */
-    long cache_size;           /* lists of offline accounts kept */
-    struct pl_map entries;     /* bare -> struct entry */
-    struct entry *lru_head;    /* most recent */
-    struct entry *lru_tail;    /* evicted first */
+    long max_items;         /* items per list */
+    long cache_size;        /* lists of offline accounts kept */
+    struct pl_map entries;  /* bare -> struct entry */
+    struct entry *lru_head; /* most recent */
+    struct entry *lru_tail; /* evicted first */
     long lru_n;
     struct pl_host *host;
 };
@@ -142,16 +142,22 @@ static void set_fill(struct pl_map *set, const char *doc, size_t len)
 
 /* ---- storage ---- */
 
-enum kind { J_LOAD, J_GET, J_BLOCK, J_UNBLOCK, J_UNBLOCK_ALL };
+enum kind {
+    J_LOAD,
+    J_GET,
+    J_BLOCK,
+    J_UNBLOCK,
+    J_UNBLOCK_ALL
+};
 
 struct job {
-    struct pl_job base;      /* the request (held), the account */
+    struct pl_job base; /* the request (held), the account */
     enum kind kind;
     struct state *S;
-    char **jids;             /* the request's items (normalized) */
+    char **jids; /* the request's items (normalized) */
     int njids;
-    struct pl_buf doc;       /* the list after the job */
-    char **changed;          /* items actually added or removed */
+    struct pl_buf doc; /* the list after the job */
+    char **changed;    /* items actually added or removed */
     int nchanged;
     struct pl_roster roster; /* block/unblock: for presence */
     long max_items;
@@ -523,8 +529,8 @@ static void add_item(struct pl_stanza *st, struct pl_node *parent,
 }
 
 /* One line per JID of doc as <item/>s under parent. */
-static void add_items(struct pl_stanza *st, struct pl_node *parent,
-                      char **v, int n)
+static void add_items(struct pl_stanza *st, struct pl_node *parent, char **v,
+                      int n)
 {
     for (int i = 0; i < n; i++)
         add_item(st, parent, v[i]);
@@ -662,8 +668,8 @@ static void done(int rc, void *arg)
     }
     if (j->kind == J_GET) {
         struct pl_stanza *r = pl_iq_result(j->base.st);
-        struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r),
-                                              "blocklist", NS_BLOCKING);
+        struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "blocklist",
+                                              NS_BLOCKING);
         struct pl_map set = {0};
         set_fill(&set, doc.p ? doc.p : "", doc.len);
         struct job tmp = {0};
@@ -711,8 +717,8 @@ static void interested(struct state *S, struct pl_session *s)
     for (int i = 0; i < e->ninterested; i++)
         if (e->interested[i] == s->id)
             return;
-    e->interested = pl_realloc(e->interested, (size_t)(e->ninterested + 1) *
-                                                  sizeof(uint64_t));
+    e->interested = pl_realloc(e->interested,
+                               (size_t)(e->ninterested + 1) * sizeof(uint64_t));
     e->interested[e->ninterested++] = s->id;
 }
 
@@ -747,8 +753,7 @@ static int on_set(struct pl_event *ev, void *state, enum kind kind)
             job_free(j);
             return PL_EJID_MALFORMED;
         }
-        j->jids = pl_realloc(j->jids, (size_t)(j->njids + 1) *
-                                          sizeof(char *));
+        j->jids = pl_realloc(j->jids, (size_t)(j->njids + 1) * sizeof(char *));
         j->jids[j->njids++] = pl_strdup(x->full);
         pl_jid_free(x);
     }

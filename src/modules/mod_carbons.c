@@ -125,7 +125,10 @@ static int im_payload(const struct pl_node *root)
     return 0;
 }
 
-enum dir { INBOUND, OUTBOUND };
+enum dir {
+    INBOUND,
+    OUTBOUND
+};
 
 /*
  * XEP-0280 §5 (1.0.1) with the MUC rules, and XEP-0334 §4.3 <no-copy/>.
@@ -229,8 +232,7 @@ static int on_outgoing(struct pl_event *ev, void *state)
         if (s != origin && is_enabled(s))
             send_copy(s, ev->stanza, "sent");
     if (!type || strcmp(type, "error") != 0)
-        remember(origin, state, ev->to->bare,
-                 pl_stanza_attr(ev->stanza, "id"));
+        remember(origin, state, ev->to->bare, pl_stanza_attr(ev->stanza, "id"));
     return PL_PASS;
 }
 

@@ -14,13 +14,12 @@
 #define FORM_TYPE "http://jabber.org/network/serverinfo"
 
 struct state {
-    struct pl_strlist abuse, admin, feedback, sales, security, status,
-        support;
+    struct pl_strlist abuse, admin, feedback, sales, security, status, support;
 };
 
 static const struct {
-    const char *var;   /* field name (XEP-0157 §5) */
-    size_t offset;     /* list in struct state */
+    const char *var; /* field name (XEP-0157 §5) */
+    size_t offset;   /* list in struct state */
 } fields[] = {
     {"abuse-addresses", offsetof(struct state, abuse)},
     {"admin-addresses", offsetof(struct state, admin)},
@@ -72,10 +71,12 @@ static int on_info(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
-#define LIST(name, what)                                                    \
-    {#name, PL_OPT_STRLIST, "[]", 0, 0, NULL,                               \
-     "Addresses (URIs: mailto:, xmpp:, https:) for " what ".",              \
-     offsetof(struct state, name)}
+#define LIST(name, what)                                                       \
+    {                                                                          \
+#name, PL_OPT_STRLIST, "[]", 0, 0, NULL,                               \
+            "Addresses (URIs: mailto:, xmpp:, https:) for " what ".",          \
+            offsetof(struct state, name)                                       \
+    }
 
 static const struct pl_option options[] = {
     LIST(abuse, "reports of abusive traffic"),

@@ -27,9 +27,9 @@ struct state {
 
 struct csi {
     struct pl_session_filter f; /* in the session's output chain */
-    const struct state *cfg;  /* module options */
-    struct pl_stanza **held;  /* references, oldest first */
-    size_t n, cap;            /* used and allocated */
+    const struct state *cfg;    /* module options */
+    struct pl_stanza **held;    /* references, oldest first */
+    size_t n, cap;              /* used and allocated */
 };
 
 static unsigned long flushes, coalesced; /* for the log */
@@ -169,8 +169,8 @@ static void unload(struct pl_host *h, void *state)
     (void)h;
     (void)state;
     if (flushes || coalesced)
-        pl_log_info("mod_csi", "%lu flushes, %lu presences coalesced",
-                    flushes, coalesced);
+        pl_log_info("mod_csi", "%lu flushes, %lu presences coalesced", flushes,
+                    coalesced);
 }
 
 static const struct pl_option options[] = {

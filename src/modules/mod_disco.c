@@ -9,8 +9,7 @@
 #include "core/modapi.h"
 #include "roster/roster.h"
 
-static void add_feature(struct pl_stanza *r, struct pl_node *q,
-                        const char *var)
+static void add_feature(struct pl_stanza *r, struct pl_node *q, const char *var)
 {
     struct pl_node *f = pl_node_add_child(r, q, "feature", PL_NS_DISCO_INFO);
     pl_node_set_attr(r, f, "var", var);
@@ -19,8 +18,7 @@ static void add_feature(struct pl_stanza *r, struct pl_node *q,
 static void add_identity(struct pl_stanza *r, struct pl_node *q,
                          const char *cat, const char *type, const char *name)
 {
-    struct pl_node *i = pl_node_add_child(r, q, "identity",
-                                          PL_NS_DISCO_INFO);
+    struct pl_node *i = pl_node_add_child(r, q, "identity", PL_NS_DISCO_INFO);
     pl_node_set_attr(r, i, "category", cat);
     pl_node_set_attr(r, i, "type", type);
     if (name)
@@ -53,8 +51,8 @@ static int on_host_info(struct pl_event *ev, void *state)
         for (int j = 0; m->features && m->features[j]; j++)
             add_feature(r, q, m->features[j]);
     }
-    struct pl_event e = {"disco-info/host", ev->host, ev->session, r,
-                         ev->from, ev->to, q};
+    struct pl_event e =
+        {"disco-info/host", ev->host, ev->session, r, ev->from, ev->to, q};
     pl_hook_fire(&e);
     pl_route_reply(ev->stanza, r);
     pl_stanza_unref(r);
@@ -67,8 +65,8 @@ static int on_host_items(struct pl_event *ev, void *state)
         return PL_EITEM_NOT_FOUND;
     struct pl_stanza *r;
     struct pl_node *q = reply_query(ev, PL_NS_DISCO_ITEMS, &r);
-    struct pl_event e = {"disco-items/host", ev->host, ev->session, r,
-                         ev->from, ev->to, q};
+    struct pl_event e =
+        {"disco-items/host", ev->host, ev->session, r, ev->from, ev->to, q};
     pl_hook_fire(&e);
     pl_route_reply(ev->stanza, r);
     pl_stanza_unref(r);
@@ -83,8 +81,8 @@ static void account_info(struct pl_event *ev)
     add_identity(r, q, "account", "registered", NULL);
     add_feature(r, q, PL_NS_DISCO_INFO);
     add_feature(r, q, PL_NS_DISCO_ITEMS);
-    struct pl_event e = {"disco-info/account", ev->host, ev->session, r,
-                         ev->from, ev->to, q};
+    struct pl_event e =
+        {"disco-info/account", ev->host, ev->session, r, ev->from, ev->to, q};
     pl_hook_fire(&e);
     pl_route_reply(ev->stanza, r);
     pl_stanza_unref(r);
@@ -95,8 +93,13 @@ static void account_items(struct pl_event *ev, int visible)
     struct pl_stanza *r;
     struct pl_node *q = reply_query(ev, PL_NS_DISCO_ITEMS, &r);
     if (visible) {
-        struct pl_event e = {"disco-items/account", ev->host, ev->session,
-                             r, ev->from, ev->to, q};
+        struct pl_event e = {"disco-items/account",
+                             ev->host,
+                             ev->session,
+                             r,
+                             ev->from,
+                             ev->to,
+                             q};
         pl_hook_fire(&e);
     }
     pl_route_reply(ev->stanza, r);
@@ -112,11 +115,11 @@ static void account_items(struct pl_event *ev, int visible)
  * thread (does the account exist, what is the requester's item).
  */
 struct visibility_job {
-    struct pl_stanza *st;  /* the request (a reference) */
-    char *host, *user;     /* the account asked about */
-    char *requester;       /* the requester's bare JID */
-    int info;              /* disco#info (else #items) */
-    int visible;           /* result */
+    struct pl_stanza *st; /* the request (a reference) */
+    char *host, *user;    /* the account asked about */
+    char *requester;      /* the requester's bare JID */
+    int info;             /* disco#info (else #items) */
+    int visible;          /* result */
 };
 
 static int visibility_run(const struct pl_storage_driver *d, void *db,
@@ -143,8 +146,10 @@ static void visibility_done(int rc, void *arg)
     const char *t = pl_stanza_attr(j->st, "to");
     struct pl_host *h = pl_host_find(j->host);
     if (rc != PL_OK) {
-        pl_log_error("mod_disco", "while checking who may discover %s@%s: "
-                     "%s", j->user, j->host, pl_strerror(rc));
+        pl_log_error("mod_disco",
+                     "while checking who may discover %s@%s: "
+                     "%s",
+                     j->user, j->host, pl_strerror(rc));
         pl_route_error(j->st, PL_EINTERNAL_SERVER_ERROR, NULL);
     } else if (h && f && t && pl_jid_parse(pl_str_c(f), &from) == PL_OK &&
                pl_jid_parse(pl_str_c(t), &to) == PL_OK) {

@@ -28,8 +28,8 @@
 #define NS_EXTDISCO "urn:xmpp:extdisco:2"
 
 struct service {
-    char type[8];      /* stun, turn, turns */
-    char *host;        /* name or address, without brackets */
+    char type[8]; /* stun, turn, turns */
+    char *host;   /* name or address, without brackets */
     long port;
     char transport[4]; /* udp, tcp */
 };
@@ -175,14 +175,13 @@ static int on_credentials(struct pl_event *ev, void *state)
     if (!host || !type)
         return PL_EBAD_REQUEST;
     struct pl_stanza *r = pl_iq_result(ev->stanza);
-    struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r),
-                                          "credentials", NS_EXTDISCO);
+    struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "credentials",
+                                          NS_EXTDISCO);
     int n = 0;
     for (int i = 0; i < s->n; i++) {
         const struct service *sv = &s->v[i];
         if (strcmp(sv->host, host) || strcmp(sv->type, type) ||
-            (port && strtol(port, NULL, 10) != sv->port) ||
-            !restricted(s, sv))
+            (port && strtol(port, NULL, 10) != sv->port) || !restricted(s, sv))
             continue;
         add_service(r, q, s, sv, ev->from->bare, 1);
         n++;

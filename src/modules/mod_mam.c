@@ -49,24 +49,24 @@
 #define STORE "mam"
 
 struct state {
-    int archive;          /* archive messages at all */
-    int default_prefs;    /* enum pl_mam_default for new accounts */
-    long max_page;        /* results per page at most */
-    long limit;           /* items per account, 0 = no limit */
-    long expire_after;    /* seconds, 0 = keep forever */
-    long expire_interval; /* seconds between expiry runs */
-    long count_cap;       /* filtered RSM counts up to this */
-    long max_prefs_jids;  /* entries per always/never list */
-    struct pl_host *host; /* ours */
-    struct pl_map users;  /* localpart -> struct entry */
+    int archive;           /* archive messages at all */
+    int default_prefs;     /* enum pl_mam_default for new accounts */
+    long max_page;         /* results per page at most */
+    long limit;            /* items per account, 0 = no limit */
+    long expire_after;     /* seconds, 0 = keep forever */
+    long expire_interval;  /* seconds between expiry runs */
+    long count_cap;        /* filtered RSM counts up to this */
+    long max_prefs_jids;   /* entries per always/never list */
+    struct pl_host *host;  /* ours */
+    struct pl_map users;   /* localpart -> struct entry */
     struct pl_timer timer; /* expiry */
-    int expiring;         /* an expiry job is queued */
+    int expiring;          /* an expiry job is queued */
 };
 
 /* A message waiting for its recipient's preferences. */
 struct pend {
-    struct pl_stanza *st;  /* held */
-    struct pl_jid *from;   /* copies */
+    struct pl_stanza *st; /* held */
+    struct pl_jid *from;  /* copies */
     struct pl_jid *to;
     struct pl_barrier *barrier; /* the sender's durability (storage.h) */
     struct pend *next;
@@ -75,14 +75,14 @@ struct pend {
 /* Cached preferences of one account. */
 struct entry {
     struct state *s;
-    char *user;              /* localpart (also the map key) */
+    char *user;                /* localpart (also the map key) */
     struct pl_mam_prefs prefs; /* current */
-    struct pl_map roster;    /* contacts' bare JIDs when default=roster */
-    unsigned loaded : 1;     /* prefs (and roster) are valid */
-    unsigned loading : 1;    /* a load job is queued */
-    unsigned stale : 1;      /* the roster changed: reload first */
-    unsigned exists : 1;     /* the account exists (per the last load) */
-    struct pend *head, *tail; /* waiting messages, in arrival order */
+    struct pl_map roster;      /* contacts' bare JIDs when default=roster */
+    unsigned loaded : 1;       /* prefs (and roster) are valid */
+    unsigned loading : 1;      /* a load job is queued */
+    unsigned stale : 1;        /* the roster changed: reload first */
+    unsigned exists : 1;       /* the account exists (per the last load) */
+    struct pend *head, *tail;  /* waiting messages, in arrival order */
 };
 
 /* ---- identifiers and time ---- */
@@ -211,11 +211,11 @@ static void entry_maybe_drop(struct entry *e)
 }
 
 struct load_job {
-    struct pl_job base;      /* the account */
-    struct entry *e;         /* lives while loading is set */
-    struct pl_buf prefs;     /* stored <prefs/>, empty if none */
-    struct pl_buf roster;    /* contacts, NUL-separated */
-    int def;                 /* default for accounts without prefs */
+    struct pl_job base;   /* the account */
+    struct entry *e;      /* lives while loading is set */
+    struct pl_buf prefs;  /* stored <prefs/>, empty if none */
+    struct pl_buf roster; /* contacts, NUL-separated */
+    int def;              /* default for accounts without prefs */
     int exists;
 };
 
@@ -241,8 +241,8 @@ static void prefs_decode(const struct pl_buf *b, int def,
     memset(out, 0, sizeof(*out));
     out->def = def;
     struct pl_stanza *st = NULL;
-    if (!b->len || pl_xml_parse_fragment(b->data + b->off, b->len, &st) !=
-                       PL_OK)
+    if (!b->len ||
+        pl_xml_parse_fragment(b->data + b->off, b->len, &st) != PL_OK)
         return;
     struct pl_mam_prefs p;
     if (pl_mam_prefs_parse(st, pl_stanza_root(st), 100000, &p) == PL_OK)
@@ -294,8 +294,10 @@ static void load_done(int rc, void *arg)
     } else {
         /* Without preferences, nothing is archived for now; the waiting
          * messages are delivered all the same. */
-        pl_log_error("mod_mam", "reading the archive preferences of "
-                     "%s@%s failed", j->base.user, j->base.host);
+        pl_log_error("mod_mam",
+                     "reading the archive preferences of "
+                     "%s@%s failed",
+                     j->base.user, j->base.host);
         e->loaded = 1;
         e->stale = 1;
         e->exists = 0;
@@ -340,8 +342,8 @@ static void entry_load(struct entry *e)
     if (e->loading)
         return;
     e->loading = 1;
-    struct load_job *j = pl_job_new(sizeof(*j), NULL, 0,
-                                    e->s->host->domain, e->user);
+    struct load_job *j = pl_job_new(sizeof(*j), NULL, 0, e->s->host->domain,
+                                    e->user);
     j->e = e;
     j->def = e->s->default_prefs;
     pl_storage_submit(pl_server_loop(), load_run, load_done, j);
@@ -368,9 +370,9 @@ struct append_job {
     int dir;
     struct pl_buf xml;
     long limit;
-    int decided;        /* 0: read the preferences here (sent messages) */
-    char *peer_full;    /* for that decision */
-    int def;            /* default preferences */
+    int decided;     /* 0: read the preferences here (sent messages) */
+    char *peer_full; /* for that decision */
+    int def;         /* default preferences */
 };
 
 static int append_run(const struct pl_storage_driver *d, void *db, void *arg)
@@ -515,8 +517,7 @@ static int on_outgoing(struct pl_event *ev, void *state)
 {
     struct state *s = state;
     const struct pl_jid *to = ev->to, *from = ev->from;
-    if (!s->archive || !to || !from || !from->local ||
-        !archivable(ev->stanza))
+    if (!s->archive || !to || !from || !from->local || !archivable(ev->stanza))
         return PL_PASS;
     /* To oneself: archived once, as received. */
     if (to->local && strcmp(to->bare, from->bare) == 0)
@@ -549,9 +550,9 @@ static int on_roster_set(struct pl_event *ev, void *state)
 static int on_subscription(struct pl_event *ev, void *state)
 {
     const char *t = pl_stanza_attr(ev->stanza, "type");
-    if (t && (strcmp(t, "subscribe") == 0 || strcmp(t, "subscribed") == 0 ||
-              strcmp(t, "unsubscribe") == 0 ||
-              strcmp(t, "unsubscribed") == 0)) {
+    if (t &&
+        (strcmp(t, "subscribe") == 0 || strcmp(t, "subscribed") == 0 ||
+         strcmp(t, "unsubscribe") == 0 || strcmp(t, "unsubscribed") == 0)) {
         mark_stale(state, ev->from);
         mark_stale(state, ev->to);
     }
@@ -606,14 +607,14 @@ static int is_owner(struct pl_event *ev)
 }
 
 struct query_job {
-    struct pl_job base;         /* the request (held), requesting session,
+    struct pl_job base;    /* the request (held), requesting session,
                                  * the archive's owner */
-    char *to_full;              /* requester's full JID */
-    char *from;                 /* the request's 'to', or NULL */
-    struct pl_mam_query q;      /* parsed */
-    long max;                   /* page size */
+    char *to_full;         /* requester's full JID */
+    char *from;            /* the request's 'to', or NULL */
+    struct pl_mam_query q; /* parsed */
+    long max;              /* page size */
     long count_cap;
-    struct pl_mam_page page;    /* built on the storage thread */
+    struct pl_mam_page page; /* built on the storage thread */
 };
 
 static int query_run(const struct pl_storage_driver *d, void *db, void *arg)
@@ -676,9 +677,8 @@ static int on_query(struct pl_event *ev, void *state)
     struct state *s = state;
     if (!is_owner(ev))
         return PL_EFORBIDDEN;
-    struct query_job *j = pl_job_new(sizeof(*j), ev->stanza,
-                                     ev->session->id, ev->host->domain,
-                                     ev->to->local);
+    struct query_job *j = pl_job_new(sizeof(*j), ev->stanza, ev->session->id,
+                                     ev->host->domain, ev->to->local);
     const char *text;
     int rc = pl_mam_query_parse(ev->stanza, pl_stanza_payload(ev->stanza),
                                 &j->q, &text);
@@ -714,8 +714,8 @@ static int on_query_form(struct pl_event *ev, void *state)
 /* ---- metadata (XEP-0313 §6) ---- */
 
 struct meta_job {
-    struct pl_job base;   /* the request (held), the archive's owner */
-    char sid[2][64];      /* oldest, newest */
+    struct pl_job base; /* the request (held), the archive's owner */
+    char sid[2][64];    /* oldest, newest */
     long long ts[2];
     int n;
 };
@@ -745,8 +745,8 @@ static void meta_done(int rc, void *arg)
         pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     } else {
         struct pl_stanza *r = pl_iq_result(j->base.st);
-        struct pl_node *m = pl_node_add_child(r, pl_stanza_root(r),
-                                              "metadata", PL_NS_MAM);
+        struct pl_node *m = pl_node_add_child(r, pl_stanza_root(r), "metadata",
+                                              PL_NS_MAM);
         for (int i = 0; i < j->n; i++) {
             char stamp[48];
             pl_mam_time_format(j->ts[i], stamp, sizeof(stamp));
@@ -765,8 +765,8 @@ static int on_metadata(struct pl_event *ev, void *state)
 {
     if (!is_owner(ev))
         return PL_EFORBIDDEN;
-    struct meta_job *j = pl_job_new(sizeof(*j), ev->stanza, 0,
-                                    ev->host->domain, ev->to->local);
+    struct meta_job *j = pl_job_new(sizeof(*j), ev->stanza, 0, ev->host->domain,
+                                    ev->to->local);
     pl_storage_submit(pl_server_loop(), meta_run, meta_done, j);
     return PL_HANDLED;
 }
@@ -774,9 +774,9 @@ static int on_metadata(struct pl_event *ev, void *state)
 /* ---- preferences (XEP-0441, in urn:xmpp:mam:2) ---- */
 
 struct prefs_job {
-    struct pl_job base;    /* the request (held), the account */
+    struct pl_job base; /* the request (held), the account */
     struct state *s;
-    struct pl_buf data;    /* get: what is stored; set: what to store */
+    struct pl_buf data; /* get: what is stored; set: what to store */
     int set;
     int def;
 };
@@ -787,8 +787,8 @@ static int prefs_run(const struct pl_storage_driver *d, void *db, void *arg)
     if (j->set)
         return d->kv_set(db, j->base.host, j->base.user, STORE, "prefs",
                          j->data.data + j->data.off, j->data.len);
-    int rc =
-        d->kv_get(db, j->base.host, j->base.user, STORE, "prefs", &j->data);
+    int rc = d->kv_get(db, j->base.host, j->base.user, STORE, "prefs",
+                       &j->data);
     return rc == PL_ENOT_FOUND ? PL_OK : rc;
 }
 
@@ -841,8 +841,8 @@ static int on_prefs(struct pl_event *ev, void *state)
         /* Stored as the canonical element, standalone XML. */
         struct pl_stanza *tmp = pl_stanza_new("x", "urn:x");
         pl_mam_prefs_build(&p, tmp, pl_stanza_root(tmp));
-        pl_node_serialize(pl_node_first_elem(pl_stanza_root(tmp)), "", PL_NS_CLIENT,
-                          &j->data);
+        pl_node_serialize(pl_node_first_elem(pl_stanza_root(tmp)), "",
+                          PL_NS_CLIENT, &j->data);
         pl_stanza_unref(tmp);
         pl_mam_prefs_free(&p);
     }

@@ -20,7 +20,7 @@
 #define NS_DELAY "urn:xmpp:delay"
 
 struct state {
-    long quota;    /* messages kept per user */
+    long quota; /* messages kept per user */
 };
 
 /* Keys sort in arrival order across restarts: microseconds since the
@@ -34,7 +34,11 @@ static unsigned long long next_seq;
  * race with the flush and would otherwise wait for the next login).
  * One flush at a time per session, so nothing is read twice.
  */
-enum { F_FLUSHED = 1, F_RUNNING = 2, F_AGAIN = 4 };
+enum {
+    F_FLUSHED = 1,
+    F_RUNNING = 2,
+    F_AGAIN = 4
+};
 
 static uintptr_t flags(struct pl_session *s)
 {
@@ -137,8 +141,9 @@ static int on_offline(struct pl_event *ev, void *state)
     snprintf(stamp, sizeof(stamp), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
              tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000) % 1000);
-    struct pl_node *delay = pl_node_add_child(
-        j->base.st, pl_stanza_root(j->base.st), "delay", NS_DELAY);
+    struct pl_node *delay = pl_node_add_child(j->base.st,
+                                              pl_stanza_root(j->base.st),
+                                              "delay", NS_DELAY);
     pl_node_set_attr(j->base.st, delay, "from", ev->host->domain);
     pl_node_set_attr(j->base.st, delay, "stamp", stamp);
     pl_storage_submit(pl_server_loop(), store_run, store_done, j);
@@ -175,8 +180,8 @@ static int forget_run(const struct pl_storage_driver *d, void *db, void *arg)
     const char *k = j->keys.data + j->keys.off;
     const char *end = k + j->keys.len;
     for (; k < end; k += strlen(k) + 1) {
-        int rc =
-            d->kv_set(db, j->base.host, j->base.user, "offline", k, NULL, 0);
+        int rc = d->kv_set(db, j->base.host, j->base.user, "offline", k, NULL,
+                           0);
         if (rc != PL_OK && rc != PL_ENOT_FOUND)
             return rc;
     }
@@ -194,8 +199,9 @@ static void forget_done(int rc, void *arg)
 {
     struct flush_job *j = arg;
     if (rc != PL_OK)
-        pl_log_error("mod_offline", "while deleting delivered offline "
-                                    "messages of %s@%s: %s",
+        pl_log_error("mod_offline",
+                     "while deleting delivered offline "
+                     "messages of %s@%s: %s",
                      j->base.user, j->base.host, pl_strerror(rc));
     uint64_t sid = j->base.sid;
     flush_free(j);
@@ -255,8 +261,8 @@ static void start_flush(struct pl_session *s)
         return;
     }
     set_flags(s, (f | F_FLUSHED | F_RUNNING) & ~(uintptr_t)F_AGAIN);
-    struct flush_job *j = pl_job_new(sizeof(*j), NULL, s->id,
-                                     s->jid->domain, s->jid->local);
+    struct flush_job *j = pl_job_new(sizeof(*j), NULL, s->id, s->jid->domain,
+                                     s->jid->local);
     pl_storage_submit(pl_server_loop(), flush_run, flush_done, j);
 }
 

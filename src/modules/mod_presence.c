@@ -16,8 +16,8 @@
 
 
 struct pres {
-    unsigned initial_done : 1;  /* first available presence went out */
-    char **directed;            /* full/bare JIDs that got directed presence */
+    unsigned initial_done : 1; /* first available presence went out */
+    char **directed;           /* full/bare JIDs that got directed presence */
     int ndirected;
 };
 
@@ -38,21 +38,25 @@ static void pres_free(struct pres *p)
     pl_free(p);
 }
 
-enum kind { B_AVAILABLE, B_UNAVAILABLE, B_PROBE };
+enum kind {
+    B_AVAILABLE,
+    B_UNAVAILABLE,
+    B_PROBE
+};
 
 struct job {
-    struct pl_job base;        /* the presence to send (held), the session
+    struct pl_job base; /* the presence to send (held), the session
                                 * that sent or is probed, the user */
     enum kind kind;
-    char *full;                /* the session's full JID */
-    char *prober;              /* B_PROBE: who asks (full JID as sent) */
+    char *full;   /* the session's full JID */
+    char *prober; /* B_PROBE: who asks (full JID as sent) */
     char *prober_bare;
-    int initial;               /* B_AVAILABLE: first available presence */
-    char **directed;           /* B_UNAVAILABLE after close: copies */
+    int initial;     /* B_AVAILABLE: first available presence */
+    char **directed; /* B_UNAVAILABLE after close: copies */
     int ndirected;
-    struct pl_roster roster;   /* loaded roster */
+    struct pl_roster roster;    /* loaded roster */
     struct pl_roster_item item; /* B_PROBE: the prober's item */
-    int found;                 /* B_PROBE: the item exists */
+    int found;                  /* B_PROBE: the item exists */
 };
 
 static void job_free(struct job *j)
@@ -152,15 +156,14 @@ static void done(int rc, void *arg)
                 if (o != s && o->available && o->presence)
                     send_copy(o->presence, o->jid->full, s->jid->full);
             /* §4.3.1: probes from the user's bare JID. */
-            struct pl_stanza *probe = pl_stanza_new("presence",
-                                                    PL_NS_CLIENT);
+            struct pl_stanza *probe = pl_stanza_new("presence", PL_NS_CLIENT);
             pl_stanza_set_attr(probe, "type", "probe");
             for (int i = 0; i < j->roster.n; i++)
                 if (pl_roster_has_to(&j->roster.v[i]))
                     send_copy(probe, j->base.bare, j->roster.v[i].jid);
             pl_stanza_unref(probe);
-            struct pl_event ev = {"presence/initial", s->host, s, j->base.st,
-                                  s->jid, NULL, NULL};
+            struct pl_event ev = {
+                "presence/initial", s->host, s, j->base.st, s->jid, NULL, NULL};
             pl_hook_fire(&ev);
         }
         break;
@@ -232,8 +235,8 @@ static int on_outgoing(struct pl_event *ev, void *state)
         if (strcmp(p->directed[i], to) == 0)
             at = i;
     if (!type && at < 0 && p->ndirected < 1000) {
-        p->directed = pl_realloc(p->directed, (size_t)(p->ndirected + 1) *
-                                                  sizeof(char *));
+        p->directed = pl_realloc(p->directed,
+                                 (size_t)(p->ndirected + 1) * sizeof(char *));
         p->directed[p->ndirected++] = pl_strdup(to);
     } else if (type && at >= 0) {
         pl_free(p->directed[at]);
@@ -267,11 +270,10 @@ static int on_closed(struct pl_event *ev, void *state)
         j->base.sid = 0; /* the session is gone */
         j->base.st = pl_stanza_new("presence", PL_NS_CLIENT);
         pl_stanza_set_attr(j->base.st, "type", "unavailable");
-        struct pl_node *status = s->presence
-                                     ? pl_node_child(pl_stanza_root(
-                                                         s->presence),
-                                                     "status", NULL)
-                                     : NULL;
+        struct pl_node *status = s->presence ? pl_node_child(pl_stanza_root(
+                                                                 s->presence),
+                                                             "status", NULL)
+                                             : NULL;
         if (status)
             pl_node_add_copy(j->base.st, pl_stanza_root(j->base.st), status);
         if (p)

@@ -39,17 +39,17 @@ static const char *const reserved[] = {
 };
 
 struct entry {
-    char *key;                 /* "{ns}name" */
-    const struct pl_node *el;  /* the request's element (held stanza) */
-    struct pl_buf data;        /* set: serialized; get: what was read */
-    int found;                 /* get: something was stored */
-    int remove;                /* set: delete instead of store */
+    char *key;                /* "{ns}name" */
+    const struct pl_node *el; /* the request's element (held stanza) */
+    struct pl_buf data;       /* set: serialized; get: what was read */
+    int found;                /* get: something was stored */
+    int remove;               /* set: delete instead of store */
 };
 
 struct job {
-    struct pl_job base;    /* the request, held until the reply; the
+    struct pl_job base; /* the request, held until the reply; the
                             * account */
-    struct entry *e;       /* one per child of <query/> */
+    struct entry *e;    /* one per child of <query/> */
     int n;
     long max_entries;      /* set: the quota */
     struct pl_buf scratch; /* storage thread: existence checks */
@@ -104,8 +104,7 @@ static int job_new(struct pl_event *ev, struct job **out)
     size_t n = pl_node_count_elems(q);
     if (n == 0)
         return PL_ENOT_ACCEPTABLE; /* XEP-0049 §2.3: a child is required */
-    for (struct pl_node *c = pl_node_first_elem(q); c;
-         c = pl_node_next_elem(c))
+    for (struct pl_node *c = pl_node_first_elem(q); c; c = pl_node_next_elem(c))
         if (is_reserved(c->ns))
             return PL_ENOT_ACCEPTABLE;
     struct job *j = pl_job_new(sizeof(*j), ev->stanza, 0, ev->host->domain,
@@ -149,8 +148,9 @@ static void get_done(int rc, void *arg)
 {
     struct job *j = arg;
     if (rc != PL_OK) {
-        pl_log_error("mod_private", "reading private XML of %s@%s failed: "
-                                    "%s",
+        pl_log_error("mod_private",
+                     "reading private XML of %s@%s failed: "
+                     "%s",
                      j->base.user, j->base.host, pl_strerror(rc));
         pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
         job_free(j);
@@ -165,8 +165,9 @@ static void get_done(int rc, void *arg)
         if (e->found) {
             struct pl_str s = pl_buf_str(&e->data);
             if (pl_xml_parse_fragment(s.p, s.len, &frag) != PL_OK)
-                pl_log_error("mod_private", "stored private XML %s of "
-                                            "%s@%s does not parse",
+                pl_log_error("mod_private",
+                             "stored private XML %s of "
+                             "%s@%s does not parse",
                              e->key, j->base.user, j->base.host);
         }
         if (frag)
@@ -241,8 +242,9 @@ static void set_done(int rc, void *arg)
                  j->max_entries);
         pl_route_error(j->base.st, PL_ENOT_ACCEPTABLE, text);
     } else {
-        pl_log_error("mod_private", "storing private XML of %s@%s failed: "
-                                    "%s",
+        pl_log_error("mod_private",
+                     "storing private XML of %s@%s failed: "
+                     "%s",
                      j->base.user, j->base.host, pl_strerror(rc));
         pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }

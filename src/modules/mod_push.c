@@ -33,10 +33,10 @@
 #define STORE "push"
 
 struct state {
-    int include_sender; /* last-message-sender in the summary */
-    int include_body;   /* last-message-body in the summary */
-    long max_per_user;  /* registrations per account */
-    long body_chars;    /* last-message-body is cut to this many bytes */
+    int include_sender;   /* last-message-sender in the summary */
+    int include_body;     /* last-message-body in the summary */
+    long max_per_user;    /* registrations per account */
+    long body_chars;      /* last-message-body is cut to this many bytes */
     int disable_on_error; /* an app server's error removes the registration */
 };
 
@@ -45,18 +45,18 @@ static struct pl_map unread; /* bare JID -> messages since last login */
 /* ---------------------------------------------------------- registering */
 
 struct reg_job {
-    struct pl_job base;     /* the request, until the reply; the account */
-    char *key;              /* "<jid>\t<node>", or "<jid>\t" for disable */
-    struct pl_buf value;    /* enable: the registration */
-    int disable;            /* remove instead of add */
-    long max;               /* registrations per account */
+    struct pl_job base;  /* the request, until the reply; the account */
+    char *key;           /* "<jid>\t<node>", or "<jid>\t" for disable */
+    struct pl_buf value; /* enable: the registration */
+    int disable;         /* remove instead of add */
+    long max;            /* registrations per account */
 };
 
 /* A job for the account the IQ is addressed to; takes ownership of key. */
 static struct reg_job *reg_new(struct pl_event *ev, char *key)
 {
-    struct reg_job *j = pl_job_new(sizeof(*j), ev->stanza, 0,
-                                   ev->host->domain, ev->to->local);
+    struct reg_job *j = pl_job_new(sizeof(*j), ev->stanza, 0, ev->host->domain,
+                                   ev->to->local);
     j->key = key;
     return j;
 }
@@ -138,8 +138,9 @@ static void reg_done(int rc, void *arg)
                  "At most %ld push registrations per account.", j->max);
         pl_route_error(j->base.st, PL_ERESOURCE_CONSTRAINT, text);
     } else {
-        pl_log_error("mod_push", "while storing a push registration of "
-                                 "%s@%s: %s",
+        pl_log_error("mod_push",
+                     "while storing a push registration of "
+                     "%s@%s: %s",
                      j->base.user, j->base.host, pl_strerror(rc));
         pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     }
@@ -241,8 +242,8 @@ static int notify_run(const struct pl_storage_driver *d, void *db, void *arg)
     return d->kv_list(db, j->base.host, j->base.user, STORE, collect, j);
 }
 
-static void add_field(struct pl_stanza *st, struct pl_node *x,
-                      const char *var, const char *value)
+static void add_field(struct pl_stanza *st, struct pl_node *x, const char *var,
+                      const char *value)
 {
     struct pl_node *f = pl_node_add_child(st, x, "field", NS_DATA);
     pl_node_set_attr(st, f, "var", var);
@@ -276,8 +277,9 @@ static void on_answer(struct pl_stanza *reply, void *arg)
     struct answer *a = arg;
     const char *type = reply ? pl_stanza_attr(reply, "type") : NULL;
     if (a->key && type && strcmp(type, "error") == 0) {
-        pl_log_info("mod_push", "%s@%s: app server refused a notification; "
-                                "registration removed",
+        pl_log_info("mod_push",
+                    "%s@%s: app server refused a notification; "
+                    "registration removed",
                     a->base.user, a->base.host);
         struct pl_barrier *prev = pl_barrier_enter(NULL);
         pl_storage_submit(pl_server_loop(), drop_run, answer_free, a);
@@ -329,10 +331,9 @@ static void publish(struct notify_job *j, struct pl_node *reg)
         a->key = pl_malloc(kl);
         snprintf(a->key, kl, "%s\t%s", jid, node);
     }
-    if (pl_iq_request(iq, j->base.bare, jid, on_answer, a, 30000) !=
-        PL_OK) {
-        pl_log_warn("mod_push", "%s: unusable app server JID %s",
-                    j->base.bare, jid);
+    if (pl_iq_request(iq, j->base.bare, jid, on_answer, a, 30000) != PL_OK) {
+        pl_log_warn("mod_push", "%s: unusable app server JID %s", j->base.bare,
+                    jid);
         answer_free(PL_OK, a);
     }
     pl_stanza_unref(iq);
@@ -342,12 +343,13 @@ static void notify_done(int rc, void *arg)
 {
     struct notify_job *j = arg;
     if (rc != PL_OK) {
-        pl_log_error("mod_push", "while reading push registrations of "
-                                 "%s@%s: %s",
+        pl_log_error("mod_push",
+                     "while reading push registrations of "
+                     "%s@%s: %s",
                      j->base.user, j->base.host, pl_strerror(rc));
     } else {
-        for (const char *p = j->regs.data;
-             p && p < j->regs.data + j->regs.len; p += strlen(p) + 1) {
+        for (const char *p = j->regs.data; p && p < j->regs.data + j->regs.len;
+             p += strlen(p) + 1) {
             struct pl_stanza *reg = NULL;
             if (pl_xml_parse_fragment(p, strlen(p), &reg) != PL_OK)
                 continue;
@@ -391,8 +393,7 @@ static void notify(struct pl_event *ev, const struct state *s,
     j->count = n;
     const char *from = pl_stanza_attr(ev->stanza, "from");
     j->sender = from ? pl_strdup(from) : NULL;
-    struct pl_node *b = pl_node_child(pl_stanza_root(ev->stanza), "body",
-                                      NULL);
+    struct pl_node *b = pl_node_child(pl_stanza_root(ev->stanza), "body", NULL);
     if (b) {
         size_t len;
         const char *t = pl_node_text(ev->stanza, b, &len);

@@ -14,12 +14,16 @@
 
 #define NS_REGISTER "jabber:iq:register"
 
-enum { POLICY_OPEN = 0, POLICY_CLOSED, POLICY_NETWORKS };
+enum {
+    POLICY_OPEN = 0,
+    POLICY_CLOSED,
+    POLICY_NETWORKS
+};
 static const char *const policies[] = {"open", "closed", "networks", NULL};
 
 struct rate {
-    time_t window;  /* start of the current minute */
-    long count;     /* registrations in it */
+    time_t window; /* start of the current minute */
+    long count;    /* registrations in it */
 };
 
 struct state {
@@ -52,7 +56,8 @@ static int in_network(const char *ip, const char *cidr)
         return 0;
     bits = slash ? atoi(slash + 1) : len * 8;
     for (int i = 0; i < len && bits > 0; i++, bits -= 8) {
-        unsigned char mask = bits >= 8 ? 0xff : (unsigned char)(0xff << (8 - bits));
+        unsigned char mask = bits >= 8 ? 0xff
+                                       : (unsigned char)(0xff << (8 - bits));
         if ((a[i] & mask) != (b[i] & mask))
             return 0;
     }
@@ -156,13 +161,13 @@ static int on_get(struct pl_event *ev, void *state)
 
 /* An account write in flight: PBKDF2 on the CPU queue, then storage. */
 struct job {
-    struct pl_job base;        /* the request, held; requesting session;
+    struct pl_job base;     /* the request, held; requesting session;
                                 * the account */
-    struct pl_work w;          /* CPU step */
-    int create;                /* create (1) or change password (0) */
-    char *password;            /* wiped after derivation */
-    long iterations;           /* PBKDF2 rounds */
-    struct pl_account acct;    /* derived keys */
+    struct pl_work w;       /* CPU step */
+    int create;             /* create (1) or change password (0) */
+    char *password;         /* wiped after derivation */
+    long iterations;        /* PBKDF2 rounds */
+    struct pl_account acct; /* derived keys */
     int rc;
 };
 
@@ -183,8 +188,10 @@ static struct job *job_of(struct pl_work *w)
 static void job_reply(struct job *j, int rc)
 {
     struct pl_session *s = pl_session_by_id(j->base.sid);
-    struct pl_event ev = {
-        NULL, pl_host_find(j->base.host), s, j->base.st, NULL, NULL, NULL};
+    struct pl_event ev = {NULL, pl_host_find(j->base.host),
+                          s,    j->base.st,
+                          NULL, NULL,
+                          NULL};
     if (!s && !pl_stanza_attr(j->base.st, "from"))
         return; /* the unauthenticated requester left */
     if (rc == PL_OK) {
@@ -227,8 +234,8 @@ static void derive_work(struct pl_work *w)
 {
     struct job *j = job_of(w);
     struct pl_str pw = pl_str_c(j->password);
-    j->rc = pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0,
-                            (unsigned)j->iterations, &j->acct.keys[0]);
+    j->rc = pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0, (unsigned)j->iterations,
+                            &j->acct.keys[0]);
     if (j->rc == PL_OK)
         j->rc = pl_scram_derive(PL_SCRAM_SHA256, pw, NULL, 0,
                                 (unsigned)j->iterations, &j->acct.keys[1]);
@@ -287,8 +294,9 @@ static void remove_done(int rc, void *arg)
             pl_session_unregister(o);
         }
     } else if (s) {
-        reply_error(&ev, r->st, rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND
-                                                    : PL_EINTERNAL_SERVER_ERROR,
+        reply_error(&ev, r->st,
+                    rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND
+                                        : PL_EINTERNAL_SERVER_ERROR,
                     NULL);
     }
     pl_job_free(r);
@@ -378,8 +386,8 @@ static const struct pl_option options[] = {
     {"policy", PL_OPT_ENUM, "\"networks\"", 0, 0, policies,
      "Who may create accounts: open, closed, or networks (listed below).",
      offsetof(struct state, policy)},
-    {"networks", PL_OPT_STRLIST, "[\"127.0.0.0/8\", \"::1/128\"]", 0, 0,
-     NULL, "Address ranges allowed to register when policy is networks.",
+    {"networks", PL_OPT_STRLIST, "[\"127.0.0.0/8\", \"::1/128\"]", 0, 0, NULL,
+     "Address ranges allowed to register when policy is networks.",
      offsetof(struct state, networks)},
     {"per_ip_per_minute", PL_OPT_INT, "5", 1, 1000000, NULL,
      "Accounts one IP address may create per minute.",

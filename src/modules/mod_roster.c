@@ -16,13 +16,21 @@
 #include "roster/roster.h"
 
 struct state {
-    long max_items;  /* roster size limit */
+    long max_items; /* roster size limit */
 };
 
-enum kind { K_GET, K_SET, K_REMOVE, K_OUT, K_IN, K_PENDING, K_PRESENCE };
+enum kind {
+    K_GET,
+    K_SET,
+    K_REMOVE,
+    K_OUT,
+    K_IN,
+    K_PENDING,
+    K_PRESENCE
+};
 
 struct job {
-    struct pl_job base;         /* the request, session and roster owner */
+    struct pl_job base; /* the request, session and roster owner */
     enum kind kind;
     char *contact;              /* contact's bare JID */
     char *type;                 /* presence type for K_OUT/K_IN */
@@ -39,8 +47,7 @@ static struct job *job_new(enum kind kind, struct pl_event *ev,
                            const char *host, const char *user)
 {
     struct job *j = pl_job_new(sizeof(*j), ev->stanza,
-                               ev->session ? ev->session->id : 0, host,
-                               user);
+                               ev->session ? ev->session->id : 0, host, user);
     j->kind = kind;
     return j;
 }
@@ -79,8 +86,7 @@ static void reply_result(struct job *j, struct pl_stanza *r)
 
 /* Sends presence of type (NULL: available, each resource's last) from
  * every available resource of bare to `to`. */
-static void send_presence_of(const char *bare, const char *to,
-                             const char *type)
+static void send_presence_of(const char *bare, const char *to, const char *type)
 {
     for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res) {
         if (!s->available)
@@ -120,8 +126,8 @@ static int load_or_new(const struct pl_storage_driver *d, void *db,
                        struct job *j)
 {
     struct pl_roster_item it;
-    int rc =
-        pl_roster_load_item(d, db, j->base.host, j->base.user, j->contact, &it);
+    int rc = pl_roster_load_item(d, db, j->base.host, j->base.user, j->contact,
+                                 &it);
     if (rc == PL_ENOT_FOUND) {
         memset(&it, 0, sizeof(it));
         it.jid = pl_strdup(j->contact);
@@ -176,8 +182,7 @@ static int run(const struct pl_storage_driver *d, void *db, void *arg)
     struct job *j = arg;
     int rc, local;
     switch (j->kind) {
-    case K_PRESENCE:
-        return PL_OK; /* an ordering barrier, see send_after() */
+    case K_PRESENCE: return PL_OK; /* an ordering barrier, see send_after() */
     case K_GET:
         return pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
     case K_PENDING:
@@ -286,8 +291,7 @@ static void done(int rc, void *arg);
  */
 static void send_after(struct job *j, const char *type)
 {
-    struct job *b = pl_job_new(sizeof(*b), NULL, 0, j->base.host,
-                               j->base.user);
+    struct job *b = pl_job_new(sizeof(*b), NULL, 0, j->base.host, j->base.user);
     b->kind = K_PRESENCE;
     b->contact = pl_strdup(j->contact);
     b->type = type ? pl_strdup(type) : NULL;
@@ -298,9 +302,7 @@ static void done(int rc, void *arg)
 {
     struct job *j = arg;
     switch (j->kind) {
-    case K_PRESENCE:
-        send_presence_of(j->base.bare, j->contact, j->type);
-        break;
+    case K_PRESENCE: send_presence_of(j->base.bare, j->contact, j->type); break;
     case K_GET: {
         struct pl_session *s = pl_session_by_id(j->base.sid);
         if (rc != PL_OK) {
@@ -316,8 +318,8 @@ static void done(int rc, void *arg)
         snprintf(v, sizeof(v), "%ld", j->roster.ver);
         /* §2.6.3: an up-to-date client gets an empty result. */
         if (!cv || strcmp(cv, v) != 0) {
-            struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r),
-                                                  "query", PL_NS_ROSTER);
+            struct pl_node *q = pl_node_add_child(r, pl_stanza_root(r), "query",
+                                                  PL_NS_ROSTER);
             pl_node_set_attr(r, q, "ver", v);
             for (int i = 0; i < j->roster.n; i++)
                 if (!j->roster.v[i].hidden)
@@ -330,8 +332,9 @@ static void done(int rc, void *arg)
     case K_SET:
         if (rc != PL_OK) {
             reply_error(j, rc == PL_ESTORAGE ? PL_EINTERNAL_SERVER_ERROR : rc,
-                        rc == PL_ENOT_ALLOWED ? "roster is full"
-                        : rc == PL_EITEM_NOT_FOUND ? "no such user" : NULL);
+                        rc == PL_ENOT_ALLOWED      ? "roster is full"
+                        : rc == PL_EITEM_NOT_FOUND ? "no such user"
+                                                   : NULL);
             break;
         } else {
             struct pl_stanza *r = pl_iq_result(j->base.st);
@@ -492,18 +495,17 @@ static int on_set(struct pl_event *ev, void *state)
 
 static int is_subscription(const char *type)
 {
-    return type && (strcmp(type, "subscribe") == 0 ||
-                    strcmp(type, "subscribed") == 0 ||
-                    strcmp(type, "unsubscribe") == 0 ||
-                    strcmp(type, "unsubscribed") == 0);
+    return type &&
+           (strcmp(type, "subscribe") == 0 || strcmp(type, "subscribed") == 0 ||
+            strcmp(type, "unsubscribe") == 0 ||
+            strcmp(type, "unsubscribed") == 0);
 }
 
 /* The user's own subscription presence, before routing. */
 static int on_outgoing(struct pl_event *ev, void *state)
 {
     const char *type = pl_stanza_attr(ev->stanza, "type");
-    if (!is_subscription(type) || !ev->session || !ev->session->jid ||
-        !ev->to)
+    if (!is_subscription(type) || !ev->session || !ev->session->jid || !ev->to)
         return PL_PASS;
     struct job *j = job_new(K_OUT, ev, ev->host->domain,
                             ev->session->jid->local);

@@ -42,21 +42,29 @@
 #define NS_XDATA "jabber:x:data"
 #define STORE_DIR "directory"
 
-enum { F_FIRST, F_LAST, F_NICK, F_EMAIL, F_JID, NFIELDS };
+enum {
+    F_FIRST,
+    F_LAST,
+    F_NICK,
+    F_EMAIL,
+    F_JID,
+    NFIELDS
+};
 #define NLEGACY F_JID /* fields with a legacy element: first..email */
 
 static const struct {
     const char *name;  /* form var, legacy element, directory field */
     const char *label; /* form label */
 } fields[NFIELDS] = {
-    {"first", "Given Name"},
-    {"last", "Family Name"},
-    {"nick", "Nickname"},
-    {"email", "Email Address"},
+    {"first", "Given Name"},    {"last", "Family Name"},
+    {"nick", "Nickname"},       {"email", "Email Address"},
     {"jid", "Username or JID"},
 };
 
-enum { ACCESS_LOCAL = 0, ACCESS_ALL };
+enum {
+    ACCESS_LOCAL = 0,
+    ACCESS_ALL
+};
 static const char *const access_modes[] = {"local", "all", NULL};
 
 struct state {
@@ -89,13 +97,13 @@ static char *fold(const char *s, size_t n)
         s++;
         n--;
     }
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' ||
-                     s[n - 1] == '\r' || s[n - 1] == '\n'))
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' ||
+                     s[n - 1] == '\n'))
         n--;
     uint8_t small[256];
     size_t len = sizeof(small);
-    uint8_t *r = u8_casefold((const uint8_t *)s, n, NULL, UNINORM_NFKC,
-                             small, &len);
+    uint8_t *r = u8_casefold((const uint8_t *)s, n, NULL, UNINORM_NFKC, small,
+                             &len);
     char *out;
     if (!r) {
         out = pl_strndup(s, n);
@@ -113,20 +121,20 @@ static char *fold(const char *s, size_t n)
 /* ----------------------------------------------------------- the search */
 
 struct hit {
-    char *user;            /* localpart */
-    char *value[NLEGACY];  /* first value of each field as written, or NULL */
+    char *user;           /* localpart */
+    char *value[NLEGACY]; /* first value of each field as written, or NULL */
 };
 
 struct job {
-    struct pl_job base;     /* the request, held until the reply; host:
+    struct pl_job base; /* the request, held until the reply; host:
                              * the domain searched */
-    int form;               /* answer with a data form */
-    unsigned shown;         /* bit per F_* that answers may show */
-    char *key[NFIELDS];     /* folded value searched for, or NULL */
-    long max;               /* max_results */
-    struct hit *hits;       /* found so far */
+    int form;           /* answer with a data form */
+    unsigned shown;     /* bit per F_* that answers may show */
+    char *key[NFIELDS]; /* folded value searched for, or NULL */
+    long max;           /* max_results */
+    struct hit *hits;   /* found so far */
     long nhits;
-    struct pl_buf scratch;  /* storage thread: a directory document */
+    struct pl_buf scratch; /* storage thread: a directory document */
 };
 
 static void job_free(struct job *j)
@@ -145,8 +153,8 @@ static void job_free(struct job *j)
 
 /* One parsed line of a directory document (spans into the document). */
 struct line {
-    int field;              /* F_*, or -1 for a field unknown here */
-    const char *val, *key;  /* as written, folded */
+    int field;             /* F_*, or -1 for a field unknown here */
+    const char *val, *key; /* as written, folded */
     size_t val_len, key_len;
 };
 
@@ -160,8 +168,7 @@ static int next_line(const char **p, const char *end, struct line *l)
         const char *e = nl ? nl : end;
         *p = nl ? nl + 1 : end;
         const char *t1 = memchr(s, '\t', (size_t)(e - s));
-        const char *t2 = t1 ? memchr(t1 + 1, '\t', (size_t)(e - t1 - 1))
-                            : NULL;
+        const char *t2 = t1 ? memchr(t1 + 1, '\t', (size_t)(e - t1 - 1)) : NULL;
         if (!t2)
             continue; /* malformed: skip it */
         l->field = -1;
@@ -201,8 +208,8 @@ static int doc_matches(const struct job *j, const char *doc, size_t len)
         const char *p = doc;
         struct line l;
         while (!found && next_line(&p, doc + len, &l))
-            found = l.field == f && memmem(l.key, l.key_len, j->key[f],
-                                           klen) != NULL;
+            found = l.field == f &&
+                    memmem(l.key, l.key_len, j->key[f], klen) != NULL;
         if (!found)
             return 0;
     }
@@ -220,8 +227,7 @@ static void add_hit(struct job *j, const char *user, const char *doc,
     const char *p = doc;
     struct line l;
     while (doc && next_line(&p, doc + len, &l))
-        if (l.field >= 0 && !h->value[l.field] &&
-            ((j->shown >> l.field) & 1))
+        if (l.field >= 0 && !h->value[l.field] && ((j->shown >> l.field) & 1))
             h->value[l.field] = pl_strndup(l.val, l.val_len);
 }
 
@@ -256,8 +262,8 @@ static int search_run(const struct pl_storage_driver *d, void *db, void *arg)
     for (long i = 0; rc == PL_OK && i < j->nhits; i++) {
         struct hit *h = &j->hits[i];
         pl_buf_reset(&j->scratch);
-        int r =
-            d->kv_get(db, j->base.host, h->user, STORE_DIR, "", &j->scratch);
+        int r = d->kv_get(db, j->base.host, h->user, STORE_DIR, "",
+                          &j->scratch);
         if (r == PL_OK) {
             struct pl_str doc = pl_buf_str(&j->scratch);
             const char *p = doc.p;
@@ -451,8 +457,8 @@ static int on_set(struct pl_event *ev, void *state)
     } else {
         for (struct pl_node *c = pl_node_first_elem(q); c;
              c = pl_node_next_elem(c))
-            if (strcmp(c->ns, NS_SEARCH) == 0 &&
-                field_index(c->name) >= 0 && field_index(c->name) < NLEGACY)
+            if (strcmp(c->ns, NS_SEARCH) == 0 && field_index(c->name) >= 0 &&
+                field_index(c->name) < NLEGACY)
                 possible &= take(j, s, ev->stanza, c->name, c);
     }
     int any = !possible;
@@ -495,8 +501,9 @@ static const char *const deps[] = {"vcard", NULL};
 static const char *const features[] = {NS_SEARCH, NULL};
 
 static const struct pl_option options[] = {
-    {"enabled_fields", PL_OPT_STRLIST, "[\"nick\", \"first\", \"last\", "
-                                       "\"jid\"]",
+    {"enabled_fields", PL_OPT_STRLIST,
+     "[\"nick\", \"first\", \"last\", "
+     "\"jid\"]",
      0, 0, NULL,
      "Fields users may search by and see in results: first, last, nick, "
      "email, jid (e-mail is off by default, for privacy).",
@@ -505,8 +512,7 @@ static const struct pl_option options[] = {
      "Who may search: local (accounts of this host) or all (any sender).",
      offsetof(struct state, access)},
     {"max_results", PL_OPT_INT, "50", 1, 10000, NULL,
-     "Most users listed in one answer.",
-     offsetof(struct state, max_results)},
+     "Most users listed in one answer.", offsetof(struct state, max_results)},
     {0},
 };
 

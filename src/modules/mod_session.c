@@ -8,15 +8,15 @@
 
 static int on_features(struct pl_event *ev, void *state)
 {
-    pl_buf_append_str(ev->data, "<session xmlns='" NS_SESSION
-                                "'><optional/></session>");
+    pl_buf_append_str(ev->data,
+                      "<session xmlns='" NS_SESSION "'><optional/></session>");
     return PL_PASS;
 }
 
 static int on_session(struct pl_event *ev, void *state)
 {
-    if (ev->to->local && (!ev->session || strcmp(ev->to->bare,
-                                                 ev->session->jid->bare)))
+    if (ev->to->local &&
+        (!ev->session || strcmp(ev->to->bare, ev->session->jid->bare)))
         return PL_PASS;
     struct pl_stanza *r = pl_iq_result(ev->stanza);
     pl_route_reply(ev->stanza, r);

@@ -50,14 +50,40 @@ static const char *const migrations[] = {
 };
 
 enum {
-    Q_ACCT_GET, Q_KEYS_GET, Q_ACCT_INS, Q_KEYS_PUT, Q_ACCT_DEL, Q_KEYS_DEL,
-    Q_KV_DEL_USER, Q_LIST, Q_KV_GET, Q_KV_PUT, Q_KV_DEL, Q_KV_LIST,
-    Q_KV_COUNT, Q_KV_CLEAR, Q_KV_SCAN,
+    Q_ACCT_GET,
+    Q_KEYS_GET,
+    Q_ACCT_INS,
+    Q_KEYS_PUT,
+    Q_ACCT_DEL,
+    Q_KEYS_DEL,
+    Q_KV_DEL_USER,
+    Q_LIST,
+    Q_KV_GET,
+    Q_KV_PUT,
+    Q_KV_DEL,
+    Q_KV_LIST,
+    Q_KV_COUNT,
+    Q_KV_CLEAR,
+    Q_KV_SCAN,
     Q_KV_SCAN_STORE,
-    Q_ARC_AID, Q_ARC_NEW, Q_ARC_INS, Q_ARC_TRIM, Q_ARC_KEY, Q_ARC_TS_LO,
-    Q_ARC_TS_HI, Q_ARC_FWD, Q_ARC_BWD, Q_ARC_PEER_FWD, Q_ARC_PEER_BWD,
-    Q_ARC_CNT, Q_ARC_PEER_CNT, Q_ARC_LIST, Q_ARC_EXPIRE, Q_ARC_CLEAR,
-    Q_ARC_DROP, Q_COUNT
+    Q_ARC_AID,
+    Q_ARC_NEW,
+    Q_ARC_INS,
+    Q_ARC_TRIM,
+    Q_ARC_KEY,
+    Q_ARC_TS_LO,
+    Q_ARC_TS_HI,
+    Q_ARC_FWD,
+    Q_ARC_BWD,
+    Q_ARC_PEER_FWD,
+    Q_ARC_PEER_BWD,
+    Q_ARC_CNT,
+    Q_ARC_PEER_CNT,
+    Q_ARC_LIST,
+    Q_ARC_EXPIRE,
+    Q_ARC_CLEAR,
+    Q_ARC_DROP,
+    Q_COUNT
 };
 
 /* The columns of an item, in struct pl_archive_item order. */
@@ -107,8 +133,7 @@ static const char *const sql[Q_COUNT] = {
     "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_aid"
     " WHERE aid = ?1 AND " ARC_PAGE " ORDER BY id DESC LIMIT ?6",
     "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_peer"
-    " WHERE aid = ?1 AND " ARC_PEER " AND " ARC_PAGE
-    " ORDER BY id LIMIT ?6",
+    " WHERE aid = ?1 AND " ARC_PEER " AND " ARC_PAGE " ORDER BY id LIMIT ?6",
     "SELECT " ARC_COLS " FROM archive INDEXED BY archive_by_peer"
     " WHERE aid = ?1 AND " ARC_PEER " AND " ARC_PAGE
     " ORDER BY id DESC LIMIT ?6",
@@ -124,17 +149,17 @@ static const char *const sql[Q_COUNT] = {
 };
 
 struct db {
-    sqlite3 *h;              /* connection */
+    sqlite3 *h;               /* connection */
     sqlite3_stmt *q[Q_COUNT]; /* prepared statements */
-    int in_tx;               /* a transaction is open */
+    int in_tx;                /* a transaction is open */
 };
 
 static int exec(struct db *d, const char *s)
 {
     char *err = NULL;
     if (sqlite3_exec(d->h, s, NULL, NULL, &err) != SQLITE_OK) {
-        pl_log_error("sqlite", "%s (while running: %.60s)",
-                     err ? err : "error", s);
+        pl_log_error("sqlite", "%s (while running: %.60s)", err ? err : "error",
+                     s);
         sqlite3_free(err);
         return PL_ESTORAGE;
     }
@@ -153,8 +178,10 @@ static int migrate(struct db *d)
     }
     int n = (int)(sizeof(migrations) / sizeof(migrations[0]));
     if (version > n) {
-        pl_log_error("sqlite", "database schema %d is newer than this "
-                     "parleyd (%d)", version, n);
+        pl_log_error("sqlite",
+                     "database schema %d is newer than this "
+                     "parleyd (%d)",
+                     version, n);
         return PL_ESTORAGE;
     }
     for (int v = version; v < n; v++) {
@@ -408,8 +435,8 @@ static int each_row(sqlite3_stmt *st,
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         if (fn((const char *)sqlite3_column_text(st, 0),
-               sqlite3_column_blob(st, 1),
-               (size_t)sqlite3_column_bytes(st, 1), ud)) {
+               sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+               ud)) {
             rc = SQLITE_DONE;
             break;
         }
@@ -555,8 +582,8 @@ static int archive_append(void *p, const char *host, const char *owner,
     return rc;
 }
 
-static int archive_key(void *p, const char *host, const char *owner,
-                       int kind, const char *sid, long long *key)
+static int archive_key(void *p, const char *host, const char *owner, int kind,
+                       const char *sid, long long *key)
 {
     struct db *d = p;
     long long aid;
@@ -632,8 +659,7 @@ static void arc_bind_page(sqlite3_stmt *st, const struct pl_archive_query *q,
 static int arc_query_ids(struct db *d, long long aid,
                          const struct pl_archive_query *q, long long lo,
                          long long hi,
-                         int (*fn)(const struct pl_archive_item *it,
-                                   void *ud),
+                         int (*fn)(const struct pl_archive_item *it, void *ud),
                          void *ud)
 {
     struct pl_buf sqlb = {0};
@@ -662,10 +688,9 @@ static int arc_query_ids(struct db *d, long long aid,
     return rc;
 }
 
-static int archive_query(void *p, const char *host, const char *owner,
-                         int kind, const struct pl_archive_query *q,
-                         int (*fn)(const struct pl_archive_item *it,
-                                   void *ud),
+static int archive_query(void *p, const char *host, const char *owner, int kind,
+                         const struct pl_archive_query *q,
+                         int (*fn)(const struct pl_archive_item *it, void *ud),
                          void *ud, long *count)
 {
     struct db *d = p;
@@ -735,8 +760,7 @@ static int archive_query(void *p, const char *host, const char *owner,
     return arc_rows(st, fn, ud);
 }
 
-static int archive_ends(void *p, const char *host, const char *owner,
-                        int kind,
+static int archive_ends(void *p, const char *host, const char *owner, int kind,
                         int (*fn)(const struct pl_archive_item *it, void *ud),
                         void *ud)
 {
@@ -789,8 +813,7 @@ static int archive_expire(void *p, const char *host, int kind, long long ts,
     return rc;
 }
 
-static int archive_clear(void *p, const char *host, const char *owner,
-                         int kind)
+static int archive_clear(void *p, const char *host, const char *owner, int kind)
 {
     struct db *d = p;
     long long aid;

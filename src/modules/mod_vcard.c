@@ -53,12 +53,12 @@ struct state {
 
 /* A read or a write in flight on the storage thread. */
 struct job {
-    struct pl_job base;   /* the request, held until the reply; the
+    struct pl_job base;  /* the request, held until the reply; the
                            * account */
-    int own;              /* get: the requester's own vCard */
-    int remove;           /* set: delete rather than store */
-    struct pl_buf card;   /* set: serialized vCard; get: what was read */
-    struct pl_buf index;  /* set: the directory document */
+    int own;             /* get: the requester's own vCard */
+    int remove;          /* set: delete rather than store */
+    struct pl_buf card;  /* set: serialized vCard; get: what was read */
+    struct pl_buf index; /* set: the directory document */
 };
 
 static struct job *job_new(struct pl_event *ev, const char *user)
@@ -101,8 +101,8 @@ static void append_folded(struct pl_buf *out, const char *s, size_t n)
 {
     uint8_t small[256];
     size_t len = sizeof(small);
-    uint8_t *r = u8_casefold((const uint8_t *)s, n, NULL, UNINORM_NFKC,
-                             small, &len);
+    uint8_t *r = u8_casefold((const uint8_t *)s, n, NULL, UNINORM_NFKC, small,
+                             &len);
     if (!r) {
         /* Not valid UTF-8 (the parser forbids it) or out of memory:
          * ASCII lower case is the best we can do. */
@@ -179,8 +179,9 @@ static void get_done(int rc, void *arg)
     if (rc == PL_OK) {
         struct pl_str s = pl_buf_str(&j->card);
         if (pl_xml_parse_fragment(s.p, s.len, &card) != PL_OK) {
-            pl_log_error("mod_vcard", "the stored vCard of %s@%s does not "
-                                      "parse; answering as if there were none",
+            pl_log_error("mod_vcard",
+                         "the stored vCard of %s@%s does not "
+                         "parse; answering as if there were none",
                          j->base.user, j->base.host);
             rc = PL_ENOT_FOUND;
         }
@@ -226,8 +227,7 @@ static int set_run(const struct pl_storage_driver *d, void *db, void *arg)
                        j->remove ? NULL : card.p, card.len);
     if (rc == PL_OK)
         rc = d->kv_set(db, j->base.host, j->base.user, STORE_DIR, "",
-                       j->remove ? NULL : (index.p ? index.p : ""),
-                       index.len);
+                       j->remove ? NULL : (index.p ? index.p : ""), index.len);
     return rc;
 }
 
@@ -261,8 +261,8 @@ static int on_set(struct pl_event *ev, void *state)
         pl_node_serialize(vc, "", PL_NS_CLIENT, &j->card);
         if ((long)j->card.len > s->max_size) {
             char text[96];
-            snprintf(text, sizeof(text),
-                     "The vCard is larger than %ld bytes.", s->max_size);
+            snprintf(text, sizeof(text), "The vCard is larger than %ld bytes.",
+                     s->max_size);
             pl_route_error(ev->stanza, PL_ENOT_ACCEPTABLE, text);
             job_free(j);
             return PL_HANDLED;

@@ -48,13 +48,13 @@
 
 
 static unsigned long nconns;
-static struct pl_settings *S;  /* core settings in force (limits) */
+static struct pl_settings *S;            /* core settings in force (limits) */
 static const struct pl_c2s_settings *CS; /* the c2s group in force */
-static struct c2s *all;        /* every open stream */
-static struct pl_map resumable; /* XEP-0198 id -> struct c2s */
-static int stopping;           /* the front end stopped */
+static struct c2s *all;                  /* every open stream */
+static struct pl_map resumable;          /* XEP-0198 id -> struct c2s */
+static int stopping;                     /* the front end stopped */
 
-static unsigned long napped;   /* parsers freed since the last trim */
+static unsigned long napped;       /* parsers freed since the last trim */
 static struct pl_timer trim_timer; /* hands freed memory back */
 static struct pl_work trim_work;   /* malloc_trim off the loop */
 static int trim_busy;              /* trim_work is queued */
@@ -237,16 +237,21 @@ static void send_features(struct c2s *c)
         }
         if (pl__c2s_encrypted(c) || !CS->require_encryption) {
             pl__c2s_sasl_features(c, &b);
-            struct pl_event ev = {"stream-features/preauth", c->host,
-                                  &c->sess, NULL, NULL, NULL, &b};
+            struct pl_event ev = {"stream-features/preauth",
+                                  c->host,
+                                  &c->sess,
+                                  NULL,
+                                  NULL,
+                                  NULL,
+                                  &b};
             pl_hook_fire(&ev);
         }
     } else {
         pl_buf_append_str(&b, "<bind xmlns='" NS_BIND "'/>");
         if (CS->sm_enable)
             pl_buf_append_str(&b, "<sm xmlns='" PL_NS_SM "'/>");
-        struct pl_event ev = {"stream-features", c->host, &c->sess, NULL,
-                              NULL, NULL, &b};
+        struct pl_event ev =
+            {"stream-features", c->host, &c->sess, NULL, NULL, NULL, &b};
         pl_hook_fire(&ev);
     }
     pl_buf_append_str(&b, "</stream:features>");
@@ -341,8 +346,7 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
     if (res) {
         size_t len;
         const char *t = pl_node_text(st, res, &len);
-        if (pl_jid_prep_resource((struct pl_str){t, len}, &resource) !=
-            PL_OK) {
+        if (pl_jid_prep_resource((struct pl_str){t, len}, &resource) != PL_OK) {
             reply_iq_error(c, st, PL_EBAD_REQUEST, "invalid resource");
             return;
         }
@@ -392,9 +396,9 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
     if (rc != PL_OK) {
         c->sess.jid = NULL;
         pl_jid_free(jid);
-        reply_iq_error(c, st, rc, rc == PL_ERESOURCE_CONSTRAINT
-                                      ? "too many resources"
-                                      : NULL);
+        reply_iq_error(c, st, rc,
+                       rc == PL_ERESOURCE_CONSTRAINT ? "too many resources"
+                                                     : NULL);
         return;
     }
     c->state = ST_BOUND;
@@ -411,8 +415,8 @@ static void on_bind(struct c2s *c, struct pl_stanza *st, struct pl_node *bind)
     pl_stanza_unref(r);
     pl_log_info("c2s", "%s:%d: bound %s", c->conn->ip, c->conn->port,
                 jid->full);
-    struct pl_event ev = {"session/bound", c->host, &c->sess, NULL, jid,
-                          NULL, NULL};
+    struct pl_event ev =
+        {"session/bound", c->host, &c->sess, NULL, jid, NULL, NULL};
     pl_hook_fire(&ev);
 }
 
@@ -427,8 +431,7 @@ static void update_presence(struct c2s *c, struct pl_stanza *st)
         c->sess.available = 0;
     } else {
         c->sess.available = 1;
-        struct pl_node *p = pl_node_child(pl_stanza_root(st), "priority",
-                                          NULL);
+        struct pl_node *p = pl_node_child(pl_stanza_root(st), "priority", NULL);
         int prio = 0;
         if (p) {
             const char *t = pl_node_text(st, p, NULL);
@@ -449,8 +452,8 @@ static void on_bound_stanza(struct c2s *c, struct pl_stanza *st)
     if (strcmp(name, "iq") == 0) {
         /* RFC 6120 §8.2.3: id and type are required, one child for
          * get/set. */
-        int getset = type && (strcmp(type, "get") == 0 ||
-                              strcmp(type, "set") == 0);
+        int getset = type &&
+                     (strcmp(type, "get") == 0 || strcmp(type, "set") == 0);
         if (!pl_stanza_attr(st, "id") || !type ||
             (!getset && strcmp(type, "result") != 0 &&
              strcmp(type, "error") != 0) ||
@@ -527,9 +530,10 @@ static void on_stanza(void *ud, struct pl_stanza *st)
             on_preauth_iq(c, st);
             goto out;
         }
-        pl__c2s_stream_error(c, pl_stream_is_stanza(root, PL_NS_CLIENT)
-                                    ? "not-authorized"
-                                    : "unsupported-stanza-type",
+        pl__c2s_stream_error(c,
+                             pl_stream_is_stanza(root, PL_NS_CLIENT)
+                                 ? "not-authorized"
+                                 : "unsupported-stanza-type",
                              NULL);
         goto out;
     }
@@ -589,7 +593,10 @@ static void on_xml_error(void *ud, enum pl_xml_error err, const char *text)
 }
 
 static const struct pl_xml_callbacks xml_cb = {
-    on_stream_open, on_stanza, on_stream_close, on_xml_error,
+    on_stream_open,
+    on_stanza,
+    on_stream_close,
+    on_xml_error,
 };
 
 /* ---- connection events ---- */
@@ -646,7 +653,7 @@ static void end_session(struct c2s *c)
             /* Also for sessions replaced by a newer one (already out of
              * the table): modules clean up and broadcast unavailable. */
             struct pl_event ev = {"session/closed", c->host, &c->sess, NULL,
-                                  c->sess.jid, NULL, NULL};
+                                  c->sess.jid,      NULL,    NULL};
             pl_hook_fire(&ev);
             pl_log_info("c2s", "closed %s", c->sess.jid->full);
         }
@@ -754,7 +761,8 @@ static void on_timer(struct pl_timer *t)
     uint64_t now = pl_loop_now(c->conn->loop);
     if (CS->keepalive_interval && c->state == ST_BOUND &&
         now - c->keepalive_ms >= (uint64_t)CS->keepalive_interval * 1000 &&
-        now - c->conn->last_read_ms >= (uint64_t)CS->keepalive_interval * 1000) {
+        now - c->conn->last_read_ms >=
+            (uint64_t)CS->keepalive_interval * 1000) {
         pl__c2s_out(c, " ");
         c->keepalive_ms = now;
     }
@@ -929,13 +937,12 @@ static unsigned long c2s_count(void)
 
 #define CS(field) offsetof(struct pl_c2s_settings, field)
 
-static const char *const conflict_policies[] = {"kick_old", "refuse",
-                                                "rename", NULL};
+static const char *const conflict_policies[] = {"kick_old", "refuse", "rename",
+                                                NULL};
 
 static const struct pl_option options[] = {
     {"require_encryption", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Refuse SASL and stanzas until TLS is in place.",
-     CS(require_encryption)},
+     "Refuse SASL and stanzas until TLS is in place.", CS(require_encryption)},
     {"allow_plain", PL_OPT_BOOL, "true", 0, 0, NULL,
      "Offer SASL PLAIN (only ever inside TLS).", CS(allow_plain)},
     {"channel_binding", PL_OPT_BOOL, "true", 0, 0, NULL,
@@ -945,8 +952,7 @@ static const struct pl_option options[] = {
      "Also accept tls-unique channel binding (RFC 5929), on TLS 1.3 too, "
      "for clients that know no other type (slixmpp 1.8).",
      CS(tls_unique)},
-    {"resource_conflict", PL_OPT_ENUM, "\"kick_old\"", 0, 0,
-     conflict_policies,
+    {"resource_conflict", PL_OPT_ENUM, "\"kick_old\"", 0, 0, conflict_policies,
      "Binding a resource already in use: kick_old, refuse or rename.",
      CS(resource_conflict)},
     {"max_auth_failures", PL_OPT_INT, "3", 1, 100, NULL,
@@ -966,8 +972,7 @@ static const struct pl_option options[] = {
      "(0: never).",
      CS(keepalive_interval)},
     {"sm_enable", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "Offer stream management (XEP-0198): acks and resumption.",
-     CS(sm_enable)},
+     "Offer stream management (XEP-0198): acks and resumption.", CS(sm_enable)},
     {"sm_resume_timeout", PL_OPT_INT, "300", 0, 86400, NULL,
      "Seconds a dropped stream-managed session waits for its client to "
      "resume (0: no resumption); a client may ask for less.",

@@ -22,23 +22,27 @@
  */
 
 /* c2s.resource_conflict: binding a full JID already in use. */
-enum { PL_CONFLICT_KICK_OLD = 0, PL_CONFLICT_REFUSE, PL_CONFLICT_RENAME };
+enum {
+    PL_CONFLICT_KICK_OLD = 0,
+    PL_CONFLICT_REFUSE,
+    PL_CONFLICT_RENAME
+};
 
 struct pl_c2s_settings {
-    int require_encryption;   /* no SASL or stanzas before TLS */
-    int allow_plain;          /* offer PLAIN inside TLS */
-    int channel_binding;      /* offer SCRAM-*-PLUS */
-    int tls_unique;           /* accept tls-unique binding too */
-    int resource_conflict;    /* PL_CONFLICT_* */
-    long max_auth_failures;   /* per connection */
+    int require_encryption;    /* no SASL or stanzas before TLS */
+    int allow_plain;           /* offer PLAIN inside TLS */
+    int channel_binding;       /* offer SCRAM-*-PLUS */
+    int tls_unique;            /* accept tls-unique binding too */
+    int resource_conflict;     /* PL_CONFLICT_* */
+    long max_auth_failures;    /* per connection */
     long auth_failures_per_ip; /* per address within the window */
-    long auth_failure_window; /* seconds */
-    long scram_iterations;    /* PBKDF2 rounds for new passwords */
-    long keepalive_interval;  /* seconds between whitespace pings, 0 off */
-    int sm_enable;            /* offer XEP-0198 */
-    long sm_resume_timeout;   /* seconds a dropped session waits */
-    long sm_max_queue;        /* unacknowledged stanzas kept */
-    int sm_durable;           /* store unacknowledged messages */
+    long auth_failure_window;  /* seconds */
+    long scram_iterations;     /* PBKDF2 rounds for new passwords */
+    long keepalive_interval;   /* seconds between whitespace pings, 0 off */
+    int sm_enable;             /* offer XEP-0198 */
+    long sm_resume_timeout;    /* seconds a dropped session waits */
+    long sm_max_queue;         /* unacknowledged stanzas kept */
+    int sm_durable;            /* store unacknowledged messages */
 };
 
 /* The c2s settings in force, or NULL before the front end started.  Stream

@@ -59,8 +59,8 @@ static void sm_failed(struct c2s *c, const char *cond, const struct pl_sm *sm)
     char b[256];
     if (sm)
         snprintf(b, sizeof(b),
-                 "<failed xmlns='" PL_NS_SM "' h='%u'><%s xmlns='"
-                 PL_NS_STANZAS "'/></failed>",
+                 "<failed xmlns='" PL_NS_SM "' h='%u'><%s xmlns='" PL_NS_STANZAS
+                 "'/></failed>",
                  pl_sm_handled(sm), cond);
     else
         snprintf(b, sizeof(b),
@@ -96,12 +96,13 @@ static void sm_ack(struct c2s *c, uint32_t h)
         if (c->closing || !c->conn)
             return;
         char b[320];
-        snprintf(b, sizeof(b),
-                 "<stream:error><undefined-condition xmlns='"
-                 PL_NS_STREAM_ERRORS "'/><handled-count-too-high xmlns='"
-                 PL_NS_SM "' h='%u' send-count='%u'/></stream:error>"
-                 "</stream:stream>",
-                 h, sent);
+        snprintf(
+            b, sizeof(b),
+            "<stream:error><undefined-condition xmlns='" PL_NS_STREAM_ERRORS
+            "'/><handled-count-too-high xmlns='" PL_NS_SM
+            "' h='%u' send-count='%u'/></stream:error>"
+            "</stream:stream>",
+            h, sent);
         pl__c2s_out(c, b);
         c->closing = 1;
         c->no_resume = 1;
@@ -113,11 +114,11 @@ static void sm_ack(struct c2s *c, uint32_t h)
 /* Moves the connection-side fields between a and b (resumption). */
 static void swap_transport(struct c2s *a, struct c2s *b)
 {
-#define SWAP(f)                                                               \
-    do {                                                                      \
-        __typeof__(a->f) t_ = a->f;                                           \
-        a->f = b->f;                                                          \
-        b->f = t_;                                                            \
+#define SWAP(f)                                                                \
+    do {                                                                       \
+        __typeof__(a->f) t_ = a->f;                                            \
+        a->f = b->f;                                                           \
+        b->f = t_;                                                             \
     } while (0)
     SWAP(conn);
     SWAP(xml);

@@ -64,14 +64,14 @@
 
 /* One configured component. */
 struct comp {
-    char *domain;          /* normalized domain it serves */
-    char *secret;          /* shared secret (from the configuration) */
-    struct pl_host *host;  /* the host whose service it is */
-    struct link *link;     /* its authenticated connection, or NULL */
-    uint64_t since_ms;     /* loop time the link authenticated */
-    uint64_t in, out;      /* stanzas received from it, sent to it */
-    uint64_t connects;     /* successful handshakes so far */
-    uint64_t refusals;     /* failed handshakes and conflicts */
+    char *domain;         /* normalized domain it serves */
+    char *secret;         /* shared secret (from the configuration) */
+    struct pl_host *host; /* the host whose service it is */
+    struct link *link;    /* its authenticated connection, or NULL */
+    uint64_t since_ms;    /* loop time the link authenticated */
+    uint64_t in, out;     /* stanzas received from it, sent to it */
+    uint64_t connects;    /* successful handshakes so far */
+    uint64_t refusals;    /* failed handshakes and conflicts */
 };
 
 enum link_state {
@@ -116,8 +116,8 @@ static void comps_free(struct comp *v, int n)
     pl_free(v);
 }
 
-static int where(char *err, size_t errlen, config_setting_t *s,
-                 const char *msg, const char *arg)
+static int where(char *err, size_t errlen, config_setting_t *s, const char *msg,
+                 const char *arg)
 {
     const char *file = s ? config_setting_source_file(s) : NULL;
     char m[256];
@@ -139,8 +139,8 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
     struct comp *v = NULL;
     int n = 0;
     for (int h = 0; h < c->nhosts; h++) {
-        config_setting_t *l =
-            config_setting_get_member(c->hosts[h].group, "components");
+        config_setting_t *l = config_setting_get_member(c->hosts[h].group,
+                                                        "components");
         if (!l)
             continue;
         if (!config_setting_is_list(l) && !config_setting_is_array(l)) {
@@ -162,9 +162,8 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
                              "components");
             }
             for (int k = 0; k < config_setting_length(g); k++) {
-                const char *key =
-                    config_setting_name(config_setting_get_elem(g,
-                                                                (unsigned)k));
+                const char *key = config_setting_name(
+                    config_setting_get_elem(g, (unsigned)k));
                 if (strcmp(key, "domain") != 0 && strcmp(key, "secret") != 0) {
                     comps_free(v, n);
                     return where(err, errlen, g,
@@ -175,8 +174,7 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
             if (pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK) {
                 comps_free(v, n);
                 return where(err, errlen, g,
-                             "components: '%s' is not a valid domain",
-                             domain);
+                             "components: '%s' is not a valid domain", domain);
             }
             int dup = 0;
             for (int k = 0; k < c->nhosts; k++)
@@ -203,8 +201,7 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
     return PL_OK;
 }
 
-static int check(struct pl_config *c, void *settings, char *err,
-                 size_t errlen)
+static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
 {
     (void)settings;
     struct comp *v;
@@ -304,8 +301,7 @@ static void to_client_ns(struct pl_node *n)
 {
     if (n->ns && strcmp(n->ns, NS_COMPONENT) == 0)
         n->ns = PL_NS_CLIENT;
-    for (struct pl_node *c = pl_node_first_elem(n); c;
-         c = pl_node_next_elem(c))
+    for (struct pl_node *c = pl_node_first_elem(n); c; c = pl_node_next_elem(c))
         if (c->ns && strcmp(c->ns, NS_COMPONENT) == 0)
             to_client_ns(c);
 }
@@ -323,9 +319,9 @@ static void on_stream_open(void *ud, struct pl_stanza *hdr)
     pl_free(dom);
     if (strcmp(root->ns, PL_NS_STREAMS) != 0 ||
         strcmp(root->name, "stream") != 0) {
-        stream_error(l, strcmp(root->ns, PL_NS_STREAMS) != 0
-                            ? "invalid-namespace"
-                            : "bad-format",
+        stream_error(l,
+                     strcmp(root->ns, PL_NS_STREAMS) != 0 ? "invalid-namespace"
+                                                          : "bad-format",
                      NULL);
     } else if (!content || strcmp(content, NS_COMPONENT) != 0) {
         stream_error(l, "invalid-namespace", "expected " NS_COMPONENT);
@@ -576,18 +572,18 @@ static json_t *admin_components(json_t *req)
     for (int i = 0; i < ncomps; i++) {
         const struct comp *cp = &comps[i];
         const struct link *l = cp->link;
-        json_t *o = json_pack(
-            "{s:s, s:s, s:b, s:I, s:I, s:I, s:I}", "domain", cp->domain,
-            "host", cp->host->domain, "connected", l != NULL, "stanzas_in",
-            (json_int_t)cp->in, "stanzas_out", (json_int_t)cp->out,
-            "connects", (json_int_t)cp->connects, "refused",
-            (json_int_t)cp->refusals);
+        json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I, s:I}", "domain",
+                              cp->domain, "host", cp->host->domain, "connected",
+                              l != NULL, "stanzas_in", (json_int_t)cp->in,
+                              "stanzas_out", (json_int_t)cp->out, "connects",
+                              (json_int_t)cp->connects, "refused",
+                              (json_int_t)cp->refusals);
         if (l && l->conn) {
             json_object_set_new(o, "peer", json_string(l->conn->ip));
             json_object_set_new(o, "port", json_integer(l->conn->port));
-            json_object_set_new(
-                o, "seconds",
-                json_integer((json_int_t)((now - cp->since_ms) / 1000)));
+            json_object_set_new(o, "seconds",
+                                json_integer(
+                                    (json_int_t)((now - cp->since_ms) / 1000)));
         }
         json_array_append_new(v, o);
     }
@@ -610,8 +606,10 @@ static int comp_start(struct pl_config *c, void *settings)
         comps[i].host = h;
         int rc = pl_host_add_service(h, comps[i].domain, "component");
         if (rc != PL_OK) {
-            pl_log_error("component", "%s: the domain is already served "
-                         "(a host or another service)", comps[i].domain);
+            pl_log_error("component",
+                         "%s: the domain is already served "
+                         "(a host or another service)",
+                         comps[i].domain);
             return rc;
         }
         if (!pl_hook_has(h, "component/message")) {

@@ -89,8 +89,9 @@ static void db_element(struct pl_conn *c, const char *name, const char *from,
         pl_buf_printf(&b, "</db:%s>", name);
     } else if (error) {
         /* XEP-0220 §2.4: errors as stanza errors. */
-        pl_buf_printf(&b, "><error type='cancel'><%s xmlns='" PL_NS_STANZAS
-                          "'/></error></db:%s>",
+        pl_buf_printf(&b,
+                      "><error type='cancel'><%s xmlns='" PL_NS_STANZAS
+                      "'/></error></db:%s>",
                       error, name);
     } else {
         pl_buf_append_str(&b, "/>");
@@ -105,8 +106,8 @@ void pl__s2s_out_send_verifies(struct out *o)
         if (v->sent)
             continue;
         v->sent = 1;
-        db_element(o->conn, "verify", o->local, o->remote, v->id, NULL,
-                   v->key, NULL);
+        db_element(o->conn, "verify", o->local, o->remote, v->id, NULL, v->key,
+                   NULL);
     }
 }
 
@@ -115,8 +116,7 @@ void pl__s2s_out_db_key(struct out *o)
 {
     char key[2 * EVP_MAX_MD_SIZE + 1];
     dialback_key(o->remote, o->local, o->sid, key, sizeof(key));
-    db_element(o->conn, "result", o->local, o->remote, NULL, NULL, key,
-               NULL);
+    db_element(o->conn, "result", o->local, o->remote, NULL, NULL, key, NULL);
 }
 
 /* <db:result> or <db:verify> on our outgoing link o: the answer to our
@@ -185,20 +185,21 @@ void pl__s2s_in_answer_verify(uint64_t in_id, const char *local,
         if (!i->auth)
             i->auth = A_DIALBACK;
         pl_conn_established(i->conn);
-        pl_log_info("s2s", "incoming link from %s (%s) to %s authenticated "
-                    "with dialback%s", remote, i->conn->ip, local,
+        pl_log_info("s2s",
+                    "incoming link from %s (%s) to %s authenticated "
+                    "with dialback%s",
+                    remote, i->conn->ip, local,
                     i->bidi ? " (bidirectional)" : "");
-        db_element(i->conn, "result", local, remote, NULL, "valid", NULL,
-                   NULL);
+        db_element(i->conn, "result", local, remote, NULL, "valid", NULL, NULL);
         return;
     }
     pl_log_warn("s2s", "incoming link from %s (%s) to %s: dialback %s", remote,
                 i->conn->ip, local,
                 type ? "key rejected by the authoritative server"
                      : "could not reach the authoritative server");
-    db_element(i->conn, "result", local, remote, NULL, type ? "invalid"
-                                                            : "error",
-               NULL, type ? NULL : "remote-server-not-found");
+    db_element(i->conn, "result", local, remote, NULL,
+               type ? "invalid" : "error", NULL,
+               type ? NULL : "remote-server-not-found");
     /* XEP-0220 §2.3.1: the pair stays unauthenticated. */
     for (struct pair **pp = &i->pairs; *pp; pp = &(*pp)->next)
         if (*pp == p) {
@@ -303,8 +304,8 @@ void pl__s2s_in_db_verify(struct in *i, struct pl_stanza *st)
     char want[2 * EVP_MAX_MD_SIZE + 1];
     dialback_key(from, to, id, want, sizeof(want));
     int ok = key && klen == strlen(want) && CRYPTO_memcmp(key, want, klen) == 0;
-    db_element(i->conn, "verify", to, from, id, ok ? "valid" : "invalid",
-               NULL, NULL);
+    db_element(i->conn, "verify", to, from, id, ok ? "valid" : "invalid", NULL,
+               NULL);
     pl_log_debug("s2s", "dialback verify from %s for %s: %s", from, to,
                  ok ? "valid" : "invalid");
 out:

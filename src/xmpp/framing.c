@@ -64,8 +64,7 @@ int pl_stream_is_stanza(const struct pl_node *root, const char *content_ns)
             strcmp(root->name, "iq") == 0);
 }
 
-void pl_stream_error_xml(struct pl_buf *b, const char *cond,
-                         const char *text)
+void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text)
 {
     pl_buf_printf(b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS "'/>",
                   cond);

@@ -67,7 +67,6 @@ int pl_stream_is_stanza(const struct pl_node *root, const char *content_ns);
  * <stream:error><cond/>[<text>text</text>]</stream:error></stream:stream>
  * (every stream kind alike).  text may be NULL.
  */
-void pl_stream_error_xml(struct pl_buf *b, const char *cond,
-                         const char *text);
+void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text);
 
 #endif

@@ -49,8 +49,8 @@
 const char *const pl__s2s_auth_names[] = {"none", "external", "dialback"};
 
 const char *const pl__s2s_out_state_names[] = {
-    "resolving", "connecting", "negotiating", "authenticating", "ready",
-    "closing",
+    "resolving",      "connecting", "negotiating",
+    "authenticating", "ready",      "closing",
 };
 
 
@@ -58,8 +58,8 @@ static struct pl_settings *S;
 static const struct pl_s2s_settings *SS; /* the s2s group in force */
 uint64_t pl__s2s_next_id = 1;
 unsigned long pl__s2s_nconns;
-static X509_STORE *store;        /* trusted authorities */
-static SSL_CTX **client_ctx;     /* per host index, outgoing TLS */
+static X509_STORE *store;    /* trusted authorities */
+static SSL_CTX **client_ctx; /* per host index, outgoing TLS */
 static int nclient_ctx;
 static int started;
 
@@ -273,13 +273,13 @@ void pl_s2s_links_json(struct pl_buf *b)
         json_str(b, o->local);
         pl_buf_append_str(b, ",\"remote\":");
         json_str(b, o->remote);
-        pl_buf_printf(b, ",\"state\":\"%s\",\"auth\":\"%s\",\"tls\":%s,"
-                         "\"bidi\":%s,\"queued\":%zu,\"queued_bytes\":%zu,"
-                         "\"age\":%llu,\"sent\":%lu,\"received\":%lu,"
-                         "\"error\":",
+        pl_buf_printf(b,
+                      ",\"state\":\"%s\",\"auth\":\"%s\",\"tls\":%s,"
+                      "\"bidi\":%s,\"queued\":%zu,\"queued_bytes\":%zu,"
+                      "\"age\":%llu,\"sent\":%lu,\"received\":%lu,"
+                      "\"error\":",
                       pl__s2s_out_state_names[o->state],
-                      pl__s2s_auth_names[o->auth],
-                      o->secure ? "true" : "false",
+                      pl__s2s_auth_names[o->auth], o->secure ? "true" : "false",
                       o->bidi ? "true" : "false", o->qn, o->qbytes,
                       (unsigned long long)((now - o->created_ms) / 1000),
                       o->sent, o->received);
@@ -292,20 +292,22 @@ void pl_s2s_links_json(struct pl_buf *b)
         pl_buf_append_str(b, "\"direction\":\"in\",\"local\":");
         json_str(b, i->host ? i->host->domain : "");
         pl_buf_append_str(b, ",\"remote\":");
-        json_str(b, i->remote ? i->remote
-                    : i->pairs ? i->pairs->from
-                    : i->from_hdr ? i->from_hdr : "");
+        json_str(b, i->remote     ? i->remote
+                    : i->pairs    ? i->pairs->from
+                    : i->from_hdr ? i->from_hdr
+                                  : "");
         int authed = i->remote || (i->pairs && i->pairs->valid);
-        pl_buf_printf(b, ",\"state\":\"%s\",\"auth\":\"%s\",\"tls\":%s,"
-                         "\"bidi\":%s,\"queued\":0,\"queued_bytes\":0,"
-                         "\"age\":%llu,\"sent\":%lu,\"received\":%lu,"
-                         "\"error\":",
-                      i->closing ? "closing" : authed ? "ready"
-                                                      : "negotiating",
+        pl_buf_printf(b,
+                      ",\"state\":\"%s\",\"auth\":\"%s\",\"tls\":%s,"
+                      "\"bidi\":%s,\"queued\":0,\"queued_bytes\":0,"
+                      "\"age\":%llu,\"sent\":%lu,\"received\":%lu,"
+                      "\"error\":",
+                      i->closing ? "closing"
+                      : authed   ? "ready"
+                                 : "negotiating",
                       pl__s2s_auth_names[i->auth], i->secure ? "true" : "false",
                       i->bidi ? "true" : "false",
-                      (unsigned long long)((now - i->conn->opened_ms) /
-                                           1000),
+                      (unsigned long long)((now - i->conn->opened_ms) / 1000),
                       i->sent, i->received);
         json_str(b, i->why);
         pl_buf_append_str(b, "}");
@@ -323,8 +325,7 @@ static const struct pl_option options[] = {
      "Refuse server-to-server streams without TLS, both ways.",
      SS(require_tls)},
     {"bidi", PL_OPT_BOOL, "true", 0, 0, NULL,
-     "One connection both ways with peers that offer it (XEP-0288).",
-     SS(bidi)},
+     "One connection both ways with peers that offer it (XEP-0288).", SS(bidi)},
     {"auth", PL_OPT_STRLIST, "[\"external\", \"dialback\"]", 0, 0, NULL,
      "How peers authenticate, in order of preference: external (SASL "
      "EXTERNAL with a certificate, XEP-0178), dialback (XEP-0220).",
@@ -334,8 +335,7 @@ static const struct pl_option options[] = {
      "certificates; with ca_dir empty too, the system's.",
      SS(ca_file)},
     {"ca_dir", PL_OPT_STRING, "\"\"", 0, 0, NULL,
-     "Directory of trusted authorities (OpenSSL hashed names).",
-     SS(ca_dir)},
+     "Directory of trusted authorities (OpenSSL hashed names).", SS(ca_dir)},
     {"connect_timeout", PL_OPT_INT, "20", 1, 3600, NULL,
      "Seconds to resolve, connect and authenticate a link; its queued "
      "stanzas then bounce with <remote-server-timeout/>.",
@@ -361,30 +361,29 @@ static const struct pl_option options[] = {
 
 /* --check-config and every load: s2s.auth, s2s.resolver, and s2s.routes
  * read into the settings. */
-static int check(struct pl_config *c, void *settings, char *err,
-                 size_t errlen)
+static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
 {
     struct pl_s2s_settings *ss = settings;
     config_setting_t *grp = config_lookup(&c->cfg, "s2s");
-    config_setting_t *at = grp ? config_setting_get_member(grp, "auth")
-                               : NULL;
+    config_setting_t *at = grp ? config_setting_get_member(grp, "auth") : NULL;
     for (int i = 0; i < ss->auth.n; i++)
         if (strcmp(ss->auth.v[i], "external") != 0 &&
             strcmp(ss->auth.v[i], "dialback") != 0)
             return pl_config_where(err, errlen, at,
-                         "s2s.auth: '%s' is not external or dialback",
-                         ss->auth.v[i]);
+                                   "s2s.auth: '%s' is not external or dialback",
+                                   ss->auth.v[i]);
     if (pl_dns_check_server(ss->resolver) != PL_OK)
         return pl_config_where(err, errlen,
-                     grp ? config_setting_get_member(grp, "resolver") : NULL,
-                     "s2s.resolver: '%s' is not address:port",
-                     ss->resolver);
+                               grp ? config_setting_get_member(grp, "resolver")
+                                   : NULL,
+                               "s2s.resolver: '%s' is not address:port",
+                               ss->resolver);
     config_setting_t *l = ss->routes_raw;
     if (!l)
         return PL_OK;
     if (!config_setting_is_list(l))
         return pl_config_where(err, errlen, l, "%s must be a list of groups",
-                     "s2s.routes");
+                               "s2s.routes");
     int n = config_setting_length(l);
     ss->routes = pl_calloc((size_t)n + 1, sizeof(*ss->routes));
     for (int i = 0; i < n; i++) {
@@ -393,7 +392,7 @@ static int check(struct pl_config *c, void *settings, char *err,
         int port = 5269;
         if (!config_setting_is_group(g))
             return pl_config_where(err, errlen, g, "%s: each route is a group",
-                         "s2s.routes");
+                                   "s2s.routes");
         config_setting_lookup_string(g, "domain", &domain);
         config_setting_lookup_string(g, "host", &host);
         config_setting_lookup_string(g, "tls", &tls);
@@ -401,16 +400,17 @@ static int check(struct pl_config *c, void *settings, char *err,
         if (ps && (config_setting_type(ps) != CONFIG_TYPE_INT ||
                    (port = config_setting_get_int(ps)) < 1 || port > 65535))
             return pl_config_where(err, errlen, g, "%s: port must be 1-65535",
-                         "s2s.routes");
+                                   "s2s.routes");
         char *norm = NULL;
         if (!domain || pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK)
-            return pl_config_where(err, errlen, g, "%s: a valid domain is needed",
-                         "s2s.routes");
+            return pl_config_where(err, errlen, g,
+                                   "%s: a valid domain is needed",
+                                   "s2s.routes");
         struct pl_s2s_route *r = &ss->routes[ss->nroutes++];
         r->domain = norm;
         if (!host || !*host)
             return pl_config_where(err, errlen, g, "%s: a host is needed",
-                         "s2s.routes");
+                                   "s2s.routes");
         r->host = pl_strdup(host);
         r->port = port;
         if (strcmp(tls, "starttls") == 0)
@@ -418,9 +418,11 @@ static int check(struct pl_config *c, void *settings, char *err,
         else if (strcmp(tls, "direct") == 0)
             r->tls = PL_TLS_DIRECT;
         else
-            return pl_config_where(err, errlen, g,
-                         "s2s.routes: tls must be starttls or direct, not "
-                         "'%s'", tls);
+            return pl_config_where(
+                err, errlen, g,
+                "s2s.routes: tls must be starttls or direct, not "
+                "'%s'",
+                tls);
         config_setting_t *bad = NULL;
         for (int j = 0; j < config_setting_length(g); j++) {
             config_setting_t *m = config_setting_get_elem(g, (unsigned)j);
@@ -430,9 +432,11 @@ static int check(struct pl_config *c, void *settings, char *err,
                 bad = m;
         }
         if (bad)
-            return pl_config_where(err, errlen, bad, "s2s.routes: unknown setting '%s'",
-                         config_setting_name(bad) ? config_setting_name(bad)
-                                                  : "?");
+            return pl_config_where(err, errlen, bad,
+                                   "s2s.routes: unknown setting '%s'",
+                                   config_setting_name(bad)
+                                       ? config_setting_name(bad)
+                                       : "?");
     }
     return PL_OK;
 }

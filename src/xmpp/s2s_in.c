@@ -99,24 +99,24 @@ static void in_features(struct in *i)
         if (i->secure || !pl__s2s_conf()->require_tls) {
             if (i->secure && i->from_hdr && pl__s2s_allowed("external")) {
                 char why[256];
-                i->cert_ok =
-                    pl__s2s_in_cert_valid_for(i, i->from_hdr, why, sizeof(why));
+                i->cert_ok = pl__s2s_in_cert_valid_for(i, i->from_hdr, why,
+                                                       sizeof(why));
                 i->cert_checked = 1;
                 if (i->cert_ok)
                     pl_buf_append_str(&b, "<mechanisms xmlns='" NS_SASL "'>"
                                           "<mechanism>EXTERNAL</mechanism>"
                                           "</mechanisms>");
                 else
-                    pl_log_info("s2s", "incoming link from %s (%s): no SASL "
-                                "EXTERNAL: %s", i->from_hdr, i->conn->ip,
-                                why);
+                    pl_log_info("s2s",
+                                "incoming link from %s (%s): no SASL "
+                                "EXTERNAL: %s",
+                                i->from_hdr, i->conn->ip, why);
             }
             if (pl__s2s_allowed("dialback"))
                 pl_buf_append_str(&b, "<dialback xmlns='" NS_DB_FEATURE "'>"
                                       "<errors/></dialback>");
             if (pl__s2s_conf()->bidi)
-                pl_buf_append_str(&b, "<bidi xmlns='" NS_BIDI_FEATURE
-                                      "'/>");
+                pl_buf_append_str(&b, "<bidi xmlns='" NS_BIDI_FEATURE "'/>");
         }
     }
     pl_buf_append_str(&b, "</stream:features>");
@@ -191,9 +191,9 @@ static void in_sasl(struct in *i, struct pl_stanza *st)
         if (t && len && !(len == 1 && t[0] == '=') &&
             pl_base64_decode((struct pl_str){t, len}, &az) != PL_OK) {
             cond = "incorrect-encoding";
-        } else if (az.len && (az.len != strlen(i->from_hdr) ||
-                              memcmp(az.data + az.off, i->from_hdr,
-                                     az.len) != 0)) {
+        } else if (az.len &&
+                   (az.len != strlen(i->from_hdr) ||
+                    memcmp(az.data + az.off, i->from_hdr, az.len) != 0)) {
             cond = "invalid-authzid"; /* XEP-0178 §2 step 8 */
         } else if (!i->cert_checked || !i->cert_ok) {
             cond = "not-authorized";
@@ -202,21 +202,22 @@ static void in_sasl(struct in *i, struct pl_stanza *st)
     }
     if (cond) {
         struct pl_buf b = {0};
-        pl_buf_printf(&b, "<failure xmlns='" NS_SASL "'><%s/></failure>",
-                      cond);
+        pl_buf_printf(&b, "<failure xmlns='" NS_SASL "'><%s/></failure>", cond);
         pl__s2s_write_buf(i->conn, &b);
-        pl_log_info("s2s", "incoming link from %s (%s): SASL EXTERNAL "
-                    "refused (%s)", i->from_hdr ? i->from_hdr : "?",
-                    i->conn->ip, cond);
+        pl_log_info("s2s",
+                    "incoming link from %s (%s): SASL EXTERNAL "
+                    "refused (%s)",
+                    i->from_hdr ? i->from_hdr : "?", i->conn->ip, cond);
         return;
     }
     pl__s2s_write_str(i->conn, "<success xmlns='" NS_SASL "'/>");
     i->remote = pl_strdup(i->from_hdr);
     i->auth = A_EXTERNAL;
     pl_conn_established(i->conn);
-    pl_log_info("s2s", "incoming link from %s (%s) authenticated with SASL "
-                "EXTERNAL%s", i->remote, i->conn->ip,
-                i->bidi ? " (bidirectional)" : "");
+    pl_log_info("s2s",
+                "incoming link from %s (%s) authenticated with SASL "
+                "EXTERNAL%s",
+                i->remote, i->conn->ip, i->bidi ? " (bidirectional)" : "");
     in_restart(i);
 }
 
@@ -298,7 +299,8 @@ static void in_stanza(void *ud, struct pl_stanza *st)
         goto out;
     }
     if (strcmp(root->ns, NS_BIDI) == 0 && strcmp(root->name, "bidi") == 0) {
-        if (!pl__s2s_conf()->bidi || (pl__s2s_conf()->require_tls && !i->secure))
+        if (!pl__s2s_conf()->bidi ||
+            (pl__s2s_conf()->require_tls && !i->secure))
             pl__s2s_in_error(i, "unsupported-stanza-type", NULL);
         else
             i->bidi = 1; /* XEP-0288 §2.2: no answer */
@@ -347,7 +349,10 @@ static void in_xml_error(void *ud, enum pl_xml_error err, const char *text)
 }
 
 const struct pl_xml_callbacks pl__s2s_in_xml_cb = {
-    in_stream_open, in_stanza, in_stream_close, in_xml_error,
+    in_stream_open,
+    in_stanza,
+    in_stream_close,
+    in_xml_error,
 };
 
 static void in_data(struct pl_conn *conn, const char *p, size_t n)
@@ -376,12 +381,14 @@ static void in_closed(struct pl_conn *conn)
     if (i->next)
         i->next->prev = i->prev;
     if (!i->remote && !i->pairs)
-        pl_log_info("s2s", "incoming connection from %s:%d (%s) closed "
-                    "before authentication%s%s%s%s", conn->ip, conn->port,
+        pl_log_info("s2s",
+                    "incoming connection from %s:%d (%s) closed "
+                    "before authentication%s%s%s%s",
+                    conn->ip, conn->port,
                     i->from_hdr ? i->from_hdr : "domain unknown",
                     conn->error ? ": TLS: " : "",
-                    conn->error ? conn->error : "",
-                    i->why[0] ? ": " : "", i->why);
+                    conn->error ? conn->error : "", i->why[0] ? ": " : "",
+                    i->why);
     else
         pl_log_info("s2s", "incoming link from %s closed (%lu stanzas)",
                     i->remote ? i->remote : i->pairs->from, i->received);

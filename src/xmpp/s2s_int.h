@@ -39,7 +39,11 @@ struct pl_settings;
 struct pl_config;
 
 /* How a link or stream was authenticated (pl__s2s_auth_names). */
-enum auth { A_NONE = 0, A_EXTERNAL, A_DIALBACK };
+enum auth {
+    A_NONE = 0,
+    A_EXTERNAL,
+    A_DIALBACK
+};
 
 /* ---- outgoing ---- */
 
@@ -70,41 +74,41 @@ struct verify {
 };
 
 struct out {
-    uint64_t id;                  /* for DNS answers and lookups */
-    char *local, *remote;         /* domains: ours and the peer's */
-    int state;                    /* enum out_state */
-    int auth;                     /* enum auth once ready */
-    struct pl_conn *conn;         /* NULL until connected */
-    int fd;                       /* connecting socket, -1 if none */
-    struct pl_io cio;             /* watches fd while connecting */
-    struct pl_xml_parser *xml;    /* the peer's stream */
-    struct target *targets;       /* where to connect, in order */
-    int ntargets, ti;             /* count, current */
+    uint64_t id;                    /* for DNS answers and lookups */
+    char *local, *remote;           /* domains: ours and the peer's */
+    int state;                      /* enum out_state */
+    int auth;                       /* enum auth once ready */
+    struct pl_conn *conn;           /* NULL until connected */
+    int fd;                         /* connecting socket, -1 if none */
+    struct pl_io cio;               /* watches fd while connecting */
+    struct pl_xml_parser *xml;      /* the peer's stream */
+    struct target *targets;         /* where to connect, in order */
+    int ntargets, ti;               /* count, current */
     struct sockaddr_storage *addrs; /* the current target's addresses */
-    int naddrs, ai;               /* count, current */
-    int srv_left;                 /* SRV answers outstanding */
-    struct target *srv;           /* SRV targets gathered so far */
-    int nsrv;                     /* their count */
-    int srv_dot;                  /* an SRV answer said "no service" */
-    char srv_why[96];             /* the last SRV failure */
-    struct pl_stanza **q;         /* queued until ready (refs) */
-    size_t qn, qcap, qbytes;      /* count, capacity, bytes */
-    struct verify *verifies;      /* db:verify to send on this link */
-    char sid[128];                /* the peer's stream id */
-    char why[384];                /* the last problem, for logs and ctl */
-    unsigned secure : 1;          /* TLS is up */
-    unsigned cert_ok : 1;         /* the peer's certificate is valid */
-    unsigned ext_failed : 1;      /* SASL EXTERNAL was refused */
-    unsigned fatal : 1;           /* no point trying other addresses */
-    unsigned detached : 1;        /* out of the lookup list */
-    unsigned bidi : 1;            /* XEP-0288 requested: the peer may
+    int naddrs, ai;                 /* count, current */
+    int srv_left;                   /* SRV answers outstanding */
+    struct target *srv;             /* SRV targets gathered so far */
+    int nsrv;                       /* their count */
+    int srv_dot;                    /* an SRV answer said "no service" */
+    char srv_why[96];               /* the last SRV failure */
+    struct pl_stanza **q;           /* queued until ready (refs) */
+    size_t qn, qcap, qbytes;        /* count, capacity, bytes */
+    struct verify *verifies;        /* db:verify to send on this link */
+    char sid[128];                  /* the peer's stream id */
+    char why[384];                  /* the last problem, for logs and ctl */
+    unsigned secure : 1;            /* TLS is up */
+    unsigned cert_ok : 1;           /* the peer's certificate is valid */
+    unsigned ext_failed : 1;        /* SASL EXTERNAL was refused */
+    unsigned fatal : 1;             /* no point trying other addresses */
+    unsigned detached : 1;          /* out of the lookup list */
+    unsigned bidi : 1;              /* XEP-0288 requested: the peer may
                                    * send its stanzas back on this link */
-    unsigned long sent;           /* stanzas written */
-    unsigned long received;       /* stanzas routed (bidi) */
-    uint64_t created_ms;          /* loop time at creation */
-    uint64_t last_ms;             /* loop time of the last stanza */
-    struct pl_timer timer;        /* connect deadline, then idle checks */
-    struct out *next;             /* all links */
+    unsigned long sent;             /* stanzas written */
+    unsigned long received;         /* stanzas routed (bidi) */
+    uint64_t created_ms;            /* loop time at creation */
+    uint64_t last_ms;               /* loop time of the last stanza */
+    struct pl_timer timer;          /* connect deadline, then idle checks */
+    struct out *next;               /* all links */
 };
 
 /* ---- incoming ---- */
@@ -230,8 +234,7 @@ struct in *pl__s2s_in_by_id(uint64_t id);
 /* Ends the stream with an RFC 6120 §4.9.3 condition (text may be NULL). */
 void pl__s2s_in_error(struct in *i, const char *cond, const char *text);
 /* i's dialback pair from -> to, or NULL. */
-struct pair *pl__s2s_in_pair(struct in *i, const char *from,
-                             const char *to);
+struct pair *pl__s2s_in_pair(struct in *i, const char *from, const char *to);
 /* Whether the peer's certificate on i is valid for domain. */
 int pl__s2s_in_cert_valid_for(struct in *i, const char *domain, char *why,
                               size_t n);

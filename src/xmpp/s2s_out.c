@@ -143,11 +143,10 @@ void pl__s2s_out_ready(struct out *o, int auth)
     o->why[0] = '\0';
     o->last_ms = pl__s2s_now_ms();
     pl_timer_start(pl_server_loop(), &o->timer, 5000);
-    pl_log_info("s2s", "link %s -> %s ready (%s, %s%s, %zu queued)",
-                o->local, o->remote, pl__s2s_auth_names[auth],
+    pl_log_info("s2s", "link %s -> %s ready (%s, %s%s, %zu queued)", o->local,
+                o->remote, pl__s2s_auth_names[auth],
                 !o->secure ? "no TLS"
-                : o->ti < o->ntargets &&
-                        o->targets[o->ti].tls == PL_TLS_DIRECT
+                : o->ti < o->ntargets && o->targets[o->ti].tls == PL_TLS_DIRECT
                     ? "direct TLS"
                     : "STARTTLS",
                 o->bidi ? ", bidirectional" : "", o->qn);
@@ -169,7 +168,8 @@ void pl__s2s_out_fail(struct out *o, int code)
         return;
     const char *cond, *type;
     pl_error_condition(code, &cond, &type);
-    pl_log_warn("s2s", "link %s -> %s failed: %s; %zu queued stanza%s "
+    pl_log_warn("s2s",
+                "link %s -> %s failed: %s; %zu queued stanza%s "
                 "bounced with %s",
                 o->local, o->remote, o->why[0] ? o->why : "unknown reason",
                 o->qn, o->qn == 1 ? "" : "s", cond);
@@ -271,8 +271,10 @@ int pl__s2s_out_send(const char *local, const char *remote,
     struct pl_str x = pl_stanza_serialize(st, PL_NS_SERVER);
     size_t queued = o ? o->qbytes : 0;
     if (queued + x.len > (size_t)pl__s2s_conf()->max_queue_bytes) {
-        pl_log_warn("s2s", "link %s -> %s: %zu bytes queued, refusing more "
-                    "(s2s.max_queue_bytes)", local, remote, queued);
+        pl_log_warn("s2s",
+                    "link %s -> %s: %zu bytes queued, refusing more "
+                    "(s2s.max_queue_bytes)",
+                    local, remote, queued);
         return PL_ERESOURCE_CONSTRAINT;
     }
     int fresh = !o;
@@ -306,8 +308,8 @@ static int target_cmp(const void *a, const void *b)
     return y->weight - x->weight;
 }
 
-static void on_srv(int rc, const char *why, const struct pl_dns_srv *v,
-                   int n, void *data)
+static void on_srv(int rc, const char *why, const struct pl_dns_srv *v, int n,
+                   void *data)
 {
     struct srv_ask *a = data;
     struct out *o = out_by_id(a->id);
@@ -323,8 +325,8 @@ static void on_srv(int rc, const char *why, const struct pl_dns_srv *v,
                 o->srv_dot = 1;
                 continue;
             }
-            o->srv = pl_realloc(o->srv, (size_t)(o->nsrv + 1) *
-                                            sizeof(*o->srv));
+            o->srv = pl_realloc(o->srv,
+                                (size_t)(o->nsrv + 1) * sizeof(*o->srv));
             struct target *t = &o->srv[o->nsrv++];
             t->host = pl_strdup(v[i].target);
             t->port = v[i].port;
@@ -363,8 +365,8 @@ static void on_srv(int rc, const char *why, const struct pl_dns_srv *v,
     out_next_target(o);
 }
 
-static void on_addr(int rc, const char *why,
-                    const struct sockaddr_storage *v, int n, void *data)
+static void on_addr(int rc, const char *why, const struct sockaddr_storage *v,
+                    int n, void *data)
 {
     struct out *o = out_by_id((uint64_t)(uintptr_t)data);
     if (!o || o->detached || o->state != O_RESOLVING)
@@ -373,8 +375,8 @@ static void on_addr(int rc, const char *why,
     if (rc != PL_OK) {
         if (o->srv_why[0] && o->ntargets == 1)
             pl__s2s_whyf(o->why, sizeof(o->why),
-                         "DNS: no address for %s (%s; SRV lookup: %s)",
-                         t->host, why, o->srv_why);
+                         "DNS: no address for %s (%s; SRV lookup: %s)", t->host,
+                         why, o->srv_why);
         else
             pl__s2s_whyf(o->why, sizeof(o->why), "DNS: no address for %s (%s)",
                          t->host, why);
@@ -761,8 +763,10 @@ static void out_route_in(struct out *o, struct pl_stanza *st)
         cond = "host-unknown";
     if (cond) {
         struct pl_buf b = {0};
-        pl_buf_printf(&b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS
-                          "'/></stream:error>", cond);
+        pl_buf_printf(&b,
+                      "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS
+                      "'/></stream:error>",
+                      cond);
         pl__s2s_write_buf(o->conn, &b);
         pl__s2s_whyf(o->why, sizeof(o->why),
                      "stream: %s sent a stanza we refused with <%s/>",
@@ -799,8 +803,8 @@ static void out_stanza(void *ud, struct pl_stanza *st)
         size_t tl = 0;
         const char *text = t ? pl_node_text(st, t, &tl) : NULL;
         pl__s2s_whyf(o->why, sizeof(o->why),
-                     "stream: %s ended the stream with <%s/>%s%.*s",
-                     o->remote, c ? c->name : "?", text ? ": " : "", (int)tl,
+                     "stream: %s ended the stream with <%s/>%s%.*s", o->remote,
+                     c ? c->name : "?", text ? ": " : "", (int)tl,
                      text ? text : "");
         pl__s2s_out_abort(o, 1);
     } else if (strcmp(root->ns, NS_TLS) == 0 &&
@@ -854,8 +858,8 @@ static void out_stream_close(void *ud)
     struct out *o = ud;
     if (o->state != O_READY && !o->why[0])
         pl__s2s_whyf(o->why, sizeof(o->why),
-                     "stream: %s closed the stream while %s",
-                     o->remote, pl__s2s_out_state_names[o->state]);
+                     "stream: %s closed the stream while %s", o->remote,
+                     pl__s2s_out_state_names[o->state]);
     if (o->state != O_READY)
         o->fatal = 1;
     pl__s2s_write_str(o->conn, "</stream:stream>");
@@ -872,5 +876,8 @@ static void out_xml_error(void *ud, enum pl_xml_error err, const char *text)
 }
 
 static const struct pl_xml_callbacks out_xml_cb = {
-    out_stream_open, out_stanza, out_stream_close, out_xml_error,
+    out_stream_open,
+    out_stanza,
+    out_stream_close,
+    out_xml_error,
 };

@@ -39,7 +39,11 @@
 #include "work.h"
 
 static const char *const mech_names[] = {
-    "", "PLAIN", "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS",
+    "",
+    "PLAIN",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1-PLUS",
     "SCRAM-SHA-256-PLUS",
 };
 
@@ -59,7 +63,8 @@ struct fails {
 static struct fails *fails_of(const char *ip, uint64_t now, int create)
 {
     struct fails *f = pl_map_get(&auth_fails, ip);
-    if (f && now - f->since >= (uint64_t)pl_c2s_settings()->auth_failure_window * 1000) {
+    if (f && now - f->since >=
+                 (uint64_t)pl_c2s_settings()->auth_failure_window * 1000) {
         f->since = now;
         f->count = 0;
     }
@@ -98,11 +103,10 @@ void pl__c2s_sasl_features(struct c2s *c, struct pl_buf *b)
     pl_buf_append_str(b, "</mechanisms>");
     if (c->plus_offered)
         /* XEP-0440: the channel-binding types we support. */
-        pl_buf_append_str(b,
-            "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
-            "<channel-binding type='tls-exporter'/>"
-            "<channel-binding type='tls-server-end-point'/>"
-            "</sasl-channel-binding>");
+        pl_buf_append_str(b, "<sasl-channel-binding xmlns='urn:xmpp:sasl-cb:0'>"
+                             "<channel-binding type='tls-exporter'/>"
+                             "<channel-binding type='tls-server-end-point'/>"
+                             "</sasl-channel-binding>");
 }
 
 static void sasl_failure(struct c2s *c, const char *cond)
@@ -120,11 +124,12 @@ static void sasl_failure(struct c2s *c, const char *cond)
     pl_log_info("c2s", "%s:%d: authentication failed for '%s' (%s)",
                 c->conn->ip, c->conn->port, c->user ? c->user : "", cond);
     if (strcmp(cond, "not-authorized") == 0) {
-        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
-                                   1);
+        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop), 1);
         if (++f->count == pl_c2s_settings()->auth_failures_per_ip)
-            pl_log_warn("c2s", "%s: %ld authentication failures, refusing "
-                        "attempts for up to %ld s", c->conn->ip, f->count,
+            pl_log_warn("c2s",
+                        "%s: %ld authentication failures, refusing "
+                        "attempts for up to %ld s",
+                        c->conn->ip, f->count,
                         pl_c2s_settings()->auth_failure_window);
     }
     if (++c->auth_failures >= pl_c2s_settings()->max_auth_failures)
@@ -145,8 +150,7 @@ static void sasl_success(struct c2s *c, const char *data, size_t len)
     c->authed = 1;
     pl_stat_inc(auth_success);
     pl_log_info("c2s", "%s:%d: %s@%s authenticated with %s", c->conn->ip,
-                c->conn->port, c->user, c->host->domain,
-                mech_names[c->mech]);
+                c->conn->port, c->user, c->host->domain, mech_names[c->mech]);
     pl__c2s_restart(c);
 }
 
@@ -174,15 +178,15 @@ static int authzid_ok(struct c2s *c, const char *authzid)
 }
 
 struct sasl_req {
-    struct pl_work w;          /* for the PBKDF2 step (first member) */
-    uint64_t sid;              /* stream's session id */
-    unsigned gen;              /* the stream's sasl_gen at submission */
-    char *host, *user;         /* copies */
-    struct pl_account acct;    /* result */
-    char *password;            /* PLAIN only, wiped after use */
+    struct pl_work w;       /* for the PBKDF2 step (first member) */
+    uint64_t sid;           /* stream's session id */
+    unsigned gen;           /* the stream's sasl_gen at submission */
+    char *host, *user;      /* copies */
+    struct pl_account acct; /* result */
+    char *password;         /* PLAIN only, wiped after use */
     size_t password_len;
-    int rc;                    /* lookup result */
-    int ok;                    /* PLAIN verification result */
+    int rc; /* lookup result */
+    int ok; /* PLAIN verification result */
 };
 
 static void sasl_req_free(struct sasl_req *r)
@@ -236,12 +240,12 @@ static void scram_lookup_done(int rc, void *arg)
         keys = r->acct.keys[h];
     } else {
         if (rc != PL_OK && rc != PL_ENOT_FOUND)
-            pl_log_error("c2s", "account lookup failed: %s",
-                         pl_strerror(rc));
+            pl_log_error("c2s", "account lookup failed: %s", pl_strerror(rc));
         /* Unknown user: a stable fake salt; the proof will not match. */
         pl_scram_fake_keys((enum pl_scram_hash)h, pl_str_c(r->user),
                            pl_server_secret(),
-                           (unsigned)pl_c2s_settings()->scram_iterations, &keys);
+                           (unsigned)pl_c2s_settings()->scram_iterations,
+                           &keys);
         RAND_bytes(keys.stored_key, sizeof(keys.stored_key));
     }
     struct pl_buf b = {0};
@@ -291,7 +295,8 @@ static void plain_lookup_done(int rc, void *arg)
         /* Same cost for unknown users, so timing reveals nothing. */
         pl_scram_fake_keys(PL_SCRAM_SHA256, pl_str_c(r->user),
                            pl_server_secret(),
-                           (unsigned)pl_c2s_settings()->scram_iterations, &r->acct.keys[1]);
+                           (unsigned)pl_c2s_settings()->scram_iterations,
+                           &r->acct.keys[1]);
         r->acct.keys[0].iterations = 0;
         RAND_bytes(r->acct.keys[1].stored_key, 32);
     }
@@ -328,7 +333,8 @@ static void sasl_plain(struct c2s *c, struct pl_str msg)
     const char *p = msg.p, *end = msg.p + msg.len;
     const char *n1 = memchr(p, 0, msg.len);
     const char *n2 = n1 ? memchr(n1 + 1, 0, (size_t)(end - n1 - 1)) : NULL;
-    if (!n1 || !n2 || n2 + 1 > end || memchr(n2 + 1, 0, (size_t)(end - n2 - 1))) {
+    if (!n1 || !n2 || n2 + 1 > end ||
+        memchr(n2 + 1, 0, (size_t)(end - n2 - 1))) {
         sasl_failure(c, "malformed-request");
         return;
     }
@@ -357,8 +363,8 @@ static void sasl_plain(struct c2s *c, struct pl_str msg)
     pl_storage_submit(pl_server_loop(), lookup_run, plain_lookup_done, r);
 }
 
-static int channel_binding(struct c2s *c, const char *type,
-                           unsigned char *buf, size_t *len)
+static int channel_binding(struct c2s *c, const char *type, unsigned char *buf,
+                           size_t *len)
 {
     if (!type) {
         *len = 0;
@@ -414,8 +420,7 @@ static void scram_step(struct c2s *c, struct pl_str msg)
             else
                 snprintf(c->cbtype, sizeof(c->cbtype), "%s", cb ? cb : "");
         }
-        if (rc == PL_OK &&
-            !authzid_ok(c, pl_scram_server_authzid(c->scram))) {
+        if (rc == PL_OK && !authzid_ok(c, pl_scram_server_authzid(c->scram))) {
             sasl_failure(c, "invalid-authzid");
             return;
         }
@@ -434,20 +439,19 @@ static void scram_step(struct c2s *c, struct pl_str msg)
     struct pl_buf b = {0};
     int rc = PL_OK;
     /* The binding type was fixed by client-first-message. */
-    if (c->cbtype[0] &&
-        channel_binding(c, c->cbtype, cbdata, &cblen) != PL_OK)
+    if (c->cbtype[0] && channel_binding(c, c->cbtype, cbdata, &cblen) != PL_OK)
         rc = PL_ENOT_AUTHORIZED;
     if (rc == PL_OK)
-        rc = pl_scram_server_client_final(c->scram, msg,
-                                          cblen ? cbdata : NULL, cblen, &b);
+        rc = pl_scram_server_client_final(c->scram, msg, cblen ? cbdata : NULL,
+                                          cblen, &b);
     if (rc == PL_OK) {
         struct pl_str v = pl_buf_str(&b);
         char *copy = pl_strndup(v.p, v.len);
         sasl_success(c, copy, v.len);
         pl_free(copy);
     } else {
-        sasl_failure(c, rc == PL_EINVAL ? "malformed-request"
-                                        : "not-authorized");
+        sasl_failure(c,
+                     rc == PL_EINVAL ? "malformed-request" : "not-authorized");
     }
     pl_buf_reset(&b);
 }
@@ -489,8 +493,7 @@ void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
                                  "authentication in progress");
             return;
         }
-        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop),
-                                   0);
+        struct fails *f = fails_of(c->conn->ip, pl_loop_now(c->conn->loop), 0);
         if (f && f->count >= pl_c2s_settings()->auth_failures_per_ip) {
             /* Back off a guessing address until its window ends. */
             sasl_failure(c, "temporary-auth-failure");
@@ -518,10 +521,10 @@ void pl__c2s_on_sasl(struct c2s *c, struct pl_stanza *st)
         c->user = NULL;
         c->cbtype[0] = '\0';
         if (mech != M_PLAIN) {
-            enum pl_scram_hash h =
-                (mech == M_SCRAM_SHA1 || mech == M_SCRAM_SHA1_PLUS)
-                    ? PL_SCRAM_SHA1
-                    : PL_SCRAM_SHA256;
+            enum pl_scram_hash h = (mech == M_SCRAM_SHA1 ||
+                                    mech == M_SCRAM_SHA1_PLUS)
+                                       ? PL_SCRAM_SHA1
+                                       : PL_SCRAM_SHA256;
             c->scram = pl_scram_server_new(h, plus, c->plus_offered);
         }
         if (empty) {

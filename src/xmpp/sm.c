@@ -43,20 +43,20 @@ struct pend {
 
 struct pl_sm {
     struct pl_session_filter f; /* last of the session's output filters */
-    const struct pl_sm_io *io; /* transport */
-    uint64_t sid;              /* session id, for barriers */
-    char id[24];               /* resumption id; also the store key prefix */
-    long max;                  /* resumption seconds granted, 0: none */
-    int durable;               /* persist messages until acked */
-    long max_queue;            /* unacked stanzas before overflow */
-    uint32_t in_seen;          /* inbound stanzas received */
-    uint32_t out_sent;         /* outbound stanzas sent */
-    uint32_t out_acked;        /* acknowledged by the client */
-    unsigned r_pending : 1;    /* an <r/> is out, no <a/> back yet */
-    unsigned a_owed : 1;       /* answered an <r/> with a lagging h */
-    struct item *q;            /* outbound ring */
+    const struct pl_sm_io *io;  /* transport */
+    uint64_t sid;               /* session id, for barriers */
+    char id[24];                /* resumption id; also the store key prefix */
+    long max;                   /* resumption seconds granted, 0: none */
+    int durable;                /* persist messages until acked */
+    long max_queue;             /* unacked stanzas before overflow */
+    uint32_t in_seen;           /* inbound stanzas received */
+    uint32_t out_sent;          /* outbound stanzas sent */
+    uint32_t out_acked;         /* acknowledged by the client */
+    unsigned r_pending : 1;     /* an <r/> is out, no <a/> back yet */
+    unsigned a_owed : 1;        /* answered an <r/> with a lagging h */
+    struct item *q;             /* outbound ring */
     size_t qhead, qlen, qcap;
-    struct pend *p;            /* inbound ring */
+    struct pend *p; /* inbound ring */
     size_t phead, plen, pcap;
 };
 
@@ -83,8 +83,10 @@ static void put_done(int rc, void *arg)
 {
     struct put_job *j = arg;
     if (rc != PL_OK)
-        pl_log_error("sm", "while storing an unacknowledged message for "
-                           "%s@%s: storage error %d", j->user, j->host, rc);
+        pl_log_error("sm",
+                     "while storing an unacknowledged message for "
+                     "%s@%s: storage error %d",
+                     j->user, j->host, rc);
     pl_free(j->host);
     pl_free(j->user);
     pl_free(j->key);
@@ -118,8 +120,10 @@ static void del_done(int rc, void *arg)
 {
     struct del_job *j = arg;
     if (rc != PL_OK)
-        pl_log_error("sm", "while deleting acknowledged messages on %s: "
-                           "storage error %d", j->host, rc);
+        pl_log_error("sm",
+                     "while deleting acknowledged messages on %s: "
+                     "storage error %d",
+                     j->host, rc);
     pl_free(j->host);
     pl_buf_reset(&j->kv);
     pl_free(j);
@@ -198,8 +202,8 @@ static int sm_filter(struct pl_session *s, struct pl_stanza *st,
     return 1;
 }
 
-void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io,
-                  int resume, long max)
+void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io, int resume,
+                  long max)
 {
     const struct pl_c2s_settings *set = pl_c2s_settings();
     struct pl_sm *sm = pl_calloc(1, sizeof(*sm));
@@ -358,8 +362,8 @@ void pl_sm_send(struct pl_session *s, struct pl_stanza *st)
             write_r(s);
     } else {
         /* Hibernated: a push module may wake the device (XEP-0357). */
-        struct pl_event ev = {"session/held", s->host, s, st, NULL, s->jid,
-                              NULL};
+        struct pl_event ev = {"session/held", s->host, s,   st,
+                              NULL,           s->jid,  NULL};
         pl_hook_fire(&ev);
     }
     if ((long)sm->qlen > sm->max_queue)
@@ -428,8 +432,10 @@ static void reroute(struct pl_stanza *st, const char *bare)
         const char *from = pl_stanza_attr(st, "from");
         struct pl_stanza *c = pl_stanza_copy(st);
         if (!from || pl_route_as(c, from, bare) != PL_OK)
-            pl_log_warn("sm", "dropped an unacknowledged message to %s "
-                              "with an unusable 'from'", bare);
+            pl_log_warn("sm",
+                        "dropped an unacknowledged message to %s "
+                        "with an unusable 'from'",
+                        bare);
         pl_stanza_unref(c);
         return;
     }
@@ -498,8 +504,7 @@ static int collect(const char *user, const char *key, const void *data,
     return 0;
 }
 
-static int recover_run(const struct pl_storage_driver *d, void *db,
-                       void *arg)
+static int recover_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct recover_job *j = arg;
     return d->kv_scan_store(db, j->host->domain, STORE, collect, j);
@@ -509,8 +514,10 @@ static void recover_done(int rc, void *arg)
 {
     struct recover_job *j = arg;
     if (rc != PL_OK) {
-        pl_log_error("sm", "while recovering unacknowledged messages of "
-                           "%s: storage error %d", j->host->domain, rc);
+        pl_log_error("sm",
+                     "while recovering unacknowledged messages of "
+                     "%s: storage error %d",
+                     j->host->domain, rc);
     } else if (j->n) {
         struct del_job *dj = del_new(j->host->domain);
         struct pl_barrier *b = pl_barrier_new(del_submit, dj);
@@ -530,16 +537,18 @@ static void recover_done(int rc, void *arg)
                 reroute(st, bare);
                 pl_stanza_unref(st);
             } else {
-                pl_log_warn("sm", "unparsable stored message %s for %s",
-                            key, user);
+                pl_log_warn("sm", "unparsable stored message %s for %s", key,
+                            user);
             }
             del_add(dj, user, key);
             p += l;
         }
         pl_barrier_enter(prev);
         pl_barrier_release(b);
-        pl_log_info("sm", "%s: %lu messages unacknowledged at the last stop "
-                          "routed again", j->host->domain, j->n);
+        pl_log_info("sm",
+                    "%s: %lu messages unacknowledged at the last stop "
+                    "routed again",
+                    j->host->domain, j->n);
     }
     pl_buf_reset(&j->rows);
     pl_free(j);

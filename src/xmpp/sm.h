@@ -46,8 +46,8 @@ struct pl_sm_io {
  * asks for resumption; max is the client's wish in seconds (0: none).
  * Writes <enabled/>.
  */
-void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io,
-                  int resume, long max);
+void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io, int resume,
+                  long max);
 /* The resumption id, or NULL if the session cannot be resumed. */
 const char *pl_sm_id(const struct pl_sm *sm);
 /* Seconds the session may wait for resumption. */

@@ -83,9 +83,9 @@
 #include "xmpp/c2s.h"
 #include "work.h"
 
-#define ITER 4096             /* the smallest scram_iterations allowed */
-#define MAX_CONNS 4           /* connections one input may open */
-#define TIME_LIMIT_MS 5000    /* to go quiet after a piece or the end */
+#define ITER 4096          /* the smallest scram_iterations allowed */
+#define MAX_CONNS 4        /* connections one input may open */
+#define TIME_LIMIT_MS 5000 /* to go quiet after a piece or the end */
 #define CLIENT_FIRST_BARE "n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
 
 #define NS_STREAMS "http://etherx.jabber.org/streams"
@@ -101,10 +101,10 @@ static const struct {
 #define NUSERS (sizeof(users) / sizeof(users[0]))
 
 static struct {
-    char dir[64];                  /* temporary data_dir */
-    struct pl_config *cfg;         /* from dir/parleyd.conf */
-    struct pl_loop *loop;          /* the server's loop, also the client's */
-    struct pl_workq *cpu;          /* PBKDF2 workers */
+    char dir[64];                   /* temporary data_dir */
+    struct pl_config *cfg;          /* from dir/parleyd.conf */
+    struct pl_loop *loop;           /* the server's loop, also the client's */
+    struct pl_workq *cpu;           /* PBKDF2 workers */
     struct pl_account acct[NUSERS]; /* keys, derived once */
 } E;
 
@@ -128,10 +128,10 @@ static uint64_t now_ms(void)
 /* ---- the client side ---- */
 
 struct client {
-    struct pl_io io;       /* our end of the socketpair, on E.loop */
-    struct pl_buf out;     /* everything the server wrote */
-    int open;              /* fd still ours */
-    int eof;               /* the server closed its end */
+    struct pl_io io;   /* our end of the socketpair, on E.loop */
+    struct pl_buf out; /* everything the server wrote */
+    int open;          /* fd still ours */
+    int eof;           /* the server closed its end */
 };
 
 static struct client conns[MAX_CONNS];
@@ -241,14 +241,31 @@ static void cl_write(struct client *c, const char *p, size_t len)
 
 /* RFC 6120 §4.9.3, the defined stream error conditions. */
 static const char *const stream_conditions[] = {
-    "bad-format", "bad-namespace-prefix", "conflict", "connection-timeout",
-    "host-gone", "host-unknown", "improper-addressing",
-    "internal-server-error", "invalid-from", "invalid-namespace",
-    "invalid-xml", "not-authorized", "not-well-formed", "policy-violation",
-    "remote-connection-failed", "reset", "resource-constraint",
-    "restricted-xml", "see-other-host", "system-shutdown",
-    "undefined-condition", "unsupported-encoding", "unsupported-feature",
-    "unsupported-stanza-type", "unsupported-version",
+    "bad-format",
+    "bad-namespace-prefix",
+    "conflict",
+    "connection-timeout",
+    "host-gone",
+    "host-unknown",
+    "improper-addressing",
+    "internal-server-error",
+    "invalid-from",
+    "invalid-namespace",
+    "invalid-xml",
+    "not-authorized",
+    "not-well-formed",
+    "policy-violation",
+    "remote-connection-failed",
+    "reset",
+    "resource-constraint",
+    "restricted-xml",
+    "see-other-host",
+    "system-shutdown",
+    "undefined-condition",
+    "unsupported-encoding",
+    "unsupported-feature",
+    "unsupported-stanza-type",
+    "unsupported-version",
 };
 
 static int is_condition(const char *name)
@@ -324,8 +341,8 @@ static void XMLCALL on_start(void *ud, const XML_Char *name,
                                 : 1;
         return;
     }
-    if (d->depth == 4 && d->in_iq_bind == 2 &&
-        pl_str_eq(ns, PL_STR(NS_BIND)) && strcmp(local, "jid") == 0) {
+    if (d->depth == 4 && d->in_iq_bind == 2 && pl_str_eq(ns, PL_STR(NS_BIND)) &&
+        strcmp(local, "jid") == 0) {
         d->capture = 1;
         pl_buf_reset(&d->jid);
     }
@@ -390,8 +407,8 @@ static void check_output(struct pl_str out, struct pl_buf *jids)
         XML_SetUserData(d.p, &d);
         XML_SetElementHandler(d.p, on_start, on_end);
         XML_SetCharacterDataHandler(d.p, on_text);
-        enum XML_Status st =
-            XML_Parse(d.p, out.p + base, (int)(out.len - base), 0);
+        enum XML_Status st = XML_Parse(d.p, out.p + base, (int)(out.len - base),
+                                       0);
         if (st == XML_STATUS_ERROR) {
             fprintf(stderr, "fuzz_c2s: expat: %s at byte %ld\n",
                     XML_ErrorString(XML_GetErrorCode(d.p)),
@@ -465,9 +482,9 @@ static void scram_final(struct pl_str out, enum pl_scram_hash h,
     unsigned int n;
     /* PBKDF2 once per hash, salt and count: the accounts keep theirs. */
     static struct {
-        unsigned char salt[64]; /* as received */
-        size_t salt_len;        /* its length, 0: empty slot */
-        long iters;             /* PBKDF2 rounds */
+        unsigned char salt[64];   /* as received */
+        size_t salt_len;          /* its length, 0: empty slot */
+        long iters;               /* PBKDF2 rounds */
         unsigned char salted[64]; /* SaltedPassword */
     } cache[PL_SCRAM_NHASH];
     unsigned char *salted = cache[h].salted;
@@ -483,12 +500,11 @@ static void scram_final(struct pl_str out, enum pl_scram_hash h,
         cache[h].salt_len = salt.len;
         cache[h].iters = iters;
     }
-    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck,
-         &n);
+    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck, &n);
     EVP_Digest(ck, hl, stored, NULL, md, NULL);
     pl_buf_printf(&am, "%s,%s,c=biws,r=%s", CLIENT_FIRST_BARE, sf, r);
-    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am),
-         am.len, sig, &n);
+    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len,
+         sig, &n);
     for (size_t k = 0; k < hl; k++)
         proof[k] = ck[k] ^ sig[k];
     pl_buf_printf(&final, "c=biws,r=%s,p=", r);
@@ -607,8 +623,13 @@ static void reset_done(int rc, void *arg)
     for (size_t off = 0; off < r->names.len;) {
         char *u = r->names.data + r->names.off + off;
         off += strlen(u) + 1;
-        struct pl_event ev = {"user/deleted", pl_host_find("localhost"),
-                              NULL, NULL, NULL, NULL, u};
+        struct pl_event ev = {"user/deleted",
+                              pl_host_find("localhost"),
+                              NULL,
+                              NULL,
+                              NULL,
+                              NULL,
+                              u};
         pl_hook_fire(&ev);
     }
     pl_buf_reset(&r->names);
@@ -680,7 +701,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     /* Silent, even errors (bad input is logged as such) unless
      * FUZZ_C2S_LOG is set, for debugging a crash. */
     pl_log_set_level(getenv("FUZZ_C2S_LOG") ? PL_LOG_DEBUG
-                                            : (enum pl_log_level)-1);
+                                            : (enum pl_log_level) - 1);
     need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
     E.cpu = pl_workq_new("cpu", 1, NULL, NULL);
     unsigned char secret[32];
@@ -746,9 +767,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         from = k + 1;
         settle("after a piece of input");
         for (int i = 0; i < nconns_open; i++)
-            note_enabled(pl_buf_str(&conns[i].out).p
-                             ? pl_buf_str(&conns[i].out)
-                             : none);
+            note_enabled(pl_buf_str(&conns[i].out).p ? pl_buf_str(&conns[i].out)
+                                                     : none);
         if (b == 0xff || nconns_open == MAX_CONNS)
             continue;
         if (b == 0xfd) {
@@ -775,8 +795,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (pl_iq_pending()) {
         char n[32];
         snprintf(n, sizeof(n), "%lu", pl_iq_pending());
-        die("server IQs still waiting for sessions that ended",
-            pl_str_c(n));
+        die("server IQs still waiting for sessions that ended", pl_str_c(n));
     }
     reset_accounts();
     for (int i = 0; i < nconns_open; i++)

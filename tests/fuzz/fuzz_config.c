@@ -34,8 +34,8 @@
 
 #define MAX_SETS 4
 
-static int fd = -1;     /* the temporary file, already unlinked */
-static char path[64];  /* /proc/self/fd/<fd>, which libconfig opens */
+static int fd = -1;   /* the temporary file, already unlinked */
+static char path[64]; /* /proc/self/fd/<fd>, which libconfig opens */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -93,8 +93,8 @@ static void apply_fake(config_setting_t *group, config_setting_t *fallback,
                              sizeof(err));
     if (rc != PL_OK && rc != PL_EINVAL)
         die("pl_config_apply: unexpected code", pl_strerror(rc));
-    if (rc == PL_OK && (st.n < 1 || st.n > 60 || !st.s || st.choice < 0 ||
-                        st.choice > 2))
+    if (rc == PL_OK &&
+        (st.n < 1 || st.n > 60 || !st.s || st.choice < 0 || st.choice > 2))
         die("pl_config_apply: value out of bounds", st.s);
     pl_config_release(fake_opts, &st);
 }
@@ -105,8 +105,7 @@ static void check(struct pl_config *c)
         die("no host", "");
     for (int i = 0; i < c->nhosts; i++) {
         char *again = NULL;
-        if (pl_jid_prep_domain(pl_str_c(c->hosts[i].domain), &again) !=
-                PL_OK ||
+        if (pl_jid_prep_domain(pl_str_c(c->hosts[i].domain), &again) != PL_OK ||
             strcmp(again, c->hosts[i].domain) != 0)
             die("host domain not normalized", c->hosts[i].domain);
         pl_free(again);
@@ -126,8 +125,8 @@ static void check(struct pl_config *c)
             die("listener", c->listeners[i].address);
     const struct pl_settings *s = &c->s;
     if (s->max_stanza_size < 1024 || s->max_depth < 4 || s->max_depth > 1000 ||
-        s->workers < 1 || s->workers > 64 || !s->data_dir ||
-        !s->sqlite_path || !s->sqlite_path[0] || !s->storage_driver)
+        s->workers < 1 || s->workers > 64 || !s->data_dir || !s->sqlite_path ||
+        !s->sqlite_path[0] || !s->storage_driver)
         die("settings out of bounds", s->data_dir);
 }
 

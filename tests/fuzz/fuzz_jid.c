@@ -98,8 +98,8 @@ static void check_jid(const struct pl_jid *j)
     size_t ll = j->local ? strlen(j->local) : 0, dl = strlen(j->domain);
     size_t bl = strlen(j->bare);
     if (bl != (j->local ? ll + 1 : 0) + dl ||
-        (j->local && (strncmp(j->bare, j->local, ll) != 0 ||
-                      j->bare[ll] != '@')) ||
+        (j->local &&
+         (strncmp(j->bare, j->local, ll) != 0 || j->bare[ll] != '@')) ||
         strcmp(j->bare + bl - dl, j->domain) != 0)
         die("bare is not [local@]domain", j->bare, j->full);
     if (j->resource) {
@@ -148,8 +148,8 @@ static void check_jid(const struct pl_jid *j)
     pl_jid_free(d);
 }
 
-static void check_prep(int (*prep)(struct pl_str, char **),
-                       struct pl_str in, const char *what)
+static void check_prep(int (*prep)(struct pl_str, char **), struct pl_str in,
+                       const char *what)
 {
     char *out = NULL;
     int rc = prep(in, &out);

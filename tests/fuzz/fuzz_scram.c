@@ -135,13 +135,13 @@ static void hmac(enum pl_scram_hash h, const void *key, size_t klen,
 
 /* Keys for the password if it is usable (returns 1), else the fake keys. */
 static int make_keys(enum pl_scram_hash h, const char *user,
-                      struct pl_str password, struct pl_scram_keys *k,
-                      unsigned char *salted)
+                     struct pl_str password, struct pl_scram_keys *k,
+                     unsigned char *salted)
 {
     static const unsigned char salt[] = "QSXCR+Q6sek8bf92";
     char *prep = NULL;
-    if (pl_scram_derive(h, password, salt, sizeof(salt) - 1, ITERATIONS,
-                        k) == PL_OK &&
+    if (pl_scram_derive(h, password, salt, sizeof(salt) - 1, ITERATIONS, k) ==
+            PL_OK &&
         pl_saslprep(password, &prep) == PL_OK) {
         size_t hl = pl_scram_hash_len(h);
         if (!PKCS5_PBKDF2_HMAC(prep, (int)strlen(prep), salt,
@@ -178,8 +178,8 @@ static void out_of_order(struct pl_scram_server *s,
     if (pl_scram_server_client_first(s, PL_STR("n,,n=u,r=abc"), &u, &t) !=
             PL_EINVAL ||
         pl_scram_server_first(s, k, &out) != PL_EINVAL ||
-        pl_scram_server_client_final(s, PL_STR("c=biws,r=abc,p=AAAA"), NULL,
-                                     0, &out) != PL_EINVAL ||
+        pl_scram_server_client_final(s, PL_STR("c=biws,r=abc,p=AAAA"), NULL, 0,
+                                     &out) != PL_EINVAL ||
         out.len != 0)
         die("a step out of order did not fail", pl_str_c(when));
     pl_buf_reset(&out);
@@ -201,8 +201,7 @@ static void exchange(unsigned flags, struct pl_str *f)
         struct pl_buf out = {0};
         pl_scram_fake_keys(h, PL_STR("u"), PL_STR("k"), 1, &keys);
         if (pl_scram_server_first(s, &keys, &out) != PL_EINVAL ||
-            pl_scram_server_client_final(s, f[1], NULL, 0, &out) !=
-                PL_EINVAL ||
+            pl_scram_server_client_final(s, f[1], NULL, 0, &out) != PL_EINVAL ||
             out.len != 0)
             die("a step before client_first did not fail", f[1]);
     }
@@ -214,8 +213,8 @@ static void exchange(unsigned flags, struct pl_str *f)
     if (rc != PL_OK) {
         /* The state stays at START: a good message still works. */
         if (pl_scram_server_client_first(s, PL_STR("n,,n=user,r=abc"), &user,
-                                         &cbt) != (plus ? PL_ENOT_AUTHORIZED
-                                                        : PL_OK))
+                                         &cbt) !=
+            (plus ? PL_ENOT_AUTHORIZED : PL_OK))
             die("client_first after a failure", f[0]);
         goto out;
     }
@@ -284,9 +283,9 @@ static void exchange(unsigned flags, struct pl_str *f)
         pl_base64_encode(proof, hl, &final);
 
         rc = pl_scram_server_client_final(s, pl_buf_str(&final),
-                                          f[3].len ? (const unsigned char *)
-                                                         f[3].p
-                                                   : NULL,
+                                          f[3].len
+                                              ? (const unsigned char *)f[3].p
+                                              : NULL,
                                           f[3].len, &sfinal);
         check_rc(rc, "client_final: unexpected code");
         /* 'p' binds to data; with none there is nothing to prove. */
@@ -306,9 +305,11 @@ static void exchange(unsigned flags, struct pl_str *f)
         pl_buf_reset(&cb);
         pl_buf_reset(&am);
     } else {
-        rc = pl_scram_server_client_final(
-            s, f[1], f[3].len ? (const unsigned char *)f[3].p : NULL,
-            f[3].len, &sfinal);
+        rc = pl_scram_server_client_final(s, f[1],
+                                          f[3].len
+                                              ? (const unsigned char *)f[3].p
+                                              : NULL,
+                                          f[3].len, &sfinal);
         check_rc(rc, "client_final: unexpected code");
         /* Without the password nobody forges a proof. */
         if (rc == PL_OK)

@@ -142,8 +142,7 @@ static void check_wire(struct pl_stanza *st, const char *sns)
     struct pl_str s1 = pl_stanza_serialize(st, sns);
     struct pl_buf doc = {0};
     pl_buf_printf(&doc,
-                  "<stream:stream xmlns='%s' xmlns:stream='" STREAMS_NS
-                  "'>",
+                  "<stream:stream xmlns='%s' xmlns:stream='" STREAMS_NS "'>",
                   sns);
     pl_buf_append(&doc, s1.p, s1.len);
     struct wire w = {NULL, 0, 0};
@@ -326,8 +325,7 @@ static void run_stream(struct run *r, const uint8_t *data, size_t size,
     }
     if (r->opts2 & 0x04)
         nap(r);
-    feed(r, s + split, n - split, piece_sizes[r->opts2 & 3],
-         r->opts2 & 0x04);
+    feed(r, s + split, n - split, piece_sizes[r->opts2 & 3], r->opts2 & 0x04);
     pl_xml_parser_free(r->p);
 }
 
@@ -356,8 +354,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * or UCS-4, where NUL bytes are ordinary.) */
     if (!(r.opts & 0xa0) && size > 8 && memchr(data + 3, '\0', size - 8) &&
         !r.errors)
-        die("a stream with a NUL byte was accepted", pl_buf_str(&r.log),
-            none);
+        die("a stream with a NUL byte was accepted", pl_buf_str(&r.log), none);
 
     /* Cutting and napping must not matter where nothing else does. */
     if ((r.opts & 3) == NO_LIMITS && !(r.opts & 0xe0)) {
@@ -366,8 +363,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ref.opts2 = r.opts2;
         run_stream(&ref, data, size, 1);
         if (!pl_str_eq(pl_buf_str(&r.log), pl_buf_str(&ref.log)))
-            die("events depend on how the input was cut",
-                pl_buf_str(&r.log), pl_buf_str(&ref.log));
+            die("events depend on how the input was cut", pl_buf_str(&r.log),
+                pl_buf_str(&ref.log));
         pl_buf_reset(&ref.log);
     }
     pl_buf_reset(&r.log);

@@ -40,18 +40,18 @@
 #define MESSAGE_BODY "hello from libstrophe"
 
 struct state {
-    xmpp_ctx_t *ctx;     /* libstrophe context */
-    const char *peer;    /* peer's JID as given (bare or full) */
-    char *peer_bare;     /* peer's bare JID, owned */
-    const char *domain;  /* server domain, borrowed from the JID */
-    int connected;       /* XMPP_CONN_CONNECT seen */
-    int secured;         /* TLS was active at connect */
-    int ping_ok;         /* result for PING_ID received */
-    int ping_error;      /* error for PING_ID received */
-    int got_message;     /* chat message from the peer received */
-    int disconnected;    /* the connection ended or failed */
-    int stream_error;    /* a stream error was received */
-    char why[512];       /* first failure reason */
+    xmpp_ctx_t *ctx;    /* libstrophe context */
+    const char *peer;   /* peer's JID as given (bare or full) */
+    char *peer_bare;    /* peer's bare JID, owned */
+    const char *domain; /* server domain, borrowed from the JID */
+    int connected;      /* XMPP_CONN_CONNECT seen */
+    int secured;        /* TLS was active at connect */
+    int ping_ok;        /* result for PING_ID received */
+    int ping_error;     /* error for PING_ID received */
+    int got_message;    /* chat message from the peer received */
+    int disconnected;   /* the connection ended or failed */
+    int stream_error;   /* a stream error was received */
+    char why[512];      /* first failure reason */
 };
 
 static void fail(struct state *st, const char *why)
@@ -79,9 +79,9 @@ static int ping_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *data)
     (void)conn;
     if (type && strcmp(type, "result") == 0) {
         st->ping_ok = 1;
-        printf("step: ping result from %s\n",
-               xmpp_stanza_get_from(stanza) ? xmpp_stanza_get_from(stanza)
-                                            : "(no from)");
+        printf("step: ping result from %s\n", xmpp_stanza_get_from(stanza)
+                                                  ? xmpp_stanza_get_from(stanza)
+                                                  : "(no from)");
     } else {
         st->ping_error = 1;
         fail(st, "ping answered with an error");
@@ -90,8 +90,7 @@ static int ping_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *data)
     return 0; /* one-shot */
 }
 
-static int message_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza,
-                           void *data)
+static int message_handler(xmpp_conn_t *conn, xmpp_stanza_t *stanza, void *data)
 {
     struct state *st = data;
     const char *from = xmpp_stanza_get_from(stanza);
@@ -144,9 +143,8 @@ static void send_stanzas(xmpp_conn_t *conn, struct state *st)
     fflush(stdout);
 }
 
-static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status,
-                         int error, xmpp_stream_error_t *stream_error,
-                         void *data)
+static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status, int error,
+                         xmpp_stream_error_t *stream_error, void *data)
 {
     struct state *st = data;
     char buf[256];
@@ -194,15 +192,15 @@ static void conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status,
 #define NS_ROSTER "jabber:iq:roster"
 
 struct roster_state {
-    xmpp_ctx_t *ctx;      /* libstrophe context */
-    const char *contact;  /* the contact whose pushes end the run */
-    char *own_bare;       /* our bare JID, owned */
-    int connected;        /* XMPP_CONN_CONNECT seen */
-    int have_roster;      /* roster result received */
-    int pushes;           /* pushes about the contact, before removal */
-    int removed;          /* the contact's removal was pushed */
-    int disconnected;     /* the connection ended or failed */
-    char why[512];        /* first failure reason */
+    xmpp_ctx_t *ctx;     /* libstrophe context */
+    const char *contact; /* the contact whose pushes end the run */
+    char *own_bare;      /* our bare JID, owned */
+    int connected;       /* XMPP_CONN_CONNECT seen */
+    int have_roster;     /* roster result received */
+    int pushes;          /* pushes about the contact, before removal */
+    int removed;         /* the contact's removal was pushed */
+    int disconnected;    /* the connection ended or failed */
+    char why[512];       /* first failure reason */
 };
 
 static void rfail(struct roster_state *st, const char *why)
@@ -346,7 +344,8 @@ static void roster_conn_handler(xmpp_conn_t *conn, xmpp_conn_event_t status,
                  stream_error->text ? stream_error->text : "(no text)");
         rfail(st, buf);
     } else if (!st->removed) {
-        snprintf(buf, sizeof(buf), "disconnected (event %d, error %d) "
+        snprintf(buf, sizeof(buf),
+                 "disconnected (event %d, error %d) "
                  "before the contact's removal was pushed",
                  (int)status, error);
         rfail(st, buf);
@@ -443,8 +442,9 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "roster") == 0)
         return roster_main(argc - 1, argv + 1);
     if (argc < 6 || argc > 7 || (argc == 7 && strcmp(argv[6], "direct"))) {
-        fprintf(stderr, "usage: %s HOST PORT JID PASSWORD PEER_JID "
-                        "[direct]\n",
+        fprintf(stderr,
+                "usage: %s HOST PORT JID PASSWORD PEER_JID "
+                "[direct]\n",
                 argv[0]);
         return 2;
     }
@@ -479,9 +479,8 @@ int main(int argc, char **argv)
     xmpp_conn_set_flags(conn, flags);
     xmpp_conn_set_jid(conn, argv[3]);
     xmpp_conn_set_pass(conn, argv[4]);
-    if (xmpp_connect_client(conn, argv[1],
-                            (unsigned short)atoi(argv[2]), conn_handler,
-                            &st) != XMPP_EOK) {
+    if (xmpp_connect_client(conn, argv[1], (unsigned short)atoi(argv[2]),
+                            conn_handler, &st) != XMPP_EOK) {
         printf("FAIL: xmpp_connect_client refused to start\n");
         return 1;
     }

@@ -66,7 +66,9 @@ static int selected(const char *name, int argc, char **argv)
 int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
-    unsigned timeout = getenv("UNIT_TIMEOUT") ? (unsigned)atoi(getenv("UNIT_TIMEOUT")) : 60;
+    unsigned timeout = getenv("UNIT_TIMEOUT")
+                           ? (unsigned)atoi(getenv("UNIT_TIMEOUT"))
+                           : 60;
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
         if (!selected(tests[i].name, argc, argv))
             continue;

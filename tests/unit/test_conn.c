@@ -27,11 +27,11 @@
 
 static struct {
     struct pl_loop *loop;
-    int peer;          /* the other end of the socketpair */
-    int fired[3];      /* timeouts received, by enum pl_conn_timeout */
-    uint64_t at[2];    /* loop time of the first two */
-    int leave_open;    /* timeouts to leave open before closing */
-    int closed;        /* ops->closed ran */
+    int peer;       /* the other end of the socketpair */
+    int fired[3];   /* timeouts received, by enum pl_conn_timeout */
+    uint64_t at[2]; /* loop time of the first two */
+    int leave_open; /* timeouts to leave open before closing */
+    int closed;     /* ops->closed ran */
 } T;
 
 static void t_data(struct pl_conn *c, const char *p, size_t n)
@@ -195,8 +195,8 @@ void test_conn_listener_timeouts(void)
         const char *err;      /* in the error, or NULL if accepted */
     } t[] = {
         {"{ protocol = \"c2s\"; port = 5222; }", -1, -1, NULL},
-        {"{ protocol = \"c2s\"; port = 5222; handshake_timeout = 1; }", 1,
-         -1, NULL},
+        {"{ protocol = \"c2s\"; port = 5222; handshake_timeout = 1; }", 1, -1,
+         NULL},
         {"{ protocol = \"c2s\"; port = 5222; idle_timeout = 60; "
          "handshake_timeout = 3600; }",
          3600, 60, NULL},

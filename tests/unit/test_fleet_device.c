@@ -22,10 +22,10 @@ void test_fleet_device_norm(void)
         {"001A2B3C4D5E", "001a2b3c4d5e"},
         {"alice", "alice"},
         {"box-1.hall_2", "box-1.hall_2"},
-        {"00:1a:2b:3c:4d", NULL},         /* 5 bytes, and ":" is refused */
-        {"001a2b3c4d", "001a2b3c4d"},     /* 10 hex: a localpart, not MAC */
-        {"00:1a:2b:3c:4d:5e:6f", NULL},   /* colons not allowed otherwise */
-        {"Alice", NULL},                  /* upper case: not nodeprep'd */
+        {"00:1a:2b:3c:4d", NULL},       /* 5 bytes, and ":" is refused */
+        {"001a2b3c4d", "001a2b3c4d"},   /* 10 hex: a localpart, not MAC */
+        {"00:1a:2b:3c:4d:5e:6f", NULL}, /* colons not allowed otherwise */
+        {"Alice", NULL},                /* upper case: not nodeprep'd */
         {"a@b", NULL},
         {"a/b", NULL},
         {"", NULL},

@@ -35,8 +35,8 @@ void test_fuzz_jid_alabel_disallowed(void)
         struct pl_jid *again = NULL;
         int rc2 = pl_jid_parse(pl_str_c(j->full), &again);
         if (rc2 != PL_OK)
-            fprintf(stderr, "  \"%s\" became \"%s\", which is refused\n",
-                    in[i], j->full);
+            fprintf(stderr, "  \"%s\" became \"%s\", which is refused\n", in[i],
+                    j->full);
         CHECK_INT(rc2, PL_OK);
         if (again)
             CHECK_STR(again->full, j->full);

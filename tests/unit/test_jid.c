@@ -298,7 +298,11 @@ static int parse_sized(const char *unit, size_t count, int where)
 
 void test_jid_lengths(void)
 {
-    enum { LOCAL, DOMAIN, RESOURCE };
+    enum {
+        LOCAL,
+        DOMAIN,
+        RESOURCE
+    };
     /* Each part is 1..1023 bytes after preparation (RFC 7622 §3.1). */
     CHECK_INT(parse_sized("a", 1023, LOCAL), PL_OK);
     CHECK_INT(parse_sized("a", 1024, LOCAL), PL_EJID_MALFORMED);
@@ -432,8 +436,9 @@ void test_jid_prep(void)
         {2, "", NULL},
         {2, "\x01", NULL},
     };
-    int (*const fns[])(struct pl_str, char **) = {
-        pl_jid_prep_local, pl_jid_prep_domain, pl_jid_prep_resource};
+    int (*const fns[])(struct pl_str, char **) = {pl_jid_prep_local,
+                                                  pl_jid_prep_domain,
+                                                  pl_jid_prep_resource};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = (char *)&out;
         int rc = fns[cases[i].part](pl_str_c(cases[i].in), &out);

@@ -85,14 +85,13 @@ void test_listen_check(void)
 
 static struct {
     struct pl_loop *loop;
-    int got;                /* datagrams the provider saw */
-    char last[64];          /* the last one's bytes */
-    int from_port;          /* and its source port */
+    int got;       /* datagrams the provider saw */
+    char last[64]; /* the last one's bytes */
+    int from_port; /* and its source port */
 } D;
 
 static void on_datagram(struct pl_listen *l, const char *p, size_t n,
-                        const struct sockaddr_storage *from,
-                        socklen_t fromlen)
+                        const struct sockaddr_storage *from, socklen_t fromlen)
 {
     D.got++;
     snprintf(D.last, sizeof(D.last), "%.*s", (int)n, p);
@@ -156,8 +155,7 @@ void test_listen_datagram(void)
     to.sin_family = AF_INET;
     to.sin_port = htons((uint16_t)port);
     inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    CHECK(sendto(fd, "hello", 5, 0, (struct sockaddr *)&to, sizeof(to)) ==
-          5);
+    CHECK(sendto(fd, "hello", 5, 0, (struct sockaddr *)&to, sizeof(to)) == 5);
     run_for(5000);
     CHECK_INT(D.got, 1);
     CHECK_STR(D.last, "hello");

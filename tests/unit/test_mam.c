@@ -50,27 +50,28 @@ static int parse(const char *xml, struct pl_mam_query *q, const char **t)
     return rc;
 }
 
-#define Q(body)                                                               \
-    "<iq xmlns='jabber:client'><query xmlns='urn:xmpp:mam:2' queryid='f1'>"   \
-    body "</query></iq>"
-#define F(fields)                                                             \
-    "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"          \
+#define Q(body)                                                                \
+    "<iq xmlns='jabber:client'><query xmlns='urn:xmpp:mam:2' "                 \
+    "queryid='f1'>" body "</query></iq>"
+#define F(fields)                                                              \
+    "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"           \
     "<value>urn:xmpp:mam:2</value></field>" fields "</x>"
 
 void test_mam_query_parse(void)
 {
     struct pl_mam_query q;
     const char *t;
-    CHECK_INT(parse(Q(F("<field var='with'><value>Juliet@Capulet.lit/Bal"
-                        "</value></field><field var='start'><value>"
-                        "2010-07-10T23:08:25Z</value></field><field "
-                        "var='after-id'><value>a1</value></field><field "
-                        "var='ids'><value>x</value><value>y</value>"
-                        "</field>")
-                      "<set xmlns='http://jabber.org/protocol/rsm'><max>10"
-                      "</max><before/></set><flip-page/>"),
-                    &q, &t),
-              PL_OK);
+    CHECK_INT(
+        parse(Q(F("<field var='with'><value>Juliet@Capulet.lit/Bal"
+                  "</value></field><field var='start'><value>"
+                  "2010-07-10T23:08:25Z</value></field><field "
+                  "var='after-id'><value>a1</value></field><field "
+                  "var='ids'><value>x</value><value>y</value>"
+                  "</field>") "<set "
+                              "xmlns='http://jabber.org/protocol/rsm'><max>10"
+                              "</max><before/></set><flip-page/>"),
+              &q, &t),
+        PL_OK);
     CHECK_STR(q.queryid, "f1");
     CHECK_STR(q.with, "juliet@capulet.lit");
     CHECK_STR(q.with_res, "Bal");
@@ -148,10 +149,10 @@ void test_mam_prefs(void)
         {"romeo@montague.lit/orchard", 1},
         {"juliet@capulet.lit/balcony", 1}, /* domain entry */
         {"capulet.lit", 1},
-        {"nurse@capulet.lit/a", 0},        /* never wins */
+        {"nurse@capulet.lit/a", 0}, /* never wins */
         {"tybalt@capulet.lit/x", 0},
-        {"tybalt@capulet.lit/y", 1},       /* full entry, other resource */
-        {"benvolio@montague.lit", -1},     /* roster decides */
+        {"tybalt@capulet.lit/y", 1},   /* full entry, other resource */
+        {"benvolio@montague.lit", -1}, /* roster decides */
         {"romeo@montague.lite", -1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
@@ -160,8 +161,7 @@ void test_mam_prefs(void)
     struct pl_stanza *out = pl_stanza_new("iq", PL_NS_CLIENT);
     pl_mam_prefs_build(&p, out, pl_stanza_root(out));
     struct pl_mam_prefs p2;
-    CHECK_INT(pl_mam_prefs_parse(out, pl_stanza_payload(out), 10, &p2),
-              PL_OK);
+    CHECK_INT(pl_mam_prefs_parse(out, pl_stanza_payload(out), 10, &p2), PL_OK);
     CHECK_INT(p2.def, PL_MAM_ROSTER);
     CHECK_INT(p2.nnever, 2);
     CHECK_STR(p2.never[1], "tybalt@capulet.lit/x");

@@ -21,10 +21,19 @@ static struct muc_room *new_room(void)
     return r;
 }
 
-enum { O = MUC_AFF_OWNER, A = MUC_AFF_ADMIN, M = MUC_AFF_MEMBER,
-       N = MUC_AFF_NONE, X = MUC_AFF_OUTCAST };
-enum { MO = MUC_ROLE_MODERATOR, PA = MUC_ROLE_PARTICIPANT,
-       VI = MUC_ROLE_VISITOR, NO = MUC_ROLE_NONE };
+enum {
+    O = MUC_AFF_OWNER,
+    A = MUC_AFF_ADMIN,
+    M = MUC_AFF_MEMBER,
+    N = MUC_AFF_NONE,
+    X = MUC_AFF_OUTCAST
+};
+enum {
+    MO = MUC_ROLE_MODERATOR,
+    PA = MUC_ROLE_PARTICIPANT,
+    VI = MUC_ROLE_VISITOR,
+    NO = MUC_ROLE_NONE
+};
 
 void test_muc_role_rules(void)
 {
@@ -60,21 +69,21 @@ void test_muc_aff_rules(void)
     static const struct {
         int actor, target, nw, want;
     } cases[] = {
-        {O, N, A, PL_OK},          /* §10.6 grant admin */
-        {O, A, O, PL_OK},          /* §10.3 grant owner */
-        {A, N, M, PL_OK},          /* §9.3 grant membership */
-        {A, N, X, PL_OK},          /* §9.1 ban */
-        {A, M, N, PL_OK},          /* §9.4 revoke membership */
-        {A, N, A, PL_EFORBIDDEN},  /* admins cannot make admins */
-        {A, O, X, PL_ENOT_ALLOWED},/* nor ban an owner */
-        {A, A, N, PL_ENOT_ALLOWED},/* nor demote an admin */
-        {M, N, M, PL_EFORBIDDEN},  /* members manage nothing */
+        {O, N, A, PL_OK},           /* §10.6 grant admin */
+        {O, A, O, PL_OK},           /* §10.3 grant owner */
+        {A, N, M, PL_OK},           /* §9.3 grant membership */
+        {A, N, X, PL_OK},           /* §9.1 ban */
+        {A, M, N, PL_OK},           /* §9.4 revoke membership */
+        {A, N, A, PL_EFORBIDDEN},   /* admins cannot make admins */
+        {A, O, X, PL_ENOT_ALLOWED}, /* nor ban an owner */
+        {A, A, N, PL_ENOT_ALLOWED}, /* nor demote an admin */
+        {M, N, M, PL_EFORBIDDEN},   /* members manage nothing */
         {N, N, X, PL_EFORBIDDEN},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++)
-        CHECK_INT(
-            pl__muc_may_set_aff(cases[i].actor, cases[i].target, cases[i].nw),
-            cases[i].want);
+        CHECK_INT(pl__muc_may_set_aff(cases[i].actor, cases[i].target,
+                                      cases[i].nw),
+                  cases[i].want);
 }
 
 void test_muc_join_checks(void)
@@ -189,8 +198,8 @@ void test_muc_history(void)
         long cap;
         int want;
     } cases[] = {
-        {-1, -1, -1, 0, 20, 20}, {5, -1, -1, 0, 20, 5},
-        {-1, -1, -1, 0, 3, 3},   {-1, -1, 4, 0, 20, 5},
+        {-1, -1, -1, 0, 20, 20},   {5, -1, -1, 0, 20, 5},
+        {-1, -1, -1, 0, 3, 3},     {-1, -1, 4, 0, 20, 5},
         {-1, -1, -1, 1025, 20, 5}, {0, -1, -1, 0, 20, 0},
         {-1, 0, -1, 0, 20, 0},
     };
@@ -230,8 +239,7 @@ void test_muc_config_form_and_store(void)
     CHECK_INT(r->cfg.persistent, 1);
     CHECK_INT(r->cfg.members_only, 1);
     CHECK_INT(r->cfg.allow_pm, MUC_PM_MODERATORS);
-    CHECK_INT(r->cfg.presence_bc,
-              MUC_ROLEBIT(MO) | MUC_ROLEBIT(PA));
+    CHECK_INT(r->cfg.presence_bc, MUC_ROLEBIT(MO) | MUC_ROLEBIT(PA));
     CHECK_INT(pl__muc_aff_entry_of(r, "ad@x.org")->aff, MUC_AFF_ADMIN);
     /* Bad values change nothing. */
     static const char *const bad[] = {

@@ -17,11 +17,21 @@ void test_s2s_resolver_syntax(void)
         const char *in;
         int ok;
     } t[] = {
-        {"", 1},           {"127.0.0.1", 1},     {"127.0.0.1:5353", 1},
-        {"[::1]:53", 1},   {"[::1]", 1},         {"10.0.0.2:65535", 1},
-        {"localhost", 0},  {"127.0.0.1:", 0},    {"127.0.0.1:0", 0},
-        {"127.0.0.1:70000", 0}, {"::1:53", 0},   {"[::1", 0},
-        {"[1.2.3.4]:53", 0}, {"127.0.0.1:53x", 0}, {"1.2.3:53", 0},
+        {"", 1},
+        {"127.0.0.1", 1},
+        {"127.0.0.1:5353", 1},
+        {"[::1]:53", 1},
+        {"[::1]", 1},
+        {"10.0.0.2:65535", 1},
+        {"localhost", 0},
+        {"127.0.0.1:", 0},
+        {"127.0.0.1:0", 0},
+        {"127.0.0.1:70000", 0},
+        {"::1:53", 0},
+        {"[::1", 0},
+        {"[1.2.3.4]:53", 0},
+        {"127.0.0.1:53x", 0},
+        {"1.2.3:53", 0},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         int rc = pl_dns_check_server(t[i].in);
@@ -84,7 +94,8 @@ void test_s2s_config(void)
         "s2s.routes=({ host = \"10.0.0.2\"; })",
         "s2s.routes=({ domain = \"b.example\"; })",
         "s2s.routes=({ domain = \"b.example\"; host = \"h\"; port = 0; })",
-        "s2s.routes=({ domain = \"b.example\"; host = \"h\"; tls = \"none\"; })",
+        "s2s.routes=({ domain = \"b.example\"; host = \"h\"; tls = \"none\"; "
+        "})",
         "s2s.routes=({ domain = \"b.example\"; host = \"h\"; bogus = 1; })",
         "s2s.routes=\"b.example\"",
         "s2s.connect_timeout=0",

@@ -17,12 +17,12 @@
 
 #define ITER 4096
 
-static struct pl_str S(const char *s)
-{
+static struct pl_str S(const char *s) {
     return pl_str_c(s);
 }
 
-static void b64_to(const char *in, unsigned char *out, size_t *len)
+static void
+b64_to(const char *in, unsigned char *out, size_t *len)
 {
     struct pl_buf b = {0};
     int rc = pl_base64_decode(S(in), &b);
@@ -59,14 +59,13 @@ static void client_final(enum pl_scram_hash h, const char *password,
     struct pl_buf am = {0};
 
     b64_to(salt_b64, salt, &slen);
-    CHECK(PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt,
-                            (int)slen, ITER, md, (int)hl, salted));
-    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck,
-         &n);
+    CHECK(PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)slen,
+                            ITER, md, (int)hl, salted));
+    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck, &n);
     EVP_Digest(ck, hl, sk, NULL, md, NULL);
     pl_buf_printf(&am, "%s,%s,%s", bare, sfirst, without_proof);
-    HMAC(md, sk, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len,
-         sig, &n);
+    HMAC(md, sk, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len, sig,
+         &n);
     for (size_t i = 0; i < hl; i++)
         proof[i] = ck[i] ^ sig[i];
     pl_buf_printf(out, "%s,p=", without_proof);
@@ -94,8 +93,7 @@ static void rfc_example(enum pl_scram_hash h, const char *first,
     CHECK_INT(pl_scram_server_first(s, &k, &out), PL_OK);
     CHECK_STR(pl_buf_cstr(&out), want_sfirst);
     pl_buf_reset(&out);
-    CHECK_INT(pl_scram_server_client_final(s, S(final), NULL, 0, &out),
-              PL_OK);
+    CHECK_INT(pl_scram_server_client_final(s, S(final), NULL, 0, &out), PL_OK);
     CHECK_STR(pl_buf_cstr(&out), want_v);
     pl_buf_reset(&out);
     pl_scram_server_free(s);
@@ -136,9 +134,9 @@ void test_scram_rfc7677(void)
  * server stores "pencil"; the server gets cb_data.  Returns the result of
  * client_final.
  */
-static int exchange_ex(int plus, int offers, const char *first,
-                       const char *c64, const char *client_pw,
-                       const unsigned char *cb_data, size_t cb_len)
+static int exchange_ex(int plus, int offers, const char *first, const char *c64,
+                       const char *client_pw, const unsigned char *cb_data,
+                       size_t cb_len)
 {
     const enum pl_scram_hash h = PL_SCRAM_SHA256;
     struct pl_scram_keys k;
@@ -155,17 +153,16 @@ static int exchange_ex(int plus, int offers, const char *first,
     CHECK_INT(pl_scram_server_first(s, &k, &sf), PL_OK);
     const char *cn = strstr(bare, "r=") + 2;
     pl_buf_printf(&wp, "c=%s,r=%.*s" SNONCE, c64, (int)strcspn(cn, ","), cn);
-    client_final(h, client_pw, SALT, bare, pl_buf_cstr(&sf),
-                 pl_buf_cstr(&wp), &fin);
-    rc = pl_scram_server_client_final(s, pl_buf_str(&fin), cb_data, cb_len,
-                                      &v);
+    client_final(h, client_pw, SALT, bare, pl_buf_cstr(&sf), pl_buf_cstr(&wp),
+                 &fin);
+    rc = pl_scram_server_client_final(s, pl_buf_str(&fin), cb_data, cb_len, &v);
     if (rc == PL_OK)
         CHECK(strncmp(pl_buf_cstr(&v), "v=", 2) == 0);
     else
         CHECK_INT(v.len, 0);
     /* Whatever happened, the exchange is over. */
-    CHECK_INT(pl_scram_server_client_final(s, pl_buf_str(&fin), cb_data,
-                                           cb_len, &v),
+    CHECK_INT(pl_scram_server_client_final(s, pl_buf_str(&fin), cb_data, cb_len,
+                                           &v),
               PL_EINVAL);
     pl_buf_reset(&sf);
     pl_buf_reset(&wp);
@@ -185,8 +182,7 @@ static int exchange(int plus, const char *first, const char *c64,
 
 void test_scram_wrong_proof(void)
 {
-    CHECK_INT(exchange(0, "n,,n=user,r=abc", "biws", "pencil", NULL, 0),
-              PL_OK);
+    CHECK_INT(exchange(0, "n,,n=user,r=abc", "biws", "pencil", NULL, 0), PL_OK);
     CHECK_INT(exchange(0, "n,,n=user,r=abc", "biws", "pencil2", NULL, 0),
               PL_ENOT_AUTHORIZED);
     CHECK_INT(exchange(0, "n,,n=user,r=abc", "biws", "Pencil", NULL, 0),
@@ -208,8 +204,7 @@ void test_scram_channel_binding(void)
     struct pl_buf c64 = {0};
     pl_base64_encode((const unsigned char *)pl_buf_cstr(&c), c.len, &c64);
 
-    CHECK_INT(exchange(1, first, pl_buf_cstr(&c64), "pencil", cbd,
-                       sizeof(cbd)),
+    CHECK_INT(exchange(1, first, pl_buf_cstr(&c64), "pencil", cbd, sizeof(cbd)),
               PL_OK);
     CHECK_INT(exchange(1, first, pl_buf_cstr(&c64), "pencil", other,
                        sizeof(other)),
@@ -230,8 +225,9 @@ void test_scram_channel_binding(void)
     struct pl_scram_server *s = pl_scram_server_new(PL_SCRAM_SHA256, 1, 1);
     const char *user, *cb;
     CHECK_INT(pl_scram_server_client_first(
-                  s, S("p=tls-server-end-point,a=juliet@example.com,"
-                       "n=user,r=abc"),
+                  s,
+                  S("p=tls-server-end-point,a=juliet@example.com,"
+                    "n=user,r=abc"),
                   &user, &cb),
               PL_OK);
     CHECK_STR(cb, "tls-server-end-point");
@@ -247,10 +243,10 @@ void test_scram_channel_binding(void)
 static int first_rc(int plus, int offers, const char *msg, size_t len)
 {
     const char *user = NULL, *cb = NULL;
-    struct pl_scram_server *s =
-        pl_scram_server_new(PL_SCRAM_SHA256, plus, offers);
-    int rc = pl_scram_server_client_first(
-        s, (struct pl_str){msg, len}, &user, &cb);
+    struct pl_scram_server *s = pl_scram_server_new(PL_SCRAM_SHA256, plus,
+                                                    offers);
+    int rc = pl_scram_server_client_first(s, (struct pl_str){msg, len}, &user,
+                                          &cb);
     pl_scram_server_free(s);
     return rc;
 }
@@ -264,10 +260,8 @@ void test_scram_downgrade(void)
     CHECK_INT(FIRST(0, 0, "y,,n=user,r=abc"), PL_OK);
     CHECK_INT(FIRST(0, 1, "n,,n=user,r=abc"), PL_OK);
     /* "p" on a mechanism without binding. */
-    CHECK_INT(FIRST(0, 1, "p=tls-exporter,,n=user,r=abc"),
-              PL_ENOT_AUTHORIZED);
-    CHECK_INT(FIRST(0, 0, "p=tls-exporter,,n=user,r=abc"),
-              PL_ENOT_AUTHORIZED);
+    CHECK_INT(FIRST(0, 1, "p=tls-exporter,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
+    CHECK_INT(FIRST(0, 0, "p=tls-exporter,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
     /* -PLUS needs "p" with a type we know. */
     CHECK_INT(FIRST(1, 1, "n,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
     CHECK_INT(FIRST(1, 1, "y,,n=user,r=abc"), PL_ENOT_AUTHORIZED);
@@ -277,11 +271,9 @@ void test_scram_downgrade(void)
     CHECK_INT(FIRST(1, 1, "p=tls-server-end-point,,n=user,r=abc"), PL_OK);
 
     /* "y" with no -PLUS offered runs to the end, with c=base64("y,,"). */
-    CHECK_INT(exchange_ex(0, 0, "y,,n=user,r=abc", "eSws", "pencil", NULL,
-                          0),
+    CHECK_INT(exchange_ex(0, 0, "y,,n=user,r=abc", "eSws", "pencil", NULL, 0),
               PL_OK);
-    CHECK_INT(exchange_ex(0, 0, "y,,n=user,r=abc", "biws", "pencil", NULL,
-                          0),
+    CHECK_INT(exchange_ex(0, 0, "y,,n=user,r=abc", "biws", "pencil", NULL, 0),
               PL_ENOT_AUTHORIZED);
 }
 
@@ -336,7 +328,9 @@ void test_scram_malformed_first(void)
         /* SASLprep of the username fails or is empty */
         C("n,,n=\x07,r=abc", PL_EINVAL),
         C("n,,n=\xc2\xad,r=abc", PL_EINVAL),
-        C("n,,n=\xd8\xa7" "1,r=abc", PL_EINVAL),
+        C("n,,n=\xd8\xa7"
+          "1,r=abc",
+          PL_EINVAL),
         /* accepted */
         C("n,,n=user,r=abc", PL_OK),
         C("n,,n=us=2Cer,r=abc", PL_OK),
@@ -370,8 +364,8 @@ void test_scram_authzid(void)
 
     /* The username is SASLprep'd (RFC 4013 §3 example). */
     s = pl_scram_server_new(PL_SCRAM_SHA1, 0, 0);
-    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=I\xc2\xadX,r=abc"),
-                                           &user, &cb),
+    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=I\xc2\xadX,r=abc"), &user,
+                                           &cb),
               PL_OK);
     CHECK_STR(user, "IX");
     pl_scram_server_free(s);
@@ -382,8 +376,8 @@ void test_scram_authzid(void)
     CHECK_INT(exchange(0, "n,a=adm=2Cin,n=user,r=abc", pl_buf_cstr(&c64),
                        "pencil", NULL, 0),
               PL_OK);
-    CHECK_INT(exchange(0, "n,a=adm=2Cin,n=user,r=abc", "biws", "pencil",
-                       NULL, 0),
+    CHECK_INT(exchange(0, "n,a=adm=2Cin,n=user,r=abc", "biws", "pencil", NULL,
+                       0),
               PL_ENOT_AUTHORIZED);
     pl_buf_reset(&c64);
 }
@@ -397,14 +391,13 @@ static int final_rc(const char *msg, size_t len)
     struct pl_scram_server *s = pl_scram_server_new(PL_SCRAM_SHA256, 0, 0);
 
     keys_for(PL_SCRAM_SHA256, "pencil", SALT, &k);
-    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user,r=abc"), &user,
-                                           &cb),
+    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user,r=abc"), &user, &cb),
               PL_OK);
     pl__scram_server_set_nonce(s, "xyz");
     CHECK_INT(pl_scram_server_first(s, &k, &out), PL_OK);
     pl_buf_reset(&out);
-    int rc = pl_scram_server_client_final(s, (struct pl_str){msg, len}, NULL,
-                                          0, &out);
+    int rc = pl_scram_server_client_final(s, (struct pl_str){msg, len}, NULL, 0,
+                                          &out);
     if (rc != PL_OK)
         CHECK_INT(out.len, 0);
     pl_buf_reset(&out);
@@ -440,8 +433,7 @@ void test_scram_malformed_final(void)
           PL_EINVAL),
         /* proof of the wrong length (20 bytes for SHA-256) */
         C("c=biws,r=abcxyz,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=", PL_EINVAL),
-        C("c=biws,r=abcxyz,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=v0X8",
-          PL_EINVAL),
+        C("c=biws,r=abcxyz,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=v0X8", PL_EINVAL),
         C("c=biws,r=abcxyz\0," P32, PL_EINVAL),
         C("c=biws,r=abcxyz,x=\xff," P32, PL_EINVAL),
         /* well formed, but not this exchange */
@@ -473,20 +465,18 @@ void test_scram_order(void)
 
     keys_for(PL_SCRAM_SHA256, "pencil", SALT, &k);
     CHECK_INT(pl_scram_server_first(s, &k, &out), PL_EINVAL);
-    CHECK_INT(pl_scram_server_client_final(s, S("c=biws,r=a,p=AAAA"), NULL,
-                                           0, &out),
+    CHECK_INT(pl_scram_server_client_final(s, S("c=biws,r=a,p=AAAA"), NULL, 0,
+                                           &out),
               PL_EINVAL);
     /* A failed client_first leaves the exchange where it was. */
     CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user"), &user, &cb),
               PL_EINVAL);
-    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user,r=abc"), &user,
-                                           &cb),
+    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user,r=abc"), &user, &cb),
               PL_OK);
-    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user,r=abc"), &user,
-                                           &cb),
+    CHECK_INT(pl_scram_server_client_first(s, S("n,,n=user,r=abc"), &user, &cb),
               PL_EINVAL);
-    CHECK_INT(pl_scram_server_client_final(s, S("c=biws,r=a,p=AAAA"), NULL,
-                                           0, &out),
+    CHECK_INT(pl_scram_server_client_final(s, S("c=biws,r=a,p=AAAA"), NULL, 0,
+                                           &out),
               PL_EINVAL);
     /* Keys of another hash are refused. */
     struct pl_scram_keys k1;
@@ -511,8 +501,7 @@ void test_scram_derive_verify(void)
 {
     struct pl_scram_keys k, k2;
 
-    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), NULL, 0, ITER,
-                              &k),
+    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), NULL, 0, ITER, &k),
               PL_OK);
     CHECK_INT(k.salt_len, 16);
     CHECK_INT(k.iterations, ITER);
@@ -523,20 +512,18 @@ void test_scram_derive_verify(void)
     CHECK_INT(pl_scram_verify_password(&k, S("\x07")), 0);
 
     /* Same salt, same keys; a fresh salt each time otherwise. */
-    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), k.salt,
-                              k.salt_len, ITER, &k2),
+    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), k.salt, k.salt_len,
+                              ITER, &k2),
               PL_OK);
     CHECK(memcmp(k.stored_key, k2.stored_key, 32) == 0);
     CHECK(memcmp(k.server_key, k2.server_key, 32) == 0);
-    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), NULL, 0, ITER,
-                              &k2),
+    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), NULL, 0, ITER, &k2),
               PL_OK);
     CHECK(memcmp(k.salt, k2.salt, 16) != 0);
     CHECK(memcmp(k.stored_key, k2.stored_key, 32) != 0);
 
     /* SASLprep applies: U+2168 ROMAN NUMERAL NINE is "IX" after NFKC. */
-    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA1, S("\xe2\x85\xa8"), NULL, 0, 1,
-                              &k),
+    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA1, S("\xe2\x85\xa8"), NULL, 0, 1, &k),
               PL_OK);
     CHECK_INT(pl_scram_verify_password(&k, S("IX")), 1);
     CHECK_INT(pl_scram_verify_password(&k, S("I\xc2\xadX")), 1);
@@ -551,8 +538,7 @@ void test_scram_derive_verify(void)
     CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("\xc2\xad"), NULL, 0, ITER,
                               &k2),
               PL_EINVAL);
-    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), NULL, 0, 0,
-                              &k2),
+    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), NULL, 0, 0, &k2),
               PL_EINVAL);
     CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), k.salt, 0, ITER,
                               &k2),
@@ -560,11 +546,10 @@ void test_scram_derive_verify(void)
     CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("pencil"), k.salt,
                               PL_SCRAM_MAX_SALT + 1, ITER, &k2),
               PL_EINVAL);
-    CHECK_INT(pl_scram_derive((enum pl_scram_hash)7, S("pencil"), NULL, 0,
-                              ITER, &k2),
-              PL_EINVAL);
-    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("a\xff"), NULL, 0, ITER,
+    CHECK_INT(pl_scram_derive((enum pl_scram_hash)7, S("pencil"), NULL, 0, ITER,
                               &k2),
+              PL_EINVAL);
+    CHECK_INT(pl_scram_derive(PL_SCRAM_SHA256, S("a\xff"), NULL, 0, ITER, &k2),
               PL_EINVAL);
     CHECK(memcmp(&k2, &before, sizeof(k2)) == 0);
     k2.salt_len = 0;
@@ -608,8 +593,8 @@ void test_scram_fake_keys(void)
     char without[128];
     snprintf(without, sizeof(without), "c=biws,r=%.*s",
              (int)(strchr(sfm, ',') - sfm - 2), sfm + 2);
-    client_final(PL_SCRAM_SHA256, "pencil", pl_buf_cstr(&salt),
-                 "n=ghost,r=abc", sfm, without, &fin);
+    client_final(PL_SCRAM_SHA256, "pencil", pl_buf_cstr(&salt), "n=ghost,r=abc",
+                 sfm, without, &fin);
     CHECK_INT(pl_scram_server_client_final(s, pl_buf_str(&fin), NULL, 0, &v),
               PL_ENOT_AUTHORIZED);
     pl_buf_reset(&sf);
@@ -623,8 +608,12 @@ void test_scram_base64(void)
 {
     /* RFC 4648 §10 */
     static const char *const vec[][2] = {
-        {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-        {"foo", "Zm9v"},  {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="},
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
         {"foobar", "Zm9vYmFy"},
     };
     for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++) {
@@ -649,9 +638,9 @@ void test_scram_base64(void)
     pl_buf_reset(&d);
 
     static const char *const bad[] = {
-        "Zg",   "Zg=",      "Z===",     "====",   "=Zg=",     "Zg==Zg==",
-        "Zm=v", "Zm9v YmFy", "Zm9v\n",  " Zm9v",  "Zm9-",     "Zm9_",
-        "Zm9",  "Zm9vY",    "Zg=A",     "Z=g=",   "Zm9v\r\n", "*m9v",
+        "Zg",   "Zg=",       "Z===",   "====",  "=Zg=",     "Zg==Zg==",
+        "Zm=v", "Zm9v YmFy", "Zm9v\n", " Zm9v", "Zm9-",     "Zm9_",
+        "Zm9",  "Zm9vY",     "Zg=A",   "Z=g=",  "Zm9v\r\n", "*m9v",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct pl_buf b = {0};
@@ -688,12 +677,22 @@ void test_scram_saslprep(void)
         C("\xc2\xaa", "a"),
         C("\xe2\x85\xa8", "IX"),
         C("\x07", NULL),
-        C("\xd8\xa7" "1", NULL),
+        C("\xd8\xa7"
+          "1",
+          NULL),
         /* mapping: C.1.2 to space, B.1 to nothing */
-        C("a\xc2\xa0" "b", "a b"),
-        C("a\xe3\x80\x80" "b", "a b"),
-        C("a\xe2\x80\x8b" "b", "ab"),
-        C("a\xef\xbb\xbf" "b", "ab"),
+        C("a\xc2\xa0"
+          "b",
+          "a b"),
+        C("a\xe3\x80\x80"
+          "b",
+          "a b"),
+        C("a\xe2\x80\x8b"
+          "b",
+          "ab"),
+        C("a\xef\xbb\xbf"
+          "b",
+          "ab"),
         C("\xef\xb8\x8f", ""),
         C("", ""),
         C("a b", "a b"),
@@ -719,8 +718,13 @@ void test_scram_saslprep(void)
         C("\xcd\xb8", NULL),
         /* bidi, RFC 3454 §6 */
         C("\xd8\xa7\xd8\xa8", "\xd8\xa7\xd8\xa8"),
-        C("\xd8\xa7" "1\xd8\xa8", "\xd8\xa7" "1\xd8\xa8"),
-        C("\xd8\xa7" "a\xd8\xa8", NULL),
+        C("\xd8\xa7"
+          "1\xd8\xa8",
+          "\xd8\xa7"
+          "1\xd8\xa8"),
+        C("\xd8\xa7"
+          "a\xd8\xa8",
+          NULL),
         C("1\xd8\xa7", NULL),
         C("\xd7\x90", "\xd7\x90"),
         /* not UTF-8 */
@@ -733,8 +737,7 @@ void test_scram_saslprep(void)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char *out = NULL;
-        int rc = pl_saslprep((struct pl_str){cases[i].in, cases[i].len},
-                             &out);
+        int rc = pl_saslprep((struct pl_str){cases[i].in, cases[i].len}, &out);
         if (rc != (cases[i].out ? PL_OK : PL_EINVAL))
             fprintf(stderr, "  case %zu\n", i);
         CHECK_INT(rc, cases[i].out ? PL_OK : PL_EINVAL);

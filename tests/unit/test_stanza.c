@@ -147,8 +147,7 @@ void test_stanza_copy(void)
     CHECK(b != a);
     CHECK_STR(ser(b, PL_NS_CLIENT), want);
     pl_stanza_set_attr(b, "to", "c@d");
-    pl_node_add_text(b, pl_node_child(pl_stanza_root(b), "body", NULL), "!",
-                     1);
+    pl_node_add_text(b, pl_node_child(pl_stanza_root(b), "body", NULL), "!", 1);
     CHECK_STR(ser(a, PL_NS_CLIENT), want); /* the original is untouched */
     CHECK_STR(ser(b, PL_NS_CLIENT),
               "<message to='c@d'><body>hi &amp; bye!</body>"
@@ -223,8 +222,8 @@ void test_stanza_cache(void)
     struct pl_str s4 = pl_stanza_serialize(st, "jabber:component:accept");
     CHECK(s4.p != s1.p);
     CHECK(s1.len == strlen("<message to='a'><body>x</body></message>"));
-    CHECK(memcmp(s1.p, "<message to='a'><body>x</body></message>",
-                 s1.len) == 0);
+    CHECK(memcmp(s1.p, "<message to='a'><body>x</body></message>", s1.len) ==
+          0);
     CHECK(pl_stanza_serialize(st, "jabber:component:accept").p == s4.p);
     /* Reading does not invalidate; mutating does. */
     pl_node_text(st, pl_stanza_root(st), NULL);
@@ -383,7 +382,9 @@ void test_stanza_arena(void)
 void test_stanza_deep(void)
 {
     /* Deep trees must not recurse on the C stack. */
-    enum { DEPTH = 200000 };
+    enum {
+        DEPTH = 200000
+    };
     struct pl_stanza *st = pl_stanza_new("d", "urn:d");
     struct pl_node *n = pl_stanza_root(st);
     for (int i = 0; i < DEPTH; i++)

@@ -30,8 +30,7 @@ void test_storage_job(void)
     pl_job_free(j);
 
     /* A job about a whole domain: no user, no bare JID, no request. */
-    struct pl_job *h = pl_job_new(sizeof(*h), NULL, 0, "muc.example.org",
-                                  NULL);
+    struct pl_job *h = pl_job_new(sizeof(*h), NULL, 0, "muc.example.org", NULL);
     CHECK(h->st == NULL);
     CHECK_INT(h->sid, 0);
     CHECK_STR(h->host, "muc.example.org");

@@ -64,7 +64,7 @@
 #define LEAK_CHECK() ((void)0)
 #endif
 
-#define ITER 4096 /* the smallest scram_iterations allowed: fast tests */
+#define ITER 4096    /* the smallest scram_iterations allowed: fast tests */
 #define WAIT_MS 1500 /* how long expect() waits for the server */
 
 #define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
@@ -73,43 +73,45 @@
 #define NS_STANZAS "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 /* What the client sends to open a stream. */
-#define OPEN                                                                  \
-    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "              \
-    "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' "         \
+#define OPEN                                                                   \
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "               \
+    "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' "          \
     "version='1.0'>"
 /* The server's stream header. */
-#define HDR                                                                   \
-    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "              \
-    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0' "          \
+#define HDR                                                                    \
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "               \
+    "xmlns:stream='http://etherx.jabber.org/streams' version='1.0' "           \
     "xml:lang='en' id='*' from='localhost'>"
 /* Features before authentication on a plain stream (no STARTTLS without a
  * TLS listener, no PLAIN and no -PLUS without TLS). */
-#define FEAT_PRE                                                              \
-    "<stream:features><mechanisms xmlns='" NS_SASL "'>"                       \
-    "<mechanism>SCRAM-SHA-256</mechanism>"                                    \
-    "<mechanism>SCRAM-SHA-1</mechanism></mechanisms>"                         \
-    "<register xmlns='http://jabber.org/features/iq-register'/>"              \
+#define FEAT_PRE                                                               \
+    "<stream:features><mechanisms xmlns='" NS_SASL "'>"                        \
+    "<mechanism>SCRAM-SHA-256</mechanism>"                                     \
+    "<mechanism>SCRAM-SHA-1</mechanism></mechanisms>"                          \
+    "<register xmlns='http://jabber.org/features/iq-register'/>"               \
     "</stream:features>"
 /* Features after authentication. */
-#define FEAT_POST                                                             \
-    "<stream:features><bind xmlns='" NS_BIND "'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>"
+#define FEAT_POST                                                              \
+    "<stream:features><bind xmlns='" NS_BIND                                   \
+    "'/><sm xmlns='urn:xmpp:sm:3'/></stream:features>"
 /* A stream error without text, and the end of the stream. */
-#define SERR(cond)                                                            \
-    "<stream:error><" cond " xmlns='" NS_STREAMS_ERR                          \
+#define SERR(cond)                                                             \
+    "<stream:error><" cond " xmlns='" NS_STREAMS_ERR                           \
     "'/></stream:error></stream:stream>"
-#define SERR_TEXT(cond, text)                                                 \
-    "<stream:error><" cond " xmlns='" NS_STREAMS_ERR "'/><text xmlns='"       \
-    NS_STREAMS_ERR "' xml:lang='en'>" text "</text></stream:error>"           \
+#define SERR_TEXT(cond, text)                                                  \
+    "<stream:error><" cond " xmlns='" NS_STREAMS_ERR                           \
+    "'/><text xmlns='" NS_STREAMS_ERR "' xml:lang='en'>" text                  \
+    "</text></stream:error>"                                                   \
     "</stream:stream>"
 #define SASL_FAIL(cond) "<failure xmlns='" NS_SASL "'><" cond "/></failure>"
 
 /* ---- a server in this process ---- */
 
 static struct {
-    char dir[64];           /* temporary data_dir */
-    struct pl_config *cfg;  /* from dir/parleyd.conf */
-    struct pl_loop *loop;   /* the server's loop, also the client's */
-    struct pl_workq *cpu;   /* PBKDF2 workers */
+    char dir[64];          /* temporary data_dir */
+    struct pl_config *cfg; /* from dir/parleyd.conf */
+    struct pl_loop *loop;  /* the server's loop, also the client's */
+    struct pl_workq *cpu;  /* PBKDF2 workers */
 } E;
 
 static int rm_entry(const char *path, const struct stat *sb, int flag,
@@ -249,8 +251,8 @@ static void add_user(const char *user, const char *password)
     memset(&a, 0, sizeof(a));
     need(pl_scram_derive(PL_SCRAM_SHA1, pl_str_c(password), NULL, 0, ITER,
                          &a.keys[0]) == PL_OK &&
-             pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0,
-                             ITER, &a.keys[1]) == PL_OK,
+             pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0, ITER,
+                             &a.keys[1]) == PL_OK,
          "deriving keys");
     d->begin(db);
     need(d->account_create(db, "localhost", user, &a) == PL_OK,
@@ -262,10 +264,10 @@ static void add_user(const char *user, const char *password)
 /* ---- the client end ---- */
 
 struct client {
-    struct pl_io io;   /* our end of the socketpair, watched by E.loop */
-    struct pl_buf in;  /* received, not matched yet */
-    int eof;           /* the server closed its end */
-    char *got;         /* what the last expect() matched */
+    struct pl_io io;  /* our end of the socketpair, watched by E.loop */
+    struct pl_buf in; /* received, not matched yet */
+    int eof;          /* the server closed its end */
+    char *got;        /* what the last expect() matched */
 };
 
 static void on_client_io(struct pl_io *io, unsigned events)
@@ -340,8 +342,7 @@ static int glob(const char *pat, const char *s, size_t n)
     for (size_t i = 0;; i++) {
         if (glob(pat + 1, s + i, n - i))
             return 1;
-        if (i == n || s[i] == '<' || s[i] == '>' || s[i] == '\'' ||
-            s[i] == '"')
+        if (i == n || s[i] == '<' || s[i] == '>' || s[i] == '\'' || s[i] == '"')
             return 0;
     }
 }
@@ -370,8 +371,7 @@ static const char *expect_(struct client *c, const char *pat, unsigned wait,
         pump(20);
     }
     fprintf(stderr, "  %s:%d: expected\n    %s\n  got\n    %.*s%s\n", file,
-            line, pat, (int)in.len, in.p ? in.p : "",
-            c->eof ? "[EOF]" : "");
+            line, pat, (int)in.len, in.p ? in.p : "", c->eof ? "[EOF]" : "");
     unit_failures++;
     return NULL;
 }
@@ -386,8 +386,10 @@ static void expect_eof_(struct client *c, const char *file, int line)
         pump(20);
     if (!c->eof || c->in.len) {
         struct pl_str in = pl_buf_str(&c->in);
-        fprintf(stderr, "  %s:%d: expected the end of the connection, got "
-                "\"%.*s\"%s\n", file, line, (int)in.len, in.p ? in.p : "",
+        fprintf(stderr,
+                "  %s:%d: expected the end of the connection, got "
+                "\"%.*s\"%s\n",
+                file, line, (int)in.len, in.p ? in.p : "",
                 c->eof ? " then EOF" : " and no EOF");
         unit_failures++;
     }
@@ -429,8 +431,8 @@ static int payload(const char *el, struct pl_buf *out)
 /* Value of attribute k ("r", "s", "i", "v") in a SCRAM message. */
 static char *scram_attr(const char *msg, char k)
 {
-    for (const char *p = msg; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1
-                                                          : NULL)
+    for (const char *p = msg; p && *p;
+         p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
         if (p[0] == k && p[1] == '=') {
             const char *e = strchr(p, ',');
             return pl_strndup(p + 2, e ? (size_t)(e - p - 2) : strlen(p + 2));
@@ -439,8 +441,8 @@ static char *scram_attr(const char *msg, char k)
 }
 
 struct scram {
-    enum pl_scram_hash h;  /* digest */
-    char bare[256];        /* client-first-message-bare */
+    enum pl_scram_hash h;         /* digest */
+    char bare[256];               /* client-first-message-bare */
     unsigned char server_sig[64]; /* expected ServerSignature */
 };
 
@@ -450,17 +452,15 @@ static const char *mech_of(enum pl_scram_hash h)
 }
 
 /* Sends <auth/> with client-first-message for user. */
-static void scram_auth(struct client *c, struct scram *s,
-                       enum pl_scram_hash h, const char *user)
+static void scram_auth(struct client *c, struct scram *s, enum pl_scram_hash h,
+                       const char *user)
 {
     s->h = h;
-    snprintf(s->bare, sizeof(s->bare), "n=%s,r=fyko+d2lbbFgONRv9qkxdawL",
-             user);
+    snprintf(s->bare, sizeof(s->bare), "n=%s,r=fyko+d2lbbFgONRv9qkxdawL", user);
     char first[300];
     snprintf(first, sizeof(first), "n,,%s", s->bare);
     struct pl_buf b = {0};
-    pl_buf_printf(&b, "<auth xmlns='" NS_SASL "' mechanism='%s'>",
-                  mech_of(h));
+    pl_buf_printf(&b, "<auth xmlns='" NS_SASL "' mechanism='%s'>", mech_of(h));
     b64(first, strlen(first), &b);
     pl_buf_append_str(&b, "</auth>");
     cl_send(c, pl_buf_cstr(&b));
@@ -497,16 +497,14 @@ static int scram_respond(struct client *c, struct scram *s,
     PKCS5_PBKDF2_HMAC(password, (int)strlen(password),
                       (const unsigned char *)salt.data + salt.off,
                       (int)salt.len, atoi(iters), md, (int)hl, salted);
-    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck,
-         &n);
-    HMAC(md, salted, (int)hl, (const unsigned char *)"Server Key", 10, sk,
-         &n);
+    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck, &n);
+    HMAC(md, salted, (int)hl, (const unsigned char *)"Server Key", 10, sk, &n);
     EVP_Digest(ck, hl, stored, NULL, md, NULL);
     char without[300];
     snprintf(without, sizeof(without), "c=biws,r=%s", r);
     pl_buf_printf(&am, "%s,%s,%s", s->bare, sf, without);
-    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am),
-         am.len, sig, &n);
+    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len,
+         sig, &n);
     for (size_t i = 0; i < hl; i++)
         proof[i] = ck[i] ^ sig[i];
     HMAC(md, sk, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len,
@@ -571,8 +569,7 @@ static void bind_as(struct client *c, const char *jid, const char *resource)
                  resource);
     else
         snprintf(req, sizeof(req),
-                 "<iq type='set' id='bind1'><bind xmlns='" NS_BIND
-                 "'/></iq>");
+                 "<iq type='set' id='bind1'><bind xmlns='" NS_BIND "'/></iq>");
     snprintf(want, sizeof(want),
              "<iq type='result' id='bind1'><bind xmlns='" NS_BIND
              "'><jid>%s</jid></bind></iq>",
@@ -581,8 +578,8 @@ static void bind_as(struct client *c, const char *jid, const char *resource)
     expect(c, want);
 }
 
-static void login_bind(struct client *c, const char *user,
-                       const char *password, const char *resource)
+static void login_bind(struct client *c, const char *user, const char *password,
+                       const char *resource)
 {
     char jid[1100];
     snprintf(jid, sizeof(jid), "%s@localhost/%s", user, resource);
@@ -610,7 +607,7 @@ void test_stream_header(void)
         cl_open(&c);
         cl_send(&c, opens[i]);
         expect(&c, HDR FEAT_PRE);
-        cl_send(&c, " \n ");  /* whitespace keepalives are ignored */
+        cl_send(&c, " \n "); /* whitespace keepalives are ignored */
         expect_quiet(&c);
         /* The client closes: the server closes too (RFC 6120 §4.4). */
         cl_send(&c, i == 2 ? "</s:stream>" : "</stream:stream>");
@@ -806,8 +803,7 @@ void test_stream_sasl_failures(void)
          "<auth xmlns='" NS_SASL "' mechanism='SCRAM-SHA-256-PLUS'>"
          "cD10bHMtZXhwb3J0ZXIsLG49YWxpY2Uscj1hYmM=</auth>",
          SASL_FAIL("invalid-mechanism")},
-        {NULL, NULL, NULL,
-         "<auth xmlns='" NS_SASL "' mechanism='DIGEST-MD5'/>",
+        {NULL, NULL, NULL, "<auth xmlns='" NS_SASL "' mechanism='DIGEST-MD5'/>",
          SASL_FAIL("invalid-mechanism")},
         {NULL, NULL, NULL, "<auth xmlns='" NS_SASL "'/>",
          SASL_FAIL("invalid-mechanism")},
@@ -1000,7 +996,7 @@ void test_stream_sasl_abort_stale_race(void)
     int early = c.in.len > 0;
     if (early) {
         fprintf(stderr, "  a challenge came before alice's account was "
-                "read: eve's stale lookup answered alice's exchange\n");
+                        "read: eve's stale lookup answered alice's exchange\n");
         unit_failures++;
         if (scram_respond(&c, &s, "eve's password")) {
             end = now_ms() + 200;
@@ -1011,8 +1007,9 @@ void test_stream_sasl_abort_stale_race(void)
             /* Show whose session eve got. */
             expect(&c, "<success xmlns='" NS_SASL "'>*</success>");
             cl_send(&c, OPEN "<iq type='set' id='b'><bind xmlns='" NS_BIND
-                        "'/></iq>");
-            const char *b = expect(&c, HDR FEAT_POST "<iq type='result' "
+                             "'/></iq>");
+            const char *b = expect(&c, HDR FEAT_POST
+                                   "<iq type='result' "
                                    "id='b'><bind xmlns='" NS_BIND "'><jid>*"
                                    "</jid></bind></iq>");
             fprintf(stderr, "  eve's password bound %s\n",
@@ -1078,8 +1075,8 @@ void test_stream_bind(void)
                 "'><resource>other</resource></bind></iq>");
     expect(&c, "<iq type='error' id='b2'><bind xmlns='" NS_BIND
                "'><resource>other</resource></bind><error type='cancel'>"
-               "<not-allowed xmlns='" NS_STANZAS "'/><text xmlns='"
-               NS_STANZAS "'>already bound</text></error></iq>");
+               "<not-allowed xmlns='" NS_STANZAS "'/><text xmlns='" NS_STANZAS
+               "'>already bound</text></error></iq>");
     cl_close(&c);
 
     /* The server's choice (§7.6.2.1). */
@@ -1107,8 +1104,8 @@ void test_stream_bind(void)
         cl_send(&c, req);
         snprintf(want, sizeof(want),
                  "<iq type='error' id='b%zu'><bind xmlns='" NS_BIND
-                 "'>%s%s%s</bind><error type='modify'><bad-request xmlns='"
-                 NS_STANZAS "'/><text xmlns='" NS_STANZAS
+                 "'>%s%s%s</bind><error type='modify'><bad-request "
+                 "xmlns='" NS_STANZAS "'/><text xmlns='" NS_STANZAS
                  "'>invalid resource</text></error></iq>",
                  i, bad[i][0] ? "<resource>" : "<resource/>", bad[i],
                  bad[i][0] ? "</resource>" : "");
@@ -1228,8 +1225,7 @@ void test_stream_bound_iq_errors(void)
         {"<iq type='get' id='i6' to='a@b@c'><ping xmlns='urn:xmpp:ping'/>"
          "</iq>",
          "<iq type='error' id='i6'><ping xmlns='urn:xmpp:ping'/><error "
-         "type='modify'><jid-malformed xmlns='" NS_STANZAS
-         "'/></error></iq>"},
+         "type='modify'><jid-malformed xmlns='" NS_STANZAS "'/></error></iq>"},
     };
     env_start(NULL);
     add_user("alice", "correct horse");
@@ -1326,8 +1322,8 @@ void test_stream_sm(void)
     cl_send(&c, "<a xmlns='" SM_NS "' h='1'/>");
     expect(&c, "<r xmlns='" SM_NS "'/>");
     cl_send(&c, "<enable xmlns='" SM_NS "'/>");
-    expect(&c, "<failed xmlns='" SM_NS "'><unexpected-request xmlns='"
-               NS_STANZAS "'/></failed>");
+    expect(&c, "<failed xmlns='" SM_NS
+               "'><unexpected-request xmlns='" NS_STANZAS "'/></failed>");
     cl_send(&c, "<a xmlns='" SM_NS "' h='3'/>");
     expect(&c, "<stream:error><undefined-condition xmlns='"
                "urn:ietf:params:xml:ns:xmpp-streams'/><handled-count-too-high"
@@ -1342,8 +1338,7 @@ void test_stream_sm(void)
 /* ---- deadlines (the core's, conn.h; c2s says how a stream ends) ---- */
 
 #define SM_NS "urn:xmpp:sm:3"
-#define TIMEOUT_ERR                                                           \
-    SERR_TEXT("connection-timeout", "handshake took too long")
+#define TIMEOUT_ERR SERR_TEXT("connection-timeout", "handshake took too long")
 
 /* Runs the loop for ms. */
 static void pass_ms(unsigned ms)

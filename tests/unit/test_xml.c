@@ -27,24 +27,24 @@
 #define LEAK_CHECK() ((void)0)
 #endif
 
-#define HDR                                                                   \
-    "<stream:stream xmlns='jabber:client' "                                   \
-    "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' "       \
+#define HDR                                                                    \
+    "<stream:stream xmlns='jabber:client' "                                    \
+    "xmlns:stream='http://etherx.jabber.org/streams' to='example.com' "        \
     "version='1.0'>"
-#define HDR_LOG                                                               \
-    "open({http://etherx.jabber.org/streams}stream to=example.com "           \
-    "version=1.0 xmlns=jabber:client "                                        \
-    "{http://www.w3.org/2000/xmlns/}stream="                                  \
+#define HDR_LOG                                                                \
+    "open({http://etherx.jabber.org/streams}stream to=example.com "            \
+    "version=1.0 xmlns=jabber:client "                                         \
+    "{http://www.w3.org/2000/xmlns/}stream="                                   \
     "http://etherx.jabber.org/streams)\n"
 
 struct rec {
-    struct pl_buf log;         /* events, one per line */
-    struct pl_xml_parser *p;   /* the parser under test */
-    int stop_after;            /* pl_xml_parser_stop after n stanzas */
-    int reset_after;           /* pl_xml_parser_reset after n stanzas */
-    int reset_on_error;        /* pl_xml_parser_reset from the error cb */
-    int stanzas;               /* stanzas seen */
-    int errors;                /* error callbacks seen */
+    struct pl_buf log;       /* events, one per line */
+    struct pl_xml_parser *p; /* the parser under test */
+    int stop_after;          /* pl_xml_parser_stop after n stanzas */
+    int reset_after;         /* pl_xml_parser_reset after n stanzas */
+    int reset_on_error;      /* pl_xml_parser_reset from the error cb */
+    int stanzas;             /* stanzas seen */
+    int errors;              /* error callbacks seen */
 };
 
 static void log_attrs(struct pl_buf *b, const struct pl_node *el)
@@ -118,8 +118,8 @@ static void rec_done(struct rec *r)
 }
 
 /* Feeds in in pieces of step bytes (0: whole), or split once at split. */
-static void feed_pieces(struct rec *r, const char *in, size_t len,
-                        size_t step, size_t split)
+static void feed_pieces(struct rec *r, const char *in, size_t len, size_t step,
+                        size_t split)
 {
     if (step) {
         for (size_t i = 0; i < len; i += step)
@@ -131,8 +131,8 @@ static void feed_pieces(struct rec *r, const char *in, size_t len,
 }
 
 struct xcase {
-    const char *name;   /* what the case shows */
-    size_t max_size;    /* limits */
+    const char *name; /* what the case shows */
+    size_t max_size;  /* limits */
     unsigned max_depth;
     int stop_after;     /* stop from the n-th stanza callback */
     const char *in;     /* input */
@@ -154,8 +154,8 @@ static void check_case(const struct xcase *c, const char *in, size_t len)
         const char *got = pl_buf_cstr(&r.log);
         if (strcmp(got, c->expect) != 0) {
             fprintf(stderr, "  case %s, %s %zu:\n  got:    %s\n  wanted: %s\n",
-                    c->name, mode == len + 1 ? "bytewise" : "split at",
-                    mode, got, c->expect);
+                    c->name, mode == len + 1 ? "bytewise" : "split at", mode,
+                    got, c->expect);
             unit_failures++;
             bad = 1;
         }
@@ -218,10 +218,9 @@ static const struct xcase basic_cases[] = {
      HDR "<message id=\"&apos;&quot;&lt;&gt;&amp;\" to='x&#10;y&#9;z' "
          "from='a\"b'><body>1 &lt; 2 &amp;&amp; 3 &gt; 0 'q' \"d\" "
          "&#x263A;&#13;<![CDATA[<raw>&]]></body></message>",
-     HDR_LOG
-     "stanza(<message id='&apos;&quot;&lt;&gt;&amp;' to='x&#10;y&#9;z' "
-     "from='a&quot;b'><body>1 &lt; 2 &amp;&amp; 3 &gt; 0 'q' \"d\" "
-     "\xe2\x98\xba&#13;&lt;raw&gt;&amp;</body></message>)\n"},
+     HDR_LOG "stanza(<message id='&apos;&quot;&lt;&gt;&amp;' to='x&#10;y&#9;z' "
+             "from='a&quot;b'><body>1 &lt; 2 &amp;&amp; 3 &gt; 0 'q' \"d\" "
+             "\xe2\x98\xba&#13;&lt;raw&gt;&amp;</body></message>)\n"},
     {"mixed content keeps order", 0, 0, 0,
      HDR "<message><body>a\nb<x/>c&amp;d</body></message>",
      HDR_LOG "stanza(<message><body>a\nb<x/>c&amp;d</body></message>)\n"},
@@ -230,8 +229,8 @@ static const struct xcase basic_cases[] = {
      HDR_LOG "stanza(<a/>)\n"},
     {"text between stanzas", 0, 0, 0, HDR "<a/>hello<b/>",
      HDR_LOG "stanza(<a/>)\nerror(bad-format)\n"},
-    {"stop after the first stanza", 0, 0, 1,
-     HDR "<a/><b/><c/></stream:stream>", HDR_LOG "stanza(<a/>)\n"},
+    {"stop after the first stanza", 0, 0, 1, HDR "<a/><b/><c/></stream:stream>",
+     HDR_LOG "stanza(<a/>)\n"},
     {"stop from the first stanza discards garbage", 0, 0, 1,
      HDR "<a/>\xff\xfe<<<<", HDR_LOG "stanza(<a/>)\n"},
 };
@@ -245,8 +244,7 @@ void test_xml_split_feed(void)
 }
 
 static const struct xcase hostile_cases[] = {
-    {"DOCTYPE", 0, 0, 0,
-     "<?xml version='1.0'?><!DOCTYPE stream>" HDR,
+    {"DOCTYPE", 0, 0, 0, "<?xml version='1.0'?><!DOCTYPE stream>" HDR,
      "error(restricted-xml)\n"},
     {"billion laughs", 0, 0, 0,
      "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'>"
@@ -254,24 +252,23 @@ static const struct xcase hostile_cases[] = {
      "<!ENTITY lol3 '&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;'>]>"
      "<lolz>&lol3;</lolz>",
      "error(restricted-xml)\n"},
-    {"DOCTYPE inside the stream", 0, 0, 0,
-     HDR "<!DOCTYPE x>", HDR_LOG "error(not-well-formed)\n"},
+    {"DOCTYPE inside the stream", 0, 0, 0, HDR "<!DOCTYPE x>",
+     HDR_LOG "error(not-well-formed)\n"},
     {"comment before the stream", 0, 0, 0, "<!-- hi -->" HDR,
      "error(restricted-xml)\n"},
     {"comment between stanzas", 0, 0, 0, HDR "<a/><!-- hi --><b/>",
      HDR_LOG "stanza(<a/>)\nerror(restricted-xml)\n"},
-    {"comment inside a stanza", 0, 0, 0,
-     HDR "<message><!-- x --></message>", HDR_LOG "error(restricted-xml)\n"},
-    {"processing instruction", 0, 0, 0,
-     HDR "<message><?php x?></message>", HDR_LOG "error(restricted-xml)\n"},
+    {"comment inside a stanza", 0, 0, 0, HDR "<message><!-- x --></message>",
+     HDR_LOG "error(restricted-xml)\n"},
+    {"processing instruction", 0, 0, 0, HDR "<message><?php x?></message>",
+     HDR_LOG "error(restricted-xml)\n"},
     {"processing instruction before the stream", 0, 0, 0,
      "<?xml-stylesheet href='x'?>" HDR, "error(restricted-xml)\n"},
     {"ISO-8859-1", 0, 0, 0, "<?xml version='1.0' encoding='ISO-8859-1'?>" HDR,
      "error(unsupported-encoding)\n"},
     {"UTF-16 declared", 0, 0, 0, "<?xml version='1.0' encoding='UTF-16'?>",
      "error(unsupported-encoding)\n"},
-    {"XML 1.1", 0, 0, 0, "<?xml version='1.1'?>" HDR,
-     "error(bad-format)\n"},
+    {"XML 1.1", 0, 0, 0, "<?xml version='1.1'?>" HDR, "error(bad-format)\n"},
     {"undeclared entity", 0, 0, 0, HDR "<a>&foo;</a>",
      HDR_LOG "error(not-well-formed)\n"},
     {"byte 0xff", 0, 0, 0, HDR "<a>\xff</a>",
@@ -347,13 +344,21 @@ void test_xml_limits(void)
     pl_free(expect);
 
     in = concat3(HDR "<a/>", over, "<b/>");
-    c = (struct xcase){"stanza one byte over", 1000, 0, 0, in,
+    c = (struct xcase){"stanza one byte over",
+                       1000,
+                       0,
+                       0,
+                       in,
                        HDR_LOG "stanza(<a/>)\nerror(policy-violation)\n"};
     check_case(&c, in, strlen(in));
     pl_free(in);
 
     in = concat3(HDR, big, "");
-    c = (struct xcase){"stanza of 2000 bytes", 1000, 0, 0, in,
+    c = (struct xcase){"stanza of 2000 bytes",
+                       1000,
+                       0,
+                       0,
+                       in,
                        HDR_LOG "error(policy-violation)\n"};
     check_case(&c, in, strlen(in));
     pl_free(in);
@@ -380,7 +385,7 @@ void test_xml_limits(void)
         } else {
             pl_buf_append_str(&e, "error(policy-violation)\n");
         }
-        c = (struct xcase){"nesting", 0, 10, 0, pl_buf_cstr(&b),
+        c = (struct xcase){"nesting",      0, 10, 0, pl_buf_cstr(&b),
                            pl_buf_cstr(&e)};
         check_case(&c, b.data, b.len);
     }
@@ -388,7 +393,11 @@ void test_xml_limits(void)
     pl_buf_append_str(&b, HDR);
     for (int i = 0; i < 11; i++)
         pl_buf_append_str(&b, "<x>");
-    c = (struct xcase){"nesting 11", 0, 10, 0, pl_buf_cstr(&b),
+    c = (struct xcase){"nesting 11",
+                       0,
+                       10,
+                       0,
+                       pl_buf_cstr(&b),
                        HDR_LOG "error(policy-violation)\n"};
     check_case(&c, b.data, b.len);
 
@@ -397,14 +406,22 @@ void test_xml_limits(void)
     pl_buf_append_str(&b, "<stream:stream to='");
     for (int i = 0; i < 1200; i++)
         pl_buf_append_str(&b, "x");
-    c = (struct xcase){"stream header", 1000, 0, 0, pl_buf_cstr(&b),
+    c = (struct xcase){"stream header",
+                       1000,
+                       0,
+                       0,
+                       pl_buf_cstr(&b),
                        "error(policy-violation)\n"};
     check_case(&c, b.data, b.len);
     pl_buf_reset(&b);
     pl_buf_append_str(&b, HDR "<message to='");
     for (int i = 0; i < 1200; i++)
         pl_buf_append_str(&b, "x");
-    c = (struct xcase){"open start tag", 1000, 0, 0, pl_buf_cstr(&b),
+    c = (struct xcase){"open start tag",
+                       1000,
+                       0,
+                       0,
+                       pl_buf_cstr(&b),
                        HDR_LOG "error(policy-violation)\n"};
     check_case(&c, b.data, b.len);
 
@@ -547,8 +564,7 @@ void test_xml_reset(void)
     CHECK_INT(r.errors, 1);
     pl_xml_parser_reset(r.p);
     pl_buf_reset(&r.log);
-    CHECK_INT(pl_xml_parser_feed(r.p, HDR "<c/>", strlen(HDR "<c/>")),
-              PL_OK);
+    CHECK_INT(pl_xml_parser_feed(r.p, HDR "<c/>", strlen(HDR "<c/>")), PL_OK);
     CHECK_STR(pl_buf_cstr(&r.log), HDR_LOG "stanza(<c/>)\n");
 
     /* Reset from inside a callback: the rest of that input goes too. */
@@ -653,8 +669,7 @@ void test_xml_error_once(void)
               "policy-violation");
     CHECK_STR(pl_xml_error_condition(PL_XML_UNSUPPORTED_ENCODING),
               "unsupported-encoding");
-    CHECK_STR(pl_xml_error_condition(PL_XML_RESTRICTED_XML),
-              "restricted-xml");
+    CHECK_STR(pl_xml_error_condition(PL_XML_RESTRICTED_XML), "restricted-xml");
     CHECK_STR(pl_xml_error_condition(PL_XML_BAD_FORMAT), "bad-format");
     CHECK_STR(pl_xml_error_condition(PL_XML_NOT_WELL_FORMED),
               "not-well-formed");
@@ -811,9 +826,10 @@ void test_xml_nap_anywhere(void)
             }
             const char *got = pl_buf_cstr(&r.log);
             if (strcmp(got, want) != 0) {
-                fprintf(stderr, "  input %zu, %s %zu:\n  got:    %s\n"
-                        "  wanted: %s\n", k,
-                        mode > len ? "bytewise" : "nap at", mode, got, want);
+                fprintf(stderr,
+                        "  input %zu, %s %zu:\n  got:    %s\n"
+                        "  wanted: %s\n",
+                        k, mode > len ? "bytewise" : "nap at", mode, got, want);
                 unit_failures++;
                 bad = 1;
             }
@@ -831,13 +847,12 @@ void test_xml_cdata_at_stream_level(void)
 {
     static const char *const tails[] = {
         "<![CDATA[<message/>]]>", "<![CDATA[]]>", "<![CDATA[ ]]>",
-        "<![CDATA[<message/>", "<![CDATA[",
+        "<![CDATA[<message/>",    "<![CDATA[",
     };
     for (size_t k = 0; k < sizeof(tails) / sizeof(tails[0]); k++) {
         struct rec r;
         rec_init(&r, 0, 0);
-        CHECK_INT(pl_xml_parser_feed(r.p, HDR "<iq/>", strlen(HDR) + 5),
-                  PL_OK);
+        CHECK_INT(pl_xml_parser_feed(r.p, HDR "<iq/>", strlen(HDR) + 5), PL_OK);
         pl_xml_parser_feed(r.p, tails[k], strlen(tails[k]));
         CHECK_INT(pl_xml_parser_nap(r.p), 0);
         pl_xml_parser_feed(r.p, "<message/>", 10);

@@ -27,9 +27,9 @@ int pl_agent_mac_localpart(const char *mac, char out[13]);
 int pl_agent_read_mac(const char *iface, char *out, size_t len);
 
 struct pl_agent_state {
-    char *jid;       /* bare JID, owned */
-    char *secret;    /* password, owned */
-    int registered;  /* the account is known to exist */
+    char *jid;      /* bare JID, owned */
+    char *secret;   /* password, owned */
+    int registered; /* the account is known to exist */
 };
 
 /* Loads path; 1 if it exists and parsed, 0 if absent, -1 on error (msg
@@ -61,7 +61,7 @@ struct pl_dispatch {
     size_t max_output;   /* bytes of stdout kept */
     struct pl_job *jobs; /* running */
     int njobs;
-    pl_reply_fn *reply;  /* where results go */
+    pl_reply_fn *reply; /* where results go */
     void *ud;
 };
 

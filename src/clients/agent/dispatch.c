@@ -34,16 +34,16 @@
 #include "clients/client.h"
 
 struct pl_job {
-    pid_t pid;          /* the handler process */
-    int in_fd, out_fd;  /* its stdin (we write), stdout (we read); -1 closed */
-    char *input;        /* payload still to write */
+    pid_t pid;         /* the handler process */
+    int in_fd, out_fd; /* its stdin (we write), stdout (we read); -1 closed */
+    char *input;       /* payload still to write */
     size_t in_len, in_off;
-    char *output;       /* collected stdout */
+    char *output; /* collected stdout */
     size_t out_len;
-    int truncated;      /* more than max_output was printed */
-    long long deadline; /* monotonic ms */
-    int exited, status; /* waitpid result */
-    int killed;         /* killed for the timeout */
+    int truncated;                  /* more than max_output was printed */
+    long long deadline;             /* monotonic ms */
+    int exited, status;             /* waitpid result */
+    int killed;                     /* killed for the timeout */
     char *to, *type, *id, *command; /* where the reply goes */
 };
 
@@ -282,8 +282,7 @@ void pl_dispatch_poll(struct pl_dispatch *d)
         }
         /* Done once it exited and its stdout is drained (or it was
          * killed: then whatever it printed so far is reported). */
-        if (j->exited &&
-            (j->out_fd < 0 || j->killed || now >= j->deadline)) {
+        if (j->exited && (j->out_fd < 0 || j->killed || now >= j->deadline)) {
             finish_job(d, j);
             free_job(j);
             d->jobs[i] = d->jobs[--d->njobs];

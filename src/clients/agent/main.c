@@ -38,7 +38,11 @@
 #include "clients/client.h"
 #include "core/version.h"
 
-enum { DOWN, CONNECTING, UP };
+enum {
+    DOWN,
+    CONNECTING,
+    UP
+};
 
 #define SEEN_IDS 128
 
@@ -50,7 +54,7 @@ struct agent {
     const char *token;
     const char **controllers;
     int ncontrollers;
-    long backoff_min, backoff_max; /* ms */
+    long backoff_min, backoff_max;    /* ms */
     long ping_interval, ping_timeout; /* ms */
     int no_sm;
     int auto_approve;
@@ -60,8 +64,8 @@ struct agent {
     char full_jid[512];
     xmpp_ctx_t *ctx;
     xmpp_conn_t *conn;
-    int state;            /* DOWN, CONNECTING, UP */
-    int attempt;          /* reconnects since the last success */
+    int state;   /* DOWN, CONNECTING, UP */
+    int attempt; /* reconnects since the last success */
     long long reconnect_at;
     long long next_ping, ping_sent;
     unsigned ping_seq;
@@ -174,8 +178,7 @@ static void add_text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
 static void send_messages(struct agent *a, json_t *list);
 
 /* pl_reply_fn: a JSON reply in an XEP-0335 container. */
-static void send_json(const char *to, const char *type, json_t *reply,
-                      void *ud)
+static void send_json(const char *to, const char *type, json_t *reply, void *ud)
 {
     struct agent *a = ud;
     /* A handler's result may ask for messages to other boxes or users. */
@@ -197,8 +200,10 @@ static void send_json(const char *to, const char *type, json_t *reply,
         return;
     }
     char *id = xmpp_uuid_gen(a->ctx);
-    xmpp_stanza_t *m = xmpp_message_new(
-        a->ctx, type && !strcmp(type, "chat") ? "chat" : NULL, to, id);
+    xmpp_stanza_t *m = xmpp_message_new(a->ctx,
+                                        type && !strcmp(type, "chat") ? "chat"
+                                                                      : NULL,
+                                        to, id);
     add_text_child(a->ctx, m, elem(a->ctx, "json", PL_NS_JSON), text);
     xmpp_send(a->conn, m);
     xmpp_stanza_release(m);
@@ -224,8 +229,8 @@ static void send_messages(struct agent *a, json_t *list)
         if (!to || (!payload && !body))
             continue;
         char *id = xmpp_uuid_gen(a->ctx);
-        xmpp_stanza_t *st =
-            xmpp_message_new(a->ctx, payload ? NULL : "chat", to, id);
+        xmpp_stanza_t *st = xmpp_message_new(a->ctx, payload ? NULL : "chat",
+                                             to, id);
         if (payload) {
             char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
             if (text)
@@ -310,19 +315,18 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
                                 "condition", pl_cl_error_condition(st)));
         return 1;
     }
-    xmpp_stanza_t *rcv =
-        xmpp_stanza_get_child_by_name_and_ns(st, "received", PL_NS_RECEIPTS);
+    xmpp_stanza_t *rcv = xmpp_stanza_get_child_by_name_and_ns(st, "received",
+                                                              PL_NS_RECEIPTS);
     if (rcv) {
-        emit("receipt",
-             json_pack("{s:s, s:s?}", "from", from, "id",
-                       xmpp_stanza_get_attribute(rcv, "id")));
+        emit("receipt", json_pack("{s:s, s:s?}", "from", from, "id",
+                                  xmpp_stanza_get_attribute(rcv, "id")));
         return 1;
     }
-    xmpp_stanza_t *json =
-        xmpp_stanza_get_child_by_name_and_ns(st, "json", PL_NS_JSON);
+    xmpp_stanza_t *json = xmpp_stanza_get_child_by_name_and_ns(st, "json",
+                                                               PL_NS_JSON);
     /* XEP-0184 §5.1: acknowledge on receipt, before processing. */
-    if (id && xmpp_stanza_get_child_by_name_and_ns(st, "request",
-                                                   PL_NS_RECEIPTS))
+    if (id &&
+        xmpp_stanza_get_child_by_name_and_ns(st, "request", PL_NS_RECEIPTS))
         send_receipt(a, from, id);
     if (json) {
         if (id && seen_before(a, id)) {
@@ -334,8 +338,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         if (json_is_object(doc) && json_object_get(doc, "reply-to")) {
             /* An answer to something this box sent (box-to-box): reported,
              * never answered, so two boxes cannot bounce errors forever. */
-            emit("result", json_pack("{s:s, s:O}", "from", from, "result",
-                                     doc));
+            emit("result",
+                 json_pack("{s:s, s:O}", "from", from, "result", doc));
             json_decref(doc);
             xmpp_free(a->ctx, text);
             return 1;
@@ -344,8 +348,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         emit("payload", json_pack("{s:s, s:s?, s:s}", "from", from, "id", id,
                                   "json", text ? text : ""));
         if (!may_command(a, from)) {
-            json_t *r = json_pack("{s:s?, s:s, s:s}", "reply-to", id,
-                                  "error", "forbidden", "detail",
+            json_t *r = json_pack("{s:s?, s:s, s:s}", "reply-to", id, "error",
+                                  "forbidden", "detail",
                                   "not a controller of this device");
             send_json(from, type, r, a);
             json_decref(r);
@@ -378,8 +382,8 @@ static int on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         xmpp_stanza_set_type(reply, "result");
     } else {
         /* RFC 6120 §8.4: an IQ nobody here understands. */
-        reply = xmpp_stanza_reply_error(st, "cancel",
-                                        "service-unavailable", NULL);
+        reply = xmpp_stanza_reply_error(st, "cancel", "service-unavailable",
+                                        NULL);
     }
     xmpp_send(a->conn, reply);
     xmpp_stanza_release(reply);
@@ -413,8 +417,7 @@ static int on_pong(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
     struct agent *a = ud;
     a->ping_pending = 0;
     const char *type = xmpp_stanza_get_type(st);
-    emit("pong", json_pack("{s:s, s:I}", "type", type ? type : "",
-                           "rtt_ms",
+    emit("pong", json_pack("{s:s, s:I}", "type", type ? type : "", "rtt_ms",
                            (json_int_t)(pl_cl_now_ms() - a->ping_sent)));
     return 0;
 }
@@ -493,8 +496,8 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
     else if (!was_up && pl_cl_auth_failed())
         snprintf(why, sizeof(why), "authentication failed");
     else
-        snprintf(why, sizeof(why), was_up ? "disconnected"
-                                          : "closed before login");
+        snprintf(why, sizeof(why),
+                 was_up ? "disconnected" : "closed before login");
     if (!was_up && pl_cl_auth_failed())
         a->auth_suspect++;
     emit("disconnected", json_pack("{s:s}", "reason", why));
@@ -561,13 +564,11 @@ static void connect_now(struct agent *a)
     xmpp_handler_add(a->conn, on_iq, NULL, "iq", NULL, a);
     xmpp_handler_add(a->conn, on_presence, NULL, "presence", NULL, a);
     a->state = CONNECTING;
-    if (xmpp_connect_client(a->conn, a->o.server, a->o.port, on_conn, a) !=
-        0)
+    if (xmpp_connect_client(a->conn, a->o.server, a->o.port, on_conn, a) != 0)
         schedule_reconnect(a, "cannot start a connection");
 }
 
-static int setup_identity(struct agent *a, const char *iface,
-                          const char *mac)
+static int setup_identity(struct agent *a, const char *iface, const char *mac)
 {
     char buf[64];
     if (iface) {

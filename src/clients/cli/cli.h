@@ -18,17 +18,17 @@
 
 struct pl_cli {
     struct pl_cl_opts o;
-    const char *jid;       /* --jid or PARLEY_JID */
-    const char *password;  /* --password, PARLEY_PASSWORD or stdin */
-    const char *resource;  /* --resource */
-    int json;              /* --json */
+    const char *jid;      /* --jid or PARLEY_JID */
+    const char *password; /* --password, PARLEY_PASSWORD or stdin */
+    const char *resource; /* --resource */
+    int json;             /* --json */
     xmpp_ctx_t *ctx;
     xmpp_conn_t *conn;
-    int connected;         /* logged in */
-    int failed;            /* PL_EXIT_* of a failed login or lost link */
-    int listening;         /* print received stanzas (listen, room) */
-    long printed;          /* stanzas printed */
-    const char *room;      /* room JID being shown (room command) */
+    int connected;    /* logged in */
+    int failed;       /* PL_EXIT_* of a failed login or lost link */
+    int listening;    /* print received stanzas (listen, room) */
+    long printed;     /* stanzas printed */
+    const char *room; /* room JID being shown (room command) */
 };
 
 /* Logs in (connect, TLS, SASL, bind); PL_EXIT_OK or the failure code. */

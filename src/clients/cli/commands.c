@@ -109,8 +109,8 @@ static const char *receipt_id;
 
 static int on_receipt(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
-    xmpp_stanza_t *r =
-        xmpp_stanza_get_child_by_name_and_ns(st, "received", PL_NS_RECEIPTS);
+    xmpp_stanza_t *r = xmpp_stanza_get_child_by_name_and_ns(st, "received",
+                                                            PL_NS_RECEIPTS);
     const char *id = r ? xmpp_stanza_get_attribute(r, "id") : NULL;
     if (id && receipt_id && !strcmp(id, receipt_id))
         got_receipt = 1;
@@ -141,15 +141,15 @@ static int cmd_send(struct pl_cli *c, int argc, char **argv)
         json_error_t e;
         json_t *v = json_loads(payload, JSON_DECODE_ANY, &e);
         if (!v) {
-            fprintf(stderr, "parley: --json-payload is not JSON: %s\n",
-                    e.text);
+            fprintf(stderr, "parley: --json-payload is not JSON: %s\n", e.text);
             return PL_EXIT_USAGE;
         }
         json_decref(v);
     }
     char *id = xmpp_uuid_gen(c->ctx);
-    xmpp_stanza_t *m = xmpp_message_new(
-        c->ctx, strcmp(type, "normal") ? type : NULL, to, id);
+    xmpp_stanza_t *m = xmpp_message_new(c->ctx,
+                                        strcmp(type, "normal") ? type : NULL,
+                                        to, id);
     if (body)
         xmpp_message_set_body(m, body);
     if (payload) {
@@ -175,8 +175,9 @@ static int cmd_send(struct pl_cli *c, int argc, char **argv)
         }
     }
     if (rc == PL_EXIT_OK)
-        pl_cli_out(c, json_pack("{s:s, s:s, s:b}", "sent", id, "to", to,
-                                "receipt", got_receipt),
+        pl_cli_out(c,
+                   json_pack("{s:s, s:s, s:b}", "sent", id, "to", to, "receipt",
+                             got_receipt),
                    receipt ? "sent, receipt received" : "sent");
     xmpp_free(c->ctx, id);
     return rc;
@@ -231,8 +232,7 @@ static int roster_list(struct pl_cli *c)
 {
     xmpp_stanza_t *r;
     int rc = call(c, "roster get",
-                  iq_with_query(c, "get", NULL, "query", NS_ROSTER, NULL),
-                  &r);
+                  iq_with_query(c, "get", NULL, "query", NS_ROSTER, NULL), &r);
     if (rc != PL_EXIT_OK)
         return rc;
     json_t *items = json_array();
@@ -307,8 +307,9 @@ static int cmd_roster(struct pl_cli *c, int argc, char **argv)
     pl_cli_adopt(q, item);
     int rc = call(c, add ? "roster add" : "roster remove", iq, NULL);
     if (rc == PL_EXIT_OK)
-        pl_cli_out(c, json_pack("{s:s, s:s}", add ? "added" : "removed",
-                                argv[2], "result", "ok"),
+        pl_cli_out(c,
+                   json_pack("{s:s, s:s}", add ? "added" : "removed", argv[2],
+                             "result", "ok"),
                    add ? "added" : "removed");
     return rc;
 }
@@ -325,8 +326,7 @@ static int send_presence_type(struct pl_cli *c, const char *to,
     xmpp_stanza_release(p);
     /* A ping to our server afterwards: once it answers, the presence was
      * processed (streams are in order), so exiting now loses nothing. */
-    xmpp_stanza_t *q = iq_with_query(c, "get", NULL, "ping", PL_NS_PING,
-                                     NULL);
+    xmpp_stanza_t *q = iq_with_query(c, "get", NULL, "ping", PL_NS_PING, NULL);
     xmpp_stanza_t *r = NULL;
     int rc = pl_cli_iq(c, q, &r);
     xmpp_stanza_release(q);
@@ -343,10 +343,10 @@ static int cmd_subscription(struct pl_cli *c, int argc, char **argv)
 {
     if (argc != 2)
         return PL_EXIT_USAGE;
-    const char *type = !strcmp(argv[0], "subscribe")     ? "subscribe"
-                       : !strcmp(argv[0], "approve")     ? "subscribed"
-                       : !strcmp(argv[0], "deny")        ? "unsubscribed"
-                                                         : "unsubscribe";
+    const char *type = !strcmp(argv[0], "subscribe") ? "subscribe"
+                       : !strcmp(argv[0], "approve") ? "subscribed"
+                       : !strcmp(argv[0], "deny")    ? "unsubscribed"
+                                                     : "unsubscribe";
     return send_presence_type(c, argv[1], type);
 }
 
@@ -388,8 +388,9 @@ static int cmd_presence(struct pl_cli *c, int argc, char **argv)
         pl_cli_add_text(c->ctx, p, "priority", prio);
     xmpp_send(c->conn, p);
     xmpp_stanza_release(p);
-    pl_cli_out(c, json_pack("{s:s, s:s?, s:s?}", "presence", state, "show",
-                            show, "status", status),
+    pl_cli_out(c,
+               json_pack("{s:s, s:s?, s:s?}", "presence", state, "show", show,
+                         "status", status),
                state);
     /* Presence lasts as long as the session: stay. */
     return pl_cli_run(c, secs > 0 ? (long)(secs * 1000) : 0, NULL);
@@ -426,8 +427,7 @@ static void vcard_flatten(struct pl_cli *c, xmpp_stanza_t *e,
 }
 
 /* Finds or makes the element at path "A/B" under v. */
-static xmpp_stanza_t *vcard_path(struct pl_cli *c, xmpp_stanza_t *v,
-                                 char *path)
+static xmpp_stanza_t *vcard_path(struct pl_cli *c, xmpp_stanza_t *v, char *path)
 {
     xmpp_stanza_t *cur = v;
     for (char *save = NULL, *seg = strtok_r(path, "/", &save); seg;
@@ -456,8 +456,8 @@ static int cmd_vcard(struct pl_cli *c, int argc, char **argv)
         char *text = NULL;
         size_t len = 0;
         FILE *f = open_memstream(&text, &len);
-        xmpp_stanza_t *v =
-            xmpp_stanza_get_child_by_name_and_ns(r, "vCard", NS_VCARD);
+        xmpp_stanza_t *v = xmpp_stanza_get_child_by_name_and_ns(r, "vCard",
+                                                                NS_VCARD);
         if (v)
             vcard_flatten(c, v, "", out, f);
         fclose(f);
@@ -497,8 +497,8 @@ static int cmd_search(struct pl_cli *c, int argc, char **argv)
     const char *bare = c->jid ? strchr(c->jid, '@') : NULL;
     char domain[512] = "";
     if (bare)
-        snprintf(domain, sizeof(domain), "%.*s",
-                 (int)strcspn(bare + 1, "/"), bare + 1);
+        snprintf(domain, sizeof(domain), "%.*s", (int)strcspn(bare + 1, "/"),
+                 bare + 1);
     xmpp_stanza_t *q;
     xmpp_stanza_t *iq = xmpp_iq_new(c->ctx, "set", NULL);
     q = pl_cli_elem(c->ctx, "query", NS_SEARCH);
@@ -548,8 +548,7 @@ static int cmd_search(struct pl_cli *c, int argc, char **argv)
                 continue;
             char *t = xmpp_stanza_get_text(k);
             if (t && *t) {
-                json_object_set_new(o, xmpp_stanza_get_name(k),
-                                    json_string(t));
+                json_object_set_new(o, xmpp_stanza_get_name(k), json_string(t));
                 fprintf(f, " %s=%s", xmpp_stanza_get_name(k), t);
             }
             xmpp_free(c->ctx, t);
@@ -569,7 +568,7 @@ static int cmd_search(struct pl_cli *c, int argc, char **argv)
 struct join {
     const char *occupant; /* room@service/nick */
     int joined, error;
-    int created;          /* status 201: we made a new (locked) room */
+    int created; /* status 201: we made a new (locked) room */
     char cond[64];
 };
 
@@ -585,8 +584,8 @@ static int on_room_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         snprintf(j->cond, sizeof(j->cond), "%s", pl_cl_error_condition(st));
     } else if (!type) {
         j->joined = 1; /* XEP-0045 §7.2.3: our own presence comes last */
-        xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(
-            st, "x", NS_MUC "#user");
+        xmpp_stanza_t *x = xmpp_stanza_get_child_by_name_and_ns(st, "x",
+                                                                NS_MUC "#user");
         for (xmpp_stanza_t *k = x ? xmpp_stanza_get_children(x) : NULL; k;
              k = xmpp_stanza_get_next(k)) {
             const char *code = xmpp_stanza_is_tag(k)
@@ -616,8 +615,7 @@ static int cmd_room(struct pl_cli *c, int argc, char **argv)
             return PL_EXIT_USAGE;
     }
     char room[1024];
-    snprintf(room, sizeof(room), "%.*s", (int)strcspn(argv[2], "/"),
-             argv[2]);
+    snprintf(room, sizeof(room), "%.*s", (int)strcspn(argv[2], "/"), argv[2]);
     struct join j = {argv[2], 0, 0, 0, ""};
     xmpp_handler_add(c->conn, on_room_presence, NULL, "presence", NULL, &j);
     xmpp_stanza_t *p = xmpp_presence_new(c->ctx);
@@ -636,8 +634,9 @@ static int cmd_room(struct pl_cli *c, int argc, char **argv)
     if (j.error) {
         fprintf(stderr, "parley: joining %s: %s\n", argv[2], j.cond);
         if (c->json)
-            pl_cli_out(c, json_pack("{s:s, s:s}", "error", j.cond, "while",
-                                    "room join"),
+            pl_cli_out(c,
+                       json_pack("{s:s, s:s}", "error", j.cond, "while",
+                                 "room join"),
                        NULL);
         return PL_EXIT_STANZA;
     }
@@ -658,8 +657,8 @@ static int cmd_room(struct pl_cli *c, int argc, char **argv)
         if (rc != PL_EXIT_OK)
             return rc;
     }
-    pl_cli_out(c, json_pack("{s:s, s:b}", "joined", argv[2], "created",
-                            j.created),
+    pl_cli_out(c,
+               json_pack("{s:s, s:b}", "joined", argv[2], "created", j.created),
                j.created ? "joined (created the room)" : "joined");
     c->room = room;
     c->listening = secs > 0;
@@ -695,16 +694,17 @@ static int cmd_ping(struct pl_cli *c, int argc, char **argv)
              (int)strcspn(at ? at + 1 : c->jid, "/"), at ? at + 1 : c->jid);
     long long t0 = pl_cl_now_ms();
     int rc = call(c, "ping",
-                  iq_with_query(c, "get", argc == 2 ? argv[1] : domain,
-                                "ping", PL_NS_PING, NULL),
+                  iq_with_query(c, "get", argc == 2 ? argv[1] : domain, "ping",
+                                PL_NS_PING, NULL),
                   NULL);
     if (rc != PL_EXIT_OK)
         return rc;
     long long ms = pl_cl_now_ms() - t0;
     char text[64];
     snprintf(text, sizeof(text), "pong in %lld ms", ms);
-    return ok_out(c, json_pack("{s:s, s:I}", "pong", argc == 2 ? argv[1] : domain,
-                               "ms", (json_int_t)ms),
+    return ok_out(c,
+                  json_pack("{s:s, s:I}", "pong", argc == 2 ? argv[1] : domain,
+                            "ms", (json_int_t)ms),
                   text);
 }
 
@@ -714,12 +714,18 @@ static const struct {
     const char *name;
     int (*fn)(struct pl_cli *c, int argc, char **argv);
 } commands[] = {
-    {"register", cmd_register},   {"send", cmd_send},
-    {"listen", cmd_listen},       {"roster", cmd_roster},
-    {"subscribe", cmd_subscription}, {"approve", cmd_subscription},
-    {"deny", cmd_subscription},   {"unsubscribe", cmd_subscription},
-    {"presence", cmd_presence},   {"vcard", cmd_vcard},
-    {"search", cmd_search},       {"room", cmd_room},
+    {"register", cmd_register},
+    {"send", cmd_send},
+    {"listen", cmd_listen},
+    {"roster", cmd_roster},
+    {"subscribe", cmd_subscription},
+    {"approve", cmd_subscription},
+    {"deny", cmd_subscription},
+    {"unsubscribe", cmd_subscription},
+    {"presence", cmd_presence},
+    {"vcard", cmd_vcard},
+    {"search", cmd_search},
+    {"room", cmd_room},
     {"ping", cmd_ping},
 };
 

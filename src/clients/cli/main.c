@@ -105,16 +105,16 @@ int pl_cli_stanza_error(struct pl_cli *c, const char *what,
                              : "undefined-condition";
     xmpp_stanza_t *e = reply ? xmpp_stanza_get_child_by_name(reply, "error")
                              : NULL;
-    xmpp_stanza_t *t = e ? xmpp_stanza_get_child_by_name_and_ns(
-                               e, "text", PL_NS_STANZAS)
+    xmpp_stanza_t *t = e ? xmpp_stanza_get_child_by_name_and_ns(e, "text",
+                                                                PL_NS_STANZAS)
                          : NULL;
     char *text = t ? xmpp_stanza_get_text(t) : NULL;
     fprintf(stderr, "parley: %s: %s%s%s\n", what, cond, text ? ": " : "",
             text ? text : "");
     if (c->json)
         pl_cli_out(c,
-                   json_pack("{s:s, s:s, s:s?}", "error", cond, "while",
-                             what, "text", text),
+                   json_pack("{s:s, s:s, s:s?}", "error", cond, "while", what,
+                             "text", text),
                    NULL);
     if (text)
         xmpp_free(c->ctx, text);
@@ -154,13 +154,13 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
 json_t *pl_cli_stanza_json(xmpp_stanza_t *st)
 {
     const char *name = xmpp_stanza_get_name(st);
-    json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?}", "kind", name,
-                          "from", xmpp_stanza_get_from(st), "to",
+    json_t *o = json_pack("{s:s, s:s?, s:s?, s:s?, s:s?}", "kind", name, "from",
+                          xmpp_stanza_get_from(st), "to",
                           xmpp_stanza_get_to(st), "type",
                           xmpp_stanza_get_type(st), "id",
                           xmpp_stanza_get_id(st));
-    const char *kids[] = {"body", "subject", "thread", "show", "status",
-                          "priority", "nick"};
+    const char *kids[] = {"body",   "subject",  "thread", "show",
+                          "status", "priority", "nick"};
     for (size_t i = 0; i < sizeof(kids) / sizeof(kids[0]); i++) {
         xmpp_stanza_t *k = xmpp_stanza_get_child_by_name(st, kids[i]);
         char *t = k ? xmpp_stanza_get_text(k) : NULL;
@@ -169,8 +169,8 @@ json_t *pl_cli_stanza_json(xmpp_stanza_t *st)
         if (t)
             xmpp_free(xmpp_stanza_get_context(st), t);
     }
-    xmpp_stanza_t *j =
-        xmpp_stanza_get_child_by_name_and_ns(st, "json", PL_NS_JSON);
+    xmpp_stanza_t *j = xmpp_stanza_get_child_by_name_and_ns(st, "json",
+                                                            PL_NS_JSON);
     if (j) {
         char *t = xmpp_stanza_get_text(j);
         json_t *v = t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
@@ -180,16 +180,15 @@ json_t *pl_cli_stanza_json(xmpp_stanza_t *st)
         if (t)
             xmpp_free(xmpp_stanza_get_context(st), t);
     }
-    xmpp_stanza_t *r =
-        xmpp_stanza_get_child_by_name_and_ns(st, "received", PL_NS_RECEIPTS);
+    xmpp_stanza_t *r = xmpp_stanza_get_child_by_name_and_ns(st, "received",
+                                                            PL_NS_RECEIPTS);
     if (r)
         json_object_set_new(o, "receipt_for",
                             json_string(xmpp_stanza_get_attribute(r, "id")
                                             ?: ""));
     const char *type = xmpp_stanza_get_type(st);
     if (type && !strcmp(type, "error"))
-        json_object_set_new(o, "error",
-                            json_string(pl_cl_error_condition(st)));
+        json_object_set_new(o, "error", json_string(pl_cl_error_condition(st)));
     char *xml = NULL;
     size_t len = 0;
     if (xmpp_stanza_to_text(st, &xml, &len) == 0) {
@@ -281,8 +280,7 @@ int pl_cli_login(struct pl_cli *c)
     }
     c->conn = pl_cl_conn_new(c->ctx, &c->o, jid, c->password);
     xmpp_handler_add(c->conn, on_stanza, NULL, NULL, NULL, c);
-    if (xmpp_connect_client(c->conn, c->o.server, c->o.port, on_conn, c) !=
-        0) {
+    if (xmpp_connect_client(c->conn, c->o.server, c->o.port, on_conn, c) != 0) {
         fprintf(stderr, "parley: cannot connect\n");
         return PL_EXIT_CONNECT;
     }
@@ -299,8 +297,9 @@ int pl_cli_login(struct pl_cli *c)
                           [PL_EXIT_TIMEOUT] = "login timed out"};
     fprintf(stderr, "parley: %s\n", what[rc] ? what[rc] : "login failed");
     if (c->json)
-        pl_cli_out(c, json_pack("{s:s}", "error", what[rc] ? what[rc]
-                                                           : "login failed"),
+        pl_cli_out(c,
+                   json_pack("{s:s}", "error",
+                             what[rc] ? what[rc] : "login failed"),
                    NULL);
     return rc;
 }
@@ -330,13 +329,12 @@ int pl_cli_iq(struct pl_cli *c, xmpp_stanza_t *iq, xmpp_stanza_t **reply)
     xmpp_id_handler_add(c->conn, on_iq_reply, xmpp_stanza_get_id(iq), &w);
     xmpp_send(c->conn, iq);
     long long deadline = pl_cl_now_ms() + c->o.timeout_ms;
-    while (!w.done && c->connected && !interrupted &&
-           pl_cl_now_ms() < deadline)
+    while (!w.done && c->connected && !interrupted && pl_cl_now_ms() < deadline)
         xmpp_run_once(c->ctx, 50);
     if (!w.done) {
         xmpp_id_handler_delete(c->conn, on_iq_reply, xmpp_stanza_get_id(iq));
-        fprintf(stderr, "parley: %s\n", c->connected ? "no answer in time"
-                                                     : "connection lost");
+        fprintf(stderr, "parley: %s\n",
+                c->connected ? "no answer in time" : "connection lost");
         return c->connected ? PL_EXIT_TIMEOUT : PL_EXIT_CONNECT;
     }
     *reply = w.reply;
@@ -351,7 +349,7 @@ int pl_cli_run(struct pl_cli *c, long ms, const int *done)
            (!deadline || pl_cl_now_ms() < deadline))
         xmpp_run_once(c->ctx, 50);
     return c->connected || interrupted || (done && *done) ? PL_EXIT_OK
-                                                         : PL_EXIT_CONNECT;
+                                                          : PL_EXIT_CONNECT;
 }
 
 void pl_cli_logout(struct pl_cli *c)

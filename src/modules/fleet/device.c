@@ -16,8 +16,7 @@ int pl__fleet_device_norm(const char *in, char *out, size_t len)
     for (const char *p = in; *p && mac; p++) {
         if (*p == ':' || *p == '-' || *p == '.')
             continue;
-        if (n >= 12 || !((*p >= '0' && *p <= '9') ||
-                         (*p >= 'a' && *p <= 'f') ||
+        if (n >= 12 || !((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
                          (*p >= 'A' && *p <= 'F')))
             mac = 0;
         else

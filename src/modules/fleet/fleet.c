@@ -51,7 +51,13 @@
 #define NS_JSON "urn:xmpp:json:0"
 #define NS_RECEIPTS "urn:xmpp:receipts"
 
-enum { ST_PENDING = 1, ST_DELIVERED, ST_EXPIRED, ST_FAILED, ST_N };
+enum {
+    ST_PENDING = 1,
+    ST_DELIVERED,
+    ST_EXPIRED,
+    ST_FAILED,
+    ST_N
+};
 static const char *const st_names[ST_N] = {NULL, "pending", "delivered",
                                            "expired", "failed"};
 
@@ -74,7 +80,7 @@ struct devq {
 };
 
 struct state {
-    long default_ttl;    /* seconds */
+    long default_ttl; /* seconds */
     long max_ttl;
     long retention;
     long max_targets;
@@ -84,7 +90,7 @@ struct state {
     struct pl_map pending; /* device -> struct devq */
     struct pl_map groups;  /* name -> struct pl_map (member -> (void *)1) */
     struct pl_timer sweep;
-    int loaded;            /* stored pushes and groups are in memory */
+    int loaded; /* stored pushes and groups are in memory */
 };
 
 /* Hosts with the module, in load order; the first owns the socket. */
@@ -175,8 +181,8 @@ static void devq_del(struct state *s, const char *dev, struct push *p)
 }
 
 /* Sets a device's state in memory (counts, pending queue, reason). */
-static void set_state(struct state *s, struct push *p, const char *dev,
-                      int st, const char *reason)
+static void set_state(struct state *s, struct push *p, const char *dev, int st,
+                      const char *reason)
 {
     int old = dev_state(p, dev);
     if (old == st)
@@ -225,8 +231,8 @@ static int upd_run(const struct pl_storage_driver *d, void *db, void *arg)
         const char *val = id + strlen(id) + 1;
         p = val + strlen(val) + 1;
         /* dev "" is the push record itself. */
-        int rc = d->kv_set(db, j->host, dev, *dev ? "fleet" : "fleet-push",
-                           id, *val ? val : NULL, strlen(val));
+        int rc = d->kv_set(db, j->host, dev, *dev ? "fleet" : "fleet-push", id,
+                           *val ? val : NULL, strlen(val));
         if (rc != PL_OK)
             return rc;
     }
@@ -237,8 +243,7 @@ static void upd_done(int rc, void *arg)
 {
     struct upd_job *j = arg;
     if (rc != PL_OK)
-        pl_log_error("fleet", "while storing delivery states on %s",
-                     j->host);
+        pl_log_error("fleet", "while storing delivery states on %s", j->host);
     pl_buf_reset(&j->rows);
     pl_free(j->host);
     pl_free(j);
@@ -391,12 +396,12 @@ struct create_job {
     struct state *s;
     char *host;
     uint64_t cid;
-    json_t *req;         /* for the tag */
-    struct push *p;      /* not yet visible to the loop */
-    char **devs;         /* targets (owned) */
-    int *states;         /* their initial states */
+    json_t *req;    /* for the tag */
+    struct push *p; /* not yet visible to the loop */
+    char **devs;    /* targets (owned) */
+    int *states;    /* their initial states */
     int n, cap;
-    int all;             /* resolve every device account */
+    int all; /* resolve every device account */
     long max_targets;
     int too_many;
 };
@@ -437,8 +442,8 @@ static int create_run(const struct pl_storage_driver *d, void *db, void *arg)
     struct pl_buf b = {0};
     pl_buf_append_str(&b, rec);
     pl_buf_append_str(&b, j->p->payload);
-    int rc = d->kv_set(db, j->host, "", "fleet-push", j->p->id,
-                       b.data + b.off, b.len);
+    int rc = d->kv_set(db, j->host, "", "fleet-push", j->p->id, b.data + b.off,
+                       b.len);
     pl_buf_reset(&b);
     for (int i = 0; i < j->n && rc == PL_OK; i++) {
         struct pl_account acc;
@@ -503,8 +508,8 @@ static void create_done(int rc, void *arg)
                     "(%.2f us per device)",
                     p->id, j->n, online, ms, j->n ? ms * 1e3 / j->n : 0.0);
         answer(j->cid, j->req,
-               json_pack("{s:b, s:s, s:i, s:i, s:I, s:I}", "ok", 1, "id",
-                         p->id, "targets", j->n, "failed", (int)p->n[ST_FAILED],
+               json_pack("{s:b, s:s, s:i, s:i, s:I, s:I}", "ok", 1, "id", p->id,
+                         "targets", j->n, "failed", (int)p->n[ST_FAILED],
                          "sent", (json_int_t)sessions, "expires",
                          (json_int_t)p->expires));
     }
@@ -515,8 +520,8 @@ static void new_push_id(char *out, size_t len)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    unsigned long long ms =
-        (unsigned long long)tv.tv_sec * 1000ULL + (unsigned)(tv.tv_usec / 1000);
+    unsigned long long ms = (unsigned long long)tv.tv_sec * 1000ULL +
+                            (unsigned)(tv.tv_usec / 1000);
     snprintf(out, len, "%llx%04x", ms, (push_counter++) & 0xffff);
 }
 
@@ -528,22 +533,24 @@ static void op_push(struct state *s, uint64_t cid, json_t *req)
     int all = json_is_true(json_object_get(req, "all"));
     json_t *ttlj = json_object_get(req, "ttl");
     if (!payload || (!!dev + !!grp + all) != 1) {
-        answer(cid, req, err_answer("bad-request",
-                                    "need payload and one of device, group, "
-                                    "all"));
+        answer(cid, req,
+               err_answer("bad-request",
+                          "need payload and one of device, group, "
+                          "all"));
         return;
     }
     long long ttl = ttlj ? json_integer_value(ttlj) : s->default_ttl;
     if (ttlj && (!json_is_integer(ttlj) || ttl <= 0 || ttl > s->max_ttl)) {
-        answer(cid, req, err_answer("bad-request",
-                                    "ttl must be 1..max_ttl seconds"));
+        answer(cid, req,
+               err_answer("bad-request", "ttl must be 1..max_ttl seconds"));
         return;
     }
     char *text = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text || (long)strlen(text) > s->max_payload) {
         free(text);
-        answer(cid, req, err_answer("policy-violation",
-                                    "payload larger than max_payload"));
+        answer(cid, req,
+               err_answer("policy-violation",
+                          "payload larger than max_payload"));
         return;
     }
     struct create_job *j = pl_calloc(1, sizeof(*j));
@@ -566,7 +573,8 @@ static void op_push(struct state *s, uint64_t cid, json_t *req)
             json_t *d = json_is_array(dev) ? json_array_get(dev, i) : dev;
             char norm[80];
             if (!json_is_string(d) ||
-                !pl__fleet_device_norm(json_string_value(d), norm, sizeof(norm)))
+                !pl__fleet_device_norm(json_string_value(d), norm,
+                                       sizeof(norm)))
                 bad = "a device is not a device id or localpart";
             else
                 add_target(j, norm);
@@ -631,20 +639,21 @@ static void op_status(struct state *s, uint64_t cid, json_t *req)
     }
     struct fail_ctx c = {json_array(), NULL, p};
     pl_map_each(&p->reasons, add_failure, &c);
-    json_t *a = json_pack(
-        "{s:b, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:i, s:o}", "ok", 1, "id",
-        p->id, "created", (json_int_t)p->created, "expires",
-        (json_int_t)p->expires, "targets",
-        (json_int_t)(p->n[1] + p->n[2] + p->n[3] + p->n[4]), "delivered",
-        (int)p->n[ST_DELIVERED], "pending", (int)p->n[ST_PENDING], "expired",
-        (int)p->n[ST_EXPIRED], "failed", (int)p->n[ST_FAILED], "failures",
-        c.list);
+    json_t *a = json_pack("{s:b, s:s, s:I, s:I, s:I, s:i, s:i, s:i, s:i, s:o}",
+                          "ok", 1, "id", p->id, "created",
+                          (json_int_t)p->created, "expires",
+                          (json_int_t)p->expires, "targets",
+                          (json_int_t)(p->n[1] + p->n[2] + p->n[3] + p->n[4]),
+                          "delivered", (int)p->n[ST_DELIVERED], "pending",
+                          (int)p->n[ST_PENDING], "expired",
+                          (int)p->n[ST_EXPIRED], "failed", (int)p->n[ST_FAILED],
+                          "failures", c.list);
     if (json_is_true(json_object_get(req, "verbose"))) {
         c.results = json_object();
         pl_map_each(&p->results, add_result, &c);
         json_object_set_new(a, "results", c.results);
-        json_object_set_new(a, "payload", json_loads(p->payload,
-                                                     JSON_DECODE_ANY, NULL));
+        json_object_set_new(a, "payload",
+                            json_loads(p->payload, JSON_DECODE_ANY, NULL));
     }
     answer(cid, req, a);
 }
@@ -670,10 +679,9 @@ static void group_done(int rc, void *arg)
 {
     struct group_job *j = arg;
     answer(j->cid, j->req,
-           rc == PL_OK ? json_pack("{s:b, s:s, s:i}", "ok", 1, "group",
-                                   j->name, "members", (int)j->count)
-                       : err_answer("internal-server-error",
-                                    "storage failed"));
+           rc == PL_OK ? json_pack("{s:b, s:s, s:i}", "ok", 1, "group", j->name,
+                                   "members", (int)j->count)
+                       : err_answer("internal-server-error", "storage failed"));
     json_decref(j->req);
     free(j->members);
     pl_free(j->name);
@@ -690,9 +698,9 @@ static json_t *members_json(struct pl_map *m)
             json_array_append_new(a, json_string(e->key));
     size_t n = json_array_size(a);
     for (size_t i = 1; i < n; i++)
-        for (size_t k = i; k > 0 &&
-                           strcmp(json_string_value(json_array_get(a, k - 1)),
-                                  json_string_value(json_array_get(a, k))) > 0;
+        for (size_t k = i;
+             k > 0 && strcmp(json_string_value(json_array_get(a, k - 1)),
+                             json_string_value(json_array_get(a, k))) > 0;
              k--) {
             json_t *x = json_incref(json_array_get(a, k - 1));
             json_array_set(a, k - 1, json_array_get(a, k));
@@ -720,9 +728,10 @@ static void op_group(struct state *s, uint64_t cid, json_t *req, int add)
     json_t *devs = json_object_get(req, "devices");
     if (!valid_group(name) || (devs && !json_is_array(devs)) ||
         (add && !devs)) {
-        answer(cid, req, err_answer("bad-request",
-                                    "need group ([A-Za-z0-9._-]{1,64}) and "
-                                    "a devices array"));
+        answer(cid, req,
+               err_answer("bad-request",
+                          "need group ([A-Za-z0-9._-]{1,64}) and "
+                          "a devices array"));
         return;
     }
     struct pl_map *m = pl_map_get(&s->groups, name);
@@ -736,16 +745,17 @@ static void op_group(struct state *s, uint64_t cid, json_t *req, int add)
         json_t *d = json_array_get(devs, i);
         if (!json_is_string(d) ||
             !pl__fleet_device_norm(json_string_value(d), norm, sizeof(norm))) {
-            answer(cid, req, err_answer("bad-request",
-                                        "a device is not a device id or "
-                                        "localpart"));
+            answer(cid, req,
+                   err_answer("bad-request", "a device is not a device id or "
+                                             "localpart"));
             return;
         }
     }
-    if (add && (long)((m ? m->count : 0) + json_array_size(devs)) >
-                   s->max_targets) {
-        answer(cid, req, err_answer("policy-violation",
-                                    "a group may not exceed max_targets"));
+    if (add &&
+        (long)((m ? m->count : 0) + json_array_size(devs)) > s->max_targets) {
+        answer(cid, req,
+               err_answer("policy-violation",
+                          "a group may not exceed max_targets"));
         return;
     }
     if (!m) {
@@ -755,7 +765,7 @@ static void op_group(struct state *s, uint64_t cid, json_t *req, int add)
     for (size_t i = 0; devs && i < json_array_size(devs); i++) {
         char norm[80];
         pl__fleet_device_norm(json_string_value(json_array_get(devs, i)), norm,
-                    sizeof(norm));
+                              sizeof(norm));
         if (add)
             pl_map_put(m, norm, (void *)1);
         else
@@ -802,9 +812,9 @@ static int admin_op(struct pl_event *ev, struct state *s, int op)
 {
     struct pl_admin_request *r = ev->data;
     if (!s->loaded) {
-        answer(r->cid, r->req, err_answer("resource-constraint",
-                                          "still loading stored pushes; "
-                                          "retry"));
+        answer(r->cid, r->req,
+               err_answer("resource-constraint", "still loading stored pushes; "
+                                                 "retry"));
         return PL_HANDLED;
     }
     switch (op) {
@@ -959,8 +969,7 @@ static int load_push(const char *key, const void *data, size_t len, void *ud)
     return 0;
 }
 
-static int load_group(const char *key, const void *data, size_t len,
-                      void *ud)
+static int load_group(const char *key, const void *data, size_t len, void *ud)
 {
     struct load_job *j = ud;
     pl_buf_append(&j->groups, key, strlen(key) + 1);
@@ -1043,9 +1052,8 @@ static void load_done(int rc, void *arg)
                 if (!strncmp(val, st_names[k], strlen(st_names[k])))
                     st = k;
             set_state(s, x, dev, st,
-                      st == ST_FAILED && strchr(val, ':')
-                          ? strchr(val, ':') + 1
-                          : NULL);
+                      st == ST_FAILED && strchr(val, ':') ? strchr(val, ':') + 1
+                                                          : NULL);
             n++;
         }
         p = j->groups.data + j->groups.off;
@@ -1157,8 +1165,7 @@ static const struct pl_option options[] = {
      "Seconds a settled push (nothing pending) is kept for status queries.",
      offsetof(struct state, retention)},
     {"max_targets", PL_OPT_INT, "1000000", 1, 100000000, NULL,
-     "Most devices one push may address.",
-     offsetof(struct state, max_targets)},
+     "Most devices one push may address.", offsetof(struct state, max_targets)},
     {"max_payload", PL_OPT_INT, "65536", 16, 1048576, NULL,
      "Largest JSON payload of a push, in bytes (it must also fit "
      "limits.max_stanza_size of the devices' streams).",

@@ -45,8 +45,7 @@ int pl_mam_time_parse(const char *s, long long *us)
         s[10] != 'T' || !digits(s + 11, 2, &h) || s[13] != ':' ||
         !digits(s + 14, 2, &mi) || s[16] != ':' || !digits(s + 17, 2, &sec))
         return PL_EINVAL;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-        sec > 60)
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
         return PL_EINVAL;
     const char *p = s + 19;
     long frac = 0;
@@ -104,9 +103,8 @@ void pl_mam_time_format(long long us, char *buf, size_t n)
     }
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, frac);
+    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
 }
 
 /* Text of the first <value/> of a form field, NULL if none. */
@@ -128,8 +126,7 @@ static int parse_form(struct pl_stanza *st, const struct pl_node *x,
 {
     const char *type = pl_node_attr(x, "type");
     if (type && strcmp(type, "submit") != 0)
-        return fail(text, "the form must be of type 'submit'",
-                    PL_EBAD_REQUEST);
+        return fail(text, "the form must be of type 'submit'", PL_EBAD_REQUEST);
     for (struct pl_node *f = pl_node_first_elem(x); f;
          f = pl_node_next_elem(f)) {
         if (strcmp(f->name, "field") != 0 || strcmp(f->ns, PL_NS_XDATA))
@@ -145,8 +142,7 @@ static int parse_form(struct pl_stanza *st, const struct pl_node *x,
         } else if (strcmp(var, "with") == 0) {
             struct pl_jid *j;
             if (!v || pl_jid_parse(pl_str_c(v), &j) != PL_OK)
-                return fail(text, "'with' is not a valid JID",
-                            PL_EBAD_REQUEST);
+                return fail(text, "'with' is not a valid JID", PL_EBAD_REQUEST);
             pl_free(q->with);
             pl_free(q->with_res);
             q->with = pl_strdup(j->bare);
@@ -155,8 +151,9 @@ static int parse_form(struct pl_stanza *st, const struct pl_node *x,
         } else if (strcmp(var, "start") == 0 || strcmp(var, "end") == 0) {
             long long t;
             if (!v || pl_mam_time_parse(v, &t) != PL_OK)
-                return fail(text, "'start' and 'end' must be XEP-0082 "
-                                  "DateTime values",
+                return fail(text,
+                            "'start' and 'end' must be XEP-0082 "
+                            "DateTime values",
                             PL_EBAD_REQUEST);
             if (var[0] == 's')
                 q->start = t > 0 ? t : 1;
@@ -176,10 +173,9 @@ static int parse_form(struct pl_stanza *st, const struct pl_node *x,
                     continue;
                 const char *id = pl_node_text(st, e, NULL);
                 if (!*id)
-                    return fail(text, "an empty message id",
-                                PL_EBAD_REQUEST);
-                q->ids = pl_realloc(q->ids, (size_t)(q->nids + 1) *
-                                                sizeof(*q->ids));
+                    return fail(text, "an empty message id", PL_EBAD_REQUEST);
+                q->ids = pl_realloc(q->ids,
+                                    (size_t)(q->nids + 1) * sizeof(*q->ids));
                 q->ids[q->nids++] = pl_strdup(id);
             }
             if (!q->nids)
@@ -281,8 +277,8 @@ void pl_mam_prefs_free(struct pl_mam_prefs *p)
     memset(p, 0, sizeof(*p));
 }
 
-static int parse_list(struct pl_stanza *st, const struct pl_node *el,
-                      long max, char ***v, int *n)
+static int parse_list(struct pl_stanza *st, const struct pl_node *el, long max,
+                      char ***v, int *n)
 {
     if (!el)
         return PL_OK;
@@ -345,8 +341,7 @@ static int matches(const char *e, const char *peer)
         /* A domain: any JID at it. */
         const char *at = strchr(peer, '@');
         const char *dom = at ? at + 1 : peer;
-        return strncmp(dom, e, el) == 0 &&
-               (dom[el] == '\0' || dom[el] == '/');
+        return strncmp(dom, e, el) == 0 && (dom[el] == '\0' || dom[el] == '/');
     }
     return 0;
 }
@@ -385,8 +380,10 @@ struct pl_stanza *pl_mam_result(const char *to, const char *from,
     }
     pl_buf_append_str(&b, " id='");
     pl_buf_append_escaped(&b, it->sid, strlen(it->sid), 1);
-    pl_buf_printf(&b, "'><forwarded xmlns='urn:xmpp:forward:0'><delay "
-                      "xmlns='urn:xmpp:delay' stamp='%s'/>", stamp);
+    pl_buf_printf(&b,
+                  "'><forwarded xmlns='urn:xmpp:forward:0'><delay "
+                  "xmlns='urn:xmpp:delay' stamp='%s'/>",
+                  stamp);
     pl_buf_append(&b, it->xml, it->xml_len);
     pl_buf_append_str(&b, "</forwarded></result></message>");
     struct pl_stanza *st = NULL;
@@ -396,9 +393,8 @@ struct pl_stanza *pl_mam_result(const char *to, const char *from,
     return st;
 }
 
-static int key_of(const struct pl_storage_driver *d, void *db,
-                  const char *host, const char *owner, int kind,
-                  const char *sid, long long *key)
+static int key_of(const struct pl_storage_driver *d, void *db, const char *host,
+                  const char *owner, int kind, const char *sid, long long *key)
 {
     int rc = d->archive_key(db, host, owner, kind, sid, key);
     return rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND : rc;
@@ -406,8 +402,7 @@ static int key_of(const struct pl_storage_driver *d, void *db,
 
 int pl_mam_query_keys(const struct pl_storage_driver *d, void *db,
                       const char *host, const char *owner, int kind,
-                      const struct pl_mam_query *q,
-                      struct pl_archive_query *aq)
+                      const struct pl_mam_query *q, struct pl_archive_query *aq)
 {
     int rc = PL_OK;
     if (q->after_id)
@@ -451,8 +446,7 @@ static int collect_item(const struct pl_archive_item *it, void *ud)
 int pl_mam_page_run(const struct pl_storage_driver *d, void *db,
                     const char *host, const char *owner, int kind,
                     const struct pl_mam_query *q, long max, long count_cap,
-                    const char *to, const char *from,
-                    struct pl_mam_page *page)
+                    const char *to, const char *from, struct pl_mam_page *page)
 {
     struct pl_archive_query aq = {
         .with = q->with,
@@ -517,8 +511,7 @@ static void text_child(struct pl_stanza *st, struct pl_node *parent,
     pl_node_add_text(st, n, text, strlen(text));
 }
 
-struct pl_stanza *pl_mam_fin(struct pl_stanza *iq,
-                             const struct pl_mam_query *q,
+struct pl_stanza *pl_mam_fin(struct pl_stanza *iq, const struct pl_mam_query *q,
                              const struct pl_mam_page *page)
 {
     struct pl_stanza *r = pl_iq_result(iq);
@@ -567,8 +560,9 @@ struct pl_stanza *pl_mam_form(struct pl_stanza *iq)
     form_field(r, x, "text-single", "after-id");
     struct pl_node *ids = form_field(r, x, "list-multi", "ids");
     /* The list is open: any id may be given (XEP-0122). */
-    struct pl_node *val = pl_node_add_child(
-        r, ids, "validate", "http://jabber.org/protocol/xdata-validate");
+    struct pl_node *val =
+        pl_node_add_child(r, ids, "validate",
+                          "http://jabber.org/protocol/xdata-validate");
     pl_node_set_attr(r, val, "datatype", "xs:string");
     pl_node_add_child(r, val, "open",
                       "http://jabber.org/protocol/xdata-validate");

@@ -29,10 +29,10 @@ struct pl_mam_query {
     char *before_id;      /* form 'before-id', or NULL */
     char **ids;           /* form 'ids' values */
     int nids;
-    long max;             /* RSM <max/>, -1 if absent */
-    char *after;          /* RSM <after/>, or NULL */
-    char *before;         /* RSM <before/> text ("" = last page), or NULL */
-    int flip;             /* <flip-page/> (extended) */
+    long max;     /* RSM <max/>, -1 if absent */
+    char *after;  /* RSM <after/>, or NULL */
+    char *before; /* RSM <before/> text ("" = last page), or NULL */
+    int flip;     /* <flip-page/> (extended) */
 };
 
 /*
@@ -84,15 +84,13 @@ struct pl_mam_page {
 int pl_mam_page_run(const struct pl_storage_driver *d, void *db,
                     const char *host, const char *owner, int kind,
                     const struct pl_mam_query *q, long max, long count_cap,
-                    const char *to, const char *from,
-                    struct pl_mam_page *page);
+                    const char *to, const char *from, struct pl_mam_page *page);
 void pl_mam_page_free(struct pl_mam_page *page);
 /* The answer to a query form request (XEP-0313 §4.1.5): the fields both
  * archives understand.  Returns a new reference. */
 struct pl_stanza *pl_mam_form(struct pl_stanza *iq);
 /* The IQ result ending a query: <fin complete?><set first last count/>. */
-struct pl_stanza *pl_mam_fin(struct pl_stanza *iq,
-                             const struct pl_mam_query *q,
+struct pl_stanza *pl_mam_fin(struct pl_stanza *iq, const struct pl_mam_query *q,
                              const struct pl_mam_page *page);
 
 /* XEP-0082 DateTime ("2010-07-10T23:08:25.123Z", "...+02:00") to µs since
@@ -109,10 +107,10 @@ enum pl_mam_default {
 
 /* Archiving preferences.  JIDs are normalized, owned. */
 struct pl_mam_prefs {
-    int def;        /* enum pl_mam_default */
-    char **always;  /* always archived with these */
+    int def;       /* enum pl_mam_default */
+    char **always; /* always archived with these */
     int nalways;
-    char **never;   /* never archived with these */
+    char **never; /* never archived with these */
     int nnever;
 };
 

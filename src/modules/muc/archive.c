@@ -21,8 +21,7 @@ int pl__muc_archivable(struct pl_stanza *m)
         return 0;
     return pl_node_child(root, "body", NULL) ||
            pl_node_child(root, "store", NS_HINTS) ||
-           pl_node_child(root, "encrypted",
-                         "eu.siacs.conversations.axolotl") ||
+           pl_node_child(root, "encrypted", "eu.siacs.conversations.axolotl") ||
            pl_node_child(root, "encrypted", "urn:xmpp:omemo:2");
 }
 
@@ -147,8 +146,7 @@ static void query_done(int rc, void *arg)
 void pl__muc_archive_query(const char *service, const char *room,
                            struct pl_event *ev, long max_page, long count_cap)
 {
-    struct query_job *j = pl_job_new(sizeof(*j), ev->stanza, 0, service,
-                                     room);
+    struct query_job *j = pl_job_new(sizeof(*j), ev->stanza, 0, service, room);
     const char *text = NULL;
     int rc = pl_mam_query_parse(ev->stanza, pl_stanza_payload(ev->stanza),
                                 &j->q, &text);

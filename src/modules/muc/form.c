@@ -79,14 +79,14 @@ static const char *b(int v)
     return v ? "1" : "0";
 }
 
-static const char *const pm_values[] = {"anyone", "participants",
-                                        "moderators", "none"};
+static const char *const pm_values[] = {"anyone", "participants", "moderators",
+                                        "none"};
 
 static void roles_field(struct pl_stanza *st, struct pl_node *x,
                         const char *var, const char *label, unsigned bits)
 {
-    struct pl_node *f =
-        pl__muc_form_field(st, x, var, "list-multi", label, NULL);
+    struct pl_node *f = pl__muc_form_field(st, x, var, "list-multi", label,
+                                           NULL);
     for (int r = MUC_ROLE_MODERATOR; r >= MUC_ROLE_VISITOR; r--)
         pl__muc_form_option(st, f, NULL, pl__muc_role_name(r));
     for (int r = MUC_ROLE_MODERATOR; r >= MUC_ROLE_VISITOR; r--)
@@ -137,9 +137,10 @@ void pl__muc_config_form(struct pl_stanza *st, struct pl_node *parent,
                        "Password required to enter", b(c->password_protected));
     pl__muc_form_field(st, x, RC "roomsecret", "text-private", "Password",
                        c->password ? c->password : "");
-    struct pl_node *f = pl__muc_form_field(
-        st, x, RC "whois", "list-single", "Who may discover real JIDs",
-        c->whois_anyone ? "anyone" : "moderators");
+    struct pl_node *f = pl__muc_form_field(st, x, RC "whois", "list-single",
+                                           "Who may discover real JIDs",
+                                           c->whois_anyone ? "anyone"
+                                                           : "moderators");
     pl__muc_form_option(st, f, "Moderators only", "moderators");
     pl__muc_form_option(st, f, "Anyone", "anyone");
     pl__muc_form_field(st, x, RC "changesubject", "boolean",
@@ -155,12 +156,12 @@ void pl__muc_config_form(struct pl_stanza *st, struct pl_node *parent,
     pl__muc_form_option(st, f, "Moderators only", "moderators");
     pl__muc_form_option(st, f, "Nobody", "none");
     char num[32];
-    snprintf(num, sizeof(num), "%ld", c->max_users ? c->max_users
-                                                   : service_max_users);
+    snprintf(num, sizeof(num), "%ld",
+             c->max_users ? c->max_users : service_max_users);
     f = pl__muc_form_field(st, x, RC "maxusers", "list-single",
                            "Maximum number of occupants", num);
-    static const long choices[] = {10, 20, 30, 50, 100, 500, 1000, 10000,
-                                   100000};
+    static const long choices[] = {10,  20,   30,    50,    100,
+                                   500, 1000, 10000, 100000};
     for (size_t i = 0; i < sizeof(choices) / sizeof(*choices); i++) {
         if (service_max_users && choices[i] > service_max_users)
             break;
@@ -287,9 +288,9 @@ static int in_list(char **v, const char *s)
 }
 
 struct demote {
-    char **keep;       /* JIDs listed in the field */
-    int aff;           /* affiliation the field lists */
-    char **drop;       /* collected: entries of aff not listed */
+    char **keep; /* JIDs listed in the field */
+    int aff;     /* affiliation the field lists */
+    char **drop; /* collected: entries of aff not listed */
     size_t n;
 };
 
@@ -327,10 +328,10 @@ int pl__muc_config_submit(struct muc_room *r, struct pl_stanza *st,
     const char *s;
     int bad = 0;
     char **admins = NULL, **owners = NULL;
-#define BOOL(var, field)                                                      \
-    if (parse_bool(pl__muc_form_text(st, form, RC var), &c.field) < 0) {      \
-        *why = "Not a boolean: " RC var;                                      \
-        goto out;                                                             \
+#define BOOL(var, field)                                                       \
+    if (parse_bool(pl__muc_form_text(st, form, RC var), &c.field) < 0) {       \
+        *why = "Not a boolean: " RC var;                                       \
+        goto out;                                                              \
     }
     BOOL("persistentroom", persistent)
     BOOL("publicroom", public_room)

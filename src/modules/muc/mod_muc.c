@@ -61,45 +61,49 @@
 #define NS_VCARD_UPDATE "vcard-temp:x:update"
 #define NS_MAM "urn:xmpp:mam:2"
 
-enum { CREATE_ANYONE = 0, CREATE_LOCAL, CREATE_ADMINS };
+enum {
+    CREATE_ANYONE = 0,
+    CREATE_LOCAL,
+    CREATE_ADMINS
+};
 
 struct svc {
     /* options */
-    char *domain_opt;         /* "" means conference.<host> */
-    char *title;              /* service name in disco */
-    int creation;             /* who may create rooms */
-    struct pl_strlist admins; /* service admins: owners of every room */
-    long max_occupants;       /* per room */
-    long max_rooms;           /* per service */
-    long history_default;     /* maxhistoryfetch of new rooms */
-    long history_max;         /* highest maxhistoryfetch */
-    int lock_new_rooms;       /* §10.1.1: locked until configured */
-    int default_persistent;   /* new rooms */
-    int default_public;       /* new rooms */
-    long max_vcard_size;      /* bytes of a room vCard */
-    long max_subject;         /* bytes of a subject */
-    long archive_max_page;    /* archive results per query page */
-    long archive_max_items;   /* archived messages per room, 0 = no limit */
-    long archive_count_limit; /* RSM <count/> up to this many */
-    long archive_expire_after;/* seconds, 0 = forever */
+    char *domain_opt;             /* "" means conference.<host> */
+    char *title;                  /* service name in disco */
+    int creation;                 /* who may create rooms */
+    struct pl_strlist admins;     /* service admins: owners of every room */
+    long max_occupants;           /* per room */
+    long max_rooms;               /* per service */
+    long history_default;         /* maxhistoryfetch of new rooms */
+    long history_max;             /* highest maxhistoryfetch */
+    int lock_new_rooms;           /* §10.1.1: locked until configured */
+    int default_persistent;       /* new rooms */
+    int default_public;           /* new rooms */
+    long max_vcard_size;          /* bytes of a room vCard */
+    long max_subject;             /* bytes of a subject */
+    long archive_max_page;        /* archive results per query page */
+    long archive_max_items;       /* archived messages per room, 0 = no limit */
+    long archive_count_limit;     /* RSM <count/> up to this many */
+    long archive_expire_after;    /* seconds, 0 = forever */
     long archive_expire_interval; /* seconds between expiry runs */
     /* runtime */
-    struct pl_host *host;      /* owning host */
-    char *domain;              /* service domain */
-    struct pl_jid *jid;        /* service JID */
-    struct pl_map rooms;       /* localpart -> struct muc_room * */
-    struct pl_map seats;       /* real full JID -> struct seats: the rooms
+    struct pl_host *host; /* owning host */
+    char *domain;         /* service domain */
+    struct pl_jid *jid;   /* service JID */
+    struct pl_map rooms;  /* localpart -> struct muc_room * */
+    struct pl_map seats;  /* real full JID -> struct seats: the rooms
                                 * a session is in, to empty them when it
                                 * closes without saying goodbye */
     size_t nrooms;
-    struct muc_config defaults;/* of new rooms */
-    char key[65];              /* occupant-id secret (hex) */
-    int loaded;                /* persistent rooms are in */
-    unsigned long long seq;    /* stanza-id counter */
-    char sid_prefix[20];       /* per-process stanza-id prefix (random:
+    struct muc_config defaults;   /* of new rooms */
+    char key[65];                 /* occupant-id secret (hex) */
+    int loaded;                   /* persistent rooms are in */
+    unsigned long long seq;       /* stanza-id counter */
+    char sid_prefix[20];          /* per-process stanza-id prefix (random:
                                 * ids are archive ids, unique forever) */
     struct pl_timer expire_timer; /* archive expiry */
-    int expiring;              /* an expiry job is queued */
+    int expiring;                 /* an expiry job is queued */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -243,9 +247,9 @@ static void utc_stamp(time_t t, char *buf, size_t len)
 /* ------------------------------------------------------- persistence */
 
 struct save_job {
-    struct pl_job base;   /* IQ to answer after the commit, held, or NULL;
+    struct pl_job base; /* IQ to answer after the commit, held, or NULL;
                            * host: service domain, user: room localpart */
-    struct pl_buf data;   /* document; empty deletes */
+    struct pl_buf data; /* document; empty deletes */
     int remove;
 };
 
@@ -304,11 +308,10 @@ static void changed(struct svc *s, struct muc_room *r, struct pl_stanza *st)
  */
 static struct pl_stanza *build_presence(struct muc_room *r,
                                         struct muc_occupant *o,
-                                        const char *type, int aff,
-                                        int with_jid, const int *codes,
-                                        int ncodes, const char *new_nick,
-                                        const char *reason,
-                                        const char *actor)
+                                        const char *type, int aff, int with_jid,
+                                        const int *codes, int ncodes,
+                                        const char *new_nick,
+                                        const char *reason, const char *actor)
 {
     struct pl_stanza *p = pl_stanza_new("presence", PL_NS_CLIENT);
     struct pl_node *root = pl_stanza_root(p);
@@ -316,8 +319,8 @@ static struct pl_stanza *build_presence(struct muc_room *r,
     if (type)
         pl_stanza_set_attr(p, "type", type);
     if (o->presence && !type) {
-        for (struct pl_node *c = pl_node_first_elem(
-                 pl_stanza_root(o->presence));
+        for (struct pl_node *c =
+                 pl_node_first_elem(pl_stanza_root(o->presence));
              c; c = pl_node_next_elem(c)) {
             if ((strcmp(c->ns, NS_MUC) == 0 && strcmp(c->name, "x") == 0) ||
                 strcmp(c->ns, NS_USER) == 0 || strcmp(c->ns, NS_OCCID) == 0)
@@ -364,13 +367,12 @@ static void cache_drop(struct muc_occupant *o)
 /* The occupant's current available presence for a viewer (borrowed,
  * built once until the occupant changes). */
 static struct pl_stanza *current_presence(struct svc *s, struct muc_room *r,
-                                          struct muc_occupant *o,
-                                          int with_jid)
+                                          struct muc_occupant *o, int with_jid)
 {
     struct pl_stanza **slot = &o->cached[with_jid ? 1 : 0];
     if (!*slot)
-        *slot = build_presence(r, o, NULL, aff_of(s, r, o->jid), with_jid,
-                               NULL, 0, NULL, NULL, NULL);
+        *slot = build_presence(r, o, NULL, aff_of(s, r, o->jid), with_jid, NULL,
+                               0, NULL, NULL, NULL);
     return *slot;
 }
 
@@ -408,8 +410,8 @@ static void broadcast_presence(struct svc *s, struct muc_room *r,
             continue;
         }
         if (!v[wj])
-            v[wj] = build_presence(r, o, type, aff, wj, codes, ncodes,
-                                   new_nick, reason, actor);
+            v[wj] = build_presence(r, o, type, aff, wj, codes, ncodes, new_nick,
+                                   reason, actor);
         send_st(v[wj], o->room_jid, t->jid);
     }
     pl_stanza_unref(v[0]);
@@ -427,8 +429,8 @@ static void presence_changed(struct svc *s, struct muc_room *r,
 {
     cache_drop(o);
     if (!reason && !actor) {
-        broadcast_presence(s, r, o, NULL, NULL, 0, (int[]){110}, 1, NULL,
-                           NULL, NULL);
+        broadcast_presence(s, r, o, NULL, NULL, 0, (int[]){110}, 1, NULL, NULL,
+                           NULL);
         return;
     }
     /* With a reason the stanzas differ from the cached current one: built
@@ -442,14 +444,14 @@ static void presence_changed(struct svc *s, struct muc_room *r,
             continue;
         int wj = sees_jids(r, t);
         if (!v[wj])
-            v[wj] = build_presence(r, o, NULL, aff, wj, NULL, 0, NULL,
-                                   reason, actor);
+            v[wj] = build_presence(r, o, NULL, aff, wj, NULL, 0, NULL, reason,
+                                   actor);
         send_st(v[wj], o->room_jid, t->jid);
     }
     pl_stanza_unref(v[0]);
     pl_stanza_unref(v[1]);
-    struct pl_stanza *self = build_presence(r, o, NULL, aff, 1, (int[]){110},
-                                            1, NULL, reason, actor);
+    struct pl_stanza *self = build_presence(r, o, NULL, aff, 1, (int[]){110}, 1,
+                                            NULL, reason, actor);
     send_st(self, o->room_jid, o->jid);
     pl_stanza_unref(self);
 }
@@ -475,8 +477,8 @@ static void remove_occupant(struct svc *s, struct muc_room *r,
 {
     int codes[1] = {code};
     int self_codes[2] = {110, code};
-    broadcast_presence(s, r, o, "unavailable", codes, code ? 1 : 0,
-                       self_codes, code ? 2 : 1, NULL, reason, actor);
+    broadcast_presence(s, r, o, "unavailable", codes, code ? 1 : 0, self_codes,
+                       code ? 2 : 1, NULL, reason, actor);
     occupant_gone(r, o);
 }
 
@@ -536,8 +538,8 @@ static void send_subject(struct muc_room *r, const struct pl_jid *to)
     if (r->subject_nick)
         pl_jid_make(r->jid->local, r->jid->domain, r->subject_nick, &from);
     pl_stanza_set_attr(m, "from", from ? from->full : r->jid->bare);
-    add_text_el(m, pl_stanza_root(m), "subject", PL_NS_CLIENT, r->subject ? r->subject
-                                                                   : "");
+    add_text_el(m, pl_stanza_root(m), "subject", PL_NS_CLIENT,
+                r->subject ? r->subject : "");
     send_st(m, from ? from : r->jid, to);
     pl_jid_free(from);
     pl_stanza_unref(m);
@@ -557,9 +559,9 @@ static void join(struct svc *s, struct muc_room *r, struct pl_event *ev,
             password = pl_node_text(st, pw, NULL);
     }
     int aff = aff_of(s, r, real);
-    int rc =
-        created ? PL_OK
-                : pl__muc_check_join(r, real, nick, password, s->max_occupants);
+    int rc = created ? PL_OK
+                     : pl__muc_check_join(r, real, nick, password,
+                                          s->max_occupants);
     if (rc == MUC_EREGISTRATION && aff == MUC_AFF_OWNER)
         rc = PL_OK;
     if (rc != PL_OK) {
@@ -614,13 +616,11 @@ static void join(struct svc *s, struct muc_room *r, struct pl_event *ev,
 static int may_create(const struct svc *s, const struct pl_jid *j)
 {
     switch (s->creation) {
-    case CREATE_ANYONE:
-        return 1;
+    case CREATE_ANYONE: return 1;
     case CREATE_LOCAL:
         return strcmp(j->domain, s->host->domain) == 0 ||
                is_service_admin(s, j);
-    default:
-        return is_service_admin(s, j);
+    default: return is_service_admin(s, j);
     }
 }
 
@@ -638,8 +638,7 @@ static void create_and_join(struct svc *s, struct pl_event *ev)
         return;
     }
     if ((long)s->nrooms >= s->max_rooms) {
-        pl_route_error(ev->stanza, PL_ERESOURCE_CONSTRAINT,
-                       "Too many rooms.");
+        pl_route_error(ev->stanza, PL_ERESOURCE_CONSTRAINT, "Too many rooms.");
         return;
     }
     struct muc_room *r = pl__muc_room_new(to->local, s->domain, &s->defaults);
@@ -692,9 +691,10 @@ static void leave(struct svc *s, struct muc_room *r, struct muc_occupant *o,
     struct muc_occupant *first = pl__muc_occupant_by_nick(r, o->nick);
     int shared = first && (first != o || first->next_same_nick);
     if (shared) {
-        struct pl_stanza *self = build_presence(
-            r, o, "unavailable", aff_of(s, r, o->jid), 1, (int[]){110}, 1,
-            NULL, NULL, NULL);
+        struct pl_stanza *self = build_presence(r, o, "unavailable",
+                                                aff_of(s, r, o->jid), 1,
+                                                (int[]){110}, 1, NULL, NULL,
+                                                NULL);
         send_st(self, o->room_jid, o->jid);
         pl_stanza_unref(self);
         occupant_gone(r, o);
@@ -718,8 +718,8 @@ static int on_presence(struct pl_event *ev, void *state)
     if (!to->local)
         return PL_HANDLED; /* presence to the service itself: ignored */
     struct muc_room *r = pl_map_get(&s->rooms, to->local);
-    struct muc_occupant *o =
-        r ? pl__muc_occupant_by_real(r, ev->from->full) : NULL;
+    struct muc_occupant *o = r ? pl__muc_occupant_by_real(r, ev->from->full)
+                               : NULL;
     if (type && strcmp(type, "error") == 0) {
         if (o) { /* the occupant's client is gone (§ "Error handling") */
             remove_occupant(s, r, o, 333, NULL, NULL);
@@ -768,11 +768,9 @@ static void new_stanza_id(struct svc *s, char *buf, size_t len)
 
 /* Copies the message for broadcast: from the occupant, no 'to', ids of
  * others that claim to be ours removed (XEP-0359 §5, XEP-0421 §4). */
-static struct pl_stanza *prepare_groupchat(struct svc *s,
-                                           struct muc_room *r,
+static struct pl_stanza *prepare_groupchat(struct svc *s, struct muc_room *r,
                                            struct muc_occupant *o,
-                                           struct pl_stanza *in,
-                                           char id[64])
+                                           struct pl_stanza *in, char id[64])
 {
     struct pl_stanza *m = pl_stanza_copy(in);
     struct pl_node *root = pl_stanza_root(m);
@@ -781,8 +779,8 @@ static struct pl_stanza *prepare_groupchat(struct svc *s,
     for (struct pl_node *c = pl_node_first_elem(root), *next; c; c = next) {
         next = pl_node_next_elem(c);
         if (strcmp(c->ns, NS_OCCID) == 0 ||
-            (strcmp(c->ns, NS_SID) == 0 && strcmp(c->name, "stanza-id") == 0)
-            || (strcmp(c->ns, NS_DELAY) == 0))
+            (strcmp(c->ns, NS_SID) == 0 && strcmp(c->name, "stanza-id") == 0) ||
+            (strcmp(c->ns, NS_DELAY) == 0))
             pl_node_remove(m, c);
     }
     new_stanza_id(s, id, 64);
@@ -801,8 +799,8 @@ static void broadcast_message(struct muc_room *r, struct pl_stanza *m,
         send_st(m, from, r->occ[i]->jid);
 }
 
-static void groupchat(struct svc *s, struct muc_room *r,
-                      struct muc_occupant *o, struct pl_event *ev)
+static void groupchat(struct svc *s, struct muc_room *r, struct muc_occupant *o,
+                      struct pl_event *ev)
 {
     struct pl_stanza *st = ev->stanza;
     struct pl_node *root = pl_stanza_root(st);
@@ -958,8 +956,8 @@ static void voice_request(struct svc *s, struct muc_room *r,
         if (strcmp(allow, "1") != 0 && strcmp(allow, "true") != 0)
             return; /* denied: nothing to do */
         const char *nick = pl__muc_form_text(st, form, "muc#roomnick");
-        struct muc_occupant *t =
-            nick ? pl__muc_occupant_by_nick(r, nick) : NULL;
+        struct muc_occupant *t = nick ? pl__muc_occupant_by_nick(r, nick)
+                                      : NULL;
         if (t && t->role == MUC_ROLE_VISITOR) {
             for (struct muc_occupant *x = t; x; x = x->next_same_nick) {
                 x->role = MUC_ROLE_PARTICIPANT;
@@ -978,8 +976,8 @@ static void voice_request(struct svc *s, struct muc_room *r,
     }
     struct pl_stanza *m = pl_stanza_new("message", PL_NS_CLIENT);
     pl_stanza_set_attr(m, "from", r->jid->bare);
-    struct pl_node *x =
-        pl__muc_form_new(m, pl_stanza_root(m), "form", NS_REQUEST);
+    struct pl_node *x = pl__muc_form_new(m, pl_stanza_root(m), "form",
+                                         NS_REQUEST);
     struct pl_node *t = pl_node_add_child(m, x, "title", NS_DATA);
     pl_node_add_text(m, t, "Voice request", 13);
     pl__muc_form_field(m, x, "muc#role", "list-single", "Requested role",
@@ -1136,8 +1134,7 @@ static void admin_set(struct svc *s, struct muc_room *r,
             int taff = aff_of(s, r, c->o->jid);
             rc = pl__muc_may_set_role(actor_aff, actor_role, taff, c->o->role,
                                       c->role);
-            if (rc == PL_OK && c->role == MUC_ROLE_NONE &&
-                c->o == actor)
+            if (rc == PL_OK && c->role == MUC_ROLE_NONE && c->o == actor)
                 rc = PL_ECONFLICT; /* a moderator kicking itself */
         } else if (aff) {
             const char *j = pl_node_attr(it, "jid");
@@ -1269,8 +1266,8 @@ static void admin_get(struct svc *s, struct muc_room *r,
 
 /* -------------------------------------------------------------- owner */
 
-static void destroy_room(struct svc *s, struct muc_room *r,
-                         struct pl_node *d, struct pl_stanza *st)
+static void destroy_room(struct svc *s, struct muc_room *r, struct pl_node *d,
+                         struct pl_stanza *st)
 {
     const char *alt = d ? pl_node_attr(d, "jid") : NULL;
     struct pl_node *rn = d ? pl_node_child(d, "reason", NULL) : NULL;
@@ -1356,8 +1353,8 @@ static void owner_set(struct svc *s, struct muc_room *r, int actor_aff,
     struct muc_config old;
     pl__muc_config_copy(&old, &r->cfg);
     const char *why = NULL;
-    int rc =
-        pl__muc_config_submit(r, st, x, s->max_occupants, s->history_max, &why);
+    int rc = pl__muc_config_submit(r, st, x, s->max_occupants, s->history_max,
+                                   &why);
     if (rc != PL_OK) {
         pl_route_error(st, rc, why);
         pl__muc_config_release(&old);
@@ -1427,8 +1424,8 @@ static void register_get(struct muc_room *r, struct pl_event *ev)
     pl_stanza_unref(res);
 }
 
-static void register_set(struct svc *s, struct muc_room *r,
-                         struct pl_event *ev, struct pl_node *q)
+static void register_set(struct svc *s, struct muc_room *r, struct pl_event *ev,
+                         struct pl_node *q)
 {
     struct pl_stanza *st = ev->stanza;
     const char *bare = ev->from->bare;
@@ -1449,8 +1446,8 @@ static void register_set(struct svc *s, struct muc_room *r,
         iq_ok(st);
         return;
     }
-    const char *nick =
-        x ? pl__muc_form_text(st, x, "muc#register_roomnick") : NULL;
+    const char *nick = x ? pl__muc_form_text(st, x, "muc#register_roomnick")
+                         : NULL;
     struct pl_jid *nj = NULL;
     if (!nick || !*nick ||
         pl_jid_make(r->jid->local, r->jid->domain, nick, &nj) != PL_OK) {
@@ -1510,8 +1507,7 @@ static void room_info(struct muc_room *r, struct pl_event *ev,
         return;
     }
     const struct muc_config *c = &r->cfg;
-    add_identity(res, q, "conference", "text",
-                 c->name ? c->name : r->local);
+    add_identity(res, q, "conference", "text", c->name ? c->name : r->local);
     add_feature(res, q, NS_MUC);
     add_feature(res, q, NS_MUC "#stable_id");
     add_feature(res, q, NS_MUC "#self-ping-optimization");
@@ -1531,10 +1527,11 @@ static void room_info(struct muc_room *r, struct pl_event *ev,
     add_feature(res, q, c->persistent ? "muc_persistent" : "muc_temporary");
     add_feature(res, q, c->members_only ? "muc_membersonly" : "muc_open");
     add_feature(res, q, c->moderated ? "muc_moderated" : "muc_unmoderated");
-    add_feature(res, q, c->password_protected ? "muc_passwordprotected"
-                                              : "muc_unsecured");
-    add_feature(res, q, c->whois_anyone ? "muc_nonanonymous"
-                                        : "muc_semianonymous");
+    add_feature(res, q,
+                c->password_protected ? "muc_passwordprotected"
+                                      : "muc_unsecured");
+    add_feature(res, q,
+                c->whois_anyone ? "muc_nonanonymous" : "muc_semianonymous");
     pl__muc_roominfo_form(res, q, r);
     iq_result(st, res);
     pl_stanza_unref(res);
@@ -1644,8 +1641,7 @@ static int service_iq(struct svc *s, struct pl_event *ev)
         iq_ok(st);
         return PL_HANDLED;
     }
-    if (get && strcmp(q->ns, NS_VCARD) == 0 &&
-        strcmp(q->name, "vCard") == 0) {
+    if (get && strcmp(q->ns, NS_VCARD) == 0 && strcmp(q->name, "vCard") == 0) {
         /* XEP-0486: avatars live on rooms; the service has none. */
         struct pl_stanza *res = pl_iq_result(st);
         add_el(res, pl_stanza_root(res), "vCard", NS_VCARD);
@@ -1667,8 +1663,7 @@ static void update_avatar_hash(struct muc_room *r)
     if (pl_xml_parse_fragment(r->vcard, strlen(r->vcard), &v) != PL_OK)
         return;
     struct pl_node *photo = pl_node_child(pl_stanza_root(v), "PHOTO", NULL);
-    struct pl_node *bin = photo ? pl_node_child(photo, "BINVAL", NULL)
-                                : NULL;
+    struct pl_node *bin = photo ? pl_node_child(photo, "BINVAL", NULL) : NULL;
     if (bin) {
         /* XEP-0153 §2: the hash is of the image data, not of base64. */
         size_t n;
@@ -1680,8 +1675,8 @@ static void update_avatar_hash(struct muc_room *r)
         if (pl_base64_decode(pl_buf_str(&clean), &raw) == PL_OK) {
             unsigned char md[EVP_MAX_MD_SIZE];
             unsigned int mdlen = 0;
-            EVP_Digest(raw.data ? raw.data + raw.off : "", raw.len, md,
-                       &mdlen, EVP_sha1(), NULL);
+            EVP_Digest(raw.data ? raw.data + raw.off : "", raw.len, md, &mdlen,
+                       EVP_sha1(), NULL);
             for (unsigned i = 0; i < mdlen && i < 20; i++)
                 snprintf(r->avatar_hash + 2 * i, 3, "%02x", md[i]);
         }
@@ -1745,15 +1740,14 @@ static void vcard_iq(struct svc *s, struct muc_room *r, struct pl_event *ev,
 
 /* IQ to room/nick: XEP-0410 self-ping, else forwarded (§7.2.? "IQs to
  * occupants"), results travel back the same way. */
-static void occupant_iq(struct svc *s, struct muc_room *r,
-                        struct pl_event *ev)
+static void occupant_iq(struct svc *s, struct muc_room *r, struct pl_event *ev)
 {
     (void)s;
     struct pl_stanza *st = ev->stanza;
     const char *type = pl_stanza_attr(st, "type");
     struct muc_occupant *o = pl__muc_occupant_by_real(r, ev->from->full);
-    int request = type && (strcmp(type, "get") == 0 ||
-                           strcmp(type, "set") == 0);
+    int request = type &&
+                  (strcmp(type, "get") == 0 || strcmp(type, "set") == 0);
     if (!o) {
         if (request)
             pl_route_error(st, PL_ENOT_ACCEPTABLE,
@@ -1939,8 +1933,7 @@ static int collect_room(const char *user, const void *data, size_t len,
 static int load_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct load_job *j = arg;
-    return d->kv_scan(db, j->domain, MUC_STORE, MUC_STORE_KEY, collect_room,
-                      j);
+    return d->kv_scan(db, j->domain, MUC_STORE, MUC_STORE_KEY, collect_room, j);
 }
 
 static void load_done(int rc, void *arg)
@@ -1954,8 +1947,9 @@ static void load_done(int rc, void *arg)
     for (size_t i = 0; i < j->n; i++) {
         struct loaded_room *l = &j->v[i];
         if (rc == PL_OK && !pl_map_get(&s->rooms, l->local)) {
-            struct muc_room *r = pl__muc_store_load(
-                l->local, s->domain, &s->defaults, l->data, l->len);
+            struct muc_room *r = pl__muc_store_load(l->local, s->domain,
+                                                    &s->defaults, l->data,
+                                                    l->len);
             if (r) {
                 r->service = s;
                 update_avatar_hash(r);
@@ -2004,9 +1998,10 @@ static void expire_start(struct svc *s)
     if (s->expiring || !s->archive_expire_after)
         return;
     s->expiring = 1;
-    pl__muc_archive_expire(
-        s->domain, pl__muc_archive_now() - s->archive_expire_after * 1000000LL,
-        EXPIRE_BATCH, expire_done, s);
+    pl__muc_archive_expire(s->domain,
+                           pl__muc_archive_now() -
+                               s->archive_expire_after * 1000000LL,
+                           EXPIRE_BATCH, expire_done, s);
 }
 
 static void on_expire_timer(struct pl_timer *t)
@@ -2033,8 +2028,8 @@ static int load(struct pl_host *h, void *state)
     s->domain = pl_strdup(s->jid->domain);
     int rc = pl_host_add_service(h, s->domain, "muc");
     if (rc != PL_OK) {
-        pl_log_error("mod_muc", "%s: cannot serve %s: %s", h->domain,
-                     s->domain, pl_strerror(rc));
+        pl_log_error("mod_muc", "%s: cannot serve %s: %s", h->domain, s->domain,
+                     pl_strerror(rc));
         return rc;
     }
     pl__muc_config_default(&s->defaults);
@@ -2100,8 +2095,7 @@ static const struct pl_option options[] = {
      "Service domain; empty means conference.<host>.",
      offsetof(struct svc, domain_opt)},
     {"name", PL_OPT_STRING, "\"Chat rooms\"", 0, 0, NULL,
-     "Service name shown in service discovery.",
-     offsetof(struct svc, title)},
+     "Service name shown in service discovery.", offsetof(struct svc, title)},
     {"creation", PL_OPT_ENUM, "\"local\"", 0, 0, creation_choices,
      "Who may create rooms: anyone, local (users of this host) or admins.",
      offsetof(struct svc, creation)},
@@ -2112,8 +2106,7 @@ static const struct pl_option options[] = {
      "Most occupants of one room (owners and admins may exceed it).",
      offsetof(struct svc, max_occupants)},
     {"max_rooms", PL_OPT_INT, "100000", 1, 10000000, NULL,
-     "Most rooms the service holds at once.",
-     offsetof(struct svc, max_rooms)},
+     "Most rooms the service holds at once.", offsetof(struct svc, max_rooms)},
     {"history_default", PL_OPT_INT, "20", 0, 1000, NULL,
      "Messages of history new rooms keep and send on entering.",
      offsetof(struct svc, history_default)},
@@ -2124,8 +2117,7 @@ static const struct pl_option options[] = {
      "New rooms stay locked until their owner configures them.",
      offsetof(struct svc, lock_new_rooms)},
     {"default_persistent", PL_OPT_BOOL, "false", 0, 0, NULL,
-     "New rooms are persistent.",
-     offsetof(struct svc, default_persistent)},
+     "New rooms are persistent.", offsetof(struct svc, default_persistent)},
     {"default_public", PL_OPT_BOOL, "true", 0, 0, NULL,
      "New rooms are listed in the directory.",
      offsetof(struct svc, default_public)},
@@ -2168,7 +2160,7 @@ const struct pl_module pl_mod_muc = {
     .name = "muc",
     .summary = "multi-user chat rooms on conference.<host>",
     .xeps = "XEP-0045, XEP-0249, XEP-0313, XEP-0359, XEP-0410, XEP-0421, "
-             "XEP-0153",
+            "XEP-0153",
     .options = options,
     .hooks = hooks,
     .state_size = sizeof(struct svc),

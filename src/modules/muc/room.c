@@ -9,13 +9,12 @@
 
 static const char *const role_names[] = {"none", "visitor", "participant",
                                          "moderator"};
-static const char *const aff_names[] = {"outcast", "none", "member",
-                                        "admin", "owner"};
+static const char *const aff_names[] = {"outcast", "none", "member", "admin",
+                                        "owner"};
 
 const char *pl__muc_role_name(int role)
 {
-    return role >= 0 && role <= MUC_ROLE_MODERATOR ? role_names[role]
-                                                    : "none";
+    return role >= 0 && role <= MUC_ROLE_MODERATOR ? role_names[role] : "none";
 }
 
 const char *pl__muc_aff_name(int aff)
@@ -245,16 +244,13 @@ int pl__muc_default_role(const struct muc_room *r, int aff)
 {
     switch (aff) {
     case MUC_AFF_OWNER:
-    case MUC_AFF_ADMIN:
-        return MUC_ROLE_MODERATOR;
-    case MUC_AFF_MEMBER:
-        return MUC_ROLE_PARTICIPANT;
+    case MUC_AFF_ADMIN: return MUC_ROLE_MODERATOR;
+    case MUC_AFF_MEMBER: return MUC_ROLE_PARTICIPANT;
     case MUC_AFF_NONE:
         if (r->cfg.members_only)
             return MUC_ROLE_NONE;
         return r->cfg.moderated ? MUC_ROLE_VISITOR : MUC_ROLE_PARTICIPANT;
-    default:
-        return MUC_ROLE_NONE;
+    default: return MUC_ROLE_NONE;
     }
 }
 
@@ -454,13 +450,9 @@ int pl__muc_may_set_aff(int actor_aff, int target_aff, int new_aff)
 int pl__muc_may_pm(int pm, int role)
 {
     switch (pm) {
-    case MUC_PM_ANYONE:
-        return role >= MUC_ROLE_VISITOR;
-    case MUC_PM_PARTICIPANTS:
-        return role >= MUC_ROLE_PARTICIPANT;
-    case MUC_PM_MODERATORS:
-        return role == MUC_ROLE_MODERATOR;
-    default:
-        return 0;
+    case MUC_PM_ANYONE: return role >= MUC_ROLE_VISITOR;
+    case MUC_PM_PARTICIPANTS: return role >= MUC_ROLE_PARTICIPANT;
+    case MUC_PM_MODERATORS: return role == MUC_ROLE_MODERATOR;
+    default: return 0;
     }
 }

@@ -39,36 +39,40 @@ enum muc_aff {
 };
 
 /* Who may send private messages (muc#roomconfig_allowpm). */
-enum muc_pm { MUC_PM_ANYONE = 0, MUC_PM_PARTICIPANTS, MUC_PM_MODERATORS,
-              MUC_PM_NONE };
+enum muc_pm {
+    MUC_PM_ANYONE = 0,
+    MUC_PM_PARTICIPANTS,
+    MUC_PM_MODERATORS,
+    MUC_PM_NONE
+};
 
 /* Role bit masks for presencebroadcast and getmemberlist. */
 #define MUC_ROLEBIT(r) (1u << (r))
-#define MUC_ROLES_ALL                                                       \
-    (MUC_ROLEBIT(MUC_ROLE_VISITOR) | MUC_ROLEBIT(MUC_ROLE_PARTICIPANT) |    \
+#define MUC_ROLES_ALL                                                          \
+    (MUC_ROLEBIT(MUC_ROLE_VISITOR) | MUC_ROLEBIT(MUC_ROLE_PARTICIPANT) |       \
      MUC_ROLEBIT(MUC_ROLE_MODERATOR))
 
 struct muc_config {
-    char *name;            /* muc#roomconfig_roomname, owned, may be NULL */
-    char *desc;            /* roomdesc */
-    char *lang;            /* lang */
-    char *password;        /* roomsecret */
-    char *pubsub;          /* pubsub node, informative */
-    int persistent;        /* persistentroom */
-    int public_room;       /* publicroom: listed in disco#items */
-    int members_only;      /* membersonly */
-    int moderated;         /* moderatedroom */
-    int password_protected;/* passwordprotectedroom */
-    int whois_anyone;      /* whois: 1 anyone (non-anonymous), 0 moderators */
-    int change_subject;    /* changesubject: participants may set it */
-    int allow_invites;     /* allowinvites: participants may invite */
-    int allow_pm;          /* enum muc_pm */
-    int logging;           /* enablelogging (archive, XEP-0313) */
-    int voice_requests;    /* allow voice requests (muc#request) */
-    long max_users;        /* maxusers, 0 = no limit but the service's */
-    long max_history;      /* maxhistoryfetch */
-    unsigned presence_bc;  /* presencebroadcast: role bits */
-    unsigned member_list;  /* getmemberlist: role bits */
+    char *name;             /* muc#roomconfig_roomname, owned, may be NULL */
+    char *desc;             /* roomdesc */
+    char *lang;             /* lang */
+    char *password;         /* roomsecret */
+    char *pubsub;           /* pubsub node, informative */
+    int persistent;         /* persistentroom */
+    int public_room;        /* publicroom: listed in disco#items */
+    int members_only;       /* membersonly */
+    int moderated;          /* moderatedroom */
+    int password_protected; /* passwordprotectedroom */
+    int whois_anyone;       /* whois: 1 anyone (non-anonymous), 0 moderators */
+    int change_subject;     /* changesubject: participants may set it */
+    int allow_invites;      /* allowinvites: participants may invite */
+    int allow_pm;           /* enum muc_pm */
+    int logging;            /* enablelogging (archive, XEP-0313) */
+    int voice_requests;     /* allow voice requests (muc#request) */
+    long max_users;         /* maxusers, 0 = no limit but the service's */
+    long max_history;       /* maxhistoryfetch */
+    unsigned presence_bc;   /* presencebroadcast: role bits */
+    unsigned member_list;   /* getmemberlist: role bits */
 };
 
 struct muc_aff_entry {
@@ -78,38 +82,38 @@ struct muc_aff_entry {
 };
 
 struct muc_occupant {
-    char *nick;                 /* occupant nick (resource of room JID) */
-    struct pl_jid *jid;         /* real full JID, owned */
-    struct pl_jid *room_jid;    /* room@service/nick, owned */
-    int role;                   /* enum muc_role */
-    size_t index;               /* position in room->occ */
+    char *nick;              /* occupant nick (resource of room JID) */
+    struct pl_jid *jid;      /* real full JID, owned */
+    struct pl_jid *room_jid; /* room@service/nick, owned */
+    int role;                /* enum muc_role */
+    size_t index;            /* position in room->occ */
     struct muc_occupant *next_same_nick; /* multi-session nick chain */
-    struct pl_stanza *presence; /* last presence as received, held */
-    char occupant_id[44];       /* XEP-0421, base64 of a keyed hash */
-    struct pl_stanza *cached[2];/* current presence as others see it,
+    struct pl_stanza *presence;          /* last presence as received, held */
+    char occupant_id[44];                /* XEP-0421, base64 of a keyed hash */
+    struct pl_stanza *cached[2];         /* current presence as others see it,
                                  * without and with the real JID (built
                                  * by mod_muc, dropped on change) */
 };
 
 struct muc_room {
-    char *local;              /* room localpart, owned */
-    struct pl_jid *jid;       /* room@service, owned */
-    struct muc_config cfg;    /* configuration */
-    struct pl_map by_nick;    /* nick -> struct muc_occupant * (first) */
-    struct pl_map by_real;    /* real full JID -> struct muc_occupant * */
-    struct muc_occupant **occ;/* every occupant, for fan-out */
+    char *local;               /* room localpart, owned */
+    struct pl_jid *jid;        /* room@service, owned */
+    struct muc_config cfg;     /* configuration */
+    struct pl_map by_nick;     /* nick -> struct muc_occupant * (first) */
+    struct pl_map by_real;     /* real full JID -> struct muc_occupant * */
+    struct muc_occupant **occ; /* every occupant, for fan-out */
     size_t nocc, capocc;
-    struct pl_map affs;       /* bare JID -> struct muc_aff_entry * */
-    struct pl_map reserved;   /* registered nick -> owning bare JID (an
+    struct pl_map affs;          /* bare JID -> struct muc_aff_entry * */
+    struct pl_map reserved;      /* registered nick -> owning bare JID (an
                                * owned copy): joins check it in O(1) */
-    char *subject;            /* current subject, owned, NULL = none */
-    char *subject_nick;       /* who set it (nick), owned */
-    char *vcard;              /* room vCard (XEP-0153), serialized XML */
-    char avatar_hash[41];     /* hex SHA-1 of the PHOTO, "" if none */
-    int locked;               /* created, awaiting configuration (§10.1) */
-    int destroyed;            /* being torn down */
+    char *subject;               /* current subject, owned, NULL = none */
+    char *subject_nick;          /* who set it (nick), owned */
+    char *vcard;                 /* room vCard (XEP-0153), serialized XML */
+    char avatar_hash[41];        /* hex SHA-1 of the PHOTO, "" if none */
+    int locked;                  /* created, awaiting configuration (§10.1) */
+    int destroyed;               /* being torn down */
     struct muc_history *history; /* recent messages (history.c) */
-    void *service;            /* mod_muc's per-host state (borrowed) */
+    void *service;               /* mod_muc's per-host state (borrowed) */
 };
 
 /* A fresh room with the default configuration cfg (copied). */

@@ -7,15 +7,15 @@
 
 #define NS_STORE "urn:parley:muc:0"
 
-static void set_str(struct pl_stanza *st, struct pl_node *el,
-                    const char *name, const char *v)
+static void set_str(struct pl_stanza *st, struct pl_node *el, const char *name,
+                    const char *v)
 {
     if (v)
         pl_node_set_attr(st, el, name, v);
 }
 
-static void set_long(struct pl_stanza *st, struct pl_node *el,
-                     const char *name, long v)
+static void set_long(struct pl_stanza *st, struct pl_node *el, const char *name,
+                     long v)
 {
     char num[32];
     snprintf(num, sizeof(num), "%ld", v);
@@ -127,8 +127,8 @@ struct muc_room *pl__muc_store_load(const char *local, const char *service,
     c->voice_requests = (int)attr_long(root, "voice-requests", 1);
     c->max_users = attr_long(root, "max-users", 0);
     c->max_history = attr_long(root, "max-history", c->max_history);
-    c->presence_bc =
-        (unsigned)attr_long(root, "presence-broadcast", MUC_ROLES_ALL);
+    c->presence_bc = (unsigned)attr_long(root, "presence-broadcast",
+                                         MUC_ROLES_ALL);
     c->member_list = (unsigned)attr_long(root, "member-list", MUC_ROLES_ALL);
     for (struct pl_node *e = pl_node_first_elem(root); e;
          e = pl_node_next_elem(e)) {

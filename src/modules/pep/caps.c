@@ -45,8 +45,7 @@ static char **field_values(struct pl_stanza *st, const struct pl_node *f,
     size_t cnt = pl_node_count_elems(f);
     char **v = pl_calloc(cnt + 1, sizeof(char *));
     *n = 0;
-    for (struct pl_node *c = pl_node_first_elem(f); c;
-         c = pl_node_next_elem(c))
+    for (struct pl_node *c = pl_node_first_elem(f); c; c = pl_node_next_elem(c))
         if (strcmp(c->name, "value") == 0)
             v[(*n)++] = pl_strdup(pl_node_text(st, c, NULL));
     return v;
@@ -125,8 +124,7 @@ int pl__pep_caps_ver_string(struct pl_stanza *st, const struct pl_node *query,
                    strcmp(c->name, "feature") == 0) {
             const char *var = pl_node_attr(c, "var");
             feats[nfeat++] = pl_strdup(var ? var : "");
-        } else if (strcmp(c->ns, NS_XDATA) == 0 &&
-                   strcmp(c->name, "x") == 0) {
+        } else if (strcmp(c->ns, NS_XDATA) == 0 && strcmp(c->name, "x") == 0) {
             const char *ft = NULL;
             for (struct pl_node *f = pl_node_first_elem(c); f;
                  f = pl_node_next_elem(f)) {

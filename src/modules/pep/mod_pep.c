@@ -100,23 +100,32 @@ struct state {
 
 /* ------------------------------------------------------- node config */
 
-enum { AM_OPEN, AM_PRESENCE, AM_ROSTER, AM_WHITELIST };
+enum {
+    AM_OPEN,
+    AM_PRESENCE,
+    AM_ROSTER,
+    AM_WHITELIST
+};
 static const char *const access_names[] = {"open", "presence", "roster",
                                            "whitelist", NULL};
-enum { SL_NEVER, SL_ON_SUB, SL_ON_SUB_AND_PRESENCE };
+enum {
+    SL_NEVER,
+    SL_ON_SUB,
+    SL_ON_SUB_AND_PRESENCE
+};
 static const char *const sendlast_names[] = {"never", "on_sub",
                                              "on_sub_and_presence", NULL};
 
 struct cfg {
-    int access;           /* AM_* */
-    int persist;          /* pubsub#persist_items */
-    long max_items;       /* pubsub#max_items */
-    int send_last;        /* SL_* */
-    int notify_retract;   /* pubsub#notify_retract */
-    int notify_delete;    /* pubsub#notify_delete */
-    int deliver_payloads; /* pubsub#deliver_payloads */
-    int deliver_notif;    /* pubsub#deliver_notifications */
-    char title[256];      /* pubsub#title */
+    int access;             /* AM_* */
+    int persist;            /* pubsub#persist_items */
+    long max_items;         /* pubsub#max_items */
+    int send_last;          /* SL_* */
+    int notify_retract;     /* pubsub#notify_retract */
+    int notify_delete;      /* pubsub#notify_delete */
+    int deliver_payloads;   /* pubsub#deliver_payloads */
+    int deliver_notif;      /* pubsub#deliver_notifications */
+    char title[256];        /* pubsub#title */
     unsigned long long seq; /* last item sequence number (not config) */
 };
 
@@ -268,8 +277,8 @@ struct field {
 };
 
 /* The fields of a data form <x/> (borrowed from st). */
-static struct field *form_fields(struct pl_stanza *st,
-                                 const struct pl_node *x, int *n)
+static struct field *form_fields(struct pl_stanza *st, const struct pl_node *x,
+                                 int *n)
 {
     size_t cnt = pl_node_count_elems(x);
     struct field *f = pl_calloc(cnt + 1, sizeof(*f));
@@ -286,9 +295,9 @@ static struct field *form_fields(struct pl_stanza *st,
     return f;
 }
 
-static void form_field(struct pl_stanza *r, struct pl_node *x,
-                       const char *var, const char *type, const char *label,
-                       const char *value, const char *const *options)
+static void form_field(struct pl_stanza *r, struct pl_node *x, const char *var,
+                       const char *type, const char *label, const char *value,
+                       const char *const *options)
 {
     struct pl_node *f = pl_node_add_child(r, x, "field", NS_XDATA);
     pl_node_set_attr(r, f, "var", var);
@@ -313,11 +322,11 @@ static void cfg_form(struct pl_stanza *r, struct pl_node *parent,
     struct pl_node *x = pl_node_add_child(r, parent, "x", NS_XDATA);
     pl_node_set_attr(r, x, "type", "form");
     form_field(r, x, "FORM_TYPE", "hidden", NULL, NS_NODECFG, NULL);
-    form_field(r, x, "pubsub#title", "text-single", "A friendly name",
-               c->title, NULL);
+    form_field(r, x, "pubsub#title", "text-single", "A friendly name", c->title,
+               NULL);
     form_field(r, x, "pubsub#access_model", "list-single",
-               "Who may subscribe and retrieve items",
-               access_names[c->access], access_names);
+               "Who may subscribe and retrieve items", access_names[c->access],
+               access_names);
     form_field(r, x, "pubsub#persist_items", "boolean", "Persist items",
                c->persist ? "1" : "0", NULL);
     snprintf(num, sizeof(num), "%ld", c->max_items);
@@ -379,21 +388,21 @@ static void reply_error(struct pl_stanza *req, int code, const char *app,
 
 /* A verified ver: the nodes its features ask notifications for. */
 struct centry {
-    char *key;             /* "<hash> <ver>" */
-    char **nodes;          /* "<node>" of each "<node>+notify" */
+    char *key;    /* "<hash> <ver>" */
+    char **nodes; /* "<node>" of each "<node>+notify" */
     int n;
-    struct centry *newer;  /* LRU list */
+    struct centry *newer; /* LRU list */
     struct centry *older;
 };
 
 /* A disco#info query in flight for one ver. */
 struct cquery {
-    char *key;            /* "<hash> <ver>" */
-    char *algo;           /* hash name */
-    char *ver;            /* the announced ver */
-    uint64_t *sids;       /* sessions waiting for it */
+    char *key;      /* "<hash> <ver>" */
+    char *algo;     /* hash name */
+    char *ver;      /* the announced ver */
+    uint64_t *sids; /* sessions waiting for it */
     int n;
-    struct state *st;     /* the host that asked (cache size) */
+    struct state *st; /* the host that asked (cache size) */
 };
 
 /* Process-wide: one loop serves every host. */
@@ -403,8 +412,8 @@ static struct centry *lru_newest, *lru_oldest;
 
 /* Per session (the session's pep slot (pl_session_ctx)). */
 struct csess {
-    char *key;      /* the ver announced last, or NULL */
-    char **nodes;   /* "+notify" nodes once verified */
+    char *key;    /* the ver announced last, or NULL */
+    char **nodes; /* "+notify" nodes once verified */
     int n;
     unsigned known : 1; /* nodes is final for key */
 };
@@ -543,8 +552,9 @@ static void on_disco(struct pl_stanza *reply, void *arg)
             cache_put(e, q->st->caps_cache_size);
         } else {
             /* XEP-0115 §5.4: a mismatch is not cached nor used. */
-            pl_log_warn("mod_pep", "caps ver %s does not match the "
-                                   "disco#info answer: ignored",
+            pl_log_warn("mod_pep",
+                        "caps ver %s does not match the "
+                        "disco#info answer: ignored",
                         q->ver);
         }
     }
@@ -566,8 +576,7 @@ static void caps_presence(struct state *st, struct pl_session *s,
                           struct pl_stanza *pres)
 {
     struct csess *c = csess_of(s);
-    struct pl_node *cn = pl_node_child(pl_stanza_root(pres), "c",
-                                       PL_NS_CAPS);
+    struct pl_node *cn = pl_node_child(pl_stanza_root(pres), "c", PL_NS_CAPS);
     const char *hash = cn ? pl_node_attr(cn, "hash") : NULL;
     const char *ver = cn ? pl_node_attr(cn, "ver") : NULL;
     const char *node = cn ? pl_node_attr(cn, "node") : NULL;
@@ -637,57 +646,62 @@ enum op {
     OP_PURGE,
     OP_CFG_GET,
     OP_CFG_SET,
-    OP_LAST,       /* last items for a session whose caps were learned */
-    OP_LEGACY_BM,  /* XEP-0048 bookmarks stored in private XML */
-    OP_VCARD,      /* a vCard with a photo was stored (XEP-0398) */
-    OP_HASH,       /* read the avatar hash at login (XEP-0398 §4) */
+    OP_LAST,      /* last items for a session whose caps were learned */
+    OP_LEGACY_BM, /* XEP-0048 bookmarks stored in private XML */
+    OP_VCARD,     /* a vCard with a photo was stored (XEP-0398) */
+    OP_HASH,      /* read the avatar hash at login (XEP-0398 §4) */
 };
 
-enum { N_ITEM, N_RETRACT, N_DELETE, N_PURGE };
+enum {
+    N_ITEM,
+    N_RETRACT,
+    N_DELETE,
+    N_PURGE
+};
 
 /* A notification to send once the job committed. */
 struct note {
-    int kind;          /* N_* */
+    int kind; /* N_* */
     char *node;
-    char *id;          /* item id (N_ITEM, N_RETRACT) */
-    char *payload;     /* serialized payload, N_ITEM (may be NULL) */
-    int access;        /* the node's access model */
+    char *id;      /* item id (N_ITEM, N_RETRACT) */
+    char *payload; /* serialized payload, N_ITEM (may be NULL) */
+    int access;    /* the node's access model */
     struct note *next;
 };
 
 /* An item read for a reply or a last-item delivery. */
 struct item {
-    char *from;    /* owner bare JID (OP_LAST) */
+    char *from; /* owner bare JID (OP_LAST) */
     char *node;
     char *id;
     char *payload;
 };
 
 struct job {
-    struct pl_job base;      /* the request (or NULL) and the account */
+    struct pl_job base; /* the request (or NULL) and the account */
     enum op op;
-    struct state *s;         /* the host's module state */
-    char *requester;         /* bare JID asking, or NULL (the server) */
+    struct state *s; /* the host's module state */
+    char *requester; /* bare JID asking, or NULL (the server) */
     char *node;
-    char *item_id;           /* publish/retract; NULL: generated */
-    char *payload;           /* publish: serialized payload or NULL */
-    struct field *opts;      /* publish-options / configure fields */
+    char *item_id;      /* publish/retract; NULL: generated */
+    char *payload;      /* publish: serialized payload or NULL */
+    struct field *opts; /* publish-options / configure fields */
     int nopts;
     int has_opts;
-    int notify;              /* retract@notify: -1 absent, 0, 1 */
-    char **ids;              /* items: requested ids */
+    int notify; /* retract@notify: -1 absent, 0, 1 */
+    char **ids; /* items: requested ids */
     int nids;
-    long max_req;            /* items: max_items, 0 = all */
-    char **nodes;            /* OP_LAST: its "+notify" nodes */
+    long max_req; /* items: max_items, 0 = all */
+    char **nodes; /* OP_LAST: its "+notify" nodes */
     int nnodes;
-    char *photo_type;        /* OP_VCARD */
-    char *photo_b64;         /* OP_VCARD */
+    char *photo_type; /* OP_VCARD */
+    char *photo_b64;  /* OP_VCARD */
     /* results */
-    int err;                 /* PL_E* condition for the reply */
-    const char *app;         /* pubsub#errors element or NULL */
-    const char *feature;     /* its 'feature' */
-    char *err_text;          /* text or NULL */
-    struct cfg cfg;          /* the node's configuration */
+    int err;             /* PL_E* condition for the reply */
+    const char *app;     /* pubsub#errors element or NULL */
+    const char *feature; /* its 'feature' */
+    char *err_text;      /* text or NULL */
+    struct cfg cfg;      /* the node's configuration */
     struct item *items;
     int nitems;
     struct note *notes;
@@ -742,8 +756,7 @@ static void job_free(struct job *j)
     pl_job_free(j);
 }
 
-static int fail(struct job *j, int code, const char *app,
-                const char *feature)
+static int fail(struct job *j, int code, const char *app, const char *feature)
 {
     j->err = code;
     j->app = app;
@@ -751,8 +764,8 @@ static int fail(struct job *j, int code, const char *app,
     return PL_OK;
 }
 
-static void add_note(struct job *j, int kind, const char *node,
-                     const char *id, const char *payload, int access)
+static void add_note(struct job *j, int kind, const char *node, const char *id,
+                     const char *payload, int access)
 {
     struct note *n = pl_calloc(1, sizeof(*n));
     n->kind = kind;
@@ -839,8 +852,7 @@ struct ilist {
     int n;
 };
 
-static int ilist_add(const char *key, const void *data, size_t len,
-                     void *ud)
+static int ilist_add(const char *key, const void *data, size_t len, void *ud)
 {
     struct ilist *l = ud;
     if (strncmp(key, "i:", 2) != 0)
@@ -850,8 +862,7 @@ static int ilist_add(const char *key, const void *data, size_t len,
         return 0;
     l->keys = pl_realloc(l->keys, (size_t)(l->n + 1) * sizeof(char *));
     l->ids = pl_realloc(l->ids, (size_t)(l->n + 1) * sizeof(char *));
-    l->payloads = pl_realloc(l->payloads,
-                             (size_t)(l->n + 1) * sizeof(char *));
+    l->payloads = pl_realloc(l->payloads, (size_t)(l->n + 1) * sizeof(char *));
     l->keys[l->n] = pl_strdup(key);
     l->ids[l->n] = pl_strndup(p, (size_t)(nl - p));
     l->payloads[l->n] = pl_strndup(nl + 1, len - (size_t)(nl - p) - 1);
@@ -884,8 +895,7 @@ static int item_get(struct db *b, const char *node, const char *id,
     snprintf(key, sizeof(key), "x:%s", id);
     int rc = b->d->kv_get(b->db, b->host, b->user, store, key, &seq);
     if (rc == PL_OK) {
-        snprintf(key, sizeof(key), "i:%.*s", (int)seq.len,
-                 seq.data + seq.off);
+        snprintf(key, sizeof(key), "i:%.*s", (int)seq.len, seq.data + seq.off);
         struct pl_buf doc = {0};
         rc = b->d->kv_get(b->db, b->host, b->user, store, key, &doc);
         if (rc == PL_OK) {
@@ -934,8 +944,8 @@ static int item_put(struct db *b, const char *node, struct cfg *c,
     snprintf(key, sizeof(key), "x:%s", id);
     struct pl_buf doc = {0};
     pl_buf_printf(&doc, "%s\n%s", id, payload ? payload : "");
-    rc = b->d->kv_set(b->db, b->host, b->user, store, ikey,
-                      doc.data + doc.off, doc.len);
+    rc = b->d->kv_set(b->db, b->host, b->user, store, ikey, doc.data + doc.off,
+                      doc.len);
     pl_buf_reset(&doc);
     if (rc == PL_OK)
         rc = b->d->kv_set(b->db, b->host, b->user, store, key, seqs,
@@ -1015,8 +1025,8 @@ static int bm_to_legacy(struct db *b, struct job *j)
     struct pl_node *root = pl_stanza_root(out);
     for (int i = 0; i < l.n; i++) {
         struct pl_stanza *p = NULL;
-        if (pl_xml_parse_fragment(l.payloads[i], strlen(l.payloads[i]),
-                                  &p) != PL_OK)
+        if (pl_xml_parse_fragment(l.payloads[i], strlen(l.payloads[i]), &p) !=
+            PL_OK)
             continue;
         struct pl_node *conf = pl_stanza_root(p);
         if (strcmp(conf->name, "conference") == 0 &&
@@ -1041,8 +1051,7 @@ static int bm_to_legacy(struct db *b, struct job *j)
         if (rc == PL_OK)
             rc = item_put(b, NS_BM, &c, "current", pl_buf_cstr(&xml));
         if (rc == PL_OK)
-            add_note(j, N_ITEM, NS_BM, "current", pl_buf_cstr(&xml),
-                     c.access);
+            add_note(j, N_ITEM, NS_BM, "current", pl_buf_cstr(&xml), c.access);
     }
     pl_buf_reset(&xml);
     return rc;
@@ -1087,8 +1096,7 @@ static int bm_from_legacy(struct db *b, struct job *j, const char *xml,
         if (!same) {
             rc = item_put(b, NS_BM2, &c, jid, pl_buf_cstr(&pay));
             if (rc == PL_OK)
-                add_note(j, N_ITEM, NS_BM2, jid, pl_buf_cstr(&pay),
-                         c.access);
+                add_note(j, N_ITEM, NS_BM2, jid, pl_buf_cstr(&pay), c.access);
         }
         pl_buf_reset(&pay);
     }
@@ -1109,8 +1117,8 @@ static int bm_from_legacy(struct db *b, struct job *j, const char *xml,
     pl_node_serialize(root, "", PL_NS_CLIENT, &norm);
     pl_stanza_unref(st);
     if (rc == PL_OK && to_private)
-        rc = b->d->kv_set(b->db, b->host, b->user, "private",
-                          PRIVATE_BM_KEY, norm.data + norm.off, norm.len);
+        rc = b->d->kv_set(b->db, b->host, b->user, "private", PRIVATE_BM_KEY,
+                          norm.data + norm.off, norm.len);
     if (rc == PL_OK && to_pep) {
         struct cfg pc;
         bm_cfg(&pc, j->s);
@@ -1167,8 +1175,7 @@ static int avatar_to_vcard(struct db *b, struct job *j, const char *meta)
     const char *type = info ? pl_node_attr(info, "type") : NULL;
     if (info) {
         struct pl_buf data = {0};
-        if (item_get(b, NS_AV_DATA, pl_node_attr(info, "id"), &data) ==
-            PL_OK) {
+        if (item_get(b, NS_AV_DATA, pl_node_attr(info, "id"), &data) == PL_OK) {
             struct pl_stanza *ds = NULL;
             if (pl_xml_parse_fragment(data.data + data.off, data.len, &ds) ==
                 PL_OK) {
@@ -1219,8 +1226,8 @@ static int avatar_to_vcard(struct db *b, struct job *j, const char *meta)
         if (type)
             pl_node_add_text(vc, pl_node_add_child(vc, ph, "TYPE", NS_VCARD),
                              type, strlen(type));
-        pl_node_add_text(vc, pl_node_add_child(vc, ph, "BINVAL", NS_VCARD),
-                         b64, strlen(b64));
+        pl_node_add_text(vc, pl_node_add_child(vc, ph, "BINVAL", NS_VCARD), b64,
+                         strlen(b64));
     } else {
         pl_free(j->hash);
         j->hash = pl_strdup("");
@@ -1228,8 +1235,8 @@ static int avatar_to_vcard(struct db *b, struct job *j, const char *meta)
     }
     struct pl_buf xml = {0};
     pl_node_serialize(root, "", PL_NS_CLIENT, &xml);
-    rc = b->d->kv_set(b->db, b->host, b->user, "vcard", "",
-                      xml.data + xml.off, xml.len);
+    rc = b->d->kv_set(b->db, b->host, b->user, "vcard", "", xml.data + xml.off,
+                      xml.len);
     pl_buf_reset(&xml);
     pl_stanza_unref(vc);
 out:
@@ -1243,8 +1250,7 @@ out:
 static int vcard_to_avatar(struct db *b, struct job *j)
 {
     struct pl_buf bin = {0};
-    if (pl_base64_decode(pl_str_c(j->photo_b64), &bin) != PL_OK ||
-        !bin.len) {
+    if (pl_base64_decode(pl_str_c(j->photo_b64), &bin) != PL_OK || !bin.len) {
         pl_buf_reset(&bin);
         return PL_OK;
     }
@@ -1280,8 +1286,9 @@ static int vcard_to_avatar(struct db *b, struct job *j)
     cfg_default(&c, j->s);
     if (rc == PL_OK)
         rc = node_ensure(b, NS_AV_META, &c, j->s);
-    pl_buf_printf(&p, "<metadata xmlns='" NS_AV_META "'><info id='%s' "
-                      "bytes='%zu'",
+    pl_buf_printf(&p,
+                  "<metadata xmlns='" NS_AV_META "'><info id='%s' "
+                  "bytes='%zu'",
                   hex, bytes);
     if (j->photo_type) {
         pl_buf_append_str(&p, " type='");
@@ -1306,8 +1313,7 @@ static int read_hash(struct db *b, struct job *j)
     j->hash_set = 1;
     if (rc == PL_OK &&
         pl_xml_parse_fragment(old.data + old.off, old.len, &vc) == PL_OK) {
-        struct pl_node *ph = pl_node_child(pl_stanza_root(vc), "PHOTO",
-                                           NULL);
+        struct pl_node *ph = pl_node_child(pl_stanza_root(vc), "PHOTO", NULL);
         struct pl_node *bv = ph ? pl_node_child(ph, "BINVAL", NULL) : NULL;
         if (bv) {
             size_t tl;
@@ -1341,8 +1347,8 @@ static int may_read(struct db *b, struct job *j)
     if (j->cfg.access == AM_WHITELIST)
         return fail(j, PL_ENOT_ALLOWED, "closed-node", NULL), PL_EFORBIDDEN;
     struct pl_roster_item it = {0};
-    int rc = pl_roster_load_item(b->d, b->db, b->host, b->user,
-                                 j->requester, &it);
+    int rc = pl_roster_load_item(b->d, b->db, b->host, b->user, j->requester,
+                                 &it);
     int ok = rc == PL_OK && pl_roster_has_from(&it);
     pl_roster_item_free(&it);
     if (rc != PL_OK && rc != PL_ENOT_FOUND)
@@ -1444,8 +1450,7 @@ static int run_items(struct db *b, struct job *j)
     }
     struct ilist l = {0};
     rc = items_load(b, j->node, &l);
-    int from = j->max_req > 0 && l.n > j->max_req ? l.n - (int)j->max_req
-                                                  : 0;
+    int from = j->max_req > 0 && l.n > j->max_req ? l.n - (int)j->max_req : 0;
     for (int i = from; rc == PL_OK && i < l.n; i++)
         add_item(j, NULL, j->node, l.ids[i], l.payloads[i]);
     ilist_free(&l);
@@ -1485,8 +1490,7 @@ static int run_delete(struct db *b, struct job *j, int purge)
     if (rc == PL_OK && (purge || j->cfg.notify_delete))
         add_note(j, purge ? N_PURGE : N_DELETE, j->node, NULL, NULL,
                  j->cfg.access);
-    if (rc == PL_OK && j->s->bookmarks_compat &&
-        strcmp(j->node, NS_BM2) == 0)
+    if (rc == PL_OK && j->s->bookmarks_compat && strcmp(j->node, NS_BM2) == 0)
         rc = bm_to_legacy(b, j);
     return rc;
 }
@@ -1506,8 +1510,7 @@ static int run_cfg(struct db *b, struct job *j, int set)
 }
 
 /* Last items of the account's and its contacts' nodes (XEP-0163 §4.3.4). */
-static int run_last(const struct pl_storage_driver *d, void *db,
-                    struct job *j)
+static int run_last(const struct pl_storage_driver *d, void *db, struct job *j)
 {
     int rc = pl_roster_load(d, db, j->base.host, j->base.user, &j->roster);
     if (rc != PL_OK)
@@ -1525,8 +1528,7 @@ static int run_last(const struct pl_storage_driver *d, void *db,
             struct cfg c;
             if (cfg_load(&b, j->nodes[i], &c, j->s) != PL_OK)
                 continue;
-            if (c.send_last == SL_NEVER ||
-                (t >= 0 && c.access == AM_WHITELIST))
+            if (c.send_last == SL_NEVER || (t >= 0 && c.access == AM_WHITELIST))
                 continue;
             struct ilist l = {0};
             rc = items_load(&b, j->nodes[i], &l);
@@ -1641,8 +1643,8 @@ static void notify(struct job *j, const struct note *n)
         for (int i = 0; i < j->roster.n; i++) {
             if (!pl_roster_has_from(&j->roster.v[i]))
                 continue;
-            for (struct pl_session *s = pl_session_first(j->roster.v[i].jid);
-                 s; s = s->next_res)
+            for (struct pl_session *s = pl_session_first(j->roster.v[i].jid); s;
+                 s = s->next_res)
                 if (s->available && wants(s, n->node))
                     deliver_to(m, s);
         }
@@ -1694,25 +1696,21 @@ static void done(int rc, void *arg)
         if (j->op == OP_PUBLISH) {
             struct pl_node *ps = pl_node_add_child(r, root, "pubsub",
                                                    NS_PUBSUB);
-            struct pl_node *pb = pl_node_add_child(r, ps, "publish",
-                                                   NS_PUBSUB);
+            struct pl_node *pb = pl_node_add_child(r, ps, "publish", NS_PUBSUB);
             pl_node_set_attr(r, pb, "node", j->node);
             struct pl_node *it = pl_node_add_child(r, pb, "item", NS_PUBSUB);
             pl_node_set_attr(r, it, "id", j->item_id);
         } else if (j->op == OP_ITEMS) {
             struct pl_node *ps = pl_node_add_child(r, root, "pubsub",
                                                    NS_PUBSUB);
-            struct pl_node *is = pl_node_add_child(r, ps, "items",
-                                                   NS_PUBSUB);
+            struct pl_node *is = pl_node_add_child(r, ps, "items", NS_PUBSUB);
             pl_node_set_attr(r, is, "node", j->node);
             for (int i = 0; i < j->nitems; i++)
                 add_item_xml(r, is, j->items[i].id, j->items[i].payload);
         } else if (j->op == OP_CFG_GET &&
                    strcmp(pl_stanza_attr(j->base.st, "type"), "get") == 0) {
-            struct pl_node *ps = pl_node_add_child(r, root, "pubsub",
-                                                   NS_OWNER);
-            struct pl_node *c = pl_node_add_child(r, ps, "configure",
-                                                  NS_OWNER);
+            struct pl_node *ps = pl_node_add_child(r, root, "pubsub", NS_OWNER);
+            struct pl_node *c = pl_node_add_child(r, ps, "configure", NS_OWNER);
             pl_node_set_attr(r, c, "node", j->node);
             cfg_form(r, c, &j->cfg);
         }
@@ -1739,8 +1737,8 @@ static void send_last_items(struct pl_session *s)
 
 /* ------------------------------------------------- loop: requests */
 
-static struct job *request_job(struct pl_event *ev, struct state *s,
-                               enum op op, const char *node)
+static struct job *request_job(struct pl_event *ev, struct state *s, enum op op,
+                               const char *node)
 {
     struct job *j = job_new(op, s, ev->host->domain, ev->to->local);
     j->base.st = pl_stanza_ref(ev->stanza);
@@ -1770,8 +1768,8 @@ static void new_item_id(char *out, size_t n)
     unsigned char r[8];
     if (RAND_bytes(r, sizeof(r)) != 1)
         memset(r, 0, sizeof(r));
-    snprintf(out, n, "%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
-             r[3], r[4], r[5], r[6], r[7]);
+    snprintf(out, n, "%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+             r[4], r[5], r[6], r[7]);
 }
 
 static int bad_node(const char *node)
@@ -1805,8 +1803,8 @@ static int on_pubsub_set(struct pl_event *ev, void *state)
         return PL_EFORBIDDEN; /* XEP-0163 §4: only the owner publishes */
     if (bad_node(node)) {
         if (strcmp(name, "create") == 0)
-            reply_error(ev->stanza, PL_ENOT_ACCEPTABLE, "nodeid-required",
-                        NULL, NULL);
+            reply_error(ev->stanza, PL_ENOT_ACCEPTABLE, "nodeid-required", NULL,
+                        NULL);
         else
             reply_error(ev->stanza, PL_EBAD_REQUEST, "nodeid-required", NULL,
                         NULL);
@@ -1853,8 +1851,8 @@ static int on_pubsub_set(struct pl_event *ev, void *state)
         if ((long)p.len > s->max_item_size) {
             pl_buf_reset(&p);
             job_free(j);
-            reply_error(ev->stanza, PL_ENOT_ACCEPTABLE, "payload-too-big",
-                        NULL, NULL);
+            reply_error(ev->stanza, PL_ENOT_ACCEPTABLE, "payload-too-big", NULL,
+                        NULL);
             return PL_HANDLED;
         }
         j->payload = pl_strdup(pl_buf_cstr(&p));
@@ -1915,8 +1913,7 @@ static int on_pubsub_get(struct pl_event *ev, void *state)
         return PL_EBAD_REQUEST;
     const char *node = pl_node_attr(act, "node");
     if (bad_node(node)) {
-        reply_error(ev->stanza, PL_EBAD_REQUEST, "nodeid-required", NULL,
-                    NULL);
+        reply_error(ev->stanza, PL_EBAD_REQUEST, "nodeid-required", NULL, NULL);
         return PL_HANDLED;
     }
     struct job *j = request_job(ev, s, OP_ITEMS, node);
@@ -1983,8 +1980,7 @@ static int on_owner(struct pl_event *ev, void *state)
     } else
         return PL_EBAD_REQUEST;
     if (bad_node(node)) {
-        reply_error(ev->stanza, PL_EBAD_REQUEST, "nodeid-required", NULL,
-                    NULL);
+        reply_error(ev->stanza, PL_EBAD_REQUEST, "nodeid-required", NULL, NULL);
         return PL_HANDLED;
     }
     struct job *j = request_job(ev, s, op, node);
@@ -2022,8 +2018,7 @@ static int on_presence(struct pl_event *ev, void *state)
         struct pl_node *x = pl_node_child(root, "x", NS_VCARD_UPDATE);
         if (hash && *hash && (!x || !pl_node_child(x, "photo", NULL))) {
             if (!x)
-                x = pl_node_add_child(ev->stanza, root, "x",
-                                      NS_VCARD_UPDATE);
+                x = pl_node_add_child(ev->stanza, root, "x", NS_VCARD_UPDATE);
             struct pl_node *p = pl_node_add_child(ev->stanza, x, "photo",
                                                   NS_VCARD_UPDATE);
             pl_node_add_text(ev->stanza, p, hash, strlen(hash));
@@ -2080,8 +2075,7 @@ static int on_private_set(struct pl_event *ev, void *state)
     struct pl_node *bm = q ? pl_node_child(q, "storage", NS_BM) : NULL;
     if (!bm || (!bm->children && !bm->attrs))
         return PL_PASS;
-    struct job *j = job_new(OP_LEGACY_BM, s, ev->host->domain,
-                            ev->to->local);
+    struct job *j = job_new(OP_LEGACY_BM, s, ev->host->domain, ev->to->local);
     struct pl_buf p = {0};
     pl_node_serialize(bm, "", PL_NS_CLIENT, &p);
     j->payload = pl_strdup(pl_buf_cstr(&p));
@@ -2147,8 +2141,7 @@ static int on_account_info(struct pl_event *ev, void *state)
     struct state *s = state;
     struct pl_stanza *r = ev->stanza;
     struct pl_node *q = ev->data;
-    struct pl_node *id = pl_node_add_child(r, q, "identity",
-                                           PL_NS_DISCO_INFO);
+    struct pl_node *id = pl_node_add_child(r, q, "identity", PL_NS_DISCO_INFO);
     pl_node_set_attr(r, id, "category", "pubsub");
     pl_node_set_attr(r, id, "type", "pep");
     for (int i = 0; account_features[i]; i++) {
@@ -2157,7 +2150,7 @@ static int on_account_info(struct pl_event *ev, void *state)
         pl_node_set_attr(r, f, "var", account_features[i]);
     }
     static const char *const bm[] = {NS_BM2 "#compat", NS_BM2 "#compat-pep",
-                                      NULL};
+                                     NULL};
     static const char *const cv[] = {NS_CONVERSION, NULL};
     const char *const *extra[] = {s->bookmarks_compat ? bm : NULL,
                                   s->vcard_conversion ? cv : NULL};
@@ -2197,8 +2190,7 @@ static void unload(struct pl_host *h, void *state)
 
 static const struct pl_option options[] = {
     {"max_nodes", PL_OPT_INT, "100", 1, 100000, NULL,
-     "Most PEP nodes one account may have.",
-     offsetof(struct state, max_nodes)},
+     "Most PEP nodes one account may have.", offsetof(struct state, max_nodes)},
     {"max_items", PL_OPT_INT, "256", 1, 100000, NULL,
      "Largest pubsub#max_items a node may have ('max' means this).",
      offsetof(struct state, max_items)},

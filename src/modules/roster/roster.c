@@ -14,10 +14,22 @@ const char *pl_roster_sub_name(int sub)
 }
 
 /* Adding or removing the "to" and "from" halves of a subscription. */
-static int add_to(int s) { return s == PL_SUB_NONE ? PL_SUB_TO : s == PL_SUB_FROM ? PL_SUB_BOTH : s; }
-static int add_from(int s) { return s == PL_SUB_NONE ? PL_SUB_FROM : s == PL_SUB_TO ? PL_SUB_BOTH : s; }
-static int del_to(int s) { return s == PL_SUB_TO ? PL_SUB_NONE : s == PL_SUB_BOTH ? PL_SUB_FROM : s; }
-static int del_from(int s) { return s == PL_SUB_FROM ? PL_SUB_NONE : s == PL_SUB_BOTH ? PL_SUB_TO : s; }
+static int add_to(int s)
+{
+    return s == PL_SUB_NONE ? PL_SUB_TO : s == PL_SUB_FROM ? PL_SUB_BOTH : s;
+}
+static int add_from(int s)
+{
+    return s == PL_SUB_NONE ? PL_SUB_FROM : s == PL_SUB_TO ? PL_SUB_BOTH : s;
+}
+static int del_to(int s)
+{
+    return s == PL_SUB_TO ? PL_SUB_NONE : s == PL_SUB_BOTH ? PL_SUB_FROM : s;
+}
+static int del_from(int s)
+{
+    return s == PL_SUB_FROM ? PL_SUB_NONE : s == PL_SUB_BOTH ? PL_SUB_TO : s;
+}
 
 int pl_roster_outbound(struct pl_roster_item *it, const char *type)
 {
@@ -148,9 +160,9 @@ static void put_escaped(struct pl_buf *b, const char *s)
 
 void pl_roster_item_encode(const struct pl_roster_item *it, struct pl_buf *out)
 {
-    char flags[6] = {(char)('0' + it->sub), it->ask ? '1' : '0',
+    char flags[6] = {(char)('0' + it->sub),      it->ask ? '1' : '0',
                      it->pending_in ? '1' : '0', it->approved ? '1' : '0',
-                     it->hidden ? '1' : '0', '\0'};
+                     it->hidden ? '1' : '0',     '\0'};
     pl_buf_append_str(out, flags);
     pl_buf_append(out, "\t", 1);
     if (it->name)
@@ -199,8 +211,8 @@ int pl_roster_item_decode(const char *jid, const void *data, size_t len,
     while (p) {
         char *g;
         p = field(p, end, &g);
-        out->groups = pl_realloc(out->groups, (size_t)(out->ngroups + 1) *
-                                                  sizeof(char *));
+        out->groups = pl_realloc(out->groups,
+                                 (size_t)(out->ngroups + 1) * sizeof(char *));
         out->groups[out->ngroups++] = g;
     }
     return PL_OK;
@@ -222,8 +234,7 @@ void pl_roster_item_copy(struct pl_roster_item *out,
     *out = *it;
     out->jid = it->jid ? pl_strdup(it->jid) : NULL;
     out->name = it->name ? pl_strdup(it->name) : NULL;
-    out->groups = it->ngroups ? pl_calloc((size_t)it->ngroups,
-                                          sizeof(char *))
+    out->groups = it->ngroups ? pl_calloc((size_t)it->ngroups, sizeof(char *))
                               : NULL;
     for (int i = 0; i < it->ngroups; i++)
         out->groups[i] = pl_strdup(it->groups[i]);
@@ -256,8 +267,8 @@ void pl_roster_free(struct pl_roster *r)
 }
 
 int pl_roster_load_item(const struct pl_storage_driver *d, void *db,
-                        const char *host, const char *user,
-                        const char *contact, struct pl_roster_item *out)
+                        const char *host, const char *user, const char *contact,
+                        struct pl_roster_item *out)
 {
     struct pl_buf b = {0};
     int rc = d->kv_get(db, host, user, "roster", contact, &b);
@@ -348,12 +359,11 @@ void pl_roster_push(const char *user_bare, const struct pl_roster_item *it,
         pl_stanza_set_attr(st, "type", "set");
         pl_stanza_set_attr(st, "id", id);
         pl_stanza_set_attr(st, "to", s->jid->full);
-        struct pl_node *q = pl_node_add_child(st, pl_stanza_root(st),
-                                              "query", PL_NS_ROSTER);
+        struct pl_node *q = pl_node_add_child(st, pl_stanza_root(st), "query",
+                                              PL_NS_ROSTER);
         pl_node_set_attr(st, q, "ver", v);
         if (removed) {
-            struct pl_node *n = pl_node_add_child(st, q, "item",
-                                                  PL_NS_ROSTER);
+            struct pl_node *n = pl_node_add_child(st, q, "item", PL_NS_ROSTER);
             pl_node_set_attr(st, n, "jid", it->jid);
             pl_node_set_attr(st, n, "subscription", "remove");
         } else {

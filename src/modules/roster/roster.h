@@ -25,24 +25,24 @@ enum pl_sub {
 };
 
 struct pl_roster_item {
-    char *jid;              /* contact's bare JID (normalized) */
-    char *name;             /* handle, or NULL */
-    char **groups;          /* group names */
+    char *jid;     /* contact's bare JID (normalized) */
+    char *name;    /* handle, or NULL */
+    char **groups; /* group names */
     int ngroups;
-    int sub;                /* enum pl_sub */
-    unsigned ask : 1;       /* pending out: the user asked to subscribe */
+    int sub;                 /* enum pl_sub */
+    unsigned ask : 1;        /* pending out: the user asked to subscribe */
     unsigned pending_in : 1; /* pending in: the contact asked */
-    unsigned approved : 1;  /* pre-approved (§3.4) */
-    unsigned hidden : 1;    /* not in the user's roster yet (only a
+    unsigned approved : 1;   /* pre-approved (§3.4) */
+    unsigned hidden : 1;     /* not in the user's roster yet (only a
                              * pending request or a pre-approval) */
 };
 
 /* What a transition asks the caller to do (bit flags). */
 enum {
-    PL_R_CHANGED = 1 << 0,   /* save the item and push it */
-    PL_R_ROUTE = 1 << 1,     /* outbound: route the stanza to the contact */
-    PL_R_DELIVER = 1 << 2,   /* inbound: deliver to the user's resources */
-    PL_R_AUTOREPLY = 1 << 3, /* inbound: answer 'subscribed' for the user */
+    PL_R_CHANGED = 1 << 0,       /* save the item and push it */
+    PL_R_ROUTE = 1 << 1,         /* outbound: route the stanza to the contact */
+    PL_R_DELIVER = 1 << 2,       /* inbound: deliver to the user's resources */
+    PL_R_AUTOREPLY = 1 << 3,     /* inbound: answer 'subscribed' for the user */
     PL_R_SEND_PRESENCE = 1 << 4, /* send the user's presence to contact */
     PL_R_SEND_UNAVAIL = 1 << 5,  /* send 'unavailable' to the contact */
     PL_R_KEEP_PENDING = 1 << 6,  /* store the request for redelivery */
@@ -86,14 +86,14 @@ void pl_roster_item_xml(struct pl_stanza *st, struct pl_node *query,
 struct pl_roster {
     struct pl_roster_item *v; /* items, hidden ones included */
     int n;
-    long ver;                 /* roster version */
+    long ver; /* roster version */
 };
 void pl_roster_free(struct pl_roster *r);
 
 /* Storage thread.  PL_ENOT_FOUND when the contact has no item. */
 int pl_roster_load_item(const struct pl_storage_driver *d, void *db,
-                        const char *host, const char *user,
-                        const char *contact, struct pl_roster_item *out);
+                        const char *host, const char *user, const char *contact,
+                        struct pl_roster_item *out);
 /* Storage thread: saves (or deletes an empty hidden item) and bumps the
  * version into *ver. */
 int pl_roster_save_item(const struct pl_storage_driver *d, void *db,
