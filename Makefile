@@ -126,7 +126,7 @@ scenario-%: all
 	/usr/bin/python3 tests/scenarios/run.py $*
 
 format:
-	clang-format -i src/*.c src/*/*.[ch] tests/unit/*.[ch]
+	clang-format -i $$(git ls-files "*.c" "*.h" | grep -v "^tests/fuzz/corpus/")
 
 clean:
 	rm -rf build
