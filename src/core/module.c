@@ -11,12 +11,16 @@
 #include "log.h"
 
 #define PL_MODULE(name) extern const struct pl_module pl_mod_##name;
+#define PL_MODULE_SESSION(name) PL_MODULE(name)
 #include "../modules/modules.def"
+#undef PL_MODULE_SESSION
 #undef PL_MODULE
 
 static const struct pl_module *const all[] = {
 #define PL_MODULE(name) &pl_mod_##name,
+#define PL_MODULE_SESSION(name) PL_MODULE(name)
 #include "../modules/modules.def"
+#undef PL_MODULE_SESSION
 #undef PL_MODULE
     NULL,
 };

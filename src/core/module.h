@@ -16,9 +16,11 @@
  *    server-wide options, start, stop and reload.
  *
  * Per-session and per-host state: each module has an index, generated from
- * modules.def (PL_MODIDX_<name>), into struct pl_session.ctx and struct
- * pl_host.ctx: pl_session_ctx(s, csi) is the csi module's slot of session
- * s, as nginx's ctx_index.  No enum of module names is written by hand.
+ * modules.def (PL_MODIDX_<name>), into struct pl_host.ctx; a module listed
+ * with PL_MODULE_SESSION also has a slot in struct pl_session.ctx
+ * (PL_SLOTIDX_<name>): pl_session_ctx(s, csi) is the csi module's slot of
+ * session s, as nginx's ctx_index (a module without one does not
+ * compile).  No enum of module names is written by hand.
  *
  * Extending: add a field at the end and bump PL_MODULE_ABI.
  */
@@ -40,9 +42,22 @@ struct pl_storage_driver;
 /* Every built-in module's index (PL_MODIDX_ping, ...) and their count. */
 enum pl_module_index {
 #define PL_MODULE(name) PL_MODIDX_##name,
+#define PL_MODULE_SESSION(name) PL_MODULE(name)
 #include "../modules/modules.def"
+#undef PL_MODULE_SESSION
 #undef PL_MODULE
     PL_MODULE_COUNT
+};
+
+/* The per-session slots: one for each PL_MODULE_SESSION line, so that a
+ * session carries pointers only for the modules that keep state in it. */
+enum pl_session_slot {
+#define PL_MODULE(name)
+#define PL_MODULE_SESSION(name) PL_SLOTIDX_##name,
+#include "../modules/modules.def"
+#undef PL_MODULE_SESSION
+#undef PL_MODULE
+    PL_SESSION_SLOTS
 };
 
 /*

@@ -86,8 +86,9 @@ struct pl_session {
 };
 
 /* The per-session slot of module name (an lvalue): pl_session_ctx(s, csi)
- * is the slot of pl_mod_csi. */
-#define pl_session_ctx(s, name) ((s)->ctx[PL_MODIDX_##name])
+ * is the slot of pl_mod_csi, listed with PL_MODULE_SESSION in
+ * modules.def. */
+#define pl_session_ctx(s, name) ((s)->ctx[PL_SLOTIDX_##name])
 
 /* Joins f to s's output filters (by priority); f must not be in it. */
 void pl_session_filter_add(struct pl_session *s, struct pl_session_filter *f);
