@@ -331,6 +331,14 @@ static int apply_set(config_t *cfg, const char *set, char *err, size_t errlen)
         snprintf(err, errlen, "--set %s: expected key=value", set);
         return PL_EINVAL;
     }
+    /* Names joined by single dots: strtok_r() below would skip an empty
+     * name, and a key of dots alone would name nothing. */
+    for (const char *k = set; k < eq; k++) {
+        if (*k == '.' && (k == set || k + 1 == eq || k[1] == '.')) {
+            snprintf(err, errlen, "--set %s: empty name in the key", set);
+            return PL_EINVAL;
+        }
+    }
     char *key = pl_strndup(set, (size_t)(eq - set));
     const char *value = eq + 1;
     config_t tmp;
@@ -353,9 +361,13 @@ static int apply_set(config_t *cfg, const char *set, char *err, size_t errlen)
     pl_free(text);
     config_setting_t *v = config_lookup(&tmp, "v");
     int rc = PL_EINVAL;
+    if (!v) {
+        snprintf(err, errlen, "--set %s: cannot read the value", set);
+        goto out;
+    }
     config_setting_t *parent = config_root_setting(cfg);
     char *save = NULL, *part = strtok_r(key, ".", &save);
-    while (part && v) {
+    while (part) {
         char *next = strtok_r(NULL, ".", &save);
         config_setting_t *child;
         if (part[0] == '[') {

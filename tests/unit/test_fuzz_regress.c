@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "../../src/core/alloc.h"
+#include "../../src/core/config.h"
 #include "../../src/core/error.h"
 #include "../../src/core/jid.h"
 #include "../../src/core/xml.h"
@@ -202,5 +203,45 @@ void test_fuzz_xml_nul_cdata_lookahead(void)
         CHECK_INT(e.errors, nuls < 6 ? 0 : 1);
         if (nuls == 6)
             CHECK_INT(e.last, PL_XML_NOT_WELL_FORMED);
+    }
+}
+
+/*
+ * fuzz_config, corpus/config/crash_set_dots_only: `--set '.=({ })'` failed
+ * with PL_EINVAL and an empty message.  The key was split with strtok_r(),
+ * which skips empty names, so "." named nothing and the loop that reports
+ * every other failure never ran.  A key is now names joined by single
+ * dots; an empty name (".", "a..b", ".a", "a.") is refused with a message.
+ */
+void test_fuzz_config_set_empty_name(void)
+{
+    static const char *const bad[] = {".=({ })", "..=1", ".a=1", "a.=1",
+                                      "limits..max_depth=8"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *sets[1] = {(char *)bad[i]};
+        struct pl_config *c = NULL;
+        char err[256];
+        memset(err, 0x55, sizeof(err));
+        CHECK_INT(pl_config_load(NULL, sets, 1, &c, err, sizeof(err)),
+                  PL_EINVAL);
+        CHECK(memchr(err, '\0', sizeof(err)) != NULL);
+        if (memchr(err, '\0', sizeof(err))) {
+            CHECK(err[0] != '\0');
+            CHECK(strstr(err, bad[i]) != NULL);
+        }
+        CHECK(c == NULL);
+        pl_config_free(c);
+    }
+    /* Well-formed keys still work, nested and indexed. */
+    char *good[2] = {"limits.max_depth=8", "hosts=({domain=\"a.example\";})"};
+    char *indexed[3] = {good[0], good[1], "hosts.[0].domain=b.example"};
+    struct pl_config *c = NULL;
+    char err[256] = "";
+    CHECK_INT(pl_config_load(NULL, indexed, 3, &c, err, sizeof(err)), PL_OK);
+    if (c) {
+        CHECK_INT(c->s.max_depth, 8);
+        CHECK_INT(c->nhosts, 1);
+        CHECK_STR(c->hosts[0].domain, "b.example");
+        pl_config_free(c);
     }
 }
