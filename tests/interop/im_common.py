@@ -475,7 +475,10 @@ class AioPeer:
     def start(self, available=True):
         """Connects; returns None on success, else the error."""
         try:
-            self.lt.run(self._start(available))
+            # A whole login (TLS, SCRAM, roster, presence): in the sanitizer
+            # pass, three scripts at a time on two cores, it can take more
+            # than one stanza's STEP; the bound is for a hung login only.
+            self.lt.run(self._start(available), timeout=60)
             return None
         except Exception as e:  # noqa: BLE001 - reported by the caller
             return e
