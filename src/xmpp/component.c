@@ -116,20 +116,6 @@ static void comps_free(struct comp *v, int n)
     pl_free(v);
 }
 
-static int where(char *err, size_t errlen, config_setting_t *s, const char *msg,
-                 const char *arg)
-{
-    const char *file = s ? config_setting_source_file(s) : NULL;
-    char m[256];
-    snprintf(m, sizeof(m), msg, arg);
-    if (file)
-        snprintf(err, errlen, "%s:%d: %s", file,
-                 (int)config_setting_source_line(s), m);
-    else
-        snprintf(err, errlen, "%s", m);
-    return PL_EINVAL;
-}
-
 /* Reads every host's `components` list into *out (domains normalized,
  * unique, not a host).  Host pointers are filled later (hosts may not
  * exist yet during --check-config). */
@@ -145,8 +131,8 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
             continue;
         if (!config_setting_is_list(l) && !config_setting_is_array(l)) {
             comps_free(v, n);
-            return where(err, errlen, l, "%s must be a list of groups",
-                         "components");
+            return pl_config_where(err, errlen, l,
+                                   "%s must be a list of groups", "components");
         }
         for (int i = 0; i < config_setting_length(l); i++) {
             config_setting_t *g = config_setting_get_elem(l, (unsigned)i);
@@ -156,25 +142,28 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
                 !config_setting_lookup_string(g, "secret", &secret) ||
                 !secret[0]) {
                 comps_free(v, n);
-                return where(err, errlen, g,
-                             "%s: each needs { domain = \"...\"; secret = "
-                             "\"...\"; } with a non-empty secret",
-                             "components");
+                return pl_config_where(
+                    err, errlen, g,
+                    "%s: each needs { domain = \"...\"; secret = "
+                    "\"...\"; } with a non-empty secret",
+                    "components");
             }
             for (int k = 0; k < config_setting_length(g); k++) {
                 const char *key = config_setting_name(
                     config_setting_get_elem(g, (unsigned)k));
                 if (strcmp(key, "domain") != 0 && strcmp(key, "secret") != 0) {
                     comps_free(v, n);
-                    return where(err, errlen, g,
-                                 "components: unknown setting '%s'", key);
+                    return pl_config_where(err, errlen, g,
+                                           "components: unknown setting '%s'",
+                                           key);
                 }
             }
             char *norm = NULL;
             if (pl_jid_prep_domain(pl_str_c(domain), &norm) != PL_OK) {
                 comps_free(v, n);
-                return where(err, errlen, g,
-                             "components: '%s' is not a valid domain", domain);
+                return pl_config_where(err, errlen, g,
+                                       "components: '%s' is not a valid domain",
+                                       domain);
             }
             int dup = 0;
             for (int k = 0; k < c->nhosts; k++)
@@ -184,9 +173,9 @@ static int read_components(struct pl_config *c, struct comp **out, int *nout,
             if (dup) {
                 pl_free(norm);
                 comps_free(v, n);
-                return where(err, errlen, g,
-                             "components: '%s' is a host or listed twice",
-                             domain);
+                return pl_config_where(
+                    err, errlen, g,
+                    "components: '%s' is a host or listed twice", domain);
             }
             v = pl_realloc(v, (size_t)(n + 1) * sizeof(*v));
             memset(&v[n], 0, sizeof(v[n]));
