@@ -140,6 +140,13 @@ void pl_route_reply(struct pl_stanza *st, struct pl_stanza *reply)
     pl_jid_free(to);
 }
 
+void pl_route_result(struct pl_stanza *st)
+{
+    struct pl_stanza *r = pl_iq_result(st);
+    pl_route_reply(st, r);
+    pl_stanza_unref(r);
+}
+
 /* Applies a hook result: errors become stanza errors. */
 static void finish(struct pl_stanza *st, int rc, int unhandled_code)
 {

@@ -72,6 +72,8 @@ void pl_route_error(struct pl_stanza *st, int code, const char *text);
 struct pl_stanza *pl_iq_result(struct pl_stanza *st);
 /* Sends a reply built by the server (from = st's 'to' or the host). */
 void pl_route_reply(struct pl_stanza *st, struct pl_stanza *reply);
+/* Answers the IQ st with an empty result (pl_iq_result + pl_route_reply). */
+void pl_route_result(struct pl_stanza *st);
 
 /* "iq-get/host/urn:xmpp:ping:ping" style name for st into buf. */
 void pl_iq_event_name(struct pl_stanza *st, const char *scope, char *buf,

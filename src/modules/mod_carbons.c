@@ -266,9 +266,7 @@ static int toggle(struct pl_event *ev, void *state, int on)
     } else if (pl_session_ctx(s, carbons)) {
         ((struct carbons *)pl_session_ctx(s, carbons))->enabled = 0;
     }
-    struct pl_stanza *r = pl_iq_result(ev->stanza);
-    pl_route_reply(ev->stanza, r);
-    pl_stanza_unref(r);
+    pl_route_result(ev->stanza);
     return PL_HANDLED;
 }
 

@@ -6,9 +6,7 @@
 
 static int on_ping(struct pl_event *ev, void *state)
 {
-    struct pl_stanza *r = pl_iq_result(ev->stanza);
-    pl_route_reply(ev->stanza, r);
-    pl_stanza_unref(r);
+    pl_route_result(ev->stanza);
     return PL_HANDLED;
 }
 

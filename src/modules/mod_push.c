@@ -129,9 +129,7 @@ static void reg_done(int rc, void *arg)
 {
     struct reg_job *j = arg;
     if (rc == PL_OK) {
-        struct pl_stanza *r = pl_iq_result(j->base.st);
-        pl_route_reply(j->base.st, r);
-        pl_stanza_unref(r);
+        pl_route_result(j->base.st);
     } else if (rc == PL_ELIMIT) {
         char text[96];
         snprintf(text, sizeof(text),

@@ -18,9 +18,7 @@ static int on_session(struct pl_event *ev, void *state)
     if (ev->to->local &&
         (!ev->session || strcmp(ev->to->bare, ev->session->jid->bare)))
         return PL_PASS;
-    struct pl_stanza *r = pl_iq_result(ev->stanza);
-    pl_route_reply(ev->stanza, r);
-    pl_stanza_unref(r);
+    pl_route_result(ev->stanza);
     return PL_HANDLED;
 }
 

@@ -235,9 +235,7 @@ static void set_done(int rc, void *arg)
 {
     struct job *j = arg;
     if (rc == PL_OK) {
-        struct pl_stanza *r = pl_iq_result(j->base.st);
-        pl_route_reply(j->base.st, r);
-        pl_stanza_unref(r);
+        pl_route_result(j->base.st);
     } else {
         pl_log_error("mod_vcard", "storing the vCard of %s@%s failed: %s",
                      j->base.user, j->base.host, pl_strerror(rc));

@@ -817,16 +817,8 @@ static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
 static void c2s_refuse(struct pl_listen *l, struct pl_conn *conn, int why)
 {
     (void)l;
-    struct pl_buf b = {0};
-    pl_stream_header(&b, PL_NS_CLIENT, pl_host_at(0)->domain, NULL, NULL,
-                     PL_STREAM_V1);
-    int per_ip = why == PL_REFUSE_PER_IP;
-    pl_stream_error_xml(&b, per_ip ? "policy-violation" : "resource-constraint",
-                        per_ip ? "too many connections from your address"
-                               : "server is full");
-    pl_conn_write(conn, b.data + b.off, b.len);
-    pl_buf_reset(&b);
-    pl_stat_inc(stream_errors);
+    pl_stream_refuse(conn, PL_NS_CLIENT, pl_host_at(0)->domain, PL_STREAM_V1,
+                     why);
 }
 
 int pl__c2s_accept_fd(int fd, int tls_mode)

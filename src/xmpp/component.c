@@ -540,14 +540,7 @@ static int comp_accept(struct pl_listen *ls, struct pl_conn *conn)
 static void comp_refuse(struct pl_listen *ls, struct pl_conn *conn, int why)
 {
     (void)ls;
-    struct pl_buf b = {0};
-    pl_stream_header(&b, NS_COMPONENT, NULL, NULL, NULL, 0);
-    pl_stream_error_xml(&b,
-                        why == PL_REFUSE_PER_IP ? "policy-violation"
-                                                : "resource-constraint",
-                        NULL);
-    pl_conn_write(conn, b.data + b.off, b.len);
-    pl_buf_reset(&b);
+    pl_stream_refuse(conn, NS_COMPONENT, NULL, 0, why);
 }
 
 /* ---- operations ---- */

@@ -1,5 +1,5 @@
 /*
- * framing.c - XML stream framing shared by c2s, s2s and (later) component
+ * framing.c - XML stream framing shared by c2s, s2s and component
  * streams; see framing.h.
  *
  * The header's attribute order is fixed (namespace declarations, version,
@@ -8,6 +8,10 @@
  * others.
  */
 #include "framing.h"
+
+#include "conn.h"
+#include "listen.h"
+#include "stats.h"
 
 #include <openssl/rand.h>
 #include <string.h>
@@ -75,4 +79,18 @@ void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text)
         pl_buf_append_str(b, "</text>");
     }
     pl_buf_append_str(b, "</stream:error></stream:stream>");
+}
+
+void pl_stream_refuse(struct pl_conn *conn, const char *content_ns,
+                      const char *from, unsigned flags, int why)
+{
+    struct pl_buf b = {0};
+    pl_stream_header(&b, content_ns, from, NULL, NULL, flags);
+    int per_ip = why == PL_REFUSE_PER_IP;
+    pl_stream_error_xml(&b, per_ip ? "policy-violation" : "resource-constraint",
+                        per_ip ? "too many connections from your address"
+                               : "server is full");
+    pl_conn_write(conn, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+    pl_stat_inc(stream_errors);
 }

@@ -69,4 +69,17 @@ int pl_stream_is_stanza(const struct pl_node *root, const char *content_ns);
  */
 void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text);
 
+struct pl_conn;
+
+/*
+ * Refuses a connection over a limit (struct pl_protocol.refuse, listen.h):
+ * writes a stream header for content_ns from `from` (flags as for
+ * pl_stream_header) and the stream error RFC 6120 names for why:
+ * <policy-violation/> for PL_REFUSE_PER_IP (§4.9.3.14), otherwise
+ * <resource-constraint/> (§4.9.3.18).  The core closes the connection once
+ * the bytes are out.
+ */
+void pl_stream_refuse(struct pl_conn *conn, const char *content_ns,
+                      const char *from, unsigned flags, int why);
+
 #endif

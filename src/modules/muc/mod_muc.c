@@ -220,9 +220,7 @@ static void iq_result(struct pl_stanza *st, struct pl_stanza *r)
 
 static void iq_ok(struct pl_stanza *st)
 {
-    struct pl_stanza *r = pl_iq_result(st);
-    pl_route_reply(st, r);
-    pl_stanza_unref(r);
+    pl_route_result(st);
 }
 
 static int is_service_admin(const struct svc *s, const struct pl_jid *j)
