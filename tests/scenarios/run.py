@@ -4,18 +4,21 @@
 A scenario is a conversation written as data: clients, then steps of
 stanzas sent and stanzas expected (README.md in this folder has the
 format).  This runner starts parleyd through tests/interop/harness.py
-(one server per distinct [Server] block, and one for each file that
-restarts it; every other file shares the default server, isolated by
-its own accounts and ${id}, several files at once), creates the
-accounts with parleyctl, connects each client over STARTTLS with SASL
-SCRAM and resource binding, sends the XML as written, and compares what
-arrives as XML trees: namespaces and names, attributes in any order,
-children in any order, text stripped of surrounding whitespace
-(whitespace-only text ignored), with wildcards ({any}, {datetime},
-{capture:NAME}, {re:REGEX}, attribute {optional:...}), "..." to allow
-more attributes and children than written and <scn:none> for children
-that must be absent.  A block of stanzas may arrive in any order, except
-that those written with the same 'from' keep their order.
+(one server per distinct pair of [Server] and [Host] blocks, and one
+for each file that restarts it; every other file shares the default
+server, isolated by its own accounts and ${id}, several files at once),
+writes every [Component] of the files into their server's first host
+with one component listener, creates the accounts with parleyctl,
+connects each client over STARTTLS with SASL SCRAM and resource binding
+and each component with the XEP-0114 handshake, sends the XML as
+written, and compares what arrives as XML trees: namespaces and names,
+attributes in any order, children in any order, text stripped of
+surrounding whitespace (whitespace-only text ignored), with wildcards
+({any}, {datetime}, {capture:NAME}, {re:REGEX}, attribute
+{optional:...}), "..." to allow more attributes and children than
+written and <scn:none> for children that must be absent.  A block of
+stanzas may arrive in any order, except that those written with the
+same 'from' keep their order.
 
     /usr/bin/python3 tests/scenarios/run.py               every file
     /usr/bin/python3 tests/scenarios/run.py ping disco    these files
@@ -32,16 +35,17 @@ Environment: SCENARIO_TIMEOUT (seconds a "receives" step waits, default
 SCENARIO_JOBS (files run at once, default 4),
 plus harness.py's PARLEYD, PARLEYCTL, PARLEYD_WRAPPER.
 
-Extending: a new client step is a regex in STEPS and a method
-Runner.step_<x> (steps without a client are parsed in parse()); a new
-wildcard is a branch in template_regex(); a matcher change gets a case
-in self_test().
+Extending: a new client step is a regex in STEPS (COMPONENT_STEPS for
+components) and a method Runner.step_<x> (steps without a client are
+parsed in parse()); a new wildcard is a branch in template_regex(); a
+matcher change gets a case in self_test().
 """
 
 import base64
 import concurrent.futures
 import difflib
 import glob
+import hashlib
 import os
 import re
 import shlex
@@ -60,16 +64,24 @@ TIMEOUT = float(os.environ.get("SCENARIO_TIMEOUT", "5"))
 QUIET = float(os.environ.get("SCENARIO_QUIET", "0.5"))
 JOBS = int(os.environ.get("SCENARIO_JOBS", "4"))
 NS_CLIENT = "jabber:client"
+NS_COMPONENT = "jabber:component:accept"  # XEP-0114
 NS_STREAM = harness.NS_STREAM
 NS_SASL = harness.NS_SASL
 NS_BIND = harness.NS_BIND
-# Every block is parsed inside this element: jabber:client is the default
-# namespace (as on the stream) and the stream: prefix is declared.
-# scn:none wraps children that must not be there.
+# Every block is parsed inside this element: the default namespace is
+# the one of the participant's stream (jabber:client, or
+# jabber:component:accept for a component) and the stream: prefix is
+# declared.  scn:none wraps children that must not be there.
 NS_SCN = "urn:parley:scenario"
 NONE = "{%s}none" % NS_SCN
-WRAP_OPEN = ("<scn-block xmlns='%s' xmlns:stream='%s' xmlns:scn='%s'>"
-             % (NS_CLIENT, NS_STREAM, NS_SCN))
+
+
+def wrap_open(ns):
+    return ("<scn-block xmlns='%s' xmlns:stream='%s' xmlns:scn='%s'>"
+            % (ns, NS_STREAM, NS_SCN))
+
+
+WRAP_OPEN = wrap_open(NS_CLIENT)
 WRAP_CLOSE = "</scn-block>"
 MORE = "..."
 
@@ -83,11 +95,15 @@ class ScenarioError(Exception):
 
 
 class StepFailed(Exception):
-    def __init__(self, reason, expected=None, got=None):
+    """A failed step; ns is the default namespace of the stream the
+    stanzas were on (they are printed without it)."""
+
+    def __init__(self, reason, expected=None, got=None, ns=NS_CLIENT):
         Exception.__init__(self, reason)
         self.reason = reason
         self.expected = expected or []
         self.got = got or []
+        self.ns = ns
 
 
 # ------------------------------------------------------------ templates
@@ -352,16 +368,18 @@ def pretty(el, parent_ns=NS_CLIENT, indent=0):
     return lines
 
 
-def pretty_all(els):
+def pretty_all(els, ns=NS_CLIENT):
     out = []
     for el in els:
-        out += pretty(el)
+        out += pretty(el, ns)
     return out
 
 
 # ---------------------------------------------------------------- parser
 
 class Client:
+    ns = NS_CLIENT  # the default namespace of its blocks
+
     def __init__(self, name):
         self.name = name
         self.user = None
@@ -373,6 +391,17 @@ class Client:
         self.features = None
 
 
+class Component:
+    """An external component (XEP-0114): a domain and its secret."""
+    ns = NS_COMPONENT
+
+    def __init__(self, name):
+        self.name = name
+        self.domain = None
+        self.secret = None
+        self.conn = None
+
+
 class Scenario:
     def __init__(self, path):
         self.path = path
@@ -380,8 +409,15 @@ class Scenario:
         self.title = ""
         self.expect_fail = None   # step number it must fail at, or 0
         self.clients = {}
+        self.components = {}
         self.server = ""          # raw configuration text
-        self.steps = []           # (line, client, verb, block text)
+        self.host = ""            # raw settings for the first host
+        self.steps = []           # (line, participant, verb, block text)
+        self.uid = None           # ${id}, given by main()
+        self.component_port = None  # the server's component listener
+
+    def participants(self):
+        return list(self.clients.values()) + list(self.components.values())
 
 
 STEPS = [
@@ -392,6 +428,15 @@ STEPS = [
     (r"receives:", "receive"),
     (r"receives nothing", "nothing"),
     (r"has stream features:", "features"),
+    (r"is disconnected", "closed"),
+    (r"disconnects", "disconnect"),
+]
+
+COMPONENT_STEPS = [
+    (r"connects", "handshake"),
+    (r"sends:", "send"),
+    (r"receives:", "receive"),
+    (r"receives nothing", "nothing"),
     (r"is disconnected", "closed"),
     (r"disconnects", "disconnect"),
 ]
@@ -443,8 +488,9 @@ def parse(path):
             m = re.match(r"\[Client\]\s+(\w+)$", line)
             if m:
                 client = Client(m.group(1))
-                if client.name in sc.clients:
-                    raise ScenarioError("%s:%d: client %s defined twice"
+                if client.name in sc.clients or \
+                        client.name in sc.components:
+                    raise ScenarioError("%s:%d: %s defined twice"
                                         % (path, i, client.name))
                 sc.clients[client.name] = client
                 text, i = block(i)
@@ -461,11 +507,35 @@ def parse(path):
                         raise ScenarioError("%s:%d: unknown client setting "
                                             "'%s'" % (path, i, kv.strip()))
                 continue
+            m = re.match(r"\[Component\]\s+(\w+)$", line)
+            if m:
+                comp = Component(m.group(1))
+                if comp.name in sc.clients or comp.name in sc.components:
+                    raise ScenarioError("%s:%d: %s defined twice"
+                                        % (path, i, comp.name))
+                sc.components[comp.name] = comp
+                text, i = block(i)
+                for kv in text.split("\n"):
+                    if not kv.strip() or kv.strip().startswith("#"):
+                        continue
+                    k, _, v = kv.partition(":")
+                    k, v = k.strip(), v.strip()
+                    if k in ("domain", "secret") and v:
+                        setattr(comp, k, v)
+                    else:
+                        raise ScenarioError("%s:%d: unknown component "
+                                            "setting '%s'"
+                                            % (path, i, kv.strip()))
+                continue
             if line == "[Server]":
                 sc.server, i = block(i)
                 continue
-            raise ScenarioError("%s:%d: expected [Client] NAME, [Server] or "
-                                "-----" % (path, i))
+            if line == "[Host]":
+                sc.host, i = block(i)
+                continue
+            raise ScenarioError("%s:%d: expected [Client] NAME, [Component] "
+                                "NAME, [Server], [Host] or -----"
+                                % (path, i))
         m = re.match(r"Run parleyctl\s+(.+)$", line)
         if m:
             sc.steps.append((i, None, "ctl", m.group(1), line))
@@ -478,9 +548,13 @@ def parse(path):
             sc.steps.append((i, None, "output", text, line))
             continue
         m = re.match(r"(\w+)\s+(.*)$", line)
-        verb = None
-        if m and m.group(1) in sc.clients:
-            for rx, v in STEPS:
+        verb, who = None, None
+        if m:
+            who = sc.clients.get(m.group(1)) or \
+                sc.components.get(m.group(1))
+        if who is not None:
+            for rx, v in (COMPONENT_STEPS if isinstance(who, Component)
+                          else STEPS):
                 if re.match(rx + r"$", m.group(2)):
                     verb = v
                     break
@@ -491,9 +565,13 @@ def parse(path):
             text, i = block(i)
             if not text.strip():
                 raise ScenarioError("%s:%d: empty block" % (path, i))
-        sc.steps.append((i, sc.clients[m.group(1)], verb, text, line))
+        sc.steps.append((i, who, verb, text, line))
     if not sc.steps:
         raise ScenarioError("%s: no steps (missing ----- line?)" % path)
+    if sc.components and re.search(r"^\s*components\s*[=:]", sc.host,
+                                   re.M):
+        raise ScenarioError("%s: [Component] writes the host's components "
+                            "setting; [Host] must not have one" % path)
     return sc
 
 
@@ -533,12 +611,56 @@ class Conn(harness.RawClient):
 UNIQUE_LOCK = threading.Lock()
 
 
+def new_uid():
+    with UNIQUE_LOCK:
+        return harness.unique("s")
+
+
+def subst_plain(text, variables):
+    """${NAME} of variables only (component settings, known before the
+    server starts: ${id}, ${domain})."""
+    def one(m):
+        if m.group(1) not in variables:
+            raise ScenarioError("${%s} cannot be used here (only ${id} and "
+                                "${domain})" % m.group(1))
+        return variables[m.group(1)]
+    return re.sub(r"\$\{([\w.]+)\}", one, text)
+
+
+def resolve_components(sc, domain):
+    """Gives sc its ${id} and its components their domain and secret
+    (defaults from the name and ${id}); before the server starts, since
+    they go into its configuration."""
+    if sc.uid is None:
+        sc.uid = new_uid()
+    variables = {"id": sc.uid, "domain": domain}
+    for c in sc.components.values():
+        c.domain = subst_plain(c.domain or "%s-${id}.${domain}"
+                               % c.name.lower(), variables).lower()
+        c.secret = subst_plain(c.secret or "secret-${id}-%s"
+                               % c.name.lower(), variables)
+
+
+def libconfig_string(s):
+    return '"%s"' % s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def components_config(scenarios):
+    """The components setting for every component of these files."""
+    entries = ["{ domain = %s; secret = %s; }" % (
+        libconfig_string(c.domain), libconfig_string(c.secret))
+        for sc in scenarios for c in sc.components.values()]
+    if not entries:
+        return ""
+    return "components = ( %s );" % ", ".join(entries)
+
+
 class Runner:
     def __init__(self, srv, sc):
         self.srv, self.sc = srv, sc
-        with UNIQUE_LOCK:
-            uid = harness.unique("s")
-        self.vars = {"domain": srv.domain, "id": uid}
+        if sc.uid is None:
+            resolve_components(sc, srv.domain)
+        self.vars = {"domain": srv.domain, "id": sc.uid}
         # Defaults first, then settings that name ${id} or another
         # client (user: ${Alice.user} is Alice's account, another login).
         given = {}
@@ -564,6 +686,9 @@ class Runner:
         if name in self.vars:
             return self.vars[name]
         cname, _, part = name.partition(".")
+        comp = self.sc.components.get(cname)
+        if comp is not None and part in ("", "secret"):
+            return comp.secret if part else comp.domain
         c = self.sc.clients.get(cname)
         if c is None:
             raise StepFailed("unknown variable ${%s}" % name)
@@ -586,9 +711,10 @@ class Runner:
         return re.sub(r"\$\{([\w.]+)\}",
                       lambda m: self.value(m.group(1)), text)
 
-    def parse_block(self, text):
+    def parse_block(self, text, ns=NS_CLIENT):
         try:
-            root = ET.fromstring(WRAP_OPEN + self.subst(text) + WRAP_CLOSE)
+            root = ET.fromstring(wrap_open(ns) + self.subst(text)
+                                 + WRAP_CLOSE)
         except ET.ParseError as e:
             raise StepFailed("the block is not well-formed XML: %s" % e)
         return list(root)
@@ -631,16 +757,58 @@ class Runner:
         self.step_open(c)
         self.step_login(c)
 
+    def step_handshake(self, comp):
+        """XEP-0114 §3: a jabber:component:accept stream to the
+        component's domain, then <handshake/> with the lower-case hex
+        SHA-1 of the stream id and the secret; the server must answer
+        with an empty <handshake/>."""
+        if comp.conn is not None:
+            comp.conn.close()
+            comp.conn = None
+        conn = Conn(self.srv.host, self.sc.component_port, comp.domain,
+                    timeout=TIMEOUT)
+        try:
+            conn.send("<?xml version='1.0'?><stream:stream xmlns='%s' "
+                      "xmlns:stream='%s' to='%s'>"
+                      % (NS_COMPONENT, NS_STREAM, comp.domain))
+            hdr = conn.wait_header(TIMEOUT)
+            sid = hdr.get("id")
+            if not sid:
+                conn.read_until_closed(QUIET)
+                raise StepFailed("the server's stream header has no id: %s"
+                                 % dict(hdr.attrib), got=conn.queue[:],
+                                 ns=NS_COMPONENT)
+            digest = hashlib.sha1((sid + comp.secret).encode("utf-8"))
+            conn.send("<handshake>%s</handshake>" % digest.hexdigest())
+            try:
+                el = conn.wait_count(1, TIMEOUT)[0]
+            except StepFailed as e:
+                e.ns = NS_COMPONENT
+                raise
+            if el.tag != "{%s}handshake" % NS_COMPONENT or len(el) or \
+                    (el.text or "").strip():
+                raise StepFailed("the handshake was not accepted with an "
+                                 "empty <handshake/>", got=[el],
+                                 ns=NS_COMPONENT)
+        except BaseException:
+            conn.close()
+            raise
+        comp.conn = conn
+
     def step_send(self, c, text):
-        self.parse_block(text)  # well-formed, or fail before sending
+        self.parse_block(text, c.ns)  # well-formed, or fail before sending
         self.conn_of(c).send(self.subst(text))
 
     def step_receive(self, c, text):
-        exps = self.parse_block(text)
-        got = self.conn_of(c).wait_count(len(exps), TIMEOUT)
+        exps = self.parse_block(text, c.ns)
+        try:
+            got = self.conn_of(c).wait_count(len(exps), TIMEOUT)
+        except StepFailed as e:
+            e.ns = c.ns
+            raise
         why = match_set(exps, got, self.vars)
         if why:
-            raise StepFailed(why, exps, got)
+            raise StepFailed(why, exps, got, ns=c.ns)
 
     def step_nothing(self, c):
         conn = self.conn_of(c)
@@ -654,7 +822,8 @@ class Runner:
             got = conn.queue[:]
             conn.queue.clear()
             raise StepFailed("expected nothing within %.1f s, got %d "
-                             "stanza(s)" % (QUIET, len(got)), got=got)
+                             "stanza(s)" % (QUIET, len(got)), got=got,
+                             ns=c.ns)
 
     def step_features(self, c, text):
         exps = self.parse_block(text)
@@ -670,7 +839,7 @@ class Runner:
             got = conn.queue[:]
             conn.queue.clear()
             raise StepFailed("expected the stream to end, got %d stanza(s) "
-                             "first" % len(got), got=got)
+                             "first" % len(got), got=got, ns=c.ns)
         if not (conn.closed or conn.stream_ended) and \
                 not conn.read_until_closed(TIMEOUT):
             raise StepFailed("the server did not close the stream within "
@@ -690,8 +859,8 @@ class Runner:
 
     def step_restart(self, _):
         """SIGTERM by pid, then the same binary, ports, configuration
-        and data again; every client is disconnected."""
-        for c in self.sc.clients.values():
+        and data again; every participant is disconnected."""
+        for c in self.sc.participants():
             if c.conn is not None:
                 c.conn.close()
                 c.conn = None
@@ -767,7 +936,7 @@ class Runner:
                         "%s: %s" % (type(e).__name__, e))
             return None
         finally:
-            for c in self.sc.clients.values():
+            for c in self.sc.participants():
                 if c.conn is not None:
                     c.conn.close()
                     c.conn = None
@@ -778,13 +947,14 @@ def failure_records(name, n, where, e):
     out = [("check", "scenario " + name, False,
             "step %d (%s): %s" % (n, where, e.reason))]
     if e.expected and e.got:
-        diff = difflib.unified_diff(pretty_all(e.expected),
-                                    pretty_all(e.got), "expected", "got",
-                                    lineterm="", n=10000)
+        diff = difflib.unified_diff(pretty_all(e.expected, e.ns),
+                                    pretty_all(e.got, e.ns), "expected",
+                                    "got", lineterm="", n=10000)
         out.append(("note", "diff (- expected, + got):\n"
                     + "\n".join(list(diff)[3:])))
     elif e.got:
-        out.append(("note", "got:\n" + "\n".join(pretty_all(e.got))))
+        out.append(("note", "got:\n"
+                    + "\n".join(pretty_all(e.got, e.ns))))
     return out
 
 
@@ -870,6 +1040,18 @@ def self_test():
             exp, "matches" if want else "rejects",
             got.replace("\n", "\\n")),
             (why is None) == want, why or "it matched")
+    # A component's block is in jabber:component:accept: it matches what
+    # arrives on a component stream, not a jabber:client stanza.
+    comp = wrap_open(NS_COMPONENT)
+    e = ET.fromstring(comp + "<message><body>x</body></message>"
+                      + WRAP_CLOSE)[0]
+    for ns, want in ((NS_COMPONENT, True), (NS_CLIENT, False)):
+        g = ET.fromstring(wrap_open(ns) + "<message><body>x</body>"
+                          "</message>" + WRAP_CLOSE)[0]
+        why = match(e, g, {})
+        harness.check("matcher: a component's <message><body/> %s one "
+                      "in %s" % ("matches" if want else "rejects", ns),
+                      (why is None) == want, why or "it matched")
     caps = {}
     e = ET.fromstring(WRAP_OPEN + "<r id='{capture:rid}'/>" + WRAP_CLOSE)[0]
     g = ET.fromstring(WRAP_OPEN + "<r id='abc'/>" + WRAP_CLOSE)[0]
@@ -918,22 +1100,49 @@ def main(argv):
             scenarios.append(parse(p))
         except (ScenarioError, OSError) as e:
             harness.check("scenario " + os.path.basename(p), False, e)
-    # One server per distinct [Server] block, in order of first use; a
-    # file that restarts the server gets one of its own.
+    # One server per distinct pair of [Server] and [Host] blocks, in
+    # order of first use; a file that restarts the server gets one of
+    # its own.
     groups = {}
     for sc in scenarios:
-        key = sc.server
+        key = (sc.server, sc.host)
         if any(step[2] == "restart" for step in sc.steps):
-            key = (sc.name, sc.server)
+            key = (sc.server, sc.host, sc.name)
         groups.setdefault(key, []).append(sc)
     jobs = []
     servers = []
     for key, group in groups.items():
-        conf = group[0].server
-        label = "scenarios" if key == "" else "scenarios:" + group[0].name
-        srv = harness.Server(label=label, extra=conf,
+        label = "scenarios" if key == ("", "") else \
+            "scenarios:" + group[0].name
+        srv = harness.Server(label=label, extra=group[0].server,
                              register_extra="per_ip_per_minute = 1000;")
         servers.append(srv)
+        # The components of all its files go into its first host, with
+        # one component listener; each file's ${id} is chosen now.
+        owner, ready = {}, []
+        for sc in group:
+            try:
+                resolve_components(sc, srv.domain)
+                for c in sc.components.values():
+                    if c.domain in owner:
+                        raise ScenarioError(
+                            "component domain %s is also %s's; put ${id} "
+                            "in it" % (c.domain, owner[c.domain]))
+                    owner[c.domain] = sc.name
+                ready.append(sc)
+            except ScenarioError as e:
+                harness.check("scenario " + sc.name, False, e)
+        group = ready
+        if not group:
+            continue
+        srv.host_extra = group[0].host + "\n" + components_config(group)
+        if owner:
+            port, = harness.free_ports(1)
+            srv.listeners_extra = (
+                '{ protocol = "component"; address = "127.0.0.1"; '
+                'port = %d; tls = "none"; }' % port)
+            for sc in group:
+                sc.component_port = port
         if not srv.start():
             for sc in group:
                 harness.check("scenario " + sc.name, False,
