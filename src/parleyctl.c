@@ -5,8 +5,9 @@
  *   parleyctl [--config FILE] [--set key=value]... COMMAND
  *   parleyctl --help | --version    (standard output, exit 0)
  *     adduser JID [PASSWORD]   create an account (password from stdin if
- *                              omitted)
- *     passwd JID [PASSWORD]    set a new password
+ *                              omitted); its SCRAM and SIP digest keys
+ *                              are derived as mod_register does
+ *     passwd JID [PASSWORD]    set a new password (new keys of both kinds)
  *     deluser JID              remove an account and its data
  *     list [DOMAIN]            print accounts, one bare JID per line
  *     archive-fill JID PEER N  append N chat messages between JID and PEER
