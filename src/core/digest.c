@@ -5,7 +5,7 @@
  * API: pl_digest_len(), pl_digest_alg_name(), pl_digest_alg_parse(),
  * pl_digest_ha1(), pl_digest_fake_ha1(), pl_digest_unquote(), the verifier
  * pl_digest_new()/pl_digest_free(), pl_digest_nonce(),
- * pl_digest_challenge(), pl_digest_verify(), pl_digest_response(),
+ * pl_digest_nonce_check(), pl_digest_challenge(), pl_digest_verify(), pl_digest_response(),
  * pl_digest_result_name(), pl_digest_tracked().
  *
  * A nonce is hex(ts[8] epoch[4] seq[8] mac[16]): ts the issue time in
@@ -206,8 +206,10 @@ static void hmac_parts(const unsigned char *key, size_t klen,
             memcpy(buf + off, parts[i].p, parts[i].len);
         off += parts[i].len;
     }
-    /* HMAC() fails only when OpenSSL itself is broken. */
-    pl_assert(HMAC(EVP_sha256(), key, (int)klen, buf, total, out, &olen));
+    /* HMAC() fails only when OpenSSL itself is broken; it wants a key
+     * pointer even for an empty key. */
+    pl_assert(HMAC(EVP_sha256(), klen ? key : buf, (int)klen, buf, total, out,
+                   &olen));
     OPENSSL_cleanse(buf, total);
     pl_free(buf);
 }
@@ -240,7 +242,9 @@ int pl_digest_unquote(struct pl_str in, struct pl_buf *out)
 {
     size_t i;
 
-    if (in.len == 0 || in.p[0] != '"') {
+    if (in.len == 0)
+        return PL_OK;
+    if (in.p[0] != '"') {
         pl_buf_append(out, in.p, in.len);
         return PL_OK;
     }
@@ -390,6 +394,16 @@ static int nonce_open(const struct pl_digest *d, struct pl_str realm,
     *epoch = (uint32_t)get_be(raw + 8, 4);
     *seq = get_be(raw + 12, 8);
     return 1;
+}
+
+int pl_digest_nonce_check(const struct pl_digest *d, struct pl_str realm,
+                          struct pl_str nonce)
+{
+    time_t ts;
+    uint32_t epoch;
+    uint64_t seq;
+
+    return nonce_open(d, realm, nonce, &ts, &epoch, &seq);
 }
 
 void pl_digest_challenge(struct pl_str realm, const char *nonce,

@@ -163,6 +163,16 @@ void pl_digest_nonce(struct pl_digest *d, struct pl_str realm, time_t now,
                      char out[PL_DIGEST_NONCE_LEN + 1]);
 
 /*
+ * 1 if nonce is one this server made for realm (with the same secret, in
+ * this run or an earlier one, expired or not), else 0.  A cheap check
+ * before looking the account up: a request whose nonce fails it can be
+ * challenged again at once, as pl_digest_verify() would give
+ * PL_DIGEST_BAD.
+ */
+int pl_digest_nonce_check(const struct pl_digest *d, struct pl_str realm,
+                          struct pl_str nonce);
+
+/*
  * Appends a challenge, the value of a WWW-Authenticate or
  * Proxy-Authenticate header field:
  *   Digest realm="R", nonce="N"[, opaque="O"], algorithm=A, qop="auth"

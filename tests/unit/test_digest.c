@@ -311,12 +311,15 @@ void test_digest_tampered_nonce(void)
     key(PL_DIGEST_SHA256, "alice", "s3cret", ha1);
     pl_digest_nonce(d, S(REALM), T0, nonce);
 
+    CHECK(pl_digest_nonce_check(d, S(REALM), S(nonce)));
+    CHECK(!pl_digest_nonce_check(d, S("example.org"), S(nonce)));
     /* Each position changed (the time moved back, the serial, the mac),
      * answered with the right password: not ours, so bad. */
     for (int i = 0; i < PL_DIGEST_NONCE_LEN; i += 7) {
         char t[PL_DIGEST_NONCE_LEN + 1];
         memcpy(t, nonce, sizeof(t));
         t[i] = t[i] == '0' ? '1' : '0';
+        CHECK(!pl_digest_nonce_check(d, S(REALM), S(t)));
         req(&r, "SHA-256", "alice", REALM, "s3cret", t, 1);
         CHECK_INT(verify(d, &r, ha1, T0), PL_DIGEST_BAD);
     }
