@@ -5,8 +5,9 @@
  *   parleyctl [--config FILE] [--set key=value]... COMMAND
  *   parleyctl --help | --version    (standard output, exit 0)
  *     adduser JID [PASSWORD]   create an account (password from stdin if
- *                              omitted)
- *     passwd JID [PASSWORD]    set a new password
+ *                              omitted); its SCRAM and SIP digest keys
+ *                              are derived as mod_register does
+ *     passwd JID [PASSWORD]    set a new password (new keys of both kinds)
  *     deluser JID              remove an account and its data
  *     list [DOMAIN]            print accounts, one bare JID per line
  *     archive-fill JID PEER N  append N chat messages between JID and PEER
@@ -38,6 +39,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -52,6 +54,7 @@
 
 #include <jansson.h>
 
+#include "core/account.h"
 #include "core/alloc.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -130,15 +133,14 @@ static char *read_password(const char *arg)
     return pl_strdup(line);
 }
 
-static int derive(const char *password, struct pl_account *a)
+/* SCRAM and digest keys for user@domain, as mod_register makes them. */
+static int derive(const struct pl_jid *j, const char *password,
+                  struct pl_account *a)
 {
-    memset(a, 0, sizeof(*a));
     const struct pl_c2s_settings *cs = config->frontend[PL_MODIDX_c2s];
     unsigned it = (unsigned)cs->scram_iterations;
-    if (pl_scram_derive(PL_SCRAM_SHA1, pl_str_c(password), NULL, 0, it,
-                        &a->keys[0]) != PL_OK ||
-        pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0, it,
-                        &a->keys[1]) != PL_OK) {
+    if (pl_account_set_password(a, j->local, j->domain, pl_str_c(password), it,
+                                config->s.digest_md5) != PL_OK) {
         fputs("parleyctl: the password is not acceptable (SASLprep)\n", stderr);
         return PL_EINVAL;
     }
@@ -153,11 +155,12 @@ static int set_password(const char *jid, const char *pw, int create)
     char *password = read_password(pw);
     struct pl_account a;
     int rc = 1;
+    memset(&a, 0, sizeof(a));
     if (!password || !*password) {
         fputs("parleyctl: empty password\n", stderr);
         goto out;
     }
-    if (derive(password, &a) != PL_OK || open_db() != PL_OK)
+    if (derive(j, password, &a) != PL_OK || open_db() != PL_OK)
         goto out;
     drv->begin(db);
     int r = create ? drv->account_create(db, j->domain, j->local, &a)
@@ -172,7 +175,11 @@ static int set_password(const char *jid, const char *pw, int create)
     else
         rc = 0;
 out:
-    pl_free(password);
+    if (password) {
+        OPENSSL_cleanse(password, strlen(password));
+        pl_free(password);
+    }
+    OPENSSL_cleanse(&a, sizeof(a));
     pl_jid_free(j);
     return rc;
 }

@@ -33,6 +33,11 @@ static const struct pl_option server_opts[] = {
      "parleyd's own uid and root only); empty: <data_dir>/admin.sock; "
      "\"off\": none.",
      S(admin_socket)},
+    {"digest_md5", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "Also store the MD5 digest key H(user:realm:password) when a password "
+     "is set, for SIP phones without SHA-256 (RFC 8760); weaker than the "
+     "SHA-256 and SCRAM keys (doc/security.md).",
+     S(digest_md5)},
     {0},
 };
 

@@ -77,6 +77,7 @@ struct pl_settings {
     int log_level;
     long workers;
     char *admin_socket; /* resolved: never empty */
+    int digest_md5;     /* store MD5 digest keys with new passwords */
     /* storage */
     char *storage_driver;
     char *sqlite_path;

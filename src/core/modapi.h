@@ -6,10 +6,12 @@
 #ifndef PL_MODAPI_H
 #define PL_MODAPI_H
 
+#include "account.h"
 #include "admin.h"
 #include "alloc.h"
 #include "buf.h"
 #include "config.h"
+#include "digest.h"
 #include "error.h"
 #include "hook.h"
 #include "host.h"

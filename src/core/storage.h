@@ -1,6 +1,6 @@
 /*
- * storage.h - the storage interface: accounts with SCRAM keys, and a
- * per-user key-value store for modules, behind a driver (SQLite first;
+ * storage.h - the storage interface: accounts with SCRAM and digest keys,
+ * and a per-user key-value store for modules, behind a driver (SQLite first;
  * PostgreSQL later, behind the same interface).
  *
  * Driver functions are synchronous and run only on the storage thread,
@@ -21,13 +21,22 @@
 
 #include "buf.h"
 #include "config.h"
+#include "digest.h"
 #include "scram.h"
 
 struct pl_loop;
 struct pl_stanza;
 
+/*
+ * What an account stores instead of its password; account.h fills it from
+ * a password.  A digest key may be missing (set == 0) where a SCRAM key is
+ * not: accounts whose password was last set before digest keys existed,
+ * and MD5 with server.digest_md5 off.
+ */
 struct pl_account {
-    struct pl_scram_keys keys[PL_SCRAM_NHASH]; /* indexed by hash */
+    struct pl_scram_keys keys[PL_SCRAM_NHASH];   /* indexed by hash */
+    struct pl_digest_key digest[PL_DIGEST_NALG]; /* HA1 for SIP, indexed
+                                                  * by algorithm */
 };
 
 /* Message archives (XEP-0313): one per (host, owner, kind). */
@@ -84,7 +93,8 @@ struct pl_storage_driver {
     /* PL_ECONFLICT if it exists. */
     int (*account_create)(void *db, const char *host, const char *user,
                           const struct pl_account *a);
-    /* PL_ENOT_FOUND if it does not exist. */
+    /* Replaces every key (SCRAM and digest: a key not set in a is
+     * removed).  PL_ENOT_FOUND if it does not exist. */
     int (*account_update)(void *db, const char *host, const char *user,
                           const struct pl_account *a);
     /* Removes the account and all of its data. PL_ENOT_FOUND if absent. */

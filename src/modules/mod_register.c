@@ -3,9 +3,10 @@
  * authentication (policy: open, closed, or only from listed networks; rate
  * limited per IP), password change and account removal after it.
  *
- * Password keys are derived on the CPU work queue (PBKDF2 is slow by
- * design) and stored through the storage queue; the reply is sent only
- * after the account is durably written.
+ * Password keys (SCRAM, and digest keys for SIP: account.h) are derived
+ * on the CPU work queue (PBKDF2 is slow by design) and stored through the
+ * storage queue; the reply is sent only after the account is durably
+ * written.
  */
 #include <arpa/inet.h>
 #include <time.h>
@@ -167,6 +168,7 @@ struct job {
     int create;             /* create (1) or change password (0) */
     char *password;         /* wiped after derivation */
     long iterations;        /* PBKDF2 rounds */
+    int digest_md5;         /* also an MD5 digest key (server.digest_md5) */
     struct pl_account acct; /* derived keys */
     int rc;
 };
@@ -177,6 +179,7 @@ static void job_free(struct job *j)
         OPENSSL_cleanse(j->password, strlen(j->password));
         pl_free(j->password);
     }
+    OPENSSL_cleanse(&j->acct, sizeof(j->acct)); /* HA1 opens the account */
     pl_job_free(j);
 }
 
@@ -233,12 +236,11 @@ static void store_done(int rc, void *arg)
 static void derive_work(struct pl_work *w)
 {
     struct job *j = job_of(w);
-    struct pl_str pw = pl_str_c(j->password);
-    j->rc = pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0, (unsigned)j->iterations,
-                            &j->acct.keys[0]);
-    if (j->rc == PL_OK)
-        j->rc = pl_scram_derive(PL_SCRAM_SHA256, pw, NULL, 0,
-                                (unsigned)j->iterations, &j->acct.keys[1]);
+    /* SCRAM keys for XMPP and digest keys for SIP, realm = the host. */
+    j->rc = pl_account_set_password(&j->acct, j->base.user, j->base.host,
+                                    pl_str_c(j->password),
+                                    (unsigned)j->iterations, j->digest_md5);
+    OPENSSL_cleanse(j->password, strlen(j->password));
 }
 
 static void derive_done(struct pl_work *w)
@@ -263,6 +265,7 @@ static struct job *new_job(struct pl_event *ev, const char *user,
     j->create = create;
     j->password = pl_strdup(password);
     j->iterations = pl_server_scram_iterations();
+    j->digest_md5 = pl_server_config()->s.digest_md5;
     return j;
 }
 

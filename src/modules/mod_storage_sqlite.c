@@ -6,6 +6,10 @@
  * migrations applied at open, prepared statements kept for the life of
  * the handle.  Runs only on the storage thread (see storage.h).
  *
+ * Accounts: a row in accounts, their SCRAM keys in scram_keys and their
+ * digest keys (HA1 per algorithm, for SIP) in digest_keys, all replaced
+ * together when a password is set.
+ *
  * Extending the schema: append a migration to `migrations`; never edit a
  * released one.
  */
@@ -47,6 +51,12 @@ static const char *const migrations[] = {
     " UPDATE archives SET n = n + 1 WHERE aid = new.aid; END;"
     "CREATE TRIGGER archive_del AFTER DELETE ON archive BEGIN"
     " UPDATE archives SET n = n - 1 WHERE aid = old.aid; END;",
+    /* 4: digest keys for SIP (RFC 7616 HA1, one row per algorithm), set
+     * with the SCRAM keys from now on.  Accounts whose password was set
+     * before have none until it is set again (doc/security.md). */
+    "CREATE TABLE digest_keys (host TEXT NOT NULL, user TEXT NOT NULL,"
+    " alg INTEGER NOT NULL, ha1 BLOB NOT NULL,"
+    " PRIMARY KEY (host, user, alg));",
 };
 
 enum {
@@ -83,6 +93,9 @@ enum {
     Q_ARC_EXPIRE,
     Q_ARC_CLEAR,
     Q_ARC_DROP,
+    Q_DIGEST_GET,
+    Q_DIGEST_PUT,
+    Q_DIGEST_DEL,
     Q_COUNT
 };
 
@@ -146,6 +159,9 @@ static const char *const sql[Q_COUNT] = {
     " INDEXED BY archive_by_ts WHERE aid = ?1 AND ts < ?2 LIMIT ?3)",
     "DELETE FROM archive WHERE aid = ?1",
     "DELETE FROM archives WHERE aid = ?1",
+    "SELECT alg, ha1 FROM digest_keys WHERE host = ?1 AND user = ?2",
+    "INSERT OR REPLACE INTO digest_keys VALUES (?1, ?2, ?3, ?4)",
+    "DELETE FROM digest_keys WHERE host = ?1 AND user = ?2",
 };
 
 struct db {
@@ -320,6 +336,20 @@ static int account_get(void *p, const char *host, const char *user,
         memcpy(k->server_key, sqlite3_column_blob(st, 4), kl);
     }
     sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return PL_ESTORAGE;
+    st = stmt(d, Q_DIGEST_GET, host, user);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int a = sqlite3_column_int(st, 0);
+        if (a < 0 || a >= PL_DIGEST_NALG ||
+            sqlite3_column_bytes(st, 1) !=
+                (int)pl_digest_len((enum pl_digest_alg)a))
+            continue;
+        memcpy(out->digest[a].ha1, sqlite3_column_blob(st, 1),
+               pl_digest_len((enum pl_digest_alg)a));
+        out->digest[a].set = 1;
+    }
+    sqlite3_reset(st);
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
 }
 
@@ -338,6 +368,19 @@ static int put_keys(struct db *d, const char *host, const char *user,
         sqlite3_bind_blob(st, 5, k->salt, (int)k->salt_len, SQLITE_STATIC);
         sqlite3_bind_blob(st, 6, k->stored_key, (int)kl, SQLITE_STATIC);
         sqlite3_bind_blob(st, 7, k->server_key, (int)kl, SQLITE_STATIC);
+        rc = done(d, st);
+    }
+    if (rc == PL_OK)
+        rc = done(d, stmt(d, Q_DIGEST_DEL, host, user));
+    for (int alg = 0; alg < PL_DIGEST_NALG && rc == PL_OK; alg++) {
+        const struct pl_digest_key *k = &a->digest[alg];
+        if (!k->set)
+            continue;
+        sqlite3_stmt *st = stmt(d, Q_DIGEST_PUT, host, user);
+        sqlite3_bind_int(st, 3, alg);
+        sqlite3_bind_blob(st, 4, k->ha1,
+                          (int)pl_digest_len((enum pl_digest_alg)alg),
+                          SQLITE_STATIC);
         rc = done(d, st);
     }
     return rc;
@@ -377,6 +420,8 @@ static int account_delete(void *p, const char *host, const char *user)
     if (sqlite3_changes(d->h) == 0)
         return PL_ENOT_FOUND;
     rc = done(d, stmt(d, Q_KEYS_DEL, host, user));
+    if (rc == PL_OK)
+        rc = done(d, stmt(d, Q_DIGEST_DEL, host, user));
     if (rc == PL_OK)
         rc = done(d, stmt(d, Q_KV_DEL_USER, host, user));
     if (rc == PL_OK)

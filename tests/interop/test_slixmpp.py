@@ -5,13 +5,19 @@ Covers XEP-0077 registration (and its conflict, password change and
 removal), SASL SCRAM-SHA-1 / SCRAM-SHA-256 on STARTTLS and XEP-0368 direct
 TLS, wrong passwords, resources and RFC 6121 §8.5 routing, errors for
 unknown users and IQs, and the server's XEP-0030/0092/0199/0202 answers.
+Every way of setting a password (registration, XEP-0077 password change,
+parleyctl adduser and passwd) must also store the SIP digest keys
+H(user:realm:password) for MD5 and SHA-256 (src/core/account.h): read
+from the SQLite file and compared with hashlib's.
 Every step is bounded by STEP seconds.  Run with /usr/bin/python3.
 """
 
 import asyncio
 import datetime
+import hashlib
 import os
 import re
+import sqlite3
 import sys
 import xml.etree.ElementTree as ET
 
@@ -184,6 +190,41 @@ async def register(user, password, direct=False):
     return c, reg, out
 
 
+def digest_keys(user):
+    """The digest keys stored for user@srv.domain, {algorithm: hex HA1}
+    (algorithm 0 MD5, 1 SHA-256: enum pl_digest_alg), read from parleyd's
+    SQLite file; None in reference mode."""
+    if srv.reference:
+        return None
+    con = sqlite3.connect(os.path.join(srv.dir, "var", "parley.db"),
+                          timeout=10)
+    try:
+        rows = con.execute("SELECT alg, ha1 FROM digest_keys"
+                           " WHERE host = ? AND user = ?",
+                           (srv.domain, user)).fetchall()
+    finally:
+        con.close()
+    return {alg: bytes(ha1).hex() for alg, ha1 in rows}
+
+
+def want_keys(user, password, md5=True):
+    """HA1 = H(user:realm:password), realm the host's domain (RFC 7616
+    §3.4.2), as parleyd should have stored them."""
+    a1 = ("%s:%s:%s" % (user, srv.domain, password)).encode()
+    keys = {1: hashlib.sha256(a1).hexdigest()}
+    if md5:
+        keys[0] = hashlib.md5(a1).hexdigest()
+    return keys
+
+
+def check_keys(name, user, password, md5=True):
+    if srv.reference:
+        return
+    got = digest_keys(user)
+    check(name, got == want_keys(user, password, md5),
+          "stored %r, expected %r" % (got, want_keys(user, password, md5)))
+
+
 async def iq_call(coro):
     """Awaits an IQ; returns (reply or None, error condition or None)."""
     try:
@@ -225,12 +266,15 @@ async def main():
     check("xep0077: new account can log in after registering",
           out and out[0] == "session", "outcome %r" % (out,))
     await c.finish()
+    check_keys("xep0077: registration stores the digest keys", alice, pw_a)
 
     c, reg, out = await register(bob, pw_b, direct=True)
     clients.append(c)
     check("xep0077: register bob (direct TLS)", reg[0] == "result",
           "registration reply %r" % (reg[:2],))
     await c.finish()
+    check_keys("xep0077: digest keys of a password with ',', '=' and a "
+               "space", bob, pw_b)
 
     c, reg, out = await register(alice, "other-password")
     check("xep0077: registering an existing user gives <conflict/>",
@@ -453,6 +497,8 @@ async def main():
     check("login with the new password works", out[0] == "session",
           "outcome %r" % (out,))
     await c.finish()
+    check_keys("xep0077: the password change replaces the digest keys",
+               alice, new_pw)
     c, out = await login(alice, pw_a, "old", mech="SCRAM-SHA-1")
     check("login with the old password fails (not-authorized)",
           out == ("failed_auth", "not-authorized"), "outcome %r" % (out,))
@@ -481,6 +527,8 @@ async def main():
               rc == 0 and bare(bob) not in text.split()
               and bare(alice) in text.split(),
               "exit %s, output %r" % (rc, text[-300:]))
+        check("the removed account's digest keys are gone",
+              digest_keys(bob) == {}, "stored %r" % (digest_keys(bob),))
     c, out = await login(alice, new_pw, "after", priority=0)
     if out[0] == "session":
         await send_chat(c, bare(bob), "are you gone?")
@@ -490,6 +538,28 @@ async def main():
               and m["error"]["condition"] == "service-unavailable",
               "got %s" % m)
     await c.finish()
+
+    # --- parleyctl adduser and passwd store the digest keys too
+    if not srv.reference:
+        carol, pw_c = harness.unique("carol"), "c4rol pass"
+        rc, text = srv.ctl("adduser", bare(carol), pw_c)
+        check("parleyctl adduser", rc == 0, "exit %s: %s" % (rc, text))
+        check_keys("parleyctl adduser stores the digest keys", carol, pw_c)
+        pw_c2 = "second:pass"
+        rc, text = srv.ctl("passwd", bare(carol), pw_c2)
+        check("parleyctl passwd", rc == 0, "exit %s: %s" % (rc, text))
+        check_keys("parleyctl passwd replaces the digest keys", carol, pw_c2)
+        c, out = await login(carol, pw_c2, "ctl", mech="SCRAM-SHA-256")
+        check("login with the password parleyctl passwd set",
+              out[0] == "session", "outcome %r" % (out,))
+        await c.finish()
+        # server.digest_md5 = false: SHA-256 only, the MD5 key removed.
+        rc, text = srv.ctl("--set", "server.digest_md5=false", "passwd",
+                           bare(carol), pw_c)
+        check("parleyctl passwd with server.digest_md5 off", rc == 0,
+              "exit %s: %s" % (rc, text))
+        check_keys("server.digest_md5 = false stores no MD5 key", carol,
+                   pw_c, md5=False)
 
 
 def run():

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../src/core/account.h"
 #include "../../src/core/alloc.h"
 #include "../../src/core/buf.h"
 #include "../../src/core/config.h"
@@ -240,7 +241,7 @@ static void env_stop(void)
     LEAK_CHECK();
 }
 
-/* Creates user@localhost with SCRAM keys for password, as parleyctl does. */
+/* Creates user@localhost with the keys for password, as parleyctl does. */
 static void add_user(const char *user, const char *password)
 {
     const struct pl_storage_driver *d = pl_storage_driver_find("sqlite");
@@ -248,11 +249,8 @@ static void add_user(const char *user, const char *password)
     void *db = NULL;
     need(d->open(&E.cfg->s, &db) == PL_OK, "opening the database");
     struct pl_account a;
-    memset(&a, 0, sizeof(a));
-    need(pl_scram_derive(PL_SCRAM_SHA1, pl_str_c(password), NULL, 0, ITER,
-                         &a.keys[0]) == PL_OK &&
-             pl_scram_derive(PL_SCRAM_SHA256, pl_str_c(password), NULL, 0, ITER,
-                             &a.keys[1]) == PL_OK,
+    need(pl_account_set_password(&a, user, "localhost", pl_str_c(password),
+                                 ITER, 1) == PL_OK,
          "deriving keys");
     d->begin(db);
     need(d->account_create(db, "localhost", user, &a) == PL_OK,
