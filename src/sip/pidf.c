@@ -334,6 +334,10 @@ static void take_note(struct pl_pidf *p, struct pl_stanza *st,
         n = max;
         while (n > 0 && ((unsigned char)v.p[n] & 0xc0) == 0x80)
             n--;
+        while (n > 0 && strchr(" \t\r\n", v.p[n - 1]))
+            n--;
+        if (n == 0)
+            return;
     }
     p->note = pl_strndup(v.p, n);
     for (const struct pl_node *e = el; e; e = e->parent) {
@@ -465,6 +469,19 @@ static int xml_ok(const char *s)
     return u8_check((const uint8_t *)s, strlen(s)) == NULL;
 }
 
+/* Appends text as XML character data: & < > escaped, and CR as a
+ * character reference, which the parser would otherwise turn into LF. */
+static void append_text(struct pl_buf *b, const char *s)
+{
+    const char *cr;
+    while ((cr = strchr(s, '\r'))) {
+        pl_buf_append_escaped(b, s, (size_t)(cr - s), 0);
+        pl_buf_append_str(b, "&#13;");
+        s = cr + 1;
+    }
+    pl_buf_append_escaped(b, s, strlen(s), 0);
+}
+
 /* RFC 5646 simple form, as map_im.c checks Content-Language. */
 static int is_lang(const char *s)
 {
@@ -514,7 +531,7 @@ struct pl_stanza *pl_pidf_to_presence(const struct pl_pidf *p, const char *from,
         if (p->note_lang && is_lang(p->note_lang))
             pl_buf_printf(&x, " xml:lang='%s'", p->note_lang);
         pl_buf_append_str(&x, ">");
-        pl_buf_append_escaped(&x, p->note, strlen(p->note), 0);
+        append_text(&x, p->note);
         pl_buf_append_str(&x, "</status>");
     }
     if (p->priority >= 0 && p->priority <= 127)
@@ -658,7 +675,7 @@ static int write_tuple(struct pl_buf *b, const struct pl_pidf_tuple *t,
         /* COMPAT baresip: a bare <note>; the language travels in
          * Content-Language (RFC 8048 Table 1). */
         pl_buf_append_str(b, "<note>");
-        pl_buf_append_escaped(b, s->note, strlen(s->note), 0);
+        append_text(b, s->note);
         pl_buf_append_str(b, "</note>\n");
     }
     pl_buf_append_str(b, "</tuple>\n");
