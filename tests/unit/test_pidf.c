@@ -814,3 +814,41 @@ void test_xml_fragment_limits(void)
               PL_EINVAL);
     CHECK(st == NULL);
 }
+
+/* Notes that once did not survive writing and reading back: a CR (from a
+ * character reference), and a note cut at the limit just after a space. */
+void test_pidf_note_edges(void)
+{
+    struct pl_pidf p, q;
+    CHECK_INT(pl_pidf_parse(PL_STR(PIDF_HEAD "<note>a&#13;b</note></presence>"),
+                            NULL, &p),
+              PL_OK);
+    CHECK_STR(p.note, "a\rb");
+    struct pl_jid *e = NULL;
+    CHECK_INT(pl_jid_parse(PL_STR("a@example.com/r"), &e), PL_OK);
+    struct pl_pidf_tuple t = {e, &p};
+    struct pl_buf b = {0};
+    CHECK_INT(pl_pidf_write(e, &t, 1, &b), PL_OK);
+    CHECK(strstr(pl_buf_cstr(&b), "<note>a&#13;b</note>") != NULL);
+    CHECK_INT(pl_pidf_parse(pl_buf_str(&b), NULL, &q), PL_OK);
+    CHECK_STR(q.note, "a\rb");
+    struct pl_stanza *st = pl_pidf_to_presence(&p, e->full, NULL);
+    struct pl_node *s = st ? pl_node_child(pl_stanza_root(st), "status", NULL)
+                           : NULL;
+    CHECK_STR(s ? pl_node_text(st, s, NULL) : NULL, "a\rb");
+    pl_stanza_unref(st);
+    pl_pidf_clear(&p);
+    pl_pidf_clear(&q);
+    pl_buf_reset(&b);
+
+    pl_buf_append_str(&b, PIDF_HEAD "<note>");
+    for (int i = 0; i < 9; i++)
+        pl_buf_append_str(&b, "x");
+    pl_buf_append_str(&b, " yyyy</note></presence>");
+    struct pl_pidf_limits ten = {0, 0, 10};
+    CHECK_INT(pl_pidf_parse(pl_buf_str(&b), &ten, &p), PL_OK);
+    CHECK_STR(p.note, "xxxxxxxxx");
+    pl_pidf_clear(&p);
+    pl_buf_reset(&b);
+    pl_jid_free(e);
+}
