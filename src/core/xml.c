@@ -926,12 +926,19 @@ static void frag_error(void *ud, enum pl_xml_error err, const char *text)
 
 int pl_xml_parse_fragment(const char *data, size_t len, struct pl_stanza **out)
 {
+    return pl_xml_parse_fragment_limited(data, len, NULL, out);
+}
+
+int pl_xml_parse_fragment_limited(const char *data, size_t len,
+                                  const struct pl_xml_limits *limits,
+                                  struct pl_stanza **out)
+{
     struct fragment f = {NULL, false};
     struct pl_xml_callbacks cb = {
         .stanza = frag_stanza,
         .error = frag_error,
     };
-    struct pl_xml_parser *p = create(NULL, &cb, &f, 1);
+    struct pl_xml_parser *p = create(limits, &cb, &f, 1);
     int rc = pl_xml_parser_feed(p, data, len);
     if (rc == PL_OK && parse(p, "", 0, XML_TRUE) < 0)
         rc = PL_EINVAL;

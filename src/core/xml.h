@@ -123,6 +123,16 @@ int pl_xml_parser_nap(struct pl_xml_parser *p);
  * or depth limit.  PL_EINVAL on any error, *out untouched.
  */
 int pl_xml_parse_fragment(const char *data, size_t len, struct pl_stanza **out);
+/*
+ * The same for documents from the network (a SIP PIDF body): limits bound
+ * the element's bytes (max_stanza_size, counted from its start tag) and its
+ * nesting (max_depth counts the root as 1); 0 means no limit, and a single
+ * tag over 64 KiB is refused whatever they say.  PL_EINVAL on any error or
+ * limit, *out untouched.
+ */
+int pl_xml_parse_fragment_limited(const char *data, size_t len,
+                                  const struct pl_xml_limits *limits,
+                                  struct pl_stanza **out);
 
 /* Internal, for tests: bytes handed to expat since creation or reset. */
 unsigned long long pl__xml_parser_bytes(const struct pl_xml_parser *p);
