@@ -116,6 +116,9 @@ test:
 	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
 	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
+	@# the ground rules say gcc and clang: clang builds everything too
+	@$(MAKE) -j2 --no-print-directory CC=clang BUILD=build/clang all \
+	    build/clang/unit-tests
 	@scripts/run-tests
 
 # Scenario tests as data (tests/scenarios/README.md).

@@ -94,8 +94,10 @@ void test_s2s_config(void)
         "s2s.routes=({ host = \"10.0.0.2\"; })",
         "s2s.routes=({ domain = \"b.example\"; })",
         "s2s.routes=({ domain = \"b.example\"; host = \"h\"; port = 0; })",
-        "s2s.routes=({ domain = \"b.example\"; host = \"h\"; tls = \"none\"; "
-        "})",
+        /* parenthesized: one string, not a missing comma (clang's
+         * -Wstring-concatenation) */
+        ("s2s.routes=({ domain = \"b.example\"; host = \"h\"; "
+         "tls = \"none\"; })"),
         "s2s.routes=({ domain = \"b.example\"; host = \"h\"; bogus = 1; })",
         "s2s.routes=\"b.example\"",
         "s2s.connect_timeout=0",
