@@ -33,7 +33,7 @@ pkg_config = $(strip $(eval pkg__out := $(shell pkg-config $(1) $(2) \
 # then becomes VALUE, expanded).
 lazy = $(eval $(1) := $(2))$($(1))
 
-PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares
+PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
 PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \
            -lunistring)
