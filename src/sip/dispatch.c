@@ -160,6 +160,14 @@ struct pl_host *pl__sip_request_host(osip_message_t *req)
 
 /* ---- the checks ---- */
 
+/* Whether the Request-URI's host is a host of ours or one of our
+ * addresses. */
+static int uri_is_ours(osip_message_t *req)
+{
+    return pl__sip_request_host(req) ||
+           (req->req_uri->host && pl__sip_is_local_address(req->req_uri->host));
+}
+
 static void verdict(struct sip_verdict *v, int code, const char *reason)
 {
     v->code = code;
@@ -289,7 +297,7 @@ void pl__sip_check_request(osip_message_t *req, int parsed,
         snprintf(v->hdr_value, sizeof(v->hdr_value), "%s", pl__sip_allow());
         return;
     }
-    if (!(row->flags & SIP_M_ANY_DOMAIN) && !pl__sip_request_host(req)) {
+    if (!(row->flags & SIP_M_ANY_DOMAIN) && !uri_is_ours(req)) {
         verdict(v, 404, NULL);
         return;
     }
@@ -382,49 +390,80 @@ static void cancel(osip_message_t *req, const struct sip_flow *dest)
     reply_stateless(req, dest, found ? 200 : 481, NULL, NULL, NULL);
 }
 
+void pl__sip_judge(int kind, const char *p, size_t n,
+                   const struct sip_scan *scan, int stream,
+                   osip_message_t **out, int *is_response,
+                   struct sip_verdict *v)
+{
+    memset(v, 0, sizeof(*v));
+    *out = NULL;
+    *is_response = 0;
+    if (!p || !n) {
+        verdict(v, -1,
+                kind == SIP_FRAME_TOO_LARGE
+                    ? "too large, no header section to answer"
+                    : "no header section to answer");
+        return;
+    }
+    struct sip_start sl;
+    pl__sip_start_line(p, n, &sl);
+    osip_message_t *m = NULL;
+    int parsed = 0;
+    size_t hlen = scan->hlen && scan->hlen <= n ? scan->hlen : n;
+    if (kind == SIP_FRAME_MSG)
+        parsed = pl__sip_parse(p, n, scan, &m) == PL_OK;
+    else
+        pl__sip_parse_headers(p, hlen, &m);
+    *out = m;
+    *is_response = sl.is_response;
+    if (sl.is_response) {
+        /* §18.3 for a short body, RFC 4475 §3.1.2.18 for a code out of
+         * range: responses are never answered, only dropped. */
+        if (kind != SIP_FRAME_MSG || !parsed || !sl.ok ||
+            !pl__sip_addressable(m) || m->status_code != sl.status ||
+            number(m->cseq->number, 4294967295LL) < 0)
+            verdict(v, -1, "malformed response");
+        return;
+    }
+    if (!pl__sip_addressable(m)) {
+        verdict(v, -1, "malformed request, no Via or CSeq to answer");
+        return;
+    }
+    if (kind == SIP_FRAME_TOO_LARGE) {
+        verdict(v, 513, NULL);
+    } else if (kind == SIP_FRAME_SHORT) {
+        verdict(v, 400, "Body Shorter Than Content-Length");
+    } else if (kind == SIP_FRAME_BAD) {
+        verdict(v, 400,
+                scan->clen_bad             ? "Bad Content-Length"
+                : scan->clen < 0 && stream ? "Missing Content-Length"
+                                           : "Malformed Request");
+    } else {
+        pl__sip_check_request(m, parsed, &sl, scan, v);
+    }
+}
+
 static void receive_request(const struct sip_flow *flow, int kind,
-                            osip_message_t *req, int parsed,
-                            const struct sip_start *sl,
-                            const struct sip_scan *scan)
+                            osip_message_t *req, const struct sip_verdict *v)
 {
     pl_stat_inc(sip_requests_in);
-    if (!pl__sip_addressable(req)) {
+    if (v->code < 0) {
         pl_stat_inc(sip_malformed);
-        drop(flow, "malformed request, no Via or CSeq to answer");
+        drop(flow, v->reason);
         osip_message_free(req);
         return;
     }
     struct sip_flow dest;
     pl__sip_response_flow(req, flow, &dest);
-    int code = 0;
-    const char *reason = NULL;
-    if (kind == SIP_FRAME_TOO_LARGE) {
-        pl_stat_inc(sip_too_large);
-        code = 513;
-    } else if (kind == SIP_FRAME_SHORT) {
-        pl_stat_inc(sip_malformed);
-        code = 400;
-        reason = "Body Shorter Than Content-Length";
-    } else if (kind == SIP_FRAME_BAD) {
-        pl_stat_inc(sip_malformed);
-        code = 400;
-        reason = scan->clen_bad ? "Bad Content-Length"
-                 : scan->clen < 0 && flow->transport != SIP_UDP
-                     ? "Missing Content-Length"
-                     : "Malformed Request";
-    }
-    struct sip_verdict v = {0};
-    if (!code) {
-        pl__sip_check_request(req, parsed, sl, scan, &v);
-        code = v.code;
-        reason = v.reason;
-        if (code == 400)
+    if (v->code) {
+        if (kind == SIP_FRAME_TOO_LARGE || v->code == 513)
+            pl_stat_inc(sip_too_large);
+        else if (v->code == 400)
             pl_stat_inc(sip_malformed);
-    }
-    if (code) {
-        log_refusal(flow, req, code, reason);
+        log_refusal(flow, req, v->code, v->reason);
         pl_stat_inc(sip_rejected);
-        reply_stateless(req, &dest, code, reason, v.hdr_name, v.hdr_value);
+        reply_stateless(req, &dest, v->code, v->reason, v->hdr_name,
+                        v->hdr_value);
         osip_message_free(req);
         return;
     }
@@ -467,43 +506,31 @@ static void receive_request(const struct sip_flow *flow, int kind,
 void pl__sip_receive(const struct sip_flow *flow, int kind, const char *p,
                      size_t n, const struct sip_scan *scan)
 {
-    if (!p || !n) {
+    osip_message_t *m = NULL;
+    int is_response = 0;
+    struct sip_verdict v;
+    pl__sip_judge(kind, p, n, scan, flow->transport != SIP_UDP, &m,
+                  &is_response, &v);
+    if (!m) {
         if (kind == SIP_FRAME_TOO_LARGE)
             pl_stat_inc(sip_too_large);
         else
             pl_stat_inc(sip_malformed);
-        drop(flow, "no header section to answer");
+        drop(flow, v.reason ? v.reason : "unparsable");
         return;
     }
-    struct sip_start sl;
-    pl__sip_start_line(p, n, &sl);
-    osip_message_t *m = NULL;
-    int parsed = 0;
-    size_t hlen = scan->hlen && scan->hlen <= n ? scan->hlen : n;
-    if (kind == SIP_FRAME_MSG)
-        parsed = pl__sip_parse(p, n, scan, &m) == PL_OK;
-    else
-        pl__sip_parse_headers(p, hlen, &m);
-    if (!m) {
-        pl_stat_inc(sip_malformed);
-        drop(flow, "unparsable");
-        return;
-    }
-    if (sl.is_response) {
+    if (is_response) {
         pl_stat_inc(sip_responses_in);
-        if (kind != SIP_FRAME_MSG || !parsed || !sl.ok ||
-            !pl__sip_addressable(m) || m->status_code != sl.status) {
-            /* §18.3 for a short body; RFC 4475 §3.1.2.18 for a code out
-             * of range: responses are never answered. */
+        if (v.code < 0) {
             pl_stat_inc(sip_malformed);
-            drop(flow, "malformed response");
+            drop(flow, v.reason);
             osip_message_free(m);
             return;
         }
         pl__sip_txn_response(m, flow);
         return;
     }
-    receive_request(flow, kind, m, parsed, &sl, scan);
+    receive_request(flow, kind, m, &v);
 }
 
 /* ---- OPTIONS (RFC 3261 §11.2) ---- */

@@ -235,8 +235,10 @@ int pl__sip_parse_headers(const char *p, size_t hlen, osip_message_t **out)
         nm[name.len] = '\0';
         char *v = pl__sip_unfold(value);
         if (strcmp(nm, "via") == 0 || strcmp(nm, "v") == 0) {
-            /* Each value on its own: a bad one does not hide the top. */
-            osip_message_set_multiple_header(m, (char *)"via", v);
+            /* Each value on its own: a bad one does not hide the top
+             * (libosip2 lower-cases the name in place: a copy). */
+            char hn[] = "via";
+            osip_message_set_multiple_header(m, hn, v);
         } else if ((strcmp(nm, "from") == 0 || strcmp(nm, "f") == 0) &&
                    !m->from) {
             osip_message_set_from(m, v);

@@ -188,9 +188,10 @@ static void ping_done(void *arg, int code, osip_message_t *resp,
     uint64_t ms = pl_loop_now(pl_server_loop()) - p->start_ms;
     const char *reason = resp && resp->reason_phrase ? resp->reason_phrase
                                                      : pl__sip_reason(code);
-    json_t *a = json_pack("{s:b, s:i, s:s, s:i, s:I}", "ok", 1, "code", code,
-                          "reason", reason, "retransmissions",
-                          (int)retransmissions, "ms", (json_int_t)ms);
+    json_t *a = json_pack("{s:b, s:i, s:s, s:b, s:i, s:I}", "ok", 1, "code",
+                          code, "reason", reason, "answered", resp != NULL,
+                          "retransmissions", (int)retransmissions, "ms",
+                          (json_int_t)ms);
     if (p->tag)
         json_object_set(a, "tag", p->tag);
     pl_admin_answer(p->cid, a);

@@ -465,7 +465,22 @@ void pl__sip_check_request(osip_message_t *req, int parsed,
                            const struct sip_start *sl,
                            const struct sip_scan *scan, struct sip_verdict *v);
 
-/* The host whose domain is the Request-URI's host, or NULL. */
+/*
+ * What becomes of a framed unit, without a network (the fuzz target and
+ * tests use it; pl__sip_receive acts on it): *out receives the parsed
+ * message (new, or NULL when nothing parsed), *is_response says which
+ * kind; v->code is 0 when a response may go to its client transaction or
+ * a request on to transaction matching, -1 when it is dropped (v->reason
+ * says why), else the status a request is answered with statelessly.
+ * stream: it came over TCP/TLS.
+ */
+void pl__sip_judge(int kind, const char *p, size_t n,
+                   const struct sip_scan *scan, int stream,
+                   osip_message_t **out, int *is_response,
+                   struct sip_verdict *v);
+
+/* The host whose domain is the Request-URI's host (the first host for
+ * one of this server's addresses), or NULL. */
 struct pl_host *pl__sip_request_host(osip_message_t *req);
 /* The Allow value: every method with a handler ("OPTIONS, ..."). */
 const char *pl__sip_allow(void);
