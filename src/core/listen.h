@@ -2,7 +2,7 @@
  * listen.h - listeners and the protocols that serve them.
  *
  * Every entry of the configuration's `listeners` list names a protocol
- * ("c2s", "s2s", "component", later "sip", "http"...).  A front end
+ * ("c2s", "s2s", "component", "sip", later "http"...).  A front end
  * (module.h, struct pl_frontend) provides protocols: a struct pl_protocol
  * each.  The core opens the sockets, stream (TCP) or datagram (UDP), and
  * keeps owning what every protocol needs the same way:

@@ -228,7 +228,11 @@ int pl__sip_parse_headers(const char *p, size_t hlen, osip_message_t **out)
     struct pl_str name, value;
     while (pl__sip_header_next(p, hlen, &pos, &name, &value)) {
         char nm[16];
-        if (!name.len || name.len >= sizeof(nm))
+        /* A NUL would cut the value short in libosip2's C strings: such
+         * a field is taken as absent. */
+        if (!name.len || name.len >= sizeof(nm) ||
+            memchr(value.p, '\0', value.len) ||
+            memchr(name.p, '\0', name.len))
             continue;
         for (size_t i = 0; i < name.len; i++)
             nm[i] = (char)lower((unsigned char)name.p[i]);
@@ -251,6 +255,34 @@ int pl__sip_parse_headers(const char *p, size_t hlen, osip_message_t **out)
             osip_message_set_cseq(m, v);
         }
         pl_free(v);
+    }
+    /* libosip2 is lenient with a lone Via value but does not always
+     * read back what it then writes: keep only the Via fields that
+     * survive the round trip, so that a 400 is something the client can
+     * parse (a lost top Via leaves the request unaddressable). */
+    for (int i = 0; i < osip_list_size(&m->vias);) {
+        osip_via_t *v = osip_list_get(&m->vias, i), *back = NULL;
+        char *s = NULL;
+        int ok = osip_via_to_str(v, &s) == 0 && osip_via_init(&back) == 0 &&
+                 osip_via_parse(back, s) == 0 && back->host;
+        osip_via_free(back);
+        osip_free(s);
+        if (ok) {
+            i++;
+            continue;
+        }
+        osip_list_remove(&m->vias, i);
+        osip_via_free(v);
+        if (i == 0) {
+            /* No top Via: nothing to answer (and no other Via may take
+             * its place). */
+            while (osip_list_size(&m->vias) > 0) {
+                v = osip_list_get(&m->vias, 0);
+                osip_list_remove(&m->vias, 0);
+                osip_via_free(v);
+            }
+            break;
+        }
     }
     *out = m;
     return PL_OK;

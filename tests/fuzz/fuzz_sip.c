@@ -77,8 +77,10 @@ static void judge(int kind, const char *p, size_t n,
             die("the response does not serialize");
         osip_message_t *back = NULL;
         osip_message_init(&back);
-        if (osip_message_parse(back, s, len) != 0)
+        if (osip_message_parse(back, s, len) != 0) {
+            fprintf(stderr, "%.*s\n", (int)len, s);
             die("the response does not parse back");
+        }
         if (back->status_code != v.code || !back->cseq || !m->cseq ||
             strcmp(back->cseq->number, m->cseq->number) != 0 ||
             osip_list_size(&back->vias) != osip_list_size(&m->vias))
