@@ -231,8 +231,7 @@ int pl__sip_parse_headers(const char *p, size_t hlen, osip_message_t **out)
         /* A NUL would cut the value short in libosip2's C strings: such
          * a field is taken as absent. */
         if (!name.len || name.len >= sizeof(nm) ||
-            memchr(value.p, '\0', value.len) ||
-            memchr(name.p, '\0', name.len))
+            memchr(value.p, '\0', value.len) || memchr(name.p, '\0', name.len))
             continue;
         for (size_t i = 0; i < name.len; i++)
             nm[i] = (char)lower((unsigned char)name.p[i]);
@@ -256,13 +255,31 @@ int pl__sip_parse_headers(const char *p, size_t hlen, osip_message_t **out)
         }
         pl_free(v);
     }
-    /* libosip2 is lenient with a lone Via value but does not always
-     * read back what it then writes: keep only the Via fields that
-     * survive the round trip, so that a 400 is something the client can
-     * parse (a lost top Via leaves the request unaddressable). */
+    /* libosip2 is lenient with a lone field but does not always read
+     * back what it then writes: keep only the From, To and Via fields
+     * that survive the round trip, so that a 400 is something the client
+     * can parse (a lost top Via leaves the request unaddressable). */
+    char *s = NULL;
+    osip_from_t *f = NULL;
+    if (m->from && (osip_from_to_str(m->from, &s) != 0 ||
+                    osip_from_init(&f) != 0 || osip_from_parse(f, s) != 0)) {
+        osip_from_free(m->from);
+        m->from = NULL;
+    }
+    osip_from_free(f);
+    osip_free(s);
+    s = NULL;
+    f = NULL;
+    if (m->to && (osip_to_to_str(m->to, &s) != 0 || osip_to_init(&f) != 0 ||
+                  osip_to_parse(f, s) != 0)) {
+        osip_to_free(m->to);
+        m->to = NULL;
+    }
+    osip_to_free(f);
+    osip_free(s);
     for (int i = 0; i < osip_list_size(&m->vias);) {
         osip_via_t *v = osip_list_get(&m->vias, i), *back = NULL;
-        char *s = NULL;
+        s = NULL;
         int ok = osip_via_to_str(v, &s) == 0 && osip_via_init(&back) == 0 &&
                  osip_via_parse(back, s) == 0 && back->host;
         osip_via_free(back);

@@ -394,7 +394,8 @@ typedef void sip_client_fn(void *arg, int code, osip_message_t *resp,
  * response or Timer F (64*T1).  PL_OK and *id (may be NULL); PL_ECLOSED
  * when the flow's connection is gone, PL_ELIMIT past max_transactions,
  * PL_EINVAL for INVITE, ACK or a request missing a mandatory field: then
- * req is freed and cb never fires.
+ * req is freed and cb never fires.  A TCP/TLS connection that closes
+ * before the answer: Timer F (408).  cb may send again or abandon.
  */
 int pl__sip_request_send(const struct sip_flow *flow, osip_message_t *req,
                          sip_client_fn *cb, void *arg, uint64_t *id);
