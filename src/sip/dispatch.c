@@ -328,25 +328,58 @@ void pl__sip_check_request(osip_message_t *req, int parsed,
 
 /* ---- answers without a transaction ---- */
 
-static void reply_stateless(osip_message_t *req, const struct sip_flow *dest,
-                            int code, const char *reason, const char *hname,
-                            const char *hvalue)
+char *pl__sip_stateless_bytes(osip_message_t *req, const struct sip_verdict *v,
+                              size_t *len)
 {
     char tag[17];
     pl__sip_make_tag(req, tag);
-    osip_message_t *r = pl__sip_response_build(req, code, reason, tag);
+    osip_message_t *r = pl__sip_response_build(req, v->code, v->reason, tag);
     if (!r)
-        return;
-    if (hname)
-        osip_message_set_header(r, hname, hvalue);
-    size_t len = 0;
-    char *s = pl__sip_serialize(r, &len);
+        return NULL;
+    if (v->hdr_name)
+        osip_message_set_header(r, v->hdr_name, v->hdr_value);
+    char *s = pl__sip_serialize(r, len);
     osip_message_free(r);
-    if (!s)
+    if (s && v->minimal) {
+        osip_message_t *back = NULL;
+        osip_message_init(&back);
+        int ok = osip_message_parse(back, s, *len) == 0;
+        osip_message_free(back);
+        if (!ok) {
+            pl_free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* Answers req with v (or code, reason) without a transaction. */
+static void reply_stateless(osip_message_t *req, const struct sip_flow *dest,
+                            const struct sip_verdict *v)
+{
+    size_t len = 0;
+    char *s = pl__sip_stateless_bytes(req, v, &len);
+    if (!s) {
+        pl_stat_inc(sip_dropped);
         return;
+    }
     pl__sip_flow_send(dest, s, len);
     pl_free(s);
     pl_stat_inc(sip_responses_out);
+}
+
+static void reply_code(osip_message_t *req, const struct sip_flow *dest,
+                       int code, const char *reason, const char *hname,
+                       const char *hvalue)
+{
+    struct sip_verdict v;
+    memset(&v, 0, sizeof(v));
+    v.code = code;
+    v.reason = reason;
+    v.hdr_name = hname;
+    if (hvalue)
+        snprintf(v.hdr_value, sizeof(v.hdr_value), "%s", hvalue);
+    reply_stateless(req, dest, &v);
 }
 
 static void log_refusal(const struct sip_flow *f, osip_message_t *req, int code,
@@ -387,7 +420,7 @@ static void cancel(osip_message_t *req, const struct sip_flow *dest)
         found = pl__sip_txn_match(key) != NULL;
         pl_free(key);
     }
-    reply_stateless(req, dest, found ? 200 : 481, NULL, NULL, NULL);
+    reply_code(req, dest, found ? 200 : 481, NULL, NULL, NULL);
 }
 
 void pl__sip_judge(int kind, const char *p, size_t n,
@@ -441,6 +474,7 @@ void pl__sip_judge(int kind, const char *p, size_t n,
     } else {
         pl__sip_check_request(m, parsed, &sl, scan, v);
     }
+    v->minimal = !parsed;
 }
 
 static void receive_request(const struct sip_flow *flow, int kind,
@@ -462,8 +496,7 @@ static void receive_request(const struct sip_flow *flow, int kind,
             pl_stat_inc(sip_malformed);
         log_refusal(flow, req, v->code, v->reason);
         pl_stat_inc(sip_rejected);
-        reply_stateless(req, &dest, v->code, v->reason, v->hdr_name,
-                        v->hdr_value);
+        reply_stateless(req, &dest, v);
         osip_message_free(req);
         return;
     }
@@ -488,9 +521,9 @@ static void receive_request(const struct sip_flow *flow, int kind,
     if (!key || pl__sip_txn_count(0) + pl__sip_txn_count(1) >=
                     (unsigned long)pl__sip_settings()->max_transactions) {
         pl_stat_inc(sip_rejected);
-        reply_stateless(req, &dest, key ? 503 : 400,
-                        key ? NULL : "Malformed Request",
-                        key ? "Retry-After" : NULL, "5");
+        reply_code(req, &dest, key ? 503 : 400,
+                   key ? NULL : "Malformed Request", key ? "Retry-After" : NULL,
+                   "5");
         pl_free(key);
         osip_message_free(req);
         return;

@@ -461,7 +461,19 @@ struct sip_verdict {
     const char *reason;   /* static text, NULL: the standard phrase */
     const char *hdr_name; /* an extra field of the answer, or NULL */
     char hdr_value[256];  /* its value */
+    int minimal;          /* the request only went through the minimal
+                           * parse (libosip2 refused it whole) */
 };
+
+/*
+ * The bytes of the stateless answer v->code to req (our tag, v's reason
+ * and extra field): a new string (pl_free) and its length, or NULL when
+ * req cannot be addressed or, for a minimally parsed request, when the
+ * answer would not parse back (libosip2 writes some lenient fields in a
+ * form it cannot read: such an answer is not sent).
+ */
+char *pl__sip_stateless_bytes(osip_message_t *req, const struct sip_verdict *v,
+                              size_t *len);
 void pl__sip_check_request(osip_message_t *req, int parsed,
                            const struct sip_start *sl,
                            const struct sip_scan *scan, struct sip_verdict *v);
