@@ -328,6 +328,23 @@ void pl__sip_check_request(osip_message_t *req, int parsed,
 
 /* ---- answers without a transaction ---- */
 
+/* Whether back (an answer parsed back) keeps what the client matches
+ * it on (§17.1.3): the top Via's sent-by and branch, and the CSeq. */
+static int same_match_fields(osip_message_t *req, osip_message_t *back)
+{
+    osip_via_t *va = osip_list_get(&req->vias, 0);
+    osip_via_t *vb = osip_list_get(&back->vias, 0);
+    const char *ba = pl__sip_branch(req), *bb = pl__sip_branch(back);
+    return back->cseq && req->cseq && back->cseq->number &&
+           back->cseq->method &&
+           strcmp(back->cseq->number, req->cseq->number) == 0 &&
+           strcmp(back->cseq->method, req->cseq->method) == 0 && va && vb &&
+           vb->host && strcasecmp(va->host, vb->host) == 0 &&
+           (va->port ? vb->port && strcmp(va->port, vb->port) == 0
+                     : vb->port == NULL) &&
+           (ba ? bb && strcmp(ba, bb) == 0 : bb == NULL);
+}
+
 char *pl__sip_stateless_bytes(osip_message_t *req, const struct sip_verdict *v,
                               size_t *len)
 {
@@ -343,7 +360,8 @@ char *pl__sip_stateless_bytes(osip_message_t *req, const struct sip_verdict *v,
     if (s && v->minimal) {
         osip_message_t *back = NULL;
         osip_message_init(&back);
-        int ok = osip_message_parse(back, s, *len) == 0;
+        int ok = osip_message_parse(back, s, *len) == 0 &&
+                 same_match_fields(req, back);
         osip_message_free(back);
         if (!ok) {
             pl_free(s);

@@ -378,9 +378,9 @@ int pl__sip_reply(struct sip_txn *t, int code, const char *reason,
 /*
  * Completion of a client transaction, exactly once unless abandoned:
  * code is the final response's status (200-699) with resp (borrowed), or
- * 408 with resp NULL when Timer F fired, or 503 with resp NULL after a
- * transport error (RFC 3261 §8.1.3.1).  retransmissions: how many times
- * Timer E resent the request.
+ * 408 with resp NULL when Timer F fired (RFC 3261 §8.1.3.1), or 503 with
+ * resp NULL when the front end shuts down first.  retransmissions: how
+ * many times Timer E resent the request.
  */
 typedef void sip_client_fn(void *arg, int code, osip_message_t *resp,
                            unsigned retransmissions);
@@ -469,8 +469,9 @@ struct sip_verdict {
  * The bytes of the stateless answer v->code to req (our tag, v's reason
  * and extra field): a new string (pl_free) and its length, or NULL when
  * req cannot be addressed or, for a minimally parsed request, when the
- * answer would not parse back (libosip2 writes some lenient fields in a
- * form it cannot read: such an answer is not sent).
+ * answer would not parse back with the same top Via sent-by and branch
+ * and CSeq (libosip2 writes some lenient fields in a form it reads
+ * otherwise or not at all: such an answer is not sent).
  */
 char *pl__sip_stateless_bytes(osip_message_t *req, const struct sip_verdict *v,
                               size_t *len);
