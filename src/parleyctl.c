@@ -28,7 +28,8 @@
  *     components [--json]      external components (XEP-0114): domain,
  *                              host, connected, peer, stanza counts
  *     stats [--json]           the server's counters (src/core/stats.h)
- *     sip [--json]             SIP listeners, connections, transactions
+ *     sip [--json]             SIP listeners, connections, transactions,
+ *                              registrations
  *     sip ping [--json] ADDRESS:PORT
  *                              an OPTIONS over UDP from parleyd's SIP
  *                              listener: the answer's status, Timer E
@@ -804,6 +805,21 @@ static int cmd_sip(int n, char **a)
             printf("transactions: server %lld, client %lld\n",
                    (long long)json_integer_value(json_object_get(t, "server")),
                    (long long)json_integer_value(json_object_get(t, "client")));
+            json_t *regs = json_object_get(ans, "registrations");
+            printf("registrations: %zu\n", json_array_size(regs));
+            if (json_array_size(regs))
+                printf("%-32s %-9s %8s %-12s %s\n", "aor", "transport",
+                       "expires", "resource", "contact");
+            json_array_foreach(regs, i, l)
+            {
+                printf("%-32s %-9s %7llds %-12s %s\n",
+                       json_string_value(json_object_get(l, "aor")),
+                       json_string_value(json_object_get(l, "transport")),
+                       (long long)json_integer_value(
+                           json_object_get(l, "expires_in")),
+                       json_string_value(json_object_get(l, "resource")),
+                       json_string_value(json_object_get(l, "contact")));
+            }
         }
     }
     json_decref(ans);

@@ -39,7 +39,12 @@
     X(sip_keepalives)                                                          \
     X(sip_client_requests)                                                     \
     X(sip_client_retransmissions)                                              \
-    X(sip_client_timeouts)
+    X(sip_client_timeouts)                                                     \
+    X(sip_registrations)                                                       \
+    X(sip_bindings)                                                            \
+    X(sip_auth_failures)                                                       \
+    X(sip_messages_in)                                                         \
+    X(sip_messages_out)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

@@ -50,7 +50,8 @@
 
 /* The parts started with the front end, in order (stopped and freed in
  * reverse). */
-const struct sip_part *const pl__sip_parts[] = {NULL};
+const struct sip_part *const pl__sip_parts[] = {&pl__sip_registrar, &pl__sip_im,
+                                                NULL};
 
 static const struct sip_settings defaults = {
     .max_message_size = 65535,
@@ -59,7 +60,15 @@ static const struct sip_settings defaults = {
     .t2 = 4000,
     .t4 = 5000,
     .max_transactions = 100000,
+    .max_contacts = 10,
+    .default_expires = 3600,
+    .min_expires = 60,
+    .max_expires = 86400,
+    .nonce_lifetime = 300,
+    .offline_messages = SIP_OFFLINE_STORE,
 };
+
+static const char *const offline_choices[] = {"store", "reject", NULL};
 static const struct sip_settings *S = &defaults;
 static int started;
 
@@ -103,6 +112,31 @@ static const struct pl_option options[] = {
      "Most server and client transactions at once (a UDP one lasts 64*T1 "
      "after its answer); past it new requests get 503 with Retry-After.",
      offsetof(struct sip_settings, max_transactions)},
+    {"max_contacts", PL_OPT_INT, "10", 1, 1000, NULL,
+     "Registrar: most bindings (registered contacts) per address of record; "
+     "a REGISTER that would make more gets 403.  Each is also a resource "
+     "of the account (limits.max_resources_per_user applies too).",
+     offsetof(struct sip_settings, max_contacts)},
+    {"default_expires", PL_OPT_INT, "3600", 1, 4294967295L, NULL,
+     "Registrar: seconds a binding lasts when the REGISTER names no expiry "
+     "(RFC 3261 §10.2.1.1).",
+     offsetof(struct sip_settings, default_expires)},
+    {"min_expires", PL_OPT_INT, "60", 1, 3600, NULL,
+     "Registrar: a shorter expiry (other than 0) is refused with 423 "
+     "Interval Too Brief and Min-Expires (RFC 3261 §10.3 step 7).",
+     offsetof(struct sip_settings, min_expires)},
+    {"max_expires", PL_OPT_INT, "86400", 1, 4294967295L, NULL,
+     "Registrar: a longer expiry is cut to this many seconds.",
+     offsetof(struct sip_settings, max_expires)},
+    {"nonce_lifetime", PL_OPT_INT, "300", 10, 86400, NULL,
+     "Seconds a digest nonce is accepted; then the client is challenged "
+     "again with stale=true (RFC 7616 §3.3).",
+     offsetof(struct sip_settings, nonce_lifetime)},
+    {"offline_messages", PL_OPT_ENUM, "\"store\"", 0, 0, offline_choices,
+     "A MESSAGE to a user with no available session: \"store\" keeps it in "
+     "the offline store like an XMPP message (202 Accepted), \"reject\" "
+     "answers 480 Temporarily Unavailable.",
+     offsetof(struct sip_settings, offline_messages)},
     {0},
 };
 
@@ -112,6 +146,13 @@ static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
     if (s->t2 < s->t1)
         return pl_config_where(err, errlen, pl_config_group(c, "sip"),
                                "%s: t2 must be at least t1", "sip");
+    if (s->min_expires > s->max_expires ||
+        s->default_expires < s->min_expires ||
+        s->default_expires > s->max_expires)
+        return pl_config_where(err, errlen, pl_config_group(c, "sip"),
+                               "%s: min_expires <= default_expires <= "
+                               "max_expires is required",
+                               "sip");
     for (int i = 0; i < c->nlisteners; i++) {
         struct pl_listener_conf *lc = &c->listeners[i];
         if (!lc->protocol || strcmp(lc->protocol, "sip") != 0 ||

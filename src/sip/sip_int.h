@@ -60,6 +60,8 @@
 
 struct pl_host;
 struct pl_conn;
+struct pl_session;
+struct pl_stanza;
 
 /* ------------------------------------------------------------------ */
 /* Settings: the `sip` group (sip.c documents each).                   */
@@ -71,6 +73,18 @@ struct sip_settings {
     long t2;               /* T2, ms (longest retransmit interval) */
     long t4;               /* T4, ms (a message's longest life) */
     long max_transactions; /* server and client transactions at once */
+    long max_contacts;     /* registrar: bindings per address of record */
+    long default_expires;  /* registrar: seconds when the UA names none */
+    long min_expires;      /* registrar: shorter is 423 (RFC 3261 §10.3) */
+    long max_expires;      /* registrar: longer is cut to this */
+    long nonce_lifetime;   /* digest nonces are good this long, seconds */
+    int offline_messages;  /* enum sip_offline: MESSAGE to no one online */
+};
+
+/* What a MESSAGE to a user with no available session gets. */
+enum sip_offline {
+    SIP_OFFLINE_STORE = 0,  /* stored like XMPP messages, 202 Accepted */
+    SIP_OFFLINE_REJECT = 1, /* 480 Temporarily Unavailable */
 };
 
 /* The settings in force (never NULL once the front end started; the
@@ -530,14 +544,149 @@ void pl__sip_response_flow(osip_message_t *req, const struct sip_flow *flow,
 int pl__sip_udp_flow(const char *ip, int port, struct sip_flow *out);
 
 /* ------------------------------------------------------------------ */
+/* Registration rules (binding.c): RFC 3261 §10.3 steps 6-8 as pure    */
+/* functions over one address of record, for the registrar and tests.  */
+
+/* The registrar's expiry and size limits (from struct sip_settings). */
+struct sip_reg_limits {
+    long def;          /* expiry when neither Contact nor Expires says */
+    long min;          /* shorter (and not 0): 423 Interval Too Brief */
+    long max;          /* longer: cut to this */
+    long max_contacts; /* bindings per address of record */
+};
+
+/* A binding the address of record has (borrowed strings). */
+struct sip_reg_have {
+    const char *key;     /* pl__sip_contact_key() of its contact */
+    const char *call_id; /* of the REGISTER that made or last refreshed it */
+    uint32_t cseq;       /* and its CSeq number */
+};
+
+/* A Contact of the REGISTER (borrowed). */
+struct sip_reg_want {
+    const char *key; /* pl__sip_contact_key() */
+    long expires;    /* its expires parameter, -1 if none or malformed */
+};
+
+/* What becomes of one Contact of the request (or, for "*", of one
+ * binding). */
+struct sip_reg_op {
+    int have;     /* index of the binding it refreshes or removes, -1: a new
+                   * one (none is made when expires is 0), -2: the same
+                   * contact twice in the request, ignored */
+    long expires; /* seconds granted; 0: remove */
+};
+
+/*
+ * Plans a REGISTER on an address of record with nhave bindings: star for
+ * "Contact: *", nwant Contacts otherwise (0: a query), hdr_expires the
+ * Expires header (-1 absent or malformed), call_id and cseq the request's.
+ * Fills ops (nwant entries, or nhave for star) and returns 200, or the
+ * status that refuses the whole request (nothing may change, §10.3):
+ *   400  "*" with other Contacts or an expiry other than 0 (step 6);
+ *   423  an expiry above 0 and below lim->min (step 7: answer with
+ *        Min-Expires: lim->min);
+ *   500  a binding refreshed or removed by a request with its Call-ID and
+ *        a CSeq not above the one it has (steps 6 and 7: out of order);
+ *   403  more than lim->max_contacts bindings would result.
+ * Expiry of a Contact: its expires parameter, else the Expires header,
+ * else lim->def; above lim->max it becomes lim->max.  A Contact matches a
+ * binding with the same key.
+ */
+int pl__sip_reg_plan(const struct sip_reg_have *have, int nhave,
+                     const struct sip_reg_want *want, int nwant, int star,
+                     long hdr_expires, const char *call_id, uint32_t cseq,
+                     const struct sip_reg_limits *lim, struct sip_reg_op *ops);
+
+/* A delta-seconds value (RFC 3261 §25.1: 1*DIGIT, at most 2^32-1), or -1
+ * for NULL or malformed. */
+long pl__sip_delta_seconds(const char *s);
+
+/*
+ * The key a Contact is matched on: "i:" and its +sip.instance value (RFC
+ * 5626 §4.1: the same UA across address changes) when it has one, else
+ * "u:" and its URI with the scheme and host in lower case, the user as
+ * written, the port, and the transport parameter if any (the other URI
+ * parameters are not compared).  A new string (pl_free), NULL if the
+ * contact has no URI.
+ */
+char *pl__sip_contact_key(osip_contact_t *c);
+/* The resource of a binding with that key: "sip-" and 8 hex digits of a
+ * hash of it (stable across refreshes and restarts). */
+void pl__sip_reg_resource(const char *key, char out[13]);
+
+/* ------------------------------------------------------------------ */
+/* Digest authentication of requests (auth.c), RFC 3261 §22, RFC 8760. */
+
+/*
+ * The outcome of pl__sip_auth: user is the authenticated account's
+ * localpart (borrowed, for the call), t its transaction.  user NULL: the
+ * request was answered already (a challenge, 400) or its transaction is
+ * gone; there is nothing left to do but free arg.
+ */
+typedef void sip_auth_fn(void *arg, struct sip_txn *t, const char *user);
+
+/*
+ * Authenticates t's request against the accounts of host h: its
+ * Authorization (proxy: Proxy-Authorization) credentials for h's realm
+ * (the domain) are checked on the loop (nonce, Request-URI, RFC 8760 §2.6)
+ * and the account is read on the storage thread.  Without credentials, or
+ * with a wrong password, an unknown user, a nonce this server did not
+ * make: 401 (proxy: 407) with one challenge per algorithm, SHA-256 first,
+ * MD5 when server.digest_md5 is on; a stale nonce or a replayed nonce
+ * count: the same with stale=true; malformed credentials or a uri that is
+ * not the Request-URI: 400.  cb fires exactly once, maybe before this
+ * returns.
+ */
+void pl__sip_auth(struct sip_txn *t, struct pl_host *h, int proxy,
+                  sip_auth_fn *cb, void *arg);
+int pl__sip_auth_start(void);
+void pl__sip_auth_free(void);
+/* Nonces in the replay table (parleyctl sip). */
+size_t pl__sip_auth_tracked(void);
+
+/* ------------------------------------------------------------------ */
+/* Registrar (registrar.c): bindings, each a session.                  */
+
+extern const struct sip_part pl__sip_registrar;
+void pl__sip_register(struct sip_txn *t, osip_message_t *req);
+
+/* Whether s is a registration's session (its impl is the binding). */
+int pl__sip_is_binding(const struct pl_session *s);
+/* The binding's flow and Contact URI (s must be one). */
+const struct sip_flow *pl__sip_binding_flow(const struct pl_session *s);
+const char *pl__sip_binding_contact(const struct pl_session *s);
+/* The session of a binding of bare ("user@host") registered over the
+ * same TCP/TLS connection as f (NULL for UDP flows or none). */
+struct pl_session *pl__sip_binding_on_conn(const char *bare,
+                                           const struct sip_flow *f);
+/* The session of a binding of bare that came from f's peer address and
+ * transport (UDP: the same source), or NULL. */
+struct pl_session *pl__sip_binding_from(const char *bare,
+                                        const struct sip_flow *f);
+/* Removes the binding whose session has id sid, if it still exists:
+ * unavailable presence, then the session ends (why: for the log). */
+void pl__sip_binding_drop(uint64_t sid, const char *why);
+
+/* ------------------------------------------------------------------ */
+/* Page-mode messages (im.c): MESSAGE and INFO, RFC 3428.              */
+
+extern const struct sip_part pl__sip_im;
+/* MESSAGE, and INFO outside a dialog: SIP -> XMPP. */
+void pl__sip_message(struct sip_txn *t, osip_message_t *req);
+/* A <message/> for a binding's session: XMPP -> SIP (borrowed). */
+void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st);
+
+/* ------------------------------------------------------------------ */
 /* Parts (sip.c): state beyond one request, started with the front end. */
 
 struct sip_part {
-    const char *name;                  /* "registrar" */
-    int (*start)(struct pl_config *c); /* after the transaction layer */
-    void (*stop)(void);                /* shutdown begins */
-    void (*free)(void);                /* after the connections are gone */
-    void (*admin)(json_t *answer);     /* adds members to `parleyctl sip` */
+    const char *name;                   /* "registrar" */
+    int (*start)(struct pl_config *c);  /* after the transaction layer */
+    void (*stop)(void);                 /* shutdown begins */
+    void (*free)(void);                 /* after the connections are gone */
+    void (*admin)(json_t *answer);      /* adds members to `parleyctl sip` */
+    void (*flow_closed)(uint64_t conn); /* a TCP/TLS connection closed */
 };
 extern const struct sip_part *const pl__sip_parts[];
 

@@ -419,6 +419,10 @@ static void on_closed(struct pl_conn *c)
     id_key(sc->id, k);
     pl_map_del(&conns, k);
     nconns[sc->transport]--;
+    /* The registrations that used it go (their requests had no way). */
+    for (int i = 0; pl__sip_parts[i]; i++)
+        if (pl__sip_parts[i]->flow_closed)
+            pl__sip_parts[i]->flow_closed(sc->id);
     pl__sip_framer_free(&sc->fr);
     pl_free(sc);
 }
