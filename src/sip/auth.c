@@ -60,28 +60,49 @@ size_t pl__sip_auth_tracked(void)
     return D ? pl_digest_tracked(D) : 0;
 }
 
+/* COMPAT: whether the request's User-Agent is one that fails a
+ * challenge set holding an algorithm it does not know, instead of
+ * ignoring that challenge (RFC 8760 §2.4): the sip.md5_only_agents
+ * prefixes (baresip 1.0.0 on libre: ENOSYS on SHA-256). */
+static int md5_only(struct sip_txn *t)
+{
+    const char *ua = pl__sip_header(pl__sip_txn_request(t), "User-Agent", 0);
+    const struct pl_strlist *l = &pl__sip_settings()->md5_only_agents;
+    for (int i = 0; ua && i < l->n; i++)
+        if (strncmp(ua, l->v[i], strlen(l->v[i])) == 0)
+            return 1;
+    return 0;
+}
+
 /* 401 / 407 with one challenge per algorithm offered, the preferred first
  * (RFC 8760 §2.3), sharing one nonce. */
 static void challenge(struct sip_txn *t, struct pl_host *h, int proxy,
                       int stale)
 {
+    int md5 = pl_server_config()->s.digest_md5;
+    int sha256 = !(md5 && md5_only(t));
     char nonce[PL_DIGEST_NONCE_LEN + 1];
     struct pl_str realm = pl_str_c(h->domain);
     pl_digest_nonce(D, realm, time(NULL), nonce);
-    struct pl_buf sha = {0}, md5 = {0};
-    pl_digest_challenge(realm, nonce, NULL, PL_DIGEST_SHA256, stale, &sha);
-    pl_buf_append(&sha, "", 1);
+    struct pl_buf sha = {0}, m5 = {0};
     const char *name = proxy ? "Proxy-Authenticate" : "WWW-Authenticate";
-    const char *hdrs[5] = {name, sha.data + sha.off, NULL, NULL, NULL};
-    if (pl_server_config()->s.digest_md5) {
-        pl_digest_challenge(realm, nonce, NULL, PL_DIGEST_MD5, stale, &md5);
-        pl_buf_append(&md5, "", 1);
-        hdrs[2] = name;
-        hdrs[3] = md5.data + md5.off;
+    const char *hdrs[5] = {NULL, NULL, NULL, NULL, NULL};
+    int n = 0;
+    if (sha256) {
+        pl_digest_challenge(realm, nonce, NULL, PL_DIGEST_SHA256, stale, &sha);
+        pl_buf_append(&sha, "", 1);
+        hdrs[n++] = name;
+        hdrs[n++] = sha.data + sha.off;
+    }
+    if (md5) {
+        pl_digest_challenge(realm, nonce, NULL, PL_DIGEST_MD5, stale, &m5);
+        pl_buf_append(&m5, "", 1);
+        hdrs[n++] = name;
+        hdrs[n++] = m5.data + m5.off;
     }
     pl__sip_reply(t, proxy ? 407 : 401, NULL, hdrs);
     pl_buf_reset(&sha);
-    pl_buf_reset(&md5);
+    pl_buf_reset(&m5);
 }
 
 /* The credentials of the request for realm, or NULL. */

@@ -32,7 +32,10 @@
  *     ours that does not exist, 480 instead of storing with
  *     sip.offline_messages = "reject", and for an error the router or a
  *     module sends back, RFC 7247 Table 2 (pl_sip_error_from_stanza).  A
- *     request with no outcome after WAIT_MS is answered 202.
+ *     module may hold the message and route it later (the blocking list
+ *     while it loads): its id and sender tell it.  A request with no
+ *     outcome after WAIT_MS (or 32*T1, before the transaction layer's own
+ *     500) is answered 202.
  *
  * Anything -> SIP (pl__sip_im_deliver, for the registrar's sessions).
  *   - The <message/> is mapped (bodiless ones are dropped, as RFC 7572
@@ -207,13 +210,28 @@ static struct op *op_of(struct pl_stanza *st)
     return id && strncmp(id, "sipm-", 5) == 0 ? pl_map_get(&ops, id) : NULL;
 }
 
+/* Whether st is op's message (or its copy: a module that held it, as the
+ * blocking list does while it loads, routes a copy later): same id, same
+ * sender, to the same account. */
+static int is_ours(const struct op *op, struct pl_stanza *st,
+                   const struct pl_jid *to)
+{
+    const char *from = pl_stanza_attr(st, "from");
+    return from && strcmp(from, op->from->full) == 0 &&
+           (!to || strcmp(to->bare, op->to->bare) == 0);
+}
+
 /* "message/delivered": the router gave it to a session. */
 static int on_delivered(struct pl_event *ev, void *state)
 {
     (void)state;
     struct op *op = op_of(ev->stanza);
-    if (op && op->st == ev->stanza)
+    if (!op || !is_ours(op, ev->stanza, ev->to))
+        return PL_PASS;
+    if (op->routing)
         op->delivered = 1;
+    else
+        complete(op, 200, NULL, NULL);
     return PL_PASS;
 }
 
@@ -222,8 +240,7 @@ static int on_stored(struct pl_event *ev, void *state)
 {
     (void)state;
     struct op *op = op_of(ev->stanza);
-    const char *from = pl_stanza_attr(ev->stanza, "from");
-    if (op && !op->routing && from && strcmp(from, op->from->full) == 0)
+    if (op && !op->routing && is_ours(op, ev->stanza, NULL))
         complete(op, 202, NULL, NULL);
     return PL_PASS;
 }
@@ -264,6 +281,14 @@ static int on_error(struct pl_event *ev, void *state)
     return PL_HANDLED;
 }
 
+/* How long an op waits for an outcome: WAIT_MS, and well before the
+ * transaction layer answers an unanswered request itself (64*T1). */
+static uint64_t wait_ms(void)
+{
+    uint64_t t = (uint64_t)pl__sip_settings()->t1 * 32;
+    return t < WAIT_MS ? t : WAIT_MS;
+}
+
 /* Routes op's stanza and answers what is known at once. */
 static void route_op(struct op *op)
 {
@@ -286,7 +311,7 @@ static void route_op(struct op *op)
     else if (!h)
         complete(op, 202, NULL, NULL); /* another server's, or a service */
     else
-        pl_timer_start(pl_server_loop(), &op->timer, WAIT_MS);
+        pl_timer_start(pl_server_loop(), &op->timer, wait_ms());
 }
 
 /* Whether bare has a session that takes messages sent to it (RFC 6121

@@ -137,6 +137,13 @@ static const struct pl_option options[] = {
      "the offline store like an XMPP message (202 Accepted), \"reject\" "
      "answers 480 Temporarily Unavailable.",
      offsetof(struct sip_settings, offline_messages)},
+    {"md5_only_agents", PL_OPT_STRLIST, "[\"baresip v0.\", \"baresip v1.0.\"]",
+     0, 0, NULL,
+     "User-Agent prefixes that get only the MD5 digest challenge (with "
+     "server.digest_md5 on): clients on libre before it skipped unknown "
+     "algorithms fail a REGISTER whose 401 offers SHA-256 too (baresip "
+     "1.0.0 answers ENOSYS) instead of using the MD5 one (RFC 8760 §2.4).",
+     offsetof(struct sip_settings, md5_only_agents)},
     {0},
 };
 

@@ -79,6 +79,8 @@ struct sip_settings {
     long max_expires;      /* registrar: longer is cut to this */
     long nonce_lifetime;   /* digest nonces are good this long, seconds */
     int offline_messages;  /* enum sip_offline: MESSAGE to no one online */
+    struct pl_strlist md5_only_agents; /* User-Agent prefixes challenged
+                                        * with MD5 alone (COMPAT) */
 };
 
 /* What a MESSAGE to a user with no available session gets. */

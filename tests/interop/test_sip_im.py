@@ -38,6 +38,7 @@ and nonce_lifetime = 10.  Checked:
 Run with /usr/bin/python3; `scripts/run-tests sip_im`.
 """
 
+import asyncio
 import json
 import os
 import re
@@ -51,8 +52,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, tostr, wait_for  # noqa: E402
-from im_common import (PW, STEP, ImClient, add_users, bare_of,  # noqa: E402
-                       is_message, is_presence, make_both)
+from im_common import (PW, STEP, ImClient, LoopThread,  # noqa: E402
+                       add_users, is_message, is_presence, make_both)
 from sipua import (SipUA, digest_credentials, parse,  # noqa: E402
                    parse_challenge, rand_token)
 
@@ -570,6 +571,112 @@ def presence_and_messages(srv, port, users):
     xc.logout()
 
 
+async def _slix(srv, jid, got):
+    import slixmpp
+    x = slixmpp.ClientXMPP(jid + "/slix", PW)
+    harness.slixmpp_without_channel_binding(x)
+    x.ssl_context = harness.no_verify_context()
+    x.enable_direct_tls = True
+    fut = asyncio.get_event_loop().create_future()
+
+    async def start(_):
+        x.send_presence()
+        fut.set_result(x)
+    x.add_event_handler("session_start", start)
+    x.add_event_handler("message", lambda m: m["body"] and got.append(
+        (str(m["from"]), m["body"])))
+    x.connect((srv.host, srv.direct_port), use_ssl=True)
+    return await asyncio.wait_for(fut, STEP * 2)
+
+
+async def _slix_stop(x):
+    await asyncio.wait_for(x.disconnect(), STEP)
+
+
+def baresip(srv, port, users):
+    """baresip registers over UDP (digest, MD5: see sip.md5_only_agents)
+    and exchanges a MESSAGE with a slixmpp user both ways; commands go
+    through its ctrl_tcp module (netstring JSON)."""
+    if not shutil.which("baresip"):
+        check("baresip (baresip-core) is installed", False,
+              "run scripts/bootstrap --test")
+        return
+    b, x = users["bert"], users["xavi"]
+    bport, cport = harness.free_ports(2)
+    d = tempfile.mkdtemp(prefix="parley-baresip-")
+    with open(os.path.join(d, "config"), "w") as f:
+        f.write("poll_method epoll\nnet_interface 127.0.0.1\n"
+                "sip_listen 127.0.0.1:%d\n"
+                "module_path /usr/lib/baresip/modules\n"
+                "module_app account.so\nmodule_app contact.so\n"
+                "module_app menu.so\nmodule_app ctrl_tcp.so\n"
+                "ctrl_tcp_listen 127.0.0.1:%d\n" % (bport, cport))
+    with open(os.path.join(d, "accounts"), "w") as f:
+        f.write('<sip:%s@%s>;auth_pass=%s;outbound="sip:127.0.0.1:%d;'
+                'transport=udp";regint=60\n' % (b, srv.domain, PW, port))
+    with open(os.path.join(d, "contacts"), "w") as f:
+        f.write('"X" <sip:%s@%s>\n' % (x, srv.domain))
+    log_path = os.path.join(d, "baresip.log")
+    log = open(log_path, "w")
+    # -s: SIP trace, where the MESSAGE it receives shows.
+    argv = ["baresip", "-f", d, "-s"]
+    if shutil.which("stdbuf"):
+        argv = ["stdbuf", "-oL"] + argv  # the trace line by line
+    p = harness.spawn("baresip", argv,
+                      stdin=subprocess.DEVNULL, stdout=log,
+                      stderr=subprocess.STDOUT)
+    lt = LoopThread()
+    client = None
+    ctl = None
+    try:
+        aor = "%s@%s" % (b, srv.domain)
+        reg = wait_for(lambda: [r for r in registrations(srv)
+                                if r.get("aor") == aor], 10)
+        check("baresip registers over UDP (401, MD5 digest, 200)", reg,
+              registrations(srv))
+        got = []
+        client = lt.run(_slix(srv, "%s@%s" % (x, srv.domain), got),
+                        STEP * 3)
+        ctl = socket.create_connection(("127.0.0.1", cport), STEP)
+
+        def cmd(c, prm=""):
+            j = json.dumps({"command": c, "params": prm,
+                            "token": c}).encode()
+            ctl.sendall(b"%d:%s," % (len(j), j))
+        cmd("contact_next")
+        time.sleep(0.3)
+        cmd("message", "hello from baresip")
+        check("baresip -> slixmpp: the MESSAGE arrives as a <message/>",
+              wait_for(lambda: any(body == "hello from baresip" and
+                                   frm.startswith(aor + "/sip-")
+                                   for frm, body in got), 10), got)
+        o0 = counter(srv, "sip_messages_out")
+        lt.loop.call_soon_threadsafe(
+            lambda: client.send_message(mto=aor,
+                                        mbody="hello baresip from slixmpp",
+                                        mtype="chat"))
+
+        def arrived():
+            with open(log_path, errors="replace") as f:
+                return "hello baresip from slixmpp" in f.read()
+        check("slixmpp -> baresip: the MESSAGE reaches baresip, which "
+              "answers 200", wait_for(arrived, 10) and
+              wait_for(lambda: counter(srv, "sip_messages_out") > o0, 10),
+              counter(srv, "sip_messages_out"))
+    finally:
+        if ctl:
+            ctl.close()
+        if client:
+            try:
+                lt.run(_slix_stop(client))
+            except Exception:  # noqa: BLE001
+                pass
+        lt.stop()
+        harness.stop_group(p, grace=5)
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     port, = harness.free_ports(1)
     lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
@@ -584,10 +691,12 @@ def main():
     if not srv.start():
         harness.finish()
     names = {k: harness.unique(k) for k in
-             ("alice", "bob", "carol", "sam", "xena", "ted", "yann")}
+             ("alice", "bob", "carol", "sam", "xena", "ted", "yann",
+                       "bert", "xavi")}
     add_users(srv, *names.values())
     registrar(srv, port, names)
     presence_and_messages(srv, port, names)
+    baresip(srv, port, names)
     harness.finish()
 
 
