@@ -612,6 +612,14 @@ static void on_answer(void *arg, int code, osip_message_t *resp,
     pl_free(m);
 }
 
+static void send_failed(void *arg)
+{
+    struct out_msg *om = arg;
+    reroute(om->st, om->sid, 503);
+    pl_stanza_unref(om->st);
+    pl_free(om);
+}
+
 void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st)
 {
     const struct sip_flow *flow = pl__sip_binding_flow(s);
@@ -652,11 +660,10 @@ void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st)
     om->sid = s->id;
     rc = pl__sip_request_send(flow, m, on_answer, om, NULL);
     if (rc != PL_OK) {
-        /* The connection is gone or too many transactions: not now. */
-        struct pl_stanza *keep = om->st;
-        pl_free(om);
-        reroute(keep, s->id, 503);
-        pl_stanza_unref(keep);
+        /* The connection is gone or too many transactions: not now.  On
+         * the next turn: the router may be walking the account's sessions
+         * (the binding ends, the message is routed to them again). */
+        pl_loop_defer(pl_server_loop(), send_failed, om);
     }
 }
 

@@ -87,6 +87,7 @@ struct aor {
 };
 
 static struct pl_map aors; /* bare -> struct aor */
+static int stopping;       /* shutdown began: no new bindings */
 static const struct pl_session_ops session_ops;
 
 static uint64_t now_ms(void)
@@ -553,6 +554,11 @@ static void authed(void *arg, struct sip_txn *t, const char *user)
 
 void pl__sip_register(struct sip_txn *t, osip_message_t *req)
 {
+    if (stopping) {
+        const char *hdrs[] = {"Retry-After", "30", NULL};
+        pl__sip_reply(t, 503, NULL, hdrs);
+        return;
+    }
     struct pl_host *h = pl__sip_request_host(req);
     char *to = req->to ? uri_str(req->to->url) : NULL;
     struct pl_jid *aor = NULL;
@@ -601,6 +607,15 @@ static void collect(const char *key, void *value, void *ud)
     }
 }
 
+static void free_aor(const char *key, void *value, void *ud)
+{
+    (void)key;
+    (void)ud;
+    struct aor *a = value;
+    pl_free(a->bare);
+    pl_free(a);
+}
+
 static void end_all(uint64_t conn, const char *why)
 {
     struct collect_ctx cc = {NULL, 0, 0, conn};
@@ -619,17 +634,31 @@ static void flow_closed(uint64_t conn)
 static int start(struct pl_config *c)
 {
     (void)c;
+    stopping = 0;
     return pl__sip_auth_start();
 }
 
+/* Shutdown: every binding ends as on expiry (its contacts see it go);
+ * the loop runs once more, which frees them. */
 static void stop(void)
 {
+    stopping = 1;
     end_all(0, "shutdown");
 }
 
 static void part_free(void)
 {
-    end_all(0, "shutdown");
+    /* Nothing is left after stop(); should something be, the loop will
+     * not run again to free it: at once, without presence. */
+    struct collect_ctx cc = {NULL, 0, 0, 0};
+    pl_map_each(&aors, collect, &cc);
+    for (size_t i = 0; i < cc.n; i++) {
+        pl_timer_stop(&cc.v[i]->timer);
+        pl_session_unregister(&cc.v[i]->sess);
+        binding_free(cc.v[i]);
+    }
+    pl_free(cc.v);
+    pl_map_each(&aors, free_aor, NULL);
     pl_map_clear(&aors);
     pl__sip_auth_free();
 }

@@ -31,7 +31,8 @@ and nonce_lifetime = 10.  Checked:
     and the same request in a new transaction are delivered once; a UA
     that does not answer: after Timer F the message is stored and comes
     with the next registration; a 415 from the UA bounces to the XMPP
-    sender; unknown user 404; From not authenticated 403;
+    sender; unknown user 404; From not authenticated 403; with
+    sip.offline_messages = "reject" (a second parleyd), 480;
   - baresip (Debian baresip-core) registers over UDP and exchanges a
     MESSAGE with a slixmpp user both ways.
 
@@ -677,6 +678,35 @@ def baresip(srv, port, users):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def reject_mode():
+    """sip.offline_messages = "reject": 480 instead of storing."""
+    port, = harness.free_ports(1)
+    srv = harness.Server(
+        label="reject",
+        listeners_extra='{ protocol = "sip"; address = "127.0.0.1"; '
+                        'port = %d; transport = "udp"; }' % port,
+        extra='sip: { t1 = %d; offline_messages = "reject"; };'
+              % int(T1 * 1000))
+    if not srv.start():
+        return
+    a, b = harness.unique("rja"), harness.unique("rjb")
+    add_users(srv, a, b)
+    ua = SipUser(srv, port, a)
+    r, _ = ua.message(b, "are you there?")
+    check('offline_messages = "reject": a MESSAGE to an offline user gets '
+          '480', code_of(r) == 480, r)
+    bc = ImClient(srv, b, "r")
+    bc.presence()
+    bc.ping()
+    r, _ = ua.message(b, "now?")
+    m = bc.wait(is_message(body="now?"), STEP)
+    check('offline_messages = "reject": once online, 200 and delivered',
+          code_of(r) == 200 and m is not None, (r, tostr(m)))
+    bc.logout()
+    ua.close()
+    srv.stop()
+
+
 def main():
     port, = harness.free_ports(1)
     lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
@@ -697,6 +727,7 @@ def main():
     registrar(srv, port, names)
     presence_and_messages(srv, port, names)
     baresip(srv, port, names)
+    reject_mode()
     harness.finish()
 
 
