@@ -32,7 +32,8 @@ max_message_size = 8192.  Checked:
   - SIPp (Debian's sip-tester) sends OPTIONS over UDP and TCP, all
     answered;
   - `parleyctl sip` lists the listeners; --check-config refuses
-    tls = "starttls", t2 < t1 and an out-of-range max_message_size.
+    tls = "starttls", t2 < t1, an out-of-range max_message_size, expiry
+    bounds out of order and an unknown offline_messages.
 
 Run with /usr/bin/python3; `scripts/run-tests sip_transport`.
 """
@@ -446,6 +447,9 @@ def check_config(srv):
              '"starttls"; } );', "SIP has no STARTTLS"),
             ('sip: { t1 = 500; t2 = 100; };', "t2 must be at least t1"),
             ('sip: { max_message_size = 10; };', "max_message_size"),
+            ('sip: { min_expires = 600; default_expires = 60; };',
+             "min_expires <= default_expires <= max_expires"),
+            ('sip: { offline_messages = "drop"; };', "offline_messages"),
         )
         for conf, needle in cases:
             path = os.path.join(d, "p.conf")
