@@ -27,7 +27,8 @@ and nonce_lifetime = 10.  Checked:
     MESSAGE with the body), SIP -> SIP, over TCP without a challenge from
     the connection of a registration; INFO outside a dialog; to an
     offline XMPP user (202, delivered with <delay/> at login) and to an
-    unregistered SIP user (delivered when it registers); a retransmission
+    unregistered SIP user from XMPP and from SIP (202; delivered when it
+    registers); a retransmission
     and the same request in a new transaction are delivered once; a UA
     that does not answer: after Timer F the message is stored and comes
     with the next registration; a 415 from the UA bounces to the XMPP
@@ -519,14 +520,24 @@ def presence_and_messages(srv, port, users):
     p = xc.wait(is_presence(frm=sam_full, type_="unavailable"), STEP)
     check("an XMPP contact sees the SIP user go offline when it "
           "unregisters", code_of(final) == 200 and p is not None, tostr(p))
-    # To an unregistered SIP user, delivered when it registers.
+    # To an unregistered SIP user, from XMPP and from SIP, delivered when
+    # it registers.
     xc.message("%s@%s" % (s, srv.domain), "stored for SIP")
+    r = ted.call(ted.request("MESSAGE", "sip:%s@%s" % (s, srv.domain),
+                             extra="Content-Type: text/plain\r\n",
+                             body=b"stored from SIP"))
+    check("SIP -> SIP to an unregistered user: 202 once stored",
+          code_of(r) == 202, r)
     time.sleep(0.5)
     _, final = sam.register(expires=30)
     req = sam.wait_request(lambda m: m.method == "MESSAGE" and
                            m.body == b"stored for SIP")
-    check("a message to an unregistered SIP user arrives when it registers",
-          code_of(final) == 200 and req is not None, req)
+    req2 = sam.wait_request(lambda m: m.method == "MESSAGE" and
+                            m.body == b"stored from SIP")
+    check("messages to an unregistered SIP user (from XMPP and from SIP) "
+          "arrive when it registers",
+          code_of(final) == 200 and req is not None and req2 is not None,
+          (req, req2))
     # Expiry on its own.
     p = xc.wait(is_presence(frm=sam_full), 2)  # its presence again
     _, final = sam.register(expires=10)
