@@ -263,6 +263,8 @@ static void done(int rc, void *arg)
 {
     struct auth_job *j = arg;
     struct sip_txn *t = pl__sip_txn_find(j->txn);
+    if (t && !pl__sip_txn_request(t))
+        t = NULL; /* answered meanwhile (the transaction layer's guard) */
     if (!t) {
         j->cb(j->arg, NULL, NULL);
     } else if (rc != PL_OK) {
