@@ -636,12 +636,15 @@ void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st)
         pl_sip_im_out_clear(&o);
         return; /* no SIP form (chat states, receipts...) */
     }
-    char from[1100], to[1100];
-    snprintf(from, sizeof(from), "<%s>", o.from_uri);
-    snprintf(to, sizeof(to), "<%s>", o.request_uri);
+    size_t fn = strlen(o.from_uri) + 3, tn = strlen(o.request_uri) + 3;
+    char *from = pl_malloc(fn), *to = pl_malloc(tn);
+    snprintf(from, fn, "<%s>", o.from_uri);
+    snprintf(to, tn, "<%s>", o.request_uri);
     osip_message_t *m = NULL;
     rc = pl__sip_request_new("MESSAGE", pl__sip_binding_contact(s), from, to,
                              &m);
+    pl_free(from);
+    pl_free(to);
     if (rc == PL_OK) {
         osip_message_set_content_type(m, o.content_type);
         osip_message_set_body(m, o.body, o.body_len);

@@ -65,18 +65,20 @@ struct aor;
 
 /* One registered contact: a session of its account. */
 struct binding {
-    struct pl_session sess; /* bound to user@host/resource; impl: this */
-    struct aor *aor;        /* its address of record */
-    char *uri;              /* the Contact URI as the UA wrote it */
-    char *key;              /* what Contacts are matched on (binding.c) */
-    char *call_id;          /* of the REGISTER that last refreshed it */
-    uint32_t cseq;          /* and its CSeq number */
-    uint64_t expires_at;    /* loop time (ms) it expires at */
-    struct sip_flow flow;   /* where requests for it go */
-    char ip[64];            /* the flow's peer, for peer_ip */
-    struct pl_timer timer;  /* expiry */
-    struct binding *next;   /* in aor->list */
-    unsigned ended : 1;     /* out of the table, memory freed next turn */
+    struct pl_session sess;    /* bound to user@host/resource; impl: this */
+    struct aor *aor;           /* its address of record */
+    char *uri;                 /* the Contact URI as the UA wrote it */
+    char *key;                 /* what Contacts are matched on (binding.c) */
+    char *call_id;             /* of the REGISTER that last refreshed it */
+    uint32_t cseq;             /* and its CSeq number */
+    uint64_t expires_at;       /* loop time (ms) it expires at */
+    struct sip_flow flow;      /* where requests for it go */
+    char ip[64];               /* the flow's peer, for peer_ip */
+    struct pl_timer timer;     /* expiry */
+    struct binding *next;      /* in aor->list */
+    struct binding *conn_next; /* in by_conn: same TCP/TLS connection */
+    unsigned linked : 1;       /* in by_conn */
+    unsigned ended : 1;        /* out of the table, memory freed next turn */
 };
 
 /* The bindings of one address of record. */
@@ -86,8 +88,9 @@ struct aor {
     int n;                /* bindings */
 };
 
-static struct pl_map aors; /* bare -> struct aor */
-static int stopping;       /* shutdown began: no new bindings */
+static struct pl_map aors;    /* bare -> struct aor */
+static int stopping;          /* shutdown began: no new bindings */
+static struct pl_map by_conn; /* TCP/TLS connection id -> its bindings */
 static const struct pl_session_ops session_ops;
 
 static uint64_t now_ms(void)
@@ -115,14 +118,55 @@ const char *pl__sip_binding_contact(const struct pl_session *s)
     return of(s)->uri;
 }
 
+static void conn_key(uint64_t id, char out[17])
+{
+    snprintf(out, 17, "%016llx", (unsigned long long)id);
+}
+
+static void conn_unlink(struct binding *b)
+{
+    if (!b->linked)
+        return;
+    char k[17];
+    conn_key(b->flow.conn, k);
+    struct binding *h = pl_map_get(&by_conn, k);
+    if (h == b) {
+        if (b->conn_next)
+            pl_map_put(&by_conn, k, b->conn_next);
+        else
+            pl_map_del(&by_conn, k);
+    } else {
+        for (; h; h = h->conn_next)
+            if (h->conn_next == b) {
+                h->conn_next = b->conn_next;
+                break;
+            }
+    }
+    b->conn_next = NULL;
+    b->linked = 0;
+}
+
+static void conn_link(struct binding *b)
+{
+    if (!pl__sip_flow_reliable(&b->flow))
+        return;
+    char k[17];
+    conn_key(b->flow.conn, k);
+    b->conn_next = pl_map_get(&by_conn, k);
+    pl_map_put(&by_conn, k, b);
+    b->linked = 1;
+}
+
 struct pl_session *pl__sip_binding_on_conn(const char *bare,
                                            const struct sip_flow *f)
 {
-    struct aor *a = pl_map_get(&aors, bare);
-    if (!a || !pl__sip_flow_reliable(f))
+    if (!pl__sip_flow_reliable(f))
         return NULL;
-    for (struct binding *b = a->list; b; b = b->next)
-        if (b->flow.conn == f->conn && b->flow.transport == f->transport)
+    char k[17];
+    conn_key(f->conn, k);
+    for (struct binding *b = pl_map_get(&by_conn, k); b; b = b->conn_next)
+        if (b->aor && b->flow.transport == f->transport &&
+            strcmp(b->aor->bare, bare) == 0)
             return &b->sess;
     return NULL;
 }
@@ -185,6 +229,7 @@ static void binding_end(struct binding *b, const char *why)
         return;
     b->ended = 1;
     pl_timer_stop(&b->timer);
+    conn_unlink(b);
     struct aor *a = b->aor;
     for (struct binding **pp = &a->list; *pp; pp = &(*pp)->next)
         if (*pp == b) {
@@ -279,7 +324,9 @@ static const struct pl_session_ops session_ops = {
 
 static void set_flow(struct binding *b, const struct sip_flow *f)
 {
+    conn_unlink(b);
     b->flow = *f;
+    conn_link(b);
     int port = 0;
     pl__sip_flow_peer(f, b->ip, sizeof(b->ip), &port);
 }
@@ -354,12 +401,13 @@ static void reply_bindings(struct sip_txn *t, struct aor *a)
         return;
     uint64_t now = now_ms();
     for (struct binding *b = a ? a->list : NULL; b; b = b->next) {
-        char v[1200];
+        size_t n = strlen(b->uri) + 40;
+        char *v = pl_malloc(n);
         uint64_t left = b->expires_at > now ? (b->expires_at - now + 999) / 1000
                                             : 0;
-        snprintf(v, sizeof(v), "<%s>;expires=%llu", b->uri,
-                 (unsigned long long)left);
+        snprintf(v, n, "<%s>;expires=%llu", b->uri, (unsigned long long)left);
         osip_message_set_header(r, "Contact", v);
+        pl_free(v);
     }
     char date[64];
     time_t tt = time(NULL);
@@ -464,6 +512,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
         if (rc != PL_OK) {
             for (int k = 0; k < nwant; k++)
                 if (fresh[k]) {
+                    conn_unlink(fresh[k]);
                     pl_session_unregister(&fresh[k]->sess);
                     binding_free(fresh[k]);
                 }
@@ -589,7 +638,6 @@ void pl__sip_register(struct sip_txn *t, osip_message_t *req)
 struct collect_ctx {
     struct binding **v; /* every binding */
     size_t n, cap;      /* count and room */
-    uint64_t conn;      /* flow_closed: only those of this connection */
 };
 
 static void collect(const char *key, void *value, void *ud)
@@ -597,8 +645,6 @@ static void collect(const char *key, void *value, void *ud)
     (void)key;
     struct collect_ctx *cc = ud;
     for (struct binding *b = ((struct aor *)value)->list; b; b = b->next) {
-        if (cc->conn && b->flow.conn != cc->conn)
-            continue;
         if (cc->n == cc->cap) {
             cc->cap = cc->cap ? cc->cap * 2 : 16;
             cc->v = pl_realloc(cc->v, cc->cap * sizeof(*cc->v));
@@ -616,9 +662,9 @@ static void free_aor(const char *key, void *value, void *ud)
     pl_free(a);
 }
 
-static void end_all(uint64_t conn, const char *why)
+static void end_all(const char *why)
 {
-    struct collect_ctx cc = {NULL, 0, 0, conn};
+    struct collect_ctx cc = {NULL, 0, 0};
     pl_map_each(&aors, collect, &cc);
     for (size_t i = 0; i < cc.n; i++)
         binding_end(cc.v[i], why);
@@ -627,8 +673,20 @@ static void end_all(uint64_t conn, const char *why)
 
 static void flow_closed(uint64_t conn)
 {
-    if (conn)
-        end_all(conn, "connection closed");
+    char k[17];
+    conn_key(conn, k);
+    struct binding *v[64];
+    for (;;) {
+        /* binding_end unlinks: take a batch, end it, look again. */
+        size_t n = 0;
+        for (struct binding *b = pl_map_get(&by_conn, k); b && n < 64;
+             b = b->conn_next)
+            v[n++] = b;
+        if (!n)
+            break;
+        for (size_t i = 0; i < n; i++)
+            binding_end(v[i], "connection closed");
+    }
 }
 
 static int start(struct pl_config *c)
@@ -643,29 +701,31 @@ static int start(struct pl_config *c)
 static void stop(void)
 {
     stopping = 1;
-    end_all(0, "shutdown");
+    end_all("shutdown");
 }
 
 static void part_free(void)
 {
     /* Nothing is left after stop(); should something be, the loop will
      * not run again to free it: at once, without presence. */
-    struct collect_ctx cc = {NULL, 0, 0, 0};
+    struct collect_ctx cc = {NULL, 0, 0};
     pl_map_each(&aors, collect, &cc);
     for (size_t i = 0; i < cc.n; i++) {
         pl_timer_stop(&cc.v[i]->timer);
+        conn_unlink(cc.v[i]);
         pl_session_unregister(&cc.v[i]->sess);
         binding_free(cc.v[i]);
     }
     pl_free(cc.v);
     pl_map_each(&aors, free_aor, NULL);
     pl_map_clear(&aors);
+    pl_map_clear(&by_conn);
     pl__sip_auth_free();
 }
 
 static void admin(json_t *answer)
 {
-    struct collect_ctx cc = {NULL, 0, 0, 0};
+    struct collect_ctx cc = {NULL, 0, 0};
     pl_map_each(&aors, collect, &cc);
     json_t *l = json_array();
     uint64_t now = now_ms();
