@@ -12,7 +12,11 @@
  *     { protocol = "sip"; address = "0.0.0.0"; tls = "direct"; } # 5061
  *   );
  *   sip: { max_message_size = 65535; max_headers = 256;
- *          t1 = 500; t2 = 4000; t4 = 5000; max_transactions = 100000; };
+ *          t1 = 500; t2 = 4000; t4 = 5000; max_transactions = 100000;
+ *          max_contacts = 10; default_expires = 3600; min_expires = 60;
+ *          max_expires = 86400; nonce_lifetime = 300;
+ *          md5_only_agents = ["baresip v0.", "baresip v1.0."];
+ *          offline_messages = "store"; };
  * Nothing listens for SIP unless an entry says so.  SIP has no STARTTLS:
  * tls = "starttls" written in a sip entry is a configuration error; an
  * entry without tls is plain.
@@ -28,9 +32,12 @@
  *               operators, and the way tests watch the client transaction
  *               on the wire.
  *
+ * Parts (pl__sip_parts): the registrar (registrar.c) and page-mode
+ * messages (im.c).
+ *
  * Extending: a new setting is a field of struct sip_settings, a row of
  * options[] and, when it depends on others, a line in check(); a new part
- * (registrar, presence) is a struct sip_part in parts[].
+ * (presence) is a struct sip_part in pl__sip_parts[].
  */
 #include <stddef.h>
 #include <stdio.h>

@@ -21,6 +21,10 @@
  *                  the method table and the OPTIONS handler
  *   sip.c          the front end: `sip` options, --check-config, start
  *                  and stop, `parleyctl sip`, the parts table
+ *   binding.c      the registrar's rules (RFC 3261 §10.3), pure functions
+ *   auth.c         digest authentication of requests (§22, RFC 8760)
+ *   registrar.c    REGISTER and the bindings, each a session (part)
+ *   im.c           MESSAGE and INFO both ways, RFC 3428 (part)
  *
  * Names: functions and globals shared between these files are
  * pl__sip_*; types and macros keep the folder's short prefix (sip_,
