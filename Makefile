@@ -33,7 +33,7 @@ pkg_config = $(strip $(eval pkg__out := $(shell pkg-config $(1) $(2) \
 # then becomes VALUE, expanded).
 lazy = $(eval $(1) := $(2))$($(1))
 
-PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares
+PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
 PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \
            -lunistring)
@@ -174,7 +174,7 @@ $(BUILD)/parley: $(CLI_OBJ) $(CLIENT_COMMON)
 FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= xml jid scram config c2s pidf
+FUZZ_TARGETS ?= xml jid scram config c2s sip pidf
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \

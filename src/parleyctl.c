@@ -28,7 +28,15 @@
  *     components [--json]      external components (XEP-0114): domain,
  *                              host, connected, peer, stanza counts
  *     stats [--json]           the server's counters (src/core/stats.h)
- *   push, group, s2s, components and stats talk to parleyd's admin socket
+ *     sip [--json]             SIP listeners, connections, transactions,
+ *                              registrations
+ *     sip ping [--json] ADDRESS:PORT
+ *                              an OPTIONS over UDP from parleyd's SIP
+ *                              listener: the answer's status, Timer E
+ *                              retransmissions, milliseconds; exit 1 when
+ *                              nothing answered (408 after Timer F)
+ *   push, group, s2s, components, stats and sip talk to parleyd's admin
+ *   socket
  *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
@@ -86,8 +94,9 @@ static int usage_to(FILE *f)
           "group list [NAME]\n"
           "  s2s [--json]\n"
           "  components [--json]\n  stats [--json]\n"
-          "  (push, group, s2s, components, stats: [--socket PATH] before "
-          "the command)\n",
+          "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
+          "  (push, group, s2s, components, stats, sip: [--socket PATH] "
+          "before the command)\n",
           f);
     return 2;
 }
@@ -325,17 +334,20 @@ static int check_port(const struct pl_listener_conf *l)
         printf("FAIL listener %s: not an IP address\n", l->address);
         return 1;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+    int udp = l->transport == 2; /* PL_TRANSPORT_UDP */
+    int fd = socket(ss.ss_family, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     int ok = bind(fd, (struct sockaddr *)&ss, len) == 0;
     int e = errno;
     close(fd);
     if (ok)
-        printf("ok   listener %s port %d is free\n", l->address, l->port);
+        printf("ok   listener %s %s port %d is free\n", l->address,
+               udp ? "udp" : "tcp", l->port);
     else
-        printf("%s listener %s port %d: %s\n",
-               e == EADDRINUSE ? "note" : "FAIL", l->address, l->port,
+        printf("%s listener %s %s port %d: %s\n",
+               e == EADDRINUSE ? "note" : "FAIL", l->address,
+               udp ? "udp" : "tcp", l->port,
                e == EADDRINUSE ? "in use (parleyd running?)" : strerror(e));
     return ok || e == EADDRINUSE ? 0 : 1;
 }
@@ -733,6 +745,88 @@ static int cmd_components(int n, char **a)
     return rc;
 }
 
+/* parleyctl sip [--json] | sip ping [--json] ADDRESS:PORT (doc/sip.md). */
+static int cmd_sip(int n, char **a)
+{
+    int ping = n >= 1 && strcmp(a[0], "ping") == 0;
+    if (ping) {
+        n--;
+        a++;
+    }
+    int as_json = n >= 1 && strcmp(a[0], "--json") == 0;
+    if (as_json) {
+        n--;
+        a++;
+    }
+    if (ping ? n != 1 : n != 0)
+        return usage();
+    int rc = 0;
+    json_t *req = ping ? json_pack("{s:s, s:s}", "op", "sip-ping", "target",
+                                   a[0])
+                       : json_pack("{s:s}", "op", "sip");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc && ping) {
+        int answered = json_is_true(json_object_get(ans, "answered"));
+        if (as_json)
+            print_json(ans);
+        else
+            printf("%lld %s (%lld retransmissions, %lld ms)\n",
+                   (long long)json_integer_value(json_object_get(ans, "code")),
+                   json_string_value(json_object_get(ans, "reason")),
+                   (long long)json_integer_value(
+                       json_object_get(ans, "retransmissions")),
+                   (long long)json_integer_value(json_object_get(ans, "ms")));
+        rc = answered ? 0 : 1;
+    } else if (ans && !rc) {
+        if (as_json) {
+            print_json(ans);
+        } else {
+            size_t i;
+            json_t *l;
+            printf("%-9s %-24s %6s %s\n", "transport", "address", "port",
+                   "traffic");
+            json_array_foreach(json_object_get(ans, "listeners"), i, l)
+            {
+                int udp = json_object_get(l, "datagrams") != NULL;
+                printf("%-9s %-24s %6lld %lld %s\n",
+                       json_string_value(json_object_get(l, "transport")),
+                       json_string_value(json_object_get(l, "address")),
+                       (long long)json_integer_value(
+                           json_object_get(l, "port")),
+                       (long long)json_integer_value(
+                           json_object_get(l, udp ? "datagrams" : "accepted")),
+                       udp ? "datagrams" : "connections accepted");
+            }
+            json_t *c = json_object_get(ans, "connections");
+            json_t *t = json_object_get(ans, "transactions");
+            printf("connections: tcp %lld, tls %lld\n",
+                   (long long)json_integer_value(json_object_get(c, "tcp")),
+                   (long long)json_integer_value(json_object_get(c, "tls")));
+            printf("transactions: server %lld, client %lld\n",
+                   (long long)json_integer_value(json_object_get(t, "server")),
+                   (long long)json_integer_value(json_object_get(t, "client")));
+            json_t *regs = json_object_get(ans, "registrations");
+            printf("registrations: %zu\n", json_array_size(regs));
+            if (json_array_size(regs))
+                printf("%-32s %-9s %8s %-12s %s\n", "aor", "transport",
+                       "expires", "resource", "contact");
+            json_array_foreach(regs, i, l)
+            {
+                printf("%-32s %-9s %7llds %-12s %s\n",
+                       json_string_value(json_object_get(l, "aor")),
+                       json_string_value(json_object_get(l, "transport")),
+                       (long long)json_integer_value(
+                           json_object_get(l, "expires_in")),
+                       json_string_value(json_object_get(l, "resource")),
+                       json_string_value(json_object_get(l, "contact")));
+            }
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -793,6 +887,8 @@ int main(int argc, char **argv)
         rc = cmd_components(n, a);
     else if (strcmp(cmd, "stats") == 0)
         rc = cmd_stats(n, a);
+    else if (strcmp(cmd, "sip") == 0)
+        rc = cmd_sip(n, a);
     else
         rc = usage();
     if (db)

@@ -279,6 +279,11 @@ void pl__listen_close(struct pl_listen *l)
     }
 }
 
+struct pl_listen *pl_listen_at(int i)
+{
+    return i >= 0 && i < nlistens ? &listens[i] : NULL;
+}
+
 int pl_listen_port(const struct pl_listen *l)
 {
     struct sockaddr_storage ss;
@@ -405,7 +410,9 @@ int pl__listen_check(struct pl_config *c, char *err, size_t errlen)
                          lc->protocol);
                 return PL_EINVAL;
             }
-            lc->port = p->default_port;
+            lc->port = lc->tls == PL_TLS_DIRECT && p->default_tls_port
+                           ? p->default_tls_port
+                           : p->default_port;
         }
     }
     return PL_OK;

@@ -2,7 +2,7 @@
  * listen.h - listeners and the protocols that serve them.
  *
  * Every entry of the configuration's `listeners` list names a protocol
- * ("c2s", "s2s", "component", later "sip", "http"...).  A front end
+ * ("c2s", "s2s", "component", "sip", later "http"...).  A front end
  * (module.h, struct pl_frontend) provides protocols: a struct pl_protocol
  * each.  The core opens the sockets, stream (TCP) or datagram (UDP), and
  * keeps owning what every protocol needs the same way:
@@ -62,6 +62,8 @@ struct pl_protocol {
      * gets 127.0.0.1:default_port (STARTTLS) and, if default_tls_port,
      * 127.0.0.1:default_tls_port (direct TLS). */
     int listen_by_default;
+    /* Also the port of an entry with tls = "direct" and no port (0: the
+     * default_port). */
     int default_tls_port;
     /*
      * A stream connection was accepted within the limits.  The provider
@@ -117,6 +119,10 @@ int pl_listen_sendto(struct pl_listen *l, const void *p, size_t n,
 
 /* The port l is bound to (useful after port 0), -1 if none. */
 int pl_listen_port(const struct pl_listen *l);
+
+/* The i-th open listener (from 0), NULL past the end: a front end lists
+ * its own (l->proto) for operations, or finds a socket to send from. */
+struct pl_listen *pl_listen_at(int i);
 
 /* Open connections accepted for protocol (every listener of it). */
 unsigned long pl_listen_conns(const char *protocol);

@@ -11,7 +11,7 @@
  *    in the host's group or at top level) into it, registers its hooks with
  *    that state, and calls load.  Features listed are announced in the
  *    host's disco#info.  default_on puts it on hosts that list no modules.
- *  - Front ends (src/xmpp/, later src/sip/, src/http/): a server-wide
+ *  - Front ends (src/xmpp/, src/sip/, later src/http/): a server-wide
  *    `frontend` that serves listener protocols (listen.h) and has
  *    server-wide options, start, stop and reload.
  *
@@ -61,8 +61,8 @@ enum pl_session_slot {
 };
 
 /*
- * A front end: a way into the server (XMPP c2s, s2s, components; later
- * SIP, HTTP).  It serves the listener protocols it names (listen.h); its
+ * A front end: a way into the server (XMPP c2s, s2s, components; SIP;
+ * later HTTP).  It serves the listener protocols it names (listen.h); its
  * options form the top-level group named by the module's group (or name)
  * and are read, checked and printed by the core like any other; the
  * settings struct lives as long as the configuration it came from (a

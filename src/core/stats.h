@@ -25,7 +25,26 @@
     X(registrations)                                                           \
     X(sm_enabled)                                                              \
     X(sm_hibernated)                                                           \
-    X(sm_resumed)
+    X(sm_resumed)                                                              \
+    X(sip_requests_in)                                                         \
+    X(sip_responses_in)                                                        \
+    X(sip_requests_handled)                                                    \
+    X(sip_transactions)                                                        \
+    X(sip_retransmissions)                                                     \
+    X(sip_responses_out)                                                       \
+    X(sip_rejected)                                                            \
+    X(sip_malformed)                                                           \
+    X(sip_too_large)                                                           \
+    X(sip_dropped)                                                             \
+    X(sip_keepalives)                                                          \
+    X(sip_client_requests)                                                     \
+    X(sip_client_retransmissions)                                              \
+    X(sip_client_timeouts)                                                     \
+    X(sip_registrations)                                                       \
+    X(sip_bindings)                                                            \
+    X(sip_auth_failures)                                                       \
+    X(sip_messages_in)                                                         \
+    X(sip_messages_out)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

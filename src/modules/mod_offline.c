@@ -9,7 +9,8 @@
  * Each store is a storage job; the storage queue commits every job waiting
  * at one moment in one transaction, so a burst of offline messages costs
  * one sync.  Delivery reads and deletes in one transaction, then writes
- * to the session.
+ * to the session.  "message/stored" fires once a message is committed
+ * (its stanza: the stored copy, with the original's id, from and to).
  */
 #include <stdlib.h>
 #include <sys/time.h>
@@ -101,6 +102,17 @@ static void store_done(int rc, void *arg)
                      j->base.host);
         pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     } else {
+        /* Committed: whoever waits to tell a sender (a SIP MESSAGE's 202
+         * Accepted) learns it now. */
+        struct pl_event ev = {"message/stored",
+                              pl_host_find(j->base.host),
+                              NULL,
+                              j->base.st,
+                              NULL,
+                              NULL,
+                              NULL};
+        if (ev.host)
+            pl_hook_fire(&ev);
         /* The user may have come online while this was being stored. */
         for (struct pl_session *s = pl_session_first(j->base.bare); s;
              s = s->next_res)

@@ -1,0 +1,450 @@
+/*
+ * message.c - SIP messages through libosip2's parser (osipparser2):
+ * set-up, parsing, header look-ups, responses built per RFC 3261
+ * §8.2.6.2, requests of the server's own, tags and random tokens.  See
+ * sip_int.h for the API.
+ *
+ * libosip2 allocates through alloc.h (osip_set_allocators: out of memory
+ * aborts as everywhere in Parley) and its trace goes to the debug log.
+ * Its parser is used for what it is good at (the grammar of each header
+ * field); framing, the start line's exact syntax, duplicate single-valued
+ * fields and the checks of RFC 3261 §8.2 are ours (frame.c, dispatch.c).
+ *
+ * When libosip2 refuses a message, a minimal parse takes the start line
+ * and the fields a response needs (Via, From, To, Call-ID, CSeq), each on
+ * its own, so that a malformed request can still be answered 400 when the
+ * fault is elsewhere (RFC 4475 §3.1.2 asks for that).
+ *
+ * COMPAT libosip2 5.3: its parser works on C strings, so a quoted-pair
+ * escaping a NUL (legal, RFC 4475 §3.1.1.2) would cut the message short;
+ * such a NUL is given to it as the character '0' (only the display name
+ * of a To or From changes).
+ *
+ * Extending: a new compact header form is a row of compact[].
+ */
+#include <openssl/rand.h>
+#include <stdarg.h>
+#include <strings.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+#include "map.h"
+#include "server.h"
+#include "sip_int.h"
+
+/* ---- set-up ---- */
+
+static void trace(const char *file, int line, osip_trace_level_t level,
+                  const char *fmt, va_list ap)
+{
+    (void)file;
+    (void)line;
+    (void)level;
+    if (pl_log_get_level() < PL_LOG_DEBUG)
+        return;
+    char buf[256];
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    pl_log_debug("sip", "libosip2: %s", buf);
+}
+
+static void osip_free_cb(void *p)
+{
+    pl_free(p);
+}
+
+void pl__sip_osip_init(void)
+{
+    static int done;
+    if (done)
+        return;
+    done = 1;
+    osip_set_allocators(pl_malloc, pl_realloc, osip_free_cb);
+    /* Fatal, bug and error reports (levels below 3), to the debug log. */
+    osip_trace_initialize_func(TRACE_LEVEL3, trace);
+    parser_init();
+}
+
+/* ---- look-ups ---- */
+
+static int lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/* Compact forms of the fields libosip2 keeps generically (RFC 3261
+ * §7.3.3 and the extensions'); libosip2 expands v f t i m l c e itself. */
+static const char *const compact[][2] = {
+    {"supported", "k"},       {"event", "o"},
+    {"allow-events", "u"},    {"subject", "s"},
+    {"refer-to", "r"},        {"referred-by", "b"},
+    {"session-expires", "x"}, {"accept-contact", "a"},
+    {"reject-contact", "j"},  {"request-disposition", "d"},
+    {"identity", "y"},        {"identity-info", "n"},
+};
+
+const char *pl__sip_header(const osip_message_t *m, const char *name, int pos)
+{
+    if (!m)
+        return NULL;
+    const char *alias = NULL;
+    for (size_t i = 0; i < sizeof(compact) / sizeof(compact[0]); i++)
+        if (strcasecmp(name, compact[i][0]) == 0)
+            alias = compact[i][1];
+    int k = 0;
+    for (int i = 0; i < osip_list_size(&m->headers); i++) {
+        osip_header_t *h = osip_list_get(&m->headers, i);
+        if (!h->hname || (strcasecmp(h->hname, name) != 0 &&
+                          (!alias || strcasecmp(h->hname, alias) != 0)))
+            continue;
+        if (k++ == pos)
+            return h->hvalue ? h->hvalue : "";
+    }
+    return NULL;
+}
+
+const char *pl__sip_from_tag(const osip_message_t *m)
+{
+    osip_generic_param_t *p = NULL;
+    if (!m || !m->from)
+        return NULL;
+    osip_from_get_tag(m->from, &p);
+    return p && p->gvalue ? p->gvalue : NULL;
+}
+
+const char *pl__sip_to_tag(const osip_message_t *m)
+{
+    osip_generic_param_t *p = NULL;
+    if (!m || !m->to)
+        return NULL;
+    osip_to_get_tag(m->to, &p);
+    return p && p->gvalue ? p->gvalue : NULL;
+}
+
+const char *pl__sip_branch(const osip_message_t *m)
+{
+    osip_via_t *v = m ? osip_list_get(&m->vias, 0) : NULL;
+    osip_generic_param_t *p = NULL;
+    if (!v)
+        return NULL;
+    osip_via_param_get_byname(v, "branch", &p);
+    return p && p->gvalue ? p->gvalue : NULL;
+}
+
+int pl__sip_addressable(const osip_message_t *req)
+{
+    osip_via_t *v = req ? osip_list_get(&req->vias, 0) : NULL;
+    return v && v->host && v->host[0] && req->cseq && req->cseq->number &&
+           req->cseq->method;
+}
+
+const char *pl__sip_reason(int code)
+{
+    static const struct {
+        int code;
+        const char *text;
+    } t[] = {
+        {100, "Trying"},
+        {180, "Ringing"},
+        {183, "Session Progress"},
+        {200, "OK"},
+        {202, "Accepted"},
+        {204, "No Notification"},
+        {301, "Moved Permanently"},
+        {302, "Moved Temporarily"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {405, "Method Not Allowed"},
+        {406, "Not Acceptable"},
+        {407, "Proxy Authentication Required"},
+        {408, "Request Timeout"},
+        {410, "Gone"},
+        {412, "Conditional Request Failed"},
+        {413, "Request Entity Too Large"},
+        {414, "Request-URI Too Long"},
+        {415, "Unsupported Media Type"},
+        {416, "Unsupported URI Scheme"},
+        {420, "Bad Extension"},
+        {421, "Extension Required"},
+        {423, "Interval Too Brief"},
+        {480, "Temporarily Unavailable"},
+        {481, "Call/Transaction Does Not Exist"},
+        {482, "Loop Detected"},
+        {483, "Too Many Hops"},
+        {484, "Address Incomplete"},
+        {486, "Busy Here"},
+        {487, "Request Terminated"},
+        {488, "Not Acceptable Here"},
+        {489, "Bad Event"},
+        {491, "Request Pending"},
+        {500, "Server Internal Error"},
+        {501, "Not Implemented"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
+        {504, "Server Time-out"},
+        {505, "Version Not Supported"},
+        {513, "Message Too Large"},
+        {600, "Busy Everywhere"},
+        {603, "Decline"},
+        {604, "Does Not Exist Anywhere"},
+        {606, "Not Acceptable"},
+    };
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+        if (t[i].code == code)
+            return t[i].text;
+    return code < 200 ? "Progress" : code < 300 ? "Success" : "Failure";
+}
+
+/* ---- parsing ---- */
+
+static char *dup_span(struct pl_str s)
+{
+    char *d = osip_malloc(s.len + 1);
+    memcpy(d, s.p, s.len);
+    d[s.len] = '\0';
+    return d;
+}
+
+int pl__sip_parse_headers(const char *p, size_t hlen, osip_message_t **out)
+{
+    osip_message_t *m = NULL;
+    osip_message_init(&m);
+    struct sip_start sl;
+    pl__sip_start_line(p, hlen, &sl);
+    if (!sl.is_response && sl.method.len)
+        osip_message_set_method(m, dup_span(sl.method));
+    if (sl.version.len)
+        osip_message_set_version(m, dup_span(sl.version));
+    if (sl.is_response)
+        osip_message_set_status_code(m, sl.status);
+    size_t pos = 0;
+    struct pl_str name, value;
+    while (pl__sip_header_next(p, hlen, &pos, &name, &value)) {
+        char nm[16];
+        /* A NUL would cut the value short in libosip2's C strings: such
+         * a field is taken as absent. */
+        if (!name.len || name.len >= sizeof(nm) ||
+            memchr(value.p, '\0', value.len) || memchr(name.p, '\0', name.len))
+            continue;
+        for (size_t i = 0; i < name.len; i++)
+            nm[i] = (char)lower((unsigned char)name.p[i]);
+        nm[name.len] = '\0';
+        char *v = pl__sip_unfold(value);
+        if (strcmp(nm, "via") == 0 || strcmp(nm, "v") == 0) {
+            /* Each value on its own: a bad one does not hide the top
+             * (libosip2 lower-cases the name in place: a copy). */
+            char hn[] = "via";
+            osip_message_set_multiple_header(m, hn, v);
+        } else if ((strcmp(nm, "from") == 0 || strcmp(nm, "f") == 0) &&
+                   !m->from) {
+            osip_message_set_from(m, v);
+        } else if ((strcmp(nm, "to") == 0 || strcmp(nm, "t") == 0) && !m->to) {
+            osip_message_set_to(m, v);
+        } else if ((strcmp(nm, "call-id") == 0 || strcmp(nm, "i") == 0) &&
+                   !m->call_id) {
+            osip_message_set_call_id(m, v);
+        } else if (strcmp(nm, "cseq") == 0 && !m->cseq) {
+            osip_message_set_cseq(m, v);
+        }
+        pl_free(v);
+    }
+    /* libosip2 is lenient with a lone field but does not always read
+     * back what it then writes: keep only the From, To and Via fields
+     * that survive the round trip, so that a 400 is something the client
+     * can parse (a lost top Via leaves the request unaddressable). */
+    char *s = NULL;
+    osip_from_t *f = NULL;
+    if (m->from && (osip_from_to_str(m->from, &s) != 0 ||
+                    osip_from_init(&f) != 0 || osip_from_parse(f, s) != 0)) {
+        osip_from_free(m->from);
+        m->from = NULL;
+    }
+    osip_from_free(f);
+    osip_free(s);
+    s = NULL;
+    f = NULL;
+    if (m->to && (osip_to_to_str(m->to, &s) != 0 || osip_to_init(&f) != 0 ||
+                  osip_to_parse(f, s) != 0)) {
+        osip_to_free(m->to);
+        m->to = NULL;
+    }
+    osip_to_free(f);
+    osip_free(s);
+    for (int i = 0; i < osip_list_size(&m->vias);) {
+        osip_via_t *v = osip_list_get(&m->vias, i), *back = NULL;
+        s = NULL;
+        int ok = osip_via_to_str(v, &s) == 0 && osip_via_init(&back) == 0 &&
+                 osip_via_parse(back, s) == 0 && back->host;
+        osip_via_free(back);
+        osip_free(s);
+        if (ok) {
+            i++;
+            continue;
+        }
+        osip_list_remove(&m->vias, i);
+        osip_via_free(v);
+        if (i == 0) {
+            /* No top Via: nothing to answer (and no other Via may take
+             * its place). */
+            while (osip_list_size(&m->vias) > 0) {
+                v = osip_list_get(&m->vias, 0);
+                osip_list_remove(&m->vias, 0);
+                osip_via_free(v);
+            }
+            break;
+        }
+    }
+    *out = m;
+    return PL_OK;
+}
+
+int pl__sip_parse(const char *p, size_t n, const struct sip_scan *scan,
+                  osip_message_t **out)
+{
+    *out = NULL;
+    char *copy = NULL;
+    if (scan->nul) {
+        /* See the file comment (COMPAT). */
+        copy = pl_malloc(n);
+        memcpy(copy, p, n);
+        for (size_t i = 1; i < scan->hlen && i < n; i++)
+            if (copy[i] == '\0' && copy[i - 1] == '\\')
+                copy[i] = '0';
+        p = copy;
+    }
+    osip_message_t *m = NULL;
+    osip_message_init(&m);
+    int rc = memchr(p, '\0', scan->hlen < n ? scan->hlen : n)
+                 ? -1
+                 : osip_message_parse(m, p, n);
+    if (rc == 0) {
+        pl_free(copy);
+        *out = m;
+        return PL_OK;
+    }
+    osip_message_free(m);
+    pl__sip_parse_headers(p, scan->hlen < n ? scan->hlen : n, out);
+    pl_free(copy);
+    return PL_EINVAL;
+}
+
+/* ---- responses ---- */
+
+osip_message_t *pl__sip_response_build(osip_message_t *req, int code,
+                                       const char *reason, const char *to_tag)
+{
+    if (!pl__sip_addressable(req))
+        return NULL;
+    osip_message_t *r = NULL;
+    osip_message_init(&r);
+    osip_message_set_version(r, osip_strdup("SIP/2.0"));
+    osip_message_set_status_code(r, code);
+    osip_message_set_reason_phrase(r,
+                                   osip_strdup(reason ? reason
+                                                      : pl__sip_reason(code)));
+    for (int i = 0; i < osip_list_size(&req->vias); i++) {
+        osip_via_t *v = osip_list_get(&req->vias, i), *c = NULL;
+        if (osip_via_clone(v, &c) == 0)
+            osip_list_add(&r->vias, c, -1);
+    }
+    if (req->from)
+        osip_from_clone(req->from, &r->from);
+    if (req->to) {
+        osip_to_clone(req->to, &r->to);
+        if (r->to && code > 100 && to_tag && !pl__sip_to_tag(req))
+            osip_to_set_tag(r->to, osip_strdup(to_tag));
+    }
+    if (req->call_id)
+        osip_call_id_clone(req->call_id, &r->call_id);
+    osip_cseq_clone(req->cseq, &r->cseq);
+    return r;
+}
+
+char *pl__sip_serialize(osip_message_t *m, size_t *len)
+{
+    char *s = NULL;
+    size_t n = 0;
+    if (osip_message_to_str(m, &s, &n) != 0 || !s)
+        return NULL;
+    *len = n;
+    return s; /* osip_malloc is pl_malloc: pl_free frees it */
+}
+
+void pl__sip_make_tag(const osip_message_t *req, char out[17])
+{
+    struct pl_buf b = {0};
+    struct pl_str secret = pl_server_secret();
+    pl_buf_append(&b, secret.p, secret.len);
+    const char *parts[4] = {
+        req->call_id && req->call_id->number ? req->call_id->number : "",
+        pl__sip_from_tag(req),
+        req->cseq && req->cseq->number ? req->cseq->number : "",
+        pl__sip_branch(req),
+    };
+    for (int i = 0; i < 4; i++) {
+        pl_buf_append(&b, "|", 1);
+        if (parts[i])
+            pl_buf_append_str(&b, parts[i]);
+    }
+    if (req->call_id && req->call_id->host) {
+        pl_buf_append(&b, "@", 1);
+        pl_buf_append_str(&b, req->call_id->host);
+    }
+    struct pl_str s = pl_buf_str(&b);
+    uint64_t h = pl_hash(s.p, s.len);
+    pl_buf_reset(&b);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+void pl__sip_random(char *out, size_t n)
+{
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuv";
+    unsigned char r[64];
+    if (!n)
+        return;
+    size_t k = n - 1 < sizeof(r) ? n - 1 : sizeof(r);
+    if (RAND_bytes(r, (int)k) != 1)
+        pl_assert(!"RAND_bytes failed");
+    for (size_t i = 0; i < k; i++)
+        out[i] = digits[r[i] & 31];
+    out[k] = '\0';
+}
+
+int pl__sip_request_new(const char *method, const char *uri, const char *from,
+                        const char *to, osip_message_t **out)
+{
+    *out = NULL;
+    osip_message_t *m = NULL;
+    osip_uri_t *u = NULL;
+    osip_message_init(&m);
+    osip_message_set_method(m, osip_strdup(method));
+    osip_message_set_version(m, osip_strdup("SIP/2.0"));
+    if (osip_uri_init(&u) != 0 || osip_uri_parse(u, uri) != 0) {
+        osip_uri_free(u);
+        goto fail;
+    }
+    osip_message_set_uri(m, u);
+    if (osip_message_set_from(m, from) != 0 || osip_message_set_to(m, to) != 0)
+        goto fail;
+    char tag[17], cid[25], cseq[64];
+    pl__sip_random(tag, sizeof(tag));
+    pl__sip_random(cid, sizeof(cid));
+    osip_from_set_tag(m->from, osip_strdup(tag));
+    snprintf(cseq, sizeof(cseq), "1 %s", method);
+    if (osip_message_set_call_id(m, cid) != 0 ||
+        osip_message_set_cseq(m, cseq) != 0 ||
+        osip_message_set_header(m, "Max-Forwards", "70") != 0)
+        goto fail;
+    *out = m;
+    return PL_OK;
+fail:
+    osip_message_free(m);
+    return PL_EINVAL;
+}
