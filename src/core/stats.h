@@ -44,6 +44,7 @@
     X(sip_bindings)                                                            \
     X(sip_auth_failures)                                                       \
     X(sip_messages_in)                                                         \
+    X(sip_publications)                                                        \
     X(sip_messages_out)
 
 struct pl_stats {

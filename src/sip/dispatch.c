@@ -60,6 +60,8 @@
 
 static void options(struct sip_txn *t, osip_message_t *req);
 
+#define PIDF "application/pidf+xml" /* pidf.h PL_PIDF_CONTENT_TYPE */
+
 /* Every method this server knows; a NULL fn is answered 405 with Allow
  * until a later part serves it. */
 const struct sip_method pl__sip_methods[] = {
@@ -69,7 +71,7 @@ const struct sip_method pl__sip_methods[] = {
                                                         * outside a dialog */
     {"SUBSCRIBE", NULL, SIP_M_LOCAL, NULL},            /* RFC 6665 */
     {"NOTIFY", NULL, 0, NULL},                         /* RFC 6665 */
-    {"PUBLISH", NULL, SIP_M_LOCAL, NULL},              /* RFC 3903 */
+    {"PUBLISH", pl__sip_publish, SIP_M_LOCAL, PIDF},   /* RFC 3903 */
     {"OPTIONS", options, 0, NULL},                     /* RFC 3261 §11 */
     {"INVITE", NULL, 0, NULL},                         /* no calls: 405 */
     {"ACK", NULL, 0, NULL},                            /* absorbed (step 3) */

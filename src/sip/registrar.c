@@ -40,6 +40,10 @@
  * not understand it (RFC 6120 §8.4); presence is ignored until the
  * presence part (SUBSCRIBE/NOTIFY) gives it a SIP form: see deliver().
  *
+ * A PUBLISH (publish.c) replaces the presence the registration gives with
+ * the published state through pl__sip_binding_publish(), and restores it
+ * when the publication goes.
+ *
  * Extending: state per binding is a field of struct binding; the presence
  * part hooks in deliver() and in binding_presence().
  */
@@ -55,6 +59,7 @@
 #include "log.h"
 #include "map.h"
 #include "map_addr.h"
+#include "pidf.h"
 #include "resources.h"
 #include "router.h"
 #include "server.h"
@@ -204,6 +209,26 @@ static void binding_presence(struct binding *b, int available)
     pl_stanza_set_attr(p, "from", b->sess.jid->full);
     b->sess.available = available ? 1 : 0;
     b->sess.priority = 0;
+    pl_stanza_unref(b->sess.presence);
+    b->sess.presence = pl_stanza_ref(p);
+    pl_route(p, b->sess.jid, NULL, &b->sess);
+    pl_stanza_unref(p);
+}
+
+void pl__sip_binding_publish(struct pl_session *s, const struct pl_pidf *state)
+{
+    struct binding *b = of(s);
+    if (!b || b->ended)
+        return;
+    if (!state) {
+        binding_presence(b, 1);
+        return;
+    }
+    struct pl_stanza *p = pl_pidf_to_presence(state, b->sess.jid->full, NULL);
+    if (!p)
+        return;
+    b->sess.available = state->basic == PL_PIDF_OPEN;
+    b->sess.priority = state->priority > 0 ? state->priority : 0;
     pl_stanza_unref(b->sess.presence);
     b->sess.presence = pl_stanza_ref(p);
     pl_route(p, b->sess.jid, NULL, &b->sess);

@@ -32,8 +32,8 @@
  *               operators, and the way tests watch the client transaction
  *               on the wire.
  *
- * Parts (pl__sip_parts): the registrar (registrar.c) and page-mode
- * messages (im.c).
+ * Parts (pl__sip_parts): the registrar (registrar.c), page-mode
+ * messages (im.c) and presence publication (publish.c).
  *
  * Extending: a new setting is a field of struct sip_settings, a row of
  * options[] and, when it depends on others, a line in check(); a new part
@@ -58,7 +58,7 @@
 /* The parts started with the front end, in order (stopped and freed in
  * reverse). */
 const struct sip_part *const pl__sip_parts[] = {&pl__sip_registrar, &pl__sip_im,
-                                                NULL};
+                                                &pl__sip_publisher, NULL};
 
 static const struct sip_settings defaults = {
     .max_message_size = 65535,

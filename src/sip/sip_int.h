@@ -25,6 +25,7 @@
  *   auth.c         digest authentication of requests (§22, RFC 8760)
  *   registrar.c    REGISTER and the bindings, each a session (part)
  *   im.c           MESSAGE and INFO both ways, RFC 3428 (part)
+ *   publish.c      PUBLISH of presence, RFC 3903 (part)
  *
  * Names: functions and globals shared between these files are
  * pl__sip_*; types and macros keep the folder's short prefix (sip_,
@@ -670,6 +671,11 @@ struct pl_session *pl__sip_binding_on_conn(const char *bare,
  * transport (UDP: the same source), or NULL. */
 struct pl_session *pl__sip_binding_from(const char *bare,
                                         const struct sip_flow *f);
+/* Routes state (NULL: the registration's own, available) as the presence
+ * of the binding's session s (publish.c): open is available with its
+ * <show/>, <status/> and <priority/>, closed or none unavailable. */
+struct pl_pidf;
+void pl__sip_binding_publish(struct pl_session *s, const struct pl_pidf *state);
 /* Removes the binding whose session has id sid, if it still exists:
  * unavailable presence, then the session ends (why: for the log). */
 void pl__sip_binding_drop(uint64_t sid, const char *why);
@@ -682,6 +688,12 @@ extern const struct sip_part pl__sip_im;
 void pl__sip_message(struct sip_txn *t, osip_message_t *req);
 /* A <message/> for a binding's session: XMPP -> SIP (borrowed). */
 void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st);
+
+/* ------------------------------------------------------------------ */
+/* Presence publication (publish.c): PUBLISH, RFC 3903.                */
+
+extern const struct sip_part pl__sip_publisher;
+void pl__sip_publish(struct sip_txn *t, osip_message_t *req);
 
 /* ------------------------------------------------------------------ */
 /* Parts (sip.c): state beyond one request, started with the front end. */

@@ -1,0 +1,277 @@
+#!/usr/bin/python3
+"""test_sip_presence.py - SIP presence (src/sip/publish.c) end to end: a
+SIP user of the tests' own UA (sipua.py, through test_sip_im.SipUser)
+publishes its state and an XMPP friend (raw stream, im_common.ImClient)
+sees it as presence.
+
+parleyd listens for SIP over UDP and TCP with short timers (T1 = 100
+ms), min_expires = 10, max_expires = 3600.  Checked:
+  - PUBLISH (RFC 3903): 407 without credentials over UDP; Event other
+    than presence: 489 with Allow-Events; Expires below the minimum: 423
+    with Min-Expires; no body and no SIP-If-Match: 400; a body that is not
+    PIDF: 415 with Accept; a PUBLISH with a PIDF body: 200 with a SIP-ETag
+    and Expires; the XMPP friend (mutual subscription made over XMPP) sees
+    the SIP resource available, then away, then dnd with the status text
+    (modify with SIP-If-Match and a body, each answer a new SIP-ETag); a
+    refresh (SIP-If-Match, no body) gets a new tag and changes nothing;
+    the old tag: 412; another user's From: 403; parleyctl sip lists the
+    publication; Expires: 0 removes it and the resource is back to plain
+    available; a publication expires on its own the same way; over TCP
+    from the registration's connection no challenge is needed;
+  - logout as phones do it: PUBLISH of closed presence (the friend sees
+    unavailable) then REGISTER Expires: 0 (the registration is gone).
+
+Run with /usr/bin/python3; `scripts/run-tests sip_presence`.
+"""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check, tostr  # noqa: E402
+from im_common import (STEP, ImClient, add_users, is_presence,  # noqa: E402
+                       make_both)
+from sipua import digest_credentials, rand_token  # noqa: E402
+from test_sip_im import (T1, SipUser, code_of, counter, pick,  # noqa: E402
+                         registrations)
+
+C = "{jabber:client}"
+
+PIDF = """<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf"
+ xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model"
+ xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" entity="%(entity)s">
+ <tuple id="t1"><status><basic>%(basic)s</basic></status>%(note)s</tuple>
+ <dm:person id="p1">%(act)s</dm:person>
+</presence>
+"""
+
+
+def pidf(entity, basic="open", activity=None, note=None):
+    act = ("<rpid:activities><rpid:%s/></rpid:activities>" % activity
+           if activity else "")
+    n = "<note>%s</note>" % note if note else ""
+    return (PIDF % {"entity": entity, "basic": basic, "note": n,
+                    "act": act}).encode()
+
+
+class Publisher(SipUser):
+    """A SipUser that publishes (answering a 407 once per request)."""
+
+    def publish(self, body=None, etag=None, expires=None, event="presence",
+                ctype="application/pidf+xml", from_=None, auth=True):
+        uri = self.aor
+        extra = "Event: %s\r\n" % event if event else ""
+        if body is not None and ctype:
+            extra += "Content-Type: %s\r\n" % ctype
+        if etag:
+            extra += "SIP-If-Match: %s\r\n" % etag
+        if expires is not None:
+            extra += "Expires: %d\r\n" % expires
+        cid = rand_token()
+        self.cseq += 1
+        r = self.call(self.request("PUBLISH", uri, extra=extra,
+                                   body=body or b"", cseq=self.cseq,
+                                   call_id=cid, to="<%s>" % uri,
+                                   from_=from_))
+        if auth and r is not None and r.code == 407:
+            chal = pick(r, "SHA-256", "proxy-authenticate")
+            a = digest_credentials(chal, "PUBLISH", uri, self.user,
+                                   self.password)
+            self.cseq += 1
+            r = self.call(self.request(
+                "PUBLISH", uri, extra=extra + "Proxy-Authorization: %s\r\n" % a,
+                body=body or b"", cseq=self.cseq, call_id=cid,
+                to="<%s>" % uri, from_=from_))
+        return r
+
+
+def publications(srv):
+    rc, out = srv.ctl("sip", "--json")
+    try:
+        return json.loads(out).get("publications", [])
+    except ValueError:
+        return []
+
+
+def show_of(p):
+    s = p.find(C + "show") if p is not None else None
+    return s.text if s is not None else None
+
+
+def status_of(p):
+    s = p.find(C + "status") if p is not None else None
+    return s.text if s is not None else None
+
+
+def resource_of(srv, user):
+    res = [r.get("resource") for r in registrations(srv)
+           if r.get("aor") == "%s@%s" % (user, srv.domain)]
+    return "%s@%s/%s" % (user, srv.domain, res[0] if res else "?")
+
+
+def publish_flow(srv, port, users):
+    s, x = users["sam"], users["xena"]
+    if not make_both(srv, s, x):
+        check("sam and xena are subscribed to each other", False)
+        return
+    xc = ImClient(srv, x, "desk")
+    xc.roster_get()
+    xc.presence()
+    xc.drain(0.5)
+    sam = Publisher(srv, port, s)
+    _, final = sam.register(expires=120)
+    full = resource_of(srv, s)
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("the friend sees the SIP user available on REGISTER",
+          code_of(final) == 200 and p is not None, tostr(p))
+    entity = "pres:%s@%s" % (s, srv.domain)
+
+    r = sam.publish(pidf(entity), auth=False)
+    check("PUBLISH over UDP without credentials: 407", code_of(r) == 407, r)
+    r = sam.publish(pidf(entity), event="dialog")
+    check("PUBLISH of another event package: 489 with Allow-Events: "
+          "presence", code_of(r) == 489 and
+          r.get("allow-events") == "presence", r)
+    r = sam.publish(pidf(entity), expires=5)
+    check("PUBLISH with Expires below min_expires: 423 with Min-Expires: 10",
+          code_of(r) == 423 and r.get("min-expires") == "10", r)
+    r = sam.publish(None)
+    check("initial PUBLISH without a body: 400", code_of(r) == 400, r)
+    r = sam.publish(b"hello", ctype="text/plain")
+    check("PUBLISH of text/plain: 415 with Accept: application/pidf+xml",
+          code_of(r) == 415 and r.get("accept") == "application/pidf+xml", r)
+    r = sam.publish(b"<presence xmlns='urn:x'/>")
+    check("PUBLISH of a document that is not PIDF: 400", code_of(r) == 400, r)
+    other = users["xena"]
+    r = sam.publish(pidf(entity),
+                    from_="<sip:%s@%s>;tag=x1" % (other, srv.domain))
+    check("PUBLISH with a From of another user: 403", code_of(r) == 403, r)
+
+    p0 = counter(srv, "sip_publications")
+    r = sam.publish(pidf(entity, note="at my desk"), expires=60)
+    tag1 = r.get("sip-etag") if r else None
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("PUBLISH open: 200 with SIP-ETag and Expires: 60",
+          code_of(r) == 200 and tag1 and r.get("expires") == "60", r)
+    check("the friend sees available with the status text",
+          p is not None and show_of(p) is None and
+          status_of(p) == "at my desk", tostr(p))
+    check("sip_publications counts it", counter(srv, "sip_publications") > p0,
+          counter(srv, "sip_publications"))
+
+    r = sam.publish(pidf(entity, activity="away", note="coffee"), etag=tag1,
+                    expires=60)
+    tag2 = r.get("sip-etag") if r else None
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("modify (SIP-If-Match and a body): 200 with a new SIP-ETag",
+          code_of(r) == 200 and tag2 and tag2 != tag1, r)
+    check("the friend sees away with its status", show_of(p) == "away" and
+          status_of(p) == "coffee", tostr(p))
+
+    r = sam.publish(pidf(entity, activity="busy", note="in a meeting"),
+                    etag=tag2, expires=60)
+    tag3 = r.get("sip-etag") if r else None
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("the friend sees dnd with the status text (RPID busy)",
+          code_of(r) == 200 and show_of(p) == "dnd" and
+          status_of(p) == "in a meeting", (r, tostr(p)))
+
+    r = sam.publish(None, etag=tag3, expires=60)
+    tag4 = r.get("sip-etag") if r else None
+    check("refresh (SIP-If-Match, no body): 200 with a new SIP-ETag",
+          code_of(r) == 200 and tag4 and tag4 != tag3, r)
+    p = xc.wait(is_presence(frm=full), 1.0)
+    check("a refresh sends no presence", p is None, tostr(p))
+    r = sam.publish(None, etag=tag3, expires=60)
+    check("the replaced entity tag: 412", code_of(r) == 412, r)
+    r = sam.publish(None, etag="nosuchtag", expires=60)
+    check("an unknown entity tag: 412", code_of(r) == 412, r)
+
+    pubs = [q for q in publications(srv)
+            if q.get("presentity") == "%s@%s" % (s, srv.domain)]
+    check("parleyctl sip lists the publication (etag, basic, show)",
+          len(pubs) == 1 and pubs[0].get("etag") == tag4 and
+          pubs[0].get("basic") == "open" and pubs[0].get("show") == "dnd",
+          pubs)
+
+    r = sam.publish(None, etag=tag4, expires=0)
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("removal (Expires: 0): 200, the resource is back to plain "
+          "available", code_of(r) == 200 and p is not None and
+          show_of(p) is None and status_of(p) is None, (r, tostr(p)))
+    check("the removed publication is no longer listed",
+          not [q for q in publications(srv)
+               if q.get("presentity") == "%s@%s" % (s, srv.domain)],
+          publications(srv))
+
+    # Expiry on its own: min_expires is 10 s.
+    r = sam.publish(pidf(entity, activity="away"), expires=10)
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("a short publication: away", code_of(r) == 200 and
+          show_of(p) == "away", (r, tostr(p)))
+    p = xc.wait(is_presence(frm=full), 15)
+    check("when it expires the resource is back to available",
+          p is not None and show_of(p) is None and p.get("type") is None,
+          tostr(p))
+
+    # Logout: closed, then de-REGISTER.
+    r = sam.publish(pidf(entity, activity="busy"), expires=60)
+    xc.wait(is_presence(frm=full), STEP)
+    tag = r.get("sip-etag") if r else None
+    r = sam.publish(pidf(entity, basic="closed"), etag=tag, expires=60)
+    p = xc.wait(is_presence(frm=full, type_="unavailable"), STEP)
+    check("logout: a PUBLISH of closed presence, the friend sees "
+          "unavailable", code_of(r) == 200 and p is not None, (r, tostr(p)))
+    _, final = sam.unregister()
+    check("logout: REGISTER Expires: 0 ends the registration",
+          code_of(final) == 200 and
+          not [q for q in registrations(srv)
+               if q.get("aor") == "%s@%s" % (s, srv.domain)],
+          registrations(srv))
+    p = xc.wait(is_presence(frm=full, any_type=True), 1.0)
+    check("no second presence after the de-REGISTER (already offline)",
+          p is None or p.get("type") == "unavailable", tostr(p))
+    sam.close()
+
+    # TCP: trusted on the registration's connection.
+    tcp = Publisher(srv, port, s, "tcp")
+    _, final = tcp.register(expires=120)
+    full = resource_of(srv, s)
+    xc.wait(is_presence(frm=full), STEP)
+    r = tcp.publish(pidf(entity, activity="away", note="tcp"), auth=False,
+                    expires=60)
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("PUBLISH over TCP on the registration's connection: 200 without "
+          "a challenge, the friend sees away",
+          code_of(final) == 200 and code_of(r) == 200 and
+          show_of(p) == "away" and status_of(p) == "tcp", (r, tostr(p)))
+    tcp.close()
+    p = xc.wait(is_presence(frm=full, type_="unavailable"), STEP)
+    check("the connection closes: unavailable", p is not None, tostr(p))
+    xc.logout()
+
+
+def main():
+    port, = harness.free_ports(1)
+    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
+          'transport = "udp"; },\n'
+          '  { protocol = "sip"; address = "127.0.0.1"; port = %d; }'
+          % (port, port))
+    srv = harness.Server(
+        listeners_extra=lx,
+        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
+              "default_expires = 600; max_expires = 3600; "
+              "nonce_lifetime = 60; };" % int(T1 * 1000))
+    if not srv.start():
+        harness.finish()
+    names = {k: harness.unique(k) for k in ("sam", "xena")}
+    add_users(srv, *names.values())
+    publish_flow(srv, port, names)
+    harness.finish()
+
+
+if __name__ == "__main__":
+    main()
