@@ -45,6 +45,8 @@
     X(sip_auth_failures)                                                       \
     X(sip_messages_in)                                                         \
     X(sip_publications)                                                        \
+    X(sip_subscriptions)                                                       \
+    X(sip_notifies)                                                            \
     X(sip_messages_out)
 
 struct pl_stats {

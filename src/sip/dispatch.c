@@ -65,17 +65,17 @@ static void options(struct sip_txn *t, osip_message_t *req);
 /* Every method this server knows; a NULL fn is answered 405 with Allow
  * until a later part serves it. */
 const struct sip_method pl__sip_methods[] = {
-    {"REGISTER", pl__sip_register, SIP_M_LOCAL, NULL}, /* RFC 3261 §10 */
-    {"MESSAGE", pl__sip_message, 0, "text/plain"},     /* RFC 3428 */
-    {"INFO", pl__sip_message, 0, "text/plain"},        /* RFC 6086: page-mode
-                                                        * outside a dialog */
-    {"SUBSCRIBE", NULL, SIP_M_LOCAL, NULL},            /* RFC 6665 */
-    {"NOTIFY", NULL, 0, NULL},                         /* RFC 6665 */
-    {"PUBLISH", pl__sip_publish, SIP_M_LOCAL, PIDF},   /* RFC 3903 */
-    {"OPTIONS", options, 0, NULL},                     /* RFC 3261 §11 */
-    {"INVITE", NULL, 0, NULL},                         /* no calls: 405 */
-    {"ACK", NULL, 0, NULL},                            /* absorbed (step 3) */
-    {"CANCEL", NULL, 0, NULL},                         /* step 5 */
+    {"REGISTER", pl__sip_register, SIP_M_LOCAL, NULL},   /* RFC 3261 §10 */
+    {"MESSAGE", pl__sip_message, 0, "text/plain"},       /* RFC 3428 */
+    {"INFO", pl__sip_message, 0, "text/plain"},          /* RFC 6086: page-mode
+                                                          * outside a dialog */
+    {"SUBSCRIBE", pl__sip_subscribe, SIP_M_LOCAL, NULL}, /* RFC 6665 */
+    {"NOTIFY", NULL, 0, NULL},                           /* RFC 6665 */
+    {"PUBLISH", pl__sip_publish, SIP_M_LOCAL, PIDF},     /* RFC 3903 */
+    {"OPTIONS", options, 0, NULL},                       /* RFC 3261 §11 */
+    {"INVITE", NULL, 0, NULL},                           /* no calls: 405 */
+    {"ACK", NULL, 0, NULL},                              /* absorbed (step 3) */
+    {"CANCEL", NULL, 0, NULL},                           /* step 5 */
     {"BYE", NULL, 0, NULL},
     {"PRACK", NULL, 0, NULL},  /* RFC 3262 */
     {"UPDATE", NULL, 0, NULL}, /* RFC 3311 */

@@ -37,15 +37,14 @@
  *
  * What a session is delivered: <message/> becomes a MESSAGE (im.c); an IQ
  * get or set is answered <service-unavailable/> as by a client that does
- * not understand it (RFC 6120 §8.4); presence is ignored until the
- * presence part (SUBSCRIBE/NOTIFY) gives it a SIP form: see deliver().
+ * not understand it (RFC 6120 §8.4); presence is ignored: a SIP watcher
+ * follows presence through its SUBSCRIBE dialogs (subscribe.c).
  *
  * A PUBLISH (publish.c) replaces the presence the registration gives with
  * the published state through pl__sip_binding_publish(), and restores it
  * when the publication goes.
  *
- * Extending: state per binding is a field of struct binding; the presence
- * part hooks in deliver() and in binding_presence().
+ * Extending: state per binding is a field of struct binding.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,8 +302,8 @@ static void deliver(struct pl_session *s, struct pl_stanza *st)
         if (type && (strcmp(type, "get") == 0 || strcmp(type, "set") == 0))
             pl_route_error(st, PL_ESERVICE_UNAVAILABLE, NULL);
     }
-    /* Presence: no SIP form until SUBSCRIBE/NOTIFY (the presence part,
-     * issue 14 item 5) sends it to the binding's watchers' NOTIFYs. */
+    /* Presence: ignored; SIP watchers get it in their SUBSCRIBE dialogs
+     * (subscribe.c), which follow the presentity's sessions. */
 }
 
 static void session_close(struct pl_session *s, const char *condition,

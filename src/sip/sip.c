@@ -16,7 +16,9 @@
  *          max_contacts = 10; default_expires = 3600; min_expires = 60;
  *          max_expires = 86400; nonce_lifetime = 300;
  *          md5_only_agents = ["baresip v0.", "baresip v1.0."];
- *          offline_messages = "store"; };
+ *          offline_messages = "store";
+ *          presence_authorization = "roster";
+ *          presence_notify_interval = 1000; };
  * Nothing listens for SIP unless an entry says so.  SIP has no STARTTLS:
  * tls = "starttls" written in a sip entry is a configuration error; an
  * entry without tls is plain.
@@ -58,7 +60,8 @@
 /* The parts started with the front end, in order (stopped and freed in
  * reverse). */
 const struct sip_part *const pl__sip_parts[] = {&pl__sip_registrar, &pl__sip_im,
-                                                &pl__sip_publisher, NULL};
+                                                &pl__sip_publisher,
+                                                &pl__sip_subscriber, NULL};
 
 static const struct sip_settings defaults = {
     .max_message_size = 65535,
@@ -73,9 +76,12 @@ static const struct sip_settings defaults = {
     .max_expires = 86400,
     .nonce_lifetime = 300,
     .offline_messages = SIP_OFFLINE_STORE,
+    .presence_authorization = SIP_PRESENCE_ROSTER,
+    .presence_notify_interval = 1000,
 };
 
 static const char *const offline_choices[] = {"store", "reject", NULL};
+static const char *const presence_choices[] = {"roster", "open", NULL};
 static const struct sip_settings *S = &defaults;
 static int started;
 
@@ -144,6 +150,17 @@ static const struct pl_option options[] = {
      "the offline store like an XMPP message (202 Accepted), \"reject\" "
      "answers 480 Temporarily Unavailable.",
      offsetof(struct sip_settings, offline_messages)},
+    {"presence_authorization", PL_OPT_ENUM, "\"roster\"", 0, 0,
+     presence_choices,
+     "Who may SUBSCRIBE to a user's presence: \"roster\" a watcher whose "
+     "roster has a subscription to the user ('to' or 'both'); anyone else "
+     "makes an RFC 6121 subscription request and waits (pending) for the "
+     "user's answer; \"open\" every authenticated user of the same host.",
+     offsetof(struct sip_settings, presence_authorization)},
+    {"presence_notify_interval", PL_OPT_INT, "1000", 0, 3600000, NULL,
+     "Shortest time in milliseconds between two NOTIFYs of one "
+     "subscription: changes in between are coalesced, the latest wins.",
+     offsetof(struct sip_settings, presence_notify_interval)},
     {"md5_only_agents", PL_OPT_STRLIST, "[\"baresip v0.\", \"baresip v1.0.\"]",
      0, 0, NULL,
      "User-Agent prefixes that get only the MD5 digest challenge (with "

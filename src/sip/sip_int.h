@@ -26,6 +26,7 @@
  *   registrar.c    REGISTER and the bindings, each a session (part)
  *   im.c           MESSAGE and INFO both ways, RFC 3428 (part)
  *   publish.c      PUBLISH of presence, RFC 3903 (part)
+ *   subscribe.c    SUBSCRIBE/NOTIFY of presence, RFC 6665 (part)
  *
  * Names: functions and globals shared between these files are
  * pl__sip_*; types and macros keep the folder's short prefix (sip_,
@@ -86,6 +87,15 @@ struct sip_settings {
     int offline_messages;  /* enum sip_offline: MESSAGE to no one online */
     struct pl_strlist md5_only_agents; /* User-Agent prefixes challenged
                                         * with MD5 alone (COMPAT) */
+    int presence_authorization;        /* enum sip_presence_auth */
+    long presence_notify_interval;     /* ms between NOTIFYs of a dialog */
+};
+
+/* Who may watch a presentity (SUBSCRIBE). */
+enum sip_presence_auth {
+    SIP_PRESENCE_ROSTER = 0, /* the watcher's roster says 'to' or 'both',
+                              * else an RFC 6121 request, pending */
+    SIP_PRESENCE_OPEN = 1,   /* every authenticated user of the host */
 };
 
 /* What a MESSAGE to a user with no available session gets. */
@@ -694,6 +704,12 @@ void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st);
 
 extern const struct sip_part pl__sip_publisher;
 void pl__sip_publish(struct sip_txn *t, osip_message_t *req);
+
+/* ------------------------------------------------------------------ */
+/* Presence subscriptions (subscribe.c): SUBSCRIBE/NOTIFY, RFC 6665.   */
+
+extern const struct sip_part pl__sip_subscriber;
+void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req);
 
 /* ------------------------------------------------------------------ */
 /* Parts (sip.c): state beyond one request, started with the front end. */

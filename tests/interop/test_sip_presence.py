@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""test_sip_presence.py - SIP presence (src/sip/publish.c) end to end: a
-SIP user of the tests' own UA (sipua.py, through test_sip_im.SipUser)
-publishes its state and an XMPP friend (raw stream, im_common.ImClient)
-sees it as presence.
+"""test_sip_presence.py - SIP presence (src/sip/publish.c, subscribe.c)
+end to end: a SIP user of the tests' own UA (sipua.py, through
+test_sip_im.SipUser) publishes its state and an XMPP friend (raw stream,
+im_common.ImClient) sees it as presence; a SIP watcher subscribes to XMPP
+users and gets NOTIFYs.
 
 parleyd listens for SIP over UDP and TCP with short timers (T1 = 100
 ms), min_expires = 10, max_expires = 3600.  Checked:
@@ -19,7 +20,17 @@ ms), min_expires = 10, max_expires = 3600.  Checked:
     available; a publication expires on its own the same way; over TCP
     from the registration's connection no challenge is needed;
   - logout as phones do it: PUBLISH of closed presence (the friend sees
-    unavailable) then REGISTER Expires: 0 (the registration is gone).
+    unavailable) then REGISTER Expires: 0 (the registration is gone);
+  - SUBSCRIBE/NOTIFY (RFC 6665): 489, 423; a watcher of an XMPP friend
+    ('both' over XMPP): 200 and an active NOTIFY with PIDF, parleyctl sip
+    lists it; away, dnd, online as NOTIFYs; 10 quick changes give fewer
+    NOTIFYs, the last with the final state (counted, no timing); the other
+    way (the friend sees the SIP user's PUBLISH); the friend logs out
+    (closed NOTIFY), a MESSAGE meanwhile is stored (202) and delivered when
+    it comes back (open NOTIFY); un-SUBSCRIBE: terminated NOTIFY, then 481;
+    a non-contact: 202, pending NOTIFY without a body, the XMPP user gets
+    the subscription request, approves it, active NOTIFY; the watcher's
+    de-REGISTER ends its subscriptions.
 
 Run with /usr/bin/python3; `scripts/run-tests sip_presence`.
 """
@@ -86,6 +97,186 @@ class Publisher(SipUser):
                 body=body or b"", cseq=self.cseq, call_id=cid,
                 to="<%s>" % uri, from_=from_))
         return r
+
+
+class Watcher(Publisher):
+    """A Publisher that also subscribes (one dialog per presentity)."""
+
+    def subscribe(self, user, expires=None, dialog=None, event="presence",
+                  auth=True):
+        """SUBSCRIBE to user (a new dialog, or in dialog = (call_id,
+        to_tag)); returns (final response, dialog)."""
+        uri = "sip:%s@%s" % (user, self.domain)
+        extra = "Event: %s\r\nAccept: application/pidf+xml\r\n" % event
+        extra += "Contact: <%s>\r\n" % self.contact_uri
+        if expires is not None:
+            extra += "Expires: %d\r\n" % expires
+        cid = dialog[0] if dialog else rand_token()
+        to = "<%s>" % uri + (";tag=%s" % dialog[1] if dialog else "")
+        self.cseq += 1
+        r = self.call(self.request("SUBSCRIBE", uri, extra=extra,
+                                   cseq=self.cseq, call_id=cid, to=to))
+        if auth and r is not None and r.code == 407:
+            chal = pick(r, "SHA-256", "proxy-authenticate")
+            a = digest_credentials(chal, "SUBSCRIBE", uri, self.user,
+                                   self.password)
+            self.cseq += 1
+            r = self.call(self.request(
+                "SUBSCRIBE", uri,
+                extra=extra + "Proxy-Authorization: %s\r\n" % a,
+                cseq=self.cseq, call_id=cid, to=to))
+        tag = None
+        if r is not None and r.get("to") and ";tag=" in r.get("to"):
+            tag = r.get("to").split(";tag=", 1)[1].split(";")[0]
+        return r, (cid, tag)
+
+    def notify(self, cid, timeout=STEP):
+        return self.wait_request(lambda m: m.method == "NOTIFY" and
+                                 m.get("call-id") == cid, timeout)
+
+
+def sub_state(n):
+    return (n.get("subscription-state") or "") if n is not None else ""
+
+
+def subscriptions(srv):
+    rc, out = srv.ctl("sip", "--json")
+    try:
+        return json.loads(out).get("subscriptions", [])
+    except ValueError:
+        return []
+
+
+def subscribe_flow(srv, port, users):
+    s, x, y = users["sue"], users["xia"], users["yul"]
+    if not make_both(srv, s, x):
+        check("sue and xia are subscribed to each other", False)
+        return
+    xc = ImClient(srv, x, "desk")
+    xc.roster_get()
+    xc.presence()
+    xc.drain(0.5)
+    sue = Watcher(srv, port, s)
+    _, final = sue.register(expires=300)
+    full = resource_of(srv, s)
+    xc.wait(is_presence(frm=full), STEP)
+
+    r, _ = sue.subscribe(x, event="dialog")
+    check("SUBSCRIBE to another event package: 489 with Allow-Events",
+          code_of(r) == 489 and r.get("allow-events") == "presence", r)
+    r, _ = sue.subscribe(x, expires=5)
+    check("SUBSCRIBE with Expires below min_expires: 423",
+          code_of(r) == 423 and r.get("min-expires") == "10", r)
+    r, dlg = sue.subscribe(x, expires=120)
+    n = sue.notify(dlg[0])
+    check("SIP watcher of an XMPP friend ('both'): 200 with Expires and a "
+          "To tag", code_of(r) == 200 and r.get("expires") == "120" and
+          dlg[1], r)
+    check("first NOTIFY: Subscription-State active, PIDF open",
+          n is not None and sub_state(n).startswith("active") and
+          n.get("event") == "presence" and
+          n.get("content-type") == "application/pidf+xml" and
+          b"<basic>open</basic>" in n.body, n)
+    subs = [q for q in subscriptions(srv) if q.get("watcher") ==
+            "%s@%s" % (s, srv.domain)]
+    check("parleyctl sip lists the subscription (watcher, presentity, "
+          "state)", len(subs) == 1 and subs[0].get("presentity") ==
+          "%s@%s" % (x, srv.domain) and subs[0].get("state") == "active",
+          subs)
+
+    xc.presence(show="away", status="lunch")
+    n = sue.notify(dlg[0])
+    check("the XMPP user goes away: NOTIFY with away and the status",
+          n is not None and b"away" in n.body and b"lunch" in n.body, n)
+    xc.presence(show="dnd", status="busy now")
+    n = sue.notify(dlg[0])
+    check("the XMPP user goes dnd: NOTIFY with busy/dnd and the status",
+          n is not None and b"dnd" in n.body and b"busy now" in n.body, n)
+    xc.presence()
+    n = sue.notify(dlg[0])
+    check("back online: NOTIFY open without away/busy",
+          n is not None and b"<basic>open</basic>" in n.body and
+          b"away" not in n.body and b"busy" not in n.body, n)
+
+    # Churn: coalesced, the last state wins.
+    for i in range(10):
+        xc.presence(show="away", status="churn %d" % i)
+    got = []
+    while True:
+        n = sue.notify(dlg[0], 2.5)
+        if n is None:
+            break
+        got.append(n)
+    check("10 quick changes: fewer NOTIFYs (coalesced), at least one",
+          1 <= len(got) < 10, len(got))
+    check("the last NOTIFY carries the final state",
+          got and b"churn 9" in got[-1].body, got[-1] if got else None)
+
+    # The other way: the SIP user's state as the XMPP friend sees it.
+    entity = "pres:%s@%s" % (s, srv.domain)
+    r = sue.publish(pidf(entity, activity="busy", note="on a call"),
+                    expires=60)
+    p = xc.wait(is_presence(frm=full), STEP)
+    check("both ways: the XMPP friend sees the SIP user dnd",
+          code_of(r) == 200 and show_of(p) == "dnd" and
+          status_of(p) == "on a call", (r, tostr(p)))
+
+    # Offline and back, with a message in between.
+    xc.logout()
+    n = sue.notify(dlg[0])
+    check("the XMPP user logs out: NOTIFY with closed presence",
+          n is not None and b"<basic>closed</basic>" in n.body, n)
+    r, _ = sue.message(x, "while you were out")
+    check("MESSAGE to the offline XMPP user: 202", code_of(r) == 202, r)
+    xc = ImClient(srv, x, "desk2")
+    xc.presence()
+    m = xc.wait(lambda e: e.tag == C + "message" and
+                (e.findtext(C + "body") or "") == "while you were out", STEP)
+    n = sue.notify(dlg[0])
+    check("back online: the message is delivered and a NOTIFY says open",
+          m is not None and n is not None and
+          b"<basic>open</basic>" in n.body, (tostr(m), n))
+
+    # Un-SUBSCRIBE.
+    r, _ = sue.subscribe(x, expires=0, dialog=dlg)
+    n = sue.notify(dlg[0])
+    check("un-SUBSCRIBE (Expires: 0 in the dialog): 200 and a last NOTIFY "
+          "with Subscription-State: terminated",
+          code_of(r) == 200 and n is not None and
+          sub_state(n).startswith("terminated"), (r, n))
+    r, _ = sue.subscribe(x, expires=60, dialog=dlg)
+    check("the ended dialog: 481", code_of(r) == 481, r)
+
+    # Pending: a presentity that is not in the watcher's roster.
+    yc = ImClient(srv, y, "home")
+    yc.roster_get()
+    yc.presence(status="here")
+    yc.drain(0.5)
+    r, dlg2 = sue.subscribe(y, expires=120)
+    n = sue.notify(dlg2[0])
+    req = yc.wait(is_presence(frm_bare="%s@%s" % (s, srv.domain),
+                              type_="subscribe"), STEP)
+    check("SUBSCRIBE to a non-contact: 202, NOTIFY pending without a body",
+          code_of(r) == 202 and n is not None and
+          sub_state(n).startswith("pending") and not n.body, (r, n))
+    check("... and the XMPP user gets a subscription request from the SIP "
+          "user's account", req is not None, tostr(req))
+    yc.presence("subscribed", to="%s@%s" % (s, srv.domain))
+    n = sue.notify(dlg2[0])
+    check("approved: NOTIFY active with the PIDF (status 'here')",
+          n is not None and sub_state(n).startswith("active") and
+          b"here" in n.body, n)
+    c0 = counter(srv, "sip_notifies")
+    check("sip_notifies counts NOTIFYs", c0 > 5, c0)
+    sue.unregister()
+    check("the watcher's registration going away ends its subscriptions",
+          harness.wait_for(lambda: not [
+              q for q in subscriptions(srv)
+              if q.get("watcher") == "%s@%s" % (s, srv.domain)], 5),
+          subscriptions(srv))
+    sue.close()
+    xc.logout()
+    yc.logout()
 
 
 def publications(srv):
@@ -267,9 +458,11 @@ def main():
               "nonce_lifetime = 60; };" % int(T1 * 1000))
     if not srv.start():
         harness.finish()
-    names = {k: harness.unique(k) for k in ("sam", "xena")}
+    names = {k: harness.unique(k) for k in ("sam", "xena", "sue", "xia",
+                                             "yul")}
     add_users(srv, *names.values())
     publish_flow(srv, port, names)
+    subscribe_flow(srv, port, names)
     harness.finish()
 
 

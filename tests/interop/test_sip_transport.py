@@ -241,8 +241,8 @@ def refusals(srv, sport):
             b"sip:localhost SIP/2.0", b"sip:localhost SIP/3.0", 1), 505)
     ask("an unknown method: 501 with Allow",
         ua.request("FROBNICATE", "sip:localhost"), 501, "allow", "OPTIONS")
-    ask("SUBSCRIBE (not served yet): 405 with Allow",
-        ua.request("SUBSCRIBE", "sip:bob@localhost"), 405, "allow",
+    ask("NOTIFY outside a subscription (not served): 405 with Allow",
+        ua.request("NOTIFY", "sip:bob@localhost"), 405, "allow",
         "OPTIONS")
     inv = ua.request("INVITE", "sip:bob@localhost")
     ask("INVITE: 405 Method Not Allowed with Allow", inv, 405, "allow",

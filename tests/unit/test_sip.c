@@ -664,8 +664,8 @@ void test_sip_server_transaction(void)
     run_for(2000);
     CHECK_INT(L.got, 1);
     CHECK(strncmp(L.last, "SIP/2.0 200 OK\r\n", 16) == 0);
-    CHECK(strstr(L.last, "\r\nAllow: REGISTER, MESSAGE, INFO, PUBLISH, "
-                         "OPTIONS\r\n") != NULL);
+    CHECK(strstr(L.last, "\r\nAllow: REGISTER, MESSAGE, INFO, SUBSCRIBE, "
+                         "PUBLISH, OPTIONS\r\n") != NULL);
     CHECK_INT(STAT(sip_requests_handled), 1);
     CHECK_INT(pl__sip_txn_count(0), 1);
     /* A retransmission: the same answer, byte for byte; not handled. */

@@ -1,0 +1,777 @@
+/*
+ * subscribe.c - SUBSCRIBE/NOTIFY for the presence event package (RFC 6665,
+ * RFC 3856): a SIP watcher follows the presence of a user of ours, XMPP or
+ * SIP alike, in PIDF (pidf.h).  API: sip_int.h ("Presence
+ * subscriptions").
+ *
+ * A SUBSCRIBE is authenticated as PUBLISH and MESSAGE are (trusted on the
+ * connection of the watcher's registration, else 407); the From is the
+ * watcher, the Request-URI the presentity (a user of one of our hosts,
+ * 404 otherwise).  Authorization, sip.presence_authorization:
+ *   "roster" (default): the watcher's roster item for the presentity has
+ *   a subscription 'to' or 'both' (RFC 6121), or watcher and presentity
+ *   are the same account: active, 200.  Otherwise the SUBSCRIBE is an
+ *   RFC 6121 subscription request: <presence type='subscribe'/> is routed
+ *   from the watcher's account to the presentity (who answers it from any
+ *   client of the account), the answer is 202 and the dialog pending (a
+ *   NOTIFY with Subscription-State: pending and no body) until
+ *   'subscribed' comes back to the watcher's account (then active) or
+ *   'unsubscribed' (terminated;reason=rejected).
+ *   "open": every authenticated watcher of the presentity's host is
+ *   accepted (Kamailio's force_active).
+ * An active dialog gets a NOTIFY with the PIDF of the presentity's
+ * available sessions now (pl_pidf_write, one tuple per resource), then
+ * one after each change ("presence/broadcast", "session/closed"),
+ * coalesced: at most one per dialog per sip.presence_notify_interval ms,
+ * always the latest state (rebuilt from the sessions when sent).
+ *
+ * Dialogs (RFC 6665 §4.1, §4.2): the SUBSCRIBE's Call-ID, its From tag and
+ * our To tag; a refresh or an un-SUBSCRIBE comes in the dialog (481 for
+ * an unknown one).  Expires: the header, else 3600 (RFC 3856 §6.4), cut
+ * to sip.max_expires, 423 below sip.min_expires; Expires: 0 (and an
+ * expiry) ends the dialog with a last NOTIFY, Subscription-State:
+ * terminated;reason=timeout (RFC 6665 §4.2.2, §4.4.1).  NOTIFYs go to the
+ * SUBSCRIBE's Contact over the flow the SUBSCRIBE came in on, with our own
+ * CSeq counting up; a NOTIFY answered 481 or not at all (Timer F) ends the
+ * dialog (§4.1.3), and so does the end of the watcher's registration that
+ * subscribed.  Record-Route is not kept: this server is the watcher's
+ * first hop.  Subscriptions live in memory only.
+ *
+ * Extending: another event package is a row of the Event check and its
+ * own body writer.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "hook.h"
+#include "host.h"
+#include "log.h"
+#include "map.h"
+#include "map_addr.h"
+#include "pidf.h"
+#include "resources.h"
+#include "modules/roster/roster.h"
+#include "router.h"
+#include "server.h"
+#include "sip_int.h"
+#include "stats.h"
+#include "storage.h"
+
+#define DEFAULT_EXPIRES 3600 /* RFC 3856 §6.4 */
+
+enum {
+    SUB_PENDING = 1,
+    SUB_ACTIVE
+};
+
+struct sub {
+    char *key;            /* "call-id\nfrom-tag\nto-tag" (the map's) */
+    struct pl_jid *who;   /* the presentity (bare) */
+    char *watcher;        /* the watcher's bare JID */
+    char *call_id;        /* the dialog */
+    char *remote_tag;     /* the SUBSCRIBE's From tag */
+    char local_tag[17];   /* our To tag */
+    char *remote_uri;     /* the watcher's From URI (NOTIFY To) */
+    char *local_uri;      /* the presentity's URI (NOTIFY From) */
+    char *target;         /* the SUBSCRIBE's Contact (NOTIFY R-URI) */
+    struct sip_flow flow; /* where NOTIFYs go */
+    uint64_t sid;         /* the watcher's binding, 0: none */
+    uint32_t cseq;        /* our last NOTIFY's */
+    int state;            /* SUB_* */
+    uint64_t expires_at;  /* loop time (ms) */
+    uint64_t last_notify; /* loop time of the last NOTIFY, 0: none */
+    uint64_t tx;          /* the NOTIFY in flight, 0: none */
+    unsigned notifies;    /* sent */
+    struct pl_timer expiry, notify;
+    struct sub *next; /* in the presentity's list */
+};
+
+static struct pl_map subs;  /* key -> struct sub */
+static struct pl_map by_pr; /* presentity bare -> list */
+static int stopping;
+
+static uint64_t now_ms(void)
+{
+    return pl_loop_now(pl_server_loop());
+}
+
+static char *uri_str(osip_uri_t *u)
+{
+    char *s = NULL;
+    if (!u || osip_uri_to_str(u, &s) != 0)
+        return NULL;
+    char *out = pl_strdup(s);
+    osip_free(s);
+    return out;
+}
+
+static char *dialog_key(const char *call_id, const char *rtag, const char *ltag)
+{
+    size_t n = strlen(call_id) + strlen(rtag) + strlen(ltag) + 3;
+    char *k = pl_malloc(n);
+    snprintf(k, n, "%s\n%s\n%s", call_id, rtag, ltag);
+    return k;
+}
+
+/* ---- the presentity's state ---- */
+
+#define MAX_TUPLES 32
+
+/* The PIDF of bare's available sessions into out. */
+static int write_state(const struct pl_jid *who, struct pl_buf *out)
+{
+    struct pl_pidf st[MAX_TUPLES];
+    struct pl_pidf_tuple t[MAX_TUPLES];
+    size_t n = 0;
+    for (struct pl_session *s = pl_session_first(who->bare);
+         s && n < MAX_TUPLES; s = s->next_res) {
+        if (!s->available || !s->presence || !s->jid)
+            continue;
+        memset(&st[n], 0, sizeof(st[n]));
+        if (pl_pidf_from_presence(s->presence, &st[n]) != PL_OK ||
+            st[n].basic != PL_PIDF_OPEN) {
+            pl_pidf_clear(&st[n]);
+            continue;
+        }
+        t[n].jid = s->jid;
+        t[n].state = &st[n];
+        n++;
+    }
+    int rc = pl_pidf_write(who, t, n, out);
+    for (size_t i = 0; i < n; i++)
+        pl_pidf_clear(&st[i]);
+    return rc;
+}
+
+/* ---- dialogs ---- */
+
+static void sub_free(struct sub *s)
+{
+    pl_timer_stop(&s->expiry);
+    pl_timer_stop(&s->notify);
+    if (s->tx)
+        pl__sip_request_abandon(s->tx);
+    pl_map_del(&subs, s->key);
+    struct sub *h = pl_map_get(&by_pr, s->who->bare);
+    if (h == s) {
+        if (s->next)
+            pl_map_put(&by_pr, s->who->bare, s->next);
+        else
+            pl_map_del(&by_pr, s->who->bare);
+    } else {
+        for (; h; h = h->next)
+            if (h->next == s) {
+                h->next = s->next;
+                break;
+            }
+    }
+    pl_stat_dec(sip_subscriptions);
+    pl_free(s->key);
+    pl_jid_free(s->who);
+    pl_free(s->watcher);
+    pl_free(s->call_id);
+    pl_free(s->remote_tag);
+    pl_free(s->remote_uri);
+    pl_free(s->local_uri);
+    pl_free(s->target);
+    pl_free(s);
+}
+
+static void notify_done(void *arg, int code, osip_message_t *resp,
+                        unsigned retransmissions);
+
+/* Sends a NOTIFY now; terminated: the last one (reason). */
+static void send_notify(struct sub *s, const char *reason)
+{
+    osip_message_t *req = NULL;
+    char *from = NULL, *to = NULL;
+    size_t n = strlen(s->local_uri) + 4;
+    from = pl_malloc(n);
+    snprintf(from, n, "<%s>", s->local_uri);
+    n = strlen(s->remote_uri) + 4;
+    to = pl_malloc(n);
+    snprintf(to, n, "<%s>", s->remote_uri);
+    int rc = pl__sip_request_new("NOTIFY", s->target, from, to, &req);
+    pl_free(from);
+    pl_free(to);
+    if (rc != PL_OK)
+        return;
+    /* The dialog's identifiers instead of fresh ones. */
+    osip_generic_param_t *tag = NULL;
+    osip_from_param_get_byname(req->from, "tag", &tag);
+    if (tag) {
+        osip_free(tag->gvalue);
+        tag->gvalue = osip_strdup(s->local_tag);
+    }
+    osip_to_set_tag(req->to, osip_strdup(s->remote_tag));
+    osip_call_id_free(req->call_id);
+    req->call_id = NULL;
+    osip_message_set_call_id(req, s->call_id);
+    char num[16];
+    snprintf(num, sizeof(num), "%u", ++s->cseq);
+    osip_free(req->cseq->number);
+    req->cseq->number = osip_strdup(num);
+    osip_message_set_header(req, "Event", "presence");
+    char ss[64];
+    uint64_t now = now_ms();
+    unsigned long left = s->expires_at > now
+                             ? (unsigned long)((s->expires_at - now + 999) /
+                                               1000)
+                             : 0;
+    if (reason)
+        snprintf(ss, sizeof(ss), "terminated;reason=%s", reason);
+    else
+        snprintf(ss, sizeof(ss), "%s;expires=%lu",
+                 s->state == SUB_ACTIVE ? "active" : "pending", left);
+    osip_message_set_header(req, "Subscription-State", ss);
+    char sent_by[300], contact[400];
+    pl__sip_flow_sent_by(&s->flow, sent_by, sizeof(sent_by));
+    snprintf(contact, sizeof(contact), "<sip:%s%s%s>",
+             s->who->local ? s->who->local : "", s->who->local ? "@" : "",
+             sent_by);
+    osip_message_set_header(req, "Contact", contact);
+    if (s->state == SUB_ACTIVE && (!reason || strcmp(reason, "rejected"))) {
+        struct pl_buf body = {0};
+        if (write_state(s->who, &body) == PL_OK) {
+            osip_message_set_content_type(req, PL_PIDF_CONTENT_TYPE);
+            osip_message_set_body(req, body.data + body.off, body.len);
+        }
+        pl_buf_reset(&body);
+    }
+    s->last_notify = now;
+    s->notifies++;
+    if (s->tx)
+        pl__sip_request_abandon(s->tx);
+    s->tx = 0;
+    uint64_t id = 0;
+    /* The last NOTIFY outlives s: its answer concerns no one. */
+    if (pl__sip_request_send(&s->flow, req, notify_done, reason ? NULL : s,
+                             &id) == PL_OK) {
+        pl_stat_inc(sip_notifies);
+        if (!reason)
+            s->tx = id;
+    }
+}
+
+/* Ends s with a last NOTIFY (reason), or silently (reason NULL). */
+static void sub_end(struct sub *s, const char *reason)
+{
+    pl_log_debug("sip", "subscription of %s to %s ends: %s", s->watcher,
+                 s->who->bare, reason ? reason : "silently");
+    if (reason)
+        send_notify(s, reason);
+    sub_free(s);
+}
+
+static void notify_done(void *arg, int code, osip_message_t *resp,
+                        unsigned retransmissions)
+{
+    (void)resp;
+    (void)retransmissions;
+    struct sub *s = arg; /* alive: sub_free abandons its NOTIFY */
+    if (!s)
+        return;
+    s->tx = 0;
+    if (code >= 300)
+        sub_end(s, NULL); /* RFC 6665 §4.2.2: 481, Timer F, failures */
+}
+
+static void on_expiry(struct pl_timer *t)
+{
+    sub_end(t->data, "timeout");
+}
+
+static void on_notify_timer(struct pl_timer *t)
+{
+    struct sub *s = t->data;
+    send_notify(s, NULL);
+}
+
+/* The presentity's state changed: a NOTIFY soon, at most one per
+ * interval. */
+static void changed(struct sub *s)
+{
+    if (s->state != SUB_ACTIVE || pl_timer_active(&s->notify))
+        return;
+    uint64_t iv = (uint64_t)pl__sip_settings()->presence_notify_interval;
+    uint64_t now = now_ms();
+    uint64_t at = s->last_notify + iv;
+    pl_timer_start(pl_server_loop(), &s->notify, at > now ? at - now : 0);
+}
+
+static void changed_all(const char *bare)
+{
+    for (struct sub *s = pl_map_get(&by_pr, bare); s; s = s->next)
+        changed(s);
+}
+
+/* ---- hooks ---- */
+
+static int on_broadcast(struct pl_event *ev, void *state)
+{
+    (void)state;
+    if (ev->from)
+        changed_all(ev->from->bare);
+    return PL_PASS;
+}
+
+struct collect_ctx {
+    struct sub **v;
+    size_t n, cap;
+};
+
+static void collect(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct collect_ctx *cc = ud;
+    if (cc->n == cc->cap) {
+        cc->cap = cc->cap ? cc->cap * 2 : 16;
+        cc->v = pl_realloc(cc->v, cc->cap * sizeof(*cc->v));
+    }
+    cc->v[cc->n++] = value;
+}
+
+static int on_closed(struct pl_event *ev, void *state)
+{
+    (void)state;
+    if (!ev->session || !ev->session->jid)
+        return PL_PASS;
+    changed_all(ev->session->jid->bare);
+    /* A watcher's registration going away ends its subscriptions. */
+    struct collect_ctx cc = {NULL, 0, 0};
+    pl_map_each(&subs, collect, &cc);
+    for (size_t i = 0; i < cc.n; i++)
+        if (cc.v[i]->sid && cc.v[i]->sid == ev->session->id)
+            sub_end(cc.v[i], NULL);
+    pl_free(cc.v);
+    return PL_PASS;
+}
+
+/* 'subscribed' / 'unsubscribed' from a presentity to a watcher's
+ * account: a pending dialog becomes active or ends. */
+static int on_inbound(struct pl_event *ev, void *state)
+{
+    (void)state;
+    const char *type = pl_stanza_attr(ev->stanza, "type");
+    if (!type || !ev->from || !ev->to ||
+        (strcmp(type, "subscribed") && strcmp(type, "unsubscribed")))
+        return PL_PASS;
+    struct collect_ctx cc = {NULL, 0, 0};
+    for (struct sub *s = pl_map_get(&by_pr, ev->from->bare); s; s = s->next)
+        if (strcmp(s->watcher, ev->to->bare) == 0) {
+            if (cc.n == cc.cap) {
+                cc.cap = cc.cap ? cc.cap * 2 : 8;
+                cc.v = pl_realloc(cc.v, cc.cap * sizeof(*cc.v));
+            }
+            cc.v[cc.n++] = s;
+        }
+    for (size_t i = 0; i < cc.n; i++) {
+        struct sub *s = cc.v[i];
+        if (strcmp(type, "unsubscribed") == 0) {
+            sub_end(s, "rejected");
+        } else if (s->state == SUB_PENDING) {
+            s->state = SUB_ACTIVE;
+            pl_timer_stop(&s->notify);
+            send_notify(s, NULL);
+        }
+    }
+    pl_free(cc.v);
+    return PL_PASS;
+}
+
+/* ---- SUBSCRIBE ---- */
+
+struct sub_ctx {
+    struct pl_jid *who;     /* the presentity */
+    struct pl_jid *watcher; /* the From's bare JID */
+    uint64_t txn;           /* the transaction, while asking storage */
+    uint64_t sid;           /* the watcher's binding on this flow */
+};
+
+static void ctx_free(struct sub_ctx *c)
+{
+    pl_jid_free(c->who);
+    pl_jid_free(c->watcher);
+    pl_free(c);
+}
+
+static long req_expires(osip_message_t *req, int *bad)
+{
+    *bad = 0;
+    const char *e = pl__sip_header(req, "Expires", 0);
+    if (!e)
+        return DEFAULT_EXPIRES;
+    long v = pl__sip_delta_seconds(e);
+    if (v < 0)
+        *bad = 1;
+    return v;
+}
+
+static void reply_sub(struct sip_txn *t, int code, long expires)
+{
+    char e[24];
+    snprintf(e, sizeof(e), "%ld", expires);
+    char sent_by[300], contact[400];
+    pl__sip_flow_sent_by(pl__sip_txn_flow(t), sent_by, sizeof(sent_by));
+    snprintf(contact, sizeof(contact), "<sip:%s>", sent_by);
+    const char *hdrs[] = {"Expires", e, "Contact", contact, NULL};
+    pl__sip_reply(t, code, NULL, hdrs);
+}
+
+/* A new dialog, authorized (active) or not (pending). */
+static void create(struct sip_txn *t, struct sub_ctx *c, int active)
+{
+    osip_message_t *req = pl__sip_txn_request(t);
+    const struct sip_settings *S = pl__sip_settings();
+    int bad;
+    long expires = req_expires(req, &bad);
+    if (expires > S->max_expires)
+        expires = S->max_expires;
+    osip_contact_t *ct = osip_list_get(&req->contacts, 0);
+    char *target = ct ? uri_str(ct->url) : NULL;
+    char *call_id = NULL;
+    osip_call_id_to_str(req->call_id, &call_id);
+    const char *rtag = pl__sip_from_tag(req);
+    if (!target || !call_id || !rtag) {
+        pl_free(target);
+        osip_free(call_id);
+        pl__sip_reply(t, 400, "Missing Contact Or Tag", NULL);
+        return;
+    }
+    struct sub *s = pl_calloc(1, sizeof(*s));
+    snprintf(s->local_tag, sizeof(s->local_tag), "%s", t->tag);
+    s->key = dialog_key(call_id, rtag, s->local_tag);
+    s->who = pl_jid_dup(c->who);
+    s->watcher = pl_strdup(c->watcher->bare);
+    s->call_id = pl_strdup(call_id);
+    osip_free(call_id);
+    s->remote_tag = pl_strdup(rtag);
+    s->remote_uri = uri_str(req->from->url);
+    s->local_uri = uri_str(req->req_uri);
+    s->target = target;
+    s->flow = *pl__sip_txn_flow(t);
+    s->sid = c->sid;
+    s->state = active ? SUB_ACTIVE : SUB_PENDING;
+    s->expires_at = now_ms() + (uint64_t)expires * 1000;
+    pl_timer_init(&s->expiry, on_expiry, s);
+    pl_timer_init(&s->notify, on_notify_timer, s);
+    if (pl_map_get(&subs, s->key)) {
+        /* The same SUBSCRIBE again in a new transaction. */
+        pl__sip_reply(t, 482, NULL, NULL);
+        pl_free(s->key);
+        s->key = NULL;
+        pl_jid_free(s->who);
+        pl_free(s->watcher);
+        pl_free(s->call_id);
+        pl_free(s->remote_tag);
+        pl_free(s->remote_uri);
+        pl_free(s->local_uri);
+        pl_free(s->target);
+        pl_free(s);
+        return;
+    }
+    pl_map_put(&subs, s->key, s);
+    s->next = pl_map_get(&by_pr, s->who->bare);
+    pl_map_put(&by_pr, s->who->bare, s);
+    pl_stat_inc(sip_subscriptions);
+    reply_sub(t, active ? 200 : 202, expires);
+    pl_log_debug("sip", "subscription of %s to %s: %s", s->watcher,
+                 s->who->bare, active ? "active" : "pending");
+    if (expires == 0) {
+        /* A fetch (RFC 6665 §4.4.3): one NOTIFY, terminated. */
+        sub_end(s, "timeout");
+        return;
+    }
+    pl_timer_start(pl_server_loop(), &s->expiry, (uint64_t)expires * 1000);
+    send_notify(s, NULL);
+    if (!active) {
+        /* RFC 6121 §3.1.1: a subscription request from the account. */
+        struct pl_stanza *p = pl_stanza_new("presence", PL_NS_CLIENT);
+        pl_stanza_set_attr(p, "type", "subscribe");
+        pl_stanza_set_attr(p, "to", c->who->bare);
+        pl_stanza_set_attr(p, "from", c->watcher->bare);
+        struct pl_session *origin = c->sid ? pl_session_by_id(c->sid) : NULL;
+        pl_route(p, c->watcher, c->who, origin);
+        pl_stanza_unref(p);
+    }
+}
+
+struct roster_job {
+    struct pl_job base;       /* the watcher's account */
+    char *contact;            /* the presentity */
+    struct sub_ctx *c;        /* the request */
+    struct pl_roster_item it; /* what storage says */
+    int found;
+};
+
+static int roster_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct roster_job *j = arg;
+    int rc = pl_roster_load_item(d, db, j->base.host, j->base.user, j->contact,
+                                 &j->it);
+    j->found = rc == PL_OK;
+    return rc == PL_ENOT_FOUND ? PL_OK : rc;
+}
+
+static void roster_done(int rc, void *arg)
+{
+    struct roster_job *j = arg;
+    struct sip_txn *t = pl__sip_txn_find(j->c->txn);
+    if (t && !stopping) {
+        if (rc != PL_OK)
+            pl__sip_reply(t, 500, NULL, NULL);
+        else
+            create(t, j->c, j->found && pl_roster_has_to(&j->it));
+    }
+    if (j->found)
+        pl_roster_item_free(&j->it);
+    ctx_free(j->c);
+    pl_free(j->contact);
+    pl_job_free(j);
+}
+
+/* The request is from watcher (authenticated). */
+static void proceed(struct sip_txn *t, struct sub_ctx *c)
+{
+    osip_message_t *req = pl__sip_txn_request(t);
+    const struct sip_settings *S = pl__sip_settings();
+    int bad;
+    long expires = req_expires(req, &bad);
+    if (bad) {
+        pl__sip_reply(t, 400, "Bad Expires", NULL);
+        ctx_free(c);
+        return;
+    }
+    if (expires > 0 && expires < S->min_expires) {
+        char min[24];
+        snprintf(min, sizeof(min), "%ld", S->min_expires);
+        const char *hdrs[] = {"Min-Expires", min, NULL};
+        pl__sip_reply(t, 423, NULL, hdrs);
+        ctx_free(c);
+        return;
+    }
+    if (S->presence_authorization == SIP_PRESENCE_OPEN ||
+        strcmp(c->watcher->bare, c->who->bare) == 0) {
+        create(t, c, 1);
+        ctx_free(c);
+        return;
+    }
+    c->txn = t->id;
+    struct roster_job *j = pl_job_new(sizeof(*j), NULL, 0, c->watcher->domain,
+                                      c->watcher->local);
+    j->contact = pl_strdup(c->who->bare);
+    j->c = c;
+    pl_storage_submit(pl_server_loop(), roster_run, roster_done, j);
+}
+
+/* In the dialog: refresh or un-SUBSCRIBE. */
+static void in_dialog(struct sip_txn *t, osip_message_t *req,
+                      const char *watcher)
+{
+    char *call_id = NULL;
+    osip_call_id_to_str(req->call_id, &call_id);
+    const char *rtag = pl__sip_from_tag(req), *ltag = pl__sip_to_tag(req);
+    char *key = dialog_key(call_id ? call_id : "", rtag ? rtag : "",
+                           ltag ? ltag : "");
+    osip_free(call_id);
+    struct sub *s = pl_map_get(&subs, key);
+    pl_free(key);
+    if (!s || strcmp(s->watcher, watcher) != 0) {
+        pl__sip_reply(t, 481, NULL, NULL);
+        return;
+    }
+    const struct sip_settings *S = pl__sip_settings();
+    int bad;
+    long expires = req_expires(req, &bad);
+    if (bad) {
+        pl__sip_reply(t, 400, "Bad Expires", NULL);
+        return;
+    }
+    if (expires > 0 && expires < S->min_expires) {
+        char min[24];
+        snprintf(min, sizeof(min), "%ld", S->min_expires);
+        const char *hdrs[] = {"Min-Expires", min, NULL};
+        pl__sip_reply(t, 423, NULL, hdrs);
+        return;
+    }
+    if (expires > S->max_expires)
+        expires = S->max_expires;
+    reply_sub(t, s->state == SUB_ACTIVE ? 200 : 202, expires);
+    if (expires == 0) {
+        sub_end(s, "timeout");
+        return;
+    }
+    s->expires_at = now_ms() + (uint64_t)expires * 1000;
+    pl_timer_start(pl_server_loop(), &s->expiry, (uint64_t)expires * 1000);
+    pl_timer_stop(&s->notify);
+    send_notify(s, NULL); /* RFC 6665 §4.2.1.2: a NOTIFY per refresh */
+}
+
+static void go(struct sip_txn *t, struct sub_ctx *c)
+{
+    osip_message_t *req = pl__sip_txn_request(t);
+    if (pl__sip_to_tag(req)) {
+        in_dialog(t, req, c->watcher->bare);
+        ctx_free(c);
+        return;
+    }
+    proceed(t, c);
+}
+
+static void authed(void *arg, struct sip_txn *t, const char *user)
+{
+    struct sub_ctx *c = arg;
+    if (user && strcmp(user, c->watcher->local) != 0) {
+        pl_stat_inc(sip_auth_failures);
+        pl__sip_reply(t, 403, "Not The Authenticated User", NULL);
+    } else if (user) {
+        struct pl_session *s = pl__sip_binding_from(c->watcher->bare,
+                                                    pl__sip_txn_flow(t));
+        c->sid = s ? s->id : 0;
+        go(t, c);
+        return;
+    }
+    ctx_free(c);
+}
+
+static int is_presence_event(const char *ev)
+{
+    if (!ev)
+        return 0;
+    size_t n = strcspn(ev, "; \t");
+    return n == 8 && strncmp(ev, "presence", 8) == 0;
+}
+
+void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
+{
+    if (stopping) {
+        const char *hdrs[] = {"Retry-After", "30", NULL};
+        pl__sip_reply(t, 503, NULL, hdrs);
+        return;
+    }
+    if (!is_presence_event(pl__sip_header(req, "Event", 0))) {
+        const char *hdrs[] = {"Allow-Events", "presence", NULL};
+        pl__sip_reply(t, 489, NULL, hdrs);
+        return;
+    }
+    struct pl_host *h = pl__sip_request_host(req);
+    char *ruri = uri_str(req->req_uri);
+    struct pl_jid *who = NULL;
+    int rc = ruri ? pl_sip_uri_to_jid(pl_str_c(ruri),
+                                      PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU,
+                                      &who, NULL)
+                  : PL_EJID_MALFORMED;
+    pl_free(ruri);
+    if (rc != PL_OK || !h || !who->local || strcmp(who->domain, h->domain)) {
+        pl_jid_free(who);
+        pl__sip_reply(t, 404, NULL, NULL);
+        return;
+    }
+    char *from = req->from ? uri_str(req->from->url) : NULL;
+    struct pl_jid *watcher = NULL;
+    rc = from ? pl_sip_uri_to_jid(pl_str_c(from),
+                                  PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU,
+                                  &watcher, NULL)
+              : PL_EJID_MALFORMED;
+    pl_free(from);
+    struct pl_host *wh = rc == PL_OK ? pl_host_find(watcher->domain) : NULL;
+    if (rc != PL_OK || !wh || !watcher->local) {
+        pl_jid_free(watcher);
+        pl_jid_free(who);
+        pl__sip_reply(t, 403, "Not A User Of This Server", NULL);
+        return;
+    }
+    if (pl__sip_settings()->presence_authorization == SIP_PRESENCE_OPEN &&
+        wh != h) {
+        pl_jid_free(watcher);
+        pl_jid_free(who);
+        pl__sip_reply(t, 403, NULL, NULL);
+        return;
+    }
+    struct sub_ctx *c = pl_calloc(1, sizeof(*c));
+    c->who = who;
+    c->watcher = watcher;
+    struct pl_session *s = pl__sip_binding_on_conn(watcher->bare,
+                                                   pl__sip_txn_flow(t));
+    if (s) {
+        c->sid = s->id;
+        go(t, c);
+        return;
+    }
+    pl__sip_auth(t, wh, 1, authed, c);
+}
+
+/* ---- the part ---- */
+
+static int start(struct pl_config *c)
+{
+    (void)c;
+    stopping = 0;
+    for (int i = 0; pl_host_at(i); i++) {
+        struct pl_host *h = pl_host_at(i);
+        pl_hook_add(h, "presence/broadcast", on_broadcast, 100, NULL);
+        pl_hook_add(h, "session/closed", on_closed, 100, NULL);
+        pl_hook_add(h, "presence/bare", on_inbound, 100, NULL);
+    }
+    return PL_OK;
+}
+
+static void end_all(const char *reason)
+{
+    struct collect_ctx cc = {NULL, 0, 0};
+    pl_map_each(&subs, collect, &cc);
+    for (size_t i = 0; i < cc.n; i++)
+        sub_end(cc.v[i], reason);
+    pl_free(cc.v);
+}
+
+/* Shutdown: RFC 6665 §4.2.2 "noresource"-like end; watchers may come
+ * back. */
+static void stop(void)
+{
+    stopping = 1;
+    end_all("deactivated");
+}
+
+static void part_free(void)
+{
+    end_all(NULL);
+    pl_map_clear(&subs);
+    pl_map_clear(&by_pr);
+}
+
+static void admin(json_t *answer)
+{
+    struct collect_ctx cc = {NULL, 0, 0};
+    pl_map_each(&subs, collect, &cc);
+    json_t *l = json_array();
+    uint64_t now = now_ms();
+    for (size_t i = 0; i < cc.n; i++) {
+        struct sub *s = cc.v[i];
+        json_array_append_new(
+            l, json_pack("{s:s, s:s, s:s, s:I, s:I}", "watcher", s->watcher,
+                         "presentity", s->who->bare, "state",
+                         s->state == SUB_ACTIVE ? "active" : "pending",
+                         "expires_in",
+                         (json_int_t)(s->expires_at > now
+                                          ? (s->expires_at - now + 999) / 1000
+                                          : 0),
+                         "notifies", (json_int_t)s->notifies));
+    }
+    pl_free(cc.v);
+    json_object_set_new(answer, "subscriptions", l);
+}
+
+const struct sip_part pl__sip_subscriber = {
+    .name = "subscribe",
+    .start = start,
+    .stop = stop,
+    .free = part_free,
+    .admin = admin,
+    .flow_closed = NULL,
+};
