@@ -30,7 +30,11 @@ ms), min_expires = 10, max_expires = 3600.  Checked:
     it comes back (open NOTIFY); un-SUBSCRIBE: terminated NOTIFY, then 481;
     a non-contact: 202, pending NOTIFY without a body, the XMPP user gets
     the subscription request, approves it, active NOTIFY; the watcher's
-    de-REGISTER ends its subscriptions.
+    de-REGISTER ends its subscriptions;
+  - with sip.presence_authorization = "open" (a second parleyd): a SIP
+    watcher of a SIP user without a roster item: active at once, closed
+    until the presentity registers, then open, its PUBLISH of busy as dnd,
+    closed when it unregisters.
 
 Run with /usr/bin/python3; `scripts/run-tests sip_presence`.
 """
@@ -279,6 +283,56 @@ def subscribe_flow(srv, port, users):
     yc.logout()
 
 
+def open_mode():
+    """sip.presence_authorization = "open", SIP watcher of a SIP user with
+    no roster between them."""
+    port, = harness.free_ports(1)
+    srv = harness.Server(
+        label="open",
+        listeners_extra='{ protocol = "sip"; address = "127.0.0.1"; '
+                        'port = %d; transport = "udp"; }' % port,
+        extra='sip: { t1 = %d; min_expires = 10; '
+              'presence_authorization = "open"; '
+              'presence_notify_interval = 200; };' % int(T1 * 1000))
+    if not srv.start():
+        return
+    a, b = harness.unique("opa"), harness.unique("opb")
+    add_users(srv, a, b)
+    wa = Watcher(srv, port, a)
+    wa.register(expires=120)
+    r, dlg = wa.subscribe(b, expires=120)
+    n = wa.notify(dlg[0])
+    check('presence_authorization = "open": a SIP watcher of a SIP user '
+          'with no roster item: 200, active NOTIFY, closed (not '
+          'registered)', code_of(r) == 200 and n is not None and
+          sub_state(n).startswith("active") and
+          b"<basic>closed</basic>" in n.body, (r, n))
+    pb = Publisher(srv, port, b)
+    _, final = pb.register(expires=120)
+    n = wa.notify(dlg[0])
+    check("SIP -> SIP: the presentity registers, NOTIFY open",
+          code_of(final) == 200 and n is not None and
+          b"<basic>open</basic>" in n.body, n)
+    r = pb.publish(pidf("pres:%s@%s" % (b, srv.domain), activity="busy",
+                        note="call"), expires=60)
+    n = wa.notify(dlg[0])
+    check("SIP -> SIP: the presentity publishes busy, NOTIFY with dnd "
+          "and its note", code_of(r) == 200 and n is not None and
+          b"dnd" in n.body and b"call" in n.body, n)
+    pb.unregister()
+    n = wa.notify(dlg[0])
+    check("SIP -> SIP: the presentity unregisters, NOTIFY closed",
+          n is not None and b"<basic>closed</basic>" in n.body, n)
+    r, _ = wa.subscribe(b, expires=0, dialog=dlg)
+    n = wa.notify(dlg[0])
+    check("un-SUBSCRIBE: terminated", code_of(r) == 200 and
+          sub_state(n).startswith("terminated"), (r, n))
+    wa.unregister()
+    wa.close()
+    pb.close()
+    srv.stop()
+
+
 def publications(srv):
     rc, out = srv.ctl("sip", "--json")
     try:
@@ -463,6 +517,7 @@ def main():
     add_users(srv, *names.values())
     publish_flow(srv, port, names)
     subscribe_flow(srv, port, names)
+    open_mode()
     harness.finish()
 
 
