@@ -146,6 +146,10 @@ struct auth_job {
     uint64_t txn;           /* the request's transaction */
     struct pl_host *h;      /* its host (hosts live as long as we do) */
     int proxy;              /* 407 rather than 401 */
+    unsigned flags;         /* SIP_AUTH_* */
+    char *as;               /* the identity claimed: "local@domain" */
+    size_t as_local;        /* the length of its localpart */
+    const char *refusal;    /* the 403's reason phrase (a constant) */
     sip_auth_fn *cb;        /* the caller */
     void *arg;              /* its argument */
     struct pl_buf p[P_N];   /* the parameters, each NUL-ended */
@@ -160,6 +164,7 @@ static void job_free(struct auth_job *j)
     for (int i = 0; i < P_N; i++)
         pl_buf_reset(&j->p[i]);
     memset(&j->acct, 0, sizeof(j->acct)); /* keys are secret */
+    pl_free(j->as);
     pl_job_free(j);
 }
 
@@ -242,7 +247,18 @@ static void finish(struct auth_job *j, struct sip_txn *t)
     switch (r) {
     case PL_DIGEST_OK:
         pl_stat_inc(auth_success);
-        j->cb(j->arg, t, j->base.user);
+        if (!j->base.user || strlen(j->base.user) != j->as_local ||
+            memcmp(j->base.user, j->as, j->as_local) != 0) {
+            /* A good password for an account the request does not
+             * speak for (RFC 3261 §10.3 step 3 for REGISTER). */
+            pl_stat_inc(sip_auth_failures);
+            pl__sip_reply(t, 403, j->refusal, NULL);
+            break;
+        }
+        j->cb(j->arg, t,
+              (j->flags & SIP_AUTH_FLOW)
+                  ? pl__sip_binding_from(j->as, pl__sip_txn_flow(t))
+                  : NULL);
         return;
     case PL_DIGEST_STALE: challenge(t, j->h, j->proxy, 1); break;
     case PL_DIGEST_BAD:
@@ -278,9 +294,20 @@ static void done(int rc, void *arg)
     job_free(j);
 }
 
-void pl__sip_auth(struct sip_txn *t, struct pl_host *h, int proxy,
-                  sip_auth_fn *cb, void *arg)
+void pl__sip_auth(struct sip_txn *t, struct pl_host *h,
+                  const struct pl_jid *as, const char *refusal,
+                  unsigned flags, sip_auth_fn *cb, void *arg)
 {
+    if (flags & SIP_AUTH_FLOW) {
+        struct pl_session *s = pl__sip_binding_on_conn(as->bare,
+                                                       pl__sip_txn_flow(t));
+        if (s) {
+            /* The connection its registration authenticated. */
+            cb(arg, t, s);
+            return;
+        }
+    }
+    int proxy = (flags & SIP_AUTH_PROXY) != 0;
     osip_message_t *req = pl__sip_txn_request(t);
     osip_authorization_t *a = credentials(req, proxy, h->domain);
     if (!a) {
@@ -292,6 +319,10 @@ void pl__sip_auth(struct sip_txn *t, struct pl_host *h, int proxy,
     j->txn = t->id;
     j->h = h;
     j->proxy = proxy;
+    j->flags = flags;
+    j->as = pl_strdup(as->bare);
+    j->as_local = strlen(as->local);
+    j->refusal = refusal;
     j->cb = cb;
     j->arg = arg;
     snprintf(j->method, sizeof(j->method), "%s",

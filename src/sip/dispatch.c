@@ -54,7 +54,9 @@
 #include "alloc.h"
 #include "error.h"
 #include "host.h"
+#include "jid.h"
 #include "log.h"
+#include "map_addr.h"
 #include "sip_int.h"
 #include "stats.h"
 
@@ -159,6 +161,18 @@ struct pl_host *pl__sip_request_host(osip_message_t *req)
     if (!h && pl__sip_is_local_address(host))
         h = pl_host_at(0);
     return h;
+}
+
+struct pl_jid *pl__sip_request_user(osip_message_t *req, struct pl_host **h)
+{
+    *h = pl__sip_request_host(req);
+    struct pl_jid *who = NULL;
+    if (pl__sip_uri_jid(req->req_uri, &who) != PL_OK || !*h || !who->local ||
+        strcmp(who->domain, (*h)->domain) != 0) {
+        pl_jid_free(who);
+        return NULL;
+    }
+    return who;
 }
 
 /* ---- the checks ---- */
@@ -414,7 +428,7 @@ static void log_refusal(const struct sip_flow *f, osip_message_t *req, int code,
     pl_log_debug("sip", "%s %s:%d: %s answered %d %s",
                  pl__sip_transport_name(f->transport), ip, port,
                  req && req->sip_method ? req->sip_method : "request", code,
-                 reason ? reason : pl__sip_reason(code));
+                 reason ? reason : pl_sip_reason(code));
 }
 
 static void drop(const struct sip_flow *f, const char *why)

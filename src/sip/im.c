@@ -359,27 +359,6 @@ static void exists_done(int rc, void *arg)
 
 /* ---- SIP -> anything: the request ---- */
 
-struct msg_ctx {
-    struct pl_jid *sender; /* the From's bare JID */
-    struct pl_host *h;     /* its host */
-};
-
-static void ctx_free(struct msg_ctx *c)
-{
-    pl_jid_free(c->sender);
-    pl_free(c);
-}
-
-static char *uri_str(osip_uri_t *u)
-{
-    char *s = NULL;
-    if (!u || osip_uri_to_str(u, &s) != 0)
-        return NULL;
-    char *out = pl_strdup(s);
-    osip_free(s);
-    return out;
-}
-
 static struct pl_str hdr(osip_message_t *m, const char *name)
 {
     const char *v = pl__sip_header(m, name, 0);
@@ -415,8 +394,8 @@ static void proceed(struct sip_txn *t, struct pl_jid *sender,
     char rnd[9];
     pl__sip_random(rnd, sizeof(rnd));
     snprintf(id, sizeof(id), "sipm-%llx-%s", (unsigned long long)++serial, rnd);
-    char *ruri = uri_str(req->req_uri);
-    char *from = uri_str(req->from->url);
+    char *ruri = pl__sip_uri_str(req->req_uri);
+    char *from = pl__sip_uri_str(req->from->url);
     char *ctype = NULL;
     if (req->content_type)
         osip_content_type_to_str(req->content_type, &ctype);
@@ -486,17 +465,12 @@ out:
     osip_free(call_id);
 }
 
-static void authed(void *arg, struct sip_txn *t, const char *user)
+static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
 {
-    struct msg_ctx *c = arg;
-    if (user && strcmp(user, c->sender->local) != 0) {
-        pl_stat_inc(sip_auth_failures);
-        pl__sip_reply(t, 403, "From Is Not The Authenticated User", NULL);
-    } else if (user) {
-        proceed(t, c->sender,
-                pl__sip_binding_from(c->sender->bare, pl__sip_txn_flow(t)));
-    }
-    ctx_free(c);
+    struct pl_jid *sender = arg;
+    if (t)
+        proceed(t, sender, s);
+    pl_jid_free(sender);
 }
 
 void pl__sip_message(struct sip_txn *t, osip_message_t *req)
@@ -506,13 +480,8 @@ void pl__sip_message(struct sip_txn *t, osip_message_t *req)
         pl__sip_reply(t, 481, NULL, NULL);
         return;
     }
-    char *from = req->from ? uri_str(req->from->url) : NULL;
     struct pl_jid *sender = NULL;
-    int rc = from ? pl_sip_uri_to_jid(pl_str_c(from),
-                                      PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU,
-                                      &sender, NULL)
-                  : PL_EJID_MALFORMED;
-    pl_free(from);
+    int rc = pl__sip_uri_jid(req->from ? req->from->url : NULL, &sender);
     struct pl_host *h = rc == PL_OK ? pl_host_find(sender->domain) : NULL;
     if (rc != PL_OK || !h || !sender->local) {
         /* Only our users send through us. */
@@ -521,17 +490,8 @@ void pl__sip_message(struct sip_txn *t, osip_message_t *req)
                       rc == PL_OK ? "Not A User Of This Server" : NULL, NULL);
         return;
     }
-    struct pl_session *s = pl__sip_binding_on_conn(sender->bare,
-                                                   pl__sip_txn_flow(t));
-    if (s) {
-        proceed(t, sender, s);
-        pl_jid_free(sender);
-        return;
-    }
-    struct msg_ctx *c = pl_calloc(1, sizeof(*c));
-    c->sender = sender;
-    c->h = h;
-    pl__sip_auth(t, h, 1, authed, c);
+    pl__sip_auth(t, h, sender, "From Is Not The Authenticated User",
+                 SIP_AUTH_FLOW | SIP_AUTH_PROXY, authed, sender);
 }
 
 /* ---- anything -> SIP ---- */

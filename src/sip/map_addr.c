@@ -835,5 +835,7 @@ const char *pl_sip_reason(int status)
     for (size_t k = 0; k < sizeof(reasons) / sizeof(reasons[0]); k++)
         if (reasons[k].status == status)
             return reasons[k].reason;
-    return "Unknown";
+    return status < 200   ? "Progress"
+           : status < 300 ? "Success"
+                          : "Failure";
 }

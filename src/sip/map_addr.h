@@ -165,7 +165,9 @@ struct pl_stanza *pl_sip_error_reply(struct pl_stanza *st, int status,
                                      struct pl_str contact);
 
 /* The RFC 3261 §21 (and RFC 3265, 3903, 6665) Reason-Phrase of status;
- * "Unknown" for codes without one.  Never NULL. */
+ * for a code without one, its class: "Progress", "Success" or "Failure"
+ * (a UAC treats an unknown code as x00 of its class, §8.1.3.2).  Never
+ * NULL. */
 const char *pl_sip_reason(int status);
 
 #endif

@@ -30,8 +30,10 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "jid.h"
 #include "log.h"
 #include "map.h"
+#include "map_addr.h"
 #include "server.h"
 #include "sip_int.h"
 
@@ -143,63 +145,36 @@ int pl__sip_addressable(const osip_message_t *req)
            req->cseq->method;
 }
 
-const char *pl__sip_reason(int code)
+/* ---- addresses ---- */
+
+char *pl__sip_uri_str(osip_uri_t *u)
 {
-    static const struct {
-        int code;
-        const char *text;
-    } t[] = {
-        {100, "Trying"},
-        {180, "Ringing"},
-        {183, "Session Progress"},
-        {200, "OK"},
-        {202, "Accepted"},
-        {204, "No Notification"},
-        {301, "Moved Permanently"},
-        {302, "Moved Temporarily"},
-        {400, "Bad Request"},
-        {401, "Unauthorized"},
-        {403, "Forbidden"},
-        {404, "Not Found"},
-        {405, "Method Not Allowed"},
-        {406, "Not Acceptable"},
-        {407, "Proxy Authentication Required"},
-        {408, "Request Timeout"},
-        {410, "Gone"},
-        {412, "Conditional Request Failed"},
-        {413, "Request Entity Too Large"},
-        {414, "Request-URI Too Long"},
-        {415, "Unsupported Media Type"},
-        {416, "Unsupported URI Scheme"},
-        {420, "Bad Extension"},
-        {421, "Extension Required"},
-        {423, "Interval Too Brief"},
-        {480, "Temporarily Unavailable"},
-        {481, "Call/Transaction Does Not Exist"},
-        {482, "Loop Detected"},
-        {483, "Too Many Hops"},
-        {484, "Address Incomplete"},
-        {486, "Busy Here"},
-        {487, "Request Terminated"},
-        {488, "Not Acceptable Here"},
-        {489, "Bad Event"},
-        {491, "Request Pending"},
-        {500, "Server Internal Error"},
-        {501, "Not Implemented"},
-        {502, "Bad Gateway"},
-        {503, "Service Unavailable"},
-        {504, "Server Time-out"},
-        {505, "Version Not Supported"},
-        {513, "Message Too Large"},
-        {600, "Busy Everywhere"},
-        {603, "Decline"},
-        {604, "Does Not Exist Anywhere"},
-        {606, "Not Acceptable"},
-    };
-    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
-        if (t[i].code == code)
-            return t[i].text;
-    return code < 200 ? "Progress" : code < 300 ? "Success" : "Failure";
+    char *s = NULL;
+    if (!u || osip_uri_to_str(u, &s) != 0)
+        return NULL;
+    char *out = pl_strdup(s);
+    osip_free(s);
+    return out;
+}
+
+int pl__sip_uri_jid(osip_uri_t *u, struct pl_jid **out)
+{
+    *out = NULL;
+    char *text = pl__sip_uri_str(u);
+    if (!text)
+        return PL_EJID_MALFORMED;
+    int rc = pl_sip_uri_to_jid(pl_str_c(text),
+                               PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU, out, NULL);
+    pl_free(text);
+    return rc;
+}
+
+int pl__sip_is_presence_event(const char *ev)
+{
+    if (!ev)
+        return 0;
+    size_t n = strcspn(ev, "; \t");
+    return n == 8 && strncmp(ev, "presence", 8) == 0;
 }
 
 /* ---- parsing ---- */
@@ -348,7 +323,7 @@ osip_message_t *pl__sip_response_build(osip_message_t *req, int code,
     osip_message_set_status_code(r, code);
     osip_message_set_reason_phrase(r,
                                    osip_strdup(reason ? reason
-                                                      : pl__sip_reason(code)));
+                                                      : pl_sip_reason(code)));
     for (int i = 0; i < osip_list_size(&req->vias); i++) {
         osip_via_t *v = osip_list_get(&req->vias, i), *c = NULL;
         if (osip_via_clone(v, &c) == 0)

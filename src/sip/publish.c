@@ -77,16 +77,6 @@ static uint64_t now_ms(void)
     return pl_loop_now(pl_server_loop());
 }
 
-static char *uri_str(osip_uri_t *u)
-{
-    char *s = NULL;
-    if (!u || osip_uri_to_str(u, &s) != 0)
-        return NULL;
-    char *out = pl_strdup(s);
-    osip_free(s);
-    return out;
-}
-
 static uintptr_t count_of(const char *bare)
 {
     return (uintptr_t)pl_map_get(&counts, bare);
@@ -183,24 +173,9 @@ static void proceed(struct sip_txn *t, const char *bare, struct pl_session *s)
 {
     const struct sip_settings *S = pl__sip_settings();
     osip_message_t *req = pl__sip_txn_request(t);
-    long expires = DEFAULT_EXPIRES;
-    const char *ev = pl__sip_header(req, "Expires", 0);
-    if (ev) {
-        expires = pl__sip_delta_seconds(ev);
-        if (expires < 0) {
-            pl__sip_reply(t, 400, "Bad Expires", NULL);
-            return;
-        }
-    }
-    if (expires > 0 && expires < S->min_expires) {
-        char min[24];
-        snprintf(min, sizeof(min), "%ld", S->min_expires);
-        const char *hdrs[] = {"Min-Expires", min, NULL};
-        pl__sip_reply(t, 423, NULL, hdrs);
+    long expires = pl__sip_expires(t, DEFAULT_EXPIRES);
+    if (expires < 0)
         return;
-    }
-    if (expires > S->max_expires)
-        expires = S->max_expires;
     osip_body_t *body = NULL;
     osip_message_get_body(req, 0, &body);
     int has_body = body && body->body && body->length > 0;
@@ -277,66 +252,33 @@ static void proceed(struct sip_txn *t, const char *bare, struct pl_session *s)
     reply_ok(t, p->etag, expires);
 }
 
-struct pub_ctx {
-    struct pl_jid *who; /* the presentity's bare JID */
-};
-
-static void authed(void *arg, struct sip_txn *t, const char *user)
+static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
 {
-    struct pub_ctx *c = arg;
-    if (user && strcmp(user, c->who->local) != 0) {
-        pl_stat_inc(sip_auth_failures);
-        pl__sip_reply(t, 403, "Not The Authenticated User", NULL);
-    } else if (user) {
-        proceed(t, c->who->bare,
-                pl__sip_binding_from(c->who->bare, pl__sip_txn_flow(t)));
-    }
-    pl_jid_free(c->who);
-    pl_free(c);
-}
-
-/* Whether the Event field names the presence package (RFC 6665 §8.2.1:
- * the token before any parameter, compared as written). */
-static int is_presence_event(const char *ev)
-{
-    if (!ev)
-        return 0;
-    size_t n = strcspn(ev, "; \t");
-    return n == 8 && strncmp(ev, "presence", 8) == 0;
+    struct pl_jid *who = arg;
+    if (t)
+        proceed(t, who->bare, s);
+    pl_jid_free(who);
 }
 
 void pl__sip_publish(struct sip_txn *t, osip_message_t *req)
 {
     if (stopping) {
-        const char *hdrs[] = {"Retry-After", "30", NULL};
-        pl__sip_reply(t, 503, NULL, hdrs);
+        pl__sip_reply_stopping(t);
         return;
     }
-    if (!is_presence_event(pl__sip_header(req, "Event", 0))) {
+    if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
         const char *hdrs[] = {"Allow-Events", "presence", NULL};
         pl__sip_reply(t, 489, NULL, hdrs);
         return;
     }
-    struct pl_host *h = pl__sip_request_host(req);
-    char *ruri = uri_str(req->req_uri);
-    struct pl_jid *who = NULL;
-    int rc = ruri ? pl_sip_uri_to_jid(pl_str_c(ruri),
-                                      PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU,
-                                      &who, NULL)
-                  : PL_EJID_MALFORMED;
-    pl_free(ruri);
-    if (rc != PL_OK || !h || !who->local || strcmp(who->domain, h->domain)) {
-        pl_jid_free(who);
+    struct pl_host *h;
+    struct pl_jid *who = pl__sip_request_user(req, &h);
+    if (!who) {
         pl__sip_reply(t, 404, NULL, NULL);
         return;
     }
-    char *from = req->from ? uri_str(req->from->url) : NULL;
     struct pl_jid *sender = NULL;
-    rc = from ? pl_sip_uri_to_jid(pl_str_c(from),
-                                  PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU, &sender,
-                                  NULL)
-              : PL_EJID_MALFORMED;
-    pl_free(from);
+    int rc = pl__sip_uri_jid(req->from ? req->from->url : NULL, &sender);
     if (rc != PL_OK || strcmp(sender->bare, who->bare) != 0) {
         /* One publishes one's own presence only. */
         pl_jid_free(sender);
@@ -345,16 +287,8 @@ void pl__sip_publish(struct sip_txn *t, osip_message_t *req)
         return;
     }
     pl_jid_free(sender);
-    struct pl_session *s = pl__sip_binding_on_conn(who->bare,
-                                                   pl__sip_txn_flow(t));
-    if (s) {
-        proceed(t, who->bare, s);
-        pl_jid_free(who);
-        return;
-    }
-    struct pub_ctx *c = pl_calloc(1, sizeof(*c));
-    c->who = who;
-    pl__sip_auth(t, h, 1, authed, c);
+    pl__sip_auth(t, h, who, "Not The Authenticated User",
+                 SIP_AUTH_FLOW | SIP_AUTH_PROXY, authed, who);
 }
 
 /* ---- the part ---- */

@@ -407,16 +407,6 @@ static void ctx_free(struct reg_ctx *c)
     pl_free(c);
 }
 
-static char *uri_str(osip_uri_t *u)
-{
-    char *s = NULL;
-    if (!u || osip_uri_to_str(u, &s) != 0)
-        return NULL;
-    char *out = pl_strdup(s);
-    osip_free(s);
-    return out;
-}
-
 /* 200 with every binding of a (may be NULL) and its remaining expiry. */
 static void reply_bindings(struct sip_txn *t, struct aor *a)
 {
@@ -500,10 +490,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
     code = pl__sip_reg_plan(have, nhave, want, nwant, star, hdr, call_id, cseq,
                             &lim, ops);
     if (code == 423) {
-        char min[24];
-        snprintf(min, sizeof(min), "%ld", lim.min);
-        const char *hdrs[] = {"Min-Expires", min, NULL};
-        pl__sip_reply(t, 423, NULL, hdrs);
+        pl__sip_reply_too_brief(t, lim.min);
         code = 0;
     } else if (code == 403) {
         pl__sip_reply(t, 403, "Too Many Contacts", NULL);
@@ -528,7 +515,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
         for (int k = 0; k < nwant && rc == PL_OK; k++) {
             if (ops[k].have != -1 || ops[k].expires == 0)
                 continue;
-            char *u = uri_str(cs[k]->url);
+            char *u = pl__sip_uri_str(cs[k]->url);
             fresh[k] = binding_new(c->h, c->aor->local, keys[k], u,
                                    pl__sip_txn_flow(t), &rc);
             pl_free(u);
@@ -555,7 +542,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
                 pl_free(b->call_id);
                 b->call_id = pl_strdup(call_id ? call_id : "");
                 b->cseq = cseq;
-                char *u = uri_str(cs[k]->url);
+                char *u = pl__sip_uri_str(cs[k]->url);
                 if (u) {
                     pl_free(b->uri);
                     b->uri = u;
@@ -608,38 +595,24 @@ out:
         pl_free(keys[k]);
 }
 
-static void authed(void *arg, struct sip_txn *t, const char *user)
+static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
 {
+    (void)s;
     struct reg_ctx *c = arg;
-    if (!user) {
-        ctx_free(c);
-        return;
-    }
-    if (strcmp(user, c->aor->local) != 0) {
-        /* §10.3 step 3: this user may not change that AOR's bindings. */
-        pl_stat_inc(sip_auth_failures);
-        pl__sip_reply(t, 403, NULL, NULL);
-    } else {
+    if (t)
         apply(t, pl__sip_txn_request(t), c);
-    }
     ctx_free(c);
 }
 
 void pl__sip_register(struct sip_txn *t, osip_message_t *req)
 {
     if (stopping) {
-        const char *hdrs[] = {"Retry-After", "30", NULL};
-        pl__sip_reply(t, 503, NULL, hdrs);
+        pl__sip_reply_stopping(t);
         return;
     }
     struct pl_host *h = pl__sip_request_host(req);
-    char *to = req->to ? uri_str(req->to->url) : NULL;
     struct pl_jid *aor = NULL;
-    int rc = to ? pl_sip_uri_to_jid(pl_str_c(to),
-                                    PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU, &aor,
-                                    NULL)
-                : PL_EJID_MALFORMED;
-    pl_free(to);
+    int rc = pl__sip_uri_jid(req->to ? req->to->url : NULL, &aor);
     if (rc == PL_EFEATURE_NOT_IMPLEMENTED) {
         pl__sip_reply(t, 416, NULL, NULL);
         return;
@@ -654,7 +627,8 @@ void pl__sip_register(struct sip_txn *t, osip_message_t *req)
     struct reg_ctx *c = pl_calloc(1, sizeof(*c));
     c->h = h;
     c->aor = aor;
-    pl__sip_auth(t, h, 0, authed, c);
+    /* §10.3 step 3: only the AOR's own account changes its bindings. */
+    pl__sip_auth(t, h, aor, NULL, 0, authed, c);
 }
 
 /* ---- the part ---- */

@@ -53,6 +53,7 @@
 #include "host.h"
 #include "listen.h"
 #include "log.h"
+#include "map_addr.h"
 #include "module.h"
 #include "server.h"
 #include "sip_int.h"
@@ -259,7 +260,7 @@ static void ping_done(void *arg, int code, osip_message_t *resp,
     struct ping *p = arg;
     uint64_t ms = pl_loop_now(pl_server_loop()) - p->start_ms;
     const char *reason = resp && resp->reason_phrase ? resp->reason_phrase
-                                                     : pl__sip_reason(code);
+                                                     : pl_sip_reason(code);
     json_t *a = json_pack("{s:b, s:i, s:s, s:b, s:i, s:I}", "ok", 1, "code",
                           code, "reason", reason, "answered", resp != NULL,
                           "retransmissions", (int)retransmissions, "ms",

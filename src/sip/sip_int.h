@@ -66,6 +66,7 @@
 
 struct pl_host;
 struct pl_conn;
+struct pl_jid;
 struct pl_session;
 struct pl_stanza;
 
@@ -298,13 +299,20 @@ int pl__sip_addressable(const osip_message_t *req);
  * NULL if absent.  pos > 0: the pos-th value (comma lists are split).
  */
 const char *pl__sip_header(const osip_message_t *m, const char *name, int pos);
+/* u as text (pl_free), or NULL. */
+char *pl__sip_uri_str(osip_uri_t *u);
+/* The bare JID of an address in a request (RFC 7247 §4: sips allowed, a
+ * GRUU's instance ignored): PL_OK and *out (pl_jid_free), or the mapping's
+ * error (PL_EJID_MALFORMED for a NULL u). */
+int pl__sip_uri_jid(osip_uri_t *u, struct pl_jid **out);
+/* Whether an Event value names the presence package (RFC 6665 §8.2.1:
+ * the token before any parameter, compared as written). */
+int pl__sip_is_presence_event(const char *ev);
 /* The tag parameter of From / To, or NULL. */
 const char *pl__sip_from_tag(const osip_message_t *m);
 const char *pl__sip_to_tag(const osip_message_t *m);
 /* The top Via's branch, or NULL. */
 const char *pl__sip_branch(const osip_message_t *m);
-/* The standard reason phrase of a status code ("Bad Request"). */
-const char *pl__sip_reason(int code);
 
 /*
  * A response to req following RFC 3261 §8.2.6.2: SIP/2.0 code reason,
@@ -405,6 +413,18 @@ osip_message_t *pl__sip_response_new(struct sip_txn *t, int code,
  * hdrs[3]... (NULL-ended). */
 int pl__sip_reply(struct sip_txn *t, int code, const char *reason,
                   const char *const *hdrs);
+/* 503 with Retry-After: 30, the answer to new work while the front end
+ * shuts down. */
+int pl__sip_reply_stopping(struct sip_txn *t);
+/* 423 Interval Too Brief with Min-Expires: min (RFC 3261 §10.3 step 7,
+ * RFC 3903 §6, RFC 6665 §4.2.1.1). */
+int pl__sip_reply_too_brief(struct sip_txn *t, long min);
+/*
+ * The expiry t's request asks for: its Expires (dflt without one), cut to
+ * sip.max_expires.  -1 when t was answered instead: 400 for a value that
+ * is not delta-seconds, 423 for one below sip.min_expires other than 0.
+ */
+long pl__sip_expires(struct sip_txn *t, long dflt);
 
 /*
  * Completion of a client transaction, exactly once unless abandoned:
@@ -527,6 +547,9 @@ void pl__sip_judge(int kind, const char *p, size_t n,
 /* The host whose domain is the Request-URI's host (the first host for
  * one of this server's addresses), or NULL. */
 struct pl_host *pl__sip_request_host(osip_message_t *req);
+/* The Request-URI as an account's address on the request's host: its JID
+ * (pl_jid_free) and *h; NULL when it names no user of that host. */
+struct pl_jid *pl__sip_request_user(osip_message_t *req, struct pl_host **h);
 /* The Allow value: every method with a handler ("OPTIONS, ..."). */
 const char *pl__sip_allow(void);
 
@@ -636,27 +659,40 @@ void pl__sip_reg_resource(const char *key, char out[13]);
 /* Digest authentication of requests (auth.c), RFC 3261 §22, RFC 8760. */
 
 /*
- * The outcome of pl__sip_auth: user is the authenticated account's
- * localpart (borrowed, for the call), t its transaction.  user NULL: the
- * request was answered already (a challenge, 400) or its transaction is
- * gone; there is nothing left to do but free arg.
+ * The outcome of pl__sip_auth: t is the request's transaction, s the
+ * session of the sender's binding on the request's flow (NULL when it has
+ * none, or SIP_AUTH_FLOW was not asked).  t NULL: the request was answered
+ * already (a challenge, 400, 403) or its transaction is gone; there is
+ * nothing left to do but free arg.
  */
-typedef void sip_auth_fn(void *arg, struct sip_txn *t, const char *user);
+typedef void sip_auth_fn(void *arg, struct sip_txn *t, struct pl_session *s);
+
+enum {
+    /* A request over the TCP/TLS connection of one of as's bindings needs
+     * no credentials (the REGISTER authenticated the connection). */
+    SIP_AUTH_FLOW = 1,
+    /* Challenge as a proxy: 407 and Proxy-Authenticate (§22.3); else as a
+     * registrar or UAS: 401 and WWW-Authenticate. */
+    SIP_AUTH_PROXY = 2,
+};
 
 /*
- * Authenticates t's request against the accounts of host h: its
- * Authorization (proxy: Proxy-Authorization) credentials for h's realm
- * (the domain) are checked on the loop (nonce, Request-URI, RFC 8760 §2.6)
- * and the account is read on the storage thread.  Without credentials, or
+ * Authenticates t's request as the account as (the address it speaks
+ * for: the From of a MESSAGE, the To of a REGISTER) on host h: its
+ * Authorization (Proxy-Authorization) credentials for h's realm (the
+ * domain) are checked on the loop (nonce, Request-URI, RFC 8760 §2.6) and
+ * the account is read on the storage thread.  Without credentials, or
  * with a wrong password, an unknown user, a nonce this server did not
- * make: 401 (proxy: 407) with one challenge per algorithm, SHA-256 first,
- * MD5 when server.digest_md5 is on; a stale nonce or a replayed nonce
- * count: the same with stale=true; malformed credentials or a uri that is
- * not the Request-URI: 400.  cb fires exactly once, maybe before this
- * returns.
+ * make: 401 (407) with one challenge per algorithm, SHA-256 first, MD5
+ * when server.digest_md5 is on; a stale nonce or a replayed nonce count:
+ * the same with stale=true; malformed credentials or a uri that is not the
+ * Request-URI: 400; good credentials of another account than as: 403 with
+ * the reason phrase refusal (a constant; NULL: "Forbidden").  cb fires
+ * exactly once, maybe before this returns.
  */
-void pl__sip_auth(struct sip_txn *t, struct pl_host *h, int proxy,
-                  sip_auth_fn *cb, void *arg);
+void pl__sip_auth(struct sip_txn *t, struct pl_host *h,
+                  const struct pl_jid *as, const char *refusal,
+                  unsigned flags, sip_auth_fn *cb, void *arg);
 int pl__sip_auth_start(void);
 void pl__sip_auth_free(void);
 /* Nonces in the replay table (parleyctl sip). */

@@ -100,16 +100,6 @@ static uint64_t now_ms(void)
     return pl_loop_now(pl_server_loop());
 }
 
-static char *uri_str(osip_uri_t *u)
-{
-    char *s = NULL;
-    if (!u || osip_uri_to_str(u, &s) != 0)
-        return NULL;
-    char *out = pl_strdup(s);
-    osip_free(s);
-    return out;
-}
-
 static char *dialog_key(const char *call_id, const char *rtag, const char *ltag)
 {
     size_t n = strlen(call_id) + strlen(rtag) + strlen(ltag) + 3;
@@ -391,6 +381,7 @@ struct sub_ctx {
     struct pl_jid *watcher; /* the From's bare JID */
     uint64_t txn;           /* the transaction, while asking storage */
     uint64_t sid;           /* the watcher's binding on this flow */
+    long expires;           /* the subscription's duration, seconds */
 };
 
 static void ctx_free(struct sub_ctx *c)
@@ -398,18 +389,6 @@ static void ctx_free(struct sub_ctx *c)
     pl_jid_free(c->who);
     pl_jid_free(c->watcher);
     pl_free(c);
-}
-
-static long req_expires(osip_message_t *req, int *bad)
-{
-    *bad = 0;
-    const char *e = pl__sip_header(req, "Expires", 0);
-    if (!e)
-        return DEFAULT_EXPIRES;
-    long v = pl__sip_delta_seconds(e);
-    if (v < 0)
-        *bad = 1;
-    return v;
 }
 
 static void reply_sub(struct sip_txn *t, int code, long expires)
@@ -427,13 +406,9 @@ static void reply_sub(struct sip_txn *t, int code, long expires)
 static void create(struct sip_txn *t, struct sub_ctx *c, int active)
 {
     osip_message_t *req = pl__sip_txn_request(t);
-    const struct sip_settings *S = pl__sip_settings();
-    int bad;
-    long expires = req_expires(req, &bad);
-    if (expires > S->max_expires)
-        expires = S->max_expires;
+    long expires = c->expires;
     osip_contact_t *ct = osip_list_get(&req->contacts, 0);
-    char *target = ct ? uri_str(ct->url) : NULL;
+    char *target = ct ? pl__sip_uri_str(ct->url) : NULL;
     char *call_id = NULL;
     osip_call_id_to_str(req->call_id, &call_id);
     const char *rtag = pl__sip_from_tag(req);
@@ -451,8 +426,8 @@ static void create(struct sip_txn *t, struct sub_ctx *c, int active)
     s->call_id = pl_strdup(call_id);
     osip_free(call_id);
     s->remote_tag = pl_strdup(rtag);
-    s->remote_uri = uri_str(req->from->url);
-    s->local_uri = uri_str(req->req_uri);
+    s->remote_uri = pl__sip_uri_str(req->from->url);
+    s->local_uri = pl__sip_uri_str(req->req_uri);
     s->target = target;
     s->flow = *pl__sip_txn_flow(t);
     s->sid = c->sid;
@@ -538,24 +513,12 @@ static void roster_done(int rc, void *arg)
 /* The request is from watcher (authenticated). */
 static void proceed(struct sip_txn *t, struct sub_ctx *c)
 {
-    osip_message_t *req = pl__sip_txn_request(t);
-    const struct sip_settings *S = pl__sip_settings();
-    int bad;
-    long expires = req_expires(req, &bad);
-    if (bad) {
-        pl__sip_reply(t, 400, "Bad Expires", NULL);
+    c->expires = pl__sip_expires(t, DEFAULT_EXPIRES);
+    if (c->expires < 0) {
         ctx_free(c);
         return;
     }
-    if (expires > 0 && expires < S->min_expires) {
-        char min[24];
-        snprintf(min, sizeof(min), "%ld", S->min_expires);
-        const char *hdrs[] = {"Min-Expires", min, NULL};
-        pl__sip_reply(t, 423, NULL, hdrs);
-        ctx_free(c);
-        return;
-    }
-    if (S->presence_authorization == SIP_PRESENCE_OPEN ||
+    if (pl__sip_settings()->presence_authorization == SIP_PRESENCE_OPEN ||
         strcmp(c->watcher->bare, c->who->bare) == 0) {
         create(t, c, 1);
         ctx_free(c);
@@ -585,22 +548,9 @@ static void in_dialog(struct sip_txn *t, osip_message_t *req,
         pl__sip_reply(t, 481, NULL, NULL);
         return;
     }
-    const struct sip_settings *S = pl__sip_settings();
-    int bad;
-    long expires = req_expires(req, &bad);
-    if (bad) {
-        pl__sip_reply(t, 400, "Bad Expires", NULL);
+    long expires = pl__sip_expires(t, DEFAULT_EXPIRES);
+    if (expires < 0)
         return;
-    }
-    if (expires > 0 && expires < S->min_expires) {
-        char min[24];
-        snprintf(min, sizeof(min), "%ld", S->min_expires);
-        const char *hdrs[] = {"Min-Expires", min, NULL};
-        pl__sip_reply(t, 423, NULL, hdrs);
-        return;
-    }
-    if (expires > S->max_expires)
-        expires = S->max_expires;
     reply_sub(t, s->state == SUB_ACTIVE ? 200 : 202, expires);
     if (expires == 0) {
         sub_end(s, "timeout");
@@ -623,62 +573,36 @@ static void go(struct sip_txn *t, struct sub_ctx *c)
     proceed(t, c);
 }
 
-static void authed(void *arg, struct sip_txn *t, const char *user)
+static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
 {
     struct sub_ctx *c = arg;
-    if (user && strcmp(user, c->watcher->local) != 0) {
-        pl_stat_inc(sip_auth_failures);
-        pl__sip_reply(t, 403, "Not The Authenticated User", NULL);
-    } else if (user) {
-        struct pl_session *s = pl__sip_binding_from(c->watcher->bare,
-                                                    pl__sip_txn_flow(t));
-        c->sid = s ? s->id : 0;
-        go(t, c);
+    if (!t) {
+        ctx_free(c);
         return;
     }
-    ctx_free(c);
-}
-
-static int is_presence_event(const char *ev)
-{
-    if (!ev)
-        return 0;
-    size_t n = strcspn(ev, "; \t");
-    return n == 8 && strncmp(ev, "presence", 8) == 0;
+    c->sid = s ? s->id : 0;
+    go(t, c);
 }
 
 void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
 {
     if (stopping) {
-        const char *hdrs[] = {"Retry-After", "30", NULL};
-        pl__sip_reply(t, 503, NULL, hdrs);
+        pl__sip_reply_stopping(t);
         return;
     }
-    if (!is_presence_event(pl__sip_header(req, "Event", 0))) {
+    if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
         const char *hdrs[] = {"Allow-Events", "presence", NULL};
         pl__sip_reply(t, 489, NULL, hdrs);
         return;
     }
-    struct pl_host *h = pl__sip_request_host(req);
-    char *ruri = uri_str(req->req_uri);
-    struct pl_jid *who = NULL;
-    int rc = ruri ? pl_sip_uri_to_jid(pl_str_c(ruri),
-                                      PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU,
-                                      &who, NULL)
-                  : PL_EJID_MALFORMED;
-    pl_free(ruri);
-    if (rc != PL_OK || !h || !who->local || strcmp(who->domain, h->domain)) {
-        pl_jid_free(who);
+    struct pl_host *h;
+    struct pl_jid *who = pl__sip_request_user(req, &h);
+    if (!who) {
         pl__sip_reply(t, 404, NULL, NULL);
         return;
     }
-    char *from = req->from ? uri_str(req->from->url) : NULL;
     struct pl_jid *watcher = NULL;
-    rc = from ? pl_sip_uri_to_jid(pl_str_c(from),
-                                  PL_SIP_MAP_SIPS | PL_SIP_MAP_NO_GRUU,
-                                  &watcher, NULL)
-              : PL_EJID_MALFORMED;
-    pl_free(from);
+    int rc = pl__sip_uri_jid(req->from ? req->from->url : NULL, &watcher);
     struct pl_host *wh = rc == PL_OK ? pl_host_find(watcher->domain) : NULL;
     if (rc != PL_OK || !wh || !watcher->local) {
         pl_jid_free(watcher);
@@ -696,14 +620,8 @@ void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
     struct sub_ctx *c = pl_calloc(1, sizeof(*c));
     c->who = who;
     c->watcher = watcher;
-    struct pl_session *s = pl__sip_binding_on_conn(watcher->bare,
-                                                   pl__sip_txn_flow(t));
-    if (s) {
-        c->sid = s->id;
-        go(t, c);
-        return;
-    }
-    pl__sip_auth(t, wh, 1, authed, c);
+    pl__sip_auth(t, wh, watcher, "Not The Authenticated User",
+                 SIP_AUTH_FLOW | SIP_AUTH_PROXY, authed, c);
 }
 
 /* ---- the part ---- */

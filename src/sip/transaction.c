@@ -287,6 +287,36 @@ int pl__sip_reply(struct sip_txn *t, int code, const char *reason,
     return pl__sip_reply_msg(t, r);
 }
 
+int pl__sip_reply_stopping(struct sip_txn *t)
+{
+    const char *hdrs[] = {"Retry-After", "30", NULL};
+    return pl__sip_reply(t, 503, NULL, hdrs);
+}
+
+int pl__sip_reply_too_brief(struct sip_txn *t, long min)
+{
+    char v[24];
+    snprintf(v, sizeof(v), "%ld", min);
+    const char *hdrs[] = {"Min-Expires", v, NULL};
+    return pl__sip_reply(t, 423, NULL, hdrs);
+}
+
+long pl__sip_expires(struct sip_txn *t, long dflt)
+{
+    const struct sip_settings *S = pl__sip_settings();
+    const char *e = pl__sip_header(pl__sip_txn_request(t), "Expires", 0);
+    long v = e ? pl__sip_delta_seconds(e) : dflt;
+    if (v < 0) {
+        pl__sip_reply(t, 400, "Bad Expires", NULL);
+        return -1;
+    }
+    if (v > 0 && v < S->min_expires) {
+        pl__sip_reply_too_brief(t, S->min_expires);
+        return -1;
+    }
+    return v > S->max_expires ? S->max_expires : v;
+}
+
 /* ---- client transactions ---- */
 
 static void ctxn_destroy(struct sip_ctxn *c)

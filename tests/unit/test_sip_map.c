@@ -556,5 +556,6 @@ void test_sip_error_reply(void)
     CHECK_STR(pl_sip_reason(200), "OK");
     CHECK_STR(pl_sip_reason(415), "Unsupported Media Type");
     CHECK_STR(pl_sip_reason(513), "Message Too Large");
-    CHECK_STR(pl_sip_reason(299), "Unknown");
+    CHECK_STR(pl_sip_reason(299), "Success");
+    CHECK_STR(pl_sip_reason(499), "Failure");
 }
