@@ -69,6 +69,17 @@ enum {
     SUB_ACTIVE
 };
 
+/* The indexes of the dialogs besides their key: each a map from a key to
+ * the first of a doubly linked list through sub.link[i]. */
+enum {
+    BY_PRESENTITY, /* the presentity's bare JID (whom to notify) */
+    BY_BINDING,    /* the watcher's binding (session id in hex), if any */
+    N_INDEX
+};
+
+static struct pl_map subs; /* key -> struct sub */
+static struct pl_map index_map[N_INDEX];
+
 struct sub {
     char *key;            /* "call-id\nfrom-tag\nto-tag" (the map's) */
     struct pl_jid *who;   /* the presentity (bare) */
@@ -88,11 +99,64 @@ struct sub {
     uint64_t tx;          /* the NOTIFY in flight, 0: none */
     unsigned notifies;    /* sent */
     struct pl_timer expiry, notify;
-    struct sub *next; /* in the presentity's list */
+    struct {
+        struct sub *prev, *next;
+    } link[N_INDEX]; /* in each index's list */
 };
 
-static struct pl_map subs;  /* key -> struct sub */
-static struct pl_map by_pr; /* presentity bare -> list */
+/* s's key in index i (buf holds it when it has to be made), NULL when s
+ * is not in that index. */
+static const char *index_key(const struct sub *s, int i, char buf[20])
+{
+    if (i == BY_PRESENTITY)
+        return s->who->bare;
+    if (!s->sid)
+        return NULL;
+    snprintf(buf, 20, "%llx", (unsigned long long)s->sid);
+    return buf;
+}
+
+static void index_add(struct sub *s)
+{
+    char buf[20];
+    for (int i = 0; i < N_INDEX; i++) {
+        const char *k = index_key(s, i, buf);
+        if (!k)
+            continue;
+        struct sub *first = pl_map_get(&index_map[i], k);
+        s->link[i].prev = NULL;
+        s->link[i].next = first;
+        if (first)
+            first->link[i].prev = s;
+        pl_map_put(&index_map[i], k, s);
+    }
+}
+
+static void index_del(struct sub *s)
+{
+    char buf[20];
+    for (int i = 0; i < N_INDEX; i++) {
+        const char *k = index_key(s, i, buf);
+        if (!k)
+            continue;
+        struct sub *prev = s->link[i].prev, *next = s->link[i].next;
+        if (next)
+            next->link[i].prev = prev;
+        if (prev)
+            prev->link[i].next = next;
+        else if (next)
+            pl_map_put(&index_map[i], k, next);
+        else
+            pl_map_del(&index_map[i], k);
+    }
+}
+
+/* The first dialog of key in index i; the next is s->link[i].next. */
+static struct sub *index_first(int i, const char *key)
+{
+    return pl_map_get(&index_map[i], key);
+}
+
 static int stopping;
 
 static uint64_t now_ms(void)
@@ -147,19 +211,7 @@ static void sub_free(struct sub *s)
     if (s->tx)
         pl__sip_request_abandon(s->tx);
     pl_map_del(&subs, s->key);
-    struct sub *h = pl_map_get(&by_pr, s->who->bare);
-    if (h == s) {
-        if (s->next)
-            pl_map_put(&by_pr, s->who->bare, s->next);
-        else
-            pl_map_del(&by_pr, s->who->bare);
-    } else {
-        for (; h; h = h->next)
-            if (h->next == s) {
-                h->next = s->next;
-                break;
-            }
-    }
+    index_del(s);
     pl_stat_dec(sip_subscriptions);
     pl_free(s->key);
     pl_jid_free(s->who);
@@ -296,7 +348,8 @@ static void changed(struct sub *s)
 
 static void changed_all(const char *bare)
 {
-    for (struct sub *s = pl_map_get(&by_pr, bare); s; s = s->next)
+    for (struct sub *s = index_first(BY_PRESENTITY, bare); s;
+         s = s->link[BY_PRESENTITY].next)
         changed(s);
 }
 
@@ -333,12 +386,14 @@ static int on_closed(struct pl_event *ev, void *state)
         return PL_PASS;
     changed_all(ev->session->jid->bare);
     /* A watcher's registration going away ends its subscriptions. */
-    struct collect_ctx cc = {NULL, 0, 0};
-    pl_map_each(&subs, collect, &cc);
-    for (size_t i = 0; i < cc.n; i++)
-        if (cc.v[i]->sid && cc.v[i]->sid == ev->session->id)
-            sub_end(cc.v[i], NULL);
-    pl_free(cc.v);
+    char key[20];
+    snprintf(key, sizeof(key), "%llx", (unsigned long long)ev->session->id);
+    struct sub *s = index_first(BY_BINDING, key);
+    while (s) {
+        struct sub *next = s->link[BY_BINDING].next;
+        sub_end(s, NULL);
+        s = next;
+    }
     return PL_PASS;
 }
 
@@ -352,7 +407,8 @@ static int on_inbound(struct pl_event *ev, void *state)
         (strcmp(type, "subscribed") && strcmp(type, "unsubscribed")))
         return PL_PASS;
     struct collect_ctx cc = {NULL, 0, 0};
-    for (struct sub *s = pl_map_get(&by_pr, ev->from->bare); s; s = s->next)
+    for (struct sub *s = index_first(BY_PRESENTITY, ev->from->bare); s;
+         s = s->link[BY_PRESENTITY].next)
         if (strcmp(s->watcher, ev->to->bare) == 0) {
             if (cc.n == cc.cap) {
                 cc.cap = cc.cap ? cc.cap * 2 : 8;
@@ -451,8 +507,7 @@ static void create(struct sip_txn *t, struct sub_ctx *c, int active)
         return;
     }
     pl_map_put(&subs, s->key, s);
-    s->next = pl_map_get(&by_pr, s->who->bare);
-    pl_map_put(&by_pr, s->who->bare, s);
+    index_add(s);
     pl_stat_inc(sip_subscriptions);
     reply_sub(t, active ? 200 : 202, expires);
     pl_log_debug("sip", "subscription of %s to %s: %s", s->watcher,
@@ -660,7 +715,8 @@ static void part_free(void)
 {
     end_all(NULL);
     pl_map_clear(&subs);
-    pl_map_clear(&by_pr);
+    for (int i = 0; i < N_INDEX; i++)
+        pl_map_clear(&index_map[i]);
 }
 
 static void admin(json_t *answer)
