@@ -478,9 +478,12 @@ void pl__sip_judge(int kind, const char *p, size_t n,
     osip_message_t *m = NULL;
     int parsed = 0;
     size_t hlen = scan->hlen && scan->hlen <= n ? scan->hlen : n;
-    if (kind == SIP_FRAME_MSG)
-        parsed = pl__sip_parse(p, n, scan, &m) == PL_OK;
-    else
+    int multipart = 0;
+    if (kind == SIP_FRAME_MSG) {
+        int rc = pl__sip_parse(p, n, scan, &m);
+        multipart = rc == PL_EFEATURE_NOT_IMPLEMENTED;
+        parsed = rc == PL_OK || multipart;
+    } else
         pl__sip_parse_headers(p, hlen, &m);
     *out = m;
     *is_response = sl.is_response;
@@ -508,6 +511,14 @@ void pl__sip_judge(int kind, const char *p, size_t n,
                                            : "Malformed Request");
     } else {
         pl__sip_check_request(m, parsed, &sl, scan, v);
+        if (!v->code && multipart) {
+            /* §21.4.13: 415 lists what is understood.  No handler takes
+             * a multipart body (see pl__sip_parse). */
+            verdict(v, 415, "Multipart Bodies Not Supported");
+            v->hdr_name = "Accept";
+            snprintf(v->hdr_value, sizeof(v->hdr_value), "%s",
+                     "text/plain, application/pidf+xml");
+        }
     }
     v->minimal = !parsed;
 }

@@ -277,7 +277,9 @@ void pl__sip_osip_init(void);
 
 /*
  * Parses a framed message.  *out receives a new message (osip_message_free)
- * or NULL.  PL_OK: fully parsed.  PL_EINVAL: libosip2 refused it; *out is
+ * or NULL.  PL_OK: fully parsed.  PL_EFEATURE_NOT_IMPLEMENTED: a multipart
+ * body (Content-Type multipart/...): the header section is parsed, the
+ * body left out (no part is ever parsed).  PL_EINVAL: libosip2 refused it; *out is
  * then a minimal message holding what could be parsed of the start line
  * and of Via, From, To, Call-ID and CSeq alone, enough to address a 400 (or
  * NULL when even that failed).  scan is the header section's (hlen used).

@@ -505,6 +505,13 @@ def presence_and_messages(srv, port, users):
     r, _ = sam.message(x, "<b>x</b>", ctype="text/html")
     check("MESSAGE with text/html: 415 with Accept: text/plain",
           code_of(r) == 415 and r.get("accept") == "text/plain", r)
+    # A multipart body (here with a part of two Content-Types, the input
+    # that makes libosip2 5.3 leak) is refused before any part is parsed.
+    mp = ("--b1\r\nContent-Type: text/plain\r\nContent-Type: text/plain\r\n"
+          "\r\nhidden part\r\n--b1--\r\n")
+    r, _ = sam.message(x, mp, ctype="multipart/mixed;boundary=b1")
+    check("MESSAGE with a multipart body: 415 with Accept naming text/plain",
+          code_of(r) == 415 and "text/plain" in (r.get("accept") or ""), r)
     # Offline XMPP user.
     y = users["yann"]
     r, _ = sam.message(y, "while you were out")
