@@ -294,9 +294,9 @@ static void done(int rc, void *arg)
     job_free(j);
 }
 
-void pl__sip_auth(struct sip_txn *t, struct pl_host *h,
-                  const struct pl_jid *as, const char *refusal,
-                  unsigned flags, sip_auth_fn *cb, void *arg)
+void pl__sip_auth(struct sip_txn *t, struct pl_host *h, const struct pl_jid *as,
+                  const char *refusal, unsigned flags, sip_auth_fn *cb,
+                  void *arg)
 {
     if (flags & SIP_AUTH_FLOW) {
         struct pl_session *s = pl__sip_binding_on_conn(as->bare,

@@ -835,7 +835,5 @@ const char *pl_sip_reason(int status)
     for (size_t k = 0; k < sizeof(reasons) / sizeof(reasons[0]); k++)
         if (reasons[k].status == status)
             return reasons[k].reason;
-    return status < 200   ? "Progress"
-           : status < 300 ? "Success"
-                          : "Failure";
+    return status < 200 ? "Progress" : status < 300 ? "Success" : "Failure";
 }

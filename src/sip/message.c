@@ -315,7 +315,8 @@ static int parse_without_body(const char *p, size_t hlen,
     struct pl_str name, value;
     while (pl__sip_header_next(p, hlen, &pos, &name, &value)) {
         if (!name.len ||
-            (name.len == 14 && strncasecmp(name.p, "content-length", 14) == 0) ||
+            (name.len == 14 &&
+             strncasecmp(name.p, "content-length", 14) == 0) ||
             (name.len == 1 && lower((unsigned char)name.p[0]) == 'l'))
             continue;
         char *v = pl__sip_unfold(value);
@@ -356,9 +357,9 @@ int pl__sip_parse(const char *p, size_t n, const struct sip_scan *scan,
     osip_message_init(&m);
     size_t hlen = scan->hlen < n ? scan->hlen : n;
     int multipart = is_multipart(p, hlen);
-    int rc = memchr(p, '\0', hlen)  ? -1
-             : multipart            ? parse_without_body(p, hlen, scan, m)
-                                    : osip_message_parse(m, p, n);
+    int rc = memchr(p, '\0', hlen) ? -1
+             : multipart           ? parse_without_body(p, hlen, scan, m)
+                                   : osip_message_parse(m, p, n);
     if (rc == 0) {
         pl_free(copy);
         *out = m;

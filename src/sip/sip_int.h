@@ -692,9 +692,9 @@ enum {
  * the reason phrase refusal (a constant; NULL: "Forbidden").  cb fires
  * exactly once, maybe before this returns.
  */
-void pl__sip_auth(struct sip_txn *t, struct pl_host *h,
-                  const struct pl_jid *as, const char *refusal,
-                  unsigned flags, sip_auth_fn *cb, void *arg);
+void pl__sip_auth(struct sip_txn *t, struct pl_host *h, const struct pl_jid *as,
+                  const char *refusal, unsigned flags, sip_auth_fn *cb,
+                  void *arg);
 int pl__sip_auth_start(void);
 void pl__sip_auth_free(void);
 /* Nonces in the replay table (parleyctl sip). */
