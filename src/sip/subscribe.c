@@ -639,6 +639,43 @@ static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
     go(t, c);
 }
 
+/* Whether a q parameter of 0 excludes an Accept entry (RFC 3261 §20.1
+ * takes RFC 2616's q-values: 0 means "not acceptable"). */
+static int q_zero(osip_accept_t *a)
+{
+    osip_generic_param_t *q = NULL;
+    if (osip_generic_param_get_byname(&a->gen_params, "q", &q) != 0 || !q ||
+        !q->gvalue)
+        return 0;
+    const char *v = q->gvalue;
+    if (*v++ != '0')
+        return 0;
+    if (*v == '.')
+        for (v++; *v == '0'; v++)
+            ;
+    return *v == '\0';
+}
+
+/* Whether NOTIFYs may carry PIDF: no Accept means the package's default,
+ * PIDF (RFC 3856 §6.6); else an entry must cover application/pidf+xml. */
+static int accepts_pidf(osip_message_t *req)
+{
+    int n = osip_list_size(&req->accepts);
+    if (n == 0)
+        return 1;
+    for (int i = 0; i < n; i++) {
+        osip_accept_t *a = osip_list_get(&req->accepts, i);
+        if (!a->type || !a->subtype || q_zero(a))
+            continue; /* an empty Accept accepts nothing */
+        if ((strcmp(a->type, "*") == 0 && strcmp(a->subtype, "*") == 0) ||
+            (strcasecmp(a->type, "application") == 0 &&
+             (strcmp(a->subtype, "*") == 0 ||
+              strcasecmp(a->subtype, "pidf+xml") == 0)))
+            return 1;
+    }
+    return 0;
+}
+
 void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
 {
     if (stopping) {
@@ -648,6 +685,12 @@ void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
     if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
         const char *hdrs[] = {"Allow-Events", "presence", NULL};
         pl__sip_reply(t, 489, NULL, hdrs);
+        return;
+    }
+    if (!accepts_pidf(req)) {
+        /* RFC 6665 §4.2.1.1: no body this notifier can make is
+         * acceptable. */
+        pl__sip_reply(t, 406, NULL, NULL);
         return;
     }
     struct pl_host *h;

@@ -107,11 +107,13 @@ class Watcher(Publisher):
     """A Publisher that also subscribes (one dialog per presentity)."""
 
     def subscribe(self, user, expires=None, dialog=None, event="presence",
-                  auth=True):
+                  auth=True, accept="application/pidf+xml"):
         """SUBSCRIBE to user (a new dialog, or in dialog = (call_id,
         to_tag)); returns (final response, dialog)."""
         uri = "sip:%s@%s" % (user, self.domain)
-        extra = "Event: %s\r\nAccept: application/pidf+xml\r\n" % event
+        extra = "Event: %s\r\n" % event
+        if accept is not None:
+            extra += "Accept: %s\r\n" % accept
         extra += "Contact: <%s>\r\n" % self.contact_uri
         if expires is not None:
             extra += "Expires: %d\r\n" % expires
@@ -168,6 +170,12 @@ def subscribe_flow(srv, port, users):
     r, _ = sue.subscribe(x, event="dialog")
     check("SUBSCRIBE to another event package: 489 with Allow-Events",
           code_of(r) == 489 and r.get("allow-events") == "presence", r)
+    r, _ = sue.subscribe(x, accept="application/xpidf+xml, "
+                                   "application/pidf+xml;q=0")
+    check("SUBSCRIBE whose Accept excludes PIDF: 406", code_of(r) == 406, r)
+    r, dlg = sue.subscribe(x, accept="application/*;q=0.5", expires=0)
+    check("SUBSCRIBE accepting application/* (a fetch, Expires: 0): 200",
+          code_of(r) == 200, r)
     r, _ = sue.subscribe(x, expires=5)
     check("SUBSCRIBE with Expires below min_expires: 423",
           code_of(r) == 423 and r.get("min-expires") == "10", r)
