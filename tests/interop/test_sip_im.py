@@ -44,11 +44,7 @@ import asyncio
 import json
 import os
 import re
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,6 +52,7 @@ import harness  # noqa: E402
 from harness import check, tostr, wait_for  # noqa: E402
 from im_common import (PW, STEP, ImClient, LoopThread,  # noqa: E402
                        add_users, is_message, is_presence, make_both)
+from baresip_ua import Baresip  # noqa: E402
 from sipua import (SipUA, digest_credentials, parse,  # noqa: E402
                    parse_challenge, rand_token)
 
@@ -616,55 +613,28 @@ def baresip(srv, port, users):
     """baresip registers over UDP (digest, MD5: see sip.md5_only_agents)
     and exchanges a MESSAGE with a slixmpp user both ways; commands go
     through its ctrl_tcp module (netstring JSON)."""
-    if not shutil.which("baresip"):
+    if not Baresip.installed():
         check("baresip (baresip-core) is installed", False,
               "run scripts/bootstrap --test")
         return
     b, x = users["bert"], users["xavi"]
-    bport, cport = harness.free_ports(2)
-    d = tempfile.mkdtemp(prefix="parley-baresip-")
-    with open(os.path.join(d, "config"), "w") as f:
-        f.write("poll_method epoll\nnet_interface 127.0.0.1\n"
-                "sip_listen 127.0.0.1:%d\n"
-                "module_path /usr/lib/baresip/modules\n"
-                "module_app account.so\nmodule_app contact.so\n"
-                "module_app menu.so\nmodule_app ctrl_tcp.so\n"
-                "ctrl_tcp_listen 127.0.0.1:%d\n" % (bport, cport))
-    with open(os.path.join(d, "accounts"), "w") as f:
-        f.write('<sip:%s@%s>;auth_pass=%s;outbound="sip:127.0.0.1:%d;'
-                'transport=udp";regint=60\n' % (b, srv.domain, PW, port))
-    with open(os.path.join(d, "contacts"), "w") as f:
-        f.write('"X" <sip:%s@%s>\n' % (x, srv.domain))
-    log_path = os.path.join(d, "baresip.log")
-    log = open(log_path, "w")
-    # -s: SIP trace, where the MESSAGE it receives shows.
-    argv = ["baresip", "-f", d, "-s"]
-    if shutil.which("stdbuf"):
-        argv = ["stdbuf", "-oL"] + argv  # the trace line by line
-    p = harness.spawn("baresip", argv,
-                      stdin=subprocess.DEVNULL, stdout=log,
-                      stderr=subprocess.STDOUT)
+    ua = Baresip(b, srv.domain, PW, port,
+                 contacts=['"X" <sip:%s@%s>' % (x, srv.domain)])
     lt = LoopThread()
     client = None
-    ctl = None
     try:
-        aor = "%s@%s" % (b, srv.domain)
-        reg = wait_for(lambda: [r for r in registrations(srv)
-                                if r.get("aor") == aor], 10)
+        aor = ua.aor
+        reg = ua.start() and wait_for(
+            lambda: [r for r in registrations(srv) if r.get("aor") == aor],
+            10)
         check("baresip registers over UDP (401, MD5 digest, 200)", reg,
               registrations(srv))
         got = []
         client = lt.run(_slix(srv, "%s@%s" % (x, srv.domain), got),
                         STEP * 3)
-        ctl = socket.create_connection(("127.0.0.1", cport), STEP)
-
-        def cmd(c, prm=""):
-            j = json.dumps({"command": c, "params": prm,
-                            "token": c}).encode()
-            ctl.sendall(b"%d:%s," % (len(j), j))
-        cmd("contact_next")
+        ua.command("contact_next")
         time.sleep(0.3)
-        cmd("message", "hello from baresip")
+        ua.command("message", "hello from baresip")
         check("baresip -> slixmpp: the MESSAGE arrives as a <message/>",
               wait_for(lambda: any(body == "hello from baresip" and
                                    frm.startswith(aor + "/sip-")
@@ -675,25 +645,18 @@ def baresip(srv, port, users):
                                         mbody="hello baresip from slixmpp",
                                         mtype="chat"))
 
-        def arrived():
-            with open(log_path, errors="replace") as f:
-                return "hello baresip from slixmpp" in f.read()
         check("slixmpp -> baresip: the MESSAGE reaches baresip, which "
-              "answers 200", wait_for(arrived, 10) and
+              "answers 200", ua.wait_log("hello baresip from slixmpp", 10) and
               wait_for(lambda: counter(srv, "sip_messages_out") > o0, 10),
               counter(srv, "sip_messages_out"))
     finally:
-        if ctl:
-            ctl.close()
         if client:
             try:
                 lt.run(_slix_stop(client))
             except Exception:  # noqa: BLE001
                 pass
         lt.stop()
-        harness.stop_group(p, grace=5)
-        log.close()
-        shutil.rmtree(d, ignore_errors=True)
+        ua.stop()
 
 
 def reject_mode():

@@ -34,7 +34,12 @@ ms), min_expires = 10, max_expires = 3600.  Checked:
   - with sip.presence_authorization = "open" (a second parleyd): a SIP
     watcher of a SIP user without a roster item: active at once, closed
     until the presentity registers, then open, its PUBLISH of busy as dnd,
-    closed when it unregisters.
+    closed when it unregisters;
+  - Debian's baresip with its presence module: its PUBLISH (pubint) seen
+    by an XMPP friend, presence_offline / presence_online as unavailable /
+    available; its SUBSCRIBE to the friend (contact ;presence=p2p) active,
+    the friend's dnd and return read by baresip from the NOTIFYs (Busy,
+    Online in its log); its subscriptions end when it stops.
 
 Run with /usr/bin/python3; `scripts/run-tests sip_presence`.
 """
@@ -45,9 +50,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import check, tostr  # noqa: E402
-from im_common import (STEP, ImClient, add_users, is_presence,  # noqa: E402
-                       make_both)
+from baresip_ua import Baresip  # noqa: E402
+from harness import check, tostr, wait_for  # noqa: E402
+from im_common import (PW, STEP, ImClient, add_users,  # noqa: E402
+                       is_presence, make_both)
 from sipua import digest_credentials, rand_token  # noqa: E402
 from test_sip_im import (T1, SipUser, code_of, counter, pick,  # noqa: E402
                          registrations)
@@ -507,6 +513,73 @@ def publish_flow(srv, port, users):
     xc.logout()
 
 
+def subscriptions_of(srv, watcher):
+    return [x for x in subscriptions(srv)
+            if x.get("watcher") == "%s@%s" % (watcher, srv.domain)]
+
+
+def baresip_flow(srv, port, users):
+    """Debian's baresip with its presence module: PUBLISH (account
+    pubint) seen by an XMPP friend, and SUBSCRIBE to the friend (a contact
+    with ;presence=p2p) whose changes reach baresip as NOTIFYs that it
+    reads (its log says "changed status")."""
+    if not Baresip.installed():
+        check("baresip (baresip-core) is installed", False,
+              "run scripts/bootstrap --test")
+        return
+    b, x = users["bea"], users["xeno"]
+    if not make_both(srv, b, x):
+        check("bea and xeno are subscribed to each other", False)
+        return
+    xc = ImClient(srv, x, "desk")
+    xc.roster_get()
+    xc.presence()
+    xc.drain(0.5)
+    ua = Baresip(b, srv.domain, PW, port,
+                 contacts=['"X" <sip:%s@%s>;presence=p2p' % (x, srv.domain)],
+                 modules=["presence.so"], account_params=";pubint=60")
+    try:
+        pubs = lambda: [p for p in publications(srv)  # noqa: E731
+                        if p.get("presentity") == ua.aor]
+        up = ua.start() and wait_for(pubs, STEP)
+        check("baresip registers and PUBLISHes its presence (200, listed "
+              "by parleyctl sip)", up, publications(srv))
+        full = resource_of(srv, b)
+        p = xc.wait(is_presence(frm=full), STEP)
+        check("the XMPP friend sees baresip available", p is not None,
+              tostr(p))
+        xc.drain(0.3)
+        ua.command("presence_offline")
+        p = xc.wait(is_presence(frm=full, type_="unavailable"), STEP)
+        check("baresip's presence_offline (PUBLISH closed): the friend sees "
+              "unavailable", p is not None, tostr(p))
+        ua.command("presence_online")
+        p = xc.wait(is_presence(frm=full), STEP)
+        check("presence_online (PUBLISH open): available again",
+              p is not None, tostr(p))
+        subs = wait_for(lambda: [s for s in subscriptions_of(srv, b)
+                                 if s.get("state") == "active"], STEP)
+        check("baresip SUBSCRIBEs to its XMPP contact: active (roster "
+              "'both')", subs, subscriptions(srv))
+        ua.wait_log("NOTIFY", STEP)
+        mark = len(ua.log())
+        xc.presence(show="dnd", status="in a meeting")
+        check("the friend goes dnd: baresip reads the NOTIFY as Busy",
+              ua.wait_log("to \x1b[31mBusy", STEP, after=mark),
+              ua.log()[mark:][-800:])
+        mark = len(ua.log())
+        xc.presence()
+        check("the friend is back: baresip reads the NOTIFY as Online",
+              ua.wait_log("to \x1b[32mOnline", STEP, after=mark),
+              ua.log()[mark:][-800:])
+    finally:
+        ua.stop()
+        xc.logout()
+    check("baresip gone: its subscriptions end with its registration",
+          wait_for(lambda: not subscriptions_of(srv, b), STEP * 3),
+          subscriptions(srv))
+
+
 def main():
     port, = harness.free_ports(1)
     lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
@@ -521,10 +594,11 @@ def main():
     if not srv.start():
         harness.finish()
     names = {k: harness.unique(k) for k in ("sam", "xena", "sue", "xia",
-                                             "yul")}
+                                             "yul", "bea", "xeno")}
     add_users(srv, *names.values())
     publish_flow(srv, port, names)
     subscribe_flow(srv, port, names)
+    baresip_flow(srv, port, names)
     open_mode()
     harness.finish()
 
