@@ -175,6 +175,24 @@ struct pl_jid *pl__sip_request_user(osip_message_t *req, struct pl_host **h)
     return who;
 }
 
+struct pl_jid *pl__sip_presence_request(struct sip_txn *t, osip_message_t *req,
+                                        int stopping, struct pl_host **h)
+{
+    if (stopping) {
+        pl__sip_reply_stopping(t);
+        return NULL;
+    }
+    if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
+        const char *hdrs[] = {"Allow-Events", "presence", NULL};
+        pl__sip_reply(t, 489, NULL, hdrs);
+        return NULL;
+    }
+    struct pl_jid *who = pl__sip_request_user(req, h);
+    if (!who)
+        pl__sip_reply(t, 404, NULL, NULL);
+    return who;
+}
+
 /* ---- the checks ---- */
 
 /* Whether the Request-URI's host is a host of ours or one of our

@@ -262,21 +262,10 @@ static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
 
 void pl__sip_publish(struct sip_txn *t, osip_message_t *req)
 {
-    if (stopping) {
-        pl__sip_reply_stopping(t);
-        return;
-    }
-    if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
-        const char *hdrs[] = {"Allow-Events", "presence", NULL};
-        pl__sip_reply(t, 489, NULL, hdrs);
-        return;
-    }
     struct pl_host *h;
-    struct pl_jid *who = pl__sip_request_user(req, &h);
-    if (!who) {
-        pl__sip_reply(t, 404, NULL, NULL);
+    struct pl_jid *who = pl__sip_presence_request(t, req, stopping, &h);
+    if (!who)
         return;
-    }
     struct pl_jid *sender = NULL;
     int rc = pl__sip_uri_jid(req->from ? req->from->url : NULL, &sender);
     if (rc != PL_OK || strcmp(sender->bare, who->bare) != 0) {

@@ -552,6 +552,11 @@ struct pl_host *pl__sip_request_host(osip_message_t *req);
 /* The Request-URI as an account's address on the request's host: its JID
  * (pl_jid_free) and *h; NULL when it names no user of that host. */
 struct pl_jid *pl__sip_request_user(osip_message_t *req, struct pl_host **h);
+/* The presentity of a PUBLISH or SUBSCRIBE (pl__sip_request_user), or
+ * NULL when t was answered: 503 while stopping, 489 with Allow-Events for
+ * an Event other than presence, 404 for no user of ours. */
+struct pl_jid *pl__sip_presence_request(struct sip_txn *t, osip_message_t *req,
+                                        int stopping, struct pl_host **h);
 /* The Allow value: every method with a handler ("OPTIONS, ..."). */
 const char *pl__sip_allow(void);
 

@@ -678,25 +678,15 @@ static int accepts_pidf(osip_message_t *req)
 
 void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
 {
-    if (stopping) {
-        pl__sip_reply_stopping(t);
+    struct pl_host *h;
+    struct pl_jid *who = pl__sip_presence_request(t, req, stopping, &h);
+    if (!who)
         return;
-    }
-    if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
-        const char *hdrs[] = {"Allow-Events", "presence", NULL};
-        pl__sip_reply(t, 489, NULL, hdrs);
-        return;
-    }
     if (!accepts_pidf(req)) {
         /* RFC 6665 §4.2.1.1: no body this notifier can make is
          * acceptable. */
+        pl_jid_free(who);
         pl__sip_reply(t, 406, NULL, NULL);
-        return;
-    }
-    struct pl_host *h;
-    struct pl_jid *who = pl__sip_request_user(req, &h);
-    if (!who) {
-        pl__sip_reply(t, 404, NULL, NULL);
         return;
     }
     struct pl_jid *watcher = NULL;
