@@ -114,7 +114,8 @@ unit: $(BUILD)/unit-tests
 test:
 	@scripts/bootstrap --test
 	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
-	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load
+	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load \
+	    $(BUILD)/bench/sip-load
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@# the ground rules say gcc and clang: clang builds everything too
 	@$(MAKE) -j2 --no-print-directory CC=clang BUILD=build/clang all \
@@ -257,16 +258,25 @@ fuzz-regress: fuzz-build
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
 
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
-# which compares Parley with Prosody and ejabberd (see bench/README.md).
+# which compares Parley with Prosody and ejabberd, and with Kamailio for
+# SIP (see bench/README.md).
 $(BUILD)/bench/parley-load: bench/parley-load.c src/core/version.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
 	    -Isrc $(call pkg_config,--cflags,openssl) -o $@ $< \
 	    $(call pkg_config,--libs,openssl)
 
+# bench/sip-load, the SIP generator (issue 14: Parley against Kamailio).
+$(BUILD)/bench/sip-load: bench/sip-load.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+	    $(call pkg_config,--cflags,openssl) -o $@ $< \
+	    $(call pkg_config,--libs,openssl)
+
 bench:
 	@scripts/bootstrap
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load \
+	    $(BUILD)/bench/sip-load
 	@bench/run
 
 bench-scale:

@@ -410,7 +410,15 @@ char *pl__sip_serialize(osip_message_t *m, size_t *len)
     if (osip_message_to_str(m, &s, &n) != 0 || !s)
         return NULL;
     *len = n;
-    return s; /* osip_malloc is pl_malloc: pl_free frees it */
+    /* libosip2 writes into a buffer of at least 8 KiB whatever the
+     * message's size; transactions keep the result for 64*T1 (Timer J)
+     * or until Timer K, so it is copied to its own size: 8 KiB per UDP
+     * transaction was most of parleyd's memory under a registration
+     * burst (bench/sip-load).  osip_malloc is pl_malloc: pl_free frees
+     * both. */
+    char *out = pl_strndup(s, n);
+    pl_free(s);
+    return out;
 }
 
 void pl__sip_make_tag(const osip_message_t *req, char out[17])

@@ -16,6 +16,7 @@
  * corpus file is a row of torture[].
  */
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -478,6 +479,29 @@ void test_sip_txn_key(void)
         osip_message_free(a);
         osip_message_free(b);
     }
+}
+
+/* A serialized message is kept by its transaction for 64*T1: it must take
+ * its own size, not the 8 KiB buffer libosip2 writes it into. */
+void test_sip_serialize_size(void)
+{
+    osip_message_t *m = parse(
+        REQ("OPTIONS", "SIP/2.0/UDP h:5060;branch=z9hG4bKab", "OPTIONS"));
+    CHECK(m != NULL);
+    if (!m)
+        return;
+    osip_message_t *r = pl__sip_response_build(m, 200, NULL, "tag1");
+    size_t len = 0;
+    char *s = r ? pl__sip_serialize(r, &len) : NULL;
+    CHECK(s != NULL);
+    if (s) {
+        CHECK_INT(strlen(s), len);
+        CHECK(strncmp(s, "SIP/2.0 200 OK\r\n", 16) == 0);
+        CHECK(malloc_usable_size(s) < len + 64);
+    }
+    pl_free(s);
+    osip_message_free(r);
+    osip_message_free(m);
 }
 
 static void peer_flow(struct sip_flow *f, const char *ip, int port)
