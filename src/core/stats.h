@@ -43,6 +43,7 @@
     X(sip_registrations)                                                       \
     X(sip_bindings)                                                            \
     X(sip_auth_failures)                                                       \
+    X(sip_auth_cache_hits)                                                     \
     X(sip_messages_in)                                                         \
     X(sip_publications)                                                        \
     X(sip_subscriptions)                                                       \

@@ -222,8 +222,19 @@ static void store_done(int rc, void *arg)
         pl_log_info("mod_register", "%s %s@%s",
                     j->create ? "registered" : "changed the password of",
                     j->base.user, j->base.host);
-        if (j->create)
+        if (j->create) {
             pl_stat_inc(registrations);
+        } else {
+            /* Caches of the old keys drop them (the SIP digest cache). */
+            struct pl_event ev = {"user/password",
+                                  pl_host_find(j->base.host),
+                                  NULL,
+                                  NULL,
+                                  NULL,
+                                  NULL,
+                                  j->base.user};
+            pl_hook_fire(&ev);
+        }
     } else if (rc != PL_ECONFLICT) {
         pl_log_error("mod_register", "storing %s@%s failed: %s", j->base.user,
                      j->base.host, pl_strerror(rc));

@@ -28,9 +28,12 @@
 #include <strings.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "alloc.h"
 #include "digest.h"
 #include "error.h"
+#include "hook.h"
 #include "host.h"
 #include "jid.h"
 #include "log.h"
@@ -41,16 +44,151 @@
 
 static struct pl_digest *D;
 
+/* ---- the key cache ----
+ *
+ * The digest keys of the accounts that authenticated lately, so that a
+ * registered user's next requests (a MESSAGE every few seconds from a
+ * busy phone) are checked on the loop without a storage read, and in the
+ * order they came (a read finishing out of order made nonce counts look
+ * replayed).  An entry lives sip.auth_cache_ttl seconds from its read:
+ * that bounds how long keys changed outside this process (parleyctl
+ * passwd) still work.  A password change through XEP-0077 and an account
+ * removal drop the entry at once (user/password, user/deleted).  Entries
+ * are made only for accounts that exist, at most sip.auth_cache_max. */
+
+struct cached {
+    uint64_t until;                           /* loop time (ms) */
+    struct pl_digest_key key[PL_DIGEST_NALG]; /* the account's */
+};
+
+static struct pl_map cache;     /* "user@host" -> struct cached */
+static struct pl_timer sweeper; /* drops expired entries */
+
+static uint64_t now_ms(void)
+{
+    return pl_loop_now(pl_server_loop());
+}
+
+static void cache_drop(const char *bare)
+{
+    struct cached *c = pl_map_del(&cache, bare);
+    if (c) {
+        OPENSSL_cleanse(c, sizeof(*c));
+        pl_free(c);
+    }
+}
+
+static const struct cached *cache_get(const char *bare)
+{
+    struct cached *c = pl_map_get(&cache, bare);
+    if (c && c->until <= now_ms()) {
+        cache_drop(bare);
+        c = NULL;
+    }
+    return c;
+}
+
+static void cache_put(const char *bare, const struct pl_account *a)
+{
+    const struct sip_settings *S = pl__sip_settings();
+    if (S->auth_cache_ttl <= 0)
+        return;
+    struct cached *c = pl_map_get(&cache, bare);
+    if (!c) {
+        if ((long)cache.count >= S->auth_cache_max)
+            return;
+        c = pl_calloc(1, sizeof(*c));
+        pl_map_put(&cache, bare, c);
+    }
+    c->until = now_ms() + (uint64_t)S->auth_cache_ttl * 1000;
+    memcpy(c->key, a->digest, sizeof(c->key));
+}
+
+struct sweep_ctx {
+    char **dead;
+    size_t n, cap;
+    uint64_t now;
+};
+
+static void sweep_one(const char *key, void *value, void *ud)
+{
+    struct sweep_ctx *sc = ud;
+    const struct cached *c = value;
+    if (c->until > sc->now)
+        return;
+    if (sc->n == sc->cap) {
+        sc->cap = sc->cap ? sc->cap * 2 : 64;
+        sc->dead = pl_realloc(sc->dead, sc->cap * sizeof(*sc->dead));
+    }
+    sc->dead[sc->n++] = pl_strdup(key);
+}
+
+static void on_sweep(struct pl_timer *t)
+{
+    (void)t;
+    struct sweep_ctx sc = {NULL, 0, 0, now_ms()};
+    pl_map_each(&cache, sweep_one, &sc);
+    for (size_t i = 0; i < sc.n; i++) {
+        cache_drop(sc.dead[i]);
+        pl_free(sc.dead[i]);
+    }
+    pl_free(sc.dead);
+    long ttl = pl__sip_settings()->auth_cache_ttl;
+    if (ttl > 0)
+        pl_timer_start(pl_server_loop(), &sweeper, (uint64_t)ttl * 1000);
+}
+
+static int on_account_changed(struct pl_event *ev, void *state)
+{
+    (void)state;
+    const char *user = ev->data;
+    if (!user || !ev->host)
+        return PL_PASS;
+    size_t n = strlen(user) + strlen(ev->host->domain) + 2;
+    char *bare = pl_malloc(n);
+    snprintf(bare, n, "%s@%s", user, ev->host->domain);
+    cache_drop(bare);
+    pl_free(bare);
+    return PL_PASS;
+}
+
+size_t pl__sip_auth_cached(void)
+{
+    return cache.count;
+}
+
 int pl__sip_auth_start(void)
 {
     struct pl_digest_conf conf = PL_DIGEST_CONF_DEFAULT;
     conf.nonce_lifetime = pl__sip_settings()->nonce_lifetime;
     D = pl_digest_new(pl_server_secret(), &conf);
-    return D ? PL_OK : PL_EINVAL;
+    if (!D)
+        return PL_EINVAL;
+    for (int i = 0; pl_host_at(i); i++) {
+        struct pl_host *h = pl_host_at(i);
+        pl_hook_add(h, "user/password", on_account_changed, 0, NULL);
+        pl_hook_add(h, "user/deleted", on_account_changed, 0, NULL);
+    }
+    pl_timer_init(&sweeper, on_sweep, NULL);
+    long ttl = pl__sip_settings()->auth_cache_ttl;
+    if (ttl > 0)
+        pl_timer_start(pl_server_loop(), &sweeper, (uint64_t)ttl * 1000);
+    return PL_OK;
+}
+
+static void drop_each(const char *key, void *value, void *ud)
+{
+    (void)key;
+    (void)ud;
+    OPENSSL_cleanse(value, sizeof(struct cached));
+    pl_free(value);
 }
 
 void pl__sip_auth_free(void)
 {
+    pl_timer_stop(&sweeper);
+    pl_map_each(&cache, drop_each, NULL);
+    pl_map_clear(&cache);
     pl_digest_free(D);
     D = NULL;
 }
@@ -59,6 +197,7 @@ size_t pl__sip_auth_tracked(void)
 {
     return D ? pl_digest_tracked(D) : 0;
 }
+
 
 /* COMPAT: whether the request's User-Agent is one that fails a
  * challenge set holding an algorithm it does not know, instead of
@@ -289,6 +428,8 @@ static void done(int rc, void *arg)
         pl__sip_reply(t, 500, NULL, NULL);
         j->cb(j->arg, NULL, NULL);
     } else {
+        if (j->found)
+            cache_put(j->base.bare, &j->acct);
         finish(j, t);
     }
     job_free(j);
@@ -364,6 +505,15 @@ void pl__sip_auth(struct sip_txn *t, struct pl_host *h, const struct pl_jid *as,
     size_t n = strlen(local) + strlen(h->domain) + 2;
     j->base.bare = pl_malloc(n);
     snprintf(j->base.bare, n, "%s@%s", local, h->domain);
+    const struct cached *c = cache_get(j->base.bare);
+    if (c) {
+        memcpy(j->acct.digest, c->key, sizeof(c->key));
+        j->found = 1;
+        pl_stat_inc(sip_auth_cache_hits);
+        finish(j, t);
+        job_free(j);
+        return;
+    }
     pl_storage_submit(pl_server_loop(), run, done, j);
     return;
 answered:

@@ -749,6 +749,8 @@ static void admin(json_t *answer)
     json_object_set_new(answer, "registrations", l);
     json_object_set_new(answer, "digest_nonces",
                         json_integer((json_int_t)pl__sip_auth_tracked()));
+    json_object_set_new(answer, "digest_keys_cached",
+                        json_integer((json_int_t)pl__sip_auth_cached()));
 }
 
 const struct sip_part pl__sip_registrar = {

@@ -79,6 +79,8 @@ static const struct sip_settings defaults = {
     .offline_messages = SIP_OFFLINE_STORE,
     .presence_authorization = SIP_PRESENCE_ROSTER,
     .presence_notify_interval = 1000,
+    .auth_cache_ttl = 60,
+    .auth_cache_max = 100000,
 };
 
 static const char *const offline_choices[] = {"store", "reject", NULL};
@@ -146,6 +148,17 @@ static const struct pl_option options[] = {
      "Seconds a digest nonce is accepted; then the client is challenged "
      "again with stale=true (RFC 7616 §3.3).",
      offsetof(struct sip_settings, nonce_lifetime)},
+    {"auth_cache_ttl", PL_OPT_INT, "60", 0, 3600, NULL,
+     "Seconds the digest keys of an account that authenticated stay in "
+     "memory, so that its next requests need no storage read; 0: always "
+     "read.  A password changed by parleyctl passwd while parleyd runs "
+     "may still work this long (XEP-0077 changes and removals take effect "
+     "at once).",
+     offsetof(struct sip_settings, auth_cache_ttl)},
+    {"auth_cache_max", PL_OPT_INT, "100000", 0, 100000000, NULL,
+     "Accounts whose digest keys are cached at most (about 150 bytes "
+     "each); beyond, keys are read from storage each time.",
+     offsetof(struct sip_settings, auth_cache_max)},
     {"offline_messages", PL_OPT_ENUM, "\"store\"", 0, 0, offline_choices,
      "A MESSAGE to a user with no available session: \"store\" keeps it in "
      "the offline store like an XMPP message (202 Accepted), \"reject\" "

@@ -90,6 +90,8 @@ struct sip_settings {
                                         * with MD5 alone (COMPAT) */
     int presence_authorization;        /* enum sip_presence_auth */
     long presence_notify_interval;     /* ms between NOTIFYs of a dialog */
+    long auth_cache_ttl;               /* seconds digest keys are cached */
+    long auth_cache_max;               /* accounts in that cache at most */
 };
 
 /* Who may watch a presentity (SUBSCRIBE). */
@@ -704,6 +706,8 @@ int pl__sip_auth_start(void);
 void pl__sip_auth_free(void);
 /* Nonces in the replay table (parleyctl sip). */
 size_t pl__sip_auth_tracked(void);
+/* Accounts whose digest keys are cached (parleyctl sip). */
+size_t pl__sip_auth_cached(void);
 
 /* ------------------------------------------------------------------ */
 /* Registrar (registrar.c): bindings, each a session.                  */

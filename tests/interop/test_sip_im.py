@@ -659,6 +659,36 @@ def baresip(srv, port, users):
         ua.stop()
 
 
+def key_cache(srv, port, users):
+    """sip.auth_cache_ttl: the digest keys of an account that authenticated
+    are kept in memory (no storage read for its next requests), and an
+    XEP-0077 password change drops them at once."""
+    k = users["kay"]
+    ua = SipUser(srv, port, k)
+    _, final = ua.register(expires=60)
+    h0 = counter(srv, "sip_auth_cache_hits")
+    _, again = ua.register(expires=60)
+    check("a second REGISTER is checked against the cached keys "
+          "(sip_auth_cache_hits rises)", code_of(final) == 200 and
+          code_of(again) == 200 and counter(srv, "sip_auth_cache_hits") > h0,
+          (final, again, counter(srv, "sip_auth_cache_hits")))
+    xc = ImClient(srv, k, "pw")
+    res = xc.request("<query xmlns='jabber:iq:register'><username>%s"
+                     "</username><password>%s</password></query>"
+                     % (k, PW + "-new"), type_="set")
+    xc.logout()
+    _, old = ua.register(expires=60)
+    check("after an XEP-0077 password change the old password is refused "
+          "at once (401), cache or not", res is not None and
+          res.get("type") == "result" and code_of(old) == 401,
+          (tostr(res), old))
+    ua.close()
+    ua = SipUser(srv, port, k, password=PW + "-new")
+    _, new = ua.register(expires=0)
+    check("... and the new one works (200)", code_of(new) == 200, new)
+    ua.close()
+
+
 def reject_mode():
     """sip.offline_messages = "reject": 480 instead of storing."""
     port, = harness.free_ports(1)
@@ -702,10 +732,11 @@ def main():
     if not srv.start():
         harness.finish()
     names = {k: harness.unique(k) for k in
-             ("alice", "bob", "carol", "sam", "xena", "ted", "yann",
+             ("alice", "bob", "carol", "sam", "xena", "ted", "yann", "kay",
                        "bert", "xavi")}
     add_users(srv, *names.values())
     registrar(srv, port, names)
+    key_cache(srv, port, names)
     presence_and_messages(srv, port, names)
     baresip(srv, port, names)
     reject_mode()
