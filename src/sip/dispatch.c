@@ -84,7 +84,7 @@ const struct sip_method pl__sip_methods[] = {
 };
 
 /* Option tags (RFC 3261 §19.2) of the extensions this server supports. */
-static const char *const supported[] = {NULL};
+static const char *const supported[] = {"path", NULL}; /* RFC 3327 */
 
 static const struct sip_method *method_row(const char *name)
 {

@@ -346,7 +346,7 @@ void pl__sip_publish(struct sip_txn *t, osip_message_t *req)
     }
     pl_jid_free(sender);
     struct pl_session *s = pl__sip_binding_on_conn(who->bare,
-                                                   pl__sip_txn_flow(t));
+                                                   pl__sip_txn_flow(t), req);
     if (s) {
         proceed(t, who->bare, s);
         pl_jid_free(who);
