@@ -605,10 +605,13 @@ async def _slix_stop(x):
     await asyncio.wait_for(x.disconnect(), STEP)
 
 
-def baresip(srv, port, users):
+def baresip(srv, port, users, outbound=False):
     """baresip registers over UDP (digest, MD5: see sip.md5_only_agents)
     and exchanges a MESSAGE with a slixmpp user both ways; commands go
-    through its ctrl_tcp module (netstring JSON)."""
+    through its ctrl_tcp module (netstring JSON).  port: where it sends
+    everything (its outbound proxy); outbound: RFC 5626 on (sipnat=outbound,
+    with the uuid module for its +sip.instance), with which libre says
+    Supported: path (test_sip_kamailio.py)."""
     if not shutil.which("baresip"):
         check("baresip (baresip-core) is installed", False,
               "run scripts/bootstrap --test")
@@ -620,12 +623,16 @@ def baresip(srv, port, users):
         f.write("poll_method epoll\nnet_interface 127.0.0.1\n"
                 "sip_listen 127.0.0.1:%d\n"
                 "module_path /usr/lib/baresip/modules\n"
+                "%s"
                 "module_app account.so\nmodule_app contact.so\n"
                 "module_app menu.so\nmodule_app ctrl_tcp.so\n"
-                "ctrl_tcp_listen 127.0.0.1:%d\n" % (bport, cport))
+                "ctrl_tcp_listen 127.0.0.1:%d\n"
+                % (bport, "module_tmp uuid.so\n" if outbound else "", cport))
     with open(os.path.join(d, "accounts"), "w") as f:
         f.write('<sip:%s@%s>;auth_pass=%s;outbound="sip:127.0.0.1:%d;'
-                'transport=udp";regint=60\n' % (b, srv.domain, PW, port))
+                'transport=udp";regint=60%s\n'
+                % (b, srv.domain, PW, port,
+                   ";sipnat=outbound" if outbound else ""))
     with open(os.path.join(d, "contacts"), "w") as f:
         f.write('"X" <sip:%s@%s>\n' % (x, srv.domain))
     log_path = os.path.join(d, "baresip.log")
