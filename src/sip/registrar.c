@@ -814,8 +814,7 @@ static void admin(json_t *answer)
         json_array_append_new(
             l,
             json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "aor",
-                      b->aor->bare,
-                      "contact", b->uri, "transport",
+                      b->aor->bare, "contact", b->uri, "transport",
                       pl__sip_transport_name(b->flow.transport), "expires_in",
                       (json_int_t)(b->expires_at > now
                                        ? (b->expires_at - now + 999) / 1000

@@ -156,8 +156,7 @@ int pl__sip_routes_from_path(const osip_message_t *req,
     return PL_OK;
 }
 
-int pl__sip_routes_from_rr(const osip_message_t *req,
-                           struct sip_route_set *out)
+int pl__sip_routes_from_rr(const osip_message_t *req, struct sip_route_set *out)
 {
     memset(out, 0, sizeof(*out));
     for (int i = 0; i < osip_list_size(&req->record_routes); i++) {
@@ -179,8 +178,7 @@ char *pl__sip_routes_join(const struct sip_route_set *rs)
     char *s = pl_malloc(n), *p = s;
     *p = '\0';
     for (int i = 0; i < rs->n; i++)
-        p += snprintf(p, n - (size_t)(p - s), "%s%s", i ? ", " : "",
-                      rs->v[i]);
+        p += snprintf(p, n - (size_t)(p - s), "%s%s", i ? ", " : "", rs->v[i]);
     return s;
 }
 

@@ -78,24 +78,24 @@ enum {
 };
 
 struct sub {
-    char *key;            /* "call-id\nfrom-tag\nto-tag" (the map's) */
-    struct pl_jid *who;   /* the presentity (bare) */
-    char *watcher;        /* the watcher's bare JID */
-    char *call_id;        /* the dialog */
-    char *remote_tag;     /* the SUBSCRIBE's From tag */
-    char local_tag[17];   /* our To tag */
-    char *remote_uri;     /* the watcher's From URI (NOTIFY To) */
-    char *local_uri;      /* the presentity's URI (NOTIFY From) */
-    char *target;         /* the SUBSCRIBE's Contact (remote target) */
+    char *key;                  /* "call-id\nfrom-tag\nto-tag" (the map's) */
+    struct pl_jid *who;         /* the presentity (bare) */
+    char *watcher;              /* the watcher's bare JID */
+    char *call_id;              /* the dialog */
+    char *remote_tag;           /* the SUBSCRIBE's From tag */
+    char local_tag[17];         /* our To tag */
+    char *remote_uri;           /* the watcher's From URI (NOTIFY To) */
+    char *local_uri;            /* the presentity's URI (NOTIFY From) */
+    char *target;               /* the SUBSCRIBE's Contact (remote target) */
     struct sip_route_set route; /* from its Record-Route (§12.1.1) */
-    struct sip_flow flow; /* where NOTIFYs go: the first hop */
-    uint64_t sid;         /* the watcher's binding, 0: none */
-    uint32_t cseq;        /* our last NOTIFY's */
-    int state;            /* SUB_* */
-    uint64_t expires_at;  /* loop time (ms) */
-    uint64_t last_notify; /* loop time of the last NOTIFY, 0: none */
-    uint64_t tx;          /* the NOTIFY in flight, 0: none */
-    unsigned notifies;    /* sent */
+    struct sip_flow flow;       /* where NOTIFYs go: the first hop */
+    uint64_t sid;               /* the watcher's binding, 0: none */
+    uint32_t cseq;              /* our last NOTIFY's */
+    int state;                  /* SUB_* */
+    uint64_t expires_at;        /* loop time (ms) */
+    uint64_t last_notify;       /* loop time of the last NOTIFY, 0: none */
+    uint64_t tx;                /* the NOTIFY in flight, 0: none */
+    unsigned notifies;          /* sent */
     struct pl_timer expiry, notify;
     struct sub *next; /* in the presentity's list */
 };

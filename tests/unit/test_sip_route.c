@@ -103,10 +103,10 @@ static void build(const struct sip_route_set *rs, const char *target,
 void test_sip_route_path(void)
 {
     /* RFC 3327 §5.5.1 F4: P3 put itself above P1. */
-    osip_message_t *m =
-        request("REGISTER", "Supported: path\r\n"
-                            "Path: <sip:P3.EXAMPLEHOME.COM;lr>,"
-                            "<sip:P1.EXAMPLEVISITED.COM;lr>\r\n");
+    osip_message_t *m = request("REGISTER",
+                                "Supported: path\r\n"
+                                "Path: <sip:P3.EXAMPLEHOME.COM;lr>,"
+                                "<sip:P1.EXAMPLEVISITED.COM;lr>\r\n");
     struct sip_route_set rs = {0};
     CHECK_INT(pl__sip_routes_from_path(m, &rs), PL_OK);
     CHECK_INT(rs.n, 2);
@@ -122,8 +122,7 @@ void test_sip_route_path(void)
     pl_free(j);
     /* §5.5.2 F3: Request-URI the contact, the path vector as Route. */
     char ruri[256], routes[1024];
-    build(&rs, "sip:UA1@192.0.2.4", ruri, sizeof(ruri), routes,
-          sizeof(routes));
+    build(&rs, "sip:UA1@192.0.2.4", ruri, sizeof(ruri), routes, sizeof(routes));
     CHECK_STR(ruri, "sip:UA1@192.0.2.4");
     CHECK_STR(routes,
               "<sip:P3.EXAMPLEHOME.COM;lr>|<sip:P1.EXAMPLEVISITED.COM;lr>");
@@ -192,8 +191,7 @@ void test_sip_route_record_route(void)
         CHECK_STR(rs.v[1], "<sip:P3.EXAMPLEHOME.COM;lr;ftag=456248>");
     }
     char ruri[256], routes[1024];
-    build(&rs, "sip:UA1@192.0.2.4", ruri, sizeof(ruri), routes,
-          sizeof(routes));
+    build(&rs, "sip:UA1@192.0.2.4", ruri, sizeof(ruri), routes, sizeof(routes));
     CHECK_STR(ruri, "sip:UA1@192.0.2.4");
     CHECK_STR(routes, "<sip:P1.EXAMPLEVISITED.COM;lr>|"
                       "<sip:P3.EXAMPLEHOME.COM;lr;ftag=456248>");
@@ -235,8 +233,7 @@ void test_sip_route_strict(void)
     CHECK(!pl__sip_route_is_loose(v[0]));
     CHECK(pl__sip_route_is_loose(v[2]));
     char ruri[256], routes[1024];
-    build(&rs, "sip:user@remoteua", ruri, sizeof(ruri), routes,
-          sizeof(routes));
+    build(&rs, "sip:user@remoteua", ruri, sizeof(ruri), routes, sizeof(routes));
     CHECK_STR(ruri, "sip:proxy1");
     CHECK_STR(routes,
               "<sip:proxy2>|<sip:proxy3;lr>|<sip:proxy4>|<sip:user@remoteua>");
