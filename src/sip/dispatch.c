@@ -86,7 +86,7 @@ const struct sip_method pl__sip_methods[] = {
 };
 
 /* Option tags (RFC 3261 §19.2) of the extensions this server supports. */
-static const char *const supported[] = {NULL};
+static const char *const supported[] = {"path", NULL}; /* RFC 3327 */
 
 static const struct sip_method *method_row(const char *name)
 {
@@ -175,22 +175,26 @@ struct pl_jid *pl__sip_request_user(osip_message_t *req, struct pl_host **h)
     return who;
 }
 
-struct pl_jid *pl__sip_presence_request(struct sip_txn *t, osip_message_t *req,
-                                        int stopping, struct pl_host **h)
+int pl__sip_presence_request(struct sip_txn *t, osip_message_t *req,
+                             int stopping, int user, struct pl_host **h,
+                             struct pl_jid **who)
 {
+    *h = pl__sip_request_host(req);
+    *who = NULL;
     if (stopping) {
         pl__sip_reply_stopping(t);
-        return NULL;
+        return 0;
     }
     if (!pl__sip_is_presence_event(pl__sip_header(req, "Event", 0))) {
         const char *hdrs[] = {"Allow-Events", "presence", NULL};
         pl__sip_reply(t, 489, NULL, hdrs);
-        return NULL;
+        return 0;
     }
-    struct pl_jid *who = pl__sip_request_user(req, h);
-    if (!who)
+    if (user && !(*who = pl__sip_request_user(req, h))) {
         pl__sip_reply(t, 404, NULL, NULL);
-    return who;
+        return 0;
+    }
+    return 1;
 }
 
 /* ---- the checks ---- */

@@ -39,7 +39,8 @@
  *
  * Anything -> SIP (pl__sip_im_deliver, for the registrar's sessions).
  *   - The <message/> is mapped (bodiless ones are dropped, as RFC 7572
- *     says) and sent as a MESSAGE to the binding's Contact over its flow,
+ *     says) and sent as a MESSAGE to the binding's Contact over its flow
+ *     (along its Path, RFC 3327: Route fields, to the first hop),
  *     retransmitted over UDP until a final response or Timer F.  Over UDP
  *     a body is limited to 1300 bytes less room for the header fields (RFC
  *     3428 §8: no fragmented MESSAGE on a congestion-unsafe path); larger
@@ -605,6 +606,10 @@ void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st)
                              &m);
     pl_free(from);
     pl_free(to);
+    /* Along the binding's Path (RFC 3327 §5.4): a preloaded Route. */
+    if (rc == PL_OK)
+        rc = pl__sip_routes_apply(m, pl__sip_binding_route(s),
+                                  pl__sip_binding_contact(s));
     if (rc == PL_OK) {
         osip_message_set_content_type(m, o.content_type);
         osip_message_set_body(m, o.body, o.body_len);
@@ -615,6 +620,7 @@ void pl__sip_im_deliver(struct pl_session *s, struct pl_stanza *st)
     }
     pl_sip_im_out_clear(&o);
     if (rc != PL_OK) {
+        osip_message_free(m);
         pl_route_error(st, PL_EJID_MALFORMED, NULL);
         return;
     }

@@ -110,6 +110,27 @@ const char *pl__sip_header(const osip_message_t *m, const char *name, int pos)
     return NULL;
 }
 
+int pl__sip_has_option(const osip_message_t *m, const char *name,
+                       const char *tag)
+{
+    size_t tl = strlen(tag);
+    const char *v;
+    for (int i = 0; (v = pl__sip_header(m, name, i)); i++) {
+        const char *p = v;
+        while (*p) {
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            const char *e = p;
+            while (*e && *e != ',' && *e != ' ' && *e != '\t')
+                e++;
+            if ((size_t)(e - p) == tl && strncasecmp(p, tag, tl) == 0)
+                return 1;
+            p = e;
+        }
+    }
+    return 0;
+}
+
 const char *pl__sip_from_tag(const osip_message_t *m)
 {
     osip_generic_param_t *p = NULL;

@@ -263,8 +263,8 @@ static void authed(void *arg, struct sip_txn *t, struct pl_session *s)
 void pl__sip_publish(struct sip_txn *t, osip_message_t *req)
 {
     struct pl_host *h;
-    struct pl_jid *who = pl__sip_presence_request(t, req, stopping, &h);
-    if (!who)
+    struct pl_jid *who;
+    if (!pl__sip_presence_request(t, req, stopping, 1, &h, &who))
         return;
     struct pl_jid *sender = NULL;
     int rc = pl__sip_uri_jid(req->from ? req->from->url : NULL, &sender);

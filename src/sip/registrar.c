@@ -15,12 +15,21 @@
  * and a Date (§10.3 step 8).
  *
  * A binding keeps the flow its last REGISTER came over: requests for it
- * (MESSAGE, later NOTIFY) go over the same TCP/TLS connection, or over UDP
- * from the listener's socket to the REGISTER's source address, so they
- * reach a UA behind a NAT as long as it refreshes (RFC 5626 does this
- * properly with Path and keep-alives; this is the common practice it
+ * (MESSAGE, INFO) go over the same TCP/TLS connection, or over UDP from
+ * the listener's socket to the REGISTER's source address, so they reach a
+ * UA behind a NAT as long as it refreshes (the common practice RFC 5626
  * describes in §3.2).  When a TCP/TLS connection closes, the bindings that
- * used it go.  Bindings live in memory only: a restart forgets them and
+ * used it go.
+ *
+ * Path (RFC 3327): a REGISTER that came through edge proxies carries their
+ * Path header fields.  When the UA says it supports the extension
+ * (Supported or Require: path) the registrar keeps them, in order, with
+ * each binding the request makes or refreshes, and copies them into the
+ * 200 (§5.3); without that indication it answers 420 Bad Extension with
+ * Unsupported: path, the policy §5.3 recommends (the UA learns that a
+ * proxy added itself).  Requests for the binding then carry the Path as a
+ * preloaded Route and go to its first hop (route.c).  A refresh without
+ * Path drops the binding's route set.  Bindings live in memory only: a restart forgets them and
  * UAs register again at their next refresh.
  *
  * Each binding is a struct pl_session.  Its resource is "sip-" and a hash
@@ -76,7 +85,10 @@ struct binding {
     char *call_id;             /* of the REGISTER that last refreshed it */
     uint32_t cseq;             /* and its CSeq number */
     uint64_t expires_at;       /* loop time (ms) it expires at */
-    struct sip_flow flow;      /* where requests for it go */
+    struct sip_flow flow;      /* its last REGISTER's flow */
+    struct sip_flow send;      /* where requests for it go: flow, or the
+                                * first hop of path (route.c) */
+    struct sip_route_set path; /* its last REGISTER's Path (RFC 3327) */
     char ip[64];               /* the flow's peer, for peer_ip */
     struct pl_timer timer;     /* expiry */
     struct binding *next;      /* in aor->list */
@@ -114,7 +126,12 @@ int pl__sip_is_binding(const struct pl_session *s)
 
 const struct sip_flow *pl__sip_binding_flow(const struct pl_session *s)
 {
-    return &of(s)->flow;
+    return &of(s)->send;
+}
+
+const struct sip_route_set *pl__sip_binding_route(const struct pl_session *s)
+{
+    return &of(s)->path;
 }
 
 const char *pl__sip_binding_contact(const struct pl_session *s)
@@ -162,14 +179,15 @@ static void conn_link(struct binding *b)
 }
 
 struct pl_session *pl__sip_binding_on_conn(const char *bare,
-                                           const struct sip_flow *f)
+                                           const struct sip_flow *f,
+                                           const osip_message_t *req)
 {
-    if (!pl__sip_flow_reliable(f))
+    if (!pl__sip_flow_reliable(f) || osip_list_size(&req->vias) != 1)
         return NULL;
     char k[17];
     conn_key(f->conn, k);
     for (struct binding *b = pl_map_get(&by_conn, k); b; b = b->conn_next)
-        if (b->aor && b->flow.transport == f->transport &&
+        if (b->aor && b->flow.transport == f->transport && !b->path.n &&
             strcmp(b->aor->bare, bare) == 0)
             return &b->sess;
     return NULL;
@@ -242,6 +260,7 @@ static void binding_free(void *data)
     pl_free(b->uri);
     pl_free(b->key);
     pl_free(b->call_id);
+    pl__sip_routes_free(&b->path);
     pl_free(b);
 }
 
@@ -346,11 +365,14 @@ static const struct pl_session_ops session_ops = {
     .is_secure = is_secure,
 };
 
-static void set_flow(struct binding *b, const struct sip_flow *f)
+static void set_flow(struct binding *b, const struct sip_flow *f,
+                     const struct sip_route_set *path)
 {
     conn_unlink(b);
     b->flow = *f;
     conn_link(b);
+    pl__sip_routes_copy(&b->path, path);
+    pl__sip_route_flow(&b->flow, &b->path, &b->send);
     int port = 0;
     pl__sip_flow_peer(f, b->ip, sizeof(b->ip), &port);
 }
@@ -364,7 +386,8 @@ static void set_expiry(struct binding *b, long seconds)
 /* A new binding in the table (not yet available), or NULL with *rc. */
 static struct binding *binding_new(struct pl_host *h, const char *user,
                                    const char *key, const char *uri,
-                                   const struct sip_flow *f, int *rc)
+                                   const struct sip_flow *f,
+                                   const struct sip_route_set *path, int *rc)
 {
     char res[13];
     pl__sip_reg_resource(key, res);
@@ -389,7 +412,7 @@ static struct binding *binding_new(struct pl_host *h, const char *user,
     }
     b->uri = pl_strdup(uri);
     b->key = pl_strdup(key);
-    set_flow(b, f);
+    set_flow(b, f, path);
     pl_timer_init(&b->timer, on_expire, b);
     return b;
 }
@@ -397,22 +420,31 @@ static struct binding *binding_new(struct pl_host *h, const char *user,
 /* ---- REGISTER ---- */
 
 struct reg_ctx {
-    struct pl_host *h;  /* the Request-URI's host */
-    struct pl_jid *aor; /* the To URI's bare JID */
+    struct pl_host *h;         /* the Request-URI's host */
+    struct pl_jid *aor;        /* the To URI's bare JID */
+    struct sip_route_set path; /* the request's Path (RFC 3327) */
 };
 
 static void ctx_free(struct reg_ctx *c)
 {
     pl_jid_free(c->aor);
+    pl__sip_routes_free(&c->path);
     pl_free(c);
 }
 
-/* 200 with every binding of a (may be NULL) and its remaining expiry. */
-static void reply_bindings(struct sip_txn *t, struct aor *a)
+/* 200 with every binding of a (may be NULL) and its remaining expiry,
+ * and the request's Path (RFC 3327 §5.3). */
+static void reply_bindings(struct sip_txn *t, struct aor *a,
+                           const struct sip_route_set *path)
 {
     osip_message_t *r = pl__sip_response_new(t, 200, NULL);
     if (!r)
         return;
+    if (path->n) {
+        char *v = pl__sip_routes_join(path);
+        osip_message_set_header(r, "Path", v);
+        pl_free(v);
+    }
     uint64_t now = now_ms();
     for (struct binding *b = a ? a->list : NULL; b; b = b->next) {
         size_t n = strlen(b->uri) + 40;
@@ -505,7 +537,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
             binding_end(hb[k], "Contact: *");
         a = pl_map_get(&aors, c->aor->bare);
         pl_stat_inc(sip_registrations);
-        reply_bindings(t, a);
+        reply_bindings(t, a, &c->path);
         code = 0;
     } else if (code == 200) {
         /* New bindings first: the one step that can fail (the resources
@@ -517,7 +549,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
                 continue;
             char *u = pl__sip_uri_str(cs[k]->url);
             fresh[k] = binding_new(c->h, c->aor->local, keys[k], u,
-                                   pl__sip_txn_flow(t), &rc);
+                                   pl__sip_txn_flow(t), &c->path, &rc);
             pl_free(u);
         }
         if (rc != PL_OK) {
@@ -547,7 +579,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
                     pl_free(b->uri);
                     b->uri = u;
                 }
-                set_flow(b, pl__sip_txn_flow(t));
+                set_flow(b, pl__sip_txn_flow(t), &c->path);
                 set_expiry(b, ops[k].expires);
             }
         }
@@ -578,7 +610,7 @@ static void apply(struct sip_txn *t, osip_message_t *req, struct reg_ctx *c)
         }
         if (nwant)
             pl_stat_inc(sip_registrations);
-        reply_bindings(t, pl_map_get(&aors, c->aor->bare));
+        reply_bindings(t, pl_map_get(&aors, c->aor->bare), &c->path);
         /* Available once the 200 is on its way: the flush of offline
          * messages that may follow finds the UA registered. */
         for (int k = 0; k < nwant; k++)
@@ -624,9 +656,26 @@ void pl__sip_register(struct sip_txn *t, osip_message_t *req)
         pl__sip_reply(t, 404, NULL, NULL);
         return;
     }
+    /* RFC 3327 §5.3: the proxies on the way back to the UA, accepted when
+     * the UA knows of them. */
+    struct sip_route_set path;
+    if (pl__sip_routes_from_path(req, &path) != PL_OK) {
+        pl_jid_free(aor);
+        pl__sip_reply(t, 400, "Malformed Path", NULL);
+        return;
+    }
+    if (path.n && !pl__sip_has_option(req, "Supported", "path") &&
+        !pl__sip_has_option(req, "Require", "path")) {
+        pl_jid_free(aor);
+        pl__sip_routes_free(&path);
+        const char *hdrs[] = {"Unsupported", "path", NULL};
+        pl__sip_reply(t, 420, NULL, hdrs);
+        return;
+    }
     struct reg_ctx *c = pl_calloc(1, sizeof(*c));
     c->h = h;
     c->aor = aor;
+    c->path = path;
     /* §10.3 step 3: only the AOR's own account changes its bindings. */
     pl__sip_auth(t, h, aor, NULL, 0, authed, c);
 }
@@ -735,15 +784,18 @@ static void admin(json_t *answer)
         char peer[80];
         snprintf(peer, sizeof(peer), strchr(ip, ':') ? "[%s]:%d" : "%s:%d", ip,
                  port);
+        char *path = b->path.n ? pl__sip_routes_join(&b->path) : NULL;
         json_array_append_new(
             l,
-            json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "aor", b->aor->bare,
-                      "contact", b->uri, "transport",
+            json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "aor",
+                      b->aor->bare, "contact", b->uri, "transport",
                       pl__sip_transport_name(b->flow.transport), "expires_in",
                       (json_int_t)(b->expires_at > now
                                        ? (b->expires_at - now + 999) / 1000
                                        : 0),
-                      "resource", b->sess.jid->resource, "peer", peer));
+                      "resource", b->sess.jid->resource, "peer", peer, "path",
+                      path ? path : ""));
+        pl_free(path);
     }
     pl_free(cc.v);
     json_object_set_new(answer, "registrations", l);

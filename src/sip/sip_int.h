@@ -23,6 +23,8 @@
  *                  and stop, `parleyctl sip`, the parts table
  *   binding.c      the registrar's rules (RFC 3261 §10.3), pure functions
  *   auth.c         digest authentication of requests (§22, RFC 8760)
+ *   route.c        route sets from Path (RFC 3327) and Record-Route
+ *                  (§12.1.1), requests along them (§12.2.1.1)
  *   registrar.c    REGISTER and the bindings, each a session (part)
  *   im.c           MESSAGE and INFO both ways, RFC 3428 (part)
  *   publish.c      PUBLISH of presence, RFC 3903 (part)
@@ -153,6 +155,8 @@ const char *pl__sip_transport_name(int transport);
 /* The peer's address as text and its port (ip of at least 46 bytes). */
 void pl__sip_flow_peer(const struct sip_flow *f, char *ip, size_t iplen,
                        int *port);
+/* Sets the peer's port of f (UDP: where a datagram goes). */
+void pl__sip_flow_set_port(struct sip_flow *f, int port);
 /* The sent-by (host[:port]) this server writes in its Via over f, and
  * the host part alone for Contact URIs; buf of at least 300 bytes. */
 void pl__sip_flow_sent_by(const struct sip_flow *f, char *buf, size_t len);
@@ -312,6 +316,10 @@ int pl__sip_uri_jid(osip_uri_t *u, struct pl_jid **out);
 /* Whether an Event value names the presence package (RFC 6665 §8.2.1:
  * the token before any parameter, compared as written). */
 int pl__sip_is_presence_event(const char *ev);
+/* Whether the option-tag list header `name` (Supported, Require) of m
+ * names tag, in any of its fields, case-insensitively. */
+int pl__sip_has_option(const osip_message_t *m, const char *name,
+                       const char *tag);
 /* The tag parameter of From / To, or NULL. */
 const char *pl__sip_from_tag(const osip_message_t *m);
 const char *pl__sip_to_tag(const osip_message_t *m);
@@ -554,11 +562,14 @@ struct pl_host *pl__sip_request_host(osip_message_t *req);
 /* The Request-URI as an account's address on the request's host: its JID
  * (pl_jid_free) and *h; NULL when it names no user of that host. */
 struct pl_jid *pl__sip_request_user(osip_message_t *req, struct pl_host **h);
-/* The presentity of a PUBLISH or SUBSCRIBE (pl__sip_request_user), or
- * NULL when t was answered: 503 while stopping, 489 with Allow-Events for
- * an Event other than presence, 404 for no user of ours. */
-struct pl_jid *pl__sip_presence_request(struct sip_txn *t, osip_message_t *req,
-                                        int stopping, struct pl_host **h);
+/* The checks every PUBLISH and SUBSCRIBE passes first: 1, with *h the
+ * request's host (pl__sip_request_host) and, when user, *who its
+ * presentity (pl__sip_request_user; pl_jid_free); 0 when t was answered:
+ * 503 while stopping, 489 with Allow-Events for an Event other than
+ * presence, 404 (user only) for no user of ours. */
+int pl__sip_presence_request(struct sip_txn *t, osip_message_t *req,
+                             int stopping, int user, struct pl_host **h,
+                             struct pl_jid **who);
 /* The Allow value: every method with a handler ("OPTIONS, ..."). */
 const char *pl__sip_allow(void);
 
@@ -591,6 +602,54 @@ void pl__sip_response_flow(osip_message_t *req, const struct sip_flow *flow,
 /* A UDP flow to ip:port from the first UDP listener (for `parleyctl sip
  * ping`).  PL_EINVAL if none listens or ip is not an address. */
 int pl__sip_udp_flow(const char *ip, int port, struct sip_flow *out);
+
+/* ------------------------------------------------------------------ */
+/* Route sets (route.c): RFC 3261 §12.1.1, §12.2.1.1, RFC 3327.         */
+
+/* The proxies a request of the server's own goes through, first hop
+ * first: each a name-addr "<uri>" with the URI's parameters as received
+ * (lr tells a loose router).  A value; {0} is the empty set. */
+struct sip_route_set {
+    int n;    /* routes */
+    char **v; /* each a new string */
+};
+void pl__sip_routes_free(struct sip_route_set *rs);
+/* dst (freed first) becomes a copy of src. */
+void pl__sip_routes_copy(struct sip_route_set *dst,
+                         const struct sip_route_set *src);
+/* The route set of req's Path header fields, in order (RFC 3327 §5.3;
+ * comma lists split): PL_OK (n may be 0), PL_EINVAL when a value is not a
+ * name-addr with a sip/sips URI or there are more than 16 (out empty). */
+int pl__sip_routes_from_path(const osip_message_t *req,
+                             struct sip_route_set *out);
+/* The UAS route set of a dialog-forming req: its Record-Route URIs in
+ * order (RFC 3261 §12.1.1).  Same results. */
+int pl__sip_routes_from_rr(const osip_message_t *req,
+                           struct sip_route_set *out);
+/* "<a>, <b>": a header value of the whole set (a new string). */
+char *pl__sip_routes_join(const struct sip_route_set *rs);
+/* Whether a route ("<uri>") has the lr parameter (a loose router). */
+int pl__sip_route_is_loose(const char *route);
+/*
+ * Sets req's Request-URI and Route fields (those it had are dropped) for
+ * remote target `target` along rs, RFC 3261 §12.2.1.1: empty set or loose
+ * first route: Request-URI target, Route the set; a strict first route:
+ * Request-URI its URI (no method parameter, no headers), Route the rest
+ * and then <target>.  PL_EINVAL if target or a route does not parse.
+ */
+int pl__sip_routes_apply(osip_message_t *req, const struct sip_route_set *rs,
+                         const char *target);
+/*
+ * The flow a request along rs goes out on, given base, the flow of the
+ * request rs was learnt from: base itself, except over UDP when the first
+ * route's host is base's peer address (an IP literal, no DNS) with a sip
+ * URI and no transport other than udp: then base's peer at that route's
+ * port (5060 when none).  Returns 1 when the port was taken from the
+ * route.  Never another host than base's peer: a Path or Record-Route
+ * cannot aim the server's requests at a third party.
+ */
+int pl__sip_route_flow(const struct sip_flow *base,
+                       const struct sip_route_set *rs, struct sip_flow *out);
 
 /* ------------------------------------------------------------------ */
 /* Registration rules (binding.c): RFC 3261 §10.3 steps 6-8 as pure    */
@@ -717,13 +776,20 @@ void pl__sip_register(struct sip_txn *t, osip_message_t *req);
 
 /* Whether s is a registration's session (its impl is the binding). */
 int pl__sip_is_binding(const struct pl_session *s);
-/* The binding's flow and Contact URI (s must be one). */
+/* The binding's flow (where requests for it go: the first hop of its
+ * Path, else the REGISTER's flow), Contact URI and route set (its
+ * REGISTER's Path, RFC 3327; empty without one).  s must be a binding. */
 const struct sip_flow *pl__sip_binding_flow(const struct pl_session *s);
 const char *pl__sip_binding_contact(const struct pl_session *s);
-/* The session of a binding of bare ("user@host") registered over the
- * same TCP/TLS connection as f (NULL for UDP flows or none). */
+const struct sip_route_set *pl__sip_binding_route(const struct pl_session *s);
+/* The session of a binding of bare ("user@host") registered without a
+ * Path over the same TCP/TLS connection as f, where req (received over f)
+ * came from the UA itself: one Via.  NULL for UDP flows, a request that
+ * came through a proxy (its connection carries other users' requests
+ * too), or none. */
 struct pl_session *pl__sip_binding_on_conn(const char *bare,
-                                           const struct sip_flow *f);
+                                           const struct sip_flow *f,
+                                           const osip_message_t *req);
 /* The session of a binding of bare that came from f's peer address and
  * transport (UDP: the same source), or NULL. */
 struct pl_session *pl__sip_binding_from(const char *bare,

@@ -31,11 +31,19 @@
  * to sip.max_expires, 423 below sip.min_expires; Expires: 0 (and an
  * expiry) ends the dialog with a last NOTIFY, Subscription-State:
  * terminated;reason=timeout (RFC 6665 §4.2.2, §4.4.1).  NOTIFYs go to the
- * SUBSCRIBE's Contact over the flow the SUBSCRIBE came in on, with our own
- * CSeq counting up; a NOTIFY answered 481 or not at all (Timer F) ends the
- * dialog (§4.1.3), and so does the end of the watcher's registration that
- * subscribed.  Record-Route is not kept: this server is the watcher's
- * first hop.  Subscriptions live in memory only.
+ * SUBSCRIBE's Contact (the remote target) with our own CSeq counting up;
+ * a NOTIFY answered 481 or not at all (Timer F) ends the dialog (§4.1.3),
+ * and so does the end of the watcher's registration that subscribed.
+ *
+ * Proxies (RFC 3261 §12.1.1, §12.2.1.1): the dialog's route set is the
+ * SUBSCRIBE's Record-Route URIs in order, and the 200/202 copies its
+ * Record-Route fields.  NOTIFYs carry it as Route fields (a loose router
+ * first: Request-URI the Contact; a strict one: Request-URI the first
+ * route, the Contact last in Route) and go to the first route's address
+ * (route.c: over the SUBSCRIBE's connection, or over UDP to its source at
+ * the route's port), else over the flow the SUBSCRIBE came in on.  The
+ * route set is fixed when the dialog is made (§12.2: a refresh does not
+ * change it).  Subscriptions live in memory only.
  *
  * Extending: another event package is a row of the Event check and its
  * own body writer.
@@ -81,23 +89,24 @@ static struct pl_map subs; /* key -> struct sub */
 static struct pl_map index_map[N_INDEX];
 
 struct sub {
-    char *key;            /* "call-id\nfrom-tag\nto-tag" (the map's) */
-    struct pl_jid *who;   /* the presentity (bare) */
-    char *watcher;        /* the watcher's bare JID */
-    char *call_id;        /* the dialog */
-    char *remote_tag;     /* the SUBSCRIBE's From tag */
-    char local_tag[17];   /* our To tag */
-    char *remote_uri;     /* the watcher's From URI (NOTIFY To) */
-    char *local_uri;      /* the presentity's URI (NOTIFY From) */
-    char *target;         /* the SUBSCRIBE's Contact (NOTIFY R-URI) */
-    struct sip_flow flow; /* where NOTIFYs go */
-    uint64_t sid;         /* the watcher's binding, 0: none */
-    uint32_t cseq;        /* our last NOTIFY's */
-    int state;            /* SUB_* */
-    uint64_t expires_at;  /* loop time (ms) */
-    uint64_t last_notify; /* loop time of the last NOTIFY, 0: none */
-    uint64_t tx;          /* the NOTIFY in flight, 0: none */
-    unsigned notifies;    /* sent */
+    char *key;                  /* "call-id\nfrom-tag\nto-tag" (the map's) */
+    struct pl_jid *who;         /* the presentity (bare) */
+    char *watcher;              /* the watcher's bare JID */
+    char *call_id;              /* the dialog */
+    char *remote_tag;           /* the SUBSCRIBE's From tag */
+    char local_tag[17];         /* our To tag */
+    char *remote_uri;           /* the watcher's From URI (NOTIFY To) */
+    char *local_uri;            /* the presentity's URI (NOTIFY From) */
+    char *target;               /* the SUBSCRIBE's Contact (remote target) */
+    struct sip_route_set route; /* from its Record-Route (§12.1.1) */
+    struct sip_flow flow;       /* where NOTIFYs go: the first hop */
+    uint64_t sid;               /* the watcher's binding, 0: none */
+    uint32_t cseq;              /* our last NOTIFY's */
+    int state;                  /* SUB_* */
+    uint64_t expires_at;        /* loop time (ms) */
+    uint64_t last_notify;       /* loop time of the last NOTIFY, 0: none */
+    uint64_t tx;                /* the NOTIFY in flight, 0: none */
+    unsigned notifies;          /* sent */
     struct pl_timer expiry, notify;
     struct {
         struct sub *prev, *next;
@@ -221,6 +230,7 @@ static void sub_free(struct sub *s)
     pl_free(s->remote_uri);
     pl_free(s->local_uri);
     pl_free(s->target);
+    pl__sip_routes_free(&s->route);
     pl_free(s);
 }
 
@@ -241,6 +251,10 @@ static void send_notify(struct sub *s, const char *reason)
     int rc = pl__sip_request_new("NOTIFY", s->target, from, to, &req);
     pl_free(from);
     pl_free(to);
+    if (rc == PL_OK && pl__sip_routes_apply(req, &s->route, s->target)) {
+        osip_message_free(req);
+        rc = PL_EINVAL;
+    }
     if (rc != PL_OK)
         return;
     /* The dialog's identifiers instead of fresh ones. */
@@ -447,15 +461,28 @@ static void ctx_free(struct sub_ctx *c)
     pl_free(c);
 }
 
-static void reply_sub(struct sip_txn *t, int code, long expires)
+/* 200 or 202 with Expires and our Contact; dialog: it makes the dialog,
+ * so it copies the request's Record-Route fields (§12.1.1). */
+static void reply_sub(struct sip_txn *t, int code, long expires, int dialog)
 {
     char e[24];
     snprintf(e, sizeof(e), "%ld", expires);
     char sent_by[300], contact[400];
     pl__sip_flow_sent_by(pl__sip_txn_flow(t), sent_by, sizeof(sent_by));
     snprintf(contact, sizeof(contact), "<sip:%s>", sent_by);
-    const char *hdrs[] = {"Expires", e, "Contact", contact, NULL};
-    pl__sip_reply(t, code, NULL, hdrs);
+    osip_message_t *req = pl__sip_txn_request(t);
+    osip_message_t *r = pl__sip_response_new(t, code, NULL);
+    if (!r)
+        return;
+    osip_message_set_header(r, "Expires", e);
+    osip_message_set_header(r, "Contact", contact);
+    for (int i = 0; dialog && req && i < osip_list_size(&req->record_routes);
+         i++) {
+        osip_record_route_t *rr = osip_list_get(&req->record_routes, i), *c;
+        if (osip_record_route_clone(rr, &c) == 0)
+            osip_list_add(&r->record_routes, c, -1);
+    }
+    pl__sip_reply_msg(t, r);
 }
 
 /* A new dialog, authorized (active) or not (pending). */
@@ -474,6 +501,13 @@ static void create(struct sip_txn *t, struct sub_ctx *c, int active)
         pl__sip_reply(t, 400, "Missing Contact Or Tag", NULL);
         return;
     }
+    struct sip_route_set route;
+    if (pl__sip_routes_from_rr(req, &route) != PL_OK) {
+        pl_free(target);
+        osip_free(call_id);
+        pl__sip_reply(t, 400, "Malformed Record-Route", NULL);
+        return;
+    }
     struct sub *s = pl_calloc(1, sizeof(*s));
     snprintf(s->local_tag, sizeof(s->local_tag), "%s", t->tag);
     s->key = dialog_key(call_id, rtag, s->local_tag);
@@ -485,7 +519,8 @@ static void create(struct sip_txn *t, struct sub_ctx *c, int active)
     s->remote_uri = pl__sip_uri_str(req->from->url);
     s->local_uri = pl__sip_uri_str(req->req_uri);
     s->target = target;
-    s->flow = *pl__sip_txn_flow(t);
+    s->route = route;
+    pl__sip_route_flow(pl__sip_txn_flow(t), &s->route, &s->flow);
     s->sid = c->sid;
     s->state = active ? SUB_ACTIVE : SUB_PENDING;
     s->expires_at = now_ms() + (uint64_t)expires * 1000;
@@ -503,13 +538,14 @@ static void create(struct sip_txn *t, struct sub_ctx *c, int active)
         pl_free(s->remote_uri);
         pl_free(s->local_uri);
         pl_free(s->target);
+        pl__sip_routes_free(&s->route);
         pl_free(s);
         return;
     }
     pl_map_put(&subs, s->key, s);
     index_add(s);
     pl_stat_inc(sip_subscriptions);
-    reply_sub(t, active ? 200 : 202, expires);
+    reply_sub(t, active ? 200 : 202, expires, 1);
     pl_log_debug("sip", "subscription of %s to %s: %s", s->watcher,
                  s->who->bare, active ? "active" : "pending");
     if (expires == 0) {
@@ -606,7 +642,7 @@ static void in_dialog(struct sip_txn *t, osip_message_t *req,
     long expires = pl__sip_expires(t, DEFAULT_EXPIRES);
     if (expires < 0)
         return;
-    reply_sub(t, s->state == SUB_ACTIVE ? 200 : 202, expires);
+    reply_sub(t, s->state == SUB_ACTIVE ? 200 : 202, expires, 0);
     if (expires == 0) {
         sub_end(s, "timeout");
         return;
@@ -678,9 +714,12 @@ static int accepts_pidf(osip_message_t *req)
 
 void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
 {
+    /* In a dialog the Request-URI is our Contact (the remote target,
+     * §12.2.1.1), which names no user: the dialog says who. */
+    int in_dlg = pl__sip_to_tag(req) != NULL;
     struct pl_host *h;
-    struct pl_jid *who = pl__sip_presence_request(t, req, stopping, &h);
-    if (!who)
+    struct pl_jid *who;
+    if (!pl__sip_presence_request(t, req, stopping, !in_dlg, &h, &who))
         return;
     if (!accepts_pidf(req)) {
         /* RFC 6665 §4.2.1.1: no body this notifier can make is
@@ -699,7 +738,7 @@ void pl__sip_subscribe(struct sip_txn *t, osip_message_t *req)
         return;
     }
     if (pl__sip_settings()->presence_authorization == SIP_PRESENCE_OPEN &&
-        wh != h) {
+        !in_dlg && wh != h) {
         pl_jid_free(watcher);
         pl_jid_free(who);
         pl__sip_reply(t, 403, NULL, NULL);

@@ -216,6 +216,11 @@ static void set_port(struct sockaddr_storage *a, int port)
         ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
 }
 
+void pl__sip_flow_set_port(struct sip_flow *f, int port)
+{
+    set_port(&f->addr, port);
+}
+
 void pl__sip_response_flow(osip_message_t *req, const struct sip_flow *flow,
                            struct sip_flow *out)
 {

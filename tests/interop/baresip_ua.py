@@ -31,7 +31,11 @@ STEP = 10
 
 class Baresip:
     def __init__(self, user, domain, password, port, contacts=(),
-                 modules=(), account_params="", transport="udp"):
+                 modules=(), account_params="", transport="udp",
+                 outbound=False):
+        """port: where it sends everything (its outbound proxy);
+        outbound: RFC 5626 on (sipnat=outbound, with the uuid module for
+        its +sip.instance), with which libre says Supported: path."""
         self.user, self.domain = user, domain
         self.aor = "%s@%s" % (user, domain)
         self.sip_port, self.ctrl_port = harness.free_ports(2)
@@ -47,13 +51,17 @@ class Baresip:
                     "sip_listen 127.0.0.1:%d\n"
                     "module_path /usr/lib/baresip/modules\n"
                     % self.sip_port)
+            if outbound:
+                f.write("module_tmp uuid.so\n")
             for m in apps:
                 f.write("module_app %s\n" % m)
             f.write("ctrl_tcp_listen 127.0.0.1:%d\n" % self.ctrl_port)
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write('<sip:%s>;auth_pass=%s;outbound="sip:127.0.0.1:%d;'
                     'transport=%s";regint=60%s\n'
-                    % (self.aor, password, port, transport, account_params))
+                    % (self.aor, password, port, transport,
+                       account_params + (";sipnat=outbound" if outbound
+                                         else "")))
         with open(os.path.join(self.dir, "contacts"), "w") as f:
             for c in contacts:
                 f.write(c + "\n")

@@ -64,6 +64,7 @@ import hashlib
 import hmac
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -292,13 +293,29 @@ def unique(prefix):
 
 
 def free_ports(n):
-    """n distinct free TCP ports on 127.0.0.1 (bound then released)."""
+    """n distinct ports free for TCP and UDP on 127.0.0.1 (bound then
+    released), below the kernel's ephemeral range (32768-60999 by
+    default): the sockets other tests bind to port 0 meanwhile (UDP UAs,
+    clients) can never take one before the server that is given it binds
+    it (SIP servers, Kamailio and baresip listen on UDP too)."""
     socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
+    rng = random.SystemRandom()
+    while len(ports) < n:
+        port = rng.randrange(20000, 32768)
+        if port in ports:
+            continue
+        pair = []
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(socket.AF_INET, kind)
+                pair.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            for s in pair:
+                s.close()
+            continue
+        socks += pair
+        ports.append(port)
     for s in socks:
         s.close()
     return ports

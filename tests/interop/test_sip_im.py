@@ -609,17 +609,21 @@ async def _slix_stop(x):
     await asyncio.wait_for(x.disconnect(), STEP)
 
 
-def baresip(srv, port, users):
+def baresip(srv, port, users, outbound=False):
     """baresip registers over UDP (digest, MD5: see sip.md5_only_agents)
     and exchanges a MESSAGE with a slixmpp user both ways; commands go
-    through its ctrl_tcp module (netstring JSON)."""
+    through its ctrl_tcp module (netstring JSON).  port: where it sends
+    everything (its outbound proxy); outbound: RFC 5626 on (sipnat=outbound,
+    with the uuid module for its +sip.instance), with which libre says
+    Supported: path (test_sip_kamailio.py)."""
     if not Baresip.installed():
         check("baresip (baresip-core) is installed", False,
               "run scripts/bootstrap --test")
         return
     b, x = users["bert"], users["xavi"]
     ua = Baresip(b, srv.domain, PW, port,
-                 contacts=['"X" <sip:%s@%s>' % (x, srv.domain)])
+                 contacts=['"X" <sip:%s@%s>' % (x, srv.domain)],
+                 outbound=outbound)
     lt = LoopThread()
     client = None
     try:
