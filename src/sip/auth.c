@@ -440,8 +440,9 @@ void pl__sip_auth(struct sip_txn *t, struct pl_host *h, const struct pl_jid *as,
                   void *arg)
 {
     if (flags & SIP_AUTH_FLOW) {
-        struct pl_session *s = pl__sip_binding_on_conn(
-            as->bare, pl__sip_txn_flow(t), pl__sip_txn_request(t));
+        struct pl_session *s = pl__sip_binding_on_conn(as->bare,
+                                                       pl__sip_txn_flow(t),
+                                                       pl__sip_txn_request(t));
         if (s) {
             /* The connection its registration authenticated. */
             cb(arg, t, s);
