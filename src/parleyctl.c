@@ -28,6 +28,7 @@
  *     components [--json]      external components (XEP-0114): domain,
  *                              host, connected, peer, stanza counts
  *     stats [--json]           the server's counters (src/core/stats.h)
+ *                              and heap_in_use / heap_from_system (bytes)
  *     sip [--json]             SIP listeners, connections, transactions,
  *                              registrations
  *     sip ping [--json] ADDRESS:PORT
@@ -686,6 +687,10 @@ static int cmd_stats(int n, char **a)
     json_t *ans = admin_call(req, &rc);
     if (ans && !rc) {
         json_t *counters = json_object_get(ans, "counters");
+        /* The allocator's figures print as two more lines. */
+        json_t *mem = json_object_get(ans, "memory");
+        if (json_is_object(counters) && json_is_object(mem))
+            json_object_update(counters, mem);
         if (as_json) {
             print_json(counters);
         } else {

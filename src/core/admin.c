@@ -13,6 +13,7 @@
  * A line over 1 MiB, or bytes that are not JSON, get an error answer; the
  * former also closes the connection.
  */
+#include <malloc.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -162,7 +163,14 @@ static void dispatch(uint64_t cid, json_t *req)
                             &pl_stats.name, memory_order_relaxed)));
         PL_STATS_FIELDS(X)
 #undef X
-        a = json_pack("{s:b, s:o}", "ok", 1, "counters", c);
+        /* The allocator's view (every arena): what live objects hold,
+         * and what it took from the system, fragmentation included. */
+        struct mallinfo2 mi = mallinfo2();
+        json_t *m = json_pack("{s:I, s:I}", "heap_in_use",
+                              (json_int_t)(mi.uordblks + mi.hblkhd),
+                              "heap_from_system",
+                              (json_int_t)(mi.arena + mi.hblkhd));
+        a = json_pack("{s:b, s:o, s:o}", "ok", 1, "counters", c, "memory", m);
     } else {
         char ev_name[128];
         snprintf(ev_name, sizeof(ev_name), "admin/%s", op);

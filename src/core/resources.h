@@ -82,7 +82,7 @@ struct pl_session {
     void *impl;                        /* transport's own state */
     struct pl_sm *sm;                  /* XEP-0198 state (sm.h), or NULL */
     struct pl_session_filter *filters; /* output filters, or NULL */
-    void *ctx[PL_MODULE_COUNT];        /* per-module state: pl_session_ctx */
+    void *ctx[PL_SESSION_SLOTS];       /* per-module state: pl_session_ctx */
 };
 
 /* The per-session slot of module name (an lvalue): pl_session_ctx(s, csi)

@@ -218,6 +218,8 @@ struct pl_session *pl__sip_binding_from(const char *bare,
 /* Routes presence from the binding's session as if its UA had sent it:
  * available (the first presence of a client, RFC 6121 §4.2) or
  * unavailable (§4.5). */
+static struct pl_stanza *plain; /* <presence/>, kept by many bindings */
+
 static void binding_presence(struct binding *b, int available)
 {
     struct pl_stanza *p = pl_stanza_new("presence", PL_NS_CLIENT);
@@ -226,8 +228,13 @@ static void binding_presence(struct binding *b, int available)
     pl_stanza_set_attr(p, "from", b->sess.jid->full);
     b->sess.available = available ? 1 : 0;
     b->sess.priority = 0;
+    /* What probes and new contacts are sent (as copies stamped with the
+     * session's JID): the same immutable <presence/> for every binding
+     * without a publication, rather than a stanza each. */
+    if (available && !plain)
+        plain = pl_stanza_new("presence", PL_NS_CLIENT);
     pl_stanza_unref(b->sess.presence);
-    b->sess.presence = pl_stanza_ref(p);
+    b->sess.presence = available ? pl_stanza_ref(plain) : NULL;
     pl_route(p, b->sess.jid, NULL, &b->sess);
     pl_stanza_unref(p);
 }
@@ -767,6 +774,8 @@ static void part_free(void)
     pl_map_each(&aors, free_aor, NULL);
     pl_map_clear(&aors);
     pl_map_clear(&by_conn);
+    pl_stanza_unref(plain); /* the bindings' references are their own */
+    plain = NULL;
     pl__sip_auth_free();
 }
 
