@@ -159,10 +159,34 @@ const char *pl__sip_branch(const osip_message_t *m)
     return p && p->gvalue ? p->gvalue : NULL;
 }
 
+/* Whether a Via's sent-by reads as RFC 3261's host [":" port]: a name or
+ * IPv4 address (letters, digits, '-', '.', and '_' some stacks use), or an
+ * IPv6 reference (libosip2 keeps it without brackets); port digits.  A
+ * libosip2 lenient enough to take "a$b (comment)" for a host would write
+ * a response that does not parse back to the same sent-by. */
+static int sent_by_ok(const osip_via_t *v)
+{
+    if (!v->host || !v->host[0] || strlen(v->host) > 255)
+        return 0;
+    for (const char *c = v->host; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
+              *c == '_' || *c == ':' || *c == '[' || *c == ']'))
+            return 0;
+    if (v->port) {
+        if (!v->port[0] || strlen(v->port) > 5)
+            return 0;
+        for (const char *c = v->port; *c; c++)
+            if (*c < '0' || *c > '9')
+                return 0;
+    }
+    return 1;
+}
+
 int pl__sip_addressable(const osip_message_t *req)
 {
     osip_via_t *v = req ? osip_list_get(&req->vias, 0) : NULL;
-    return v && v->host && v->host[0] && req->cseq && req->cseq->number &&
+    return v && sent_by_ok(v) && req->cseq && req->cseq->number &&
            req->cseq->method;
 }
 
