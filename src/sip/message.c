@@ -170,8 +170,8 @@ static int sent_by_ok(const osip_via_t *v)
         return 0;
     for (const char *c = v->host; *c; c++)
         if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-              (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' ||
-              *c == '_' || *c == ':' || *c == '[' || *c == ']'))
+              (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_' ||
+              *c == ':' || *c == '[' || *c == ']'))
             return 0;
     if (v->port) {
         if (!v->port[0] || strlen(v->port) > 5)
