@@ -35,11 +35,16 @@ ms), min_expires = 10, max_expires = 3600.  Checked:
     watcher of a SIP user without a roster item: active at once, closed
     until the presentity registers, then open, its PUBLISH of busy as dnd,
     closed when it unregisters;
-  - Debian's baresip with its presence module: its PUBLISH (pubint) seen
-    by an XMPP friend, presence_offline / presence_online as unavailable /
-    available; its SUBSCRIBE to the friend (contact ;presence=p2p) active,
-    the friend's dnd and return read by baresip from the NOTIFYs (Busy,
-    Online in its log); its subscriptions end when it stops.
+  - two clients of other projects end to end, friends through the
+    roster: Debian's baresip with its presence module and slixmpp.
+    baresip's PUBLISH (pubint) seen by slixmpp, presence_offline /
+    presence_online as unavailable / available; its SUBSCRIBE to the
+    slixmpp user (contact ;presence=p2p) active, slixmpp's dnd, away and
+    return read by baresip from the NOTIFYs (Busy, Offline, Online in its
+    log); MESSAGE / <message/> both ways; a message to each while the
+    other is offline, delivered when it comes back (slixmpp logs in
+    again; baresip registers again); its subscriptions end when it
+    stops.
 
 Run with /usr/bin/python3; `scripts/run-tests sip_presence`.
 """
@@ -47,16 +52,17 @@ Run with /usr/bin/python3; `scripts/run-tests sip_presence`.
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from baresip_ua import Baresip  # noqa: E402
 from harness import check, tostr, wait_for  # noqa: E402
-from im_common import (PW, STEP, ImClient, add_users,  # noqa: E402
-                       is_presence, make_both)
+from im_common import (PW, STEP, ImClient, LoopThread,  # noqa: E402
+                       add_users, is_presence, make_both)
 from sipua import digest_credentials, rand_token  # noqa: E402
-from test_sip_im import (T1, SipUser, code_of, counter, pick,  # noqa: E402
-                         registrations)
+from test_sip_im import (T1, SipUser, _slix_stop, code_of,  # noqa: E402
+                         counter, pick, registrations)
 
 C = "{jabber:client}"
 
@@ -518,11 +524,38 @@ def subscriptions_of(srv, watcher):
             if x.get("watcher") == "%s@%s" % (watcher, srv.domain)]
 
 
+async def _slix_friend(srv, jid, events):
+    """slixmpp logged in as jid, available; messages and presence go to
+    events as ("message", from, body) / ("presence", from, type, show)."""
+    import asyncio
+    import slixmpp
+    x = slixmpp.ClientXMPP(jid + "/slix", PW)
+    harness.slixmpp_without_channel_binding(x)
+    x.ssl_context = harness.no_verify_context()
+    x.enable_direct_tls = True
+    fut = asyncio.get_event_loop().create_future()
+
+    async def start(_):
+        x.send_presence()
+        await x.get_roster()
+        fut.set_result(x)
+    x.add_event_handler("session_start", start)
+    x.add_event_handler("message", lambda m: m["body"] and events.append(
+        ("message", str(m["from"]), m["body"])))
+    x.add_event_handler("presence", lambda p: events.append(
+        ("presence", str(p["from"]), p["type"], p["show"])))
+    x.connect((srv.host, srv.direct_port), use_ssl=True)
+    return await asyncio.wait_for(fut, STEP * 2)
+
+
 def baresip_flow(srv, port, users):
-    """Debian's baresip with its presence module: PUBLISH (account
-    pubint) seen by an XMPP friend, and SUBSCRIBE to the friend (a contact
-    with ;presence=p2p) whose changes reach baresip as NOTIFYs that it
-    reads (its log says "changed status")."""
+    """Two clients of other projects end to end: Debian's baresip with its
+    presence module (PUBLISH through account pubint, SUBSCRIBE to a
+    contact marked ;presence=p2p) and slixmpp, friends through the roster.
+    Presence both ways (baresip's presence_offline/online as unavailable/
+    available; slixmpp's dnd, away and return read by baresip from the
+    NOTIFYs: its log says "changed status"), messages both ways, and to
+    each while the other is offline."""
     if not Baresip.installed():
         check("baresip (baresip-core) is installed", False,
               "run scripts/bootstrap --test")
@@ -531,50 +564,103 @@ def baresip_flow(srv, port, users):
     if not make_both(srv, b, x):
         check("bea and xeno are subscribed to each other", False)
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
-    ua = Baresip(b, srv.domain, PW, port,
-                 contacts=['"X" <sip:%s@%s>;presence=p2p' % (x, srv.domain)],
-                 modules=["presence.so"], account_params=";pubint=60")
+    xjid = "%s@%s" % (x, srv.domain)
+
+    def new_ua():
+        return Baresip(b, srv.domain, PW, port,
+                       contacts=['"X" <sip:%s>;presence=p2p' % xjid],
+                       modules=["presence.so"], account_params=";pubint=60")
+    events = []
+    lt = LoopThread()
+    client = None
+    ua = new_ua()
     try:
+        client = lt.run(_slix_friend(srv, xjid, events), STEP * 3)
+
+        def pres(frm_prefix, type_, after=0):
+            return wait_for(lambda: [e for e in events[after:]
+                                     if e[0] == "presence" and
+                                     e[1].startswith(frm_prefix) and
+                                     e[2] == type_], STEP)
+
+        def send(**kw):
+            lt.loop.call_soon_threadsafe(lambda: client.send_presence(**kw))
         pubs = lambda: [p for p in publications(srv)  # noqa: E731
                         if p.get("presentity") == ua.aor]
         up = ua.start() and wait_for(pubs, STEP)
         check("baresip registers and PUBLISHes its presence (200, listed "
               "by parleyctl sip)", up, publications(srv))
         full = resource_of(srv, b)
-        p = xc.wait(is_presence(frm=full), STEP)
-        check("the XMPP friend sees baresip available", p is not None,
-              tostr(p))
-        xc.drain(0.3)
+        check("slixmpp sees baresip available", pres(full, "available"),
+              events[-5:])
+        mark = len(events)
         ua.command("presence_offline")
-        p = xc.wait(is_presence(frm=full, type_="unavailable"), STEP)
-        check("baresip's presence_offline (PUBLISH closed): the friend sees "
-              "unavailable", p is not None, tostr(p))
+        check("baresip's presence_offline (PUBLISH closed): slixmpp sees "
+              "unavailable", pres(full, "unavailable", mark), events[-5:])
+        mark = len(events)
         ua.command("presence_online")
-        p = xc.wait(is_presence(frm=full), STEP)
         check("presence_online (PUBLISH open): available again",
-              p is not None, tostr(p))
+              pres(full, "available", mark), events[-5:])
         subs = wait_for(lambda: [s for s in subscriptions_of(srv, b)
                                  if s.get("state") == "active"], STEP)
-        check("baresip SUBSCRIBEs to its XMPP contact: active (roster "
+        check("baresip SUBSCRIBEs to slixmpp's user: active (roster "
               "'both')", subs, subscriptions(srv))
         ua.wait_log("NOTIFY", STEP)
+        for show, seen in (("dnd", "Busy"), ("away", "Offline"),
+                           (None, "Online")):
+            mark = len(ua.log())
+            send(pshow=show) if show else send()
+            check("slixmpp goes %s: baresip reads the NOTIFY as %s"
+                  % (show or "available", seen),
+                  ua.wait_log("to \x1b[%sm%s" % ("32" if seen == "Online"
+                                                 else "31", seen),
+                              STEP, after=mark), ua.log()[mark:][-600:])
+        # Messages both ways.
+        ua.command("contact_next")
+        time.sleep(0.3)
+        ua.command("message", "hello slixmpp, from baresip")
+        check("baresip -> slixmpp: MESSAGE delivered as a <message/>",
+              wait_for(lambda: [e for e in events if e[0] == "message" and
+                                e[2] == "hello slixmpp, from baresip" and
+                                e[1].startswith(full)], STEP), events[-5:])
+        lt.loop.call_soon_threadsafe(lambda: client.send_message(
+            mto=ua.aor, mbody="hello baresip, from slixmpp", mtype="chat"))
+        check("slixmpp -> baresip: the <message/> arrives as a MESSAGE",
+              ua.wait_log("hello baresip, from slixmpp", STEP),
+              ua.log()[-600:])
+        # slixmpp offline: baresip's MESSAGE waits in the offline store.
+        lt.run(_slix_stop(client))
+        client = None
         mark = len(ua.log())
-        xc.presence(show="dnd", status="in a meeting")
-        check("the friend goes dnd: baresip reads the NOTIFY as Busy",
-              ua.wait_log("to \x1b[31mBusy", STEP, after=mark),
-              ua.log()[mark:][-800:])
-        mark = len(ua.log())
-        xc.presence()
-        check("the friend is back: baresip reads the NOTIFY as Online",
-              ua.wait_log("to \x1b[32mOnline", STEP, after=mark),
-              ua.log()[mark:][-800:])
-    finally:
+        ua.command("message", "while you were away")
+        ua.wait_log("202 Accepted", STEP, after=mark)
+        events.clear()
+        client = lt.run(_slix_friend(srv, xjid, events), STEP * 3)
+        check("slixmpp back online gets baresip's MESSAGE sent while it "
+              "was offline", wait_for(lambda: [
+                  e for e in events if e[0] == "message" and
+                  e[2] == "while you were away"], STEP), events[-5:])
+        # baresip offline: slixmpp's message waits; the next registration
+        # gets it.
         ua.stop()
-        xc.logout()
+        wait_for(lambda: not [r for r in registrations(srv)
+                              if r.get("aor") == ua.aor], STEP * 2)
+        lt.loop.call_soon_threadsafe(lambda: client.send_message(
+            mto=ua.aor, mbody="for when you are back", mtype="chat"))
+        time.sleep(0.5)
+        ua = new_ua()
+        check("baresip registering again gets the message sent while it "
+              "was offline", ua.start() and
+              ua.wait_log("for when you are back", STEP * 2),
+              ua.log()[-800:])
+    finally:
+        if client:
+            try:
+                lt.run(_slix_stop(client))
+            except Exception:  # noqa: BLE001
+                pass
+        lt.stop()
+        ua.stop()
     check("baresip gone: its subscriptions end with its registration",
           wait_for(lambda: not subscriptions_of(srv, b), STEP * 3),
           subscriptions(srv))
