@@ -56,10 +56,18 @@ static const struct {
 };
 
 struct entry {
-    uint64_t seq; /* the nonce's serial number */
-    uint32_t nc;  /* highest nonce count accepted with it */
-    int32_t next; /* next entry in its hash chain, or -1 */
+    uint64_t seq;  /* the nonce's serial number */
+    uint64_t seen; /* bit i: nc - i was accepted (the replay window) */
+    uint32_t nc;   /* highest nonce count accepted with it */
+    int32_t next;  /* next entry in its hash chain, or -1 */
 };
+
+/* Nonce counts accepted out of order: a client with requests in flight
+ * over UDP may have a lower count arrive after a higher one (a datagram
+ * dropped and sent again); within this many below the highest, each
+ * count is still accepted once, as anti-replay windows do (RFC 4303
+ * §3.4.3).  Older ones are stale. */
+#define NC_WINDOW 64
 
 struct pl_digest {
     unsigned char *secret;       /* the server secret (a copy) */
@@ -474,6 +482,7 @@ static void track(struct pl_digest *d, uint64_t seq, uint32_t nc)
     d->cursor = (i + 1) % d->max;
     e->seq = seq;
     e->nc = nc;
+    e->seen = 1;
     pp = &d->buckets[bucket_of(d, seq)];
     e->next = *pp;
     *pp = (int32_t)i;
@@ -603,11 +612,21 @@ enum pl_digest_result pl_digest_verify(struct pl_digest *d, struct pl_str realm,
         return PL_DIGEST_STALE;
     struct entry *e = find(d, seq);
     if (e) {
-        /* Without qop nc is 0 here, and a used nonce's count at least 1:
-         * an RFC 2069 response can never reuse a nonce. */
-        if (nc <= e->nc)
-            return PL_DIGEST_STALE; /* replayed */
-        e->nc = nc;
+        /* Without qop nc is 0 here: an RFC 2069 response can never reuse
+         * a nonce; and one used without qop has NO_MORE_USES, so no count
+         * is above it or within the window below it. */
+        if (nc == 0)
+            return PL_DIGEST_STALE; /* without qop: once per nonce */
+        if (nc > e->nc) {
+            uint32_t up = nc - e->nc;
+            e->seen = up >= NC_WINDOW ? 1 : (e->seen << up) | 1;
+            e->nc = nc;
+            return PL_DIGEST_OK;
+        }
+        uint32_t back = e->nc - nc;
+        if (back >= NC_WINDOW || (e->seen >> back) & 1)
+            return PL_DIGEST_STALE; /* replayed, or too old to tell */
+        e->seen |= (uint64_t)1 << back;
         return PL_DIGEST_OK;
     }
     if (seq <= d->watermark)

@@ -25,8 +25,11 @@
  * Replay (RFC 7616 §3.4 "nc", §5.5): for each nonce used, the highest nonce
  * count accepted is kept in a table of at most max_nonces entries, allocated
  * at creation; an entry is made only by a response that verified, so a
- * flood of forged requests adds nothing.  A request must carry a higher nc
- * than any accepted before with its nonce.  When the table is full the
+ * flood of forged requests adds nothing.  Each nc is accepted once per
+ * nonce: above the highest accepted, or out of order within the 64 below
+ * it (a window, as RFC 4303 §3.4.3 keeps for IPsec: UDP clients with
+ * requests in flight resend a lost one after later ones passed); older
+ * counts are stale.  When the table is full the
  * oldest entry goes and every nonce issued up to it that is not in the table
  * is refused as stale from then on, so forgetting never lets a replay
  * through; nonces of another epoch (an earlier run of parleyd) are stale
@@ -45,7 +48,7 @@
  * Results (pl_digest_verify):
  *   PL_DIGEST_OK       authenticated.
  *   PL_DIGEST_STALE    the response is right for its nonce, but the nonce
- *                      expired, or its nc was not above the last one, or it
+ *                      expired, or its nc was used or is too old, or it
  *                      was forgotten, or it is from an earlier run:
  *                      re-challenge with stale=true (RFC 7616 §3.3).
  *   PL_DIGEST_BAD      wrong response, unknown user, no key stored for the

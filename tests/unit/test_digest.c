@@ -201,16 +201,34 @@ void test_digest_verify_ok(void)
 
         req(&r, algs[a], "alice", REALM, "s3cret", nonce, 1);
         CHECK_INT(verify(d, &r, ha1, T0 + 1), PL_DIGEST_OK);
-        /* nc must increase: the same request again is a replay. */
+        /* Each nc once: the same request again is a replay. */
         CHECK_INT(verify(d, &r, ha1, T0 + 2), PL_DIGEST_STALE);
         req(&r, algs[a], "alice", REALM, "s3cret", nonce, 3);
         CHECK_INT(verify(d, &r, ha1, T0 + 3), PL_DIGEST_OK);
+        /* 2 arrives after 3 (a datagram sent again): accepted once, in
+         * the window below the highest count. */
         req(&r, algs[a], "alice", REALM, "s3cret", nonce, 2);
+        CHECK_INT(verify(d, &r, ha1, T0 + 4), PL_DIGEST_OK);
         CHECK_INT(verify(d, &r, ha1, T0 + 4), PL_DIGEST_STALE);
         req(&r, algs[a], "alice", REALM, "s3cret", nonce, 3);
         CHECK_INT(verify(d, &r, ha1, T0 + 4), PL_DIGEST_STALE);
         req(&r, algs[a], "alice", REALM, "s3cret", nonce, 4);
         CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_OK);
+        /* A jump past the window: what is now too far below is stale
+         * (used or not), what is inside it is still accepted once. */
+        req(&r, algs[a], "alice", REALM, "s3cret", nonce, 100);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_OK);
+        req(&r, algs[a], "alice", REALM, "s3cret", nonce, 5);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_STALE);
+        req(&r, algs[a], "alice", REALM, "s3cret", nonce, 36);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_STALE);
+        req(&r, algs[a], "alice", REALM, "s3cret", nonce, 37);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_OK);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_STALE);
+        req(&r, algs[a], "alice", REALM, "s3cret", nonce, 99);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_OK);
+        req(&r, algs[a], "alice", REALM, "s3cret", nonce, 100);
+        CHECK_INT(verify(d, &r, ha1, T0 + 5), PL_DIGEST_STALE);
         /* Uppercase hex in the response is the same digest. */
         req(&r, algs[a], "alice", REALM, "s3cret", other, 1);
         for (char *c = r.response; *c; c++)
