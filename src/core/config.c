@@ -455,6 +455,7 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
         const char *proto = NULL, *addr = "127.0.0.1", *tls = "starttls";
         const char *transport = "tcp";
         int port = 0, secure = 0, per_ip = -1, total = -1;
+        int udp_buffer = 1 << 20;
         if (!config_setting_is_group(g))
             return where(err, errlen, g, "%s: each entry is a { group }",
                          "listeners");
@@ -465,6 +466,13 @@ static int read_listeners(struct pl_config *c, char *err, size_t errlen)
         config_setting_lookup_bool(g, "secure", &secure);
         config_setting_lookup_int(g, "max_connections_per_ip", &per_ip);
         config_setting_lookup_int(g, "max_connections", &total);
+        if (config_setting_get_member(g, "udp_buffer") &&
+            (config_setting_lookup_int(g, "udp_buffer", &udp_buffer) !=
+                 CONFIG_TRUE ||
+             udp_buffer < 0 || udp_buffer > (1 << 30)))
+            return where(err, errlen, g,
+                         "%s: udp_buffer is 0 to 1073741824 bytes", "listener");
+        lc->udp_buffer = udp_buffer;
         lc->group = g;
         lc->protocol = proto ? pl_strdup(proto) : NULL;
         lc->address = pl_strdup(addr);
@@ -769,7 +777,9 @@ void pl_config_print_default(FILE *f)
           "for a listener behind a\n# TLS-terminating proxy; "
           "max_connections_per_ip, max_connections, handshake_timeout\n# and "
           "idle_timeout override the limits group for this entry (its\n# "
-          "idle_timeout also wins over a front end's own idle policy).\n"
+          "idle_timeout also wins over a front end's own idle policy);\n# "
+          "udp_buffer: a UDP socket's receive and send buffers (1048576\n# "
+          "bytes; 0: the system's default).\n"
           "listeners = (\n",
           f);
     struct pl_config d = {0};

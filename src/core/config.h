@@ -60,6 +60,8 @@ struct pl_listener_conf {
     long max_total;          /* connections in all, this protocol */
     long handshake_timeout;  /* seconds, or -1: the limits group's */
     long idle_timeout;       /* seconds, or -1: the limits group's */
+    long udp_buffer;         /* UDP: socket buffers asked for, bytes; 0: the
+                              * system's default */
     config_setting_t *group; /* the entry, for the provider's own keys */
 };
 

@@ -237,6 +237,17 @@ static int open_udp(struct pl_listen *l)
     int one = 1;
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (lc->udp_buffer > 0) {
+        /* Room for a burst while the loop is busy: a datagram the kernel
+         * drops costs a retransmission (SIP: T1 later).  Beyond
+         * net.core.[rw]mem_max only a privileged process gets it. */
+        int want = (int)lc->udp_buffer;
+        int opts[][2] = {{SO_RCVBUF, SO_RCVBUFFORCE},
+                         {SO_SNDBUF, SO_SNDBUFFORCE}};
+        for (int k = 0; k < 2; k++)
+            if (setsockopt(fd, SOL_SOCKET, opts[k][1], &want, sizeof(want)))
+                setsockopt(fd, SOL_SOCKET, opts[k][0], &want, sizeof(want));
+    }
     if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
         pl_log_error("listen", "cannot listen on %s udp port %d: %s",
                      lc->address, lc->port, strerror(errno));

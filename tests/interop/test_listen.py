@@ -90,6 +90,17 @@ def main():
         check("listen: --check-config refuses a transport the protocol does "
               "not serve", p.returncode == 1 and
               "protocol component is not served over udp" in err, err)
+        with open(conf, "w") as f:
+            f.write('server: { data_dir = "%s"; };\nlisteners = (\n'
+                    '  { protocol = "sip"; port = 15060; transport = "udp"; '
+                    'udp_buffer = -1; }\n);\n' % d)
+        p = subprocess.run([srv.bin, "--config", conf, "--check-config"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=30)
+        err = p.stderr.decode()
+        check("listen: --check-config refuses a negative udp_buffer, naming "
+              "the line", p.returncode == 1 and "bad.conf:3" in err and
+              "udp_buffer is 0 to 1073741824 bytes" in err, err)
     harness.finish()
 
 
