@@ -396,7 +396,12 @@ char *pl__sip_stateless_bytes(osip_message_t *req, const struct sip_verdict *v,
         osip_message_set_header(r, v->hdr_name, v->hdr_value);
     char *s = pl__sip_serialize(r, len);
     osip_message_free(r);
-    if (s && v->minimal) {
+    if (s) {
+        /* Every field copied must read back as written: libosip2 takes
+         * some Via or From forms leniently (a COMPAT-mended NUL, a
+         * comment) that it then writes in a form it refuses.  Such an
+         * answer could not be matched by its client: none is sent.  The
+         * refusals are the rare path; one more parse is cheap there. */
         osip_message_t *back = NULL;
         osip_message_init(&back);
         int ok = osip_message_parse(back, s, *len) == 0 &&

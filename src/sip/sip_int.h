@@ -531,8 +531,8 @@ struct sip_verdict {
 /*
  * The bytes of the stateless answer v->code to req (our tag, v's reason
  * and extra field): a new string (pl_free) and its length, or NULL when
- * req cannot be addressed or, for a minimally parsed request, when the
- * answer would not parse back with the same top Via sent-by and branch
+ * req cannot be addressed or when the answer would not parse back with
+ * the same top Via sent-by and branch
  * and CSeq (libosip2 writes some lenient fields in a form it reads
  * otherwise or not at all: such an answer is not sent).
  */
