@@ -325,7 +325,8 @@ static int cl_value(struct pl_str v, struct pl_str *canon, int *have)
 {
     struct pl_str e;
     int any = 0;
-    if (v.len == 0)
+    /* Not a list field: no empty element, not even a last one. */
+    if (v.len == 0 || v.p[v.len - 1] == ',')
         return 400;
     while (next_element(&v, &e)) {
         if (e.len == 0)
