@@ -101,8 +101,8 @@ static int same_answer(osip_message_t *m, osip_message_t *back, int code)
     const char *ba = pl__sip_branch(m), *bb = pl__sip_branch(back);
     return !(back->status_code != code || !back->cseq || !m->cseq ||
              strcmp(back->cseq->number, m->cseq->number) != 0 ||
-             strcmp(back->cseq->method, m->cseq->method) != 0 || !va ||
-             !vb || strcasecmp(va->host, vb->host) != 0 ||
+             strcmp(back->cseq->method, m->cseq->method) != 0 || !va || !vb ||
+             strcasecmp(va->host, vb->host) != 0 ||
              (va->port ? !vb->port || strcmp(va->port, vb->port) != 0
                        : vb->port != NULL) ||
              (ba ? !bb || strcmp(ba, bb) != 0 : bb != NULL));
