@@ -38,7 +38,7 @@ class Baresip:
         its +sip.instance), with which libre says Supported: path."""
         self.user, self.domain = user, domain
         self.aor = "%s@%s" % (user, domain)
-        self.sip_port, self.ctrl_port = harness.free_ports(2)
+        self.sip_port, self.ctrl_port = self._ports()
         self.dir = tempfile.mkdtemp(prefix="parley-baresip-")
         self.log_path = os.path.join(self.dir, "baresip.log")
         self.proc = None
@@ -65,6 +65,24 @@ class Baresip:
         with open(os.path.join(self.dir, "contacts"), "w") as f:
             for c in contacts:
                 f.write(c + "\n")
+
+    @staticmethod
+    def _ports():
+        """A SIP port whose next port is free too (baresip listens for
+        TLS on sip_listen's port + 1, whatever the config says), and a
+        control port apart from both."""
+        for _ in range(100):
+            sip, ctrl = harness.free_ports(2)
+            if ctrl in (sip, sip + 1):
+                continue
+            try:
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as t:
+                        t.bind(("127.0.0.1", sip + 1))
+            except OSError:
+                continue
+            return sip, ctrl
+        raise RuntimeError("no free port pair for baresip")
 
     @staticmethod
     def installed():
