@@ -48,7 +48,10 @@
     X(sip_publications)                                                        \
     X(sip_subscriptions)                                                       \
     X(sip_notifies)                                                            \
-    X(sip_messages_out)
+    X(sip_messages_out)                                                        \
+    X(ws_sessions)                                                             \
+    X(ws_messages_in)                                                          \
+    X(ws_messages_out)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

@@ -835,14 +835,22 @@ static int wake(struct pl_xml_parser *p)
  * instruction, reference, tag) is open.  Any other event, or input consumed
  * without one, leaves calm behind fed and the parser awake.
  */
-int pl_xml_parser_nap(struct pl_xml_parser *p)
+int pl_xml_parser_between(const struct pl_xml_parser *p)
 {
-    if (!p->xp || p->busy || dead(p) || p->st || !p->hdr_raw ||
+    if (!p->xp)
+        return !dead(p) && p->hdr_raw; /* napping: between by definition */
+    if (p->busy || dead(p) || p->st || !p->hdr_raw ||
         p->depth + 1 != p->sdepth || p->calm != p->fed)
         return 0;
     long long idx = (long long)XML_GetCurrentByteIndex(p->xp);
-    if (idx < 0 || (unsigned long long)idx != p->fed)
-        return 0; /* expat holds a partial token */
+    return idx >= 0 && (unsigned long long)idx == p->fed; /* no partial
+                                                            * token */
+}
+
+int pl_xml_parser_nap(struct pl_xml_parser *p)
+{
+    if (!p->xp || !pl_xml_parser_between(p))
+        return 0;
     expat_free(p);
     return 1;
 }

@@ -116,6 +116,10 @@ void pl_xml_parser_reset(struct pl_xml_parser *p);
  * a callback, or outside the stream element).
  */
 int pl_xml_parser_nap(struct pl_xml_parser *p);
+/* Whether the parser is where it could nap: exactly between two children
+ * of the stream element, nothing pending (framed transports check that a
+ * message held whole elements only). */
+int pl_xml_parser_between(const struct pl_xml_parser *p);
 
 /*
  * Parses one complete XML element (tests, config snippets) into a new

@@ -164,6 +164,13 @@ struct pl_conn *pl_http_upgrade(struct pl_http_req *r,
 void pl_http_base_url(const struct pl_http_req *r, const char *scheme,
                       struct pl_buf *b);
 
+/*
+ * Whether the request's Origin may use the service (WebSocket, CORS): no
+ * Origin (not a browser), the request's own origin (scheme://Host), or
+ * one of its host's http.cors_origins ("*": any).
+ */
+int pl_http_origin_allowed(const struct pl_http_req *r);
+
 /* The reason phrase of a status ("Not Found"), "" if unknown. */
 const char *pl_http_reason(int status);
 

@@ -68,28 +68,65 @@ const struct pl_settings *pl__c2s_settings(void)
 
 /* ---- output ---- */
 
+/* One element in n pieces: straight onto the connection over TCP, or
+ * framed by the transport. */
+static void write_elem(struct c2s *c, const struct pl_str *v, int n)
+{
+    if (!c->conn)
+        return;
+    if (c->tr) {
+        c->tr->element(c->tdata, v, n);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        pl_conn_write(c->conn, v[i].p, v[i].len);
+}
+
+void pl__c2s_out_n(struct c2s *c, const char *p, size_t n)
+{
+    struct pl_str v = {p, n};
+    write_elem(c, &v, 1);
+}
+
 void pl__c2s_out(struct c2s *c, const char *s)
 {
-    if (c->conn)
-        pl_conn_write(c->conn, s, strlen(s));
+    pl__c2s_out_n(c, s, strlen(s));
 }
 
 void pl__c2s_out_buf(struct c2s *c, struct pl_buf *b)
 {
-    if (c->conn)
-        pl_conn_write(c->conn, b->data + b->off, b->len);
+    pl__c2s_out_n(c, b->data + b->off, b->len);
 }
 
 static void send_header(struct c2s *c)
 {
-    struct pl_buf b = {0};
     pl_stream_id(c->id, 17); /* 64 random bits */
     const char *from = c->host ? c->host->domain : pl_host_at(0)->domain;
+    c->header_sent = 1;
+    if (c->tr) {
+        if (c->conn)
+            c->tr->header(c->tdata, from, c->id);
+        return;
+    }
+    struct pl_buf b = {0};
     pl_stream_header(&b, PL_NS_CLIENT, from, NULL, c->id,
                      PL_STREAM_V1 | PL_STREAM_LANG);
-    pl__c2s_out_buf(c, &b);
+    if (c->conn)
+        pl_conn_write(c->conn, b.data + b.off, b.len);
     pl_buf_reset(&b);
-    c->header_sent = 1;
+}
+
+void pl__c2s_end(struct c2s *c)
+{
+    if (!c->conn)
+        return;
+    c->closing = 1;
+    if (c->tr) {
+        c->tr->close(c->tdata);
+        return;
+    }
+    pl_conn_write(c->conn, "</stream:stream>", 16);
+    pl_conn_close(c->conn);
 }
 
 /* Ends the stream with an RFC 6120 §4.9.3 condition. */
@@ -100,10 +137,9 @@ void pl__c2s_stream_error(struct c2s *c, const char *cond, const char *text)
     if (!c->header_sent)
         send_header(c);
     struct pl_buf b = {0};
-    pl_stream_error_xml(&b, cond, text);
+    pl_stream_error_elem(&b, cond, text);
     pl__c2s_out_buf(c, &b);
     pl_buf_reset(&b);
-    c->closing = 1;
     /* A client that went silent may come back and resume (XEP-0198 §5);
      * any other stream error ends the session. */
     if (strcmp(cond, "connection-timeout") != 0)
@@ -111,17 +147,15 @@ void pl__c2s_stream_error(struct c2s *c, const char *cond, const char *text)
     pl_stat_inc(stream_errors);
     pl_log_debug("c2s", "%s:%d: stream error %s%s%s", c->conn->ip,
                  c->conn->port, cond, text ? ": " : "", text ? text : "");
-    pl_conn_close(c->conn);
+    pl__c2s_end(c);
 }
 
 void pl__c2s_close_stream(struct c2s *c)
 {
     if (c->closing || !c->conn)
         return;
-    pl__c2s_out(c, "</stream:stream>");
-    c->closing = 1;
     c->no_resume = 1; /* a closed stream ends the session (XEP-0198 §7) */
-    pl_conn_close(c->conn);
+    pl__c2s_end(c);
 }
 
 /* After the output filters (stream management is the last of them when
@@ -132,7 +166,7 @@ static void send_stanza(struct pl_session *s, struct pl_stanza *st)
     if (!c->conn || c->closing)
         return;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_CLIENT);
-    pl_conn_write(c->conn, x.p, x.len);
+    write_elem(c, &x, 1);
 }
 
 /* The cached serialization with " to='...'" spliced in after the root's
@@ -162,12 +196,10 @@ static void send_stanza_to(struct pl_session *s, struct pl_stanza *st,
         pl_buf_append_escaped(&b, to, tl, 1);
         pl_buf_append_str(&b, "'");
     }
-    pl_conn_write(c->conn, x.p, k);
-    if (plain)
-        pl_conn_write(c->conn, head, n);
-    else
-        pl_conn_write(c->conn, b.data + b.off, b.len);
-    pl_conn_write(c->conn, x.p + k, x.len - k);
+    struct pl_str v[3] = {{x.p, k},
+                          plain ? (struct pl_str){head, n} : pl_buf_str(&b),
+                          {x.p + k, x.len - k}};
+    write_elem(c, v, 3);
     pl_buf_reset(&b);
 }
 
@@ -220,7 +252,7 @@ static const struct pl_session_ops session_ops = {
 
 static int tls_available(struct c2s *c)
 {
-    return c->host && c->host->tls && c->tls_mode != PL_TLS_NONE;
+    return c->host && c->host->tls && c->tls_mode != PL_TLS_NONE && !c->tr;
 }
 
 static void send_features(struct c2s *c)
@@ -261,25 +293,9 @@ static void send_features(struct c2s *c)
 
 /* ---- stream header ---- */
 
-static void on_stream_open(void *ud, struct pl_stanza *hdr)
+/* The client's stream header (or RFC 7395 <open/>) names to and version. */
+static void stream_open(struct c2s *c, const char *to, const char *ver)
 {
-    struct c2s *c = ud;
-    struct pl_node *root = pl_stanza_root(hdr);
-    if (strcmp(root->ns, PL_NS_STREAMS) != 0) {
-        pl__c2s_stream_error(c, "invalid-namespace", NULL);
-        return;
-    }
-    if (strcmp(root->name, "stream") != 0) {
-        pl__c2s_stream_error(c, "bad-format", NULL);
-        return;
-    }
-    /* §4.8.2: the content namespace of a c2s stream is jabber:client. */
-    const char *content = pl_node_attr(root, "xmlns");
-    if (!content || strcmp(content, PL_NS_CLIENT) != 0) {
-        pl__c2s_stream_error(c, "invalid-namespace", NULL);
-        return;
-    }
-    const char *to = pl_node_attr(root, "to");
     struct pl_host *h = NULL;
     if (to) {
         char *dom = NULL;
@@ -294,7 +310,6 @@ static void on_stream_open(void *ud, struct pl_stanza *hdr)
         return;
     }
     c->host = h;
-    const char *ver = pl_node_attr(root, "version");
     send_header(c);
     if (!ver || strtol(ver, NULL, 10) < 1) {
         pl__c2s_stream_error(c, "unsupported-version", NULL);
@@ -304,12 +319,36 @@ static void on_stream_open(void *ud, struct pl_stanza *hdr)
     send_features(c);
 }
 
+static void on_stream_open(void *ud, struct pl_stanza *hdr)
+{
+    struct c2s *c = ud;
+    struct pl_node *root = pl_stanza_root(hdr);
+    if (c->tr)
+        return; /* our own root (feed_root): <open/> comes as an element */
+    if (strcmp(root->ns, PL_NS_STREAMS) != 0) {
+        pl__c2s_stream_error(c, "invalid-namespace", NULL);
+        return;
+    }
+    if (strcmp(root->name, "stream") != 0) {
+        pl__c2s_stream_error(c, "bad-format", NULL);
+        return;
+    }
+    /* §4.8.2: the content namespace of a c2s stream is jabber:client. */
+    const char *content = pl_node_attr(root, "xmlns");
+    if (!content || strcmp(content, PL_NS_CLIENT) != 0) {
+        pl__c2s_stream_error(c, "invalid-namespace", NULL);
+        return;
+    }
+    stream_open(c, pl_node_attr(root, "to"), pl_node_attr(root, "version"));
+}
+
 void pl__c2s_restart(struct c2s *c)
 {
     pl_xml_parser_stop(c->xml);
     pl_xml_parser_reset(c->xml);
     c->state = ST_HEADER;
     c->header_sent = 0;
+    c->need_root = c->tr != NULL;
 }
 
 /* ---- binding ---- */
@@ -493,6 +532,21 @@ static void on_preauth_iq(struct c2s *c, struct pl_stanza *st)
         reply_iq_error(c, st, rc, NULL);
 }
 
+/* RFC 7395 §3.4, §3.6: <open/> (re)starts the stream, <close/> ends it. */
+static void on_framing(struct c2s *c, struct pl_stanza *st)
+{
+    struct pl_node *root = pl_stanza_root(st);
+    if (strcmp(root->name, "open") == 0 && c->state == ST_HEADER) {
+        stream_open(c, pl_node_attr(root, "to"), pl_node_attr(root, "version"));
+        return;
+    }
+    if (strcmp(root->name, "close") == 0) {
+        pl__c2s_close_stream(c);
+        return;
+    }
+    pl__c2s_stream_error(c, "unsupported-stanza-type", NULL);
+}
+
 static void on_stanza(void *ud, struct pl_stanza *st)
 {
     struct c2s *c = ud;
@@ -500,11 +554,21 @@ static void on_stanza(void *ud, struct pl_stanza *st)
     pl_stat_inc(stanzas_in);
     if (c->closing)
         goto out;
+    if (c->tr) {
+        c->nelems++;
+        if (strcmp(root->ns, PL_NS_FRAMING) == 0) {
+            on_framing(c, st);
+            goto out;
+        }
+        if (c->state == ST_HEADER) {
+            pl__c2s_stream_error(c, "not-authorized", "<open/> first");
+            goto out;
+        }
+    }
     if (strcmp(root->ns, NS_TLS) == 0 && strcmp(root->name, "starttls") == 0) {
         if (pl__c2s_encrypted(c) || c->authed || !tls_available(c)) {
-            pl__c2s_out(c, "<failure xmlns='" NS_TLS "'/></stream:stream>");
-            c->closing = 1;
-            pl_conn_close(c->conn);
+            pl__c2s_out(c, "<failure xmlns='" NS_TLS "'/>");
+            pl__c2s_end(c);
             goto out;
         }
         pl__c2s_out(c, "<proceed xmlns='" NS_TLS "'/>");
@@ -713,7 +777,11 @@ void pl__c2s_take_place(struct c2s *o, struct c2s *c)
 
 static void on_closed(struct pl_conn *conn)
 {
-    struct c2s *c = conn->data;
+    pl_c2s_gone(conn->data);
+}
+
+void pl_c2s_gone(struct c2s *c)
+{
     c->conn = NULL;
     if (c->prev)
         c->prev->next = c->next;
@@ -738,7 +806,11 @@ static void on_closed(struct pl_conn *conn)
  * session resumable (pl__c2s_stream_error, XEP-0198 §5). */
 static void on_timeout(struct pl_conn *conn, int which)
 {
-    struct c2s *c = conn->data;
+    pl_c2s_timeout(conn->data, which);
+}
+
+void pl_c2s_timeout(struct c2s *c, int which)
+{
     pl__c2s_stream_error(c, "connection-timeout",
                          which == PL_CONN_TIMEOUT_HANDSHAKE
                              ? "handshake took too long"
@@ -763,7 +835,10 @@ static void on_timer(struct pl_timer *t)
         now - c->keepalive_ms >= (uint64_t)CS->keepalive_interval * 1000 &&
         now - c->conn->last_read_ms >=
             (uint64_t)CS->keepalive_interval * 1000) {
-        pl__c2s_out(c, " ");
+        if (c->tr)
+            c->tr->keepalive(c->tdata);
+        else
+            pl_conn_write(c->conn, " ", 1);
         c->keepalive_ms = now;
     }
     /* An idle stream gives back its XML parser (about 10 KiB) until the
@@ -789,13 +864,12 @@ static void on_resume_poll(struct pl_timer *t)
 
 /* listen.h: a connection accepted on a c2s listener, within the limits;
  * the core starts it (TLS first on a direct TLS listener). */
-static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
+static struct c2s *c2s_new(struct pl_conn *conn, int tls_mode, int proxied)
 {
     struct c2s *c = pl_calloc(1, sizeof(*c));
     c->conn = conn;
-    pl_conn_set_handlers(conn, &conn_ops, c);
-    c->tls_mode = l->conf->tls;
-    c->proxied = l->conf->secure;
+    c->tls_mode = tls_mode;
+    c->proxied = proxied;
     c->next = all;
     if (all)
         all->prev = c;
@@ -810,7 +884,53 @@ static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
     /* Started once bound; the core watches the handshake until then. */
     pl_timer_init(&c->timer, on_timer, c);
     pl_timer_init(&c->rtimer, on_resume_poll, c);
+    return c;
+}
+
+static int c2s_accept(struct pl_listen *l, struct pl_conn *conn)
+{
+    struct c2s *c = c2s_new(conn, l->conf->tls, l->conf->secure);
+    pl_conn_set_handlers(conn, &conn_ops, c);
     return PL_OK;
+}
+
+struct c2s *pl_c2s_open(struct pl_conn *conn, const struct pl_c2s_transport *tr,
+                        void *t, int secure)
+{
+    if (!S)
+        return NULL;
+    struct c2s *c = c2s_new(conn, PL_TLS_NONE, 0);
+    c->tr = tr;
+    c->tdata = t;
+    c->secure = conn->tls == PL_CONN_TLS;
+    c->proxied = secure && !c->secure;
+    c->need_root = 1;
+    return c;
+}
+
+/* The root every element of a transport's stream is parsed under: the
+ * namespaces a TCP stream's header would declare. */
+static const char ws_root[] = "<stream:stream xmlns='" PL_NS_CLIENT
+                              "' xmlns:stream='" PL_NS_STREAMS "'>";
+
+void pl_c2s_input(struct c2s *c, const char *p, size_t n)
+{
+    pl_stat_add(bytes_in, n);
+    if (c->closing || !c->xml)
+        return;
+    if (c->need_root) {
+        c->need_root = 0;
+        pl_xml_parser_feed(c->xml, ws_root, sizeof(ws_root) - 1);
+    }
+    c->nelems = 0;
+    if (pl_xml_parser_feed(c->xml, p, n) != PL_OK || c->closing)
+        return;
+    /* RFC 7395 §3.3.3: one whole element per message, no more, no less
+     * (a restart resets the count: the element that caused it was the
+     * message's one). */
+    if (!c->need_root && (c->nelems != 1 || !pl_xml_parser_between(c->xml)))
+        pl__c2s_stream_error(c, "not-well-formed",
+                             "a WebSocket message must hold one whole element");
 }
 
 /* listen.h: over a connection limit; RFC 6120 §4.9.3.14/.18 say why. */

@@ -14,7 +14,9 @@
 #define PL_C2S_H
 
 #include "config.h"
+#include "conn.h"
 #include "resources.h"
+#include "str.h"
 
 /*
  * The front end is pl_mod_c2s (module.h): it serves the listeners with
@@ -57,6 +59,62 @@ const struct pl_c2s_settings *pl_c2s_settings(void);
  * if fd is not usable; on failure fd stays the caller's.
  */
 int pl__c2s_accept_fd(int fd, int tls_mode);
+
+/*
+ * Client streams over another transport: XMPP over WebSocket (RFC 7395,
+ * src/http/websocket.c), later BOSH.  The transport owns the connection
+ * (its pl_conn_ops), frames what the stream writes, and hands the stream
+ * each whole element it receives.  The stream itself (SASL, binding,
+ * stream management, every module) is the same as over TCP: a
+ * transport changes only how the stream opens and closes, and how
+ * elements are delimited.
+ *
+ * What differs from a TCP stream: the client opens (and after SASL
+ * restarts) the stream with <open xmlns='urn:ietf:params:xml:ns:xmpp-
+ * framing' to='...' version='1.0'/> and ends it with <close .../>; no
+ * STARTTLS is offered (the connection is TLS or the listener declared
+ * secure, or it is not); each element the stream writes is one call of
+ * element(); a stream error is the element <stream:error/> followed by
+ * close().
+ */
+struct c2s;
+
+struct pl_c2s_transport {
+    const char *name; /* "websocket", for logs */
+    /* The stream's opening answer: from (our domain) and its id. */
+    void (*header)(void *t, const char *from, const char *id);
+    /* One whole top-level element, the concatenation of v[0..n): v[0]
+     * starts with '<' and the element's name.  Namespace declarations a
+     * standalone element needs (xmlns='jabber:client' on stanzas,
+     * xmlns:stream on stream:*) are the transport's to add. */
+    void (*element)(void *t, const struct pl_str *v, int n);
+    /* Ends the stream (after a stream error element, if any) and closes
+     * the connection once the bytes are out. */
+    void (*close)(void *t);
+    /* Keeps an idle connection alive (a WebSocket ping). */
+    void (*keepalive)(void *t);
+    /* XEP-0198 resumption moved the transport to another stream: from
+     * now on, c is the stream to call. */
+    void (*attach)(void *t, struct c2s *c);
+};
+
+/* The framing namespace of RFC 7395 (<open/>, <close/>). */
+#define PL_NS_FRAMING "urn:ietf:params:xml:ns:xmpp-framing"
+
+/*
+ * A new client stream on conn, whose handlers the transport keeps:
+ * secure says whether conn counts as encrypted (TLS, or a listener
+ * declared secure).  NULL before the front end started.
+ */
+struct c2s *pl_c2s_open(struct pl_conn *conn, const struct pl_c2s_transport *tr,
+                        void *t, int secure);
+/* One whole element from the client (a WebSocket text message): more or
+ * less than exactly one element is <not-well-formed/>. */
+void pl_c2s_input(struct c2s *c, const char *p, size_t n);
+/* The transport's connection is gone (last call for c from it). */
+void pl_c2s_gone(struct c2s *c);
+/* A deadline of the connection passed (enum pl_conn_timeout). */
+void pl_c2s_timeout(struct c2s *c, int which);
 
 
 #endif

@@ -46,49 +46,59 @@ enum mech {
 };
 
 struct c2s {
-    struct pl_session sess;        /* the routable part; sess.impl == this */
-    struct pl_conn *conn;          /* NULL once closed */
-    struct pl_xml_parser *xml;     /* stream parser */
-    struct pl_host *host;          /* host named by the stream's 'to' */
-    int state;                     /* enum state */
-    int tls_mode;                  /* listener's enum pl_tls_mode */
-    unsigned secure : 1;           /* TLS is up */
-    unsigned proxied : 1;          /* the listener is declared secure (TLS
+    struct pl_session sess; /* the routable part; sess.impl == this */
+    struct pl_conn *conn;   /* NULL once closed */
+    const struct pl_c2s_transport *tr; /* NULL: TCP (c2s.h) */
+    void *tdata;                       /* tr's, per stream */
+    struct pl_xml_parser *xml;         /* stream parser */
+    struct pl_host *host;              /* host named by the stream's 'to' */
+    int state;                         /* enum state */
+    int tls_mode;                      /* listener's enum pl_tls_mode */
+    unsigned secure : 1;               /* TLS is up */
+    unsigned proxied : 1;              /* the listener is declared secure (TLS
                                    * ends at a proxy in front, or
                                    * loopback): encrypted for policy, but
                                    * no channel binding */
-    unsigned authed : 1;           /* SASL succeeded */
-    unsigned header_sent : 1;      /* our stream header is out */
-    unsigned closing : 1;          /* stream error or close sent */
-    unsigned plus_offered : 1;     /* -PLUS mechanisms were offered */
-    unsigned sasl_busy : 1;        /* waiting on storage or a worker */
-    unsigned no_resume : 1;        /* ended on purpose: no hibernation */
-    unsigned hibernated : 1;       /* XEP-0198: connection gone, session
+    unsigned authed : 1;               /* SASL succeeded */
+    unsigned header_sent : 1;          /* our stream header is out */
+    unsigned closing : 1;              /* stream error or close sent */
+    unsigned plus_offered : 1;         /* -PLUS mechanisms were offered */
+    unsigned sasl_busy : 1;            /* waiting on storage or a worker */
+    unsigned no_resume : 1;            /* ended on purpose: no hibernation */
+    unsigned hibernated : 1;           /* XEP-0198: connection gone, session
                                    * kept for resumption */
-    unsigned sasl_gen;             /* SASL exchanges started or aborted */
-    int mech;                      /* enum mech in progress */
-    int auth_failures;             /* SASL failures so far */
-    struct pl_scram_server *scram; /* SCRAM exchange in progress */
-    char *user;                    /* authenticated (or claimed) localpart */
-    char cbtype[24];               /* channel binding type of this exchange */
-    char id[24];                   /* stream id */
-    struct pl_timer timer;         /* bound: keepalives, parser naps;
+    unsigned need_root : 1;            /* tr: the parser waits for the
+                                   * stream root fed before input */
+    unsigned nelems;                   /* tr: elements of the current input */
+    unsigned sasl_gen;                 /* SASL exchanges started or aborted */
+    int mech;                          /* enum mech in progress */
+    int auth_failures;                 /* SASL failures so far */
+    struct pl_scram_server *scram;     /* SCRAM exchange in progress */
+    char *user;              /* authenticated (or claimed) localpart */
+    char cbtype[24];         /* channel binding type of this exchange */
+    char id[24];             /* stream id */
+    struct pl_timer timer;   /* bound: keepalives, parser naps;
                                    * hibernated: the resumption deadline */
-    struct pl_timer rtimer;        /* XEP-0198: a <resume/> waiting */
-    char *resume_previd;           /* that <resume/>'s previd */
-    uint32_t resume_h;             /* and its h */
-    int resume_tries;              /* polls so far */
-    uint64_t keepalive_ms;         /* loop time of the last keepalive */
-    struct c2s *prev, *next;       /* all open streams */
+    struct pl_timer rtimer;  /* XEP-0198: a <resume/> waiting */
+    char *resume_previd;     /* that <resume/>'s previd */
+    uint32_t resume_h;       /* and its h */
+    int resume_tries;        /* polls so far */
+    uint64_t keepalive_ms;   /* loop time of the last keepalive */
+    struct c2s *prev, *next; /* all open streams */
 };
 
 /* ---- c2s.c ---- */
 
 /* The settings in force (the front end's start and reload). */
 const struct pl_settings *pl__c2s_settings(void);
-/* Writes s, or b's bytes, on c's connection if it has one. */
+/* Writes one whole element, s or b's bytes, on c's connection if it has
+ * one (through its transport, c2s.h). */
 void pl__c2s_out(struct c2s *c, const char *s);
 void pl__c2s_out_buf(struct c2s *c, struct pl_buf *b);
+void pl__c2s_out_n(struct c2s *c, const char *p, size_t n);
+/* Ends the stream (</stream:stream> or the transport's close) and closes
+ * the connection; a stream error element, if any, is already written. */
+void pl__c2s_end(struct c2s *c);
 /* Ends the stream with an RFC 6120 §4.9.3 condition (text may be NULL),
  * preceded by our stream header if it was not sent yet. */
 void pl__c2s_stream_error(struct c2s *c, const char *cond, const char *text);

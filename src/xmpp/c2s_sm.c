@@ -29,7 +29,7 @@ static void sm_write(struct pl_session *s, const char *p, size_t n)
 {
     struct c2s *c = s->impl;
     if (c->conn && !c->closing)
-        pl_conn_write(c->conn, p, n);
+        pl__c2s_out_n(c, p, n);
 }
 
 static int sm_connected(struct pl_session *s)
@@ -100,14 +100,12 @@ static void sm_ack(struct c2s *c, uint32_t h)
             b, sizeof(b),
             "<stream:error><undefined-condition xmlns='" PL_NS_STREAM_ERRORS
             "'/><handled-count-too-high xmlns='" PL_NS_SM
-            "' h='%u' send-count='%u'/></stream:error>"
-            "</stream:stream>",
+            "' h='%u' send-count='%u'/></stream:error>",
             h, sent);
         pl__c2s_out(c, b);
-        c->closing = 1;
         c->no_resume = 1;
         pl_stat_inc(stream_errors);
-        pl_conn_close(c->conn);
+        pl__c2s_end(c);
     }
 }
 
@@ -121,6 +119,8 @@ static void swap_transport(struct c2s *a, struct c2s *b)
         b->f = t_;                                                             \
     } while (0)
     SWAP(conn);
+    SWAP(tr);
+    SWAP(tdata);
     SWAP(xml);
     SWAP(tls_mode);
     SWAP(keepalive_ms);
@@ -137,13 +137,18 @@ static void swap_transport(struct c2s *a, struct c2s *b)
     t = a->closing;
     a->closing = b->closing;
     b->closing = t;
+    t = a->need_root;
+    a->need_root = b->need_root;
+    b->need_root = t;
     char id[sizeof(a->id)];
     memcpy(id, a->id, sizeof(id));
     memcpy(a->id, b->id, sizeof(id));
     memcpy(b->id, id, sizeof(id));
     struct c2s *both[2] = {a, b};
     for (int i = 0; i < 2; i++) {
-        if (both[i]->conn)
+        if (both[i]->conn && both[i]->tr)
+            both[i]->tr->attach(both[i]->tdata, both[i]);
+        else if (both[i]->conn)
             both[i]->conn->data = both[i];
         if (both[i]->xml)
             pl_xml_parser_set_ud(both[i]->xml, both[i]);

@@ -70,6 +70,12 @@ int pl_stream_is_stanza(const struct pl_node *root, const char *content_ns)
 
 void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text)
 {
+    pl_stream_error_elem(b, cond, text);
+    pl_buf_append_str(b, "</stream:stream>");
+}
+
+void pl_stream_error_elem(struct pl_buf *b, const char *cond, const char *text)
+{
     pl_buf_printf(b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS "'/>",
                   cond);
     if (text) {
@@ -78,7 +84,7 @@ void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text)
         pl_buf_append_escaped(b, text, strlen(text), 0);
         pl_buf_append_str(b, "</text>");
     }
-    pl_buf_append_str(b, "</stream:error></stream:stream>");
+    pl_buf_append_str(b, "</stream:error>");
 }
 
 void pl_stream_refuse(struct pl_conn *conn, const char *content_ns,

@@ -68,6 +68,8 @@ int pl_stream_is_stanza(const struct pl_node *root, const char *content_ns);
  * (every stream kind alike).  text may be NULL.
  */
 void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text);
+/* The same without the stream's end: the <stream:error/> element alone. */
+void pl_stream_error_elem(struct pl_buf *b, const char *cond, const char *text);
 
 struct pl_conn;
 
