@@ -100,3 +100,71 @@ void pl_stream_refuse(struct pl_conn *conn, const char *content_ns,
     pl_buf_reset(&b);
     pl_stat_inc(stream_errors);
 }
+
+/*
+ * Whether the start tag that follows the element's name (pieces v[0..n),
+ * from byte k of v[0]) declares attr ("xmlns" or "xmlns:stream"), values
+ * skipped by their quotes.
+ */
+static int declares(const struct pl_str *v, int n, size_t k, const char *attr)
+{
+    size_t al = strlen(attr);
+    char quote = 0;
+    int in_name = 0; /* reading an attribute's name */
+    int same = 0;    /* ...and it is attr so far */
+    int named = 0;   /* the last name read was attr (before '=') */
+    size_t nl = 0;
+    for (int i = 0; i < n; i++) {
+        for (size_t j = i == 0 ? k : 0; j < v[i].len; j++) {
+            char ch = v[i].p[j];
+            if (quote) {
+                if (ch == quote)
+                    quote = 0;
+            } else if (ch == '\'' || ch == '"') {
+                quote = ch;
+                in_name = named = 0;
+            } else if (ch == '>') {
+                return 0;
+            } else if (ch == '=') {
+                if (in_name ? same && nl == al : named)
+                    return 1;
+                in_name = named = 0;
+            } else if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' ||
+                       ch == '/') {
+                if (in_name)
+                    named = same && nl == al;
+                in_name = 0;
+            } else {
+                if (!in_name) {
+                    in_name = 1;
+                    same = 1;
+                    nl = 0;
+                }
+                if (nl >= al || attr[nl] != ch)
+                    same = 0;
+                nl++;
+            }
+        }
+    }
+    return 0;
+}
+
+const char *pl_stream_standalone_ns(const struct pl_str *v, int n, size_t *k)
+{
+    /* The name: v[0] from byte 1 to the first ' ', '/' or '>'. */
+    size_t e = 1;
+    while (e < v[0].len && v[0].p[e] != ' ' && v[0].p[e] != '/' &&
+           v[0].p[e] != '>')
+        e++;
+    *k = e;
+    struct pl_str name = {v[0].p + 1, e - 1};
+    if (name.len > 7 && memcmp(name.p, "stream:", 7) == 0) {
+        if (!declares(v, n, e, "xmlns:stream"))
+            return " xmlns:stream='" PL_NS_STREAMS "'";
+    } else if (pl_str_eq_c(name, "message") || pl_str_eq_c(name, "presence") ||
+               pl_str_eq_c(name, "iq")) {
+        if (!declares(v, n, e, "xmlns"))
+            return " xmlns='" PL_NS_CLIENT "'";
+    }
+    return "";
+}

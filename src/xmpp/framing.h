@@ -21,6 +21,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "str.h"
 #include "stanza.h"
 
 /* XEP-0114: the content namespace of a component's stream. */
@@ -70,6 +71,15 @@ int pl_stream_is_stanza(const struct pl_node *root, const char *content_ns);
 void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text);
 /* The same without the stream's end: the <stream:error/> element alone. */
 void pl_stream_error_elem(struct pl_buf *b, const char *cond, const char *text);
+
+/*
+ * An element the stream writes in pieces v[0..n) (v[0] starts with '<'
+ * and its name), to be sent as a standalone document (RFC 7395 §3.3.3,
+ * XEP-0206 §5): returns the namespace declaration to insert after the
+ * name, at byte *k of v[0], or "": xmlns='jabber:client' for a stanza
+ * without an xmlns, xmlns:stream='...' for stream:* without one.
+ */
+const char *pl_stream_standalone_ns(const struct pl_str *v, int n, size_t *k);
 
 struct pl_conn;
 
