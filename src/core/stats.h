@@ -51,7 +51,9 @@
     X(sip_messages_out)                                                        \
     X(ws_sessions)                                                             \
     X(ws_messages_in)                                                          \
-    X(ws_messages_out)
+    X(ws_messages_out)                                                         \
+    X(bosh_sessions)                                                           \
+    X(bosh_requests)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

@@ -913,17 +913,33 @@ struct c2s *pl_c2s_open(struct pl_conn *conn, const struct pl_c2s_transport *tr,
 static const char ws_root[] = "<stream:stream xmlns='" PL_NS_CLIENT
                               "' xmlns:stream='" PL_NS_STREAMS "'>";
 
-void pl_c2s_input(struct c2s *c, const char *p, size_t n)
+/* Feeds whole elements; PL_OK when the caller may go on checking. */
+static int feed_elems(struct c2s *c, const char *p, size_t n)
 {
     pl_stat_add(bytes_in, n);
     if (c->closing || !c->xml)
-        return;
+        return PL_EINVAL;
     if (c->need_root) {
         c->need_root = 0;
         pl_xml_parser_feed(c->xml, ws_root, sizeof(ws_root) - 1);
     }
     c->nelems = 0;
     if (pl_xml_parser_feed(c->xml, p, n) != PL_OK || c->closing)
+        return PL_EINVAL;
+    return PL_OK;
+}
+
+void pl_c2s_feed(struct c2s *c, const char *p, size_t n)
+{
+    if (feed_elems(c, p, n) != PL_OK)
+        return;
+    if (!c->need_root && !pl_xml_parser_between(c->xml))
+        pl__c2s_stream_error(c, "not-well-formed", "half an element");
+}
+
+void pl_c2s_input(struct c2s *c, const char *p, size_t n)
+{
+    if (feed_elems(c, p, n) != PL_OK)
         return;
     /* RFC 7395 §3.3.3: one whole element per message, no more, no less
      * (a restart resets the count: the element that caused it was the

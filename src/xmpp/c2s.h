@@ -62,7 +62,7 @@ int pl__c2s_accept_fd(int fd, int tls_mode);
 
 /*
  * Client streams over another transport: XMPP over WebSocket (RFC 7395,
- * src/http/websocket.c), later BOSH.  The transport owns the connection
+ * src/http/websocket.c) and BOSH (XEP-0206, src/http/bosh.c).  The transport owns the connection
  * (its pl_conn_ops), frames what the stream writes, and hands the stream
  * each whole element it receives.  The stream itself (SASL, binding,
  * stream management, every module) is the same as over TCP: a
@@ -111,6 +111,9 @@ struct c2s *pl_c2s_open(struct pl_conn *conn, const struct pl_c2s_transport *tr,
 /* One whole element from the client (a WebSocket text message): more or
  * less than exactly one element is <not-well-formed/>. */
 void pl_c2s_input(struct c2s *c, const char *p, size_t n);
+/* Zero or more whole elements from the client (a BOSH body's children);
+ * half an element is <not-well-formed/>. */
+void pl_c2s_feed(struct c2s *c, const char *p, size_t n);
 /* The transport's connection is gone (last call for c from it). */
 void pl_c2s_gone(struct c2s *c);
 /* A deadline of the connection passed (enum pl_conn_timeout). */
