@@ -48,7 +48,15 @@
     X(sip_publications)                                                        \
     X(sip_subscriptions)                                                       \
     X(sip_notifies)                                                            \
-    X(sip_messages_out)
+    X(sip_messages_out)                                                        \
+    X(http_requests)                                                           \
+    X(http_responses_1xx)                                                      \
+    X(http_responses_2xx)                                                      \
+    X(http_responses_3xx)                                                      \
+    X(http_responses_4xx)                                                      \
+    X(http_responses_5xx)                                                      \
+    X(http_bytes_in)                                                           \
+    X(http_bytes_out)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;
