@@ -14,6 +14,7 @@
 #include <openssl/err.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,7 +26,9 @@
 
 #define READ_CHUNK 16384
 #define CLOSE_LINGER_MS 3000
-#define KEEP_OUT 16384 /* output buffer kept between flushes */
+#define KEEP_OUT 16384       /* output buffer kept between flushes */
+#define FILE_PIECE 16384     /* file bytes read per piece under TLS */
+#define FLUSH_MAX (1u << 20) /* bytes written per flush: others' turn */
 
 static void on_io(struct pl_io *io, unsigned events);
 static void flush(struct pl_conn *c);
@@ -72,6 +75,7 @@ struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
     c->opened_ms = c->refill_ms;
     pl_io_init(&c->io, fd, on_io, c);
     pl_timer_init(&c->timer, NULL, c);
+    c->sf_fd = -1;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     set_peer(c, fd);
@@ -239,6 +243,7 @@ static void finish(void *data)
         c->ops->closed(c);
     pl__listen_release(c);
     pl_buf_reset(&c->out);
+    pl_buf_reset(&c->sf_after);
     pl_free(c->tls_sni);
     pl_free(c->error);
     pl_free(c);
@@ -273,11 +278,11 @@ void pl_conn_close(struct pl_conn *c)
     if (c->closing)
         return;
     c->closing = 1;
-    if (c->out.len && c->tls != PL_CONN_HANDSHAKE) {
+    if ((c->out.len || c->sf_left) && c->tls != PL_CONN_HANDSHAKE) {
         flush(c);
         if (c->dead)
             return;
-        if (c->out.len) {
+        if (c->out.len || c->sf_left) {
             /* Give a slow peer a bounded time to read the stream error. */
             pl_io_set(c->loop, &c->io, PL_IO_WRITE);
             c->timer.cb = on_linger;
@@ -300,8 +305,9 @@ void pl_conn_write(struct pl_conn *c, const void *p, size_t n)
 {
     if (c->dead || n == 0)
         return;
-    pl_buf_append(&c->out, p, n);
-    if (c->out.len > c->lim.max_out) {
+    /* Behind a file being sent: after it. */
+    pl_buf_append(c->sf_left ? &c->sf_after : &c->out, p, n);
+    if (c->out.len + c->sf_after.len > c->lim.max_out) {
         pl_log_info("conn",
                     "%s:%d: disconnecting a slow reader (%zu bytes "
                     "queued)",
@@ -326,9 +332,10 @@ void pl_conn_starttls(struct pl_conn *c, SSL_CTX *ctx)
 static unsigned interest(struct pl_conn *c)
 {
     unsigned ev = 0;
-    if (!c->paused && !c->closing)
+    /* Held: read only to notice the peer going, until bytes wait. */
+    if (!c->paused && !c->closing && !(c->held && c->held_full))
         ev |= PL_IO_READ;
-    if (c->out.len || c->want_tls)
+    if (c->out.len || c->want_tls || c->sf_left)
         ev |= PL_IO_WRITE;
     if (c->tls == PL_CONN_HANDSHAKE)
         ev |= PL_IO_READ;
@@ -341,12 +348,75 @@ static void update_interest(struct pl_conn *c)
         pl_io_set(c->loop, &c->io, interest(c));
 }
 
+/*
+ * The next piece of the file of pl_conn_sendfile when the buffer is
+ * empty: under TLS read into the buffer (0, or -1 on error); plain, sent
+ * with sendfile(2) (bytes sent, 0 when the socket is full, -1 on error).
+ */
+static ssize_t file_piece(struct pl_conn *c)
+{
+    size_t want = c->sf_left > FILE_PIECE ? FILE_PIECE : (size_t)c->sf_left;
+    ssize_t n;
+    if (c->ssl) {
+        char buf[FILE_PIECE];
+        n = pread(c->sf_fd, buf, want, (off_t)c->sf_off);
+        if (n <= 0)
+            return -1; /* an error, or shorter than announced */
+        pl_buf_append(&c->out, buf, (size_t)n);
+        c->sf_off += (uint64_t)n;
+        c->sf_left -= (uint64_t)n;
+        return 0;
+    }
+    off_t off = (off_t)c->sf_off;
+    want = c->sf_left > FLUSH_MAX ? FLUSH_MAX : (size_t)c->sf_left;
+    n = sendfile(c->io.fd, c->sf_fd, &off, want);
+    if (n < 0)
+        return errno == EAGAIN || errno == EINTR ? 0 : -1;
+    if (n == 0)
+        return -1; /* the file is shorter than announced */
+    c->sf_off += (uint64_t)n;
+    c->sf_left -= (uint64_t)n;
+    return n;
+}
+
+/* The file is sent: what was written meanwhile comes next. */
+static void file_done(struct pl_conn *c)
+{
+    struct pl_str a = pl_buf_str(&c->sf_after);
+    if (c->sf_left || !a.len)
+        return;
+    pl_buf_append(&c->out, a.p, a.len);
+    pl_buf_reset(&c->sf_after);
+}
+
 static void flush(struct pl_conn *c)
 {
     if (c->tls == PL_CONN_HANDSHAKE)
         return;
-    while (c->out.len) {
+    size_t written = 0;
+    while ((c->out.len || c->sf_left) && written < FLUSH_MAX) {
         ssize_t n;
+        if (!c->out.len) {
+            n = file_piece(c);
+            if (n < 0) {
+                pl_log_info("conn", "%s:%d: cannot read the file being sent",
+                            c->ip, c->port);
+                destroy(c);
+                return;
+            }
+            if (c->ssl) {
+                file_done(c);
+                continue; /* a piece to encrypt is in the buffer */
+            }
+            if (n == 0)
+                break;
+            written += (size_t)n;
+            c->bytes_out += (uint64_t)n;
+            c->last_write_ms = pl_loop_now(c->loop);
+            pl_stat_add(bytes_out, (unsigned long)n);
+            file_done(c);
+            continue;
+        }
         struct pl_str s = pl_buf_str(&c->out);
         if (c->ssl) {
             ERR_clear_error();
@@ -369,12 +439,13 @@ static void flush(struct pl_conn *c)
                 return;
             }
         }
+        written += (size_t)n;
         c->bytes_out += (uint64_t)n;
         c->last_write_ms = pl_loop_now(c->loop);
         pl_stat_add(bytes_out, (unsigned long)n);
         pl_buf_consume(&c->out, (size_t)n);
     }
-    if (!c->out.len) {
+    if (!c->out.len && !c->sf_left) {
         /* A busy connection keeps a small buffer for the next burst (no
          * malloc per stanza); pl_conn_trim gives it back when idle. */
         if (c->out.cap > KEEP_OUT)
@@ -394,8 +465,64 @@ static void flush(struct pl_conn *c)
             destroy(c);
             return;
         }
+        if (written && c->drain) {
+            c->drain(c); /* may write again: a flush is deferred then */
+            if (c->dead)
+                return;
+        }
     }
     update_interest(c);
+}
+
+int pl_conn_sendfile(struct pl_conn *c, int fd, uint64_t off, uint64_t len)
+{
+    if (c->sf_left)
+        return PL_EAGAIN;
+    if (c->dead || len == 0)
+        return PL_OK;
+    c->sf_fd = fd;
+    c->sf_off = off;
+    c->sf_left = len;
+    if (!c->flush_queued) {
+        c->flush_queued = 1;
+        pl_loop_defer(c->loop, deferred_flush, c);
+    }
+    return PL_OK;
+}
+
+uint64_t pl_conn_pending(const struct pl_conn *c)
+{
+    return c->out.len + c->sf_left + c->sf_after.len;
+}
+
+void pl_conn_set_drain(struct pl_conn *c, void (*fn)(struct pl_conn *c))
+{
+    c->drain = fn;
+}
+
+static void do_read(struct pl_conn *c);
+
+static void deferred_read(void *data)
+{
+    struct pl_conn *c = data;
+    c->read_queued = 0;
+    if (!c->dead && !c->closing && !c->held && !c->paused)
+        do_read(c);
+}
+
+void pl_conn_hold(struct pl_conn *c, int hold)
+{
+    if (c->dead)
+        return;
+    c->held = hold ? 1 : 0;
+    c->held_full = 0;
+    update_interest(c);
+    /* Bytes TLS already decrypted raise no event of the socket. */
+    if (!hold && c->ssl && c->tls == PL_CONN_TLS && SSL_pending(c->ssl) &&
+        !c->read_queued) {
+        c->read_queued = 1;
+        pl_loop_defer(c->loop, deferred_read, c);
+    }
 }
 
 static void handshake(struct pl_conn *c)
@@ -490,7 +617,7 @@ static void do_read(struct pl_conn *c)
         c->bytes_in += (uint64_t)n;
         c->last_read_ms = pl_loop_now(c->loop);
         c->ops->data(c, buf, (size_t)n);
-        if (c->dead || c->want_tls)
+        if (c->dead || c->want_tls || c->held)
             return;
         if ((size_t)n < want && !(c->ssl && SSL_pending(c->ssl)))
             return;
@@ -513,6 +640,20 @@ static void on_io(struct pl_io *io, unsigned events)
             return;
     }
     if ((events & PL_IO_READ) && !c->paused) {
+        if (c->held && !c->closing) {
+            /* Held: only whether the peer went (the bytes stay). */
+            char b;
+            ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                destroy(c);
+                return;
+            }
+            if (n > 0) {
+                c->held_full = 1;
+                update_interest(c);
+            }
+            return;
+        }
         if (c->closing) {
             /* Draining to close: discard input, notice EOF. */
             char sink[4096];

@@ -27,6 +27,13 @@
  * says so (NULL: the connection is closed).  The connection's one timer
  * is re-armed lazily: nothing is done per byte; when it fires it compares
  * with the last activity and waits for the time left.
+ *
+ * Request/response protocols (HTTP) also need: to stop reading while an
+ * answer is being made (pl_conn_hold: bytes wait in the kernel), to send
+ * a file after the queued bytes without holding it in memory
+ * (pl_conn_sendfile: sendfile(2) on plain sockets, pieces read as the
+ * socket drains under TLS), and to learn when everything queued is
+ * written (pl_conn_set_drain).
  */
 #ifndef PL_CONN_H
 #define PL_CONN_H
@@ -113,6 +120,14 @@ struct pl_conn {
     char *tls_sni;              /* TLS client: server name sent, or NULL */
     char *error;                /* why the connection failed, or NULL */
     struct pl_listen *listen;   /* accepted by (listen.h), or NULL */
+    unsigned held : 1;          /* reading held by the protocol */
+    unsigned held_full : 1;     /* held, and bytes wait: not watched */
+    unsigned read_queued : 1;   /* a deferred read (after a hold) pending */
+    int sf_fd;                  /* pl_conn_sendfile: the file (borrowed) */
+    uint64_t sf_off;            /* its next byte */
+    uint64_t sf_left;           /* bytes still to send, 0: none */
+    struct pl_buf sf_after;     /* written while a file is sent */
+    void (*drain)(struct pl_conn *c); /* pl_conn_set_drain, or NULL */
 };
 
 /* Takes ownership of fd (non-blocking, accepted). */
@@ -148,6 +163,29 @@ void pl_conn_established(struct pl_conn *c);
  * A listeners entry's own idle_timeout still wins (listen.h).
  */
 void pl_conn_set_idle(struct pl_conn *c, uint32_t ms, int count_writes);
+/*
+ * Holds (hold 1) or resumes (0) reading: while held, ops->data is not
+ * called and the socket is not read (a peer sending more is pushed back
+ * by TCP); deadlines still run.  Resuming reads again on the next loop
+ * turn (bytes already decrypted by TLS included).  May be called from
+ * ops->data: no further call comes in that turn.
+ */
+void pl_conn_hold(struct pl_conn *c, int hold);
+/*
+ * Sends len bytes of fd from offset off after the bytes queued so far:
+ * with sendfile(2) on a plain connection, in pieces read as the socket
+ * drains under TLS (never the whole file in memory).  fd is borrowed: it
+ * must stay open until the drain callback says everything was written,
+ * or until ops->closed.  A read error or a file shorter than announced
+ * closes the connection.  One file at a time (PL_EAGAIN otherwise); bytes
+ * written with pl_conn_write meanwhile go after the file.
+ */
+int pl_conn_sendfile(struct pl_conn *c, int fd, uint64_t off, uint64_t len);
+/* Bytes queued and not written yet (the file's too). */
+uint64_t pl_conn_pending(const struct pl_conn *c);
+/* fn (NULL: none) is called each time a flush leaves nothing queued
+ * (buffer and file) after having written something. */
+void pl_conn_set_drain(struct pl_conn *c, void (*fn)(struct pl_conn *c));
 
 /* Listener: accepts on address:port and calls accept_fn with the fd. */
 struct pl_listener;

@@ -53,7 +53,15 @@
     X(ws_messages_in)                                                          \
     X(ws_messages_out)                                                         \
     X(bosh_sessions)                                                           \
-    X(bosh_requests)
+    X(bosh_requests)                                                           \
+    X(http_requests)                                                           \
+    X(http_responses_1xx)                                                      \
+    X(http_responses_2xx)                                                      \
+    X(http_responses_3xx)                                                      \
+    X(http_responses_4xx)                                                      \
+    X(http_responses_5xx)                                                      \
+    X(http_bytes_in)                                                           \
+    X(http_bytes_out)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

@@ -97,8 +97,8 @@ struct pl_http_req {
     void *data;           /* the handler's */
 };
 
-/* Registers rt (kept by pointer: static storage).  PL_EEXIST if the path
- * is taken.  Routes may be added before or after the front end starts. */
+/* Registers rt (kept by pointer: static storage).  PL_ECONFLICT if the
+ * path is taken.  Routes may be added before or after the front end starts. */
 int pl_http_route_add(const struct pl_http_route *rt);
 void pl_http_route_remove(const struct pl_http_route *rt);
 
@@ -170,6 +170,18 @@ void pl_http_base_url(const struct pl_http_req *r, const char *scheme,
  * one of its host's http.cors_origins ("*": any).
  */
 int pl_http_origin_allowed(const struct pl_http_req *r);
+
+/*
+ * Serves the files under the directory root at prefix ("/files/": starts
+ * and ends with '/') for service (NULL: "static"), GET and HEAD, with
+ * pl_http_file: index.html for a directory, MIME types by extension, 404
+ * for what is missing; no path can leave root (no "..", no symbolic
+ * link is followed, no file but regular ones).  root and prefix are
+ * copied.  PL_ECONFLICT if prefix is taken, PL_EIO if root cannot be
+ * opened as a directory.
+ */
+int pl_http_static_add(const char *prefix, const char *root,
+                       const char *service);
 
 /* The reason phrase of a status ("Not Found"), "" if unknown. */
 const char *pl_http_reason(int status);

@@ -382,6 +382,9 @@ static void on_request(struct pl_http_req *r)
                                                    1024);
     int secure = r->secure;
     w->conn = pl_http_upgrade(r, &ws_ops, w);
+    /* The stream's idle deadline now, not HTTP's keep-alive (an entry's
+     * own idle_timeout still wins, listen.h). */
+    pl_conn_set_idle(w->conn, (uint32_t)s->idle_timeout * 1000, 0);
     w->c = pl_c2s_open(w->conn, &transport, w, secure);
     if (!w->c) {
         w->closing = 1;

@@ -228,3 +228,103 @@ void test_conn_listener_timeouts(void)
         pl_config_free(c);
     }
 }
+
+/* ---- pl_conn_hold, pl_conn_sendfile, the drain callback ---- */
+
+static struct {
+    char got[64]; /* bytes handed to ops->data */
+    size_t n;     /* how many */
+    int drains;   /* drain callbacks */
+} H;
+
+static void h_data(struct pl_conn *c, const char *p, size_t n)
+{
+    (void)c;
+    for (size_t i = 0; i < n && H.n < sizeof(H.got) - 1; i++)
+        H.got[H.n++] = p[i];
+    pl_loop_stop(T.loop);
+}
+
+static void h_drain(struct pl_conn *c)
+{
+    (void)c;
+    H.drains++;
+}
+
+static const struct pl_conn_ops hold_ops = {
+    .data = h_data,
+    .closed = t_closed,
+};
+
+/* Held: nothing is read, the bytes wait; resumed: they come. */
+void test_conn_hold(void)
+{
+    memset(&H, 0, sizeof(H));
+    struct pl_conn *c = open_conn(&hold_ops, 0, 0);
+    pl_conn_hold(c, 1);
+    CHECK(write(T.peer, "abc", 3) == 3);
+    run_until(NULL, 0, 100);
+    CHECK_INT(H.n, 0);
+    pl_conn_hold(c, 0);
+    run_until(NULL, 0, 100);
+    CHECK_INT(H.n, 3);
+    CHECK(memcmp(H.got, "abc", 3) == 0);
+    /* A held connection still notices the peer going. */
+    pl_conn_hold(c, 1);
+    close(T.peer);
+    T.peer = -1;
+    run_until(&T.closed, 1, 2000);
+    CHECK_INT(T.closed, 1);
+    pl_loop_free(T.loop);
+}
+
+/* A file after queued bytes, larger than the socket buffer: it all
+ * arrives in order, and the drain callback says when. */
+void test_conn_sendfile(void)
+{
+    memset(&H, 0, sizeof(H));
+    char path[] = "/tmp/parley-test-sendfile-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    unlink(path);
+    enum {
+        SIZE = 300000
+    };
+    static char data[SIZE];
+    for (int i = 0; i < SIZE; i++)
+        data[i] = (char)('a' + i % 26);
+    CHECK(write(fd, data, SIZE) == SIZE);
+    struct pl_conn *c = open_conn(&hold_ops, 0, 0);
+    pl_conn_set_drain(c, h_drain);
+    pl_conn_write(c, "HEAD", 4);
+    CHECK_INT(pl_conn_sendfile(c, fd, 10, SIZE - 10), PL_OK);
+    CHECK_INT(pl_conn_sendfile(c, fd, 0, 1), PL_EAGAIN);
+    CHECK_INT(pl_conn_pending(c), 4 + SIZE - 10);
+    pl_conn_write(c, "TAIL", 4);
+    static char got[SIZE + 16];
+    size_t n = 0;
+    for (int i = 0; i < 2000 && n < 4 + SIZE - 10 + 4; i++) {
+        run_until(NULL, 0, 2);
+        ssize_t k = read(T.peer, got + n, sizeof(got) - n);
+        if (k > 0)
+            n += (size_t)k;
+    }
+    CHECK_INT(n, 4 + SIZE - 10 + 4);
+    CHECK(memcmp(got, "HEAD", 4) == 0);
+    CHECK(memcmp(got + 4, data + 10, SIZE - 10) == 0);
+    CHECK(memcmp(got + 4 + SIZE - 10, "TAIL", 4) == 0);
+    run_until(NULL, 0, 10);
+    CHECK(H.drains >= 1);
+    CHECK_INT(pl_conn_pending(c), 0);
+    /* A file shorter than announced ends the connection. */
+    CHECK_INT(pl_conn_sendfile(c, fd, SIZE - 5, 10), PL_OK);
+    for (int i = 0; i < 1000 && !T.closed; i++) {
+        run_until(NULL, 0, 2);
+        char sink[64];
+        (void)!read(T.peer, sink, sizeof(sink));
+    }
+    CHECK_INT(T.closed, 1);
+    close(fd);
+    close(T.peer);
+    pl_loop_free(T.loop);
+}

@@ -1,0 +1,846 @@
+/*
+ * test_http_server.c - the HTTP server (src/http/server.c) driven
+ * in-process: a server built as src/parleyd.c does (configuration under a
+ * fresh /tmp directory, loop, hosts, front ends) with no listener; one
+ * end of a socketpair goes to pl__http_accept_fd() as an accepted
+ * connection, the other is the client, watched by the same loop.  Test
+ * routes registered here record what the server hands them.
+ *
+ * Covered: keep-alive and two requests in one write (answered in order,
+ * the second not parsed before the first is answered), chunked bodies,
+ * 413 by a route's max_body, 405 with Allow, 404, 400 for bad paths,
+ * 501, 505, 431, 414, 417, Expect: 100-continue, HEAD, CORS preflights,
+ * upgrade with the bytes that followed the request, on_abort when the
+ * client goes, files with ETag, 304 and Range, static directories, and
+ * the pure helpers (path decoding, Range, dates).
+ *
+ * Extending: a new case opens a client with cl_open(), sends with
+ * cl_send() and reads answers with cl_response().
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <openssl/rand.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../src/core/alloc.h"
+#include "../../src/core/buf.h"
+#include "../../src/core/config.h"
+#include "../../src/core/error.h"
+#include "../../src/core/hook.h"
+#include "../../src/core/host.h"
+#include "../../src/core/log.h"
+#include "../../src/core/loop.h"
+#include "../../src/core/module.h"
+#include "../../src/core/server.h"
+#include "../../src/core/storage.h"
+#include "../../src/core/work.h"
+#include "../../src/http/http_int.h"
+#include "unit.h"
+
+#define WAIT_MS 3000 /* bound of every wait (never reached when it works) */
+
+static struct {
+    char dir[64];          /* temporary data_dir */
+    struct pl_config *cfg; /* from dir/parleyd.conf */
+    struct pl_loop *loop;  /* the server's loop, also the client's */
+    struct pl_workq *cpu;  /* workers (unused but required) */
+} E;
+
+/* What the test routes saw. */
+static struct {
+    int requests;                /* on_request calls */
+    int aborts;                  /* on_abort calls */
+    struct pl_http_req *pending; /* a request left unanswered */
+    char last_path[256];         /* the last request's decoded path */
+    char last_body[1024];        /* and its body */
+    char upgraded[64];           /* bytes the upgraded protocol got */
+    int up_closed;               /* its connection closed */
+} R;
+
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void need(int ok, const char *what)
+{
+    if (ok)
+        return;
+    fprintf(stderr, "  setup failed: %s\n", what);
+    if (E.dir[0])
+        nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    exit(1);
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void on_slice_end(struct pl_timer *t)
+{
+    pl_loop_stop(t->loop);
+}
+
+static void pump(unsigned ms)
+{
+    struct pl_timer t;
+    pl_timer_init(&t, on_slice_end, NULL);
+    pl_timer_start(E.loop, &t, ms);
+    pl_loop_run(E.loop);
+    pl_timer_stop(&t);
+}
+
+static void env_start(const char *http_extra)
+{
+    snprintf(E.dir, sizeof(E.dir), "/tmp/parley-test-http-XXXXXX");
+    need(mkdtemp(E.dir) != NULL, "mkdtemp");
+    char path[128];
+    snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
+    FILE *f = fopen(path, "w");
+    need(f != NULL, "writing the configuration");
+    fprintf(f,
+            "server: { data_dir = \"%s\"; log_level = \"error\"; "
+            "workers = 1; };\n"
+            "storage: { sqlite_synchronous = \"off\"; };\n"
+            "listeners = ();\n"
+            "hosts = ( { domain = \"localhost\"; http = { cors_origins = "
+            "[\"https://app.example\"]; }; } );\n"
+            "modules = [ \"ping\" ];\n"
+            "http: { max_line = 300; max_headers = 10; %s };\n",
+            E.dir, http_extra ? http_extra : "");
+    fclose(f);
+    char err[512];
+    int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
+    if (rc != PL_OK)
+        fprintf(stderr, "  %s\n", err);
+    need(rc == PL_OK, "loading the configuration");
+    pl_log_set_level((enum pl_log_level)E.cfg->s.log_level);
+    need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
+    E.cpu = pl_workq_new("cpu", 1, NULL, NULL);
+    unsigned char secret[32];
+    RAND_bytes(secret, sizeof(secret));
+    pl__server_set(E.loop, E.cfg, E.cpu, secret);
+    need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
+    need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
+    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
+    memset(&R, 0, sizeof(R));
+}
+
+static void env_stop(void)
+{
+    pl__frontends_stop();
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (pl__frontends_count() && now_ms() < deadline)
+        pump(5);
+    CHECK_INT(pl__frontends_count(), 0);
+    pump(1);
+    pl__frontends_free();
+    pl__storage_close();
+    pl_workq_free(E.cpu);
+    pump(1);
+    pl__hosts_free();
+    pl__server_set(NULL, NULL, NULL, NULL);
+    pl_loop_free(E.loop);
+    pl_config_free(E.cfg);
+    E.cfg = NULL;
+    nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    E.dir[0] = '\0';
+}
+
+/* ---- the client end ---- */
+
+struct client {
+    struct pl_io io;  /* our end of the socketpair */
+    struct pl_buf in; /* received, not taken yet */
+    int eof;          /* the server closed */
+};
+
+static void on_client_io(struct pl_io *io, unsigned events)
+{
+    (void)events;
+    struct client *c = io->data;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(io->fd, buf, sizeof(buf));
+        if (n > 0) {
+            pl_buf_append(&c->in, buf, (size_t)n);
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            c->eof = 1;
+            pl_io_stop(io);
+        }
+        break;
+    }
+    pl_loop_stop(E.loop);
+}
+
+static void cl_open(struct client *c)
+{
+    memset(c, 0, sizeof(*c));
+    int sv[2];
+    need(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
+                    sv) == 0,
+         "socketpair");
+    CHECK_INT(pl__http_accept_fd(sv[0], PL_TLS_NONE), PL_OK);
+    pl_io_init(&c->io, sv[1], on_client_io, c);
+    pl_io_set(E.loop, &c->io, PL_IO_READ);
+}
+
+static void cl_close(struct client *c)
+{
+    pl_io_stop(&c->io);
+    close(c->io.fd);
+    pl_buf_reset(&c->in);
+}
+
+static void cl_send_n(struct client *c, const char *p, size_t len)
+{
+    size_t off = 0;
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (off < len && now_ms() < deadline) {
+        ssize_t n = write(c->io.fd, p + off, len - off);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno != EAGAIN && errno != EINTR)
+            break;
+        else
+            pump(5);
+    }
+    CHECK(off == len);
+}
+
+static void cl_send(struct client *c, const char *s)
+{
+    cl_send_n(c, s, strlen(s));
+}
+
+/* Length of the first complete response in s (0: not complete yet). */
+static size_t response_len(struct pl_str s, int is_head, int eof)
+{
+    const char *end = s.len ? memmem(s.p, s.len, "\r\n\r\n", 4) : NULL;
+    if (!end)
+        return 0;
+    size_t head = (size_t)(end - s.p) + 4;
+    int status = s.len > 12 ? atoi(s.p + 9) : 0;
+    if (is_head || status < 200 || status == 204 || status == 304)
+        return head;
+    const char *cl = memmem(s.p, head, "Content-Length: ", 16);
+    if (cl) {
+        size_t n = (size_t)strtoull(cl + 16, NULL, 10);
+        return s.len >= head + n ? head + n : 0;
+    }
+    if (memmem(s.p, head, "chunked", 7)) {
+        const char *z = memmem(s.p + head, s.len - head, "0\r\n\r\n", 5);
+        return z ? (size_t)(z - s.p) + 5 : 0;
+    }
+    return eof ? s.len : 0;
+}
+
+/* The next response (malloc'd, "" if none came in time). */
+static char *cl_response(struct client *c, int is_head)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+    size_t n;
+    while (!(n = response_len(pl_buf_str(&c->in), is_head, c->eof)) &&
+           !c->eof && now_ms() < deadline)
+        pump(20);
+    struct pl_str s = pl_buf_str(&c->in);
+    if (!n)
+        n = c->eof ? s.len : 0;
+    char *out = pl_malloc(n + 1);
+    if (n)
+        memcpy(out, s.p, n);
+    out[n] = '\0';
+    pl_buf_consume(&c->in, n);
+    return out;
+}
+
+/* Runs the loop until the server closed the client's connection. */
+static int cl_wait_eof(struct client *c)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (!c->eof && now_ms() < deadline)
+        pump(20);
+    return c->eof;
+}
+
+static int starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+/* ---- test routes ---- */
+
+static void note(struct pl_http_req *r)
+{
+    R.requests++;
+    snprintf(R.last_path, sizeof(R.last_path), "%.*s", (int)r->path.len,
+             r->path.p);
+    struct pl_str b = pl_buf_str(&r->body);
+    snprintf(R.last_body, sizeof(R.last_body), "%.*s", (int)b.len,
+             b.p ? b.p : "");
+}
+
+/* Echoes the path and the body. */
+static void on_echo(struct pl_http_req *r)
+{
+    note(r);
+    char out[1400];
+    int n = snprintf(out, sizeof(out), "%s|%s", R.last_path, R.last_body);
+    pl_http_respond(r, 200, "text/plain", out, (size_t)n);
+}
+
+/* Keeps the request for the test to answer. */
+static void on_hold(struct pl_http_req *r)
+{
+    note(r);
+    R.pending = r;
+}
+
+static void on_abort(struct pl_http_req *r)
+{
+    (void)r;
+    R.aborts++;
+    R.pending = NULL;
+}
+
+static void up_data(struct pl_conn *c, const char *p, size_t n)
+{
+    size_t have = strlen(R.upgraded);
+    snprintf(R.upgraded + have, sizeof(R.upgraded) - have, "%.*s", (int)n, p);
+    pl_conn_write(c, "echo:", 5);
+    pl_conn_write(c, p, n);
+}
+
+static void up_closed(struct pl_conn *c)
+{
+    (void)c;
+    R.up_closed++;
+}
+
+static const struct pl_conn_ops up_ops = {.data = up_data, .closed = up_closed};
+
+static void on_upgrade(struct pl_http_req *r)
+{
+    note(r);
+    pl_http_add_header(r, "Upgrade", "test");
+    pl_http_add_header(r, "Connection", "Upgrade");
+    pl_http_upgrade(r, &up_ops, NULL);
+}
+
+static const struct pl_http_route echo_route = {
+    .path = "/echo/",
+    .service = "web",
+    .methods = "GET POST",
+    .max_body = 64,
+    .cors = 1,
+    .on_request = on_echo,
+};
+static const struct pl_http_route hold_route = {
+    .path = "/hold",
+    .service = "web",
+    .methods = "GET",
+    .on_request = on_hold,
+    .on_abort = on_abort,
+};
+static const struct pl_http_route up_route = {
+    .path = "/up",
+    .service = "websocket",
+    .methods = "GET",
+    .on_request = on_upgrade,
+};
+static const struct pl_http_route admin_route = {
+    .path = "/admin",
+    .service = "admin",
+    .methods = "GET",
+    .on_request = on_echo,
+};
+
+static void routes_add(void)
+{
+    CHECK_INT(pl_http_route_add(&echo_route), PL_OK);
+    CHECK_INT(pl_http_route_add(&hold_route), PL_OK);
+    CHECK_INT(pl_http_route_add(&up_route), PL_OK);
+    CHECK_INT(pl_http_route_add(&admin_route), PL_OK);
+    CHECK_INT(pl_http_route_add(&echo_route), PL_ECONFLICT);
+}
+
+static void routes_remove(void)
+{
+    pl_http_route_remove(&echo_route);
+    pl_http_route_remove(&hold_route);
+    pl_http_route_remove(&up_route);
+    pl_http_route_remove(&admin_route);
+}
+
+/* ---- tests ---- */
+
+void test_http_keepalive_order(void)
+{
+    env_start(NULL);
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    /* Two requests in one write: the first held by its handler. */
+    cl_send(&c, "GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                "GET /echo/two HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (!R.pending && now_ms() < deadline)
+        pump(20);
+    CHECK(R.pending != NULL);
+    /* The loop runs on: the second is not parsed while the first waits. */
+    for (int i = 0; i < 5; i++)
+        pump(10);
+    CHECK_INT(R.requests, 1);
+    CHECK_INT(c.in.len, 0);
+    CHECK_STR(R.last_path, "/hold");
+    if (R.pending)
+        pl_http_respond(R.pending, 200, "text/plain", "first", 5);
+    R.pending = NULL;
+    char *a = cl_response(&c, 0);
+    char *b = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 200 OK\r\n"));
+    CHECK(strstr(a, "\r\n\r\nfirst") != NULL);
+    CHECK(strstr(a, "Date: ") != NULL);
+    CHECK(strstr(a, "Server: Parley\r\n") != NULL);
+    CHECK(starts(b, "HTTP/1.1 200 OK\r\n"));
+    CHECK(strstr(b, "\r\n\r\n/echo/two|") != NULL);
+    CHECK_INT(R.requests, 2);
+    pl_free(a);
+    pl_free(b);
+    /* The same connection serves a third; Connection: close ends it. */
+    cl_send(&c, "GET /echo/3 HTTP/1.1\r\nHost: localhost\r\n"
+                "Connection: close\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "Connection: close\r\n") != NULL);
+    CHECK(strstr(a, "/echo/3|") != NULL);
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    routes_remove();
+    env_stop();
+}
+
+void test_http_bodies(void)
+{
+    env_start(NULL);
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "POST /echo/c HTTP/1.1\r\nHost: localhost\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+                "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(strstr(a, "\r\n\r\n/echo/c|hello world") != NULL);
+    pl_free(a);
+    cl_send(&c, "POST /echo/l HTTP/1.1\r\nHost: localhost\r\n"
+                "Content-Length: 3\r\n\r\nabc");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "\r\n\r\n/echo/l|abc") != NULL);
+    pl_free(a);
+    /* Over the route's max_body (64): announced, then chunked. */
+    cl_send(&c, "POST /echo/big HTTP/1.1\r\nHost: localhost\r\n"
+                "Content-Length: 65\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 413 Content Too Large\r\n"));
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    cl_open(&c);
+    cl_send(&c, "POST /echo/big HTTP/1.1\r\nHost: localhost\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n"
+                "40\r\n0123456789012345678901234567890123456789"
+                "012345678901234567890123\r\n"
+                "1\r\nx\r\n0\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 413 "));
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    CHECK_INT(R.requests, 2);
+    routes_remove();
+    env_stop();
+}
+
+/* Requests answered by the server itself, and whether it closes. */
+static const struct {
+    const char *req;    /* sent */
+    const char *status; /* expected start of the answer */
+    int closes;         /* the connection ends after it */
+} refusals[] = {
+    {"GET /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 404 ", 0},
+    {"DELETE /echo/x HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 405 ", 0},
+    {"GET /echo/../x HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 400 ", 1},
+    {"GET /echo/%2e%2e/x HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 400 ",
+     1},
+    {"GET /echo/./x HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 400 ", 1},
+    {"GET /echo/a%00b HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 400 ", 1},
+    {"GET /echo/a%2Fb HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 400 ", 1},
+    {"GET /echo/a%zz HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 400 ", 1},
+    {"FOO /echo/x HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 501 ", 1},
+    {"GET /echo/x HTTP/2.0\r\nHost: localhost\r\n\r\n", "HTTP/1.1 505 ", 1},
+    {"GET /echo/x HTTP/1.1\r\nHost: localhost\r\nExpect: magic\r\n\r\n",
+     "HTTP/1.1 417 ", 1},
+    {"GET /echo/x HTTP/1.1\r\n\r\n", "HTTP/1.1 400 ", 1},
+    {"GET /admin HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 200 ", 0},
+    {"GET http://localhost/echo/abs HTTP/1.1\r\nHost: other\r\n\r\n",
+     "HTTP/1.1 200 ", 0},
+    {"OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n", "HTTP/1.1 204 ", 0},
+};
+
+void test_http_refusals(void)
+{
+    env_start(NULL);
+    routes_add();
+    for (size_t i = 0; i < sizeof(refusals) / sizeof(refusals[0]); i++) {
+        struct client c;
+        cl_open(&c);
+        cl_send(&c, refusals[i].req);
+        char *a = cl_response(&c, 0);
+        if (!starts(a, refusals[i].status))
+            fprintf(stderr, "  case %zu: got \"%.40s\"\n", i, a);
+        CHECK(starts(a, refusals[i].status));
+        if (refusals[i].closes) {
+            CHECK(strstr(a, "Connection: close\r\n") != NULL);
+            CHECK(cl_wait_eof(&c));
+        } else {
+            /* Still open: a next request is answered. */
+            cl_send(&c, "GET /echo/next HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            char *b = cl_response(&c, 0);
+            CHECK(strstr(b, "/echo/next|") != NULL);
+            pl_free(b);
+        }
+        if (starts(refusals[i].status, "HTTP/1.1 405"))
+            CHECK(strstr(a, "Allow: GET, POST, HEAD, OPTIONS\r\n") != NULL);
+        pl_free(a);
+        cl_close(&c);
+    }
+    CHECK_STR(R.last_path, "/echo/next");
+    routes_remove();
+    env_stop();
+}
+
+void test_http_server_limits(void)
+{
+    env_start(NULL);
+    routes_add();
+    struct client c;
+    /* max_line = 300: 414. */
+    cl_open(&c);
+    char line[400];
+    memset(line, 'a', sizeof(line));
+    memcpy(line, "GET /", 5);
+    line[sizeof(line) - 1] = '\0';
+    cl_send(&c, line);
+    char *a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 414 "));
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    /* max_headers = 10: 431. */
+    cl_open(&c);
+    cl_send(&c, "GET /echo/x HTTP/1.1\r\nHost: localhost\r\n");
+    for (int i = 0; i < 12; i++)
+        cl_send(&c, "X-A: b\r\n");
+    cl_send(&c, "\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 431 "));
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    CHECK_INT(R.requests, 0);
+    routes_remove();
+    env_stop();
+}
+
+void test_http_continue_head(void)
+{
+    env_start(NULL);
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "POST /echo/e HTTP/1.1\r\nHost: localhost\r\n"
+                "Content-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK_STR(a, "HTTP/1.1 100 Continue\r\n\r\n");
+    pl_free(a);
+    cl_send(&c, "body");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "\r\n\r\n/echo/e|body") != NULL);
+    pl_free(a);
+    /* Refused before the body: no 100, the answer, and the end. */
+    cl_send(&c, "POST /echo/e HTTP/1.1\r\nHost: localhost\r\n"
+                "Content-Length: 400\r\nExpect: 100-continue\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 413 "));
+    pl_free(a);
+    CHECK(cl_wait_eof(&c));
+    cl_close(&c);
+    /* HEAD: the length of GET's answer, no body. */
+    cl_open(&c);
+    cl_send(&c, "HEAD /echo/h HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    a = cl_response(&c, 1);
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    CHECK(strstr(a, "Content-Length: 8\r\n") != NULL); /* "/echo/h|" */
+    pl_free(a);
+    cl_send(&c, "GET /echo/g HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "\r\n\r\n/echo/g|") != NULL); /* nothing before it */
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    pl_free(a);
+    cl_close(&c);
+    routes_remove();
+    env_stop();
+}
+
+void test_http_cors(void)
+{
+    env_start(NULL);
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "OPTIONS /echo/x HTTP/1.1\r\nHost: localhost\r\n"
+                "Origin: https://app.example\r\n"
+                "Access-Control-Request-Method: POST\r\n"
+                "Access-Control-Request-Headers: content-type\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 204 "));
+    CHECK(strstr(a, "Access-Control-Allow-Origin: https://app.example\r\n"));
+    CHECK(strstr(a, "Access-Control-Allow-Methods: GET, POST, HEAD, "
+                    "OPTIONS\r\n"));
+    CHECK(strstr(a, "Access-Control-Allow-Headers: content-type\r\n"));
+    CHECK(strstr(a, "Access-Control-Max-Age: "));
+    pl_free(a);
+    cl_send(&c, "OPTIONS /echo/x HTTP/1.1\r\nHost: localhost\r\n"
+                "Origin: https://evil.example\r\n"
+                "Access-Control-Request-Method: POST\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 403 "));
+    pl_free(a);
+    cl_send(&c, "GET /echo/x HTTP/1.1\r\nHost: localhost\r\n"
+                "Origin: https://app.example\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "Access-Control-Allow-Origin: https://app.example\r\n"));
+    pl_free(a);
+    cl_send(&c, "GET /echo/x HTTP/1.1\r\nHost: localhost\r\n"
+                "Origin: https://evil.example\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    CHECK(!strstr(a, "Access-Control-Allow-Origin"));
+    pl_free(a);
+    cl_close(&c);
+    routes_remove();
+    env_stop();
+}
+
+void test_http_upgrade_abort(void)
+{
+    env_start(NULL);
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    /* The bytes after the request go to the new protocol. */
+    cl_send(&c, "GET /up HTTP/1.1\r\nHost: localhost\r\n\r\nhello");
+    char *a = cl_response(&c, 1);
+    CHECK(starts(a, "HTTP/1.1 101 Switching Protocols\r\n"));
+    CHECK(strstr(a, "Upgrade: test\r\n") != NULL);
+    pl_free(a);
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (c.in.len < 10 && now_ms() < deadline)
+        pump(20);
+    CHECK(c.in.len == 10 &&
+          memcmp(c.in.data + c.in.off, "echo:hello", 10) == 0);
+    pl_buf_consume(&c.in, c.in.len);
+    cl_send(&c, "more");
+    deadline = now_ms() + WAIT_MS;
+    while (c.in.len < 9 && now_ms() < deadline)
+        pump(20);
+    CHECK_STR(R.upgraded, "hellomore");
+    cl_close(&c);
+    deadline = now_ms() + WAIT_MS;
+    while (!R.up_closed && now_ms() < deadline)
+        pump(20);
+    CHECK_INT(R.up_closed, 1);
+    /* A client that goes before the answer: on_abort. */
+    cl_open(&c);
+    cl_send(&c, "GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    deadline = now_ms() + WAIT_MS;
+    while (!R.pending && now_ms() < deadline)
+        pump(20);
+    CHECK(R.pending != NULL);
+    cl_close(&c);
+    deadline = now_ms() + WAIT_MS;
+    while (!R.aborts && now_ms() < deadline)
+        pump(20);
+    CHECK_INT(R.aborts, 1);
+    CHECK(R.pending == NULL);
+    routes_remove();
+    env_stop();
+}
+
+void test_http_files(void)
+{
+    env_start(NULL);
+    char root[128], path[160];
+    snprintf(root, sizeof(root), "%s/www", E.dir);
+    need(mkdir(root, 0700) == 0, "mkdir www");
+    snprintf(path, sizeof(path), "%s/sub", root);
+    need(mkdir(path, 0700) == 0, "mkdir sub");
+    snprintf(path, sizeof(path), "%s/a.txt", root);
+    FILE *f = fopen(path, "w");
+    need(f != NULL, "a.txt");
+    /* Larger than a socketpair's buffer: sent as the socket drains. */
+    for (int i = 0; i < 100000; i++)
+        fputc('a' + i % 26, f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/sub/index.html", root);
+    f = fopen(path, "w");
+    need(f != NULL, "index.html");
+    fputs("<p>hi</p>", f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/link.txt", root);
+    need(symlink("a.txt", path) == 0, "symlink");
+    CHECK_INT(pl_http_static_add("/s/", root, NULL), PL_OK);
+    CHECK_INT(pl_http_static_add("/s/", root, NULL), PL_ECONFLICT);
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "GET /s/a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    CHECK(strstr(a, "Content-Length: 100000\r\n") != NULL);
+    CHECK(strstr(a, "Content-Type: text/plain; charset=utf-8\r\n") != NULL);
+    char *body = strstr(a, "\r\n\r\n");
+    CHECK(body && strlen(body + 4) == 100000 && body[4] == 'a' &&
+          body[4 + 99999] == 'a' + 99999 % 26);
+    char etag[100] = "";
+    char *e = strstr(a, "ETag: ");
+    if (e)
+        sscanf(e + 6, "%99[^\r]", etag);
+    CHECK(etag[0] == '"');
+    pl_free(a);
+    char req[400];
+    snprintf(req, sizeof(req),
+             "GET /s/a.txt HTTP/1.1\r\nHost: localhost\r\n"
+             "If-None-Match: %s\r\n\r\n",
+             etag);
+    cl_send(&c, req);
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 304 "));
+    pl_free(a);
+    cl_send(&c, "GET /s/a.txt HTTP/1.1\r\nHost: localhost\r\n"
+                "Range: bytes=2-4\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 206 "));
+    CHECK(strstr(a, "Content-Range: bytes 2-4/100000\r\n") != NULL);
+    CHECK(strstr(a, "\r\n\r\ncde") != NULL);
+    pl_free(a);
+    cl_send(&c, "GET /s/a.txt HTTP/1.1\r\nHost: localhost\r\n"
+                "Range: bytes=100000-\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 416 "));
+    CHECK(strstr(a, "Content-Range: bytes */100000\r\n") != NULL);
+    pl_free(a);
+    cl_send(&c, "HEAD /s/a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    a = cl_response(&c, 1);
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    CHECK(strstr(a, "Content-Length: 100000\r\n") != NULL);
+    pl_free(a);
+    cl_send(&c, "GET /s/sub/ HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "text/html") && strstr(a, "\r\n\r\n<p>hi</p>"));
+    pl_free(a);
+    cl_send(&c, "GET /s/sub HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 301 "));
+    CHECK(strstr(a, "Location: /s/sub/\r\n") != NULL);
+    pl_free(a);
+    const char *missing[] = {"/s/link.txt", "/s/nope", "/s/a.txt/x",
+                             "/s/.hidden", "/s//a.txt"};
+    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n",
+                 missing[i]);
+        cl_send(&c, req);
+        a = cl_response(&c, 0);
+        CHECK(starts(a, "HTTP/1.1 404 "));
+        pl_free(a);
+    }
+    cl_close(&c);
+    env_stop();
+}
+
+void test_http_helpers(void)
+{
+    char out[64];
+    size_t n;
+    static const struct {
+        const char *in, *out; /* out NULL: refused */
+    } paths[] = {
+        {"/a/b?x=1", "/a/b"}, {"/a%20b", "/a b"}, {"/", "/"},
+        {"/a/..", NULL},      {"/a/.", NULL},     {"/%2e%2E/", NULL},
+        {"/%2E/", NULL},      {"/a%2fb", NULL},   {"/a%00", NULL},
+        {"/a%0", NULL},       {"a", NULL},        {"/..a/.b", "/..a/.b"},
+        {"/a/...", "/a/..."}, {"/a//b", "/a//b"}, {"/x/..?q", NULL},
+    };
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        int rc = pl__http_path_decode(paths[i].in, strlen(paths[i].in), out,
+                                      sizeof(out), &n);
+        if (!paths[i].out) {
+            CHECK_INT(rc, PL_EINVAL);
+            continue;
+        }
+        CHECK_INT(rc, PL_OK);
+        out[rc == PL_OK ? n : 0] = '\0';
+        CHECK_STR(out, paths[i].out);
+    }
+    static const struct {
+        const char *v;
+        uint64_t size;
+        int rc;
+        uint64_t first, last;
+    } ranges[] = {
+        {"bytes=0-0", 10, 1, 0, 0},   {"bytes=2-", 10, 1, 2, 9},
+        {"bytes=-3", 10, 1, 7, 9},    {"bytes=-30", 10, 1, 0, 9},
+        {"bytes=5-100", 10, 1, 5, 9}, {"bytes=10-", 10, -1, 0, 0},
+        {"bytes=-0", 10, -1, 0, 0},   {"bytes=0-1,3-4", 10, 0, 0, 0},
+        {"items=0-1", 10, 0, 0, 0},   {"bytes=3-1", 10, 0, 0, 0},
+        {"bytes=a-", 10, 0, 0, 0},    {"bytes=-", 10, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+        uint64_t a = 0, b = 0;
+        int rc = pl__http_parse_range(pl_str_c(ranges[i].v), ranges[i].size, &a,
+                                      &b);
+        CHECK_INT(rc, ranges[i].rc);
+        if (rc == 1) {
+            CHECK_INT(a, ranges[i].first);
+            CHECK_INT(b, ranges[i].last);
+        }
+    }
+    char d[40];
+    time_t t;
+    pl__http_format_date(784111777, d, sizeof(d));
+    CHECK_STR(d, "Sun, 06 Nov 1994 08:49:37 GMT");
+    CHECK_INT(pl__http_parse_date(pl_str_c(d), &t), PL_OK);
+    CHECK_INT(t, 784111777);
+    CHECK_INT(pl__http_parse_date(PL_STR("Sunday, 06-Nov-94 08:49:37 GMT"), &t),
+              PL_EINVAL);
+    CHECK_STR(pl__http_mime_type("x.wasm"), "application/wasm");
+    CHECK_STR(pl__http_mime_type("x.MJS"), "text/javascript; charset=utf-8");
+    CHECK_STR(pl__http_mime_type("x"), "application/octet-stream");
+    CHECK_STR(pl_http_reason(431), "Request Header Fields Too Large");
+}
