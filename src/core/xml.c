@@ -749,6 +749,11 @@ struct pl_xml_parser *pl_xml_parser_new(const struct pl_xml_limits *limits,
     return create(limits, cb, ud, 2);
 }
 
+void *pl_xml_parser_ud(const struct pl_xml_parser *p)
+{
+    return p->ud;
+}
+
 void pl_xml_parser_set_ud(struct pl_xml_parser *p, void *ud)
 {
     p->ud = ud;

@@ -92,6 +92,8 @@ void pl_xml_parser_free(struct pl_xml_parser *p);
 /* Changes the ud passed to callbacks (a stream handed to another owner,
  * as in XEP-0198 resumption); allowed from a callback. */
 void pl_xml_parser_set_ud(struct pl_xml_parser *p, void *ud);
+/* The ud callbacks get now (after a callback may have changed it). */
+void *pl_xml_parser_ud(const struct pl_xml_parser *p);
 /* Updates limits (takes effect for the next stanza). */
 void pl_xml_parser_set_limits(struct pl_xml_parser *p,
                               const struct pl_xml_limits *limits);

@@ -581,8 +581,12 @@ static void on_request(struct pl_http_req *r)
         return;
     }
     pl_stat_inc(bosh_requests);
-    const char *sid = pl_node_attr(body, "sid");
-    if (!sid) {
+    const char *sida = pl_node_attr(body, "sid");
+    char sid[sizeof(((struct bosh *)0)->sid)];
+    /* A sid longer than ours is nobody's (not truncated into one). */
+    snprintf(sid, sizeof(sid), "%s",
+             sida && strlen(sida) < sizeof(sid) ? sida : "");
+    if (!sida) {
         session_create(r, body, rid, raw);
         pl_stanza_unref(st);
         return;
@@ -616,9 +620,10 @@ static void on_request(struct pl_http_req *r)
         return;
     }
     if (rid > b->rid + b->hold + 1) {
-        /* §14.1: beyond the window. */
+        /* §14.1: beyond the window ends the session. */
         pl_stanza_unref(st);
         send_terminate(r, "item-not-found");
+        session_free(b);
         return;
     }
     if (rid != b->rid + 1) {

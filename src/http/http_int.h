@@ -20,17 +20,17 @@
 
 /* The `http` group (http.c): limits and behaviour of the server. */
 struct http_settings {
-    long max_line;             /* request-line bytes (414) */
-    long max_header_bytes;     /* field-line bytes (431) */
-    long max_headers;          /* field lines (431) */
-    long max_body;             /* default body limit of routes (413) */
-    long request_timeout;      /* seconds for a whole head (408) */
-    long body_timeout;         /* seconds without body progress (408) */
-    long keepalive_timeout;    /* seconds idle between requests */
-    long max_requests;         /* requests per connection */
-    char *server_name;         /* Server field, "" for none */
-    struct pl_strlist cors;    /* cors_origins of hosts without their own */
-    config_setting_t *statics; /* the `static` list (checked) */
+    long max_line;                /* request-line bytes (414) */
+    long max_header_bytes;        /* field-line bytes (431) */
+    long max_headers;             /* field lines (431) */
+    long max_body;                /* default body limit of routes (413) */
+    long request_timeout;         /* seconds for a whole head (408) */
+    long body_timeout;            /* seconds without body progress (408) */
+    long keepalive_timeout;       /* seconds idle between requests */
+    long max_requests;            /* requests per connection */
+    char *server_name;            /* Server field, "" for none */
+    struct pl_strlist cors;       /* cors_origins of hosts without their own */
+    config_setting_t *statics;    /* the `static` list (checked) */
     struct pl_bosh_settings bosh; /* bosh_* options (bosh.h) */
     /* Filled by check(): per host (same order as config hosts). */
     struct pl_strlist *host_cors; /* NULL entries' n = -1: none set */

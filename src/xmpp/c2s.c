@@ -913,38 +913,44 @@ struct c2s *pl_c2s_open(struct pl_conn *conn, const struct pl_c2s_transport *tr,
 static const char ws_root[] = "<stream:stream xmlns='" PL_NS_CLIENT
                               "' xmlns:stream='" PL_NS_STREAMS "'>";
 
-/* Feeds whole elements; PL_OK when the caller may go on checking. */
-static int feed_elems(struct c2s *c, const char *p, size_t n)
+/*
+ * Feeds whole elements; returns the stream to check afterwards, or NULL.
+ * The element may resume another session (XEP-0198): the parser then
+ * belongs to that stream and c is gone, so the answer comes from the
+ * parser.
+ */
+static struct c2s *feed_elems(struct c2s *c, const char *p, size_t n)
 {
     pl_stat_add(bytes_in, n);
     if (c->closing || !c->xml)
-        return PL_EINVAL;
+        return NULL;
+    struct pl_xml_parser *xml = c->xml;
     if (c->need_root) {
         c->need_root = 0;
-        pl_xml_parser_feed(c->xml, ws_root, sizeof(ws_root) - 1);
+        pl_xml_parser_feed(xml, ws_root, sizeof(ws_root) - 1);
     }
     c->nelems = 0;
-    if (pl_xml_parser_feed(c->xml, p, n) != PL_OK || c->closing)
-        return PL_EINVAL;
-    return PL_OK;
+    if (pl_xml_parser_feed(xml, p, n) != PL_OK)
+        return NULL;
+    c = pl_xml_parser_ud(xml);
+    return c->closing || c->xml != xml ? NULL : c;
 }
 
 void pl_c2s_feed(struct c2s *c, const char *p, size_t n)
 {
-    if (feed_elems(c, p, n) != PL_OK)
-        return;
-    if (!c->need_root && !pl_xml_parser_between(c->xml))
+    c = feed_elems(c, p, n);
+    if (c && !c->need_root && !pl_xml_parser_between(c->xml))
         pl__c2s_stream_error(c, "not-well-formed", "half an element");
 }
 
 void pl_c2s_input(struct c2s *c, const char *p, size_t n)
 {
-    if (feed_elems(c, p, n) != PL_OK)
-        return;
+    c = feed_elems(c, p, n);
     /* RFC 7395 §3.3.3: one whole element per message, no more, no less
      * (a restart resets the count: the element that caused it was the
      * message's one). */
-    if (!c->need_root && (c->nelems != 1 || !pl_xml_parser_between(c->xml)))
+    if (c && !c->need_root &&
+        (c->nelems != 1 || !pl_xml_parser_between(c->xml)))
         pl__c2s_stream_error(c, "not-well-formed",
                              "a WebSocket message must hold one whole element");
 }

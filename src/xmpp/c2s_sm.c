@@ -124,6 +124,7 @@ static void swap_transport(struct c2s *a, struct c2s *b)
     SWAP(xml);
     SWAP(tls_mode);
     SWAP(keepalive_ms);
+    SWAP(nelems);
 #undef SWAP
     unsigned t = a->secure;
     a->secure = b->secure;

@@ -16,7 +16,7 @@ import sys
 
 from gi.repository import GLib
 
-import nbxmpp
+from nbxmpp.client import Client
 from nbxmpp.const import ConnectionProtocol, ConnectionType
 from nbxmpp.protocol import JID, Iq, Message
 
@@ -27,7 +27,7 @@ def main():
     result = {"connected": False, "pinged": False, "error": ""}
     loop = GLib.MainLoop()
 
-    client = nbxmpp.Client()
+    client = Client()
     client.set_domain(j.domain)
     client.set_username(j.localpart)
     client.set_resource("nbxmpp")

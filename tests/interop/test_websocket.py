@@ -205,10 +205,13 @@ def main():
         check("nbxmpp over WebSocket", False, repr(e))
 
     # ---- hostile frames: each closes only its own connection
-    def hostile(name, send, code=None, stream_error=None):
+    def hostile(name, send, code=None, stream_error=None, login=False):
         try:
-            c = WsClient(h, http_port, srv.domain)
-            c.connect_tls()
+            if login:
+                c = ws_login(srv, http_port, carol, harness.unique("h"))
+            else:
+                c = WsClient(h, http_port, srv.domain)
+                c.connect_tls()
             send(c)
             closed = c.read_until_closed()
             ok = closed
@@ -236,10 +239,10 @@ def main():
                                    % ("x" * 40000)), code=1009)
     hostile("two elements in one message: <not-well-formed/>",
             lambda c: c.send("<presence/><presence/>"),
-            stream_error="not-well-formed")
+            stream_error="not-well-formed", login=True)
     hostile("half an element: <not-well-formed/>",
             lambda c: c.send("<message><body>"),
-            stream_error="not-well-formed")
+            stream_error="not-well-formed", login=True)
     hostile("a fragmented message over the limit closes with 1009",
             lambda c: [c.send_frame(0 if i else 1, "x" * 9000,
                                     fin=False) for i in range(3)],
