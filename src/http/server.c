@@ -806,6 +806,7 @@ void pl_http_file(struct pl_http_req *r, int fd, const struct stat *st,
     }
     q->file_fd = fd;
     q->hc->state = C_SENDING;
+    pl_stat_add(http_bytes_out, (unsigned long)len);
     pl_conn_sendfile(q->hc->conn, fd, first, len);
 }
 
