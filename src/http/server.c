@@ -715,9 +715,11 @@ void pl_http_resume(struct pl_http_req *r)
     if (!q->paused)
         return;
     q->paused = 0;
-    if (q->hc && q->hc->state == C_BODY) {
+    if (q->hc && q->hc->conn && q->hc->state == C_BODY) {
         q->hc->body_ms = now_ms(q->hc);
-        resume_later(q->hc);
+        pl_conn_hold(q->hc->conn, 0);
+        arm(q->hc);
+        resume_later(q->hc); /* bytes already read come first */
     }
 }
 
@@ -827,6 +829,7 @@ void pl_http_file(struct pl_http_req *r, int fd, const struct stat *st,
     }
     q->file_fd = fd;
     q->hc->state = C_SENDING;
+    pl_stat_add(http_bytes_out, (unsigned long)len);
     pl_conn_sendfile(q->hc->conn, fd, first, len);
 }
 
@@ -963,8 +966,10 @@ static void on_timer(struct pl_timer *t)
         return;
     uint64_t now = now_ms(hc);
     if (hc->state == C_HEAD) {
-        if (!hc->head_ms && hc->nreq) {
-            pl_conn_close(hc->conn); /* keep-alive ran out: no answer */
+        if (!hc->head_ms) {
+            /* Not a byte of a request: keep-alive ran out, or a client
+             * (a browser's preconnection) never spoke.  No answer. */
+            pl_conn_close(hc->conn);
             return;
         }
         pl_log_info("http", "%s:%d: request head not complete in time",

@@ -23,13 +23,26 @@
  *   and a Content-Length body is exactly its length at completion; an
  *   error has a status among 400, 413, 414, 431, 501, 505.
  *
- * Extending: a new invariant goes in feed().
+ *
+ * The server's own parsers of what a head holds (src/http/server.c) run
+ * on every head of the all-at-once feeding, each on a heap copy of
+ * exactly its bytes: the path decoding of the target, the Range field
+ * against sizes 0, 1, 100 and 2^64-1, and If-Modified-Since as an
+ * HTTP-date.  Invariants: a decoded path starts with '/', is no longer
+ * than the target, holds no NUL and no "." or ".." segment; a
+ * satisfiable range lies inside the representation; a parsed date
+ * printed and parsed again is the same time.
+ *
+ * Extending: a new invariant goes in feed(); a new parser of a field's
+ * value in check_fields().
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "error.h"
+#include "http/http_int.h"
 #include "http/parse.h"
 
 static const struct pl_http_limits lim = {
@@ -74,6 +87,67 @@ static void add_str(struct out *o, struct pl_str s)
 {
     add_num(o, 'L', s.len);
     add(o, s.p, s.len);
+}
+
+static char *copy(struct pl_str v)
+{
+    char *c = malloc(v.len ? v.len : 1);
+    if (!c)
+        die("out of memory");
+    if (v.len)
+        memcpy(c, v.p, v.len);
+    return c;
+}
+
+/* The server's parsers of the head's parts (see the file comment). */
+static void check_fields(const struct pl_http_request *r)
+{
+    char *t = copy(r->target);
+    char *out = malloc(r->target.len + 1);
+    size_t n = 0;
+    if (!out)
+        die("out of memory");
+    if (pl__http_path_decode(t, r->target.len, out, r->target.len + 1, &n) ==
+        PL_OK) {
+        if (n == 0 || n > r->target.len || out[0] != '/' || memchr(out, 0, n))
+            die("a decoded path out of bounds");
+        for (size_t i = 0; i < n;) {
+            size_t j = i + 1;
+            while (j < n && out[j] != '/')
+                j++;
+            size_t len = j - i - 1;
+            if ((len == 1 && out[i + 1] == '.') ||
+                (len == 2 && out[i + 1] == '.' && out[i + 2] == '.'))
+                die("a dot segment in a decoded path");
+            i = j;
+        }
+    }
+    free(out);
+    free(t);
+    struct pl_str v;
+    if (pl_http_header_get(r, "range", &v)) {
+        static const uint64_t sizes[] = {0, 1, 100, UINT64_MAX};
+        char *c = copy(v);
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+            uint64_t a = 0, b = 0;
+            int rc = pl__http_parse_range((struct pl_str){c, v.len}, sizes[i],
+                                          &a, &b);
+            if (rc < -1 || rc > 1 || (rc == 1 && (a > b || b >= sizes[i])))
+                die("a range outside the representation");
+        }
+        free(c);
+    }
+    if (pl_http_header_get(r, "if-modified-since", &v)) {
+        char *c = copy(v);
+        time_t t1, t2;
+        char buf[64];
+        if (pl__http_parse_date((struct pl_str){c, v.len}, &t1) == PL_OK) {
+            pl__http_format_date(t1, buf, sizeof(buf));
+            if (pl__http_parse_date(pl_str_c(buf), &t2) != PL_OK || t1 != t2)
+                die("a date that does not survive printing");
+        }
+        free(c);
+    }
 }
 
 /* Feeds data in pieces: whole when mode is 0, one byte when 1, else
@@ -159,6 +233,8 @@ static void feed(const uint8_t *data, size_t size, int mode, struct out *o)
             unsigned hosts = pl_http_header_get(r, "host", &host);
             if (hosts > 1 || (r->version == 11 && hosts != 1))
                 die("a head without its one Host");
+            if (mode == 0)
+                check_fields(r);
             add_num(o, 'H', (unsigned long long)r->version);
             add_str(o, r->method);
             add_str(o, r->target);

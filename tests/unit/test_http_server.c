@@ -844,3 +844,107 @@ void test_http_helpers(void)
     CHECK_STR(pl__http_mime_type("x"), "application/octet-stream");
     CHECK_STR(pl_http_reason(431), "Request Header Fields Too Large");
 }
+
+/* XEP-0156: a method is announced when a route serves it, with the
+ * request's Host. */
+void test_http_hostmeta(void)
+{
+    env_start(NULL);
+    static const struct pl_http_route ws = {
+        .path = "/xmpp-websocket",
+        .service = "websocket",
+        .methods = "GET",
+        .on_request = on_echo,
+    };
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "GET /.well-known/host-meta HTTP/1.1\r\n"
+                "Host: localhost:5280\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    CHECK(strstr(a, "Content-Type: application/xrd+xml") != NULL);
+    CHECK(strstr(a, "<Link") == NULL); /* nothing serves them yet */
+    pl_free(a);
+    CHECK_INT(pl_http_route_add(&ws), PL_OK);
+    cl_send(&c, "GET /.well-known/host-meta HTTP/1.1\r\n"
+                "Host: localhost:5280\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "<Link rel='urn:xmpp:alt-connections:websocket' "
+                    "href='ws://localhost:5280/xmpp-websocket'/>") != NULL);
+    CHECK(strstr(a, "xbosh") == NULL);
+    pl_free(a);
+    cl_send(&c, "GET /.well-known/host-meta.json HTTP/1.1\r\n"
+                "Host: localhost\r\nOrigin: https://app.example\r\n\r\n");
+    a = cl_response(&c, 0);
+    CHECK(strstr(a, "Content-Type: application/json") != NULL);
+    CHECK(strstr(a, "Access-Control-Allow-Origin: https://app.example") !=
+          NULL);
+    CHECK(strstr(a, "\"href\": \"ws://localhost/xmpp-websocket\"") != NULL);
+    CHECK(strstr(a, "\"rel\": \"urn:xmpp:alt-connections:websocket\"") != NULL);
+    pl_free(a);
+    cl_close(&c);
+    pl_http_route_remove(&ws);
+    env_stop();
+}
+
+static struct pl_http_req *paused_req;
+
+static int on_stream_body(struct pl_http_req *r, const char *p, size_t n)
+{
+    size_t have = strlen(R.last_body);
+    snprintf(R.last_body + have, sizeof(R.last_body) - have, "%.*s", (int)n, p);
+    if (!paused_req) {
+        paused_req = r;
+        pl_http_pause(r);
+    }
+    return PL_OK;
+}
+
+static void on_stream_done(struct pl_http_req *r)
+{
+    R.requests++;
+    pl_http_begin(r, 200, "text/plain", -1);
+    pl_http_write(r, R.last_body, strlen(R.last_body));
+    pl_http_end(r);
+}
+
+/* A streamed body paused by its consumer is not read until resumed; a
+ * streamed answer of unknown length is chunked. */
+void test_http_pause_stream(void)
+{
+    env_start(NULL);
+    static const struct pl_http_route st = {
+        .path = "/stream",
+        .service = "upload",
+        .methods = "PUT",
+        .stream_body = 1,
+        .on_body = on_stream_body,
+        .on_request = on_stream_done,
+    };
+    CHECK_INT(pl_http_route_add(&st), PL_OK);
+    paused_req = NULL;
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "PUT /stream HTTP/1.1\r\nHost: localhost\r\n"
+                "Content-Length: 6\r\n\r\nabc");
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (!paused_req && now_ms() < deadline)
+        pump(20);
+    CHECK(paused_req != NULL);
+    cl_send(&c, "def");
+    for (int i = 0; i < 5; i++)
+        pump(10);
+    CHECK_STR(R.last_body, "abc");
+    CHECK_INT(R.requests, 0);
+    if (paused_req)
+        pl_http_resume(paused_req);
+    char *a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 200 "));
+    CHECK(strstr(a, "Transfer-Encoding: chunked\r\n") != NULL);
+    CHECK(strstr(a, "\r\n\r\n6\r\nabcdef\r\n0\r\n\r\n") != NULL);
+    CHECK_STR(R.last_body, "abcdef");
+    pl_free(a);
+    cl_close(&c);
+    pl_http_route_remove(&st);
+    env_stop();
+}
