@@ -64,6 +64,7 @@
 #include "config.h"
 #include "listen.h"
 #include "loop.h"
+#include "map.h"
 #include "str.h"
 
 struct pl_host;
@@ -841,5 +842,19 @@ struct sip_part {
     void (*flow_closed)(uint64_t conn); /* a TCP/TLS connection closed */
 };
 extern const struct sip_part *const pl__sip_parts[];
+
+/* Every value of m, in a new array (pl_free; NULL when m is empty) of *n:
+ * a snapshot to walk while the walk changes m. */
+void **pl__sip_map_values(const struct pl_map *m, size_t *n);
+/* A row of a part's listing for one value of its map; now is the loop's
+ * time (ms).  Returns a new reference. */
+typedef json_t *sip_row_fn(void *value, uint64_t now);
+/* A part's `parleyctl sip` member: answer[key] becomes the array of the
+ * rows of every value of m. */
+void pl__sip_admin_list(json_t *answer, const char *key, const struct pl_map *m,
+                        sip_row_fn *row);
+/* Seconds from now until at (both ms), rounded up; 0 once past: the
+ * expires_in of the listings. */
+json_int_t pl__sip_seconds_left(uint64_t at, uint64_t now);
 
 #endif
