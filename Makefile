@@ -261,17 +261,19 @@ fuzz-regress: fuzz-build
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
 # which compares Parley with Prosody and ejabberd, and with Kamailio for
 # SIP (see bench/README.md).
-$(BUILD)/bench/parley-load: bench/parley-load.c src/core/version.h
+# bench/common.c is what both generators share (/proc, the JSON result).
+$(BUILD)/bench/parley-load: bench/parley-load.c bench/common.c \
+    bench/common.h src/core/version.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
-	    -Isrc $(call pkg_config,--cflags,openssl) -o $@ $< \
-	    $(call pkg_config,--libs,openssl)
+	    -Isrc $(call pkg_config,--cflags,openssl) -o $@ \
+	    $(filter %.c,$^) $(call pkg_config,--libs,openssl)
 
 # bench/sip-load, the SIP generator (issue 14: Parley against Kamailio).
-$(BUILD)/bench/sip-load: bench/sip-load.c
+$(BUILD)/bench/sip-load: bench/sip-load.c bench/common.c bench/common.h
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
-	    $(call pkg_config,--cflags,openssl) -o $@ $< \
+	    $(call pkg_config,--cflags,openssl) -o $@ $(filter %.c,$^) \
 	    $(call pkg_config,--libs,openssl)
 
 bench:

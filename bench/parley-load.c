@@ -97,6 +97,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "core/version.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
@@ -358,43 +359,16 @@ static void buf_free(struct buf *b)
 /* Server CPU time (user + system, all threads) in microseconds. */
 static double server_cpu_us(void)
 {
-    if (!O.server_pid)
+    unsigned long ticks;
+    if (!O.server_pid || bench_proc_stat(O.server_pid, &ticks, NULL) < 0)
         return 0;
-    char path[64], line[2048];
-    snprintf(path, sizeof(path), "/proc/%d/stat", O.server_pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(line, 1, sizeof(line) - 1, f);
-    fclose(f);
-    line[n] = 0;
-    char *p = strrchr(line, ')'); /* comm may hold spaces */
-    if (!p)
-        return 0;
-    unsigned long ut = 0, stt = 0;
-    /* After ")": state(3) ... utime is field 14, stime 15. */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-               &ut, &stt) != 2)
-        return 0;
-    return (double)(ut + stt) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+    return bench_ticks_us(ticks);
 }
 
 /* Server VmRSS in KiB. */
 static long server_rss_kib(void)
 {
-    if (!O.server_pid)
-        return 0;
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", O.server_pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    long kib = 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib;
+    return O.server_pid ? bench_proc_kib(O.server_pid, "status", "VmRSS:") : 0;
 }
 
 /* Kernel TCP buffer memory (all sockets) in KiB, from /proc/net/sockstat. */
@@ -412,14 +386,6 @@ static long sockstat_mem_kib(void)
     }
     fclose(f);
     return mem * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- latency histogram: 1 µs steps to 2 ms, then ~0.1 % steps ---- */
@@ -480,62 +446,36 @@ static uint64_t hist_pct(double p)
 
 /* ---- JSON result ---- */
 
-static char json[8192];
-static size_t jlen;
-
-static void jadd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void jadd(const char *fmt, ...)
+/* A member of the object: the '{' or a comma first. */
+static void jfield(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void jfield(const char *fmt, ...)
 {
-    if (jlen + 2 >= sizeof(json))
-        return;
+    jadd("%c", jlength() ? ',' : '{');
     va_list ap;
     va_start(ap, fmt);
-    char sep = jlen > 1 ? ',' : '{';
-    json[jlen++] = sep;
-    int n = vsnprintf(json + jlen, sizeof(json) - jlen - 2, fmt, ap);
+    vjadd(fmt, ap);
     va_end(ap);
-    if (n > 0)
-        jlen += (size_t)n < sizeof(json) - jlen - 2 ? (size_t)n
-                                                    : sizeof(json) - jlen - 3;
 }
 
 static void jstr(const char *key, const char *val)
 {
-    char esc[256];
-    size_t k = 0;
-    for (const char *p = val; *p && k + 2 < sizeof(esc); p++) {
-        if (*p == '"' || *p == '\\')
-            esc[k++] = '\\';
-        esc[k++] = (*p >= 32) ? *p : ' ';
-    }
-    esc[k] = 0;
-    jadd("\"%s\":\"%s\"", key, esc);
-}
-
-static void jflush(void)
-{
-    if (jlen == 0)
-        json[jlen++] = '{';
-    json[jlen++] = '}';
-    json[jlen] = 0;
-    printf("%s\n", json);
-    fflush(stdout);
-    jlen = 0;
+    jfield("\"%s\":", key);
+    jquote(val);
 }
 
 static void j_common(void)
 {
-    jadd("\"json\":1");
+    jfield("\"json\":1");
     jstr("mode", mode_names[O.mode]);
     if (O.label)
         jstr("label", O.label);
-    jadd("\"tls\":%d", O.tls);
+    jfield("\"tls\":%d", O.tls);
     jstr("mech", mech_names[C.mech_used]);
 }
 
 static void j_failures(void)
 {
-    jadd("\"failed\":%ld", C.failed);
+    jfield("\"failed\":%ld", C.failed);
     for (int i = 0; i < 8 && C.fail_count[i]; i++) {
         char k[32];
         snprintf(k, sizeof(k), "fail%d", i);
@@ -2215,18 +2155,18 @@ static int run_chat(void)
     double t = setup_range(0, n);
     logf_("%ld of %u sessions logged in in %.1f s", C.ready, n, t);
     j_common();
-    jadd("\"pairs\":%ld", O.pairs);
+    jfield("\"pairs\":%ld", O.pairs);
     if (C.ready < (long)n) {
-        jadd("\"status\":\"setup_failed\"");
+        jfield("\"status\":\"setup_failed\"");
         j_failures();
         jflush();
         return 2;
     }
     CH.rate_mode = O.rate > 0;
     if (CH.rate_mode)
-        jadd("\"rate\":%.0f", O.rate);
+        jfield("\"rate\":%.0f", O.rate);
     else
-        jadd("\"window\":%d", O.window);
+        jfield("\"window\":%d", O.window);
     C.tx = C.rx = C.dup = C.gaps = 0;
     CH.sending = 1;
     CH.t0 = now_s();
@@ -2243,12 +2183,12 @@ static int run_chat(void)
     /* Measured interval. */
     hist_reset();
     CH.measuring = 1;
-    double cpu0 = server_cpu_us(), gcpu0 = self_cpu_s(), t0 = now_s();
+    double cpu0 = server_cpu_us(), gcpu0 = bench_self_cpu_s(), t0 = now_s();
     uint64_t rx0 = C.rx, thr0 = CH.throttled;
     run_loop(O.duration, NULL);
     double t1 = now_s();
     uint64_t rx1 = C.rx;
-    double gcpu1 = self_cpu_s();
+    double gcpu1 = bench_self_cpu_s();
     CH.sending = 0;
     run_loop(O.drain, drained);
     double cpu2 = server_cpu_us(), t2 = now_s();
@@ -2264,27 +2204,27 @@ static int run_chat(void)
     double mps = (double)(rx1 - rx0) / (t1 - t0);
     double gutil = (gcpu1 - gcpu0) / (t1 - t0);
     uint64_t thr = CH.throttled - thr0;
-    jadd("\"status\":\"%s\"", (lost || C.dup || C.disconnects) ? "errors"
-                              : (undelivered || thr)           ? "not_sustained"
-                                                               : "ok");
-    jadd("\"sent\":%" PRIu64 ",\"received\":%" PRIu64, C.tx, C.rx);
-    jadd("\"lost\":%" PRIu64 ",\"dup\":%" PRIu64 ",\"undelivered\":%" PRIu64
-         ",\"error_msgs\":%" PRIu64,
-         lost, C.dup, undelivered, C.err_msgs);
-    jadd("\"disconnects\":%ld", C.disconnects);
-    jadd("\"msgs_per_s\":%.0f", mps);
-    jadd("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
+    jfield("\"status\":\"%s\"", (lost || C.dup || C.disconnects) ? "errors"
+                                : (undelivered || thr) ? "not_sustained"
+                                                       : "ok");
+    jfield("\"sent\":%" PRIu64 ",\"received\":%" PRIu64, C.tx, C.rx);
+    jfield("\"lost\":%" PRIu64 ",\"dup\":%" PRIu64 ",\"undelivered\":%" PRIu64
+           ",\"error_msgs\":%" PRIu64,
+           lost, C.dup, undelivered, C.err_msgs);
+    jfield("\"disconnects\":%ld", C.disconnects);
+    jfield("\"msgs_per_s\":%.0f", mps);
+    jfield("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
     if (O.server_pid && rx2 > rx0)
-        jadd("\"cpu_us_per_msg\":%.2f", (cpu2 - cpu0) / (double)(rx2 - rx0));
+        jfield("\"cpu_us_per_msg\":%.2f", (cpu2 - cpu0) / (double)(rx2 - rx0));
     if (O.server_pid)
-        jadd("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
-    jadd("\"gen_cpu_util\":%.3f", gutil);
-    jadd("\"gen_limited\":%d", gutil > 0.92);
-    jadd("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
-         ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
-         hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
+        jfield("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
+    jfield("\"gen_cpu_util\":%.3f", gutil);
+    jfield("\"gen_limited\":%d", gutil > 0.92);
+    jfield("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
+           ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
+           hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
     if (CH.rate_mode)
-        jadd("\"throttled\":%" PRIu64, CH.throttled - thr0);
+        jfield("\"throttled\":%" PRIu64, CH.throttled - thr0);
     logf_("%.0f msg/s, p50 %" PRIu64 " us, p99 %" PRIu64 " us, lost %" PRIu64
           ", dup %" PRIu64 ", undelivered %" PRIu64,
           mps, hist_pct(0.5), hist_pct(0.99), lost, C.dup, undelivered);
@@ -2303,10 +2243,10 @@ static int run_offline(void)
         sessions[i + P].partner = i;
     }
     j_common();
-    jadd("\"pairs\":%ld,\"msgs\":%d", O.pairs, O.msgs);
+    jfield("\"pairs\":%ld,\"msgs\":%d", O.pairs, O.msgs);
     setup_range(0, P);
     if (C.ready < O.pairs) {
-        jadd("\"status\":\"setup_failed\"");
+        jfield("\"status\":\"setup_failed\"");
         j_failures();
         jflush();
         return 2;
@@ -2335,7 +2275,8 @@ static int run_offline(void)
     }
     double cpu1 = server_cpu_us(), t1 = now_s();
     if (C.err_msgs) {
-        jadd("\"status\":\"unsupported\",\"error_msgs\":%" PRIu64, C.err_msgs);
+        jfield("\"status\":\"unsupported\",\"error_msgs\":%" PRIu64,
+               C.err_msgs);
         jflush();
         close_all();
         return 3;
@@ -2343,7 +2284,7 @@ static int run_offline(void)
     long before = C.ready;
     setup_range(P, n);
     if (C.ready - before < O.pairs) {
-        jadd("\"status\":\"setup_failed\"");
+        jfield("\"status\":\"setup_failed\"");
         j_failures();
         jflush();
         return 2;
@@ -2356,15 +2297,16 @@ static int run_offline(void)
     run_loop(O.drain + (double)O.pairs * O.msgs / 2000.0, offline_done);
     double t3 = now_s(), cpu3 = server_cpu_us();
     uint64_t lost = C.tx > C.rx - C.dup ? C.tx - (C.rx - C.dup) : 0;
-    jadd("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
-    jadd("\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
-         ",\"dup\":%" PRIu64,
-         C.tx, C.rx, lost, C.dup);
-    jadd("\"store_s\":%.2f,\"flush_s\":%.2f", t1 - t0, t3 - t2);
+    jfield("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
+    jfield("\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
+           ",\"dup\":%" PRIu64,
+           C.tx, C.rx, lost, C.dup);
+    jfield("\"store_s\":%.2f,\"flush_s\":%.2f", t1 - t0, t3 - t2);
     if (O.server_pid && C.tx) {
-        jadd("\"store_cpu_us_per_msg\":%.2f", (cpu1 - cpu0) / (double)C.tx);
+        jfield("\"store_cpu_us_per_msg\":%.2f", (cpu1 - cpu0) / (double)C.tx);
         if (C.rx)
-            jadd("\"flush_cpu_us_per_msg\":%.2f", (cpu3 - cpu2) / (double)C.rx);
+            jfield("\"flush_cpu_us_per_msg\":%.2f",
+                   (cpu3 - cpu2) / (double)C.rx);
     }
     jflush();
     close_all();
@@ -2401,16 +2343,16 @@ static int run_roster(void)
     alloc_sessions(n);
     double t = setup_range(0, n);
     j_common();
-    jadd("\"users\":%ld,\"contacts\":%d", O.users, O.contacts);
+    jfield("\"users\":%ld,\"contacts\":%d", O.users, O.contacts);
     if (C.ready < (long)n) {
-        jadd("\"status\":\"setup_failed\"");
+        jfield("\"status\":\"setup_failed\"");
         j_failures();
         jflush();
         return 2;
     }
     logf_("%u sessions in %.1f s; subscribing", n, t);
     if (!get_rosters()) {
-        jadd("\"status\":\"unsupported\"");
+        jfield("\"status\":\"unsupported\"");
         jflush();
         close_all();
         return 3;
@@ -2423,12 +2365,12 @@ static int run_roster(void)
     flush_dirty();
     run_loop(O.timeout, subs_done);
     double t1 = now_s();
-    jadd("\"status\":\"%s\"", subs_done() ? "ok" : "incomplete");
-    jadd("\"subscriptions\":%ld,\"confirmed\":%ld,\"seconds\":%.2f",
-         C.subs_sent, C.subs_got, t1 - t0);
+    jfield("\"status\":\"%s\"", subs_done() ? "ok" : "incomplete");
+    jfield("\"subscriptions\":%ld,\"confirmed\":%ld,\"seconds\":%.2f",
+           C.subs_sent, C.subs_got, t1 - t0);
     if (O.server_pid && C.subs_got)
-        jadd("\"cpu_us_per_subscription\":%.1f",
-             (server_cpu_us() - cpu0) / (double)C.subs_got);
+        jfield("\"cpu_us_per_subscription\":%.1f",
+               (server_cpu_us() - cpu0) / (double)C.subs_got);
     jflush();
     close_all();
     return subs_done() ? 0 : 2;
@@ -2451,16 +2393,16 @@ static int run_presence(void)
     }
     setup_range(0, n);
     j_common();
-    jadd("\"users\":%ld,\"contacts\":%d,\"rounds\":%d", O.users, O.contacts,
-         O.rounds);
+    jfield("\"users\":%ld,\"contacts\":%d,\"rounds\":%d", O.users, O.contacts,
+           O.rounds);
     if (C.ready < (long)n) {
-        jadd("\"status\":\"setup_failed\"");
+        jfield("\"status\":\"setup_failed\"");
         j_failures();
         jflush();
         return 2;
     }
     if (!get_rosters()) {
-        jadd("\"status\":\"unsupported\"");
+        jfield("\"status\":\"unsupported\"");
         jflush();
         close_all();
         return 3;
@@ -2491,20 +2433,20 @@ static int run_presence(void)
     double cpu3 = server_cpu_us(), t3 = now_s();
     CH.measuring = 0;
     uint64_t lost = C.tx > C.rx - C.dup ? C.tx - (C.rx - C.dup) : 0;
-    jadd("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
-    jadd("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
-         ",\"dup\":%" PRIu64,
-         C.tx, C.rx, lost, C.dup);
-    jadd("\"initial_s\":%.2f,\"updates_s\":%.2f", t1 - t0, t3 - t2);
+    jfield("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
+    jfield("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
+           ",\"dup\":%" PRIu64,
+           C.tx, C.rx, lost, C.dup);
+    jfield("\"initial_s\":%.2f,\"updates_s\":%.2f", t1 - t0, t3 - t2);
     if (O.server_pid) {
-        jadd("\"initial_cpu_us_per_user\":%.1f", (cpu1 - cpu0) / (double)n);
+        jfield("\"initial_cpu_us_per_user\":%.1f", (cpu1 - cpu0) / (double)n);
         if (C.rx)
-            jadd("\"cpu_us_per_delivered_presence\":%.2f",
-                 (cpu3 - cpu2) / (double)C.rx);
+            jfield("\"cpu_us_per_delivered_presence\":%.2f",
+                   (cpu3 - cpu2) / (double)C.rx);
     }
-    jadd("\"deliveries_per_s\":%.0f", (double)C.rx / (t3 - t2));
-    jadd("\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
-         hist_pct(0.5), hist_pct(0.99), hist_max);
+    jfield("\"deliveries_per_s\":%.0f", (double)C.rx / (t3 - t2));
+    jfield("\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
+           hist_pct(0.5), hist_pct(0.99), hist_max);
     jflush();
     close_all();
     return 0;
@@ -2595,17 +2537,17 @@ static int run_resume(void)
     logf_("%ld of %u sessions bound with stream management in %.1f s", C.ready,
           n, t);
     j_common();
-    jadd("\"users\":%u,\"msgs\":%d,\"concurrency\":%d", n, O.msgs,
-         O.storm_conc > 0 ? O.storm_conc : O.concurrency);
+    jfield("\"users\":%u,\"msgs\":%d,\"concurrency\":%d", n, O.msgs,
+           O.storm_conc > 0 ? O.storm_conc : O.concurrency);
     if (C.ready < (long)n) {
-        jadd("\"status\":\"%s\"",
-             C.sm_missing ? "unsupported" : "setup_failed");
+        jfield("\"status\":\"%s\"",
+               C.sm_missing ? "unsupported" : "setup_failed");
         j_failures();
         jflush();
         close_all();
         return C.sm_missing ? 3 : 2;
     }
-    jadd("\"setup_s\":%.2f", t);
+    jfield("\"setup_s\":%.2f", t);
     /* Messages that arrive but stay unacknowledged: a client that went
      * away before it could process them. */
     RS.hold_acks = 1;
@@ -2621,9 +2563,9 @@ static int run_resume(void)
         s->resend_left = s->h_in - s->h_acked;
         owed += s->resend_left;
     }
-    jadd("\"sent_before_drop\":%" PRIu64 ",\"received_before_drop\":%" PRIu64
-         ",\"unacked\":%" PRIu64,
-         C.tx, C.rx, owed);
+    jfield("\"sent_before_drop\":%" PRIu64 ",\"received_before_drop\":%" PRIu64
+           ",\"unacked\":%" PRIu64,
+           C.tx, C.rx, owed);
     /* Storage the messages caused (durable copies) is not the drop's. */
     wait_server_idle(120);
     /* The drop, then quiet: the server notices each reset and keeps the
@@ -2636,8 +2578,8 @@ static int run_resume(void)
     logf_("server idle after the drop; storm in %.1f s", O.storm_delay);
     run_loop(O.storm_delay, NULL);
     if (O.server_pid)
-        jadd("\"drop_cpu_s\":%.3f", (cpu_d1 - cpu_d0) / 1e6);
-    jadd("\"drop_to_storm_s\":%.2f", td1 - td0);
+        jfield("\"drop_cpu_s\":%.3f", (cpu_d1 - cpu_d0) / 1e6);
+    jfield("\"drop_to_storm_s\":%.2f", td1 - td0);
     /* The storm: only its own failures are reported. */
     memset(C.fail_reason, 0, sizeof(C.fail_reason));
     memset(C.fail_count, 0, sizeof(C.fail_count));
@@ -2647,12 +2589,12 @@ static int run_resume(void)
     RS.storm = 1;
     if (O.storm_conc > 0)
         O.concurrency = O.storm_conc;
-    double gcpu0 = self_cpu_s(), cpu0 = server_cpu_us(), t0 = now_s();
+    double gcpu0 = bench_self_cpu_s(), cpu0 = server_cpu_us(), t0 = now_s();
     RS.t0 = now_ns();
     setup_range(0, n);
     double cpu1 = server_cpu_us();
     run_loop(O.drain, resent_done);
-    double cpu2 = server_cpu_us(), t2 = now_s(), gcpu2 = self_cpu_s();
+    double cpu2 = server_cpu_us(), t2 = now_s(), gcpu2 = bench_self_cpu_s();
     long resumed = C.ready;
     double storm_s = RS.last_resumed > RS.t0
                          ? (double)(RS.last_resumed - RS.t0) / 1e9
@@ -2664,38 +2606,40 @@ static int run_resume(void)
     for (uint32_t i = 0; i < n; i++)
         if (sessions[i].st == S_READY)
             missing += sessions[i].resend_left;
-    jadd("\"status\":\"%s\"",
-         resumed == (long)n && !missing && RS.resent == owed ? "ok" : "errors");
-    jadd("\"resumed\":%ld,\"resume_failed\":%ld", resumed, C.sm_failed);
-    jadd("\"resent_expected\":%" PRIu64 ",\"resent\":%" PRIu64
-         ",\"resent_missing\":%" PRIu64,
-         owed, RS.resent, missing);
-    jadd("\"storm_s\":%.3f,\"storm_resent_s\":%.3f", storm_s, resent_s);
+    jfield("\"status\":\"%s\"",
+           resumed == (long)n && !missing && RS.resent == owed ? "ok"
+                                                               : "errors");
+    jfield("\"resumed\":%ld,\"resume_failed\":%ld", resumed, C.sm_failed);
+    jfield("\"resent_expected\":%" PRIu64 ",\"resent\":%" PRIu64
+           ",\"resent_missing\":%" PRIu64,
+           owed, RS.resent, missing);
+    jfield("\"storm_s\":%.3f,\"storm_resent_s\":%.3f", storm_s, resent_s);
     if (storm_s > 0)
-        jadd("\"resumes_per_s\":%.0f", (double)resumed / storm_s);
+        jfield("\"resumes_per_s\":%.0f", (double)resumed / storm_s);
     if (O.server_pid) {
-        jadd("\"server_cpu_s\":%.3f,\"server_cpu_to_resumed_s\":%.3f",
-             (cpu2 - cpu0) / 1e6, (cpu1 - cpu0) / 1e6);
+        jfield("\"server_cpu_s\":%.3f,\"server_cpu_to_resumed_s\":%.3f",
+               (cpu2 - cpu0) / 1e6, (cpu1 - cpu0) / 1e6);
         if (resumed)
-            jadd("\"cpu_us_per_resume\":%.0f", (cpu2 - cpu0) / (double)resumed);
-        jadd("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
+            jfield("\"cpu_us_per_resume\":%.0f",
+                   (cpu2 - cpu0) / (double)resumed);
+        jfield("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
     }
     double gutil = (gcpu2 - gcpu0) / (t2 - t0);
-    jadd("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
+    jfield("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
     uint32_t k = sort_recorded(RS.lat_resumed, n);
-    jadd("\"resume_p50_ms\":%.1f,\"resume_p90_ms\":%.1f,"
-         "\"resume_p99_ms\":%.1f,\"resume_max_ms\":%.1f",
-         pct_ms(RS.lat_resumed, k, 0.5), pct_ms(RS.lat_resumed, k, 0.9),
-         pct_ms(RS.lat_resumed, k, 0.99), pct_ms(RS.lat_resumed, k, 1.0));
+    jfield("\"resume_p50_ms\":%.1f,\"resume_p90_ms\":%.1f,"
+           "\"resume_p99_ms\":%.1f,\"resume_max_ms\":%.1f",
+           pct_ms(RS.lat_resumed, k, 0.5), pct_ms(RS.lat_resumed, k, 0.9),
+           pct_ms(RS.lat_resumed, k, 0.99), pct_ms(RS.lat_resumed, k, 1.0));
     k = sort_recorded(RS.lat_resent, n);
-    jadd("\"resent_p50_ms\":%.1f,\"resent_p99_ms\":%.1f,"
-         "\"resent_max_ms\":%.1f",
-         pct_ms(RS.lat_resent, k, 0.5), pct_ms(RS.lat_resent, k, 0.99),
-         pct_ms(RS.lat_resent, k, 1.0));
+    jfield("\"resent_p50_ms\":%.1f,\"resent_p99_ms\":%.1f,"
+           "\"resent_max_ms\":%.1f",
+           pct_ms(RS.lat_resent, k, 0.5), pct_ms(RS.lat_resent, k, 0.99),
+           pct_ms(RS.lat_resent, k, 1.0));
     k = sort_recorded(RS.at_resumed, n);
-    jadd("\"half_resumed_s\":%.3f,\"p99_resumed_s\":%.3f",
-         pct_ms(RS.at_resumed, k, 0.5) / 1000,
-         pct_ms(RS.at_resumed, k, 0.99) / 1000);
+    jfield("\"half_resumed_s\":%.3f,\"p99_resumed_s\":%.3f",
+           pct_ms(RS.at_resumed, k, 0.5) / 1000,
+           pct_ms(RS.at_resumed, k, 0.99) / 1000);
     logf_("%ld of %u resumed in %.2f s (resent %" PRIu64 " of %" PRIu64
           " in %.2f s), %ld <failed/>",
           resumed, n, storm_s, RS.resent, owed, resent_s, C.sm_failed);
@@ -2710,36 +2654,36 @@ static int run_setup_mode(void)
     uint32_t n = O.mode == M_PROBE ? 1 : (uint32_t)O.users;
     alloc_sessions(n);
     long rss0 = server_rss_kib(), sk0 = sockstat_mem_kib();
-    double cpu0 = server_cpu_us(), gcpu0 = self_cpu_s();
+    double cpu0 = server_cpu_us(), gcpu0 = bench_self_cpu_s();
     double t = setup_range(0, n);
-    double cpu1 = server_cpu_us(), gcpu1 = self_cpu_s();
+    double cpu1 = server_cpu_us(), gcpu1 = bench_self_cpu_s();
     j_common();
-    jadd("\"users\":%u", n);
+    jfield("\"users\":%u", n);
     switch (O.mode) {
     case M_PROBE:
         run_loop(5, probe_done);
-        jadd("\"status\":\"%s\"", C.ready == 1 ? "ok" : "setup_failed");
-        jadd(
+        jfield("\"status\":\"%s\"", C.ready == 1 ? "ok" : "setup_failed");
+        jfield(
             "\"login\":%d,\"roster\":%d,\"offline\":%d,\"register_feature\":%d",
             C.ready == 1, probe_roster == 1, probe_offline == 1,
             probe_register == 1);
         break;
     case M_REGISTER:
-        jadd("\"status\":\"%s\"", C.failed ? "errors" : "ok");
-        jadd("\"registered\":%ld,\"existed\":%ld", C.closed_ok, C.exists);
-        jadd("\"seconds\":%.2f,\"per_s\":%.1f", t, (double)C.ready / t);
+        jfield("\"status\":\"%s\"", C.failed ? "errors" : "ok");
+        jfield("\"registered\":%ld,\"existed\":%ld", C.closed_ok, C.exists);
+        jfield("\"seconds\":%.2f,\"per_s\":%.1f", t, (double)C.ready / t);
         if (O.server_pid && C.ready)
-            jadd("\"cpu_us_per_op\":%.0f", (cpu1 - cpu0) / (double)C.ready);
+            jfield("\"cpu_us_per_op\":%.0f", (cpu1 - cpu0) / (double)C.ready);
         break;
     case M_LOGIN:
-        jadd("\"status\":\"%s\"", C.failed ? "errors" : "ok");
-        jadd("\"logins\":%ld,\"seconds\":%.2f,\"per_s\":%.1f", C.ready, t,
-             (double)C.ready / t);
-        jadd("\"pbkdf2\":%ld", pbkdf2_count);
+        jfield("\"status\":\"%s\"", C.failed ? "errors" : "ok");
+        jfield("\"logins\":%ld,\"seconds\":%.2f,\"per_s\":%.1f", C.ready, t,
+               (double)C.ready / t);
+        jfield("\"pbkdf2\":%ld", pbkdf2_count);
         if (O.server_pid && C.ready)
-            jadd("\"cpu_us_per_op\":%.0f", (cpu1 - cpu0) / (double)C.ready);
-        jadd("\"gen_cpu_util\":%.3f", (gcpu1 - gcpu0) / t);
-        jadd("\"gen_limited\":%d", (gcpu1 - gcpu0) / t > 0.92);
+            jfield("\"cpu_us_per_op\":%.0f", (cpu1 - cpu0) / (double)C.ready);
+        jfield("\"gen_cpu_util\":%.3f", (gcpu1 - gcpu0) / t);
+        jfield("\"gen_limited\":%d", (gcpu1 - gcpu0) / t > 0.92);
         break;
     case M_IDLE: {
         if (O.present) {
@@ -2751,20 +2695,22 @@ static int run_setup_mode(void)
         run_loop(O.settle, NULL);
         long rss1 = server_rss_kib(), sk1 = sockstat_mem_kib();
         int live = live_sessions();
-        jadd("\"status\":\"%s\"", C.failed || live < (int)n ? "errors" : "ok");
-        jadd("\"sessions\":%d,\"seconds\":%.2f,\"per_s\":%.1f", live, t,
-             (double)C.ready / t);
-        jadd("\"pbkdf2\":%ld", pbkdf2_count);
+        jfield("\"status\":\"%s\"",
+               C.failed || live < (int)n ? "errors" : "ok");
+        jfield("\"sessions\":%d,\"seconds\":%.2f,\"per_s\":%.1f", live, t,
+               (double)C.ready / t);
+        jfield("\"pbkdf2\":%ld", pbkdf2_count);
         if (O.server_pid) {
-            jadd("\"rss_before_kib\":%ld,\"rss_after_kib\":%ld", rss0, rss1);
+            jfield("\"rss_before_kib\":%ld,\"rss_after_kib\":%ld", rss0, rss1);
             if (live)
-                jadd("\"rss_per_session_kib\":%.2f",
-                     (double)(rss1 - rss0) / live);
+                jfield("\"rss_per_session_kib\":%.2f",
+                       (double)(rss1 - rss0) / live);
         }
-        jadd("\"sockmem_before_kib\":%ld,\"sockmem_after_kib\":%ld", sk0, sk1);
+        jfield("\"sockmem_before_kib\":%ld,\"sockmem_after_kib\":%ld", sk0,
+               sk1);
         if (live)
-            jadd("\"sockmem_per_session_kib\":%.3f",
-                 (double)(sk1 - sk0) / live);
+            jfield("\"sockmem_per_session_kib\":%.3f",
+                   (double)(sk1 - sk0) / live);
         break;
     }
     default: break;
@@ -2840,9 +2786,9 @@ static int run_muc(void)
     double t = setup_range(0, n);
     logf_("%ld of %u sessions logged in in %.1f s", C.ready, n, t);
     j_common();
-    jadd("\"occupants\":%u", n);
+    jfield("\"occupants\":%u", n);
     if (C.ready < (long)n) {
-        jadd("\"status\":\"setup_failed\"");
+        jfield("\"status\":\"setup_failed\"");
         j_failures();
         jflush();
         return 2;
@@ -2853,8 +2799,8 @@ static int run_muc(void)
     flush_dirty();
     run_loop(30, muc_owner_ready);
     if (MU.configured != 1) {
-        jadd("\"status\":\"setup_failed\",\"reason\":\"%s\"",
-             MU.join_error[0] ? MU.join_error : "room not created");
+        jfield("\"status\":\"setup_failed\",\"reason\":\"%s\"",
+               MU.join_error[0] ? MU.join_error : "room not created");
         jflush();
         return 2;
     }
@@ -2868,14 +2814,14 @@ static int run_muc(void)
     double jcpu1 = server_cpu_us(), jt1 = now_s();
     tick_fn = NULL;
     logf_("%ld of %u joined in %.1f s", MU.joined, n, jt1 - jt0);
-    jadd("\"joined\":%ld,\"join_errors\":%ld", MU.joined, MU.join_errors);
-    jadd("\"join_s\":%.2f", jt1 - jt0);
+    jfield("\"joined\":%ld,\"join_errors\":%ld", MU.joined, MU.join_errors);
+    jfield("\"join_s\":%.2f", jt1 - jt0);
     if (O.server_pid && MU.joined > 1)
-        jadd("\"join_cpu_us_per_join\":%.0f",
-             (jcpu1 - jcpu0) / (double)(MU.joined - 1));
+        jfield("\"join_cpu_us_per_join\":%.0f",
+               (jcpu1 - jcpu0) / (double)(MU.joined - 1));
     if (MU.joined < (long)n) {
-        jadd("\"status\":\"setup_failed\",\"reason\":\"%s\"",
-             MU.join_error[0] ? MU.join_error : "joins timed out");
+        jfield("\"status\":\"setup_failed\",\"reason\":\"%s\"",
+               MU.join_error[0] ? MU.join_error : "joins timed out");
         jflush();
         close_all();
         return 2;
@@ -2893,10 +2839,10 @@ static int run_muc(void)
     run_loop(O.warmup, NULL);
     hist_reset();
     CH.measuring = 1;
-    double cpu0 = server_cpu_us(), gcpu0 = self_cpu_s(), t0 = now_s();
+    double cpu0 = server_cpu_us(), gcpu0 = bench_self_cpu_s(), t0 = now_s();
     uint64_t rx0 = C.rx, sent0 = MU.sent;
     run_loop(O.duration, NULL);
-    double t1 = now_s(), gcpu1 = self_cpu_s();
+    double t1 = now_s(), gcpu1 = bench_self_cpu_s();
     uint64_t sent1 = MU.sent;
     CH.sending = 0;
     run_loop(O.drain, muc_drained);
@@ -2906,28 +2852,28 @@ static int run_muc(void)
     uint64_t expected = MU.sent * (uint64_t)MU.joined;
     uint64_t missing = expected > MU.unique ? expected - MU.unique : 0;
     double gutil = (gcpu1 - gcpu0) / (t1 - t0);
-    jadd("\"status\":\"%s\"", C.dup || C.disconnects ? "errors"
-                              : missing              ? "not_sustained"
-                                                     : "ok");
-    jadd("\"rate\":%.0f,\"room_msgs\":%" PRIu64 ",\"measured_msgs\":%" PRIu64,
-         O.rate, MU.sent, sent1 - sent0);
-    jadd("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"dup\":%" PRIu64
-         ",\"missing\":%" PRIu64,
-         expected, C.rx, C.dup, missing);
-    jadd("\"lost\":0,\"disconnects\":%ld", C.disconnects);
-    jadd("\"deliveries_per_s\":%.0f", (double)(rx2 - rx0) / (t2 - t0));
-    jadd("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
+    jfield("\"status\":\"%s\"", C.dup || C.disconnects ? "errors"
+                                : missing              ? "not_sustained"
+                                                       : "ok");
+    jfield("\"rate\":%.0f,\"room_msgs\":%" PRIu64 ",\"measured_msgs\":%" PRIu64,
+           O.rate, MU.sent, sent1 - sent0);
+    jfield("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"dup\":%" PRIu64
+           ",\"missing\":%" PRIu64,
+           expected, C.rx, C.dup, missing);
+    jfield("\"lost\":0,\"disconnects\":%ld", C.disconnects);
+    jfield("\"deliveries_per_s\":%.0f", (double)(rx2 - rx0) / (t2 - t0));
+    jfield("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
     if (O.server_pid && rx2 > rx0) {
-        jadd("\"cpu_us_per_delivery\":%.3f",
-             (cpu2 - cpu0) / (double)(rx2 - rx0));
-        jadd("\"cpu_us_per_room_msg\":%.1f",
-             (cpu2 - cpu0) / (double)(sent1 - sent0 ? sent1 - sent0 : 1));
-        jadd("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
+        jfield("\"cpu_us_per_delivery\":%.3f",
+               (cpu2 - cpu0) / (double)(rx2 - rx0));
+        jfield("\"cpu_us_per_room_msg\":%.1f",
+               (cpu2 - cpu0) / (double)(sent1 - sent0 ? sent1 - sent0 : 1));
+        jfield("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
     }
-    jadd("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
-    jadd("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
-         ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
-         hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
+    jfield("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
+    jfield("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
+           ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
+           hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
     logf_("muc: %" PRIu64 " room messages to %ld occupants, p50 %" PRIu64
           " us, p99 %" PRIu64 " us, dup %" PRIu64 ", missing %" PRIu64,
           MU.sent, MU.joined, hist_pct(0.5), hist_pct(0.99), C.dup, missing);

@@ -75,6 +75,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common.h"
+
 /* ---- options ---- */
 
 enum mode {
@@ -284,39 +286,6 @@ static uint32_t lat_pct(double p)
 static int *spids; /* the server process and its children */
 static int nspid;
 
-static int read_file(const char *path, char *buf, size_t n)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t k = fread(buf, 1, n - 1, f);
-    fclose(f);
-    buf[k] = 0;
-    return (int)k;
-}
-
-/* utime+stime (clock ticks) and parent of pid; -1 if gone. */
-static int proc_stat(int pid, unsigned long *ticks, int *ppid)
-{
-    char path[64], line[2048];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    if (read_file(path, line, sizeof(line)) <= 0)
-        return -1;
-    char *p = strrchr(line, ')'); /* comm may hold spaces */
-    if (!p)
-        return -1;
-    unsigned long ut = 0, st = 0;
-    int pp = 0;
-    if (sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &pp,
-               &ut, &st) != 3)
-        return -1;
-    if (ticks)
-        *ticks = ut + st;
-    if (ppid)
-        *ppid = pp;
-    return 0;
-}
-
 /* The server's processes: its pid and every descendant (Kamailio's
  * workers are children of the main process; their children too). */
 static void find_server_pids(void)
@@ -335,7 +304,7 @@ static void find_server_pids(void)
             if (!isdigit((unsigned char)e->d_name[0]))
                 continue;
             int pid = atoi(e->d_name), pp = 0, known = 0;
-            if (proc_stat(pid, NULL, &pp) < 0)
+            if (bench_proc_stat(pid, NULL, &pp) < 0)
                 continue;
             for (int i = 0; i < nspid; i++)
                 known |= spids[i] == pid;
@@ -352,85 +321,34 @@ static void find_server_pids(void)
 
 static double server_cpu_us(void)
 {
-    double t = 0;
+    unsigned long t = 0;
     for (int i = 0; i < nspid; i++) {
         unsigned long ticks;
-        if (proc_stat(spids[i], &ticks, NULL) == 0)
-            t += (double)ticks;
+        if (bench_proc_stat(spids[i], &ticks, NULL) == 0)
+            t += ticks;
     }
-    return t * 1e6 / (double)sysconf(_SC_CLK_TCK);
-}
-
-static long status_kib(int pid, const char *file, const char *key)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/%s", pid, file);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    long kib = 0;
-    size_t kl = strlen(key);
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, key, kl) == 0) {
-            kib = atol(line + kl);
-            break;
-        }
-    fclose(f);
-    return kib;
+    return bench_ticks_us(t);
 }
 
 static long server_rss_kib(void)
 {
-    return O.server_pid ? status_kib(O.server_pid, "status", "VmRSS:") : 0;
+    return O.server_pid ? bench_proc_kib(O.server_pid, "status", "VmRSS:") : 0;
 }
 
 static long server_pss_kib(void)
 {
     long t = 0;
     for (int i = 0; i < nspid; i++)
-        t += status_kib(spids[i], "smaps_rollup", "Pss:");
+        t += bench_proc_kib(spids[i], "smaps_rollup", "Pss:");
     return t;
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---- JSON result ---- */
 
-static char json[8192];
-static size_t jlen;
-
-static void jadd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void jadd(const char *fmt, ...)
-{
-    if (jlen >= sizeof(json) - 2)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(json + jlen, sizeof(json) - jlen, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        jlen += (size_t)n < sizeof(json) - jlen ? (size_t)n
-                                                : sizeof(json) - jlen - 1;
-}
-
 static void jstr(const char *key, const char *val)
 {
-    jadd(",\"%s\":\"", key);
-    for (const char *p = val; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            jadd("\\%c", *p);
-        else if ((unsigned char)*p < 0x20)
-            jadd(" ");
-        else
-            jadd("%c", *p);
-    }
-    jadd("\"");
+    jadd(",\"%s\":", key);
+    jquote(val);
 }
 
 static void jcommon(void)
@@ -457,13 +375,6 @@ static void jlatency(void)
     qsort(lat, nlat, sizeof(*lat), cmp_u32);
     jadd(",\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"max_us\":%u",
          lat_pct(50), lat_pct(90), lat_pct(99), lat[nlat - 1]);
-}
-
-static void jflush(void)
-{
-    jadd("}");
-    printf("%s\n", json);
-    fflush(stdout);
 }
 
 /* ---- digest (RFC 7616) ---- */
@@ -1475,9 +1386,9 @@ static int run_register(void)
     alloc_uas((uint32_t)O.users, -1);
     find_server_pids();
     long rss0 = server_rss_kib(), pss0 = server_pss_kib();
-    double cpu0 = server_cpu_us(), g0 = self_cpu_s();
+    double cpu0 = server_cpu_us(), g0 = bench_self_cpu_s();
     double secs = register_range(0, nua);
-    double cpu1 = server_cpu_us(), g1 = self_cpu_s();
+    double cpu1 = server_cpu_us(), g1 = bench_self_cpu_s();
     long ok = registered(0, nua);
     long rss1 = server_rss_kib(), pss1 = server_pss_kib();
     if (O.settle > 0) {
@@ -1529,8 +1440,8 @@ static int run_message(void)
     if (ok < (long)(x ? p : 2 * p) || (x && xok < (long)p)) {
         jcommon();
         jstr("status", "setup_failed");
-        jadd(",\"registered\":%ld,\"xmpp_logged_in\":%ld}", ok, xok);
-        printf("%s\n", json);
+        jadd(",\"registered\":%ld,\"xmpp_logged_in\":%ld", ok, xok);
+        jflush();
         return 1;
     }
     for (uint32_t i = 0; i < p; i++)
@@ -1542,12 +1453,12 @@ static int run_message(void)
         for (int k = 0; k < O.window; k++)
             msg_send(i);
     run_loop(O.warmup, NULL);
-    double g0 = self_cpu_s(), cpu0 = server_cpu_us(), t0 = now_s();
+    double g0 = bench_self_cpu_s(), cpu0 = server_cpu_us(), t0 = now_s();
     measuring = 1;
     R.rx_meas = 0;
     run_loop(O.duration, NULL);
     measuring = 0;
-    double t1 = now_s(), cpu1 = server_cpu_us(), g1 = self_cpu_s();
+    double t1 = now_s(), cpu1 = server_cpu_us(), g1 = bench_self_cpu_s();
     uint64_t meas = R.rx_meas;
     R.sending = 0;
     run_loop(O.drain, all_quiet);
@@ -1644,15 +1555,15 @@ static int run_publish(void)
     if (ok < (long)n || !uas[0].etag[0] || subs < (long)n - 1) {
         jcommon();
         jstr("status", "setup_failed");
-        jadd(",\"registered\":%ld,\"subscribed\":%ld}", ok, subs);
-        printf("%s\n", json);
+        jadd(",\"registered\":%ld,\"subscribed\":%ld", ok, subs);
+        jflush();
         return 1;
     }
     run_loop(1.0, NULL);
     uint64_t setup_notifies = C.notifies;
     memset(&C, 0, sizeof(C));
     R.pub_meas0 = R.pub_seq;
-    double g0 = self_cpu_s(), cpu0 = server_cpu_us();
+    double g0 = bench_self_cpu_s(), cpu0 = server_cpu_us();
     pub_t0 = now_s();
     R.sending = 1;
     measuring = 1;
@@ -1667,7 +1578,7 @@ static int run_publish(void)
     measuring = 0;
     tick = NULL;
     double t1 = R.t_last_rx > pub_t0 ? R.t_last_rx : now_s();
-    double cpu1 = server_cpu_us(), g1 = self_cpu_s();
+    double cpu1 = server_cpu_us(), g1 = bench_self_cpu_s();
     double secs = t1 - pub_t0;
     uint64_t pubs = R.pub_seq - R.pub_meas0;
     uint64_t missing = want > R.notify_meas ? want - R.notify_meas : 0;

@@ -79,8 +79,10 @@ struct pl_protocol {
      * closed silently.  c->ops are the core's: do not change them.
      */
     void (*refuse)(struct pl_listen *l, struct pl_conn *c, int why);
-    /* A datagram arrived on a UDP listener (bytes borrowed). */
-    void (*datagram)(struct pl_listen *l, const char *p, size_t n,
+    /* A datagram arrived on a UDP listener (bytes borrowed, and the
+     * provider's to change in place: the core's receive buffer, which
+     * the next datagram overwrites). */
+    void (*datagram)(struct pl_listen *l, char *p, size_t n,
                      const struct sockaddr_storage *from, socklen_t fromlen);
 };
 

@@ -485,9 +485,8 @@ static void cancel(osip_message_t *req, const struct sip_flow *dest)
     reply_code(req, dest, found ? 200 : 481, NULL, NULL, NULL);
 }
 
-void pl__sip_judge(int kind, const char *p, size_t n,
-                   const struct sip_scan *scan, int stream,
-                   osip_message_t **out, int *is_response,
+void pl__sip_judge(int kind, char *p, size_t n, const struct sip_scan *scan,
+                   int stream, osip_message_t **out, int *is_response,
                    struct sip_verdict *v)
 {
     memset(v, 0, sizeof(*v));
@@ -609,8 +608,8 @@ static void receive_request(const struct sip_flow *flow, int kind,
     row->fn(t, t->req);
 }
 
-void pl__sip_receive(const struct sip_flow *flow, int kind, const char *p,
-                     size_t n, const struct sip_scan *scan)
+void pl__sip_receive(const struct sip_flow *flow, int kind, char *p, size_t n,
+                     const struct sip_scan *scan)
 {
     osip_message_t *m = NULL;
     int is_response = 0;

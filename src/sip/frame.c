@@ -396,7 +396,7 @@ int pl__sip_framer_next(struct sip_framer *f, size_t max,
             scan_headers(b.p, hlen, &f->scan);
         }
         out->scan = f->scan;
-        out->p = b.p;
+        out->p = f->in.data + f->in.off; /* b.p, writable */
         out->n = hlen;
         f->hlen = 0;
         if (out->scan.clen < 0 || out->scan.clen_bad) {
@@ -425,7 +425,7 @@ int pl__sip_framer_next(struct sip_framer *f, size_t max,
 
 /* ---- datagrams ---- */
 
-int pl__sip_frame_datagram(const char *p, size_t n, size_t max,
+int pl__sip_frame_datagram(char *p, size_t n, size_t max,
                            struct sip_frame_out *out)
 {
     memset(out, 0, sizeof(*out));

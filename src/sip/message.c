@@ -333,6 +333,33 @@ static int is_content_length(struct pl_str name)
 }
 
 /*
+ * Takes the Content-Length fields out of the header section p[0..hlen)
+ * in place: what follows each moves down over it (nothing moves when
+ * there is none; one CRLF when it is the last field, as usual).  Returns
+ * the section's new length; the bytes after it, up to hlen, are stale.
+ * The other fields keep their bytes and their order.
+ */
+static size_t drop_content_length(char *p, size_t hlen)
+{
+    size_t pos = 0, kept = 0, w = 0;
+    struct pl_str name, value;
+    /* Only bytes before pos are written: the walk reads on from pos. */
+    while (pl__sip_header_next(p, hlen, &pos, &name, &value)) {
+        if (!is_content_length(name))
+            continue;
+        size_t start = (size_t)(name.p - p);
+        if (w != kept)
+            memmove(p + w, p + kept, start - kept);
+        w += start - kept;
+        kept = pos;
+    }
+    if (!kept)
+        return hlen;
+    memmove(p + w, p + kept, hlen - kept);
+    return w + (hlen - kept);
+}
+
+/*
  * libosip2 is given the header section alone, without its Content-Length
  * fields (so that it expects no body), and the body is attached as bytes
  * afterwards: libosip2 never parses a body.  Its MIME parser leaks (5.3:
@@ -341,38 +368,22 @@ static int is_content_length(struct pl_str name)
  * did, so that a message could look multipart to it and not to us
  * (fuzz_sip found both).  A multipart body is left out (*multipart set):
  * Parley takes none.  As libosip2 does, a body is kept only when there
- * is a Content-Type with a type and subtype.
+ * is a Content-Type with a type and subtype.  The section is p[0..hlen)
+ * (drop_content_length done), the body p[body..n).
  */
-static int parse_split(const char *p, size_t hlen, size_t n,
+static int parse_split(const char *p, size_t hlen, size_t body, size_t n,
                        const struct sip_scan *scan, osip_message_t *m,
                        int *multipart)
 {
     *multipart = 0;
-    struct pl_buf b = {0};
-    size_t pos = 0, kept = 0;
-    struct pl_str name, value;
-    while (pl__sip_header_next(p, hlen, &pos, &name, &value)) {
-        if (!is_content_length(name))
-            continue;
-        size_t start = (size_t)(name.p - p);
-        pl_buf_append(&b, p + kept, start - kept);
-        kept = pos;
-    }
-    int rc;
-    if (kept) {
-        pl_buf_append(&b, p + kept, hlen - kept);
-        rc = osip_message_parse(m, b.data + b.off, b.len);
-    } else {
-        rc = osip_message_parse(m, p, hlen);
-    }
-    pl_buf_reset(&b);
+    int rc = osip_message_parse(m, p, hlen);
     if (rc != 0)
         return rc;
     const osip_content_type_t *ct = m->content_type;
     if (ct && ct->type && ct->subtype) {
         if (strcasecmp(ct->type, "multipart") == 0)
             *multipart = 1;
-        else if (n > hlen && osip_message_set_body(m, p + hlen, n - hlen) != 0)
+        else if (n > body && osip_message_set_body(m, p + body, n - body) != 0)
             return -1;
     }
     if (scan->clen >= 0) {
@@ -385,7 +396,7 @@ static int parse_split(const char *p, size_t hlen, size_t n,
     return rc;
 }
 
-int pl__sip_parse(const char *p, size_t n, const struct sip_scan *scan,
+int pl__sip_parse(char *p, size_t n, const struct sip_scan *scan,
                   osip_message_t **out)
 {
     *out = NULL;
@@ -401,18 +412,20 @@ int pl__sip_parse(const char *p, size_t n, const struct sip_scan *scan,
     }
     osip_message_t *m = NULL;
     osip_message_init(&m);
-    size_t hlen = scan->hlen < n ? scan->hlen : n;
-    int multipart = 0;
-    int rc = memchr(p, '\0', hlen)
-                 ? -1
-                 : parse_split(p, hlen, n, scan, m, &multipart);
+    size_t hlen = scan->hlen < n ? scan->hlen : n, body = hlen;
+    int multipart = 0, rc = -1;
+    if (!memchr(p, '\0', hlen)) {
+        hlen = drop_content_length(p, hlen);
+        rc = parse_split(p, hlen, body, n, scan, m, &multipart);
+    }
     if (rc == 0) {
         pl_free(copy);
         *out = m;
         return multipart ? PL_EFEATURE_NOT_IMPLEMENTED : PL_OK;
     }
     osip_message_free(m);
-    pl__sip_parse_headers(p, scan->hlen < n ? scan->hlen : n, out);
+    /* The same fields (the minimal pass takes no Content-Length). */
+    pl__sip_parse_headers(p, hlen, out);
     pl_free(copy);
     return PL_EINVAL;
 }

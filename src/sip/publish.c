@@ -282,22 +282,6 @@ void pl__sip_publish(struct sip_txn *t, osip_message_t *req)
 
 /* ---- the part ---- */
 
-struct collect_ctx {
-    struct pub **v; /* every publication */
-    size_t n, cap;  /* count and room */
-};
-
-static void collect(const char *key, void *value, void *ud)
-{
-    (void)key;
-    struct collect_ctx *cc = ud;
-    if (cc->n == cc->cap) {
-        cc->cap = cc->cap ? cc->cap * 2 : 16;
-        cc->v = pl_realloc(cc->v, cc->cap * sizeof(*cc->v));
-    }
-    cc->v[cc->n++] = value;
-}
-
 static int start(struct pl_config *c)
 {
     (void)c;
@@ -307,11 +291,11 @@ static int start(struct pl_config *c)
 
 static void drop_all(void)
 {
-    struct collect_ctx cc = {NULL, 0, 0};
-    pl_map_each(&pubs, collect, &cc);
-    for (size_t i = 0; i < cc.n; i++)
-        pub_free(cc.v[i]);
-    pl_free(cc.v);
+    size_t n;
+    void **v = pl__sip_map_values(&pubs, &n);
+    for (size_t i = 0; i < n; i++)
+        pub_free(v[i]);
+    pl_free(v);
     pl_map_clear(&pubs);
     pl_map_clear(&counts);
 }
@@ -323,28 +307,21 @@ static void stop(void)
     drop_all();
 }
 
+static json_t *admin_row(void *value, uint64_t now)
+{
+    struct pub *p = value;
+    const char *basic = p->state.basic == PL_PIDF_OPEN     ? "open"
+                        : p->state.basic == PL_PIDF_CLOSED ? "closed"
+                                                           : "none";
+    const char *show = pl_show_name(p->state.show);
+    return json_pack("{s:s, s:s, s:s, s:s, s:I}", "presentity", p->bare, "etag",
+                     p->etag, "basic", basic, "show", show ? show : "",
+                     "expires_in", pl__sip_seconds_left(p->expires_at, now));
+}
+
 static void admin(json_t *answer)
 {
-    struct collect_ctx cc = {NULL, 0, 0};
-    pl_map_each(&pubs, collect, &cc);
-    json_t *l = json_array();
-    uint64_t now = now_ms();
-    for (size_t i = 0; i < cc.n; i++) {
-        struct pub *p = cc.v[i];
-        const char *basic = p->state.basic == PL_PIDF_OPEN     ? "open"
-                            : p->state.basic == PL_PIDF_CLOSED ? "closed"
-                                                               : "none";
-        const char *show = pl_show_name(p->state.show);
-        json_array_append_new(
-            l, json_pack("{s:s, s:s, s:s, s:s, s:I}", "presentity", p->bare,
-                         "etag", p->etag, "basic", basic, "show",
-                         show ? show : "", "expires_in",
-                         (json_int_t)(p->expires_at > now
-                                          ? (p->expires_at - now + 999) / 1000
-                                          : 0)));
-    }
-    pl_free(cc.v);
-    json_object_set_new(answer, "publications", l);
+    pl__sip_admin_list(answer, "publications", &pubs, admin_row);
 }
 
 const struct sip_part pl__sip_publisher = {

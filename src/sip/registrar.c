@@ -456,9 +456,8 @@ static void reply_bindings(struct sip_txn *t, struct aor *a,
     for (struct binding *b = a ? a->list : NULL; b; b = b->next) {
         size_t n = strlen(b->uri) + 40;
         char *v = pl_malloc(n);
-        uint64_t left = b->expires_at > now ? (b->expires_at - now + 999) / 1000
-                                            : 0;
-        snprintf(v, n, "<%s>;expires=%llu", b->uri, (unsigned long long)left);
+        snprintf(v, n, "<%s>;expires=%llu", b->uri,
+                 (unsigned long long)pl__sip_seconds_left(b->expires_at, now));
         osip_message_set_header(r, "Contact", v);
         pl_free(v);
     }
@@ -795,15 +794,12 @@ static void admin(json_t *answer)
                  port);
         char *path = b->path.n ? pl__sip_routes_join(&b->path) : NULL;
         json_array_append_new(
-            l,
-            json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "aor",
-                      b->aor->bare, "contact", b->uri, "transport",
-                      pl__sip_transport_name(b->flow.transport), "expires_in",
-                      (json_int_t)(b->expires_at > now
-                                       ? (b->expires_at - now + 999) / 1000
-                                       : 0),
-                      "resource", b->sess.jid->resource, "peer", peer, "path",
-                      path ? path : ""));
+            l, json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "aor",
+                         b->aor->bare, "contact", b->uri, "transport",
+                         pl__sip_transport_name(b->flow.transport),
+                         "expires_in", pl__sip_seconds_left(b->expires_at, now),
+                         "resource", b->sess.jid->resource, "peer", peer,
+                         "path", path ? path : ""));
         pl_free(path);
     }
     pl_free(cc.v);

@@ -218,6 +218,48 @@ static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
 
 /* ---- operations ---- */
 
+struct values_ctx {
+    void **v;      /* the values so far */
+    size_t n, cap; /* count and room */
+};
+
+static void add_value(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct values_ctx *vc = ud;
+    if (vc->n == vc->cap) {
+        vc->cap = vc->cap ? vc->cap * 2 : 16;
+        vc->v = pl_realloc(vc->v, vc->cap * sizeof(*vc->v));
+    }
+    vc->v[vc->n++] = value;
+}
+
+void **pl__sip_map_values(const struct pl_map *m, size_t *n)
+{
+    struct values_ctx vc = {NULL, 0, 0};
+    pl_map_each(m, add_value, &vc);
+    *n = vc.n;
+    return vc.v;
+}
+
+void pl__sip_admin_list(json_t *answer, const char *key, const struct pl_map *m,
+                        sip_row_fn *row)
+{
+    size_t n;
+    void **v = pl__sip_map_values(m, &n);
+    json_t *l = json_array();
+    uint64_t now = pl_loop_now(pl_server_loop());
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(l, row(v[i], now));
+    pl_free(v);
+    json_object_set_new(answer, key, l);
+}
+
+json_int_t pl__sip_seconds_left(uint64_t at, uint64_t now)
+{
+    return (json_int_t)(at > now ? (at - now + 999) / 1000 : 0);
+}
+
 static json_t *admin_sip(json_t *req)
 {
     (void)req;

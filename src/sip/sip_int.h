@@ -64,6 +64,7 @@
 #include "config.h"
 #include "listen.h"
 #include "loop.h"
+#include "map.h"
 #include "str.h"
 
 struct pl_host;
@@ -244,7 +245,8 @@ enum sip_frame {
 /* One framed unit: p[0..n) is the message (MSG) or, for the others, the
  * header section as far as it is known (n may be 0). */
 struct sip_frame_out {
-    const char *p;        /* borrowed: valid until the next call */
+    char *p;              /* borrowed (the caller's or the framer's bytes,
+                           * writable): valid until the next call */
     size_t n;             /* bytes */
     struct sip_scan scan; /* of the header section, when known */
 };
@@ -271,7 +273,7 @@ int pl__sip_framer_next(struct sip_framer *f, size_t max,
 /* Frees the buffer (an idle connection holds none). */
 void pl__sip_framer_free(struct sip_framer *f);
 /* Frames one datagram (enum sip_frame, never MORE). */
-int pl__sip_frame_datagram(const char *p, size_t n, size_t max,
+int pl__sip_frame_datagram(char *p, size_t n, size_t max,
                            struct sip_frame_out *out);
 
 /* ------------------------------------------------------------------ */
@@ -289,8 +291,12 @@ void pl__sip_osip_init(void);
  * then a minimal message holding what could be parsed of the start line
  * and of Via, From, To, Call-ID and CSeq alone, enough to address a 400 (or
  * NULL when even that failed).  scan is the header section's (hlen used).
+ * p[0..n) is the caller's to change, and changed: the header section's
+ * Content-Length fields are taken out in place (libosip2 is to read none;
+ * the length is scan's), the fields after them moved down.  The start
+ * line and the body stay where they were; parse the bytes once.
  */
-int pl__sip_parse(const char *p, size_t n, const struct sip_scan *scan,
+int pl__sip_parse(char *p, size_t n, const struct sip_scan *scan,
                   osip_message_t **out);
 /* Like the minimal pass of pl__sip_parse, for a header section only
  * (a message too large to parse whole). */
@@ -507,9 +513,10 @@ struct sip_method {
 extern const struct sip_method pl__sip_methods[];
 
 /* A framed unit arrived over flow (enum sip_frame kind): parse, check,
- * match, answer or pass to a handler.  p[0..n) borrowed. */
-void pl__sip_receive(const struct sip_flow *flow, int kind, const char *p,
-                     size_t n, const struct sip_scan *scan);
+ * match, answer or pass to a handler.  p[0..n) borrowed, and changed in
+ * place (pl__sip_parse). */
+void pl__sip_receive(const struct sip_flow *flow, int kind, char *p, size_t n,
+                     const struct sip_scan *scan);
 
 /*
  * The checks of a request, in order, without state: RFC 3261 §7 syntax
@@ -549,11 +556,10 @@ void pl__sip_check_request(osip_message_t *req, int parsed,
  * kind; v->code is 0 when a response may go to its client transaction or
  * a request on to transaction matching, -1 when it is dropped (v->reason
  * says why), else the status a request is answered with statelessly.
- * stream: it came over TCP/TLS.
+ * stream: it came over TCP/TLS.  p is changed in place (pl__sip_parse).
  */
-void pl__sip_judge(int kind, const char *p, size_t n,
-                   const struct sip_scan *scan, int stream,
-                   osip_message_t **out, int *is_response,
+void pl__sip_judge(int kind, char *p, size_t n, const struct sip_scan *scan,
+                   int stream, osip_message_t **out, int *is_response,
                    struct sip_verdict *v);
 
 /* The host whose domain is the Request-URI's host (the first host for
@@ -836,5 +842,19 @@ struct sip_part {
     void (*flow_closed)(uint64_t conn); /* a TCP/TLS connection closed */
 };
 extern const struct sip_part *const pl__sip_parts[];
+
+/* Every value of m, in a new array (pl_free; NULL when m is empty) of *n:
+ * a snapshot to walk while the walk changes m. */
+void **pl__sip_map_values(const struct pl_map *m, size_t *n);
+/* A row of a part's listing for one value of its map; now is the loop's
+ * time (ms).  Returns a new reference. */
+typedef json_t *sip_row_fn(void *value, uint64_t now);
+/* A part's `parleyctl sip` member: answer[key] becomes the array of the
+ * rows of every value of m. */
+void pl__sip_admin_list(json_t *answer, const char *key, const struct pl_map *m,
+                        sip_row_fn *row);
+/* Seconds from now until at (both ms), rounded up; 0 once past: the
+ * expires_in of the listings. */
+json_int_t pl__sip_seconds_left(uint64_t at, uint64_t now);
 
 #endif

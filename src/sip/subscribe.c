@@ -377,22 +377,6 @@ static int on_broadcast(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
-struct collect_ctx {
-    struct sub **v;
-    size_t n, cap;
-};
-
-static void collect(const char *key, void *value, void *ud)
-{
-    (void)key;
-    struct collect_ctx *cc = ud;
-    if (cc->n == cc->cap) {
-        cc->cap = cc->cap ? cc->cap * 2 : 16;
-        cc->v = pl_realloc(cc->v, cc->cap * sizeof(*cc->v));
-    }
-    cc->v[cc->n++] = value;
-}
-
 static int on_closed(struct pl_event *ev, void *state)
 {
     (void)state;
@@ -420,7 +404,10 @@ static int on_inbound(struct pl_event *ev, void *state)
     if (!type || !ev->from || !ev->to ||
         (strcmp(type, "subscribed") && strcmp(type, "unsubscribed")))
         return PL_PASS;
-    struct collect_ctx cc = {NULL, 0, 0};
+    struct {
+        struct sub **v; /* the dialogs of this watcher and presentity */
+        size_t n, cap;  /* count and room */
+    } cc = {NULL, 0, 0};
     for (struct sub *s = index_first(BY_PRESENTITY, ev->from->bare); s;
          s = s->link[BY_PRESENTITY].next)
         if (strcmp(s->watcher, ev->to->bare) == 0) {
@@ -768,11 +755,11 @@ static int start(struct pl_config *c)
 
 static void end_all(const char *reason)
 {
-    struct collect_ctx cc = {NULL, 0, 0};
-    pl_map_each(&subs, collect, &cc);
-    for (size_t i = 0; i < cc.n; i++)
-        sub_end(cc.v[i], reason);
-    pl_free(cc.v);
+    size_t n;
+    void **v = pl__sip_map_values(&subs, &n);
+    for (size_t i = 0; i < n; i++)
+        sub_end(v[i], reason);
+    pl_free(v);
 }
 
 /* Shutdown: RFC 6665 §4.2.2 "noresource"-like end; watchers may come
@@ -791,26 +778,19 @@ static void part_free(void)
         pl_map_clear(&index_map[i]);
 }
 
+static json_t *admin_row(void *value, uint64_t now)
+{
+    struct sub *s = value;
+    return json_pack("{s:s, s:s, s:s, s:I, s:I}", "watcher", s->watcher,
+                     "presentity", s->who->bare, "state",
+                     s->state == SUB_ACTIVE ? "active" : "pending",
+                     "expires_in", pl__sip_seconds_left(s->expires_at, now),
+                     "notifies", (json_int_t)s->notifies);
+}
+
 static void admin(json_t *answer)
 {
-    struct collect_ctx cc = {NULL, 0, 0};
-    pl_map_each(&subs, collect, &cc);
-    json_t *l = json_array();
-    uint64_t now = now_ms();
-    for (size_t i = 0; i < cc.n; i++) {
-        struct sub *s = cc.v[i];
-        json_array_append_new(
-            l, json_pack("{s:s, s:s, s:s, s:I, s:I}", "watcher", s->watcher,
-                         "presentity", s->who->bare, "state",
-                         s->state == SUB_ACTIVE ? "active" : "pending",
-                         "expires_in",
-                         (json_int_t)(s->expires_at > now
-                                          ? (s->expires_at - now + 999) / 1000
-                                          : 0),
-                         "notifies", (json_int_t)s->notifies));
-    }
-    pl_free(cc.v);
-    json_object_set_new(answer, "subscriptions", l);
+    pl__sip_admin_list(answer, "subscriptions", &subs, admin_row);
 }
 
 const struct sip_part pl__sip_subscriber = {

@@ -453,7 +453,7 @@ static int sip_accept(struct pl_listen *l, struct pl_conn *c)
     return PL_OK;
 }
 
-static void sip_datagram(struct pl_listen *l, const char *p, size_t n,
+static void sip_datagram(struct pl_listen *l, char *p, size_t n,
                          const struct sockaddr_storage *from, socklen_t fromlen)
 {
     udp_datagrams++;

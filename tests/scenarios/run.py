@@ -11,7 +11,10 @@ writes every [Component] of the files into their server's first host
 with one component listener, creates the accounts with parleyctl,
 connects each client over STARTTLS with SASL SCRAM and resource binding
 and each component with the XEP-0114 handshake, sends the XML as
-written, and compares what arrives as XML trees: namespaces and names,
+written, and compares what arrives as XML trees (a [SipUA] sends SIP
+requests as written over UDP, to a sip listener the runner adds, and
+matches the start line and fields of what comes back; see
+SipParticipant): namespaces and names,
 attributes in any order, children in any order, text stripped of
 surrounding whitespace (whitespace-only text ignored), with wildcards
 ({any}, {datetime}, {capture:NAME}, {re:REGEX}, attribute
@@ -36,9 +39,9 @@ SCENARIO_JOBS (files run at once, default 4),
 plus harness.py's PARLEYD, PARLEYCTL, PARLEYD_WRAPPER.
 
 Extending: a new client step is a regex in STEPS (COMPONENT_STEPS for
-components) and a method Runner.step_<x> (steps without a client are
-parsed in parse()); a new wildcard is a branch in template_regex(); a
-matcher change gets a case in self_test().
+components, SIP_STEPS for SIP UAs) and a method Runner.step_<x> (steps
+without a client are parsed in parse()); a new wildcard is a branch in
+template_regex(); a matcher change gets a case in self_test().
 """
 
 import base64
@@ -59,6 +62,7 @@ import xml.etree.ElementTree as ET
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "interop"))
 import harness  # noqa: E402
+import sipua  # noqa: E402
 
 TIMEOUT = float(os.environ.get("SCENARIO_TIMEOUT", "5"))
 QUIET = float(os.environ.get("SCENARIO_QUIET", "0.5"))
@@ -98,12 +102,14 @@ class StepFailed(Exception):
     """A failed step; ns is the default namespace of the stream the
     stanzas were on (they are printed without it)."""
 
-    def __init__(self, reason, expected=None, got=None, ns=NS_CLIENT):
+    def __init__(self, reason, expected=None, got=None, ns=NS_CLIENT,
+                 detail=None):
         Exception.__init__(self, reason)
         self.reason = reason
         self.expected = expected or []
         self.got = got or []
         self.ns = ns
+        self.detail = detail  # text printed after the reason (SIP)
 
 
 # ------------------------------------------------------------ templates
@@ -332,6 +338,45 @@ def match_set(exps, gots, captures):
             "written")
 
 
+def match_sip(text, msg, captures):
+    """Matches a received SIP message (a sipua.Message) with a block: its
+    first line is a template of the start line, every other line
+    "Name: template" must match the value of a field of that name (long
+    or compact form, any case; one of them when there are several), and
+    "!Name" says there is no such field.  Fields not written are not
+    looked at.  Returns None (captures updated) or a reason."""
+    lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+    if not lines:
+        return "an empty block"
+    caps = {}
+    if not match_value(lines[0], msg.start, caps):
+        return "start line is '%s', expected '%s'" % (msg.start, lines[0])
+    for ln in lines[1:]:
+        if ln.startswith("!"):
+            name = ln[1:].strip()
+            if msg.all(name):
+                return "has a %s field it must not have: '%s'" % (
+                    name, msg.all(name)[0])
+            continue
+        name, colon, tmpl = ln.partition(":")
+        name, tmpl = name.strip(), tmpl.strip()
+        if not colon or not name:
+            return "not a field line: '%s'" % ln
+        values = msg.all(name)
+        if not values:
+            return "no %s field" % name
+        for v in values:
+            c = {}
+            if match_value(tmpl, v, c):
+                caps.update(c)
+                break
+        else:
+            return "%s is '%s', expected '%s'" % (
+                name, "' and '".join(values), tmpl)
+    captures.update(caps)
+    return None
+
+
 # -------------------------------------------------------------- printing
 
 def pretty(el, parent_ns=NS_CLIENT, indent=0):
@@ -402,6 +447,26 @@ class Component:
         self.conn = None
 
 
+class SipParticipant:
+    """A SIP user agent of the tests' own (tests/interop/sipua.py) on a
+    UDP socket of 127.0.0.1, towards the server's sip listener.  Its
+    blocks are SIP text, not XML; see Runner.step_sip_send."""
+    ns = None
+
+    def __init__(self, name):
+        self.name = name
+        self.user = None       # digest credentials, when it authenticates
+        self.password = None
+        self.conn = None       # the sipua.SipUA
+        self.call_id = sipua.rand_token()  # ${X.call_id}, ${X.tag}: one
+        self.tag = sipua.rand_token(4)     # for the file
+        self.branch = None     # ${X.branch}: the last request's
+        self.challenge = None  # the last Digest challenge received
+        self.auth_header = None  # the field it came in
+        self.nc = 0            # the last nonce count sent for it
+        self.cnonce = None
+
+
 class Scenario:
     def __init__(self, path):
         self.path = path
@@ -410,14 +475,21 @@ class Scenario:
         self.expect_fail = None   # step number it must fail at, or 0
         self.clients = {}
         self.components = {}
+        self.sip_uas = {}
         self.server = ""          # raw configuration text
         self.host = ""            # raw settings for the first host
         self.steps = []           # (line, participant, verb, block text)
         self.uid = None           # ${id}, given by main()
         self.component_port = None  # the server's component listener
+        self.sip_port = None        # its sip listener (UDP), for SIP UAs
 
     def participants(self):
-        return list(self.clients.values()) + list(self.components.values())
+        return list(self.clients.values()) + \
+            list(self.components.values()) + list(self.sip_uas.values())
+
+    def taken(self, name):
+        return name in self.clients or name in self.components or \
+            name in self.sip_uas
 
 
 STEPS = [
@@ -430,6 +502,12 @@ STEPS = [
     (r"has stream features:", "features"),
     (r"is disconnected", "closed"),
     (r"disconnects", "disconnect"),
+]
+
+SIP_STEPS = [
+    (r"sends:", "sip_send"),
+    (r"receives:", "sip_receive"),
+    (r"receives nothing", "sip_nothing"),
 ]
 
 COMPONENT_STEPS = [
@@ -488,8 +566,7 @@ def parse(path):
             m = re.match(r"\[Client\]\s+(\w+)$", line)
             if m:
                 client = Client(m.group(1))
-                if client.name in sc.clients or \
-                        client.name in sc.components:
+                if sc.taken(client.name):
                     raise ScenarioError("%s:%d: %s defined twice"
                                         % (path, i, client.name))
                 sc.clients[client.name] = client
@@ -510,7 +587,7 @@ def parse(path):
             m = re.match(r"\[Component\]\s+(\w+)$", line)
             if m:
                 comp = Component(m.group(1))
-                if comp.name in sc.clients or comp.name in sc.components:
+                if sc.taken(comp.name):
                     raise ScenarioError("%s:%d: %s defined twice"
                                         % (path, i, comp.name))
                 sc.components[comp.name] = comp
@@ -527,6 +604,25 @@ def parse(path):
                                             "setting '%s'"
                                             % (path, i, kv.strip()))
                 continue
+            m = re.match(r"\[SipUA\]\s+(\w+)$", line)
+            if m:
+                ua = SipParticipant(m.group(1))
+                if sc.taken(ua.name):
+                    raise ScenarioError("%s:%d: %s defined twice"
+                                        % (path, i, ua.name))
+                sc.sip_uas[ua.name] = ua
+                text, i = block(i)
+                for kv in text.split("\n"):
+                    if not kv.strip() or kv.strip().startswith("#"):
+                        continue
+                    k, _, v = kv.partition(":")
+                    k, v = k.strip(), v.strip()
+                    if k in ("user", "password") and v:
+                        setattr(ua, k, v)
+                    else:
+                        raise ScenarioError("%s:%d: unknown SIP UA setting "
+                                            "'%s'" % (path, i, kv.strip()))
+                continue
             if line == "[Server]":
                 sc.server, i = block(i)
                 continue
@@ -534,7 +630,8 @@ def parse(path):
                 sc.host, i = block(i)
                 continue
             raise ScenarioError("%s:%d: expected [Client] NAME, [Component] "
-                                "NAME, [Server], [Host] or -----"
+                                "NAME, [SipUA] NAME, [Server], [Host] or "
+                                "-----"
                                 % (path, i))
         m = re.match(r"Run parleyctl\s+(.+)$", line)
         if m:
@@ -551,10 +648,11 @@ def parse(path):
         verb, who = None, None
         if m:
             who = sc.clients.get(m.group(1)) or \
-                sc.components.get(m.group(1))
+                sc.components.get(m.group(1)) or sc.sip_uas.get(m.group(1))
         if who is not None:
-            for rx, v in (COMPONENT_STEPS if isinstance(who, Component)
-                          else STEPS):
+            table = COMPONENT_STEPS if isinstance(who, Component) else \
+                SIP_STEPS if isinstance(who, SipParticipant) else STEPS
+            for rx, v in table:
                 if re.match(rx + r"$", m.group(2)):
                     verb = v
                     break
@@ -679,13 +777,27 @@ class Runner:
                     else c.resource
             except StepFailed as e:
                 raise ScenarioError("client %s: %s" % (c.name, e.reason))
+        for ua in sc.sip_uas.values():
+            try:
+                ua.user = self.subst(ua.user) if ua.user else None
+                ua.password = self.subst(ua.password) if ua.password \
+                    else None
+            except StepFailed as e:
+                raise ScenarioError("SIP UA %s: %s" % (ua.name, e.reason))
+        self.request_line = None  # (method, uri) of the request being sent
+        self.body_length = None   # ${length} while one is being sent
 
     # -- variables
 
     def value(self, name):
         if name in self.vars:
             return self.vars[name]
+        if name == "length" and self.body_length is not None:
+            return str(self.body_length)
         cname, _, part = name.partition(".")
+        ua = self.sc.sip_uas.get(cname)
+        if ua is not None:
+            return self.sip_value(ua, part)
         comp = self.sc.components.get(cname)
         if comp is not None and part in ("", "secret"):
             return comp.secret if part else comp.domain
@@ -706,6 +818,43 @@ class Runner:
         if part in ("user", "password", "resource"):
             return getattr(c, part)
         raise StepFailed("unknown variable ${%s}" % name)
+
+    def sip_value(self, ua, part):
+        """${X.port} (its UDP port), ${X.call_id}, ${X.tag}, ${X.branch}
+        (the request's being sent, else the last one's), ${X.digest} and
+        ${X.digest_replay} (see step_sip_send)."""
+        if part == "port":
+            return str(self.sip_conn(ua).port)
+        if part in ("call_id", "tag", "user", "password"):
+            v = getattr(ua, part)
+            if v is None:
+                raise StepFailed("${%s.%s}: %s has none"
+                                 % (ua.name, part, ua.name))
+            return v
+        if part == "branch":
+            if not ua.branch:
+                raise StepFailed("${%s.branch}: no request sent yet"
+                                 % ua.name)
+            return ua.branch
+        if part in ("digest", "digest_replay"):
+            if ua.challenge is None or self.request_line is None:
+                raise StepFailed("${%s.%s}: %s has received no Digest "
+                                 "challenge, or this is no request"
+                                 % (ua.name, part, ua.name))
+            if not ua.user or ua.password is None:
+                raise StepFailed("${%s.%s}: [SipUA] %s has no user and "
+                                 "password" % (ua.name, part, ua.name))
+            if part == "digest":
+                ua.nc += 1
+                ua.cnonce = sipua.rand_token(8)
+            elif not ua.nc:
+                raise StepFailed("${%s.digest_replay}: no ${%s.digest} "
+                                 "before" % (ua.name, ua.name))
+            method, uri = self.request_line
+            return sipua.digest_credentials(ua.challenge, method, uri,
+                                            ua.user, ua.password,
+                                            nc=ua.nc, cnonce=ua.cnonce)
+        raise StepFailed("unknown variable ${%s.%s}" % (ua.name, part))
 
     def subst(self, text):
         return re.sub(r"\$\{([\w.]+)\}",
@@ -857,6 +1006,84 @@ class Runner:
         conn.close()
         c.conn = None  # c.jid stays: ${X.full} after logout
 
+    # -- SIP user agents
+
+    def sip_conn(self, ua):
+        """Its socket, opened on first use (a free port of 127.0.0.1)."""
+        if ua.conn is None:
+            if not self.sc.sip_port:
+                raise StepFailed("the server has no sip listener")
+            ua.conn = sipua.SipUA(self.srv.host, self.sc.sip_port, "udp",
+                                  timeout=TIMEOUT)
+        return ua.conn
+
+    def step_sip_send(self, ua, text):
+        """The block as one datagram: its lines joined with CRLF, the
+        first empty line ending the header section (CRLF CRLF is added
+        when there is none), the lines after it the body.  ${length} is
+        the body's length in bytes; ${X.branch} a new z9hG4bK branch for
+        each request; ${X.digest} the Authorization (or
+        Proxy-Authorization) value answering the last Digest challenge X
+        received (SHA-256 if offered, else the first), for this request's
+        method and Request-URI, with X's user and password, the next
+        nonce count and a new cnonce; ${X.digest_replay} the same with
+        the last nonce count and cnonce again (RFC 7616 §3.4: a replay)."""
+        lines = text.split("\n")
+        if "" in [ln.strip() for ln in lines]:
+            k = [ln.strip() for ln in lines].index("")
+            head, body = lines[:k], lines[k + 1:]
+        else:
+            head, body = lines, []
+        self.sip_conn(ua)
+        ua.branch = "z9hG4bK" + sipua.rand_token()
+        try:
+            body_bytes = self.subst("\r\n".join(body)).encode()
+            self.body_length = len(body_bytes)
+            start = self.subst(head[0]).split(" ")
+            self.request_line = (start[0], start[1] if len(start) > 1
+                                 else "")
+            raw = self.subst("\r\n".join(head)).encode() + b"\r\n\r\n" \
+                + body_bytes
+        finally:
+            self.body_length = None
+            self.request_line = None
+        ua.conn.send(raw)
+
+    def step_sip_receive(self, ua, text):
+        """The next SIP message (TIMEOUT at most) must match the block
+        (match_sip).  A Digest challenge in it is remembered for
+        ${X.digest}."""
+        conn = self.sip_conn(ua)
+        want = self.subst(text)
+        raw = conn.recv_raw(TIMEOUT)
+        if raw is None:
+            raise StepFailed("expected a SIP message within %.1f s, got "
+                             "none" % TIMEOUT, detail="expected:\n" + want)
+        msg = sipua.parse(raw)
+        for field in ("www-authenticate", "proxy-authenticate"):
+            chals = [sipua.parse_challenge(v) for v in msg.all(field)]
+            chals = [c for c in chals if c.get("scheme") == "Digest"]
+            if chals:
+                best = next((c for c in chals
+                             if c.get("algorithm", "").upper() == "SHA-256"),
+                            chals[0])
+                if ua.challenge is None or \
+                        best.get("nonce") != ua.challenge.get("nonce"):
+                    ua.nc = 0
+                ua.challenge, ua.auth_header = best, field
+        why = match_sip(want, msg, self.vars)
+        if why:
+            raise StepFailed(why, detail="expected:\n%s\ngot:\n%s" % (
+                want, raw.decode("utf-8", "replace").rstrip()))
+
+    def step_sip_nothing(self, ua):
+        """No SIP message within QUIET seconds."""
+        raw = self.sip_conn(ua).recv_raw(QUIET)
+        if raw is not None:
+            raise StepFailed("expected nothing within %.1f s, got a SIP "
+                             "message" % QUIET, detail="got:\n" + raw.decode(
+                                 "utf-8", "replace").rstrip())
+
     def step_restart(self, _):
         """SIGTERM by pid, then the same binary, ports, configuration
         and data again; every participant is disconnected."""
@@ -955,6 +1182,8 @@ def failure_records(name, n, where, e):
     elif e.got:
         out.append(("note", "got:\n"
                     + "\n".join(pretty_all(e.got, e.ns))))
+    if e.detail:
+        out.append(("note", e.detail))
     return out
 
 
@@ -1075,6 +1304,36 @@ def self_test():
                   match_set(list(a), list(b), {}) is None)
     harness.check("matcher: a block keeps one sender's order",
                   match_set(list(a), list(c), {}) is not None)
+    # SIP: the start line, and the fields written (any case, compact
+    # forms), nothing else.
+    resp = sipua.parse(b"SIP/2.0 406 Not Acceptable\r\n"
+                       b"v: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa\r\n"
+                       b"CSeq: 1 SUBSCRIBE\r\nAccept: text/plain\r\n"
+                       b"Accept: application/pidf+xml\r\n"
+                       b"Content-Length: 0\r\n\r\n")
+    sip_cases = [
+        ("SIP/2.0 406 Not Acceptable", True),
+        ("SIP/2.0 406 {any}\nCSeq: 1 SUBSCRIBE", True),
+        ("SIP/2.0 406 {any}\nvia: {any};branch=z9hG4bKa", True),
+        ("SIP/2.0 406 {any}\nAccept: application/pidf+xml", True),
+        ("SIP/2.0 {re:4\\d\\d} {any}\n!Allow", True),
+        ("SIP/2.0 200 OK", False),
+        ("SIP/2.0 406 {any}\nCSeq: 2 SUBSCRIBE", False),
+        ("SIP/2.0 406 {any}\nCSeq: 1", False),
+        ("SIP/2.0 406 {any}\nAllow: {any}", False),
+        ("SIP/2.0 406 {any}\n!Accept", False),
+    ]
+    for block, want in sip_cases:
+        why = match_sip(block, resp, {})
+        harness.check("matcher: SIP block %s %s a 406" % (
+            block.replace("\n", " | "),
+            "matches" if want else "rejects"),
+            (why is None) == want, why or "it matched")
+    caps = {}
+    match_sip("SIP/2.0 406 {any}\nVia: {any};branch={capture:br}", resp,
+              caps)
+    harness.check("matcher: a SIP {capture:br} remembers the value",
+                  caps.get("br") == "z9hG4bKa", caps)
 
 
 # ------------------------------------------------------------------ main
@@ -1136,13 +1395,22 @@ def main(argv):
         if not group:
             continue
         srv.host_extra = group[0].host + "\n" + components_config(group)
+        listeners = []
         if owner:
             port, = harness.free_ports(1)
-            srv.listeners_extra = (
+            listeners.append(
                 '{ protocol = "component"; address = "127.0.0.1"; '
                 'port = %d; tls = "none"; }' % port)
             for sc in group:
                 sc.component_port = port
+        if any(sc.sip_uas for sc in group):
+            port, = harness.free_ports(1)
+            listeners.append(
+                '{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
+                'transport = "udp"; }' % port)
+            for sc in group:
+                sc.sip_port = port
+        srv.listeners_extra = ",\n  ".join(listeners)
         if not srv.start():
             for sc in group:
                 harness.check("scenario " + sc.name, False,

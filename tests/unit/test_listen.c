@@ -90,7 +90,7 @@ static struct {
     int from_port; /* and its source port */
 } D;
 
-static void on_datagram(struct pl_listen *l, const char *p, size_t n,
+static void on_datagram(struct pl_listen *l, char *p, size_t n,
                         const struct sockaddr_storage *from, socklen_t fromlen)
 {
     D.got++;

@@ -14,21 +14,8 @@
 #include "alloc.h"
 #include "error.h"
 #include "sip/sip_int.h"
+#include "sip_unit.h"
 #include "unit.h"
-
-static osip_message_t *parse(const char *s)
-{
-    pl__sip_osip_init();
-    struct sip_scan scan;
-    if (pl__sip_scan(s, strlen(s), &scan) != PL_OK)
-        return NULL;
-    osip_message_t *m = NULL;
-    if (pl__sip_parse(s, strlen(s), &scan, &m) != PL_OK) {
-        osip_message_free(m);
-        return NULL;
-    }
-    return m;
-}
 
 /* A request with the given extra header lines. */
 static osip_message_t *request(const char *method, const char *extra)
@@ -46,7 +33,7 @@ static osip_message_t *request(const char *method, const char *extra)
              "%s"
              "Content-Length: 0\r\n\r\n",
              method, method, extra);
-    osip_message_t *m = parse(buf);
+    osip_message_t *m = unit_sip_parse(buf);
     CHECK(m != NULL);
     return m;
 }
@@ -87,7 +74,7 @@ static void build(const struct sip_route_set *rs, const char *target,
     size_t len = 0;
     char *wire = pl__sip_serialize(m, &len);
     CHECK(wire != NULL);
-    osip_message_t *back = wire ? parse(wire) : NULL;
+    osip_message_t *back = wire ? unit_sip_parse(wire) : NULL;
     CHECK(back != NULL);
     if (back) {
         char r2[256], routes2[1024];
