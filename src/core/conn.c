@@ -326,7 +326,7 @@ void pl_conn_starttls(struct pl_conn *c, SSL_CTX *ctx)
 static unsigned interest(struct pl_conn *c)
 {
     unsigned ev = 0;
-    if (!c->paused && !c->closing)
+    if (!c->paused && !c->held && !c->closing)
         ev |= PL_IO_READ;
     if (c->out.len || c->want_tls)
         ev |= PL_IO_WRITE;
@@ -345,6 +345,7 @@ static void flush(struct pl_conn *c)
 {
     if (c->tls == PL_CONN_HANDSHAKE)
         return;
+    int had = c->out.len != 0;
     while (c->out.len) {
         ssize_t n;
         struct pl_str s = pl_buf_str(&c->out);
@@ -395,6 +396,16 @@ static void flush(struct pl_conn *c)
             return;
         }
     }
+    update_interest(c);
+    if (had && !c->out.len && c->ops->drained)
+        c->ops->drained(c);
+}
+
+void pl_conn_hold(struct pl_conn *c, int on)
+{
+    if (c->held == (on ? 1u : 0u))
+        return;
+    c->held = on ? 1 : 0;
     update_interest(c);
 }
 
@@ -453,7 +464,7 @@ static void do_read(struct pl_conn *c)
     char buf[READ_CHUNK];
     refill(c);
     /* Bounded work per event so one connection cannot starve others. */
-    for (int rounds = 0; rounds < 4 && !c->closing; rounds++) {
+    for (int rounds = 0; rounds < 4 && !c->closing && !c->held; rounds++) {
         if (c->tokens < 1) {
             c->paused = 1;
             update_interest(c);
@@ -512,7 +523,7 @@ static void on_io(struct pl_io *io, unsigned events)
         if (c->dead)
             return;
     }
-    if ((events & PL_IO_READ) && !c->paused) {
+    if ((events & PL_IO_READ) && !c->paused && !c->held) {
         if (c->closing) {
             /* Draining to close: discard input, notice EOF. */
             char sink[4096];

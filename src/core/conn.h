@@ -11,7 +11,10 @@
  * Writing: pl_conn_write() appends to the connection's buffer and the
  * buffer is flushed once per loop iteration, so a burst of stanzas costs
  * one syscall.  A peer that does not read more than max_out bytes is
- * disconnected.  An idle connection holds no buffer memory.
+ * disconnected.  An idle connection holds no buffer memory.  A protocol
+ * that forwards bytes between connections holds a reader
+ * (pl_conn_hold) while the writer's output is full and resumes it when
+ * ops->drained says the output is written: nothing is buffered beyond.
  *
  * Closing is asynchronous: pl_conn_close() flushes what it can (bounded
  * in time), closes the socket, then calls ops->closed exactly once from a
@@ -56,6 +59,12 @@ struct pl_conn_ops {
      * is asked again a second later.  NULL: the core closes at once.
      */
     void (*timeout)(struct pl_conn *c, int which);
+    /*
+     * Everything queued has been written (the output buffer went from
+     * non-empty to empty); NULL: not told.  A relay resumes reading the
+     * other side here (pl_conn_hold).  May write, hold or close.
+     */
+    void (*drained)(struct pl_conn *c);
 };
 
 /* Which deadline passed (struct pl_conn_ops.timeout). */
@@ -97,6 +106,7 @@ struct pl_conn {
                                 * deadline any more */
     unsigned idle_set : 1;         /* idle_ms set by the protocol */
     unsigned count_writes : 1;     /* writes count as activity for idle */
+    unsigned held : 1;             /* reading stopped by pl_conn_hold */
     uint32_t idle_ms;              /* the protocol's idle deadline, 0: none */
     SSL_CTX *pending_ctx;          /* context for want_tls */
     uint64_t bytes_in;             /* counters */
@@ -148,6 +158,15 @@ void pl_conn_established(struct pl_conn *c);
  * A listeners entry's own idle_timeout still wins (listen.h).
  */
 void pl_conn_set_idle(struct pl_conn *c, uint32_t ms, int count_writes);
+
+/*
+ * Back-pressure for the protocol: with on, c is not read (its socket stays
+ * unread, so TCP pushes back on the peer) until pl_conn_hold(c, 0); the
+ * read rate limit's own pauses are separate.  Bytes already received are
+ * not lost.  A relay holds one side while the other's output is full and
+ * lets go in ops->drained.
+ */
+void pl_conn_hold(struct pl_conn *c, int on);
 
 /* Listener: accepts on address:port and calls accept_fn with the fd. */
 struct pl_listener;

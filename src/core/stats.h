@@ -48,7 +48,12 @@
     X(sip_publications)                                                        \
     X(sip_subscriptions)                                                       \
     X(sip_notifies)                                                            \
-    X(sip_messages_out)
+    X(sip_messages_out)                                                        \
+    X(socks5_connections)                                                      \
+    X(socks5_transfers)                                                        \
+    X(socks5_transfers_active)                                                 \
+    X(socks5_bytes)                                                            \
+    X(socks5_refused)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;
