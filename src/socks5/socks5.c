@@ -72,7 +72,7 @@ static const struct pl_option options[] = {
      "Seconds an activated transfer may carry no byte (read or written) "
      "before both connections are closed.",
      offsetof(struct socks5_settings, idle_timeout)},
-    {"max_transfer_size", PL_OPT_INT, "10737418240", 0, 0x7fffffffffffffffL,
+    {"max_transfer_size", PL_OPT_INT, "10737418240L", 0, 0x7fffffffffffffffL,
      NULL,
      "Bytes one transfer may relay, both directions together; past it "
      "both connections are closed.  0: no limit.",
