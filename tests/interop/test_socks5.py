@@ -191,6 +191,86 @@ async def slixmpp_transfer(alice_user, bob_user):
     await asyncio.sleep(0.5)
 
 
+# --------------------------------------------------------- back-pressure
+
+def back_pressure():
+    """A receiver that does not read: the proxy must stop reading the
+    sender (TCP pushes back) instead of queueing, and must not drop the
+    slow reader either; once it reads, every byte arrives intact."""
+    global srv, sport
+    first, first_port = srv, sport
+    sport, = harness.free_ports(1)
+    srv = harness.Server(
+        label="no-cap",
+        listeners_extra='{ protocol = "socks5"; address = "127.0.0.1"; '
+                        'port = %d; }' % sport,
+        extra="socks5: { bandwidth_per_user = 0; relay_buffer = 65536; };")
+    if not srv.start():
+        check("parleyd (no bandwidth cap) starts", False, srv.dump_log())
+        srv, sport = first, first_port
+        return
+    u1, u2 = harness.unique("bp"), harness.unique("bq")
+    add_users(srv, u1, u2)
+    a, b = ImClient(srv, u1, "a"), ImClient(srv, u2, "b")
+    h = sha1hex("sid-bp", a.jid, b.jid)
+    t = socket.socket()
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    t.connect(("127.0.0.1", sport))
+    t.settimeout(STEP)
+    t.sendall(b"\x05\x01\x00")
+    recv_exact(t, 2)
+    t.sendall(b"\x05\x01\x00\x03\x28" + h.encode() + b"\x00\x00")
+    ok = recv_exact(t, 47) == ok_reply(h)
+    r, rr = connect_hash(h)
+    res = activate(a, "sid-bp", b.jid)
+    check("back-pressure: the transfer is activated", ok and
+          rr == ok_reply(h) and res is not None and
+          res.get("type") == "result", tostr(res))
+    r.setblocking(False)
+    sent = hashlib.sha256()
+    total = 0
+    block = os.urandom(65536)
+    idle_since = time.time()
+    limit = 256 * 1024 * 1024
+    while total < limit and time.time() - idle_since < 1.5:
+        try:
+            n = r.send(block)
+        except BlockingIOError:
+            time.sleep(0.02)
+            continue
+        except OSError:
+            break
+        sent.update(block[:n])
+        total += n
+        idle_since = time.time()
+    check("back-pressure: a sender to a receiver that does not read is "
+          "stopped (%d bytes accepted, under 64 MiB)" % total,
+          total < 64 * 1024 * 1024)
+    r.setblocking(True)
+    r.shutdown(socket.SHUT_WR)
+    got = hashlib.sha256()
+    n = 0
+    t.settimeout(30)
+    try:
+        while n < total:
+            d = t.recv(1 << 20)
+            if not d:
+                break
+            got.update(d)
+            n += len(d)
+    except OSError:
+        pass
+    check("back-pressure: the slow reader is not dropped: it gets all %d "
+          "bytes, intact" % total, n == total and
+          got.digest() == sent.digest(), "got %d" % n)
+    for s in (r, t):
+        s.close()
+    a.close()
+    b.close()
+    srv.stop()
+    srv, sport = first, first_port
+
+
 # ----------------------------------------------------------------- main
 
 def main():
@@ -399,6 +479,7 @@ def main():
     for c in (alice, bob, carol, dave):
         c.close()
     check("parleyd is alive", srv.alive())
+    back_pressure()
     harness.finish()
 
 
