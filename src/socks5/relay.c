@@ -27,6 +27,9 @@
  * a transfer over it is held until the bucket is positive again), and
  * idle_timeout once relaying (bytes read or written count).
  *
+ * When one party closes, the other gets what is queued for it, then is
+ * closed too (XEP-0065 streams end with the connection).
+ *
  * Extending: a new per-transfer limit is a field of struct xfer, checked
  * in relay().
  */
@@ -64,7 +67,8 @@ struct side {
     struct pl_timer timer;             /* handshake/unmatched deadline */
     unsigned bp : 1;                   /* held: the peer's output full */
     unsigned early_hold : 1;           /* held: data before activation */
-    struct side *prev, *next;          /* every open side */
+    unsigned end_drained : 1; /* the peer is gone: close once written */
+    struct side *prev, *next; /* every open side */
 };
 
 /* A requester's shared bandwidth bucket and transfer count. */
@@ -393,6 +397,10 @@ static void on_data(struct pl_conn *c, const char *p, size_t n)
 static void on_drained(struct pl_conn *c)
 {
     struct side *s = c->data;
+    if (s->end_drained) {
+        end(s);
+        return;
+    }
     struct side *peer = s->x ? other(s->x, s) : NULL;
     if (peer && peer->bp) {
         peer->bp = 0;
@@ -411,12 +419,19 @@ static void on_closed(struct pl_conn *c)
     if (x) {
         x->s[x->s[0] == s ? 0 : 1] = NULL;
         struct side *peer = x->s[0] ? x->s[0] : x->s[1];
-        if (x->active && peer)
-            end(peer); /* flushes what it has queued, then closes */
-        if (!peer)
+        if (!peer) {
             xfer_free(x);
-        else if (x->active)
+        } else if (x->active && peer->conn) {
+            /* The rest of the stream still goes to the peer: it is closed
+             * once its queue is written (drained; the idle deadline bounds
+             * a peer that stops reading), at once if nothing is queued. */
             peer->bp = 0;
+            peer->end_drained = 1;
+            if (!peer->conn->out.len)
+                end(peer);
+            else
+                update_hold(peer);
+        }
     }
     if (s->prev)
         s->prev->next = s->next;
