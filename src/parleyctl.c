@@ -36,8 +36,11 @@
  *                              listener: the answer's status, Timer E
  *                              retransmissions, milliseconds; exit 1 when
  *                              nothing answered (408 after Timer F)
- *   push, group, s2s, components, stats and sip talk to parleyd's admin
- *   socket
+ *     socks5 [--json]          the SOCKS5 Bytestreams proxy (XEP-0065):
+ *                              listeners, connections, transfers waiting
+ *                              for activation and active ones
+ *   push, group, s2s, components, stats, sip and socks5 talk to parleyd's
+ *   admin socket
  *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
@@ -96,8 +99,9 @@ static int usage_to(FILE *f)
           "  s2s [--json]\n"
           "  components [--json]\n  stats [--json]\n"
           "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
-          "  (push, group, s2s, components, stats, sip: [--socket PATH] "
-          "before the command)\n",
+          "  socks5 [--json]\n"
+          "  (push, group, s2s, components, stats, sip, socks5: [--socket "
+          "PATH] before the command)\n",
           f);
     return 2;
 }
@@ -832,6 +836,60 @@ static int cmd_sip(int n, char **a)
     return rc;
 }
 
+/* parleyctl socks5 [--json]: the SOCKS5 Bytestreams proxy (doc/socks5.md). */
+static int cmd_socks5(int n, char **a)
+{
+    int as_json = n == 1 && strcmp(a[0], "--json") == 0;
+    if (n > 1 || (n == 1 && !as_json))
+        return usage();
+    int rc = 0;
+    json_t *req = json_pack("{s:s}", "op", "socks5");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc && as_json) {
+        print_json(ans);
+    } else if (ans && !rc) {
+        size_t i;
+        json_t *l;
+        json_array_foreach(json_object_get(ans, "listeners"), i, l)
+        {
+            printf("listener %s:%lld, %lld accepted, %lld refused\n",
+                   json_string_value(json_object_get(l, "address")),
+                   (long long)json_integer_value(json_object_get(l, "port")),
+                   (long long)json_integer_value(
+                       json_object_get(l, "accepted")),
+                   (long long)json_integer_value(
+                       json_object_get(l, "refused")));
+        }
+        printf("connections: %lld\n", (long long)json_integer_value(
+                                          json_object_get(ans, "connections")));
+        json_t *p = json_object_get(ans, "pending");
+        printf("waiting for activation: %zu\n", json_array_size(p));
+        json_array_foreach(p, i, l)
+        {
+            printf("  %s  %lld of 2 connected, %lld ms\n",
+                   json_string_value(json_object_get(l, "hash")),
+                   (long long)json_integer_value(
+                       json_object_get(l, "connected")),
+                   (long long)json_integer_value(json_object_get(l, "ms")));
+        }
+        json_t *v = json_object_get(ans, "active");
+        printf("active: %zu\n", json_array_size(v));
+        json_array_foreach(v, i, l)
+        {
+            printf("  %s  %s  %lld bytes, %lld ms%s\n",
+                   json_string_value(json_object_get(l, "hash")),
+                   json_string_value(json_object_get(l, "requester")),
+                   (long long)json_integer_value(json_object_get(l, "bytes")),
+                   (long long)json_integer_value(json_object_get(l, "ms")),
+                   json_is_true(json_object_get(l, "throttled")) ? ", throttled"
+                                                                 : "");
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -894,6 +952,8 @@ int main(int argc, char **argv)
         rc = cmd_stats(n, a);
     else if (strcmp(cmd, "sip") == 0)
         rc = cmd_sip(n, a);
+    else if (strcmp(cmd, "socks5") == 0)
+        rc = cmd_socks5(n, a);
     else
         rc = usage();
     if (db)

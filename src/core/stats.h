@@ -61,7 +61,12 @@
     X(http_responses_4xx)                                                      \
     X(http_responses_5xx)                                                      \
     X(http_bytes_in)                                                           \
-    X(http_bytes_out)
+    X(http_bytes_out)                                                          \
+    X(socks5_connections)                                                      \
+    X(socks5_transfers)                                                        \
+    X(socks5_transfers_active)                                                 \
+    X(socks5_bytes)                                                            \
+    X(socks5_refused)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;
