@@ -124,8 +124,7 @@ static int save(const char *path, const struct entry *v, int n)
         return PL_EIO;
     }
     for (int i = 0; i < n; i++) {
-        fprintf(f, "%s %s %lld ", v[i].name, scopes[v[i].scope],
-                v[i].created);
+        fprintf(f, "%s %s %lld ", v[i].name, scopes[v[i].scope], v[i].created);
         for (int k = 0; k < 32; k++)
             fprintf(f, "%02x", v[i].hash[k]);
         fputc('\n', f);

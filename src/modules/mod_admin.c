@@ -62,12 +62,13 @@ static int on_sessions(struct pl_event *ev, void *state)
         struct pl_session *s = pl_session_by_id(p.ids[i]);
         if (!s || !s->jid)
             continue;
-        json_array_append_new(
-            list, json_pack("{s:s, s:s, s:s, s:b, s:i, s:b}", "jid",
-                            s->jid->full, "transport", pl_session_transport(s),
-                            "ip", pl_session_ip(s), "secure",
-                            pl_session_is_secure(s), "priority", s->priority,
-                            "available", (int)s->available));
+        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:b, s:i, s:b}",
+                                              "jid", s->jid->full, "transport",
+                                              pl_session_transport(s), "ip",
+                                              pl_session_ip(s), "secure",
+                                              pl_session_is_secure(s),
+                                              "priority", s->priority,
+                                              "available", (int)s->available));
     }
     pl_free(p.ids);
     answer(ar->cid, json_pack("{s:b, s:o}", "ok", 1, "sessions", list));
