@@ -761,8 +761,9 @@ static int cmd_token(int n, char **a)
             return 0;
         }
         if (rc == PL_EINVAL)
-            fprintf(stderr, "parleyctl: bad token name '%s' (1 to %d of "
-                            "A-Z a-z 0-9 . _ -)\n",
+            fprintf(stderr,
+                    "parleyctl: bad token name '%s' (1 to %d of "
+                    "A-Z a-z 0-9 . _ -)\n",
                     name, PL_TOKEN_NAME_MAX);
         else if (rc == PL_ECONFLICT)
             fprintf(stderr, "parleyctl: a token named %s exists\n", name);
@@ -813,12 +814,10 @@ static int cmd_sessions(int n, char **a)
         size_t i;
         json_t *s;
         json_array_foreach(list, i, s)
-            printf("%s %s %s%s\n",
-                   json_string_value(json_object_get(s, "jid")),
+            printf("%s %s %s%s\n", json_string_value(json_object_get(s, "jid")),
                    json_string_value(json_object_get(s, "transport")),
                    json_string_value(json_object_get(s, "ip")),
-                   json_is_true(json_object_get(s, "secure")) ? " secure"
-                                                              : "");
+                   json_is_true(json_object_get(s, "secure")) ? " secure" : "");
     }
     json_decref(ans);
     json_decref(req);

@@ -176,7 +176,7 @@ struct job {
     int digest_md5;         /* also an MD5 digest key (server.digest_md5) */
     struct pl_account acct; /* derived keys */
     int rc;
-    uint64_t admin;         /* an admin request's client id, or 0 */
+    uint64_t admin; /* an admin request's client id, or 0 */
 };
 
 /* The answer to an admin request: ok, or the condition of rc. */
