@@ -39,8 +39,19 @@
  *     socks5 [--json]          the SOCKS5 Bytestreams proxy (XEP-0065):
  *                              listeners, connections, transfers waiting
  *                              for activation and active ones
- *   push, group, s2s, components, stats, sip and socks5 talk to parleyd's
- *   admin socket
+ *     sessions [--json] [HOST] bound sessions: full JID, transport, address
+ *     kick JID [TEXT]          end a session (full JID) or every session of
+ *                              an account (bare JID); prints how many
+ *     announce [--subject S] HOST TEXT
+ *                              a message from HOST to each of its users
+ *                              online; prints how many sessions got it
+ *     token create [--read-only] NAME
+ *                              a bearer token for the HTTP admin API,
+ *                              printed once (only its SHA-256 is kept, in
+ *                              <data_dir>/api_tokens)
+ *     token list | token revoke NAME
+ *   push, group, s2s, components, stats, sip, socks5, sessions, kick and
+ *   announce talk to parleyd's admin socket
  *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
@@ -62,6 +73,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -78,6 +90,7 @@
 #include "xmpp/c2s.h"
 #include "core/storage.h"
 #include "core/version.h"
+#include "http/token.h"
 
 static struct pl_config *config;
 static const struct pl_storage_driver *drv;
@@ -100,8 +113,13 @@ static int usage_to(FILE *f)
           "  components [--json]\n  stats [--json]\n"
           "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
           "  socks5 [--json]\n"
-          "  (push, group, s2s, components, stats, sip, socks5: [--socket "
-          "PATH] before the command)\n",
+          "  sessions [--json] [HOST]\n  kick JID [TEXT]\n"
+          "  announce [--subject S] HOST TEXT\n"
+          "  token create [--read-only] NAME | token list | "
+          "token revoke NAME\n"
+          "  (push, group, s2s, components, stats, sip, socks5, sessions, "
+          "kick, "
+          "announce: [--socket PATH] before the command)\n",
           f);
     return 2;
 }
@@ -709,6 +727,157 @@ static int cmd_stats(int n, char **a)
     return rc;
 }
 
+/* parleyctl token create [--read-only] NAME | token list | token revoke
+ * NAME: the HTTP admin API's bearer tokens (src/http/token.h). */
+static void print_token(const char *name, int scope, long long created,
+                        void *ud)
+{
+    (void)ud;
+    char when[32] = "?";
+    time_t t = (time_t)created;
+    struct tm tm;
+    if (gmtime_r(&t, &tm))
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    printf("%s %s %s\n", name, pl_token_scope_name(scope), when);
+}
+
+static int cmd_token(int n, char **a)
+{
+    char path[4200];
+    if (pl_token_path(config->s.data_dir, path, sizeof(path)) != PL_OK) {
+        fputs("parleyctl: data_dir is too long\n", stderr);
+        return 1;
+    }
+    int rc;
+    if (n >= 2 && n <= 3 && strcmp(a[0], "create") == 0) {
+        int scope = PL_TOKEN_ADMIN;
+        const char *name = a[1];
+        if (n == 3) {
+            if (strcmp(a[1], "--read-only") != 0)
+                return usage();
+            scope = PL_TOKEN_READ;
+            name = a[2];
+        }
+        char tok[PL_TOKEN_LEN + 1];
+        rc = pl_token_create(path, name, scope, tok);
+        if (rc == PL_OK) {
+            puts(tok);
+            OPENSSL_cleanse(tok, sizeof(tok));
+            return 0;
+        }
+        if (rc == PL_EINVAL)
+            fprintf(stderr,
+                    "parleyctl: bad token name '%s' (1 to %d of "
+                    "A-Z a-z 0-9 . _ -)\n",
+                    name, PL_TOKEN_NAME_MAX);
+        else if (rc == PL_ECONFLICT)
+            fprintf(stderr, "parleyctl: a token named %s exists\n", name);
+        else
+            fprintf(stderr, "parleyctl: cannot write %s: %s\n", path,
+                    strerror(errno));
+        return 1;
+    }
+    if (n == 1 && strcmp(a[0], "list") == 0) {
+        if (pl_token_list(path, print_token, NULL) != PL_OK) {
+            fprintf(stderr, "parleyctl: cannot read %s\n", path);
+            return 1;
+        }
+        return 0;
+    }
+    if (n == 2 && strcmp(a[0], "revoke") == 0) {
+        rc = pl_token_revoke(path, a[1]);
+        if (rc == PL_ENOT_FOUND)
+            fprintf(stderr, "parleyctl: no token named %s\n", a[1]);
+        else if (rc != PL_OK)
+            fprintf(stderr, "parleyctl: cannot write %s\n", path);
+        return rc == PL_OK ? 0 : 1;
+    }
+    return usage();
+}
+
+/* parleyctl sessions [--json] [HOST]: who is online (mod_admin). */
+static int cmd_sessions(int n, char **a)
+{
+    int as_json = 0;
+    json_t *req = json_pack("{s:s}", "op", "sessions");
+    for (int i = 0; i < n; i++) {
+        if (strcmp(a[i], "--json") == 0)
+            as_json = 1;
+        else if (a[i][0] != '-' && !json_object_get(req, "host"))
+            json_object_set_new(req, "host", json_string(a[i]));
+        else {
+            json_decref(req);
+            return usage();
+        }
+    }
+    int rc = 0;
+    json_t *ans = admin_call(req, &rc);
+    json_t *list = json_object_get(ans, "sessions");
+    if (ans && !rc && as_json) {
+        print_json(list);
+    } else if (ans && !rc) {
+        size_t i;
+        json_t *s;
+        json_array_foreach(list, i, s)
+            printf("%s %s %s%s\n", json_string_value(json_object_get(s, "jid")),
+                   json_string_value(json_object_get(s, "transport")),
+                   json_string_value(json_object_get(s, "ip")),
+                   json_is_true(json_object_get(s, "secure")) ? " secure" : "");
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
+/* parleyctl kick JID [TEXT]: ends a session (full JID) or all of an
+ * account's (bare JID). */
+static int cmd_kick(int n, char **a)
+{
+    if (n < 1 || n > 2)
+        return usage();
+    json_t *req = json_pack("{s:s, s:s}", "op", "kick", "jid", a[0]);
+    struct pl_jid *j = NULL;
+    if (pl_jid_parse(pl_str_c(a[0]), &j) == PL_OK)
+        json_object_set_new(req, "host", json_string(j->domain));
+    pl_jid_free(j);
+    if (n == 2)
+        json_object_set_new(req, "text", json_string(a[1]));
+    int rc = 0;
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc)
+        printf("%lld\n",
+               (long long)json_integer_value(json_object_get(ans, "kicked")));
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
+/* parleyctl announce [--subject S] HOST TEXT: a message to every user of
+ * HOST online. */
+static int cmd_announce(int n, char **a)
+{
+    const char *subject = NULL;
+    if (n >= 2 && strcmp(a[0], "--subject") == 0) {
+        subject = a[1];
+        a += 2;
+        n -= 2;
+    }
+    if (n != 2)
+        return usage();
+    json_t *req = json_pack("{s:s, s:s, s:s}", "op", "announce", "host", a[0],
+                            "body", a[1]);
+    if (subject)
+        json_object_set_new(req, "subject", json_string(subject));
+    int rc = 0;
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc)
+        printf("%lld\n", (long long)json_integer_value(
+                             json_object_get(ans, "delivered")));
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 /* parleyctl components [--json]: external components (XEP-0114). */
 static int cmd_components(int n, char **a)
 {
@@ -954,6 +1123,14 @@ int main(int argc, char **argv)
         rc = cmd_sip(n, a);
     else if (strcmp(cmd, "socks5") == 0)
         rc = cmd_socks5(n, a);
+    else if (strcmp(cmd, "token") == 0)
+        rc = cmd_token(n, a);
+    else if (strcmp(cmd, "sessions") == 0)
+        rc = cmd_sessions(n, a);
+    else if (strcmp(cmd, "kick") == 0)
+        rc = cmd_kick(n, a);
+    else if (strcmp(cmd, "announce") == 0)
+        rc = cmd_announce(n, a);
     else
         rc = usage();
     if (db)

@@ -46,6 +46,15 @@ struct client {
     struct client *next; /* in the list of clients */
 };
 
+/* An operation run from inside parleyd (pl_admin_call). */
+struct call {
+    uint64_t id;            /* in the clients' id space */
+    pl_admin_done_fn *done; /* gets the answer */
+    void *arg;              /* done's */
+    struct call *next;      /* in the list of calls */
+};
+
+static struct call *calls;
 static struct pl_io listen_io;
 static int listen_fd = -1;
 static char *sock_path;
@@ -89,13 +98,31 @@ static void flush(struct client *c)
     pl_io_set(pl_server_loop(), &c->io, PL_IO_READ);
 }
 
+/* Takes call id out of the list: the call, or NULL. */
+static struct call *call_take(uint64_t id)
+{
+    for (struct call **p = &calls; *p; p = &(*p)->next)
+        if ((*p)->id == id) {
+            struct call *k = *p;
+            *p = k->next;
+            return k;
+        }
+    return NULL;
+}
+
 void pl_admin_answer(uint64_t cid, json_t *answer)
 {
     struct client *c = clients;
     while (c && c->id != cid)
         c = c->next;
-    if (!c)
+    if (!c) {
+        struct call *k = call_take(cid);
+        if (k) {
+            k->done(k->arg, answer);
+            pl_free(k);
+        }
         return;
+    }
     char *s = json_dumps(answer, JSON_COMPACT);
     if (!s)
         return;
@@ -201,6 +228,24 @@ static void dispatch(uint64_t cid, json_t *req)
         pl_admin_answer(cid, a);
         json_decref(a);
     }
+}
+
+uint64_t pl_admin_call(json_t *req, pl_admin_done_fn *done, void *arg)
+{
+    struct call *k = pl_calloc(1, sizeof(*k));
+    k->id = next_id++;
+    k->done = done;
+    k->arg = arg;
+    k->next = calls;
+    calls = k;
+    uint64_t id = k->id;
+    dispatch(id, req); /* k may be answered and freed here */
+    return id;
+}
+
+void pl_admin_cancel(uint64_t id)
+{
+    pl_free(call_take(id));
 }
 
 static void on_line(struct client *c, const char *p, size_t n)
@@ -330,6 +375,8 @@ void pl_admin_close(void)
 {
     while (clients)
         client_free(clients);
+    while (calls)
+        pl_free(call_take(calls->id));
     if (listen_fd >= 0) {
         pl_io_stop(&listen_io);
         close(listen_fd);

@@ -37,7 +37,21 @@ void pl_admin_add_op(const char *op, pl_admin_op_fn *fn);
 int pl_admin_open(const char *path);
 /* Closes it and every client, removes the path. */
 void pl_admin_close(void);
-/* Sends answer (borrowed) to client cid if it is still connected. */
+/* Sends answer (borrowed) to client cid if it is still connected (or to
+ * the pl_admin_call it names). */
 void pl_admin_answer(uint64_t cid, json_t *answer);
+
+/*
+ * Runs the operation req (borrowed) from inside parleyd exactly as if a
+ * socket client had sent it (the HTTP admin API, src/http/admin_api.c):
+ * the same server-wide ops and "admin/<op>" handlers answer it.
+ * done(arg, answer) fires exactly once with the answer (borrowed), maybe
+ * before pl_admin_call returns, unless pl_admin_cancel(id) came first.
+ * Returns the call's id (a client id: handlers cannot tell the two apart).
+ */
+typedef void pl_admin_done_fn(void *arg, json_t *answer);
+uint64_t pl_admin_call(json_t *req, pl_admin_done_fn *done, void *arg);
+/* The caller is gone: done will not fire.  An answered id is ignored. */
+void pl_admin_cancel(uint64_t id);
 
 #endif

@@ -531,6 +531,7 @@ static void handshake(struct pl_conn *c)
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->tls = PL_CONN_TLS;
+        pl_stat_inc(tls_handshakes);
         if (c->ops->tls_up)
             c->ops->tls_up(c);
         if (!c->dead)
@@ -543,6 +544,7 @@ static void handshake(struct pl_conn *c)
         return;
     }
     pl_log_debug("conn", "%s:%d: TLS handshake failed", c->ip, c->port);
+    pl_stat_inc(tls_handshake_failures);
     if (!c->error) {
         char why[256] = "connection closed during the handshake";
         unsigned long err = ERR_peek_last_error();

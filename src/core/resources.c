@@ -92,6 +92,29 @@ unsigned long pl_session_count(void)
     return (unsigned long)by_full.count;
 }
 
+struct each_ctx {
+    void (*fn)(struct pl_session *s, void *ud);
+    void *ud;
+};
+
+static void each_one(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct each_ctx *e = ud;
+    e->fn(value, e->ud);
+}
+
+void pl_session_each(void (*fn)(struct pl_session *s, void *ud), void *ud)
+{
+    struct each_ctx e = {fn, ud};
+    pl_map_each(&by_full, each_one, &e);
+}
+
+const char *pl_session_transport(const struct pl_session *s)
+{
+    return s->ops && s->ops->transport ? s->ops->transport(s) : "other";
+}
+
 void pl_session_filter_add(struct pl_session *s, struct pl_session_filter *f)
 {
     struct pl_session_filter **pp = &s->filters;

@@ -50,6 +50,9 @@ struct pl_session_ops {
     int (*is_loopback)(const struct pl_session *s);
     /* Whether the transport is encrypted (or declared secure). */
     int (*is_secure)(const struct pl_session *s);
+    /* The front end carrying it, for operators (metrics, the admin API):
+     * "c2s" (XMPP over TCP), "websocket", "bosh", "sip". */
+    const char *(*transport)(const struct pl_session *s);
 };
 
 /*
@@ -118,6 +121,11 @@ struct pl_session *pl_session_by_full(const char *full);
 struct pl_session *pl_session_first(const char *bare);
 struct pl_session *pl_session_by_id(uint64_t id);
 unsigned long pl_session_count(void);
+/* Calls fn for each bound session (in no order); fn must not register or
+ * unregister sessions. */
+void pl_session_each(void (*fn)(struct pl_session *s, void *ud), void *ud);
+/* The session's transport name (ops->transport), "other" without one. */
+const char *pl_session_transport(const struct pl_session *s);
 
 /* Delivers st (borrowed) through the filters that come after `after`
  * (NULL: all of them), then to the transport. */

@@ -93,6 +93,7 @@ struct pl_stanza *pl_stanza_error_reply(struct pl_stanza *st, int code,
         pl_node_add_text(r, t, text, strlen(text));
     }
     pl_stat_inc(stanza_errors);
+    pl_stats_stanza_error(cond);
     return r;
 }
 
@@ -433,6 +434,7 @@ void pl_route(struct pl_stanza *st, const struct pl_jid *from,
               const struct pl_jid *to, struct pl_session *origin)
 {
     struct pl_jid *own = NULL;
+    pl_stat_inc(stanzas_routed);
     if (origin && to) {
         /* The sender's host sees its users' stanzas first ("presence/
          * outgoing": subscriptions, directed presence); a handler that

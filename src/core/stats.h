@@ -2,6 +2,11 @@
  * stats.h - the server's counters, kept in one place so that a metrics
  * endpoint (or a log line) only has to expose them.  Updated on the loop
  * thread; read anywhere (relaxed atomics).
+ *
+ * Most are monotonic counters; a few are gauges that go down as well
+ * (connections_open, sip_bindings, sip_subscriptions): src/http/metrics.c
+ * says which, with a HELP text for each.  A new counter is a line of
+ * PL_STATS_FIELDS and a row of metrics.c's table.
  */
 #ifndef PL_STATS_H
 #define PL_STATS_H
@@ -66,7 +71,11 @@
     X(socks5_transfers)                                                        \
     X(socks5_transfers_active)                                                 \
     X(socks5_bytes)                                                            \
-    X(socks5_refused)
+    X(socks5_refused)                                                          \
+    X(stanzas_routed)                                                          \
+    X(tls_handshakes)                                                          \
+    X(tls_handshake_failures)                                                  \
+    X(admin_api_requests)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;
@@ -84,5 +93,21 @@ extern struct pl_stats pl_stats;
 
 /* Writes "name value" lines. */
 void pl_stats_print(FILE *f);
+
+/*
+ * Errors by RFC 6120 condition: stream errors (§4.9.3) and stanza errors
+ * (§8.3.3) sent, one counter per condition, indexed like the NULL-ended
+ * name tables.  pl_stats_stream_error / pl_stats_stanza_error count one
+ * (a name not in the table counts as undefined-condition): a few string
+ * compares on the error path, no allocation.  metrics.c exposes them.
+ */
+#define PL_STATS_NSTREAM_CONDS 25
+#define PL_STATS_NSTANZA_CONDS 22
+extern const char *const pl_stream_conditions[PL_STATS_NSTREAM_CONDS + 1];
+extern const char *const pl_stanza_conditions[PL_STATS_NSTANZA_CONDS + 1];
+extern atomic_ulong pl_stats_stream_by_cond[PL_STATS_NSTREAM_CONDS];
+extern atomic_ulong pl_stats_stanza_by_cond[PL_STATS_NSTANZA_CONDS];
+void pl_stats_stream_error(const char *cond);
+void pl_stats_stanza_error(const char *cond);
 
 #endif

@@ -298,7 +298,8 @@ static int http_start(struct pl_config *c, void *settings)
     started = 1;
     if (pl__http_hostmeta_start() != PL_OK ||
         pl__http_static_start(S) != PL_OK || pl__websocket_start() != PL_OK ||
-        pl__bosh_start(&S->bosh) != PL_OK)
+        pl__bosh_start(&S->bosh) != PL_OK || pl__metrics_start() != PL_OK ||
+        pl__admin_api_start() != PL_OK)
         return PL_EINVAL;
     return PL_OK;
 }
@@ -330,6 +331,8 @@ static void http_free(void)
     pl__http_static_free();
     pl__http_hostmeta_stop();
     pl__websocket_stop();
+    pl__metrics_stop();
+    pl__admin_api_stop();
     pl__http_routes_free();
     S = &defaults;
 }

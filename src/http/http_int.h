@@ -84,6 +84,12 @@ void pl__http_static_free(void);
 /* The MIME type for a file name, by extension. */
 const char *pl__http_mime_type(const char *name);
 
+/* metrics.c: GET /metrics; admin_api.c: /api/. */
+int pl__metrics_start(void);
+void pl__metrics_stop(void);
+int pl__admin_api_start(void);
+void pl__admin_api_stop(void);
+
 /* hostmeta.c: XEP-0156 routes. */
 int pl__http_hostmeta_start(void);
 void pl__http_hostmeta_stop(void);

@@ -7,6 +7,11 @@
  * on the CPU work queue (PBKDF2 is slow by design) and stored through the
  * storage queue; the reply is sent only after the account is durably
  * written.
+ *
+ * The same jobs serve the admin socket (admin.h), and through it the
+ * HTTP admin API: "admin/user-add" {host, user, password}, "admin/user-
+ * delete" {host, user} and "admin/users" {host optional}; their answers
+ * come once the write is durable, as the XEP-0077 replies do.
  */
 #include <arpa/inet.h>
 #include <time.h>
@@ -171,7 +176,24 @@ struct job {
     int digest_md5;         /* also an MD5 digest key (server.digest_md5) */
     struct pl_account acct; /* derived keys */
     int rc;
+    uint64_t admin; /* an admin request's client id, or 0 */
 };
+
+/* The answer to an admin request: ok, or the condition of rc. */
+static void admin_answer(uint64_t cid, int rc, const char *detail)
+{
+    json_t *a;
+    if (rc == PL_OK) {
+        a = json_pack("{s:b}", "ok", 1);
+    } else {
+        const char *cond, *type;
+        pl_error_condition(rc, &cond, &type);
+        a = json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cond, "detail",
+                      detail ? detail : pl_strerror(rc));
+    }
+    pl_admin_answer(cid, a);
+    json_decref(a);
+}
 
 static void job_free(struct job *j)
 {
@@ -190,6 +212,13 @@ static struct job *job_of(struct pl_work *w)
 
 static void job_reply(struct job *j, int rc)
 {
+    if (j->admin) {
+        admin_answer(j->admin, rc,
+                     rc == PL_ECONFLICT         ? "the account exists"
+                     : rc == PL_ENOT_ACCEPTABLE ? "password not acceptable"
+                                                : NULL);
+        return;
+    }
     struct pl_session *s = pl_session_by_id(j->base.sid);
     struct pl_event ev = {NULL, pl_host_find(j->base.host),
                           s,    j->base.st,
@@ -280,7 +309,11 @@ static struct job *new_job(struct pl_event *ev, const char *user,
     return j;
 }
 
-/* Account removal: a job with nothing but the head. */
+/* Account removal: the head and, for the admin socket, the client. */
+struct removal {
+    struct pl_job base; /* the request (NULL from admin), the account */
+    uint64_t admin;     /* an admin request's client id, or 0 */
+};
 
 static int remove_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
@@ -291,14 +324,19 @@ static int remove_run(const struct pl_storage_driver *d, void *db, void *arg)
 static void remove_done(int rc, void *arg)
 {
     struct pl_job *r = arg;
+    uint64_t admin = ((struct removal *)arg)->admin;
+    if (admin)
+        admin_answer(admin, rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND : rc,
+                     rc == PL_ENOT_FOUND ? "no such account" : NULL);
     struct pl_host *h = pl_host_find(r->host);
     struct pl_session *s = pl_session_by_id(r->sid);
     struct pl_event ev = {"user/deleted", h, s, r->st, NULL, NULL, r->user};
     if (rc == PL_OK) {
-        struct pl_stanza *res = pl_iq_result(r->st);
-        if (s)
+        if (s && r->st) {
+            struct pl_stanza *res = pl_iq_result(r->st);
             reply(&ev, res);
-        pl_stanza_unref(res);
+            pl_stanza_unref(res);
+        }
         pl_log_info("mod_register", "removed %s@%s", r->user, r->host);
         pl_hook_fire(&ev);
         /* XEP-0077 §3.2: every session of the account ends. */
@@ -307,7 +345,7 @@ static void remove_done(int rc, void *arg)
             o->ops->close(o, "not-authorized", "account removed");
             pl_session_unregister(o);
         }
-    } else if (s) {
+    } else if (s && r->st) {
         reply_error(&ev, r->st,
                     rc == PL_ENOT_FOUND ? PL_EITEM_NOT_FOUND
                                         : PL_EINTERNAL_SERVER_ERROR,
@@ -338,8 +376,9 @@ static int on_set(struct pl_event *ev, void *state)
         /* XEP-0077 §3.2: <remove/> must be the only child. */
         if (pl_node_count_elems(q) != 1)
             return PL_EBAD_REQUEST;
-        struct pl_job *r = pl_job_new(sizeof(*r), ev->stanza, sess->id,
-                                      ev->host->domain, sess->jid->local);
+        struct pl_job *r = pl_job_new(sizeof(struct removal), ev->stanza,
+                                      sess->id, ev->host->domain,
+                                      sess->jid->local);
         pl_storage_submit(pl_server_loop(), remove_run, remove_done, r);
         return PL_HANDLED;
     }
@@ -374,6 +413,126 @@ static int on_set(struct pl_event *ev, void *state)
     }
     pl_free(local);
     return rc;
+}
+
+/* ---- the admin socket's account operations ---- */
+
+/* The request's "user" as a prepared localpart (new string), or NULL after
+ * answering bad-request. */
+static char *admin_user(struct pl_admin_request *ar)
+{
+    const char *u = json_string_value(json_object_get(ar->req, "user"));
+    char *local = NULL;
+    if (!u || !*u || pl_jid_prep_local(pl_str_c(u), &local) != PL_OK) {
+        admin_answer(ar->cid, PL_EJID_MALFORMED, "bad or missing user");
+        return NULL;
+    }
+    return local;
+}
+
+/* "admin/user-add" {host, user, password}: as an in-band registration,
+ * without the policy (the operator decides). */
+static int on_admin_user_add(struct pl_event *ev, void *state)
+{
+    (void)state;
+    struct pl_admin_request *ar = ev->data;
+    const char *pw = json_string_value(json_object_get(ar->req, "password"));
+    char *local = admin_user(ar);
+    if (!local)
+        return PL_HANDLED;
+    if (!pw || !*pw) {
+        admin_answer(ar->cid, PL_ENOT_ACCEPTABLE, "missing password");
+    } else {
+        struct pl_event e = *ev;
+        e.stanza = NULL;
+        e.session = NULL;
+        struct job *j = new_job(&e, local, pw, 1);
+        j->admin = ar->cid;
+        pl_workq_submit(pl_server_cpu(), pl_server_loop(), &j->w);
+    }
+    pl_free(local);
+    return PL_HANDLED;
+}
+
+/* "admin/user-delete" {host, user}: as XEP-0077 <remove/>. */
+static int on_admin_user_delete(struct pl_event *ev, void *state)
+{
+    (void)state;
+    struct pl_admin_request *ar = ev->data;
+    char *local = admin_user(ar);
+    if (!local)
+        return PL_HANDLED;
+    struct removal *r = pl_job_new(sizeof(*r), NULL, 0, ev->host->domain,
+                                   local);
+    r->admin = ar->cid;
+    pl_storage_submit(pl_server_loop(), remove_run, remove_done, r);
+    pl_free(local);
+    return PL_HANDLED;
+}
+
+/* "admin/users" {host optional}: the accounts, as bare JIDs. */
+struct listing {
+    uint64_t admin;  /* the client */
+    char **domains;  /* hosts to list, NULL-ended (copies) */
+    json_t *users;   /* filled on the storage thread */
+    const char *cur; /* the host being listed */
+};
+
+static void list_one(const char *user, void *ud)
+{
+    struct listing *l = ud;
+    char bare[2100];
+    snprintf(bare, sizeof(bare), "%s@%s", user, l->cur);
+    json_array_append_new(l->users, json_string(bare));
+}
+
+static int list_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct listing *l = arg;
+    int rc = PL_OK;
+    for (int i = 0; l->domains[i] && rc == PL_OK; i++) {
+        l->cur = l->domains[i];
+        rc = d->account_list(db, l->cur, list_one, l);
+    }
+    return rc;
+}
+
+static void list_done(int rc, void *arg)
+{
+    struct listing *l = arg;
+    if (rc == PL_OK) {
+        json_t *a = json_pack("{s:b, s:O}", "ok", 1, "users", l->users);
+        pl_admin_answer(l->admin, a);
+        json_decref(a);
+    } else {
+        admin_answer(l->admin, rc, NULL);
+    }
+    for (int i = 0; l->domains[i]; i++)
+        pl_free(l->domains[i]);
+    pl_free(l->domains);
+    json_decref(l->users);
+    pl_free(l);
+}
+
+static int on_admin_users(struct pl_event *ev, void *state)
+{
+    (void)state;
+    struct pl_admin_request *ar = ev->data;
+    int all = !json_object_get(ar->req, "host");
+    struct listing *l = pl_calloc(1, sizeof(*l));
+    int n = 0;
+    while (pl_host_at(n))
+        n++;
+    l->admin = ar->cid;
+    l->users = json_array();
+    l->domains = pl_calloc((size_t)n + 1, sizeof(char *));
+    for (int i = 0, k = 0; i < n; i++) {
+        struct pl_host *h = pl_host_at(i);
+        if (all || h == ev->host)
+            l->domains[k++] = pl_strdup(h->domain);
+    }
+    pl_storage_submit(pl_server_loop(), list_run, list_done, l);
+    return PL_HANDLED;
 }
 
 static int load(struct pl_host *h, void *state)
@@ -420,6 +579,9 @@ static const struct pl_hook_def hooks[] = {
     {"iq-set/host/" NS_REGISTER ":query", on_set, 0},
     {"iq-get/bare/" NS_REGISTER ":query", on_get, 0},
     {"iq-set/bare/" NS_REGISTER ":query", on_set, 0},
+    {"admin/user-add", on_admin_user_add, 0},
+    {"admin/user-delete", on_admin_user_delete, 0},
+    {"admin/users", on_admin_users, 0},
     {0},
 };
 

@@ -363,6 +363,12 @@ static int is_secure(const struct pl_session *s)
     return of(s)->flow.transport == SIP_TLS;
 }
 
+static const char *transport_name(const struct pl_session *s)
+{
+    (void)s;
+    return "sip";
+}
+
 static const struct pl_session_ops session_ops = {
     .deliver = deliver,
     .close = session_close,
@@ -370,6 +376,7 @@ static const struct pl_session_ops session_ops = {
     .peer_ip = peer_ip,
     .is_loopback = is_loopback,
     .is_secure = is_secure,
+    .transport = transport_name,
 };
 
 static void set_flow(struct binding *b, const struct sip_flow *f,

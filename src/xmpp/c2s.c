@@ -239,6 +239,13 @@ static int is_secure(const struct pl_session *s)
     return pl__c2s_encrypted(c);
 }
 
+/* The transport's name ("websocket", "bosh"), "c2s" over TCP. */
+static const char *transport_name(const struct pl_session *s)
+{
+    const struct c2s *c = s->impl;
+    return c->tr ? c->tr->name : "c2s";
+}
+
 static const struct pl_session_ops session_ops = {
     .deliver = send_stanza,
     .close = kick,
@@ -246,6 +253,7 @@ static const struct pl_session_ops session_ops = {
     .peer_ip = peer_ip,
     .is_loopback = is_loopback,
     .is_secure = is_secure,
+    .transport = transport_name,
 };
 
 /* ---- features ---- */

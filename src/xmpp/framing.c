@@ -76,6 +76,7 @@ void pl_stream_error_xml(struct pl_buf *b, const char *cond, const char *text)
 
 void pl_stream_error_elem(struct pl_buf *b, const char *cond, const char *text)
 {
+    pl_stats_stream_error(cond);
     pl_buf_printf(b, "<stream:error><%s xmlns='" PL_NS_STREAM_ERRORS "'/>",
                   cond);
     if (text) {
