@@ -839,6 +839,13 @@ static void on_timer(struct pl_timer *t)
     if (!c->conn || c->closing)
         return;
     uint64_t now = pl_loop_now(c->conn->loop);
+    /* A transport's connection was established for HTTP, so the core's
+     * handshake deadline is over: the stream keeps its own until bound. */
+    if (c->tr && c->state != ST_BOUND &&
+        now - c->conn->opened_ms >= (uint64_t)S->handshake_timeout * 1000) {
+        pl_c2s_timeout(c, PL_CONN_TIMEOUT_HANDSHAKE);
+        return;
+    }
     if (CS->keepalive_interval && c->state == ST_BOUND &&
         now - c->keepalive_ms >= (uint64_t)CS->keepalive_interval * 1000 &&
         now - c->conn->last_read_ms >=
@@ -855,7 +862,8 @@ static void on_timer(struct pl_timer *t)
         napped += (unsigned long)pl_xml_parser_nap(c->xml);
         pl_conn_trim(c->conn);
     }
-    pl_timer_start(c->conn->loop, &c->timer, 5000);
+    pl_timer_start(c->conn->loop, &c->timer,
+                   c->tr && c->state != ST_BOUND ? 1000 : 5000);
 }
 
 /* c->rtimer: a <resume/> waiting for the old session's writes tries again
@@ -913,6 +921,8 @@ struct c2s *pl_c2s_open(struct pl_conn *conn, const struct pl_c2s_transport *tr,
     c->secure = conn->tls == PL_CONN_TLS;
     c->proxied = secure && !c->secure;
     c->need_root = 1;
+    /* Checks the handshake deadline until bound (on_timer). */
+    pl_timer_start(conn->loop, &c->timer, 1000);
     return c;
 }
 

@@ -69,7 +69,7 @@ def is_msg(body):
 
 def main():
     global srv
-    http_port, https_port = harness.free_ports(2)
+    http_port, https_port, slow_port = harness.free_ports(3)
     srv = harness.Server(
         max_stanza_size=16384,
         listeners_extra=(
@@ -249,6 +249,25 @@ def main():
             code=1009)
     r = tb.iq("<ping xmlns='urn:xmpp:ping'/>", to=srv.domain)
     check("the TCP client is still served", r.get("type") == "result")
+
+    # ---- a WebSocket that never authenticates: handshake_timeout
+    s2 = harness.Server(handshake_timeout=2, label="timeout",
+                        listeners_extra=(
+                            '{ protocol = "http"; address = "127.0.0.1"; '
+                            'port = %d; secure = true; }' % slow_port))
+    s2.start()
+    try:
+        c = WsClient(h, slow_port, s2.domain)
+        c.connect_tls()
+        closed = c.read_until_closed(timeout=20)
+        err = [e for e in c.queue if e.tag == "{%s}error" % NS_STREAM]
+        check("unauthenticated past handshake_timeout: <connection-timeout/>",
+              closed and err and err[0].find(
+                  "{urn:ietf:params:xml:ns:xmpp-streams}connection-timeout")
+              is not None, "closed=%s %s" % (closed, c.raw[-300:]))
+    except Exception as e:  # noqa: BLE001
+        check("handshake_timeout over WebSocket", False, repr(e))
+    s2.stop()
     n = srv.counter("ws_sessions")
     check("ws_sessions counted", n is not None and n >= 8, str(n))
     tb.close()
