@@ -146,24 +146,13 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
     }
 }
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Exactly 2 * n hex digits (either case) into n bytes; 0 if not. */
 static int from_hex(struct pl_str s, unsigned char *out, size_t n)
 {
     if (s.len != 2 * n)
         return 0;
     for (size_t i = 0; i < n; i++) {
-        int hi = hex_value(s.p[2 * i]), lo = hex_value(s.p[2 * i + 1]);
+        int hi = pl_hex_value(s.p[2 * i]), lo = pl_hex_value(s.p[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return 0;
         out[i] = (unsigned char)(hi << 4 | lo);

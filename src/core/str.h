@@ -32,4 +32,16 @@ static inline int pl_str_eq_c(struct pl_str a, const char *b)
     return pl_str_eq(a, pl_str_c(b));
 }
 
+/* The value of a hexadecimal digit, -1 if c is not one. */
+static inline int pl_hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 #endif

@@ -226,17 +226,6 @@ int pl__http_parse_date(struct pl_str v, time_t *t)
 
 /* ---- paths ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int pl__http_path_decode(const char *p, size_t n, char *out, size_t cap,
                          size_t *outlen)
 {
@@ -258,8 +247,8 @@ int pl__http_path_decode(const char *p, size_t n, char *out, size_t cap,
         }
         char c = p[i];
         if (c == '%') {
-            int hi = i + 2 < n ? hexval(p[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(p[i + 2]) : -1;
+            int hi = i + 2 < n ? pl_hex_value(p[i + 1]) : -1;
+            int lo = i + 2 < n ? pl_hex_value(p[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return PL_EINVAL;
             c = (char)(hi * 16 + lo);

@@ -33,17 +33,6 @@ static int is_alnum(unsigned char c)
            (c >= '0' && c <= '9');
 }
 
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* RFC 3261 §25.1: unreserved = alphanum / mark. */
 static int is_unreserved(unsigned char c)
 {
@@ -77,8 +66,10 @@ int pl_sip_pct_decode(struct pl_str s, char **out, size_t *len)
     for (size_t i = 0; i < s.len; i++) {
         unsigned char c = (unsigned char)s.p[i];
         if (c == '%') {
-            int hi = i + 2 < s.len ? hexval((unsigned char)s.p[i + 1]) : -1;
-            int lo = i + 2 < s.len ? hexval((unsigned char)s.p[i + 2]) : -1;
+            int hi = i + 2 < s.len ? pl_hex_value((unsigned char)s.p[i + 1])
+                                   : -1;
+            int lo = i + 2 < s.len ? pl_hex_value((unsigned char)s.p[i + 2])
+                                   : -1;
             if (hi < 0 || lo < 0) {
                 pl_free(r);
                 return PL_EINVAL;
@@ -197,8 +188,8 @@ static size_t scan_host(const char *s, size_t n)
 {
     size_t i = 0;
     if (n > 0 && s[0] == '[') {
-        for (i = 1; i < n && (hexval((unsigned char)s[i]) >= 0 || s[i] == ':' ||
-                              s[i] == '.');
+        for (i = 1; i < n && (pl_hex_value((unsigned char)s[i]) >= 0 ||
+                              s[i] == ':' || s[i] == '.');
              i++)
             ;
         return i < n && s[i] == ']' && i > 1 ? i + 1 : 0;

@@ -239,40 +239,11 @@ static void cl_write(struct client *c, const char *p, size_t len)
 
 /* ---- checking what the server wrote ---- */
 
-/* RFC 6120 §4.9.3, the defined stream error conditions. */
-static const char *const stream_conditions[] = {
-    "bad-format",
-    "bad-namespace-prefix",
-    "conflict",
-    "connection-timeout",
-    "host-gone",
-    "host-unknown",
-    "improper-addressing",
-    "internal-server-error",
-    "invalid-from",
-    "invalid-namespace",
-    "invalid-xml",
-    "not-authorized",
-    "not-well-formed",
-    "policy-violation",
-    "remote-connection-failed",
-    "reset",
-    "resource-constraint",
-    "restricted-xml",
-    "see-other-host",
-    "system-shutdown",
-    "undefined-condition",
-    "unsupported-encoding",
-    "unsupported-feature",
-    "unsupported-stanza-type",
-    "unsupported-version",
-};
 
 static int is_condition(const char *name)
 {
-    for (size_t i = 0;
-         i < sizeof(stream_conditions) / sizeof(stream_conditions[0]); i++)
-        if (strcmp(name, stream_conditions[i]) == 0)
+    for (size_t i = 0; pl_stream_conditions[i]; i++)
+        if (strcmp(name, pl_stream_conditions[i]) == 0)
             return 1;
     return 0;
 }
