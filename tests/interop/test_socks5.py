@@ -207,7 +207,8 @@ def back_pressure():
         label="no-cap", hosts=["localhost", "other.localhost"],
         listeners_extra='{ protocol = "socks5"; address = "127.0.0.1"; '
                         'port = %d; }' % sport,
-        extra="socks5: { bandwidth_per_user = 0; relay_buffer = 65536; };")
+        extra="socks5: { bandwidth_per_user = 0; relay_buffer = 65536; "
+              "max_transfers = 1; };")
     if not srv.start():
         check("parleyd (no bandwidth cap) starts", False, srv.dump_log())
         srv, sport = first, first_port
@@ -248,6 +249,13 @@ def back_pressure():
     check("back-pressure: the transfer is activated", ok and
           rr == ok_reply(h) and res is not None and
           res.get("type") == "result", tostr(res))
+    t2, r2, ok2 = pair(b, a, "sid-second")
+    res = activate(b, "sid-second", a.jid)
+    check("max_transfers = 1: a second transfer, of another user, gets "
+          "<resource-constraint/>", ok2 and
+          error_of(res) == "resource-constraint", tostr(res))
+    t2.close()
+    r2.close()
     r.setblocking(False)
     sent = hashlib.sha256()
     total = 0
