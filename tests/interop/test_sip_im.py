@@ -61,6 +61,29 @@ T1 = 0.1
 TIMER_F = 64 * T1
 
 
+def sip_server(nonce_lifetime, tcp=True, more=""):
+    """A started parleyd (the run ends if it does not start) with a sip
+    listener on a free port of 127.0.0.1 over UDP, and TCP on the same
+    port with tcp, the RFC 3261 timers short (t1 = T1) and the
+    registrar's expiry limits the SIP tests count on; more: other
+    settings of the sip group.  Returns (srv, port)."""
+    port, = harness.free_ports(1)
+    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
+          'transport = "udp"; }' % port)
+    if tcp:
+        lx += (',\n  { protocol = "sip"; address = "127.0.0.1"; port = %d; }'
+               % port)
+    srv = harness.Server(
+        listeners_extra=lx,
+        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
+              "default_expires = 600; max_expires = 3600; %s"
+              "nonce_lifetime = %d; };" % (int(T1 * 1000), more,
+                                            nonce_lifetime))
+    if not srv.start():
+        harness.finish()
+    return srv, port
+
+
 def counter(srv, name):
     v = srv.counter(name)
     return v if v is not None else -1
@@ -731,18 +754,7 @@ def reject_mode():
 
 
 def main():
-    port, = harness.free_ports(1)
-    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
-          'transport = "udp"; },\n'
-          '  { protocol = "sip"; address = "127.0.0.1"; port = %d; }'
-          % (port, port))
-    srv = harness.Server(
-        listeners_extra=lx,
-        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
-              "default_expires = 600; max_expires = 3600; max_contacts = 3; "
-              "nonce_lifetime = 10; };" % int(T1 * 1000))
-    if not srv.start():
-        harness.finish()
+    srv, port = sip_server(nonce_lifetime=10, more="max_contacts = 3; ")
     names = {k: harness.unique(k) for k in
              ("alice", "bob", "carol", "sam", "xena", "ted", "yann", "kay",
                        "bert", "xavi")}
