@@ -42,8 +42,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, wait_for  # noqa: E402
-from im_common import (STEP, ImClient, LoopThread, add_users,  # noqa: E402
-                       make_both)
+from im_common import (STEP, LoopThread, add_users,  # noqa: E402
+                       friend_online)
 from sipua import SipUA, parse  # noqa: E402
 from test_sip_im import (SipUser, _slix, _slix_stop,  # noqa: E402
                          baresip, code_of, contacts_of, counter,
@@ -444,13 +444,9 @@ def messages_through(srv, kam, kport, pport, users, alice):
 
 def subscribe_through(srv, kam, kport, pport, users):
     s, x = users["sue"], users["xia"]
-    if not make_both(srv, s, x):
-        check("sue and xia are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sue and xia")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     w = ProxyWatcher(srv, kport, s)
     _, final = w.register(expires=300)
     check("the watcher registers through Kamailio", code_of(final) == 200,

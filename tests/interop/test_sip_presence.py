@@ -59,10 +59,11 @@ import harness  # noqa: E402
 from baresip_ua import Baresip  # noqa: E402
 from harness import check, tostr, wait_for  # noqa: E402
 from im_common import (PW, STEP, ImClient, LoopThread,  # noqa: E402
-                       add_users, is_presence, make_both)
+                       add_users, friend_online, is_presence, make_both)
 from sipua import digest_credentials, rand_token  # noqa: E402
 from test_sip_im import (T1, SipUser, _slix_stop, code_of,  # noqa: E402
-                         counter, pick, registrations, sip_server)
+                         counter, pick, registrations, resource_of,
+                         sip_server)
 
 C = "{jabber:client}"
 
@@ -172,13 +173,9 @@ def subscriptions(srv):
 
 def subscribe_flow(srv, port, users):
     s, x, y = users["sue"], users["xia"], users["yul"]
-    if not make_both(srv, s, x):
-        check("sue and xia are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sue and xia")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     sue = Watcher(srv, port, s)
     _, final = sue.register(expires=300)
     full = resource_of(srv, s)
@@ -376,21 +373,11 @@ def status_of(p):
     return s.text if s is not None else None
 
 
-def resource_of(srv, user):
-    res = [r.get("resource") for r in registrations(srv)
-           if r.get("aor") == "%s@%s" % (user, srv.domain)]
-    return "%s@%s/%s" % (user, srv.domain, res[0] if res else "?")
-
-
 def publish_flow(srv, port, users):
     s, x = users["sam"], users["xena"]
-    if not make_both(srv, s, x):
-        check("sam and xena are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sam and xena")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     sam = Publisher(srv, port, s)
     _, final = sam.register(expires=120)
     full = resource_of(srv, s)
