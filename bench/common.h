@@ -11,6 +11,7 @@
  *                                        smaps_rollup), 0 if none
  *   bench_ticks_us(ticks)                clock ticks in microseconds
  *   bench_self_cpu_s()                   the generator's own CPU seconds
+ * Clocks (CLOCK_MONOTONIC): now_s() in seconds, now_ns() in nanoseconds.
  * JSON (one object at a time, in a static 8 KiB buffer; what does not
  * fit is left out):
  *   jadd(fmt, ...)   appends printf text as it is (the caller writes the
@@ -30,11 +31,15 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 int bench_proc_stat(int pid, unsigned long *ticks, int *ppid);
 long bench_proc_kib(int pid, const char *file, const char *key);
 double bench_ticks_us(unsigned long ticks);
 double bench_self_cpu_s(void);
+
+double now_s(void);
+uint64_t now_ns(void);
 
 void jadd(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vjadd(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));

@@ -398,6 +398,21 @@ def make_both(srv, a, b):
         cb.logout()
 
 
+def friend_online(srv, a, b, label):
+    """a and b made friends (make_both), then b online over XMPP (resource
+    "desk", roster fetched, initial presence sent, the echoes drained):
+    b's ImClient, or None after a failed check named for label ("sam and
+    xena")."""
+    if not make_both(srv, a, b):
+        check("%s are subscribed to each other" % label, False)
+        return None
+    c = ImClient(srv, b, "desk")
+    c.roster_get()
+    c.presence()
+    c.drain(0.5)
+    return c
+
+
 # ---------------------------------------------------------- asyncio thread
 
 class LoopThread:

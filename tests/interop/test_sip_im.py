@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, tostr, wait_for  # noqa: E402
 from im_common import (PW, STEP, ImClient, LoopThread,  # noqa: E402
-                       add_users, is_message, is_presence, make_both)
+                       add_users, friend_online, is_message, is_presence)
 from baresip_ua import Baresip  # noqa: E402
 from sipua import (SipUA, digest_credentials, parse,  # noqa: E402
                    parse_challenge, rand_token)
@@ -59,6 +59,29 @@ from sipua import (SipUA, digest_credentials, parse,  # noqa: E402
 C = "{jabber:client}"
 T1 = 0.1
 TIMER_F = 64 * T1
+
+
+def sip_server(nonce_lifetime, tcp=True, more=""):
+    """A started parleyd (the run ends if it does not start) with a sip
+    listener on a free port of 127.0.0.1 over UDP, and TCP on the same
+    port with tcp, the RFC 3261 timers short (t1 = T1) and the
+    registrar's expiry limits the SIP tests count on; more: other
+    settings of the sip group.  Returns (srv, port)."""
+    port, = harness.free_ports(1)
+    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
+          'transport = "udp"; }' % port)
+    if tcp:
+        lx += (',\n  { protocol = "sip"; address = "127.0.0.1"; port = %d; }'
+               % port)
+    srv = harness.Server(
+        listeners_extra=lx,
+        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
+              "default_expires = 600; max_expires = 3600; %s"
+              "nonce_lifetime = %d; };" % (int(T1 * 1000), more,
+                                            nonce_lifetime))
+    if not srv.start():
+        harness.finish()
+    return srv, port
 
 
 def counter(srv, name):
@@ -236,6 +259,14 @@ def registrations(srv):
         return []
 
 
+def resource_of(srv, user):
+    """The full JID of user's registration (its session's resource, from
+    parleyctl sip), "...?" when there is none."""
+    res = [r.get("resource") for r in registrations(srv)
+           if r.get("aor") == "%s@%s" % (user, srv.domain)]
+    return "%s@%s/%s" % (user, srv.domain, res[0] if res else "?")
+
+
 def code_of(r):
     return r.code if r is not None else None
 
@@ -372,18 +403,12 @@ def registrar(srv, port, users):
 
 def presence_and_messages(srv, port, users):
     s, x = users["sam"], users["xena"]
-    if not make_both(srv, s, x):
-        check("sam and xena are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sam and xena")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     sam = SipUser(srv, port, s)
     _, final = sam.register(expires=30)
-    res = [r.get("resource") for r in registrations(srv)
-           if r.get("aor") == "%s@%s" % (s, srv.domain)]
-    sam_full = "%s@%s/%s" % (s, srv.domain, res[0] if res else "?")
+    sam_full = resource_of(srv, s)
     p = xc.wait(is_presence(frm=sam_full), STEP)
     check("an XMPP contact sees the SIP user online when it registers",
           code_of(final) == 200 and p is not None and p.get("type") is None,
@@ -731,18 +756,7 @@ def reject_mode():
 
 
 def main():
-    port, = harness.free_ports(1)
-    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
-          'transport = "udp"; },\n'
-          '  { protocol = "sip"; address = "127.0.0.1"; port = %d; }'
-          % (port, port))
-    srv = harness.Server(
-        listeners_extra=lx,
-        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
-              "default_expires = 600; max_expires = 3600; max_contacts = 3; "
-              "nonce_lifetime = 10; };" % int(T1 * 1000))
-    if not srv.start():
-        harness.finish()
+    srv, port = sip_server(nonce_lifetime=10, more="max_contacts = 3; ")
     names = {k: harness.unique(k) for k in
              ("alice", "bob", "carol", "sam", "xena", "ted", "yann", "kay",
                        "bert", "xavi")}

@@ -42,12 +42,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, wait_for  # noqa: E402
-from im_common import (STEP, ImClient, LoopThread, add_users,  # noqa: E402
-                       make_both)
-from sipua import SipUA, digest_credentials, parse  # noqa: E402
-from test_sip_im import (T1, SipUser, _slix, _slix_stop,  # noqa: E402
-                         baresip, code_of, contacts_of, counter, pick,
-                         registrations)
+from im_common import (STEP, LoopThread, add_users,  # noqa: E402
+                       friend_online)
+from sipua import SipUA, parse  # noqa: E402
+from test_sip_im import (SipUser, _slix, _slix_stop,  # noqa: E402
+                         baresip, code_of, contacts_of, counter,
+                         registrations, sip_server)
 from test_sip_presence import Watcher, sub_state  # noqa: E402
 
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
@@ -238,24 +238,8 @@ class ProxyWatcher(Watcher):
         """The un-SUBSCRIBE as RFC 3261 §12.2.1.1 wants it: Request-URI
         the remote target, Route the route set (the UAC's: the 200's
         Record-Route reversed)."""
-        uri = "sip:%s@%s" % (user, self.domain)
-        extra = ("Event: presence\r\nContact: <%s>\r\nExpires: 0\r\n"
-                 % self.contact_uri)
-        extra += "".join("Route: %s\r\n" % r for r in route_set)
-        to = "<%s>;tag=%s" % (uri, dlg[1])
-        self.cseq += 1
-        r = self.call(self.request("SUBSCRIBE", target, extra=extra,
-                                   cseq=self.cseq, call_id=dlg[0], to=to))
-        if r is not None and r.code == 407:
-            chal = pick(r, "SHA-256", "proxy-authenticate")
-            a = digest_credentials(chal, "SUBSCRIBE", target, self.user,
-                                   self.password)
-            self.cseq += 1
-            r = self.call(self.request(
-                "SUBSCRIBE", target,
-                extra=extra + "Proxy-Authorization: %s\r\n" % a,
-                cseq=self.cseq, call_id=dlg[0], to=to))
-        return r
+        return self.subscribe(user, expires=0, dialog=dlg, accept=None,
+                              target=target, route_set=route_set)[0]
 
 
 def from_proxy(ua, m, kport, pport):
@@ -460,13 +444,9 @@ def messages_through(srv, kam, kport, pport, users, alice):
 
 def subscribe_through(srv, kam, kport, pport, users):
     s, x = users["sue"], users["xia"]
-    if not make_both(srv, s, x):
-        check("sue and xia are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sue and xia")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     w = ProxyWatcher(srv, kport, s)
     _, final = w.register(expires=300)
     check("the watcher registers through Kamailio", code_of(final) == 200,
@@ -535,16 +515,8 @@ def baresip_through(srv, kam, kport, pport, users):
 
 
 def main():
-    pport, kport = harness.free_ports(2)
-    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
-          'transport = "udp"; }' % pport)
-    srv = harness.Server(
-        listeners_extra=lx,
-        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
-              "default_expires = 600; max_expires = 3600; "
-              "nonce_lifetime = 60; };" % int(T1 * 1000))
-    if not srv.start():
-        harness.finish()
+    srv, pport = sip_server(nonce_lifetime=60, tcp=False)
+    kport, = harness.free_ports(1)
     names = {k: harness.unique(k) for k in
              ("alice", "bob", "nopath", "pat", "xpat", "xena", "sue", "xia",
               "bert", "xavi")}

@@ -59,10 +59,11 @@ import harness  # noqa: E402
 from baresip_ua import Baresip  # noqa: E402
 from harness import check, tostr, wait_for  # noqa: E402
 from im_common import (PW, STEP, ImClient, LoopThread,  # noqa: E402
-                       add_users, is_presence, make_both)
+                       add_users, friend_online, is_presence, make_both)
 from sipua import digest_credentials, rand_token  # noqa: E402
 from test_sip_im import (T1, SipUser, _slix_stop, code_of,  # noqa: E402
-                         counter, pick, registrations)
+                         counter, pick, registrations, resource_of,
+                         sip_server)
 
 C = "{jabber:client}"
 
@@ -119,28 +120,33 @@ class Watcher(Publisher):
     """A Publisher that also subscribes (one dialog per presentity)."""
 
     def subscribe(self, user, expires=None, dialog=None, event="presence",
-                  auth=True, accept="application/pidf+xml"):
+                  auth=True, accept="application/pidf+xml", target=None,
+                  route_set=()):
         """SUBSCRIBE to user (a new dialog, or in dialog = (call_id,
-        to_tag)); returns (final response, dialog)."""
+        to_tag)); returns (final response, dialog).  In a dialog as RFC
+        3261 §12.2.1.1 wants it: target (the remote target) for the
+        Request-URI, route_set as Route fields."""
         uri = "sip:%s@%s" % (user, self.domain)
+        ruri = target or uri
         extra = "Event: %s\r\n" % event
         if accept is not None:
             extra += "Accept: %s\r\n" % accept
         extra += "Contact: <%s>\r\n" % self.contact_uri
         if expires is not None:
             extra += "Expires: %d\r\n" % expires
+        extra += "".join("Route: %s\r\n" % r for r in route_set)
         cid = dialog[0] if dialog else rand_token()
         to = "<%s>" % uri + (";tag=%s" % dialog[1] if dialog else "")
         self.cseq += 1
-        r = self.call(self.request("SUBSCRIBE", uri, extra=extra,
+        r = self.call(self.request("SUBSCRIBE", ruri, extra=extra,
                                    cseq=self.cseq, call_id=cid, to=to))
         if auth and r is not None and r.code == 407:
             chal = pick(r, "SHA-256", "proxy-authenticate")
-            a = digest_credentials(chal, "SUBSCRIBE", uri, self.user,
+            a = digest_credentials(chal, "SUBSCRIBE", ruri, self.user,
                                    self.password)
             self.cseq += 1
             r = self.call(self.request(
-                "SUBSCRIBE", uri,
+                "SUBSCRIBE", ruri,
                 extra=extra + "Proxy-Authorization: %s\r\n" % a,
                 cseq=self.cseq, call_id=cid, to=to))
         tag = None
@@ -167,13 +173,9 @@ def subscriptions(srv):
 
 def subscribe_flow(srv, port, users):
     s, x, y = users["sue"], users["xia"], users["yul"]
-    if not make_both(srv, s, x):
-        check("sue and xia are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sue and xia")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     sue = Watcher(srv, port, s)
     _, final = sue.register(expires=300)
     full = resource_of(srv, s)
@@ -371,21 +373,11 @@ def status_of(p):
     return s.text if s is not None else None
 
 
-def resource_of(srv, user):
-    res = [r.get("resource") for r in registrations(srv)
-           if r.get("aor") == "%s@%s" % (user, srv.domain)]
-    return "%s@%s/%s" % (user, srv.domain, res[0] if res else "?")
-
-
 def publish_flow(srv, port, users):
     s, x = users["sam"], users["xena"]
-    if not make_both(srv, s, x):
-        check("sam and xena are subscribed to each other", False)
+    xc = friend_online(srv, s, x, "sam and xena")
+    if xc is None:
         return
-    xc = ImClient(srv, x, "desk")
-    xc.roster_get()
-    xc.presence()
-    xc.drain(0.5)
     sam = Publisher(srv, port, s)
     _, final = sam.register(expires=120)
     full = resource_of(srv, s)
@@ -667,18 +659,7 @@ def baresip_flow(srv, port, users):
 
 
 def main():
-    port, = harness.free_ports(1)
-    lx = ('{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
-          'transport = "udp"; },\n'
-          '  { protocol = "sip"; address = "127.0.0.1"; port = %d; }'
-          % (port, port))
-    srv = harness.Server(
-        listeners_extra=lx,
-        extra="sip: { t1 = %d; t2 = 400; t4 = 500; min_expires = 10; "
-              "default_expires = 600; max_expires = 3600; "
-              "nonce_lifetime = 60; };" % int(T1 * 1000))
-    if not srv.start():
-        harness.finish()
+    srv, port = sip_server(nonce_lifetime=60)
     names = {k: harness.unique(k) for k in ("sam", "xena", "sue", "xia",
                                              "yul", "bea", "xeno")}
     add_users(srv, *names.values())

@@ -10,7 +10,9 @@ BIND, an IPv4 address, a hash that is not one), a third connection for
 one hash, activation with one party, by the wrong user and twice, the
 per-user concurrent limit, max_transfer_size, the bandwidth cap (a lower
 bound on the time only: a loaded machine only makes it slower), the
-handshake and unmatched deadlines, `parleyctl socks5` and the counters.
+handshake and unmatched deadlines, access = "local" (a user of another
+host is forbidden), back-pressure with a receiver that does not read (a
+second server without the cap), `parleyctl socks5` and the counters.
 
 Run with /usr/bin/python3; `scripts/run-tests test_socks5`.
 """
@@ -23,6 +25,7 @@ import socket
 import struct
 import sys
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -201,10 +204,11 @@ def back_pressure():
     first, first_port = srv, sport
     sport, = harness.free_ports(1)
     srv = harness.Server(
-        label="no-cap",
+        label="no-cap", hosts=["localhost", "other.localhost"],
         listeners_extra='{ protocol = "socks5"; address = "127.0.0.1"; '
                         'port = %d; }' % sport,
-        extra="socks5: { bandwidth_per_user = 0; relay_buffer = 65536; };")
+        extra="socks5: { bandwidth_per_user = 0; relay_buffer = 65536; "
+              "max_transfers = 1; };")
     if not srv.start():
         check("parleyd (no bandwidth cap) starts", False, srv.dump_log())
         srv, sport = first, first_port
@@ -212,6 +216,25 @@ def back_pressure():
     u1, u2 = harness.unique("bp"), harness.unique("bq")
     add_users(srv, u1, u2)
     a, b = ImClient(srv, u1, "a"), ImClient(srv, u2, "b")
+
+    # access = "local" (the default): a user of another host of this
+    # server is refused (XEP-0065 §4: <forbidden/>).
+    u3 = harness.unique("bo")
+    srv.ctl("adduser", "%s@other.localhost" % u3, PW)
+    other = ImClient(types.SimpleNamespace(
+        host=srv.host, direct_port=srv.direct_port,
+        domain="other.localhost"), u3, "o")
+    res = other.request("<query xmlns='%s'/>" % NS_BS, to=PROXY)
+    check("access local: a user of another host gets <forbidden/> for the "
+          "streamhost", error_of(res) == "forbidden", tostr(res))
+    res = activate(other, "sid-o", b.jid)
+    check("access local: ... and for an activation",
+          error_of(res) == "forbidden", tostr(res))
+    res = other.request("<query xmlns='%s'/>" % NS_BS,
+                        to="proxy.other.localhost")
+    check("... while the proxy of its own host serves it",
+          res is not None and res.get("type") == "result", tostr(res))
+    other.close()
     h = sha1hex("sid-bp", a.jid, b.jid)
     t = socket.socket()
     t.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -226,6 +249,13 @@ def back_pressure():
     check("back-pressure: the transfer is activated", ok and
           rr == ok_reply(h) and res is not None and
           res.get("type") == "result", tostr(res))
+    t2, r2, ok2 = pair(b, a, "sid-second")
+    res = activate(b, "sid-second", a.jid)
+    check("max_transfers = 1: a second transfer, of another user, gets "
+          "<resource-constraint/>", ok2 and
+          error_of(res) == "resource-constraint", tostr(res))
+    t2.close()
+    r2.close()
     r.setblocking(False)
     sent = hashlib.sha256()
     total = 0

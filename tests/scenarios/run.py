@@ -422,7 +422,20 @@ def pretty_all(els, ns=NS_CLIENT):
 
 # ---------------------------------------------------------------- parser
 
-class Client:
+class Participant:
+    """What the participants share: settings (SETTINGS, a non-empty
+    value each) taken from the lines of their block."""
+    SETTINGS = ()
+
+    def setting(self, k, v):
+        """Takes one line of its block; False if it is no setting."""
+        if k not in self.SETTINGS or not v:
+            return False
+        setattr(self, k, v)
+        return True
+
+
+class Client(Participant):
     ns = NS_CLIENT  # the default namespace of its blocks
 
     def __init__(self, name):
@@ -435,10 +448,20 @@ class Client:
         self.jid = None
         self.features = None
 
+    def setting(self, k, v):
+        if k in ("user", "password", "resource"):
+            setattr(self, k, v)
+        elif k == "account" and v in ("yes", "none"):
+            self.account = v == "yes"
+        else:
+            return False
+        return True
 
-class Component:
+
+class Component(Participant):
     """An external component (XEP-0114): a domain and its secret."""
     ns = NS_COMPONENT
+    SETTINGS = ("domain", "secret")
 
     def __init__(self, name):
         self.name = name
@@ -447,11 +470,12 @@ class Component:
         self.conn = None
 
 
-class SipParticipant:
+class SipParticipant(Participant):
     """A SIP user agent of the tests' own (tests/interop/sipua.py) on a
     UDP socket of 127.0.0.1, towards the server's sip listener.  Its
     blocks are SIP text, not XML; see Runner.step_sip_send."""
     ns = None
+    SETTINGS = ("user", "password")
 
     def __init__(self, name):
         self.name = name
@@ -465,6 +489,15 @@ class SipParticipant:
         self.auth_header = None  # the field it came in
         self.nc = 0            # the last nonce count sent for it
         self.cnonce = None
+
+
+# The participants' blocks above the ----- line: [Kind] NAME, its class,
+# the Scenario table it goes in, and what its settings are called.
+KINDS = {
+    "Client": (Client, "clients", "client"),
+    "Component": (Component, "components", "component"),
+    "SipUA": (SipParticipant, "sip_uas", "SIP UA"),
+}
 
 
 class Scenario:
@@ -524,7 +557,7 @@ def parse(path):
     sc = Scenario(path)
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
-    section, client, i = "head", None, 0
+    section, i = "head", 0
 
     def block(i):
         """Indented lines from i on, dedented; returns (text, next i)."""
@@ -563,65 +596,22 @@ def parse(path):
             section = "steps"
             continue
         if section != "steps":
-            m = re.match(r"\[Client\]\s+(\w+)$", line)
+            m = re.match(r"\[(%s)\]\s+(\w+)$" % "|".join(KINDS), line)
             if m:
-                client = Client(m.group(1))
-                if sc.taken(client.name):
+                cls, table, what = KINDS[m.group(1)]
+                who = cls(m.group(2))
+                if sc.taken(who.name):
                     raise ScenarioError("%s:%d: %s defined twice"
-                                        % (path, i, client.name))
-                sc.clients[client.name] = client
+                                        % (path, i, who.name))
+                getattr(sc, table)[who.name] = who
                 text, i = block(i)
                 for kv in text.split("\n"):
                     if not kv.strip() or kv.strip().startswith("#"):
                         continue
                     k, _, v = kv.partition(":")
-                    k, v = k.strip(), v.strip()
-                    if k in ("user", "password", "resource"):
-                        setattr(client, k, v)
-                    elif k == "account" and v in ("yes", "none"):
-                        client.account = v == "yes"
-                    else:
-                        raise ScenarioError("%s:%d: unknown client setting "
-                                            "'%s'" % (path, i, kv.strip()))
-                continue
-            m = re.match(r"\[Component\]\s+(\w+)$", line)
-            if m:
-                comp = Component(m.group(1))
-                if sc.taken(comp.name):
-                    raise ScenarioError("%s:%d: %s defined twice"
-                                        % (path, i, comp.name))
-                sc.components[comp.name] = comp
-                text, i = block(i)
-                for kv in text.split("\n"):
-                    if not kv.strip() or kv.strip().startswith("#"):
-                        continue
-                    k, _, v = kv.partition(":")
-                    k, v = k.strip(), v.strip()
-                    if k in ("domain", "secret") and v:
-                        setattr(comp, k, v)
-                    else:
-                        raise ScenarioError("%s:%d: unknown component "
-                                            "setting '%s'"
-                                            % (path, i, kv.strip()))
-                continue
-            m = re.match(r"\[SipUA\]\s+(\w+)$", line)
-            if m:
-                ua = SipParticipant(m.group(1))
-                if sc.taken(ua.name):
-                    raise ScenarioError("%s:%d: %s defined twice"
-                                        % (path, i, ua.name))
-                sc.sip_uas[ua.name] = ua
-                text, i = block(i)
-                for kv in text.split("\n"):
-                    if not kv.strip() or kv.strip().startswith("#"):
-                        continue
-                    k, _, v = kv.partition(":")
-                    k, v = k.strip(), v.strip()
-                    if k in ("user", "password") and v:
-                        setattr(ua, k, v)
-                    else:
-                        raise ScenarioError("%s:%d: unknown SIP UA setting "
-                                            "'%s'" % (path, i, kv.strip()))
+                    if not who.setting(k.strip(), v.strip()):
+                        raise ScenarioError("%s:%d: unknown %s setting '%s'"
+                                            % (path, i, what, kv.strip()))
                 continue
             if line == "[Server]":
                 sc.server, i = block(i)
@@ -1395,21 +1385,21 @@ def main(argv):
         if not group:
             continue
         srv.host_extra = group[0].host + "\n" + components_config(group)
+        # A listener for the participants that need one, on a free
+        # loopback port: components (XEP-0114, plain TCP), SIP UAs (UDP).
         listeners = []
-        if owner:
+        for needed, attr, entry in (
+                (bool(owner), "component_port",
+                 'protocol = "component"; tls = "none";'),
+                (any(sc.sip_uas for sc in group), "sip_port",
+                 'protocol = "sip"; transport = "udp";')):
+            if not needed:
+                continue
             port, = harness.free_ports(1)
-            listeners.append(
-                '{ protocol = "component"; address = "127.0.0.1"; '
-                'port = %d; tls = "none"; }' % port)
+            listeners.append('{ %s address = "127.0.0.1"; port = %d; }'
+                             % (entry, port))
             for sc in group:
-                sc.component_port = port
-        if any(sc.sip_uas for sc in group):
-            port, = harness.free_ports(1)
-            listeners.append(
-                '{ protocol = "sip"; address = "127.0.0.1"; port = %d; '
-                'transport = "udp"; }' % port)
-            for sc in group:
-                sc.sip_port = port
+                setattr(sc, attr, port)
         srv.listeners_extra = ",\n  ".join(listeners)
         if not srv.start():
             for sc in group:

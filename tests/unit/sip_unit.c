@@ -1,6 +1,8 @@
 /*
  * sip_unit.c - helpers the SIP unit tests share; see sip_unit.h.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -23,4 +25,23 @@ osip_message_t *unit_sip_parse(const char *s)
     }
     pl_free(copy);
     return m;
+}
+
+void unit_sip_udp_flow(struct sip_flow *f, const char *ip, int port)
+{
+    memset(f, 0, sizeof(*f));
+    if (strchr(ip, ':')) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&f->addr;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        inet_pton(AF_INET6, ip, &a->sin6_addr);
+        f->addrlen = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)&f->addr;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        inet_pton(AF_INET, ip, &a->sin_addr);
+        f->addrlen = sizeof(*a);
+    }
+    f->transport = SIP_UDP;
 }

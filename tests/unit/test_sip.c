@@ -515,17 +515,6 @@ void test_sip_serialize_size(void)
     osip_message_free(m);
 }
 
-static void peer_flow(struct sip_flow *f, const char *ip, int port)
-{
-    memset(f, 0, sizeof(*f));
-    struct sockaddr_in *a = (struct sockaddr_in *)&f->addr;
-    a->sin_family = AF_INET;
-    a->sin_port = htons((uint16_t)port);
-    inet_pton(AF_INET, ip, &a->sin_addr);
-    f->addrlen = sizeof(*a);
-    f->transport = SIP_UDP;
-}
-
 void test_sip_response_routing(void)
 {
     static const struct {
@@ -561,7 +550,7 @@ void test_sip_response_routing(void)
         if (!m)
             continue;
         struct sip_flow from, to;
-        peer_flow(&from, "192.0.2.7", 40000);
+        unit_sip_udp_flow(&from, "192.0.2.7", 40000);
         pl__sip_response_flow(m, &from, &to);
         char ip[64];
         int port;
@@ -779,7 +768,7 @@ static uint64_t send_options(void)
     /* A fresh loop clock, as inside parleyd: timers count from now. */
     run_for(1);
     struct sip_flow f;
-    peer_flow(&f, "127.0.0.1", L.peer_port);
+    unit_sip_udp_flow(&f, "127.0.0.1", L.peer_port);
     f.listen = &L.l;
     char uri[64];
     snprintf(uri, sizeof(uri), "sip:127.0.0.1:%d", L.peer_port);

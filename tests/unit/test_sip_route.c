@@ -241,25 +241,6 @@ void test_sip_route_strict(void)
     CHECK_STR(routes, "<sip:proxy3;lr>|<sip:proxy4>");
 }
 
-static void udp_flow(struct sip_flow *f, const char *ip, int port)
-{
-    memset(f, 0, sizeof(*f));
-    if (strchr(ip, ':')) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&f->addr;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port);
-        inet_pton(AF_INET6, ip, &a->sin6_addr);
-        f->addrlen = sizeof(*a);
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&f->addr;
-        a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port);
-        inet_pton(AF_INET, ip, &a->sin_addr);
-        f->addrlen = sizeof(*a);
-    }
-    f->transport = SIP_UDP;
-}
-
 void test_sip_route_first_hop(void)
 {
     static const struct {
@@ -284,7 +265,7 @@ void test_sip_route_first_hop(void)
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         struct sip_flow base, out;
-        udp_flow(&base, rows[i].src, rows[i].src_port);
+        unit_sip_udp_flow(&base, rows[i].src, rows[i].src_port);
         char *v[] = {(char *)rows[i].route};
         struct sip_route_set rs = {1, v};
         CHECK_INT(pl__sip_route_flow(&base, &rs, &out), rows[i].moved);
@@ -299,7 +280,7 @@ void test_sip_route_first_hop(void)
     }
     /* No route set, or a stream (the proxy's own connection): base. */
     struct sip_flow base, out;
-    udp_flow(&base, "127.0.0.1", 40000);
+    unit_sip_udp_flow(&base, "127.0.0.1", 40000);
     struct sip_route_set none = {0};
     CHECK_INT(pl__sip_route_flow(&base, &none, &out), 0);
     CHECK(memcmp(&base, &out, sizeof(base)) == 0);
