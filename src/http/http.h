@@ -183,6 +183,13 @@ int pl_http_origin_allowed(const struct pl_http_req *r);
 int pl_http_static_add(const char *prefix, const char *root,
                        const char *service);
 
+/* Adds the response field name: value to every answer (files, 304,
+ * 404, redirects) of the directory served at prefix; both are copied.
+ * PL_EINVAL if no directory is served there, or for CR, LF or ':' in
+ * name (CR or LF in value). */
+int pl_http_static_header(const char *prefix, const char *name,
+                          const char *value);
+
 /* The reason phrase of a status ("Not Found"), "" if unknown. */
 const char *pl_http_reason(int status);
 
