@@ -6,8 +6,14 @@
 // deployment (browsers give crypto.subtle, which SCRAM needs, only to
 // secure origins and to localhost), so wss:// follows; ws:// only for
 // http://localhost.  XEP-0156 discovery is off: the endpoint is known.
-// The login form's domain is the page's host name.
+// The login form's domain is the page's host name.  Converse's footer
+// (in fullscreen mode) shows sponsors' logos from conversejs.org: an
+// element of the same name defined first replaces it (Converse defines
+// only the elements not yet defined), so that the page loads nothing from
+// another origin.
 import converse from './converse/converse.min.js';
+
+customElements.define('converse-footer', class extends HTMLElement {});
 
 const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
 
