@@ -314,13 +314,21 @@ def upload(drv, alice, contact, upload_jid):
     path = os.path.join(srv.dir, name)
     with open(path, "wb") as f:
         f.write(data)
-    r = drv.do("upload", path=path, timeout=60)
-    check("a file sent from the page is shown as its link", r["ok"], str(r))
-    got = contact.inbox.wait(lambda m: name in (m[2] or ""), timeout=STEP)
-    check("the contact receives the file's URL", got is not None, str(got))
+    r = drv.do("upload", path=path)
+    check("a file is chosen in the chat's upload field", r["ok"], str(r))
+    # Converse asks a slot, PUTs the file, then sends the GET URL as the
+    # body with an XEP-0066 <x xmlns='jabber:x:oob'><url/>.
+    got = contact.inbox.wait(lambda m: (m[3] or "").startswith("http") or
+                             (m[2] or "").strip().startswith("http"),
+                             timeout=60)
+    check("the contact receives the file's GET URL", got is not None,
+          "nothing within 60 s")
     if got is None:
         return
     link = got[3] or got[2].strip()
+    r = drv.do("wait_link", href=link)
+    check("the page shows the sent file as a link to its GET URL", r["ok"],
+          str(r))
     try:
         with urllib.request.urlopen(link, timeout=30) as resp:
             body = resp.read()

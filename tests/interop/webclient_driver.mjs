@@ -19,7 +19,8 @@
 //   {"op":"wait_text","text":T}      the chat shows a message with T
 //   {"op":"upload_ready"}            {"ready": bool}: the chat's toolbar
 //                                    offers file upload (XEP-0363 found)
-//   {"op":"upload","path":F}         sends file F; {"href": its GET URL}
+//   {"op":"upload","path":F}         sends file F from the chat's toolbar
+//   {"op":"wait_link","href":U}      the chat shows a link to U
 //   {"op":"screenshot","path":F}     a PNG of the page
 //   {"op":"state"}                   what the page did: WebSocket URLs,
 //                                    CSP violations, requests to other
@@ -144,14 +145,15 @@ async function uploadReady(cmd, t) {
 }
 
 async function upload(cmd, t) {
-    const name = path.basename(cmd.path);
     await chat(current).locator('.chat-toolbar input.fileupload')
         .setInputFiles(cmd.path, { timeout: t });
-    // Sent: the message body is the GET URL, shown as a link to it.
-    const link = chat(current).locator(
-        `.chat-msg__body a[href*="${name}"]`).first();
-    await link.waitFor({ timeout: t });
-    return { href: await link.getAttribute('href') };
+    return {};
+}
+
+async function waitLink(cmd, t) {
+    await chat(current).locator(`.chat-msg a[href="${cmd.href}"]`).first()
+        .waitFor({ timeout: t });
+    return {};
 }
 
 async function screenshot(cmd, t) {
@@ -170,7 +172,8 @@ async function state() {
 
 const ops = {
     open, login, wait_online: waitOnline, open_chat: openChat, send,
-    wait_text: waitText, upload_ready: uploadReady, upload, screenshot,
+    wait_text: waitText, upload_ready: uploadReady, upload,
+    wait_link: waitLink, screenshot,
     state,
 };
 
