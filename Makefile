@@ -3,6 +3,9 @@
 #                        build/parley-agent (needs scripts/bootstrap's
 #                        packages: `make run` installs them)
 #   make run             bootstrap, build, run parleyd on etc/parleyd.conf
+#                        (the web client at http://localhost:5280/chat/)
+#   make web             the web client in web/dist/ (scripts/build-web:
+#                        npm ci from web/package-lock.json, then a copy)
 #   make test            bootstrap test needs, build, run every test
 #   make scenarios       every tests/scenarios/*.scn; scenario-NAME: one
 #   make bench           bootstrap, build, compare with Prosody and ejabberd
@@ -106,14 +109,19 @@ bootstrap:
 # which reads this file (and asks pkg-config) once the packages are there.
 run:
 	@scripts/bootstrap
+	@scripts/build-web
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/parleyd --config etc/parleyd.conf
 
 unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
+web:
+	@scripts/build-web
+
 test:
 	@scripts/bootstrap --test
+	@scripts/build-web
 	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
 	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load \
 	    $(BUILD)/bench/sip-load
@@ -136,7 +144,7 @@ format:
 clean:
 	rm -rf build
 
-.PHONY: all bootstrap run unit test scenarios format clean
+.PHONY: all bootstrap run web unit test scenarios format clean
 -include $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
     $(BUILD)/src/parleyd.d $(BUILD)/src/parleyctl.d
 

@@ -15,6 +15,7 @@
  *           max_body = 1048576; request_timeout = 30; body_timeout = 60;
  *           keepalive_timeout = 60; max_requests = 1000;
  *           server_name = "Parley"; cors_origins = [];
+           web_root = "web/dist"; web_csp = "default-src 'self'; ...";
  *           static = ( { path = "/files/"; root = "/srv/files"; } ); };
  *   hosts = ( { domain = "example.org";
  *               http = { cors_origins = ["https://app.example.org"]; }; } );
@@ -43,6 +44,14 @@
 #include "log.h"
 #include "module.h"
 
+/* The web client's default Content-Security-Policy (doc/web.md): no
+ * double quote in it (it is also the option's default, in quotes). */
+#define PL_WEB_CSP                                                             \
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "               \
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "           \
+    "media-src 'self' blob:; connect-src 'self'; object-src 'none'; "          \
+    "base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+
 static const struct http_settings defaults = {
     .max_line = 8192,
     .max_header_bytes = 65536,
@@ -53,6 +62,8 @@ static const struct http_settings defaults = {
     .keepalive_timeout = 60,
     .max_requests = 1000,
     .server_name = "Parley",
+    .web_root = "web/dist",
+    .web_csp = PL_WEB_CSP,
 };
 static const struct http_settings *S = &defaults;
 static int started;
@@ -125,6 +136,18 @@ static const struct pl_option options[] = {
      "BOSH: open sessions from one address; one more is refused with "
      "condition='policy-violation'.",
      offsetof(struct http_settings, bosh.max_sessions_per_ip)},
+    {"web_root", PL_OPT_STRING, "\"web/dist\"", 0, 0, NULL,
+     "The web client's files (Converse.js and Parley's page, built by "
+     "`make web`), served at /chat/ by the \"web\" service; relative to "
+     "the working directory; \"\" serves none.  A directory that is "
+     "missing is a warning at start, not an error (doc/web.md).",
+     offsetof(struct http_settings, web_root)},
+    {"web_csp", PL_OPT_STRING, "\"" PL_WEB_CSP "\"", 0, 0, NULL,
+     "The Content-Security-Policy field of every answer under /chat/; "
+     "the default lets the page load and connect to its own origin only "
+     "('self' covers its ws:// or wss:// URL) and compile WebAssembly "
+     "(Converse's OMEMO); \"\" sends none.",
+     offsetof(struct http_settings, web_csp)},
     {"static", PL_OPT_RAW, NULL, 0, 0, NULL,
      "Directories served as static files: a list of { path = \"/files/\"; "
      "root = \"/srv/files\"; } (path ends with '/'; index.html for "
@@ -297,9 +320,9 @@ static int http_start(struct pl_config *c, void *settings)
     S = settings;
     started = 1;
     if (pl__http_hostmeta_start() != PL_OK ||
-        pl__http_static_start(S) != PL_OK || pl__websocket_start() != PL_OK ||
-        pl__bosh_start(&S->bosh) != PL_OK || pl__metrics_start() != PL_OK ||
-        pl__admin_api_start() != PL_OK)
+        pl__http_static_start(S) != PL_OK || pl__http_web_start(S) != PL_OK ||
+        pl__websocket_start() != PL_OK || pl__bosh_start(&S->bosh) != PL_OK ||
+        pl__metrics_start() != PL_OK || pl__admin_api_start() != PL_OK)
         return PL_EINVAL;
     return PL_OK;
 }
@@ -328,6 +351,7 @@ static void http_free(void)
     if (!started)
         return;
     started = 0;
+    pl__http_web_stop();
     pl__http_static_free();
     pl__http_hostmeta_stop();
     pl__websocket_stop();

@@ -160,7 +160,9 @@ struct pl_conn *pl_http_upgrade(struct pl_http_req *r,
 
 /* The base URL of the service on this server as a client reaches it,
  * for documents that name it (XEP-0156 host-meta): from the request's
- * Host and scheme ("wss" for "ws" when secure).  Appended to b. */
+ * Host and scheme: "wss" for "ws" (and "https" for "http") when the
+ * client came over TLS, to us or, on a listener declared secure, to a
+ * proxy that says so with X-Forwarded-Proto: https.  Appended to b. */
 void pl_http_base_url(const struct pl_http_req *r, const char *scheme,
                       struct pl_buf *b);
 
@@ -182,6 +184,13 @@ int pl_http_origin_allowed(const struct pl_http_req *r);
  */
 int pl_http_static_add(const char *prefix, const char *root,
                        const char *service);
+
+/* Adds the response field name: value to every answer (files, 304,
+ * 404, redirects) of the directory served at prefix; both are copied.
+ * PL_EINVAL if no directory is served there, or for CR, LF or ':' in
+ * name (CR or LF in value). */
+int pl_http_static_header(const char *prefix, const char *name,
+                          const char *value);
 
 /* The reason phrase of a status ("Not Found"), "" if unknown. */
 const char *pl_http_reason(int status);

@@ -2,7 +2,7 @@
  * http_int.h - what the files of src/http/ share and nothing else sees:
  * the `http` group's settings (http.c), the listener protocol and the
  * connection table (server.c), the static directories (static.c), the
- * discovery documents (hostmeta.c), and the pure helpers the fuzz target
+ * discovery documents (hostmeta.c), the web client (web.c), and the pure helpers the fuzz target
  * reaches (path decoding, Range, HTTP dates).
  */
 #ifndef PL_HTTP_INT_H
@@ -32,6 +32,8 @@ struct http_settings {
     struct pl_strlist cors;       /* cors_origins of hosts without their own */
     config_setting_t *statics;    /* the `static` list (checked) */
     struct pl_bosh_settings bosh; /* bosh_* options (bosh.h) */
+    char *web_root;               /* the web client's files (web.c) */
+    char *web_csp;                /* its Content-Security-Policy */
     /* Filled by check(): per host (same order as config hosts). */
     struct pl_strlist *host_cors; /* NULL entries' n = -1: none set */
     int nhost_cors;
@@ -89,6 +91,10 @@ int pl__metrics_start(void);
 void pl__metrics_stop(void);
 int pl__admin_api_start(void);
 void pl__admin_api_stop(void);
+
+/* web.c: the web client at /chat/ (service "web"). */
+int pl__http_web_start(const struct http_settings *s);
+void pl__http_web_stop(void);
 
 /* hostmeta.c: XEP-0156 routes. */
 int pl__http_hostmeta_start(void);

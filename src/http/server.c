@@ -716,10 +716,18 @@ void pl_http_base_url(const struct pl_http_req *r, const char *scheme,
                       struct pl_buf *b)
 {
     const struct http_req *q = (const struct http_req *)r;
+    /* The scheme the client used: TLS here, or (on a listener declared
+     * secure) the https a TLS-terminating proxy says it came over; a
+     * loopback listener declared secure is still plain for its clients. */
+    struct pl_str fwd = pl_http_field(r, "X-Forwarded-Proto");
+    int tls = r->conn && r->conn->tls == PL_CONN_TLS;
+    if (!tls && r->secure && fwd.len == 5 &&
+        strncasecmp(fwd.p, "https", 5) == 0)
+        tls = 1;
     const char *s = scheme;
-    if (r->secure && strcmp(scheme, "ws") == 0)
+    if (tls && strcmp(scheme, "ws") == 0)
         s = "wss";
-    else if (r->secure && strcmp(scheme, "http") == 0)
+    else if (tls && strcmp(scheme, "http") == 0)
         s = "https";
     pl_buf_printf(b, "%s://", s);
     if (q->authority.len)

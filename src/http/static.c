@@ -11,7 +11,9 @@
  * too; only regular files are served.  Everything refused or missing is
  * 404 (nothing tells a client what exists).  A directory is served as
  * its index.html; a directory named without its final '/' is redirected
- * (301) to it, so that relative links of the page work.
+ * (301) to it, so that relative links of the page work.  A directory's
+ * owner may add response fields to every answer it gives
+ * (pl_http_static_header: the web client's Content-Security-Policy).
  *
  * Extending: a new MIME type is a row of mime[].
  */
@@ -66,13 +68,20 @@ const char *pl__http_mime_type(const char *name)
     return "application/octet-stream";
 }
 
+/* A response field every answer of a directory carries. */
+struct static_field {
+    char *name, *value;        /* owned copies */
+    struct static_field *next; /* in the order added */
+};
+
 /* One served directory. */
 struct static_dir {
-    struct pl_http_route route; /* prefix, service, handler */
-    char *prefix;               /* owned copy */
-    char *service;              /* owned copy */
-    int dirfd;                  /* the root, O_PATH */
-    struct static_dir *next;    /* all of them */
+    struct pl_http_route route;  /* prefix, service, handler */
+    char *prefix;                /* owned copy */
+    char *service;               /* owned copy */
+    int dirfd;                   /* the root, O_PATH */
+    struct static_field *fields; /* added to every answer */
+    struct static_dir *next;     /* all of them */
 };
 
 static struct static_dir *dirs;
@@ -88,6 +97,8 @@ static void on_static(struct pl_http_req *r)
     size_t plen = strlen(d->prefix);
     const char *p = r->path.p + plen, *end = r->path.p + r->path.len;
     char name[256 + 16];
+    for (const struct static_field *f = d->fields; f; f = f->next)
+        pl_http_add_header(r, f->name, f->value);
     int fd = dup(d->dirfd);
     if (fd < 0) {
         pl_http_error(r, 500, NULL);
@@ -190,6 +201,25 @@ int pl_http_static_add(const char *prefix, const char *root,
     return PL_OK;
 }
 
+int pl_http_static_header(const char *prefix, const char *name,
+                          const char *value)
+{
+    if (strpbrk(name, "\r\n:") || strpbrk(value, "\r\n") || !*name)
+        return PL_EINVAL;
+    struct static_dir *d = dirs;
+    while (d && strcmp(d->prefix, prefix) != 0)
+        d = d->next;
+    if (!d)
+        return PL_EINVAL;
+    struct static_field *f = pl_calloc(1, sizeof(*f)), **at = &d->fields;
+    f->name = pl_strdup(name);
+    f->value = pl_strdup(value);
+    while (*at)
+        at = &(*at)->next;
+    *at = f;
+    return PL_OK;
+}
+
 int pl__http_static_start(const struct http_settings *s)
 {
     config_setting_t *l = s->statics;
@@ -214,6 +244,13 @@ void pl__http_static_free(void)
         dirs = d->next;
         pl_http_route_remove(&d->route);
         close(d->dirfd);
+        while (d->fields) {
+            struct static_field *f = d->fields;
+            d->fields = f->next;
+            pl_free(f->name);
+            pl_free(f->value);
+            pl_free(f);
+        }
         pl_free(d->prefix);
         pl_free(d->service);
         pl_free(d);

@@ -83,8 +83,37 @@ def main():
                                   harness.unique("wsb"),
                                   harness.unique("wsc"))
 
-    # ---- the opening handshake
+    # ---- XEP-0156: the URL a client should use
     h = srv.host
+
+    def host_meta(port, headers=None, tls=False):
+        import http.client
+        import ssl as ssl_
+        if tls:
+            conn = http.client.HTTPSConnection(
+                h, port, timeout=10,
+                context=ssl_._create_unverified_context())
+        else:
+            conn = http.client.HTTPConnection(h, port, timeout=10)
+        conn.request("GET", "/.well-known/host-meta.json",
+                     headers=dict({"Host": "localhost:%d" % port},
+                                  **(headers or {})))
+        body = conn.getresponse().read().decode()
+        conn.close()
+        return [ln["href"] for ln in json.loads(body).get("links", [])
+                if ln.get("rel") == "urn:xmpp:alt-connections:websocket"]
+
+    got = host_meta(http_port)
+    check("host-meta on a plain listener declared secure: ws://",
+          got == ["ws://localhost:%d/xmpp-websocket" % http_port], str(got))
+    got = host_meta(http_port, {"X-Forwarded-Proto": "https"})
+    check("...wss:// when its proxy says the client came over https",
+          got == ["wss://localhost:%d/xmpp-websocket" % http_port], str(got))
+    got = host_meta(https_port, tls=True)
+    check("host-meta over TLS: wss://",
+          got == ["wss://localhost:%d/xmpp-websocket" % https_port], str(got))
+
+    # ---- the opening handshake
     st, hd, _ = handshake(h, http_port, [("Host", "localhost")])
     check("plain GET answered 426 Upgrade Required", st == 426 and
           hd.get("upgrade", "").lower() == "websocket", "%s %s" % (st, hd))
