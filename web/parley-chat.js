@@ -15,10 +15,16 @@ import converse from './converse/converse.min.js';
 
 customElements.define('converse-footer', class extends HTMLElement {});
 
+// ?transport=bosh uses BOSH (XEP-0206, /http-bind) instead, for networks
+// that let no WebSocket through.
 const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+const bosh = new URLSearchParams(location.search).get('transport') === 'bosh';
+const endpoint = bosh
+    ? {bosh_service_url: `${location.protocol}//${location.host}/http-bind`}
+    : {websocket_url: `${scheme}//${location.host}/xmpp-websocket`};
 
 converse.initialize({
-    websocket_url: `${scheme}//${location.host}/xmpp-websocket`,
+    ...endpoint,
     discover_connection_methods: false,
     view_mode: 'fullscreen',
     default_domain: location.hostname,

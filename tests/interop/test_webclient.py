@@ -231,6 +231,14 @@ def main():
         browse(drv, port, alice, bob, contact, upload_jid)
     finally:
         drv.close()
+    # The same page over BOSH (?transport=bosh), in a browser of its own.
+    profile2 = os.path.join(srv.dir, "chromium-profile-bosh")
+    os.makedirs(profile2)
+    drv = Driver(profile2, os.path.join(srv.dir, "driver-bosh.log"))
+    try:
+        browse_bosh(drv, port, alice, bob, contact)
+    finally:
+        drv.close()
         contact.stop()
         lt.stop()
         with open(os.path.join(srv.dir, "driver.log")) as f:
@@ -301,6 +309,46 @@ def browse(drv, port, alice, bob, contact, upload_jid):
     check("no uncaught error in the page",
           st.get("ok") and not st.get("pageErrors"),
           str(st.get("pageErrors")))
+
+
+def browse_bosh(drv, port, alice, bob, contact):
+    url = "http://localhost:%d/chat/?transport=bosh" % port
+    before = srv.counter("bosh_sessions") or 0
+    r = drv.do("open", url=url, timeout=60)
+    check("Chromium loads the page for BOSH", r["ok"], str(r))
+    if not r["ok"]:
+        return
+    r = drv.do("login", jid=alice, password=PW)
+    check("logged in over BOSH from the page's form", r["ok"], str(r))
+    if not r["ok"]:
+        return
+    st = drv.do("state")
+    n = srv.counter("bosh_sessions") or 0
+    check("the page used BOSH (/http-bind), no WebSocket",
+          n > before and not st.get("websockets"),
+          "bosh_sessions %s -> %s, websockets %s"
+          % (before, n, st.get("websockets")))
+    r = drv.do("wait_online", jid=bob)
+    check("over BOSH the contact is shown online", r["ok"], str(r))
+    r = drv.do("open_chat", jid=bob)
+    if not r["ok"]:
+        check("over BOSH the chat opens", False, str(r))
+        return
+    text = "hello over bosh " + harness.unique("m")
+    r = drv.do("send", text=text)
+    got = contact.inbox.wait(lambda m: m[2] == text, timeout=STEP)
+    check("the contact receives a message sent over BOSH",
+          r["ok"] and got is not None and got[0].split("/")[0] == alice,
+          "%s %s" % (r, got))
+    reply = "bosh reply " + harness.unique("m")
+    contact.say(alice, reply)
+    r = drv.do("wait_text", text=reply)
+    check("the contact's message arrives in a held BOSH request", r["ok"],
+          str(r))
+    st = drv.do("state")
+    check("over BOSH: no CSP violation, nothing from another origin",
+          st.get("ok") and not st.get("csp") and not st.get("foreign"),
+          "%s %s" % (st.get("csp"), st.get("foreign")))
 
 
 def upload(drv, alice, contact, upload_jid):
