@@ -44,6 +44,11 @@
  *             message exactly once (bitmaps per occupant); CPU per
  *             delivered message, latency, join time and CPU per join
  *
+ * Transport: plain TCP, STARTTLS (--tls), or XMPP over WebSocket (--ws
+ * PATH, RFC 7395, plain ws): an HTTP upgrade, then one masked text frame
+ * per top-level element each way (see "XMPP over WebSocket" below); the
+ * modes' logic is the same over both.
+ *
  * Results: one JSON object on one line on stdout; progress on stderr.
  * --help and --version print to stdout and exit 0; a bad command line
  * prints the usage on stderr and exits 2.
@@ -170,6 +175,7 @@ static struct {
                               concurrency */
     const char *room;       /* muc: room localpart */
     const char *muc_domain; /* muc: service domain, NULL = conference.<d> */
+    const char *ws;         /* XMPP over WebSocket at this path, or NULL */
     int verbose;            /* progress on stderr; 3 dumps stanzas */
 } O = {
     .mode = M_PROBE,
@@ -260,6 +266,10 @@ struct sess {
     uint8_t joined;       /* muc: own presence (status 110) came */
     uint8_t join_sent;    /* muc: join presence sent */
     uint8_t *seen;        /* muc: bitmap of room messages received */
+    uint8_t ws_up;        /* ws: the 101 came; frames flow both ways */
+    struct buf raw;       /* ws: bytes received, not yet decoded */
+    struct buf wire;      /* ws: bytes to send (upgrade request, frames) */
+    char ws_accept[32];   /* ws: the Sec-WebSocket-Accept expected */
 };
 
 /* XEP-0198 state of a session (resume mode). */
@@ -456,6 +466,8 @@ static void j_common(void)
     if (O.label)
         jstr("label", O.label);
     jfield("\"tls\":%d", O.tls);
+    if (O.ws)
+        jstr("transport", "websocket");
     jstr("mech", mech_names[C.mech_used]);
 }
 
@@ -655,6 +667,14 @@ static void outf(struct sess *s, const char *fmt, ...)
 
 static void send_header(struct sess *s)
 {
+    if (O.ws) {
+        /* RFC 7395 §3.3.1: the framing namespace's <open/>. */
+        outf(s,
+             "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='%s' "
+             "version='1.0'/>",
+             O.domain);
+        return;
+    }
     outf(s,
          "<?xml version='1.0'?><stream:stream to='%s' xmlns='jabber:client' "
          "xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
@@ -703,6 +723,9 @@ static void close_sess(struct sess *s)
     s->fd = -1;
     buf_free(&s->in);
     buf_free(&s->out);
+    buf_free(&s->raw);
+    buf_free(&s->wire);
+    s->ws_up = 0;
     free(s->sc);
     s->sc = NULL;
     s->st = S_FREE;
@@ -711,9 +734,12 @@ static void close_sess(struct sess *s)
 /* Sends the closing tag, then closes; the server's reply is not awaited. */
 static void end_stream(struct sess *s)
 {
-    out_str(s, "</stream:stream>");
+    out_str(s, O.ws ? "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
+                    : "</stream:stream>");
     s->st = S_CLOSING;
 }
+
+static void ws_upgrade_request(struct sess *s);
 
 static int sess_start(struct sess *s)
 {
@@ -754,6 +780,8 @@ static int sess_start(struct sess *s)
     s->counted = s->online = 0;
     s->depth = 0;
     s->scan = s->stz = 0;
+    if (O.ws)
+        ws_upgrade_request(s);
     send_header(s);
     C.started++;
     C.inflight++;
@@ -803,15 +831,277 @@ static int io_write(struct sess *s, const char *p, int n)
     return (errno == EAGAIN || errno == EINTR) ? -1 : -2;
 }
 
+
+/* ---- XMPP over WebSocket (RFC 7395; RFC 6455 client side) ----
+ *
+ * With --ws PATH the connection opens with an HTTP upgrade request
+ * (queued in s->wire) and waits for the 101.  The generator still queues
+ * plain XML in s->out; at flush time ws_encode() cuts it into top-level
+ * elements and sends each as one masked text frame.  Received frames are
+ * decoded from s->raw into s->in behind a synthetic <stream:stream> root,
+ * injected after the 101 and after each stream restart, so parse() sees
+ * stanzas at depth 1 as over TCP.  Buffers are per session and grow once:
+ * nothing is allocated per message. */
+
+static const char ws_root[] = "<stream:stream>";
+static uint32_t ws_rng = 2463534242u; /* xorshift32 state: masking keys */
+
+static uint32_t ws_rand(void)
+{
+    ws_rng ^= ws_rng << 13;
+    ws_rng ^= ws_rng >> 17;
+    ws_rng ^= ws_rng << 5;
+    return ws_rng;
+}
+
+static void ws_root_in(struct sess *s)
+{
+    buf_reserve(&s->in, sizeof(ws_root));
+    memcpy(s->in.p + s->in.len, ws_root, sizeof(ws_root) - 1);
+    s->in.len += sizeof(ws_root) - 1;
+}
+
+/* Queues the opening handshake (RFC 6455 §4.1) and the expected accept. */
+static void ws_upgrade_request(struct sess *s)
+{
+    unsigned char key[16], dig[20];
+    char k64[32], cat[96];
+    RAND_bytes(key, sizeof(key));
+    b64enc(key, sizeof(key), k64);
+    int n = snprintf(cat, sizeof(cat), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11",
+                     k64);
+    EVP_Digest(cat, (size_t)n, dig, NULL, EVP_sha1(), NULL);
+    b64enc(dig, sizeof(dig), s->ws_accept);
+    buf_reserve(&s->wire, 1024);
+    n = snprintf(s->wire.p + s->wire.len, 1024,
+                 "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n"
+                 "Sec-WebSocket-Protocol: xmpp\r\n\r\n",
+                 O.ws, O.domain, k64);
+    if (n > 0 && n < 1024)
+        s->wire.len += (uint32_t)n;
+}
+
+/* Appends one masked frame (RFC 6455 §5.2, §5.3) whose payload is the
+ * pieces p[0..k) of lengths n[0..k). */
+static void ws_frame(struct sess *s, int opcode, const char *const *p,
+                     const size_t *n, int k)
+{
+    uint64_t len = 0;
+    for (int i = 0; i < k; i++)
+        len += n[i];
+    buf_reserve(&s->wire, (uint32_t)len + 14);
+    unsigned char *o = (unsigned char *)s->wire.p + s->wire.len;
+    uint32_t h = 0;
+    o[h++] = (unsigned char)(0x80 | opcode);
+    if (len < 126) {
+        o[h++] = (unsigned char)(0x80 | len);
+    } else if (len < 65536) {
+        o[h++] = 0x80 | 126;
+        o[h++] = (unsigned char)(len >> 8);
+        o[h++] = (unsigned char)len;
+    } else {
+        o[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            o[h++] = (unsigned char)(len >> (8 * i));
+    }
+    uint32_t m = ws_rand();
+    unsigned char mk[4];
+    memcpy(mk, &m, 4);
+    memcpy(o + h, mk, 4);
+    h += 4;
+    unsigned char *d = o + h;
+    size_t j = 0;
+    for (int i = 0; i < k; i++)
+        for (size_t x = 0; x < n[i]; x++, j++)
+            d[j] = (unsigned char)p[i][x] ^ mk[j & 3];
+    s->wire.len += h + (uint32_t)len;
+}
+
+/* One top-level element as one text frame; a stanza without a namespace
+ * gets xmlns='jabber:client' (RFC 7395 §3.3.3). */
+static void ws_element(struct sess *s, const char *e, size_t n)
+{
+    static const char ns[] = " xmlns='jabber:client'";
+    size_t i = 1;
+    while (i < n && e[i] != ' ' && e[i] != '>' && e[i] != '/')
+        i++;
+    size_t nl = i - 1;
+    int stanza = (nl == 7 && memcmp(e + 1, "message", 7) == 0) ||
+                 (nl == 8 && memcmp(e + 1, "presence", 8) == 0) ||
+                 (nl == 2 && memcmp(e + 1, "iq", 2) == 0);
+    if (stanza) {
+        const char *gt = memchr(e, '>', n);
+        size_t tl = gt ? (size_t)(gt - e) : n;
+        if (!memmem(e, tl, " xmlns=", 7)) {
+            const char *p[3] = {e, ns, e + i};
+            size_t l[3] = {i, sizeof(ns) - 1, n - i};
+            ws_frame(s, 1, p, l, 3);
+            return;
+        }
+    }
+    const char *p[1] = {e};
+    size_t l[1] = {n};
+    ws_frame(s, 1, p, l, 1);
+}
+
+/* Frames every complete top-level element queued in s->out (a small
+ * quote-aware tokenizer); an incomplete tail stays for the next flush. */
+static void ws_encode(struct sess *s)
+{
+    char *b = s->out.p;
+    uint32_t len = s->out.len, pos = 0, start = 0, done = 0;
+    int depth = 0;
+    while (pos < len) {
+        char *lt = memchr(b + pos, '<', len - pos);
+        if (!lt)
+            break;
+        pos = (uint32_t)(lt - b);
+        if (depth == 0)
+            start = pos;
+        uint32_t q = pos + 1;
+        char quote = 0;
+        for (; q < len; q++) {
+            char c = b[q];
+            if (quote) {
+                if (c == quote)
+                    quote = 0;
+            } else if (c == '\'' || c == '"') {
+                quote = c;
+            } else if (c == '>') {
+                break;
+            }
+        }
+        if (q >= len)
+            break;
+        char c1 = b[pos + 1];
+        pos = q + 1;
+        if (c1 == '?' || c1 == '!') {
+            if (depth == 0)
+                done = pos;
+            continue;
+        }
+        if (c1 == '/')
+            depth--;
+        else if (b[q - 1] != '/')
+            depth++;
+        if (depth <= 0) {
+            depth = 0;
+            ws_element(s, b + start, pos - start);
+            done = pos;
+        }
+    }
+    if (done) {
+        memmove(b, b + done, len - done);
+        s->out.len = len - done;
+    }
+}
+
+static void parse(struct sess *s);
+static void stream_closed(struct sess *s);
+
+/* Decodes s->raw: the upgrade answer, then frames (server frames are not
+ * masked; continuation payloads append; pings get pongs; a close frame
+ * ends the stream).  Text goes to s->in, then parse(). */
+static void ws_input(struct sess *s)
+{
+    char *b = s->raw.p;
+    uint32_t len = s->raw.len, pos = 0;
+    if (!s->ws_up) {
+        char *e = memmem(b, len, "\r\n\r\n", 4);
+        if (!e) {
+            if (len > 16384)
+                fail(s, "websocket: upgrade answer too long");
+            return;
+        }
+        uint32_t hl = (uint32_t)(e - b) + 4;
+        if (hl < 12 || memcmp(b, "HTTP/1.1 101", 12) != 0) {
+            char why[96];
+            const char *eol = memchr(b, '\r', hl);
+            snprintf(why, sizeof(why), "websocket upgrade refused: %.*s",
+                     (int)(eol && eol - b < 48 ? eol - b : 48), b);
+            fail(s, why);
+            return;
+        }
+        if (!memmem(b, hl, s->ws_accept, strlen(s->ws_accept))) {
+            fail(s, "websocket: wrong Sec-WebSocket-Accept");
+            return;
+        }
+        s->ws_up = 1;
+        pos = hl;
+        ws_root_in(s);
+        mark_dirty(s); /* the <open/> waits in s->out */
+    }
+    while (s->fd >= 0 && len - pos >= 2) {
+        unsigned char *f = (unsigned char *)b + pos;
+        uint32_t avail = len - pos, h = 2;
+        uint64_t n = f[1] & 0x7f;
+        if (f[1] & 0x80) {
+            fail(s, "websocket: masked server frame");
+            return;
+        }
+        if (n == 126) {
+            if (avail < 4)
+                break;
+            n = ((uint64_t)f[2] << 8) | f[3];
+            h = 4;
+        } else if (n == 127) {
+            if (avail < 10)
+                break;
+            n = 0;
+            for (int i = 0; i < 8; i++)
+                n = (n << 8) | f[2 + i];
+            h = 10;
+        }
+        if (n > (64u << 20)) {
+            fail(s, "websocket: frame larger than 64 MiB");
+            return;
+        }
+        if (avail < h + n)
+            break;
+        const char *pl = (const char *)f + h;
+        pos += h + (uint32_t)n;
+        switch (f[0] & 0x0f) {
+        case 0: /* continuation */
+        case 1: /* text */
+            buf_reserve(&s->in, (uint32_t)n + 1);
+            memcpy(s->in.p + s->in.len, pl, n);
+            s->in.len += (uint32_t)n;
+            parse(s);
+            break;
+        case 8: stream_closed(s); return;
+        case 9: {
+            const char *p[1] = {pl};
+            size_t l[1] = {(size_t)n};
+            ws_frame(s, 10, p, l, 1);
+            mark_dirty(s);
+            break;
+        }
+        case 10: break;
+        default: fail(s, "websocket: binary or unknown frame"); return;
+        }
+    }
+    if (s->fd < 0)
+        return;
+    memmove(b, b + pos, len - pos);
+    s->raw.len = len - pos;
+}
+
 static void flush(struct sess *s)
 {
     if (s->fd < 0 || s->st == S_CONNECTING || s->st == S_TLSHS)
         return;
-    while (s->out.off < s->out.len) {
-        int r = io_write(s, s->out.p + s->out.off,
-                         (int)(s->out.len - s->out.off));
+    struct buf *w = &s->out;
+    if (O.ws) {
+        if (s->ws_up)
+            ws_encode(s);
+        w = &s->wire;
+    }
+    while (w->off < w->len) {
+        int r = io_write(s, w->p + w->off, (int)(w->len - w->off));
         if (r > 0)
-            s->out.off += (uint32_t)r;
+            w->off += (uint32_t)r;
         else if (r == -1)
             return;
         else {
@@ -819,8 +1109,8 @@ static void flush(struct sess *s)
             return;
         }
     }
-    s->out.off = s->out.len = 0;
-    if (s->st == S_CLOSING) {
+    w->off = w->len = 0;
+    if (s->st == S_CLOSING && (!O.ws || s->out.len == 0)) {
         if (!s->counted) {
             s->counted = 1;
             C.inflight--;
@@ -1772,12 +2062,36 @@ static void on_stanza(struct sess *s, const char *p, size_t n)
         snprintf(why, sizeof(why), "%s failure: %s",
                  s->st == S_STARTTLS ? "STARTTLS" : "SASL", cond);
         fail(s, why);
+    } else if (O.ws && nl == 5 && memcmp(name, "close", 5) == 0) {
+        stream_closed(s); /* RFC 7395 §3.6: the server ends the stream */
     } else if (nl == 5 && memcmp(name, "error", 5) == 0) {
         char why[96], cond[64];
         error_cond(p, n, cond, sizeof(cond));
         snprintf(why, sizeof(why), "stream error: %s", cond);
         fail(s, why);
     }
+}
+
+/* The server ended the stream (</stream:stream>, or over WebSocket
+ * <close/> or a close frame). */
+static void stream_closed(struct sess *s)
+{
+    if (s->st == S_CLOSING) {
+        if (!s->counted) {
+            s->counted = 1;
+            C.inflight--;
+        }
+        close_sess(s);
+        return;
+    }
+    if (s->st == S_READY)
+        C.disconnects++;
+    if (!s->counted) {
+        s->counted = 1;
+        C.inflight--;
+        C.failed++;
+    }
+    close_sess(s);
 }
 
 /* Cuts top-level stanzas out of s->in and hands them to on_stanza. */
@@ -1831,14 +2145,7 @@ static void parse(struct sess *s)
                 on_stanza(s, b + s->stz, end - s->stz);
             } else if (s->depth <= 0) {
                 /* </stream:stream> */
-                if (s->st == S_READY)
-                    C.disconnects++;
-                if (!s->counted) {
-                    s->counted = 1;
-                    C.inflight--;
-                    C.failed++;
-                }
-                close_sess(s);
+                stream_closed(s);
                 return;
             }
         } else if (b[q - 1] == '/') {
@@ -1862,6 +2169,8 @@ static void parse(struct sess *s)
     if (s->restart) {
         s->restart = 0;
         s->in.len = s->scan = s->stz = 0;
+        if (O.ws)
+            ws_root_in(s); /* the next <open/> answers at depth 1 */
         return;
     }
     uint32_t base = s->depth >= 2 ? s->stz : pos;
@@ -1878,15 +2187,19 @@ static void parse(struct sess *s)
 static void do_read(struct sess *s)
 {
     while (s->fd >= 0 && s->st != S_TLSHS) {
-        buf_reserve(&s->in, 16384);
-        if (s->in.len > (64u << 20)) {
+        struct buf *rb = O.ws ? &s->raw : &s->in;
+        buf_reserve(rb, 16384);
+        if (rb->len > (64u << 20)) {
             fail(s, "stanza larger than 64 MiB");
             return;
         }
-        int r = io_read(s, s->in.p + s->in.len, (int)(s->in.cap - s->in.len));
+        int r = io_read(s, rb->p + rb->len, (int)(rb->cap - rb->len));
         if (r > 0) {
-            s->in.len += (uint32_t)r;
-            parse(s);
+            rb->len += (uint32_t)r;
+            if (O.ws)
+                ws_input(s);
+            else
+                parse(s);
             continue;
         }
         if (r == -1)
@@ -2880,6 +3193,9 @@ static void usage_exit(FILE *f, int code)
         "  --host ADDR --port N --domain D   server (127.0.0.1 5222 "
         "localhost)\n"
         "  --tls                  STARTTLS before SASL\n"
+        "  --ws PATH              XMPP over WebSocket (RFC 7395) at PATH "
+        "(plain ws;\n"
+        "                         modes probe register login idle chat)\n"
         "  --mech M               SCRAM-SHA-256 | SCRAM-SHA-1 | PLAIN (best "
         "offered)\n"
         "  --prefix P --first N --users N --password PW   accounts P<N>...\n"
@@ -2924,45 +3240,27 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {{"mode", 1, 0, 'm'},
-                                       {"host", 1, 0, 'H'},
-                                       {"port", 1, 0, 'p'},
-                                       {"domain", 1, 0, 'd'},
-                                       {"tls", 0, 0, 'T'},
-                                       {"mech", 1, 0, 'M'},
-                                       {"prefix", 1, 0, 'P'},
-                                       {"first", 1, 0, 'f'},
-                                       {"users", 1, 0, 'u'},
-                                       {"password", 1, 0, 'w'},
-                                       {"pairs", 1, 0, 'n'},
-                                       {"concurrency", 1, 0, 'c'},
-                                       {"rate", 1, 0, 'r'},
-                                       {"window", 1, 0, 'W'},
-                                       {"duration", 1, 0, 'D'},
-                                       {"warmup", 1, 0, 'U'},
-                                       {"drain", 1, 0, 'R'},
-                                       {"timeout", 1, 0, 't'},
-                                       {"hold", 1, 0, 'h'},
-                                       {"settle", 1, 0, 'S'},
-                                       {"present", 0, 0, 'Y'},
-                                       {"src-ips", 1, 0, 'i'},
-                                       {"src-base", 1, 0, 'b'},
-                                       {"server-pid", 1, 0, 's'},
-                                       {"key-cache", 1, 0, 'k'},
-                                       {"label", 1, 0, 'l'},
-                                       {"pad", 1, 0, 'x'},
-                                       {"contacts", 1, 0, 'C'},
-                                       {"rounds", 1, 0, 'o'},
-                                       {"msgs", 1, 0, 'g'},
-                                       {"quiet", 0, 0, 'q'},
-                                       {"verbose", 0, 0, 'v'},
-                                       {"storm-delay", 1, 0, 'y'},
-                                       {"storm-concurrency", 1, 0, 'J'},
-                                       {"room", 1, 0, 'Z'},
-                                       {"muc-domain", 1, 0, 'z'},
-                                       {"help", 0, 0, 'A'},
-                                       {"version", 0, 0, 'V'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] =
+        {{"mode", 1, 0, 'm'},        {"host", 1, 0, 'H'},
+         {"port", 1, 0, 'p'},        {"domain", 1, 0, 'd'},
+         {"tls", 0, 0, 'T'},         {"mech", 1, 0, 'M'},
+         {"prefix", 1, 0, 'P'},      {"first", 1, 0, 'f'},
+         {"users", 1, 0, 'u'},       {"password", 1, 0, 'w'},
+         {"pairs", 1, 0, 'n'},       {"concurrency", 1, 0, 'c'},
+         {"rate", 1, 0, 'r'},        {"window", 1, 0, 'W'},
+         {"duration", 1, 0, 'D'},    {"warmup", 1, 0, 'U'},
+         {"drain", 1, 0, 'R'},       {"timeout", 1, 0, 't'},
+         {"hold", 1, 0, 'h'},        {"settle", 1, 0, 'S'},
+         {"present", 0, 0, 'Y'},     {"src-ips", 1, 0, 'i'},
+         {"src-base", 1, 0, 'b'},    {"server-pid", 1, 0, 's'},
+         {"key-cache", 1, 0, 'k'},   {"label", 1, 0, 'l'},
+         {"pad", 1, 0, 'x'},         {"contacts", 1, 0, 'C'},
+         {"rounds", 1, 0, 'o'},      {"msgs", 1, 0, 'g'},
+         {"quiet", 0, 0, 'q'},       {"verbose", 0, 0, 'v'},
+         {"storm-delay", 1, 0, 'y'}, {"storm-concurrency", 1, 0, 'J'},
+         {"room", 1, 0, 'Z'},        {"muc-domain", 1, 0, 'z'},
+         {"ws", 1, 0, 'X'},          {"help", 0, 0, 'A'},
+         {"version", 0, 0, 'V'},     {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -3019,6 +3317,7 @@ int main(int argc, char **argv)
         case 'v': O.verbose++; break;
         case 'Z': O.room = optarg; break;
         case 'z': O.muc_domain = optarg; break;
+        case 'X': O.ws = optarg; break;
         case 'A': usage_exit(stdout, 0); break;
         case 'V': puts("parley-load " PL_VERSION); exit(0);
         default: usage();
@@ -3027,6 +3326,8 @@ int main(int argc, char **argv)
     if (O.users < 1 || O.pairs < 1 || O.window < 1 || O.concurrency < 1 ||
         O.src_ips < 0 || O.src_ips > 254 || O.contacts < 2 ||
         ((O.mode == M_ROSTER || O.mode == M_PRESENCE) && O.contacts >= O.users))
+        usage();
+    if (O.ws && (O.tls || O.mode == M_RESUME || O.ws[0] != '/'))
         usage();
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);

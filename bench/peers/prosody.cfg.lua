@@ -17,7 +17,11 @@ c2s_ports = { @PORT_PLAIN@, @PORT_TLS@ }
 c2s_interfaces = { "127.0.0.1" }
 s2s_ports = { }
 component_ports = { }
-http_ports = { }
+-- mod_websocket at /xmpp-websocket (the ws scenarios), plain ws on
+-- loopback, treated as secure so SASL is offered as on c2s.
+http_ports = { @PORT_WS@ }
+http_interfaces = { "127.0.0.1" }
+consider_websocket_secure = true
 https_ports = { }
 network_settings = { tcp_backlog = 1024 }
 
@@ -31,6 +35,7 @@ modules_enabled = {
   "roster"; "saslauth"; "tls"; "disco"; "ping"; "register"; "offline";
   "version"; "time";
   "smacks"; -- XEP-0198, bundled since 0.12 (resume scenario)
+  "websocket"; -- RFC 7395 (ws scenarios)
 }
 -- Resumable sessions wait 300 s, as in Parley and ejabberd.
 smacks_hibernation_time = 300

@@ -23,6 +23,13 @@
  * as keepalive) go through wslay; frames are never interleaved, as the
  * connection takes every byte wslay hands it.
  *
+ * Idle: wslay's context is about 9 KiB (two 4 KiB frame buffers), four
+ * times an idle c2s session.  When the stream naps (idle 2 s,
+ * c2s.h) and the client's bytes end on a frame boundary outside a
+ * fragmented message, with nothing queued, the context is freed; the
+ * next byte or control frame makes a fresh one (track() follows the
+ * frame boundaries: headers byte by byte, payloads skipped whole).
+ *
  * Ending: the client's <close/> is answered with <close/> and a close
  * frame (1000), then the connection closes once flushed; a stream error
  * is <stream:error/>, <close/>, the close frame.  A connection that ends
@@ -56,13 +63,21 @@
 
 struct ws {
     struct pl_conn *conn;        /* the upgraded connection */
-    wslay_event_context_ptr ctx; /* frame reader, control frames */
+    wslay_event_context_ptr ctx; /* frame reader, control frames; NULL
+                                  * while napping */
     struct c2s *c;               /* its stream; NULL once gone */
     const char *in;              /* bytes wslay may read now */
     size_t inlen;                /* how many */
+    uint64_t left;               /* payload bytes of the current frame */
+    unsigned char hdr[14];       /* a frame header being received */
+    unsigned char hlen;          /* its bytes so far */
     unsigned in_recv : 1;        /* inside wslay_event_recv */
     unsigned closing : 1;        /* close frame queued: no more data */
+    unsigned frag : 1;           /* inside a fragmented message */
 };
+
+static const struct wslay_event_callbacks callbacks;
+static int ctx_get(struct ws *w);
 
 /* ---- the handshake ---- */
 
@@ -183,7 +198,7 @@ static void text(struct ws *w, const char *s)
  * or failed). */
 static void pump(struct ws *w)
 {
-    if (w->in_recv || !w->conn)
+    if (w->in_recv || !w->conn || !w->ctx)
         return;
     if (wslay_event_send(w->ctx) != 0 ||
         (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx)) ||
@@ -213,6 +228,10 @@ static void ws_close(void *t)
     if (w->closing)
         return;
     text(w, "<close xmlns='" PL_NS_FRAMING "'/>");
+    if (ctx_get(w) != 0) {
+        pl_conn_close(w->conn);
+        return;
+    }
     w->closing = 1;
     wslay_event_queue_close(w->ctx, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
     pump(w);
@@ -223,11 +242,23 @@ static void ws_close(void *t)
 static void ws_keepalive(void *t)
 {
     struct ws *w = t;
-    if (w->closing)
+    if (w->closing || ctx_get(w) != 0)
         return;
     struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
     wslay_event_queue_msg(w->ctx, &m);
     pump(w);
+}
+
+/* struct pl_c2s_transport.nap: frees wslay's context between frames. */
+static void ws_nap(void *t)
+{
+    struct ws *w = t;
+    if (!w->ctx || w->in_recv || w->closing || w->hlen || w->left || w->frag ||
+        wslay_event_get_queued_msg_count(w->ctx) ||
+        wslay_event_want_write(w->ctx) || !wslay_event_want_read(w->ctx))
+        return;
+    wslay_event_context_free(w->ctx);
+    w->ctx = NULL;
 }
 
 static void ws_attach(void *t, struct c2s *c)
@@ -242,6 +273,7 @@ static const struct pl_c2s_transport transport = {
     .element = ws_element,
     .close = ws_close,
     .keepalive = ws_keepalive,
+    .nap = ws_nap,
     .attach = ws_attach,
 };
 
@@ -294,9 +326,72 @@ static void on_msg(wslay_event_context_ptr ctx,
 
 /* ---- the upgraded connection ---- */
 
+/* Follows the client's frame boundaries over the n bytes at p (only
+ * headers are looked at), so that ws_nap() knows when wslay holds no
+ * partial frame.  Sizes and masks are wslay's to check. */
+static void track(struct ws *w, const unsigned char *p, size_t n)
+{
+    while (n) {
+        if (w->left) {
+            size_t k = w->left < n ? (size_t)w->left : n;
+            w->left -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        w->hdr[w->hlen++] = *p++;
+        n--;
+        if (w->hlen < 2)
+            continue;
+        unsigned len7 = w->hdr[1] & 0x7f;
+        unsigned need = 2 + (w->hdr[1] & 0x80 ? 4 : 0) +
+                        (len7 == 126   ? 2
+                         : len7 == 127 ? 8
+                                       : 0);
+        if (w->hlen < need)
+            continue;
+        uint64_t len = len7;
+        if (len7 == 126)
+            len = (uint64_t)w->hdr[2] << 8 | w->hdr[3];
+        else if (len7 == 127)
+            for (int i = 0; i < 8; i++)
+                len = (i ? len << 8 : 0) | w->hdr[2 + i];
+        if ((w->hdr[0] & 0x0f) < 8) /* data frames, not control */
+            w->frag = !(w->hdr[0] & 0x80);
+        w->left = len;
+        w->hlen = 0;
+    }
+}
+
+static int ctx_init(struct ws *w)
+{
+    if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
+        w->ctx = NULL;
+        return -1;
+    }
+    /* A message is one stanza: the stanza limit plus some slack for the
+     * declarations a standalone element repeats. */
+    const struct pl_settings *s = &pl_server_config()->s;
+    wslay_event_config_set_max_recv_msg_length(w->ctx,
+                                               (uint64_t)s->max_stanza_size +
+                                                   1024);
+    return 0;
+}
+
+/* wslay's context, made again after a nap; -1 when out of memory. */
+static int ctx_get(struct ws *w)
+{
+    return w->ctx ? 0 : ctx_init(w);
+}
+
 static void on_data(struct pl_conn *conn, const char *p, size_t n)
 {
     struct ws *w = conn->data;
+    if (ctx_get(w) != 0) {
+        pl_conn_close(conn);
+        return;
+    }
+    track(w, (const unsigned char *)p, n);
     w->in = p;
     w->inlen = n;
     w->in_recv = 1;
@@ -316,7 +411,8 @@ static void on_closed(struct pl_conn *conn)
     w->conn = NULL;
     if (w->c)
         pl_c2s_gone(w->c);
-    wslay_event_context_free(w->ctx);
+    if (w->ctx)
+        wslay_event_context_free(w->ctx);
     pl_free(w);
 }
 
@@ -369,17 +465,12 @@ static void on_request(struct pl_http_req *r)
     pl_buf_reset(&accept);
 
     struct ws *w = pl_calloc(1, sizeof(*w));
-    if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
+    if (ctx_init(w) != 0) {
         pl_free(w);
         pl_http_error(r, 503, NULL);
         return;
     }
     const struct pl_settings *s = &pl_server_config()->s;
-    /* A message is one stanza: the stanza limit plus some slack for the
-     * declarations a standalone element repeats. */
-    wslay_event_config_set_max_recv_msg_length(w->ctx,
-                                               (uint64_t)s->max_stanza_size +
-                                                   1024);
     int secure = r->secure;
     w->conn = pl_http_upgrade(r, &ws_ops, w);
     /* The stream's idle deadline now, not HTTP's keep-alive (an entry's

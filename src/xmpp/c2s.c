@@ -860,6 +860,8 @@ static void on_timer(struct pl_timer *t)
      * next byte arrives (xml.h, pl_xml_parser_nap). */
     if (c->state == ST_BOUND && now - c->conn->last_read_ms >= 2000) {
         napped += (unsigned long)pl_xml_parser_nap(c->xml);
+        if (c->tr && c->tr->nap)
+            c->tr->nap(c->tdata);
         pl_conn_trim(c->conn);
     }
     pl_timer_start(c->conn->loop, &c->timer,

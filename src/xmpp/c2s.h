@@ -93,6 +93,9 @@ struct pl_c2s_transport {
     void (*close)(void *t);
     /* Keeps an idle connection alive (a WebSocket ping). */
     void (*keepalive)(void *t);
+    /* Optional: the stream has been idle 2 s; the transport may give back
+     * memory until its next byte (as the stream frees its parser). */
+    void (*nap)(void *t);
     /* XEP-0198 resumption moved the transport to another stream: from
      * now on, c is the stream to call. */
     void (*attach)(void *t, struct c2s *c);

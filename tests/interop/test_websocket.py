@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -168,6 +169,19 @@ def main():
         r = wa.iq("<enable xmlns='%s'/>" % NS_CARBONS, type_="set")
         check("carbons enabled over WebSocket", r.get("type") == "result",
               r.get("type"))
+        # An idle stream naps (idle 2 s, the stream's 5 s timer): its wslay
+        # context is freed; the next frames, fragmented ones too, make a
+        # fresh one and are read as before.
+        time.sleep(7.5)
+        wa.send_frame(1, "<message xmlns='jabber:client' to='%s' "
+                      "type='chat'><body>after" % bob, fin=False)
+        wa.send_frame(9, "nap")
+        wa.send_frame(0, " a nap</body></message>")
+        got = tb.next(is_msg("after a nap"))
+        check("a fragmented message with a ping inside, after a nap",
+              got.get("from") == wa.jid, got.get("from"))
+        r = wa.iq("<ping xmlns='urn:xmpp:ping'/>", to=srv.domain)
+        check("iq after a nap", r.get("type") == "result", r.get("type"))
         wa.send("<inactive xmlns='%s'/>" % NS_CSI)
         wa.send("<active xmlns='%s'/>" % NS_CSI)
         r = wa.iq("<ping xmlns='urn:xmpp:ping'/>", to=srv.domain)
