@@ -863,6 +863,11 @@ static void on_timer(struct pl_timer *t)
         if (c->tr && c->tr->nap)
             c->tr->nap(c->tdata);
         pl_conn_trim(c->conn);
+        /* A burst of naps (sessions that logged in together) gives its
+         * memory back a second after the last of them, not at the next
+         * 10 s tick. */
+        if (napped >= 16 && !trim_busy)
+            pl_timer_start(c->conn->loop, &trim_timer, 1000);
     }
     pl_timer_start(c->conn->loop, &c->timer,
                    c->tr && c->state != ST_BOUND ? 1000 : 5000);
