@@ -42,6 +42,7 @@
 #include "listen.h"
 #include "log.h"
 #include "module.h"
+#include "modules/upload/upload.h"
 
 static const struct http_settings defaults = {
     .max_line = 8192,
@@ -298,7 +299,7 @@ static int http_start(struct pl_config *c, void *settings)
     started = 1;
     if (pl__http_hostmeta_start() != PL_OK ||
         pl__http_static_start(S) != PL_OK || pl__websocket_start() != PL_OK ||
-        pl__bosh_start(&S->bosh) != PL_OK)
+        pl__bosh_start(&S->bosh) != PL_OK || pl__upload_http_start() != PL_OK)
         return PL_EINVAL;
     return PL_OK;
 }
@@ -330,6 +331,7 @@ static void http_free(void)
     pl__http_static_free();
     pl__http_hostmeta_stop();
     pl__websocket_stop();
+    pl__upload_http_stop();
     pl__http_routes_free();
     S = &defaults;
 }
