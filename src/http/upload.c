@@ -74,8 +74,9 @@ struct put {
     int status;             /* J_FINAL's verdict: 201, 403, 500... */
     char virus[160];        /* clamd's answer when not clean */
     char part[4200], path[4200], meta[4200]; /* the files */
-    char clamd[256];        /* upload.clamd, copied for the worker */
-    struct pl_buf metatext; /* the sidecar, written by J_FINAL */
+    char clamd[256];           /* upload.clamd, copied for the worker */
+    struct pl_buf metatext;    /* the sidecar, written by J_FINAL */
+    struct pl_conn_limits lim; /* the connection's own, restored after */
 };
 
 static struct pl_http_route route;
@@ -238,6 +239,8 @@ static void submit(struct put *p, int job, int buf)
 static void finish(struct put *p)
 {
     struct pl_http_req *r = p->r;
+    if (r->conn)
+        pl_conn_set_limits(r->conn, &p->lim);
     if (p->w.result == PL_OK && p->status == 201) {
         close(p->fd);
         p->fd = -1;
@@ -300,6 +303,8 @@ static void put_done(struct pl_work *w)
                      p->f->id, pl_strerror(w->result));
         struct pl_http_req *r = p->r;
         r->data = NULL;
+        if (r->conn)
+            pl_conn_set_limits(r->conn, &p->lim);
         pl_http_error(r, 507, NULL);
         put_discard(p);
         return;
@@ -420,6 +425,14 @@ static int put_head(struct pl_http_req *r, struct pl_str id, struct pl_str name)
     snprintf(p->clamd, sizeof(p->clamd), "%s", u->clamd ? u->clamd : "");
     p->f = pl__upload_file_add(u, &s);
     pl__upload_usage_add(u, s.owner, (int64_t)len); /* reserved */
+    /* The slot authorizes exactly this many bytes: they may come as fast
+     * as upload.rate allows, not at the limits group's read_rate. */
+    p->lim = r->conn->lim;
+    struct pl_conn_limits fast = p->lim;
+    fast.read_rate = u->rate ? (size_t)u->rate : (size_t)1 << 40;
+    fast.read_burst = fast.read_rate < BUF_SIZE * 4 ? BUF_SIZE * 4
+                                                    : fast.read_rate;
+    pl_conn_set_limits(r->conn, &fast);
     p->r = r;
     r->data = p;
     return PL_OK;

@@ -543,6 +543,11 @@ static const struct pl_option options[] = {
      "Seconds a file offered to an offline user is kept for them while "
      "nobody downloads it (14 days), whatever file_expiry says.",
      offsetof(struct pl_upload, held_expiry)},
+    {"rate", PL_OPT_INT, "0", 0, 1L << 40, NULL,
+     "Bytes per second the body of an authorized upload may arrive at "
+     "(the limits group's read_rate is for everything else); 0 means no "
+     "limit but the disk's.",
+     offsetof(struct pl_upload, rate)},
     {"cleanup_interval", PL_OPT_INT, "3600", 1, 86400, NULL,
      "Seconds between runs of the expiry job.",
      offsetof(struct pl_upload, cleanup_interval)},

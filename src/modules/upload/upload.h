@@ -68,6 +68,8 @@ struct pl_upload {
     long held_expiry;      /* seconds a file held for an offline user is
                              * kept when nobody fetches it */
     long cleanup_interval; /* seconds between expiry runs */
+    long rate;             /* bytes/s an upload's body may arrive at,
+                            * 0 = no limit */
     /* runtime */
     struct pl_host *host;  /* owning host */
     char *domain;          /* service domain */
