@@ -43,6 +43,7 @@
 #include "listen.h"
 #include "log.h"
 #include "module.h"
+#include "modules/upload/upload.h"
 
 /* The web client's default Content-Security-Policy (doc/web.md): no
  * double quote in it (it is also the option's default, in quotes). */
@@ -322,7 +323,8 @@ static int http_start(struct pl_config *c, void *settings)
     if (pl__http_hostmeta_start() != PL_OK ||
         pl__http_static_start(S) != PL_OK || pl__http_web_start(S) != PL_OK ||
         pl__websocket_start() != PL_OK || pl__bosh_start(&S->bosh) != PL_OK ||
-        pl__metrics_start() != PL_OK || pl__admin_api_start() != PL_OK)
+        pl__metrics_start() != PL_OK || pl__admin_api_start() != PL_OK ||
+        pl__upload_http_start() != PL_OK)
         return PL_EINVAL;
     return PL_OK;
 }
@@ -357,6 +359,7 @@ static void http_free(void)
     pl__websocket_stop();
     pl__metrics_stop();
     pl__admin_api_stop();
+    pl__upload_http_stop();
     pl__http_routes_free();
     S = &defaults;
 }

@@ -706,7 +706,9 @@ void pl_http_resume(struct pl_http_req *r)
     q->paused = 0;
     if (q->hc && q->hc->conn && q->hc->state == C_BODY) {
         q->hc->body_ms = now_ms(q->hc);
-        pl_conn_hold(q->hc->conn, 0);
+        /* pl_http_pause held the connection's reading: let it go. */
+        if (q->hc->conn)
+            pl_conn_hold(q->hc->conn, 0);
         arm(q->hc);
         resume_later(q->hc); /* bytes already read come first */
     }

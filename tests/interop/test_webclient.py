@@ -191,6 +191,13 @@ def check_http(port):
           "%s %s" % (st, hd.get("Content-Type")))
 
 
+# The default modules and XEP-0363 upload (off by default).
+MODULES = ('"disco", "ping", "version", "time", "register", "admin", '
+           '"session", "roster", "presence", "offline", "vcard", "search", '
+           '"private", "csi", "push", "pep", "carbons", "blocking", '
+           '"contact_info", "mam", "muc", "upload"')
+
+
 def main():
     global srv
     missing = [what for what, ok in (
@@ -210,7 +217,9 @@ def main():
     srv = harness.Server(
         listeners_extra=('{ protocol = "http"; address = "127.0.0.1"; '
                          'port = %d; secure = true; }' % port),
-        extra='http: { web_root = "%s"; };' % WEB_DIST,
+        extra=('http: { web_root = "%s"; };\n'
+               'upload: { url = "http://localhost:%d"; };' % (WEB_DIST, port)),
+        host_extra="modules = [%s];" % MODULES,
         c2s_extra="keepalive_interval = 0;")
     srv.start()
     check_http(port)

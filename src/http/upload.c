@@ -1,0 +1,585 @@
+/*
+ * upload.c - the HTTP side of XEP-0363 (the XMPP side and the store are
+ * src/modules/upload/, upload.h): the route /upload/ of the service
+ * "upload", PUT and GET (HEAD) of /upload/<id>/<name>, with CORS for
+ * web clients.  Started from the front end's start (http.c).
+ *
+ * PUT: the Authorization field must carry the slot the service gave
+ * ("Bearer <token>", slot.c), checked with no state: a token that does
+ * not verify, or names another file, or has expired, is 403; a file
+ * that exists (being uploaded or done) is 409; no Content-Length 411,
+ * one other than the slot's size 400, over upload.max_file_size 413
+ * (before the body is read); a Content-Type other than the slot's
+ * (parameters and case aside) 400; beyond the owner's quota 413.  The
+ * body is streamed to <id>.part: bytes gather in one of two buffers of
+ * BUF_SIZE; a full one is written (and hashed, SHA-256) by a worker of
+ * the upload work queue while the other fills; when both are full the
+ * request is paused (pl_http_pause) until the write is done.  So the
+ * loop never waits for the disk, memory per upload is two buffers, and
+ * the writes are large.  At the end a last job writes the rest, fsyncs,
+ * has clamd scan the file when upload.clamd is set (clamd.c), writes the
+ * sidecar and renames <id>.part to <id>; only then 201 Created.  An
+ * infected file is deleted, answered 403 with the signature's name, and
+ * its uploader told in a message from the service.
+ *
+ * GET and HEAD: pl_http_file (Range, ETag, 304, sendfile), the
+ * Content-Type as uploaded, Content-Disposition with the file name
+ * (attachment except for images, audio, video and plain text),
+ * X-Content-Type-Options: nosniff and a sandboxing
+ * Content-Security-Policy, so an uploaded page or SVG cannot run script
+ * in the server's origin.  A GET of the whole file, or of a range
+ * reaching its end, counts as a download (the end of an offline hold).
+ *
+ * Extending: a new check of PUT goes in put_head, in the order of the
+ * statuses above.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http/http.h"
+#include "http/http_int.h"
+#include "modules/upload/upload.h"
+
+#define BUF_SIZE (1u << 20)
+
+enum {
+    J_WRITE,
+    J_FINAL
+};
+
+struct put {
+    struct pl_work w;       /* the job out, if busy */
+    struct pl_http_req *r;  /* NULL once the connection went */
+    struct pl_upload *u;    /* the host's service */
+    struct upload_file *f;  /* the entry (not ready) */
+    int fd;                 /* <id>.part */
+    char *buf[2];           /* filling and writing */
+    size_t len[2], cap[2];  /* bytes in each, their sizes */
+    int cur;                /* the buffer filling */
+    int job;                /* J_* of the job out */
+    int jbuf;               /* the buffer it writes */
+    unsigned busy : 1;      /* a job is out */
+    unsigned paused : 1;    /* the request is paused */
+    unsigned finishing : 1; /* the body is complete */
+    unsigned failed : 1;    /* a write failed */
+    EVP_MD_CTX *sha;        /* SHA-256 of the bytes written */
+    int status;             /* J_FINAL's verdict: 201, 403, 500... */
+    char virus[160];        /* clamd's answer when not clean */
+    char part[4200], path[4200], meta[4200]; /* the files */
+    char clamd[256];           /* upload.clamd, copied for the worker */
+    struct pl_buf metatext;    /* the sidecar, written by J_FINAL */
+    struct pl_conn_limits lim; /* the connection's own, restored after */
+};
+
+static struct pl_http_route route;
+
+/* /upload/<id>/<name>: PL_OK with both, else PL_EINVAL. */
+static int split_path(struct pl_str path, struct pl_str *id,
+                      struct pl_str *name)
+{
+    static const char pre[] = "/upload/";
+    size_t k = sizeof(pre) - 1;
+    if (path.len < k + PL_UPLOAD_ID_LEN + 2 || memcmp(path.p, pre, k) != 0)
+        return PL_EINVAL;
+    *id = (struct pl_str){path.p + k, PL_UPLOAD_ID_LEN};
+    if (!pl__upload_is_id(*id) || path.p[k + PL_UPLOAD_ID_LEN] != '/')
+        return PL_EINVAL;
+    *name = (struct pl_str){path.p + k + PL_UPLOAD_ID_LEN + 1,
+                            path.len - k - PL_UPLOAD_ID_LEN - 1};
+    if (!name->len || memchr(name->p, '/', name->len))
+        return PL_EINVAL;
+    return PL_OK;
+}
+
+/* The file id names on any host, and its service. */
+static struct upload_file *find_file(struct pl_str id, struct pl_upload **uo)
+{
+    char key[PL_UPLOAD_ID_LEN + 1];
+    memcpy(key, id.p, PL_UPLOAD_ID_LEN);
+    key[PL_UPLOAD_ID_LEN] = '\0';
+    for (int i = 0; pl_host_at(i); i++) {
+        struct pl_upload *u = pl__upload_of(pl_host_at(i));
+        struct upload_file *f = u ? pl_map_get(&u->files, key) : NULL;
+        if (f) {
+            *uo = u;
+            return f;
+        }
+    }
+    return NULL;
+}
+
+/* The media type of a Content-Type value (before ';', spaces trimmed). */
+static struct pl_str media_type(struct pl_str v)
+{
+    const char *semi = memchr(v.p, ';', v.len);
+    size_t n = semi ? (size_t)(semi - v.p) : v.len;
+    while (n && (v.p[n - 1] == ' ' || v.p[n - 1] == '\t'))
+        n--;
+    return (struct pl_str){v.p, n};
+}
+
+/* ---- PUT ---- */
+
+static void put_free(struct put *p)
+{
+    if (p->fd >= 0)
+        close(p->fd);
+    pl_free(p->buf[0]);
+    pl_free(p->buf[1]);
+    if (p->sha)
+        EVP_MD_CTX_free(p->sha);
+    pl_buf_reset(&p->metatext);
+    pl_free(p);
+}
+
+/* The upload failed or was abandoned: its traces go. */
+static void put_discard(struct put *p)
+{
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+    unlink(p->part);
+    if (!pl__upload_closing() && p->f) {
+        pl__upload_usage_add(p->u, p->f->owner, -(int64_t)p->f->size);
+        pl__upload_file_drop(p->u, p->f);
+    }
+    p->f = NULL;
+    put_free(p);
+}
+
+static int write_all(int fd, const char *b, size_t n)
+{
+    while (n) {
+        ssize_t k = write(fd, b, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return PL_EIO;
+        b += k;
+        n -= (size_t)k;
+    }
+    return PL_OK;
+}
+
+static void put_work(struct pl_work *w)
+{
+    struct put *p = (struct put *)w;
+    int i = p->jbuf;
+    w->result = PL_OK;
+    if (p->len[i]) {
+        EVP_DigestUpdate(p->sha, p->buf[i], p->len[i]);
+        w->result = write_all(p->fd, p->buf[i], p->len[i]);
+        p->len[i] = 0;
+    }
+    if (p->job != J_FINAL || w->result != PL_OK)
+        return;
+    /* The end: durable bytes, a verdict, the sidecar, then the name. */
+    p->status = 500;
+    if (fsync(p->fd) != 0) {
+        w->result = PL_EIO;
+        return;
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_DigestFinal_ex(p->sha, md, &mdlen);
+    EVP_EncodeBlock((unsigned char *)p->f->sha256, md, (int)mdlen);
+    if (p->clamd[0]) {
+        int rc = pl__clamd_scan(p->clamd, p->fd, p->virus, sizeof(p->virus));
+        if (rc == PL_EFORBIDDEN) {
+            p->status = 403;
+            w->result = rc;
+            return;
+        }
+        if (rc != PL_OK) {
+            p->status = 503;
+            w->result = rc;
+            return;
+        }
+    }
+    pl__upload_meta_format(p->f, &p->metatext);
+    if (pl__upload_write_file(p->meta, p->metatext.data + p->metatext.off,
+                              p->metatext.len) != PL_OK ||
+        rename(p->part, p->path) != 0) {
+        unlink(p->meta);
+        w->result = PL_EIO;
+        return;
+    }
+    /* The directory entry too: a 201 means the file survives a crash. */
+    char dir[4200];
+    snprintf(dir, sizeof(dir), "%s", p->u->dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    p->status = 201;
+}
+
+static void put_done(struct pl_work *w);
+
+static void submit(struct put *p, int job, int buf)
+{
+    p->busy = 1;
+    p->job = job;
+    p->jbuf = buf;
+    p->w.work = put_work;
+    p->w.done = put_done;
+    pl_workq_submit(pl__upload_workq(), pl_server_loop(), &p->w);
+}
+
+static void finish(struct put *p)
+{
+    struct pl_http_req *r = p->r;
+    if (r->conn)
+        pl_conn_set_limits(r->conn, &p->lim);
+    if (p->w.result == PL_OK && p->status == 201) {
+        close(p->fd);
+        p->fd = -1;
+        p->f->ready = 1;
+        pl_log_info("upload", "%s: %s uploaded by %s (%llu bytes)",
+                    p->u->domain, p->f->id, p->f->owner,
+                    (unsigned long long)p->f->size);
+        p->f = NULL; /* the store's now */
+        pl_http_respond(r, 201, "text/plain; charset=utf-8", "Created\n", 8);
+        put_free(p);
+        return;
+    }
+    if (p->status == 403) {
+        char text[256];
+        snprintf(text, sizeof(text), "infected: %s", p->virus);
+        pl_log_warn("upload", "%s: %s from %s refused: %s", p->u->domain,
+                    p->f->id, p->f->owner, p->virus);
+        char msg[512];
+        snprintf(msg, sizeof(msg),
+                 "Your upload of %s was refused: the virus scanner found "
+                 "%s. The file was deleted.",
+                 p->f->name, p->virus);
+        pl__upload_notify(p->u, p->f->owner, msg);
+        pl_http_error(r, 403, text);
+    } else if (p->status == 503) {
+        pl_log_error("upload", "%s: cannot scan %s: %s", p->u->domain, p->f->id,
+                     p->virus);
+        pl_http_add_header(r, "Retry-After", "60");
+        pl_http_error(r, 503, "virus scanner unavailable");
+    } else {
+        pl_log_error("upload", "%s: while storing %s: write failed",
+                     p->u->domain, p->f->id);
+        pl_http_error(r, 507, NULL);
+    }
+    put_discard(p);
+}
+
+static void put_done(struct pl_work *w)
+{
+    struct put *p = (struct put *)w;
+    p->busy = 0;
+    if (pl__upload_closing()) {
+        put_free(p);
+        return;
+    }
+    if (!p->r) {
+        /* The client went: nothing is kept, even a complete file. */
+        unlink(p->path);
+        unlink(p->meta);
+        put_discard(p);
+        return;
+    }
+    if (p->job == J_FINAL) {
+        finish(p);
+        return;
+    }
+    if (w->result != PL_OK) {
+        p->failed = 1;
+        pl_log_error("upload", "%s: while writing %s: %s", p->u->domain,
+                     p->f->id, pl_strerror(w->result));
+        struct pl_http_req *r = p->r;
+        r->data = NULL;
+        if (r->conn)
+            pl_conn_set_limits(r->conn, &p->lim);
+        pl_http_error(r, 507, NULL);
+        put_discard(p);
+        return;
+    }
+    if (p->finishing) {
+        submit(p, J_FINAL, p->cur);
+        return;
+    }
+    if (p->len[p->cur] >= BUF_SIZE) {
+        submit(p, J_WRITE, p->cur);
+        p->cur ^= 1;
+    }
+    if (p->paused) {
+        p->paused = 0;
+        pl_http_resume(p->r);
+    }
+}
+
+static int put_body(struct pl_http_req *r, const char *b, size_t n)
+{
+    struct put *p = r->data;
+    if (!p || p->failed)
+        return 500;
+    int i = p->cur;
+    if (p->len[i] + n > p->cap[i]) {
+        p->cap[i] = p->len[i] + n;
+        p->buf[i] = pl_realloc(p->buf[i], p->cap[i]);
+    }
+    memcpy(p->buf[i] + p->len[i], b, n);
+    p->len[i] += n;
+    if (p->len[i] < BUF_SIZE)
+        return PL_OK;
+    if (!p->busy) {
+        submit(p, J_WRITE, i);
+        p->cur ^= 1;
+    } else if (!p->paused) {
+        p->paused = 1; /* both full: wait for the disk */
+        pl_http_pause(r);
+    }
+    return PL_OK;
+}
+
+static void put_request(struct pl_http_req *r)
+{
+    struct put *p = r->data;
+    p->finishing = 1;
+    if (!p->busy)
+        submit(p, J_FINAL, p->cur);
+}
+
+static int refuse(struct pl_http_req *r, int status, const char *text)
+{
+    pl_http_error(r, status, text);
+    return PL_HANDLED;
+}
+
+static int put_head(struct pl_http_req *r, struct pl_str id, struct pl_str name)
+{
+    struct pl_str auth = pl_http_field(r, "Authorization");
+    struct upload_slot s;
+    if (auth.len < 8 || strncasecmp(auth.p, "Bearer ", 7) != 0)
+        return refuse(r, 403, "no upload slot");
+    struct pl_str token = {auth.p + 7, auth.len - 7};
+    struct pl_host *h = NULL;
+    struct pl_upload *u = NULL;
+    if (pl__upload_slot_peek(token, &s) == PL_OK)
+        h = pl_host_find(s.host);
+    if (!(u = pl__upload_of(h)) ||
+        pl__upload_slot_verify(token, u->key, &s) != PL_OK ||
+        !pl_str_eq_c(id, s.id) || !pl_str_eq_c(name, s.name))
+        return refuse(r, 403, "not a valid upload slot");
+    if (s.expires < (int64_t)time(NULL))
+        return refuse(r, 403, "upload slot expired");
+    struct pl_upload *other;
+    if (find_file(id, &other))
+        return refuse(r, 409, "this slot was used");
+    if (r->head->framing != PL_HTTP_LENGTH)
+        return refuse(r, 411, NULL);
+    uint64_t len = r->head->content_length;
+    if (len > (uint64_t)u->max_file_size)
+        return refuse(r, 413, "file too large");
+    if (len != s.size)
+        return refuse(r, 400, "Content-Length differs from the slot's size");
+    struct pl_str ct = media_type(pl_http_field(r, "Content-Type"));
+    struct pl_str want = media_type(pl_str_c(s.type));
+    if (want.len && ct.len &&
+        (ct.len != want.len || strncasecmp(ct.p, want.p, ct.len) != 0))
+        return refuse(r, 400, "Content-Type differs from the slot's");
+    if (!s.type[0] && ct.len && ct.len < sizeof(s.type)) {
+        /* No type in the slot: the upload's own, if it is one. */
+        memcpy(s.type, ct.p, ct.len);
+        s.type[ct.len] = '\0';
+        for (size_t i = 0; i < ct.len; i++)
+            if ((unsigned char)s.type[i] < 0x20 ||
+                (unsigned char)s.type[i] >= 0x7f)
+                s.type[0] = '\0';
+    }
+    if (u->quota && pl__upload_usage(u, s.owner) + len > (uint64_t)u->quota)
+        return refuse(r, 413, "upload quota exceeded");
+    struct put *p = pl_calloc(1, sizeof(*p));
+    p->u = u;
+    p->fd = -1;
+    pl__upload_path(u, s.id, ".part", p->part, sizeof(p->part));
+    pl__upload_path(u, s.id, "", p->path, sizeof(p->path));
+    pl__upload_path(u, s.id, ".meta", p->meta, sizeof(p->meta));
+    p->fd = open(p->part, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (p->fd < 0) {
+        pl_log_error("upload", "%s: cannot create %s", u->domain, p->part);
+        put_free(p);
+        return refuse(r, errno == EEXIST ? 409 : 507, NULL);
+    }
+    for (int i = 0; i < 2; i++) {
+        p->cap[i] = len < BUF_SIZE ? (size_t)len + 1 : BUF_SIZE;
+        p->buf[i] = pl_malloc(p->cap[i]);
+    }
+    p->sha = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(p->sha, EVP_sha256(), NULL);
+    snprintf(p->clamd, sizeof(p->clamd), "%s", u->clamd ? u->clamd : "");
+    p->f = pl__upload_file_add(u, &s);
+    pl__upload_usage_add(u, s.owner, (int64_t)len); /* reserved */
+    /* The slot authorizes exactly this many bytes: they may come as fast
+     * as upload.rate allows, not at the limits group's read_rate. */
+    p->lim = r->conn->lim;
+    struct pl_conn_limits fast = p->lim;
+    fast.read_rate = u->rate ? (size_t)u->rate : (size_t)1 << 40;
+    fast.read_burst = fast.read_rate < BUF_SIZE * 4 ? BUF_SIZE * 4
+                                                    : fast.read_rate;
+    pl_conn_set_limits(r->conn, &fast);
+    p->r = r;
+    r->data = p;
+    return PL_OK;
+}
+
+/* ---- GET ---- */
+
+/* Types a browser shows without running anything. */
+static int is_passive(const char *type)
+{
+    static const char *const ok[] = {"image/png",  "image/jpeg", "image/gif",
+                                     "image/webp", "image/avif", "text/plain",
+                                     NULL};
+    struct pl_str t = media_type(pl_str_c(type));
+    for (int i = 0; ok[i]; i++)
+        if (t.len == strlen(ok[i]) && strncasecmp(t.p, ok[i], t.len) == 0)
+            return 1;
+    return (t.len > 6 && strncasecmp(t.p, "audio/", 6) == 0) ||
+           (t.len > 6 && strncasecmp(t.p, "video/", 6) == 0);
+}
+
+/* Content-Disposition (RFC 6266): an ASCII fallback and filename*. */
+static void disposition(const struct upload_file *f, struct pl_buf *b)
+{
+    pl_buf_append_str(b, is_passive(f->type) ? "inline" : "attachment");
+    pl_buf_append_str(b, "; filename=\"");
+    for (const unsigned char *c = (const unsigned char *)f->name; *c; c++)
+        pl_buf_append(b,
+                      *c < 0x20 || *c >= 0x7f || *c == '"' || *c == '\\'
+                          ? "_"
+                          : (const char *)c,
+                      1);
+    pl_buf_append_str(b, "\"; filename*=UTF-8''");
+    for (const unsigned char *c = (const unsigned char *)f->name; *c; c++) {
+        if ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+            (*c >= '0' && *c <= '9') || strchr("!#$&+-.^_`|~", *c))
+            pl_buf_append(b, c, 1);
+        else
+            pl_buf_printf(b, "%%%02X", *c);
+    }
+}
+
+static void get_request(struct pl_http_req *r, struct pl_str id,
+                        struct pl_str name)
+{
+    struct pl_upload *u;
+    struct upload_file *f = find_file(id, &u);
+    if (!f || !f->ready || !pl_str_eq_c(name, f->name)) {
+        pl_http_error(r, 404, NULL);
+        return;
+    }
+    char path[4200];
+    pl__upload_path(u, f->id, "", path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        pl_http_error(r, 404, NULL);
+        return;
+    }
+    struct pl_buf cd = {0};
+    disposition(f, &cd);
+    pl_http_add_header(r, "Content-Disposition", pl_buf_cstr(&cd));
+    pl_buf_reset(&cd);
+    pl_http_add_header(r, "X-Content-Type-Options", "nosniff");
+    pl_http_add_header(r, "Content-Security-Policy",
+                       "default-src 'none'; sandbox");
+    pl_http_add_header(r, "Cache-Control", "private, max-age=86400");
+    /* The whole file, or a range through its last byte: a download. */
+    if (!r->is_head) {
+        struct pl_str range = pl_http_field(r, "Range");
+        uint64_t a, z;
+        int rc = range.len
+                     ? pl__http_parse_range(range, (uint64_t)st.st_size, &a, &z)
+                     : 0;
+        if (rc == 0 || (rc == 1 && z + 1 == (uint64_t)st.st_size))
+            pl__upload_fetched(u, f);
+    }
+    pl_http_file(r, fd, &st, f->type);
+}
+
+/* ---- the route ---- */
+
+static int on_head(struct pl_http_req *r)
+{
+    struct pl_str id, name;
+    if (split_path(r->path, &id, &name) != PL_OK)
+        return refuse(r, 404, NULL);
+    if (pl_str_eq_c(r->head->method, "PUT"))
+        return put_head(r, id, name);
+    return PL_OK;
+}
+
+static void on_request(struct pl_http_req *r)
+{
+    if (pl_str_eq_c(r->head->method, "PUT")) {
+        put_request(r);
+        return;
+    }
+    struct pl_str id, name;
+    if (split_path(r->path, &id, &name) != PL_OK) {
+        pl_http_error(r, 404, NULL);
+        return;
+    }
+    get_request(r, id, name);
+}
+
+static void on_abort(struct pl_http_req *r)
+{
+    struct put *p = r->data;
+    if (!p)
+        return;
+    r->data = NULL;
+    p->r = NULL;
+    if (!p->busy)
+        put_discard(p);
+}
+
+int pl__upload_http_start(void)
+{
+    uint64_t max = 0;
+    for (int i = 0; pl_host_at(i); i++) {
+        struct pl_upload *u = pl__upload_of(pl_host_at(i));
+        if (u && (uint64_t)u->max_file_size > max)
+            max = (uint64_t)u->max_file_size;
+    }
+    if (!max)
+        return PL_OK; /* no host uploads: no route */
+    route = (struct pl_http_route){
+        .path = "/upload/",
+        .service = "upload",
+        .methods = "GET PUT",
+        .max_body = max,
+        .stream_body = 1,
+        .cors = 1,
+        .on_head = on_head,
+        .on_body = put_body,
+        .on_request = on_request,
+        .on_abort = on_abort,
+    };
+    return pl_http_route_add(&route);
+}
+
+void pl__upload_http_stop(void)
+{
+    if (route.path)
+        pl_http_route_remove(&route);
+    route.path = NULL;
+}

@@ -1,0 +1,177 @@
+/*
+ * upload.h - HTTP File Upload (XEP-0363) and buffered transfer for offline
+ * users: what the files of src/modules/upload/ and the HTTP side
+ * (src/http/upload.c) share, and nothing else sees.
+ *
+ *   mod_upload.c  the module: options, upload.<host> (disco, slot IQ),
+ *                 the offline hold (message/offline), the cleanup timer
+ *   slot.c        slot tokens: HMAC-SHA256 signed, checked without state
+ *   store.c       the files of a host: index, sidecars, quota, expiry
+ *   src/http/upload.c   PUT (streamed to disk off the loop) and GET
+ *   src/http/clamd.c    virus scanning through clamd (INSTREAM)
+ *
+ * Storage (doc/upload.md): each host has a directory (upload.dir, else
+ * <data_dir>/upload/<host>); a file is <id> (the bytes) and <id>.meta
+ * (a sidecar of "key value" lines: owner, name, type, size, created,
+ * expires, sha256, held_for, hold_expires, fetched); <id>.part is an
+ * upload in progress.  The sidecars are read into memory when the host
+ * starts (an index by id and the bytes stored per owner for the quota);
+ * every change is written to the sidecar off the loop.
+ *
+ * Extending: a new per-file attribute is a field of struct upload_file,
+ * a line in store.c's meta_format/meta_parse.
+ */
+#ifndef PL_UPLOAD_H
+#define PL_UPLOAD_H
+
+#include <stdint.h>
+
+#include "core/modapi.h"
+
+#define PL_NS_UPLOAD "urn:xmpp:http:upload:0"
+#define PL_UPLOAD_ID_LEN 24 /* base64url characters of a file id */
+
+/* A file of the store, uploading or ready. */
+struct upload_file {
+    char id[PL_UPLOAD_ID_LEN + 1]; /* random, base64url */
+    char *owner;                   /* uploader's bare JID */
+    char *name;                    /* file name as requested (the URL's) */
+    char *type;                    /* content type as uploaded */
+    uint64_t size;                 /* bytes */
+    int64_t created;               /* seconds since the epoch */
+    int64_t expires;               /* removed after this (0: never) */
+    char *held_for;                /* bare JID of an offline recipient,
+                                    * or NULL: kept until hold_expires
+                                    * or the first complete download */
+    int64_t hold_expires;          /* end of the hold */
+    int fetched;                   /* downloaded whole at least once */
+    char sha256[48];               /* base64 SHA-256 of the bytes, "" while
+                                    * uploading */
+    int ready;                     /* complete: served by GET */
+    int saving;                    /* a sidecar write is out */
+    int dirty;                     /* changed since that write began */
+};
+
+/* A host's upload service: the module's per-host state. */
+struct pl_upload {
+    /* options */
+    char *domain_opt;      /* "" means upload.<host> */
+    char *title;           /* service name in disco */
+    char *url_opt;         /* base URL of the HTTP side, "" derived */
+    char *dir_opt;         /* storage directory, "" derived */
+    char *clamd;           /* clamd socket ("/path" or "host:port"), ""
+                             * for none */
+    long max_file_size;    /* bytes, announced and enforced */
+    long quota;            /* bytes stored per user, 0 = no limit */
+    long slot_expiry;      /* seconds a PUT URL stays valid */
+    long file_expiry;      /* seconds a file is kept, 0 = forever */
+    long held_expiry;      /* seconds a file held for an offline user is
+                             * kept when nobody fetches it */
+    long cleanup_interval; /* seconds between expiry runs */
+    long rate;             /* bytes/s an upload's body may arrive at,
+                            * 0 = no limit */
+    /* runtime */
+    struct pl_host *host;  /* owning host */
+    char *domain;          /* service domain */
+    struct pl_jid *jid;    /* service JID */
+    char *url;             /* base URL, no trailing '/' */
+    char *dir;             /* storage directory */
+    struct pl_map files;   /* id -> struct upload_file * */
+    struct pl_map usage;   /* owner bare JID -> uint64_t * bytes */
+    struct pl_timer timer; /* expiry runs */
+    int cleaning;          /* an expiry job is out */
+    int opened;            /* the store is open (load got that far) */
+    unsigned char key[32]; /* slot MAC key, from the server secret */
+};
+
+/* ---- slot.c ---- */
+
+/* What a slot grants: PUT of exactly size bytes of type to id/name. */
+struct upload_slot {
+    char host[256];                /* the XMPP host */
+    char id[PL_UPLOAD_ID_LEN + 1]; /* file id */
+    char name[256];                /* file name */
+    char type[128];                /* content type, "" for any */
+    char owner[512];               /* uploader's bare JID */
+    uint64_t size;                 /* bytes */
+    int64_t expires;               /* seconds since the epoch */
+};
+
+/* A new random file id into id (PL_UPLOAD_ID_LEN + 1 bytes). */
+void pl__upload_new_id(char *id);
+/* Whether s is a well-formed file id. */
+int pl__upload_is_id(struct pl_str s);
+/* The token for s, signed with key (32 bytes), appended to out. */
+void pl__upload_slot_sign(const struct upload_slot *s, const unsigned char *key,
+                          struct pl_buf *out);
+/* Reads the host out of token (unverified: to find the key) into s.
+ * PL_EINVAL if malformed. */
+int pl__upload_slot_peek(struct pl_str token, struct upload_slot *s);
+/* Checks token's MAC with key and decodes it into s.  PL_EINVAL if
+ * malformed, PL_EFORBIDDEN if the MAC does not match.  Expiry is the
+ * caller's to check. */
+int pl__upload_slot_verify(struct pl_str token, const unsigned char *key,
+                           struct upload_slot *s);
+
+/* ---- store.c ---- */
+
+/* The upload state of host (NULL if the module is off there). */
+struct pl_upload *pl__upload_of(struct pl_host *h);
+/* Opens u's directory (creating it), removes leftovers of interrupted
+ * uploads and reads the sidecars.  PL_EIO if the directory cannot be
+ * made. */
+int pl__upload_store_open(struct pl_upload *u);
+void pl__upload_store_close(struct pl_upload *u);
+/* Bytes stored (and reserved by uploads in progress) by owner. */
+uint64_t pl__upload_usage(struct pl_upload *u, const char *owner);
+void pl__upload_usage_add(struct pl_upload *u, const char *owner,
+                          int64_t delta);
+/* A new entry for an upload starting (not ready): takes the strings. */
+struct upload_file *pl__upload_file_add(struct pl_upload *u,
+                                        const struct upload_slot *s);
+/* Forgets f (an upload that failed), without touching the disk. */
+void pl__upload_file_drop(struct pl_upload *u, struct upload_file *f);
+/* "<dir>/<id><suffix>" into out. */
+void pl__upload_path(const struct pl_upload *u, const char *id,
+                     const char *suffix, char *out, size_t len);
+/* The sidecar of f into out (on the loop; written by a worker). */
+void pl__upload_meta_format(const struct upload_file *f, struct pl_buf *out);
+/* Writes data to path atomically (temp, fsync, rename).  Worker thread. */
+int pl__upload_write_file(const char *path, const void *data, size_t len);
+/* Writes f's sidecar off the loop (after a change). */
+void pl__upload_meta_save(struct pl_upload *u, struct upload_file *f);
+/* A complete download of f: ends its hold. */
+void pl__upload_fetched(struct pl_upload *u, struct upload_file *f);
+/* Holds f for recipient (bare JID) for u->held_expiry seconds. */
+void pl__upload_hold(struct pl_upload *u, struct upload_file *f,
+                     const char *recipient);
+/* One expiry run (off the loop); *removed gets the count when done. */
+void pl__upload_cleanup(struct pl_upload *u);
+/* The work queue for file jobs (created on first use). */
+struct pl_workq *pl__upload_workq(void);
+/* Whether the module is being unloaded (completions only free). */
+int pl__upload_closing(void);
+
+/* ---- mod_upload.c ---- */
+
+/* Tells owner (bare JID) in a message from the service. */
+void pl__upload_notify(struct pl_upload *u, const char *owner,
+                       const char *text);
+
+/* ---- src/http/clamd.c ---- */
+
+/*
+ * Scans the file fd (from offset 0) with clamd at addr ("/path" of a
+ * Unix socket, or "host:port"), blocking, with timeouts: a worker
+ * thread's call.  PL_OK when clean; PL_EFORBIDDEN when infected, with
+ * the signature's name in virus (len bytes); PL_EIO when clamd cannot be
+ * reached or answers something else (the text in virus).
+ */
+int pl__clamd_scan(const char *addr, int fd, char *virus, size_t len);
+
+/* ---- src/http/upload.c ---- */
+
+int pl__upload_http_start(void);
+void pl__upload_http_stop(void);
+
+#endif
