@@ -24,7 +24,7 @@
 #include "listen.h"
 #include "stats.h"
 
-#define READ_CHUNK 16384
+#define READ_CHUNK 65536
 #define CLOSE_LINGER_MS 3000
 #define KEEP_OUT 16384       /* output buffer kept between flushes */
 #define FILE_PIECE 16384     /* file bytes read per piece under TLS */
