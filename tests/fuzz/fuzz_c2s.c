@@ -78,6 +78,7 @@
 #include "resources.h"
 #include "scram.h"
 #include "server.h"
+#include "stats.h"
 #include "storage.h"
 #include "module.h"
 #include "xmpp/c2s.h"
