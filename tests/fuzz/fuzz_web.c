@@ -10,7 +10,8 @@
  * Set-up (once): as fuzz_c2s.c, a configuration with one host
  * "localhost", the default modules, registration open, no listener and
  * no TLS (SCRAM logins); accounts alice ("wonderland") and bob
- * ("builder").  Connections are socketpairs handed to pl__http_accept_fd.
+ * ("builder"); a static directory at /files/ (index.html, a.txt,
+ * sub/b.css, .hidden, and link.txt, a symbolic link).  Connections are socketpairs handed to pl__http_accept_fd.
  *
  * Input: pieces cut by separator bytes that never occur in UTF-8:
  *   0xff  what came before is written; the loop runs until quiet (no
@@ -78,6 +79,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -876,6 +878,31 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     need(mkdtemp(E.dir) != NULL, "mkdtemp");
     atexit(rm_dir);
     char path[128];
+    /* A static directory: files with Range, ETag, 304, HEAD, index.html
+     * and a symbolic link that must not be followed. */
+    static const struct {
+        const char *name;
+        const char *text; /* NULL: a directory */
+    } files[] = {
+        {"www", NULL},
+        {"www/index.html", "<html><body>parley</body></html>\n"},
+        {"www/a.txt", "0123456789abcdefghijklmnopqrstuvwxyz\n"},
+        {"www/sub", NULL},
+        {"www/sub/b.css", "body { color: black; }\n"},
+        {"www/.hidden", "secret\n"},
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", E.dir, files[i].name);
+        if (!files[i].text) {
+            need(mkdir(path, 0700) == 0, "mkdir");
+            continue;
+        }
+        FILE *w = fopen(path, "w");
+        need(w && fputs(files[i].text, w) >= 0 && fclose(w) == 0,
+             "writing a static file");
+    }
+    snprintf(path, sizeof(path), "%s/www/link.txt", E.dir);
+    need(symlink("a.txt", path) == 0, "symlink");
     snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
     FILE *f = fopen(path, "w");
     need(f != NULL, "writing the configuration");
@@ -893,8 +920,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
             "register: { policy = \"open\"; per_ip_per_minute = 1000000; "
             "};\n"
             "http: { max_line = 512; max_headers = 24; bosh_max_hold = 2; "
-            "bosh_max_sessions_per_ip = 1000; };\n",
-            E.dir, ITER);
+            "bosh_max_sessions_per_ip = 1000; static = ( { path = "
+            "\"/files/\"; root = \"%s/www\"; } ); };\n",
+            E.dir, ITER, E.dir);
     fclose(f);
     char err[512];
     int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
