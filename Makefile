@@ -184,7 +184,7 @@ $(BUILD)/parley: $(CLI_OBJ) $(CLIENT_COMMON)
 FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5
+FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
@@ -224,6 +224,10 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o \
                       $(FUZZ_BUILD)/libparley.a
 	@$(if $(Q),echo "  FUZZLD  $@")
 	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
+
+# The targets of client streams share the SCRAM client (fuzz_common.c).
+$(FUZZ_BUILD)/fuzz_c2s $(FUZZ_BUILD)/fuzz_web: \
+    $(FUZZ_BUILD)/tests/fuzz/fuzz_common.o
 
 fuzz-build: fuzz-tools $(FUZZ_BINS)
 

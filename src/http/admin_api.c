@@ -57,22 +57,26 @@ struct call {
     int answered;                    /* done came */
     int ok_status;                   /* 200, 201, 202 */
     char who[PL_TOKEN_NAME_MAX + 1]; /* the token's name */
+    char ip[INET6_ADDRSTRLEN];       /* the client's, for the log */
     char method[8];                  /* for the log */
     char path[256];                  /* for the log (cut) */
 };
 
-static void log_call(const struct pl_http_req *r, const char *who,
-                     const char *method, const char *path, int status)
+/* By the caller's copies: once answered or aborted, r and its
+ * connection are gone. */
+static void log_call(const char *ip, const char *who, const char *method,
+                     const char *path, int status)
 {
-    pl_log_info("admin_api", "%s: token %s: %s %s: %d", r->conn->ip, who,
-                method, path, status);
+    pl_log_info("admin_api", "%s: token %s: %s %s: %d", ip, who, method, path,
+                status);
 }
 
 /* Answers with body (borrowed) or an error object, and logs. */
 static void send_json(struct pl_http_req *r, const char *who, int status,
                       json_t *body)
 {
-    char method[8], path[256];
+    char ip[INET6_ADDRSTRLEN], method[8], path[256];
+    snprintf(ip, sizeof(ip), "%s", r->conn ? r->conn->ip : "-");
     snprintf(method, sizeof(method), "%.*s", (int)r->head->method.len,
              r->head->method.p);
     snprintf(path, sizeof(path), "%.*s", (int)r->path.len, r->path.p);
@@ -80,7 +84,7 @@ static void send_json(struct pl_http_req *r, const char *who, int status,
     pl_http_add_header(r, "Cache-Control", "no-store");
     pl_http_respond(r, status, JSON_TYPE, s ? s : "{}", s ? strlen(s) : 2);
     free(s);
-    log_call(r, who, method, path, status);
+    log_call(ip, who, method, path, status);
 }
 
 static void send_error(struct pl_http_req *r, const char *who, int status,
@@ -139,7 +143,7 @@ static void on_abort(struct pl_http_req *r)
     if (!k)
         return;
     pl_admin_cancel(k->id);
-    log_call(r, k->who, k->method, k->path, 499);
+    log_call(k->ip, k->who, k->method, k->path, 499);
     pl_free(k);
     r->data = NULL;
 }
@@ -401,6 +405,7 @@ static void on_request(struct pl_http_req *r)
     k->r = r;
     k->ok_status = m.ok_status;
     memcpy(k->who, who, sizeof(k->who));
+    snprintf(k->ip, sizeof(k->ip), "%s", r->conn->ip);
     snprintf(k->method, sizeof(k->method), "%.*s", (int)method.len, method.p);
     snprintf(k->path, sizeof(k->path), "%.*s", (int)r->path.len, r->path.p);
     r->data = k;

@@ -1022,7 +1022,8 @@ static int set_host(struct http_req *q, struct pl_str authority)
     if (n && p[0] == '[') {
         const char *e = memchr(p, ']', n);
         n = e ? (size_t)(e - p) + 1 : n;
-    } else {
+    } else if (n) {
+        /* n 0: no Host (HTTP/1.0), and p may be NULL */
         const char *colon = memchr(p, ':', n);
         if (colon)
             n = (size_t)(colon - p);

@@ -26,7 +26,8 @@
  *   {scram1} {scram256}  the base64 client-final-message answering the
  *         last SCRAM challenge on this connection, for alice with the
  *         client-first-message "n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
- *         (the server's nonce is random: the fuzzer could never guess it)
+ *         (the server's nonce is random: the fuzzer could never guess it;
+ *         fuzz_common.c computes it)
  *   {previd}  the id of the last <enabled/> the server sent on any
  *         connection of this input
  *
@@ -54,8 +55,6 @@
 #include <errno.h>
 #include <expat.h>
 #include <ftw.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdint.h>
@@ -70,6 +69,7 @@
 #include "buf.h"
 #include "config.h"
 #include "error.h"
+#include "fuzz_common.h"
 #include "hook.h"
 #include "host.h"
 #include "iq.h"
@@ -87,7 +87,6 @@
 #define ITER 4096          /* the smallest scram_iterations allowed */
 #define MAX_CONNS 4        /* connections one input may open */
 #define TIME_LIMIT_MS 5000 /* to go quiet after a piece or the end */
-#define CLIENT_FIRST_BARE "n=alice,r=fyko+d2lbbFgONRv9qkxdawL"
 
 #define NS_STREAMS "http://etherx.jabber.org/streams"
 #define NS_STREAM_ERR "urn:ietf:params:xml:ns:xmpp-streams"
@@ -399,103 +398,6 @@ static void check_output(struct pl_str out, struct pl_buf *jids)
 
 /* ---- tokens ---- */
 
-/* The text between the last <challenge ...> of out and its end tag. */
-static int last_challenge(struct pl_str out, struct pl_buf *decoded)
-{
-    static const char open[] = "<challenge xmlns='" NS_SASL "'>";
-    const char *found = NULL;
-    for (const char *p = out.p; p && p < out.p + out.len;) {
-        p = memmem(p, (size_t)(out.p + out.len - p), open, sizeof(open) - 1);
-        if (p)
-            found = p++;
-    }
-    if (!found)
-        return PL_ENOT_FOUND;
-    const char *s = found + sizeof(open) - 1;
-    const char *e = memmem(s, (size_t)(out.p + out.len - s), "</", 2);
-    if (!e)
-        return PL_ENOT_FOUND;
-    return pl_base64_decode((struct pl_str){s, (size_t)(e - s)}, decoded);
-}
-
-/* Value of attribute k in a SCRAM message, or NULL. */
-static char *scram_attr(const char *msg, char k)
-{
-    for (const char *p = msg; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
-        if (p[0] == k && p[1] == '=') {
-            const char *e = strchr(p, ',');
-            return pl_strndup(p + 2, e ? (size_t)(e - p - 2) : strlen(p + 2));
-        }
-    return NULL;
-}
-
-/*
- * Appends the base64 client-final-message for alice answering the last
- * challenge in out (RFC 5802 §3); a wrong one if there is none.
- */
-static void scram_final(struct pl_str out, enum pl_scram_hash h,
-                        struct pl_buf *dst)
-{
-    struct pl_buf sfirst = {0}, salt = {0}, am = {0}, final = {0};
-    char *r = NULL, *s = NULL, *i = NULL;
-    if (last_challenge(out, &sfirst) != PL_OK)
-        goto fallback;
-    const char *sf = pl_buf_cstr(&sfirst);
-    r = scram_attr(sf, 'r');
-    s = scram_attr(sf, 's');
-    i = scram_attr(sf, 'i');
-    long iters = i ? strtol(i, NULL, 10) : 0;
-    if (!r || !s || iters < 1 || iters > 100000 ||
-        pl_base64_decode(pl_str_c(s), &salt) != PL_OK)
-        goto fallback;
-    const EVP_MD *md = h == PL_SCRAM_SHA1 ? EVP_sha1() : EVP_sha256();
-    size_t hl = pl_scram_hash_len(h);
-    unsigned char ck[64], stored[64], sig[64], proof[64];
-    unsigned int n;
-    /* PBKDF2 once per hash, salt and count: the accounts keep theirs. */
-    static struct {
-        unsigned char salt[64];   /* as received */
-        size_t salt_len;          /* its length, 0: empty slot */
-        long iters;               /* PBKDF2 rounds */
-        unsigned char salted[64]; /* SaltedPassword */
-    } cache[PL_SCRAM_NHASH];
-    unsigned char *salted = cache[h].salted;
-    if (salt.len > sizeof(cache[h].salt))
-        goto fallback;
-    if (cache[h].salt_len != salt.len || cache[h].iters != iters ||
-        memcmp(cache[h].salt, salt.data + salt.off, salt.len) != 0) {
-        const char *pw = users[0].password;
-        PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw),
-                          (const unsigned char *)salt.data + salt.off,
-                          (int)salt.len, (int)iters, md, (int)hl, salted);
-        memcpy(cache[h].salt, salt.data + salt.off, salt.len);
-        cache[h].salt_len = salt.len;
-        cache[h].iters = iters;
-    }
-    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck, &n);
-    EVP_Digest(ck, hl, stored, NULL, md, NULL);
-    pl_buf_printf(&am, "%s,%s,c=biws,r=%s", CLIENT_FIRST_BARE, sf, r);
-    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len,
-         sig, &n);
-    for (size_t k = 0; k < hl; k++)
-        proof[k] = ck[k] ^ sig[k];
-    pl_buf_printf(&final, "c=biws,r=%s,p=", r);
-    pl_base64_encode(proof, hl, &final);
-    pl_base64_encode((const unsigned char *)pl_buf_cstr(&final), final.len,
-                     dst);
-    goto done;
-fallback:
-    pl_buf_append_str(dst, "Yz1iaXdzLHI9eCxwPXg="); /* c=biws,r=x,p=x */
-done:
-    pl_free(r);
-    pl_free(s);
-    pl_free(i);
-    pl_buf_reset(&sfirst);
-    pl_buf_reset(&salt);
-    pl_buf_reset(&am);
-    pl_buf_reset(&final);
-}
-
 /* Remembers the id of each <enabled/> the server sent. */
 static void note_enabled(struct pl_str out)
 {
@@ -531,12 +433,14 @@ static void substitute(struct client *c, const char *p, size_t len,
         if (p[k] == '{') {
             struct pl_str rest = {p + k, len - k};
             if (has_prefix(rest, PL_STR("{scram1}"))) {
-                scram_final(out, PL_SCRAM_SHA1, dst);
+                fuzz_scram_final(out, PL_SCRAM_SHA1, users[0].user,
+                                 users[0].password, dst);
                 k += 7;
                 continue;
             }
             if (has_prefix(rest, PL_STR("{scram256}"))) {
-                scram_final(out, PL_SCRAM_SHA256, dst);
+                fuzz_scram_final(out, PL_SCRAM_SHA256, users[0].user,
+                                 users[0].password, dst);
                 k += 9;
                 continue;
             }

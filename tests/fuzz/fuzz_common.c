@@ -1,0 +1,123 @@
+/*
+ * fuzz_common.c - the SCRAM client side of the in-process fuzz targets;
+ * see fuzz_common.h.
+ */
+#include "fuzz_common.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+
+#define NS_SASL "urn:ietf:params:xml:ns:xmpp-sasl"
+
+/* The text between the last <challenge ...> of out and its end tag. */
+static int last_challenge(struct pl_str out, struct pl_buf *decoded)
+{
+    static const char open[] = "<challenge xmlns='" NS_SASL "'>";
+    const char *found = NULL;
+    for (const char *p = out.p; p && p < out.p + out.len;) {
+        p = memmem(p, (size_t)(out.p + out.len - p), open, sizeof(open) - 1);
+        if (p)
+            found = p++;
+    }
+    if (!found)
+        return PL_ENOT_FOUND;
+    const char *s = found + sizeof(open) - 1;
+    const char *e = memmem(s, (size_t)(out.p + out.len - s), "</", 2);
+    if (!e)
+        return PL_ENOT_FOUND;
+    return pl_base64_decode((struct pl_str){s, (size_t)(e - s)}, decoded);
+}
+
+/* Value of attribute k in a SCRAM message, or NULL. */
+static char *scram_attr(const char *msg, char k)
+{
+    for (const char *p = msg; p; p = strchr(p, ','), p = p ? p + 1 : NULL)
+        if (p[0] == k && p[1] == '=') {
+            const char *e = strchr(p, ',');
+            return pl_strndup(p + 2, e ? (size_t)(e - p - 2) : strlen(p + 2));
+        }
+    return NULL;
+}
+
+/* SaltedPassword (RFC 5802 §3), PBKDF2 once per hash, password, salt and
+ * count: the accounts keep theirs between inputs. */
+static const unsigned char *salted_password(enum pl_scram_hash h,
+                                            const char *pw,
+                                            const struct pl_buf *salt,
+                                            long iters)
+{
+    static struct {
+        char pw[64];              /* the password */
+        unsigned char salt[64];   /* as received */
+        size_t salt_len;          /* its length, 0: empty slot */
+        long iters;               /* PBKDF2 rounds */
+        unsigned char salted[64]; /* SaltedPassword */
+    } cache[PL_SCRAM_NHASH];
+    if (salt->len > sizeof(cache[h].salt) || strlen(pw) >= sizeof(cache[h].pw))
+        return NULL;
+    const unsigned char *sp = (const unsigned char *)salt->data + salt->off;
+    if (cache[h].salt_len != salt->len || cache[h].iters != iters ||
+        strcmp(cache[h].pw, pw) != 0 ||
+        memcmp(cache[h].salt, sp, salt->len) != 0) {
+        const EVP_MD *md = h == PL_SCRAM_SHA1 ? EVP_sha1() : EVP_sha256();
+        PKCS5_PBKDF2_HMAC(pw, (int)strlen(pw), sp, (int)salt->len, (int)iters,
+                          md, (int)pl_scram_hash_len(h), cache[h].salted);
+        memcpy(cache[h].salt, sp, salt->len);
+        cache[h].salt_len = salt->len;
+        cache[h].iters = iters;
+        strcpy(cache[h].pw, pw);
+    }
+    return cache[h].salted;
+}
+
+void fuzz_scram_final(struct pl_str out, enum pl_scram_hash h, const char *user,
+                      const char *password, struct pl_buf *dst)
+{
+    struct pl_buf sfirst = {0}, salt = {0}, am = {0}, final = {0};
+    char *r = NULL, *s = NULL, *i = NULL;
+    if (last_challenge(out, &sfirst) != PL_OK)
+        goto fallback;
+    const char *sf = pl_buf_cstr(&sfirst);
+    r = scram_attr(sf, 'r');
+    s = scram_attr(sf, 's');
+    i = scram_attr(sf, 'i');
+    long iters = i ? strtol(i, NULL, 10) : 0;
+    if (!r || !s || iters < 1 || iters > 100000 ||
+        pl_base64_decode(pl_str_c(s), &salt) != PL_OK)
+        goto fallback;
+    const unsigned char *salted = salted_password(h, password, &salt, iters);
+    if (!salted)
+        goto fallback;
+    const EVP_MD *md = h == PL_SCRAM_SHA1 ? EVP_sha1() : EVP_sha256();
+    size_t hl = pl_scram_hash_len(h);
+    unsigned char ck[64], stored[64], sig[64], proof[64];
+    unsigned int n;
+    HMAC(md, salted, (int)hl, (const unsigned char *)"Client Key", 10, ck, &n);
+    EVP_Digest(ck, hl, stored, NULL, md, NULL);
+    pl_buf_printf(&am, "n=%s,r=" FUZZ_SCRAM_CNONCE ",%s,c=biws,r=%s", user, sf,
+                  r);
+    HMAC(md, stored, (int)hl, (const unsigned char *)pl_buf_cstr(&am), am.len,
+         sig, &n);
+    for (size_t k = 0; k < hl; k++)
+        proof[k] = ck[k] ^ sig[k];
+    pl_buf_printf(&final, "c=biws,r=%s,p=", r);
+    pl_base64_encode(proof, hl, &final);
+    pl_base64_encode((const unsigned char *)pl_buf_cstr(&final), final.len,
+                     dst);
+    goto done;
+fallback:
+    pl_buf_append_str(dst, "Yz1iaXdzLHI9eCxwPXg="); /* c=biws,r=x,p=x */
+done:
+    pl_free(r);
+    pl_free(s);
+    pl_free(i);
+    pl_buf_reset(&sfirst);
+    pl_buf_reset(&salt);
+    pl_buf_reset(&am);
+    pl_buf_reset(&final);
+}
