@@ -1424,7 +1424,10 @@ struct pl_conn *pl_http_upgrade(struct pl_http_req *r,
     pl_conn_hold(c, 1);
     pl_conn_set_drain(c, NULL);
     pl_conn_set_handlers(c, ops, data);
-    pl_loop_defer(c->loop, deliver_leftover, lo);
+    if (c->closing)
+        pl_free(lo); /* its end is already on the way: nothing to give */
+    else
+        pl_loop_defer(c->loop, deliver_leftover, lo);
     hc->conn = NULL;
     hc->req = NULL;
     pl_timer_stop(&hc->timer);
