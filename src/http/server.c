@@ -929,6 +929,10 @@ static void fail_conn(struct http_conn *hc, int status)
     } else if (q->started) {
         pl_conn_close(hc->conn);
         return;
+    } else if (hc->state == C_BODY && q->pub.route && q->pub.route->on_abort) {
+        /* The route saw the head (and maybe body bytes) and waits for
+         * on_request: it will not come. */
+        q->pub.route->on_abort(&q->pub);
     }
     q->close = 1;
     hc->state = C_HANDLER;
@@ -1249,6 +1253,7 @@ static void process(struct http_conn *hc)
                 if (unbusy(hc))
                     return;
                 if (rc != PL_OK) {
+                    hc->state = C_HANDLER; /* its own refusal: no abort */
                     fail_conn(hc, rc >= 400 && rc < 600 ? rc : 500);
                     return;
                 }
