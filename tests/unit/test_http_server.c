@@ -987,3 +987,29 @@ void test_http_body_abort(void)
     pl_http_route_remove(&sink);
     env_stop();
 }
+
+/* keepalive_timeout closes an idle connection without an answer;
+ * request_timeout answers a head that does not complete with 408. */
+void test_http_timeouts(void)
+{
+    env_start("keepalive_timeout = 1; request_timeout = 1;");
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "GET /echo/k HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(strstr(a, "/echo/k|") != NULL);
+    pl_free(a);
+    CHECK(cl_wait_eof(&c));
+    CHECK_INT(c.in.len, 0); /* closed without a word */
+    cl_close(&c);
+    cl_open(&c);
+    cl_send(&c, "GET /echo/k HTTP/1.1\r\nHost: loc");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 408 "));
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    routes_remove();
+    env_stop();
+}
