@@ -72,7 +72,9 @@ struct pl_http_route {
     int (*on_body)(struct pl_http_req *r, const char *p, size_t n);
     /* The request is complete: answer now or later. */
     void (*on_request)(struct pl_http_req *r);
-    /* Optional: the connection went before the answer was complete. */
+    /* Optional: the connection went before the answer was complete, or
+     * the server ended a request whose body failed after on_head (413,
+     * 408, a malformed chunk; not when on_body refused it). */
     void (*on_abort)(struct pl_http_req *r);
     void *arg; /* the route owner's */
 };

@@ -949,6 +949,10 @@ static void fail_conn(struct http_conn *hc, int status)
     } else if (q->started) {
         pl_conn_close(hc->conn);
         return;
+    } else if (hc->state == C_BODY && q->pub.route && q->pub.route->on_abort) {
+        /* The route saw the head (and maybe body bytes) and waits for
+         * on_request: it will not come. */
+        q->pub.route->on_abort(&q->pub);
     }
     q->close = 1;
     hc->state = C_HANDLER;
@@ -1270,6 +1274,7 @@ static void process(struct http_conn *hc)
                 if (unbusy(hc))
                     return;
                 if (rc != PL_OK) {
+                    hc->state = C_HANDLER; /* its own refusal: no abort */
                     fail_conn(hc, rc >= 400 && rc < 600 ? rc : 500);
                     return;
                 }
@@ -1445,7 +1450,10 @@ struct pl_conn *pl_http_upgrade(struct pl_http_req *r,
     pl_conn_hold(c, 1);
     pl_conn_set_drain(c, NULL);
     pl_conn_set_handlers(c, ops, data);
-    pl_loop_defer(c->loop, deliver_leftover, lo);
+    if (c->closing)
+        pl_free(lo); /* its end is already on the way: nothing to give */
+    else
+        pl_loop_defer(c->loop, deliver_leftover, lo);
     hc->conn = NULL;
     hc->req = NULL;
     pl_timer_stop(&hc->timer);

@@ -287,6 +287,30 @@ def main():
     a.close()
     b.close()
 
+    # --check-config: what an http entry or the http group may not say.
+    for what, conf, expect in [
+        ("tls = starttls", '{ protocol = "http"; port = 1; tls = "starttls";'
+         ' }', "no STARTTLS"),
+        ("an unknown service", '{ protocol = "http"; port = 1; services = '
+         '["websocket", "gopher"]; }', "unknown service 'gopher'"),
+        ("a static path without its final /", '{ protocol = "http"; port = 1;'
+         ' }', "path must start and end with '/'")]:
+        path = os.path.join(srv.dir, "check.conf")
+        with open(path, "w") as f:
+            f.write('server: { data_dir = "%s"; };\nlisteners = ( %s );\n'
+                    'hosts = ( { domain = "localhost"; } );\n'
+                    % (os.path.join(srv.dir, "var"), conf))
+            if "static" in what:
+                f.write('http: { static = ( { path = "/x"; root = "/tmp"; }'
+                        ' ); };\n')
+        p = subprocess.run([srv.bin, "--config", path, "--check-config"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        out = p.stdout.decode("utf-8", "replace")
+        check("http: --check-config refuses %s, naming the line" % what,
+              p.returncode != 0 and expect in out and "check.conf:" in out,
+              out)
+
     st = srv.stats()
     check("http: parleyctl stats counts requests and answers by class",
           st.get("http_requests", 0) > 20 and

@@ -978,3 +978,68 @@ void test_http_pause_stream(void)
     pl_http_route_remove(&st);
     env_stop();
 }
+
+static int on_sink_body(struct pl_http_req *r, const char *p, size_t n)
+{
+    (void)r;
+    (void)p;
+    (void)n;
+    return PL_OK;
+}
+
+/* A streamed body that fails after the route saw its head: on_abort. */
+void test_http_body_abort(void)
+{
+    env_start(NULL);
+    static const struct pl_http_route sink = {
+        .path = "/sink",
+        .service = "upload",
+        .methods = "POST",
+        .max_body = 4,
+        .stream_body = 1,
+        .on_body = on_sink_body,
+        .on_request = on_echo,
+        .on_abort = on_abort,
+    };
+    CHECK_INT(pl_http_route_add(&sink), PL_OK);
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "POST /sink HTTP/1.1\r\nHost: localhost\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n");
+    cl_send(&c, "3\r\ndef\r\n0\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 413 "));
+    CHECK(cl_wait_eof(&c));
+    CHECK_INT(R.aborts, 1);
+    CHECK_INT(R.requests, 0);
+    pl_free(a);
+    cl_close(&c);
+    pl_http_route_remove(&sink);
+    env_stop();
+}
+
+/* keepalive_timeout closes an idle connection without an answer;
+ * request_timeout answers a head that does not complete with 408. */
+void test_http_timeouts(void)
+{
+    env_start("keepalive_timeout = 1; request_timeout = 1;");
+    routes_add();
+    struct client c;
+    cl_open(&c);
+    cl_send(&c, "GET /echo/k HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    char *a = cl_response(&c, 0);
+    CHECK(strstr(a, "/echo/k|") != NULL);
+    pl_free(a);
+    CHECK(cl_wait_eof(&c));
+    CHECK_INT(c.in.len, 0); /* closed without a word */
+    cl_close(&c);
+    cl_open(&c);
+    cl_send(&c, "GET /echo/k HTTP/1.1\r\nHost: loc");
+    a = cl_response(&c, 0);
+    CHECK(starts(a, "HTTP/1.1 408 "));
+    CHECK(cl_wait_eof(&c));
+    pl_free(a);
+    cl_close(&c);
+    routes_remove();
+    env_stop();
+}
