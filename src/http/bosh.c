@@ -82,8 +82,7 @@ struct held {
 /* An answer kept for a retransmitted rid (§14.3). */
 struct kept {
     uint64_t rid;
-    char *body;
-    size_t len;
+    struct pl_buf body; /* the answer as sent */
 };
 
 struct bosh {
@@ -116,17 +115,26 @@ static int started;
 
 /* ---- answers ---- */
 
+/* Answers r with o, which is then kept (not copied) for a retransmission
+ * of rid (a ring of MAX_REQUESTS); o is left empty. */
 static void answer(struct bosh *b, struct pl_http_req *r, uint64_t rid,
-                   const char *body, size_t len)
+                   struct pl_buf *o)
 {
-    /* Kept for a retransmission of rid (a ring of MAX_REQUESTS). */
+    struct pl_str a = pl_buf_str(o);
+    pl_http_respond(r, 200, "text/xml; charset=utf-8", a.p, a.len);
     struct kept *k = &b->kept[rid % MAX_REQUESTS];
-    pl_free(k->body);
+    pl_buf_reset(&k->body);
     k->rid = rid;
-    k->body = pl_malloc(len + 1);
-    memcpy(k->body, body, len);
-    k->len = len;
-    pl_http_respond(r, 200, "text/xml; charset=utf-8", body, len);
+    k->body = *o;
+    *o = (struct pl_buf){0};
+}
+
+/* The attributes of the stream's end (XEP-0206 §8). */
+static const char *terminate_attrs(const struct bosh *b)
+{
+    return b->error ? " type='terminate' condition='remote-stream-error'"
+                      " xmlns:stream='" PL_NS_STREAMS "'"
+                    : " type='terminate'";
 }
 
 /* The <body> of an answer: attrs (may be ""), then b->out. */
@@ -175,16 +183,9 @@ static void answer_oldest(struct bosh *b)
     memmove(b->held, b->held + 1, (size_t)(b->nheld - 1) * sizeof(*b->held));
     b->nheld--;
     struct pl_buf o = {0};
-    if (b->ended)
-        build(b, &o,
-              b->error ? " type='terminate' condition='remote-stream-error'"
-                         " xmlns:stream='" PL_NS_STREAMS "'"
-                       : " type='terminate'");
-    else
-        build(b, &o, "");
+    build(b, &o, b->ended ? terminate_attrs(b) : "");
     h.r->data = NULL;
-    answer(b, h.r, h.rid, o.data + o.off, o.len);
-    pl_buf_reset(&o);
+    answer(b, h.r, h.rid, &o);
     if (!b->nheld)
         b->idle_since = pl_loop_now(pl_server_loop());
 }
@@ -295,7 +296,7 @@ static void session_free(struct bosh *b)
         pl_http_error(b->early[i].r, 404, NULL);
     }
     for (int i = 0; i < MAX_REQUESTS; i++)
-        pl_free(b->kept[i].body);
+        pl_buf_reset(&b->kept[i].body);
     pl_buf_reset(&b->out);
     pl_map_del(&sessions, b->sid);
     per_ip_add(b->conn.ip, -1);
@@ -441,7 +442,7 @@ static void hold_req(struct bosh *b, struct pl_http_req *r, uint64_t rid)
 }
 
 static void session_create(struct pl_http_req *r, struct pl_node *body,
-                           uint64_t rid, struct pl_str raw)
+                           uint64_t rid)
 {
     const char *to = pl_node_attr(body, "to");
     char *dom = NULL;
@@ -499,14 +500,10 @@ static void session_create(struct pl_http_req *r, struct pl_node *body,
              "<open xmlns='" PL_NS_FRAMING "' to='%s' version='1.0'/>",
              h->domain);
     pl_c2s_feed(b->c, o, strlen(o));
-    (void)raw; /* XEP-0124 §7: a creation request carries no payload */
     if (b->ended) {
         struct pl_buf a = {0};
-        build(b, &a,
-              " type='terminate' condition='remote-stream-error'"
-              " xmlns:stream='" PL_NS_STREAMS "'");
-        answer(b, r, rid, a.data + a.off, a.len);
-        pl_buf_reset(&a);
+        build(b, &a, terminate_attrs(b));
+        answer(b, r, rid, &a);
         return; /* freed by on_gone */
     }
     char attrs[768];
@@ -520,8 +517,7 @@ static void session_create(struct pl_http_req *r, struct pl_node *body,
              (unsigned)set.max_inactivity, b->from, b->authid);
     struct pl_buf a = {0};
     build(b, &a, attrs);
-    answer(b, r, rid, a.data + a.off, a.len);
-    pl_buf_reset(&a);
+    answer(b, r, rid, &a);
     b->created = 1;
     b->idle_since = pl_loop_now(pl_server_loop());
     arm(b);
@@ -587,7 +583,7 @@ static void on_request(struct pl_http_req *r)
     snprintf(sid, sizeof(sid), "%s",
              sida && strlen(sida) < sizeof(sid) ? sida : "");
     if (!sida) {
-        session_create(r, body, rid, raw);
+        session_create(r, body, rid);
         pl_stanza_unref(st);
         return;
     }
@@ -613,8 +609,9 @@ static void on_request(struct pl_http_req *r)
         /* §14.3: a retransmission gets the same answer again. */
         struct kept *k = &b->kept[rid % MAX_REQUESTS];
         pl_stanza_unref(st);
-        if (k->body && k->rid == rid && b->rid - rid < MAX_REQUESTS)
-            pl_http_respond(r, 200, "text/xml; charset=utf-8", k->body, k->len);
+        if (k->body.len && k->rid == rid && b->rid - rid < MAX_REQUESTS)
+            pl_http_respond(r, 200, "text/xml; charset=utf-8",
+                            k->body.data + k->body.off, k->body.len);
         else
             send_terminate(r, "item-not-found");
         return;
