@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdio.h>
@@ -593,11 +594,18 @@ static void do_read(struct pl_conn *c)
             pl_timer_start(c->loop, &c->timer, wait < 10 ? 10 : wait);
             return;
         }
-        size_t want = c->tokens < READ_CHUNK ? (size_t)c->tokens : READ_CHUNK;
+        char *dst = buf;
+        size_t cap = READ_CHUNK, room = 0;
+        char *own = c->ops->rbuf ? c->ops->rbuf(c, &room) : NULL;
+        if (own && room) {
+            dst = own;
+            cap = room < INT_MAX ? room : INT_MAX;
+        }
+        size_t want = c->tokens < (double)cap ? (size_t)c->tokens : cap;
         ssize_t n;
         if (c->ssl) {
             ERR_clear_error();
-            int r = SSL_read(c->ssl, buf, (int)want);
+            int r = SSL_read(c->ssl, dst, (int)want);
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
                 if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
@@ -607,7 +615,7 @@ static void do_read(struct pl_conn *c)
             }
             n = r;
         } else {
-            n = recv(c->io.fd, buf, want, 0);
+            n = recv(c->io.fd, dst, want, 0);
             if (n < 0 && (errno == EAGAIN || errno == EINTR))
                 return;
             if (n <= 0) {
@@ -618,7 +626,7 @@ static void do_read(struct pl_conn *c)
         c->tokens -= (double)n;
         c->bytes_in += (uint64_t)n;
         c->last_read_ms = pl_loop_now(c->loop);
-        c->ops->data(c, buf, (size_t)n);
+        c->ops->data(c, dst, (size_t)n);
         if (c->dead || c->want_tls || c->held)
             return;
         if ((size_t)n < want && !(c->ssl && SSL_pending(c->ssl)))

@@ -63,6 +63,14 @@ struct pl_conn_ops {
      * is asked again a second later.  NULL: the core closes at once.
      */
     void (*timeout)(struct pl_conn *c, int which);
+    /*
+     * Optional: where the next read may go instead of the connection's
+     * own buffer (a consumer that keeps the bytes anyway, e.g. an upload
+     * body, receives them in place: data() is then called with p inside
+     * the returned buffer).  *room: its free bytes; NULL or 0: the
+     * connection's own buffer.
+     */
+    char *(*rbuf)(struct pl_conn *c, size_t *room);
 };
 
 /* Which deadline passed (struct pl_conn_ops.timeout). */

@@ -70,6 +70,11 @@ struct pl_http_route {
     /* stream_body routes: decoded body bytes, borrowed for the call.
      * PL_OK, or a status to answer with and close (e.g. 413, 507). */
     int (*on_body)(struct pl_http_req *r, const char *p, size_t n);
+    /* Optional, stream_body routes with a Content-Length body: where the
+     * next body bytes may be received in place (*room free bytes there),
+     * or NULL.  on_body then gets p inside that buffer: bytes the route
+     * keeps anyway are not copied on their way (conn.h, rbuf). */
+    char *(*body_buf)(struct pl_http_req *r, size_t *room);
     /* The request is complete: answer now or later. */
     void (*on_request)(struct pl_http_req *r);
     /* Optional: the connection went before the answer was complete, or

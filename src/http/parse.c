@@ -780,6 +780,15 @@ static void start_body(struct pl_http_parser *p)
     }
 }
 
+uint64_t pl_http_parse_body_left(const struct pl_http_parser *p)
+{
+    if (p->state == S_BODY_LEN)
+        return p->left;
+    if (p->state == S_HEAD_DONE && p->req.framing == PL_HTTP_LENGTH)
+        return p->req.content_length;
+    return 0;
+}
+
 enum pl_http_event pl_http_parse(struct pl_http_parser *p, const char *data,
                                  size_t len, size_t *used, struct pl_str *body)
 {

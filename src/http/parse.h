@@ -114,6 +114,10 @@ void pl_http_parser_free(struct pl_http_parser *p);
  */
 enum pl_http_event pl_http_parse(struct pl_http_parser *p, const char *data,
                                  size_t len, size_t *used, struct pl_str *body);
+/* Bytes of a Content-Length body still to come once the head is parsed:
+ * the next that many bytes are body, nothing else; 0 in any other state
+ * (a chunked body among them). */
+uint64_t pl_http_parse_body_left(const struct pl_http_parser *p);
 
 /* The first field named name (ASCII case ignored) and how many there are;
  * *value is empty when none. */

@@ -1226,16 +1226,50 @@ static int on_head_ready(struct http_conn *hc)
     return 1;
 }
 
-/* Parses what is buffered, as far as the state allows. */
-static void process(struct http_conn *hc)
+/* Input of process(): the connection's buffer, or bytes straight from a
+ * read (on_data) while nothing is buffered, so body bytes are not copied
+ * on their way to the route. */
+struct input {
+    const char *p; /* the read's bytes, or NULL: hc->in */
+    size_t n, off; /* their length, how many were used */
+};
+
+static struct pl_str input_str(struct http_conn *hc, const struct input *x)
+{
+    if (!x->p)
+        return pl_buf_str(&hc->in);
+    return (struct pl_str){x->p + x->off, x->n - x->off};
+}
+
+static void input_used(struct http_conn *hc, struct input *x, size_t used)
+{
+    if (x->p)
+        x->off += used;
+    else
+        pl_buf_consume(&hc->in, used);
+}
+
+/* What the read brought and is not used yet goes to the buffer: before
+ * anything that may read it from there (an upgrade, the next request)
+ * or wait. */
+static void input_keep(struct http_conn *hc, struct input *x)
+{
+    if (x->p && x->off < x->n)
+        pl_buf_append(&hc->in, x->p + x->off, x->n - x->off);
+    x->p = NULL;
+}
+
+/* Parses what is buffered (or x), as far as the state allows. */
+static void process_input(struct http_conn *hc, struct input *x)
 {
     const struct http_settings *S = pl__http_settings();
     while (hc->conn && !hc->conn->closing) {
-        if (hc->state != C_HEAD && hc->state != C_BODY)
+        if ((hc->state != C_HEAD && hc->state != C_BODY) ||
+            (hc->state == C_BODY && hc->req && hc->req->paused)) {
+            input_keep(hc, x);
             return;
-        if (hc->state == C_BODY && hc->req && hc->req->paused)
-            return;
-        struct pl_str in = pl_buf_str(&hc->in);
+        }
+        struct pl_str in = input_str(hc, x);
         if (hc->state == C_HEAD && in.len && !hc->head_ms) {
             hc->head_ms = now_ms(hc);
             arm(hc);
@@ -1244,7 +1278,7 @@ static void process(struct http_conn *hc)
         struct pl_str body = {NULL, 0};
         enum pl_http_event ev = pl_http_parse(&hc->parser, in.p, in.len, &used,
                                               &body);
-        pl_buf_consume(&hc->in, used);
+        input_used(hc, x, used);
         pl_stat_add(http_bytes_in, (unsigned long)used);
         switch (ev) {
         case PL_HTTP_MORE:
@@ -1255,6 +1289,7 @@ static void process(struct http_conn *hc)
             fail_conn(hc, hc->parser.status ? hc->parser.status : 400);
             return;
         case PL_HTTP_HEAD:
+            input_keep(hc, x);
             if (!on_head_ready(hc))
                 return;
             break;
@@ -1284,6 +1319,7 @@ static void process(struct http_conn *hc)
             break;
         }
         case PL_HTTP_DONE: {
+            input_keep(hc, x);
             struct http_req *q = hc->req;
             if (!q)
                 break; /* answered at its head already */
@@ -1297,15 +1333,44 @@ static void process(struct http_conn *hc)
     }
 }
 
+static void process(struct http_conn *hc)
+{
+    struct input x = {NULL, 0, 0};
+    process_input(hc, &x);
+}
+
 static void on_data(struct pl_conn *c, const char *p, size_t n)
 {
     struct http_conn *hc = c->data;
-    pl_buf_append(&hc->in, p, n);
     if (hc->state != C_HEAD && hc->state != C_BODY) {
+        pl_buf_append(&hc->in, p, n);
         pl_conn_hold(c, 1);
         return;
     }
-    process(hc);
+    if (pl_buf_str(&hc->in).len) {
+        pl_buf_append(&hc->in, p, n);
+        process(hc);
+        return;
+    }
+    struct input x = {p, n, 0};
+    process_input(hc, &x);
+}
+
+/* conn.h rbuf: a Content-Length body the route receives in place. */
+static char *on_rbuf(struct pl_conn *c, size_t *room)
+{
+    struct http_conn *hc = c->data;
+    struct http_req *q = hc->req;
+    if (hc->state != C_BODY || !q || q->paused || pl_buf_str(&hc->in).len ||
+        !q->pub.route->body_buf)
+        return NULL;
+    uint64_t left = pl_http_parse_body_left(&hc->parser);
+    if (!left)
+        return NULL;
+    char *b = q->pub.route->body_buf(&q->pub, room);
+    if (b && *room > left)
+        *room = (size_t)left;
+    return b;
 }
 
 static void unlink_conn(struct http_conn *hc)
@@ -1356,6 +1421,7 @@ static const struct pl_conn_ops conn_ops = {
     .data = on_data,
     .closed = on_closed,
     .timeout = on_timeout,
+    .rbuf = on_rbuf,
 };
 
 static int http_accept(struct pl_listen *l, struct pl_conn *c)

@@ -11,12 +11,16 @@
  * one other than the slot's size 400, over upload.max_file_size 413
  * (before the body is read); a Content-Type other than the slot's
  * (parameters and case aside) 400; beyond the owner's quota 413.  The
- * body is streamed to <id>.part: bytes gather in one of two buffers of
- * BUF_SIZE; a full one is written (and hashed, SHA-256) by a worker of
- * the upload work queue while the other fills; when both are full the
- * request is paused (pl_http_pause) until the write is done.  So the
- * loop never waits for the disk, memory per upload is two buffers, and
- * the writes are large.  At the end a last job writes the rest, fsyncs,
+ * body is streamed to <id>.part: bytes are received straight into one
+ * of two buffers of BUF_SIZE (the route's body_buf, so a byte is copied
+ * once, by the kernel); a full one goes to two jobs of the upload work
+ * queue at once, one writing it and one hashing it (SHA-256, in order:
+ * a buffer's hash starts once the one before it is done), while the
+ * other buffer fills; when both are full the request is paused
+ * (pl_http_pause) until the first is free again.  So the loop never
+ * waits for the disk, hashing and writing run side by side on the two
+ * workers, memory per upload is two buffers, and the writes are large.
+ * At the end a last job writes and hashes the rest, fsyncs,
  * has clamd scan the file when upload.clamd is set (clamd.c), writes the
  * sidecar and renames <id>.part to <id>; only then 201 Created.  An
  * infected file is deleted, answered 403 with the signature's name, and
@@ -51,33 +55,51 @@
 #define BUF_SIZE (1u << 20)
 
 enum {
-    J_WRITE,
-    J_FINAL
+    J_WRITE, /* write a full buffer */
+    J_HASH,  /* hash it, at the same time */
+    J_FINAL  /* the rest, fsync, scan, sidecar, rename */
+};
+
+struct put;
+
+struct put_job {
+    struct pl_work w;
+    struct put *p;
+    int kind; /* J_* */
+    int buf;  /* the buffer it reads */
+    size_t n; /* its bytes, fixed when submitted */
 };
 
 struct put {
-    struct pl_work w;       /* the job out, if busy */
-    struct pl_http_req *r;  /* NULL once the connection went */
-    struct pl_upload *u;    /* the host's service */
-    struct upload_file *f;  /* the entry (not ready) */
-    int fd;                 /* <id>.part */
-    char *buf[2];           /* filling and writing */
-    size_t len[2], cap[2];  /* bytes in each, their sizes */
-    int cur;                /* the buffer filling */
-    int job;                /* J_* of the job out */
-    int jbuf;               /* the buffer it writes */
-    unsigned busy : 1;      /* a job is out */
-    unsigned paused : 1;    /* the request is paused */
-    unsigned finishing : 1; /* the body is complete */
-    unsigned failed : 1;    /* a write failed */
-    EVP_MD_CTX *sha;        /* SHA-256 of the bytes written */
-    int status;             /* J_FINAL's verdict: 201, 403, 500... */
-    char virus[160];        /* clamd's answer when not clean */
+    struct pl_http_req *r;     /* NULL once the connection went */
+    struct pl_upload *u;       /* the host's service */
+    struct upload_file *f;     /* the entry (not ready) */
+    int fd;                    /* <id>.part */
+    char *buf[2];              /* filling and writing */
+    size_t len[2], cap[2];     /* bytes in each, their sizes */
+    struct put_job jobs[2][2]; /* per buffer: J_WRITE, J_HASH */
+    struct put_job fin;        /* J_FINAL */
+    int pending[2];            /* jobs out per buffer */
+    int cur;                   /* the buffer filling */
+    uint64_t off[2];           /* file offset of each buffer's bytes */
+    uint64_t written;          /* file offset of the filling buffer */
+    unsigned final_out : 1;    /* J_FINAL is out */
+    unsigned paused : 1;       /* the request is paused */
+    unsigned finishing : 1;    /* the body is complete */
+    unsigned failed : 1;       /* a write failed */
+    EVP_MD_CTX *sha;           /* SHA-256 of the bytes written */
+    int status;                /* J_FINAL's verdict: 201, 403, 500... */
+    char virus[160];           /* clamd's answer when not clean */
     char part[4200], path[4200], meta[4200]; /* the files */
     char clamd[256];           /* upload.clamd, copied for the worker */
     struct pl_buf metatext;    /* the sidecar, written by J_FINAL */
     struct pl_conn_limits lim; /* the connection's own, restored after */
 };
+
+static int busy(const struct put *p)
+{
+    return p->pending[0] || p->pending[1] || p->final_out;
+}
 
 static struct pl_http_route route;
 
@@ -156,33 +178,25 @@ static void put_discard(struct put *p)
     put_free(p);
 }
 
-static int write_all(int fd, const char *b, size_t n)
+/* pwrite: the write of one buffer runs beside the hash of the other. */
+static int write_all(int fd, const char *b, size_t n, uint64_t off)
 {
     while (n) {
-        ssize_t k = write(fd, b, n);
+        ssize_t k = pwrite(fd, b, n, (off_t)off);
         if (k < 0 && errno == EINTR)
             continue;
         if (k <= 0)
             return PL_EIO;
         b += k;
         n -= (size_t)k;
+        off += (uint64_t)k;
     }
     return PL_OK;
 }
 
-static void put_work(struct pl_work *w)
+/* J_FINAL's end: durable bytes, a verdict, the sidecar, then the name. */
+static void put_final(struct put *p, struct pl_work *w)
 {
-    struct put *p = (struct put *)w;
-    int i = p->jbuf;
-    w->result = PL_OK;
-    if (p->len[i]) {
-        EVP_DigestUpdate(p->sha, p->buf[i], p->len[i]);
-        w->result = write_all(p->fd, p->buf[i], p->len[i]);
-        p->len[i] = 0;
-    }
-    if (p->job != J_FINAL || w->result != PL_OK)
-        return;
-    /* The end: durable bytes, a verdict, the sidecar, then the name. */
     p->status = 500;
     if (fsync(p->fd) != 0) {
         w->result = PL_EIO;
@@ -224,24 +238,57 @@ static void put_work(struct pl_work *w)
     p->status = 201;
 }
 
-static void put_done(struct pl_work *w);
-
-static void submit(struct put *p, int job, int buf)
+static void put_work(struct pl_work *w)
 {
-    p->busy = 1;
-    p->job = job;
-    p->jbuf = buf;
-    p->w.work = put_work;
-    p->w.done = put_done;
-    pl_workq_submit(pl__upload_workq(), pl_server_loop(), &p->w);
+    struct put_job *j = (struct put_job *)w;
+    struct put *p = j->p;
+    const char *b = p->buf[j->buf];
+    w->result = PL_OK;
+    if (j->kind != J_WRITE)
+        EVP_DigestUpdate(p->sha, b, j->n);
+    if (j->kind != J_HASH)
+        w->result = write_all(p->fd, b, j->n, p->off[j->buf]);
+    if (j->kind == J_FINAL && w->result == PL_OK)
+        put_final(p, w);
 }
 
-static void finish(struct put *p)
+static void put_done(struct pl_work *w);
+
+static void submit(struct put *p, struct put_job *j, int kind, int buf)
+{
+    j->p = p;
+    j->kind = kind;
+    j->buf = buf;
+    j->n = p->len[buf];
+    j->w.work = put_work;
+    j->w.done = put_done;
+    j->w.result = PL_OK;
+    pl_workq_submit(pl__upload_workq(), pl_server_loop(), &j->w);
+}
+
+/* The filling buffer is full, or the body complete: its bytes go out. */
+static void flush_cur(struct put *p)
+{
+    int i = p->cur;
+    p->off[i] = p->written;
+    p->written += p->len[i];
+    if (p->finishing) {
+        p->final_out = 1;
+        submit(p, &p->fin, J_FINAL, i);
+        return;
+    }
+    p->pending[i] = 2;
+    submit(p, &p->jobs[i][0], J_WRITE, i);
+    submit(p, &p->jobs[i][1], J_HASH, i);
+    p->cur ^= 1;
+}
+
+static void finish(struct put *p, int result)
 {
     struct pl_http_req *r = p->r;
     if (r->conn)
         pl_conn_set_limits(r->conn, &p->lim);
-    if (p->w.result == PL_OK && p->status == 201) {
+    if (result == PL_OK && p->status == 201) {
         close(p->fd);
         p->fd = -1;
         p->f->ready = 1;
@@ -280,8 +327,20 @@ static void finish(struct put *p)
 
 static void put_done(struct pl_work *w)
 {
-    struct put *p = (struct put *)w;
-    p->busy = 0;
+    struct put_job *j = (struct put_job *)w;
+    struct put *p = j->p;
+    if (j->kind == J_FINAL)
+        p->final_out = 0;
+    else if (--p->pending[j->buf] == 0)
+        p->len[j->buf] = 0; /* written and hashed: free to fill */
+    if (w->result != PL_OK && j->kind != J_FINAL && !p->failed) {
+        p->failed = 1;
+        if (p->f)
+            pl_log_error("upload", "%s: while writing %s: %s", p->u->domain,
+                         p->f->id, pl_strerror(w->result));
+    }
+    if (busy(p))
+        return; /* the other jobs first: they read p */
     if (pl__upload_closing()) {
         put_free(p);
         return;
@@ -293,14 +352,11 @@ static void put_done(struct pl_work *w)
         put_discard(p);
         return;
     }
-    if (p->job == J_FINAL) {
-        finish(p);
+    if (j->kind == J_FINAL) {
+        finish(p, w->result);
         return;
     }
-    if (w->result != PL_OK) {
-        p->failed = 1;
-        pl_log_error("upload", "%s: while writing %s: %s", p->u->domain,
-                     p->f->id, pl_strerror(w->result));
+    if (p->failed) {
         struct pl_http_req *r = p->r;
         r->data = NULL;
         if (r->conn)
@@ -309,18 +365,25 @@ static void put_done(struct pl_work *w)
         put_discard(p);
         return;
     }
-    if (p->finishing) {
-        submit(p, J_FINAL, p->cur);
-        return;
-    }
-    if (p->len[p->cur] >= BUF_SIZE) {
-        submit(p, J_WRITE, p->cur);
-        p->cur ^= 1;
-    }
-    if (p->paused) {
+    if (p->finishing || p->len[p->cur] >= BUF_SIZE)
+        flush_cur(p);
+    if (p->paused && !p->finishing) {
         p->paused = 0;
         pl_http_resume(p->r);
     }
+}
+
+/* route.body_buf: the filling buffer's free end. */
+static char *put_buf(struct pl_http_req *r, size_t *room)
+{
+    struct put *p = r->data;
+    if (!p || p->failed || p->paused)
+        return NULL;
+    int i = p->cur;
+    if (p->len[i] >= p->cap[i])
+        return NULL;
+    *room = p->cap[i] - p->len[i];
+    return p->buf[i] + p->len[i];
 }
 
 static int put_body(struct pl_http_req *r, const char *b, size_t n)
@@ -329,17 +392,18 @@ static int put_body(struct pl_http_req *r, const char *b, size_t n)
     if (!p || p->failed)
         return 500;
     int i = p->cur;
-    if (p->len[i] + n > p->cap[i]) {
-        p->cap[i] = p->len[i] + n;
-        p->buf[i] = pl_realloc(p->buf[i], p->cap[i]);
+    if (b != p->buf[i] + p->len[i]) { /* not received in place: copy */
+        if (p->len[i] + n > p->cap[i]) {
+            p->cap[i] = p->len[i] + n;
+            p->buf[i] = pl_realloc(p->buf[i], p->cap[i]);
+        }
+        memcpy(p->buf[i] + p->len[i], b, n);
     }
-    memcpy(p->buf[i] + p->len[i], b, n);
     p->len[i] += n;
     if (p->len[i] < BUF_SIZE)
         return PL_OK;
-    if (!p->busy) {
-        submit(p, J_WRITE, i);
-        p->cur ^= 1;
+    if (!p->pending[i ^ 1]) {
+        flush_cur(p);
     } else if (!p->paused) {
         p->paused = 1; /* both full: wait for the disk */
         pl_http_pause(r);
@@ -351,8 +415,8 @@ static void put_request(struct pl_http_req *r)
 {
     struct put *p = r->data;
     p->finishing = 1;
-    if (!p->busy)
-        submit(p, J_FINAL, p->cur);
+    if (!busy(p))
+        flush_cur(p);
 }
 
 static int refuse(struct pl_http_req *r, int status, const char *text)
@@ -548,7 +612,7 @@ static void on_abort(struct pl_http_req *r)
         return;
     r->data = NULL;
     p->r = NULL;
-    if (!p->busy)
+    if (!busy(p))
         put_discard(p);
 }
 
@@ -571,6 +635,7 @@ int pl__upload_http_start(void)
         .cors = 1,
         .on_head = on_head,
         .on_body = put_body,
+        .body_buf = put_buf,
         .on_request = on_request,
         .on_abort = on_abort,
     };
