@@ -2,9 +2,10 @@
 """test_bosh.py - XMPP over BOSH (XEP-0124 1.11, XEP-0206).
 
 Debian 12's slixmpp, aioxmpp and nbxmpp have no BOSH client, so the
-client is BoshClient below: harness.RawClient over BOSH (every element
-it sends goes in the next request's <body/>, every element of an answer
-is queued), which reuses the same SASL (SCRAM), bind and iq helpers.
+client is bosh_common.BoshClient: harness.RawClient over BOSH (every
+element it sends goes in the next request's <body/>, every element of
+an answer is queued), which reuses the same SASL (SCRAM), bind and iq
+helpers.
 The browser test (Converse.js) is the third-party BOSH peer.
 
 Checked: session creation (sid, wait, hold, requests, ver, authid,
@@ -17,9 +18,7 @@ that is not BOSH, 405 for GET), CORS preflight, the inactivity deadline.
 Run with /usr/bin/python3.
 """
 
-import http.client
 import os
-import random
 import sys
 import threading
 import time
@@ -29,125 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check  # noqa: E402
 from im_common import add_users, PW  # noqa: E402
+from bosh_common import BoshClient, post, NS_XBOSH  # noqa: E402
+from bosh_common import NS_HTTPBIND as NS_BIND  # noqa: E402
 
-NS_BIND = "http://jabber.org/protocol/httpbind"
-NS_XBOSH = "urn:xmpp:xbosh"
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
-B = "{%s}" % NS_BIND
 C = "{jabber:client}"
-
-
-def post(host, port, body, timeout=30, method="POST", headers=None):
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        h = {"Content-Type": "text/xml; charset=utf-8"}
-        h.update(headers or {})
-        conn.request(method, "/http-bind", body=body, headers=h)
-        r = conn.getresponse()
-        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), \
-            r.read()
-    finally:
-        conn.close()
-
-
-class BoshClient(harness.RawClient):
-    def __init__(self, host, port, domain="localhost", wait=2, timeout=10):
-        self.host, self.port, self.domain = host, port, domain
-        self.timeout = timeout
-        self.wait = wait
-        self.rid = random.randrange(1, 1 << 40)
-        self.sid = None
-        self.pending = ""
-        self.attrs = ""
-        self.queue = []
-        self.header = None
-        self.jid = None
-        self.tls = True  # nothing to negotiate: the listener is secure
-        self.closed = False
-        self.stream_ended = False
-        self.parse_error = None
-        self.raw = b""
-        self.last = None  # (rid, status, raw) of the last request
-        self.created = None
-
-    def body(self, children="", attrs="", rid=None):
-        rid = self.rid if rid is None else rid
-        sid = " sid='%s'" % self.sid if self.sid else ""
-        return ("<body xmlns='%s' rid='%d'%s%s>%s</body>"
-                % (NS_BIND, rid, sid, attrs, children))
-
-    def request(self, children="", attrs="", rid=None):
-        self.rid += 1
-        rid = self.rid if rid is None else rid
-        data = self.body(children, attrs, rid)
-        st, hd, raw = post(self.host, self.port, data,
-                           timeout=self.wait + 10)
-        self.last = (rid, data, st, raw)
-        self.raw += raw
-        return st, raw
-
-    def _absorb(self, st, raw):
-        if st != 200:
-            self.closed = True
-            raise harness.StreamClosed("HTTP %d" % st)
-        el = ET.fromstring(raw)
-        for child in list(el):
-            self.queue.append(child)
-        if el.get("type") == "terminate":
-            self.closed = self.stream_ended = True
-            self.terminate = el
-        return el
-
-    def create(self, to=None, hold=1):
-        self.rid += 1
-        data = ("<body xmlns='%s' rid='%d' to='%s' wait='%d' hold='%d'"
-                " ver='1.11' xml:lang='en' xmlns:xmpp='%s'"
-                " xmpp:version='1.0'/>"
-                % (NS_BIND, self.rid, to or self.domain, self.wait, hold,
-                   NS_XBOSH))
-        st, hd, raw = post(self.host, self.port, data)
-        self.created = (st, hd, raw)
-        el = self._absorb(st, raw)
-        self.sid = el.get("sid")
-        self.header = el
-        return el
-
-    # RawClient's transport
-    def send(self, data):
-        self.pending += data if isinstance(data, str) else data.decode()
-
-    def _recv_some(self, deadline):
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out")
-        if self.closed:
-            raise harness.StreamClosed("session terminated")
-        children, self.pending = self.pending, ""
-        attrs, self.attrs = self.attrs, ""
-        st, raw = self.request(children, attrs)
-        self._absorb(st, raw)
-
-    def open_stream(self, to=None, extra=""):
-        if self.sid is None:
-            self.create(to)
-        else:
-            self.attrs = (" xmlns:xmpp='%s' xmpp:restart='true' to='%s'"
-                          % (NS_XBOSH, self.domain))
-
-    def restart(self):
-        self.header = None
-        self.open_stream()
-        return self.features()
-
-    def wait_header(self, timeout=None):
-        return self.header
-
-    def connect_tls(self, direct=None):
-        self.open_stream()
-        return self.features()
-
-    def close(self):
-        pass
 
 
 def main():

@@ -9,12 +9,15 @@ for each file that restarts it; every other file shares the default
 server, isolated by its own accounts and ${id}, several files at once),
 writes every [Component] of the files into their server's first host
 with one component listener, creates the accounts with parleyctl,
-connects each client over STARTTLS with SASL SCRAM and resource binding
-and each component with the XEP-0114 handshake, sends the XML as
-written, and compares what arrives as XML trees (a [SipUA] sends SIP
-requests as written over UDP, to a sip listener the runner adds, and
-matches the start line and fields of what comes back; see
-SipParticipant): namespaces and names,
+connects each client with SASL SCRAM and resource binding (over TCP
+with STARTTLS, or over WebSocket or BOSH through an http listener the
+runner adds: ClientConn and its transports) and each component with the
+XEP-0114 handshake, sends the XML as written, and compares what arrives
+as XML trees (a [SipUA] sends SIP requests as written over UDP, to a
+sip listener the runner adds, and matches the start line and fields of
+what comes back, see SipParticipant; an [Http] client sends HTTP
+requests as written and matches the status line, fields and body of
+the answers, see HttpParticipant): namespaces and names,
 attributes in any order, children in any order, text stripped of
 surrounding whitespace (whitespace-only text ignored), with wildcards
 ({any}, {datetime}, {capture:NAME}, {re:REGEX}, attribute
@@ -39,9 +42,11 @@ SCENARIO_JOBS (files run at once, default 4),
 plus harness.py's PARLEYD, PARLEYCTL, PARLEYD_WRAPPER.
 
 Extending: a new client step is a regex in STEPS (COMPONENT_STEPS for
-components, SIP_STEPS for SIP UAs) and a method Runner.step_<x> (steps
-without a client are parsed in parse()); a new wildcard is a branch in
-template_regex(); a matcher change gets a case in self_test().
+components, SIP_STEPS for SIP UAs, HTTP_STEPS for HTTP clients) and a
+method Runner.step_<x> (steps without a client are parsed in parse());
+a new client transport is a ClientConn subclass in TRANSPORTS; a new
+wildcard is a branch in template_regex(); a matcher change gets a case
+in self_test().
 """
 
 import base64
@@ -49,20 +54,25 @@ import concurrent.futures
 import difflib
 import glob
 import hashlib
+import json
 import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+import xml.parsers.expat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "interop"))
 import harness  # noqa: E402
 import sipua  # noqa: E402
+import bosh_common  # noqa: E402
+import ws_common  # noqa: E402
 
 TIMEOUT = float(os.environ.get("SCENARIO_TIMEOUT", "5"))
 QUIET = float(os.environ.get("SCENARIO_QUIET", "0.5"))
@@ -345,7 +355,14 @@ def match_sip(text, msg, captures):
     or compact form, any case; one of them when there are several), and
     "!Name" says there is no such field.  Fields not written are not
     looked at.  Returns None (captures updated) or a reason."""
-    lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
+    return match_head(text.split("\n"), msg, captures)
+
+
+def match_head(lines, msg, captures):
+    """match_sip's rules for any message with .start (its start line)
+    and .all(name) (the values of the fields of that name): SIP
+    messages, HTTP answers."""
+    lines = [ln.strip() for ln in lines if ln.strip()]
     if not lines:
         return "an empty block"
     caps = {}
@@ -375,6 +392,132 @@ def match_sip(text, msg, captures):
                 name, "' and '".join(values), tmpl)
     captures.update(caps)
     return None
+
+
+def match_json(exp, got, captures, path="$"):
+    """Compares an expected JSON value with a received one, as match()
+    does XML: strings are templates; an object must have the keys
+    written (a key "..." allows more); an array's items are matched in
+    any order (an item "..." allows more); numbers, booleans and null
+    are equal.  Returns None (captures updated) or a reason."""
+    caps = {}
+    if isinstance(exp, str):
+        if not isinstance(got, str):
+            return "%s: is %s, expected a string" % (path, json.dumps(got))
+        if not match_value(exp, got, caps):
+            return "%s: is %s, expected %s" % (path, json.dumps(got),
+                                               json.dumps(exp))
+    elif isinstance(exp, dict):
+        if not isinstance(got, dict):
+            return "%s: is %s, expected an object" % (path, json.dumps(got))
+        for k, v in exp.items():
+            if k == MORE:
+                continue
+            if k not in got:
+                return "%s: no member \"%s\"" % (path, k)
+            why = match_json(v, got[k], caps, "%s.%s" % (path, k))
+            if why:
+                return why
+        extra = sorted(set(got) - set(exp))
+        if extra and MORE not in exp:
+            return "%s: unexpected member \"%s\"" % (path, extra[0])
+    elif isinstance(exp, list):
+        if not isinstance(got, list):
+            return "%s: is %s, expected an array" % (path, json.dumps(got))
+        want = [e for e in exp if e != MORE]
+        table = [[None] * len(got) for _ in want]  # (reason, captures)
+        for i, e in enumerate(want):
+            for j, g in enumerate(got):
+                c = {}
+                table[i][j] = (match_json(e, g, c, "%s[%d]" % (path, j)), c)
+        owner = [-1] * len(got)
+
+        def augment(i, seen):  # bipartite matching, as match_children
+            for j in range(len(got)):
+                if table[i][j][0] is None and j not in seen:
+                    seen.add(j)
+                    if owner[j] < 0 or augment(owner[j], seen):
+                        owner[j] = i
+                        return True
+            return False
+
+        for i, e in enumerate(want):
+            if not augment(i, set()):
+                # The closest candidate failed deepest (as match_set).
+                deep = max([r for r, _ in table[i] if r], default=None,
+                           key=lambda r: len(re.findall(
+                               r"[.\[]", r.split(": ")[0])))
+                return "%s: no item matches %s%s" % (
+                    path, json.dumps(e), "; closest: " + deep if deep
+                    else "")
+        if MORE not in exp and -1 in owner:
+            return "%s: unexpected item %s" % (
+                path, json.dumps(got[owner.index(-1)]))
+        for j, i in enumerate(owner):
+            if i >= 0:
+                caps.update(table[i][j][1])
+    else:  # a number, true, false or null: the same (1 and 1.0 too)
+        def number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        same = exp == got if number(exp) and number(got) else \
+            type(exp) is type(got) and exp == got
+        if not same:
+            return "%s: is %s, expected %s" % (path, json.dumps(got),
+                                               json.dumps(exp))
+    captures.update(caps)
+    return None
+
+
+def body_kind(tmpl):
+    """How an expected body is compared: "xml" (it starts with "<"),
+    "json" (it parses as JSON, templates in its strings), else "text"
+    (a template of the whole body)."""
+    t = tmpl.strip()
+    if t.startswith("<"):
+        return "xml", None
+    if t[:1] in ("{", "["):
+        try:
+            return "json", json.loads(t)
+        except ValueError:
+            pass
+    return "text", None
+
+
+def match_body(tmpl, body, captures):
+    """Matches a received body (bytes) with an expected one (text, its
+    ${...} already substituted).  Returns (reason or None, the expected
+    element, the received element): the elements only for XML, for the
+    diff of a failure."""
+    kind, exp = body_kind(tmpl)
+    text = body.decode("utf-8", "replace")
+    if kind == "xml":
+        try:
+            want = list(ET.fromstring(wrap_open("") + tmpl + WRAP_CLOSE))
+        except ET.ParseError as e:
+            raise StepFailed("the expected body is not well-formed XML: %s"
+                             % e)
+        if len(want) != 1:
+            raise StepFailed("the expected body must be one element")
+        try:
+            got = ET.fromstring(body)
+        except ET.ParseError as e:
+            return "the body is not well-formed XML: %s" % e, None, None
+        return match(want[0], got, captures), want[0], got
+    if kind == "json":
+        try:
+            got = json.loads(text)
+        except ValueError as e:
+            return "the body is not JSON: %s" % e, None, None
+        return match_json(exp, got, captures), None, None
+    caps = {}
+    if not match_value(tmpl.strip(), text.strip(), caps):
+        lines = text.splitlines()
+        for ln in tmpl.strip().split("\n"):
+            if "{" not in ln and ln.strip() and ln not in lines:
+                return "the body has no line '%s'" % ln, None, None
+        return "the body does not match the text expected", None, None
+    captures.update(caps)
+    return None, None, None
 
 
 # -------------------------------------------------------------- printing
@@ -444,7 +587,8 @@ class Client(Participant):
         self.password = None
         self.resource = None
         self.account = True
-        self.conn = None
+        self.transport = "tcp"  # a key of TRANSPORTS
+        self.conn = None        # its ClientConn
         self.jid = None
         self.features = None
 
@@ -453,6 +597,8 @@ class Client(Participant):
             setattr(self, k, v)
         elif k == "account" and v in ("yes", "none"):
             self.account = v == "yes"
+        elif k == "transport" and v in TRANSPORT_NAMES:
+            self.transport = v
         else:
             return False
         return True
@@ -491,13 +637,33 @@ class SipParticipant(Participant):
         self.cnonce = None
 
 
+class HttpParticipant(Participant):
+    """An HTTP client of the tests' own: requests written as they go on
+    the wire, on one HTTP/1.1 connection to one of the server's http
+    listeners (opened again when the server has closed it).  Its blocks
+    are HTTP text; see Runner.step_http_send and step_http_receive."""
+    ns = None
+    SETTINGS = ("listener",)
+    LISTENERS = ("secure", "plain")
+
+    def __init__(self, name):
+        self.name = name
+        self.listener = "secure"  # secure = true (as behind a TLS proxy)
+        self.conn = None          # its HttpConn
+
+    def setting(self, k, v):
+        return v in self.LISTENERS and Participant.setting(self, k, v)
+
+
 # The participants' blocks above the ----- line: [Kind] NAME, its class,
 # the Scenario table it goes in, and what its settings are called.
 KINDS = {
     "Client": (Client, "clients", "client"),
     "Component": (Component, "components", "component"),
     "SipUA": (SipParticipant, "sip_uas", "SIP UA"),
+    "Http": (HttpParticipant, "http_clients", "HTTP client"),
 }
+TABLES = [table for _, table, _ in KINDS.values()]
 
 
 class Scenario:
@@ -509,32 +675,59 @@ class Scenario:
         self.clients = {}
         self.components = {}
         self.sip_uas = {}
+        self.http_clients = {}
         self.server = ""          # raw configuration text
         self.host = ""            # raw settings for the first host
         self.steps = []           # (line, participant, verb, block text)
         self.uid = None           # ${id}, given by main()
         self.component_port = None  # the server's component listener
         self.sip_port = None        # its sip listener (UDP), for SIP UAs
+        self.http_ports = {}        # its http listeners, by kind
 
     def participants(self):
-        return list(self.clients.values()) + \
-            list(self.components.values()) + list(self.sip_uas.values())
+        return [p for table in TABLES for p in getattr(self, table).values()]
 
     def taken(self, name):
-        return name in self.clients or name in self.components or \
-            name in self.sip_uas
+        return any(name in getattr(self, table) for table in TABLES)
+
+    def find(self, name):
+        for table in TABLES:
+            if name in getattr(self, table):
+                return getattr(self, table)[name]
+        return None
+
+    def http_needs(self):
+        """The http listeners its participants need: "secure" (declared
+        secure = true, for the WebSocket and BOSH clients and the HTTP
+        clients by default) and "plain" (HTTP clients with listener:
+        plain)."""
+        kinds = {w.listener for w in self.http_clients.values()}
+        if any(c.transport != "tcp" for c in self.clients.values()):
+            kinds.add("secure")
+        return kinds
 
 
 STEPS = [
     (r"connects", "connect"),
     (r"opens a stream", "open"),
     (r"logs in", "login"),
+    (r"authenticates", "auth"),
     (r"sends:", "send"),
     (r"receives:", "receive"),
     (r"receives nothing", "nothing"),
+    (r"has stream header:", "header"),
     (r"has stream features:", "features"),
     (r"is disconnected", "closed"),
     (r"disconnects", "disconnect"),
+    (r"loses the connection", "lose"),
+]
+
+HTTP_STEPS = [
+    (r"sends:", "http_send"),
+    (r"receives:", "http_receive"),
+    (r"receives nothing", "http_nothing"),
+    (r"is disconnected", "http_closed"),
+    (r"disconnects", "http_disconnect"),
 ]
 
 SIP_STEPS = [
@@ -620,12 +813,16 @@ def parse(path):
                 sc.host, i = block(i)
                 continue
             raise ScenarioError("%s:%d: expected [Client] NAME, [Component] "
-                                "NAME, [SipUA] NAME, [Server], [Host] or "
-                                "-----"
+                                "NAME, [SipUA] NAME, [Http] NAME, [Server], "
+                                "[Host] or -----"
                                 % (path, i))
         m = re.match(r"Run parleyctl\s+(.+)$", line)
         if m:
             sc.steps.append((i, None, "ctl", m.group(1), line))
+            continue
+        m = re.match(r"Wait (\d+(?:\.\d+)?) s$", line)
+        if m:
+            sc.steps.append((i, None, "wait", m.group(1), line))
             continue
         if line == "Server restarts":
             sc.steps.append((i, None, "restart", "", line))
@@ -637,11 +834,11 @@ def parse(path):
         m = re.match(r"(\w+)\s+(.*)$", line)
         verb, who = None, None
         if m:
-            who = sc.clients.get(m.group(1)) or \
-                sc.components.get(m.group(1)) or sc.sip_uas.get(m.group(1))
+            who = sc.find(m.group(1))
         if who is not None:
             table = COMPONENT_STEPS if isinstance(who, Component) else \
-                SIP_STEPS if isinstance(who, SipParticipant) else STEPS
+                SIP_STEPS if isinstance(who, SipParticipant) else \
+                HTTP_STEPS if isinstance(who, HttpParticipant) else STEPS
             for rx, v in table:
                 if re.match(rx + r"$", m.group(2)):
                     verb = v
@@ -665,8 +862,11 @@ def parse(path):
 
 # ---------------------------------------------------------------- runner
 
-class Conn(harness.RawClient):
-    """harness.RawClient plus what a scenario needs."""
+class ClientConn:
+    """What a scenario needs of a client's stream, whatever carries it
+    (mixed into a harness.RawClient of each transport).  The steps use
+    only this and RawClient's helpers, so they work the same over every
+    transport."""
 
     def wait_count(self, n, timeout):
         """Waits (bounded) until n stanzas are queued; returns them all
@@ -694,6 +894,288 @@ class Conn(harness.RawClient):
                              % (n, len(got), why), got=got)
         got, self.queue[:] = self.queue[:n], self.queue[n:]
         return got
+
+    def send_block(self, text, ns):
+        """Sends a block's XML (${...} substituted): over TCP the bytes
+        as written, the stream giving its default namespace."""
+        self.send(text)
+
+    def end_stream(self):
+        """Asks for the end of the stream (RFC 6120 §4.4)."""
+        self.send("</stream:stream>")
+
+    def is_stream_end(self, el):
+        """Whether a queued element is the transport's end of stream."""
+        return False
+
+    def lose(self):
+        """Goes away without ending the stream."""
+        self.close()
+
+
+class Conn(ClientConn, harness.RawClient):
+    """A client over TCP (or a component's stream)."""
+
+
+def standalone(text, ns):
+    """The elements of a block as standalone documents, for transports
+    that carry one element at a time (RFC 7395 §3.3.3: every message a
+    complete document with its namespaces declared; XEP-0206 §2: BOSH
+    payloads qualified by jabber:client): each top-level element as
+    written, with xmlns='NS' added when it declares no default namespace
+    and xmlns:stream when it uses the stream: prefix without declaring
+    it, which is what the element meant on a TCP stream.  Returns the
+    list of strings; raises StepFailed for text between elements."""
+    data = (wrap_open(ns) + text + WRAP_CLOSE).encode("utf-8")
+    p = xml.parsers.expat.ParserCreate()
+    tops = []   # [start byte, declares xmlns, prefixes used, declared]
+    depth = [0]
+    end = [len(data)]
+    stray = []
+
+    def start(name, attrs):
+        depth[0] += 1
+        if depth[0] == 2:
+            tops.append([p.CurrentByteIndex, "xmlns" in attrs, set(),
+                         set()])
+        if depth[0] >= 2:
+            top = tops[-1]
+            for n in [name] + list(attrs):
+                if n.startswith("xmlns:"):
+                    top[3].add(n[6:])
+                elif ":" in n and not n.startswith("xml:"):
+                    top[2].add(n.split(":", 1)[0])
+
+    def stop(name):
+        if depth[0] == 1:
+            end[0] = p.CurrentByteIndex
+        depth[0] -= 1
+
+    def chars(t):
+        if depth[0] == 1 and t.strip():
+            stray.append(t.strip())
+
+    p.StartElementHandler = start
+    p.EndElementHandler = stop
+    p.CharacterDataHandler = chars
+    try:
+        p.Parse(data, True)
+    except xml.parsers.expat.ExpatError as e:
+        raise StepFailed("the block is not well-formed XML: %s" % e)
+    if stray:
+        raise StepFailed("text outside any element cannot be framed: '%s'"
+                         % stray[0])
+    out = []
+    for k, (at, has_ns, used, declared) in enumerate(tops):
+        stop_at = tops[k + 1][0] if k + 1 < len(tops) else end[0]
+        piece = data[at:stop_at].decode("utf-8").rstrip()
+        decl = "" if has_ns else " xmlns='%s'" % ns
+        if "stream" in used - declared:
+            decl += " xmlns:stream='%s'" % NS_STREAM
+        m = re.match(r"<[^\s/>]+", piece)
+        out.append(piece[:m.end()] + decl + piece[m.end():])
+    return out
+
+
+class WsConn(ClientConn, ws_common.WsClient):
+    """A client over WebSocket (RFC 7395, ws_common.WsClient): each
+    element in a message of its own, the stream opened with <open/> and
+    ended with <close/>; every message received is parsed as one whole
+    document, so two elements in a message, or one that lacks a
+    namespace declaration, is a failure of any step that reads."""
+
+    def send_block(self, text, ns):
+        for piece in standalone(text, ns):
+            self.send(piece)
+
+    def end_stream(self):
+        self.send("<close xmlns='%s'/>" % ws_common.NS_FRAMING)
+
+    def is_stream_end(self, el):
+        return el.tag == "{%s}close" % ws_common.NS_FRAMING
+
+
+class BoshConn(ClientConn, bosh_common.BoshStream):
+    """A client over BOSH (XEP-0124, XEP-0206; bosh_common.BoshStream): a
+    block's elements go in one request, a request is held while it
+    reads; the stream ends with type='terminate'.  Losing the connection
+    is sending no more requests (the session ends after its inactivity
+    time, XEP-0124 §10)."""
+
+    def __init__(self, host, port, domain, timeout):
+        bosh_common.BoshStream.__init__(self, host, port, domain,
+                                        wait=2 * int(TIMEOUT) + 5,
+                                        timeout=timeout)
+
+    def _absorb(self, st, raw):
+        try:
+            return bosh_common.BoshStream._absorb(self, st, raw)
+        except ET.ParseError as e:
+            self.parse_error = "%s in %r" % (e, raw[:200])
+            self.closed = True
+            raise harness.StreamClosed("an answer that is not XML")
+
+    def send_block(self, text, ns):
+        self.send("".join(standalone(text, ns)))
+
+    def end_stream(self):
+        self.end()
+
+
+# transport: setting of a [Client] -> its ClientConn
+TRANSPORTS = {"tcp": Conn, "websocket": WsConn, "bosh": BoshConn}
+TRANSPORT_NAMES = tuple(TRANSPORTS)
+
+
+class HttpMessage:
+    """An HTTP answer: its status line, fields and body (bytes)."""
+
+    def __init__(self, head, body):
+        lines = head.decode("latin-1").split("\r\n")
+        self.start = lines[0]
+        self.fields = []
+        for ln in lines[1:]:
+            name, _, value = ln.partition(":")
+            self.fields.append((name.strip(), value.strip()))
+        self.body = body
+        parts = self.start.split(" ", 2)
+        self.status = int(parts[1]) if len(parts) > 1 and \
+            parts[1].isdigit() else 0
+
+    def all(self, name):
+        return [v for k, v in self.fields if k.lower() == name.lower()]
+
+    def text(self, limit=3000):
+        """For failure reports: the head, and the body (cut)."""
+        body = self.body.decode("utf-8", "replace")
+        if len(body) > limit:
+            body = body[:limit] + "...(%d bytes)" % len(self.body)
+        head = "\n".join([self.start] + ["%s: %s" % f for f in self.fields])
+        return head + ("\n\n" + body if body else "")
+
+
+class HttpConn:
+    """One HTTP/1.1 connection of an [Http] participant: requests sent
+    as given, answers read in order (their bodies by Content-Length,
+    chunked coding or the end of the connection; none for HEAD, 1xx,
+    204 and 304).  Every read is bounded by a deadline."""
+
+    def __init__(self, sock, timeout):
+        self.sock = sock
+        self.timeout = timeout
+        self.buf = b""
+        self.closed = False  # the server closed it
+        self.pending = []    # (method, bytes) of the requests unanswered
+        self.answers = 0     # answers read
+        self.last = False    # an answer said Connection: close
+
+    @classmethod
+    def connect(cls, host, port, timeout):
+        return cls(socket.create_connection((host, port), timeout), timeout)
+
+    def send(self, data, method):
+        self.sock.sendall(data)
+        self.pending.append((method, data))
+
+    def usable(self):
+        """Whether another request may go on it: not closed, by the
+        server's word or (as far as can be seen now) by the socket."""
+        if self.closed or self.last:
+            return False
+        if self.buf:
+            return True
+        self.sock.setblocking(False)
+        try:
+            return self.sock.recv(1, socket.MSG_PEEK) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            self.sock.settimeout(self.timeout)
+
+    def _fill(self, deadline):
+        """Reads more; False once the server has closed the connection."""
+        if self.closed:
+            return False
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("timed out")
+        except (ConnectionResetError, BrokenPipeError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.buf += data
+        return True
+
+    def _take(self, n, deadline):
+        while len(self.buf) < n:
+            if not self._fill(deadline):
+                raise EOFError("the connection closed within a body")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def _line(self, deadline):
+        while b"\r\n" not in self.buf:
+            if not self._fill(deadline):
+                raise EOFError("the connection closed within a chunk")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def read(self, deadline):
+        """The next answer (an HttpMessage), or None if the connection
+        closed before one began.  Raises TimeoutError, or EOFError for
+        an answer cut short."""
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill(deadline):
+                if not self.buf:
+                    return None
+                raise EOFError("the connection closed within a head: %r"
+                               % self.buf[:200])
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        msg = HttpMessage(head, b"")
+        interim = 100 <= msg.status < 200
+        method = self.pending[0][0] if self.pending else "GET"
+        if not interim:
+            self.answers += 1
+            if self.pending:
+                self.pending.pop(0)
+        if interim or method == "HEAD" or msg.status in (204, 304):
+            return msg
+        coding = ",".join(msg.all("Transfer-Encoding")).lower()
+        length = msg.all("Content-Length")
+        if "chunked" in coding:
+            body = b""
+            while True:
+                size = int(self._line(deadline).split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self._line(deadline):  # trailer fields
+                        pass
+                    break
+                body += self._take(size, deadline)
+                self._line(deadline)
+            msg.body = body
+        elif length:
+            msg.body = self._take(int(length[0]), deadline)
+        else:
+            while self._fill(deadline):
+                pass
+            msg.body, self.buf = self.buf, b""
+        if any("close" in v.lower() for v in msg.all("Connection")):
+            self.last = True
+        return msg
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
 
 UNIQUE_LOCK = threading.Lock()
@@ -727,6 +1209,54 @@ def resolve_components(sc, domain):
                                % c.name.lower(), variables).lower()
         c.secret = subst_plain(c.secret or "secret-${id}-%s"
                                % c.name.lower(), variables)
+
+
+# Settings of the groups the harness writes (limits, c2s) that it takes
+# as arguments of harness.Server; the others of these groups go in as
+# its limits_extra and c2s_extra.
+SERVER_ARGS = {
+    "limits": ("max_stanza_size", "max_depth", "handshake_timeout",
+               "idle_timeout"),
+    "c2s": ("require_encryption",),
+}
+
+
+def server_settings(text):
+    """A [Server] block as harness.Server's (extra, keyword arguments):
+    its limits and c2s groups, which the harness writes itself, are
+    taken out and merged into the harness's (limits_extra, c2s_extra,
+    or the arguments of SERVER_ARGS); the rest is extra."""
+    kw = {}
+    for group, args in SERVER_ARGS.items():
+        rx = re.compile(r"^[ \t]*%s[ \t]*[:=][ \t]*\{([^{}]*)\}[ \t]*;?[ \t]*"
+                        r"$\n?" % group, re.M)
+        found = rx.findall(text)
+        if len(found) > 1:
+            raise ScenarioError("[Server] has two %s groups" % group)
+        text = rx.sub("", text)
+        rest = []
+        for item in (found[0] if found else "").split(";"):
+            k, eq, v = item.partition("=")
+            k, v = k.strip(), v.strip()
+            if not k:
+                continue
+            if not eq:
+                raise ScenarioError("[Server] %s: not a setting: '%s'"
+                                    % (group, item.strip()))
+            if k in args:
+                if v in ("true", "false"):
+                    kw[k] = v == "true"
+                elif re.match(r"\d+$", v):
+                    kw[k] = int(v)
+                else:
+                    raise ScenarioError("[Server] %s.%s: '%s' is not a "
+                                        "number or a boolean"
+                                        % (group, k, v))
+            else:
+                rest.append("%s = %s;" % (k, v))
+        if rest:
+            kw["%s_extra" % group] = " ".join(rest)
+    return text, kw
 
 
 def libconfig_string(s):
@@ -788,6 +1318,9 @@ class Runner:
         ua = self.sc.sip_uas.get(cname)
         if ua is not None:
             return self.sip_value(ua, part)
+        web = self.sc.http_clients.get(cname)
+        if web is not None and part == "port":
+            return str(self.http_port(web))
         comp = self.sc.components.get(cname)
         if comp is not None and part in ("", "secret"):
             return comp.secret if part else comp.domain
@@ -866,14 +1399,39 @@ class Runner:
         return c.conn
 
     def step_open(self, c):
+        """A new stream over the client's transport: over TCP with
+        STARTTLS; over WebSocket the opening handshake (RFC 6455 §4, the
+        xmpp subprotocol) and <open/>; over BOSH the session creation
+        (XEP-0124 §7, XEP-0206).  ${X.full} stays the last bound JID
+        (a resumption, XEP-0198, gets it back)."""
         if c.conn is not None:
             c.conn.close()
-        c.jid = None
-        c.conn = Conn(self.srv.host, self.srv.starttls_port,
-                      self.srv.domain, timeout=TIMEOUT)
+            c.conn = None
+        cls = TRANSPORTS[c.transport]
+        if cls is Conn:
+            c.conn = Conn(self.srv.host, self.srv.starttls_port,
+                          self.srv.domain, timeout=TIMEOUT)
+        else:
+            port = self.sc.http_ports.get("secure")
+            if not port:
+                raise StepFailed("the server has no http listener")
+            if cls is WsConn:
+                conn = WsConn(self.srv.host, port, self.srv.domain,
+                              timeout=TIMEOUT)
+                if conn.status != 101:
+                    conn.close()
+                    raise StepFailed("the WebSocket handshake was answered "
+                                     "%d, not 101" % conn.status,
+                                     detail="fields: %s" % conn.headers)
+                c.conn = conn
+            else:
+                c.conn = BoshConn(self.srv.host, port, self.srv.domain,
+                                  timeout=TIMEOUT)
         c.features = c.conn.connect_tls()
 
-    def step_login(self, c):
+    def step_auth(self, c):
+        """SASL SCRAM, then the stream restart (RFC 6120 §6.4.6): no
+        resource bound (for an XEP-0198 <resume/>)."""
         conn = self.conn_of(c)
         mechs = conn.mechanisms(c.features)
         mech = next((m for m in ("SCRAM-SHA-256", "SCRAM-SHA-1")
@@ -884,8 +1442,13 @@ class Runner:
         if el.tag != "{%s}success" % NS_SASL:
             raise StepFailed("%s as %s failed" % (mech, c.user), got=[el])
         c.features = conn.restart()
-        conn.send("<iq type='set' id='scn-bind'><bind xmlns='%s'><resource>"
-                  "%s</resource></bind></iq>" % (NS_BIND, c.resource))
+
+    def step_login(self, c):
+        self.step_auth(c)
+        conn = self.conn_of(c)
+        conn.send_block("<iq type='set' id='scn-bind'><bind xmlns='%s'>"
+                        "<resource>%s</resource></bind></iq>"
+                        % (NS_BIND, c.resource), NS_CLIENT)
         el = conn.wait_count(1, TIMEOUT)[0]
         j = el.find(".//{%s}jid" % NS_BIND)
         if el.get("type") != "result" or j is None:
@@ -936,7 +1499,7 @@ class Runner:
 
     def step_send(self, c, text):
         self.parse_block(text, c.ns)  # well-formed, or fail before sending
-        self.conn_of(c).send(self.subst(text))
+        self.conn_of(c).send_block(self.subst(text), c.ns)
 
     def step_receive(self, c, text):
         exps = self.parse_block(text, c.ns)
@@ -964,6 +1527,19 @@ class Runner:
                              "stanza(s)" % (QUIET, len(got)), got=got,
                              ns=c.ns)
 
+    def step_header(self, c, text):
+        """The stream's opening as the server sent it, without its
+        children: <stream:stream/> over TCP, <open/> over WebSocket
+        (RFC 7395 §3.4), the session creation's <body/> over BOSH."""
+        exps = self.parse_block(text)
+        hdr = self.conn_of(c).header
+        if hdr is None:
+            raise StepFailed("%s has no stream header" % c.name)
+        got = ET.Element(hdr.tag, hdr.attrib)
+        why = match_set(exps, [got], self.vars)
+        if why:
+            raise StepFailed(why, exps, [got])
+
     def step_features(self, c, text):
         exps = self.parse_block(text)
         if c.features is None:
@@ -973,12 +1549,15 @@ class Runner:
             raise StepFailed(why, exps, [c.features])
 
     def step_closed(self, c):
+        """The server ends the stream or closes the connection (within
+        TIMEOUT), with nothing more before; the transport's own end (a
+        WebSocket <close/>) may be queued."""
         conn = self.conn_of(c)
-        if conn.queue:
-            got = conn.queue[:]
-            conn.queue.clear()
+        rest = [el for el in conn.queue if not conn.is_stream_end(el)]
+        conn.queue.clear()
+        if rest:
             raise StepFailed("expected the stream to end, got %d stanza(s) "
-                             "first" % len(got), got=got, ns=c.ns)
+                             "first" % len(rest), got=rest, ns=c.ns)
         if not (conn.closed or conn.stream_ended) and \
                 not conn.read_until_closed(TIMEOUT):
             raise StepFailed("the server did not close the stream within "
@@ -989,12 +1568,25 @@ class Runner:
     def step_disconnect(self, c):
         conn = self.conn_of(c)
         try:
-            conn.send("</stream:stream>")
+            conn.end_stream()
             conn.read_until_closed(2)
-        except OSError:
+        except (OSError, TimeoutError, harness.StreamClosed):
             pass
         conn.close()
         c.conn = None  # c.jid stays: ${X.full} after logout
+
+    def step_lose(self, c):
+        """Gone without ending the stream (RFC 6120 §4.4 not followed,
+        RFC 7395 §3.6 no <close/>): what the server takes for a lost
+        connection (XEP-0198 keeps a resumable session)."""
+        self.conn_of(c).lose()
+        c.conn = None
+
+    def step_wait(self, _, seconds):
+        """Lets the clock move: for an expiry, where time itself is what
+        is tested; never to wait for an event (a receives step waits
+        for those, bounded)."""
+        time.sleep(float(seconds))
 
     # -- SIP user agents
 
@@ -1073,6 +1665,168 @@ class Runner:
             raise StepFailed("expected nothing within %.1f s, got a SIP "
                              "message" % QUIET, detail="got:\n" + raw.decode(
                                  "utf-8", "replace").rstrip())
+
+    # -- HTTP clients
+
+    def http_port(self, web):
+        port = self.sc.http_ports.get(web.listener)
+        if not port:
+            raise StepFailed("the server has no %s http listener"
+                             % web.listener)
+        return port
+
+    def step_http_send(self, web, text):
+        """The block as one request: its lines up to the first empty one
+        joined with CRLF and ended with CRLF CRLF (the request line and
+        the fields, exactly as written after ${...}), the lines after it
+        joined with LF as the body (${length}: its length in bytes).  On
+        the participant's connection, a new one when the server closed
+        it or said Connection: close."""
+        lines = text.split("\n")
+        strip = [ln.strip() for ln in lines]
+        if "" in strip:
+            k = strip.index("")
+            head, body = lines[:k], lines[k + 1:]
+        else:
+            head, body = lines, []
+        try:
+            body_bytes = self.subst("\n".join(body)).encode()
+            self.body_length = len(body_bytes)
+            raw = self.subst("\r\n".join(head)).encode() + b"\r\n\r\n" \
+                + body_bytes
+        finally:
+            self.body_length = None
+        method = raw.split(b" ", 1)[0].decode("latin-1")
+        conn = web.conn
+        if conn is not None and conn.usable():
+            try:
+                conn.send(raw, method)
+                return
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed since: a new connection, as below
+        if conn is not None:
+            conn.close()
+        web.conn = None
+        web.conn = HttpConn.connect(self.srv.host, self.http_port(web),
+                                    TIMEOUT)
+        web.conn.send(raw, method)
+
+    def http_read(self, web, deadline):
+        """The next answer for web.  A connection that the server closed
+        before any answer, after answering earlier requests on it, is
+        the race every client of persistent connections meets (RFC 9112
+        §9.3.1): its requests are sent again on a new connection when
+        they are idempotent (RFC 9110 §9.2.2)."""
+        conn = web.conn
+        msg = conn.read(deadline)
+        idempotent = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE")
+        if msg is None and conn.answers and conn.pending and \
+                all(m in idempotent for m, _ in conn.pending):
+            again = conn.pending
+            conn.close()
+            web.conn = conn = HttpConn.connect(
+                self.srv.host, self.http_port(web), TIMEOUT)
+            for method, data in again:
+                conn.send(data, method)
+            msg = conn.read(deadline)
+        return msg
+
+    def step_http_receive(self, web, text):
+        """The next answer on the participant's connection (TIMEOUT at
+        most) must match the block: a head as a SIP block's (the status
+        line template, "Name: template", "!Name"), then, after an empty
+        line, the body if written (XML, JSON or a text template: see
+        match_body).  Alternatives are separated by a line "--- or ---":
+        the first that matches counts."""
+        if web.conn is None:
+            raise StepFailed("%s has sent no request" % web.name)
+        alts = [[]]
+        for ln in text.split("\n"):
+            if ln.strip() == "--- or ---":
+                alts.append([])
+            else:
+                alts[-1].append(ln)
+        try:
+            msg = self.http_read(web, time.monotonic() + TIMEOUT)
+        except TimeoutError:
+            raise StepFailed("expected an HTTP answer within %.1f s, got "
+                             "none" % TIMEOUT, detail="expected:\n"
+                             + self.subst(text))
+        except EOFError as e:
+            raise StepFailed(str(e))
+        if msg is None:
+            raise StepFailed("the server closed the connection without "
+                             "an answer", detail="expected:\n"
+                             + self.subst(text))
+        failures = []
+        for lines in alts:
+            strip = [ln.strip() for ln in lines]
+            while strip and not strip[0]:
+                strip.pop(0)
+                lines = lines[1:]
+            k = strip.index("") if "" in strip else len(lines)
+            head = [self.subst(ln) for ln in lines[:k]]
+            body = self.subst("\n".join(lines[k + 1:])).strip()
+            caps = {}
+            why = match_head(head, msg, caps)
+            exp = got = None
+            if why is None and body:
+                why, exp, got = match_body(body, msg.body, caps)
+            if why is None:
+                self.vars.update(caps)
+                return
+            failures.append((why, exp, got, "\n".join(head)
+                             + ("\n\n" + body if body else "")))
+        why, exp, got, _ = failures[0]
+        if len(failures) > 1:
+            why = " / ".join(f[0] for f in failures)
+        raise StepFailed(why, [exp] if exp is not None else None,
+                         [got] if got is not None else None, ns="",
+                         detail="expected:\n%s\ngot:\n%s" % (
+                             "\n--- or ---\n".join(f[3] for f in failures),
+                             msg.text()))
+
+    def step_http_nothing(self, web):
+        """No answer (nor a close) within QUIET seconds: a request the
+        server holds."""
+        conn = web.conn
+        if conn is None:
+            raise StepFailed("%s has sent no request" % web.name)
+        try:
+            msg = conn.read(time.monotonic() + QUIET)
+        except TimeoutError:
+            return
+        except EOFError as e:
+            raise StepFailed(str(e))
+        if msg is None:
+            raise StepFailed("expected nothing within %.1f s, the server "
+                             "closed the connection" % QUIET)
+        raise StepFailed("expected nothing within %.1f s, got an answer"
+                         % QUIET, detail="got:\n" + msg.text())
+
+    def step_http_closed(self, web):
+        """The server closes the connection (within TIMEOUT) with no
+        answer (more)."""
+        conn = web.conn
+        if conn is None:
+            raise StepFailed("%s has no connection" % web.name)
+        try:
+            msg = conn.read(time.monotonic() + TIMEOUT)
+        except TimeoutError:
+            raise StepFailed("the server did not close the connection "
+                             "within %.1f s" % TIMEOUT)
+        except EOFError as e:
+            raise StepFailed(str(e))
+        if msg is not None:
+            raise StepFailed("expected the connection to close, got an "
+                             "answer", detail="got:\n" + msg.text())
+        conn.close()
+        web.conn = None
+
+    def step_http_disconnect(self, web):
+        if web.conn is not None:
+            web.conn.close()
+            web.conn = None
 
     def step_restart(self, _):
         """SIGTERM by pid, then the same binary, ports, configuration
@@ -1324,6 +2078,126 @@ def self_test():
               caps)
     harness.check("matcher: a SIP {capture:br} remembers the value",
                   caps.get("br") == "z9hG4bKa", caps)
+    self_test_http()
+    self_test_transports()
+
+
+def self_test_http():
+    """HTTP answers: the head as SIP's, the body as XML, JSON or text."""
+    ans = HttpMessage(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: "
+                      b"application/json\r\nWWW-Authenticate: Bearer "
+                      b"realm=\"parley\"\r\nContent-Length: 2",
+                      b'{"error": "not-authorized", "n": 1, "ok": false,'
+                      b' "list": [{"a": "x"}, {"a": "y"}]}')
+    head_cases = [
+        ("HTTP/1.1 401 {any}", True),
+        ("HTTP/1.1 401 {any}\nwww-authenticate: Bearer{any}", True),
+        ("HTTP/1.1 401 {any}\n!Set-Cookie", True),
+        ("HTTP/1.1 200 {any}", False),
+        ("HTTP/1.1 401 {any}\nWWW-Authenticate: Basic{any}", False),
+        ("HTTP/1.1 401 {any}\n!Content-Type", False),
+    ]
+    for block, want in head_cases:
+        why = match_head(block.split("\n"), ans, {})
+        harness.check("matcher: HTTP head %s %s a 401" % (
+            block.replace("\n", " | "), "matches" if want else "rejects"),
+            (why is None) == want, why or "it matched")
+    body_cases = [
+        ('{"error": "not-authorized", "...": ""}', True),
+        ('{"error": "{any}", "n": 1, "ok": false, "list": ["..."]}', True),
+        ('{"error": "not-authorized", "n": 1.0, "ok": false,'
+         ' "list": [{"a": "y"}, {"a": "x"}]}', True),
+        ('{"error": "not-authorized"}', False),
+        ('{"error": "x", "...": ""}', False),
+        ('{"n": true, "...": ""}', False),
+        ('{"ok": 0, "...": ""}', False),
+        ('{"list": [{"a": "x"}], "...": ""}', False),
+        ('{"list": [{"a": "z"}, "..."], "...": ""}', False),
+        ('{"list": [{"a": "{any}"}, {"a": "x"}], "...": ""}', True),
+        ('{any}"not-authorized"{any}', True),
+        ('{any}"forbidden"{any}', False),
+        ("<error/>", False),
+    ]
+    for tmpl, want in body_cases:
+        why = match_body(tmpl, ans.body, {})[0]
+        harness.check("matcher: HTTP body %s %s" % (
+            tmpl, "matches" if want else "is rejected"),
+            (why is None) == want, why or "it matched")
+    xml_body = b"<?xml version='1.0'?><XRD xmlns='urn:x'><Link rel='a'/></XRD>"
+    for tmpl, want in (("<XRD xmlns='urn:x'><Link rel='a'/></XRD>", True),
+                       ("<XRD xmlns='urn:x'><Link rel='b'/></XRD>", False),
+                       ("<XRD><Link rel='a'/></XRD>", False),
+                       ("<XRD xmlns='urn:x'>...</XRD>", True)):
+        why = match_body(tmpl, xml_body, {})[0]
+        harness.check("matcher: HTTP XML body %s %s" % (
+            tmpl, "matches" if want else "is rejected"),
+            (why is None) == want, why or "it matched")
+    caps = {}
+    match_body('{"list": [{"a": "{capture:first}"}, "..."], "...": ""}',
+               ans.body, caps)
+    harness.check("matcher: a JSON {capture:first} remembers a value",
+                  caps.get("first") in ("x", "y"), caps)
+    # Answers in a row on one connection: a length, chunks, a HEAD's,
+    # an interim 100, then one ended by the connection's close.
+    a, b = socket.socketpair()
+    conn = HttpConn(b, 2)
+    for method in ("GET", "GET", "HEAD", "PUT", "GET"):
+        conn.pending.append((method, b""))
+    a.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"
+              b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"2\r\nde\r\n1;x=y\r\nf\r\n0\r\nT: 1\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
+              b"HTTP/1.1 100 Continue\r\n\r\n"
+              b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"
+              b"HTTP/1.0 200 OK\r\n\r\nto the end")
+    a.close()
+    deadline = time.monotonic() + 2
+    got = []
+    while True:
+        m = conn.read(deadline)
+        if m is None:
+            break
+        got.append((m.status, m.body))
+    conn.close()
+    want = [(200, b"abc"), (200, b"def"), (200, b""), (100, b""),
+            (201, b""), (200, b"to the end")]
+    harness.check("runner: HTTP answers read one by one", got == want, got)
+
+
+def self_test_transports():
+    """What the WebSocket and BOSH transports add to a block."""
+    got = standalone("<message to='a'><body>x</body></message>\n"
+                     "<iq xmlns='jabber:client' id='1'/>"
+                     "<stream:error><x/></stream:error>", NS_CLIENT)
+    want = ["<message xmlns='jabber:client' to='a'><body>x</body>"
+            "</message>", "<iq xmlns='jabber:client' id='1'/>",
+            "<stream:error xmlns='jabber:client' xmlns:stream='%s'><x/>"
+            "</stream:error>" % NS_STREAM]
+    harness.check("transport: a block is framed as standalone elements",
+                  got == want, got)
+    for text in ("<a/>stray<b/>", "<a><b></a>"):
+        try:
+            standalone(text, NS_CLIENT)
+            why = "it was framed"
+        except StepFailed as e:
+            why = None if e.reason else "no reason"
+        harness.check("transport: '%s' cannot be framed" % text, why is None,
+                      why)
+
+    class Fake:
+        queue, header, parse_error, stream_ended = [], None, None, False
+    fake = Fake()
+    ws_common.WsClient._message(fake, b"<a xmlns='jabber:client'/><b/>")
+    harness.check("transport: a WebSocket message of two elements does "
+                  "not parse", fake.parse_error is not None and
+                  not fake.queue, fake.parse_error)
+    text, kw = server_settings("a: { b = 1; };\nlimits: { handshake_timeout"
+                               " = 2; read_rate = 9; };\nc2s: {\n"
+                               "  require_encryption = false; };")
+    harness.check("runner: [Server] limits and c2s go to the harness's",
+                  text.strip() == "a: { b = 1; };" and kw == {
+                      "handshake_timeout": 2, "limits_extra": "read_rate = 9;",
+                      "require_encryption": False}, (text, kw))
 
 
 # ------------------------------------------------------------------ main
@@ -1363,8 +2237,15 @@ def main(argv):
     for key, group in groups.items():
         label = "scenarios" if key == ("", "") else \
             "scenarios:" + group[0].name
-        srv = harness.Server(label=label, extra=group[0].server,
-                             register_extra="per_ip_per_minute = 1000;")
+        try:
+            extra, kw = server_settings(group[0].server)
+        except ScenarioError as e:
+            for sc in group:
+                harness.check("scenario " + sc.name, False, e)
+            continue
+        srv = harness.Server(label=label, extra=extra,
+                             register_extra="per_ip_per_minute = 1000;",
+                             **kw)
         servers.append(srv)
         # The components of all its files go into its first host, with
         # one component listener; each file's ${id} is chosen now.
@@ -1386,20 +2267,30 @@ def main(argv):
             continue
         srv.host_extra = group[0].host + "\n" + components_config(group)
         # A listener for the participants that need one, on a free
-        # loopback port: components (XEP-0114, plain TCP), SIP UAs (UDP).
+        # loopback port: components (XEP-0114, plain TCP), SIP UAs (UDP),
+        # WebSocket and BOSH clients and HTTP clients (plain HTTP: one
+        # declared secure, as behind a TLS-terminating proxy, so that
+        # SASL is offered there; one not, for [Http] listener: plain).
+        http = set().union(*[sc.http_needs() for sc in group])
         listeners = []
         for needed, attr, entry in (
                 (bool(owner), "component_port",
                  'protocol = "component"; tls = "none";'),
                 (any(sc.sip_uas for sc in group), "sip_port",
-                 'protocol = "sip"; transport = "udp";')):
+                 'protocol = "sip"; transport = "udp";'),
+                ("secure" in http, "secure",
+                 'protocol = "http"; secure = true;'),
+                ("plain" in http, "plain", 'protocol = "http";')):
             if not needed:
                 continue
             port, = harness.free_ports(1)
             listeners.append('{ %s address = "127.0.0.1"; port = %d; }'
                              % (entry, port))
             for sc in group:
-                setattr(sc, attr, port)
+                if attr in ("secure", "plain"):
+                    sc.http_ports[attr] = port
+                else:
+                    setattr(sc, attr, port)
         srv.listeners_extra = ",\n  ".join(listeners)
         if not srv.start():
             for sc in group:
