@@ -93,9 +93,9 @@ $(BUILD)/parleyctl: $(BUILD)/src/parleyctl.o $(BUILD)/libparley.a
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libparley.a
+$(BUILD)/unit-tests: $(UNIT_OBJ) $(BUILD)/libgateway.a $(BUILD)/libparley.a
 	@$(if $(Q),echo "  LD  $@")
-	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(GATEWAY_LIBS)
 
 $(BUILD)/tests/strophe_client: tests/interop/strophe_client.c
 	@mkdir -p $(dir $@)
@@ -170,6 +170,36 @@ $(BUILD)/parley: $(CLI_OBJ) $(CLIENT_COMMON)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
 -include $(CLIENT_COMMON:.o=.d) $(AGENT_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# ---- parley-gateway (src/gateway/, its own process: an XEP-0114 component
+# bridging IM with e-mail and SMS), on the core (libparley.a) plus GMime
+# (MIME) and libcurl (SMTP and HTTP out).  Every .c of src/gateway/ and its
+# subfolders but main.c goes into build/libgateway.a, which the unit tests
+# link too (tests/unit/test_gw_*.c).
+GATEWAY_PKGS := gmime-3.0 libcurl
+GATEWAY_CFLAGS = $(call lazy,GATEWAY_CFLAGS,$(call \
+    pkg_config,--cflags,$(GATEWAY_PKGS)))
+GATEWAY_LIBS = $(call lazy,GATEWAY_LIBS,$(call \
+    pkg_config,--libs,$(GATEWAY_PKGS)))
+GATEWAY_SRC := $(sort $(wildcard src/gateway/*.c src/gateway/*/*.c))
+GATEWAY_OBJ := $(GATEWAY_SRC:%.c=$(BUILD)/%.o)
+GATEWAY_LIB_OBJ := $(filter-out $(BUILD)/src/gateway/main.o,$(GATEWAY_OBJ))
+$(GATEWAY_OBJ) $(UNIT_OBJ): CFLAGS += $(GATEWAY_CFLAGS)
+
+$(BUILD)/libgateway.a: $(GATEWAY_LIB_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+ifneq ($(wildcard src/gateway/main.c),)
+all: $(BUILD)/parley-gateway
+endif
+
+$(BUILD)/parley-gateway: $(BUILD)/src/gateway/main.o $(BUILD)/libgateway.a \
+    $(BUILD)/libparley.a
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(GATEWAY_LIBS)
+
+-include $(GATEWAY_OBJ:.o=.d)
 
 # ---- Fuzzing (libFuzzer; tests/fuzz/fuzz_<name>.c, corpora in
 # tests/fuzz/corpus/<name>/).  Always clang, whatever CC says; objects in
