@@ -47,7 +47,7 @@ static int val(char c)
     return p ? (int)(p - b64url) : -1;
 }
 
-/* Unpadded base64url into out (at least n * 3 / 4 bytes). */
+/* Unpadded, canonical base64url into out (at least n * 3 / 4 bytes). */
 static int dec(const char *in, size_t n, unsigned char *out, size_t *outlen)
 {
     size_t o = 0;
@@ -62,6 +62,10 @@ static int dec(const char *in, size_t n, unsigned char *out, size_t *outlen)
                 return PL_EINVAL;
             v = v << 6 | (unsigned)d;
         }
+        /* Canonical only: the bits past the last byte must be zero
+         * (RFC 4648 §3.5), or one token would have several spellings. */
+        if ((k == 2 && (v & 0xffff)) || (k == 3 && (v & 0xff)))
+            return PL_EINVAL;
         out[o++] = (unsigned char)(v >> 16);
         if (k > 2)
             out[o++] = (unsigned char)(v >> 8);
