@@ -409,6 +409,8 @@ def upload(drv, alice, contact, upload_jid):
           "nothing within 60 s")
     if got is None:
         return
+    check("the file's message comes from alice, as a chat message",
+          got[0].split("/")[0] == alice and got[1] == "chat", str(got))
     link = got[3] or got[2].strip()
     r = drv.do("wait_link", href=link)
     check("the page shows the sent file as a link to its GET URL", r["ok"],
