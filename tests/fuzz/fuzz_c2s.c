@@ -314,11 +314,6 @@ static void note_enabled(struct pl_str out)
     }
 }
 
-static int has_prefix(struct pl_str s, struct pl_str prefix)
-{
-    return s.len >= prefix.len && memcmp(s.p, prefix.p, prefix.len) == 0;
-}
-
 /* Writes piece to c with the tokens replaced (see the file comment). */
 static void substitute(struct client *c, const char *p, size_t len,
                        struct pl_buf *dst)
@@ -326,28 +321,15 @@ static void substitute(struct client *c, const char *p, size_t len,
     struct pl_str out = pl_buf_str(&c->out);
     if (!out.p)
         out = none;
-    for (size_t k = 0; k < len; k++) {
-        if (p[k] == '{') {
-            struct pl_str rest = {p + k, len - k};
-            if (has_prefix(rest, PL_STR("{scram1}"))) {
-                fuzz_scram_final(out, PL_SCRAM_SHA1, fuzz_users[0].user,
-                                 fuzz_users[0].password, dst);
-                k += 7;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{scram256}"))) {
-                fuzz_scram_final(out, PL_SCRAM_SHA256, fuzz_users[0].user,
-                                 fuzz_users[0].password, dst);
-                k += 9;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{previd}"))) {
-                pl_buf_append_str(dst, previd);
-                k += 7;
-                continue;
-            }
+    for (size_t k = 0; k < len;) {
+        size_t n = 0;
+        if (p[k] == '{')
+            n = fuzz_token((struct pl_str){p + k, len - k}, out, previd, dst);
+        if (!n) {
+            pl_buf_append(dst, p + k, 1);
+            n = 1;
         }
-        pl_buf_append(dst, p + k, 1);
+        k += n;
     }
 }
 

@@ -153,6 +153,34 @@ void fuzz_reset_accounts(struct inproc *e, const unsigned long *received)
     fuzz_settle(e, received, "resetting the accounts");
 }
 
+/* ---- tokens ---- */
+
+static int starts(struct pl_str s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return s.len >= n && memcmp(s.p, prefix, n) == 0;
+}
+
+size_t fuzz_token(struct pl_str rest, struct pl_str challenge,
+                  const char *previd, struct pl_buf *dst)
+{
+    static const struct {
+        const char *token;
+        enum pl_scram_hash h;
+    } scram[] = {{"{scram1}", PL_SCRAM_SHA1}, {"{scram256}", PL_SCRAM_SHA256}};
+    for (size_t i = 0; i < sizeof(scram) / sizeof(scram[0]); i++)
+        if (starts(rest, scram[i].token)) {
+            fuzz_scram_final(challenge, scram[i].h, fuzz_users[0].user,
+                             fuzz_users[0].password, dst);
+            return strlen(scram[i].token);
+        }
+    if (starts(rest, "{previd}")) {
+        pl_buf_append_str(dst, previd);
+        return strlen("{previd}");
+    }
+    return 0;
+}
+
 /* ---- the SCRAM client side ---- */
 
 /* The text between the last <challenge ...> of out and its end tag. */

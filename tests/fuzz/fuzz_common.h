@@ -18,6 +18,8 @@
  * - fuzz_reset_accounts() deletes every account of localhost with its
  *   data, creates fuzz_users again, fires "user/deleted" for each deleted
  *   one (as an account removal does: caches forget them), and settles.
+ * - fuzz_token() replaces the tokens both targets know: {scram1} and
+ *   {scram256} (fuzz_scram_final for fuzz_users[0]) and {previd}.
  * - fuzz_scram_final() appends the base64 client-final-message for the
  *   account user/password answering the last SASL <challenge/> found in
  *   the server's output (any framing around it: a TCP stream, WebSocket
@@ -61,6 +63,15 @@ void fuzz_settle(struct inproc *e, const unsigned long *received,
                  const char *what);
 
 void fuzz_reset_accounts(struct inproc *e, const unsigned long *received);
+
+/*
+ * If rest starts with {scram1}, {scram256} or {previd}: appends its
+ * replacement to dst (the client-final-message answering the last
+ * challenge in challenge, previd) and returns the token's length; else
+ * returns 0.
+ */
+size_t fuzz_token(struct pl_str rest, struct pl_str challenge,
+                  const char *previd, struct pl_buf *dst);
 
 void fuzz_scram_final(struct pl_str out, enum pl_scram_hash h, const char *user,
                       const char *password, struct pl_buf *dst);

@@ -251,58 +251,47 @@ static struct pl_str challenge_out(void)
     return best;
 }
 
+/* The length of the BOSH token at the start of rest, its replacement
+ * appended to dst; 0 if there is none. */
+static size_t bosh_token(struct pl_str rest, struct pl_buf *dst)
+{
+    static const struct {
+        const char *token;
+        int step; /* added to last_rid first */
+    } rids[] = {{"{rid}", 1}, {"{rid=}", 0}, {"{rid+2}", 2}};
+    if (has_prefix(rest, PL_STR("{sid}"))) {
+        pl_buf_append_str(dst, sid);
+        return strlen("{sid}");
+    }
+    for (size_t i = 0; i < sizeof(rids) / sizeof(rids[0]); i++)
+        if (has_prefix(rest, pl_str_c(rids[i].token))) {
+            char n[32];
+            last_rid += (uint64_t)rids[i].step;
+            snprintf(n, sizeof(n), "%llu", (unsigned long long)last_rid);
+            pl_buf_append_str(dst, n);
+            return strlen(rids[i].token);
+        }
+    return 0;
+}
+
 /* Replaces the tokens of piece into dst (see the file comment). */
 static void substitute(const char *p, size_t len, struct pl_buf *dst)
 {
-    for (size_t k = 0; k < len; k++) {
+    /* What a token could need, looked for only if there may be one. */
+    struct pl_str challenge = memchr(p, '{', len) ? challenge_out() : none;
+    for (size_t k = 0; k < len;) {
+        struct pl_str rest = {p + k, len - k};
+        size_t n = 0;
         if (p[k] == '{') {
-            struct pl_str rest = {p + k, len - k};
-            char n[32];
-            if (has_prefix(rest, PL_STR("{scram1}"))) {
-                fuzz_scram_final(challenge_out(), PL_SCRAM_SHA1,
-                                 fuzz_users[0].user, fuzz_users[0].password,
-                                 dst);
-                k += 7;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{scram256}"))) {
-                fuzz_scram_final(challenge_out(), PL_SCRAM_SHA256,
-                                 fuzz_users[0].user, fuzz_users[0].password,
-                                 dst);
-                k += 9;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{sid}"))) {
-                pl_buf_append_str(dst, sid);
-                k += 4;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{rid}"))) {
-                snprintf(n, sizeof(n), "%llu", (unsigned long long)++last_rid);
-                pl_buf_append_str(dst, n);
-                k += 4;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{rid=}"))) {
-                snprintf(n, sizeof(n), "%llu", (unsigned long long)last_rid);
-                pl_buf_append_str(dst, n);
-                k += 5;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{rid+2}"))) {
-                last_rid += 2;
-                snprintf(n, sizeof(n), "%llu", (unsigned long long)last_rid);
-                pl_buf_append_str(dst, n);
-                k += 6;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{previd}"))) {
-                pl_buf_append_str(dst, previd);
-                k += 7;
-                continue;
-            }
+            n = fuzz_token(rest, challenge, previd, dst);
+            if (!n)
+                n = bosh_token(rest, dst);
         }
-        pl_buf_append(dst, p + k, 1);
+        if (!n) {
+            pl_buf_append(dst, p + k, 1);
+            n = 1;
+        }
+        k += n;
     }
 }
 
