@@ -64,7 +64,9 @@ LIB_DIRS := $(filter-out $(PROGRAM_DIRS),$(wildcard src/*/)) \
             $(wildcard src/modules/*/)
 LIB_SRC := $(sort $(wildcard $(addsuffix /*.c,$(patsubst %/,%,$(LIB_DIRS)))))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+# The unit tests, with tests/support/ (what they share with the fuzz
+# targets: inproc.c, a server inside the test process).
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c tests/support/*.c))
 UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 
 all: $(BUILD)/parleyd $(BUILD)/parleyctl
@@ -253,11 +255,15 @@ $(FUZZ_BUILD)/libparley.a: $(FUZZ_OBJ)
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o \
                       $(FUZZ_BUILD)/libparley.a
 	@$(if $(Q),echo "  FUZZLD  $@")
-	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ $(LDLIBS)
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ \
+	    $(filter-out %.a,$^) $(filter %.a,$^) $(LDLIBS)
 
-# The targets of client streams share the SCRAM client (fuzz_common.c).
-$(FUZZ_BUILD)/fuzz_c2s $(FUZZ_BUILD)/fuzz_web: \
-    $(FUZZ_BUILD)/tests/fuzz/fuzz_common.o
+# The targets of client streams share their server, its accounts and the
+# SCRAM client (fuzz_common.c), on tests/support/inproc.c (objects are
+# linked before the archive, which provides what they use).
+FUZZ_COMMON_OBJ := $(FUZZ_BUILD)/tests/fuzz/fuzz_common.o \
+                   $(FUZZ_BUILD)/tests/support/inproc.o
+$(FUZZ_BUILD)/fuzz_c2s $(FUZZ_BUILD)/fuzz_web: $(FUZZ_COMMON_OBJ)
 
 fuzz-build: fuzz-tools $(FUZZ_BINS)
 
@@ -298,7 +304,8 @@ fuzz-regress: fuzz-build
 
 .PHONY: fuzz fuzz-build fuzz-merge fuzz-regress fuzz-tools
 .PRECIOUS: $(FUZZ_BUILD)/%.o
--include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_COMMON_OBJ:.o=.d) \
+    $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
 
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
 # which compares Parley with Prosody and ejabberd, and with Kamailio for

@@ -18,6 +18,7 @@ static int nhosts;
  * than hashing). */
 struct service {
     char *domain;          /* normalized, owned */
+    char *name;            /* in the owner's disco#items; NULL: not listed */
     struct pl_host *host;  /* owner */
     char names[3][56];     /* "<prefix>/message", "/presence", "/iq" */
     const char *events[3]; /* pointers into names */
@@ -26,7 +27,7 @@ static struct service *services;
 static int nservices;
 
 int pl_host_add_service(struct pl_host *h, const char *domain,
-                        const char *prefix)
+                        const char *prefix, const char *name)
 {
     if (strlen(prefix) > 40)
         return PL_EINVAL;
@@ -36,6 +37,7 @@ int pl_host_add_service(struct pl_host *h, const char *domain,
                           (size_t)(nservices + 1) * sizeof(*services));
     struct service *sv = &services[nservices++];
     sv->domain = pl_strdup(domain);
+    sv->name = name ? pl_strdup(name) : NULL;
     sv->host = h;
     static const char *const kinds[3] = {"message", "presence", "iq"};
     for (int i = 0; i < 3; i++) {
@@ -60,6 +62,13 @@ struct pl_host *pl_host_find_service(const char *domain,
             return sv->host;
         }
     return NULL;
+}
+
+void pl_host_each_service(struct pl_host *h, pl_host_service_fn *fn, void *ud)
+{
+    for (int i = 0; i < nservices; i++)
+        if (services[i].host == h && services[i].name)
+            fn(services[i].domain, services[i].name, ud);
 }
 
 struct pl_host *pl_host_find(const char *domain)
@@ -276,8 +285,10 @@ void pl__hosts_free(void)
     pl_free(hosts);
     hosts = NULL;
     nhosts = 0;
-    for (int i = 0; i < nservices; i++)
+    for (int i = 0; i < nservices; i++) {
         pl_free(services[i].domain);
+        pl_free(services[i].name);
+    }
     pl_free(services);
     services = NULL;
     nservices = 0;

@@ -41,12 +41,20 @@ int pl_host_has_module(struct pl_host *h, const char *name);
  * "<prefix>/message", "<prefix>/presence" and "<prefix>/iq" (see
  * doc/routing.md).  Call from a module's load or ready.  The TLS
  * certificate of h is not involved: clients reach the service through
- * their own server.  PL_ECONFLICT if domain is a host or already claimed;
- * PL_EINVAL if prefix is too long (over 40 bytes).  Claims last as long
- * as the host.
+ * their own server.  With a name (copied), the domain is an item of h's
+ * disco#items (pl_host_each_service; a service module claims through
+ * pl_service_claim, service.h); NULL: not listed (components).
+ * PL_ECONFLICT if domain is a host or already claimed; PL_EINVAL if
+ * prefix is too long (over 40 bytes).  Claims last as long as the host.
  */
 int pl_host_add_service(struct pl_host *h, const char *domain,
-                        const char *prefix);
+                        const char *prefix, const char *name);
+
+typedef void pl_host_service_fn(const char *domain, const char *name, void *ud);
+/* Calls fn for each service domain claimed on h with a name, in the order
+ * of the claims. */
+void pl_host_each_service(struct pl_host *h, pl_host_service_fn *fn, void *ud);
+
 /* Owning host of a claimed service domain, or NULL; *events (may be NULL)
  * receives the event names {message, presence, iq} of the claim. */
 struct pl_host *pl_host_find_service(const char *domain,

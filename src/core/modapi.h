@@ -25,15 +25,13 @@
 #include "router.h"
 #include "scram.h"
 #include "server.h"
+#include "service.h"
 #include "stanza.h"
 #include "stats.h"
 #include "storage.h"
 #include "str.h"
 #include "work.h"
 #include "xml.h"
-
-#define PL_NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
-#define PL_NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 
 /* Shorthand for the first child element of a stanza's root. */
 static inline struct pl_node *pl_stanza_payload(struct pl_stanza *st)

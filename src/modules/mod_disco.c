@@ -2,9 +2,11 @@
  * mod_disco.c - XEP-0030 Service Discovery for the server and accounts.
  *
  * Features come from the descriptors of the modules enabled on the host
- * (no central list).  Modules with dynamic items or identities add them
- * through the events "disco-info/host" and "disco-items/host": ev->data
- * is the <query/> node of the reply, ev->stanza the reply itself.
+ * (no central list); the host's items are the service domains claimed on
+ * it with a name (pl_service_claim, service.h: conference.<host> ...).
+ * Modules with dynamic items or identities add them through the events
+ * "disco-info/host" and "disco-items/host": ev->data is the <query/> node
+ * of the reply, ev->stanza the reply itself.
  */
 #include "core/modapi.h"
 #include "roster/roster.h"
@@ -59,12 +61,30 @@ static int on_host_info(struct pl_event *ev, void *state)
     return PL_HANDLED;
 }
 
+struct items {
+    struct pl_stanza *r; /* the reply */
+    struct pl_node *q;   /* its <query/> */
+};
+
+static void add_service(const char *domain, const char *name, void *ud)
+{
+    struct items *it = ud;
+    struct pl_node *i = pl_node_add_child(it->r, it->q, "item",
+                                          PL_NS_DISCO_ITEMS);
+    pl_node_set_attr(it->r, i, "jid", domain);
+    pl_node_set_attr(it->r, i, "name", name);
+}
+
 static int on_host_items(struct pl_event *ev, void *state)
 {
     if (pl_node_attr(pl_stanza_payload(ev->stanza), "node"))
         return PL_EITEM_NOT_FOUND;
     struct pl_stanza *r;
     struct pl_node *q = reply_query(ev, PL_NS_DISCO_ITEMS, &r);
+    /* The service domains claimed on the host (service.h), then what
+     * modules add. */
+    struct items it = {r, q};
+    pl_host_each_service(ev->host, add_service, &it);
     struct pl_event e =
         {"disco-items/host", ev->host, ev->session, r, ev->from, ev->to, q};
     pl_hook_fire(&e);

@@ -3,8 +3,8 @@
  * §4, §6.3.5): `pl_mod_proxy65`, a host module serving proxy.<host>.
  *
  * The service domain (option domain, default proxy.<host>) is claimed
- * with pl_host_add_service, so stanzas to it come to "proxy65/iq"; the
- * host's disco#items lists it (XEP-0065 §4, "disco-items/host").  It
+ * with pl_service_claim (service.h), so stanzas to it come to
+ * "proxy65/iq" and the host's disco#items lists it (XEP-0065 §4).  It
  * answers:
  *   - disco#info: identity proxy/bytestreams, features bytestreams and
  *     disco#info (§4);
@@ -41,16 +41,14 @@
 #include "hook.h"
 #include "host.h"
 #include "jid.h"
-#include "log.h"
 #include "module.h"
 #include "router.h"
 #include "server.h"
+#include "service.h"
 #include "socks5_int.h"
 #include "stanza.h"
 
 #define NS_BYTESTREAMS "http://jabber.org/protocol/bytestreams"
-#define NS_DISCO_INFO "http://jabber.org/protocol/disco#info"
-#define NS_DISCO_ITEMS "http://jabber.org/protocol/disco#items"
 #define MAX_SID 1023 /* bytes of a stream id we hash */
 
 enum {
@@ -123,26 +121,16 @@ static int streamhosts(struct p65 *s, struct pl_stanza *res, struct pl_node *q)
     return n;
 }
 
-static int disco_info(struct p65 *s, struct pl_event *ev, struct pl_node *q)
-{
-    if (pl_node_attr(q, "node"))
-        return PL_EITEM_NOT_FOUND;
-    struct pl_stanza *res = pl_iq_result(ev->stanza);
-    struct pl_node *rq = add_el(res, pl_stanza_root(res), "query",
-                                NS_DISCO_INFO);
-    struct pl_node *id = add_el(res, rq, "identity", NS_DISCO_INFO);
-    pl_node_set_attr(res, id, "category", "proxy");
-    pl_node_set_attr(res, id, "type", "bytestreams");
-    pl_node_set_attr(res, id, "name", s->title);
-    const char *features[] = {NS_BYTESTREAMS, NS_DISCO_INFO, NS_DISCO_ITEMS};
-    for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++) {
-        struct pl_node *f = add_el(res, rq, "feature", NS_DISCO_INFO);
-        pl_node_set_attr(res, f, "var", features[i]);
-    }
-    pl_route_reply(ev->stanza, res);
-    pl_stanza_unref(res);
-    return PL_HANDLED;
-}
+static const char *const features[] = {NS_BYTESTREAMS, PL_NS_DISCO_INFO,
+                                       PL_NS_DISCO_ITEMS, NULL};
+
+static const struct pl_service service = {
+    .label = "proxy",
+    .prefix = "proxy65",
+    .category = "proxy",
+    .type = "bytestreams",
+    .features = features,
+};
 
 static int activate(struct p65 *s, struct pl_event *ev, struct pl_node *q)
 {
@@ -192,13 +180,15 @@ static int on_iq(struct pl_event *ev, void *state)
     struct pl_node *q = pl_node_first_elem(pl_stanza_root(st));
     if (!q)
         return PL_EBAD_REQUEST;
-    if (get && strcmp(q->ns, NS_DISCO_INFO) == 0)
-        return disco_info(s, ev, q);
-    if (get && strcmp(q->ns, NS_DISCO_ITEMS) == 0) {
+    int info = strcmp(q->ns, PL_NS_DISCO_INFO) == 0;
+    if (get && (info || strcmp(q->ns, PL_NS_DISCO_ITEMS) == 0)) {
         if (pl_node_attr(q, "node"))
             return PL_EITEM_NOT_FOUND;
-        struct pl_stanza *res = pl_iq_result(st);
-        add_el(res, pl_stanza_root(res), "query", NS_DISCO_ITEMS);
+        struct pl_stanza *res;
+        if (info)
+            res = pl_service_info(&service, s->title, st, NULL);
+        else
+            res = pl_service_items(st, NULL);
         pl_route_reply(st, res);
         pl_stanza_unref(res);
         return PL_HANDLED;
@@ -222,18 +212,6 @@ static int on_iq(struct pl_event *ev, void *state)
     return PL_HANDLED;
 }
 
-static int on_disco_items(struct pl_event *ev, void *state)
-{
-    struct p65 *s = state;
-    if (!s->domain)
-        return PL_PASS;
-    struct pl_node *q = ev->data;
-    struct pl_node *it = add_el(ev->stanza, q, "item", NS_DISCO_ITEMS);
-    pl_node_set_attr(ev->stanza, it, "jid", s->domain);
-    pl_node_set_attr(ev->stanza, it, "name", s->title);
-    return PL_PASS;
-}
-
 /* Whether the proxy can be reached: a socks5 listener, or an announced
  * host and port. */
 static int reachable(const struct p65 *s)
@@ -254,25 +232,7 @@ static int load(struct pl_host *h, void *state)
     s->host = h;
     if (!reachable(s))
         return PL_OK;
-    char buf[1100];
-    if (s->domain_opt[0])
-        snprintf(buf, sizeof(buf), "%s", s->domain_opt);
-    else
-        snprintf(buf, sizeof(buf), "proxy.%s", h->domain);
-    char *norm = NULL;
-    if (pl_jid_prep_domain(pl_str_c(buf), &norm) != PL_OK) {
-        pl_log_error("proxy65", "%s: '%s' is not a domain", h->domain, buf);
-        return PL_EINVAL;
-    }
-    int rc = pl_host_add_service(h, norm, "proxy65");
-    if (rc != PL_OK) {
-        pl_log_error("proxy65", "%s: cannot serve %s: %s", h->domain, norm,
-                     pl_strerror(rc));
-        pl_free(norm);
-        return rc;
-    }
-    s->domain = norm;
-    return PL_OK;
+    return pl_service_claim(h, &service, s->domain_opt, s->title, &s->domain);
 }
 
 static void unload(struct pl_host *h, void *state)
@@ -310,7 +270,6 @@ static const struct pl_option options[] = {
 
 static const struct pl_hook_def hooks[] = {
     {"proxy65/iq", on_iq, 0},
-    {"disco-items/host", on_disco_items, 0},
     {0},
 };
 

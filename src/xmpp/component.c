@@ -586,7 +586,7 @@ static int comp_start(struct pl_config *c, void *settings)
     for (int i = 0; i < ncomps; i++) {
         struct pl_host *h = pl_host_at((int)(intptr_t)comps[i].host);
         comps[i].host = h;
-        int rc = pl_host_add_service(h, comps[i].domain, "component");
+        int rc = pl_host_add_service(h, comps[i].domain, "component", NULL);
         if (rc != PL_OK) {
             pl_log_error("component",
                          "%s: the domain is already served "

@@ -5,8 +5,9 @@
  * run in-process on a real loop with SQLite storage, as src/parleyd.c
  * builds them.
  *
- * Set-up (once): a configuration with one host "localhost", the default
- * modules, registration open, require_encryption = false, no listener.
+ * Set-up (once, fuzz_server_start() of fuzz_common.h): a configuration
+ * with one host "localhost", the default modules, registration open,
+ * require_encryption = false, no listener.
  * There is no TLS in this target: streams are plain, so STARTTLS is never
  * offered, SASL PLAIN is refused (parleyd offers it only inside TLS) and
  * logins go through SCRAM.  Accounts alice (password "wonderland") and bob
@@ -45,48 +46,33 @@
  *   nothing follows it but the end of the stream;
  * - after the input, pl__frontends_count() and pl_session_count() return to 0 and
  *   no server-initiated IQ still waits (pl_iq_pending());
- * - the loop goes quiet within TIME_LIMIT_MS after each piece and after
+ * - the loop goes quiet within FUZZ_TIME_LIMIT_MS after each piece and after
  *   the end (bounded time per input);
  * - LeakSanitizer (on in the fuzz build) checks the heap at exit.
  *
  * Extending: a new token is a case in substitute(); a new invariant on the
  * server's output goes in the expat handlers (struct doc).
  */
-#include <errno.h>
 #include <expat.h>
-#include <ftw.h>
-#include <openssl/rand.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
 #include "buf.h"
-#include "config.h"
 #include "error.h"
 #include "fuzz_common.h"
-#include "hook.h"
-#include "host.h"
 #include "iq.h"
-#include "log.h"
 #include "loop.h"
 #include "resources.h"
 #include "scram.h"
-#include "server.h"
 #include "stats.h"
-#include "storage.h"
 #include "module.h"
 #include "xmpp/c2s.h"
-#include "work.h"
 
-#define ITER 4096          /* the smallest scram_iterations allowed */
-#define MAX_CONNS 4        /* connections one input may open */
-#define TIME_LIMIT_MS 5000 /* to go quiet after a piece or the end */
+#define MAX_CONNS 4 /* connections one input may open */
 
 #define NS_STREAMS "http://etherx.jabber.org/streams"
 #define NS_STREAM_ERR "urn:ietf:params:xml:ns:xmpp-streams"
@@ -94,19 +80,7 @@
 #define NS_BIND "urn:ietf:params:xml:ns:xmpp-bind"
 #define SEP '\x01' /* expat's namespace separator */
 
-static const struct {
-    const char *user;
-    const char *password;
-} users[] = {{"alice", "wonderland"}, {"bob", "builder"}};
-#define NUSERS (sizeof(users) / sizeof(users[0]))
-
-static struct {
-    char dir[64];                   /* temporary data_dir */
-    struct pl_config *cfg;          /* from dir/parleyd.conf */
-    struct pl_loop *loop;           /* the server's loop, also the client's */
-    struct pl_workq *cpu;           /* PBKDF2 workers */
-    struct pl_account acct[NUSERS]; /* keys, derived once */
-} E;
+static struct inproc E; /* the server, fuzz_server_start() */
 
 static void die(const char *what, struct pl_str detail)
 {
@@ -117,13 +91,6 @@ static void die(const char *what, struct pl_str detail)
 }
 
 static const struct pl_str none = {"", 0};
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* ---- the client side ---- */
 
@@ -142,99 +109,29 @@ static char previd[128];       /* the last <enabled id/> seen */
 static void on_client_io(struct pl_io *io, unsigned events)
 {
     struct client *c = io->data;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(io->fd, buf, sizeof(buf));
-        if (n > 0) {
-            pl_buf_append(&c->out, buf, (size_t)n);
-            received += (unsigned long)n;
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            c->eof = 1;
-            pl_io_stop(io);
-        }
-        break;
-    }
+    received += inproc_read(io, &c->out, &c->eof);
 }
 
-static void on_slice_end(struct pl_timer *t)
-{
-    pl_loop_stop(t->loop);
-}
-
-/* One turn of the loop (ms 0), or until ms passed. */
-static void pump(unsigned ms)
-{
-    struct pl_timer t;
-    pl_timer_init(&t, on_slice_end, NULL);
-    pl_timer_start(E.loop, &t, ms);
-    pl_loop_run(E.loop);
-    pl_timer_stop(&t);
-}
-
-static int busy(void)
-{
-    return pl_storage_pending() || pl_workq_pending(E.cpu);
-}
-
-/*
- * Runs the loop until quiet: three turns in a row with no byte from the
- * server and no storage or CPU job in flight (completions are posted
- * before a job stops counting, and run on the next turn).
- */
 static void settle(const char *what)
 {
-    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    int quiet = 0;
-    while (quiet < 3) {
-        unsigned long before = received;
-        int was_busy = busy();
-        pump(0);
-        if (was_busy)
-            usleep(100); /* the storage or CPU thread works */
-        if (received != before || was_busy || busy())
-            quiet = 0;
-        else
-            quiet++;
-        if (now_ms() > deadline)
-            die("the server did not go quiet", pl_str_c(what));
-    }
+    fuzz_settle(&E, &received, what);
 }
 
 static void cl_open(void)
 {
     struct client *c = &conns[nconns_open];
     memset(c, 0, sizeof(*c));
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                   sv) != 0 ||
-        pl__c2s_accept_fd(sv[0], PL_TLS_NONE) != PL_OK) {
-        perror("fuzz_c2s: socketpair");
-        abort();
-    }
-    pl_io_init(&c->io, sv[1], on_client_io, c);
-    pl_io_set(E.loop, &c->io, PL_IO_READ);
+    inproc_connect(&E, pl__c2s_accept_fd, &c->io, on_client_io, c);
     c->open = 1;
     nconns_open++;
 }
 
 static void cl_write(struct client *c, const char *p, size_t len)
 {
-    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    size_t off = 0;
-    while (off < len && !c->eof) {
-        ssize_t n = send(c->io.fd, p + off, len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            break; /* the server closed: the rest is lost, as on a net */
-        } else {
-            pump(1);
-            if (now_ms() > deadline)
-                die("the server stopped reading", none);
-        }
-    }
+    /* When the server closed, the rest is lost, as on a net. */
+    if (inproc_write(&E, &c->io, p, len, &c->eof, FUZZ_TIME_LIMIT_MS) ==
+        PL_EAGAIN)
+        die("the server stopped reading", none);
 }
 
 /* ---- checking what the server wrote ---- */
@@ -417,11 +314,6 @@ static void note_enabled(struct pl_str out)
     }
 }
 
-static int has_prefix(struct pl_str s, struct pl_str prefix)
-{
-    return s.len >= prefix.len && memcmp(s.p, prefix.p, prefix.len) == 0;
-}
-
 /* Writes piece to c with the tokens replaced (see the file comment). */
 static void substitute(struct client *c, const char *p, size_t len,
                        struct pl_buf *dst)
@@ -429,172 +321,24 @@ static void substitute(struct client *c, const char *p, size_t len,
     struct pl_str out = pl_buf_str(&c->out);
     if (!out.p)
         out = none;
-    for (size_t k = 0; k < len; k++) {
-        if (p[k] == '{') {
-            struct pl_str rest = {p + k, len - k};
-            if (has_prefix(rest, PL_STR("{scram1}"))) {
-                fuzz_scram_final(out, PL_SCRAM_SHA1, users[0].user,
-                                 users[0].password, dst);
-                k += 7;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{scram256}"))) {
-                fuzz_scram_final(out, PL_SCRAM_SHA256, users[0].user,
-                                 users[0].password, dst);
-                k += 9;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{previd}"))) {
-                pl_buf_append_str(dst, previd);
-                k += 7;
-                continue;
-            }
+    for (size_t k = 0; k < len;) {
+        size_t n = 0;
+        if (p[k] == '{')
+            n = fuzz_token((struct pl_str){p + k, len - k}, out, previd, dst);
+        if (!n) {
+            pl_buf_append(dst, p + k, 1);
+            n = 1;
         }
-        pl_buf_append(dst, p + k, 1);
+        k += n;
     }
-}
-
-/* ---- accounts ---- */
-
-struct reset {
-    struct pl_buf names; /* accounts found, NUL-separated */
-};
-
-static void collect_user(const char *user, void *ud)
-{
-    struct pl_buf *b = ud;
-    pl_buf_append(b, user, strlen(user) + 1);
-}
-
-/* Deletes every account with its data; creates alice and bob again. */
-static int reset_run(const struct pl_storage_driver *d, void *db, void *arg)
-{
-    struct reset *r = arg;
-    int rc = d->account_list(db, "localhost", collect_user, &r->names);
-    if (rc != PL_OK)
-        return rc;
-    for (size_t off = 0; off < r->names.len;) {
-        const char *u = r->names.data + r->names.off + off;
-        off += strlen(u) + 1;
-        rc = d->account_delete(db, "localhost", u);
-        if (rc != PL_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < NUSERS; i++) {
-        rc = d->account_create(db, "localhost", users[i].user, &E.acct[i]);
-        if (rc != PL_OK)
-            return rc;
-    }
-    return PL_OK;
-}
-
-static void reset_done(int rc, void *arg)
-{
-    struct reset *r = arg;
-    if (rc != PL_OK) {
-        fprintf(stderr, "fuzz_c2s: resetting the accounts: %d\n", rc);
-        abort();
-    }
-    /* As an account removal does (mod_register): caches forget them. */
-    for (size_t off = 0; off < r->names.len;) {
-        char *u = r->names.data + r->names.off + off;
-        off += strlen(u) + 1;
-        struct pl_event ev = {"user/deleted",
-                              pl_host_find("localhost"),
-                              NULL,
-                              NULL,
-                              NULL,
-                              NULL,
-                              u};
-        pl_hook_fire(&ev);
-    }
-    pl_buf_reset(&r->names);
-    pl_free(r);
-}
-
-static void reset_accounts(void)
-{
-    struct reset *r = pl_calloc(1, sizeof(*r));
-    pl_storage_submit(E.loop, reset_run, reset_done, r);
-    settle("resetting the accounts");
 }
 
 /* ---- set-up ---- */
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void rm_dir(void)
-{
-    if (E.dir[0])
-        nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    E.dir[0] = '\0';
-}
-
-static void need(int ok, const char *what)
-{
-    if (ok)
-        return;
-    fprintf(stderr, "fuzz_c2s: setup failed: %s\n", what);
-    rm_dir();
-    abort();
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    signal(SIGPIPE, SIG_IGN); /* as parleyd does */
-    snprintf(E.dir, sizeof(E.dir), "/tmp/fuzz_c2s.XXXXXX");
-    need(mkdtemp(E.dir) != NULL, "mkdtemp");
-    atexit(rm_dir);
-    char path[128];
-    snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
-    FILE *f = fopen(path, "w");
-    need(f != NULL, "writing the configuration");
-    /* Hibernated sessions are ended after each input (see the file
-     * comment), so sm_resume_timeout keeps its default; every limit that
-     * counts across connections from one address is raised. */
-    fprintf(f,
-            "server: { data_dir = \"%s\"; log_level = \"error\"; "
-            "workers = 1; };\n"
-            "storage: { sqlite_synchronous = \"off\"; };\n"
-            "listeners = ();\n"
-            "hosts = ( { domain = \"localhost\"; } );\n"
-            "limits: { read_rate = 1073741824; read_burst = 1073741824; };\n"
-            "c2s: { require_encryption = false; scram_iterations = %d; "
-            "auth_failures_per_ip = 1000000; auth_failure_window = 1; };\n"
-            "register: { policy = \"open\"; per_ip_per_minute = 1000000; "
-            "};\n",
-            E.dir, ITER);
-    fclose(f);
-    char err[512];
-    int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
-    if (rc != PL_OK)
-        fprintf(stderr, "fuzz_c2s: %s\n", err);
-    need(rc == PL_OK, "loading the configuration");
-    /* Silent, even errors (bad input is logged as such) unless
-     * FUZZ_C2S_LOG is set, for debugging a crash. */
-    pl_log_set_level(getenv("FUZZ_C2S_LOG") ? PL_LOG_DEBUG
-                                            : (enum pl_log_level) - 1);
-    need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
-    E.cpu = pl_workq_new("cpu", 1, NULL, NULL);
-    unsigned char secret[32];
-    RAND_bytes(secret, sizeof(secret));
-    pl__server_set(E.loop, E.cfg, E.cpu, secret);
-    need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
-    need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
-    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
-    for (size_t i = 0; i < NUSERS; i++) {
-        struct pl_str pw = pl_str_c(users[i].password);
-        need(pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0, ITER,
-                             &E.acct[i].keys[PL_SCRAM_SHA1]) == PL_OK &&
-                 pl_scram_derive(PL_SCRAM_SHA256, pw, NULL, 0, ITER,
-                                 &E.acct[i].keys[PL_SCRAM_SHA256]) == PL_OK,
-             "deriving keys");
-    }
-    reset_accounts();
+    inproc_mkdir(&E, "fuzz_c2s");
+    fuzz_server_start(&E, "FUZZ_C2S_LOG", "");
     return 0;
 }
 
@@ -627,7 +371,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *in = (const char *)data;
     struct pl_buf jids = {0}, piece = {0};
-    uint64_t start = now_ms();
+    uint64_t start = inproc_now_ms();
     nconns_open = 0;
     previd[0] = '\0';
     cl_open();
@@ -655,9 +399,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (int i = 0; i < nconns_open; i++)
         cl_close(&conns[i], &jids);
-    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    while (pl__frontends_count() && now_ms() < deadline)
-        pump(1);
+    uint64_t deadline = inproc_now_ms() + FUZZ_TIME_LIMIT_MS;
+    while (pl__frontends_count() && inproc_now_ms() < deadline)
+        inproc_pump(&E, 1);
     settle("after closing every connection");
     if (pl__frontends_count())
         die("connections left after the client closed them", none);
@@ -673,11 +417,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         snprintf(n, sizeof(n), "%lu", pl_iq_pending());
         die("server IQs still waiting for sessions that ended", pl_str_c(n));
     }
-    reset_accounts();
+    fuzz_reset_accounts(&E, &received);
     for (int i = 0; i < nconns_open; i++)
         pl_buf_reset(&conns[i].out);
     pl_buf_reset(&jids);
-    if (now_ms() - start > 4 * TIME_LIMIT_MS)
+    if (inproc_now_ms() - start > 4 * FUZZ_TIME_LIMIT_MS)
         die("one input took too long", none);
     return 0;
 }

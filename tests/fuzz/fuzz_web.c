@@ -7,11 +7,12 @@
  * restarts, terminate), run in-process on a real loop with SQLite
  * storage, as src/parleyd.c builds them.
  *
- * Set-up (once): as fuzz_c2s.c, a configuration with one host
- * "localhost", the default modules, registration open, no listener and
- * no TLS (SCRAM logins); accounts alice ("wonderland") and bob
- * ("builder"); a static directory at /files/ (index.html, a.txt,
- * sub/b.css, .hidden, and link.txt, a symbolic link).  Connections are socketpairs handed to pl__http_accept_fd.
+ * Set-up (once, fuzz_server_start() of fuzz_common.h): as fuzz_c2s.c, a
+ * configuration with one host "localhost", the default modules,
+ * registration open, no listener and no TLS (SCRAM logins); accounts
+ * alice ("wonderland") and bob ("builder"); a static directory at /files/
+ * (index.html, a.txt, sub/b.css, .hidden, and link.txt, a symbolic
+ * link).  Connections are socketpairs handed to pl__http_accept_fd.
  *
  * Input: pieces cut by separator bytes that never occur in UTF-8:
  *   0xff  what came before is written; the loop runs until quiet (no
@@ -56,7 +57,7 @@
  *   frame one whole namespace-well-formed XML element with a namespace;
  * - each text/xml answer (BOSH) is one XML <body/> of the httpbind
  *   namespace whose children have a namespace;
- * - the loop goes quiet within TIME_LIMIT_MS after each piece;
+ * - the loop goes quiet within FUZZ_TIME_LIMIT_MS after each piece;
  * - after the input, pl__frontends_count(), pl__bosh_sessions() and
  *   pl_session_count() return to 0;
  * - LeakSanitizer (on in the fuzz build) checks the heap at exit.
@@ -68,42 +69,27 @@
  * cl_open() and write_piece(); a new invariant on the output goes in
  * check_http(), check_frames() or check_xml().
  */
-#include <errno.h>
 #include <expat.h>
-#include <ftw.h>
-#include <openssl/rand.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
 #include "buf.h"
-#include "config.h"
 #include "error.h"
 #include "fuzz_common.h"
-#include "hook.h"
-#include "host.h"
 #include "http/http_int.h"
-#include "log.h"
 #include "loop.h"
 #include "module.h"
 #include "resources.h"
 #include "scram.h"
-#include "server.h"
-#include "storage.h"
-#include "work.h"
 
-#define ITER 4096          /* the smallest scram_iterations allowed */
-#define MAX_CONNS 4        /* connections one input may open */
-#define TIME_LIMIT_MS 5000 /* to go quiet after a piece or the end */
-#define FIRST_RID 1000     /* {rid} the first time */
+#define MAX_CONNS 4    /* connections one input may open */
+#define FIRST_RID 1000 /* {rid} the first time */
 
 #define NS_HTTPBIND "http://jabber.org/protocol/httpbind"
 #define SEP '\x01' /* expat's namespace separator */
@@ -114,19 +100,7 @@ enum {
     M_BOSH
 };
 
-static const struct {
-    const char *user;
-    const char *password;
-} users[] = {{"alice", "wonderland"}, {"bob", "builder"}};
-#define NUSERS (sizeof(users) / sizeof(users[0]))
-
-static struct {
-    char dir[64];                   /* temporary data_dir */
-    struct pl_config *cfg;          /* from dir/parleyd.conf */
-    struct pl_loop *loop;           /* the server's loop, also the client's */
-    struct pl_workq *cpu;           /* PBKDF2 workers */
-    struct pl_account acct[NUSERS]; /* keys, derived once */
-} E;
+static struct inproc E; /* the server, fuzz_server_start() */
 
 static const struct pl_str none = {"", 0};
 
@@ -137,13 +111,6 @@ static void die(const char *what, struct pl_str detail)
         fprintf(stderr, "  %.*s\n",
                 (int)(detail.len > 2000 ? 2000 : detail.len), detail.p);
     abort();
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 /* ---- the client side ---- */
@@ -175,81 +142,24 @@ static struct pl_str out_of(const struct client *c)
 static void on_client_io(struct pl_io *io, unsigned events)
 {
     struct client *c = io->data;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(io->fd, buf, sizeof(buf));
-        if (n > 0) {
-            pl_buf_append(&c->out, buf, (size_t)n);
-            received += (unsigned long)n;
-            c->rx_seq = ++rx_count;
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            c->eof = 1;
-            pl_io_stop(io);
-        }
-        break;
-    }
+    size_t n = inproc_read(io, &c->out, &c->eof);
+    received += n;
+    if (n)
+        c->rx_seq = ++rx_count;
 }
 
-static void on_slice_end(struct pl_timer *t)
-{
-    pl_loop_stop(t->loop);
-}
-
-/* One turn of the loop (ms 0), or until ms passed. */
-static void pump(unsigned ms)
-{
-    struct pl_timer t;
-    pl_timer_init(&t, on_slice_end, NULL);
-    pl_timer_start(E.loop, &t, ms);
-    pl_loop_run(E.loop);
-    pl_timer_stop(&t);
-}
-
-static int busy(void)
-{
-    return pl_storage_pending() || pl_workq_pending(E.cpu);
-}
-
-/* Runs the loop until quiet: three turns in a row with no byte from the
- * server and no storage or CPU job in flight. */
 static void settle(const char *what)
 {
-    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    int quiet = 0;
-    while (quiet < 3) {
-        unsigned long before = received;
-        int was_busy = busy();
-        pump(0);
-        if (was_busy)
-            usleep(100); /* the storage or CPU thread works */
-        if (received != before || was_busy || busy())
-            quiet = 0;
-        else
-            quiet++;
-        if (now_ms() > deadline)
-            die("the server did not go quiet", pl_str_c(what));
-    }
+    fuzz_settle(&E, &received, what);
 }
 
 static void cl_write(struct client *c, const char *p, size_t len)
 {
     pl_buf_append(&c->sent, p, len);
-    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    size_t off = 0;
-    while (off < len && !c->eof) {
-        ssize_t n = send(c->io.fd, p + off, len - off, MSG_NOSIGNAL);
-        if (n > 0) {
-            off += (size_t)n;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-            break; /* the server closed: the rest is lost, as on a net */
-        } else {
-            pump(1);
-            if (now_ms() > deadline)
-                die("the server stopped reading", none);
-        }
-    }
+    /* When the server closed, the rest is lost, as on a net. */
+    if (inproc_write(&E, &c->io, p, len, &c->eof, FUZZ_TIME_LIMIT_MS) ==
+        PL_EAGAIN)
+        die("the server stopped reading", none);
 }
 
 static void write_str(struct client *c, const char *s)
@@ -267,15 +177,7 @@ static void cl_open(unsigned char mode_byte)
     case 'b': c->mode = M_BOSH; break;
     default: c->mode = mode_byte % 3;
     }
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                   sv) != 0 ||
-        pl__http_accept_fd(sv[0], PL_TLS_NONE) != PL_OK) {
-        perror("fuzz_web: socketpair");
-        abort();
-    }
-    pl_io_init(&c->io, sv[1], on_client_io, c);
-    pl_io_set(E.loop, &c->io, PL_IO_READ);
+    inproc_connect(&E, pl__http_accept_fd, &c->io, on_client_io, c);
     c->open = 1;
     nconns_open++;
     if (c->mode == M_WS) {
@@ -349,56 +251,47 @@ static struct pl_str challenge_out(void)
     return best;
 }
 
+/* The length of the BOSH token at the start of rest, its replacement
+ * appended to dst; 0 if there is none. */
+static size_t bosh_token(struct pl_str rest, struct pl_buf *dst)
+{
+    static const struct {
+        const char *token;
+        int step; /* added to last_rid first */
+    } rids[] = {{"{rid}", 1}, {"{rid=}", 0}, {"{rid+2}", 2}};
+    if (has_prefix(rest, PL_STR("{sid}"))) {
+        pl_buf_append_str(dst, sid);
+        return strlen("{sid}");
+    }
+    for (size_t i = 0; i < sizeof(rids) / sizeof(rids[0]); i++)
+        if (has_prefix(rest, pl_str_c(rids[i].token))) {
+            char n[32];
+            last_rid += (uint64_t)rids[i].step;
+            snprintf(n, sizeof(n), "%llu", (unsigned long long)last_rid);
+            pl_buf_append_str(dst, n);
+            return strlen(rids[i].token);
+        }
+    return 0;
+}
+
 /* Replaces the tokens of piece into dst (see the file comment). */
 static void substitute(const char *p, size_t len, struct pl_buf *dst)
 {
-    for (size_t k = 0; k < len; k++) {
+    /* What a token could need, looked for only if there may be one. */
+    struct pl_str challenge = memchr(p, '{', len) ? challenge_out() : none;
+    for (size_t k = 0; k < len;) {
+        struct pl_str rest = {p + k, len - k};
+        size_t n = 0;
         if (p[k] == '{') {
-            struct pl_str rest = {p + k, len - k};
-            char n[32];
-            if (has_prefix(rest, PL_STR("{scram1}"))) {
-                fuzz_scram_final(challenge_out(), PL_SCRAM_SHA1, users[0].user,
-                                 users[0].password, dst);
-                k += 7;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{scram256}"))) {
-                fuzz_scram_final(challenge_out(), PL_SCRAM_SHA256,
-                                 users[0].user, users[0].password, dst);
-                k += 9;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{sid}"))) {
-                pl_buf_append_str(dst, sid);
-                k += 4;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{rid}"))) {
-                snprintf(n, sizeof(n), "%llu", (unsigned long long)++last_rid);
-                pl_buf_append_str(dst, n);
-                k += 4;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{rid=}"))) {
-                snprintf(n, sizeof(n), "%llu", (unsigned long long)last_rid);
-                pl_buf_append_str(dst, n);
-                k += 5;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{rid+2}"))) {
-                last_rid += 2;
-                snprintf(n, sizeof(n), "%llu", (unsigned long long)last_rid);
-                pl_buf_append_str(dst, n);
-                k += 6;
-                continue;
-            }
-            if (has_prefix(rest, PL_STR("{previd}"))) {
-                pl_buf_append_str(dst, previd);
-                k += 7;
-                continue;
-            }
+            n = fuzz_token(rest, challenge, previd, dst);
+            if (!n)
+                n = bosh_token(rest, dst);
         }
-        pl_buf_append(dst, p + k, 1);
+        if (!n) {
+            pl_buf_append(dst, p + k, 1);
+            n = 1;
+        }
+        k += n;
     }
 }
 
@@ -784,101 +677,11 @@ static void check_http(const struct client *c)
     }
 }
 
-/* ---- accounts ---- */
-
-struct reset {
-    struct pl_buf names; /* accounts found, NUL-separated */
-};
-
-static void collect_user(const char *user, void *ud)
-{
-    struct pl_buf *b = ud;
-    pl_buf_append(b, user, strlen(user) + 1);
-}
-
-/* Deletes every account with its data; creates alice and bob again. */
-static int reset_run(const struct pl_storage_driver *d, void *db, void *arg)
-{
-    struct reset *r = arg;
-    int rc = d->account_list(db, "localhost", collect_user, &r->names);
-    if (rc != PL_OK)
-        return rc;
-    for (size_t off = 0; off < r->names.len;) {
-        const char *u = r->names.data + r->names.off + off;
-        off += strlen(u) + 1;
-        rc = d->account_delete(db, "localhost", u);
-        if (rc != PL_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < NUSERS; i++) {
-        rc = d->account_create(db, "localhost", users[i].user, &E.acct[i]);
-        if (rc != PL_OK)
-            return rc;
-    }
-    return PL_OK;
-}
-
-static void reset_done(int rc, void *arg)
-{
-    struct reset *r = arg;
-    if (rc != PL_OK) {
-        fprintf(stderr, "fuzz_web: resetting the accounts: %d\n", rc);
-        abort();
-    }
-    /* As an account removal does (mod_register): caches forget them. */
-    for (size_t off = 0; off < r->names.len;) {
-        char *u = r->names.data + r->names.off + off;
-        off += strlen(u) + 1;
-        struct pl_event ev = {"user/deleted",
-                              pl_host_find("localhost"),
-                              NULL,
-                              NULL,
-                              NULL,
-                              NULL,
-                              u};
-        pl_hook_fire(&ev);
-    }
-    pl_buf_reset(&r->names);
-    pl_free(r);
-}
-
-static void reset_accounts(void)
-{
-    struct reset *r = pl_calloc(1, sizeof(*r));
-    pl_storage_submit(E.loop, reset_run, reset_done, r);
-    settle("resetting the accounts");
-}
-
 /* ---- set-up ---- */
-
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void rm_dir(void)
-{
-    if (E.dir[0])
-        nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    E.dir[0] = '\0';
-}
-
-static void need(int ok, const char *what)
-{
-    if (ok)
-        return;
-    fprintf(stderr, "fuzz_web: setup failed: %s\n", what);
-    rm_dir();
-    abort();
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    signal(SIGPIPE, SIG_IGN); /* as parleyd does */
-    snprintf(E.dir, sizeof(E.dir), "/tmp/fuzz_web.XXXXXX");
-    need(mkdtemp(E.dir) != NULL, "mkdtemp");
-    atexit(rm_dir);
+    inproc_mkdir(&E, "fuzz_web");
     char path[128];
     /* A static directory: files with Range, ETag, 304, HEAD, index.html
      * and a symbolic link that must not be followed. */
@@ -896,61 +699,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s", E.dir, files[i].name);
         if (!files[i].text) {
-            need(mkdir(path, 0700) == 0, "mkdir");
+            inproc_need(&E, mkdir(path, 0700) == 0, "mkdir");
             continue;
         }
         FILE *w = fopen(path, "w");
-        need(w && fputs(files[i].text, w) >= 0 && fclose(w) == 0,
-             "writing a static file");
+        inproc_need(&E, w && fputs(files[i].text, w) >= 0 && fclose(w) == 0,
+                    "writing a static file");
     }
     snprintf(path, sizeof(path), "%s/www/link.txt", E.dir);
-    need(symlink("a.txt", path) == 0, "symlink");
-    snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
-    FILE *f = fopen(path, "w");
-    need(f != NULL, "writing the configuration");
-    /* Every limit that counts across connections from one address is
-     * raised; small HTTP limits, so that the fuzzer reaches them. */
-    fprintf(f,
-            "server: { data_dir = \"%s\"; log_level = \"error\"; "
-            "workers = 1; };\n"
-            "storage: { sqlite_synchronous = \"off\"; };\n"
-            "listeners = ();\n"
-            "hosts = ( { domain = \"localhost\"; } );\n"
-            "limits: { read_rate = 1073741824; read_burst = 1073741824; };\n"
-            "c2s: { require_encryption = false; scram_iterations = %d; "
-            "auth_failures_per_ip = 1000000; auth_failure_window = 1; };\n"
-            "register: { policy = \"open\"; per_ip_per_minute = 1000000; "
-            "};\n"
-            "http: { max_line = 512; max_headers = 24; bosh_max_hold = 2; "
-            "bosh_max_sessions_per_ip = 1000; static = ( { path = "
-            "\"/files/\"; root = \"%s/www\"; } ); };\n",
-            E.dir, ITER, E.dir);
-    fclose(f);
-    char err[512];
-    int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
-    if (rc != PL_OK)
-        fprintf(stderr, "fuzz_web: %s\n", err);
-    need(rc == PL_OK, "loading the configuration");
-    /* Silent unless FUZZ_WEB_LOG is set, for debugging a crash. */
-    pl_log_set_level(getenv("FUZZ_WEB_LOG") ? PL_LOG_DEBUG
-                                            : (enum pl_log_level) - 1);
-    need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
-    E.cpu = pl_workq_new("cpu", 1, NULL, NULL);
-    unsigned char secret[32];
-    RAND_bytes(secret, sizeof(secret));
-    pl__server_set(E.loop, E.cfg, E.cpu, secret);
-    need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
-    need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
-    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
-    for (size_t i = 0; i < NUSERS; i++) {
-        struct pl_str pw = pl_str_c(users[i].password);
-        need(pl_scram_derive(PL_SCRAM_SHA1, pw, NULL, 0, ITER,
-                             &E.acct[i].keys[PL_SCRAM_SHA1]) == PL_OK &&
-                 pl_scram_derive(PL_SCRAM_SHA256, pw, NULL, 0, ITER,
-                                 &E.acct[i].keys[PL_SCRAM_SHA256]) == PL_OK,
-             "deriving keys");
-    }
-    reset_accounts();
+    inproc_need(&E, symlink("a.txt", path) == 0, "symlink");
+    /* Small HTTP limits, so that the fuzzer reaches them. */
+    char http[256];
+    snprintf(http, sizeof(http),
+             "http: { max_line = 512; max_headers = 24; bosh_max_hold = 2; "
+             "bosh_max_sessions_per_ip = 1000; static = ( { path = "
+             "\"/files/\"; root = \"%s/www\"; } ); };\n",
+             E.dir);
+    fuzz_server_start(&E, "FUZZ_WEB_LOG", http);
     return 0;
 }
 
@@ -1006,7 +771,7 @@ static void count_left(const char *what, unsigned long n)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *in = (const char *)data;
-    uint64_t start = now_ms();
+    uint64_t start = inproc_now_ms();
     nconns_open = 0;
     previd[0] = sid[0] = '\0';
     last_rid = FIRST_RID - 1;
@@ -1039,10 +804,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * nothing (no pipelining), so it notices its client's close only once
      * answered: that is now. */
     pl__bosh_stop();
-    need(pl__bosh_start(&pl__http_settings()->bosh) == PL_OK, "pl__bosh_start");
-    uint64_t deadline = now_ms() + TIME_LIMIT_MS;
-    while (pl__frontends_count() && now_ms() < deadline)
-        pump(1);
+    inproc_need(&E, pl__bosh_start(&pl__http_settings()->bosh) == PL_OK,
+                "pl__bosh_start");
+    uint64_t deadline = inproc_now_ms() + FUZZ_TIME_LIMIT_MS;
+    while (pl__frontends_count() && inproc_now_ms() < deadline)
+        inproc_pump(&E, 1);
     settle("after ending the BOSH sessions");
     count_left("connections left after the client closed them",
                pl__frontends_count());
@@ -1051,12 +817,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     settle("after ending hibernated sessions");
     count_left("sessions left after every connection ended",
                pl_session_count());
-    reset_accounts();
+    fuzz_reset_accounts(&E, &received);
     for (int i = 0; i < nconns_open; i++) {
         pl_buf_reset(&conns[i].out);
         pl_buf_reset(&conns[i].sent);
     }
-    if (now_ms() - start > 4 * TIME_LIMIT_MS)
+    if (inproc_now_ms() - start > 4 * FUZZ_TIME_LIMIT_MS)
         die("one input took too long", none);
     return 0;
 }

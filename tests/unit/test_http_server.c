@@ -1,10 +1,10 @@
 /*
  * test_http_server.c - the HTTP server (src/http/server.c) driven
- * in-process: a server built as src/parleyd.c does (configuration under a
- * fresh /tmp directory, loop, hosts, front ends) with no listener; one
- * end of a socketpair goes to pl__http_accept_fd() as an accepted
- * connection, the other is the client, watched by the same loop.  Test
- * routes registered here record what the server hands them.
+ * in-process: a server built as src/parleyd.c does, with no listener
+ * (tests/support/inproc.h); one end of a socketpair goes to
+ * pl__http_accept_fd() as an accepted connection, the other is the
+ * client, watched by the same loop.  Test routes registered here record
+ * what the server hands them.
  *
  * Covered: keep-alive and two requests in one write (answered in order,
  * the second not parsed before the first is answered), chunked bodies,
@@ -17,15 +17,11 @@
  * Extending: a new case opens a client with cl_open(), sends with
  * cl_send() and reads answers with cl_response().
  */
-#include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
-#include <openssl/rand.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,16 +39,12 @@
 #include "../../src/core/storage.h"
 #include "../../src/core/work.h"
 #include "../../src/http/http_int.h"
+#include "../support/inproc.h"
 #include "unit.h"
 
 #define WAIT_MS 3000 /* bound of every wait (never reached when it works) */
 
-static struct {
-    char dir[64];          /* temporary data_dir */
-    struct pl_config *cfg; /* from dir/parleyd.conf */
-    struct pl_loop *loop;  /* the server's loop, also the client's */
-    struct pl_workq *cpu;  /* workers (unused but required) */
-} E;
+static struct inproc E; /* the server */
 
 /* What the test routes saw. */
 static struct {
@@ -65,101 +57,22 @@ static struct {
     int up_closed;               /* its connection closed */
 } R;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void need(int ok, const char *what)
-{
-    if (ok)
-        return;
-    fprintf(stderr, "  setup failed: %s\n", what);
-    if (E.dir[0])
-        nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    exit(1);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void on_slice_end(struct pl_timer *t)
-{
-    pl_loop_stop(t->loop);
-}
-
-static void pump(unsigned ms)
-{
-    struct pl_timer t;
-    pl_timer_init(&t, on_slice_end, NULL);
-    pl_timer_start(E.loop, &t, ms);
-    pl_loop_run(E.loop);
-    pl_timer_stop(&t);
-}
-
 static void env_start(const char *http_extra)
 {
-    snprintf(E.dir, sizeof(E.dir), "/tmp/parley-test-http-XXXXXX");
-    need(mkdtemp(E.dir) != NULL, "mkdtemp");
-    char path[128];
-    snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
-    FILE *f = fopen(path, "w");
-    need(f != NULL, "writing the configuration");
-    fprintf(f,
-            "server: { data_dir = \"%s\"; log_level = \"error\"; "
-            "workers = 1; };\n"
-            "storage: { sqlite_synchronous = \"off\"; };\n"
-            "listeners = ();\n"
-            "hosts = ( { domain = \"localhost\"; http = { cors_origins = "
-            "[\"https://app.example\"]; }; } );\n"
-            "modules = [ \"ping\" ];\n"
-            "http: { max_line = 300; max_headers = 10; %s };\n",
-            E.dir, http_extra ? http_extra : "");
-    fclose(f);
-    char err[512];
-    int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
-    if (rc != PL_OK)
-        fprintf(stderr, "  %s\n", err);
-    need(rc == PL_OK, "loading the configuration");
-    pl_log_set_level((enum pl_log_level)E.cfg->s.log_level);
-    need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
-    E.cpu = pl_workq_new("cpu", 1, NULL, NULL);
-    unsigned char secret[32];
-    RAND_bytes(secret, sizeof(secret));
-    pl__server_set(E.loop, E.cfg, E.cpu, secret);
-    need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
-    need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
-    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
+    inproc_mkdir(&E, "parley-test-http");
+    inproc_start(&E, PL_LOG_ERROR,
+                 "hosts = ( { domain = \"localhost\"; http = { cors_origins = "
+                 "[\"https://app.example\"]; }; } );\n"
+                 "modules = [ \"ping\" ];\n"
+                 "http: { max_line = 300; max_headers = 10; %s };\n",
+                 http_extra ? http_extra : "");
     memset(&R, 0, sizeof(R));
 }
 
 static void env_stop(void)
 {
-    pl__frontends_stop();
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (pl__frontends_count() && now_ms() < deadline)
-        pump(5);
-    CHECK_INT(pl__frontends_count(), 0);
-    pump(1);
-    pl__frontends_free();
-    pl__storage_close();
-    pl_workq_free(E.cpu);
-    pump(1);
-    pl__hosts_free();
-    pl__server_set(NULL, NULL, NULL, NULL);
-    pl_loop_free(E.loop);
-    pl_config_free(E.cfg);
-    E.cfg = NULL;
-    nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    E.dir[0] = '\0';
+    CHECK_INT(inproc_stop_frontends(&E), 0);
+    inproc_free(&E);
 }
 
 /* ---- the client end ---- */
@@ -172,34 +85,15 @@ struct client {
 
 static void on_client_io(struct pl_io *io, unsigned events)
 {
-    (void)events;
     struct client *c = io->data;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(io->fd, buf, sizeof(buf));
-        if (n > 0) {
-            pl_buf_append(&c->in, buf, (size_t)n);
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            c->eof = 1;
-            pl_io_stop(io);
-        }
-        break;
-    }
+    inproc_read(io, &c->in, &c->eof);
     pl_loop_stop(E.loop);
 }
 
 static void cl_open(struct client *c)
 {
     memset(c, 0, sizeof(*c));
-    int sv[2];
-    need(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                    sv) == 0,
-         "socketpair");
-    CHECK_INT(pl__http_accept_fd(sv[0], PL_TLS_NONE), PL_OK);
-    pl_io_init(&c->io, sv[1], on_client_io, c);
-    pl_io_set(E.loop, &c->io, PL_IO_READ);
+    inproc_connect(&E, pl__http_accept_fd, &c->io, on_client_io, c);
 }
 
 static void cl_close(struct client *c)
@@ -211,18 +105,7 @@ static void cl_close(struct client *c)
 
 static void cl_send_n(struct client *c, const char *p, size_t len)
 {
-    size_t off = 0;
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (off < len && now_ms() < deadline) {
-        ssize_t n = write(c->io.fd, p + off, len - off);
-        if (n > 0)
-            off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EINTR)
-            break;
-        else
-            pump(5);
-    }
-    CHECK(off == len);
+    CHECK_INT(inproc_write(&E, &c->io, p, len, NULL, WAIT_MS), PL_OK);
 }
 
 static void cl_send(struct client *c, const char *s)
@@ -255,11 +138,11 @@ static size_t response_len(struct pl_str s, int is_head, int eof)
 /* The next response (malloc'd, "" if none came in time). */
 static char *cl_response(struct client *c, int is_head)
 {
-    uint64_t deadline = now_ms() + WAIT_MS;
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
     size_t n;
     while (!(n = response_len(pl_buf_str(&c->in), is_head, c->eof)) &&
-           !c->eof && now_ms() < deadline)
-        pump(20);
+           !c->eof && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     struct pl_str s = pl_buf_str(&c->in);
     if (!n)
         n = c->eof ? s.len : 0;
@@ -274,9 +157,9 @@ static char *cl_response(struct client *c, int is_head)
 /* Runs the loop until the server closed the client's connection. */
 static int cl_wait_eof(struct client *c)
 {
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (!c->eof && now_ms() < deadline)
-        pump(20);
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
+    while (!c->eof && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     return c->eof;
 }
 
@@ -400,13 +283,13 @@ void test_http_keepalive_order(void)
     /* Two requests in one write: the first held by its handler. */
     cl_send(&c, "GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n"
                 "GET /echo/two HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (!R.pending && now_ms() < deadline)
-        pump(20);
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
+    while (!R.pending && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK(R.pending != NULL);
     /* The loop runs on: the second is not parsed while the first waits. */
     for (int i = 0; i < 5; i++)
-        pump(10);
+        inproc_pump(&E, 10);
     CHECK_INT(R.requests, 1);
     CHECK_INT(c.in.len, 0);
     CHECK_STR(R.last_path, "/hold");
@@ -702,33 +585,33 @@ void test_http_upgrade_abort(void)
     CHECK(starts(a, "HTTP/1.1 101 Switching Protocols\r\n"));
     CHECK(strstr(a, "Upgrade: test\r\n") != NULL);
     pl_free(a);
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (c.in.len < 10 && now_ms() < deadline)
-        pump(20);
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
+    while (c.in.len < 10 && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK(c.in.len == 10 &&
           memcmp(c.in.data + c.in.off, "echo:hello", 10) == 0);
     pl_buf_consume(&c.in, c.in.len);
     cl_send(&c, "more");
-    deadline = now_ms() + WAIT_MS;
-    while (c.in.len < 9 && now_ms() < deadline)
-        pump(20);
+    deadline = inproc_now_ms() + WAIT_MS;
+    while (c.in.len < 9 && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK_STR(R.upgraded, "hellomore");
     cl_close(&c);
-    deadline = now_ms() + WAIT_MS;
-    while (!R.up_closed && now_ms() < deadline)
-        pump(20);
+    deadline = inproc_now_ms() + WAIT_MS;
+    while (!R.up_closed && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK_INT(R.up_closed, 1);
     /* A client that goes before the answer: on_abort. */
     cl_open(&c);
     cl_send(&c, "GET /hold HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    deadline = now_ms() + WAIT_MS;
-    while (!R.pending && now_ms() < deadline)
-        pump(20);
+    deadline = inproc_now_ms() + WAIT_MS;
+    while (!R.pending && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK(R.pending != NULL);
     cl_close(&c);
-    deadline = now_ms() + WAIT_MS;
-    while (!R.aborts && now_ms() < deadline)
-        pump(20);
+    deadline = inproc_now_ms() + WAIT_MS;
+    while (!R.aborts && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK_INT(R.aborts, 1);
     CHECK(R.pending == NULL);
     routes_remove();
@@ -740,23 +623,23 @@ void test_http_files(void)
     env_start(NULL);
     char root[128], path[160];
     snprintf(root, sizeof(root), "%s/www", E.dir);
-    need(mkdir(root, 0700) == 0, "mkdir www");
+    inproc_need(&E, mkdir(root, 0700) == 0, "mkdir www");
     snprintf(path, sizeof(path), "%s/sub", root);
-    need(mkdir(path, 0700) == 0, "mkdir sub");
+    inproc_need(&E, mkdir(path, 0700) == 0, "mkdir sub");
     snprintf(path, sizeof(path), "%s/a.txt", root);
     FILE *f = fopen(path, "w");
-    need(f != NULL, "a.txt");
+    inproc_need(&E, f != NULL, "a.txt");
     /* Larger than a socketpair's buffer: sent as the socket drains. */
     for (int i = 0; i < 100000; i++)
         fputc('a' + i % 26, f);
     fclose(f);
     snprintf(path, sizeof(path), "%s/sub/index.html", root);
     f = fopen(path, "w");
-    need(f != NULL, "index.html");
+    inproc_need(&E, f != NULL, "index.html");
     fputs("<p>hi</p>", f);
     fclose(f);
     snprintf(path, sizeof(path), "%s/link.txt", root);
-    need(symlink("a.txt", path) == 0, "symlink");
+    inproc_need(&E, symlink("a.txt", path) == 0, "symlink");
     CHECK_INT(pl_http_static_add("/s/", root, NULL), PL_OK);
     CHECK_INT(pl_http_static_add("/s/", root, NULL), PL_ECONFLICT);
     struct client c;
@@ -957,13 +840,13 @@ void test_http_pause_stream(void)
     cl_open(&c);
     cl_send(&c, "PUT /stream HTTP/1.1\r\nHost: localhost\r\n"
                 "Content-Length: 6\r\n\r\nabc");
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (!paused_req && now_ms() < deadline)
-        pump(20);
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
+    while (!paused_req && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     CHECK(paused_req != NULL);
     cl_send(&c, "def");
     for (int i = 0; i < 5; i++)
-        pump(10);
+        inproc_pump(&E, 10);
     CHECK_STR(R.last_body, "abc");
     CHECK_INT(R.requests, 0);
     if (paused_req)

@@ -5,12 +5,13 @@
  *
  * Each test builds a server the way src/parleyd.c does (configuration file
  * under a fresh /tmp directory, loop, CPU queue, storage, hosts, c2s) but
- * with no listener: one end of a socketpair goes to pl__c2s_accept_fd() as
- * an accepted connection, the other end is the client.  The client end is
- * watched by the same loop, so the loop stops as soon as the server wrote
- * something (or after a 20 ms slice); expect() compares the server's exact
- * output, where '*' stands for the parts that vary (stream ids, nonces,
- * proofs) and matches any run of bytes other than < > ' ".
+ * with no listener (tests/support/inproc.h): one end of a socketpair goes
+ * to pl__c2s_accept_fd() as an accepted connection, the other end is the
+ * client.  The client end is watched by the same loop, so the loop stops
+ * as soon as the server wrote something (or after a 20 ms slice); expect()
+ * compares the server's exact output, where '*' stands for the parts that
+ * vary (stream ids, nonces, proofs) and matches any run of bytes other
+ * than < > ' ".
  *
  * The SCRAM client is written here with OpenSSL (PBKDF2, HMAC), so a login
  * does not depend on the server's own SCRAM code.  Accounts are created
@@ -19,18 +20,13 @@
  * Extending: a header or pre-authentication case is a row in a table; a
  * new situation after login starts from login_bind().
  */
-#include <errno.h>
-#include <ftw.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../../src/core/account.h"
@@ -48,6 +44,7 @@
 #include "../../src/core/storage.h"
 #include "../../src/xmpp/c2s.h"
 #include "../../src/core/work.h"
+#include "../support/inproc.h"
 #include "unit.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -108,67 +105,7 @@
 
 /* ---- a server in this process ---- */
 
-static struct {
-    char dir[64];          /* temporary data_dir */
-    struct pl_config *cfg; /* from dir/parleyd.conf */
-    struct pl_loop *loop;  /* the server's loop, also the client's */
-    struct pl_workq *cpu;  /* PBKDF2 workers */
-} E;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void rm_dir(void)
-{
-    if (E.dir[0])
-        nftw(E.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    E.dir[0] = '\0';
-}
-
-/* A set-up step that must work: otherwise the test cannot go on. */
-static void need(int ok, const char *what)
-{
-    if (ok)
-        return;
-    fprintf(stderr, "  setup failed: %s\n", what);
-    rm_dir();
-    exit(1);
-}
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void on_slice_end(struct pl_timer *t)
-{
-    pl_loop_stop(t->loop);
-}
-
-/* Runs the loop for at most ms, or until a client received something. */
-static void pump(unsigned ms)
-{
-    struct pl_timer t;
-    pl_timer_init(&t, on_slice_end, NULL);
-    pl_timer_start(E.loop, &t, ms);
-    pl_loop_run(E.loop);
-    pl_timer_stop(&t);
-}
-
-/* Runs the loop until no storage or CPU job is in flight. */
-static void drain(void)
-{
-    uint64_t deadline = now_ms() + 3000;
-    while ((pl_storage_pending() || pl_workq_pending(E.cpu)) &&
-           now_ms() < deadline)
-        pump(5);
-    pump(1); /* completions posted by the last jobs */
-}
+static struct inproc E; /* the server */
 
 /*
  * Starts a server for "localhost" with modules ping and register (open),
@@ -177,39 +114,16 @@ static void drain(void)
  */
 static void env_start_limits(const char *c2s_extra, const char *limits_extra)
 {
-    snprintf(E.dir, sizeof(E.dir), "/tmp/parley-test-stream-XXXXXX");
-    need(mkdtemp(E.dir) != NULL, "mkdtemp");
-    char path[128];
-    snprintf(path, sizeof(path), "%s/parleyd.conf", E.dir);
-    FILE *f = fopen(path, "w");
-    need(f != NULL, "writing the configuration");
-    fprintf(f,
-            "server: { data_dir = \"%s\"; log_level = \"error\"; "
-            "workers = 1; };\n"
-            "storage: { sqlite_synchronous = \"off\"; };\n"
-            "listeners = ();\n"
-            "hosts = ( { domain = \"localhost\"; } );\n"
-            "modules = [ \"ping\", \"register\" ];\n"
-            "c2s: { require_encryption = false; scram_iterations = %d; %s };\n"
-            "register: { policy = \"open\"; };\n"
-            "limits: { %s };\n",
-            E.dir, ITER, c2s_extra ? c2s_extra : "",
-            limits_extra ? limits_extra : "");
-    fclose(f);
-    char err[512];
-    int rc = pl_config_load(path, NULL, 0, &E.cfg, err, sizeof(err));
-    if (rc != PL_OK)
-        fprintf(stderr, "  %s\n", err);
-    need(rc == PL_OK, "loading the configuration");
-    pl_log_set_level((enum pl_log_level)E.cfg->s.log_level);
-    need(pl_loop_new(&E.loop) == PL_OK, "pl_loop_new");
-    E.cpu = pl_workq_new("cpu", (int)E.cfg->s.workers, NULL, NULL);
-    unsigned char secret[32];
-    RAND_bytes(secret, sizeof(secret));
-    pl__server_set(E.loop, E.cfg, E.cpu, secret);
-    need(pl__storage_open(&E.cfg->s) == PL_OK, "pl__storage_open");
-    need(pl__hosts_init(E.cfg) == PL_OK, "pl__hosts_init");
-    need(pl__frontends_start(E.cfg) == PL_OK, "pl__frontends_start");
+    inproc_mkdir(&E, "parley-test-stream");
+    inproc_start(&E, PL_LOG_ERROR,
+                 "hosts = ( { domain = \"localhost\"; } );\n"
+                 "modules = [ \"ping\", \"register\" ];\n"
+                 "c2s: { require_encryption = false; scram_iterations = %d; "
+                 "%s };\n"
+                 "register: { policy = \"open\"; };\n"
+                 "limits: { %s };\n",
+                 ITER, c2s_extra ? c2s_extra : "",
+                 limits_extra ? limits_extra : "");
 }
 
 static void env_start(const char *c2s_extra)
@@ -220,24 +134,10 @@ static void env_start(const char *c2s_extra)
 /* Ends every stream (<system-shutdown/>) and frees everything. */
 static void env_stop(void)
 {
-    drain();
-    pl__frontends_stop();
-    uint64_t deadline = now_ms() + 3000;
-    while (pl__frontends_count() && now_ms() < deadline)
-        pump(5);
-    CHECK_INT(pl__frontends_count(), 0);
+    inproc_drain(&E);
+    CHECK_INT(inproc_stop_frontends(&E), 0);
     CHECK_INT(pl_session_count(), 0);
-    drain();
-    pl__frontends_free();
-    pl__storage_close();
-    pl_workq_free(E.cpu);
-    pump(1);
-    pl__hosts_free();
-    pl__server_set(NULL, NULL, NULL, NULL);
-    pl_loop_free(E.loop);
-    pl_config_free(E.cfg);
-    E.cfg = NULL;
-    rm_dir();
+    inproc_free(&E);
     LEAK_CHECK();
 }
 
@@ -245,16 +145,17 @@ static void env_stop(void)
 static void add_user(const char *user, const char *password)
 {
     const struct pl_storage_driver *d = pl_storage_driver_find("sqlite");
-    need(d != NULL, "the sqlite driver");
+    inproc_need(&E, d != NULL, "the sqlite driver");
     void *db = NULL;
-    need(d->open(&E.cfg->s, &db) == PL_OK, "opening the database");
+    inproc_need(&E, d->open(&E.cfg->s, &db) == PL_OK, "opening the database");
     struct pl_account a;
-    need(pl_account_set_password(&a, user, "localhost", pl_str_c(password),
-                                 ITER, 1) == PL_OK,
-         "deriving keys");
+    inproc_need(&E,
+                pl_account_set_password(&a, user, "localhost",
+                                        pl_str_c(password), ITER, 1) == PL_OK,
+                "deriving keys");
     d->begin(db);
-    need(d->account_create(db, "localhost", user, &a) == PL_OK,
-         "creating an account");
+    inproc_need(&E, d->account_create(db, "localhost", user, &a) == PL_OK,
+                "creating an account");
     d->commit(db);
     d->close(db);
 }
@@ -271,32 +172,14 @@ struct client {
 static void on_client_io(struct pl_io *io, unsigned events)
 {
     struct client *c = io->data;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(io->fd, buf, sizeof(buf));
-        if (n > 0) {
-            pl_buf_append(&c->in, buf, (size_t)n);
-            continue;
-        }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
-            c->eof = 1;
-            pl_io_stop(io);
-        }
-        break;
-    }
+    inproc_read(io, &c->in, &c->eof);
     pl_loop_stop(E.loop); /* let the test look */
 }
 
 static void cl_open(struct client *c)
 {
     memset(c, 0, sizeof(*c));
-    int sv[2];
-    need(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
-                    sv) == 0,
-         "socketpair");
-    CHECK_INT(pl__c2s_accept_fd(sv[0], PL_TLS_NONE), PL_OK);
-    pl_io_init(&c->io, sv[1], on_client_io, c);
-    pl_io_set(E.loop, &c->io, PL_IO_READ);
+    inproc_connect(&E, pl__c2s_accept_fd, &c->io, on_client_io, c);
 }
 
 static void cl_close(struct client *c)
@@ -310,18 +193,7 @@ static void cl_close(struct client *c)
 
 static void cl_send(struct client *c, const char *xml)
 {
-    size_t len = strlen(xml), off = 0;
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (off < len && now_ms() < deadline) {
-        ssize_t n = write(c->io.fd, xml + off, len - off);
-        if (n > 0)
-            off += (size_t)n;
-        else if (n < 0 && errno != EAGAIN && errno != EINTR)
-            break;
-        else
-            pump(5);
-    }
-    CHECK(off == len);
+    CHECK_INT(inproc_write(&E, &c->io, xml, strlen(xml), NULL, WAIT_MS), PL_OK);
 }
 
 /*
@@ -353,7 +225,7 @@ static int glob(const char *pat, const char *s, size_t n)
 static const char *expect_(struct client *c, const char *pat, unsigned wait,
                            const char *file, int line)
 {
-    uint64_t deadline = now_ms() + wait;
+    uint64_t deadline = inproc_now_ms() + wait;
     struct pl_str in;
     for (;;) {
         in = pl_buf_str(&c->in);
@@ -364,9 +236,9 @@ static const char *expect_(struct client *c, const char *pat, unsigned wait,
                 pl_buf_consume(&c->in, k);
                 return c->got;
             }
-        if (c->eof || now_ms() >= deadline)
+        if (c->eof || inproc_now_ms() >= deadline)
             break;
-        pump(20);
+        inproc_pump(&E, 20);
     }
     fprintf(stderr, "  %s:%d: expected\n    %s\n  got\n    %.*s%s\n", file,
             line, pat, (int)in.len, in.p ? in.p : "", c->eof ? "[EOF]" : "");
@@ -379,9 +251,9 @@ static const char *expect_(struct client *c, const char *pat, unsigned wait,
 /* Waits for the server to close, with nothing more sent before. */
 static void expect_eof_(struct client *c, const char *file, int line)
 {
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (!c->eof && now_ms() < deadline)
-        pump(20);
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
+    while (!c->eof && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     if (!c->eof || c->in.len) {
         struct pl_str in = pl_buf_str(&c->in);
         fprintf(stderr,
@@ -397,9 +269,9 @@ static void expect_eof_(struct client *c, const char *file, int line)
 /* Checks that the server sends nothing for a while (and stays open). */
 static void expect_quiet_(struct client *c, const char *file, int line)
 {
-    uint64_t end = now_ms() + 60;
-    while (now_ms() < end)
-        pump(20);
+    uint64_t end = inproc_now_ms() + 60;
+    while (inproc_now_ms() < end)
+        inproc_pump(&E, 20);
     if (c->eof || c->in.len) {
         struct pl_str in = pl_buf_str(&c->in);
         fprintf(stderr, "  %s:%d: expected silence, got \"%.*s\"%s\n", file,
@@ -988,18 +860,18 @@ void test_stream_sasl_abort_stale_race(void)
     atomic_store(&gate_open, 0);
     pl_storage_submit(E.loop, gate_run, NULL, NULL);
     /* The loop reads alice's <auth/>, then runs eve's completion. */
-    uint64_t end = now_ms() + 200;
-    while (!c.in.len && now_ms() < end)
-        pump(20);
+    uint64_t end = inproc_now_ms() + 200;
+    while (!c.in.len && inproc_now_ms() < end)
+        inproc_pump(&E, 20);
     int early = c.in.len > 0;
     if (early) {
         fprintf(stderr, "  a challenge came before alice's account was "
                         "read: eve's stale lookup answered alice's exchange\n");
         unit_failures++;
         if (scram_respond(&c, &s, "eve's password")) {
-            end = now_ms() + 200;
-            while (!c.in.len && now_ms() < end)
-                pump(20);
+            end = inproc_now_ms() + 200;
+            while (!c.in.len && inproc_now_ms() < end)
+                inproc_pump(&E, 20);
         }
         if (c.in.len && strncmp(c.in.data + c.in.off, "<success", 8) == 0) {
             /* Show whose session eve got. */
@@ -1284,7 +1156,7 @@ void test_stream_bound_stanzas(void)
     cl_send(&c, "</stream:stream>");
     expect(&c, "</stream:stream>");
     expect_eof(&c);
-    pump(5);
+    inproc_pump(&E, 5);
     CHECK(pl_session_by_full("alice@localhost/balcony") == NULL);
     cl_close(&c);
     env_stop();
@@ -1341,9 +1213,9 @@ void test_stream_sm(void)
 /* Runs the loop for ms. */
 static void pass_ms(unsigned ms)
 {
-    uint64_t end = now_ms() + ms;
-    while (now_ms() < end)
-        pump(20);
+    uint64_t end = inproc_now_ms() + ms;
+    while (inproc_now_ms() < end)
+        inproc_pump(&E, 20);
 }
 
 /* Sends a ping and expects its answer to jid. */
@@ -1369,13 +1241,13 @@ void test_stream_handshake_timeout(void)
     struct client bound, silent, half;
     cl_open(&bound);
     login_bind(&bound, "alice", "correct horse", "desk");
-    uint64_t t0 = now_ms();
+    uint64_t t0 = inproc_now_ms();
     cl_open(&silent);
     cl_open(&half);
     cl_send(&half, OPEN);
     expect(&half, HDR FEAT_PRE);
     expect_within(&silent, HDR TIMEOUT_ERR, 5000);
-    CHECK(now_ms() - t0 >= 900);
+    CHECK(inproc_now_ms() - t0 >= 900);
     expect_eof(&silent);
     expect_within(&half, TIMEOUT_ERR, 5000);
     expect_eof(&half);
@@ -1413,7 +1285,7 @@ void test_stream_resume_established(void)
             pass_ms(100); /* the server notices: the session hibernates */
         }
         cl_open(&next);
-        uint64_t t0 = now_ms();
+        uint64_t t0 = inproc_now_ms();
         login(&next, "alice", "correct horse");
         char resume[200], resumed[200];
         snprintf(resume, sizeof(resume),
@@ -1429,7 +1301,7 @@ void test_stream_resume_established(void)
             cl_close(&old);
         }
         /* Past the handshake deadline of the new connection. */
-        uint64_t spent = now_ms() - t0;
+        uint64_t spent = inproc_now_ms() - t0;
         pass_ms(spent < 1500 ? (unsigned)(1500 - spent) : 0);
         CHECK(!next.eof);
         ping_ok(&next, "alice@localhost/desk");

@@ -5,11 +5,11 @@
  * occupant ids, XEP-0410 self-ping and room avatars in a vCard
  * (XEP-0153/XEP-0054 on the room JID).
  *
- * The module claims its domain with pl_host_add_service and receives
- * every stanza to it through the hooks "muc/message", "muc/presence",
- * "muc/iq".  Room state and the permission rules live in room.c (pure,
- * unit-tested), forms in form.c, history in history.c, persistence in
- * store.c.
+ * The module claims its domain with pl_service_claim (which lists it in
+ * the host's disco#items) and receives every stanza to it through the
+ * hooks "muc/message", "muc/presence", "muc/iq".  Room state and the
+ * permission rules live in room.c (pure, unit-tested), forms in form.c,
+ * history in history.c, persistence in store.c.
  *
  * Fan-out: a broadcast is one stanza without a 'to' attribute, routed
  * once per occupant with pl_route; the router hands it to the session's
@@ -90,7 +90,6 @@ struct svc {
     /* runtime */
     struct pl_host *host; /* owning host */
     char *domain;         /* service domain */
-    struct pl_jid *jid;   /* service JID */
     struct pl_map rooms;  /* localpart -> struct muc_room * */
     struct pl_map seats;  /* real full JID -> struct seats: the rooms
                                 * a session is in, to empty them when it
@@ -1573,6 +1572,19 @@ static void list_room(const char *key, void *value, void *ud)
     u->n++;
 }
 
+/* The service itself (XEP-0045 §6.1, §6.2). */
+static const char *const service_features[] =
+    {NS_MUC,  NS_UNIQUE, NS_OCCID, NS_SID, PL_NS_DISCO_INFO, PL_NS_DISCO_ITEMS,
+     NS_PING, NS_VCARD,  NULL};
+
+static const struct pl_service service = {
+    .label = "conference",
+    .prefix = "muc",
+    .category = "conference",
+    .type = "text",
+    .features = service_features,
+};
+
 static int service_iq(struct svc *s, struct pl_event *ev)
 {
     struct pl_stanza *st = ev->stanza;
@@ -1586,26 +1598,14 @@ static int service_iq(struct svc *s, struct pl_event *ev)
     if (get && strcmp(q->ns, PL_NS_DISCO_INFO) == 0) {
         if (pl_node_attr(q, "node"))
             return PL_EITEM_NOT_FOUND;
-        struct pl_stanza *res = pl_iq_result(st);
-        struct pl_node *rq = add_el(res, pl_stanza_root(res), "query",
-                                    PL_NS_DISCO_INFO);
-        add_identity(res, rq, "conference", "text", s->title);
-        add_feature(res, rq, NS_MUC);
-        add_feature(res, rq, NS_UNIQUE);
-        add_feature(res, rq, NS_OCCID);
-        add_feature(res, rq, NS_SID);
-        add_feature(res, rq, PL_NS_DISCO_INFO);
-        add_feature(res, rq, PL_NS_DISCO_ITEMS);
-        add_feature(res, rq, NS_PING);
-        add_feature(res, rq, NS_VCARD);
+        struct pl_stanza *res = pl_service_info(&service, s->title, st, NULL);
         iq_result(st, res);
         pl_stanza_unref(res);
         return PL_HANDLED;
     }
     if (get && strcmp(q->ns, PL_NS_DISCO_ITEMS) == 0) {
-        struct pl_stanza *res = pl_iq_result(st);
-        struct pl_node *rq = add_el(res, pl_stanza_root(res), "query",
-                                    PL_NS_DISCO_ITEMS);
+        struct pl_node *rq;
+        struct pl_stanza *res = pl_service_items(st, &rq);
         struct items_ud u = {res, rq, 0};
         pl_map_each(&s->rooms, list_room, &u);
         iq_result(st, res);
@@ -1891,16 +1891,6 @@ static int on_session_closed(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
-static int on_disco_items(struct pl_event *ev, void *state)
-{
-    struct svc *s = state;
-    struct pl_node *q = ev->data;
-    struct pl_node *it = add_el(ev->stanza, q, "item", PL_NS_DISCO_ITEMS);
-    pl_node_set_attr(ev->stanza, it, "jid", s->domain);
-    pl_node_set_attr(ev->stanza, it, "name", s->title);
-    return PL_PASS;
-}
-
 /* ------------------------------------------------------------ loading */
 
 struct loaded_room {
@@ -2014,22 +2004,9 @@ static int load(struct pl_host *h, void *state)
 {
     struct svc *s = state;
     s->host = h;
-    char buf[1100];
-    if (s->domain_opt && *s->domain_opt)
-        snprintf(buf, sizeof(buf), "%s", s->domain_opt);
-    else
-        snprintf(buf, sizeof(buf), "conference.%s", h->domain);
-    if (pl_jid_make(NULL, buf, NULL, &s->jid) != PL_OK) {
-        pl_log_error("mod_muc", "%s: '%s' is not a domain", h->domain, buf);
-        return PL_EINVAL;
-    }
-    s->domain = pl_strdup(s->jid->domain);
-    int rc = pl_host_add_service(h, s->domain, "muc");
-    if (rc != PL_OK) {
-        pl_log_error("mod_muc", "%s: cannot serve %s: %s", h->domain, s->domain,
-                     pl_strerror(rc));
+    int rc = pl_service_claim(h, &service, s->domain_opt, s->title, &s->domain);
+    if (rc != PL_OK)
         return rc;
-    }
     pl__muc_config_default(&s->defaults);
     s->defaults.max_history = s->history_default;
     s->defaults.persistent = s->default_persistent;
@@ -2081,7 +2058,6 @@ static void unload(struct pl_host *h, void *state)
     pl_map_clear(&s->rooms);
     pl_map_clear(&s->seats); /* emptied by free_room */
     pl__muc_config_release(&s->defaults);
-    pl_jid_free(s->jid);
     pl_free(s->domain);
 }
 
@@ -2147,7 +2123,6 @@ static const struct pl_hook_def hooks[] = {
     {"muc/presence", on_presence, 0},
     {"muc/message", on_message, 0},
     {"muc/iq", on_iq, 0},
-    {"disco-items/host", on_disco_items, 0},
     {"session/closed", on_session_closed, 0},
     {0},
 };

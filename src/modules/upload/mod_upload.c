@@ -2,8 +2,8 @@
  * mod_upload.c - XEP-0363 HTTP File Upload on upload.<host>, and buffered
  * transfer of files to offline users (doc/upload.md).
  *
- * The module claims its service domain (pl_host_add_service, prefix
- * "upload") and lists it in the host's disco#items.  The service answers
+ * The module claims its service domain (pl_service_claim, prefix
+ * "upload"), which lists it in the host's disco#items.  The service answers
  * disco#info (identity store/file, the feature urn:xmpp:http:upload:0
  * and the XEP-0128 form with max-file-size, XEP-0363 §3) and slot
  * requests (§4): a local user asks for filename, size and content-type
@@ -68,21 +68,21 @@ void pl__upload_notify(struct pl_upload *u, const char *owner, const char *text)
 
 /* ---- disco ---- */
 
+static const char *const features[] = {PL_NS_UPLOAD, PL_NS_DISCO_INFO,
+                                       PL_NS_DISCO_ITEMS, NULL};
+
+static const struct pl_service service = {
+    .label = "upload",
+    .prefix = "upload",
+    .category = "store",
+    .type = "file",
+    .features = features,
+};
+
 static void disco_info(struct pl_upload *u, struct pl_stanza *st)
 {
-    struct pl_stanza *res = pl_iq_result(st);
-    struct pl_node *q = add_el(res, pl_stanza_root(res), "query",
-                               PL_NS_DISCO_INFO);
-    struct pl_node *i = add_el(res, q, "identity", PL_NS_DISCO_INFO);
-    pl_node_set_attr(res, i, "category", "store");
-    pl_node_set_attr(res, i, "type", "file");
-    pl_node_set_attr(res, i, "name", u->title);
-    static const char *const feats[] = {PL_NS_UPLOAD, PL_NS_DISCO_INFO,
-                                        PL_NS_DISCO_ITEMS, NULL};
-    for (int k = 0; feats[k]; k++) {
-        struct pl_node *f = add_el(res, q, "feature", PL_NS_DISCO_INFO);
-        pl_node_set_attr(res, f, "var", feats[k]);
-    }
+    struct pl_node *q;
+    struct pl_stanza *res = pl_service_info(&service, u->title, st, &q);
     /* XEP-0128 extended information: max-file-size (XEP-0363 §3). */
     struct pl_node *x = add_el(res, q, "x", NS_XDATA);
     pl_node_set_attr(res, x, "type", "result");
@@ -97,16 +97,6 @@ static void disco_info(struct pl_upload *u, struct pl_stanza *st)
     add_text_el(res, f, "value", NS_XDATA, n);
     pl_route_reply(st, res);
     pl_stanza_unref(res);
-}
-
-static int on_disco_items(struct pl_event *ev, void *state)
-{
-    struct pl_upload *u = state;
-    struct pl_node *it = add_el(ev->stanza, ev->data, "item",
-                                PL_NS_DISCO_ITEMS);
-    pl_node_set_attr(ev->stanza, it, "jid", u->domain);
-    pl_node_set_attr(ev->stanza, it, "name", u->title);
-    return PL_PASS;
 }
 
 /* ---- slots ---- */
@@ -311,8 +301,7 @@ static int on_iq(struct pl_event *ev, void *state)
     }
     if (get && strcmp(q->ns, PL_NS_DISCO_ITEMS) == 0 &&
         strcmp(q->name, "query") == 0) {
-        struct pl_stanza *res = pl_iq_result(st);
-        add_el(res, pl_stanza_root(res), "query", PL_NS_DISCO_ITEMS);
+        struct pl_stanza *res = pl_service_items(st, NULL);
         pl_route_reply(st, res);
         pl_stanza_unref(res);
         return PL_HANDLED;
@@ -436,22 +425,10 @@ static int load(struct pl_host *h, void *state)
 {
     struct pl_upload *u = state;
     u->host = h;
-    char buf[1100];
-    if (u->domain_opt && *u->domain_opt)
-        snprintf(buf, sizeof(buf), "%s", u->domain_opt);
-    else
-        snprintf(buf, sizeof(buf), "upload.%s", h->domain);
-    if (pl_jid_make(NULL, buf, NULL, &u->jid) != PL_OK) {
-        pl_log_error("upload", "%s: '%s' is not a domain", h->domain, buf);
-        return PL_EINVAL;
-    }
-    u->domain = pl_strdup(u->jid->domain);
-    int rc = pl_host_add_service(h, u->domain, "upload");
-    if (rc != PL_OK) {
-        pl_log_error("upload", "%s: cannot serve %s: %s", h->domain, u->domain,
-                     pl_strerror(rc));
+    int rc = pl_service_claim(h, &service, u->domain_opt, u->title, &u->domain);
+    if (rc != PL_OK)
         return rc;
-    }
+    char buf[1100];
     if (u->url_opt && *u->url_opt) {
         u->url = pl_strdup(u->url_opt);
         size_t n = strlen(u->url);
@@ -498,7 +475,6 @@ static void unload(struct pl_host *h, void *state)
     struct pl_upload *u = state;
     if (u->opened)
         pl__upload_store_close(u);
-    pl_jid_free(u->jid);
     pl_free(u->domain);
     pl_free(u->url);
     pl_free(u->dir);
@@ -558,7 +534,6 @@ static const struct pl_hook_def hooks[] = {
     {"upload/iq", on_iq, 0},
     {"upload/message", on_other, 0},
     {"upload/presence", on_other, 0},
-    {"disco-items/host", on_disco_items, 0},
     {"message/offline", on_offline, 10},
     {0},
 };

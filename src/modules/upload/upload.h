@@ -73,7 +73,6 @@ struct pl_upload {
     /* runtime */
     struct pl_host *host;  /* owning host */
     char *domain;          /* service domain */
-    struct pl_jid *jid;    /* service JID */
     char *url;             /* base URL, no trailing '/' */
     char *dir;             /* storage directory */
     struct pl_map files;   /* id -> struct upload_file * */
