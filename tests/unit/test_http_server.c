@@ -967,9 +967,9 @@ void test_http_body_in_place(void)
     cl_open(&c);
     cl_send(&c, "PUT /place HTTP/1.1\r\nHost: localhost\r\n"
                 "Content-Length: 21\r\n\r\nabc");
-    uint64_t deadline = now_ms() + WAIT_MS;
-    while (!IP.body[0] && now_ms() < deadline)
-        pump(20);
+    uint64_t deadline = inproc_now_ms() + WAIT_MS;
+    while (!IP.body[0] && inproc_now_ms() < deadline)
+        inproc_pump(&E, 20);
     cl_send(&c, "defghijklmnopqrstu"
                 "GET /echo/next HTTP/1.1\r\nHost: localhost\r\n\r\n");
     char *a = cl_response(&c, 0);
