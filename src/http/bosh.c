@@ -23,7 +23,10 @@
  * request is then held until the stream has something to send, or
  * answered at once if it has; at most `hold` requests are held (the
  * oldest is answered empty when one more arrives), and each is answered
- * empty when its wait runs out.  What the stream writes meanwhile is
+ * empty when its wait runs out.  A request with 'pause' (§10) answers
+ * every held one and lets the session go up to that long (at most
+ * bosh_max_pause, announced as maxpause) without a request.  What the
+ * stream writes meanwhile is
  * collected and sent in one answer on the next loop turn, with the
  * namespaces a standalone element needs (framing.h).
  *
@@ -70,6 +73,7 @@ static struct pl_bosh_settings set = {
     .max_inactivity = 60,
     .max_hold = 1,
     .max_sessions_per_ip = 100,
+    .max_pause = 120,
 };
 
 /* A request waiting for its answer (held) or for its turn (early). */
@@ -102,6 +106,8 @@ struct bosh {
     struct pl_timer flush; /* the next loop turn: answer with out */
     struct pl_timer gone;  /* the next loop turn: the stream ends */
     uint64_t idle_since;   /* loop ms since no request was held */
+    unsigned inactivity;   /* seconds allowed idle: set.max_inactivity,
+                            * or a pause's until the next request */
     char from[256];        /* our domain, for the creation answer */
     char authid[24];       /* the stream id */
     unsigned ended : 1;    /* the stream ended: terminate answers */
@@ -315,7 +321,7 @@ static void arm(struct bosh *b)
     uint64_t now = pl_loop_now(pl_server_loop());
     uint64_t at = b->nheld
                       ? b->held[0].deadline
-                      : b->idle_since + (uint64_t)set.max_inactivity * 1000;
+                      : b->idle_since + (uint64_t)b->inactivity * 1000;
     for (int i = 1; i < b->nheld; i++)
         if (b->held[i].deadline < at)
             at = b->held[i].deadline;
@@ -327,7 +333,7 @@ static void on_timer(struct pl_timer *t)
     struct bosh *b = t->data;
     uint64_t now = pl_loop_now(pl_server_loop());
     if (!b->nheld) {
-        if (now - b->idle_since >= (uint64_t)set.max_inactivity * 1000) {
+        if (now - b->idle_since >= (uint64_t)b->inactivity * 1000) {
             pl_log_debug("bosh", "%s: inactive", b->sid);
             session_free(b); /* the stream sees a lost connection */
             return;
@@ -485,6 +491,7 @@ static void session_create(struct pl_http_req *r, struct pl_node *body,
     pl_timer_init(&b->flush, on_flush, b);
     pl_timer_init(&b->gone, on_gone, b);
     b->idle_since = b->conn.opened_ms;
+    b->inactivity = (unsigned)set.max_inactivity;
     pl_map_put(&sessions, b->sid, b);
     per_ip_add(b->conn.ip, 1);
     nsessions++;
@@ -506,15 +513,18 @@ static void session_create(struct pl_http_req *r, struct pl_node *body,
         answer(b, r, rid, &a);
         return; /* freed by on_gone */
     }
-    char attrs[768];
+    char attrs[800], maxpause[32] = "";
+    if (set.max_pause)
+        snprintf(maxpause, sizeof(maxpause), " maxpause='%u'",
+                 (unsigned)set.max_pause);
     snprintf(attrs, sizeof(attrs),
-             " sid='%s' wait='%u' requests='%u' hold='%u' inactivity='%u'"
+             " sid='%s' wait='%u' requests='%u' hold='%u' inactivity='%u'%s"
              " polling='1' ver='1.11' from='%s' authid='%s'"
              " xmlns:xmpp='" NS_XBOSH "' xmpp:version='1.0'"
              " xmpp:restartlogic='true'"
              " xmlns:stream='" PL_NS_STREAMS "'",
              b->sid, b->wait, b->hold + 1, b->hold,
-             (unsigned)set.max_inactivity, b->from, b->authid);
+             (unsigned)set.max_inactivity, maxpause, b->from, b->authid);
     struct pl_buf a = {0};
     build(b, &a, attrs);
     answer(b, r, rid, &a);
@@ -523,13 +533,33 @@ static void session_create(struct pl_http_req *r, struct pl_node *body,
     arm(b);
 }
 
-/* A request whose turn it is. */
+/* A request whose turn it is.  One with 'pause' (§10, when we offered
+ * maxpause; a longer pause is cut to it): its payloads go on, every held
+ * request is answered, it is answered at once with no payload (and not
+ * kept for a retransmission), and the session may stay without a
+ * request that long; the next request restores the inactivity. */
 static void process(struct bosh *b, struct pl_http_req *r, uint64_t rid,
                     struct pl_node *body, struct pl_str raw)
 {
     b->rid = rid;
+    b->inactivity = (unsigned)set.max_inactivity;
     deliver(b, body, raw);
-    hold_req(b, r, rid);
+    const char *pause = set.max_pause ? pl_node_attr(body, "pause") : NULL;
+    if (!pause || b->ended) {
+        hold_req(b, r, rid);
+        return;
+    }
+    unsigned p = attr_uint(body, "pause", (unsigned)set.max_inactivity,
+                           (unsigned)set.max_pause);
+    while (b->nheld)
+        answer_oldest(b);
+    static const char empty[] = "<body xmlns='" NS_HTTPBIND "'/>";
+    pl_http_respond(r, 200, "text/xml; charset=utf-8", empty,
+                    sizeof(empty) - 1);
+    b->inactivity = p ? p : 1;
+    b->idle_since = pl_loop_now(pl_server_loop());
+    pl_log_debug("bosh", "%s: paused for %u s", b->sid, b->inactivity);
+    arm(b);
 }
 
 static void on_abort(struct pl_http_req *r)

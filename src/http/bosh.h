@@ -18,9 +18,11 @@ struct pl_bosh_settings {
     long max_inactivity;      /* seconds without a request held */
     long max_hold;            /* requests held at once at most */
     long max_sessions_per_ip; /* open sessions from one address */
+    long max_pause;           /* seconds a client may pause (maxpause),
+                               * 0: no pausing */
 };
 
-/* s NULL: the defaults (60, 60, 1, 100). */
+/* s NULL: the defaults (60, 60, 1, 100, 120). */
 int pl__bosh_start(const struct pl_bosh_settings *s);
 void pl__bosh_stop(void);
 /* Open sessions (for stats). */

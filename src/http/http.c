@@ -137,6 +137,11 @@ static const struct pl_option options[] = {
      "BOSH: open sessions from one address; one more is refused with "
      "condition='policy-violation'.",
      offsetof(struct http_settings, bosh.max_sessions_per_ip)},
+    {"bosh_max_pause", PL_OPT_INT, "120", 0, 3600, NULL,
+     "BOSH: the longest pause a client may ask (XEP-0124 §10, the "
+     "'maxpause' granted): its held requests are answered and the session "
+     "may then go that long without one; 0 offers no pausing.",
+     offsetof(struct http_settings, bosh.max_pause)},
     {"web_root", PL_OPT_STRING, "\"web/dist\"", 0, 0, NULL,
      "The web client's files (Converse.js and Parley's page, built by "
      "`make web`), served at /chat/ by the \"web\" service; relative to "

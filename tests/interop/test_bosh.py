@@ -14,7 +14,8 @@ ways with a TCP client (a held request answered as the message comes),
 a retransmitted rid answered again with the same body, rids beyond the
 window and unknown sids ending with item-not-found, terminate, a stream
 error as remote-stream-error, host-unknown, HTTP errors (400 for a body
-that is not BOSH, 405 for GET), CORS preflight, the inactivity deadline.
+that is not BOSH, 405 for GET), CORS preflight, the inactivity deadline,
+pause (XEP-0124 §10).
 Run with /usr/bin/python3.
 """
 
@@ -42,6 +43,7 @@ def main():
         listeners_extra=('{ protocol = "http"; address = "127.0.0.1"; '
                          'port = %d; secure = true; }' % http_port),
         extra='http: { bosh_max_inactivity = 5; bosh_max_wait = 30; '
+              'bosh_max_pause = 30; '
               'cors_origins = ["https://app.example"]; };')
     srv.start()
     alice, bob = add_users(srv, harness.unique("ba"), harness.unique("bb"))
@@ -194,6 +196,39 @@ def main():
         h, http_port, "<body xmlns='%s' rid='%d' sid='%s'/>"
         % (NS_BIND, f.rid, sid))[2], 20)
     check("an inactive session is over after bosh_max_inactivity", gone)
+
+    # ---- pause (XEP-0124 §10): held requests answered, the pause request
+    # answered at once with no payload, the session kept past inactivity
+    p = BoshClient(h, http_port, srv.domain, wait=20)
+    el = p.create()
+    check("maxpause offered (bosh_max_pause)", el.get("maxpause") == "30",
+          str(el.attrib))
+    r1, r2 = p.rid + 1, p.rid + 2
+    p.rid = r2
+    held = {}
+
+    def hold_one():
+        held["r"] = post(h, http_port, p.body(rid=r1), timeout=40)
+
+    t = threading.Thread(target=hold_one)
+    t.start()
+    # Not held: answered long before its wait (20 s) would run out.
+    try:
+        st, _, raw = post(h, http_port, p.body(attrs=" pause='30'", rid=r2),
+                          timeout=10)
+    except OSError as e:
+        st, raw = None, repr(e).encode()
+    pe = ET.fromstring(raw) if st == 200 else None
+    check("the pause request is answered, with no payload", pe is not None and
+          len(pe) == 0 and pe.get("type") is None, "%s %r" % (st, raw))
+    t.join(15)
+    check("the request held before the pause is answered too",
+          "r" in held and held["r"][0] == 200, str(held.get("r")))
+    # Longer than bosh_max_inactivity (5 s), well inside the pause (30 s).
+    time.sleep(7)
+    st, _, raw = post(h, http_port, p.body(rid=r2 + 1), timeout=40)
+    check("the paused session outlives bosh_max_inactivity",
+          st == 200 and b"terminate" not in raw, "%s %r" % (st, raw))
 
     n = srv.counter("bosh_sessions")
     check("bosh_sessions counted", n is not None and n >= 4, str(n))
