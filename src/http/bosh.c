@@ -319,9 +319,8 @@ static void session_free(struct bosh *b)
 static void arm(struct bosh *b)
 {
     uint64_t now = pl_loop_now(pl_server_loop());
-    uint64_t at = b->nheld
-                      ? b->held[0].deadline
-                      : b->idle_since + (uint64_t)b->inactivity * 1000;
+    uint64_t at = b->nheld ? b->held[0].deadline
+                           : b->idle_since + (uint64_t)b->inactivity * 1000;
     for (int i = 1; i < b->nheld; i++)
         if (b->held[i].deadline < at)
             at = b->held[i].deadline;
