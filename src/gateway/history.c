@@ -53,8 +53,7 @@ int pl_gwq_trace(struct pl_gwq *q, const char *id, pl_gwq_trace_fn *fn,
         const unsigned char *d = sqlite3_column_text(st, 3);
         fn(ud, sqlite3_column_int64(st, 0),
            (const char *)sqlite3_column_text(st, 1),
-           (const char *)sqlite3_column_text(st, 2),
-           d ? (const char *)d : "");
+           (const char *)sqlite3_column_text(st, 2), d ? (const char *)d : "");
         n++;
     }
     sqlite3_finalize(st);

@@ -26,7 +26,7 @@ struct pl_gwq {
 };
 
 static const char *const state_names[PL_GW_NSTATES] = {
-    "accepted", "queued",    "sending", "sent",
+    "accepted",  "queued", "sending", "sent",
     "delivered", "failed", "expired", "refused",
 };
 
@@ -185,8 +185,8 @@ static int end(struct pl_gwq *q, int rc)
 
 /* Prepares sql and binds the arguments described by types: 's' text
  * (NULL allowed), 'i' int64, 'n' int. */
-static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql,
-                           const char *types, va_list ap)
+static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql, const char *types,
+                           va_list ap)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
@@ -210,8 +210,8 @@ static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql,
     return st;
 }
 
-static sqlite3_stmt *prep(struct pl_gwq *q, const char *sql,
-                          const char *types, ...)
+static sqlite3_stmt *prep(struct pl_gwq *q, const char *sql, const char *types,
+                          ...)
 {
     va_list ap;
     va_start(ap, types);
@@ -390,8 +390,9 @@ static int owned(struct pl_gwq *q, const char *id, const char *instance)
         return PL_ESTORAGE;
     int s = sqlite3_step(st);
     sqlite3_finalize(st);
-    return s == SQLITE_ROW ? PL_OK : s == SQLITE_DONE ? PL_ECONFLICT
-                                                      : PL_ESTORAGE;
+    return s == SQLITE_ROW    ? PL_OK
+           : s == SQLITE_DONE ? PL_ECONFLICT
+                              : PL_ESTORAGE;
 }
 
 int pl_gwq_sent(struct pl_gwq *q, const char *id, const char *instance,
@@ -447,13 +448,16 @@ int pl_gwq_finish(struct pl_gwq *q, const char *id, const char *instance,
 
 static int get(struct pl_gwq *q, const char *id, struct pl_gw_msg **out)
 {
-    sqlite3_stmt *st = prep(q, "SELECT " MSG_COLS " FROM messages"
-                               " WHERE id = ?", "s", id);
+    sqlite3_stmt *st = prep(q,
+                            "SELECT " MSG_COLS " FROM messages"
+                            " WHERE id = ?",
+                            "s", id);
     if (!st)
         return PL_ESTORAGE;
     int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW ? PL_OK : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                                        : PL_ESTORAGE;
+    int rc = s == SQLITE_ROW    ? PL_OK
+             : s == SQLITE_DONE ? PL_ENOT_FOUND
+                                : PL_ESTORAGE;
     if (rc == PL_OK)
         *out = row_to_msg(st);
     sqlite3_finalize(st);
@@ -488,9 +492,8 @@ int pl_gwq_report(struct pl_gwq *q, const char *id, int part, int ok,
             m->state = PL_GW_FAILED;
         } else {
             m->parts_done++;
-            rc = run(q, NULL,
-                     "UPDATE messages SET parts_done = ? WHERE id = ?", "ns",
-                     m->parts_done, id);
+            rc = run(q, NULL, "UPDATE messages SET parts_done = ? WHERE id = ?",
+                     "ns", m->parts_done, id);
             if (rc == PL_OK && m->parts_done >= m->parts && m->parts > 0) {
                 rc = set_state(q, id, PL_GW_DELIVERED, instance, d, 0);
                 m->state = PL_GW_DELIVERED;
@@ -602,8 +605,9 @@ int pl_gwq_link_get(struct pl_gwq *q, const char *channel, const char *jid,
     if (!st)
         return PL_ESTORAGE;
     int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW ? PL_OK : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                                        : PL_ESTORAGE;
+    int rc = s == SQLITE_ROW    ? PL_OK
+             : s == SQLITE_DONE ? PL_ENOT_FOUND
+                                : PL_ESTORAGE;
     if (rc == PL_OK) {
         struct pl_gwq_link *l = pl_calloc(1, sizeof(*l));
         l->jid = col_str(st, 0);
@@ -620,8 +624,8 @@ int pl_gwq_link_get(struct pl_gwq *q, const char *channel, const char *jid,
 int pl_gwq_link_remove(struct pl_gwq *q, const char *channel, const char *jid)
 {
     int n = 0;
-    int rc = run(q, &n, "DELETE FROM links WHERE channel = ? AND jid = ?",
-                 "ss", channel, jid);
+    int rc = run(q, &n, "DELETE FROM links WHERE channel = ? AND jid = ?", "ss",
+                 channel, jid);
     return rc == PL_OK && n == 0 ? PL_ENOT_FOUND : rc;
 }
 
@@ -632,8 +636,9 @@ static int one_string(struct pl_gwq *q, char **out, const char *sql,
     if (!st)
         return PL_ESTORAGE;
     int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW ? PL_OK : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                                        : PL_ESTORAGE;
+    int rc = s == SQLITE_ROW    ? PL_OK
+             : s == SQLITE_DONE ? PL_ENOT_FOUND
+                                : PL_ESTORAGE;
     if (rc == PL_OK)
         *out = col_str(st, 0);
     sqlite3_finalize(st);

@@ -108,8 +108,7 @@ int pl_gwq_link_set(struct pl_gwq *q, const char *channel,
                     const struct pl_gwq_link *l);
 int pl_gwq_link_get(struct pl_gwq *q, const char *channel, const char *jid,
                     struct pl_gwq_link **out);
-int pl_gwq_link_remove(struct pl_gwq *q, const char *channel,
-                       const char *jid);
+int pl_gwq_link_remove(struct pl_gwq *q, const char *channel, const char *jid);
 /* The user whose verified address in channel is address (new string). */
 int pl_gwq_link_owner(struct pl_gwq *q, const char *channel,
                       const char *address, char **jid);

@@ -64,14 +64,14 @@ void test_gw_e164(void)
         {"0612345678", "33", "+33612345678"},
         {"06.12.34.56.78", "33", "+33612345678"},
         {"5551234567", "1", "+15551234567"},
-        {"0612345678", NULL, NULL},      /* national, no default */
-        {"+1555abc", NULL, NULL},        /* letters */
-        {"+", NULL, NULL},               /* nothing */
-        {"+ 1555123456", NULL, NULL},    /* separator after '+' */
-        {"+0123456789", NULL, NULL},     /* no country code starts with 0 */
+        {"0612345678", NULL, NULL},        /* national, no default */
+        {"+1555abc", NULL, NULL},          /* letters */
+        {"+", NULL, NULL},                 /* nothing */
+        {"+ 1555123456", NULL, NULL},      /* separator after '+' */
+        {"+0123456789", NULL, NULL},       /* no country code starts with 0 */
         {"+1234567890123456", NULL, NULL}, /* 16 digits */
-        {"+12345", NULL, NULL},          /* too short */
-        {"12345678", "4x", NULL},        /* bad default */
+        {"+12345", NULL, NULL},            /* too short */
+        {"12345678", "4x", NULL},          /* bad default */
         {"+1555;123456", NULL, NULL},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {

@@ -81,13 +81,11 @@ void test_gw_queue_lease(void)
     CHECK_INT(v[0]->state, PL_GW_SENDING);
     free_all(v, n);
     /* Leased: nobody else takes it before the lease runs out. */
-    CHECK_INT(pl_gwq_claim(q, "sms", "B", now + 4999, 5000, 10, &v, &n),
-              PL_OK);
+    CHECK_INT(pl_gwq_claim(q, "sms", "B", now + 4999, 5000, 10, &v, &n), PL_OK);
     CHECK_INT(n, 0);
     free_all(v, n);
     /* A's lease ran out (A died): B takes it, attempt 2. */
-    CHECK_INT(pl_gwq_claim(q, "sms", "B", now + 5001, 5000, 10, &v, &n),
-              PL_OK);
+    CHECK_INT(pl_gwq_claim(q, "sms", "B", now + 5001, 5000, 10, &v, &n), PL_OK);
     CHECK_INT(n, 1);
     CHECK_INT(v[0]->attempts, 2);
     free_all(v, n);
@@ -153,7 +151,9 @@ void test_gw_queue_two_claimers(void)
     struct pl_gwq *q = NULL;
     CHECK_INT(pl_gwq_open(path, 0, &q), PL_OK);
     int64_t now = 5000000;
-    enum { N = 200 };
+    enum {
+        N = 200
+    };
     for (int i = 0; i < N; i++)
         add(q, "x", now, now + 600000, NULL);
     pl_gwq_close(q);
