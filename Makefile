@@ -91,7 +91,8 @@ $(BUILD)/parleyd: $(BUILD)/src/parleyd.o $(BUILD)/libparley.a
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/parleyctl: $(BUILD)/src/parleyctl.o $(BUILD)/libparley.a
+$(BUILD)/parleyctl: $(BUILD)/src/parleyctl.o $(BUILD)/libgateway.a \
+    $(BUILD)/libparley.a
 	@$(if $(Q),echo "  LD  $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -91,6 +91,7 @@
 #include "core/storage.h"
 #include "core/version.h"
 #include "http/token.h"
+#include "gateway/queue.h"
 
 static struct pl_config *config;
 static const struct pl_storage_driver *drv;
@@ -117,6 +118,7 @@ static int usage_to(FILE *f)
           "  announce [--subject S] HOST TEXT\n"
           "  token create [--read-only] NAME | token list | "
           "token revoke NAME\n"
+          "  gateway [--queue FILE] [--json] queue | trace ID\n"
           "  (push, group, s2s, components, stats, sip, socks5, sessions, "
           "kick, "
           "announce: [--socket PATH] before the command)\n",
@@ -1059,6 +1061,79 @@ static int cmd_socks5(int n, char **a)
     return rc;
 }
 
+/* ---- parley-gateway: its SQLite queue, read-only (history.c says why
+ * the file and not an admin socket) ---- */
+
+static void print_depth(void *ud, const char *dest, const char *state,
+                        long count, int64_t oldest)
+{
+    json_t *arr = ud;
+    if (arr) {
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "dest",
+                                             dest, "state", state, "count",
+                                             (json_int_t)count, "oldest_ms",
+                                             (json_int_t)oldest));
+        return;
+    }
+    printf("%-8s %-10s %8ld  oldest %llds ago\n", dest, state, count,
+           (long long)((pl_gw_now() - oldest) / 1000));
+}
+
+static void print_trace(void *ud, int64_t at, const char *state,
+                        const char *instance, const char *detail)
+{
+    json_t *arr = ud;
+    if (arr) {
+        json_array_append_new(arr, json_pack("{s:I, s:s, s:s, s:s}", "at_ms",
+                                             (json_int_t)at, "state", state,
+                                             "instance", instance, "detail",
+                                             detail));
+        return;
+    }
+    time_t t = (time_t)(at / 1000);
+    struct tm tm;
+    char when[32];
+    gmtime_r(&t, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+    printf("%s.%03dZ %-10s %-8s %s\n", when, (int)(at % 1000), state, instance,
+           detail);
+}
+
+static int cmd_gateway(int n, char **a)
+{
+    const char *queue = "/var/lib/parley-gateway/queue.db";
+    int json = 0, i = 0;
+    for (; i < n; i++) {
+        if (strcmp(a[i], "--queue") == 0 && i + 1 < n)
+            queue = a[++i];
+        else if (strcmp(a[i], "--json") == 0)
+            json = 1;
+        else
+            break;
+    }
+    int is_queue = i + 1 == n && strcmp(a[i], "queue") == 0;
+    int is_trace = i + 2 == n && strcmp(a[i], "trace") == 0;
+    if (!is_queue && !is_trace)
+        return usage();
+    struct pl_gwq *q = NULL;
+    if (pl_gwq_open(queue, 1, &q) != PL_OK) {
+        fprintf(stderr, "parleyctl: cannot open the gateway queue %s\n", queue);
+        return 1;
+    }
+    json_t *arr = json ? json_array() : NULL;
+    int rc = is_queue ? pl_gwq_depth(q, print_depth, arr)
+                      : pl_gwq_trace(q, a[i + 1], print_trace, arr);
+    if (rc == PL_ENOT_FOUND)
+        fprintf(stderr, "parleyctl: no message %s\n", a[i + 1]);
+    else if (rc != PL_OK)
+        fprintf(stderr, "parleyctl: %s: %s\n", queue, pl_gwq_error(q));
+    if (arr && rc == PL_OK)
+        print_json(arr);
+    json_decref(arr);
+    pl_gwq_close(q);
+    return rc == PL_OK ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -1131,6 +1206,8 @@ int main(int argc, char **argv)
         rc = cmd_kick(n, a);
     else if (strcmp(cmd, "announce") == 0)
         rc = cmd_announce(n, a);
+    else if (strcmp(cmd, "gateway") == 0)
+        rc = cmd_gateway(n, a);
     else
         rc = usage();
     if (db)

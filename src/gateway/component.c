@@ -1,0 +1,323 @@
+/*
+ * component.c - the client side of XEP-0114 (jabber:component:accept):
+ * parley-gateway's link to parleyd, which routes every stanza for the
+ * gateway's domain down this connection.
+ *
+ * The stream (XEP-0114 §3): we open a stream to our domain; parleyd
+ * answers with a header carrying an id; we send
+ * <handshake>hex(SHA-1(id + secret))</handshake>; parleyd answers
+ * <handshake/> and stanzas flow both ways.  Our stanzas must come from
+ * our domain or a JID at it.  A stream error (conflict: another instance
+ * holds the domain; not-authorized: a wrong secret) or a lost connection
+ * ends the link, and we connect again after a delay that doubles from
+ * reconnect_min to reconnect_max, with jitter, so several instances do
+ * not knock in step; a link that lasted resets the delay.
+ *
+ * The socket is the core's (conn.h: non-blocking, coalesced writes), the
+ * parser the core's (xml.h, with max_stanza as its limit).  One link at a
+ * time; pl_gwc_send() is refused while there is none (callers keep what
+ * they wanted to send in the outbox and retry).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "conn.h"
+#include "error.h"
+#include "gateway/core.h"
+#include "log.h"
+#include "stanza.h"
+#include "xml.h"
+#include "xmpp/framing.h"
+
+enum link_state {
+    S_IDLE = 0,   /* waiting to reconnect */
+    S_CONNECTING, /* TCP connect in progress */
+    S_HEADER,     /* our header sent, waiting for parleyd's */
+    S_HANDSHAKE,  /* handshake sent, waiting for <handshake/> */
+    S_READY,      /* stanzas flow */
+};
+
+static struct {
+    int state;                 /* enum link_state */
+    int fd;                    /* while connecting */
+    struct pl_io cio;          /* connect watcher */
+    struct pl_conn *conn;      /* the connection, or NULL */
+    struct pl_xml_parser *xml; /* its stream parser */
+    struct pl_timer retry;     /* reconnect timer */
+    long delay_ms;             /* next reconnect delay */
+    uint64_t ready_ms;         /* loop time the link became ready */
+    int stopping;              /* shutdown: no reconnect */
+    pl_gwc_stanza_fn *on_stanza;
+    void (*on_ready)(void);
+} L;
+
+static void schedule(void);
+
+static void on_data(struct pl_conn *c, const char *p, size_t n)
+{
+    (void)c;
+    pl_xml_parser_feed(L.xml, p, n);
+}
+
+static void on_closed(struct pl_conn *c)
+{
+    (void)c;
+    L.conn = NULL;
+    if (L.xml) {
+        pl_xml_parser_free(L.xml);
+        L.xml = NULL;
+    }
+    if (L.state == S_READY)
+        pl_log_warn("component", "link to parleyd lost");
+    /* A link that held for a minute starts the backoff afresh. */
+    if (L.state == S_READY && pl_loop_now(pl_gw.loop) - L.ready_ms > 60000)
+        L.delay_ms = pl_gw.c.reconnect_min_ms;
+    L.state = S_IDLE;
+    schedule();
+}
+
+static const struct pl_conn_ops ops = {
+    .data = on_data,
+    .closed = on_closed,
+};
+
+static void fail(const char *why)
+{
+    pl_log_warn("component", "%s", why);
+    if (L.conn)
+        pl_conn_close(L.conn);
+}
+
+static void on_open(void *ud, struct pl_stanza *hdr)
+{
+    (void)ud;
+    const char *id = pl_node_attr(pl_stanza_root(hdr), "id");
+    if (L.state != S_HEADER || !id || !id[0]) {
+        fail("parleyd's stream header has no id");
+        return;
+    }
+    /* XEP-0114 §3: lower-case hex of SHA-1(id + secret). */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    EVP_MD_CTX *x = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(x, EVP_sha1(), NULL);
+    EVP_DigestUpdate(x, id, strlen(id));
+    EVP_DigestUpdate(x, pl_gw.c.comp_secret, strlen(pl_gw.c.comp_secret));
+    EVP_DigestFinal_ex(x, md, &mdlen);
+    EVP_MD_CTX_free(x);
+    static const char hex[] = "0123456789abcdef";
+    char out[80] = "<handshake>";
+    size_t k = strlen(out);
+    for (unsigned i = 0; i < mdlen; i++) {
+        out[k++] = hex[md[i] >> 4];
+        out[k++] = hex[md[i] & 15];
+    }
+    strcpy(out + k, "</handshake>");
+    pl_conn_write(L.conn, out, strlen(out));
+    L.state = S_HANDSHAKE;
+}
+
+/* XEP-0114 §3: the component namespace carries jabber:client stanzas;
+ * the rest of the gateway sees jabber:client, as parleyd's modules do. */
+static void to_client_ns(struct pl_node *n)
+{
+    if (n->ns && strcmp(n->ns, PL_NS_COMPONENT) == 0)
+        n->ns = PL_NS_CLIENT;
+    for (struct pl_node *c = pl_node_first_elem(n); c; c = pl_node_next_elem(c))
+        if (c->ns && strcmp(c->ns, PL_NS_COMPONENT) == 0)
+            to_client_ns(c);
+}
+
+static void on_stanza(void *ud, struct pl_stanza *st)
+{
+    (void)ud;
+    struct pl_node *r = pl_stanza_root(st);
+    if (strcmp(r->name, "error") == 0 && strcmp(r->ns, PL_NS_STREAMS) == 0) {
+        struct pl_node *cond = pl_node_first_elem(r);
+        pl_log_warn("component", "parleyd ended the stream: %s",
+                    cond ? cond->name : "?");
+        pl_stanza_unref(st);
+        if (L.conn)
+            pl_conn_close(L.conn);
+        return;
+    }
+    if (L.state == S_HANDSHAKE) {
+        if (strcmp(r->name, "handshake") != 0) {
+            pl_stanza_unref(st);
+            fail("expected <handshake/>");
+            return;
+        }
+        L.state = S_READY;
+        L.ready_ms = pl_loop_now(pl_gw.loop);
+        pl_conn_established(L.conn);
+        pl_log_info("component", "linked to parleyd as %s", pl_gw.c.sms_domain);
+        pl_stanza_unref(st);
+        if (L.on_ready)
+            L.on_ready();
+        return;
+    }
+    if (L.state == S_READY) {
+        to_client_ns(r);
+        L.on_stanza(st);
+    }
+    pl_stanza_unref(st);
+}
+
+static void on_close(void *ud)
+{
+    (void)ud;
+    if (L.conn)
+        pl_conn_close(L.conn);
+}
+
+static void on_xml_error(void *ud, enum pl_xml_error err, const char *text)
+{
+    (void)ud;
+    pl_log_warn("component", "bad XML from parleyd (%s): %s",
+                pl_xml_error_condition(err), text ? text : "");
+    if (L.conn)
+        pl_conn_close(L.conn);
+}
+
+static const struct pl_xml_callbacks xml_cbs = {
+    .stream_open = on_open,
+    .stanza = on_stanza,
+    .stream_close = on_close,
+    .error = on_xml_error,
+};
+
+static void connected(void)
+{
+    struct pl_conn_limits lim = {
+        .max_out = 16u << 20,
+        .read_rate = 64u << 20,
+        .read_burst = 64u << 20,
+    };
+    L.conn = pl_conn_new(pl_gw.loop, L.fd, &ops, NULL, &lim);
+    L.fd = -1;
+    struct pl_xml_limits xl = {(size_t)pl_gw.c.max_stanza, 64};
+    L.xml = pl_xml_parser_new(&xl, &xml_cbs, NULL);
+    pl_conn_start(L.conn, NULL);
+    struct pl_buf b = {0};
+    pl_stream_header(&b, PL_NS_COMPONENT, NULL, pl_gw.c.sms_domain, NULL, 0);
+    pl_conn_write(L.conn, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+    L.state = S_HEADER;
+}
+
+static void on_connect_io(struct pl_io *io, unsigned events)
+{
+    (void)events;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    pl_io_stop(io);
+    if (err) {
+        pl_log_debug("component", "connect to %s:%ld: %s", pl_gw.c.comp_host,
+                     pl_gw.c.comp_port, strerror(err));
+        close(L.fd);
+        L.fd = -1;
+        L.state = S_IDLE;
+        schedule();
+        return;
+    }
+    connected();
+}
+
+static void try_connect(struct pl_timer *t)
+{
+    (void)t;
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, pl_gw.c.comp_host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)pl_gw.c.comp_port);
+        sl = sizeof(*a4);
+    } else if (inet_pton(AF_INET6, pl_gw.c.comp_host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)pl_gw.c.comp_port);
+        sl = sizeof(*a6);
+    } else {
+        pl_assert(!"component.host was checked at start-up");
+        return;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    if (fd < 0 || (connect(fd, (struct sockaddr *)&ss, sl) != 0 &&
+                   errno != EINPROGRESS)) {
+        pl_log_debug("component", "connect: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        schedule();
+        return;
+    }
+    L.fd = fd;
+    L.state = S_CONNECTING;
+    pl_io_init(&L.cio, fd, on_connect_io, NULL);
+    pl_io_set(pl_gw.loop, &L.cio, PL_IO_WRITE);
+}
+
+static void schedule(void)
+{
+    if (L.stopping)
+        return;
+    long d = L.delay_ms;
+    unsigned r = 0;
+    RAND_bytes((unsigned char *)&r, sizeof(r));
+    long jitter = d / 4;
+    long wait = d - jitter +
+                (jitter ? (long)(r % (unsigned)(2 * jitter + 1)) : 0);
+    L.delay_ms = d * 2 > pl_gw.c.reconnect_max_ms ? pl_gw.c.reconnect_max_ms
+                                                  : d * 2;
+    pl_timer_start(pl_gw.loop, &L.retry, (uint64_t)wait);
+}
+
+int pl_gwc_start(pl_gwc_stanza_fn *on_stanza_fn, void (*on_ready)(void))
+{
+    L.on_stanza = on_stanza_fn;
+    L.on_ready = on_ready;
+    L.fd = -1;
+    L.delay_ms = pl_gw.c.reconnect_min_ms;
+    pl_timer_init(&L.retry, try_connect, NULL);
+    try_connect(NULL);
+    return PL_OK;
+}
+
+int pl_gwc_ready(void)
+{
+    return L.state == S_READY && L.conn;
+}
+
+int pl_gwc_send(struct pl_stanza *st)
+{
+    if (!pl_gwc_ready())
+        return PL_ECLOSED;
+    struct pl_str x = pl_stanza_serialize(st, PL_NS_COMPONENT);
+    pl_conn_write(L.conn, x.p, x.len);
+    return PL_OK;
+}
+
+void pl_gwc_stop(void)
+{
+    L.stopping = 1;
+    pl_timer_stop(&L.retry);
+    if (L.state == S_CONNECTING) {
+        pl_io_stop(&L.cio);
+        close(L.fd);
+        L.fd = -1;
+    }
+    if (L.conn) {
+        pl_conn_write(L.conn, "</stream:stream>", 16);
+        pl_conn_close(L.conn);
+    }
+}

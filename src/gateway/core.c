@@ -1,0 +1,144 @@
+/*
+ * core.c - the glue of the running gateway (core.h): the database work
+ * queue, the retry backoff, and reports through the outbox.
+ *
+ * The outbox drain: when this instance holds the component link, it
+ * claims outbox rows (leased like messages, so two instances that both
+ * believe they hold a link never send a row twice while the lease lasts),
+ * sends each stanza, and deletes the rows it sent.  It runs on a kick
+ * (a report was just written here) and on the poll timer (reports
+ * written by other instances).
+ */
+#include <openssl/rand.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "gateway/core.h"
+#include "log.h"
+#include "stanza.h"
+#include "xml.h"
+
+struct pl_gw pl_gw;
+
+void pl_gw_db_submit(struct pl_work *w)
+{
+    pl_workq_submit(pl_gw.dbq, pl_gw.loop, w);
+}
+
+int64_t pl_gw_backoff(int attempts)
+{
+    int64_t d = pl_gw.c.retry_base_ms;
+    for (int i = 1; i < attempts && d < pl_gw.c.retry_max_ms; i++)
+        d *= 2;
+    if (d > pl_gw.c.retry_max_ms)
+        d = pl_gw.c.retry_max_ms;
+    /* +/- jitter percent, so instances and messages do not retry in step
+     * against a destination that just came back. */
+    int64_t span = d * pl_gw.c.retry_jitter / 100;
+    if (span > 0) {
+        uint32_t r = 0;
+        RAND_bytes((unsigned char *)&r, sizeof(r));
+        d += (int64_t)(r % (uint64_t)(2 * span + 1)) - span;
+    }
+    return d < 1 ? 1 : d;
+}
+
+char *pl__gw_xml(struct pl_stanza *st)
+{
+    struct pl_buf b = {0};
+    pl_node_serialize(pl_stanza_root(st), NULL, NULL, &b);
+    char *s = pl_strndup(b.data + b.off, b.len);
+    pl_buf_reset(&b);
+    pl_stanza_unref(st);
+    return s;
+}
+
+void pl__gw_outbox_db(const char *xml)
+{
+    if (pl_gwq_outbox_add(pl_gw.db, xml) != PL_OK)
+        pl_log_error("gateway", "while queueing a report: %s",
+                     pl_gwq_error(pl_gw.db));
+}
+
+void pl__gw_report_db(const struct pl_gw_msg *m, const char *why)
+{
+    char *xml = pl__gw_im_report(m, why);
+    if (xml)
+        pl__gw_outbox_db(xml);
+    pl_free(xml);
+}
+
+/* ---- the outbox drain ---- */
+
+struct drain_job {
+    struct pl_work w;
+    struct pl_gwq_out *rows; /* claimed */
+    int n;
+    int64_t *sent; /* rows written on the link, for deletion */
+    int nsent;
+};
+
+static int draining;
+
+static void claim_work(struct pl_work *w)
+{
+    struct drain_job *j = (struct drain_job *)w;
+    w->result = pl_gwq_outbox_claim(pl_gw.db, pl_gw.c.instance, pl_gw_now(),
+                                    pl_gw.c.lease_ms, 64, &j->rows, &j->n);
+}
+
+static void delete_work(struct pl_work *w)
+{
+    struct drain_job *j = (struct drain_job *)w;
+    for (int i = 0; i < j->nsent; i++)
+        pl_gwq_outbox_done(pl_gw.db, j->sent[i]);
+}
+
+static void delete_done(struct pl_work *w)
+{
+    struct drain_job *j = (struct drain_job *)w;
+    int again = j->n == 64;
+    pl_free(j->sent);
+    pl_free(j);
+    draining = 0;
+    if (again)
+        pl_gw_outbox_kick();
+}
+
+static void claim_done(struct pl_work *w)
+{
+    struct drain_job *j = (struct drain_job *)w;
+    if (w->result != PL_OK)
+        j->n = 0;
+    j->sent = pl_calloc((size_t)j->n + 1, sizeof(*j->sent));
+    for (int i = 0; i < j->n; i++) {
+        struct pl_stanza *st = NULL;
+        const char *x = j->rows[i].xml;
+        if (pl_xml_parse_fragment(x, strlen(x), &st) != PL_OK) {
+            pl_log_error("gateway", "outbox row %lld is not XML; dropped",
+                         (long long)j->rows[i].seq);
+            j->sent[j->nsent++] = j->rows[i].seq;
+        } else if (pl_gwc_send(st) == PL_OK) {
+            j->sent[j->nsent++] = j->rows[i].seq;
+        }
+        pl_stanza_unref(st);
+        pl_free(j->rows[i].xml);
+    }
+    pl_free(j->rows);
+    j->rows = NULL;
+    j->w.work = delete_work;
+    j->w.done = delete_done;
+    pl_gw_db_submit(&j->w);
+}
+
+void pl_gw_outbox_kick(void)
+{
+    if (draining || !pl_gwc_ready())
+        return;
+    draining = 1;
+    struct drain_job *j = pl_calloc(1, sizeof(*j));
+    j->w.work = claim_work;
+    j->w.done = claim_done;
+    pl_gw_db_submit(&j->w);
+}

@@ -1,0 +1,122 @@
+/*
+ * core.h - the running gateway: its configuration, its loop and work
+ * queues, and the glue every channel uses (the database worker, reports
+ * back to senders through the outbox).
+ *
+ * Threads: the loop (main.c) runs the component link (component.c), the
+ * IM side (im.c), the Kannel callback listener and the send scheduling
+ * (sms/kannel.c).  Everything that blocks goes to a work queue: SQL to
+ * "db" (one thread, which owns the SQLite connection), HTTP requests to
+ * Kannel to "http" (http_workers threads).  Completions come back to the
+ * loop.
+ *
+ * Reports: a state change a sender must hear of becomes a stanza in the
+ * outbox table (pl_gw_report); the instance that holds the component
+ * link sends outbox rows (pl_gw_outbox_kick), so an instance without the
+ * link (parleyd accepts one connection per component domain) still does
+ * its share of the sending and its reports still arrive.
+ */
+#ifndef PL_GW_CORE_H
+#define PL_GW_CORE_H
+
+#include <stdint.h>
+
+#include "gateway/gateway.h"
+#include "gateway/queue.h"
+#include "work.h"
+
+struct pl_loop;
+struct pl_stanza;
+
+struct pl_gw_conf {
+    char *instance;   /* this instance's name (leases, history) */
+    char *data_dir;   /* where relative paths live */
+    char *queue_path; /* the SQLite file */
+    int log_level;    /* enum pl_log_level */
+    /* The parleyd component link. */
+    char *comp_host;       /* parleyd's component listener address */
+    long comp_port;        /* its port */
+    char *comp_secret;     /* the shared secret */
+    long reconnect_min_ms; /* first reconnect delay */
+    long reconnect_max_ms; /* backoff cap */
+    long max_stanza;       /* bytes of one stanza from parleyd */
+    /* SMS. */
+    char *sms_domain;    /* "sms.<host>"; NULL: no SMS channel */
+    char *default_cc;    /* country code for national numbers, or "" */
+    char *sms_sender;    /* the gateway's own number (Kannel from) */
+    long max_parts;      /* concatenated parts at most */
+    long max_text;       /* bytes of one message's text */
+    char *sendsms_url;   /* Kannel smsbox sendsms URL */
+    char *kannel_user;   /* sendsms-user username */
+    char *kannel_pass;   /* its password */
+    long kannel_timeout; /* seconds per HTTP request */
+    long dlr_mask;       /* Kannel dlr-mask */
+    char *cb_address;    /* callback listener address */
+    long cb_port;        /* its port */
+    char *cb_url;        /* how Kannel reaches it (dlr-url base) */
+    long cb_max_body;    /* bytes of a callback request body */
+    long code_ttl_ms;    /* a verification code's life */
+    /* Retries and queues. */
+    long retry_base_ms; /* first retry delay */
+    long retry_max_ms;  /* backoff cap */
+    long retry_jitter;  /* percent of the delay, +/- */
+    long expiry_ms;     /* a message's life in the queue */
+    long lease_ms;      /* how long a claim holds a message */
+    long poll_ms;       /* queue poll interval */
+    long batch;         /* messages claimed at once */
+    long http_workers;  /* threads sending to Kannel */
+};
+
+struct pl_gw {
+    struct pl_gw_conf c;    /* in force */
+    struct pl_loop *loop;   /* the one loop */
+    struct pl_workq *dbq;   /* SQL (one thread) */
+    struct pl_workq *httpq; /* HTTP to Kannel */
+    struct pl_gwq *db;      /* used only on dbq's thread */
+};
+
+extern struct pl_gw pl_gw;
+
+/* Runs w on the database thread (w->work may use pl_gw.db). */
+void pl_gw_db_submit(struct pl_work *w);
+/* Milliseconds of backoff before attempt n+1 (after n failures). */
+int64_t pl_gw_backoff(int attempts);
+
+/*
+ * Reports m's current state to its sender when the state calls for it
+ * (IM: delivered with a receipt asked for; failed, expired, refused as
+ * an error message; SMS senders are not told anything yet), through the
+ * outbox.  Runs on the database thread (it writes the outbox row).
+ */
+void pl__gw_report_db(const struct pl_gw_msg *m, const char *why);
+/* Standalone XML of st (for the outbox); takes ownership of st. */
+char *pl__gw_xml(struct pl_stanza *st);
+/* Queues xml (a serialized stanza) in the outbox; database thread. */
+void pl__gw_outbox_db(const char *xml);
+/* Sends outbox rows if this instance holds the link (loop thread). */
+void pl_gw_outbox_kick(void);
+
+/* ---- component.c ---- */
+typedef void pl_gwc_stanza_fn(struct pl_stanza *st); /* borrowed */
+/* Connects (and reconnects forever) to parleyd as c.sms_domain. */
+int pl_gwc_start(pl_gwc_stanza_fn *on_stanza, void (*on_ready)(void));
+/* Writes st (borrowed) on the link; PL_ECLOSED when there is none. */
+int pl_gwc_send(struct pl_stanza *st);
+int pl_gwc_ready(void);
+void pl_gwc_stop(void);
+
+/* ---- im.c ---- */
+void pl_gw_im_stanza(struct pl_stanza *st);
+/* Builds the stanza telling an IM sender about m; NULL if none. */
+char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why);
+/* An SMS from address arrived for the IM side (database thread): the
+ * message stanza for the user it belongs to, or NULL (refused). */
+
+/* ---- sms/kannel.c ---- */
+int pl_gw_sms_start(void);
+void pl_gw_sms_kick(void);
+void pl_gw_sms_stop(void);
+/* Queues a system SMS (verification code) to address; loop thread. */
+void pl_gw_sms_system(const char *address, const char *text);
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * main.c - parley-gateway, the message gateway between IM (parleyd, as an
+ * XEP-0114 component), SMS (Kannel) and e-mail: its own process.
+ *
+ *   parley-gateway --config FILE [--check-config]
+ *   parley-gateway --help
+ *
+ * Reads its own libconfig file (etc/parley-gateway.conf documents every
+ * setting), opens the SQLite queue, starts the database and HTTP work
+ * queues, the component link (component.c) and the SMS transport
+ * (sms/kannel.c), then runs the loop.  SIGTERM/SIGINT stop it: the link
+ * is closed, in-flight requests finish, and whatever was not recorded
+ * stays leased until its lease runs out (another instance, or this one
+ * restarted, takes it then).  See doc/gateway.md for the architecture.
+ *
+ * Extending: a new setting is a field of struct pl_gw_conf (core.h) and
+ * a row of the table below.
+ */
+#include <arpa/inet.h>
+#include <libconfig.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "gateway/core.h"
+#include "log.h"
+#include "loop.h"
+
+#define OFF(f) offsetof(struct pl_gw_conf, f)
+
+/* One setting: path, string default or integer default with bounds, the
+ * scale its value is multiplied by (seconds to ms). */
+static const struct opt {
+    const char *path;
+    int is_str;
+    const char *sdef;
+    long idef, min, max, scale;
+    size_t off;
+} opts[] = {
+    {"instance", 1, "gw1", 0, 0, 0, 0, OFF(instance)},
+    {"data_dir", 1, "/var/lib/parley-gateway", 0, 0, 0, 0, OFF(data_dir)},
+    {"queue", 1, "queue.db", 0, 0, 0, 0, OFF(queue_path)},
+    {"component.host", 1, "127.0.0.1", 0, 0, 0, 0, OFF(comp_host)},
+    {"component.port", 0, NULL, 5347, 1, 65535, 1, OFF(comp_port)},
+    {"component.secret", 1, "", 0, 0, 0, 0, OFF(comp_secret)},
+    {"component.reconnect_min", 0, NULL, 1000, 10, 600000, 1,
+     OFF(reconnect_min_ms)},
+    {"component.reconnect_max", 0, NULL, 30000, 10, 3600000, 1,
+     OFF(reconnect_max_ms)},
+    {"component.max_stanza", 0, NULL, 262144, 4096, 16777216, 1,
+     OFF(max_stanza)},
+    {"sms.domain", 1, "", 0, 0, 0, 0, OFF(sms_domain)},
+    {"sms.default_country", 1, "", 0, 0, 0, 0, OFF(default_cc)},
+    {"sms.sender", 1, "", 0, 0, 0, 0, OFF(sms_sender)},
+    {"sms.max_parts", 0, NULL, 10, 1, 255, 1, OFF(max_parts)},
+    {"sms.max_text", 0, NULL, 4096, 1, 65536, 1, OFF(max_text)},
+    {"sms.code_ttl", 0, NULL, 600, 10, 86400, 1000, OFF(code_ttl_ms)},
+    {"sms.kannel.sendsms_url", 1, "http://127.0.0.1:13013/cgi-bin/sendsms", 0,
+     0, 0, 0, OFF(sendsms_url)},
+    {"sms.kannel.user", 1, "", 0, 0, 0, 0, OFF(kannel_user)},
+    {"sms.kannel.password", 1, "", 0, 0, 0, 0, OFF(kannel_pass)},
+    {"sms.kannel.timeout", 0, NULL, 10, 1, 300, 1, OFF(kannel_timeout)},
+    {"sms.kannel.dlr_mask", 0, NULL, 31, 0, 31, 1, OFF(dlr_mask)},
+    {"sms.callback.address", 1, "127.0.0.1", 0, 0, 0, 0, OFF(cb_address)},
+    {"sms.callback.port", 0, NULL, 13080, 1, 65535, 1, OFF(cb_port)},
+    {"sms.callback.url", 1, "", 0, 0, 0, 0, OFF(cb_url)},
+    {"sms.callback.max_body", 0, NULL, 65536, 0, 16777216, 1, OFF(cb_max_body)},
+    {"retry.base", 0, NULL, 2000, 10, 3600000, 1, OFF(retry_base_ms)},
+    {"retry.max", 0, NULL, 300000, 10, 86400000, 1, OFF(retry_max_ms)},
+    {"retry.jitter", 0, NULL, 20, 0, 100, 1, OFF(retry_jitter)},
+    {"retry.expiry", 0, NULL, 86400, 1, 2592000, 1000, OFF(expiry_ms)},
+    {"queue_lease", 0, NULL, 120, 1, 3600, 1000, OFF(lease_ms)},
+    {"queue_poll", 0, NULL, 500, 10, 60000, 1, OFF(poll_ms)},
+    {"queue_batch", 0, NULL, 32, 1, 1000, 1, OFF(batch)},
+    {"http_workers", 0, NULL, 4, 1, 64, 1, OFF(http_workers)},
+};
+
+static int load(const char *path, struct pl_gw_conf *c, const char **level)
+{
+    config_t cf;
+    config_init(&cf);
+    if (!config_read_file(&cf, path)) {
+        fprintf(stderr, "parley-gateway: %s:%d: %s\n",
+                config_error_file(&cf) ? config_error_file(&cf) : path,
+                config_error_line(&cf), config_error_text(&cf));
+        config_destroy(&cf);
+        return PL_EINVAL;
+    }
+    int rc = PL_OK;
+    for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]) && rc == PL_OK; i++) {
+        const struct opt *o = &opts[i];
+        char *field = (char *)c + o->off;
+        config_setting_t *s = config_lookup(&cf, o->path);
+        if (o->is_str) {
+            const char *v = o->sdef;
+            if (s && !(v = config_setting_get_string(s))) {
+                fprintf(stderr, "parley-gateway: %s:%d: %s must be a string\n",
+                        path, config_setting_source_line(s), o->path);
+                rc = PL_EINVAL;
+                break;
+            }
+            *(char **)field = pl_strdup(v);
+        } else {
+            long v = o->idef;
+            if (s) {
+                if (config_setting_type(s) != CONFIG_TYPE_INT) {
+                    fprintf(stderr,
+                            "parley-gateway: %s:%d: %s must be an integer\n",
+                            path, config_setting_source_line(s), o->path);
+                    rc = PL_EINVAL;
+                    break;
+                }
+                v = (long)config_setting_get_int(s);
+            }
+            if (v < o->min || v > o->max) {
+                fprintf(stderr,
+                        "parley-gateway: %s must be between %ld and %ld\n",
+                        o->path, o->min, o->max);
+                rc = PL_EINVAL;
+                break;
+            }
+            *(long *)field = v * o->scale;
+        }
+    }
+    const char *lv = "info";
+    config_lookup_string(&cf, "log_level", &lv);
+    *level = strdup(lv);
+    config_destroy(&cf);
+    if (rc != PL_OK)
+        return rc;
+    const char *why = NULL;
+    struct in6_addr a;
+    if (!c->comp_secret[0])
+        why = "component.secret is required";
+    else if (inet_pton(AF_INET, c->comp_host, &a) != 1 &&
+             inet_pton(AF_INET6, c->comp_host, &a) != 1)
+        why = "component.host must be an IP address";
+    else if (!c->sms_domain[0])
+        why = "sms.domain is required (the component's domain)";
+    else if (!c->cb_url[0])
+        why = "sms.callback.url is required (how Kannel reaches us)";
+    else if (c->lease_ms <= c->kannel_timeout * 1000 * c->max_parts)
+        why = "queue_lease must outlast sms.kannel.timeout times "
+              "sms.max_parts (a message must not be taken while sent)";
+    else if (c->retry_max_ms < c->retry_base_ms)
+        why = "retry.max must be at least retry.base";
+    if (why) {
+        fprintf(stderr, "parley-gateway: %s: %s\n", path, why);
+        return PL_EINVAL;
+    }
+    if (c->queue_path[0] != '/') {
+        size_t n = strlen(c->data_dir) + strlen(c->queue_path) + 2;
+        char *p = pl_malloc(n);
+        snprintf(p, n, "%s/%s", c->data_dir, c->queue_path);
+        pl_free(c->queue_path);
+        c->queue_path = p;
+    }
+    return PL_OK;
+}
+
+static void on_stop(struct pl_loop *loop, int signo, void *data)
+{
+    (void)data;
+    pl_log_info("gateway", "signal %d: shutting down", signo);
+    pl_loop_stop(loop);
+}
+
+static void on_ready(void)
+{
+    pl_gw_outbox_kick();
+}
+
+int main(int argc, char **argv)
+{
+    const char *config = NULL;
+    int check = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check = 1;
+        } else if (strcmp(argv[i], "--help") == 0) {
+            puts("usage: parley-gateway --config FILE [--check-config]");
+            return 0;
+        } else {
+            fputs("usage: parley-gateway --config FILE [--check-config]\n",
+                  stderr);
+            return 2;
+        }
+    }
+    if (!config) {
+        fputs("usage: parley-gateway --config FILE [--check-config]\n", stderr);
+        return 2;
+    }
+    const char *level = NULL;
+    if (load(config, &pl_gw.c, &level) != PL_OK)
+        return 1;
+    int lv = pl_log_level_parse(level);
+    if (lv < 0) {
+        fprintf(stderr, "parley-gateway: unknown log_level '%s'\n", level);
+        return 1;
+    }
+    pl_log_set_level((enum pl_log_level)lv);
+    if (check) {
+        printf("configuration OK: instance %s, %s\n", pl_gw.c.instance,
+               pl_gw.c.sms_domain);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    mkdir(pl_gw.c.data_dir, 0700);
+    if (pl_gwq_open(pl_gw.c.queue_path, 0, &pl_gw.db) != PL_OK) {
+        pl_log_error("gateway", "cannot open the queue %s", pl_gw.c.queue_path);
+        return 1;
+    }
+    if (pl_loop_new(&pl_gw.loop) != PL_OK)
+        return 1;
+    pl_gw.dbq = pl_workq_new("gw-db", 1, NULL, NULL);
+    pl_gw.httpq = pl_workq_new("gw-http", (int)pl_gw.c.http_workers, NULL,
+                               NULL);
+    pl_loop_on_signal(pl_gw.loop, SIGTERM, on_stop, NULL);
+    pl_loop_on_signal(pl_gw.loop, SIGINT, on_stop, NULL);
+    if (pl_gw_sms_start() != PL_OK)
+        return 1;
+    pl_gwc_start(pl_gw_im_stanza, on_ready);
+    pl_log_info("gateway", "instance %s serving %s, queue %s", pl_gw.c.instance,
+                pl_gw.c.sms_domain, pl_gw.c.queue_path);
+    pl_loop_run(pl_gw.loop);
+    pl_gw_sms_stop();
+    pl_gwc_stop();
+    /* Let the link's close and the last completions run. */
+    pl_workq_free(pl_gw.httpq);
+    pl_workq_free(pl_gw.dbq);
+    pl_gwq_close(pl_gw.db);
+    pl_log_info("gateway", "stopped");
+    return 0;
+}
