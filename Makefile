@@ -214,7 +214,7 @@ $(BUILD)/parley-gateway: $(BUILD)/src/gateway/main.o $(BUILD)/libgateway.a \
 FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web
+FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web smtp mime
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
@@ -259,6 +259,24 @@ $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o \
 $(FUZZ_BUILD)/fuzz_c2s $(FUZZ_BUILD)/fuzz_web: \
     $(FUZZ_BUILD)/tests/fuzz/fuzz_common.o
 
+# The gateway's parsers (src/gateway/mail/) link its own archive and
+# GMime/libcurl: build/fuzz/libgateway.a, before the core's.
+FUZZ_GW_TARGETS := smtp mime
+FUZZ_GW_OBJ := $(filter-out %/main.o,$(GATEWAY_SRC:%.c=$(FUZZ_BUILD)/%.o))
+$(FUZZ_GW_OBJ) $(FUZZ_GW_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.o): \
+    FUZZ_CFLAGS += $(GATEWAY_CFLAGS)
+
+$(FUZZ_BUILD)/libgateway.a: $(FUZZ_GW_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_GW_TARGETS:%=$(FUZZ_BUILD)/fuzz_%): $(FUZZ_BUILD)/fuzz_%: \
+    $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libgateway.a \
+    $(FUZZ_BUILD)/libparley.a
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ \
+	    $(LDLIBS) $(GATEWAY_LIBS)
+
 fuzz-build: fuzz-tools $(FUZZ_BINS)
 
 fuzz: fuzz-build
@@ -298,7 +316,8 @@ fuzz-regress: fuzz-build
 
 .PHONY: fuzz fuzz-build fuzz-merge fuzz-regress fuzz-tools
 .PRECIOUS: $(FUZZ_BUILD)/%.o
--include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d) \
+    $(FUZZ_GW_OBJ:.o=.d)
 
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
 # which compares Parley with Prosody and ejabberd, and with Kamailio for

@@ -989,6 +989,16 @@ void pl_smtp_free(struct pl_smtp *s)
     pl_free(s);
 }
 
+void *pl_smtp_data(const struct pl_smtp *s)
+{
+    return s->data;
+}
+
+const struct pl_smtp_config *pl_smtp_config(const struct pl_smtp *s)
+{
+    return &s->cfg;
+}
+
 int pl_smtp_feed(struct pl_smtp *s, const char *p, size_t n)
 {
     if (s->done)

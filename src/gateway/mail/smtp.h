@@ -126,6 +126,10 @@ struct pl_smtp *pl_smtp_new(const struct pl_smtp_config *cfg,
                             pl_smtp_event_fn *fn, void *data);
 /* Frees the session (a pending verdict is forgotten). */
 void pl_smtp_free(struct pl_smtp *s);
+/* The data pointer given to pl_smtp_new. */
+void *pl_smtp_data(const struct pl_smtp *s);
+/* The configuration in use (strings owned by the session). */
+const struct pl_smtp_config *pl_smtp_config(const struct pl_smtp *s);
 
 /*
  * Takes n bytes from the client (copied as needed) and processes what it
