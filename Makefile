@@ -123,7 +123,8 @@ test:
 	@scripts/bootstrap --test
 	@scripts/build-web || echo "make test: no web client (above); test_webclient says why"
 	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
-	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load \
+	    $(BUILD)/tests/strophe_client $(BUILD)/tests/gw_smtp_probe \
+	    $(BUILD)/bench/parley-load \
 	    $(BUILD)/bench/sip-load
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@# the ground rules say gcc and clang: clang builds everything too
@@ -189,6 +190,14 @@ $(GATEWAY_OBJ) $(UNIT_OBJ): CFLAGS += $(GATEWAY_CFLAGS)
 $(BUILD)/libgateway.a: $(GATEWAY_LIB_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
+
+# The e-mail channel's test program (tests/interop/test_gateway_mail.py).
+$(BUILD)/tests/gw_smtp_probe: $(BUILD)/tests/interop/gw_smtp_probe.o \
+    $(BUILD)/libgateway.a $(BUILD)/libparley.a
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(GATEWAY_LIBS)
+$(BUILD)/tests/interop/gw_smtp_probe.o: CFLAGS += $(GATEWAY_CFLAGS)
+-include $(BUILD)/tests/interop/gw_smtp_probe.d
 
 ifneq ($(wildcard src/gateway/main.c),)
 all: $(BUILD)/parley-gateway
