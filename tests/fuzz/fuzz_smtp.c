@@ -45,10 +45,10 @@ static void die(const char *what, const char *detail)
 
 struct state {
     struct pl_smtp_config cfg;
-    struct pl_buf out;    /* every reply so far */
-    size_t checked;       /* out bytes already checked */
-    int ehlo_lines;       /* inside a multi-line 250 answer */
-    int greeted;          /* the greeting was seen */
+    struct pl_buf out; /* every reply so far */
+    size_t checked;    /* out bytes already checked */
+    int ehlo_lines;    /* inside a multi-line 250 answer */
+    int greeted;       /* the greeting was seen */
 };
 
 static int digit(char c)
@@ -80,8 +80,7 @@ static void check_output(struct state *st)
             die("greeting is not 220", p);
         /* A HELO/EHLO answer: "250 host" or "250-..." lines.  We know
          * one by its lack of an enhanced code, which only those have. */
-        if (!plain && memcmp(p, "250", 3) == 0 &&
-            !(digit(p[4]) && p[5] == '.'))
+        if (!plain && memcmp(p, "250", 3) == 0 && !(digit(p[4]) && p[5] == '.'))
             plain = 1;
         if (!plain) {
             if (p[4] != p[0] || p[5] != '.')
@@ -142,8 +141,7 @@ static int on_event(void *data, struct pl_smtp *s,
             replies[0] = (struct pl_smtp_reply){451, NULL, NULL};
         break;
     }
-    default:
-        die("unknown event", NULL);
+    default: die("unknown event", NULL);
     }
     return PL_OK;
 }
@@ -199,8 +197,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                    : size;
     int read_replies = !(flags & 0x20);
     int later = flags & 0x40;
-    struct pl_smtp *s =
-        pl_smtp_new(&st.cfg, later ? on_event_later : on_event, &st);
+    struct pl_smtp *s = pl_smtp_new(&st.cfg, later ? on_event_later : on_event,
+                                    &st);
     drain(&st, s, 1);
 
     /* A copy of exactly the bytes, so ASan sees any overread. */

@@ -84,11 +84,11 @@ static int on_event(void *data, struct pl_smtp *s,
         int prc = pl_mail_parse(ev->message, NULL, &m);
         json_object_set_new(o, "parse", json_string(pl_strerror(prc)));
         if (m) {
-            json_object_set_new(o, "subject", m->subject
-                                                  ? json_string(m->subject)
-                                                  : json_null());
-            json_object_set_new(o, "from", m->from ? json_string(m->from)
-                                                   : json_null());
+            json_object_set_new(o, "subject",
+                                m->subject ? json_string(m->subject)
+                                           : json_null());
+            json_object_set_new(o, "from",
+                                m->from ? json_string(m->from) : json_null());
             json_object_set_new(o, "text", json_string(m->text));
             json_object_set_new(o, "attachments",
                                 json_integer((json_int_t)m->natt));
@@ -118,18 +118,25 @@ static int send_mode(const char *hostport, const char *from, const char *to,
     const char *tos[] = {to};
     struct pl_mail_link link = {"https://upload.gw.test/f/1/photo.jpg",
                                 "photo.jpg", "image/jpeg", 2048};
-    struct pl_mail_out o = {.from = from, .from_name = "Probe", .to = tos,
-                            .nto = 1, .subject = subject,
-                            .text = pl_buf_cstr(&text), .links = &link,
-                            .nlinks = 1, .id_domain = "gw.test"};
+    struct pl_mail_out o = {.from = from,
+                            .from_name = "Probe",
+                            .to = tos,
+                            .nto = 1,
+                            .subject = subject,
+                            .text = pl_buf_cstr(&text),
+                            .links = &link,
+                            .nlinks = 1,
+                            .id_domain = "gw.test"};
     struct pl_buf msg = {0};
     char *id = NULL;
     if (pl_mail_build(&o, &msg, &id) != PL_OK) {
         fprintf(stderr, "gw_smtp_probe: cannot build the message\n");
         return 1;
     }
-    struct pl_mail_relay relay = {.host = host, .port = atoi(colon + 1),
-                                  .helo = "gw.test", .timeout_ms = 20000,
+    struct pl_mail_relay relay = {.host = host,
+                                  .port = atoi(colon + 1),
+                                  .helo = "gw.test",
+                                  .timeout_ms = 20000,
                                   .connect_timeout_ms = 5000};
     struct pl_mail_send_result res;
     int rc = pl_mail_send(&relay, from, tos, 1, pl_buf_str(&msg), &res);
@@ -182,8 +189,9 @@ int main(int argc, char **argv)
             cfg.smtp.max_errors = (unsigned)strtoul(v, NULL, 10);
             i++;
         } else {
-            fprintf(stderr, "usage: %s [--lmtp] [--unix PATH] [--max-size N] "
-                            "[--max-rcpts N] [--max-errors N]\n",
+            fprintf(stderr,
+                    "usage: %s [--lmtp] [--unix PATH] [--max-size N] "
+                    "[--max-rcpts N] [--max-errors N]\n",
                     argv[0]);
             return 2;
         }

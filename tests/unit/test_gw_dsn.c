@@ -15,8 +15,7 @@ void test_gw_dsn_roundtrip(void)
 {
     struct pl_dsn_rcpt rc[] = {
         {"alice@example.org", "alice@example.org", PL_DSN_FAILED, "5.1.1",
-         "dns; sms.example.org", "smtp; 550 5.1.1 No such user", 1700000000,
-         0},
+         "dns; sms.example.org", "smtp; 550 5.1.1 No such user", 1700000000, 0},
         {"+15551234@sms.example.org", NULL, PL_DSN_DELIVERED, "2.0.0", NULL,
          NULL, 0, 0},
         {"bob@example.org", NULL, PL_DSN_DELAYED, "4.4.1", NULL,
@@ -67,8 +66,7 @@ void test_gw_dsn_roundtrip(void)
             CHECK_STR(r->rcpts[0].status, "5.1.1");
             CHECK_STR(r->rcpts[0].remote_mta, "dns; sms.example.org");
             CHECK_STR(r->rcpts[0].diagnostic, "smtp; 550 5.1.1 No such user");
-            CHECK_STR(r->rcpts[1].final_recipient,
-                      "+15551234@sms.example.org");
+            CHECK_STR(r->rcpts[1].final_recipient, "+15551234@sms.example.org");
             CHECK_INT(r->rcpts[1].action, PL_DSN_DELIVERED);
             CHECK_STR(r->rcpts[1].status, "2.0.0");
             CHECK(r->rcpts[1].diagnostic == NULL);
@@ -141,12 +139,12 @@ void test_gw_dsn_foreign(void)
     r = NULL;
     CHECK_INT(pl_dsn_parse(pl_str_c("From: a@b\r\n\r\nhello\r\n"), &r),
               PL_EINVAL);
-    CHECK_INT(pl_dsn_parse(
-                  pl_str_c("Content-Type: multipart/report; "
-                           "report-type=delivery-status; boundary=b\r\n\r\n"
-                           "--b\r\nContent-Type: message/delivery-status\r\n"
-                           "\r\nReporting-MTA: dns; x\r\n--b--\r\n"),
-                  &r),
-              PL_EINVAL);
+    CHECK_INT(
+        pl_dsn_parse(pl_str_c("Content-Type: multipart/report; "
+                              "report-type=delivery-status; boundary=b\r\n\r\n"
+                              "--b\r\nContent-Type: message/delivery-status\r\n"
+                              "\r\nReporting-MTA: dns; x\r\n--b--\r\n"),
+                     &r),
+        PL_EINVAL);
     CHECK(r == NULL);
 }

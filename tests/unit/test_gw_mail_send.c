@@ -75,7 +75,8 @@ void test_gw_mail_send(void)
     pthread_t th;
     pthread_create(&th, NULL, run_loop, c.loop);
 
-    struct pl_mail_relay relay = {.host = "127.0.0.1", .port = port,
+    struct pl_mail_relay relay = {.host = "127.0.0.1",
+                                  .port = port,
                                   .helo = "client.example",
                                   .timeout_ms = 10000};
     const char *msg = "From: a@example.org\r\nTo: b@example.org\r\n"
@@ -83,16 +84,14 @@ void test_gw_mail_send(void)
                       "last\r\n";
     const char *ok[] = {"b@example.org", "c@example.org"};
     struct pl_mail_send_result res;
-    CHECK_INT(pl_mail_send(&relay, "a@example.org", ok, 2, pl_str_c(msg),
-                           &res),
+    CHECK_INT(pl_mail_send(&relay, "a@example.org", ok, 2, pl_str_c(msg), &res),
               PL_OK);
     CHECK_INT(res.code, 250);
     CHECK(strstr(res.text, "2.0.0") != NULL);
     CHECK(!res.temporary && !res.permanent);
 
     const char *no[] = {"nobody@example.org"};
-    CHECK_INT(pl_mail_send(&relay, "", no, 1, pl_str_c(msg), &res),
-              PL_EINVAL);
+    CHECK_INT(pl_mail_send(&relay, "", no, 1, pl_str_c(msg), &res), PL_EINVAL);
     CHECK_INT(res.code, 550);
     CHECK(res.permanent && !res.temporary);
     CHECK(strstr(res.text, "550 5.1.1 No such user") != NULL);
@@ -113,8 +112,7 @@ void test_gw_mail_send(void)
     pthread_join(th, NULL);
 
     /* Nobody listens there any more: temporary, no code. */
-    CHECK_INT(pl_mail_send(&relay, "a@example.org", ok, 1, pl_str_c(msg),
-                           &res),
+    CHECK_INT(pl_mail_send(&relay, "a@example.org", ok, 1, pl_str_c(msg), &res),
               PL_EAGAIN);
     CHECK_INT(res.code, 0);
     CHECK(res.temporary);

@@ -15,7 +15,8 @@
 #include <glib.h>
 #include "unit.h"
 
-static struct pl_mail_msg *parse(const char *raw, const struct pl_mail_limits *l)
+static struct pl_mail_msg *parse(const char *raw,
+                                 const struct pl_mail_limits *l)
 {
     struct pl_mail_msg *m = NULL;
     int rc = pl_mail_parse(pl_str_c(raw), l, &m);
@@ -127,19 +128,20 @@ void test_gw_mime_alternative(void)
 
 void test_gw_mime_html(void)
 {
-    struct pl_mail_msg *m = parse(
-        "From: a@example.org\r\nTo: b@example.org\r\n"
-        "Content-Type: text/html; charset=windows-1252\r\n\r\n"
-        "<html><head><title>T</title><style>p{}</style></head><body>"
-        "<h1>News</h1><p>Caf\xe9 &amp; th\xe9 &#8364;5 &euro;</p>"
-        "<ul><li>one</li><li>two</li></ul>"
-        "<p>See <a href=\"https://example.org/x?a=1&amp;b=2\">this</a>."
-        "<br>Bye<script>alert(1)</script></p></body></html>\r\n",
-        NULL);
+    struct pl_mail_msg *m =
+        parse("From: a@example.org\r\nTo: b@example.org\r\n"
+              "Content-Type: text/html; charset=windows-1252\r\n\r\n"
+              "<html><head><title>T</title><style>p{}</style></head><body>"
+              "<h1>News</h1><p>Caf\xe9 &amp; th\xe9 &#8364;5 &euro;</p>"
+              "<ul><li>one</li><li>two</li></ul>"
+              "<p>See <a href=\"https://example.org/x?a=1&amp;b=2\">this</a>."
+              "<br>Bye<script>alert(1)</script></p></body></html>\r\n",
+              NULL);
     if (!m)
         return;
     CHECK_INT(m->text_from_html, 1);
-    CHECK_STR(m->text, "News\n\nCaf\xc3\xa9 & th\xc3\xa9 \xe2\x82\xac" "5 "
+    CHECK_STR(m->text, "News\n\nCaf\xc3\xa9 & th\xc3\xa9 \xe2\x82\xac"
+                       "5 "
                        "\xe2\x82\xac\n\n- one\n- two\n\nSee this "
                        "<https://example.org/x?a=1&b=2>.\nBye");
     pl_mail_msg_free(m);
@@ -156,8 +158,7 @@ void test_gw_mime_html(void)
         {"<img src=x alt=\"logo\">text", "[logo]text"},
         {"<table><tr><td>a</td><td>b</td></tr></table>", "a b"},
         {"unclosed <b", "unclosed"},
-        {"&#0; &#xD800; &#99999999;",
-         "\xef\xbf\xbd \xef\xbf\xbd \xef\xbf\xbd"},
+        {"&#0; &#xD800; &#99999999;", "\xef\xbf\xbd \xef\xbf\xbd \xef\xbf\xbd"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         struct pl_buf b = {0};
@@ -171,11 +172,11 @@ void test_gw_mime_html(void)
 void test_gw_mime_malformed(void)
 {
     /* No closing boundary, a boundary that never appears. */
-    struct pl_mail_msg *m = parse(
-        "From: a@example.org\r\nTo: b@example.org\r\n"
-        "Content-Type: multipart/mixed; boundary=zz\r\n\r\n"
-        "--zz\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n",
-        NULL);
+    struct pl_mail_msg *m =
+        parse("From: a@example.org\r\nTo: b@example.org\r\n"
+              "Content-Type: multipart/mixed; boundary=zz\r\n\r\n"
+              "--zz\r\nContent-Type: text/plain\r\n\r\nfirst part\r\n",
+              NULL);
     if (m) {
         CHECK(strstr(m->text, "first part") != NULL);
         pl_mail_msg_free(m);
@@ -262,8 +263,8 @@ void test_gw_mime_build(void)
 {
     const char *to[] = {"bob@example.net"};
     struct pl_mail_link links[] = {
-        {"https://upload.example.org/abc/photo.jpg", "photo.jpg",
-         "image/jpeg", 123456},
+        {"https://upload.example.org/abc/photo.jpg", "photo.jpg", "image/jpeg",
+         123456},
     };
     struct pl_mail_out o = {
         .from = "alice@mail.example.org",
@@ -271,7 +272,8 @@ void test_gw_mime_build(void)
         .to = to,
         .nto = 1,
         .subject = "R\xc3\xa9union demain",
-        .text = "Bonjour, \xc3\xa7" "a va ?\nLine two.",
+        .text = "Bonjour, \xc3\xa7"
+                "a va ?\nLine two.",
         .links = links,
         .nlinks = 1,
         .in_reply_to = "orig@example.net",
@@ -305,7 +307,8 @@ void test_gw_mime_build(void)
         CHECK_STR(m->subject, "R\xc3\xa9union demain");
         CHECK_STR(m->message_id, id);
         CHECK_STR(m->in_reply_to, "orig@example.net");
-        CHECK(strstr(m->text, "Bonjour, \xc3\xa7" "a va ?") != NULL);
+        CHECK(strstr(m->text, "Bonjour, \xc3\xa7"
+                              "a va ?") != NULL);
         CHECK(strstr(m->text, "- photo.jpg (image/jpeg, 120.6 KB)") != NULL);
         CHECK(strstr(m->text, "https://upload.example.org/abc/photo.jpg"));
         pl_mail_msg_free(m);

@@ -19,9 +19,9 @@
 #include "unit.h"
 
 struct rec {
-    struct pl_buf ev;  /* "MAIL <from>\n" ... */
-    const char *deny;  /* RCPT refused with 550 5.1.1 */
-    int defer;         /* every event returns PL_EAGAIN */
+    struct pl_buf ev; /* "MAIL <from>\n" ... */
+    const char *deny; /* RCPT refused with 550 5.1.1 */
+    int defer;        /* every event returns PL_EAGAIN */
 };
 
 static int on_event(void *data, struct pl_smtp *s,
@@ -30,9 +30,7 @@ static int on_event(void *data, struct pl_smtp *s,
 {
     struct rec *r = data;
     switch (ev->type) {
-    case PL_SMTP_EV_HELO:
-        pl_buf_printf(&r->ev, "HELO %s\n", ev->helo);
-        break;
+    case PL_SMTP_EV_HELO: pl_buf_printf(&r->ev, "HELO %s\n", ev->helo); break;
     case PL_SMTP_EV_MAIL:
         pl_buf_printf(&r->ev, "MAIL <%s> size=%zu 8bit=%d utf8=%d\n", ev->from,
                       ev->size, ev->body_8bit, ev->smtputf8);
@@ -66,8 +64,8 @@ static struct pl_smtp_config config(int proto)
 
 /* Runs script through a session (in pieces of step bytes, 0: whole);
  * out receives the replies, r the events. */
-static void run(const struct pl_smtp_config *c, const char *script,
-                size_t step, struct pl_buf *out, struct rec *r)
+static void run(const struct pl_smtp_config *c, const char *script, size_t step,
+                struct pl_buf *out, struct rec *r)
 {
     struct pl_smtp *s = pl_smtp_new(c, on_event, r);
     size_t n = strlen(script), i = 0;
@@ -110,106 +108,114 @@ static void check_case(const struct scase *t)
 
 #define GREET "220 mx.example.org ESMTP Parley\r\n"
 #define EHLO_REPLY                                                             \
-    "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"                  \
+    "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"                 \
     "250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
 
 /* RFC 5321 Appendix D.1, a typical transaction (one recipient refused). */
 void test_gw_smtp_rfc5321(void)
 {
-    static const struct scase t = {
-        PL_SMTP_SMTP, "Green@foo.com",
-        "EHLO bar.com\r\n"
-        "MAIL FROM:<Smith@bar.com>\r\n"
-        "RCPT TO:<Jones@foo.com>\r\n"
-        "RCPT TO:<Green@foo.com>\r\n"
-        "RCPT TO:<Brown@foo.com>\r\n"
-        "DATA\r\n"
-        "Blah blah blah...\r\n"
-        "..etc. etc. etc.\r\n"
-        ".\r\n"
-        "QUIT\r\n",
-        GREET EHLO_REPLY "250 2.1.0 Sender <Smith@bar.com> OK\r\n"
-                         "250 2.1.5 Recipient <Jones@foo.com> OK\r\n"
-                         "550 5.1.1 No such user\r\n"
-                         "250 2.1.5 Recipient <Brown@foo.com> OK\r\n"
-                         "354 End data with <CR><LF>.<CR><LF>\r\n"
-                         "250 2.0.0 Message accepted\r\n"
-                         "221 2.0.0 Bye\r\n",
-        "HELO bar.com\nMAIL <Smith@bar.com> size=0 8bit=0 utf8=0\n"
-        "RCPT <Jones@foo.com>\nRCPT <Green@foo.com>\nRCPT <Brown@foo.com>\n"
-        "DATA 2 [Blah blah blah...\r\n.etc. etc. etc.\r\n]\n", 0};
+    static const struct scase t =
+        {PL_SMTP_SMTP,
+         "Green@foo.com",
+         "EHLO bar.com\r\n"
+         "MAIL FROM:<Smith@bar.com>\r\n"
+         "RCPT TO:<Jones@foo.com>\r\n"
+         "RCPT TO:<Green@foo.com>\r\n"
+         "RCPT TO:<Brown@foo.com>\r\n"
+         "DATA\r\n"
+         "Blah blah blah...\r\n"
+         "..etc. etc. etc.\r\n"
+         ".\r\n"
+         "QUIT\r\n",
+         GREET EHLO_REPLY "250 2.1.0 Sender <Smith@bar.com> OK\r\n"
+                          "250 2.1.5 Recipient <Jones@foo.com> OK\r\n"
+                          "550 5.1.1 No such user\r\n"
+                          "250 2.1.5 Recipient <Brown@foo.com> OK\r\n"
+                          "354 End data with <CR><LF>.<CR><LF>\r\n"
+                          "250 2.0.0 Message accepted\r\n"
+                          "221 2.0.0 Bye\r\n",
+         "HELO bar.com\nMAIL <Smith@bar.com> size=0 8bit=0 utf8=0\n"
+         "RCPT <Jones@foo.com>\nRCPT <Green@foo.com>\nRCPT <Brown@foo.com>\n"
+         "DATA 2 [Blah blah blah...\r\n.etc. etc. etc.\r\n]\n",
+         0};
     check_case(&t);
 }
 
 /* RFC 2033 §4.2: LMTP, one reply per recipient after DATA. */
 void test_gw_smtp_lmtp(void)
 {
-    static const struct scase t = {
-        PL_SMTP_LMTP, "green@foo.edu",
-        "LHLO foo.edu\r\n"
-        "MAIL FROM:<chris@bar.com>\r\n"
-        "RCPT TO:<pat@foo.edu>\r\n"
-        "RCPT TO:<jones@foo.edu>\r\n"
-        "RCPT TO:<green@foo.edu>\r\n"
-        "DATA\r\n"
-        "Subject: x\r\n\r\nhi\r\n"
-        ".\r\n"
-        "EHLO foo.edu\r\n"
-        "QUIT\r\n",
-        "220 mx.example.org LMTP Parley\r\n"
-        "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"
-        "250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
-        "250 2.1.0 Sender <chris@bar.com> OK\r\n"
-        "250 2.1.5 Recipient <pat@foo.edu> OK\r\n"
-        "250 2.1.5 Recipient <jones@foo.edu> OK\r\n"
-        "550 5.1.1 No such user\r\n"
-        "354 End data with <CR><LF>.<CR><LF>\r\n"
-        "250 2.1.5 <pat@foo.edu> delivered\r\n"
-        "250 2.1.5 <jones@foo.edu> delivered\r\n"
-        "500 5.5.1 This is LMTP: use LHLO\r\n"
-        "221 2.0.0 Bye\r\n",
-        NULL, 0};
+    static const struct scase t =
+        {PL_SMTP_LMTP,
+         "green@foo.edu",
+         "LHLO foo.edu\r\n"
+         "MAIL FROM:<chris@bar.com>\r\n"
+         "RCPT TO:<pat@foo.edu>\r\n"
+         "RCPT TO:<jones@foo.edu>\r\n"
+         "RCPT TO:<green@foo.edu>\r\n"
+         "DATA\r\n"
+         "Subject: x\r\n\r\nhi\r\n"
+         ".\r\n"
+         "EHLO foo.edu\r\n"
+         "QUIT\r\n",
+         "220 mx.example.org LMTP Parley\r\n"
+         "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"
+         "250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+         "250 2.1.0 Sender <chris@bar.com> OK\r\n"
+         "250 2.1.5 Recipient <pat@foo.edu> OK\r\n"
+         "250 2.1.5 Recipient <jones@foo.edu> OK\r\n"
+         "550 5.1.1 No such user\r\n"
+         "354 End data with <CR><LF>.<CR><LF>\r\n"
+         "250 2.1.5 <pat@foo.edu> delivered\r\n"
+         "250 2.1.5 <jones@foo.edu> delivered\r\n"
+         "500 5.5.1 This is LMTP: use LHLO\r\n"
+         "221 2.0.0 Bye\r\n",
+         NULL,
+         0};
     check_case(&t);
 }
 
 /* Commands out of order, unknown and unoffered commands, error limit. */
 void test_gw_smtp_sequence(void)
 {
-    static const struct scase t = {
-        PL_SMTP_SMTP, NULL,
-        "MAIL FROM:<a@b.c>\r\n"
-        "HELO x\r\n"
-        "RCPT TO:<a@b.c>\r\n"
-        "DATA\r\n"
-        "MAIL FROM:<a@b.c>\r\n"
-        "DATA\r\n"
-        "MAIL FROM:<a@b.c>\r\n"
-        "BDAT 10 LAST\r\n"
-        "XYZZY\r\n"
-        "NOOP\r\n"
-        "STARTTLS\r\n"
-        "NOOP\r\n",
-        GREET "503 5.5.1 Send HELO/EHLO first\r\n"
-              "250 mx.example.org\r\n"
-              "503 5.5.1 Need MAIL command\r\n"
-              "503 5.5.1 Need MAIL command\r\n"
-              "250 2.1.0 Sender <a@b.c> OK\r\n"
-              "503 5.5.1 Need RCPT command\r\n"
-              "503 5.5.1 Sender already specified\r\n"
-              "421 4.7.0 Too many errors, closing connection\r\n",
-        NULL, 0};
+    static const struct scase t =
+        {PL_SMTP_SMTP,
+         NULL,
+         "MAIL FROM:<a@b.c>\r\n"
+         "HELO x\r\n"
+         "RCPT TO:<a@b.c>\r\n"
+         "DATA\r\n"
+         "MAIL FROM:<a@b.c>\r\n"
+         "DATA\r\n"
+         "MAIL FROM:<a@b.c>\r\n"
+         "BDAT 10 LAST\r\n"
+         "XYZZY\r\n"
+         "NOOP\r\n"
+         "STARTTLS\r\n"
+         "NOOP\r\n",
+         GREET "503 5.5.1 Send HELO/EHLO first\r\n"
+               "250 mx.example.org\r\n"
+               "503 5.5.1 Need MAIL command\r\n"
+               "503 5.5.1 Need MAIL command\r\n"
+               "250 2.1.0 Sender <a@b.c> OK\r\n"
+               "503 5.5.1 Need RCPT command\r\n"
+               "503 5.5.1 Sender already specified\r\n"
+               "421 4.7.0 Too many errors, closing connection\r\n",
+         NULL,
+         0};
     check_case(&t);
-    static const struct scase u = {
-        PL_SMTP_SMTP, NULL,
-        "EHLO x\r\nBDAT 10 LAST\r\nXYZZY\r\nnoop\r\nRSET x\r\nRSET\r\n"
-        "VRFY a\r\nQUIT\r\nNOOP\r\n",
-        GREET EHLO_REPLY "502 5.5.1 Command not implemented\r\n"
-                         "500 5.5.1 Command unrecognized\r\n"
-                         "250 2.0.0 OK\r\n501 5.5.4 Syntax: RSET\r\n"
-                         "250 2.0.0 OK\r\n"
-                         "252 2.5.0 Cannot VRFY user, but will accept "
-                         "message\r\n221 2.0.0 Bye\r\n",
-        NULL, 0};
+    static const struct scase u =
+        {PL_SMTP_SMTP,
+         NULL,
+         "EHLO x\r\nBDAT 10 LAST\r\nXYZZY\r\nnoop\r\nRSET x\r\nRSET\r\n"
+         "VRFY a\r\nQUIT\r\nNOOP\r\n",
+         GREET EHLO_REPLY "502 5.5.1 Command not implemented\r\n"
+                          "500 5.5.1 Command unrecognized\r\n"
+                          "250 2.0.0 OK\r\n501 5.5.4 Syntax: RSET\r\n"
+                          "250 2.0.0 OK\r\n"
+                          "252 2.5.0 Cannot VRFY user, but will accept "
+                          "message\r\n221 2.0.0 Bye\r\n",
+         NULL,
+         0};
     check_case(&u);
 }
 
@@ -244,8 +250,11 @@ void test_gw_smtp_addresses(void)
         {"a@c.d", 0, 0, PL_EINVAL, NULL},
         {"<\"unterminated@c.d>", 0, 0, PL_EINVAL, NULL},
         {"<\"a\x01\"@c.d>", 0, 0, PL_EINVAL, NULL},
-        {"<j\xc3\xb6rg@b\xc3\xbc" "cher.example>", 0, 1, PL_OK,
-         "j\xc3\xb6rg@b\xc3\xbc" "cher.example"},
+        {"<j\xc3\xb6rg@b\xc3\xbc"
+         "cher.example>",
+         0, 1, PL_OK,
+         "j\xc3\xb6rg@b\xc3\xbc"
+         "cher.example"},
         {"<j\xc3\xb6rg@example.org>", 0, 0, PL_EINVAL, NULL},
         {"<j\xc3@example.org>", 0, 1, PL_EINVAL, NULL},
         {"<\xed\xa0\x80@example.org>", 0, 1, PL_EINVAL, NULL},
@@ -256,8 +265,8 @@ void test_gw_smtp_addresses(void)
     for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         char out[300];
         size_t used = 0;
-        int rc = pl_smtp_parse_path(pl_str_c(t[i].in), t[i].utf8,
-                                    t[i].null_ok, out, sizeof(out), &used);
+        int rc = pl_smtp_parse_path(pl_str_c(t[i].in), t[i].utf8, t[i].null_ok,
+                                    out, sizeof(out), &used);
         if (rc != t[i].rc)
             fprintf(stderr, "  case %zu: %s\n", i, t[i].in);
         CHECK_INT(rc, t[i].rc);
@@ -271,30 +280,32 @@ void test_gw_smtp_addresses(void)
 /* Bad addresses and parameters in a session: 501/553/555 replies. */
 void test_gw_smtp_bad_addresses(void)
 {
-    static const struct scase t = {
-        PL_SMTP_SMTP, NULL,
-        "EHLO x\r\n"
-        "MAIL FROM:a@b.c\r\n"
-        "MAIL FROM:<a@@b.c>\r\n"
-        "MAIL FROM:<j\xc3\xb6rg@b.c>\r\n"
-        "MAIL FROM:<a@b.c> FOO=1\r\n"
-        "MAIL FROM:<a@b.c> BODY=9BIT\r\n"
-        "NOOP\r\n"
-        "MAIL FROM: <a@b.c> SIZE=1000\r\n"
-        "MAIL FROM: <a@b.c> SIZE=100 BODY=8BITMIME\r\n"
-        "RCPT TO:<>\r\n"
-        "RCPT TO:<j\xc3\xb6rg@b.c>\r\n"
-        "RCPT TO:<x@y.z> NOTIFY=NEVER\r\n"
-        "QUIT\r\n",
-        GREET EHLO_REPLY "501 5.5.2 Syntax: MAIL FROM:<address>\r\n"
-                         "501 5.1.7 Bad sender address syntax\r\n"
-                         "553 5.6.7 Non-ASCII address without SMTPUTF8 "
-                         "(RFC 6531)\r\n"
-                         "555 5.5.4 MAIL FROM parameters not recognized or "
-                         "not implemented\r\n"
-                         "501 5.5.4 Invalid MAIL FROM parameter value\r\n"
-                         "421 4.7.0 Too many errors, closing connection\r\n",
-        NULL, 0};
+    static const struct scase t =
+        {PL_SMTP_SMTP,
+         NULL,
+         "EHLO x\r\n"
+         "MAIL FROM:a@b.c\r\n"
+         "MAIL FROM:<a@@b.c>\r\n"
+         "MAIL FROM:<j\xc3\xb6rg@b.c>\r\n"
+         "MAIL FROM:<a@b.c> FOO=1\r\n"
+         "MAIL FROM:<a@b.c> BODY=9BIT\r\n"
+         "NOOP\r\n"
+         "MAIL FROM: <a@b.c> SIZE=1000\r\n"
+         "MAIL FROM: <a@b.c> SIZE=100 BODY=8BITMIME\r\n"
+         "RCPT TO:<>\r\n"
+         "RCPT TO:<j\xc3\xb6rg@b.c>\r\n"
+         "RCPT TO:<x@y.z> NOTIFY=NEVER\r\n"
+         "QUIT\r\n",
+         GREET EHLO_REPLY "501 5.5.2 Syntax: MAIL FROM:<address>\r\n"
+                          "501 5.1.7 Bad sender address syntax\r\n"
+                          "553 5.6.7 Non-ASCII address without SMTPUTF8 "
+                          "(RFC 6531)\r\n"
+                          "555 5.5.4 MAIL FROM parameters not recognized or "
+                          "not implemented\r\n"
+                          "501 5.5.4 Invalid MAIL FROM parameter value\r\n"
+                          "421 4.7.0 Too many errors, closing connection\r\n",
+         NULL,
+         0};
     check_case(&t);
     struct pl_smtp_config c = config(PL_SMTP_SMTP);
     c.max_errors = 50;
@@ -330,27 +341,29 @@ void test_gw_smtp_bad_addresses(void)
 /* SMTPUTF8 (RFC 6531) transactions, and too many recipients. */
 void test_gw_smtp_utf8_rcpts(void)
 {
-    static const struct scase t = {
-        PL_SMTP_SMTP, NULL,
-        "EHLO x\r\n"
-        "MAIL FROM:<j\xc3\xb6rg@b.c> SMTPUTF8\r\n"
-        "RCPT TO:<\xc3\xa9@b.c>\r\n"
-        "RCPT TO:<b@b.c>\r\n"
-        "RCPT TO:<c@b.c>\r\n"
-        "RCPT TO:<d@b.c>\r\n"
-        "DATA\r\n"
-        "\r\n"
-        ".\r\n",
-        GREET EHLO_REPLY "250 2.1.0 Sender <j\xc3\xb6rg@b.c> OK\r\n"
-                         "250 2.1.5 Recipient <\xc3\xa9@b.c> OK\r\n"
-                         "250 2.1.5 Recipient <b@b.c> OK\r\n"
-                         "250 2.1.5 Recipient <c@b.c> OK\r\n"
-                         "452 4.5.3 Too many recipients\r\n"
-                         "354 End data with <CR><LF>.<CR><LF>\r\n"
-                         "250 2.0.0 Message accepted\r\n",
-        "HELO x\nMAIL <j\xc3\xb6rg@b.c> size=0 8bit=0 utf8=1\n"
-        "RCPT <\xc3\xa9@b.c>\nRCPT <b@b.c>\nRCPT <c@b.c>\n"
-        "DATA 3 [\r\n]\n", 0};
+    static const struct scase t =
+        {PL_SMTP_SMTP,
+         NULL,
+         "EHLO x\r\n"
+         "MAIL FROM:<j\xc3\xb6rg@b.c> SMTPUTF8\r\n"
+         "RCPT TO:<\xc3\xa9@b.c>\r\n"
+         "RCPT TO:<b@b.c>\r\n"
+         "RCPT TO:<c@b.c>\r\n"
+         "RCPT TO:<d@b.c>\r\n"
+         "DATA\r\n"
+         "\r\n"
+         ".\r\n",
+         GREET EHLO_REPLY "250 2.1.0 Sender <j\xc3\xb6rg@b.c> OK\r\n"
+                          "250 2.1.5 Recipient <\xc3\xa9@b.c> OK\r\n"
+                          "250 2.1.5 Recipient <b@b.c> OK\r\n"
+                          "250 2.1.5 Recipient <c@b.c> OK\r\n"
+                          "452 4.5.3 Too many recipients\r\n"
+                          "354 End data with <CR><LF>.<CR><LF>\r\n"
+                          "250 2.0.0 Message accepted\r\n",
+         "HELO x\nMAIL <j\xc3\xb6rg@b.c> size=0 8bit=0 utf8=1\n"
+         "RCPT <\xc3\xa9@b.c>\nRCPT <b@b.c>\nRCPT <c@b.c>\n"
+         "DATA 3 [\r\n]\n",
+         0};
     check_case(&t);
 }
 
@@ -368,39 +381,44 @@ void test_gw_smtp_limits(void)
     big[sizeof(big) - 1] = '\0';
     struct pl_buf in = {0};
     pl_buf_printf(&in, "EHLO x\r\n%s\r\nNOOP\r\n", longcmd);
-    pl_buf_printf(&in, "MAIL FROM:<a@b.c>\r\nRCPT TO:<b@b.c>\r\nDATA\r\n"
-                       "%s\r\n.\r\n",
+    pl_buf_printf(&in,
+                  "MAIL FROM:<a@b.c>\r\nRCPT TO:<b@b.c>\r\nDATA\r\n"
+                  "%s\r\n.\r\n",
                   longtext);
-    pl_buf_printf(&in, "MAIL FROM:<a@b.c>\r\nRCPT TO:<b@b.c>\r\nDATA\r\n"
-                       "%s\r\n.\r\n",
+    pl_buf_printf(&in,
+                  "MAIL FROM:<a@b.c>\r\nRCPT TO:<b@b.c>\r\nDATA\r\n"
+                  "%s\r\n.\r\n",
                   big);
     pl_buf_printf(&in, "MAIL FROM:<a@b.c>\r\nRCPT TO:<b@b.c>\r\nDATA\r\n"
                        "a\n.\r\nb\r\n.\r\n");
     pl_buf_printf(&in, "MAIL FROM:<a@b.c>\r\nRCPT TO:<nobody@b.c>\r\nDATA\r\n"
                        "QUIT\r\n");
-    struct scase t = {
-        PL_SMTP_SMTP, "nobody@b.c", pl_buf_cstr(&in),
-        GREET EHLO_REPLY "500 5.5.2 Line too long\r\n"
-                         "250 2.0.0 OK\r\n"
-                         "250 2.1.0 Sender <a@b.c> OK\r\n"
-                         "250 2.1.5 Recipient <b@b.c> OK\r\n"
-                         "354 End data with <CR><LF>.<CR><LF>\r\n"
-                         "554 5.6.0 Message has a line longer than allowed "
-                         "(RFC 5321 4.5.3.1.6)\r\n"
-                         "250 2.1.0 Sender <a@b.c> OK\r\n"
-                         "250 2.1.5 Recipient <b@b.c> OK\r\n"
-                         "354 End data with <CR><LF>.<CR><LF>\r\n"
-                         "552 5.3.4 Message size exceeds fixed limit\r\n"
-                         "250 2.1.0 Sender <a@b.c> OK\r\n"
-                         "250 2.1.5 Recipient <b@b.c> OK\r\n"
-                         "354 End data with <CR><LF>.<CR><LF>\r\n"
-                         "554 5.6.0 Message has a bare LF (RFC 5321 "
-                         "2.3.8)\r\n"
-                         "250 2.1.0 Sender <a@b.c> OK\r\n"
-                         "550 5.1.1 No such user\r\n"
-                         "554 5.5.1 No valid recipients\r\n"
-                         "221 2.0.0 Bye\r\n",
-        NULL, 100};
+    struct scase t = {PL_SMTP_SMTP,
+                      "nobody@b.c",
+                      pl_buf_cstr(&in),
+                      GREET EHLO_REPLY
+                      "500 5.5.2 Line too long\r\n"
+                      "250 2.0.0 OK\r\n"
+                      "250 2.1.0 Sender <a@b.c> OK\r\n"
+                      "250 2.1.5 Recipient <b@b.c> OK\r\n"
+                      "354 End data with <CR><LF>.<CR><LF>\r\n"
+                      "554 5.6.0 Message has a line longer than allowed "
+                      "(RFC 5321 4.5.3.1.6)\r\n"
+                      "250 2.1.0 Sender <a@b.c> OK\r\n"
+                      "250 2.1.5 Recipient <b@b.c> OK\r\n"
+                      "354 End data with <CR><LF>.<CR><LF>\r\n"
+                      "552 5.3.4 Message size exceeds fixed limit\r\n"
+                      "250 2.1.0 Sender <a@b.c> OK\r\n"
+                      "250 2.1.5 Recipient <b@b.c> OK\r\n"
+                      "354 End data with <CR><LF>.<CR><LF>\r\n"
+                      "554 5.6.0 Message has a bare LF (RFC 5321 "
+                      "2.3.8)\r\n"
+                      "250 2.1.0 Sender <a@b.c> OK\r\n"
+                      "550 5.1.1 No such user\r\n"
+                      "554 5.5.1 No valid recipients\r\n"
+                      "221 2.0.0 Bye\r\n",
+                      NULL,
+                      100};
     check_case(&t);
     pl_buf_reset(&in);
 }
@@ -457,9 +475,9 @@ void test_gw_smtp_resume(void)
     CHECK_INT(pl_smtp_resume(s, NULL, 0), PL_OK); /* LHLO */
     CHECK_INT(pl_smtp_resume(s, NULL, 0), PL_OK); /* MAIL */
     struct pl_smtp_reply no = {450, "4.2.1", "Mailbox busy"};
-    CHECK_INT(pl_smtp_resume(s, &no, 1), PL_OK); /* RCPT x */
+    CHECK_INT(pl_smtp_resume(s, &no, 1), PL_OK);  /* RCPT x */
     CHECK_INT(pl_smtp_resume(s, NULL, 0), PL_OK); /* RCPT w */
-    CHECK(pl_smtp_is_pending(s));                /* DATA */
+    CHECK(pl_smtp_is_pending(s));                 /* DATA */
     struct pl_smtp_reply ok[1] = {{0, NULL, NULL}};
     CHECK_INT(pl_smtp_resume(s, ok, 1), PL_OK);
     CHECK(!pl_smtp_is_pending(s));

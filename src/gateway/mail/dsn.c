@@ -81,8 +81,9 @@ static GMimePart *text_part(const char *subtype, const char *text)
     GMimeTextPart *t = g_mime_text_part_new_with_subtype(subtype);
     g_mime_text_part_set_text(t, text);
     g_mime_part_set_content_encoding(
-        GMIME_PART(t), g_mime_part_get_best_content_encoding(
-                           GMIME_PART(t), GMIME_ENCODING_CONSTRAINT_7BIT));
+        GMIME_PART(t),
+        g_mime_part_get_best_content_encoding(GMIME_PART(t),
+                                              GMIME_ENCODING_CONSTRAINT_7BIT));
     return GMIME_PART(t);
 }
 
@@ -106,8 +107,7 @@ static char *header_section(struct pl_str m)
     return r;
 }
 
-int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
-                 char **message_id)
+int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out, char **message_id)
 {
     if (!d->nrcpts || !d->rcpts || !d->from || !d->to || !d->reporting_mta ||
         !clean(d->reporting_mta) || !clean(d->envelope_id))
@@ -153,8 +153,7 @@ int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
         if (r->remote_mta)
             g_string_append_printf(f, "Remote-MTA: %s\r\n", r->remote_mta);
         if (r->diagnostic)
-            g_string_append_printf(f, "Diagnostic-Code: %s\r\n",
-                                   r->diagnostic);
+            g_string_append_printf(f, "Diagnostic-Code: %s\r\n", r->diagnostic);
         if (r->last_attempt)
             put_date(f, "Last-Attempt-Date", r->last_attempt);
         if (r->will_retry_until)
@@ -166,9 +165,8 @@ int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
     if (d->text) {
         g_string_append(h, d->text);
     } else {
-        g_string_append_printf(
-            h, "This is the mail gateway at %s.\n\n",
-            d->reporting_mta);
+        g_string_append_printf(h, "This is the mail gateway at %s.\n\n",
+                               d->reporting_mta);
         g_string_append(h, worst == PL_DSN_FAILED
                                ? "Your message could not be delivered to:\n"
                            : worst == PL_DSN_DELAYED
@@ -177,11 +175,14 @@ int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
                                  "retried:\n"
                                : "Your message was delivered to:\n");
         for (size_t i = 0; i < d->nrcpts; i++)
-            g_string_append_printf(
-                h, "  %s: %s (%s)%s%s\n", d->rcpts[i].final_recipient,
-                pl_dsn_action_name(d->rcpts[i].action), d->rcpts[i].status,
-                d->rcpts[i].diagnostic ? "\n    " : "",
-                d->rcpts[i].diagnostic ? d->rcpts[i].diagnostic : "");
+            g_string_append_printf(h, "  %s: %s (%s)%s%s\n",
+                                   d->rcpts[i].final_recipient,
+                                   pl_dsn_action_name(d->rcpts[i].action),
+                                   d->rcpts[i].status,
+                                   d->rcpts[i].diagnostic ? "\n    " : "",
+                                   d->rcpts[i].diagnostic
+                                       ? d->rcpts[i].diagnostic
+                                       : "");
     }
 
     GMimeMultipart *mp = g_mime_multipart_new_with_subtype("report");
@@ -191,8 +192,9 @@ int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
     g_mime_multipart_add(mp, GMIME_OBJECT(human));
     g_object_unref(human);
 
-    GMimePart *ds = g_mime_part_new_with_type(
-        "message", global ? "global-delivery-status" : "delivery-status");
+    GMimePart *ds = g_mime_part_new_with_type("message",
+                                              global ? "global-delivery-status"
+                                                     : "delivery-status");
     GMimeStream *fs = g_mime_stream_mem_new_with_buffer(f->str, f->len);
     GMimeDataWrapper *dw =
         g_mime_data_wrapper_new_with_stream(fs, GMIME_CONTENT_ENCODING_DEFAULT);
@@ -216,12 +218,13 @@ int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
     g_mime_message_add_mailbox(msg, GMIME_ADDRESS_TYPE_FROM,
                                "Mail Delivery System", d->from);
     g_mime_message_add_mailbox(msg, GMIME_ADDRESS_TYPE_TO, "", d->to);
-    g_mime_message_set_subject(
-        msg,
-        worst == PL_DSN_FAILED    ? "Delivery Status Notification (Failure)"
-        : worst == PL_DSN_DELAYED ? "Delivery Status Notification (Delay)"
-                                  : "Delivery Status Notification (Success)",
-        NULL);
+    g_mime_message_set_subject(msg,
+                               worst == PL_DSN_FAILED
+                                   ? "Delivery Status Notification (Failure)"
+                               : worst == PL_DSN_DELAYED
+                                   ? "Delivery Status Notification (Delay)"
+                                   : "Delivery Status Notification (Success)",
+                               NULL);
     GDateTime *date = d->date ? g_date_time_new_from_unix_utc(d->date)
                               : g_date_time_new_now_utc();
     g_mime_message_set_date(msg, date);
@@ -324,8 +327,7 @@ struct parse_ctx {
     int last_group;  /* the group of the last recipient added */
 };
 
-static void on_field(void *data, int group, const char *name,
-                     const char *value)
+static void on_field(void *data, int group, const char *name, const char *value)
 {
     struct parse_ctx *c = data;
     struct pl_dsn_report *r = c->r;
@@ -378,7 +380,8 @@ static GByteArray *leaf_bytes(GMimeObject *o, GMimeStream **keep)
         if (dw)
             g_mime_data_wrapper_write_to_stream(dw, s);
     } else if (GMIME_IS_MESSAGE_PART(o)) {
-        GMimeMessage *m = g_mime_message_part_get_message(GMIME_MESSAGE_PART(o));
+        GMimeMessage *m = g_mime_message_part_get_message(
+            GMIME_MESSAGE_PART(o));
         if (m)
             g_mime_object_write_to_stream(GMIME_OBJECT(m), NULL, s);
     }
@@ -422,8 +425,7 @@ int pl_dsn_parse(struct pl_str raw, struct pl_dsn_report **out)
             struct parse_ctx c = {r, 0, 0};
             fields((const char *)ba->data, ba->len, on_field, &c);
             g_object_unref(keep);
-        } else if (g_mime_content_type_is_type(pct, "text",
-                                               "rfc822-headers") ||
+        } else if (g_mime_content_type_is_type(pct, "text", "rfc822-headers") ||
                    g_mime_content_type_is_type(pct, "message", "rfc822")) {
             GByteArray *ba = leaf_bytes(part, &keep);
             GMimeStream *hs =

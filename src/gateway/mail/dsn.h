@@ -51,18 +51,18 @@ struct pl_dsn_rcpt {
 };
 
 struct pl_dsn {
-    const char *reporting_mta;  /* our host name (dns type) */
-    const char *from;           /* the report's From (MAILER-DAEMON@...) */
-    const char *to;             /* the original sender */
-    const char *envelope_id;    /* ENVID, or NULL */
-    time_t arrival;             /* when the original arrived, 0: unknown */
-    const char *text;           /* human text, or NULL for a default */
+    const char *reporting_mta;       /* our host name (dns type) */
+    const char *from;                /* the report's From (MAILER-DAEMON@...) */
+    const char *to;                  /* the original sender */
+    const char *envelope_id;         /* ENVID, or NULL */
+    time_t arrival;                  /* when the original arrived, 0: unknown */
+    const char *text;                /* human text, or NULL for a default */
     const struct pl_dsn_rcpt *rcpts; /* at least one */
     size_t nrcpts;
-    struct pl_str original;     /* the original message (its header
+    struct pl_str original; /* the original message (its header
                                  * section is included), may be empty */
-    const char *id_domain;      /* for the Message-ID */
-    time_t date;                /* 0: now */
+    const char *id_domain;  /* for the Message-ID */
+    time_t date;            /* 0: now */
 };
 
 /*
@@ -70,8 +70,7 @@ struct pl_dsn {
  * not NULL, receives its Message-ID (pl_free).  PL_EINVAL without a
  * recipient, a bad action or status, or no from/to.
  */
-int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out,
-                 char **message_id);
+int pl_dsn_build(const struct pl_dsn *d, struct pl_buf *out, char **message_id);
 
 /* A notification read back. */
 struct pl_dsn_report_rcpt {
@@ -84,9 +83,9 @@ struct pl_dsn_report_rcpt {
 };
 
 struct pl_dsn_report {
-    char *reporting_mta;      /* without "dns;" */
-    char *envelope_id;        /* or NULL */
-    char *arrival_date;       /* as written, or NULL */
+    char *reporting_mta;       /* without "dns;" */
+    char *envelope_id;         /* or NULL */
+    char *arrival_date;        /* as written, or NULL */
     char *original_message_id; /* from the returned headers, or NULL */
     struct pl_dsn_report_rcpt *rcpts;
     size_t nrcpts;

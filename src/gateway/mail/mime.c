@@ -77,8 +77,8 @@ static char *to_utf8(const char *p, size_t n, const char *charset,
     }
     gsize written = 0;
     GError *err = NULL;
-    gchar *u = g_convert_with_fallback(p, (gssize)n, "UTF-8", name, "?",
-                                       NULL, &written, &err);
+    gchar *u = g_convert_with_fallback(p, (gssize)n, "UTF-8", name, "?", NULL,
+                                       &written, &err);
     if (!u) {
         g_clear_error(&err);
         m->bad_charset++;
@@ -97,15 +97,28 @@ struct entity {
 };
 
 static const struct entity entities[] = {
-    {"amp", "&"},          {"lt", "<"},           {"gt", ">"},
-    {"quot", "\""},        {"apos", "'"},         {"nbsp", " "},
-    {"copy", "\xc2\xa9"},  {"reg", "\xc2\xae"},   {"laquo", "\xc2\xab"},
-    {"raquo", "\xc2\xbb"}, {"euro", "\xe2\x82\xac"},
-    {"hellip", "\xe2\x80\xa6"}, {"mdash", "\xe2\x80\x94"},
-    {"ndash", "\xe2\x80\x93"}, {"lsquo", "\xe2\x80\x98"},
-    {"rsquo", "\xe2\x80\x99"}, {"ldquo", "\xe2\x80\x9c"},
-    {"rdquo", "\xe2\x80\x9d"}, {"bull", "\xe2\x80\xa2"},
-    {"middot", "\xc2\xb7"}, {"deg", "\xc2\xb0"},  {"times", "\xc3\x97"},
+    {"amp", "&"},
+    {"lt", "<"},
+    {"gt", ">"},
+    {"quot", "\""},
+    {"apos", "'"},
+    {"nbsp", " "},
+    {"copy", "\xc2\xa9"},
+    {"reg", "\xc2\xae"},
+    {"laquo", "\xc2\xab"},
+    {"raquo", "\xc2\xbb"},
+    {"euro", "\xe2\x82\xac"},
+    {"hellip", "\xe2\x80\xa6"},
+    {"mdash", "\xe2\x80\x94"},
+    {"ndash", "\xe2\x80\x93"},
+    {"lsquo", "\xe2\x80\x98"},
+    {"rsquo", "\xe2\x80\x99"},
+    {"ldquo", "\xe2\x80\x9c"},
+    {"rdquo", "\xe2\x80\x9d"},
+    {"bull", "\xe2\x80\xa2"},
+    {"middot", "\xc2\xb7"},
+    {"deg", "\xc2\xb0"},
+    {"times", "\xc3\x97"},
 };
 
 static void put_codepoint(struct pl_buf *b, unsigned long cp)
@@ -120,8 +133,8 @@ static void put_codepoint(struct pl_buf *b, unsigned long cp)
 /* Decodes the entity at p ('&'); returns bytes used, 0 if none. */
 static size_t entity(const char *p, const char *e, struct pl_buf *b)
 {
-    const char *semi = memchr(p, ';', (size_t)(e - p) < 12 ? (size_t)(e - p)
-                                                            : 12);
+    const char *semi = memchr(p, ';',
+                              (size_t)(e - p) < 12 ? (size_t)(e - p) : 12);
     if (!semi)
         return 0;
     const char *name = p + 1;
@@ -156,10 +169,15 @@ static size_t entity(const char *p, const char *e, struct pl_buf *b)
 /* Tag names that end a line, and those whose content is skipped. */
 static int is_block(const char *t, size_t n)
 {
-    static const char *const blocks[] = {
-        "p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6",
-        "blockquote", "ul", "ol", "table", "pre", "hr", "dt", "dd",
-        "section", "article", "header", "footer", "title", "address"};
+    static const char *const blocks[] = {"p",      "div",     "br",
+                                         "li",     "tr",      "h1",
+                                         "h2",     "h3",      "h4",
+                                         "h5",     "h6",      "blockquote",
+                                         "ul",     "ol",      "table",
+                                         "pre",    "hr",      "dt",
+                                         "dd",     "section", "article",
+                                         "header", "footer",  "title",
+                                         "address"};
     for (size_t i = 0; i < sizeof(blocks) / sizeof(blocks[0]); i++)
         if (strlen(blocks[i]) == n && strncasecmp(blocks[i], t, n) == 0)
             return 1;
@@ -365,9 +383,8 @@ void pl_mail_html_to_text(struct pl_str html, struct pl_buf *out)
     }
     pl_free(href);
     /* No trailing blank lines or spaces. */
-    while (out->len > h.start &&
-           (out->data[out->off + out->len - 1] == '\n' ||
-            out->data[out->off + out->len - 1] == ' '))
+    while (out->len > h.start && (out->data[out->off + out->len - 1] == '\n' ||
+                                  out->data[out->off + out->len - 1] == ' '))
         out->len--;
 }
 
@@ -376,9 +393,9 @@ void pl_mail_html_to_text(struct pl_str html, struct pl_buf *out)
 struct walk {
     const struct pl_mail_limits *lim;
     struct pl_mail_msg *m;
-    size_t att_bytes;  /* kept so far */
-    int have_plain;    /* the text is from text/plain */
-    char *html;        /* first text/html, converted, until the end */
+    size_t att_bytes; /* kept so far */
+    int have_plain;   /* the text is from text/plain */
+    char *html;       /* first text/html, converted, until the end */
 };
 
 /* The decoded content of a leaf (transfer encoding undone). */
@@ -448,8 +465,8 @@ static void walk(struct walk *w, GMimeObject *obj, unsigned depth)
     }
     if (GMIME_IS_MESSAGE_PART(obj)) {
         /* An attached message is kept whole, as the file it is. */
-        GMimeMessage *inner =
-            g_mime_message_part_get_message(GMIME_MESSAGE_PART(obj));
+        GMimeMessage *inner = g_mime_message_part_get_message(
+            GMIME_MESSAGE_PART(obj));
         if (!inner)
             return;
         GMimeStream *s = g_mime_stream_mem_new();
@@ -523,8 +540,8 @@ static char *first_addr(InternetAddressList *l, char **name)
         InternetAddress *a = internet_address_list_get_address(l, i);
         if (!INTERNET_ADDRESS_IS_MAILBOX(a))
             continue;
-        const char *addr =
-            internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+        const char *addr = internet_address_mailbox_get_addr(
+            INTERNET_ADDRESS_MAILBOX(a));
         if (!addr || !*addr)
             continue;
         const char *nm = internet_address_get_name(a);
@@ -545,8 +562,8 @@ static void add_addrs(struct pl_mail_msg *m, InternetAddressList *l)
                              INTERNET_ADDRESS_GROUP(a)));
             continue;
         }
-        const char *addr =
-            internet_address_mailbox_get_addr(INTERNET_ADDRESS_MAILBOX(a));
+        const char *addr = internet_address_mailbox_get_addr(
+            INTERNET_ADDRESS_MAILBOX(a));
         if (!addr || !*addr)
             continue;
         m->to = pl_realloc(m->to, (m->nto + 1) * sizeof(*m->to));
@@ -591,8 +608,7 @@ int pl_mail_parse(struct pl_str raw, const struct pl_mail_limits *lim,
     if (irt) {
         GMimeReferences *refs = g_mime_references_parse(NULL, irt);
         if (refs && g_mime_references_length(refs) > 0)
-            m->in_reply_to =
-                dup_opt(g_mime_references_get_message_id(refs, 0));
+            m->in_reply_to = dup_opt(g_mime_references_get_message_id(refs, 0));
         if (refs)
             g_mime_references_free(refs);
     }
@@ -638,11 +654,10 @@ void pl_mail_msg_free(struct pl_mail_msg *m)
 /* ---- Building. */
 
 /* Adds one mailbox to a header list; 0 if addr is not an addr-spec. */
-static int add_mailbox(GMimeMessage *msg, GMimeAddressType t,
-                       const char *name, const char *addr)
+static int add_mailbox(GMimeMessage *msg, GMimeAddressType t, const char *name,
+                       const char *addr)
 {
-    if (!addr || !*addr || strpbrk(addr, "<>,;\r\n\"") ||
-        !strchr(addr, '@'))
+    if (!addr || !*addr || strpbrk(addr, "<>,;\r\n\"") || !strchr(addr, '@'))
         return 0;
     g_mime_message_add_mailbox(msg, t, name ? name : "", addr);
     return 1;

@@ -52,18 +52,18 @@ struct pl_mail_attachment {
 };
 
 struct pl_mail_msg {
-    char *from;          /* addr-spec of the first From mailbox, or NULL */
-    char *from_name;     /* its display name (UTF-8), or NULL */
-    char **to;           /* To and Cc addr-specs */
-    size_t nto;          /* how many */
-    char *subject;       /* UTF-8, or NULL */
-    char *message_id;    /* without angle brackets, or NULL */
-    char *in_reply_to;   /* without angle brackets, or NULL */
-    char *text;          /* the body text in UTF-8 (never NULL) */
-    int text_from_html;  /* text came from text/html */
+    char *from;         /* addr-spec of the first From mailbox, or NULL */
+    char *from_name;    /* its display name (UTF-8), or NULL */
+    char **to;          /* To and Cc addr-specs */
+    size_t nto;         /* how many */
+    char *subject;      /* UTF-8, or NULL */
+    char *message_id;   /* without angle brackets, or NULL */
+    char *in_reply_to;  /* without angle brackets, or NULL */
+    char *text;         /* the body text in UTF-8 (never NULL) */
+    int text_from_html; /* text came from text/html */
     struct pl_mail_attachment *att; /* attachments */
-    size_t natt;         /* how many */
-    unsigned dropped;    /* parts or bytes left out by the limits */
+    size_t natt;                    /* how many */
+    unsigned dropped;               /* parts or bytes left out by the limits */
     unsigned bad_charset; /* parts whose charset was unknown or broken */
 };
 
@@ -95,17 +95,17 @@ struct pl_mail_link {
 };
 
 struct pl_mail_out {
-    const char *from;         /* addr-spec */
-    const char *from_name;    /* display name (UTF-8) or NULL */
-    const char *const *to;    /* addr-specs */
-    size_t nto;               /* how many (>= 1) */
-    const char *subject;      /* UTF-8 or NULL */
-    const char *text;         /* UTF-8 body */
+    const char *from;                 /* addr-spec */
+    const char *from_name;            /* display name (UTF-8) or NULL */
+    const char *const *to;            /* addr-specs */
+    size_t nto;                       /* how many (>= 1) */
+    const char *subject;              /* UTF-8 or NULL */
+    const char *text;                 /* UTF-8 body */
     const struct pl_mail_link *links; /* uploaded files */
-    size_t nlinks;            /* how many */
-    const char *in_reply_to;  /* Message-ID replied to (no brackets) */
-    const char *id_domain;    /* right side of the new Message-ID */
-    time_t date;              /* 0: now */
+    size_t nlinks;                    /* how many */
+    const char *in_reply_to;          /* Message-ID replied to (no brackets) */
+    const char *id_domain;            /* right side of the new Message-ID */
+    time_t date;                      /* 0: now */
 };
 
 /*

@@ -43,8 +43,7 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *data)
 
 /* Keeps the reply that decided: the first 4xx/5xx line, else the last
  * line before QUIT's 221 (a multi-line reply's last line counts). */
-static int on_debug(CURL *h, curl_infotype type, char *p, size_t n,
-                    void *data)
+static int on_debug(CURL *h, curl_infotype type, char *p, size_t n, void *data)
 {
     struct upload *u = data;
     if (type != CURLINFO_HEADER_IN || n < 4 || u->failed)
@@ -140,9 +139,10 @@ int pl_mail_send(const struct pl_mail_relay *relay, const char *from,
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
                      relay->timeout_ms ? relay->timeout_ms : 300000L);
     curl_easy_setopt(h, CURLOPT_USE_SSL,
-                     relay->tls == PL_MAIL_TLS_TRY       ? (long)CURLUSESSL_TRY
-                     : relay->tls == PL_MAIL_TLS_REQUIRE ? (long)CURLUSESSL_ALL
-                                                         : (long)CURLUSESSL_NONE);
+                     relay->tls == PL_MAIL_TLS_TRY ? (long)CURLUSESSL_TRY
+                     : relay->tls == PL_MAIL_TLS_REQUIRE
+                         ? (long)CURLUSESSL_ALL
+                         : (long)CURLUSESSL_NONE);
     if (relay->no_verify) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);

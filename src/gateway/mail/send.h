@@ -29,24 +29,24 @@ enum pl_mail_tls {
 };
 
 struct pl_mail_relay {
-    const char *host;       /* name or address */
-    int port;               /* 0: 25 (465 for DIRECT) */
-    int tls;                /* enum pl_mail_tls */
-    int no_verify;          /* do not verify the relay's certificate */
-    const char *ca_file;    /* CA bundle, or NULL for the system's */
-    const char *user;       /* AUTH user, or NULL */
-    const char *password;   /* its password */
-    const char *helo;       /* our EHLO name, or NULL ("localhost") */
+    const char *host;        /* name or address */
+    int port;                /* 0: 25 (465 for DIRECT) */
+    int tls;                 /* enum pl_mail_tls */
+    int no_verify;           /* do not verify the relay's certificate */
+    const char *ca_file;     /* CA bundle, or NULL for the system's */
+    const char *user;        /* AUTH user, or NULL */
+    const char *password;    /* its password */
+    const char *helo;        /* our EHLO name, or NULL ("localhost") */
     long connect_timeout_ms; /* 0: 30 s */
-    long timeout_ms;        /* whole transaction, 0: 300 s */
+    long timeout_ms;         /* whole transaction, 0: 300 s */
 };
 
 /* What happened (pl_mail_send's return says the same in short). */
 struct pl_mail_send_result {
-    int code;           /* last SMTP reply code, 0 if none came */
-    char text[512];     /* its text (enhanced code included), or why */
-    int temporary;      /* retry later */
-    int permanent;      /* give up (bounce) */
+    int code;       /* last SMTP reply code, 0 if none came */
+    char text[512]; /* its text (enhanced code included), or why */
+    int temporary;  /* retry later */
+    int permanent;  /* give up (bounce) */
 };
 
 /*

@@ -34,12 +34,15 @@
 #include "buf.h"
 #include "error.h"
 
-#define PATH_MAX_LEN 256  /* RFC 5321 §4.5.3.1.3, with the brackets */
-#define LOCAL_MAX_LEN 64  /* §4.5.3.1.1 */
+#define PATH_MAX_LEN 256   /* RFC 5321 §4.5.3.1.3, with the brackets */
+#define LOCAL_MAX_LEN 64   /* §4.5.3.1.1 */
 #define DOMAIN_MAX_LEN 255 /* §4.5.3.1.2 */
-#define TEXT_MAX 400      /* our reply text, after sanitizing */
+#define TEXT_MAX 400       /* our reply text, after sanitizing */
 
-enum { S_CMD, S_DATA };
+enum {
+    S_CMD,
+    S_DATA
+};
 
 struct pl_smtp {
     struct pl_smtp_config cfg; /* settings (strings below) */
@@ -57,26 +60,26 @@ struct pl_smtp {
     char *helo;                /* HELO argument, NULL before */
     unsigned errors;           /* client errors so far */
     /* The mail transaction. */
-    unsigned has_mail : 1;     /* MAIL accepted */
-    unsigned body_8bit : 1;    /* BODY=8BITMIME */
-    unsigned smtputf8 : 1;     /* SMTPUTF8 */
-    char from[PATH_MAX_LEN + 1]; /* reverse-path mailbox */
-    size_t size;               /* SIZE= */
-    char **rcpts;              /* accepted recipients */
-    size_t nrcpts;             /* how many */
-    unsigned rcpt_tries;       /* RCPT commands in the transaction */
-    char cur[PATH_MAX_LEN + 1]; /* the MAIL/RCPT address being decided */
-    struct pl_smtp_event ev;   /* the pending event */
+    unsigned has_mail : 1;         /* MAIL accepted */
+    unsigned body_8bit : 1;        /* BODY=8BITMIME */
+    unsigned smtputf8 : 1;         /* SMTPUTF8 */
+    char from[PATH_MAX_LEN + 1];   /* reverse-path mailbox */
+    size_t size;                   /* SIZE= */
+    char **rcpts;                  /* accepted recipients */
+    size_t nrcpts;                 /* how many */
+    unsigned rcpt_tries;           /* RCPT commands in the transaction */
+    char cur[PATH_MAX_LEN + 1];    /* the MAIL/RCPT address being decided */
+    struct pl_smtp_event ev;       /* the pending event */
     struct pl_smtp_reply *replies; /* verdict slots (max_rcpts or 1) */
     /* DATA. */
-    struct pl_buf msg;         /* unstuffed text */
-    size_t msg_size;           /* client bytes, unstuffed */
-    size_t line_len;           /* bytes of the current line so far */
-    unsigned bol : 1;          /* at the start of a line */
-    unsigned prev_crlf : 1;    /* the previous line ended in CRLF */
-    unsigned too_big : 1;      /* over max_size */
-    unsigned too_long : 1;     /* a line over max_text_line */
-    unsigned bare_lf : 1;      /* a line ended in LF alone */
+    struct pl_buf msg;      /* unstuffed text */
+    size_t msg_size;        /* client bytes, unstuffed */
+    size_t line_len;        /* bytes of the current line so far */
+    unsigned bol : 1;       /* at the start of a line */
+    unsigned prev_crlf : 1; /* the previous line ended in CRLF */
+    unsigned too_big : 1;   /* over max_size */
+    unsigned too_long : 1;  /* a line over max_text_line */
+    unsigned bare_lf : 1;   /* a line ended in LF alone */
 };
 
 void pl_smtp_config_default(struct pl_smtp_config *cfg)
@@ -413,8 +416,8 @@ static int emit(struct pl_smtp *s, size_t nreplies)
     if (rc != PL_OK) {
         /* A failing callback is a local error (RFC 5321 451). */
         for (size_t i = 0; i < nreplies; i++)
-            s->replies[i] = (struct pl_smtp_reply){
-                451, "4.3.0", "Local error in processing"};
+            s->replies[i] = (struct pl_smtp_reply){451, "4.3.0",
+                                                   "Local error in processing"};
     }
     return 1;
 }
@@ -688,8 +691,8 @@ static void cmd_rcpt(struct pl_smtp *s, const char *arg)
         /* Non-ASCII without SMTPUTF8 fails the ASCII grammar; say so. */
         char tmp[PATH_MAX_LEN + 1];
         if (!s->smtputf8 && s->cfg.smtputf8 &&
-            pl_smtp_parse_path(pl_str_c(p), 1, 0, tmp, sizeof(tmp),
-                               &used) == PL_OK)
+            pl_smtp_parse_path(pl_str_c(p), 1, 0, tmp, sizeof(tmp), &used) ==
+                PL_OK)
             client_error(s, 553, "5.6.7",
                          "Non-ASCII address without SMTPUTF8 (RFC 6531)");
         else
@@ -1055,18 +1058,10 @@ int pl_smtp_resume(struct pl_smtp *s, const struct pl_smtp_reply *replies,
     s->pending = 0;
     const struct pl_smtp_reply *r = n ? replies : NULL;
     switch (type) {
-    case PL_SMTP_EV_HELO:
-        finish_helo(s, r);
-        break;
-    case PL_SMTP_EV_MAIL:
-        finish_mail(s, r);
-        break;
-    case PL_SMTP_EV_RCPT:
-        finish_rcpt(s, r);
-        break;
-    case PL_SMTP_EV_DATA:
-        finish_data(s, replies, n);
-        break;
+    case PL_SMTP_EV_HELO: finish_helo(s, r); break;
+    case PL_SMTP_EV_MAIL: finish_mail(s, r); break;
+    case PL_SMTP_EV_RCPT: finish_rcpt(s, r); break;
+    case PL_SMTP_EV_DATA: finish_data(s, replies, n); break;
     }
     if (!s->done)
         run(s);

@@ -87,16 +87,16 @@ enum pl_smtp_event_type {
  * when the callback returns PL_EAGAIN, until pl_smtp_resume().
  */
 struct pl_smtp_event {
-    int type;                  /* enum pl_smtp_event_type */
-    const char *helo;          /* the client's HELO/EHLO/LHLO argument */
-    const char *from;          /* reverse-path mailbox; "" for <> */
-    const char *rcpt;          /* RCPT: the mailbox (unquoted as sent) */
-    const char *const *rcpts;  /* DATA: the accepted recipients */
-    size_t nrcpts;             /* DATA: how many */
-    struct pl_str message;     /* DATA: the message, dot-unstuffed, CRLF */
-    size_t size;               /* MAIL: SIZE= value, 0 if absent */
-    int body_8bit;             /* MAIL: BODY=8BITMIME */
-    int smtputf8;              /* MAIL: SMTPUTF8 */
+    int type;                 /* enum pl_smtp_event_type */
+    const char *helo;         /* the client's HELO/EHLO/LHLO argument */
+    const char *from;         /* reverse-path mailbox; "" for <> */
+    const char *rcpt;         /* RCPT: the mailbox (unquoted as sent) */
+    const char *const *rcpts; /* DATA: the accepted recipients */
+    size_t nrcpts;            /* DATA: how many */
+    struct pl_str message;    /* DATA: the message, dot-unstuffed, CRLF */
+    size_t size;              /* MAIL: SIZE= value, 0 if absent */
+    int body_8bit;            /* MAIL: BODY=8BITMIME */
+    int smtputf8;             /* MAIL: SMTPUTF8 */
 };
 
 /*

@@ -237,8 +237,8 @@ int pl_smtp_server_open(struct pl_loop *loop,
     } else {
         srv->address = pl_strdup(cfg->address ? cfg->address : "127.0.0.1");
         srv->cfg.address = srv->address;
-        rc = pl_listener_open(loop, srv->address, cfg->port, on_tcp_accept,
-                              srv, &srv->tcp);
+        rc = pl_listener_open(loop, srv->address, cfg->port, on_tcp_accept, srv,
+                              &srv->tcp);
     }
     if (rc != PL_OK) {
         pl_free(srv->hostname);
@@ -257,8 +257,8 @@ int pl_smtp_server_port(const struct pl_smtp_server *srv)
         return -1;
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
-    if (getsockname(pl__listener_fd(srv->tcp), (struct sockaddr *)&ss,
-                    &len) < 0)
+    if (getsockname(pl__listener_fd(srv->tcp), (struct sockaddr *)&ss, &len) <
+        0)
         return -1;
     if (ss.ss_family == AF_INET)
         return ntohs(((struct sockaddr_in *)&ss)->sin_port);
