@@ -126,7 +126,8 @@ test:
 	@scripts/bootstrap --test
 	@scripts/build-web || echo "make test: no web client (above); test_webclient says why"
 	@$(MAKE) -j2 --no-print-directory all $(BUILD)/unit-tests \
-	    $(BUILD)/tests/strophe_client $(BUILD)/bench/parley-load \
+	    $(BUILD)/tests/strophe_client $(BUILD)/tests/gw_smtp_probe \
+	    $(BUILD)/bench/parley-load \
 	    $(BUILD)/bench/sip-load
 	@$(MAKE) -j2 --no-print-directory SAN=address,undefined all build/san/unit-tests
 	@# the ground rules say gcc and clang: clang builds everything too
@@ -193,6 +194,14 @@ $(BUILD)/libgateway.a: $(GATEWAY_LIB_OBJ)
 	@rm -f $@
 	$(Q)ar rcs $@ $^
 
+# The e-mail channel's test program (tests/interop/test_gateway_mail.py).
+$(BUILD)/tests/gw_smtp_probe: $(BUILD)/tests/interop/gw_smtp_probe.o \
+    $(BUILD)/libgateway.a $(BUILD)/libparley.a
+	@$(if $(Q),echo "  LD  $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(GATEWAY_LIBS)
+$(BUILD)/tests/interop/gw_smtp_probe.o: CFLAGS += $(GATEWAY_CFLAGS)
+-include $(BUILD)/tests/interop/gw_smtp_probe.d
+
 ifneq ($(wildcard src/gateway/main.c),)
 all: $(BUILD)/parley-gateway
 endif
@@ -217,7 +226,8 @@ $(BUILD)/parley-gateway: $(BUILD)/src/gateway/main.o $(BUILD)/libgateway.a \
 FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot
+FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
+    smtp mime
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
@@ -266,6 +276,24 @@ FUZZ_COMMON_OBJ := $(FUZZ_BUILD)/tests/fuzz/fuzz_common.o \
                    $(FUZZ_BUILD)/tests/support/inproc.o
 $(FUZZ_BUILD)/fuzz_c2s $(FUZZ_BUILD)/fuzz_web: $(FUZZ_COMMON_OBJ)
 
+# The gateway's parsers (src/gateway/mail/) link its own archive and
+# GMime/libcurl: build/fuzz/libgateway.a, before the core's.
+FUZZ_GW_TARGETS := smtp mime
+FUZZ_GW_OBJ := $(filter-out %/main.o,$(GATEWAY_SRC:%.c=$(FUZZ_BUILD)/%.o))
+$(FUZZ_GW_OBJ) $(FUZZ_GW_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.o): \
+    FUZZ_CFLAGS += $(GATEWAY_CFLAGS)
+
+$(FUZZ_BUILD)/libgateway.a: $(FUZZ_GW_OBJ)
+	@rm -f $@
+	$(Q)ar rcs $@ $^
+
+$(FUZZ_GW_TARGETS:%=$(FUZZ_BUILD)/fuzz_%): $(FUZZ_BUILD)/fuzz_%: \
+    $(FUZZ_BUILD)/tests/fuzz/fuzz_%.o $(FUZZ_BUILD)/libgateway.a \
+    $(FUZZ_BUILD)/libparley.a
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ \
+	    $(LDLIBS) $(GATEWAY_LIBS)
+
 fuzz-build: fuzz-tools $(FUZZ_BINS)
 
 fuzz: fuzz-build
@@ -306,7 +334,7 @@ fuzz-regress: fuzz-build
 .PHONY: fuzz fuzz-build fuzz-merge fuzz-regress fuzz-tools
 .PRECIOUS: $(FUZZ_BUILD)/%.o
 -include $(FUZZ_OBJ:.o=.d) $(FUZZ_COMMON_OBJ:.o=.d) \
-    $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d)
+    $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/fuzz_%.d) $(FUZZ_GW_OBJ:.o=.d)
 
 # Benchmark (issue 9): bench/parley-load, the load generator, and bench/run,
 # which compares Parley with Prosody and ejabberd, and with Kamailio for
