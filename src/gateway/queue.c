@@ -395,9 +395,12 @@ static int owned(struct pl_gwq *q, const char *id, const char *instance)
                               : PL_ESTORAGE;
 }
 
+static int get(struct pl_gwq *q, const char *id, struct pl_gw_msg **out);
+
 int pl_gwq_sent(struct pl_gwq *q, const char *id, const char *instance,
-                int parts, const char *detail)
+                int parts, const char *detail, int *state)
 {
+    *state = PL_GW_SENT;
     int rc = begin(q);
     if (rc == PL_OK)
         rc = owned(q, id, instance);
@@ -406,7 +409,21 @@ int pl_gwq_sent(struct pl_gwq *q, const char *id, const char *instance,
                  parts, id);
     if (rc == PL_OK)
         rc = set_state(q, id, PL_GW_SENT, instance, detail, 0);
-    return end(q, rc);
+    /* Reports that came before this commit (pl_gwq_report counted them
+     * while the number of parts was not known yet). */
+    struct pl_gw_msg *m = NULL;
+    if (rc == PL_OK)
+        rc = get(q, id, &m);
+    if (rc == PL_OK && parts > 0 && m->parts_done >= parts) {
+        rc = set_state(q, id, PL_GW_DELIVERED, instance,
+                       "every part was reported delivered", 0);
+        *state = PL_GW_DELIVERED;
+    }
+    pl_gw_msg_free(m);
+    rc = end(q, rc);
+    if (rc != PL_OK)
+        *state = PL_GW_SENT;
+    return rc;
 }
 
 int pl_gwq_retry(struct pl_gwq *q, const char *id, const char *instance,

@@ -57,9 +57,12 @@ int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
 int pl_gwq_claim(struct pl_gwq *q, const char *dest, const char *instance,
                  int64_t now, int64_t lease_ms, int max,
                  struct pl_gw_msg ***out, int *n);
-/* The transport took it, in parts pieces: sent, lease released. */
+/* The transport took it, in parts pieces: sent, lease released.  The
+ * delivery reports of every part may have come first (a fast SMSC reports
+ * before this commits): then it is delivered at once.  *state gets
+ * PL_GW_SENT or PL_GW_DELIVERED (to be reported). */
 int pl_gwq_sent(struct pl_gwq *q, const char *id, const char *instance,
-                int parts, const char *detail);
+                int parts, const char *detail, int *state);
 /*
  * A temporary failure: queued again for next_attempt, lease released, or
  * expired if next_attempt is past its expiry (*state gets which).

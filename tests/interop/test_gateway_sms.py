@@ -229,6 +229,18 @@ queue_poll = 200;
             return ""
 
 
+def kannel_logs(d):
+    """The tails of Kannel's logs, for a failure's detail."""
+    out = ""
+    for name in ("bearerbox.log", "smsbox.log"):
+        try:
+            with open(os.path.join(d, name), errors="replace") as f:
+                out += "\n--- %s\n%s" % (name, f.read()[-2500:])
+        except OSError:
+            pass
+    return out
+
+
 def is_msg_from(frm, pred=None):
     def p(e):
         return (e.tag.endswith("}message") and e.get("from") == frm and
@@ -320,7 +332,7 @@ def run(srv, d, kannel, phone, a, gws, cport, cb2):
           str(phone.received()[-3:]))
     rc = cu.wait(receipt_for(njid, "m1"), timeout=20)
     check("IM->SMS: a XEP-0184 receipt comes back when Kannel reports "
-          "delivery", rc is not None, a.logtext())
+          "delivery", rc is not None, a.logtext() + kannel_logs(d))
 
     # bad address
     cu.send("<message to='not-a-number@%s' id='bad1'><body>x</body>"
@@ -342,7 +354,8 @@ def run(srv, d, kannel, phone, a, gws, cport, cb2):
           "(05 00 03 ref 2 seq) and joins back to the text",
           ok and joined == long_text, str(parts))
     rc = cu.wait(receipt_for(njid, "m2"), timeout=20)
-    check("one receipt once both parts are delivered", rc is not None)
+    check("one receipt once both parts are delivered", rc is not None,
+          a.logtext() + kannel_logs(d))
 
     # SMS -> IM
     phone.send(num, SENDER, "hi from the phone")

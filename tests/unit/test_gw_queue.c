@@ -90,7 +90,8 @@ void test_gw_queue_lease(void)
     CHECK_INT(v[0]->attempts, 2);
     free_all(v, n);
     /* A, back, cannot record anything on a message it lost. */
-    CHECK_INT(pl_gwq_sent(q, id, "A", 1, "late"), PL_ECONFLICT);
+    int st0 = -1;
+    CHECK_INT(pl_gwq_sent(q, id, "A", 1, "late", &st0), PL_ECONFLICT);
     /* B: a temporary failure, queued for later. */
     int st = -1;
     CHECK_INT(pl_gwq_retry(q, id, "B", now + 20000, "down", &st), PL_OK);
@@ -103,7 +104,8 @@ void test_gw_queue_lease(void)
               PL_OK);
     CHECK_INT(n, 1);
     free_all(v, n);
-    CHECK_INT(pl_gwq_sent(q, id, "B", 2, "kannel: 2 parts"), PL_OK);
+    CHECK_INT(pl_gwq_sent(q, id, "B", 2, "kannel: 2 parts", &st0), PL_OK);
+    CHECK_INT(st0, PL_GW_SENT);
     /* Sent: not claimable any more. */
     CHECK_INT(pl_gwq_claim(q, "sms", "B", now + 99999, 5000, 10, &v, &n),
               PL_OK);
@@ -178,7 +180,8 @@ void test_gw_queue_two_claimers(void)
                     if (write(fds[k][1], v[i]->id, PL_GW_ID_LEN) !=
                         PL_GW_ID_LEN)
                         _exit(4);
-                    if (pl_gwq_sent(c, v[i]->id, me, 1, "ok") != PL_OK)
+                    int sst;
+                    if (pl_gwq_sent(c, v[i]->id, me, 1, "ok", &sst) != PL_OK)
                         _exit(5);
                 }
                 free_all(v, n);
@@ -210,5 +213,44 @@ void test_gw_queue_two_claimers(void)
             dups += strcmp(ids[i], ids[j]) == 0;
     CHECK_INT(dups, 0);
     fprintf(stderr, "  A took %d, B took %d\n", per[0], per[1]);
+    cleanup(path);
+}
+
+/* A fast SMSC reports delivery before the send is recorded: the reports
+ * are counted, and the send's commit finds them and makes the message
+ * delivered (to be reported), not merely sent. */
+void test_gw_queue_report_first(void)
+{
+    char *path = tmp_db();
+    struct pl_gwq *q = NULL;
+    CHECK_INT(pl_gwq_open(path, 0, &q), PL_OK);
+    int64_t now = 1000000;
+    char id[PL_GW_ID_LEN + 1];
+    add(q, "fast", now, now + 60000, id);
+    struct pl_gw_msg **v = NULL;
+    int n = 0;
+    CHECK_INT(pl_gwq_claim(q, "sms", "A", now, 5000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 1);
+    free_all(v, n);
+    struct pl_gw_msg *m = NULL;
+    CHECK_INT(pl_gwq_report(q, id, 1, 1, "A", "dlr 1", &m), PL_OK);
+    CHECK(m == NULL); /* the number of parts is not known yet */
+    CHECK_INT(pl_gwq_report(q, id, 2, 1, "A", "dlr 2", &m), PL_OK);
+    CHECK(m == NULL);
+    int st = -1;
+    CHECK_INT(pl_gwq_sent(q, id, "A", 2, "kannel: 2 parts", &st), PL_OK);
+    CHECK_INT(st, PL_GW_DELIVERED);
+    CHECK_INT(pl_gwq_get(q, id, &m), PL_OK);
+    CHECK_INT(m ? m->state : -1, PL_GW_DELIVERED);
+    pl_gw_msg_free(m);
+    /* One part reported of three: sent, not delivered. */
+    add(q, "slow", now, now + 60000, id);
+    CHECK_INT(pl_gwq_claim(q, "sms", "A", now, 5000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 1);
+    free_all(v, n);
+    CHECK_INT(pl_gwq_report(q, id, 1, 1, "A", "dlr 1", &m), PL_OK);
+    CHECK_INT(pl_gwq_sent(q, id, "A", 3, "kannel: 3 parts", &st), PL_OK);
+    CHECK_INT(st, PL_GW_SENT);
+    pl_gwq_close(q);
     cleanup(path);
 }

@@ -180,8 +180,8 @@ static void outcome_work(struct pl_work *w)
     const char *me = pl_gw.c.instance;
     switch (j->outcome) {
     case O_SENT:
-        w->result = pl_gwq_sent(q, j->m->id, me, j->parts, j->detail);
-        j->state = PL_GW_SENT;
+        w->result = pl_gwq_sent(q, j->m->id, me, j->parts, j->detail,
+                                &j->state);
         break;
     case O_RETRY: {
         char d[320];
