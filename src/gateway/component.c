@@ -7,7 +7,9 @@
  * answers with a header carrying an id; we send
  * <handshake>hex(SHA-1(id + secret))</handshake>; parleyd answers
  * <handshake/> and stanzas flow both ways.  Our stanzas must come from
- * our domain or a JID at it.  A stream error (conflict: another instance
+ * our domain or a JID at it.  There is one link per component domain
+ * (the SMS domain and the mail domain, each configured in parleyd with
+ * the same secret); pl_gwc_send() picks the link of the stanza's from.  A stream error (conflict: another instance
  * holds the domain; not-authorized: a wrong secret) or a lost connection
  * ends the link, and we connect again after a delay that doubles from
  * reconnect_min to reconnect_max, with jitter, so several instances do
@@ -44,7 +46,8 @@ enum link_state {
     S_READY,      /* stanzas flow */
 };
 
-static struct {
+struct link {
+    const char *domain;        /* the component domain of this link */
     int state;                 /* enum link_state */
     int fd;                    /* while connecting */
     struct pl_io cio;          /* connect watcher */
@@ -53,34 +56,41 @@ static struct {
     struct pl_timer retry;     /* reconnect timer */
     long delay_ms;             /* next reconnect delay */
     uint64_t ready_ms;         /* loop time the link became ready */
-    int stopping;              /* shutdown: no reconnect */
+};
+
+/* One link per component domain (parleyd takes one connection per
+ * domain): the SMS domain and the mail domain, when configured. */
+static struct {
+    struct link links[2];
+    int n;
+    int stopping; /* shutdown: no reconnect */
     pl_gwc_stanza_fn *on_stanza;
     void (*on_ready)(void);
-} L;
+} G;
 
-static void schedule(void);
+static void schedule(struct link *L);
 
 static void on_data(struct pl_conn *c, const char *p, size_t n)
 {
-    (void)c;
-    pl_xml_parser_feed(L.xml, p, n);
+    struct link *L = c->data;
+    pl_xml_parser_feed(L->xml, p, n);
 }
 
 static void on_closed(struct pl_conn *c)
 {
-    (void)c;
-    L.conn = NULL;
-    if (L.xml) {
-        pl_xml_parser_free(L.xml);
-        L.xml = NULL;
+    struct link *L = c->data;
+    L->conn = NULL;
+    if (L->xml) {
+        pl_xml_parser_free(L->xml);
+        L->xml = NULL;
     }
-    if (L.state == S_READY)
+    if (L->state == S_READY)
         pl_log_warn("component", "link to parleyd lost");
     /* A link that held for a minute starts the backoff afresh. */
-    if (L.state == S_READY && pl_loop_now(pl_gw.loop) - L.ready_ms > 60000)
-        L.delay_ms = pl_gw.c.reconnect_min_ms;
-    L.state = S_IDLE;
-    schedule();
+    if (L->state == S_READY && pl_loop_now(pl_gw.loop) - L->ready_ms > 60000)
+        L->delay_ms = pl_gw.c.reconnect_min_ms;
+    L->state = S_IDLE;
+    schedule(L);
 }
 
 static const struct pl_conn_ops ops = {
@@ -88,19 +98,19 @@ static const struct pl_conn_ops ops = {
     .closed = on_closed,
 };
 
-static void fail(const char *why)
+static void fail(struct link *L, const char *why)
 {
     pl_log_warn("component", "%s", why);
-    if (L.conn)
-        pl_conn_close(L.conn);
+    if (L->conn)
+        pl_conn_close(L->conn);
 }
 
 static void on_open(void *ud, struct pl_stanza *hdr)
 {
-    (void)ud;
+    struct link *L = ud;
     const char *id = pl_node_attr(pl_stanza_root(hdr), "id");
-    if (L.state != S_HEADER || !id || !id[0]) {
-        fail("parleyd's stream header has no id");
+    if (L->state != S_HEADER || !id || !id[0]) {
+        fail(L, "parleyd's stream header has no id");
         return;
     }
     /* XEP-0114 §3: lower-case hex of SHA-1(id + secret). */
@@ -120,8 +130,8 @@ static void on_open(void *ud, struct pl_stanza *hdr)
         out[k++] = hex[md[i] & 15];
     }
     strcpy(out + k, "</handshake>");
-    pl_conn_write(L.conn, out, strlen(out));
-    L.state = S_HANDSHAKE;
+    pl_conn_write(L->conn, out, strlen(out));
+    L->state = S_HANDSHAKE;
 }
 
 /* XEP-0114 §3: the component namespace carries jabber:client stanzas;
@@ -137,53 +147,53 @@ static void to_client_ns(struct pl_node *n)
 
 static void on_stanza(void *ud, struct pl_stanza *st)
 {
-    (void)ud;
+    struct link *L = ud;
     struct pl_node *r = pl_stanza_root(st);
     if (strcmp(r->name, "error") == 0 && strcmp(r->ns, PL_NS_STREAMS) == 0) {
         struct pl_node *cond = pl_node_first_elem(r);
         pl_log_warn("component", "parleyd ended the stream: %s",
                     cond ? cond->name : "?");
         pl_stanza_unref(st);
-        if (L.conn)
-            pl_conn_close(L.conn);
+        if (L->conn)
+            pl_conn_close(L->conn);
         return;
     }
-    if (L.state == S_HANDSHAKE) {
+    if (L->state == S_HANDSHAKE) {
         if (strcmp(r->name, "handshake") != 0) {
             pl_stanza_unref(st);
-            fail("expected <handshake/>");
+            fail(L, "expected <handshake/>");
             return;
         }
-        L.state = S_READY;
-        L.ready_ms = pl_loop_now(pl_gw.loop);
-        pl_conn_established(L.conn);
-        pl_log_info("component", "linked to parleyd as %s", pl_gw.c.sms_domain);
+        L->state = S_READY;
+        L->ready_ms = pl_loop_now(pl_gw.loop);
+        pl_conn_established(L->conn);
+        pl_log_info("component", "linked to parleyd as %s", L->domain);
         pl_stanza_unref(st);
-        if (L.on_ready)
-            L.on_ready();
+        if (G.on_ready)
+            G.on_ready();
         return;
     }
-    if (L.state == S_READY) {
+    if (L->state == S_READY) {
         to_client_ns(r);
-        L.on_stanza(st);
+        G.on_stanza(st);
     }
     pl_stanza_unref(st);
 }
 
 static void on_close(void *ud)
 {
-    (void)ud;
-    if (L.conn)
-        pl_conn_close(L.conn);
+    struct link *L = ud;
+    if (L->conn)
+        pl_conn_close(L->conn);
 }
 
 static void on_xml_error(void *ud, enum pl_xml_error err, const char *text)
 {
-    (void)ud;
+    struct link *L = ud;
     pl_log_warn("component", "bad XML from parleyd (%s): %s",
                 pl_xml_error_condition(err), text ? text : "");
-    if (L.conn)
-        pl_conn_close(L.conn);
+    if (L->conn)
+        pl_conn_close(L->conn);
 }
 
 static const struct pl_xml_callbacks xml_cbs = {
@@ -193,28 +203,29 @@ static const struct pl_xml_callbacks xml_cbs = {
     .error = on_xml_error,
 };
 
-static void connected(void)
+static void connected(struct link *L)
 {
     struct pl_conn_limits lim = {
         .max_out = 16u << 20,
         .read_rate = 64u << 20,
         .read_burst = 64u << 20,
     };
-    L.conn = pl_conn_new(pl_gw.loop, L.fd, &ops, NULL, &lim);
-    L.fd = -1;
+    L->conn = pl_conn_new(pl_gw.loop, L->fd, &ops, L, &lim);
+    L->fd = -1;
     struct pl_xml_limits xl = {(size_t)pl_gw.c.max_stanza, 64};
-    L.xml = pl_xml_parser_new(&xl, &xml_cbs, NULL);
-    pl_conn_start(L.conn, NULL);
+    L->xml = pl_xml_parser_new(&xl, &xml_cbs, L);
+    pl_conn_start(L->conn, NULL);
     struct pl_buf b = {0};
-    pl_stream_header(&b, PL_NS_COMPONENT, NULL, pl_gw.c.sms_domain, NULL, 0);
-    pl_conn_write(L.conn, b.data + b.off, b.len);
+    pl_stream_header(&b, PL_NS_COMPONENT, NULL, L->domain, NULL, 0);
+    pl_conn_write(L->conn, b.data + b.off, b.len);
     pl_buf_reset(&b);
-    L.state = S_HEADER;
+    L->state = S_HEADER;
 }
 
 static void on_connect_io(struct pl_io *io, unsigned events)
 {
     (void)events;
+    struct link *L = io->data;
     int err = 0;
     socklen_t len = sizeof(err);
     getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len);
@@ -222,18 +233,18 @@ static void on_connect_io(struct pl_io *io, unsigned events)
     if (err) {
         pl_log_debug("component", "connect to %s:%ld: %s", pl_gw.c.comp_host,
                      pl_gw.c.comp_port, strerror(err));
-        close(L.fd);
-        L.fd = -1;
-        L.state = S_IDLE;
-        schedule();
+        close(L->fd);
+        L->fd = -1;
+        L->state = S_IDLE;
+        schedule(L);
         return;
     }
-    connected();
+    connected(L);
 }
 
 static void try_connect(struct pl_timer *t)
 {
-    (void)t;
+    struct link *L = t->data;
     struct sockaddr_storage ss;
     socklen_t sl;
     memset(&ss, 0, sizeof(ss));
@@ -258,66 +269,100 @@ static void try_connect(struct pl_timer *t)
         pl_log_debug("component", "connect: %s", strerror(errno));
         if (fd >= 0)
             close(fd);
-        schedule();
+        schedule(L);
         return;
     }
-    L.fd = fd;
-    L.state = S_CONNECTING;
-    pl_io_init(&L.cio, fd, on_connect_io, NULL);
-    pl_io_set(pl_gw.loop, &L.cio, PL_IO_WRITE);
+    L->fd = fd;
+    L->state = S_CONNECTING;
+    pl_io_init(&L->cio, fd, on_connect_io, L);
+    pl_io_set(pl_gw.loop, &L->cio, PL_IO_WRITE);
 }
 
-static void schedule(void)
+static void schedule(struct link *L)
 {
-    if (L.stopping)
+    if (G.stopping)
         return;
-    long d = L.delay_ms;
+    long d = L->delay_ms;
     unsigned r = 0;
     RAND_bytes((unsigned char *)&r, sizeof(r));
     long jitter = d / 4;
     long wait = d - jitter +
                 (jitter ? (long)(r % (unsigned)(2 * jitter + 1)) : 0);
-    L.delay_ms = d * 2 > pl_gw.c.reconnect_max_ms ? pl_gw.c.reconnect_max_ms
+    L->delay_ms = d * 2 > pl_gw.c.reconnect_max_ms ? pl_gw.c.reconnect_max_ms
                                                   : d * 2;
-    pl_timer_start(pl_gw.loop, &L.retry, (uint64_t)wait);
+    pl_timer_start(pl_gw.loop, &L->retry, (uint64_t)wait);
 }
 
 int pl_gwc_start(pl_gwc_stanza_fn *on_stanza_fn, void (*on_ready)(void))
 {
-    L.on_stanza = on_stanza_fn;
-    L.on_ready = on_ready;
-    L.fd = -1;
-    L.delay_ms = pl_gw.c.reconnect_min_ms;
-    pl_timer_init(&L.retry, try_connect, NULL);
-    try_connect(NULL);
+    G.on_stanza = on_stanza_fn;
+    G.on_ready = on_ready;
+    const char *domains[2] = {pl_gw.c.sms_domain, pl_gw.c.mail_domain};
+    for (int i = 0; i < 2; i++) {
+        if (!domains[i] || !domains[i][0])
+            continue;
+        struct link *L = &G.links[G.n++];
+        L->domain = domains[i];
+        L->fd = -1;
+        L->delay_ms = pl_gw.c.reconnect_min_ms;
+        pl_timer_init(&L->retry, try_connect, L);
+        try_connect(&L->retry);
+    }
     return PL_OK;
+}
+
+/* The link for the domain of st's from (or the first link). */
+static struct link *link_for(struct pl_stanza *st)
+{
+    const char *from = st ? pl_stanza_attr(st, "from") : NULL;
+    const char *at = from ? strchr(from, '@') : NULL;
+    const char *dom = at ? at + 1 : from;
+    for (int i = 0; dom && i < G.n; i++) {
+        size_t n = strlen(G.links[i].domain);
+        if (strncmp(dom, G.links[i].domain, n) == 0 &&
+            (dom[n] == '\0' || dom[n] == '/'))
+            return &G.links[i];
+    }
+    return G.n ? &G.links[0] : NULL;
+}
+
+static int link_ready(const struct link *L)
+{
+    return L && L->state == S_READY && L->conn;
 }
 
 int pl_gwc_ready(void)
 {
-    return L.state == S_READY && L.conn;
+    for (int i = 0; i < G.n; i++)
+        if (link_ready(&G.links[i]))
+            return 1;
+    return 0;
 }
 
 int pl_gwc_send(struct pl_stanza *st)
 {
-    if (!pl_gwc_ready())
+    struct link *L = link_for(st);
+    if (!link_ready(L))
         return PL_ECLOSED;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_COMPONENT);
-    pl_conn_write(L.conn, x.p, x.len);
+    pl_conn_write(L->conn, x.p, x.len);
     return PL_OK;
 }
 
 void pl_gwc_stop(void)
 {
-    L.stopping = 1;
-    pl_timer_stop(&L.retry);
-    if (L.state == S_CONNECTING) {
-        pl_io_stop(&L.cio);
-        close(L.fd);
-        L.fd = -1;
-    }
-    if (L.conn) {
-        pl_conn_write(L.conn, "</stream:stream>", 16);
-        pl_conn_close(L.conn);
+    G.stopping = 1;
+    for (int i = 0; i < G.n; i++) {
+        struct link *L = &G.links[i];
+        pl_timer_stop(&L->retry);
+        if (L->state == S_CONNECTING) {
+            pl_io_stop(&L->cio);
+            close(L->fd);
+            L->fd = -1;
+        }
+        if (L->conn) {
+            pl_conn_write(L->conn, "</stream:stream>", 16);
+            pl_conn_close(L->conn);
+        }
     }
 }

@@ -63,6 +63,10 @@ void pl__gw_outbox_db(const char *xml)
 
 void pl__gw_report_db(const struct pl_gw_msg *m, const char *why)
 {
+    if (strcmp(m->src_channel, "mail") == 0) {
+        pl__gw_mail_report_db(m, why);
+        return;
+    }
     char *xml = pl__gw_im_report(m, why);
     if (xml)
         pl__gw_outbox_db(xml);

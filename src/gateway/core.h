@@ -56,6 +56,31 @@ struct pl_gw_conf {
     char *cb_url;        /* how Kannel reaches it (dlr-url base) */
     long cb_max_body;    /* bytes of a callback request body */
     long code_ttl_ms;    /* a verification code's life */
+    /* E-mail (mail/channel.c). */
+    char *mail_domain;     /* "mail.<host>"; "" : no e-mail channel */
+    char *mail_hostname;   /* greeting, Message-IDs, DSN reporting MTA */
+    char *mail_im_host;    /* the XMPP domain of the users */
+    char *mail_rcpt_domains; /* accepted recipient domains, comma list */
+    char *mail_from;       /* From of the gateway's own mail (DSNs) */
+    char *lmtp_socket;     /* LMTP unix socket path, or "" */
+    char *lmtp_address;    /* LMTP TCP address */
+    long lmtp_port;        /* its port, 0: none */
+    char *smtp_address;    /* SMTP TCP address */
+    long smtp_port;        /* its port, 0: none */
+    long mail_max_size;    /* bytes of one inbound message */
+    long mail_max_rcpts;   /* recipients per transaction */
+    long mail_max_text;    /* bytes of text delivered to IM / sent */
+    long mail_timeout_ms;  /* inbound command timeout */
+    long mail_max_sessions; /* inbound sessions at once */
+    char *relay_url;       /* smtp://host:port or smtps://host:port */
+    char *relay_tls;       /* none, try, require */
+    long relay_no_verify;  /* 1: do not verify the relay's certificate */
+    char *relay_ca_file;   /* CA bundle, "" for the system's */
+    char *relay_user;      /* AUTH user, "" for none */
+    char *relay_pass;      /* its password */
+    long relay_connect_timeout_ms; /* connect timeout */
+    long relay_timeout_ms; /* whole transaction */
+    long smtp_workers;     /* threads sending mail */
     /* Retries and queues. */
     long retry_base_ms; /* first retry delay */
     long retry_max_ms;  /* backoff cap */
@@ -72,6 +97,7 @@ struct pl_gw {
     struct pl_loop *loop;   /* the one loop */
     struct pl_workq *dbq;   /* SQL (one thread) */
     struct pl_workq *httpq; /* HTTP to Kannel */
+    struct pl_workq *smtpq; /* SMTP to the relay */
     struct pl_gwq *db;      /* used only on dbq's thread */
 };
 
@@ -109,6 +135,9 @@ void pl_gwc_stop(void);
 void pl_gw_im_stanza(struct pl_stanza *st);
 /* Builds the stanza telling an IM sender about m; NULL if none. */
 char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why);
+/* An error reply to st (RFC 6120 §8.3), sent at once. */
+void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
+                     const char *text);
 /* An SMS from address arrived for the IM side (database thread): the
  * message stanza for the user it belongs to, or NULL (refused). */
 
@@ -118,5 +147,20 @@ void pl_gw_sms_kick(void);
 void pl_gw_sms_stop(void);
 /* Queues a system SMS (verification code) to address; loop thread. */
 void pl_gw_sms_system(const char *address, const char *text);
+
+/* ---- mail/channel.c ---- */
+int pl_gw_mail_start(void);
+void pl_gw_mail_kick(void);
+void pl_gw_mail_stop(void);
+/* A message from an IM user to addr (unescaped e-mail address) at the
+ * mail domain; loop thread.  Answers the user itself on refusal. */
+void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
+                        const char *addr);
+/* An IM error came back for message id (database thread): when it was
+ * an e-mail delivered to IM, fails it and sends the DSN. */
+void pl__gw_mail_im_error_db(const char *id, const char *why);
+/* The report for an e-mail sender of m (a DSN queued as mail), database
+ * thread; called by pl__gw_report_db. */
+void pl__gw_mail_report_db(const struct pl_gw_msg *m, const char *why);
 
 #endif

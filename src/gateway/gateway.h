@@ -65,6 +65,10 @@ struct pl_gw_msg {
     int state;                 /* enum pl_gw_state */
     int parts;                 /* pieces the transport sent (SMS parts) */
     int parts_done;            /* pieces reported delivered */
+    char *return_path;         /* e-mail senders: reverse-path for DSNs
+                                * ("" for <>: none is sent), or NULL */
+    char *orig_headers;        /* e-mail senders: the header section (DSN) */
+    char *orig_rcpt;           /* e-mail senders: the RCPT TO address */
 };
 
 /* A new random id (RAND_bytes) into id. */

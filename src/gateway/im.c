@@ -89,8 +89,16 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why)
 {
     if (strcmp(m->src_channel, "im") != 0 || !pl_gw.c.sms_domain)
         return NULL;
-    char from[512];
-    snprintf(from, sizeof(from), "%s@%s", m->dst_addr, pl_gw.c.sms_domain);
+    char from[1024];
+    if (strcmp(m->dst_channel, "mail") == 0) {
+        char *esc = NULL;
+        if (pl_gw_escape(m->dst_addr, &esc) != PL_OK)
+            return NULL;
+        snprintf(from, sizeof(from), "%s@%s", esc, pl_gw.c.mail_domain);
+        pl_free(esc);
+    } else {
+        snprintf(from, sizeof(from), "%s@%s", m->dst_addr, pl_gw.c.sms_domain);
+    }
     struct pl_stanza *r = pl_stanza_new("message", PL_NS_CLIENT);
     pl_stanza_set_attr(r, "from", from);
     pl_stanza_set_attr(r, "to", m->src_addr);
@@ -436,19 +444,129 @@ static void on_iq(struct pl_stanza *st, struct pl_jid *from, struct pl_jid *to)
     }
 }
 
+/* ---- the mail domain ---- */
+
+struct imerr_job {
+    struct pl_work w;
+    char *id, *why;
+};
+
+static void imerr_work(struct pl_work *w)
+{
+    struct imerr_job *j = (struct imerr_job *)w;
+    pl__gw_mail_im_error_db(j->id, j->why);
+}
+
+static void imerr_done(struct pl_work *w)
+{
+    struct imerr_job *j = (struct imerr_job *)w;
+    pl_free(j->id);
+    pl_free(j->why);
+    pl_free(j);
+    pl_gw_mail_kick();
+}
+
+static void on_mail_stanza(struct pl_stanza *st, const char *name,
+                           struct pl_jid *from, struct pl_jid *to)
+{
+    const char *type = pl_stanza_attr(st, "type");
+    if (strcmp(name, "iq") == 0) {
+        if (!type || (strcmp(type, "get") != 0 && strcmp(type, "set") != 0))
+            return;
+        struct pl_node *q = pl_node_first_elem(pl_stanza_root(st));
+        if (!to->local && strcmp(type, "get") == 0 && q &&
+            strcmp(q->ns, NS_DISCO_INFO) == 0 && !pl_node_attr(q, "node")) {
+            struct pl_stanza *r = reply(st, "result");
+            struct pl_node *qn = pl_node_add_child(r, pl_stanza_root(r),
+                                                   "query", NS_DISCO_INFO);
+            struct pl_node *id = pl_node_add_child(r, qn, "identity",
+                                                   NS_DISCO_INFO);
+            pl_node_set_attr(r, id, "category", "gateway");
+            pl_node_set_attr(r, id, "type", "smtp");
+            pl_node_set_attr(r, id, "name", "E-mail gateway");
+            static const char *const feats[] = {NS_DISCO_INFO, NS_DISCO_ITEMS};
+            for (size_t i = 0; i < 2; i++) {
+                struct pl_node *fe = pl_node_add_child(r, qn, "feature",
+                                                       NS_DISCO_INFO);
+                pl_node_set_attr(r, fe, "var", feats[i]);
+            }
+            pl_gwc_send(r);
+            pl_stanza_unref(r);
+        } else {
+            send_error(st, "cancel", "service-unavailable", NULL);
+        }
+        return;
+    }
+    if (strcmp(name, "message") != 0)
+        return;
+    if (type && strcmp(type, "error") == 0) {
+        /* An e-mail we delivered bounced on the IM side (no such user, no
+         * offline storage): the queue id is the stanza id. */
+        const char *id = pl_stanza_attr(st, "id");
+        if (!id || strlen(id) != PL_GW_ID_LEN)
+            return;
+        struct pl_node *e = pl_node_child(pl_stanza_root(st), "error",
+                                          PL_NS_CLIENT);
+        struct pl_node *cond = e ? pl_node_first_elem(e) : NULL;
+        char why[160];
+        snprintf(why, sizeof(why), "the IM server answered %s",
+                 cond ? cond->name : "an error");
+        struct imerr_job *j = pl_calloc(1, sizeof(*j));
+        j->w.work = imerr_work;
+        j->w.done = imerr_done;
+        j->id = pl_strdup(id);
+        j->why = pl_strdup(why);
+        pl_gw_db_submit(&j->w);
+        return;
+    }
+    if (type && strcmp(type, "groupchat") == 0)
+        return;
+    if (!pl_node_child(pl_stanza_root(st), "body", PL_NS_CLIENT))
+        return; /* chat states, receipts: nothing e-mail can carry */
+    char *addr = NULL;
+    if (!to->local || pl_gw_unescape(to->local, &addr) != PL_OK ||
+        !strchr(addr, '@') || strchr(addr, '@') == addr ||
+        !strchr(addr, '@')[1] || strchr(strchr(addr, '@') + 1, '@')) {
+        pl_free(addr);
+        send_error(st, "modify", "jid-malformed",
+                   "write to an e-mail address: "
+                   "alice\\40example.org@this domain");
+        return;
+    }
+    pl_gw_mail_from_im(st, from->full, addr);
+    pl_free(addr);
+}
+
+/* For mail/channel.c: the same stanza error replies. */
+void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
+                     const char *text)
+{
+    send_error(st, type, cond, text);
+}
+
 void pl_gw_im_stanza(struct pl_stanza *st)
 {
     const char *f = pl_stanza_attr(st, "from");
     const char *t = pl_stanza_attr(st, "to");
     struct pl_jid *from = NULL, *to = NULL;
     if (!f || !t || pl_jid_parse(pl_str_c(f), &from) != PL_OK ||
-        pl_jid_parse(pl_str_c(t), &to) != PL_OK ||
-        strcmp(to->domain, pl_gw.c.sms_domain) != 0) {
+        pl_jid_parse(pl_str_c(t), &to) != PL_OK) {
         pl_jid_free(from);
         pl_jid_free(to);
         return; /* parleyd addresses everything; ignore what is odd */
     }
     const char *name = pl_stanza_name(st);
+    if (pl_gw.c.mail_domain[0] && strcmp(to->domain, pl_gw.c.mail_domain) == 0) {
+        on_mail_stanza(st, name, from, to);
+        pl_jid_free(from);
+        pl_jid_free(to);
+        return;
+    }
+    if (strcmp(to->domain, pl_gw.c.sms_domain) != 0) {
+        pl_jid_free(from);
+        pl_jid_free(to);
+        return;
+    }
     if (strcmp(name, "message") == 0)
         on_message(st, from, to);
     else if (strcmp(name, "iq") == 0)

@@ -7,8 +7,9 @@
  *
  * Reads its own libconfig file (etc/parley-gateway.conf documents every
  * setting), opens the SQLite queue, starts the database and HTTP work
- * queues, the component link (component.c) and the SMS transport
- * (sms/kannel.c), then runs the loop.  SIGTERM/SIGINT stop it: the link
+ * queues, the component links (component.c), the SMS transport
+ * (sms/kannel.c) and the e-mail channel (mail/channel.c) when mail.domain
+ * is set, then runs the loop.  SIGTERM/SIGINT stop it: the link
  * is closed, in-flight requests finish, and whatever was not recorded
  * stays leased until its lease runs out (another instance, or this one
  * restarted, takes it then).  See doc/gateway.md for the architecture.
@@ -70,6 +71,34 @@ static const struct opt {
     {"sms.callback.port", 0, NULL, 13080, 1, 65535, 1, OFF(cb_port)},
     {"sms.callback.url", 1, "", 0, 0, 0, 0, OFF(cb_url)},
     {"sms.callback.max_body", 0, NULL, 65536, 0, 16777216, 1, OFF(cb_max_body)},
+    {"mail.domain", 1, "", 0, 0, 0, 0, OFF(mail_domain)},
+    {"mail.hostname", 1, "", 0, 0, 0, 0, OFF(mail_hostname)},
+    {"mail.im_host", 1, "", 0, 0, 0, 0, OFF(mail_im_host)},
+    {"mail.recipient_domains", 1, "", 0, 0, 0, 0, OFF(mail_rcpt_domains)},
+    {"mail.from", 1, "", 0, 0, 0, 0, OFF(mail_from)},
+    {"mail.lmtp.socket", 1, "", 0, 0, 0, 0, OFF(lmtp_socket)},
+    {"mail.lmtp.address", 1, "127.0.0.1", 0, 0, 0, 0, OFF(lmtp_address)},
+    {"mail.lmtp.port", 0, NULL, 0, 0, 65535, 1, OFF(lmtp_port)},
+    {"mail.smtp.address", 1, "127.0.0.1", 0, 0, 0, 0, OFF(smtp_address)},
+    {"mail.smtp.port", 0, NULL, 0, 0, 65535, 1, OFF(smtp_port)},
+    {"mail.max_size", 0, NULL, 10485760, 1024, 1073741824, 1,
+     OFF(mail_max_size)},
+    {"mail.max_rcpts", 0, NULL, 100, 1, 10000, 1, OFF(mail_max_rcpts)},
+    {"mail.max_text", 0, NULL, 65536, 64, 16777216, 1, OFF(mail_max_text)},
+    {"mail.timeout", 0, NULL, 300, 1, 3600, 1000, OFF(mail_timeout_ms)},
+    {"mail.max_sessions", 0, NULL, 1000, 1, 100000, 1,
+     OFF(mail_max_sessions)},
+    {"mail.relay.url", 1, "smtp://127.0.0.1:25", 0, 0, 0, 0, OFF(relay_url)},
+    {"mail.relay.starttls", 1, "try", 0, 0, 0, 0, OFF(relay_tls)},
+    {"mail.relay.no_verify", 0, NULL, 0, 0, 1, 1, OFF(relay_no_verify)},
+    {"mail.relay.ca_file", 1, "", 0, 0, 0, 0, OFF(relay_ca_file)},
+    {"mail.relay.user", 1, "", 0, 0, 0, 0, OFF(relay_user)},
+    {"mail.relay.password", 1, "", 0, 0, 0, 0, OFF(relay_pass)},
+    {"mail.relay.connect_timeout", 0, NULL, 30, 1, 600, 1000,
+     OFF(relay_connect_timeout_ms)},
+    {"mail.relay.timeout", 0, NULL, 300, 1, 3600, 1000,
+     OFF(relay_timeout_ms)},
+    {"mail.workers", 0, NULL, 4, 1, 64, 1, OFF(smtp_workers)},
     {"retry.base", 0, NULL, 2000, 10, 3600000, 1, OFF(retry_base_ms)},
     {"retry.max", 0, NULL, 300000, 10, 86400000, 1, OFF(retry_max_ms)},
     {"retry.jitter", 0, NULL, 20, 0, 100, 1, OFF(retry_jitter)},
@@ -147,11 +176,34 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
     else if (c->lease_ms <= c->kannel_timeout * 1000 * c->max_parts)
         why = "queue_lease must outlast sms.kannel.timeout times "
               "sms.max_parts (a message must not be taken while sent)";
+    else if (c->mail_domain[0] && !c->mail_im_host[0])
+        why = "mail.im_host is required with mail.domain";
+    else if (c->mail_domain[0] && !c->mail_rcpt_domains[0])
+        why = "mail.recipient_domains is required with mail.domain";
+    else if (c->mail_domain[0] && strcmp(c->relay_tls, "none") != 0 &&
+             strcmp(c->relay_tls, "try") != 0 &&
+             strcmp(c->relay_tls, "require") != 0)
+        why = "mail.relay.starttls must be none, try or require";
+    else if (c->mail_domain[0] && strncmp(c->relay_url, "smtp://", 7) != 0 &&
+             strncmp(c->relay_url, "smtps://", 8) != 0)
+        why = "mail.relay.url must be smtp://HOST[:PORT] or smtps://...";
+    else if (c->mail_domain[0] && c->lease_ms <= c->relay_timeout_ms)
+        why = "queue_lease must outlast mail.relay.timeout";
     else if (c->retry_max_ms < c->retry_base_ms)
         why = "retry.max must be at least retry.base";
     if (why) {
         fprintf(stderr, "parley-gateway: %s: %s\n", path, why);
         return PL_EINVAL;
+    }
+    if (c->mail_domain[0] && !c->mail_hostname[0]) {
+        pl_free(c->mail_hostname);
+        c->mail_hostname = pl_strdup(c->mail_domain);
+    }
+    if (c->mail_domain[0] && !c->mail_from[0]) {
+        size_t n = strlen(c->mail_hostname) + 16;
+        pl_free(c->mail_from);
+        c->mail_from = pl_malloc(n);
+        snprintf(c->mail_from, n, "MAILER-DAEMON@%s", c->mail_hostname);
     }
     if (c->queue_path[0] != '/') {
         size_t n = strlen(c->data_dir) + strlen(c->queue_path) + 2;
@@ -207,8 +259,9 @@ int main(int argc, char **argv)
     }
     pl_log_set_level((enum pl_log_level)lv);
     if (check) {
-        printf("configuration OK: instance %s, %s\n", pl_gw.c.instance,
-               pl_gw.c.sms_domain);
+        printf("configuration OK: instance %s, %s%s%s\n", pl_gw.c.instance,
+               pl_gw.c.sms_domain, pl_gw.c.mail_domain[0] ? ", " : "",
+               pl_gw.c.mail_domain);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -229,15 +282,22 @@ int main(int argc, char **argv)
                                NULL);
     pl_loop_on_signal(pl_gw.loop, SIGTERM, on_stop, NULL);
     pl_loop_on_signal(pl_gw.loop, SIGINT, on_stop, NULL);
+    pl_gw.smtpq = pl_workq_new("gw-smtp", (int)pl_gw.c.smtp_workers, NULL,
+                               NULL);
     if (pl_gw_sms_start() != PL_OK)
+        return 1;
+    if (pl_gw.c.mail_domain[0] && pl_gw_mail_start() != PL_OK)
         return 1;
     pl_gwc_start(pl_gw_im_stanza, on_ready);
     pl_log_info("gateway", "instance %s serving %s, queue %s", pl_gw.c.instance,
                 pl_gw.c.sms_domain, pl_gw.c.queue_path);
     pl_loop_run(pl_gw.loop);
     pl_gw_sms_stop();
+    if (pl_gw.c.mail_domain[0])
+        pl_gw_mail_stop();
     pl_gwc_stop();
     /* Let the link's close and the last completions run. */
+    pl_workq_free(pl_gw.smtpq);
     pl_workq_free(pl_gw.httpq);
     pl_workq_free(pl_gw.dbq);
     pl_gwq_close(pl_gw.db);

@@ -1,7 +1,7 @@
 /*
  * queue.c - the SQLite queues, leases, outbox, links (queue.h).
  *
- * Schema (user_version 1): messages (one row per message, `pending` = 1
+ * Schema (user_version 2): messages (one row per message, `pending` = 1
  * while it waits to be handed over), parts (one row per delivery report
  * of a part, so a repeated report counts once), history (history.c),
  * outbox, links, peers.  Every write that must be atomic runs inside
@@ -72,6 +72,9 @@ void pl_gw_msg_free(struct pl_gw_msg *m)
     pl_free(m->dst_channel);
     pl_free(m->dst_addr);
     pl_free(m->sender_msgid);
+    pl_free(m->return_path);
+    pl_free(m->orig_headers);
+    pl_free(m->orig_rcpt);
     pl_free(m->text);
     pl_free(m->subject);
     pl_free(m->links);
@@ -97,7 +100,8 @@ static const char SCHEMA[] =
     " state TEXT NOT NULL, pending INTEGER NOT NULL DEFAULT 1,"
     " lease_owner TEXT, lease_until INTEGER NOT NULL DEFAULT 0,"
     " parts INTEGER NOT NULL DEFAULT 0,"
-    " parts_done INTEGER NOT NULL DEFAULT 0);"
+    " parts_done INTEGER NOT NULL DEFAULT 0,"
+    " return_path TEXT, orig_headers TEXT, orig_rcpt TEXT);"
     "CREATE INDEX IF NOT EXISTS messages_due"
     " ON messages(dest, pending, next_attempt);"
     "CREATE TABLE IF NOT EXISTS parts(id TEXT NOT NULL, part INTEGER NOT NULL,"
@@ -115,7 +119,15 @@ static const char SCHEMA[] =
     " PRIMARY KEY(channel, jid));"
     "CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY,"
     " jid TEXT NOT NULL, at INTEGER NOT NULL);"
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+
+/* Version 1 files: the columns version 2 added (an error when they are
+ * there already is ignored). */
+static const char *const MIGRATE[] = {
+    "ALTER TABLE messages ADD COLUMN return_path TEXT",
+    "ALTER TABLE messages ADD COLUMN orig_headers TEXT",
+    "ALTER TABLE messages ADD COLUMN orig_rcpt TEXT",
+};
 
 struct sqlite3 *pl__gwq_db(struct pl_gwq *q)
 {
@@ -147,6 +159,9 @@ int pl_gwq_open(const char *path, int readonly, struct pl_gwq **out)
         sqlite3_close(db);
         return PL_ESTORAGE;
     }
+    for (size_t i = 0; !readonly && i < sizeof(MIGRATE) / sizeof(*MIGRATE);
+         i++)
+        sqlite3_exec(db, MIGRATE[i], NULL, NULL, NULL);
     struct pl_gwq *q = pl_calloc(1, sizeof(*q));
     q->db = db;
     *out = q;
@@ -246,7 +261,8 @@ static char *col_str(sqlite3_stmt *st, int i)
 #define MSG_COLS                                                               \
     "id, dest, src_channel, src_addr, dst_channel, dst_addr, sender_msgid,"    \
     " want_receipt, text, subject, links, created, expires, next_attempt,"     \
-    " attempts, state, parts, parts_done"
+    " attempts, state, parts, parts_done, return_path, orig_headers,"     \
+    " orig_rcpt"
 
 static struct pl_gw_msg *row_to_msg(sqlite3_stmt *st)
 {
@@ -270,6 +286,9 @@ static struct pl_gw_msg *row_to_msg(sqlite3_stmt *st)
     m->state = pl_gw_state_parse((const char *)sqlite3_column_text(st, 15));
     m->parts = sqlite3_column_int(st, 16);
     m->parts_done = sqlite3_column_int(st, 17);
+    m->return_path = col_str(st, 18);
+    m->orig_headers = col_str(st, 19);
+    m->orig_rcpt = col_str(st, 20);
     return m;
 }
 
@@ -296,12 +315,14 @@ int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
     rc = run(q, NULL,
              "INSERT INTO messages(id, dest, src_channel, src_addr,"
              " dst_channel, dst_addr, sender_msgid, want_receipt, text,"
-             " subject, links, created, expires, next_attempt, state)"
-             " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,'queued')",
-             "sssssssnsssiii", m->id, m->dest, m->src_channel, m->src_addr,
+             " subject, links, created, expires, next_attempt, state,"
+             " return_path, orig_headers, orig_rcpt)"
+             " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,'queued',?,?,?)",
+             "sssssssnsssiiisss", m->id, m->dest, m->src_channel, m->src_addr,
              m->dst_channel, m->dst_addr, m->sender_msgid, m->want_receipt,
              m->text, m->subject, m->links, m->created, m->expires,
-             m->next_attempt);
+             m->next_attempt, m->return_path, m->orig_headers,
+             m->orig_rcpt);
     if (rc == PL_OK) {
         char detail[512];
         snprintf(detail, sizeof(detail), "%s %s -> %s %s", m->src_channel,
@@ -669,6 +690,17 @@ int pl_gwq_link_owner(struct pl_gwq *q, const char *channel,
                       "SELECT jid FROM links WHERE channel = ? AND"
                       " address = ? AND verified = 1",
                       channel, address);
+}
+
+int pl_gwq_thread_get(struct pl_gwq *q, const char *address, const char *jid,
+                      char **msgid)
+{
+    return one_string(q, msgid,
+                      "SELECT sender_msgid FROM messages WHERE"
+                      " src_channel = 'mail' AND src_addr = ? AND"
+                      " dst_addr = ? AND sender_msgid IS NOT NULL"
+                      " ORDER BY created DESC LIMIT 1",
+                      address, jid);
 }
 
 int pl_gwq_peer_set(struct pl_gwq *q, const char *address, const char *jid,

@@ -120,6 +120,10 @@ int pl_gwq_link_owner(struct pl_gwq *q, const char *channel,
 int pl_gwq_peer_set(struct pl_gwq *q, const char *address, const char *jid,
                     int64_t now);
 int pl_gwq_peer_get(struct pl_gwq *q, const char *address, char **jid);
+/* The Message-ID of the last e-mail from address delivered to jid (bare),
+ * for In-Reply-To (new string), or PL_ENOT_FOUND. */
+int pl_gwq_thread_get(struct pl_gwq *q, const char *address, const char *jid,
+                      char **msgid);
 
 /* ---- history (history.c) ---- */
 /* Appends a history row (inside the caller's transaction, if any). */

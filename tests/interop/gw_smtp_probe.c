@@ -4,13 +4,14 @@
  * receives as JSON lines on stdout, for tests/interop/test_gateway_mail.py
  * (swaks is the client).
  *
- *   gw_smtp_probe [--lmtp] [--unix PATH] [--max-size N] [--max-rcpts N]
- *                 [--max-errors N]
+ *   gw_smtp_probe [--lmtp] [--port N | --unix PATH] [--max-size N]
+ *                 [--max-rcpts N] [--max-errors N]
  *
  * First line: {"ready": PORT} (-1 on a unix socket).  Then one line per
  * event: {"event":"mail","from":...}, {"event":"rcpt","rcpt":...},
  * {"event":"data","rcpts":[...],"size":N,"subject":...,"text":...,
- * "attachments":N,"from":...} (the message parsed with mime.c).
+ * "attachments":N,"from":...,"message_id":...,"in_reply_to":...} (the
+ * message parsed with mime.c).
  * Policy: recipients whose local part starts with "reject" get 550
  * 5.1.1, "defer" 450 4.2.1; in LMTP, recipients starting with "full"
  * get 452 4.2.2 after DATA.  SIGTERM or SIGINT ends it (exit 0).
@@ -90,6 +91,12 @@ static int on_event(void *data, struct pl_smtp *s,
             json_object_set_new(o, "from",
                                 m->from ? json_string(m->from) : json_null());
             json_object_set_new(o, "text", json_string(m->text));
+            json_object_set_new(o, "message_id",
+                                m->message_id ? json_string(m->message_id)
+                                              : json_null());
+            json_object_set_new(o, "in_reply_to",
+                                m->in_reply_to ? json_string(m->in_reply_to)
+                                               : json_null());
             json_object_set_new(o, "attachments",
                                 json_integer((json_int_t)m->natt));
             pl_mail_msg_free(m);
@@ -176,6 +183,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--lmtp") == 0) {
             lmtp = 1;
             cfg.smtp.proto = PL_SMTP_LMTP;
+        } else if (strcmp(a, "--port") == 0 && v) {
+            cfg.port = atoi(v);
+            i++;
         } else if (strcmp(a, "--unix") == 0 && v) {
             cfg.unix_path = v;
             i++;
@@ -190,7 +200,7 @@ int main(int argc, char **argv)
             i++;
         } else {
             fprintf(stderr,
-                    "usage: %s [--lmtp] [--unix PATH] [--max-size N] "
+                    "usage: %s [--lmtp] [--port N | --unix PATH] [--max-size N] "
                     "[--max-rcpts N] [--max-errors N]\n",
                     argv[0]);
             return 2;

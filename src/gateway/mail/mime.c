@@ -692,8 +692,12 @@ int pl_mail_build(const struct pl_mail_out *o, struct pl_buf *out,
                               : g_date_time_new_now_utc();
     g_mime_message_set_date(msg, date);
     g_date_time_unref(date);
-    char *id = g_mime_utils_generate_message_id(
-        o->id_domain && *o->id_domain ? o->id_domain : "localhost");
+    char *id = o->message_id && *o->message_id &&
+                       !strpbrk(o->message_id, "<>\r\n ")
+                   ? g_strdup(o->message_id)
+                   : g_mime_utils_generate_message_id(
+                         o->id_domain && *o->id_domain ? o->id_domain
+                                                       : "localhost");
     g_mime_message_set_message_id(msg, id);
     if (o->in_reply_to && *o->in_reply_to &&
         !strpbrk(o->in_reply_to, "<>\r\n ")) {

@@ -105,6 +105,7 @@ struct pl_mail_out {
     size_t nlinks;                    /* how many */
     const char *in_reply_to;          /* Message-ID replied to (no brackets) */
     const char *id_domain;            /* right side of the new Message-ID */
+    const char *message_id;           /* or this one (no brackets), or NULL */
     time_t date;                      /* 0: now */
 };
 
