@@ -96,7 +96,7 @@ static const struct opt {
     {"mail.relay.password", 1, "", 0, 0, 0, 0, OFF(relay_pass)},
     {"mail.relay.connect_timeout", 0, NULL, 30, 1, 600, 1000,
      OFF(relay_connect_timeout_ms)},
-    {"mail.relay.timeout", 0, NULL, 300, 1, 3600, 1000,
+    {"mail.relay.timeout", 0, NULL, 100, 1, 3600, 1000,
      OFF(relay_timeout_ms)},
     {"mail.workers", 0, NULL, 4, 1, 64, 1, OFF(smtp_workers)},
     {"retry.base", 0, NULL, 2000, 10, 3600000, 1, OFF(retry_base_ms)},
