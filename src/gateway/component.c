@@ -289,7 +289,7 @@ static void schedule(struct link *L)
     long wait = d - jitter +
                 (jitter ? (long)(r % (unsigned)(2 * jitter + 1)) : 0);
     L->delay_ms = d * 2 > pl_gw.c.reconnect_max_ms ? pl_gw.c.reconnect_max_ms
-                                                  : d * 2;
+                                                   : d * 2;
     pl_timer_start(pl_gw.loop, &L->retry, (uint64_t)wait);
 }
 

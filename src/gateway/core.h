@@ -57,30 +57,30 @@ struct pl_gw_conf {
     long cb_max_body;    /* bytes of a callback request body */
     long code_ttl_ms;    /* a verification code's life */
     /* E-mail (mail/channel.c). */
-    char *mail_domain;     /* "mail.<host>"; "" : no e-mail channel */
-    char *mail_hostname;   /* greeting, Message-IDs, DSN reporting MTA */
-    char *mail_im_host;    /* the XMPP domain of the users */
+    char *mail_domain;       /* "mail.<host>"; "" : no e-mail channel */
+    char *mail_hostname;     /* greeting, Message-IDs, DSN reporting MTA */
+    char *mail_im_host;      /* the XMPP domain of the users */
     char *mail_rcpt_domains; /* accepted recipient domains, comma list */
-    char *mail_from;       /* From of the gateway's own mail (DSNs) */
-    char *lmtp_socket;     /* LMTP unix socket path, or "" */
-    char *lmtp_address;    /* LMTP TCP address */
-    long lmtp_port;        /* its port, 0: none */
-    char *smtp_address;    /* SMTP TCP address */
-    long smtp_port;        /* its port, 0: none */
-    long mail_max_size;    /* bytes of one inbound message */
-    long mail_max_rcpts;   /* recipients per transaction */
-    long mail_max_text;    /* bytes of text delivered to IM / sent */
-    long mail_timeout_ms;  /* inbound command timeout */
-    long mail_max_sessions; /* inbound sessions at once */
-    char *relay_url;       /* smtp://host:port or smtps://host:port */
-    char *relay_tls;       /* none, try, require */
-    long relay_no_verify;  /* 1: do not verify the relay's certificate */
-    char *relay_ca_file;   /* CA bundle, "" for the system's */
-    char *relay_user;      /* AUTH user, "" for none */
-    char *relay_pass;      /* its password */
+    char *mail_from;         /* From of the gateway's own mail (DSNs) */
+    char *lmtp_socket;       /* LMTP unix socket path, or "" */
+    char *lmtp_address;      /* LMTP TCP address */
+    long lmtp_port;          /* its port, 0: none */
+    char *smtp_address;      /* SMTP TCP address */
+    long smtp_port;          /* its port, 0: none */
+    long mail_max_size;      /* bytes of one inbound message */
+    long mail_max_rcpts;     /* recipients per transaction */
+    long mail_max_text;      /* bytes of text delivered to IM / sent */
+    long mail_timeout_ms;    /* inbound command timeout */
+    long mail_max_sessions;  /* inbound sessions at once */
+    char *relay_url;         /* smtp://host:port or smtps://host:port */
+    char *relay_tls;         /* none, try, require */
+    long relay_no_verify;    /* 1: do not verify the relay's certificate */
+    char *relay_ca_file;     /* CA bundle, "" for the system's */
+    char *relay_user;        /* AUTH user, "" for none */
+    char *relay_pass;        /* its password */
     long relay_connect_timeout_ms; /* connect timeout */
-    long relay_timeout_ms; /* whole transaction */
-    long smtp_workers;     /* threads sending mail */
+    long relay_timeout_ms;         /* whole transaction */
+    long smtp_workers;             /* threads sending mail */
     /* Retries and queues. */
     long retry_base_ms; /* first retry delay */
     long retry_max_ms;  /* backoff cap */

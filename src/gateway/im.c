@@ -556,7 +556,8 @@ void pl_gw_im_stanza(struct pl_stanza *st)
         return; /* parleyd addresses everything; ignore what is odd */
     }
     const char *name = pl_stanza_name(st);
-    if (pl_gw.c.mail_domain[0] && strcmp(to->domain, pl_gw.c.mail_domain) == 0) {
+    if (pl_gw.c.mail_domain[0] &&
+        strcmp(to->domain, pl_gw.c.mail_domain) == 0) {
         on_mail_stanza(st, name, from, to);
         pl_jid_free(from);
         pl_jid_free(to);

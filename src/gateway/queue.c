@@ -159,8 +159,7 @@ int pl_gwq_open(const char *path, int readonly, struct pl_gwq **out)
         sqlite3_close(db);
         return PL_ESTORAGE;
     }
-    for (size_t i = 0; !readonly && i < sizeof(MIGRATE) / sizeof(*MIGRATE);
-         i++)
+    for (size_t i = 0; !readonly && i < sizeof(MIGRATE) / sizeof(*MIGRATE); i++)
         sqlite3_exec(db, MIGRATE[i], NULL, NULL, NULL);
     struct pl_gwq *q = pl_calloc(1, sizeof(*q));
     q->db = db;
@@ -261,7 +260,7 @@ static char *col_str(sqlite3_stmt *st, int i)
 #define MSG_COLS                                                               \
     "id, dest, src_channel, src_addr, dst_channel, dst_addr, sender_msgid,"    \
     " want_receipt, text, subject, links, created, expires, next_attempt,"     \
-    " attempts, state, parts, parts_done, return_path, orig_headers,"     \
+    " attempts, state, parts, parts_done, return_path, orig_headers,"          \
     " orig_rcpt"
 
 static struct pl_gw_msg *row_to_msg(sqlite3_stmt *st)
@@ -321,8 +320,7 @@ int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
              "sssssssnsssiiisss", m->id, m->dest, m->src_channel, m->src_addr,
              m->dst_channel, m->dst_addr, m->sender_msgid, m->want_receipt,
              m->text, m->subject, m->links, m->created, m->expires,
-             m->next_attempt, m->return_path, m->orig_headers,
-             m->orig_rcpt);
+             m->next_attempt, m->return_path, m->orig_headers, m->orig_rcpt);
     if (rc == PL_OK) {
         char detail[512];
         snprintf(detail, sizeof(detail), "%s %s -> %s %s", m->src_channel,

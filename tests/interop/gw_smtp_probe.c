@@ -199,10 +199,11 @@ int main(int argc, char **argv)
             cfg.smtp.max_errors = (unsigned)strtoul(v, NULL, 10);
             i++;
         } else {
-            fprintf(stderr,
-                    "usage: %s [--lmtp] [--port N | --unix PATH] [--max-size N] "
-                    "[--max-rcpts N] [--max-errors N]\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--lmtp] [--port N | --unix PATH] [--max-size N] "
+                "[--max-rcpts N] [--max-errors N]\n",
+                argv[0]);
             return 2;
         }
     }

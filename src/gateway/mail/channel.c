@@ -238,8 +238,9 @@ static void send_work(struct pl_work *w)
     }
     if (rc != PL_OK) {
         j->outcome = O_FAILED;
-        snprintf(j->detail, sizeof(j->detail), "the e-mail could not be "
-                                               "built (bad address?)");
+        snprintf(j->detail, sizeof(j->detail),
+                 "the e-mail could not be "
+                 "built (bad address?)");
         pl_buf_reset(&msg);
         return;
     }
@@ -251,8 +252,8 @@ static void send_work(struct pl_work *w)
     j->outcome = rc == PL_OK ? O_SENT : rc == PL_EAGAIN ? O_RETRY : O_FAILED;
     /* res.text carries the reply code when there was a reply. */
     snprintf(j->detail, sizeof(j->detail), "relay %s: %s%s%s", M.relay_host,
-             rc == PL_OK ? "accepted: " : "", res.code ? "" : "no answer: ",
-             res.text);
+             rc == PL_OK ? "accepted: " : "",
+             res.code ? "" : "no answer: ", res.text);
 }
 
 static void outcome_work(struct pl_work *w)
@@ -311,7 +312,7 @@ struct claim_job {
     struct pl_gw_msg **v;
     char **irt; /* In-Reply-To per message */
     int n;
-    int dsn;    /* DSNs were queued (kick again) */
+    int dsn; /* DSNs were queued (kick again) */
 };
 
 static void claim_work(struct pl_work *w)
@@ -469,16 +470,16 @@ void pl__gw_mail_im_error_db(const char *id, const char *why)
 struct pending {
     struct pl_work w;
     struct pending *next;
-    struct pl_smtp *s;   /* NULL once the session closed */
-    int lmtp;            /* one verdict per recipient */
-    char *rcpt;          /* RCPT: the address */
-    char *from;          /* DATA: the reverse-path */
-    char **rcpts;        /* DATA: the recipients */
+    struct pl_smtp *s; /* NULL once the session closed */
+    int lmtp;          /* one verdict per recipient */
+    char *rcpt;        /* RCPT: the address */
+    char *from;        /* DATA: the reverse-path */
+    char **rcpts;      /* DATA: the recipients */
     size_t nrcpts;
-    char *raw;           /* DATA: the message */
+    char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;             /* per recipient: stored */
-    int rcpt_ok;         /* RCPT: resolved */
+    int *ok;     /* per recipient: stored */
+    int rcpt_ok; /* RCPT: resolved */
 };
 
 static void pending_unlink(struct pending *p)
@@ -517,8 +518,7 @@ static void rcpt_done(struct pl_work *w)
     if (p->s) {
         struct pl_smtp_reply r = {250, "2.1.5", "recipient ok"};
         if (!p->rcpt_ok)
-            r = (struct pl_smtp_reply){550, "5.1.1",
-                                       "no such user here"};
+            r = (struct pl_smtp_reply){550, "5.1.1", "no such user here"};
         pl_smtp_server_resume(p->s, &r, 1);
     }
     pending_free(p);
@@ -547,8 +547,7 @@ static void data_work(struct pl_work *w)
     lim.max_text = (size_t)pl_gw.c.mail_max_text;
     struct pl_mail_msg *mm = NULL;
     p->ok = pl_calloc(p->nrcpts + 1, sizeof(*p->ok));
-    if (pl_mail_parse((struct pl_str){p->raw, p->rawlen}, &lim, &mm) !=
-        PL_OK)
+    if (pl_mail_parse((struct pl_str){p->raw, p->rawlen}, &lim, &mm) != PL_OK)
         return;
     /* Whom the IM user sees and answers: the From, else the envelope. */
     char *sender = mm->from && strchr(mm->from, '@') ? mm->from : p->from;
@@ -603,8 +602,7 @@ static void data_work(struct pl_work *w)
         if (mm->message_id) {
             struct pl_node *th = pl_node_add_child(st, root, "thread",
                                                    PL_NS_CLIENT);
-            pl_node_add_text(st, th, mm->message_id,
-                             strlen(mm->message_id));
+            pl_node_add_text(st, th, mm->message_id, strlen(mm->message_id));
         }
         char *xml = pl__gw_xml(st);
         pl__gw_outbox_db(xml);
@@ -629,8 +627,7 @@ static void data_done(struct pl_work *w)
             all &= p->ok[i];
         for (size_t i = 0; i < n; i++) {
             int ok = p->lmtp ? p->ok[i] : all;
-            r[i] = ok ? (struct pl_smtp_reply){250, "2.0.0",
-                                               "delivered to IM"}
+            r[i] = ok ? (struct pl_smtp_reply){250, "2.0.0", "delivered to IM"}
                       : (struct pl_smtp_reply){451, "4.3.0",
                                                "not stored, try again"};
         }
@@ -680,8 +677,8 @@ static void on_gone(void *data, struct pl_smtp *s)
             p->s = NULL;
 }
 
-static int listen_on(int lmtp, const char *address, int port,
-                     const char *path, struct pl_smtp_server **out)
+static int listen_on(int lmtp, const char *address, int port, const char *path,
+                     struct pl_smtp_server **out)
 {
     struct pl_smtp_server_config cfg;
     pl_smtp_server_config_default(&cfg);
@@ -699,8 +696,8 @@ static int listen_on(int lmtp, const char *address, int port,
     cfg.gone = on_gone;
     int rc = pl_smtp_server_open(pl_gw.loop, &cfg, out);
     if (rc != PL_OK)
-        pl_log_error("mail", "cannot listen for %s on %s", lmtp ? "LMTP" : "SMTP",
-                     path ? path : address);
+        pl_log_error("mail", "cannot listen for %s on %s",
+                     lmtp ? "LMTP" : "SMTP", path ? path : address);
     return rc;
 }
 
