@@ -38,9 +38,9 @@ lazy = $(eval $(1) := $(2))$($(1))
 
 PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
-# libunistring and Debian's wslay (libwslay-dev) ship no .pc file.
+# libunistring ships no .pc file.
 PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \
-           -lunistring -lwslay)
+           -lunistring)
 
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
