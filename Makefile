@@ -184,7 +184,7 @@ $(BUILD)/parley: $(CLI_OBJ) $(CLIENT_COMMON)
 FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web
+FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web wsframe
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \

@@ -154,10 +154,13 @@ static void fail(struct ws *w, unsigned code, const char *why)
     size_t n = 0;
     if (code) {
         size_t wl = why ? strlen(why) : 0;
+        if (wl > 123)
+            wl = 123;
         b[0] = (unsigned char)(code >> 8);
         b[1] = (unsigned char)code;
-        memcpy(b + 2, why, wl < 123 ? wl : 123);
-        n = 2 + (wl < 123 ? wl : 123);
+        if (wl)
+            memcpy(b + 2, why, wl);
+        n = 2 + wl;
     }
     control(w, PL_WS_CLOSE, b, n);
     w->closing = 1;
