@@ -24,13 +24,16 @@
  * element needs (RFC 7395 §3.3.3); control frames (pong, close, ping as
  * keepalive) are written the same way, so frames are never interleaved.
  *
- * Memory: an idle WebSocket session costs struct ws (a pointer more
- * than the frame reader's state) beside its stream: the reader keeps
- * nothing on the heap between frames (wsframe.c), and the stream frees
- * its parser when it naps (c2s.h).  wslay's event API, used before, kept
- * a context of about 9 KiB per connection and freed it only at the nap;
- * the holes it left among the session's own objects stayed resident
- * (about 2 KiB per idle session more than over TCP).
+ * Memory: an idle WebSocket session costs struct ws (about 100 bytes:
+ * the frame reader's state) beside its stream, and nothing else: the
+ * reader keeps nothing on the heap between frames (wsframe.c), and the
+ * stream frees its parser when it naps (c2s.h), so there is no
+ * transport-level nap.  wslay's event API, used before, kept a context
+ * of about 9 KiB from the upgrade and freed it at the nap; the session's
+ * own objects had been allocated around it, and the holes stayed
+ * resident after malloc_trim (the pages at their edges, and those shared
+ * with live objects): 2.1 to 2.3 KiB per idle session more than over
+ * TCP, against 0.04 to 0.10 KiB now (bench/results/2026-12-07-ws.md).
  *
  * Ending: the client's <close/> is answered with <close/> and a close
  * frame (1000), then the connection closes once flushed; a stream error
