@@ -38,9 +38,9 @@ lazy = $(eval $(1) := $(2))$($(1))
 
 PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
-# libunistring and Debian's wslay (libwslay-dev) ship no .pc file.
+# libunistring ships no .pc file.
 PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \
-           -lunistring -lwslay)
+           -lunistring)
 
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
@@ -227,7 +227,7 @@ FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
-    smtp mime
+    smtp mime wsframe
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \

@@ -9,26 +9,31 @@
  * the Origin allowed for the host (403 otherwise: pl_http_origin_allowed).
  * A request without Upgrade gets 426.
  *
- * After the 101, wslay (its event API, server side) reads the frames:
- * it unmasks them, refuses unmasked client frames (RFC 6455 §5.1: close
- * 1002), reassembles fragmented messages up to the largest stanza
- * (limits.max_stanza_size; close 1009 beyond), checks that text is
- * UTF-8 (close 1007), answers pings and the closing handshake.  Each
- * whole text message goes to the client stream (pl_c2s_input); a binary
- * message closes with 1003.  What the stream writes, one element per
- * call, leaves as one unmasked text frame written straight onto the
- * connection's buffer (header, then the pieces: no copy besides the
- * connection's own), with the namespace declarations a standalone
- * element needs (RFC 7395 §3.3.3).  Control frames (pong, close, ping
- * as keepalive) go through wslay; frames are never interleaved, as the
- * connection takes every byte wslay hands it.
+ * After the 101, the frames are read by wsframe.c (pl_ws_in): it
+ * unmasks them, refuses unmasked client frames (RFC 6455 §5.1: close
+ * 1002) and every other frame the RFC forbids (1002), reassembles
+ * fragmented messages up to the largest stanza (limits.max_stanza_size
+ * and 1 KiB; close 1009 beyond, told by the frame header), checks that
+ * text is UTF-8 (close 1007) and refuses binary frames (RFC 7395 §3.2:
+ * close 1003).  Each whole text message goes to the client stream
+ * (pl_c2s_input); a ping is answered with a pong, the client's close
+ * frame with a close frame of its code.  What the stream writes, one
+ * element per call, leaves as one unmasked text frame written straight
+ * onto the connection's buffer (header, then the pieces: no copy besides
+ * the connection's own), with the namespace declarations a standalone
+ * element needs (RFC 7395 §3.3.3); control frames (pong, close, ping as
+ * keepalive) are written the same way, so frames are never interleaved.
  *
- * Idle: wslay's context is about 9 KiB (two 4 KiB frame buffers), four
- * times an idle c2s session.  When the stream naps (idle 2 s,
- * c2s.h) and the client's bytes end on a frame boundary outside a
- * fragmented message, with nothing queued, the context is freed; the
- * next byte or control frame makes a fresh one (track() follows the
- * frame boundaries: headers byte by byte, payloads skipped whole).
+ * Memory: an idle WebSocket session costs struct ws (about 100 bytes:
+ * the frame reader's state) beside its stream, and nothing else: the
+ * reader keeps nothing on the heap between frames (wsframe.c), and the
+ * stream frees its parser when it naps (c2s.h), so there is no
+ * transport-level nap.  wslay's event API, used before, kept a context
+ * of about 9 KiB from the upgrade and freed it at the nap; the session's
+ * own objects had been allocated around it, and the holes stayed
+ * resident after malloc_trim (the pages at their edges, and those shared
+ * with live objects): 2.1 to 2.3 KiB per idle session more than over
+ * TCP, against 0.04 to 0.10 KiB now (bench/results/2026-12-07-ws.md).
  *
  * Ending: the client's <close/> is answered with <close/> and a close
  * frame (1000), then the connection closes once flushed; a stream error
@@ -44,7 +49,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <wslay/wslay.h>
 
 #include "alloc.h"
 #include "xmpp/c2s.h"
@@ -57,27 +61,17 @@
 #include "server.h"
 #include "stanza.h"
 #include "stats.h"
+#include "wsframe.h"
 
 /* RFC 6455 §1.3: appended to the key before hashing. */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 struct ws {
-    struct pl_conn *conn;        /* the upgraded connection */
-    wslay_event_context_ptr ctx; /* frame reader, control frames; NULL
-                                  * while napping */
-    struct c2s *c;               /* its stream; NULL once gone */
-    const char *in;              /* bytes wslay may read now */
-    size_t inlen;                /* how many */
-    uint64_t left;               /* payload bytes of the current frame */
-    unsigned char hdr[14];       /* a frame header being received */
-    unsigned char hlen;          /* its bytes so far */
-    unsigned in_recv : 1;        /* inside wslay_event_recv */
-    unsigned closing : 1;        /* close frame queued: no more data */
-    unsigned frag : 1;           /* inside a fragmented message */
+    struct pl_conn *conn; /* the upgraded connection */
+    struct c2s *c;        /* its stream; NULL once gone */
+    struct pl_ws_in in;   /* the client's frames */
+    unsigned closing : 1; /* close frame sent: nothing more in or out */
 };
-
-static const struct wslay_event_callbacks callbacks;
-static int ctx_get(struct ws *w);
 
 /* ---- the handshake ---- */
 
@@ -143,26 +137,37 @@ static int handshake_error(struct pl_http_req *r, const char **why)
 
 /* ---- frames out ---- */
 
-static void frame_header(struct pl_conn *conn, size_t len)
+/* One control frame: opcode, payload pl[0..n) (n <= 125). */
+static void control(struct ws *w, unsigned opcode, const void *pl, size_t n)
 {
     unsigned char h[10];
-    size_t n;
-    h[0] = 0x81; /* FIN, text */
-    if (len < 126) {
-        h[1] = (unsigned char)len;
-        n = 2;
-    } else if (len <= 0xffff) {
-        h[1] = 126;
-        h[2] = (unsigned char)(len >> 8);
-        h[3] = (unsigned char)len;
-        n = 4;
-    } else {
-        h[1] = 127;
-        for (int i = 0; i < 8; i++)
-            h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-        n = 10;
+    pl_conn_write(w->conn, h, pl_ws_header(h, opcode, n));
+    if (n)
+        pl_conn_write(w->conn, pl, n);
+}
+
+/* The closing handshake from our side: a close frame with code (0: none)
+ * and why, then the connection closes once the bytes are out (RFC 6455
+ * §7.1.1: the server closes TCP first).  Nothing is read or sent after. */
+static void fail(struct ws *w, unsigned code, const char *why)
+{
+    if (w->closing)
+        return;
+    unsigned char b[2 + 123];
+    size_t n = 0;
+    if (code) {
+        size_t wl = why ? strlen(why) : 0;
+        if (wl > 123)
+            wl = 123;
+        b[0] = (unsigned char)(code >> 8);
+        b[1] = (unsigned char)code;
+        if (wl)
+            memcpy(b + 2, why, wl);
+        n = 2 + wl;
     }
-    pl_conn_write(conn, h, n);
+    control(w, PL_WS_CLOSE, b, n);
+    w->closing = 1;
+    pl_conn_close(w->conn);
 }
 
 /* struct pl_c2s_transport.element: one text frame. */
@@ -177,7 +182,8 @@ static void ws_element(void *t, const struct pl_str *v, int n)
     size_t len = el;
     for (int i = 0; i < n; i++)
         len += v[i].len;
-    frame_header(w->conn, len);
+    unsigned char h[10];
+    pl_conn_write(w->conn, h, pl_ws_header(h, PL_WS_TEXT, len));
     pl_conn_write(w->conn, v[0].p, k);
     if (el)
         pl_conn_write(w->conn, extra, el);
@@ -191,19 +197,6 @@ static void text(struct ws *w, const char *s)
 {
     struct pl_str v = {s, strlen(s)};
     ws_element(w, &v, 1);
-}
-
-/* Hands wslay's queued control frames to the connection; closes it
- * once wslay has nothing more to read or write (closing handshake done
- * or failed). */
-static void pump(struct ws *w)
-{
-    if (w->in_recv || !w->conn || !w->ctx)
-        return;
-    if (wslay_event_send(w->ctx) != 0 ||
-        (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx)) ||
-        (w->closing && !wslay_event_want_write(w->ctx)))
-        pl_conn_close(w->conn);
 }
 
 /* struct pl_c2s_transport.header: RFC 7395 §3.4. */
@@ -228,13 +221,7 @@ static void ws_close(void *t)
     if (w->closing)
         return;
     text(w, "<close xmlns='" PL_NS_FRAMING "'/>");
-    if (ctx_get(w) != 0) {
-        pl_conn_close(w->conn);
-        return;
-    }
-    w->closing = 1;
-    wslay_event_queue_close(w->ctx, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
-    pump(w);
+    fail(w, PL_WS_NORMAL, NULL);
 }
 
 /* struct pl_c2s_transport.keepalive: a ping (RFC 7395 §3.8: no
@@ -242,23 +229,8 @@ static void ws_close(void *t)
 static void ws_keepalive(void *t)
 {
     struct ws *w = t;
-    if (w->closing || ctx_get(w) != 0)
-        return;
-    struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
-    wslay_event_queue_msg(w->ctx, &m);
-    pump(w);
-}
-
-/* struct pl_c2s_transport.nap: frees wslay's context between frames. */
-static void ws_nap(void *t)
-{
-    struct ws *w = t;
-    if (!w->ctx || w->in_recv || w->closing || w->hlen || w->left || w->frag ||
-        wslay_event_get_queued_msg_count(w->ctx) ||
-        wslay_event_want_write(w->ctx) || !wslay_event_want_read(w->ctx))
-        return;
-    wslay_event_context_free(w->ctx);
-    w->ctx = NULL;
+    if (!w->closing)
+        control(w, PL_WS_PING, NULL, 0);
 }
 
 static void ws_attach(void *t, struct c2s *c)
@@ -273,136 +245,56 @@ static const struct pl_c2s_transport transport = {
     .element = ws_element,
     .close = ws_close,
     .keepalive = ws_keepalive,
-    .nap = ws_nap,
     .attach = ws_attach,
 };
 
-/* ---- wslay's callbacks ---- */
+/* ---- frames in (struct pl_ws_in_ops) ---- */
 
-static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
-                       int flags, void *ud)
-{
-    (void)flags;
-    struct ws *w = ud;
-    if (!w->inlen) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-        return -1;
-    }
-    size_t n = len < w->inlen ? len : w->inlen;
-    memcpy(buf, w->in, n);
-    w->in += n;
-    w->inlen -= n;
-    return (ssize_t)n;
-}
-
-static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data,
-                       size_t len, int flags, void *ud)
-{
-    (void)ctx;
-    (void)flags;
-    struct ws *w = ud;
-    pl_conn_write(w->conn, data, len);
-    return (ssize_t)len;
-}
-
-static void on_msg(wslay_event_context_ptr ctx,
-                   const struct wslay_event_on_msg_recv_arg *arg, void *ud)
+static int on_text(void *ud, const char *p, size_t n)
 {
     struct ws *w = ud;
     if (w->closing || !w->c)
-        return;
-    if (arg->opcode == WSLAY_TEXT_FRAME) {
-        pl_stat_inc(ws_messages_in);
-        pl_c2s_input(w->c, (const char *)arg->msg, arg->msg_length);
-    } else if (arg->opcode == WSLAY_BINARY_FRAME) {
-        /* RFC 7395 §3.2: XMPP goes in text frames only. */
-        w->closing = 1;
-        wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
-                                (const uint8_t *)"text frames only", 16);
-    } else if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
-        w->closing = 1; /* wslay answers the close frame */
-    }
+        return 1;
+    pl_stat_inc(ws_messages_in);
+    pl_c2s_input(w->c, p, n);
+    return w->closing;
 }
+
+static void on_ping(void *ud, const char *p, size_t n)
+{
+    struct ws *w = ud;
+    if (!w->closing)
+        control(w, PL_WS_PONG, p, n);
+}
+
+/* The client's close frame: answered with its code (RFC 6455 §5.5.1);
+ * the stream sees a lost connection unless it ended with <close/>. */
+static void on_close(void *ud, unsigned code)
+{
+    fail(ud, code, NULL);
+}
+
+static const struct pl_ws_in_ops in_ops = {
+    .text = on_text,
+    .ping = on_ping,
+    .close = on_close,
+};
 
 /* ---- the upgraded connection ---- */
-
-/* Follows the client's frame boundaries over the n bytes at p (only
- * headers are looked at), so that ws_nap() knows when wslay holds no
- * partial frame.  Sizes and masks are wslay's to check. */
-static void track(struct ws *w, const unsigned char *p, size_t n)
-{
-    while (n) {
-        if (w->left) {
-            size_t k = w->left < n ? (size_t)w->left : n;
-            w->left -= k;
-            p += k;
-            n -= k;
-            continue;
-        }
-        w->hdr[w->hlen++] = *p++;
-        n--;
-        if (w->hlen < 2)
-            continue;
-        unsigned len7 = w->hdr[1] & 0x7f;
-        unsigned need = 2 + (w->hdr[1] & 0x80 ? 4 : 0) +
-                        (len7 == 126   ? 2
-                         : len7 == 127 ? 8
-                                       : 0);
-        if (w->hlen < need)
-            continue;
-        uint64_t len = len7;
-        if (len7 == 126)
-            len = (uint64_t)w->hdr[2] << 8 | w->hdr[3];
-        else if (len7 == 127)
-            for (int i = 0; i < 8; i++)
-                len = (i ? len << 8 : 0) | w->hdr[2 + i];
-        if ((w->hdr[0] & 0x0f) < 8) /* data frames, not control */
-            w->frag = !(w->hdr[0] & 0x80);
-        w->left = len;
-        w->hlen = 0;
-    }
-}
-
-static int ctx_init(struct ws *w)
-{
-    if (wslay_event_context_server_init(&w->ctx, &callbacks, w) != 0) {
-        w->ctx = NULL;
-        return -1;
-    }
-    /* A message is one stanza: the stanza limit plus some slack for the
-     * declarations a standalone element repeats. */
-    const struct pl_settings *s = &pl_server_config()->s;
-    wslay_event_config_set_max_recv_msg_length(w->ctx,
-                                               (uint64_t)s->max_stanza_size +
-                                                   1024);
-    return 0;
-}
-
-/* wslay's context, made again after a nap; -1 when out of memory. */
-static int ctx_get(struct ws *w)
-{
-    return w->ctx ? 0 : ctx_init(w);
-}
 
 static void on_data(struct pl_conn *conn, const char *p, size_t n)
 {
     struct ws *w = conn->data;
-    if (ctx_get(w) != 0) {
-        pl_conn_close(conn);
+    if (w->closing)
         return;
-    }
-    track(w, (const unsigned char *)p, n);
-    w->in = p;
-    w->inlen = n;
-    w->in_recv = 1;
-    int rc = wslay_event_recv(w->ctx);
-    w->in_recv = 0;
-    w->inlen = 0;
-    if (rc != 0) {
-        pl_conn_close(conn);
-        return;
-    }
-    pump(w);
+    /* A message is one stanza: the stanza limit plus some slack for the
+     * declarations a standalone element repeats. */
+    const struct pl_settings *s = &pl_server_config()->s;
+    int code = pl_ws_in_feed(&w->in, p, n, (uint64_t)s->max_stanza_size + 1024,
+                             &in_ops, w);
+    if (code)
+        fail(w, (unsigned)code,
+             code == PL_WS_UNSUPPORTED ? "text frames only" : NULL);
 }
 
 static void on_closed(struct pl_conn *conn)
@@ -411,8 +303,7 @@ static void on_closed(struct pl_conn *conn)
     w->conn = NULL;
     if (w->c)
         pl_c2s_gone(w->c);
-    if (w->ctx)
-        wslay_event_context_free(w->ctx);
+    pl_ws_in_free(&w->in);
     pl_free(w);
 }
 
@@ -429,12 +320,6 @@ static const struct pl_conn_ops ws_ops = {
     .data = on_data,
     .closed = on_closed,
     .timeout = on_timeout,
-};
-
-static const struct wslay_event_callbacks callbacks = {
-    .recv_callback = on_recv,
-    .send_callback = on_send,
-    .on_msg_recv_callback = on_msg,
 };
 
 /* The route's on_request: the handshake, then the stream. */
@@ -465,11 +350,6 @@ static void on_request(struct pl_http_req *r)
     pl_buf_reset(&accept);
 
     struct ws *w = pl_calloc(1, sizeof(*w));
-    if (ctx_init(w) != 0) {
-        pl_free(w);
-        pl_http_error(r, 503, NULL);
-        return;
-    }
     const struct pl_settings *s = &pl_server_config()->s;
     int secure = r->secure;
     w->conn = pl_http_upgrade(r, &ws_ops, w);
@@ -478,9 +358,7 @@ static void on_request(struct pl_http_req *r)
     pl_conn_set_idle(w->conn, (uint32_t)s->idle_timeout * 1000, 0);
     w->c = pl_c2s_open(w->conn, &transport, w, secure);
     if (!w->c) {
-        w->closing = 1;
-        wslay_event_queue_close(w->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
-        pump(w);
+        fail(w, PL_WS_GOING_AWAY, NULL);
         return;
     }
     pl_stat_inc(ws_sessions);

@@ -2,8 +2,8 @@
  * fuzz_web.c - libFuzzer target for the live HTTP front end: the HTTP/1.1
  * server (src/http/server.c: request handling, routes, chunked bodies,
  * Expect, upgrade), XMPP over WebSocket (src/http/websocket.c: the
- * RFC 6455 handshake, then frames through wslay into the client stream
- * of src/xmpp/c2s.c) and BOSH (src/http/bosh.c: sessions, rids,
+ * RFC 6455 handshake, then frames read by src/http/wsframe.c into the
+ * client stream of src/xmpp/c2s.c) and BOSH (src/http/bosh.c: sessions, rids,
  * restarts, terminate), run in-process on a real loop with SQLite
  * storage, as src/parleyd.c builds them.
  *

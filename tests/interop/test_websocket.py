@@ -12,15 +12,20 @@ Checked, with real peers where Debian has them:
     with a TCP client, carbons, CSI, stream management with resumption
     after the WebSocket dropped, <close/> answered with <close/> and a
     close frame;
+  - pings answered with their payload, a frame cut across reads;
   - the handshake refusals (426, 400, 403) and hostile frames: unmasked
     (1002), invalid UTF-8 (1007), binary (1003), over the stanza limit
-    (1009), two elements in one message and half an element
-    (<not-well-formed/>), each leaving other users served.
+    (1009), a control frame over 125 bytes, an RSV bit, a continuation
+    of nothing (1002), two elements in one message and half an element
+    (<not-well-formed/>), each leaving other users served; a close frame
+    answered with its code.
 Run with /usr/bin/python3.
 """
 
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -169,9 +174,9 @@ def main():
         r = wa.iq("<enable xmlns='%s'/>" % NS_CARBONS, type_="set")
         check("carbons enabled over WebSocket", r.get("type") == "result",
               r.get("type"))
-        # An idle stream naps (idle 2 s, the stream's 5 s timer): its wslay
-        # context is freed; the next frames, fragmented ones too, make a
-        # fresh one and are read as before.
+        # An idle stream naps (idle 2 s, the stream's 5 s timer): its
+        # parser is freed; the next frames, fragmented ones with a control
+        # frame inside too, are read as before.
         time.sleep(7.5)
         wa.send_frame(1, "<message xmlns='jabber:client' to='%s' "
                       "type='chat'><body>after" % bob, fin=False)
@@ -182,6 +187,23 @@ def main():
               got.get("from") == wa.jid, got.get("from"))
         r = wa.iq("<ping xmlns='urn:xmpp:ping'/>", to=srv.domain)
         check("iq after a nap", r.get("type") == "result", r.get("type"))
+        # RFC 6455 §5.5.3: a pong carries the ping's payload (the one
+        # inside the fragmented message above, then this one).
+        wa.send_frame(9, "are you there")
+        r = wa.iq("<ping xmlns='urn:xmpp:ping'/>", to=srv.domain)
+        check("pings answered with pongs of their payloads",
+              wa.pongs == [b"nap", b"are you there"], str(wa.pongs))
+        # A frame cut anywhere (its header too) arrives over several reads.
+        wa.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw = WsClient.frame(1, "<message xmlns='jabber:client' to='%s' "
+                             "type='chat'><body>in pieces</body></message>"
+                             % bob)
+        for a, b in ((0, 1), (1, 5), (5, 40), (40, len(raw))):
+            wa.sock.sendall(raw[a:b])
+            time.sleep(0.1)
+        got = tb.next(is_msg("in pieces"))
+        check("a frame cut across reads, header included, is read whole",
+              got.get("from") == wa.jid, got.get("from"))
         wa.send("<inactive xmlns='%s'/>" % NS_CSI)
         wa.send("<active xmlns='%s'/>" % NS_CSI)
         r = wa.iq("<ping xmlns='urn:xmpp:ping'/>", to=srv.domain)
@@ -286,6 +308,15 @@ def main():
     hostile("half an element: <not-well-formed/>",
             lambda c: c.send("<message><body>"),
             stream_error="not-well-formed", login=True)
+    hostile("a ping over 125 bytes closes with 1002",
+            lambda c: c.send_frame(9, "p" * 126), code=1002)
+    hostile("an RSV bit without an extension closes with 1002",
+            lambda c: c.send_frame(1, "<presence/>", rsv=4), code=1002)
+    hostile("a continuation frame outside a message closes with 1002",
+            lambda c: c.send_frame(0, "<presence/>"), code=1002)
+    hostile("a close frame is answered with its code, then TCP closes",
+            lambda c: c.send_frame(8, struct.pack("!H", 1001) + b"bye"),
+            code=1001)
     hostile("a fragmented message over the limit closes with 1009",
             lambda c: [c.send_frame(0 if i else 1, "x" * 9000,
                                     fin=False) for i in range(3)],

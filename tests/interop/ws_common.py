@@ -13,8 +13,10 @@ stream:features, say) is a parse error, as it would be for a browser.
                origin=None, protocols="xmpp", extra_headers=None)
   c.status, c.headers     the handshake's answer (101 when upgraded)
   c.send(xml)             one text frame, masked
-  c.send_frame(opcode, payload, mask=True, fin=True)  any frame
+  c.send_frame(opcode, payload, mask=True, fin=True, rsv=0)  any frame
+  WsClient.frame(...)     the same frame's bytes, to send as one likes
   c.close_code            the close frame's status code once received
+  c.pongs                 the payloads of the pongs received
   c.closed                the server closed TCP
 
 handshake(host, port, headers) sends one raw request and returns
@@ -102,6 +104,7 @@ class WsClient(harness.RawClient):
         self.closed = False
         self.stream_ended = False
         self.close_code = None
+        self.pongs = []
         self.queue = []
         self.header = None
         self.jid = None
@@ -125,7 +128,9 @@ class WsClient(harness.RawClient):
 
     # ---- frames ----
 
-    def send_frame(self, opcode, payload, mask=True, fin=True, rsv=0):
+    @staticmethod
+    def frame(opcode, payload, mask=True, fin=True, rsv=0):
+        """A client frame's bytes."""
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
         b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
@@ -141,7 +146,10 @@ class WsClient(harness.RawClient):
             k = os.urandom(4)
             payload = bytes(c ^ k[i % 4] for i, c in enumerate(payload))
             head += k
-        self.sock.sendall(head + payload)
+        return head + payload
+
+    def send_frame(self, opcode, payload, mask=True, fin=True, rsv=0):
+        self.sock.sendall(self.frame(opcode, payload, mask, fin, rsv))
 
     def send(self, data):
         self.send_frame(1, data)
@@ -199,6 +207,8 @@ class WsClient(harness.RawClient):
                     if len(payload) >= 2 else 1005
             elif opcode == 9:
                 self.send_frame(10, payload)
+            elif opcode == 10:
+                self.pongs.append(payload)
 
     def restart(self):
         self.header = None
