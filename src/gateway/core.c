@@ -146,3 +146,34 @@ void pl_gw_outbox_kick(void)
     j->w.done = claim_done;
     pl_gw_db_submit(&j->w);
 }
+
+int pl__gw_outcome_db(struct pl_gw_msg *m, enum pl_gw_outcome o, int parts,
+                      const char *detail, const char *channel, int *state)
+{
+    struct pl_gwq *q = pl_gw.db;
+    const char *me = pl_gw.c.instance;
+    int rc;
+    switch (o) {
+    case PL_GW_OUT_SENT:
+        rc = pl_gwq_sent(q, m->id, me, parts, detail, state);
+        break;
+    case PL_GW_OUT_RETRY: {
+        char d[1300];
+        int64_t wait = pl_gw_backoff(m->attempts);
+        snprintf(d, sizeof(d), "%s; retry in %lld ms", detail, (long long)wait);
+        rc = pl_gwq_retry(q, m->id, me, pl_gw_now() + wait, d, state);
+        break;
+    }
+    default:
+        rc = pl_gwq_finish(q, m->id, me, PL_GW_FAILED, detail);
+        *state = PL_GW_FAILED;
+    }
+    if (rc == PL_OK && pl_gw_state_is_final(*state)) {
+        m->state = *state;
+        pl__gw_report_db(m, detail);
+    } else if (rc == PL_ECONFLICT) {
+        pl_log_warn(channel, "message %s: lease lost before the outcome (%s)",
+                    m->id, detail);
+    }
+    return rc;
+}

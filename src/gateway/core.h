@@ -115,6 +115,23 @@ int64_t pl_gw_backoff(int attempts);
  * outbox.  Runs on the database thread (it writes the outbox row).
  */
 void pl__gw_report_db(const struct pl_gw_msg *m, const char *why);
+
+/* What a channel's attempt to send a message came to. */
+enum pl_gw_outcome {
+    PL_GW_OUT_SENT,  /* the next hop took it (in parts pieces) */
+    PL_GW_OUT_RETRY, /* a temporary failure: again after the backoff */
+    PL_GW_OUT_FAILED /* a permanent failure */
+};
+
+/*
+ * Records the outcome of sending m (leased by this instance) on the
+ * database thread: sent, queued again after pl_gw_backoff(), or failed;
+ * a final state (delivered, failed, expired) is reported to the sender
+ * (pl__gw_report_db).  *state gets the state reached.  PL_ECONFLICT when
+ * the lease was lost meanwhile (logged for channel, nothing recorded).
+ */
+int pl__gw_outcome_db(struct pl_gw_msg *m, enum pl_gw_outcome o, int parts,
+                      const char *detail, const char *channel, int *state);
 /* Standalone XML of st (for the outbox); takes ownership of st. */
 char *pl__gw_xml(struct pl_stanza *st);
 /* Queues xml (a serialized stanza) in the outbox; database thread. */

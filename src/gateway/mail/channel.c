@@ -187,9 +187,9 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
 }
 
 enum outcome {
-    O_SENT,
-    O_RETRY,
-    O_FAILED
+    O_SENT = PL_GW_OUT_SENT,
+    O_RETRY = PL_GW_OUT_RETRY,
+    O_FAILED = PL_GW_OUT_FAILED
 };
 
 struct send_job {
@@ -259,32 +259,8 @@ static void send_work(struct pl_work *w)
 static void outcome_work(struct pl_work *w)
 {
     struct send_job *j = (struct send_job *)w;
-    struct pl_gwq *q = pl_gw.db;
-    const char *me = pl_gw.c.instance;
-    switch (j->outcome) {
-    case O_SENT:
-        w->result = pl_gwq_sent(q, j->m->id, me, 1, j->detail, &j->state);
-        break;
-    case O_RETRY: {
-        char d[1300];
-        int64_t wait = pl_gw_backoff(j->m->attempts);
-        snprintf(d, sizeof(d), "%s; retry in %lld ms", j->detail,
-                 (long long)wait);
-        w->result = pl_gwq_retry(q, j->m->id, me, pl_gw_now() + wait, d,
-                                 &j->state);
-        break;
-    }
-    default:
-        w->result = pl_gwq_finish(q, j->m->id, me, PL_GW_FAILED, j->detail);
-        j->state = PL_GW_FAILED;
-    }
-    if (w->result == PL_OK && pl_gw_state_is_final(j->state)) {
-        j->m->state = j->state;
-        pl__gw_report_db(j->m, j->detail);
-    } else if (w->result == PL_ECONFLICT) {
-        pl_log_warn("mail", "message %s: lease lost before the outcome (%s)",
-                    j->m->id, j->detail);
-    }
+    w->result = pl__gw_outcome_db(j->m, (enum pl_gw_outcome)j->outcome, 1,
+                                  j->detail, "mail", &j->state);
 }
 
 static void outcome_done(struct pl_work *w)
