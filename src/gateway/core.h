@@ -223,5 +223,8 @@ struct pl_gw_media_files {
 int pl__gw_media_fetch(const char *text, const char *links,
                        struct pl_gw_media_files *f, char *why, size_t whylen);
 void pl__gw_media_files_free(struct pl_gw_media_files *f);
+/* Whether url may be fetched: under one of media.fetch_from, the prefix
+ * covering its whole scheme and authority, no ".." segment. */
+int pl__gw_media_fetch_allowed(const char *url);
 
 #endif

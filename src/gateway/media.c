@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "buf.h"
@@ -150,6 +151,41 @@ static void add_line(struct pl_buf *b, const char *s)
     pl_buf_append_str(b, s);
 }
 
+/* A file name the upload service takes (XEP-0363 puts it in the URL):
+ * no '/', '\\' or control characters, not "." or "..", at most 200
+ * bytes cut at a character boundary; new string. */
+static char *clean_name(const char *in)
+{
+    size_t n = in ? strlen(in) : 0;
+    if (n > 200) {
+        n = 200;
+        while (n && ((unsigned char)in[n] & 0xc0) == 0x80)
+            n--;
+    }
+    char *s = pl_strndup(in ? in : "", n);
+    for (unsigned char *p = (unsigned char *)s; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == '/' || *p == '\\')
+            *p = '_';
+    if (!*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0) {
+        pl_free(s);
+        s = pl_strdup("file");
+    }
+    return s;
+}
+
+/* A media type the upload service takes (token/token, visible ASCII,
+ * shorter than 128 bytes), else application/octet-stream. */
+static const char *clean_type(const char *t)
+{
+    const char *slash = t ? strchr(t, '/') : NULL;
+    if (!slash || slash == t || !slash[1] || strlen(t) >= 128)
+        return "application/octet-stream";
+    for (const unsigned char *p = (const unsigned char *)t; *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\')
+            return "application/octet-stream";
+    return t;
+}
+
 int pl__gw_media_mail_db(const struct pl_gw_msg *m,
                          const struct pl_mail_msg *mm)
 {
@@ -179,16 +215,18 @@ int pl__gw_media_mail_db(const struct pl_gw_msg *m,
             rc = PL_ESTORAGE;
             break;
         }
+        char *name = clean_name(a->name);
         sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, (int)k);
-        sqlite3_bind_text(st, 3, a->name, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, a->type, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, clean_type(a->type), -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, (sqlite3_int64)a->len);
         sqlite3_bind_blob64(st, 6, a->data, a->len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 7, pl_gw_now());
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = PL_ESTORAGE;
         sqlite3_finalize(st);
+        pl_free(name);
         k++;
     }
     rc = exec(rc == PL_OK ? "COMMIT" : "ROLLBACK") == PL_OK ? rc : PL_ESTORAGE;
@@ -649,6 +687,16 @@ static void on_slot(struct job *j, struct pl_stanza *st, int ok)
             pl_buf_reset(&b);
             return;
         }
+        if (cond && strcmp(cond->name, "bad-request") == 0) {
+            /* This file can never be stored: the others still can. */
+            char note[400];
+            snprintf(note, sizeof(note),
+                     "[attachment %.200s not delivered: refused by the "
+                     "file service]",
+                     j->parts[j->i].name);
+            part_end(j, note);
+            return;
+        }
         char why[200];
         snprintf(why, sizeof(why), "the upload service refused a slot (%s)",
                  cond ? cond->name : "error");
@@ -921,7 +969,7 @@ char *pl_gw_media_text(const char *text, size_t len, const char *links)
 /* Whether url lies under one of media.fetch_from (comma list of base
  * URLs): the prefix must match and end at a '/' boundary, so
  * "http://h:1" does not admit "http://h:12/" or "http://h:1@evil/". */
-static int fetch_allowed(const char *url)
+int pl__gw_media_fetch_allowed(const char *url)
 {
     const char *p = pl_gw.c.media_fetch_from;
     if (strstr(url, "/..") || strstr(url, "/%2e") || strstr(url, "/%2E"))
@@ -1051,7 +1099,7 @@ int pl__gw_media_fetch(const char *text, const char *links,
         memset(l, 0, sizeof(*l));
         l->url = url;
         l->name = url_name(url);
-        if (!pl_gw.c.media_fetch_from[0] || !fetch_allowed(url))
+        if (!pl_gw.c.media_fetch_from[0] || !pl__gw_media_fetch_allowed(url))
             continue;
         struct sink s = {NULL, 0, (size_t)pl_gw.c.media_max_size, 0};
         char *type = NULL, err[256] = "";
