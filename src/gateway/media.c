@@ -75,13 +75,13 @@ struct job {
     struct pl_work w;
     struct pl_gw_msg *m; /* claimed, or NULL */
     struct part *parts;
-    size_t nparts, i;      /* the part being stored */
-    char *put_url;         /* the slot */
-    char *get_url;         /* its GET URL */
-    char *hdr[3];          /* the slot's headers, "Name: value" */
-    int put_rc;            /* PL_OK, PL_ELIMIT (413), PL_EAGAIN */
-    char detail[600];      /* why a retry */
-    int state;             /* the state the outcome reached */
+    size_t nparts, i; /* the part being stored */
+    char *put_url;    /* the slot */
+    char *get_url;    /* its GET URL */
+    char *hdr[3];     /* the slot's headers, "Name: value" */
+    int put_rc;       /* PL_OK, PL_ELIMIT (413), PL_EAGAIN */
+    char detail[600]; /* why a retry */
+    int state;        /* the state the outcome reached */
 };
 
 static struct {
@@ -120,9 +120,8 @@ static sqlite3 *db(void)
 
 static int exec(const char *sql)
 {
-    return sqlite3_exec(db(), sql, NULL, NULL, NULL) == SQLITE_OK
-               ? PL_OK
-               : PL_ESTORAGE;
+    return sqlite3_exec(db(), sql, NULL, NULL, NULL) == SQLITE_OK ? PL_OK
+                                                                  : PL_ESTORAGE;
 }
 
 static void human_size(char *buf, size_t n, size_t size)
@@ -140,8 +139,8 @@ static void note_too_large(struct pl_buf *b, const char *name, size_t size)
     char s[32], lim[32];
     human_size(s, sizeof(s), size);
     human_size(lim, sizeof(lim), (size_t)pl_gw.c.media_max_size);
-    pl_buf_printf(b, "[attachment %s (%s) not delivered: larger than %s]",
-                  name, s, lim);
+    pl_buf_printf(b, "[attachment %s (%s) not delivered: larger than %s]", name,
+                  s, lim);
 }
 
 static void add_line(struct pl_buf *b, const char *s)
@@ -535,8 +534,8 @@ static void part_work(struct pl_work *w)
     sqlite3_bind_text(st, 3, j->m->id, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 4, p->n);
     if (sqlite3_step(st) != SQLITE_DONE)
-        pl_log_error("media", "message %s: part %d not recorded: %s",
-                     j->m->id, p->n, pl_gwq_error(pl_gw.db));
+        pl_log_error("media", "message %s: part %d not recorded: %s", j->m->id,
+                     p->n, pl_gwq_error(pl_gw.db));
     sqlite3_finalize(st);
 }
 
@@ -636,8 +635,8 @@ static void put_done(struct pl_work *w)
     if (X.stopping) {
         retry(j, "shutting down");
     } else if (j->put_rc == PL_OK) {
-        pl_log_debug("media", "message %s: %s stored as %s", j->m->id,
-                     p->name, j->get_url);
+        pl_log_debug("media", "message %s: %s stored as %s", j->m->id, p->name,
+                     j->get_url);
         part_end(j, NULL);
     } else if (j->put_rc == PL_ELIMIT) {
         struct pl_buf b = {0};
@@ -737,8 +736,7 @@ int pl_gw_media_iq(struct pl_stanza *st)
 {
     const char *id = pl_stanza_attr(st, "id");
     const char *type = pl_stanza_attr(st, "type");
-    if (!X.cur || !X.slot_id[0] || !id || !type ||
-        strcmp(id, X.slot_id) != 0 ||
+    if (!X.cur || !X.slot_id[0] || !id || !type || strcmp(id, X.slot_id) != 0 ||
         strcmp(pl_stanza_name(st), "iq") != 0)
         return 0;
     const char *from = pl_stanza_attr(st, "from");
@@ -1022,8 +1020,7 @@ static char *url_name(const char *url)
     struct pl_buf b = {0};
     for (const char *p = s; p < e; p++) {
         int h1, h2;
-        if (*p == '%' && e - p >= 3 &&
-            sscanf(p + 1, "%1x%1x", &h1, &h2) == 2) {
+        if (*p == '%' && e - p >= 3 && sscanf(p + 1, "%1x%1x", &h1, &h2) == 2) {
             unsigned char c = (unsigned char)(h1 * 16 + h2);
             if (c >= 0x20 && c != '/' && c != '\\' && c != 0x7f)
                 pl_buf_append(&b, &c, 1);
@@ -1122,15 +1119,15 @@ int pl__gw_media_fetch(const char *text, const char *links,
             human_size(lim, sizeof(lim), (size_t)pl_gw.c.media_max_size);
             char note[300];
             snprintf(note, sizeof(note),
-                     "[%s not attached: larger than %s; use the link]",
-                     l->name, lim);
+                     "[%s not attached: larger than %s; use the link]", l->name,
+                     lim);
             add_line(&t, "");
             add_line(&t, note);
         } else if (r == PL_ENOT_FOUND) {
             char note[300];
             snprintf(note, sizeof(note),
-                     "[%s not attached: the file server answered %s]",
-                     l->name, err);
+                     "[%s not attached: the file server answered %s]", l->name,
+                     err);
             add_line(&t, "");
             add_line(&t, note);
         } else {

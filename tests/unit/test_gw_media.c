@@ -50,8 +50,9 @@ void test_gw_media_fetch_allowed(void)
 void test_gw_media_text(void)
 {
     const char *t = "look at this";
-    char *s = pl_gw_media_text(t, strlen(t), "https://u.example/a/1.png\n"
-                                             "https://u.example/b/2.png");
+    char *s = pl_gw_media_text(t, strlen(t),
+                               "https://u.example/a/1.png\n"
+                               "https://u.example/b/2.png");
     CHECK_STR(s, "look at this https://u.example/a/1.png "
                  "https://u.example/b/2.png");
     pl_free(s);

@@ -573,8 +573,8 @@ static void data_work(struct pl_work *w)
             if (pl__gw_media_mail_db(&m, mm) == PL_OK)
                 p->ok[i] = 1;
             else
-                pl_log_error("mail", "while storing an e-mail for %s: %s",
-                             jid, pl_gwq_error(pl_gw.db));
+                pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
+                             pl_gwq_error(pl_gw.db));
             pl_free(jid);
             continue;
         }

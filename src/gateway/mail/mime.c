@@ -681,15 +681,15 @@ static void add_file(GMimeMultipart *mp, const struct pl_mail_attachment *a)
                                                        : "application/"
                                                          "octet-stream";
     GMimeContentType *ct = g_mime_content_type_parse(NULL, type);
-    GMimePart *p = g_mime_part_new_with_type(
-        g_mime_content_type_get_media_type(ct),
-        g_mime_content_type_get_media_subtype(ct));
+    GMimePart *p =
+        g_mime_part_new_with_type(g_mime_content_type_get_media_type(ct),
+                                  g_mime_content_type_get_media_subtype(ct));
     g_object_unref(ct);
     GMimeStream *s = g_mime_stream_mem_new();
     g_mime_stream_write(s, (const char *)a->data, a->len);
     g_mime_stream_reset(s);
-    GMimeDataWrapper *w = g_mime_data_wrapper_new_with_stream(
-        s, GMIME_CONTENT_ENCODING_DEFAULT);
+    GMimeDataWrapper *w =
+        g_mime_data_wrapper_new_with_stream(s, GMIME_CONTENT_ENCODING_DEFAULT);
     g_mime_part_set_content(p, w);
     g_object_unref(w);
     g_object_unref(s);

@@ -106,12 +106,13 @@ struct pl_mail_out {
     const char *text;                 /* UTF-8 body */
     const struct pl_mail_link *links; /* uploaded files */
     size_t nlinks;                    /* how many */
-    const struct pl_mail_attachment *att; /* files attached, or NULL */
-    size_t natt;                          /* how many */
     const char *in_reply_to;          /* Message-ID replied to (no brackets) */
     const char *id_domain;            /* right side of the new Message-ID */
     const char *message_id;           /* or this one (no brackets), or NULL */
     time_t date;                      /* 0: now */
+    /* Files to attach (media.c fetched them), or NULL; natt: how many. */
+    const struct pl_mail_attachment *att;
+    size_t natt;
 };
 
 /*
