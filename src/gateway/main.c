@@ -266,6 +266,7 @@ int main(int argc, char **argv)
         return 1;
     }
     pl_log_set_level((enum pl_log_level)lv);
+    free((char *)level); /* strdup'ed by load() */
     if (check) {
         printf("configuration OK: instance %s, %s%s%s\n", pl_gw.c.instance,
                pl_gw.c.sms_domain, pl_gw.c.mail_domain[0] ? ", " : "",

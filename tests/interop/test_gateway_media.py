@@ -184,6 +184,10 @@ def main():
             sink.stop()
         if gw:
             gw.stop()
+            log = open(gw.log, errors="replace").read()
+            check("the gateway log has no sanitizer report (a SAN build)",
+                  "Sanitizer" not in log and "runtime error" not in log,
+                  log[-3000:])
         kannel.stop()
         harness.finish()
 
