@@ -20,7 +20,10 @@ Checks:
   - durability: with the relay down, an IM message with a link waits in
     the queue; the gateway is killed (SIGKILL) and started again, the
     relay comes up: the e-mail arrives once, with the file attached;
-  - IM->SMS: the link goes in the SMS text (the MMS equivalent).
+  - IM->SMS: the link goes in the SMS text (the MMS equivalent);
+  - durability e-mail->IM: an e-mail with a file accepted while parleyd
+    is down, the gateway killed and restarted, parleyd started again:
+    the user (offline storage) gets the URL, and it returns the bytes.
 Run with /usr/bin/python3; `scripts/run-tests test_gateway_media`.
 """
 
@@ -325,6 +328,36 @@ def run(srv, d, gw, sink, phone, smtp_port, relay_port, hport, saved,
     check("IM->SMS: the SMS carries the text and the link",
           len(got) == 1 and (url or "-") in got[0][3],
           repr(phone.received()[-3:]) + gw.logtext())
+    cu.close()
+
+    # -- durability e-mail->IM: accepted while parleyd is down, the
+    # gateway killed and restarted, parleyd up: stored, then delivered
+    srv.kill()
+    late = os.urandom(7000)
+    with open(os.path.join(d, "late.bin"), "wb") as f:
+        f.write(late)
+    rc, out = tgm.swaks(
+        "--server", "127.0.0.1", "--port", str(smtp_port),
+        "--from", "alice@example.org", "--to", "%s@gw.test" % user,
+        "--header", "Subject: while down", "--body", "sent while down",
+        "--attach-name", "late.bin", "--attach",
+        "@" + os.path.join(d, "late.bin"))
+    check("parleyd down: the gateway still accepts an e-mail with a file",
+          rc == 0 and "250 2.0.0" in out, out[-400:])
+    gw.stop(signal.SIGKILL)
+    gw.start()
+    check("parleyd starts again", srv.start(), srv.dump_log())
+    cu = ImClient(srv, user, "desk")
+    cu.presence()
+    m = cu.wait(lambda e: e.tag.endswith("}message") and
+                "sent while down" in (e.findtext(C + "body") or ""),
+                timeout=40)
+    oob = [x.findtext("{%s}url" % NS_OOB) for x in
+           (m.findall("{%s}x" % NS_OOB) if m is not None else [])]
+    check("...after a gateway restart the file is stored and the user gets "
+          "its URL, which returns the bytes sent",
+          len(oob) == 1 and http_get(oob[0]) == (200, late),
+          (tostr(m) if m is not None else "") + gw.logtext())
     cu.close()
     return sink
 
