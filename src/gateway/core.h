@@ -19,6 +19,7 @@
 #ifndef PL_GW_CORE_H
 #define PL_GW_CORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "gateway/gateway.h"
@@ -81,6 +82,13 @@ struct pl_gw_conf {
     long relay_connect_timeout_ms; /* connect timeout */
     long relay_timeout_ms;         /* whole transaction */
     long smtp_workers;             /* threads sending mail */
+    /* Files (media.c). */
+    char *media_service;    /* XEP-0363 service ("upload.<host>"), or "" */
+    char *media_fetch_from; /* URL prefixes files are fetched from */
+    long media_max_size;    /* bytes of one file */
+    long media_max_count;   /* files per message */
+    long media_timeout_ms;  /* one slot request or HTTP transfer */
+    long media_workers;     /* threads uploading */
     /* Retries and queues. */
     long retry_base_ms; /* first retry delay */
     long retry_max_ms;  /* backoff cap */
@@ -179,5 +187,44 @@ void pl__gw_mail_im_error_db(const char *id, const char *why);
 /* The report for an e-mail sender of m (a DSN queued as mail), database
  * thread; called by pl__gw_report_db. */
 void pl__gw_mail_report_db(const struct pl_gw_msg *m, const char *why);
+
+/* ---- media.c ---- */
+struct pl_mail_msg;
+struct pl_mail_link;
+struct pl_mail_attachment;
+int pl_gw_media_start(void);
+void pl_gw_media_kick(void);
+void pl_gw_media_stop(void);
+/* An iq answering the media side's slot request: handled (1) or not (0);
+ * loop thread. */
+int pl_gw_media_iq(struct pl_stanza *st);
+/* The jabber:x:oob URLs of a message (http/https, at most
+ * media.max_count), one per line, new string; NULL when none. */
+char *pl_gw_media_oob(struct pl_stanza *st);
+/* text (len bytes) followed by each of links (one per line) it does not
+ * hold yet, space-separated: what SMS carries; new string. */
+char *pl_gw_media_text(const char *text, size_t len, const char *links);
+/* An e-mail with attachments for IM user m->dst_addr (database thread):
+ * its files (within the limits; notes in the text for the rest) and m
+ * stored in the "upload" queue, committed.  PL_OK or PL_ESTORAGE. */
+int pl__gw_media_mail_db(const struct pl_gw_msg *m,
+                         const struct pl_mail_msg *mm);
+/* What an e-mail from IM carries: its text with notes, the links listed,
+ * the files fetched from media.fetch_from. */
+struct pl_gw_media_files {
+    char *text;
+    struct pl_mail_link *links;
+    size_t nlinks;
+    struct pl_mail_attachment *att;
+    size_t natt;
+};
+/* Fetches the links of an e-mail (an SMTP worker; blocks).  PL_EAGAIN
+ * (why says what) when a fetch failed for now: retry the e-mail. */
+int pl__gw_media_fetch(const char *text, const char *links,
+                       struct pl_gw_media_files *f, char *why, size_t whylen);
+void pl__gw_media_files_free(struct pl_gw_media_files *f);
+/* Whether url may be fetched: under one of media.fetch_from, the prefix
+ * covering its whole scheme and authority, no ".." segment. */
+int pl__gw_media_fetch_allowed(const char *url);
 
 #endif

@@ -203,12 +203,21 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     }
     size_t len = 0;
     const char *text = pl_node_text(st, body, &len);
+    /* Files (XEP-0066 links) go in the text: the MMS equivalent. */
+    char *links = pl_gw_media_oob(st);
+    char *full = links ? pl_gw_media_text(text, len, links) : NULL;
+    if (full) {
+        text = full;
+        len = strlen(full);
+    }
     struct pl_gsm_plan plan;
     int rc = len > (size_t)pl_gw.c.max_text
                  ? PL_ELIMIT
                  : pl_gsm_plan(text, len, (unsigned)pl_gw.c.max_parts, &plan);
     if (rc != PL_OK) {
         pl_free(number);
+        pl_free(links);
+        pl_free(full);
         char why[160];
         snprintf(why, sizeof(why),
                  rc == PL_ELIMIT ? "too long for %ld SMS parts"
@@ -229,6 +238,8 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     m->sender_msgid = id ? pl_strdup(id) : NULL;
     m->want_receipt = pl_node_child(root, "request", NS_RECEIPTS) != NULL;
     m->text = pl_strndup(text, len);
+    m->links = links;
+    pl_free(full);
     struct pl_node *subj = pl_node_child(root, "subject", PL_NS_CLIENT);
     if (subj)
         m->subject = pl_strdup(pl_node_text(st, subj, NULL));
@@ -556,6 +567,11 @@ void pl_gw_im_stanza(struct pl_stanza *st)
         return; /* parleyd addresses everything; ignore what is odd */
     }
     const char *name = pl_stanza_name(st);
+    if (pl_gw_media_iq(st)) { /* an upload slot for an attachment */
+        pl_jid_free(from);
+        pl_jid_free(to);
+        return;
+    }
     if (pl_gw.c.mail_domain[0] &&
         strcmp(to->domain, pl_gw.c.mail_domain) == 0) {
         on_mail_stanza(st, name, from, to);

@@ -97,6 +97,13 @@ static const struct opt {
      OFF(relay_connect_timeout_ms)},
     {"mail.relay.timeout", 0, NULL, 100, 1, 3600, 1000, OFF(relay_timeout_ms)},
     {"mail.workers", 0, NULL, 4, 1, 64, 1, OFF(smtp_workers)},
+    {"media.upload_service", 1, "", 0, 0, 0, 0, OFF(media_service)},
+    {"media.fetch_from", 1, "", 0, 0, 0, 0, OFF(media_fetch_from)},
+    {"media.max_size", 0, NULL, 10485760, 1, 1073741824, 1,
+     OFF(media_max_size)},
+    {"media.max_count", 0, NULL, 5, 1, 100, 1, OFF(media_max_count)},
+    {"media.timeout", 0, NULL, 60, 1, 3600, 1000, OFF(media_timeout_ms)},
+    {"media.workers", 0, NULL, 2, 1, 64, 1, OFF(media_workers)},
     {"retry.base", 0, NULL, 2000, 10, 3600000, 1, OFF(retry_base_ms)},
     {"retry.max", 0, NULL, 300000, 10, 86400000, 1, OFF(retry_max_ms)},
     {"retry.jitter", 0, NULL, 20, 0, 100, 1, OFF(retry_jitter)},
@@ -187,6 +194,9 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
         why = "mail.relay.url must be smtp://HOST[:PORT] or smtps://...";
     else if (c->mail_domain[0] && c->lease_ms <= c->relay_timeout_ms)
         why = "queue_lease must outlast mail.relay.timeout";
+    else if (c->media_service[0] && !c->mail_domain[0])
+        why = "media.upload_service needs mail.domain (slots are asked "
+              "for from the mail domain)";
     else if (c->retry_max_ms < c->retry_base_ms)
         why = "retry.max must be at least retry.base";
     if (why) {
@@ -256,6 +266,7 @@ int main(int argc, char **argv)
         return 1;
     }
     pl_log_set_level((enum pl_log_level)lv);
+    free((char *)level); /* strdup'ed by load() */
     if (check) {
         printf("configuration OK: instance %s, %s%s%s\n", pl_gw.c.instance,
                pl_gw.c.sms_domain, pl_gw.c.mail_domain[0] ? ", " : "",
@@ -284,6 +295,8 @@ int main(int argc, char **argv)
                                NULL);
     if (pl_gw_sms_start() != PL_OK)
         return 1;
+    if (pl_gw_media_start() != PL_OK)
+        return 1;
     if (pl_gw.c.mail_domain[0] && pl_gw_mail_start() != PL_OK)
         return 1;
     pl_gwc_start(pl_gw_im_stanza, on_ready);
@@ -293,6 +306,7 @@ int main(int argc, char **argv)
     pl_gw_sms_stop();
     if (pl_gw.c.mail_domain[0])
         pl_gw_mail_stop();
+    pl_gw_media_stop();
     pl_gwc_stop();
     /* Let the link's close and the last completions run. */
     pl_workq_free(pl_gw.smtpq);

@@ -11,7 +11,9 @@
  * event: {"event":"mail","from":...}, {"event":"rcpt","rcpt":...},
  * {"event":"data","rcpts":[...],"size":N,"subject":...,"text":...,
  * "attachments":N,"from":...,"message_id":...,"in_reply_to":...} (the
- * message parsed with mime.c).
+ * message parsed with mime.c; with --save DIR, the raw message is also
+ * written to DIR/N.eml, named in "file", for checks independent of
+ * mime.c).
  * Policy: recipients whose local part starts with "reject" get 550
  * 5.1.1, "defer" 450 4.2.1; in LMTP, recipients starting with "full"
  * get 452 4.2.2 after DATA.  SIGTERM or SIGINT ends it (exit 0).
@@ -39,6 +41,8 @@
 #include "loop.h"
 
 static int lmtp;
+static const char *save_dir; /* --save: raw messages go here */
+static int saved;            /* messages saved so far */
 
 static void emit(json_t *o)
 {
@@ -81,6 +85,16 @@ static int on_event(void *data, struct pl_smtp *s,
         }
         json_t *o = json_pack("{s:s,s:o,s:I}", "event", "data", "rcpts", rc,
                               "size", (json_int_t)ev->message.len);
+        if (save_dir) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/%d.eml", save_dir, ++saved);
+            FILE *f = fopen(path, "wb");
+            if (f) {
+                fwrite(ev->message.p, 1, ev->message.len, f);
+                fclose(f);
+                json_object_set_new(o, "file", json_string(path));
+            }
+        }
         struct pl_mail_msg *m = NULL;
         int prc = pl_mail_parse(ev->message, NULL, &m);
         json_object_set_new(o, "parse", json_string(pl_strerror(prc)));
@@ -195,6 +209,9 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--max-rcpts") == 0 && v) {
             cfg.smtp.max_rcpts = (unsigned)strtoul(v, NULL, 10);
             i++;
+        } else if (strcmp(a, "--save") == 0 && v) {
+            save_dir = v;
+            i++;
         } else if (strcmp(a, "--max-errors") == 0 && v) {
             cfg.smtp.max_errors = (unsigned)strtoul(v, NULL, 10);
             i++;
@@ -202,7 +219,7 @@ int main(int argc, char **argv)
             fprintf(
                 stderr,
                 "usage: %s [--lmtp] [--port N | --unix PATH] [--max-size N] "
-                "[--max-rcpts N] [--max-errors N]\n",
+                "[--max-rcpts N] [--max-errors N] [--save DIR]\n",
                 argv[0]);
             return 2;
         }

@@ -322,3 +322,55 @@ void test_gw_mime_build(void)
     CHECK_INT(pl_mail_build(&o, &out, NULL), PL_EINVAL);
     CHECK_INT(out.len, 0);
 }
+
+/* Files attached by the gateway (media.c): multipart/mixed, base64,
+ * every byte back as it went in, names and types kept. */
+void test_gw_mime_build_files(void)
+{
+    const char *to[] = {"bob@example.net"};
+    unsigned char bin[3000];
+    for (size_t i = 0; i < sizeof(bin); i++)
+        bin[i] = (unsigned char)(i * 7 + i / 256);
+    char txt[] = "line one\r\nline two\n";
+    struct pl_mail_attachment att[] = {
+        {(char *)"r\xc3\xa9sum\xc3\xa9.pdf", (char *)"application/pdf", bin,
+         sizeof(bin)},
+        {(char *)"notes.txt", (char *)"text/plain", (unsigned char *)txt,
+         sizeof(txt) - 1},
+    };
+    struct pl_mail_out o = {
+        .from = "alice@mail.example.org",
+        .to = to,
+        .nto = 1,
+        .text = "two files",
+        .att = att,
+        .natt = 2,
+        .id_domain = "mail.example.org",
+    };
+    struct pl_buf out = {0};
+    CHECK_INT(pl_mail_build(&o, &out, NULL), PL_OK);
+    const char *s = pl_buf_cstr(&out);
+    CHECK(strstr(s, "multipart/mixed") != NULL);
+    for (size_t i = 0; i < out.len; i++)
+        if ((unsigned char)s[i] >= 0x80) {
+            CHECK(!"8-bit byte");
+            break;
+        }
+    struct pl_mail_msg *m = parse(s, NULL);
+    CHECK(m != NULL);
+    if (m) {
+        CHECK(strstr(m->text, "two files") != NULL);
+        CHECK_INT(m->natt, 2);
+        if (m->natt == 2) {
+            CHECK_STR(m->att[0].name, "r\xc3\xa9sum\xc3\xa9.pdf");
+            CHECK_STR(m->att[0].type, "application/pdf");
+            CHECK_INT(m->att[0].len, sizeof(bin));
+            CHECK(memcmp(m->att[0].data, bin, sizeof(bin)) == 0);
+            CHECK_STR(m->att[1].name, "notes.txt");
+            CHECK_INT(m->att[1].len, sizeof(txt) - 1);
+            CHECK(memcmp(m->att[1].data, txt, sizeof(txt) - 1) == 0);
+        }
+        pl_mail_msg_free(m);
+    }
+    pl_buf_reset(&out);
+}

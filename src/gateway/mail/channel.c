@@ -173,6 +173,7 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
     m->sender_msgid = id ? pl_strdup(id) : NULL;
     m->want_receipt = 0;
     m->text = pl_strndup(text, len);
+    m->links = pl_gw_media_oob(st); /* fetched and attached (media.c) */
     struct pl_node *subj = pl_node_child(root, "subject", PL_NS_CLIENT);
     if (subj)
         m->subject = pl_strdup(pl_node_text(st, subj, NULL));
@@ -223,18 +224,30 @@ static void send_work(struct pl_work *w)
                  at ? (int)(at - m->src_addr) : 0, m->src_addr, dom);
         snprintf(mid, sizeof(mid), "%s@%s", m->id, pl_gw.c.mail_hostname);
         const char *to[1] = {m->dst_addr};
+        struct pl_gw_media_files f = {0};
+        if (m->links && pl__gw_media_fetch(m->text, m->links, &f, j->detail,
+                                           sizeof(j->detail)) != PL_OK) {
+            j->outcome = O_RETRY; /* a file server down: the e-mail waits */
+            pl_buf_reset(&msg);
+            return;
+        }
         struct pl_mail_out o = {
             .from = from,
             .from_name = bare,
             .to = to,
             .nto = 1,
             .subject = m->subject,
-            .text = m->text,
+            .text = f.text ? f.text : m->text,
+            .links = f.links,
+            .nlinks = f.nlinks,
+            .att = f.att,
+            .natt = f.natt,
             .in_reply_to = j->in_reply_to,
             .id_domain = pl_gw.c.mail_hostname,
             .message_id = mid,
         };
         rc = pl_mail_build(&o, &msg, NULL);
+        pl__gw_media_files_free(&f);
     }
     if (rc != PL_OK) {
         j->outcome = O_FAILED;
@@ -555,6 +568,16 @@ static void data_work(struct pl_work *w)
         m.orig_rcpt = p->rcpts[i];
         m.created = m.next_attempt = pl_gw_now();
         m.expires = m.created + pl_gw.c.expiry_ms;
+        if (mm->natt && pl_gw.c.media_service[0]) {
+            /* Attachments: stored through the upload service first. */
+            if (pl__gw_media_mail_db(&m, mm) == PL_OK)
+                p->ok[i] = 1;
+            else
+                pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
+                             pl_gwq_error(pl_gw.db));
+            pl_free(jid);
+            continue;
+        }
         if (pl_gwq_insert(pl_gw.db, &m, pl_gw.c.instance) != PL_OK) {
             pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
                          pl_gwq_error(pl_gw.db));
@@ -612,6 +635,7 @@ static void data_done(struct pl_work *w)
     }
     pending_free(p);
     pl_gw_outbox_kick();
+    pl_gw_media_kick();
 }
 
 static int on_event(void *data, struct pl_smtp *s,

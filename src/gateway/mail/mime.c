@@ -673,6 +673,34 @@ static void human_size(char *buf, size_t n, size_t size)
         snprintf(buf, n, "%zu bytes", size);
 }
 
+/* One attached file, base64 (RFC 2045 §6.8), its name RFC 2231-encoded
+ * when not ASCII, added to mp. */
+static void add_file(GMimeMultipart *mp, const struct pl_mail_attachment *a)
+{
+    const char *type = a->type && strchr(a->type, '/') ? a->type
+                                                       : "application/"
+                                                         "octet-stream";
+    GMimeContentType *ct = g_mime_content_type_parse(NULL, type);
+    GMimePart *p =
+        g_mime_part_new_with_type(g_mime_content_type_get_media_type(ct),
+                                  g_mime_content_type_get_media_subtype(ct));
+    g_object_unref(ct);
+    GMimeStream *s = g_mime_stream_mem_new();
+    g_mime_stream_write(s, (const char *)a->data, a->len);
+    g_mime_stream_reset(s);
+    GMimeDataWrapper *w =
+        g_mime_data_wrapper_new_with_stream(s, GMIME_CONTENT_ENCODING_DEFAULT);
+    g_mime_part_set_content(p, w);
+    g_object_unref(w);
+    g_object_unref(s);
+    g_mime_part_set_content_encoding(p, GMIME_CONTENT_ENCODING_BASE64);
+    g_mime_object_set_disposition(GMIME_OBJECT(p), "attachment");
+    if (a->name && *a->name)
+        g_mime_part_set_filename(p, a->name);
+    g_mime_multipart_add(mp, GMIME_OBJECT(p));
+    g_object_unref(p);
+}
+
 int pl_mail_build(const struct pl_mail_out *o, struct pl_buf *out,
                   char **message_id)
 {
@@ -737,7 +765,16 @@ int pl_mail_build(const struct pl_mail_out *o, struct pl_buf *out,
         GMIME_PART(part),
         g_mime_part_get_best_content_encoding(GMIME_PART(part),
                                               GMIME_ENCODING_CONSTRAINT_7BIT));
-    g_mime_message_set_mime_part(msg, GMIME_OBJECT(part));
+    if (o->natt) {
+        GMimeMultipart *mp = g_mime_multipart_new_with_subtype("mixed");
+        g_mime_multipart_add(mp, GMIME_OBJECT(part));
+        for (size_t i = 0; i < o->natt; i++)
+            add_file(mp, &o->att[i]);
+        g_mime_message_set_mime_part(msg, GMIME_OBJECT(mp));
+        g_object_unref(mp);
+    } else {
+        g_mime_message_set_mime_part(msg, GMIME_OBJECT(part));
+    }
     g_object_unref(part);
 
     GMimeFormatOptions *fo = g_mime_format_options_new();

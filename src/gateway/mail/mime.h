@@ -18,7 +18,10 @@
  * ASCII), Date, Message-ID, MIME-Version, In-Reply-To/References, and one
  * text/plain part in UTF-8 whose transfer encoding GMime picks (7bit,
  * quoted-printable or base64, RFC 2045 §6), with the links to uploaded
- * files listed after the text.  Lines end in CRLF, ready for SMTP.
+ * files listed after the text; with attachments (files fetched from the
+ * upload service, media.c), a multipart/mixed of that text part and one
+ * base64 part per file (Content-Disposition: attachment, RFC 2183).
+ * Lines end in CRLF, ready for SMTP.
  *
  * GMime is initialized once per process by the first call (thread-safe).
  */
@@ -107,6 +110,9 @@ struct pl_mail_out {
     const char *id_domain;            /* right side of the new Message-ID */
     const char *message_id;           /* or this one (no brackets), or NULL */
     time_t date;                      /* 0: now */
+    /* Files to attach (media.c fetched them), or NULL; natt: how many. */
+    const struct pl_mail_attachment *att;
+    size_t natt;
 };
 
 /*

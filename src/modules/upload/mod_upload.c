@@ -202,12 +202,27 @@ static void earliest(const char *key, void *value, void *ud)
         r->first = due;
 }
 
+/* Whether domain is one of upload.components: an XEP-0114 component
+ * (parley-gateway storing e-mail attachments) allowed to ask for slots.
+ * parleyd stamps a component's stanzas with its own domain, so the from
+ * cannot be forged by anyone else. */
+static int component_allowed(const struct pl_upload *u, const char *domain)
+{
+    for (int i = 0; i < u->components.n; i++)
+        if (strcmp(u->components.v[i], domain) == 0)
+            return 1;
+    return 0;
+}
+
 static int request_slot(struct pl_upload *u, struct pl_event *ev,
                         struct pl_node *q)
 {
     struct pl_stanza *st = ev->stanza;
-    /* Only this host's users store files here. */
-    if (!ev->from->local || strcmp(ev->from->domain, u->host->domain) != 0) {
+    /* Only this host's users store files here, and the components named
+     * in upload.components (whose files belong to the domain). */
+    int comp = component_allowed(u, ev->from->domain);
+    if (!comp &&
+        (!ev->from->local || strcmp(ev->from->domain, u->host->domain) != 0)) {
         send_error(st, PL_ENOT_ALLOWED, "only local users may upload", NULL,
                    NULL, 0);
         return PL_HANDLED;
@@ -234,7 +249,7 @@ static int request_slot(struct pl_upload *u, struct pl_event *ev,
         send_error(st, PL_ENOT_ACCEPTABLE, text, "file-too-large", max, 0);
         return PL_HANDLED;
     }
-    const char *owner = ev->from->bare;
+    const char *owner = comp ? ev->from->domain : ev->from->bare;
     if (u->quota && pl__upload_usage(u, owner) + size > (uint64_t)u->quota) {
         struct retry_ud r = {owner, 0};
         pl_map_each(&u->files, earliest, &r);
@@ -524,6 +539,12 @@ static const struct pl_option options[] = {
      "(the limits group's read_rate is for everything else); 0 means no "
      "limit but the disk's.",
      offsetof(struct pl_upload, rate)},
+    {"components", PL_OPT_STRLIST, "[]", 0, 0, NULL,
+     "Component domains (XEP-0114) that may ask for slots besides the "
+     "host's users, e.g. [\"mail.example.org\"] for parley-gateway "
+     "storing e-mail attachments; their files count against the quota "
+     "of the component's domain.",
+     offsetof(struct pl_upload, components)},
     {"cleanup_interval", PL_OPT_INT, "3600", 1, 86400, NULL,
      "Seconds between runs of the expiry job.",
      offsetof(struct pl_upload, cleanup_interval)},

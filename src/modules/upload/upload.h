@@ -70,6 +70,8 @@ struct pl_upload {
     long cleanup_interval; /* seconds between expiry runs */
     long rate;             /* bytes/s an upload's body may arrive at,
                             * 0 = no limit */
+    /* Component domains that may ask for slots (owner: the domain). */
+    struct pl_strlist components;
     /* runtime */
     struct pl_host *host;  /* owning host */
     char *domain;          /* service domain */
