@@ -98,6 +98,16 @@ struct pl_gw_conf {
     long poll_ms;       /* queue poll interval */
     long batch;         /* messages claimed at once */
     long http_workers;  /* threads sending to Kannel */
+    /* Content checks (check.c). */
+    char *clamd;            /* clamd socket or host:port, "": none */
+    char *rspamd_url;       /* rspamd normal worker URL, "": none */
+    long check_timeout_ms;  /* per checker and message */
+    char *check_fail;       /* checker down: "closed" or "open" */
+    long spam_reject_score; /* refuse at or above, 0: rspamd decides */
+    long spam_tag_score;    /* tag at or above, 0: rspamd decides */
+    char *spam_on_reject;   /* rspamd's reject: "refuse" or "tag" */
+    char *spam_tag;         /* subject prefix of tagged messages */
+    long check_workers;     /* threads talking to the checkers */
 };
 
 struct pl_gw {

@@ -7,7 +7,8 @@
  * SMS parts), stored in the "sms" queue (committed), and the SMS sender
  * is kicked.  Refusals are RFC 6120 §8.3 stanza errors with a <text/>:
  * jid-malformed (not a phone number), bad-request (no number at all),
- * not-acceptable (too long), internal-server-error (not stored).  Later
+ * not-acceptable (too long, or refused by the content checks, check.h),
+ * internal-server-error (not stored; type wait: not checked).  Later
  * state changes come back as a XEP-0184 <received/> (delivered, only if
  * the sender asked with <request/> and gave an id) or as an error
  * message: recipient-unavailable (failed), remote-server-timeout
@@ -36,6 +37,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "gateway/address.h"
+#include "gateway/check.h"
 #include "gateway/core.h"
 #include "gateway/sms/gsm.h"
 #include "jid.h"
@@ -145,13 +147,16 @@ struct accept_job {
     struct pl_work w;
     struct pl_gw_msg *m;    /* owned */
     struct pl_stanza *orig; /* the user's message (a reference) */
+    struct pl_gw_check chk; /* the content checks before (check.h) */
 };
 
 static void accept_work(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    w->result = pl_gwq_insert(pl_gw.db, j->m, pl_gw.c.instance);
-    if (w->result != PL_OK) {
+    w->result = pl__gw_check_insert_db(j->m, &j->chk.v);
+    if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN) {
+        /* refused or not checked: accept_done tells the sender */
+    } else if (w->result != PL_OK) {
         pl_log_error("im", "while storing message %s: %s", j->m->id,
                      pl_gwq_error(pl_gw.db));
     } else {
@@ -168,11 +173,14 @@ static void accept_work(struct pl_work *w)
 static void accept_done(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    if (w->result != PL_OK)
+    if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN)
+        pl__gw_check_refusal(j->orig, w->result, &j->chk.v);
+    else if (w->result != PL_OK)
         send_error(j->orig, "wait", "internal-server-error",
                    "the gateway could not store the message");
     else
         pl_gw_sms_kick();
+    pl_gw_verdict_free(&j->chk.v);
     pl_log_debug("im", "message %s from %s to %s %s", j->m->id, j->m->src_addr,
                  j->m->dst_addr, w->result == PL_OK ? "queued" : "not stored");
     pl_gw_msg_free(j->m);
@@ -252,7 +260,10 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
-    pl_gw_db_submit(&j->w);
+    j->chk.m = m;
+    j->chk.from = m->src_addr;
+    j->chk.rcpt = m->dst_addr;
+    pl_gw_check_submit(&j->chk, &j->w);
 }
 
 /* ---- registration (XEP-0100 / XEP-0077) ---- */
@@ -553,6 +564,18 @@ void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
                      const char *text)
 {
     send_error(st, type, cond, text);
+}
+
+/* For the IM senders of every channel: what the content checks said
+ * (check.h): refused (PL_EFORBIDDEN) is not-acceptable, not checked
+ * (PL_EAGAIN) an error to wait on; the text gives the reason. */
+void pl__gw_check_refusal(struct pl_stanza *st, int result,
+                          const struct pl_gw_verdict *v)
+{
+    if (result == PL_EFORBIDDEN)
+        send_error(st, "modify", "not-acceptable", v->reason);
+    else
+        send_error(st, "wait", "internal-server-error", v->reason);
 }
 
 void pl_gw_im_stanza(struct pl_stanza *st)

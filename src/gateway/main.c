@@ -8,8 +8,9 @@
  * Reads its own libconfig file (etc/parley-gateway.conf documents every
  * setting), opens the SQLite queue, starts the database and HTTP work
  * queues, the component links (component.c), the SMS transport
- * (sms/kannel.c) and the e-mail channel (mail/channel.c) when mail.domain
- * is set, then runs the loop.  SIGTERM/SIGINT stop it: the link
+ * (sms/kannel.c), the e-mail channel (mail/channel.c) when mail.domain
+ * is set and the content checks (check.c) when check.clamd or
+ * check.rspamd is set, then runs the loop.  SIGTERM/SIGINT stop it: the link
  * is closed, in-flight requests finish, and whatever was not recorded
  * stays leased until its lease runs out (another instance, or this one
  * restarted, takes it then).  See doc/gateway.md for the architecture.
@@ -28,6 +29,7 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "gateway/check.h"
 #include "gateway/core.h"
 #include "log.h"
 #include "loop.h"
@@ -112,6 +114,16 @@ static const struct opt {
     {"queue_poll", 0, NULL, 500, 10, 60000, 1, OFF(poll_ms)},
     {"queue_batch", 0, NULL, 32, 1, 1000, 1, OFF(batch)},
     {"http_workers", 0, NULL, 4, 1, 64, 1, OFF(http_workers)},
+    {"check.clamd", 1, "", 0, 0, 0, 0, OFF(clamd)},
+    {"check.rspamd", 1, "", 0, 0, 0, 0, OFF(rspamd_url)},
+    {"check.timeout", 0, NULL, 30, 1, 600, 1000, OFF(check_timeout_ms)},
+    {"check.fail", 1, "closed", 0, 0, 0, 0, OFF(check_fail)},
+    {"check.workers", 0, NULL, 4, 1, 64, 1, OFF(check_workers)},
+    {"check.spam.reject_score", 0, NULL, 0, 0, 10000, 1,
+     OFF(spam_reject_score)},
+    {"check.spam.tag_score", 0, NULL, 0, 0, 10000, 1, OFF(spam_tag_score)},
+    {"check.spam.on_reject", 1, "refuse", 0, 0, 0, 0, OFF(spam_on_reject)},
+    {"check.spam.tag", 1, "[SPAM] ", 0, 0, 0, 0, OFF(spam_tag)},
 };
 
 static int load(const char *path, struct pl_gw_conf *c, const char **level)
@@ -199,6 +211,15 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
               "for from the mail domain)";
     else if (c->retry_max_ms < c->retry_base_ms)
         why = "retry.max must be at least retry.base";
+    else if (strcmp(c->check_fail, "open") != 0 &&
+             strcmp(c->check_fail, "closed") != 0)
+        why = "check.fail must be open or closed";
+    else if (strcmp(c->spam_on_reject, "refuse") != 0 &&
+             strcmp(c->spam_on_reject, "tag") != 0)
+        why = "check.spam.on_reject must be refuse or tag";
+    else if (c->rspamd_url[0] && strncmp(c->rspamd_url, "http://", 7) != 0 &&
+             strncmp(c->rspamd_url, "https://", 8) != 0)
+        why = "check.rspamd must be http://HOST:PORT (rspamd's normal worker)";
     if (why) {
         fprintf(stderr, "parley-gateway: %s: %s\n", path, why);
         return PL_EINVAL;
@@ -293,7 +314,7 @@ int main(int argc, char **argv)
     pl_loop_on_signal(pl_gw.loop, SIGINT, on_stop, NULL);
     pl_gw.smtpq = pl_workq_new("gw-smtp", (int)pl_gw.c.smtp_workers, NULL,
                                NULL);
-    if (pl_gw_sms_start() != PL_OK)
+    if (pl_gw_check_start() != PL_OK || pl_gw_sms_start() != PL_OK)
         return 1;
     if (pl_gw_media_start() != PL_OK)
         return 1;
@@ -309,6 +330,7 @@ int main(int argc, char **argv)
     pl_gw_media_stop();
     pl_gwc_stop();
     /* Let the link's close and the last completions run. */
+    pl_gw_check_stop();
     pl_workq_free(pl_gw.smtpq);
     pl_workq_free(pl_gw.httpq);
     pl_workq_free(pl_gw.dbq);

@@ -21,7 +21,7 @@
  * waits for the disk, hashing and writing run side by side on the two
  * workers, memory per upload is two buffers, and the writes are large.
  * At the end a last job writes and hashes the rest, fsyncs,
- * has clamd scan the file when upload.clamd is set (clamd.c), writes the
+ * has clamd scan the file when upload.clamd is set (src/core/clamd.c), writes the
  * sidecar and renames <id>.part to <id>; only then 201 Created.  An
  * infected file is deleted, answered 403 with the signature's name, and
  * its uploader told in a message from the service.
@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clamd.h"
 #include "http/http.h"
 #include "http/http_int.h"
 #include "modules/upload/upload.h"
@@ -207,7 +208,8 @@ static void put_final(struct put *p, struct pl_work *w)
     EVP_DigestFinal_ex(p->sha, md, &mdlen);
     EVP_EncodeBlock((unsigned char *)p->f->sha256, md, (int)mdlen);
     if (p->clamd[0]) {
-        int rc = pl__clamd_scan(p->clamd, p->fd, p->virus, sizeof(p->virus));
+        int rc = pl_clamd_scan_fd(p->clamd, p->fd, 60, p->virus,
+                                  sizeof(p->virus));
         if (rc == PL_EFORBIDDEN) {
             p->status = 403;
             w->result = rc;

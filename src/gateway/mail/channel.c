@@ -25,6 +25,11 @@
  * from the sender's escaped address at the mail domain, with its
  * subject and text, and recorded as sent.  If parleyd answers with an
  * error (no such account), the message fails and its sender gets a DSN.
+ * Before it is stored, the content checks (check.h) see the message as
+ * received: a virus is 550 5.7.1 and spam 554 5.7.1 at the end of DATA
+ * (stored as refused, no DSN), a checker down with check.fail closed
+ * 451 4.7.1; tagged spam gets check.spam.tag before its subject.  An IM
+ * sender refused by them gets a stanza error (im.c).
  *
  * Threads: the loop runs the listeners and the scheduling; SQL and MIME
  * parsing run on the database thread, SMTP out on the "smtp" threads.
@@ -37,6 +42,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "gateway/address.h"
+#include "gateway/check.h"
 #include "gateway/core.h"
 #include "gateway/mail/dsn.h"
 #include "gateway/mail/mime.h"
@@ -113,13 +119,15 @@ struct accept_job {
     struct pl_work w;
     struct pl_gw_msg *m;
     struct pl_stanza *orig;
+    struct pl_gw_check chk; /* the content checks before (check.h) */
 };
 
 static void accept_work(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    w->result = pl_gwq_insert(pl_gw.db, j->m, pl_gw.c.instance);
-    if (w->result != PL_OK)
+    w->result = pl__gw_check_insert_db(j->m, &j->chk.v);
+    if (w->result != PL_OK && w->result != PL_EFORBIDDEN &&
+        w->result != PL_EAGAIN)
         pl_log_error("mail", "while storing message %s: %s", j->m->id,
                      pl_gwq_error(pl_gw.db));
 }
@@ -127,11 +135,14 @@ static void accept_work(struct pl_work *w)
 static void accept_done(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    if (w->result != PL_OK)
+    if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN)
+        pl__gw_check_refusal(j->orig, w->result, &j->chk.v);
+    else if (w->result != PL_OK)
         pl__gw_im_error(j->orig, "wait", "internal-server-error",
                         "the gateway could not store the message");
     else
         pl_gw_mail_kick();
+    pl_gw_verdict_free(&j->chk.v);
     pl_gw_msg_free(j->m);
     pl_stanza_unref(j->orig);
     pl_free(j);
@@ -184,7 +195,10 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
-    pl_gw_db_submit(&j->w);
+    j->chk.m = m;
+    j->chk.from = m->src_addr;
+    j->chk.rcpt = m->dst_addr;
+    pl_gw_check_submit(&j->chk, &j->w);
 }
 
 enum outcome {
@@ -467,8 +481,10 @@ struct pending {
     size_t nrcpts;
     char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;     /* per recipient: stored */
-    int rcpt_ok; /* RCPT: resolved */
+    int *ok;                /* per recipient: stored */
+    int rcpt_ok;            /* RCPT: resolved */
+    char *helo;             /* DATA: the client's HELO */
+    struct pl_gw_check chk; /* DATA: the content checks (check.h) */
 };
 
 static void pending_unlink(struct pending *p)
@@ -489,6 +505,8 @@ static void pending_free(struct pending *p)
     pl_free(p->rcpts);
     pl_free(p->raw);
     pl_free(p->ok);
+    pl_free(p->helo);
+    pl_gw_verdict_free(&p->chk.v);
     pl_free(p);
 }
 
@@ -549,6 +567,11 @@ static void data_work(struct pl_work *w)
     snprintf(imfrom, sizeof(imfrom), "%s@%s", esc, pl_gw.c.mail_domain);
     pl_free(esc);
     char *hdr = header_section(p->raw, p->rawlen);
+    char *tagged = pl_gw_check_subject(&p->chk.v, mm->subject);
+    if (tagged) {
+        pl_free(mm->subject);
+        mm->subject = tagged;
+    }
     for (size_t i = 0; i < p->nrcpts; i++) {
         char *jid = resolve_rcpt(p->rcpts[i]);
         if (!jid)
@@ -568,19 +591,29 @@ static void data_work(struct pl_work *w)
         m.orig_rcpt = p->rcpts[i];
         m.created = m.next_attempt = pl_gw_now();
         m.expires = m.created + pl_gw.c.expiry_ms;
-        if (mm->natt && pl_gw.c.media_service[0]) {
+        int rc;
+        if (mm->natt && pl_gw.c.media_service[0] &&
+            (p->chk.v.verdict == PL_GW_CHECK_PASS ||
+             p->chk.v.verdict == PL_GW_CHECK_TAG)) {
             /* Attachments: stored through the upload service first. */
-            if (pl__gw_media_mail_db(&m, mm) == PL_OK)
+            rc = pl__gw_media_mail_db(&m, mm);
+            if (rc == PL_OK) {
+                if (p->chk.v.note[0])
+                    pl_gwq_history_add(pl_gw.db, m.id, PL_GW_QUEUED,
+                                       pl_gw.c.instance, p->chk.v.note);
                 p->ok[i] = 1;
-            else
+            } else {
                 pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
                              pl_gwq_error(pl_gw.db));
+            }
             pl_free(jid);
             continue;
         }
-        if (pl_gwq_insert(pl_gw.db, &m, pl_gw.c.instance) != PL_OK) {
-            pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
-                         pl_gwq_error(pl_gw.db));
+        rc = pl__gw_check_insert_db(&m, &p->chk.v);
+        if (rc != PL_OK) {
+            if (rc != PL_EFORBIDDEN && rc != PL_EAGAIN)
+                pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
+                             pl_gwq_error(pl_gw.db));
             pl_free(jid);
             continue;
         }
@@ -624,11 +657,21 @@ static void data_done(struct pl_work *w)
         int all = 1;
         for (size_t i = 0; i < p->nrcpts; i++)
             all &= p->ok[i];
+        const struct pl_gw_verdict *v = &p->chk.v;
         for (size_t i = 0; i < n; i++) {
             int ok = p->lmtp ? p->ok[i] : all;
             r[i] = ok ? (struct pl_smtp_reply){250, "2.0.0", "delivered to IM"}
                       : (struct pl_smtp_reply){451, "4.3.0",
                                                "not stored, try again"};
+            /* The content checks decided during DATA: the client hears it
+             * now, so no DSN is needed (RFC 5321 §4.2.5; RFC 3463 5.7.1
+             * refused, 4.7.1 try later); 550 for a virus, 554 for spam,
+             * as clamav-milter and rspamd's milter answer. */
+            if (v->verdict == PL_GW_CHECK_REFUSE)
+                r[i] = (struct pl_smtp_reply){v->virus ? 550 : 554, "5.7.1",
+                                              v->reason};
+            else if (v->verdict == PL_GW_CHECK_TEMPFAIL)
+                r[i] = (struct pl_smtp_reply){451, "4.7.1", v->reason};
         }
         pl_smtp_server_resume(p->s, r, n);
         pl_free(r);
@@ -660,11 +703,21 @@ static int on_event(void *data, struct pl_smtp *s,
             p->rcpts[i] = pl_strdup(ev->rcpts[i]);
         p->raw = pl_strndup(ev->message.p, ev->message.len);
         p->rawlen = ev->message.len;
+        p->helo = ev->helo ? pl_strdup(ev->helo) : NULL;
         p->w.work = data_work;
         p->w.done = data_done;
     }
     p->next = M.pending;
     M.pending = p;
+    if (ev->type == PL_SMTP_EV_DATA) {
+        p->chk.raw = p->raw;
+        p->chk.rawlen = p->rawlen;
+        p->chk.from = p->from;
+        p->chk.rcpt = p->nrcpts ? p->rcpts[0] : NULL;
+        p->chk.helo = p->helo;
+        pl_gw_check_submit(&p->chk, &p->w);
+        return PL_EAGAIN;
+    }
     pl_gw_db_submit(&p->w);
     return PL_EAGAIN;
 }

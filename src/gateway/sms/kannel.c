@@ -24,7 +24,8 @@
  *                          user who last wrote to that number, else to
  *                          the user who linked it, as a chat message
  *                          from +NUMBER@sms.<host>; with neither it is
- *                          refused (recorded in the history).
+ *                          refused (recorded in the history), as it is
+ *                          when the content checks refuse it (check.h).
  * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
  * sends nothing back to the phone) or a 4xx for a malformed request.
  *
@@ -43,6 +44,7 @@
 #include "conn.h"
 #include "error.h"
 #include "gateway/address.h"
+#include "gateway/check.h"
 #include "gateway/core.h"
 #include "gateway/sms/gsm.h"
 #include "http/parse.h"
@@ -426,6 +428,7 @@ static void dlr_done(struct pl_work *w)
 struct mo_job {
     struct pl_work w;
     char *from, *text;
+    struct pl_gw_check chk; /* the content checks before (check.h) */
 };
 
 static void mo_work(struct pl_work *w)
@@ -445,7 +448,13 @@ static void mo_work(struct pl_work *w)
     m.text = j->text;
     m.created = m.next_attempt = pl_gw_now();
     m.expires = m.created + pl_gw.c.expiry_ms;
-    w->result = pl_gwq_insert(q, &m, pl_gw.c.instance);
+    /* Refused by the checks: stored as refused with the reason.  The
+     * phone is not told: there are no reports to SMS senders yet.  Not
+     * checked (a checker down, check.fail closed) is refused as well:
+     * Kannel has its answer already, nothing would try again. */
+    if (j->chk.v.verdict == PL_GW_CHECK_TEMPFAIL)
+        j->chk.v.verdict = PL_GW_CHECK_REFUSE;
+    w->result = pl__gw_check_insert_db(&m, &j->chk.v);
     if (w->result == PL_OK && !jid) {
         pl_gwq_finish(q, m.id, pl_gw.c.instance, PL_GW_REFUSED,
                       "no IM user wrote to or linked this number");
@@ -474,6 +483,7 @@ static void mo_done(struct pl_work *w)
     struct mo_job *j = (struct mo_job *)w;
     pl_free(j->from);
     pl_free(j->text);
+    pl_gw_verdict_free(&j->chk.v);
     pl_free(j);
     pl_gw_outbox_kick();
 }
@@ -524,7 +534,9 @@ static void on_request(struct cb_conn *cc)
             j->from = num;
             j->text = text;
             text = NULL;
-            pl_gw_db_submit(&j->w);
+            j->chk.text = j->text;
+            j->chk.from = j->from;
+            pl_gw_check_submit(&j->chk, &j->w);
             answer(cc, 200, "OK");
         } else {
             answer(cc, 400, "Bad Request");

@@ -8,7 +8,7 @@
  *   slot.c        slot tokens: HMAC-SHA256 signed, checked without state
  *   store.c       the files of a host: index, sidecars, quota, expiry
  *   src/http/upload.c   PUT (streamed to disk off the loop) and GET
- *   src/http/clamd.c    virus scanning through clamd (INSTREAM)
+ *   src/core/clamd.c    virus scanning through clamd (INSTREAM, clamd.h)
  *
  * Storage (doc/upload.md): each host has a directory (upload.dir, else
  * <data_dir>/upload/<host>); a file is <id> (the bytes) and <id>.meta
@@ -158,17 +158,6 @@ int pl__upload_closing(void);
 /* Tells owner (bare JID) in a message from the service. */
 void pl__upload_notify(struct pl_upload *u, const char *owner,
                        const char *text);
-
-/* ---- src/http/clamd.c ---- */
-
-/*
- * Scans the file fd (from offset 0) with clamd at addr ("/path" of a
- * Unix socket, or "host:port"), blocking, with timeouts: a worker
- * thread's call.  PL_OK when clean; PL_EFORBIDDEN when infected, with
- * the signature's name in virus (len bytes); PL_EIO when clamd cannot be
- * reached or answers something else (the text in virus).
- */
-int pl__clamd_scan(const char *addr, int fd, char *virus, size_t len);
 
 /* ---- src/http/upload.c ---- */
 

@@ -1,13 +1,15 @@
 /*
- * clamd.c - virus scanning of uploads through clamd's INSTREAM command
- * (clamd(8), "zINSTREAM"): the file goes in chunks, each a 4-byte
+ * clamd.c - virus scanning through clamd's INSTREAM command (clamd(8),
+ * "zINSTREAM"; API in clamd.h): the data goes in chunks, each a 4-byte
  * length in network order and the bytes, ended by a zero length; clamd
  * answers "stream: OK" or "stream: <signature> FOUND".  A blocking
- * client with timeouts, for the upload work queue's threads (upload.h,
- * pl__clamd_scan); the loop never calls it.
+ * client with timeouts, for worker threads: the upload service's
+ * (src/http/upload.c) and parley-gateway's content checks
+ * (src/gateway/check.c); a loop never calls it.
  *
  * clamd refuses streams over its StreamMaxLength (25 MiB by default):
- * its configuration must allow upload.max_file_size (doc/upload.md).
+ * its configuration must allow upload.max_file_size (doc/upload.md) and
+ * the gateway's mail.max_size (doc/gateway.md).
  *
  * Extending: another clamd command is another request line; keep the
  * "z" (NUL-terminated) form.
@@ -23,15 +25,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "alloc.h"
+#include "clamd.h"
 #include "error.h"
-#include "modules/upload/upload.h"
 
-#define TIMEOUT_S 60
 #define CHUNK (256 * 1024)
 
-static int dial(const char *addr)
+static int dial(const char *addr, int timeout_s)
 {
-    struct timeval tv = {TIMEOUT_S, 0};
+    struct timeval tv = {timeout_s, 0};
     int fd = -1;
     if (addr[0] == '/') {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -92,14 +94,39 @@ static int send_all(int fd, const void *p, size_t n)
     return PL_OK;
 }
 
-int pl__clamd_scan(const char *addr, int file, char *virus, size_t len)
+/* Where the bytes come from: a file (pread) or memory. */
+struct source {
+    int fd;        /* the file, or -1 */
+    const char *p; /* memory when fd < 0 */
+    size_t n;      /* its length */
+};
+
+/* Up to max bytes at off into buf: the count, 0 at the end, -1 on error. */
+static ssize_t take(const struct source *src, off_t off, char *buf, size_t max)
+{
+    if (src->fd < 0) {
+        size_t left = (size_t)off < src->n ? src->n - (size_t)off : 0;
+        size_t k = left < max ? left : max;
+        memcpy(buf, src->p + off, k);
+        return (ssize_t)k;
+    }
+    for (;;) {
+        ssize_t n = pread(src->fd, buf, max, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        return n;
+    }
+}
+
+static int scan(const char *addr, const struct source *src, int timeout_s,
+                char *virus, size_t len)
 {
     static const char cmd[] = "zINSTREAM";
     char reply[512];
     size_t got = 0;
     int rc = PL_EIO;
     snprintf(virus, len, "clamd at %s unreachable", addr);
-    int fd = dial(addr);
+    int fd = dial(addr, timeout_s > 0 ? timeout_s : 1);
     if (fd < 0)
         return PL_EIO;
     char *buf = pl_malloc(CHUNK + 4);
@@ -107,11 +134,9 @@ int pl__clamd_scan(const char *addr, int file, char *virus, size_t len)
     if (send_all(fd, cmd, sizeof(cmd)) != PL_OK)
         goto out;
     for (;;) {
-        ssize_t n = pread(file, buf + 4, CHUNK, off);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = take(src, off, buf + 4, CHUNK);
         if (n < 0) {
-            snprintf(virus, len, "cannot read the upload");
+            snprintf(virus, len, "cannot read the data to scan");
             goto out;
         }
         uint32_t be = htonl((uint32_t)n);
@@ -149,4 +174,18 @@ out:
     pl_free(buf);
     close(fd);
     return rc;
+}
+
+int pl_clamd_scan_fd(const char *addr, int fd, int timeout_s, char *virus,
+                     size_t len)
+{
+    struct source src = {fd, NULL, 0};
+    return scan(addr, &src, timeout_s, virus, len);
+}
+
+int pl_clamd_scan_mem(const char *addr, const void *p, size_t n, int timeout_s,
+                      char *virus, size_t len)
+{
+    struct source src = {-1, p, n};
+    return scan(addr, &src, timeout_s, virus, len);
 }
