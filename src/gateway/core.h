@@ -155,6 +155,10 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why);
 /* An error reply to st (RFC 6120 §8.3), sent at once. */
 void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
                      const char *text);
+/* The error reply for a policy refusal (policy.h) of message id. */
+struct pl_gw_decision;
+void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
+                       const char *id);
 /* An SMS from address arrived for the IM side (database thread): the
  * message stanza for the user it belongs to, or NULL (refused). */
 

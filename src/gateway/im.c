@@ -37,6 +37,7 @@
 #include "error.h"
 #include "gateway/address.h"
 #include "gateway/core.h"
+#include "gateway/policy.h"
 #include "gateway/sms/gsm.h"
 #include "jid.h"
 #include "log.h"
@@ -143,14 +144,30 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why)
 
 struct accept_job {
     struct pl_work w;
-    struct pl_gw_msg *m;    /* owned */
-    struct pl_stanza *orig; /* the user's message (a reference) */
+    struct pl_gw_msg *m;       /* owned */
+    struct pl_stanza *orig;    /* the user's message (a reference) */
+    struct pl_gw_decision pd;  /* the policy's (policy.h) */
 };
+
+void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
+                       const char *id)
+{
+    const char *type, *cond;
+    char text[600];
+    pl_gw_policy_im_error(d, &type, &cond);
+    if (d->record)
+        snprintf(text, sizeof(text), "%s (message %s)", d->reason, id);
+    else
+        snprintf(text, sizeof(text), "%s", d->reason);
+    send_error(st, type, cond, text);
+}
 
 static void accept_work(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    w->result = pl_gwq_insert(pl_gw.db, j->m, pl_gw.c.instance);
+    w->result = pl__gw_policy_commit_db(j->m, &j->pd, PL_GW_COMMIT_INSERT);
+    if (w->result == PL_EPOLICY_VIOLATION)
+        return;
     if (w->result != PL_OK) {
         pl_log_error("im", "while storing message %s: %s", j->m->id,
                      pl_gwq_error(pl_gw.db));
@@ -168,13 +185,18 @@ static void accept_work(struct pl_work *w)
 static void accept_done(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    if (w->result != PL_OK)
+    if (w->result == PL_EPOLICY_VIOLATION)
+        pl__gw_im_refused(j->orig, &j->pd, j->m->id);
+    else if (w->result != PL_OK)
         send_error(j->orig, "wait", "internal-server-error",
                    "the gateway could not store the message");
     else
         pl_gw_sms_kick();
     pl_log_debug("im", "message %s from %s to %s %s", j->m->id, j->m->src_addr,
-                 j->m->dst_addr, w->result == PL_OK ? "queued" : "not stored");
+                 j->m->dst_addr,
+                 w->result == PL_OK                     ? "queued"
+                 : w->result == PL_EPOLICY_VIOLATION ? j->pd.reason
+                                                     : "not stored");
     pl_gw_msg_free(j->m);
     pl_stanza_unref(j->orig);
     pl_free(j);
@@ -241,6 +263,13 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
+    struct pl_gw_policy_req pr = {"im", from->bare, "sms", number};
+    if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW && !j->pd.record) {
+        /* Refused again within the second: answered, not stored. */
+        j->w.result = PL_EPOLICY_VIOLATION;
+        accept_done(&j->w);
+        return;
+    }
     pl_gw_db_submit(&j->w);
 }
 

@@ -42,6 +42,7 @@
 #include "gateway/mail/mime.h"
 #include "gateway/mail/send.h"
 #include "gateway/mail/smtp_listen.h"
+#include "gateway/policy.h"
 #include "jid.h"
 #include "log.h"
 #include "stanza.h"
@@ -113,13 +114,14 @@ struct accept_job {
     struct pl_work w;
     struct pl_gw_msg *m;
     struct pl_stanza *orig;
+    struct pl_gw_decision pd; /* the policy's (policy.h) */
 };
 
 static void accept_work(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    w->result = pl_gwq_insert(pl_gw.db, j->m, pl_gw.c.instance);
-    if (w->result != PL_OK)
+    w->result = pl__gw_policy_commit_db(j->m, &j->pd, PL_GW_COMMIT_INSERT);
+    if (w->result != PL_OK && w->result != PL_EPOLICY_VIOLATION)
         pl_log_error("mail", "while storing message %s: %s", j->m->id,
                      pl_gwq_error(pl_gw.db));
 }
@@ -127,7 +129,9 @@ static void accept_work(struct pl_work *w)
 static void accept_done(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    if (w->result != PL_OK)
+    if (w->result == PL_EPOLICY_VIOLATION)
+        pl__gw_im_refused(j->orig, &j->pd, j->m->id);
+    else if (w->result != PL_OK)
         pl__gw_im_error(j->orig, "wait", "internal-server-error",
                         "the gateway could not store the message");
     else
@@ -150,7 +154,6 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
         pl__gw_im_error(st, "cancel", "not-allowed", why);
         return;
     }
-    pl_jid_free(from);
     struct pl_node *root = pl_stanza_root(st);
     struct pl_node *body = pl_node_child(root, "body", PL_NS_CLIENT);
     size_t len = 0;
@@ -160,6 +163,7 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
         snprintf(why, sizeof(why), "the text must be 1 to %ld bytes",
                  pl_gw.c.mail_max_text);
         pl__gw_im_error(st, "modify", "not-acceptable", why);
+        pl_jid_free(from);
         return;
     }
     struct pl_gw_msg *m = pl_calloc(1, sizeof(*m));
@@ -183,6 +187,14 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
+    struct pl_gw_policy_req pr = {"im", from->bare, "mail", addr};
+    int v = pl_gw_policy_check(&pr, 0, &j->pd);
+    pl_jid_free(from);
+    if (v != PL_GW_ALLOW && !j->pd.record) {
+        j->w.result = PL_EPOLICY_VIOLATION; /* answered, not stored */
+        accept_done(&j->w);
+        return;
+    }
     pl_gw_db_submit(&j->w);
 }
 
@@ -456,6 +468,9 @@ struct pending {
     size_t rawlen;
     int *ok;     /* per recipient: stored */
     int rcpt_ok; /* RCPT: resolved */
+    int policy;  /* RCPT: pl__gw_policy_commit_db's answer */
+    char id[PL_GW_ID_LEN + 1]; /* RCPT: the refusal's record */
+    struct pl_gw_decision pd;  /* RCPT: the check; DATA: the quota */
 };
 
 static void pending_unlink(struct pending *p)
@@ -479,11 +494,35 @@ static void pending_free(struct pending *p)
     pl_free(p);
 }
 
+/* The policy's sender of an envelope: the reverse-path, "<>" for none. */
+static const char *envelope_sender(const char *from)
+{
+    return from && from[0] ? from : "<>";
+}
+
 static void rcpt_work(struct pl_work *w)
 {
     struct pending *p = (struct pending *)w;
     char *jid = resolve_rcpt(p->rcpt);
     p->rcpt_ok = jid != NULL;
+    if (jid) {
+        /* The policy (policy.h): a refusal is stored with its reason, an
+         * allowed recipient only has its link and quota looked at. */
+        struct pl_gw_msg m = {0};
+        pl_gw_new_id(m.id);
+        m.dest = (char *)"im";
+        m.src_channel = (char *)"mail";
+        m.src_addr = (char *)envelope_sender(p->from);
+        m.dst_channel = (char *)"im";
+        m.dst_addr = jid;
+        m.text = (char *)"";
+        m.return_path = p->from;
+        m.orig_rcpt = p->rcpt;
+        m.created = m.next_attempt = pl_gw_now();
+        m.expires = m.created;
+        memcpy(p->id, m.id, sizeof(p->id));
+        p->policy = pl__gw_policy_commit_db(&m, &p->pd, PL_GW_COMMIT_PEEK);
+    }
     pl_free(jid);
 }
 
@@ -493,8 +532,20 @@ static void rcpt_done(struct pl_work *w)
     pending_unlink(p);
     if (p->s) {
         struct pl_smtp_reply r = {250, "2.1.5", "recipient ok"};
-        if (!p->rcpt_ok)
+        char text[500];
+        if (!p->rcpt_ok) {
             r = (struct pl_smtp_reply){550, "5.1.1", "no such user here"};
+        } else if (p->policy == PL_EPOLICY_VIOLATION) {
+            pl_gw_policy_smtp(&p->pd, &r.code, &r.enh);
+            if (p->pd.record)
+                snprintf(text, sizeof(text), "%s (message %s)", p->pd.reason,
+                         p->id);
+            else
+                snprintf(text, sizeof(text), "%s", p->pd.reason);
+            r.text = text;
+        } else if (p->policy != PL_OK) {
+            r = (struct pl_smtp_reply){451, "4.3.0", "try again later"};
+        }
         pl_smtp_server_resume(p->s, &r, 1);
     }
     pending_free(p);
@@ -555,7 +606,8 @@ static void data_work(struct pl_work *w)
         m.orig_rcpt = p->rcpts[i];
         m.created = m.next_attempt = pl_gw_now();
         m.expires = m.created + pl_gw.c.expiry_ms;
-        if (pl_gwq_insert(pl_gw.db, &m, pl_gw.c.instance) != PL_OK) {
+        /* Allowed at RCPT: counted in the sender's daily quota now. */
+        if (pl__gw_policy_commit_db(&m, &p->pd, PL_GW_COMMIT_COUNT) != PL_OK) {
             pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
                          pl_gwq_error(pl_gw.db));
             pl_free(jid);
@@ -626,9 +678,16 @@ static int on_event(void *data, struct pl_smtp *s,
     p->lmtp = data != NULL;
     if (ev->type == PL_SMTP_EV_RCPT) {
         p->rcpt = pl_strdup(ev->rcpt);
+        p->from = pl_strdup(ev->from ? ev->from : "");
+        struct pl_gw_policy_req pr = {"mail", envelope_sender(p->from), "im",
+                                      p->rcpt};
+        pl_gw_policy_check(&pr, 0, &p->pd);
         p->w.work = rcpt_work;
         p->w.done = rcpt_done;
     } else {
+        struct pl_gw_policy_req pr = {"mail", envelope_sender(ev->from), "im",
+                                      NULL};
+        pl_gw_policy_quota_of(&pr, &p->pd);
         p->from = pl_strdup(ev->from ? ev->from : "");
         p->nrcpts = ev->nrcpts;
         p->rcpts = pl_calloc(ev->nrcpts + 1, sizeof(*p->rcpts));
