@@ -7,7 +7,9 @@
  * SMS parts), stored in the "sms" queue (committed), and the SMS sender
  * is kicked.  Refusals are RFC 6120 §8.3 stanza errors with a <text/>:
  * jid-malformed (not a phone number), bad-request (no number at all),
- * not-acceptable (too long), internal-server-error (not stored).  Later
+ * not-acceptable (too long), internal-server-error (not stored), and the
+ * policy's (policy.h: checked before the insert, in its job; refusals
+ * stored refused and answered by pl__gw_im_refused).  Later
  * state changes come back as a XEP-0184 <received/> (delivered, only if
  * the sender asked with <request/> and gave an id) or as an error
  * message: recipient-unavailable (failed), remote-server-timeout
@@ -144,9 +146,9 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why)
 
 struct accept_job {
     struct pl_work w;
-    struct pl_gw_msg *m;       /* owned */
-    struct pl_stanza *orig;    /* the user's message (a reference) */
-    struct pl_gw_decision pd;  /* the policy's (policy.h) */
+    struct pl_gw_msg *m;      /* owned */
+    struct pl_stanza *orig;   /* the user's message (a reference) */
+    struct pl_gw_decision pd; /* the policy's (policy.h) */
 };
 
 void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
@@ -194,7 +196,7 @@ static void accept_done(struct pl_work *w)
         pl_gw_sms_kick();
     pl_log_debug("im", "message %s from %s to %s %s", j->m->id, j->m->src_addr,
                  j->m->dst_addr,
-                 w->result == PL_OK                     ? "queued"
+                 w->result == PL_OK                  ? "queued"
                  : w->result == PL_EPOLICY_VIOLATION ? j->pd.reason
                                                      : "not stored");
     pl_gw_msg_free(j->m);

@@ -263,9 +263,9 @@ int main(int argc, char **argv)
     if (check) {
         char pol[400];
         pl_gw_policy_describe(pol, sizeof(pol));
-        printf("configuration OK: instance %s, %s%s%s\n%s\n",
-               pl_gw.c.instance, pl_gw.c.sms_domain,
-               pl_gw.c.mail_domain[0] ? ", " : "", pl_gw.c.mail_domain, pol);
+        printf("configuration OK: instance %s, %s%s%s\n%s\n", pl_gw.c.instance,
+               pl_gw.c.sms_domain, pl_gw.c.mail_domain[0] ? ", " : "",
+               pl_gw.c.mail_domain, pol);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -58,8 +58,8 @@ struct user_rule {
 
 struct tracked {
     struct pl_gw_bucket b;
-    long rate, burst;   /* what it was filled with (for the sweep) */
-    int64_t logged;     /* last recorded rate refusal (ms) */
+    long rate, burst; /* what it was filled with (for the sweep) */
+    int64_t logged;   /* last recorded rate refusal (ms) */
 };
 
 static struct {
@@ -228,7 +228,8 @@ static struct tracked *bucket(const char *key, long rate, long burst,
         if ((long)P.buckets.count >= P.max_tracked) {
             if (now - P.last_full_log > 60000 || !P.last_full_log) {
                 P.last_full_log = now;
-                pl_log_warn("policy", "%ld rate-limit buckets in use "
+                pl_log_warn("policy",
+                            "%ld rate-limit buckets in use "
                             "(policy.max_tracked): new senders are not "
                             "limited until some fill up again",
                             P.max_tracked);
@@ -308,8 +309,8 @@ int pl_gw_policy_check(const struct pl_gw_policy_req *r, int64_t now,
                       sa, "");
     if (da && (list_match(&P.d_deny, dc, da) ||
                (P.d_allow.n && !list_match(&P.d_allow, dc, da))))
-        return refuse(d, PL_GW_BLOCKED,
-                      "messages to %s are not allowed%s", da, "");
+        return refuse(d, PL_GW_BLOCKED, "messages to %s are not allowed%s", da,
+                      "");
     if (da && u &&
         (list_match(&u->deny, dc, da) ||
          (u->allow.n && !list_match(&u->allow, dc, da))))
@@ -408,9 +409,7 @@ void pl_gw_policy_im_error(const struct pl_gw_decision *d, const char **type,
         *type = "wait";
         *cond = "policy-violation";
         break;
-    default:
-        *type = "auth";
-        *cond = "forbidden";
+    default: *type = "auth"; *cond = "forbidden";
     }
 }
 
@@ -520,8 +519,8 @@ static int linked(const struct pl_gw_decision *d)
     return ok;
 }
 
-int pl__gw_policy_commit_db(const struct pl_gw_msg *m,
-                            struct pl_gw_decision *d, int mode)
+int pl__gw_policy_commit_db(const struct pl_gw_msg *m, struct pl_gw_decision *d,
+                            int mode)
 {
     struct pl_gwq *q = pl_gw.db;
     sqlite3 *db = pl__gwq_db(q);
@@ -693,18 +692,16 @@ static int read_rate(const char *path, config_setting_t *g, const char *name,
     return rc;
 }
 
-static int read_user(const char *path, config_setting_t *s,
-                     struct user_rule *u)
+static int read_user(const char *path, config_setting_t *s, struct user_rule *u)
 {
-    static const char *const keys[] = {"match", "rate",  "burst",
-                                       "daily", "allow", "deny", NULL};
+    static const char *const keys[] = {"match", "rate", "burst", "daily",
+                                       "allow", "deny", NULL};
     u->rate = u->burst = u->daily = -1;
     if (!config_setting_is_group(s))
         return bad(path, s, "each users entry must be a group", NULL);
     int rc = known(path, s, keys);
     const char *m = NULL;
-    if (rc == PL_OK && (!config_setting_lookup_string(s, "match", &m) ||
-                        !m[0]))
+    if (rc == PL_OK && (!config_setting_lookup_string(s, "match", &m) || !m[0]))
         rc = bad(path, s, "a users entry needs match = \"pattern\"", NULL);
     if (rc == PL_OK)
         u->match = pl_strdup(m);
@@ -737,10 +734,11 @@ int pl_gw_policy_load(struct config_t *cf, const char *path)
         return PL_OK;
     if (!config_setting_is_group(g))
         return bad(path, g, "policy must be a group", NULL);
-    static const char *const keys[] = {
-        "routes", "senders", "destinations", "sender_rate",
-        "destination_rate", "daily", "max_tracked", "sms_notice", "users",
-        NULL};
+    static const char *const keys[] =
+        {"routes",      "senders",          "destinations",
+         "sender_rate", "destination_rate", "daily",
+         "max_tracked", "sms_notice",       "users",
+         NULL};
     int rc = known(path, g, keys);
     config_setting_t *s = config_setting_get_member(g, "routes");
     if (rc == PL_OK && s) {
@@ -760,11 +758,15 @@ int pl_gw_policy_load(struct config_t *cf, const char *path)
                     }
                 }
             if (si < 0)
-                rc = bad(path, e, "unknown route (im_sms, im_mail, mail_im, "
-                                  "sms_im, mail_sms, sms_mail):", n);
+                rc = bad(path, e,
+                         "unknown route (im_sms, im_mail, mail_im, "
+                         "sms_im, mail_sms, sms_mail):",
+                         n);
             else if (!(v = config_setting_get_string(e)))
-                rc = bad(path, e, "a route is \"allow\", \"linked\" or "
-                                  "\"deny\":", n);
+                rc = bad(path, e,
+                         "a route is \"allow\", \"linked\" or "
+                         "\"deny\":",
+                         n);
             else if (strcmp(v, "allow") == 0)
                 P.route[si][di] = ROUTE_ALLOW;
             else if (strcmp(v, "linked") == 0)
@@ -772,16 +774,20 @@ int pl_gw_policy_load(struct config_t *cf, const char *path)
             else if (strcmp(v, "deny") == 0)
                 P.route[si][di] = ROUTE_DENY;
             else
-                rc = bad(path, e, "a route is \"allow\", \"linked\" or "
-                                  "\"deny\":", n);
+                rc = bad(path, e,
+                         "a route is \"allow\", \"linked\" or "
+                         "\"deny\":",
+                         n);
         }
     }
     static const char *const lists[] = {"allow", "deny", NULL};
     s = config_setting_get_member(g, "senders");
     if (rc == PL_OK && s) {
         rc = config_setting_is_group(s) ? known(path, s, lists)
-                                        : bad(path, s, "senders must be a "
-                                                       "group", NULL);
+                                        : bad(path, s,
+                                              "senders must be a "
+                                              "group",
+                                              NULL);
         if (rc == PL_OK)
             rc = read_list(path, s, "allow", &P.s_allow);
         if (rc == PL_OK)
@@ -790,8 +796,10 @@ int pl_gw_policy_load(struct config_t *cf, const char *path)
     s = config_setting_get_member(g, "destinations");
     if (rc == PL_OK && s) {
         rc = config_setting_is_group(s) ? known(path, s, lists)
-                                        : bad(path, s, "destinations must be "
-                                                       "a group", NULL);
+                                        : bad(path, s,
+                                              "destinations must be "
+                                              "a group",
+                                              NULL);
         if (rc == PL_OK)
             rc = read_list(path, s, "allow", &P.d_allow);
         if (rc == PL_OK)

@@ -46,11 +46,11 @@
 struct config_t;
 
 enum pl_gw_verdict {
-    PL_GW_ALLOW = 0,   /* go on */
-    PL_GW_DENY,        /* the sender may not (lists, route, no link) */
-    PL_GW_BLOCKED,     /* nobody may send to this destination */
-    PL_GW_RATE,        /* a rate limit: try again later */
-    PL_GW_QUOTA,       /* the daily quota is used up: try again tomorrow */
+    PL_GW_ALLOW = 0, /* go on */
+    PL_GW_DENY,      /* the sender may not (lists, route, no link) */
+    PL_GW_BLOCKED,   /* nobody may send to this destination */
+    PL_GW_RATE,      /* a rate limit: try again later */
+    PL_GW_QUOTA,     /* the daily quota is used up: try again tomorrow */
     PL_GW_NVERDICTS
 };
 
@@ -68,14 +68,14 @@ struct pl_gw_policy_req {
 
 /* A decision, carried from the loop to the database job by value. */
 struct pl_gw_decision {
-    int verdict;                 /* enum pl_gw_verdict */
-    int need_link;               /* the route is in "linked" mode */
-    int record;                  /* store the refusal (rate: 1 a second) */
-    long daily;                  /* the sender's daily quota, 0: none */
-    char src_channel[8];         /* for the link check */
+    int verdict;         /* enum pl_gw_verdict */
+    int need_link;       /* the route is in "linked" mode */
+    int record;          /* store the refusal (rate: 1 a second) */
+    long daily;          /* the sender's daily quota, 0: none */
+    char src_channel[8]; /* for the link check */
     char dst_channel[8];
-    char key[PL_GW_POLICY_KEY];  /* the sender: "im:alice@example.org" */
-    char reason[400];            /* for the sender and the history */
+    char key[PL_GW_POLICY_KEY]; /* the sender: "im:alice@example.org" */
+    char reason[400];           /* for the sender and the history */
 };
 
 /* Modes of pl__gw_policy_commit_db. */
@@ -117,8 +117,8 @@ void pl_gw_policy_quota_of(const struct pl_gw_policy_req *r,
  * PL_EPOLICY_VIOLATION when it was refused (d->verdict and d->reason
  * say why; stored as refused), or a storage error (nothing stored).
  */
-int pl__gw_policy_commit_db(const struct pl_gw_msg *m,
-                            struct pl_gw_decision *d, int mode);
+int pl__gw_policy_commit_db(const struct pl_gw_msg *m, struct pl_gw_decision *d,
+                            int mode);
 
 /* Today's count of key (UTC day) from the queue file; database thread.
  * For tests and operators. */

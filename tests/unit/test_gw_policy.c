@@ -94,8 +94,8 @@ static int load(const char *text)
     return rc;
 }
 
-static int check(const char *sc, const char *sa, const char *dc,
-                 const char *da, int64_t now, struct pl_gw_decision *d)
+static int check(const char *sc, const char *sa, const char *dc, const char *da,
+                 int64_t now, struct pl_gw_decision *d)
 {
     struct pl_gw_policy_req r = {sc, sa, dc, da};
     return pl_gw_policy_check(&r, now, d);
@@ -128,20 +128,21 @@ void test_gw_policy_rules(void)
     CHECK_INT(check("im", "b@localhost", "sms", "+15551234567", 1000, &d),
               PL_GW_ALLOW);
 
-    CHECK_INT(load("policy = {\n"
-                   " routes = { sms_im = \"deny\"; im_mail = \"linked\"; };\n"
-                   " senders = { deny = [ \"*@bad.test\", \"sms:+1666*\" ]; };\n"
-                   " destinations = { deny = [ \"sms:+1900*\" ]; };\n"
-                   " sender_rate = { rate = 60; burst = 2; };\n"
-                   " destination_rate = { rate = 60; burst = 3; };\n"
-                   " daily = 100;\n"
-                   " users = (\n"
-                   "  { match = \"kid@localhost\"; allow = [ \"+1555*\" ];\n"
-                   "    daily = 5; },\n"
-                   "  { match = \"boss@localhost\"; rate = 0; daily = 0;\n"
-                   "    deny = [ \"*@competitor.test\" ]; }\n"
-                   " );\n"
-                   "};\n"),
+    CHECK_INT(load(
+                  "policy = {\n"
+                  " routes = { sms_im = \"deny\"; im_mail = \"linked\"; };\n"
+                  " senders = { deny = [ \"*@bad.test\", \"sms:+1666*\" ]; };\n"
+                  " destinations = { deny = [ \"sms:+1900*\" ]; };\n"
+                  " sender_rate = { rate = 60; burst = 2; };\n"
+                  " destination_rate = { rate = 60; burst = 3; };\n"
+                  " daily = 100;\n"
+                  " users = (\n"
+                  "  { match = \"kid@localhost\"; allow = [ \"+1555*\" ];\n"
+                  "    daily = 5; },\n"
+                  "  { match = \"boss@localhost\"; rate = 0; daily = 0;\n"
+                  "    deny = [ \"*@competitor.test\" ]; }\n"
+                  " );\n"
+                  "};\n"),
               PL_OK);
     CHECK_INT(check("sms", "+15551234567", "im", NULL, 1, &d), PL_GW_DENY);
     CHECK(strstr(d.reason, "from sms to im") != NULL);
@@ -161,8 +162,7 @@ void test_gw_policy_rules(void)
     pl_gw_policy_im_error(&d, &type, &cond);
     CHECK_STR(cond, "not-allowed");
     /* sms:+1900* does not block an e-mail address that looks alike. */
-    CHECK_INT(check("im", "a@localhost", "mail", "+19005550000@x.test", 1,
-                    &d),
+    CHECK_INT(check("im", "a@localhost", "mail", "+19005550000@x.test", 1, &d),
               PL_GW_ALLOW);
     /* A linked route: allowed here, the link is the database's part. */
     CHECK_INT(check("im", "c@localhost", "mail", "bob@example.org", 1, &d),
@@ -260,8 +260,8 @@ static void cleanup(void)
 
 /* Commits one message from sender under d (copied) in mode; the id of
  * the stored message into id when given. */
-static int commit(const char *sender, const struct pl_gw_decision *dd,
-                  int mode, int *verdict, char *id)
+static int commit(const char *sender, const struct pl_gw_decision *dd, int mode,
+                  int *verdict, char *id)
 {
     struct pl_gw_decision d = *dd;
     struct pl_gw_msg m = {0};
@@ -348,8 +348,7 @@ void test_gw_policy_quota(void)
     struct pl_gw_decision d2;
     struct pl_gw_policy_req r2 = {"im", "p@localhost", "sms", "+15551234567"};
     pl_gw_policy_check(&r2, 1, &d2);
-    CHECK_INT(commit("p@localhost", &d2, PL_GW_COMMIT_INSERT, &v, NULL),
-              PL_OK);
+    CHECK_INT(commit("p@localhost", &d2, PL_GW_COMMIT_INSERT, &v, NULL), PL_OK);
     /* The count survives closing the file (a restart). */
     pl_gwq_close(pl_gw.db);
     open_db();
@@ -402,8 +401,8 @@ void test_gw_policy_shared_quota(void)
             for (int i = 0; i < 40; i++) {
                 pl_gw_policy_check(&r, 1 + i, &d);
                 int v;
-                if (commit("s@localhost", &d, PL_GW_COMMIT_INSERT, &v,
-                           NULL) == PL_OK)
+                if (commit("s@localhost", &d, PL_GW_COMMIT_INSERT, &v, NULL) ==
+                    PL_OK)
                     ok++;
             }
             pl_gwq_close(pl_gw.db);
@@ -419,8 +418,7 @@ void test_gw_policy_shared_quota(void)
     }
     CHECK_INT(total, 50);
     open_db();
-    CHECK_INT(pl__gw_policy_count_db("im:s@localhost",
-                                     pl_gw_now() / 86400000),
+    CHECK_INT(pl__gw_policy_count_db("im:s@localhost", pl_gw_now() / 86400000),
               50);
     pl_gwq_close(pl_gw.db);
     pl_gw.db = NULL;
@@ -454,13 +452,11 @@ void test_gw_policy_linked(void)
     l.code = NULL;
     l.verified = 1;
     CHECK_INT(pl_gwq_link_set(pl_gw.db, "sms", &l), PL_OK);
-    CHECK_INT(commit("l@localhost", &d, PL_GW_COMMIT_INSERT, &v, NULL),
-              PL_OK);
+    CHECK_INT(commit("l@localhost", &d, PL_GW_COMMIT_INSERT, &v, NULL), PL_OK);
     /* SMS senders: only a number someone verified. */
     struct pl_gw_policy_req s1 = {"sms", "+15550009999", "im", NULL};
     CHECK_INT(pl_gw_policy_check(&s1, 1, &d), PL_GW_ALLOW);
-    CHECK_INT(commit("+15550009999", &d, PL_GW_COMMIT_INSERT, &v, NULL),
-              PL_OK);
+    CHECK_INT(commit("+15550009999", &d, PL_GW_COMMIT_INSERT, &v, NULL), PL_OK);
     struct pl_gw_policy_req s2 = {"sms", "+15550008888", "im", NULL};
     CHECK_INT(pl_gw_policy_check(&s2, 1, &d), PL_GW_ALLOW);
     CHECK_INT(commit("+15550008888", &d, PL_GW_COMMIT_INSERT, &v, NULL),

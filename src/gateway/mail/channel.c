@@ -19,7 +19,8 @@
  * RCPT is resolved on the database thread: a verified link of channel
  * "mail" (the address a user linked), else local@D for D one of
  * mail.recipient_domains is local@mail.im_host; anything else is
- * 550 5.1.1 at RCPT.  DATA is answered only once the message is
+ * 550 5.1.1 at RCPT.  The policy (policy.h) decides at RCPT too (550 5.7.1
+ * denied, 451 4.7.1 rate or quota); DATA counts the daily quota.  DATA is answered only once the message is
  * committed, one row per recipient (LMTP: one reply each): it is parsed
  * by mime.c and handed to the IM user, through the outbox, as a message
  * from the sender's escaped address at the mail domain, with its
@@ -466,9 +467,9 @@ struct pending {
     size_t nrcpts;
     char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;     /* per recipient: stored */
-    int rcpt_ok; /* RCPT: resolved */
-    int policy;  /* RCPT: pl__gw_policy_commit_db's answer */
+    int *ok;                   /* per recipient: stored */
+    int rcpt_ok;               /* RCPT: resolved */
+    int policy;                /* RCPT: pl__gw_policy_commit_db's answer */
     char id[PL_GW_ID_LEN + 1]; /* RCPT: the refusal's record */
     struct pl_gw_decision pd;  /* RCPT: the check; DATA: the quota */
 };

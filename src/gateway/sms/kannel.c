@@ -24,7 +24,10 @@
  *                          user who last wrote to that number, else to
  *                          the user who linked it, as a chat message
  *                          from +NUMBER@sms.<host>; with neither it is
- *                          refused (recorded in the history).
+ *                          refused (recorded in the history).  The
+ *                          policy (policy.h) is asked first; its refusals
+ *                          are stored and told to the phone by SMS (at
+ *                          most once per policy.sms_notice).
  * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
  * sends nothing back to the phone) or a 4xx for a malformed request.
  *
