@@ -3,7 +3,8 @@
 where) with real peers: parleyd, Kannel (bearerbox + smsbox) with its fake
 SMSC, swaks on the gateway's SMTP listener.
 
-The gateway runs with a policy group: destinations +1900... (SMS) and
+The gateway runs with a policy group: IM->e-mail only for users with a
+verified e-mail link ("linked"), destinations +1900... (SMS) and
 *@blocked.test (e-mail) denied, senders spammer@* (e-mail) denied, a
 sender rate of 6 a minute with a burst of 3, and users pq*@localhost with
 a daily quota of 2 and no rate limit.
@@ -11,7 +12,7 @@ a daily quota of 2 and no rate limit.
 Checks: an allowed message passes (IM->SMS with its receipt); a denied SMS
 destination and a denied e-mail destination refused at once with the
 reason (not-allowed) and stored refused (`parleyctl gateway trace` shows
-the reason); the sender rate limit hit on the 4th message
+the reason); IM->e-mail without a link refused (forbidden); the sender rate limit hit on the 4th message
 (policy-violation, wait) while the first 3 reach the phone; the daily
 quota hit on the 3rd message, and still hit after the gateway is
 restarted (counted in the queue file), while another user passes; SMS
@@ -51,6 +52,7 @@ mail = {
             connect_timeout = 2; timeout = 5; };
 };
 policy = {
+  routes = { im_mail = "linked"; };
   senders = { deny = [ "mail:spammer@*" ]; };
   destinations = { deny = [ "sms:+1900*", "mail:*@blocked.test" ]; };
   sender_rate = { rate = 6; burst = 3; };
@@ -164,6 +166,19 @@ def run(srv, d, phone, gw, smtp_port):
     check("denied e-mail destination *@blocked.test: not-allowed with the "
           "reason", e is not None and error_of(e) == "not-allowed" and
           "carol@blocked.test" in error_text(e), tostr(e))
+
+    # a linked route: IM->e-mail only with a verified e-mail link
+    ca.send("<message to='bob\\40example.org@%s' id='link1'>"
+            "<body>hello</body></message>" % MAIL)
+    e = answer(ca, "link1")
+    text = error_text(e)
+    check("linked route im_mail: a user without a verified e-mail link "
+          "gets forbidden (auth) with the reason", e is not None and
+          error_of(e) == "forbidden" and error_type(e) == "auth" and
+          "linked and verified" in text, tostr(e))
+    out = trace(d, queue_id(text))
+    check("linked route: stored refused", "refused" in out and
+          "linked and verified" in out, out)
 
     # the sender rate limit: burst 3
     cr = ImClient(srv, r, "desk")
