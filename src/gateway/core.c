@@ -14,7 +14,9 @@
 
 #include "alloc.h"
 #include "error.h"
+#include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/policy.h"
 #include "log.h"
 #include "stanza.h"
 #include "xml.h"
@@ -175,5 +177,19 @@ int pl__gw_outcome_db(struct pl_gw_msg *m, enum pl_gw_outcome o, int parts,
         pl_log_warn(channel, "message %s: lease lost before the outcome (%s)",
                     m->id, detail);
     }
+    return rc;
+}
+
+int pl__gw_admit_db(const struct pl_gw_msg *m, struct pl_gw_decision *d,
+                    int mode, const struct pl_gw_verdict *v)
+{
+    if (d->verdict == PL_GW_ALLOW && v &&
+        (v->verdict == PL_GW_CHECK_REFUSE ||
+         v->verdict == PL_GW_CHECK_TEMPFAIL))
+        return pl__gw_check_insert_db(m, v);
+    int rc = pl__gw_policy_commit_db(m, d, mode);
+    if (rc == PL_OK && v && v->note[0] && mode != PL_GW_COMMIT_PEEK)
+        pl_gwq_history_add(pl_gw.db, m->id, PL_GW_QUEUED, pl_gw.c.instance,
+                           v->note);
     return rc;
 }

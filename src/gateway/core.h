@@ -134,6 +134,23 @@ int64_t pl_gw_backoff(int attempts);
  */
 void pl__gw_report_db(const struct pl_gw_msg *m, const char *why);
 
+struct pl_gw_decision;
+struct pl_gw_verdict;
+/*
+ * Admits m into its queue on the database thread, after the two gates
+ * every inbound path passes: the policy (policy.h; d, its loop-side
+ * decision, with mode an enum pl_gw_commit) and the content checks
+ * (check.h; v, their verdict, or NULL when none ran).  A refusal the
+ * policy made on the loop wins; then a refusal or a "not checked" of the
+ * checks (stored refused / not stored, the quota untouched); then the
+ * policy's own database step, which counts the quota and stores m, and
+ * the checkers' note goes into m's history.  Returns PL_OK (queued),
+ * PL_EPOLICY_VIOLATION (d says why), PL_EFORBIDDEN or PL_EAGAIN (the
+ * checks; v says why) or a storage error.
+ */
+int pl__gw_admit_db(const struct pl_gw_msg *m, struct pl_gw_decision *d,
+                    int mode, const struct pl_gw_verdict *v);
+
 /* What a channel's attempt to send a message came to. */
 enum pl_gw_outcome {
     PL_GW_OUT_SENT,  /* the next hop took it (in parts pieces) */
@@ -173,6 +190,10 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why);
 /* An error reply to st (RFC 6120 §8.3), sent at once. */
 void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
                      const char *text);
+/* The error reply for a policy refusal (policy.h) of message id. */
+struct pl_gw_decision;
+void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
+                       const char *id);
 /* An SMS from address arrived for the IM side (database thread): the
  * message stanza for the user it belongs to, or NULL (refused). */
 

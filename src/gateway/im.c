@@ -8,7 +8,10 @@
  * is kicked.  Refusals are RFC 6120 §8.3 stanza errors with a <text/>:
  * jid-malformed (not a phone number), bad-request (no number at all),
  * not-acceptable (too long, or refused by the content checks, check.h),
- * internal-server-error (not stored; type wait: not checked).  Later
+ * internal-server-error (not stored; type wait: not checked), and the
+ * policy's (policy.h: checked before the content checks and again in the
+ * insert's job; refusals stored refused and answered by
+ * pl__gw_im_refused).  Later
  * state changes come back as a XEP-0184 <received/> (delivered, only if
  * the sender asked with <request/> and gave an id) or as an error
  * message: recipient-unavailable (failed), remote-server-timeout
@@ -39,6 +42,7 @@
 #include "gateway/address.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/policy.h"
 #include "gateway/sms/gsm.h"
 #include "jid.h"
 #include "log.h"
@@ -145,18 +149,33 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why)
 
 struct accept_job {
     struct pl_work w;
-    struct pl_gw_msg *m;    /* owned */
-    struct pl_stanza *orig; /* the user's message (a reference) */
-    struct pl_gw_check chk; /* the content checks before (check.h) */
+    struct pl_gw_msg *m;      /* owned */
+    struct pl_stanza *orig;   /* the user's message (a reference) */
+    struct pl_gw_decision pd; /* the policy's (policy.h) */
+    struct pl_gw_check chk;   /* the content checks (check.h) */
 };
+
+void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
+                       const char *id)
+{
+    const char *type, *cond;
+    char text[600];
+    pl_gw_policy_im_error(d, &type, &cond);
+    if (d->record)
+        snprintf(text, sizeof(text), "%s (message %s)", d->reason, id);
+    else
+        snprintf(text, sizeof(text), "%s", d->reason);
+    send_error(st, type, cond, text);
+}
 
 static void accept_work(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    w->result = pl__gw_check_insert_db(j->m, &j->chk.v);
-    if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN) {
-        /* refused or not checked: accept_done tells the sender */
-    } else if (w->result != PL_OK) {
+    w->result = pl__gw_admit_db(j->m, &j->pd, PL_GW_COMMIT_INSERT, &j->chk.v);
+    if (w->result == PL_EPOLICY_VIOLATION || w->result == PL_EFORBIDDEN ||
+        w->result == PL_EAGAIN)
+        return; /* refused or not checked: accept_done tells the sender */
+    if (w->result != PL_OK) {
         pl_log_error("im", "while storing message %s: %s", j->m->id,
                      pl_gwq_error(pl_gw.db));
     } else {
@@ -173,7 +192,9 @@ static void accept_work(struct pl_work *w)
 static void accept_done(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN)
+    if (w->result == PL_EPOLICY_VIOLATION)
+        pl__gw_im_refused(j->orig, &j->pd, j->m->id);
+    else if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN)
         pl__gw_check_refusal(j->orig, w->result, &j->chk.v);
     else if (w->result != PL_OK)
         send_error(j->orig, "wait", "internal-server-error",
@@ -182,7 +203,10 @@ static void accept_done(struct pl_work *w)
         pl_gw_sms_kick();
     pl_gw_verdict_free(&j->chk.v);
     pl_log_debug("im", "message %s from %s to %s %s", j->m->id, j->m->src_addr,
-                 j->m->dst_addr, w->result == PL_OK ? "queued" : "not stored");
+                 j->m->dst_addr,
+                 w->result == PL_OK                  ? "queued"
+                 : w->result == PL_EPOLICY_VIOLATION ? j->pd.reason
+                                                     : "not stored");
     pl_gw_msg_free(j->m);
     pl_stanza_unref(j->orig);
     pl_free(j);
@@ -260,6 +284,17 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
+    struct pl_gw_policy_req pr = {"im", from->bare, "sms", number};
+    if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW) {
+        if (!j->pd.record) {
+            /* Refused again within the second: answered, not stored. */
+            j->w.result = PL_EPOLICY_VIOLATION;
+            accept_done(&j->w);
+            return;
+        }
+        pl_gw_db_submit(&j->w); /* stored refused, no checks needed */
+        return;
+    }
     j->chk.m = m;
     j->chk.from = m->src_addr;
     j->chk.rcpt = m->dst_addr;

@@ -16,7 +16,8 @@
  * restarted, takes it then).  See doc/gateway.md for the architecture.
  *
  * Extending: a new setting is a field of struct pl_gw_conf (core.h) and
- * a row of the table below.
+ * a row of the table below; the policy group (lists, per-user rules) is
+ * read by policy.c.
  */
 #include <arpa/inet.h>
 #include <libconfig.h>
@@ -31,6 +32,7 @@
 #include "error.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/policy.h"
 #include "log.h"
 #include "loop.h"
 
@@ -173,6 +175,8 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
             *(long *)field = v * o->scale;
         }
     }
+    if (rc == PL_OK)
+        rc = pl_gw_policy_load(&cf, path); /* the policy group: policy.c */
     const char *lv = "info";
     config_lookup_string(&cf, "log_level", &lv);
     *level = strdup(lv);
@@ -289,9 +293,11 @@ int main(int argc, char **argv)
     pl_log_set_level((enum pl_log_level)lv);
     free((char *)level); /* strdup'ed by load() */
     if (check) {
-        printf("configuration OK: instance %s, %s%s%s\n", pl_gw.c.instance,
+        char pol[400];
+        pl_gw_policy_describe(pol, sizeof(pol));
+        printf("configuration OK: instance %s, %s%s%s\n%s\n", pl_gw.c.instance,
                pl_gw.c.sms_domain, pl_gw.c.mail_domain[0] ? ", " : "",
-               pl_gw.c.mail_domain);
+               pl_gw.c.mail_domain, pol);
         return 0;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -335,6 +341,7 @@ int main(int argc, char **argv)
     pl_workq_free(pl_gw.httpq);
     pl_workq_free(pl_gw.dbq);
     pl_gwq_close(pl_gw.db);
+    pl_gw_policy_free();
     pl_log_info("gateway", "stopped");
     return 0;
 }

@@ -305,22 +305,21 @@ static int set_state(struct pl_gwq *q, const char *id, int state,
 
 /* ---- messages ---- */
 
-int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
-                  const char *instance)
+int pl__gwq_insert_tx(struct pl_gwq *q, const struct pl_gw_msg *m,
+                      const char *instance, const char *refused)
 {
-    int rc = begin(q);
-    if (rc != PL_OK)
-        return rc;
-    rc = run(q, NULL,
-             "INSERT INTO messages(id, dest, src_channel, src_addr,"
-             " dst_channel, dst_addr, sender_msgid, want_receipt, text,"
-             " subject, links, created, expires, next_attempt, state,"
-             " return_path, orig_headers, orig_rcpt)"
-             " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,'queued',?,?,?)",
-             "sssssssnsssiiisss", m->id, m->dest, m->src_channel, m->src_addr,
-             m->dst_channel, m->dst_addr, m->sender_msgid, m->want_receipt,
-             m->text, m->subject, m->links, m->created, m->expires,
-             m->next_attempt, m->return_path, m->orig_headers, m->orig_rcpt);
+    int rc = run(q, NULL,
+                 "INSERT INTO messages(id, dest, src_channel, src_addr,"
+                 " dst_channel, dst_addr, sender_msgid, want_receipt, text,"
+                 " subject, links, created, expires, next_attempt, state,"
+                 " pending, return_path, orig_headers, orig_rcpt)"
+                 " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                 "sssssssnsssiiisnsss", m->id, m->dest, m->src_channel,
+                 m->src_addr, m->dst_channel, m->dst_addr, m->sender_msgid,
+                 m->want_receipt, m->text ? m->text : "", m->subject, m->links,
+                 m->created, m->expires, m->next_attempt,
+                 refused ? "refused" : "queued", refused ? 0 : 1,
+                 m->return_path, m->orig_headers, m->orig_rcpt);
     if (rc == PL_OK) {
         char detail[512];
         snprintf(detail, sizeof(detail), "%s %s -> %s %s", m->src_channel,
@@ -328,8 +327,29 @@ int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
         rc = pl_gwq_history_add(q, m->id, PL_GW_ACCEPTED, instance, detail);
     }
     if (rc == PL_OK)
-        rc = pl_gwq_history_add(q, m->id, PL_GW_QUEUED, instance, m->dest);
+        rc = pl_gwq_history_add(q, m->id,
+                                refused ? PL_GW_REFUSED : PL_GW_QUEUED,
+                                instance, refused ? refused : m->dest);
+    return rc;
+}
+
+int pl__gwq_begin(struct pl_gwq *q)
+{
+    return begin(q);
+}
+
+int pl__gwq_end(struct pl_gwq *q, int rc)
+{
     return end(q, rc);
+}
+
+int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
+                  const char *instance)
+{
+    int rc = begin(q);
+    if (rc != PL_OK)
+        return rc;
+    return end(q, pl__gwq_insert_tx(q, m, instance, NULL));
 }
 
 int pl_gwq_claim(struct pl_gwq *q, const char *dest, const char *instance,

@@ -143,5 +143,14 @@ int pl_gwq_depth(struct pl_gwq *q, pl_gwq_depth_fn *fn, void *ud);
 
 /* Internal (history.c): the connection. */
 struct sqlite3 *pl__gwq_db(struct pl_gwq *q);
+/* Internal (policy.c): BEGIN IMMEDIATE; COMMIT when rc is PL_OK, else
+ * ROLLBACK (returns the outcome). */
+int pl__gwq_begin(struct pl_gwq *q);
+int pl__gwq_end(struct pl_gwq *q, int rc);
+/* Internal (policy.c): pl_gwq_insert inside the caller's transaction;
+ * with refused non-NULL the message is stored refused (final) with that
+ * reason instead of queued. */
+int pl__gwq_insert_tx(struct pl_gwq *q, const struct pl_gw_msg *m,
+                      const char *instance, const char *refused);
 
 #endif

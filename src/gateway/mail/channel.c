@@ -19,7 +19,8 @@
  * RCPT is resolved on the database thread: a verified link of channel
  * "mail" (the address a user linked), else local@D for D one of
  * mail.recipient_domains is local@mail.im_host; anything else is
- * 550 5.1.1 at RCPT.  DATA is answered only once the message is
+ * 550 5.1.1 at RCPT.  The policy (policy.h) decides at RCPT too (550 5.7.1
+ * denied, 451 4.7.1 rate or quota); DATA counts the daily quota.  DATA is answered only once the message is
  * committed, one row per recipient (LMTP: one reply each): it is parsed
  * by mime.c and handed to the IM user, through the outbox, as a message
  * from the sender's escaped address at the mail domain, with its
@@ -48,6 +49,7 @@
 #include "gateway/mail/mime.h"
 #include "gateway/mail/send.h"
 #include "gateway/mail/smtp_listen.h"
+#include "gateway/policy.h"
 #include "jid.h"
 #include "log.h"
 #include "stanza.h"
@@ -119,15 +121,16 @@ struct accept_job {
     struct pl_work w;
     struct pl_gw_msg *m;
     struct pl_stanza *orig;
-    struct pl_gw_check chk; /* the content checks before (check.h) */
+    struct pl_gw_decision pd; /* the policy's (policy.h) */
+    struct pl_gw_check chk;   /* the content checks (check.h) */
 };
 
 static void accept_work(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    w->result = pl__gw_check_insert_db(j->m, &j->chk.v);
-    if (w->result != PL_OK && w->result != PL_EFORBIDDEN &&
-        w->result != PL_EAGAIN)
+    w->result = pl__gw_admit_db(j->m, &j->pd, PL_GW_COMMIT_INSERT, &j->chk.v);
+    if (w->result != PL_OK && w->result != PL_EPOLICY_VIOLATION &&
+        w->result != PL_EFORBIDDEN && w->result != PL_EAGAIN)
         pl_log_error("mail", "while storing message %s: %s", j->m->id,
                      pl_gwq_error(pl_gw.db));
 }
@@ -135,7 +138,9 @@ static void accept_work(struct pl_work *w)
 static void accept_done(struct pl_work *w)
 {
     struct accept_job *j = (struct accept_job *)w;
-    if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN)
+    if (w->result == PL_EPOLICY_VIOLATION)
+        pl__gw_im_refused(j->orig, &j->pd, j->m->id);
+    else if (w->result == PL_EFORBIDDEN || w->result == PL_EAGAIN)
         pl__gw_check_refusal(j->orig, w->result, &j->chk.v);
     else if (w->result != PL_OK)
         pl__gw_im_error(j->orig, "wait", "internal-server-error",
@@ -161,7 +166,6 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
         pl__gw_im_error(st, "cancel", "not-allowed", why);
         return;
     }
-    pl_jid_free(from);
     struct pl_node *root = pl_stanza_root(st);
     struct pl_node *body = pl_node_child(root, "body", PL_NS_CLIENT);
     size_t len = 0;
@@ -171,6 +175,7 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
         snprintf(why, sizeof(why), "the text must be 1 to %ld bytes",
                  pl_gw.c.mail_max_text);
         pl__gw_im_error(st, "modify", "not-acceptable", why);
+        pl_jid_free(from);
         return;
     }
     struct pl_gw_msg *m = pl_calloc(1, sizeof(*m));
@@ -195,6 +200,18 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
+    struct pl_gw_policy_req pr = {"im", from->bare, "mail", addr};
+    int v = pl_gw_policy_check(&pr, 0, &j->pd);
+    pl_jid_free(from);
+    if (v != PL_GW_ALLOW) {
+        if (!j->pd.record) {
+            j->w.result = PL_EPOLICY_VIOLATION; /* answered, not stored */
+            accept_done(&j->w);
+            return;
+        }
+        pl_gw_db_submit(&j->w); /* stored refused, no checks needed */
+        return;
+    }
     j->chk.m = m;
     j->chk.from = m->src_addr;
     j->chk.rcpt = m->dst_addr;
@@ -481,10 +498,13 @@ struct pending {
     size_t nrcpts;
     char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;                /* per recipient: stored */
-    int rcpt_ok;            /* RCPT: resolved */
-    char *helo;             /* DATA: the client's HELO */
-    struct pl_gw_check chk; /* DATA: the content checks (check.h) */
+    int *ok;                   /* per recipient: stored */
+    int rcpt_ok;               /* RCPT: resolved */
+    int policy;                /* RCPT: pl__gw_policy_commit_db's answer */
+    char id[PL_GW_ID_LEN + 1]; /* RCPT: the refusal's record */
+    struct pl_gw_decision pd;  /* RCPT: the check; DATA: the quota */
+    char *helo;                /* DATA: the client's HELO */
+    struct pl_gw_check chk;    /* DATA: the content checks (check.h) */
 };
 
 static void pending_unlink(struct pending *p)
@@ -510,11 +530,35 @@ static void pending_free(struct pending *p)
     pl_free(p);
 }
 
+/* The policy's sender of an envelope: the reverse-path, "<>" for none. */
+static const char *envelope_sender(const char *from)
+{
+    return from && from[0] ? from : "<>";
+}
+
 static void rcpt_work(struct pl_work *w)
 {
     struct pending *p = (struct pending *)w;
     char *jid = resolve_rcpt(p->rcpt);
     p->rcpt_ok = jid != NULL;
+    if (jid) {
+        /* The policy (policy.h): a refusal is stored with its reason, an
+         * allowed recipient only has its link and quota looked at. */
+        struct pl_gw_msg m = {0};
+        pl_gw_new_id(m.id);
+        m.dest = (char *)"im";
+        m.src_channel = (char *)"mail";
+        m.src_addr = (char *)envelope_sender(p->from);
+        m.dst_channel = (char *)"im";
+        m.dst_addr = jid;
+        m.text = (char *)"";
+        m.return_path = p->from;
+        m.orig_rcpt = p->rcpt;
+        m.created = m.next_attempt = pl_gw_now();
+        m.expires = m.created;
+        memcpy(p->id, m.id, sizeof(p->id));
+        p->policy = pl__gw_policy_commit_db(&m, &p->pd, PL_GW_COMMIT_PEEK);
+    }
     pl_free(jid);
 }
 
@@ -524,8 +568,20 @@ static void rcpt_done(struct pl_work *w)
     pending_unlink(p);
     if (p->s) {
         struct pl_smtp_reply r = {250, "2.1.5", "recipient ok"};
-        if (!p->rcpt_ok)
+        char text[500];
+        if (!p->rcpt_ok) {
             r = (struct pl_smtp_reply){550, "5.1.1", "no such user here"};
+        } else if (p->policy == PL_EPOLICY_VIOLATION) {
+            pl_gw_policy_smtp(&p->pd, &r.code, &r.enh);
+            if (p->pd.record)
+                snprintf(text, sizeof(text), "%s (message %s)", p->pd.reason,
+                         p->id);
+            else
+                snprintf(text, sizeof(text), "%s", p->pd.reason);
+            r.text = text;
+        } else if (p->policy != PL_OK) {
+            r = (struct pl_smtp_reply){451, "4.3.0", "try again later"};
+        }
         pl_smtp_server_resume(p->s, &r, 1);
     }
     pending_free(p);
@@ -592,12 +648,20 @@ static void data_work(struct pl_work *w)
         m.created = m.next_attempt = pl_gw_now();
         m.expires = m.created + pl_gw.c.expiry_ms;
         int rc;
-        if (mm->natt && pl_gw.c.media_service[0] &&
-            (p->chk.v.verdict == PL_GW_CHECK_PASS ||
-             p->chk.v.verdict == PL_GW_CHECK_TAG)) {
-            /* Attachments: stored through the upload service first. */
+        if (p->chk.v.verdict == PL_GW_CHECK_REFUSE ||
+            p->chk.v.verdict == PL_GW_CHECK_TEMPFAIL) {
+            rc = pl__gw_check_insert_db(&m, &p->chk.v);
+        } else if (mm->natt && pl_gw.c.media_service[0]) {
+            /* Attachments: stored through the upload service first;
+             * allowed at RCPT, counted in the sender's quota now. */
             rc = pl__gw_media_mail_db(&m, mm);
+            if (rc == PL_OK &&
+                pl__gw_policy_commit_db(&m, &p->pd, PL_GW_COMMIT_TALLY) !=
+                    PL_OK)
+                pl_log_error("mail", "while counting an e-mail for %s: %s", jid,
+                             pl_gwq_error(pl_gw.db));
             if (rc == PL_OK) {
+                /* media.c sends it once its files are stored */
                 if (p->chk.v.note[0])
                     pl_gwq_history_add(pl_gw.db, m.id, PL_GW_QUEUED,
                                        pl_gw.c.instance, p->chk.v.note);
@@ -608,8 +672,13 @@ static void data_work(struct pl_work *w)
             }
             pl_free(jid);
             continue;
+        } else {
+            /* Allowed at RCPT: counted in the sender's daily quota now. */
+            rc = pl__gw_policy_commit_db(&m, &p->pd, PL_GW_COMMIT_COUNT);
         }
-        rc = pl__gw_check_insert_db(&m, &p->chk.v);
+        if (rc == PL_OK && p->chk.v.note[0])
+            pl_gwq_history_add(pl_gw.db, m.id, PL_GW_QUEUED, pl_gw.c.instance,
+                               p->chk.v.note);
         if (rc != PL_OK) {
             if (rc != PL_EFORBIDDEN && rc != PL_EAGAIN)
                 pl_log_error("mail", "while storing an e-mail for %s: %s", jid,
@@ -693,9 +762,16 @@ static int on_event(void *data, struct pl_smtp *s,
     p->lmtp = data != NULL;
     if (ev->type == PL_SMTP_EV_RCPT) {
         p->rcpt = pl_strdup(ev->rcpt);
+        p->from = pl_strdup(ev->from ? ev->from : "");
+        struct pl_gw_policy_req pr = {"mail", envelope_sender(p->from), "im",
+                                      p->rcpt};
+        pl_gw_policy_check(&pr, 0, &p->pd);
         p->w.work = rcpt_work;
         p->w.done = rcpt_done;
     } else {
+        struct pl_gw_policy_req pr = {"mail", envelope_sender(ev->from), "im",
+                                      NULL};
+        pl_gw_policy_quota_of(&pr, &p->pd);
         p->from = pl_strdup(ev->from ? ev->from : "");
         p->nrcpts = ev->nrcpts;
         p->rcpts = pl_calloc(ev->nrcpts + 1, sizeof(*p->rcpts));

@@ -26,6 +26,9 @@
  *                          from +NUMBER@sms.<host>; with neither it is
  *                          refused (recorded in the history), as it is
  *                          when the content checks refuse it (check.h).
+ *                          The policy (policy.h) is asked first; its
+ *                          refusals are stored and told to the phone by
+ *                          SMS (at most once per policy.sms_notice).
  * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
  * sends nothing back to the phone) or a 4xx for a malformed request.
  *
@@ -46,6 +49,7 @@
 #include "gateway/address.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/policy.h"
 #include "gateway/sms/gsm.h"
 #include "http/parse.h"
 #include "log.h"
@@ -425,10 +429,33 @@ static void dlr_done(struct pl_work *w)
     pl_free(j);
 }
 
+/* Hands an SMS stored as id to its IM user through the outbox; database
+ * thread. */
+static void deliver_mo(struct pl_gwq *q, const char *id, const char *number,
+                       const char *jid, const char *text)
+{
+    struct pl_stanza *st = pl_stanza_new("message", PL_NS_CLIENT);
+    char from[256];
+    snprintf(from, sizeof(from), "%s@%s", number, pl_gw.c.sms_domain);
+    pl_stanza_set_attr(st, "from", from);
+    pl_stanza_set_attr(st, "to", jid);
+    pl_stanza_set_attr(st, "type", "chat");
+    pl_stanza_set_attr(st, "id", id);
+    struct pl_node *b = pl_node_add_child(st, pl_stanza_root(st), "body",
+                                          PL_NS_CLIENT);
+    pl_node_add_text(st, b, text, strlen(text));
+    char *xml = pl__gw_xml(st);
+    pl__gw_outbox_db(xml);
+    pl_free(xml);
+    pl_gwq_finish(q, id, pl_gw.c.instance, PL_GW_SENT, "handed to parleyd");
+}
+
 struct mo_job {
     struct pl_work w;
     char *from, *text;
-    struct pl_gw_check chk; /* the content checks before (check.h) */
+    struct pl_gw_decision pd; /* the policy's (policy.h) */
+    int no_user;              /* refused: nobody to deliver to */
+    struct pl_gw_check chk;   /* the content checks (check.h) */
 };
 
 static void mo_work(struct pl_work *w)
@@ -448,39 +475,36 @@ static void mo_work(struct pl_work *w)
     m.text = j->text;
     m.created = m.next_attempt = pl_gw_now();
     m.expires = m.created + pl_gw.c.expiry_ms;
-    /* Refused by the checks: stored as refused with the reason.  The
-     * phone is not told: there are no reports to SMS senders yet.  Not
-     * checked (a checker down, check.fail closed) is refused as well:
-     * Kannel has its answer already, nothing would try again. */
+    /* Not checked (a checker down, check.fail closed) is refused: Kannel
+     * has its answer already, nothing would try again. */
     if (j->chk.v.verdict == PL_GW_CHECK_TEMPFAIL)
         j->chk.v.verdict = PL_GW_CHECK_REFUSE;
-    w->result = pl__gw_check_insert_db(&m, &j->chk.v);
-    if (w->result == PL_OK && !jid) {
-        pl_gwq_finish(q, m.id, pl_gw.c.instance, PL_GW_REFUSED,
-                      "no IM user wrote to or linked this number");
-    } else if (w->result == PL_OK) {
-        struct pl_stanza *st = pl_stanza_new("message", PL_NS_CLIENT);
-        char from[256];
-        snprintf(from, sizeof(from), "%s@%s", j->from, pl_gw.c.sms_domain);
-        pl_stanza_set_attr(st, "from", from);
-        pl_stanza_set_attr(st, "to", jid);
-        pl_stanza_set_attr(st, "type", "chat");
-        pl_stanza_set_attr(st, "id", m.id);
-        struct pl_node *b = pl_node_add_child(st, pl_stanza_root(st), "body",
-                                              PL_NS_CLIENT);
-        pl_node_add_text(st, b, j->text, strlen(j->text));
-        char *xml = pl__gw_xml(st);
-        pl__gw_outbox_db(xml);
-        pl_free(xml);
-        pl_gwq_finish(q, m.id, pl_gw.c.instance, PL_GW_SENT,
-                      "handed to parleyd");
+    if (!jid && j->pd.verdict == PL_GW_ALLOW &&
+        j->chk.v.verdict != PL_GW_CHECK_REFUSE) {
+        /* Stored refused like a policy refusal, but nobody is told. */
+        j->no_user = 1;
+        j->pd.verdict = PL_GW_DENY;
+        j->pd.record = 1;
+        snprintf(j->pd.reason, sizeof(j->pd.reason),
+                 "no IM user wrote to or linked this number");
     }
+    w->result = pl__gw_admit_db(&m, &j->pd, PL_GW_COMMIT_INSERT, &j->chk.v);
+    if (w->result == PL_OK)
+        deliver_mo(q, m.id, j->from, jid, j->text);
     pl_free(jid);
 }
 
 static void mo_done(struct pl_work *w)
 {
     struct mo_job *j = (struct mo_job *)w;
+    /* A policy refusal is told to the phone by SMS, at most once per
+     * policy.sms_notice per number (each one costs an SMS). */
+    if (w->result == PL_EPOLICY_VIOLATION && !j->no_user &&
+        pl_gw_policy_sms_notice(j->from, 0)) {
+        char text[161];
+        snprintf(text, sizeof(text), "Not delivered: %.145s", j->pd.reason);
+        pl_gw_sms_system(j->from, text);
+    }
     pl_free(j->from);
     pl_free(j->text);
     pl_gw_verdict_free(&j->chk.v);
@@ -534,9 +558,14 @@ static void on_request(struct cb_conn *cc)
             j->from = num;
             j->text = text;
             text = NULL;
-            j->chk.text = j->text;
-            j->chk.from = j->from;
-            pl_gw_check_submit(&j->chk, &j->w);
+            struct pl_gw_policy_req pr = {"sms", num, "im", NULL};
+            if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW) {
+                pl_gw_db_submit(&j->w); /* refused: no checks needed */
+            } else {
+                j->chk.text = j->text;
+                j->chk.from = j->from;
+                pl_gw_check_submit(&j->chk, &j->w);
+            }
             answer(cc, 200, "OK");
         } else {
             answer(cc, 400, "Bad Request");
