@@ -268,11 +268,10 @@ int pl__gw_check_insert_db(const struct pl_gw_msg *m,
     if (v->verdict == PL_GW_CHECK_TEMPFAIL)
         return PL_EAGAIN;
     if (v->verdict == PL_GW_CHECK_REFUSE) {
-        struct pl_gw_msg r = *m;
-        r.next_attempt = r.expires; /* never claimable before it is final */
-        int rc = pl_gwq_insert(q, &r, me);
+        /* Stored refused in one transaction: never seen as queued. */
+        int rc = pl__gwq_begin(q);
         if (rc == PL_OK)
-            rc = pl_gwq_finish(q, m->id, me, PL_GW_REFUSED, v->reason);
+            rc = pl__gwq_end(q, pl__gwq_insert_tx(q, m, me, v->reason));
         return rc == PL_OK ? PL_EFORBIDDEN : rc;
     }
     int rc = pl_gwq_insert(q, m, me);
