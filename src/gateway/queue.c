@@ -23,6 +23,8 @@
 
 struct pl_gwq {
     sqlite3 *db; /* the connection */
+    int batch;   /* pl_gwq_batch_begin() opened the transaction */
+    int sp;      /* savepoints open inside it */
 };
 
 static const char *const state_names[PL_GW_NSTATES] = {
@@ -184,17 +186,58 @@ static int exec(struct pl_gwq *q, const char *sql)
                : PL_ESTORAGE;
 }
 
+/* A function's own transaction, or a savepoint inside the batch's
+ * (group commit): then an error undoes this function's writes only. */
 static int begin(struct pl_gwq *q)
 {
-    return exec(q, "BEGIN IMMEDIATE");
+    if (!pl_gwq_in_batch(q))
+        return exec(q, "BEGIN IMMEDIATE");
+    int rc = exec(q, "SAVEPOINT gwq");
+    if (rc == PL_OK)
+        q->sp++;
+    return rc;
 }
 
 static int end(struct pl_gwq *q, int rc)
 {
+    if (q->sp > 0) {
+        q->sp--;
+        if (rc != PL_OK)
+            exec(q, "ROLLBACK TO gwq");
+        if (exec(q, "RELEASE gwq") != PL_OK && rc == PL_OK)
+            rc = PL_ESTORAGE;
+        return rc;
+    }
     if (rc == PL_OK && exec(q, "COMMIT") == PL_OK)
         return PL_OK;
     exec(q, "ROLLBACK");
     return rc == PL_OK ? PL_ESTORAGE : rc;
+}
+
+int pl_gwq_in_batch(struct pl_gwq *q)
+{
+    return q->batch && !sqlite3_get_autocommit(q->db);
+}
+
+int pl_gwq_batch_begin(struct pl_gwq *q)
+{
+    q->sp = 0;
+    q->batch = exec(q, "BEGIN IMMEDIATE") == PL_OK;
+    return q->batch ? PL_OK : PL_ESTORAGE;
+}
+
+int pl_gwq_batch_commit(struct pl_gwq *q)
+{
+    if (!q->batch)
+        return PL_OK;
+    q->batch = 0;
+    q->sp = 0;
+    if (sqlite3_get_autocommit(q->db))
+        return PL_ESTORAGE; /* an error rolled the transaction back */
+    if (exec(q, "COMMIT") == PL_OK)
+        return PL_OK;
+    exec(q, "ROLLBACK");
+    return PL_ESTORAGE;
 }
 
 /* Prepares sql and binds the arguments described by types: 's' text

@@ -602,7 +602,8 @@ static void data_done(struct pl_work *w)
         for (size_t i = 0; i < p->nrcpts; i++)
             all &= p->ok[i];
         for (size_t i = 0; i < n; i++) {
-            int ok = p->lmtp ? p->ok[i] : all;
+            /* result: the batch that stored it did not commit */
+            int ok = w->result == PL_OK && (p->lmtp ? p->ok[i] : all);
             r[i] = ok ? (struct pl_smtp_reply){250, "2.0.0", "delivered to IM"}
                       : (struct pl_smtp_reply){451, "4.3.0",
                                                "not stored, try again"};
