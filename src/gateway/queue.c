@@ -21,10 +21,20 @@
 #include "gateway/queue.h"
 #include "log.h"
 
+#define STMT_CACHE 48
+
 struct pl_gwq {
     sqlite3 *db; /* the connection */
     int batch;   /* pl_gwq_batch_begin() opened the transaction */
     int sp;      /* savepoints open inside it */
+    /* Prepared statements, by the address of their SQL text (every
+     * caller passes a string literal): compiling a statement cost more
+     * than running it, some twenty times per SMS. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } cache[STMT_CACHE];
+    int ncache;
 };
 
 static const char *const state_names[PL_GW_NSTATES] = {
@@ -173,6 +183,8 @@ void pl_gwq_close(struct pl_gwq *q)
 {
     if (!q)
         return;
+    for (int i = 0; i < q->ncache; i++)
+        sqlite3_finalize(q->cache[i].st);
     sqlite3_close(q->db);
     pl_free(q);
 }
@@ -240,13 +252,50 @@ int pl_gwq_batch_commit(struct pl_gwq *q)
     return PL_ESTORAGE;
 }
 
-/* Prepares sql and binds the arguments described by types: 's' text
- * (NULL allowed), 'i' int64, 'n' int. */
+sqlite3_stmt *pl__gwq_stmt(struct pl_gwq *q, const char *sql)
+{
+    for (int i = 0; i < q->ncache; i++)
+        if (q->cache[i].sql == sql)
+            return q->cache[i].st;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                           NULL) != SQLITE_OK)
+        return NULL;
+    if (q->ncache < STMT_CACHE) {
+        q->cache[q->ncache].sql = sql;
+        q->cache[q->ncache++].st = st;
+    }
+    return st;
+}
+
+void pl__gwq_release(struct pl_gwq *q, sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < q->ncache; i++)
+        if (q->cache[i].st == st) {
+            /* Reset: a statement left mid-way would hold its read
+             * snapshot open across transactions. */
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st);
+}
+
+static void release(struct pl_gwq *q, sqlite3_stmt *st)
+{
+    pl__gwq_release(q, st);
+}
+
+/* Prepares sql (or takes it from the cache) and binds the arguments
+ * described by types: 's' text (NULL allowed), 'i' int64, 'n' int.  The
+ * caller gives it back with release(). */
 static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql, const char *types,
                            va_list ap)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = pl__gwq_stmt(q, sql);
+    if (!st)
         return NULL;
     for (int i = 0; types[i]; i++) {
         int rc;
@@ -260,7 +309,7 @@ static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql, const char *types,
             rc = sqlite3_bind_int(st, i + 1, va_arg(ap, int));
         }
         if (rc != SQLITE_OK) {
-            sqlite3_finalize(st);
+            release(q, st);
             return NULL;
         }
     }
@@ -288,7 +337,7 @@ static int run(struct pl_gwq *q, int *changes, const char *sql,
     if (!st)
         return PL_ESTORAGE;
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    release(q, st);
     if (changes)
         *changes = sqlite3_changes(q->db);
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
@@ -403,7 +452,7 @@ int pl_gwq_claim(struct pl_gwq *q, const char *dest, const char *instance,
         v = pl_realloc(v, (size_t)(k + 1) * sizeof(*v));
         v[k++] = row_to_msg(st);
     }
-    sqlite3_finalize(st);
+    release(q, st);
     for (int i = 0; i < k && rc == PL_OK; i++) {
         struct pl_gw_msg *m = v[i];
         char detail[96];
@@ -451,7 +500,7 @@ static int owned(struct pl_gwq *q, const char *id, const char *instance)
     if (!st)
         return PL_ESTORAGE;
     int s = sqlite3_step(st);
-    sqlite3_finalize(st);
+    release(q, st);
     return s == SQLITE_ROW    ? PL_OK
            : s == SQLITE_DONE ? PL_ECONFLICT
                               : PL_ESTORAGE;
@@ -502,7 +551,7 @@ int pl_gwq_retry(struct pl_gwq *q, const char *id, const char *instance,
             expires = sqlite3_column_int64(st, 0);
         else
             rc = PL_ESTORAGE;
-        sqlite3_finalize(st);
+        release(q, st);
     }
     int s = next_attempt >= expires ? PL_GW_EXPIRED : PL_GW_QUEUED;
     if (rc == PL_OK)
@@ -539,7 +588,7 @@ static int get(struct pl_gwq *q, const char *id, struct pl_gw_msg **out)
                                 : PL_ESTORAGE;
     if (rc == PL_OK)
         *out = row_to_msg(st);
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
 
@@ -629,7 +678,7 @@ int pl_gwq_outbox_claim(struct pl_gwq *q, const char *instance, int64_t now,
         v[k].xml = col_str(st, 1);
         k++;
     }
-    sqlite3_finalize(st);
+    release(q, st);
     for (int i = 0; i < k && rc == PL_OK; i++)
         rc = run(q, NULL,
                  "UPDATE outbox SET lease_owner = ?, lease_until = ?"
@@ -696,7 +745,7 @@ int pl_gwq_link_get(struct pl_gwq *q, const char *channel, const char *jid,
         l->expires = sqlite3_column_int64(st, 4);
         *out = l;
     }
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
 
@@ -720,7 +769,7 @@ static int one_string(struct pl_gwq *q, char **out, const char *sql,
                                 : PL_ESTORAGE;
     if (rc == PL_OK)
         *out = col_str(st, 0);
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
 

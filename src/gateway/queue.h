@@ -157,5 +157,10 @@ int pl_gwq_depth(struct pl_gwq *q, pl_gwq_depth_fn *fn, void *ud);
 
 /* Internal (history.c): the connection. */
 struct sqlite3 *pl__gwq_db(struct pl_gwq *q);
+/* Internal: sql prepared once per connection (sql must be a string that
+ * lives as long as q: the cache is keyed by its address); give it back
+ * with pl__gwq_release(), which resets it. */
+struct sqlite3_stmt *pl__gwq_stmt(struct pl_gwq *q, const char *sql);
+void pl__gwq_release(struct pl_gwq *q, struct sqlite3_stmt *st);
 
 #endif
