@@ -194,7 +194,10 @@ static void send_work(struct pl_work *w)
     }
     CURL *c = handle_get();
     /* The reference tells this message's parts from another's. */
-    uint8_t ref = (uint8_t)strtoul((char[]){m->id[0], m->id[1], 0}, NULL, 16);
+    /* (From the id's random end: its start is the time.) */
+    uint8_t ref = (uint8_t)strtoul(
+        (char[]){m->id[PL_GW_ID_LEN - 2], m->id[PL_GW_ID_LEN - 1], 0}, NULL,
+        16);
     j->outcome = O_SENT;
     for (unsigned i = 0; c && i < plan.nparts && j->outcome == O_SENT; i++) {
         uint8_t udh[6];
