@@ -48,7 +48,7 @@ the sink's counts, the receipts, the IM arrivals).
 Sizes: BENCH_GW_DURATION [10], BENCH_GW_WARMUP [2], BENCH_GW_SENDERS [4],
 BENCH_GW_WINDOW [50], BENCH_GW_RATE [0: half the saturated rate],
 BENCH_GW_SMTP [16], BENCH_GW_RECEIVERS [4],
-BENCH_GW_CONC [16], BENCH_GW_HTTP_WORKERS [8] (the gateway's
+BENCH_GW_CONC [16], BENCH_GW_HTTP_WORKERS [16] (the gateway's
 http_workers), BENCH_GW_BATCH [200] (its queue_batch), BENCH_GW_RUNS
 [kannel im-sms-kannel im-sms-sink im-sms-rate mail-im], BENCH_GW_BINARY
 [build/parley-gateway] (another build to compare), BENCH_GW_PIN=1 pins the
@@ -97,7 +97,7 @@ SMTP = env_int("BENCH_GW_SMTP", 16)
 RECEIVERS = env_int("BENCH_GW_RECEIVERS", 4)
 CONC = env_int("BENCH_GW_CONC", 16)
 RATE = env_int("BENCH_GW_RATE", 0)
-HTTP_WORKERS = env_int("BENCH_GW_HTTP_WORKERS", 8)
+HTTP_WORKERS = env_int("BENCH_GW_HTTP_WORKERS", 16)
 BATCH = env_int("BENCH_GW_BATCH", 200)
 RUNS = os.environ.get("BENCH_GW_RUNS",
                       "kannel im-sms-kannel im-sms-sink im-sms-rate "
