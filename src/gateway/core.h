@@ -121,8 +121,12 @@ struct pl_gw {
 
 extern struct pl_gw pl_gw;
 
-/* Runs w on the database thread (w->work may use pl_gw.db). */
+/* Runs w on the database thread (w->work may use pl_gw.db); w->done runs
+ * once what w->work wrote is committed (group commit, core.c), with
+ * w->result PL_ESTORAGE if that commit failed. */
 void pl_gw_db_submit(struct pl_work *w);
+/* The database work queue, with the group-commit hooks (main.c). */
+struct pl_workq *pl__gw_dbq_new(void);
 /* Milliseconds of backoff before attempt n+1 (after n failures). */
 int64_t pl_gw_backoff(int attempts);
 

@@ -47,7 +47,7 @@ int pl_gw_state_is_final(int state);
 #define PL_GW_ID_LEN 32 /* hex characters of a message id */
 
 struct pl_gw_msg {
-    char id[PL_GW_ID_LEN + 1]; /* unique, random (128 bits, hex) */
+    char id[PL_GW_ID_LEN + 1]; /* unique: time + 80 random bits, hex */
     char *dest;                /* destination system's queue ("sms") */
     char *src_channel;         /* "im", "sms", "mail", "system" */
     char *src_addr;            /* sender: full JID, +E.164, e-mail */
@@ -71,7 +71,8 @@ struct pl_gw_msg {
     char *orig_rcpt;           /* e-mail senders: the RCPT TO address */
 };
 
-/* A new random id (RAND_bytes) into id. */
+/* A new id into id: 48 bits of time in ms, then 80 random bits
+ * (RAND_bytes), in hex. */
 void pl_gw_new_id(char id[PL_GW_ID_LEN + 1]);
 /* Frees a message's strings and the message (NULL is fine). */
 void pl_gw_msg_free(struct pl_gw_msg *m);

@@ -20,12 +20,10 @@
 int pl_gwq_history_add(struct pl_gwq *q, const char *id, int state,
                        const char *instance, const char *detail)
 {
-    sqlite3 *db = pl__gwq_db(q);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(db,
-                           "INSERT INTO history(id, at, state, instance,"
-                           " detail) VALUES(?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
+    static const char sql[] = "INSERT INTO history(id, at, state, instance,"
+                              " detail) VALUES(?,?,?,?,?)";
+    sqlite3_stmt *st = pl__gwq_stmt(q, sql);
+    if (!st)
         return PL_ESTORAGE;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, pl_gw_now());
@@ -34,7 +32,7 @@ int pl_gwq_history_add(struct pl_gwq *q, const char *id, int state,
     if (detail)
         sqlite3_bind_text(st, 5, detail, -1, SQLITE_TRANSIENT);
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    pl__gwq_release(q, st);
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
 }
 

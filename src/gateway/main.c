@@ -313,7 +313,7 @@ int main(int argc, char **argv)
     }
     if (pl_loop_new(&pl_gw.loop) != PL_OK)
         return 1;
-    pl_gw.dbq = pl_workq_new("gw-db", 1, NULL, NULL);
+    pl_gw.dbq = pl__gw_dbq_new();
     pl_gw.httpq = pl_workq_new("gw-http", (int)pl_gw.c.http_workers, NULL,
                                NULL);
     pl_loop_on_signal(pl_gw.loop, SIGTERM, on_stop, NULL);

@@ -118,12 +118,6 @@ static sqlite3 *db(void)
     return d;
 }
 
-static int exec(const char *sql)
-{
-    return sqlite3_exec(db(), sql, NULL, NULL, NULL) == SQLITE_OK ? PL_OK
-                                                                  : PL_ESTORAGE;
-}
-
 static void human_size(char *buf, size_t n, size_t size)
 {
     if (size >= 1024 * 1024)
@@ -191,7 +185,8 @@ int pl__gw_media_mail_db(const struct pl_gw_msg *m,
     sqlite3 *d = db();
     struct pl_buf text = {0}, note = {0};
     pl_buf_append_str(&text, m->text);
-    int rc = exec("BEGIN IMMEDIATE");
+    int rc = pl__gwq_begin(pl_gw.db); /* a savepoint in a batch */
+    int began = rc == PL_OK;
     size_t k = 0, over = 0;
     for (size_t i = 0; i < mm->natt && rc == PL_OK; i++) {
         const struct pl_mail_attachment *a = &mm->att[i];
@@ -228,7 +223,8 @@ int pl__gw_media_mail_db(const struct pl_gw_msg *m,
         pl_free(name);
         k++;
     }
-    rc = exec(rc == PL_OK ? "COMMIT" : "ROLLBACK") == PL_OK ? rc : PL_ESTORAGE;
+    if (began)
+        rc = pl__gwq_end(pl_gw.db, rc);
     if (over) {
         pl_buf_reset(&note);
         pl_buf_printf(&note,
@@ -460,7 +456,8 @@ static void finish_work(struct pl_work *w)
     const char *lk = nurl ? pl_buf_cstr(&links) : NULL;
     sqlite3 *d = db();
     char detail[160];
-    int rc = exec("BEGIN IMMEDIATE");
+    int rc = pl__gwq_begin(pl_gw.db); /* a savepoint in a batch */
+    int began = rc == PL_OK;
     if (rc == PL_OK)
         rc = owned(d, m->id);
     if (rc == PL_OK && strcmp(m->dst_channel, "im") == 0) {
@@ -497,8 +494,9 @@ static void finish_work(struct pl_work *w)
     }
     if (rc == PL_OK)
         delete_parts(m->id);
-    if (rc != PL_OK || exec("COMMIT") != PL_OK) {
-        exec("ROLLBACK");
+    if (began)
+        rc = pl__gwq_end(pl_gw.db, rc);
+    if (rc != PL_OK) {
         if (rc == PL_ECONFLICT)
             pl_log_warn("media", "message %s: lease lost before the end",
                         m->id);

@@ -21,8 +21,20 @@
 #include "gateway/queue.h"
 #include "log.h"
 
+#define STMT_CACHE 48
+
 struct pl_gwq {
     sqlite3 *db; /* the connection */
+    int batch;   /* pl_gwq_batch_begin() opened the transaction */
+    int sp;      /* savepoints open inside it */
+    /* Prepared statements, by the address of their SQL text (every
+     * caller passes a string literal): compiling a statement cost more
+     * than running it, some twenty times per SMS. */
+    struct {
+        const char *sql;
+        sqlite3_stmt *st;
+    } cache[STMT_CACHE];
+    int ncache;
 };
 
 static const char *const state_names[PL_GW_NSTATES] = {
@@ -49,11 +61,20 @@ int pl_gw_state_is_final(int state)
            state == PL_GW_EXPIRED || state == PL_GW_REFUSED;
 }
 
+/* The first 6 bytes are the time in ms (big-endian), the other 10
+ * random: ids made one after the other sort together, so the indexes on
+ * them (messages, history, parts) grow at their right end instead of
+ * dirtying a random page each per message, which every commit then
+ * writes to the WAL.  80 random bits keep ids unique and unguessable
+ * (a delivery report names its message by id). */
 void pl_gw_new_id(char id[PL_GW_ID_LEN + 1])
 {
     unsigned char r[PL_GW_ID_LEN / 2];
     if (RAND_bytes(r, sizeof(r)) != 1)
         pl_assert(!"RAND_bytes failed");
+    uint64_t now = (uint64_t)pl_gw_now();
+    for (int i = 0; i < 6; i++)
+        r[i] = (unsigned char)(now >> (8 * (5 - i)));
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < sizeof(r); i++) {
         id[2 * i] = hex[r[i] >> 4];
@@ -171,6 +192,8 @@ void pl_gwq_close(struct pl_gwq *q)
 {
     if (!q)
         return;
+    for (int i = 0; i < q->ncache; i++)
+        sqlite3_finalize(q->cache[i].st);
     sqlite3_close(q->db);
     pl_free(q);
 }
@@ -184,26 +207,104 @@ static int exec(struct pl_gwq *q, const char *sql)
                : PL_ESTORAGE;
 }
 
+/* A function's own transaction, or a savepoint inside the batch's
+ * (group commit): then an error undoes this function's writes only. */
 static int begin(struct pl_gwq *q)
 {
-    return exec(q, "BEGIN IMMEDIATE");
+    if (!pl_gwq_in_batch(q))
+        return exec(q, "BEGIN IMMEDIATE");
+    int rc = exec(q, "SAVEPOINT gwq");
+    if (rc == PL_OK)
+        q->sp++;
+    return rc;
 }
 
 static int end(struct pl_gwq *q, int rc)
 {
+    if (q->sp > 0) {
+        q->sp--;
+        if (rc != PL_OK)
+            exec(q, "ROLLBACK TO gwq");
+        if (exec(q, "RELEASE gwq") != PL_OK && rc == PL_OK)
+            rc = PL_ESTORAGE;
+        return rc;
+    }
     if (rc == PL_OK && exec(q, "COMMIT") == PL_OK)
         return PL_OK;
     exec(q, "ROLLBACK");
     return rc == PL_OK ? PL_ESTORAGE : rc;
 }
 
-/* Prepares sql and binds the arguments described by types: 's' text
- * (NULL allowed), 'i' int64, 'n' int. */
+int pl_gwq_in_batch(struct pl_gwq *q)
+{
+    return q->batch && !sqlite3_get_autocommit(q->db);
+}
+
+int pl_gwq_batch_begin(struct pl_gwq *q)
+{
+    q->sp = 0;
+    q->batch = exec(q, "BEGIN IMMEDIATE") == PL_OK;
+    return q->batch ? PL_OK : PL_ESTORAGE;
+}
+
+int pl_gwq_batch_commit(struct pl_gwq *q)
+{
+    if (!q->batch)
+        return PL_OK;
+    q->batch = 0;
+    q->sp = 0;
+    if (sqlite3_get_autocommit(q->db))
+        return PL_ESTORAGE; /* an error rolled the transaction back */
+    if (exec(q, "COMMIT") == PL_OK)
+        return PL_OK;
+    exec(q, "ROLLBACK");
+    return PL_ESTORAGE;
+}
+
+sqlite3_stmt *pl__gwq_stmt(struct pl_gwq *q, const char *sql)
+{
+    for (int i = 0; i < q->ncache; i++)
+        if (q->cache[i].sql == sql)
+            return q->cache[i].st;
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v3(q->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st,
+                           NULL) != SQLITE_OK)
+        return NULL;
+    if (q->ncache < STMT_CACHE) {
+        q->cache[q->ncache].sql = sql;
+        q->cache[q->ncache++].st = st;
+    }
+    return st;
+}
+
+void pl__gwq_release(struct pl_gwq *q, sqlite3_stmt *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < q->ncache; i++)
+        if (q->cache[i].st == st) {
+            /* Reset: a statement left mid-way would hold its read
+             * snapshot open across transactions. */
+            sqlite3_reset(st);
+            sqlite3_clear_bindings(st);
+            return;
+        }
+    sqlite3_finalize(st);
+}
+
+static void release(struct pl_gwq *q, sqlite3_stmt *st)
+{
+    pl__gwq_release(q, st);
+}
+
+/* Prepares sql (or takes it from the cache) and binds the arguments
+ * described by types: 's' text (NULL allowed), 'i' int64, 'n' int.  The
+ * caller gives it back with release(). */
 static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql, const char *types,
                            va_list ap)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+    sqlite3_stmt *st = pl__gwq_stmt(q, sql);
+    if (!st)
         return NULL;
     for (int i = 0; types[i]; i++) {
         int rc;
@@ -217,7 +318,7 @@ static sqlite3_stmt *prepv(struct pl_gwq *q, const char *sql, const char *types,
             rc = sqlite3_bind_int(st, i + 1, va_arg(ap, int));
         }
         if (rc != SQLITE_OK) {
-            sqlite3_finalize(st);
+            release(q, st);
             return NULL;
         }
     }
@@ -245,7 +346,7 @@ static int run(struct pl_gwq *q, int *changes, const char *sql,
     if (!st)
         return PL_ESTORAGE;
     int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+    release(q, st);
     if (changes)
         *changes = sqlite3_changes(q->db);
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
@@ -380,7 +481,7 @@ int pl_gwq_claim(struct pl_gwq *q, const char *dest, const char *instance,
         v = pl_realloc(v, (size_t)(k + 1) * sizeof(*v));
         v[k++] = row_to_msg(st);
     }
-    sqlite3_finalize(st);
+    release(q, st);
     for (int i = 0; i < k && rc == PL_OK; i++) {
         struct pl_gw_msg *m = v[i];
         char detail[96];
@@ -428,7 +529,7 @@ static int owned(struct pl_gwq *q, const char *id, const char *instance)
     if (!st)
         return PL_ESTORAGE;
     int s = sqlite3_step(st);
-    sqlite3_finalize(st);
+    release(q, st);
     return s == SQLITE_ROW    ? PL_OK
            : s == SQLITE_DONE ? PL_ECONFLICT
                               : PL_ESTORAGE;
@@ -479,7 +580,7 @@ int pl_gwq_retry(struct pl_gwq *q, const char *id, const char *instance,
             expires = sqlite3_column_int64(st, 0);
         else
             rc = PL_ESTORAGE;
-        sqlite3_finalize(st);
+        release(q, st);
     }
     int s = next_attempt >= expires ? PL_GW_EXPIRED : PL_GW_QUEUED;
     if (rc == PL_OK)
@@ -516,7 +617,7 @@ static int get(struct pl_gwq *q, const char *id, struct pl_gw_msg **out)
                                 : PL_ESTORAGE;
     if (rc == PL_OK)
         *out = row_to_msg(st);
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
 
@@ -606,7 +707,7 @@ int pl_gwq_outbox_claim(struct pl_gwq *q, const char *instance, int64_t now,
         v[k].xml = col_str(st, 1);
         k++;
     }
-    sqlite3_finalize(st);
+    release(q, st);
     for (int i = 0; i < k && rc == PL_OK; i++)
         rc = run(q, NULL,
                  "UPDATE outbox SET lease_owner = ?, lease_until = ?"
@@ -673,7 +774,7 @@ int pl_gwq_link_get(struct pl_gwq *q, const char *channel, const char *jid,
         l->expires = sqlite3_column_int64(st, 4);
         *out = l;
     }
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
 
@@ -697,7 +798,7 @@ static int one_string(struct pl_gwq *q, char **out, const char *sql,
                                 : PL_ESTORAGE;
     if (rc == PL_OK)
         *out = col_str(st, 0);
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
 

@@ -18,6 +18,11 @@
  *
  * Durability: pl_gwq_insert() commits (synchronous=FULL) before it
  * returns, and only then is the sender told the message was accepted.
+ * Group commit: between pl_gwq_batch_begin() and pl_gwq_batch_commit()
+ * every function's transaction is a savepoint of the batch's one, and
+ * nothing is durable before the commit (one fsync for the batch): the
+ * caller tells senders only after it (core.c does this for the database
+ * work queue).
  *
  * Besides the messages: the history (history.c: every state change with
  * its time, instance and detail), the outbox (stanzas for IM senders and
@@ -42,6 +47,15 @@ int pl_gwq_open(const char *path, int readonly, struct pl_gwq **out);
 void pl_gwq_close(struct pl_gwq *q);
 /* The last SQLite error message (for logs). */
 const char *pl_gwq_error(struct pl_gwq *q);
+
+/* Group commit: one BEGIN IMMEDIATE around several calls; PL_ESTORAGE
+ * when it could not start (the calls then commit one by one). */
+int pl_gwq_batch_begin(struct pl_gwq *q);
+/* Commits the batch; PL_ESTORAGE when anything of it was lost (a call's
+ * error rolled the whole transaction back, or COMMIT failed). */
+int pl_gwq_batch_commit(struct pl_gwq *q);
+/* Whether a batch's transaction is open. */
+int pl_gwq_in_batch(struct pl_gwq *q);
 
 /* Stores m as queued (history: accepted, queued) and commits. */
 int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
@@ -152,5 +166,10 @@ int pl__gwq_end(struct pl_gwq *q, int rc);
  * reason instead of queued. */
 int pl__gwq_insert_tx(struct pl_gwq *q, const struct pl_gw_msg *m,
                       const char *instance, const char *refused);
+/* Internal: sql prepared once per connection (sql must be a string that
+ * lives as long as q: the cache is keyed by its address); give it back
+ * with pl__gwq_release(), which resets it. */
+struct sqlite3_stmt *pl__gwq_stmt(struct pl_gwq *q, const char *sql);
+void pl__gwq_release(struct pl_gwq *q, struct sqlite3_stmt *st);
 
 #endif

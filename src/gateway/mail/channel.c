@@ -498,13 +498,15 @@ struct pending {
     size_t nrcpts;
     char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;                   /* per recipient: stored */
-    int rcpt_ok;               /* RCPT: resolved */
-    int policy;                /* RCPT: pl__gw_policy_commit_db's answer */
-    char id[PL_GW_ID_LEN + 1]; /* RCPT: the refusal's record */
-    struct pl_gw_decision pd;  /* RCPT: the check; DATA: the quota */
-    char *helo;                /* DATA: the client's HELO */
-    struct pl_gw_check chk;    /* DATA: the content checks (check.h) */
+    int *ok;     /* per recipient: stored */
+    int rcpt_ok; /* RCPT: resolved */
+    int ours;    /* RCPT: the domain is one of recipient_domains */
+    int policy;  /* RCPT: pl__gw_policy_commit_db's answer */
+    char id[PL_GW_ID_LEN + 1];    /* RCPT: the refusal's record */
+    struct pl_gw_decision pd;     /* RCPT: the check; DATA: the quota */
+    char *helo;                   /* DATA: the client's HELO */
+    struct pl_gw_check chk;       /* DATA: the content checks (check.h) */
+    struct pl_smtp_reply refusal; /* DATA: a permanent refusal, or 0 */
 };
 
 static void pending_unlink(struct pending *p)
@@ -560,6 +562,10 @@ static void rcpt_work(struct pl_work *w)
         p->policy = pl__gw_policy_commit_db(&m, &p->pd, PL_GW_COMMIT_PEEK);
     }
     pl_free(jid);
+    const char *at = strrchr(p->rcpt, '@');
+    char d[256];
+    for (size_t i = 0; at && !p->ours && rcpt_domain(i, d, sizeof(d)); i++)
+        p->ours = strcasecmp(d, at + 1) == 0;
 }
 
 static void rcpt_done(struct pl_work *w)
@@ -569,7 +575,12 @@ static void rcpt_done(struct pl_work *w)
     if (p->s) {
         struct pl_smtp_reply r = {250, "2.1.5", "recipient ok"};
         char text[500];
-        if (!p->rcpt_ok) {
+        /* Not a domain of ours (nor a linked address): the gateway does
+         * not relay (RFC 5321 §3.6.2 leaves that to policy; RFC 3463
+         * X.7.1, delivery not authorized), rather than X.1.1. */
+        if (!p->rcpt_ok && !p->ours) {
+            r = (struct pl_smtp_reply){550, "5.7.1", "relaying denied"};
+        } else if (!p->rcpt_ok) {
             r = (struct pl_smtp_reply){550, "5.1.1", "no such user here"};
         } else if (p->policy == PL_EPOLICY_VIOLATION) {
             pl_gw_policy_smtp(&p->pd, &r.code, &r.enh);
@@ -610,12 +621,19 @@ static void data_work(struct pl_work *w)
     lim.max_text = (size_t)pl_gw.c.mail_max_text;
     struct pl_mail_msg *mm = NULL;
     p->ok = pl_calloc(p->nrcpts + 1, sizeof(*p->ok));
-    if (pl_mail_parse((struct pl_str){p->raw, p->rawlen}, &lim, &mm) != PL_OK)
+    /* Refusals that a retry cannot change are 5xx: a 4xx would have the
+     * sending MTA try again until the message expires there. */
+    if (pl_mail_parse((struct pl_str){p->raw, p->rawlen}, &lim, &mm) != PL_OK) {
+        p->refusal = (struct pl_smtp_reply){554, "5.6.0",
+                                            "message structure not accepted"};
         return;
+    }
     /* Whom the IM user sees and answers: the From, else the envelope. */
     char *sender = mm->from && strchr(mm->from, '@') ? mm->from : p->from;
     char *esc = NULL;
     if (!sender[0] || pl_gw_escape(sender, &esc) != PL_OK) {
+        p->refusal = (struct pl_smtp_reply){550, "5.1.7",
+                                            "no usable sender address"};
         pl_mail_msg_free(mm);
         return;
     }
@@ -728,10 +746,13 @@ static void data_done(struct pl_work *w)
             all &= p->ok[i];
         const struct pl_gw_verdict *v = &p->chk.v;
         for (size_t i = 0; i < n; i++) {
-            int ok = p->lmtp ? p->ok[i] : all;
+            /* result: the batch that stored it did not commit */
+            int ok = w->result == PL_OK && (p->lmtp ? p->ok[i] : all);
             r[i] = ok ? (struct pl_smtp_reply){250, "2.0.0", "delivered to IM"}
-                      : (struct pl_smtp_reply){451, "4.3.0",
-                                               "not stored, try again"};
+                   : p->refusal.code
+                       ? p->refusal
+                       : (struct pl_smtp_reply){451, "4.3.0",
+                                                "not stored, try again"};
             /* The content checks decided during DATA: the client hears it
              * now, so no DSN is needed (RFC 5321 §4.2.5; RFC 3463 5.7.1
              * refused, 4.7.1 try later); 550 for a virus, 554 for spam,

@@ -32,12 +32,17 @@
  * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
  * sends nothing back to the phone) or a 4xx for a malformed request.
  *
+ * Connections: the HTTP workers take libcurl handles from a pool and put
+ * them back, so each keeps its connection to smsbox open (HTTP/1.1
+ * keep-alive) instead of a connect, a socket pair and a close per part.
+ *
  * Idempotency: Kannel has no request key, so a message is sent again
  * only when its lease ran out without an outcome (its holder died or
  * hung between the request and the commit): the window is the time
  * between Kannel's answer and the commit of "sent", a few milliseconds.
  */
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +69,52 @@ static struct {
 } K;
 
 /* ---- sending ---- */
+
+/* Idle libcurl handles (each with its open connection); freed at exit,
+ * after the HTTP work queue has stopped. */
+static struct {
+    pthread_mutex_t lock;
+    CURL *h[64];
+    int n;
+} pool = {PTHREAD_MUTEX_INITIALIZER, {0}, 0};
+
+static CURL *handle_get(void)
+{
+    CURL *c = NULL;
+    pthread_mutex_lock(&pool.lock);
+    if (pool.n > 0)
+        c = pool.h[--pool.n];
+    pthread_mutex_unlock(&pool.lock);
+    return c ? c : curl_easy_init();
+}
+
+static void handle_put(CURL *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&pool.lock);
+    if (pool.n < (int)(sizeof(pool.h) / sizeof(pool.h[0]))) {
+        pool.h[pool.n++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    curl_easy_cleanup(c);
+}
+
+static void pool_free(void)
+{
+    pthread_mutex_lock(&pool.lock);
+    while (pool.n > 0)
+        curl_easy_cleanup(pool.h[--pool.n]);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+static size_t discard(char *p, size_t size, size_t n, void *data)
+{
+    (void)p;
+    (void)data;
+    return size * n;
+}
 
 enum outcome {
     O_SENT = PL_GW_OUT_SENT,
@@ -118,12 +169,8 @@ static int sendsms(CURL *c, const struct pl_gw_msg *m, const char *text,
     curl_easy_setopt(c, CURLOPT_URL, pl_buf_cstr(&u));
     curl_easy_setopt(c, CURLOPT_TIMEOUT, pl_gw.c.kannel_timeout);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, NULL);
-    FILE *sink = fopen("/dev/null", "w");
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
     CURLcode rc = curl_easy_perform(c);
-    if (sink)
-        fclose(sink);
     pl_buf_reset(&u);
     if (rc != CURLE_OK) {
         snprintf(detail, dlen, "kannel unreachable: %s",
@@ -151,9 +198,12 @@ static void send_work(struct pl_work *w)
         snprintf(j->detail, sizeof(j->detail), "text does not fit SMS");
         return;
     }
-    CURL *c = curl_easy_init();
+    CURL *c = handle_get();
     /* The reference tells this message's parts from another's. */
-    uint8_t ref = (uint8_t)strtoul((char[]){m->id[0], m->id[1], 0}, NULL, 16);
+    /* (From the id's random end: its start is the time.) */
+    uint8_t ref = (uint8_t)strtoul(
+        (char[]){m->id[PL_GW_ID_LEN - 2], m->id[PL_GW_ID_LEN - 1], 0}, NULL,
+        16);
     j->outcome = O_SENT;
     for (unsigned i = 0; c && i < plan.nparts && j->outcome == O_SENT; i++) {
         uint8_t udh[6];
@@ -174,7 +224,10 @@ static void send_work(struct pl_work *w)
         snprintf(j->detail, sizeof(j->detail), "kannel accepted %d part%s (%s)",
                  j->parts, j->parts == 1 ? "" : "s",
                  plan.coding == PL_GSM_7BIT ? "GSM 7-bit" : "UCS-2");
-    curl_easy_cleanup(c);
+    if (j->outcome == O_SENT)
+        handle_put(c);
+    else
+        curl_easy_cleanup(c); /* a connection in doubt is not reused */
     pl_gsm_plan_free(&plan);
 }
 
@@ -627,6 +680,7 @@ int pl_gw_sms_start(void)
 {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return PL_EIO;
+    atexit(pool_free);
     int rc = pl_listener_open(pl_gw.loop, pl_gw.c.cb_address,
                               (int)pl_gw.c.cb_port, cb_accept, NULL,
                               &K.listener);
