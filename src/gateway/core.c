@@ -15,6 +15,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "gateway/core.h"
+#include "gateway/cross.h"
 #include "log.h"
 #include "stanza.h"
 #include "xml.h"
@@ -65,6 +66,10 @@ void pl__gw_report_db(const struct pl_gw_msg *m, const char *why)
 {
     if (strcmp(m->src_channel, "mail") == 0) {
         pl__gw_mail_report_db(m, why);
+        return;
+    }
+    if (strcmp(m->src_channel, "sms") == 0) {
+        pl__gw_sms_report_db(m, why);
         return;
     }
     char *xml = pl__gw_im_report(m, why);

@@ -81,6 +81,15 @@ struct pl_gw_conf {
     long relay_connect_timeout_ms; /* connect timeout */
     long relay_timeout_ms;         /* whole transaction */
     long smtp_workers;             /* threads sending mail */
+    /* Across channels (route.c). */
+    char *mail_sms_domain; /* mail domain of phone numbers (sms.domain) */
+    long mail_to_sms;      /* 1: e-mail to NUMBER@mail_sms_domain */
+    long sms_to_mail;      /* 1: SMS starting with an address to e-mail */
+    long sms_reports;      /* 1: final states reported to SMS senders */
+    char *report_delivered; /* report templates (%a %r %i), "" : none */
+    char *report_failed;
+    char *report_expired;
+    char *report_refused;
     /* Retries and queues. */
     long retry_base_ms; /* first retry delay */
     long retry_max_ms;  /* backoff cap */
@@ -111,8 +120,8 @@ int64_t pl_gw_backoff(int attempts);
 /*
  * Reports m's current state to its sender when the state calls for it
  * (IM: delivered with a receipt asked for; failed, expired, refused as
- * an error message; SMS senders are not told anything yet), through the
- * outbox.  Runs on the database thread (it writes the outbox row).
+ * an error message, through the outbox; e-mail: a DSN as NOTIFY asks;
+ * SMS: a report SMS, route.c).  Runs on the database thread.
  */
 void pl__gw_report_db(const struct pl_gw_msg *m, const char *why);
 

@@ -44,6 +44,7 @@
 #include "error.h"
 #include "gateway/address.h"
 #include "gateway/core.h"
+#include "gateway/cross.h"
 #include "gateway/sms/gsm.h"
 #include "http/parse.h"
 #include "log.h"
@@ -426,6 +427,7 @@ static void dlr_done(struct pl_work *w)
 struct mo_job {
     struct pl_work w;
     char *from, *text;
+    int mail; /* it went to the mail queue (route.c) */
 };
 
 static void mo_work(struct pl_work *w)
@@ -433,6 +435,9 @@ static void mo_work(struct pl_work *w)
     struct mo_job *j = (struct mo_job *)w;
     struct pl_gwq *q = pl_gw.db;
     char *jid = NULL;
+    /* "bob@example.org hello", or a reply to an e-mail's SMS. */
+    if ((j->mail = pl__gw_sms_to_mail_db(j->from, j->text)) != 0)
+        return;
     if (pl_gwq_peer_get(q, j->from, &jid) != PL_OK)
         pl_gwq_link_owner(q, "sms", j->from, &jid);
     struct pl_gw_msg m = {0};
@@ -447,8 +452,12 @@ static void mo_work(struct pl_work *w)
     m.expires = m.created + pl_gw.c.expiry_ms;
     w->result = pl_gwq_insert(q, &m, pl_gw.c.instance);
     if (w->result == PL_OK && !jid) {
-        pl_gwq_finish(q, m.id, pl_gw.c.instance, PL_GW_REFUSED,
-                      "no IM user wrote to or linked this number");
+        static const char why[] = "no one wrote to or linked this number";
+        if (pl_gwq_finish(q, m.id, pl_gw.c.instance, PL_GW_REFUSED, why) ==
+            PL_OK) {
+            m.state = PL_GW_REFUSED;
+            pl__gw_report_db(&m, why); /* the report SMS (route.c) */
+        }
     } else if (w->result == PL_OK) {
         struct pl_stanza *st = pl_stanza_new("message", PL_NS_CLIENT);
         char from[256];
@@ -472,10 +481,13 @@ static void mo_work(struct pl_work *w)
 static void mo_done(struct pl_work *w)
 {
     struct mo_job *j = (struct mo_job *)w;
+    if (j->mail)
+        pl_gw_mail_kick();
     pl_free(j->from);
     pl_free(j->text);
     pl_free(j);
     pl_gw_outbox_kick();
+    pl_gw_sms_kick(); /* a report SMS may be waiting */
 }
 
 static void on_request(struct cb_conn *cc)
