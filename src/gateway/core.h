@@ -183,7 +183,8 @@ void pl_gw_mail_stop(void);
 void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
                         const char *addr);
 /* An IM error came back for message id (database thread): when it was
- * an e-mail delivered to IM, fails it and sends the DSN. */
+ * an e-mail or an SMS delivered to IM, fails it and reports it (a DSN,
+ * a report SMS). */
 void pl__gw_mail_im_error_db(const char *id, const char *why);
 /* The report for an e-mail sender of m (a DSN queued as mail), database
  * thread; called by pl__gw_report_db. */

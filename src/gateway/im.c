@@ -12,8 +12,11 @@
  * the sender asked with <request/> and gave an id) or as an error
  * message: recipient-unavailable (failed), remote-server-timeout
  * (expired), not-allowed (refused).  Messages without a body (chat
- * states, receipts) and errors are dropped: SMS has nothing to carry
- * them.
+ * states, receipts) are dropped: SMS has nothing to carry them.  An
+ * error message whose id is a queue id is parleyd bouncing an SMS or
+ * e-mail the gateway delivered: that message fails and its sender is
+ * told (pl__gw_mail_im_error_db).  On the mail domain, the same and
+ * registration of an e-mail address (mailreg.c).
  *
  * Service discovery (XEP-0030) on the domain: identity gateway/sms (the
  * disco registry's category and type for SMS gateways, XEP-0100), the

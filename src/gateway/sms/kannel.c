@@ -20,11 +20,14 @@
  *                          (queued, accepted by the SMSC) go to the
  *                          history only.
  *   /mo?from=&to=&text=    an SMS from a phone (smsbox sms-service
- *                          get-url with %p, %P, %a): it goes to the IM
- *                          user who last wrote to that number, else to
- *                          the user who linked it, as a chat message
- *                          from +NUMBER@sms.<host>; with neither it is
- *                          refused (recorded in the history).
+ *                          get-url with %p, %P, %a): one starting with
+ *                          an e-mail address, or answering an e-mail's
+ *                          SMS, goes by e-mail (route.c); otherwise to
+ *                          the IM user who last wrote to that number,
+ *                          else to the user who linked it, as a chat
+ *                          message from +NUMBER@sms.<host>; with neither
+ *                          it is refused (recorded, and reported to the
+ *                          phone by SMS).
  * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
  * sends nothing back to the phone) or a 4xx for a malformed request.
  *
