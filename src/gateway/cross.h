@@ -103,9 +103,11 @@ void pl__gw_dsn_params_get_db(const char *id, unsigned *notify,
 /*
  * An SMS from number (E.164): when it names an e-mail address first, or
  * the number's last correspondent was an e-mail address, it is queued
- * for the mail queue and 1 is returned (*kick_mail set); 0 leaves it to
- * the IM routing.  A refusal (an address with nothing after it, the
- * direction turned off) is recorded, reported, and also returns 1.
+ * in the mail queue and 1 is returned (the caller kicks the mail
+ * channel); 0 leaves it to the IM routing (also when sms.to_mail is off
+ * or there is no mail channel).  A refusal (an address with nothing
+ * after it, a text over mail.max_text) is recorded, reported, and also
+ * returns 1.
  */
 int pl__gw_sms_to_mail_db(const char *number, const char *text);
 /* The report SMS for m's sender when m came from a phone (core.c). */
