@@ -82,10 +82,10 @@ struct pl_gw_conf {
     long relay_timeout_ms;         /* whole transaction */
     long smtp_workers;             /* threads sending mail */
     /* Across channels (route.c). */
-    char *mail_sms_domain; /* mail domain of phone numbers (sms.domain) */
-    long mail_to_sms;      /* 1: e-mail to NUMBER@mail_sms_domain */
-    long sms_to_mail;      /* 1: SMS starting with an address to e-mail */
-    long sms_reports;      /* 1: final states reported to SMS senders */
+    char *mail_sms_domain;  /* mail domain of phone numbers (sms.domain) */
+    long mail_to_sms;       /* 1: e-mail to NUMBER@mail_sms_domain */
+    long sms_to_mail;       /* 1: SMS starting with an address to e-mail */
+    long sms_reports;       /* 1: final states reported to SMS senders */
     char *report_delivered; /* report templates (%a %r %i), "" : none */
     char *report_failed;
     char *report_expired;

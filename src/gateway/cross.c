@@ -69,8 +69,7 @@ static size_t search(const char *text, size_t len, const char *suffix,
     return boundary(text, lo);
 }
 
-int pl_gw_sms_fit(const char *text, size_t len, unsigned max_parts,
-                  size_t *fit)
+int pl_gw_sms_fit(const char *text, size_t len, unsigned max_parts, size_t *fit)
 {
     int bad = 0;
     if (fits(text, len, "", max_parts, &bad)) {
@@ -92,8 +91,8 @@ static void squeeze(struct pl_buf *b, const char *s)
     while (*s) {
         size_t n = strcspn(s, "\n");
         size_t e = n;
-        while (e > 0 && (s[e - 1] == ' ' || s[e - 1] == '\t' ||
-                         s[e - 1] == '\r'))
+        while (e > 0 &&
+               (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\r'))
             e--;
         if (e == 0) {
             blank_run++;

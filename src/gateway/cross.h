@@ -90,16 +90,16 @@ char *pl__gw_mail_rcpt_number(const char *rcpt);
  */
 int pl__gw_mail_to_sms_db(const char *number, const char *sender,
                           const char *return_path, const char *subject,
-                          const char *text, const char *hdr,
-                          const char *rcpt, unsigned notify,
-                          const char *orcpt, const char *envid);
+                          const char *text, const char *hdr, const char *rcpt,
+                          unsigned notify, const char *orcpt,
+                          const char *envid);
 /* Records RFC 3461 parameters of message id (for its DSN). */
 void pl__gw_dsn_params_set_db(const char *id, unsigned notify,
                               const char *orcpt, const char *envid);
 /* The NOTIFY bits (0 if none were given), ORCPT and ENVID (new strings
  * or NULL) of message id. */
-void pl__gw_dsn_params_get_db(const char *id, unsigned *notify,
-                              char **orcpt, char **envid);
+void pl__gw_dsn_params_get_db(const char *id, unsigned *notify, char **orcpt,
+                              char **envid);
 /*
  * An SMS from number (E.164): when it names an e-mail address first, or
  * the number's last correspondent was an e-mail address, it is queued

@@ -31,7 +31,12 @@
 
 #define NS_REGISTER "jabber:iq:register"
 
-enum { R_GET, R_REQUEST, R_VERIFY, R_REMOVE };
+enum {
+    R_GET,
+    R_REQUEST,
+    R_VERIFY,
+    R_REMOVE
+};
 
 struct mreg_job {
     struct pl_work w;

@@ -51,12 +51,11 @@ char *pl__gw_mail_rcpt_number(const char *rcpt)
 static int dsn_table(void)
 {
     static int ready;
-    if (!ready &&
-        sqlite3_exec(pl__gwq_db(pl_gw.db),
-                     "CREATE TABLE IF NOT EXISTS dsn_params("
-                     "id TEXT PRIMARY KEY, notify INTEGER NOT NULL,"
-                     " orcpt TEXT, envid TEXT)",
-                     NULL, NULL, NULL) == SQLITE_OK)
+    if (!ready && sqlite3_exec(pl__gwq_db(pl_gw.db),
+                               "CREATE TABLE IF NOT EXISTS dsn_params("
+                               "id TEXT PRIMARY KEY, notify INTEGER NOT NULL,"
+                               " orcpt TEXT, envid TEXT)",
+                               NULL, NULL, NULL) == SQLITE_OK)
         ready = 1;
     return ready;
 }
@@ -112,15 +111,13 @@ void pl__gw_dsn_params_get_db(const char *id, unsigned *notify, char **orcpt,
 
 int pl__gw_mail_to_sms_db(const char *number, const char *sender,
                           const char *return_path, const char *subject,
-                          const char *text, const char *hdr,
-                          const char *rcpt, unsigned notify,
-                          const char *orcpt, const char *envid)
+                          const char *text, const char *hdr, const char *rcpt,
+                          unsigned notify, const char *orcpt, const char *envid)
 {
     char *sms = NULL;
     int cut = 0;
-    if (pl_gw_mail_sms_text(sender, subject, text,
-                            (unsigned)pl_gw.c.max_parts, &sms,
-                            &cut) != PL_OK)
+    if (pl_gw_mail_sms_text(sender, subject, text, (unsigned)pl_gw.c.max_parts,
+                            &sms, &cut) != PL_OK)
         return PL_EINVAL;
     struct pl_gw_msg m = {0};
     pl_gw_new_id(m.id);
@@ -143,8 +140,8 @@ int pl__gw_mail_to_sms_db(const char *number, const char *sender,
             char d[96];
             snprintf(d, sizeof(d), "text cut to fit %ld SMS parts",
                      pl_gw.c.max_parts);
-            pl_gwq_history_add(pl_gw.db, m.id, PL_GW_QUEUED,
-                               pl_gw.c.instance, d);
+            pl_gwq_history_add(pl_gw.db, m.id, PL_GW_QUEUED, pl_gw.c.instance,
+                               d);
         }
         /* An SMS reply from that number goes back to the sender. */
         pl_gwq_peer_set_in(pl_gw.db, number, "mail", sender, pl_gw_now());
@@ -159,8 +156,8 @@ int pl__gw_mail_to_sms_db(const char *number, const char *sender,
 /* ---- SMS to e-mail ---- */
 
 /* Records a refused message from a phone and reports it. */
-static void refuse(const char *number, const char *dst_channel,
-                   const char *dst, const char *text, const char *why)
+static void refuse(const char *number, const char *dst_channel, const char *dst,
+                   const char *text, const char *why)
 {
     struct pl_gw_msg m = {0};
     pl_gw_new_id(m.id);

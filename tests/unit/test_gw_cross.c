@@ -71,8 +71,8 @@ void test_gw_cross_mail_text(void)
     char *out = NULL;
     int cut = -1;
     CHECK_INT(pl_gw_mail_sms_text("bob@example.org", "Lunch",
-                                  "At noon?\r\n\r\n\r\n-- \r\nBob\r\n", 3,
-                                  &out, &cut),
+                                  "At noon?\r\n\r\n\r\n-- \r\nBob\r\n", 3, &out,
+                                  &cut),
               PL_OK);
     CHECK_STR(out, "bob@example.org: Lunch\nAt noon?\n\n--\nBob");
     CHECK_INT(cut, 0);
@@ -82,8 +82,8 @@ void test_gw_cross_mail_text(void)
               PL_OK);
     CHECK_STR(out, "bob@example.org:   hi");
     pl_free(out);
-    CHECK_INT(pl_gw_mail_sms_text("bob@example.org", "Multi\nline", "", 3,
-                                  &out, &cut),
+    CHECK_INT(pl_gw_mail_sms_text("bob@example.org", "Multi\nline", "", 3, &out,
+                                  &cut),
               PL_OK);
     CHECK_STR(out, "bob@example.org: Multi line");
     pl_free(out);
@@ -119,8 +119,8 @@ void test_gw_cross_sms_split(void)
         {"bob@example.org hello there", "bob@example.org", "hello there",
          PL_OK},
         {"  bob@example.org:  hi\n", "bob@example.org", "hi", PL_OK},
-        {"bob@example.org, line 1\nline 2", "bob@example.org",
-         "line 1\nline 2", PL_OK},
+        {"bob@example.org, line 1\nline 2", "bob@example.org", "line 1\nline 2",
+         PL_OK},
         {"bob@example.org", NULL, NULL, PL_EINVAL},
         {"bob@example.org:   ", NULL, NULL, PL_EINVAL},
         {"hello bob@example.org", NULL, NULL, PL_ENOT_FOUND},
@@ -284,8 +284,7 @@ void test_gw_queue_peer_channel(void)
     if (!q)
         return;
     char *ch = NULL, *peer = NULL, *jid = NULL;
-    CHECK_INT(pl_gwq_peer_get_in(q, "+15551234567", &ch, &peer),
-              PL_ENOT_FOUND);
+    CHECK_INT(pl_gwq_peer_get_in(q, "+15551234567", &ch, &peer), PL_ENOT_FOUND);
     CHECK_INT(pl_gwq_peer_set(q, "+15551234567", "alice@localhost", 1), PL_OK);
     CHECK_INT(pl_gwq_peer_get(q, "+15551234567", &jid), PL_OK);
     CHECK_STR(jid, "alice@localhost");

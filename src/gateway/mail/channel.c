@@ -417,8 +417,8 @@ void pl__gw_mail_report_db(const struct pl_gw_msg *m, const char *why)
         .action = ok ? PL_DSN_DELIVERED : PL_DSN_FAILED,
         /* RFC 3463: 5.4.7 delivery time expired; 5.1.1 no such user;
          * 5.0.0 the SMS side said no. */
-        .status = ok                                  ? "2.0.0"
-                  : m->state == PL_GW_EXPIRED         ? "5.4.7"
+        .status = ok                                   ? "2.0.0"
+                  : m->state == PL_GW_EXPIRED          ? "5.4.7"
                   : strcmp(m->dst_channel, "sms") == 0 ? "5.0.0"
                                                        : "5.1.1",
         .diagnostic = diag,
@@ -474,8 +474,7 @@ void pl__gw_mail_im_error_db(const char *id, const char *why)
         return;
     if ((strcmp(m->src_channel, "mail") == 0 ||
          strcmp(m->src_channel, "sms") == 0) &&
-        strcmp(m->dst_channel, "im") == 0 &&
-        !pl_gw_state_is_final(m->state) &&
+        strcmp(m->dst_channel, "im") == 0 && !pl_gw_state_is_final(m->state) &&
         pl_gwq_finish(pl_gw.db, id, pl_gw.c.instance, PL_GW_FAILED, why) ==
             PL_OK) {
         m->state = PL_GW_FAILED;
@@ -497,8 +496,7 @@ struct pending {
     size_t nrcpts;
     char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;     /* per recipient: 1 stored, 0 not (try again), -1
-                  * refused (nothing to send as SMS) */
+    int *ok;     /* per recipient: 1 stored, 0 retry, -1 refused (no text) */
     int rcpt_ok; /* RCPT: resolved */
     unsigned *notify; /* DATA: RFC 3461 NOTIFY per recipient */
     char **orcpt;     /* DATA: ORCPT per recipient, or NULL */
@@ -597,8 +595,7 @@ static void data_work(struct pl_work *w)
         if (num) {
             int rc = pl__gw_mail_to_sms_db(num, sender, p->from, mm->subject,
                                            mm->text, hdr, p->rcpts[i],
-                                           p->notify[i], p->orcpt[i],
-                                           p->envid);
+                                           p->notify[i], p->orcpt[i], p->envid);
             p->ok[i] = rc == PL_OK ? 1 : rc == PL_EINVAL ? -1 : 0;
             pl_free(num);
             continue;
@@ -674,17 +671,17 @@ static void data_done(struct pl_work *w)
             refused |= p->ok[i] < 0;
         }
         if (!p->lmtp && all && any && refused)
-            pl_log_warn("mail", "an e-mail from <%s>: a recipient had "
+            pl_log_warn("mail",
+                        "an e-mail from <%s>: a recipient had "
                         "nothing to send as SMS; the others took it",
                         p->from);
         for (size_t i = 0; i < n; i++) {
             int ok = p->lmtp ? p->ok[i] : !all ? 0 : any ? 1 : -1;
-            r[i] = ok > 0 ? (struct pl_smtp_reply){250, "2.0.0", "queued"}
-                   : ok < 0
-                       ? (struct pl_smtp_reply){554, "5.6.0",
-                                                "no text to send as SMS"}
-                       : (struct pl_smtp_reply){451, "4.3.0",
-                                                "not stored, try again"};
+            r[i] = ok > 0   ? (struct pl_smtp_reply){250, "2.0.0", "queued"}
+                   : ok < 0 ? (struct pl_smtp_reply){554, "5.6.0",
+                                                     "no text to send as SMS"}
+                            : (struct pl_smtp_reply){451, "4.3.0",
+                                                     "not stored, try again"};
         }
         pl_smtp_server_resume(p->s, r, n);
         pl_free(r);
@@ -717,9 +714,8 @@ static int on_event(void *data, struct pl_smtp *s,
         p->orcpt = pl_calloc(ev->nrcpts + 1, sizeof(*p->orcpt));
         for (size_t i = 0; i < ev->nrcpts; i++) {
             p->notify[i] = ev->notifies ? ev->notifies[i] : 0;
-            p->orcpt[i] = ev->orcpts && ev->orcpts[i]
-                              ? pl_strdup(ev->orcpts[i])
-                              : NULL;
+            p->orcpt[i] = ev->orcpts && ev->orcpts[i] ? pl_strdup(ev->orcpts[i])
+                                                      : NULL;
         }
         p->envid = ev->envid ? pl_strdup(ev->envid) : NULL;
         p->raw = pl_strndup(ev->message.p, ev->message.len);

@@ -598,8 +598,7 @@ static char *xtext(const char *p, size_t n, size_t max)
 
 static unsigned notify_bit(const char *v, size_t l)
 {
-    static const char *const names[] = {"NEVER", "SUCCESS", "FAILURE",
-                                        "DELAY"};
+    static const char *const names[] = {"NEVER", "SUCCESS", "FAILURE", "DELAY"};
     for (unsigned i = 0; i < 4; i++)
         if (strlen(names[i]) == l && strncasecmp(v, names[i], l) == 0)
             return 1u << i;
@@ -653,8 +652,7 @@ static int rcpt_params(struct pl_smtp *s, const char *p)
             const char *semi = val ? memchr(val, ';', vlen) : NULL;
             if (s->cur_orcpt || !semi || semi == val)
                 goto bad;
-            char *addr = xtext(semi + 1, (size_t)(val + vlen - semi - 1),
-                               500);
+            char *addr = xtext(semi + 1, (size_t)(val + vlen - semi - 1), 500);
             if (!addr)
                 goto bad;
             size_t tl = (size_t)(semi - val);
