@@ -25,6 +25,7 @@
 #include "error.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/cross.h"
 #include "gateway/policy.h"
 #include "log.h"
 #include "stanza.h"
@@ -40,9 +41,9 @@ struct db_batch {
 };
 
 struct db_job {
-    struct pl_work w;     /* first member */
-    struct pl_work *job;  /* the caller's */
-    struct db_batch *b;   /* whose commit it depends on, or NULL */
+    struct pl_work w;    /* first member */
+    struct pl_work *job; /* the caller's */
+    struct db_batch *b;  /* whose commit it depends on, or NULL */
 };
 
 static struct db_batch *cur; /* database thread only */
@@ -162,6 +163,10 @@ void pl__gw_report_db(const struct pl_gw_msg *m, const char *why)
 {
     if (strcmp(m->src_channel, "mail") == 0) {
         pl__gw_mail_report_db(m, why);
+        return;
+    }
+    if (strcmp(m->src_channel, "sms") == 0) {
+        pl__gw_sms_report_db(m, why);
         return;
     }
     char *xml = pl__gw_im_report(m, why);

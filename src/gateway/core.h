@@ -89,6 +89,15 @@ struct pl_gw_conf {
     long media_max_count;   /* files per message */
     long media_timeout_ms;  /* one slot request or HTTP transfer */
     long media_workers;     /* threads uploading */
+    /* Across channels (route.c). */
+    char *mail_sms_domain;  /* mail domain of phone numbers (sms.domain) */
+    long mail_to_sms;       /* 1: e-mail to NUMBER@mail_sms_domain */
+    long sms_to_mail;       /* 1: SMS starting with an address to e-mail */
+    long sms_reports;       /* 1: final states reported to SMS senders */
+    char *report_delivered; /* report templates (%a %r %i), "" : none */
+    char *report_failed;
+    char *report_expired;
+    char *report_refused;
     /* Retries and queues. */
     long retry_base_ms; /* first retry delay */
     long retry_max_ms;  /* backoff cap */
@@ -133,8 +142,8 @@ int64_t pl_gw_backoff(int attempts);
 /*
  * Reports m's current state to its sender when the state calls for it
  * (IM: delivered with a receipt asked for; failed, expired, refused as
- * an error message; SMS senders are not told anything yet), through the
- * outbox.  Runs on the database thread (it writes the outbox row).
+ * an error message, through the outbox; e-mail: a DSN as NOTIFY asks;
+ * SMS: a report SMS, route.c).  Runs on the database thread.
  */
 void pl__gw_report_db(const struct pl_gw_msg *m, const char *why);
 
@@ -217,7 +226,8 @@ void pl_gw_mail_stop(void);
 void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
                         const char *addr);
 /* An IM error came back for message id (database thread): when it was
- * an e-mail delivered to IM, fails it and sends the DSN. */
+ * an e-mail or an SMS delivered to IM, fails it and reports it (a DSN,
+ * a report SMS). */
 void pl__gw_mail_im_error_db(const char *id, const char *why);
 /* The report for an e-mail sender of m (a DSN queued as mail), database
  * thread; called by pl__gw_report_db. */

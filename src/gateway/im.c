@@ -16,8 +16,11 @@
  * the sender asked with <request/> and gave an id) or as an error
  * message: recipient-unavailable (failed), remote-server-timeout
  * (expired), not-allowed (refused).  Messages without a body (chat
- * states, receipts) and errors are dropped: SMS has nothing to carry
- * them.
+ * states, receipts) are dropped: SMS has nothing to carry them.  An
+ * error message whose id is a queue id is parleyd bouncing an SMS or
+ * e-mail the gateway delivered: that message fails and its sender is
+ * told (pl__gw_mail_im_error_db).  On the mail domain, the same and
+ * registration of an e-mail address (mailreg.c).
  *
  * Service discovery (XEP-0030) on the domain: identity gateway/sms (the
  * disco registry's category and type for SMS gateways, XEP-0100), the
@@ -42,6 +45,7 @@
 #include "gateway/address.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/mailreg.h"
 #include "gateway/policy.h"
 #include "gateway/sms/gsm.h"
 #include "jid.h"
@@ -212,11 +216,17 @@ static void accept_done(struct pl_work *w)
     pl_free(j);
 }
 
+static void im_error_back(struct pl_stanza *st);
+
 static void on_message(struct pl_stanza *st, struct pl_jid *from,
                        struct pl_jid *to)
 {
     const char *type = pl_stanza_attr(st, "type");
-    if (type && (strcmp(type, "error") == 0 || strcmp(type, "groupchat") == 0))
+    if (type && strcmp(type, "error") == 0) {
+        im_error_back(st); /* an SMS we delivered bounced */
+        return;
+    }
+    if (type && strcmp(type, "groupchat") == 0)
         return;
     struct pl_node *root = pl_stanza_root(st);
     struct pl_node *body = pl_node_child(root, "body", PL_NS_CLIENT);
@@ -521,6 +531,7 @@ static void imerr_done(struct pl_work *w)
     pl_free(j->why);
     pl_free(j);
     pl_gw_mail_kick();
+    pl_gw_sms_kick();
 }
 
 static void on_mail_stanza(struct pl_stanza *st, const char *name,
@@ -541,14 +552,19 @@ static void on_mail_stanza(struct pl_stanza *st, const char *name,
             pl_node_set_attr(r, id, "category", "gateway");
             pl_node_set_attr(r, id, "type", "smtp");
             pl_node_set_attr(r, id, "name", "E-mail gateway");
-            static const char *const feats[] = {NS_DISCO_INFO, NS_DISCO_ITEMS};
-            for (size_t i = 0; i < 2; i++) {
+            static const char *const feats[] = {NS_DISCO_INFO, NS_DISCO_ITEMS,
+                                                NS_REGISTER};
+            for (size_t i = 0; i < 3; i++) {
                 struct pl_node *fe = pl_node_add_child(r, qn, "feature",
                                                        NS_DISCO_INFO);
                 pl_node_set_attr(r, fe, "var", feats[i]);
             }
             pl_gwc_send(r);
             pl_stanza_unref(r);
+        } else if (!to->local && q && strcmp(q->ns, NS_REGISTER) == 0 &&
+                   strcmp(q->name, "query") == 0) {
+            /* XEP-0100: link an e-mail address (mailreg.c). */
+            pl_gw_mail_register(st, q, from->bare, strcmp(type, "set") == 0);
         } else {
             send_error(st, "cancel", "service-unavailable", NULL);
         }
@@ -557,23 +573,7 @@ static void on_mail_stanza(struct pl_stanza *st, const char *name,
     if (strcmp(name, "message") != 0)
         return;
     if (type && strcmp(type, "error") == 0) {
-        /* An e-mail we delivered bounced on the IM side (no such user, no
-         * offline storage): the queue id is the stanza id. */
-        const char *id = pl_stanza_attr(st, "id");
-        if (!id || strlen(id) != PL_GW_ID_LEN)
-            return;
-        struct pl_node *e = pl_node_child(pl_stanza_root(st), "error",
-                                          PL_NS_CLIENT);
-        struct pl_node *cond = e ? pl_node_first_elem(e) : NULL;
-        char why[160];
-        snprintf(why, sizeof(why), "the IM server answered %s",
-                 cond ? cond->name : "an error");
-        struct imerr_job *j = pl_calloc(1, sizeof(*j));
-        j->w.work = imerr_work;
-        j->w.done = imerr_done;
-        j->id = pl_strdup(id);
-        j->why = pl_strdup(why);
-        pl_gw_db_submit(&j->w);
+        im_error_back(st);
         return;
     }
     if (type && strcmp(type, "groupchat") == 0)
@@ -592,6 +592,28 @@ static void on_mail_stanza(struct pl_stanza *st, const char *name,
     }
     pl_gw_mail_from_im(st, from->full, addr);
     pl_free(addr);
+}
+
+/* A message the gateway delivered to IM (from e-mail or SMS) bounced on
+ * the IM side (no such user, no offline storage): the queue id is the
+ * stanza id; the message fails and its sender hears of it. */
+static void im_error_back(struct pl_stanza *st)
+{
+    const char *id = pl_stanza_attr(st, "id");
+    if (!id || strlen(id) != PL_GW_ID_LEN)
+        return;
+    struct pl_node *e = pl_node_child(pl_stanza_root(st), "error",
+                                      PL_NS_CLIENT);
+    struct pl_node *cond = e ? pl_node_first_elem(e) : NULL;
+    char why[160];
+    snprintf(why, sizeof(why), "the IM server answered %s",
+             cond ? cond->name : "an error");
+    struct imerr_job *j = pl_calloc(1, sizeof(*j));
+    j->w.work = imerr_work;
+    j->w.done = imerr_done;
+    j->id = pl_strdup(id);
+    j->why = pl_strdup(why);
+    pl_gw_db_submit(&j->w);
 }
 
 /* For mail/channel.c: the same stanza error replies. */

@@ -108,6 +108,18 @@ static const struct opt {
     {"media.max_count", 0, NULL, 5, 1, 100, 1, OFF(media_max_count)},
     {"media.timeout", 0, NULL, 60, 1, 3600, 1000, OFF(media_timeout_ms)},
     {"media.workers", 0, NULL, 2, 1, 64, 1, OFF(media_workers)},
+    {"mail.sms_domain", 1, "", 0, 0, 0, 0, OFF(mail_sms_domain)},
+    {"mail.to_sms", 0, NULL, 1, 0, 1, 1, OFF(mail_to_sms)},
+    {"sms.to_mail", 0, NULL, 1, 0, 1, 1, OFF(sms_to_mail)},
+    {"sms.report.enabled", 0, NULL, 1, 0, 1, 1, OFF(sms_reports)},
+    {"sms.report.delivered", 1, "Delivered to %a", 0, 0, 0, 0,
+     OFF(report_delivered)},
+    {"sms.report.failed", 1, "Not delivered to %a: %r", 0, 0, 0, 0,
+     OFF(report_failed)},
+    {"sms.report.expired", 1, "Not delivered to %a in time", 0, 0, 0, 0,
+     OFF(report_expired)},
+    {"sms.report.refused", 1, "Not delivered: %r", 0, 0, 0, 0,
+     OFF(report_refused)},
     {"retry.base", 0, NULL, 2000, 10, 3600000, 1, OFF(retry_base_ms)},
     {"retry.max", 0, NULL, 300000, 10, 86400000, 1, OFF(retry_max_ms)},
     {"retry.jitter", 0, NULL, 20, 0, 100, 1, OFF(retry_jitter)},
@@ -231,6 +243,10 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
     if (c->mail_domain[0] && !c->mail_hostname[0]) {
         pl_free(c->mail_hostname);
         c->mail_hostname = pl_strdup(c->mail_domain);
+    }
+    if (!c->mail_sms_domain[0]) {
+        pl_free(c->mail_sms_domain);
+        c->mail_sms_domain = pl_strdup(c->sms_domain);
     }
     if (c->mail_domain[0] && !c->mail_from[0]) {
         size_t n = strlen(c->mail_hostname) + 16;

@@ -139,7 +139,8 @@ static const char SCHEMA[] =
     " verified INTEGER NOT NULL, expires INTEGER NOT NULL,"
     " PRIMARY KEY(channel, jid));"
     "CREATE TABLE IF NOT EXISTS peers(address TEXT PRIMARY KEY,"
-    " jid TEXT NOT NULL, at INTEGER NOT NULL);"
+    " jid TEXT NOT NULL, at INTEGER NOT NULL,"
+    " channel TEXT NOT NULL DEFAULT 'im');"
     "PRAGMA user_version = 2;";
 
 /* Version 1 files: the columns version 2 added (an error when they are
@@ -148,6 +149,9 @@ static const char *const MIGRATE[] = {
     "ALTER TABLE messages ADD COLUMN return_path TEXT",
     "ALTER TABLE messages ADD COLUMN orig_headers TEXT",
     "ALTER TABLE messages ADD COLUMN orig_rcpt TEXT",
+    /* peers.channel: who last wrote to a number may be an e-mail
+     * address (route.c); rows from before are IM users. */
+    "ALTER TABLE peers ADD COLUMN channel TEXT NOT NULL DEFAULT 'im'",
 };
 
 struct sqlite3 *pl__gwq_db(struct pl_gwq *q)
@@ -825,13 +829,43 @@ int pl_gwq_thread_get(struct pl_gwq *q, const char *address, const char *jid,
 int pl_gwq_peer_set(struct pl_gwq *q, const char *address, const char *jid,
                     int64_t now)
 {
-    return run(q, NULL,
-               "INSERT OR REPLACE INTO peers(address, jid, at) VALUES(?,?,?)",
-               "ssi", address, jid, now);
+    return pl_gwq_peer_set_in(q, address, "im", jid, now);
 }
 
 int pl_gwq_peer_get(struct pl_gwq *q, const char *address, char **jid)
 {
-    return one_string(q, jid, "SELECT jid FROM peers WHERE address = ?",
+    return one_string(q, jid,
+                      "SELECT jid FROM peers WHERE address = ?"
+                      " AND channel = 'im'",
                       address, NULL);
+}
+
+int pl_gwq_peer_set_in(struct pl_gwq *q, const char *address,
+                       const char *channel, const char *peer, int64_t now)
+{
+    return run(q, NULL,
+               "INSERT OR REPLACE INTO peers(address, jid, at, channel)"
+               " VALUES(?,?,?,?)",
+               "ssis", address, peer, now, channel);
+}
+
+int pl_gwq_peer_get_in(struct pl_gwq *q, const char *address, char **channel,
+                       char **peer)
+{
+    sqlite3_stmt *st = prep(q,
+                            "SELECT channel, jid FROM peers"
+                            " WHERE address = ?",
+                            "s", address);
+    if (!st)
+        return PL_ESTORAGE;
+    int s = sqlite3_step(st);
+    int rc = s == SQLITE_ROW    ? PL_OK
+             : s == SQLITE_DONE ? PL_ENOT_FOUND
+                                : PL_ESTORAGE;
+    if (rc == PL_OK) {
+        *channel = col_str(st, 0);
+        *peer = col_str(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc;
 }

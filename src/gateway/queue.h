@@ -130,10 +130,20 @@ int pl_gwq_link_remove(struct pl_gwq *q, const char *channel, const char *jid);
 int pl_gwq_link_owner(struct pl_gwq *q, const char *channel,
                       const char *address, char **jid);
 
-/* ---- replies: the last IM user who wrote to an address ---- */
+/* ---- replies: who last wrote to an address (a phone number) ---- */
+/* The IM user jid (bare) wrote to address last. */
 int pl_gwq_peer_set(struct pl_gwq *q, const char *address, const char *jid,
                     int64_t now);
+/* The IM user who wrote last, PL_ENOT_FOUND if none or if the last
+ * correspondent was of another channel. */
 int pl_gwq_peer_get(struct pl_gwq *q, const char *address, char **jid);
+/* The same for any channel: peer ("im": a bare JID, "mail": an e-mail
+ * address) of channel wrote to address last. */
+int pl_gwq_peer_set_in(struct pl_gwq *q, const char *address,
+                       const char *channel, const char *peer, int64_t now);
+/* The last correspondent of address and its channel (new strings). */
+int pl_gwq_peer_get_in(struct pl_gwq *q, const char *address, char **channel,
+                       char **peer);
 /* The Message-ID of the last e-mail from address delivered to jid (bare),
  * for In-Reply-To (new string), or PL_ENOT_FOUND. */
 int pl_gwq_thread_get(struct pl_gwq *q, const char *address, const char *jid,

@@ -10,10 +10,12 @@
  * First line: {"ready": PORT} (-1 on a unix socket).  Then one line per
  * event: {"event":"mail","from":...}, {"event":"rcpt","rcpt":...},
  * {"event":"data","rcpts":[...],"size":N,"subject":...,"text":...,
- * "attachments":N,"from":...,"message_id":...,"in_reply_to":...} (the
- * message parsed with mime.c; with --save DIR, the raw message is also
- * written to DIR/N.eml, named in "file", for checks independent of
- * mime.c).
+ * "attachments":N,"from":...,"message_id":...,"in_reply_to":...,
+ * "env_from":...} (the message parsed with mime.c; a delivery status
+ * notification adds "dsn_action", "dsn_status", "dsn_recipient" and
+ * "dsn_envid" of its first recipient, read by dsn.c; with --save DIR,
+ * the raw message is also written to DIR/N.eml, named in "file", for
+ * checks independent of mime.c).
  * Policy: recipients whose local part starts with "reject" get 550
  * 5.1.1, "defer" 450 4.2.1; in LMTP, recipients starting with "full"
  * get 452 4.2.2 after DATA.  SIGTERM or SIGINT ends it (exit 0).
@@ -34,6 +36,7 @@
 #include "error.h"
 #include "alloc.h"
 #include "buf.h"
+#include "gateway/mail/dsn.h"
 #include "gateway/mail/mime.h"
 #include "gateway/mail/send.h"
 #include "gateway/mail/smtp_listen.h"
@@ -114,6 +117,23 @@ static int on_event(void *data, struct pl_smtp *s,
             json_object_set_new(o, "attachments",
                                 json_integer((json_int_t)m->natt));
             pl_mail_msg_free(m);
+        }
+        json_object_set_new(o, "env_from", json_string(ev->from));
+        struct pl_dsn_report *d = NULL;
+        if (pl_dsn_parse(ev->message, &d) == PL_OK) {
+            const struct pl_dsn_report_rcpt *r0 = &d->rcpts[0];
+            const char *act = pl_dsn_action_name(r0->action);
+            json_object_set_new(o, "dsn_action", json_string(act ? act : "?"));
+            json_object_set_new(o, "dsn_status",
+                                json_string(r0->status ? r0->status : ""));
+            json_object_set_new(o, "dsn_recipient",
+                                json_string(r0->final_recipient
+                                                ? r0->final_recipient
+                                                : ""));
+            json_object_set_new(o, "dsn_envid",
+                                d->envelope_id ? json_string(d->envelope_id)
+                                               : json_null());
+            pl_dsn_report_free(d);
         }
         emit(o);
         break;

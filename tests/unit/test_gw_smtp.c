@@ -109,7 +109,8 @@ static void check_case(const struct scase *t)
 #define GREET "220 mx.example.org ESMTP Parley\r\n"
 #define EHLO_REPLY                                                             \
     "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"                 \
-    "250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+    "250-8BITMIME\r\n250-DSN\r\n"                                              \
+    "250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
 
 /* RFC 5321 Appendix D.1, a typical transaction (one recipient refused). */
 void test_gw_smtp_rfc5321(void)
@@ -159,7 +160,8 @@ void test_gw_smtp_lmtp(void)
          "QUIT\r\n",
          "220 mx.example.org LMTP Parley\r\n"
          "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"
-         "250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+         "250-8BITMIME\r\n250-DSN\r\n"
+         "250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
          "250 2.1.0 Sender <chris@bar.com> OK\r\n"
          "250 2.1.5 Recipient <pat@foo.edu> OK\r\n"
          "250 2.1.5 Recipient <jones@foo.edu> OK\r\n"
@@ -294,7 +296,7 @@ void test_gw_smtp_bad_addresses(void)
          "MAIL FROM: <a@b.c> SIZE=100 BODY=8BITMIME\r\n"
          "RCPT TO:<>\r\n"
          "RCPT TO:<j\xc3\xb6rg@b.c>\r\n"
-         "RCPT TO:<x@y.z> NOTIFY=NEVER\r\n"
+         "RCPT TO:<x@y.z> XNOTIFY=NEVER\r\n"
          "QUIT\r\n",
          GREET EHLO_REPLY "501 5.5.2 Syntax: MAIL FROM:<address>\r\n"
                           "501 5.1.7 Bad sender address syntax\r\n"
@@ -489,7 +491,8 @@ void test_gw_smtp_resume(void)
     CHECK_STR(pl_buf_cstr(&got),
               "220 mx.example.org LMTP Parley\r\n"
               "250-mx.example.org\r\n250-PIPELINING\r\n250-SIZE 200\r\n"
-              "250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
+              "250-8BITMIME\r\n250-DSN\r\n"
+              "250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n"
               "250 2.1.0 Sender <> OK\r\n"
               "450 4.2.1 Mailbox busy\r\n"
               "250 2.1.5 Recipient <w@y.z> OK\r\n"

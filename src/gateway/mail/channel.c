@@ -45,6 +45,7 @@
 #include "gateway/address.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/cross.h"
 #include "gateway/mail/dsn.h"
 #include "gateway/mail/mime.h"
 #include "gateway/mail/send.h"
@@ -242,6 +243,26 @@ static void send_work(struct pl_work *w)
     int rc = PL_OK;
     if (strcmp(m->src_channel, "system") == 0) {
         pl_buf_append_str(&msg, m->text); /* a DSN, built already */
+    } else if (strcmp(m->src_channel, "sms") == 0) {
+        /* From the number at the SMS mail domain: a reply comes back as
+         * e-mail -> SMS (route.c). */
+        char mid[PL_GW_ID_LEN + 300];
+        snprintf(from, sizeof(from), "%s@%s", m->src_addr,
+                 pl_gw.c.mail_sms_domain);
+        snprintf(mid, sizeof(mid), "%s@%s", m->id, pl_gw.c.mail_hostname);
+        const char *to[1] = {m->dst_addr};
+        struct pl_mail_out o = {
+            .from = from,
+            .from_name = m->src_addr,
+            .to = to,
+            .nto = 1,
+            .subject = m->subject,
+            .text = m->text,
+            .in_reply_to = j->in_reply_to,
+            .id_domain = pl_gw.c.mail_hostname,
+            .message_id = mid,
+        };
+        rc = pl_mail_build(&o, &msg, NULL);
     } else {
         char dom[256] = "", mid[PL_GW_ID_LEN + 300];
         rcpt_domain(0, dom, sizeof(dom));
@@ -347,6 +368,8 @@ static void claim_work(struct pl_work *w)
         struct pl_gw_msg *m = j->v[i];
         if (m->state == PL_GW_EXPIRED) {
             pl__gw_report_db(m, "its expiry passed");
+        } else if (strcmp(m->src_channel, "sms") == 0) {
+            pl_gwq_thread_get(pl_gw.db, m->dst_addr, m->src_addr, &j->irt[i]);
         } else if (strcmp(m->src_channel, "im") == 0) {
             const char *slash = strchr(m->src_addr, '/');
             char *bare = slash ? pl_strndup(m->src_addr,
@@ -415,20 +438,33 @@ static void on_poll(struct pl_timer *t)
 
 void pl__gw_mail_report_db(const struct pl_gw_msg *m, const char *why)
 {
-    if (m->state != PL_GW_FAILED && m->state != PL_GW_EXPIRED &&
-        m->state != PL_GW_REFUSED)
-        return;
     /* RFC 5321 §4.5.5: never a notification to the null reverse-path. */
     if (!m->return_path || !m->return_path[0])
         return;
+    /* RFC 3461: what the sender asked for with NOTIFY (cross.c). */
+    unsigned notify = 0;
+    char *orcpt = NULL, *envid = NULL;
+    pl__gw_dsn_params_get_db(m->id, &notify, &orcpt, &envid);
+    if (!pl_gw_dsn_wanted(notify, m->state)) {
+        pl_free(orcpt);
+        pl_free(envid);
+        return;
+    }
+    int ok = m->state == PL_GW_DELIVERED;
+    const char *semi = orcpt ? strchr(orcpt, ';') : NULL;
     char diag[700];
     snprintf(diag, sizeof(diag), "X-Parley; %s (message %s)",
              why ? why : pl_gw_state_name(m->state), m->id);
     struct pl_dsn_rcpt r = {
         .final_recipient = m->orig_rcpt ? m->orig_rcpt : m->dst_addr,
-        .action = PL_DSN_FAILED,
-        /* RFC 3463: 5.4.7 delivery time expired; 5.1.1 no such user. */
-        .status = m->state == PL_GW_EXPIRED ? "5.4.7" : "5.1.1",
+        .original_recipient = semi ? semi + 1 : NULL,
+        .action = ok ? PL_DSN_DELIVERED : PL_DSN_FAILED,
+        /* RFC 3463: 5.4.7 delivery time expired; 5.1.1 no such user;
+         * 5.0.0 the SMS side said no. */
+        .status = ok                                   ? "2.0.0"
+                  : m->state == PL_GW_EXPIRED          ? "5.4.7"
+                  : strcmp(m->dst_channel, "sms") == 0 ? "5.0.0"
+                                                       : "5.1.1",
         .diagnostic = diag,
         .last_attempt = (time_t)(pl_gw_now() / 1000),
     };
@@ -440,6 +476,7 @@ void pl__gw_mail_report_db(const struct pl_gw_msg *m, const char *why)
         .from = pl_gw.c.mail_from,
         .to = m->return_path,
         .arrival = (time_t)(m->created / 1000),
+        .envelope_id = envid,
         .rcpts = &r,
         .nrcpts = 1,
         .original = {hdr, strlen(hdr)},
@@ -450,8 +487,12 @@ void pl__gw_mail_report_db(const struct pl_gw_msg *m, const char *why)
         pl_log_warn("mail", "message %s: no DSN could be built for %s", m->id,
                     m->return_path);
         pl_buf_reset(&out);
+        pl_free(orcpt);
+        pl_free(envid);
         return;
     }
+    pl_free(orcpt);
+    pl_free(envid);
     struct pl_gw_msg n = {0};
     pl_gw_new_id(n.id);
     n.dest = (char *)"mail";
@@ -475,8 +516,9 @@ void pl__gw_mail_im_error_db(const char *id, const char *why)
     struct pl_gw_msg *m = NULL;
     if (pl_gwq_get(pl_gw.db, id, &m) != PL_OK)
         return;
-    if (strcmp(m->src_channel, "mail") == 0 &&
-        !pl_gw_state_is_final(m->state) &&
+    if ((strcmp(m->src_channel, "mail") == 0 ||
+         strcmp(m->src_channel, "sms") == 0) &&
+        strcmp(m->dst_channel, "im") == 0 && !pl_gw_state_is_final(m->state) &&
         pl_gwq_finish(pl_gw.db, id, pl_gw.c.instance, PL_GW_FAILED, why) ==
             PL_OK) {
         m->state = PL_GW_FAILED;
@@ -498,7 +540,7 @@ struct pending {
     size_t nrcpts;
     char *raw; /* DATA: the message */
     size_t rawlen;
-    int *ok;     /* per recipient: stored */
+    int *ok;     /* per recipient: 1 stored, 0 retry, -1 refused (no text) */
     int rcpt_ok; /* RCPT: resolved */
     int ours;    /* RCPT: the domain is one of recipient_domains */
     int policy;  /* RCPT: pl__gw_policy_commit_db's answer */
@@ -507,6 +549,9 @@ struct pending {
     char *helo;                   /* DATA: the client's HELO */
     struct pl_gw_check chk;       /* DATA: the content checks (check.h) */
     struct pl_smtp_reply refusal; /* DATA: a permanent refusal, or 0 */
+    unsigned *notify;             /* DATA: RFC 3461 NOTIFY per recipient */
+    char **orcpt;                 /* DATA: ORCPT per recipient, or NULL */
+    char *envid;                  /* DATA: ENVID, or NULL */
 };
 
 static void pending_unlink(struct pending *p)
@@ -522,9 +567,15 @@ static void pending_free(struct pending *p)
 {
     pl_free(p->rcpt);
     pl_free(p->from);
-    for (size_t i = 0; i < p->nrcpts; i++)
+    for (size_t i = 0; i < p->nrcpts; i++) {
         pl_free(p->rcpts[i]);
+        if (p->orcpt)
+            pl_free(p->orcpt[i]);
+    }
     pl_free(p->rcpts);
+    pl_free(p->orcpt);
+    pl_free(p->notify);
+    pl_free(p->envid);
     pl_free(p->raw);
     pl_free(p->ok);
     pl_free(p->helo);
@@ -542,16 +593,19 @@ static void rcpt_work(struct pl_work *w)
 {
     struct pending *p = (struct pending *)w;
     char *jid = resolve_rcpt(p->rcpt);
+    int sms = 0;
+    if (!jid && (jid = pl__gw_mail_rcpt_number(p->rcpt)) != NULL)
+        sms = 1; /* e-mail -> SMS */
     p->rcpt_ok = jid != NULL;
     if (jid) {
         /* The policy (policy.h): a refusal is stored with its reason, an
          * allowed recipient only has its link and quota looked at. */
         struct pl_gw_msg m = {0};
         pl_gw_new_id(m.id);
-        m.dest = (char *)"im";
+        m.dest = (char *)(sms ? "sms" : "im");
         m.src_channel = (char *)"mail";
         m.src_addr = (char *)envelope_sender(p->from);
-        m.dst_channel = (char *)"im";
+        m.dst_channel = m.dest;
         m.dst_addr = jid;
         m.text = (char *)"";
         m.return_path = p->from;
@@ -648,6 +702,20 @@ static void data_work(struct pl_work *w)
     }
     for (size_t i = 0; i < p->nrcpts; i++) {
         char *jid = resolve_rcpt(p->rcpts[i]);
+        char *num = jid ? NULL : pl__gw_mail_rcpt_number(p->rcpts[i]);
+        if (num && (p->chk.v.verdict == PL_GW_CHECK_REFUSE ||
+                    p->chk.v.verdict == PL_GW_CHECK_TEMPFAIL)) {
+            pl_free(num); /* the checks' reply refuses it (data_done) */
+            continue;
+        }
+        if (num) {
+            int rc = pl__gw_mail_to_sms_db(num, sender, p->from, mm->subject,
+                                           mm->text, hdr, p->rcpts[i],
+                                           p->notify[i], p->orcpt[i], p->envid);
+            p->ok[i] = rc == PL_OK ? 1 : rc == PL_EINVAL ? -1 : 0;
+            pl_free(num);
+            continue;
+        }
         if (!jid)
             continue; /* resolved at RCPT; a link removed since */
         struct pl_gw_msg m = {0};
@@ -705,6 +773,7 @@ static void data_work(struct pl_work *w)
             continue;
         }
         p->ok[i] = 1;
+        pl__gw_dsn_params_set_db(m.id, p->notify[i], p->orcpt[i], p->envid);
         struct pl_stanza *st = pl_stanza_new("message", PL_NS_CLIENT);
         pl_stanza_set_attr(st, "from", imfrom);
         pl_stanza_set_attr(st, "to", jid);
@@ -741,14 +810,31 @@ static void data_done(struct pl_work *w)
     if (p->s) {
         size_t n = p->lmtp ? p->nrcpts : 1;
         struct pl_smtp_reply *r = pl_calloc(n, sizeof(*r));
-        int all = 1;
-        for (size_t i = 0; i < p->nrcpts; i++)
-            all &= p->ok[i];
+        /* SMTP has one verdict: any not stored, try again; none
+         * stored and some refused, refused (a refused SMS recipient next
+         * to stored ones is only logged). */
+        int all = 1, any = 0, refused = 0;
+        for (size_t i = 0; i < p->nrcpts; i++) {
+            all &= p->ok[i] != 0;
+            any |= p->ok[i] == 1;
+            refused |= p->ok[i] < 0;
+        }
+        if (!p->lmtp && all && any && refused)
+            pl_log_warn("mail",
+                        "an e-mail from <%s>: a recipient had "
+                        "nothing to send as SMS; the others took it",
+                        p->from);
         const struct pl_gw_verdict *v = &p->chk.v;
         for (size_t i = 0; i < n; i++) {
-            /* result: the batch that stored it did not commit */
-            int ok = w->result == PL_OK && (p->lmtp ? p->ok[i] : all);
-            r[i] = ok ? (struct pl_smtp_reply){250, "2.0.0", "delivered to IM"}
+            /* w->result: the batch that stored it did not commit */
+            int ok = w->result != PL_OK ? 0
+                     : p->lmtp          ? p->ok[i]
+                     : !all             ? 0
+                     : any              ? 1
+                                        : -1;
+            r[i] = ok > 0   ? (struct pl_smtp_reply){250, "2.0.0", "queued"}
+                   : ok < 0 ? (struct pl_smtp_reply){554, "5.6.0",
+                                                     "no text to send as SMS"}
                    : p->refusal.code
                        ? p->refusal
                        : (struct pl_smtp_reply){451, "4.3.0",
@@ -784,9 +870,12 @@ static int on_event(void *data, struct pl_smtp *s,
     if (ev->type == PL_SMTP_EV_RCPT) {
         p->rcpt = pl_strdup(ev->rcpt);
         p->from = pl_strdup(ev->from ? ev->from : "");
-        struct pl_gw_policy_req pr = {"mail", envelope_sender(p->from), "im",
-                                      p->rcpt};
+        /* A phone number at the SMS domain is e-mail -> SMS (route.c). */
+        char *num = pl__gw_mail_rcpt_number(p->rcpt);
+        struct pl_gw_policy_req pr = {"mail", envelope_sender(p->from),
+                                      num ? "sms" : "im", num ? num : p->rcpt};
         pl_gw_policy_check(&pr, 0, &p->pd);
+        pl_free(num);
         p->w.work = rcpt_work;
         p->w.done = rcpt_done;
     } else {
@@ -798,6 +887,14 @@ static int on_event(void *data, struct pl_smtp *s,
         p->rcpts = pl_calloc(ev->nrcpts + 1, sizeof(*p->rcpts));
         for (size_t i = 0; i < ev->nrcpts; i++)
             p->rcpts[i] = pl_strdup(ev->rcpts[i]);
+        p->notify = pl_calloc(ev->nrcpts + 1, sizeof(*p->notify));
+        p->orcpt = pl_calloc(ev->nrcpts + 1, sizeof(*p->orcpt));
+        for (size_t i = 0; i < ev->nrcpts; i++) {
+            p->notify[i] = ev->notifies ? ev->notifies[i] : 0;
+            p->orcpt[i] = ev->orcpts && ev->orcpts[i] ? pl_strdup(ev->orcpts[i])
+                                                      : NULL;
+        }
+        p->envid = ev->envid ? pl_strdup(ev->envid) : NULL;
         p->raw = pl_strndup(ev->message.p, ev->message.len);
         p->rawlen = ev->message.len;
         p->helo = ev->helo ? pl_strdup(ev->helo) : NULL;

@@ -67,6 +67,12 @@ struct pl_smtp {
     size_t size;                   /* SIZE= */
     char **rcpts;                  /* accepted recipients */
     size_t nrcpts;                 /* how many */
+    unsigned *notify;              /* their NOTIFY= bits (RFC 3461) */
+    char **orcpt;                  /* their ORCPT=, or NULL */
+    int ret;                       /* RET= */
+    char *envid;                   /* ENVID=, or NULL */
+    unsigned cur_notify;           /* the RCPT being decided: NOTIFY= */
+    char *cur_orcpt;               /* ... and ORCPT= */
     unsigned rcpt_tries;           /* RCPT commands in the transaction */
     char cur[PATH_MAX_LEN + 1];    /* the MAIL/RCPT address being decided */
     struct pl_smtp_event ev;       /* the pending event */
@@ -189,10 +195,18 @@ static void verdict(struct pl_smtp *s, const struct pl_smtp_reply *r,
 
 static void reset_transaction(struct pl_smtp *s)
 {
-    for (size_t i = 0; i < s->nrcpts; i++)
+    for (size_t i = 0; i < s->nrcpts; i++) {
         pl_free(s->rcpts[i]);
+        pl_free(s->orcpt[i]);
+        s->orcpt[i] = NULL;
+    }
     s->nrcpts = 0;
     s->rcpt_tries = 0;
+    s->ret = 0;
+    pl_free(s->envid);
+    s->envid = NULL;
+    pl_free(s->cur_orcpt);
+    s->cur_orcpt = NULL;
     s->has_mail = 0;
     s->body_8bit = 0;
     s->smtputf8 = 0;
@@ -440,6 +454,7 @@ static void finish_helo(struct pl_smtp *s, const struct pl_smtp_reply *r)
     pl_buf_append_str(&s->out, "250-PIPELINING\r\n");
     pl_buf_printf(&s->out, "250-SIZE %zu\r\n", s->cfg.max_size);
     pl_buf_append_str(&s->out, "250-8BITMIME\r\n");
+    pl_buf_append_str(&s->out, "250-DSN\r\n");
     if (s->cfg.smtputf8)
         pl_buf_append_str(&s->out, "250-SMTPUTF8\r\n");
     pl_buf_append_str(&s->out, "250 ENHANCEDSTATUSCODES\r\n");
@@ -462,6 +477,9 @@ static void finish_rcpt(struct pl_smtp *s, const struct pl_smtp_reply *r)
         verdict(s, r, 0, NULL, NULL);
         return;
     }
+    s->notify[s->nrcpts] = s->cur_notify;
+    s->orcpt[s->nrcpts] = s->cur_orcpt;
+    s->cur_orcpt = NULL;
     s->rcpts[s->nrcpts++] = pl_strdup(s->cur);
     replyf(s, 250, "2.1.5", "Recipient <%s> OK", s->cur);
 }
@@ -513,6 +531,10 @@ static void end_data(struct pl_smtp *s)
     s->ev.from = s->from;
     s->ev.rcpts = (const char *const *)s->rcpts;
     s->ev.nrcpts = s->nrcpts;
+    s->ev.notifies = s->notify;
+    s->ev.orcpts = (const char *const *)s->orcpt;
+    s->ev.ret = s->ret;
+    s->ev.envid = s->envid;
     s->ev.message = pl_buf_str(&s->msg);
     s->ev.size = s->size;
     s->ev.body_8bit = s->body_8bit;
@@ -534,6 +556,121 @@ static const char *after_keyword(const char *arg, const char *kw)
     while (*arg == ' ')
         arg++;
     return arg;
+}
+
+/* RFC 3461 §4: xtext ("+" HEXCHAR HEXCHAR for what is not printable
+ * ASCII, "+" or "="), decoded into a new string; NULL if malformed or
+ * longer than max (100 for ENVID, §4.4) or decoding to a control
+ * character. */
+static char *xtext(const char *p, size_t n, size_t max)
+{
+    if (n == 0 || n > 3 * max)
+        return NULL;
+    char *out = pl_malloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '+') {
+            if (i + 2 >= n || !isxdigit((unsigned char)p[i + 1]) ||
+                !isxdigit((unsigned char)p[i + 2])) {
+                pl_free(out);
+                return NULL;
+            }
+            char hex[3] = {p[i + 1], p[i + 2], 0};
+            c = (unsigned char)strtoul(hex, NULL, 16);
+            i += 2;
+        } else if (c < 33 || c > 126 || c == '=') {
+            pl_free(out);
+            return NULL;
+        }
+        if (c < 32 || c == 127) {
+            pl_free(out);
+            return NULL;
+        }
+        *o++ = (char)c;
+    }
+    *o = '\0';
+    if ((size_t)(o - out) > max) {
+        pl_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static unsigned notify_bit(const char *v, size_t l)
+{
+    static const char *const names[] = {"NEVER", "SUCCESS", "FAILURE", "DELAY"};
+    for (unsigned i = 0; i < 4; i++)
+        if (strlen(names[i]) == l && strncasecmp(v, names[i], l) == 0)
+            return 1u << i;
+    return 0;
+}
+
+/* RCPT parameters (RFC 3461 NOTIFY and ORCPT) into s->cur_notify and
+ * s->cur_orcpt; 0, or a reply was given. */
+static int rcpt_params(struct pl_smtp *s, const char *p)
+{
+    s->cur_notify = 0;
+    pl_free(s->cur_orcpt);
+    s->cur_orcpt = NULL;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        if (!*p)
+            break;
+        const char *kw = p;
+        while (*p && *p != ' ' && *p != '=')
+            p++;
+        size_t kwlen = (size_t)(p - kw);
+        const char *val = NULL;
+        size_t vlen = 0;
+        if (*p == '=') {
+            val = ++p;
+            while (*p && *p != ' ')
+                p++;
+            vlen = (size_t)(p - val);
+        }
+        if (kwlen == 6 && strncasecmp(kw, "NOTIFY", 6) == 0) {
+            if (s->cur_notify || !val || vlen == 0)
+                goto bad;
+            /* "NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" ) */
+            for (const char *v = val, *e = val + vlen; v < e;) {
+                const char *c = memchr(v, ',', (size_t)(e - v));
+                size_t l = c ? (size_t)(c - v) : (size_t)(e - v);
+                unsigned bit = notify_bit(v, l);
+                if (!bit || (s->cur_notify & bit))
+                    goto bad;
+                s->cur_notify |= bit;
+                v += l + (c ? 1 : 0);
+                if (c && v == e)
+                    goto bad; /* a trailing comma */
+            }
+            if ((s->cur_notify & PL_SMTP_NOTIFY_NEVER) &&
+                s->cur_notify != PL_SMTP_NOTIFY_NEVER)
+                goto bad;
+        } else if (kwlen == 5 && strncasecmp(kw, "ORCPT", 5) == 0) {
+            /* addr-type ";" xtext (§4.2); 500 characters at most. */
+            const char *semi = val ? memchr(val, ';', vlen) : NULL;
+            if (s->cur_orcpt || !semi || semi == val)
+                goto bad;
+            char *addr = xtext(semi + 1, (size_t)(val + vlen - semi - 1), 500);
+            if (!addr)
+                goto bad;
+            size_t tl = (size_t)(semi - val);
+            s->cur_orcpt = pl_malloc(tl + strlen(addr) + 2);
+            snprintf(s->cur_orcpt, tl + strlen(addr) + 2, "%.*s;%s", (int)tl,
+                     val, addr);
+            pl_free(addr);
+        } else {
+            client_error(s, 555, "5.5.4",
+                         "RCPT TO parameters not recognized or not "
+                         "implemented");
+            return -1;
+        }
+    }
+    return 0;
+bad:
+    client_error(s, 501, "5.5.4", "Invalid RCPT TO parameter value");
+    return -1;
 }
 
 /* MAIL parameters (RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8);
@@ -586,6 +723,20 @@ static int mail_params(struct pl_smtp *s, const char *p)
             if (seen_utf8++ || val)
                 goto bad;
             s->smtputf8 = 1;
+        } else if (kwlen == 3 && strncasecmp(kw, "RET", 3) == 0) {
+            /* RFC 3461 §4.3 */
+            if (s->ret || !val)
+                goto bad;
+            if (vlen == 4 && strncasecmp(val, "FULL", 4) == 0)
+                s->ret = PL_SMTP_RET_FULL;
+            else if (vlen == 4 && strncasecmp(val, "HDRS", 4) == 0)
+                s->ret = PL_SMTP_RET_HDRS;
+            else
+                goto bad;
+        } else if (kwlen == 5 && strncasecmp(kw, "ENVID", 5) == 0) {
+            /* RFC 3461 §4.4: xtext, 100 characters at most */
+            if (s->envid || !val || !(s->envid = xtext(val, vlen, 100)))
+                goto bad;
         } else {
             client_error(s, 555, "5.5.4",
                          "MAIL FROM parameters not recognized or not "
@@ -664,6 +815,8 @@ static void cmd_mail(struct pl_smtp *s, const char *arg)
     s->ev.size = s->size;
     s->ev.body_8bit = s->body_8bit;
     s->ev.smtputf8 = s->smtputf8;
+    s->ev.ret = s->ret;
+    s->ev.envid = s->envid;
     if (emit(s, 1))
         finish_mail(s, s->replies);
 }
@@ -700,14 +853,8 @@ static void cmd_rcpt(struct pl_smtp *s, const char *arg)
                          "Bad destination mailbox address syntax");
         return;
     }
-    for (const char *q = p + used; *q; q++) {
-        if (*q != ' ') {
-            client_error(s, 555, "5.5.4",
-                         "RCPT TO parameters not recognized or not "
-                         "implemented");
-            return;
-        }
-    }
+    if (rcpt_params(s, p + used) < 0)
+        return;
     if (s->nrcpts >= s->cfg.max_rcpts) {
         /* RFC 5321 §4.5.3.1.10: 452, and the client sends the rest later. */
         reply(s, 452, "4.5.3", "Too many recipients");
@@ -719,6 +866,10 @@ static void cmd_rcpt(struct pl_smtp *s, const char *arg)
     s->ev.from = s->from;
     s->ev.rcpt = s->cur;
     s->ev.smtputf8 = s->smtputf8;
+    s->ev.notify = s->cur_notify;
+    s->ev.orcpt = s->cur_orcpt;
+    s->ev.envid = s->envid;
+    s->ev.ret = s->ret;
     if (emit(s, 1))
         finish_rcpt(s, s->replies);
 }
@@ -969,6 +1120,8 @@ struct pl_smtp *pl_smtp_new(const struct pl_smtp_config *cfg,
     s->fn = fn;
     s->data = data;
     s->rcpts = pl_calloc(s->cfg.max_rcpts, sizeof(*s->rcpts));
+    s->notify = pl_calloc(s->cfg.max_rcpts, sizeof(*s->notify));
+    s->orcpt = pl_calloc(s->cfg.max_rcpts, sizeof(*s->orcpt));
     s->replies = pl_calloc(s->cfg.max_rcpts, sizeof(*s->replies));
     /* The greeting carries no enhanced code (RFC 2034 §4). */
     pl_buf_printf(&s->out, "220 %s %s Parley\r\n", s->hostname,
@@ -982,6 +1135,8 @@ void pl_smtp_free(struct pl_smtp *s)
         return;
     reset_transaction(s);
     pl_free(s->rcpts);
+    pl_free(s->notify);
+    pl_free(s->orcpt);
     pl_free(s->replies);
     pl_free(s->helo);
     pl_free(s->hostname);

@@ -97,6 +97,29 @@ struct pl_smtp_event {
     size_t size;              /* MAIL: SIZE= value, 0 if absent */
     int body_8bit;            /* MAIL: BODY=8BITMIME */
     int smtputf8;             /* MAIL: SMTPUTF8 */
+    /* RFC 3461 (DSN): MAIL's RET= and ENVID= (xtext decoded; NULL when
+     * not given), RCPT's NOTIFY= (PL_SMTP_NOTIFY_* bits, 0 when not
+     * given) and ORCPT= ("rfc822;addr", decoded, or NULL); for DATA the
+     * same per accepted recipient, in the order of rcpts. */
+    int ret;                   /* PL_SMTP_RET_*, 0 when not given */
+    const char *envid;         /* MAIL, RCPT, DATA */
+    unsigned notify;           /* RCPT */
+    const char *orcpt;         /* RCPT */
+    const unsigned *notifies;  /* DATA: nrcpts entries */
+    const char *const *orcpts; /* DATA: nrcpts entries (may be NULL) */
+};
+
+/* RFC 3461 §4.1 NOTIFY values (NEVER is its own bit: no other with it). */
+enum {
+    PL_SMTP_NOTIFY_NEVER = 1,
+    PL_SMTP_NOTIFY_SUCCESS = 2,
+    PL_SMTP_NOTIFY_FAILURE = 4,
+    PL_SMTP_NOTIFY_DELAY = 8,
+};
+/* RFC 3461 §4.3 RET values. */
+enum {
+    PL_SMTP_RET_FULL = 1,
+    PL_SMTP_RET_HDRS = 2
 };
 
 /*

@@ -20,15 +20,18 @@
  *                          (queued, accepted by the SMSC) go to the
  *                          history only.
  *   /mo?from=&to=&text=    an SMS from a phone (smsbox sms-service
- *                          get-url with %p, %P, %a): it goes to the IM
- *                          user who last wrote to that number, else to
- *                          the user who linked it, as a chat message
- *                          from +NUMBER@sms.<host>; with neither it is
- *                          refused (recorded in the history), as it is
- *                          when the content checks refuse it (check.h).
- *                          The policy (policy.h) is asked first; its
- *                          refusals are stored and told to the phone by
- *                          SMS (at most once per policy.sms_notice).
+ *                          get-url with %p, %P, %a): one starting with
+ *                          an e-mail address, or answering an e-mail's
+ *                          SMS, goes by e-mail (route.c); otherwise to
+ *                          the IM user who last wrote to that number,
+ *                          else to the user who linked it, as a chat
+ *                          message from +NUMBER@sms.<host>; with neither
+ *                          it is refused (recorded, and reported to the
+ *                          phone by SMS), as it is when the content
+ *                          checks refuse it (check.h).  The policy
+ *                          (policy.h) is asked first; its refusals are
+ *                          stored and told to the phone by SMS (at most
+ *                          once per policy.sms_notice).
  * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
  * sends nothing back to the phone) or a 4xx for a malformed request.
  *
@@ -54,6 +57,7 @@
 #include "gateway/address.h"
 #include "gateway/check.h"
 #include "gateway/core.h"
+#include "gateway/cross.h"
 #include "gateway/policy.h"
 #include "gateway/sms/gsm.h"
 #include "http/parse.h"
@@ -201,9 +205,9 @@ static void send_work(struct pl_work *w)
     CURL *c = handle_get();
     /* The reference tells this message's parts from another's. */
     /* (From the id's random end: its start is the time.) */
-    uint8_t ref = (uint8_t)strtoul(
-        (char[]){m->id[PL_GW_ID_LEN - 2], m->id[PL_GW_ID_LEN - 1], 0}, NULL,
-        16);
+    uint8_t ref = (uint8_t)strtoul((char[]){m->id[PL_GW_ID_LEN - 2],
+                                            m->id[PL_GW_ID_LEN - 1], 0},
+                                   NULL, 16);
     j->outcome = O_SENT;
     for (unsigned i = 0; c && i < plan.nparts && j->outcome == O_SENT; i++) {
         uint8_t udh[6];
@@ -509,6 +513,7 @@ struct mo_job {
     struct pl_gw_decision pd; /* the policy's (policy.h) */
     int no_user;              /* refused: nobody to deliver to */
     struct pl_gw_check chk;   /* the content checks (check.h) */
+    int mail;                 /* it went to the mail queue (route.c) */
 };
 
 static void mo_work(struct pl_work *w)
@@ -516,6 +521,17 @@ static void mo_work(struct pl_work *w)
     struct mo_job *j = (struct mo_job *)w;
     struct pl_gwq *q = pl_gw.db;
     char *jid = NULL;
+    /* Not checked (a checker down, check.fail closed) is refused: Kannel
+     * has its answer already, nothing would try again. */
+    if (j->chk.v.verdict == PL_GW_CHECK_TEMPFAIL)
+        j->chk.v.verdict = PL_GW_CHECK_REFUSE;
+    /* Refused already (the policy on the loop, the content checks): it is
+     * stored refused below, wherever it was going. */
+    int refused = j->pd.verdict != PL_GW_ALLOW ||
+                  j->chk.v.verdict == PL_GW_CHECK_REFUSE;
+    /* "bob@example.org hello", or a reply to an e-mail's SMS. */
+    if (!refused && (j->mail = pl__gw_sms_to_mail_db(j->from, j->text)) != 0)
+        return;
     if (pl_gwq_peer_get(q, j->from, &jid) != PL_OK)
         pl_gwq_link_owner(q, "sms", j->from, &jid);
     struct pl_gw_msg m = {0};
@@ -528,22 +544,25 @@ static void mo_work(struct pl_work *w)
     m.text = j->text;
     m.created = m.next_attempt = pl_gw_now();
     m.expires = m.created + pl_gw.c.expiry_ms;
-    /* Not checked (a checker down, check.fail closed) is refused: Kannel
-     * has its answer already, nothing would try again. */
-    if (j->chk.v.verdict == PL_GW_CHECK_TEMPFAIL)
-        j->chk.v.verdict = PL_GW_CHECK_REFUSE;
-    if (!jid && j->pd.verdict == PL_GW_ALLOW &&
-        j->chk.v.verdict != PL_GW_CHECK_REFUSE) {
-        /* Stored refused like a policy refusal, but nobody is told. */
+    if (!jid && !refused) {
+        /* Stored refused like a policy refusal, reported by SMS below. */
         j->no_user = 1;
         j->pd.verdict = PL_GW_DENY;
         j->pd.record = 1;
         snprintf(j->pd.reason, sizeof(j->pd.reason),
-                 "no IM user wrote to or linked this number");
+                 "no one wrote to or linked this number");
     }
     w->result = pl__gw_admit_db(&m, &j->pd, PL_GW_COMMIT_INSERT, &j->chk.v);
-    if (w->result == PL_OK)
+    if (w->result == PL_OK) {
         deliver_mo(q, m.id, j->from, jid, j->text);
+    } else if ((w->result == PL_EPOLICY_VIOLATION && j->no_user) ||
+               w->result == PL_EFORBIDDEN) {
+        /* Nobody to give it to, or the checks refused it: the report SMS
+         * (route.c).  Policy refusals are told in mo_done, rate-limited. */
+        m.state = PL_GW_REFUSED;
+        pl__gw_report_db(&m, w->result == PL_EFORBIDDEN ? j->chk.v.reason
+                                                        : j->pd.reason);
+    }
     pl_free(jid);
 }
 
@@ -558,11 +577,14 @@ static void mo_done(struct pl_work *w)
         snprintf(text, sizeof(text), "Not delivered: %.145s", j->pd.reason);
         pl_gw_sms_system(j->from, text);
     }
+    if (j->mail)
+        pl_gw_mail_kick();
     pl_free(j->from);
     pl_free(j->text);
     pl_gw_verdict_free(&j->chk.v);
     pl_free(j);
     pl_gw_outbox_kick();
+    pl_gw_sms_kick(); /* a report SMS may be waiting */
 }
 
 static void on_request(struct cb_conn *cc)
