@@ -866,6 +866,6 @@ int pl_gwq_peer_get_in(struct pl_gwq *q, const char *address, char **channel,
         *channel = col_str(st, 0);
         *peer = col_str(st, 1);
     }
-    sqlite3_finalize(st);
+    release(q, st);
     return rc;
 }
