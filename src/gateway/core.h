@@ -145,6 +145,11 @@ typedef void pl_gwc_stanza_fn(struct pl_stanza *st); /* borrowed */
 int pl_gwc_start(pl_gwc_stanza_fn *on_stanza, void (*on_ready)(void));
 /* Writes st (borrowed) on the link; PL_ECLOSED when there is none. */
 int pl_gwc_send(struct pl_stanza *st);
+/* Called once for a stanza sent with pl_gwc_send_acked: ok 1 when
+ * parleyd acknowledged it (XEP-0198), 0 when the link died first. */
+typedef void pl_gwc_acked_fn(void *ud, int ok);
+/* pl_gwc_send, then fn(ud, ok) later (at once without XEP-0198). */
+int pl_gwc_send_acked(struct pl_stanza *st, pl_gwc_acked_fn *fn, void *ud);
 int pl_gwc_ready(void);
 void pl_gwc_stop(void);
 

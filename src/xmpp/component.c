@@ -797,9 +797,14 @@ static void on_closed(struct pl_conn *conn)
             continue;
         cp->ready[i] = cp->ready[--cp->nready];
         size_t n = pl_csm_unacked(&l->sm) + l->early.len;
-        pl_log_info("component", "%s disconnected (%d links left)%s%zu%s",
-                    cp->domain, cp->nready, n ? "; " : "", n,
-                    n ? " unacknowledged stanzas go to the others" : "");
+        if (n)
+            pl_log_info("component",
+                        "%s disconnected (%d links left); %zu stanzas it "
+                        "did not acknowledge are sent again",
+                        cp->domain, cp->nready, n);
+        else
+            pl_log_info("component", "%s disconnected (%d links left)",
+                        cp->domain, cp->nready);
         break;
     }
     /* What it did not acknowledge, then what it never got, in order. */
