@@ -104,6 +104,8 @@ static const char SCHEMA[] =
     " return_path TEXT, orig_headers TEXT, orig_rcpt TEXT);"
     "CREATE INDEX IF NOT EXISTS messages_due"
     " ON messages(dest, pending, next_attempt);"
+    "CREATE INDEX IF NOT EXISTS messages_sender"
+    " ON messages(src_addr, sender_msgid) WHERE sender_msgid IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS parts(id TEXT NOT NULL, part INTEGER NOT NULL,"
     " ok INTEGER NOT NULL, PRIMARY KEY(id, part));"
     "CREATE TABLE IF NOT EXISTS history(seq INTEGER PRIMARY KEY,"
@@ -305,12 +307,56 @@ static int set_state(struct pl_gwq *q, const char *id, int state,
 
 /* ---- messages ---- */
 
+/* The message an IM sender's stanza already became: parleyd sends a
+ * stanza again when the link it went down died before acknowledging it
+ * (XEP-0198), and the instance may have committed it.  Same sender (full
+ * JID), stanza id, recipient and text within the window: the same
+ * stanza.  *dup gets its id ("" if none) and *state its state. */
+static int find_dup(struct pl_gwq *q, const struct pl_gw_msg *m,
+                    char dup[PL_GW_ID_LEN + 1], int *state)
+{
+    dup[0] = '\0';
+    if (!m->sender_msgid || strcmp(m->src_channel, "im") != 0)
+        return PL_OK;
+    sqlite3_stmt *st = prep(q,
+                            "SELECT id, state FROM messages"
+                            " WHERE src_addr = ? AND sender_msgid = ?"
+                            " AND src_channel = 'im' AND dst_addr = ?"
+                            " AND text = ? AND created >= ? LIMIT 1",
+                            "ssssi", m->src_addr, m->sender_msgid,
+                            m->dst_addr, m->text,
+                            m->created - PL_GWQ_DUP_WINDOW_MS);
+    if (!st)
+        return PL_ESTORAGE;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *id = sqlite3_column_text(st, 0);
+        snprintf(dup, PL_GW_ID_LEN + 1, "%s", id ? (const char *)id : "");
+        *state = pl_gw_state_parse(
+            (const char *)sqlite3_column_text(st, 1));
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
 int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
                   const char *instance)
 {
     int rc = begin(q);
     if (rc != PL_OK)
         return rc;
+    char dup[PL_GW_ID_LEN + 1];
+    int dstate = PL_GW_QUEUED;
+    rc = find_dup(q, m, dup, &dstate);
+    if (rc == PL_OK && dup[0]) {
+        /* Stored already: accepted again, nothing new (the trace says
+         * so on the first copy). */
+        rc = pl_gwq_history_add(q, dup, dstate < 0 ? PL_GW_QUEUED : dstate,
+                                instance,
+                                "the same stanza again (parleyd resent it)"
+                                "; dropped");
+        return end(q, rc);
+    }
     rc = run(q, NULL,
              "INSERT INTO messages(id, dest, src_channel, src_addr,"
              " dst_channel, dst_addr, sender_msgid, want_receipt, text,"

@@ -43,9 +43,15 @@ void pl_gwq_close(struct pl_gwq *q);
 /* The last SQLite error message (for logs). */
 const char *pl_gwq_error(struct pl_gwq *q);
 
-/* Stores m as queued (history: accepted, queued) and commits. */
+/* Stores m as queued (history: accepted, queued) and commits.  An IM
+ * message that is a copy of one stored within PL_GWQ_DUP_WINDOW_MS (same
+ * sender full JID, stanza id, recipient and text: parleyd sent it again
+ * after a link died, XEP-0198) is not stored again: PL_OK, with a
+ * history row on the first copy saying so (its sender hears of the first
+ * copy's fate). */
 int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
                   const char *instance);
+#define PL_GWQ_DUP_WINDOW_MS (3600 * 1000LL)
 
 /*
  * Claims up to max due messages of dest for instance until now +
