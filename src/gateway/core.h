@@ -11,10 +11,12 @@
  * loop.
  *
  * Reports: a state change a sender must hear of becomes a stanza in the
- * outbox table (pl_gw_report); the instance that holds the component
- * link sends outbox rows (pl_gw_outbox_kick), so an instance without the
- * link (parleyd accepts one connection per component domain) still does
- * its share of the sending and its reports still arrive.
+ * outbox table (pl_gw_report); any instance with a component link sends
+ * outbox rows (pl_gw_outbox_kick) and deletes each once parleyd has
+ * acknowledged it (XEP-0198, pl_gwc_send_acked), so a report outlives
+ * the instance that wrote it and a link that died, and an instance
+ * without a link (an older parleyd takes one per domain) still does its
+ * share of the sending.
  */
 #ifndef PL_GW_CORE_H
 #define PL_GW_CORE_H

@@ -1065,6 +1065,6 @@ const struct pl_module pl_mod_component = {
     .name = "component",
     .summary = "external components: gateways and services on their own "
                "domains",
-    .xeps = "XEP-0114",
+    .xeps = "XEP-0114, XEP-0198",
     .frontend = &frontend,
 };
