@@ -98,7 +98,7 @@ struct link {
     uint32_t r_at;             /* out_count at the last <r/> */
     struct tracked *tr;        /* ring of tracked stanzas */
     size_t trhead, trlen, trcap;
-    struct pl_timer rtimer;    /* <r/> coalescing */
+    struct pl_timer rtimer; /* <r/> coalescing */
 };
 
 /* One link per component domain (parleyd takes one connection per
@@ -526,7 +526,7 @@ int pl_gwc_send_acked(struct pl_stanza *st, pl_gwc_acked_fn *fn, void *ud)
         L->trhead = 0;
     }
     L->tr[(L->trhead + L->trlen) % L->trcap] = (struct tracked){L->out_count,
-                                                                 fn, ud};
+                                                                fn, ud};
     L->trlen++;
     if (!pl_timer_active(&L->rtimer))
         pl_timer_start(pl_gw.loop, &L->rtimer, 5);

@@ -323,17 +323,16 @@ static int find_dup(struct pl_gwq *q, const struct pl_gw_msg *m,
                             " WHERE src_addr = ? AND sender_msgid = ?"
                             " AND src_channel = 'im' AND dst_addr = ?"
                             " AND text = ? AND created >= ? LIMIT 1",
-                            "ssssi", m->src_addr, m->sender_msgid,
-                            m->dst_addr, m->text,
-                            m->created - PL_GWQ_DUP_WINDOW_MS);
+                            "ssssi", m->src_addr, m->sender_msgid, m->dst_addr,
+                            m->text,
+                            (int64_t)(m->created - PL_GWQ_DUP_WINDOW_MS));
     if (!st)
         return PL_ESTORAGE;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         const unsigned char *id = sqlite3_column_text(st, 0);
         snprintf(dup, PL_GW_ID_LEN + 1, "%s", id ? (const char *)id : "");
-        *state = pl_gw_state_parse(
-            (const char *)sqlite3_column_text(st, 1));
+        *state = pl_gw_state_parse((const char *)sqlite3_column_text(st, 1));
     }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;

@@ -25,8 +25,8 @@ void pl_csq_push(struct pl_csq *q, struct pl_stanza *st, uint64_t t)
         q->cap = ncap;
         q->head = 0;
     }
-    q->v[(q->head + q->len) % q->cap] = (struct pl_csq_item){
-        pl_stanza_ref(st), t};
+    q->v[(q->head + q->len) % q->cap] = (struct pl_csq_item){pl_stanza_ref(st),
+                                                             t};
     q->len++;
 }
 

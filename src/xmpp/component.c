@@ -104,14 +104,14 @@ struct comp {
     struct pl_host *host; /* the host whose service it is */
     struct link **ready;  /* its authenticated links (max_links slots) */
     int nready;
-    struct pl_csq held;   /* waiting for a link; t: deadline (loop ms) */
+    struct pl_csq held; /* waiting for a link; t: deadline (loop ms) */
     struct pl_timer held_timer;
-    uint64_t since_ms;    /* loop time a link last authenticated */
-    uint64_t in, out;     /* stanzas received from it, sent to it */
-    uint64_t connects;    /* successful handshakes so far */
-    uint64_t refusals;    /* failed handshakes and conflicts */
-    uint64_t resent;      /* unacknowledged stanzas sent again */
-    uint64_t bounced;     /* held stanzas bounced after sm_hold */
+    uint64_t since_ms; /* loop time a link last authenticated */
+    uint64_t in, out;  /* stanzas received from it, sent to it */
+    uint64_t connects; /* successful handshakes so far */
+    uint64_t refusals; /* failed handshakes and conflicts */
+    uint64_t resent;   /* unacknowledged stanzas sent again */
+    uint64_t bounced;  /* held stanzas bounced after sm_hold */
 };
 
 enum link_state {
@@ -159,7 +159,7 @@ static int ncomps;
 static struct link *links;
 static unsigned long nlinks;
 static uint64_t next_uid = 1;
-static int stopping; /* shutdown: nothing is requeued */
+static int stopping;             /* shutdown: nothing is requeued */
 static const struct settings *C; /* in force */
 static const struct pl_settings *S;
 
@@ -620,8 +620,9 @@ static void on_sm(struct link *l, struct pl_stanza *st)
     const char *name = pl_stanza_name(st);
     if (strcmp(name, "enable") == 0) {
         if (l->sm_state != SM_UNDECIDED) {
-            out(l, "<failed xmlns='" NS_SM "'><unexpected-request xmlns='" PL_NS_STANZAS
-                   "'/></failed>");
+            out(l,
+                "<failed xmlns='" NS_SM
+                "'><unexpected-request xmlns='" PL_NS_STANZAS "'/></failed>");
             return;
         }
         pl_csm_enable(&l->sm);
@@ -640,11 +641,12 @@ static void on_sm(struct link *l, struct pl_stanza *st)
             stream_error(l, "bad-format", "h must be a 32-bit count");
         } else if (pl_csm_ack(&l->sm, h) != PL_OK) {
             char b[300];
-            snprintf(b, sizeof(b),
-                     "<stream:error><undefined-condition xmlns='"
-                     PL_NS_STREAM_ERRORS "'/><handled-count-too-high xmlns='"
-                     NS_SM "' h='%u' send-count='%u'/></stream:error>",
-                     h, l->sm.out_count);
+            snprintf(
+                b, sizeof(b),
+                "<stream:error><undefined-condition xmlns='" PL_NS_STREAM_ERRORS
+                "'/><handled-count-too-high xmlns='" NS_SM
+                "' h='%u' send-count='%u'/></stream:error>",
+                h, l->sm.out_count);
             out(l, b);
             l->closing = 1;
             pl_stat_inc(stream_errors);
