@@ -110,7 +110,7 @@ struct comp {
     uint64_t in, out;  /* stanzas received from it, sent to it */
     uint64_t connects; /* successful handshakes so far */
     uint64_t refusals; /* failed handshakes and conflicts */
-    uint64_t resent;   /* unacknowledged stanzas sent again */
+    uint64_t resent;   /* unacknowledged stanzas sent again (or held) */
     uint64_t bounced;  /* held stanzas bounced after sm_hold */
 };
 
@@ -426,7 +426,6 @@ static void release_held(struct comp *cp, int expired)
             break;
         struct pl_stanza *st = pl_csq_pop(&cp->held, NULL);
         if (l) {
-            cp->resent++;
             link_send(l, st);
         } else {
             cp->bounced++;
@@ -450,8 +449,8 @@ static void held_fire(struct pl_timer *t)
 static void requeue(struct comp *cp, struct pl_stanza *st)
 {
     struct link *l = cp->held.len ? NULL : pick_link(cp, st);
+    cp->resent++;
     if (l) {
-        cp->resent++;
         link_send(l, st);
     } else {
         hold(cp, st, pl_loop_now(pl_server_loop()));
