@@ -7,8 +7,10 @@
  * rows (leased like messages, so no two instances send a row while the
  * lease lasts), sends each stanza, and deletes a row once parleyd has
  * acknowledged its stanza (XEP-0198; at once on a link without it).  A
- * row whose link died first stays, and is sent again when its lease runs
- * out, by whichever instance claims it.  It runs on a kick (a report was
+ * row whose link died first is released (its lease dropped) and sent by
+ * whichever instance claims it next (parleyd may have routed it already,
+ * so a report can arrive twice, never not at all); a row this instance
+ * has no link for waits for its lease to run out.  It runs on a kick (a report was
  * just written here) and on the poll timer (reports written by instances
  * that have no link).
  */
@@ -132,11 +134,42 @@ static void delete_kick(void)
     pl_gw_db_submit(&j->w);
 }
 
+struct release_job {
+    struct pl_work w;
+    int64_t seq;
+};
+
+static void release_work(struct pl_work *w)
+{
+    struct release_job *j = (struct release_job *)w;
+    pl_gwq_outbox_release(pl_gw.db, j->seq, pl_gw.c.instance);
+}
+
+static void release_done(struct pl_work *w)
+{
+    pl_free(w);
+}
+
+/* Drops this instance's lease on row seq: the next drain of any instance
+ * (its poll, or a link coming up) takes it. */
+static void release_row(int64_t seq)
+{
+    struct release_job *j = pl_calloc(1, sizeof(*j));
+    j->w.work = release_work;
+    j->w.done = release_done;
+    j->seq = seq;
+    pl_gw_db_submit(&j->w);
+}
+
 /* pl_gwc_acked_fn: ud is the row's seq. */
 static void row_acked(void *ud, int ok)
 {
     int64_t *seq = ud;
-    if (ok) {
+    if (!ok) {
+        /* The link died first: sent again without waiting for the
+         * lease. */
+        release_row(*seq);
+    } else {
         if (acked.n == acked.cap) {
             acked.cap = acked.cap ? acked.cap * 2 : 64;
             acked.v = pl_realloc(acked.v, (size_t)acked.cap * sizeof(*acked.v));
@@ -169,7 +202,10 @@ static void claim_done(struct pl_work *w)
                          (long long)j->rows[i].seq);
             row_acked(seq, 1);
         } else if (pl_gwc_send_acked(st, row_acked, seq) != PL_OK) {
-            pl_free(seq); /* no link: the row waits for its lease */
+            /* No link for its domain here: the row waits for its lease
+             * (released, the next drain would take the same rows again
+             * and again, ahead of the others). */
+            pl_free(seq);
         }
         pl_stanza_unref(st);
         pl_free(j->rows[i].xml);

@@ -654,6 +654,14 @@ int pl_gwq_outbox_done(struct pl_gwq *q, int64_t seq)
     return run(q, NULL, "DELETE FROM outbox WHERE seq = ?", "i", seq);
 }
 
+int pl_gwq_outbox_release(struct pl_gwq *q, int64_t seq, const char *instance)
+{
+    return run(q, NULL,
+               "UPDATE outbox SET lease_owner = NULL, lease_until = 0"
+               " WHERE seq = ? AND lease_owner = ?",
+               "is", seq, instance);
+}
+
 /* ---- links and peers ---- */
 
 void pl_gwq_link_free(struct pl_gwq_link *l)

@@ -102,6 +102,9 @@ int pl_gwq_outbox_claim(struct pl_gwq *q, const char *instance, int64_t now,
                         int64_t lease_ms, int max, struct pl_gwq_out **out,
                         int *n);
 int pl_gwq_outbox_done(struct pl_gwq *q, int64_t seq);
+/* Gives up instance's lease on row seq (its link died before parleyd
+ * acknowledged it): claimable again at once. */
+int pl_gwq_outbox_release(struct pl_gwq *q, int64_t seq, const char *instance);
 
 /* ---- XEP-0100 links: a user's own address in a channel ---- */
 struct pl_gwq_link {

@@ -320,3 +320,37 @@ void test_gw_queue_duplicate(void)
     pl_gwq_close(q);
     cleanup(path);
 }
+
+/* An outbox row whose link died before parleyd acknowledged it is
+ * released by its holder (only by its holder) and claimable at once. */
+void test_gw_queue_outbox_release(void)
+{
+    char *path = tmp_db();
+    struct pl_gwq *q = NULL;
+    CHECK_INT(pl_gwq_open(path, 0, &q), PL_OK);
+    CHECK_INT(pl_gwq_outbox_add(q, "<message/>"), PL_OK);
+    struct pl_gwq_out *v = NULL;
+    int n = 0;
+    int64_t now = 1000;
+    CHECK_INT(pl_gwq_outbox_claim(q, "A", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 1);
+    int64_t seq = n ? v[0].seq : 0;
+    for (int i = 0; i < n; i++)
+        pl_free(v[i].xml);
+    pl_free(v);
+    CHECK_INT(pl_gwq_outbox_claim(q, "B", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 0);
+    pl_free(v);
+    CHECK_INT(pl_gwq_outbox_release(q, seq, "B"), PL_OK); /* not B's */
+    CHECK_INT(pl_gwq_outbox_claim(q, "B", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 0);
+    pl_free(v);
+    CHECK_INT(pl_gwq_outbox_release(q, seq, "A"), PL_OK);
+    CHECK_INT(pl_gwq_outbox_claim(q, "B", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 1);
+    for (int i = 0; i < n; i++)
+        pl_free(v[i].xml);
+    pl_free(v);
+    pl_gwq_close(q);
+    cleanup(path);
+}
