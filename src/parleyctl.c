@@ -26,7 +26,8 @@
  *     s2s [--json]             federation links: direction, domains, state,
  *                              authentication, queued stanzas, last error
  *     components [--json]      external components (XEP-0114): domain,
- *                              host, connected, peer, stanza counts
+ *                              host, connected, links, peer, stanza
+ *                              counts (JSON: held, resent, bounced)
  *     stats [--json]           the server's counters (src/core/stats.h)
  *                              and heap_in_use / heap_from_system (bytes)
  *     sip [--json]             SIP listeners, connections, transactions,
@@ -896,8 +897,9 @@ static int cmd_components(int n, char **a)
         } else {
             size_t i;
             json_t *c;
-            printf("%-28s %-20s %-13s %-22s %8s %10s %10s\n", "domain", "host",
-                   "state", "peer", "seconds", "stanzas in", "out");
+            printf("%-28s %-20s %-13s %-6s %-22s %8s %10s %10s\n", "domain",
+                   "host", "state", "links", "peer", "seconds", "stanzas in",
+                   "out");
             json_array_foreach(v, i, c)
             {
                 int up = json_is_true(json_object_get(c, "connected"));
@@ -907,10 +909,16 @@ static int cmd_components(int n, char **a)
                              json_string_value(json_object_get(c, "peer")),
                              (long long)json_integer_value(
                                  json_object_get(c, "port")));
-                printf("%-28s %-20s %-13s %-22s %8lld %10lld %10lld\n",
+                char nl[32];
+                snprintf(nl, sizeof(nl), "%lld/%lld",
+                         (long long)json_integer_value(
+                             json_object_get(c, "links")),
+                         (long long)json_integer_value(
+                             json_object_get(c, "max_links")));
+                printf("%-28s %-20s %-13s %-6s %-22s %8lld %10lld %10lld\n",
                        json_string_value(json_object_get(c, "domain")),
                        json_string_value(json_object_get(c, "host")),
-                       up ? "connected" : "disconnected", peer,
+                       up ? "connected" : "disconnected", nl, peer,
                        (long long)json_integer_value(
                            json_object_get(c, "seconds")),
                        (long long)json_integer_value(

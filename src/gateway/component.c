@@ -15,10 +15,31 @@
  * reconnect_min to reconnect_max, with jitter, so several instances do
  * not knock in step; a link that lasted resets the delay.
  *
+ * parleyd takes several links per domain (its max_links), so every
+ * instance of the gateway holds its own and parleyd spreads the domain's
+ * stanzas over them.
+ *
+ * Stream management (XEP-0198): right after <handshake/> we send
+ * <enable xmlns='urn:xmpp:sm:3'/> (a component stream advertises no
+ * features, so we just try; <failed/> or a stream error from an older
+ * server leaves the link without it, and a later connection tries
+ * again).  Inbound, each stanza parleyd sends is counted as handled only
+ * when the work its handling queued on the database thread has run (a
+ * no-op job queued behind it on that single, ordered thread; a handler
+ * whose work passes through another queue first, such as the content
+ * checks, holds the stanza with pl_gwc_hold() until its database job is
+ * done): a message is acknowledged with <a h/> only once it is committed
+ * to the queue, so
+ * parleyd sends again, on another link, whatever a killed instance had
+ * not committed.  The queue drops those duplicates (queue.c).
+ * Outbound, pl_gwc_send_acked() calls back when parleyd's <a h/> covers
+ * the stanza (we ask with <r/> a few ms after writing), or with ok 0 when
+ * the link died first; without stream management, at once.
+ *
  * The socket is the core's (conn.h: non-blocking, coalesced writes), the
- * parser the core's (xml.h, with max_stanza as its limit).  One link at a
- * time; pl_gwc_send() is refused while there is none (callers keep what
- * they wanted to send in the outbox and retry).
+ * parser the core's (xml.h, with max_stanza as its limit).
+ * pl_gwc_send() is refused while there is no link for the stanza's domain
+ * (callers keep what they wanted to send in the outbox and retry).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,7 +57,23 @@
 #include "log.h"
 #include "stanza.h"
 #include "xml.h"
+#include "xmpp/comp_sm.h"
 #include "xmpp/framing.h"
+
+#define NS_SM "urn:xmpp:sm:3"
+
+enum sm_state {
+    SM_NONE = 0, /* not asked (yet), or refused */
+    SM_ASKED,    /* <enable/> sent */
+    SM_ON,       /* <enabled/> came */
+};
+
+/* A stanza written with pl_gwc_send_acked, waiting for parleyd's h. */
+struct tracked {
+    uint32_t seq; /* its number among the stanzas sent since <enable/> */
+    pl_gwc_acked_fn *fn;
+    void *ud;
+};
 
 enum link_state {
     S_IDLE = 0,   /* waiting to reconnect */
@@ -56,6 +93,15 @@ struct link {
     struct pl_timer retry;     /* reconnect timer */
     long delay_ms;             /* next reconnect delay */
     uint64_t ready_ms;         /* loop time the link became ready */
+    uint32_t gen;              /* connection number (stale completions) */
+    int sm;                    /* enum sm_state */
+    int a_owed;                /* an <r/> got a lagging h */
+    struct pl_csm in;          /* inbound counters (XEP-0198) */
+    uint32_t out_count;        /* stanzas sent since <enable/> */
+    uint32_t r_at;             /* out_count at the last <r/> */
+    struct tracked *tr;        /* ring of tracked stanzas */
+    size_t trhead, trlen, trcap;
+    struct pl_timer rtimer; /* <r/> coalescing */
 };
 
 /* One link per component domain (parleyd takes one connection per
@@ -69,6 +115,111 @@ static struct {
 } G;
 
 static void schedule(struct link *L);
+static void fail(struct link *L, const char *why);
+
+/* Calls back the tracked stanzas up to h (all: every one) with ok. */
+static void tracked_resolve(struct link *L, int all, uint32_t h)
+{
+    while (L->trlen) {
+        struct tracked t = L->tr[L->trhead];
+        /* seq <= h modulo 2^32: h - seq is "small". */
+        if (!all && (uint32_t)(h - t.seq) >= 0x80000000u)
+            break;
+        L->trhead = (L->trhead + 1) % L->trcap;
+        L->trlen--;
+        t.fn(t.ud, all ? 0 : 1);
+    }
+}
+
+static void write_a(struct link *L)
+{
+    char b[80];
+    snprintf(b, sizeof(b), "<a xmlns='" NS_SM "' h='%u'/>", L->in.in_handled);
+    pl_conn_write(L->conn, b, strlen(b));
+    L->a_owed = L->in.in_handled != L->in.in_seen;
+}
+
+/* A no-op job on the database thread behind the work a stanza's handling
+ * queued there: when it completes, that stanza is handled. */
+struct handled_job {
+    struct pl_work w;
+    struct link *L;
+    uint32_t gen, seq;
+    int holds; /* the handler itself + pl_gwc_hold()s not yet released */
+};
+
+/* The stanza being handled (G.on_stanza), for pl_gwc_hold(). */
+static struct handled_job *cur_handled;
+
+void *pl_gwc_hold(void)
+{
+    if (!cur_handled)
+        return NULL;
+    cur_handled->holds++;
+    return cur_handled;
+}
+
+void pl_gwc_release(void *hold)
+{
+    struct handled_job *j = hold;
+    if (j && --j->holds == 0)
+        pl_gw_db_submit(&j->w); /* behind every write the stanza caused */
+}
+
+static void handled_work(struct pl_work *w)
+{
+    (void)w;
+}
+
+static void handled_done(struct pl_work *w)
+{
+    struct handled_job *j = (struct handled_job *)w;
+    struct link *L = j->L;
+    if (L->gen == j->gen && L->sm == SM_ON && L->conn &&
+        pl_csm_in_done(&L->in, j->seq) && L->a_owed)
+        write_a(L); /* XEP-0198 §4: unrequested acks are allowed */
+    pl_free(j);
+}
+
+static void on_rtimer(struct pl_timer *t)
+{
+    struct link *L = t->data;
+    if (L->sm == SM_ON && L->conn && L->trlen && L->r_at != L->out_count) {
+        L->r_at = L->out_count;
+        pl_conn_write(L->conn, "<r xmlns='" NS_SM "'/>",
+                      strlen("<r xmlns='" NS_SM "'/>"));
+    }
+}
+
+/* An XEP-0198 element from parleyd. */
+static void on_sm(struct link *L, struct pl_stanza *st)
+{
+    const char *name = pl_stanza_name(st);
+    if (strcmp(name, "enabled") == 0 && L->sm == SM_ASKED) {
+        L->sm = SM_ON;
+        pl_csm_enable(&L->in);
+        pl_log_info("component", "%s: stream management on", L->domain);
+    } else if (strcmp(name, "failed") == 0 && L->sm == SM_ASKED) {
+        /* An older server: the link works as before, acks are
+         * implicit. */
+        L->sm = SM_NONE;
+        tracked_resolve(L, 0, L->out_count);
+        pl_log_info("component", "%s: parleyd refused stream management",
+                    L->domain);
+    } else if (strcmp(name, "r") == 0 && L->sm == SM_ON) {
+        write_a(L);
+    } else if (strcmp(name, "a") == 0 && L->sm == SM_ON) {
+        uint32_t h = 0;
+        if (pl_csm_parse_h(pl_stanza_attr(st, "h"), &h) != PL_OK ||
+            (uint32_t)(L->out_count - h) >= 0x80000000u) {
+            fail(L, "parleyd acknowledged more than was sent");
+            return;
+        }
+        tracked_resolve(L, 0, h);
+    } else {
+        pl_log_debug("component", "ignored <%s/> (stream management)", name);
+    }
+}
 
 static void on_data(struct pl_conn *c, const char *p, size_t n)
 {
@@ -86,6 +237,13 @@ static void on_closed(struct pl_conn *c)
     }
     if (L->state == S_READY)
         pl_log_warn("component", "link to parleyd lost");
+    L->gen++;
+    pl_timer_stop(&L->rtimer);
+    tracked_resolve(L, 1, 0);
+    pl_csm_free(&L->in);
+    memset(&L->in, 0, sizeof(L->in));
+    L->sm = SM_NONE;
+    L->a_owed = 0;
     /* A link that held for a minute starts the backoff afresh. */
     if (L->state == S_READY && pl_loop_now(pl_gw.loop) - L->ready_ms > 60000)
         L->delay_ms = pl_gw.c.reconnect_min_ms;
@@ -168,14 +326,34 @@ static void on_stanza(void *ud, struct pl_stanza *st)
         L->ready_ms = pl_loop_now(pl_gw.loop);
         pl_conn_established(L->conn);
         pl_log_info("component", "linked to parleyd as %s", L->domain);
+        static const char enable[] = "<enable xmlns='" NS_SM "'/>";
+        pl_conn_write(L->conn, enable, sizeof(enable) - 1);
+        L->sm = SM_ASKED;
+        L->out_count = L->r_at = 0;
         pl_stanza_unref(st);
         if (G.on_ready)
             G.on_ready();
         return;
     }
-    if (L->state == S_READY) {
+    if (L->state == S_READY && r->ns && strcmp(r->ns, NS_SM) == 0) {
+        on_sm(L, st);
+    } else if (L->state == S_READY) {
         to_client_ns(r);
-        G.on_stanza(st);
+        if (L->sm == SM_ON) {
+            struct handled_job *j = pl_calloc(1, sizeof(*j));
+            j->w.work = handled_work;
+            j->w.done = handled_done;
+            j->L = L;
+            j->gen = L->gen;
+            j->seq = pl_csm_in_begin(&L->in);
+            j->holds = 1;
+            cur_handled = j;
+            G.on_stanza(st);
+            cur_handled = NULL;
+            pl_gwc_release(j);
+        } else {
+            G.on_stanza(st);
+        }
     }
     pl_stanza_unref(st);
 }
@@ -306,6 +484,7 @@ int pl_gwc_start(pl_gwc_stanza_fn *on_stanza_fn, void (*on_ready)(void))
         L->fd = -1;
         L->delay_ms = pl_gw.c.reconnect_min_ms;
         pl_timer_init(&L->retry, try_connect, L);
+        pl_timer_init(&L->rtimer, on_rtimer, L);
         try_connect(&L->retry);
     }
     return PL_OK;
@@ -346,6 +525,36 @@ int pl_gwc_send(struct pl_stanza *st)
         return PL_ECLOSED;
     struct pl_str x = pl_stanza_serialize(st, PL_NS_COMPONENT);
     pl_conn_write(L->conn, x.p, x.len);
+    if (L->sm != SM_NONE)
+        L->out_count++;
+    return PL_OK;
+}
+
+int pl_gwc_send_acked(struct pl_stanza *st, pl_gwc_acked_fn *fn, void *ud)
+{
+    struct link *L = link_for(st);
+    int rc = pl_gwc_send(st);
+    if (rc != PL_OK)
+        return rc;
+    if (L->sm == SM_NONE) {
+        fn(ud, 1); /* nothing better to go by */
+        return PL_OK;
+    }
+    if (L->trlen == L->trcap) {
+        size_t ncap = L->trcap ? L->trcap * 2 : 64;
+        struct tracked *nt = pl_malloc(ncap * sizeof(*nt));
+        for (size_t i = 0; i < L->trlen; i++)
+            nt[i] = L->tr[(L->trhead + i) % L->trcap];
+        pl_free(L->tr);
+        L->tr = nt;
+        L->trcap = ncap;
+        L->trhead = 0;
+    }
+    L->tr[(L->trhead + L->trlen) % L->trcap] = (struct tracked){L->out_count,
+                                                                fn, ud};
+    L->trlen++;
+    if (!pl_timer_active(&L->rtimer))
+        pl_timer_start(pl_gw.loop, &L->rtimer, 5);
     return PL_OK;
 }
 
@@ -355,6 +564,7 @@ void pl_gwc_stop(void)
     for (int i = 0; i < G.n; i++) {
         struct link *L = &G.links[i];
         pl_timer_stop(&L->retry);
+        pl_timer_stop(&L->rtimer);
         if (L->state == S_CONNECTING) {
             pl_io_stop(&L->cio);
             close(L->fd);

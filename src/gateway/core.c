@@ -2,12 +2,17 @@
  * core.c - the glue of the running gateway (core.h): the database work
  * queue, the retry backoff, and reports through the outbox.
  *
- * The outbox drain: when this instance holds the component link, it
- * claims outbox rows (leased like messages, so two instances that both
- * believe they hold a link never send a row twice while the lease lasts),
- * sends each stanza, and deletes the rows it sent.  It runs on a kick
- * (a report was just written here) and on the poll timer (reports
- * written by other instances).
+ * The outbox drain: when this instance holds a component link (with
+ * parleyd's max_links every instance holds its own), it claims outbox
+ * rows (leased like messages, so no two instances send a row while the
+ * lease lasts), sends each stanza, and deletes a row once parleyd has
+ * acknowledged its stanza (XEP-0198; at once on a link without it).  A
+ * row whose link died first is released (its lease dropped) and sent by
+ * whichever instance claims it next (parleyd may have routed it already,
+ * so a report can arrive twice, never not at all); a row this instance
+ * has no link for waits for its lease to run out.  It runs on a kick (a report was
+ * just written here) and on the poll timer (reports written by instances
+ * that have no link).
  *
  * Group commit: the database work queue runs every job waiting at one
  * moment as a batch (work.h); the batch hook wraps it in one SQLite
@@ -181,11 +186,101 @@ struct drain_job {
     struct pl_work w;
     struct pl_gwq_out *rows; /* claimed */
     int n;
-    int64_t *sent; /* rows written on the link, for deletion */
-    int nsent;
 };
 
 static int draining;
+
+/* Rows whose stanzas parleyd acknowledged, to delete. */
+static struct {
+    int64_t *v;
+    int n, cap;
+    int busy; /* a deletion job runs */
+} acked;
+
+struct delete_job {
+    struct pl_work w;
+    int64_t *seqs;
+    int n;
+};
+
+static void delete_work(struct pl_work *w)
+{
+    struct delete_job *j = (struct delete_job *)w;
+    for (int i = 0; i < j->n; i++)
+        pl_gwq_outbox_done(pl_gw.db, j->seqs[i]);
+}
+
+static void delete_kick(void);
+
+static void delete_done(struct pl_work *w)
+{
+    struct delete_job *j = (struct delete_job *)w;
+    pl_free(j->seqs);
+    pl_free(j);
+    acked.busy = 0;
+    delete_kick();
+}
+
+static void delete_kick(void)
+{
+    if (acked.busy || !acked.n)
+        return;
+    struct delete_job *j = pl_calloc(1, sizeof(*j));
+    j->w.work = delete_work;
+    j->w.done = delete_done;
+    j->seqs = acked.v;
+    j->n = acked.n;
+    acked.v = NULL;
+    acked.n = acked.cap = 0;
+    acked.busy = 1;
+    pl_gw_db_submit(&j->w);
+}
+
+struct release_job {
+    struct pl_work w;
+    int64_t seq;
+};
+
+static void release_work(struct pl_work *w)
+{
+    struct release_job *j = (struct release_job *)w;
+    pl_gwq_outbox_release(pl_gw.db, j->seq, pl_gw.c.instance);
+}
+
+static void release_done(struct pl_work *w)
+{
+    pl_free(w);
+}
+
+/* Drops this instance's lease on row seq: the next drain of any instance
+ * (its poll, or a link coming up) takes it. */
+static void release_row(int64_t seq)
+{
+    struct release_job *j = pl_calloc(1, sizeof(*j));
+    j->w.work = release_work;
+    j->w.done = release_done;
+    j->seq = seq;
+    pl_gw_db_submit(&j->w);
+}
+
+/* pl_gwc_acked_fn: ud is the row's seq. */
+static void row_acked(void *ud, int ok)
+{
+    int64_t *seq = ud;
+    if (!ok) {
+        /* The link died first: sent again without waiting for the
+         * lease. */
+        release_row(*seq);
+    } else {
+        if (acked.n == acked.cap) {
+            acked.cap = acked.cap ? acked.cap * 2 : 64;
+            acked.v = pl_realloc(acked.v, (size_t)acked.cap * sizeof(*acked.v));
+        }
+        acked.v[acked.n++] = *seq;
+        delete_kick();
+    }
+    pl_free(seq);
+}
 
 static void claim_work(struct pl_work *w)
 {
@@ -194,48 +289,35 @@ static void claim_work(struct pl_work *w)
                                     pl_gw.c.lease_ms, 64, &j->rows, &j->n);
 }
 
-static void delete_work(struct pl_work *w)
-{
-    struct drain_job *j = (struct drain_job *)w;
-    for (int i = 0; i < j->nsent; i++)
-        pl_gwq_outbox_done(pl_gw.db, j->sent[i]);
-}
-
-static void delete_done(struct pl_work *w)
-{
-    struct drain_job *j = (struct drain_job *)w;
-    int again = j->n == 64;
-    pl_free(j->sent);
-    pl_free(j);
-    draining = 0;
-    if (again)
-        pl_gw_outbox_kick();
-}
-
 static void claim_done(struct pl_work *w)
 {
     struct drain_job *j = (struct drain_job *)w;
     if (w->result != PL_OK)
         j->n = 0;
-    j->sent = pl_calloc((size_t)j->n + 1, sizeof(*j->sent));
     for (int i = 0; i < j->n; i++) {
         struct pl_stanza *st = NULL;
         const char *x = j->rows[i].xml;
+        int64_t *seq = pl_malloc(sizeof(*seq));
+        *seq = j->rows[i].seq;
         if (pl_xml_parse_fragment(x, strlen(x), &st) != PL_OK) {
             pl_log_error("gateway", "outbox row %lld is not XML; dropped",
                          (long long)j->rows[i].seq);
-            j->sent[j->nsent++] = j->rows[i].seq;
-        } else if (pl_gwc_send(st) == PL_OK) {
-            j->sent[j->nsent++] = j->rows[i].seq;
+            row_acked(seq, 1);
+        } else if (pl_gwc_send_acked(st, row_acked, seq) != PL_OK) {
+            /* No link for its domain here: the row waits for its lease
+             * (released, the next drain would take the same rows again
+             * and again, ahead of the others). */
+            pl_free(seq);
         }
         pl_stanza_unref(st);
         pl_free(j->rows[i].xml);
     }
+    int again = j->n == 64;
     pl_free(j->rows);
-    j->rows = NULL;
-    j->w.work = delete_work;
-    j->w.done = delete_done;
-    pl_gw_db_submit(&j->w);
+    pl_free(j);
+    draining = 0;
+    if (again)
+        pl_gw_outbox_kick();
 }
 
 void pl_gw_outbox_kick(void)

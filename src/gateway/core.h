@@ -11,10 +11,12 @@
  * loop.
  *
  * Reports: a state change a sender must hear of becomes a stanza in the
- * outbox table (pl_gw_report); the instance that holds the component
- * link sends outbox rows (pl_gw_outbox_kick), so an instance without the
- * link (parleyd accepts one connection per component domain) still does
- * its share of the sending and its reports still arrive.
+ * outbox table (pl_gw_report); any instance with a component link sends
+ * outbox rows (pl_gw_outbox_kick) and deletes each once parleyd has
+ * acknowledged it (XEP-0198, pl_gwc_send_acked), so a report outlives
+ * the instance that wrote it and a link that died, and an instance
+ * without a link (an older parleyd takes one per domain) still does its
+ * share of the sending.
  */
 #ifndef PL_GW_CORE_H
 #define PL_GW_CORE_H
@@ -193,7 +195,19 @@ typedef void pl_gwc_stanza_fn(struct pl_stanza *st); /* borrowed */
 int pl_gwc_start(pl_gwc_stanza_fn *on_stanza, void (*on_ready)(void));
 /* Writes st (borrowed) on the link; PL_ECLOSED when there is none. */
 int pl_gwc_send(struct pl_stanza *st);
+/* Called once for a stanza sent with pl_gwc_send_acked: ok 1 when
+ * parleyd acknowledged it (XEP-0198), 0 when the link died first. */
+typedef void pl_gwc_acked_fn(void *ud, int ok);
+/* pl_gwc_send, then fn(ud, ok) later (at once without XEP-0198). */
+int pl_gwc_send_acked(struct pl_stanza *st, pl_gwc_acked_fn *fn, void *ud);
 int pl_gwc_ready(void);
+/* While a stanza from parleyd is being handled (loop thread): keeps it
+ * from counting as handled (XEP-0198 <a h/>) until pl_gwc_release(), for
+ * work that reaches the database thread through another queue first (the
+ * content checks).  NULL when there is nothing to hold; release takes
+ * NULL too. */
+void *pl_gwc_hold(void);
+void pl_gwc_release(void *hold);
 void pl_gwc_stop(void);
 
 /* ---- im.c ---- */

@@ -157,6 +157,7 @@ struct accept_job {
     struct pl_stanza *orig;   /* the user's message (a reference) */
     struct pl_gw_decision pd; /* the policy's (policy.h) */
     struct pl_gw_check chk;   /* the content checks (check.h) */
+    void *hold;               /* the stanza's XEP-0198 ack (component.c) */
 };
 
 void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
@@ -213,6 +214,7 @@ static void accept_done(struct pl_work *w)
                                                      : "not stored");
     pl_gw_msg_free(j->m);
     pl_stanza_unref(j->orig);
+    pl_gwc_release(j->hold);
     pl_free(j);
 }
 
@@ -294,6 +296,7 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
+    j->hold = pl_gwc_hold();
     struct pl_gw_policy_req pr = {"im", from->bare, "sms", number};
     if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW) {
         if (!j->pd.record) {

@@ -125,6 +125,8 @@ static const char SCHEMA[] =
     " return_path TEXT, orig_headers TEXT, orig_rcpt TEXT);"
     "CREATE INDEX IF NOT EXISTS messages_due"
     " ON messages(dest, pending, next_attempt);"
+    "CREATE INDEX IF NOT EXISTS messages_sender"
+    " ON messages(src_addr, sender_msgid) WHERE sender_msgid IS NOT NULL;"
     "CREATE TABLE IF NOT EXISTS parts(id TEXT NOT NULL, part INTEGER NOT NULL,"
     " ok INTEGER NOT NULL, PRIMARY KEY(id, part));"
     "CREATE TABLE IF NOT EXISTS history(seq INTEGER PRIMARY KEY,"
@@ -410,21 +412,64 @@ static int set_state(struct pl_gwq *q, const char *id, int state,
 
 /* ---- messages ---- */
 
+/* The message an IM sender's stanza already became: parleyd sends a
+ * stanza again when the link it went down died before acknowledging it
+ * (XEP-0198), and the instance may have committed it.  Same sender (full
+ * JID), stanza id, recipient and text within the window: the same
+ * stanza.  *dup gets its id ("" if none) and *state its state. */
+static int find_dup(struct pl_gwq *q, const struct pl_gw_msg *m,
+                    char dup[PL_GW_ID_LEN + 1], int *state)
+{
+    dup[0] = '\0';
+    if (!m->sender_msgid || strcmp(m->src_channel, "im") != 0)
+        return PL_OK;
+    sqlite3_stmt *st = prep(q,
+                            "SELECT id, state FROM messages"
+                            " WHERE src_addr = ? AND sender_msgid = ?"
+                            " AND src_channel = 'im' AND dst_addr = ?"
+                            " AND text = ? AND created >= ? LIMIT 1",
+                            "ssssi", m->src_addr, m->sender_msgid, m->dst_addr,
+                            m->text,
+                            (int64_t)(m->created - PL_GWQ_DUP_WINDOW_MS));
+    if (!st)
+        return PL_ESTORAGE;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *id = sqlite3_column_text(st, 0);
+        snprintf(dup, PL_GW_ID_LEN + 1, "%s", id ? (const char *)id : "");
+        *state = pl_gw_state_parse((const char *)sqlite3_column_text(st, 1));
+    }
+    release(q, st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
 int pl__gwq_insert_tx(struct pl_gwq *q, const struct pl_gw_msg *m,
                       const char *instance, const char *refused)
 {
-    int rc = run(q, NULL,
-                 "INSERT INTO messages(id, dest, src_channel, src_addr,"
-                 " dst_channel, dst_addr, sender_msgid, want_receipt, text,"
-                 " subject, links, created, expires, next_attempt, state,"
-                 " pending, return_path, orig_headers, orig_rcpt)"
-                 " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                 "sssssssnsssiiisnsss", m->id, m->dest, m->src_channel,
-                 m->src_addr, m->dst_channel, m->dst_addr, m->sender_msgid,
-                 m->want_receipt, m->text ? m->text : "", m->subject, m->links,
-                 m->created, m->expires, m->next_attempt,
-                 refused ? "refused" : "queued", refused ? 0 : 1,
-                 m->return_path, m->orig_headers, m->orig_rcpt);
+    char dup[PL_GW_ID_LEN + 1];
+    int dstate = PL_GW_QUEUED;
+    int rc = find_dup(q, m, dup, &dstate);
+    if (rc == PL_OK && dup[0]) {
+        /* Stored already: accepted again, nothing new (the trace says
+         * so on the first copy). */
+        return pl_gwq_history_add(q, dup, dstate < 0 ? PL_GW_QUEUED : dstate,
+                                  instance,
+                                  "the same stanza again (parleyd resent it)"
+                                  "; dropped");
+    }
+    if (rc != PL_OK)
+        return rc;
+    rc = run(q, NULL,
+             "INSERT INTO messages(id, dest, src_channel, src_addr,"
+             " dst_channel, dst_addr, sender_msgid, want_receipt, text,"
+             " subject, links, created, expires, next_attempt, state,"
+             " pending, return_path, orig_headers, orig_rcpt)"
+             " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+             "sssssssnsssiiisnsss", m->id, m->dest, m->src_channel, m->src_addr,
+             m->dst_channel, m->dst_addr, m->sender_msgid, m->want_receipt,
+             m->text ? m->text : "", m->subject, m->links, m->created,
+             m->expires, m->next_attempt, refused ? "refused" : "queued",
+             refused ? 0 : 1, m->return_path, m->orig_headers, m->orig_rcpt);
     if (rc == PL_OK) {
         char detail[512];
         snprintf(detail, sizeof(detail), "%s %s -> %s %s", m->src_channel,
@@ -732,6 +777,14 @@ int pl_gwq_outbox_claim(struct pl_gwq *q, const char *instance, int64_t now,
 int pl_gwq_outbox_done(struct pl_gwq *q, int64_t seq)
 {
     return run(q, NULL, "DELETE FROM outbox WHERE seq = ?", "i", seq);
+}
+
+int pl_gwq_outbox_release(struct pl_gwq *q, int64_t seq, const char *instance)
+{
+    return run(q, NULL,
+               "UPDATE outbox SET lease_owner = NULL, lease_until = 0"
+               " WHERE seq = ? AND lease_owner = ?",
+               "is", seq, instance);
 }
 
 /* ---- links and peers ---- */

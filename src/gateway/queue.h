@@ -57,9 +57,15 @@ int pl_gwq_batch_commit(struct pl_gwq *q);
 /* Whether a batch's transaction is open. */
 int pl_gwq_in_batch(struct pl_gwq *q);
 
-/* Stores m as queued (history: accepted, queued) and commits. */
+/* Stores m as queued (history: accepted, queued) and commits.  An IM
+ * message that is a copy of one stored within PL_GWQ_DUP_WINDOW_MS (same
+ * sender full JID, stanza id, recipient and text: parleyd sent it again
+ * after a link died, XEP-0198) is not stored again: PL_OK, with a
+ * history row on the first copy saying so (its sender hears of the first
+ * copy's fate). */
 int pl_gwq_insert(struct pl_gwq *q, const struct pl_gw_msg *m,
                   const char *instance);
+#define PL_GWQ_DUP_WINDOW_MS (3600 * 1000LL)
 
 /*
  * Claims up to max due messages of dest for instance until now +
@@ -110,6 +116,9 @@ int pl_gwq_outbox_claim(struct pl_gwq *q, const char *instance, int64_t now,
                         int64_t lease_ms, int max, struct pl_gwq_out **out,
                         int *n);
 int pl_gwq_outbox_done(struct pl_gwq *q, int64_t seq);
+/* Gives up instance's lease on row seq (its link died before parleyd
+ * acknowledged it): claimable again at once. */
+int pl_gwq_outbox_release(struct pl_gwq *q, int64_t seq, const char *instance);
 
 /* ---- XEP-0100 links: a user's own address in a channel ---- */
 struct pl_gwq_link {
@@ -171,7 +180,8 @@ struct sqlite3 *pl__gwq_db(struct pl_gwq *q);
  * ROLLBACK (returns the outcome). */
 int pl__gwq_begin(struct pl_gwq *q);
 int pl__gwq_end(struct pl_gwq *q, int rc);
-/* Internal (policy.c): pl_gwq_insert inside the caller's transaction;
+/* Internal (policy.c): pl_gwq_insert inside the caller's transaction
+ * (resent copies dropped alike);
  * with refused non-NULL the message is stored refused (final) with that
  * reason instead of queued. */
 int pl__gwq_insert_tx(struct pl_gwq *q, const struct pl_gw_msg *m,

@@ -73,7 +73,10 @@ def connect(srv, port, domain=DOMAIN):
 
 def main():
     cport, = harness.free_ports(1)
-    comps = ('components = ( { domain = "%s"; secret = "%s"; }, '
+    # max_links = 1: this file checks the one-link behaviour (a second
+    # connection refused); test_component_links.py checks several.
+    comps = ('components = ( { domain = "%s"; secret = "%s"; '
+             'max_links = 1; }, '
              '{ domain = "%s"; secret = "another"; } );'
              % (DOMAIN, SECRET, OTHER))
     srv = harness.Server(

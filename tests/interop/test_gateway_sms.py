@@ -458,9 +458,8 @@ def run(srv, d, kannel, phone, a, gws, cport, cb2):
         send_sms(cu, num, t, "k%d" % i)
 
     # Killed mid-send: once every message is committed (accepted) and the
-    # first has reached the phone.  (A message still on its way from
-    # parleyd to the gateway when the gateway dies was never accepted:
-    # XEP-0114 has no acknowledgements.)
+    # first has reached the phone.  (Killed while messages are still on
+    # their way from parleyd: test_gateway_links.py, XEP-0198.)
     def stored():
         db = sqlite3.connect("file:%s?mode=ro" % os.path.join(
             d, "gateway.db"), uri=True)

@@ -617,14 +617,16 @@ class Client(Participant):
 
 
 class Component(Participant):
-    """An external component (XEP-0114): a domain and its secret."""
+    """An external component (XEP-0114): a domain and its secret, or
+    (link: NAME) another connection of component NAME's domain."""
     ns = NS_COMPONENT
-    SETTINGS = ("domain", "secret")
+    SETTINGS = ("domain", "secret", "link")
 
     def __init__(self, name):
         self.name = name
         self.domain = None
         self.secret = None
+        self.link = None
         self.conn = None
 
 
@@ -1226,10 +1228,21 @@ def resolve_components(sc, domain):
         sc.uid = new_uid()
     variables = {"id": sc.uid, "domain": domain}
     for c in sc.components.values():
+        if c.link:
+            continue
         c.domain = subst_plain(c.domain or "%s-${id}.${domain}"
                                % c.name.lower(), variables).lower()
         c.secret = subst_plain(c.secret or "secret-${id}-%s"
                                % c.name.lower(), variables)
+    for c in sc.components.values():
+        if not c.link:
+            continue
+        main = sc.components.get(c.link)
+        if main is None or main.link or c.domain or c.secret:
+            raise ScenarioError("[Component] %s: link: names another "
+                                "[Component] without a link:, and goes "
+                                "without domain: and secret:" % c.name)
+        c.domain, c.secret = main.domain, main.secret
 
 
 # Settings of the groups the harness writes (limits, c2s) that it takes
@@ -1288,7 +1301,7 @@ def components_config(scenarios):
     """The components setting for every component of these files."""
     entries = ["{ domain = %s; secret = %s; }" % (
         libconfig_string(c.domain), libconfig_string(c.secret))
-        for sc in scenarios for c in sc.components.values()]
+        for sc in scenarios for c in sc.components.values() if not c.link]
     if not entries:
         return ""
     return "components = ( %s );" % ", ".join(entries)
@@ -2288,6 +2301,8 @@ def main(argv):
             try:
                 resolve_components(sc, srv.domain)
                 for c in sc.components.values():
+                    if c.link:
+                        continue
                     if c.domain in owner:
                         raise ScenarioError(
                             "component domain %s is also %s's; put ${id} "

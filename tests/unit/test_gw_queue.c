@@ -254,3 +254,103 @@ void test_gw_queue_report_first(void)
     pl_gwq_close(q);
     cleanup(path);
 }
+
+/* parleyd sends a stanza again when the component link it went down died
+ * unacknowledged (XEP-0198): the copy is not stored twice; an id reused
+ * with another text or recipient, or after the window, is a new message. */
+static int count_pending(struct pl_gwq *q, int64_t now)
+{
+    struct pl_gw_msg **v = NULL;
+    int n = 0;
+    CHECK_INT(pl_gwq_claim(q, "sms", "X", now, 1000, 100, &v, &n), PL_OK);
+    free_all(v, n);
+    return n;
+}
+
+void test_gw_queue_duplicate(void)
+{
+    char *path = tmp_db();
+    struct pl_gwq *q = NULL;
+    CHECK_INT(pl_gwq_open(path, 0, &q), PL_OK);
+    int64_t now = 5000000;
+    struct pl_gw_msg m = {0};
+    m.dest = (char *)"sms";
+    m.src_channel = (char *)"im";
+    m.src_addr = (char *)"alice@localhost/desk";
+    m.dst_channel = (char *)"sms";
+    m.dst_addr = (char *)"+15551234567";
+    m.sender_msgid = (char *)"stanza-1";
+    m.text = (char *)"hello";
+    m.created = m.next_attempt = now;
+    m.expires = now + PL_GWQ_DUP_WINDOW_MS * 3;
+    char first[PL_GW_ID_LEN + 1];
+    pl_gw_new_id(m.id);
+    memcpy(first, m.id, sizeof(first));
+    CHECK_INT(pl_gwq_insert(q, &m, "A"), PL_OK);
+    /* The copy, seconds later, through another instance. */
+    pl_gw_new_id(m.id);
+    m.created = m.next_attempt = now + 5000;
+    CHECK_INT(pl_gwq_insert(q, &m, "B"), PL_OK);
+    CHECK_INT(count_pending(q, now + 6000), 1);
+    struct pl_gw_msg *got = NULL;
+    CHECK_INT(pl_gwq_get(q, m.id, &got), PL_ENOT_FOUND);
+    nhist = 0;
+    CHECK_INT(pl_gwq_trace(q, first, count_hist, NULL), PL_OK);
+    CHECK_INT(nhist, 4); /* accepted, queued, the copy, sending */
+    /* Same id, other text; other recipient; no id: new messages. */
+    m.text = (char *)"hello again";
+    pl_gw_new_id(m.id);
+    CHECK_INT(pl_gwq_insert(q, &m, "A"), PL_OK);
+    m.text = (char *)"hello";
+    m.dst_addr = (char *)"+15550000000";
+    pl_gw_new_id(m.id);
+    CHECK_INT(pl_gwq_insert(q, &m, "A"), PL_OK);
+    m.dst_addr = (char *)"+15551234567";
+    m.sender_msgid = NULL;
+    pl_gw_new_id(m.id);
+    CHECK_INT(pl_gwq_insert(q, &m, "A"), PL_OK);
+    CHECK_INT(count_pending(q, now + 6000), 3);
+    /* After the window the id may be reused. */
+    m.sender_msgid = (char *)"stanza-1";
+    m.created = m.next_attempt = now + PL_GWQ_DUP_WINDOW_MS + 1;
+    pl_gw_new_id(m.id);
+    CHECK_INT(pl_gwq_insert(q, &m, "A"), PL_OK);
+    CHECK_INT(pl_gwq_get(q, m.id, &got), PL_OK);
+    pl_gw_msg_free(got);
+    pl_gwq_close(q);
+    cleanup(path);
+}
+
+/* An outbox row whose link died before parleyd acknowledged it is
+ * released by its holder (only by its holder) and claimable at once. */
+void test_gw_queue_outbox_release(void)
+{
+    char *path = tmp_db();
+    struct pl_gwq *q = NULL;
+    CHECK_INT(pl_gwq_open(path, 0, &q), PL_OK);
+    CHECK_INT(pl_gwq_outbox_add(q, "<message/>"), PL_OK);
+    struct pl_gwq_out *v = NULL;
+    int n = 0;
+    int64_t now = 1000;
+    CHECK_INT(pl_gwq_outbox_claim(q, "A", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 1);
+    int64_t seq = n ? v[0].seq : 0;
+    for (int i = 0; i < n; i++)
+        pl_free(v[i].xml);
+    pl_free(v);
+    CHECK_INT(pl_gwq_outbox_claim(q, "B", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 0);
+    pl_free(v);
+    CHECK_INT(pl_gwq_outbox_release(q, seq, "B"), PL_OK); /* not B's */
+    CHECK_INT(pl_gwq_outbox_claim(q, "B", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 0);
+    pl_free(v);
+    CHECK_INT(pl_gwq_outbox_release(q, seq, "A"), PL_OK);
+    CHECK_INT(pl_gwq_outbox_claim(q, "B", now, 60000, 10, &v, &n), PL_OK);
+    CHECK_INT(n, 1);
+    for (int i = 0; i < n; i++)
+        pl_free(v[i].xml);
+    pl_free(v);
+    pl_gwq_close(q);
+    cleanup(path);
+}

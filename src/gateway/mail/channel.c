@@ -124,6 +124,7 @@ struct accept_job {
     struct pl_stanza *orig;
     struct pl_gw_decision pd; /* the policy's (policy.h) */
     struct pl_gw_check chk;   /* the content checks (check.h) */
+    void *hold;               /* the stanza's XEP-0198 ack (component.c) */
 };
 
 static void accept_work(struct pl_work *w)
@@ -151,6 +152,7 @@ static void accept_done(struct pl_work *w)
     pl_gw_verdict_free(&j->chk.v);
     pl_gw_msg_free(j->m);
     pl_stanza_unref(j->orig);
+    pl_gwc_release(j->hold);
     pl_free(j);
 }
 
@@ -201,6 +203,7 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
     j->w.done = accept_done;
     j->m = m;
     j->orig = pl_stanza_ref(st);
+    j->hold = pl_gwc_hold();
     struct pl_gw_policy_req pr = {"im", from->bare, "mail", addr};
     int v = pl_gw_policy_check(&pr, 0, &j->pd);
     pl_jid_free(from);
