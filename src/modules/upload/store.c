@@ -13,6 +13,11 @@
  * on the loop, a worker unlinks their files, then the event
  * "upload/expired" fires on the host (data: the number removed).
  *
+ * A file's piece hashes (<id>.pieces, written with the sidecar by the
+ * upload's last job) are read with it and kept in memory: 32 bytes per
+ * piece, so at most upload.max_pieces * 32 bytes per file below
+ * max_piece * max_pieces bytes (doc/media.md).
+ *
  * Extending: a new sidecar key is a line in meta_format and meta_parse.
  */
 #include <dirent.h>
@@ -82,6 +87,7 @@ void pl__upload_usage_add(struct pl_upload *u, const char *owner, int64_t delta)
 
 static void file_free(struct upload_file *f)
 {
+    pl_free(f->pieces);
     pl_free(f->owner);
     pl_free(f->name);
     pl_free(f->type);
@@ -104,10 +110,57 @@ struct upload_file *pl__upload_file_add(struct pl_upload *u,
     return f;
 }
 
+/* ---- the index by hash ---- */
+
+struct same_hash {
+    const struct upload_file *gone; /* the file leaving */
+    struct upload_file *other;      /* another ready copy, if any */
+};
+
+static void find_same(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct same_hash *s = ud;
+    struct upload_file *f = value;
+    if (f != s->gone && f->ready && !s->other &&
+        strcmp(f->sha256, s->gone->sha256) == 0)
+        s->other = f;
+}
+
+static void index_hash(struct pl_upload *u, struct upload_file *f)
+{
+    if (f->sha256[0] && !pl_map_get(&u->by_hash, f->sha256))
+        pl_map_put(&u->by_hash, f->sha256, f);
+}
+
+/* f leaves the index; another copy of the same bytes takes its place. */
+static void unindex_hash(struct pl_upload *u, struct upload_file *f)
+{
+    if (!f->sha256[0] || pl_map_get(&u->by_hash, f->sha256) != f)
+        return;
+    pl_map_del(&u->by_hash, f->sha256);
+    struct same_hash s = {f, NULL};
+    pl_map_each(&u->files, find_same, &s);
+    if (s.other)
+        pl_map_put(&u->by_hash, f->sha256, s.other);
+}
+
+void pl__upload_file_ready(struct pl_upload *u, struct upload_file *f)
+{
+    f->ready = 1;
+    index_hash(u, f);
+}
+
+struct upload_file *pl__upload_by_hash(struct pl_upload *u, const char *sha256)
+{
+    return pl_map_get(&u->by_hash, sha256);
+}
+
 void pl__upload_file_drop(struct pl_upload *u, struct upload_file *f)
 {
     if (pl_map_get(&u->files, f->id) == f)
         pl_map_del(&u->files, f->id);
+    unindex_hash(u, f);
     file_free(f);
 }
 
@@ -121,6 +174,8 @@ void pl__upload_meta_format(const struct upload_file *f, struct pl_buf *out)
                   f->owner, f->name, f->type, (unsigned long long)f->size,
                   (long long)f->created, (long long)f->expires, f->sha256,
                   f->fetched);
+    if (f->piece_size)
+        pl_buf_printf(out, "piece_size %lu\n", (unsigned long)f->piece_size);
     if (f->held_for)
         pl_buf_printf(out, "held_for %s\nhold_expires %lld\n", f->held_for,
                       (long long)f->hold_expires);
@@ -163,6 +218,9 @@ static int meta_parse(char *text, struct upload_file *f)
                 f->held_for = pl_strdup(v);
             } else if (strcmp(k, "hold_expires") == 0) {
                 f->hold_expires = strtoll(v, NULL, 10);
+            } else if (strcmp(k, "piece_size") == 0) {
+                unsigned long ps = strtoul(v, NULL, 10);
+                f->piece_size = ps <= UINT32_MAX ? (uint32_t)ps : 0;
             }
         }
         line = nl ? nl + 1 : NULL;
@@ -298,6 +356,42 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* Reads f's piece hashes (<id>.pieces in dfd); without a whole list the
+ * file has none (its Metalink then lists no pieces). */
+static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
+{
+    char name[PL_UPLOAD_ID_LEN + 8];
+    snprintf(name, sizeof(name), "%s.pieces", f->id);
+    uint64_t n = (f->size + f->piece_size - 1) / f->piece_size;
+    size_t len = (size_t)n * 32;
+    struct stat st;
+    int fd = n <= (1u << 26) ? openat(dfd, name, O_RDONLY | O_CLOEXEC |
+                                                     O_NOFOLLOW)
+                             : -1;
+    if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == len) {
+        f->pieces = pl_malloc(len ? len : 1);
+        size_t got = 0;
+        while (got < len) {
+            ssize_t k = read(fd, f->pieces + got, len - got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+        }
+        if (got == len)
+            f->npieces = n;
+        else
+            pl_free(f->pieces), f->pieces = NULL;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!f->pieces) {
+        pl_log_warn("upload", "%s: %s has no piece hashes", u->domain, f->id);
+        f->piece_size = 0;
+    }
+}
+
 /* Reads the sidecar name (in dirfd) into the index. */
 static void load_one(struct pl_upload *u, int dfd, const char *name)
 {
@@ -312,6 +406,9 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
         !S_ISREG(st.st_mode)) {
         /* The bytes never arrived (a crash before the rename). */
         unlinkat(dfd, name, 0);
+        char pieces[PL_UPLOAD_ID_LEN + 8];
+        snprintf(pieces, sizeof(pieces), "%s.pieces", id);
+        unlinkat(dfd, pieces, 0);
         return;
     }
     int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -330,8 +427,11 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
         file_free(f);
         return;
     }
+    if (f->piece_size)
+        load_pieces(u, dfd, f);
     f->ready = 1;
     pl_map_put(&u->files, f->id, f);
+    index_hash(u, f);
     pl__upload_usage_add(u, f->owner, (int64_t)f->size);
 }
 
@@ -392,6 +492,7 @@ void pl__upload_store_close(struct pl_upload *u)
     pl_timer_stop(&u->timer);
     pl_map_each(&u->files, free_file, NULL);
     pl_map_clear(&u->files);
+    pl_map_clear(&u->by_hash);
     pl_map_each(&u->usage, free_usage, NULL);
     pl_map_clear(&u->usage);
 }
@@ -444,6 +545,8 @@ static void expire_work(struct pl_work *w)
         unlink(path);
         snprintf(path, sizeof(path), "%s/%s.meta", j->dir, j->ids[i]);
         unlink(path);
+        snprintf(path, sizeof(path), "%s/%s.pieces", j->dir, j->ids[i]);
+        unlink(path);
     }
 }
 
@@ -479,6 +582,7 @@ void pl__upload_cleanup(struct pl_upload *u)
         struct upload_file *f = pl_map_del(&u->files, j->ids[i]);
         if (!f)
             continue;
+        unindex_hash(u, f);
         pl__upload_usage_add(u, f->owner, -(int64_t)f->size);
         file_free(f);
     }
