@@ -82,25 +82,25 @@ struct put_job {
 };
 
 struct put {
-    struct pl_http_req *r;     /* NULL once the connection went */
-    struct pl_upload *u;       /* the host's service */
-    struct upload_file *f;     /* the entry (not ready) */
-    int fd;                    /* <id>.part */
-    char *buf[2];              /* filling and writing */
-    size_t len[2], cap[2];     /* bytes in each, their sizes */
-    struct put_job jobs[2][2]; /* per buffer: J_WRITE, J_HASH */
-    struct put_job fin;        /* J_FINAL */
-    int pending[2];            /* jobs out per buffer */
-    int cur;                   /* the buffer filling */
-    uint64_t off[2];           /* file offset of each buffer's bytes */
-    uint64_t written;          /* file offset of the filling buffer */
-    unsigned final_out : 1;    /* J_FINAL is out */
-    unsigned paused : 1;       /* the request is paused */
-    unsigned finishing : 1;    /* the body is complete */
-    unsigned failed : 1;       /* a write failed */
+    struct pl_http_req *r;       /* NULL once the connection went */
+    struct pl_upload *u;         /* the host's service */
+    struct upload_file *f;       /* the entry (not ready) */
+    int fd;                      /* <id>.part */
+    char *buf[2];                /* filling and writing */
+    size_t len[2], cap[2];       /* bytes in each, their sizes */
+    struct put_job jobs[2][2];   /* per buffer: J_WRITE, J_HASH */
+    struct put_job fin;          /* J_FINAL */
+    int pending[2];              /* jobs out per buffer */
+    int cur;                     /* the buffer filling */
+    uint64_t off[2];             /* file offset of each buffer's bytes */
+    uint64_t written;            /* file offset of the filling buffer */
+    unsigned final_out : 1;      /* J_FINAL is out */
+    unsigned paused : 1;         /* the request is paused */
+    unsigned finishing : 1;      /* the body is complete */
+    unsigned failed : 1;         /* a write failed */
     struct pl_media_hasher hash; /* SHA-256 of the file and its pieces */
-    int status;                /* J_FINAL's verdict: 201, 403, 500... */
-    char virus[160];           /* clamd's answer when not clean */
+    int status;                  /* J_FINAL's verdict: 201, 403, 500... */
+    char virus[160];             /* clamd's answer when not clean */
     char part[4200], path[4200], meta[4200], pieces[4200]; /* the files */
     char clamd[256];           /* upload.clamd, copied for the worker */
     struct pl_buf metatext;    /* the sidecar, written by J_FINAL */

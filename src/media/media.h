@@ -70,8 +70,7 @@ struct pl_media_hasher {
 int pl_media_hasher_init(struct pl_media_hasher *h, uint64_t size,
                          uint32_t piece_size);
 /* Feeds n bytes.  PL_MEDIA_EINVAL past the size announced. */
-int pl_media_hasher_update(struct pl_media_hasher *h, const void *p,
-                           size_t n);
+int pl_media_hasher_update(struct pl_media_hasher *h, const void *p, size_t n);
 /* Ends the last piece; whole gets the file's SHA-256.  PL_MEDIA_EINVAL
  * if fewer bytes than announced came. */
 int pl_media_hasher_final(struct pl_media_hasher *h, unsigned char *whole);
@@ -104,8 +103,8 @@ void pl_media_file_key(const unsigned char *media_key,
  * PL_MEDIA_EINVAL if out is too small.
  */
 int pl_media_token_make(const unsigned char *file_key,
-                        const unsigned char *sha256, int64_t expires,
-                        char *out, size_t cap);
+                        const unsigned char *sha256, int64_t expires, char *out,
+                        size_t cap);
 /*
  * Checks token (len bytes) for the file sha256 with its file_key at time
  * now: PL_MEDIA_OK; PL_MEDIA_EINVAL if it is not a token; PL_MEDIA_EFORGED

@@ -49,8 +49,7 @@ void pl_media_metalink(const struct pl_media_info *m, struct pl_buf *out)
     pl_buf_append_str(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                            "<metalink xmlns=\"urn:ietf:params:xml:ns:"
                            "metalink\">\n");
-    pl_buf_printf(out, "  <generator>Parley/%s</generator>\n",
-                  PL_VERSION);
+    pl_buf_printf(out, "  <generator>Parley/%s</generator>\n", PL_VERSION);
     if (m->origin) {
         pl_buf_append_str(out, "  <origin dynamic=\"true\">");
         text(out, m->origin, 0);
@@ -76,7 +75,9 @@ void pl_media_metalink(const struct pl_media_info *m, struct pl_buf *out)
     for (size_t i = 0; i < m->nsources; i++) {
         int pri = m->sources[i].priority;
         pl_buf_printf(out, "    <url priority=\"%d\">",
-                      pri < 1 ? 1 : pri > 999999 ? 999999 : pri);
+                      pri < 1        ? 1
+                      : pri > 999999 ? 999999
+                                     : pri);
         text(out, m->sources[i].url, 0);
         pl_buf_append_str(out, "</url>\n");
     }

@@ -55,8 +55,8 @@ static void mac(const unsigned char *key, const unsigned char *sha256,
 }
 
 int pl_media_token_make(const unsigned char *file_key,
-                        const unsigned char *sha256, int64_t expires,
-                        char *out, size_t cap)
+                        const unsigned char *sha256, int64_t expires, char *out,
+                        size_t cap)
 {
     if (cap < PL_MEDIA_TOKEN_LEN + 1 || expires < 0)
         return PL_MEDIA_EINVAL;

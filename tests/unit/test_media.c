@@ -70,8 +70,7 @@ static void sha(const unsigned char *p, size_t n, unsigned char *out)
 void test_media_hasher(void)
 {
     const uint32_t piece = 4096;
-    static const size_t sizes[] = {0, 1, 4095, 4096, 4097, 3 * 4096,
-                                   100000};
+    static const size_t sizes[] = {0, 1, 4095, 4096, 4097, 3 * 4096, 100000};
     for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
         size_t size = sizes[s];
         unsigned char *data = malloc(size + 1);
@@ -151,14 +150,14 @@ void test_media_parse_sha256(void)
 
 struct walk {
     int depth;
-    char path[512];     /* "metalink/file/pieces/hash" */
+    char path[512]; /* "metalink/file/pieces/hash" */
     int roots, files, sizes, hashes, pieces, piece_hashes, urls, origins;
-    int bad;            /* a structural fault seen */
-    char text[4096];    /* the current element's text */
+    int bad;         /* a structural fault seen */
+    char text[4096]; /* the current element's text */
     size_t tlen;
-    char name[256];     /* file name */
-    char size[32];      /* size text */
-    char whole[80];     /* file hash text */
+    char name[256]; /* file name */
+    char size[32];  /* size text */
+    char whole[80]; /* file hash text */
     char first_piece[80];
     char urls_seen[8][256];
     int priorities[8];

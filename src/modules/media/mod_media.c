@@ -88,19 +88,19 @@ struct media_report {
 
 /* What the service knows of a file, by its SHA-256. */
 struct media_file {
-    char sha256[48];                   /* base64, the key */
-    unsigned char raw[32];             /* the same, bytes */
-    struct media_peer *peers;          /* live peers */
-    unsigned npeers;                   /* their count */
-    struct media_ban *bans;            /* banned accounts */
-    uint64_t server_bytes;             /* bytes the server sent of it */
-    unsigned long server_gets;         /* GETs answered with bytes */
-    unsigned long metalinks;           /* Metalinks served */
-    unsigned long queries;             /* XMPP source queries */
-    unsigned long reports_total;       /* reports received */
-    struct media_report *reports;      /* the last max_reports, a ring */
-    size_t nreports, next_report;      /* filled, next slot */
-    unsigned rotate;                   /* where the next list starts */
+    char sha256[48];              /* base64, the key */
+    unsigned char raw[32];        /* the same, bytes */
+    struct media_peer *peers;     /* live peers */
+    unsigned npeers;              /* their count */
+    struct media_ban *bans;       /* banned accounts */
+    uint64_t server_bytes;        /* bytes the server sent of it */
+    unsigned long server_gets;    /* GETs answered with bytes */
+    unsigned long metalinks;      /* Metalinks served */
+    unsigned long queries;        /* XMPP source queries */
+    unsigned long reports_total;  /* reports received */
+    struct media_report *reports; /* the last max_reports, a ring */
+    size_t nreports, next_report; /* filled, next slot */
+    unsigned rotate;              /* where the next list starts */
 };
 
 struct pl_media {
@@ -113,10 +113,10 @@ struct pl_media {
     long ban_time;       /* seconds a ban lasts */
     long max_reports;    /* reports kept per file */
     /* runtime */
-    struct pl_host *host;        /* owning host */
-    unsigned char key[32];       /* the media key (token.c) */
-    struct pl_map files;         /* base64 SHA-256 -> struct media_file * */
-    struct pl_map sessions;      /* session id -> first struct media_peer */
+    struct pl_host *host;   /* owning host */
+    unsigned char key[32];  /* the media key (token.c) */
+    struct pl_map files;    /* base64 SHA-256 -> struct media_file * */
+    struct pl_map sessions; /* session id -> first struct media_peer */
 };
 
 struct pl_media *pl__media_of(struct pl_host *h)
@@ -243,11 +243,9 @@ static char *with_token(struct pl_media *m, struct media_file *mf,
     unsigned char fk[PL_MEDIA_KEY_LEN];
     char tok[PL_MEDIA_TOKEN_LEN + 1];
     pl_media_file_key(m->key, mf->raw, fk);
-    pl_media_token_make(fk, mf->raw, now + m->token_lifetime, tok,
-                        sizeof(tok));
+    pl_media_token_make(fk, mf->raw, now + m->token_lifetime, tok, sizeof(tok));
     struct pl_buf b = {0};
-    pl_buf_printf(&b, "%s%ctoken=%s", url, strchr(url, '?') ? '&' : '?',
-                  tok);
+    pl_buf_printf(&b, "%s%ctoken=%s", url, strchr(url, '?') ? '&' : '?', tok);
     char *s = pl_strdup(pl_buf_cstr(&b));
     pl_buf_reset(&b);
     return s;
@@ -321,9 +319,8 @@ void pl__media_counted(struct pl_media *m, const struct upload_file *f,
 
 /* The file a request names by its <hash/>: PL_OK with *fo, *uo and the
  * base64 spelling in b64; PL_EBAD_REQUEST or PL_EITEM_NOT_FOUND. */
-static int file_of(struct pl_media *m, struct pl_stanza *st,
-                   struct pl_node *q, struct upload_file **fo,
-                   struct pl_upload **uo)
+static int file_of(struct pl_media *m, struct pl_stanza *st, struct pl_node *q,
+                   struct upload_file **fo, struct pl_upload **uo)
 {
     struct pl_upload *u = pl__upload_of(m->host);
     struct pl_node *h = pl_node_child(q, "hash", NS_HASHES);
@@ -369,8 +366,7 @@ static int query(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
     pl__upload_url(u, f->id, f->name, &url);
     pl_buf_printf(&meta, "%s.meta4", pl_buf_cstr(&url));
     struct pl_stanza *res = pl_iq_result(ev->stanza);
-    struct pl_node *r = add_el(res, pl_stanza_root(res), "query",
-                               PL_NS_MEDIA);
+    struct pl_node *r = add_el(res, pl_stanza_root(res), "query", PL_NS_MEDIA);
     pl_node_set_attr(res, r, "metalink", pl_buf_cstr(&meta));
     /* XEP-0447 §3.1: <file-sharing> with XEP-0446 metadata, then
      * <sources>. */
@@ -457,8 +453,7 @@ static int parse_long(const char *s, long max, long *out)
     return 1;
 }
 
-static int announce(struct pl_media *m, struct pl_event *ev,
-                    struct pl_node *q)
+static int announce(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
 {
     struct pl_session *s = ev->session;
     if (!s || !s->jid || strcmp(s->jid->full, ev->from->full) != 0)
@@ -537,8 +532,7 @@ static int announce(struct pl_media *m, struct pl_event *ev,
     return PL_HANDLED;
 }
 
-static int withdraw(struct pl_media *m, struct pl_event *ev,
-                    struct pl_node *q)
+static int withdraw(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
 {
     struct upload_file *f;
     struct pl_upload *u;
@@ -547,9 +541,9 @@ static int withdraw(struct pl_media *m, struct pl_event *ev,
         return rc;
     struct media_file *mf = file_get(m, f->sha256, 0);
     size_t count;
-    struct media_peer *p =
-        mf && ev->session ? session_peer(m, ev->session->id, mf, &count)
-                          : NULL;
+    struct media_peer *p = mf && ev->session
+                               ? session_peer(m, ev->session->id, mf, &count)
+                               : NULL;
     if (!p)
         return PL_EITEM_NOT_FOUND;
     pl_log_info("media", "%s: %s withdrew from %s", m->host->domain, p->jid,
@@ -628,9 +622,10 @@ static int report(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
             bad = p;
     if (strcmp(bare, pl_buf_cstr(&own)) == 0) {
         result = "server";
-        pl_log_error("media", "%s: %s says the server's copy of %s is bad "
-                     "(piece %ld)", m->host->domain, ev->from->full, f->id,
-                     piece);
+        pl_log_error("media",
+                     "%s: %s says the server's copy of %s is bad "
+                     "(piece %ld)",
+                     m->host->domain, ev->from->full, f->id, piece);
     } else if (bad) {
         bad->failures++;
         if (bad->failures >= (unsigned long)m->ban_reports) {
@@ -768,13 +763,13 @@ static json_t *file_json(struct pl_media *m, struct pl_upload *u,
     json_t *peers = json_array();
     int64_t now = (int64_t)time(NULL);
     for (struct media_peer *p = mf ? mf->peers : NULL; p; p = p->next)
-        json_array_append_new(
-            peers, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "jid", p->jid,
-                             "url", p->url, "max_concurrent",
-                             (json_int_t)p->max_concurrent, "since",
-                             (json_int_t)p->since, "failures",
-                             (json_int_t)p->failures, "demoted",
-                             p->failures > 0));
+        json_array_append_new(peers,
+                              json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "jid",
+                                        p->jid, "url", p->url, "max_concurrent",
+                                        (json_int_t)p->max_concurrent, "since",
+                                        (json_int_t)p->since, "failures",
+                                        (json_int_t)p->failures, "demoted",
+                                        p->failures > 0));
     json_object_set_new(o, "peers", peers);
     if (!full)
         return o;
@@ -782,10 +777,9 @@ static json_t *file_json(struct pl_media *m, struct pl_upload *u,
     if (mf)
         banned(mf, "", now); /* drops the expired ones */
     for (struct media_ban *b = mf ? mf->bans : NULL; b; b = b->next)
-        json_array_append_new(bans,
-                              json_pack("{s:s, s:s, s:I}", "jid", b->bare,
-                                        "url", b->url, "until",
-                                        (json_int_t)b->until));
+        json_array_append_new(bans, json_pack("{s:s, s:s, s:I}", "jid", b->bare,
+                                              "url", b->url, "until",
+                                              (json_int_t)b->until));
     json_object_set_new(o, "bans", bans);
     json_t *reps = json_array();
     for (size_t i = 0; mf && i < mf->nreports; i++) {
@@ -794,11 +788,11 @@ static json_t *file_json(struct pl_media *m, struct pl_upload *u,
                        ? i
                        : (mf->next_report + i) % mf->nreports;
         struct media_report *r = &mf->reports[k];
-        json_array_append_new(
-            reps, json_pack("{s:I, s:s, s:I, s:s, s:s}", "at",
-                            (json_int_t)r->at, "reporter", r->reporter,
-                            "piece", (json_int_t)r->piece, "source",
-                            r->source, "result", r->result));
+        json_array_append_new(reps, json_pack("{s:I, s:s, s:I, s:s, s:s}", "at",
+                                              (json_int_t)r->at, "reporter",
+                                              r->reporter, "piece",
+                                              (json_int_t)r->piece, "source",
+                                              r->source, "result", r->result));
     }
     json_object_set_new(o, "reports", reps);
     return o;

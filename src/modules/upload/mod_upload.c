@@ -177,8 +177,8 @@ static int parse_size(const char *s, uint64_t *out)
     return 1;
 }
 
-void pl__upload_url(const struct pl_upload *u, const char *id,
-                    const char *name, struct pl_buf *b)
+void pl__upload_url(const struct pl_upload *u, const char *id, const char *name,
+                    struct pl_buf *b)
 {
     pl_buf_printf(b, "%s/upload/%s/", u->url, id);
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
@@ -431,8 +431,10 @@ static int load(struct pl_host *h, void *state)
     u->host = h;
     if ((u->min_piece & (u->min_piece - 1)) ||
         (u->max_piece & (u->max_piece - 1)) || u->min_piece > u->max_piece) {
-        pl_log_error("upload", "%s: min_piece and max_piece must be powers "
-                     "of two, min_piece <= max_piece", h->domain);
+        pl_log_error("upload",
+                     "%s: min_piece and max_piece must be powers "
+                     "of two, min_piece <= max_piece",
+                     h->domain);
         return PL_EINVAL;
     }
     int rc = pl_service_claim(h, &service, u->domain_opt, u->title, &u->domain);

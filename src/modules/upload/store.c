@@ -365,9 +365,9 @@ static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
     uint64_t n = (f->size + f->piece_size - 1) / f->piece_size;
     size_t len = (size_t)n * 32;
     struct stat st;
-    int fd = n <= (1u << 26) ? openat(dfd, name, O_RDONLY | O_CLOEXEC |
-                                                     O_NOFOLLOW)
-                             : -1;
+    int fd = n <= (1u << 26)
+                 ? openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                 : -1;
     if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == len) {
         f->pieces = pl_malloc(len ? len : 1);
         size_t got = 0;

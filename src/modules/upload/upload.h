@@ -33,7 +33,7 @@
 
 #define PL_NS_UPLOAD "urn:xmpp:http:upload:0"
 #define PL_NS_MEDIA "urn:parley:media:0" /* doc/media.md */
-#define PL_UPLOAD_ID_LEN 24 /* base64url characters of a file id */
+#define PL_UPLOAD_ID_LEN 24              /* base64url characters of a file id */
 
 /* A file of the store, uploading or ready. */
 struct upload_file {
@@ -143,8 +143,7 @@ struct upload_file *pl__upload_file_add(struct pl_upload *u,
 /* f is complete: served from now on, and found by its hash. */
 void pl__upload_file_ready(struct pl_upload *u, struct upload_file *f);
 /* The ready file whose SHA-256 is sha256 (base64), or NULL. */
-struct upload_file *pl__upload_by_hash(struct pl_upload *u,
-                                       const char *sha256);
+struct upload_file *pl__upload_by_hash(struct pl_upload *u, const char *sha256);
 /* Forgets f (an upload that failed), without touching the disk. */
 void pl__upload_file_drop(struct pl_upload *u, struct upload_file *f);
 /* "<dir>/<id><suffix>" into out. */
@@ -172,8 +171,8 @@ int pl__upload_closing(void);
 
 /* The URL of file id/name: <url>/upload/<id>/<name percent-encoded>,
  * appended to b. */
-void pl__upload_url(const struct pl_upload *u, const char *id,
-                    const char *name, struct pl_buf *b);
+void pl__upload_url(const struct pl_upload *u, const char *id, const char *name,
+                    struct pl_buf *b);
 
 /* Tells owner (bare JID) in a message from the service. */
 void pl__upload_notify(struct pl_upload *u, const char *owner,
