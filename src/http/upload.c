@@ -642,9 +642,11 @@ static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
         .nsources = peers.n + 1,
     };
     pl_media_metalink(&info, &doc);
-    if (m && !r->is_head)
-        pl__media_counted(m, f, 0, 1);
-    pl_stat_inc(media_metalinks);
+    if (!r->is_head) {
+        if (m)
+            pl__media_counted(m, f, 0, 1);
+        pl_stat_inc(media_metalinks);
+    }
     pl_http_add_header(r, "Cache-Control", "no-store");
     pl_http_add_header(r, "Vary", "Accept");
     pl_http_add_header(r, "X-Content-Type-Options", "nosniff");
