@@ -24,7 +24,8 @@ Checked:
     after the others), a second one bans it (media_peer_bans): gone, and
     its account's new announce forbidden; parleyctl shows the reports;
   - an explicit withdraw removes a peer; bad announces are refused;
-  - the piece hashes survive a restart of parleyd;
+  - the piece hashes survive a restart of parleyd, and a file that lost
+    them (or was stored before they were kept) is hashed again;
   - aria2 (Debian's aria2c) downloads the file from the Metalink with
     --check-integrity=true (piece verification), server only, and gets
     the same bytes; with a wrong piece hash in the Metalink it fails.
@@ -466,14 +467,29 @@ def main():
     lt.stop()
 
     # -- the piece hashes are durable
+    def pieces_now():
+        _, _, rt, _ = metalink(port, path)
+        pc = rt.find(NS_ML + "file/" + NS_ML + "pieces") \
+            if rt is not None else None
+        return [x.text for x in pc] if pc is not None else None
+
     srv.stop()
     check("parleyd restarts", srv.start(), "")
-    st, h, root, _ = metalink(port, path)
-    pc = root.find(NS_ML + "file/" + NS_ML + "pieces") \
-        if root is not None else None
     check("after a restart the Metalink has the same piece hashes",
-          pc is not None and [x.text for x in pc] == want,
-          "%s" % st)
+          pieces_now() == want, repr(pieces_now())[:200])
+    # A file stored without its piece hashes (from before they were kept)
+    # is hashed again after a start, off the loop.
+    pfile = os.path.join(srv.dir, "var", "upload", srv.domain,
+                         path.split("/")[2] + ".pieces")
+    srv.stop()
+    had = os.path.exists(pfile)
+    if had:
+        os.unlink(pfile)
+    check("parleyd restarts without the file's .pieces", had and srv.start(),
+          pfile)
+    check("its piece hashes are computed again from the bytes",
+          harness.wait_for(lambda: pieces_now() == want, timeout=30) and
+          os.path.exists(pfile), repr(pieces_now())[:200])
 
     # -- aria2 downloads from the Metalink, verifying pieces
     d = tempfile.mkdtemp(prefix="parley-aria2-")

@@ -473,6 +473,8 @@ static int ready(struct pl_host *h, void *state)
 {
     (void)h;
     struct pl_upload *u = state;
+    /* Files stored before piece hashes were kept get them now. */
+    pl__upload_backfill(u);
     /* A first run soon after start (files that expired while down). */
     pl_timer_start(pl_server_loop(), &u->timer,
                    (uint64_t)(u->cleanup_interval < 5 ? u->cleanup_interval

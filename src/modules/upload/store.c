@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "media/media.h"
 #include "upload.h"
 
 static struct pl_workq *workq;
@@ -357,7 +358,7 @@ static int ends_with(const char *s, const char *suffix)
 }
 
 /* Reads f's piece hashes (<id>.pieces in dfd); without a whole list the
- * file has none (its Metalink then lists no pieces). */
+ * file has none until pl__upload_backfill hashes it again. */
 static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
 {
     char name[PL_UPLOAD_ID_LEN + 8];
@@ -387,7 +388,8 @@ static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
     if (fd >= 0)
         close(fd);
     if (!f->pieces) {
-        pl_log_warn("upload", "%s: %s has no piece hashes", u->domain, f->id);
+        pl_log_warn("upload", "%s: %s: piece hashes missing, hashing again",
+                    u->domain, f->id);
         f->piece_size = 0;
     }
 }
@@ -454,6 +456,19 @@ int pl__upload_store_open(struct pl_upload *u)
         else if (ends_with(e->d_name, ".meta"))
             load_one(u, dirfd(d), e->d_name), n++;
     }
+    /* Piece hashes whose file never got its sidecar (a crash between
+     * the two writes). */
+    rewinddir(d);
+    while ((e = readdir(d))) {
+        size_t k = strlen(e->d_name);
+        if (k == PL_UPLOAD_ID_LEN + 7 && ends_with(e->d_name, ".pieces")) {
+            char id[PL_UPLOAD_ID_LEN + 1];
+            memcpy(id, e->d_name, PL_UPLOAD_ID_LEN);
+            id[PL_UPLOAD_ID_LEN] = '\0';
+            if (!pl_map_get(&u->files, id))
+                unlinkat(dirfd(d), e->d_name, 0);
+        }
+    }
     closedir(d);
     pl_log_info("upload", "%s: %lu files in %s", u->domain,
                 (unsigned long)u->files.count, u->dir);
@@ -495,6 +510,136 @@ void pl__upload_store_close(struct pl_upload *u)
     pl_map_clear(&u->by_hash);
     pl_map_each(&u->usage, free_usage, NULL);
     pl_map_clear(&u->usage);
+}
+
+/* ---- piece hashes of files stored without them ---- */
+
+/* One file hashed again, off the loop, one after the other (the upload
+ * queue's other worker stays free for uploads). */
+struct backfill_job {
+    struct pl_work w;    /* first */
+    struct pl_upload *u; /* the host's state */
+    char id[PL_UPLOAD_ID_LEN + 1];
+    char path[4200], pieces[4200]; /* the bytes, the hashes to write */
+    uint64_t size;                 /* bytes expected */
+    char sha256[48];               /* the sidecar's whole-file hash */
+    struct pl_media_hasher h;      /* the hashes */
+    int mismatch;                  /* the bytes are not the sidecar's */
+};
+
+static void backfill_next(struct pl_upload *u);
+
+static void backfill_work(struct pl_work *w)
+{
+    struct backfill_job *j = (struct backfill_job *)w;
+    w->result = PL_EIO;
+    int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    size_t cap = 1u << 20;
+    char *buf = pl_malloc(cap);
+    uint64_t left = j->size;
+    while (left) {
+        ssize_t n = read(fd, buf, left < cap ? (size_t)left : cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        pl_media_hasher_update(&j->h, buf, (size_t)n);
+        left -= (uint64_t)n;
+    }
+    pl_free(buf);
+    close(fd);
+    unsigned char md[PL_MEDIA_HASH_LEN];
+    char b64[48];
+    if (left || pl_media_hasher_final(&j->h, md) != PL_MEDIA_OK)
+        return;
+    pl_media_b64(md, sizeof(md), b64, sizeof(b64));
+    if (strcmp(b64, j->sha256) != 0) {
+        j->mismatch = 1;
+        return;
+    }
+    w->result = pl__upload_write_file(j->pieces, j->h.digests,
+                                      (size_t)j->h.npieces * 32);
+}
+
+static void backfill_done(struct pl_work *w)
+{
+    struct backfill_job *j = (struct backfill_job *)w;
+    struct pl_upload *u = j->u;
+    if (!closing) {
+        struct upload_file *f = pl_map_get(&u->files, j->id);
+        if (j->mismatch)
+            pl_log_error("upload",
+                         "%s: %s does not match its SHA-256: "
+                         "no piece hashes",
+                         u->domain, j->id);
+        else if (w->result != PL_OK)
+            pl_log_warn("upload", "%s: cannot hash the pieces of %s", u->domain,
+                        j->id);
+        else if (f && f->ready && !f->pieces && f->size == j->size) {
+            size_t len = (size_t)j->h.npieces * 32;
+            f->pieces = pl_malloc(len ? len : 1);
+            memcpy(f->pieces, j->h.digests, len);
+            f->npieces = j->h.npieces;
+            f->piece_size = j->h.piece_size;
+            pl__upload_meta_save(u, f);
+            pl_log_info("upload", "%s: %s: %llu piece hashes added", u->domain,
+                        j->id, (unsigned long long)f->npieces);
+        }
+        u->backfilling = 0;
+        backfill_next(u);
+    }
+    pl_media_hasher_free(&j->h);
+    pl_free(j);
+}
+
+struct first_missing {
+    struct upload_file *f; /* a ready file without piece hashes */
+};
+
+static void find_missing(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct first_missing *m = ud;
+    struct upload_file *f = value;
+    if (!m->f && f->ready && !f->pieces && f->sha256[0] && !f->no_pieces)
+        m->f = f;
+}
+
+static void backfill_next(struct pl_upload *u)
+{
+    struct first_missing m = {NULL};
+    if (u->backfilling)
+        return;
+    pl_map_each(&u->files, find_missing, &m);
+    struct upload_file *f = m.f;
+    if (!f)
+        return;
+    f->no_pieces = 1; /* tried once, whatever comes of it */
+    struct backfill_job *j = pl_calloc(1, sizeof(*j));
+    uint32_t ps = pl_media_piece_size(f->size, (uint32_t)u->min_piece,
+                                      (uint32_t)u->max_piece,
+                                      (uint32_t)u->max_pieces);
+    if (pl_media_hasher_init(&j->h, f->size, ps) != PL_MEDIA_OK) {
+        pl_free(j);
+        return;
+    }
+    j->u = u;
+    memcpy(j->id, f->id, sizeof(j->id));
+    pl__upload_path(u, f->id, "", j->path, sizeof(j->path));
+    pl__upload_path(u, f->id, ".pieces", j->pieces, sizeof(j->pieces));
+    j->size = f->size;
+    snprintf(j->sha256, sizeof(j->sha256), "%s", f->sha256);
+    j->w.work = backfill_work;
+    j->w.done = backfill_done;
+    u->backfilling = 1;
+    pl_workq_submit(pl__upload_workq(), pl_server_loop(), &j->w);
+}
+
+void pl__upload_backfill(struct pl_upload *u)
+{
+    backfill_next(u);
 }
 
 /* ---- expiry ---- */

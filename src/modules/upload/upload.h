@@ -55,6 +55,7 @@ struct upload_file {
                                     * (a file stored before they were) */
     uint64_t npieces;              /* digests in pieces */
     unsigned char *pieces;         /* npieces * 32 bytes, or NULL */
+    int no_pieces;                 /* hashing them again was tried */
     int ready;                     /* complete: served by GET */
     int saving;                    /* a sidecar write is out */
     int dirty;                     /* changed since that write began */
@@ -91,6 +92,7 @@ struct pl_upload {
     struct pl_map usage;   /* owner bare JID -> uint64_t * bytes */
     struct pl_timer timer; /* expiry runs */
     int cleaning;          /* an expiry job is out */
+    int backfilling;       /* a job hashes a file's pieces */
     int opened;            /* the store is open (load got that far) */
     unsigned char key[32]; /* slot MAC key, from the server secret */
 };
@@ -160,6 +162,10 @@ void pl__upload_fetched(struct pl_upload *u, struct upload_file *f);
 /* Holds f for recipient (bare JID) for u->held_expiry seconds. */
 void pl__upload_hold(struct pl_upload *u, struct upload_file *f,
                      const char *recipient);
+/* Hashes the pieces of the files stored without piece hashes (before
+ * they were kept), one file at a time off the loop; a file whose bytes
+ * do not match its SHA-256 is logged and left without. */
+void pl__upload_backfill(struct pl_upload *u);
 /* One expiry run (off the loop); *removed gets the count when done. */
 void pl__upload_cleanup(struct pl_upload *u);
 /* The work queue for file jobs (created on first use). */
