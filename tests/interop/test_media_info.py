@@ -22,7 +22,8 @@ Checked:
   - a failure report (piece index, the peer's URL with its token) is
     counted (media_reports), demotes the peer (ban_reports = 2: listed
     after the others), a second one bans it (media_peer_bans): gone, and
-    its account's new announce forbidden; parleyctl shows the reports;
+    its account's new announce forbidden; parleyctl (and the HTTP admin
+    API) show the reports;
   - an explicit withdraw removes a peer; bad announces are refused;
   - the piece hashes survive a restart of parleyd, and a file that lost
     them (or was stored before they were kept) is hashed again;
@@ -459,6 +460,16 @@ def main():
     check("withdrawing what was not announced is item-not-found",
           error_of(r) == "item-not-found", harness.tostr(r)
           if r is not None else "no answer")
+    rc, out = srv.ctl("token", "create", "--read-only", "media-viewer")
+    st, _, body = req(port, "GET", "/api/media/" + hexd,
+                      headers={"Authorization": "Bearer " + out.strip()})
+    try:
+        jf = __import__("json").loads(body).get("file", {})
+    except ValueError:
+        jf = {}
+    check("the HTTP admin API answers GET /api/media/<sha-256>",
+          st == 200 and jf.get("id") == path.split("/")[2] and
+          jf.get("reports_total") == 3, "%s %r" % (st, body[:300]))
     check("media_server_bytes counts what GETs sent",
           (srv.counter("media_server_bytes") or 0) >= len(data) + 100,
           repr(srv.counter("media_server_bytes")))
