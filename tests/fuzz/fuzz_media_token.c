@@ -43,8 +43,8 @@ static void check_token(const uint8_t *p, size_t n)
     memcpy(copy, p, n);
     int64_t exp = 0;
     int rc = pl_media_token_check(key, sha, copy, n, 1800000000, &exp);
-    if (rc != PL_MEDIA_OK && rc != PL_MEDIA_EINVAL &&
-        rc != PL_MEDIA_EFORGED && rc != PL_MEDIA_EEXPIRED)
+    if (rc != PL_MEDIA_OK && rc != PL_MEDIA_EINVAL && rc != PL_MEDIA_EFORGED &&
+        rc != PL_MEDIA_EEXPIRED)
         die("check returned something else");
     if (rc == PL_MEDIA_OK || rc == PL_MEDIA_EEXPIRED) {
         char again[PL_MEDIA_TOKEN_LEN + 1];
