@@ -154,14 +154,18 @@ clean:
 
 # ---- Clients (src/clients/, on libstrophe and jansson): build/parley, the
 # command-line client, and build/parley-agent, the device daemon.
-CLIENT_PKGS := libstrophe jansson
+CLIENT_PKGS := libstrophe jansson openssl
 CLIENT_CFLAGS = $(call lazy,CLIENT_CFLAGS,$(call \
     pkg_config,--cflags,$(CLIENT_PKGS)))
 CLIENT_LIBS = $(call lazy,CLIENT_LIBS,$(call pkg_config,--libs,$(CLIENT_PKGS)))
-CLIENT_COMMON := $(BUILD)/src/clients/client.o
+# src/media/'s piece hashing and peer tokens (media.h), on libc and
+# libcrypto only: a peer checks its downloaders' tokens with them.
+CLIENT_COMMON := $(BUILD)/src/clients/client.o $(BUILD)/src/media/pieces.o \
+                 $(BUILD)/src/media/token.o
 AGENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/agent/*.c)))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/cli/*.c)))
-$(CLIENT_COMMON) $(AGENT_OBJ) $(CLI_OBJ): CFLAGS += $(CLIENT_CFLAGS)
+$(BUILD)/src/clients/client.o $(AGENT_OBJ) $(CLI_OBJ): CFLAGS += \
+    $(CLIENT_CFLAGS)
 
 all: $(BUILD)/parley $(BUILD)/parley-agent
 
@@ -227,6 +231,7 @@ FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
+    media_token \
     smtp mime wsframe
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer

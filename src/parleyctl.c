@@ -51,8 +51,12 @@
  *                              printed once (only its SHA-256 is kept, in
  *                              <data_dir>/api_tokens)
  *     token list | token revoke NAME
- *   push, group, s2s, components, stats, sip, socks5, sessions, kick and
- *   announce talk to parleyd's admin socket
+ *     media [--json] status FILE | media [--json] list
+ *                              an uploaded file's peers, bans, failure
+ *                              reports and what the server sent of it
+ *                              (FILE: id, SHA-256 or URL; doc/media.md)
+ *   push, group, s2s, components, stats, sip, socks5, media, sessions,
+ *   kick and announce talk to parleyd's admin socket
  *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
  *   <data_dir>/admin.sock.
@@ -115,13 +119,14 @@ static int usage_to(FILE *f)
           "  components [--json]\n  stats [--json]\n"
           "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
           "  socks5 [--json]\n"
+          "  media [--json] status FILE | media [--json] list\n"
           "  sessions [--json] [HOST]\n  kick JID [TEXT]\n"
           "  announce [--subject S] HOST TEXT\n"
           "  token create [--read-only] NAME | token list | "
           "token revoke NAME\n"
           "  gateway [--queue FILE] [--json] queue | trace ID\n"
-          "  (push, group, s2s, components, stats, sip, socks5, sessions, "
-          "kick, "
+          "  (push, group, s2s, components, stats, sip, socks5, media, "
+          "sessions, kick, "
           "announce: [--socket PATH] before the command)\n",
           f);
     return 2;
@@ -1015,6 +1020,80 @@ static int cmd_sip(int n, char **a)
     return rc;
 }
 
+/* An integer member of o. */
+static long long jint(json_t *o, const char *k)
+{
+    return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "";
+}
+
+/* parleyctl media [--json] status FILE | list: an uploaded file's sources,
+ * what the server sent of it, its failure reports (mod_media,
+ * doc/media.md); FILE is its id, SHA-256 (hex or base64) or URL. */
+static int cmd_media(int n, char **a)
+{
+    int as_json = n > 0 && strcmp(a[0], "--json") == 0;
+    if (as_json)
+        a++, n--;
+    json_t *req;
+    if (n == 2 && strcmp(a[0], "status") == 0)
+        req = json_pack("{s:s, s:s}", "op", "media", "file", a[1]);
+    else if (n == 1 && strcmp(a[0], "list") == 0)
+        req = json_pack("{s:s}", "op", "media");
+    else
+        return usage();
+    int rc = 0;
+    json_t *ans = admin_call(req, &rc);
+    json_t *f = json_object_get(ans, "file");
+    if (ans && !rc && as_json) {
+        print_json(f ? f : json_object_get(ans, "files"));
+    } else if (ans && !rc && f) {
+        size_t i;
+        json_t *x;
+        printf("file %s (%s), %lld bytes\n", jstr(f, "name"), jstr(f, "id"),
+               jint(f, "size"));
+        printf("sha-256 %s, %lld pieces of %lld bytes\n", jstr(f, "sha256"),
+               jint(f, "pieces"), jint(f, "piece_size"));
+        printf("server %s: %lld bytes sent in %lld GETs, %lld Metalinks, "
+               "%lld queries\n",
+               jstr(f, "url"), jint(f, "server_bytes"), jint(f, "server_gets"),
+               jint(f, "metalinks"), jint(f, "queries"));
+        json_t *peers = json_object_get(f, "peers");
+        printf("peers: %zu\n", json_array_size(peers));
+        json_array_foreach(peers, i, x)
+            printf("  %s %s max %lld%s\n", jstr(x, "jid"), jstr(x, "url"),
+                   jint(x, "max_concurrent"),
+                   jint(x, "failures") ? " demoted" : "");
+        json_t *bans = json_object_get(f, "bans");
+        printf("banned: %zu\n", json_array_size(bans));
+        json_array_foreach(bans, i, x)
+            printf("  %s %s until %lld\n", jstr(x, "jid"), jstr(x, "url"),
+                   jint(x, "until"));
+        json_t *reps = json_object_get(f, "reports");
+        printf("failure reports: %lld\n", jint(f, "reports_total"));
+        json_array_foreach(reps, i, x)
+            printf("  %lld %s piece %lld from %s: %s\n", jint(x, "at"),
+                   jstr(x, "reporter"), jint(x, "piece"), jstr(x, "source"),
+                   jstr(x, "result"));
+    } else if (ans && !rc) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(json_object_get(ans, "files"), i, x)
+            printf("%s %s %lld bytes, %zu peers, %lld sent, %lld reports\n",
+                   jstr(x, "id"), jstr(x, "name"), jint(x, "size"),
+                   json_array_size(json_object_get(x, "peers")),
+                   jint(x, "server_bytes"), jint(x, "reports_total"));
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 /* parleyctl socks5 [--json]: the SOCKS5 Bytestreams proxy (doc/socks5.md). */
 static int cmd_socks5(int n, char **a)
 {
@@ -1206,6 +1285,8 @@ int main(int argc, char **argv)
         rc = cmd_sip(n, a);
     else if (strcmp(cmd, "socks5") == 0)
         rc = cmd_socks5(n, a);
+    else if (strcmp(cmd, "media") == 0)
+        rc = cmd_media(n, a);
     else if (strcmp(cmd, "token") == 0)
         rc = cmd_token(n, a);
     else if (strcmp(cmd, "sessions") == 0)

@@ -4,7 +4,7 @@
  * thread; read anywhere (relaxed atomics).
  *
  * Most are monotonic counters; a few are gauges that go down as well
- * (connections_open, sip_bindings, sip_subscriptions): src/http/metrics.c
+ * (connections_open, sip_bindings, sip_subscriptions, media_peers): src/http/metrics.c
  * says which, with a HELP text for each.  A new counter is a line of
  * PL_STATS_FIELDS and a row of metrics.c's table.
  */
@@ -75,7 +75,15 @@
     X(stanzas_routed)                                                          \
     X(tls_handshakes)                                                          \
     X(tls_handshake_failures)                                                  \
-    X(admin_api_requests)
+    X(admin_api_requests)                                                      \
+    X(media_metalinks)                                                         \
+    X(media_queries)                                                           \
+    X(media_announces)                                                         \
+    X(media_withdrawals)                                                       \
+    X(media_peers)                                                             \
+    X(media_reports)                                                           \
+    X(media_peer_bans)                                                         \
+    X(media_server_bytes)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

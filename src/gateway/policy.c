@@ -75,7 +75,7 @@ static struct {
     int64_t last_full_log;
     int schema_ok; /* database thread */
 } P = {
-    .s_rate = 120,
+    .s_rate = 0,
     .s_burst = 60,
     .max_tracked = 100000,
     .notice_ms = 3600000,
@@ -725,7 +725,7 @@ int pl_gw_policy_load(struct config_t *cf, const char *path)
 {
     pl_gw_policy_free();
     memset(P.route, 0, sizeof(P.route));
-    P.s_rate = 120;
+    P.s_rate = 0;
     P.s_burst = 60;
     P.d_rate = 0;
     P.d_burst = 20;

@@ -17,6 +17,7 @@
  *                                     "push"         202 {id}
  *   GET    /api/fleet/push/ID         "status"       200 {delivered...}
  *   GET    /api/stats                 "stats"        200 {counters, memory}
+ *   GET    /api/media[/FILE]          "media"        200 {files} / {host, file}
  *
  * Errors have a JSON body {"error": CONDITION, "detail": TEXT}: 401 with
  * WWW-Authenticate: Bearer without a token or with one that is not valid
@@ -348,6 +349,16 @@ static void map_request(struct pl_http_req *r, struct pl_str method,
             if (v && strcmp(v, "0") != 0)
                 json_object_set_new(req, "verbose", json_true());
             pl_free(v);
+        }
+    } else if (is(p, "media")) {
+        m->allow = "GET, HEAD";
+        if (get)
+            json_object_set_new(req, "op", json_string("media"));
+    } else if (starts(p, "media/") && p.len > 6) {
+        m->allow = "GET, HEAD";
+        if (get) {
+            json_object_set_new(req, "op", json_string("media"));
+            json_object_set_new(req, "file", json_stringn(p.p + 6, p.len - 6));
         }
     } else if (is(p, "stats")) {
         m->allow = "GET, HEAD";

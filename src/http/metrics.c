@@ -107,6 +107,16 @@ static const struct help help[] = {
     {"tls_handshakes", 0, "TLS handshakes completed (in and out)."},
     {"tls_handshake_failures", 0, "TLS handshakes that failed."},
     {"admin_api_requests", 0, "Requests to the HTTP admin API."},
+    {"media_metalinks", 0, "Metalink documents served (doc/media.md)."},
+    {"media_queries", 0, "XMPP source queries answered (urn:parley:media:0)."},
+    {"media_announces", 0, "Peer announcements accepted."},
+    {"media_withdrawals", 0,
+     "Peers withdrawn: by themselves, going offline or banned."},
+    {"media_peers", 1, "Peers listed as sources now."},
+    {"media_reports", 0, "Verification failures reported by clients."},
+    {"media_peer_bans", 0, "Peers banned as a source of a file."},
+    {"media_server_bytes", 0,
+     "Bytes of uploaded files the server answered GETs with."},
 };
 
 static const struct help *help_of(const char *name)

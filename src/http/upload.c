@@ -27,12 +27,21 @@
  * its uploader told in a message from the service.
  *
  * GET and HEAD: pl_http_file (Range, ETag, 304, sendfile), the
+ * Metalink/HTTP fields of RFC 6249 (Digest: SHA-256=..., Link to the
+ * Metalink with rel=describedby, Link rel=duplicate for each live peer
+ * the media module lists, doc/media.md), the
  * Content-Type as uploaded, Content-Disposition with the file name
  * (attachment except for images, audio, video and plain text),
  * X-Content-Type-Options: nosniff and a sandboxing
  * Content-Security-Policy, so an uploaded page or SVG cannot run script
  * in the server's origin.  A GET of the whole file, or of a range
  * reaching its end, counts as a download (the end of an offline hold).
+ * GET <file-url>.meta4, or the file's URL with Accept:
+ * application/metalink4+xml, is the file's Metalink 4 document (RFC
+ * 5854; src/media/metalink.c): the server's URL, then the peers'.
+ * PUT also hashes each piece (src/media/pieces.c, the size rule of
+ * doc/media.md) beside the whole file, and its last job writes
+ * <id>.pieces before the sidecar.
  *
  * Extending: a new check of PUT goes in put_head, in the order of the
  * statuses above.
@@ -51,6 +60,8 @@
 #include "clamd.h"
 #include "http/http.h"
 #include "http/http_int.h"
+#include "media/media.h"
+#include "modules/media/media_int.h"
 #include "modules/upload/upload.h"
 
 #define BUF_SIZE (1u << 20)
@@ -72,26 +83,26 @@ struct put_job {
 };
 
 struct put {
-    struct pl_http_req *r;     /* NULL once the connection went */
-    struct pl_upload *u;       /* the host's service */
-    struct upload_file *f;     /* the entry (not ready) */
-    int fd;                    /* <id>.part */
-    char *buf[2];              /* filling and writing */
-    size_t len[2], cap[2];     /* bytes in each, their sizes */
-    struct put_job jobs[2][2]; /* per buffer: J_WRITE, J_HASH */
-    struct put_job fin;        /* J_FINAL */
-    int pending[2];            /* jobs out per buffer */
-    int cur;                   /* the buffer filling */
-    uint64_t off[2];           /* file offset of each buffer's bytes */
-    uint64_t written;          /* file offset of the filling buffer */
-    unsigned final_out : 1;    /* J_FINAL is out */
-    unsigned paused : 1;       /* the request is paused */
-    unsigned finishing : 1;    /* the body is complete */
-    unsigned failed : 1;       /* a write failed */
-    EVP_MD_CTX *sha;           /* SHA-256 of the bytes written */
-    int status;                /* J_FINAL's verdict: 201, 403, 500... */
-    char virus[160];           /* clamd's answer when not clean */
-    char part[4200], path[4200], meta[4200]; /* the files */
+    struct pl_http_req *r;       /* NULL once the connection went */
+    struct pl_upload *u;         /* the host's service */
+    struct upload_file *f;       /* the entry (not ready) */
+    int fd;                      /* <id>.part */
+    char *buf[2];                /* filling and writing */
+    size_t len[2], cap[2];       /* bytes in each, their sizes */
+    struct put_job jobs[2][2];   /* per buffer: J_WRITE, J_HASH */
+    struct put_job fin;          /* J_FINAL */
+    int pending[2];              /* jobs out per buffer */
+    int cur;                     /* the buffer filling */
+    uint64_t off[2];             /* file offset of each buffer's bytes */
+    uint64_t written;            /* file offset of the filling buffer */
+    unsigned final_out : 1;      /* J_FINAL is out */
+    unsigned paused : 1;         /* the request is paused */
+    unsigned finishing : 1;      /* the body is complete */
+    unsigned failed : 1;         /* a write failed */
+    struct pl_media_hasher hash; /* SHA-256 of the file and its pieces */
+    int status;                  /* J_FINAL's verdict: 201, 403, 500... */
+    char virus[160];             /* clamd's answer when not clean */
+    char part[4200], path[4200], meta[4200], pieces[4200]; /* the files */
     char clamd[256];           /* upload.clamd, copied for the worker */
     struct pl_buf metatext;    /* the sidecar, written by J_FINAL */
     struct pl_conn_limits lim; /* the connection's own, restored after */
@@ -157,8 +168,7 @@ static void put_free(struct put *p)
         close(p->fd);
     pl_free(p->buf[0]);
     pl_free(p->buf[1]);
-    if (p->sha)
-        EVP_MD_CTX_free(p->sha);
+    pl_media_hasher_free(&p->hash);
     pl_buf_reset(&p->metatext);
     pl_free(p);
 }
@@ -171,6 +181,7 @@ static void put_discard(struct put *p)
         p->fd = -1;
     }
     unlink(p->part);
+    unlink(p->pieces);
     if (!pl__upload_closing() && p->f) {
         pl__upload_usage_add(p->u, p->f->owner, -(int64_t)p->f->size);
         pl__upload_file_drop(p->u, p->f);
@@ -203,10 +214,12 @@ static void put_final(struct put *p, struct pl_work *w)
         w->result = PL_EIO;
         return;
     }
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_DigestFinal_ex(p->sha, md, &mdlen);
-    EVP_EncodeBlock((unsigned char *)p->f->sha256, md, (int)mdlen);
+    unsigned char md[PL_MEDIA_HASH_LEN];
+    if (pl_media_hasher_final(&p->hash, md) != PL_MEDIA_OK) {
+        w->result = PL_EIO;
+        return;
+    }
+    EVP_EncodeBlock((unsigned char *)p->f->sha256, md, (int)sizeof(md));
     if (p->clamd[0]) {
         int rc = pl_clamd_scan_fd(p->clamd, p->fd, 60, p->virus,
                                   sizeof(p->virus));
@@ -221,11 +234,22 @@ static void put_final(struct put *p, struct pl_work *w)
             return;
         }
     }
+    /* The piece hashes, then the sidecar that names their size. */
+    size_t plen = (size_t)p->hash.npieces * PL_MEDIA_HASH_LEN;
+    if (pl__upload_write_file(p->pieces, p->hash.digests, plen) != PL_OK) {
+        w->result = PL_EIO;
+        return;
+    }
+    p->f->pieces = pl_malloc(plen ? plen : 1);
+    memcpy(p->f->pieces, p->hash.digests, plen);
+    p->f->npieces = p->hash.npieces;
+    p->f->piece_size = p->hash.piece_size;
     pl__upload_meta_format(p->f, &p->metatext);
     if (pl__upload_write_file(p->meta, p->metatext.data + p->metatext.off,
                               p->metatext.len) != PL_OK ||
         rename(p->part, p->path) != 0) {
         unlink(p->meta);
+        unlink(p->pieces);
         w->result = PL_EIO;
         return;
     }
@@ -246,9 +270,10 @@ static void put_work(struct pl_work *w)
     struct put *p = j->p;
     const char *b = p->buf[j->buf];
     w->result = PL_OK;
-    if (j->kind != J_WRITE)
-        EVP_DigestUpdate(p->sha, b, j->n);
-    if (j->kind != J_HASH)
+    if (j->kind != J_WRITE &&
+        pl_media_hasher_update(&p->hash, b, j->n) != PL_MEDIA_OK)
+        w->result = PL_EIO; /* more bytes than announced: cannot be */
+    if (j->kind != J_HASH && w->result == PL_OK)
         w->result = write_all(p->fd, b, j->n, p->off[j->buf]);
     if (j->kind == J_FINAL && w->result == PL_OK)
         put_final(p, w);
@@ -293,7 +318,7 @@ static void finish(struct put *p, int result)
     if (result == PL_OK && p->status == 201) {
         close(p->fd);
         p->fd = -1;
-        p->f->ready = 1;
+        pl__upload_file_ready(p->u, p->f);
         pl_log_info("upload", "%s: %s uploaded by %s (%llu bytes)",
                     p->u->domain, p->f->id, p->f->owner,
                     (unsigned long long)p->f->size);
@@ -351,6 +376,7 @@ static void put_done(struct pl_work *w)
         /* The client went: nothing is kept, even a complete file. */
         unlink(p->path);
         unlink(p->meta);
+        unlink(p->pieces);
         put_discard(p);
         return;
     }
@@ -476,6 +502,7 @@ static int put_head(struct pl_http_req *r, struct pl_str id, struct pl_str name)
     pl__upload_path(u, s.id, ".part", p->part, sizeof(p->part));
     pl__upload_path(u, s.id, "", p->path, sizeof(p->path));
     pl__upload_path(u, s.id, ".meta", p->meta, sizeof(p->meta));
+    pl__upload_path(u, s.id, ".pieces", p->pieces, sizeof(p->pieces));
     p->fd = open(p->part, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (p->fd < 0) {
         pl_log_error("upload", "%s: cannot create %s", u->domain, p->part);
@@ -486,8 +513,16 @@ static int put_head(struct pl_http_req *r, struct pl_str id, struct pl_str name)
         p->cap[i] = len < BUF_SIZE ? (size_t)len + 1 : BUF_SIZE;
         p->buf[i] = pl_malloc(p->cap[i]);
     }
-    p->sha = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(p->sha, EVP_sha256(), NULL);
+    uint32_t psize = pl_media_piece_size(len, (uint32_t)u->min_piece,
+                                         (uint32_t)u->max_piece,
+                                         (uint32_t)u->max_pieces);
+    if (pl_media_hasher_init(&p->hash, len, psize) != PL_MEDIA_OK) {
+        close(p->fd);
+        unlink(p->part);
+        p->fd = -1;
+        put_free(p);
+        return refuse(r, 507, NULL);
+    }
     snprintf(p->clamd, sizeof(p->clamd), "%s", u->clamd ? u->clamd : "");
     p->f = pl__upload_file_add(u, &s);
     pl__upload_usage_add(u, s.owner, (int64_t)len); /* reserved */
@@ -541,13 +576,147 @@ static void disposition(const struct upload_file *f, struct pl_buf *b)
     }
 }
 
+/* Whether Accept names the Metalink type (RFC 6249: a client may ask for
+ * the description instead of the file).  A q=0 on it refuses it. */
+static int wants_metalink(struct pl_http_req *r)
+{
+    static const char type[] = "application/metalink4+xml";
+    struct pl_str a = pl_http_field(r, "Accept");
+    size_t k = sizeof(type) - 1;
+    for (size_t i = 0; i + k <= a.len; i++) {
+        if (strncasecmp(a.p + i, type, k) != 0)
+            continue;
+        size_t j = i + k;
+        while (j < a.len && a.p[j] == ' ')
+            j++;
+        if (j == a.len || a.p[j] == ',')
+            return 1;
+        /* parameters: "q=0" (or 0.0...) refuses */
+        const char *end = memchr(a.p + j, ',', a.len - j);
+        size_t n = end ? (size_t)(end - (a.p + j)) : a.len - j;
+        struct pl_str params = {a.p + j, n};
+        const char *q = NULL;
+        for (size_t x = 0; x + 2 <= params.len; x++)
+            if ((params.p[x] == 'q' || params.p[x] == 'Q') &&
+                params.p[x + 1] == '=')
+                q = params.p + x + 2;
+        if (!q)
+            return 1;
+        for (; q < params.p + params.len; q++)
+            if (*q >= '1' && *q <= '9')
+                return 1;
+        return 0;
+    }
+    return 0;
+}
+
+/* The Metalink of f (RFC 5854): the server first, then its live peers. */
+static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
+                          struct upload_file *f)
+{
+    struct pl_buf url = {0}, origin = {0}, doc = {0};
+    pl__upload_url(u, f->id, f->name, &url);
+    pl_buf_printf(&origin, "%s.meta4", pl_buf_cstr(&url));
+    struct pl_media *m = pl__media_of(u->host);
+    struct media_sources peers = {0};
+    if (m)
+        pl__media_sources(m, f, &peers);
+    struct pl_media_source *src = pl_calloc(peers.n + 1, sizeof(*src));
+    src[0] = (struct pl_media_source){pl_buf_cstr(&url), 1};
+    for (size_t i = 0; i < peers.n; i++)
+        src[i + 1] = peers.v[i];
+    unsigned char sha[PL_MEDIA_HASH_LEN];
+    if (pl_media_parse_sha256(f->sha256, strlen(f->sha256), sha) !=
+        PL_MEDIA_OK) {
+        pl_http_error(r, 404, NULL);
+        goto out;
+    }
+    struct pl_media_info info = {
+        .name = f->name,
+        .size = f->size,
+        .sha256 = sha,
+        .piece_size = f->piece_size,
+        .npieces = f->npieces,
+        .pieces = f->pieces,
+        .origin = pl_buf_cstr(&origin),
+        .published = f->created,
+        .sources = src,
+        .nsources = peers.n + 1,
+    };
+    pl_media_metalink(&info, &doc);
+    if (!r->is_head) {
+        if (m)
+            pl__media_counted(m, f, 0, 1);
+        pl_stat_inc(media_metalinks);
+    }
+    pl_http_add_header(r, "Cache-Control", "no-store");
+    pl_http_add_header(r, "Vary", "Accept");
+    pl_http_add_header(r, "X-Content-Type-Options", "nosniff");
+    pl_http_respond(r, 200, "application/metalink4+xml", doc.data + doc.off,
+                    doc.len);
+out:
+    pl_free(src);
+    pl__media_sources_free(&peers);
+    pl_buf_reset(&url);
+    pl_buf_reset(&origin);
+    pl_buf_reset(&doc);
+}
+
+/* RFC 6249 on the file's answer: its digest (RFC 3230's Digest with
+ * RFC 5843's SHA-256: base64 of the whole file, whatever range is
+ * sent), its Metalink (rel=describedby), each live peer (rel=duplicate,
+ * with its priority after the server's). */
+static void metalink_http(struct pl_http_req *r, struct pl_upload *u,
+                          struct upload_file *f)
+{
+    struct pl_buf b = {0};
+    if (f->sha256[0]) {
+        pl_buf_printf(&b, "SHA-256=%s", f->sha256);
+        pl_http_add_header(r, "Digest", pl_buf_cstr(&b));
+        pl_buf_reset(&b);
+    }
+    pl_buf_append_str(&b, "<");
+    pl__upload_url(u, f->id, f->name, &b);
+    pl_buf_append_str(&b, ".meta4>; rel=describedby; "
+                          "type=\"application/metalink4+xml\"");
+    pl_http_add_header(r, "Link", pl_buf_cstr(&b));
+    pl_buf_reset(&b);
+    struct pl_media *m = pl__media_of(u->host);
+    if (!m)
+        return;
+    struct media_sources peers = {0};
+    pl__media_sources(m, f, &peers);
+    for (size_t i = 0; i < peers.n; i++) {
+        pl_buf_printf(&b, "<%s>; rel=duplicate; pri=%d", peers.v[i].url,
+                      peers.v[i].priority);
+        pl_http_add_header(r, "Link", pl_buf_cstr(&b));
+        pl_buf_reset(&b);
+    }
+    pl__media_sources_free(&peers);
+}
+
 static void get_request(struct pl_http_req *r, struct pl_str id,
                         struct pl_str name)
 {
     struct pl_upload *u;
     struct upload_file *f = find_file(id, &u);
-    if (!f || !f->ready || !pl_str_eq_c(name, f->name)) {
+    if (!f || !f->ready) {
         pl_http_error(r, 404, NULL);
+        return;
+    }
+    /* <file-url>.meta4 is the file's Metalink (a file named so itself is
+     * served as the file). */
+    size_t n = strlen(f->name);
+    if (!pl_str_eq_c(name, f->name)) {
+        if (name.len == n + 6 && memcmp(name.p, f->name, n) == 0 &&
+            memcmp(name.p + n, ".meta4", 6) == 0)
+            send_metalink(r, u, f);
+        else
+            pl_http_error(r, 404, NULL);
+        return;
+    }
+    if (wants_metalink(r)) {
+        send_metalink(r, u, f);
         return;
     }
     char path[4200];
@@ -568,15 +737,26 @@ static void get_request(struct pl_http_req *r, struct pl_str id,
     pl_http_add_header(r, "Content-Security-Policy",
                        "default-src 'none'; sandbox");
     pl_http_add_header(r, "Cache-Control", "private, max-age=86400");
+    pl_http_add_header(r, "Vary", "Accept");
+    metalink_http(r, u, f);
     /* The whole file, or a range through its last byte: a download. */
     if (!r->is_head) {
         struct pl_str range = pl_http_field(r, "Range");
-        uint64_t a, z;
+        uint64_t a = 0, z = st.st_size ? (uint64_t)st.st_size - 1 : 0;
         int rc = range.len
                      ? pl__http_parse_range(range, (uint64_t)st.st_size, &a, &z)
                      : 0;
         if (rc == 0 || (rc == 1 && z + 1 == (uint64_t)st.st_size))
             pl__upload_fetched(u, f);
+        /* What the server sends of it (the file's share in
+         * parleyctl media status); a 304 or 416 sends nothing. */
+        if (rc >= 0 && st.st_size && !pl_http_field(r, "If-None-Match").len) {
+            uint64_t bytes = rc == 1 ? z - a + 1 : (uint64_t)st.st_size;
+            pl_stat_add(media_server_bytes, (unsigned long)bytes);
+            struct pl_media *m = pl__media_of(u->host);
+            if (m)
+                pl__media_counted(m, f, bytes, 0);
+        }
     }
     pl_http_file(r, fd, &st, f->type);
 }

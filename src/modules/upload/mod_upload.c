@@ -83,6 +83,11 @@ static void disco_info(struct pl_upload *u, struct pl_stanza *st)
 {
     struct pl_node *q;
     struct pl_stanza *res = pl_service_info(&service, u->title, st, &q);
+    /* The media module answers on this service too (doc/media.md). */
+    if (pl_host_ctx(u->host, media)) {
+        struct pl_node *mf = add_el(res, q, "feature", PL_NS_DISCO_INFO);
+        pl_node_set_attr(res, mf, "var", PL_NS_MEDIA);
+    }
     /* XEP-0128 extended information: max-file-size (XEP-0363 §3). */
     struct pl_node *x = add_el(res, q, "x", NS_XDATA);
     pl_node_set_attr(res, x, "type", "result");
@@ -172,9 +177,8 @@ static int parse_size(const char *s, uint64_t *out)
     return 1;
 }
 
-/* The URL of file id/name: <url>/upload/<id>/<name percent-encoded>. */
-static void file_url(const struct pl_upload *u, const char *id,
-                     const char *name, struct pl_buf *b)
+void pl__upload_url(const struct pl_upload *u, const char *id, const char *name,
+                    struct pl_buf *b)
 {
     pl_buf_printf(b, "%s/upload/%s/", u->url, id);
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
@@ -271,7 +275,7 @@ static int request_slot(struct pl_upload *u, struct pl_event *ev,
     s.size = size;
     s.expires = (int64_t)time(NULL) + u->slot_expiry;
     struct pl_buf url = {0}, auth = {0};
-    file_url(u, s.id, name, &url);
+    pl__upload_url(u, s.id, name, &url);
     pl_buf_append_str(&auth, "Bearer ");
     pl__upload_slot_sign(&s, u->key, &auth);
     struct pl_stanza *res = pl_iq_result(st);
@@ -440,6 +444,14 @@ static int load(struct pl_host *h, void *state)
 {
     struct pl_upload *u = state;
     u->host = h;
+    if ((u->min_piece & (u->min_piece - 1)) ||
+        (u->max_piece & (u->max_piece - 1)) || u->min_piece > u->max_piece) {
+        pl_log_error("upload",
+                     "%s: min_piece and max_piece must be powers "
+                     "of two, min_piece <= max_piece",
+                     h->domain);
+        return PL_EINVAL;
+    }
     int rc = pl_service_claim(h, &service, u->domain_opt, u->title, &u->domain);
     if (rc != PL_OK)
         return rc;
@@ -476,6 +488,8 @@ static int ready(struct pl_host *h, void *state)
 {
     (void)h;
     struct pl_upload *u = state;
+    /* Files stored before piece hashes were kept get them now. */
+    pl__upload_backfill(u);
     /* A first run soon after start (files that expired while down). */
     pl_timer_start(pl_server_loop(), &u->timer,
                    (uint64_t)(u->cleanup_interval < 5 ? u->cleanup_interval
@@ -548,6 +562,18 @@ static const struct pl_option options[] = {
     {"cleanup_interval", PL_OPT_INT, "3600", 1, 86400, NULL,
      "Seconds between runs of the expiry job.",
      offsetof(struct pl_upload, cleanup_interval)},
+    {"min_piece", PL_OPT_INT, "262144", 16384, 1L << 30, NULL,
+     "Smallest piece in bytes (a power of two): each upload's pieces are "
+     "hashed as it arrives (SHA-256, doc/media.md); pieces double from "
+     "here until the file has at most max_pieces of them.",
+     offsetof(struct pl_upload, min_piece)},
+    {"max_piece", PL_OPT_INT, "16777216", 16384, 1L << 30, NULL,
+     "Largest piece in bytes (a power of two, at least min_piece).",
+     offsetof(struct pl_upload, max_piece)},
+    {"max_pieces", PL_OPT_INT, "2048", 1, 1L << 20, NULL,
+     "Pieces a file is cut into at most, unless that would need pieces "
+     "larger than max_piece.",
+     offsetof(struct pl_upload, max_pieces)},
     {0},
 };
 

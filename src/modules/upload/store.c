@@ -13,6 +13,11 @@
  * on the loop, a worker unlinks their files, then the event
  * "upload/expired" fires on the host (data: the number removed).
  *
+ * A file's piece hashes (<id>.pieces, written with the sidecar by the
+ * upload's last job) are read with it and kept in memory: 32 bytes per
+ * piece, so at most upload.max_pieces * 32 bytes per file below
+ * max_piece * max_pieces bytes (doc/media.md).
+ *
  * Extending: a new sidecar key is a line in meta_format and meta_parse.
  */
 #include <dirent.h>
@@ -25,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "media/media.h"
 #include "upload.h"
 
 static struct pl_workq *workq;
@@ -82,6 +88,7 @@ void pl__upload_usage_add(struct pl_upload *u, const char *owner, int64_t delta)
 
 static void file_free(struct upload_file *f)
 {
+    pl_free(f->pieces);
     pl_free(f->owner);
     pl_free(f->name);
     pl_free(f->type);
@@ -104,10 +111,57 @@ struct upload_file *pl__upload_file_add(struct pl_upload *u,
     return f;
 }
 
+/* ---- the index by hash ---- */
+
+struct same_hash {
+    const struct upload_file *gone; /* the file leaving */
+    struct upload_file *other;      /* another ready copy, if any */
+};
+
+static void find_same(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct same_hash *s = ud;
+    struct upload_file *f = value;
+    if (f != s->gone && f->ready && !s->other &&
+        strcmp(f->sha256, s->gone->sha256) == 0)
+        s->other = f;
+}
+
+static void index_hash(struct pl_upload *u, struct upload_file *f)
+{
+    if (f->sha256[0] && !pl_map_get(&u->by_hash, f->sha256))
+        pl_map_put(&u->by_hash, f->sha256, f);
+}
+
+/* f leaves the index; another copy of the same bytes takes its place. */
+static void unindex_hash(struct pl_upload *u, struct upload_file *f)
+{
+    if (!f->sha256[0] || pl_map_get(&u->by_hash, f->sha256) != f)
+        return;
+    pl_map_del(&u->by_hash, f->sha256);
+    struct same_hash s = {f, NULL};
+    pl_map_each(&u->files, find_same, &s);
+    if (s.other)
+        pl_map_put(&u->by_hash, f->sha256, s.other);
+}
+
+void pl__upload_file_ready(struct pl_upload *u, struct upload_file *f)
+{
+    f->ready = 1;
+    index_hash(u, f);
+}
+
+struct upload_file *pl__upload_by_hash(struct pl_upload *u, const char *sha256)
+{
+    return pl_map_get(&u->by_hash, sha256);
+}
+
 void pl__upload_file_drop(struct pl_upload *u, struct upload_file *f)
 {
     if (pl_map_get(&u->files, f->id) == f)
         pl_map_del(&u->files, f->id);
+    unindex_hash(u, f);
     file_free(f);
 }
 
@@ -121,6 +175,8 @@ void pl__upload_meta_format(const struct upload_file *f, struct pl_buf *out)
                   f->owner, f->name, f->type, (unsigned long long)f->size,
                   (long long)f->created, (long long)f->expires, f->sha256,
                   f->fetched);
+    if (f->piece_size)
+        pl_buf_printf(out, "piece_size %lu\n", (unsigned long)f->piece_size);
     if (f->held_for)
         pl_buf_printf(out, "held_for %s\nhold_expires %lld\n", f->held_for,
                       (long long)f->hold_expires);
@@ -163,6 +219,9 @@ static int meta_parse(char *text, struct upload_file *f)
                 f->held_for = pl_strdup(v);
             } else if (strcmp(k, "hold_expires") == 0) {
                 f->hold_expires = strtoll(v, NULL, 10);
+            } else if (strcmp(k, "piece_size") == 0) {
+                unsigned long ps = strtoul(v, NULL, 10);
+                f->piece_size = ps <= UINT32_MAX ? (uint32_t)ps : 0;
             }
         }
         line = nl ? nl + 1 : NULL;
@@ -298,6 +357,43 @@ static int ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
+/* Reads f's piece hashes (<id>.pieces in dfd); without a whole list the
+ * file has none until pl__upload_backfill hashes it again. */
+static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
+{
+    char name[PL_UPLOAD_ID_LEN + 8];
+    snprintf(name, sizeof(name), "%s.pieces", f->id);
+    uint64_t n = (f->size + f->piece_size - 1) / f->piece_size;
+    size_t len = (size_t)n * 32;
+    struct stat st;
+    int fd = n <= (1u << 26)
+                 ? openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                 : -1;
+    if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == len) {
+        f->pieces = pl_malloc(len ? len : 1);
+        size_t got = 0;
+        while (got < len) {
+            ssize_t k = read(fd, f->pieces + got, len - got);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                break;
+            got += (size_t)k;
+        }
+        if (got == len)
+            f->npieces = n;
+        else
+            pl_free(f->pieces), f->pieces = NULL;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!f->pieces) {
+        pl_log_warn("upload", "%s: %s: piece hashes missing, hashing again",
+                    u->domain, f->id);
+        f->piece_size = 0;
+    }
+}
+
 /* Reads the sidecar name (in dirfd) into the index. */
 static void load_one(struct pl_upload *u, int dfd, const char *name)
 {
@@ -312,6 +408,9 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
         !S_ISREG(st.st_mode)) {
         /* The bytes never arrived (a crash before the rename). */
         unlinkat(dfd, name, 0);
+        char pieces[PL_UPLOAD_ID_LEN + 8];
+        snprintf(pieces, sizeof(pieces), "%s.pieces", id);
+        unlinkat(dfd, pieces, 0);
         return;
     }
     int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -330,8 +429,11 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
         file_free(f);
         return;
     }
+    if (f->piece_size)
+        load_pieces(u, dfd, f);
     f->ready = 1;
     pl_map_put(&u->files, f->id, f);
+    index_hash(u, f);
     pl__upload_usage_add(u, f->owner, (int64_t)f->size);
 }
 
@@ -353,6 +455,19 @@ int pl__upload_store_open(struct pl_upload *u)
             unlinkat(dirfd(d), e->d_name, 0); /* interrupted */
         else if (ends_with(e->d_name, ".meta"))
             load_one(u, dirfd(d), e->d_name), n++;
+    }
+    /* Piece hashes whose file never got its sidecar (a crash between
+     * the two writes). */
+    rewinddir(d);
+    while ((e = readdir(d))) {
+        size_t k = strlen(e->d_name);
+        if (k == PL_UPLOAD_ID_LEN + 7 && ends_with(e->d_name, ".pieces")) {
+            char id[PL_UPLOAD_ID_LEN + 1];
+            memcpy(id, e->d_name, PL_UPLOAD_ID_LEN);
+            id[PL_UPLOAD_ID_LEN] = '\0';
+            if (!pl_map_get(&u->files, id))
+                unlinkat(dirfd(d), e->d_name, 0);
+        }
     }
     closedir(d);
     pl_log_info("upload", "%s: %lu files in %s", u->domain,
@@ -392,8 +507,139 @@ void pl__upload_store_close(struct pl_upload *u)
     pl_timer_stop(&u->timer);
     pl_map_each(&u->files, free_file, NULL);
     pl_map_clear(&u->files);
+    pl_map_clear(&u->by_hash);
     pl_map_each(&u->usage, free_usage, NULL);
     pl_map_clear(&u->usage);
+}
+
+/* ---- piece hashes of files stored without them ---- */
+
+/* One file hashed again, off the loop, one after the other (the upload
+ * queue's other worker stays free for uploads). */
+struct backfill_job {
+    struct pl_work w;    /* first */
+    struct pl_upload *u; /* the host's state */
+    char id[PL_UPLOAD_ID_LEN + 1];
+    char path[4200], pieces[4200]; /* the bytes, the hashes to write */
+    uint64_t size;                 /* bytes expected */
+    char sha256[48];               /* the sidecar's whole-file hash */
+    struct pl_media_hasher h;      /* the hashes */
+    int mismatch;                  /* the bytes are not the sidecar's */
+};
+
+static void backfill_next(struct pl_upload *u);
+
+static void backfill_work(struct pl_work *w)
+{
+    struct backfill_job *j = (struct backfill_job *)w;
+    w->result = PL_EIO;
+    int fd = open(j->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return;
+    size_t cap = 1u << 20;
+    char *buf = pl_malloc(cap);
+    uint64_t left = j->size;
+    while (left) {
+        ssize_t n = read(fd, buf, left < cap ? (size_t)left : cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        pl_media_hasher_update(&j->h, buf, (size_t)n);
+        left -= (uint64_t)n;
+    }
+    pl_free(buf);
+    close(fd);
+    unsigned char md[PL_MEDIA_HASH_LEN];
+    char b64[48];
+    if (left || pl_media_hasher_final(&j->h, md) != PL_MEDIA_OK)
+        return;
+    pl_media_b64(md, sizeof(md), b64, sizeof(b64));
+    if (strcmp(b64, j->sha256) != 0) {
+        j->mismatch = 1;
+        return;
+    }
+    w->result = pl__upload_write_file(j->pieces, j->h.digests,
+                                      (size_t)j->h.npieces * 32);
+}
+
+static void backfill_done(struct pl_work *w)
+{
+    struct backfill_job *j = (struct backfill_job *)w;
+    struct pl_upload *u = j->u;
+    if (!closing) {
+        struct upload_file *f = pl_map_get(&u->files, j->id);
+        if (j->mismatch)
+            pl_log_error("upload",
+                         "%s: %s does not match its SHA-256: "
+                         "no piece hashes",
+                         u->domain, j->id);
+        else if (w->result != PL_OK)
+            pl_log_warn("upload", "%s: cannot hash the pieces of %s", u->domain,
+                        j->id);
+        else if (f && f->ready && !f->pieces && f->size == j->size) {
+            size_t len = (size_t)j->h.npieces * 32;
+            f->pieces = pl_malloc(len ? len : 1);
+            memcpy(f->pieces, j->h.digests, len);
+            f->npieces = j->h.npieces;
+            f->piece_size = j->h.piece_size;
+            pl__upload_meta_save(u, f);
+            pl_log_info("upload", "%s: %s: %llu piece hashes added", u->domain,
+                        j->id, (unsigned long long)f->npieces);
+        }
+        u->backfilling = 0;
+        backfill_next(u);
+    }
+    pl_media_hasher_free(&j->h);
+    pl_free(j);
+}
+
+struct first_missing {
+    struct upload_file *f; /* a ready file without piece hashes */
+};
+
+static void find_missing(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct first_missing *m = ud;
+    struct upload_file *f = value;
+    if (!m->f && f->ready && !f->pieces && f->sha256[0] && !f->no_pieces)
+        m->f = f;
+}
+
+static void backfill_next(struct pl_upload *u)
+{
+    struct first_missing m = {NULL};
+    if (u->backfilling)
+        return;
+    pl_map_each(&u->files, find_missing, &m);
+    struct upload_file *f = m.f;
+    if (!f)
+        return;
+    f->no_pieces = 1; /* tried once, whatever comes of it */
+    struct backfill_job *j = pl_calloc(1, sizeof(*j));
+    uint32_t ps = pl_media_piece_size(f->size, (uint32_t)u->min_piece,
+                                      (uint32_t)u->max_piece,
+                                      (uint32_t)u->max_pieces);
+    if (pl_media_hasher_init(&j->h, f->size, ps) != PL_MEDIA_OK) {
+        pl_free(j);
+        return;
+    }
+    j->u = u;
+    memcpy(j->id, f->id, sizeof(j->id));
+    pl__upload_path(u, f->id, "", j->path, sizeof(j->path));
+    pl__upload_path(u, f->id, ".pieces", j->pieces, sizeof(j->pieces));
+    j->size = f->size;
+    snprintf(j->sha256, sizeof(j->sha256), "%s", f->sha256);
+    j->w.work = backfill_work;
+    j->w.done = backfill_done;
+    u->backfilling = 1;
+    pl_workq_submit(pl__upload_workq(), pl_server_loop(), &j->w);
+}
+
+void pl__upload_backfill(struct pl_upload *u)
+{
+    backfill_next(u);
 }
 
 /* ---- expiry ---- */
@@ -444,6 +690,8 @@ static void expire_work(struct pl_work *w)
         unlink(path);
         snprintf(path, sizeof(path), "%s/%s.meta", j->dir, j->ids[i]);
         unlink(path);
+        snprintf(path, sizeof(path), "%s/%s.pieces", j->dir, j->ids[i]);
+        unlink(path);
     }
 }
 
@@ -479,6 +727,7 @@ void pl__upload_cleanup(struct pl_upload *u)
         struct upload_file *f = pl_map_del(&u->files, j->ids[i]);
         if (!f)
             continue;
+        unindex_hash(u, f);
         pl__upload_usage_add(u, f->owner, -(int64_t)f->size);
         file_free(f);
     }

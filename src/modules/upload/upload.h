@@ -13,10 +13,13 @@
  * Storage (doc/upload.md): each host has a directory (upload.dir, else
  * <data_dir>/upload/<host>); a file is <id> (the bytes) and <id>.meta
  * (a sidecar of "key value" lines: owner, name, type, size, created,
- * expires, sha256, held_for, hold_expires, fetched); <id>.part is an
- * upload in progress.  The sidecars are read into memory when the host
+ * expires, sha256, held_for, hold_expires, fetched, piece_size) and
+ * <id>.pieces (the SHA-256 of each piece, 32 bytes each, in order: see
+ * doc/media.md for the piece size rule); <id>.part is an upload in
+ * progress.  Both hashes are computed while the upload is received.  The sidecars are read into memory when the host
  * starts (an index by id and the bytes stored per owner for the quota);
- * every change is written to the sidecar off the loop.
+ * every change is written to the sidecar off the loop.  Ready files are
+ * also indexed by their SHA-256 (the media module finds them so).
  *
  * Extending: a new per-file attribute is a field of struct upload_file,
  * a line in store.c's meta_format/meta_parse.
@@ -29,7 +32,8 @@
 #include "core/modapi.h"
 
 #define PL_NS_UPLOAD "urn:xmpp:http:upload:0"
-#define PL_UPLOAD_ID_LEN 24 /* base64url characters of a file id */
+#define PL_NS_MEDIA "urn:parley:media:0" /* doc/media.md */
+#define PL_UPLOAD_ID_LEN 24              /* base64url characters of a file id */
 
 /* A file of the store, uploading or ready. */
 struct upload_file {
@@ -47,6 +51,11 @@ struct upload_file {
     int fetched;                   /* downloaded whole at least once */
     char sha256[48];               /* base64 SHA-256 of the bytes, "" while
                                     * uploading */
+    uint32_t piece_size;           /* bytes per piece, 0: no piece hashes
+                                    * (a file stored before they were) */
+    uint64_t npieces;              /* digests in pieces */
+    unsigned char *pieces;         /* npieces * 32 bytes, or NULL */
+    int no_pieces;                 /* hashing them again was tried */
     int ready;                     /* complete: served by GET */
     int saving;                    /* a sidecar write is out */
     int dirty;                     /* changed since that write began */
@@ -68,6 +77,9 @@ struct pl_upload {
     long held_expiry;      /* seconds a file held for an offline user is
                              * kept when nobody fetches it */
     long cleanup_interval; /* seconds between expiry runs */
+    long min_piece;        /* piece size rule (doc/media.md): smallest */
+    long max_piece;        /* largest piece */
+    long max_pieces;       /* pieces a file is cut into at most */
     long rate;             /* bytes/s an upload's body may arrive at,
                             * 0 = no limit */
     /* Component domains that may ask for slots (owner: the domain). */
@@ -78,9 +90,11 @@ struct pl_upload {
     char *url;             /* base URL, no trailing '/' */
     char *dir;             /* storage directory */
     struct pl_map files;   /* id -> struct upload_file * */
+    struct pl_map by_hash; /* base64 SHA-256 -> a ready upload_file * */
     struct pl_map usage;   /* owner bare JID -> uint64_t * bytes */
     struct pl_timer timer; /* expiry runs */
     int cleaning;          /* an expiry job is out */
+    int backfilling;       /* a job hashes a file's pieces */
     int opened;            /* the store is open (load got that far) */
     unsigned char key[32]; /* slot MAC key, from the server secret */
 };
@@ -130,6 +144,10 @@ void pl__upload_usage_add(struct pl_upload *u, const char *owner,
 /* A new entry for an upload starting (not ready): takes the strings. */
 struct upload_file *pl__upload_file_add(struct pl_upload *u,
                                         const struct upload_slot *s);
+/* f is complete: served from now on, and found by its hash. */
+void pl__upload_file_ready(struct pl_upload *u, struct upload_file *f);
+/* The ready file whose SHA-256 is sha256 (base64), or NULL. */
+struct upload_file *pl__upload_by_hash(struct pl_upload *u, const char *sha256);
 /* Forgets f (an upload that failed), without touching the disk. */
 void pl__upload_file_drop(struct pl_upload *u, struct upload_file *f);
 /* "<dir>/<id><suffix>" into out. */
@@ -146,6 +164,10 @@ void pl__upload_fetched(struct pl_upload *u, struct upload_file *f);
 /* Holds f for recipient (bare JID) for u->held_expiry seconds. */
 void pl__upload_hold(struct pl_upload *u, struct upload_file *f,
                      const char *recipient);
+/* Hashes the pieces of the files stored without piece hashes (before
+ * they were kept), one file at a time off the loop; a file whose bytes
+ * do not match its SHA-256 is logged and left without. */
+void pl__upload_backfill(struct pl_upload *u);
 /* One expiry run (off the loop); *removed gets the count when done. */
 void pl__upload_cleanup(struct pl_upload *u);
 /* The work queue for file jobs (created on first use). */
@@ -154,6 +176,11 @@ struct pl_workq *pl__upload_workq(void);
 int pl__upload_closing(void);
 
 /* ---- mod_upload.c ---- */
+
+/* The URL of file id/name: <url>/upload/<id>/<name percent-encoded>,
+ * appended to b. */
+void pl__upload_url(const struct pl_upload *u, const char *id, const char *name,
+                    struct pl_buf *b);
 
 /* Tells owner (bare JID) in a message from the service. */
 void pl__upload_notify(struct pl_upload *u, const char *owner,
