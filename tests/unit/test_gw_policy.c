@@ -106,14 +106,19 @@ void test_gw_policy_rules(void)
     struct pl_gw_decision d;
     const char *type, *cond, *enh;
     int code;
-    /* Defaults: everything allowed, 120 a minute with a burst of 60 per
-     * sender, no destination limit, no quota. */
+    /* Defaults: everything allowed, no rate limit, no quota. */
     CHECK_INT(load(""), PL_OK);
-    for (int i = 0; i < 60; i++)
+    for (int i = 0; i < 200; i++)
         CHECK_INT(check("im", "a@localhost", "sms", "+15551234567", 1000, &d),
                   PL_GW_ALLOW);
     CHECK_INT(d.daily, 0);
     CHECK_STR(d.key, "im:a@localhost");
+    /* A sender rate of 120 a minute with a burst of 60. */
+    CHECK_INT(load("policy = { sender_rate = { rate = 120; burst = 60; }; };"),
+              PL_OK);
+    for (int i = 0; i < 60; i++)
+        CHECK_INT(check("im", "a@localhost", "sms", "+15551234567", 1000, &d),
+                  PL_GW_ALLOW);
     CHECK_INT(check("im", "a@localhost", "sms", "+15551234567", 1000, &d),
               PL_GW_RATE);
     CHECK(strstr(d.reason, "120 messages a minute") != NULL);
