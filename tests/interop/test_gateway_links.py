@@ -86,10 +86,18 @@ class Client(slixmpp.ClientXMPP):
     def burst(self, items):
         """items: (to, id, text); all written at once, with <request/>."""
         for to, mid, text in items:
-            m = self.make_message(mto=to, mbody=text, mtype="chat")
-            m["id"] = mid
-            m.xml.append(slixmpp.ET.Element("{%s}request" % NS_RECEIPTS))
-            m.send()
+            self.send_one(to, mid, text)
+
+    def send_one(self, to, mid, text):
+        m = self.make_message(mto=to, mbody=text, mtype="chat")
+        m["id"] = mid
+        m.xml.append(slixmpp.ET.Element("{%s}request" % NS_RECEIPTS))
+        m.send()
+
+    def paced(self, items, gap):
+        """items written one every gap seconds (on the client's loop)."""
+        for i, (to, mid, text) in enumerate(items):
+            self.loop.call_later(i * gap, self.send_one, to, mid, text)
 
 
 class Switch:
@@ -324,8 +332,17 @@ def run(srv, d, switch, phone, sink, gws, lt, relay):
     sink[0].stop()
     resent0 = sum(x.get("resent", 0) for x in components(srv).values())
     batch = items("kill", 300)
-    lt.loop.call_soon_threadsafe(c.burst, batch)
+    # Paced (300 over 3 s), so that the kill falls inside the burst however
+    # fast the gateways store; SIGSTOP first, so that the stanzas parleyd
+    # routes to that instance meanwhile are surely unacknowledged when it
+    # dies.
+    lt.loop.call_soon_threadsafe(c.paced, batch, 0.01)
     harness.wait_for(lambda: counts(d, "kill %")[0] >= 40, 30)
+    os.kill(gws[0].proc.pid, signal.SIGSTOP)
+    stopped_at = counts(d, "kill %")[0]
+    # (the other instance goes on; if the stopped one held the queue's
+    # write lock, nothing moves until the kill, well inside busy_timeout)
+    harness.wait_for(lambda: counts(d, "kill %")[0] >= stopped_at + 10, 2)
     gws[0].stop(signal.SIGKILL)
     at_kill = counts(d, "kill %")[0]
     settled = harness.wait_for(lambda: counts(d, "kill %") == (300, 300), 60)
