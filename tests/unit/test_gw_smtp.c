@@ -552,6 +552,7 @@ void test_gw_smtp_starttls(void)
               GREET EHLO_REPLY "502 5.5.1 Command not implemented\r\n");
     CHECK(!pl_smtp_tls_wanted(s));
     pl_buf_reset(&got);
+    pl_buf_reset(&r.ev);
     pl_smtp_free(s);
 
     /* Offered; the pipelined MAIL and RCPT after STARTTLS never run. */
@@ -609,6 +610,7 @@ void test_gw_smtp_starttls(void)
     CHECK(pl_smtp_tls_wanted(s));
     CHECK_INT((long)pl_smtp_tls_discarded(s), 0);
     pl_buf_reset(&got);
+    pl_buf_reset(&r.ev);
     pl_smtp_free(s);
 
     /* Required: 530 to mail commands before TLS, mail after it. */
