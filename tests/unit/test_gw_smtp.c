@@ -585,8 +585,10 @@ void test_gw_smtp_starttls(void)
               "503 5.5.1 Send HELO/EHLO first\r\n" EHLO_REPLY
               "503 5.5.1 TLS already active\r\n");
     pl_buf_reset(&got);
-    CHECK_STR(feed(s, "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
-                      "hi\r\n.\r\n", &got),
+    CHECK_STR(feed(s,
+                   "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
+                   "hi\r\n.\r\n",
+                   &got),
               "250 2.1.0 Sender <a@b.c> OK\r\n"
               "250 2.1.5 Recipient <d@e.f> OK\r\n"
               "354 End data with <CR><LF>.<CR><LF>\r\n"
@@ -600,8 +602,10 @@ void test_gw_smtp_starttls(void)
     /* Not with parameters, not inside a transaction. */
     r = (struct rec){0};
     s = pl_smtp_new(&c, on_event, &r);
-    CHECK(strstr(feed(s, "EHLO a\r\nSTARTTLS now\r\nMAIL FROM:<>\r\n"
-                         "STARTTLS\r\nRSET\r\nSTARTTLS\r\n", &got),
+    CHECK(strstr(feed(s,
+                      "EHLO a\r\nSTARTTLS now\r\nMAIL FROM:<>\r\n"
+                      "STARTTLS\r\nRSET\r\nSTARTTLS\r\n",
+                      &got),
                  "501 5.5.4 Syntax: STARTTLS (no parameters)\r\n"
                  "250 2.1.0 Sender <> OK\r\n"
                  "503 5.5.1 STARTTLS not allowed in a mail transaction\r\n"
@@ -617,8 +621,10 @@ void test_gw_smtp_starttls(void)
     c.tls = PL_SMTP_TLS_REQUIRE;
     r = (struct rec){0};
     s = pl_smtp_new(&c, on_event, &r);
-    CHECK(strstr(feed(s, "EHLO a\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
-                         "DATA\r\nVRFY x\r\nNOOP\r\nSTARTTLS\r\n", &got),
+    CHECK(strstr(feed(s,
+                      "EHLO a\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
+                      "DATA\r\nVRFY x\r\nNOOP\r\nSTARTTLS\r\n",
+                      &got),
                  "250 ENHANCEDSTATUSCODES\r\n"
                  "530 5.7.0 Must issue a STARTTLS command first\r\n"
                  "530 5.7.0 Must issue a STARTTLS command first\r\n"

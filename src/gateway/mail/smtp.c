@@ -1034,9 +1034,8 @@ static void command(struct pl_smtp *s, char *line)
                      "VRFY");
     else if (IS("HELO") || IS("EHLO"))
         client_error(s, 500, "5.5.1", "This is LMTP: use LHLO");
-    else if (IS("BDAT") || IS("EXPN") || IS("AUTH") ||
-             IS("ETRN") || IS("TURN") || IS("ATRN") || IS("SEND") ||
-             IS("SOML") || IS("SAML"))
+    else if (IS("BDAT") || IS("EXPN") || IS("AUTH") || IS("ETRN") ||
+             IS("TURN") || IS("ATRN") || IS("SEND") || IS("SOML") || IS("SAML"))
         client_error(s, 502, "5.5.1", "Command not implemented");
     else
         client_error(s, 500, "5.5.1", "Command unrecognized");

@@ -113,8 +113,9 @@ static void on_tls_up(struct pl_conn *c)
     struct session *se = c->data;
     size_t dropped = pl_smtp_tls_discarded(se->smtp);
     if (dropped)
-        pl_log_warn("smtp", "%s: %zu plaintext bytes after STARTTLS "
-                            "discarded (command injection?)",
+        pl_log_warn("smtp",
+                    "%s: %zu plaintext bytes after STARTTLS "
+                    "discarded (command injection?)",
                     c->ip, dropped);
     pl_smtp_tls_started(se->smtp);
     pump(se);
