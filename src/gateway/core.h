@@ -70,6 +70,10 @@ struct pl_gw_conf {
     long lmtp_port;          /* its port, 0: none */
     char *smtp_address;      /* SMTP TCP address */
     long smtp_port;          /* its port, 0: none */
+    char *smtp_tls;          /* "", none, starttls, required */
+    char *smtp_tls_cert;     /* STARTTLS certificate (PEM chain) */
+    char *smtp_tls_key;      /* its key */
+    long smtp_tls_make;      /* 1: cert is ours, made if missing */
     long mail_max_size;      /* bytes of one inbound message */
     long mail_max_rcpts;     /* recipients per transaction */
     long mail_max_text;      /* bytes of text delivered to IM / sent */

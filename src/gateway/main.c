@@ -85,6 +85,9 @@ static const struct opt {
     {"mail.lmtp.port", 0, NULL, 0, 0, 65535, 1, OFF(lmtp_port)},
     {"mail.smtp.address", 1, "127.0.0.1", 0, 0, 0, 0, OFF(smtp_address)},
     {"mail.smtp.port", 0, NULL, 0, 0, 65535, 1, OFF(smtp_port)},
+    {"mail.smtp.tls", 1, "", 0, 0, 0, 0, OFF(smtp_tls)},
+    {"mail.smtp.tls_cert", 1, "", 0, 0, 0, 0, OFF(smtp_tls_cert)},
+    {"mail.smtp.tls_key", 1, "", 0, 0, 0, 0, OFF(smtp_tls_key)},
     {"mail.max_size", 0, NULL, 10485760, 1024, 1073741824, 1,
      OFF(mail_max_size)},
     {"mail.max_rcpts", 0, NULL, 100, 1, 10000, 1, OFF(mail_max_rcpts)},
@@ -217,6 +220,12 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
              strcmp(c->relay_tls, "try") != 0 &&
              strcmp(c->relay_tls, "require") != 0)
         why = "mail.relay.starttls must be none, try or require";
+    else if (c->smtp_tls[0] && strcmp(c->smtp_tls, "none") != 0 &&
+             strcmp(c->smtp_tls, "starttls") != 0 &&
+             strcmp(c->smtp_tls, "required") != 0)
+        why = "mail.smtp.tls must be none, starttls or required";
+    else if (!c->smtp_tls_cert[0] != !c->smtp_tls_key[0])
+        why = "mail.smtp.tls_cert and mail.smtp.tls_key go together";
     else if (c->mail_domain[0] && strncmp(c->relay_url, "smtp://", 7) != 0 &&
              strncmp(c->relay_url, "smtps://", 8) != 0)
         why = "mail.relay.url must be smtp://HOST[:PORT] or smtps://...";
@@ -253,6 +262,17 @@ static int load(const char *path, struct pl_gw_conf *c, const char **level)
         pl_free(c->mail_from);
         c->mail_from = pl_malloc(n);
         snprintf(c->mail_from, n, "MAILER-DAEMON@%s", c->mail_hostname);
+    }
+    if (!c->smtp_tls_cert[0]) {
+        /* Ours, in data_dir: made self-signed on the first start. */
+        size_t n = strlen(c->data_dir) + 32;
+        pl_free(c->smtp_tls_cert);
+        pl_free(c->smtp_tls_key);
+        c->smtp_tls_cert = pl_malloc(n);
+        c->smtp_tls_key = pl_malloc(n);
+        snprintf(c->smtp_tls_cert, n, "%s/smtp-cert.pem", c->data_dir);
+        snprintf(c->smtp_tls_key, n, "%s/smtp-key.pem", c->data_dir);
+        c->smtp_tls_make = 1;
     }
     if (c->queue_path[0] != '/') {
         size_t n = strlen(c->data_dir) + strlen(c->queue_path) + 2;

@@ -7,7 +7,9 @@
  * the bytes are cut into reads (bits 2-4: 1 to 128 bytes, or whole),
  * whether the transport reads the replies after every feed (bit 5: if
  * not, the engine must stop at max_out), and whether verdicts are given
- * later through pl_smtp_resume (bit 6).  The event callback refuses
+ * later through pl_smtp_resume (bit 6), and whether STARTTLS is offered
+ * (bit 7; required with the small limits: the transport "starts TLS" as
+ * soon as the engine asks).  The event callback refuses
  * recipients starting with 'x' (550) and messages whose first byte is
  * 'T' (451).
  *
@@ -20,6 +22,8 @@
  * - a DATA event's text holds at most max_size client bytes (plus the
  *   Received: field) and is made of CRLF-terminated lines (a bare LF
  *   fails the message: RFC 5321 §2.3.8);
+ * - STARTTLS is accepted only when offered and not yet active, and no
+ *   input is wanted between its 220 and the handshake;
  * - after the session ends, feeding gives PL_ECLOSED;
  * - each event has the fields its type promises.
  *
@@ -193,6 +197,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         st.cfg.max_out = 1024;
     }
     st.cfg.peer = "192.0.2.1";
+    /* 0x80: STARTTLS offered (required with the small limits). */
+    st.cfg.tls = !(flags & 0x80) ? PL_SMTP_TLS_NONE
+                 : flags & 2     ? PL_SMTP_TLS_REQUIRE
+                                 : PL_SMTP_TLS_OFFER;
     size_t step = (flags >> 2) & 7 ? (size_t)1 << (((flags >> 2) & 7) - 1)
                                    : size;
     int read_replies = !(flags & 0x20);
@@ -219,6 +227,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 die("resume refused while pending", NULL);
         }
         drain(&st, s, read_replies);
+        if (pl_smtp_tls_wanted(s)) {
+            /* The transport's handshake: no input may be taken before. */
+            if (pl_smtp_wants_input(s))
+                die("input wanted while TLS is to start", NULL);
+            if (st.cfg.tls == PL_SMTP_TLS_NONE || pl_smtp_tls_active(s))
+                die("STARTTLS accepted when not offered", NULL);
+            drain(&st, s, 1);
+            pl_smtp_tls_started(s);
+        }
         if (rc == PL_ECLOSED) {
             if (!pl_smtp_is_done(s))
                 die("PL_ECLOSED but not done", NULL);

@@ -527,3 +527,118 @@ void test_gw_smtp_resume(void)
     pl_buf_reset(&r.ev);
     pl_smtp_free(s);
 }
+
+/* Feeds in and returns the output so far (appended to got). */
+static const char *feed(struct pl_smtp *s, const char *in, struct pl_buf *got)
+{
+    pl_smtp_feed(s, in, strlen(in));
+    struct pl_str o = pl_smtp_output(s);
+    pl_buf_append(got, o.p, o.len);
+    pl_smtp_output_sent(s, o.len);
+    return pl_buf_cstr(got);
+}
+
+/* STARTTLS (RFC 3207): offered only before TLS, the session starts over
+ * after it, what was pipelined after it in plaintext is dropped
+ * (CVE-2011-0411), and "required" refuses mail without it. */
+void test_gw_smtp_starttls(void)
+{
+    /* Not configured: not offered, 502 as before. */
+    struct pl_smtp_config c = config(PL_SMTP_SMTP);
+    struct rec r = {0};
+    struct pl_buf got = {0};
+    struct pl_smtp *s = pl_smtp_new(&c, on_event, &r);
+    CHECK_STR(feed(s, "EHLO a\r\nSTARTTLS\r\n", &got),
+              GREET EHLO_REPLY "502 5.5.1 Command not implemented\r\n");
+    CHECK(!pl_smtp_tls_wanted(s));
+    pl_buf_reset(&got);
+    pl_buf_reset(&r.ev);
+    pl_smtp_free(s);
+
+    /* Offered; the pipelined MAIL and RCPT after STARTTLS never run. */
+    c.tls = PL_SMTP_TLS_OFFER;
+    c.add_received = 1;
+    r = (struct rec){0};
+    s = pl_smtp_new(&c, on_event, &r);
+    const char *in = "EHLO a\r\nSTARTTLS\r\nMAIL FROM:<evil@x.y>\r\n"
+                     "RCPT TO:<v@y.z>\r\n";
+    CHECK_STR(feed(s, in, &got),
+              GREET "250-mx.example.org\r\n250-PIPELINING\r\n"
+                    "250-SIZE 200\r\n250-8BITMIME\r\n250-DSN\r\n"
+                    "250-STARTTLS\r\n250-SMTPUTF8\r\n"
+                    "250 ENHANCEDSTATUSCODES\r\n"
+                    "220 2.0.0 Ready to start TLS\r\n");
+    CHECK(pl_smtp_tls_wanted(s));
+    CHECK(!pl_smtp_wants_input(s));
+    CHECK_INT((long)pl_smtp_tls_discarded(s), 39);
+    /* More plaintext before the handshake: dropped too. */
+    CHECK_INT(pl_smtp_feed(s, "DATA\r\n", 6), PL_OK);
+    CHECK_INT((long)pl_smtp_output(s).len, 0);
+    CHECK_INT((long)pl_smtp_tls_discarded(s), 45);
+    CHECK_STR(pl_buf_cstr(&r.ev), "HELO a\n");
+    pl_smtp_tls_started(s);
+    CHECK(pl_smtp_tls_active(s));
+    CHECK(pl_smtp_wants_input(s));
+    pl_buf_reset(&got);
+    /* HELO was forgotten; EHLO no longer offers STARTTLS. */
+    CHECK_STR(feed(s, "MAIL FROM:<a@b.c>\r\nEHLO b\r\nSTARTTLS\r\n", &got),
+              "503 5.5.1 Send HELO/EHLO first\r\n" EHLO_REPLY
+              "503 5.5.1 TLS already active\r\n");
+    pl_buf_reset(&got);
+    CHECK_STR(feed(s,
+                   "MAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\nDATA\r\n"
+                   "hi\r\n.\r\n",
+                   &got),
+              "250 2.1.0 Sender <a@b.c> OK\r\n"
+              "250 2.1.5 Recipient <d@e.f> OK\r\n"
+              "354 End data with <CR><LF>.<CR><LF>\r\n"
+              "250 2.0.0 Message accepted\r\n");
+    CHECK(strstr(pl_buf_cstr(&r.ev), "by mx.example.org with ESMTPS; "));
+    CHECK(!strstr(pl_buf_cstr(&r.ev), "evil"));
+    pl_buf_reset(&got);
+    pl_buf_reset(&r.ev);
+    pl_smtp_free(s);
+
+    /* Not with parameters, not inside a transaction. */
+    r = (struct rec){0};
+    s = pl_smtp_new(&c, on_event, &r);
+    CHECK(strstr(feed(s,
+                      "EHLO a\r\nSTARTTLS now\r\nMAIL FROM:<>\r\n"
+                      "STARTTLS\r\nRSET\r\nSTARTTLS\r\n",
+                      &got),
+                 "501 5.5.4 Syntax: STARTTLS (no parameters)\r\n"
+                 "250 2.1.0 Sender <> OK\r\n"
+                 "503 5.5.1 STARTTLS not allowed in a mail transaction\r\n"
+                 "250 2.0.0 OK\r\n"
+                 "220 2.0.0 Ready to start TLS\r\n"));
+    CHECK(pl_smtp_tls_wanted(s));
+    CHECK_INT((long)pl_smtp_tls_discarded(s), 0);
+    pl_buf_reset(&got);
+    pl_buf_reset(&r.ev);
+    pl_smtp_free(s);
+
+    /* Required: 530 to mail commands before TLS, mail after it. */
+    c.tls = PL_SMTP_TLS_REQUIRE;
+    r = (struct rec){0};
+    s = pl_smtp_new(&c, on_event, &r);
+    CHECK(strstr(feed(s,
+                      "EHLO a\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<d@e.f>\r\n"
+                      "DATA\r\nVRFY x\r\nNOOP\r\nSTARTTLS\r\n",
+                      &got),
+                 "250 ENHANCEDSTATUSCODES\r\n"
+                 "530 5.7.0 Must issue a STARTTLS command first\r\n"
+                 "530 5.7.0 Must issue a STARTTLS command first\r\n"
+                 "530 5.7.0 Must issue a STARTTLS command first\r\n"
+                 "530 5.7.0 Must issue a STARTTLS command first\r\n"
+                 "250 2.0.0 OK\r\n"
+                 "220 2.0.0 Ready to start TLS\r\n"));
+    CHECK(strstr(pl_buf_cstr(&got), "250-STARTTLS\r\n"));
+    CHECK_STR(pl_buf_cstr(&r.ev), "HELO a\n");
+    pl_smtp_tls_started(s);
+    pl_buf_reset(&got);
+    CHECK_STR(feed(s, "EHLO a\r\nMAIL FROM:<a@b.c>\r\n", &got),
+              EHLO_REPLY "250 2.1.0 Sender <a@b.c> OK\r\n");
+    pl_buf_reset(&got);
+    pl_buf_reset(&r.ev);
+    pl_smtp_free(s);
+}

@@ -944,7 +944,21 @@ static int listen_on(int lmtp, const char *address, int port, const char *path,
     cfg.fn = on_event;
     cfg.data = lmtp ? (void *)&M : NULL; /* non-NULL: LMTP */
     cfg.gone = on_gone;
+    /* STARTTLS on the SMTP port (mail.smtp.tls; unset: when a certificate
+     * is there or can be made). */
+    const char *tls = lmtp ? "none" : pl_gw.c.smtp_tls;
+    cfg.smtp.tls = strcmp(tls, "required") == 0 ? PL_SMTP_TLS_REQUIRE
+                   : strcmp(tls, "none") == 0   ? PL_SMTP_TLS_NONE
+                                                : PL_SMTP_TLS_OFFER;
+    cfg.tls_cert = pl_gw.c.smtp_tls_cert;
+    cfg.tls_key = pl_gw.c.smtp_tls_key;
+    cfg.tls_make_cert = (int)pl_gw.c.smtp_tls_make;
     int rc = pl_smtp_server_open(pl_gw.loop, &cfg, out);
+    if (rc == PL_ETLS && !tls[0]) {
+        pl_log_warn("mail", "SMTP without STARTTLS: no certificate");
+        cfg.smtp.tls = PL_SMTP_TLS_NONE;
+        rc = pl_smtp_server_open(pl_gw.loop, &cfg, out);
+    }
     if (rc != PL_OK)
         pl_log_error("mail", "cannot listen for %s on %s",
                      lmtp ? "LMTP" : "SMTP", path ? path : address);

@@ -15,6 +15,11 @@
  * a message over max_size; the text is still read to its end so that
  * the session stays in step.
  *
+ * STARTTLS (RFC 3207): cmd_starttls() answers 220, empties s->in (what
+ * followed the command in plaintext is never executed) and sets
+ * tls_wanted, which blocks run() and pl_smtp_wants_input() until the
+ * transport calls pl_smtp_tls_started().
+ *
  * Extending: commands are dispatched in command(); each one's verdict
  * comes back through a finish_*() function, called at once or from
  * pl_smtp_resume().
@@ -56,6 +61,9 @@ struct pl_smtp {
     unsigned done : 1;         /* session over */
     unsigned skipping : 1;     /* discarding an over-long command line */
     unsigned ehlo : 1;         /* EHLO/LHLO (not HELO) was said */
+    unsigned tls_wanted : 1;   /* STARTTLS accepted, handshake to come */
+    unsigned tls_active : 1;   /* TLS is up */
+    size_t tls_discarded;      /* plaintext bytes dropped after STARTTLS */
     int pending;               /* event type awaiting a verdict, 0: none */
     char *helo;                /* HELO argument, NULL before */
     unsigned errors;           /* client errors so far */
@@ -455,6 +463,8 @@ static void finish_helo(struct pl_smtp *s, const struct pl_smtp_reply *r)
     pl_buf_printf(&s->out, "250-SIZE %zu\r\n", s->cfg.max_size);
     pl_buf_append_str(&s->out, "250-8BITMIME\r\n");
     pl_buf_append_str(&s->out, "250-DSN\r\n");
+    if (s->cfg.tls != PL_SMTP_TLS_NONE && !s->tls_active)
+        pl_buf_append_str(&s->out, "250-STARTTLS\r\n");
     if (s->cfg.smtputf8)
         pl_buf_append_str(&s->out, "250-SMTPUTF8\r\n");
     pl_buf_append_str(&s->out, "250 ENHANCEDSTATUSCODES\r\n");
@@ -769,8 +779,52 @@ static void cmd_helo(struct pl_smtp *s, const char *arg, int ehlo)
         finish_helo(s, s->replies);
 }
 
+/* With PL_SMTP_TLS_REQUIRE and no TLS yet: 530 (RFC 3207 §4); 1 if so. */
+static int need_tls(struct pl_smtp *s)
+{
+    if (s->cfg.tls != PL_SMTP_TLS_REQUIRE || s->tls_active)
+        return 0;
+    client_error(s, 530, "5.7.0", "Must issue a STARTTLS command first");
+    return 1;
+}
+
+static void cmd_starttls(struct pl_smtp *s, const char *arg)
+{
+    if (s->cfg.tls == PL_SMTP_TLS_NONE) {
+        client_error(s, 502, "5.5.1", "Command not implemented");
+        return;
+    }
+    if (*arg) {
+        client_error(s, 501, "5.5.4", "Syntax: STARTTLS (no parameters)");
+        return;
+    }
+    if (s->tls_active) {
+        client_error(s, 503, "5.5.1", "TLS already active");
+        return;
+    }
+    if (s->has_mail) {
+        client_error(s, 503, "5.5.1",
+                     "STARTTLS not allowed in a mail transaction");
+        return;
+    }
+    reply(s, 220, "2.0.0", "Ready to start TLS");
+    /* Whatever the client sent after STARTTLS in plaintext is dropped:
+     * executing it after the handshake is the CVE-2011-0411 injection. */
+    s->tls_discarded += s->in.len;
+    pl_buf_reset(&s->in);
+    s->tls_wanted = 1;
+}
+
+static void cmd_vrfy(struct pl_smtp *s)
+{
+    if (!need_tls(s))
+        reply(s, 252, "2.5.0", "Cannot VRFY user, but will accept message");
+}
+
 static void cmd_mail(struct pl_smtp *s, const char *arg)
 {
+    if (need_tls(s))
+        return;
     if (!s->helo) {
         client_error(s, 503, "5.5.1",
                      s->cfg.proto == PL_SMTP_LMTP ? "Send LHLO first"
@@ -823,6 +877,8 @@ static void cmd_mail(struct pl_smtp *s, const char *arg)
 
 static void cmd_rcpt(struct pl_smtp *s, const char *arg)
 {
+    if (need_tls(s))
+        return;
     if (!s->has_mail) {
         client_error(s, 503, "5.5.1", "Need MAIL command");
         return;
@@ -881,10 +937,13 @@ static void start_received(struct pl_smtp *s)
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
-    const char *with = s->cfg.proto == PL_SMTP_LMTP ? "LMTP"
+    /* RFC 3848: the "S" of ESMTPS/UTF8SMTPS/LMTPS says TLS was used. */
+    int t = s->tls_active;
+    const char *with = s->cfg.proto == PL_SMTP_LMTP ? (t ? "LMTPS" : "LMTP")
                        : !s->ehlo                   ? "SMTP"
-                       : s->smtputf8                ? "UTF8SMTP"
-                                                    : "ESMTP";
+                       : s->smtputf8 ? (t ? "UTF8SMTPS" : "UTF8SMTP")
+                       : t           ? "ESMTPS"
+                                     : "ESMTP";
     pl_buf_append_str(&s->msg, "Received: from ");
     put_text(&s->msg, s->helo);
     if (s->peer) {
@@ -902,6 +961,8 @@ static void cmd_data(struct pl_smtp *s, const char *arg)
         client_error(s, 501, "5.5.4", "Syntax: DATA");
         return;
     }
+    if (need_tls(s))
+        return;
     if (!s->has_mail) {
         client_error(s, 503, "5.5.1", "Need MAIL command");
         return;
@@ -962,8 +1023,10 @@ static void command(struct pl_smtp *s, char *line)
     else if (IS("QUIT")) {
         reply(s, 221, "2.0.0", "Bye");
         s->done = 1;
-    } else if (IS("VRFY"))
-        reply(s, 252, "2.5.0", "Cannot VRFY user, but will accept message");
+    } else if (IS("STARTTLS"))
+        cmd_starttls(s, arg);
+    else if (IS("VRFY"))
+        cmd_vrfy(s);
     else if (IS("HELP"))
         reply(s, 214, "2.0.0",
               lmtp ? "Commands: LHLO MAIL RCPT DATA RSET NOOP QUIT VRFY"
@@ -971,9 +1034,8 @@ static void command(struct pl_smtp *s, char *line)
                      "VRFY");
     else if (IS("HELO") || IS("EHLO"))
         client_error(s, 500, "5.5.1", "This is LMTP: use LHLO");
-    else if (IS("BDAT") || IS("EXPN") || IS("STARTTLS") || IS("AUTH") ||
-             IS("ETRN") || IS("TURN") || IS("ATRN") || IS("SEND") ||
-             IS("SOML") || IS("SAML"))
+    else if (IS("BDAT") || IS("EXPN") || IS("AUTH") || IS("ETRN") ||
+             IS("TURN") || IS("ATRN") || IS("SEND") || IS("SOML") || IS("SAML"))
         client_error(s, 502, "5.5.1", "Command not implemented");
     else
         client_error(s, 500, "5.5.1", "Command unrecognized");
@@ -1084,8 +1146,8 @@ static int cmd_step(struct pl_smtp *s)
 
 static void run(struct pl_smtp *s)
 {
-    while (!s->done && !s->pending && s->out.len < s->cfg.max_out &&
-           s->in.len > 0) {
+    while (!s->done && !s->pending && !s->tls_wanted &&
+           s->out.len < s->cfg.max_out && s->in.len > 0) {
         int progressed = s->state == S_DATA ? data_step(s) : cmd_step(s);
         if (!progressed)
             break;
@@ -1161,6 +1223,11 @@ int pl_smtp_feed(struct pl_smtp *s, const char *p, size_t n)
 {
     if (s->done)
         return PL_ECLOSED;
+    if (s->tls_wanted) {
+        /* Plaintext after STARTTLS, before the handshake: never run. */
+        s->tls_discarded += n;
+        return PL_OK;
+    }
     if (n)
         pl_buf_append(&s->in, p, n);
     run(s);
@@ -1191,7 +1258,38 @@ void pl_smtp_output_sent(struct pl_smtp *s, size_t n)
 
 int pl_smtp_wants_input(const struct pl_smtp *s)
 {
-    return !s->done && !s->pending && s->out.len < s->cfg.max_out;
+    return !s->done && !s->pending && !s->tls_wanted &&
+           s->out.len < s->cfg.max_out;
+}
+
+int pl_smtp_tls_wanted(const struct pl_smtp *s)
+{
+    return s->tls_wanted && !s->done;
+}
+
+void pl_smtp_tls_started(struct pl_smtp *s)
+{
+    /* RFC 3207 §4.2: forget what the client said before, even the
+     * HELO/EHLO argument; the greeting is not repeated. */
+    s->tls_wanted = 0;
+    s->tls_active = 1;
+    reset_transaction(s);
+    pl_free(s->helo);
+    s->helo = NULL;
+    s->ehlo = 0;
+    s->skipping = 0;
+    s->state = S_CMD;
+    pl_buf_reset(&s->in);
+}
+
+int pl_smtp_tls_active(const struct pl_smtp *s)
+{
+    return s->tls_active;
+}
+
+size_t pl_smtp_tls_discarded(const struct pl_smtp *s)
+{
+    return s->tls_discarded;
 }
 
 int pl_smtp_is_done(const struct pl_smtp *s)

@@ -16,8 +16,19 @@
  * 8BITMIME (RFC 6152), SIZE (RFC 1870), ENHANCEDSTATUSCODES (RFC 2034: an
  * RFC 3463 code on every 2xx, 4xx and 5xx reply but the greeting and the
  * EHLO/HELO/LHLO answer), SMTPUTF8 (RFC 6531: UTF-8 addresses, accepted
- * only in a transaction whose MAIL FROM carried SMTPUTF8).  Not offered:
- * CHUNKING/BDAT, STARTTLS, AUTH, DSN (502 if used).
+ * only in a transaction whose MAIL FROM carried SMTPUTF8), DSN (RFC 3461),
+ * and STARTTLS (RFC 3207) when cfg.tls asks for it and TLS is not up yet.
+ * Not offered: CHUNKING/BDAT, AUTH (502 if used).
+ *
+ * STARTTLS: the engine only speaks the protocol; the transport does the
+ * TLS.  An accepted STARTTLS queues "220 2.0.0", discards every byte
+ * that came after the command in plaintext (RFC 3207 §4.2 and the
+ * command injection of CVE-2011-0411: pipelined commands must not be
+ * carried into the TLS session) and stops taking input.  The transport
+ * sees pl_smtp_tls_wanted(), sends the 220, runs the handshake and calls
+ * pl_smtp_tls_started(), which forgets HELO/EHLO and the transaction
+ * (the client must EHLO again).  With PL_SMTP_TLS_REQUIRE, MAIL, RCPT,
+ * DATA and VRFY get 530 5.7.0 until TLS is up (RFC 3207 §4).
  *
  * Events (struct pl_smtp_event) go to one callback, which fills a verdict
  * (struct pl_smtp_reply; code 0 keeps the engine's default, a success)
@@ -70,6 +81,14 @@ struct pl_smtp_config {
     int smtputf8;         /* offer SMTPUTF8 (1) */
     const char *peer;     /* client address for Received:, or NULL */
     int add_received;     /* prepend a Received: field (1; RFC 5321 §4.4) */
+    int tls;              /* enum pl_smtp_tls (PL_SMTP_TLS_NONE) */
+};
+
+/* STARTTLS policy (struct pl_smtp_config.tls). */
+enum pl_smtp_tls {
+    PL_SMTP_TLS_NONE = 0,    /* not offered: STARTTLS gets 502 */
+    PL_SMTP_TLS_OFFER = 1,   /* offered, plaintext mail accepted */
+    PL_SMTP_TLS_REQUIRE = 2, /* offered, mail only after it (530) */
 };
 
 void pl_smtp_config_default(struct pl_smtp_config *cfg);
@@ -179,6 +198,22 @@ int pl_smtp_is_pending(const struct pl_smtp *s);
  */
 int pl_smtp_resume(struct pl_smtp *s, const struct pl_smtp_reply *replies,
                    size_t n);
+
+/*
+ * 1 once STARTTLS was accepted: send the output (the 220), then start the
+ * TLS handshake; no input is taken until pl_smtp_tls_started().
+ */
+int pl_smtp_tls_wanted(const struct pl_smtp *s);
+/*
+ * The TLS handshake completed: the session starts over as after the
+ * greeting (no HELO, no transaction; RFC 3207 §4.2), without a new
+ * greeting, and STARTTLS is no longer offered.
+ */
+void pl_smtp_tls_started(struct pl_smtp *s);
+/* 1 once TLS is up (pl_smtp_tls_started was called). */
+int pl_smtp_tls_active(const struct pl_smtp *s);
+/* Plaintext bytes discarded after STARTTLS so far (injection attempts). */
+size_t pl_smtp_tls_discarded(const struct pl_smtp *s);
 
 /* The transport's command timeout passed: queues 421 4.4.2 and ends. */
 void pl_smtp_timeout(struct pl_smtp *s);

@@ -17,6 +17,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
+#include "tls.h"
 
 struct session {
     struct pl_conn *c;          /* the connection, NULL once closed */
@@ -33,6 +34,7 @@ struct pl_smtp_server {
     char *unix_path;                  /* cfg.unix_path */
     struct pl_loop *loop;             /* where it runs */
     struct pl_listener *tcp;          /* TCP listener, or NULL */
+    struct pl_tls_host *tls;          /* STARTTLS context, or NULL */
     struct pl_io ux;                  /* unix socket watcher (fd -1) */
     struct session *sessions;         /* open ones */
     unsigned nsessions;               /* how many */
@@ -63,6 +65,7 @@ static void server_maybe_free(struct pl_smtp_server *srv)
 {
     if (!srv->closing || srv->sessions)
         return;
+    pl_tls_host_free(srv->tls);
     pl_free(srv->hostname);
     pl_free(srv->address);
     pl_free(srv->unix_path);
@@ -89,6 +92,11 @@ static void pump(struct session *se)
         pl_conn_close(c);
         return;
     }
+    if (pl_smtp_tls_wanted(se->smtp) && !pl_smtp_output(se->smtp).len &&
+        c->tls == PL_CONN_PLAIN && !c->want_tls && se->srv->tls) {
+        /* The 220 is queued: TLS starts once it is written. */
+        pl_conn_starttls(c, se->srv->tls->ctx);
+    }
     int want = pl_smtp_wants_input(se->smtp) && pl_conn_pending(c) < cap;
     pl_conn_hold(c, !want);
 }
@@ -97,6 +105,19 @@ static void on_data(struct pl_conn *c, const char *p, size_t n)
 {
     struct session *se = c->data;
     pl_smtp_feed(se->smtp, p, n);
+    pump(se);
+}
+
+static void on_tls_up(struct pl_conn *c)
+{
+    struct session *se = c->data;
+    size_t dropped = pl_smtp_tls_discarded(se->smtp);
+    if (dropped)
+        pl_log_warn("smtp",
+                    "%s: %zu plaintext bytes after STARTTLS "
+                    "discarded (command injection?)",
+                    c->ip, dropped);
+    pl_smtp_tls_started(se->smtp);
     pump(se);
 }
 
@@ -132,6 +153,7 @@ static void on_closed(struct pl_conn *c)
 
 static const struct pl_conn_ops smtp_conn_ops = {
     .data = on_data,
+    .tls_up = on_tls_up,
     .closed = on_closed,
     .timeout = on_timeout,
 };
@@ -228,7 +250,25 @@ int pl_smtp_server_open(struct pl_loop *loop,
         srv->cfg.conn.read_burst = 64 << 20;
     if (!srv->cfg.max_sessions)
         srv->cfg.max_sessions = 1000;
-    int rc;
+    srv->cfg.tls_cert = srv->cfg.tls_key = NULL;
+    int rc = PL_OK;
+    if (cfg->smtp.tls != PL_SMTP_TLS_NONE) {
+        if (!cfg->tls_cert || !cfg->tls_key || !cfg->tls_cert[0])
+            rc = PL_ETLS;
+        else if (cfg->tls_make_cert && access(cfg->tls_cert, R_OK) != 0)
+            rc = pl_tls_ensure_selfsigned(srv->hostname, cfg->tls_cert,
+                                          cfg->tls_key);
+        if (rc == PL_OK)
+            rc = pl_tls_host_load(srv->hostname, cfg->tls_cert, cfg->tls_key,
+                                  &srv->tls);
+        if (rc != PL_OK) {
+            pl_log_error("smtp", "no certificate for STARTTLS (%s)",
+                         cfg->tls_cert ? cfg->tls_cert : "none configured");
+            pl_free(srv->hostname);
+            pl_free(srv);
+            return PL_ETLS;
+        }
+    }
     if (cfg->unix_path) {
         srv->unix_path = pl_strdup(cfg->unix_path);
         srv->cfg.unix_path = srv->unix_path;
@@ -241,6 +281,7 @@ int pl_smtp_server_open(struct pl_loop *loop,
                               &srv->tcp);
     }
     if (rc != PL_OK) {
+        pl_tls_host_free(srv->tls);
         pl_free(srv->hostname);
         pl_free(srv->address);
         pl_free(srv->unix_path);

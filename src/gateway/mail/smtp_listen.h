@@ -17,6 +17,16 @@
  * (RFC 5321 §4.5.3.2.7: at least 5 minutes) is the connection's idle
  * deadline; when it passes the client gets 421 4.4.2.
  *
+ * STARTTLS (RFC 3207): with cfg.smtp.tls other than PL_SMTP_TLS_NONE,
+ * the server loads tls_cert/tls_key (core tls.c: TLS 1.2 minimum; with
+ * tls_make_cert a self-signed certificate for the hostname is made first
+ * when tls_cert does not exist) and, when the engine accepts STARTTLS,
+ * sends its 220 and switches the connection to TLS (pl_conn_starttls);
+ * once the handshake is done the engine starts over (pl_smtp_tls_started).
+ * Bytes pipelined after STARTTLS never reach the TLS session: the engine
+ * drops those it holds, and any still in the socket are read by the
+ * handshake as garbage, which fails it.
+ *
  * Events go to cfg.fn with cfg.data; a callback that answers later
  * (PL_EAGAIN) calls pl_smtp_server_resume() with the session it got, and
  * must forget the session when cfg.gone says it closed.
@@ -38,6 +48,9 @@ struct pl_smtp_server_config {
     int port;                   /* TCP: port (0: any free one) */
     const char *unix_path;      /* or a unix socket path (replaced) */
     struct pl_conn_limits conn; /* per connection; zeros: defaults */
+    const char *tls_cert;       /* PEM chain, with smtp.tls != NONE */
+    const char *tls_key;        /* its PEM key */
+    int tls_make_cert;          /* make a self-signed one if none exists */
     uint32_t timeout_ms;        /* command timeout (300000) */
     unsigned max_sessions;      /* open at once, beyond: 421 (1000) */
     pl_smtp_event_fn *fn;       /* events, as for pl_smtp_new */
@@ -51,7 +64,8 @@ void pl_smtp_server_config_default(struct pl_smtp_server_config *cfg);
 
 /*
  * Starts accepting on loop.  cfg is copied (strings too).  PL_EIO if the
- * socket cannot be opened, PL_EINVAL for a bad address or path.
+ * socket cannot be opened, PL_EINVAL for a bad address or path, PL_ETLS
+ * if TLS is asked for and the certificate cannot be made or loaded.
  */
 int pl_smtp_server_open(struct pl_loop *loop,
                         const struct pl_smtp_server_config *cfg,
