@@ -39,7 +39,7 @@
  * persist (HTTP/1.1 keep-alive, RFC 9112 section 9.3) unless the client
  * or an error says otherwise: smsbox reuses them, which saves an accept,
  * a close and their epoll calls per report; while a request waits for
- * its commit the connection is not read (a pipelined request waits).
+ * its commit, a pipelined one waits (the connection is then not read).
  *
  * Connections: the HTTP workers take libcurl handles from a pool and put
  * them back, so each keeps its connection to smsbox open (HTTP/1.1
@@ -381,6 +381,7 @@ struct cb_conn {
     struct pl_http_parser p;
     int closing;             /* answered with Connection: close */
     int keep;                /* the current request may persist */
+    int held;                /* reading stopped (pl_conn_hold) */
     struct cb_conn **waiter; /* the job that will answer, or NULL */
     struct pl_buf rest;      /* bytes read after a waiting request */
 };
@@ -446,13 +447,13 @@ static void answer(struct cb_conn *cc, int status, const char *reason)
     }
 }
 
-/* The request of cc waits for job's commit: reading stops until then
- * (slot is the job's pointer back to cc). */
+/* The request of cc waits for job's commit (slot is the job's pointer
+ * back to cc).  Reading stops only when more bytes come meanwhile (a
+ * client pipelining): two epoll calls a request saved otherwise. */
 static void wait_for(struct cb_conn *cc, struct cb_conn **slot)
 {
     *slot = cc;
     cc->waiter = slot;
-    pl_conn_hold(cc->conn, 1);
 }
 
 static void cb_feed(struct cb_conn *cc, const char *p, size_t n);
@@ -474,8 +475,10 @@ static void answer_after(struct cb_conn *cc, int rc)
     memset(&cc->rest, 0, sizeof(cc->rest));
     cb_feed(cc, rest.data + rest.off, rest.len);
     pl_buf_reset(&rest);
-    if (!cc->closing && !cc->waiter)
+    if (!cc->closing && !cc->waiter && cc->held) {
+        cc->held = 0;
         pl_conn_hold(cc->conn, 0);
+    }
 }
 
 struct dlr_job {
@@ -705,8 +708,13 @@ static void cb_feed(struct cb_conn *cc, const char *p, size_t n)
 {
     while (!cc->closing) {
         if (cc->waiter) {
-            if (n)
+            if (n) {
                 pl_buf_append(&cc->rest, p, n);
+                if (!cc->held) {
+                    cc->held = 1;
+                    pl_conn_hold(cc->conn, 1);
+                }
+            }
             return;
         }
         size_t used = 0;
