@@ -21,7 +21,7 @@
 #include "gateway/queue.h"
 #include "log.h"
 
-#define STMT_CACHE 48
+#define STMT_CACHE 96
 
 struct pl_gwq {
     sqlite3 *db; /* the connection */
@@ -168,6 +168,9 @@ const char *pl_gwq_error(struct pl_gwq *q)
 
 int pl_gwq_open(const char *path, int readonly, struct pl_gwq **out)
 {
+    /* No allocation statistics: each SQLite malloc and free would take a
+     * global mutex for them (refused, harmlessly, once SQLite is up). */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     sqlite3 *db = NULL;
     int flags = readonly ? SQLITE_OPEN_READONLY
                          : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
@@ -206,11 +209,17 @@ void pl_gwq_close(struct pl_gwq *q)
 
 /* ---- helpers ---- */
 
+/* One statement of no rows (BEGIN, SAVEPOINT, RELEASE, COMMIT...), from
+ * the statement cache: every job of a batch opens and releases a
+ * savepoint, which sqlite3_exec() would compile each time. */
 static int exec(struct pl_gwq *q, const char *sql)
 {
-    return sqlite3_exec(q->db, sql, NULL, NULL, NULL) == SQLITE_OK
-               ? PL_OK
-               : PL_ESTORAGE;
+    sqlite3_stmt *st = pl__gwq_stmt(q, sql);
+    if (!st)
+        return PL_ESTORAGE;
+    int rc = sqlite3_step(st);
+    pl__gwq_release(q, st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
 }
 
 /* A function's own transaction, or a savepoint inside the batch's
