@@ -503,18 +503,12 @@ static void dlr_work(struct pl_work *w)
                                              : "the SMSC reports it was not "
                                                "delivered");
     } else {
-        struct pl_gw_msg *m = NULL;
-        w->result = pl_gwq_get(pl_gw.db, j->id, &m);
-        if (w->result == PL_OK) {
-            snprintf(d, sizeof(d), "part %d: kannel report type %d%s", j->part,
-                     j->type,
-                     j->type == 8   ? " (accepted by the SMSC)"
-                     : j->type == 4 ? " (queued on the SMSC)"
-                                    : "");
-            w->result = pl_gwq_history_add(pl_gw.db, j->id, m->state,
-                                           pl_gw.c.instance, d);
-        }
-        pl_gw_msg_free(m);
+        snprintf(d, sizeof(d), "part %d: kannel report type %d%s", j->part,
+                 j->type,
+                 j->type == 8   ? " (accepted by the SMSC)"
+                 : j->type == 4 ? " (queued on the SMSC)"
+                                : "");
+        w->result = pl_gwq_history_note(pl_gw.db, j->id, pl_gw.c.instance, d);
     }
 }
 
