@@ -26,7 +26,8 @@ Then, each for BENCH_GW_DURATION seconds after BENCH_GW_WARMUP seconds:
 3. im-sms-sink: the same with the gateway's sendsms URL pointing at the
    sink (a subprocess: HTTP sendsms answered "202 0: Accepted for
    delivery" as smsbox does, then the delivery reports Kannel sent in
-   run 2, type 8 then 1, posted to the dlr-url), which takes Kannel out
+   run 2, type 8 then 1, posted to the dlr-url on kept connections as
+   smsbox's HTTP client does), which takes Kannel out
    when Kannel is the limit.
 4. im-sms-rate: the sink again, the senders at a fixed total rate
    (BENCH_GW_RATE, or half what im-sms-sink reached): queue latency
@@ -154,17 +155,34 @@ class Sink:
         self.dlr_fail = 0
         self.dlr_retry = 0     # timed out (5 s) or refused, sent again
         self.sem = None
+        self.idle = {}         # (host, port) -> kept connections
 
     async def post_dlr(self, u):
-        r, w = await asyncio.open_connection(u.hostname, u.port)
-        try:
-            w.write(("GET %s?%s HTTP/1.1\r\nHost: %s:%d\r\n"
-                     "User-Agent: Kannel/1.4.5\r\n"
-                     "Connection: close\r\n\r\n" % (
-                         u.path, u.query, u.hostname, u.port)).encode())
-            return await r.read(64)
-        finally:
-            w.close()
+        """One GET on a kept connection when one is idle (smsbox's HTTP
+        client keeps HTTP/1.1 connections and reuses them), else a new
+        one; returns the response head."""
+        key = (u.hostname, u.port)
+        req = ("GET %s?%s HTTP/1.1\r\nHost: %s:%d\r\n"
+               "User-Agent: Kannel/1.4.5\r\n\r\n" % (
+                   u.path, u.query, u.hostname, u.port)).encode()
+        idle = self.idle.setdefault(key, [])
+        while True:
+            reused = bool(idle)
+            r, w = idle.pop() if reused else \
+                await asyncio.open_connection(u.hostname, u.port)
+            try:
+                w.write(req)
+                head = await r.readuntil(b"\r\n\r\n")
+            except (OSError, asyncio.IncompleteReadError):
+                w.close()
+                if reused:
+                    continue    # closed while idle: a new connection
+                raise OSError("no answer")
+            if b"connection: close" in head.lower():
+                w.close()
+            else:
+                idle.append((r, w))
+            return head
 
     async def post_dlrs(self, url):
         async with self.sem:

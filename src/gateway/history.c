@@ -36,6 +36,29 @@ int pl_gwq_history_add(struct pl_gwq *q, const char *id, int state,
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
 }
 
+int pl_gwq_history_note(struct pl_gwq *q, const char *id,
+                        const char *instance, const char *detail)
+{
+    /* One statement: the state is read where the row is written (no
+     * message fetched for it). */
+    static const char sql[] = "INSERT INTO history(id, at, state, instance,"
+                              " detail) SELECT id, ?, state, ?, ?"
+                              " FROM messages WHERE id = ?";
+    sqlite3_stmt *st = pl__gwq_stmt(q, sql);
+    if (!st)
+        return PL_ESTORAGE;
+    sqlite3_bind_int64(st, 1, pl_gw_now());
+    sqlite3_bind_text(st, 2, instance, -1, SQLITE_TRANSIENT);
+    if (detail)
+        sqlite3_bind_text(st, 3, detail, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 4, id, -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    pl__gwq_release(q, st);
+    if (rc != SQLITE_DONE)
+        return PL_ESTORAGE;
+    return sqlite3_changes(pl__gwq_db(q)) > 0 ? PL_OK : PL_ENOT_FOUND;
+}
+
 int pl_gwq_trace(struct pl_gwq *q, const char *id, pl_gwq_trace_fn *fn,
                  void *ud)
 {

@@ -21,7 +21,7 @@
 #include "gateway/queue.h"
 #include "log.h"
 
-#define STMT_CACHE 48
+#define STMT_CACHE 96
 
 struct pl_gwq {
     sqlite3 *db; /* the connection */
@@ -168,6 +168,9 @@ const char *pl_gwq_error(struct pl_gwq *q)
 
 int pl_gwq_open(const char *path, int readonly, struct pl_gwq **out)
 {
+    /* No allocation statistics: each SQLite malloc and free would take a
+     * global mutex for them (refused, harmlessly, once SQLite is up). */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     sqlite3 *db = NULL;
     int flags = readonly ? SQLITE_OPEN_READONLY
                          : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
@@ -206,11 +209,17 @@ void pl_gwq_close(struct pl_gwq *q)
 
 /* ---- helpers ---- */
 
+/* One statement of no rows (BEGIN, SAVEPOINT, RELEASE, COMMIT...), from
+ * the statement cache: every job of a batch opens and releases a
+ * savepoint, which sqlite3_exec() would compile each time. */
 static int exec(struct pl_gwq *q, const char *sql)
 {
-    return sqlite3_exec(q->db, sql, NULL, NULL, NULL) == SQLITE_OK
-               ? PL_OK
-               : PL_ESTORAGE;
+    sqlite3_stmt *st = pl__gwq_stmt(q, sql);
+    if (!st)
+        return PL_ESTORAGE;
+    int rc = sqlite3_step(st);
+    pl__gwq_release(q, st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
 }
 
 /* A function's own transaction, or a savepoint inside the batch's
@@ -584,31 +593,41 @@ static int owned(struct pl_gwq *q, const char *id, const char *instance)
                               : PL_ESTORAGE;
 }
 
-static int get(struct pl_gwq *q, const char *id, struct pl_gw_msg **out);
-
 int pl_gwq_sent(struct pl_gwq *q, const char *id, const char *instance,
                 int parts, const char *detail, int *state)
 {
     *state = PL_GW_SENT;
     int rc = begin(q);
+    /* One statement for what owned(), two UPDATEs and a get() did: the
+     * lease is checked in its WHERE (no row: lost), and it returns how
+     * many parts were reported delivered before this commit
+     * (pl_gwq_report counted them while the number was not known). */
+    int done = 0;
+    if (rc == PL_OK) {
+        sqlite3_stmt *st = prep(q,
+                                "UPDATE messages SET parts = ?, state = 'sent',"
+                                " pending = 0, lease_owner = NULL,"
+                                " lease_until = 0 WHERE id = ? AND"
+                                " lease_owner = ? AND pending = 1"
+                                " RETURNING parts_done",
+                                "nss", parts, id, instance);
+        int s = st ? sqlite3_step(st) : SQLITE_ERROR;
+        if (s == SQLITE_ROW) {
+            done = sqlite3_column_int(st, 0);
+            s = sqlite3_step(st);
+            rc = s == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+        } else {
+            rc = s == SQLITE_DONE ? PL_ECONFLICT : PL_ESTORAGE;
+        }
+        release(q, st);
+    }
     if (rc == PL_OK)
-        rc = owned(q, id, instance);
-    if (rc == PL_OK)
-        rc = run(q, NULL, "UPDATE messages SET parts = ? WHERE id = ?", "ns",
-                 parts, id);
-    if (rc == PL_OK)
-        rc = set_state(q, id, PL_GW_SENT, instance, detail, 0);
-    /* Reports that came before this commit (pl_gwq_report counted them
-     * while the number of parts was not known yet). */
-    struct pl_gw_msg *m = NULL;
-    if (rc == PL_OK)
-        rc = get(q, id, &m);
-    if (rc == PL_OK && parts > 0 && m->parts_done >= parts) {
+        rc = pl_gwq_history_add(q, id, PL_GW_SENT, instance, detail);
+    if (rc == PL_OK && parts > 0 && done >= parts) {
         rc = set_state(q, id, PL_GW_DELIVERED, instance,
                        "every part was reported delivered", 0);
         *state = PL_GW_DELIVERED;
     }
-    pl_gw_msg_free(m);
     rc = end(q, rc);
     if (rc != PL_OK)
         *state = PL_GW_SENT;

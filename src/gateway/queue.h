@@ -162,6 +162,11 @@ int pl_gwq_thread_get(struct pl_gwq *q, const char *address, const char *jid,
 /* Appends a history row (inside the caller's transaction, if any). */
 int pl_gwq_history_add(struct pl_gwq *q, const char *id, int state,
                        const char *instance, const char *detail);
+/* Appends a history row in the message's current state (a note such as
+ * an intermediate delivery report); PL_ENOT_FOUND if there is no such
+ * message. */
+int pl_gwq_history_note(struct pl_gwq *q, const char *id,
+                        const char *instance, const char *detail);
 typedef void pl_gwq_trace_fn(void *ud, int64_t at, const char *state,
                              const char *instance, const char *detail);
 /* Calls fn for each history row of id, oldest first; PL_ENOT_FOUND if

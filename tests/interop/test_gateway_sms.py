@@ -183,6 +183,7 @@ get-url = "http://127.0.0.1:%d/mo?from=%%p&to=%%P&text=%%a"
 class Gateway:
     def __init__(self, d, srv_cport, name, cb_port, kannel, extra=""):
         self.name = name
+        self.cb_port = cb_port
         self.conf = os.path.join(d, "gw-%s.conf" % name)
         self.log = os.path.join(d, "gw-%s.log" % name)
         with open(self.conf, "w") as f:
@@ -333,6 +334,31 @@ def run(srv, d, kannel, phone, a, gws, cport, cb2):
     rc = cu.wait(receipt_for(njid, "m1"), timeout=20)
     check("IM->SMS: a XEP-0184 receipt comes back when Kannel reports "
           "delivery", rc is not None, a.logtext() + kannel_logs(d))
+
+    # The callback listener keeps connections (smsbox reuses them) and
+    # answers pipelined requests in order, each once its job committed.
+    s = socket.create_connection(("127.0.0.1", a.cb_port), 10)
+    s.settimeout(10)
+    req = ("GET /dlr?id=%s&part=1&type=8 HTTP/1.1\r\nHost: x\r\n\r\n"
+           % ("0" * 32))
+    s.sendall((req * 2 + "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n" +
+               "GET /dlr?id=x HTTP/1.1\r\nHost: x\r\n\r\n").encode())
+    got = b""
+    try:
+        while got.count(b"HTTP/1.1 ") < 4:
+            b = s.recv(4096)
+            if not b:
+                break
+            got += b
+        closed = s.recv(1) == b""
+    except OSError:
+        closed = False
+    s.close()
+    heads = re.findall(rb"HTTP/1\.1 (\d+)", got)
+    check("the callback listener: keep-alive, pipelined requests answered "
+          "in order, a bad one answered 400 and the connection closed",
+          heads == [b"200", b"200", b"404", b"400"] and closed and
+          got.count(b"Connection: close") == 1, repr(got))
 
     # bad address
     cu.send("<message to='not-a-number@%s' id='bad1'><body>x</body>"

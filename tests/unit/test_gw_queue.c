@@ -58,10 +58,12 @@ static void free_all(struct pl_gw_msg **v, int n)
 }
 
 static int nhist;
+static char last_state[16];
 static void count_hist(void *ud, int64_t at, const char *state,
                        const char *instance, const char *detail)
 {
     nhist++;
+    snprintf(last_state, sizeof(last_state), "%s", state ? state : "");
 }
 
 void test_gw_queue_lease(void)
@@ -128,6 +130,14 @@ void test_gw_queue_lease(void)
     nhist = 0;
     CHECK_INT(pl_gwq_trace(q, id, count_hist, NULL), PL_OK);
     CHECK_INT(nhist, 9);
+    /* A note (an intermediate report) is a row in the current state. */
+    CHECK_INT(pl_gwq_history_note(q, id, "B", "type 8"), PL_OK);
+    CHECK_INT(pl_gwq_history_note(q, "nosuch", "B", "x"), PL_ENOT_FOUND);
+    nhist = 0;
+    last_state[0] = '\0';
+    CHECK_INT(pl_gwq_trace(q, id, count_hist, NULL), PL_OK);
+    CHECK_INT(nhist, 10);
+    CHECK_STR(last_state, "delivered");
     /* Expiry: a due message past its deadline comes back expired. */
     add(q, "late", now, now + 10, id);
     CHECK_INT(pl_gwq_claim(q, "sms", "A", now + 10, 5000, 10, &v, &n), PL_OK);

@@ -32,8 +32,14 @@
  *                          (policy.h) is asked first; its refusals are
  *                          stored and told to the phone by SMS (at most
  *                          once per policy.sms_notice).
- * Every answer is "200 OK" with an empty body (smsbox's omit-empty then
- * sends nothing back to the phone) or a 4xx for a malformed request.
+ * A report or an SMS is answered only once its database job committed
+ * (so a "200 OK" means it is stored): "200 OK" with an empty body
+ * (smsbox's omit-empty then sends nothing back to the phone), "503" when
+ * it could not be stored, or a 4xx for a malformed request.  Connections
+ * persist (HTTP/1.1 keep-alive, RFC 9112 section 9.3) unless the client
+ * or an error says otherwise: smsbox reuses them, which saves an accept,
+ * a close and their epoll calls per report; while a request waits for
+ * its commit, a pipelined one waits (the connection is then not read).
  *
  * Connections: the HTTP workers take libcurl handles from a pool and put
  * them back, so each keeps its connection to smsbox open (HTTP/1.1
@@ -373,7 +379,11 @@ void pl_gw_sms_system(const char *address, const char *text)
 struct cb_conn {
     struct pl_conn *conn;
     struct pl_http_parser p;
-    int answered;
+    int closing;             /* answered with Connection: close */
+    int keep;                /* the current request may persist */
+    int held;                /* reading stopped (pl_conn_hold) */
+    struct cb_conn **waiter; /* the job that will answer, or NULL */
+    struct pl_buf rest;      /* bytes read after a waiting request */
 };
 
 /* The decoded value of query parameter name in target (new string), or
@@ -423,20 +433,57 @@ static char *param(struct pl_str target, const char *name)
 
 static void answer(struct cb_conn *cc, int status, const char *reason)
 {
-    if (cc->answered || !cc->conn)
+    if (cc->closing || !cc->conn)
         return;
-    cc->answered = 1;
+    int close = !cc->keep || status >= 500 || status == 400;
     char h[160];
     int n = snprintf(h, sizeof(h),
-                     "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n"
-                     "Connection: close\r\n\r\n",
-                     status, reason);
+                     "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n%s\r\n",
+                     status, reason, close ? "Connection: close\r\n" : "");
     pl_conn_write(cc->conn, h, (size_t)n);
-    pl_conn_close(cc->conn);
+    if (close) {
+        cc->closing = 1;
+        pl_conn_close(cc->conn);
+    }
+}
+
+/* The request of cc waits for job's commit (slot is the job's pointer
+ * back to cc).  Reading stops only when more bytes come meanwhile (a
+ * client pipelining): two epoll calls a request saved otherwise. */
+static void wait_for(struct cb_conn *cc, struct cb_conn **slot)
+{
+    *slot = cc;
+    cc->waiter = slot;
+}
+
+static void cb_feed(struct cb_conn *cc, const char *p, size_t n);
+
+/* A job's database step is done: its answer (rc its result), then the
+ * requests that came meanwhile. */
+static void answer_after(struct cb_conn *cc, int rc)
+{
+    if (!cc)
+        return; /* the connection closed first */
+    cc->waiter = NULL;
+    if (rc == PL_ESTORAGE)
+        answer(cc, 503, "Service Unavailable");
+    else
+        answer(cc, 200, "OK");
+    if (cc->closing)
+        return;
+    struct pl_buf rest = cc->rest;
+    memset(&cc->rest, 0, sizeof(cc->rest));
+    cb_feed(cc, rest.data + rest.off, rest.len);
+    pl_buf_reset(&rest);
+    if (!cc->closing && !cc->waiter && cc->held) {
+        cc->held = 0;
+        pl_conn_hold(cc->conn, 0);
+    }
 }
 
 struct dlr_job {
     struct pl_work w;
+    struct cb_conn *cc; /* to answer, NULL once it closed */
     char *id;
     int part, type;
     struct pl_gw_msg *changed;
@@ -456,18 +503,12 @@ static void dlr_work(struct pl_work *w)
                                              : "the SMSC reports it was not "
                                                "delivered");
     } else {
-        struct pl_gw_msg *m = NULL;
-        w->result = pl_gwq_get(pl_gw.db, j->id, &m);
-        if (w->result == PL_OK) {
-            snprintf(d, sizeof(d), "part %d: kannel report type %d%s", j->part,
-                     j->type,
-                     j->type == 8   ? " (accepted by the SMSC)"
-                     : j->type == 4 ? " (queued on the SMSC)"
-                                    : "");
-            w->result = pl_gwq_history_add(pl_gw.db, j->id, m->state,
-                                           pl_gw.c.instance, d);
-        }
-        pl_gw_msg_free(m);
+        snprintf(d, sizeof(d), "part %d: kannel report type %d%s", j->part,
+                 j->type,
+                 j->type == 8   ? " (accepted by the SMSC)"
+                 : j->type == 4 ? " (queued on the SMSC)"
+                                : "");
+        w->result = pl_gwq_history_note(pl_gw.db, j->id, pl_gw.c.instance, d);
     }
 }
 
@@ -479,6 +520,7 @@ static void dlr_done(struct pl_work *w)
                     j->id, j->part, j->type,
                     w->result == PL_ENOT_FOUND ? "no such message"
                                                : "not stored");
+    answer_after(j->cc, w->result);
     if (j->changed)
         pl_gw_outbox_kick();
     pl_gw_msg_free(j->changed);
@@ -509,6 +551,7 @@ static void deliver_mo(struct pl_gwq *q, const char *id, const char *number,
 
 struct mo_job {
     struct pl_work w;
+    struct cb_conn *cc; /* to answer, NULL once it closed */
     char *from, *text;
     struct pl_gw_decision pd; /* the policy's (policy.h) */
     int no_user;              /* refused: nobody to deliver to */
@@ -569,6 +612,7 @@ static void mo_work(struct pl_work *w)
 static void mo_done(struct pl_work *w)
 {
     struct mo_job *j = (struct mo_job *)w;
+    answer_after(j->cc, w->result);
     /* A policy refusal is told to the phone by SMS, at most once per
      * policy.sms_notice per number (each one costs an SMS). */
     if (w->result == PL_EPOLICY_VIOLATION && !j->no_user &&
@@ -613,14 +657,13 @@ static void on_request(struct cb_conn *cc)
             id = NULL;
             j->part = atoi(part);
             j->type = atoi(type);
+            wait_for(cc, &j->cc);
             pl_gw_db_submit(&j->w);
         }
         pl_free(id);
         pl_free(part);
         pl_free(type);
-        if (ok)
-            answer(cc, 200, "OK");
-        else
+        if (!ok)
             answer(cc, 400, "Bad Request");
     } else if (pl_str_eq_c(path, "/mo")) {
         char *from = param(t, "from"), *text = param(t, "text");
@@ -634,6 +677,7 @@ static void on_request(struct cb_conn *cc)
             j->text = text;
             text = NULL;
             struct pl_gw_policy_req pr = {"sms", num, "im", NULL};
+            wait_for(cc, &j->cc);
             if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW) {
                 pl_gw_db_submit(&j->w); /* refused: no checks needed */
             } else {
@@ -641,7 +685,6 @@ static void on_request(struct cb_conn *cc)
                 j->chk.from = j->from;
                 pl_gw_check_submit(&j->chk, &j->w);
             }
-            answer(cc, 200, "OK");
         } else {
             answer(cc, 400, "Bad Request");
         }
@@ -652,28 +695,51 @@ static void on_request(struct cb_conn *cc)
     }
 }
 
-static void cb_data(struct pl_conn *c, const char *p, size_t n)
+/* Parses requests until one waits for its commit, the connection
+ * closes, or the bytes run out; bytes after a waiting request are kept
+ * for answer_after(). */
+static void cb_feed(struct cb_conn *cc, const char *p, size_t n)
 {
-    struct cb_conn *cc = c->data;
-    while (!cc->answered) {
+    while (!cc->closing) {
+        if (cc->waiter) {
+            if (n) {
+                pl_buf_append(&cc->rest, p, n);
+                if (!cc->held) {
+                    cc->held = 1;
+                    pl_conn_hold(cc->conn, 1);
+                }
+            }
+            return;
+        }
         size_t used = 0;
         struct pl_str body;
         enum pl_http_event ev = pl_http_parse(&cc->p, p, n, &used, &body);
         p += used;
         n -= used;
         if (ev == PL_HTTP_ERROR) {
+            cc->keep = 0;
             answer(cc, cc->p.status, "Bad Request");
         } else if (ev == PL_HTTP_DONE) {
             on_request(cc);
+        } else if (ev == PL_HTTP_HEAD) {
+            cc->keep = cc->p.req.keep_alive;
         } else if (ev == PL_HTTP_MORE) {
             break;
         }
     }
 }
 
+static void cb_data(struct pl_conn *c, const char *p, size_t n)
+{
+    cb_feed(c->data, p, n);
+}
+
 static void cb_closed(struct pl_conn *c)
 {
     struct cb_conn *cc = c->data;
+    if (cc->waiter)
+        *cc->waiter = NULL; /* its job completes without answering */
+    pl_buf_reset(&cc->rest);
     pl_http_parser_free(&cc->p);
     pl_free(cc);
 }
