@@ -217,6 +217,11 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why);
 /* An error reply to st (RFC 6120 §8.3), sent at once. */
 void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
                      const char *text);
+/* Registration (XEP-0077) shared with mailreg.c: the link request or
+ * verification (database thread) and the error reply for its result. */
+int pl__gw_reg_db(const char *channel, const char *jid, const char *addr,
+                  int verify, const char *code);
+void pl__gw_reg_error(struct pl_stanza *iq, int rc, const char *what);
 /* The error reply for a policy refusal (policy.h) of message id. */
 struct pl_gw_decision;
 void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
