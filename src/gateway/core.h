@@ -226,6 +226,15 @@ void pl__gw_reg_error(struct pl_stanza *iq, int rc, const char *what);
 struct pl_gw_decision;
 void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
                        const char *id);
+/* For the IM senders of every channel: after the policy's verdict
+ * (pd filled by pl_gw_policy_check) on m, the job w (its done set) goes
+ * on: refused and not recorded, done at once with PL_EPOLICY_VIOLATION;
+ * refused and recorded, to the database (no checks); allowed, to the
+ * content checks chk (check.h), filled in here from m (borrowed). */
+struct pl_gw_check;
+void pl__gw_admit_submit(struct pl_work *w, int verdict,
+                         const struct pl_gw_decision *pd,
+                         struct pl_gw_check *chk, struct pl_gw_msg *m);
 /* An SMS from address arrived for the IM side (database thread): the
  * message stanza for the user it belongs to, or NULL (refused). */
 

@@ -299,20 +299,28 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     j->orig = pl_stanza_ref(st);
     j->hold = pl_gwc_hold();
     struct pl_gw_policy_req pr = {"im", from->bare, "sms", number};
-    if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW) {
-        if (!j->pd.record) {
+    pl__gw_admit_submit(&j->w, pl_gw_policy_check(&pr, 0, &j->pd), &j->pd,
+                        &j->chk, m);
+}
+
+void pl__gw_admit_submit(struct pl_work *w, int verdict,
+                         const struct pl_gw_decision *pd,
+                         struct pl_gw_check *chk, struct pl_gw_msg *m)
+{
+    if (verdict != PL_GW_ALLOW) {
+        if (!pd->record) {
             /* Refused again within the second: answered, not stored. */
-            j->w.result = PL_EPOLICY_VIOLATION;
-            accept_done(&j->w);
+            w->result = PL_EPOLICY_VIOLATION;
+            w->done(w);
             return;
         }
-        pl_gw_db_submit(&j->w); /* stored refused, no checks needed */
+        pl_gw_db_submit(w); /* stored refused, no checks needed */
         return;
     }
-    j->chk.m = m;
-    j->chk.from = m->src_addr;
-    j->chk.rcpt = m->dst_addr;
-    pl_gw_check_submit(&j->chk, &j->w);
+    chk->m = m;
+    chk->from = m->src_addr;
+    chk->rcpt = m->dst_addr;
+    pl_gw_check_submit(chk, w);
 }
 
 /* ---- registration (XEP-0100 / XEP-0077) ---- */
