@@ -221,10 +221,24 @@ char *pl__gw_im_report(const struct pl_gw_msg *m, const char *why);
 /* An error reply to st (RFC 6120 §8.3), sent at once. */
 void pl__gw_im_error(struct pl_stanza *st, const char *type, const char *cond,
                      const char *text);
+/* Registration (XEP-0077) shared with mailreg.c: the link request or
+ * verification (database thread) and the error reply for its result. */
+int pl__gw_reg_db(const char *channel, const char *jid, const char *addr,
+                  int verify, const char *code);
+void pl__gw_reg_error(struct pl_stanza *iq, int rc, const char *what);
 /* The error reply for a policy refusal (policy.h) of message id. */
 struct pl_gw_decision;
 void pl__gw_im_refused(struct pl_stanza *st, const struct pl_gw_decision *d,
                        const char *id);
+/* For the IM senders of every channel: after the policy's verdict
+ * (pd filled by pl_gw_policy_check) on m, the job w (its done set) goes
+ * on: refused and not recorded, done at once with PL_EPOLICY_VIOLATION;
+ * refused and recorded, to the database (no checks); allowed, to the
+ * content checks chk (check.h), filled in here from m (borrowed). */
+struct pl_gw_check;
+void pl__gw_admit_submit(struct pl_work *w, int verdict,
+                         const struct pl_gw_decision *pd,
+                         struct pl_gw_check *chk, struct pl_gw_msg *m);
 /* An SMS from address arrived for the IM side (database thread): the
  * message stanza for the user it belongs to, or NULL (refused). */
 

@@ -39,6 +39,7 @@
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -298,20 +299,28 @@ static void on_message(struct pl_stanza *st, struct pl_jid *from,
     j->orig = pl_stanza_ref(st);
     j->hold = pl_gwc_hold();
     struct pl_gw_policy_req pr = {"im", from->bare, "sms", number};
-    if (pl_gw_policy_check(&pr, 0, &j->pd) != PL_GW_ALLOW) {
-        if (!j->pd.record) {
+    pl__gw_admit_submit(&j->w, pl_gw_policy_check(&pr, 0, &j->pd), &j->pd,
+                        &j->chk, m);
+}
+
+void pl__gw_admit_submit(struct pl_work *w, int verdict,
+                         const struct pl_gw_decision *pd,
+                         struct pl_gw_check *chk, struct pl_gw_msg *m)
+{
+    if (verdict != PL_GW_ALLOW) {
+        if (!pd->record) {
             /* Refused again within the second: answered, not stored. */
-            j->w.result = PL_EPOLICY_VIOLATION;
-            accept_done(&j->w);
+            w->result = PL_EPOLICY_VIOLATION;
+            w->done(w);
             return;
         }
-        pl_gw_db_submit(&j->w); /* stored refused, no checks needed */
+        pl_gw_db_submit(w); /* stored refused, no checks needed */
         return;
     }
-    j->chk.m = m;
-    j->chk.from = m->src_addr;
-    j->chk.rcpt = m->dst_addr;
-    pl_gw_check_submit(&j->chk, &j->w);
+    chk->m = m;
+    chk->from = m->src_addr;
+    chk->rcpt = m->dst_addr;
+    pl_gw_check_submit(chk, w);
 }
 
 /* ---- registration (XEP-0100 / XEP-0077) ---- */
@@ -337,8 +346,6 @@ static void reg_work(struct pl_work *w)
 {
     struct reg_job *j = (struct reg_job *)w;
     struct pl_gwq *q = pl_gw.db;
-    char *owner = NULL;
-    struct pl_gwq_link *l = NULL;
     switch (j->op) {
     case REG_GET:
         w->result = pl_gwq_link_get(q, "sms", j->jid, &j->link);
@@ -348,32 +355,67 @@ static void reg_work(struct pl_work *w)
     case REG_REMOVE: w->result = pl_gwq_link_remove(q, "sms", j->jid); break;
     case REG_REQUEST:
     case REG_VERIFY:
-        if (pl_gwq_link_owner(q, "sms", j->phone, &owner) == PL_OK &&
-            strcmp(owner, j->jid) != 0) {
-            w->result = PL_ECONFLICT;
-            break;
-        }
-        if (j->op == REG_REQUEST) {
-            struct pl_gwq_link nl = {j->jid, j->phone, j->code, 0,
-                                     pl_gw_now() + pl_gw.c.code_ttl_ms};
-            w->result = pl_gwq_link_set(q, "sms", &nl);
-            break;
-        }
-        w->result = pl_gwq_link_get(q, "sms", j->jid, &l);
-        if (w->result == PL_OK &&
-            (!l->code || strcmp(l->address, j->phone) != 0 ||
-             strcmp(l->code, j->code) != 0 || l->expires < pl_gw_now()))
-            w->result = PL_ENOT_AUTHORIZED;
-        if (w->result == PL_ENOT_FOUND)
-            w->result = PL_ENOT_AUTHORIZED;
-        if (w->result == PL_OK) {
-            struct pl_gwq_link nl = {j->jid, j->phone, NULL, 1, 0};
-            w->result = pl_gwq_link_set(q, "sms", &nl);
-        }
+        w->result = pl__gw_reg_db("sms", j->jid, j->phone, j->op == REG_VERIFY,
+                                  j->code);
         break;
     }
+}
+
+/* For mailreg.c too (database thread): request (verify 0: stores an
+ * unverified link of jid to addr with code, expiring after code_ttl) or
+ * verify (verify 1: the code stored for jid and addr is code) a link
+ * of channel.  PL_ECONFLICT when another user owns addr;
+ * PL_ENOT_AUTHORIZED when the code is wrong, expired or unknown. */
+int pl__gw_reg_db(const char *channel, const char *jid, const char *addr,
+                  int verify, const char *code)
+{
+    struct pl_gwq *q = pl_gw.db;
+    char *owner = NULL;
+    struct pl_gwq_link *l = NULL;
+    int rc;
+    if (pl_gwq_link_owner(q, channel, addr, &owner) == PL_OK &&
+        strcmp(owner, jid) != 0) {
+        pl_free(owner);
+        return PL_ECONFLICT;
+    }
     pl_free(owner);
+    if (!verify) {
+        struct pl_gwq_link nl = {(char *)jid, (char *)addr, (char *)code, 0,
+                                 pl_gw_now() + pl_gw.c.code_ttl_ms};
+        return pl_gwq_link_set(q, channel, &nl);
+    }
+    rc = pl_gwq_link_get(q, channel, jid, &l);
+    /* E-mail addresses compare without case; phone numbers are E.164. */
+    if (rc == PL_OK && (!l->code || strcasecmp(l->address, addr) != 0 ||
+                        strcmp(l->code, code) != 0 || l->expires < pl_gw_now()))
+        rc = PL_ENOT_AUTHORIZED;
+    if (rc == PL_ENOT_FOUND)
+        rc = PL_ENOT_AUTHORIZED;
+    if (rc == PL_OK) {
+        struct pl_gwq_link nl = {(char *)jid, l->address, NULL, 1, 0};
+        rc = pl_gwq_link_set(q, channel, &nl);
+    }
     pl_gwq_link_free(l);
+    return rc;
+}
+
+/* For mailreg.c too: the XEP-0077 error reply to a registration iq that
+ * failed with rc (pl__gw_reg_db's codes, PL_ENOT_FOUND: not registered);
+ * what names the address ("number"). */
+void pl__gw_reg_error(struct pl_stanza *iq, int rc, const char *what)
+{
+    char conflict[80];
+    snprintf(conflict, sizeof(conflict), "another user has linked this %s",
+             what);
+    send_error(iq, rc == PL_ENOT_AUTHORIZED ? "auth" : "cancel",
+               rc == PL_ECONFLICT         ? "conflict"
+               : rc == PL_ENOT_AUTHORIZED ? "not-authorized"
+               : rc == PL_ENOT_FOUND      ? "item-not-found"
+                                          : "internal-server-error",
+               rc == PL_ECONFLICT         ? conflict
+               : rc == PL_ENOT_AUTHORIZED ? "wrong or expired verification code"
+               : rc == PL_ENOT_FOUND      ? "not registered"
+                                          : NULL);
 }
 
 static void reg_done(struct pl_work *w)
@@ -407,19 +449,7 @@ static void reg_done(struct pl_work *w)
         }
         pl_gwc_send(r);
     } else {
-        const char *cond = w->result == PL_ECONFLICT         ? "conflict"
-                           : w->result == PL_ENOT_AUTHORIZED ? "not-authorized"
-                           : w->result == PL_ENOT_FOUND
-                               ? "item-not-found"
-                               : "internal-server-error";
-        const char *text = w->result == PL_ECONFLICT
-                               ? "another user has linked this number"
-                           : w->result == PL_ENOT_AUTHORIZED
-                               ? "wrong or expired verification code"
-                           : w->result == PL_ENOT_FOUND ? "not registered"
-                                                        : NULL;
-        send_error(j->iq, w->result == PL_ENOT_AUTHORIZED ? "auth" : "cancel",
-                   cond, text);
+        pl__gw_reg_error(j->iq, w->result, "number");
     }
     pl_stanza_unref(r);
     pl_stanza_unref(j->iq);

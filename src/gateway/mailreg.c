@@ -91,8 +91,6 @@ static void mreg_work(struct pl_work *w)
 {
     struct mreg_job *j = (struct mreg_job *)w;
     struct pl_gwq *q = pl_gw.db;
-    char *owner = NULL;
-    struct pl_gwq_link *l = NULL;
     switch (j->op) {
     case R_GET:
         w->result = pl_gwq_link_get(q, "mail", j->jid, &j->link);
@@ -101,34 +99,12 @@ static void mreg_work(struct pl_work *w)
         break;
     case R_REMOVE: w->result = pl_gwq_link_remove(q, "mail", j->jid); break;
     default:
-        if (pl_gwq_link_owner(q, "mail", j->email, &owner) == PL_OK &&
-            strcmp(owner, j->jid) != 0) {
-            w->result = PL_ECONFLICT;
-            break;
-        }
-        if (j->op == R_REQUEST) {
-            struct pl_gwq_link nl = {j->jid, j->email, j->code, 0,
-                                     pl_gw_now() + pl_gw.c.code_ttl_ms};
-            w->result = pl_gwq_link_set(q, "mail", &nl);
-            if (w->result == PL_OK)
-                w->result = queue_code(j->email, j->code, j->jid);
-            break;
-        }
-        w->result = pl_gwq_link_get(q, "mail", j->jid, &l);
-        if (w->result == PL_OK &&
-            (!l->code || strcasecmp(l->address, j->email) != 0 ||
-             strcmp(l->code, j->code) != 0 || l->expires < pl_gw_now()))
-            w->result = PL_ENOT_AUTHORIZED;
-        if (w->result == PL_ENOT_FOUND)
-            w->result = PL_ENOT_AUTHORIZED;
-        if (w->result == PL_OK) {
-            struct pl_gwq_link nl = {j->jid, l->address, NULL, 1, 0};
-            w->result = pl_gwq_link_set(q, "mail", &nl);
-        }
+        w->result = pl__gw_reg_db("mail", j->jid, j->email, j->op == R_VERIFY,
+                                  j->code);
+        if (w->result == PL_OK && j->op == R_REQUEST)
+            w->result = queue_code(j->email, j->code, j->jid);
         break;
     }
-    pl_free(owner);
-    pl_gwq_link_free(l);
 }
 
 static struct pl_stanza *result_of(struct pl_stanza *st)
@@ -172,18 +148,7 @@ static void mreg_done(struct pl_work *w)
         if (j->op == R_REQUEST)
             pl_gw_mail_kick();
     } else {
-        int rc = w->result;
-        pl__gw_im_error(j->iq, rc == PL_ENOT_AUTHORIZED ? "auth" : "cancel",
-                        rc == PL_ECONFLICT         ? "conflict"
-                        : rc == PL_ENOT_AUTHORIZED ? "not-authorized"
-                        : rc == PL_ENOT_FOUND      ? "item-not-found"
-                                                   : "internal-server-error",
-                        rc == PL_ECONFLICT ? "another user has linked this "
-                                             "address"
-                        : rc == PL_ENOT_AUTHORIZED
-                            ? "wrong or expired verification code"
-                        : rc == PL_ENOT_FOUND ? "not registered"
-                                              : NULL);
+        pl__gw_reg_error(j->iq, w->result, "address");
     }
     pl_stanza_unref(j->iq);
     pl_free(j->jid);

@@ -407,6 +407,51 @@ static struct pl_gw_msg *row_to_msg(sqlite3_stmt *st)
     return m;
 }
 
+/* Steps st to its first row: PL_OK with the row there, PL_ENOT_FOUND
+ * when there is none, PL_ESTORAGE on a step error. */
+static int step_one(sqlite3_stmt *st)
+{
+    int s = sqlite3_step(st);
+    return s == SQLITE_ROW    ? PL_OK
+           : s == SQLITE_DONE ? PL_ENOT_FOUND
+                              : PL_ESTORAGE;
+}
+
+/* Steps st to its end and returns an array of size-byte elements, one a
+ * row, each filled from its row by fill (the caller frees the array and
+ * what fill put in it); *k gets their number.  On a step error *rc is
+ * PL_ESTORAGE and the rows collected so far are kept. */
+static void *collect(sqlite3_stmt *st, size_t size,
+                     void (*fill)(sqlite3_stmt *st, void *elem), int *k,
+                     int *rc)
+{
+    char *v = NULL;
+    for (;;) {
+        int s = sqlite3_step(st);
+        if (s == SQLITE_DONE)
+            return v;
+        if (s != SQLITE_ROW) {
+            *rc = PL_ESTORAGE;
+            return v;
+        }
+        v = pl_realloc(v, (size_t)(*k + 1) * size);
+        fill(st, v + (size_t)*k * size);
+        (*k)++;
+    }
+}
+
+static void msg_row(sqlite3_stmt *st, void *elem)
+{
+    *(struct pl_gw_msg **)elem = row_to_msg(st);
+}
+
+static void out_row(sqlite3_stmt *st, void *elem)
+{
+    struct pl_gwq_out *o = elem;
+    o->seq = sqlite3_column_int64(st, 0);
+    o->xml = col_str(st, 1);
+}
+
 static int set_state(struct pl_gwq *q, const char *id, int state,
                      const char *instance, const char *detail, int pending)
 {
@@ -528,17 +573,8 @@ int pl_gwq_claim(struct pl_gwq *q, const char *dest, const char *instance,
                             "siin", dest, now, now, max);
     if (!st)
         rc = PL_ESTORAGE;
-    while (rc == PL_OK) {
-        int s = sqlite3_step(st);
-        if (s == SQLITE_DONE)
-            break;
-        if (s != SQLITE_ROW) {
-            rc = PL_ESTORAGE;
-            break;
-        }
-        v = pl_realloc(v, (size_t)(k + 1) * sizeof(*v));
-        v[k++] = row_to_msg(st);
-    }
+    if (rc == PL_OK)
+        v = collect(st, sizeof(*v), msg_row, &k, &rc);
     release(q, st);
     for (int i = 0; i < k && rc == PL_OK; i++) {
         struct pl_gw_msg *m = v[i];
@@ -679,10 +715,7 @@ static int get(struct pl_gwq *q, const char *id, struct pl_gw_msg **out)
                             "s", id);
     if (!st)
         return PL_ESTORAGE;
-    int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW    ? PL_OK
-             : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                : PL_ESTORAGE;
+    int rc = step_one(st);
     if (rc == PL_OK)
         *out = row_to_msg(st);
     release(q, st);
@@ -762,19 +795,8 @@ int pl_gwq_outbox_claim(struct pl_gwq *q, const char *instance, int64_t now,
                             "in", now, max);
     if (!st)
         rc = PL_ESTORAGE;
-    while (rc == PL_OK) {
-        int s = sqlite3_step(st);
-        if (s == SQLITE_DONE)
-            break;
-        if (s != SQLITE_ROW) {
-            rc = PL_ESTORAGE;
-            break;
-        }
-        v = pl_realloc(v, (size_t)(k + 1) * sizeof(*v));
-        v[k].seq = sqlite3_column_int64(st, 0);
-        v[k].xml = col_str(st, 1);
-        k++;
-    }
+    if (rc == PL_OK)
+        v = collect(st, sizeof(*v), out_row, &k, &rc);
     release(q, st);
     for (int i = 0; i < k && rc == PL_OK; i++)
         rc = run(q, NULL,
@@ -837,10 +859,7 @@ int pl_gwq_link_get(struct pl_gwq *q, const char *channel, const char *jid,
                             "ss", channel, jid);
     if (!st)
         return PL_ESTORAGE;
-    int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW    ? PL_OK
-             : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                : PL_ESTORAGE;
+    int rc = step_one(st);
     if (rc == PL_OK) {
         struct pl_gwq_link *l = pl_calloc(1, sizeof(*l));
         l->jid = col_str(st, 0);
@@ -868,10 +887,7 @@ static int one_string(struct pl_gwq *q, char **out, const char *sql,
     sqlite3_stmt *st = b ? prep(q, sql, "ss", a, b) : prep(q, sql, "s", a);
     if (!st)
         return PL_ESTORAGE;
-    int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW    ? PL_OK
-             : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                : PL_ESTORAGE;
+    int rc = step_one(st);
     if (rc == PL_OK)
         *out = col_str(st, 0);
     release(q, st);
@@ -930,10 +946,7 @@ int pl_gwq_peer_get_in(struct pl_gwq *q, const char *address, char **channel,
                             "s", address);
     if (!st)
         return PL_ESTORAGE;
-    int s = sqlite3_step(st);
-    int rc = s == SQLITE_ROW    ? PL_OK
-             : s == SQLITE_DONE ? PL_ENOT_FOUND
-                                : PL_ESTORAGE;
+    int rc = step_one(st);
     if (rc == PL_OK) {
         *channel = col_str(st, 0);
         *peer = col_str(st, 1);

@@ -45,6 +45,7 @@ import urllib.request
 from xml.sax.saxutils import escape
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gw_common  # noqa: E402
 import harness  # noqa: E402
 from harness import check, tostr  # noqa: E402
 from im_common import ImClient, add_users, error_of  # noqa: E402
@@ -220,10 +221,7 @@ def mail(port, to, body, subject="test", frm="bob@example.org", lmtp=False,
 
 
 def main():
-    for tool in (tgm.SWAKS, tgm.PROBE, GATEWAY, PARLEYCTL, CLAMD, RSPAMD):
-        if not os.path.exists(tool):
-            check("%s is available" % tool, False)
-            harness.finish()
+    gw_common.require(tgm.SWAKS, tgm.PROBE, GATEWAY, PARLEYCTL, CLAMD, RSPAMD)
     work = tempfile.mkdtemp(prefix="parley-gwcheck-")
     clamd_sock, clamd = start_clamd(os.path.join(work))
     check("clamd starts with a local EICAR signature", clamd_sock is not None)
@@ -235,15 +233,7 @@ def main():
     if not clamd_sock or not rspamd_url:
         harness.finish()
     cport, smtp_port, lmtp_port, relay_port, cb_port = harness.free_ports(5)
-    srv = harness.Server(
-        listeners_extra='{ protocol = "component"; address = "127.0.0.1"; '
-                        'port = %d; tls = "none"; }' % cport,
-        host_extra='components = ( { domain = "%s"; secret = "%s"; },'
-                   ' { domain = "%s"; secret = "%s"; } );'
-                   % (SMS, SECRET, MAIL, SECRET))
-    if not srv.start():
-        check("parleyd starts", False, srv.dump_log())
-        harness.finish()
+    srv = gw_common.start_server(cport, ((SMS, SECRET), (MAIL, SECRET)))
     d = srv.dir
 
     def conf(fail, clamd_addr=clamd_sock):

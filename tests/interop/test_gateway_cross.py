@@ -30,9 +30,9 @@ import smtplib
 import subprocess
 import sys
 import time
-import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gw_common  # noqa: E402
 import harness  # noqa: E402
 from harness import check, tostr  # noqa: E402
 from im_common import ImClient, add_users, error_of  # noqa: E402
@@ -67,26 +67,7 @@ class Phone(tgs.Phone):
                     entries.append(m.group(1))
                 else:
                     entries[-1] += "\n" + m.group(1)
-        out = []
-        for e in entries:
-            p = e.split(" ", 3)
-            if len(p) < 4:
-                continue
-            frm, to, kind, rest = p
-            udh = None
-            if kind == "udh":
-                u, _, rest = rest.partition(" ")
-                udh = urllib.parse.unquote_to_bytes(u)
-                for k in ("data ", "text "):
-                    if rest.startswith(k):
-                        rest = rest[len(k):]
-                rest = urllib.parse.unquote_to_bytes(
-                    rest.replace("+", " ")).decode("utf-8", "replace")
-            elif kind == "data":
-                rest = urllib.parse.unquote_to_bytes(rest).decode(
-                    "utf-8", "replace")
-            out.append((frm, to, udh, rest))
-        return out
+        return [mt for mt in map(tgs.parse_mt, entries) if mt]
 
 
 def gateway_conf(d, cport, cb, smtp_port, relay_port, kannel):
@@ -118,21 +99,10 @@ queue_poll = 200;
 
 
 def main():
-    for tool in (tgs.FAKESMSC, "/usr/sbin/bearerbox", "/usr/sbin/smsbox",
-                 tgm.SWAKS, tgm.PROBE, GATEWAY):
-        if not os.path.exists(tool):
-            check("%s is available" % tool, False)
-            harness.finish()
+    gw_common.require(tgs.FAKESMSC, "/usr/sbin/bearerbox", "/usr/sbin/smsbox",
+                      tgm.SWAKS, tgm.PROBE, GATEWAY)
     cport, cb, smtp_port, relay_port = harness.free_ports(4)
-    srv = harness.Server(
-        listeners_extra='{ protocol = "component"; address = "127.0.0.1"; '
-                        'port = %d; tls = "none"; }' % cport,
-        host_extra='components = ( { domain = "%s"; secret = "%s"; },'
-                   ' { domain = "%s"; secret = "%s"; } );'
-                   % (SMS, SECRET, MAIL, SECRET))
-    if not srv.start():
-        check("parleyd starts", False, srv.dump_log())
-        harness.finish()
+    srv = gw_common.start_server(cport, ((SMS, SECRET), (MAIL, SECRET)))
     d = srv.dir
     kannel = tgs.Kannel(d, cb)
     # Kannel refuses numbers of this prefix (400): a permanent failure.

@@ -26,6 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gw_common  # noqa: E402
 import harness  # noqa: E402
 from harness import check, tostr  # noqa: E402
 from im_common import ImClient, add_users, error_of  # noqa: E402
@@ -104,20 +105,9 @@ def stop_postfix(master, pd, log):
 
 
 def main():
-    for tool in (tgm.POSTFIX, tgm.SWAKS, tgm.PROBE, GATEWAY):
-        if not os.path.exists(tool):
-            check("%s is available" % tool, False)
-            harness.finish()
+    gw_common.require(tgm.POSTFIX, tgm.SWAKS, tgm.PROBE, GATEWAY)
     cport, smtp_port, relay_port, cb_port = harness.free_ports(4)
-    srv = harness.Server(
-        listeners_extra='{ protocol = "component"; address = "127.0.0.1"; '
-                        'port = %d; tls = "none"; }' % cport,
-        host_extra='components = ( { domain = "%s"; secret = "%s"; },'
-                   ' { domain = "%s"; secret = "%s"; } );'
-                   % (SMS, SECRET, MAIL, SECRET))
-    if not srv.start():
-        check("parleyd starts", False, srv.dump_log())
-        harness.finish()
+    srv = gw_common.start_server(cport, ((SMS, SECRET), (MAIL, SECRET)))
     d = srv.dir
     os.chmod(d, 0o755)
     lmtp_sock = os.path.join(d, "gw-lmtp.sock")

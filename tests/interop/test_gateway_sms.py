@@ -32,6 +32,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gw_common  # noqa: E402
 import harness  # noqa: E402
 from harness import check, tostr  # noqa: E402
 from im_common import ImClient, add_users, error_of  # noqa: E402
@@ -55,6 +56,28 @@ def wait_port(port, timeout=20):
         except OSError:
             time.sleep(0.1)
     return False
+
+
+def parse_mt(entry):
+    """One MT message of fakesmsc's log, "FROM TO KIND REST": (sender,
+    receiver, udh, text), or None when it is not one."""
+    p = entry.split(" ", 3)
+    if len(p) < 4:
+        return None
+    frm, to, kind, rest = p
+    udh = None
+    if kind == "udh":
+        # "udh <udh> data <text>" (Debian's 1.4.5), both URL-encoded.
+        u, _, rest = rest.partition(" ")
+        udh = urllib.parse.unquote_to_bytes(u)
+        for k in ("data ", "text "):
+            if rest.startswith(k):
+                rest = rest[len(k):]
+        rest = urllib.parse.unquote_to_bytes(
+            rest.replace("+", " ")).decode("utf-8", "replace")
+    elif kind == "data":
+        rest = urllib.parse.unquote_to_bytes(rest).decode("utf-8", "replace")
+    return (frm, to, udh, rest)
 
 
 class Phone:
@@ -81,25 +104,9 @@ class Phone:
                 m = re.search(r"Got message \d+: <(.*)>", line)
                 if not m:
                     continue
-                p = m.group(1).split(" ", 3)
-                if len(p) < 4:
-                    continue
-                frm, to, kind, rest = p
-                udh = None
-                if kind == "udh":
-                    # "udh <udh> data <text>" (Debian's 1.4.5), both
-                    # URL-encoded.
-                    u, _, rest = rest.partition(" ")
-                    udh = urllib.parse.unquote_to_bytes(u)
-                    for k in ("data ", "text "):
-                        if rest.startswith(k):
-                            rest = rest[len(k):]
-                    rest = urllib.parse.unquote_to_bytes(
-                        rest.replace("+", " ")).decode("utf-8", "replace")
-                elif kind == "data":
-                    rest = urllib.parse.unquote_to_bytes(rest).decode(
-                        "utf-8", "replace")
-                out.append((frm, to, udh, rest))
+                mt = parse_mt(m.group(1))
+                if mt:
+                    out.append(mt)
         return out
 
     def wait_for(self, pred, count=1, timeout=20):
@@ -277,14 +284,7 @@ def main():
         check("build/parley-gateway is built", False)
         harness.finish()
     cport, cb1, cb2 = harness.free_ports(3)
-    srv = harness.Server(
-        listeners_extra='{ protocol = "component"; address = "127.0.0.1"; '
-                        'port = %d; tls = "none"; }' % cport,
-        host_extra='components = ( { domain = "%s"; secret = "%s"; } );'
-                   % (DOMAIN, SECRET))
-    if not srv.start():
-        check("parleyd starts", False, srv.dump_log())
-        harness.finish()
+    srv = gw_common.start_server(cport, ((DOMAIN, SECRET),))
     d = srv.dir
     kannel = Kannel(d, cb1)
     gws = []

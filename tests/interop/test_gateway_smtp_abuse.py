@@ -51,6 +51,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gw_common  # noqa: E402
 import harness  # noqa: E402
 from harness import check  # noqa: E402
 from im_common import ImClient, add_users  # noqa: E402
@@ -478,20 +479,9 @@ def mime(w):
 
 
 def main():
-    for tool in (SWAKS, GATEWAY):
-        if not os.path.exists(tool):
-            check("%s is available" % tool, False)
-            harness.finish()
+    gw_common.require(SWAKS, GATEWAY)
     cport, smtp_port, cb_port, relay_port = harness.free_ports(4)
-    srv = harness.Server(
-        listeners_extra='{ protocol = "component"; address = "127.0.0.1"; '
-                        'port = %d; tls = "none"; }' % cport,
-        host_extra='components = ( { domain = "%s"; secret = "%s"; },'
-                   ' { domain = "%s"; secret = "%s"; } );'
-                   % (SMS, SECRET, MAIL, SECRET))
-    if not srv.start():
-        check("parleyd starts", False, srv.dump_log())
-        harness.finish()
+    srv = gw_common.start_server(cport, ((SMS, SECRET), (MAIL, SECRET)))
     d = srv.dir
     conf = os.path.join(d, "gw.conf")
     with open(conf, "w") as f:

@@ -207,19 +207,7 @@ void pl_gw_mail_from_im(struct pl_stanza *st, const char *from_full,
     struct pl_gw_policy_req pr = {"im", from->bare, "mail", addr};
     int v = pl_gw_policy_check(&pr, 0, &j->pd);
     pl_jid_free(from);
-    if (v != PL_GW_ALLOW) {
-        if (!j->pd.record) {
-            j->w.result = PL_EPOLICY_VIOLATION; /* answered, not stored */
-            accept_done(&j->w);
-            return;
-        }
-        pl_gw_db_submit(&j->w); /* stored refused, no checks needed */
-        return;
-    }
-    j->chk.m = m;
-    j->chk.from = m->src_addr;
-    j->chk.rcpt = m->dst_addr;
-    pl_gw_check_submit(&j->chk, &j->w);
+    pl__gw_admit_submit(&j->w, v, &j->pd, &j->chk, m);
 }
 
 enum outcome {

@@ -615,6 +615,35 @@ static unsigned notify_bit(const char *v, size_t l)
     return 0;
 }
 
+/* The next "keyword[=value]" of a MAIL or RCPT parameter list (RFC 5321
+ * §4.1.2, esmtp-param) at *p, which moves past it: 0 at the end.  *val is
+ * NULL without "=". */
+static int next_param(const char **p, const char **kw, size_t *kwlen,
+                      const char **val, size_t *vlen)
+{
+    const char *c = *p;
+    while (*c == ' ')
+        c++;
+    if (!*c) {
+        *p = c;
+        return 0;
+    }
+    *kw = c;
+    while (*c && *c != ' ' && *c != '=')
+        c++;
+    *kwlen = (size_t)(c - *kw);
+    *val = NULL;
+    *vlen = 0;
+    if (*c == '=') {
+        *val = ++c;
+        while (*c && *c != ' ')
+            c++;
+        *vlen = (size_t)(c - *val);
+    }
+    *p = c;
+    return 1;
+}
+
 /* RCPT parameters (RFC 3461 NOTIFY and ORCPT) into s->cur_notify and
  * s->cur_orcpt; 0, or a reply was given. */
 static int rcpt_params(struct pl_smtp *s, const char *p)
@@ -622,23 +651,9 @@ static int rcpt_params(struct pl_smtp *s, const char *p)
     s->cur_notify = 0;
     pl_free(s->cur_orcpt);
     s->cur_orcpt = NULL;
-    while (*p) {
-        while (*p == ' ')
-            p++;
-        if (!*p)
-            break;
-        const char *kw = p;
-        while (*p && *p != ' ' && *p != '=')
-            p++;
-        size_t kwlen = (size_t)(p - kw);
-        const char *val = NULL;
-        size_t vlen = 0;
-        if (*p == '=') {
-            val = ++p;
-            while (*p && *p != ' ')
-                p++;
-            vlen = (size_t)(p - val);
-        }
+    const char *kw, *val;
+    size_t kwlen, vlen;
+    while (next_param(&p, &kw, &kwlen, &val, &vlen)) {
         if (kwlen == 6 && strncasecmp(kw, "NOTIFY", 6) == 0) {
             if (s->cur_notify || !val || vlen == 0)
                 goto bad;
@@ -688,23 +703,9 @@ bad:
 static int mail_params(struct pl_smtp *s, const char *p)
 {
     int seen_size = 0, seen_body = 0, seen_utf8 = 0;
-    while (*p) {
-        while (*p == ' ')
-            p++;
-        if (!*p)
-            break;
-        const char *kw = p;
-        while (*p && *p != ' ' && *p != '=')
-            p++;
-        size_t kwlen = (size_t)(p - kw);
-        const char *val = NULL;
-        size_t vlen = 0;
-        if (*p == '=') {
-            val = ++p;
-            while (*p && *p != ' ')
-                p++;
-            vlen = (size_t)(p - val);
-        }
+    const char *kw, *val;
+    size_t kwlen, vlen;
+    while (next_param(&p, &kw, &kwlen, &val, &vlen)) {
         if (kwlen == 4 && strncasecmp(kw, "SIZE", 4) == 0) {
             if (seen_size++ || !val || vlen == 0 || vlen > 20)
                 goto bad;
