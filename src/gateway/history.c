@@ -36,8 +36,8 @@ int pl_gwq_history_add(struct pl_gwq *q, const char *id, int state,
     return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
 }
 
-int pl_gwq_history_note(struct pl_gwq *q, const char *id,
-                        const char *instance, const char *detail)
+int pl_gwq_history_note(struct pl_gwq *q, const char *id, const char *instance,
+                        const char *detail)
 {
     /* One statement: the state is read where the row is written (no
      * message fetched for it). */

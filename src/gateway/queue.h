@@ -165,8 +165,8 @@ int pl_gwq_history_add(struct pl_gwq *q, const char *id, int state,
 /* Appends a history row in the message's current state (a note such as
  * an intermediate delivery report); PL_ENOT_FOUND if there is no such
  * message. */
-int pl_gwq_history_note(struct pl_gwq *q, const char *id,
-                        const char *instance, const char *detail);
+int pl_gwq_history_note(struct pl_gwq *q, const char *id, const char *instance,
+                        const char *detail);
 typedef void pl_gwq_trace_fn(void *ud, int64_t at, const char *state,
                              const char *instance, const char *detail);
 /* Calls fn for each history row of id, oldest first; PL_ENOT_FOUND if

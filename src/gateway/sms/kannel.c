@@ -438,8 +438,8 @@ static void answer(struct cb_conn *cc, int status, const char *reason)
     int close = !cc->keep || status >= 500 || status == 400;
     char h[160];
     int n = snprintf(h, sizeof(h),
-                     "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n%s\r\n",
-                     status, reason, close ? "Connection: close\r\n" : "");
+                     "HTTP/1.1 %d %s\r\nContent-Length: 0\r\n%s\r\n", status,
+                     reason, close ? "Connection: close\r\n" : "");
     pl_conn_write(cc->conn, h, (size_t)n);
     if (close) {
         cc->closing = 1;
