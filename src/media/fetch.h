@@ -97,22 +97,22 @@ enum pl_fetch_ev {
 /* What a download got from one source. */
 struct pl_fetch_source {
     const char *url;
-    int is_server;   /* priority 1 in the Metalink */
-    uint64_t bytes;  /* good bytes received */
-    int bad_pieces;  /* pieces that failed their hash */
+    int is_server;  /* priority 1 in the Metalink */
+    uint64_t bytes; /* good bytes received */
+    int bad_pieces; /* pieces that failed their hash */
     int banned, lost;
 };
 
 struct pl_fetch_event {
     enum pl_fetch_ev kind;
-    const char *url;       /* PIECE_BAD, BANNED, LOST */
-    int64_t piece;         /* PIECE_BAD: index; FAILED: -1 */
-    const char *path;      /* DONE */
-    uint64_t done, total;  /* bytes verified so far, file size */
-    uint64_t from_server;  /* verified bytes that came from the server */
-    uint64_t from_peers;   /* and from peers */
-    double rate;           /* bytes/s over the last second */
-    int active;            /* sources with a request in flight */
+    const char *url;      /* PIECE_BAD, BANNED, LOST */
+    int64_t piece;        /* PIECE_BAD: index; FAILED: -1 */
+    const char *path;     /* DONE */
+    uint64_t done, total; /* bytes verified so far, file size */
+    uint64_t from_server; /* verified bytes that came from the server */
+    uint64_t from_peers;  /* and from peers */
+    double rate;          /* bytes/s over the last second */
+    int active;           /* sources with a request in flight */
     const struct pl_fetch_source *sources;
     size_t nsources;
 };

@@ -24,10 +24,10 @@
 #include "media/media.h"
 
 struct pl_peer_opts {
-    const char *listen;   /* "ADDR:PORT" ("[v6]:PORT"); port 0: any */
-    int max_conns;        /* downloads served at once (default 4) */
-    uint64_t rate;        /* bytes/s over all downloads, 0: no cap */
-    long idle_ms;         /* a connection idle this long is closed
+    const char *listen; /* "ADDR:PORT" ("[v6]:PORT"); port 0: any */
+    int max_conns;      /* downloads served at once (default 4) */
+    uint64_t rate;      /* bytes/s over all downloads, 0: no cap */
+    long idle_ms;       /* a connection idle this long is closed
                              (default 15000) */
 };
 
@@ -46,11 +46,11 @@ int pl_peer_add(struct pl_peer *p, const unsigned char *sha256,
 void pl_peer_remove(struct pl_peer *p, const unsigned char *sha256);
 
 struct pl_peer_stats {
-    uint64_t bytes;     /* body bytes sent */
-    uint64_t requests;  /* answered 200/206 */
-    uint64_t refused;   /* 401/403: no token, forged or expired */
-    uint64_t busy;      /* 503: max_conns reached */
-    int conns;          /* open now */
+    uint64_t bytes;    /* body bytes sent */
+    uint64_t requests; /* answered 200/206 */
+    uint64_t refused;  /* 401/403: no token, forged or expired */
+    uint64_t busy;     /* 503: max_conns reached */
+    int conns;         /* open now */
 };
 void pl_peer_stats(struct pl_peer *p, struct pl_peer_stats *s);
 

@@ -17,6 +17,9 @@
 #include <sys/types.h>
 
 #include <jansson.h>
+#include <strophe.h>
+
+#include "clients/client.h"
 
 /* ---- identity.c */
 
@@ -78,5 +81,96 @@ void pl_dispatch_payload(struct pl_dispatch *d, const char *from,
 void pl_dispatch_poll(struct pl_dispatch *d);
 /* Kills and reaps every job (shutdown). */
 void pl_dispatch_stop(struct pl_dispatch *d);
+
+
+/* ---- main.c: the agent itself */
+
+enum pl_agent_conn {
+    PL_AGENT_DOWN,
+    PL_AGENT_CONNECTING,
+    PL_AGENT_UP
+};
+
+#define PL_AGENT_SEEN_IDS 128
+
+struct pl_agent {
+    struct pl_cl_opts o;
+    const char *domain;
+    const char *resource;
+    const char *state_path;
+    const char *token;
+    const char **controllers;
+    int ncontrollers;
+    long backoff_min, backoff_max;    /* ms */
+    long ping_interval, ping_timeout; /* ms */
+    int no_sm;
+    int auto_approve;
+    const char *status;
+    struct pl_agent_state st;
+    char localpart[13];
+    char full_jid[512];
+    xmpp_ctx_t *ctx;
+    xmpp_conn_t *conn;
+    int state;   /* PL_AGENT_DOWN, PL_AGENT_CONNECTING, PL_AGENT_UP */
+    int attempt; /* reconnects since the last success */
+    long long reconnect_at;
+    long long next_ping, ping_sent;
+    unsigned ping_seq;
+    int ping_pending;
+    int auth_suspect; /* drops before login without another cause */
+    char *seen[PL_AGENT_SEEN_IDS]; /* ids of payloads already handled */
+    int seen_next;
+    struct pl_dispatch d;
+    struct pl_agent_media *media; /* media.c; NULL without --cache */
+};
+
+/* A line of log on stderr with a timestamp. */
+void pl_agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* One event line on stdout (JSON with "event" and "ts"); takes ev. */
+void pl_agent_emit(const char *name, json_t *ev);
+/* Sends the JSON reply (borrowed) to 'to' as an XEP-0335 message. */
+void pl_agent_send_json(const char *to, const char *type, json_t *reply,
+                        void *a);
+
+
+/* ---- share.c: the cache served to other devices (issue 17) */
+
+/*
+ * Options --cache DIR, --serve ADDR:PORT, --serve-url URL,
+ * --max-peers N, --max-upload-rate BYTES; share.c parses them
+ * (pl_agent_media_opt: 1 if argv[*i] was one, advancing *i; 0 if not; -1
+ * on a bad value).  pl_agent_media_init sets a->media up when --cache was
+ * given: the peer server runs, every verified file of the cache is
+ * served.  On each new session pl_agent_media_online announces them all
+ * to upload.<domain>; pl_agent_media_share serves and announces one more
+ * (a download just verified).  pl_agent_media_poll runs each loop turn
+ * (finished downloads, reports to send); pl_agent_media_stop withdraws
+ * and stops.
+ */
+int pl_agent_media_opt(struct pl_agent *a, int argc, char **argv, int *i);
+int pl_agent_media_init(struct pl_agent *a);
+void pl_agent_media_online(struct pl_agent *a);
+void pl_agent_media_share(struct pl_agent *a, const unsigned char *sha256,
+                          const char *path);
+void pl_agent_media_poll(struct pl_agent *a);
+void pl_agent_media_stop(struct pl_agent *a);
+
+/* ---- fetch.c: the head-end's "fetch" command (issue 17) */
+
+/*
+ * {"command": "fetch", "hash": "<sha-256 hex or base64>"} or with "url":
+ * "<file or .meta4 URL>": downloads into the cache on a thread of its
+ * own (src/media/fetch.h), answers the command with the result (bytes
+ * from server and peers, sources, time), reports bad pieces to the
+ * server and shares the verified file (pl_agent_media_share).  Returns 1
+ * if the payload was a fetch command (answered now or later), 0 if it
+ * is for the dispatcher.
+ */
+int pl_agent_fetch_command(struct pl_agent *a, const char *from,
+                           const char *type, const char *id, json_t *payload);
+/* Each loop turn: finished downloads, their answers and reports. */
+void pl_agent_fetch_poll(struct pl_agent *a);
+/* Stops running downloads (shutdown). */
+void pl_agent_fetch_stop(struct pl_agent *a);
 
 #endif

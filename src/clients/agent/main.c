@@ -38,44 +38,6 @@
 #include "clients/client.h"
 #include "core/version.h"
 
-enum {
-    DOWN,
-    CONNECTING,
-    UP
-};
-
-#define SEEN_IDS 128
-
-struct agent {
-    struct pl_cl_opts o;
-    const char *domain;
-    const char *resource;
-    const char *state_path;
-    const char *token;
-    const char **controllers;
-    int ncontrollers;
-    long backoff_min, backoff_max;    /* ms */
-    long ping_interval, ping_timeout; /* ms */
-    int no_sm;
-    int auto_approve;
-    const char *status;
-    struct pl_agent_state st;
-    char localpart[13];
-    char full_jid[512];
-    xmpp_ctx_t *ctx;
-    xmpp_conn_t *conn;
-    int state;   /* DOWN, CONNECTING, UP */
-    int attempt; /* reconnects since the last success */
-    long long reconnect_at;
-    long long next_ping, ping_sent;
-    unsigned ping_seq;
-    int ping_pending;
-    int auth_suspect;     /* drops before login without another cause */
-    char *seen[SEEN_IDS]; /* ids of payloads already handled */
-    int seen_next;
-    struct pl_dispatch d;
-};
-
 static volatile sig_atomic_t stopping;
 
 static void on_signal(int sig)
@@ -83,8 +45,7 @@ static void on_signal(int sig)
     stopping = 1;
 }
 
-static void logf_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void logf_(const char *fmt, ...)
+void pl_agent_log(const char *fmt, ...)
 {
     char ts[40];
     pl_cl_timestamp(ts, sizeof(ts));
@@ -96,8 +57,7 @@ static void logf_(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-/* One event line on stdout; takes ownership of ev. */
-static void emit(const char *name, json_t *ev)
+void pl_agent_emit(const char *name, json_t *ev)
 {
     char ts[40];
     pl_cl_timestamp(ts, sizeof(ts));
@@ -175,12 +135,13 @@ static void add_text_child(xmpp_ctx_t *ctx, xmpp_stanza_t *parent,
     xmpp_stanza_release(child);
 }
 
-static void send_messages(struct agent *a, json_t *list);
+static void send_messages(struct pl_agent *a, json_t *list);
 
 /* pl_reply_fn: a JSON reply in an XEP-0335 container. */
-static void send_json(const char *to, const char *type, json_t *reply, void *ud)
+void pl_agent_send_json(const char *to, const char *type, json_t *reply,
+                        void *ud)
 {
-    struct agent *a = ud;
+    struct pl_agent *a = ud;
     /* A handler's result may ask for messages to other boxes or users. */
     json_t *res = json_object_get(reply, "result");
     json_t *msgs = json_is_object(res) ? json_object_get(res, "messages")
@@ -190,12 +151,12 @@ static void send_json(const char *to, const char *type, json_t *reply, void *ud)
     char *text = json_dumps(reply, JSON_COMPACT);
     if (!text)
         return;
-    emit("reply", json_pack("{s:s, s:O}", "to", to, "reply", reply));
-    if (a->state != UP || !a->conn) {
+    pl_agent_emit("reply", json_pack("{s:s, s:O}", "to", to, "reply", reply));
+    if (a->state != PL_AGENT_UP || !a->conn) {
         /* With XEP-0198 libstrophe keeps what it could not send; without
          * a connection the reply is lost, like any stanza of a box that
          * is down; the head-end's receipt tracking shows it. */
-        logf_("not connected: reply to %s dropped", to);
+        pl_agent_log("not connected: reply to %s dropped", to);
         free(text);
         return;
     }
@@ -217,9 +178,9 @@ static void send_json(const char *to, const char *type, json_t *reply, void *ud)
  * messages (XEP-0335 with a receipt request, or a chat body); answers come
  * back as "result" events.  At most 16 per result.
  */
-static void send_messages(struct agent *a, json_t *list)
+static void send_messages(struct pl_agent *a, json_t *list)
 {
-    if (a->state != UP || !a->conn)
+    if (a->state != PL_AGENT_UP || !a->conn)
         return;
     for (size_t i = 0; i < json_array_size(list) && i < 16; i++) {
         json_t *m = json_array_get(list, i);
@@ -245,12 +206,12 @@ static void send_messages(struct agent *a, json_t *list)
         }
         xmpp_send(a->conn, st);
         xmpp_stanza_release(st);
-        emit("sent", json_pack("{s:s, s:s}", "to", to, "id", id));
+        pl_agent_emit("sent", json_pack("{s:s, s:s}", "to", to, "id", id));
         xmpp_free(a->ctx, id);
     }
 }
 
-static void send_receipt(struct agent *a, const char *to, const char *id)
+static void send_receipt(struct pl_agent *a, const char *to, const char *id)
 {
     char *rid = xmpp_uuid_gen(a->ctx);
     xmpp_stanza_t *m = xmpp_message_new(a->ctx, NULL, to, rid);
@@ -263,7 +224,7 @@ static void send_receipt(struct agent *a, const char *to, const char *id)
     xmpp_free(a->ctx, rid);
 }
 
-static void send_presence(struct agent *a)
+static void send_presence(struct pl_agent *a)
 {
     xmpp_stanza_t *p = xmpp_presence_new(a->ctx);
     if (a->status)
@@ -280,7 +241,7 @@ static int bare_eq(const char *jid, const char *bare)
     return strlen(bare) == n && strncasecmp(jid, bare, n) == 0;
 }
 
-static int may_command(struct agent *a, const char *from)
+static int may_command(struct pl_agent *a, const char *from)
 {
     if (bare_eq(from, a->domain))
         return 1;
@@ -291,35 +252,37 @@ static int may_command(struct agent *a, const char *from)
 }
 
 /* Whether id was handled already (a redelivery after a reconnect). */
-static int seen_before(struct agent *a, const char *id)
+static int seen_before(struct pl_agent *a, const char *id)
 {
-    for (int i = 0; i < SEEN_IDS; i++)
+    for (int i = 0; i < PL_AGENT_SEEN_IDS; i++)
         if (a->seen[i] && !strcmp(a->seen[i], id))
             return 1;
     free(a->seen[a->seen_next]);
     a->seen[a->seen_next] = strdup(id);
-    a->seen_next = (a->seen_next + 1) % SEEN_IDS;
+    a->seen_next = (a->seen_next + 1) % PL_AGENT_SEEN_IDS;
     return 0;
 }
 
 static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
-    struct agent *a = ud;
+    struct pl_agent *a = ud;
     const char *type = xmpp_stanza_get_type(st);
     const char *from = xmpp_stanza_get_from(st);
     const char *id = xmpp_stanza_get_id(st);
     if (!from)
         from = a->domain; /* RFC 6120 §8.1.2.1: from the server */
     if (type && !strcmp(type, "error")) {
-        emit("error", json_pack("{s:s, s:s?, s:s}", "from", from, "id", id,
+        pl_agent_emit("error",
+                      json_pack("{s:s, s:s?, s:s}", "from", from, "id", id,
                                 "condition", pl_cl_error_condition(st)));
         return 1;
     }
     xmpp_stanza_t *rcv = xmpp_stanza_get_child_by_name_and_ns(st, "received",
                                                               PL_NS_RECEIPTS);
     if (rcv) {
-        emit("receipt", json_pack("{s:s, s:s?}", "from", from, "id",
-                                  xmpp_stanza_get_attribute(rcv, "id")));
+        pl_agent_emit("receipt",
+                      json_pack("{s:s, s:s?}", "from", from, "id",
+                                xmpp_stanza_get_attribute(rcv, "id")));
         return 1;
     }
     xmpp_stanza_t *json = xmpp_stanza_get_child_by_name_and_ns(st, "json",
@@ -330,7 +293,8 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         send_receipt(a, from, id);
     if (json) {
         if (id && seen_before(a, id)) {
-            emit("duplicate", json_pack("{s:s, s:s}", "from", from, "id", id));
+            pl_agent_emit("duplicate",
+                          json_pack("{s:s, s:s}", "from", from, "id", id));
             return 1;
         }
         char *text = xmpp_stanza_get_text(json);
@@ -338,20 +302,20 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         if (json_is_object(doc) && json_object_get(doc, "reply-to")) {
             /* An answer to something this box sent (box-to-box): reported,
              * never answered, so two boxes cannot bounce errors forever. */
-            emit("result",
-                 json_pack("{s:s, s:O}", "from", from, "result", doc));
+            pl_agent_emit("result",
+                          json_pack("{s:s, s:O}", "from", from, "result", doc));
             json_decref(doc);
             xmpp_free(a->ctx, text);
             return 1;
         }
         json_decref(doc);
-        emit("payload", json_pack("{s:s, s:s?, s:s}", "from", from, "id", id,
-                                  "json", text ? text : ""));
+        pl_agent_emit("payload", json_pack("{s:s, s:s?, s:s}", "from", from,
+                                           "id", id, "json", text ? text : ""));
         if (!may_command(a, from)) {
             json_t *r = json_pack("{s:s?, s:s, s:s}", "reply-to", id, "error",
                                   "forbidden", "detail",
                                   "not a controller of this device");
-            send_json(from, type, r, a);
+            pl_agent_send_json(from, type, r, a);
             json_decref(r);
         } else {
             pl_dispatch_payload(&a->d, from, type, id, text ? text : "");
@@ -362,8 +326,9 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
     xmpp_stanza_t *body = xmpp_stanza_get_child_by_name(st, "body");
     if (body) {
         char *text = xmpp_stanza_get_text(body);
-        emit("message", json_pack("{s:s, s:s?, s:s}", "from", from, "type",
-                                  type, "body", text ? text : ""));
+        pl_agent_emit("message",
+                      json_pack("{s:s, s:s?, s:s}", "from", from, "type", type,
+                                "body", text ? text : ""));
         xmpp_free(a->ctx, text);
     }
     return 1;
@@ -371,7 +336,7 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 
 static int on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
-    struct agent *a = ud;
+    struct pl_agent *a = ud;
     const char *type = xmpp_stanza_get_type(st);
     if (!type || (strcmp(type, "get") && strcmp(type, "set")))
         return 1;
@@ -392,7 +357,7 @@ static int on_iq(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 
 static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
-    struct agent *a = ud;
+    struct pl_agent *a = ud;
     const char *type = xmpp_stanza_get_type(st);
     const char *from = xmpp_stanza_get_from(st);
     if (!from)
@@ -407,22 +372,23 @@ static int on_presence(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
         xmpp_send(a->conn, p);
         xmpp_stanza_release(p);
     }
-    emit("presence", json_pack("{s:s, s:s}", "from", from, "type",
-                               type ? type : "available"));
+    pl_agent_emit("presence", json_pack("{s:s, s:s}", "from", from, "type",
+                                        type ? type : "available"));
     return 1;
 }
 
 static int on_pong(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
 {
-    struct agent *a = ud;
+    struct pl_agent *a = ud;
     a->ping_pending = 0;
     const char *type = xmpp_stanza_get_type(st);
-    emit("pong", json_pack("{s:s, s:I}", "type", type ? type : "", "rtt_ms",
-                           (json_int_t)(pl_cl_now_ms() - a->ping_sent)));
+    pl_agent_emit("pong",
+                  json_pack("{s:s, s:I}", "type", type ? type : "", "rtt_ms",
+                            (json_int_t)(pl_cl_now_ms() - a->ping_sent)));
     return 0;
 }
 
-static void send_ping(struct agent *a)
+static void send_ping(struct pl_agent *a)
 {
     char id[32];
     snprintf(id, sizeof(id), "ping-%u", ++a->ping_seq);
@@ -440,7 +406,7 @@ static void send_ping(struct agent *a)
 
 /* --------------------------------------------------------- life cycle */
 
-static long long jittered_delay(struct agent *a)
+static long long jittered_delay(struct pl_agent *a)
 {
     long long d = a->backoff_min;
     for (int i = 0; i < a->attempt && d < a->backoff_max; i++)
@@ -451,40 +417,42 @@ static long long jittered_delay(struct agent *a)
     return half + (half > 0 ? random() % (half + 1) : 0);
 }
 
-static void schedule_reconnect(struct agent *a, const char *why)
+static void schedule_reconnect(struct pl_agent *a, const char *why)
 {
     long long d = jittered_delay(a);
     a->attempt++;
-    a->state = DOWN;
+    a->state = PL_AGENT_DOWN;
     a->reconnect_at = pl_cl_now_ms() + d;
-    logf_("%s; reconnect attempt %d in %lld ms", why, a->attempt, d);
-    emit("reconnect", json_pack("{s:s, s:i, s:I}", "reason", why, "attempt",
-                                a->attempt, "delay_ms", (json_int_t)d));
+    pl_agent_log("%s; reconnect attempt %d in %lld ms", why, a->attempt, d);
+    pl_agent_emit("reconnect",
+                  json_pack("{s:s, s:i, s:I}", "reason", why, "attempt",
+                            a->attempt, "delay_ms", (json_int_t)d));
 }
 
 static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
                     xmpp_stream_error_t *se, void *ud)
 {
-    struct agent *a = ud;
+    struct pl_agent *a = ud;
     if (ev == XMPP_CONN_CONNECT) {
-        a->state = UP;
+        a->state = PL_AGENT_UP;
         a->attempt = 0;
         a->auth_suspect = 0;
         a->ping_pending = 0;
         a->next_ping = pl_cl_now_ms() + a->ping_interval;
         const char *bound = xmpp_conn_get_bound_jid(conn);
-        logf_("connected as %s", bound ? bound : "?");
+        pl_agent_log("connected as %s", bound ? bound : "?");
         send_presence(a);
         /* Give back what the TLS and SASL set-up freed (RSS on small
          * devices: README "parley-agent"). */
         malloc_trim(0);
-        emit("connected", json_pack("{s:s, s:b}", "jid", bound ? bound : "",
-                                    "secured", xmpp_conn_is_secured(conn)));
+        pl_agent_emit("connected",
+                      json_pack("{s:s, s:b}", "jid", bound ? bound : "",
+                                "secured", xmpp_conn_is_secured(conn)));
         return;
     }
     if (ev != XMPP_CONN_DISCONNECT && ev != XMPP_CONN_FAIL)
         return;
-    int was_up = a->state == UP;
+    int was_up = a->state == PL_AGENT_UP;
     char why[160];
     if (se)
         snprintf(why, sizeof(why), "stream error %d%s%s", (int)se->type,
@@ -500,15 +468,15 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
                  was_up ? "disconnected" : "closed before login");
     if (!was_up && pl_cl_auth_failed())
         a->auth_suspect++;
-    emit("disconnected", json_pack("{s:s}", "reason", why));
+    pl_agent_emit("disconnected", json_pack("{s:s}", "reason", why));
     if (stopping) {
-        a->state = DOWN;
+        a->state = PL_AGENT_DOWN;
         return;
     }
     schedule_reconnect(a, why);
 }
 
-static int ensure_account(struct agent *a)
+static int ensure_account(struct pl_agent *a)
 {
     if (a->st.registered)
         return 0;
@@ -516,21 +484,21 @@ static int ensure_account(struct agent *a)
     int rc = pl_cl_register(a->ctx, &a->o, a->domain, a->localpart,
                             a->st.secret, err, sizeof(err));
     if (rc == PL_EXIT_OK) {
-        logf_("registered %s", a->st.jid);
-        emit("registered", json_pack("{s:s}", "jid", a->st.jid));
+        pl_agent_log("registered %s", a->st.jid);
+        pl_agent_emit("registered", json_pack("{s:s}", "jid", a->st.jid));
     } else if (rc == PL_EXIT_CONFLICT) {
         /* Registered earlier (a crash before the state was saved) or by
          * the operator: logging in tells whether the secret is right. */
-        logf_("%s exists already; trying to log in", a->st.jid);
+        pl_agent_log("%s exists already; trying to log in", a->st.jid);
     } else {
-        logf_("registration of %s failed: %s", a->st.jid, err);
+        pl_agent_log("registration of %s failed: %s", a->st.jid, err);
         return -1;
     }
     a->st.registered = 1;
     return pl_agent_state_save(a->state_path, &a->st) == 0 ? 0 : -1;
 }
 
-static void connect_now(struct agent *a)
+static void connect_now(struct pl_agent *a)
 {
     if (a->auth_suspect >= 2 && !a->token) {
         /* The account may have been removed: provision it again (the
@@ -563,12 +531,13 @@ static void connect_now(struct agent *a)
     xmpp_handler_add(a->conn, on_message, NULL, "message", NULL, a);
     xmpp_handler_add(a->conn, on_iq, NULL, "iq", NULL, a);
     xmpp_handler_add(a->conn, on_presence, NULL, "presence", NULL, a);
-    a->state = CONNECTING;
+    a->state = PL_AGENT_CONNECTING;
     if (xmpp_connect_client(a->conn, a->o.server, a->o.port, on_conn, a) != 0)
         schedule_reconnect(a, "cannot start a connection");
 }
 
-static int setup_identity(struct agent *a, const char *iface, const char *mac)
+static int setup_identity(struct pl_agent *a, const char *iface,
+                          const char *mac)
 {
     char buf[64];
     if (iface) {
@@ -614,7 +583,7 @@ static int setup_identity(struct agent *a, const char *iface, const char *mac)
     return pl_agent_state_save(a->state_path, &a->st);
 }
 
-static int add_handler(struct agent *a, const char *spec)
+static int add_handler(struct pl_agent *a, const char *spec)
 {
     const char *eq = strchr(spec, '=');
     if (!eq || eq == spec || !eq[1])
@@ -629,7 +598,7 @@ static int add_handler(struct agent *a, const char *spec)
 
 int main(int argc, char **argv)
 {
-    static struct agent a;
+    static struct pl_agent a;
     a.resource = "agent";
     a.state_path = "/var/lib/parley-agent/state.json";
     a.backoff_min = 1000;
@@ -641,7 +610,7 @@ int main(int argc, char **argv)
     a.d.timeout_ms = 30000;
     a.d.max_jobs = 4;
     a.d.max_output = 65536;
-    a.d.reply = send_json;
+    a.d.reply = pl_agent_send_json;
     a.d.ud = &a;
     const char *iface = NULL, *mac = NULL;
     a.controllers = calloc((size_t)argc, sizeof(char *));
@@ -722,18 +691,18 @@ int main(int argc, char **argv)
 
     xmpp_initialize();
     a.ctx = pl_cl_ctx_new(&a.o);
-    logf_("starting as %s", a.full_jid);
+    pl_agent_log("starting as %s", a.full_jid);
     connect_now(&a);
     while (!stopping) {
         xmpp_run_once(a.ctx, a.d.njobs ? 20 : 200);
         long long now = pl_cl_now_ms();
         if (a.d.njobs)
             pl_dispatch_poll(&a.d);
-        if (a.state == DOWN && now >= a.reconnect_at)
+        if (a.state == PL_AGENT_DOWN && now >= a.reconnect_at)
             connect_now(&a);
-        if (a.state == UP) {
+        if (a.state == PL_AGENT_UP) {
             if (a.ping_pending && now - a.ping_sent >= a.ping_timeout) {
-                logf_("no answer to ping in %ld ms", a.ping_timeout);
+                pl_agent_log("no answer to ping in %ld ms", a.ping_timeout);
                 a.ping_pending = 0;
                 xmpp_disconnect(a.conn);
             } else if (!a.ping_pending && now >= a.next_ping) {
@@ -742,9 +711,9 @@ int main(int argc, char **argv)
             }
         }
     }
-    logf_("stopping");
+    pl_agent_log("stopping");
     pl_dispatch_stop(&a.d);
-    if (a.conn && (a.state == UP || a.state == CONNECTING)) {
+    if (a.conn && (a.state == PL_AGENT_UP || a.state == PL_AGENT_CONNECTING)) {
         xmpp_disconnect(a.conn);
         for (int i = 0; i < 40 && xmpp_conn_is_connected(a.conn); i++)
             xmpp_run_once(a.ctx, 50);
@@ -754,7 +723,7 @@ int main(int argc, char **argv)
     xmpp_ctx_free(a.ctx);
     xmpp_shutdown();
     pl_agent_state_free(&a.st);
-    for (int i = 0; i < SEEN_IDS; i++)
+    for (int i = 0; i < PL_AGENT_SEEN_IDS; i++)
         free(a.seen[i]);
     for (int i = 0; i < a.d.nhandlers; i++) {
         free(a.d.handlers[i].name);
