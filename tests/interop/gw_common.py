@@ -3,6 +3,11 @@
 (test_gateway_*.py).
 
 API:
+  GATEWAY                       the parley-gateway beside the parleyd
+                                under test (the sanitizer pass sets
+                                PARLEYD to build/san/parleyd, so the
+                                gateway runs sanitized there too);
+                                PARLEY_GATEWAY overrides
   require(*tools)               a failed check and the end of the test
                                 unless every path exists
   start_server(cport, comps)    a harness.Server with a component
@@ -17,6 +22,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check  # noqa: E402
+
+GATEWAY = harness._abs(os.environ.get("PARLEY_GATEWAY", os.path.join(
+    os.path.dirname(harness._abs(os.environ.get(
+        "PARLEYD", os.path.join(harness.BUILD, "parleyd")))),
+    "parley-gateway")))
 
 
 def require(*tools):

@@ -54,7 +54,7 @@ import test_gateway_mail as tgm  # noqa: E402
 SECRET = "gw-secret"
 MAIL = "mail.localhost"
 SMS = "sms.localhost"
-GATEWAY = harness._abs(os.path.join(harness.BUILD, "parley-gateway"))
+GATEWAY = gw_common.GATEWAY
 PARLEYCTL = harness._abs(os.path.join(harness.BUILD, "parleyctl"))
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
 RSPAMD = shutil.which("rspamd") or "/usr/bin/rspamd"

@@ -35,7 +35,7 @@ import test_gateway_mail as tgm  # noqa: E402
 SECRET = "gw-secret"
 MAIL = "mail.localhost"
 SMS = "sms.localhost"
-GATEWAY = harness._abs(os.path.join(harness.BUILD, "parley-gateway"))
+GATEWAY = gw_common.GATEWAY
 NS_DISCO = "http://jabber.org/protocol/disco#info"
 
 

@@ -59,7 +59,7 @@ from im_common import ImClient, add_users  # noqa: E402
 SECRET = "abuse-secret"
 MAIL = "mail.localhost"
 SMS = "sms.localhost"
-GATEWAY = harness._abs(os.path.join(harness.BUILD, "parley-gateway"))
+GATEWAY = gw_common.GATEWAY
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 MAX_SIZE = 65536
 MAX_RCPTS = 5

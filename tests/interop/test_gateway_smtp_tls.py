@@ -35,13 +35,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import gw_common  # noqa: E402
 from harness import check  # noqa: E402
 from im_common import ImClient, add_users  # noqa: E402
 
 SECRET = "tls-secret"
 MAIL = "mail.localhost"
 SMS = "sms.localhost"
-GATEWAY = harness._abs(os.path.join(harness.BUILD, "parley-gateway"))
+GATEWAY = gw_common.GATEWAY
 SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 
 
