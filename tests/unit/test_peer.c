@@ -15,7 +15,11 @@
  *   peer_serve      a live server on loopback: 200, 206, 416, HEAD, 401,
  *                   403 (forged, expired), 404 (unknown, removed), 405,
  *                   keep-alive over several requests, 503 past max_conns,
- *                   and the stats counting all of it.
+ *                   and the stats counting all of it;
+ *   peer_rate       the rate cap (a token bucket over all connections):
+ *                   one download and two at once take as long as the
+ *                   cap says, not less; an idle connection is closed
+ *                   after idle_ms.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -380,6 +384,116 @@ void test_peer_serve(void)
     CHECK_INT(st.requests, 3);
     CHECK_INT(st.refused, 4);
     CHECK_INT(st.busy, 1);
+    pl_peer_stop(p);
+    unlink(path);
+    rmdir(dir);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Reads one answer with a body of n bytes; the bytes of body read. */
+static size_t drain_answer(int fd, size_t n)
+{
+    char buf[65536];
+    size_t got = 0, head = 0;
+    char *hb = calloc(1, 4096);
+    while (!head || got < n) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 10000) <= 0)
+            break;
+        if (!head) {
+            ssize_t r = recv(fd, hb + got, 4095 - got, 0);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            char *e = strstr(hb, "\r\n\r\n");
+            if (e) {
+                head = (size_t)(e + 4 - hb);
+                got -= head;
+            }
+            continue;
+        }
+        ssize_t r = recv(fd, buf, sizeof(buf), 0);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    free(hb);
+    return got;
+}
+
+void test_peer_rate(void)
+{
+    char dir[] = "/tmp/pl_peer_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/f", dir);
+    FILE *f = fopen(path, "w");
+    for (int i = 0; i < 150000; i++)
+        fputc('x', f);
+    fclose(f);
+    unsigned char sha[32], key[32];
+    for (int i = 0; i < 32; i++)
+        sha[i] = (unsigned char)(0x11 * (i % 16)), key[i] = (unsigned char)i;
+    char tok[64], req[512];
+    pl_media_token_make(key, sha, time(NULL) + 600, tok, sizeof(tok));
+    snprintf(req, sizeof(req),
+             "GET /m/" HEX "?token=%s HTTP/1.1\r\nHost: x\r\n\r\n", tok);
+
+    /* 100 kB/s: a burst of 10 kB, then the cap */
+    struct pl_peer_opts o = {"127.0.0.1:0", 4, 100000, 500};
+    char err[128];
+    struct pl_peer *p = pl_peer_start(&o, err, sizeof(err));
+    CHECK(p != NULL);
+    if (!p)
+        return;
+    pl_peer_add(p, sha, key, path);
+    int fd = dial(pl_peer_port(p));
+    double t0 = now_s();
+    send(fd, req, strlen(req), MSG_NOSIGNAL);
+    CHECK_INT(drain_answer(fd, 150000), 150000);
+    double one = now_s() - t0;
+    close(fd);
+    if (one < 1.3 || one > 4)
+        fprintf(stderr, "  one download: %.2f s\n", one);
+    CHECK(one >= 1.3); /* (150000 - 10000) / 100000 = 1.4 s */
+    CHECK(one < 4);
+
+    /* two at once share the bucket: 300 kB at 100 kB/s */
+    int a = dial(pl_peer_port(p)), b = dial(pl_peer_port(p));
+    t0 = now_s();
+    send(a, req, strlen(req), MSG_NOSIGNAL);
+    send(b, req, strlen(req), MSG_NOSIGNAL);
+    CHECK_INT(drain_answer(a, 150000), 150000);
+    CHECK_INT(drain_answer(b, 150000), 150000);
+    double two = now_s() - t0;
+    if (two < 2.7 || two > 7)
+        fprintf(stderr, "  two downloads: %.2f s\n", two);
+    CHECK(two >= 2.7); /* (300000 - burst) / 100000 */
+    CHECK(two < 7);
+    close(a);
+    close(b);
+
+    /* idle_ms 500: a silent connection is closed */
+    fd = dial(pl_peer_port(p));
+    struct pollfd pf = {fd, POLLIN, 0};
+    t0 = now_s();
+    char c;
+    CHECK_INT(poll(&pf, 1, 5000), 1);
+    CHECK_INT(recv(fd, &c, 1, 0), 0);
+    double idle = now_s() - t0;
+    CHECK(idle >= 0.4 && idle < 3);
+    close(fd);
+
+    struct pl_peer_stats st;
+    pl_peer_stats(p, &st);
+    CHECK_INT(st.bytes, 450000);
+    CHECK_INT(st.requests, 3);
     pl_peer_stop(p);
     unlink(path);
     rmdir(dir);

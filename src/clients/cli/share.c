@@ -464,6 +464,8 @@ int pl_cli_cmd_share(struct pl_cli *c, int argc, char **argv)
     /* 4. online until a signal, the connection's end or no file left */
     long long next_check = pl_cl_now_ms() + 1000;
     long long next_stats = pl_cl_now_ms() + STATS_MS;
+    struct pl_peer_stats shown;
+    memset(&shown, 0, sizeof(shown));
     while (rc == PL_EXIT_OK && live > 0 && c->connected &&
            !pl_cli_interrupted()) {
         xmpp_run_once(c->ctx, 50);
@@ -477,8 +479,14 @@ int pl_cli_cmd_share(struct pl_cli *c, int argc, char **argv)
                 }
         }
         if (now >= next_stats) {
+            /* JSON lines always (a heartbeat for scripts), text only
+             * when something changed */
+            struct pl_peer_stats st;
+            pl_peer_stats(p, &st);
             next_stats = now + STATS_MS;
-            print_stats(c, p, "stats");
+            if (c->json || memcmp(&st, &shown, sizeof(st)) != 0)
+                print_stats(c, p, "stats");
+            shown = st;
         }
     }
     if (rc == PL_EXIT_OK && !c->connected && !pl_cli_interrupted()) {
