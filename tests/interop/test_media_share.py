@@ -20,12 +20,13 @@ Checked:
     downloads from the Metalink that lists the server and a share, and the
     share's stats show bytes served (to aria2: nobody else asked);
   - aria2 as a peer source: the file aria2 downloaded is shared by
-    another account's `parley share`, and a download from that peer's URL
-    (token from the Metalink) gives the same bytes;
+    another account's `parley share` (--max-rate 2000000), and a download
+    from that peer's URL (token from the Metalink) gives the same bytes,
+    no faster than the cap allows;
   - deleting a shared file: the share withdraws it (reason "deleted"),
     it leaves the Metalink, and the share ends with nothing left;
   - <fetched server-bytes peer-bytes/> from local users: counted
-    (parley_media_fetched in /metrics), holders (reporters and live peers,
+    (parley_media_fetched_total in /metrics), holders (reporters and live peers,
     one per account), the summed bytes and the peers' percentage in
     parleyctl media status --json and text and media list; garbage
     bad-request, an unknown file item-not-found;
@@ -411,14 +412,20 @@ def main():
           served is not None, "before %d: %r" % (before, bsh.out[-2:]))
 
     # -- aria2 as a peer source: what it downloaded, shared by parley
-    csh = share(srv, peer2, "--max-peers", "2", fp) if got == data else None
+    csh = share(srv, peer2, "--max-peers", "2", "--max-rate", "2000000",
+                fp) if got == data else None
     sh = csh.wait(is_line("shared"), 60) if csh else None
     base_c = sh["shared"]["url"] if sh else "-"
     lc = peer_urls(port, path, base_c)
+    t0 = time.monotonic()
     st, _, body = http_get(lc[0][1]) if lc else (None, {}, b"")
+    took = time.monotonic() - t0
     check("the file aria2 downloaded, shared by parley share: a download "
           "from that peer matches", st == 200 and body == data,
           "%s %r" % (st, lc))
+    # 4.2 MB at 2 MB/s, less a burst of 0.2 MB: 2 s at least
+    check("--max-rate 2000000 holds the download to the cap",
+          took >= 1.8, "%.2f s" % took)
 
     # -- deleting the shared file withdraws it
     os.unlink(fb)
@@ -477,8 +484,8 @@ def main():
     check("parleyctl media list shows the holders",
           rc == 0 and "3 holders" in out and fid in out, out[-400:])
     st, _, mt = req(port, "GET", "/metrics")
-    check("/metrics counts them (parley_media_fetched)",
-          re.search(rb"^parley_media_fetched(_total)? 3$", mt, re.M)
+    check("/metrics counts them (parley_media_fetched_total)",
+          re.search(rb"^parley_media_fetched_total 3$", mt, re.M)
           is not None, repr(re.findall(rb"parley_media_fetched.*", mt)))
 
     # -- parleyctl push --fetch to a group
