@@ -158,10 +158,11 @@ CLIENT_PKGS := libstrophe jansson openssl
 CLIENT_CFLAGS = $(call lazy,CLIENT_CFLAGS,$(call \
     pkg_config,--cflags,$(CLIENT_PKGS)))
 CLIENT_LIBS = $(call lazy,CLIENT_LIBS,$(call pkg_config,--libs,$(CLIENT_PKGS)))
-# src/media/'s piece hashing and peer tokens (media.h), on libc and
-# libcrypto only: a peer checks its downloaders' tokens with them.
+# src/media/'s piece hashing, peer tokens (media.h) and the peer's HTTP
+# server (peer.h), on libc and libcrypto only: a peer serves its files and
+# checks its downloaders' tokens with them.
 CLIENT_COMMON := $(BUILD)/src/clients/client.o $(BUILD)/src/media/pieces.o \
-                 $(BUILD)/src/media/token.o
+                 $(BUILD)/src/media/token.o $(BUILD)/src/media/peer.o
 AGENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/agent/*.c)))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/cli/*.c)))
 $(BUILD)/src/clients/client.o $(AGENT_OBJ) $(CLI_OBJ): CFLAGS += \
@@ -231,7 +232,7 @@ FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
-    media_token \
+    media_token peer_request \
     smtp mime wsframe
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer

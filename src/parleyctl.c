@@ -16,8 +16,11 @@
  *                              writes them: for benchmarks and tests
  *     check                    configuration, certificates, ports
  *     push [--host D] [--ttl SEC] [--json]
- *          (--device ID[,ID...] | --group NAME | --all) JSON
- *                              push a JSON payload to devices; prints its id
+ *          (--device ID[,ID...] | --group NAME | --all) (JSON | --fetch FILE)
+ *                              push a JSON payload to devices; prints its id.
+ *                              --fetch FILE (an uploaded file's id, SHA-256
+ *                              or URL) pushes {"command":"fetch","hash":hex,
+ *                              "url":..., "size":N}: "download this file"
  *     push status [--json] [--verbose] ID
  *                              delivered / pending / expired / failed counts
  *                              and the failures
@@ -97,6 +100,7 @@
 #include "core/version.h"
 #include "http/token.h"
 #include "gateway/queue.h"
+#include "media/media.h"
 
 static struct pl_config *config;
 static const struct pl_storage_driver *drv;
@@ -111,7 +115,7 @@ static int usage_to(FILE *f)
           "  deluser JID\n  list [DOMAIN]\n  archive-fill JID PEER N\n"
           "  check\n"
           "  push [--host D] [--ttl SEC] [--json] (--device ID[,ID..] | "
-          "--group NAME | --all) JSON\n"
+          "--group NAME | --all) (JSON | --fetch FILE)\n"
           "  push status [--json] [--verbose] ID\n"
           "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
           "group list [NAME]\n"
@@ -498,11 +502,45 @@ static void print_json(json_t *j)
     free(s);
 }
 
+/* The payload of `push --fetch FILE`: the file as parleyd's media module
+ * resolves FILE (id, SHA-256 or URL; the same as `media status FILE`),
+ * {"command":"fetch","hash":<hex>,"url":<file URL>,"size":N}; NULL with a
+ * message when there is no such file (*rc 1) or no parleyd (*rc 3). */
+static json_t *fetch_payload(const char *spec, int *rc)
+{
+    json_t *req = json_pack("{s:s, s:s}", "op", "media", "file", spec);
+    json_t *ans = admin_call(req, rc);
+    json_decref(req);
+    json_t *f = json_object_get(ans, "file");
+    const char *b64 = json_string_value(json_object_get(f, "sha256"));
+    const char *url = json_string_value(json_object_get(f, "url"));
+    json_t *size = json_object_get(f, "size");
+    unsigned char raw[PL_MEDIA_HASH_LEN];
+    char hex[2 * PL_MEDIA_HASH_LEN + 1];
+    json_t *p = NULL;
+    if (ans && !*rc) {
+        if (!b64 || !url || !json_is_integer(size) ||
+            pl_media_parse_sha256(b64, strlen(b64), raw) != PL_MEDIA_OK) {
+            fprintf(stderr,
+                    "parleyctl: %s: no SHA-256 known for that file "
+                    "yet\n",
+                    spec);
+            *rc = 1;
+        } else {
+            pl_media_hex(raw, sizeof(raw), hex);
+            p = json_pack("{s:s, s:s, s:s, s:O}", "command", "fetch", "hash",
+                          hex, "url", url, "size", size);
+        }
+    }
+    json_decref(ans);
+    return p;
+}
+
 static int cmd_push(int n, char **a)
 {
     int as_json = 0, verbose = 0;
     json_t *req = json_object();
-    const char *payload = NULL, *status_id = NULL;
+    const char *payload = NULL, *status_id = NULL, *fetch = NULL;
     int rc = 2;
     if (n >= 1 && !strcmp(a[0], "status")) {
         json_object_set_new(req, "op", json_string("status"));
@@ -552,28 +590,38 @@ static int cmd_push(int n, char **a)
                 pl_free(copy);
                 json_object_set_new(req, "device", list);
                 targets++;
+            } else if (!strcmp(a[i], "--fetch") && i + 1 < n && !fetch) {
+                fetch = a[++i];
             } else if (!payload && (a[i][0] != '-' || !a[i][1])) {
                 payload = a[i];
             } else {
                 goto out;
             }
         }
-        if (targets != 1 || !payload)
+        if (targets != 1 || !payload == !fetch)
             goto out;
-        char line[65536];
-        if (!strcmp(payload, "-")) {
-            size_t r = fread(line, 1, sizeof(line) - 1, stdin);
-            line[r] = '\0';
-            payload = line;
+        if (fetch) {
+            json_t *p = fetch_payload(fetch, &rc);
+            if (!p)
+                goto out;
+            json_object_set_new(req, "payload", p);
+        } else {
+            char line[65536];
+            if (!strcmp(payload, "-")) {
+                size_t r = fread(line, 1, sizeof(line) - 1, stdin);
+                line[r] = '\0';
+                payload = line;
+            }
+            json_error_t e;
+            json_t *p = json_loads(payload, JSON_DECODE_ANY, &e);
+            if (!p) {
+                fprintf(stderr, "parleyctl: the payload is not JSON: %s\n",
+                        e.text);
+                rc = 1;
+                goto out;
+            }
+            json_object_set_new(req, "payload", p);
         }
-        json_error_t e;
-        json_t *p = json_loads(payload, JSON_DECODE_ANY, &e);
-        if (!p) {
-            fprintf(stderr, "parleyctl: the payload is not JSON: %s\n", e.text);
-            rc = 1;
-            goto out;
-        }
-        json_object_set_new(req, "payload", p);
     }
     json_t *ans = admin_call(req, &rc);
     if (ans && !rc) {
@@ -1063,6 +1111,11 @@ static int cmd_media(int n, char **a)
                "%lld queries\n",
                jstr(f, "url"), jint(f, "server_bytes"), jint(f, "server_gets"),
                jint(f, "metalinks"), jint(f, "queries"));
+        printf("holders: %lld (%lld fetched reports: %lld bytes from the "
+               "server, %lld from peers, %.1f%% from peers)\n",
+               jint(f, "holders"), jint(f, "fetched"),
+               jint(f, "client_server_bytes"), jint(f, "client_peer_bytes"),
+               json_real_value(json_object_get(f, "peer_percent")));
         json_t *peers = json_object_get(f, "peers");
         printf("peers: %zu\n", json_array_size(peers));
         json_array_foreach(peers, i, x)
@@ -1084,10 +1137,13 @@ static int cmd_media(int n, char **a)
         size_t i;
         json_t *x;
         json_array_foreach(json_object_get(ans, "files"), i, x)
-            printf("%s %s %lld bytes, %zu peers, %lld sent, %lld reports\n",
+            printf("%s %s %lld bytes, %zu peers, %lld sent, %lld reports, "
+                   "%lld holders, %.1f%% from peers\n",
                    jstr(x, "id"), jstr(x, "name"), jint(x, "size"),
                    json_array_size(json_object_get(x, "peers")),
-                   jint(x, "server_bytes"), jint(x, "reports_total"));
+                   jint(x, "server_bytes"), jint(x, "reports_total"),
+                   jint(x, "holders"),
+                   json_real_value(json_object_get(x, "peer_percent")));
     }
     json_decref(ans);
     json_decref(req);

@@ -83,6 +83,7 @@
     X(media_peers)                                                             \
     X(media_reports)                                                           \
     X(media_peer_bans)                                                         \
+    X(media_fetched)                                                           \
     X(media_server_bytes)
 
 struct pl_stats {

@@ -115,6 +115,8 @@ static const struct help help[] = {
     {"media_peers", 1, "Peers listed as sources now."},
     {"media_reports", 0, "Verification failures reported by clients."},
     {"media_peer_bans", 0, "Peers banned as a source of a file."},
+    {"media_fetched", 0,
+     "Verified downloads reported by clients (<fetched/>)."},
     {"media_server_bytes", 0,
      "Bytes of uploaded files the server answered GETs with."},
 };

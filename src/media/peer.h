@@ -57,4 +57,49 @@ void pl_peer_stats(struct pl_peer *p, struct pl_peer_stats *s);
 /* Stops the thread, closes every connection, frees p. */
 void pl_peer_stop(struct pl_peer *p);
 
+/* ---- the request parser (exposed for tests/unit and the fuzz target) */
+
+#define PL_PEER_MAX_HEAD 8192 /* request line and fields, bytes at most */
+
+enum {
+    PL_PEER_GET = 1,
+    PL_PEER_HEAD,
+    PL_PEER_OTHER
+};
+enum {
+    PL_PEER_RANGE_NONE,
+    PL_PEER_RANGE_SPAN,
+    PL_PEER_RANGE_SUFFIX
+};
+
+/* One request head, parsed.  Pointers point into the parsed buffer. */
+struct pl_peer_req {
+    int method;               /* PL_PEER_GET, _HEAD, _OTHER */
+    int keep_alive;           /* HTTP/1.1 without "close", or 1.0 asking */
+    int is_media;             /* target is /m/<64 hex digits> */
+    unsigned char sha256[32]; /* its hash when is_media */
+    const char *token;        /* ?token= or Authorization: Bearer, or NULL */
+    size_t token_len;         /* may be 0: present but empty */
+    int range;                /* PL_PEER_RANGE_*: one bytes= range */
+    uint64_t first, last;     /* SPAN: last UINT64_MAX when open ("a-") */
+    uint64_t suffix;          /* SUFFIX: the last n bytes ("-n") */
+};
+
+/*
+ * Parses the request head at the start of buf (len bytes): the bytes the
+ * head takes (> 0), 0 if it is not complete yet, -400 if it is malformed,
+ * -431 if no head ends within PL_PEER_MAX_HEAD bytes.  A Range that is
+ * not one well-formed bytes= range is ignored (RFC 9110 §14.2: the whole
+ * file is served).  A request with a body is malformed (GET and HEAD
+ * carry none here).
+ */
+long pl_peer_parse_request(const char *buf, size_t len, struct pl_peer_req *r);
+/*
+ * What r's range means for a file of size bytes: 200 (no range: *off 0,
+ * *n size), 206 (*off, *n the span, clipped to the file) or 416 (not
+ * satisfiable).
+ */
+int pl_peer_resolve_range(const struct pl_peer_req *r, uint64_t size,
+                          uint64_t *off, uint64_t *n);
+
 #endif

@@ -69,4 +69,7 @@ int pl_cli_command(struct pl_cli *c, int argc, char **argv);
 int pl_cli_command_is_offline(const char *name);
 extern const char pl_cli_commands_help[];
 
+/* share.c: `parley share`, serving files as a peer (doc/media.md). */
+int pl_cli_cmd_share(struct pl_cli *c, int argc, char **argv);
+
 #endif

@@ -33,7 +33,11 @@ const char pl_cli_commands_help[] =
     "                                  user directory (XEP-0055)\n"
     "  room join ROOM@SERVICE/NICK [--say TEXT] [--for SEC] [--password P]\n"
     "                                  join a room and talk (XEP-0045)\n"
-    "  ping [JID]                      XEP-0199 ping (default: the server)\n";
+    "  ping [JID]                      XEP-0199 ping (default: the server)\n"
+    "  share [--listen ADDR:PORT] [--url BASE] [--max-peers N]\n"
+    "        [--max-rate BYTES] FILE...\n"
+    "                                  serve uploaded files as a peer until\n"
+    "                                  a signal (doc/media.md)\n";
 
 static xmpp_stanza_t *iq_with_query(struct pl_cli *c, const char *type,
                                     const char *to, const char *name,
@@ -727,6 +731,7 @@ static const struct {
     {"search", cmd_search},
     {"room", cmd_room},
     {"ping", cmd_ping},
+    {"share", pl_cli_cmd_share},
 };
 
 int pl_cli_command_is_offline(const char *name)

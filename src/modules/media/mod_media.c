@@ -26,6 +26,10 @@
  *   set <withdraw><hash/></withdraw>: the session no longer serves it.
  *   set <report piece='I' source='URL'><hash/></report>: piece I (none:
  *       the whole file) from URL failed verification.
+ *   set <fetched server-bytes='N' peer-bytes='M'><hash/></fetched>: the
+ *       sender holds a verified copy, of which N bytes came from the
+ *       server and M from peers.  Counted per file: the accounts holding
+ *       it (those that said so, and live peers), the bytes of each kind.
  *
  * A peer is listed only while its session is bound: "session/closed"
  * withdraws everything it announced.  A report naming a peer's URL
@@ -54,6 +58,7 @@
 #define NS_SFS "urn:xmpp:sfs:0"
 #define NS_FILE_META "urn:xmpp:file:metadata:0"
 #define NS_URL_DATA "http://jabber.org/protocol/url-data"
+#define MAX_OVER 16 /* a <fetched/> count is at most this many files */
 
 /* A session serving a file. */
 struct media_peer {
@@ -98,6 +103,10 @@ struct media_file {
     unsigned long metalinks;      /* Metalinks served */
     unsigned long queries;        /* XMPP source queries */
     unsigned long reports_total;  /* reports received */
+    unsigned long fetched;        /* <fetched/> reports received */
+    uint64_t client_server_bytes; /* their server-bytes, summed */
+    uint64_t client_peer_bytes;   /* their peer-bytes, summed */
+    struct pl_map holders;        /* bare JIDs that said fetched (-> mf) */
     struct media_report *reports; /* the last max_reports, a ring */
     size_t nreports, next_report; /* filled, next slot */
     unsigned rotate;              /* where the next list starts */
@@ -211,6 +220,7 @@ static void file_free(struct pl_media *m, struct media_file *mf)
         pl_free(mf->reports[i].source);
     }
     pl_free(mf->reports);
+    pl_map_clear(&mf->holders);
     pl_free(mf);
 }
 
@@ -653,6 +663,73 @@ static int report(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
     return PL_HANDLED;
 }
 
+/* A decimal count of at most 15 digits (below 2^53: exact in JSON). */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || strlen(s) > 15)
+        return 0;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* Accounts holding mf: those that reported it fetched, and live peers
+ * not among them (counted once per account). */
+static unsigned long holders(struct media_file *mf)
+{
+    unsigned long n = (unsigned long)mf->holders.count;
+    for (struct media_peer *p = mf->peers; p; p = p->next) {
+        if (pl_map_get(&mf->holders, p->bare))
+            continue;
+        int seen = 0;
+        for (struct media_peer *q = mf->peers; q != p; q = q->next)
+            if (strcmp(q->bare, p->bare) == 0)
+                seen = 1;
+        n += !seen;
+    }
+    return n;
+}
+
+static int fetched(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
+{
+    struct upload_file *f;
+    struct pl_upload *u;
+    int rc = file_of(m, ev->stanza, q, &f, &u);
+    if (rc != PL_OK)
+        return rc;
+    uint64_t sb = 0, pb = 0;
+    /* Bounded: one download does not take more than MAX_OVER times the
+     * file from either side (retries, pieces refused and fetched again),
+     * so one report cannot skew the file's totals without limit. */
+    uint64_t cap = f->size * MAX_OVER + 1048576;
+    if (!parse_u64(pl_node_attr(q, "server-bytes"), &sb) ||
+        !parse_u64(pl_node_attr(q, "peer-bytes"), &pb) || sb > cap ||
+        pb > cap) {
+        pl_route_error(ev->stanza, PL_EBAD_REQUEST,
+                       "server-bytes and peer-bytes: byte counts of one "
+                       "download of this file");
+        return PL_HANDLED;
+    }
+    struct media_file *mf = file_get(m, f->sha256, 1);
+    mf->fetched++;
+    mf->client_server_bytes += sb;
+    mf->client_peer_bytes += pb;
+    pl_map_put(&mf->holders, ev->from->bare, mf);
+    pl_stat_inc(media_fetched);
+    pl_log_info("media",
+                "%s: %s holds %s: %llu bytes from the server, %llu from "
+                "peers",
+                m->host->domain, ev->from->full, f->id, (unsigned long long)sb,
+                (unsigned long long)pb);
+    pl_route_result(ev->stanza);
+    return PL_HANDLED;
+}
+
 static int on_iq(struct pl_event *ev, void *state)
 {
     struct pl_media *m = state;
@@ -677,6 +754,8 @@ static int on_iq(struct pl_event *ev, void *state)
         return withdraw(m, ev, q);
     if (!get && strcmp(q->name, "report") == 0)
         return report(m, ev, q);
+    if (!get && strcmp(q->name, "fetched") == 0)
+        return fetched(m, ev, q);
     return PL_EFEATURE_NOT_IMPLEMENTED;
 }
 
@@ -760,6 +839,20 @@ static json_t *file_json(struct pl_media *m, struct pl_upload *u,
                         json_integer(mf ? (json_int_t)mf->queries : 0));
     json_object_set_new(o, "reports_total",
                         json_integer(mf ? (json_int_t)mf->reports_total : 0));
+    uint64_t csb = mf ? mf->client_server_bytes : 0;
+    uint64_t cpb = mf ? mf->client_peer_bytes : 0;
+    json_object_set_new(o, "holders",
+                        json_integer(mf ? (json_int_t)holders(mf) : 0));
+    json_object_set_new(o, "fetched",
+                        json_integer(mf ? (json_int_t)mf->fetched : 0));
+    json_object_set_new(o, "client_server_bytes",
+                        json_integer((json_int_t)csb));
+    json_object_set_new(o, "client_peer_bytes", json_integer((json_int_t)cpb));
+    /* The share of the downloaded bytes that came from peers. */
+    json_object_set_new(o, "peer_percent",
+                        json_real(csb + cpb ? 100.0 * (double)cpb /
+                                                  (double)(csb + cpb)
+                                            : 0.0));
     json_t *peers = json_array();
     int64_t now = (int64_t)time(NULL);
     for (struct media_peer *p = mf ? mf->peers : NULL; p; p = p->next)
