@@ -33,6 +33,9 @@ API:
   finish()                    stops every server and helper (SIGTERM, wait,
                               sanitizer verdict), dumps the last 60 log
                               lines if a check failed, exits 1 if one did
+  run_main(main)              main(), an exception from it a failed check,
+                              then finish() (not try/finally: finish()
+                              exits, and the exception would be lost)
   RawClient                   a socket-level XMPP client (STARTTLS, direct
                               TLS, SASL PLAIN/SCRAM, IBR, bind) for tests that
                               need control of every byte
@@ -213,6 +216,21 @@ def _stop_all(grace, helper_grace):
             srv.term_sent = True
     for srv in running:
         srv.stop(grace)
+
+
+def run_main(fn):
+    """Runs a script's main(): an exception it raises is a failed check
+    (with its traceback), never a silent end; then finish().  For the
+    scripts that must stop their servers even when main() crashes (a bare
+    main() call crashes with a non-zero status, which run-tests counts)."""
+    try:
+        fn()
+    except BaseException:  # noqa: BLE001 - reported as a failed check
+        import traceback
+        check("%s runs to its end without an exception" % SCRIPT, False,
+              traceback.format_exc()[-3000:])
+    finally:
+        finish()
 
 
 def finish(grace=10, helper_grace=10):

@@ -520,7 +520,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        harness.finish()
+    harness.run_main(main)

@@ -426,7 +426,4 @@ def upload(drv, alice, contact, upload_jid):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        harness.finish()
+    harness.run_main(main)
