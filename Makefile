@@ -238,7 +238,7 @@ FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
-    media_token \
+    media_token metalink \
     smtp mime wsframe
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer

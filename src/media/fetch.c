@@ -741,7 +741,9 @@ static int finish(struct fetch *f)
         emit(f, PL_FETCH_FAILED, server, -1);
         return PL_FETCH_EVERIFY;
     }
-    if (fsync(f->fd) || rename(f->part, f->path) ||
+    /* Read-only: a hard link made out of the cache (parley get -o) must
+     * not be a way to change what the cache says is verified. */
+    if (fchmod(f->fd, 0444) || fsync(f->fd) || rename(f->part, f->path) ||
         pl_cache_sync_dir(f->o.cache_dir))
         return PL_FETCH_EIO;
     if (f->havefd >= 0)

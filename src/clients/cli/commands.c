@@ -33,7 +33,10 @@ const char pl_cli_commands_help[] =
     "                                  user directory (XEP-0055)\n"
     "  room join ROOM@SERVICE/NICK [--say TEXT] [--for SEC] [--password P]\n"
     "                                  join a room and talk (XEP-0045)\n"
-    "  ping [JID]                      XEP-0199 ping (default: the server)\n";
+    "  ping [JID]                      XEP-0199 ping (default: the server)\n"
+    "  get [--cache DIR] [-o FILE] [--max-peers N] [--server-last]\n"
+    "      [--stall SEC] HASH|URL      a file of the server's media, from\n"
+    "                                  the cache or the server and peers\n";
 
 static xmpp_stanza_t *iq_with_query(struct pl_cli *c, const char *type,
                                     const char *to, const char *name,
@@ -727,6 +730,7 @@ static const struct {
     {"search", cmd_search},
     {"room", cmd_room},
     {"ping", cmd_ping},
+    {"get", pl_cli_cmd_get},
 };
 
 int pl_cli_command_is_offline(const char *name)
