@@ -23,6 +23,8 @@ Checked:
     the peers got the token the Metalink gave them; no printed URL
     carries a token;
   - --server-last with one good peer: the peer serves (almost) all;
+  - a slow peer (32 KiB/s): the requests it holds at the end are sent to
+    the server too, whose copy wins (the peer's are cancelled, not lost);
   - a final verification failure (a stand-in server whose Metalink has
     the file's real SHA-256 but the piece hashes of altered bytes, which
     it serves): exit 1, a "failed" event, no file nor .part left in the
@@ -149,6 +151,13 @@ class Stand:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         try:
+            if mode == "slow":  # 32 KiB/s
+                for i in range(0, len(body), 8192):
+                    h.wfile.write(bytes(body[i:i + 8192]))
+                    h.wfile.flush()
+                    self.bytes += len(body[i:i + 8192])
+                    time.sleep(0.25)
+                return
             if mode == "close":
                 h.wfile.write(bytes(body[:len(body) // 2]))
                 h.wfile.flush()
@@ -374,6 +383,25 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
           good.bytes - before >= size - 2 * PIECE,
           "rc %s %r %s" % (rc, done, err[-300:]))
     sessions[0].close()
+
+    # -- a slow peer: the server takes over its pieces (endgame)
+    slow = Stand({pth: (data, "slow")})
+    stands.append(slow)
+    harness.wait_for(lambda: not status(srv, hexd).get("peers"), timeout=15)
+    c = ImClient(srv, peers[0].split("@")[0], "slow")
+    c.request(announce_xml(b64, slow.url(pth)), "set",
+              to="upload." + srv.domain)
+    d6 = os.path.join(tmp, "c6")
+    rc, objs, err = get(srv, alice, "--cache", d6, hexd)
+    done = (events(objs, "done") or [{}])[-1]
+    check("a slow peer's pieces are fetched again from the server, which "
+          "wins: the download takes less than one piece at the peer's pace",
+          rc == 0 and read(os.path.join(d6, hexd)) == data and
+          slow.requests >= 1 and done.get("from_server") == size and
+          done.get("seconds", 99) < PIECE / 32768 and
+          not events(objs, "lost"),
+          "rc %s, peer asked %d times, %r" % (rc, slow.requests, done))
+    c.close()
 
     # -- a final verification failure
     alt = bytearray(data)
