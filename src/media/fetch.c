@@ -477,12 +477,18 @@ static struct req *dup_candidate(const struct fetch *f, size_t si)
     return best;
 }
 
-static int cmp_rate_desc(const void *a, const void *b, void *ud)
+struct ranked {
+    size_t i;
+    double rate;
+};
+
+/* Fastest first; not known yet before all (it must get a piece to be
+ * measured).  Rates are taken once before sorting: a comparator whose
+ * answers change while qsort runs is undefined behaviour. */
+static int cmp_rate_desc(const void *a, const void *b)
 {
-    const struct fetch *f = ud;
-    double x = src_rate(f, *(const size_t *)a);
-    double y = src_rate(f, *(const size_t *)b);
-    /* Not known yet first: it must get a piece to be measured. */
+    double x = ((const struct ranked *)a)->rate;
+    double y = ((const struct ranked *)b)->rate;
     if (x <= 0 || y <= 0)
         return (x > 0) - (y > 0);
     return x < y ? 1 : x > y ? -1 : 0;
@@ -490,16 +496,21 @@ static int cmp_rate_desc(const void *a, const void *b, void *ud)
 
 static void schedule(struct fetch *f, int no_hold)
 {
+    struct ranked rk[PL_MLINK_MAX_URLS];
     size_t order[PL_MLINK_MAX_URLS];
     size_t n = 0;
     double best = 0;
     for (size_t i = 0; i < f->ns; i++)
         if (f->s[i].state == S_ACTIVE) {
-            order[n++] = i;
-            if (src_rate(f, i) > best)
-                best = src_rate(f, i);
+            rk[n].i = i;
+            rk[n].rate = src_rate(f, i);
+            if (rk[n].rate > best)
+                best = rk[n].rate;
+            n++;
         }
-    qsort_r(order, n, sizeof(order[0]), cmp_rate_desc, f);
+    qsort(rk, n, sizeof(rk[0]), cmp_rate_desc);
+    for (size_t k = 0; k < n; k++)
+        order[k] = rk[k].i;
     if (f->whole) {
         /* One source at a time, the server (lowest priority) first. */
         if (f->reqs || f->missing == 0)
