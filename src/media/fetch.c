@@ -871,8 +871,10 @@ int pl_fetch_run(const struct pl_mlink *m, const struct pl_fetch_opts *opts,
           m->npieces != pl_media_piece_count(m->size, m->piece_size))))
         return PL_MEDIA_EINVAL;
     f.o = *opts;
-    if (f.o.max_peers <= 0)
+    if (f.o.max_peers == 0)
         f.o.max_peers = 8;
+    else if (f.o.max_peers < 0)
+        f.o.max_peers = 0; /* the server alone */
     if (f.o.per_source <= 0)
         f.o.per_source = 2;
     if (f.o.server_streams <= 0)

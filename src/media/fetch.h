@@ -92,7 +92,7 @@ struct pl_fetch_opts {
     const char *cache_dir; /* required: where the file is assembled */
     const char *ca_file;   /* trust anchors for https, or NULL */
     int insecure;          /* accept any certificate (tests only) */
-    int max_peers;         /* peers used at once (default 8) */
+    int max_peers;         /* peers used at once (0: 8; < 0: none) */
     int per_source;        /* requests in flight per peer (default 2) */
     int server_streams;    /* requests in flight to the server (default 4) */
     long stall_ms;         /* a request with no byte this long fails

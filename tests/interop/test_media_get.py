@@ -15,6 +15,7 @@ Checked:
   - cache hit: a second get by hash prints cached, and the server neither
     sent a byte nor answered a query or a Metalink for it;
   - an unknown hash is the server's item-not-found: exit 6;
+  - --max-peers 0 with peers listed: none is asked;
   - multi-source: three peers (a good one, one that corrupts every piece,
     one that closes mid-transfer): the file is still right, the good peer
     served bytes (from_peers > 0), the corrupt one is reported
@@ -322,6 +323,13 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
         check("peer %s announces itself" % user.split("@")[0][:5],
               r is not None and r.get("type") == "result",
               harness.tostr(r) if r is not None else "no answer")
+    rc, objs, err = get(srv, alice, "--cache", os.path.join(tmp, "c0"),
+                        "--max-peers", "0", hexd)
+    done = (events(objs, "done") or [{}])[-1]
+    check("--max-peers 0: the server alone, no peer asked",
+          rc == 0 and done.get("from_server") == size and
+          good.requests + bad.requests + closer.requests == 0,
+          "rc %s %r" % (rc, done))
     r0 = status(srv, hexd).get("reports_total", 0)
     d2 = os.path.join(tmp, "c2")
     rc, objs, err = get(srv, alice, "--cache", d2, "--stall", "5", hexd)
