@@ -32,7 +32,8 @@ Checked:
     cache, the whole-file report (no piece) in parleyctl;
   - resume: a stand-in that serves the first pieces and then answers 503
     ends the first run (exit 1, no source left) with .part and .have kept;
-    a second run from the real server fetches only what is missing.
+    a second run from the real server fetches only what is missing (and
+    a piece the bitmap claims whose bytes were altered meanwhile).
 Run with /usr/bin/python3; `scripts/run-tests media_get`.
 """
 
@@ -110,7 +111,11 @@ class Stand:
             def do_GET(self):
                 stand.serve(self)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        class S(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that hung up (cancelled requests do)
+
+        self.httpd = S(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.t = threading.Thread(target=self.httpd.serve_forever,
@@ -137,7 +142,7 @@ class Stand:
             x, _, y = rng[6:].partition("-")
             a, b = int(x), int(y) if y else len(data) - 1
         if isinstance(mode, tuple) and a >= mode[1]:
-            time.sleep(0.5)  # after the pieces before the limit
+            time.sleep(1.0)  # after the pieces before the limit
             h.send_response(503)
             h.send_header("Content-Length", "0")
             h.end_headers()
@@ -451,6 +456,13 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
           os.path.exists(os.path.join(d5, hexd + ".part")) and
           os.path.exists(os.path.join(d5, hexd + ".have")),
           repr(os.listdir(d5) if os.path.isdir(d5) else None))
+    # A byte of piece 1 lost (as after a crash before it reached the
+    # disk): the bitmap still claims it, the resume must not trust it.
+    part = os.path.join(d5, hexd + ".part")
+    if os.path.exists(part):
+        with open(part, "r+b") as fh:
+            fh.seek(PIECE + 5)
+            fh.write(bytes([data[PIECE + 5] ^ 0xff]))
     s0 = status(srv, hexd)
     rc, objs, err = get(srv, alice, "--cache", d5, hexd)
     done = (events(objs, "done") or [{}])[-1]
@@ -459,9 +471,10 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
     check("resumed: the file is complete and right",
           rc == 0 and read(os.path.join(d5, hexd)) == data,
           "rc %s %r %s" % (rc, objs[-3:], err[-300:]))
-    check("only the missing pieces came from the server",
-          done.get("from_server") == size - 3 * PIECE and
-          sent == size - 3 * PIECE, "%r, server sent %d" % (done, sent))
+    check("only the missing pieces came from the server (and the claimed "
+          "piece whose bytes changed)",
+          done.get("from_server") == size - 2 * PIECE and
+          sent == size - 2 * PIECE, "%r, server sent %d" % (done, sent))
     check("the bitmap is gone once the file is verified",
           sorted(os.listdir(d5)) == [hexd], repr(os.listdir(d5)))
 
