@@ -152,8 +152,9 @@ clean:
 -include $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
     $(BUILD)/src/parleyd.d $(BUILD)/src/parleyctl.d
 
-# ---- Clients (src/clients/, on libstrophe and jansson): build/parley, the
-# command-line client, and build/parley-agent, the device daemon.
+# ---- Clients (src/clients/, on libstrophe and jansson; libcurl and expat
+# for media downloads): build/parley, the command-line client, and
+# build/parley-agent, the device daemon.
 CLIENT_PKGS := libstrophe jansson openssl libcurl expat
 CLIENT_CFLAGS = $(call lazy,CLIENT_CFLAGS,$(call \
     pkg_config,--cflags,$(CLIENT_PKGS)))
