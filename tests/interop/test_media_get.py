@@ -30,6 +30,8 @@ Checked:
     the file's real SHA-256 but the piece hashes of altered bytes, which
     it serves): exit 1, a "failed" event, no file nor .part left in the
     cache, the whole-file report (no piece) in parleyctl;
+  - a Metalink without piece hashes: the file comes whole, checked by
+    the whole hash (altered bytes refused); an empty file;
   - resume: a stand-in that serves the first pieces and then answers 503
     ends the first run (exit 1, no source left) with .part and .have kept;
     a second run from the real server fetches only what is missing (and
@@ -221,17 +223,20 @@ def read(path):
 
 
 def metalink_doc(name, data, whole, piece_data, url):
-    """A Metalink like parleyd's: whole hash given, pieces of piece_data."""
-    hs = "".join("<hash>%s</hash>" % hashlib.sha256(
-        piece_data[i:i + PIECE]).hexdigest()
-        for i in range(0, len(piece_data), PIECE))
+    """A Metalink like parleyd's: whole hash given, pieces of piece_data
+    (None: no pieces element)."""
+    pieces = ""
+    if piece_data is not None:
+        pieces = "<pieces length='%d' type='sha-256'>%s</pieces>" % (
+            PIECE, "".join("<hash>%s</hash>" % hashlib.sha256(
+                piece_data[i:i + PIECE]).hexdigest()
+                for i in range(0, len(piece_data), PIECE)))
     return ("<?xml version='1.0' encoding='UTF-8'?>\n"
             "<metalink xmlns='urn:ietf:params:xml:ns:metalink'>"
             "<file name='%s'><size>%d</size>"
-            "<hash type='sha-256'>%s</hash>"
-            "<pieces length='%d' type='sha-256'>%s</pieces>"
+            "<hash type='sha-256'>%s</hash>%s"
             "<url priority='1'>%s</url></file></metalink>"
-            % (name, len(data), whole, PIECE, hs, url)).encode()
+            % (name, len(data), whole, pieces, url)).encode()
 
 
 def main():
@@ -440,6 +445,36 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
     check("the whole-file failure was reported (no piece index)",
           st.get("reports_total", 0) == r0 + 1 and len(reps) == 1 and
           reps[0].get("piece") == -1, repr(st.get("reports"))[-400:])
+
+    # -- a Metalink without piece hashes: the whole file from one source
+    fake.routes["/w/movie.ts"] = (data, "good")
+    fake.routes["/w/movie.ts.meta4"] = (metalink_doc(
+        "movie.ts", data, hexd, None, fake.url("/w/movie.ts")), "good")
+    fake.routes["/x/movie.ts"] = (alt, "good")
+    fake.routes["/x/movie.ts.meta4"] = (metalink_doc(
+        "movie.ts", data, hexd, None, fake.url("/x/movie.ts")), "good")
+    d7 = os.path.join(tmp, "c7")
+    rc, objs, err = get(srv, alice, "--cache", d7, fake.url("/x/movie.ts"))
+    check("no piece hashes, altered bytes: the whole hash refuses them",
+          rc == 1 and events(objs, "failed") and
+          not os.path.exists(os.path.join(d7, hexd)),
+          "rc %s %r %s" % (rc, objs[-2:], err[-300:]))
+    rc, objs, err = get(srv, alice, "--cache", d7, fake.url("/w/movie.ts"))
+    done = (events(objs, "done") or [{}])[-1]
+    check("no piece hashes: the file comes whole and is verified",
+          rc == 0 and read(os.path.join(d7, hexd)) == data and
+          done.get("from_server") == size,
+          "rc %s %r %s" % (rc, objs[-2:], err[-300:]))
+    empty = hashlib.sha256(b"").hexdigest()
+    fake.routes["/e/empty.meta4"] = (metalink_doc(
+        "empty", b"", empty, b"", fake.url("/e/empty")), "good")
+    n0 = fake.requests
+    rc, objs, err = get(srv, alice, "--cache", d7,
+                        fake.url("/e/empty.meta4"))
+    check("an empty file is done without a request but the Metalink's",
+          rc == 0 and read(os.path.join(d7, empty)) == b"" and
+          fake.requests == n0 + 1,
+          "rc %s %r %s" % (rc, objs[-2:], err[-300:]))
 
     # -- resume an interrupted download
     flaky = Stand({"/r/movie.ts": (data, ("until", 3 * PIECE))})
