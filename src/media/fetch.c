@@ -26,7 +26,8 @@
  * Failures: a bad piece bans its source (PIECE_BAD, BANNED); an error
  * (refused, timeout, non-206, wrong Content-Range, more or fewer bytes, a
  * stall past stall_ms) counts against the source, and the second in a
- * row drops it (LOST).  A peer beyond max_peers replaces one that is
+ * row drops it (LOST).  A 503 (a peer at its cap) pauses the source, 0.5
+ * s doubling up to 8 s; the seventh in a row drops it.  A peer beyond max_peers replaces one that is
  * gone.  Nothing left: PL_FETCH_ESOURCES, the .part kept for a resume.
  *
  * Without piece hashes the file comes whole from one source at a time
@@ -52,6 +53,7 @@
 #define HAVE_MAGIC "PLHAVE1\n"
 #define HAVE_HDR 28 /* magic, size (8), piece size (4), pieces (8) */
 #define MAX_DUP_PIECE (64u * 1024 * 1024) /* larger pieces: no endgame */
+#define BUSY_TRIES 6                      /* 503 answers before LOST */
 
 enum {
     S_RESERVE,
@@ -65,8 +67,10 @@ struct src {
     int priority;
     int slots;
     int inflight;
-    int errors;  /* in a row */
-    double rate; /* bytes/s per request; 0: not known yet */
+    int errors;           /* in a row */
+    int busy;             /* 503 answers in a row */
+    long long busy_until; /* asked nothing before (after a 503) */
+    double rate;          /* bytes/s per request; 0: not known yet */
 };
 
 struct req {
@@ -527,6 +531,8 @@ static void schedule(struct fetch *f, int no_hold)
     for (size_t k = 0; k < n; k++) {
         size_t si = order[k];
         struct src *s = &f->s[si];
+        if (s->busy_until > now_ms())
+            continue; /* busy: asked again after its pause */
         while (s->state == S_ACTIVE && s->inflight < s->slots) {
             uint64_t p = next_free_piece(f);
             int server_waits = f->pub[si].is_server && f->o.server_last &&
@@ -589,6 +595,7 @@ static void piece_good(struct fetch *f, struct req *r, long long t)
         f->from_peers += r->len;
     struct src *s = &f->s[si];
     s->errors = 0;
+    s->busy = 0;
     long long el = t - r->t0 > 0 ? t - r->t0 : 1;
     double v = (double)r->len * 1000.0 / (double)el;
     s->rate = s->rate > 0 ? 0.7 * s->rate + 0.3 * v : v;
@@ -621,6 +628,21 @@ static void finished(struct fetch *f, struct req *r, CURLcode rc)
         req_free(f, r);
         emit(f, PL_FETCH_PIECE_BAD, si, piece);
         drop(f, si, S_BANNED);
+        return;
+    }
+    if (r->status == 503) {
+        /* Busy (a peer at its max_conns): a pause that doubles, 0.5 s to
+         * 8 s, not an error; the seventh in a row drops the source. */
+        struct src *s = &f->s[si];
+        req_free(f, r);
+        if (s->state != S_ACTIVE)
+            return;
+        if (++s->busy > BUSY_TRIES) {
+            drop(f, si, S_LOST);
+            return;
+        }
+        long long pause = 500LL << (s->busy - 1);
+        s->busy_until = t + (pause > 8000 ? 8000 : pause);
         return;
     }
     /* An empty answer (a 403 or 404 without a body) never reached
@@ -765,6 +787,16 @@ static int finish(struct fetch *f)
 
 /* ------------------------------------------------------------------- run */
 
+/* Whether a source is only waiting out a busy answer. */
+static int pausing(const struct fetch *f)
+{
+    long long t = now_ms();
+    for (size_t i = 0; i < f->ns; i++)
+        if (f->s[i].state == S_ACTIVE && f->s[i].busy_until > t)
+            return 1;
+    return 0;
+}
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 static void curl_init(void)
@@ -793,7 +825,7 @@ static int run(struct fetch *f, const volatile int *stop)
             schedule(f, 1);
         if (f->io_error)
             return PL_FETCH_EIO;
-        if (!f->reqs)
+        if (!f->reqs && !pausing(f))
             return PL_FETCH_ESOURCES;
         int running;
         curl_multi_perform(f->multi, &running);
@@ -816,7 +848,7 @@ static int run(struct fetch *f, const volatile int *stop)
             f->last_progress = t;
             emit(f, PL_FETCH_PROGRESS, f->ns, -1);
         }
-        if (f->missing && f->reqs)
+        if (f->missing)
             curl_multi_poll(f->multi, NULL, 0, 100, NULL);
     }
     emit(f, PL_FETCH_PROGRESS, f->ns, -1);

@@ -26,6 +26,7 @@ Checked:
   - --server-last with one good peer: the peer serves (almost) all;
   - a slow peer (32 KiB/s): the requests it holds at the end are sent to
     the server too, whose copy wins (the peer's are cancelled, not lost);
+  - a peer answering 503 (busy) is paused, not dropped, then serves;
   - a final verification failure (a stand-in server whose Metalink has
     the file's real SHA-256 but the piece hashes of altered bytes, which
     it serves): exit 1, a "failed" event, no file nor .part left in the
@@ -94,14 +95,18 @@ def announce_xml(b64, url):
 class Stand:
     """A threaded HTTP/1.1 server on 127.0.0.1 serving routes: path ->
     (bytes, mode), mode one of good, corrupt (every answer has one byte
-    flipped), close (half the body, then the connection closes), or
-    ("until", N) (ranges starting below N served, others 503)."""
+    flipped), close (half the body, then the connection closes), slow (32
+    KiB/s), ("until", N) (ranges starting below N served, others 503 after
+    a second) or ("busy", N) (the first N requests 503, then served)."""
 
     def __init__(self, routes):
         self.routes = routes
         self.requests = 0
         self.bytes = 0
         self.tokens = 0
+        self.lock = threading.Lock()
+        self.busy_left = next((m[1] for _, m in routes.values()
+                               if isinstance(m, tuple) and m[0] == "busy"), 0)
         stand = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -143,7 +148,17 @@ class Stand:
         if rng and rng.startswith("bytes="):
             x, _, y = rng[6:].partition("-")
             a, b = int(x), int(y) if y else len(data) - 1
-        if isinstance(mode, tuple) and a >= mode[1]:
+        if isinstance(mode, tuple) and mode[0] == "busy":
+            with self.lock:
+                busy = self.busy_left > 0
+                self.busy_left -= busy
+            if busy:
+                h.send_response(503)
+                h.send_header("Retry-After", "1")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+        elif isinstance(mode, tuple) and a >= mode[1]:
             time.sleep(1.0)  # after the pieces before the limit
             h.send_response(503)
             h.send_header("Content-Length", "0")
@@ -419,6 +434,24 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
           done.get("seconds", 99) < PIECE / 32768 and
           not events(objs, "lost"),
           "rc %s, peer asked %d times, %r" % (rc, slow.requests, done))
+    c.close()
+
+    # -- a busy peer (503, as at its max_conns): paused, not lost
+    busy = Stand({pth: (data, ("busy", 3))})
+    stands.append(busy)
+    harness.wait_for(lambda: not status(srv, hexd).get("peers"), timeout=15)
+    c = ImClient(srv, peers[0].split("@")[0], "busy")
+    c.request(announce_xml(b64, busy.url(pth)), "set",
+              to="upload." + srv.domain)
+    rc, objs, err = get(srv, alice, "--cache", os.path.join(tmp, "c8"),
+                        "--server-last", hexd)
+    done = (events(objs, "done") or [{}])[-1]
+    check("a peer answering 503 three times is paused and then serves "
+          "(--server-last: the server waits for it)",
+          rc == 0 and read(os.path.join(tmp, "c8", hexd)) == data and
+          not events(objs, "lost") and busy.requests >= 4 and
+          done.get("from_peers", 0) >= size - 2 * PIECE,
+          "rc %s, %d requests, %r" % (rc, busy.requests, done))
     c.close()
 
     # -- a final verification failure
