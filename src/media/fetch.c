@@ -96,7 +96,8 @@ struct fetch {
     void *ud;
     CURLM *multi;
     int fd, havefd;
-    int whole; /* no piece hashes: one request for everything */
+    int whole;        /* no piece hashes: one request for everything */
+    size_t whole_src; /* the source whose whole file came */
     uint64_t npieces;
     uint64_t psize;
     unsigned char *have;
@@ -583,10 +584,12 @@ static void piece_good(struct fetch *f, struct req *r, long long t)
             w += (size_t)k;
         }
     }
-    if (!f->whole)
+    if (!f->whole) {
         set_have(f, r->piece);
-    else
+    } else {
         f->missing = 0;
+        f->whole_src = si;
+    }
     f->done += r->len;
     f->pub[si].bytes += r->len;
     if (f->pub[si].is_server)
@@ -768,6 +771,10 @@ static int finish(struct fetch *f)
         for (size_t i = 0; i < f->ns && server == f->ns; i++)
             if (f->pub[i].is_server)
                 server = i;
+        if (server == f->ns)
+            server = 0; /* no server listed: the document's first source */
+        if (f->whole)
+            server = f->whole_src; /* the bytes are that source's */
         unlink(f->part);
         if (f->havefd >= 0)
             unlink(f->havep);

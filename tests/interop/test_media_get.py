@@ -488,10 +488,14 @@ def run(srv, alice, peers, data, url, sha, b64, hexd, tmp, stands):
         "movie.ts", data, hexd, None, fake.url("/x/movie.ts")), "good")
     d7 = os.path.join(tmp, "c7")
     rc, objs, err = get(srv, alice, "--cache", d7, fake.url("/x/movie.ts"))
-    check("no piece hashes, altered bytes: the whole hash refuses them",
+    reps = [x for x in status(srv, hexd).get("reports", [])
+            if x.get("source") == fake.url("/x/movie.ts")]
+    check("no piece hashes, altered bytes: the whole hash refuses them, "
+          "reported against the source that sent them",
           rc == 1 and events(objs, "failed") and
-          not os.path.exists(os.path.join(d7, hexd)),
-          "rc %s %r %s" % (rc, objs[-2:], err[-300:]))
+          not os.path.exists(os.path.join(d7, hexd)) and len(reps) == 1 and
+          reps[0].get("piece") == -1,
+          "rc %s %r %s %r" % (rc, objs[-2:], err[-300:], reps))
     rc, objs, err = get(srv, alice, "--cache", d7, fake.url("/w/movie.ts"))
     done = (events(objs, "done") or [{}])[-1]
     check("no piece hashes: the file comes whole and is verified",
