@@ -152,17 +152,25 @@ clean:
 -include $(LIB_OBJ:.o=.d) $(UNIT_OBJ:.o=.d) \
     $(BUILD)/src/parleyd.d $(BUILD)/src/parleyctl.d
 
-# ---- Clients (src/clients/, on libstrophe and jansson): build/parley, the
-# command-line client, and build/parley-agent, the device daemon.
-CLIENT_PKGS := libstrophe jansson openssl
+# ---- Clients (src/clients/, on libstrophe and jansson; libcurl and expat
+# for media downloads): build/parley, the command-line client, and
+# build/parley-agent, the device daemon.
+CLIENT_PKGS := libstrophe jansson openssl libcurl expat
 CLIENT_CFLAGS = $(call lazy,CLIENT_CFLAGS,$(call \
     pkg_config,--cflags,$(CLIENT_PKGS)))
 CLIENT_LIBS = $(call lazy,CLIENT_LIBS,$(call pkg_config,--libs,$(CLIENT_PKGS)))
 # src/media/'s piece hashing, peer tokens (media.h) and the peer's HTTP
 # server (peer.h), on libc and libcrypto only: a peer serves its files and
-# checks its downloaders' tokens with them.
+# checks its downloaders' tokens with them; and the download engine
+# (fetch.h: Metalink parsing, the cache, pl_fetch_run) on libcurl and
+# expat.  These objects are also in libparley.a (parleyd links none of the
+# engine's), which is why fetch.o gets libcurl's flags there.
 CLIENT_COMMON := $(BUILD)/src/clients/client.o $(BUILD)/src/media/pieces.o \
-                 $(BUILD)/src/media/token.o $(BUILD)/src/media/peer.o
+                 $(BUILD)/src/media/token.o $(BUILD)/src/media/peer.o \
+                 $(BUILD)/src/media/metalink_parse.o \
+                 $(BUILD)/src/media/cache.o $(BUILD)/src/media/fetch.o
+CURL_CFLAGS = $(call lazy,CURL_CFLAGS,$(call pkg_config,--cflags,libcurl))
+$(BUILD)/src/media/fetch.o: CFLAGS += $(CURL_CFLAGS)
 AGENT_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/agent/*.c)))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard src/clients/cli/*.c)))
 $(BUILD)/src/clients/client.o $(AGENT_OBJ) $(CLI_OBJ): CFLAGS += \
@@ -232,7 +240,7 @@ FUZZ_CC := clang
 FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
-    media_token peer_request \
+    media_token peer_request metalink \
     smtp mime wsframe
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer

@@ -36,6 +36,16 @@
 
 /* ---- metalink_parse.c ---- */
 
+/* What pl_mlink_parse accepts at most (and at least). */
+#define PL_MLINK_MAX_DOC (32u * 1024 * 1024) /* bytes of the document */
+#define PL_MLINK_MAX_TEXT 8192u              /* bytes of one element */
+#define PL_MLINK_MAX_NAME 255u               /* bytes of the file name */
+#define PL_MLINK_MAX_URLS 1024u              /* http(s) urls kept */
+#define PL_MLINK_MAX_PIECES (1u << 18)       /* piece hashes */
+#define PL_MLINK_MIN_PIECE 1024u             /* bytes per piece */
+#define PL_MLINK_MAX_PIECE (1u << 30)
+#define PL_MLINK_MAX_SIZE (1ull << 44) /* bytes of the file (16 TiB) */
+
 struct pl_mlink_url {
     char *url;    /* as listed (a peer's carries its token) */
     int priority; /* metalink:url priority; 999999 when absent */
@@ -68,6 +78,13 @@ void pl_mlink_free(struct pl_mlink *m);
  * there (a regular file), 0 if not. */
 int pl_cache_lookup(const char *dir, const unsigned char *sha256, char *out,
                     size_t cap);
+/* <dir>/<sha256 hex><suffix> into out; -1 if it does not fit. */
+int pl_cache_path(const char *dir, const unsigned char *sha256,
+                  const char *suffix, char *out, size_t cap);
+/* Creates dir and its parents (mode 0700 for new ones); 0 or -1. */
+int pl_cache_mkdirs(const char *dir);
+/* fsync of a directory (after a rename into it); 0 or -1. */
+int pl_cache_sync_dir(const char *dir);
 
 /* ---- fetch.c ---- */
 
@@ -75,7 +92,7 @@ struct pl_fetch_opts {
     const char *cache_dir; /* required: where the file is assembled */
     const char *ca_file;   /* trust anchors for https, or NULL */
     int insecure;          /* accept any certificate (tests only) */
-    int max_peers;         /* peers used at once (default 8) */
+    int max_peers;         /* peers used at once (0: 8; < 0: none) */
     int per_source;        /* requests in flight per peer (default 2) */
     int server_streams;    /* requests in flight to the server (default 4) */
     long stall_ms;         /* a request with no byte this long fails

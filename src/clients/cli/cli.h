@@ -68,6 +68,8 @@ int pl_cli_command(struct pl_cli *c, int argc, char **argv);
 /* Whether argv[0] needs no login (register). */
 int pl_cli_command_is_offline(const char *name);
 extern const char pl_cli_commands_help[];
+/* get.c: `parley get` (distributed media, doc/media.md). */
+int pl_cli_cmd_get(struct pl_cli *c, int argc, char **argv);
 
 /* share.c: `parley share`, serving files as a peer (doc/media.md). */
 int pl_cli_cmd_share(struct pl_cli *c, int argc, char **argv);

@@ -37,7 +37,10 @@ const char pl_cli_commands_help[] =
     "  share [--listen ADDR:PORT] [--url BASE] [--max-peers N]\n"
     "        [--max-rate BYTES] FILE...\n"
     "                                  serve uploaded files as a peer until\n"
-    "                                  a signal (doc/media.md)\n";
+    "                                  a signal (doc/media.md)\n"
+    "  get [--cache DIR] [-o FILE] [--max-peers N] [--server-last]\n"
+    "      [--stall SEC] HASH|URL      a file of the server's media, from\n"
+    "                                  the cache or the server and peers\n";
 
 static xmpp_stanza_t *iq_with_query(struct pl_cli *c, const char *type,
                                     const char *to, const char *name,
@@ -731,6 +734,7 @@ static const struct {
     {"search", cmd_search},
     {"room", cmd_room},
     {"ping", cmd_ping},
+    {"get", pl_cli_cmd_get},
     {"share", pl_cli_cmd_share},
 };
 
