@@ -135,9 +135,42 @@ void pl_agent_send_json(const char *to, const char *type, json_t *reply,
 
 /* ---- share.c: the cache served to other devices (issue 17) */
 
+struct pl_peer;
+struct pl_agent_file;
+struct pl_agent_fetch;
+
+struct pl_agent_media {
+    const char *cache_dir;       /* --cache */
+    const char *listen;          /* --serve ADDR:PORT, or NULL */
+    const char *url_base;        /* --serve-url, or http://ADDR:PORT */
+    char url_buf[300];           /* url_base when made from listen */
+    int max_peers;               /* --max-peers: downloads served at once */
+    unsigned long long max_rate; /* --max-upload-rate, bytes/s (0: none) */
+    int max_fetches;             /* --max-fetches: downloads at once */
+    struct pl_peer *peer;        /* the peer server, or NULL */
+    struct pl_agent_file *files; /* verified files of the cache */
+    int nfiles;
+    void *scan;                      /* the start-up verification */
+    struct pl_agent_fetch *fetches;  /* downloads (fetch.c) */
+    struct pl_agent_report *reports; /* to send when connected */
+    long long next_check;            /* monotonic ms: files still there? */
+};
+
+/* A failure report (doc/media.md "Report") waiting for the session. */
+struct pl_agent_report {
+    struct pl_agent_report *next;
+    unsigned char sha256[32];
+    long long piece; /* -1: the whole file */
+    char *source;
+};
+/* Queues a report and sends it when the session is up. */
+void pl_agent_media_report(struct pl_agent *a, const unsigned char *sha256,
+                           long long piece, const char *source);
+
+
 /*
  * Options --cache DIR, --serve ADDR:PORT, --serve-url URL,
- * --max-peers N, --max-upload-rate BYTES; share.c parses them
+ * --max-peers N, --max-upload-rate BYTES, --max-fetches N; share.c parses them
  * (pl_agent_media_opt: 1 if argv[*i] was one, advancing *i; 0 if not; -1
  * on a bad value).  pl_agent_media_init sets a->media up when --cache was
  * given: the peer server runs, every verified file of the cache is

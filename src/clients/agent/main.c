@@ -23,6 +23,7 @@
  * stdout carries one JSON object per event (for scripts and tests);
  * stderr carries the log.  See README "parley-agent".
  */
+#include <curl/curl.h>
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -103,7 +104,18 @@ static int usage_to(FILE *f)
             "  --status TEXT          presence status text\n"
             "  --no-auto-approve      do not approve subscriptions from "
             "DOMAIN\n"
-            "  --no-sm                disable XEP-0198\n%s",
+            "  --no-sm                disable XEP-0198\n"
+            "  --cache DIR            media cache: the \"fetch\" command "
+            "downloads into it\n"
+            "  --serve ADDR:PORT      serve the cache to other devices "
+            "(peer)\n"
+            "  --serve-url URL        the peer's base URL as others reach "
+            "it\n"
+            "  --max-peers N          downloads served at once (default "
+            "4)\n"
+            "  --max-upload-rate B    bytes/s served, all downloads "
+            "(default: no cap)\n"
+            "  --max-fetches N        downloads at once (default 2)\n%s",
             pl_cl_opts_help);
     return PL_EXIT_USAGE;
 }
@@ -318,7 +330,11 @@ static int on_message(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
             pl_agent_send_json(from, type, r, a);
             json_decref(r);
         } else {
-            pl_dispatch_payload(&a->d, from, type, id, text ? text : "");
+            json_t *p = text ? json_loads(text, 0, NULL) : NULL;
+            if (!json_is_object(p) ||
+                !pl_agent_fetch_command(a, from, type, id, p))
+                pl_dispatch_payload(&a->d, from, type, id, text ? text : "");
+            json_decref(p);
         }
         xmpp_free(a->ctx, text);
         return 1;
@@ -442,6 +458,7 @@ static void on_conn(xmpp_conn_t *conn, xmpp_conn_event_t ev, int error,
         const char *bound = xmpp_conn_get_bound_jid(conn);
         pl_agent_log("connected as %s", bound ? bound : "?");
         send_presence(a);
+        pl_agent_media_online(a);
         /* Give back what the TLS and SASL set-up freed (RSS on small
          * devices: README "parley-agent"). */
         malloc_trim(0);
@@ -616,6 +633,8 @@ int main(int argc, char **argv)
     a.controllers = calloc((size_t)argc, sizeof(char *));
     for (int i = 1; i < argc; i++) {
         int r = pl_cl_parse_opt(&a.o, argc, argv, &i);
+        if (r == 0)
+            r = pl_agent_media_opt(&a, argc, argv, &i);
         if (r < 0)
             return usage();
         if (r > 0)
@@ -682,6 +701,9 @@ int main(int argc, char **argv)
         return usage();
     if (setup_identity(&a, iface, mac) != 0)
         return PL_EXIT_FAILURE;
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread */
+    if (pl_agent_media_init(&a) != 0)
+        return PL_EXIT_FAILURE;
     srandom((unsigned)(time(NULL) ^ getpid() ^ (a.localpart[11] << 16)));
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {0};
@@ -694,10 +716,12 @@ int main(int argc, char **argv)
     pl_agent_log("starting as %s", a.full_jid);
     connect_now(&a);
     while (!stopping) {
-        xmpp_run_once(a.ctx, a.d.njobs ? 20 : 200);
+        xmpp_run_once(a.ctx, a.d.njobs ? 20 : a.media ? 50 : 200);
         long long now = pl_cl_now_ms();
         if (a.d.njobs)
             pl_dispatch_poll(&a.d);
+        pl_agent_fetch_poll(&a);
+        pl_agent_media_poll(&a);
         if (a.state == PL_AGENT_DOWN && now >= a.reconnect_at)
             connect_now(&a);
         if (a.state == PL_AGENT_UP) {
@@ -713,6 +737,8 @@ int main(int argc, char **argv)
     }
     pl_agent_log("stopping");
     pl_dispatch_stop(&a.d);
+    pl_agent_fetch_stop(&a);
+    pl_agent_media_stop(&a); /* withdraws while still connected */
     if (a.conn && (a.state == PL_AGENT_UP || a.state == PL_AGENT_CONNECTING)) {
         xmpp_disconnect(a.conn);
         for (int i = 0; i < 40 && xmpp_conn_is_connected(a.conn); i++)
