@@ -248,6 +248,17 @@ struct pl_barrier *pl_barrier_hold(void);
 /* Driver by name among the modules' provided services. */
 const struct pl_storage_driver *pl_storage_driver_find(const char *name);
 
+/*
+ * Outages.  A driver whose database cannot be reached (a lost connection
+ * it keeps trying to restore, with the storage thread waiting) says so
+ * with pl_storage_set_unavailable(1), and (0) once it is back; any
+ * thread.  While it is unavailable, front ends refuse new requests with
+ * <resource-constraint/> (type wait) instead of letting them wait for an
+ * answer that cannot come yet; what was queued before completes later.
+ */
+void pl_storage_set_unavailable(int on);
+int pl_storage_unavailable(void);
+
 /* Server lifetime. */
 int pl__storage_open(const struct pl_settings *s);
 /* Waits for queued jobs, commits, closes (SIGTERM). */

@@ -345,17 +345,21 @@ static void reconnect(struct db *d)
     for (int tries = 0;; tries++) {
         if (connect_once(d, tries == 0 && !d->down) == PL_OK)
             break;
-        if (!d->down)
+        if (!d->down) {
             pl_log_warn("postgresql", "connection lost; storage waits and "
                                       "retries");
+            pl_storage_set_unavailable(1);
+        }
         d->down = 1;
         struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000};
         nanosleep(&ts, NULL);
         if (delay_ms < 1000)
             delay_ms *= 2;
     }
-    if (d->down)
+    if (d->down) {
         pl_log_info("postgresql", "connected again; replaying the batch");
+        pl_storage_set_unavailable(0);
+    }
     d->down = 0;
 }
 
