@@ -458,9 +458,13 @@ static int replay_op(struct db *d, const struct op *o);
 static void recover(struct db *d)
 {
     for (;;) {
-        if (!d->c || PQstatus(d->c) == CONNECTION_BAD)
+        if (!d->c || PQstatus(d->c) == CONNECTION_BAD) {
             reconnect(d);
-        else if (d->tx && simple(d, "ROLLBACK") == LOST)
+            if (d->batch)
+                pl_log_info("postgresql",
+                            "reconnected; replaying %zu writes of the batch",
+                            d->nlog);
+        } else if (d->tx && simple(d, "ROLLBACK") == LOST)
             continue;
         d->tx = 0;
         d->aborted = 0;
@@ -664,7 +668,7 @@ static int was_committed(struct db *d, int *yes)
     int rc = run(d, Q_MARKED, &p, &r);
     if (rc != PL_OK)
         return rc;
-    *yes = PQntuples(r) > 0 && col_int(r, 0, 0) == d->seq;
+    *yes = PQntuples(r) > 0 && col_int(r, 0, 0) == d->seq + 1;
     PQclear(r);
     return PL_OK;
 }
@@ -705,6 +709,9 @@ static int db_commit(void *p)
                     break;
             }
             d->batch = 1;
+            pl_log_info("postgresql",
+                        "connection lost during COMMIT; the batch %s",
+                        yes ? "had committed" : "had not committed: replaying");
             if (yes) {
                 d->seq++;
                 break;

@@ -13,6 +13,10 @@ account at a steady pace while PostgreSQL is stopped for OUTAGE seconds
   - every message not refused is acknowledged once the database is back
     (the writes waited and completed), and is delivered exactly once;
     no refused message is delivered;
+then parleyd's connection is cut over and over (pg_terminate_backend)
+while messages flow: every one is acknowledged and delivered once, none
+twice (the driver replays the batch, and settles a commit whose outcome
+it could not see);
 then parleyd is stopped and started again on the same database: the
 accounts log in with their passwords, the roster and the offline
 messages are still there.
@@ -22,7 +26,9 @@ Environment: PG_OUTAGE (seconds, default 10).
 """
 
 import os
+import re
 import sys
+import threading
 import time
 
 os.environ["PARLEY_STORAGE"] = "postgresql"
@@ -35,6 +41,7 @@ from sm_common import NS_SM, SM, SmClient  # noqa: E402
 
 C = "{jabber:client}"
 OUTAGE = float(os.environ.get("PG_OUTAGE", "10"))
+CUT_SECONDS = 4.0
 
 
 def err_info(el):
@@ -127,6 +134,48 @@ def main():
     check("parleyd logs the reconnection",
           srv.wait_log(r"postgresql: connected again", log_at, 5))
     accepted = [b for b, _ in sent if b not in refused]
+
+    # Connections cut under load: the server ends parleyd's backend
+    # again and again while messages flow, so that batches are replayed
+    # and commits land with their outcome unknown.
+    stop = threading.Event()
+    cuts = [0]
+
+    def cutter():
+        while not stop.wait(0.15):
+            rc, out = pg.psql("SELECT count(pg_terminate_backend(pid)) FROM"
+                              " pg_stat_activity WHERE application_name ="
+                              " 'parleyd'")
+            if rc == 0 and out.strip().isdigit():
+                cuts[0] += int(out.strip())
+    t = threading.Thread(target=cutter, daemon=True)
+    t.start()
+    cut_sent = []
+    t_cut = time.monotonic()
+    while time.monotonic() - t_cut < CUT_SECONDS:
+        for _ in range(5):
+            body = "cut-%d" % len(cut_sent)
+            a.message(bob, body, msg_id=body)
+            cut_sent.append(body)
+        pump(a, 0.02)
+    pump(a, 0.5)
+    stop.set()
+    t.join(10)
+    note("%d backends terminated while %d messages were sent"
+         % (cuts[0], len(cut_sent)))
+    check("parleyd's connection was cut several times under load",
+          cuts[0] >= 3, cuts[0])
+    text = srv.log_text(log_at)
+    note("the driver replayed %d batches with writes in them, and found "
+         "%d commits with an unknown outcome"
+         % (len(re.findall(r"replaying [1-9][0-9]* writes", text)),
+            len(re.findall(r"lost during COMMIT", text))))
+    check("every stanza sent while connections were cut is acknowledged",
+          a.durable(30))
+    for el in a.queue:
+        if el.tag == C + "message" and el.get("type") == "error":
+            refused[el.get("id")] = err_info(el)
+    accepted += [b for b in cut_sent if b not in refused]
     a.close()
 
     # parleyd restarts on the same database.
