@@ -165,6 +165,23 @@ struct pl_storage_driver {
     /* Removes one archive entirely (account_delete does it for users). */
     int (*archive_clear)(void *db, const char *host, const char *owner,
                          int kind);
+    /* Whole-store walks, for parleyctl migrate; fn returns non-zero to
+     * stop early.  Every account with its keys, in (host, user) order. */
+    int (*account_all)(void *db,
+                       int (*fn)(const char *host, const char *user,
+                                 const struct pl_account *a, void *ud),
+                       void *ud);
+    /* Every document, in (host, user, store, key) order. */
+    int (*kv_all)(void *db,
+                  int (*fn)(const char *host, const char *user,
+                            const char *store, const char *key,
+                            const void *data, size_t len, void *ud),
+                  void *ud);
+    /* Every archived item, each archive's in archive order. */
+    int (*archive_all)(void *db,
+                       int (*fn)(const char *host, const char *owner, int kind,
+                                 const struct pl_archive_item *it, void *ud),
+                       void *ud);
 };
 
 /* Runs on the storage thread with the driver and its handle. */

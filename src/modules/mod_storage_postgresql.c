@@ -1551,6 +1551,151 @@ static int archive_clear(void *p, const char *host, const char *owner, int kind)
     return rc;
 }
 
+/* ---- whole-store walks (parleyctl migrate) ---- */
+
+/*
+ * Streams the rows of query q to row() one at a time (libpq's single-row
+ * mode: a large archive is never held whole); row returns non-zero to
+ * stop.  No retry: a walk that loses its connection fails.
+ */
+static int stream(struct db *d, const char *q,
+                  int (*row)(const PGresult *r, void *ud), void *ud)
+{
+    if (!d->c || PQstatus(d->c) == CONNECTION_BAD)
+        reconnect(d);
+    if (d->batch && !d->tx) {
+        if (simple(d, "BEGIN") != PL_OK)
+            return PL_ESTORAGE;
+        d->tx = 1;
+    }
+    if (!PQsendQueryParams(d->c, q, 0, NULL, NULL, NULL, NULL, 1) ||
+        !PQsetSingleRowMode(d->c)) {
+        pl_log_error("postgresql", "%s", PQerrorMessage(d->c));
+        return PL_ESTORAGE;
+    }
+    int rc = PL_OK, stop = 0;
+    PGresult *r;
+    while ((r = PQgetResult(d->c))) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE) {
+            if (!stop && row(r, ud))
+                stop = 1;
+        } else if (st != PGRES_TUPLES_OK) {
+            pl_log_error("postgresql", "%s", PQresultErrorMessage(r));
+            rc = PL_ESTORAGE;
+            if (d->tx)
+                d->aborted = 1;
+        }
+        PQclear(r);
+    }
+    settle(d);
+    return rc;
+}
+
+struct names {
+    char **v; /* host, user, host, user... */
+    size_t n, cap;
+};
+
+static int name_row(const PGresult *r, void *ud)
+{
+    struct names *l = ud;
+    if (l->n + 2 > l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 256;
+        l->v = pl_realloc(l->v, l->cap * sizeof(*l->v));
+    }
+    l->v[l->n++] = pl_strdup(col_text(r, 0, 0));
+    l->v[l->n++] = pl_strdup(col_text(r, 0, 1));
+    return 0;
+}
+
+static int account_all(void *p,
+                       int (*fn)(const char *host, const char *user,
+                                 const struct pl_account *a, void *ud),
+                       void *ud)
+{
+    struct db *d = p;
+    struct names l = {0};
+    int rc = stream(d,
+                    "SELECT host, username FROM accounts"
+                    " ORDER BY host, username",
+                    name_row, &l);
+    struct pl_account a;
+    for (size_t i = 0; i + 1 < l.n && rc == PL_OK; i += 2) {
+        rc = account_get(d, l.v[i], l.v[i + 1], &a);
+        if (rc == PL_ENOT_FOUND) {
+            rc = PL_OK; /* deleted meanwhile */
+            continue;
+        }
+        if (rc == PL_OK && fn(l.v[i], l.v[i + 1], &a, ud))
+            break;
+    }
+    memset(&a, 0, sizeof(a));
+    for (size_t i = 0; i < l.n; i++)
+        pl_free(l.v[i]);
+    pl_free(l.v);
+    return rc;
+}
+
+struct walk {
+    int (*kv)(const char *host, const char *user, const char *store,
+              const char *key, const void *data, size_t len, void *ud);
+    int (*arc)(const char *host, const char *owner, int kind,
+               const struct pl_archive_item *it, void *ud);
+    void *ud;
+};
+
+static int kv_row(const PGresult *r, void *ud)
+{
+    struct walk *w = ud;
+    return w->kv(col_text(r, 0, 0), col_text(r, 0, 1), col_text(r, 0, 2),
+                 col_text(r, 0, 3), PQgetvalue(r, 0, 4),
+                 (size_t)PQgetlength(r, 0, 4), w->ud);
+}
+
+static int kv_all(void *p,
+                  int (*fn)(const char *host, const char *user,
+                            const char *store, const char *key,
+                            const void *data, size_t len, void *ud),
+                  void *ud)
+{
+    struct walk w = {.kv = fn, .ud = ud};
+    return stream(p,
+                  "SELECT host, username, store, key, value FROM kv"
+                  " ORDER BY host, username, store, key",
+                  kv_row, &w);
+}
+
+static int arc_row(const PGresult *r, void *ud)
+{
+    struct walk *w = ud;
+    struct pl_archive_item it = {
+        .key = col_int(r, 0, 3),
+        .sid = col_text(r, 0, 4),
+        .ts = col_int(r, 0, 5),
+        .with = col_text(r, 0, 6),
+        .with_res = col_text(r, 0, 7),
+        .dir = (int)col_int(r, 0, 8),
+        .xml = PQgetvalue(r, 0, 9),
+        .xml_len = (size_t)PQgetlength(r, 0, 9),
+    };
+    return w->arc(col_text(r, 0, 0), col_text(r, 0, 1), (int)col_int(r, 0, 2),
+                  &it, w->ud);
+}
+
+static int archive_all(void *p,
+                       int (*fn)(const char *host, const char *owner, int kind,
+                                 const struct pl_archive_item *it, void *ud),
+                       void *ud)
+{
+    struct walk w = {.arc = fn, .ud = ud};
+    return stream(p,
+                  "SELECT a.host, a.owner, a.kind, i.id, i.sid, i.ts, i.peer,"
+                  " i.peer_res, i.dir, i.xml FROM archive i JOIN archives a"
+                  " ON a.aid = i.aid ORDER BY i.id",
+                  arc_row, &w);
+}
+
 /* Does a logged write again, in a new transaction. */
 static int replay_op(struct db *d, const struct op *o)
 {
@@ -1605,6 +1750,9 @@ static const struct pl_storage_driver driver = {
     .archive_ends = archive_ends,
     .archive_expire = archive_expire,
     .archive_clear = archive_clear,
+    .account_all = account_all,
+    .kv_all = kv_all,
+    .archive_all = archive_all,
 };
 
 const struct pl_module pl_mod_storage_postgresql = {
