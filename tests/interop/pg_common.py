@@ -59,6 +59,7 @@ class PgCluster:
         self.log_path = os.path.join(self.dir, "postgres.log")
         self.proc = None
         self.initialized = False
+        self.started = False  # has run once: its port is now fixed
         self.as_user = None
         if os.geteuid() == 0:
             try:
@@ -108,22 +109,36 @@ class PgCluster:
             if not harness.check("%s: initdb" % self.label, rc == 0, out):
                 return False
             self.initialized = True
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [os.path.join(self.bin, "postgres"), "-D", self.data,
-             "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-             "-c", "unix_socket_directories=" + self.sock,
-             "-c", "fsync=on", "-c", "synchronous_commit=on",
-             "-c", "max_connections=50", "-c", "shared_buffers=16MB",
-             "-c", "logging_collector=off"],
-            stdout=log, stderr=log, start_new_session=True,
-            **self._popen_kw())
-        log.close()
-        ok = harness.wait_for(self._ready, START_TIMEOUT, 0.1)
+        # The port was free when chosen; something else may have taken
+        # it since: a first start moves to another one (a restart must
+        # keep its port: parleyd has it).
+        for attempt in range(3):
+            log = open(self.log_path, "ab")
+            offset = log.tell()
+            self.proc = subprocess.Popen(
+                [os.path.join(self.bin, "postgres"), "-D", self.data,
+                 "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                 "-c", "unix_socket_directories=" + self.sock,
+                 "-c", "fsync=on", "-c", "synchronous_commit=on",
+                 "-c", "max_connections=50", "-c", "shared_buffers=16MB",
+                 "-c", "logging_collector=off"],
+                stdout=log, stderr=log, start_new_session=True,
+                **self._popen_kw())
+            log.close()
+            harness.wait_for(lambda: self.proc.poll() is not None or
+                             self._ready(), START_TIMEOUT, 0.1)
+            ok = self._ready()
+            if ok or self.started or self.proc.poll() is None or \
+                    "already in use" not in self._log_tail(offset):
+                break
+            self.port = harness.free_ports(1)[0]
+        if ok:
+            self.started = True
         return harness.check("%s: server starts on port %d"
                              % (self.label, self.port), ok,
-                             "not answering after %.0f s; log: %s"
-                             % (START_TIMEOUT, self._log_tail()))
+                             "not answering after %.0f s (exit status %s); "
+                             "log: %s" % (START_TIMEOUT, self.proc.poll(),
+                                          self._log_tail(offset)))
 
     def _ready(self):
         if self.proc.poll() is not None:
@@ -133,9 +148,10 @@ class PgCluster:
                           timeout=5)
         return rc == 0
 
-    def _log_tail(self):
+    def _log_tail(self, offset=0):
         try:
             with open(self.log_path, "rb") as f:
+                f.seek(offset)
                 return f.read().decode("utf-8", "replace")[-800:]
         except OSError:
             return "(no log)"
