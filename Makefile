@@ -36,7 +36,8 @@ pkg_config = $(strip $(eval pkg__out := $(shell pkg-config $(1) $(2) \
 # then becomes VALUE, expanded).
 lazy = $(eval $(1) := $(2))$($(1))
 
-PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2
+PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2 \
+        libpq
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
 # libunistring ships no .pc file.
 PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \

@@ -129,6 +129,7 @@ static int usage_to(FILE *f)
           "  token create [--read-only] NAME | token list | "
           "token revoke NAME\n"
           "  gateway [--queue FILE] [--json] queue | trace ID\n"
+          "  migrate --from sqlite --to postgresql (or back)\n"
           "  (push, group, s2s, components, stats, sip, socks5, media, "
           "sessions, kick, "
           "announce: [--socket PATH] before the command)\n",
@@ -1277,6 +1278,187 @@ static int cmd_gateway(int n, char **a)
     return rc == PL_OK ? 0 : 1;
 }
 
+/* ---- migrate: one storage driver's data into another's ---- */
+
+struct migration {
+    const struct pl_storage_driver *to; /* destination driver */
+    void *db;                           /* its handle */
+    long n;                             /* rows copied in this batch */
+    long accounts, docs, items;         /* copied (or counted) */
+    int rc;                             /* first failure */
+};
+
+/* Commits every 500 rows: a batch as parleyd's own. */
+static int mig_step(struct migration *m, int rc)
+{
+    if (rc != PL_OK) {
+        m->rc = rc;
+        return 1;
+    }
+    if (++m->n % 500 == 0) {
+        m->to->commit(m->db);
+        m->to->begin(m->db);
+    }
+    return 0;
+}
+
+static int mig_account(const char *host, const char *user,
+                       const struct pl_account *a, void *ud)
+{
+    struct migration *m = ud;
+    m->accounts++;
+    return mig_step(m, m->to->account_create(m->db, host, user, a));
+}
+
+static int mig_doc(const char *host, const char *user, const char *store,
+                   const char *key, const void *data, size_t len, void *ud)
+{
+    struct migration *m = ud;
+    m->docs++;
+    return mig_step(m, m->to->kv_set(m->db, host, user, store, key,
+                                     data ? data : "", len));
+}
+
+static int mig_item(const char *host, const char *owner, int kind,
+                    const struct pl_archive_item *it, void *ud)
+{
+    struct migration *m = ud;
+    long long key;
+    m->items++;
+    return mig_step(m, m->to->archive_append(m->db, host, owner, kind, it, 0,
+                                             &key));
+}
+
+static int count_account(const char *host, const char *user,
+                         const struct pl_account *a, void *ud)
+{
+    ((struct migration *)ud)->accounts++;
+    return 0;
+}
+
+static int count_doc(const char *host, const char *user, const char *store,
+                     const char *key, const void *data, size_t len, void *ud)
+{
+    ((struct migration *)ud)->docs++;
+    return 0;
+}
+
+static int count_item(const char *host, const char *owner, int kind,
+                      const struct pl_archive_item *it, void *ud)
+{
+    ((struct migration *)ud)->items++;
+    return 0;
+}
+
+/* Counts what a store holds; PL_OK or the walk's error. */
+static int mig_count(const struct pl_storage_driver *d, void *h,
+                     struct migration *c)
+{
+    int rc = d->account_all(h, count_account, c);
+    if (rc == PL_OK)
+        rc = d->kv_all(h, count_doc, c);
+    if (rc == PL_OK)
+        rc = d->archive_all(h, count_item, c);
+    return rc;
+}
+
+/*
+ * parleyctl migrate --from DRIVER --to DRIVER: copies every account (with
+ * its SCRAM and digest keys), every per-user document (rosters, offline
+ * messages, vCards, PEP, rooms, fleet state...) and every archive, in
+ * archive order, from one driver's store to another's, as the
+ * configuration (and --set) describes both; the destination must be
+ * empty.  Then counts both and says whether they match.
+ */
+static int cmd_migrate(int n, char **a)
+{
+    const char *from = NULL, *to = NULL;
+    for (int i = 0; i + 1 < n; i += 2) {
+        if (strcmp(a[i], "--from") == 0)
+            from = a[i + 1];
+        else if (strcmp(a[i], "--to") == 0)
+            to = a[i + 1];
+    }
+    if (!from || !to || n != 4)
+        return usage();
+    const struct pl_storage_driver *src = pl_storage_driver_find(from);
+    const struct pl_storage_driver *dst = pl_storage_driver_find(to);
+    if (!src || !dst || src == dst || !src->account_all || !dst->account_all) {
+        fprintf(stderr,
+                "parleyctl: cannot migrate from '%s' to '%s' "
+                "(two different drivers: sqlite, postgresql)\n",
+                from, to);
+        return 2;
+    }
+    void *sdb = NULL, *ddb = NULL;
+    int rc = 1;
+    struct migration m = {.to = dst}, before = {0}, after = {0}, have = {0};
+    if (src->open(&config->s, &sdb) != PL_OK) {
+        fprintf(stderr, "parleyctl: cannot open the %s store\n", from);
+        goto out;
+    }
+    if (dst->open(&config->s, &ddb) != PL_OK) {
+        fprintf(stderr, "parleyctl: cannot open the %s store\n", to);
+        goto out;
+    }
+    m.db = ddb;
+    if (mig_count(dst, ddb, &have) != PL_OK) {
+        fprintf(stderr, "parleyctl: cannot read the %s store\n", to);
+        goto out;
+    }
+    if (have.accounts || have.docs || have.items) {
+        fprintf(stderr,
+                "parleyctl: the %s store is not empty (%ld accounts, %ld "
+                "documents, %ld archived messages); nothing copied\n",
+                to, have.accounts, have.docs, have.items);
+        goto out;
+    }
+    dst->begin(ddb);
+    int r = src->account_all(sdb, mig_account, &m);
+    if (r == PL_OK && m.rc == PL_OK)
+        r = src->kv_all(sdb, mig_doc, &m);
+    if (r == PL_OK && m.rc == PL_OK)
+        r = src->archive_all(sdb, mig_item, &m);
+    dst->commit(ddb);
+    if (r != PL_OK || m.rc != PL_OK) {
+        fprintf(stderr,
+                "parleyctl: migration failed (%s) after %ld "
+                "accounts, %ld documents, %ld archived messages\n",
+                pl_strerror(r != PL_OK ? r : m.rc), m.accounts, m.docs,
+                m.items);
+        goto out;
+    }
+    /* Verify: both stores counted again (parleyd should not be writing
+     * to the source meanwhile; if it is, the counts say so). */
+    if (mig_count(src, sdb, &before) != PL_OK ||
+        mig_count(dst, ddb, &after) != PL_OK) {
+        fprintf(stderr, "parleyctl: cannot count the stores\n");
+        goto out;
+    }
+    printf("copied %ld accounts, %ld documents, %ld archived messages from "
+           "%s to %s\n",
+           m.accounts, m.docs, m.items, from, to);
+    if (before.accounts != after.accounts || before.docs != after.docs ||
+        before.items != after.items) {
+        fprintf(stderr,
+                "parleyctl: counts differ: %s has %ld/%ld/%ld, %s has "
+                "%ld/%ld/%ld (accounts/documents/messages)\n",
+                from, before.accounts, before.docs, before.items, to,
+                after.accounts, after.docs, after.items);
+        goto out;
+    }
+    printf("verified: %s and %s both hold %ld accounts, %ld documents, %ld "
+           "archived messages\n",
+           from, to, after.accounts, after.docs, after.items);
+    rc = 0;
+out:
+    if (sdb)
+        src->close(sdb);
+    if (ddb)
+        dst->close(ddb);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *path = NULL;
@@ -1353,6 +1535,8 @@ int main(int argc, char **argv)
         rc = cmd_announce(n, a);
     else if (strcmp(cmd, "gateway") == 0)
         rc = cmd_gateway(n, a);
+    else if (strcmp(cmd, "migrate") == 0)
+        rc = cmd_migrate(n, a);
     else
         rc = usage();
     if (db)

@@ -43,7 +43,11 @@ static const struct pl_option server_opts[] = {
 
 static const struct pl_option storage_opts[] = {
     {"driver", PL_OPT_STRING, "\"sqlite\"", 0, 0, NULL,
-     "Storage driver: sqlite.", S(storage_driver)},
+     "Storage driver: sqlite or postgresql.", S(storage_driver)},
+    {"postgresql", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "PostgreSQL connection string (libpq: \"host=... dbname=... "
+     "user=...\" or a postgresql:// URI), for driver postgresql.",
+     S(postgresql)},
     {"sqlite_path", PL_OPT_STRING, "\"\"", 0, 0, NULL,
      "SQLite database file; empty means <data_dir>/parley.db.", S(sqlite_path)},
     {"sqlite_synchronous", PL_OPT_ENUM, "\"full\"", 0, 0, sync_modes,

@@ -84,6 +84,7 @@ struct pl_settings {
     char *storage_driver;
     char *sqlite_path;
     int sqlite_synchronous;
+    char *postgresql; /* libpq connection string (driver postgresql) */
     /* limits */
     long max_stanza_size;
     long max_depth;

@@ -5,6 +5,7 @@
  */
 #include "storage.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -35,6 +36,7 @@ static struct pl_barrier *current; /* loop thread only */
 static const struct pl_storage_driver *driver;
 static void *db;
 static struct pl_workq *queue;
+static atomic_int unavailable; /* set by the driver, read by the loop */
 
 static void batch(void *ctx, int begin)
 {
@@ -178,6 +180,16 @@ void pl__storage_close(void)
     if (driver && db)
         driver->close(db);
     db = NULL;
+}
+
+void pl_storage_set_unavailable(int on)
+{
+    atomic_store(&unavailable, on != 0);
+}
+
+int pl_storage_unavailable(void)
+{
+    return atomic_load(&unavailable);
 }
 
 size_t pl_storage_pending(void)

@@ -165,6 +165,23 @@ struct pl_storage_driver {
     /* Removes one archive entirely (account_delete does it for users). */
     int (*archive_clear)(void *db, const char *host, const char *owner,
                          int kind);
+    /* Whole-store walks, for parleyctl migrate; fn returns non-zero to
+     * stop early.  Every account with its keys, in (host, user) order. */
+    int (*account_all)(void *db,
+                       int (*fn)(const char *host, const char *user,
+                                 const struct pl_account *a, void *ud),
+                       void *ud);
+    /* Every document, in (host, user, store, key) order. */
+    int (*kv_all)(void *db,
+                  int (*fn)(const char *host, const char *user,
+                            const char *store, const char *key,
+                            const void *data, size_t len, void *ud),
+                  void *ud);
+    /* Every archived item, each archive's in archive order. */
+    int (*archive_all)(void *db,
+                       int (*fn)(const char *host, const char *owner, int kind,
+                                 const struct pl_archive_item *it, void *ud),
+                       void *ud);
 };
 
 /* Runs on the storage thread with the driver and its handle. */
@@ -247,6 +264,17 @@ struct pl_barrier *pl_barrier_hold(void);
 
 /* Driver by name among the modules' provided services. */
 const struct pl_storage_driver *pl_storage_driver_find(const char *name);
+
+/*
+ * Outages.  A driver whose database cannot be reached (a lost connection
+ * it keeps trying to restore, with the storage thread waiting) says so
+ * with pl_storage_set_unavailable(1), and (0) once it is back; any
+ * thread.  While it is unavailable, front ends refuse new requests with
+ * <resource-constraint/> (type wait) instead of letting them wait for an
+ * answer that cannot come yet; what was queued before completes later.
+ */
+void pl_storage_set_unavailable(int on);
+int pl_storage_unavailable(void);
 
 /* Server lifetime. */
 int pl__storage_open(const struct pl_settings *s);

@@ -875,6 +875,106 @@ static int archive_clear(void *p, const char *host, const char *owner, int kind)
     return rc;
 }
 
+/* ---- whole-store walks (parleyctl migrate) ---- */
+
+/* Prepares a statement used once. */
+static sqlite3_stmt *once(struct db *d, const char *q)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(d->h, q, -1, &st, NULL) != SQLITE_OK) {
+        pl_log_error("sqlite", "prepare: %s", sqlite3_errmsg(d->h));
+        return NULL;
+    }
+    return st;
+}
+
+static int account_all(void *p,
+                       int (*fn)(const char *host, const char *user,
+                                 const struct pl_account *a, void *ud),
+                       void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = once(d, "SELECT host, user FROM accounts"
+                               " ORDER BY host, user");
+    if (!st)
+        return PL_ESTORAGE;
+    int rc, r = PL_OK;
+    struct pl_account a;
+    while (r == PL_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *host = (const char *)sqlite3_column_text(st, 0);
+        const char *user = (const char *)sqlite3_column_text(st, 1);
+        r = account_get(d, host, user, &a);
+        if (r == PL_OK && fn(host, user, &a, ud))
+            break;
+    }
+    if (r == PL_OK && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        r = PL_ESTORAGE;
+    sqlite3_finalize(st);
+    memset(&a, 0, sizeof(a));
+    return r;
+}
+
+static int kv_all(void *p,
+                  int (*fn)(const char *host, const char *user,
+                            const char *store, const char *key,
+                            const void *data, size_t len, void *ud),
+                  void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = once(d, "SELECT host, user, store, key, value FROM kv"
+                               " ORDER BY host, user, store, key");
+    if (!st)
+        return PL_ESTORAGE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn((const char *)sqlite3_column_text(st, 0),
+               (const char *)sqlite3_column_text(st, 1),
+               (const char *)sqlite3_column_text(st, 2),
+               (const char *)sqlite3_column_text(st, 3),
+               sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4),
+               ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
+static int archive_all(void *p,
+                       int (*fn)(const char *host, const char *owner, int kind,
+                                 const struct pl_archive_item *it, void *ud),
+                       void *ud)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = once(d, "SELECT a.host, a.owner, a.kind, i.id, i.sid,"
+                               " i.ts, i.peer, i.peer_res, i.dir, i.xml"
+                               " FROM archive i JOIN archives a"
+                               " ON a.aid = i.aid ORDER BY i.id");
+    if (!st)
+        return PL_ESTORAGE;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct pl_archive_item it = {
+            .key = sqlite3_column_int64(st, 3),
+            .sid = (const char *)sqlite3_column_text(st, 4),
+            .ts = sqlite3_column_int64(st, 5),
+            .with = (const char *)sqlite3_column_text(st, 6),
+            .with_res = (const char *)sqlite3_column_text(st, 7),
+            .dir = sqlite3_column_int(st, 8),
+            .xml = sqlite3_column_blob(st, 9),
+            .xml_len = (size_t)sqlite3_column_bytes(st, 9),
+        };
+        if (fn((const char *)sqlite3_column_text(st, 0),
+               (const char *)sqlite3_column_text(st, 1),
+               sqlite3_column_int(st, 2), &it, ud)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? PL_OK : PL_ESTORAGE;
+}
+
 static const struct pl_storage_driver driver = {
     .name = "sqlite",
     .open = db_open,
@@ -899,6 +999,9 @@ static const struct pl_storage_driver driver = {
     .archive_ends = archive_ends,
     .archive_expire = archive_expire,
     .archive_clear = archive_clear,
+    .account_all = account_all,
+    .kv_all = kv_all,
+    .archive_all = archive_all,
 };
 
 const struct pl_module pl_mod_storage_sqlite = {

@@ -42,6 +42,7 @@
 #include "scram.h"
 #include "server.h"
 #include "sm.h"
+#include "storage.h"
 #include "stats.h"
 #include "work.h"
 #include "xml.h"
@@ -491,6 +492,14 @@ static void update_presence(struct c2s *c, struct pl_stanza *st)
     c->sess.presence = pl_stanza_ref(st);
 }
 
+/* A message or an IQ request: what a storage outage refuses. */
+static int wants_answer(const char *name, const char *type)
+{
+    if (strcmp(name, "iq") == 0)
+        return strcmp(type, "get") == 0 || strcmp(type, "set") == 0;
+    return strcmp(name, "message") == 0 && !(type && !strcmp(type, "error"));
+}
+
 static void on_bound_stanza(struct c2s *c, struct pl_stanza *st)
 {
     struct pl_node *root = pl_stanza_root(st);
@@ -519,6 +528,15 @@ static void on_bound_stanza(struct c2s *c, struct pl_stanza *st)
     }
     if (tj && strcmp(to, tj->full) != 0)
         pl_stanza_set_attr(st, "to", tj->full); /* normalized form */
+    if (pl_storage_unavailable() && wants_answer(name, type)) {
+        /* The database is unreachable: a message or a request would wait
+         * unanswered (and unacknowledged) until it returns; refuse it
+         * now so that the client knows to retry (RFC 6120 §8.3.3.18). */
+        pl_route_error(st, PL_ERESOURCE_CONSTRAINT,
+                       "storage unavailable; try again later");
+        pl_jid_free(tj);
+        return;
+    }
     if (!tj && strcmp(name, "presence") == 0)
         update_presence(c, st);
     pl_route(st, c->sess.jid, tj, &c->sess);

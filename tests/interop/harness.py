@@ -56,6 +56,10 @@ Environment:
   PARLEY_LOG_LEVEL      server log level (default info)
   PARLEY_REFERENCE=prosody  run the same tests against Prosody instead: a
                    check of the tests themselves, not of parleyd.
+  PARLEY_STORAGE=postgresql  every Server() stores in PostgreSQL: one
+                   throwaway cluster per script (pg_common.shared()),
+                   a database of its own per Server; the cluster stops
+                   after the servers (after_servers).
 
 To extend: add a keyword to Server() for a new setting and render it in
 _parley_config(); helpers every script needs go here, test steps do not.
@@ -216,6 +220,25 @@ def _stop_all(grace, helper_grace):
             srv.term_sent = True
     for srv in running:
         srv.stop(grace)
+    _run_after_servers()
+
+
+_after = []  # callables run once the servers are stopped
+
+
+def after_servers(fn):
+    """finish() calls fn() after it stopped every server: for services
+    the servers use (a database), which must outlive them."""
+    _after.append(fn)
+
+
+def _run_after_servers():
+    while _after:
+        fn = _after.pop(0)
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - report, go on stopping
+            check("%s: stopping a service" % SCRIPT, False, repr(e))
 
 
 def run_main(fn):
@@ -263,6 +286,7 @@ def _kill_everything():
     for srv in _servers_all:
         if srv.alive():
             _signal(srv.proc.pid, signal.SIGKILL, group=True)
+    _run_after_servers()
 
 
 def _excepthook(tp, value, tb):
@@ -301,6 +325,7 @@ for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
 
 _servers_all = []
 _unique_counter = [0]
+_pg_dbs = [0]  # PostgreSQL databases made for servers so far
 
 
 def unique(prefix):
@@ -443,6 +468,20 @@ class Server:
             "PARLEYCTL", os.path.join(os.path.dirname(self.bin), "parleyctl")))
         os.makedirs(os.path.join(self.dir, "var"), exist_ok=True)
         _servers_all.append(self)
+        # PARLEY_STORAGE=postgresql: a database of its own in the
+        # script's cluster; None if that could not be had (start() says).
+        self.storage = os.environ.get("PARLEY_STORAGE", "sqlite")
+        self.pg_conninfo = None
+        if self.storage == "postgresql" and not self.reference:
+            import pg_common
+            pg = pg_common.shared()
+            if pg:
+                _pg_dbs[0] += 1
+                db = "parley_%d" % _pg_dbs[0]
+                rc, out = pg.psql("CREATE DATABASE %s OWNER parley" % db)
+                if check(self.label + ": PostgreSQL database " + db,
+                         rc == 0, out):
+                    self.pg_conninfo = pg.conninfo("parley", db)
 
     # -- configuration
 
@@ -455,6 +494,13 @@ class Server:
             out.append("{ " + " ".join('%s = "%s";' % kv for kv in h.items())
                        + extra + " }")
         return ",\n  ".join(out)
+
+    def _storage_config(self, var):
+        if self.storage == "postgresql":
+            return 'storage: { driver = "postgresql"; postgresql = "%s"; };' \
+                % self.pg_conninfo
+        return 'storage: { driver = "sqlite"; sqlite_path = "%s/parley.db"; };' \
+            % var
 
     def _parley_config(self):
         var = os.path.join(self.dir, "var")
@@ -471,7 +517,7 @@ class Server:
             s2s_listener += ",\n  " + self.listeners_extra
         return """# written by tests/interop/harness.py
 server: { data_dir = "%(var)s"; log_level = "%(log)s"; };
-storage: { driver = "sqlite"; sqlite_path = "%(var)s/parley.db"; };
+%(storage)s
 listeners = (
   { protocol = "c2s"; address = "127.0.0.1"; port = %(p1)d; tls = "starttls"; },
   { protocol = "c2s"; address = "127.0.0.1"; port = %(p2)d; tls = "direct"; }%(s2sl)s
@@ -490,7 +536,8 @@ c2s: { require_encryption = %(re)s; %(cx)s };
            "extra": self.extra, "lx": self.limits_extra,
            "cx": self.c2s_extra, "rx": self.register_extra,
            "hosts": self._hosts_config(),
-           "s2sl": s2s_listener, "s2sg": s2s_group}
+           "s2sl": s2s_listener, "s2sg": s2s_group,
+           "storage": self._storage_config(var)}
 
     def _prosody_config(self):
         """Reference mode: Prosody with the same ports and policies."""
@@ -544,6 +591,10 @@ VirtualHost "localhost"
             conf = self._prosody_config()
             argv = ["prosody", "--config", self.conf_path, "-F"]
         else:
+            if self.storage == "postgresql" and not self.pg_conninfo:
+                check(self.label + " has its PostgreSQL database", False,
+                      "PARLEY_STORAGE=postgresql and no cluster (above)")
+                return False
             conf = self._parley_config()
             argv = [self.bin, "--config", self.conf_path]
             wrapper = os.environ.get("PARLEYD_WRAPPER", "")

@@ -193,9 +193,21 @@ async def register(user, password, direct=False):
 def digest_keys(user):
     """The digest keys stored for user@srv.domain, {algorithm: hex HA1}
     (algorithm 0 MD5, 1 SHA-256: enum pl_digest_alg), read from parleyd's
-    SQLite file; None in reference mode."""
+    SQLite file (or its PostgreSQL database, PARLEY_STORAGE=postgresql);
+    None in reference mode."""
     if srv.reference:
         return None
+    if srv.storage == "postgresql":
+        import pg_common
+        db = re.search(r"dbname=(\S+)", srv.pg_conninfo).group(1)
+        rc, out = pg_common.shared().psql(
+            "SELECT alg || ':' || encode(ha1, 'hex') FROM digest_keys"
+            " WHERE host = '%s' AND username = '%s'"
+            % (srv.domain.replace("'", "''"), user.replace("'", "''")), db)
+        if rc != 0:
+            return {"error": out}
+        return {int(a): h for a, h in (line.split(":") for line in
+                                       out.split() if ":" in line)}
     con = sqlite3.connect(os.path.join(srv.dir, "var", "parley.db"),
                           timeout=10)
     try:
