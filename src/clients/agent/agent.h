@@ -147,6 +147,7 @@ struct pl_agent_media {
     int max_peers;               /* --max-peers: downloads served at once */
     unsigned long long max_rate; /* --max-upload-rate, bytes/s (0: none) */
     int max_fetches;             /* --max-fetches: downloads at once */
+    int prefer_peers;            /* --prefer-peers: the server last */
     struct pl_peer *peer;        /* the peer server, or NULL */
     struct pl_agent_file *files; /* verified files of the cache */
     int nfiles;
@@ -170,7 +171,8 @@ void pl_agent_media_report(struct pl_agent *a, const unsigned char *sha256,
 
 /*
  * Options --cache DIR, --serve ADDR:PORT, --serve-url URL,
- * --max-peers N, --max-upload-rate BYTES, --max-fetches N; share.c parses them
+ * --max-peers N, --max-upload-rate BYTES, --max-fetches N,
+ * --prefer-peers; share.c parses them
  * (pl_agent_media_opt: 1 if argv[*i] was one, advancing *i; 0 if not; -1
  * on a bad value).  pl_agent_media_init sets a->media up when --cache was
  * given: the peer server runs, every verified file of the cache is

@@ -78,8 +78,7 @@ struct pl_agent_fetch {
 
 /* ------------------------------------------------------------ answers */
 
-static void answer(struct pl_agent_fetch *j, const char *status,
-                   json_t *result)
+static void answer(struct pl_agent_fetch *j, const char *status, json_t *result)
 {
     json_t *r = json_object();
     if (j->id)
@@ -210,12 +209,13 @@ static void on_event(const struct pl_fetch_event *ev, void *ud)
             char *q = strstr(url, "token=");
             if (q)
                 q[-1] = '\0'; /* no tokens in answers or logs */
-            json_array_append_new(
-                list, json_pack("{s:s, s:b, s:I, s:i, s:b, s:b}", "url", url,
-                                "server", s->is_server, "bytes",
-                                (json_int_t)s->bytes, "bad_pieces",
-                                s->bad_pieces, "banned", s->banned, "lost",
-                                s->lost));
+            json_array_append_new(list,
+                                  json_pack("{s:s, s:b, s:I, s:i, s:b, s:b}",
+                                            "url", url, "server", s->is_server,
+                                            "bytes", (json_int_t)s->bytes,
+                                            "bad_pieces", s->bad_pieces,
+                                            "banned", s->banned, "lost",
+                                            s->lost));
         }
         json_decref(j->sources);
         j->sources = list;
@@ -242,15 +242,16 @@ static void *job_main(void *arg)
             j->have_hash = 1;
             struct pl_fetch_opts o = {.cache_dir = a->media->cache_dir,
                                       .ca_file = a->o.ca_file,
-                                      .insecure = a->o.insecure};
+                                      .insecure = a->o.insecure,
+                                      .server_last = a->media->prefer_peers};
             rc = pl_fetch_run(&m, &o, on_event, j, &j->stop);
             if (rc != PL_MEDIA_OK)
                 snprintf(j->err, sizeof(j->err), "%s",
-                         rc == PL_FETCH_ESOURCES  ? "every source failed"
-                         : rc == PL_FETCH_EVERIFY ? "the file failed "
-                                                    "verification"
-                         : rc == PL_FETCH_EIO     ? "the cache cannot be "
-                                                    "written"
+                         rc == PL_FETCH_ESOURCES   ? "every source failed"
+                         : rc == PL_FETCH_EVERIFY  ? "the file failed "
+                                                     "verification"
+                         : rc == PL_FETCH_EIO      ? "the cache cannot be "
+                                                     "written"
                          : rc == PL_FETCH_ESTOPPED ? "stopped"
                                                    : "download failed");
         }
@@ -368,14 +369,16 @@ int pl_agent_fetch_command(struct pl_agent *a, const char *from,
     if (hash && pl_cache_lookup(m->cache_dir, sha, path, sizeof(path)) == 1) {
         char hex[65];
         pl_media_hex(sha, 32, hex);
-        struct pl_agent_fetch tmp = {.a = a, .to = (char *)from,
-                                     .type = (char *)type, .id = (char *)id};
+        struct pl_agent_fetch tmp = {.a = a,
+                                     .to = (char *)from,
+                                     .type = (char *)type,
+                                     .id = (char *)id};
         answer(&tmp, "ok",
-               json_pack("{s:s, s:s, s:b, s:i, s:i, s:f}", "hash", hex,
-                         "path", path, "cached", 1, "from_server", 0,
-                         "from_peers", 0, "seconds", 0.0));
-        pl_agent_emit("fetched", json_pack("{s:s, s:b}", "hash", hex,
-                                           "cached", 1));
+               json_pack("{s:s, s:s, s:b, s:i, s:i, s:f}", "hash", hex, "path",
+                         path, "cached", 1, "from_server", 0, "from_peers", 0,
+                         "seconds", 0.0));
+        pl_agent_emit("fetched",
+                      json_pack("{s:s, s:b}", "hash", hex, "cached", 1));
         pl_agent_media_share(a, sha, path);
         return 1;
     }
@@ -420,8 +423,8 @@ static void finish(struct pl_agent *a, struct pl_agent_fetch *j)
     json_t *res = json_pack("{s:s, s:I, s:b, s:I, s:I, s:f}", "hash", hex,
                             "size", (json_int_t)j->total, "cached", 0,
                             "from_server", (json_int_t)j->from_server,
-                            "from_peers", (json_int_t)j->from_peers,
-                            "seconds", secs);
+                            "from_peers", (json_int_t)j->from_peers, "seconds",
+                            secs);
     if (j->sources)
         json_object_set(res, "sources", j->sources);
     if (j->rc == PL_MEDIA_OK && j->path) {
@@ -435,8 +438,7 @@ static void finish(struct pl_agent *a, struct pl_agent_fetch *j)
             pl_media_b64(j->sha256, 32, b64, sizeof(b64));
             snprintf(n1, sizeof(n1), "%llu",
                      (unsigned long long)j->from_server);
-            snprintf(n2, sizeof(n2), "%llu",
-                     (unsigned long long)j->from_peers);
+            snprintf(n2, sizeof(n2), "%llu", (unsigned long long)j->from_peers);
             char *iid = xmpp_uuid_gen(a->ctx);
             xmpp_stanza_t *iq = xmpp_iq_new(a->ctx, "set", iid);
             xmpp_stanza_set_to(iq, to);
@@ -464,9 +466,8 @@ static void finish(struct pl_agent *a, struct pl_agent_fetch *j)
         pl_agent_media_share(a, j->sha256, j->path);
     } else {
         json_object_set_new(res, "error", json_string(j->err));
-        pl_agent_log("fetch %s failed: %s", j->metalink_url ? j->metalink_url
-                                                            : hex,
-                     j->err);
+        pl_agent_log("fetch %s failed: %s",
+                     j->metalink_url ? j->metalink_url : hex, j->err);
         pl_agent_emit("fetch-failed", json_deep_copy(res));
         answer(j, "failed", res);
     }
@@ -496,12 +497,10 @@ void pl_agent_fetch_poll(struct pl_agent *a)
         }
         pthread_mutex_lock(&j->lock);
         for (int i = 0; i < j->nbad; i++) {
-            pl_agent_media_report(a, j->sha256, j->bad[i].piece,
-                                  j->bad[i].url);
-            pl_agent_emit("piece-bad",
-                          json_pack("{s:I, s:s?}", "piece",
-                                    (json_int_t)j->bad[i].piece, "source",
-                                    j->bad[i].url));
+            pl_agent_media_report(a, j->sha256, j->bad[i].piece, j->bad[i].url);
+            pl_agent_emit("piece-bad", json_pack("{s:I, s:s?}", "piece",
+                                                 (json_int_t)j->bad[i].piece,
+                                                 "source", j->bad[i].url));
             free(j->bad[i].url);
         }
         j->nbad = 0;

@@ -115,7 +115,9 @@ static int usage_to(FILE *f)
             "4)\n"
             "  --max-upload-rate B    bytes/s served, all downloads "
             "(default: no cap)\n"
-            "  --max-fetches N        downloads at once (default 2)\n%s",
+            "  --max-fetches N        downloads at once (default 2)\n"
+            "  --prefer-peers         fetch from peers, the server only "
+            "when none is left\n%s",
             pl_cl_opts_help);
     return PL_EXIT_USAGE;
 }

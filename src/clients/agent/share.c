@@ -76,6 +76,15 @@ int pl_agent_media_opt(struct pl_agent *a, int argc, char **argv, int *i)
 {
     static struct pl_agent_media m;
     const char *o = argv[*i];
+    if (!strcmp(o, "--prefer-peers")) {
+        if (!a->media) {
+            m.max_peers = 4;
+            m.max_fetches = 2;
+            a->media = &m;
+        }
+        m.prefer_peers = 1;
+        return 1;
+    }
     if (strcmp(o, "--cache") && strcmp(o, "--serve") &&
         strcmp(o, "--serve-url") && strcmp(o, "--max-peers") &&
         strcmp(o, "--max-upload-rate") && strcmp(o, "--max-fetches"))
@@ -159,8 +168,7 @@ static void *scan_main(void *arg)
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue;
         if (hash_file(path, got) != 0 || memcmp(got, want, 32) != 0) {
-            pl_agent_log("cache: %s does not match its name; not shared",
-                         path);
+            pl_agent_log("cache: %s does not match its name; not shared", path);
             continue;
         }
         pthread_mutex_lock(&sc->lock);
@@ -292,8 +300,7 @@ static void announce(struct pl_agent *a, struct pl_agent_file *f, int listed)
     static unsigned seq;
     snprintf(f->iq_id, sizeof(f->iq_id), "media-a%u", ++seq);
     xmpp_stanza_t *iq;
-    xmpp_stanza_t *p = media_iq(a, "set", "announce", f->sha256, f->iq_id,
-                                &iq);
+    xmpp_stanza_t *p = media_iq(a, "set", "announce", f->sha256, f->iq_id, &iq);
     char n[16];
     snprintf(n, sizeof(n), "%d", listed ? m->max_peers : 0);
     xmpp_stanza_set_attribute(p, "max-concurrent", n);
@@ -340,8 +347,8 @@ static int on_announced(xmpp_conn_t *conn, xmpp_stanza_t *st, void *ud)
     }
     if (f->state == F_LISTING) {
         f->state = F_LISTED;
-        pl_agent_emit("shared", json_pack("{s:s, s:s}", "hash", f->hex,
-                                          "path", f->path));
+        pl_agent_emit("shared",
+                      json_pack("{s:s, s:s}", "hash", f->hex, "path", f->path));
         return 0;
     }
     xmpp_stanza_t *k = xmpp_stanza_get_child_by_name_and_ns(st, "key",
@@ -480,8 +487,8 @@ static void take_scanned(struct pl_agent *a)
     if (!done)
         return;
     pthread_join(sc->th, NULL);
-    pl_agent_emit("cache", json_pack("{s:s, s:i}", "dir", m->cache_dir,
-                                     "files", m->nfiles));
+    pl_agent_emit("cache", json_pack("{s:s, s:i}", "dir", m->cache_dir, "files",
+                                     m->nfiles));
     free(sc->paths);
     free(sc->sums);
     free(sc->dir);
