@@ -169,8 +169,10 @@ def run(name, srv, fid, hexd, size, base):
 def main():
     port = harness.free_ports(1)[0]
     srv = harness.Server(
+        # Every agent comes from 127.0.0.1 here, with 4 streams each.
         listeners_extra='{ protocol = "http"; address = "127.0.0.1"; '
-                        'port = %d; }' % port,
+                        'port = %d; max_connections_per_ip = 100000; }'
+                        % port,
         host_extra="modules = [%s];" % MODULES,
         register_extra="per_ip_per_minute = 100000;",
         extra="upload: { url = \"http://127.0.0.1:%d\"; "

@@ -26,7 +26,9 @@
  * Failures: a bad piece bans its source (PIECE_BAD, BANNED); an error
  * (refused, timeout, non-206, wrong Content-Range, more or fewer bytes, a
  * stall past stall_ms) counts against the source, and the second in a
- * row drops it (LOST).  A 503 (a peer at its cap) pauses the source, 0.5
+ * row drops it (LOST); the server, the source of last resort, is paused
+ * instead (0.5 s doubling to 8 s) and dropped at the eighth failure in a
+ * row.  A 503 (a peer at its cap) pauses the source, 0.5
  * s doubling up to 8 s; the seventh in a row drops it.  A peer beyond max_peers replaces one that is
  * gone.  Nothing left: PL_FETCH_ESOURCES, the .part kept for a resume.
  *
@@ -54,6 +56,7 @@
 #define HAVE_HDR 28 /* magic, size (8), piece size (4), pieces (8) */
 #define MAX_DUP_PIECE (64u * 1024 * 1024) /* larger pieces: no endgame */
 #define BUSY_TRIES 6                      /* 503 answers before LOST */
+#define SERVER_TRIES 8 /* failures in a row before the server is LOST */
 
 enum {
     S_RESERVE,
@@ -392,10 +395,24 @@ static void drop(struct fetch *f, size_t si, int state)
 
 static void src_error(struct fetch *f, size_t si)
 {
-    if (f->s[si].state != S_ACTIVE)
+    struct src *s = &f->s[si];
+    if (s->state != S_ACTIVE)
         return;
-    if (++f->s[si].errors >= 2)
+    s->errors++;
+    if (!f->pub[si].is_server) {
+        if (s->errors >= 2)
+            drop(f, si, S_LOST);
+        return;
+    }
+    /* The server is the source of last resort: a refused or cut request
+     * (its per-address connection cap, a restart) pauses it, 0.5 s
+     * doubling to 8 s, and only SERVER_TRIES failures in a row drop it. */
+    if (s->errors >= SERVER_TRIES) {
         drop(f, si, S_LOST);
+        return;
+    }
+    long long pause = 500LL << (s->errors - 1);
+    s->busy_until = now_ms() + (pause > 8000 ? 8000 : pause);
 }
 
 /* Bytes/s per request of a source: from its pieces, else from a request
