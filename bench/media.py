@@ -32,7 +32,8 @@ server and from peers, parleyd's CPU seconds.  Every run starts from
 empty caches.
 
 Sizes: BENCH_MEDIA_AGENTS [50], BENCH_MEDIA_MB [200], BENCH_MEDIA_SEEDS
-[2], BENCH_MEDIA_RUNS [server peers staged], BENCH_KEEP=1 keeps the
+[2], BENCH_MEDIA_PEER_SLOTS [16] (each peer's --max-peers),
+BENCH_MEDIA_RUNS [server peers staged], BENCH_KEEP=1 keeps the
 temporary directory.  Writes bench/results/<date>-media.md and .jsonl.
 """
 
@@ -57,6 +58,7 @@ from test_upload import slot  # noqa: E402
 N = int(os.environ.get("BENCH_MEDIA_AGENTS", "50"))
 MB = int(os.environ.get("BENCH_MEDIA_MB", "200"))
 SEEDS = int(os.environ.get("BENCH_MEDIA_SEEDS", "2"))
+PEER_SLOTS = os.environ.get("BENCH_MEDIA_PEER_SLOTS", "16")
 RUNS = os.environ.get("BENCH_MEDIA_RUNS", "server peers staged").split()
 MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
            '"offline", "upload", "media", "fleet"')
@@ -99,7 +101,7 @@ def wait_answers(agents, t0, timeout):
                     e.get("reply", {}).get("command") == "fetch",
                     max(0.0, deadline - time.monotonic()))
         if ev:
-            out[a.mac] = ev["reply"]
+            out[a.mac] = dict(ev["reply"], _ts=ev.get("ts"))
     # The time of the last answer, from the events' order of arrival:
     # each agent's reply event was read when it came, so take the clock
     # when wait() returned for the last one.
@@ -114,7 +116,7 @@ def run(name, srv, fid, hexd, size, base):
         d = os.path.join(base, "%s-%03d" % (name, i))
         extra = ["--cache", d] + extra_common
         if serve:
-            extra += ["--serve", "127.0.0.1:0", "--max-peers", "8"]
+            extra += ["--serve", "127.0.0.1:0", "--max-peers", PEER_SLOTS]
         if name == "staged":
             extra.append("--prefer-peers")
         a = Agent(srv, "02:17:%02x:%02x:00:%02x" % (RUNS.index(name), i >> 8,
@@ -129,6 +131,7 @@ def run(name, srv, fid, hexd, size, base):
     cpu0 = cpu_seconds(srv.proc.pid)
     payload = json.dumps({"command": "fetch", "hash": hexd})
     t0 = time.monotonic()
+    wall0 = time.time()
     if name == "staged":
         first, rest = agents[:SEEDS], agents[SEEDS:]
         srv.ctl("push", "--device", ",".join(a.localpart for a in first),
@@ -146,6 +149,11 @@ def run(name, srv, fid, hexd, size, base):
                 payload)
         answers, elapsed = wait_answers(agents, t0, 1800)
     cpu = cpu_seconds(srv.proc.pid) - cpu0
+    # When each agent answered (its event's wall clock), from the push.
+    done_at = sorted(
+        datetime.datetime.strptime(r["_ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        .replace(tzinfo=datetime.timezone.utc).timestamp() - wall0
+        for r in answers.values() if r.get("_ts"))
     sent = server_bytes(srv, fid) - sent0
     ok = [r for r in answers.values() if r.get("status") == "ok"]
     res = {
@@ -158,6 +166,7 @@ def run(name, srv, fid, hexd, size, base):
         "client_peer_bytes": sum(r["result"].get("from_peers", 0)
                                  for r in ok),
         "server_cpu_s": cpu,
+        "answer_s": [round(x, 2) for x in done_at],
     }
     for a in agents:
         a.stop()

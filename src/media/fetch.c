@@ -57,6 +57,7 @@
 #define MAX_DUP_PIECE (64u * 1024 * 1024) /* larger pieces: no endgame */
 #define BUSY_TRIES 6                      /* 503 answers before LOST */
 #define SERVER_TRIES 8 /* failures in a row before the server is LOST */
+#define PEER_TRIES 50  /* and a peer, preferring peers (server_last) */
 
 enum {
     S_RESERVE,
@@ -113,6 +114,9 @@ struct fetch {
     struct req *reqs;
     int io_error;
     long long last_progress;
+    long long next_refresh; /* opts.refresh_url: when to read it again */
+    char **owned;           /* URLs of sources that joined later */
+    size_t nowned;
     long long samp_t[8];
     uint64_t samp_b[8];
     unsigned nsamp;
@@ -360,10 +364,17 @@ static int peers_left(const struct fetch *f)
 
 static void activate_reserve(struct fetch *f)
 {
-    int active = 0;
+    /* A peer pausing after a busy answer does not count, up to twice
+     * max_peers in all: a reserve peer (one that joined since, say) works
+     * while the busy ones are waited for. */
+    int active = 0, all = 0;
+    long long t = now_ms();
     for (size_t i = 0; i < f->ns; i++)
-        active += !f->pub[i].is_server && f->s[i].state == S_ACTIVE;
-    while (active < f->o.max_peers) {
+        if (!f->pub[i].is_server && f->s[i].state == S_ACTIVE) {
+            all++;
+            active += f->s[i].busy_until <= t;
+        }
+    while (active < f->o.max_peers && all < 2 * f->o.max_peers) {
         size_t best = f->ns;
         for (size_t i = 0; i < f->ns; i++)
             if (f->s[i].state == S_RESERVE &&
@@ -373,6 +384,7 @@ static void activate_reserve(struct fetch *f)
             return;
         f->s[best].state = S_ACTIVE;
         active++;
+        all++;
     }
 }
 
@@ -399,20 +411,36 @@ static void src_error(struct fetch *f, size_t si)
     if (s->state != S_ACTIVE)
         return;
     s->errors++;
-    if (!f->pub[si].is_server) {
+    /* Preferring peers, a peer that refuses or cuts a request is most
+     * likely overloaded (past its connection cap it closes at once): it
+     * is paused as the server is, not dropped at the second failure. */
+    if (!f->pub[si].is_server && !f->o.server_last) {
         if (s->errors >= 2)
             drop(f, si, S_LOST);
         return;
     }
     /* The server is the source of last resort: a refused or cut request
      * (its per-address connection cap, a restart) pauses it, 0.5 s
-     * doubling to 8 s, and only SERVER_TRIES failures in a row drop it. */
+     * doubling to 8 s, and only SERVER_TRIES failures in a row drop it
+     * (and so a peer when preferring peers). */
+    long long t = now_ms();
+    if (!f->pub[si].is_server) {
+        /* An overloaded peer answers again within a moment: a short pause
+         * with jitter; PEER_TRIES failures in a row (about 15 s) drop it. */
+        if (s->errors >= PEER_TRIES) {
+            drop(f, si, S_LOST);
+            return;
+        }
+        s->busy_until = t + 200 + t % 200;
+        activate_reserve(f);
+        return;
+    }
     if (s->errors >= SERVER_TRIES) {
         drop(f, si, S_LOST);
         return;
     }
     long long pause = 500LL << (s->errors - 1);
-    s->busy_until = now_ms() + (pause > 8000 ? 8000 : pause);
+    s->busy_until = t + (pause > 8000 ? 8000 : pause);
 }
 
 /* Bytes/s per request of a source: from its pieces, else from a request
@@ -564,8 +592,8 @@ static void schedule(struct fetch *f, int no_hold)
                 }
                 continue;
             }
-            if (p != UINT64_MAX && server_waits)
-                break;
+            if (server_waits)
+                break; /* nor a duplicate: the peers finish it */
             struct req *r = dup_candidate(f, si);
             if (!r || start(f, si, r->piece, 1))
                 break;
@@ -657,12 +685,17 @@ static void finished(struct fetch *f, struct req *r, CURLcode rc)
         req_free(f, r);
         if (s->state != S_ACTIVE)
             return;
-        if (++s->busy > BUSY_TRIES) {
+        /* Preferring peers, a busy one is waited for, never dropped:
+         * the server would be the only other way. */
+        if (++s->busy > BUSY_TRIES && !f->o.server_last) {
             drop(f, si, S_LOST);
             return;
         }
         long long pause = 500LL << (s->busy - 1);
+        if (f->o.server_last)
+            pause = 200 + t % 200; /* peers free up often: ask soon */
         s->busy_until = t + (pause > 8000 ? 8000 : pause);
+        activate_reserve(f);
         return;
     }
     /* An empty answer (a 403 or 404 without a body) never reached
@@ -821,6 +854,65 @@ static int pausing(const struct fetch *f)
     return 0;
 }
 
+/* The length of url without its query (peers differ by path and host,
+ * and a new token must not make a known peer new). */
+static size_t url_key(const char *url)
+{
+    return strcspn(url, "?#");
+}
+
+/*
+ * Reads opts.refresh_url again and adds the peers that joined since as
+ * reserve sources (activated up to max_peers as others go).  A failed
+ * read is only skipped: the download goes on with what it has.
+ */
+static void refresh(struct fetch *f)
+{
+    struct pl_mlink m2 = {0};
+    char err[256];
+    if (pl_mlink_get(f->o.refresh_url, &f->o, 5000, &m2, err, sizeof(err)) !=
+            PL_MEDIA_OK ||
+        memcmp(m2.sha256, f->m->sha256, PL_MEDIA_HASH_LEN)) {
+        pl_mlink_free(&m2);
+        return;
+    }
+    for (size_t k = 0; k < m2.nurls && f->ns < PL_MLINK_MAX_URLS; k++) {
+        const char *u = m2.urls[k].url;
+        if (m2.urls[k].priority == 1)
+            continue; /* the server: there from the start */
+        size_t n = url_key(u), i;
+        for (i = 0; i < f->ns; i++)
+            if (url_key(f->pub[i].url) == n && !strncmp(f->pub[i].url, u, n))
+                break;
+        if (i < f->ns)
+            continue;
+        struct src *ns = realloc(f->s, (f->ns + 1) * sizeof(*ns));
+        if (ns)
+            f->s = ns;
+        struct pl_fetch_source *np = realloc(f->pub, (f->ns + 1) * sizeof(*np));
+        if (np)
+            f->pub = np;
+        char **no = realloc(f->owned, (f->nowned + 1) * sizeof(*no));
+        if (no)
+            f->owned = no;
+        char *copy = strdup(u);
+        if (!ns || !np || !no || !copy) {
+            free(copy);
+            break;
+        }
+        f->owned[f->nowned++] = copy;
+        memset(&f->s[f->ns], 0, sizeof(f->s[0]));
+        memset(&f->pub[f->ns], 0, sizeof(f->pub[0]));
+        f->pub[f->ns].url = copy;
+        f->s[f->ns].priority = m2.urls[k].priority;
+        f->s[f->ns].state = S_RESERVE;
+        f->s[f->ns].slots = f->o.per_source;
+        f->ns++;
+    }
+    pl_mlink_free(&m2);
+    activate_reserve(f);
+}
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 
 static void curl_init(void)
@@ -839,6 +931,7 @@ static int run(struct fetch *f, const volatile int *stop)
     if (!f->multi)
         return PL_MEDIA_ENOMEM;
     f->last_progress = 0;
+    f->next_refresh = now_ms() + f->o.refresh_ms;
     while (f->missing) {
         if (stop && *stop)
             return PL_FETCH_ESTOPPED;
@@ -854,7 +947,7 @@ static int run(struct fetch *f, const volatile int *stop)
         int running;
         curl_multi_perform(f->multi, &running);
         CURLMsg *msg;
-        int left;
+        int left, completed = 0;
         while ((msg = curl_multi_info_read(f->multi, &left))) {
             if (msg->msg != CURLMSG_DONE)
                 continue;
@@ -863,16 +956,24 @@ static int run(struct fetch *f, const volatile int *stop)
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
             if (r)
                 finished(f, r, res);
+            completed++;
         }
         if (f->io_error)
             return PL_FETCH_EIO;
         check_stalls(f);
         long long t = now_ms();
+        if (f->o.refresh_url && !f->whole && t >= f->next_refresh) {
+            refresh(f);
+            f->next_refresh = now_ms() + f->o.refresh_ms;
+        }
         if (t - f->last_progress >= 250) {
             f->last_progress = t;
             emit(f, PL_FETCH_PROGRESS, f->ns, -1);
         }
-        if (f->missing)
+        /* A request that just ended freed a slot: fill it at once (a
+         * wait here would idle every stream whose piece came in one go,
+         * as on a fast network they all do). */
+        if (f->missing && !completed)
             curl_multi_poll(f->multi, NULL, 0, 100, NULL);
     }
     emit(f, PL_FETCH_PROGRESS, f->ns, -1);
@@ -893,6 +994,9 @@ static void cleanup(struct fetch *f)
     free(f->inflight);
     free(f->s);
     free(f->pub);
+    for (size_t i = 0; i < f->nowned; i++)
+        free(f->owned[i]);
+    free(f->owned);
 }
 
 /* An empty file: nothing to download; its hash is known. */
@@ -939,6 +1043,8 @@ int pl_fetch_run(const struct pl_mlink *m, const struct pl_fetch_opts *opts,
         f.o.stall_ms = 10000;
     if (f.o.connect_ms <= 0)
         f.o.connect_ms = 5000;
+    if (f.o.refresh_ms <= 0)
+        f.o.refresh_ms = 2000;
     if (pl_cache_path(f.o.cache_dir, m->sha256, NULL, f.path, sizeof(f.path)) ||
         pl_cache_path(f.o.cache_dir, m->sha256, ".part", f.part,
                       sizeof(f.part)) ||
@@ -989,4 +1095,82 @@ int pl_fetch_run(const struct pl_mlink *m, const struct pl_fetch_opts *opts,
     rc = run(&f, stop);
     cleanup(&f);
     return rc;
+}
+
+/* ------------------------------------------------------- the Metalink */
+
+struct doc {
+    char *p;
+    size_t len;
+    int too_big;
+};
+
+static size_t on_doc(char *p, size_t sz, size_t n, void *ud)
+{
+    struct doc *b = ud;
+    size_t len = sz * n;
+    if (b->len + len > PL_MLINK_MAX_DOC) {
+        b->too_big = 1;
+        return 0;
+    }
+    char *np = realloc(b->p, b->len + len + 1);
+    if (!np)
+        return 0;
+    memcpy(np + b->len, p, len);
+    b->p = np;
+    b->len += len;
+    b->p[b->len] = '\0';
+    return len;
+}
+
+int pl_mlink_get(const char *url, const struct pl_fetch_opts *o,
+                 long timeout_ms, struct pl_mlink *m, char *err, size_t errlen)
+{
+    struct doc b = {0};
+    char errbuf[CURL_ERROR_SIZE] = "";
+    CURL *h = curl_easy_init();
+    if (!h) {
+        snprintf(err, errlen, "no memory");
+        return PL_MEDIA_ENOMEM;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "parley/" PL_VERSION);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+                     timeout_ms > 0 ? timeout_ms : 60000L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_doc);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    if (o && o->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, o->ca_file);
+    if (o && o->insecure) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    CURLcode rc = curl_easy_perform(h);
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(h);
+    int out = PL_MEDIA_OK;
+    if (rc != CURLE_OK) {
+        snprintf(err, errlen, "%.200s: %s", url,
+                 b.too_big ? "Metalink too large"
+                 : *errbuf ? errbuf
+                           : curl_easy_strerror(rc));
+        out = b.too_big ? PL_MEDIA_EINVAL : PL_FETCH_ECONNECT;
+    } else if (status != 200) {
+        snprintf(err, errlen, "%.200s: HTTP status %ld", url, status);
+        out = PL_MEDIA_EINVAL;
+    } else {
+        char why[256];
+        if (pl_mlink_parse(b.p ? b.p : "", b.len, m, why, sizeof(why)) !=
+            PL_MEDIA_OK) {
+            snprintf(err, errlen, "Metalink refused: %.250s", why);
+            out = PL_MEDIA_EINVAL;
+        }
+    }
+    free(b.p);
+    return out;
 }

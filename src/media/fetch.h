@@ -33,6 +33,7 @@
 #define PL_FETCH_EVERIFY (-11)  /* the whole file does not match */
 #define PL_FETCH_EIO (-12)      /* the cache or output could not be written */
 #define PL_FETCH_ESTOPPED (-13) /* *stop was set */
+#define PL_FETCH_ECONNECT (-14) /* the Metalink's server could not be reached */
 
 /* ---- metalink_parse.c ---- */
 
@@ -72,6 +73,18 @@ int pl_mlink_parse(const char *xml, size_t len, struct pl_mlink *m, char *err,
                    size_t errlen);
 void pl_mlink_free(struct pl_mlink *m);
 
+/*
+ * GETs the Metalink at url (http or https, with o's ca_file and insecure;
+ * at most PL_MLINK_MAX_DOC bytes, timeout_ms in all) and parses it into
+ * m.  PL_MEDIA_OK; PL_FETCH_ECONNECT when it could not be fetched (no
+ * connection, TLS, timeout); PL_MEDIA_EINVAL for an HTTP status other
+ * than 200, a document too large or not a valid Metalink.  err gets a
+ * message (it names url).  fetch.c.
+ */
+struct pl_fetch_opts;
+int pl_mlink_get(const char *url, const struct pl_fetch_opts *o,
+                 long timeout_ms, struct pl_mlink *m, char *err, size_t errlen);
+
 /* ---- cache.c ---- */
 
 /* The path of the verified copy of sha256 in dir, into out; 1 if it is
@@ -89,17 +102,21 @@ int pl_cache_sync_dir(const char *dir);
 /* ---- fetch.c ---- */
 
 struct pl_fetch_opts {
-    const char *cache_dir; /* required: where the file is assembled */
-    const char *ca_file;   /* trust anchors for https, or NULL */
-    int insecure;          /* accept any certificate (tests only) */
-    int max_peers;         /* peers used at once (0: 8; < 0: none) */
-    int per_source;        /* requests in flight per peer (default 2) */
-    int server_streams;    /* requests in flight to the server (default 4) */
-    long stall_ms;         /* a request with no byte this long fails
+    const char *cache_dir;   /* required: where the file is assembled */
+    const char *ca_file;     /* trust anchors for https, or NULL */
+    int insecure;            /* accept any certificate (tests only) */
+    int max_peers;           /* peers used at once (0: 8; < 0: none) */
+    int per_source;          /* requests in flight per peer (default 2) */
+    int server_streams;      /* requests in flight to the server (default 4) */
+    long stall_ms;           /* a request with no byte this long fails
                               (default 10000) */
-    long connect_ms;       /* connect timeout (default 5000) */
-    int server_last;       /* prefer peers: ask the server only for the
+    long connect_ms;         /* connect timeout (default 5000) */
+    int server_last;         /* prefer peers: ask the server only for the
                               pieces no live peer is taking (default 0) */
+    const char *refresh_url; /* the Metalink, read again every
+                                refresh_ms for peers that joined since
+                                (NULL: the sources are those of m) */
+    long refresh_ms;         /* default 2000 when refresh_url is set */
 };
 
 enum pl_fetch_ev {

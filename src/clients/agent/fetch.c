@@ -25,7 +25,6 @@
  * other devices (share.c).  At most --max-fetches downloads run at once;
  * more wait their turn, and past 64 waiting the command is answered busy.
  */
-#include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +37,6 @@
 #define NS_MEDIA "urn:parley:media:0"
 #define NS_HASHES "urn:xmpp:hashes:2"
 #define MAX_WAITING 64
-#define MAX_METALINK (8u << 20) /* bytes of a Metalink document */
 
 enum {
     J_WAITING, /* for a free slot */
@@ -120,65 +118,6 @@ static void job_free(struct pl_agent_fetch *j)
 
 /* ------------------------------------------------------------ the thread */
 
-struct body {
-    char *p;
-    size_t len;
-};
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    struct body *b = ud;
-    size_t add = size * n;
-    if (b->len + add > MAX_METALINK)
-        return 0;
-    char *q = realloc(b->p, b->len + add + 1);
-    if (!q)
-        return 0;
-    memcpy(q + b->len, p, add);
-    b->p = q;
-    b->len += add;
-    b->p[b->len] = '\0';
-    return add;
-}
-
-/* GETs the Metalink; 0 with the document in *b, or -1 with j->err. */
-static int get_metalink(struct pl_agent_fetch *j, struct body *b)
-{
-    CURL *c = curl_easy_init();
-    if (!c) {
-        snprintf(j->err, sizeof(j->err), "no memory");
-        return -1;
-    }
-    struct pl_agent *a = j->a;
-    curl_easy_setopt(c, CURLOPT_URL, j->metalink_url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    if (a->o.ca_file)
-        curl_easy_setopt(c, CURLOPT_CAINFO, a->o.ca_file);
-    if (a->o.insecure) {
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    CURLcode rc = curl_easy_perform(c);
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    if (rc != CURLE_OK || status != 200) {
-        snprintf(j->err, sizeof(j->err), "%s: %s", j->metalink_url,
-                 rc != CURLE_OK ? curl_easy_strerror(rc) : "HTTP error");
-        if (rc == CURLE_OK)
-            snprintf(j->err, sizeof(j->err), "%s: HTTP %ld", j->metalink_url,
-                     status);
-        return -1;
-    }
-    return 0;
-}
-
 static void on_event(const struct pl_fetch_event *ev, void *ud)
 {
     struct pl_agent_fetch *j = ud;
@@ -227,14 +166,13 @@ static void *job_main(void *arg)
 {
     struct pl_agent_fetch *j = arg;
     struct pl_agent *a = j->a;
-    struct body b = {0};
     struct pl_mlink m = {0};
     int rc = -1;
-    if (get_metalink(j, &b) == 0) {
-        char err[160];
-        if (pl_mlink_parse(b.p, b.len, &m, err, sizeof(err)) != PL_MEDIA_OK) {
-            snprintf(j->err, sizeof(j->err), "%s: %s", j->metalink_url, err);
-        } else if (j->have_hash && memcmp(m.sha256, j->sha256, 32)) {
+    struct pl_fetch_opts mo = {.ca_file = a->o.ca_file,
+                               .insecure = a->o.insecure};
+    if (pl_mlink_get(j->metalink_url, &mo, 60000, &m, j->err, sizeof(j->err)) ==
+        PL_MEDIA_OK) {
+        if (j->have_hash && memcmp(m.sha256, j->sha256, 32)) {
             snprintf(j->err, sizeof(j->err),
                      "the Metalink describes another file");
         } else {
@@ -243,7 +181,10 @@ static void *job_main(void *arg)
             struct pl_fetch_opts o = {.cache_dir = a->media->cache_dir,
                                       .ca_file = a->o.ca_file,
                                       .insecure = a->o.insecure,
-                                      .server_last = a->media->prefer_peers};
+                                      .server_last = a->media->prefer_peers,
+                                      .refresh_url = a->media->prefer_peers
+                                                         ? j->metalink_url
+                                                         : NULL};
             rc = pl_fetch_run(&m, &o, on_event, j, &j->stop);
             if (rc != PL_MEDIA_OK)
                 snprintf(j->err, sizeof(j->err), "%s",
@@ -257,7 +198,6 @@ static void *job_main(void *arg)
         }
     }
     pl_mlink_free(&m);
-    free(b.p);
     pthread_mutex_lock(&j->lock);
     j->rc = rc;
     j->finished = 1;

@@ -253,82 +253,20 @@ static void on_event(const struct pl_fetch_event *ev, void *ud)
 
 /* ------------------------------------------------------------ Metalink */
 
-struct body {
-    char *p;
-    size_t len;
-    int too_big;
-};
-
-static size_t on_body(char *p, size_t sz, size_t n, void *ud)
-{
-    struct body *b = ud;
-    size_t len = sz * n;
-    if (b->len + len > PL_MLINK_MAX_DOC) {
-        b->too_big = 1;
-        return 0;
-    }
-    char *np = realloc(b->p, b->len + len + 1);
-    if (!np)
-        return 0;
-    memcpy(np + b->len, p, len);
-    b->p = np;
-    b->len += len;
-    b->p[b->len] = '\0';
-    return len;
-}
-
 /* GET url into *m: PL_EXIT_OK, PL_EXIT_CONNECT, or PL_EXIT_FAILURE (an
  * HTTP error or a document that is not a valid Metalink). */
 static int get_metalink(struct pl_cli *c, const char *url, struct pl_mlink *m)
 {
-    struct body b = {0};
-    char errbuf[CURL_ERROR_SIZE] = "";
-    CURL *h = curl_easy_init();
-    if (!h)
-        return PL_EXIT_FAILURE;
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "parley/" PL_VERSION);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->o.timeout_ms);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    if (c->o.ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, c->o.ca_file);
-    if (c->o.insecure) {
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(h);
-    int out = PL_EXIT_OK;
-    char err[512] = "";
-    if (rc != CURLE_OK) {
-        snprintf(err, sizeof(err), "%.200s: %s", url,
-                 b.too_big ? "Metalink too large"
-                 : *errbuf ? errbuf
-                           : curl_easy_strerror(rc));
-        out = b.too_big ? PL_EXIT_FAILURE : PL_EXIT_CONNECT;
-    } else if (status != 200) {
-        snprintf(err, sizeof(err), "%.200s: HTTP status %ld", url, status);
-        out = PL_EXIT_FAILURE;
-    } else if (pl_mlink_parse(b.p ? b.p : "", b.len, m, err, sizeof(err)) !=
-               PL_MEDIA_OK) {
-        char e2[300];
-        snprintf(e2, sizeof(e2), "%.250s", err);
-        snprintf(err, sizeof(err), "Metalink refused: %s", e2);
-        out = PL_EXIT_FAILURE;
-    }
-    free(b.p);
-    if (out != PL_EXIT_OK) {
-        fprintf(stderr, "parley: %s\n", err);
-        if (c->json)
-            pl_cli_out(c, json_pack("{s:s}", "error", err), NULL);
-    }
-    return out;
+    struct pl_fetch_opts o = {.ca_file = c->o.ca_file,
+                              .insecure = c->o.insecure};
+    char err[512];
+    int rc = pl_mlink_get(url, &o, c->o.timeout_ms, m, err, sizeof(err));
+    if (rc == PL_MEDIA_OK)
+        return PL_EXIT_OK;
+    fprintf(stderr, "parley: %s\n", err);
+    if (c->json)
+        pl_cli_out(c, json_pack("{s:s}", "error", err), NULL);
+    return rc == PL_FETCH_ECONNECT ? PL_EXIT_CONNECT : PL_EXIT_FAILURE;
 }
 
 /* The Metalink's URL of the file sha from upload.<domain>. */
