@@ -52,6 +52,7 @@ from im_common import LoopThread, add_users  # noqa: E402
 from test_upload import req, path_of, slix_upload  # noqa: E402
 from test_media_info import (announce_xml, metalink, ml_urls,  # noqa: E402
                              peer_session, disconnect)
+from test_media_info import server as media_server  # noqa: E402
 
 PIECE = 262144
 SIZE = 24 * PIECE + 777  # 25 pieces
@@ -60,14 +61,9 @@ MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
 
 
 def server(port):
-    return harness.Server(
-        listeners_extra='{ protocol = "http"; address = "127.0.0.1"; '
-                        'port = %d; }' % port,
-        host_extra="modules = [%s];" % MODULES,
-        register_extra="per_ip_per_minute = 1000;",
-        extra="upload: { url = \"http://127.0.0.1:%d\"; };\n"
-              "media: { token_lifetime = 120; };\n"
-              "fleet: { max_targets = 60; };" % port)
+    return media_server(port, "token_lifetime = 120;", MODULES,
+                        "fleet: { max_targets = 60; };",
+                        "per_ip_per_minute = 1000;")
 
 
 def push(srv, devices, payload):

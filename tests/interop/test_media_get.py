@@ -59,6 +59,7 @@ import harness  # noqa: E402
 from harness import check, note  # noqa: E402
 from im_common import ImClient, LoopThread, add_users, PW  # noqa: E402
 from test_upload import path_of, slix_upload  # noqa: E402
+from test_media_info import server as media_server  # noqa: E402
 
 PARLEY = harness._abs(os.environ.get(
     "PARLEY_CLI", os.path.join(os.path.dirname(harness._abs(os.environ.get(
@@ -73,12 +74,8 @@ MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
 
 
 def server(port):
-    return harness.Server(
-        listeners_extra='{ protocol = "http"; address = "127.0.0.1"; '
-                        'port = %d; }' % port,
-        host_extra="modules = [%s];" % MODULES,
-        extra="upload: { url = \"http://127.0.0.1:%d\"; };\n"
-              "media: { ban_reports = 1; token_lifetime = 300; };" % port)
+    return media_server(port, "ban_reports = 1; token_lifetime = 300;",
+                        MODULES)
 
 
 def hash_el(b64):

@@ -67,13 +67,17 @@ MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
            '"upload", "media"')
 
 
-def server(port):
+def server(port, media="ban_reports = 2; token_lifetime = 120;",
+           modules=MODULES, extra="", register_extra=""):
+    """parleyd with upload and media on an HTTP listener at port (the
+    media scripts' server: test_media_get, _share and _agents too)."""
     return harness.Server(
         listeners_extra='{ protocol = "http"; address = "127.0.0.1"; '
                         'port = %d; }' % port,
-        host_extra="modules = [%s];" % MODULES,
+        host_extra="modules = [%s];" % modules,
+        register_extra=register_extra,
         extra="upload: { url = \"http://127.0.0.1:%d\"; };\n"
-              "media: { ban_reports = 2; token_lifetime = 120; };" % port)
+              "media: { %s };\n%s" % (port, media, extra))
 
 
 def metalink(port, path):

@@ -60,6 +60,7 @@ from im_common import ImClient, LoopThread, add_users, PW  # noqa: E402
 from test_upload import req, path_of, slix_upload  # noqa: E402
 from test_media_info import (NS_MEDIA, hash_el, error_of, ml_urls,  # noqa
                              metalink, announce_xml)
+from test_media_info import server as media_server  # noqa: E402
 from agent_common import Agent, is_event  # noqa: E402
 
 PIECE = 262144
@@ -68,12 +69,7 @@ MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
 
 
 def server(port):
-    return harness.Server(
-        listeners_extra='{ protocol = "http"; address = "127.0.0.1"; '
-                        'port = %d; }' % port,
-        host_extra="modules = [%s];" % MODULES,
-        extra="upload: { url = \"http://127.0.0.1:%d\"; };\n"
-              "media: { token_lifetime = 120; };" % port)
+    return media_server(port, "token_lifetime = 120;", MODULES)
 
 
 def make_token(key, sha, expires):
