@@ -20,6 +20,9 @@ parleyctl; then waits for every agent's answer.  Runs:
   server      agents without --serve: the server alone
   peers       agents with --serve: each becomes a peer once it holds a
               verified copy (XEP-0447: not before), all pushed at once
+  seeded      agents with --serve --prefer-peers, all pushed at once: the
+              server makes media.seed_copies of them seeds (BENCH_MEDIA_SEEDS)
+              and tells the others to wait for peers (doc/media.md "Seeds")
   staged      agents with --serve --prefer-peers: the push goes to
               BENCH_MEDIA_SEEDS agents first, then, once they hold it, to
               the others, which fetch from peers and ask the server only
@@ -33,7 +36,7 @@ empty caches.
 
 Sizes: BENCH_MEDIA_AGENTS [50], BENCH_MEDIA_MB [200], BENCH_MEDIA_SEEDS
 [2], BENCH_MEDIA_PEER_SLOTS [16] (each peer's --max-peers),
-BENCH_MEDIA_RUNS [server peers staged], BENCH_KEEP=1 keeps the
+BENCH_MEDIA_RUNS [server seeded], BENCH_KEEP=1 keeps the
 temporary directory.  Writes bench/results/<date>-media.md and .jsonl.
 """
 
@@ -59,7 +62,7 @@ N = int(os.environ.get("BENCH_MEDIA_AGENTS", "50"))
 MB = int(os.environ.get("BENCH_MEDIA_MB", "200"))
 SEEDS = int(os.environ.get("BENCH_MEDIA_SEEDS", "2"))
 PEER_SLOTS = os.environ.get("BENCH_MEDIA_PEER_SLOTS", "16")
-RUNS = os.environ.get("BENCH_MEDIA_RUNS", "server peers staged").split()
+RUNS = os.environ.get("BENCH_MEDIA_RUNS", "server seeded").split()
 MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
            '"offline", "upload", "media", "fleet"')
 
@@ -117,7 +120,7 @@ def run(name, srv, fid, hexd, size, base):
         extra = ["--cache", d] + extra_common
         if serve:
             extra += ["--serve", "127.0.0.1:0", "--max-peers", PEER_SLOTS]
-        if name == "staged":
+        if name in ("staged", "seeded"):
             extra.append("--prefer-peers")
         a = Agent(srv, "02:17:%02x:%02x:00:%02x" % (RUNS.index(name), i >> 8,
                                                      i & 255), extra=extra,
@@ -186,8 +189,9 @@ def main():
         register_extra="per_ip_per_minute = 100000;",
         extra="upload: { url = \"http://127.0.0.1:%d\"; "
               "max_file_size = 4294967296L; quota = 0; };\n"
-              "media: { token_lifetime = 3600; max_sources = 16; };\n"
-              "fleet: { max_targets = %d; };" % (port, N + 10))
+              "media: { token_lifetime = 3600; max_sources = 16; "
+              "seed_copies = %d; };\n"
+              "fleet: { max_targets = %d; };" % (port, SEEDS, N + 10))
     if not srv.start():
         print(srv.dump_log())
         sys.exit(1)

@@ -610,6 +610,38 @@ static int wants_metalink(struct pl_http_req *r)
     return 0;
 }
 
+/* The seat=HEX parameter of a Metalink GET (1 to 16 hex digits, not all
+ * zero): 1 and *out, or 0 when there is none. */
+static int seat_of(struct pl_str q, uint64_t *out)
+{
+    size_t i = 0;
+    while (i < q.len) {
+        size_t e = i;
+        while (e < q.len && q.p[e] != '&')
+            e++;
+        if (e - i > 5 && e - i <= 5 + 16 && memcmp(q.p + i, "seat=", 5) == 0) {
+            uint64_t v = 0;
+            size_t k = i + 5;
+            for (; k < e; k++) {
+                int c = q.p[k];
+                int d = c >= '0' && c <= '9'   ? c - '0'
+                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                               : -1;
+                if (d < 0)
+                    break;
+                v = v << 4 | (uint64_t)d;
+            }
+            if (k == e && v) {
+                *out = v;
+                return 1;
+            }
+        }
+        i = e + 1;
+    }
+    return 0;
+}
+
 /* The Metalink of f (RFC 5854): the server first, then its live peers. */
 static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
                           struct upload_file *f)
@@ -643,6 +675,11 @@ static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
         .sources = src,
         .nsources = peers.n + 1,
     };
+    /* A download preferring peers names its seat: with no peer to list,
+     * it is a seed or it waits for them (mod_media.c). */
+    uint64_t seat;
+    if (m && peers.n == 0 && !r->is_head && seat_of(r->query, &seat))
+        info.wait = pl__media_seat(m, f, seat);
     pl_media_metalink(&info, &doc);
     if (!r->is_head) {
         if (m)

@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,8 @@ struct fetch {
     int io_error;
     long long last_progress;
     long long next_refresh; /* opts.refresh_url: when to read it again */
+    int waiting;            /* the last Metalink said <wait/> */
+    long long wait_until;   /* the server is held back till then at most */
     char **owned;           /* URLs of sources that joined later */
     size_t nowned;
     long long samp_t[8];
@@ -349,6 +352,14 @@ static int start(struct fetch *f, size_t si, uint64_t piece, int dup)
 
 /* --------------------------------------------------------------- sources */
 
+/* Preferring peers, told to wait for them: the server takes no piece
+ * until a peer is known, the Metalink stops saying <wait/>, or
+ * wait_max_ms has passed. */
+static int holding(const struct fetch *f, long long t)
+{
+    return f->o.server_last && f->waiting && t < f->wait_until;
+}
+
 static int usable(const struct fetch *f, size_t i)
 {
     return f->s[i].state == S_ACTIVE || f->s[i].state == S_RESERVE;
@@ -582,7 +593,7 @@ static void schedule(struct fetch *f, int no_hold)
         while (s->state == S_ACTIVE && s->inflight < s->slots) {
             uint64_t p = next_free_piece(f);
             int server_waits = f->pub[si].is_server && f->o.server_last &&
-                               peers;
+                               (peers || holding(f, now_ms()));
             if (p != UINT64_MAX && !server_waits) {
                 if (!no_hold && hold_back(f, si, best))
                     break;
@@ -848,6 +859,8 @@ static int finish(struct fetch *f)
 static int pausing(const struct fetch *f)
 {
     long long t = now_ms();
+    if (holding(f, t))
+        return 1;
     for (size_t i = 0; i < f->ns; i++)
         if (f->s[i].state == S_ACTIVE && f->s[i].busy_until > t)
             return 1;
@@ -876,6 +889,7 @@ static void refresh(struct fetch *f)
         pl_mlink_free(&m2);
         return;
     }
+    f->waiting = m2.wait;
     for (size_t k = 0; k < m2.nurls && f->ns < PL_MLINK_MAX_URLS; k++) {
         const char *u = m2.urls[k].url;
         if (m2.urls[k].priority == 1)
@@ -932,6 +946,8 @@ static int run(struct fetch *f, const volatile int *stop)
         return PL_MEDIA_ENOMEM;
     f->last_progress = 0;
     f->next_refresh = now_ms() + f->o.refresh_ms;
+    f->waiting = f->m->wait;
+    f->wait_until = now_ms() + f->o.wait_max_ms;
     while (f->missing) {
         if (stop && *stop)
             return PL_FETCH_ESTOPPED;
@@ -1045,6 +1061,8 @@ int pl_fetch_run(const struct pl_mlink *m, const struct pl_fetch_opts *opts,
         f.o.connect_ms = 5000;
     if (f.o.refresh_ms <= 0)
         f.o.refresh_ms = 2000;
+    if (f.o.wait_max_ms <= 0)
+        f.o.wait_max_ms = 120000;
     if (pl_cache_path(f.o.cache_dir, m->sha256, NULL, f.path, sizeof(f.path)) ||
         pl_cache_path(f.o.cache_dir, m->sha256, ".part", f.part,
                       sizeof(f.part)) ||
@@ -1121,6 +1139,23 @@ static size_t on_doc(char *p, size_t sz, size_t n, void *ud)
     b->len += len;
     b->p[b->len] = '\0';
     return len;
+}
+
+char *pl_mlink_seat_url(const char *url)
+{
+    unsigned char r[8];
+    if (RAND_bytes(r, sizeof(r)) != 1)
+        return NULL;
+    r[0] |= 1; /* never all zero */
+    size_t n = strlen(url) + 32;
+    char *s = malloc(n);
+    if (!s)
+        return NULL;
+    char hex[17];
+    for (int i = 0; i < 8; i++)
+        snprintf(hex + 2 * i, 3, "%02x", r[i]);
+    snprintf(s, n, "%s%cseat=%s", url, strchr(url, '?') ? '&' : '?', hex);
+    return s;
 }
 
 int pl_mlink_get(const char *url, const struct pl_fetch_opts *o,

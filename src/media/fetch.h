@@ -61,6 +61,8 @@ struct pl_mlink {
     unsigned char *pieces;     /* npieces * 32 bytes */
     struct pl_mlink_url *urls; /* in document order */
     size_t nurls;
+    int wait; /* Parley's <wait/>: seeds are taking it from the server,
+                 wait for them to become peers (a seat was named) */
 };
 
 /*
@@ -117,7 +119,18 @@ struct pl_fetch_opts {
                                 refresh_ms for peers that joined since
                                 (NULL: the sources are those of m) */
     long refresh_ms;         /* default 2000 when refresh_url is set */
+    long wait_max_ms;        /* with server_last: the longest the server
+                                is held back while the Metalink says
+                                <wait/> and no peer is known (default
+                                120000) */
 };
+
+/*
+ * url with a new random seat=HEX parameter, for a download that prefers
+ * peers: with it, the server's Metalink makes it a seed or tells it to
+ * wait for peers (doc/media.md).  A new string, or NULL.
+ */
+char *pl_mlink_seat_url(const char *url);
 
 enum pl_fetch_ev {
     PL_FETCH_PROGRESS,  /* bytes, rate, sources: about 4 a second */

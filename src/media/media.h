@@ -138,6 +138,7 @@ struct pl_media_info {
     int64_t published;                     /* seconds since the epoch */
     const struct pl_media_source *sources; /* in the order given */
     size_t nsources;
+    int wait; /* <wait/>: wait for peers */
 };
 
 /* The Metalink 4 document (RFC 5854) of m, appended to out. */

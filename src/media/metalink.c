@@ -14,6 +14,8 @@
  *         <hash>HEX</hash>...      one per piece, in file order
  *       </pieces>
  *       <url priority="1">URL</url>...
+ *       <wait xmlns="urn:parley:media:0"/>   only to a download that
+ *                                   named a seat: wait for peers
  *     </file>
  *   </metalink>
  *
@@ -81,5 +83,8 @@ void pl_media_metalink(const struct pl_media_info *m, struct pl_buf *out)
         text(out, m->sources[i].url, 0);
         pl_buf_append_str(out, "</url>\n");
     }
+    /* Foreign markup (RFC 5854 §6): Metalink clients skip it. */
+    if (m->wait)
+        pl_buf_append_str(out, "    <wait xmlns=\"urn:parley:media:0\"/>\n");
     pl_buf_append_str(out, "  </file>\n</metalink>\n");
 }

@@ -28,6 +28,7 @@
 
 #define NS_ML "urn:ietf:params:xml:ns:metalink"
 #define SEP '|'
+#define WAIT_EL "urn:parley:media:0|wait"
 #define MAX_DEPTH 32
 
 enum where {
@@ -208,6 +209,10 @@ static void on_start(void *ud, const char *name, const char **atts)
         }
         p->url_priority = (int)v;
         w = W_URL;
+    } else if (parent == W_FILE && !strcmp(name, WAIT_EL)) {
+        /* Parley's foreign markup: wait for peers (mod_media.c). */
+        p->m->wait = 1;
+        p->skip = p->depth;
     } else {
         /* Anything else (generator, origin, published, description,
          * metaurl, signature, extensions): skipped with its content. */

@@ -84,6 +84,7 @@ void test_mlink_roundtrip(void)
     CHECK_INT(m.npieces, 4);
     CHECK_INT(np, 4);
     CHECK(m.pieces && !memcmp(m.pieces, pieces, 4 * 32));
+    CHECK_INT(m.wait, 0);
     CHECK_INT(m.nurls, 3);
     if (m.nurls == 3) {
         CHECK_STR(m.urls[0].url, "https://files.example.org/upload/ID/fw.img");
@@ -137,6 +138,37 @@ void test_mlink_roundtrip(void)
         CHECK_STR(m.urls[0].url, "HTTP://Example.org/a.bin");
         CHECK_INT(m.urls[0].priority, 999999);
     }
+    CHECK_INT(m.wait, 0);
+    pl_mlink_free(&m);
+
+    /* Parley's <wait/> (a seat told to wait for peers), written and read
+     * back; in another namespace, or outside <file>, it means nothing. */
+    struct pl_media_source src = {"https://files.example.org/a.bin", 1};
+    unsigned char sha[32] = {1};
+    struct pl_media_info wi = {.name = "a.bin",
+                               .size = 5,
+                               .sha256 = sha,
+                               .sources = &src,
+                               .nsources = 1,
+                               .wait = 1};
+    pl_buf_reset(&b);
+    pl_media_metalink(&wi, &b);
+    CHECK_INT(pl_mlink_parse(pl_buf_cstr(&b), b.len, &m, err, sizeof(err)),
+              PL_MEDIA_OK);
+    CHECK_INT(m.wait, 1);
+    CHECK_INT(m.nurls, 1);
+    pl_mlink_free(&m);
+    pl_buf_reset(&b);
+    snprintf(doc, sizeof(doc),
+             "<metalink xmlns='urn:ietf:params:xml:ns:metalink'>"
+             "<wait xmlns='urn:parley:media:0'/>"
+             "<file name='a.bin'><size>5</size><hash type='sha-256'>%s"
+             "</hash><wait xmlns='urn:example'/><wait/>"
+             "<url>http://example.org/a.bin</url></file></metalink>",
+             HEX0);
+    CHECK_INT(pl_mlink_parse(doc, strlen(doc), &m, err, sizeof(err)),
+              PL_MEDIA_OK);
+    CHECK_INT(m.wait, 0);
     pl_mlink_free(&m);
 }
 

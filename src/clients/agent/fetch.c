@@ -170,7 +170,13 @@ static void *job_main(void *arg)
     int rc = -1;
     struct pl_fetch_opts mo = {.ca_file = a->o.ca_file,
                                .insecure = a->o.insecure};
-    if (pl_mlink_get(j->metalink_url, &mo, 60000, &m, j->err, sizeof(j->err)) ==
+    /* Preferring peers: a seat in the Metalink's URL, so that the server
+     * makes this download a seed or tells it to wait for peers; the
+     * Metalink is read again every half second for peers that joined. */
+    char *seat = a->media->prefer_peers ? pl_mlink_seat_url(j->metalink_url)
+                                        : NULL;
+    const char *ml = seat ? seat : j->metalink_url;
+    if (pl_mlink_get(ml, &mo, 60000, &m, j->err, sizeof(j->err)) ==
         PL_MEDIA_OK) {
         if (j->have_hash && memcmp(m.sha256, j->sha256, 32)) {
             snprintf(j->err, sizeof(j->err),
@@ -182,9 +188,8 @@ static void *job_main(void *arg)
                                       .ca_file = a->o.ca_file,
                                       .insecure = a->o.insecure,
                                       .server_last = a->media->prefer_peers,
-                                      .refresh_url = a->media->prefer_peers
-                                                         ? j->metalink_url
-                                                         : NULL};
+                                      .refresh_url = seat,
+                                      .refresh_ms = 500};
             rc = pl_fetch_run(&m, &o, on_event, j, &j->stop);
             if (rc != PL_MEDIA_OK)
                 snprintf(j->err, sizeof(j->err), "%s",
@@ -198,6 +203,7 @@ static void *job_main(void *arg)
         }
     }
     pl_mlink_free(&m);
+    free(seat);
     pthread_mutex_lock(&j->lock);
     j->rc = rc;
     j->finished = 1;

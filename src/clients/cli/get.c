@@ -436,14 +436,24 @@ int pl_cli_cmd_get(struct pl_cli *c, int argc, char **argv)
         snprintf(mlurl, sizeof(mlurl), "%s%s", what,
                  n > 6 && !strcmp(what + n - 6, ".meta4") ? "" : ".meta4");
     }
-    rc = get_metalink(c, mlurl, &m);
-    if (rc != PL_EXIT_OK)
+    /* Preferring peers: a seat in the Metalink's URL, read again for
+     * peers that joined since (a seed, or told to wait for them). */
+    char *seat = o.server_last ? pl_mlink_seat_url(mlurl) : NULL;
+    if (seat) {
+        o.refresh_url = seat;
+        o.refresh_ms = 500;
+    }
+    rc = get_metalink(c, seat ? seat : mlurl, &m);
+    if (rc != PL_EXIT_OK) {
+        free(seat);
         return rc;
+    }
     if (is_url)
         memcpy(g.sha, m.sha256, PL_MEDIA_HASH_LEN);
     else if (memcmp(g.sha, m.sha256, PL_MEDIA_HASH_LEN)) {
         fprintf(stderr, "parley: the Metalink describes another file\n");
         pl_mlink_free(&m);
+        free(seat);
         return PL_EXIT_FAILURE;
     }
     o.cache_dir = cdir;
@@ -452,6 +462,7 @@ int pl_cli_cmd_get(struct pl_cli *c, int argc, char **argv)
     int frc = pl_fetch_run(&m, &o, on_event, &g, &g.stop);
     clear_line(&g);
     pl_mlink_free(&m);
+    free(seat);
     /* The reports' answers (each was sent when its failure was seen). */
     long long deadline = pl_cl_now_ms() + c->o.timeout_ms;
     while (g.pending > 0 && c->connected && pl_cl_now_ms() < deadline)

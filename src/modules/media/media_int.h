@@ -37,4 +37,14 @@ void pl__media_sources_free(struct media_sources *s);
 void pl__media_counted(struct pl_media *m, const struct upload_file *f,
                        uint64_t bytes, int metalink);
 
+/*
+ * A Metalink GET of f naming a seat (a download that prefers peers, with
+ * no listed peer to take them from): 0 if that download takes the file
+ * from the server (it holds one of the media.seed_copies seats, or gets
+ * a free one; renewed at each GET), 1 if it should wait for peers (the
+ * Metalink then says so).
+ */
+int pl__media_seat(struct pl_media *m, const struct upload_file *f,
+                   uint64_t seat);
+
 #endif

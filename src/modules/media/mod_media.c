@@ -39,6 +39,14 @@
  * counted (media_reports, media_peer_bans) and kept per file (the last
  * media.max_reports) for "admin/media" (parleyctl media status FILE).
  *
+ * Seeds: a download that prefers peers names a random seat in its
+ * Metalink GETs (<file-url>.meta4?seat=HEX, src/http/upload.c).  While
+ * no peer serves the file, media.seed_copies of them take it from the
+ * server and the others are told to wait (<wait/> in the Metalink) for
+ * those to become peers: a push to a thousand devices costs the server
+ * seed_copies copies.  A seat not renewed for media.seat_timeout ms is
+ * free again.
+ *
  * State is in memory, per host, by content hash: it goes with the last
  * uploaded copy of the file ("upload/expired").
  *
@@ -91,6 +99,13 @@ struct media_report {
     const char *result; /* what came of it: "banned", "demoted", ... */
 };
 
+/* A downloader preferring peers that was told to take the file from the
+ * server (a seed), by the seat it names in its Metalink GETs. */
+struct media_seat {
+    uint64_t id;     /* the client's random seat number */
+    int64_t seen_ms; /* its last Metalink GET (monotonic ms) */
+};
+
 /* What the service knows of a file, by its SHA-256. */
 struct media_file {
     char sha256[48];              /* base64, the key */
@@ -110,6 +125,9 @@ struct media_file {
     struct media_report *reports; /* the last max_reports, a ring */
     size_t nreports, next_report; /* filled, next slot */
     unsigned rotate;              /* where the next list starts */
+    struct media_seat *seats;     /* seed_copies of them, when used */
+    unsigned nseats;              /* taken */
+    unsigned long waits;          /* Metalinks that said wait */
 };
 
 struct pl_media {
@@ -121,6 +139,8 @@ struct pl_media {
     long ban_reports;    /* reports that ban a peer */
     long ban_time;       /* seconds a ban lasts */
     long max_reports;    /* reports kept per file */
+    long seed_copies;    /* downloads from the server while none is a peer */
+    long seat_timeout;   /* ms a seat lives without a Metalink GET */
     /* runtime */
     struct pl_host *host;   /* owning host */
     unsigned char key[32];  /* the media key (token.c) */
@@ -206,6 +226,7 @@ static void peer_remove(struct pl_media *m, struct media_peer *p)
 
 static void file_free(struct pl_media *m, struct media_file *mf)
 {
+    pl_free(mf->seats);
     while (mf->peers)
         peer_remove(m, mf->peers);
     while (mf->bans) {
@@ -323,6 +344,48 @@ void pl__media_counted(struct pl_media *m, const struct upload_file *f,
     }
     mf->server_bytes += bytes;
     mf->server_gets++;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pl__media_seat(struct pl_media *m, const struct upload_file *f,
+                   uint64_t seat)
+{
+    if (!m->seed_copies || !f->sha256[0])
+        return 0;
+    struct media_file *mf = file_get(m, f->sha256, 1);
+    int64_t now = mono_ms();
+    unsigned k = 0;
+    int mine = 0;
+    /* Seats not renewed within seat_timeout are free again: a seed that
+     * died or finished (and then serves, so nobody waits anyway). */
+    for (unsigned i = 0; i < mf->nseats; i++) {
+        if (now - mf->seats[i].seen_ms > m->seat_timeout)
+            continue;
+        if (mf->seats[i].id == seat) {
+            mf->seats[i].seen_ms = now;
+            mine = 1;
+        }
+        mf->seats[k++] = mf->seats[i];
+    }
+    mf->nseats = k;
+    if (mine)
+        return 0;
+    if (mf->nseats < (unsigned long)m->seed_copies) {
+        if (!mf->seats)
+            mf->seats = pl_calloc((size_t)m->seed_copies, sizeof(*mf->seats));
+        mf->seats[mf->nseats++] = (struct media_seat){seat, now};
+        pl_log_info("media", "%s: seed %u of %ld for %s", m->host->domain,
+                    mf->nseats, m->seed_copies, f->id);
+        return 0;
+    }
+    mf->waits++;
+    return 1;
 }
 
 /* ---- XMPP ---- */
@@ -837,6 +900,10 @@ static json_t *file_json(struct pl_media *m, struct pl_upload *u,
                         json_integer(mf ? (json_int_t)mf->metalinks : 0));
     json_object_set_new(o, "queries",
                         json_integer(mf ? (json_int_t)mf->queries : 0));
+    json_object_set_new(o, "seeds",
+                        json_integer(mf ? (json_int_t)mf->nseats : 0));
+    json_object_set_new(o, "waits",
+                        json_integer(mf ? (json_int_t)mf->waits : 0));
     json_object_set_new(o, "reports_total",
                         json_integer(mf ? (json_int_t)mf->reports_total : 0));
     uint64_t csb = mf ? mf->client_server_bytes : 0;
@@ -1047,6 +1114,15 @@ static const struct pl_option options[] = {
      "Reports kept per file for parleyctl media status (all are logged "
      "and counted).",
      offsetof(struct pl_media, max_reports)},
+    {"seed_copies", PL_OPT_INT, "2", 0, 64, NULL,
+     "Downloads preferring peers (a Metalink GET with seat=) that take a "
+     "file from the server while no peer serves it; the others wait for "
+     "them to become peers. 0: nobody waits.",
+     offsetof(struct pl_media, seed_copies)},
+    {"seat_timeout", PL_OPT_INT, "5000", 500, 600000, NULL,
+     "Milliseconds a seed keeps its seat without reading the Metalink "
+     "again (a seed that died frees it after this).",
+     offsetof(struct pl_media, seat_timeout)},
     {0},
 };
 
