@@ -152,6 +152,12 @@ def run(name, srv, fid, hexd, size, base):
                 payload)
         answers, elapsed = wait_answers(agents, t0, 1800)
     cpu = cpu_seconds(srv.proc.pid) - cpu0
+    agents_cpu = 0.0
+    for a in agents:
+        try:
+            agents_cpu += cpu_seconds(a.proc.pid)
+        except OSError:
+            pass
     # When each agent answered (its event's wall clock), from the push.
     done_at = sorted(
         datetime.datetime.strptime(r["_ts"], "%Y-%m-%dT%H:%M:%S.%fZ")
@@ -169,6 +175,7 @@ def run(name, srv, fid, hexd, size, base):
         "client_peer_bytes": sum(r["result"].get("from_peers", 0)
                                  for r in ok),
         "server_cpu_s": cpu,
+        "agents_cpu_s": agents_cpu,
         "answer_s": [round(x, 2) for x in done_at],
     }
     for a in agents:
@@ -229,16 +236,16 @@ def main():
          "server sends at most 2 copies and the last agent finishes no "
          "later than with the server alone.", "",
          "| run | verified | server sent | copies | last verified copy | "
-         "agents: from server / from peers | parleyd CPU |",
-         "|---|---|---|---|---|---|---|"]
+         "agents: from server / from peers | parleyd CPU | agents' CPU |",
+         "|---|---|---|---|---|---|---|---|"]
     for r in results:
         L.append("| %s | %d/%d | %.0f MB | %.2f | %.1f s | %.0f / %.0f MB | "
-                 "%.1f s |" % (r["run"], r["verified"], r["agents"],
+                 "%.1f s | %.1f s |" % (r["run"], r["verified"], r["agents"],
                                r["server_bytes"] / 1e6, r["copies"],
                                r["seconds_to_last"],
                                r["client_server_bytes"] / 1e6,
                                r["client_peer_bytes"] / 1e6,
-                               r["server_cpu_s"]))
+                               r["server_cpu_s"], r["agents_cpu_s"]))
     with open(out + ".md", "w") as f:
         f.write("\n".join(L) + "\n")
     print("\n".join(L))

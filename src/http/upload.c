@@ -610,36 +610,45 @@ static int wants_metalink(struct pl_http_req *r)
     return 0;
 }
 
-/* The seat=HEX parameter of a Metalink GET (1 to 16 hex digits, not all
- * zero): 1 and *out, or 0 when there is none. */
-static int seat_of(struct pl_str q, uint64_t *out)
+/* The value of the first parameter name= of a query: 1 and *v, else 0. */
+static int query_param(struct pl_str q, const char *name, struct pl_str *v)
 {
-    size_t i = 0;
+    size_t n = strlen(name), i = 0;
     while (i < q.len) {
         size_t e = i;
         while (e < q.len && q.p[e] != '&')
             e++;
-        if (e - i > 5 && e - i <= 5 + 16 && memcmp(q.p + i, "seat=", 5) == 0) {
-            uint64_t v = 0;
-            size_t k = i + 5;
-            for (; k < e; k++) {
-                int c = q.p[k];
-                int d = c >= '0' && c <= '9'   ? c - '0'
-                        : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                        : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                               : -1;
-                if (d < 0)
-                    break;
-                v = v << 4 | (uint64_t)d;
-            }
-            if (k == e && v) {
-                *out = v;
-                return 1;
-            }
+        if (e - i > n && q.p[i + n] == '=' && memcmp(q.p + i, name, n) == 0) {
+            *v = (struct pl_str){q.p + i + n + 1, e - i - n - 1};
+            return 1;
         }
         i = e + 1;
     }
     return 0;
+}
+
+/* The seat=HEX parameter of a Metalink GET (1 to 16 hex digits, not all
+ * zero): 1 and *out, or 0 when there is none. */
+static int seat_of(struct pl_str q, uint64_t *out)
+{
+    struct pl_str v;
+    if (!query_param(q, "seat", &v) || !v.len || v.len > 16)
+        return 0;
+    uint64_t x = 0;
+    for (size_t k = 0; k < v.len; k++) {
+        int c = v.p[k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0)
+            return 0;
+        x = x << 4 | (uint64_t)d;
+    }
+    if (!x)
+        return 0;
+    *out = x;
+    return 1;
 }
 
 /* The Metalink of f (RFC 5854): the server first, then its live peers. */
@@ -663,13 +672,18 @@ static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
         pl_http_error(r, 404, NULL);
         goto out;
     }
+    /* pieces=0: a client reading it again for its sources, which has the
+     * piece hashes already (a Metalink without <pieces> is one too). */
+    struct pl_str pv;
+    int no_pieces = query_param(r->query, "pieces", &pv) &&
+                    pl_str_eq_c(pv, "0");
     struct pl_media_info info = {
         .name = f->name,
         .size = f->size,
         .sha256 = sha,
-        .piece_size = f->piece_size,
-        .npieces = f->npieces,
-        .pieces = f->pieces,
+        .piece_size = no_pieces ? 0 : f->piece_size,
+        .npieces = no_pieces ? 0 : f->npieces,
+        .pieces = no_pieces ? NULL : f->pieces,
         .origin = pl_buf_cstr(&origin),
         .published = f->created,
         .sources = src,

@@ -57,8 +57,9 @@
 #define HAVE_HDR 28 /* magic, size (8), piece size (4), pieces (8) */
 #define MAX_DUP_PIECE (64u * 1024 * 1024) /* larger pieces: no endgame */
 #define BUSY_TRIES 6                      /* 503 answers before LOST */
-#define SERVER_TRIES 8 /* failures in a row before the server is LOST */
-#define PEER_TRIES 50  /* and a peer, preferring peers (server_last) */
+#define SERVER_TRIES 8   /* failures in a row before the server is LOST */
+#define FAST_REFRESH 500 /* ms between Metalink reads when waiting */
+#define PEER_TRIES 50    /* and a peer, preferring peers (server_last) */
 
 enum {
     S_RESERVE,
@@ -116,6 +117,7 @@ struct fetch {
     int io_error;
     long long last_progress;
     long long next_refresh; /* opts.refresh_url: when to read it again */
+    char *refresh_light;    /* the same with pieces=0 (no piece hashes) */
     int waiting;            /* the last Metalink said <wait/> */
     long long wait_until;   /* the server is held back till then at most */
     char **owned;           /* URLs of sources that joined later */
@@ -883,8 +885,8 @@ static void refresh(struct fetch *f)
 {
     struct pl_mlink m2 = {0};
     char err[256];
-    if (pl_mlink_get(f->o.refresh_url, &f->o, 5000, &m2, err, sizeof(err)) !=
-            PL_MEDIA_OK ||
+    if (pl_mlink_get(f->refresh_light ? f->refresh_light : f->o.refresh_url,
+                     &f->o, 5000, &m2, err, sizeof(err)) != PL_MEDIA_OK ||
         memcmp(m2.sha256, f->m->sha256, PL_MEDIA_HASH_LEN)) {
         pl_mlink_free(&m2);
         return;
@@ -948,6 +950,16 @@ static int run(struct fetch *f, const volatile int *stop)
     f->next_refresh = now_ms() + f->o.refresh_ms;
     f->waiting = f->m->wait;
     f->wait_until = now_ms() + f->o.wait_max_ms;
+    if (f->o.refresh_url && !f->whole) {
+        /* Read again for its sources only: the pieces are known. */
+        size_t n = strlen(f->o.refresh_url) + 16;
+        f->refresh_light = malloc(n);
+        if (f->refresh_light)
+            snprintf(f->refresh_light, n, "%s%cpieces=0", f->o.refresh_url,
+                     strchr(f->o.refresh_url, '?') ? '&' : '?');
+    }
+    if (holding(f, now_ms()) || !peers_left(f))
+        f->next_refresh = now_ms() + FAST_REFRESH;
     while (f->missing) {
         if (stop && *stop)
             return PL_FETCH_ESTOPPED;
@@ -980,7 +992,13 @@ static int run(struct fetch *f, const volatile int *stop)
         long long t = now_ms();
         if (f->o.refresh_url && !f->whole && t >= f->next_refresh) {
             refresh(f);
-            f->next_refresh = now_ms() + f->o.refresh_ms;
+            /* Often while waiting for peers or taking the server's bytes
+             * for want of one, else every refresh_ms. */
+            long long t2 = now_ms();
+            long every = f->o.refresh_ms;
+            if ((holding(f, t2) || !peers_left(f)) && every > FAST_REFRESH)
+                every = FAST_REFRESH;
+            f->next_refresh = t2 + every;
         }
         if (t - f->last_progress >= 250) {
             f->last_progress = t;
@@ -1013,6 +1031,7 @@ static void cleanup(struct fetch *f)
     for (size_t i = 0; i < f->nowned; i++)
         free(f->owned[i]);
     free(f->owned);
+    free(f->refresh_light);
 }
 
 /* An empty file: nothing to download; its hash is known. */

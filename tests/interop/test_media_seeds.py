@@ -4,7 +4,9 @@ media.seed_copies copies (issue 17, "Speed"; doc/media.md "Seeds").
 
 A download that prefers peers (parley-agent --prefer-peers, parley get
 --server-last) names a random seat in its Metalink GETs
-(<file-url>.meta4?seat=HEX).  While no peer serves the file, the first
+(<file-url>.meta4?seat=HEX; reads after the first add pieces=0, the
+same document without piece hashes).  While no peer serves the file, the
+first
 seed_copies seats take it from the server; the others get
 <wait xmlns='urn:parley:media:0'/> in the Metalink and hold the server
 back until a peer is listed.  Checked, with seed_copies = 1:
@@ -89,9 +91,15 @@ def main():
     st, body = ml(path, "A1")
     check("the seed reading it again keeps its seat (hex in any case)",
           st == 200 and WAIT not in body, repr(body[-200:]))
+    st, body = ml(path, "b2&pieces=0")
+    check("pieces=0: the same answer without the piece hashes (a refresh)",
+          st == 200 and WAIT in body and b"<pieces" not in body and
+          b"<hash type=\"sha-256\">" in body, repr(body[-300:]))
+    st, body = ml(path)
+    check("which the plain Metalink has", b"<pieces" in body, "")
     s = media_status(srv, path)
-    check("parleyctl media status counts the seed and the wait",
-          s.get("seeds") == 1 and s.get("waits") == 1, json.dumps(s)[:400])
+    check("parleyctl media status counts the seed and the waits",
+          s.get("seeds") == 1 and s.get("waits") == 2, json.dumps(s)[:400])
     # The seed stops reading: after seat_timeout its seat is free.
     check("a seat not renewed is free again: the waiting one takes it",
           harness.wait_for(lambda: WAIT not in ml(path, "b2")[1], 10), "")

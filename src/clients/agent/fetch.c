@@ -172,7 +172,7 @@ static void *job_main(void *arg)
                                .insecure = a->o.insecure};
     /* Preferring peers: a seat in the Metalink's URL, so that the server
      * makes this download a seed or tells it to wait for peers; the
-     * Metalink is read again every half second for peers that joined. */
+     * Metalink is read again for peers that joined (src/media/fetch.c). */
     char *seat = a->media->prefer_peers ? pl_mlink_seat_url(j->metalink_url)
                                         : NULL;
     const char *ml = seat ? seat : j->metalink_url;
@@ -188,8 +188,7 @@ static void *job_main(void *arg)
                                       .ca_file = a->o.ca_file,
                                       .insecure = a->o.insecure,
                                       .server_last = a->media->prefer_peers,
-                                      .refresh_url = seat,
-                                      .refresh_ms = 500};
+                                      .refresh_url = seat};
             rc = pl_fetch_run(&m, &o, on_event, j, &j->stop);
             if (rc != PL_MEDIA_OK)
                 snprintf(j->err, sizeof(j->err), "%s",

@@ -439,10 +439,7 @@ int pl_cli_cmd_get(struct pl_cli *c, int argc, char **argv)
     /* Preferring peers: a seat in the Metalink's URL, read again for
      * peers that joined since (a seed, or told to wait for them). */
     char *seat = o.server_last ? pl_mlink_seat_url(mlurl) : NULL;
-    if (seat) {
-        o.refresh_url = seat;
-        o.refresh_ms = 500;
-    }
+    o.refresh_url = seat;
     rc = get_metalink(c, seat ? seat : mlurl, &m);
     if (rc != PL_EXIT_OK) {
         free(seat);
