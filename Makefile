@@ -380,4 +380,11 @@ bench-scale:
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load
 	@bench/run --scale
 
-.PHONY: bench bench-scale
+# The long crash test (issue 18): SOAK_ROUNDS SIGKILLs under load per
+# storage driver, lost and duplicated reported (scripts/soak).
+soak:
+	@scripts/bootstrap --test
+	@$(MAKE) --no-print-directory all
+	@scripts/soak
+
+.PHONY: bench bench-scale soak

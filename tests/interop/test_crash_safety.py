@@ -219,10 +219,12 @@ def main():
           "%d, e.g. %s" % (len(bad), bad[:5]))
     repeats = sum(len(v) - 1 for j in online for v in logs[j].values()
                   if len(v) > 1)
-    note("figures: %d rounds, %d sent, %d acknowledged, 0 lost, %d repeats "
-         "of messages acknowledged but not yet proven durable at a kill "
-         "(bound %d)" % (ROUNDS, sent_total, len(acked), repeats,
-                         repeats_allowed))
+    note("figures: %d rounds, %d sent, %d acknowledged, %d lost, %d "
+         "duplicated (%d offline, %d after a durable acknowledgement), %d "
+         "repeats of messages acknowledged but not yet proven durable at a "
+         "kill (bound %d)" % (ROUNDS, sent_total, len(acked), len(lost),
+                              len(dup_off) + len(bad), len(dup_off),
+                              len(bad), repeats, repeats_allowed))
     check("repeats only within the unproven window",
           repeats <= repeats_allowed, "%d > %d" % (repeats, repeats_allowed))
     harness.finish()
