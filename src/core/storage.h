@@ -7,7 +7,9 @@
  * inside a transaction the queue opens around each batch of jobs (group
  * commit: a burst of writes costs one fsync).  Completions run on the loop
  * after the batch committed, so nothing is acknowledged before it is
- * durable.  parleyctl calls the driver directly.
+ * durable; a batch that did not commit completes every job with
+ * PL_ESTORAGE (pl_storage_submit, doc/storage.md).  parleyctl calls the
+ * driver directly (begin, calls, commit; rollback when commit fails).
  *
  * A module's job (the arg of pl_storage_submit) starts with struct pl_job,
  * the head every job shares: the request, the session and the account it
@@ -215,11 +217,11 @@ typedef void pl_storage_done_fn(int rc, void *arg);
 /*
  * Queues run(arg) on the storage thread; done(rc, arg) follows on loop.
  *
- * done gets run's result only when the batch run was part of committed;
- * when it did not commit (BEGIN or COMMIT failed after storage.retries
- * tries, or the database rolled the transaction back) every job of the
- * batch gets PL_ESTORAGE, whatever its run returned, and run may not have
- * been called at all.  A run that returns PL_ESTORAGE has none of its
+ * done gets run's result only when the transaction run was part of
+ * committed; when it did not (BEGIN or COMMIT failed after
+ * storage.retries tries, or the database rolled it back) each of its jobs
+ * gets PL_ESTORAGE, whatever its run returned, and run may not have been
+ * called at all.  A run that returns PL_ESTORAGE has none of its
  * writes kept (a savepoint per job); the other jobs of its batch commit.
  * So done must treat PL_ESTORAGE as "nothing happened": answer the
  * request with an error (a message: <resource-constraint/> type wait),
