@@ -142,6 +142,18 @@ static int usage(void)
     return usage_to(stderr);
 }
 
+/* Ends a transaction: PL_OK once it committed; otherwise it is rolled
+ * back and nothing of it stays (the caller reports a failure). */
+static int commit(const struct pl_storage_driver *d, void *h)
+{
+    int rc = d->commit(h);
+    if (rc == PL_OK)
+        return PL_OK;
+    d->rollback(h);
+    fprintf(stderr, "parleyctl: commit failed: %s\n", pl_strerror(rc));
+    return PL_ESTORAGE;
+}
+
 static int open_db(void)
 {
     drv = pl_storage_driver_find(config->s.storage_driver);
@@ -210,7 +222,8 @@ static int set_password(const char *jid, const char *pw, int create)
     drv->begin(db);
     int r = create ? drv->account_create(db, j->domain, j->local, &a)
                    : drv->account_update(db, j->domain, j->local, &a);
-    drv->commit(db);
+    if (commit(drv, db) != PL_OK && r == PL_OK)
+        r = PL_ESTORAGE;
     if (r == PL_ECONFLICT)
         fprintf(stderr, "parleyctl: %s already exists\n", j->bare);
     else if (r == PL_ENOT_FOUND)
@@ -238,7 +251,8 @@ static int deluser(const char *jid)
     }
     drv->begin(db);
     int r = drv->account_delete(db, j->domain, j->local);
-    drv->commit(db);
+    if (commit(drv, db) != PL_OK && r == PL_OK)
+        r = PL_ESTORAGE;
     if (r == PL_ENOT_FOUND)
         fprintf(stderr, "parleyctl: no account %s\n", j->bare);
     pl_jid_free(j);
@@ -320,10 +334,12 @@ static int archive_fill(const char *jid, const char *peer, const char *count)
         rc = drv->archive_append(db, j->domain, j->local, PL_ARCHIVE_USER, &it,
                                  0, &key);
         pl_stanza_unref(st);
-        if (i % 10000 == 9999 || i == n - 1)
-            drv->commit(db);
+        if ((i % 10000 == 9999 || i == n - 1) && commit(drv, db) != PL_OK &&
+            rc == PL_OK)
+            rc = PL_ESTORAGE;
     }
-    drv->commit(db);
+    if (commit(drv, db) != PL_OK && rc == PL_OK)
+        rc = PL_ESTORAGE;
     pl_buf_reset(&xml);
     pl_jid_free(j);
     pl_jid_free(p);
@@ -1296,7 +1312,10 @@ static int mig_step(struct migration *m, int rc)
         return 1;
     }
     if (++m->n % 500 == 0) {
-        m->to->commit(m->db);
+        if (commit(m->to, m->db) != PL_OK) {
+            m->rc = PL_ESTORAGE;
+            return 1;
+        }
         m->to->begin(m->db);
     }
     return 0;
@@ -1419,7 +1438,10 @@ static int cmd_migrate(int n, char **a)
         r = src->kv_all(sdb, mig_doc, &m);
     if (r == PL_OK && m.rc == PL_OK)
         r = src->archive_all(sdb, mig_item, &m);
-    dst->commit(ddb);
+    if (r == PL_OK && m.rc == PL_OK)
+        r = commit(dst, ddb);
+    else
+        dst->rollback(ddb);
     if (r != PL_OK || m.rc != PL_OK) {
         fprintf(stderr,
                 "parleyctl: migration failed (%s) after %ld "

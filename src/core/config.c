@@ -53,6 +53,18 @@ static const struct pl_option storage_opts[] = {
     {"sqlite_synchronous", PL_OPT_ENUM, "\"full\"", 0, 0, sync_modes,
      "SQLite fsync policy: full makes every acknowledged write durable.",
      S(sqlite_synchronous)},
+    {"sqlite_max_size", PL_OPT_INT, "0", 0, 1L << 50, NULL,
+     "Largest size of the SQLite database in bytes (rounded down to "
+     "pages); writes beyond it fail as on a full disk.  0: no limit.",
+     S(sqlite_max_size)},
+    {"retries", PL_OPT_INT, "3", 0, 100, NULL,
+     "Times a batch whose BEGIN failed, or whose COMMIT failed with the "
+     "database busy, is tried again before every job of the batch fails.",
+     S(storage_retries)},
+    {"retry_delay", PL_OPT_INT, "50", 0, 60000, NULL,
+     "Milliseconds before the first of those retries; each next one "
+     "waits twice as long (on the storage thread).",
+     S(storage_retry_delay)},
     {0},
 };
 

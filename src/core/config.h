@@ -84,7 +84,10 @@ struct pl_settings {
     char *storage_driver;
     char *sqlite_path;
     int sqlite_synchronous;
-    char *postgresql; /* libpq connection string (driver postgresql) */
+    long sqlite_max_size;     /* bytes, 0: no limit */
+    long storage_retries;     /* tries of a failed BEGIN or busy COMMIT */
+    long storage_retry_delay; /* ms before the first retry (doubling) */
+    char *postgresql;         /* libpq connection string (driver postgresql) */
     /* limits */
     long max_stanza_size;
     long max_depth;

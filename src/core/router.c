@@ -252,9 +252,16 @@ static void exists_done(int rc, void *arg)
     const char *name = pl_stanza_name(r->st);
     if (rc == PL_OK)
         offline(r->host, r->st, r->from, r->to);
-    else if (strcmp(name, "presence") != 0)
+    else if (strcmp(name, "presence") == 0)
+        ;
+    else if (rc == PL_ENOT_FOUND)
         /* RFC 6121 §8.5.1: no such account. */
         pl_route_error(r->st, PL_ESERVICE_UNAVAILABLE, NULL);
+    else
+        /* Storage could not tell (its batch failed): not "no such
+         * account", but try again later (RFC 6120 §8.3.3.18). */
+        pl_route_error(r->st, PL_ERESOURCE_CONSTRAINT,
+                       "storage failed; try again later");
     pl_stanza_unref(r->st);
     pl_jid_free(r->from);
     pl_jid_free(r->to);

@@ -5,9 +5,11 @@
  */
 #include "storage.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -22,7 +24,7 @@ struct job {
     pl_storage_done_fn *done;   /* loop part */
     void *arg;                  /* caller's request */
     struct pl_barrier *barrier; /* joined barrier, or NULL */
-    int rc;                     /* run's result */
+    int rc;                     /* run's result; PL_ESTORAGE: no commit */
 };
 
 struct pl_barrier {
@@ -38,17 +40,100 @@ static void *db;
 static struct pl_workq *queue;
 static atomic_int unavailable; /* set by the driver, read by the loop */
 
-static void batch(void *ctx, int begin)
+static long retries;     /* storage.retries */
+static long retry_delay; /* storage.retry_delay, ms */
+
+/* On the storage thread, between two tries. */
+static void pause_ms(long ms)
 {
-    int rc = begin ? driver->begin(db) : driver->commit(db);
-    if (rc != PL_OK)
-        pl_log_error("storage", "%s failed", begin ? "begin" : "commit");
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }
 
-static void job_work(struct pl_work *w)
+static long next_delay(long ms)
 {
-    struct job *j = (struct job *)w;
-    j->rc = j->run(driver, db, j->arg);
+    return ms < 30000 ? ms * 2 : ms;
+}
+
+/* Jobs from first up to stop (excluded) did not commit: none of them may
+ * look successful. */
+static void fail_jobs(struct pl_work *first, struct pl_work *stop,
+                      const char *why)
+{
+    size_t n = 0;
+    for (struct pl_work *w = first; w != stop; w = w->next, n++)
+        ((struct job *)w)->rc = PL_ESTORAGE;
+    pl_log_error("storage", "%s: %zu jobs fail", why, n);
+}
+
+/*
+ * Runs the jobs from first on in one transaction.  Returns NULL when they
+ * all completed (committed or failed), or the first job not run yet when
+ * the database rolled the transaction back under a job: the jobs before
+ * it fail, and the rest may go on in a new transaction.
+ */
+static struct pl_work *run_part(struct pl_work *first)
+{
+    long delay = retry_delay;
+    int rc = driver->begin(db);
+    for (long i = 0; rc != PL_OK && i < retries; i++) {
+        driver->rollback(db);
+        pl_log_warn("storage", "begin failed (%s); trying again in %ld ms",
+                    pl_strerror(rc), delay);
+        pause_ms(delay);
+        delay = next_delay(delay);
+        rc = driver->begin(db);
+    }
+    if (rc != PL_OK) {
+        driver->rollback(db);
+        fail_jobs(first, NULL, "begin failed");
+        return NULL;
+    }
+    for (struct pl_work *w = first; w; w = w->next) {
+        struct job *j = (struct job *)w;
+        int lost = driver->job_begin(db) != PL_OK;
+        if (!lost) {
+            j->rc = j->run(driver, db, j->arg);
+            lost = driver->job_end(db, j->rc == PL_ESTORAGE) != PL_OK;
+        }
+        if (lost) {
+            /* w included, so that every part makes progress. */
+            driver->rollback(db);
+            fail_jobs(first, w->next, "the transaction was rolled back");
+            return w->next;
+        }
+    }
+    delay = retry_delay;
+    rc = driver->commit(db);
+    for (long i = 0; rc == PL_EAGAIN && i < retries; i++) {
+        pl_log_warn("storage", "commit busy; trying again in %ld ms", delay);
+        pause_ms(delay);
+        delay = next_delay(delay);
+        rc = driver->commit(db);
+    }
+    if (rc != PL_OK) {
+        driver->rollback(db);
+        fail_jobs(first, NULL, "commit failed");
+    }
+    return NULL;
+}
+
+/*
+ * One batch, normally in one transaction (group commit).  BEGIN is tried
+ * again (nothing ran yet), and so is a COMMIT the driver calls passing
+ * (busy, transaction still open).  Each job runs once, inside a savepoint
+ * that a job failing with PL_ESTORAGE rolls back alone.  When the
+ * transaction cannot commit, it is rolled back and its jobs get
+ * PL_ESTORAGE.  Jobs that ran are never run again (their run may have
+ * filled the job's own fields); jobs not run yet when the database rolled
+ * the transaction back go on in a new one.
+ */
+static void run_batch(void *ctx, struct pl_work *first)
+{
+    (void)ctx;
+    while (first)
+        first = run_part(first);
 }
 
 static void job_done(struct pl_work *w)
@@ -107,7 +192,7 @@ void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
                        pl_storage_done_fn *done, void *arg)
 {
     struct job *j = pl_calloc(1, sizeof(*j));
-    j->w.work = job_work;
+    j->w.work = NULL; /* run_batch runs it */
     j->w.done = job_done;
     j->run = run;
     j->done = done;
@@ -159,16 +244,26 @@ const struct pl_storage_driver *pl_storage_driver_find(const char *name)
 
 int pl__storage_open(const struct pl_settings *s)
 {
-    driver = pl_storage_driver_find(s->storage_driver);
-    if (!driver) {
+    const struct pl_storage_driver *d = pl_storage_driver_find(
+        s->storage_driver);
+    if (!d) {
         pl_log_error("storage", "unknown storage driver '%s'",
                      s->storage_driver);
         return PL_EINVAL;
     }
-    int rc = driver->open(s, &db);
+    return pl__storage_open_driver(d, s);
+}
+
+int pl__storage_open_driver(const struct pl_storage_driver *d,
+                            const struct pl_settings *s)
+{
+    int rc = d->open(s, &db);
     if (rc != PL_OK)
         return rc;
-    queue = pl_workq_new("storage", 1, batch, NULL);
+    driver = d;
+    retries = s->storage_retries;
+    retry_delay = s->storage_retry_delay;
+    queue = pl_workq_new_batched("storage", run_batch, NULL);
     return PL_OK;
 }
 

@@ -7,7 +7,9 @@
  * inside a transaction the queue opens around each batch of jobs (group
  * commit: a burst of writes costs one fsync).  Completions run on the loop
  * after the batch committed, so nothing is acknowledged before it is
- * durable.  parleyctl calls the driver directly.
+ * durable; a batch that did not commit completes every job with
+ * PL_ESTORAGE (pl_storage_submit, doc/storage.md).  parleyctl calls the
+ * driver directly (begin, calls, commit; rollback when commit fails).
  *
  * A module's job (the arg of pl_storage_submit) starts with struct pl_job,
  * the head every job shares: the request, the session and the account it
@@ -85,8 +87,30 @@ struct pl_storage_driver {
     const char *name; /* "sqlite" */
     int (*open)(const struct pl_settings *s, void **db);
     void (*close)(void *db);
+    /*
+     * A batch (storage.c): begin, then for each job job_begin, the job's
+     * calls, job_end; then commit.  begin opens the batch's transaction;
+     * an error means no transaction is open (the queue may try again).
+     */
     int (*begin)(void *db);
+    /* Marks where a job's writes start (a savepoint).  An error: the
+     * batch's transaction is lost (as from job_end). */
+    int (*job_begin)(void *db);
+    /* Keeps the job's writes, or with undo != 0 takes every one of them
+     * back (the job failed with PL_ESTORAGE: none of its writes may
+     * stay).  PL_ESTORAGE when the batch's transaction itself is lost
+     * (the database rolled it back, SQLite does on some SQLITE_FULL or
+     * SQLITE_IOERR): the batch can no longer commit. */
+    int (*job_end)(void *db, int undo);
+    /* Commits the batch.  PL_OK only when everything it wrote is durable;
+     * PL_EAGAIN when it failed for a passing reason (SQLITE_BUSY) and the
+     * transaction is still open, so commit may be called again; any
+     * other error: the batch did not commit, call rollback. */
     int (*commit)(void *db);
+    /* Abandons the batch's transaction if one is open (after begin or
+     * commit failed, or the transaction was lost): nothing written since
+     * begin stays, and the handle is ready for the next begin. */
+    void (*rollback)(void *db);
     /* PL_ENOT_FOUND if no such account. */
     int (*account_get)(void *db, const char *host, const char *user,
                        struct pl_account *out);
@@ -190,7 +214,20 @@ typedef int pl_storage_run_fn(const struct pl_storage_driver *d, void *db,
 /* Runs on the loop with run's result. */
 typedef void pl_storage_done_fn(int rc, void *arg);
 
-/* Queues run(arg) on the storage thread; done(rc, arg) follows on loop. */
+/*
+ * Queues run(arg) on the storage thread; done(rc, arg) follows on loop.
+ *
+ * done gets run's result only when the transaction run was part of
+ * committed; when it did not (BEGIN or COMMIT failed after
+ * storage.retries tries, or the database rolled it back) each of its jobs
+ * gets PL_ESTORAGE, whatever its run returned, and run may not have been
+ * called at all.  A run that returns PL_ESTORAGE has none of its
+ * writes kept (a savepoint per job); the other jobs of its batch commit.
+ * So done must treat PL_ESTORAGE as "nothing happened": answer the
+ * request with an error (a message: <resource-constraint/> type wait),
+ * never as a success.  run is called at most once per job (it may fill
+ * the job's own fields): a failed batch is not run again.
+ */
 void pl_storage_submit(struct pl_loop *loop, pl_storage_run_fn *run,
                        pl_storage_done_fn *done, void *arg);
 
@@ -278,6 +315,9 @@ int pl_storage_unavailable(void);
 
 /* Server lifetime. */
 int pl__storage_open(const struct pl_settings *s);
+/* The same with a given driver (tests: a driver that fails on demand). */
+int pl__storage_open_driver(const struct pl_storage_driver *d,
+                            const struct pl_settings *s);
 /* Waits for queued jobs, commits, closes (SIGTERM). */
 void pl__storage_close(void);
 size_t pl_storage_pending(void);

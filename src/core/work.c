@@ -21,6 +21,7 @@ struct pl_workq {
     int nthreads;          /* worker count */
     pthread_t *threads;    /* workers */
     pl_batch_fn *batch;    /* transaction hooks or NULL */
+    pl_batch_run_fn *run;  /* runs whole batches, or NULL */
     void *ctx;             /* for batch */
     atomic_size_t pending; /* submitted, not completed */
 };
@@ -53,13 +54,17 @@ static void *worker(void *arg)
             pthread_cond_signal(&q->cond);
         }
         pthread_mutex_unlock(&q->lock);
-        if (q->batch)
-            q->batch(q->ctx, 1);
         struct pl_work *w;
-        for (w = batch; w; w = w->next)
-            w->work(w);
-        if (q->batch)
-            q->batch(q->ctx, 0);
+        if (q->run) {
+            q->run(q->ctx, batch);
+        } else {
+            if (q->batch)
+                q->batch(q->ctx, 1);
+            for (w = batch; w; w = w->next)
+                w->work(w);
+            if (q->batch)
+                q->batch(q->ctx, 0);
+        }
         /* Completions only after the batch is durable. */
         w = batch;
         while (w) {
@@ -77,13 +82,15 @@ static void *worker(void *arg)
     return NULL;
 }
 
-struct pl_workq *pl_workq_new(const char *name, int nthreads,
-                              pl_batch_fn *batch, void *ctx)
+static struct pl_workq *new_queue(const char *name, int nthreads,
+                                  pl_batch_fn *batch, pl_batch_run_fn *run,
+                                  void *ctx)
 {
     struct pl_workq *q = pl_calloc(1, sizeof(*q));
     q->name = name;
     q->nthreads = nthreads < 1 ? 1 : nthreads;
     q->batch = batch;
+    q->run = run;
     q->ctx = ctx;
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->cond, NULL);
@@ -94,6 +101,18 @@ struct pl_workq *pl_workq_new(const char *name, int nthreads,
             pl_assert(0);
         }
     return q;
+}
+
+struct pl_workq *pl_workq_new(const char *name, int nthreads,
+                              pl_batch_fn *batch, void *ctx)
+{
+    return new_queue(name, nthreads, batch, NULL, ctx);
+}
+
+struct pl_workq *pl_workq_new_batched(const char *name, pl_batch_run_fn *run,
+                                      void *ctx)
+{
+    return new_queue(name, 1, NULL, run, ctx);
 }
 
 void pl_workq_submit(struct pl_workq *q, struct pl_loop *loop,

@@ -97,9 +97,17 @@ static void store_done(int rc, void *arg)
                     j->base.user, j->base.host);
         pl_route_error(j->base.st, PL_ESERVICE_UNAVAILABLE,
                        "offline storage is full");
-    } else if (rc != PL_OK) {
+    } else if (rc == PL_ESTORAGE) {
+        /* Not stored (a full disk, a failed commit): the sender hears it
+         * before its stream management ack covers the message, and may
+         * send again later (RFC 6120 §8.3.3.18, type wait). */
         pl_log_error("mod_offline", "storing for %s@%s failed", j->base.user,
                      j->base.host);
+        pl_route_error(j->base.st, PL_ERESOURCE_CONSTRAINT,
+                       "offline storage failed; try again later");
+    } else if (rc != PL_OK) {
+        pl_log_error("mod_offline", "storing for %s@%s failed: %s",
+                     j->base.user, j->base.host, pl_strerror(rc));
         pl_route_error(j->base.st, PL_EINTERNAL_SERVER_ERROR, NULL);
     } else {
         /* Committed: whoever waits to tell a sender (a SIP MESSAGE's 202

@@ -234,6 +234,8 @@ struct db {
     int batch;         /* begin() called: statements join a transaction */
     int tx;            /* a transaction is open on c */
     int aborted;       /* it failed: roll back and replay */
+    int failed;        /* a replay failed: the batch cannot commit */
+    size_t mark;       /* nlog when the current job began */
     struct op *log;    /* replay log of the open transaction */
     size_t nlog, cap;  /* its length and room */
     char node[33];     /* this handle's row in parley_commits */
@@ -452,6 +454,7 @@ static long changed(const PGresult *r)
 }
 
 static int replay_op(struct db *d, const struct op *o);
+static void log_clear(struct db *d);
 
 /* A new transaction holding every logged write again; after a lost
  * connection (reconnect first) or a failed call (roll back first). */
@@ -475,17 +478,20 @@ static void recover(struct db *d)
             rc = replay_op(d, &d->log[i]);
             if (rc != PL_OK && rc != LOST) {
                 /* It succeeded before on the same data: cannot happen
-                 * unless another node changed that data meanwhile. */
+                 * unless another node changed that data meanwhile.
+                 * The batch is no longer what its jobs were told. */
                 pl_log_error("postgresql", "replaying a write failed: %s",
                              pl_strerror(rc));
+                d->failed = 1;
                 if (d->aborted)
                     break;
             }
         }
         if (rc == LOST || d->aborted) {
             if (d->aborted && rc != LOST) {
-                /* Drop the replay log rather than loop forever. */
-                d->nlog = 0;
+                /* Drop the replay log rather than loop forever: the
+                 * batch fails (commit says so). */
+                log_clear(d);
             }
             continue;
         }
@@ -533,9 +539,10 @@ static struct op *log_op(struct db *d, int kind, const char *host,
     return o;
 }
 
-static void log_clear(struct db *d)
+/* Forgets the logged writes from index from on. */
+static void log_drop(struct db *d, size_t from)
 {
-    for (size_t i = 0; i < d->nlog; i++) {
+    for (size_t i = from; i < d->nlog; i++) {
         struct op *o = &d->log[i];
         pl_free(o->host);
         pl_free(o->user);
@@ -546,7 +553,12 @@ static void log_clear(struct db *d)
         pl_free((char *)o->it.with);
         pl_free((char *)o->it.with_res);
     }
-    d->nlog = 0;
+    d->nlog = from;
+}
+
+static void log_clear(struct db *d)
+{
+    log_drop(d, 0);
     if (d->cap > 1024) {
         pl_free(d->log);
         d->log = NULL;
@@ -677,6 +689,8 @@ static int db_commit(void *p)
 {
     struct db *d = p;
     int rc = PL_OK;
+    if (d->failed)
+        return PL_ESTORAGE;
     for (;;) {
         if (!d->tx)
             break;
@@ -722,16 +736,54 @@ static int db_commit(void *p)
             drop_conn(d);
             break;
         }
-        /* Lost, or rolled back by the server: do it all again. */
-        if (rc != LOST)
-            pl_log_warn("postgresql", "commit failed; retrying the batch");
-        d->aborted = rc != LOST;
+        if (rc != LOST) {
+            /* Rolled back by the server (or an error before COMMIT):
+             * the batch fails; storage.c calls rollback. */
+            pl_log_error("postgresql", "commit failed: the batch fails");
+            return PL_ESTORAGE;
+        }
+        /* Lost before COMMIT was sent: do it all again. */
         recover(d);
+        if (d->failed)
+            return PL_ESTORAGE;
     }
     d->tx = 0;
     d->batch = 0;
     log_clear(d);
     return PL_OK;
+}
+
+static void db_rollback(void *p)
+{
+    struct db *d = p;
+    if (d->c && d->tx && simple(d, "ROLLBACK") == LOST)
+        drop_conn(d); /* gone with the connection anyway */
+    d->tx = 0;
+    d->aborted = 0;
+    d->batch = 0;
+    d->failed = 0;
+    d->mark = 0;
+    log_clear(d);
+}
+
+static int db_job_begin(void *p)
+{
+    struct db *d = p;
+    d->mark = d->nlog;
+    return d->failed ? PL_ESTORAGE : PL_OK;
+}
+
+/* Undo: the log loses the job's writes and the transaction is rebuilt
+ * from what is left (as after a failed call). */
+static int db_job_end(void *p, int undo)
+{
+    struct db *d = p;
+    if (!d->failed && undo && d->nlog > d->mark) {
+        log_drop(d, d->mark);
+        d->aborted = 1;
+        recover(d);
+    }
+    return d->failed ? PL_ESTORAGE : PL_OK;
 }
 
 /* Runs body (an expression assigning rc) until the connection holds. */
@@ -1731,7 +1783,10 @@ static const struct pl_storage_driver driver = {
     .open = db_open,
     .close = db_close,
     .begin = db_begin,
+    .job_begin = db_job_begin,
+    .job_end = db_job_end,
     .commit = db_commit,
+    .rollback = db_rollback,
     .account_get = account_get,
     .account_create = account_create,
     .account_update = account_update,

@@ -168,6 +168,7 @@ struct db {
     sqlite3 *h;               /* connection */
     sqlite3_stmt *q[Q_COUNT]; /* prepared statements */
     int in_tx;                /* a transaction is open */
+    int lost;                 /* SQLite rolled it back: the batch failed */
 };
 
 static int exec(struct db *d, const char *s)
@@ -216,6 +217,25 @@ static int migrate(struct db *d)
     return PL_OK;
 }
 
+/* storage.sqlite_max_size: max_page_count from bytes (never below the
+ * pages the file already has: SQLite keeps those). */
+static int set_max_size(struct db *d, long bytes)
+{
+    sqlite3_stmt *st;
+    long long page = 4096;
+    if (sqlite3_prepare_v2(d->h, "PRAGMA page_size", -1, &st, NULL) ==
+        SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW)
+            page = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    long long pages = (long long)bytes / (page > 0 ? page : 4096);
+    char pragma[64];
+    snprintf(pragma, sizeof(pragma), "PRAGMA max_page_count = %lld",
+             pages > 0 ? pages : 1);
+    return exec(d, pragma);
+}
+
 static void db_close(void *p)
 {
     struct db *d = p;
@@ -250,6 +270,8 @@ static int db_open(const struct pl_settings *s, void **out)
              sync[s->sqlite_synchronous]);
     if (exec(d, pragmas) != PL_OK || migrate(d) != PL_OK)
         goto fail;
+    if (s->sqlite_max_size > 0 && set_max_size(d, s->sqlite_max_size) != PL_OK)
+        goto fail;
     for (int i = 0; i < Q_COUNT; i++)
         if (sqlite3_prepare_v3(d->h, sql[i], -1, SQLITE_PREPARE_PERSISTENT,
                                &d->q[i], NULL) != SQLITE_OK) {
@@ -273,13 +295,72 @@ static int db_begin(void *p)
     return rc;
 }
 
-static int db_commit(void *p)
+/* SQLite rolled the whole transaction back by itself (it may, on
+ * SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY or SQLITE_NOMEM). */
+static int tx_lost(struct db *d)
+{
+    if (d->in_tx && sqlite3_get_autocommit(d->h)) {
+        pl_log_error("sqlite", "the transaction was rolled back: %s",
+                     sqlite3_errmsg(d->h));
+        d->in_tx = 0;
+        d->lost = 1;
+    }
+    return d->lost;
+}
+
+static int db_job_begin(void *p)
 {
     struct db *d = p;
     if (!d->in_tx)
+        return d->lost ? PL_ESTORAGE : PL_OK;
+    if (tx_lost(d) || exec(d, "SAVEPOINT job") != PL_OK)
+        return PL_ESTORAGE;
+    return PL_OK;
+}
+
+static int db_job_end(void *p, int undo)
+{
+    struct db *d = p;
+    if (!d->in_tx)
+        return d->lost ? PL_ESTORAGE : PL_OK;
+    if (tx_lost(d))
+        return PL_ESTORAGE;
+    int rc = undo ? exec(d, "ROLLBACK TO job; RELEASE job")
+                  : exec(d, "RELEASE job");
+    if (rc != PL_OK) {
+        tx_lost(d);
+        d->lost = 1; /* cannot tell what the savepoint holds */
+        return PL_ESTORAGE;
+    }
+    return PL_OK;
+}
+
+static int db_commit(void *p)
+{
+    struct db *d = p;
+    if (d->lost)
+        return PL_ESTORAGE;
+    if (!d->in_tx)
         return PL_OK;
+    if (sqlite3_exec(d->h, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) {
+        d->in_tx = 0;
+        return PL_OK;
+    }
+    int code = sqlite3_errcode(d->h);
+    pl_log_error("sqlite", "commit: %s", sqlite3_errmsg(d->h));
+    if (tx_lost(d))
+        return PL_ESTORAGE;
+    /* Still open: busy can pass; anything else is rolled back. */
+    return code == SQLITE_BUSY ? PL_EAGAIN : PL_ESTORAGE;
+}
+
+static void db_rollback(void *p)
+{
+    struct db *d = p;
+    if (!sqlite3_get_autocommit(d->h))
+        exec(d, "ROLLBACK");
     d->in_tx = 0;
-    return exec(d, "COMMIT");
+    d->lost = 0;
 }
 
 static sqlite3_stmt *stmt(struct db *d, int q, const char *host,
@@ -980,7 +1061,10 @@ static const struct pl_storage_driver driver = {
     .open = db_open,
     .close = db_close,
     .begin = db_begin,
+    .job_begin = db_job_begin,
+    .job_end = db_job_end,
     .commit = db_commit,
+    .rollback = db_rollback,
     .account_get = account_get,
     .account_create = account_create,
     .account_update = account_update,

@@ -420,7 +420,7 @@ class Server:
                  idle_timeout=900, log_level=None, extra="", label="",
                  limits_extra="", c2s_extra="", register_extra="",
                  hosts=None, s2s=None, s2s_direct=False,
-                 listeners_extra="", host_extra=""):
+                 listeners_extra="", host_extra="", storage_extra=""):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -449,6 +449,9 @@ class Server:
         # group (components = (...); for example).
         self.listeners_extra = listeners_extra
         self.host_extra = host_extra
+        # storage_extra: more settings in the storage group
+        # (sqlite_max_size = ...;).
+        self.storage_extra = storage_extra
         if hosts:
             first = hosts[0]
             self.domain = first if isinstance(first, str) else first["domain"]
@@ -497,10 +500,10 @@ class Server:
 
     def _storage_config(self, var):
         if self.storage == "postgresql":
-            return 'storage: { driver = "postgresql"; postgresql = "%s"; };' \
-                % self.pg_conninfo
-        return 'storage: { driver = "sqlite"; sqlite_path = "%s/parley.db"; };' \
-            % var
+            return 'storage: { driver = "postgresql"; postgresql = "%s"; ' \
+                '%s };' % (self.pg_conninfo, self.storage_extra)
+        return 'storage: { driver = "sqlite"; sqlite_path = "%s/parley.db"; ' \
+            '%s };' % (var, self.storage_extra)
 
     def _parley_config(self):
         var = os.path.join(self.dir, "var")

@@ -70,9 +70,9 @@ void inproc_start(struct inproc *e, enum pl_log_level log_level,
     fprintf(f,
             "server: { data_dir = \"%s\"; log_level = \"error\"; "
             "workers = 1; };\n"
-            "storage: { sqlite_synchronous = \"off\"; };\n"
+            "storage: { sqlite_synchronous = \"off\"; %s };\n"
             "listeners = ();\n",
-            e->dir);
+            e->dir, e->storage ? e->storage : "");
     va_list ap;
     va_start(ap, fmt);
     vfprintf(f, fmt, ap);

@@ -12,8 +12,9 @@
  *                    put files there before the server starts)
  *   inproc_start()   writes <dir>/parleyd.conf: the head all share
  *                    (data_dir, log_level "error", one worker, SQLite
- *                    without fsync, no listener), then the caller's part
- *                    (hosts, modules, groups); starts the server on it
+ *                    without fsync and e->storage, no listener), then
+ *                    the caller's part (hosts, modules, groups); starts
+ *                    the server on it
  *   inproc_pump()    runs the loop for at most ms (less if a callback
  *                    stops it, as a client end that received bytes does)
  *   inproc_busy(), inproc_drain()   storage or CPU jobs in flight; waits
@@ -58,6 +59,8 @@ struct inproc {
     struct pl_config *cfg; /* from dir/parleyd.conf */
     struct pl_loop *loop;  /* the server's loop, also the clients' */
     struct pl_workq *cpu;  /* CPU workers (PBKDF2) */
+    const char *storage;   /* more settings of the storage group, or NULL
+                            * (set between inproc_mkdir and _start) */
 };
 
 /* Monotonic milliseconds. */
