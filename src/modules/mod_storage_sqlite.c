@@ -169,7 +169,16 @@ struct db {
     sqlite3_stmt *q[Q_COUNT]; /* prepared statements */
     int in_tx;                /* a transaction is open */
     int lost;                 /* SQLite rolled it back: the batch failed */
+    sqlite3_stmt *sp[3];      /* SP_*: each job's savepoint, prepared once */
 };
+
+enum {
+    SP_BEGIN,
+    SP_RELEASE,
+    SP_UNDO
+};
+static const char *const sp_sql[3] = {"SAVEPOINT job", "RELEASE job",
+                                      "ROLLBACK TO job"};
 
 static int exec(struct db *d, const char *s)
 {
@@ -178,6 +187,26 @@ static int exec(struct db *d, const char *s)
         pl_log_error("sqlite", "%s (while running: %.60s)", err ? err : "error",
                      s);
         sqlite3_free(err);
+        return PL_ESTORAGE;
+    }
+    return PL_OK;
+}
+
+/* A job's savepoint statement (prepared on first use: one per job on
+ * every write, so not parsed each time). */
+static int savepoint(struct db *d, int which)
+{
+    sqlite3_stmt **st = &d->sp[which];
+    if (!*st &&
+        sqlite3_prepare_v2(d->h, sp_sql[which], -1, st, NULL) != SQLITE_OK) {
+        pl_log_error("sqlite", "%s: %s", sp_sql[which], sqlite3_errmsg(d->h));
+        *st = NULL;
+        return PL_ESTORAGE;
+    }
+    int rc = sqlite3_step(*st);
+    sqlite3_reset(*st);
+    if (rc != SQLITE_DONE) {
+        pl_log_error("sqlite", "%s: %s", sp_sql[which], sqlite3_errmsg(d->h));
         return PL_ESTORAGE;
     }
     return PL_OK;
@@ -245,6 +274,8 @@ static void db_close(void *p)
         exec(d, "COMMIT");
     for (int i = 0; i < Q_COUNT; i++)
         sqlite3_finalize(d->q[i]);
+    for (int i = 0; i < 3; i++)
+        sqlite3_finalize(d->sp[i]);
     sqlite3_close(d->h);
     pl_free(d);
 }
@@ -313,7 +344,7 @@ static int db_job_begin(void *p)
     struct db *d = p;
     if (!d->in_tx)
         return d->lost ? PL_ESTORAGE : PL_OK;
-    if (tx_lost(d) || exec(d, "SAVEPOINT job") != PL_OK)
+    if (tx_lost(d) || savepoint(d, SP_BEGIN) != PL_OK)
         return PL_ESTORAGE;
     return PL_OK;
 }
@@ -325,8 +356,8 @@ static int db_job_end(void *p, int undo)
         return d->lost ? PL_ESTORAGE : PL_OK;
     if (tx_lost(d))
         return PL_ESTORAGE;
-    int rc = undo ? exec(d, "ROLLBACK TO job; RELEASE job")
-                  : exec(d, "RELEASE job");
+    int rc = undo && savepoint(d, SP_UNDO) != PL_OK ? PL_ESTORAGE
+                                                    : savepoint(d, SP_RELEASE);
     if (rc != PL_OK) {
         tx_lost(d);
         d->lost = 1; /* cannot tell what the savepoint holds */
