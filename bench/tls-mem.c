@@ -22,9 +22,11 @@
  *   data       after the application data exchange: idle (with
  *              SSL_MODE_RELEASE_BUFFERS no record buffer is left)
  *
- * Bytes are malloc_usable_size of the blocks (what the heap holds, the
- * allocator's 8-16 byte chunk headers aside); the site table is printed
- * for the idle state, largest first, with the phase that allocated each.
+ * Bytes are what OpenSSL's blocks offer it (malloc_usable_size: the
+ * request and glibc's rounding); glibc's own 8-byte header per block is
+ * not in them, so the idle block count is printed beside the total.  The
+ * site table is printed for the idle state, largest first, with the
+ * phase that allocated each site first.
  *
  *   build/bench/tls-mem [--sessions N] [--tls12] [--json]
  *                       [--client-suites LIST] [--keep-buffers]
@@ -67,9 +69,10 @@ struct hdr {
 };
 
 static struct site sites[MAX_SITES];
-static int charging; /* allocations are the server's while set */
-static int phase;    /* 0 new, 1 handshake, 2 data */
-static long live_total;
+static int charging;     /* allocations are the server's while set */
+static int phase;        /* 0 new, 1 handshake, 2 data */
+static long live_total;  /* server-side bytes live now */
+static long live_blocks; /* and blocks */
 
 static size_t site_of(const char *file, int line)
 {
@@ -94,10 +97,13 @@ static void account(struct hdr *h, long sign)
 {
     if (h->site >= MAX_SITES)
         return;
-    long n = (long)malloc_usable_size(h);
+    /* What the block offers OpenSSL: its request and the rounding, not
+     * our header nor glibc's (8 bytes a block, counted apart). */
+    long n = (long)(malloc_usable_size(h) - sizeof(*h));
     sites[h->site].live += sign * n;
     sites[h->site].blocks += sign;
     live_total += sign * n;
+    live_blocks += sign;
 }
 
 static void *count_malloc(size_t n, const char *file, int line)
@@ -280,7 +286,7 @@ int main(int argc, char **argv)
     struct pair *ps = calloc((size_t)n, sizeof(*ps));
     if (!cctx || !ps)
         return 1;
-    long t0 = live_total;
+    long t0 = live_total, b0 = live_blocks;
     for (int k = 0; k < n; k++) {
         struct pair *p = &ps[k];
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, p->fd) < 0) {
@@ -315,15 +321,16 @@ int main(int argc, char **argv)
         }
     }
     phase_data = live_total - t0;
+    double blocks = (double)(live_blocks - b0) / n;
     const char *version = SSL_get_version(ps[0].srv);
     const char *cipher = SSL_get_cipher_name(ps[0].srv);
     qsort(sites, MAX_SITES, sizeof(sites[0]), cmp_site);
     if (json) {
         printf("{\"sessions\":%d,\"version\":\"%s\",\"cipher\":\"%s\","
                "\"new\":%.0f,\"handshake\":%.0f,\"data\":%.0f,"
-               "\"sites\":[",
+               "\"blocks\":%.1f,\"sites\":[",
                n, version, cipher, (double)phase_new / n, (double)phase_hs / n,
-               (double)phase_data / n);
+               (double)phase_data / n, blocks);
         for (int k = 0; k < 12 && sites[k].live > 0; k++)
             printf("%s{\"site\":\"%s:%d\",\"phase\":\"%s\",\"bytes\":%.0f,"
                    "\"blocks\":%.2f}",
@@ -336,9 +343,9 @@ int main(int argc, char **argv)
                OpenSSL_version(OPENSSL_VERSION));
         printf("server-side OpenSSL bytes per connection:\n"
                "  after SSL_new      %8.0f\n  after handshake    %8.0f\n"
-               "  after data (idle)  %8.0f\n",
+               "  after data (idle)  %8.0f in %.1f blocks\n",
                (double)phase_new / n, (double)phase_hs / n,
-               (double)phase_data / n);
+               (double)phase_data / n, blocks);
         printf("idle, by allocation site (bytes and blocks per "
                "connection):\n");
         for (int k = 0; k < MAX_SITES && sites[k].live > 0; k++) {
