@@ -362,6 +362,13 @@ $(BUILD)/bench/parley-load: bench/parley-load.c bench/common.c \
 	    -Isrc $(call pkg_config,--cflags,openssl) -o $@ \
 	    $(filter %.c,$^) $(call pkg_config,--libs,openssl)
 
+# bench/tls-mem: OpenSSL's bytes per idle TLS connection, by allocation
+# site, with the server's own context code (BENCH_ONLY=tlsidle runs it
+# from bench/tls-idle.py).
+$(BUILD)/bench/tls-mem: bench/tls-mem.c $(BUILD)/libparley.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(BUILD)/libparley.a $(LDLIBS)
+
 # bench/sip-load, the SIP generator (issue 14: Parley against Kamailio).
 $(BUILD)/bench/sip-load: bench/sip-load.c bench/common.c bench/common.h
 	@mkdir -p $(dir $@)
@@ -372,7 +379,7 @@ $(BUILD)/bench/sip-load: bench/sip-load.c bench/common.c bench/common.h
 bench:
 	@scripts/bootstrap
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load \
-	    $(BUILD)/bench/sip-load
+	    $(BUILD)/bench/sip-load $(BUILD)/bench/tls-mem
 	@bench/run
 
 bench-scale:

@@ -93,7 +93,6 @@ struct pl_xml_parser {
     bool use_region;    /* expat's memory in our own pages */
     unsigned doc_bytes; /* bytes of this document seen, up to 2 */
     struct chunk *mem;  /* those pages, newest first */
-    char errtext[192];  /* expat's diagnostic */
 };
 
 /*
@@ -801,11 +800,14 @@ static int parse(struct pl_xml_parser *p, const char *data, size_t n, int final)
         if (code == XML_ERROR_NO_MEMORY) {
             fail(p, PL_XML_POLICY_VIOLATION, "out of memory parsing XML");
         } else {
-            snprintf(p->errtext, sizeof(p->errtext),
-                     "%s at line %llu, column %llu", XML_ErrorString(code),
+            /* On the stack: the error callback only borrows it (every
+             * parser of every session would otherwise carry it). */
+            char text[192];
+            snprintf(text, sizeof(text), "%s at line %llu, column %llu",
+                     XML_ErrorString(code),
                      (unsigned long long)XML_GetCurrentLineNumber(p->xp),
                      (unsigned long long)XML_GetCurrentColumnNumber(p->xp));
-            fail(p, PL_XML_NOT_WELL_FORMED, p->errtext);
+            fail(p, PL_XML_NOT_WELL_FORMED, text);
         }
         return PL_EINVAL;
     }

@@ -106,6 +106,8 @@ static const struct help help[] = {
     {"stanzas_routed", 0, "Stanzas handed to the router."},
     {"tls_handshakes", 0, "TLS handshakes completed (in and out)."},
     {"tls_handshake_failures", 0, "TLS handshakes that failed."},
+    {"c2s_naps", 0,
+     "Idle client streams that gave back their XML parser (2 s idle)."},
     {"admin_api_requests", 0, "Requests to the HTTP admin API."},
     {"media_metalinks", 0, "Metalink documents served (doc/media.md)."},
     {"media_queries", 0, "XMPP source queries answered (urn:parley:media:0)."},

@@ -877,7 +877,10 @@ static void on_timer(struct pl_timer *t)
     /* An idle stream gives back its XML parser (about 10 KiB) until the
      * next byte arrives (xml.h, pl_xml_parser_nap). */
     if (c->state == ST_BOUND && now - c->conn->last_read_ms >= 2000) {
-        napped += (unsigned long)pl_xml_parser_nap(c->xml);
+        if (pl_xml_parser_nap(c->xml)) {
+            napped++;
+            pl_stat_inc(c2s_naps);
+        }
         if (c->tr && c->tr->nap)
             c->tr->nap(c->tdata);
         pl_conn_trim(c->conn);
