@@ -651,9 +651,104 @@ static int seat_of(struct pl_str q, uint64_t *out)
     return 1;
 }
 
+/*
+ * Parked Metalink GETs: a download told to wait for peers may ask the
+ * server to hold its answer (hold=MS, at most HOLD_MAX_MS) until a peer
+ * of the file is listed (pl__upload_listed, from mod_media) or the time
+ * is up, rather than ask again and again.  Few at a time (one per
+ * waiting download), so a list.
+ */
+#define HOLD_MAX_MS 10000
+
+struct park {
+    struct park *next;
+    struct pl_http_req *r;
+    char id[PL_UPLOAD_ID_LEN + 1]; /* the file's id */
+    char sha256[48];               /* its SHA-256, base64 */
+    struct pl_timer timer;         /* the end of the hold */
+};
+
+static struct park *parked;
+
+static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
+                          struct upload_file *f, int may_park);
+
+/* Takes p out of the list and answers its request again (no second
+ * hold), unless the request is gone. */
+static void unpark(struct park *p)
+{
+    for (struct park **pp = &parked; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    pl_timer_stop(&p->timer);
+    struct pl_http_req *r = p->r;
+    char id[PL_UPLOAD_ID_LEN + 1];
+    memcpy(id, p->id, sizeof(id));
+    pl_free(p);
+    if (!r)
+        return;
+    r->data = NULL;
+    struct pl_upload *u;
+    struct upload_file *f = find_file((struct pl_str){id, PL_UPLOAD_ID_LEN},
+                                      &u);
+    if (!f || !f->ready)
+        pl_http_error(r, 404, NULL);
+    else
+        send_metalink(r, u, f, 0);
+}
+
+static void park_expired(struct pl_timer *t)
+{
+    unpark(t->data);
+}
+
+void pl__upload_listed(const char *sha256)
+{
+    struct park *p = parked, *next;
+    for (; p; p = next) {
+        next = p->next;
+        if (strcmp(p->sha256, sha256) == 0) {
+            unpark(p);
+            next = parked; /* answering may have changed the list */
+        }
+    }
+}
+
+/* Holds r (a Metalink GET told to wait) for up to ms. */
+static void park(struct pl_http_req *r, const struct upload_file *f, long ms)
+{
+    struct park *p = pl_calloc(1, sizeof(*p));
+    p->r = r;
+    snprintf(p->id, sizeof(p->id), "%s", f->id);
+    snprintf(p->sha256, sizeof(p->sha256), "%s", f->sha256);
+    pl_timer_init(&p->timer, park_expired, p);
+    pl_timer_start(pl_server_loop(), &p->timer,
+                   (uint64_t)(ms > HOLD_MAX_MS ? HOLD_MAX_MS : ms));
+    p->next = parked;
+    parked = p;
+    r->data = p;
+}
+
+/* The hold=MS parameter (1 .. 7 digits), 0 when none. */
+static long hold_of(struct pl_str q)
+{
+    struct pl_str v;
+    if (!query_param(q, "hold", &v) || !v.len || v.len > 7)
+        return 0;
+    long ms = 0;
+    for (size_t k = 0; k < v.len; k++) {
+        if (v.p[k] < '0' || v.p[k] > '9')
+            return 0;
+        ms = ms * 10 + (v.p[k] - '0');
+    }
+    return ms;
+}
+
 /* The Metalink of f (RFC 5854): the server first, then its live peers. */
 static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
-                          struct upload_file *f)
+                          struct upload_file *f, int may_park)
 {
     struct pl_buf url = {0}, origin = {0}, doc = {0};
     pl__upload_url(u, f->id, f->name, &url);
@@ -694,6 +789,11 @@ static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
     uint64_t seat;
     if (m && peers.n == 0 && !r->is_head && seat_of(r->query, &seat))
         info.wait = pl__media_seat(m, f, seat);
+    long hold = info.wait && may_park ? hold_of(r->query) : 0;
+    if (hold > 0) {
+        park(r, f, hold);
+        goto out;
+    }
     pl_media_metalink(&info, &doc);
     if (!r->is_head) {
         if (m)
@@ -761,13 +861,13 @@ static void get_request(struct pl_http_req *r, struct pl_str id,
     if (!pl_str_eq_c(name, f->name)) {
         if (name.len == n + 6 && memcmp(name.p, f->name, n) == 0 &&
             memcmp(name.p + n, ".meta4", 6) == 0)
-            send_metalink(r, u, f);
+            send_metalink(r, u, f, 1);
         else
             pl_http_error(r, 404, NULL);
         return;
     }
     if (wants_metalink(r)) {
-        send_metalink(r, u, f);
+        send_metalink(r, u, f, 1);
         return;
     }
     char path[4200];
@@ -840,6 +940,13 @@ static void on_request(struct pl_http_req *r)
 
 static void on_abort(struct pl_http_req *r)
 {
+    if (r->data && pl_str_eq_c(r->head->method, "GET")) {
+        struct park *k = r->data; /* a parked Metalink GET */
+        r->data = NULL;
+        k->r = NULL;
+        unpark(k);
+        return;
+    }
     struct put *p = r->data;
     if (!p)
         return;
@@ -877,6 +984,16 @@ int pl__upload_http_start(void)
 
 void pl__upload_http_stop(void)
 {
+    while (parked) {
+        struct park *p = parked;
+        parked = p->next;
+        pl_timer_stop(&p->timer);
+        if (p->r) {
+            p->r->data = NULL;
+            pl_http_error(p->r, 503, NULL);
+        }
+        pl_free(p);
+    }
     if (route.path)
         pl_http_route_remove(&route);
     route.path = NULL;

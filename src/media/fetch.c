@@ -59,6 +59,7 @@
 #define BUSY_TRIES 6                      /* 503 answers before LOST */
 #define SERVER_TRIES 8   /* failures in a row before the server is LOST */
 #define FAST_REFRESH 500 /* ms between Metalink reads when waiting */
+#define HOLD_MS 2000     /* the server may hold such a read this long */
 #define PEER_TRIES 50    /* and a peer, preferring peers (server_last) */
 
 enum {
@@ -118,6 +119,7 @@ struct fetch {
     long long last_progress;
     long long next_refresh; /* opts.refresh_url: when to read it again */
     char *refresh_light;    /* the same with pieces=0 (no piece hashes) */
+    int held;               /* the last read asked the server to hold it */
     int waiting;            /* the last Metalink said <wait/> */
     long long wait_until;   /* the server is held back till then at most */
     char **owned;           /* URLs of sources that joined later */
@@ -883,10 +885,26 @@ static size_t url_key(const char *url)
  */
 static void refresh(struct fetch *f)
 {
+    f->held = 0;
     struct pl_mlink m2 = {0};
     char err[256];
-    if (pl_mlink_get(f->refresh_light ? f->refresh_light : f->o.refresh_url,
-                     &f->o, 5000, &m2, err, sizeof(err)) != PL_MEDIA_OK ||
+    /* With nothing to do but wait for a peer, the server may hold the
+     * answer until one is listed (hold=, at most HOLD_MS). */
+    char held[8192];
+    const char *url = f->refresh_light ? f->refresh_light : f->o.refresh_url;
+    long long t = now_ms();
+    if (holding(f, t) && !peers_left(f) && f->refresh_light) {
+        long ms = (long)(f->wait_until - t);
+        if (ms > HOLD_MS)
+            ms = HOLD_MS;
+        if (ms > 0 && snprintf(held, sizeof(held), "%s&hold=%ld", url, ms) <
+                          (int)sizeof(held)) {
+            url = held;
+            f->held = 1;
+        }
+    }
+    if (pl_mlink_get(url, &f->o, 5000 + HOLD_MS, &m2, err, sizeof(err)) !=
+            PL_MEDIA_OK ||
         memcmp(m2.sha256, f->m->sha256, PL_MEDIA_HASH_LEN)) {
         pl_mlink_free(&m2);
         return;
@@ -998,6 +1016,10 @@ static int run(struct fetch *f, const volatile int *stop)
             long every = f->o.refresh_ms;
             if ((holding(f, t2) || !peers_left(f)) && every > FAST_REFRESH)
                 every = FAST_REFRESH;
+            /* A held read that the server kept a while paces itself:
+             * ask again at once (one that came back at once did not). */
+            if (f->held && t2 - t >= HOLD_MS / 2)
+                every = 0;
             f->next_refresh = t2 + every;
         }
         if (t - f->last_progress >= 250) {

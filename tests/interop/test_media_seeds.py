@@ -23,10 +23,12 @@ back until a peer is listed.  Checked, with seed_copies = 1:
 Run with /usr/bin/python3; `scripts/run-tests media_seeds`.
 """
 
+import base64
 import hashlib
 import json
 import os
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +38,7 @@ from agent_common import Agent, is_event  # noqa: E402
 from im_common import LoopThread, add_users  # noqa: E402
 from test_upload import req, path_of, slix_upload  # noqa: E402
 from test_media_info import server as media_server  # noqa: E402
+from test_media_info import announce_xml, disconnect, peer_session  # noqa
 from test_media_agents import push, answer_of, media_status, in_cache  # noqa
 
 PIECE = 262144
@@ -56,7 +59,7 @@ def main():
     (alice,) = add_users(srv, harness.unique("alice"))
     lt = LoopThread()
     files = []
-    for name in ("a.bin", "b.bin", "c.bin"):
+    for name in ("a.bin", "b.bin", "c.bin", "d.bin"):
         data = os.urandom(SIZE)
         try:
             url = lt.run(slix_upload(srv, alice, data, name), timeout=60)
@@ -64,7 +67,7 @@ def main():
             url = None
             note("slixmpp upload: %r" % e)
         files.append((path_of(url) if url else None, data))
-    check("three files are uploaded", all(p for p, _ in files),
+    check("four files are uploaded", all(p for p, _ in files),
           repr(files[0][0]))
     if not all(p for p, _ in files):
         harness.finish()
@@ -106,8 +109,54 @@ def main():
     st, body = ml(path, "a1")
     check("and the old seed now waits", WAIT in body, repr(body[-200:]))
 
-    # -- four agents at once: one copy from the server
+    # -- a held GET (hold=MS): answered when a peer is listed
     path, data = files[1]
+    b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    ml(path, "c3")  # the seed
+    t0 = time.monotonic()
+    st, body = ml(path, "d4&pieces=0&hold=300")
+    took = time.monotonic() - t0
+    check("a held GET with no peer to come answers <wait/> when its time "
+          "is up", st == 200 and WAIT in body and took >= 0.25,
+          "%.2f s %r" % (took, body[-200:]))
+    # A client that gives up on its held GET: the server forgets it.
+    import socket
+    so = socket.create_connection(("127.0.0.1", port), 5)
+    so.sendall(("GET %s.meta4?seat=f6&hold=8000 HTTP/1.1\r\nHost: "
+                "127.0.0.1\r\n\r\n" % path).encode())
+    check("a held GET then dropped by its client",
+          harness.wait_for(lambda: media_status(srv, path).get("waits", 0)
+                           >= 2, 10), "")
+    so.close()
+    got = {}
+
+    def held():
+        t = time.monotonic()
+        got["st"], got["body"] = ml(path, "e5&pieces=0&hold=8000")
+        got["took"] = time.monotonic() - t
+    th = threading.Thread(target=held, daemon=True)
+    th.start()
+    check("another held GET is kept waiting",
+          harness.wait_for(lambda: media_status(srv, path).get("waits", 0)
+                           >= 3, 10) and th.is_alive(), "")
+    peer_url = "http://127.0.0.1:9/m/" + hashlib.sha256(data).hexdigest()
+    box = []
+    pc = lt.run(peer_session(srv, alice, "seed", [announce_xml(b64, peer_url,
+                                                               2)], box),
+                timeout=30)
+    th.join(10)
+    check("a peer announced: the held GET is answered at once, with it",
+          not th.is_alive() and got.get("st") == 200 and
+          WAIT not in got.get("body", WAIT) and
+          peer_url.encode() in got.get("body", b"") and
+          got.get("took", 99) < 5, repr(got)[:300])
+    lt.run(disconnect(pc))
+    check("the peer gone, it is no longer listed",
+          harness.wait_for(lambda: peer_url.encode() not in ml(path)[1], 10),
+          "")
+
+    # -- four agents at once: one copy from the server
+    path, data = files[3]
     hexd = hashlib.sha256(data).hexdigest()
     agents = []
     for n in range(4):

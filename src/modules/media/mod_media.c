@@ -587,6 +587,7 @@ static int announce(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
         pl_free(p->url);
     }
     p->url = pl_strdup(url);
+    int listed = p->max_concurrent <= 0 && maxc > 0;
     p->max_concurrent = maxc;
     pl_stat_inc(media_announces);
     pl_log_info("media", "%s: %s serves %s at %s (%ld at once)",
@@ -602,6 +603,9 @@ static int announce(struct pl_media *m, struct pl_event *ev, struct pl_node *q)
     pl_node_add_text(res, k, b64, strlen(b64));
     pl_route_reply(ev->stanza, res);
     pl_stanza_unref(res);
+    /* Downloads parked waiting for a peer of this file get it now. */
+    if (listed)
+        pl__upload_listed(mf->sha256);
     return PL_HANDLED;
 }
 

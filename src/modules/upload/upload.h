@@ -190,5 +190,9 @@ void pl__upload_notify(struct pl_upload *u, const char *owner,
 
 int pl__upload_http_start(void);
 void pl__upload_http_stop(void);
+/* A peer of the file with this SHA-256 (base64) is now listed: the
+ * Metalink GETs parked waiting for one (hold=, doc/media.md "Seeds") are
+ * answered now. */
+void pl__upload_listed(const char *sha256);
 
 #endif
