@@ -68,6 +68,7 @@ struct pl_stanza {
     struct chunk *cur;    /* newest chunk, where allocation happens */
     size_t arena_size;    /* sum of chunk sizes, for accounting */
     size_t wire_size;     /* size as received, 0 if built; sizes the cache */
+    unsigned marks;       /* PL_STANZA_* facts, never serialized */
     struct cache cache;   /* serialization for client and server streams */
     struct chunk first;   /* first chunk; its bytes follow the struct */
 };
@@ -599,7 +600,18 @@ struct pl_stanza *pl_stanza_copy(const struct pl_stanza *src)
     if (src->root)
         st->root = copy_tree(st, NULL, src->root);
     st->wire_size = src->wire_size;
+    st->marks = src->marks;
     return st;
+}
+
+unsigned pl_stanza_marks(const struct pl_stanza *st)
+{
+    return st->marks;
+}
+
+void pl_stanza_mark(struct pl_stanza *st, unsigned marks)
+{
+    st->marks |= marks;
 }
 
 void pl_node_remove(struct pl_stanza *st, struct pl_node *el)

@@ -89,6 +89,16 @@ struct pl_stanza; /* opaque: refcount, arena, root, serialization cache */
 struct pl_stanza *pl_stanza_new(const char *name, const char *ns);
 /* Deep copy with a fresh arena and refcount 1. */
 struct pl_stanza *pl_stanza_copy(const struct pl_stanza *st);
+
+/* Marks: facts the server keeps with a stanza (copied with it, never
+ * serialized). */
+#define PL_STANZA_ACCEPTED                                                     \
+    1u /* accepted for delivery before: routed again
+                               * (an unacknowledged message of a session
+                               * that ended or of a server that stopped),
+                               * so no admission limit refuses it again */
+unsigned pl_stanza_marks(const struct pl_stanza *st);
+void pl_stanza_mark(struct pl_stanza *st, unsigned marks);
 struct pl_stanza *pl_stanza_ref(struct pl_stanza *st); /* returns st */
 void pl_stanza_unref(struct pl_stanza *st);            /* NULL is fine */
 struct pl_node *pl_stanza_root(const struct pl_stanza *st);

@@ -12,6 +12,7 @@
  * to the session.  "message/stored" fires once a message is committed
  * (its stanza: the stored copy, with the original's id, from and to).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
@@ -149,7 +150,11 @@ static int on_offline(struct pl_event *ev, void *state)
         return PL_HANDLED;
     struct store_job *j = pl_job_new(sizeof(*j), NULL, 0, ev->host->domain,
                                      ev->to->local);
-    j->quota = s->quota;
+    /* A message accepted before (routed again after its session or the
+     * server ended) was counted against nothing new: it is kept even past
+     * the quota, which is for admitting messages. */
+    j->quota = pl_stanza_marks(ev->stanza) & PL_STANZA_ACCEPTED ? LONG_MAX
+                                                                : s->quota;
     snprintf(j->key, sizeof(j->key), "%020llu", next_seq++);
     j->base.st = pl_stanza_copy(ev->stanza);
     /* XEP-0203: when the server received it. */

@@ -431,6 +431,7 @@ static void reroute(struct pl_stanza *st, const char *bare)
     if (reroutable(st)) {
         const char *from = pl_stanza_attr(st, "from");
         struct pl_stanza *c = pl_stanza_copy(st);
+        pl_stanza_mark(c, PL_STANZA_ACCEPTED);
         if (!from || pl_route_as(c, from, bare) != PL_OK)
             pl_log_warn("sm",
                         "dropped an unacknowledged message to %s "

@@ -263,6 +263,38 @@ def test_crash(srv):
     c2.logout()
 
 
+def test_full_store(srv):
+    """An unacknowledged message goes to offline storage even when the
+    recipient's store is full: it was accepted already (the quota is for
+    admitting messages).  This server's offline quota is 2."""
+    a, b = add_users(srv, harness.unique("smf"), harness.unique("smg"))
+    ua, ub = a.split("@")[0], b.split("@")[0]
+    cb = ImClient(srv, ub, "desk")
+    for i in (1, 2):
+        cb.message(a, "stored-%d" % i)
+    cb.message(a, "refused-3")
+    err = cb.wait(lambda e: e.tag == C + "message" and
+                  e.get("type") == "error")
+    check("sm: a full offline store refuses a third message",
+          err is not None, "")
+    # Online with stream management, no presence: no offline flush; a
+    # message to its full JID comes and is not acknowledged.
+    ca = SmClient(srv, ua, "f")
+    ca.enable()
+    cb.message(ca.jid, "inflight-1")
+    check("sm: delivered, not acknowledged", ca.wait(msgs_from(b))
+          is not None, "")
+    ca.logout()
+    c2 = SmClient(srv, ua, "f2")
+    c2.presence()
+    got = c2.collect(msgs_from(b), 3)
+    check("sm: the unacknowledged message is kept past the quota and comes "
+          "with the stored ones", sorted(bodies(got)) ==
+          ["inflight-1", "stored-1", "stored-2"], str(bodies(got)))
+    c2.logout()
+    cb.logout()
+
+
 # ------------------------------------------------------------- libraries
 
 def test_slixmpp(srv):
@@ -367,6 +399,15 @@ def main():
                 TimeoutError) as e:
             check("%s ran to the end" % step.__name__, False, repr(e))
     srv.stop()
+    srv3 = harness.Server(extra="offline: { quota = 2; };", label="quota")
+    if not srv3.start():
+        check("parleyd starts", False, srv3.dump_log())
+        harness.finish()
+    try:
+        test_full_store(srv3)
+    except (OSError, RuntimeError, harness.StreamClosed, TimeoutError) as e:
+        check("test_full_store ran to the end", False, repr(e))
+    srv3.stop()
     srv2 = harness.Server(c2s_extra="sm_resume_timeout = 60;", label="60s")
     if not srv2.start():
         check("parleyd starts", False, srv2.dump_log())
