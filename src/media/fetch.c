@@ -120,6 +120,7 @@ struct fetch {
     long long next_refresh; /* opts.refresh_url: when to read it again */
     char *refresh_light;    /* the same with pieces=0 (no piece hashes) */
     int held;               /* the last read asked the server to hold it */
+    struct verifier *ver;   /* the whole-file hash, as pieces come */
     int waiting;            /* the last Metalink said <wait/> */
     long long wait_until;   /* the server is held back till then at most */
     char **owned;           /* URLs of sources that joined later */
@@ -616,12 +617,149 @@ static void schedule(struct fetch *f, int no_hold)
     }
 }
 
+/* ------------------------------------------------------ the whole hash */
+
+/*
+ * The whole file's SHA-256 is computed on a thread of its own while the
+ * download runs: it reads back (from the page cache) the verified pieces
+ * at the start of the file as they join up, so at the end only what came
+ * last is left to hash.  A device is a source sooner (its last step is
+ * short), and the hashing runs on another core than the download's.
+ */
+struct verifier {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fd;          /* the .part, read with pread */
+    uint64_t ready;  /* bytes from 0 whose pieces are all verified
+                        (written by the download's thread, locked) */
+    uint64_t next;   /* the same, the download thread's own copy */
+    uint64_t hashed; /* bytes hashed so far (the thread's) */
+    int stop;        /* the download ended without a verified file */
+    int failed;      /* a read failed */
+    EVP_MD_CTX *md;
+};
+
+static void *verify_main(void *arg)
+{
+    struct verifier *v = arg;
+    static const size_t cap = 1 << 20;
+    unsigned char *buf = malloc(cap);
+    pthread_mutex_lock(&v->mu);
+    for (;;) {
+        while (!v->stop && v->hashed == v->ready)
+            pthread_cond_wait(&v->cv, &v->mu);
+        if (v->stop || !buf)
+            break;
+        uint64_t off = v->hashed, end = v->ready;
+        pthread_mutex_unlock(&v->mu);
+        while (off < end) {
+            size_t want = end - off < cap ? (size_t)(end - off) : cap;
+            ssize_t k = pread(v->fd, buf, want, (off_t)off);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0)
+                break;
+            EVP_DigestUpdate(v->md, buf, (size_t)k);
+            off += (uint64_t)k;
+        }
+        pthread_mutex_lock(&v->mu);
+        if (off < end) {
+            v->failed = 1; /* finish() reads the file itself */
+            pthread_cond_broadcast(&v->cv);
+            break;
+        }
+        v->hashed = off;
+        pthread_cond_broadcast(&v->cv);
+    }
+    if (!buf)
+        v->failed = 1;
+    pthread_mutex_unlock(&v->mu);
+    free(buf);
+    return NULL;
+}
+
+/* The bytes from 0 whose pieces are all verified. */
+static uint64_t verified_prefix(const struct fetch *f, uint64_t from_piece)
+{
+    uint64_t i = from_piece;
+    while (i < f->npieces && (f->have[i / 8] & (1u << (i % 8))))
+        i++;
+    return i >= f->npieces ? f->m->size : i * f->psize;
+}
+
+/* Starts the verifier (NULL: finish() hashes the whole file itself). */
+static void verifier_start(struct fetch *f)
+{
+    if (f->whole || !f->npieces)
+        return;
+    struct verifier *v = calloc(1, sizeof(*v));
+    if (!v)
+        return;
+    v->fd = f->fd;
+    v->md = EVP_MD_CTX_new();
+    pthread_mutex_init(&v->mu, NULL);
+    pthread_cond_init(&v->cv, NULL);
+    v->ready = v->next = verified_prefix(f, 0);
+    if (!v->md || !EVP_DigestInit_ex(v->md, EVP_sha256(), NULL) ||
+        pthread_create(&v->th, NULL, verify_main, v) != 0) {
+        EVP_MD_CTX_free(v->md);
+        pthread_mutex_destroy(&v->mu);
+        pthread_cond_destroy(&v->cv);
+        free(v);
+        return;
+    }
+    f->ver = v;
+}
+
+/* Piece i was verified: the verifier may go on. */
+static void verifier_feed(struct fetch *f, uint64_t i)
+{
+    struct verifier *v = f->ver;
+    if (!v || i != v->next / f->psize || v->next >= f->m->size)
+        return; /* not the piece it waits for: nothing joins up */
+    v->next = verified_prefix(f, i);
+    pthread_mutex_lock(&v->mu);
+    v->ready = v->next;
+    pthread_cond_signal(&v->cv);
+    pthread_mutex_unlock(&v->mu);
+}
+
+/* The whole file's digest: 0, or -1 when the verifier could not (then
+ * finish() reads the file itself). */
+static int verifier_end(struct fetch *f, unsigned char *out)
+{
+    struct verifier *v = f->ver;
+    if (!v)
+        return -1;
+    pthread_mutex_lock(&v->mu);
+    int ok = v->ready == f->m->size;
+    if (ok)
+        while (v->hashed < v->ready && !v->failed)
+            pthread_cond_wait(&v->cv, &v->mu);
+    ok = ok && !v->failed;
+    v->stop = 1;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->mu);
+    pthread_join(v->th, NULL);
+    unsigned dl;
+    if (ok)
+        EVP_DigestFinal_ex(v->md, out, &dl);
+    EVP_MD_CTX_free(v->md);
+    pthread_mutex_destroy(&v->mu);
+    pthread_cond_destroy(&v->cv);
+    free(v);
+    f->ver = NULL;
+    return ok ? 0 : -1;
+}
+
 /* ------------------------------------------------------------ completion */
 
 static void set_have(struct fetch *f, uint64_t i)
 {
     f->have[i / 8] |= (unsigned char)(1u << (i % 8));
     f->missing--;
+    verifier_feed(f, i);
     if (f->havefd >= 0 &&
         pwrite(f->havefd, &f->have[i / 8], 1, (off_t)(HAVE_HDR + i / 8)) != 1)
         f->io_error = 1;
@@ -829,7 +967,7 @@ static int open_part(struct fetch *f)
 static int finish(struct fetch *f)
 {
     unsigned char d[PL_MEDIA_HASH_LEN];
-    if (sha256_fd(f->fd, 0, f->m->size, d))
+    if (verifier_end(f, d) && sha256_fd(f->fd, 0, f->m->size, d))
         return PL_FETCH_EIO;
     if (memcmp(d, f->m->sha256, PL_MEDIA_HASH_LEN)) {
         size_t server = f->ns;
@@ -964,6 +1102,7 @@ static int run(struct fetch *f, const volatile int *stop)
     f->multi = curl_multi_init();
     if (!f->multi)
         return PL_MEDIA_ENOMEM;
+    verifier_start(f);
     f->last_progress = 0;
     f->next_refresh = now_ms() + f->o.refresh_ms;
     f->waiting = f->m->wait;
@@ -1038,6 +1177,10 @@ static int run(struct fetch *f, const volatile int *stop)
 
 static void cleanup(struct fetch *f)
 {
+    if (f->ver) {
+        unsigned char d[PL_MEDIA_HASH_LEN];
+        verifier_end(f, d); /* ended early: stops the thread */
+    }
     while (f->reqs)
         req_free(f, f->reqs);
     if (f->multi)
