@@ -1,0 +1,400 @@
+#!/usr/bin/python3
+"""test_cluster.py - three parleyd nodes sharing one domain through Redis
+and one PostgreSQL database (doc/cluster.md).
+
+Starts a throwaway redis-server (loopback, its own directory, no
+persistence) and a throwaway PostgreSQL (pg_common.py), then nodes a, b
+and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
+
+  - subscription both ways between users on two nodes (RFC 6121 §3.1),
+    with the roster pushes reaching a second resource on a third node,
+    and presence in both directions;
+  - chat to a full JID and to a bare JID on another node;
+  - a message to a bare JID whose resources are on two other nodes goes
+    to the highest priority one only (RFC 6121 §8.5.2.1.1);
+  - node c killed with SIGKILL mid-conversation: the survivors see it
+    dead (log) and its user's contacts get unavailable presence from
+    its resource within a few seconds; messages sent to that user from
+    then on are stored offline (shared database) and delivered, each
+    once, when the user logs in again on a surviving node.
+
+Skips (with a note, not a failure) only when redis-server cannot be
+started.  Every wait is bounded; run with /usr/bin/python3;
+`scripts/run-tests cluster`.
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check, note  # noqa: E402
+import pg_common  # noqa: E402
+from im_common import PW, STEP, EventBox, LoopThread, add_users  # noqa: E402
+
+import slixmpp  # noqa: E402
+from slixmpp.xmlstream.handler import Callback  # noqa: E402
+from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
+
+C = "{jabber:client}"
+TTL_MS = 1500
+# Bounded wait for the death of a node: the TTL, the poll (ttl/3) and
+# the unavailable broadcast (a roster read), with room for a busy box.
+DEAD_WAIT = TTL_MS / 1000.0 * 2 + 8
+
+lt = None
+nodes = {}
+
+
+# ------------------------------------------------------------ redis-server
+
+def start_redis():
+    """A redis-server on a free loopback port; (proc, port) or None."""
+    exe = shutil.which("redis-server")
+    if not exe:
+        return None, "no redis-server (scripts/bootstrap --test installs it)"
+    d = tempfile.mkdtemp(prefix="parley-redis-")
+    port = harness.free_ports(1)[0]
+    log = open(os.path.join(d, "redis.log"), "ab")
+    proc = harness.spawn("redis-server", [
+        exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--dir", d, "--daemonize", "no",
+        "--protected-mode", "no"], stdout=log, stderr=log, cwd=d)
+
+    def answers():
+        if proc.poll() is not None:
+            return True
+        try:
+            s = socket.create_connection(("127.0.0.1", port), 0.5)
+            s.sendall(b"PING\r\n")
+            ok = s.recv(16).startswith(b"+PONG")
+            s.close()
+            return ok
+        except OSError:
+            return False
+    harness.wait_for(answers, 15, 0.1)
+    if proc.poll() is not None:
+        with open(os.path.join(d, "redis.log"), "rb") as f:
+            return None, f.read().decode("utf-8", "replace")[-500:]
+    return (proc, port), ""
+
+
+# ---------------------------------------------------------------- clients
+
+class Peer(slixmpp.ClientXMPP):
+    """A slixmpp client on one node; every message and presence it
+    receives goes to .inbox (an EventBox of ElementTree elements)."""
+
+    def __init__(self, jid, srv, priority=0):
+        super().__init__(jid, PW)
+        self.srv = srv
+        self.priority = priority
+        self.ssl_context = harness.no_verify_context()
+        self.use_ipv6 = False
+        # Subscriptions are the test's own decisions.
+        self.auto_authorize = None
+        self.auto_subscribe = False
+        harness.slixmpp_without_channel_binding(self)
+        self.inbox = EventBox()
+        self.pushes = EventBox()
+        self.started = asyncio.get_event_loop().create_future()
+        for what in ("message", "presence"):
+            self.register_handler(Callback(
+                "every " + what, MatchXPath(C + what),
+                lambda st: self.inbox.put(st.xml)))
+        self.register_handler(Callback(
+            "roster push", MatchXPath(
+                "%siq/{jabber:iq:roster}query" % C),
+            lambda st: self.pushes.put(st.xml) if st["type"] == "set"
+            else None))
+        self.add_event_handler("session_start", self._start)
+        self.add_event_handler("failed_all_auth", lambda _: self._fail(
+            "authentication failed"))
+
+    def _fail(self, why):
+        if not self.started.done():
+            self.started.set_result(why)
+
+    async def _start(self, _):
+        try:
+            await self.get_roster(timeout=STEP)
+            self.send_presence(ppriority=self.priority)
+            if not self.started.done():
+                self.started.set_result(None)
+        except Exception as e:  # noqa: BLE001
+            self._fail(repr(e))
+
+    # From the test's thread.
+    def call(self, fn, *args, **kw):
+        lt.loop.call_soon_threadsafe(lambda: fn(*args, **kw))
+
+    def msg(self, to, body):
+        self.call(self.send_message, mto=to, mbody=body, mtype="chat")
+
+    def pres(self, to, ptype):
+        self.call(self.send_presence, pto=to, ptype=ptype)
+
+
+def drop(p):
+    """Forgets a client whose server was killed (on lt's loop)."""
+    try:
+        p.abort()
+    except Exception:  # noqa: BLE001 - the transport may be gone already
+        pass
+
+
+def login(user, node, resource, priority=0):
+    srv = nodes[node]
+    jid = "%s@%s/%s" % (user, srv.domain, resource)
+
+    async def go():
+        p = Peer(jid, srv, priority)
+        p.connect((srv.host, srv.direct_port), use_ssl=True)
+        try:
+            why = await asyncio.wait_for(asyncio.shield(p.started), STEP * 2)
+        except asyncio.TimeoutError:
+            why = "no session within %d s" % (STEP * 2)
+        return p, why
+    p, why = lt.run(go(), STEP * 3)
+    if not check("%s logs in on node %s" % (jid.split("@")[0] + "/" +
+                                            resource, node), why is None,
+                 why):
+        raise RuntimeError("login failed: %s" % why)
+    return p
+
+
+def logout(p):
+    async def go():
+        fut = p.disconnected
+        p.disconnect(wait=0.5)
+        try:
+            await asyncio.wait_for(fut, 5)
+        except Exception:  # noqa: BLE001
+            p.abort()
+    try:
+        lt.run(go(), 10)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def is_msg(frm_bare=None, body=None):
+    def pred(el):
+        return el.tag == C + "message" and el.get("type") != "error" and \
+            (frm_bare is None or
+             (el.get("from") or "").split("/")[0] == frm_bare) and \
+            (body is None or el.findtext(C + "body") == body)
+    return pred
+
+
+def is_pres(frm=None, type_=None, frm_bare=None):
+    def pred(el):
+        return el.tag == C + "presence" and \
+            (frm is None or el.get("from") == frm) and \
+            (frm_bare is None or
+             (el.get("from") or "").split("/")[0] == frm_bare) and \
+            el.get("type") == type_
+    return pred
+
+
+def push_for(jid, sub):
+    def pred(el):
+        for it in el.iter("{jabber:iq:roster}item"):
+            if it.get("jid") == jid and it.get("subscription") == sub:
+                return True
+        return False
+    return pred
+
+
+def errors(p, t=0.5):
+    time.sleep(t)
+    return [e for e in list(p.inbox.items) if e.get("type") == "error"]
+
+
+# ------------------------------------------------------------------ steps
+
+def start_nodes(redis_port, conninfo):
+    links = harness.free_ports(3)
+    for i, name in enumerate("abc"):
+        srv = harness.Server(label=name, extra="""
+cluster: { enable = true; node = "%s"; redis = "127.0.0.1:%d";
+           link = "127.0.0.1:%d"; ttl = %d; key_prefix = "t%d:"; };
+""" % (name, redis_port, links[i], TTL_MS, os.getpid()))
+        srv.storage = "postgresql"
+        srv.pg_conninfo = conninfo
+        nodes[name] = srv
+        if not srv.start():
+            return False
+    # Every node has both directions up with the two others.
+    for name, srv in nodes.items():
+        for other in "abc":
+            if other == name:
+                continue
+            ok = srv.wait_log(r"node %s: links up" % other, timeout=15)
+            if not check("node %s: links with node %s up" % (name, other),
+                         ok):
+                srv.dump_log(30)
+                return False
+    return True
+
+
+def subscriptions_and_chat(al, bo):
+    ja, jb = al.boundjid.bare, bo.boundjid.bare
+    phone = login(ja.split("@")[0], "c", "phone")  # alice's 2nd resource
+    al.pres(jb, "subscribe")
+    got = bo.inbox.wait(is_pres(frm_bare=ja, type_="subscribe"))
+    check("subscribe from node a reaches node b (RFC 6121 §3.1.3)",
+          got is not None)
+    bo.pres(ja, "subscribed")
+    bo.pres(ja, "subscribe")
+    got = al.inbox.wait(is_pres(frm_bare=jb, type_="subscribe"))
+    check("subscribe from node b reaches node a", got is not None)
+    al.pres(jb, "subscribed")
+    ok = phone.pushes.wait(push_for(jb, "both"), STEP * 2)
+    check("roster push (subscription both) reaches alice's resource on "
+          "node c (RFC 6121 §2.1.6)", ok is not None,
+          [harness.tostr(e) for e in phone.pushes.items][-3:])
+    ok = bo.pushes.wait(push_for(ja, "both"), STEP * 2)
+    check("roster push (subscription both) reaches bob on node b",
+          ok is not None)
+    # Presence after the subscription (RFC 6121 §3.1.6: the contact's
+    # presence once subscribed; then a fresh update each way).
+    bo.call(bo.send_presence, pstatus="at desk")
+    got = al.inbox.wait(lambda e: is_pres(frm=str(bo.boundjid))(e) and
+                        e.findtext(C + "status") == "at desk", STEP * 2)
+    check("bob's presence (node b) reaches alice (node a)", got is not None)
+    got = phone.inbox.wait(lambda e: is_pres(frm=str(bo.boundjid))(e) and
+                           e.findtext(C + "status") == "at desk", STEP * 2)
+    check("bob's presence (node b) reaches alice's phone (node c)",
+          got is not None)
+    al.call(al.send_presence, pstatus="in the lab")
+    got = bo.inbox.wait(lambda e: is_pres(frm=str(al.boundjid))(e) and
+                        e.findtext(C + "status") == "in the lab", STEP * 2)
+    check("alice's presence (node a) reaches bob (node b)", got is not None)
+    # Chat both ways: to the full JID, and to the bare JID.
+    al.msg(str(bo.boundjid), "hello b")
+    got = bo.inbox.wait(is_msg(ja, "hello b"))
+    check("chat a -> b to the full JID", got is not None)
+    bo.msg(ja, "hello a")
+    got_a = al.inbox.wait(is_msg(jb, "hello a"))
+    got_p = phone.inbox.wait(is_msg(jb, "hello a"))
+    check("chat b -> a to the bare JID: both equal-priority resources "
+          "(nodes a and c) get it", got_a is not None and got_p is not None,
+          "a: %s, c: %s" % (got_a is not None, got_p is not None))
+    logout(phone)
+    return True
+
+
+def highest_priority(al):
+    ja = al.boundjid.bare
+    user = harness.unique("dora")
+    jd = add_users(nodes["a"], user)[0]
+    low = login(user, "b", "low", priority=1)
+    high = login(user, "c", "high", priority=5)
+    al.msg(jd, "to the best")
+    got = high.inbox.wait(is_msg(ja, "to the best"))
+    check("a message to a bare JID with resources only on other nodes goes "
+          "to the highest priority one (node c, RFC 6121 §8.5.2.1.1)",
+          got is not None)
+    stray = low.inbox.wait(is_msg(ja, "to the best"), 1.0)
+    check("... and not to the lower priority one (node b)", stray is None)
+    logout(low)
+    logout(high)
+
+
+def kill_node(al):
+    """erin on node c talks with alice on node a; node c is killed."""
+    ja = al.boundjid.bare
+    user = harness.unique("erin")
+    je = add_users(nodes["a"], user)[0]
+    er = login(user, "c", "laptop")
+    er_full = str(er.boundjid)
+    al.pres(je, "subscribe")
+    if er.inbox.wait(is_pres(frm_bare=ja, type_="subscribe")) is None:
+        check("erin (node c) gets alice's subscribe", False)
+        return
+    er.pres(ja, "subscribed")
+    got = al.inbox.wait(lambda e: is_pres(frm=er_full)(e), STEP * 2)
+    check("alice (node a) sees erin (node c) available once subscribed",
+          got is not None)
+    for i in range(5):
+        al.msg(je, "before %d" % i)
+    before = [er.inbox.wait(is_msg(ja, "before %d" % i)) for i in range(5)]
+    check("mid-conversation: erin (node c) got alice's messages",
+          all(before), [b is not None for b in before])
+    c = nodes["c"]
+    t0 = time.monotonic()
+    offsets = {n: nodes[n].log_size() for n in "ab"}
+    c.kill(signal.SIGKILL)
+    er.call(drop, er)
+    # Messages sent at once: the links said the node went away; they are
+    # stored (no error back), not lost in a dead socket.
+    for i in range(5):
+        al.msg(je, "after %d" % i)
+    got = al.inbox.wait(is_pres(frm=er_full, type_="unavailable"), DEAD_WAIT)
+    took = time.monotonic() - t0
+    check("node c killed: alice (node a) gets erin's unavailable presence "
+          "within %.0f s" % DEAD_WAIT, got is not None)
+    if got is not None:
+        note("unavailable presence %.2f s after the SIGKILL (ttl %d ms)"
+             % (took, TTL_MS))
+    for n in "ab":
+        ok = nodes[n].wait_log(r"node c is gone", offsets[n], DEAD_WAIT)
+        check("node %s sees node c gone" % n, ok)
+    for i in range(5, 10):
+        al.msg(je, "after %d" % i)
+    errs = errors(al)
+    check("messages to erin after the kill get no error (stored offline)",
+          not errs, [harness.tostr(e) for e in errs[:3]])
+    # erin again, on node b: the ten messages from the shared database.
+    er2 = login(user, "b", "desk")
+    want = ["after %d" % i for i in range(10)]
+    got = []
+    deadline = time.monotonic() + STEP * 3
+    while len(got) < len(want) and time.monotonic() < deadline:
+        m = er2.inbox.wait(is_msg(ja), max(0.1, deadline - time.monotonic()))
+        if m is None:
+            break
+        got.append(m.findtext(C + "body"))
+    extra = er2.inbox.wait(is_msg(ja), 1.0)
+    if extra is not None:
+        got.append(extra.findtext(C + "body"))
+    check("erin, back on node b, gets the 10 messages sent after the kill",
+          sorted(got) == sorted(want), "got %s" % got)
+    check("... each once", len(got) == len(set(got)), got)
+    logout(er2)
+
+
+def main():
+    global lt
+    r, why = start_redis()
+    if r is None:
+        note("SKIP: redis-server cannot start: %s" % why)
+        check("test_cluster.py skipped: redis-server cannot start", True)
+        return
+    pg = pg_common.shared()
+    if not check("PostgreSQL for the nodes", pg is not None):
+        return
+    if not start_nodes(r[1], pg.conninfo("parley", "parley")):
+        return
+    lt = LoopThread()
+    alice, bob = harness.unique("alice"), harness.unique("bob")
+    add_users(nodes["a"], alice, bob)
+    al = login(alice, "a", "desk")
+    bo = login(bob, "b", "home")
+    subscriptions_and_chat(al, bo)
+    highest_priority(al)
+    kill_node(al)
+    logout(bo)
+    logout(al)
+    lt.stop()
+
+
+if __name__ == "__main__":
+    harness.run_main(main)
