@@ -53,7 +53,7 @@ static const struct pl_cluster_settings defaults = {
 
 static const struct pl_cluster_settings *S = &defaults;
 static int started;
-static char self[200];      /* "<node>:<epoch>" */
+static char self[200]; /* "<node>:<epoch>" */
 static struct pl_timer beat_timer;
 
 const struct pl_cluster_settings *pl__cluster_settings(void)
@@ -90,8 +90,7 @@ static const struct pl_option options[] = {
      "node that stops is seen dead after at most ttl + ttl/3.",
      OFF(ttl)},
     {"key_prefix", PL_OPT_STRING, "\"parley:\"", 0, 0, NULL,
-     "Prefix of every Redis key the cluster uses.",
-     OFF(prefix)},
+     "Prefix of every Redis key the cluster uses.", OFF(prefix)},
     {"max_link_buffer", PL_OPT_INT, "16777216", 65536, 1L << 34, NULL,
      "Bytes queued toward one node before its link is dropped (its "
      "sessions then leave the routing table until it reconnects).",
@@ -109,8 +108,7 @@ static int valid_name(const char *s)
         return 0;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-              (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' ||
-              *s == '.'))
+              (*s >= '0' && *s <= '9') || *s == '-' || *s == '_' || *s == '.'))
             return 0;
     return 1;
 }
@@ -165,7 +163,8 @@ static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
         return PL_EINVAL;
     }
     if (strcmp(c->s.storage_driver, "postgresql") != 0)
-        pl_log_warn("cluster", "storage.driver is %s: offline messages and "
+        pl_log_warn("cluster",
+                    "storage.driver is %s: offline messages and "
                     "rosters are not shared between nodes",
                     c->s.storage_driver);
     return PL_OK;
@@ -222,8 +221,8 @@ static void purge(const char *node, const char *owner)
 {
     char hashes[128];
     snprintf(hashes, sizeof(hashes), "%ss:", S->prefix);
-    pl__redis_cmd(NULL, NULL, "EVAL %s 1 %sn:%s %s %s", PURGE_SCRIPT,
-                  S->prefix, node, owner, hashes);
+    pl__redis_cmd(NULL, NULL, "EVAL %s 1 %sn:%s %s %s", PURGE_SCRIPT, S->prefix,
+                  node, owner, hashes);
 }
 
 static void put_one(struct pl_session *s, void *ud)
@@ -339,8 +338,8 @@ static void beat(struct pl_timer *t)
     if (pl__redis_is_up()) {
         char val[256];
         snprintf(val, sizeof(val), "%s %s", S->link, strchr(self, ':') + 1);
-        pl__redis_cmd(NULL, NULL, "SET %snode:%s %s PX %ld", S->prefix,
-                      S->node, val, S->ttl);
+        pl__redis_cmd(NULL, NULL, "SET %snode:%s %s PX %ld", S->prefix, S->node,
+                      val, S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
     }
@@ -390,7 +389,7 @@ static void on_purge_lock(redisReply *r, void *ud)
             if (!s->available || !s->host)
                 continue;
             n++;
-            struct pl_event ev = {"session/closed", s->host, s,    NULL,
+            struct pl_event ev = {"session/closed", s->host, s,   NULL,
                                   s->jid,           NULL,    NULL};
             pl_hook_fire(&ev);
         }
@@ -449,6 +448,8 @@ static int on_closed(struct pl_event *ev, void *state)
         return PL_PASS;
     registry_del(s);
     pl__link_announce_down(s);
+    if (!s->registered)
+        pl__link_reregister(s->jid->full);
     return PL_PASS;
 }
 
@@ -511,8 +512,8 @@ static int cluster_start(struct pl_config *c, void *settings)
     long retry = S->ttl / 3;
     if (pl__redis_start(S->redis, retry, on_redis_up) != PL_OK)
         return PL_EINVAL;
-    pl_log_info("cluster", "node %s (%s), links on %s, redis %s", S->node,
-                self, S->link, S->redis);
+    pl_log_info("cluster", "node %s (%s), links on %s, redis %s", S->node, self,
+                S->link, S->redis);
     return PL_OK;
 }
 

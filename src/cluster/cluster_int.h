@@ -17,14 +17,14 @@
 #include "resources.h"
 
 struct pl_cluster_settings {
-    int enable;            /* off: one process, as without the module */
-    char *node;            /* this node's name */
-    char *redis;           /* "ip:port" or a Unix socket path */
-    char *link;            /* "ip:port" this node listens on for links */
-    long ttl;              /* liveness key TTL, ms */
-    char *prefix;          /* Redis key prefix */
-    long max_link_buffer;  /* bytes queued toward one node */
-    long max_link_stanza;  /* bytes of one element read from a link */
+    int enable;           /* off: one process, as without the module */
+    char *node;           /* this node's name */
+    char *redis;          /* "ip:port" or a Unix socket path */
+    char *link;           /* "ip:port" this node listens on for links */
+    long ttl;             /* liveness key TTL, ms */
+    char *prefix;         /* Redis key prefix */
+    long max_link_buffer; /* bytes queued toward one node */
+    long max_link_stanza; /* bytes of one element read from a link */
 };
 
 const struct pl_cluster_settings *pl__cluster_settings(void);
@@ -51,15 +51,14 @@ int pl__redis_cmdv(pl__redis_fn *fn, void *ud, int argc, const char **argv);
 /* Opens the link listener on S->link. */
 int pl__link_listen(const char *addr);
 /* A node alive in Redis (addr, epoch): connects to it if not yet. */
-void pl__link_node_alive(const char *name, const char *addr,
-                         const char *epoch);
+void pl__link_node_alive(const char *name, const char *addr, const char *epoch);
 /* A node whose liveness key is gone (or that restarted as a new epoch):
  * its remote sessions leave the table; dead_fn gets each one that was
  * available, when this node won the right to announce it. */
 void pl__link_node_dead(const char *name);
 /* Frees a remote session pl__cluster_node_gone was given. */
 void pl__link_remote_free(struct pl_session *s);
-/* Names of the nodes known now (for the poll), NULL-ended, to free with
+/* Names of the nodes seen in Redis (for the poll), NULL-ended, to free with
  * pl__link_names_free. */
 char **pl__link_names(void);
 void pl__link_names_free(char **v);
@@ -67,6 +66,9 @@ void pl__link_names_free(char **v);
  * the interested flag: a roster request is on its way). */
 void pl__link_announce_up(struct pl_session *s, int interested);
 void pl__link_announce_down(struct pl_session *s);
+/* A session with this full JID left the table: another node's session
+ * of that JID (kept out by it) takes its place. */
+void pl__link_reregister(const char *full);
 /* Whether s is a remote session (another node's user). */
 int pl__link_is_remote(const struct pl_session *s);
 void pl__link_stop(void);

@@ -65,8 +65,8 @@ struct link_in;
 
 struct node {
     char *name;
-    char *addr;  /* link address announced in Redis, or NULL */
-    char *epoch; /* incarnation, from Redis or the link header */
+    char *addr;            /* link address announced in Redis, or NULL */
+    char *epoch;           /* incarnation, from Redis or the link header */
     struct pl_map remotes; /* full JID -> struct remote */
     int attached;          /* remotes are in the session table */
     int fd;                /* outgoing connect in progress, else -1 */
@@ -196,7 +196,7 @@ static void remote_register(struct remote *r)
 
 /* After a session with this full JID left the table: another node's may
  * take its place. */
-static void reregister(const char *full)
+void pl__link_reregister(const char *full)
 {
     if (pl_session_by_full(full))
         return;
@@ -262,11 +262,11 @@ static void detach(struct node *n)
     struct remote **v = remotes_of(n, &k);
     for (int i = 0; i < k; i++) {
         remote_unregister(v[i]);
-        reregister(v[i]->sess.jid->full);
+        pl__link_reregister(v[i]->sess.jid->full);
     }
     pl_free(v);
-    pl_log_info("cluster", "node %s: unreachable, its %d sessions are out", n->name,
-                k);
+    pl_log_info("cluster", "node %s: unreachable, its %d sessions are out",
+                n->name, k);
 }
 
 /* Forgets every remote of n (a new snapshot follows). */
@@ -277,7 +277,7 @@ static void drop_remotes(struct node *n)
     for (int i = 0; i < k; i++) {
         pl_map_del(&n->remotes, v[i]->sess.jid->full);
         remote_unregister(v[i]);
-        reregister(v[i]->sess.jid->full);
+        pl__link_reregister(v[i]->sess.jid->full);
         remote_free(v[i]);
     }
     pl_free(v);
@@ -423,8 +423,10 @@ static void on_up(struct link_in *li, struct pl_stanza *st)
         }
         struct pl_host *h = pl_host_find(jid->domain);
         if (!h) {
-            pl_log_warn("cluster", "node %s has a session of %s, not served "
-                        "here", n->name, jid->domain);
+            pl_log_warn("cluster",
+                        "node %s has a session of %s, not served "
+                        "here",
+                        n->name, jid->domain);
             pl_jid_free(jid);
             return;
         }
@@ -458,7 +460,7 @@ static void on_down(struct link_in *li, struct pl_stanza *st)
     int was = r->sess.registered;
     remote_unregister(r);
     if (was)
-        reregister(r->sess.jid->full);
+        pl__link_reregister(r->sess.jid->full);
     remote_free(r);
 }
 
@@ -640,8 +642,8 @@ static void on_accept(struct pl_io *io, unsigned events)
         struct link_in *li = pl_calloc(1, sizeof(*li));
         struct pl_conn_limits lim = link_limits();
         li->conn = pl_conn_new(pl_server_loop(), fd, &in_ops, li, &lim);
-        struct pl_xml_limits xl = {
-            (size_t)pl__cluster_settings()->max_link_stanza, 0};
+        struct pl_xml_limits xl =
+            {(size_t)pl__cluster_settings()->max_link_stanza, 0};
         li->xml = pl_xml_parser_new(&xl, &in_xml_cb, li);
         li->next = ins;
         if (ins)
@@ -749,8 +751,8 @@ static void on_connect_io(struct pl_io *io, unsigned events)
         return;
     if (err) {
         if (!n->warned)
-            pl_log_warn("cluster", "link to node %s (%s): %s", n->name,
-                        n->addr, strerror(err));
+            pl_log_warn("cluster", "link to node %s (%s): %s", n->name, n->addr,
+                        strerror(err));
         n->warned = 1;
         pl_io_stop(&n->cio);
         close(n->fd);
@@ -779,8 +781,8 @@ static void node_connect(struct node *n)
         return;
     if (connect(fd, (struct sockaddr *)&ss, len) < 0 && errno != EINPROGRESS) {
         if (!n->warned)
-            pl_log_warn("cluster", "link to node %s (%s): %s", n->name,
-                        n->addr, strerror(errno));
+            pl_log_warn("cluster", "link to node %s (%s): %s", n->name, n->addr,
+                        strerror(errno));
         n->warned = 1;
         close(fd);
         return;
@@ -792,8 +794,7 @@ static void node_connect(struct node *n)
 
 /* ---- nodes ---- */
 
-void pl__link_node_alive(const char *name, const char *addr,
-                         const char *epoch)
+void pl__link_node_alive(const char *name, const char *addr, const char *epoch)
 {
     struct node *n = node_find(name);
     if (n && epoch && n->epoch && strcmp(n->epoch, epoch) != 0) {
@@ -877,8 +878,11 @@ char **pl__link_names(void)
         k++;
     char **v = pl_calloc((size_t)k + 1, sizeof(char *));
     k = 0;
+    /* Only nodes seen in Redis (a link header may come before the poll
+     * that lists its node). */
     for (struct node *n = nodes; n; n = n->next)
-        v[k++] = pl_strdup(n->name);
+        if (n->addr)
+            v[k++] = pl_strdup(n->name);
     return v;
 }
 
