@@ -4,7 +4,8 @@
  *
  * Configuration (off by default: one process, as without it):
  *   cluster: { enable = true; node = "a"; redis = "127.0.0.1:6379";
- *              link = "10.0.0.1:5290"; ttl = 3000; key_prefix = "parley:";
+ *              link = "10.0.0.1:5290"; secret = "..."; ttl = 3000;
+ *              key_prefix = "parley:";
  *              max_link_buffer = 16777216; max_link_stanza = 1048576; };
  *
  * Liveness: every ttl/3 ms a node sets <prefix>node:<name> = "<link>
@@ -85,6 +86,11 @@ static const struct pl_option options[] = {
      "\"ip:port\" this node listens on for links from the other nodes, and "
      "announces to them (an address they can reach).",
      OFF(link)},
+    {"secret", PL_OPT_STRING, "\"\"", 0, 0, NULL,
+     "Shared by every node (required): a link whose header does not carry "
+     "it is refused.  Sent in clear: the link network must be private "
+     "(doc/cluster.md).",
+     OFF(secret)},
     {"ttl", PL_OPT_INT, "3000", 300, 600000, NULL,
      "Milliseconds a node's liveness key lives; refreshed every ttl/3.  A "
      "node that stops is seen dead after at most ttl + ttl/3.",
@@ -160,6 +166,12 @@ static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
                  "cluster.link: \"ip:port\" (an IP literal) is needed, not "
                  "\"%s\"",
                  s->link);
+        return PL_EINVAL;
+    }
+    if (strlen(s->secret) < 16) {
+        snprintf(err, errlen,
+                 "cluster.secret: a shared secret of at least 16 characters "
+                 "is needed (every node has the same)");
         return PL_EINVAL;
     }
     if (strcmp(c->s.storage_driver, "postgresql") != 0)

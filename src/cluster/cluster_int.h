@@ -23,6 +23,7 @@ struct pl_cluster_settings {
     char *link;           /* "ip:port" this node listens on for links */
     long ttl;             /* liveness key TTL, ms */
     char *prefix;         /* Redis key prefix */
+    char *secret;         /* what a link's header must carry */
     long max_link_buffer; /* bytes queued toward one node */
     long max_link_stanza; /* bytes of one element read from a link */
 };

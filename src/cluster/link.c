@@ -7,7 +7,8 @@
  * (a stanza goes out in the very bytes a client stream would carry, the
  * cached serialization) with control elements in urn:parley:cluster:
  *
- *   <stream xmlns='jabber:client' xmlns:c='urn:parley:cluster' node= epoch=>
+ *   <stream xmlns='jabber:client' xmlns:c='urn:parley:cluster' node= epoch=
+ *           secret=>
  *   <c:up jid= prio= avail= int= [p='1']/> [<presence/>]  a session's state
  *   <c:down jid=/>                                         it ended
  *   <c:d to= h=/> <message|presence|iq/>                   deliver to `to`
@@ -36,6 +37,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include "alloc.h"
 #include "cluster_int.h"
@@ -508,6 +511,15 @@ static void in_stream_open(void *ud, struct pl_stanza *header)
     struct pl_node *root = pl_stanza_root(header);
     const char *name = pl_node_attr(root, "node");
     const char *epoch = pl_node_attr(root, "epoch");
+    const char *secret = pl_node_attr(root, "secret");
+    const char *want = pl__cluster_settings()->secret;
+    if (!secret || strlen(secret) != strlen(want) ||
+        CRYPTO_memcmp(secret, want, strlen(want)) != 0) {
+        pl_log_warn("cluster", "link from %s: wrong secret, refused",
+                    li->conn->ip);
+        pl_conn_close(li->conn);
+        return;
+    }
     if (!name || !epoch || strcmp(name, pl__cluster_settings()->node) == 0) {
         pl_log_warn("cluster", "link from %s: no node name or our own",
                     li->conn->ip);
@@ -730,6 +742,7 @@ static void out_connected(struct node *n)
                              "' xmlns:c='" NS_CLUSTER "'");
     attr(&sn.b, "node", pl__cluster_settings()->node);
     attr(&sn.b, "epoch", epoch);
+    attr(&sn.b, "secret", pl__cluster_settings()->secret);
     pl_buf_append_str(&sn.b, ">");
     pl_session_each(snap_one, &sn);
     pl_conn_write(n->out, sn.b.data + sn.b.off, sn.b.len);

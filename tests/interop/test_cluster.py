@@ -49,6 +49,8 @@ TTL_MS = 1500
 # the unavailable broadcast (a roster read), with room for a busy box.
 DEAD_WAIT = TTL_MS / 1000.0 * 2 + 8
 
+SECRET = "cluster-test-secret-%d" % os.getpid()
+
 lt = None
 nodes = {}
 
@@ -224,8 +226,9 @@ def start_nodes(redis_port, conninfo):
     for i, name in enumerate("abc"):
         srv = harness.Server(label=name, extra="""
 cluster: { enable = true; node = "%s"; redis = "127.0.0.1:%d";
-           link = "127.0.0.1:%d"; ttl = %d; key_prefix = "t%d:"; };
-""" % (name, redis_port, links[i], TTL_MS, os.getpid()))
+           link = "127.0.0.1:%d"; ttl = %d; key_prefix = "t%d:";
+           secret = "%s"; };
+""" % (name, redis_port, links[i], TTL_MS, os.getpid(), SECRET))
         srv.storage = "postgresql"
         srv.pg_conninfo = conninfo
         nodes[name] = srv
