@@ -50,6 +50,8 @@ TTL_MS = 1500
 DEAD_WAIT = TTL_MS / 1000.0 * 2 + 8
 
 SECRET = "cluster-test-secret-%d" % os.getpid()
+PREFIX = "t%d:" % os.getpid()
+redis_port = [None]
 
 lt = None
 nodes = {}
@@ -86,6 +88,50 @@ def start_redis():
         with open(os.path.join(d, "redis.log"), "rb") as f:
             return None, f.read().decode("utf-8", "replace")[-500:]
     return (proc, port), ""
+
+
+def redis_cmd(*args):
+    """One command to the test's Redis (RESP); the reply: bytes, int,
+    None or a list of them."""
+    s = socket.create_connection(("127.0.0.1", redis_port[0]), STEP)
+    s.settimeout(STEP)
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a.encode() if isinstance(a, str) else a
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    s.sendall(out)
+    f = s.makefile("rb")
+
+    def read():
+        line = f.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind in (b"+", b"-"):
+            return rest
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = f.read(n + 2)[:-2]
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [read() for _ in range(n)]
+        raise ValueError("bad reply %r" % line)
+    try:
+        return read()
+    finally:
+        s.close()
+
+
+def registry(bare):
+    """The registry hash of a bare JID: {resource: node name}."""
+    flat = redis_cmd("HGETALL", "%ss:%s" % (PREFIX, bare)) or []
+    out = {}
+    for k, v in zip(flat[::2], flat[1::2]):
+        out[k.decode()] = v.decode().split(":")[0]
+    return out
 
 
 # ---------------------------------------------------------------- clients
@@ -226,9 +272,9 @@ def start_nodes(redis_port, conninfo):
     for i, name in enumerate("abc"):
         srv = harness.Server(label=name, extra="""
 cluster: { enable = true; node = "%s"; redis = "127.0.0.1:%d";
-           link = "127.0.0.1:%d"; ttl = %d; key_prefix = "t%d:";
+           link = "127.0.0.1:%d"; ttl = %d; key_prefix = "%s";
            secret = "%s"; };
-""" % (name, redis_port, links[i], TTL_MS, os.getpid(), SECRET))
+""" % (name, redis_port, links[i], TTL_MS, PREFIX, SECRET))
         srv.storage = "postgresql"
         srv.pg_conninfo = conninfo
         nodes[name] = srv
@@ -290,6 +336,9 @@ def subscriptions_and_chat(al, bo):
     check("chat b -> a to the bare JID: both equal-priority resources "
           "(nodes a and c) get it", got_a is not None and got_p is not None,
           "a: %s, c: %s" % (got_a is not None, got_p is not None))
+    reg = registry(ja)
+    check("the registry in Redis has alice's resources and their nodes",
+          reg == {"desk": "a", "phone": "c"}, reg)
     logout(phone)
     return True
 
@@ -350,6 +399,9 @@ def kill_node(al):
     for n in "ab":
         ok = nodes[n].wait_log(r"node c is gone", offsets[n], DEAD_WAIT)
         check("node %s sees node c gone" % n, ok)
+    gone = harness.wait_for(lambda: "laptop" not in registry(je), DEAD_WAIT)
+    check("the dead node's entry of erin is purged from the registry",
+          gone, registry(je))
     for i in range(5, 10):
         al.msg(je, "after %d" % i)
     errs = errors(al)
@@ -371,7 +423,11 @@ def kill_node(al):
     check("erin, back on node b, gets the 10 messages sent after the kill",
           sorted(got) == sorted(want), "got %s" % got)
     check("... each once", len(got) == len(set(got)), got)
+    check("the registry has erin on node b", registry(je) == {"desk": "b"},
+          registry(je))
     logout(er2)
+    ok = harness.wait_for(lambda: registry(je) == {}, STEP)
+    check("erin's entry leaves the registry at logout", ok, registry(je))
 
 
 def main():
@@ -384,6 +440,7 @@ def main():
     pg = pg_common.shared()
     if not check("PostgreSQL for the nodes", pg is not None):
         return
+    redis_port[0] = r[1]
     if not start_nodes(r[1], pg.conninfo("parley", "parley")):
         return
     lt = LoopThread()
