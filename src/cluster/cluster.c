@@ -98,8 +98,9 @@ static const struct pl_option options[] = {
     {"key_prefix", PL_OPT_STRING, "\"parley:\"", 0, 0, NULL,
      "Prefix of every Redis key the cluster uses.", OFF(prefix)},
     {"max_link_buffer", PL_OPT_INT, "16777216", 65536, 1L << 34, NULL,
-     "Bytes queued toward one node before its link is dropped (its "
-     "sessions then leave the routing table until it reconnects).",
+     "Bytes queued toward one node, or sent and not yet acknowledged, "
+     "before its link is dropped (its sessions leave the routing table "
+     "until it reconnects; what it did not acknowledge is routed again).",
      OFF(max_link_buffer)},
     {"max_link_stanza", PL_OPT_INT, "1048576", 4096, 1L << 30, NULL,
      "Bytes of one element read from a node's link (a stanza or a session "

@@ -14,6 +14,10 @@
  *   <c:d to= h=/> <message|presence|iq/>                   deliver to `to`
  *   <c:close to= cond=/>                                   end it (conflict)
  *
+ * The other direction of the connection carries acknowledgements, <a n=/>
+ * (stanzas of <c:d/> handled so far); the sender keeps each stanza until
+ * then, and routes again what a node that went away did not acknowledge.
+ *
  * On connecting, a node sends the state of all its sessions, then every
  * change.  The receiver keeps, per node, a struct remote for each: a
  * struct pl_session whose transport (struct pl_session_ops) writes to that
@@ -77,7 +81,19 @@ struct node {
     struct pl_conn *out; /* our link to it, once connected */
     struct link_in *in;  /* its link to us, after its header */
     int warned;          /* "cannot connect" logged */
+    /* Stanzas written to out and not yet acknowledged, oldest first. */
+    struct pending *head, *tail;
+    uint64_t sent;              /* <c:d/> frames on this connection */
+    size_t pending_bytes;       /* their serialized size */
+    struct pl_xml_parser *acks; /* what comes back on out */
     struct node *next;
+};
+
+struct pending {
+    uint64_t seq;         /* its number on the connection, from 1 */
+    struct pl_stanza *st; /* held */
+    size_t size;
+    struct pending *next;
 };
 
 enum expect {
@@ -93,6 +109,8 @@ struct link_in {
     enum expect expect;
     char *jid; /* X_PRESENCE: whose; X_STANZA: to whom */
     int hops;
+    uint64_t got;   /* <c:d/> stanzas handled */
+    uint64_t acked; /* the last count sent back */
     struct link_in *prev, *next;
 };
 
@@ -341,6 +359,104 @@ void pl__link_announce_down(struct pl_session *s)
     send_all(&b);
 }
 
+/* ---- acknowledgements ---- */
+
+/* The node acknowledged the first `upto` stanzas of this connection. */
+static void pending_ack(struct node *n, uint64_t upto)
+{
+    while (n->head && n->head->seq <= upto) {
+        struct pending *p = n->head;
+        n->head = p->next;
+        if (!n->head)
+            n->tail = NULL;
+        n->pending_bytes -= p->size;
+        pl_stanza_unref(p->st);
+        pl_free(p);
+    }
+}
+
+/* Takes what n did not acknowledge (the caller routes it again, once n's
+ * sessions are out of the table). */
+static struct pending *pending_take(struct node *n)
+{
+    struct pending *p = n->head;
+    n->head = n->tail = NULL;
+    n->pending_bytes = 0;
+    n->sent = 0;
+    return p;
+}
+
+/*
+ * Routes again what a node that went away did not acknowledge: the
+ * addressee's session is no longer in the table, so a message goes to
+ * another resource or offline storage (RFC 6121 §8.5.3.2), as if it had
+ * been sent a moment later.  route: 0 drops them (shutdown).
+ */
+static void pending_reroute(struct pending *p, int route)
+{
+    int n = 0;
+    while (p) {
+        struct pending *next = p->next;
+        const char *f = pl_stanza_attr(p->st, "from");
+        const char *t = pl_stanza_attr(p->st, "to");
+        struct pl_jid *from = NULL, *to = NULL;
+        if (route && f && t && pl_jid_parse(pl_str_c(f), &from) == PL_OK &&
+            pl_jid_parse(pl_str_c(t), &to) == PL_OK) {
+            cur_hops = 1;
+            pl_route(p->st, from, to, NULL);
+            cur_hops = 0;
+            n++;
+        }
+        pl_jid_free(from);
+        pl_jid_free(to);
+        pl_stanza_unref(p->st);
+        pl_free(p);
+        p = next;
+    }
+    if (n)
+        pl_log_info("cluster", "%d unacknowledged stanzas routed again", n);
+}
+
+static void ack_stanza(void *ud, struct pl_stanza *st)
+{
+    struct node *n = ud;
+    struct pl_node *root = pl_stanza_root(st);
+    const char *v = pl_node_attr(root, "n");
+    if (n && strcmp(root->name, "a") == 0 && v)
+        pending_ack(n, strtoull(v, NULL, 10));
+    pl_stanza_unref(st);
+}
+
+static void ack_open(void *ud, struct pl_stanza *header)
+{
+    (void)ud;
+    (void)header;
+}
+
+static void ack_close(void *ud)
+{
+    struct node *n = ud;
+    if (n && n->out)
+        pl_conn_close(n->out);
+}
+
+static void ack_error(void *ud, enum pl_xml_error err, const char *text)
+{
+    struct node *n = ud;
+    if (!n || !n->out)
+        return;
+    pl_log_warn("cluster", "link to node %s: acknowledgements: %s (%s)",
+                n->name, pl_xml_error_condition(err), text ? text : "");
+    pl_conn_close(n->out);
+}
+
+static const struct pl_xml_callbacks ack_xml_cb = {
+    .stream_open = ack_open,
+    .stanza = ack_stanza,
+    .stream_close = ack_close,
+    .error = ack_error,
+};
+
 /* ---- the remote session's transport ---- */
 
 static void remote_deliver(struct pl_session *s, struct pl_stanza *st)
@@ -358,8 +474,28 @@ static void remote_deliver(struct pl_session *s, struct pl_stanza *st)
     attr(&b, "to", s->jid->full);
     pl_buf_printf(&b, " h='%d'/>", cur_hops);
     write_stanza(&b, st);
-    pl_conn_write(r->node->out, b.data + b.off, b.len);
+    struct node *n = r->node;
+    struct pending *p = pl_calloc(1, sizeof(*p));
+    p->seq = ++n->sent;
+    p->st = pl_stanza_ref(st);
+    p->size = b.len;
+    if (n->tail)
+        n->tail->next = p;
+    else
+        n->head = p;
+    n->tail = p;
+    n->pending_bytes += p->size;
+    pl_conn_write(n->out, b.data + b.off, b.len);
     pl_buf_reset(&b);
+    if (n->pending_bytes > (size_t)pl__cluster_settings()->max_link_buffer) {
+        /* Not acknowledging: as a reader too slow, the link goes (what
+         * it did not acknowledge is routed again, out_closed). */
+        pl_log_warn("cluster",
+                    "node %s: %zu bytes unacknowledged, link "
+                    "dropped",
+                    n->name, n->pending_bytes);
+        pl_conn_close(n->out);
+    }
 }
 
 /* A newer session took the JID (c2s, RFC 6120 §7.7.2.2) or an operator
@@ -577,6 +713,7 @@ static void in_stanza(void *ud, struct pl_stanza *st)
             }
         }
     } else if (x == X_STANZA) {
+        li->got++;
         deliver_here(li, st);
     } else if (x == X_PRESENCE) {
         struct remote *r = pl_map_get(&li->node->remotes, li->jid);
@@ -613,8 +750,18 @@ static const struct pl_xml_callbacks in_xml_cb = {
 static void in_data(struct pl_conn *c, const char *p, size_t n)
 {
     struct link_in *li = c->data;
-    if (li && !c->closing)
-        pl_xml_parser_feed(li->xml, p, n);
+    if (!li || c->closing)
+        return;
+    pl_xml_parser_feed(li->xml, p, n);
+    /* One acknowledgement per read: what was handed to our sessions
+     * (or routed again) need not be routed again by the sender. */
+    if (li->got != li->acked && !c->closing) {
+        char a[48];
+        int k = snprintf(a, sizeof(a), "<a n='%llu'/>",
+                         (unsigned long long)li->got);
+        pl_conn_write(c, a, (size_t)k);
+        li->acked = li->got;
+    }
 }
 
 static void in_closed(struct pl_conn *c)
@@ -663,6 +810,8 @@ static void on_accept(struct pl_io *io, unsigned events)
         ins = li;
         nconns++;
         pl_conn_start(li->conn, NULL);
+        static const char hdr[] = "<stream xmlns='" NS_CLUSTER "'>";
+        pl_conn_write(li->conn, hdr, sizeof(hdr) - 1);
     }
 }
 
@@ -701,13 +850,15 @@ static void out_closed(struct pl_conn *c)
     pl_log_info("cluster", "link to node %s closed%s%s", n->name,
                 c->error ? ": " : "", c->error ? c->error : "");
     detach(n);
+    pending_reroute(pending_take(n), 1);
 }
 
+/* The node's acknowledgements. */
 static void out_data(struct pl_conn *c, const char *p, size_t len)
 {
-    (void)c;
-    (void)p;
-    (void)len; /* nothing comes back on our link */
+    struct node *n = c->data;
+    if (n && n->acks && !c->closing)
+        pl_xml_parser_feed(n->acks, p, len);
 }
 
 static const struct pl_conn_ops out_ops = {
@@ -734,6 +885,11 @@ static void out_connected(struct node *n)
     struct pl_conn_limits lim = link_limits();
     n->out = pl_conn_new(pl_server_loop(), fd, &out_ops, n, &lim);
     nconns++;
+    struct pl_xml_limits xl = {4096, 4};
+    if (!n->acks)
+        n->acks = pl_xml_parser_new(&xl, &ack_xml_cb, n);
+    else
+        pl_xml_parser_reset(n->acks);
     pl_conn_start(n->out, NULL);
     const char *self = pl__cluster_self();
     const char *epoch = strchr(self, ':') + 1;
@@ -875,6 +1031,10 @@ void pl__link_node_dead(const char *name)
     }
     pl_map_clear(&n->remotes);
     pl_log_info("cluster", "node %s is gone with %d sessions", name, k);
+    /* Its users are out of the table: what it did not acknowledge goes
+     * to their other resources or offline. */
+    pending_reroute(pending_take(n), 1);
+    pl_xml_parser_free(n->acks);
     /* cluster.c takes the sessions (and frees them). */
     pl__cluster_node_gone(n->name, n->epoch, (struct pl_session **)v, k);
     pl_free(v);
@@ -913,9 +1073,11 @@ void pl__link_stop(void)
         close(listen_fd);
         listen_fd = -1;
     }
-    for (struct node *n = nodes; n; n = n->next) {
+    for (struct node *n = nodes; n; n = n->next)
         detach(n);
+    for (struct node *n = nodes; n; n = n->next) {
         node_close_links(n);
+        pending_reroute(pending_take(n), 1);
     }
     for (struct link_in *li = ins; li; li = li->next)
         pl_conn_close(li->conn);
@@ -932,6 +1094,8 @@ void pl__link_free(void)
         struct node *n = nodes;
         nodes = n->next;
         node_close_links(n);
+        pending_reroute(pending_take(n), 0);
+        pl_xml_parser_free(n->acks);
         drop_remotes(n);
         pl_map_clear(&n->remotes);
         pl_free(n->name);

@@ -12,11 +12,14 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
   - chat to a full JID and to a bare JID on another node;
   - a message to a bare JID whose resources are on two other nodes goes
     to the highest priority one only (RFC 6121 §8.5.2.1.1);
-  - node c killed with SIGKILL mid-conversation: the survivors see it
-    dead (log) and its user's contacts get unavailable presence from
-    its resource within a few seconds; messages sent to that user from
-    then on are stored offline (shared database) and delivered, each
-    once, when the user logs in again on a surviving node.
+  - node c stopped (SIGSTOP) mid-conversation, messages sent to its
+    user meanwhile (written to its link, never acknowledged), then c
+    killed with SIGKILL: the survivors see it dead (log) and its user's
+    contacts get unavailable presence from its resource within a few
+    seconds; the unacknowledged messages and those sent from then on
+    are stored offline (shared database) and delivered, each once, when
+    the user logs in again on a surviving node; the Redis registry
+    follows (entries of the dead node purged).
 
 Skips (with a note, not a failure) only when redis-server cannot be
 started.  Every wait is bounded; run with /usr/bin/python3;
@@ -381,8 +384,16 @@ def kill_node(al):
     check("mid-conversation: erin (node c) got alice's messages",
           all(before), [b is not None for b in before])
     c = nodes["c"]
-    t0 = time.monotonic()
     offsets = {n: nodes[n].log_size() for n in "ab"}
+    # Node c stops (SIGSTOP): what alice sends now is written to its link
+    # and never acknowledged; then it is killed.  Those must not be lost.
+    os.kill(c.pid(), signal.SIGSTOP)
+    t0 = time.monotonic()
+    for i in range(5):
+        al.msg(je, "in flight %d" % i)
+    al.msg(str(al.boundjid), "barrier")  # node a routed the five
+    check("node a routed the messages sent while node c is stopped",
+          al.inbox.wait(is_msg(ja, "barrier")) is not None)
     c.kill(signal.SIGKILL)
     er.call(drop, er)
     # Messages sent at once: the links said the node went away; they are
@@ -391,10 +402,10 @@ def kill_node(al):
         al.msg(je, "after %d" % i)
     got = al.inbox.wait(is_pres(frm=er_full, type_="unavailable"), DEAD_WAIT)
     took = time.monotonic() - t0
-    check("node c killed: alice (node a) gets erin's unavailable presence "
-          "within %.0f s" % DEAD_WAIT, got is not None)
+    check("node c stopped then killed: alice (node a) gets erin's "
+          "unavailable presence within %.0f s" % DEAD_WAIT, got is not None)
     if got is not None:
-        note("unavailable presence %.2f s after the SIGKILL (ttl %d ms)"
+        note("unavailable presence %.2f s after node c stopped (ttl %d ms)"
              % (took, TTL_MS))
     for n in "ab":
         ok = nodes[n].wait_log(r"node c is gone", offsets[n], DEAD_WAIT)
@@ -409,7 +420,8 @@ def kill_node(al):
           not errs, [harness.tostr(e) for e in errs[:3]])
     # erin again, on node b: the ten messages from the shared database.
     er2 = login(user, "b", "desk")
-    want = ["after %d" % i for i in range(10)]
+    want = ["in flight %d" % i for i in range(5)] + \
+        ["after %d" % i for i in range(10)]
     got = []
     deadline = time.monotonic() + STEP * 3
     while len(got) < len(want) and time.monotonic() < deadline:
@@ -420,7 +432,8 @@ def kill_node(al):
     extra = er2.inbox.wait(is_msg(ja), 1.0)
     if extra is not None:
         got.append(extra.findtext(C + "body"))
-    check("erin, back on node b, gets the 10 messages sent after the kill",
+    check("erin, back on node b, gets the 5 messages node c never "
+          "acknowledged and the 10 sent after its death",
           sorted(got) == sorted(want), "got %s" % got)
     check("... each once", len(got) == len(set(got)), got)
     check("the registry has erin on node b", registry(je) == {"desk": "b"},
