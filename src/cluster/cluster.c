@@ -56,6 +56,7 @@ static const struct pl_cluster_settings *S = &defaults;
 static int started;
 static char self[200]; /* "<node>:<epoch>" */
 static struct pl_timer beat_timer;
+static uint64_t redis_up_ms; /* loop clock at the last connection */
 
 const struct pl_cluster_settings *pl__cluster_settings(void)
 {
@@ -248,8 +249,9 @@ static void put_one(struct pl_session *s, void *ud)
 /* ---- liveness ---- */
 
 struct poll {
-    char **names; /* the members asked for */
+    char **names; /* the members, then the other nodes known here */
     int n;
+    int listed; /* how many of names are members */
 };
 
 static void on_leftover_lock(redisReply *r, void *ud)
@@ -268,7 +270,14 @@ static void on_leftover_lock(redisReply *r, void *ud)
 static void on_mget(redisReply *r, void *ud)
 {
     struct poll *p = ud;
-    if (r && r->type == REDIS_REPLY_ARRAY && (int)r->elements == p->n) {
+    /* Just (re)connected: a Redis that restarted empty has no key of
+     * anyone yet; every live node sets its own within ttl/3 of its own
+     * reconnection (retried every ttl/3), so no death is called before
+     * ttl has passed. */
+    int grace = pl_loop_now(pl_server_loop()) < redis_up_ms + (uint64_t)S->ttl;
+    if (started && r && r->type == REDIS_REPLY_ARRAY &&
+        (int)r->elements == p->n) {
+        char **known = pl__link_names();
         for (int i = 0; i < p->n; i++) {
             const char *name = p->names[i];
             redisReply *v = r->element[i];
@@ -280,29 +289,20 @@ static void on_mget(redisReply *r, void *ud)
                     pl__link_node_alive(name, addr, epoch);
                 continue;
             }
-            char **known = pl__link_names();
+            if (grace)
+                continue;
             int was = 0;
             for (int k = 0; known[k]; k++)
                 was |= strcmp(known[k], name) == 0;
-            pl__link_names_free(known);
             if (was) {
                 pl__link_node_dead(name);
-            } else {
+            } else if (i < p->listed) {
                 /* A node that died unseen (or whose survivors purged it
                  * already): its entries, once. */
                 pl__redis_cmd(on_leftover_lock, pl_strdup(name),
                               "SET %spurge:%s: %s NX PX %ld", S->prefix, name,
                               self, S->ttl * 10);
             }
-        }
-        /* Known nodes no longer in the set at all are gone too. */
-        char **known = pl__link_names();
-        for (int k = 0; known[k]; k++) {
-            int listed = 0;
-            for (int i = 0; i < p->n; i++)
-                listed |= strcmp(known[k], p->names[i]) == 0;
-            if (!listed)
-                pl__link_node_dead(known[k]);
         }
         pl__link_names_free(known);
     }
@@ -312,33 +312,48 @@ static void on_mget(redisReply *r, void *ud)
     pl_free(p);
 }
 
+/* Asks for the key of every member of the set and of every node known
+ * here (one that left the set is dead only if its key is gone too). */
 static void on_members(redisReply *r, void *ud)
 {
     (void)ud;
     if (!r || r->type != REDIS_REPLY_ARRAY || !started)
         return;
+    char **known = pl__link_names();
+    int nknown = 0;
+    while (known[nknown])
+        nknown++;
     struct poll *p = pl_calloc(1, sizeof(*p));
-    p->n = (int)r->elements;
-    p->names = pl_calloc((size_t)p->n + 1, sizeof(char *));
+    p->names = pl_calloc(r->elements + (size_t)nknown + 1, sizeof(char *));
+    for (size_t i = 0; i < r->elements; i++)
+        p->names[p->n++] = pl_strdup(r->element[i]->type == REDIS_REPLY_STRING
+                                         ? r->element[i]->str
+                                         : "");
+    p->listed = p->n;
+    for (int k = 0; k < nknown; k++) {
+        int dup = 0;
+        for (int i = 0; i < p->listed; i++)
+            dup |= strcmp(p->names[i], known[k]) == 0;
+        if (!dup)
+            p->names[p->n++] = pl_strdup(known[k]);
+    }
+    pl__link_names_free(known);
     const char **argv = pl_calloc((size_t)p->n + 2, sizeof(char *));
     argv[0] = "MGET";
     for (int i = 0; i < p->n; i++) {
-        const char *name = r->element[i]->type == REDIS_REPLY_STRING
-                               ? r->element[i]->str
-                               : "";
-        p->names[i] = pl_strdup(name);
-        size_t len = strlen(S->prefix) + strlen(name) + 6;
+        size_t len = strlen(S->prefix) + strlen(p->names[i]) + 6;
         char *k = pl_calloc(1, len);
-        snprintf(k, len, "%snode:%s", S->prefix, name);
+        snprintf(k, len, "%snode:%s", S->prefix, p->names[i]);
         argv[i + 1] = k;
     }
-    if (p->n == 0 || pl__redis_cmdv(on_mget, p, p->n + 1, argv) != PL_OK) {
+    int n = p->n;
+    if (n == 0 || pl__redis_cmdv(on_mget, p, n + 1, argv) != PL_OK) {
         for (int i = 0; i < p->n; i++)
             pl_free(p->names[i]);
         pl_free(p->names);
         pl_free(p);
     }
-    for (int i = 0; i < p->n; i++)
+    for (int i = 0; i < n; i++)
         pl_free((char *)argv[i + 1]);
     pl_free(argv);
 }
@@ -363,6 +378,7 @@ static void beat(struct pl_timer *t)
  * them (Redis may have restarted empty), then the liveness key. */
 static void on_redis_up(void)
 {
+    redis_up_ms = pl_loop_now(pl_server_loop());
     char owner[128];
     snprintf(owner, sizeof(owner), "%s:", S->node);
     purge(S->node, owner);

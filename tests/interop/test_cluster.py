@@ -12,6 +12,9 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
   - chat to a full JID and to a bare JID on another node;
   - a message to a bare JID whose resources are on two other nodes goes
     to the highest priority one only (RFC 6121 §8.5.2.1.1);
+  - Redis restarted empty on the same port: the nodes write their
+    registry entries and liveness keys again, chat still works, and no
+    node is declared dead for it;
   - node c stopped (SIGSTOP) mid-conversation, messages sent to its
     user meanwhile (written to its link, never acknowledged), then c
     killed with SIGKILL: the survivors see it dead (log) and its user's
@@ -62,13 +65,14 @@ nodes = {}
 
 # ------------------------------------------------------------ redis-server
 
-def start_redis():
-    """A redis-server on a free loopback port; (proc, port) or None."""
+def start_redis(port=None):
+    """A redis-server on a free loopback port (or port); ((proc, port),
+    "") or (None, why)."""
     exe = shutil.which("redis-server")
     if not exe:
         return None, "no redis-server (scripts/bootstrap --test installs it)"
     d = tempfile.mkdtemp(prefix="parley-redis-")
-    port = harness.free_ports(1)[0]
+    port = port or harness.free_ports(1)[0]
     log = open(os.path.join(d, "redis.log"), "ab")
     proc = harness.spawn("redis-server", [
         exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -363,6 +367,38 @@ def highest_priority(al):
     logout(high)
 
 
+def redis_restart(al, bo, proc):
+    """Redis stops and an empty one starts on the same port: the nodes
+    reconnect and write their entries again; nobody is declared dead."""
+    ja, jb = al.boundjid.bare, bo.boundjid.bare
+    offsets = {n: nodes[n].log_size() for n in "abc"}
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    r, why = start_redis(redis_port[0])
+    if not check("redis-server restarts on the same port", r is not None,
+                 why):
+        return None
+    ok = harness.wait_for(lambda: registry(ja) == {"desk": "a"} and
+                          registry(jb) == {"home": "b"}, STEP * 2)
+    check("after a Redis restart the nodes write the registry again", ok,
+          "%s %s" % (registry(ja), registry(jb)))
+    ok = harness.wait_for(
+        lambda: all(redis_cmd("EXISTS", PREFIX + "node:" + n) == 1
+                    for n in "abc"), STEP)
+    check("... and their liveness keys", ok)
+    al.msg(str(bo.boundjid), "after the restart")
+    check("chat a -> b still works after the Redis restart",
+          bo.inbox.wait(is_msg(ja, "after the restart")) is not None)
+    gone = [n for n in "abc" if nodes[n].wait_log(r"is gone", offsets[n],
+                                                  0.1)]
+    check("no node is declared gone because Redis restarted", not gone,
+          gone)
+    return r[0]
+
+
 def kill_node(al):
     """erin on node c talks with alice on node a; node c is killed."""
     ja = al.boundjid.bare
@@ -463,6 +499,7 @@ def main():
     bo = login(bob, "b", "home")
     subscriptions_and_chat(al, bo)
     highest_priority(al)
+    redis_restart(al, bo, r[0])
     kill_node(al)
     logout(bo)
     logout(al)
