@@ -561,10 +561,21 @@ static void cluster_stop(void)
     pl__link_stop();
 }
 
+/* The cluster's settings change only on restart (the old configuration
+ * stays allocated after a reload: parleyd keeps it). */
 static void cluster_reload(struct pl_config *c, void *settings)
 {
     (void)c;
-    (void)settings; /* the running settings stay until a restart */
+    const struct pl_cluster_settings *n = settings;
+    if (n->enable != S->enable ||
+        (S->enable &&
+         (strcmp(n->node, S->node) || strcmp(n->redis, S->redis) ||
+          strcmp(n->link, S->link) || strcmp(n->prefix, S->prefix) ||
+          strcmp(n->secret, S->secret) || n->ttl != S->ttl ||
+          n->max_link_buffer != S->max_link_buffer ||
+          n->max_link_stanza != S->max_link_stanza)))
+        pl_log_warn("cluster", "reload: the cluster group changes only on "
+                               "restart");
 }
 
 static unsigned long cluster_count(void)

@@ -24,6 +24,9 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
     the user logs in again on a surviving node; the Redis registry
     follows (entries of the dead node purged).
 
+--check-config refuses a cluster group without a secret, with a host
+name for Redis, without a link address or with a bad node name.
+
 Skips (with a note, not a failure) only when redis-server cannot be
 started.  Every wait is bounded; run with /usr/bin/python3;
 `scripts/run-tests cluster`.
@@ -479,8 +482,44 @@ def kill_node(al):
     check("erin's entry leaves the registry at logout", ok, registry(je))
 
 
+def check_config():
+    """--check-config refuses a cluster group without what it needs."""
+    srv = harness.Server(label="config")
+    base = 'enable = true; node = "x"; redis = "127.0.0.1:1"; ' \
+        'link = "127.0.0.1:2"; secret = "%s";' % SECRET
+    cases = [
+        ("no secret", base.replace(SECRET, ""), "cluster.secret"),
+        ("a host name as redis", base.replace("127.0.0.1:1", "redis:6379"),
+         "cluster.redis"),
+        ("no link", base.replace('link = "127.0.0.1:2";', ""),
+         "cluster.link"),
+        ("a bad node name", base.replace('"x"', '"a b"'), "cluster.node"),
+    ]
+    for what, group, want in cases:
+        srv.extra = "cluster: { %s };" % group
+        with open(srv.conf_path, "w") as f:
+            f.write(srv._parley_config())
+        p = subprocess.run([srv.bin, "--config", srv.conf_path,
+                            "--check-config"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        out = p.stdout.decode("utf-8", "replace")
+        check("--check-config refuses a cluster group with %s" % what,
+              p.returncode != 0 and want in out,
+              "exit %d: %s" % (p.returncode, out[-300:]))
+    srv.extra = "cluster: { %s };" % base
+    with open(srv.conf_path, "w") as f:
+        f.write(srv._parley_config())
+    p = subprocess.run([srv.bin, "--config", srv.conf_path, "--check-config"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    check("--check-config accepts a complete cluster group",
+          p.returncode == 0, p.stdout.decode("utf-8", "replace")[-300:])
+
+
 def main():
     global lt
+    check_config()
     r, why = start_redis()
     if r is None:
         note("SKIP: redis-server cannot start: %s" % why)
