@@ -46,7 +46,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, note  # noqa: E402
 import pg_common  # noqa: E402
-from im_common import PW, STEP, EventBox, LoopThread, add_users  # noqa: E402
+from im_common import (PW, STEP, EventBox, ImClient,  # noqa: E402
+                       LoopThread, add_users)
 
 import slixmpp  # noqa: E402
 from slixmpp.xmlstream.handler import Callback  # noqa: E402
@@ -353,6 +354,33 @@ def subscriptions_and_chat(al, bo):
     return True
 
 
+def probe_and_conflict(al, bo):
+    """A new resource of alice on node c gets bob's presence (node b)
+    from the probe its initial presence sends, answered on node c from
+    bob's remote session; a bind of bob's full JID on node c ends his
+    session on node b with <conflict/> (RFC 6120 §7.7.2.2)."""
+    ja = al.boundjid.bare
+    tablet = login(ja.split("@")[0], "c", "tablet")
+    got = tablet.inbox.wait(lambda e: is_pres(frm=str(bo.boundjid))(e) and
+                            e.findtext(C + "status") == "at desk", STEP * 2)
+    check("a new resource on node c gets bob's presence (node b) through "
+          "its initial probe (RFC 6121 §4.3)", got is not None)
+    logout(tablet)
+    user = harness.unique("fay")
+    add_users(nodes["a"], user)
+    old = ImClient(nodes["b"], user, "same")
+    new = ImClient(nodes["c"], user, "same")
+    closed = old.read_until_closed(STEP * 2)
+    check("binding fay/same on node c closes fay/same on node b",
+          closed, "still open")
+    check("... with a <conflict/> stream error",
+          b"conflict" in old.raw, old.raw[-300:])
+    r = new.iq("<ping xmlns='urn:xmpp:ping'/>", to=nodes["a"].domain)
+    check("... and the new session works", r is not None and
+          r.get("type") == "result", harness.tostr(r))
+    new.close()
+
+
 def highest_priority(al):
     ja = al.boundjid.bare
     user = harness.unique("dora")
@@ -537,6 +565,7 @@ def main():
     al = login(alice, "a", "desk")
     bo = login(bob, "b", "home")
     subscriptions_and_chat(al, bo)
+    probe_and_conflict(al, bo)
     highest_priority(al)
     redis_restart(al, bo, r[0])
     kill_node(al)
