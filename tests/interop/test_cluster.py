@@ -22,7 +22,9 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
     seconds; the unacknowledged messages and those sent from then on
     are stored offline (shared database) and delivered, each once, when
     the user logs in again on a surviving node; the Redis registry
-    follows (entries of the dead node purged).
+    follows (entries of the dead node purged);
+  - node c started again: the others link with it, its users are
+    reachable.
 
 --check-config refuses a cluster group without a secret, with a host
 name for Redis, without a link address or with a bad node name.
@@ -545,6 +547,27 @@ def check_config():
           p.returncode == 0, p.stdout.decode("utf-8", "replace")[-300:])
 
 
+def rejoin(al):
+    """Node c starts again (same name, a new process): the others link
+    with it and its users are reachable."""
+    offsets = {n: nodes[n].log_size() for n in "ab"}
+    if not nodes["c"].start():
+        return
+    for n in "ab":
+        ok = nodes[n].wait_log(r"node c: links up", offsets[n], STEP * 3)
+        check("node %s links with node c again after its restart" % n, ok)
+    user = harness.unique("gus")
+    jg = add_users(nodes["a"], user)[0]
+    g = login(user, "c", "r")
+    al.msg(jg, "welcome back")
+    check("a user of the restarted node c gets a message from node a",
+          g.inbox.wait(is_msg(al.boundjid.bare, "welcome back"))
+          is not None)
+    check("the registry has him on node c", registry(jg) == {"r": "c"},
+          registry(jg))
+    logout(g)
+
+
 def main():
     global lt
     check_config()
@@ -569,6 +592,7 @@ def main():
     highest_priority(al)
     redis_restart(al, bo, r[0])
     kill_node(al)
+    rejoin(al)
     logout(bo)
     logout(al)
     lt.stop()
