@@ -24,7 +24,9 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
     the user logs in again on a surviving node; the Redis registry
     follows (entries of the dead node purged);
   - node c started again: the others link with it, its users are
-    reachable.
+    reachable; killed and started again at once (within the TTL): the
+    old process is forgotten (its registry entries purged), the new
+    one linked.
 
 --check-config refuses a cluster group without a secret, with a host
 name for Redis, without a link address or with a bad node name.
@@ -565,7 +567,26 @@ def rejoin(al):
           is not None)
     check("the registry has him on node c", registry(jg) == {"r": "c"},
           registry(jg))
-    logout(g)
+    # Killed and started again at once, within the TTL: the others see
+    # a new process of the same name (its epoch) and forget the old one.
+    offsets = {n: nodes[n].log_size() for n in "ab"}
+    nodes["c"].kill(signal.SIGKILL)
+    g.call(drop, g)
+    if not nodes["c"].start():
+        return
+    for n in "ab":
+        ok = nodes[n].wait_log(r"node c is gone", offsets[n], DEAD_WAIT)
+        check("node %s sees the old process of node c gone" % n, ok)
+        ok = nodes[n].wait_log(r"node c: links up", offsets[n], STEP * 3)
+        check("node %s links with its new process" % n, ok)
+    ok = harness.wait_for(lambda: registry(jg) == {}, DEAD_WAIT)
+    check("the old process's entry of gus is purged", ok, registry(jg))
+    g2 = login(user, "c", "r2")
+    al.msg(jg, "welcome back again")
+    check("a user of the new process gets a message from node a",
+          g2.inbox.wait(is_msg(al.boundjid.bare, "welcome back again"))
+          is not None)
+    logout(g2)
 
 
 def main():
