@@ -80,6 +80,7 @@ def start_redis(port=None):
     if not exe:
         return None, "no redis-server (scripts/bootstrap --test installs it)"
     d = tempfile.mkdtemp(prefix="parley-redis-")
+    harness.after_servers(lambda: shutil.rmtree(d, ignore_errors=True))
     port = port or harness.free_ports(1)[0]
     log = open(os.path.join(d, "redis.log"), "ab")
     proc = harness.spawn("redis-server", [
