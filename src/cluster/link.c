@@ -86,6 +86,8 @@ struct node {
     uint64_t sent;              /* <c:d/> frames on this connection */
     size_t pending_bytes;       /* their serialized size */
     struct pl_xml_parser *acks; /* what comes back on out */
+    char **snap;                /* full JIDs still to announce on out */
+    size_t nsnap, snap_at;
     struct node *next;
 };
 
@@ -840,6 +842,8 @@ int pl__link_listen(const char *addr)
 
 /* ---- outgoing links ---- */
 
+static void snap_free(struct node *n);
+
 static void out_closed(struct pl_conn *c)
 {
     struct node *n = c->data;
@@ -847,6 +851,7 @@ static void out_closed(struct pl_conn *c)
     if (!n)
         return;
     n->out = NULL;
+    snap_free(n);
     pl_log_info("cluster", "link to node %s closed%s%s", n->name,
                 c->error ? ": " : "", c->error ? c->error : "");
     detach(n);
@@ -866,15 +871,57 @@ static const struct pl_conn_ops out_ops = {
     .closed = out_closed,
 };
 
+/* Sessions written to a new link per drain of its buffer: the snapshot
+ * of a big node goes out in pieces, never over max_link_buffer. */
+#define SNAP_CHUNK 256
+
 struct snap {
-    struct pl_buf b;
+    char **v;
+    size_t n;
 };
 
 static void snap_one(struct pl_session *s, void *ud)
 {
     struct snap *sn = ud;
     if (!pl__link_is_remote(s) && s->jid)
-        up_frame(&sn->b, s, 0);
+        sn->v[sn->n++] = pl_strdup(s->jid->full);
+}
+
+static void snap_free(struct node *n)
+{
+    for (size_t i = n->snap_at; i < n->nsnap; i++)
+        pl_free(n->snap[i]);
+    pl_free(n->snap);
+    n->snap = NULL;
+    n->nsnap = n->snap_at = 0;
+}
+
+/*
+ * Writes the next piece of the snapshot: each session's state as it is
+ * now (one that ended meanwhile is skipped, its <c:down/> went out live;
+ * one bound meanwhile was announced live).  The receiver may so see a
+ * session's state twice, never an old one after a new one.
+ */
+static void snap_more(struct pl_conn *c)
+{
+    struct node *n = c->data;
+    if (!n || !n->snap)
+        return;
+    struct pl_buf b = {0};
+    for (int k = 0; k < SNAP_CHUNK && n->snap_at < n->nsnap; k++) {
+        char *full = n->snap[n->snap_at++];
+        struct pl_session *s = pl_session_by_full(full);
+        if (s && !pl__link_is_remote(s))
+            up_frame(&b, s, 0);
+        pl_free(full);
+    }
+    if (n->snap_at >= n->nsnap) {
+        snap_free(n);
+        pl_conn_set_drain(c, NULL);
+    }
+    if (b.len)
+        pl_conn_write(c, b.data + b.off, b.len);
+    pl_buf_reset(&b);
 }
 
 static void out_connected(struct node *n)
@@ -893,16 +940,22 @@ static void out_connected(struct node *n)
     pl_conn_start(n->out, NULL);
     const char *self = pl__cluster_self();
     const char *epoch = strchr(self, ':') + 1;
-    struct snap sn = {{0}};
-    pl_buf_append_str(&sn.b, "<stream xmlns='" PL_NS_CLIENT
-                             "' xmlns:c='" NS_CLUSTER "'");
-    attr(&sn.b, "node", pl__cluster_settings()->node);
-    attr(&sn.b, "epoch", epoch);
-    attr(&sn.b, "secret", pl__cluster_settings()->secret);
-    pl_buf_append_str(&sn.b, ">");
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, "<stream xmlns='" PL_NS_CLIENT
+                          "' xmlns:c='" NS_CLUSTER "'");
+    attr(&b, "node", pl__cluster_settings()->node);
+    attr(&b, "epoch", epoch);
+    attr(&b, "secret", pl__cluster_settings()->secret);
+    pl_buf_append_str(&b, ">");
+    pl_conn_write(n->out, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+    snap_free(n);
+    struct snap sn = {pl_calloc(pl_session_count() + 1, sizeof(char *)), 0};
     pl_session_each(snap_one, &sn);
-    pl_conn_write(n->out, sn.b.data + sn.b.off, sn.b.len);
-    pl_buf_reset(&sn.b);
+    n->snap = sn.v;
+    n->nsnap = sn.n;
+    pl_conn_set_drain(n->out, snap_more);
+    snap_more(n->out);
     n->warned = 0;
     pl_log_info("cluster", "link to node %s (%s) up", n->name, n->addr);
     attach(n);
@@ -999,6 +1052,7 @@ static void node_close_links(struct node *n)
         pl_conn_close(n->out);
         n->out = NULL;
     }
+    snap_free(n);
     if (n->in) {
         n->in->node = NULL;
         pl_conn_close(n->in->conn);
