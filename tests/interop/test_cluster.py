@@ -12,6 +12,9 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
   - chat to a full JID and to a bare JID on another node;
   - a message to a bare JID whose resources are on two other nodes goes
     to the highest priority one only (RFC 6121 §8.5.2.1.1);
+  - a new resource gets a remote contact's presence through its probe;
+    binding a full JID bound on another node ends that session with
+    <conflict/>;
   - Redis restarted empty on the same port: the nodes write their
     registry entries and liveness keys again, chat still works, and no
     node is declared dead for it;
@@ -26,7 +29,9 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
   - node c started again: the others link with it, its users are
     reachable; killed and started again at once (within the TTL): the
     old process is forgotten (its registry entries purged), the new
-    one linked.
+    one linked;
+  - node b stopped with SIGTERM: its user appears unavailable to his
+    contact on node a, its registry entries are gone.
 
 --check-config refuses a cluster group without a secret, with a host
 name for Redis, without a link address or with a bad node name.
@@ -590,6 +595,24 @@ def rejoin(al):
     logout(g2)
 
 
+def graceful_stop(al, bo):
+    """Node b stops on SIGTERM (a rolling restart): bob, subscribed with
+    alice, appears unavailable to her, and b's entries leave Redis."""
+    jb = bo.boundjid.bare
+    t0 = time.monotonic()
+    nodes["b"].stop()
+    got = al.inbox.wait(is_pres(frm=str(bo.boundjid), type_="unavailable"),
+                        DEAD_WAIT)
+    check("node b stopped (SIGTERM): alice (node a) gets bob's unavailable "
+          "presence", got is not None)
+    if got is not None:
+        note("unavailable presence %.2f s after SIGTERM" %
+             (time.monotonic() - t0))
+    ok = harness.wait_for(lambda: registry(jb) == {}, DEAD_WAIT)
+    check("... and bob's registry entry is gone", ok, registry(jb))
+    bo.call(drop, bo)
+
+
 def main():
     global lt
     check_config()
@@ -615,7 +638,7 @@ def main():
     redis_restart(al, bo, r[0])
     kill_node(al)
     rejoin(al)
-    logout(bo)
+    graceful_stop(al, bo)
     logout(al)
     lt.stop()
 
