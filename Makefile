@@ -39,8 +39,10 @@ lazy = $(eval $(1) := $(2))$($(1))
 PKGS := expat openssl sqlite3 libconfig libidn2 jansson libcares libosip2 \
         libpq
 PKG_CFLAGS = $(call lazy,PKG_CFLAGS,$(call pkg_config,--cflags,$(PKGS)))
-# libunistring ships no .pc file.
-PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS)) \
+# libunistring ships no .pc file.  hiredis only links: its .pc file adds
+# -I/usr/include/hiredis, whose alloc.h and read.h would shadow ours; we
+# include <hiredis/...>.
+PKG_LIBS = $(call lazy,PKG_LIBS,$(call pkg_config,--libs,$(PKGS) hiredis) \
            -lunistring)
 
 OPT ?= -O2

@@ -149,8 +149,8 @@ static void counter(struct pl_buf *b, const char *field, unsigned long v)
 }
 
 /* Sessions by transport, from the table. */
-static const char *const transports[] = {"c2s", "websocket", "bosh",
-                                         "sip", "other",     NULL};
+static const char *const transports[] = {"c2s",     "websocket", "bosh", "sip",
+                                         "cluster", "other",     NULL};
 
 static void count_session(struct pl_session *s, void *ud)
 {

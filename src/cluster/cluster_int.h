@@ -1,0 +1,84 @@
+/*
+ * cluster_int.h - what the files of src/cluster/ share (doc/cluster.md).
+ *
+ *   cluster.c  pl_mod_cluster: the `cluster` options, lifetime, node
+ *              liveness and the session registry in Redis, the hooks
+ *              that announce this node's sessions
+ *   redis.c    hiredis's asynchronous API on our loop (loop.h)
+ *   link.c     node-to-node links (an XML stream each way) and the
+ *              remote sessions (struct pl_session whose transport is a
+ *              link) that make other nodes' users routable here
+ */
+#ifndef PL_CLUSTER_INT_H
+#define PL_CLUSTER_INT_H
+
+#include <hiredis/hiredis.h>
+
+#include "resources.h"
+
+struct pl_cluster_settings {
+    int enable;           /* off: one process, as without the module */
+    char *node;           /* this node's name */
+    char *redis;          /* "ip:port" or a Unix socket path */
+    char *link;           /* "ip:port" this node listens on for links */
+    long ttl;             /* liveness key TTL, ms */
+    char *prefix;         /* Redis key prefix */
+    char *secret;         /* what a link's header must carry */
+    long max_link_buffer; /* bytes queued toward one node */
+    long max_link_stanza; /* bytes of one element read from a link */
+};
+
+const struct pl_cluster_settings *pl__cluster_settings(void);
+/* This process's incarnation ("<node>:<epoch>"), unique per start. */
+const char *pl__cluster_self(void);
+
+/* ---- redis.c ---- */
+
+/* Called with the reply (borrowed), or NULL when the command failed or the
+ * connection went away before its answer. */
+typedef void pl__redis_fn(redisReply *r, void *ud);
+/* Connects to addr and keeps reconnecting (every retry_ms) while it is
+ * lost; on_up runs after each successful connection. */
+int pl__redis_start(const char *addr, long retry_ms, void (*on_up)(void));
+void pl__redis_stop(void);
+int pl__redis_is_up(void);
+/* Queues a command (hiredis format); PL_ECLOSED when not connected (fn is
+ * then not called).  fn may be NULL. */
+int pl__redis_cmd(pl__redis_fn *fn, void *ud, const char *fmt, ...);
+int pl__redis_cmdv(pl__redis_fn *fn, void *ud, int argc, const char **argv);
+
+/* ---- link.c ---- */
+
+/* Opens the link listener on S->link. */
+int pl__link_listen(const char *addr);
+/* A node alive in Redis (addr, epoch): connects to it if not yet. */
+void pl__link_node_alive(const char *name, const char *addr, const char *epoch);
+/* A node whose liveness key is gone (or that restarted as a new epoch):
+ * its remote sessions leave the table; dead_fn gets each one that was
+ * available, when this node won the right to announce it. */
+void pl__link_node_dead(const char *name);
+/* Frees a remote session pl__cluster_node_gone was given. */
+void pl__link_remote_free(struct pl_session *s);
+/* Names of the nodes seen in Redis (for the poll), NULL-ended, to free with
+ * pl__link_names_free. */
+char **pl__link_names(void);
+void pl__link_names_free(char **v);
+/* A local session's state changed: tells every node (interested forces
+ * the interested flag: a roster request is on its way). */
+void pl__link_announce_up(struct pl_session *s, int interested);
+void pl__link_announce_down(struct pl_session *s);
+/* A session with this full JID left the table: another node's session
+ * of that JID (kept out by it) takes its place. */
+void pl__link_reregister(const char *full);
+/* Whether s is a remote session (another node's user). */
+int pl__link_is_remote(const struct pl_session *s);
+void pl__link_stop(void);
+unsigned long pl__link_count(void);
+void pl__link_free(void);
+
+/* cluster.c, for link.c: a dead node's sessions were taken out of the
+ * table; announce them unavailable if this node wins the purge. */
+void pl__cluster_node_gone(const char *name, const char *epoch,
+                           struct pl_session **v, int n);
+
+#endif
