@@ -175,11 +175,25 @@ static int on_offline(struct pl_event *ev, void *state)
     return PL_HANDLED;
 }
 
+/*
+ * A backlog goes out in pages: at most PAGE_MSGS messages or PAGE_BYTES
+ * bytes are read, delivered and deleted at a time, and the next page is
+ * read only once the session's output queue is below PAGE_BYTES (checked
+ * every PACE_MS).  Read whole, ten thousand stored messages would be a
+ * few megabytes queued at once: past limits.max_outbuf, which ends the
+ * session as a slow reader, and the messages would come back to the store
+ * for the next login to fail the same way.
+ */
+#define PAGE_MSGS 200
+#define PAGE_BYTES 65536
+#define PACE_MS 20
+
 struct flush_job {
     struct pl_job base; /* the session flushed to, its account */
     struct pl_buf msgs; /* serialized stanzas, NUL-separated */
     struct pl_buf keys; /* their keys, NUL-separated */
     long n;
+    int full; /* the page is full: more may follow */
 };
 
 static int collect(const char *key, const void *data, size_t len, void *ud)
@@ -189,6 +203,10 @@ static int collect(const char *key, const void *data, size_t len, void *ud)
     pl_buf_append(&j->msgs, "", 1);
     pl_buf_append(&j->keys, key, strlen(key) + 1);
     j->n++;
+    if (j->n >= PAGE_MSGS || j->msgs.len >= PAGE_BYTES) {
+        j->full = 1;
+        return 1; /* enough for this page */
+    }
     return 0;
 }
 
@@ -220,6 +238,27 @@ static void flush_free(struct flush_job *j)
     pl_job_free(j);
 }
 
+static void next_page(struct pl_session *s);
+
+/* Waiting for a session's output queue to drain before the next page. */
+struct pacer {
+    uint64_t sid;
+    struct pl_timer timer;
+};
+
+static void paced(struct pl_timer *t)
+{
+    struct pacer *p = t->data;
+    struct pl_session *s = pl_session_by_id(p->sid);
+    if (s && s->ops->backlog && s->ops->backlog(s) >= PAGE_BYTES) {
+        pl_timer_start(pl_server_loop(), &p->timer, PACE_MS);
+        return;
+    }
+    pl_free(p);
+    if (s)
+        next_page(s);
+}
+
 static void forget_done(int rc, void *arg)
 {
     struct flush_job *j = arg;
@@ -229,8 +268,22 @@ static void forget_done(int rc, void *arg)
                      "messages of %s@%s: %s",
                      j->base.user, j->base.host, pl_strerror(rc));
     uint64_t sid = j->base.sid;
+    int more = j->full && rc == PL_OK;
     flush_free(j);
-    flush_ended(sid);
+    struct pl_session *s = more ? pl_session_by_id(sid) : NULL;
+    if (!s) {
+        flush_ended(sid);
+        return;
+    }
+    /* The next page, once what this one queued has mostly gone out. */
+    if (s->ops->backlog && s->ops->backlog(s) >= PAGE_BYTES) {
+        struct pacer *p = pl_calloc(1, sizeof(*p));
+        p->sid = sid;
+        pl_timer_init(&p->timer, paced, p);
+        pl_timer_start(pl_server_loop(), &p->timer, PACE_MS);
+        return;
+    }
+    next_page(s);
 }
 
 static void flush_done(int rc, void *arg)
@@ -286,6 +339,12 @@ static void start_flush(struct pl_session *s)
         return;
     }
     set_flags(s, (f | F_FLUSHED | F_RUNNING) & ~(uintptr_t)F_AGAIN);
+    next_page(s);
+}
+
+/* Reads the next page of the backlog (flush_done delivers it). */
+static void next_page(struct pl_session *s)
+{
     struct flush_job *j = pl_job_new(sizeof(*j), NULL, s->id, s->jid->domain,
                                      s->jid->local);
     pl_storage_submit(pl_server_loop(), flush_run, flush_done, j);

@@ -247,7 +247,14 @@ static const char *transport_name(const struct pl_session *s)
     return c->tr ? c->tr->name : "c2s";
 }
 
+static uint64_t backlog(const struct pl_session *s)
+{
+    const struct c2s *c = s->impl;
+    return c->conn ? pl_conn_pending(c->conn) : 0;
+}
+
 static const struct pl_session_ops session_ops = {
+    .backlog = backlog,
     .deliver = send_stanza,
     .close = kick,
     .deliver_to = send_stanza_to,

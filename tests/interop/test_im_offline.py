@@ -379,12 +379,51 @@ def quota():
         s2.stop()
 
 
+def backlog():
+    """A backlog larger than limits.max_outbuf (64 KiB here) comes
+    whole: the store is read a page at a time, the next page once the
+    session's output queue has drained, so the recipient is not dropped
+    as a slow reader (it was, and each login then failed the same way)."""
+    global srv
+    s3 = harness.Server(extra="offline: { quota = 5000; };",
+                        limits_extra="max_outbuf = 65536;",
+                        label="outbuf=64k")
+    main_srv, srv = srv, s3
+    try:
+        if not s3.start():
+            return
+        n = 1500
+        sender, rcpt = u("bs"), u("br")
+        js, jr = add_users(s3, sender, rcpt)
+        s = sm_sender(s3, sender, "s")
+        pad = "x" * 200
+        for i in range(n):
+            s.message(jr, "backlog %04d %s" % (i, pad))
+        barrier(s)
+        errs = s.quiet(lambda e: e.get("type") == "error", 0.3)
+        check("backlog: %d messages of 250 bytes stored (about 6 times "
+              "max_outbuf)" % n, not errs, [tostr(x) for x in errs[:3]])
+        r = ImClient(s3, rcpt, "r")
+        r.presence()
+        msgs = r.collect(any_message(js), n, STEP * 4)
+        got = [body_of(m)[:12] for m in msgs]
+        check("backlog: all of them come, in order, and the session stays",
+              got == ["backlog %04d" % i for i in range(n)] and
+              not r.closed, "%d of %d, closed %s" % (len(got), n, r.closed))
+        r.logout()
+        s.logout()
+    finally:
+        srv = main_srv
+        s3.stop()
+
+
 def run():
     global srv
     srv = harness.Server()
     t0 = time.monotonic()
     if srv.start():
-        for part in (five_hundred, negative_priority, quota, sigkill):
+        for part in (five_hundred, negative_priority, quota, backlog,
+                     sigkill):
             try:
                 part()
             except Exception as e:  # noqa: BLE001 - report, don't crash
