@@ -53,9 +53,11 @@ struct pl_session_ops {
     /* The front end carrying it, for operators (metrics, the admin API):
      * "c2s" (XMPP over TCP), "websocket", "bosh", "sip". */
     const char *(*transport)(const struct pl_session *s);
-    /* Bytes queued toward the peer and not written yet, for those that
-     * pace a long output (an offline backlog).  NULL: not known (0). */
-    uint64_t (*backlog)(const struct pl_session *s);
+    /* Whether the session's output is backed up: bytes queued to its
+     * socket, or stanzas its client has not acknowledged (XEP-0198), past
+     * half of what its limits allow.  A long output (an offline backlog)
+     * waits while it is.  NULL: never. */
+    int (*congested)(const struct pl_session *s);
 };
 
 /*

@@ -177,12 +177,14 @@ static int on_offline(struct pl_event *ev, void *state)
 
 /*
  * A backlog goes out in pages: at most PAGE_MSGS messages or PAGE_BYTES
- * bytes are read, delivered and deleted at a time, and the next page is
- * read only once the session's output queue is below PAGE_BYTES (checked
- * every PACE_MS).  Read whole, ten thousand stored messages would be a
- * few megabytes queued at once: past limits.max_outbuf, which ends the
- * session as a slow reader, and the messages would come back to the store
- * for the next login to fail the same way.
+ * bytes are read and deleted at a time, and delivered one by one while
+ * the session is not congested (ops->congested: its socket queue, or
+ * stanzas its client has not acknowledged under XEP-0198, past half their
+ * limits; looked at again every PACE_MS).  Read whole, ten thousand stored
+ * messages would be megabytes queued at once, past limits.max_outbuf or
+ * the stream management queue, either of which ends the session, and the
+ * messages would come back to the store for the next login to fail the
+ * same way.
  */
 #define PAGE_MSGS 200
 #define PAGE_BYTES 65536
@@ -193,7 +195,9 @@ struct flush_job {
     struct pl_buf msgs; /* serialized stanzas, NUL-separated */
     struct pl_buf keys; /* their keys, NUL-separated */
     long n;
-    int full; /* the page is full: more may follow */
+    int full;             /* the page is full: more may follow */
+    size_t pos;           /* in msgs: where delivery goes on */
+    struct pl_timer pace; /* waiting for the session to drain */
 };
 
 static int collect(const char *key, const void *data, size_t len, void *ud)
@@ -240,25 +244,6 @@ static void flush_free(struct flush_job *j)
 
 static void next_page(struct pl_session *s);
 
-/* Waiting for a session's output queue to drain before the next page. */
-struct pacer {
-    uint64_t sid;
-    struct pl_timer timer;
-};
-
-static void paced(struct pl_timer *t)
-{
-    struct pacer *p = t->data;
-    struct pl_session *s = pl_session_by_id(p->sid);
-    if (s && s->ops->backlog && s->ops->backlog(s) >= PAGE_BYTES) {
-        pl_timer_start(pl_server_loop(), &p->timer, PACE_MS);
-        return;
-    }
-    pl_free(p);
-    if (s)
-        next_page(s);
-}
-
 static void forget_done(int rc, void *arg)
 {
     struct flush_job *j = arg;
@@ -271,59 +256,69 @@ static void forget_done(int rc, void *arg)
     int more = j->full && rc == PL_OK;
     flush_free(j);
     struct pl_session *s = more ? pl_session_by_id(sid) : NULL;
-    if (!s) {
+    if (s)
+        next_page(s);
+    else
         flush_ended(sid);
-        return;
+}
+
+static void paced(struct pl_timer *t);
+
+/* Delivers the page from where it stopped, until it ends or the session
+ * is congested (then again in PACE_MS); then deletes what it read. */
+static void deliver_page(struct flush_job *j)
+{
+    struct pl_session *s = pl_session_by_id(j->base.sid);
+    const char *base = j->msgs.data + j->msgs.off;
+    const char *p = base + j->pos, *end = base + j->msgs.len;
+    while (p < end) {
+        if (s && s->ops->congested && s->ops->congested(s)) {
+            j->pos = (size_t)(p - base);
+            pl_timer_init(&j->pace, paced, j);
+            pl_timer_start(pl_server_loop(), &j->pace, PACE_MS);
+            return;
+        }
+        size_t n = strlen(p);
+        struct pl_stanza *st = NULL;
+        if (pl_xml_parse_fragment(p, n, &st) == PL_OK) {
+            if (s) {
+                pl_route_to_session(s, st);
+            } else {
+                /* The session left meanwhile: send to the account again,
+                 * which stores it anew. */
+                struct pl_node *dl = pl_node_child(pl_stanza_root(st), "delay",
+                                                   NS_DELAY);
+                if (dl)
+                    pl_node_remove(st, dl);
+                pl_stanza_mark(st, PL_STANZA_ACCEPTED);
+                const char *t = pl_stanza_attr(st, "to");
+                const char *f = pl_stanza_attr(st, "from");
+                if (t && f)
+                    pl_route_as(st, f, t);
+            }
+            pl_stanza_unref(st);
+        }
+        p += n + 1;
     }
-    /* The next page, once what this one queued has mostly gone out. */
-    if (s->ops->backlog && s->ops->backlog(s) >= PAGE_BYTES) {
-        struct pacer *p = pl_calloc(1, sizeof(*p));
-        p->sid = sid;
-        pl_timer_init(&p->timer, paced, p);
-        pl_timer_start(pl_server_loop(), &p->timer, PACE_MS);
-        return;
-    }
-    next_page(s);
+    pl_log_debug("mod_offline", "delivered %ld offline messages to %s@%s", j->n,
+                 j->base.user, j->base.host);
+    /* Deleted only now, after delivery started whatever makes it durable
+     * on the other side (a stream-managed session's stored copies, a new
+     * offline store): storage jobs run in order, so a crash in between
+     * repeats a message, never loses one. */
+    pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
+}
+
+static void paced(struct pl_timer *t)
+{
+    deliver_page(t->data);
 }
 
 static void flush_done(int rc, void *arg)
 {
     struct flush_job *j = arg;
-    struct pl_session *s = pl_session_by_id(j->base.sid);
     if (rc == PL_OK && j->n) {
-        const char *p = j->msgs.data + j->msgs.off;
-        const char *end = p + j->msgs.len;
-        long delivered = 0;
-        while (p < end) {
-            size_t n = strlen(p);
-            struct pl_stanza *st = NULL;
-            if (pl_xml_parse_fragment(p, n, &st) == PL_OK) {
-                if (s) {
-                    pl_route_to_session(s, st);
-                } else {
-                    /* The session left between read and delivery: send
-                     * to the account again, which stores it anew. */
-                    struct pl_node *dl = pl_node_child(pl_stanza_root(st),
-                                                       "delay", NS_DELAY);
-                    if (dl)
-                        pl_node_remove(st, dl);
-                    const char *t = pl_stanza_attr(st, "to");
-                    const char *f = pl_stanza_attr(st, "from");
-                    if (t && f)
-                        pl_route_as(st, f, t);
-                }
-                pl_stanza_unref(st);
-                delivered++;
-            }
-            p += n + 1;
-        }
-        pl_log_debug("mod_offline", "delivered %ld offline messages to %s@%s",
-                     delivered, j->base.user, j->base.host);
-        /* Deleted only now, after delivery started whatever makes it
-         * durable on the other side (a stream-managed session's stored
-         * copies, a new offline store): storage jobs run in order, so a
-         * crash in between repeats a message, never loses one. */
-        pl_storage_submit(pl_server_loop(), forget_run, forget_done, j);
+        deliver_page(j);
         return;
     }
     uint64_t sid = j->base.sid;

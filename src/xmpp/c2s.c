@@ -247,14 +247,18 @@ static const char *transport_name(const struct pl_session *s)
     return c->tr ? c->tr->name : "c2s";
 }
 
-static uint64_t backlog(const struct pl_session *s)
+/* Past half of limits.max_outbuf queued, or half the unacknowledged
+ * stanzas stream management allows. */
+static int congested(const struct pl_session *s)
 {
     const struct c2s *c = s->impl;
-    return c->conn ? pl_conn_pending(c->conn) : 0;
+    if (c->conn && pl_conn_pending(c->conn) * 2 >= (uint64_t)S->max_outbuf)
+        return 1;
+    return s->sm && pl_sm_congested(s->sm);
 }
 
 static const struct pl_session_ops session_ops = {
-    .backlog = backlog,
+    .congested = congested,
     .deliver = send_stanza,
     .close = kick,
     .deliver_to = send_stanza_to,

@@ -240,6 +240,11 @@ const char *pl_sm_id(const struct pl_sm *sm)
     return sm->max ? sm->id : NULL;
 }
 
+int pl_sm_congested(const struct pl_sm *sm)
+{
+    return (long)sm->qlen * 2 >= sm->max_queue;
+}
+
 long pl_sm_max(const struct pl_sm *sm)
 {
     return sm->max;

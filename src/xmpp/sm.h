@@ -52,6 +52,8 @@ void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io, int resume,
 const char *pl_sm_id(const struct pl_sm *sm);
 /* Seconds the session may wait for resumption. */
 long pl_sm_max(const struct pl_sm *sm);
+/* Whether half the unacknowledged stanzas allowed are out. */
+int pl_sm_congested(const struct pl_sm *sm);
 
 /* Around the handling of one inbound stanza (see the file comment). */
 struct pl_barrier *pl_sm_in_begin(struct pl_session *s);

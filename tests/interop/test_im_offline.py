@@ -387,6 +387,7 @@ def backlog():
     global srv
     s3 = harness.Server(extra="offline: { quota = 5000; };",
                         limits_extra="max_outbuf = 65536;",
+                        c2s_extra="sm_max_queue = 64;",
                         label="outbuf=64k")
     main_srv, srv = srv, s3
     try:
@@ -409,6 +410,22 @@ def backlog():
         got = [body_of(m)[:12] for m in msgs]
         check("backlog: all of them come, in order, and the session stays",
               got == ["backlog %04d" % i for i in range(n)] and
+              not r.closed, "%d of %d, closed %s" % (len(got), n, r.closed))
+        r.logout()
+        # Under stream management: no more than half of sm_max_queue (64)
+        # unacknowledged at a time; a client that acks when asked gets
+        # all of them and is not ended for an overflow.
+        for i in range(n):
+            s.message(jr, "again %04d %s" % (i, pad))
+        barrier(s)
+        r = SmClient(s3, rcpt, "sm", auto_ack=True)
+        r.enable()
+        r.presence()
+        msgs = r.collect(any_message(js), n, STEP * 4)
+        got = [body_of(m)[:10] for m in msgs]
+        check("backlog: a stream-managed session (sm_max_queue 64) gets "
+              "them all, in order, and stays",
+              got == ["again %04d" % i for i in range(n)] and
               not r.closed, "%d of %d, closed %s" % (len(got), n, r.closed))
         r.logout()
         s.logout()
