@@ -41,7 +41,9 @@
  *             instant-room form, the rest join, --concurrency at a time;
  *             then the room gets --rate groupchat messages/s from the
  *             occupants in turn, and every occupant must receive every
- *             message exactly once (bitmaps per occupant); CPU per
+ *             message exactly once (bitmaps per occupant: missing
+ *             deliveries, room messages that missed an occupant or reached
+ *             none; an error bounce is an error, not a delivery); CPU per
  *             delivered message, latency, join time and CPU per join
  *
  * Transport: plain TCP, STARTTLS (--tls), or XMPP over WebSocket (--ws
@@ -176,6 +178,7 @@ static struct {
     const char *room;       /* muc: room localpart */
     const char *muc_domain; /* muc: service domain, NULL = conference.<d> */
     const char *ws;         /* XMPP over WebSocket at this path, or NULL */
+    int sync;               /* wait for a line on stdin before measuring */
     int verbose;            /* progress on stderr; 3 dumps stanzas */
 } O = {
     .mode = M_PROBE,
@@ -481,6 +484,43 @@ static void j_failures(void)
         snprintf(v, sizeof(v), "%ld x %s", C.fail_count[i], C.fail_reason[i]);
         jstr(k, v);
     }
+}
+
+/* The generator's own CPU use over a measured phase: utime+stime per
+ * second of wall time, and whether it was the limit (its core nearly
+ * full, so the server was not saturated and a rate is a floor). */
+#define GEN_LIMITED_UTIL 0.92
+
+static void j_gen(double gcpu_s, double wall_s)
+{
+    double u = wall_s > 0 ? gcpu_s / wall_s : 0;
+    jfield("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", u, u > GEN_LIMITED_UTIL);
+}
+
+/* The server's CPU over a measured phase: utime+stime in µs (raw, so
+ * that bench/run can combine several generator processes) and its share
+ * of a core. */
+static void j_server_cpu(double cpu_us, double wall_s)
+{
+    if (!O.server_pid)
+        return;
+    jfield("\"server_cpu_us\":%.0f", cpu_us);
+    if (wall_s > 0)
+        jfield("\"server_cpu_util\":%.3f", cpu_us / 1e6 / wall_s);
+}
+
+/* --sync: several generator processes (bench/run) start their measured
+ * phase together.  Prints "ready" on stdout and waits for a line on stdin
+ * (EOF counts too).  The sessions are idle meanwhile. */
+static void sync_barrier(void)
+{
+    if (!O.sync)
+        return;
+    printf("ready\n");
+    fflush(stdout);
+    char line[64];
+    if (!fgets(line, sizeof(line), stdin))
+        logf_("--sync: stdin closed; starting");
 }
 
 /* ---- base64 and SCRAM ---- */
@@ -1692,6 +1732,13 @@ static void muc_send(struct sess *s)
 
 static void muc_message(struct sess *s, const char *p, size_t n)
 {
+    /* A bounce (type='error') may carry the original body: it is an
+     * error, not a delivery. */
+    const char *gt = memchr(p, '>', n);
+    if (gt && attr_is(p, (size_t)(gt - p), "type", "error")) {
+        C.err_msgs++;
+        return;
+    }
     const char *b = memmem(p, n, "<body>G,", 8);
     if (!b)
         return;
@@ -2461,6 +2508,7 @@ static int run_chat(void)
         jflush();
         return 2;
     }
+    sync_barrier();
     CH.rate_mode = O.rate > 0;
     if (CH.rate_mode)
         jfield("\"rate\":%.0f", O.rate);
@@ -2501,7 +2549,6 @@ static int run_chat(void)
     uint64_t lost = C.gaps;
     uint64_t undelivered = missing > lost ? missing - lost : 0;
     double mps = (double)(rx1 - rx0) / (t1 - t0);
-    double gutil = (gcpu1 - gcpu0) / (t1 - t0);
     uint64_t thr = CH.throttled - thr0;
     jfield("\"status\":\"%s\"", (lost || C.dup || C.disconnects) ? "errors"
                                 : (undelivered || thr) ? "not_sustained"
@@ -2515,10 +2562,9 @@ static int run_chat(void)
     jfield("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
     if (O.server_pid && rx2 > rx0)
         jfield("\"cpu_us_per_msg\":%.2f", (cpu2 - cpu0) / (double)(rx2 - rx0));
-    if (O.server_pid)
-        jfield("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
-    jfield("\"gen_cpu_util\":%.3f", gutil);
-    jfield("\"gen_limited\":%d", gutil > 0.92);
+    jfield("\"measured_rx\":%" PRIu64, rx2 - rx0);
+    j_server_cpu(cpu2 - cpu0, t2 - t0);
+    j_gen(gcpu1 - gcpu0, t1 - t0);
     jfield("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
            ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
            hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
@@ -2550,7 +2596,7 @@ static int run_offline(void)
         jflush();
         return 2;
     }
-    double cpu0 = server_cpu_us(), t0 = now_s();
+    double cpu0 = server_cpu_us(), t0 = now_s(), gcpu0 = bench_self_cpu_s();
     char jid[128];
     for (uint32_t i = 0; i < P; i++) {
         user_name(sessions[i + P].user, jid, sizeof(jid));
@@ -2572,7 +2618,7 @@ static int run_offline(void)
             break;
         lastcpu = c;
     }
-    double cpu1 = server_cpu_us(), t1 = now_s();
+    double cpu1 = server_cpu_us(), t1 = now_s(), gcpu1 = bench_self_cpu_s();
     if (C.err_msgs) {
         jfield("\"status\":\"unsupported\",\"error_msgs\":%" PRIu64,
                C.err_msgs);
@@ -2589,17 +2635,20 @@ static int run_offline(void)
         return 2;
     }
     /* Flush happens on initial presence. */
-    double t2 = now_s(), cpu2 = server_cpu_us();
+    double t2 = now_s(), cpu2 = server_cpu_us(), gcpu2 = bench_self_cpu_s();
     for (uint32_t i = P; i < n; i++)
         out_str(&sessions[i], "<presence/>");
     flush_dirty();
     run_loop(O.drain + (double)O.pairs * O.msgs / 2000.0, offline_done);
-    double t3 = now_s(), cpu3 = server_cpu_us();
+    double t3 = now_s(), cpu3 = server_cpu_us(), gcpu3 = bench_self_cpu_s();
     uint64_t lost = C.tx > C.rx - C.dup ? C.tx - (C.rx - C.dup) : 0;
     jfield("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
     jfield("\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"lost\":%" PRIu64
            ",\"dup\":%" PRIu64,
            C.tx, C.rx, lost, C.dup);
+    /* Both measured phases: storing, then the flush at login. */
+    j_server_cpu((cpu1 - cpu0) + (cpu3 - cpu2), (t1 - t0) + (t3 - t2));
+    j_gen((gcpu1 - gcpu0) + (gcpu3 - gcpu2), (t1 - t0) + (t3 - t2));
     jfield("\"store_s\":%.2f,\"flush_s\":%.2f", t1 - t0, t3 - t2);
     if (O.server_pid && C.tx) {
         jfield("\"store_cpu_us_per_msg\":%.2f", (cpu1 - cpu0) / (double)C.tx);
@@ -2656,20 +2705,22 @@ static int run_roster(void)
         close_all();
         return 3;
     }
-    double cpu0 = server_cpu_us(), t0 = now_s();
+    double cpu0 = server_cpu_us(), t0 = now_s(), gcpu0 = bench_self_cpu_s();
     for (uint32_t i = 0; i < n; i++) {
         out_str(&sessions[i], "<presence/>");
         send_subscribes(&sessions[i]);
     }
     flush_dirty();
     run_loop(O.timeout, subs_done);
-    double t1 = now_s();
+    double t1 = now_s(), gcpu1 = bench_self_cpu_s(), cpu1 = server_cpu_us();
     jfield("\"status\":\"%s\"", subs_done() ? "ok" : "incomplete");
     jfield("\"subscriptions\":%ld,\"confirmed\":%ld,\"seconds\":%.2f",
            C.subs_sent, C.subs_got, t1 - t0);
     if (O.server_pid && C.subs_got)
         jfield("\"cpu_us_per_subscription\":%.1f",
-               (server_cpu_us() - cpu0) / (double)C.subs_got);
+               (cpu1 - cpu0) / (double)C.subs_got);
+    j_server_cpu(cpu1 - cpu0, t1 - t0);
+    j_gen(gcpu1 - gcpu0, t1 - t0);
     jflush();
     close_all();
     return subs_done() ? 0 : 2;
@@ -2718,7 +2769,7 @@ static int run_presence(void)
         memset(sessions[i].pnext, 0, (size_t)O.contacts * sizeof(uint32_t));
     hist_reset();
     CH.measuring = 1;
-    double cpu2 = server_cpu_us(), t2 = now_s();
+    double cpu2 = server_cpu_us(), t2 = now_s(), gcpu2 = bench_self_cpu_s();
     for (int r = 0; r < O.rounds && !stop_flag; r++) {
         for (uint32_t i = 0; i < n; i++) {
             outf(&sessions[i],
@@ -2729,7 +2780,7 @@ static int run_presence(void)
         flush_dirty();
         run_loop(O.drain, pres_done);
     }
-    double cpu3 = server_cpu_us(), t3 = now_s();
+    double cpu3 = server_cpu_us(), t3 = now_s(), gcpu3 = bench_self_cpu_s();
     CH.measuring = 0;
     uint64_t lost = C.tx > C.rx - C.dup ? C.tx - (C.rx - C.dup) : 0;
     jfield("\"status\":\"%s\"", lost || C.dup ? "errors" : "ok");
@@ -2744,6 +2795,8 @@ static int run_presence(void)
                    (cpu3 - cpu2) / (double)C.rx);
     }
     jfield("\"deliveries_per_s\":%.0f", (double)C.rx / (t3 - t2));
+    j_server_cpu(cpu3 - cpu2, t3 - t2);
+    j_gen(gcpu3 - gcpu2, t3 - t2);
     jfield("\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
            hist_pct(0.5), hist_pct(0.99), hist_max);
     jflush();
@@ -2921,10 +2974,9 @@ static int run_resume(void)
         if (resumed)
             jfield("\"cpu_us_per_resume\":%.0f",
                    (cpu2 - cpu0) / (double)resumed);
-        jfield("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
     }
-    double gutil = (gcpu2 - gcpu0) / (t2 - t0);
-    jfield("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
+    j_server_cpu(cpu2 - cpu0, t2 - t0);
+    j_gen(gcpu2 - gcpu0, t2 - t0);
     uint32_t k = sort_recorded(RS.lat_resumed, n);
     jfield("\"resume_p50_ms\":%.1f,\"resume_p90_ms\":%.1f,"
            "\"resume_p99_ms\":%.1f,\"resume_max_ms\":%.1f",
@@ -2953,11 +3005,19 @@ static int run_setup_mode(void)
     uint32_t n = O.mode == M_PROBE ? 1 : (uint32_t)O.users;
     alloc_sessions(n);
     long rss0 = server_rss_kib(), sk0 = sockstat_mem_kib();
+    if (O.mode == M_LOGIN || O.mode == M_REGISTER)
+        sync_barrier();
     double cpu0 = server_cpu_us(), gcpu0 = bench_self_cpu_s();
     double t = setup_range(0, n);
     double cpu1 = server_cpu_us(), gcpu1 = bench_self_cpu_s();
     j_common();
     jfield("\"users\":%u", n);
+    if (O.mode != M_PROBE) {
+        /* The setup phase (registrations, logins, or the idle sessions'
+         * logins) is the measured one. */
+        j_server_cpu(cpu1 - cpu0, t);
+        j_gen(gcpu1 - gcpu0, t);
+    }
     switch (O.mode) {
     case M_PROBE:
         run_loop(5, probe_done);
@@ -2981,8 +3041,6 @@ static int run_setup_mode(void)
         jfield("\"pbkdf2\":%ld", pbkdf2_count);
         if (O.server_pid && C.ready)
             jfield("\"cpu_us_per_op\":%.0f", (cpu1 - cpu0) / (double)C.ready);
-        jfield("\"gen_cpu_util\":%.3f", (gcpu1 - gcpu0) / t);
-        jfield("\"gen_limited\":%d", (gcpu1 - gcpu0) / t > 0.92);
         break;
     case M_IDLE: {
         if (O.present) {
@@ -3129,7 +3187,7 @@ static int run_muc(void)
     MU.cap = (uint32_t)(O.rate * (O.warmup + O.duration) * 1.2 + 64);
     for (uint32_t i = 0; i < n; i++)
         sessions[i].seen = calloc(MU.cap / 8 + 1, 1);
-    C.tx = C.rx = C.dup = 0;
+    C.tx = C.rx = C.dup = C.err_msgs = 0;
     run_loop(1, NULL); /* let the join traffic settle */
     CH.sending = 1;
     CH.t0 = now_s();
@@ -3150,15 +3208,31 @@ static int run_muc(void)
     CH.measuring = 0;
     uint64_t expected = MU.sent * (uint64_t)MU.joined;
     uint64_t missing = expected > MU.unique ? expected - MU.unique : 0;
-    double gutil = (gcpu1 - gcpu0) / (t1 - t0);
-    jfield("\"status\":\"%s\"", C.dup || C.disconnects ? "errors"
-                                : missing              ? "not_sustained"
-                                                       : "ok");
+    /* Room messages that did not reach every occupant, and those that
+     * reached none. */
+    uint64_t incomplete = 0, unreached = 0;
+    for (uint64_t g = 0; g < MU.sent && g < MU.cap; g++) {
+        uint8_t bit = (uint8_t)(1u << (g & 7));
+        long got = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (sessions[i].seen && (sessions[i].seen[g >> 3] & bit))
+                got++;
+        if (got < MU.joined)
+            incomplete++;
+        if (!got)
+            unreached++;
+    }
+    jfield("\"status\":\"%s\"", C.dup || C.disconnects || C.err_msgs ? "errors"
+                                : missing ? "not_sustained"
+                                          : "ok");
     jfield("\"rate\":%.0f,\"room_msgs\":%" PRIu64 ",\"measured_msgs\":%" PRIu64,
            O.rate, MU.sent, sent1 - sent0);
     jfield("\"expected\":%" PRIu64 ",\"received\":%" PRIu64 ",\"dup\":%" PRIu64
            ",\"missing\":%" PRIu64,
            expected, C.rx, C.dup, missing);
+    jfield("\"incomplete_room_msgs\":%" PRIu64
+           ",\"undelivered_room_msgs\":%" PRIu64 ",\"error_msgs\":%" PRIu64,
+           incomplete, unreached, C.err_msgs);
     jfield("\"lost\":0,\"disconnects\":%ld", C.disconnects);
     jfield("\"deliveries_per_s\":%.0f", (double)(rx2 - rx0) / (t2 - t0));
     jfield("\"measured_s\":%.2f,\"drain_s\":%.2f", t1 - t0, t2 - t1);
@@ -3167,9 +3241,9 @@ static int run_muc(void)
                (cpu2 - cpu0) / (double)(rx2 - rx0));
         jfield("\"cpu_us_per_room_msg\":%.1f",
                (cpu2 - cpu0) / (double)(sent1 - sent0 ? sent1 - sent0 : 1));
-        jfield("\"server_cpu_util\":%.3f", (cpu2 - cpu0) / 1e6 / (t2 - t0));
     }
-    jfield("\"gen_cpu_util\":%.3f,\"gen_limited\":%d", gutil, gutil > 0.92);
+    j_server_cpu(cpu2 - cpu0, t2 - t0);
+    j_gen(gcpu1 - gcpu0, t1 - t0);
     jfield("\"lat_n\":%" PRIu64 ",\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
            ",\"p999_us\":%" PRIu64 ",\"max_us\":%" PRIu64,
            hist_n, hist_pct(0.50), hist_pct(0.99), hist_pct(0.999), hist_max);
@@ -3229,6 +3303,12 @@ static void usage_exit(FILE *f, int code)
         "  --src-ips N --src-base B   source addresses 127.0.B.1..N (8, 1)\n"
         "  --server-pid PID       read server CPU and RSS from /proc\n"
         "  --key-cache FILE       keep SCRAM SaltedPassword between runs\n"
+        "  --sync                 chat, login, register: print \"ready\" on "
+        "stdout\n"
+        "                         after the setup and start the measured "
+        "phase\n"
+        "                         on a line from stdin (several processes "
+        "at once)\n"
         "  --label TEXT --quiet\n");
     exit(code);
 }
@@ -3240,27 +3320,47 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] =
-        {{"mode", 1, 0, 'm'},        {"host", 1, 0, 'H'},
-         {"port", 1, 0, 'p'},        {"domain", 1, 0, 'd'},
-         {"tls", 0, 0, 'T'},         {"mech", 1, 0, 'M'},
-         {"prefix", 1, 0, 'P'},      {"first", 1, 0, 'f'},
-         {"users", 1, 0, 'u'},       {"password", 1, 0, 'w'},
-         {"pairs", 1, 0, 'n'},       {"concurrency", 1, 0, 'c'},
-         {"rate", 1, 0, 'r'},        {"window", 1, 0, 'W'},
-         {"duration", 1, 0, 'D'},    {"warmup", 1, 0, 'U'},
-         {"drain", 1, 0, 'R'},       {"timeout", 1, 0, 't'},
-         {"hold", 1, 0, 'h'},        {"settle", 1, 0, 'S'},
-         {"present", 0, 0, 'Y'},     {"src-ips", 1, 0, 'i'},
-         {"src-base", 1, 0, 'b'},    {"server-pid", 1, 0, 's'},
-         {"key-cache", 1, 0, 'k'},   {"label", 1, 0, 'l'},
-         {"pad", 1, 0, 'x'},         {"contacts", 1, 0, 'C'},
-         {"rounds", 1, 0, 'o'},      {"msgs", 1, 0, 'g'},
-         {"quiet", 0, 0, 'q'},       {"verbose", 0, 0, 'v'},
-         {"storm-delay", 1, 0, 'y'}, {"storm-concurrency", 1, 0, 'J'},
-         {"room", 1, 0, 'Z'},        {"muc-domain", 1, 0, 'z'},
-         {"ws", 1, 0, 'X'},          {"help", 0, 0, 'A'},
-         {"version", 0, 0, 'V'},     {0, 0, 0, 0}};
+    static const struct option lo[] = {{"mode", 1, 0, 'm'},
+                                       {"host", 1, 0, 'H'},
+                                       {"port", 1, 0, 'p'},
+                                       {"domain", 1, 0, 'd'},
+                                       {"tls", 0, 0, 'T'},
+                                       {"mech", 1, 0, 'M'},
+                                       {"prefix", 1, 0, 'P'},
+                                       {"first", 1, 0, 'f'},
+                                       {"users", 1, 0, 'u'},
+                                       {"password", 1, 0, 'w'},
+                                       {"pairs", 1, 0, 'n'},
+                                       {"concurrency", 1, 0, 'c'},
+                                       {"rate", 1, 0, 'r'},
+                                       {"window", 1, 0, 'W'},
+                                       {"duration", 1, 0, 'D'},
+                                       {"warmup", 1, 0, 'U'},
+                                       {"drain", 1, 0, 'R'},
+                                       {"timeout", 1, 0, 't'},
+                                       {"hold", 1, 0, 'h'},
+                                       {"settle", 1, 0, 'S'},
+                                       {"present", 0, 0, 'Y'},
+                                       {"src-ips", 1, 0, 'i'},
+                                       {"src-base", 1, 0, 'b'},
+                                       {"server-pid", 1, 0, 's'},
+                                       {"key-cache", 1, 0, 'k'},
+                                       {"label", 1, 0, 'l'},
+                                       {"pad", 1, 0, 'x'},
+                                       {"contacts", 1, 0, 'C'},
+                                       {"rounds", 1, 0, 'o'},
+                                       {"msgs", 1, 0, 'g'},
+                                       {"quiet", 0, 0, 'q'},
+                                       {"verbose", 0, 0, 'v'},
+                                       {"storm-delay", 1, 0, 'y'},
+                                       {"storm-concurrency", 1, 0, 'J'},
+                                       {"room", 1, 0, 'Z'},
+                                       {"muc-domain", 1, 0, 'z'},
+                                       {"ws", 1, 0, 'X'},
+                                       {"help", 0, 0, 'A'},
+                                       {"sync", 0, 0, 'K'},
+                                       {"version", 0, 0, 'V'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -3318,6 +3418,7 @@ int main(int argc, char **argv)
         case 'Z': O.room = optarg; break;
         case 'z': O.muc_domain = optarg; break;
         case 'X': O.ws = optarg; break;
+        case 'K': O.sync = 1; break;
         case 'A': usage_exit(stdout, 0); break;
         case 'V': puts("parley-load " PL_VERSION); exit(0);
         default: usage();

@@ -354,6 +354,15 @@ static void jcommon(void)
         jstr("fail_reason", C.fail_reason);
 }
 
+/* The generator's CPU use over the measured phase, and whether it was the
+ * limit (its core nearly full: the server was not saturated, so a rate is
+ * a floor); the same threshold as parley-load's. */
+static void jgen(double gcpu_s, double wall_s)
+{
+    double u = wall_s > 0 ? gcpu_s / wall_s : 0;
+    jadd(",\"gen_cpu_util\":%.3f,\"gen_limited\":%d", u, u > 0.92);
+}
+
 static void jlatency(void)
 {
     if (!nlat)
@@ -1399,7 +1408,7 @@ static int run_register(void)
              nspid, rss0, rss1, (double)(rss1 - rss0) / (double)ok, pss0, pss1,
              (double)(pss1 - pss0) / (double)ok, O.settle);
     }
-    jadd(",\"gen_cpu_util\":%.3f", secs > 0 ? (g1 - g0) / secs : 0);
+    jgen(g1 - g0, secs);
     jflush();
     return ok == (long)nua ? 0 : 1;
 }
@@ -1472,7 +1481,7 @@ static int run_message(void)
         jadd(",\"cpu_us_per_msg\":%.2f,\"server_cpu_util\":%.3f,"
              "\"server_procs\":%d",
              (cpu1 - cpu0) / (double)meas, (cpu1 - cpu0) / 1e6 / secs, nspid);
-    jadd(",\"gen_cpu_util\":%.3f", (g1 - g0) / secs);
+    jgen(g1 - g0, secs);
     jlatency();
     jflush();
     return lost || C.dup ? 1 : 0;
@@ -1588,7 +1597,7 @@ static int run_publish(void)
              (cpu1 - cpu0) / (double)C.notifies,
              pubs ? (cpu1 - cpu0) / (double)pubs : 0,
              (cpu1 - cpu0) / 1e6 / secs, nspid);
-    jadd(",\"gen_cpu_util\":%.3f", secs > 0 ? (g1 - g0) / secs : 0);
+    jgen(g1 - g0, secs);
     jlatency();
     jflush();
     return missing || C.dup ? 1 : 0;
