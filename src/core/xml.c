@@ -144,6 +144,41 @@ static size_t round16(size_t n)
     return (n + 15) & ~(size_t)15;
 }
 
+/*
+ * Chunks of CHUNK_SIZE given back are kept for the next parser, up to
+ * SPARE_CHUNKS per thread: every login restarts its stream (a new parser)
+ * and mapping then unmapping 16 KiB each time cost a TLB shootdown across
+ * the process's threads (50 us a login here).  256 KiB at most stay
+ * mapped per thread, whatever the number of sessions.
+ */
+#define SPARE_CHUNKS 16
+static __thread struct chunk *spare;
+static __thread unsigned nspare;
+
+static struct chunk *chunk_map(size_t size)
+{
+    if (size == CHUNK_SIZE && spare) {
+        struct chunk *c = spare;
+        spare = c->next;
+        nspare--;
+        return c;
+    }
+    struct chunk *c = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return c == MAP_FAILED ? NULL : c;
+}
+
+static void chunk_unmap(struct chunk *c)
+{
+    if (c->size == CHUNK_SIZE && nspare < SPARE_CHUNKS) {
+        c->next = spare;
+        spare = c;
+        nspare++;
+        return;
+    }
+    munmap(c, c->size);
+}
+
 static void *xml_malloc(size_t n)
 {
     struct pl_xml_parser *p = mem_owner;
@@ -161,9 +196,8 @@ static void *xml_malloc(size_t n)
                               ? round16(need + sizeof(struct chunk) + 4095) &
                                     ~(size_t)4095
                               : CHUNK_SIZE;
-            c = mmap(NULL, size, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (c == MAP_FAILED)
+            c = chunk_map(size);
+            if (!c)
                 return NULL;
             c->size = size;
             c->used = sizeof(struct chunk);
@@ -247,7 +281,7 @@ static void expat_free(struct pl_xml_parser *p)
     while (p->mem) {
         struct chunk *c = p->mem;
         p->mem = c->next;
-        munmap(c, c->size);
+        chunk_unmap(c);
     }
 }
 
