@@ -4,6 +4,7 @@ server.processes = 2 on the same machine (issue 18, "every core used";
 doc/cluster.md, "Every core").
 
   bench/cores.py [--runs 3] [--pairs 500] [--window 10] [--duration 10]
+                 [--processes 1,2] [--keep]
 
 Starts a throwaway PostgreSQL (tests/interop/pg_common.py) and
 redis-server on loopback, registers 2 * pairs accounts once, then for
@@ -78,6 +79,7 @@ def start_parleyd(d, n, pg, port, redis_port, link):
         f.write(CONF % {"dir": d, "n": n, "pg": pg, "port": port,
                         "cluster": cluster})
     log = open(os.path.join(d, "parleyd-%d.log" % n), "ab")
+    since = log.tell()  # this start's lines only
     p = subprocess.Popen([PARLEYD, "--config", path], stdout=log,
                          stderr=log, stdin=subprocess.DEVNULL,
                          start_new_session=True)
@@ -89,6 +91,7 @@ def start_parleyd(d, n, pg, port, redis_port, link):
         end = time.time() + 30
         while time.time() < end:
             with open(log.name, "rb") as f:
+                f.seek(since)
                 if f.read().count(b"links up") >= want:
                     break
             time.sleep(0.1)
@@ -123,7 +126,12 @@ def main():
     ap.add_argument("--pairs", type=int, default=500)
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--processes", default="1,2",
+                    help="the settings compared, in turn (1,2)")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the directory (configurations, logs)")
     a = ap.parse_args()
+    counts = [int(x) for x in a.processes.split(",")]
     d = tempfile.mkdtemp(prefix="parley-cores-")
     pg = pg_common.PgCluster()
     if not pg.start():
@@ -138,7 +146,7 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     keys = os.path.join(d, "keys")
-    results = {1: [], 2: []}
+    results = {n: [] for n in counts}
     try:
         p = start_parleyd(d, 1, pg.conninfo("parley", "parley"), port,
                           redis_port, link)
@@ -147,7 +155,7 @@ def main():
         print("register:", json.dumps(r), flush=True)
         stop(p)
         for run in range(a.runs):
-            for n in (1, 2):
+            for n in counts:
                 p = start_parleyd(d, n, pg.conninfo("parley", "parley"),
                                   port, redis_port, link)
                 la = os.getloadavg()
@@ -164,12 +172,18 @@ def main():
         redis.terminate()
         redis.wait(10)
         pg.stop()
-        shutil.rmtree(d, ignore_errors=True)
-    m1 = statistics.median(results[1])
-    m2 = statistics.median(results[2])
-    print("processes = 1: %s msg/s, median %.0f" % (results[1], m1))
-    print("processes = 2: %s msg/s, median %.0f" % (results[2], m2))
-    print("ratio of the medians: %.2f" % (m2 / m1 if m1 else 0))
+        if a.keep:
+            print("kept", d)
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    med = {}
+    for n in counts:
+        med[n] = statistics.median(results[n])
+        print("processes = %d: %s msg/s, median %.0f" % (n, results[n],
+                                                         med[n]))
+    if 1 in med and 2 in med:
+        print("ratio of the medians (2 / 1): %.2f" %
+              (med[2] / med[1] if med[1] else 0))
 
 
 if __name__ == "__main__":
