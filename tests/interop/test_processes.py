@@ -11,6 +11,8 @@ cluster_common.py and pg_common.py), then one parleyd with processes = 2:
     <admin_socket>.<I>, lists its own sessions: transport c2s);
   - two users on different processes subscribe to each other and chat
     both ways;
+  - SIGHUP to the supervisor: both processes reload their configuration
+    (same node names and link ports);
   - process 1 killed with SIGKILL: the supervisor starts it again (a new
     pid, "ready", linked again with process 0), the user of process 0
     gets the killed process's user unavailable, messages to him are
@@ -257,6 +259,20 @@ def main():
     b.msg(ja, "from process 1")
     check("chat from process 1 to process 0 (bare JID)",
           a.inbox.wait(is_msg(jb, "from process 1"), STEP * 2) is not None)
+
+    # SIGHUP to the supervisor: each process reloads (its node name and
+    # link port derived again: no "changes only on restart" warning).
+    hup = srv.log_size()
+    os.kill(srv.pid(), signal.SIGHUP)
+    for i in (0, 1):
+        ok = srv.wait_log(r"\[%d\] parleyd: configuration reloaded" % i, hup,
+                          STEP * 2)
+        check("SIGHUP to the supervisor: process %d reloads" % i, ok)
+    check("... keeping its node name and link port",
+          "changes only on restart" not in srv.log_text(hup),
+          srv.log_text(hup)[-300:])
+    check("... and both processes are the same ones",
+          alive(pids[0]) and alive(pids[1]))
 
     # Process 1 killed: restarted by the supervisor.
     since = srv.log_size()
