@@ -6,6 +6,11 @@
  *   parleyd --print-default-config
  *   parleyd --help | --version      (standard output, exit 0)
  *
+ * With server.processes > 1 (or "auto") it is a supervisor
+ * (core/supervise.h): it runs itself again N times with --process I
+ * (internal: process I of N, a node of the cluster), and passes its
+ * signals on to them.
+ *
  * Runs in the foreground and logs to stderr.  SIGTERM/SIGINT stop it
  * cleanly (streams closed with <system-shutdown/>, storage flushed);
  * SIGHUP reloads the configuration's limits and log level and the
@@ -37,6 +42,7 @@
 #include "core/server.h"
 #include "core/stats.h"
 #include "core/storage.h"
+#include "core/supervise.h"
 #include "core/version.h"
 #include "core/work.h"
 
@@ -146,10 +152,18 @@ static void on_drain(struct pl_timer *t)
 
 int main(int argc, char **argv)
 {
-    int check = 0;
+    int check = 0, process = -1;
     sets = pl_calloc((size_t)argc, sizeof(char *));
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--process") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 0 || v >= 1024) {
+                usage(stderr);
+                return 2;
+            }
+            process = (int)v;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             sets[nsets++] = argv[++i];
@@ -171,6 +185,8 @@ int main(int argc, char **argv)
         }
     }
     char err[512];
+    pl__config_set_process(process);
+    pl_log_set_process(process);
     if (pl_config_load(config_path, sets, nsets, &config, err, sizeof(err)) !=
         PL_OK) {
         fprintf(stderr, "parleyd: %s\n", err);
@@ -185,6 +201,18 @@ int main(int argc, char **argv)
         printf("configuration OK: %d hosts, %d listeners\n", config->nhosts,
                config->nlisteners);
         return 0;
+    }
+    if (process < 0 && config->s.processes > 1) {
+        /* The supervisor: the secret (fake SCRAM salts) is made once, for
+         * every process to read the same. */
+        mkdir(config->s.data_dir, 0700);
+        unsigned char secret[32];
+        int rc = load_secret(config->s.data_dir, secret) != PL_OK
+                     ? 1
+                     : pl_supervise(config, argc, argv);
+        pl_config_free(config);
+        pl_free(sets);
+        return rc;
     }
     signal(SIGPIPE, SIG_IGN);
     /* Block the signals we handle before any thread starts, so that they

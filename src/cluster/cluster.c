@@ -145,11 +145,65 @@ static int valid_ip_port(const char *a)
             inet_pton(AF_INET6, host, buf) == 1);
 }
 
+/* Process <index> of server.processes is node "<node>-<index>" with its
+ * links on the configured port + index (every load: start and reload
+ * compare the same names). */
+static int per_process(struct pl_cluster_settings *s, int index, char *err,
+                       size_t errlen)
+{
+    size_t n = strlen(s->node) + 16;
+    char *node = pl_malloc(n);
+    snprintf(node, n, "%s-%d", s->node, index);
+    pl_free(s->node);
+    s->node = node;
+    const char *colon = strrchr(s->link, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : 0;
+    if (!colon || *end || port <= 0 || port + index > 65535) {
+        snprintf(err, errlen,
+                 "cluster.link: \"ip:port\" with room for port + %d (one "
+                 "link port per process), not \"%s\"",
+                 index, s->link);
+        return PL_EINVAL;
+    }
+    n = (size_t)(colon - s->link) + 16;
+    char *link = pl_malloc(n);
+    snprintf(link, n, "%.*s:%ld", (int)(colon - s->link), s->link,
+             port + index);
+    pl_free(s->link);
+    s->link = link;
+    return PL_OK;
+}
+
 static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
 {
     struct pl_cluster_settings *s = settings;
+    /* Several processes on one machine are nodes of a cluster
+     * (server.processes, src/core/supervise.c): they need one. */
+    if (c->s.processes > 1 || c->s.processes_auto) {
+        if (!s->enable) {
+            snprintf(err, errlen,
+                     "server.processes = %s needs the cluster group "
+                     "(cluster.enable = true, node, redis, link, secret): "
+                     "the processes are nodes of a cluster",
+                     c->s.processes_auto ? "\"auto\"" : "N > 1");
+            return PL_EINVAL;
+        }
+        if (strcmp(c->s.storage_driver, "postgresql") != 0) {
+            snprintf(err, errlen,
+                     "server.processes = %s needs a shared database "
+                     "(storage.driver = \"postgresql\"), not %s: the "
+                     "embedded SQLite database serves one process",
+                     c->s.processes_auto ? "\"auto\"" : "N > 1",
+                     c->s.storage_driver);
+            return PL_EINVAL;
+        }
+    }
     if (!s->enable)
         return PL_OK;
+    int index = pl_config_process();
+    if (index >= 0 && per_process(s, index, err, errlen) != PL_OK)
+        return PL_EINVAL;
     if (!valid_name(s->node)) {
         snprintf(err, errlen,
                  "cluster.node: a name of 1 to 64 letters, digits, '-', '_' "

@@ -6,6 +6,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "error.h"
@@ -19,6 +20,18 @@
 static const char *const log_levels[] = {"error", "warn", "info", "debug",
                                          NULL};
 static const char *const sync_modes[] = {"off", "normal", "full", NULL};
+static const char *const auto_word[] = {"auto", NULL};
+static int process_index = -1; /* parleyd --process I (supervise.h) */
+
+void pl__config_set_process(int index)
+{
+    process_index = index;
+}
+
+int pl_config_process(void)
+{
+    return process_index;
+}
 
 static const struct pl_option server_opts[] = {
     {"data_dir", PL_OPT_STRING, "\"var\"", 0, 0, NULL,
@@ -38,6 +51,25 @@ static const struct pl_option server_opts[] = {
      "is set, for SIP phones without SHA-256 (RFC 8760); weaker than the "
      "SHA-256 and SCRAM keys (doc/security.md).",
      S(digest_md5)},
+    {"processes", PL_OPT_INT, "1", 1, 1024, auto_word,
+     "Server processes on this machine, or \"auto\" (one per online "
+     "core).  More than 1 (or \"auto\") starts a supervisor that runs them "
+     "as nodes of a cluster sharing the client ports (SO_REUSEPORT); needs "
+     "the cluster group and storage.driver = \"postgresql\" "
+     "(doc/cluster.md).",
+     S(processes)},
+    {"restart_delay", PL_OPT_INT, "100", 1, 3600000, NULL,
+     "Milliseconds the supervisor waits before restarting a process that "
+     "died; doubled at each death in a row, up to restart_delay_max.",
+     S(restart_delay)},
+    {"restart_delay_max", PL_OPT_INT, "30000", 1, 3600000, NULL,
+     "Longest wait before a restart; a process that ran this long is "
+     "healthy again (the next wait is restart_delay).",
+     S(restart_delay_max)},
+    {"stop_timeout", PL_OPT_INT, "30", 1, 3600, NULL,
+     "Seconds the supervisor waits for its processes to stop cleanly "
+     "after SIGTERM before it kills them (SIGKILL).",
+     S(stop_timeout)},
     {0},
 };
 
@@ -185,6 +217,15 @@ static int read_value(const struct pl_option *o, config_setting_t *s,
     switch (o->type) {
     case PL_OPT_INT: {
         long long v;
+        const char *word = config_setting_get_string(s);
+        if (word && o->choices) {
+            /* An integer or one of the words: the i-th is stored -(i+1). */
+            for (int i = 0; o->choices[i]; i++)
+                if (strcmp(word, o->choices[i]) == 0) {
+                    *(long *)field = -(long)(i + 1);
+                    return PL_OK;
+                }
+        }
         if (config_setting_type(s) == CONFIG_TYPE_INT)
             v = config_setting_get_int(s);
         else if (config_setting_type(s) == CONFIG_TYPE_INT64)
@@ -676,11 +717,24 @@ int pl_config_load(const char *path, char *const *sets, int nsets,
         c->s.sqlite_path = pl_malloc(n);
         snprintf(c->s.sqlite_path, n, "%s/parley.db", c->s.data_dir);
     }
+    if (c->s.processes == -1) { /* "auto" */
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->s.processes_auto = 1;
+        c->s.processes = n > 1 ? (n > 1024 ? 1024 : n) : 1;
+    }
     if (!c->s.admin_socket[0]) {
         pl_free(c->s.admin_socket);
         size_t n = strlen(c->s.data_dir) + 16;
         c->s.admin_socket = pl_malloc(n);
         snprintf(c->s.admin_socket, n, "%s/admin.sock", c->s.data_dir);
+    }
+    if (process_index >= 0 && strcmp(c->s.admin_socket, "off") != 0) {
+        /* One admin socket per process: <path>.<index>. */
+        size_t n = strlen(c->s.admin_socket) + 16;
+        char *p = pl_malloc(n);
+        snprintf(p, n, "%s.%d", c->s.admin_socket, process_index);
+        pl_free(c->s.admin_socket);
+        c->s.admin_socket = p;
     }
     if (read_listeners(c, err, errlen) != PL_OK)
         goto fail;

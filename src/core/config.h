@@ -37,7 +37,9 @@ struct pl_option {
     enum pl_opt_type type;      /* value type */
     const char *def;            /* default, in libconfig syntax */
     long min, max;              /* bounds for PL_OPT_INT */
-    const char *const *choices; /* NULL-terminated, for PL_OPT_ENUM */
+    const char *const *choices; /* NULL-terminated, for PL_OPT_ENUM; for
+                                 * PL_OPT_INT, words accepted besides an
+                                 * integer: the i-th is stored -(i+1) */
     const char *help;           /* one line, printed as a comment */
     size_t offset;              /* where the value goes in the state struct */
 };
@@ -78,8 +80,13 @@ struct pl_settings {
     char *data_dir;
     int log_level;
     long workers;
-    char *admin_socket; /* resolved: never empty */
-    int digest_md5;     /* store MD5 digest keys with new passwords */
+    char *admin_socket;     /* resolved: never empty */
+    int digest_md5;         /* store MD5 digest keys with new passwords */
+    long processes;         /* resolved ("auto": online cores), >= 1 */
+    int processes_auto;     /* it was "auto" */
+    long restart_delay;     /* ms before restarting a dead process (doubling) */
+    long restart_delay_max; /* ms, the longest such wait */
+    long stop_timeout;      /* s to wait for processes after SIGTERM */
     /* storage */
     char *storage_driver;
     char *sqlite_path;
@@ -152,5 +159,12 @@ int pl_config_where(char *err, size_t errlen, config_setting_t *s,
 config_setting_t *pl_config_group(struct pl_config *c, const char *name);
 
 int pl_strlist_has(const struct pl_strlist *l, const char *s);
+
+/* Which process of server.processes this is (parleyd --process I, set
+ * before the configuration is loaded: it makes server.admin_socket
+ * "<path>.<I>", and the cluster module derives the node name and link
+ * port from it); -1 in a single process or in the supervisor. */
+void pl__config_set_process(int index);
+int pl_config_process(void);
 
 #endif

@@ -710,6 +710,13 @@ int pl__listener_fd(const struct pl_listener *l)
 int pl_listener_open(struct pl_loop *loop, const char *address, int port,
                      pl_accept_fn *fn, void *data, struct pl_listener **out)
 {
+    return pl_listener_open_shared(loop, address, port, 0, fn, data, out);
+}
+
+int pl_listener_open_shared(struct pl_loop *loop, const char *address, int port,
+                            int shared, pl_accept_fn *fn, void *data,
+                            struct pl_listener **out)
+{
     struct sockaddr_storage ss;
     socklen_t sslen;
     memset(&ss, 0, sizeof(ss));
@@ -736,6 +743,13 @@ int pl_listener_open(struct pl_loop *loop, const char *address, int port,
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (shared &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        pl_log_error("conn", "SO_REUSEPORT on %s port %d: %s", address, port,
+                     strerror(errno));
+        close(fd);
+        return PL_EIO;
+    }
     if (bind(fd, (struct sockaddr *)&ss, sslen) < 0 || listen(fd, 1024) < 0) {
         pl_log_error("conn", "cannot listen on %s port %d: %s", address, port,
                      strerror(errno));

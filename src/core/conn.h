@@ -201,6 +201,12 @@ typedef void pl_accept_fn(struct pl_listener *l, int fd,
                           const struct sockaddr_storage *addr, void *data);
 int pl_listener_open(struct pl_loop *loop, const char *address, int port,
                      pl_accept_fn *fn, void *data, struct pl_listener **out);
+/* The same; shared: SO_REUSEPORT, so that several processes (of the same
+ * user) listen on the port and the kernel spreads the connections among
+ * them (server.processes). */
+int pl_listener_open_shared(struct pl_loop *loop, const char *address, int port,
+                            int shared, pl_accept_fn *fn, void *data,
+                            struct pl_listener **out);
 void pl_listener_close(struct pl_listener *l);
 /* Its socket (listen.c reads the bound port). */
 int pl__listener_fd(const struct pl_listener *l);

@@ -210,6 +210,16 @@ int pl_listen_sendto(struct pl_listen *l, const void *p, size_t n,
                : PL_EIO;
 }
 
+/* Several processes of this server (server.processes > 1) share each
+ * port: SO_REUSEPORT, the kernel spreads connections (and UDP flows, by
+ * address and port) among them.  Only then: a second, unrelated parleyd
+ * on the same port must fail with "address in use", not share it. */
+static int shared(void)
+{
+    const struct pl_config *c = pl_server_config();
+    return c && c->s.processes > 1;
+}
+
 static int open_udp(struct pl_listen *l)
 {
     const struct pl_listener_conf *lc = l->conf;
@@ -248,6 +258,8 @@ static int open_udp(struct pl_listen *l)
             if (setsockopt(fd, SOL_SOCKET, opts[k][1], &want, sizeof(want)))
                 setsockopt(fd, SOL_SOCKET, opts[k][0], &want, sizeof(want));
     }
+    if (shared())
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&ss, sslen) < 0) {
         pl_log_error("listen", "cannot listen on %s udp port %d: %s",
                      lc->address, lc->port, strerror(errno));
@@ -274,8 +286,8 @@ int pl__listen_open(struct pl_listen *l)
     l->tcp = NULL;
     if (lc->transport == PL_TRANSPORT_UDP)
         return open_udp(l);
-    return pl_listener_open(pl_server_loop(), lc->address, lc->port, on_accept,
-                            l, &l->tcp);
+    return pl_listener_open_shared(pl_server_loop(), lc->address, lc->port,
+                                   shared(), on_accept, l, &l->tcp);
 }
 
 void pl__listen_close(struct pl_listen *l)

@@ -12,6 +12,15 @@
 
 static atomic_int current = PL_LOG_INFO;
 static const char *names[] = {"error", "warn", "info", "debug"};
+static char tag[24]; /* "[<i>] " in a process of server.processes */
+
+void pl_log_set_process(int index)
+{
+    if (index >= 0)
+        snprintf(tag, sizeof(tag), "[%d] ", index);
+    else
+        tag[0] = '\0';
+}
 
 void pl_log_set_level(enum pl_log_level level)
 {
@@ -43,10 +52,10 @@ void pl_log(enum pl_log_level level, const char *subsystem, const char *fmt,
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof(line),
-                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s: ",
+                     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s %s%s: ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
                      tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, names[level],
-                     subsystem);
+                     tag, subsystem);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);

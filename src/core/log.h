@@ -16,6 +16,9 @@ enum pl_log_level {
 };
 
 void pl_log_set_level(enum pl_log_level level);
+/* Lines of process <index> of server.processes start their subsystem with
+ * "[<index>] " (several processes share one stderr); -1: none. */
+void pl_log_set_process(int index);
 enum pl_log_level pl_log_get_level(void);
 /* Parses "error", "warn", "info", "debug"; returns -1 if unknown. */
 int pl_log_level_parse(const char *name);

@@ -420,7 +420,8 @@ class Server:
                  idle_timeout=900, log_level=None, extra="", label="",
                  limits_extra="", c2s_extra="", register_extra="",
                  hosts=None, s2s=None, s2s_direct=False,
-                 listeners_extra="", host_extra="", storage_extra=""):
+                 listeners_extra="", host_extra="", storage_extra="",
+                 server_extra=""):
         self.reference = os.environ.get("PARLEY_REFERENCE", "")
         self.dir = tempfile.mkdtemp(prefix="parley-interop-")
         self.host = "127.0.0.1"
@@ -452,6 +453,8 @@ class Server:
         # storage_extra: more settings in the storage group
         # (sqlite_max_size = ...;).
         self.storage_extra = storage_extra
+        # server_extra: more settings in the server group (processes).
+        self.server_extra = server_extra
         if hosts:
             first = hosts[0]
             self.domain = first if isinstance(first, str) else first["domain"]
@@ -519,7 +522,7 @@ class Server:
         if self.listeners_extra:
             s2s_listener += ",\n  " + self.listeners_extra
         return """# written by tests/interop/harness.py
-server: { data_dir = "%(var)s"; log_level = "%(log)s"; };
+server: { data_dir = "%(var)s"; log_level = "%(log)s"; %(sx)s };
 %(storage)s
 listeners = (
   { protocol = "c2s"; address = "127.0.0.1"; port = %(p1)d; tls = "starttls"; },
@@ -538,6 +541,7 @@ c2s: { require_encryption = %(re)s; %(cx)s };
            "re": "true" if self.require_encryption else "false",
            "extra": self.extra, "lx": self.limits_extra,
            "cx": self.c2s_extra, "rx": self.register_extra,
+           "sx": self.server_extra,
            "hosts": self._hosts_config(),
            "s2sl": s2s_listener, "s2sg": s2s_group,
            "storage": self._storage_config(var)}

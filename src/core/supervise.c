@@ -1,0 +1,224 @@
+/*
+ * supervise.c - the supervisor of server.processes; see supervise.h.
+ *
+ * One thread, no event loop: the signals it handles are blocked and taken
+ * with sigtimedwait(), SIGCHLD included, with a timeout that is the next
+ * restart (or the stop deadline).  Each child is the same program run
+ * again with --process I (exec, not a bare fork: a fresh process that
+ * loads the configuration as a single parleyd does, and reloads it the
+ * same way on SIGHUP).
+ */
+#include "supervise.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "error.h"
+#include "log.h"
+#include "tls.h"
+
+struct child {
+    pid_t pid;           /* 0: not running */
+    uint64_t started;    /* ms, monotonic */
+    uint64_t restart_at; /* ms, when pid is 0 and not stopping */
+    long delay;          /* ms before the next restart */
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* The certificates a single parleyd would make at its start: made once
+ * here, so that the processes do not each write their own. */
+static int prepare(const struct pl_config *c)
+{
+    size_t dl = strlen(c->s.data_dir);
+    for (int i = 0; i < c->nhosts; i++) {
+        const struct pl_host_conf *h = &c->hosts[i];
+        if (strncmp(h->certificate, c->s.data_dir, dl) != 0 ||
+            access(h->certificate, R_OK) == 0)
+            continue;
+        if (pl_tls_ensure_selfsigned(h->domain, h->certificate, h->key) !=
+            PL_OK) {
+            pl_log_error("supervise", "%s: cannot create a certificate",
+                         h->domain);
+            return PL_ETLS;
+        }
+    }
+    return PL_OK;
+}
+
+static pid_t spawn(const char *exe, char **args, const sigset_t *old,
+                   pid_t self)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid; /* the child's pid, or -1 */
+    /* The child: ends with the supervisor (even a SIGKILLed one). */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != self)
+        _exit(1);
+    sigprocmask(SIG_SETMASK, old, NULL);
+    execv(exe, args);
+    fprintf(stderr, "parleyd: cannot run %s: %s\n", exe, strerror(errno));
+    _exit(127);
+}
+
+static void send_all(struct child *k, int n, int signo)
+{
+    for (int i = 0; i < n; i++)
+        if (k[i].pid > 0)
+            kill(k[i].pid, signo);
+}
+
+int pl_supervise(const struct pl_config *c, int argc, char **argv)
+{
+    int n = (int)c->s.processes;
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (len <= 0) {
+        pl_log_error("supervise", "cannot find this program: %s",
+                     strerror(errno));
+        return 1;
+    }
+    exe[len] = '\0';
+    if (prepare(c) != PL_OK)
+        return 1;
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigaddset(&mask, sigs[i]);
+    sigprocmask(SIG_BLOCK, &mask, &old);
+    /* Unblocked in the children: parleyd blocks what it handles itself. */
+    sigset_t child_mask = old;
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        sigdelset(&child_mask, sigs[i]);
+    /* argv + "--process" I NULL, one vector per child. */
+    char ***args = pl_calloc((size_t)n, sizeof(char **));
+    for (int i = 0; i < n; i++) {
+        args[i] = pl_calloc((size_t)argc + 3, sizeof(char *));
+        for (int a = 0; a < argc; a++)
+            args[i][a] = argv[a];
+        args[i][argc] = "--process";
+        args[i][argc + 1] = pl_malloc(16);
+        snprintf(args[i][argc + 1], 16, "%d", i);
+    }
+    struct child *k = pl_calloc((size_t)n, sizeof(*k));
+    pid_t self = getpid();
+    uint64_t t = now_ms();
+    for (int i = 0; i < n; i++) {
+        k[i].delay = c->s.restart_delay;
+        k[i].restart_at = t; /* started by the first pass below */
+    }
+    pl_log_info("supervise", "supervisor (pid %d): %d processes%s", (int)self,
+                n, c->s.processes_auto ? " (one per core)" : "");
+    int stopping = 0, killed = 0;
+    uint64_t deadline = 0;
+    for (;;) {
+        int alive = 0;
+        /* Reap. */
+        int status;
+        pid_t pid;
+        while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+            for (int i = 0; i < n; i++) {
+                if (k[i].pid != pid)
+                    continue;
+                k[i].pid = 0;
+                t = now_ms();
+                if (WIFSIGNALED(status))
+                    pl_log_warn("supervise",
+                                "process %d (pid %d) killed by signal %d", i,
+                                (int)pid, WTERMSIG(status));
+                else
+                    pl_log_info("supervise",
+                                "process %d (pid %d) exited with status %d", i,
+                                (int)pid, WEXITSTATUS(status));
+                if (stopping)
+                    break;
+                /* Healthy for a while: the next restart is prompt. */
+                if (t - k[i].started >= (uint64_t)c->s.restart_delay_max)
+                    k[i].delay = c->s.restart_delay;
+                k[i].restart_at = t + (uint64_t)k[i].delay;
+                pl_log_info("supervise", "process %d restarts in %ld ms", i,
+                            k[i].delay);
+                k[i].delay = k[i].delay * 2 > c->s.restart_delay_max
+                                 ? c->s.restart_delay_max
+                                 : k[i].delay * 2;
+                break;
+            }
+        }
+        t = now_ms();
+        uint64_t next = t + 1000; /* wake up at least each second */
+        for (int i = 0; i < n; i++) {
+            if (!k[i].pid && !stopping && k[i].restart_at <= t) {
+                k[i].pid = spawn(exe, args[i], &child_mask, self);
+                k[i].started = t;
+                if (k[i].pid < 0) {
+                    pl_log_error("supervise", "fork: %s", strerror(errno));
+                    k[i].pid = 0;
+                    k[i].restart_at = t + (uint64_t)k[i].delay;
+                } else {
+                    pl_log_info("supervise", "process %d started (pid %d)", i,
+                                (int)k[i].pid);
+                }
+            }
+            if (k[i].pid)
+                alive++;
+            else if (!stopping && k[i].restart_at < next)
+                next = k[i].restart_at;
+        }
+        if (stopping && !alive)
+            break;
+        if (stopping && !killed && t >= deadline) {
+            pl_log_warn("supervise",
+                        "processes still running after %ld s: "
+                        "killed",
+                        c->s.stop_timeout);
+            send_all(k, n, SIGKILL);
+            killed = 1;
+        }
+        if (stopping && !killed && deadline < next)
+            next = deadline;
+        uint64_t wait = next > t ? next - t : 0;
+        struct timespec ts = {(time_t)(wait / 1000),
+                              (long)(wait % 1000) * 1000000};
+        int signo = sigtimedwait(&mask, NULL, &ts);
+        switch (signo) {
+        case SIGTERM:
+        case SIGINT:
+            pl_log_info("supervise", "signal %d: stopping %d processes", signo,
+                        alive);
+            if (!stopping)
+                deadline = now_ms() + (uint64_t)c->s.stop_timeout * 1000;
+            stopping = 1;
+            send_all(k, n, SIGTERM);
+            break;
+        case SIGHUP:
+        case SIGUSR1: send_all(k, n, signo); break;
+        default: /* SIGCHLD, or the timeout: reaped and restarted above */
+            break;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        pl_free(args[i][argc + 1]);
+        pl_free(args[i]);
+    }
+    pl_free(args);
+    pl_free(k);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    pl_log_info("supervise", "stopped");
+    return 0;
+}
