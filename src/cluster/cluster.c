@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "alloc.h"
 #include "cluster_int.h"
 #include "config.h"
@@ -506,6 +507,30 @@ static int on_roster_get(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
+/* ---- for operators ---- */
+
+static void count_local(struct pl_session *s, void *ud)
+{
+    if (s->jid && !pl__link_is_remote(s))
+        (*(long *)ud)++;
+}
+
+/* The admin operation "cluster" (parleyctl cluster, GET /api/cluster,
+ * /metrics): this node, then every node it knows, as seen from here. */
+static json_t *admin_cluster(json_t *req)
+{
+    (void)req;
+    if (!started)
+        return json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
+    long local = 0;
+    pl_session_each(count_local, &local);
+    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok", 1,
+                     "enabled", 1, "node", S->node, "epoch",
+                     strchr(self, ':') + 1, "link", S->link, "redis", S->redis,
+                     "redis_connected", pl__redis_is_up(), "sessions",
+                     (json_int_t)local, "nodes", pl__link_json());
+}
+
 /* ---- lifetime ---- */
 
 static void make_self(void)
@@ -523,6 +548,7 @@ static void make_self(void)
 static int cluster_start(struct pl_config *c, void *settings)
 {
     S = settings;
+    pl_admin_add_op("cluster", admin_cluster);
     if (!S->enable)
         return PL_OK;
     make_self();
