@@ -495,6 +495,17 @@ static int on_broadcast(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
+/* A module changed per-session state it exports (session/export:
+ * carbons enabled or disabled): the other nodes learn it. */
+static int on_changed(struct pl_event *ev, void *state)
+{
+    (void)state;
+    struct pl_session *s = ev->session;
+    if (s && s->jid && s->registered && !pl__link_is_remote(s))
+        pl__link_announce_up(s, 0);
+    return PL_PASS;
+}
+
 /* A roster request makes the session interested (RFC 6121 §2.1.6) when
  * mod_roster answers; the other nodes learn it now, before its presence. */
 static int on_roster_get(struct pl_event *ev, void *state)
@@ -559,6 +570,7 @@ static int cluster_start(struct pl_config *c, void *settings)
         pl_hook_add(h, "session/bound", on_bound, 10000, NULL);
         pl_hook_add(h, "session/closed", on_closed, 10000, NULL);
         pl_hook_add(h, "presence/broadcast", on_broadcast, 10000, NULL);
+        pl_hook_add(h, "session/changed", on_changed, 10000, NULL);
         pl_hook_add(h, "iq-get/bare/jabber:iq:roster:query", on_roster_get,
                     10000, NULL);
     }

@@ -209,6 +209,13 @@ static struct node *node_find(const char *name)
 static void remote_free(struct remote *r)
 {
     pl_session_unregister(&r->sess); /* out of the table and the ids */
+    if (r->sess.host) {
+        /* Modules free what session/import gave it (never bound here:
+         * no session/closed, which would announce it unavailable). */
+        struct pl_event ev = {"session/dropped", r->sess.host, &r->sess, NULL,
+                              r->sess.jid,       NULL,         NULL};
+        pl_hook_fire(&ev);
+    }
     pl_stanza_unref(r->sess.presence);
     pl_jid_free(r->sess.jid);
     pl_free(r);
@@ -340,14 +347,34 @@ static void write_stanza(struct pl_buf *b, struct pl_stanza *st)
     pl_buf_append(b, s.p, s.len);
 }
 
+/*
+ * <c:up/>: the session's routing state, with what modules export of
+ * their own per-session state as children (the event session/export:
+ * carbons enabled...), which the receiver hands to session/import on the
+ * remote session, so those modules serve it as a local one.
+ */
 static void up_frame(struct pl_buf *b, struct pl_session *s, int interested)
 {
     pl_buf_append_str(b, "<c:up");
     attr(b, "jid", s->jid->full);
-    pl_buf_printf(b, " prio='%d' avail='%d' int='%d'%s/>", s->priority,
+    pl_buf_printf(b, " prio='%d' avail='%d' int='%d'%s", s->priority,
                   s->available ? 1 : 0,
                   interested || pl_session_is_interested(s) ? 1 : 0,
                   s->presence ? " p='1'" : "");
+    struct pl_buf x = {0};
+    if (s->host) {
+        struct pl_event ev = {"session/export", s->host, s, NULL,
+                              s->jid,           NULL,    &x};
+        pl_hook_fire(&ev);
+    }
+    if (x.len) {
+        pl_buf_append_str(b, ">");
+        pl_buf_append(b, x.data + x.off, x.len);
+        pl_buf_append_str(b, "</c:up>");
+    } else {
+        pl_buf_append_str(b, "/>");
+    }
+    pl_buf_reset(&x);
     if (s->presence)
         write_stanza(b, s->presence);
 }
@@ -633,6 +660,10 @@ static void on_up(struct link_in *li, struct pl_stanza *st)
         pl_free(li->jid);
         li->jid = pl_strdup(r->sess.jid->full);
     }
+    /* What the node's modules exported (up_frame): theirs here take it. */
+    struct pl_event ev = {"session/import", r->sess.host, &r->sess, st,
+                          r->sess.jid,      NULL,         NULL};
+    pl_hook_fire(&ev);
     remote_register(r);
 }
 

@@ -10,7 +10,13 @@ start_nodes, imported, not copied), each with an HTTP listener.
     unacknowledged stanza once the chat was acknowledged; --json parses,
     and GET /api/cluster gives the same; a node killed shows as dead;
   - /metrics has parley_node_info{node="a",role="cluster"} 1 and per
-    link gauges for b and c.
+    link gauges for b and c;
+  - carbons across nodes (XEP-0280): dan has d1 on node a and d2 on node
+    b, both with carbons enabled; eve on node c.  eve's chat to d1 gets
+    to d2 as a <received/> copy, d1's chat to eve as a <sent/> copy, and
+    d2's chat to eve reaches d1 as a <sent/> copy; once d2 disabled
+    carbons, eve's next chat to d1 makes no copy for d2 (checked with a
+    later message to d2 on the same path, so no wait for silence).
 
 Skips (with a note) only when redis-server cannot start.  Run with
 /usr/bin/python3; `scripts/run-tests cluster`.
@@ -22,6 +28,7 @@ import os
 import re
 import signal
 import sys
+import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -147,6 +154,85 @@ def metrics():
                         "parley_cluster_link_ack_rtt_seconds")), "")
 
 
+NS_CARBONS = "urn:xmpp:carbons:2"
+FWD = "urn:xmpp:forward:0"
+C = tc.C
+
+
+def carbons(p, on):
+    """Enables or disables carbons on p; the IQ's answer type."""
+    async def go():
+        iq = p.make_iq_set()
+        iq.xml.append(ET.Element("{%s}%s" % (NS_CARBONS,
+                                             "enable" if on else "disable")))
+        r = await iq.send(timeout=tc.STEP)
+        return r["type"]
+    try:
+        return tc.lt.run(go(), tc.STEP * 2)
+    except Exception as e:  # noqa: BLE001 - an error answer or a timeout
+        return repr(e)
+
+
+def carbon(kind, body):
+    """A <received/> or <sent/> copy of a message with that body, from
+    the account's bare JID."""
+    def pred(el):
+        w = el.find("{%s}%s" % (NS_CARBONS, kind))
+        if el.tag != C + "message" or w is None:
+            return False
+        m = w.find("{%s}forwarded/%smessage" % (FWD, C))
+        return m is not None and m.findtext(C + "body") == body
+    return pred
+
+
+def any_carbon_of(body):
+    return lambda el: carbon("received", body)(el) or \
+        carbon("sent", body)(el)
+
+
+def carbons_across(dan, eve):
+    d1 = tc.login(dan, "a", "d1")
+    d2 = tc.login(dan, "b", "d2")
+    ev = tc.login(eve, "c", "e")
+    jd, je = d1.boundjid.bare, ev.boundjid.bare
+    check("d1 (node a) enables carbons", carbons(d1, True) == "result")
+    check("d2 (node b) enables carbons", carbons(d2, True) == "result")
+    ev.call(ev.send_message, mto=str(d1.boundjid), mbody="to d1",
+            mtype="chat")
+    check("eve (node c) -> d1 (node a): d1 gets it",
+          d1.inbox.wait(tc.is_msg(je, "to d1")) is not None)
+    got = d2.inbox.wait(carbon("received", "to d1"))
+    check("... and d2 (node b) gets a <received/> copy (XEP-0280 §6)",
+          got is not None and got.get("from") == jd and
+          got.get("to") == str(d2.boundjid),
+          got is not None and ET.tostring(got)[:300])
+    d1.msg(je, "from d1")
+    check("d1 (node a) -> eve (node c): eve gets it",
+          ev.inbox.wait(tc.is_msg(jd, "from d1")) is not None)
+    check("... and d2 (node b) gets a <sent/> copy (XEP-0280 §7)",
+          d2.inbox.wait(carbon("sent", "from d1")) is not None)
+    d2.msg(je, "from d2")
+    check("d2 (node b) -> eve: eve gets it",
+          ev.inbox.wait(tc.is_msg(jd, "from d2")) is not None)
+    check("... and d1 (node a) gets a <sent/> copy",
+          d1.inbox.wait(carbon("sent", "from d2")) is not None)
+    check("d2 disables carbons", carbons(d2, False) == "result")
+    ev.call(ev.send_message, mto=str(d1.boundjid), mbody="after off",
+            mtype="chat")
+    check("eve -> d1 again: d1 gets it",
+          d1.inbox.wait(tc.is_msg(je, "after off")) is not None)
+    # Routed on node c after the copy would have been: the same link.
+    ev.call(ev.send_message, mto=str(d2.boundjid), mbody="marker",
+            mtype="chat")
+    check("a later message from eve to d2 arrives",
+          d2.inbox.wait(tc.is_msg(je, "marker")) is not None)
+    check("... and d2 (carbons disabled) got no copy of eve's message to d1",
+          not [e for e in list(d2.inbox.items)
+               if any_carbon_of("after off")(e)])
+    for p in (d1, d2, ev):
+        tc.logout(p)
+
+
 def dead_node(cy):
     """Node c killed: a's view says dead."""
     off = tc.nodes["a"].log_size()
@@ -178,11 +264,14 @@ def main():
     alice, bob, cy = (harness.unique("alice"), harness.unique("bob"),
                       harness.unique("cy"))
     add_users(tc.nodes["a"], alice, bob, cy)
+    dan, eve = harness.unique("dan"), harness.unique("eve")
+    add_users(tc.nodes["a"], dan, eve)
     al = tc.login(alice, "a", "desk")
     bo = tc.login(bob, "b", "home")
     c = tc.login(cy, "c", "box")
     ctl_cluster(al, bo, c)
     metrics()
+    carbons_across(dan, eve)
     dead_node(c)
     tc.logout(al)
     tc.logout(bo)
