@@ -16,7 +16,11 @@ start_nodes, imported, not copied), each with an HTTP listener.
     to d2 as a <received/> copy, d1's chat to eve as a <sent/> copy, and
     d2's chat to eve reaches d1 as a <sent/> copy; once d2 disabled
     carbons, eve's next chat to d1 makes no copy for d2 (checked with a
-    later message to d2 on the same path, so no wait for silence).
+    later message to d2 on the same path, so no wait for silence);
+  - fleet push (mod fleet) across nodes: two parley-agent devices, one
+    connected to node a, one to node b, in one group; `parleyctl push
+    --group` on node a reaches both (their payload events), and node a
+    counts the receipt of its own device.
 
 Skips (with a note) only when redis-server cannot start.  Run with
 /usr/bin/python3; `scripts/run-tests cluster`.
@@ -35,7 +39,14 @@ import harness  # noqa: E402
 from harness import check, note  # noqa: E402
 import pg_common  # noqa: E402
 from im_common import LoopThread, add_users  # noqa: E402
+from agent_common import Agent, is_event, wait_all  # noqa: E402
 import test_cluster as tc  # noqa: E402
+
+# The default modules (README) and fleet.
+MODS = ('modules = ["disco", "ping", "version", "time", "register", '
+        '"session", "roster", "presence", "offline", "vcard", "search", '
+        '"private", "csi", "push", "pep", "carbons", "blocking", '
+        '"contact_info", "mam", "muc", "fleet"];')
 
 http_ports = {}
 
@@ -43,7 +54,7 @@ http_ports = {}
 def more(name):
     """Each node: an HTTP listener on loopback (metrics, the admin API)."""
     http_ports[name] = harness.free_ports(1)[0]
-    return "", {"listeners_extra": '{ protocol = "http"; address = '
+    return MODS, {"listeners_extra": '{ protocol = "http"; address = '
                 '"127.0.0.1"; port = %d; }' % http_ports[name]}
 
 
@@ -233,6 +244,44 @@ def carbons_across(dan, eve):
         tc.logout(p)
 
 
+def fleet_push():
+    a, b = tc.nodes["a"], tc.nodes["b"]
+    macs = ["02:00:5e:20:%02x:%02x" % (os.getpid() % 256, i)
+            for i in range(2)]
+    agents = [Agent(a, macs[0]).start(), Agent(b, macs[1]).start()]
+    ok = wait_all(agents, is_event("connected"), 60)
+    check("a device connects to node a, another to node b", ok)
+    if not ok:
+        return agents
+    rc, out = a.ctl("group", "add", "pair", *macs)
+    check("group add on node a", rc == 0, out)
+    payload = {"epg": "update", "cluster": True}
+    rc, out = a.ctl("push", "--group", "pair", "--ttl", "120",
+                    json.dumps(payload))
+    pid = out.strip()
+    check("push to the group from node a returns an id", rc == 0 and pid,
+          out)
+    for ag, node in zip(agents, "ab"):
+        ev = ag.wait(is_event("payload", id="push-" + pid), tc.STEP * 2)
+        check("the device on node %s receives the push" % node,
+              ev is not None and json.loads(ev.get("json", "null")) ==
+              payload, ev)
+    st = {}
+
+    def counted():
+        rc, out = a.ctl("push", "status", "--json", pid)
+        try:
+            st.update(json.loads(out) if rc == 0 else {})
+        except ValueError:
+            return False
+        return st.get("delivered", 0) >= 1
+    check("node a counts its own device's receipt",
+          harness.wait_for(counted, tc.STEP * 2, 0.2), st)
+    note("push status on node a (the receipt of the device on node b goes "
+         "to node b's fleet, doc/cluster.md 'Not yet'): %s" % st)
+    return agents
+
+
 def dead_node(cy):
     """Node c killed: a's view says dead."""
     off = tc.nodes["a"].log_size()
@@ -272,6 +321,8 @@ def main():
     ctl_cluster(al, bo, c)
     metrics()
     carbons_across(dan, eve)
+    for ag in fleet_push():
+        ag.stop()
     dead_node(c)
     tc.logout(al)
     tc.logout(bo)
