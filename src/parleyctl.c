@@ -28,6 +28,11 @@
  *     group list [NAME]        device groups for push
  *     s2s [--json]             federation links: direction, domains, state,
  *                              authentication, queued stanzas, last error
+ *     cluster [--json]         the cluster as this node sees it: nodes
+ *                              (alive/dead, link address, epoch, last
+ *                              seen), sessions per node, links (up,
+ *                              bytes and stanzas each way, unacknowledged
+ *                              stanzas, acknowledgement round trip)
  *     components [--json]      external components (XEP-0114): domain,
  *                              host, connected, links, peer, stanza
  *                              counts (JSON: held, resent, bounced)
@@ -58,7 +63,7 @@
  *                              an uploaded file's peers, bans, failure
  *                              reports and what the server sent of it
  *                              (FILE: id, SHA-256 or URL; doc/media.md)
- *   push, group, s2s, components, stats, sip, socks5, media, sessions,
+ *   push, group, s2s, cluster, components, stats, sip, socks5, media, sessions,
  *   kick and announce talk to parleyd's admin socket
  *   (src/core/admin.h),
  *   whose path is --socket PATH, else server.admin_socket, else
@@ -109,31 +114,32 @@ static void *db;
 /* The usage text on f; returns the usage exit status, 2. */
 static int usage_to(FILE *f)
 {
-    fputs("usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
-          "       parleyctl --help | --version\n"
-          "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
-          "  deluser JID\n  list [DOMAIN]\n  archive-fill JID PEER N\n"
-          "  check\n"
-          "  push [--host D] [--ttl SEC] [--json] (--device ID[,ID..] | "
-          "--group NAME | --all) (JSON | --fetch FILE)\n"
-          "  push status [--json] [--verbose] ID\n"
-          "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
-          "group list [NAME]\n"
-          "  s2s [--json]\n"
-          "  components [--json]\n  stats [--json]\n"
-          "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
-          "  socks5 [--json]\n"
-          "  media [--json] status FILE | media [--json] list\n"
-          "  sessions [--json] [HOST]\n  kick JID [TEXT]\n"
-          "  announce [--subject S] HOST TEXT\n"
-          "  token create [--read-only] NAME | token list | "
-          "token revoke NAME\n"
-          "  gateway [--queue FILE] [--json] queue | trace ID\n"
-          "  migrate --from sqlite --to postgresql (or back)\n"
-          "  (push, group, s2s, components, stats, sip, socks5, media, "
-          "sessions, kick, "
-          "announce: [--socket PATH] before the command)\n",
-          f);
+    fputs(
+        "usage: parleyctl [--config FILE] [--set key=value]... COMMAND\n"
+        "       parleyctl --help | --version\n"
+        "  adduser JID [PASSWORD]\n  passwd JID [PASSWORD]\n"
+        "  deluser JID\n  list [DOMAIN]\n  archive-fill JID PEER N\n"
+        "  check\n"
+        "  push [--host D] [--ttl SEC] [--json] (--device ID[,ID..] | "
+        "--group NAME | --all) (JSON | --fetch FILE)\n"
+        "  push status [--json] [--verbose] ID\n"
+        "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
+        "group list [NAME]\n"
+        "  s2s [--json]\n  cluster [--json]\n"
+        "  components [--json]\n  stats [--json]\n"
+        "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
+        "  socks5 [--json]\n"
+        "  media [--json] status FILE | media [--json] list\n"
+        "  sessions [--json] [HOST]\n  kick JID [TEXT]\n"
+        "  announce [--subject S] HOST TEXT\n"
+        "  token create [--read-only] NAME | token list | "
+        "token revoke NAME\n"
+        "  gateway [--queue FILE] [--json] queue | trace ID\n"
+        "  migrate --from sqlite --to postgresql (or back)\n"
+        "  (push, group, s2s, cluster, components, stats, sip, socks5, media, "
+        "sessions, kick, "
+        "announce: [--socket PATH] before the command)\n",
+        f);
     return 2;
 }
 
@@ -763,6 +769,99 @@ static int cmd_s2s(int n, char **a)
                            json_object_get(l, "queued")),
                        err ? err : "");
             }
+        }
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
+/* "12 ms" from a JSON integer of microseconds or milliseconds, "-" when
+ * null. */
+static const char *ms_text(json_t *v, int micro, char *buf, size_t len)
+{
+    if (!json_is_integer(v))
+        return "-";
+    double ms = (double)json_integer_value(v) / (micro ? 1000.0 : 1.0);
+    snprintf(buf, len, "%.*f ms", ms < 10 ? 2 : 0, ms);
+    return buf;
+}
+
+/* parleyctl cluster [--json]: the nodes as this one sees them
+ * (doc/cluster.md). */
+static int cmd_cluster(int n, char **a)
+{
+    int as_json = n == 1 && strcmp(a[0], "--json") == 0;
+    if (n > 1 || (n == 1 && !as_json))
+        return usage();
+    int rc = 0;
+    json_t *req = json_pack("{s:s}", "op", "cluster");
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc && as_json) {
+        json_object_del(ans, "ok");
+        print_json(ans);
+    } else if (ans && !rc && !json_is_true(json_object_get(ans, "enabled"))) {
+        puts("cluster: off (one process; cluster.enable, doc/cluster.md)");
+    } else if (ans && !rc) {
+        printf("node %s (epoch %s), links on %s, redis %s (%s), %lld local "
+               "sessions\n",
+               json_string_value(json_object_get(ans, "node")),
+               json_string_value(json_object_get(ans, "epoch")),
+               json_string_value(json_object_get(ans, "link")),
+               json_string_value(json_object_get(ans, "redis")),
+               json_is_true(json_object_get(ans, "redis_connected"))
+                   ? "connected"
+                   : "disconnected",
+               (long long)json_integer_value(json_object_get(ans, "sessions")));
+        printf("%-16s %-5s %-22s %-16s %8s %-9s %14s %14s %8s %10s %10s\n",
+               "node", "state", "link address", "epoch", "sessions", "link",
+               "sent B/st", "received B/st", "unacked", "oldest", "ack rtt");
+        size_t i;
+        json_t *o;
+        json_array_foreach(json_object_get(ans, "nodes"), i, o)
+        {
+            const char *addr = json_string_value(json_object_get(o, "address"));
+            const char *epoch = json_string_value(json_object_get(o, "epoch"));
+            const char *state = json_string_value(json_object_get(o, "state"));
+            json_t *l = json_object_get(o, "link");
+            if (!l) {
+                printf("%-16s %-5s %-22s %-16s %8s %-9s (dead for %lld s)\n",
+                       json_string_value(json_object_get(o, "name")), state,
+                       addr ? addr : "-", epoch ? epoch : "-", "-", "-",
+                       (long long)json_integer_value(
+                           json_object_get(o, "dead_ms")) /
+                           1000);
+                continue;
+            }
+            char sent[48], got[48], old[32], rtt[32];
+            snprintf(sent, sizeof(sent), "%lld/%lld",
+                     (long long)json_integer_value(
+                         json_object_get(l, "bytes_sent")),
+                     (long long)json_integer_value(
+                         json_object_get(l, "stanzas_sent")));
+            snprintf(got, sizeof(got), "%lld/%lld",
+                     (long long)json_integer_value(
+                         json_object_get(l, "bytes_received")),
+                     (long long)json_integer_value(
+                         json_object_get(l, "stanzas_received")));
+            const char *up = json_is_true(json_object_get(l, "connected"))
+                                 ? "connected"
+                             : json_is_true(json_object_get(l, "out")) ||
+                                     json_is_true(json_object_get(l, "in"))
+                                 ? "half"
+                                 : "down";
+            printf("%-16s %-5s %-22s %-16s %8lld %-9s %14s %14s %8lld %10s "
+                   "%10s\n",
+                   json_string_value(json_object_get(o, "name")), state,
+                   addr ? addr : "-", epoch ? epoch : "-",
+                   (long long)json_integer_value(
+                       json_object_get(o, "sessions")),
+                   up, sent, got,
+                   (long long)json_integer_value(json_object_get(l, "unacked")),
+                   ms_text(json_object_get(l, "oldest_unacked_ms"), 0, old,
+                           sizeof(old)),
+                   ms_text(json_object_get(l, "ack_rtt_us"), 1, rtt,
+                           sizeof(rtt)));
         }
     }
     json_decref(ans);
@@ -1537,6 +1636,8 @@ int main(int argc, char **argv)
         rc = cmd_group(n, a);
     else if (strcmp(cmd, "s2s") == 0)
         rc = cmd_s2s(n, a);
+    else if (strcmp(cmd, "cluster") == 0)
+        rc = cmd_cluster(n, a);
     else if (strcmp(cmd, "components") == 0)
         rc = cmd_components(n, a);
     else if (strcmp(cmd, "stats") == 0)

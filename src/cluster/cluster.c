@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "alloc.h"
 #include "cluster_int.h"
 #include "config.h"
@@ -548,6 +549,17 @@ static int on_broadcast(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
+/* A module changed per-session state it exports (session/export:
+ * carbons enabled or disabled): the other nodes learn it. */
+static int on_changed(struct pl_event *ev, void *state)
+{
+    (void)state;
+    struct pl_session *s = ev->session;
+    if (s && s->jid && s->registered && !pl__link_is_remote(s))
+        pl__link_announce_up(s, 0);
+    return PL_PASS;
+}
+
 /* A roster request makes the session interested (RFC 6121 §2.1.6) when
  * mod_roster answers; the other nodes learn it now, before its presence. */
 static int on_roster_get(struct pl_event *ev, void *state)
@@ -558,6 +570,30 @@ static int on_roster_get(struct pl_event *ev, void *state)
         !pl_session_is_interested(s) && pl_event_is_self(ev))
         pl__link_announce_up(s, 1);
     return PL_PASS;
+}
+
+/* ---- for operators ---- */
+
+static void count_local(struct pl_session *s, void *ud)
+{
+    if (s->jid && !pl__link_is_remote(s))
+        (*(long *)ud)++;
+}
+
+/* The admin operation "cluster" (parleyctl cluster, GET /api/cluster,
+ * /metrics): this node, then every node it knows, as seen from here. */
+static json_t *admin_cluster(json_t *req)
+{
+    (void)req;
+    if (!started)
+        return json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
+    long local = 0;
+    pl_session_each(count_local, &local);
+    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok", 1,
+                     "enabled", 1, "node", S->node, "epoch",
+                     strchr(self, ':') + 1, "link", S->link, "redis", S->redis,
+                     "redis_connected", pl__redis_is_up(), "sessions",
+                     (json_int_t)local, "nodes", pl__link_json());
 }
 
 /* ---- lifetime ---- */
@@ -577,6 +613,7 @@ static void make_self(void)
 static int cluster_start(struct pl_config *c, void *settings)
 {
     S = settings;
+    pl_admin_add_op("cluster", admin_cluster);
     if (!S->enable)
         return PL_OK;
     make_self();
@@ -587,6 +624,7 @@ static int cluster_start(struct pl_config *c, void *settings)
         pl_hook_add(h, "session/bound", on_bound, 10000, NULL);
         pl_hook_add(h, "session/closed", on_closed, 10000, NULL);
         pl_hook_add(h, "presence/broadcast", on_broadcast, 10000, NULL);
+        pl_hook_add(h, "session/changed", on_changed, 10000, NULL);
         pl_hook_add(h, "iq-get/bare/jabber:iq:roster:query", on_roster_get,
                     10000, NULL);
     }

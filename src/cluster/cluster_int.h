@@ -13,6 +13,7 @@
 #define PL_CLUSTER_INT_H
 
 #include <hiredis/hiredis.h>
+#include <jansson.h>
 
 #include "resources.h"
 
@@ -75,6 +76,9 @@ int pl__link_is_remote(const struct pl_session *s);
 void pl__link_stop(void);
 unsigned long pl__link_count(void);
 void pl__link_free(void);
+/* Every node known here, alive (with its links' figures) or dead, as a
+ * new JSON array (the admin operation "cluster", doc/cluster.md). */
+json_t *pl__link_json(void);
 
 /* cluster.c, for link.c: a dead node's sessions were taken out of the
  * table; announce them unavailable if this node wins the purge. */

@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -88,13 +89,30 @@ struct node {
     struct pl_xml_parser *acks; /* what comes back on out */
     char **snap;                /* full JIDs still to announce on out */
     size_t nsnap, snap_at;
+    /* For operators (pl__link_json): */
+    size_t npending;      /* stanzas in head..tail */
+    uint64_t acked;       /* the last acknowledged count on out */
+    uint64_t probe_seq;   /* a stanza whose acknowledgement is timed */
+    uint64_t probe_us;    /* when it was written (monotonic) */
+    int64_t rtt_us;       /* last write-to-acknowledgement time, -1 */
+    uint64_t sent_before; /* <c:d/> on earlier connections */
+    uint64_t got_before;  /* received on earlier connections */
+    int64_t seen_ms;      /* wall clock when Redis last listed it alive */
     struct node *next;
+};
+
+/* A node that died (for operators), until it comes back. */
+struct grave {
+    char *name, *addr, *epoch;
+    int64_t died_ms; /* wall clock */
+    struct grave *next;
 };
 
 struct pending {
     uint64_t seq;         /* its number on the connection, from 1 */
     struct pl_stanza *st; /* held */
     size_t size;
+    uint64_t ms; /* loop clock when written */
     struct pending *next;
 };
 
@@ -117,6 +135,7 @@ struct link_in {
 };
 
 static struct node *nodes;
+static struct grave *graves;
 static struct link_in *ins;
 static int listen_fd = -1;
 static struct pl_io listen_io;
@@ -190,6 +209,13 @@ static struct node *node_find(const char *name)
 static void remote_free(struct remote *r)
 {
     pl_session_unregister(&r->sess); /* out of the table and the ids */
+    if (r->sess.host) {
+        /* Modules free what session/import gave it (never bound here:
+         * no session/closed, which would announce it unavailable). */
+        struct pl_event ev = {"session/dropped", r->sess.host, &r->sess, NULL,
+                              r->sess.jid,       NULL,         NULL};
+        pl_hook_fire(&ev);
+    }
     pl_stanza_unref(r->sess.presence);
     pl_jid_free(r->sess.jid);
     pl_free(r);
@@ -321,14 +347,34 @@ static void write_stanza(struct pl_buf *b, struct pl_stanza *st)
     pl_buf_append(b, s.p, s.len);
 }
 
+/*
+ * <c:up/>: the session's routing state, with what modules export of
+ * their own per-session state as children (the event session/export:
+ * carbons enabled...), which the receiver hands to session/import on the
+ * remote session, so those modules serve it as a local one.
+ */
 static void up_frame(struct pl_buf *b, struct pl_session *s, int interested)
 {
     pl_buf_append_str(b, "<c:up");
     attr(b, "jid", s->jid->full);
-    pl_buf_printf(b, " prio='%d' avail='%d' int='%d'%s/>", s->priority,
+    pl_buf_printf(b, " prio='%d' avail='%d' int='%d'%s", s->priority,
                   s->available ? 1 : 0,
                   interested || pl_session_is_interested(s) ? 1 : 0,
                   s->presence ? " p='1'" : "");
+    struct pl_buf x = {0};
+    if (s->host) {
+        struct pl_event ev = {"session/export", s->host, s, NULL,
+                              s->jid,           NULL,    &x};
+        pl_hook_fire(&ev);
+    }
+    if (x.len) {
+        pl_buf_append_str(b, ">");
+        pl_buf_append(b, x.data + x.off, x.len);
+        pl_buf_append_str(b, "</c:up>");
+    } else {
+        pl_buf_append_str(b, "/>");
+    }
+    pl_buf_reset(&x);
     if (s->presence)
         write_stanza(b, s->presence);
 }
@@ -363,14 +409,28 @@ void pl__link_announce_down(struct pl_session *s)
 
 /* ---- acknowledgements ---- */
 
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* The node acknowledged the first `upto` stanzas of this connection. */
 static void pending_ack(struct node *n, uint64_t upto)
 {
+    if (upto > n->acked)
+        n->acked = upto;
+    if (n->probe_seq && upto >= n->probe_seq) {
+        n->rtt_us = (int64_t)(mono_us() - n->probe_us);
+        n->probe_seq = 0;
+    }
     while (n->head && n->head->seq <= upto) {
         struct pending *p = n->head;
         n->head = p->next;
         if (!n->head)
             n->tail = NULL;
+        n->npending--;
         n->pending_bytes -= p->size;
         pl_stanza_unref(p->st);
         pl_free(p);
@@ -384,7 +444,11 @@ static struct pending *pending_take(struct node *n)
     struct pending *p = n->head;
     n->head = n->tail = NULL;
     n->pending_bytes = 0;
+    n->npending = 0;
+    n->sent_before += n->sent;
     n->sent = 0;
+    n->acked = 0;
+    n->probe_seq = 0;
     return p;
 }
 
@@ -481,6 +545,13 @@ static void remote_deliver(struct pl_session *s, struct pl_stanza *st)
     p->seq = ++n->sent;
     p->st = pl_stanza_ref(st);
     p->size = b.len;
+    p->ms = pl_loop_now(pl_server_loop());
+    if (!n->probe_seq) {
+        /* One stanza at a time is timed: the link's lag, for operators. */
+        n->probe_seq = p->seq;
+        n->probe_us = mono_us();
+    }
+    n->npending++;
     if (n->tail)
         n->tail->next = p;
     else
@@ -589,6 +660,10 @@ static void on_up(struct link_in *li, struct pl_stanza *st)
         pl_free(li->jid);
         li->jid = pl_strdup(r->sess.jid->full);
     }
+    /* What the node's modules exported (up_frame): theirs here take it. */
+    struct pl_event ev = {"session/import", r->sess.host, &r->sess, st,
+                          r->sess.jid,      NULL,         NULL};
+    pl_hook_fire(&ev);
     remote_register(r);
 }
 
@@ -772,6 +847,7 @@ static void in_closed(struct pl_conn *c)
     nconns--;
     if (li->node && li->node->in == li) {
         struct node *n = li->node;
+        n->got_before += li->got;
         n->in = NULL;
         pl_log_info("cluster", "link from node %s closed", n->name);
         detach(n);
@@ -1016,8 +1092,36 @@ static void node_connect(struct node *n)
 
 /* ---- nodes ---- */
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void grave_free(struct grave *g)
+{
+    pl_free(g->name);
+    pl_free(g->addr);
+    pl_free(g->epoch);
+    pl_free(g);
+}
+
+/* Forgets the death of name (it is back). */
+static void grave_del(const char *name)
+{
+    for (struct grave **pp = &graves; *pp; pp = &(*pp)->next)
+        if (strcmp((*pp)->name, name) == 0) {
+            struct grave *g = *pp;
+            *pp = g->next;
+            grave_free(g);
+            return;
+        }
+}
+
 void pl__link_node_alive(const char *name, const char *addr, const char *epoch)
 {
+    grave_del(name);
     struct node *n = node_find(name);
     if (n && epoch && n->epoch && strcmp(n->epoch, epoch) != 0) {
         pl__link_node_dead(name); /* a new process of the same name */
@@ -1027,6 +1131,7 @@ void pl__link_node_alive(const char *name, const char *addr, const char *epoch)
         n = pl_calloc(1, sizeof(*n));
         n->name = pl_strdup(name);
         n->fd = -1;
+        n->rtt_us = -1;
         n->next = nodes;
         nodes = n;
         pl_log_info("cluster", "node %s joined", name);
@@ -1037,6 +1142,8 @@ void pl__link_node_alive(const char *name, const char *addr, const char *epoch)
         pl_free(n->addr);
         n->addr = pl_strdup(addr);
     }
+    if (addr)
+        n->seen_ms = wall_ms();
     node_connect(n);
 }
 
@@ -1077,6 +1184,14 @@ void pl__link_node_dead(const char *name)
     node_unlink(n);
     node_close_links(n);
     detach(n);
+    grave_del(name);
+    struct grave *g = pl_calloc(1, sizeof(*g));
+    g->name = pl_strdup(n->name);
+    g->addr = n->addr ? pl_strdup(n->addr) : NULL;
+    g->epoch = n->epoch ? pl_strdup(n->epoch) : NULL;
+    g->died_ms = wall_ms();
+    g->next = graves;
+    graves = g;
     int k;
     struct remote **v = remotes_of(n, &k);
     for (int i = 0; i < k; i++) {
@@ -1144,6 +1259,11 @@ unsigned long pl__link_count(void)
 
 void pl__link_free(void)
 {
+    while (graves) {
+        struct grave *g = graves;
+        graves = g->next;
+        grave_free(g);
+    }
     while (nodes) {
         struct node *n = nodes;
         nodes = n->next;
@@ -1157,4 +1277,65 @@ void pl__link_free(void)
         pl_free(n->epoch);
         pl_free(n);
     }
+}
+
+/* ---- for operators ---- */
+
+static json_t *str_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *node_json(struct node *n, int64_t now_wall, uint64_t now)
+{
+    struct pl_conn *in = n->in ? n->in->conn : NULL;
+    json_t *link =
+        json_pack("{s:b, s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "out",
+                  n->out != NULL, "in", in != NULL, "connected",
+                  n->out != NULL && in != NULL, "bytes_sent",
+                  (json_int_t)(n->out ? n->out->bytes_out : 0),
+                  "bytes_received", (json_int_t)(in ? in->bytes_in : 0),
+                  "stanzas_sent", (json_int_t)(n->sent_before + n->sent),
+                  "stanzas_received",
+                  (json_int_t)(n->got_before + (n->in ? n->in->got : 0)),
+                  "unacked", (json_int_t)n->npending, "unacked_bytes",
+                  (json_int_t)n->pending_bytes, "queued_bytes",
+                  (json_int_t)(n->out ? pl_conn_pending(n->out) : 0));
+    json_object_set_new(link, "oldest_unacked_ms",
+                        n->head ? json_integer((json_int_t)(now - n->head->ms))
+                                : json_null());
+    json_object_set_new(link, "ack_rtt_us",
+                        n->rtt_us >= 0 ? json_integer((json_int_t)n->rtt_us)
+                                       : json_null());
+    json_object_set_new(link, "up_ms",
+                        n->out ? json_integer(
+                                     (json_int_t)(now - n->out->opened_ms))
+                               : json_null());
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I, s:o}", "name", n->name,
+                          "state", "alive", "address", str_or_null(n->addr),
+                          "epoch", str_or_null(n->epoch), "sessions",
+                          (json_int_t)n->remotes.count, "link", link);
+    json_object_set_new(o, "attached", json_boolean(n->attached));
+    json_object_set_new(o, "last_seen_ms",
+                        n->seen_ms
+                            ? json_integer((json_int_t)(now_wall - n->seen_ms))
+                            : json_null());
+    return o;
+}
+
+json_t *pl__link_json(void)
+{
+    json_t *v = json_array();
+    int64_t now_wall = wall_ms();
+    uint64_t now = pl_loop_now(pl_server_loop());
+    for (struct node *n = nodes; n; n = n->next)
+        json_array_append_new(v, node_json(n, now_wall, now));
+    for (struct grave *g = graves; g; g = g->next) {
+        json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I}", "name", g->name,
+                              "state", "dead", "address", str_or_null(g->addr),
+                              "epoch", str_or_null(g->epoch), "dead_ms",
+                              (json_int_t)(now_wall - g->died_ms));
+        json_array_append_new(v, o);
+    }
+    return v;
 }

@@ -17,6 +17,7 @@
  *                                     "push"         202 {id}
  *   GET    /api/fleet/push/ID         "status"       200 {delivered...}
  *   GET    /api/stats                 "stats"        200 {counters, memory}
+ *   GET    /api/cluster               "cluster"      200 {enabled, node, nodes}
  *   GET    /api/media[/FILE]          "media"        200 {files} / {host, file}
  *
  * Errors have a JSON body {"error": CONDITION, "detail": TEXT}: 401 with
@@ -360,6 +361,10 @@ static void map_request(struct pl_http_req *r, struct pl_str method,
             json_object_set_new(req, "op", json_string("media"));
             json_object_set_new(req, "file", json_stringn(p.p + 6, p.len - 6));
         }
+    } else if (is(p, "cluster")) {
+        m->allow = "GET, HEAD";
+        if (get)
+            json_object_set_new(req, "op", json_string("cluster"));
     } else if (is(p, "stats")) {
         m->allow = "GET, HEAD";
         if (get)

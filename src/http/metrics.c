@@ -19,7 +19,15 @@
  *     §4.9.3, §8.3.3);
  *   - memory (parley_heap_in_use_bytes, parley_heap_from_system_bytes,
  *     process_resident_memory_bytes), process_start_time_seconds,
- *     parley_uptime_seconds, parley_build_info{version}.
+ *     parley_uptime_seconds, parley_build_info{version};
+ *   - parley_node_info{node,role}: this node in a cluster (role
+ *     "cluster") or alone ("standalone"), and per other node known
+ *     (doc/cluster.md) parley_cluster_node_up{peer},
+ *     parley_cluster_sessions{peer}, parley_cluster_link_connected{peer},
+ *     bytes and stanzas each way, unacknowledged stanzas and bytes, the
+ *     age of the oldest and the last acknowledgement round trip; all
+ *     from the admin operation "cluster" (pl_admin_call, answered at
+ *     once), so this file knows no cluster code.
  *
  * Extending: a counter added to stats.h appears by itself (with a generic
  * HELP); give it a row of help[] (and gauge = 1 when it goes down).
@@ -31,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "alloc.h"
 #include "buf.h"
 #include "error.h"
@@ -180,6 +189,112 @@ static unsigned long long rss_bytes(void)
 
 static time_t started_at;
 
+static void take_answer(void *arg, json_t *answer)
+{
+    *(json_t **)arg = json_incref(answer);
+}
+
+/* The label value v with \ " and line feeds escaped (format 0.0.4). */
+static void label(struct pl_buf *b, const char *v)
+{
+    for (; v && *v; v++) {
+        if (*v == '\\' || *v == '"')
+            pl_buf_printf(b, "\\%c", *v);
+        else if (*v == '\n')
+            pl_buf_append_str(b, "\\n");
+        else
+            pl_buf_append(b, v, 1);
+    }
+}
+
+struct link_gauge {
+    const char *name, *type, *help;
+    const char *key; /* in the node's "link" object, NULL: the node's */
+    double scale;    /* the JSON value times this */
+};
+
+static const struct link_gauge link_gauges[] = {
+    {"parley_cluster_node_up", "gauge",
+     "1 while the node is alive (in Redis), 0 once it died.", NULL, 1},
+    {"parley_cluster_sessions", "gauge",
+     "The node's sessions as this node sees them (its remote sessions).",
+     "sessions", 1},
+    {"parley_cluster_link_connected", "gauge",
+     "1 while both directions of the link with the node are up.", "connected",
+     1},
+    {"parley_cluster_link_sent_bytes", "gauge",
+     "Bytes written on the link to the node (this connection).", "bytes_sent",
+     1},
+    {"parley_cluster_link_received_bytes", "gauge",
+     "Bytes read on the node's link to this one (this connection).",
+     "bytes_received", 1},
+    {"parley_cluster_link_sent_stanzas_total", "counter",
+     "Stanzas sent to the node's sessions.", "stanzas_sent", 1},
+    {"parley_cluster_link_received_stanzas_total", "counter",
+     "Stanzas received from the node for sessions here.", "stanzas_received",
+     1},
+    {"parley_cluster_link_unacked_stanzas", "gauge",
+     "Stanzas sent to the node and not yet acknowledged.", "unacked", 1},
+    {"parley_cluster_link_unacked_bytes", "gauge",
+     "Bytes of the stanzas not yet acknowledged.", "unacked_bytes", 1},
+    {"parley_cluster_link_oldest_unacked_seconds", "gauge",
+     "Age of the oldest unacknowledged stanza (0: none).", "oldest_unacked_ms",
+     0.001},
+    {"parley_cluster_link_ack_rtt_seconds", "gauge",
+     "Last time from writing a stanza to its acknowledgement.", "ack_rtt_us",
+     0.000001},
+};
+
+/* This node and its view of the others (the admin operation "cluster"). */
+static void render_cluster(struct pl_buf *b)
+{
+    json_t *req = json_pack("{s:s}", "op", "cluster");
+    json_t *a = NULL;
+    uint64_t id = pl_admin_call(req, take_answer, &a);
+    json_decref(req);
+    if (!a)
+        pl_admin_cancel(id); /* not answered at once: none */
+    int on = a && json_is_true(json_object_get(a, "enabled"));
+    family(b, "parley_node_info", "gauge",
+           "Always 1; this node's name and role (cluster or standalone) as "
+           "labels.");
+    pl_buf_append_str(b, "parley_node_info{node=\"");
+    label(b, on ? json_string_value(json_object_get(a, "node")) : "");
+    pl_buf_printf(b, "\",role=\"%s\"} 1\n", on ? "cluster" : "standalone");
+    json_t *v = on ? json_object_get(a, "nodes") : NULL;
+    if (json_array_size(v)) {
+        for (size_t g = 0; g < sizeof(link_gauges) / sizeof(link_gauges[0]);
+             g++) {
+            const struct link_gauge *lg = &link_gauges[g];
+            family(b, lg->name, lg->type, lg->help);
+            size_t i;
+            json_t *o;
+            json_array_foreach(v, i, o)
+            {
+                json_t *l = json_object_get(o, "link");
+                int alive = l != NULL;
+                double x;
+                if (!lg->key) {
+                    x = alive;
+                } else if (!alive) {
+                    continue; /* a dead node: only its node_up */
+                } else {
+                    json_t *f = json_object_get(o, lg->key);
+                    if (!f)
+                        f = json_object_get(l, lg->key);
+                    x = json_is_true(f)      ? 1
+                        : json_is_integer(f) ? (double)json_integer_value(f)
+                                             : 0;
+                }
+                pl_buf_printf(b, "%s{peer=\"", lg->name);
+                label(b, json_string_value(json_object_get(o, "name")));
+                pl_buf_printf(b, "\"} %.9g\n", x * lg->scale);
+            }
+        }
+    }
+    json_decref(a);
+}
+
 static void render(struct pl_buf *b)
 {
 #define X(name)                                                                \
@@ -256,6 +371,7 @@ static void render(struct pl_buf *b)
     family(b, "parley_build_info", "gauge",
            "Always 1; the version of parleyd as a label.");
     pl_buf_printf(b, "parley_build_info{version=\"%s\"} 1\n", PL_VERSION);
+    render_cluster(b);
 }
 
 static void on_request(struct pl_http_req *r)

@@ -25,6 +25,13 @@
  *    got (hashes only, and only while the account has a carbons-enabled
  *    session), and an error message matching one is copied too.
  *
+ *  - Across the nodes of a cluster (doc/cluster.md): a session's
+ *    enabled flag travels with its state (session/export, session/import;
+ *    session/changed when it flips), so another node's session is
+ *    copied to as a local one: copies are made once, on the node that
+ *    routes the message or serves its sender, and reach the other nodes
+ *    through their remote sessions.
+ *
  * Extending: eligibility rules live in eligible(); new payloads typically
  * used in IM go into im_payload().
  */
@@ -261,13 +268,43 @@ static int toggle(struct pl_event *ev, void *state, int on)
         return PL_ENOT_ALLOWED; /* not a client of this server */
     if (ev->to && ev->to->local && strcmp(ev->to->bare, s->jid->bare) != 0)
         return PL_ENOT_ALLOWED; /* someone else's carbons */
+    int was = is_enabled(s);
     if (on) {
         carbons_of(s, state)->enabled = 1;
     } else if (pl_session_ctx(s, carbons)) {
         ((struct carbons *)pl_session_ctx(s, carbons))->enabled = 0;
     }
     pl_route_result(ev->stanza);
+    if (was != on) {
+        /* Exported state changed (a cluster tells the other nodes). */
+        struct pl_event ch =
+            {"session/changed", ev->host, s, NULL, s->jid, NULL, NULL};
+        pl_hook_fire(&ch);
+    }
     return PL_HANDLED;
+}
+
+/* Other nodes of a cluster learn which sessions enabled carbons
+ * (doc/cluster.md), and copy to them as to local ones. */
+static int on_export(struct pl_event *ev, void *state)
+{
+    (void)state;
+    if (is_enabled(ev->session))
+        pl_buf_append_str(ev->data, "<enabled xmlns='" NS_CARBONS "'/>");
+    return PL_PASS;
+}
+
+/* Another node's session: enabled or not as its node says. */
+static int on_import(struct pl_event *ev, void *state)
+{
+    struct pl_session *s = ev->session;
+    int on = pl_node_child(pl_stanza_root(ev->stanza), "enabled", NS_CARBONS) !=
+             NULL;
+    if (on)
+        carbons_of(s, state)->enabled = 1;
+    else if (pl_session_ctx(s, carbons))
+        ((struct carbons *)pl_session_ctx(s, carbons))->enabled = 0;
+    return PL_PASS;
 }
 
 static int on_enable(struct pl_event *ev, void *state)
@@ -305,6 +342,9 @@ static const struct pl_hook_def hooks[] = {
     {"message/delivered", on_delivered, 0},
     {"message/outgoing", on_outgoing, -100},
     {"session/closed", on_closed, 0},
+    {"session/dropped", on_closed, 0},
+    {"session/export", on_export, 0},
+    {"session/import", on_import, 0},
     {0},
 };
 

@@ -83,14 +83,18 @@ def login(user, node, resource, priority=0):
 
 # ------------------------------------------------------------------ steps
 
-def start_nodes(redis_port, conninfo):
+def start_nodes(redis_port, conninfo, more=None):
+    """Nodes a, b and c, linked with each other; more(name), if given,
+    returns (extra configuration, harness.Server keywords) for a node
+    (test_cluster_ops.py: HTTP listeners, modules)."""
     links = harness.free_ports(3)
     for i, name in enumerate("abc"):
+        extra, kw = more(name) if more else ("", {})
         srv = harness.Server(label=name, extra="""
 cluster: { enable = true; node = "%s"; redis = "127.0.0.1:%d";
            link = "127.0.0.1:%d"; ttl = %d; key_prefix = "%s";
            secret = "%s"; };
-""" % (name, redis_port, links[i], TTL_MS, PREFIX, SECRET))
+""" % (name, redis_port, links[i], TTL_MS, PREFIX, SECRET) + extra, **kw)
         srv.storage = "postgresql"
         srv.pg_conninfo = conninfo
         nodes[name] = srv

@@ -35,6 +35,14 @@
  * A push and all its per-device rows are written in one job, so one
  * transaction: the admin client gets the id only once it is durable.
  *
+ * In a cluster (doc/cluster.md) pushes reach devices on other nodes
+ * through their remote sessions; a device's receipt then reaches its own
+ * node, which does not know the push: it marks the device's row
+ * delivered in the shared database ("?delivered": only over pending or
+ * expired), and a status request first reads the rows of the devices
+ * still pending or expired here.  The sweep writes "?expired" (only over
+ * pending) so as not to undo such a receipt.
+ *
  * Expiry: a one-second sweep marks the still pending devices of pushes
  * whose TTL ended as expired (so an expired push is never sent), and
  * forgets settled pushes older than `retention`.
@@ -221,6 +229,28 @@ struct upd_job {
     struct pl_buf rows; /* "dev\0id\0value\0" repeated */
 };
 
+/*
+ * A conditional row ("?value"): the state a device's row may take only
+ * from an earlier one, as the database has it now (several nodes of a
+ * cluster write these rows, doc/cluster.md): "expired" only over
+ * "pending", "delivered" over "pending" or "expired".
+ */
+static int cond_ok(const struct pl_storage_driver *d, void *db,
+                   const char *host, const char *dev, const char *id,
+                   const char *val)
+{
+    struct pl_buf cur = {0};
+    int ok = 0;
+    if (d->kv_get(db, host, dev, "fleet", id, &cur) == PL_OK) {
+        struct pl_str c = {cur.data + cur.off, cur.len};
+        int pending = c.len == 7 && memcmp(c.p, "pending", 7) == 0;
+        int expired = c.len == 7 && memcmp(c.p, "expired", 7) == 0;
+        ok = strcmp(val, "delivered") == 0 ? pending || expired : pending;
+    }
+    pl_buf_reset(&cur);
+    return ok;
+}
+
 static int upd_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct upd_job *j = arg;
@@ -230,6 +260,10 @@ static int upd_run(const struct pl_storage_driver *d, void *db, void *arg)
         const char *id = dev + strlen(dev) + 1;
         const char *val = id + strlen(id) + 1;
         p = val + strlen(val) + 1;
+        if (*val == '?' && !cond_ok(d, db, j->host, dev, id, val + 1))
+            continue;
+        if (*val == '?')
+            val++;
         /* dev "" is the push record itself. */
         int rc = d->kv_set(db, j->host, dev, *dev ? "fleet" : "fleet-push", id,
                            *val ? val : NULL, strlen(val));
@@ -324,7 +358,8 @@ static void expire_push(struct state *s, struct push *p, struct upd_job *j)
         char dev[80];
         snprintf(dev, sizeof(dev), "%s", x.devs[i]);
         set_state(s, p, dev, ST_EXPIRED, NULL);
-        upd_row(j, dev, p->id, "expired");
+        /* Not over a receipt another node stored meanwhile. */
+        upd_row(j, dev, p->id, "?expired");
     }
     pl_free(x.devs);
     if (x.n)
@@ -629,7 +664,81 @@ static void add_result(const char *dev, void *v, void *ud)
     json_object_set_new(c->results, dev, r ? r : json_string(v));
 }
 
+static void status_answer(struct state *s, uint64_t cid, json_t *req);
+
+/* Status refresh: the rows of the devices still pending or expired here,
+ * which receipts on other nodes of a cluster may have made delivered. */
+struct status_job {
+    struct state *s;
+    uint64_t cid;
+    json_t *req;        /* held */
+    char *host, *id;    /* the push */
+    struct pl_buf devs; /* "dev\0" repeated; run: those delivered */
+};
+
+static int status_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct status_job *j = arg;
+    struct pl_buf got = {0};
+    const char *p = j->devs.data + j->devs.off, *end = p + j->devs.len;
+    for (; p < end; p += strlen(p) + 1) {
+        struct pl_buf cur = {0};
+        if (d->kv_get(db, j->host, p, "fleet", j->id, &cur) == PL_OK &&
+            cur.len == 9 && memcmp(cur.data + cur.off, "delivered", 9) == 0)
+            pl_buf_append(&got, p, strlen(p) + 1);
+        pl_buf_reset(&cur);
+    }
+    pl_buf_reset(&j->devs);
+    j->devs = got;
+    return PL_OK;
+}
+
+static void status_done(int rc, void *arg)
+{
+    struct status_job *j = arg;
+    struct push *p = pl_map_get(&j->s->pushes, j->id);
+    const char *d = j->devs.data + j->devs.off, *end = d + j->devs.len;
+    for (; rc == PL_OK && p && d < end; d += strlen(d) + 1) {
+        char dev[80];
+        snprintf(dev, sizeof(dev), "%s", d);
+        int old = dev_state(p, dev);
+        if (old == ST_PENDING || old == ST_EXPIRED)
+            set_state(j->s, p, dev, ST_DELIVERED, NULL);
+    }
+    status_answer(j->s, j->cid, j->req);
+    json_decref(j->req);
+    pl_buf_reset(&j->devs);
+    pl_free(j->host);
+    pl_free(j->id);
+    pl_free(j);
+}
+
+static void collect_open(const char *dev, void *v, void *ud)
+{
+    int st = (int)(uintptr_t)v;
+    if (st == ST_PENDING || st == ST_EXPIRED)
+        pl_buf_append(ud, dev, strlen(dev) + 1);
+}
+
 static void op_status(struct state *s, uint64_t cid, json_t *req)
+{
+    const char *id = json_string_value(json_object_get(req, "id"));
+    struct push *p = id ? pl_map_get(&s->pushes, id) : NULL;
+    if (p && p->n[ST_PENDING] + p->n[ST_EXPIRED] > 0) {
+        struct status_job *j = pl_calloc(1, sizeof(*j));
+        j->s = s;
+        j->cid = cid;
+        j->req = json_incref(req);
+        j->host = pl_strdup(s->host->domain);
+        j->id = pl_strdup(p->id);
+        pl_map_each(&p->devices, collect_open, &j->devs);
+        pl_storage_submit(pl_server_loop(), status_run, status_done, j);
+        return;
+    }
+    status_answer(s, cid, req);
+}
+
+static void status_answer(struct state *s, uint64_t cid, json_t *req)
 {
     const char *id = json_string_value(json_object_get(req, "id"));
     struct push *p = id ? pl_map_get(&s->pushes, id) : NULL;
@@ -901,7 +1010,18 @@ static int on_host_message(struct pl_event *ev, void *state)
     }
     struct pl_node *r = pl_node_child(root, "received", NS_RECEIPTS);
     if (r) {
-        struct push *p = push_by_sid(s, pl_node_attr(r, "id"));
+        const char *sid = pl_node_attr(r, "id");
+        struct push *p = push_by_sid(s, sid);
+        if (!p && sid && strncmp(sid, "push-", 5) == 0 && sid[5] &&
+            strlen(sid) < 200) {
+            /* Another node's push (a cluster, doc/cluster.md): its row in
+             * the shared database says delivered, if it has one for this
+             * device; that node's status reads it. */
+            struct upd_job *j = upd_new(s);
+            upd_row(j, dev, sid + 5, "?delivered");
+            upd_submit(j);
+            return PL_HANDLED;
+        }
         if (!p)
             return PL_PASS;
         /* A late receipt after expiry still proves delivery. */

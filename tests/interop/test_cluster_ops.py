@@ -1,0 +1,333 @@
+#!/usr/bin/python3
+"""test_cluster_ops.py - operating a cluster (doc/cluster.md): three
+nodes set up as test_cluster.py does (its Redis, PostgreSQL and
+start_nodes, imported, not copied), each with an HTTP listener.
+
+  - `parleyctl cluster` on node a lists nodes b and c alive with their
+    link addresses and epochs, the sessions of each (one user on each
+    node: a local count here, remote counts for the others), links
+    connected with bytes and stanzas both ways after a chat, and no
+    unacknowledged stanza once the chat was acknowledged; --json parses,
+    and GET /api/cluster gives the same; a node killed shows as dead;
+  - /metrics has parley_node_info{node="a",role="cluster"} 1 and per
+    link gauges for b and c;
+  - carbons across nodes (XEP-0280): dan has d1 on node a and d2 on node
+    b, both with carbons enabled; eve on node c.  eve's chat to d1 gets
+    to d2 as a <received/> copy, d1's chat to eve as a <sent/> copy, and
+    d2's chat to eve reaches d1 as a <sent/> copy; once d2 disabled
+    carbons, eve's next chat to d1 makes no copy for d2 (checked with a
+    later message to d2 on the same path, so no wait for silence);
+  - fleet push (mod fleet) across nodes: two parley-agent devices, one
+    connected to node a, one to node b, in one group; `parleyctl push
+    --group` on node a reaches both (their payload events), and `push
+    status` on node a counts both receipts (node b stores its device's
+    in the shared database).
+
+Skips (with a note) only when redis-server cannot start.  Run with
+/usr/bin/python3; `scripts/run-tests cluster`.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import sys
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import check, note  # noqa: E402
+import pg_common  # noqa: E402
+from im_common import LoopThread, add_users  # noqa: E402
+from agent_common import Agent, is_event, wait_all  # noqa: E402
+import test_cluster as tc  # noqa: E402
+
+# The default modules (README) and fleet.
+MODS = ('modules = ["disco", "ping", "version", "time", "register", '
+        '"session", "roster", "presence", "offline", "vcard", "search", '
+        '"private", "csi", "push", "pep", "carbons", "blocking", '
+        '"contact_info", "mam", "muc", "fleet"];')
+
+http_ports = {}
+
+
+def more(name):
+    """Each node: an HTTP listener on loopback (metrics, the admin API)."""
+    http_ports[name] = harness.free_ports(1)[0]
+    return MODS, {"listeners_extra": '{ protocol = "http"; address = '
+                '"127.0.0.1"; port = %d; }' % http_ports[name]}
+
+
+def http_get(name, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", http_ports[name], timeout=10)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read().decode("utf-8")
+    c.close()
+    return r.status, body
+
+
+def cluster_json(name):
+    rc, out = tc.nodes[name].ctl("cluster", "--json")
+    try:
+        return json.loads(out) if rc == 0 else None
+    except ValueError:
+        return None
+
+
+def node_of(view, name):
+    for n in (view or {}).get("nodes", []):
+        if n.get("name") == name:
+            return n
+    return None
+
+
+def ctl_cluster(al, bo, cy):
+    """parleyctl cluster (human and JSON), GET /api/cluster."""
+    al.msg(bo.boundjid.bare, "ops 1")
+    check("bob (node b) gets alice's message (node a)",
+          bo.inbox.wait(tc.is_msg(al.boundjid.bare, "ops 1")) is not None)
+    bo.msg(al.boundjid.bare, "ops 2")
+    check("alice gets bob's answer",
+          al.inbox.wait(tc.is_msg(bo.boundjid.bare, "ops 2")) is not None)
+    view = {}
+
+    def settled():
+        v = cluster_json("a")
+        if v is None:
+            return False
+        view.clear()
+        view.update(v)
+        b, c = node_of(v, "b"), node_of(v, "c")
+        return b and c and b["link"]["unacked"] == 0 and \
+            b["link"]["stanzas_sent"] >= 1 and \
+            b["link"]["stanzas_received"] >= 1 and b["sessions"] >= 1 and \
+            c["sessions"] >= 1
+    ok = harness.wait_for(settled, tc.STEP * 2, 0.2)
+    check("parleyctl cluster --json parses and sees b's stanzas acknowledged",
+          ok, view)
+    check("... this node is a, enabled, Redis connected, 1 local session",
+          view.get("node") == "a" and view.get("enabled") is True and
+          view.get("redis_connected") is True and view.get("sessions") == 1,
+          view)
+    for name in "bc":
+        n = node_of(view, name) or {}
+        link = n.get("link") or {}
+        check("node %s: alive, its link address and epoch, linked both ways"
+              % name, n.get("state") == "alive" and
+              re.match(r"^127\.0\.0\.1:\d+$", n.get("address") or "") and
+              n.get("epoch") and link.get("connected") is True and
+              link.get("bytes_sent", 0) > 0 and
+              link.get("bytes_received", 0) > 0 and
+              n.get("last_seen_ms") is not None, n)
+        check("node %s: one session as seen from a" % name,
+              n.get("sessions") == 1, n)
+    b = node_of(view, "b") or {}
+    check("node b: the acknowledgement round trip was measured",
+          isinstance(b.get("link", {}).get("ack_rtt_us"), int), b)
+    rc, out = tc.nodes["a"].ctl("cluster")
+    lines = out.splitlines()
+    check("parleyctl cluster (text): this node, then a line per node",
+          rc == 0 and lines and lines[0].startswith("node a ") and
+          any(re.match(r"^b\s+alive\s+127\.0\.0\.1:\d+\s+\S+\s+1\s+"
+                       r"connected\s", ln) for ln in lines) and
+          any(re.match(r"^c\s+alive\s", ln) for ln in lines), out)
+    rc, tok = tc.nodes["a"].ctl("token", "create", "--read-only", "ops")
+    st, body = http_get("a", "/api/cluster",
+                        {"Authorization": "Bearer " + tok.strip()})
+    try:
+        api = json.loads(body)
+    except ValueError:
+        api = {}
+    check("GET /api/cluster answers the same operation",
+          st == 200 and api.get("node") == "a" and
+          node_of(api, "b") is not None and node_of(api, "c") is not None,
+          (st, body[:300]))
+
+
+def metrics():
+    st, body = http_get("a", "/metrics")
+    check("/metrics: parley_node_info{node=\"a\",role=\"cluster\"} 1",
+          st == 200 and 'parley_node_info{node="a",role="cluster"} 1\n'
+          in body, body[-2000:])
+    for name in "bc":
+        check("/metrics: node %s's link connected, its sessions" % name,
+              'parley_cluster_link_connected{peer="%s"} 1\n' % name in body
+              and 'parley_cluster_sessions{peer="%s"} 1\n' % name in body
+              and 'parley_cluster_node_up{peer="%s"} 1\n' % name in body,
+              [ln for ln in body.splitlines() if name + '"' in ln])
+    check("/metrics: bytes, stanzas, unacknowledged and lag gauges",
+          all(re.search(r'^%s\{peer="b"\} [0-9.e+-]+$' % f, body, re.M)
+              for f in ("parley_cluster_link_sent_bytes",
+                        "parley_cluster_link_received_stanzas_total",
+                        "parley_cluster_link_unacked_stanzas",
+                        "parley_cluster_link_oldest_unacked_seconds",
+                        "parley_cluster_link_ack_rtt_seconds")), "")
+
+
+NS_CARBONS = "urn:xmpp:carbons:2"
+FWD = "urn:xmpp:forward:0"
+C = tc.C
+
+
+def carbons(p, on):
+    """Enables or disables carbons on p; the IQ's answer type."""
+    async def go():
+        iq = p.make_iq_set()
+        iq.xml.append(ET.Element("{%s}%s" % (NS_CARBONS,
+                                             "enable" if on else "disable")))
+        r = await iq.send(timeout=tc.STEP)
+        return r["type"]
+    try:
+        return tc.lt.run(go(), tc.STEP * 2)
+    except Exception as e:  # noqa: BLE001 - an error answer or a timeout
+        return repr(e)
+
+
+def carbon(kind, body):
+    """A <received/> or <sent/> copy of a message with that body, from
+    the account's bare JID."""
+    def pred(el):
+        w = el.find("{%s}%s" % (NS_CARBONS, kind))
+        if el.tag != C + "message" or w is None:
+            return False
+        m = w.find("{%s}forwarded/%smessage" % (FWD, C))
+        return m is not None and m.findtext(C + "body") == body
+    return pred
+
+
+def any_carbon_of(body):
+    return lambda el: carbon("received", body)(el) or \
+        carbon("sent", body)(el)
+
+
+def carbons_across(dan, eve):
+    d1 = tc.login(dan, "a", "d1")
+    d2 = tc.login(dan, "b", "d2")
+    ev = tc.login(eve, "c", "e")
+    jd, je = d1.boundjid.bare, ev.boundjid.bare
+    check("d1 (node a) enables carbons", carbons(d1, True) == "result")
+    check("d2 (node b) enables carbons", carbons(d2, True) == "result")
+    ev.call(ev.send_message, mto=str(d1.boundjid), mbody="to d1",
+            mtype="chat")
+    check("eve (node c) -> d1 (node a): d1 gets it",
+          d1.inbox.wait(tc.is_msg(je, "to d1")) is not None)
+    got = d2.inbox.wait(carbon("received", "to d1"))
+    check("... and d2 (node b) gets a <received/> copy (XEP-0280 §6)",
+          got is not None and got.get("from") == jd and
+          got.get("to") == str(d2.boundjid),
+          got is not None and ET.tostring(got)[:300])
+    d1.msg(je, "from d1")
+    check("d1 (node a) -> eve (node c): eve gets it",
+          ev.inbox.wait(tc.is_msg(jd, "from d1")) is not None)
+    check("... and d2 (node b) gets a <sent/> copy (XEP-0280 §7)",
+          d2.inbox.wait(carbon("sent", "from d1")) is not None)
+    d2.msg(je, "from d2")
+    check("d2 (node b) -> eve: eve gets it",
+          ev.inbox.wait(tc.is_msg(jd, "from d2")) is not None)
+    check("... and d1 (node a) gets a <sent/> copy",
+          d1.inbox.wait(carbon("sent", "from d2")) is not None)
+    check("d2 disables carbons", carbons(d2, False) == "result")
+    ev.call(ev.send_message, mto=str(d1.boundjid), mbody="after off",
+            mtype="chat")
+    check("eve -> d1 again: d1 gets it",
+          d1.inbox.wait(tc.is_msg(je, "after off")) is not None)
+    # Routed on node c after the copy would have been: the same link.
+    ev.call(ev.send_message, mto=str(d2.boundjid), mbody="marker",
+            mtype="chat")
+    check("a later message from eve to d2 arrives",
+          d2.inbox.wait(tc.is_msg(je, "marker")) is not None)
+    check("... and d2 (carbons disabled) got no copy of eve's message to d1",
+          not [e for e in list(d2.inbox.items)
+               if any_carbon_of("after off")(e)])
+    for p in (d1, d2, ev):
+        tc.logout(p)
+
+
+def fleet_push():
+    a, b = tc.nodes["a"], tc.nodes["b"]
+    macs = ["02:00:5e:20:%02x:%02x" % (os.getpid() % 256, i)
+            for i in range(2)]
+    agents = [Agent(a, macs[0]).start(), Agent(b, macs[1]).start()]
+    ok = wait_all(agents, is_event("connected"), 60)
+    check("a device connects to node a, another to node b", ok)
+    if not ok:
+        return agents
+    rc, out = a.ctl("group", "add", "pair", *macs)
+    check("group add on node a", rc == 0, out)
+    payload = {"epg": "update", "cluster": True}
+    rc, out = a.ctl("push", "--group", "pair", "--ttl", "120",
+                    json.dumps(payload))
+    pid = out.strip()
+    check("push to the group from node a returns an id", rc == 0 and pid,
+          out)
+    for ag, node in zip(agents, "ab"):
+        ev = ag.wait(is_event("payload", id="push-" + pid), tc.STEP * 2)
+        check("the device on node %s receives the push" % node,
+              ev is not None and json.loads(ev.get("json", "null")) ==
+              payload, ev)
+    st = {}
+
+    def counted():
+        rc, out = a.ctl("push", "status", "--json", pid)
+        try:
+            st.update(json.loads(out) if rc == 0 else {})
+        except ValueError:
+            return False
+        return st.get("delivered") == 2 and st.get("pending") == 0
+    check("push status on node a: both delivered (the receipt of the "
+          "device on node b, stored by node b, read by node a)",
+          harness.wait_for(counted, tc.STEP * 2, 0.2), st)
+    return agents
+
+
+def dead_node(cy):
+    """Node c killed: a's view says dead."""
+    off = tc.nodes["a"].log_size()
+    tc.nodes["c"].kill(signal.SIGKILL)
+    cy.call(tc.drop, cy)
+    ok = tc.nodes["a"].wait_log(r"node c is gone", off, tc.DEAD_WAIT)
+    check("node a sees node c gone", ok)
+    v = cluster_json("a")
+    c = node_of(v, "c") or {}
+    check("parleyctl cluster: node c dead", c.get("state") == "dead", c)
+    st, body = http_get("a", "/metrics")
+    check("/metrics: parley_cluster_node_up{peer=\"c\"} 0",
+          'parley_cluster_node_up{peer="c"} 0\n' in body, "")
+
+
+def main():
+    r, why = tc.start_redis()
+    if r is None:
+        note("SKIP: redis-server cannot start: %s" % why)
+        check("test_cluster_ops.py skipped: redis-server cannot start", True)
+        return
+    pg = pg_common.shared()
+    if not check("PostgreSQL for the nodes", pg is not None):
+        return
+    tc.redis_port[0] = r[1]
+    if not tc.start_nodes(r[1], pg.conninfo("parley", "parley"), more):
+        return
+    tc.lt = LoopThread()
+    alice, bob, cy = (harness.unique("alice"), harness.unique("bob"),
+                      harness.unique("cy"))
+    add_users(tc.nodes["a"], alice, bob, cy)
+    dan, eve = harness.unique("dan"), harness.unique("eve")
+    add_users(tc.nodes["a"], dan, eve)
+    al = tc.login(alice, "a", "desk")
+    bo = tc.login(bob, "b", "home")
+    c = tc.login(cy, "c", "box")
+    ctl_cluster(al, bo, c)
+    metrics()
+    carbons_across(dan, eve)
+    for ag in fleet_push():
+        ag.stop()
+    dead_node(c)
+    tc.logout(al)
+    tc.logout(bo)
+    tc.lt.stop()
+
+
+if __name__ == "__main__":
+    harness.run_main(main)
