@@ -209,6 +209,14 @@ def carbons_across(dan, eve):
     jd, je = d1.boundjid.bare, ev.boundjid.bare
     check("d1 (node a) enables carbons", carbons(d1, True) == "result")
     check("d2 (node b) enables carbons", carbons(d2, True) == "result")
+    # Each node learns the other's carbons state over their link, which
+    # keeps order: a message each way after the enables has come after it.
+    d2.msg(str(d1.boundjid), "sync b-a")
+    d1.msg(str(d2.boundjid), "sync a-b")
+    check("both nodes know both resources' carbons state (a message each "
+          "way after it arrives)",
+          d1.inbox.wait(tc.is_msg(jd, "sync b-a")) is not None and
+          d2.inbox.wait(tc.is_msg(jd, "sync a-b")) is not None)
     ev.call(ev.send_message, mto=str(d1.boundjid), mbody="to d1",
             mtype="chat")
     check("eve (node c) -> d1 (node a): d1 gets it",
@@ -309,7 +317,7 @@ def main():
     tc.redis_port[0] = r[1]
     if not tc.start_nodes(r[1], pg.conninfo("parley", "parley"), more):
         return
-    tc.lt = LoopThread()
+    tc.lt = tc.cluster_common.lt = LoopThread()
     alice, bob, cy = (harness.unique("alice"), harness.unique("bob"),
                       harness.unique("cy"))
     add_users(tc.nodes["a"], alice, bob, cy)
