@@ -335,17 +335,59 @@ def unique(prefix):
                          _unique_counter[0])
 
 
+PORT_CLAIMS = os.path.join(tempfile.gettempdir(), "parley-test-ports")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _claim(port, again=True):
+    """Claims port for this process until it ends: a file named after it
+    in PORT_CLAIMS, made with O_EXCL, holding the pid.  Another script
+    running at the same time (or a second server of this one, started
+    before the first binds its ports) is never given the same port; the
+    claim of a process that has ended is taken over."""
+    os.makedirs(PORT_CLAIMS, exist_ok=True)
+    path = os.path.join(PORT_CLAIMS, str(port))
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        try:
+            with open(path) as f:
+                pid = int(f.read() or "0")
+        except (OSError, ValueError):
+            pid = 0
+        if again and pid and pid != os.getpid() and not _alive(pid):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return _claim(port, False)
+        return False
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    return True
+
+
 def free_ports(n):
     """n distinct ports free for TCP and UDP on 127.0.0.1 (bound then
     released), below the kernel's ephemeral range (32768-60999 by
     default): the sockets other tests bind to port 0 meanwhile (UDP UAs,
     clients) can never take one before the server that is given it binds
-    it (SIP servers, Kamailio and baresip listen on UDP too)."""
+    it (SIP servers, Kamailio and baresip listen on UDP too).  Each is
+    claimed (_claim): never handed out twice while its holder lives."""
     socks, ports = [], []
     rng = random.SystemRandom()
     while len(ports) < n:
         port = rng.randrange(20000, 32768)
-        if port in ports:
+        if port in ports or not _claim(port):
             continue
         pair = []
         try:
