@@ -44,4 +44,24 @@ static inline int pl_hex_value(int c)
     return -1;
 }
 
+/* The value of the first parameter name= of a URL query (name=value
+ * pairs separated by '&', left undecoded): 1 and *v (maybe empty), or 0
+ * when there is none. */
+static inline int pl_query_param(struct pl_str q, const char *name,
+                                 struct pl_str *v)
+{
+    size_t n = strlen(name), i = 0;
+    while (i < q.len) {
+        size_t e = i;
+        while (e < q.len && q.p[e] != '&')
+            e++;
+        if (e - i > n && q.p[i + n] == '=' && memcmp(q.p + i, name, n) == 0) {
+            *v = (struct pl_str){q.p + i + n + 1, e - i - n - 1};
+            return 1;
+        }
+        i = e + 1;
+    }
+    return 0;
+}
+
 #endif

@@ -610,37 +610,16 @@ static int wants_metalink(struct pl_http_req *r)
     return 0;
 }
 
-/* The value of the first parameter name= of a query: 1 and *v, else 0. */
-static int query_param(struct pl_str q, const char *name, struct pl_str *v)
-{
-    size_t n = strlen(name), i = 0;
-    while (i < q.len) {
-        size_t e = i;
-        while (e < q.len && q.p[e] != '&')
-            e++;
-        if (e - i > n && q.p[i + n] == '=' && memcmp(q.p + i, name, n) == 0) {
-            *v = (struct pl_str){q.p + i + n + 1, e - i - n - 1};
-            return 1;
-        }
-        i = e + 1;
-    }
-    return 0;
-}
-
 /* The seat=HEX parameter of a Metalink GET (1 to 16 hex digits, not all
  * zero): 1 and *out, or 0 when there is none. */
 static int seat_of(struct pl_str q, uint64_t *out)
 {
     struct pl_str v;
-    if (!query_param(q, "seat", &v) || !v.len || v.len > 16)
+    if (!pl_query_param(q, "seat", &v) || !v.len || v.len > 16)
         return 0;
     uint64_t x = 0;
     for (size_t k = 0; k < v.len; k++) {
-        int c = v.p[k];
-        int d = c >= '0' && c <= '9'   ? c - '0'
-                : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                       : -1;
+        int d = pl_hex_value(v.p[k]);
         if (d < 0)
             return 0;
         x = x << 4 | (uint64_t)d;
@@ -735,7 +714,7 @@ static void park(struct pl_http_req *r, const struct upload_file *f, long ms)
 static long hold_of(struct pl_str q)
 {
     struct pl_str v;
-    if (!query_param(q, "hold", &v) || !v.len || v.len > 7)
+    if (!pl_query_param(q, "hold", &v) || !v.len || v.len > 7)
         return 0;
     long ms = 0;
     for (size_t k = 0; k < v.len; k++) {
@@ -770,7 +749,7 @@ static void send_metalink(struct pl_http_req *r, struct pl_upload *u,
     /* pieces=0: a client reading it again for its sources, which has the
      * piece hashes already (a Metalink without <pieces> is one too). */
     struct pl_str pv;
-    int no_pieces = query_param(r->query, "pieces", &pv) &&
+    int no_pieces = pl_query_param(r->query, "pieces", &pv) &&
                     pl_str_eq_c(pv, "0");
     struct pl_media_info info = {
         .name = f->name,

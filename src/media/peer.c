@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/str.h"
 #include "media/peer.h"
 
 #define OUT_CAP 1024       /* a response head */
@@ -141,17 +142,10 @@ static void parse_range(const char *s, size_t n, struct pl_peer_req *r)
 /* The query of the target: the first token= parameter. */
 static void query_token(const char *q, size_t n, struct pl_peer_req *r)
 {
-    size_t i = 0;
-    while (i < n) {
-        size_t b = i;
-        while (i < n && q[i] != '&')
-            i++;
-        if (i - b >= 6 && !memcmp(q + b, "token=", 6)) {
-            r->token = q + b + 6;
-            r->token_len = i - b - 6;
-            return;
-        }
-        i++;
+    struct pl_str v;
+    if (pl_query_param((struct pl_str){q, n}, "token", &v)) {
+        r->token = v.p;
+        r->token_len = v.len;
     }
 }
 
