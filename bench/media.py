@@ -34,6 +34,11 @@ push to the last verified copy, the agents' own report of bytes from the
 server and from peers, parleyd's CPU seconds.  Every run starts from
 empty caches.
 
+Uplinks: BENCH_MEDIA_UPLINKS [0 1000], Mbit/s the head-end's downloads
+share (upload.max_send_rate), one server and every run per value; 0: no
+cap, loopback, where the two cores are the only limit and a peer's send
+costs what the server's would.
+
 Sizes: BENCH_MEDIA_AGENTS [50], BENCH_MEDIA_MB [200], BENCH_MEDIA_SEEDS
 [2], BENCH_MEDIA_PEER_SLOTS [16] (each peer's --max-peers),
 BENCH_MEDIA_RUNS [server seeded], BENCH_MEDIA_CACHE_ROOT (a directory
@@ -65,6 +70,10 @@ MB = int(os.environ.get("BENCH_MEDIA_MB", "200"))
 SEEDS = int(os.environ.get("BENCH_MEDIA_SEEDS", "2"))
 PEER_SLOTS = os.environ.get("BENCH_MEDIA_PEER_SLOTS", "16")
 RUNS = os.environ.get("BENCH_MEDIA_RUNS", "server seeded").split()
+# The head-end's uplink in Mbit/s (upload.max_send_rate), one server per
+# value; 0: none (loopback: the CPU is the only limit).
+UPLINKS = [int(x) for x in
+           os.environ.get("BENCH_MEDIA_UPLINKS", "0 1000").split()]
 MODULES = ('"disco", "ping", "roster", "presence", "register", "session", '
            '"offline", "upload", "media", "fleet"')
 
@@ -187,7 +196,9 @@ def run(name, srv, fid, hexd, size, base):
     return res
 
 
-def main():
+def one_server(uplink):
+    """Every run of RUNS on a new parleyd whose downloads share uplink
+    Mbit/s (0: no cap); the results."""
     port = harness.free_ports(1)[0]
     srv = harness.Server(
         # Every agent comes from 127.0.0.1 here, with 4 streams each.
@@ -197,10 +208,12 @@ def main():
         host_extra="modules = [%s];" % MODULES,
         register_extra="per_ip_per_minute = 100000;",
         extra="upload: { url = \"http://127.0.0.1:%d\"; "
-              "max_file_size = 4294967296L; quota = 0; };\n"
+              "max_file_size = 4294967296L; quota = 0; "
+              "max_send_rate = %dL; };\n"
               "media: { token_lifetime = 3600; max_sources = 16; "
               "seed_copies = %d; };\n"
-              "fleet: { max_targets = %d; };" % (port, SEEDS, N + 10))
+              "fleet: { max_targets = %d; };" % (
+                  port, uplink * 125000, SEEDS, N + 10))
     if not srv.start():
         print(srv.dump_log())
         sys.exit(1)
@@ -229,8 +242,19 @@ def main():
     results = []
     for name in RUNS:
         r = run(name, srv, fid, hexd, size, base)
+        r["uplink_mbit"] = uplink
         print(json.dumps(r), flush=True)
         results.append(r)
+    if os.environ.get("BENCH_KEEP") != "1":
+        shutil.rmtree(base, ignore_errors=True)
+    srv.stop()
+    return results
+
+
+def main():
+    results = []
+    for uplink in UPLINKS:
+        results += one_server(uplink)
     stamp = datetime.date.today().isoformat()
     out = os.path.join(HERE, "results", stamp + "-media")
     with open(out + ".jsonl", "a") as f:
@@ -241,23 +265,25 @@ def main():
          "`BENCH_ONLY=media bench/run` (issue 17, \"Speed\"): every agent "
          "fetches the file on one parleyctl push; target with peers: the "
          "server sends at most 2 copies and the last agent finishes no "
-         "later than with the server alone.", "",
-         "| run | verified | server sent | copies | last verified copy | "
-         "agents: from server / from peers | parleyd CPU | agents' CPU |",
-         "|---|---|---|---|---|---|---|---|"]
+         "later than with the server alone.  Uplink: the head-end's "
+         "upload.max_send_rate (none: loopback, the two cores are the "
+         "only limit).", "",
+         "| uplink | run | verified | server sent | copies | last verified "
+         "copy | agents: from server / from peers | parleyd CPU | "
+         "agents' CPU |",
+         "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        L.append("| %s | %d/%d | %.0f MB | %.2f | %.1f s | %.0f / %.0f MB | "
-                 "%.1f s | %.1f s |" % (r["run"], r["verified"], r["agents"],
-                               r["server_bytes"] / 1e6, r["copies"],
-                               r["seconds_to_last"],
-                               r["client_server_bytes"] / 1e6,
-                               r["client_peer_bytes"] / 1e6,
-                               r["server_cpu_s"], r["agents_cpu_s"]))
+        L.append("| %s | %s | %d/%d | %.0f MB | %.2f | %.1f s | %.0f / %.0f "
+                 "MB | %.1f s | %.1f s |" % (
+                     "%d Mbit/s" % r["uplink_mbit"] if r["uplink_mbit"]
+                     else "none", r["run"], r["verified"], r["agents"],
+                     r["server_bytes"] / 1e6, r["copies"],
+                     r["seconds_to_last"], r["client_server_bytes"] / 1e6,
+                     r["client_peer_bytes"] / 1e6, r["server_cpu_s"],
+                     r["agents_cpu_s"]))
     with open(out + ".md", "w") as f:
         f.write("\n".join(L) + "\n")
     print("\n".join(L))
-    if os.environ.get("BENCH_KEEP") != "1":
-        shutil.rmtree(base, ignore_errors=True)
     harness.finish()
 
 

@@ -35,6 +35,177 @@ static void on_io(struct pl_io *io, unsigned events);
 static void flush(struct pl_conn *c);
 static void handshake(struct pl_conn *c);
 static void watch(struct pl_conn *c, uint64_t at_least);
+static void update_interest(struct pl_conn *c);
+
+/* ---- paces (pl_pace_new): a shared budget of file bytes per second ---- */
+
+#define PACE_WAIT (-2) /* file_piece: not this connection's turn yet */
+
+struct pl_pace {
+    struct pl_loop *loop;
+    uint64_t rate;               /* bytes per second, 0: no limit */
+    double tokens;               /* bytes that may go now */
+    uint64_t at_ms;              /* loop clock of the last refill */
+    struct pl_conn *head, *tail; /* waiting for a turn, in order */
+    struct pl_timer timer;       /* the next turn */
+    unsigned refs;               /* connections sending under it, +1 */
+};
+
+static size_t pace_slice(const struct pl_pace *p)
+{
+    uint64_t s = p->rate / 100;
+    return s < 65536 ? 65536 : (size_t)s;
+}
+
+static void pace_refill(struct pl_pace *p)
+{
+    uint64_t now = pl_loop_now(p->loop);
+    if (now > p->at_ms)
+        p->tokens += (double)p->rate * (double)(now - p->at_ms) / 1000.0;
+    p->at_ms = now;
+    /* At most a tenth of a second's worth saved up (two slices at
+     * least): a late timer costs no throughput, an idle pace no burst. */
+    double cap = (double)p->rate / 10;
+    if (cap < 2.0 * (double)pace_slice(p))
+        cap = 2.0 * (double)pace_slice(p);
+    if (p->tokens > cap)
+        p->tokens = cap;
+}
+
+static void pace_unref(struct pl_pace *p)
+{
+    if (--p->refs == 0) {
+        pl_timer_stop(&p->timer);
+        pl_free(p);
+    }
+}
+
+static void pace_unlink(struct pl_conn *c)
+{
+    struct pl_pace *p = c->sf_pace;
+    if (!c->pace_wait)
+        return;
+    if (c->pace_prev)
+        c->pace_prev->pace_next = c->pace_next;
+    else
+        p->head = c->pace_next;
+    if (c->pace_next)
+        c->pace_next->pace_prev = c->pace_prev;
+    else
+        p->tail = c->pace_prev;
+    c->pace_next = c->pace_prev = NULL;
+    c->pace_wait = 0;
+}
+
+/* The file is sent, or the connection is gone: it leaves its pace. */
+static void pace_leave(struct pl_conn *c)
+{
+    struct pl_pace *p = c->sf_pace;
+    if (!p)
+        return;
+    pace_unlink(c);
+    c->pace_turn = 0;
+    c->sf_pace = NULL;
+    pace_unref(p);
+}
+
+static void pace_arm(struct pl_pace *p)
+{
+    if (!p->head || pl_timer_active(&p->timer))
+        return;
+    double need = (double)pace_slice(p) - p->tokens;
+    uint64_t ms = need > 0 ? (uint64_t)(need * 1000.0 / (double)p->rate) : 0;
+    pl_timer_start(p->loop, &p->timer, ms ? ms : 1);
+}
+
+static void pace_enqueue(struct pl_conn *c)
+{
+    struct pl_pace *p = c->sf_pace;
+    c->pace_wait = 1;
+    c->pace_prev = p->tail;
+    c->pace_next = NULL;
+    if (p->tail)
+        p->tail->pace_next = c;
+    else
+        p->head = c;
+    p->tail = c;
+    update_interest(c); /* no writes watched until its turn */
+    pace_arm(p);
+}
+
+/* Whether c may send file bytes now, and at most how many (*cap). */
+static int pace_take(struct pl_conn *c, size_t *cap)
+{
+    struct pl_pace *p = c->sf_pace;
+    if (!p || !p->rate)
+        return 1;
+    if (c->pace_wait)
+        return 0;
+    pace_refill(p);
+    if (p->tokens < 1 || (p->head && !c->pace_turn)) {
+        pace_enqueue(c);
+        return 0;
+    }
+    c->pace_turn = 0;
+    size_t s = pace_slice(p);
+    if ((double)s > p->tokens)
+        s = (size_t)p->tokens;
+    if (*cap > s)
+        *cap = s;
+    return 1;
+}
+
+static void pace_spent(struct pl_conn *c, size_t n)
+{
+    if (c->sf_pace && c->sf_pace->rate)
+        c->sf_pace->tokens -= (double)n;
+}
+
+/* Turns for the waiting connections, in order, while the budget lasts. */
+static void on_pace(struct pl_timer *t)
+{
+    struct pl_pace *p = t->data;
+    p->refs++;
+    pace_refill(p);
+    while (p->head && (p->tokens >= 1 || !p->rate)) {
+        struct pl_conn *c = p->head;
+        pace_unlink(c);
+        c->pace_turn = 1;
+        flush(c); /* may queue c again, at the tail */
+    }
+    pace_arm(p);
+    pace_unref(p);
+}
+
+struct pl_pace *pl_pace_new(struct pl_loop *loop, uint64_t rate)
+{
+    struct pl_pace *p = pl_calloc(1, sizeof(*p));
+    p->loop = loop;
+    p->rate = rate;
+    p->at_ms = pl_loop_now(loop);
+    p->refs = 1;
+    pl_timer_init(&p->timer, on_pace, p);
+    return p;
+}
+
+void pl_pace_set_rate(struct pl_pace *p, uint64_t rate)
+{
+    if (!p || p->rate == rate)
+        return;
+    pace_refill(p);
+    p->rate = rate;
+    pl_timer_stop(&p->timer);
+    if (p->head)
+        pl_timer_start(p->loop, &p->timer, 0);
+}
+
+void pl_pace_free(struct pl_pace *p)
+{
+    if (!p)
+        return;
+    pl_pace_set_rate(p, 0); /* the waiting ones finish unpaced */
+    pace_unref(p);
+}
 
 static void set_peer(struct pl_conn *c, int fd)
 {
@@ -257,6 +428,7 @@ static void destroy(struct pl_conn *c)
     c->dead = 1;
     c->closing = 1;
     pl_timer_stop(&c->timer);
+    pace_leave(c);
     pl_io_stop(&c->io);
     if (c->ssl) {
         if (c->tls == PL_CONN_TLS)
@@ -336,7 +508,7 @@ static unsigned interest(struct pl_conn *c)
     /* Held: read only to notice the peer going, until bytes wait. */
     if (!c->paused && !c->closing && !(c->held && c->held_full))
         ev |= PL_IO_READ;
-    if (c->out.len || c->want_tls || c->sf_left)
+    if (c->out.len || c->want_tls || (c->sf_left && !c->pace_wait))
         ev |= PL_IO_WRITE;
     if (c->tls == PL_CONN_HANDSHAKE)
         ev |= PL_IO_READ;
@@ -356,25 +528,29 @@ static void update_interest(struct pl_conn *c)
  */
 static ssize_t file_piece(struct pl_conn *c)
 {
-    size_t want = c->sf_left > FILE_PIECE ? FILE_PIECE : (size_t)c->sf_left;
+    size_t cap = c->ssl ? FILE_PIECE : FLUSH_MAX;
+    if (!pace_take(c, &cap))
+        return PACE_WAIT;
+    size_t want = c->sf_left > cap ? cap : (size_t)c->sf_left;
     ssize_t n;
     if (c->ssl) {
         char buf[FILE_PIECE];
         n = pread(c->sf_fd, buf, want, (off_t)c->sf_off);
         if (n <= 0)
             return -1; /* an error, or shorter than announced */
+        pace_spent(c, (size_t)n);
         pl_buf_append(&c->out, buf, (size_t)n);
         c->sf_off += (uint64_t)n;
         c->sf_left -= (uint64_t)n;
         return 0;
     }
     off_t off = (off_t)c->sf_off;
-    want = c->sf_left > FLUSH_MAX ? FLUSH_MAX : (size_t)c->sf_left;
     n = sendfile(c->io.fd, c->sf_fd, &off, want);
     if (n < 0)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
     if (n == 0)
         return -1; /* the file is shorter than announced */
+    pace_spent(c, (size_t)n);
     c->sf_off += (uint64_t)n;
     c->sf_left -= (uint64_t)n;
     return n;
@@ -384,6 +560,8 @@ static ssize_t file_piece(struct pl_conn *c)
 static void file_done(struct pl_conn *c)
 {
     struct pl_str a = pl_buf_str(&c->sf_after);
+    if (!c->sf_left)
+        pace_leave(c);
     if (c->sf_left || !a.len)
         return;
     pl_buf_append(&c->out, a.p, a.len);
@@ -399,6 +577,8 @@ static void flush(struct pl_conn *c)
         ssize_t n;
         if (!c->out.len) {
             n = file_piece(c);
+            if (n == PACE_WAIT)
+                break;
             if (n < 0) {
                 pl_log_info("conn", "%s:%d: cannot read the file being sent",
                             c->ip, c->port);
@@ -477,10 +657,20 @@ static void flush(struct pl_conn *c)
 
 int pl_conn_sendfile(struct pl_conn *c, int fd, uint64_t off, uint64_t len)
 {
+    return pl_conn_sendfile_paced(c, fd, off, len, NULL);
+}
+
+int pl_conn_sendfile_paced(struct pl_conn *c, int fd, uint64_t off,
+                           uint64_t len, struct pl_pace *p)
+{
     if (c->sf_left)
         return PL_EAGAIN;
     if (c->dead || len == 0)
         return PL_OK;
+    if (p) {
+        p->refs++;
+        c->sf_pace = p;
+    }
     c->sf_fd = fd;
     c->sf_off = off;
     c->sf_left = len;

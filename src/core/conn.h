@@ -135,6 +135,11 @@ struct pl_conn {
     uint64_t sf_off;            /* its next byte */
     uint64_t sf_left;           /* bytes still to send, 0: none */
     struct pl_buf sf_after;     /* written while a file is sent */
+    struct pl_pace *sf_pace;    /* the file's pace, or NULL */
+    struct pl_conn *pace_next;  /* waiting for its turn (pace queue) */
+    struct pl_conn *pace_prev;
+    unsigned pace_wait : 1;           /* in its pace's queue */
+    unsigned pace_turn : 1;           /* its turn came: send one slice */
     void (*drain)(struct pl_conn *c); /* pl_conn_set_drain, or NULL */
 };
 
@@ -189,6 +194,23 @@ void pl_conn_hold(struct pl_conn *c, int hold);
  * written with pl_conn_write meanwhile go after the file.
  */
 int pl_conn_sendfile(struct pl_conn *c, int fd, uint64_t off, uint64_t len);
+/*
+ * A pace: one budget of file bytes per second shared by every connection
+ * sending a file under it (a service's share of the uplink, e.g.
+ * upload.max_send_rate).  A connection that finds the budget spent, or
+ * others waiting, waits its turn in order; a turn is one slice (64 KiB, or
+ * a hundredth of a second's worth when that is more), so that every
+ * waiting download moves at the same pace.  Rate 0: no limit.
+ */
+struct pl_pace;
+struct pl_pace *pl_pace_new(struct pl_loop *loop, uint64_t rate);
+/* A new rate (SIGHUP); 0 lets every waiting connection go at once. */
+void pl_pace_set_rate(struct pl_pace *p, uint64_t rate);
+/* Freed once no connection sends under it any more. */
+void pl_pace_free(struct pl_pace *p);
+/* pl_conn_sendfile under pace p (NULL: none). */
+int pl_conn_sendfile_paced(struct pl_conn *c, int fd, uint64_t off,
+                           uint64_t len, struct pl_pace *p);
 /* Bytes queued and not written yet (the file's too). */
 uint64_t pl_conn_pending(const struct pl_conn *c);
 /* fn (NULL: none) is called each time a flush leaves nothing queued

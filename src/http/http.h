@@ -136,6 +136,8 @@ void pl_http_error(struct pl_http_req *r, int status, const char *text);
  */
 void pl_http_file(struct pl_http_req *r, int fd, const struct stat *st,
                   const char *content_type);
+/* The body of the next pl_http_file goes at pace p's rate (conn.h). */
+void pl_http_set_pace(struct pl_http_req *r, struct pl_pace *p);
 
 /*
  * A streamed answer: begin with the length (-1: chunked), write bytes

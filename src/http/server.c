@@ -74,6 +74,7 @@ struct http_req {
     unsigned body_skipped : 1; /* on_head took over: body not read */
     unsigned paused : 1;       /* pl_http_pause */
     int file_fd;               /* pl_http_file: the file, or -1 */
+    struct pl_pace *pace;      /* pl_http_set_pace, or NULL */
     void (*drain)(struct pl_http_req *r); /* pl_http_on_drain */
     int status;                           /* of the answer */
 };
@@ -829,7 +830,12 @@ void pl_http_file(struct pl_http_req *r, int fd, const struct stat *st,
     q->file_fd = fd;
     q->hc->state = C_SENDING;
     pl_stat_add(http_bytes_out, (unsigned long)len);
-    pl_conn_sendfile(q->hc->conn, fd, first, len);
+    pl_conn_sendfile_paced(q->hc->conn, fd, first, len, q->pace);
+}
+
+void pl_http_set_pace(struct pl_http_req *r, struct pl_pace *p)
+{
+    Q(r)->pace = p;
 }
 
 /* ---- connection life ---- */

@@ -888,6 +888,12 @@ static void get_request(struct pl_http_req *r, struct pl_str id,
                 pl__media_counted(m, f, bytes, 0);
         }
     }
+    if (u->max_send_rate || u->pace) {
+        if (!u->pace)
+            u->pace = pl_pace_new(pl_server_loop(), (uint64_t)u->max_send_rate);
+        pl_pace_set_rate(u->pace, (uint64_t)u->max_send_rate);
+        pl_http_set_pace(r, u->pace);
+    }
     pl_http_file(r, fd, &st, f->type);
 }
 

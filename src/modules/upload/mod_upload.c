@@ -502,6 +502,8 @@ static void unload(struct pl_host *h, void *state)
 {
     (void)h;
     struct pl_upload *u = state;
+    pl_pace_free(u->pace);
+    u->pace = NULL;
     if (u->opened)
         pl__upload_store_close(u);
     pl_free(u->domain);
@@ -553,6 +555,14 @@ static const struct pl_option options[] = {
      "(the limits group's read_rate is for everything else); 0 means no "
      "limit but the disk's.",
      offsetof(struct pl_upload, rate)},
+    {"max_send_rate", PL_OPT_INT, "0", 0, 1L << 40, NULL,
+     "Bytes per second that every download of this host's files may take "
+     "together (all GETs, the server's share of a Metalink download "
+     "included); the downloads take turns of 64 KiB at most, so each "
+     "moves at the same pace.  A head-end that shares its uplink sets it "
+     "below the link's rate, and peers (doc/media.md) carry the rest; 0 "
+     "means no limit.",
+     offsetof(struct pl_upload, max_send_rate)},
     {"components", PL_OPT_STRLIST, "[]", 0, 0, NULL,
      "Component domains (XEP-0114) that may ask for slots besides the "
      "host's users, e.g. [\"mail.example.org\"] for parley-gateway "

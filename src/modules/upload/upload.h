@@ -82,6 +82,8 @@ struct pl_upload {
     long max_pieces;       /* pieces a file is cut into at most */
     long rate;             /* bytes/s an upload's body may arrive at,
                             * 0 = no limit */
+    long max_send_rate;    /* bytes/s of all downloads together, 0 = no
+                            * limit */
     /* Component domains that may ask for slots (owner: the domain). */
     struct pl_strlist components;
     /* runtime */
@@ -93,6 +95,7 @@ struct pl_upload {
     struct pl_map by_hash; /* base64 SHA-256 -> a ready upload_file * */
     struct pl_map usage;   /* owner bare JID -> uint64_t * bytes */
     struct pl_timer timer; /* expiry runs */
+    struct pl_pace *pace;  /* max_send_rate over every download */
     int cleaning;          /* an expiry job is out */
     int backfilling;       /* a job hashes a file's pieces */
     int opened;            /* the store is open (load got that far) */
