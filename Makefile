@@ -136,6 +136,7 @@ test:
 	@# the ground rules say gcc and clang: clang builds everything too
 	@$(MAKE) -j2 --no-print-directory CC=clang BUILD=build/clang all \
 	    build/clang/unit-tests
+	@$(MAKE) -j2 --no-print-directory fuzz-build
 	@scripts/run-tests
 
 # Scenario tests as data (tests/scenarios/README.md).
