@@ -53,7 +53,7 @@ struct pl_pace {
 
 static size_t pace_slice(const struct pl_pace *p)
 {
-    uint64_t s = p->rate / 100;
+    uint64_t s = p->rate / 1000;
     return s < 65536 ? 65536 : (size_t)s;
 }
 

@@ -199,7 +199,7 @@ int pl_conn_sendfile(struct pl_conn *c, int fd, uint64_t off, uint64_t len);
  * sending a file under it (a service's share of the uplink, e.g.
  * upload.max_send_rate).  A connection that finds the budget spent, or
  * others waiting, waits its turn in order; a turn is one slice (64 KiB, or
- * a hundredth of a second's worth when that is more), so that every
+ * a millisecond's worth when that is more), so that every
  * waiting download moves at the same pace.  Rate 0: no limit.
  */
 struct pl_pace;
