@@ -39,7 +39,8 @@ static void update_interest(struct pl_conn *c);
 
 /* ---- paces (pl_pace_new): a shared budget of file bytes per second ---- */
 
-#define PACE_WAIT (-2) /* file_piece: not this connection's turn yet */
+#define PACE_WAIT (-2)          /* file_piece: not this connection's turn yet */
+#define PACE_SLICE (256 * 1024) /* a turn at least: fewer turns, same pace */
 
 struct pl_pace {
     struct pl_loop *loop;
@@ -54,7 +55,7 @@ struct pl_pace {
 static size_t pace_slice(const struct pl_pace *p)
 {
     uint64_t s = p->rate / 1000;
-    return s < 65536 ? 65536 : (size_t)s;
+    return s < PACE_SLICE ? PACE_SLICE : (size_t)s;
 }
 
 static void pace_refill(struct pl_pace *p)

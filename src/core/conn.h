@@ -198,7 +198,7 @@ int pl_conn_sendfile(struct pl_conn *c, int fd, uint64_t off, uint64_t len);
  * A pace: one budget of file bytes per second shared by every connection
  * sending a file under it (a service's share of the uplink, e.g.
  * upload.max_send_rate).  A connection that finds the budget spent, or
- * others waiting, waits its turn in order; a turn is one slice (64 KiB, or
+ * others waiting, waits its turn in order; a turn is one slice (256 KiB, or
  * a millisecond's worth when that is more), so that every
  * waiting download moves at the same pace.  Rate 0: no limit.
  */

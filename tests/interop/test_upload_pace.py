@@ -27,7 +27,7 @@ from test_upload import path_of, put, server, slot  # noqa: E402
 
 RATE = 2000000              # bytes per second
 SIZE = 3000000              # each file
-SAVED = max(RATE // 10, 2 * max(65536, RATE // 1000))  # conn.c pace_refill
+SAVED = max(RATE // 10, 2 * max(262144, RATE // 1000))  # conn.c pace_refill
 
 
 def download(port, path, out, extra=""):

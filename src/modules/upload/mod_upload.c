@@ -558,7 +558,7 @@ static const struct pl_option options[] = {
     {"max_send_rate", PL_OPT_INT, "0", 0, 1L << 40, NULL,
      "Bytes per second that every download of this host's files may take "
      "together (all GETs, the server's share of a Metalink download "
-     "included); the downloads take turns of 64 KiB at most, so each "
+     "included); the downloads take turns of 256 KiB, so each "
      "moves at the same pace.  A head-end that shares its uplink sets it "
      "below the link's rate, and peers (doc/media.md) carry the rest; 0 "
      "means no limit.",
