@@ -247,24 +247,32 @@ int main(int argc, char **argv)
     pl_loop_on_signal(loop, SIGINT, on_stop, NULL);
     pl_loop_on_signal(loop, SIGHUP, on_reload, NULL);
     pl_loop_on_signal(loop, SIGUSR1, on_stats, NULL);
+    int admin = 0;
     if (pl__frontends_start(config) != PL_OK)
-        goto out;
-    int admin = strcmp(config->s.admin_socket, "off") != 0;
-    if (admin && pl_admin_open(config->s.admin_socket) != PL_OK)
-        goto out;
+        goto settle;
+    admin = strcmp(config->s.admin_socket, "off") != 0;
+    if (admin && pl_admin_open(config->s.admin_socket) != PL_OK) {
+        admin = 0;
+        goto settle;
+    }
     pl_log_info("parleyd", "ready (pid %d)", (int)getpid());
     pl_loop_run(loop);
-    /* Shutdown: end every stream, give them a moment to flush. */
+    rc = 0;
+    /* Shutdown: end every stream, give them a moment to flush.  A start
+     * that failed once the hosts had loaded comes here too: what they
+     * asked of the storage (sm recovery, rooms) finishes and is answered
+     * before they are freed. */
+settle:
     if (admin)
         pl_admin_close();
-    pl__frontends_stop();
+    if (rc == 0)
+        pl__frontends_stop();
     pl__iq_shutdown(); /* waiting requests get their NULL answer */
     struct pl_timer drain;
     struct drain dstate = {0, 0};
     pl_timer_init(&drain, on_drain, &dstate);
     pl_timer_start(loop, &drain, 0);
     pl_loop_run(loop);
-    rc = 0;
 out:
     pl__frontends_free();
     pl__storage_close();
