@@ -390,6 +390,15 @@ bench-scale:
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load
 	@bench/run --scale
 
+# Issue 18's million sessions: parleyd nodes of one cluster (PostgreSQL,
+# Redis) filled with idle sessions until the target or the memory ends,
+# then chat and presence within and across nodes, a node killed
+# (bench/cluster.py; BENCH_CLUSTER_* sizes).
+bench-cluster:
+	@scripts/bootstrap --test
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/parley-load
+	@bench/cluster.py
+
 # The long crash test (issue 18): SOAK_ROUNDS SIGKILLs under load per
 # storage driver, lost and duplicated reported (scripts/soak).
 soak:
@@ -397,4 +406,4 @@ soak:
 	@$(MAKE) --no-print-directory all
 	@scripts/soak
 
-.PHONY: bench bench-scale soak
+.PHONY: bench bench-scale bench-cluster soak
