@@ -318,6 +318,7 @@ def memory(nodes, redis_port):
     mi = meminfo()
     return {
         "server_rss_kib": sum(rss_kib(n.proc.pid) for n in nodes),
+        "node_rss_kib": [rss_kib(n.proc.pid) for n in nodes],
         "generator_rss_kib": sum(rss_kib(g.pid) for n in nodes
                                  for g in n.gens),
         "tcp_buffers_kib": sockstat_kib(),
