@@ -110,11 +110,21 @@ static void pace_leave(struct pl_conn *c)
     pace_unref(p);
 }
 
+/* What the first in line takes in its turn: a slice, or what is left of
+ * its file when that is less (a small file does not wait for a slice). */
+static double pace_need(const struct pl_pace *p)
+{
+    double want = (double)pace_slice(p);
+    if ((double)p->head->sf_left < want)
+        want = (double)p->head->sf_left;
+    return want < 1 ? 1 : want;
+}
+
 static void pace_arm(struct pl_pace *p)
 {
     if (!p->head || pl_timer_active(&p->timer))
         return;
-    double need = (double)pace_slice(p) - p->tokens;
+    double need = pace_need(p) - p->tokens;
     uint64_t ms = need > 0 ? (uint64_t)(need * 1000.0 / (double)p->rate) : 0;
     pl_timer_start(p->loop, &p->timer, ms ? ms : 1);
 }
@@ -168,7 +178,7 @@ static void on_pace(struct pl_timer *t)
     struct pl_pace *p = t->data;
     p->refs++;
     pace_refill(p);
-    while (p->head && (p->tokens >= 1 || !p->rate)) {
+    while (p->head && (!p->rate || p->tokens >= pace_need(p))) {
         struct pl_conn *c = p->head;
         pace_unlink(c);
         c->pace_turn = 1;
