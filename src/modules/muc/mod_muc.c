@@ -1929,19 +1929,76 @@ static void room_drop(struct svc *s, struct muc_room *r, int announce)
     pl__muc_room_free(r);
 }
 
+struct old_msg {
+    char *xml;
+    size_t len;
+    long long ts; /* µs */
+};
+
 struct reload_job {
     struct pl_job base; /* host: service domain, user: room localpart */
     struct svc *s;
     struct pl_buf data;
     int rc;
+    long hmax;         /* history_max: archived messages to read back */
+    struct old_msg *v; /* the room archive's newest first */
+    long n;
 };
+
+static int collect_old(const struct pl_archive_item *it, void *ud)
+{
+    struct reload_job *j = ud;
+    if (j->n >= j->hmax)
+        return 1;
+    struct old_msg *m = &j->v[j->n++];
+    m->xml = pl_strndup(it->xml, it->xml_len);
+    m->len = it->xml_len;
+    m->ts = it->ts;
+    return j->n >= j->hmax;
+}
 
 static int reload_run(const struct pl_storage_driver *d, void *db, void *arg)
 {
     struct reload_job *j = arg;
     j->rc = d->kv_get(db, j->base.host, j->base.user, MUC_STORE, MUC_STORE_KEY,
                       &j->data);
-    return j->rc == PL_ENOT_FOUND ? PL_OK : j->rc;
+    if (j->rc != PL_OK)
+        return j->rc == PL_ENOT_FOUND ? PL_OK : j->rc;
+    if (j->hmax <= 0)
+        return PL_OK;
+    /* The newest messages of the room archive, for the history the
+     * room's new host replays to joiners (kept only if logging is on). */
+    struct pl_archive_query q = {0};
+    q.max = j->hmax;
+    q.backward = 1;
+    long count;
+    j->v = pl_calloc((size_t)j->hmax, sizeof(*j->v));
+    return d->archive_query(db, j->base.host, j->base.user, PL_ARCHIVE_ROOM, &q,
+                            collect_old, j, &count);
+}
+
+/* The archived messages (newest first) become r's history again. */
+static void history_from_archive(struct muc_room *r, struct reload_job *j)
+{
+    for (long i = j->n - 1; i >= 0 && r->cfg.logging && r->cfg.max_history;
+         i--) {
+        struct pl_stanza *h = NULL;
+        if (pl_xml_parse_fragment(j->v[i].xml, j->v[i].len, &h) != PL_OK)
+            continue;
+        struct pl_node *root = pl_stanza_root(h);
+        if (!pl_node_child(root, "body", NULL)) {
+            pl_stanza_unref(h);
+            continue;
+        }
+        time_t t = (time_t)(j->v[i].ts / 1000000);
+        struct pl_node *d = add_el(h, root, "delay", NS_DELAY);
+        char stamp[40];
+        utc_stamp(t, stamp, sizeof(stamp));
+        pl_node_set_attr(h, d, "from", r->jid->bare);
+        pl_node_set_attr(h, d, "stamp", stamp);
+        pl__muc_history_add(&r->history, r->cfg.max_history, h, t);
+        pl_stanza_unref(h);
+    }
 }
 
 static void reload_done(int rc, void *arg)
@@ -1964,6 +2021,7 @@ static void reload_done(int rc, void *arg)
             if (r) {
                 r->service = s;
                 update_avatar_hash(r);
+                history_from_archive(r, j);
                 pl_map_put(&s->rooms, r->local, r);
                 s->nrooms++;
             } else {
@@ -1972,6 +2030,9 @@ static void reload_done(int rc, void *arg)
             }
         }
     }
+    for (long i = 0; i < j->n; i++)
+        pl_free(j->v[i].xml);
+    pl_free(j->v);
     struct pl_jid *jid = NULL;
     if (pl_jid_make(j->base.user, s->domain, NULL, &jid) == PL_OK) {
         struct pl_event ev =
@@ -1995,6 +2056,7 @@ static int on_room_load(struct pl_event *ev, void *state)
     struct reload_job *j = pl_job_new(sizeof(*j), NULL, 0, s->domain,
                                       ev->to->local);
     j->s = s;
+    j->hmax = s->history_max;
     pl_storage_submit(pl_server_loop(), reload_run, reload_done, j);
     return PL_HANDLED;
 }
