@@ -273,6 +273,13 @@ static int on_room_stanza(struct pl_event *ev, void *state)
     const struct pl_jid *to = ev->to;
     if (!to || !to->local || !ev->from || !ev->stanza)
         return PL_PASS; /* the service itself: every node answers */
+    if (!on) {
+        /* Stopping: the rooms are gone from here (a leaving session's
+         * last presence must not take a lease again). */
+        pl_route_error(ev->stanza, PL_ESERVICE_UNAVAILABLE,
+                       "The server is stopping.");
+        return PL_HANDLED;
+    }
     struct room *r = pl_map_get(&rooms, to->bare);
     if (r && r->state == R_HERE)
         return PL_PASS;
