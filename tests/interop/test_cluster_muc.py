@@ -12,12 +12,18 @@ PostgreSQL and start_nodes, imported), raw MUC clients from test_muc.py.
     disco#info through node c shows the new name;
   - the race: users on two nodes send the first join of a new room at
     the same moment: one room (one 201, each sees the other);
+  - Redis restarted empty: the host sets the room's lease again, and
+    groupchat goes on;
   - the hosting node killed (SIGKILL): the occupants on the surviving
     nodes get an unavailable self-presence with status 110 and 332
     (XEP-0045: removed because of a system shutdown); they join again,
     another node takes the lease and loads the room from the database
-    (its name, persistence and the owner affiliation), and groupchat
-    reaches each occupant exactly once again.
+    (its name, persistence and the owner affiliation, the history from
+    the room archive), and groupchat reaches each occupant exactly once
+    again;
+  - that node stopped cleanly (SIGTERM): its lease is gone at once, the
+    occupant on the last node gets the 332 presence once, and joins
+    again, the room now hosted by the last node.
 
 Skips (with a note) only when redis-server cannot start.  Run with
 /usr/bin/python3; `scripts/run-tests test_cluster_muc.py`.
@@ -25,6 +31,7 @@ Skips (with a note) only when redis-server cannot start.  Run with
 
 import os
 import signal
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -130,9 +137,9 @@ def one_room(users):
               % users["b"].bare)
     check("ann (node a) makes ben an owner", ok(r), tostr(r))
     r = configure(users["b"], room, roomname="Cluster hall",
-                  persistentroom="1")
-    check("ben (node b) configures the room: name, persistent", ok(r),
-          tostr(r))
+                  persistentroom="1", enablelogging="1")
+    check("ben (node b) configures the room: name, persistent, logged",
+          ok(r), tostr(r))
     for cl, nick in cls:
         got = cl.wait(lambda el: el.tag == C + "message" and
                       el.get("from") == room and "104" in codes(el),
@@ -142,7 +149,29 @@ def one_room(users):
     name = room_name(users["c"], room)
     check("disco#info through node c names the room 'Cluster hall'",
           name == "Cluster hall", name)
+    chat_once(cls, room, cls[2], "logged before", "one room, logged")
     return room, cls
+
+
+def redis_restart(proc, room, cls):
+    """Redis restarted empty: the host sets the room's lease again, and
+    the room goes on where it was."""
+    host = host_of(room)
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    r, why = tc.start_redis(tc.redis_port[0])
+    if not check("redis-server restarts empty on the same port",
+                 r is not None, why):
+        return None
+    back = harness.wait_for(lambda: host_of(room) == host, STEP * 2)
+    check("after a Redis restart the host (node %s) sets the room's lease "
+          "again" % host, back, host_of(room))
+    chat_once(cls, room, cls[0], "after the redis restart",
+              "after a Redis restart")
+    return r[0]
 
 
 def race(users):
@@ -218,9 +247,38 @@ def takeover(room, cls):
         check("... and its affiliations (ben is still an owner)",
               item is not None and item.get("affiliation") == "owner",
               tostr(me[0]))
+    for (cl, nick), s in zip(survivors, selfs):
+        h = cl.wait(lambda el: is_msg(room + "/cat", "groupchat",
+                                      "logged before")(el) and
+                    el.find("{urn:xmpp:delay}delay") is not None, STEP)
+        check("%s's join gets the history from the room archive (a "
+              "delayed 'logged before')" % nick, h is not None)
     sees_everyone(survivors, room, "after the takeover")
     chat_once(survivors, room, survivors[0], "we are back",
               "after the takeover")
+    return new_host, survivors
+
+
+def clean_stop(room, host, survivors):
+    """The host stops (SIGTERM): it tells the occupants (332) and
+    deletes its lease at once; the room moves on the next join."""
+    srv = tc.nodes[host]
+    left = [(cl, nick) for cl, nick in survivors if cl.srv is not srv]
+    srv.kill(signal.SIGTERM)
+    check("node %s stopped cleanly: the room's lease is gone at once"
+          % host, host_of(room) is None, host_of(room))
+    for cl, nick in left:
+        got = cl.wait(is_self(room, nick, "unavailable"), STEP * 2)
+        check("... %s gets an unavailable self-presence with status 332"
+              % nick, got is not None and "332" in codes(got), tostr(got))
+        again = cl.quiet(is_self(room, nick, "unavailable"), QUIET)
+        check("... once (not again when node %s is seen gone)" % host,
+              not again, [tostr(x) for x in again])
+        cl.drain(0.3)
+    selfs = join_all(left, room)
+    check("... and joins again, the room hosted by its own node now",
+          all(s is not None and s.get("type") is None for s in selfs) and
+          host_of(room) not in (None, host), host_of(room))
 
 
 def main():
@@ -245,7 +303,11 @@ def main():
         cl.drain(0.2)
     room, cls = one_room(users)
     race(users)
-    takeover(room, cls)
+    if redis_restart(r[0], room, cls) is None:
+        return
+    got = takeover(room, cls)
+    if got:
+        clean_stop(room, *got)
     for cl in users.values():
         cl.close()
 
