@@ -453,8 +453,9 @@ static void beat(struct pl_timer *t)
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
         pl__rooms_renew();
-        pl__rooms_tick();
     }
+    /* Rooms that waited for the grace ask now (or, Redis down, fail). */
+    pl__rooms_tick();
     pl_timer_start(pl_server_loop(), &beat_timer, (uint64_t)S->ttl / 3);
 }
 

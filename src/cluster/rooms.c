@@ -226,7 +226,7 @@ static void on_acquire(redisReply *rep, void *ud)
 static void ask(struct room *r)
 {
     const struct pl_cluster_settings *S = pl__cluster_settings();
-    if (pl__cluster_in_grace()) {
+    if (pl__redis_is_up() && pl__cluster_in_grace()) {
         r->state = R_NEW; /* pl__rooms_tick asks once the grace is over */
         return;
     }
@@ -256,7 +256,7 @@ static void tick_one(const char *key, void *value, void *ud)
 
 void pl__rooms_tick(void)
 {
-    if (!on || pl__cluster_in_grace() || !rooms.count)
+    if (!on || !rooms.count || (pl__redis_is_up() && pl__cluster_in_grace()))
         return;
     struct room **v = pl_calloc(rooms.count + 1, sizeof(*v)), **end = v;
     pl_map_each(&rooms, tick_one, &end);
