@@ -30,6 +30,7 @@ Skips (with a note) only when redis-server cannot start.  Run with
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -264,7 +265,11 @@ def clean_stop(room, host, survivors):
     deletes its lease at once; the room moves on the next join."""
     srv = tc.nodes[host]
     left = [(cl, nick) for cl, nick in survivors if cl.srv is not srv]
-    srv.kill(signal.SIGTERM)
+    rc = srv.kill(signal.SIGTERM)
+    bad = [p for p in harness.SANITIZER_PATTERNS
+           if re.search(p, srv.log_text())]
+    check("node %s exits 0 on SIGTERM, no crash or sanitizer report in "
+          "its log" % host, rc == 0 and not bad, "%s %s" % (rc, bad))
     check("node %s stopped cleanly: the room's lease is gone at once"
           % host, host_of(room) is None, host_of(room))
     for cl, nick in left:
