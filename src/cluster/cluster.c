@@ -611,7 +611,8 @@ static void count_local(struct pl_session *s, void *ud)
 }
 
 /* The admin operation "cluster" (parleyctl cluster, GET /api/cluster,
- * /metrics): this node, then every node it knows, as seen from here. */
+ * /metrics): this node (with the MUC rooms it hosts), then every node it
+ * knows, as seen from here. */
 static json_t *admin_cluster(json_t *req)
 {
     (void)req;
@@ -619,11 +620,12 @@ static json_t *admin_cluster(json_t *req)
         return json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
     long local = 0;
     pl_session_each(count_local, &local);
-    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok", 1,
-                     "enabled", 1, "node", S->node, "epoch",
+    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:o}", "ok",
+                     1, "enabled", 1, "node", S->node, "epoch",
                      strchr(self, ':') + 1, "link", S->link, "redis", S->redis,
                      "redis_connected", pl__redis_is_up(), "sessions",
-                     (json_int_t)local, "nodes", pl__link_json());
+                     (json_int_t)local, "rooms", (json_int_t)pl__rooms_hosted(),
+                     "nodes", pl__link_json());
 }
 
 /* ---- lifetime ---- */

@@ -114,5 +114,7 @@ void pl__rooms_seen(struct pl_session *s, struct pl_stanza *st);
 /* Clean stop: occupants of the rooms hosted here told, leases deleted. */
 void pl__rooms_stop(void);
 void pl__rooms_free(void);
+/* MUC rooms hosted here (parleyctl cluster). */
+long pl__rooms_hosted(void);
 
 #endif

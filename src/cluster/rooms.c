@@ -556,6 +556,23 @@ void pl__rooms_renew(void)
     }
 }
 
+/* ---- for operators ---- */
+
+static void count_here(const char *key, void *value, void *ud)
+{
+    (void)key;
+    if (((struct room *)value)->state == R_HERE)
+        (*(long *)ud)++;
+}
+
+long pl__rooms_hosted(void)
+{
+    long n = 0;
+    if (on)
+        pl_map_each(&rooms, count_here, &n);
+    return n;
+}
+
 /* ---- lifetime ---- */
 
 void pl__rooms_start(struct pl_config *c)
