@@ -5,7 +5,7 @@ PostgreSQL and start_nodes, imported), raw MUC clients from test_muc.py.
 
   - users on nodes a, b and c join the same room, each through its own
     node: one room (hosted by one node, whose name is the room's lease in
-    Redis); everyone sees every occupant's presence, and a groupchat
+    Redis; `parleyctl cluster` counts it on that node only); everyone sees every occupant's presence, and a groupchat
     message reaches each occupant exactly once;
   - a configuration change (room name, persistent) made by an owner on
     node b: the status 104 notice reaches the occupants on a and c, and
@@ -29,6 +29,7 @@ Skips (with a note) only when redis-server cannot start.  Run with
 /usr/bin/python3; `scripts/run-tests test_cluster_muc.py`.
 """
 
+import json
 import os
 import re
 import signal
@@ -60,6 +61,15 @@ def conf():
 def host_of(room):
     v = tc.redis_cmd("GET", "%sroom:%s" % (tc.PREFIX, room))
     return v.decode().split(":")[0] if v else None
+
+
+def rooms_hosted(name):
+    """The MUC rooms node name hosts, from parleyctl cluster --json."""
+    rc, out = tc.nodes[name].ctl("cluster", "--json")
+    try:
+        return json.loads(out).get("rooms") if rc == 0 else None
+    except ValueError:
+        return None
 
 
 def is_self(room, nick, type_=None):
@@ -130,6 +140,12 @@ def one_room(users):
     host = host_of(room)
     check("the room's lease in Redis names node a (the first join's)",
           host == "a", host)
+    hosted = {n: rooms_hosted(n) for n in "abc"}
+    check("parleyctl cluster: node a hosts one MUC room, b and c none",
+          hosted == {"a": 1, "b": 0, "c": 0}, hosted)
+    rc, out = tc.nodes["a"].ctl("cluster")
+    check("... and says so in its first line",
+          rc == 0 and "1 MUC rooms hosted" in out.splitlines()[0], out)
     sees_everyone(cls, room, "one room")
     chat_once(cls, room, cls[1], "hello from b", "one room")
     chat_once(cls, room, cls[2], "hello from c", "one room")
