@@ -804,7 +804,7 @@ static int cmd_cluster(int n, char **a)
         puts("cluster: off (one process; cluster.enable, doc/cluster.md)");
     } else if (ans && !rc) {
         printf("node %s (epoch %s), links on %s, redis %s (%s), %lld local "
-               "sessions\n",
+               "sessions, %lld MUC rooms hosted\n",
                json_string_value(json_object_get(ans, "node")),
                json_string_value(json_object_get(ans, "epoch")),
                json_string_value(json_object_get(ans, "link")),
@@ -812,7 +812,8 @@ static int cmd_cluster(int n, char **a)
                json_is_true(json_object_get(ans, "redis_connected"))
                    ? "connected"
                    : "disconnected",
-               (long long)json_integer_value(json_object_get(ans, "sessions")));
+               (long long)json_integer_value(json_object_get(ans, "sessions")),
+               (long long)json_integer_value(json_object_get(ans, "rooms")));
         printf("%-16s %-5s %-22s %-16s %8s %-9s %14s %14s %8s %10s %10s\n",
                "node", "state", "link address", "epoch", "sessions", "link",
                "sent B/st", "received B/st", "unacked", "oldest", "ack rtt");

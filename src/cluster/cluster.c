@@ -6,7 +6,8 @@
  *   cluster: { enable = true; node = "a"; redis = "127.0.0.1:6379";
  *              link = "10.0.0.1:5290"; secret = "..."; ttl = 3000;
  *              key_prefix = "parley:";
- *              max_link_buffer = 16777216; max_link_stanza = 1048576; };
+ *              max_link_buffer = 16777216; max_link_stanza = 1048576;
+ *              room_lease = 10000; max_room_queue = 1000; };
  *
  * Liveness: every ttl/3 ms a node sets <prefix>node:<name> = "<link>
  * <epoch>" with a TTL of ttl ms, adds its name to the set <prefix>nodes,
@@ -26,6 +27,8 @@
  * them: mod_presence does the rest).  Routing itself reads the mirror
  * link.c keeps of every node's sessions, never Redis: no round trip per
  * stanza.
+ *
+ * MUC rooms: one node hosts each, holding its lease in Redis (rooms.c).
  */
 #include <arpa/inet.h>
 #include <stddef.h>
@@ -51,6 +54,8 @@ static const struct pl_cluster_settings defaults = {
     .ttl = 3000,
     .max_link_buffer = 16777216,
     .max_link_stanza = 1048576,
+    .room_lease = 10000,
+    .max_room_queue = 1000,
 };
 
 static const struct pl_cluster_settings *S = &defaults;
@@ -67,6 +72,11 @@ const struct pl_cluster_settings *pl__cluster_settings(void)
 const char *pl__cluster_self(void)
 {
     return self;
+}
+
+int pl__cluster_in_grace(void)
+{
+    return pl_loop_now(pl_server_loop()) < redis_up_ms + (uint64_t)S->ttl;
 }
 
 #define OFF(f) offsetof(struct pl_cluster_settings, f)
@@ -108,6 +118,16 @@ static const struct pl_option options[] = {
      "Bytes of one element read from a node's link (a stanza or a session "
      "state); more closes the link.",
      OFF(max_link_stanza)},
+    {"room_lease", PL_OPT_INT, "10000", 1000, 3600000, NULL,
+     "Milliseconds a room's lease lives in Redis (the node hosting a MUC "
+     "room renews it every ttl/3); at least ttl.  A dead node's rooms are "
+     "taken over as soon as it is seen dead, the lease's end is a backstop.",
+     OFF(room_lease)},
+    {"max_room_queue", PL_OPT_INT, "1000", 1, 1000000, NULL,
+     "Stanzas to one MUC room held while the node that hosts it is being "
+     "decided (a Redis round trip and a database read); more get "
+     "<resource-constraint/>.",
+     OFF(max_room_queue)},
     {0},
 };
 
@@ -223,6 +243,13 @@ static int check(struct pl_config *c, void *settings, char *err, size_t errlen)
                  "cluster.link: \"ip:port\" (an IP literal) is needed, not "
                  "\"%s\"",
                  s->link);
+        return PL_EINVAL;
+    }
+    if (s->room_lease < s->ttl) {
+        snprintf(err, errlen,
+                 "cluster.room_lease (%ld) must be at least cluster.ttl "
+                 "(%ld): leases are renewed every ttl/3",
+                 s->room_lease, s->ttl);
         return PL_EINVAL;
     }
     if (strlen(s->secret) < 16) {
@@ -425,7 +452,10 @@ static void beat(struct pl_timer *t)
                       val, S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
+        pl__rooms_renew();
     }
+    /* Rooms that waited for the grace ask now (or, Redis down, fail). */
+    pl__rooms_tick();
     pl_timer_start(pl_server_loop(), &beat_timer, (uint64_t)S->ttl / 3);
 }
 
@@ -581,7 +611,8 @@ static void count_local(struct pl_session *s, void *ud)
 }
 
 /* The admin operation "cluster" (parleyctl cluster, GET /api/cluster,
- * /metrics): this node, then every node it knows, as seen from here. */
+ * /metrics): this node (with the MUC rooms it hosts), then every node it
+ * knows, as seen from here. */
 static json_t *admin_cluster(json_t *req)
 {
     (void)req;
@@ -589,11 +620,12 @@ static json_t *admin_cluster(json_t *req)
         return json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
     long local = 0;
     pl_session_each(count_local, &local);
-    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok", 1,
-                     "enabled", 1, "node", S->node, "epoch",
+    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:o}", "ok",
+                     1, "enabled", 1, "node", S->node, "epoch",
                      strchr(self, ':') + 1, "link", S->link, "redis", S->redis,
                      "redis_connected", pl__redis_is_up(), "sessions",
-                     (json_int_t)local, "nodes", pl__link_json());
+                     (json_int_t)local, "rooms", (json_int_t)pl__rooms_hosted(),
+                     "nodes", pl__link_json());
 }
 
 /* ---- lifetime ---- */
@@ -628,6 +660,7 @@ static int cluster_start(struct pl_config *c, void *settings)
         pl_hook_add(h, "iq-get/bare/jabber:iq:roster:query", on_roster_get,
                     10000, NULL);
     }
+    pl__rooms_start(c);
     started = 1;
     pl_timer_init(&beat_timer, beat, NULL);
     long retry = S->ttl / 3;
@@ -642,6 +675,7 @@ static void cluster_stop(void)
 {
     if (!started)
         return;
+    pl__rooms_stop();
     /* Leaving: the others see it at their next poll, not after the TTL. */
     if (pl__redis_is_up()) {
         pl__redis_cmd(NULL, NULL, "DEL %snode:%s", S->prefix, S->node);
@@ -665,7 +699,9 @@ static void cluster_reload(struct pl_config *c, void *settings)
           strcmp(n->link, S->link) || strcmp(n->prefix, S->prefix) ||
           strcmp(n->secret, S->secret) || n->ttl != S->ttl ||
           n->max_link_buffer != S->max_link_buffer ||
-          n->max_link_stanza != S->max_link_stanza)))
+          n->max_link_stanza != S->max_link_stanza ||
+          n->room_lease != S->room_lease ||
+          n->max_room_queue != S->max_room_queue)))
         pl_log_warn("cluster", "reload: the cluster group changes only on "
                                "restart");
 }
@@ -681,6 +717,7 @@ static void cluster_free(void)
         return;
     started = 0;
     pl__redis_stop();
+    pl__rooms_free();
     pl__link_free();
     S = &defaults;
 }

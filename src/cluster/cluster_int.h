@@ -8,6 +8,8 @@
  *   link.c     node-to-node links (an XML stream each way) and the
  *              remote sessions (struct pl_session whose transport is a
  *              link) that make other nodes' users routable here
+ *   rooms.c    MUC rooms: one node hosts each, holding its lease in
+ *              Redis; the others forward the room's stanzas to it
  */
 #ifndef PL_CLUSTER_INT_H
 #define PL_CLUSTER_INT_H
@@ -16,6 +18,8 @@
 #include <jansson.h>
 
 #include "resources.h"
+
+struct pl_config;
 
 struct pl_cluster_settings {
     int enable;           /* off: one process, as without the module */
@@ -27,11 +31,16 @@ struct pl_cluster_settings {
     char *secret;         /* what a link's header must carry */
     long max_link_buffer; /* bytes queued toward one node */
     long max_link_stanza; /* bytes of one element read from a link */
+    long room_lease;      /* ms a room's lease lives; renewed every ttl/3 */
+    long max_room_queue;  /* stanzas held per room while its host is asked */
 };
 
 const struct pl_cluster_settings *pl__cluster_settings(void);
 /* This process's incarnation ("<node>:<epoch>"), unique per start. */
 const char *pl__cluster_self(void);
+/* Whether Redis (re)connected less than ttl ms ago: the other nodes may
+ * not have written their keys again yet. */
+int pl__cluster_in_grace(void);
 
 /* ---- redis.c ---- */
 
@@ -71,6 +80,9 @@ void pl__link_announce_down(struct pl_session *s);
 /* A session with this full JID left the table: another node's session
  * of that JID (kept out by it) takes its place. */
 void pl__link_reregister(const char *full);
+/* Sends st (borrowed) to node `name` to be routed there again (a room
+ * it hosts); PL_ECLOSED when its link is not up. */
+int pl__link_forward(const char *name, struct pl_stanza *st);
 /* Whether s is a remote session (another node's user). */
 int pl__link_is_remote(const struct pl_session *s);
 void pl__link_stop(void);
@@ -84,5 +96,25 @@ json_t *pl__link_json(void);
  * table; announce them unavailable if this node wins the purge. */
 void pl__cluster_node_gone(const char *name, const char *epoch,
                            struct pl_session **v, int n);
+
+/* ---- rooms.c ---- */
+
+/* Hooks the room services of every host (cluster enabled). */
+void pl__rooms_start(struct pl_config *c);
+/* Every ttl/3: renews the leases held here, asks for those that waited
+ * for the end of the grace. */
+void pl__rooms_renew(void);
+void pl__rooms_tick(void);
+/* A node is dead: the rooms it hosted are free again; their occupants on
+ * this node get an unavailable presence with status 332. */
+void pl__rooms_node_dead(const char *name);
+/* st (a presence) reached local session s through a link: notes s in or
+ * out of a room hosted elsewhere (its self-presence, status 110). */
+void pl__rooms_seen(struct pl_session *s, struct pl_stanza *st);
+/* Clean stop: occupants of the rooms hosted here told, leases deleted. */
+void pl__rooms_stop(void);
+void pl__rooms_free(void);
+/* MUC rooms hosted here (parleyctl cluster). */
+long pl__rooms_hosted(void);
 
 #endif

@@ -12,6 +12,8 @@
  *   <c:up jid= prio= avail= int= [p='1']/> [<presence/>]  a session's state
  *   <c:down jid=/>                                         it ended
  *   <c:d to= h=/> <message|presence|iq/>                   deliver to `to`
+ *   <c:d to= h= r='1'/> <message|presence|iq/>             route it (a room
+ *                                                          hosted here)
  *   <c:close to= cond=/>                                   end it (conflict)
  *
  * The other direction of the connection carries acknowledgements, <a n=/>
@@ -129,6 +131,7 @@ struct link_in {
     enum expect expect;
     char *jid; /* X_PRESENCE: whose; X_STANZA: to whom */
     int hops;
+    int route;      /* X_STANZA: route it again (r='1': a room hosted here) */
     uint64_t got;   /* <c:d/> stanzas handled */
     uint64_t acked; /* the last count sent back */
     struct link_in *prev, *next;
@@ -525,22 +528,17 @@ static const struct pl_xml_callbacks ack_xml_cb = {
 
 /* ---- the remote session's transport ---- */
 
-static void remote_deliver(struct pl_session *s, struct pl_stanza *st)
+/* Writes <c:d to= h= [r='1']/> and st on n's link, kept until it is
+ * acknowledged.  route: the receiver routes st again (a room it hosts)
+ * instead of handing it to its session `to`. */
+static void send_d(struct node *n, const char *to, int route,
+                   struct pl_stanza *st)
 {
-    struct remote *r = (struct remote *)s;
-    if (!r->node || !r->node->out)
-        return; /* not in the table then: not reached */
-    if (cur_hops > MAX_HOPS) {
-        pl_log_warn("cluster", "a stanza for %s went round the nodes: dropped",
-                    s->jid->full);
-        return;
-    }
     struct pl_buf b = {0};
     pl_buf_append_str(&b, "<c:d");
-    attr(&b, "to", s->jid->full);
-    pl_buf_printf(&b, " h='%d'/>", cur_hops);
+    attr(&b, "to", to);
+    pl_buf_printf(&b, " h='%d'%s/>", cur_hops, route ? " r='1'" : "");
     write_stanza(&b, st);
-    struct node *n = r->node;
     struct pending *p = pl_calloc(1, sizeof(*p));
     p->seq = ++n->sent;
     p->st = pl_stanza_ref(st);
@@ -569,6 +567,34 @@ static void remote_deliver(struct pl_session *s, struct pl_stanza *st)
                     n->name, n->pending_bytes);
         pl_conn_close(n->out);
     }
+}
+
+static void remote_deliver(struct pl_session *s, struct pl_stanza *st)
+{
+    struct remote *r = (struct remote *)s;
+    if (!r->node || !r->node->out)
+        return; /* not in the table then: not reached */
+    if (cur_hops > MAX_HOPS) {
+        pl_log_warn("cluster", "a stanza for %s went round the nodes: dropped",
+                    s->jid->full);
+        return;
+    }
+    send_d(r->node, s->jid->full, 0, st);
+}
+
+int pl__link_forward(const char *name, struct pl_stanza *st)
+{
+    struct node *n = node_find(name);
+    const char *to = pl_stanza_attr(st, "to");
+    if (!n || !n->out || !n->attached || !to)
+        return PL_ECLOSED;
+    if (cur_hops > MAX_HOPS) {
+        pl_log_warn("cluster", "a stanza for %s went round the nodes: dropped",
+                    to);
+        return PL_ECLOSED;
+    }
+    send_d(n, to, 1, st);
+    return PL_OK;
 }
 
 /* A newer session took the JID (c2s, RFC 6120 §7.7.2.2) or an operator
@@ -698,8 +724,9 @@ static void on_close(struct link_in *li, struct pl_stanza *st)
 /* A stanza for one of our sessions (<c:d/>). */
 static void deliver_here(struct link_in *li, struct pl_stanza *st)
 {
-    struct pl_session *s = pl_session_by_full(li->jid);
+    struct pl_session *s = li->route ? NULL : pl_session_by_full(li->jid);
     if (s && !pl__link_is_remote(s)) {
+        pl__rooms_seen(s, st);
         pl_session_send(s, st);
         return;
     }
@@ -782,11 +809,13 @@ static void in_stanza(void *ud, struct pl_stanza *st)
         else if (strcmp(root->name, "d") == 0) {
             const char *to = pl_node_attr(root, "to");
             const char *h = pl_node_attr(root, "h");
+            const char *rt = pl_node_attr(root, "r");
             if (to) {
                 li->expect = X_STANZA;
                 pl_free(li->jid);
                 li->jid = pl_strdup(to);
                 li->hops = h ? atoi(h) : 0;
+                li->route = rt && rt[0] == '1';
             }
         }
     } else if (x == X_STANZA) {
@@ -1207,6 +1236,8 @@ void pl__link_node_dead(const char *name)
     /* cluster.c takes the sessions (and frees them). */
     pl__cluster_node_gone(n->name, n->epoch, (struct pl_session **)v, k);
     pl_free(v);
+    /* The rooms it hosted are free; their occupants here are told. */
+    pl__rooms_node_dead(n->name);
     pl_free(n->name);
     pl_free(n->addr);
     pl_free(n->epoch);

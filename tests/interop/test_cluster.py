@@ -34,7 +34,8 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
     contact on node a, its registry entries are gone.
 
 --check-config refuses a cluster group without a secret, with a host
-name for Redis, without a link address or with a bad node name.
+name for Redis, without a link address, with a bad node name or with a
+room lease shorter than the ttl.
 
 Skips (with a note, not a failure) only when redis-server cannot be
 started.  Every wait is bounded; run with /usr/bin/python3;
@@ -331,6 +332,8 @@ def check_config():
         ("no link", base.replace('link = "127.0.0.1:2";', ""),
          "cluster.link"),
         ("a bad node name", base.replace('"x"', '"a b"'), "cluster.node"),
+        ("a room lease shorter than the ttl",
+         base + " ttl = 5000; room_lease = 2000;", "cluster.room_lease"),
     ]
     for what, group, want in cases:
         srv.extra = "cluster: { %s };" % group

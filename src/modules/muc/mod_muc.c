@@ -463,6 +463,10 @@ static void room_free(struct svc *s, struct muc_room *r)
         occupant_gone(r, r->occ[r->nocc - 1]);
     pl_map_del(&s->rooms, r->local);
     s->nrooms--;
+    /* In a cluster, the room's lease goes (doc/cluster.md, "Rooms"). */
+    struct pl_event ev = {"muc/room-gone", s->host, NULL, NULL, NULL,
+                          r->jid,          NULL};
+    pl_hook_fire(&ev);
     pl__muc_room_free(r);
 }
 
@@ -1891,6 +1895,184 @@ static int on_session_closed(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
+/* ---------------------------------------------------- in a cluster */
+
+/*
+ * doc/cluster.md, "Rooms": one node hosts a room at a time.  The cluster
+ * fires "muc/room-load" on the node that took the room's lease: the room
+ * is read again from the database (another node may have changed it, or
+ * hosted it until it died), then "muc/room-loaded" says it is ready.  On
+ * "muc/room-lost" (the lease is another node's, or this node stops) the
+ * room leaves this node: its occupants get an unavailable self-presence
+ * with status 332 (XEP-0045: removed because of a system shutdown) and
+ * may join again, wherever the room is hosted next.  Nothing of this runs
+ * without a cluster.
+ */
+
+/* Forgets r here (no archive or storage change): another node hosts it. */
+static void room_drop(struct svc *s, struct muc_room *r, int announce)
+{
+    while (r->nocc) {
+        struct muc_occupant *o = r->occ[r->nocc - 1];
+        if (announce) {
+            struct pl_stanza *self = build_presence(r, o, "unavailable",
+                                                    aff_of(s, r, o->jid), 1,
+                                                    (int[]){110, 332}, 2, NULL,
+                                                    NULL, NULL);
+            send_st(self, o->room_jid, o->jid);
+            pl_stanza_unref(self);
+        }
+        occupant_gone(r, o);
+    }
+    pl_map_del(&s->rooms, r->local);
+    s->nrooms--;
+    pl__muc_room_free(r);
+}
+
+struct old_msg {
+    char *xml;
+    size_t len;
+    long long ts; /* µs */
+};
+
+struct reload_job {
+    struct pl_job base; /* host: service domain, user: room localpart */
+    struct svc *s;
+    struct pl_buf data;
+    int rc;
+    long hmax;         /* history_max: archived messages to read back */
+    struct old_msg *v; /* the room archive's newest first */
+    long n;
+};
+
+static int collect_old(const struct pl_archive_item *it, void *ud)
+{
+    struct reload_job *j = ud;
+    if (j->n >= j->hmax)
+        return 1;
+    struct old_msg *m = &j->v[j->n++];
+    m->xml = pl_strndup(it->xml, it->xml_len);
+    m->len = it->xml_len;
+    m->ts = it->ts;
+    return j->n >= j->hmax;
+}
+
+static int reload_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct reload_job *j = arg;
+    j->rc = d->kv_get(db, j->base.host, j->base.user, MUC_STORE, MUC_STORE_KEY,
+                      &j->data);
+    if (j->rc != PL_OK)
+        return j->rc == PL_ENOT_FOUND ? PL_OK : j->rc;
+    if (j->hmax <= 0)
+        return PL_OK;
+    /* The newest messages of the room archive, for the history the
+     * room's new host replays to joiners (kept only if logging is on). */
+    struct pl_archive_query q = {0};
+    q.max = j->hmax;
+    q.backward = 1;
+    long count;
+    j->v = pl_calloc((size_t)j->hmax, sizeof(*j->v));
+    return d->archive_query(db, j->base.host, j->base.user, PL_ARCHIVE_ROOM, &q,
+                            collect_old, j, &count);
+}
+
+/* The archived messages (newest first) become r's history again. */
+static void history_from_archive(struct muc_room *r, struct reload_job *j)
+{
+    for (long i = j->n - 1; i >= 0 && r->cfg.logging && r->cfg.max_history;
+         i--) {
+        struct pl_stanza *h = NULL;
+        if (pl_xml_parse_fragment(j->v[i].xml, j->v[i].len, &h) != PL_OK)
+            continue;
+        struct pl_node *root = pl_stanza_root(h);
+        if (!pl_node_child(root, "body", NULL)) {
+            pl_stanza_unref(h);
+            continue;
+        }
+        time_t t = (time_t)(j->v[i].ts / 1000000);
+        struct pl_node *d = add_el(h, root, "delay", NS_DELAY);
+        char stamp[40];
+        utc_stamp(t, stamp, sizeof(stamp));
+        pl_node_set_attr(h, d, "from", r->jid->bare);
+        pl_node_set_attr(h, d, "stamp", stamp);
+        pl__muc_history_add(&r->history, r->cfg.max_history, h, t);
+        pl_stanza_unref(h);
+    }
+}
+
+static void reload_done(int rc, void *arg)
+{
+    struct reload_job *j = arg;
+    struct svc *s = j->s;
+    struct muc_room *old = pl_map_get(&s->rooms, j->base.user);
+    if (rc != PL_OK)
+        pl_log_error("mod_muc", "while reading room %s@%s: %s", j->base.user,
+                     j->base.host, pl_strerror(rc));
+    if (rc == PL_OK && !(old && old->nocc)) {
+        /* What this node had (read at start) may be stale: the
+         * database's copy wins; none there: the room is new. */
+        if (old)
+            room_drop(s, old, 0);
+        struct pl_str d = pl_buf_str(&j->data);
+        if (j->rc == PL_OK && d.len) {
+            struct muc_room *r = pl__muc_store_load(j->base.user, s->domain,
+                                                    &s->defaults, d.p, d.len);
+            if (r) {
+                r->service = s;
+                update_avatar_hash(r);
+                history_from_archive(r, j);
+                pl_map_put(&s->rooms, r->local, r);
+                s->nrooms++;
+            } else {
+                pl_log_error("mod_muc", "stored room %s@%s does not parse",
+                             j->base.user, j->base.host);
+            }
+        }
+    }
+    for (long i = 0; i < j->n; i++)
+        pl_free(j->v[i].xml);
+    pl_free(j->v);
+    struct pl_jid *jid = NULL;
+    if (pl_jid_make(j->base.user, s->domain, NULL, &jid) == PL_OK) {
+        struct pl_event ev =
+            {"muc/room-loaded", s->host, NULL, NULL, NULL, jid, NULL};
+        pl_hook_fire(&ev);
+    }
+    pl_jid_free(jid);
+    pl_buf_reset(&j->data);
+    pl_job_free(j);
+}
+
+/* This node took the room's lease: read it from the database. */
+static int on_room_load(struct pl_event *ev, void *state)
+{
+    struct svc *s = state;
+    if (!ev->to || !ev->to->local)
+        return PL_PASS;
+    struct muc_room *r = pl_map_get(&s->rooms, ev->to->local);
+    if (r && r->nocc)
+        return PL_PASS; /* served here all along */
+    struct reload_job *j = pl_job_new(sizeof(*j), NULL, 0, s->domain,
+                                      ev->to->local);
+    j->s = s;
+    j->hmax = s->history_max;
+    pl_storage_submit(pl_server_loop(), reload_run, reload_done, j);
+    return PL_HANDLED;
+}
+
+/* The room's lease is another node's (or this node stops). */
+static int on_room_lost(struct pl_event *ev, void *state)
+{
+    struct svc *s = state;
+    struct muc_room *r = ev->to && ev->to->local
+                             ? pl_map_get(&s->rooms, ev->to->local)
+                             : NULL;
+    if (r)
+        room_drop(s, r, 1);
+    return PL_PASS;
+}
+
 /* ------------------------------------------------------------ loading */
 
 struct loaded_room {
@@ -2124,6 +2306,11 @@ static const struct pl_hook_def hooks[] = {
     {"muc/message", on_message, 0},
     {"muc/iq", on_iq, 0},
     {"session/closed", on_session_closed, 0},
+    /* Another node's session that left (doc/cluster.md): out of the rooms
+     * hosted here too. */
+    {"session/dropped", on_session_closed, 0},
+    {"muc/room-load", on_room_load, 0},
+    {"muc/room-lost", on_room_lost, 0},
     {0},
 };
 
