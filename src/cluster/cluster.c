@@ -36,21 +36,28 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include "admin.h"
 #include "alloc.h"
 #include "cluster_int.h"
 #include "config.h"
 #include "error.h"
 #include "host.h"
+#include "listen.h"
 #include "log.h"
 #include "loop.h"
 #include "module.h"
+#include "map.h"
 #include "server.h"
+#include "supervise.h"
 
 static const struct pl_cluster_settings defaults = {
     .ttl = 3000,
     .max_link_buffer = 16777216,
     .max_link_stanza = 1048576,
+    .ready_timeout = 10000,
+    .drain_rate = 100,
 };
 
 static const struct pl_cluster_settings *S = &defaults;
@@ -58,6 +65,25 @@ static int started;
 static char self[200]; /* "<node>:<epoch>" */
 static struct pl_timer beat_timer;
 static uint64_t redis_up_ms; /* loop clock at the last connection */
+
+/* This node's phase (doc/cluster.md, "Rolling restart"): starting (its
+ * listeners held until it has linked with every live node), ready,
+ * quiesced (listeners closed, sessions kept), draining (ending its
+ * sessions, drain_rate a second, then stopping). */
+enum phase {
+    PH_STARTING,
+    PH_READY,
+    PH_QUIESCED,
+    PH_DRAINING
+};
+static const char *const phase_names[] = {"starting", "ready", "quiesced",
+                                          "draining"};
+static enum phase phase;
+static int polled; /* a Redis poll has listed the live nodes */
+static struct pl_timer ready_timer, drain_timer;
+static struct pl_map asked; /* full JIDs the drain has ended */
+static long drain_total;    /* local sessions when the drain began */
+static uint64_t drain_last; /* loop clock of the drain's last close */
 
 const struct pl_cluster_settings *pl__cluster_settings(void)
 {
@@ -108,6 +134,16 @@ static const struct pl_option options[] = {
      "Bytes of one element read from a node's link (a stanza or a session "
      "state); more closes the link.",
      OFF(max_link_stanza)},
+    {"ready_timeout", PL_OPT_INT, "10000", 0, 3600000, NULL,
+     "Milliseconds a starting node keeps its listeners closed while it "
+     "links with every live node (so that its users never see the others' "
+     "users offline); after that it opens them anyway.  0: at once.",
+     OFF(ready_timeout)},
+    {"drain_rate", PL_OPT_INT, "100", 1, 1000000, NULL,
+     "Sessions a draining node ends per second (parleyctl cluster drain, "
+     "SIGUSR2, a rolling restart): their clients reconnect to the other "
+     "nodes without a storm.",
+     OFF(drain_rate)},
     {0},
 };
 
@@ -339,9 +375,11 @@ static void on_mget(redisReply *r, void *ud)
             if (strcmp(name, S->node) == 0)
                 continue;
             if (v->type == REDIS_REPLY_STRING) {
-                char addr[128], epoch[64];
-                if (sscanf(v->str, "%127s %63s", addr, epoch) == 2)
+                char addr[128], epoch[64], ph[16] = "";
+                if (sscanf(v->str, "%127s %63s %15s", addr, epoch, ph) >= 2) {
                     pl__link_node_alive(name, addr, epoch);
+                    pl__link_node_phase(name, ph);
+                }
                 continue;
             }
             if (grace)
@@ -360,6 +398,8 @@ static void on_mget(redisReply *r, void *ud)
             }
         }
         pl__link_names_free(known);
+        polled = 1;
+        pl__cluster_check_ready();
     }
     for (int i = 0; i < p->n; i++)
         pl_free(p->names[i]);
@@ -413,6 +453,26 @@ static void on_members(redisReply *r, void *ud)
     pl_free(argv);
 }
 
+static void drain_start(int end_sessions, const char *why);
+
+/* An operator asked (through any node) that this incarnation stop
+ * accepting or drain: <prefix>drain:<node> = "<epoch> quiesce|drain". */
+static void on_drain_key(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (!started || !r || r->type != REDIS_REPLY_STRING)
+        return;
+    const char *epoch = strchr(self, ':') + 1;
+    size_t el = strlen(epoch);
+    if (strncmp(r->str, epoch, el) != 0 || r->str[el] != ' ')
+        return; /* for an earlier incarnation of this name */
+    const char *mode = r->str + el + 1;
+    if (strcmp(mode, "drain") == 0 && phase != PH_DRAINING)
+        drain_start(1, "asked through Redis");
+    else if (strcmp(mode, "quiesce") == 0 && phase < PH_QUIESCED)
+        drain_start(0, "asked through Redis");
+}
+
 static void beat(struct pl_timer *t)
 {
     (void)t;
@@ -420,10 +480,12 @@ static void beat(struct pl_timer *t)
         return;
     if (pl__redis_is_up()) {
         char val[256];
-        snprintf(val, sizeof(val), "%s %s", S->link, strchr(self, ':') + 1);
+        snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
+                 phase_names[phase]);
         pl__redis_cmd(NULL, NULL, "SET %snode:%s %s PX %ld", S->prefix, S->node,
                       val, S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
+        pl__redis_cmd(on_drain_key, NULL, "GET %sdrain:%s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
     }
     pl_timer_start(pl_server_loop(), &beat_timer, (uint64_t)S->ttl / 3);
@@ -506,6 +568,139 @@ void pl__cluster_node_gone(const char *name, const char *epoch,
         gone_free(g); /* no Redis: nobody can decide; see doc/cluster.md */
 }
 
+/* ---- phases: starting, ready, quiesced, draining ---- */
+
+static void become_ready(const char *why)
+{
+    if (phase != PH_STARTING)
+        return;
+    pl_timer_stop(&ready_timer);
+    phase = PH_READY;
+    pl_log_info("cluster", "node %s ready (%s): opening the listeners", S->node,
+                why);
+    if (pl_listen_release() != PL_OK) {
+        pl_log_error("cluster", "the listeners cannot open: stopping");
+        pl_loop_stop(pl_server_loop());
+        return;
+    }
+    pl_supervise_ready();
+}
+
+void pl__cluster_check_ready(void)
+{
+    if (started && phase == PH_STARTING && polled && !pl__link_unlinked())
+        become_ready("linked with every live node");
+}
+
+static void on_ready_timeout(struct pl_timer *t)
+{
+    (void)t;
+    if (phase != PH_STARTING)
+        return;
+    pl_log_warn("cluster",
+                "not linked with %d live nodes after %ld ms "
+                "(cluster.ready_timeout): listeners open anyway",
+                polled ? pl__link_unlinked() : -1, S->ready_timeout);
+    become_ready("ready_timeout");
+}
+
+struct pick {
+    struct pl_session **v;
+    long n, max, left; /* picked, room, local sessions seen */
+};
+
+static void pick_one(struct pl_session *s, void *ud)
+{
+    struct pick *p = ud;
+    if (!s->jid || pl__link_is_remote(s) || !s->ops || !s->ops->close)
+        return;
+    p->left++;
+    if (p->n < p->max && !pl_map_get(&asked, s->jid->full))
+        p->v[p->n++] = s;
+}
+
+/* Ends the next sessions, at most drain_rate a second; stops the node
+ * once none is left (or 5 s after the last was asked to end). */
+static void drain_tick(struct pl_timer *t)
+{
+    (void)t;
+    long every = S->drain_rate >= 10 ? 100 : 1000 / S->drain_rate;
+    long quota = S->drain_rate >= 10 ? S->drain_rate / 10 : 1;
+    struct pick p = {pl_calloc((size_t)quota, sizeof(*p.v)), 0, quota, 0};
+    pl_session_each(pick_one, &p);
+    uint64_t now = pl_loop_now(pl_server_loop());
+    for (long i = 0; i < p.n; i++) {
+        struct pl_session *s = p.v[i];
+        pl_map_put(&asked, s->jid->full, (void *)1);
+        /* RFC 6120 §4.9.3.20: the stream ends because this server
+         * process stops; the client reconnects, to another process. */
+        s->ops->close(s, "system-shutdown", NULL);
+        drain_last = now;
+    }
+    pl_free(p.v);
+    long left = p.left - p.n;
+    if (p.n == 0 && (left == 0 || now >= drain_last + 5000)) {
+        pl_log_info("cluster",
+                    "node %s drained: %ld sessions ended (%ld still "
+                    "closing): stopping",
+                    S->node, (long)asked.count, left);
+        pl_loop_stop(pl_server_loop());
+        return;
+    }
+    pl_timer_start(pl_server_loop(), &drain_timer, (uint64_t)every);
+}
+
+static long local_count(void);
+
+/* Stops accepting (the listeners close: with SO_REUSEPORT, or behind a
+ * load balancer that checks the port, new connections go to the other
+ * nodes), and with end_sessions ends the sessions, paced, then stops. */
+static void drain_start(int end_sessions, const char *why)
+{
+    if (!started || phase == PH_DRAINING)
+        return;
+    pl_timer_stop(&ready_timer);
+    if (phase != PH_QUIESCED) {
+        if (pl_listen_held())
+            pl_log_info("cluster", "node %s never opened its listeners",
+                        S->node);
+        else
+            pl_listen_close_all();
+        phase = PH_QUIESCED;
+        pl_log_info("cluster",
+                    "node %s quiesced (%s): accepts no new "
+                    "connection",
+                    S->node, why);
+    }
+    if (end_sessions) {
+        phase = PH_DRAINING;
+        drain_total = local_count();
+        drain_last = pl_loop_now(pl_server_loop());
+        pl_log_info("cluster",
+                    "node %s draining (%s): %ld sessions, %ld a second",
+                    S->node, why, drain_total, S->drain_rate);
+        pl_timer_start(pl_server_loop(), &drain_timer, 0);
+    }
+    if (pl__redis_is_up())
+        beat(NULL); /* the others see the phase now */
+}
+
+static void on_quiesce_signal(struct pl_loop *loop, int signo, void *data)
+{
+    (void)loop;
+    (void)data;
+    (void)signo;
+    drain_start(0, "signal from the supervisor");
+}
+
+static void on_drain_signal(struct pl_loop *loop, int signo, void *data)
+{
+    (void)loop;
+    (void)data;
+    (void)signo;
+    drain_start(1, "SIGUSR2");
+}
+
 /* ---- this node's sessions ---- */
 
 static int on_bound(struct pl_event *ev, void *state)
@@ -580,20 +775,78 @@ static void count_local(struct pl_session *s, void *ud)
         (*(long *)ud)++;
 }
 
+static long local_count(void)
+{
+    long n = 0;
+    pl_session_each(count_local, &n);
+    return n;
+}
+
+static json_t *refuse(const char *cond, const char *detail)
+{
+    return json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cond, "detail",
+                     detail);
+}
+
+/* {"op": "cluster", "drain" | "quiesce": NODE}: this node at once,
+ * another one through Redis (it reads its key at its next poll, within
+ * ttl/3 ms). */
+static json_t *admin_drain(const char *node, const char *mode)
+{
+    int end = strcmp(mode, "drain") == 0;
+    if (strcmp(node, S->node) == 0) {
+        drain_start(end, "asked by an operator");
+        return json_pack("{s:b, s:s, s:s}", "ok", 1, "node", node, "phase",
+                         phase_names[phase]);
+    }
+    const char *epoch = pl__link_epoch(node);
+    if (!epoch)
+        return refuse("item-not-found", "no live node of that name");
+    if (!pl__redis_is_up())
+        return refuse("service-unavailable", "Redis is not connected");
+    char val[128];
+    snprintf(val, sizeof(val), "%s %s", epoch, mode);
+    pl__redis_cmd(NULL, NULL, "SET %sdrain:%s %s PX %ld", S->prefix, node, val,
+                  86400000L);
+    return json_pack("{s:b, s:s, s:s}", "ok", 1, "node", node, "requested",
+                     mode);
+}
+
 /* The admin operation "cluster" (parleyctl cluster, GET /api/cluster,
  * /metrics): this node, then every node it knows, as seen from here. */
 static json_t *admin_cluster(json_t *req)
 {
-    (void)req;
+    const char *drain = json_string_value(json_object_get(req, "drain"));
+    const char *quiesce = json_string_value(json_object_get(req, "quiesce"));
+    int restart = json_is_true(json_object_get(req, "restart"));
     if (!started)
-        return json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
-    long local = 0;
-    pl_session_each(count_local, &local);
-    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok", 1,
-                     "enabled", 1, "node", S->node, "epoch",
-                     strchr(self, ':') + 1, "link", S->link, "redis", S->redis,
-                     "redis_connected", pl__redis_is_up(), "sessions",
-                     (json_int_t)local, "nodes", pl__link_json());
+        return (drain || quiesce || restart)
+                   ? refuse("service-unavailable",
+                            "the cluster is off (cluster.enable)")
+                   : json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
+    if (drain || quiesce)
+        return admin_drain(drain ? drain : quiesce,
+                           drain ? "drain" : "quiesce");
+    if (restart) {
+        /* The supervisor does it (SIGUSR2, src/core/supervise.c). */
+        if (pl_config_process() < 0 || getppid() <= 1)
+            return refuse("feature-not-implemented",
+                          "not a process of a supervisor (server.processes "
+                          "> 1): restart the nodes one by one with "
+                          "parleyctl cluster drain");
+        kill(getppid(), SIGUSR2);
+        return json_pack("{s:b, s:s}", "ok", 1, "restart", "requested");
+    }
+    json_t *a = json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok",
+                          1, "enabled", 1, "node", S->node, "epoch",
+                          strchr(self, ':') + 1, "link", S->link, "redis",
+                          S->redis, "redis_connected", pl__redis_is_up(),
+                          "sessions", (json_int_t)local_count(), "nodes",
+                          pl__link_json());
+    json_object_set_new(a, "phase", json_string(phase_names[phase]));
+    if (pl_config_process() >= 0)
+        json_object_set_new(a, "process", json_integer(pl_config_process()));
+    return a;
 }
 
 /* ---- lifetime ---- */
@@ -629,12 +882,28 @@ static int cluster_start(struct pl_config *c, void *settings)
                     10000, NULL);
     }
     started = 1;
+    phase = PH_STARTING;
+    polled = 0;
     pl_timer_init(&beat_timer, beat, NULL);
+    pl_timer_init(&ready_timer, on_ready_timeout, NULL);
+    pl_timer_init(&drain_timer, drain_tick, NULL);
+    pl_loop_on_signal(pl_server_loop(), SIGUSR2, on_drain_signal, NULL);
+    pl_loop_on_signal(pl_server_loop(), PL_SIG_QUIESCE, on_quiesce_signal,
+                      NULL);
+    if (S->ready_timeout > 0) {
+        /* Its users must not see the other nodes' users offline: no
+         * client until it has linked with every live node. */
+        pl_listen_hold();
+        pl_timer_start(pl_server_loop(), &ready_timer,
+                       (uint64_t)S->ready_timeout);
+    }
     long retry = S->ttl / 3;
     if (pl__redis_start(S->redis, retry, on_redis_up) != PL_OK)
         return PL_EINVAL;
     pl_log_info("cluster", "node %s (%s), links on %s, redis %s", S->node, self,
                 S->link, S->redis);
+    if (S->ready_timeout <= 0)
+        become_ready("cluster.ready_timeout = 0");
     return PL_OK;
 }
 
@@ -650,6 +919,8 @@ static void cluster_stop(void)
         purge(S->node, owner);
     }
     pl_timer_stop(&beat_timer);
+    pl_timer_stop(&ready_timer);
+    pl_timer_stop(&drain_timer);
     pl__link_stop();
 }
 
@@ -665,6 +936,8 @@ static void cluster_reload(struct pl_config *c, void *settings)
           strcmp(n->link, S->link) || strcmp(n->prefix, S->prefix) ||
           strcmp(n->secret, S->secret) || n->ttl != S->ttl ||
           n->max_link_buffer != S->max_link_buffer ||
+          n->ready_timeout != S->ready_timeout ||
+          n->drain_rate != S->drain_rate ||
           n->max_link_stanza != S->max_link_stanza)))
         pl_log_warn("cluster", "reload: the cluster group changes only on "
                                "restart");
@@ -680,6 +953,7 @@ static void cluster_free(void)
     if (!started)
         return;
     started = 0;
+    pl_map_clear(&asked);
     pl__redis_stop();
     pl__link_free();
     S = &defaults;

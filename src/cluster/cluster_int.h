@@ -27,6 +27,8 @@ struct pl_cluster_settings {
     char *secret;         /* what a link's header must carry */
     long max_link_buffer; /* bytes queued toward one node */
     long max_link_stanza; /* bytes of one element read from a link */
+    long ready_timeout;   /* ms a starting node waits for its links */
+    long drain_rate;      /* sessions a draining node ends per second */
 };
 
 const struct pl_cluster_settings *pl__cluster_settings(void);
@@ -71,6 +73,12 @@ void pl__link_announce_down(struct pl_session *s);
 /* A session with this full JID left the table: another node's session
  * of that JID (kept out by it) takes its place. */
 void pl__link_reregister(const char *full);
+/* How many nodes seen alive in Redis are not linked both ways yet. */
+int pl__link_unlinked(void);
+/* The phase a node announces in Redis ("ready", "draining"...). */
+void pl__link_node_phase(const char *name, const char *phase);
+/* The epoch of a node seen alive in Redis, or NULL. */
+const char *pl__link_epoch(const char *name);
 /* Whether s is a remote session (another node's user). */
 int pl__link_is_remote(const struct pl_session *s);
 void pl__link_stop(void);
@@ -84,5 +92,8 @@ json_t *pl__link_json(void);
  * table; announce them unavailable if this node wins the purge. */
 void pl__cluster_node_gone(const char *name, const char *epoch,
                            struct pl_session **v, int n);
+/* cluster.c, for link.c: a node's links are up; a starting node opens
+ * its listeners once every live node is linked (doc/cluster.md). */
+void pl__cluster_check_ready(void);
 
 #endif
