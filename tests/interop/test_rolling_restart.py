@@ -16,8 +16,10 @@ then:
      "ready".
   2. Multi-host drain: `parleyctl cluster quiesce b` through node a: b's
      phase becomes "quiesced" in a's view and b's client port refuses
-     connections while y stays connected; `parleyctl cluster drain b`
-     through a: y gets the <system-shutdown/> stream error, b exits 0.
+     connections while y stays connected; POST
+     /api/cluster/nodes/b/drain on a's HTTP admin API (404 for a node
+     that is not alive): y gets the <system-shutdown/> stream error, b
+     exits 0.
   3. Rolling restart under a supervisor (processes = 2, drain_rate = 4):
      eight clients that reconnect after a stream error; their sessions
      are found on processes 0 and 1 through each process's admin socket;
@@ -35,6 +37,7 @@ started.  Every wait is bounded; run with /usr/bin/python3;
 `scripts/run-tests rolling`.
 """
 
+import http.client
 import json
 import os
 import re
@@ -167,9 +170,23 @@ def peer_phase(view, name):
 
 # ------------------------------------------------------ 1 and 2: two nodes
 
+def http_post(port, path, token):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", path, body=b"{}",
+              headers={"Authorization": "Bearer " + token,
+                       "Content-Type": "application/json"})
+    r = c.getresponse()
+    body = r.read().decode("utf-8")
+    c.close()
+    return r.status, body
+
+
 def two_nodes(redis_port, conninfo):
     links = harness.free_ports(2)
-    a = harness.Server(label="a", extra=group("a", redis_port, links[0]))
+    http_port = harness.free_ports(1)[0]
+    a = harness.Server(label="a", extra=group("a", redis_port, links[0]),
+                       listeners_extra='{ protocol = "http"; address = '
+                       '"127.0.0.1"; port = %d; }' % http_port)
     b = harness.Server(label="b", extra=group("b", redis_port, links[1],
                                               "drain_rate = 20;"))
     for s in (a, b):
@@ -229,8 +246,14 @@ def two_nodes(redis_port, conninfo):
     errs = []
     y.add_event_handler("stream_error",
                         lambda e: errs.append(e["condition"]))
-    rc, out = a.ctl("cluster", "drain", "b")
-    check("parleyctl cluster drain b (through node a)", rc == 0, out)
+    rc, tok = a.ctl("token", "create", "ops")
+    tok = tok.strip()
+    st, body = http_post(http_port, "/api/cluster/nodes/nosuch/drain", tok)
+    check("POST /api/cluster/nodes/nosuch/drain: 404 (no such live node)",
+          st == 404, (st, body))
+    st, body = http_post(http_port, "/api/cluster/nodes/b/drain", tok)
+    check("POST /api/cluster/nodes/b/drain through node a: 200", st == 200,
+          (st, body))
     ok = harness.wait_for(lambda: errs, STEP * 2)
     check("the drained node ends y's stream with <system-shutdown/>",
           errs == ["system-shutdown"], errs)
