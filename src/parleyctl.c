@@ -33,8 +33,9 @@
  *                              seen), sessions per node, links (up,
  *                              bytes and stanzas each way, unacknowledged
  *                              stanzas, acknowledgement round trip),
- *                              each node's phase (starting, ready,
- *                              quiesced, draining)
+ *                              this node's phase (starting, ready,
+ *                              quiesced, draining), and another's in
+ *                              place of "alive" when not ready
  *     cluster drain NODE       NODE stops accepting, ends its sessions
  *                              (cluster.drain_rate a second), stops
  *     cluster quiesce NODE     NODE stops accepting, keeps its sessions
@@ -867,8 +868,11 @@ static int cmd_cluster(int n, char **a)
             const char *epoch = json_string_value(json_object_get(o, "epoch"));
             const char *state = json_string_value(json_object_get(o, "state"));
             const char *ph = json_string_value(json_object_get(o, "phase"));
-            if (ph && strcmp(state, "alive") == 0)
-                state = ph; /* starting, ready, quiesced, draining */
+            /* An alive node not serving normally says how: starting,
+             * quiesced, draining (ready ones stay "alive"). */
+            if (ph && ph[0] && strcmp(ph, "ready") != 0 &&
+                strcmp(state, "alive") == 0)
+                state = ph;
             json_t *l = json_object_get(o, "link");
             if (!l) {
                 printf("%-16s %-5s %-22s %-16s %8s %-9s (dead for %lld s)\n",

@@ -232,6 +232,19 @@ def two_nodes(redis_port, conninfo):
     ok = harness.wait_for(lambda: peer_phase(cluster_view(a), "b") ==
                           "quiesced", STEP * 2, 0.2)
     check("node a's view: node b is quiesced", ok, cluster_view(a))
+    rc, out = a.ctl("cluster")
+    check("parleyctl cluster (text) on a: b quiesced",
+          rc == 0 and re.search(r"^b\s+quiesced\s", out, re.M), out)
+    c = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    body = r.read().decode("utf-8")
+    c.close()
+    check("/metrics on a: parley_node_phase{phase=\"ready\"} 1",
+          r.status == 200 and
+          'parley_node_phase{phase="ready"} 1' in body and
+          'parley_node_phase{phase="draining"} 0' in body,
+          (r.status, [ln for ln in body.splitlines() if "phase" in ln]))
 
     def refused():
         try:
