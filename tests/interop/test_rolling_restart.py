@@ -30,7 +30,9 @@ then:
      or 3: no session moved twice.  Meanwhile one client sends a message
      every 50 ms to another with XEP-0198 (acknowledgement per stanza):
      every message the server acknowledged reaches the receiver (live,
-     or from offline storage at its new login).
+     or from offline storage at its new login).  Then SIGUSR2 to the
+     supervisor: a second rolling restart, back to processes 0 and 1,
+     each client moved once more.
 
 Skips (with a note, not a failure) only when redis-server cannot be
 started.  Every wait is bounded; run with /usr/bin/python3;
@@ -41,6 +43,7 @@ import http.client
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -445,6 +448,22 @@ def rolling(redis_port, conninfo):
     check("parleyctl cluster on process 2: phase ready, process 3 ready",
           view.get("phase") == "ready" and
           peer_phase(view, "p-3") == "ready", view)
+    # Again, with SIGUSR2 to the supervisor: back to slots 0 and 1.
+    since = srv.log_size()
+    os.kill(srv.pid(), signal.SIGUSR2)
+    ok = srv.wait_log(r"supervise: rolling restart done: processes 0 to 1 "
+                      r"serve", since, STEP * 12)
+    check("SIGUSR2 to the supervisor: a second rolling restart, back to "
+          "processes 0 and 1", ok, srv.log_text(since)[-1500:])
+    ok = harness.wait_for(lambda: all(p.starts >= 3 for p in peers),
+                          STEP * 4, 0.2)
+    again = {}
+    ok = ok and harness.wait_for(
+        lambda: again.update(placement(srv, (0, 1))) or
+        all(f in again for f in fulls), STEP * 2, 0.2)
+    check("... every client moved once more, to process 0 or 1",
+          ok and all(p.starts == 3 and p.drops == 2 for p in peers),
+          [(str(p.boundjid), p.starts, p.drops) for p in peers])
     for p in peers:
         leave(p)
     srv.stop()
