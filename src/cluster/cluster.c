@@ -604,19 +604,47 @@ static void on_ready_timeout(struct pl_timer *t)
     become_ready("ready_timeout");
 }
 
-struct pick {
-    struct pl_session **v;
-    long n, max, left; /* picked, room, local sessions seen */
+/* The drain's list: full JIDs of the local sessions (a snapshot, taken
+ * again when it is used up), walked drain_rate a second. */
+struct todo {
+    char **v;
+    size_t n, at;
 };
+static struct todo todo;
 
-static void pick_one(struct pl_session *s, void *ud)
+static void todo_free(void)
 {
-    struct pick *p = ud;
-    if (!s->jid || pl__link_is_remote(s) || !s->ops || !s->ops->close)
-        return;
-    p->left++;
-    if (p->n < p->max && !pl_map_get(&asked, s->jid->full))
-        p->v[p->n++] = s;
+    for (size_t i = 0; i < todo.n; i++)
+        pl_free(todo.v[i]);
+    pl_free(todo.v);
+    memset(&todo, 0, sizeof(todo));
+}
+
+static int closable(const struct pl_session *s)
+{
+    return s && s->jid && !pl__link_is_remote(s) && s->ops && s->ops->close;
+}
+
+static void todo_one(struct pl_session *s, void *ud)
+{
+    (void)ud;
+    if (closable(s) && !pl_map_get(&asked, s->jid->full))
+        todo.v[todo.n++] = pl_strdup(s->jid->full);
+}
+
+/* A snapshot of the local sessions not yet asked to end; how many. */
+static size_t todo_take(void)
+{
+    todo_free();
+    todo.v = pl_calloc(pl_session_count() + 1, sizeof(char *));
+    pl_session_each(todo_one, NULL);
+    return todo.n;
+}
+
+static void count_closable(struct pl_session *s, void *ud)
+{
+    if (closable(s))
+        (*(long *)ud)++;
 }
 
 /* Ends the next sessions, at most drain_rate a second; stops the node
@@ -626,26 +654,35 @@ static void drain_tick(struct pl_timer *t)
     (void)t;
     long every = S->drain_rate >= 10 ? 100 : 1000 / S->drain_rate;
     long quota = S->drain_rate >= 10 ? S->drain_rate / 10 : 1;
-    struct pick p = {pl_calloc((size_t)quota, sizeof(*p.v)), 0, quota, 0};
-    pl_session_each(pick_one, &p);
     uint64_t now = pl_loop_now(pl_server_loop());
-    for (long i = 0; i < p.n; i++) {
-        struct pl_session *s = p.v[i];
-        pl_map_put(&asked, s->jid->full, (void *)1);
+    long done = 0;
+    int took = 0; /* one snapshot a tick at most */
+    while (done < quota) {
+        if (todo.at >= todo.n && (took++ || todo_take() == 0))
+            break;
+        const char *full = todo.v[todo.at++];
+        struct pl_session *s = pl_session_by_full(full);
+        if (!closable(s) || pl_map_get(&asked, full))
+            continue; /* ended meanwhile */
+        pl_map_put(&asked, full, (void *)1);
         /* RFC 6120 §4.9.3.20: the stream ends because this server
          * process stops; the client reconnects, to another process. */
         s->ops->close(s, "system-shutdown", NULL);
         drain_last = now;
+        done++;
     }
-    pl_free(p.v);
-    long left = p.left - p.n;
-    if (p.n == 0 && (left == 0 || now >= drain_last + 5000)) {
-        pl_log_info("cluster",
-                    "node %s drained: %ld sessions ended (%ld still "
-                    "closing): stopping",
-                    S->node, (long)asked.count, left);
-        pl_loop_stop(pl_server_loop());
-        return;
+    if (done == 0) {
+        long left = 0;
+        pl_session_each(count_closable, &left);
+        if (left == 0 || now >= drain_last + 5000) {
+            pl_log_info("cluster",
+                        "node %s drained: %ld sessions ended (%ld still "
+                        "closing): stopping",
+                        S->node, (long)asked.count, left);
+            todo_free();
+            pl_loop_stop(pl_server_loop());
+            return;
+        }
     }
     pl_timer_start(pl_server_loop(), &drain_timer, (uint64_t)every);
 }
@@ -921,6 +958,7 @@ static void cluster_stop(void)
     pl_timer_stop(&beat_timer);
     pl_timer_stop(&ready_timer);
     pl_timer_stop(&drain_timer);
+    todo_free();
     pl__link_stop();
 }
 

@@ -7,6 +7,11 @@
  * again with --process I (exec, not a bare fork: a fresh process that
  * loads the configuration as a single parleyd does, and reloads it the
  * same way on SIGHUP).
+ *
+ * A rolling restart (SIGUSR2) runs a second generation in the other half
+ * of 2N slots: the processes say when they are ready (PL_SIG_READY, with
+ * their pid in the siginfo), then the old ones are quiesced and drained
+ * one at a time (doc/cluster.md, "Draining and rolling restarts").
  */
 #include "supervise.h"
 
@@ -126,8 +131,8 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
         return 1;
     sigset_t mask, old;
     sigemptyset(&mask);
-    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD, 0};
-    sigs[6] = PL_SIG_READY;
+    int sigs[] = {SIGTERM, SIGINT,  SIGHUP,      SIGUSR1,
+                  SIGUSR2, SIGCHLD, PL_SIG_READY};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaddset(&mask, sigs[i]);
     sigprocmask(SIG_BLOCK, &mask, &old);
