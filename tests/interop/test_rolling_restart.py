@@ -32,7 +32,9 @@ then:
      every message the server acknowledged reaches the receiver (live,
      or from offline storage at its new login).  Then SIGUSR2 to the
      supervisor: a second rolling restart, back to processes 0 and 1,
-     each client moved once more.
+     each client moved once more.  Last, SIGUSR2 with a configuration
+     the new processes cannot load: the restart is abandoned, the old
+     processes keep serving every client, none moved.
 
 Skips (with a note, not a failure) only when redis-server cannot be
 started.  Every wait is bounded; run with /usr/bin/python3;
@@ -464,6 +466,30 @@ def rolling(redis_port, conninfo):
     check("... every client moved once more, to process 0 or 1",
           ok and all(p.starts == 3 and p.drops == 2 for p in peers),
           [(str(p.boundjid), p.starts, p.drops) for p in peers])
+    # A configuration the new processes cannot load: the restart is
+    # abandoned, the old processes keep serving, no client moves.
+    with open(srv.conf_path) as f:
+        good = f.read()
+    with open(srv.conf_path, "w") as f:
+        f.write(good + "\nthis is not a configuration\n")
+    since = srv.log_size()
+    os.kill(srv.pid(), signal.SIGUSR2)
+    ok = srv.wait_log(r"supervise: rolling restart abandoned: process \d "
+                      r"died before it was ready", since, STEP * 6)
+    check("a new generation that cannot start: the rolling restart is "
+          "abandoned", ok, srv.log_text(since)[-1500:])
+    with open(srv.conf_path, "w") as f:
+        f.write(good)
+    ok = harness.wait_for(lambda: not re.search(
+        r"process [23] started", srv.log_text(since)) or re.search(
+        r"process 3 \(pid \d+\) (exited|killed)", srv.log_text(since)) and
+        re.search(r"process 2 \(pid \d+\) (exited|killed)",
+                  srv.log_text(since)), STEP * 2, 0.2)
+    again = placement(srv, (0, 1))
+    check("... the old processes still serve every client, none moved",
+          ok and all(f in again for f in fulls) and
+          all(p.starts == 3 and p.drops == 2 for p in peers),
+          (again, [(p.starts, p.drops) for p in peers]))
     for p in peers:
         leave(p)
     srv.stop()
