@@ -866,12 +866,13 @@ static json_t *admin_cluster(json_t *req)
                            drain ? "drain" : "quiesce");
     if (restart) {
         /* The supervisor does it (SIGUSR2, src/core/supervise.c). */
-        if (pl_config_process() < 0 || getppid() <= 1)
+        pid_t sup = pl_supervisor_pid();
+        if (!sup)
             return refuse("feature-not-implemented",
                           "not a process of a supervisor (server.processes "
                           "> 1): restart the nodes one by one with "
                           "parleyctl cluster drain");
-        kill(getppid(), SIGUSR2);
+        kill(sup, SIGUSR2);
         return json_pack("{s:b, s:s}", "ok", 1, "restart", "requested");
     }
     json_t *a = json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:o}", "ok",

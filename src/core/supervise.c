@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -87,6 +88,10 @@ static pid_t spawn(const char *exe, char **args, const sigset_t *old,
     if (getppid() != self)
         _exit(1);
     sigprocmask(SIG_SETMASK, old, NULL);
+    /* Who to signal (pl_supervisor_pid): never a parent that is not us. */
+    char v[24];
+    snprintf(v, sizeof(v), "%d", (int)self);
+    setenv("PARLEY_SUPERVISOR", v, 1);
     execv(exe, args);
     fprintf(stderr, "parleyd: cannot run %s: %s\n", exe, strerror(errno));
     _exit(127);
@@ -99,11 +104,21 @@ static void send_all(struct child *k, int n, int signo)
             kill(k[i].pid, signo);
 }
 
+pid_t pl_supervisor_pid(void)
+{
+    const char *e = getenv("PARLEY_SUPERVISOR");
+    pid_t parent = getppid();
+    if (pl_config_process() < 0 || !e || parent <= 1 ||
+        strtol(e, NULL, 10) != (long)parent)
+        return 0;
+    return parent;
+}
+
 void pl_supervise_ready(void)
 {
-    pid_t parent = getppid();
-    if (pl_config_process() >= 0 && parent > 1)
-        kill(parent, PL_SIG_READY);
+    pid_t sup = pl_supervisor_pid();
+    if (sup)
+        kill(sup, PL_SIG_READY);
 }
 
 /* The first old process still running (to drain next), or -1. */

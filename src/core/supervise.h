@@ -7,6 +7,7 @@
 #define PL_SUPERVISE_H
 
 #include <signal.h>
+#include <sys/types.h>
 
 #include "config.h"
 
@@ -38,5 +39,9 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv);
 /* In a process of a supervisor (--process I): tells it this process is
  * ready (PL_SIG_READY); nothing otherwise. */
 void pl_supervise_ready(void);
+/* The supervisor of this process (its parent, which named itself in
+ * PARLEY_SUPERVISOR when it started it), or 0: a process started by hand
+ * with --process never signals its shell. */
+pid_t pl_supervisor_pid(void);
 
 #endif
