@@ -57,7 +57,7 @@ from harness import check, note  # noqa: E402
 import pg_common  # noqa: E402
 import cluster_common  # noqa: E402
 from cluster_common import C, Peer, is_msg, logout, start_redis  # noqa: E402
-from im_common import STEP, LoopThread, add_users  # noqa: E402
+from im_common import STEP, EventBox, LoopThread, add_users  # noqa: E402
 
 import asyncio  # noqa: E402
 
@@ -105,7 +105,7 @@ class RollPeer(Peer):
         self.conditions = []
         self.leaving = False
         self.acked = set()
-        self.sessions = harness_box()
+        self.sessions = EventBox()
         if sm:
             self.register_plugin("xep_0198", {"allow_resume": False,
                                               "window": 1})
@@ -129,11 +129,6 @@ class RollPeer(Peer):
         self.drops += 1
         self.loop.call_later(0.2, lambda: self.connect(
             (self.srv.host, self.srv.direct_port), use_ssl=True))
-
-
-def harness_box():
-    from im_common import EventBox
-    return EventBox()
 
 
 def roll_login(srv, user, sm=False):
