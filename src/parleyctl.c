@@ -32,7 +32,15 @@
  *                              (alive/dead, link address, epoch, last
  *                              seen), sessions per node, links (up,
  *                              bytes and stanzas each way, unacknowledged
- *                              stanzas, acknowledgement round trip)
+ *                              stanzas, acknowledgement round trip),
+ *                              this node's phase (starting, ready,
+ *                              quiesced, draining), and another's in
+ *                              place of "alive" when not ready
+ *     cluster drain NODE       NODE stops accepting, ends its sessions
+ *                              (cluster.drain_rate a second), stops
+ *     cluster quiesce NODE     NODE stops accepting, keeps its sessions
+ *     cluster restart          a rolling restart by this process's
+ *                              supervisor (server.processes > 1)
  *     components [--json]      external components (XEP-0114): domain,
  *                              host, connected, links, peer, stanza
  *                              counts (JSON: held, resent, bounced)
@@ -126,6 +134,7 @@ static int usage_to(FILE *f)
         "  group add NAME DEVICE... | group remove NAME [DEVICE...] | "
         "group list [NAME]\n"
         "  s2s [--json]\n  cluster [--json]\n"
+        "  cluster drain NODE | cluster quiesce NODE | cluster restart\n"
         "  components [--json]\n  stats [--json]\n"
         "  sip [--json] | sip ping [--json] ADDRESS:PORT\n"
         "  socks5 [--json]\n"
@@ -789,8 +798,42 @@ static const char *ms_text(json_t *v, int micro, char *buf, size_t len)
 
 /* parleyctl cluster [--json]: the nodes as this one sees them
  * (doc/cluster.md). */
+/* parleyctl cluster drain|quiesce NODE, cluster restart: asks the node
+ * (this one, or another through Redis) to stop accepting and, for drain,
+ * to end its sessions, paced, then stop; restart asks this process's
+ * supervisor for a rolling restart. */
+static int cmd_cluster_act(int n, char **a)
+{
+    int restart = strcmp(a[0], "restart") == 0;
+    if ((restart && n != 1) || (!restart && n != 2))
+        return usage();
+    int rc = 0;
+    json_t *req = restart
+                      ? json_pack("{s:s, s:b}", "op", "cluster", "restart", 1)
+                      : json_pack("{s:s, s:s}", "op", "cluster", a[0], a[1]);
+    json_t *ans = admin_call(req, &rc);
+    if (ans && !rc) {
+        if (restart)
+            puts("rolling restart requested (the supervisor logs each "
+                 "step)");
+        else if (json_object_get(ans, "phase"))
+            printf("node %s: %s\n", a[1],
+                   json_string_value(json_object_get(ans, "phase")));
+        else
+            printf("node %s: %s requested (it acts at its next Redis "
+                   "poll)\n",
+                   a[1], a[0]);
+    }
+    json_decref(ans);
+    json_decref(req);
+    return rc;
+}
+
 static int cmd_cluster(int n, char **a)
 {
+    if (n >= 1 && (strcmp(a[0], "drain") == 0 || strcmp(a[0], "quiesce") == 0 ||
+                   strcmp(a[0], "restart") == 0))
+        return cmd_cluster_act(n, a);
     int as_json = n == 1 && strcmp(a[0], "--json") == 0;
     if (n > 1 || (n == 1 && !as_json))
         return usage();
@@ -803,10 +846,11 @@ static int cmd_cluster(int n, char **a)
     } else if (ans && !rc && !json_is_true(json_object_get(ans, "enabled"))) {
         puts("cluster: off (one process; cluster.enable, doc/cluster.md)");
     } else if (ans && !rc) {
-        printf("node %s (epoch %s), links on %s, redis %s (%s), %lld local "
-               "sessions, %lld MUC rooms hosted\n",
+        printf("node %s (epoch %s, %s), links on %s, redis %s (%s), %lld "
+               "local sessions, %lld MUC rooms hosted\n",
                json_string_value(json_object_get(ans, "node")),
                json_string_value(json_object_get(ans, "epoch")),
+               json_string_value(json_object_get(ans, "phase")),
                json_string_value(json_object_get(ans, "link")),
                json_string_value(json_object_get(ans, "redis")),
                json_is_true(json_object_get(ans, "redis_connected"))
@@ -824,6 +868,12 @@ static int cmd_cluster(int n, char **a)
             const char *addr = json_string_value(json_object_get(o, "address"));
             const char *epoch = json_string_value(json_object_get(o, "epoch"));
             const char *state = json_string_value(json_object_get(o, "state"));
+            const char *ph = json_string_value(json_object_get(o, "phase"));
+            /* An alive node not serving normally says how: starting,
+             * quiesced, draining (ready ones stay "alive"). */
+            if (ph && ph[0] && strcmp(ph, "ready") != 0 &&
+                strcmp(state, "alive") == 0)
+                state = ph;
             json_t *l = json_object_get(o, "link");
             if (!l) {
                 printf("%-16s %-5s %-22s %-16s %8s %-9s (dead for %lld s)\n",

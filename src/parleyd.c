@@ -223,6 +223,10 @@ int main(int argc, char **argv)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGUSR1);
+    /* A cluster node's: drain (SIGUSR2), stop accepting (from the
+     * supervisor); src/cluster/cluster.c handles them. */
+    sigaddset(&mask, SIGUSR2);
+    sigaddset(&mask, PL_SIG_QUIESCE);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     mkdir(config->s.data_dir, 0700);
     unsigned char secret[32];

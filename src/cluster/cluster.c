@@ -39,16 +39,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include "admin.h"
 #include "alloc.h"
 #include "cluster_int.h"
 #include "config.h"
 #include "error.h"
 #include "host.h"
+#include "listen.h"
 #include "log.h"
 #include "loop.h"
 #include "module.h"
+#include "map.h"
 #include "server.h"
+#include "supervise.h"
 
 static const struct pl_cluster_settings defaults = {
     .ttl = 3000,
@@ -56,6 +61,8 @@ static const struct pl_cluster_settings defaults = {
     .max_link_stanza = 1048576,
     .room_lease = 10000,
     .max_room_queue = 1000,
+    .ready_timeout = 10000,
+    .drain_rate = 100,
 };
 
 static const struct pl_cluster_settings *S = &defaults;
@@ -63,6 +70,25 @@ static int started;
 static char self[200]; /* "<node>:<epoch>" */
 static struct pl_timer beat_timer;
 static uint64_t redis_up_ms; /* loop clock at the last connection */
+
+/* This node's phase (doc/cluster.md, "Rolling restart"): starting (its
+ * listeners held until it has linked with every live node), ready,
+ * quiesced (listeners closed, sessions kept), draining (ending its
+ * sessions, drain_rate a second, then stopping). */
+enum phase {
+    PH_STARTING,
+    PH_READY,
+    PH_QUIESCED,
+    PH_DRAINING
+};
+static const char *const phase_names[] = {"starting", "ready", "quiesced",
+                                          "draining"};
+static enum phase phase;
+static int polled; /* a Redis poll has listed the live nodes */
+static struct pl_timer ready_timer, drain_timer;
+static struct pl_map asked; /* full JIDs the drain has ended */
+static long drain_total;    /* local sessions when the drain began */
+static uint64_t drain_last; /* loop clock of the drain's last close */
 
 const struct pl_cluster_settings *pl__cluster_settings(void)
 {
@@ -128,6 +154,16 @@ static const struct pl_option options[] = {
      "decided (a Redis round trip and a database read); more get "
      "<resource-constraint/>.",
      OFF(max_room_queue)},
+    {"ready_timeout", PL_OPT_INT, "10000", 0, 3600000, NULL,
+     "Milliseconds a starting node keeps its listeners closed while it "
+     "links with every live node (so that its users never see the others' "
+     "users offline); after that it opens them anyway.  0: at once.",
+     OFF(ready_timeout)},
+    {"drain_rate", PL_OPT_INT, "100", 1, 1000000, NULL,
+     "Sessions a draining node ends per second (parleyctl cluster drain, "
+     "SIGUSR2, a rolling restart): their clients reconnect to the other "
+     "nodes without a storm.",
+     OFF(drain_rate)},
     {0},
 };
 
@@ -366,9 +402,11 @@ static void on_mget(redisReply *r, void *ud)
             if (strcmp(name, S->node) == 0)
                 continue;
             if (v->type == REDIS_REPLY_STRING) {
-                char addr[128], epoch[64];
-                if (sscanf(v->str, "%127s %63s", addr, epoch) == 2)
+                char addr[128], epoch[64], ph[16] = "";
+                if (sscanf(v->str, "%127s %63s %15s", addr, epoch, ph) >= 2) {
                     pl__link_node_alive(name, addr, epoch);
+                    pl__link_node_phase(name, ph);
+                }
                 continue;
             }
             if (grace)
@@ -387,6 +425,8 @@ static void on_mget(redisReply *r, void *ud)
             }
         }
         pl__link_names_free(known);
+        polled = 1;
+        pl__cluster_check_ready();
     }
     for (int i = 0; i < p->n; i++)
         pl_free(p->names[i]);
@@ -440,6 +480,26 @@ static void on_members(redisReply *r, void *ud)
     pl_free(argv);
 }
 
+static void drain_start(int end_sessions, const char *why);
+
+/* An operator asked (through any node) that this incarnation stop
+ * accepting or drain: <prefix>drain:<node> = "<epoch> quiesce|drain". */
+static void on_drain_key(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (!started || !r || r->type != REDIS_REPLY_STRING)
+        return;
+    const char *epoch = strchr(self, ':') + 1;
+    size_t el = strlen(epoch);
+    if (strncmp(r->str, epoch, el) != 0 || r->str[el] != ' ')
+        return; /* for an earlier incarnation of this name */
+    const char *mode = r->str + el + 1;
+    if (strcmp(mode, "drain") == 0 && phase != PH_DRAINING)
+        drain_start(1, "asked through Redis");
+    else if (strcmp(mode, "quiesce") == 0 && phase < PH_QUIESCED)
+        drain_start(0, "asked through Redis");
+}
+
 static void beat(struct pl_timer *t)
 {
     (void)t;
@@ -447,10 +507,12 @@ static void beat(struct pl_timer *t)
         return;
     if (pl__redis_is_up()) {
         char val[256];
-        snprintf(val, sizeof(val), "%s %s", S->link, strchr(self, ':') + 1);
+        snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
+                 phase_names[phase]);
         pl__redis_cmd(NULL, NULL, "SET %snode:%s %s PX %ld", S->prefix, S->node,
                       val, S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
+        pl__redis_cmd(on_drain_key, NULL, "GET %sdrain:%s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
         pl__rooms_renew();
     }
@@ -536,6 +598,176 @@ void pl__cluster_node_gone(const char *name, const char *epoch,
         gone_free(g); /* no Redis: nobody can decide; see doc/cluster.md */
 }
 
+/* ---- phases: starting, ready, quiesced, draining ---- */
+
+static void become_ready(const char *why)
+{
+    if (phase != PH_STARTING)
+        return;
+    pl_timer_stop(&ready_timer);
+    phase = PH_READY;
+    pl_log_info("cluster", "node %s ready (%s): opening the listeners", S->node,
+                why);
+    if (pl_listen_release() != PL_OK) {
+        pl_log_error("cluster", "the listeners cannot open: stopping");
+        pl_loop_stop(pl_server_loop());
+        return;
+    }
+    pl_supervise_ready();
+}
+
+void pl__cluster_check_ready(void)
+{
+    if (started && phase == PH_STARTING && polled && !pl__link_unlinked())
+        become_ready("linked with every live node");
+}
+
+static void on_ready_timeout(struct pl_timer *t)
+{
+    (void)t;
+    if (phase != PH_STARTING)
+        return;
+    pl_log_warn("cluster",
+                "not linked with %d live nodes after %ld ms "
+                "(cluster.ready_timeout): listeners open anyway",
+                polled ? pl__link_unlinked() : -1, S->ready_timeout);
+    become_ready("ready_timeout");
+}
+
+/* The drain's list: full JIDs of the local sessions (a snapshot, taken
+ * again when it is used up), walked drain_rate a second. */
+struct todo {
+    char **v;
+    size_t n, at;
+};
+static struct todo todo;
+
+static void todo_free(void)
+{
+    for (size_t i = 0; i < todo.n; i++)
+        pl_free(todo.v[i]);
+    pl_free(todo.v);
+    memset(&todo, 0, sizeof(todo));
+}
+
+static int closable(const struct pl_session *s)
+{
+    return s && s->jid && !pl__link_is_remote(s) && s->ops && s->ops->close;
+}
+
+static void todo_one(struct pl_session *s, void *ud)
+{
+    (void)ud;
+    if (closable(s) && !pl_map_get(&asked, s->jid->full))
+        todo.v[todo.n++] = pl_strdup(s->jid->full);
+}
+
+/* A snapshot of the local sessions not yet asked to end; how many. */
+static size_t todo_take(void)
+{
+    todo_free();
+    todo.v = pl_calloc(pl_session_count() + 1, sizeof(char *));
+    pl_session_each(todo_one, NULL);
+    return todo.n;
+}
+
+static void count_closable(struct pl_session *s, void *ud)
+{
+    if (closable(s))
+        (*(long *)ud)++;
+}
+
+/* Ends the next sessions, at most drain_rate a second; stops the node
+ * once none is left (or 5 s after the last was asked to end). */
+static void drain_tick(struct pl_timer *t)
+{
+    (void)t;
+    long every = S->drain_rate >= 10 ? 100 : 1000 / S->drain_rate;
+    long quota = S->drain_rate >= 10 ? S->drain_rate / 10 : 1;
+    uint64_t now = pl_loop_now(pl_server_loop());
+    long done = 0;
+    int took = 0; /* one snapshot a tick at most */
+    while (done < quota) {
+        if (todo.at >= todo.n && (took++ || todo_take() == 0))
+            break;
+        const char *full = todo.v[todo.at++];
+        struct pl_session *s = pl_session_by_full(full);
+        if (!closable(s) || pl_map_get(&asked, full))
+            continue; /* ended meanwhile */
+        pl_map_put(&asked, full, (void *)1);
+        /* RFC 6120 §4.9.3.20: the stream ends because this server
+         * process stops; the client reconnects, to another process. */
+        s->ops->close(s, "system-shutdown", NULL);
+        drain_last = now;
+        done++;
+    }
+    if (done == 0) {
+        long left = 0;
+        pl_session_each(count_closable, &left);
+        if (left == 0 || now >= drain_last + 5000) {
+            pl_log_info("cluster",
+                        "node %s drained: %ld sessions ended (%ld still "
+                        "closing): stopping",
+                        S->node, (long)asked.count, left);
+            todo_free();
+            pl_loop_stop(pl_server_loop());
+            return;
+        }
+    }
+    pl_timer_start(pl_server_loop(), &drain_timer, (uint64_t)every);
+}
+
+static long local_count(void);
+
+/* Stops accepting (the listeners close: with SO_REUSEPORT, or behind a
+ * load balancer that checks the port, new connections go to the other
+ * nodes), and with end_sessions ends the sessions, paced, then stops. */
+static void drain_start(int end_sessions, const char *why)
+{
+    if (!started || phase == PH_DRAINING)
+        return;
+    pl_timer_stop(&ready_timer);
+    if (phase != PH_QUIESCED) {
+        if (pl_listen_held())
+            pl_log_info("cluster", "node %s never opened its listeners",
+                        S->node);
+        else
+            pl_listen_close_all();
+        phase = PH_QUIESCED;
+        pl_log_info("cluster",
+                    "node %s quiesced (%s): accepts no new "
+                    "connection",
+                    S->node, why);
+    }
+    if (end_sessions) {
+        phase = PH_DRAINING;
+        drain_total = local_count();
+        drain_last = pl_loop_now(pl_server_loop());
+        pl_log_info("cluster",
+                    "node %s draining (%s): %ld sessions, %ld a second",
+                    S->node, why, drain_total, S->drain_rate);
+        pl_timer_start(pl_server_loop(), &drain_timer, 0);
+    }
+    if (pl__redis_is_up())
+        beat(NULL); /* the others see the phase now */
+}
+
+static void on_quiesce_signal(struct pl_loop *loop, int signo, void *data)
+{
+    (void)loop;
+    (void)data;
+    (void)signo;
+    drain_start(0, "signal from the supervisor");
+}
+
+static void on_drain_signal(struct pl_loop *loop, int signo, void *data)
+{
+    (void)loop;
+    (void)data;
+    (void)signo;
+    drain_start(1, "SIGUSR2");
+}
+
 /* ---- this node's sessions ---- */
 
 static int on_bound(struct pl_event *ev, void *state)
@@ -610,22 +842,81 @@ static void count_local(struct pl_session *s, void *ud)
         (*(long *)ud)++;
 }
 
+static long local_count(void)
+{
+    long n = 0;
+    pl_session_each(count_local, &n);
+    return n;
+}
+
+static json_t *refuse(const char *cond, const char *detail)
+{
+    return json_pack("{s:b, s:s, s:s}", "ok", 0, "error", cond, "detail",
+                     detail);
+}
+
+/* {"op": "cluster", "drain" | "quiesce": NODE}: this node at once,
+ * another one through Redis (it reads its key at its next poll, within
+ * ttl/3 ms). */
+static json_t *admin_drain(const char *node, const char *mode)
+{
+    int end = strcmp(mode, "drain") == 0;
+    if (strcmp(node, S->node) == 0) {
+        drain_start(end, "asked by an operator");
+        return json_pack("{s:b, s:s, s:s}", "ok", 1, "node", node, "phase",
+                         phase_names[phase]);
+    }
+    const char *epoch = pl__link_epoch(node);
+    if (!epoch)
+        return refuse("item-not-found", "no live node of that name");
+    if (!pl__redis_is_up())
+        return refuse("service-unavailable", "Redis is not connected");
+    char val[128];
+    snprintf(val, sizeof(val), "%s %s", epoch, mode);
+    pl__redis_cmd(NULL, NULL, "SET %sdrain:%s %s PX %ld", S->prefix, node, val,
+                  86400000L);
+    return json_pack("{s:b, s:s, s:s}", "ok", 1, "node", node, "requested",
+                     mode);
+}
+
 /* The admin operation "cluster" (parleyctl cluster, GET /api/cluster,
  * /metrics): this node (with the MUC rooms it hosts), then every node it
  * knows, as seen from here. */
 static json_t *admin_cluster(json_t *req)
 {
-    (void)req;
+    const char *drain = json_string_value(json_object_get(req, "drain"));
+    const char *quiesce = json_string_value(json_object_get(req, "quiesce"));
+    int restart = json_is_true(json_object_get(req, "restart"));
     if (!started)
-        return json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
-    long local = 0;
-    pl_session_each(count_local, &local);
-    return json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:o}", "ok",
-                     1, "enabled", 1, "node", S->node, "epoch",
-                     strchr(self, ':') + 1, "link", S->link, "redis", S->redis,
-                     "redis_connected", pl__redis_is_up(), "sessions",
-                     (json_int_t)local, "rooms", (json_int_t)pl__rooms_hosted(),
-                     "nodes", pl__link_json());
+        return (drain || quiesce || restart)
+                   ? refuse("service-unavailable",
+                            "the cluster is off (cluster.enable)")
+                   : json_pack("{s:b, s:b}", "ok", 1, "enabled", 0);
+    if (drain || quiesce)
+        return admin_drain(drain ? drain : quiesce,
+                           drain ? "drain" : "quiesce");
+    if (restart) {
+        /* The supervisor does it (SIGUSR2, src/core/supervise.c). */
+        pid_t sup = pl_supervisor_pid();
+        if (!sup)
+            return refuse("feature-not-implemented",
+                          "not a process of a supervisor (server.processes "
+                          "> 1): restart the nodes one by one with "
+                          "parleyctl cluster drain");
+        kill(sup, SIGUSR2);
+        return json_pack("{s:b, s:s}", "ok", 1, "restart", "requested");
+    }
+    json_t *a = json_pack("{s:b, s:b, s:s, s:s, s:s, s:s, s:b, s:I, s:I, s:o}",
+                          "ok", 1, "enabled", 1, "node", S->node, "epoch",
+                          strchr(self, ':') + 1, "link", S->link, "redis",
+                          S->redis, "redis_connected", pl__redis_is_up(),
+                          "sessions", (json_int_t)local_count(), "rooms",
+                          (json_int_t)pl__rooms_hosted(), "nodes",
+                          pl__link_json());
+    json_object_set_new(a, "phase", json_string(phase_names[phase]));
+    if (pl_config_process() >= 0)
+        json_object_set_new(a, "process", json_integer(pl_config_process()));
+    return a;
 }
 
 /* ---- lifetime ---- */
@@ -662,12 +953,28 @@ static int cluster_start(struct pl_config *c, void *settings)
     }
     pl__rooms_start(c);
     started = 1;
+    phase = PH_STARTING;
+    polled = 0;
     pl_timer_init(&beat_timer, beat, NULL);
+    pl_timer_init(&ready_timer, on_ready_timeout, NULL);
+    pl_timer_init(&drain_timer, drain_tick, NULL);
+    pl_loop_on_signal(pl_server_loop(), SIGUSR2, on_drain_signal, NULL);
+    pl_loop_on_signal(pl_server_loop(), PL_SIG_QUIESCE, on_quiesce_signal,
+                      NULL);
+    if (S->ready_timeout > 0) {
+        /* Its users must not see the other nodes' users offline: no
+         * client until it has linked with every live node. */
+        pl_listen_hold();
+        pl_timer_start(pl_server_loop(), &ready_timer,
+                       (uint64_t)S->ready_timeout);
+    }
     long retry = S->ttl / 3;
     if (pl__redis_start(S->redis, retry, on_redis_up) != PL_OK)
         return PL_EINVAL;
     pl_log_info("cluster", "node %s (%s), links on %s, redis %s", S->node, self,
                 S->link, S->redis);
+    if (S->ready_timeout <= 0)
+        become_ready("cluster.ready_timeout = 0");
     return PL_OK;
 }
 
@@ -684,6 +991,9 @@ static void cluster_stop(void)
         purge(S->node, owner);
     }
     pl_timer_stop(&beat_timer);
+    pl_timer_stop(&ready_timer);
+    pl_timer_stop(&drain_timer);
+    todo_free();
     pl__link_stop();
 }
 
@@ -701,7 +1011,9 @@ static void cluster_reload(struct pl_config *c, void *settings)
           n->max_link_buffer != S->max_link_buffer ||
           n->max_link_stanza != S->max_link_stanza ||
           n->room_lease != S->room_lease ||
-          n->max_room_queue != S->max_room_queue)))
+          n->max_room_queue != S->max_room_queue ||
+          n->ready_timeout != S->ready_timeout ||
+          n->drain_rate != S->drain_rate)))
         pl_log_warn("cluster", "reload: the cluster group changes only on "
                                "restart");
 }
@@ -716,6 +1028,7 @@ static void cluster_free(void)
     if (!started)
         return;
     started = 0;
+    pl_map_clear(&asked);
     pl__redis_stop();
     pl__rooms_free();
     pl__link_free();

@@ -33,6 +33,8 @@ struct pl_cluster_settings {
     long max_link_stanza; /* bytes of one element read from a link */
     long room_lease;      /* ms a room's lease lives; renewed every ttl/3 */
     long max_room_queue;  /* stanzas held per room while its host is asked */
+    long ready_timeout;   /* ms a starting node waits for its links */
+    long drain_rate;      /* sessions a draining node ends per second */
 };
 
 const struct pl_cluster_settings *pl__cluster_settings(void);
@@ -83,6 +85,12 @@ void pl__link_reregister(const char *full);
 /* Sends st (borrowed) to node `name` to be routed there again (a room
  * it hosts); PL_ECLOSED when its link is not up. */
 int pl__link_forward(const char *name, struct pl_stanza *st);
+/* How many nodes seen alive in Redis are not linked both ways yet. */
+int pl__link_unlinked(void);
+/* The phase a node announces in Redis ("ready", "draining"...). */
+void pl__link_node_phase(const char *name, const char *phase);
+/* The epoch of a node seen alive in Redis, or NULL. */
+const char *pl__link_epoch(const char *name);
 /* Whether s is a remote session (another node's user). */
 int pl__link_is_remote(const struct pl_session *s);
 void pl__link_stop(void);
@@ -96,6 +104,9 @@ json_t *pl__link_json(void);
  * table; announce them unavailable if this node wins the purge. */
 void pl__cluster_node_gone(const char *name, const char *epoch,
                            struct pl_session **v, int n);
+/* cluster.c, for link.c: a node's links are up; a starting node opens
+ * its listeners once every live node is linked (doc/cluster.md). */
+void pl__cluster_check_ready(void);
 
 /* ---- rooms.c ---- */
 

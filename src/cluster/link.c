@@ -100,6 +100,7 @@ struct node {
     uint64_t sent_before; /* <c:d/> on earlier connections */
     uint64_t got_before;  /* received on earlier connections */
     int64_t seen_ms;      /* wall clock when Redis last listed it alive */
+    char phase[16];       /* what it announces: "ready", "draining"... */
     struct node *next;
 };
 
@@ -303,6 +304,7 @@ static void attach(struct node *n)
         remote_register(v[i]);
     pl_free(v);
     pl_log_info("cluster", "node %s: links up, %d sessions", n->name, k);
+    pl__cluster_check_ready();
 }
 
 static void detach(struct node *n)
@@ -1244,6 +1246,27 @@ void pl__link_node_dead(const char *name)
     pl_free(n);
 }
 
+int pl__link_unlinked(void)
+{
+    int k = 0;
+    for (struct node *n = nodes; n; n = n->next)
+        k += n->addr && !n->attached;
+    return k;
+}
+
+void pl__link_node_phase(const char *name, const char *phase)
+{
+    struct node *n = node_find(name);
+    if (n)
+        snprintf(n->phase, sizeof(n->phase), "%s", phase);
+}
+
+const char *pl__link_epoch(const char *name)
+{
+    struct node *n = node_find(name);
+    return n && n->addr ? n->epoch : NULL;
+}
+
 char **pl__link_names(void)
 {
     int k = 0;
@@ -1347,6 +1370,7 @@ static json_t *node_json(struct node *n, int64_t now_wall, uint64_t now)
                           "epoch", str_or_null(n->epoch), "sessions",
                           (json_int_t)n->remotes.count, "link", link);
     json_object_set_new(o, "attached", json_boolean(n->attached));
+    json_object_set_new(o, "phase", str_or_null(n->phase[0] ? n->phase : NULL));
     json_object_set_new(o, "last_seen_ms",
                         n->seen_ms
                             ? json_integer((json_int_t)(now_wall - n->seen_ms))

@@ -37,6 +37,7 @@ struct proto_count {
 
 static struct pl_listen *listens; /* open entries */
 static int nlistens;
+static int held;                   /* entries made, sockets not opened */
 static struct proto_count *counts; /* one per protocol seen */
 static int ncounts;
 static const struct pl_settings *S; /* limits in force */
@@ -321,6 +322,19 @@ int pl_listen_port(const struct pl_listen *l)
     return -1;
 }
 
+static int open_logged(struct pl_listen *l)
+{
+    const struct pl_listener_conf *lc = l->conf;
+    int rc = pl__listen_open(l);
+    if (rc != PL_OK)
+        return rc;
+    pl_log_info(lc->protocol, "listening on %s %s port %d%s%s", lc->address,
+                lc->transport == PL_TRANSPORT_UDP ? "udp" : "tcp", lc->port,
+                lc->transport == PL_TRANSPORT_UDP ? "" : " ",
+                lc->transport == PL_TRANSPORT_UDP ? "" : tls_name(lc->tls));
+    return PL_OK;
+}
+
 int pl__listen_start(struct pl_config *c)
 {
     S = &c->s;
@@ -339,16 +353,48 @@ int pl__listen_start(struct pl_config *c)
         if (!l->proto)
             return PL_EINVAL; /* pl__listen_check said why */
         l->conf = lc;
-        int rc = pl__listen_open(l);
-        if (rc != PL_OK)
-            return rc;
+        l->transport = lc->transport;
+        l->udp.fd = -1;
+        if (!held) {
+            int rc = open_logged(l);
+            if (rc != PL_OK)
+                return rc;
+        }
         nlistens++;
-        pl_log_info(lc->protocol, "listening on %s %s port %d%s%s", lc->address,
-                    lc->transport == PL_TRANSPORT_UDP ? "udp" : "tcp", lc->port,
-                    lc->transport == PL_TRANSPORT_UDP ? "" : " ",
-                    lc->transport == PL_TRANSPORT_UDP ? "" : tls_name(lc->tls));
     }
     return PL_OK;
+}
+
+void pl_listen_hold(void)
+{
+    held = 1;
+}
+
+int pl_listen_held(void)
+{
+    return held;
+}
+
+int pl_listen_release(void)
+{
+    if (!held)
+        return PL_OK;
+    held = 0;
+    for (int i = 0; i < nlistens; i++) {
+        int rc = open_logged(&listens[i]);
+        if (rc != PL_OK)
+            return rc;
+    }
+    return PL_OK;
+}
+
+void pl_listen_close_all(void)
+{
+    for (int i = 0; i < nlistens; i++)
+        pl__listen_close(&listens[i]);
+    if (nlistens)
+        pl_log_info("listen", "%d listeners closed: no new connections",
+                    nlistens);
 }
 
 void pl__listen_stop(void)
@@ -365,6 +411,7 @@ void pl__listen_free(void)
     pl__listen_stop();
     pl_free(listens);
     listens = NULL;
+    held = 0;
     for (int i = 0; i < ncounts; i++)
         pl_map_clear(&counts[i].per_ip);
     pl_free(counts);

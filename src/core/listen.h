@@ -130,6 +130,20 @@ struct pl_listen *pl_listen_at(int i);
 unsigned long pl_listen_conns(const char *protocol);
 
 /*
+ * Holding the listeners (a cluster node that has not linked with the
+ * other nodes yet, doc/cluster.md): pl_listen_hold, called by a front
+ * end's start (before the core opens the listeners), makes the entries
+ * without opening their sockets; pl_listen_release opens them (PL_OK, or
+ * the error of the first that cannot open); pl_listen_close_all closes
+ * every socket for good (a draining node: connections stay, new ones go
+ * to the other processes sharing the port, or are refused).
+ */
+void pl_listen_hold(void);
+int pl_listen_held(void);
+int pl_listen_release(void);
+void pl_listen_close_all(void);
+
+/*
  * Server lifetime (parleyd).  start opens every entry of c whose
  * protocol is provided (PL_EIO if one cannot open, PL_EINVAL for an entry
  * no front end serves); stop closes the sockets (connections stay: their

@@ -7,6 +7,11 @@
  * again with --process I (exec, not a bare fork: a fresh process that
  * loads the configuration as a single parleyd does, and reloads it the
  * same way on SIGHUP).
+ *
+ * A rolling restart (SIGUSR2) runs a second generation in the other half
+ * of 2N slots: the processes say when they are ready (PL_SIG_READY, with
+ * their pid in the siginfo), then the old ones are quiesced and drained
+ * one at a time (doc/cluster.md, "Draining and rolling restarts").
  */
 #include "supervise.h"
 
@@ -15,6 +20,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -31,6 +37,17 @@ struct child {
     uint64_t started;    /* ms, monotonic */
     uint64_t restart_at; /* ms, when pid is 0 and not stopping */
     long delay;          /* ms before the next restart */
+    int ready;           /* said PL_SIG_READY since its start */
+    int active;          /* its slot is run (restarted when it dies) */
+};
+
+/* A rolling restart (SIGUSR2): the new generation starts in the other
+ * half of the slots; once every new process is ready, the old ones stop
+ * accepting, then are drained one at a time. */
+enum roll {
+    ROLL_NONE,
+    ROLL_STARTING, /* new processes starting, old ones serving */
+    ROLL_DRAINING, /* old ones closed; one of them draining at a time */
 };
 
 static uint64_t now_ms(void)
@@ -71,6 +88,10 @@ static pid_t spawn(const char *exe, char **args, const sigset_t *old,
     if (getppid() != self)
         _exit(1);
     sigprocmask(SIG_SETMASK, old, NULL);
+    /* Who to signal (pl_supervisor_pid): never a parent that is not us. */
+    char v[24];
+    snprintf(v, sizeof(v), "%d", (int)self);
+    setenv("PARLEY_SUPERVISOR", v, 1);
     execv(exe, args);
     fprintf(stderr, "parleyd: cannot run %s: %s\n", exe, strerror(errno));
     _exit(127);
@@ -83,9 +104,36 @@ static void send_all(struct child *k, int n, int signo)
             kill(k[i].pid, signo);
 }
 
+pid_t pl_supervisor_pid(void)
+{
+    const char *e = getenv("PARLEY_SUPERVISOR");
+    pid_t parent = getppid();
+    if (pl_config_process() < 0 || !e || parent <= 1 ||
+        strtol(e, NULL, 10) != (long)parent)
+        return 0;
+    return parent;
+}
+
+void pl_supervise_ready(void)
+{
+    pid_t sup = pl_supervisor_pid();
+    if (sup)
+        kill(sup, PL_SIG_READY);
+}
+
+/* The first old process still running (to drain next), or -1. */
+static int next_old(const struct child *k, int from, int n)
+{
+    for (int i = from; i < from + n; i++)
+        if (k[i].pid > 0)
+            return i;
+    return -1;
+}
+
 int pl_supervise(const struct pl_config *c, int argc, char **argv)
 {
     int n = (int)c->s.processes;
+    int slots = 2 * n; /* two generations during a rolling restart */
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     if (len <= 0) {
@@ -98,7 +146,8 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
         return 1;
     sigset_t mask, old;
     sigemptyset(&mask);
-    int sigs[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD};
+    int sigs[] = {SIGTERM, SIGINT,  SIGHUP,      SIGUSR1,
+                  SIGUSR2, SIGCHLD, PL_SIG_READY};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigaddset(&mask, sigs[i]);
     sigprocmask(SIG_BLOCK, &mask, &old);
@@ -106,9 +155,9 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
     sigset_t child_mask = old;
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
         sigdelset(&child_mask, sigs[i]);
-    /* argv + "--process" I NULL, one vector per child. */
-    char ***args = pl_calloc((size_t)n, sizeof(char **));
-    for (int i = 0; i < n; i++) {
+    /* argv + "--process" I NULL, one vector per slot. */
+    char ***args = pl_calloc((size_t)slots, sizeof(char **));
+    for (int i = 0; i < slots; i++) {
         args[i] = pl_calloc((size_t)argc + 3, sizeof(char *));
         for (int a = 0; a < argc; a++)
             args[i][a] = argv[a];
@@ -116,27 +165,33 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
         args[i][argc + 1] = pl_malloc(16);
         snprintf(args[i][argc + 1], 16, "%d", i);
     }
-    struct child *k = pl_calloc((size_t)n, sizeof(*k));
+    struct child *k = pl_calloc((size_t)slots, sizeof(*k));
     pid_t self = getpid();
     uint64_t t = now_ms();
     for (int i = 0; i < n; i++) {
         k[i].delay = c->s.restart_delay;
         k[i].restart_at = t; /* started by the first pass below */
+        k[i].active = 1;
     }
     pl_log_info("supervise", "supervisor (pid %d): %d processes%s", (int)self,
                 n, c->s.processes_auto ? " (one per core)" : "");
     int stopping = 0, killed = 0;
     uint64_t deadline = 0;
+    enum roll roll = ROLL_NONE;
+    int base = 0;      /* first slot of the serving generation */
+    int draining = -1; /* the old slot being drained */
     for (;;) {
         int alive = 0;
         /* Reap. */
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-            for (int i = 0; i < n; i++) {
+            for (int i = 0; i < slots; i++) {
                 if (k[i].pid != pid)
                     continue;
+                int was_ready = k[i].ready;
                 k[i].pid = 0;
+                k[i].ready = 0;
                 t = now_ms();
                 if (WIFSIGNALED(status))
                     pl_log_warn("supervise",
@@ -146,8 +201,26 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
                     pl_log_info("supervise",
                                 "process %d (pid %d) exited with status %d", i,
                                 (int)pid, WEXITSTATUS(status));
-                if (stopping)
+                if (stopping || !k[i].active)
                     break;
+                int fresh = roll != ROLL_NONE && (i < base || i >= base + n);
+                if (roll == ROLL_STARTING && fresh && !was_ready) {
+                    /* A new process that cannot start (a bad binary or
+                     * configuration): the old generation keeps serving. */
+                    pl_log_error("supervise",
+                                 "rolling restart abandoned: process %d "
+                                 "died before it was ready; the old "
+                                 "processes keep serving",
+                                 i);
+                    for (int j = 0; j < slots; j++)
+                        if (j < base || j >= base + n) {
+                            k[j].active = 0;
+                            if (k[j].pid > 0)
+                                kill(k[j].pid, SIGTERM);
+                        }
+                    roll = ROLL_NONE;
+                    break;
+                }
                 /* Healthy for a while: the next restart is prompt. */
                 if (t - k[i].started >= (uint64_t)c->s.restart_delay_max)
                     k[i].delay = c->s.restart_delay;
@@ -160,12 +233,29 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
                 break;
             }
         }
+        /* Draining the old generation, one process at a time. */
+        if (roll == ROLL_DRAINING && !stopping &&
+            (draining < 0 || k[draining].pid == 0)) {
+            draining = next_old(k, base, n);
+            if (draining < 0) {
+                base = base ? 0 : n;
+                roll = ROLL_NONE;
+                pl_log_info("supervise",
+                            "rolling restart done: processes %d to %d serve",
+                            base, base + n - 1);
+            } else {
+                pl_log_info("supervise", "draining process %d (pid %d)",
+                            draining, (int)k[draining].pid);
+                kill(k[draining].pid, SIGUSR2);
+            }
+        }
         t = now_ms();
         uint64_t next = t + 1000; /* wake up at least each second */
-        for (int i = 0; i < n; i++) {
-            if (!k[i].pid && !stopping && k[i].restart_at <= t) {
+        for (int i = 0; i < slots; i++) {
+            if (k[i].active && !k[i].pid && !stopping && k[i].restart_at <= t) {
                 k[i].pid = spawn(exe, args[i], &child_mask, self);
                 k[i].started = t;
+                k[i].ready = 0;
                 if (k[i].pid < 0) {
                     pl_log_error("supervise", "fork: %s", strerror(errno));
                     k[i].pid = 0;
@@ -177,7 +267,7 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
             }
             if (k[i].pid)
                 alive++;
-            else if (!stopping && k[i].restart_at < next)
+            else if (k[i].active && !stopping && k[i].restart_at < next)
                 next = k[i].restart_at;
         }
         if (stopping && !alive)
@@ -187,7 +277,7 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
                         "processes still running after %ld s: "
                         "killed",
                         c->s.stop_timeout);
-            send_all(k, n, SIGKILL);
+            send_all(k, slots, SIGKILL);
             killed = 1;
         }
         if (stopping && !killed && deadline < next)
@@ -195,7 +285,38 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
         uint64_t wait = next > t ? next - t : 0;
         struct timespec ts = {(time_t)(wait / 1000),
                               (long)(wait % 1000) * 1000000};
-        int signo = sigtimedwait(&mask, NULL, &ts);
+        siginfo_t si;
+        memset(&si, 0, sizeof(si));
+        int signo = sigtimedwait(&mask, &si, &ts);
+        if (signo == PL_SIG_READY) {
+            for (int i = 0; i < slots; i++)
+                if (k[i].pid > 0 && k[i].pid == si.si_pid && !k[i].ready) {
+                    k[i].ready = 1;
+                    pl_log_info("supervise", "process %d (pid %d) is ready", i,
+                                (int)k[i].pid);
+                }
+            if (roll != ROLL_STARTING || stopping)
+                continue;
+            int fresh = base ? 0 : n, all = 1;
+            for (int i = fresh; i < fresh + n; i++)
+                all &= k[i].ready;
+            if (!all)
+                continue;
+            /* Every new process is ready: the old ones stop accepting
+             * (new connections go to the new ones only), then drain. */
+            pl_log_info("supervise",
+                        "new processes %d to %d ready: processes %d to %d "
+                        "stop accepting, then drain one at a time",
+                        fresh, fresh + n - 1, base, base + n - 1);
+            for (int i = base; i < base + n; i++) {
+                k[i].active = 0; /* not restarted any more */
+                if (k[i].pid > 0)
+                    kill(k[i].pid, PL_SIG_QUIESCE);
+            }
+            roll = ROLL_DRAINING;
+            draining = -1;
+            continue;
+        }
         switch (signo) {
         case SIGTERM:
         case SIGINT:
@@ -204,15 +325,38 @@ int pl_supervise(const struct pl_config *c, int argc, char **argv)
             if (!stopping)
                 deadline = now_ms() + (uint64_t)c->s.stop_timeout * 1000;
             stopping = 1;
-            send_all(k, n, SIGTERM);
+            send_all(k, slots, SIGTERM);
+            break;
+        case SIGUSR2:
+            if (stopping || roll != ROLL_NONE) {
+                pl_log_warn("supervise", "SIGUSR2: a rolling restart is %s",
+                            stopping ? "not done while stopping"
+                                     : "under way already");
+                break;
+            }
+            {
+                int fresh = base ? 0 : n;
+                t = now_ms();
+                for (int i = fresh; i < fresh + n; i++) {
+                    k[i].active = 1;
+                    k[i].ready = 0;
+                    k[i].delay = c->s.restart_delay;
+                    k[i].restart_at = t;
+                }
+                roll = ROLL_STARTING;
+                pl_log_info("supervise",
+                            "SIGUSR2: rolling restart: starting processes "
+                            "%d to %d",
+                            fresh, fresh + n - 1);
+            }
             break;
         case SIGHUP:
-        case SIGUSR1: send_all(k, n, signo); break;
+        case SIGUSR1: send_all(k, slots, signo); break;
         default: /* SIGCHLD, or the timeout: reaped and restarted above */
             break;
         }
     }
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < slots; i++) {
         pl_free(args[i][argc + 1]);
         pl_free(args[i]);
     }

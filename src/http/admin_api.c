@@ -18,6 +18,9 @@
  *   GET    /api/fleet/push/ID         "status"       200 {delivered...}
  *   GET    /api/stats                 "stats"        200 {counters, memory}
  *   GET    /api/cluster               "cluster"      200 {enabled, node, nodes}
+ *   POST   /api/cluster/nodes/NODE/drain   (or /quiesce)
+ *                                     "cluster"      200 {node, ...}
+ *   POST   /api/cluster/restart       "cluster"      200 {restart}
  *   GET    /api/media[/FILE]          "media"        200 {files} / {host, file}
  *
  * Errors have a JSON body {"error": CONDITION, "detail": TEXT}: 401 with
@@ -365,6 +368,34 @@ static void map_request(struct pl_http_req *r, struct pl_str method,
         m->allow = "GET, HEAD";
         if (get)
             json_object_set_new(req, "op", json_string("cluster"));
+    } else if (is(p, "cluster/restart")) {
+        m->allow = "POST";
+        if (post) {
+            json_object_set_new(req, "op", json_string("cluster"));
+            json_object_set_new(req, "restart", json_true());
+        }
+    } else if (starts(p, "cluster/nodes/") && p.len > 14) {
+        /* POST /api/cluster/nodes/NODE/drain (or /quiesce) */
+        struct pl_str rest = {p.p + 14, p.len - 14};
+        const char *slash = memrchr(rest.p, '/', rest.len);
+        m->allow = "POST";
+        if (!slash || slash == rest.p) {
+            fail(m, 404, "item-not-found", "no such endpoint");
+        } else {
+            size_t nl = (size_t)(slash - rest.p);
+            struct pl_str act = {slash + 1, rest.len - nl - 1};
+            const char *what = act.len == 5 && !memcmp(act.p, "drain", 5)
+                                   ? "drain"
+                               : act.len == 7 && !memcmp(act.p, "quiesce", 7)
+                                   ? "quiesce"
+                                   : NULL;
+            if (!what)
+                fail(m, 404, "item-not-found", "no such endpoint");
+            else if (post) {
+                json_object_set_new(req, "op", json_string("cluster"));
+                json_object_set_new(req, what, json_stringn(rest.p, nl));
+            }
+        }
     } else if (is(p, "stats")) {
         m->allow = "GET, HEAD";
         if (get)

@@ -20,6 +20,8 @@
  *   - memory (parley_heap_in_use_bytes, parley_heap_from_system_bytes,
  *     process_resident_memory_bytes), process_start_time_seconds,
  *     parley_uptime_seconds, parley_build_info{version};
+ *   - parley_node_phase{phase}: a cluster node's phase, 1 for the
+ *     current one (starting, ready, quiesced, draining);
  *   - parley_node_info{node,role}: this node in a cluster (role
  *     "cluster") or alone ("standalone"), and per other node known
  *     (doc/cluster.md) parley_cluster_node_up{peer},
@@ -261,6 +263,19 @@ static void render_cluster(struct pl_buf *b)
     pl_buf_append_str(b, "parley_node_info{node=\"");
     label(b, on ? json_string_value(json_object_get(a, "node")) : "");
     pl_buf_printf(b, "\",role=\"%s\"} 1\n", on ? "cluster" : "standalone");
+    const char *phase = on ? json_string_value(json_object_get(a, "phase"))
+                           : NULL;
+    if (phase) {
+        static const char *const phases[] = {"starting", "ready", "quiesced",
+                                             "draining"};
+        family(b, "parley_node_phase", "gauge",
+               "1 for this cluster node's phase: starting (listeners held "
+               "until linked), ready, quiesced (accepts no connection), "
+               "draining (ending its sessions).");
+        for (size_t i = 0; i < sizeof(phases) / sizeof(phases[0]); i++)
+            pl_buf_printf(b, "parley_node_phase{phase=\"%s\"} %d\n", phases[i],
+                          strcmp(phase, phases[i]) == 0);
+    }
     json_t *v = on ? json_object_get(a, "nodes") : NULL;
     if (json_array_size(v)) {
         for (size_t g = 0; g < sizeof(link_gauges) / sizeof(link_gauges[0]);

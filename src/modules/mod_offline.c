@@ -122,10 +122,15 @@ static void store_done(int rc, void *arg)
                               NULL};
         if (ev.host)
             pl_hook_fire(&ev);
-        /* The user may have come online while this was being stored. */
+        /* The user may have come online while this was being stored.  A
+         * session of another cluster node (transport "cluster") was
+         * flushed there at its presence, maybe before this commit: it is
+         * flushed from here, through its node's link (doc/cluster.md). */
         for (struct pl_session *s = pl_session_first(j->base.bare); s;
              s = s->next_res)
-            if ((flags(s) & F_FLUSHED) && s->available && s->priority >= 0) {
+            if (((flags(s) & F_FLUSHED) ||
+                 strcmp(pl_session_transport(s), "cluster") == 0) &&
+                s->available && s->priority >= 0) {
                 start_flush(s);
                 break;
             }

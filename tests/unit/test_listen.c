@@ -5,7 +5,8 @@
  * protocol and port), and the datagram path with a protocol of the
  * test's own: a datagram on a UDP entry reaches the provider with its
  * source, the provider's answer with pl_listen_sendto reaches the sender,
- * and a closed entry receives nothing more.
+ * and a closed entry receives nothing more; held entries (pl_listen_hold)
+ * have no socket until pl_listen_release, none after pl_listen_close_all.
  *
  * Extending: a new entry check is a row of check_rows; a new datagram case
  * opens its own entry with open_udp_entry().
@@ -185,4 +186,58 @@ void test_listen_datagram(void)
     close(fd);
     pl__server_set(NULL, NULL, NULL, NULL);
     pl_loop_free(D.loop);
+}
+
+/* ---- held listeners (a cluster node until it has linked) ---- */
+
+static int connects(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in to = {0};
+    to.sin_family = AF_INET;
+    to.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    int ok = connect(fd, (struct sockaddr *)&to, sizeof(to)) == 0;
+    close(fd);
+    return ok;
+}
+
+void test_listen_hold(void)
+{
+    struct pl_loop *loop;
+    CHECK_INT(pl_loop_new(&loop), PL_OK);
+    unsigned char secret[32] = {0};
+    struct pl_config *c = NULL;
+    char err[512] = "";
+    CHECK_INT(load("({ protocol = \"c2s\"; address = \"127.0.0.1\"; "
+                   "port = 0; })",
+                   &c, err, sizeof(err)),
+              PL_OK);
+    if (!c) {
+        pl_loop_free(loop);
+        return;
+    }
+    pl__server_set(loop, c, NULL, secret);
+    /* Held: the entry is there, its socket is not. */
+    pl_listen_hold();
+    CHECK_INT(pl_listen_held(), 1);
+    CHECK_INT(pl__listen_start(c), PL_OK);
+    CHECK(pl_listen_at(0) != NULL);
+    CHECK_INT(pl_listen_port(pl_listen_at(0)), -1);
+    /* Released: it listens. */
+    CHECK_INT(pl_listen_release(), PL_OK);
+    CHECK_INT(pl_listen_held(), 0);
+    int port = pl_listen_port(pl_listen_at(0));
+    CHECK(port > 0);
+    CHECK(port > 0 && connects(port));
+    CHECK_INT(pl_listen_release(), PL_OK); /* twice: nothing more */
+    /* Closed for good: refused, the entry stays. */
+    pl_listen_close_all();
+    CHECK(pl_listen_at(0) != NULL);
+    CHECK_INT(pl_listen_port(pl_listen_at(0)), -1);
+    CHECK(port > 0 && !connects(port));
+    pl__listen_free();
+    pl__server_set(NULL, NULL, NULL, NULL);
+    pl_config_free(c);
+    pl_loop_free(loop);
 }
