@@ -92,7 +92,8 @@ static const char *const ACQUIRE_SCRIPT =
     "if v and v ~= ARGV[1] then "
     "local name, epoch = string.match(v, '^([^:]+):(.+)$') "
     "local live = name and redis.call('GET', ARGV[3] .. name) "
-    "if live and string.sub(live, -#epoch - 1) == ' ' .. epoch then "
+    "if live and string.find(' ' .. live .. ' ', ' ' .. epoch .. ' ', 1, "
+    "true) then "
     "return v end end "
     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return ARGV[1]";
 
