@@ -89,12 +89,21 @@ static void share_done(int rc, void *arg)
 
 int pl__server_share_secret(void)
 {
-    struct share_job j = {.rc = PL_EIO};
-    memcpy(j.secret, secret, sizeof(secret));
-    pl_storage_submit(loop, share_run, share_done, &j);
-    pl_loop_run(loop);
-    if (!j.done) /* the loop stopped for another reason (a signal) */
-        return PL_EIO;
+    struct share_job j;
+    /* A batch that failed (PL_ESTORAGE: the database went away, or
+     * another node stored its secret while ours was being replayed after
+     * a lost connection) wrote nothing: offer again. */
+    for (int tries = 0; tries < 3; tries++) {
+        memset(&j, 0, sizeof(j));
+        j.rc = PL_EIO;
+        memcpy(j.secret, secret, sizeof(secret));
+        pl_storage_submit(loop, share_run, share_done, &j);
+        pl_loop_run(loop);
+        if (!j.done) /* the loop stopped for another reason */
+            return PL_EIO;
+        if (j.rc != PL_ESTORAGE)
+            break;
+    }
     if (j.rc != PL_OK)
         return j.rc;
     memcpy(secret, j.secret, sizeof(secret));

@@ -210,6 +210,7 @@ enum op_kind {
     OP_ACCT_UPDATE,
     OP_ACCT_DELETE,
     OP_KV_SET,
+    OP_KV_ADD,
     OP_KV_CLEAR,
     OP_ARC_APPEND,
     OP_ARC_EXPIRE,
@@ -1111,7 +1112,9 @@ static int kv_add(void *p, const char *host, const char *user,
     int rc;
     RETRYING(d, rc = do_kv_add(d, host, user, store, key, data, len));
     struct op *o;
-    if (rc == PL_OK && (o = log_op(d, OP_KV_SET, host, user))) {
+    /* Replayed as an add: a key another node took meanwhile fails the
+     * batch rather than be overwritten. */
+    if (rc == PL_OK && (o = log_op(d, OP_KV_ADD, host, user))) {
         o->store = pl_strdup(store);
         o->key = pl_strdup(key);
         o->data = dupmem(data, len);
@@ -1801,6 +1804,9 @@ static int replay_op(struct db *d, const struct op *o)
     case OP_ACCT_DELETE: return do_account_delete(d, o->host, o->user);
     case OP_KV_SET:
         return do_kv_set(d, o->host, o->user, o->store, o->key, o->data,
+                         o->len);
+    case OP_KV_ADD:
+        return do_kv_add(d, o->host, o->user, o->store, o->key, o->data,
                          o->len);
     case OP_KV_CLEAR: {
         struct params q = {0};
