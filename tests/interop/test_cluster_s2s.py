@@ -20,7 +20,8 @@ own stream):
   - pat answers alice: Prosody's stream lands on node b, which routes
     the message to alice's session on node a through the cluster link;
   - bob (node b) and pat chat both ways; subscriptions and presence
-    between alice and pat both ways;
+    between alice and pat both ways; an IQ from pat to alice's full JID
+    and her answer;
   - an error from Prosody (a message to a user it does not have) comes
     back to alice through node b; a message from pat to a user the
     cluster does not have comes back to pat as an error;
@@ -356,6 +357,21 @@ def federation(users, pros_users):
                          im_common.show_of(el) == "dnd", STEP)
         check("alice (node a) sees pat's dnd through node b",
               got is not None, "no dnd presence")
+    # An IQ from Prosody to alice's full JID (in on node b, to node a)
+    # and alice's answer (out through node a's link).
+    pat.send("<iq type='get' id='v1' to='%s/r'><query xmlns='jabber:iq:"
+             "version'/></iq>" % alice.bare)
+    got = alice.wait(lambda el: im_common.named(el, "iq") and
+                     el.get("id") == "v1", STEP)
+    if check("alice (node a) gets pat's IQ (through node b)",
+             got is not None, "nothing"):
+        alice.send("<iq type='result' id='v1' to='%s'><query xmlns='jabber:"
+                   "iq:version'><name>t</name><version>1</version></query>"
+                   "</iq>" % got.get("from"))
+        got = pat.wait(lambda el: im_common.named(el, "iq") and
+                       el.get("id") == "v1" and el.get("type") == "result",
+                       STEP)
+        check("pat gets alice's answer", got is not None, "nothing")
     # Errors across nodes.
     alice.message("nobody-%d@prosody.test" % os.getpid(), "anyone?",
                   msg_id="e1")
