@@ -68,8 +68,8 @@ static int share_run(const struct pl_storage_driver *d, void *db, void *arg)
     rc = d->kv_get(db, "", "", "server", "secret", &b);
     if (rc == PL_OK && b.len != sizeof(j->secret)) {
         pl_log_error("server",
-                     "the stored server secret has %zu bytes, not "
-                     "%zu",
+                     "the stored server secret has %zu bytes, "
+                     "not %zu",
                      b.len, sizeof(j->secret));
         rc = PL_EINVAL;
     }
@@ -107,9 +107,7 @@ int pl__server_share_secret(void)
     if (j.rc != PL_OK)
         return j.rc;
     memcpy(secret, j.secret, sizeof(secret));
-    pl_log_info("server",
-                "server secret: the cluster's, %s the shared "
-                "storage",
+    pl_log_info("server", "server secret: the cluster's, %s the shared storage",
                 j.created ? "this node's stored in" : "read from");
     return PL_OK;
 }
