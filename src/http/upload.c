@@ -932,7 +932,8 @@ static void look_done(struct pl_work *w)
     struct pl_http_req *r = l->r;
     if (r)
         r->data = NULL;
-    if (l->f && !pl__upload_closing()) {
+    int closing = pl__upload_closing(); /* the stores are going */
+    if (l->f && !closing) {
         pl__upload_adopt(l->u[l->which], l->f);
         l->f = NULL;
     }
@@ -946,9 +947,11 @@ static void look_done(struct pl_work *w)
     pl_free(l->domain);
     pl_free(l);
     struct pl_str id, name;
-    if (r && split_path(r->path, &id, &name) == PL_OK)
+    if (!r || closing)
+        return; /* the request went with its connection, or goes now */
+    if (split_path(r->path, &id, &name) == PL_OK)
         get_request(r, id, name, 0);
-    else if (r)
+    else
         pl_http_error(r, 404, NULL);
 }
 
