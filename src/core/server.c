@@ -14,6 +14,7 @@ static struct pl_loop *loop;
 static struct pl_config *config;
 static struct pl_workq *cpu;
 static unsigned char secret[32];
+static int secret_shared; /* secret is the cluster's */
 
 struct pl_loop *pl_server_loop(void)
 {
@@ -33,12 +34,18 @@ struct pl_str pl_server_secret(void)
     return (struct pl_str){(const char *)secret, sizeof(secret)};
 }
 
+int pl_server_secret_shared(void)
+{
+    return secret_shared;
+}
+
 void pl__server_set(struct pl_loop *l, struct pl_config *c, struct pl_workq *q,
                     const unsigned char *s)
 {
     loop = l;
     config = c;
     cpu = q;
+    secret_shared = 0;
     if (s)
         memcpy(secret, s, sizeof(secret));
 }
@@ -107,6 +114,7 @@ int pl__server_share_secret(void)
     if (j.rc != PL_OK)
         return j.rc;
     memcpy(secret, j.secret, sizeof(secret));
+    secret_shared = 1;
     pl_log_info("server", "server secret: the cluster's, %s the shared storage",
                 j.created ? "this node's stored in" : "read from");
     return PL_OK;

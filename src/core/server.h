@@ -23,6 +23,9 @@ struct pl_workq *pl_server_cpu(void);
  * reads from the shared storage (pl__server_share_secret).
  */
 struct pl_str pl_server_secret(void);
+/* Non-zero when the secret is the cluster's (other nodes sign with it:
+ * what they made may be found here too, e.g. their uploads). */
+int pl_server_secret_shared(void);
 
 /* Set by parleyd.c. */
 void pl__server_set(struct pl_loop *loop, struct pl_config *c,

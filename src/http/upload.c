@@ -835,7 +835,7 @@ static void get_request(struct pl_http_req *r, struct pl_str id,
 {
     struct pl_upload *u;
     struct upload_file *f = find_file(id, &u);
-    if (!f && may_look) {
+    if (!f && may_look && pl_server_secret_shared()) {
         look_up(r, id);
         return;
     }
@@ -901,8 +901,9 @@ static void get_request(struct pl_http_req *r, struct pl_str id,
 }
 
 /*
- * A file this node's index does not have may be in the directory all the
- * same: stored by another node of a cluster that shares it (doc/cluster.md).
+ * In a cluster, a file this node's index does not have may be in the
+ * directory all the same: stored by another node that shares it
+ * (doc/cluster.md); a single server's index knows all of its files.
  * The upload work queue reads its sidecar off the loop; the GET is answered
  * when it is back (404 if no host has it).
  */

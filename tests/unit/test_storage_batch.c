@@ -535,10 +535,13 @@ void test_storage_shared_secret(void)
     start("shared_secret", NULL);
     unsigned char first[32], other[32];
     memcpy(first, pl_server_secret().p, sizeof(first));
+    CHECK(!pl_server_secret_shared());
     CHECK_INT(pl__server_share_secret(), PL_OK);
+    CHECK(pl_server_secret_shared());
     CHECK(memcmp(pl_server_secret().p, first, sizeof(first)) == 0);
     memset(other, 7, sizeof(other));
     pl__server_set(E.loop, E.cfg, E.cpu, other);
+    CHECK(!pl_server_secret_shared());
     CHECK(memcmp(pl_server_secret().p, other, sizeof(other)) == 0);
     CHECK_INT(pl__server_share_secret(), PL_OK);
     CHECK(memcmp(pl_server_secret().p, first, sizeof(first)) == 0);
