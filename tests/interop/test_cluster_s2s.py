@@ -33,8 +33,13 @@ with one shared file directory; a slot requested through node a is
 accepted for PUT by node b (the slot's MAC is keyed with the cluster's
 secret), and GET works on both nodes.
 
-A start without the cluster's secret (the database unreachable) stops
-with a clear error instead of going on with the node's own.
+Node b restarted reads the cluster's secret again and leaves a fresh
+.part file of the shared directory alone (another node may be writing
+it), removing only one untouched for longer than slot_expiry.
+
+A start without the cluster's secret (the database unreachable, or a
+stored secret that is not 32 bytes) stops with a clear error instead of
+going on with the node's own.
 
 Skips (with a note) only when redis-server or PostgreSQL cannot start.
 Run with /usr/bin/python3; `scripts/run-tests cluster_s2s`.
@@ -448,6 +453,34 @@ def upload(users):
           (st, text[:200]))
 
 
+def restart_keeps_uploads():
+    """Node b restarts: it reads the cluster's secret again, and leaves
+    the shared upload directory's fresh .part file (another node's upload
+    in progress) alone, while one untouched for longer than slot_expiry
+    goes."""
+    fresh = os.path.join(UPLOAD_DIR, "A" * 24 + ".part")
+    stale = os.path.join(UPLOAD_DIR, "B" * 24 + ".part")
+    for path in (fresh, stale):
+        with open(path, "wb") as f:
+            f.write(b"x")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    srv = nodes["b"]
+    off = srv.log_size()
+    srv.stop()
+    if not srv.start():
+        return
+    check("node b, restarted, reads the cluster's secret",
+          "server secret: the cluster's, read from" in srv.log_text(off),
+          "see node b's log")
+    check("... leaves a fresh .part file of the shared upload directory",
+          os.path.exists(fresh))
+    check("... and removes one untouched for longer than slot_expiry",
+          not os.path.exists(stale))
+    if os.path.exists(fresh):
+        os.unlink(fresh)
+
+
 # -------------------------------------------------------------- no secret
 
 def run_once(srv, timeout=60):
@@ -541,6 +574,7 @@ def main():
         else:
             check("dnsmasq runs", False, "exited")
         upload(users)
+        restart_keeps_uploads()
         no_secret(r[1], pg)
     finally:
         for srv in nodes.values():

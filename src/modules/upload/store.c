@@ -433,8 +433,22 @@ static void index_entry(struct pl_upload *u, struct upload_file *f)
     pl__upload_usage_add(u, f->owner, (int64_t)f->size);
 }
 
+/*
+ * Whether name (in dfd) changed in the last age seconds.  In a cluster
+ * whose nodes share the directory, a node that starts leaves such files
+ * alone: another node may be writing them (an upload in progress, a
+ * sidecar written just before its file is renamed into place).  A single
+ * server passes age 0: nobody else writes there.
+ */
+static int fresh(int dfd, const char *name, long age)
+{
+    struct stat st;
+    return age > 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           st.st_mtime > time(NULL) - age;
+}
+
 /* Reads the sidecar name (in dirfd) into the index. */
-static void load_one(struct pl_upload *u, int dfd, const char *name)
+static void load_one(struct pl_upload *u, int dfd, const char *name, long age)
 {
     char id[PL_UPLOAD_ID_LEN + 1];
     size_t n = strlen(name) - 5;
@@ -445,6 +459,8 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
     id[n] = '\0';
     if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         !S_ISREG(st.st_mode)) {
+        if (fresh(dfd, name, age))
+            return; /* another node's, about to be renamed into place */
         /* The bytes never arrived (a crash before the rename). */
         unlinkat(dfd, name, 0);
         char pieces[PL_UPLOAD_ID_LEN + 8];
@@ -498,11 +514,14 @@ int pl__upload_store_open(struct pl_upload *u)
     }
     struct dirent *e;
     unsigned long n = 0;
+    long age = pl_server_secret_shared() ? u->slot_expiry : 0;
     while ((e = readdir(d))) {
-        if (ends_with(e->d_name, ".part") || ends_with(e->d_name, ".tmp"))
-            unlinkat(dirfd(d), e->d_name, 0); /* interrupted */
-        else if (ends_with(e->d_name, ".meta"))
-            load_one(u, dirfd(d), e->d_name), n++;
+        if (ends_with(e->d_name, ".part") || ends_with(e->d_name, ".tmp")) {
+            if (!fresh(dirfd(d), e->d_name, age))
+                unlinkat(dirfd(d), e->d_name, 0); /* interrupted */
+        } else if (ends_with(e->d_name, ".meta")) {
+            load_one(u, dirfd(d), e->d_name, age), n++;
+        }
     }
     /* Piece hashes whose file never got its sidecar (a crash between
      * the two writes). */
@@ -513,7 +532,7 @@ int pl__upload_store_open(struct pl_upload *u)
             char id[PL_UPLOAD_ID_LEN + 1];
             memcpy(id, e->d_name, PL_UPLOAD_ID_LEN);
             id[PL_UPLOAD_ID_LEN] = '\0';
-            if (!pl_map_get(&u->files, id))
+            if (!pl_map_get(&u->files, id) && !fresh(dirfd(d), e->d_name, age))
                 unlinkat(dirfd(d), e->d_name, 0);
         }
     }
