@@ -245,6 +245,17 @@ int main(int argc, char **argv)
         pl_log_error("parleyd", "%s", err);
         goto out;
     }
+    /* A cluster: every node signs and verifies with one secret (dialback
+     * keys, upload slots...), the one in the shared storage.  Never go on
+     * with this node's own: its signatures would fail on the others. */
+    if (pl__frontends_shared_secret(config) &&
+        pl__server_share_secret() != PL_OK) {
+        pl_log_error("parleyd",
+                     "cannot read or store the cluster's server "
+                     "secret in the storage (%s); not starting",
+                     config->s.storage_driver);
+        goto out;
+    }
     if (pl__hosts_init(config) != PL_OK)
         goto out;
     pl_loop_on_signal(loop, SIGTERM, on_stop, NULL);

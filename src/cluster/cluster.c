@@ -1035,6 +1035,13 @@ static void cluster_free(void)
     S = &defaults;
 }
 
+/* Every node signs with the one secret of the shared database (dialback
+ * keys verified by another node, upload slots...): src/core/server.c. */
+static int cluster_shared_secret(const void *settings)
+{
+    return ((const struct pl_cluster_settings *)settings)->enable;
+}
+
 static const struct pl_protocol *const protocols[] = {NULL};
 
 static const struct pl_frontend frontend = {
@@ -1047,6 +1054,7 @@ static const struct pl_frontend frontend = {
     .reload = cluster_reload,
     .count = cluster_count,
     .free = cluster_free,
+    .shared_secret = cluster_shared_secret,
 };
 
 const struct pl_module pl_mod_cluster = {

@@ -112,6 +112,17 @@ void pl__frontends_reload(struct pl_config *c)
             all[i]->frontend->reload(c, c->frontend[i]);
 }
 
+int pl__frontends_shared_secret(const struct pl_config *c)
+{
+    for (int i = 0; all[i]; i++) {
+        const struct pl_frontend *fe = all[i]->frontend;
+        if (fe && fe->shared_secret && c->frontend[i] &&
+            fe->shared_secret(c->frontend[i]))
+            return 1;
+    }
+    return 0;
+}
+
 unsigned long pl__frontends_count(void)
 {
     unsigned long n = 0;

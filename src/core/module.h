@@ -87,6 +87,10 @@ struct pl_frontend {
     unsigned long (*count)(void);
     /* After the drain, before the hosts go: frees what start made. */
     void (*free)(void);
+    /* Non-zero when these settings need the server secret shared through
+     * the storage (the nodes of a cluster sign and verify each other's
+     * tokens and dialback keys), or NULL: the secret in data_dir. */
+    int (*shared_secret)(const void *settings);
 };
 
 struct pl_module {
@@ -148,6 +152,8 @@ void pl__frontends_stop(void);
 void pl__frontends_reload(struct pl_config *c);
 unsigned long pl__frontends_count(void);
 void pl__frontends_free(void);
+/* Non-zero when a front end's settings in c ask for the shared secret. */
+int pl__frontends_shared_secret(const struct pl_config *c);
 /* Prints each module's options as configuration groups. */
 void pl_module_print_options(FILE *f);
 

@@ -132,6 +132,12 @@ struct pl_storage_driver {
     int (*kv_set)(void *db, const char *host, const char *user,
                   const char *store, const char *key, const void *data,
                   size_t len);
+    /* Stores the document only if there is none under that key (an
+     * insert that does nothing otherwise, safe against another process
+     * doing the same at the same moment): PL_ECONFLICT if one exists. */
+    int (*kv_add)(void *db, const char *host, const char *user,
+                  const char *store, const char *key, const void *data,
+                  size_t len);
     /* Every document of one user's store, in key order (byte order).
      * fn returns non-zero to stop early. */
     int (*kv_list)(void *db, const char *host, const char *user,

@@ -471,7 +471,10 @@ static int put_head(struct pl_http_req *r, struct pl_str id, struct pl_str name)
     if (s.expires < (int64_t)time(NULL))
         return refuse(r, 403, "upload slot expired");
     struct pl_upload *other;
-    if (find_file(id, &other))
+    char done_path[4200];
+    pl__upload_path(u, s.id, "", done_path, sizeof(done_path));
+    /* The file may be another node's (a cluster sharing u->dir). */
+    if (find_file(id, &other) || access(done_path, F_OK) == 0)
         return refuse(r, 409, "this slot was used");
     if (r->head->framing != PL_HTTP_LENGTH)
         return refuse(r, 411, NULL);
@@ -825,11 +828,17 @@ static void metalink_http(struct pl_http_req *r, struct pl_upload *u,
     pl__media_sources_free(&peers);
 }
 
+static void look_up(struct pl_http_req *r, struct pl_str id);
+
 static void get_request(struct pl_http_req *r, struct pl_str id,
-                        struct pl_str name)
+                        struct pl_str name, int may_look)
 {
     struct pl_upload *u;
     struct upload_file *f = find_file(id, &u);
+    if (!f && may_look && pl_server_secret_shared()) {
+        look_up(r, id);
+        return;
+    }
     if (!f || !f->ready) {
         pl_http_error(r, 404, NULL);
         return;
@@ -897,6 +906,87 @@ static void get_request(struct pl_http_req *r, struct pl_str id,
     pl_http_file(r, fd, &st, f->type);
 }
 
+/*
+ * In a cluster, a file this node's index does not have may be in the
+ * directory all the same: stored by another node that shares it
+ * (doc/cluster.md); a single server's index knows all of its files.
+ * The upload work queue reads its sidecar off the loop; the GET is answered
+ * when it is back (404 if no host has it).
+ */
+struct look {
+    struct pl_work w;      /* first */
+    struct pl_http_req *r; /* NULL once the request is gone */
+    char id[PL_UPLOAD_ID_LEN + 1];
+    int n;                 /* hosts with the upload service */
+    struct pl_upload **u;  /* their state */
+    char **dir, **domain;  /* their directories (copies) */
+    struct upload_file *f; /* found, not indexed yet */
+    int which;             /* in u[which] */
+};
+
+static void look_work(struct pl_work *w)
+{
+    struct look *l = (struct look *)w;
+    for (int i = 0; i < l->n && !l->f; i++) {
+        l->f = pl__upload_read_entry(l->domain[i], l->dir[i], l->id);
+        l->which = i;
+    }
+}
+
+static void look_done(struct pl_work *w)
+{
+    struct look *l = (struct look *)w;
+    struct pl_http_req *r = l->r;
+    if (r)
+        r->data = NULL;
+    int closing = pl__upload_closing(); /* the stores are going */
+    if (l->f && !closing) {
+        pl__upload_adopt(l->u[l->which], l->f);
+        l->f = NULL;
+    }
+    pl__upload_entry_free(l->f);
+    for (int i = 0; i < l->n; i++) {
+        pl_free(l->dir[i]);
+        pl_free(l->domain[i]);
+    }
+    pl_free(l->u);
+    pl_free(l->dir);
+    pl_free(l->domain);
+    pl_free(l);
+    struct pl_str id, name;
+    if (!r || closing)
+        return; /* the request went with its connection, or goes now */
+    if (split_path(r->path, &id, &name) == PL_OK)
+        get_request(r, id, name, 0);
+    else
+        pl_http_error(r, 404, NULL);
+}
+
+static void look_up(struct pl_http_req *r, struct pl_str id)
+{
+    struct look *l = pl_calloc(1, sizeof(*l));
+    memcpy(l->id, id.p, PL_UPLOAD_ID_LEN);
+    int n = 0;
+    while (pl_host_at(n))
+        n++;
+    l->u = pl_calloc((size_t)n + 1, sizeof(*l->u));
+    l->dir = pl_calloc((size_t)n + 1, sizeof(*l->dir));
+    l->domain = pl_calloc((size_t)n + 1, sizeof(*l->domain));
+    for (int i = 0; i < n; i++) {
+        struct pl_upload *u = pl__upload_of(pl_host_at(i));
+        if (!u || !u->opened)
+            continue;
+        l->u[l->n] = u;
+        l->dir[l->n] = pl_strdup(u->dir);
+        l->domain[l->n++] = pl_strdup(u->domain);
+    }
+    l->r = r;
+    r->data = l;
+    l->w.work = look_work;
+    l->w.done = look_done;
+    pl_workq_submit(pl__upload_workq(), pl_server_loop(), &l->w);
+}
+
 /* ---- the route ---- */
 
 static int on_head(struct pl_http_req *r)
@@ -920,16 +1010,24 @@ static void on_request(struct pl_http_req *r)
         pl_http_error(r, 404, NULL);
         return;
     }
-    get_request(r, id, name);
+    get_request(r, id, name, 1);
 }
 
 static void on_abort(struct pl_http_req *r)
 {
-    if (r->data && pl_str_eq_c(r->head->method, "GET")) {
-        struct park *k = r->data; /* a parked Metalink GET */
-        r->data = NULL;
-        k->r = NULL;
-        unpark(k);
+    if (r->data && !pl_str_eq_c(r->head->method, "PUT")) {
+        struct park *k = parked;
+        while (k && k != r->data)
+            k = k->next;
+        if (k) { /* a parked Metalink GET */
+            r->data = NULL;
+            k->r = NULL;
+            unpark(k);
+        } else { /* a GET whose file is looked up (look_done frees it) */
+            struct look *l = r->data;
+            r->data = NULL;
+            l->r = NULL;
+        }
         return;
     }
     struct put *p = r->data;

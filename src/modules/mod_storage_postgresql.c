@@ -116,6 +116,7 @@ enum {
     Q_MARK,
     Q_MARKED,
     Q_UNMARK,
+    Q_KV_ADD,
     Q_COUNT
 };
 
@@ -196,6 +197,7 @@ static const char *const sql[Q_COUNT] = {
     " DO UPDATE SET seq = excluded.seq",
     "SELECT seq FROM parley_commits WHERE node = $1",
     "DELETE FROM parley_commits WHERE node = $1",
+    "INSERT INTO kv VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
 };
 
 /* Not a PL_E* code: the connection is gone, recover and call again. */
@@ -208,6 +210,7 @@ enum op_kind {
     OP_ACCT_UPDATE,
     OP_ACCT_DELETE,
     OP_KV_SET,
+    OP_KV_ADD,
     OP_KV_CLEAR,
     OP_ARC_APPEND,
     OP_ARC_EXPIRE,
@@ -1080,6 +1083,46 @@ static int kv_set(void *p, const char *host, const char *user,
     return rc;
 }
 
+static int do_kv_add(struct db *d, const char *host, const char *user,
+                     const char *store, const char *key, const void *data,
+                     size_t len)
+{
+    struct params p = {0};
+    p_user(&p, host, user);
+    p_text(&p, store);
+    p_text(&p, key);
+    p_blob(&p, data, len);
+    PGresult *r;
+    int rc = run(d, Q_KV_ADD, &p, &r);
+    if (rc != PL_OK)
+        return rc;
+    if (changed(r) == 0)
+        rc = PL_ECONFLICT;
+    PQclear(r);
+    return rc;
+}
+
+/* ON CONFLICT DO NOTHING waits for a concurrent insert of the same key
+ * to commit, then does nothing: one of two nodes wins. */
+static int kv_add(void *p, const char *host, const char *user,
+                  const char *store, const char *key, const void *data,
+                  size_t len)
+{
+    struct db *d = p;
+    int rc;
+    RETRYING(d, rc = do_kv_add(d, host, user, store, key, data, len));
+    struct op *o;
+    /* Replayed as an add: a key another node took meanwhile fails the
+     * batch rather than be overwritten. */
+    if (rc == PL_OK && (o = log_op(d, OP_KV_ADD, host, user))) {
+        o->store = pl_strdup(store);
+        o->key = pl_strdup(key);
+        o->data = dupmem(data, len);
+        o->len = len;
+    }
+    return rc;
+}
+
 /* Hands rows (name, blob) of r to fn until it returns non-zero. */
 static void each_row(PGresult *r,
                      int (*fn)(const char *name, const void *data, size_t len,
@@ -1762,6 +1805,9 @@ static int replay_op(struct db *d, const struct op *o)
     case OP_KV_SET:
         return do_kv_set(d, o->host, o->user, o->store, o->key, o->data,
                          o->len);
+    case OP_KV_ADD:
+        return do_kv_add(d, o->host, o->user, o->store, o->key, o->data,
+                         o->len);
     case OP_KV_CLEAR: {
         struct params q = {0};
         p_user(&q, o->host, o->user);
@@ -1794,6 +1840,7 @@ static const struct pl_storage_driver driver = {
     .account_list = account_list,
     .kv_get = kv_get,
     .kv_set = kv_set,
+    .kv_add = kv_add,
     .kv_list = kv_list,
     .kv_count = kv_count,
     .kv_clear = kv_clear,

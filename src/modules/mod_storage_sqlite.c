@@ -96,6 +96,7 @@ enum {
     Q_DIGEST_GET,
     Q_DIGEST_PUT,
     Q_DIGEST_DEL,
+    Q_KV_ADD,
     Q_COUNT
 };
 
@@ -162,6 +163,7 @@ static const char *const sql[Q_COUNT] = {
     "SELECT alg, ha1 FROM digest_keys WHERE host = ?1 AND user = ?2",
     "INSERT OR REPLACE INTO digest_keys VALUES (?1, ?2, ?3, ?4)",
     "DELETE FROM digest_keys WHERE host = ?1 AND user = ?2",
+    "INSERT OR IGNORE INTO kv VALUES (?1, ?2, ?3, ?4, ?5)",
 };
 
 struct db {
@@ -581,6 +583,21 @@ static int kv_set(void *p, const char *host, const char *user,
     if (data)
         sqlite3_bind_blob(st, 5, data, (int)len, SQLITE_STATIC);
     return done(d, st);
+}
+
+static int kv_add(void *p, const char *host, const char *user,
+                  const char *store, const char *key, const void *data,
+                  size_t len)
+{
+    struct db *d = p;
+    sqlite3_stmt *st = stmt(d, Q_KV_ADD, host, user);
+    sqlite3_bind_text(st, 3, store, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, key, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, data, (int)len, SQLITE_STATIC);
+    int rc = done(d, st);
+    if (rc == PL_OK && sqlite3_changes(d->h) == 0)
+        rc = PL_ECONFLICT;
+    return rc;
 }
 
 /* Hands each (text, blob) row of st to fn until it returns non-zero. */
@@ -1103,6 +1120,7 @@ static const struct pl_storage_driver driver = {
     .account_list = account_list,
     .kv_get = kv_get,
     .kv_set = kv_set,
+    .kv_add = kv_add,
     .kv_list = kv_list,
     .kv_count = kv_count,
     .kv_clear = kv_clear,

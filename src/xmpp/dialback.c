@@ -306,8 +306,8 @@ void pl__s2s_in_db_verify(struct in *i, struct pl_stanza *st)
     int ok = key && klen == strlen(want) && CRYPTO_memcmp(key, want, klen) == 0;
     db_element(i->conn, "verify", to, from, id, ok ? "valid" : "invalid", NULL,
                NULL);
-    pl_log_debug("s2s", "dialback verify from %s for %s: %s", from, to,
-                 ok ? "valid" : "invalid");
+    pl_log_info("s2s", "dialback verify from %s for %s: %s", from, to,
+                ok ? "valid" : "invalid");
 out:
     pl_free(from);
     pl_free(to);

@@ -24,6 +24,7 @@
 #include "../../src/core/buf.h"
 #include "../../src/core/config.h"
 #include "../../src/core/error.h"
+#include "../../src/core/server.h"
 #include "../../src/core/storage.h"
 #include "../support/inproc.h"
 #include "unit.h"
@@ -157,6 +158,7 @@ enum op {
     OP_ARM,     /* arms fail_writes: the batch's COMMIT fails */
     OP_PARTIAL, /* kv_set key, then fails as a second write would */
     OP_FAKE,    /* returns ret (fake driver) */
+    OP_ADD,     /* kv_add key = value (len bytes of 'a' + len) */
 };
 
 struct tjob {
@@ -195,6 +197,9 @@ static int job_run(const struct pl_storage_driver *d, void *db, void *arg)
         return rc == PL_OK ? PL_ESTORAGE : rc;
     }
     case OP_FAKE: return j->ret;
+    case OP_ADD:
+        memset(big, 'a' + (int)len, len);
+        return d->kv_add(db, "localhost", "u", "t", j->key, big, len);
     }
     return PL_EINVAL;
 }
@@ -516,5 +521,42 @@ void test_storage_batch_retries(void)
     CHECK_INT(h[2].rc, PL_OK);
     CHECK_INT(h[3].rc, PL_OK);
 #undef JOBS
+    inproc_free(&E);
+}
+
+/*
+ * The cluster's one secret (src/core/server.c pl__server_share_secret,
+ * the drivers' kv_add): the first node's offer is stored and kept; a node
+ * with another secret of its own gets the stored one; kv_add never
+ * replaces a document.
+ */
+void test_storage_shared_secret(void)
+{
+    start("shared_secret", NULL);
+    unsigned char first[32], other[32];
+    memcpy(first, pl_server_secret().p, sizeof(first));
+    CHECK(!pl_server_secret_shared());
+    CHECK_INT(pl__server_share_secret(), PL_OK);
+    CHECK(pl_server_secret_shared());
+    CHECK(memcmp(pl_server_secret().p, first, sizeof(first)) == 0);
+    memset(other, 7, sizeof(other));
+    pl__server_set(E.loop, E.cfg, E.cpu, other);
+    CHECK(!pl_server_secret_shared());
+    CHECK(memcmp(pl_server_secret().p, other, sizeof(other)) == 0);
+    CHECK_INT(pl__server_share_secret(), PL_OK);
+    CHECK(memcmp(pl_server_secret().p, first, sizeof(first)) == 0);
+
+    struct tjob j[3] = {{.op = OP_ADD, .key = "k", .len = 1},
+                        {.op = OP_ADD, .key = "k", .len = 2},
+                        {.op = OP_GET, .key = "k"}};
+    for (int i = 0; i < 3; i++)
+        pl_storage_submit(E.loop, job_run, job_done, &j[i]);
+    inproc_drain(&E);
+    CHECK_INT(j[0].rc, PL_OK);
+    CHECK_INT(j[1].rc, PL_ECONFLICT);
+    CHECK_INT(j[2].rc, PL_OK);
+    CHECK_INT((int)j[2].out.len, 1);
+    CHECK(j[2].out.len == 1 && j[2].out.data[j[2].out.off] == 'b');
+    free_jobs(j, 3);
     inproc_free(&E);
 }

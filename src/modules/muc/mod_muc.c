@@ -1621,7 +1621,10 @@ static int service_iq(struct svc *s, struct pl_event *ev)
         unsigned char rnd[12];
         struct pl_str sec = pl_server_secret();
         char seed[64];
-        snprintf(seed, sizeof(seed), "%llu-%ld", ++s->seq, (long)time(NULL));
+        /* sid_prefix is random per process: the nodes of a cluster share
+         * the secret, and may count and tick alike. */
+        snprintf(seed, sizeof(seed), "%s-%llu-%ld", s->sid_prefix, ++s->seq,
+                 (long)time(NULL));
         struct pl_buf in = {0};
         pl_buf_append(&in, sec.p, sec.len);
         pl_buf_append_str(&in, seed);

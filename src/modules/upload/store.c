@@ -359,7 +359,7 @@ static int ends_with(const char *s, const char *suffix)
 
 /* Reads f's piece hashes (<id>.pieces in dfd); without a whole list the
  * file has none until pl__upload_backfill hashes it again. */
-static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
+static void load_pieces(const char *domain, int dfd, struct upload_file *f)
 {
     char name[PL_UPLOAD_ID_LEN + 8];
     snprintf(name, sizeof(name), "%s.pieces", f->id);
@@ -389,13 +389,66 @@ static void load_pieces(struct pl_upload *u, int dfd, struct upload_file *f)
         close(fd);
     if (!f->pieces) {
         pl_log_warn("upload", "%s: %s: piece hashes missing, hashing again",
-                    u->domain, f->id);
+                    domain, f->id);
         f->piece_size = 0;
     }
 }
 
+/* The complete file id of dfd (its bytes, sidecar and piece hashes) as a
+ * new entry, not indexed; NULL if it is not there whole. */
+static struct upload_file *read_entry(const char *domain, int dfd,
+                                      const char *id)
+{
+    struct stat st;
+    if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+        return NULL;
+    char name[PL_UPLOAD_ID_LEN + 6];
+    snprintf(name, sizeof(name), "%s.meta", id);
+    int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return NULL;
+    char text[8192];
+    ssize_t got = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (got <= 0)
+        return NULL;
+    text[got] = '\0';
+    struct upload_file *f = pl_calloc(1, sizeof(*f));
+    memcpy(f->id, id, sizeof(f->id));
+    if (meta_parse(text, f) != PL_OK || f->size != (uint64_t)st.st_size) {
+        pl_log_warn("upload", "%s: ignoring %s: bad sidecar", domain, name);
+        file_free(f);
+        return NULL;
+    }
+    if (f->piece_size)
+        load_pieces(domain, dfd, f);
+    f->ready = 1;
+    return f;
+}
+
+static void index_entry(struct pl_upload *u, struct upload_file *f)
+{
+    pl_map_put(&u->files, f->id, f);
+    index_hash(u, f);
+    pl__upload_usage_add(u, f->owner, (int64_t)f->size);
+}
+
+/*
+ * Whether name (in dfd) changed in the last age seconds.  In a cluster
+ * whose nodes share the directory, a node that starts leaves such files
+ * alone: another node may be writing them (an upload in progress, a
+ * sidecar written just before its file is renamed into place).  A single
+ * server passes age 0: nobody else writes there.
+ */
+static int fresh(int dfd, const char *name, long age)
+{
+    struct stat st;
+    return age > 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+           st.st_mtime > time(NULL) - age;
+}
+
 /* Reads the sidecar name (in dirfd) into the index. */
-static void load_one(struct pl_upload *u, int dfd, const char *name)
+static void load_one(struct pl_upload *u, int dfd, const char *name, long age)
 {
     char id[PL_UPLOAD_ID_LEN + 1];
     size_t n = strlen(name) - 5;
@@ -406,6 +459,8 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
     id[n] = '\0';
     if (fstatat(dfd, id, &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         !S_ISREG(st.st_mode)) {
+        if (fresh(dfd, name, age))
+            return; /* another node's, about to be renamed into place */
         /* The bytes never arrived (a crash before the rename). */
         unlinkat(dfd, name, 0);
         char pieces[PL_UPLOAD_ID_LEN + 8];
@@ -413,28 +468,37 @@ static void load_one(struct pl_upload *u, int dfd, const char *name)
         unlinkat(dfd, pieces, 0);
         return;
     }
-    int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return;
-    char text[8192];
-    ssize_t got = read(fd, text, sizeof(text) - 1);
-    close(fd);
-    if (got <= 0)
-        return;
-    text[got] = '\0';
-    struct upload_file *f = pl_calloc(1, sizeof(*f));
-    memcpy(f->id, id, sizeof(f->id));
-    if (meta_parse(text, f) != PL_OK || f->size != (uint64_t)st.st_size) {
-        pl_log_warn("upload", "%s: ignoring %s: bad sidecar", u->domain, name);
+    struct upload_file *f = read_entry(u->domain, dfd, id);
+    if (f)
+        index_entry(u, f);
+}
+
+struct upload_file *pl__upload_read_entry(const char *domain, const char *dir,
+                                          const char *id)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return NULL;
+    struct upload_file *f = read_entry(domain, dfd, id);
+    close(dfd);
+    return f;
+}
+
+struct upload_file *pl__upload_adopt(struct pl_upload *u, struct upload_file *f)
+{
+    struct upload_file *known = pl_map_get(&u->files, f->id);
+    if (known) {
         file_free(f);
-        return;
+        return known;
     }
-    if (f->piece_size)
-        load_pieces(u, dfd, f);
-    f->ready = 1;
-    pl_map_put(&u->files, f->id, f);
-    index_hash(u, f);
-    pl__upload_usage_add(u, f->owner, (int64_t)f->size);
+    index_entry(u, f);
+    return f;
+}
+
+void pl__upload_entry_free(struct upload_file *f)
+{
+    if (f)
+        file_free(f);
 }
 
 int pl__upload_store_open(struct pl_upload *u)
@@ -450,11 +514,14 @@ int pl__upload_store_open(struct pl_upload *u)
     }
     struct dirent *e;
     unsigned long n = 0;
+    long age = pl_server_secret_shared() ? u->slot_expiry : 0;
     while ((e = readdir(d))) {
-        if (ends_with(e->d_name, ".part") || ends_with(e->d_name, ".tmp"))
-            unlinkat(dirfd(d), e->d_name, 0); /* interrupted */
-        else if (ends_with(e->d_name, ".meta"))
-            load_one(u, dirfd(d), e->d_name), n++;
+        if (ends_with(e->d_name, ".part") || ends_with(e->d_name, ".tmp")) {
+            if (!fresh(dirfd(d), e->d_name, age))
+                unlinkat(dirfd(d), e->d_name, 0); /* interrupted */
+        } else if (ends_with(e->d_name, ".meta")) {
+            load_one(u, dirfd(d), e->d_name, age), n++;
+        }
     }
     /* Piece hashes whose file never got its sidecar (a crash between
      * the two writes). */
@@ -465,7 +532,7 @@ int pl__upload_store_open(struct pl_upload *u)
             char id[PL_UPLOAD_ID_LEN + 1];
             memcpy(id, e->d_name, PL_UPLOAD_ID_LEN);
             id[PL_UPLOAD_ID_LEN] = '\0';
-            if (!pl_map_get(&u->files, id))
+            if (!pl_map_get(&u->files, id) && !fresh(dirfd(d), e->d_name, age))
                 unlinkat(dirfd(d), e->d_name, 0);
         }
     }

@@ -153,6 +153,17 @@ void pl__upload_file_ready(struct pl_upload *u, struct upload_file *f);
 struct upload_file *pl__upload_by_hash(struct pl_upload *u, const char *sha256);
 /* Forgets f (an upload that failed), without touching the disk. */
 void pl__upload_file_drop(struct pl_upload *u, struct upload_file *f);
+/* Another node of a cluster sharing dir may have stored a file this
+ * node's index does not know.  Any thread: the complete file id of dir
+ * as a new entry, not indexed, or NULL. */
+struct upload_file *pl__upload_read_entry(const char *domain, const char *dir,
+                                          const char *id);
+/* Loop: indexes f (read by pl__upload_read_entry) unless its id is known
+ * by now (f is freed then); returns the indexed entry. */
+struct upload_file *pl__upload_adopt(struct pl_upload *u,
+                                     struct upload_file *f);
+/* Frees an entry that was never indexed (NULL is fine). */
+void pl__upload_entry_free(struct upload_file *f);
 /* "<dir>/<id><suffix>" into out. */
 void pl__upload_path(const struct pl_upload *u, const char *id,
                      const char *suffix, char *out, size_t len);
