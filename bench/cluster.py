@@ -399,6 +399,15 @@ def main():
             step.update(memory(nodes, redis_port))
             res["ramp"].append(step)
             log(json.dumps(step))
+            dead = {x.name: x.proc.returncode for x in nodes
+                    if x.proc.poll() is not None}
+            if dead:
+                # A node's exit status: -9 the kernel's OOM killer (or a
+                # kill), -11 a crash.  The directory is kept for its log.
+                res["stopped_by"] = "nodes exited: %s" % dead
+                res["failed"] = True
+                log(res["stopped_by"])
+                break
             if live < k:
                 res["stopped_by"] = "node %s held %d of %d" % (n.name, live,
                                                               k)
@@ -410,6 +419,8 @@ def main():
         res["memory"]["tcp_buffers_kib"] -= sock0
         res["memory"]["slab_kib"] -= slab0
         # 3. messages and presence, with everything still held
+        if res.get("failed"):
+            nodes = [x for x in nodes if x.proc.poll() is None]
         a, b = nodes[0], nodes[1] if len(nodes) > 1 else nodes[0]
         base = [a.proc.pid] + ([b.proc.pid] if b is not a else [])
         res["chat_same_node"] = run_load(
@@ -446,6 +457,7 @@ def main():
             res["kill_detected_s"] = round(gone, 2) if gone else None
             log("killed %s: gone from n0's view after %r s" % (
                 victim.name, res["kill_detected_s"]))
+        res["done"] = not res.get("failed")
     finally:
         for n in nodes:
             n.stop()
@@ -455,7 +467,7 @@ def main():
         except subprocess.TimeoutExpired:
             redis.kill()
         pg.stop()
-        if os.environ.get("BENCH_KEEP") == "1":
+        if os.environ.get("BENCH_KEEP") == "1" or not res.get("done"):
             log("kept %s" % d)
         else:
             shutil.rmtree(d, ignore_errors=True)
