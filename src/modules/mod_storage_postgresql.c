@@ -1066,6 +1066,20 @@ static int do_kv_set(struct db *d, const char *host, const char *user,
     return run(d, data ? Q_KV_PUT : Q_KV_DEL, &p, NULL);
 }
 
+/* Notes a key-value write in the batch's log, for a replay. */
+static void log_kv(struct db *d, int kind, const char *host, const char *user,
+                   const char *store, const char *key, const void *data,
+                   size_t len)
+{
+    struct op *o = log_op(d, kind, host, user);
+    if (!o)
+        return;
+    o->store = pl_strdup(store);
+    o->key = pl_strdup(key);
+    o->data = dupmem(data, len);
+    o->len = len;
+}
+
 static int kv_set(void *p, const char *host, const char *user,
                   const char *store, const char *key, const void *data,
                   size_t len)
@@ -1073,13 +1087,8 @@ static int kv_set(void *p, const char *host, const char *user,
     struct db *d = p;
     int rc;
     RETRYING(d, rc = do_kv_set(d, host, user, store, key, data, len));
-    struct op *o;
-    if (rc == PL_OK && (o = log_op(d, OP_KV_SET, host, user))) {
-        o->store = pl_strdup(store);
-        o->key = pl_strdup(key);
-        o->data = dupmem(data, len);
-        o->len = len;
-    }
+    if (rc == PL_OK)
+        log_kv(d, OP_KV_SET, host, user, store, key, data, len);
     return rc;
 }
 
@@ -1111,15 +1120,10 @@ static int kv_add(void *p, const char *host, const char *user,
     struct db *d = p;
     int rc;
     RETRYING(d, rc = do_kv_add(d, host, user, store, key, data, len));
-    struct op *o;
     /* Replayed as an add: a key another node took meanwhile fails the
      * batch rather than be overwritten. */
-    if (rc == PL_OK && (o = log_op(d, OP_KV_ADD, host, user))) {
-        o->store = pl_strdup(store);
-        o->key = pl_strdup(key);
-        o->data = dupmem(data, len);
-        o->len = len;
-    }
+    if (rc == PL_OK)
+        log_kv(d, OP_KV_ADD, host, user, store, key, data, len);
     return rc;
 }
 

@@ -171,20 +171,25 @@ def drop(p):
         pass
 
 
-def login_on(srv, user, resource, priority=0, where=None):
-    """A Peer logged in as user/resource on srv (a check; raises when it
-    fails); where names srv in the check ("node a")."""
-    jid = "%s@%s/%s" % (user, srv.domain, resource)
-
+def start_peer(make, srv):
+    """make() (a Peer, or a subclass) connected to srv over direct TLS,
+    on lt: (peer, None) once its session started, else (peer, why)."""
     async def go():
-        p = Peer(jid, srv, priority)
+        p = make()
         p.connect((srv.host, srv.direct_port), use_ssl=True)
         try:
             why = await asyncio.wait_for(asyncio.shield(p.started), STEP * 2)
         except asyncio.TimeoutError:
             why = "no session within %d s" % (STEP * 2)
         return p, why
-    p, why = lt.run(go(), STEP * 3)
+    return lt.run(go(), STEP * 3)
+
+
+def login_on(srv, user, resource, priority=0, where=None):
+    """A Peer logged in as user/resource on srv (a check; raises when it
+    fails); where names srv in the check ("node a")."""
+    jid = "%s@%s/%s" % (user, srv.domain, resource)
+    p, why = start_peer(lambda: Peer(jid, srv, priority), srv)
     if not check("%s/%s logs in%s" % (user, resource,
                                        " on " + where if where else ""),
                  why is None, why):

@@ -59,8 +59,6 @@ import cluster_common  # noqa: E402
 from cluster_common import C, Peer, is_msg, logout, start_redis  # noqa: E402
 from im_common import STEP, EventBox, LoopThread, add_users  # noqa: E402
 
-import asyncio  # noqa: E402
-
 TTL_MS = 1500
 SECRET = "rolling-test-secret-%d" % os.getpid()
 PREFIX = "tr%d:" % os.getpid()
@@ -133,16 +131,7 @@ class RollPeer(Peer):
 
 def roll_login(srv, user, sm=False):
     jid = "%s@%s/r" % (user, srv.domain)
-
-    async def go():
-        p = RollPeer(jid, srv, sm)
-        p.connect((srv.host, srv.direct_port), use_ssl=True)
-        try:
-            why = await asyncio.wait_for(asyncio.shield(p.started), STEP * 2)
-        except asyncio.TimeoutError:
-            why = "no session within %d s" % (STEP * 2)
-        return p, why
-    p, why = cluster_common.lt.run(go(), STEP * 3)
+    p, why = cluster_common.start_peer(lambda: RollPeer(jid, srv, sm), srv)
     check("%s logs in" % jid, why is None, why)
     return p if why is None else None
 
