@@ -37,6 +37,7 @@ import time
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import certs  # noqa: E402
 import harness  # noqa: E402
 from harness import check, note  # noqa: E402
 import im_common  # noqa: E402
@@ -58,34 +59,11 @@ def run(*argv, **kw):
 # ------------------------------------------------------------ certificates
 
 def make_ca(name):
-    key = os.path.join(TMP, name + ".key")
-    crt = os.path.join(TMP, name + ".crt")
-    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", crt,
-        "-days", "2", "-subj", "/CN=%s" % name,
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    return key, crt
+    return certs.make_ca(TMP, name)
 
 
 def make_cert(ca, domain):
-    ca_key, ca_crt = ca
-    key = os.path.join(TMP, domain + ".key")
-    csr = os.path.join(TMP, domain + ".csr")
-    crt = os.path.join(TMP, domain + ".crt")
-    ext = os.path.join(TMP, domain + ".ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=DNS:%s,DNS:*.%s\n"
-                "basicConstraints=critical,CA:FALSE\n"
-                "keyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth,clientAuth\n" % (domain, domain))
-    run("openssl", "req", "-newkey", "ec", "-pkeyopt",
-        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
-        "-subj", "/CN=%s" % domain)
-    run("openssl", "x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey",
-        ca_key, "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext)
-    os.chmod(key, 0o644)  # ejabberd/prosody may run as another user
-    return crt, key
+    return certs.make_cert(TMP, ca, domain)
 
 
 # --------------------------------------------------------------- processes
