@@ -437,19 +437,30 @@ def graceful_stop(al, bo):
     bo.call(drop, bo)
 
 
-def main():
-    global lt
-    check_config()
+def start_cluster(script, more=None):
+    """Redis, the shared PostgreSQL and nodes a, b and c (start_nodes,
+    with more): Redis's (proc, port), or None when they could not start
+    (a skip, said, when redis-server cannot run here; a failed check
+    otherwise)."""
     r, why = start_redis()
     if r is None:
         note("SKIP: redis-server cannot start: %s" % why)
-        check("test_cluster.py skipped: redis-server cannot start", True)
-        return
+        check("%s skipped: redis-server cannot start" % script, True)
+        return None
     pg = pg_common.shared()
     if not check("PostgreSQL for the nodes", pg is not None):
-        return
+        return None
     redis_port[0] = r[1]
-    if not start_nodes(r[1], pg.conninfo("parley", "parley")):
+    if not start_nodes(r[1], pg.conninfo("parley", "parley"), more):
+        return None
+    return r
+
+
+def main():
+    global lt
+    check_config()
+    r = start_cluster("test_cluster.py")
+    if r is None:
         return
     lt = cluster_common.lt = LoopThread()
     alice, bob = harness.unique("alice"), harness.unique("bob")

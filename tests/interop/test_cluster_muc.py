@@ -38,8 +38,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import check, note, tostr  # noqa: E402
-import pg_common  # noqa: E402
+from harness import check, tostr  # noqa: E402
 import test_cluster as tc  # noqa: E402
 from im_common import QUIET, STEP, add_users  # noqa: E402
 from test_muc import (C, MUC, Occ, admin, codes, configure,  # noqa: E402
@@ -303,16 +302,8 @@ def clean_stop(room, host, survivors):
 
 
 def main():
-    r, why = tc.start_redis()
+    r = tc.start_cluster("test_cluster_muc.py", more)
     if r is None:
-        note("SKIP: redis-server cannot start: %s" % why)
-        check("test_cluster_muc.py skipped: redis-server cannot start", True)
-        return
-    pg = pg_common.shared()
-    if not check("PostgreSQL for the nodes", pg is not None):
-        return
-    tc.redis_port[0] = r[1]
-    if not tc.start_nodes(r[1], pg.conninfo("parley", "parley"), more):
         return
     names = {n: harness.unique("m" + n) for n in "abc"}
     add_users(tc.nodes["a"], *names.values())

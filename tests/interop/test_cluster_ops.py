@@ -37,8 +37,7 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import check, note  # noqa: E402
-import pg_common  # noqa: E402
+from harness import check  # noqa: E402
 from im_common import LoopThread, add_users  # noqa: E402
 from agent_common import Agent, is_event, wait_all  # noqa: E402
 import test_cluster as tc  # noqa: E402
@@ -306,16 +305,8 @@ def dead_node(cy):
 
 
 def main():
-    r, why = tc.start_redis()
+    r = tc.start_cluster("test_cluster_ops.py", more)
     if r is None:
-        note("SKIP: redis-server cannot start: %s" % why)
-        check("test_cluster_ops.py skipped: redis-server cannot start", True)
-        return
-    pg = pg_common.shared()
-    if not check("PostgreSQL for the nodes", pg is not None):
-        return
-    tc.redis_port[0] = r[1]
-    if not tc.start_nodes(r[1], pg.conninfo("parley", "parley"), more):
         return
     tc.lt = tc.cluster_common.lt = LoopThread()
     alice, bob, cy = (harness.unique("alice"), harness.unique("bob"),
