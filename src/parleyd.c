@@ -141,8 +141,10 @@ struct drain {
 static void on_drain(struct pl_timer *t)
 {
     struct drain *d = t->data;
+    /* Lingering sockets too: the clients read their stream's end. */
     int idle = pl__frontends_count() == 0 && pl_storage_pending() == 0 &&
-               pl_workq_pending(pl_server_cpu()) == 0;
+               pl_workq_pending(pl_server_cpu()) == 0 &&
+               pl_loop_lingering(t->loop) == 0;
     d->quiet = idle ? d->quiet + 1 : 0;
     if (d->quiet >= 2 || ++d->rounds > 50)
         pl_loop_stop(t->loop);

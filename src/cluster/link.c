@@ -142,6 +142,9 @@ static struct node *nodes;
 static struct grave *graves;
 static struct link_in *ins;
 static int listen_fd = -1;
+/* Set once the node leaves: a Redis answer still on its way must not
+ * open a link again. */
+static int stopping;
 static struct pl_io listen_io;
 static unsigned long nconns;
 static int cur_hops; /* hops of the stanza being routed from a link */
@@ -926,6 +929,7 @@ static void on_accept(struct pl_io *io, unsigned events)
 
 int pl__link_listen(const char *addr)
 {
+    stopping = 0;
     struct sockaddr_storage ss;
     socklen_t len;
     if (parse_addr(addr, &ss, &len) != PL_OK)
@@ -1095,7 +1099,7 @@ static void node_connect(struct node *n)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (n->out || n->fd >= 0 || !n->addr)
+    if (stopping || n->out || n->fd >= 0 || !n->addr)
         return;
     if (parse_addr(n->addr, &ss, &len) != PL_OK) {
         if (!n->warned)
@@ -1291,6 +1295,7 @@ void pl__link_names_free(char **v)
 
 void pl__link_stop(void)
 {
+    stopping = 1;
     if (listen_fd >= 0) {
         pl_io_stop(&listen_io);
         close(listen_fd);

@@ -432,7 +432,13 @@ static void finish(void *data)
     pl_free(c);
 }
 
-static void destroy(struct pl_conn *c)
+/*
+ * Ends the connection now; its closed callback comes after this batch of
+ * events.  graceful: everything we had to say went out (pl_conn_close),
+ * so the socket is closed the way that cannot lose it on the peer's side:
+ * see pl_loop_close_lingering.
+ */
+static void end(struct pl_conn *c, int graceful)
 {
     if (c->dead)
         return;
@@ -444,12 +450,22 @@ static void destroy(struct pl_conn *c)
     if (c->ssl) {
         if (c->tls == PL_CONN_TLS)
             SSL_shutdown(c->ssl); /* close_notify, do not wait for reply */
+        else
+            graceful = 0;
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
-    close(c->io.fd);
+    if (graceful)
+        pl_loop_close_lingering(c->loop, c->io.fd, CLOSE_LINGER_MS);
+    else
+        close(c->io.fd);
     ERR_clear_error();
     pl_loop_defer(c->loop, finish, c);
+}
+
+static void destroy(struct pl_conn *c)
+{
+    end(c, 0);
 }
 
 static void on_linger(struct pl_timer *t)
@@ -474,7 +490,7 @@ void pl_conn_close(struct pl_conn *c)
             return;
         }
     }
-    destroy(c);
+    end(c, c->tls != PL_CONN_HANDSHAKE);
 }
 
 static void deferred_flush(void *data)
@@ -654,7 +670,7 @@ static void flush(struct pl_conn *c)
             }
         }
         if (c->closing) {
-            destroy(c);
+            end(c, 1);
             return;
         }
         if (written && c->drain) {

@@ -1,6 +1,7 @@
 /*
  * loop.c - epoll event loop with a binary timer heap, signalfd and an
- * eventfd-backed queue for calls posted from other threads.  See loop.h.
+ * eventfd-backed queue for calls posted from other threads, and the
+ * sockets it closes gracefully (pl_loop_close_lingering).  See loop.h.
  */
 #include "loop.h"
 
@@ -11,6 +12,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,20 +36,30 @@ struct sig {
     void *data;
 };
 
+/* A socket closing gracefully: pl_loop_close_lingering. */
+struct lingerer {
+    struct pl_io io;
+    struct pl_timer timer;
+    struct pl_loop *loop;
+    struct lingerer *prev, *next;
+};
+
 struct pl_loop {
-    int epfd;                  /* epoll instance */
-    int stop;                  /* set by pl_loop_stop */
-    uint64_t now;              /* cached monotonic ms */
-    struct pl_timer **heap;    /* min-heap by when */
-    size_t nheap, capheap;     /* heap size and capacity */
-    struct calls deferred;     /* pl_loop_defer queue */
-    struct pl_io post_io;      /* eventfd for pl_loop_post */
-    pthread_mutex_t post_lock; /* guards posted */
-    struct calls posted;       /* pl_loop_post queue */
-    struct pl_io sig_io;       /* signalfd */
-    sigset_t sigmask;          /* signals routed here */
-    struct sig sigs[8];        /* handlers */
-    int nsigs;                 /* handlers in use */
+    int epfd;                   /* epoll instance */
+    int stop;                   /* set by pl_loop_stop */
+    uint64_t now;               /* cached monotonic ms */
+    struct pl_timer **heap;     /* min-heap by when */
+    size_t nheap, capheap;      /* heap size and capacity */
+    struct calls deferred;      /* pl_loop_defer queue */
+    struct pl_io post_io;       /* eventfd for pl_loop_post */
+    pthread_mutex_t post_lock;  /* guards posted */
+    struct calls posted;        /* pl_loop_post queue */
+    struct pl_io sig_io;        /* signalfd */
+    sigset_t sigmask;           /* signals routed here */
+    struct sig sigs[8];         /* handlers */
+    int nsigs;                  /* handlers in use */
+    struct lingerer *lingering; /* pl_loop_close_lingering */
+    unsigned nlingering;
 };
 
 static uint64_t mono_ms(void)
@@ -116,10 +128,28 @@ fail:
     return PL_EIO;
 }
 
+static void linger_end(struct lingerer *l)
+{
+    struct pl_loop *loop = l->loop;
+    pl_io_stop(&l->io);
+    pl_timer_stop(&l->timer);
+    close(l->io.fd);
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        loop->lingering = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    loop->nlingering--;
+    pl_free(l);
+}
+
 void pl_loop_free(struct pl_loop *loop)
 {
     if (!loop)
         return;
+    while (loop->lingering)
+        linger_end(loop->lingering);
     close(loop->post_io.fd);
     if (loop->sig_io.fd >= 0)
         close(loop->sig_io.fd);
@@ -347,4 +377,56 @@ int pl_loop_run(struct pl_loop *loop)
         run_deferred(loop);
     }
     return PL_OK;
+}
+
+/* ---- lingering close ---- */
+
+static void on_linger_io(struct pl_io *io, unsigned events)
+{
+    (void)events;
+    struct lingerer *l = io->data;
+    char sink[4096];
+    /* Bounded work per event; the timer bounds the whole. */
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(io->fd, sink, sizeof(sink), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        break; /* the peer closed (or the socket failed) */
+    }
+    linger_end(l);
+}
+
+static void on_linger_timer(struct pl_timer *t)
+{
+    linger_end(t->data);
+}
+
+void pl_loop_close_lingering(struct pl_loop *loop, int fd, uint64_t ms)
+{
+    if (loop->nlingering >= PL_LOOP_MAX_LINGERING ||
+        shutdown(fd, SHUT_WR) < 0) {
+        close(fd);
+        return;
+    }
+    struct lingerer *l = pl_calloc(1, sizeof(*l));
+    l->loop = loop;
+    pl_io_init(&l->io, fd, on_linger_io, l);
+    pl_timer_init(&l->timer, on_linger_timer, l);
+    l->next = loop->lingering;
+    if (l->next)
+        l->next->prev = l;
+    loop->lingering = l;
+    loop->nlingering++;
+    if (pl_io_set(loop, &l->io, PL_IO_READ) != PL_OK) {
+        linger_end(l);
+        return;
+    }
+    pl_timer_start(loop, &l->timer, ms);
+}
+
+unsigned pl_loop_lingering(const struct pl_loop *loop)
+{
+    return loop->nlingering;
 }

@@ -80,4 +80,18 @@ void pl_loop_defer(struct pl_loop *loop, pl_defer_fn *fn, void *data);
  */
 void pl_loop_post(struct pl_loop *loop, pl_defer_fn *fn, void *data);
 
+/*
+ * Closes the socket fd gracefully: ends our direction (FIN) now, then
+ * reads and throws away what the peer still sends until it closes its
+ * side too, or ms have passed, and only then closes fd.  Closing a socket
+ * with unread input answers with a reset, and a reset can destroy what
+ * the peer had not read yet: the last words sent it (a stream error).
+ * The loop owns fd from now on; past PL_LOOP_MAX_LINGERING sockets at
+ * once, or if the socket cannot be shut down, fd is closed at once.
+ */
+#define PL_LOOP_MAX_LINGERING 4096
+void pl_loop_close_lingering(struct pl_loop *loop, int fd, uint64_t ms);
+/* Sockets waiting so. */
+unsigned pl_loop_lingering(const struct pl_loop *loop);
+
 #endif

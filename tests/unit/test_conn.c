@@ -10,10 +10,13 @@
  * The handshake deadline needs a listener: test_stream.c covers it through
  * c2s (stream_handshake_timeout, stream_resume_established).
  *
+ * And the close that cannot lose the last words (pl_loop_close_lingering).
+ *
  * Extending: a new deadline case is a function that opens a connection
  * with open_conn() and runs the loop with run_until().
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -327,4 +330,79 @@ void test_conn_sendfile(void)
     close(fd);
     close(T.peer);
     pl_loop_free(T.loop);
+}
+
+/* Two ends of a TCP connection over loopback (a reset is TCP's). */
+static void tcp_pair(int *ours, int *theirs)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    CHECK(bind(l, (struct sockaddr *)&a, sizeof(a)) == 0);
+    CHECK(listen(l, 1) == 0);
+    CHECK(getsockname(l, (struct sockaddr *)&a, &len) == 0);
+    *theirs = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(connect(*theirs, (struct sockaddr *)&a, sizeof(a)) == 0);
+    *ours = accept4(l, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    CHECK(*ours >= 0);
+    close(l);
+}
+
+static int lingering_none(void)
+{
+    return pl_loop_lingering(T.loop) == 0;
+}
+
+/*
+ * A connection closed with the peer's input unread (the peer was writing
+ * when it was told to go) ends with a FIN, not a reset: the peer reads
+ * the last words and then the end, and may still write meanwhile.  The
+ * protocol hears of the close at once; the socket stays until the peer
+ * closes too, or the linger time passed.
+ */
+void test_conn_close_lingers(void)
+{
+    memset(&T, 0, sizeof(T));
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    int ours, theirs;
+    tcp_pair(&ours, &theirs);
+    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
+    struct pl_conn *c = pl_conn_new(T.loop, ours, &ops, NULL, &lim);
+    pl_conn_start(c, NULL);
+    pl_conn_hold(c, 1); /* what the peer writes stays unread */
+    CHECK(write(theirs, "<message/>", 10) == 10);
+    run_until(NULL, 0, 20);
+    pl_conn_write(c, "</stream:stream>", 16);
+    pl_conn_close(c);
+    run_until(&T.closed, 1, 2000);
+    CHECK_INT(T.closed, 1);
+    CHECK_INT(pl_loop_lingering(T.loop), 1);
+    char b[64];
+    CHECK(read(theirs, b, sizeof(b)) == 16);
+    CHECK(read(theirs, b, sizeof(b)) == 0); /* the end, not a reset */
+    CHECK(write(theirs, "<r/>", 4) == 4);   /* still read (and dropped) */
+    run_until(NULL, 0, 20);
+    CHECK(write(theirs, "<r/>", 4) == 4);
+    close(theirs);
+    for (int i = 0; i < 100 && !lingering_none(); i++)
+        run_until(NULL, 0, 10);
+    CHECK_INT(pl_loop_lingering(T.loop), 0);
+
+    /* A peer that never closes: the socket goes after the linger time
+     * (pl_loop_free closes what still lingers). */
+    tcp_pair(&ours, &theirs);
+    CHECK(write(theirs, "x", 1) == 1);
+    pl_loop_close_lingering(T.loop, ours, 30);
+    CHECK_INT(pl_loop_lingering(T.loop), 1);
+    for (int i = 0; i < 100 && !lingering_none(); i++)
+        run_until(NULL, 0, 10);
+    CHECK_INT(pl_loop_lingering(T.loop), 0);
+    CHECK(read(theirs, b, sizeof(b)) == 0);
+    close(theirs);
+    tcp_pair(&ours, &theirs);
+    pl_loop_close_lingering(T.loop, ours, 60000);
+    pl_loop_free(T.loop);
+    CHECK(read(theirs, b, sizeof(b)) == 0);
+    close(theirs);
 }
