@@ -85,7 +85,11 @@
     X(media_reports)                                                           \
     X(media_peer_bans)                                                         \
     X(media_fetched)                                                           \
-    X(media_server_bytes)
+    X(media_server_bytes)                                                      \
+    X(storage_jobs)                                                            \
+    X(storage_commits)                                                         \
+    X(storage_run_ms)                                                          \
+    X(storage_commit_ms)
 
 struct pl_stats {
 #define X(name) atomic_ulong name;

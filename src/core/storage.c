@@ -16,6 +16,7 @@
 #include "log.h"
 #include "module.h"
 #include "stanza.h"
+#include "stats.h"
 #include "work.h"
 
 struct job {
@@ -44,6 +45,14 @@ static long retries;     /* storage.retries */
 static long retry_delay; /* storage.retry_delay, ms */
 
 /* On the storage thread, between two tries. */
+/* Monotonic milliseconds (the storage thread has no loop clock). */
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static void pause_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -90,8 +99,10 @@ static struct pl_work *run_part(struct pl_work *first)
         fail_jobs(first, NULL, "begin failed");
         return NULL;
     }
+    uint64_t t0 = now_ms();
     for (struct pl_work *w = first; w; w = w->next) {
         struct job *j = (struct job *)w;
+        pl_stat_inc(storage_jobs);
         int lost = driver->job_begin(db) != PL_OK;
         if (!lost) {
             j->rc = j->run(driver, db, j->arg);
@@ -104,6 +115,8 @@ static struct pl_work *run_part(struct pl_work *first)
             return w->next;
         }
     }
+    uint64_t t1 = now_ms();
+    pl_stat_add(storage_run_ms, (unsigned long)(t1 - t0));
     delay = retry_delay;
     rc = driver->commit(db);
     for (long i = 0; rc == PL_EAGAIN && i < retries; i++) {
@@ -112,9 +125,12 @@ static struct pl_work *run_part(struct pl_work *first)
         delay = next_delay(delay);
         rc = driver->commit(db);
     }
+    pl_stat_add(storage_commit_ms, (unsigned long)(now_ms() - t1));
     if (rc != PL_OK) {
         driver->rollback(db);
         fail_jobs(first, NULL, "commit failed");
+    } else {
+        pl_stat_inc(storage_commits);
     }
     return NULL;
 }

@@ -132,6 +132,12 @@ static const struct help help[] = {
      "Verified downloads reported by clients (<fetched/>)."},
     {"media_server_bytes", 0,
      "Bytes of uploaded files the server answered GETs with."},
+    {"storage_jobs", 0, "Storage jobs run (group commit: many a transaction)."},
+    {"storage_commits", 0, "Storage transactions committed."},
+    {"storage_run_ms", 0,
+     "Milliseconds the storage thread spent running jobs (SQL)."},
+    {"storage_commit_ms", 0,
+     "Milliseconds the storage thread spent committing (disk sync)."},
 };
 
 static const struct help *help_of(const char *name)
