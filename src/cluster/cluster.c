@@ -500,6 +500,82 @@ static void on_drain_key(redisReply *r, void *ud)
         drain_start(0, "asked through Redis");
 }
 
+/*
+ * Presumed dead, and running: this node stalled past the TTL (SIGSTOP, a
+ * swap storm, a VM paused) and its liveness key expired, so the others
+ * called it dead: one of them purged its registry entries and told its
+ * users' contacts they were unavailable, and that may still happen at
+ * their next poll.  One TTL later (their polls are past) its entries go
+ * back and each available session's presence goes out again, as if the
+ * client had sent it: contacts see them available, the others' copies of
+ * the sessions are refreshed.  The links came back meanwhile (the others
+ * see its key again), routing needs no more.
+ */
+static struct pl_timer revive_timer;
+static int beaten; /* the key was set since Redis came up */
+
+struct ids {
+    uint64_t *v;
+    size_t n;
+};
+
+static void id_one(struct pl_session *s, void *ud)
+{
+    struct ids *ids = ud;
+    if (s->jid && !pl__link_is_remote(s))
+        ids->v[ids->n++] = s->id;
+}
+
+static void revive(struct pl_timer *t)
+{
+    (void)t;
+    if (!started)
+        return;
+    struct ids ids = {pl_calloc(pl_session_count() + 1, sizeof(uint64_t)), 0};
+    pl_session_each(id_one, &ids);
+    size_t again = 0;
+    for (size_t i = 0; i < ids.n; i++) {
+        struct pl_session *s = pl_session_by_id(ids.v[i]);
+        if (!s || !s->jid || !s->registered)
+            continue;
+        registry_put(s);
+        if (!s->available || !s->presence || !s->host)
+            continue;
+        /* mod_presence broadcasts it, on_broadcast tells the nodes. */
+        struct pl_stanza *st = pl_stanza_ref(s->presence);
+        struct pl_event ev =
+            {"presence/broadcast", s->host, s, st, s->jid, NULL, NULL};
+        pl_hook_fire(&ev);
+        pl_stanza_unref(st);
+        again++;
+    }
+    pl_free(ids.v);
+    pl_log_info("cluster",
+                "node %s is back: %zu sessions in the registry again, %zu "
+                "presences sent again",
+                S->node, ids.n, again);
+}
+
+static void on_beat_set(redisReply *r, void *ud)
+{
+    (void)ud;
+    if (!started || !r)
+        return;
+    if (r->type == REDIS_REPLY_NIL && beaten &&
+        !pl_timer_active(&revive_timer)) {
+        pl_log_warn("cluster",
+                    "node %s was presumed dead (its key expired: a stall "
+                    "past cluster.ttl): its sessions are announced again "
+                    "in %ld ms",
+                    S->node, S->ttl);
+        pl_timer_start(pl_server_loop(), &revive_timer, (uint64_t)S->ttl);
+    }
+    if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)
+        beaten = 1;
+    else if (r->type == REDIS_REPLY_ERROR)
+        pl_log_warn("cluster", "liveness key: %s", r->str);
+}
+
 static void beat(struct pl_timer *t)
 {
     (void)t;
@@ -509,8 +585,9 @@ static void beat(struct pl_timer *t)
         char val[256];
         snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
                  phase_names[phase]);
-        pl__redis_cmd(NULL, NULL, "SET %snode:%s %s PX %ld", S->prefix, S->node,
-                      val, S->ttl);
+        /* GET: the value before, none if it expired while we ran. */
+        pl__redis_cmd(on_beat_set, NULL, "SET %snode:%s %s PX %ld GET",
+                      S->prefix, S->node, val, S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
         pl__redis_cmd(on_drain_key, NULL, "GET %sdrain:%s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
@@ -526,6 +603,7 @@ static void beat(struct pl_timer *t)
 static void on_redis_up(void)
 {
     redis_up_ms = pl_loop_now(pl_server_loop());
+    beaten = 0; /* a Redis that restarted empty has no key of ours */
     char owner[128];
     snprintf(owner, sizeof(owner), "%s:", S->node);
     purge(S->node, owner);
@@ -956,6 +1034,8 @@ static int cluster_start(struct pl_config *c, void *settings)
     phase = PH_STARTING;
     polled = 0;
     pl_timer_init(&beat_timer, beat, NULL);
+    pl_timer_init(&revive_timer, revive, NULL);
+    beaten = 0;
     pl_timer_init(&ready_timer, on_ready_timeout, NULL);
     pl_timer_init(&drain_timer, drain_tick, NULL);
     pl_loop_on_signal(pl_server_loop(), SIGUSR2, on_drain_signal, NULL);
@@ -991,6 +1071,7 @@ static void cluster_stop(void)
         purge(S->node, owner);
     }
     pl_timer_stop(&beat_timer);
+    pl_timer_stop(&revive_timer);
     pl_timer_stop(&ready_timer);
     pl_timer_stop(&drain_timer);
     todo_free();

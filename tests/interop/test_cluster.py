@@ -30,6 +30,10 @@ and c (cluster: { ttl = 1500; }), and slixmpp clients spread over them:
     reachable; killed and started again at once (within the TTL): the
     old process is forgotten (its registry entries purged), the new
     one linked;
+  - node c stalled past the TTL (SIGSTOP) and running again: called dead
+    meanwhile (its user unavailable to his contact, his registry entry
+    purged), it notices and announces its sessions again: registry
+    entry back, available presence to the contact, messages delivered;
   - node b stopped with SIGTERM: its user appears unavailable to his
     contact on node a, its registry entries are gone.
 
@@ -419,6 +423,48 @@ def rejoin(al):
     logout(g2)
 
 
+def presumed_dead(al):
+    """Node c stalls past the TTL (SIGSTOP) and runs again: the others
+    call it dead (hal unavailable to alice, his registry entry purged);
+    once it notices, hal is back in the registry and alice sees him
+    available again, and he gets her messages."""
+    ja = al.boundjid.bare
+    user = harness.unique("hal")
+    jh = add_users(nodes["a"], user)[0]
+    h = login(user, "c", "r")
+    h_full = str(h.boundjid)
+    al.pres(jh, "subscribe")
+    if h.inbox.wait(is_pres(frm_bare=ja, type_="subscribe")) is None:
+        check("hal (node c) gets alice's subscribe", False)
+        return
+    h.pres(ja, "subscribed")
+    check("alice sees hal (node c) available",
+          al.inbox.wait(is_pres(frm=h_full), STEP * 2) is not None)
+    c = nodes["c"]
+    offsets = {n: nodes[n].log_size() for n in "abc"}
+    os.kill(c.pid(), signal.SIGSTOP)
+    try:
+        got = al.inbox.wait(is_pres(frm=h_full, type_="unavailable"),
+                            DEAD_WAIT)
+        check("node c stalled past the TTL: alice gets hal's unavailable "
+              "presence", got is not None)
+        ok = harness.wait_for(lambda: registry(jh) == {}, DEAD_WAIT)
+        check("... and hal's registry entry is purged", ok, registry(jh))
+    finally:
+        os.kill(c.pid(), signal.SIGCONT)
+    ok = c.wait_log(r"node c was presumed dead", offsets["c"], DEAD_WAIT)
+    check("node c, running again, sees that it was presumed dead", ok)
+    got = al.inbox.wait(is_pres(frm=h_full), DEAD_WAIT + TTL_MS / 1000.0)
+    check("alice sees hal available again", got is not None and
+          got.get("type") is None, got is not None and harness.tostr(got))
+    ok = harness.wait_for(lambda: registry(jh) == {"r": "c"}, DEAD_WAIT)
+    check("hal is in the registry again, on node c", ok, registry(jh))
+    al.msg(jh, "still there?")
+    check("hal gets alice's message after node c came back",
+          h.inbox.wait(is_msg(ja, "still there?")) is not None)
+    logout(h)
+
+
 def graceful_stop(al, bo):
     """Node b stops on SIGTERM (a rolling restart): bob, subscribed with
     alice, appears unavailable to her, and b's entries leave Redis."""
@@ -473,6 +519,7 @@ def main():
     redis_restart(al, bo, r[0])
     kill_node(al)
     rejoin(al)
+    presumed_dead(al)
     graceful_stop(al, bo)
     logout(al)
     lt.stop()
