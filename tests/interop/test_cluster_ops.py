@@ -236,6 +236,11 @@ def carbons_across(dan, eve):
     check("... and d1 (node a) gets a <sent/> copy",
           d1.inbox.wait(carbon("sent", "from d2")) is not None)
     check("d2 disables carbons", carbons(d2, False) == "result")
+    # Node c (eve's, where her copies are made) learns it over b's link,
+    # in order: a message from d2 to eve comes after it.
+    d2.msg(je, "sync off")
+    check("node c knows d2's carbons are off (d2's next message to eve "
+          "arrives)", ev.inbox.wait(tc.is_msg(jd, "sync off")) is not None)
     ev.call(ev.send_message, mto=str(d1.boundjid), mbody="after off",
             mtype="chat")
     check("eve -> d1 again: d1 gets it",
