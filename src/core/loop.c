@@ -60,6 +60,10 @@ struct pl_loop {
     int nsigs;                  /* handlers in use */
     struct lingerer *lingering; /* pl_loop_close_lingering */
     unsigned nlingering;
+    /* The batch of events being handled: a watcher stopped meanwhile
+     * has its events still to come voided (its owner may free it). */
+    struct epoll_event *batch;
+    int batch_next, batch_len;
 };
 
 static uint64_t mono_ms(void)
@@ -200,6 +204,10 @@ int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events)
         return PL_EIO;
     io->loop = events ? loop : NULL;
     io->events = events;
+    if (!events)
+        for (int i = loop->batch_next; i < loop->batch_len; i++)
+            if (loop->batch[i].data.ptr == io)
+                loop->batch[i].data.ptr = NULL;
     return PL_OK;
 }
 
@@ -346,6 +354,9 @@ static void run_deferred(struct pl_loop *loop)
 int pl_loop_run(struct pl_loop *loop)
 {
     struct epoll_event evs[256];
+    /* A run inside a handler (none today) keeps the outer batch's. */
+    struct epoll_event *outer = loop->batch;
+    int outer_next = loop->batch_next, outer_len = loop->batch_len;
     loop->stop = 0;
     while (!loop->stop) {
         int timeout = -1;
@@ -361,8 +372,13 @@ int pl_loop_run(struct pl_loop *loop)
             return PL_EIO;
         }
         loop->now = mono_ms();
+        loop->batch = evs;
+        loop->batch_len = n;
         for (int i = 0; i < n; i++) {
             struct pl_io *io = evs[i].data.ptr;
+            loop->batch_next = i + 1;
+            if (!io)
+                continue; /* stopped by an earlier event's handler */
             unsigned ev = 0;
             if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
                 ev |= PL_IO_READ;
@@ -372,10 +388,14 @@ int pl_loop_run(struct pl_loop *loop)
             /* Run deferred work between events so writes coalesce per
              * batch but do not wait behind a long batch. */
         }
+        loop->batch_len = 0;
         run_deferred(loop);
         run_timers(loop);
         run_deferred(loop);
     }
+    loop->batch = outer;
+    loop->batch_next = outer_next;
+    loop->batch_len = outer_len;
     return PL_OK;
 }
 
