@@ -406,6 +406,35 @@ def free_ports(n):
     return ports
 
 
+def free_run(n):
+    """A port p with p .. p + n - 1 all free and all claimed (free_ports):
+    for a server that binds consecutive ports (cluster.link under a
+    supervisor: 2N of them).  Another script is never given one of them."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(20000, 32768 - n)
+        got = []
+        for k in range(n):
+            if not _claim(base + k):
+                break
+            got.append(base + k)
+            s = socket.socket()
+            try:
+                s.bind(("127.0.0.1", base + k))
+            except OSError:
+                break
+            finally:
+                s.close()
+        else:
+            return base
+        for q in got:  # give back what was claimed of this try
+            try:
+                os.unlink(os.path.join(PORT_CLAIMS, str(q)))
+            except OSError:
+                pass
+    raise RuntimeError("no run of %d free ports" % n)
+
+
 def no_verify_context():
     """Client TLS context that trusts the server's self-signed certificate."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -387,8 +387,12 @@ def main():
             times.append(at + datetime.timedelta(
                 milliseconds=evs[-1]["delay_ms"]))
     note("planned last attempts: %s" % [t.isoformat() for t in times])
+    # Two of three may land on the same millisecond by chance (about one
+    # run in 300 with their jitter); all three within one, about one in a
+    # million, is a herd.
     check("the agents' last attempts are planned apart (no thundering "
-          "herd)", len(set(times)) == len(times) == 3,
+          "herd)", len(times) == 3 and
+          max(times) - min(times) > datetime.timedelta(milliseconds=1),
           [t.isoformat() for t in times])
     for f in fleet:
         f.stop()

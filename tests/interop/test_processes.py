@@ -32,7 +32,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,21 +52,6 @@ PREFIX = "tp%d:" % os.getpid()
 # Logins tried until each process has one: each lands on either with
 # probability 1/2, so 40 tries fail to reach both 2 * 2^-40 of the time.
 MAX_LOGINS = 40
-
-
-def two_free_ports():
-    """A free loopback port p with p + 1 free too (the link ports)."""
-    for _ in range(50):
-        p = harness.free_ports(1)[0]
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p + 1))
-            return p
-        except OSError:
-            continue
-        finally:
-            s.close()
-    return harness.free_ports(1)[0]
 
 
 def cluster_group(redis_port, link):
@@ -227,7 +211,7 @@ def main():
         return
     srv = harness.Server(label="processes",
                          server_extra="processes = 2; restart_delay = 200;",
-                         extra=cluster_group(r[1], two_free_ports()))
+                         extra=cluster_group(r[1], harness.free_run(4)))
     srv.storage = "postgresql"
     srv.pg_conninfo = pg.conninfo("parley", "parley")
     if not srv.start():

@@ -66,24 +66,6 @@ DELAY = "{urn:xmpp:delay}delay"
 CLIENTS = 8
 
 
-def free_run(n):
-    """A free loopback port p with p + 1 .. p + n - 1 free too."""
-    for _ in range(50):
-        p = harness.free_ports(1)[0]
-        ok = True
-        for k in range(1, n):
-            s = socket.socket()
-            try:
-                s.bind(("127.0.0.1", p + k))
-            except OSError:
-                ok = False
-            finally:
-                s.close()
-        if ok:
-            return p
-    return harness.free_ports(1)[0]
-
-
 def group(node, redis_port, link, extra=""):
     return """
 cluster: { enable = true; node = "%s"; redis = "127.0.0.1:%d";
@@ -312,7 +294,7 @@ def started_pids(srv, since=0):
 def rolling(redis_port, conninfo):
     srv = harness.Server(label="roll",
                          server_extra="processes = 2; restart_delay = 200;",
-                         extra=group("p", redis_port, free_run(4),
+                         extra=group("p", redis_port, harness.free_run(4),
                                      "drain_rate = 4;"))
     srv.storage = "postgresql"
     srv.pg_conninfo = conninfo
