@@ -258,21 +258,33 @@ def unacked(frm, to):
     return None
 
 
+def contact_on_c(al, name, resource):
+    """A new user (name, made unique) logged in on node c as resource, to whose presence
+    alice (node a) is subscribed and which she has seen: (bare JID, peer),
+    or (bare JID, None) after a failed check."""
+    ja = al.boundjid.bare
+    user = harness.unique(name)
+    jx = add_users(nodes["a"], user)[0]
+    x = login(user, "c", resource)
+    al.pres(jx, "subscribe")
+    if x.inbox.wait(is_pres(frm_bare=ja, type_="subscribe")) is None:
+        check("%s (node c) gets alice's subscribe" % name, False)
+        return jx, None
+    x.pres(ja, "subscribed")
+    got = al.inbox.wait(is_pres(frm=str(x.boundjid)), STEP * 2)
+    check("alice (node a) sees %s (node c) available once subscribed"
+          % name, got is not None)
+    return jx, x
+
+
 def kill_node(al):
     """erin on node c talks with alice on node a; node c is killed."""
     ja = al.boundjid.bare
-    user = harness.unique("erin")
-    je = add_users(nodes["a"], user)[0]
-    er = login(user, "c", "laptop")
-    er_full = str(er.boundjid)
-    al.pres(je, "subscribe")
-    if er.inbox.wait(is_pres(frm_bare=ja, type_="subscribe")) is None:
-        check("erin (node c) gets alice's subscribe", False)
+    je, er = contact_on_c(al, "erin", "laptop")
+    user = je.split("@")[0]
+    if er is None:
         return
-    er.pres(ja, "subscribed")
-    got = al.inbox.wait(lambda e: is_pres(frm=er_full)(e), STEP * 2)
-    check("alice (node a) sees erin (node c) available once subscribed",
-          got is not None)
+    er_full = str(er.boundjid)
     for i in range(5):
         al.msg(je, "before %d" % i)
     before = [er.inbox.wait(is_msg(ja, "before %d" % i)) for i in range(5)]
@@ -429,17 +441,10 @@ def presumed_dead(al):
     once it notices, hal is back in the registry and alice sees him
     available again, and he gets her messages."""
     ja = al.boundjid.bare
-    user = harness.unique("hal")
-    jh = add_users(nodes["a"], user)[0]
-    h = login(user, "c", "r")
-    h_full = str(h.boundjid)
-    al.pres(jh, "subscribe")
-    if h.inbox.wait(is_pres(frm_bare=ja, type_="subscribe")) is None:
-        check("hal (node c) gets alice's subscribe", False)
+    jh, h = contact_on_c(al, "hal", "r")
+    if h is None:
         return
-    h.pres(ja, "subscribed")
-    check("alice sees hal (node c) available",
-          al.inbox.wait(is_pres(frm=h_full), STEP * 2) is not None)
+    h_full = str(h.boundjid)
     c = nodes["c"]
     offsets = {n: nodes[n].log_size() for n in "abc"}
     os.kill(c.pid(), signal.SIGSTOP)
