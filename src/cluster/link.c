@@ -1076,8 +1076,6 @@ static void on_connect_io(struct pl_io *io, unsigned events)
 {
     (void)events;
     struct node *n = io->data;
-    if (n->fd < 0)
-        return; /* closed earlier in this batch of events */
     int err = 0;
     socklen_t len = sizeof(err);
     if (getsockopt(n->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
@@ -1213,15 +1211,6 @@ static void node_unlink(struct node *n)
         }
 }
 
-static void node_free_deferred(void *p)
-{
-    struct node *n = p;
-    pl_free(n->name);
-    pl_free(n->addr);
-    pl_free(n->epoch);
-    pl_free(n);
-}
-
 void pl__link_node_dead(const char *name)
 {
     struct node *n = node_find(name);
@@ -1255,9 +1244,12 @@ void pl__link_node_dead(const char *name)
     pl_free(v);
     /* The rooms it hosted are free; their occupants here are told. */
     pl__rooms_node_dead(n->name);
-    /* After this batch of events: one of them may be for n's connect
-     * watcher (cio), stopped above but already returned by epoll. */
-    pl_loop_defer(pl_server_loop(), node_free_deferred, n);
+    /* An event for n->cio still in this batch was voided when
+     * node_close_links stopped it (loop.h). */
+    pl_free(n->name);
+    pl_free(n->addr);
+    pl_free(n->epoch);
+    pl_free(n);
 }
 
 int pl__link_unlinked(void)

@@ -54,7 +54,9 @@ void pl_loop_stop(struct pl_loop *loop);
 uint64_t pl_loop_now(const struct pl_loop *loop);
 
 void pl_io_init(struct pl_io *io, int fd, pl_io_fn *cb, void *data);
-/* Starts or changes the watched events (0 stops). */
+/* Starts or changes the watched events (0 stops).  A watcher stopped
+ * while the loop handles a batch of events gets none of the batch's
+ * events still to come: its owner may free it right away. */
 int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events);
 void pl_io_stop(struct pl_io *io);
 
