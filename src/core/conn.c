@@ -728,6 +728,21 @@ static void deferred_read(void *data)
         do_read(c);
 }
 
+/*
+ * Bytes TLS already holds (a record read whole, handed out in parts) raise
+ * no event of the socket: when reading stops with some left (the read
+ * rate's pause, the turn's end, a hold), a deferred read takes them, or
+ * the peer that sent its last words in them would wait for ever.
+ */
+static void read_buffered(struct pl_conn *c)
+{
+    if (c->ssl && c->tls == PL_CONN_TLS && SSL_has_pending(c->ssl) &&
+        !c->read_queued) {
+        c->read_queued = 1;
+        pl_loop_defer(c->loop, deferred_read, c);
+    }
+}
+
 void pl_conn_hold(struct pl_conn *c, int hold)
 {
     if (c->dead)
@@ -735,12 +750,8 @@ void pl_conn_hold(struct pl_conn *c, int hold)
     c->held = hold ? 1 : 0;
     c->held_full = 0;
     update_interest(c);
-    /* Bytes TLS already decrypted raise no event of the socket. */
-    if (!hold && c->ssl && c->tls == PL_CONN_TLS && SSL_pending(c->ssl) &&
-        !c->read_queued) {
-        c->read_queued = 1;
-        pl_loop_defer(c->loop, deferred_read, c);
-    }
+    if (!hold)
+        read_buffered(c);
 }
 
 static void handshake(struct pl_conn *c)
@@ -781,6 +792,7 @@ static void on_resume(struct pl_timer *t)
     c->paused = 0;
     update_interest(c);
     watch(c, 0); /* the timer is the deadlines' again */
+    read_buffered(c);
 }
 
 static void refill(struct pl_conn *c)
@@ -849,6 +861,7 @@ static void do_read(struct pl_conn *c)
         if ((size_t)n < want && !(c->ssl && SSL_pending(c->ssl)))
             return;
     }
+    read_buffered(c); /* the turn is over; the rest comes after others' */
 }
 
 static void on_io(struct pl_io *io, unsigned events)

@@ -10,13 +10,19 @@
  * The handshake deadline needs a listener: test_stream.c covers it through
  * c2s (stream_handshake_timeout, stream_resume_established).
  *
- * And the close that cannot lose the last words (pl_loop_close_lingering).
+ * And the close that cannot lose the last words (pl_loop_close_lingering),
+ * and the read rate's pause under TLS that cannot strand them either.
  *
  * Extending: a new deadline case is a function that opens a connection
  * with open_conn() and runs the loop with run_until().
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -26,6 +32,7 @@
 #include "conn.h"
 #include "error.h"
 #include "loop.h"
+#include "tls.h"
 #include "unit.h"
 
 static struct {
@@ -467,4 +474,90 @@ void test_loop_stop_in_batch(void)
     close(b[0]);
     close(b[1]);
     pl_loop_free(loop);
+}
+
+/*
+ * TLS decrypts a record whole and hands it out a part at a time: a read
+ * rate pause that stops in the middle of one leaves the rest in OpenSSL's
+ * buffer, where no socket event will ever announce it.  A client that
+ * sends its last stanzas in one record and then waits for the answer (an
+ * XEP-0198 <r/>) waited for ever.  Here the burst is 1 KiB of a 16,000
+ * byte record and the peer sends nothing more: all of it must come.
+ */
+enum {
+    TLS_RECORD = 16000
+};
+
+static struct {
+    int fd;            /* the client's end, blocking */
+    SSL_CTX *ctx;      /* client context */
+    int ok;            /* handshake and write went through */
+    size_t got;        /* bytes the server's conn was handed */
+    volatile int stop; /* the client may close */
+} L;
+
+static void *tls_client(void *arg)
+{
+    (void)arg;
+    SSL *ssl = SSL_new(L.ctx);
+    SSL_set_fd(ssl, L.fd);
+    static char rec[TLS_RECORD];
+    memset(rec, 'r', sizeof(rec));
+    if (SSL_connect(ssl) == 1 && SSL_write(ssl, rec, TLS_RECORD) == TLS_RECORD)
+        L.ok = 1;
+    while (!L.stop)
+        usleep(1000);
+    SSL_free(ssl);
+    return NULL;
+}
+
+static void l_data(struct pl_conn *c, const char *p, size_t n)
+{
+    (void)c;
+    (void)p;
+    L.got += n;
+}
+
+static const struct pl_conn_ops tls_ops = {
+    .data = l_data,
+    .closed = t_closed,
+};
+
+void test_conn_tls_rate_pause(void)
+{
+    char dir[] = "/tmp/parley-test-tls-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char cert[64], key[64];
+    snprintf(cert, sizeof(cert), "%s/c.pem", dir);
+    snprintf(key, sizeof(key), "%s/k.pem", dir);
+    struct pl_tls_host *h = NULL;
+    CHECK_INT(pl_tls_ensure_selfsigned("localhost", cert, key), PL_OK);
+    CHECK_INT(pl_tls_host_load("localhost", cert, key, &h), PL_OK);
+    memset(&T, 0, sizeof(T));
+    memset(&L, 0, sizeof(L));
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
+    T.peer = sv[1];
+    L.fd = sv[1];
+    L.ctx = SSL_CTX_new(TLS_client_method());
+    struct pl_conn_limits lim = {1 << 20, 65536, 1024};
+    struct pl_conn *c = pl_conn_new(T.loop, sv[0], &tls_ops, NULL, &lim);
+    pl_conn_start(c, h->ctx);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, tls_client, NULL) == 0);
+    for (int i = 0; i < 500 && L.got < TLS_RECORD; i++)
+        run_until(NULL, 0, 10);
+    L.stop = 1;
+    pthread_join(th, NULL);
+    CHECK_INT(L.ok, 1);
+    CHECK_INT(L.got, TLS_RECORD);
+    pl_conn_close(c);
+    close_all();
+    SSL_CTX_free(L.ctx);
+    pl_tls_host_free(h);
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
 }
