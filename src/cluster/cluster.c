@@ -900,6 +900,14 @@ static int on_changed(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
+static int on_data_changed(struct pl_event *ev, void *state)
+{
+    (void)state;
+    if (ev->data)
+        pl__link_announce_change(ev->data);
+    return PL_PASS;
+}
+
 /* A roster request makes the session interested (RFC 6121 §2.1.6) when
  * mod_roster answers; the other nodes learn it now, before its presence. */
 static int on_roster_get(struct pl_event *ev, void *state)
@@ -1026,6 +1034,7 @@ static int cluster_start(struct pl_config *c, void *settings)
         pl_hook_add(h, "session/closed", on_closed, 10000, NULL);
         pl_hook_add(h, "presence/broadcast", on_broadcast, 10000, NULL);
         pl_hook_add(h, "session/changed", on_changed, 10000, NULL);
+        pl_hook_add(h, "user/data-changed", on_data_changed, 10000, NULL);
         pl_hook_add(h, "iq-get/bare/jabber:iq:roster:query", on_roster_get,
                     10000, NULL);
     }

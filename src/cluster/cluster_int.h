@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
+#include "hook.h"
 #include "resources.h"
 
 struct pl_config;
@@ -79,6 +80,9 @@ void pl__link_names_free(char **v);
  * the interested flag: a roster request is on its way). */
 void pl__link_announce_up(struct pl_session *s, int interested);
 void pl__link_announce_down(struct pl_session *s);
+/* A module changed an account's data ("user/data-changed"): tells every
+ * node, whose copy of the module hears "user/data-changed-elsewhere". */
+void pl__link_announce_change(const struct pl_data_change *c);
 /* A session with this full JID left the table: another node's session
  * of that JID (kept out by it) takes its place. */
 void pl__link_reregister(const char *full);

@@ -15,6 +15,8 @@
  *   <c:d to= h= r='1'/> <message|presence|iq/>             route it (a room
  *                                                          hosted here)
  *   <c:close to= cond=/>                                   end it (conflict)
+ *   <c:changed mod= jid=>text</c:changed>                  a module changed
+ *                                                          an account's data
  *
  * The other direction of the connection carries acknowledgements, <a n=/>
  * (stanzas of <c:d/> handled so far); the sender keeps each stanza until
@@ -415,6 +417,20 @@ void pl__link_announce_down(struct pl_session *s)
     send_all(&b);
 }
 
+void pl__link_announce_change(const struct pl_data_change *c)
+{
+    if (!nodes || !c->module || !c->bare)
+        return;
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, "<c:changed");
+    attr(&b, "mod", c->module);
+    attr(&b, "jid", c->bare);
+    pl_buf_append_str(&b, ">");
+    pl_buf_append_escaped(&b, c->payload ? c->payload : "", c->len, 0);
+    pl_buf_append_str(&b, "</c:changed>");
+    send_all(&b);
+}
+
 /* ---- acknowledgements ---- */
 
 static uint64_t mono_us(void)
@@ -711,6 +727,25 @@ static void on_down(struct link_in *li, struct pl_stanza *st)
     remote_free(r);
 }
 
+/* Another node's module changed an account's data: this node's copy of
+ * the module hears it (hook.h, struct pl_data_change). */
+static void on_data_changed(struct link_in *li, struct pl_stanza *st)
+{
+    (void)li;
+    struct pl_node *root = pl_stanza_root(st);
+    const char *mod = pl_node_attr(root, "mod");
+    const char *bare = pl_node_attr(root, "jid");
+    const char *at = bare ? strchr(bare, '@') : NULL;
+    struct pl_host *h = at ? pl_host_find(at + 1) : NULL;
+    if (!mod || !h)
+        return;
+    struct pl_data_change c = {mod, bare, NULL, 0};
+    c.payload = pl_node_text(st, root, &c.len);
+    struct pl_event ev =
+        {"user/data-changed-elsewhere", h, NULL, NULL, NULL, NULL, &c};
+    pl_hook_fire(&ev);
+}
+
 static void on_close(struct link_in *li, struct pl_stanza *st)
 {
     (void)li;
@@ -811,6 +846,8 @@ static void in_stanza(void *ud, struct pl_stanza *st)
             on_down(li, st);
         else if (strcmp(root->name, "close") == 0)
             on_close(li, st);
+        else if (strcmp(root->name, "changed") == 0)
+            on_data_changed(li, st);
         else if (strcmp(root->name, "d") == 0) {
             const char *to = pl_node_attr(root, "to");
             const char *h = pl_node_attr(root, "h");

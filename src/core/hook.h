@@ -35,6 +35,21 @@ struct pl_event {
 typedef int pl_hook_fn(struct pl_event *ev, void *state);
 
 /*
+ * ev->data of "user/data-changed" (a module changed an account's data
+ * that other cluster nodes may hold in a cache: fired after the write
+ * committed) and of "user/data-changed-elsewhere" (another node's module
+ * did; fired by the cluster, doc/cluster.md).  The payload is the
+ * module's own text, saying what changed so a cache can follow without
+ * reading the store again.
+ */
+struct pl_data_change {
+    const char *module;  /* the module's name: who reads the payload */
+    const char *bare;    /* the account */
+    const char *payload; /* what changed, in the module's words */
+    size_t len;
+};
+
+/*
  * Whether the stanza of ev comes from the account it is addressed to: a
  * user's request to their own bare JID (or with no 'to', which the router
  * fills with the sender's bare JID, RFC 6120 §10.3.3).  The test private

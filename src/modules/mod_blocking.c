@@ -30,7 +30,9 @@
  * while one is bound; accounts checked while offline stay in an LRU of
  * `cache_size` entries.  A stanza that needs a list not read yet waits
  * (PL_PENDING) for the read, then is routed again with this module's
- * check done.
+ * check done.  In a cluster each node keeps its own sets: a change is
+ * told to the others ("user/data-changed", tell_others), whose sets
+ * follow and whose sessions of the account get the push (on_elsewhere).
  */
 #include "roster/roster.h"
 
@@ -56,7 +58,12 @@ struct entry {
     uint64_t *interested; /* sessions that asked for the list */
     int ninterested;
     struct deferred *waiting, *waiting_tail; /* until loaded */
-    struct entry *prev, *next;               /* LRU while offline and loaded */
+    /* The list another node wrote while this node's read was in flight
+     * (that read may have come before it): it replaces what is read. */
+    char *newer;
+    size_t newer_len;
+    unsigned has_newer : 1;
+    struct entry *prev, *next; /* LRU while offline and loaded */
 };
 
 struct state {
@@ -99,6 +106,7 @@ static void lru_unlink(struct state *S, struct entry *e)
 static void entry_free(struct entry *e)
 {
     pl_map_clear(&e->set);
+    pl_free(e->newer);
     pl_free(e->interested);
     pl_free(e->bare);
     pl_free(e);
@@ -536,9 +544,12 @@ static void add_items(struct pl_stanza *st, struct pl_node *parent, char **v,
         add_item(st, parent, v[i]);
 }
 
-static void push(struct job *j, const char *op, char **v, int n)
+/* §3.3, §3.4: the change to every session of the account here that
+ * asked for the list. */
+static void push(struct state *S, const char *bare, const char *op, char **v,
+                 int n)
 {
-    struct entry *e = pl_map_get(&j->S->entries, j->base.bare);
+    struct entry *e = pl_map_get(&S->entries, bare);
     for (int i = 0; e && i < e->ninterested; i++) {
         struct pl_session *s = pl_session_by_id(e->interested[i]);
         if (!s)
@@ -624,6 +635,84 @@ static void send_current(struct job *j, const char *to,
     }
 }
 
+/*
+ * Other cluster nodes keep their own copy of the list (their sessions of
+ * the account, their checks of its incoming stanzas): the change goes to
+ * them ("user/data-changed", hook.h) as "<op>\n<items>\n\n<list>": the
+ * request's verb and items for the pushes to their sessions, then the
+ * whole list after the change.
+ */
+static void tell_others(struct job *j, const char *op, int all)
+{
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, op);
+    pl_buf_append(&b, "\n", 1);
+    for (int i = 0; !all && i < j->njids; i++) {
+        pl_buf_append_str(&b, j->jids[i]);
+        pl_buf_append(&b, "\n", 1);
+    }
+    pl_buf_append(&b, "\n", 1);
+    struct pl_str doc = pl_buf_str(&j->doc);
+    if (doc.len)
+        pl_buf_append(&b, doc.p, doc.len);
+    struct pl_str t = pl_buf_str(&b);
+    struct pl_data_change c = {"blocking", j->base.bare, t.p, t.len};
+    struct pl_event ev =
+        {"user/data-changed", j->S->host, NULL, NULL, NULL, NULL, &c};
+    pl_hook_fire(&ev);
+    pl_buf_reset(&b);
+}
+
+/* Another node changed an account's list: the copy here follows, and
+ * the account's sessions here that asked for it get the push. */
+static int on_elsewhere(struct pl_event *ev, void *state)
+{
+    struct state *S = state;
+    const struct pl_data_change *c = ev->data;
+    if (!c || strcmp(c->module, "blocking") != 0)
+        return PL_PASS;
+    const char *p = c->payload, *end = p + c->len;
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+    if (!nl)
+        return PL_HANDLED;
+    char op[16];
+    size_t oplen = (size_t)(nl - p);
+    if (oplen >= sizeof(op))
+        return PL_HANDLED;
+    memcpy(op, p, oplen);
+    op[oplen] = 0;
+    if (strcmp(op, "block") != 0 && strcmp(op, "unblock") != 0)
+        return PL_HANDLED;
+    p = nl + 1;
+    char **items = NULL;
+    int n = 0;
+    while (p < end && *p != '\n') {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            break;
+        items = pl_realloc(items, (size_t)(n + 1) * sizeof(char *));
+        items[n++] = pl_strndup(p, (size_t)(nl - p));
+        p = nl + 1;
+    }
+    if (p < end)
+        p++; /* the blank line: the list follows */
+    struct entry *e = pl_map_get(&S->entries, c->bare);
+    if (e && e->loaded) {
+        pl_map_clear(&e->set);
+        set_fill(&e->set, p, (size_t)(end - p));
+    } else if (e) {
+        pl_free(e->newer);
+        e->newer = pl_strndup(p, (size_t)(end - p));
+        e->newer_len = (size_t)(end - p);
+        e->has_newer = 1;
+    }
+    push(S, c->bare, op, items, n);
+    for (int i = 0; i < n; i++)
+        pl_free(items[i]);
+    pl_free(items);
+    return PL_HANDLED;
+}
+
 static void reply(struct job *j, struct pl_stanza *r)
 {
     pl_route_reply(j->base.st, r);
@@ -657,7 +746,10 @@ static void done(int rc, void *arg)
     struct pl_str doc = pl_buf_str(&j->doc);
     if (j->kind == J_LOAD) {
         if (e && !e->loaded) {
-            set_fill(&e->set, doc.p ? doc.p : "", doc.len);
+            if (e->has_newer)
+                set_fill(&e->set, e->newer, e->newer_len);
+            else
+                set_fill(&e->set, doc.p ? doc.p : "", doc.len);
             e->loaded = 1;
             release(e);
             if (!e->online)
@@ -692,12 +784,10 @@ static void done(int rc, void *arg)
         set_fill(&e->set, doc.p ? doc.p : "", doc.len);
     }
     reply(j, pl_iq_result(j->base.st));
-    if (j->kind == J_BLOCK)
-        push(j, "block", j->jids, j->njids);
-    else if (j->kind == J_UNBLOCK)
-        push(j, "unblock", j->jids, j->njids);
-    else
-        push(j, "unblock", NULL, 0);
+    const char *op = j->kind == J_BLOCK ? "block" : "unblock";
+    int all = j->kind == J_UNBLOCK_ALL;
+    push(j->S, j->base.bare, op, all ? NULL : j->jids, all ? 0 : j->njids);
+    tell_others(j, op, all);
     /* §3.4: the current presence to the unblocked contacts. */
     if (j->kind != J_BLOCK)
         each_contact(j, j->changed, j->nchanged, send_current);
@@ -838,6 +928,7 @@ static const struct pl_hook_def hooks[] = {
     {"session/bound", on_bound, 0},
     {"session/closed", on_closed, 0},
     {"user/deleted", on_deleted, 0},
+    {"user/data-changed-elsewhere", on_elsewhere, 0},
     {0},
 };
 

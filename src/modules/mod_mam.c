@@ -82,6 +82,7 @@ struct entry {
     unsigned loading : 1;      /* a load job is queued */
     unsigned stale : 1;        /* the roster changed: reload first */
     unsigned exists : 1;       /* the account exists (per the last load) */
+    unsigned changed : 1;      /* changed on another node while loading */
     struct pend *head, *tail;  /* waiting messages, in arrival order */
 };
 
@@ -319,6 +320,10 @@ static void load_done(int rc, void *arg)
         p = next;
     }
     e->loading = 0;
+    if (e->changed) { /* the read may have come before that change */
+        e->changed = 0;
+        e->stale = 1;
+    }
     pl_buf_reset(&j->prefs);
     pl_buf_reset(&j->roster);
     pl_job_free(j);
@@ -581,6 +586,31 @@ static int on_closed(struct pl_event *ev, void *state)
     return PL_PASS;
 }
 
+/* Another cluster node stored new preferences for an account: the copy
+ * here is read again before its next decision. */
+static int on_elsewhere(struct pl_event *ev, void *state)
+{
+    struct state *s = state;
+    const struct pl_data_change *c = ev->data;
+    if (!c || strcmp(c->module, "mam") != 0)
+        return PL_PASS;
+    const char *at = strchr(c->bare, '@');
+    if (!at || strcmp(at + 1, s->host->domain) != 0)
+        return PL_HANDLED;
+    char user[1024];
+    size_t n = (size_t)(at - c->bare);
+    if (n >= sizeof(user))
+        return PL_HANDLED;
+    memcpy(user, c->bare, n);
+    user[n] = 0;
+    struct entry *e = pl_map_get(&s->users, user);
+    if (e && e->loading)
+        e->changed = 1;
+    else if (e)
+        e->stale = 1;
+    return PL_HANDLED;
+}
+
 static int on_user_deleted(struct pl_event *ev, void *state)
 {
     struct state *s = state;
@@ -802,7 +832,8 @@ static void prefs_done(int rc, void *arg)
     struct pl_mam_prefs p;
     prefs_decode(&j->data, j->def, &p);
     if (j->set) {
-        /* The cache follows what is now stored. */
+        /* The cache follows what is now stored, here and on the other
+         * cluster nodes (on_elsewhere). */
         struct entry *e = pl_map_get(&j->s->users, j->base.user);
         if (e && e->loaded) {
             pl_mam_prefs_free(&e->prefs);
@@ -810,6 +841,10 @@ static void prefs_done(int rc, void *arg)
             if (e->prefs.def == PL_MAM_ROSTER)
                 e->stale = 1; /* its roster may not be loaded */
         }
+        struct pl_data_change c = {"mam", j->base.bare, "prefs", 5};
+        struct pl_event ev =
+            {"user/data-changed", j->s->host, NULL, NULL, NULL, NULL, &c};
+        pl_hook_fire(&ev);
     }
     struct pl_stanza *r = pl_iq_result(j->base.st);
     pl_mam_prefs_build(&p, r, pl_stanza_root(r));
@@ -1010,6 +1045,7 @@ static const struct pl_hook_def hooks[] = {
     {"session/bound", on_bound, 0},
     {"session/closed", on_closed, 0},
     {"user/deleted", on_user_deleted, 0},
+    {"user/data-changed-elsewhere", on_elsewhere, 0},
     {"disco-info/account", on_account_info, 0},
     {0},
 };

@@ -17,6 +17,18 @@ start_nodes, imported, not copied), each with an HTTP listener.
     d2's chat to eve reaches d1 as a <sent/> copy; once d2 disabled
     carbons, eve's next chat to d1 makes no copy for d2 (checked with a
     later message to d2 on the same path, so no wait for silence);
+  - block lists across nodes (XEP-0191): fay has f1 on node a and f2 on
+    node b, gus is on node c.  f2 asks for the block list, gus's chat
+    reaches f2 (node c reads fay's list to check it); f1 blocks gus: f2
+    gets the block push (§3.3), gus's next message to f2 is refused with
+    <service-unavailable/> (node c's copy of the list followed), f2's
+    message to gus with <not-acceptable/> and <blocked/> (node b's);
+    f1 unblocks him: f2 gets the unblock push and gus's chat reaches f2
+    again, the refused one never;
+  - archive preferences across nodes (XEP-0313 §6): hal has h1 on node a
+    and h2 on node b; h1 sets default='never', and h2's next chat to ivy
+    (node c) is not archived: node b read the preferences again; h1 sets
+    'always' back, and h2's next one is (found by h1's query);
   - fleet push (mod fleet) across nodes: two parley-agent devices, one
     connected to node a, one to node b, in one group; `parleyctl push
     --group` on node a reaches both (their payload events), and `push
@@ -33,12 +45,15 @@ import os
 import re
 import signal
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check  # noqa: E402
-from im_common import LoopThread, add_users  # noqa: E402
+from im_common import EventBox, LoopThread, add_users  # noqa: E402
+from slixmpp.xmlstream.handler import Callback  # noqa: E402
+from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
 from agent_common import Agent, is_event, wait_all  # noqa: E402
 import test_cluster as tc  # noqa: E402
 
@@ -257,6 +272,178 @@ def carbons_across(dan, eve):
         tc.logout(p)
 
 
+NS_BLOCKING = "urn:xmpp:blocking"
+
+
+def blocking(p, op, jids=()):
+    """A block list request (blocklist get, block or unblock set) from p:
+    the answer's element, or a string saying why there is none."""
+    async def go():
+        iq = p.make_iq_get() if op == "blocklist" else p.make_iq_set()
+        el = ET.Element("{%s}%s" % (NS_BLOCKING, op))
+        for j in jids:
+            ET.SubElement(el, "{%s}item" % NS_BLOCKING, jid=j)
+        iq.xml.append(el)
+        r = await iq.send(timeout=tc.STEP)
+        return r.xml
+    try:
+        return tc.lt.run(go(), tc.STEP * 2)
+    except Exception as e:  # noqa: BLE001 - an error answer or a timeout
+        return repr(e)
+
+
+def block_push(op, jid):
+    def pred(el):
+        q = el.find("{%s}%s" % (NS_BLOCKING, op))
+        return el.get("type") == "set" and q is not None and \
+            [i.get("jid") for i in q] == ([jid] if jid else [])
+    return pred
+
+
+def error_of(el):
+    e = el.find(C + "error")
+    return [c.tag.split("}")[1] for c in e] if e is not None else []
+
+
+def blocking_across(fay, gus):
+    f1 = tc.login(fay, "a", "f1")
+    f2 = tc.login(fay, "b", "f2")
+    g = tc.login(gus, "c", "g")
+    jg = g.boundjid.bare
+    pushes = EventBox()
+    f2.call(f2.register_handler, Callback(
+        "block pushes", MatchXPath("%siq/{%s}block" % (C, NS_BLOCKING)),
+        lambda st: pushes.put(st.xml)))
+    f2.call(f2.register_handler, Callback(
+        "unblock pushes", MatchXPath("%siq/{%s}unblock" % (C, NS_BLOCKING)),
+        lambda st: pushes.put(st.xml)))
+    r = blocking(f2, "blocklist")
+    check("f2 (node b) gets the empty block list", not isinstance(r, str) and
+          r.get("type") == "result" and
+          not list(r.find("{%s}blocklist" % NS_BLOCKING)), r)
+    g.msg(str(f2.boundjid), "before")
+    check("gus (node c) -> f2 (node b): arrives before the block",
+          f2.inbox.wait(tc.is_msg(jg, "before")) is not None)
+    r = blocking(f1, "block", [jg])
+    check("f1 (node a) blocks gus", not isinstance(r, str) and
+          r.get("type") == "result", r)
+    check("f2 (node b, asked for the list) gets the block push "
+          "(XEP-0191 §3.3)", pushes.wait(block_push("block", jg)) is not None)
+    g.msg(str(f2.boundjid), "blocked")
+    e = g.inbox.wait(lambda el: el.get("type") == "error" and
+                     el.tag == C + "message")
+    check("gus's next message to f2 is refused with <service-unavailable/>: "
+          "node c's copy of fay's list followed (§3.3)",
+          e is not None and "service-unavailable" in error_of(e),
+          e is not None and ET.tostring(e)[:300])
+    f2.msg(jg, "to gus")
+    e = f2.inbox.wait(lambda el: el.get("type") == "error" and
+                      el.tag == C + "message")
+    check("f2's message to gus is refused with <not-acceptable/> and "
+          "<blocked/>: node b's copy followed (§3.3)",
+          e is not None and "not-acceptable" in error_of(e) and
+          e.find("%serror/{%s:errors}blocked" % (C, NS_BLOCKING)) is not None,
+          e is not None and ET.tostring(e)[:300])
+    r = blocking(f1, "unblock", [jg])
+    check("f1 unblocks gus", not isinstance(r, str) and
+          r.get("type") == "result", r)
+    check("f2 gets the unblock push (§3.4)",
+          pushes.wait(block_push("unblock", jg)) is not None)
+    g.msg(str(f2.boundjid), "after")
+    check("gus -> f2 arrives again after the unblock",
+          f2.inbox.wait(tc.is_msg(jg, "after")) is not None)
+    check("... and the refused message never came",
+          not [x for x in list(f2.inbox.items) if tc.is_msg(jg, "blocked")(x)])
+    for p in (f1, f2, g):
+        tc.logout(p)
+
+
+NS_MAM = "urn:xmpp:mam:2"
+NS_FWD = "urn:xmpp:forward:0"
+
+
+def mam_prefs(p, default):
+    """Sets p's archive preferences' default: the answer's type."""
+    async def go():
+        iq = p.make_iq_set()
+        iq.xml.append(ET.Element("{%s}prefs" % NS_MAM, default=default))
+        r = await iq.send(timeout=tc.STEP)
+        return r["type"]
+    try:
+        return tc.lt.run(go(), tc.STEP * 2)
+    except Exception as e:  # noqa: BLE001 - an error answer or a timeout
+        return repr(e)
+
+
+def archived_bodies(p):
+    """The bodies in p's archive (one unfiltered query, results in the
+    inbox before the answer), or None when the query failed."""
+    qid = "q%d" % time.monotonic_ns()
+
+    async def go():
+        iq = p.make_iq_set()
+        iq.xml.append(ET.Element("{%s}query" % NS_MAM, queryid=qid))
+        r = await iq.send(timeout=tc.STEP)
+        return r["type"]
+    try:
+        if tc.lt.run(go(), tc.STEP * 2) != "result":
+            return None
+    except Exception:  # noqa: BLE001 - an error answer or a timeout
+        return None
+    out = []
+    for el in list(p.inbox.items):
+        r = el.find("{%s}result" % NS_MAM)
+        if r is None or r.get("queryid") != qid:
+            continue
+        m = r.find("{%s}forwarded/%smessage" % (NS_FWD, C))
+        if m is not None:
+            out.append(m.findtext(C + "body"))
+    return out
+
+
+def sync(frm, to, body):
+    """A message from frm's node to to's: whatever frm's node sent that
+    node before (its <c:changed/>) has arrived there (links keep order)."""
+    frm.msg(str(to.boundjid), body)
+    return to.inbox.wait(tc.is_msg(frm.boundjid.bare, body)) is not None
+
+
+def mam_prefs_across(hal, ivy):
+    h1 = tc.login(hal, "a", "h1")
+    h2 = tc.login(hal, "b", "h2")
+    iv = tc.login(ivy, "c", "i")
+    ji = iv.boundjid.bare
+    check("h1 (node a) sets default='never'", mam_prefs(h1, "never") ==
+          "result")
+    check("node b heard of it (h1 -> h2 after the change arrives)",
+          sync(h1, h2, "sync never"))
+    h2.msg(ji, "not archived")
+    check("h2 (node b) -> ivy (node c): arrives",
+          iv.inbox.wait(tc.is_msg(h2.boundjid.bare, "not archived"))
+          is not None)
+    check("h1 sets default='always' again", mam_prefs(h1, "always") ==
+          "result")
+    check("node b heard of it", sync(h1, h2, "sync always"))
+    h2.msg(ji, "archived")
+    check("h2 -> ivy: arrives",
+          iv.inbox.wait(tc.is_msg(h2.boundjid.bare, "archived")) is not None)
+    # The archive is written after delivery: query until it is there
+    # (node b's writes are in order, so the earlier one would be too).
+    bodies, end = None, time.monotonic() + tc.STEP
+    while time.monotonic() < end:
+        bodies = archived_bodies(h1)
+        if bodies and "archived" in bodies:
+            break
+        time.sleep(0.2)
+    check("h2's message after 'always' is archived", bodies is not None and
+          "archived" in bodies, bodies)
+    check("... and the one after 'never' is not: node b's copy of the "
+          "preferences followed (XEP-0313 §6)",
+          bodies is not None and "not archived" not in bodies, bodies)
+    for p in (h1, h2, iv):
+        tc.logout(p)
+
+
 def fleet_push():
     a, b = tc.nodes["a"], tc.nodes["b"]
     macs = ["02:00:5e:20:%02x:%02x" % (os.getpid() % 256, i)
@@ -325,6 +512,12 @@ def main():
     ctl_cluster(al, bo, c)
     metrics()
     carbons_across(dan, eve)
+    fay, gus = harness.unique("fay"), harness.unique("gus")
+    add_users(tc.nodes["a"], fay, gus)
+    blocking_across(fay, gus)
+    hal, ivy = harness.unique("hal"), harness.unique("ivy")
+    add_users(tc.nodes["a"], hal, ivy)
+    mam_prefs_across(hal, ivy)
     for ag in fleet_push():
         ag.stop()
     dead_node(c)
