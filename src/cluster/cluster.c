@@ -556,11 +556,34 @@ static void revive(struct pl_timer *t)
                 S->node, ids.n, again);
 }
 
+/*
+ * A refresh that comes late says why the key may expire: the loop was
+ * late to send it (busy, or the process starved of CPU), or Redis was
+ * late to answer.  Each is logged when it takes more than ttl/3, at most
+ * once per ttl, so an operator can tell a stall of this node from one of
+ * Redis or the network.
+ */
+static uint64_t beat_due_ms; /* when the refresh was planned */
+static uint64_t slow_logged_ms;
+
+static void slow_note(const char *what, uint64_t ms)
+{
+    uint64_t now = pl_loop_now(pl_server_loop());
+    if (ms <= (uint64_t)S->ttl / 3 ||
+        (slow_logged_ms && now - slow_logged_ms < (uint64_t)S->ttl))
+        return;
+    slow_logged_ms = now;
+    pl_log_warn("cluster", "liveness refresh: %s %llu ms (cluster.ttl %ld)",
+                what, (unsigned long long)ms, S->ttl);
+}
+
+/* ud: the loop time the SET went out. */
 static void on_beat_set(redisReply *r, void *ud)
 {
-    (void)ud;
     if (!started || !r)
         return;
+    slow_note("its answer was read after",
+              pl_loop_now(pl_server_loop()) - (uint64_t)(uintptr_t)ud);
     if (r->type == REDIS_REPLY_NIL && beaten &&
         !pl_timer_active(&revive_timer)) {
         pl_log_warn("cluster",
@@ -581,13 +604,17 @@ static void beat(struct pl_timer *t)
     (void)t;
     if (!started)
         return;
+    uint64_t now = pl_loop_now(pl_server_loop());
+    if (t && beat_due_ms && now > beat_due_ms)
+        slow_note("the loop ran it late by", now - beat_due_ms);
     if (pl__redis_is_up()) {
         char val[256];
         snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
                  phase_names[phase]);
         /* GET: the value before, none if it expired while we ran. */
-        pl__redis_cmd(on_beat_set, NULL, "SET %snode:%s %s PX %ld GET",
-                      S->prefix, S->node, val, S->ttl);
+        pl__redis_cmd(on_beat_set, (void *)(uintptr_t)now,
+                      "SET %snode:%s %s PX %ld GET", S->prefix, S->node, val,
+                      S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
         pl__redis_cmd(on_drain_key, NULL, "GET %sdrain:%s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
@@ -595,6 +622,7 @@ static void beat(struct pl_timer *t)
     }
     /* Rooms that waited for the grace ask now (or, Redis down, fail). */
     pl__rooms_tick();
+    beat_due_ms = now + (uint64_t)S->ttl / 3;
     pl_timer_start(pl_server_loop(), &beat_timer, (uint64_t)S->ttl / 3);
 }
 
@@ -692,6 +720,7 @@ static void become_ready(const char *why)
         return;
     }
     pl_supervise_ready();
+    beat(NULL); /* the others see the phase at their next poll */
 }
 
 void pl__cluster_check_ready(void)
@@ -1045,6 +1074,7 @@ static int cluster_start(struct pl_config *c, void *settings)
     pl_timer_init(&beat_timer, beat, NULL);
     pl_timer_init(&revive_timer, revive, NULL);
     beaten = 0;
+    beat_due_ms = slow_logged_ms = 0;
     pl_timer_init(&ready_timer, on_ready_timeout, NULL);
     pl_timer_init(&drain_timer, drain_tick, NULL);
     pl_loop_on_signal(pl_server_loop(), SIGUSR2, on_drain_signal, NULL);

@@ -117,7 +117,8 @@ def ctl_cluster(al, bo, cy):
         return b and c and b["link"]["unacked"] == 0 and \
             b["link"]["stanzas_sent"] >= 1 and \
             b["link"]["stanzas_received"] >= 1 and b["sessions"] >= 1 and \
-            c["sessions"] >= 1
+            c["sessions"] >= 1 and b.get("phase") == "ready" and \
+            c.get("phase") == "ready"
     ok = harness.wait_for(settled, tc.STEP * 2, 0.2)
     check("parleyctl cluster --json parses and sees b's stanzas acknowledged",
           ok, view)
