@@ -57,6 +57,7 @@
 
 static const struct pl_cluster_settings defaults = {
     .ttl = 3000,
+    .stall_limit = 60000,
     .max_link_buffer = 16777216,
     .max_link_stanza = 1048576,
     .room_lease = 10000,
@@ -133,6 +134,11 @@ static const struct pl_option options[] = {
      "Milliseconds a node's liveness key lives; refreshed every ttl/3.  A "
      "node that stops is seen dead after at most ttl + ttl/3.",
      OFF(ttl)},
+    {"stall_limit", PL_OPT_INT, "60000", 1000, 86400000, NULL,
+     "Milliseconds the event loop may go without running before this node "
+     "stops refreshing its liveness key (a thread refreshes it, so that a "
+     "node short of CPU is not called dead) and the others call it dead.",
+     OFF(stall_limit)},
     {"key_prefix", PL_OPT_STRING, "\"parley:\"", 0, 0, NULL,
      "Prefix of every Redis key the cluster uses.", OFF(prefix)},
     {"max_link_buffer", PL_OPT_INT, "16777216", 65536, 1L << 34, NULL,
@@ -512,7 +518,6 @@ static void on_drain_key(redisReply *r, void *ud)
  * see its key again), routing needs no more.
  */
 static struct pl_timer revive_timer;
-static int beaten; /* the key was set since Redis came up */
 
 struct ids {
     uint64_t *v;
@@ -557,11 +562,10 @@ static void revive(struct pl_timer *t)
 }
 
 /*
- * A refresh that comes late says why the key may expire: the loop was
- * late to send it (busy, or the process starved of CPU), or Redis was
- * late to answer.  Each is logged when it takes more than ttl/3, at most
- * once per ttl, so an operator can tell a stall of this node from one of
- * Redis or the network.
+ * The loop's beat (ttl/3) running late says the loop is busy or the
+ * process starved of CPU: logged when more than ttl/3 late, at most once
+ * per ttl.  The liveness key does not depend on it (live.c), but the
+ * polls, room leases and drain requests do.
  */
 static uint64_t beat_due_ms; /* when the refresh was planned */
 static uint64_t slow_logged_ms;
@@ -577,26 +581,16 @@ static void slow_note(const char *what, uint64_t ms)
                 what, (unsigned long long)ms, S->ttl);
 }
 
-/* ud: the loop time the SET went out. */
-static void on_beat_set(redisReply *r, void *ud)
+/* live.c found the key expired while this process ran. */
+void pl__cluster_presumed_dead(void)
 {
-    if (!started || !r)
+    if (!started || pl_timer_active(&revive_timer))
         return;
-    slow_note("its answer was read after",
-              pl_loop_now(pl_server_loop()) - (uint64_t)(uintptr_t)ud);
-    if (r->type == REDIS_REPLY_NIL && beaten &&
-        !pl_timer_active(&revive_timer)) {
-        pl_log_warn("cluster",
-                    "node %s was presumed dead (its key expired: a stall "
-                    "past cluster.ttl): its sessions are announced again "
-                    "in %ld ms",
-                    S->node, S->ttl);
-        pl_timer_start(pl_server_loop(), &revive_timer, (uint64_t)S->ttl);
-    }
-    if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_STRING)
-        beaten = 1;
-    else if (r->type == REDIS_REPLY_ERROR)
-        pl_log_warn("cluster", "liveness key: %s", r->str);
+    pl_log_warn("cluster",
+                "node %s was presumed dead (its key expired: a stall past "
+                "cluster.ttl): its sessions are announced again in %ld ms",
+                S->node, S->ttl);
+    pl_timer_start(pl_server_loop(), &revive_timer, (uint64_t)S->ttl);
 }
 
 static void beat(struct pl_timer *t)
@@ -607,14 +601,14 @@ static void beat(struct pl_timer *t)
     uint64_t now = pl_loop_now(pl_server_loop());
     if (t && beat_due_ms && now > beat_due_ms)
         slow_note("the loop ran it late by", now - beat_due_ms);
+    /* The key itself: live.c's thread, told the value and that the loop
+     * runs. */
+    char key[512], val[256];
+    snprintf(key, sizeof(key), "%snode:%s", S->prefix, S->node);
+    snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
+             phase_names[phase]);
+    pl__live_set(key, val, S->ttl);
     if (pl__redis_is_up()) {
-        char val[256];
-        snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
-                 phase_names[phase]);
-        /* GET: the value before, none if it expired while we ran. */
-        pl__redis_cmd(on_beat_set, (void *)(uintptr_t)now,
-                      "SET %snode:%s %s PX %ld GET", S->prefix, S->node, val,
-                      S->ttl);
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
         pl__redis_cmd(on_drain_key, NULL, "GET %sdrain:%s", S->prefix, S->node);
         pl__redis_cmd(on_members, NULL, "SMEMBERS %snodes", S->prefix);
@@ -631,7 +625,7 @@ static void beat(struct pl_timer *t)
 static void on_redis_up(void)
 {
     redis_up_ms = pl_loop_now(pl_server_loop());
-    beaten = 0; /* a Redis that restarted empty has no key of ours */
+    pl__live_reset(); /* a Redis that restarted empty has no key of ours */
     char owner[128];
     snprintf(owner, sizeof(owner), "%s:", S->node);
     purge(S->node, owner);
@@ -1073,7 +1067,6 @@ static int cluster_start(struct pl_config *c, void *settings)
     polled = 0;
     pl_timer_init(&beat_timer, beat, NULL);
     pl_timer_init(&revive_timer, revive, NULL);
-    beaten = 0;
     beat_due_ms = slow_logged_ms = 0;
     pl_timer_init(&ready_timer, on_ready_timeout, NULL);
     pl_timer_init(&drain_timer, drain_tick, NULL);
@@ -1088,7 +1081,8 @@ static int cluster_start(struct pl_config *c, void *settings)
                        (uint64_t)S->ready_timeout);
     }
     long retry = S->ttl / 3;
-    if (pl__redis_start(S->redis, retry, on_redis_up) != PL_OK)
+    if (pl__redis_start(S->redis, retry, on_redis_up) != PL_OK ||
+        pl__live_start(S->redis, S->stall_limit) != PL_OK)
         return PL_EINVAL;
     pl_log_info("cluster", "node %s (%s), links on %s, redis %s", S->node, self,
                 S->link, S->redis);
@@ -1102,6 +1096,7 @@ static void cluster_stop(void)
     if (!started)
         return;
     pl__rooms_stop();
+    pl__live_stop(); /* no refresh after the DEL */
     /* Leaving: the others see it at their next poll, not after the TTL. */
     if (pl__redis_is_up()) {
         pl__redis_cmd(NULL, NULL, "DEL %snode:%s", S->prefix, S->node);
@@ -1128,6 +1123,7 @@ static void cluster_reload(struct pl_config *c, void *settings)
          (strcmp(n->node, S->node) || strcmp(n->redis, S->redis) ||
           strcmp(n->link, S->link) || strcmp(n->prefix, S->prefix) ||
           strcmp(n->secret, S->secret) || n->ttl != S->ttl ||
+          n->stall_limit != S->stall_limit ||
           n->max_link_buffer != S->max_link_buffer ||
           n->max_link_stanza != S->max_link_stanza ||
           n->room_lease != S->room_lease ||

@@ -10,6 +10,7 @@
  *              link) that make other nodes' users routable here
  *   rooms.c    MUC rooms: one node hosts each, holding its lease in
  *              Redis; the others forward the room's stanzas to it
+ *   live.c     the liveness key, refreshed by a thread of its own
  */
 #ifndef PL_CLUSTER_INT_H
 #define PL_CLUSTER_INT_H
@@ -28,6 +29,7 @@ struct pl_cluster_settings {
     char *redis;          /* "ip:port" or a Unix socket path */
     char *link;           /* "ip:port" this node listens on for links */
     long ttl;             /* liveness key TTL, ms */
+    long stall_limit;     /* ms without the loop before the key expires */
     char *prefix;         /* Redis key prefix */
     char *secret;         /* what a link's header must carry */
     long max_link_buffer; /* bytes queued toward one node */
@@ -53,12 +55,31 @@ typedef void pl__redis_fn(redisReply *r, void *ud);
 /* Connects to addr and keeps reconnecting (every retry_ms) while it is
  * lost; on_up runs after each successful connection. */
 int pl__redis_start(const char *addr, long retry_ms, void (*on_up)(void));
+/* "ip:port", "[ipv6]:port" or a Unix socket path: host and port, or path
+ * (the others NULL, 0); new strings.  PL_EINVAL without a port. */
+int pl__redis_addr(const char *addr, char **host, int *port, char **path);
 void pl__redis_stop(void);
 int pl__redis_is_up(void);
 /* Queues a command (hiredis format); PL_ECLOSED when not connected (fn is
  * then not called).  fn may be NULL. */
 int pl__redis_cmd(pl__redis_fn *fn, void *ud, const char *fmt, ...);
 int pl__redis_cmdv(pl__redis_fn *fn, void *ud, int argc, const char **argv);
+
+/* ---- live.c ---- */
+
+/* Starts the thread that refreshes this node's liveness key, on a Redis
+ * connection of its own to addr. */
+int pl__live_start(const char *addr, long stall_limit_ms);
+/* From the loop's beat: the key and its value (link, epoch, phase), and
+ * that the loop runs; a changed value is written at once. */
+void pl__live_set(const char *key, const char *val, long ttl_ms);
+/* Redis (re)connected: a key found missing next is not a stall. */
+void pl__live_reset(void);
+/* Stops refreshing and ends the thread (before the key is deleted). */
+void pl__live_stop(void);
+/* cluster.c, for live.c (on the loop): the key had expired while this
+ * process ran: the others called it dead. */
+void pl__cluster_presumed_dead(void);
 
 /* ---- link.c ---- */
 

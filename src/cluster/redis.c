@@ -165,27 +165,36 @@ static void on_retry(struct pl_timer *t)
         try_connect();
 }
 
+int pl__redis_addr(const char *addr, char **host, int *port, char **path)
+{
+    *host = *path = NULL;
+    *port = 0;
+    if (addr[0] == '/') {
+        *path = pl_strdup(addr);
+        return PL_OK;
+    }
+    const char *colon = strrchr(addr, ':');
+    if (!colon)
+        return PL_EINVAL;
+    size_t n = (size_t)(colon - addr);
+    if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
+        addr++;
+        n -= 2;
+    }
+    *host = pl_calloc(1, n + 1);
+    memcpy(*host, addr, n);
+    *port = atoi(colon + 1);
+    return PL_OK;
+}
+
 int pl__redis_start(const char *addr, long retry_ms, void (*on_up)(void))
 {
     memset(&R, 0, sizeof(R));
     R.retry_ms = retry_ms;
     R.on_up = on_up;
     pl_timer_init(&R.retry, on_retry, NULL);
-    if (addr[0] == '/') {
-        R.path = pl_strdup(addr);
-    } else {
-        const char *colon = strrchr(addr, ':');
-        if (!colon)
-            return PL_EINVAL;
-        size_t n = (size_t)(colon - addr);
-        if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']') {
-            addr++;
-            n -= 2;
-        }
-        R.host = pl_calloc(1, n + 1);
-        memcpy(R.host, addr, n);
-        R.port = atoi(colon + 1);
-    }
+    if (pl__redis_addr(addr, &R.host, &R.port, &R.path) != PL_OK)
+        return PL_EINVAL;
     try_connect();
     return PL_OK;
 }
