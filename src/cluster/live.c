@@ -79,8 +79,8 @@ static redisContext *connect_redis(long timeout_ms)
 }
 
 /* One refresh: SET key val PX ttl GET.  Returns the context to keep. */
-static redisContext *refresh(redisContext *c, const char *key,
-                             const char *val, long ttl)
+static redisContext *refresh(redisContext *c, const char *key, const char *val,
+                             long ttl)
 {
     if (!c)
         c = connect_redis(ttl / 3 > 0 ? ttl / 3 : 1);

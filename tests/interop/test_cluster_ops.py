@@ -186,18 +186,30 @@ FWD = "urn:xmpp:forward:0"
 C = tc.C
 
 
-def carbons(p, on):
-    """Enables or disables carbons on p; the IQ's answer type."""
+def iq(p, el, get=False):
+    """An IQ (set, or get) with payload el from p: the answer's element,
+    or a string saying why there is none (an error answer, a timeout)."""
     async def go():
-        iq = p.make_iq_set()
-        iq.xml.append(ET.Element("{%s}%s" % (NS_CARBONS,
-                                             "enable" if on else "disable")))
-        r = await iq.send(timeout=tc.STEP)
-        return r["type"]
+        q = p.make_iq_get() if get else p.make_iq_set()
+        q.xml.append(el)
+        r = await q.send(timeout=tc.STEP)
+        return r.xml
     try:
         return tc.lt.run(go(), tc.STEP * 2)
     except Exception as e:  # noqa: BLE001 - an error answer or a timeout
         return repr(e)
+
+
+def iq_type(p, el):
+    """iq(p, el)'s answer type, or why there is none."""
+    r = iq(p, el)
+    return r if isinstance(r, str) else r.get("type")
+
+
+def carbons(p, on):
+    """Enables or disables carbons on p; the IQ's answer type."""
+    return iq_type(p, ET.Element("{%s}%s" % (NS_CARBONS,
+                                             "enable" if on else "disable")))
 
 
 def carbon(kind, body):
@@ -279,18 +291,10 @@ NS_BLOCKING = "urn:xmpp:blocking"
 def blocking(p, op, jids=()):
     """A block list request (blocklist get, block or unblock set) from p:
     the answer's element, or a string saying why there is none."""
-    async def go():
-        iq = p.make_iq_get() if op == "blocklist" else p.make_iq_set()
-        el = ET.Element("{%s}%s" % (NS_BLOCKING, op))
-        for j in jids:
-            ET.SubElement(el, "{%s}item" % NS_BLOCKING, jid=j)
-        iq.xml.append(el)
-        r = await iq.send(timeout=tc.STEP)
-        return r.xml
-    try:
-        return tc.lt.run(go(), tc.STEP * 2)
-    except Exception as e:  # noqa: BLE001 - an error answer or a timeout
-        return repr(e)
+    el = ET.Element("{%s}%s" % (NS_BLOCKING, op))
+    for j in jids:
+        ET.SubElement(el, "{%s}item" % NS_BLOCKING, jid=j)
+    return iq(p, el, get=op == "blocklist")
 
 
 def block_push(op, jid):
@@ -365,31 +369,14 @@ NS_FWD = "urn:xmpp:forward:0"
 
 def mam_prefs(p, default):
     """Sets p's archive preferences' default: the answer's type."""
-    async def go():
-        iq = p.make_iq_set()
-        iq.xml.append(ET.Element("{%s}prefs" % NS_MAM, default=default))
-        r = await iq.send(timeout=tc.STEP)
-        return r["type"]
-    try:
-        return tc.lt.run(go(), tc.STEP * 2)
-    except Exception as e:  # noqa: BLE001 - an error answer or a timeout
-        return repr(e)
+    return iq_type(p, ET.Element("{%s}prefs" % NS_MAM, default=default))
 
 
 def archived_bodies(p):
     """The bodies in p's archive (one unfiltered query, results in the
     inbox before the answer), or None when the query failed."""
     qid = "q%d" % time.monotonic_ns()
-
-    async def go():
-        iq = p.make_iq_set()
-        iq.xml.append(ET.Element("{%s}query" % NS_MAM, queryid=qid))
-        r = await iq.send(timeout=tc.STEP)
-        return r["type"]
-    try:
-        if tc.lt.run(go(), tc.STEP * 2) != "result":
-            return None
-    except Exception:  # noqa: BLE001 - an error answer or a timeout
+    if iq_type(p, ET.Element("{%s}query" % NS_MAM, queryid=qid)) != "result":
         return None
     out = []
     for el in list(p.inbox.items):
