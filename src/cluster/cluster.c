@@ -567,19 +567,8 @@ static void revive(struct pl_timer *t)
  * per ttl.  The liveness key does not depend on it (live.c), but the
  * polls, room leases and drain requests do.
  */
-static uint64_t beat_due_ms; /* when the refresh was planned */
+static uint64_t beat_due_ms; /* when the beat was planned */
 static uint64_t slow_logged_ms;
-
-static void slow_note(const char *what, uint64_t ms)
-{
-    uint64_t now = pl_loop_now(pl_server_loop());
-    if (ms <= (uint64_t)S->ttl / 3 ||
-        (slow_logged_ms && now - slow_logged_ms < (uint64_t)S->ttl))
-        return;
-    slow_logged_ms = now;
-    pl_log_warn("cluster", "liveness refresh: %s %llu ms (cluster.ttl %ld)",
-                what, (unsigned long long)ms, S->ttl);
-}
 
 /* live.c found the key expired while this process ran. */
 void pl__cluster_presumed_dead(void)
@@ -599,8 +588,16 @@ static void beat(struct pl_timer *t)
     if (!started)
         return;
     uint64_t now = pl_loop_now(pl_server_loop());
-    if (t && beat_due_ms && now > beat_due_ms)
-        slow_note("the loop ran it late by", now - beat_due_ms);
+    uint64_t late = t && beat_due_ms && now > beat_due_ms ? now - beat_due_ms
+                                                          : 0;
+    if (late > (uint64_t)S->ttl / 3 &&
+        (!slow_logged_ms || now - slow_logged_ms >= (uint64_t)S->ttl)) {
+        slow_logged_ms = now;
+        pl_log_warn("cluster",
+                    "liveness refresh: the loop ran it late by %llu ms "
+                    "(cluster.ttl %ld)",
+                    (unsigned long long)late, S->ttl);
+    }
     /* The key itself: live.c's thread, told the value and that the loop
      * runs. */
     char key[512], val[256];

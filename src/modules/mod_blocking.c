@@ -60,9 +60,8 @@ struct entry {
     struct deferred *waiting, *waiting_tail; /* until loaded */
     /* The list another node wrote while this node's read was in flight
      * (that read may have come before it): it replaces what is read. */
-    char *newer;
+    char *newer; /* NULL: none */
     size_t newer_len;
-    unsigned has_newer : 1;
     struct entry *prev, *next; /* LRU while offline and loaded */
 };
 
@@ -704,7 +703,6 @@ static int on_elsewhere(struct pl_event *ev, void *state)
         pl_free(e->newer);
         e->newer = pl_strndup(p, (size_t)(end - p));
         e->newer_len = (size_t)(end - p);
-        e->has_newer = 1;
     }
     push(S, c->bare, op, items, n);
     for (int i = 0; i < n; i++)
@@ -746,7 +744,7 @@ static void done(int rc, void *arg)
     struct pl_str doc = pl_buf_str(&j->doc);
     if (j->kind == J_LOAD) {
         if (e && !e->loaded) {
-            if (e->has_newer)
+            if (e->newer)
                 set_fill(&e->set, e->newer, e->newer_len);
             else
                 set_fill(&e->set, doc.p ? doc.p : "", doc.len);

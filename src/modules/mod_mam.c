@@ -594,8 +594,9 @@ static int on_elsewhere(struct pl_event *ev, void *state)
     const struct pl_data_change *c = ev->data;
     if (!c || strcmp(c->module, "mam") != 0)
         return PL_PASS;
+    /* Fired on the account's host (link.c): only the localpart counts. */
     const char *at = strchr(c->bare, '@');
-    if (!at || strcmp(at + 1, s->host->domain) != 0)
+    if (!at)
         return PL_HANDLED;
     char user[1024];
     size_t n = (size_t)(at - c->bare);

@@ -229,6 +229,13 @@ def any_carbon_of(body):
         carbon("sent", body)(el)
 
 
+def sync(frm, to, body):
+    """A message from frm's node to to's: whatever frm's node sent that
+    node before (its <c:changed/>) has arrived there (links keep order)."""
+    frm.msg(str(to.boundjid), body)
+    return to.inbox.wait(tc.is_msg(frm.boundjid.bare, body)) is not None
+
+
 def carbons_across(dan, eve):
     d1 = tc.login(dan, "a", "d1")
     d2 = tc.login(dan, "b", "d2")
@@ -238,12 +245,9 @@ def carbons_across(dan, eve):
     check("d2 (node b) enables carbons", carbons(d2, True) == "result")
     # Each node learns the other's carbons state over their link, which
     # keeps order: a message each way after the enables has come after it.
-    d2.msg(str(d1.boundjid), "sync b-a")
-    d1.msg(str(d2.boundjid), "sync a-b")
     check("both nodes know both resources' carbons state (a message each "
           "way after it arrives)",
-          d1.inbox.wait(tc.is_msg(jd, "sync b-a")) is not None and
-          d2.inbox.wait(tc.is_msg(jd, "sync a-b")) is not None)
+          sync(d2, d1, "sync b-a") and sync(d1, d2, "sync a-b"))
     ev.call(ev.send_message, mto=str(d1.boundjid), mbody="to d1",
             mtype="chat")
     check("eve (node c) -> d1 (node a): d1 gets it",
@@ -266,9 +270,8 @@ def carbons_across(dan, eve):
     check("d2 disables carbons", carbons(d2, False) == "result")
     # Node c (eve's, where her copies are made) learns it over b's link,
     # in order: a message from d2 to eve comes after it.
-    d2.msg(je, "sync off")
     check("node c knows d2's carbons are off (d2's next message to eve "
-          "arrives)", ev.inbox.wait(tc.is_msg(jd, "sync off")) is not None)
+          "arrives)", sync(d2, ev, "sync off"))
     ev.call(ev.send_message, mto=str(d1.boundjid), mbody="after off",
             mtype="chat")
     check("eve -> d1 again: d1 gets it",
@@ -387,13 +390,6 @@ def archived_bodies(p):
         if m is not None:
             out.append(m.findtext(C + "body"))
     return out
-
-
-def sync(frm, to, body):
-    """A message from frm's node to to's: whatever frm's node sent that
-    node before (its <c:changed/>) has arrived there (links keep order)."""
-    frm.msg(str(to.boundjid), body)
-    return to.inbox.wait(tc.is_msg(frm.boundjid.bare, body)) is not None
 
 
 def mam_prefs_across(hal, ivy):
