@@ -64,10 +64,13 @@ static const struct pl_cluster_settings defaults = {
     .max_room_queue = 1000,
     .ready_timeout = 10000,
     .drain_rate = 100,
+    .watch_timeout = 2000,
+    .watch_idle = 600000,
 };
 
 static const struct pl_cluster_settings *S = &defaults;
 static int started;
+static int leaving;    /* cluster_stop ran: sessions end with the process */
 static char self[200]; /* "<node>:<epoch>" */
 static struct pl_timer beat_timer;
 static uint64_t redis_up_ms; /* loop clock at the last connection */
@@ -170,6 +173,16 @@ static const struct pl_option options[] = {
      "SIGUSR2, a rolling restart): their clients reconnect to the other "
      "nodes without a storm.",
      OFF(drain_rate)},
+    {"watch_timeout", PL_OPT_INT, "2000", 10, 600000, NULL,
+     "Milliseconds a stanza to an account this node does not watch yet "
+     "waits for the nodes with sessions of it to send them (doc/cluster.md, "
+     "\"Watches\"); then it is routed with what arrived.",
+     OFF(watch_timeout)},
+    {"watch_idle", PL_OPT_INT, "600000", 1000, 86400000, NULL,
+     "Milliseconds an account this node watches is kept without a stanza "
+     "routed to it, once it has no session here and no local account that "
+     "sent it one is online; then the copies of its sessions go.",
+     OFF(watch_idle)},
     {0},
 };
 
@@ -318,27 +331,36 @@ static const char *const DEL_SCRIPT =
     "redis.call('HDEL', KEYS[1], ARGV[1]) end return 0";
 
 /* KEYS[1] a node's set of full JIDs, ARGV[1] owner prefix ("a:" or
- * "a:<epoch> "), ARGV[2] key prefix of the hashes: removes the entries the
- * owner still has; returns how many. */
+ * "a:<epoch> "), ARGV[2] key prefix of the hashes, ARGV[3] "1" to keep
+ * the available ones: removes the entries the owner still has; returns
+ * those that were available, full JID and priority after each other. */
 static const char *const PURGE_SCRIPT =
-    "local n = 0 "
+    "local out = {} "
     "for _, full in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
     "local i = string.find(full, '/', 1, true) "
     "if i then "
     "local k = ARGV[2] .. string.sub(full, 1, i - 1) "
     "local r = string.sub(full, i + 1) "
     "local v = redis.call('HGET', k, r) "
-    "if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then "
-    "redis.call('HDEL', k, r) n = n + 1 end "
-    "if not v or string.sub(v, 1, #ARGV[1]) == ARGV[1] then "
-    "redis.call('SREM', KEYS[1], full) end "
-    "end end return n";
+    "local mine = v and string.sub(v, 1, #ARGV[1]) == ARGV[1] "
+    "local p, a = nil, nil "
+    "if mine then p, a = string.match(v, ' (%-?%d+) (%d)$') end "
+    "if not (mine and a == '1' and ARGV[3] == '1') then "
+    "if mine then redis.call('HDEL', k, r) "
+    "if a == '1' then out[#out + 1] = full out[#out + 1] = p end end "
+    "if not v or mine then redis.call('SREM', KEYS[1], full) end end "
+    "end end return out";
+
+/* The registry's entry of a local session. */
+static void registry_entry(const struct pl_session *s, char *val, size_t len)
+{
+    snprintf(val, len, "%s %d %d", self, s->priority, s->available ? 1 : 0);
+}
 
 static void registry_put(struct pl_session *s)
 {
     char val[256];
-    snprintf(val, sizeof(val), "%s %d %d", self, s->priority,
-             s->available ? 1 : 0);
+    registry_entry(s, val, sizeof(val));
     pl__redis_cmd(NULL, NULL, "HSET %ss:%s %s %s", S->prefix, s->jid->bare,
                   s->jid->resource, val);
     pl__redis_cmd(NULL, NULL, "SADD %sn:%s %s", S->prefix, S->node,
@@ -355,12 +377,20 @@ static void registry_del(struct pl_session *s)
                   s->jid->full);
 }
 
-static void purge(const char *node, const char *owner)
+/* fn gets PURGE_SCRIPT's reply (or NULL). */
+static int purge_keep(const char *node, const char *owner, int keep,
+                      pl__redis_fn *fn, void *ud)
 {
     char hashes[128];
     snprintf(hashes, sizeof(hashes), "%ss:", S->prefix);
-    pl__redis_cmd(NULL, NULL, "EVAL %s 1 %sn:%s %s %s", PURGE_SCRIPT, S->prefix,
-                  node, owner, hashes);
+    return pl__redis_cmd(fn, ud, "EVAL %s 1 %sn:%s %s %s %s", PURGE_SCRIPT,
+                         S->prefix, node, owner, hashes, keep ? "1" : "0");
+}
+
+static int purge(const char *node, const char *owner, pl__redis_fn *fn,
+                 void *ud)
+{
+    return purge_keep(node, owner, 0, fn, ud);
 }
 
 static void put_one(struct pl_session *s, void *ud)
@@ -384,7 +414,7 @@ static void on_leftover_lock(redisReply *r, void *ud)
     if (r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0) {
         char owner[128];
         snprintf(owner, sizeof(owner), "%s:", name);
-        purge(name, owner);
+        purge(name, owner, NULL, NULL);
         pl__redis_cmd(NULL, NULL, "SREM %snodes %s", S->prefix, name);
         pl_log_info("cluster", "node %s: left entries purged", name);
     }
@@ -409,9 +439,11 @@ static void on_mget(redisReply *r, void *ud)
                 continue;
             if (v->type == REDIS_REPLY_STRING) {
                 char addr[128], epoch[64], ph[16] = "";
-                if (sscanf(v->str, "%127s %63s %15s", addr, epoch, ph) >= 2) {
+                long count = -1;
+                if (sscanf(v->str, "%127s %63s %15s %ld", addr, epoch, ph,
+                           &count) >= 2) {
                     pl__link_node_alive(name, addr, epoch);
-                    pl__link_node_phase(name, ph);
+                    pl__link_node_phase(name, ph, count);
                 }
                 continue;
             }
@@ -582,6 +614,8 @@ void pl__cluster_presumed_dead(void)
     pl_timer_start(pl_server_loop(), &revive_timer, (uint64_t)S->ttl);
 }
 
+static long local_count(void);
+
 static void beat(struct pl_timer *t)
 {
     (void)t;
@@ -602,8 +636,8 @@ static void beat(struct pl_timer *t)
      * runs. */
     char key[512], val[256];
     snprintf(key, sizeof(key), "%snode:%s", S->prefix, S->node);
-    snprintf(val, sizeof(val), "%s %s %s", S->link, strchr(self, ':') + 1,
-             phase_names[phase]);
+    snprintf(val, sizeof(val), "%s %s %s %ld", S->link, strchr(self, ':') + 1,
+             phase_names[phase], local_count());
     pl__live_set(key, val, S->ttl);
     if (pl__redis_is_up()) {
         pl__redis_cmd(NULL, NULL, "SADD %snodes %s", S->prefix, S->node);
@@ -625,8 +659,9 @@ static void on_redis_up(void)
     pl__live_reset(); /* a Redis that restarted empty has no key of ours */
     char owner[128];
     snprintf(owner, sizeof(owner), "%s:", S->node);
-    purge(S->node, owner);
+    purge(S->node, owner, NULL, NULL);
     pl_session_each(put_one, NULL);
+    pl__watch_redis_up();
     beat(NULL);
 }
 
@@ -648,32 +683,52 @@ static void gone_free(struct gone *g)
     pl_free(g);
 }
 
+/* The dead node's entries are gone: this node announces its users that
+ * were available unavailable, as if their sessions had closed here
+ * (this node may hold copies of few of them: the registry lists them
+ * all): mod_presence tells their contacts, wherever they are (directed
+ * presence is lost). */
+static void on_purged(redisReply *r, void *ud)
+{
+    char *name = ud;
+    int n = 0;
+    for (size_t i = 0;
+         started && r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements;
+         i += 2) {
+        redisReply *f = r->element[i], *p = r->element[i + 1];
+        if (f->type != REDIS_REPLY_STRING)
+            continue;
+        struct pl_session *s = pl__link_ghost(f->str,
+                                              p->type == REDIS_REPLY_STRING
+                                                  ? atoi(p->str)
+                                                  : 0);
+        if (!s)
+            continue;
+        n++;
+        struct pl_event ev = {"session/closed", s->host, s,   NULL,
+                              s->jid,           NULL,    NULL};
+        pl_hook_fire(&ev);
+        pl__link_remote_free(s);
+    }
+    if (r)
+        pl_log_info("cluster",
+                    "node %s is dead: %d sessions announced unavailable, "
+                    "its registry entries purged",
+                    name, n);
+    pl_free(name);
+}
+
 static void on_purge_lock(redisReply *r, void *ud)
 {
     struct gone *g = ud;
     if (r && r->type == REDIS_REPLY_STATUS && strcmp(r->str, "OK") == 0 &&
         started) {
-        /* This node announces the dead node's users unavailable, as if
-         * their sessions had closed here: mod_presence tells their
-         * contacts, wherever they are (directed presence is lost). */
-        int n = 0;
-        for (int i = 0; i < g->n; i++) {
-            struct pl_session *s = g->v[i];
-            if (!s->available || !s->host)
-                continue;
-            n++;
-            struct pl_event ev = {"session/closed", s->host, s,   NULL,
-                                  s->jid,           NULL,    NULL};
-            pl_hook_fire(&ev);
-        }
         char owner[256];
         snprintf(owner, sizeof(owner), g->epoch ? "%s:%s " : "%s:", g->name,
                  g->epoch ? g->epoch : "");
-        purge(g->name, owner);
-        pl_log_info("cluster",
-                    "node %s is dead: %d sessions announced unavailable, "
-                    "its registry entries purged",
-                    g->name, n);
+        char *name = pl_strdup(g->name);
+        if (purge(g->name, owner, on_purged, name) != PL_OK)
+            pl_free(name);
     }
     gone_free(g);
 }
@@ -815,7 +870,6 @@ static void drain_tick(struct pl_timer *t)
     pl_timer_start(pl_server_loop(), &drain_timer, (uint64_t)every);
 }
 
-static long local_count(void);
 
 /* Stops accepting (the listeners close: with SO_REUSEPORT, or behind a
  * load balancer that checks the port, new connections go to the other
@@ -874,7 +928,9 @@ static int on_bound(struct pl_event *ev, void *state)
     struct pl_session *s = ev->session;
     if (!s || !s->jid || pl__link_is_remote(s))
         return PL_PASS;
-    registry_put(s);
+    char val[256];
+    registry_entry(s, val, sizeof(val));
+    pl__watch_bound(s, val); /* the registry; the watchers */
     pl__link_announce_up(s, 0);
     return PL_PASS;
 }
@@ -883,8 +939,8 @@ static int on_closed(struct pl_event *ev, void *state)
 {
     (void)state;
     struct pl_session *s = ev->session;
-    if (!s || !s->jid || pl__link_is_remote(s))
-        return PL_PASS;
+    if (!s || !s->jid || pl__link_is_remote(s) || leaving)
+        return PL_PASS; /* leaving: the survivor's purge announces it */
     /* Replaced by a newer session of this node (RFC 6120 §7.7.2.2): that
      * one was announced already and owns the entry. */
     struct pl_session *o = pl_session_by_full(s->jid->full);
@@ -892,6 +948,7 @@ static int on_closed(struct pl_event *ev, void *state)
         return PL_PASS;
     registry_del(s);
     pl__link_announce_down(s);
+    pl__watch_closed(s);
     if (!s->registered)
         pl__link_reregister(s->jid->full);
     return PL_PASS;
@@ -1020,6 +1077,11 @@ static json_t *admin_cluster(json_t *req)
                           (json_int_t)pl__rooms_hosted(), "nodes",
                           pl__link_json());
     json_object_set_new(a, "phase", json_string(phase_names[phase]));
+    json_object_set_new(a, "copies",
+                        json_integer((json_int_t)pl__link_copies()));
+    json_t *w = pl__watch_json();
+    json_object_update(a, w);
+    json_decref(w);
     if (pl_config_process() >= 0)
         json_object_set_new(a, "process", json_integer(pl_config_process()));
     return a;
@@ -1059,7 +1121,9 @@ static int cluster_start(struct pl_config *c, void *settings)
                     10000, NULL);
     }
     pl__rooms_start(c);
+    pl__watch_start(c);
     started = 1;
+    leaving = 0;
     phase = PH_STARTING;
     polled = 0;
     pl_timer_init(&beat_timer, beat, NULL);
@@ -1092,6 +1156,7 @@ static void cluster_stop(void)
 {
     if (!started)
         return;
+    leaving = 1;
     pl__rooms_stop();
     pl__live_stop(); /* no refresh after the DEL */
     /* Leaving: the others see it at their next poll, not after the TTL. */
@@ -1099,13 +1164,17 @@ static void cluster_stop(void)
         pl__redis_cmd(NULL, NULL, "DEL %snode:%s", S->prefix, S->node);
         char owner[256];
         snprintf(owner, sizeof(owner), "%s ", self);
-        purge(S->node, owner);
+        /* The available ones stay for the survivor that purges them (at
+         * its next poll): it announces them unavailable to their
+         * contacts, which this node, its links closing, cannot. */
+        purge_keep(S->node, owner, 1, NULL, NULL);
     }
     pl_timer_stop(&beat_timer);
     pl_timer_stop(&revive_timer);
     pl_timer_stop(&ready_timer);
     pl_timer_stop(&drain_timer);
     todo_free();
+    pl__watch_stop();
     pl__link_stop();
 }
 
@@ -1126,7 +1195,9 @@ static void cluster_reload(struct pl_config *c, void *settings)
           n->room_lease != S->room_lease ||
           n->max_room_queue != S->max_room_queue ||
           n->ready_timeout != S->ready_timeout ||
-          n->drain_rate != S->drain_rate)))
+          n->drain_rate != S->drain_rate ||
+          n->watch_timeout != S->watch_timeout ||
+          n->watch_idle != S->watch_idle)))
         pl_log_warn("cluster", "reload: the cluster group changes only on "
                                "restart");
 }
@@ -1145,6 +1216,7 @@ static void cluster_free(void)
     pl__redis_stop();
     pl__rooms_free();
     pl__link_free();
+    pl__watch_free();
     S = &defaults;
 }
 

@@ -11,6 +11,8 @@
  *   rooms.c    MUC rooms: one node hosts each, holding its lease in
  *              Redis; the others forward the room's stanzas to it
  *   live.c     the liveness key, refreshed by a thread of its own
+ *   watch.c    which accounts this node keeps other nodes' sessions of
+ *              (its users' and those stanzas were routed to)
  */
 #ifndef PL_CLUSTER_INT_H
 #define PL_CLUSTER_INT_H
@@ -19,6 +21,7 @@
 #include <jansson.h>
 
 #include "hook.h"
+#include "map.h"
 #include "resources.h"
 
 struct pl_config;
@@ -38,6 +41,8 @@ struct pl_cluster_settings {
     long max_room_queue;  /* stanzas held per room while its host is asked */
     long ready_timeout;   /* ms a starting node waits for its links */
     long drain_rate;      /* sessions a draining node ends per second */
+    long watch_timeout;   /* ms a stanza waits for the nodes asked */
+    long watch_idle;      /* ms a watch nobody uses lasts */
 };
 
 const struct pl_cluster_settings *pl__cluster_settings(void);
@@ -97,8 +102,9 @@ void pl__link_remote_free(struct pl_session *s);
  * pl__link_names_free. */
 char **pl__link_names(void);
 void pl__link_names_free(char **v);
-/* A local session's state changed: tells every node (interested forces
- * the interested flag: a roster request is on its way). */
+/* A local session's state changed: tells the nodes watching its account
+ * (interested forces the interested flag: a roster request is on its
+ * way). */
 void pl__link_announce_up(struct pl_session *s, int interested);
 void pl__link_announce_down(struct pl_session *s);
 /* A module changed an account's data ("user/data-changed"): tells every
@@ -112,10 +118,27 @@ void pl__link_reregister(const char *full);
 int pl__link_forward(const char *name, struct pl_stanza *st);
 /* How many nodes seen alive in Redis are not linked both ways yet. */
 int pl__link_unlinked(void);
-/* The phase a node announces in Redis ("ready", "draining"...). */
-void pl__link_node_phase(const char *name, const char *phase);
+/* The phase a node announces in Redis ("ready", "draining"...) and how
+ * many sessions it has. */
+void pl__link_node_phase(const char *name, const char *phase, long sessions);
 /* The epoch of a node seen alive in Redis, or NULL. */
 const char *pl__link_epoch(const char *name);
+/* <c:watch bare=/> to node `name`: PL_ECLOSED unless linked both ways. */
+int pl__link_send_watch(const char *name, const char *bare);
+/* To node `name`: a <c:up/> per local session of bare, then (marker)
+ * <c:watched bare=/>. */
+void pl__link_send_ups(const char *name, const char *bare, int marker);
+/* <c:close to=full cond=/> to node `name`: it ends its session. */
+void pl__link_send_close(const char *name, const char *full, const char *cond);
+/* <c:unwatch bare=/> to every node. */
+void pl__link_send_unwatch(const char *bare);
+/* Forgets the copies of the sessions of the accounts in `bares` (keys). */
+void pl__link_drop_bares(const struct pl_map *bares);
+/* Remote sessions held here (copies of other nodes' sessions). */
+unsigned long pl__link_copies(void);
+/* A dead node's available session, rebuilt from the registry to be
+ * announced unavailable (free with pl__link_remote_free), or NULL. */
+struct pl_session *pl__link_ghost(const char *full, int priority);
 /* Whether s is a remote session (another node's user). */
 int pl__link_is_remote(const struct pl_session *s);
 void pl__link_stop(void);
@@ -132,6 +155,37 @@ void pl__cluster_node_gone(const char *name, const char *epoch,
 /* cluster.c, for link.c: a node's links are up; a starting node opens
  * its listeners once every live node is linked (doc/cluster.md). */
 void pl__cluster_check_ready(void);
+
+/* ---- watch.c ---- */
+
+/* Before mod_blocking (1000) and the SIP front end (2000): the account's
+ * sessions are known when they look. */
+#define PL_WATCH_PRIORITY 3000
+
+/* Hooks the routing events of every host. */
+void pl__watch_start(struct pl_config *c);
+/* Whether this node watches bare (its copies are wanted). */
+int pl__watch_wants(const char *bare);
+/* A local session bound: registry entry `entry`, watchers told. */
+void pl__watch_bound(struct pl_session *s, const char *entry);
+/* A local session ended (after its <c:down/>). */
+void pl__watch_closed(struct pl_session *s);
+/* From the links: node asks for bare's sessions; answered; stopped. */
+void pl__watch_requested(const char *node, const char *bare);
+void pl__watch_answered(const char *node, const char *bare);
+void pl__watch_unwatched(const char *node, const char *bare);
+/* The nodes watching local account bare. */
+int pl__watchers_has(const char *bare, const char *node);
+void pl__watchers_each(const char *bare, void (*fn)(const char *node, void *ud),
+                       void *ud);
+/* A node's links went down or it died: no answer is awaited from it. */
+void pl__watch_node_gone(const char *node);
+/* Redis (re)connected: our watches into its sets again. */
+void pl__watch_redis_up(void);
+void pl__watch_stop(void);
+void pl__watch_free(void);
+/* {"watches", "watched_here", "parked"} for operators. */
+json_t *pl__watch_json(void);
 
 /* ---- rooms.c ---- */
 

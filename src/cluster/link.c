@@ -17,13 +17,17 @@
  *   <c:close to= cond=/>                                   end it (conflict)
  *   <c:changed mod= jid=>text</c:changed>                  a module changed
  *                                                          an account's data
+ *   <c:watch bare=/>       send me the sessions of bare, and every change
+ *   <c:watched bare=/>     that was all of them (after their <c:up/>)
+ *   <c:unwatch bare=/>     no more changes of bare
  *
  * The other direction of the connection carries acknowledgements, <a n=/>
  * (stanzas of <c:d/> handled so far); the sender keeps each stanza until
  * then, and routes again what a node that went away did not acknowledge.
  *
- * On connecting, a node sends the state of all its sessions, then every
- * change.  The receiver keeps, per node, a struct remote for each: a
+ * A node sends another the sessions of the accounts that node watches
+ * (watch.c): on connecting, then every change.  The receiver keeps, per
+ * node, a struct remote for each: a
  * struct pl_session whose transport (struct pl_session_ops) writes to that
  * node's link.  While both directions with a node are up, its remote
  * sessions are in the session table (resources.h), so the router, presence,
@@ -103,6 +107,7 @@ struct node {
     uint64_t got_before;  /* received on earlier connections */
     int64_t seen_ms;      /* wall clock when Redis last listed it alive */
     char phase[16];       /* what it announces: "ready", "draining"... */
+    long sessions;        /* how many sessions it announces, -1: unknown */
     struct node *next;
 };
 
@@ -326,6 +331,7 @@ static void detach(struct node *n)
     pl_free(v);
     pl_log_info("cluster", "node %s: unreachable, its %d sessions are out",
                 n->name, k);
+    pl__watch_node_gone(n->name);
 }
 
 /* Forgets every remote of n (a new snapshot follows). */
@@ -397,13 +403,28 @@ static void send_all(struct pl_buf *b)
     pl_buf_reset(b);
 }
 
+static void send_to_one(const char *name, void *ud)
+{
+    const struct pl_buf *b = ud;
+    struct node *n = node_find(name);
+    if (n && n->out)
+        pl_conn_write(n->out, b->data + b->off, b->len);
+}
+
+/* To the nodes watching s's account (watch.c). */
+static void send_watchers(struct pl_session *s, struct pl_buf *b)
+{
+    pl__watchers_each(s->jid->bare, send_to_one, b);
+    pl_buf_reset(b);
+}
+
 void pl__link_announce_up(struct pl_session *s, int interested)
 {
     if (!nodes || !s->jid)
         return;
     struct pl_buf b = {0};
     up_frame(&b, s, interested);
-    send_all(&b);
+    send_watchers(s, &b);
 }
 
 void pl__link_announce_down(struct pl_session *s)
@@ -414,7 +435,111 @@ void pl__link_announce_down(struct pl_session *s)
     pl_buf_append_str(&b, "<c:down");
     attr(&b, "jid", s->jid->full);
     pl_buf_append_str(&b, "/>");
+    send_watchers(s, &b);
+}
+
+static void bare_frame(struct pl_buf *b, const char *name, const char *bare)
+{
+    pl_buf_printf(b, "<c:%s", name);
+    attr(b, "bare", bare);
+    pl_buf_append_str(b, "/>");
+}
+
+int pl__link_send_watch(const char *name, const char *bare)
+{
+    struct node *n = node_find(name);
+    if (!n || !n->out || !n->attached)
+        return PL_ECLOSED;
+    struct pl_buf b = {0};
+    bare_frame(&b, "watch", bare);
+    pl_conn_write(n->out, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+    return PL_OK;
+}
+
+void pl__link_send_ups(const char *name, const char *bare, int marker)
+{
+    struct node *n = node_find(name);
+    if (!n || !n->out)
+        return; /* its link's snapshot will carry them */
+    struct pl_buf b = {0};
+    for (struct pl_session *s = pl_session_first(bare); s; s = s->next_res)
+        if (!pl__link_is_remote(s))
+            up_frame(&b, s, 0);
+    if (marker)
+        bare_frame(&b, "watched", bare);
+    if (b.len)
+        pl_conn_write(n->out, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+}
+
+void pl__link_send_unwatch(const char *bare)
+{
+    struct pl_buf b = {0};
+    bare_frame(&b, "unwatch", bare);
     send_all(&b);
+}
+
+struct drop_ctx {
+    const struct pl_map *bares;
+    struct remote **v;
+    int n;
+};
+
+static void drop_pick(const char *key, void *value, void *ud)
+{
+    (void)key;
+    struct drop_ctx *c = ud;
+    struct remote *r = value;
+    if (pl_map_get(c->bares, r->sess.jid->bare))
+        c->v[c->n++] = r;
+}
+
+void pl__link_drop_bares(const struct pl_map *bares)
+{
+    for (struct node *n = nodes; n; n = n->next) {
+        struct drop_ctx c = {bares,
+                             pl_calloc(n->remotes.count + 1, sizeof(void *)),
+                             0};
+        pl_map_each(&n->remotes, drop_pick, &c);
+        for (int i = 0; i < c.n; i++) {
+            struct remote *r = c.v[i];
+            pl_map_del(&n->remotes, r->sess.jid->full);
+            int was = r->sess.registered;
+            remote_unregister(r);
+            if (was)
+                pl__link_reregister(r->sess.jid->full);
+            remote_free(r);
+        }
+        pl_free(c.v);
+    }
+}
+
+unsigned long pl__link_copies(void)
+{
+    unsigned long k = 0;
+    for (struct node *n = nodes; n; n = n->next)
+        k += n->remotes.count;
+    return k;
+}
+
+struct pl_session *pl__link_ghost(const char *full, int priority)
+{
+    struct pl_jid *jid = NULL;
+    struct pl_host *h = NULL;
+    if (pl_jid_parse(pl_str_c(full), &jid) != PL_OK || !jid->resource ||
+        !(h = pl_host_find(jid->domain))) {
+        pl_jid_free(jid);
+        return NULL;
+    }
+    struct remote *r = pl_calloc(1, sizeof(*r));
+    pl_session_init(&r->sess);
+    r->sess.jid = jid;
+    r->sess.host = h;
+    r->sess.ops = &remote_ops;
+    r->sess.available = 1;
+    r->sess.priority = priority;
+    return &r->sess;
 }
 
 void pl__link_announce_change(const struct pl_data_change *c)
@@ -618,6 +743,24 @@ int pl__link_forward(const char *name, struct pl_stanza *st)
     return PL_OK;
 }
 
+static void close_frame(struct node *n, const char *full, const char *cond)
+{
+    struct pl_buf b = {0};
+    pl_buf_append_str(&b, "<c:close");
+    attr(&b, "to", full);
+    attr(&b, "cond", cond);
+    pl_buf_append_str(&b, "/>");
+    pl_conn_write(n->out, b.data + b.off, b.len);
+    pl_buf_reset(&b);
+}
+
+void pl__link_send_close(const char *name, const char *full, const char *cond)
+{
+    struct node *n = node_find(name);
+    if (n && n->out)
+        close_frame(n, full, cond);
+}
+
 /* A newer session took the JID (c2s, RFC 6120 §7.7.2.2) or an operator
  * kicks it: the owner ends it; the caller takes it out of the table. */
 static void remote_close(struct pl_session *s, const char *condition,
@@ -627,15 +770,8 @@ static void remote_close(struct pl_session *s, const char *condition,
     struct remote *r = (struct remote *)s;
     if (!r->node)
         return;
-    if (r->node->out) {
-        struct pl_buf b = {0};
-        pl_buf_append_str(&b, "<c:close");
-        attr(&b, "to", s->jid->full);
-        attr(&b, "cond", condition ? condition : "reset");
-        pl_buf_append_str(&b, "/>");
-        pl_conn_write(r->node->out, b.data + b.off, b.len);
-        pl_buf_reset(&b);
-    }
+    if (r->node->out)
+        close_frame(r->node, s->jid->full, condition ? condition : "reset");
     /* Forgotten now; freed after the caller's pl_session_unregister. */
     pl_map_del(&r->node->remotes, s->jid->full);
     r->node = NULL;
@@ -677,6 +813,17 @@ static void on_up(struct link_in *li, struct pl_stanza *st)
     if (!r) {
         struct pl_jid *jid = NULL;
         if (pl_jid_parse(pl_str_c(full), &jid) != PL_OK || !jid->resource) {
+            pl_jid_free(jid);
+            return;
+        }
+        if (!pl__watch_wants(jid->bare)) {
+            /* Not (or no longer) watched here: the sender stops. */
+            if (n->out) {
+                struct pl_buf b = {0};
+                bare_frame(&b, "unwatch", jid->bare);
+                pl_conn_write(n->out, b.data + b.off, b.len);
+                pl_buf_reset(&b);
+            }
             pl_jid_free(jid);
             return;
         }
@@ -735,8 +882,9 @@ static void on_data_changed(struct link_in *li, struct pl_stanza *st)
     struct pl_node *root = pl_stanza_root(st);
     const char *mod = pl_node_attr(root, "mod");
     const char *bare = pl_node_attr(root, "jid");
+    /* An account, or a host's own data (its domain). */
     const char *at = bare ? strchr(bare, '@') : NULL;
-    struct pl_host *h = at ? pl_host_find(at + 1) : NULL;
+    struct pl_host *h = bare ? pl_host_find(at ? at + 1 : bare) : NULL;
     if (!mod || !h)
         return;
     struct pl_data_change c = {mod, bare, NULL, 0};
@@ -848,7 +996,20 @@ static void in_stanza(void *ud, struct pl_stanza *st)
             on_close(li, st);
         else if (strcmp(root->name, "changed") == 0)
             on_data_changed(li, st);
-        else if (strcmp(root->name, "d") == 0) {
+        else if (strcmp(root->name, "watch") == 0 ||
+                 strcmp(root->name, "watched") == 0 ||
+                 strcmp(root->name, "unwatch") == 0) {
+            const char *bare = pl_node_attr(root, "bare");
+            const char *from = li->node->name;
+            if (!bare)
+                ;
+            else if (root->name[0] == 'u')
+                pl__watch_unwatched(from, bare);
+            else if (strcmp(root->name, "watch") == 0)
+                pl__watch_requested(from, bare);
+            else
+                pl__watch_answered(from, bare);
+        } else if (strcmp(root->name, "d") == 0) {
             const char *to = pl_node_attr(root, "to");
             const char *h = pl_node_attr(root, "h");
             const char *rt = pl_node_attr(root, "r");
@@ -1026,12 +1187,15 @@ static const struct pl_conn_ops out_ops = {
 struct snap {
     char **v;
     size_t n;
+    const char *node;
 };
 
+/* The sessions of the accounts the node watches. */
 static void snap_one(struct pl_session *s, void *ud)
 {
     struct snap *sn = ud;
-    if (!pl__link_is_remote(s) && s->jid)
+    if (!pl__link_is_remote(s) && s->jid &&
+        pl__watchers_has(s->jid->bare, sn->node))
         sn->v[sn->n++] = pl_strdup(s->jid->full);
 }
 
@@ -1098,7 +1262,8 @@ static void out_connected(struct node *n)
     pl_conn_write(n->out, b.data + b.off, b.len);
     pl_buf_reset(&b);
     snap_free(n);
-    struct snap sn = {pl_calloc(pl_session_count() + 1, sizeof(char *)), 0};
+    struct snap sn = {pl_calloc(pl_session_count() + 1, sizeof(char *)), 0,
+                      n->name};
     pl_session_each(snap_one, &sn);
     n->snap = sn.v;
     n->nsnap = sn.n;
@@ -1204,6 +1369,7 @@ void pl__link_node_alive(const char *name, const char *addr, const char *epoch)
         n->name = pl_strdup(name);
         n->fd = -1;
         n->rtt_us = -1;
+        n->sessions = -1;
         n->next = nodes;
         nodes = n;
         pl_log_info("cluster", "node %s joined", name);
@@ -1297,11 +1463,13 @@ int pl__link_unlinked(void)
     return k;
 }
 
-void pl__link_node_phase(const char *name, const char *phase)
+void pl__link_node_phase(const char *name, const char *phase, long sessions)
 {
     struct node *n = node_find(name);
-    if (n)
+    if (n) {
         snprintf(n->phase, sizeof(n->phase), "%s", phase);
+        n->sessions = sessions;
+    }
 }
 
 const char *pl__link_epoch(const char *name)
@@ -1411,8 +1579,11 @@ static json_t *node_json(struct node *n, int64_t now_wall, uint64_t now)
                                : json_null());
     json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I, s:o}", "name", n->name,
                           "state", "alive", "address", str_or_null(n->addr),
-                          "epoch", str_or_null(n->epoch), "sessions",
+                          "epoch", str_or_null(n->epoch), "copies",
                           (json_int_t)n->remotes.count, "link", link);
+    json_object_set_new(o, "sessions",
+                        n->sessions >= 0 ? json_integer((json_int_t)n->sessions)
+                                         : json_null());
     json_object_set_new(o, "attached", json_boolean(n->attached));
     json_object_set_new(o, "phase", str_or_null(n->phase[0] ? n->phase : NULL));
     json_object_set_new(o, "last_seen_ms",

@@ -25,7 +25,8 @@
  *   - parley_node_info{node,role}: this node in a cluster (role
  *     "cluster") or alone ("standalone"), and per other node known
  *     (doc/cluster.md) parley_cluster_node_up{peer},
- *     parley_cluster_sessions{peer}, parley_cluster_link_connected{peer},
+ *     parley_cluster_sessions{peer}, parley_cluster_copies{peer},
+ *     parley_cluster_link_connected{peer},
  *     bytes and stanzas each way, unacknowledged stanzas and bytes, the
  *     age of the oldest and the last acknowledgement round trip; all
  *     from the admin operation "cluster" (pl_admin_call, answered at
@@ -225,8 +226,11 @@ static const struct link_gauge link_gauges[] = {
     {"parley_cluster_node_up", "gauge",
      "1 while the node is alive (in Redis), 0 once it died.", NULL, 1},
     {"parley_cluster_sessions", "gauge",
-     "The node's sessions as this node sees them (its remote sessions).",
-     "sessions", 1},
+     "The node's sessions, as it announces them in Redis.", "sessions", 1},
+    {"parley_cluster_copies", "gauge",
+     "Copies of the node's sessions held here (of the accounts this node "
+     "watches).",
+     "copies", 1},
     {"parley_cluster_link_connected", "gauge",
      "1 while both directions of the link with the node are up.", "connected",
      1},

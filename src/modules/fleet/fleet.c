@@ -113,15 +113,22 @@ static long long now_s(void)
 
 /* -------------------------------------------------------------- pushes */
 
+static struct pl_stanza *push_stanza(struct state *s, const char *sid,
+                                     const char *payload, size_t len)
+{
+    struct pl_stanza *st = pl_stanza_new("message", PL_NS_CLIENT);
+    struct pl_node *root = pl_stanza_root(st);
+    pl_stanza_set_attr(st, "from", s->host->domain);
+    pl_stanza_set_attr(st, "id", sid);
+    struct pl_node *j = pl_node_add_child(st, root, "json", NS_JSON);
+    pl_node_add_text(st, j, payload, len);
+    pl_node_add_child(st, root, "request", NS_RECEIPTS);
+    return st;
+}
+
 static void build_stanza(struct state *s, struct push *p)
 {
-    p->st = pl_stanza_new("message", PL_NS_CLIENT);
-    struct pl_node *root = pl_stanza_root(p->st);
-    pl_stanza_set_attr(p->st, "from", s->host->domain);
-    pl_stanza_set_attr(p->st, "id", p->sid);
-    struct pl_node *j = pl_node_add_child(p->st, root, "json", NS_JSON);
-    pl_node_add_text(p->st, j, p->payload, strlen(p->payload));
-    pl_node_add_child(p->st, root, "request", NS_RECEIPTS);
+    p->st = push_stanza(s, p->sid, p->payload, strlen(p->payload));
 }
 
 static struct push *push_new(const char *id, const char *payload)
@@ -214,8 +221,11 @@ static int deliver(struct state *s, struct push *p, const char *dev)
     char bare[1100];
     snprintf(bare, sizeof(bare), "%s@%s", dev, s->host->domain);
     int sent = 0;
+    /* This node's sessions: another node's (its copies here, in a
+     * cluster) get it from their own node (fan_out). */
     for (struct pl_session *x = pl_session_first(bare); x; x = x->next_res)
-        if (x->available && x->priority >= 0) {
+        if (x->available && x->priority >= 0 &&
+            strcmp(pl_session_transport(x), "cluster") != 0) {
             pl_session_send(x, p->st);
             sent++;
         }
@@ -497,6 +507,91 @@ static int create_run(const struct pl_storage_driver *d, void *db, void *arg)
     return rc;
 }
 
+/*
+ * In a cluster (doc/cluster.md) the devices not connected here may be
+ * connected to other nodes: each node delivers to its own.  The push goes
+ * to them as "user/data-changed" (module "fleet", the host's domain):
+ * "<id>\n<payload length>\n<payload>" then "\n<device>" for each, at
+ * most FAN_CHUNK devices per event.  A node that hears it delivers to its
+ * devices connected now; their receipts reach it and mark their rows
+ * delivered in the shared database.  Without a cluster nobody hears it.
+ */
+#define FAN_CHUNK 2000
+
+struct fan {
+    struct pl_buf b;
+    int n;
+};
+
+static void fan_flush(struct state *s, struct push *p, struct fan *f)
+{
+    (void)p;
+    if (f->n) {
+        struct pl_str t = pl_buf_str(&f->b);
+        struct pl_data_change c = {"fleet", s->host->domain, t.p, t.len};
+        struct pl_event ev =
+            {"user/data-changed", s->host, NULL, NULL, NULL, NULL, &c};
+        pl_hook_fire(&ev);
+    }
+    pl_buf_reset(&f->b);
+    f->n = 0;
+}
+
+static void fan_add(struct state *s, struct push *p, struct fan *f,
+                    const char *dev)
+{
+    if (!f->n)
+        pl_buf_printf(&f->b, "%s\n%zu\n%s", p->id, strlen(p->payload),
+                      p->payload);
+    pl_buf_printf(&f->b, "\n%s", dev);
+    if (++f->n >= FAN_CHUNK)
+        fan_flush(s, p, f);
+}
+
+/* Another node's push: to the devices connected here. */
+static int on_elsewhere(struct pl_event *ev, void *state)
+{
+    struct state *s = state;
+    const struct pl_data_change *c = ev->data;
+    if (!c || strcmp(c->module, "fleet") != 0 ||
+        strcmp(c->bare, s->host->domain) != 0)
+        return PL_PASS;
+    const char *e = c->payload + c->len;
+    const char *nl = memchr(c->payload, '\n', c->len);
+    char *end = NULL;
+    size_t plen = nl ? strtoul(nl + 1, &end, 10) : 0;
+    if (!nl || !end || *end != '\n' || plen > (size_t)(e - end - 1))
+        return PL_PASS;
+    char sid[96];
+    snprintf(sid, sizeof(sid), "push-%.*s", (int)(nl - c->payload), c->payload);
+    const char *at = end + 1 + plen;
+    struct pl_stanza *st = NULL;
+    int online = 0;
+    while (at < e && *at == '\n') {
+        const char *d = at + 1;
+        const char *next = memchr(d, '\n', (size_t)(e - d));
+        if (!next)
+            next = e;
+        char bare[1100];
+        snprintf(bare, sizeof(bare), "%.*s@%s", (int)(next - d), d,
+                 s->host->domain);
+        for (struct pl_session *x = pl_session_first(bare); x; x = x->next_res)
+            if (x->available && x->priority >= 0 &&
+                strcmp(pl_session_transport(x), "cluster") != 0) {
+                if (!st)
+                    st = push_stanza(s, sid, end + 1, plen);
+                pl_session_send(x, st);
+                online++;
+            }
+        at = next;
+    }
+    if (online)
+        pl_log_info("fleet", "%s from another node: %d sessions here", sid,
+                    online);
+    pl_stanza_unref(st);
+    return PL_PASS;
+}
+
 static void create_free(struct create_job *j)
 {
     for (int i = 0; i < j->n; i++)
@@ -526,6 +621,7 @@ static void create_done(int rc, void *arg)
         build_stanza(s, p);
         pl_map_put(&s->pushes, p->id, p);
         long online = 0, sessions = 0;
+        struct fan f = {0};
         for (int i = 0; i < j->n; i++) {
             set_state(s, p, j->devs[i], j->states[i],
                       j->states[i] == ST_FAILED ? "no-such-account" : NULL);
@@ -533,8 +629,11 @@ static void create_done(int rc, void *arg)
                 int k = deliver(s, p, j->devs[i]);
                 sessions += k;
                 online += k > 0;
+                if (!k)
+                    fan_add(s, p, &f, j->devs[i]);
             }
         }
+        fan_flush(s, p, &f);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
                     (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
@@ -1302,6 +1401,7 @@ static const struct pl_hook_def hooks[] = {
     {"admin/group-add", on_admin_group_add, 0},
     {"admin/group-remove", on_admin_group_remove, 0},
     {"admin/group-list", on_admin_group_list, 0},
+    {"user/data-changed-elsewhere", on_elsewhere, 0},
     {0},
 };
 
