@@ -688,15 +688,33 @@ static void gone_free(struct gone *g)
  * (this node may hold copies of few of them: the registry lists them
  * all): mod_presence tells their contacts, wherever they are (directed
  * presence is lost). */
+static void closed_event(struct pl_session *s)
+{
+    struct pl_event ev = {"session/closed", s->host, s,   NULL,
+                          s->jid,           NULL,    NULL};
+    pl_hook_fire(&ev);
+}
+
 static void on_purged(redisReply *r, void *ud)
 {
-    char *name = ud;
+    struct gone *g = ud;
     int n = 0;
+    struct pl_map seen = {0};
+    /* The copies held here first (the registry may have lost entries to
+     * a restarted incarnation's own purge), then the rest. */
+    for (int i = 0; started && r && i < g->n; i++) {
+        struct pl_session *s = g->v[i];
+        if (!s->available || !s->host || pl_map_get(&seen, s->jid->full))
+            continue;
+        pl_map_put(&seen, s->jid->full, (void *)1);
+        closed_event(s);
+        n++;
+    }
     for (size_t i = 0;
          started && r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements;
          i += 2) {
         redisReply *f = r->element[i], *p = r->element[i + 1];
-        if (f->type != REDIS_REPLY_STRING)
+        if (f->type != REDIS_REPLY_STRING || pl_map_get(&seen, f->str))
             continue;
         struct pl_session *s = pl__link_ghost(f->str,
                                               p->type == REDIS_REPLY_STRING
@@ -705,17 +723,16 @@ static void on_purged(redisReply *r, void *ud)
         if (!s)
             continue;
         n++;
-        struct pl_event ev = {"session/closed", s->host, s,   NULL,
-                              s->jid,           NULL,    NULL};
-        pl_hook_fire(&ev);
+        closed_event(s);
         pl__link_remote_free(s);
     }
+    pl_map_clear(&seen);
     if (r)
         pl_log_info("cluster",
                     "node %s is dead: %d sessions announced unavailable, "
                     "its registry entries purged",
-                    name, n);
-    pl_free(name);
+                    g->name, n);
+    gone_free(g);
 }
 
 static void on_purge_lock(redisReply *r, void *ud)
@@ -726,9 +743,8 @@ static void on_purge_lock(redisReply *r, void *ud)
         char owner[256];
         snprintf(owner, sizeof(owner), g->epoch ? "%s:%s " : "%s:", g->name,
                  g->epoch ? g->epoch : "");
-        char *name = pl_strdup(g->name);
-        if (purge(g->name, owner, on_purged, name) != PL_OK)
-            pl_free(name);
+        if (purge(g->name, owner, on_purged, g) == PL_OK)
+            return; /* on_purged frees g */
     }
     gone_free(g);
 }

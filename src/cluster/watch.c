@@ -57,8 +57,8 @@ struct parked {
 
 struct watch {
     char *bare;
-    int ready;    /* answered (or timed out): stanzas pass */
-    char **wait;  /* nodes asked that have not answered */
+    int ready;   /* answered (or timed out): stanzas pass */
+    char **wait; /* nodes asked that have not answered */
     int nwait;
     struct parked *head, *tail;
     uint64_t used; /* loop clock of the last stanza routed to it */
@@ -80,9 +80,8 @@ static int on;
 static unsigned long nparked;
 
 /* KEYS[1] w:<bare>, KEYS[2] s:<bare>, ARGV[1] us. */
-static const char *const WATCH_SCRIPT =
-    "redis.call('SADD', KEYS[1], ARGV[1]) "
-    "return redis.call('HGETALL', KEYS[2])";
+static const char *const WATCH_SCRIPT = "redis.call('SADD', KEYS[1], ARGV[1]) "
+                                        "return redis.call('HGETALL', KEYS[2])";
 
 /* KEYS[1] s:<bare>, KEYS[2] n:<node>, KEYS[3] w:<bare>; ARGV[1] resource,
  * ARGV[2] its entry, ARGV[3] full JID, ARGV[4] us.  Returns the watchers,
@@ -430,10 +429,10 @@ void pl__watch_bound(struct pl_session *s, const char *entry)
     ud->bare = pl_strdup(s->jid->bare);
     ud->full = pl_strdup(s->jid->full);
     if (pl__redis_cmd(on_bind_reply, ud,
-                      "EVAL %s 3 %ss:%s %sn:%s %sw:%s %s %s %s %s",
-                      BIND_SCRIPT, S->prefix, s->jid->bare, S->prefix, S->node,
-                      S->prefix, s->jid->bare, s->jid->resource, entry,
-                      s->jid->full, pl__cluster_self()) != PL_OK)
+                      "EVAL %s 3 %ss:%s %sn:%s %sw:%s %s %s %s %s", BIND_SCRIPT,
+                      S->prefix, s->jid->bare, S->prefix, S->node, S->prefix,
+                      s->jid->bare, s->jid->resource, entry, s->jid->full,
+                      pl__cluster_self()) != PL_OK)
         on_bind_reply(NULL, ud);
 }
 
@@ -573,7 +572,8 @@ static long sweep_every(void)
 
 static void sweep(struct pl_timer *t)
 {
-    struct sweep_ctx c = {now_ms(), (uint64_t)pl__cluster_settings()->watch_idle,
+    struct sweep_ctx c = {now_ms(),
+                          (uint64_t)pl__cluster_settings()->watch_idle,
                           {0}};
     pl_map_each(&watches, sweep_one, &c);
     if (c.gone.count) {

@@ -64,6 +64,8 @@ from cluster_common import (C, drop, errors, is_msg, is_pres,  # noqa: E402
 from im_common import STEP, ImClient, LoopThread, add_users  # noqa: E402
 
 TTL_MS = 1500
+# More settings of every node's cluster group (test_cluster_ops.py).
+CLUSTER_EXTRA = ""
 # Bounded wait for the death of a node: the TTL, the poll (ttl/3) and
 # the unavailable broadcast (a roster read), with room for a busy box.
 DEAD_WAIT = TTL_MS / 1000.0 * 2 + 8
@@ -99,8 +101,9 @@ def start_nodes(redis_port, conninfo, more=None):
         srv = harness.Server(label=name, extra="""
 cluster: { enable = true; node = "%s"; redis = "127.0.0.1:%d";
            link = "127.0.0.1:%d"; ttl = %d; key_prefix = "%s";
-           secret = "%s"; };
-""" % (name, redis_port, links[i], TTL_MS, PREFIX, SECRET) + extra, **kw)
+           secret = "%s"; %s };
+""" % (name, redis_port, links[i], TTL_MS, PREFIX, SECRET, CLUSTER_EXTRA) +
+            extra, **kw)
         srv.storage = "postgresql"
         srv.pg_conninfo = conninfo
         nodes[name] = srv

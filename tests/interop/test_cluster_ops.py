@@ -66,6 +66,11 @@ MODS = ('modules = ["disco", "ping", "version", "time", "register", '
 http_ports = {}
 
 
+# A watch nobody uses goes after 2 s here (10 min by default): every
+# section below also runs through watches dropped and taken again.
+WATCH_IDLE_MS = 2000
+
+
 def more(name):
     """Each node: an HTTP listener on loopback (metrics, the admin API)."""
     http_ports[name] = harness.free_ports(1)[0]
@@ -465,6 +470,68 @@ def fleet_push():
     return agents
 
 
+def watchers(bare):
+    """Node names in the Redis set of the nodes watching bare."""
+    got = tc.redis_cmd("SMEMBERS", "%sw:%s" % (tc.PREFIX, bare)) or []
+    return sorted(m.decode().split(":")[0] for m in got)
+
+
+def copies_of(on, node):
+    """How many copies of node's sessions node `on` holds."""
+    n = node_of(cluster_json(on), node)
+    return n.get("copies") if n else None
+
+
+def watches_across(jon, kim):
+    """Watches (doc/cluster.md): node c knows nothing of jon (node a)
+    until a stanza goes to him from c; then it is told of his sessions
+    (a new one too) until the watch has been idle for watch_idle and kim,
+    who sent to him, is gone."""
+    j1 = tc.login(jon, "a", "j1")
+    k = tc.login(kim, "c", "k")
+    jb, kb = j1.boundjid.bare, k.boundjid.bare
+    ok = harness.wait_for(lambda: watchers(jb) == ["a"], tc.STEP, 0.1)
+    check("jon logged in on a: only node a watches him", ok, watchers(jb))
+    before = copies_of("c", "a")
+    k.msg(jb, "first")
+    check("kim (node c) -> jon (node a), c not watching him yet: arrives",
+          j1.inbox.wait(tc.is_msg(kb, "first")) is not None)
+    check("... and node c watches jon now", watchers(jb) == ["a", "c"],
+          watchers(jb))
+    check("... node c holds a copy of jon's session",
+          copies_of("c", "a") == (before or 0) + 1,
+          (before, copies_of("c", "a")))
+    j2 = tc.login(jon, "b", "j2")
+    ok = harness.wait_for(lambda: copies_of("c", "b") is not None and
+                          copies_of("c", "b") >= 1, tc.STEP, 0.1)
+    check("jon's new session on node b: node c is told (it watches him)", ok,
+          copies_of("c", "b"))
+    k.msg(str(j2.boundjid), "to j2")
+    check("kim -> jon/j2 (node b): arrives",
+          j2.inbox.wait(tc.is_msg(kb, "to j2")) is not None)
+    tc.logout(j2)
+    ok = harness.wait_for(lambda: copies_of("c", "b") == 0, tc.STEP, 0.1)
+    check("jon/j2 logs out: node c drops its copy", ok, copies_of("c", "b"))
+    time.sleep(WATCH_IDLE_MS / 1000.0 * 2)
+    check("... kim online: node c keeps watching jon past watch_idle "
+          "(she sent to him)", "c" in watchers(jb), watchers(jb))
+    tc.logout(k)
+    ok = harness.wait_for(lambda: "c" not in watchers(jb),
+                          WATCH_IDLE_MS / 1000.0 * 4 + tc.STEP, 0.2)
+    check("kim gone and the watch idle: node c stops watching jon", ok,
+          watchers(jb))
+    ok = harness.wait_for(lambda: copies_of("c", "a") == (before or 0),
+                          tc.STEP, 0.1)
+    check("... and drops its copy of jon's session", ok,
+          (before, copies_of("c", "a")))
+    k = tc.login(kim, "c", "k2")
+    k.msg(jb, "again")
+    check("kim again -> jon: watched again, arrives",
+          j1.inbox.wait(tc.is_msg(kb, "again")) is not None)
+    for p in (j1, k):
+        tc.logout(p)
+
+
 def dead_node(cy):
     """Node c killed: a's view says dead."""
     off = tc.nodes["a"].log_size()
@@ -481,6 +548,7 @@ def dead_node(cy):
 
 
 def main():
+    tc.CLUSTER_EXTRA = "watch_idle = %d;" % WATCH_IDLE_MS
     r = tc.start_cluster("test_cluster_ops.py", more)
     if r is None:
         return
@@ -504,6 +572,9 @@ def main():
     mam_prefs_across(hal, ivy)
     for ag in fleet_push():
         ag.stop()
+    jon, kim = harness.unique("jon"), harness.unique("kim")
+    add_users(tc.nodes["a"], jon, kim)
+    watches_across(jon, kim)
     dead_node(c)
     tc.logout(al)
     tc.logout(bo)
