@@ -331,7 +331,9 @@ def memory(nodes, redis_port):
 
 def main():
     d = tempfile.mkdtemp(prefix="parley-bench-cluster-")
-    pg = pg_common.PgCluster()
+    # A connection per node, parleyctl's, the provisioning's (the first
+    # run stopped at 47 nodes on the tests' 50).
+    pg = pg_common.PgCluster(max_connections=200)
     if not pg.start():
         raise SystemExit("PostgreSQL did not start")
     pg.create_db("parley", "parley")
@@ -370,6 +372,8 @@ def main():
                 nodes.append(Node(d, i, conninfo, redis_port))
                 if not nodes[i].wait_port():
                     res["stopped_by"] = "node %d did not start" % i
+                    log(res["stopped_by"])
+                    nodes.pop().stop()
                     break
                 end = time.time() + 60
                 while (time.time() < end and

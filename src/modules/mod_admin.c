@@ -113,6 +113,46 @@ static int on_kick(struct pl_event *ev, void *state)
     return PL_HANDLED;
 }
 
+/* The message of an announcement (subject may be NULL or empty). */
+static struct pl_stanza *announcement(const struct pl_host *h,
+                                      const char *subject, size_t slen,
+                                      const char *body, size_t blen)
+{
+    struct pl_stanza *m = pl_stanza_new("message", PL_NS_CLIENT);
+    pl_stanza_set_attr(m, "from", h->domain);
+    if (subject && slen) {
+        struct pl_node *e = pl_node_add_child(m, pl_stanza_root(m), "subject",
+                                              PL_NS_CLIENT);
+        pl_node_add_text(m, e, subject, slen);
+    }
+    struct pl_node *b = pl_node_add_child(m, pl_stanza_root(m), "body",
+                                          PL_NS_CLIENT);
+    pl_node_add_text(m, b, body, blen);
+    return m;
+}
+
+/* m to every session of host h served by this process (another node's
+ * users, in a cluster, get it from their node); returns how many. */
+static int announce_here(struct pl_host *h, struct pl_stanza *m)
+{
+    struct pick p = {h, NULL, 0, 0};
+    pl_session_each(pick_one, &p);
+    int n = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        struct pl_session *s = pl_session_by_id(p.ids[i]);
+        if (!s || !s->jid || strcmp(pl_session_transport(s), "cluster") == 0)
+            continue;
+        /* A copy per session: each gets its own 'to'. */
+        struct pl_stanza *c = pl_stanza_copy(m);
+        pl_stanza_set_attr(c, "to", s->jid->full);
+        pl_route_to_session(s, c);
+        pl_stanza_unref(c);
+        n++;
+    }
+    pl_free(p.ids);
+    return n;
+}
+
 static int on_announce(struct pl_event *ev, void *state)
 {
     (void)state;
@@ -128,42 +168,60 @@ static int on_announce(struct pl_event *ev, void *state)
         answer_error(ar->cid, "bad-request", "body is required");
         return PL_HANDLED;
     }
-    struct pl_stanza *m = pl_stanza_new("message", PL_NS_CLIENT);
-    pl_stanza_set_attr(m, "from", ev->host->domain);
-    if (subject && *subject) {
-        struct pl_node *e = pl_node_add_child(m, pl_stanza_root(m), "subject",
-                                              PL_NS_CLIENT);
-        pl_node_add_text(m, e, subject, strlen(subject));
-    }
-    struct pl_node *b = pl_node_add_child(m, pl_stanza_root(m), "body",
-                                          PL_NS_CLIENT);
-    pl_node_add_text(m, b, body, strlen(body));
-    struct pick p = {ev->host, NULL, 0, 0};
-    pl_session_each(pick_one, &p);
-    int n = 0;
-    for (size_t i = 0; i < p.n; i++) {
-        struct pl_session *s = pl_session_by_id(p.ids[i]);
-        if (!s || !s->jid)
-            continue;
-        /* A copy per session: each gets its own 'to'. */
-        struct pl_stanza *c = pl_stanza_copy(m);
-        pl_stanza_set_attr(c, "to", s->jid->full);
-        pl_route_to_session(s, c);
-        pl_stanza_unref(c);
-        n++;
-    }
-    pl_free(p.ids);
+    size_t slen = subject ? strlen(subject) : 0;
+    struct pl_stanza *m = announcement(ev->host, subject, slen, body,
+                                       strlen(body));
+    int n = announce_here(ev->host, m);
     pl_stanza_unref(m);
+    /* The other nodes of a cluster, each to its own users (doc/cluster.md):
+     * "<subject length>\n<subject><body>". */
+    struct pl_buf t = {0};
+    pl_buf_printf(&t, "%zu\n", slen);
+    pl_buf_append(&t, subject ? subject : "", slen);
+    pl_buf_append(&t, body, strlen(body));
+    struct pl_str x = pl_buf_str(&t);
+    struct pl_data_change c = {"admin", ev->host->domain, x.p, x.len};
+    struct pl_event e2 =
+        {"user/data-changed", ev->host, NULL, NULL, NULL, NULL, &c};
+    pl_hook_fire(&e2);
+    pl_buf_reset(&t);
     pl_log_info("mod_admin", "announcement to %d session(s) of %s", n,
                 ev->host->domain);
     answer(ar->cid, json_pack("{s:b, s:i}", "ok", 1, "delivered", n));
     return PL_HANDLED;
 }
 
+/* Another node's announcement: to this node's users. */
+static int on_elsewhere(struct pl_event *ev, void *state)
+{
+    (void)state;
+    const struct pl_data_change *c = ev->data;
+    if (!c || strcmp(c->module, "admin") != 0 ||
+        strcmp(c->bare, ev->host->domain) != 0)
+        return PL_PASS;
+    const char *nl = memchr(c->payload, '\n', c->len);
+    char *end = NULL;
+    size_t slen = nl ? strtoul(c->payload, &end, 10) : 0;
+    if (!nl || end != nl || slen > c->len - (size_t)(nl + 1 - c->payload))
+        return PL_PASS;
+    const char *subject = nl + 1;
+    const char *body = subject + slen;
+    size_t blen = c->len - (size_t)(body - c->payload);
+    struct pl_stanza *m = announcement(ev->host, subject, slen, body, blen);
+    int n = announce_here(ev->host, m);
+    pl_stanza_unref(m);
+    pl_log_info("mod_admin",
+                "announcement from another node to %d "
+                "session(s) of %s",
+                n, ev->host->domain);
+    return PL_PASS;
+}
+
 static const struct pl_hook_def hooks[] = {
     {"admin/sessions", on_sessions, 0},
     {"admin/kick", on_kick, 0},
     {"admin/announce", on_announce, 0},
+    {"user/data-changed-elsewhere", on_elsewhere, 0},
     {0},
 };
 

@@ -49,8 +49,11 @@ def pg_bin():
 
 
 class PgCluster:
-    def __init__(self, label="postgresql"):
+    def __init__(self, label="postgresql", max_connections=50):
         self.label = label
+        # A parleyd holds one connection (its storage thread): a bench of
+        # many processes needs more than the tests' 50.
+        self.max_connections = max_connections
         self.bin = pg_bin()
         self.dir = tempfile.mkdtemp(prefix="parley-pg-")
         self.data = os.path.join(self.dir, "data")
@@ -120,7 +123,8 @@ class PgCluster:
                  "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
                  "-c", "unix_socket_directories=" + self.sock,
                  "-c", "fsync=on", "-c", "synchronous_commit=on",
-                 "-c", "max_connections=50", "-c", "shared_buffers=16MB",
+                 "-c", "max_connections=%d" % self.max_connections,
+                 "-c", "shared_buffers=16MB",
                  "-c", "logging_collector=off"],
                 stdout=log, stderr=log, start_new_session=True,
                 **self._popen_kw())

@@ -57,11 +57,11 @@ from slixmpp.xmlstream.matcher import MatchXPath  # noqa: E402
 from agent_common import Agent, is_event, wait_all  # noqa: E402
 import test_cluster as tc  # noqa: E402
 
-# The default modules (README) and fleet.
+# The default modules (README), fleet and admin (announce).
 MODS = ('modules = ["disco", "ping", "version", "time", "register", '
         '"session", "roster", "presence", "offline", "vcard", "search", '
         '"private", "csi", "push", "pep", "carbons", "blocking", '
-        '"contact_info", "mam", "muc", "fleet"];')
+        '"contact_info", "mam", "muc", "fleet", "admin"];')
 
 http_ports = {}
 
@@ -436,10 +436,16 @@ def mam_prefs_across(hal, ivy):
 def fleet_push():
     a, b = tc.nodes["a"], tc.nodes["b"]
     macs = ["02:00:5e:20:%02x:%02x" % (os.getpid() % 256, i)
-            for i in range(2)]
+            for i in range(3)]
+    # The third device has its account (its first connection) and is
+    # off when the push is made: it connects to node b afterwards.
+    late = Agent(b, macs[2]).start()
+    ok = wait_all([late], is_event("connected"), 60)
+    late.stop()
     agents = [Agent(a, macs[0]).start(), Agent(b, macs[1]).start()]
-    ok = wait_all(agents, is_event("connected"), 60)
-    check("a device connects to node a, another to node b", ok)
+    ok = wait_all(agents, is_event("connected"), 60) and ok
+    check("a device connects to node a, another to node b (a third one "
+          "known, offline)", ok)
     if not ok:
         return agents
     rc, out = a.ctl("group", "add", "pair", *macs)
@@ -463,11 +469,41 @@ def fleet_push():
             st.update(json.loads(out) if rc == 0 else {})
         except ValueError:
             return False
-        return st.get("delivered") == 2 and st.get("pending") == 0
+        return st.get("delivered") == 2 and st.get("pending") == 1
     check("push status on node a: both delivered (the receipt of the "
-          "device on node b, stored by node b, read by node a)",
+          "device on node b, stored by node b, read by node a), the "
+          "offline one pending",
           harness.wait_for(counted, tc.STEP * 2, 0.2), st)
+    late = Agent(b, macs[2]).start()
+    agents.append(late)
+    ev = late.wait(is_event("payload", id="push-" + pid), tc.STEP * 2)
+    check("the offline device logs in on node b (not the push's node): it "
+          "gets the push", ev is not None and
+          json.loads(ev.get("json", "null")) == payload, ev)
+    check("push status on node a: all three delivered",
+          harness.wait_for(lambda: counted3(a, pid, st), tc.STEP * 2, 0.2),
+          st)
     return agents
+
+
+def counted3(a, pid, st):
+    rc, out = a.ctl("push", "status", "--json", pid)
+    try:
+        st.update(json.loads(out) if rc == 0 else {})
+    except ValueError:
+        return False
+    return st.get("delivered") == 3 and st.get("pending") == 0
+
+
+def announce_across(al, bo, cy):
+    """parleyctl announce through node a: every node's users get it, each
+    from its own node (the others watch none of them)."""
+    a = tc.nodes["a"]
+    rc, out = a.ctl("announce", a.domain, "to every node")
+    check("announce through node a", rc == 0, out)
+    for p, name in ((al, "a"), (bo, "b"), (cy, "c")):
+        check("... the user on node %s gets it" % name,
+              p.inbox.wait(tc.is_msg(a.domain, "to every node")) is not None)
 
 
 def watchers(bare):
@@ -563,6 +599,7 @@ def main():
     c = tc.login(cy, "c", "box")
     ctl_cluster(al, bo, c)
     metrics()
+    announce_across(al, bo, c)
     carbons_across(dan, eve)
     fay, gus = harness.unique("fay"), harness.unique("gus")
     add_users(tc.nodes["a"], fay, gus)

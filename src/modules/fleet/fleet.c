@@ -50,6 +50,7 @@
  * The admin socket (admin.c) is opened by the first host that loads the
  * module; requests name a host or go to that first one.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
@@ -82,6 +83,15 @@ struct push {
     long n[ST_N];          /* devices per state */
 };
 
+/* Another node's push, heard from it (fan_out): what a device that logs
+ * in here later needs, without its devices (their rows are in the
+ * shared database). */
+struct other {
+    char id[40];
+    long long expires;    /* epoch seconds */
+    struct pl_stanza *st; /* the message */
+};
+
 struct devq {
     struct push **v; /* pushes still pending for one device */
     int n, cap;
@@ -97,6 +107,7 @@ struct state {
     struct pl_map pushes;  /* id -> struct push */
     struct pl_map pending; /* device -> struct devq */
     struct pl_map groups;  /* name -> struct pl_map (member -> (void *)1) */
+    struct pl_map others;  /* id -> struct other: other nodes' pushes */
     struct pl_timer sweep;
     int loaded; /* stored pushes and groups are in memory */
 };
@@ -399,6 +410,44 @@ static void sweep_one(const char *id, void *v, void *ud)
     }
 }
 
+struct others_ctx {
+    long long now;
+    struct other **gone;
+    int n, cap;
+};
+
+static void other_old(const char *id, void *v, void *ud)
+{
+    (void)id;
+    struct others_ctx *c = ud;
+    struct other *o = v;
+    if (o->expires > c->now)
+        return;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 8;
+        c->gone = pl_realloc(c->gone, sizeof(*c->gone) * (size_t)c->cap);
+    }
+    c->gone[c->n++] = o;
+}
+
+static void other_free(struct other *o)
+{
+    pl_stanza_unref(o->st);
+    pl_free(o);
+}
+
+/* Other nodes' pushes that expired by `now` (LLONG_MAX: all): forgotten. */
+static void others_expire(struct state *s, long long now)
+{
+    struct others_ctx c = {now, NULL, 0, 0};
+    pl_map_each(&s->others, other_old, &c);
+    for (int i = 0; i < c.n; i++) {
+        pl_map_del(&s->others, c.gone[i]->id);
+        other_free(c.gone[i]);
+    }
+    pl_free(c.gone);
+}
+
 static void on_sweep(struct pl_timer *t)
 {
     struct state *s = t->data;
@@ -415,6 +464,7 @@ static void on_sweep(struct pl_timer *t)
     }
     pl_free(c.gone);
     upd_submit(c.j);
+    others_expire(s, c.now);
     pl_timer_start(pl_server_loop(), &s->sweep, 1000);
 }
 
@@ -511,10 +561,13 @@ static int create_run(const struct pl_storage_driver *d, void *db, void *arg)
  * In a cluster (doc/cluster.md) the devices not connected here may be
  * connected to other nodes: each node delivers to its own.  The push goes
  * to them as "user/data-changed" (module "fleet", the host's domain):
- * "<id>\n<payload length>\n<payload>" then "\n<device>" for each, at
- * most FAN_CHUNK devices per event.  A node that hears it delivers to its
- * devices connected now; their receipts reach it and mark their rows
- * delivered in the shared database.  Without a cluster nobody hears it.
+ * "<id>\n<expires>\n<payload length>\n<payload>" then "\n<device>" for
+ * each, at most FAN_CHUNK devices per event.  A node that hears it
+ * delivers to its devices connected now; their receipts reach it and mark
+ * their rows delivered in the shared database.  It also keeps the push
+ * (struct other, until it expires): a device that logs in there later
+ * gets it if its row is still pending (on_initial, late_run).  Without a
+ * cluster nobody hears it.
  */
 #define FAN_CHUNK 2000
 
@@ -541,8 +594,8 @@ static void fan_add(struct state *s, struct push *p, struct fan *f,
                     const char *dev)
 {
     if (!f->n)
-        pl_buf_printf(&f->b, "%s\n%zu\n%s", p->id, strlen(p->payload),
-                      p->payload);
+        pl_buf_printf(&f->b, "%s\n%lld\n%zu\n%s", p->id, p->expires,
+                      strlen(p->payload), p->payload);
     pl_buf_printf(&f->b, "\n%s", dev);
     if (++f->n >= FAN_CHUNK)
         fan_flush(s, p, f);
@@ -558,14 +611,27 @@ static int on_elsewhere(struct pl_event *ev, void *state)
         return PL_PASS;
     const char *e = c->payload + c->len;
     const char *nl = memchr(c->payload, '\n', c->len);
-    char *end = NULL;
-    size_t plen = nl ? strtoul(nl + 1, &end, 10) : 0;
-    if (!nl || !end || *end != '\n' || plen > (size_t)(e - end - 1))
+    char *x = NULL, *end = NULL;
+    long long expires = nl ? strtoll(nl + 1, &x, 10) : 0;
+    size_t plen = x && *x == '\n' ? strtoul(x + 1, &end, 10) : 0;
+    size_t idlen = nl ? (size_t)(nl - c->payload) : 0;
+    if (!end || *end != '\n' || plen > (size_t)(e - end - 1) || !idlen ||
+        idlen >= sizeof(((struct other *)0)->id))
         return PL_PASS;
-    char sid[96];
-    snprintf(sid, sizeof(sid), "push-%.*s", (int)(nl - c->payload), c->payload);
+    char id[40], sid[96];
+    memcpy(id, c->payload, idlen);
+    id[idlen] = '\0';
+    snprintf(sid, sizeof(sid), "push-%s", id);
+    struct other *o = pl_map_get(&s->others, id);
+    if (!o && !pl_map_get(&s->pushes, id) && expires > now_s()) {
+        o = pl_calloc(1, sizeof(*o));
+        memcpy(o->id, id, idlen + 1);
+        o->expires = expires;
+        o->st = push_stanza(s, sid, end + 1, plen);
+        pl_map_put(&s->others, o->id, o);
+    }
+    struct pl_stanza *st = o ? pl_stanza_ref(o->st) : NULL;
     const char *at = end + 1 + plen;
-    struct pl_stanza *st = NULL;
     int online = 0;
     while (at < e && *at == '\n') {
         const char *d = at + 1;
@@ -575,12 +641,12 @@ static int on_elsewhere(struct pl_event *ev, void *state)
         char bare[1100];
         snprintf(bare, sizeof(bare), "%.*s@%s", (int)(next - d), d,
                  s->host->domain);
-        for (struct pl_session *x = pl_session_first(bare); x; x = x->next_res)
-            if (x->available && x->priority >= 0 &&
-                strcmp(pl_session_transport(x), "cluster") != 0) {
+        for (struct pl_session *y = pl_session_first(bare); y; y = y->next_res)
+            if (y->available && y->priority >= 0 &&
+                strcmp(pl_session_transport(y), "cluster") != 0) {
                 if (!st)
                     st = push_stanza(s, sid, end + 1, plen);
-                pl_session_send(x, st);
+                pl_session_send(y, st);
                 online++;
             }
         at = next;
@@ -1062,12 +1128,97 @@ static int on_admin_group_list(struct pl_event *ev, void *state)
 
 /* ---------------------------------------------------------- the hooks */
 
+/*
+ * A device logs in here while other nodes' pushes are live: its rows of
+ * those pushes are read (a storage job), and the ones still pending are
+ * sent to it.  Its receipt marks the row delivered (on_host_message).
+ */
+struct late_job {
+    struct state *s;
+    uint64_t sid; /* the session */
+    char *host, *dev;
+    struct pl_buf ids;     /* "id\0" for each push to look at */
+    struct pl_buf pending; /* "id\0" for each still pending */
+};
+
+static int late_run(const struct pl_storage_driver *d, void *db, void *arg)
+{
+    struct late_job *j = arg;
+    const char *p = j->ids.data + j->ids.off, *end = p + j->ids.len;
+    for (; p < end; p += strlen(p) + 1) {
+        struct pl_buf cur = {0};
+        if (d->kv_get(db, j->host, j->dev, "fleet", p, &cur) == PL_OK &&
+            cur.len == 7 && memcmp(cur.data + cur.off, "pending", 7) == 0)
+            pl_buf_append(&j->pending, p, strlen(p) + 1);
+        pl_buf_reset(&cur);
+    }
+    return PL_OK;
+}
+
+static void late_done(int rc, void *arg)
+{
+    struct late_job *j = arg;
+    struct pl_session *x = pl_session_by_id(j->sid);
+    const char *p = j->pending.data ? j->pending.data + j->pending.off : NULL;
+    const char *end = p ? p + j->pending.len : NULL;
+    long long now = now_s();
+    int n = 0;
+    for (; rc == PL_OK && x && p && p < end; p += strlen(p) + 1) {
+        struct other *o = pl_map_get(&j->s->others, p);
+        if (o && o->expires > now) {
+            pl_session_send(x, o->st);
+            n++;
+        }
+    }
+    if (n)
+        pl_log_info("fleet", "%s: %d pushes of other nodes still pending, sent",
+                    j->dev, n);
+    pl_buf_reset(&j->ids);
+    pl_buf_reset(&j->pending);
+    pl_free(j->host);
+    pl_free(j->dev);
+    pl_free(j);
+}
+
+struct late_ctx {
+    struct late_job *j;
+    long long now;
+};
+
+static void late_one(const char *id, void *v, void *ud)
+{
+    struct late_ctx *c = ud;
+    const struct other *o = v;
+    if (o->expires > c->now)
+        pl_buf_append(&c->j->ids, id, strlen(id) + 1);
+}
+
+static void late_check(struct state *s, struct pl_session *x)
+{
+    if (!s->others.count)
+        return;
+    struct late_job *j = pl_calloc(1, sizeof(*j));
+    struct late_ctx c = {j, now_s()};
+    pl_map_each(&s->others, late_one, &c);
+    if (!j->ids.len) {
+        pl_buf_reset(&j->ids);
+        pl_free(j);
+        return;
+    }
+    j->s = s;
+    j->sid = x->id;
+    j->host = pl_strdup(s->host->domain);
+    j->dev = pl_strdup(x->jid->local);
+    pl_storage_submit(pl_server_loop(), late_run, late_done, j);
+}
+
 static int on_initial(struct pl_event *ev, void *state)
 {
     struct state *s = state;
     struct pl_session *x = ev->session;
     if (!x || !x->jid || !x->jid->local || x->priority < 0)
         return PL_PASS;
+    late_check(s, x);
     struct devq *q = pl_map_get(&s->pending, x->jid->local);
     if (!q)
         return PL_PASS;
@@ -1366,6 +1517,8 @@ static void unload(struct pl_host *h, void *state)
     pl_map_clear(&s->pushes);
     pl_map_clear(&s->pending);
     pl_map_clear(&s->groups);
+    others_expire(s, LLONG_MAX);
+    pl_map_clear(&s->others);
     for (int i = 0; i < nhosts; i++)
         if (hosts[i] == s) {
             hosts[i] = hosts[--nhosts];
