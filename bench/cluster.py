@@ -197,6 +197,14 @@ class Node:
         return {n.get("name"): n.get("sessions", 0)
                 for n in c.get("nodes", []) if n.get("state") == "alive"}
 
+    def signal_stop(self):
+        """Generators stopped, SIGTERM to the node (stop() waits)."""
+        for g in self.gens:
+            stop_proc(g)
+        self.gens = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self):
         for g in self.gens:
             stop_proc(g)
@@ -463,6 +471,10 @@ def main():
                 victim.name, res["kill_detected_s"]))
         res["done"] = not res.get("failed")
     finally:
+        # Every node told at once, then waited for: one after the other,
+        # 56 nodes ending 18,000 sessions each took minutes.
+        for n in nodes:
+            n.signal_stop()
         for n in nodes:
             n.stop()
         redis.terminate()

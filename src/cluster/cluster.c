@@ -393,11 +393,16 @@ static int purge(const char *node, const char *owner, pl__redis_fn *fn,
     return purge_keep(node, owner, 0, fn, ud);
 }
 
+/* A local session into the registry again, as at its login: a login
+ * while Redis was away told no watcher (watch.c). */
 static void put_one(struct pl_session *s, void *ud)
 {
     (void)ud;
-    if (s->jid && !pl__link_is_remote(s))
-        registry_put(s);
+    if (s->jid && s->registered && !pl__link_is_remote(s)) {
+        char val[256];
+        registry_entry(s, val, sizeof(val));
+        pl__watch_bound(s, val);
+    }
 }
 
 /* ---- liveness ---- */

@@ -44,7 +44,7 @@ typedef int pl_hook_fn(struct pl_event *ev, void *state);
  */
 struct pl_data_change {
     const char *module;  /* the module's name: who reads the payload */
-    const char *bare;    /* the account */
+    const char *bare;    /* the account, or a host's domain (server-wide) */
     const char *payload; /* what changed, in the module's words */
     size_t len;
 };
