@@ -462,18 +462,11 @@ def fleet_push():
               ev is not None and json.loads(ev.get("json", "null")) ==
               payload, ev)
     st = {}
-
-    def counted():
-        rc, out = a.ctl("push", "status", "--json", pid)
-        try:
-            st.update(json.loads(out) if rc == 0 else {})
-        except ValueError:
-            return False
-        return st.get("delivered") == 2 and st.get("pending") == 1
     check("push status on node a: both delivered (the receipt of the "
           "device on node b, stored by node b, read by node a), the "
           "offline one pending",
-          harness.wait_for(counted, tc.STEP * 2, 0.2), st)
+          harness.wait_for(lambda: push_counted(a, pid, st, 2, 1),
+                           tc.STEP * 2, 0.2), st)
     late = Agent(b, macs[2]).start()
     agents.append(late)
     ev = late.wait(is_event("payload", id="push-" + pid), tc.STEP * 2)
@@ -481,18 +474,19 @@ def fleet_push():
           "gets the push", ev is not None and
           json.loads(ev.get("json", "null")) == payload, ev)
     check("push status on node a: all three delivered",
-          harness.wait_for(lambda: counted3(a, pid, st), tc.STEP * 2, 0.2),
-          st)
+          harness.wait_for(lambda: push_counted(a, pid, st, 3, 0),
+                           tc.STEP * 2, 0.2), st)
     return agents
 
 
-def counted3(a, pid, st):
+def push_counted(a, pid, st, delivered, pending):
+    """parleyctl push status on node a (into st): the counts expected."""
     rc, out = a.ctl("push", "status", "--json", pid)
     try:
         st.update(json.loads(out) if rc == 0 else {})
     except ValueError:
         return False
-    return st.get("delivered") == 3 and st.get("pending") == 0
+    return st.get("delivered") == delivered and st.get("pending") == pending
 
 
 def announce_across(al, bo, cy):
