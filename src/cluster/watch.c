@@ -287,9 +287,16 @@ static void ask_holders(struct watch *w, const char *bare, redisReply *hash,
         if (v->type != REDIS_REPLY_STRING ||
             !member_node(v->str, NULL, name, sizeof(name)))
             continue;
+        /* Once per incarnation: an earlier resource with the same
+         * "<node>:<epoch> " asked it already. */
+        size_t len = strcspn(v->str, " ");
         int dup = 0;
-        for (int k = 0; w && k < w->nwait; k++)
-            dup |= strcmp(w->wait[k], name) == 0;
+        for (size_t k = 1; k < i && !dup; k += 2) {
+            redisReply *o = hash->element[k];
+            dup = o->type == REDIS_REPLY_STRING &&
+                  strncmp(o->str, v->str, len) == 0 &&
+                  (o->str[len] == ' ' || o->str[len] == '\0');
+        }
         if (dup || pl__link_send_watch(name, bare) != PL_OK || !wait || !w)
             continue;
         w->wait = pl_realloc(w->wait, (size_t)(w->nwait + 1) * sizeof(char *));
@@ -476,56 +483,58 @@ void pl__watch_unwatched(const char *node, const char *bare)
         watchers_remove(pl_map_get(&watchers, bare), node);
 }
 
-struct gone_ctx {
-    const char *node;
+struct pending_ctx {
+    const char *node; /* NULL: every pending watch */
     char **v;
     int n, cap;
 };
 
-static void gone_one(const char *key, void *value, void *ud)
+static int waits_for(const struct watch *w, const char *node)
 {
-    (void)key;
-    struct gone_ctx *g = ud;
-    struct watch *w = value;
-    for (int i = 0; !w->ready && i < w->nwait; i++)
-        if (strcmp(w->wait[i], g->node) == 0) {
-            if (g->n == g->cap) {
-                g->cap = g->cap ? 2 * g->cap : 16;
-                g->v = pl_realloc(g->v, (size_t)g->cap * sizeof(char *));
-            }
-            g->v[g->n++] = pl_strdup(w->bare);
-            break;
-        }
+    for (int i = 0; i < w->nwait; i++)
+        if (strcmp(w->wait[i], node) == 0)
+            return 1;
+    return 0;
 }
 
 static void pending_one(const char *key, void *value, void *ud)
 {
     (void)key;
-    struct gone_ctx *g = ud;
+    struct pending_ctx *c = ud;
     struct watch *w = value;
-    if (w->ready)
+    if (w->ready || (c->node && !waits_for(w, c->node)))
         return;
-    if (g->n == g->cap) {
-        g->cap = g->cap ? 2 * g->cap : 16;
-        g->v = pl_realloc(g->v, (size_t)g->cap * sizeof(char *));
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 16;
+        c->v = pl_realloc(c->v, (size_t)c->cap * sizeof(char *));
     }
-    g->v[g->n++] = pl_strdup(w->bare);
+    c->v[c->n++] = pl_strdup(w->bare);
+}
+
+/* The watches waiting for node (NULL: all of them) stop waiting for it
+ * (NULL: for anyone).  Released after the walk: routing may start other
+ * watches. */
+static void stop_waiting(const char *node)
+{
+    struct pending_ctx c = {node, NULL, 0, 0};
+    pl_map_each(&watches, pending_one, &c);
+    for (int i = 0; i < c.n; i++) {
+        struct watch *w = pl_map_get(&watches, c.v[i]);
+        if (node)
+            pl__watch_answered(node, c.v[i]);
+        else if (w && !w->ready)
+            release(w);
+        pl_free(c.v[i]);
+    }
+    pl_free(c.v);
 }
 
 /* A node's links went down, or it died: nothing more to wait for from it
  * (its sessions left the table: stanzas take the offline path). */
 void pl__watch_node_gone(const char *node)
 {
-    if (!on)
-        return;
-    struct gone_ctx g = {node, NULL, 0, 0};
-    pl_map_each(&watches, gone_one, &g);
-    /* Released after the walk: routing may start other watches. */
-    for (int i = 0; i < g.n; i++) {
-        pl__watch_answered(node, g.v[i]);
-        pl_free(g.v[i]);
-    }
-    pl_free(g.v);
+    if (on)
+        stop_waiting(node);
 }
 
 /* ---- forgetting ---- */
@@ -553,13 +562,19 @@ static void sweep_one(const char *key, void *value, void *ud)
         pl_map_put(&c->gone, w->bare, (void *)1);
 }
 
+/* This node into or out of bare's watcher set ("SADD", "SREM"). */
+static void watcher_set(const char *cmd, const char *bare)
+{
+    const struct pl_cluster_settings *S = pl__cluster_settings();
+    pl__redis_cmd(NULL, NULL, "%s %sw:%s %s", cmd, S->prefix, bare,
+                  pl__cluster_self());
+}
+
 static void drop_one(const char *bare, void *value, void *ud)
 {
     (void)value;
     (void)ud;
-    const struct pl_cluster_settings *S = pl__cluster_settings();
-    pl__redis_cmd(NULL, NULL, "SREM %sw:%s %s", S->prefix, bare,
-                  pl__cluster_self());
+    watcher_set("SREM", bare);
     pl__link_send_unwatch(bare);
     watch_free(pl_map_del(&watches, bare));
 }
@@ -608,9 +623,7 @@ static void readd_one(const char *bare, void *value, void *ud)
 {
     (void)value;
     (void)ud;
-    const struct pl_cluster_settings *S = pl__cluster_settings();
-    pl__redis_cmd(NULL, NULL, "SADD %sw:%s %s", S->prefix, bare,
-                  pl__cluster_self());
+    watcher_set("SADD", bare);
 }
 
 void pl__watch_redis_up(void)
@@ -639,15 +652,7 @@ void pl__watch_stop(void)
     if (!on)
         return;
     pl_timer_stop(&sweep_timer);
-    struct gone_ctx g = {NULL, NULL, 0, 0};
-    pl_map_each(&watches, pending_one, &g);
-    for (int i = 0; i < g.n; i++) {
-        struct watch *w = pl_map_get(&watches, g.v[i]);
-        if (w && !w->ready)
-            release(w);
-        pl_free(g.v[i]);
-    }
-    pl_free(g.v);
+    stop_waiting(NULL);
 }
 
 void pl__watch_free(void)

@@ -576,9 +576,8 @@ struct fan {
     int n;
 };
 
-static void fan_flush(struct state *s, struct push *p, struct fan *f)
+static void fan_flush(struct state *s, struct fan *f)
 {
-    (void)p;
     if (f->n) {
         struct pl_str t = pl_buf_str(&f->b);
         struct pl_data_change c = {"fleet", s->host->domain, t.p, t.len};
@@ -598,7 +597,7 @@ static void fan_add(struct state *s, struct push *p, struct fan *f,
                       strlen(p->payload), p->payload);
     pl_buf_printf(&f->b, "\n%s", dev);
     if (++f->n >= FAN_CHUNK)
-        fan_flush(s, p, f);
+        fan_flush(s, f);
 }
 
 /* Another node's push: to the devices connected here. */
@@ -699,7 +698,7 @@ static void create_done(int rc, void *arg)
                     fan_add(s, p, &f, j->devs[i]);
             }
         }
-        fan_flush(s, p, &f);
+        fan_flush(s, &f);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 +
                     (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
