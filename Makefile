@@ -245,7 +245,7 @@ FUZZ_BUILD := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= xml jid scram config c2s sip pidf http socks5 web upload_slot \
     media_token peer_request metalink \
-    smtp mime wsframe
+    smtp mime wsframe tls_rec
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=all \
             -fno-omit-frame-pointer
 FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \

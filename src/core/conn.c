@@ -24,6 +24,7 @@
 #include "log.h"
 #include "listen.h"
 #include "stats.h"
+#include "tls_rec.h"
 
 #define READ_CHUNK 65536
 #define CLOSE_LINGER_MS 3000
@@ -386,6 +387,44 @@ void pl_conn_set_tls_role(struct pl_conn *c, int client, const char *sni,
     c->tls_sni = sni ? pl_strdup(sni) : NULL;
 }
 
+/* Sealed TLS records not written yet (after the hand-over). */
+static size_t unsent(const struct pl_conn *c)
+{
+    return c->rec ? pl_tls_rec_unsent(c->rec) : 0;
+}
+
+static int encrypted(const struct pl_conn *c)
+{
+    return c->ssl || c->rec;
+}
+
+/* pl_conn_tls_handover, once nothing is in flight inside OpenSSL. */
+static void try_handover(struct pl_conn *c)
+{
+    if (!c->handover || !c->ssl || c->tls != PL_CONN_TLS || c->out.len ||
+        c->sf_left || c->dead || c->closing)
+        return;
+    struct pl_tls_rec *r = NULL;
+    int rc = pl_tls_rec_take(c->ssl, &r);
+    if (rc == PL_EAGAIN)
+        return;
+    c->handover = 0;
+    if (rc != PL_OK)
+        return; /* TLS 1.2, or another cipher: OpenSSL goes on */
+    SSL_free(c->ssl);
+    c->ssl = NULL;
+    c->rec = r;
+    pl_stat_inc(tls_handovers);
+}
+
+void pl_conn_tls_handover(struct pl_conn *c)
+{
+    if (!c->ssl || c->tls_client || c->dead)
+        return;
+    c->handover = 1;
+    try_handover(c);
+}
+
 static int begin_tls(struct pl_conn *c, SSL_CTX *ctx)
 {
     c->ssl = SSL_new(ctx);
@@ -401,6 +440,8 @@ static int begin_tls(struct pl_conn *c, SSL_CTX *ctx)
         if (c->tls_want_cert)
             SSL_set_verify(c->ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE,
                            accept_any_cert);
+        else
+            pl_tls_rec_watch(c->ssl); /* for pl_conn_tls_handover */
     }
     c->tls = PL_CONN_HANDSHAKE;
     return PL_OK;
@@ -455,6 +496,11 @@ static void end(struct pl_conn *c, int graceful)
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
+    if (c->rec) {
+        pl_tls_rec_close_notify(c->rec, c->io.fd);
+        pl_tls_rec_free(c->rec);
+        c->rec = NULL;
+    }
     if (graceful)
         pl_loop_close_lingering(c->loop, c->io.fd, CLOSE_LINGER_MS);
     else
@@ -478,11 +524,12 @@ void pl_conn_close(struct pl_conn *c)
     if (c->closing)
         return;
     c->closing = 1;
-    if ((c->out.len || c->sf_left) && c->tls != PL_CONN_HANDSHAKE) {
+    if ((c->out.len || c->sf_left || unsent(c)) &&
+        c->tls != PL_CONN_HANDSHAKE) {
         flush(c);
         if (c->dead)
             return;
-        if (c->out.len || c->sf_left) {
+        if (c->out.len || c->sf_left || unsent(c)) {
             /* Give a slow peer a bounded time to read the stream error. */
             pl_io_set(c->loop, &c->io, PL_IO_WRITE);
             c->timer.cb = on_linger;
@@ -535,7 +582,7 @@ static unsigned interest(struct pl_conn *c)
     /* Held: read only to notice the peer going, until bytes wait. */
     if (!c->paused && !c->closing && !(c->held && c->held_full))
         ev |= PL_IO_READ;
-    if (c->out.len || c->want_tls || (c->sf_left && !c->pace_wait))
+    if (c->out.len || unsent(c) || c->want_tls || (c->sf_left && !c->pace_wait))
         ev |= PL_IO_WRITE;
     if (c->tls == PL_CONN_HANDSHAKE)
         ev |= PL_IO_READ;
@@ -555,12 +602,12 @@ static void update_interest(struct pl_conn *c)
  */
 static ssize_t file_piece(struct pl_conn *c)
 {
-    size_t cap = c->ssl ? FILE_PIECE : FLUSH_MAX;
+    size_t cap = encrypted(c) ? FILE_PIECE : FLUSH_MAX;
     if (!pace_take(c, &cap))
         return PACE_WAIT;
     size_t want = c->sf_left > cap ? cap : (size_t)c->sf_left;
     ssize_t n;
-    if (c->ssl) {
+    if (encrypted(c)) {
         char buf[FILE_PIECE];
         n = pread(c->sf_fd, buf, want, (off_t)c->sf_off);
         if (n <= 0)
@@ -600,6 +647,10 @@ static void flush(struct pl_conn *c)
     if (c->tls == PL_CONN_HANDSHAKE)
         return;
     size_t written = 0;
+    if (unsent(c) && pl_tls_rec_flush(c->rec, c->io.fd) < 0) {
+        destroy(c);
+        return;
+    }
     while ((c->out.len || c->sf_left) && written < FLUSH_MAX) {
         ssize_t n;
         if (!c->out.len) {
@@ -612,7 +663,7 @@ static void flush(struct pl_conn *c)
                 destroy(c);
                 return;
             }
-            if (c->ssl) {
+            if (encrypted(c)) {
                 file_done(c);
                 continue; /* a piece to encrypt is in the buffer */
             }
@@ -638,6 +689,14 @@ static void flush(struct pl_conn *c)
                 return;
             }
             n = r;
+        } else if (c->rec) {
+            n = pl_tls_rec_write(c->rec, c->io.fd, s.p, s.len);
+            if (n < 0) {
+                if (errno == EAGAIN)
+                    break;
+                destroy(c);
+                return;
+            }
         } else {
             n = send(c->io.fd, s.p, s.len, MSG_NOSIGNAL);
             if (n < 0) {
@@ -653,7 +712,7 @@ static void flush(struct pl_conn *c)
         pl_stat_add(bytes_out, (unsigned long)n);
         pl_buf_consume(&c->out, (size_t)n);
     }
-    if (!c->out.len && !c->sf_left) {
+    if (!c->out.len && !c->sf_left && !unsent(c)) {
         /* A busy connection keeps a small buffer for the next burst (no
          * malloc per stanza); pl_conn_trim gives it back when idle. */
         if (c->out.cap > KEEP_OUT)
@@ -673,6 +732,7 @@ static void flush(struct pl_conn *c)
             end(c, 1);
             return;
         }
+        try_handover(c);
         if (written && c->drain) {
             c->drain(c); /* may write again: a flush is deferred then */
             if (c->dead)
@@ -710,7 +770,7 @@ int pl_conn_sendfile_paced(struct pl_conn *c, int fd, uint64_t off,
 
 uint64_t pl_conn_pending(const struct pl_conn *c)
 {
-    return c->out.len + c->sf_left + c->sf_after.len;
+    return c->out.len + c->sf_left + c->sf_after.len + unsent(c);
 }
 
 void pl_conn_set_drain(struct pl_conn *c, void (*fn)(struct pl_conn *c))
@@ -736,8 +796,9 @@ static void deferred_read(void *data)
  */
 static void read_buffered(struct pl_conn *c)
 {
-    if (c->ssl && c->tls == PL_CONN_TLS && SSL_has_pending(c->ssl) &&
-        !c->read_queued) {
+    int ready = (c->ssl && c->tls == PL_CONN_TLS && SSL_has_pending(c->ssl)) ||
+                (c->rec && pl_tls_rec_pending(c->rec));
+    if (ready && !c->read_queued) {
         c->read_queued = 1;
         pl_loop_defer(c->loop, deferred_read, c);
     }
@@ -837,12 +898,26 @@ static void do_read(struct pl_conn *c)
             int r = SSL_read(c->ssl, dst, (int)want);
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
-                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE)
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                    try_handover(c); /* OpenSSL holds nothing now */
                     return;
+                }
                 destroy(c);
                 return;
             }
             n = r;
+        } else if (c->rec) {
+            n = pl_tls_rec_read(c->rec, c->io.fd, dst, want);
+            if (pl_tls_rec_unsent(c->rec) && !c->flush_queued) {
+                c->flush_queued = 1; /* a KeyUpdate to answer */
+                pl_loop_defer(c->loop, deferred_flush, c);
+            }
+            if (n < 0 && errno == EAGAIN)
+                return;
+            if (n <= 0) {
+                destroy(c);
+                return;
+            }
         } else {
             n = recv(c->io.fd, dst, want, 0);
             if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -858,7 +933,8 @@ static void do_read(struct pl_conn *c)
         c->ops->data(c, dst, (size_t)n);
         if (c->dead || c->want_tls || c->held)
             return;
-        if ((size_t)n < want && !(c->ssl && SSL_pending(c->ssl)))
+        if ((size_t)n < want && !(c->ssl && SSL_pending(c->ssl)) &&
+            !(c->rec && pl_tls_rec_pending(c->rec)))
             return;
     }
     read_buffered(c); /* the turn is over; the rest comes after others' */

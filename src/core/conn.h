@@ -48,6 +48,7 @@
 
 struct pl_conn;
 struct pl_listen;
+struct pl_tls_rec;
 
 struct pl_conn_ops {
     /* Bytes arrived; may call pl_conn_close or pl_conn_starttls. */
@@ -96,7 +97,9 @@ struct pl_conn {
     struct pl_loop *loop;          /* owning loop */
     const struct pl_conn_ops *ops; /* protocol callbacks */
     void *data;                    /* protocol's per-connection state */
-    SSL *ssl;                      /* NULL while plain */
+    SSL *ssl;                      /* NULL while plain or handed over */
+    struct pl_tls_rec *rec;        /* TLS 1.3 records after the hand-over
+                                    * (pl_conn_tls_handover), or NULL */
     int tls;                       /* enum pl_conn_tls */
     struct pl_buf out;             /* bytes not yet written */
     struct pl_conn_limits lim;     /* copied at creation */
@@ -112,6 +115,7 @@ struct pl_conn {
                                 * deadline any more */
     unsigned idle_set : 1;         /* idle_ms set by the protocol */
     unsigned count_writes : 1;     /* writes count as activity for idle */
+    unsigned handover : 1;         /* pl_conn_tls_handover asked, not done */
     uint32_t idle_ms;              /* the protocol's idle deadline, 0: none */
     SSL_CTX *pending_ctx;          /* context for want_tls */
     uint64_t bytes_in;             /* counters */
@@ -165,6 +169,14 @@ void pl_conn_trim(struct pl_conn *c);
  */
 void pl_conn_set_tls_role(struct pl_conn *c, int client, const char *sni,
                           int want_cert);
+/*
+ * The protocol needs nothing more of OpenSSL on this connection (SASL's
+ * channel binding is done; no peer certificate will be asked for): once
+ * nothing is in flight inside OpenSSL, a TLS 1.3 session's records go to
+ * Parley's own record layer (tls_rec.h) and the SSL object (about 14 KB)
+ * is freed.  Server side only; TLS 1.2 and other cases keep OpenSSL.
+ */
+void pl_conn_tls_handover(struct pl_conn *c);
 /* Updates limits (SIGHUP). */
 void pl_conn_set_limits(struct pl_conn *c, const struct pl_conn_limits *l);
 /* The handshake is done: its deadline no longer applies (idle's does). */

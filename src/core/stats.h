@@ -75,6 +75,7 @@
     X(stanzas_routed)                                                          \
     X(tls_handshakes)                                                          \
     X(tls_handshake_failures)                                                  \
+    X(tls_handovers)                                                           \
     X(c2s_naps)                                                                \
     X(admin_api_requests)                                                      \
     X(media_metalinks)                                                         \

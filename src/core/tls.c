@@ -3,6 +3,7 @@
  * data; see tls.h.
  */
 #include "tls.h"
+#include "tls_rec.h"
 
 #include <errno.h>
 #include <openssl/err.h>
@@ -173,6 +174,7 @@ int pl_tls_host_load(const char *domain, const char *cert, const char *key,
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"parley", 6);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
+    pl_tls_rec_keylog(ctx); /* secrets for pl_conn_tls_handover */
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
         SSL_CTX_check_private_key(ctx) != 1) {

@@ -118,6 +118,9 @@ static const struct help help[] = {
     {"stanzas_routed", 0, "Stanzas handed to the router."},
     {"tls_handshakes", 0, "TLS handshakes completed (in and out)."},
     {"tls_handshake_failures", 0, "TLS handshakes that failed."},
+    {"tls_handovers", 0,
+     "TLS 1.3 sessions whose records Parley took over from OpenSSL after "
+     "authentication (c2s.tls_handover)."},
     {"c2s_naps", 0,
      "Idle client streams that gave back their XML parser (2 s idle)."},
     {"admin_api_requests", 0, "Requests to the HTTP admin API."},

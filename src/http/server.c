@@ -1060,7 +1060,7 @@ static int on_head_ready(struct http_conn *hc)
     q->file_fd = -1;
     q->pub.head = h;
     q->pub.conn = hc->conn;
-    q->pub.secure = hc->conn->ssl != NULL || hc->listen->conf->secure;
+    q->pub.secure = hc->conn->tls == PL_CONN_TLS || hc->listen->conf->secure;
     q->pub.is_head = pl_str_eq_c(h->method, "HEAD");
     hc->req = q;
     hc->nreq++;

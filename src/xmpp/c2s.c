@@ -1143,6 +1143,11 @@ static const struct pl_option options[] = {
      "Also accept tls-unique channel binding (RFC 5929), on TLS 1.3 too, "
      "for clients that know no other type (slixmpp 1.8).",
      CS(tls_unique)},
+    {"tls_handover", PL_OPT_BOOL, "true", 0, 0, NULL,
+     "After authentication, seal and open TLS 1.3 records in Parley "
+     "(src/core/tls_rec.c) and free OpenSSL's per-connection state (about "
+     "14 KB per session); false keeps OpenSSL for the whole session.",
+     CS(tls_handover)},
     {"resource_conflict", PL_OPT_ENUM, "\"kick_old\"", 0, 0, conflict_policies,
      "Binding a resource already in use: kick_old, refuse or rename.",
      CS(resource_conflict)},

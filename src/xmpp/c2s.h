@@ -35,6 +35,7 @@ struct pl_c2s_settings {
     int allow_plain;           /* offer PLAIN inside TLS */
     int channel_binding;       /* offer SCRAM-*-PLUS */
     int tls_unique;            /* accept tls-unique binding too */
+    int tls_handover;          /* Parley's TLS 1.3 records after SASL */
     int resource_conflict;     /* PL_CONFLICT_* */
     long max_auth_failures;    /* per connection */
     long auth_failures_per_ip; /* per address within the window */

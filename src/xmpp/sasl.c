@@ -151,6 +151,8 @@ static void sasl_success(struct c2s *c, const char *data, size_t len)
     pl_stat_inc(auth_success);
     pl_log_info("c2s", "%s:%d: %s@%s authenticated with %s", c->conn->ip,
                 c->conn->port, c->user, c->host->domain, mech_names[c->mech]);
+    if (pl_c2s_settings()->tls_handover)
+        pl_conn_tls_handover(c->conn); /* channel binding is done */
     pl__c2s_restart(c);
 }
 

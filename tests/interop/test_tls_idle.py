@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """test_tls_idle.py - TLS sessions that went idle work as before (issue 18).
 
-An idle client stream gives its memory back: after 2 s without a byte
+After SASL each session's TLS 1.3 records are sealed and opened by
+Parley's record layer and OpenSSL's connection object is freed
+(c2s.tls_handover: the counter tls_handovers says so).  An idle client
+stream gives its memory back: after 2 s without a byte
 its XML parser naps (parleyctl stats counts it: c2s_naps), its output
 buffer is freed, and OpenSSL holds no record buffer between records
 (SSL_MODE_RELEASE_BUFFERS, src/core/tls.c).  The next bytes need all of
@@ -122,6 +125,13 @@ def main():
     check("slixmpp logs in over direct TLS", ok2)
     if not (ok and ok2):
         return
+    # After SASL both sessions' TLS 1.3 records went to Parley's own
+    # record layer and OpenSSL's connection objects were freed
+    # (c2s.tls_handover, src/core/tls_rec.c): everything below runs on it.
+    check("both sessions' TLS records were handed over from OpenSSL",
+          harness.wait_for(lambda: (srv.counter("tls_handovers") or 0) >= 2,
+                           10),
+          "tls_handovers %s" % srv.counter("tls_handovers"))
     send(lt, a, jb, "hello")
     ev = box_b.wait(lambda e: e[0] == ja, 10)
     check("a first message arrives", ev is not None and ev[1] == "hello",

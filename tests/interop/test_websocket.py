@@ -252,15 +252,18 @@ def main():
     except Exception as e:  # noqa: BLE001
         check("stream management over WebSocket", False, repr(e))
 
-    # ---- nbxmpp over WebSocket (a real third-party client)
-    try:
+    def nbxmpp(url):  # nbxmpp_ws_client.py: carol says hi to bob
         p = subprocess.run(
             ["/usr/bin/python3", os.path.join(HERE, "nbxmpp_ws_client.py"),
-             "ws://%s:%d/xmpp-websocket" % (h, http_port), carol, PW, bob],
+             url, carol, PW, bob],
             capture_output=True, text=True, timeout=60,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         out = p.stdout.strip().splitlines()
-        res = json.loads(out[-1]) if out else {}
+        return p, (json.loads(out[-1]) if out else {})
+
+    # ---- nbxmpp over WebSocket (a real third-party client)
+    try:
+        p, res = nbxmpp("ws://%s:%d/xmpp-websocket" % (h, http_port))
         check("nbxmpp logs in over WebSocket", res.get("connected"),
               (p.stdout + p.stderr)[-800:])
         got = tb.next(is_msg("hi from nbxmpp"), timeout=20)
@@ -268,6 +271,23 @@ def main():
               got.get("from", "").startswith(carol), got.get("from"))
     except Exception as e:  # noqa: BLE001
         check("nbxmpp over WebSocket", False, repr(e))
+
+    # ---- nbxmpp over wss:// (libsoup's TLS is GnuTLS): after SASL the
+    # session's TLS 1.3 records go to Parley's own record layer
+    # (c2s.tls_handover), which GnuTLS must find exactly RFC 8446's.
+    try:
+        n0 = srv.counter("tls_handovers") or 0
+        p, res = nbxmpp("wss://%s:%d/xmpp-websocket" % (h, https_port))
+        check("nbxmpp (GnuTLS) logs in over wss://", res.get("connected"),
+              (p.stdout + p.stderr)[-800:])
+        got = tb.next(is_msg("hi from nbxmpp"), timeout=20)
+        check("nbxmpp's message over wss:// reaches the TCP client",
+              got.get("from", "").startswith(carol), got.get("from"))
+        check("its TLS records were handed over from OpenSSL after SASL",
+              (srv.counter("tls_handovers") or 0) > n0,
+              "tls_handovers %s, was %d" % (srv.counter("tls_handovers"), n0))
+    except Exception as e:  # noqa: BLE001
+        check("nbxmpp over wss://", False, repr(e))
 
     # ---- hostile frames: each closes only its own connection
     def hostile(name, send, code=None, stream_error=None, login=False):

@@ -518,6 +518,41 @@ static void l_data(struct pl_conn *c, const char *p, size_t n)
     L.got += n;
 }
 
+/* A self-signed host in a fresh directory, for the TLS tests. */
+struct tls_files {
+    char dir[32], cert[64], key[64];
+};
+
+static struct pl_tls_host *tls_host(struct tls_files *f)
+{
+    snprintf(f->dir, sizeof(f->dir), "/tmp/parley-test-tls-XXXXXX");
+    CHECK(mkdtemp(f->dir) != NULL);
+    snprintf(f->cert, sizeof(f->cert), "%s/c.pem", f->dir);
+    snprintf(f->key, sizeof(f->key), "%s/k.pem", f->dir);
+    struct pl_tls_host *h = NULL;
+    CHECK_INT(pl_tls_ensure_selfsigned("localhost", f->cert, f->key), PL_OK);
+    CHECK_INT(pl_tls_host_load("localhost", f->cert, f->key, &h), PL_OK);
+    return h;
+}
+
+static void tls_host_free(struct pl_tls_host *h, struct tls_files *f)
+{
+    pl_tls_host_free(h);
+    unlink(f->cert);
+    unlink(f->key);
+    rmdir(f->dir);
+}
+
+/* A loop in T and a socketpair: sv[0] non-blocking for the server's
+ * conn, sv[1] blocking for the client thread (T.peer). */
+static void tls_pair(int sv[2])
+{
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
+    T.peer = sv[1];
+}
+
 static const struct pl_conn_ops tls_ops = {
     .data = l_data,
     .closed = t_closed,
@@ -525,21 +560,12 @@ static const struct pl_conn_ops tls_ops = {
 
 void test_conn_tls_rate_pause(void)
 {
-    char dir[] = "/tmp/parley-test-tls-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char cert[64], key[64];
-    snprintf(cert, sizeof(cert), "%s/c.pem", dir);
-    snprintf(key, sizeof(key), "%s/k.pem", dir);
-    struct pl_tls_host *h = NULL;
-    CHECK_INT(pl_tls_ensure_selfsigned("localhost", cert, key), PL_OK);
-    CHECK_INT(pl_tls_host_load("localhost", cert, key, &h), PL_OK);
+    struct tls_files f;
+    struct pl_tls_host *h = tls_host(&f);
     memset(&T, 0, sizeof(T));
     memset(&L, 0, sizeof(L));
-    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
     int sv[2];
-    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    CHECK(fcntl(sv[0], F_SETFL, O_NONBLOCK) == 0);
-    T.peer = sv[1];
+    tls_pair(sv);
     L.fd = sv[1];
     L.ctx = SSL_CTX_new(TLS_client_method());
     struct pl_conn_limits lim = {1 << 20, 65536, 1024};
@@ -556,8 +582,160 @@ void test_conn_tls_rate_pause(void)
     pl_conn_close(c);
     close_all();
     SSL_CTX_free(L.ctx);
-    pl_tls_host_free(h);
-    unlink(cert);
-    unlink(key);
-    rmdir(dir);
+    tls_host_free(h, &f);
+}
+
+/*
+ * pl_conn_tls_handover with a real OpenSSL client, for each TLS 1.3
+ * suite and for TLS 1.2 (which keeps OpenSSL): lines are answered
+ * "ack:<line>"; after the first the server hands its records over, and
+ * the client goes on as if nothing happened: more lines, a KeyUpdate it
+ * requests (answered by ours), 100 KB each way, then close_notify.
+ */
+enum {
+    BIG = 100000
+};
+
+static struct {
+    int fd;
+    SSL_CTX *ctx;
+    int steps;      /* client steps that went through */
+    int rec_seen;   /* lines the server read after the hand-over */
+    int lines;      /* lines the server read */
+    size_t big_got; /* bytes of the big line */
+    char line[64];  /* the line being read (short ones) */
+    size_t line_len;
+} HO;
+
+static int client_line(SSL *ssl, const char *want, size_t n)
+{
+    static char got[BIG + 2];
+    size_t have = 0;
+    while (have < n) {
+        int r = SSL_read(ssl, got + have, (int)(n - have));
+        if (r <= 0)
+            return 0;
+        have += (size_t)r;
+    }
+    return memcmp(got, want, n) == 0;
+}
+
+static void *handover_client(void *arg)
+{
+    (void)arg;
+    SSL *ssl = SSL_new(HO.ctx);
+    SSL_set_fd(ssl, HO.fd);
+    static char big[BIG + 1], bigans[BIG + 1];
+    memset(big, 'b', BIG);
+    big[BIG] = '\n';
+    memset(bigans, 'B', BIG);
+    bigans[BIG] = '\n';
+    if (SSL_connect(ssl) != 1)
+        goto out;
+    HO.steps++;
+    if (SSL_write(ssl, "one\n", 4) != 4 || !client_line(ssl, "ack:one\n", 8))
+        goto out;
+    HO.steps++;
+    if (SSL_write(ssl, "two\n", 4) != 4 || !client_line(ssl, "ack:two\n", 8))
+        goto out;
+    HO.steps++;
+    if (SSL_version(ssl) == TLS1_3_VERSION &&
+        SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) != 1)
+        goto out;
+    if (SSL_write(ssl, "three\n", 6) != 6 ||
+        !client_line(ssl, "ack:three\n", 10))
+        goto out;
+    HO.steps++;
+    if (SSL_write(ssl, "four\n", 5) != 5 || !client_line(ssl, "ack:four\n", 9))
+        goto out;
+    HO.steps++;
+    if (SSL_write(ssl, big, BIG + 1) != BIG + 1 ||
+        !client_line(ssl, bigans, BIG + 1))
+        goto out;
+    HO.steps++;
+    SSL_shutdown(ssl); /* close_notify */
+    char b;
+    if (SSL_read(ssl, &b, 1) == 0 &&
+        SSL_get_error(ssl, 0) == SSL_ERROR_ZERO_RETURN)
+        HO.steps++; /* the server's close_notify came back */
+out:
+    SSL_free(ssl);
+    return NULL;
+}
+
+static void ho_data(struct pl_conn *c, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == 'b') {
+            HO.big_got++;
+            continue;
+        }
+        if (p[i] != '\n') {
+            if (HO.line_len < sizeof(HO.line) - 1)
+                HO.line[HO.line_len++] = p[i];
+            continue;
+        }
+        HO.lines++;
+        if (c->rec)
+            HO.rec_seen++;
+        if (HO.big_got) {
+            static char ans[BIG + 1];
+            memset(ans, 'B', BIG);
+            ans[BIG] = '\n';
+            pl_conn_write(c, ans, BIG + 1);
+            HO.big_got = 0;
+            continue;
+        }
+        char out[80];
+        int k = snprintf(out, sizeof(out), "ack:%.*s\n", (int)HO.line_len,
+                         HO.line);
+        pl_conn_write(c, out, (size_t)k);
+        HO.line_len = 0;
+        if (HO.lines == 1)
+            pl_conn_tls_handover(c);
+    }
+}
+
+static const struct pl_conn_ops handover_ops = {
+    .data = ho_data,
+    .closed = t_closed,
+};
+
+static void handover_with(const char *suites, int tls12, int want_rec)
+{
+    struct tls_files f;
+    struct pl_tls_host *h = tls_host(&f);
+    memset(&T, 0, sizeof(T));
+    memset(&HO, 0, sizeof(HO));
+    int sv[2];
+    tls_pair(sv);
+    HO.fd = sv[1];
+    HO.ctx = SSL_CTX_new(TLS_client_method());
+    if (suites)
+        SSL_CTX_set_ciphersuites(HO.ctx, suites);
+    if (tls12)
+        SSL_CTX_set_max_proto_version(HO.ctx, TLS1_2_VERSION);
+    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
+    struct pl_conn *c = pl_conn_new(T.loop, sv[0], &handover_ops, NULL, &lim);
+    pl_conn_start(c, h->ctx);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, handover_client, NULL) == 0);
+    run_until(&T.closed, 1, 20000);
+    pthread_join(th, NULL);
+    CHECK_INT(HO.steps, 7);
+    CHECK_INT(HO.lines, 5);
+    CHECK_INT(HO.rec_seen, want_rec ? 4 : 0);
+    CHECK_INT(T.closed, 1);
+    close(T.peer);
+    pl_loop_free(T.loop);
+    SSL_CTX_free(HO.ctx);
+    tls_host_free(h, &f);
+}
+
+void test_conn_tls_handover(void)
+{
+    handover_with("TLS_AES_128_GCM_SHA256", 0, 1);
+    handover_with("TLS_AES_256_GCM_SHA384", 0, 1);
+    handover_with("TLS_CHACHA20_POLY1305_SHA256", 0, 1);
+    handover_with(NULL, 1, 0); /* TLS 1.2 keeps OpenSSL */
 }
