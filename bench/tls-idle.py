@@ -7,7 +7,9 @@ server over STARTTLS and over plain TCP, and where OpenSSL's share goes
     bench/tls-idle.py                the full run has the idle scenarios)
 
 For each binary (build/parleyd, and each path in BENCH_TLSIDLE_BASE, for
-a before/after comparison in one run) and each transport (plain, STARTTLS):
+a before/after comparison in one run; and build/parleyd again with
+c2s.tls_handover = false, OpenSSL keeping every session's records) and
+each transport (plain, STARTTLS):
 a fresh parleyd (bench/peers/parley.conf, pinned to core 0), 50 warm-up
 logins, then build/bench/parley-load --mode idle logs BENCH_IDLE sessions
 in (SCRAM, bind; 200 in flight) and waits BENCH_IDLE_SETTLE seconds (the
@@ -77,7 +79,7 @@ def rss_kib(pid):
 class Server:
     """One parleyd binary on its own directory and ports."""
 
-    def __init__(self, name, binary, tmp, cert, key):
+    def __init__(self, name, binary, tmp, cert, key, handover=True):
         self.name, self.binary = name, binary
         self.dir = os.path.join(tmp, name)
         os.makedirs(os.path.join(self.dir, "data"), exist_ok=True)
@@ -90,6 +92,8 @@ class Server:
             text = f.read()
         for k, v in fields.items():
             text = text.replace("@%s@" % k, str(v))
+        if not handover:  # OpenSSL keeps the records (c2s.tls_handover)
+            text = text.replace("c2s: {", "c2s: {\n  tls_handover = false;", 1)
         self.cfg = os.path.join(self.dir, "parley.conf")
         with open(self.cfg, "w") as f:
             f.write(text)
@@ -225,13 +229,16 @@ def main():
     binaries = [("base%d" % i if len(BASES) > 1 else "before", b)
                 for i, b in enumerate(BASES)]
     binaries.append(("parleyd" if not BASES else "after", PARLEYD))
+    # The same binary with OpenSSL keeping every session's records.
+    binaries.append(("tls_handover = false", PARLEYD))
     rows = []
     try:
         for name, b in binaries:
             # A copy: a rebuild during the run must not change the server.
-            copy = os.path.join(tmp, "parleyd-" + name)
+            copy = os.path.join(tmp, "parleyd-" + name.split()[0])
             shutil.copy2(b, copy)
-            s = Server(name, copy, tmp, cert, key)
+            s = Server(name.split()[0], copy, tmp, cert, key,
+                       handover=not name.endswith("false"))
             s.start()
             try:
                 s.load("register", ["--users", IDLE, "--concurrency", 50])
