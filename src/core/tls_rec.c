@@ -28,14 +28,14 @@
 #include "error.h"
 
 enum {
-    HDR = 5,                       /* type, legacy version, length */
-    TAG = 16,                      /* every TLS 1.3 AEAD's tag */
-    IV = 12,                       /* and nonce */
-    MAX_PLAIN = 16384,             /* §5.1: 2^14 per record */
-    MAX_INNER = MAX_PLAIN + 1,     /* §5.4: with the content type */
-    MAX_CIPHER = MAX_PLAIN + 256,  /* §5.2 */
-    READ_SCRATCH = 65536,          /* bytes read per recv */
-    SEAL_RECORDS = 4,              /* records sealed per send */
+    HDR = 5,                      /* type, legacy version, length */
+    TAG = 16,                     /* every TLS 1.3 AEAD's tag */
+    IV = 12,                      /* and nonce */
+    MAX_PLAIN = 16384,            /* §5.1: 2^14 per record */
+    MAX_INNER = MAX_PLAIN + 1,    /* §5.4: with the content type */
+    MAX_CIPHER = MAX_PLAIN + 256, /* §5.2 */
+    READ_SCRATCH = 65536,         /* bytes read per recv */
+    SEAL_RECORDS = 4,             /* records sealed per send */
     SEAL_SCRATCH = SEAL_RECORDS * (HDR + MAX_PLAIN + 1 + TAG),
     CT_ALERT = 21,
     CT_HANDSHAKE = 22,
@@ -85,17 +85,17 @@ struct dir {
 struct pl_tls_rec {
     unsigned char suite; /* index into suites */
     struct dir rd, wr;
-    char *buf;                   /* bytes read (heap, or the scratch) */
-    uint32_t off, plain;         /* plaintext being handed out */
-    uint32_t coff, ciph;         /* ciphertext not opened yet */
-    struct pl_buf wire;          /* sealed, not written yet */
-    unsigned char hs[5];         /* a KeyUpdate being put together */
+    char *buf;           /* bytes read (heap, or the scratch) */
+    uint32_t off, plain; /* plaintext being handed out */
+    uint32_t coff, ciph; /* ciphertext not opened yet */
+    struct pl_buf wire;  /* sealed, not written yet */
+    unsigned char hs[5]; /* a KeyUpdate being put together */
     unsigned char hs_len;
-    unsigned on_scratch : 1;     /* buf is the thread's scratch */
-    unsigned eof : 1;            /* close_notify received */
-    unsigned failed : 1;         /* a fatal alert went or came */
-    unsigned peer_failed : 1;    /* ... came: ECONNRESET, else EPROTO */
-    unsigned update_queued : 1;  /* our KeyUpdate waits in wire */
+    unsigned on_scratch : 1;    /* buf is the thread's scratch */
+    unsigned eof : 1;           /* close_notify received */
+    unsigned failed : 1;        /* a fatal alert went or came */
+    unsigned peer_failed : 1;   /* ... came: ECONNRESET, else EPROTO */
+    unsigned update_queued : 1; /* our KeyUpdate waits in wire */
 };
 
 /* What a watched SSL gathers during the handshake. */
@@ -438,8 +438,8 @@ size_t pl_tls_rec_seal_raw(struct pl_tls_rec *r, int type, const void *p,
 {
     size_t w = seal_padded(r, type, p, n, pad, out);
     const unsigned char *m = p;
-    if (w && type == CT_HANDSHAKE && n == 5 && m[0] == HS_KEY_UPDATE &&
-        !m[1] && !m[2] && m[3] == 1 && next_secret(r->suite, &r->wr) != PL_OK)
+    if (w && type == CT_HANDSHAKE && n == 5 && m[0] == HS_KEY_UPDATE && !m[1] &&
+        !m[2] && m[3] == 1 && next_secret(r->suite, &r->wr) != PL_OK)
         return 0;
     return w;
 }
@@ -509,7 +509,7 @@ static int on_alert(struct pl_tls_rec *r, const unsigned char *p, size_t n)
         return 1;
     }
     if (p[1] == A_USER_CANCELED)
-        return 1; /* §6.1: a close_notify follows */
+        return 1;  /* §6.1: a close_notify follows */
     r->failed = 1; /* §6.2: the peer ends the connection */
     r->peer_failed = 1;
     errno = ECONNRESET;
@@ -561,12 +561,9 @@ static int open_one(struct pl_tls_rec *r)
         r->off = at;
         r->plain = (uint32_t)m;
         return 1;
-    case CT_HANDSHAKE:
-        return on_handshake(r, ct, m);
-    case CT_ALERT:
-        return on_alert(r, ct, m);
-    default:
-        return fatal(r, A_UNEXPECTED);
+    case CT_HANDSHAKE: return on_handshake(r, ct, m);
+    case CT_ALERT: return on_alert(r, ct, m);
+    default: return fatal(r, A_UNEXPECTED);
     }
 }
 

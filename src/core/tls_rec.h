@@ -61,8 +61,7 @@ int pl_tls_rec_pending(const struct pl_tls_rec *r);
  * queued inside to go first next time), or -1 with errno EAGAIN (the
  * socket is full with earlier records) or another errno (failed).
  */
-ssize_t pl_tls_rec_write(struct pl_tls_rec *r, int fd, const void *p,
-                         size_t n);
+ssize_t pl_tls_rec_write(struct pl_tls_rec *r, int fd, const void *p, size_t n);
 /* Writes the records sealed and not sent yet: 1 all gone, 0 the socket
  * is full, -1 failed. */
 int pl_tls_rec_flush(struct pl_tls_rec *r, int fd);
@@ -74,8 +73,8 @@ void pl_tls_rec_close_notify(struct pl_tls_rec *r, int fd);
 /* For tests: a record layer from known secrets (cipher: the TLS 1.3
  * suite's IANA number, 0x1301-0x1303) and the sequence numbers. */
 struct pl_tls_rec *pl_tls_rec_new(unsigned suite, const unsigned char *rsecret,
-                                  const unsigned char *wsecret,
-                                  uint64_t rseq, uint64_t wseq);
+                                  const unsigned char *wsecret, uint64_t rseq,
+                                  uint64_t wseq);
 /* For tests and the fuzz target: one record of inner content type type
  * (p, n bytes, then pad zero bytes) into out, which has room for n + pad
  * + 22 bytes; a well-formed KeyUpdate message renews the write key after
@@ -84,7 +83,6 @@ size_t pl_tls_rec_seal_raw(struct pl_tls_rec *r, int type, const void *p,
                            size_t n, size_t pad, unsigned char *out);
 /* HKDF-Expand-Label of RFC 8446 §7.1 with an empty context. */
 int pl_tls_rec_expand_label(unsigned suite, const unsigned char *secret,
-                            const char *label, unsigned char *out,
-                            size_t len);
+                            const char *label, unsigned char *out, size_t len);
 
 #endif

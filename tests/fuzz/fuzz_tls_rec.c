@@ -72,8 +72,8 @@ static void drain(struct state *st)
         if (n > (ssize_t)want)
             die("more than asked");
         if (n <= 0) {
-            if (st->ended && (n != st->end_rc ||
-                              (n < 0 && errno != st->end_err)))
+            if (st->ended &&
+                (n != st->end_rc || (n < 0 && errno != st->end_err)))
                 die("the end said differently");
             st->ended = 1;
             st->end_rc = (int)n;
@@ -139,8 +139,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     m--;
                 etype = m ? p[--m] : -1;
             }
-            if (etype == 23 && !st.ended && len + 1 + (size_t)(kind * 7) % 64 <=
-                                                  16385)
+            if (etype == 23 && !st.ended &&
+                len + 1 + (size_t)(kind * 7) % 64 <= 16385)
                 pl_buf_append(&st.want, p, m);
         }
         if (write(st.fd[1], out, n) != (ssize_t)n)

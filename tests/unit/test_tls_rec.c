@@ -21,10 +21,12 @@
 #include "unit.h"
 
 /* RFC 8448 §3. */
-static const char c_secret[] = "9e40646ce79a7f9dc05af8889bce6552875afa0b06df0087"
-                               "f792ebb7c17504a5";
-static const char s_secret[] = "a11af9f05531f856ad47116b45a950328204b4f44bfb6b3a"
-                               "4b4f1f3fcb631643";
+static const char c_secret[] =
+    "9e40646ce79a7f9dc05af8889bce6552875afa0b06df0087"
+    "f792ebb7c17504a5";
+static const char s_secret[] =
+    "a11af9f05531f856ad47116b45a950328204b4f44bfb6b3a"
+    "4b4f1f3fcb631643";
 static const char c_app_rec[] =
     "17030300"
     "43a23f7054b62c94d0affafe8228ba55cbefacea42f914aa66bcab3f2b9819a8a5b46b395b"
@@ -211,7 +213,9 @@ void test_tls_rec_bulk(void)
         CHECK(a && b);
         int sv[2];
         CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
-        enum { N = 300000 };
+        enum {
+            N = 300000
+        };
         static unsigned char src[N], dst[N];
         for (size_t i = 0; i < N; i++)
             src[i] = (unsigned char)(i * 7 + suite);
