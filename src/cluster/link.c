@@ -160,7 +160,7 @@ static const struct pl_session_ops remote_ops;
 
 int pl__link_is_remote(const struct pl_session *s)
 {
-    return s->ops == &remote_ops;
+    return s->elsewhere; /* set on every session made with remote_ops */
 }
 
 /* ---- addresses ---- */
@@ -537,6 +537,7 @@ struct pl_session *pl__link_ghost(const char *full, int priority)
     r->sess.jid = jid;
     r->sess.host = h;
     r->sess.ops = &remote_ops;
+    r->sess.elsewhere = 1;
     r->sess.available = 1;
     r->sess.priority = priority;
     return &r->sess;
@@ -841,6 +842,7 @@ static void on_up(struct link_in *li, struct pl_stanza *st)
         r->sess.jid = jid;
         r->sess.host = h;
         r->sess.ops = &remote_ops;
+        r->sess.elsewhere = 1;
         r->node = n;
         pl_map_put(&n->remotes, jid->full, r);
     }

@@ -85,6 +85,10 @@ struct pl_session {
     unsigned available : 1;            /* sent available presence */
     unsigned interested : 1;           /* requested the roster (RFC 6121) */
     unsigned registered : 1;           /* in the table */
+    unsigned elsewhere : 1;            /* a copy of a session bound on
+                                        * another cluster node (transport
+                                        * "cluster", doc/cluster.md): what
+                                        * it is sent goes through its node */
     struct pl_stanza *presence;        /* last broadcast presence, or NULL */
     struct pl_session *next_res;       /* next session of the same account */
     void *impl;                        /* transport's own state */

@@ -140,7 +140,7 @@ static int announce_here(struct pl_host *h, struct pl_stanza *m)
     int n = 0;
     for (size_t i = 0; i < p.n; i++) {
         struct pl_session *s = pl_session_by_id(p.ids[i]);
-        if (!s || !s->jid || strcmp(pl_session_transport(s), "cluster") == 0)
+        if (!s || !s->jid || s->elsewhere)
             continue;
         /* A copy per session: each gets its own 'to'. */
         struct pl_stanza *c = pl_stanza_copy(m);

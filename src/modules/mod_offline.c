@@ -128,9 +128,8 @@ static void store_done(int rc, void *arg)
          * flushed from here, through its node's link (doc/cluster.md). */
         for (struct pl_session *s = pl_session_first(j->base.bare); s;
              s = s->next_res)
-            if (((flags(s) & F_FLUSHED) ||
-                 strcmp(pl_session_transport(s), "cluster") == 0) &&
-                s->available && s->priority >= 0) {
+            if (((flags(s) & F_FLUSHED) || s->elsewhere) && s->available &&
+                s->priority >= 0) {
                 start_flush(s);
                 break;
             }

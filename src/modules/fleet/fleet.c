@@ -235,8 +235,7 @@ static int deliver(struct state *s, struct push *p, const char *dev)
     /* This node's sessions: another node's (its copies here, in a
      * cluster) get it from their own node (fan_out). */
     for (struct pl_session *x = pl_session_first(bare); x; x = x->next_res)
-        if (x->available && x->priority >= 0 &&
-            strcmp(pl_session_transport(x), "cluster") != 0) {
+        if (x->available && x->priority >= 0 && !x->elsewhere) {
             pl_session_send(x, p->st);
             sent++;
         }
@@ -641,8 +640,7 @@ static int on_elsewhere(struct pl_event *ev, void *state)
         snprintf(bare, sizeof(bare), "%.*s@%s", (int)(next - d), d,
                  s->host->domain);
         for (struct pl_session *y = pl_session_first(bare); y; y = y->next_res)
-            if (y->available && y->priority >= 0 &&
-                strcmp(pl_session_transport(y), "cluster") != 0) {
+            if (y->available && y->priority >= 0 && !y->elsewhere) {
                 if (!st)
                     st = push_stanza(s, sid, end + 1, plen);
                 pl_session_send(y, st);
