@@ -145,15 +145,22 @@ static size_t round16(size_t n)
 }
 
 /*
- * Chunks of CHUNK_SIZE given back are kept for the next parser, up to
- * SPARE_CHUNKS per thread: every login restarts its stream (a new parser)
- * and mapping then unmapping 16 KiB each time cost a TLB shootdown across
- * the process's threads (50 us a login here).  256 KiB at most stay
- * mapped per thread, whatever the number of sessions.
+ * Chunks of CHUNK_SIZE given back are kept for the next parser: every
+ * login restarts its stream (a new parser) and mapping then unmapping 16
+ * KiB each time cost a TLB shootdown across the process's threads (50 us
+ * a login here).  A parser freed by a close or a restart may keep up to
+ * SPARE_MAX per thread (16 MiB: a login storm's hundreds of parsers in
+ * flight reuse each other's pages; with 16 only, 10 % of a login's CPU
+ * went to munmap); one that naps (an idle session) keeps at most
+ * SPARE_KEEP, and pl_xml_spares_trim (at naps and from c2s's timer) gives
+ * back what is beyond SPARE_KEEP once no spare was taken since its last
+ * call: the storm is over.
  */
-#define SPARE_CHUNKS 16
+#define SPARE_KEEP 16
+#define SPARE_MAX 1024
 static __thread struct chunk *spare;
 static __thread unsigned nspare;
+static __thread unsigned long reused; /* spares taken since the last trim */
 
 static struct chunk *chunk_map(size_t size)
 {
@@ -161,6 +168,7 @@ static struct chunk *chunk_map(size_t size)
         struct chunk *c = spare;
         spare = c->next;
         nspare--;
+        reused++;
         return c;
     }
     struct chunk *c = mmap(NULL, size, PROT_READ | PROT_WRITE,
@@ -168,9 +176,9 @@ static struct chunk *chunk_map(size_t size)
     return c == MAP_FAILED ? NULL : c;
 }
 
-static void chunk_unmap(struct chunk *c)
+static void chunk_unmap(struct chunk *c, unsigned keep)
 {
-    if (c->size == CHUNK_SIZE && nspare < SPARE_CHUNKS) {
+    if (c->size == CHUNK_SIZE && nspare < keep) {
         c->next = spare;
         spare = c;
         nspare++;
@@ -269,8 +277,9 @@ static void mem_leave(struct pl_xml_parser *saved)
     mem_owner = saved;
 }
 
-/* Frees the expat parser and, for stream parsers, its pages. */
-static void expat_free(struct pl_xml_parser *p)
+/* Frees the expat parser and, for stream parsers, its pages (keep: how
+ * many spare chunks the thread may hold after). */
+static void expat_free(struct pl_xml_parser *p, unsigned keep)
 {
     if (p->xp) {
         struct pl_xml_parser *saved = mem_enter(p);
@@ -281,7 +290,21 @@ static void expat_free(struct pl_xml_parser *p)
     while (p->mem) {
         struct chunk *c = p->mem;
         p->mem = c->next;
-        chunk_unmap(c);
+        chunk_unmap(c, keep);
+    }
+}
+
+void pl_xml_spares_trim(void)
+{
+    if (reused) {
+        reused = 0; /* a storm goes on: keep them */
+        return;
+    }
+    while (nspare > SPARE_KEEP) {
+        struct chunk *c = spare;
+        spare = c->next;
+        nspare--;
+        munmap(c, c->size);
     }
 }
 
@@ -741,7 +764,7 @@ static void do_reset(struct pl_xml_parser *p)
     p->hdr_raw_len = 0;
     /* A fresh parser (and fresh pages) rather than XML_ParserReset, which
      * would leave the old allocations behind in a stream parser's pages. */
-    expat_free(p);
+    expat_free(p, SPARE_MAX);
     p->use_region = USE_REGIONS && p->sdepth == 2;
     expat_new(p);
     setup(p);
@@ -798,7 +821,7 @@ void pl_xml_parser_free(struct pl_xml_parser *p)
         return;
     pl_assert(!p->busy); /* not from a callback */
     drop_partial(p);
-    expat_free(p);
+    expat_free(p, SPARE_MAX);
     pl_free(p->hdr_raw);
     pl_free(p);
 }
@@ -892,7 +915,8 @@ int pl_xml_parser_nap(struct pl_xml_parser *p)
 {
     if (!p->xp || !pl_xml_parser_between(p))
         return 0;
-    expat_free(p);
+    expat_free(p, SPARE_KEEP);
+    pl_xml_spares_trim(); /* idle again: the storm's pages may go */
     return 1;
 }
 

@@ -118,6 +118,10 @@ void pl_xml_parser_reset(struct pl_xml_parser *p);
  * a callback, or outside the stream element).
  */
 int pl_xml_parser_nap(struct pl_xml_parser *p);
+/* Gives back the parser pages this thread keeps for new parsers beyond a
+ * few (a login storm's) when none was reused since the last call: the
+ * storm is over (naps call it; so does c2s's 10 s timer). */
+void pl_xml_spares_trim(void);
 /* Whether the parser is where it could nap: exactly between two children
  * of the stream element, nothing pending (framed transports check that a
  * message held whole elements only). */

@@ -1044,6 +1044,7 @@ static void trim_done(struct pl_work *w)
 
 static void on_trim_timer(struct pl_timer *t)
 {
+    pl_xml_spares_trim(); /* the parser pages a burst of logins left */
     if (napped >= 16 && !trim_busy) {
         napped = 0;
         trim_busy = 1;
