@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,13 +60,7 @@ def median(runs, key):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="parley-tlschat-")
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
-                    "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost", "-keyout", key, "-out",
-                    cert], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=60)
+    cert, key = ti.self_signed(tmp)
     copy = os.path.join(tmp, "parleyd")
     shutil.copy2(ti.PARLEYD, copy)  # a rebuild must not change the server
     servers = {True: ti.Server("on", copy, tmp, cert, key, handover=True),

@@ -208,6 +208,18 @@ def tls_mem(cert, key, tls12):
     return res
 
 
+def self_signed(tmp):
+    """A self-signed EC certificate for localhost in tmp: (cert, key)."""
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
+                    "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost", "-keyout", key, "-out",
+                    cert], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+    return cert, key
+
+
 def kib(b):
     return "%.2f" % (b / 1024.0) if b is not None else "–"
 
@@ -219,13 +231,7 @@ def main():
                              "build/bench/parley-load build/bench/tls-mem`"
                              % exe)
     tmp = tempfile.mkdtemp(prefix="parley-tlsidle-")
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
-                    "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost", "-keyout", key, "-out",
-                    cert], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=60)
+    cert, key = self_signed(tmp)
     binaries = [("base%d" % i if len(BASES) > 1 else "before", b)
                 for i, b in enumerate(BASES)]
     binaries.append(("parleyd" if not BASES else "after", PARLEYD))

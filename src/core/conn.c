@@ -393,11 +393,6 @@ static size_t unsent(const struct pl_conn *c)
     return c->rec ? pl_tls_rec_unsent(c->rec) : 0;
 }
 
-static int encrypted(const struct pl_conn *c)
-{
-    return c->ssl || c->rec;
-}
-
 /* pl_conn_tls_handover, once nothing is in flight inside OpenSSL. */
 static void try_handover(struct pl_conn *c)
 {
@@ -602,12 +597,12 @@ static void update_interest(struct pl_conn *c)
  */
 static ssize_t file_piece(struct pl_conn *c)
 {
-    size_t cap = encrypted(c) ? FILE_PIECE : FLUSH_MAX;
+    size_t cap = c->tls != PL_CONN_PLAIN ? FILE_PIECE : FLUSH_MAX;
     if (!pace_take(c, &cap))
         return PACE_WAIT;
     size_t want = c->sf_left > cap ? cap : (size_t)c->sf_left;
     ssize_t n;
-    if (encrypted(c)) {
+    if (c->tls != PL_CONN_PLAIN) {
         char buf[FILE_PIECE];
         n = pread(c->sf_fd, buf, want, (off_t)c->sf_off);
         if (n <= 0)
@@ -663,7 +658,7 @@ static void flush(struct pl_conn *c)
                 destroy(c);
                 return;
             }
-            if (encrypted(c)) {
+            if (c->tls != PL_CONN_PLAIN) {
                 file_done(c);
                 continue; /* a piece to encrypt is in the buffer */
             }

@@ -252,23 +252,23 @@ def main():
     except Exception as e:  # noqa: BLE001
         check("stream management over WebSocket", False, repr(e))
 
-    def nbxmpp(url):  # nbxmpp_ws_client.py: carol says hi to bob
+    def nbxmpp(url, logs_in, arrives):  # carol says hi to bob over url
         p = subprocess.run(
             ["/usr/bin/python3", os.path.join(HERE, "nbxmpp_ws_client.py"),
              url, carol, PW, bob],
             capture_output=True, text=True, timeout=60,
             env=dict(os.environ, PYTHONUNBUFFERED="1"))
         out = p.stdout.strip().splitlines()
-        return p, (json.loads(out[-1]) if out else {})
+        res = json.loads(out[-1]) if out else {}
+        check(logs_in, res.get("connected"), (p.stdout + p.stderr)[-800:])
+        got = tb.next(is_msg("hi from nbxmpp"), timeout=20)
+        check(arrives, got.get("from", "").startswith(carol), got.get("from"))
 
     # ---- nbxmpp over WebSocket (a real third-party client)
     try:
-        p, res = nbxmpp("ws://%s:%d/xmpp-websocket" % (h, http_port))
-        check("nbxmpp logs in over WebSocket", res.get("connected"),
-              (p.stdout + p.stderr)[-800:])
-        got = tb.next(is_msg("hi from nbxmpp"), timeout=20)
-        check("nbxmpp's message reaches the TCP client",
-              got.get("from", "").startswith(carol), got.get("from"))
+        nbxmpp("ws://%s:%d/xmpp-websocket" % (h, http_port),
+               "nbxmpp logs in over WebSocket",
+               "nbxmpp's message reaches the TCP client")
     except Exception as e:  # noqa: BLE001
         check("nbxmpp over WebSocket", False, repr(e))
 
@@ -277,12 +277,9 @@ def main():
     # (c2s.tls_handover), which GnuTLS must find exactly RFC 8446's.
     try:
         n0 = srv.counter("tls_handovers") or 0
-        p, res = nbxmpp("wss://%s:%d/xmpp-websocket" % (h, https_port))
-        check("nbxmpp (GnuTLS) logs in over wss://", res.get("connected"),
-              (p.stdout + p.stderr)[-800:])
-        got = tb.next(is_msg("hi from nbxmpp"), timeout=20)
-        check("nbxmpp's message over wss:// reaches the TCP client",
-              got.get("from", "").startswith(carol), got.get("from"))
+        nbxmpp("wss://%s:%d/xmpp-websocket" % (h, https_port),
+               "nbxmpp (GnuTLS) logs in over wss://",
+               "nbxmpp's message over wss:// reaches the TCP client")
         check("its TLS records were handed over from OpenSSL after SASL",
               (srv.counter("tls_handovers") or 0) > n0,
               "tls_handovers %s, was %d" % (srv.counter("tls_handovers"), n0))
