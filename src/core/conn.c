@@ -219,11 +219,9 @@ void pl_pace_free(struct pl_pace *p)
     pace_unref(p);
 }
 
-static void set_peer(struct pl_conn *c, int fd)
+/* c->ip, c->port and c->is_loopback from c->addr. */
+static void set_peer(struct pl_conn *c)
 {
-    socklen_t len = sizeof(c->addr);
-    if (getpeername(fd, (struct sockaddr *)&c->addr, &len) < 0)
-        return;
     if (c->addr.ss_family == AF_INET) {
         struct sockaddr_in *a = (struct sockaddr_in *)&c->addr;
         inet_ntop(AF_INET, &a->sin_addr, c->ip, sizeof(c->ip));
@@ -243,9 +241,9 @@ static void set_peer(struct pl_conn *c, int fd)
     }
 }
 
-struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
-                            const struct pl_conn_ops *ops, void *data,
-                            const struct pl_conn_limits *lim)
+static struct pl_conn *conn_init(struct pl_loop *loop, int fd,
+                                 const struct pl_conn_ops *ops, void *data,
+                                 const struct pl_conn_limits *lim)
 {
     struct pl_conn *c = pl_calloc(1, sizeof(*c));
     c->loop = loop;
@@ -260,9 +258,30 @@ struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
     pl_io_init(&c->io, fd, on_io, c);
     pl_timer_init(&c->timer, NULL, c);
     c->sf_fd = -1;
+    return c;
+}
+
+struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
+                            const struct pl_conn_ops *ops, void *data,
+                            const struct pl_conn_limits *lim)
+{
+    struct pl_conn *c = conn_init(loop, fd, ops, data, lim);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    set_peer(c, fd);
+    socklen_t len = sizeof(c->addr);
+    if (getpeername(fd, (struct sockaddr *)&c->addr, &len) == 0)
+        set_peer(c);
+    return c;
+}
+
+struct pl_conn *pl_conn_accepted(struct pl_loop *loop, int fd,
+                                 const struct sockaddr_storage *peer,
+                                 const struct pl_conn_ops *ops, void *data,
+                                 const struct pl_conn_limits *lim)
+{
+    struct pl_conn *c = conn_init(loop, fd, ops, data, lim);
+    c->addr = *peer;
+    set_peer(c);
     return c;
 }
 
@@ -482,7 +501,6 @@ static void end(struct pl_conn *c, int graceful)
     c->closing = 1;
     pl_timer_stop(&c->timer);
     pace_leave(c);
-    pl_io_stop(&c->io);
     if (c->ssl) {
         if (c->tls == PL_CONN_TLS)
             SSL_shutdown(c->ssl); /* close_notify, do not wait for reply */
@@ -496,10 +514,10 @@ static void end(struct pl_conn *c, int graceful)
         pl_tls_rec_free(c->rec);
         c->rec = NULL;
     }
-    if (graceful)
-        pl_loop_close_lingering(c->loop, c->io.fd, CLOSE_LINGER_MS);
+    if (graceful && !(c->peer_done && c->tls == PL_CONN_PLAIN))
+        pl_loop_close_lingering(c->loop, &c->io, CLOSE_LINGER_MS);
     else
-        close(c->io.fd);
+        pl_io_close(&c->io);
     ERR_clear_error();
     pl_loop_defer(c->loop, finish, c);
 }
@@ -512,6 +530,11 @@ static void destroy(struct pl_conn *c)
 static void on_linger(struct pl_timer *t)
 {
     destroy(t->data);
+}
+
+void pl_conn_peer_done(struct pl_conn *c)
+{
+    c->peer_done = 1;
 }
 
 void pl_conn_close(struct pl_conn *c)
@@ -1042,6 +1065,8 @@ int pl_listener_open_shared(struct pl_loop *loop, const char *address, int port,
         return PL_EIO;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Accepted sockets inherit it (pl_conn_accepted). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (ss.ss_family == AF_INET6)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (shared &&

@@ -116,6 +116,7 @@ struct pl_conn {
     unsigned idle_set : 1;         /* idle_ms set by the protocol */
     unsigned count_writes : 1;     /* writes count as activity for idle */
     unsigned handover : 1;         /* pl_conn_tls_handover asked, not done */
+    unsigned peer_done : 1;        /* pl_conn_peer_done */
     uint32_t idle_ms;              /* the protocol's idle deadline, 0: none */
     SSL_CTX *pending_ctx;          /* context for want_tls */
     uint64_t bytes_in;             /* counters */
@@ -151,6 +152,21 @@ struct pl_conn {
 struct pl_conn *pl_conn_new(struct pl_loop *loop, int fd,
                             const struct pl_conn_ops *ops, void *data,
                             const struct pl_conn_limits *lim);
+/* The same for fd just accepted from a pl_listener (which set
+ * TCP_NODELAY for it) with the peer's address accept4 gave: two system
+ * calls fewer per connection. */
+struct pl_conn *pl_conn_accepted(struct pl_loop *loop, int fd,
+                                 const struct sockaddr_storage *peer,
+                                 const struct pl_conn_ops *ops, void *data,
+                                 const struct pl_conn_limits *lim);
+/*
+ * The peer said its last words (closed its XMPP stream): the close that
+ * follows need not wait for more.  Over plain TCP the socket is closed
+ * at once instead of lingering (pl_loop_close_lingering); anything the
+ * peer still sends breaks its protocol.  Over TLS its close_notify is
+ * still to come, and the close lingers as before.
+ */
+void pl_conn_peer_done(struct pl_conn *c);
 /* Starts reading; with ctx non-NULL, begins a TLS handshake first. */
 void pl_conn_start(struct pl_conn *c, SSL_CTX *ctx);
 /* Queues bytes (copied). */

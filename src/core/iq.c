@@ -10,13 +10,13 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <openssl/rand.h>
 
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
 #include "loop.h"
 #include "map.h"
+#include "random.h"
 #include "router.h"
 #include "server.h"
 
@@ -66,9 +66,8 @@ int pl_iq_request(struct pl_stanza *st, const char *from, const char *to,
     }
     pl_jid_free(fj);
     struct pending *p = pl_calloc(1, sizeof(*p));
-    uint32_t rnd = 0;
-    if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
-        rnd = (uint32_t)counter * 2654435761u;
+    uint32_t rnd;
+    pl_random(&rnd, sizeof(rnd));
     snprintf(p->id, sizeof(p->id), "pl-%" PRIu64 "-%08x", ++counter, rnd);
     p->to = pl_strdup(tj->full);
     pl_jid_free(tj);

@@ -118,12 +118,16 @@ void pl__listen_deadlines(const struct pl_conn *c, uint64_t *handshake_ms,
         *idle_ms = (uint64_t)S->idle_timeout * 1000;
 }
 
-static void hand_over(struct pl_listen *l, int fd)
+static void hand_over(struct pl_listen *l, int fd,
+                      const struct sockaddr_storage *addr)
 {
     struct pl_conn_limits lim = {(size_t)S->max_outbuf, (size_t)S->read_rate,
                                  (size_t)S->read_burst};
-    struct pl_conn *c = pl_conn_new(pl_server_loop(), fd, &refused_ops, NULL,
-                                    &lim);
+    /* addr: NULL for a socket adopted in tests. */
+    struct pl_conn *c = addr ? pl_conn_accepted(pl_server_loop(), fd, addr,
+                                                &refused_ops, NULL, &lim)
+                             : pl_conn_new(pl_server_loop(), fd, &refused_ops,
+                                           NULL, &lim);
     struct proto_count *pc = count_of(l->proto);
     uintptr_t n = (uintptr_t)pl_map_get(&pc->per_ip, c->ip) + 1;
     pl_map_put(&pc->per_ip, c->ip, (void *)n);
@@ -172,8 +176,7 @@ static void on_accept(struct pl_listener *tl, int fd,
                       const struct sockaddr_storage *addr, void *data)
 {
     (void)tl;
-    (void)addr;
-    hand_over(data, fd);
+    hand_over(data, fd, addr);
 }
 
 static void on_datagram(struct pl_io *io, unsigned events)
@@ -526,6 +529,6 @@ int pl__listen_accept_fd(const char *protocol, int tls_mode, int fd)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return PL_EIO;
-    hand_over(l, fd);
+    hand_over(l, fd, NULL);
     return PL_OK;
 }

@@ -135,9 +135,8 @@ fail:
 static void linger_end(struct lingerer *l)
 {
     struct pl_loop *loop = l->loop;
-    pl_io_stop(&l->io);
     pl_timer_stop(&l->timer);
-    close(l->io.fd);
+    pl_io_close(&l->io);
     if (l->prev)
         l->prev->next = l->next;
     else
@@ -183,6 +182,14 @@ void pl_io_init(struct pl_io *io, int fd, pl_io_fn *cb, void *data)
     io->data = data;
 }
 
+/* The events of io still to come in this batch are voided. */
+static void forget(struct pl_loop *loop, struct pl_io *io)
+{
+    for (int i = loop->batch_next; i < loop->batch_len; i++)
+        if (loop->batch[i].data.ptr == io)
+            loop->batch[i].data.ptr = NULL;
+}
+
 int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events)
 {
     if (events == io->events && io->loop)
@@ -205,9 +212,7 @@ int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events)
     io->loop = events ? loop : NULL;
     io->events = events;
     if (!events)
-        for (int i = loop->batch_next; i < loop->batch_len; i++)
-            if (loop->batch[i].data.ptr == io)
-                loop->batch[i].data.ptr = NULL;
+        forget(loop, io);
     return PL_OK;
 }
 
@@ -215,6 +220,15 @@ void pl_io_stop(struct pl_io *io)
 {
     if (io->loop)
         pl_io_set(io->loop, io, 0);
+}
+
+void pl_io_close(struct pl_io *io)
+{
+    if (io->loop)
+        forget(io->loop, io);
+    io->loop = NULL;
+    io->events = 0;
+    close(io->fd);
 }
 
 /* Timer heap. */
@@ -328,6 +342,25 @@ void pl_loop_defer(struct pl_loop *loop, pl_defer_fn *fn, void *data)
     calls_push(&loop->deferred, fn, data);
 }
 
+static void cancelled(void *data)
+{
+    (void)data;
+}
+
+void pl_loop_undefer(struct pl_loop *loop, pl_defer_fn *fn, void *data)
+{
+    for (size_t i = 0; i < loop->deferred.len; i++)
+        if (loop->deferred.v[i].fn == fn && loop->deferred.v[i].data == data)
+            loop->deferred.v[i].fn = cancelled;
+}
+
+static _Thread_local struct pl_loop *running;
+
+struct pl_loop *pl_loop_running(void)
+{
+    return running;
+}
+
 void pl_loop_post(struct pl_loop *loop, pl_defer_fn *fn, void *data)
 {
     pthread_mutex_lock(&loop->post_lock);
@@ -357,6 +390,8 @@ int pl_loop_run(struct pl_loop *loop)
     /* A run inside a handler (none today) keeps the outer batch's. */
     struct epoll_event *outer = loop->batch;
     int outer_next = loop->batch_next, outer_len = loop->batch_len;
+    struct pl_loop *outer_running = running;
+    running = loop;
     loop->stop = 0;
     while (!loop->stop) {
         int timeout = -1;
@@ -369,6 +404,7 @@ int pl_loop_run(struct pl_loop *loop)
         int n = epoll_wait(loop->epfd, evs, 256, timeout);
         if (n < 0 && errno != EINTR) {
             pl_log_error("loop", "epoll_wait: %s", strerror(errno));
+            running = outer_running;
             return PL_EIO;
         }
         loop->now = mono_ms();
@@ -396,6 +432,7 @@ int pl_loop_run(struct pl_loop *loop)
     loop->batch = outer;
     loop->batch_next = outer_next;
     loop->batch_len = outer_len;
+    running = outer_running;
     return PL_OK;
 }
 
@@ -423,16 +460,34 @@ static void on_linger_timer(struct pl_timer *t)
     linger_end(t->data);
 }
 
-void pl_loop_close_lingering(struct pl_loop *loop, int fd, uint64_t ms)
+void pl_loop_close_lingering(struct pl_loop *loop, struct pl_io *io,
+                             uint64_t ms)
 {
+    int fd = io->fd;
     if (loop->nlingering >= PL_LOOP_MAX_LINGERING ||
         shutdown(fd, SHUT_WR) < 0) {
-        close(fd);
+        pl_io_close(io);
         return;
     }
     struct lingerer *l = pl_calloc(1, sizeof(*l));
     l->loop = loop;
     pl_io_init(&l->io, fd, on_linger_io, l);
+    if (io->loop == loop) {
+        /* The watch moves to the lingerer: one epoll_ctl, not two. */
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
+                                 .data.ptr = &l->io};
+        forget(loop, io);
+        io->loop = NULL;
+        io->events = 0;
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, fd, &ev) == 0) {
+            l->io.loop = loop;
+            l->io.events = PL_IO_READ;
+        } else {
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+        }
+    } else if (io->loop) {
+        pl_io_stop(io);
+    }
     pl_timer_init(&l->timer, on_linger_timer, l);
     l->next = loop->lingering;
     if (l->next)

@@ -59,6 +59,11 @@ void pl_io_init(struct pl_io *io, int fd, pl_io_fn *cb, void *data);
  * events still to come: its owner may free it right away. */
 int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events);
 void pl_io_stop(struct pl_io *io);
+/* Stops watching io and closes its descriptor.  Closing drops the
+ * descriptor from epoll by itself, so this makes no epoll_ctl call: io's
+ * descriptor must be its socket's only one (no dup, no fork without
+ * exec). */
+void pl_io_close(struct pl_io *io);
 
 void pl_timer_init(struct pl_timer *t, pl_timer_fn *cb, void *data);
 /* (Re)arms t to fire after ms milliseconds. */
@@ -75,6 +80,10 @@ int pl_loop_on_signal(struct pl_loop *loop, int signo, pl_signal_fn *cb,
 
 /* Calls fn(data) once after the current batch of events (same thread). */
 void pl_loop_defer(struct pl_loop *loop, pl_defer_fn *fn, void *data);
+/* Cancels the deferred calls of fn(data) not yet run (same thread). */
+void pl_loop_undefer(struct pl_loop *loop, pl_defer_fn *fn, void *data);
+/* The loop running on the calling thread, or NULL. */
+struct pl_loop *pl_loop_running(void);
 
 /*
  * Cross-thread: makes the loop call fn(data) on its own thread soon.
@@ -83,16 +92,19 @@ void pl_loop_defer(struct pl_loop *loop, pl_defer_fn *fn, void *data);
 void pl_loop_post(struct pl_loop *loop, pl_defer_fn *fn, void *data);
 
 /*
- * Closes the socket fd gracefully: ends our direction (FIN) now, then
+ * Closes io's socket gracefully: ends our direction (FIN) now, then
  * reads and throws away what the peer still sends until it closes its
- * side too, or ms have passed, and only then closes fd.  Closing a socket
+ * side too, or ms have passed, and only then closes it.  io is stopped
+ * (its owner may free it); a watch it had moves to the loop's own.  Closing a socket
  * with unread input answers with a reset, and a reset can destroy what
  * the peer had not read yet: the last words sent it (a stream error).
- * The loop owns fd from now on; past PL_LOOP_MAX_LINGERING sockets at
- * once, or if the socket cannot be shut down, fd is closed at once.
+ * The loop owns the socket from now on; past PL_LOOP_MAX_LINGERING
+ * sockets at once, or if the socket cannot be shut down (the peer reset
+ * it), it is closed at once, as pl_io_close.
  */
 #define PL_LOOP_MAX_LINGERING 4096
-void pl_loop_close_lingering(struct pl_loop *loop, int fd, uint64_t ms);
+void pl_loop_close_lingering(struct pl_loop *loop, struct pl_io *io,
+                             uint64_t ms);
 /* Sockets waiting so. */
 unsigned pl_loop_lingering(const struct pl_loop *loop);
 

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "loop.h"
 #include "module.h"
+#include "random.h"
 #include "resources.h"
 #include "router.h"
 #include "scram.h"

@@ -42,6 +42,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
+#include "random.h"
 
 #define SALT_LEN 16         /* bytes of a fresh random salt */
 #define SERVER_NONCE_LEN 24 /* random bytes, 32 base64 characters */
@@ -196,21 +197,25 @@ int pl_base64_decode(struct pl_str in, struct pl_buf *out)
         if (b64_value(s[i]) < 0)
             return PL_EINVAL;
 
+    /* Decoded a block at a time: one append per 768 bytes. */
+    unsigned char block[768];
+    size_t n = 0;
     for (size_t i = 0; i < in.len; i += 4) {
         unsigned long v = 0;
-        unsigned char bytes[3];
-        size_t n = 3;
         for (size_t j = 0; j < 4; j++) {
             int d = i + j < in.len - pad ? b64_value(s[i + j]) : 0;
             v = v << 6 | (unsigned long)d;
         }
-        if (i + 4 == in.len)
-            n -= pad;
-        bytes[0] = (unsigned char)(v >> 16);
-        bytes[1] = (unsigned char)(v >> 8);
-        bytes[2] = (unsigned char)v;
-        pl_buf_append(out, bytes, n);
+        block[n] = (unsigned char)(v >> 16);
+        block[n + 1] = (unsigned char)(v >> 8);
+        block[n + 2] = (unsigned char)v;
+        n += i + 4 == in.len ? 3 - pad : 3;
+        if (n + 3 > sizeof(block)) {
+            pl_buf_append(out, block, n);
+            n = 0;
+        }
     }
+    pl_buf_append(out, block, n);
     return PL_OK;
 }
 
@@ -837,8 +842,7 @@ int pl_scram_server_first(struct pl_scram_server *s,
         pl_buf_append_str(&sn, s->test_snonce);
     } else {
         unsigned char r[SERVER_NONCE_LEN];
-        if (RAND_bytes(r, sizeof(r)) != 1)
-            return PL_EIO;
+        pl_random(r, sizeof(r));
         /* 24 bytes make 32 characters of base64 and no padding: all
          * printable, none a ','. */
         pl_base64_encode(r, sizeof(r), &sn);

@@ -24,6 +24,9 @@ struct pl_workq {
     pl_batch_run_fn *run;  /* runs whole batches, or NULL */
     void *ctx;             /* for batch */
     atomic_size_t pending; /* submitted, not completed */
+    /* A loop thread's submissions wake the workers once, after the
+     * loop's batch of events (wake_later): jobs, not wake-ups. */
+    struct pl_loop *wake_loop; /* where wake_later is deferred, or NULL */
 };
 
 static void complete(void *data)
@@ -115,20 +118,48 @@ struct pl_workq *pl_workq_new_batched(const char *name, pl_batch_run_fn *run,
     return new_queue(name, 1, NULL, run, ctx);
 }
 
+static void wake_later(void *data)
+{
+    struct pl_workq *q = data;
+    pthread_mutex_lock(&q->lock);
+    q->wake_loop = NULL;
+    pthread_mutex_unlock(&q->lock);
+    pthread_cond_signal(&q->cond);
+}
+
+/*
+ * Submitted from a running loop, the job waits for the end of the loop's
+ * batch of events before the workers hear of it: a burst (a hundred
+ * logins each asking for its account) becomes one batch, one wake-up of
+ * the worker and one of the loop instead of one each per job, and on a
+ * busy core the worker does not preempt the loop once per job.  From
+ * any other thread, or with another loop's wake-up already pending, the
+ * workers are woken at once.
+ */
 void pl_workq_submit(struct pl_workq *q, struct pl_loop *loop,
                      struct pl_work *w)
 {
     w->loop = loop;
     w->next = NULL;
     atomic_fetch_add(&q->pending, 1);
+    struct pl_loop *here = pl_loop_running();
+    int later = 0;
     pthread_mutex_lock(&q->lock);
     if (q->tail)
         q->tail->next = w;
     else
         q->head = w;
     q->tail = w;
-    pthread_cond_signal(&q->cond);
+    if (here && (!q->wake_loop || q->wake_loop == here) && !q->stopping) {
+        later = 1;
+        if (!q->wake_loop) {
+            q->wake_loop = here;
+            pl_loop_defer(here, wake_later, q);
+        }
+    }
     pthread_mutex_unlock(&q->lock);
+    if (!later)
+        pthread_cond_signal(&q->cond);
 }
 
 size_t pl_workq_pending(struct pl_workq *q)
@@ -142,6 +173,9 @@ void pl_workq_free(struct pl_workq *q)
         return;
     pthread_mutex_lock(&q->lock);
     q->stopping = 1;
+    if (q->wake_loop) /* only ever this thread's loop: see submit */
+        pl_loop_undefer(q->wake_loop, wake_later, q);
+    q->wake_loop = NULL;
     pthread_cond_broadcast(&q->cond);
     pthread_mutex_unlock(&q->lock);
     for (int i = 0; i < q->nthreads; i++)

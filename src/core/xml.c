@@ -41,6 +41,7 @@
 #include "alloc.h"
 #include "error.h"
 #include "log.h"
+#include "random.h"
 
 #define SLICE 16384     /* bytes handed to expat per call */
 #define MAX_TOKEN 65536 /* largest start tag (or any token) accepted */
@@ -737,6 +738,12 @@ static void setup(struct pl_xml_parser *p)
 {
     XML_Parser xp = p->xp;
     XML_SetUserData(xp, p);
+    /* Expat salts its hash tables against collision floods; left to
+     * itself it asks the kernel for the salt at each parser's first
+     * byte, a system call per stream and per restart. */
+    unsigned long salt;
+    pl_random(&salt, sizeof(salt));
+    XML_SetHashSalt(xp, salt);
     XML_SetReturnNSTriplet(xp, 1);
     XML_SetParamEntityParsing(xp, XML_PARAM_ENTITY_PARSING_NEVER);
     if (XML_SetReparseDeferralEnabled)

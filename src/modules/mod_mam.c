@@ -37,7 +37,6 @@
  * (storage driver).
  */
 #include <stdlib.h>
-#include <sys/random.h>
 #include <sys/time.h>
 
 #include "mam/mam.h"
@@ -93,19 +92,8 @@ static void new_sid(char out[24])
 {
     static const char b64[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    static unsigned char pool[4096];
-    static size_t used = sizeof(pool);
-    if (used + 16 > sizeof(pool)) {
-        size_t got = 0;
-        while (got < sizeof(pool)) {
-            ssize_t n = getrandom(pool + got, sizeof(pool) - got, 0);
-            pl_assert(n > 0);
-            got += (size_t)n;
-        }
-        used = 0;
-    }
-    unsigned char *r = pool + used;
-    used += 16;
+    unsigned char r[16];
+    pl_random(r, sizeof(r));
     int bit = 0;
     for (int i = 0; i < 22; i++) {
         int v = 0;
@@ -116,7 +104,6 @@ static void new_sid(char out[24])
         out[i] = b64[v];
     }
     out[22] = '\0';
-    memset(r, 0, 16);
 }
 
 /* Archive time in µs, strictly increasing in this process, so that time

@@ -25,7 +25,6 @@
 #include <arpa/inet.h>
 #include <malloc.h>
 #include <fcntl.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,6 +37,7 @@
 #include "log.h"
 #include "loop.h"
 #include "map.h"
+#include "random.h"
 #include "router.h"
 #include "scram.h"
 #include "server.h"
@@ -156,6 +156,8 @@ void pl__c2s_close_stream(struct c2s *c)
     if (c->closing || !c->conn)
         return;
     c->no_resume = 1; /* a closed stream ends the session (XEP-0198 §7) */
+    if (!c->tr)
+        pl_conn_peer_done(c->conn);
     pl__c2s_end(c);
 }
 
@@ -388,7 +390,7 @@ static void reply_iq_error(struct c2s *c, struct pl_stanza *st, int code,
 static void random_resource(char *buf, size_t len)
 {
     unsigned char raw[8];
-    RAND_bytes(raw, sizeof(raw));
+    pl_random(raw, sizeof(raw));
     snprintf(buf, len, "parley-%02x%02x%02x%02x%02x%02x%02x%02x", raw[0],
              raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]);
 }

@@ -11,9 +11,9 @@
 
 #include "conn.h"
 #include "listen.h"
+#include "random.h"
 #include "stats.h"
 
-#include <openssl/rand.h>
 #include <string.h>
 
 static void attr(struct pl_buf *b, const char *name, const char *value)
@@ -52,7 +52,7 @@ void pl_stream_id(char *out, size_t n)
     static const char hex[] = "0123456789abcdef";
     unsigned char raw[16];
     size_t k = (n - 1) / 2 < sizeof(raw) ? (n - 1) / 2 : sizeof(raw);
-    RAND_bytes(raw, (int)k);
+    pl_random(raw, k);
     for (size_t i = 0; i < k; i++) {
         out[2 * i] = hex[raw[i] >> 4];
         out[2 * i + 1] = hex[raw[i] & 15];

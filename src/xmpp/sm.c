@@ -12,7 +12,6 @@
 
 #include "c2s.h"
 
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,6 +21,7 @@
 #include "hook.h"
 #include "host.h"
 #include "log.h"
+#include "random.h"
 #include "router.h"
 #include "server.h"
 #include "stats.h"
@@ -210,7 +210,7 @@ void pl_sm_enable(struct pl_session *s, const struct pl_sm_io *io, int resume,
     sm->io = io;
     sm->sid = s->id;
     unsigned char raw[8];
-    RAND_bytes(raw, sizeof(raw));
+    pl_random(raw, sizeof(raw));
     for (int i = 0; i < 8; i++)
         snprintf(sm->id + 2 * i, 3, "%02x", raw[i]);
     if (resume && set->sm_resume_timeout > 0)

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -400,7 +401,9 @@ void test_conn_close_lingers(void)
      * (pl_loop_free closes what still lingers). */
     tcp_pair(&ours, &theirs);
     CHECK(write(theirs, "x", 1) == 1);
-    pl_loop_close_lingering(T.loop, ours, 30);
+    struct pl_io unwatched;
+    pl_io_init(&unwatched, ours, NULL, NULL);
+    pl_loop_close_lingering(T.loop, &unwatched, 30);
     CHECK_INT(pl_loop_lingering(T.loop), 1);
     for (int i = 0; i < 100 && !lingering_none(); i++)
         run_until(NULL, 0, 10);
@@ -408,10 +411,95 @@ void test_conn_close_lingers(void)
     CHECK(read(theirs, b, sizeof(b)) == 0);
     close(theirs);
     tcp_pair(&ours, &theirs);
-    pl_loop_close_lingering(T.loop, ours, 60000);
+    pl_io_init(&unwatched, ours, NULL, NULL);
+    pl_loop_close_lingering(T.loop, &unwatched, 60000);
     pl_loop_free(T.loop);
     CHECK(read(theirs, b, sizeof(b)) == 0);
     close(theirs);
+}
+
+/*
+ * A peer that closed its stream said its last words: over plain TCP the
+ * close does not linger (no shutdown, no watch moved) and the peer still
+ * reads everything, then the end (a FIN: nothing of ours was unread).
+ */
+void test_conn_close_peer_done(void)
+{
+    memset(&T, 0, sizeof(T));
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    int ours, theirs;
+    tcp_pair(&ours, &theirs);
+    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
+    struct pl_conn *c = pl_conn_new(T.loop, ours, &ops, NULL, &lim);
+    pl_conn_start(c, NULL);
+    pl_conn_write(c, "</stream:stream>", 16);
+    pl_conn_peer_done(c);
+    pl_conn_close(c);
+    run_until(&T.closed, 1, 2000);
+    CHECK_INT(T.closed, 1);
+    CHECK_INT(pl_loop_lingering(T.loop), 0);
+    char b[64];
+    CHECK(read(theirs, b, sizeof(b)) == 16);
+    CHECK(read(theirs, b, sizeof(b)) == 0);
+    close(theirs);
+    pl_loop_free(T.loop);
+}
+
+/*
+ * A listener's socket has TCP_NODELAY, so what it accepts has it without
+ * a call of its own; pl_conn_accepted takes the peer's address from
+ * accept4 instead of asking for it.
+ */
+static int accepted_fd = -1;
+static struct sockaddr_storage accepted_addr;
+
+static void on_accepted(struct pl_listener *l, int fd,
+                        const struct sockaddr_storage *addr, void *data)
+{
+    (void)l;
+    (void)data;
+    accepted_fd = fd;
+    accepted_addr = *addr;
+    pl_loop_stop(T.loop);
+}
+
+void test_conn_accepted(void)
+{
+    memset(&T, 0, sizeof(T));
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    struct pl_listener *l;
+    CHECK_INT(pl_listener_open(T.loop, "127.0.0.1", 0, on_accepted, NULL, &l),
+              PL_OK);
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    CHECK(getsockname(pl__listener_fd(l), (struct sockaddr *)&a, &len) == 0);
+    int theirs = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(connect(theirs, (struct sockaddr *)&a, sizeof(a)) == 0);
+    struct sockaddr_in mine;
+    len = sizeof(mine);
+    CHECK(getsockname(theirs, (struct sockaddr *)&mine, &len) == 0);
+    run_until(NULL, 0, 2000);
+    CHECK(accepted_fd >= 0);
+    int nodelay = 0;
+    len = sizeof(nodelay);
+    CHECK(getsockopt(accepted_fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &len) ==
+          0);
+    CHECK_INT(nodelay, 1);
+    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
+    struct pl_conn *c = pl_conn_accepted(T.loop, accepted_fd, &accepted_addr,
+                                         &ops, NULL, &lim);
+    CHECK_STR(c->ip, "127.0.0.1");
+    CHECK_INT(c->port, ntohs(mine.sin_port));
+    CHECK(c->is_loopback);
+    pl_conn_start(c, NULL);
+    pl_conn_write(c, "hi", 2);
+    pl_conn_close(c);
+    run_until(&T.closed, 1, 2000);
+    char b[8];
+    CHECK(read(theirs, b, sizeof(b)) == 2);
+    close(theirs);
+    pl_listener_close(l);
+    pl_loop_free(T.loop);
 }
 
 /* Two watchers ready in one batch of events: the first one's handler
@@ -437,6 +525,73 @@ static void on_killer(struct pl_io *io, unsigned events)
         pl_free(victim); /* the sanitizers see a later use */
         victim = NULL;
     }
+}
+
+/* pl_io_close voids the batch's events still to come, as pl_io_stop,
+ * and leaves nothing registered: a new socket on the same number is
+ * watched afresh and only its own events come. */
+static struct pl_io *closer_victim;
+
+static void on_closer(struct pl_io *io, unsigned events)
+{
+    (void)events;
+    killer_calls++;
+    pl_io_stop(io);
+    if (closer_victim) {
+        pl_io_close(closer_victim);
+        closer_victim = NULL;
+    }
+}
+
+void test_loop_io_close(void)
+{
+    struct pl_loop *loop;
+    CHECK_INT(pl_loop_new(&loop), PL_OK);
+    for (int round = 0; round < 2; round++) {
+        int a[2], b[2];
+        CHECK(pipe(a) == 0 && pipe(b) == 0);
+        CHECK(write(a[1], "x", 1) == 1 && write(b[1], "x", 1) == 1);
+        struct pl_io closer, doomed;
+        killer_calls = victim_calls = 0;
+        pl_io_init(&closer, round ? b[0] : a[0], on_closer, NULL);
+        pl_io_init(&doomed, round ? a[0] : b[0], on_victim, NULL);
+        pl_io_set(loop, &closer, PL_IO_READ);
+        pl_io_set(loop, &doomed, PL_IO_READ);
+        closer_victim = &doomed;
+        int doomed_fd = doomed.fd;
+        struct pl_timer guard;
+        pl_timer_init(&guard, on_guard, NULL);
+        pl_timer_start(loop, &guard, 50);
+        pl_loop_run(loop);
+        CHECK_INT(killer_calls, 1);
+        CHECK(victim_calls <= 1);
+        if (closer_victim) /* the doomed one went first */
+            pl_io_close(&doomed);
+        CHECK(fcntl(doomed_fd, F_GETFD) < 0); /* closed */
+        /* The same number again, for a pipe of its own. */
+        int c[2];
+        CHECK(pipe(c) == 0);
+        int fresh = c[0] == doomed_fd ? c[0] : dup2(c[0], doomed_fd);
+        struct pl_io again;
+        victim_calls = 0;
+        pl_io_init(&again, fresh, on_victim, NULL);
+        CHECK_INT(pl_io_set(loop, &again, PL_IO_READ), PL_OK);
+        pl_timer_start(loop, &guard, 20);
+        pl_loop_run(loop);
+        CHECK_INT(victim_calls, 0); /* nothing written to it yet */
+        CHECK(write(c[1], "y", 1) == 1);
+        pl_timer_start(loop, &guard, 50);
+        pl_loop_run(loop);
+        CHECK(victim_calls >= 1);
+        pl_io_close(&again);
+        if (fresh != c[0])
+            close(c[0]);
+        close(c[1]);
+        close(a[1]);
+        close(b[1]);
+        close(closer.fd);
+    }
+    pl_loop_free(loop);
 }
 
 void test_loop_stop_in_batch(void)
