@@ -147,6 +147,7 @@ static const char b64[] =
 
 /* Base64 digit values by byte, -1 for the rest: a login decodes two
  * SASL payloads, and every vCard photo comes through here. */
+/* clang-format off */
 static const signed char b64_table[256] = {
     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
@@ -165,6 +166,7 @@ static const signed char b64_table[256] = {
     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
     -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
 };
+/* clang-format on */
 
 static int b64_value(unsigned char c)
 {
