@@ -51,6 +51,14 @@ static const struct pl_option server_opts[] = {
      "is set, for SIP phones without SHA-256 (RFC 8760); weaker than the "
      "SHA-256 and SCRAM keys (doc/security.md).",
      S(digest_md5)},
+    {"tls_tickets", PL_OPT_INT, "1", 0, 16, NULL,
+     "TLS 1.3 session tickets sent after a full handshake: a client that "
+     "keeps one resumes its next connection without the certificate and "
+     "key exchange of a full handshake; 0: no resumption.  OpenSSL's "
+     "default is 2, for clients that open connections in parallel; an "
+     "XMPP client holds one, and a ticket costs the server an encryption "
+     "and a record per login.",
+     S(tls_tickets)},
     {"processes", PL_OPT_INT, "1", 1, 1024, auto_word,
      "Server processes on this machine, or \"auto\" (one per online "
      "core).  More than 1 (or \"auto\") starts a supervisor that runs them "

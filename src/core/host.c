@@ -123,8 +123,10 @@ static int load_tls(struct pl_config *c, struct pl_host *h,
             return rc;
     }
     int rc = pl_tls_host_load(h->domain, hc->certificate, hc->key, out);
-    if (rc == PL_OK)
+    if (rc == PL_OK) {
         pl_tls_set_sni((*out)->ctx, sni_lookup);
+        SSL_CTX_set_num_tickets((*out)->ctx, (size_t)c->s.tls_tickets);
+    }
     return rc;
 }
 

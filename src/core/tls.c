@@ -172,6 +172,9 @@ int pl_tls_host_load(const char *domain, const char *cert, const char *key,
                               SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    /* TLS 1.3 tickets after a full handshake (server.tls_tickets sets a
+     * host's; OpenSSL's default is 2). */
+    SSL_CTX_set_num_tickets(ctx, 1);
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"parley", 6);
     SSL_CTX_set_alpn_select_cb(ctx, on_alpn, NULL);
     pl_tls_rec_keylog(ctx); /* secrets for pl_conn_tls_handover */

@@ -760,6 +760,8 @@ static struct {
     size_t big_got; /* bytes of the big line */
     char line[64];  /* the line being read (short ones) */
     size_t line_len;
+    SSL_SESSION *sess; /* in: to resume; out: the session to resume next */
+    int reused;        /* the handshake resumed HO.sess */
 } HO;
 
 static int client_line(SSL *ssl, const char *want, size_t n)
@@ -780,6 +782,8 @@ static void *handover_client(void *arg)
     (void)arg;
     SSL *ssl = SSL_new(HO.ctx);
     SSL_set_fd(ssl, HO.fd);
+    if (HO.sess)
+        SSL_set_session(ssl, HO.sess);
     static char big[BIG + 1], bigans[BIG + 1];
     memset(big, 'b', BIG);
     big[BIG] = '\n';
@@ -787,6 +791,7 @@ static void *handover_client(void *arg)
     bigans[BIG] = '\n';
     if (SSL_connect(ssl) != 1)
         goto out;
+    HO.reused = SSL_session_reused(ssl);
     HO.steps++;
     if (SSL_write(ssl, "one\n", 4) != 4 || !client_line(ssl, "ack:one\n", 8))
         goto out;
@@ -814,6 +819,14 @@ static void *handover_client(void *arg)
         SSL_get_error(ssl, 0) == SSL_ERROR_ZERO_RETURN)
         HO.steps++; /* the server's close_notify came back */
 out:
+    if (HO.sess)
+        SSL_SESSION_free(HO.sess);
+    /* A TLS 1.3 ticket read with the answers, if the server sent one. */
+    HO.sess = SSL_get1_session(ssl);
+    if (HO.sess && !SSL_SESSION_is_resumable(HO.sess)) {
+        SSL_SESSION_free(HO.sess);
+        HO.sess = NULL;
+    }
     SSL_free(ssl);
     return NULL;
 }
@@ -856,12 +869,14 @@ static const struct pl_conn_ops handover_ops = {
     .closed = t_closed,
 };
 
-static void handover_with(const char *suites, int tls12, int want_rec)
+/* One connection through the hand-over; *sess: the session to resume
+ * (NULL: a full handshake), and the one to resume next. */
+static void handover_once(struct pl_tls_host *h, const char *suites, int tls12,
+                          int want_rec, SSL_SESSION **sess)
 {
-    struct tls_files f;
-    struct pl_tls_host *h = tls_host(&f);
     memset(&T, 0, sizeof(T));
     memset(&HO, 0, sizeof(HO));
+    HO.sess = *sess;
     int sv[2];
     tls_pair(sv);
     HO.fd = sv[1];
@@ -884,6 +899,18 @@ static void handover_with(const char *suites, int tls12, int want_rec)
     close(T.peer);
     pl_loop_free(T.loop);
     SSL_CTX_free(HO.ctx);
+    *sess = HO.sess;
+}
+
+static void handover_with(const char *suites, int tls12, int want_rec)
+{
+    struct tls_files f;
+    struct pl_tls_host *h = tls_host(&f);
+    SSL_SESSION *sess = NULL;
+    handover_once(h, suites, tls12, want_rec, &sess);
+    CHECK_INT(HO.reused, 0);
+    if (sess)
+        SSL_SESSION_free(sess);
     tls_host_free(h, &f);
 }
 
@@ -893,4 +920,33 @@ void test_conn_tls_handover(void)
     handover_with("TLS_AES_256_GCM_SHA384", 0, 1);
     handover_with("TLS_CHACHA20_POLY1305_SHA256", 0, 1);
     handover_with(NULL, 1, 0); /* TLS 1.2 keeps OpenSSL */
+}
+
+/*
+ * After a full handshake the server sends one TLS 1.3 ticket
+ * (server.tls_tickets, default 1): the client's next connection resumes
+ * with it (a PSK handshake, no certificate) and the hand-over works the
+ * same after it; each resumption brings a ticket for the next.  With no
+ * tickets the client has nothing to resume.
+ */
+void test_conn_tls_resume(void)
+{
+    struct tls_files f;
+    struct pl_tls_host *h = tls_host(&f);
+    SSL_SESSION *sess = NULL;
+    handover_once(h, NULL, 0, 1, &sess);
+    CHECK_INT(HO.reused, 0);
+    CHECK(sess != NULL);
+    for (int i = 0; i < 2; i++) {
+        handover_once(h, NULL, 0, 1, &sess);
+        CHECK_INT(HO.reused, 1);
+        CHECK(sess != NULL);
+    }
+    if (sess)
+        SSL_SESSION_free(sess);
+    sess = NULL;
+    SSL_CTX_set_num_tickets(h->ctx, 0);
+    handover_once(h, NULL, 0, 1, &sess);
+    CHECK(sess == NULL);
+    tls_host_free(h, &f);
 }
