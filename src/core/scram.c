@@ -32,8 +32,8 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 
 #include <unictype.h>
 #include <uninorm.h>
@@ -112,24 +112,70 @@ const char *pl_scram_hash_name(enum pl_scram_hash h)
     return hash_ok(h) ? hashes[h].name : NULL;
 }
 
+/*
+ * The digests, fetched once: EVP_sha256() and HMAC() look the algorithm
+ * up in OpenSSL's provider store at every use (a lock and a lookup, and
+ * HMAC() a MAC context besides), which was most of a login's SCRAM cost.
+ */
+static EVP_MD *fetched[PL_SCRAM_NHASH];
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+
+static void fetch_digests(void)
+{
+    fetched[PL_SCRAM_SHA1] = EVP_MD_fetch(NULL, "SHA1", NULL);
+    fetched[PL_SCRAM_SHA256] = EVP_MD_fetch(NULL, "SHA2-256", NULL);
+}
+
 static const EVP_MD *md(enum pl_scram_hash h)
 {
+    pthread_once(&fetch_once, fetch_digests);
+    const EVP_MD *m = fetched[h];
+    if (m)
+        return m;
     return h == PL_SCRAM_SHA1 ? EVP_sha1() : EVP_sha256();
 }
 
-/* HMAC-H(key, data) into out (the digest length of h). */
-static int hmac(enum pl_scram_hash h, const void *key, size_t klen,
-                const void *data, size_t dlen, unsigned char *out)
+/* HMAC-H(key, data) into out (the digest length of h): RFC 2104 over
+ * the fetched digest, H((K ^ opad) || H((K ^ ipad) || data)). */
+int pl_scram_hmac(enum pl_scram_hash h, const void *key, size_t klen,
+                  const void *data, size_t dlen, unsigned char *out)
 {
-    static const unsigned char empty[1];
+    enum {
+        BLOCK = 64
+    }; /* SHA-1's and SHA-256's block size */
+    const EVP_MD *m = md(h);
+    unsigned char k[BLOCK] = {0}, pad[BLOCK], inner[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-
-    if (klen > INT_MAX)
-        return PL_EINVAL;
-    if (!HMAC(md(h), klen ? key : empty, (int)klen, dlen ? data : empty, dlen,
-              out, &n))
+    int rc = PL_EIO;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx)
         return PL_EIO;
-    return PL_OK;
+    if (klen > BLOCK) {
+        if (!EVP_Digest(key, klen, k, &n, m, NULL))
+            goto out;
+    } else if (klen) {
+        memcpy(k, key, klen);
+    }
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x36;
+    if (!EVP_DigestInit_ex2(ctx, m, NULL) ||
+        !EVP_DigestUpdate(ctx, pad, BLOCK) ||
+        (dlen && !EVP_DigestUpdate(ctx, data, dlen)) ||
+        !EVP_DigestFinal_ex(ctx, inner, &n))
+        goto out;
+    for (int i = 0; i < BLOCK; i++)
+        pad[i] = k[i] ^ 0x5c;
+    if (!EVP_DigestInit_ex2(ctx, m, NULL) ||
+        !EVP_DigestUpdate(ctx, pad, BLOCK) ||
+        !EVP_DigestUpdate(ctx, inner, n) || !EVP_DigestFinal_ex(ctx, out, &n))
+        goto out;
+    rc = PL_OK;
+out:
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
+    return rc;
 }
 
 static int digest(enum pl_scram_hash h, const void *data, size_t len,
@@ -493,11 +539,11 @@ int pl_scram_derive(enum pl_scram_hash h, struct pl_str password,
     if (!PKCS5_PBKDF2_HMAC(prep, (int)plen, k.salt, (int)k.salt_len,
                            (int)iterations, md(h), (int)hl, salted))
         goto fail;
-    rc = hmac(h, salted, hl, "Client Key", 10, client_key);
+    rc = pl_scram_hmac(h, salted, hl, "Client Key", 10, client_key);
     if (rc == PL_OK)
         rc = digest(h, client_key, hl, k.stored_key);
     if (rc == PL_OK)
-        rc = hmac(h, salted, hl, "Server Key", 10, k.server_key);
+        rc = pl_scram_hmac(h, salted, hl, "Server Key", 10, k.server_key);
     if (rc == PL_OK)
         *out = k;
 fail:
@@ -548,22 +594,22 @@ void pl_scram_fake_keys(enum pl_scram_hash h, struct pl_str username,
     memcpy(msg, hashes[h].name, nlen);
     if (username.len)
         memcpy(msg + nlen, username.p, username.len);
-    rc = hmac(PL_SCRAM_SHA256, secret.p, secret.len, msg, nlen + username.len,
-              seed);
+    rc = pl_scram_hmac(PL_SCRAM_SHA256, secret.p, secret.len, msg,
+                       nlen + username.len, seed);
     pl_free(msg);
     pl_assert(rc == PL_OK);
 
     memset(out, 0, sizeof(*out));
     out->hash = h;
     out->iterations = iterations;
-    rc = hmac(PL_SCRAM_SHA256, seed, sizeof(seed), "salt", 4, t);
+    rc = pl_scram_hmac(PL_SCRAM_SHA256, seed, sizeof(seed), "salt", 4, t);
     pl_assert(rc == PL_OK);
     memcpy(out->salt, t, SALT_LEN);
     out->salt_len = SALT_LEN;
-    rc = hmac(PL_SCRAM_SHA256, seed, sizeof(seed), "StoredKey", 9, t);
+    rc = pl_scram_hmac(PL_SCRAM_SHA256, seed, sizeof(seed), "StoredKey", 9, t);
     pl_assert(rc == PL_OK);
     memcpy(out->stored_key, t, hl);
-    rc = hmac(PL_SCRAM_SHA256, seed, sizeof(seed), "ServerKey", 9, t);
+    rc = pl_scram_hmac(PL_SCRAM_SHA256, seed, sizeof(seed), "ServerKey", 9, t);
     pl_assert(rc == PL_OK);
     memcpy(out->server_key, t, hl);
     OPENSSL_cleanse(seed, sizeof(seed));
@@ -964,7 +1010,8 @@ int pl_scram_server_client_final(struct pl_scram_server *s, struct pl_str msg,
 
     /* ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage), and
      * H(ClientKey) must be StoredKey. */
-    rc = hmac(s->hash, s->keys.stored_key, hl, am.data + am.off, am.len, sig);
+    rc = pl_scram_hmac(s->hash, s->keys.stored_key, hl, am.data + am.off,
+                       am.len, sig);
     if (rc != PL_OK)
         goto done;
     for (size_t i = 0; i < hl; i++)
@@ -978,7 +1025,8 @@ int pl_scram_server_client_final(struct pl_scram_server *s, struct pl_str msg,
     }
 
     /* server-final-message = "v=" base64(HMAC(ServerKey, AuthMessage)) */
-    rc = hmac(s->hash, s->keys.server_key, hl, am.data + am.off, am.len, sig);
+    rc = pl_scram_hmac(s->hash, s->keys.server_key, hl, am.data + am.off,
+                       am.len, sig);
     if (rc != PL_OK)
         goto done;
     pl_buf_append(out, "v=", 2);

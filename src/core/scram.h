@@ -33,6 +33,10 @@ enum pl_scram_hash {
 size_t pl_scram_hash_len(enum pl_scram_hash h);
 /* "SHA-1" / "SHA-256", as in mechanism names. */
 const char *pl_scram_hash_name(enum pl_scram_hash h);
+/* HMAC-H(key, data) (RFC 2104) into out, pl_scram_hash_len(h) bytes;
+ * PL_EIO only if OpenSSL fails.  The digests are fetched once. */
+int pl_scram_hmac(enum pl_scram_hash h, const void *key, size_t klen,
+                  const void *data, size_t dlen, unsigned char *out);
 
 struct pl_scram_keys {
     enum pl_scram_hash hash;                    /* which digest */

@@ -750,3 +750,55 @@ void test_scram_saslprep(void)
     CHECK_STR(out, "");
     pl_free(out);
 }
+
+/* HMAC (pl_scram_hmac) against RFC 2202 (SHA-1) and RFC 4231
+ * (SHA-256): a short key, a key of the block size's kind, and a key
+ * longer than the block (hashed first). */
+void test_scram_hmac_vectors(void)
+{
+    static const struct {
+        enum pl_scram_hash h;
+        unsigned char key_byte; /* the key: klen times this byte */
+        size_t klen;
+        const char *data;
+        const char *hex;
+    } v[] = {
+        /* RFC 2202 test case 1 */
+        {PL_SCRAM_SHA1, 0x0b, 20, "Hi There",
+         "b617318655057264e28bc0b6fb378c8ef146be00"},
+        /* RFC 2202 test case 6: an 80-byte key */
+        {PL_SCRAM_SHA1, 0xaa, 80,
+         "Test Using Larger Than Block-Size Key - Hash Key First",
+         "aa4ae5e15272d00e95705637ce8a3b55ed402112"},
+        /* RFC 4231 test case 1 */
+        {PL_SCRAM_SHA256, 0x0b, 20, "Hi There",
+         "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+        /* RFC 4231 test case 6: a 131-byte key */
+        {PL_SCRAM_SHA256, 0xaa, 131,
+         "Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        unsigned char key[131], out[32];
+        char hex[65];
+        memset(key, v[i].key_byte, v[i].klen);
+        CHECK_INT(pl_scram_hmac(v[i].h, key, v[i].klen, v[i].data,
+                                strlen(v[i].data), out),
+                  PL_OK);
+        size_t n = pl_scram_hash_len(v[i].h);
+        for (size_t k = 0; k < n; k++)
+            snprintf(hex + 2 * k, 3, "%02x", out[k]);
+        CHECK_STR(hex, v[i].hex);
+    }
+    /* RFC 4231 test case 2: key "Jefe" */
+    unsigned char out[32];
+    char hex[65];
+    const char *d = "what do ya want for nothing?";
+    CHECK_INT(pl_scram_hmac(PL_SCRAM_SHA256, "Jefe", 4, d, strlen(d), out),
+              PL_OK);
+    for (size_t k = 0; k < 32; k++)
+        snprintf(hex + 2 * k, 3, "%02x", out[k]);
+    CHECK_STR(
+        hex,
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
