@@ -357,6 +357,19 @@ static void tcp_pair(int *ours, int *theirs)
     close(l);
 }
 
+/* A fresh loop in T and a started connection on our end of a TCP pair. */
+static struct pl_conn *tcp_conn(int *theirs)
+{
+    memset(&T, 0, sizeof(T));
+    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
+    int ours;
+    tcp_pair(&ours, theirs);
+    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
+    struct pl_conn *c = pl_conn_new(T.loop, ours, &ops, NULL, &lim);
+    pl_conn_start(c, NULL);
+    return c;
+}
+
 static int lingering_none(void)
 {
     return pl_loop_lingering(T.loop) == 0;
@@ -371,13 +384,8 @@ static int lingering_none(void)
  */
 void test_conn_close_lingers(void)
 {
-    memset(&T, 0, sizeof(T));
-    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
     int ours, theirs;
-    tcp_pair(&ours, &theirs);
-    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
-    struct pl_conn *c = pl_conn_new(T.loop, ours, &ops, NULL, &lim);
-    pl_conn_start(c, NULL);
+    struct pl_conn *c = tcp_conn(&theirs);
     pl_conn_hold(c, 1); /* what the peer writes stays unread */
     CHECK(write(theirs, "<message/>", 10) == 10);
     run_until(NULL, 0, 20);
@@ -425,13 +433,8 @@ void test_conn_close_lingers(void)
  */
 void test_conn_close_peer_done(void)
 {
-    memset(&T, 0, sizeof(T));
-    CHECK_INT(pl_loop_new(&T.loop), PL_OK);
-    int ours, theirs;
-    tcp_pair(&ours, &theirs);
-    struct pl_conn_limits lim = {1 << 20, 1 << 20, 1 << 20};
-    struct pl_conn *c = pl_conn_new(T.loop, ours, &ops, NULL, &lim);
-    pl_conn_start(c, NULL);
+    int theirs;
+    struct pl_conn *c = tcp_conn(&theirs);
     pl_conn_write(c, "</stream:stream>", 16);
     pl_conn_peer_done(c);
     pl_conn_close(c);
@@ -507,6 +510,7 @@ void test_conn_accepted(void)
  * completes, src/cluster/link.c): the second's handler is not called. */
 static struct pl_io *victim;
 static int victim_calls, killer_calls;
+static int kill_by_close; /* pl_io_close the victim (not ours to free) */
 
 static void on_victim(struct pl_io *io, unsigned events)
 {
@@ -520,7 +524,10 @@ static void on_killer(struct pl_io *io, unsigned events)
     (void)events;
     killer_calls++;
     pl_io_stop(io);
-    if (victim) {
+    if (victim && kill_by_close) {
+        pl_io_close(victim);
+        victim = NULL;
+    } else if (victim) {
         pl_io_stop(victim);
         pl_free(victim); /* the sanitizers see a later use */
         victim = NULL;
@@ -530,19 +537,6 @@ static void on_killer(struct pl_io *io, unsigned events)
 /* pl_io_close voids the batch's events still to come, as pl_io_stop,
  * and leaves nothing registered: a new socket on the same number is
  * watched afresh and only its own events come. */
-static struct pl_io *closer_victim;
-
-static void on_closer(struct pl_io *io, unsigned events)
-{
-    (void)events;
-    killer_calls++;
-    pl_io_stop(io);
-    if (closer_victim) {
-        pl_io_close(closer_victim);
-        closer_victim = NULL;
-    }
-}
-
 void test_loop_io_close(void)
 {
     struct pl_loop *loop;
@@ -553,11 +547,12 @@ void test_loop_io_close(void)
         CHECK(write(a[1], "x", 1) == 1 && write(b[1], "x", 1) == 1);
         struct pl_io closer, doomed;
         killer_calls = victim_calls = 0;
-        pl_io_init(&closer, round ? b[0] : a[0], on_closer, NULL);
+        pl_io_init(&closer, round ? b[0] : a[0], on_killer, NULL);
         pl_io_init(&doomed, round ? a[0] : b[0], on_victim, NULL);
         pl_io_set(loop, &closer, PL_IO_READ);
         pl_io_set(loop, &doomed, PL_IO_READ);
-        closer_victim = &doomed;
+        victim = &doomed;
+        kill_by_close = 1;
         int doomed_fd = doomed.fd;
         struct pl_timer guard;
         pl_timer_init(&guard, on_guard, NULL);
@@ -565,8 +560,10 @@ void test_loop_io_close(void)
         pl_loop_run(loop);
         CHECK_INT(killer_calls, 1);
         CHECK(victim_calls <= 1);
-        if (closer_victim) /* the doomed one went first */
+        if (victim) /* the doomed one went first */
             pl_io_close(&doomed);
+        victim = NULL;
+        kill_by_close = 0;
         CHECK(fcntl(doomed_fd, F_GETFD) < 0); /* closed */
         /* The same number again, for a pipe of its own. */
         int c[2];

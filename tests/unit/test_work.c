@@ -108,6 +108,25 @@ static void on_guard(struct pl_timer *t)
     pl_loop_stop(t->loop);
 }
 
+/* Runs L until the completions stop it (5 s at most), the handler
+ * called once for a pipe made readable. */
+static void run_handler(pl_io_fn *handler)
+{
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], "x", 1) == 1);
+    struct pl_io io;
+    pl_io_init(&io, p[0], handler, NULL);
+    pl_io_set(L, &io, PL_IO_READ);
+    struct pl_timer guard;
+    pl_timer_init(&guard, on_guard, NULL);
+    pl_timer_start(L, &guard, 5000);
+    pl_loop_run(L);
+    pl_timer_stop(&guard);
+    close(p[0]);
+    close(p[1]);
+}
+
 void test_work_burst_one_batch(void)
 {
     CHECK_INT(pl_loop_new(&L), PL_OK);
@@ -117,23 +136,11 @@ void test_work_burst_one_batch(void)
         usleep(1000);
     CHECK(others_asleep());
     check_deferred = 1;
-    int p[2];
-    CHECK(pipe(p) == 0);
-    CHECK(write(p[1], "x", 1) == 1);
-    struct pl_io io;
-    pl_io_init(&io, p[0], on_ready, NULL);
-    pl_io_set(L, &io, PL_IO_READ);
-    struct pl_timer guard;
-    pl_timer_init(&guard, on_guard, NULL);
-    pl_timer_start(L, &guard, 5000);
-    pl_loop_run(L);
+    run_handler(on_ready);
     CHECK_INT(done_count, 8);
     CHECK_INT(atomic_load(&ran), 8);
     CHECK_INT(atomic_load(&batches), 1);
-    pl_timer_stop(&guard);
     pl_workq_free(Q);
-    close(p[0]);
-    close(p[1]);
     pl_loop_free(L);
 }
 
@@ -168,20 +175,8 @@ void test_work_wake(void)
     atomic_store(&ran, 0);
     done_count = 0;
     Q = pl_workq_new("test", 1, NULL, NULL);
-    int p[2];
-    CHECK(pipe(p) == 0);
-    CHECK(write(p[1], "x", 1) == 1);
-    struct pl_io io;
-    pl_io_init(&io, p[0], on_ready_free, NULL);
-    pl_io_set(L, &io, PL_IO_READ);
-    struct pl_timer guard;
-    pl_timer_init(&guard, on_guard, NULL);
-    pl_timer_start(L, &guard, 5000);
-    pl_loop_run(L); /* the completions stop it */
+    run_handler(on_ready_free);
     CHECK_INT(atomic_load(&ran), 8);
     CHECK_INT(done_count, 8);
-    pl_timer_stop(&guard);
-    close(p[0]);
-    close(p[1]);
     pl_loop_free(L);
 }
