@@ -82,7 +82,7 @@ struct pl_settings {
     long workers;
     char *admin_socket;     /* resolved: never empty */
     int digest_md5;         /* store MD5 digest keys with new passwords */
-    int tls_tickets;        /* TLS 1.3 tickets after a full handshake */
+    long tls_tickets;       /* TLS 1.3 tickets after a full handshake */
     long processes;         /* resolved ("auto": online cores), >= 1 */
     int processes_auto;     /* it was "auto" */
     long restart_delay;     /* ms before restarting a dead process (doubling) */
