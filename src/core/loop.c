@@ -190,16 +190,23 @@ static void forget(struct pl_loop *loop, struct pl_io *io)
             loop->batch[i].data.ptr = NULL;
 }
 
-int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events)
+/* What epoll is told to watch for io's events. */
+static struct epoll_event io_event(struct pl_io *io, unsigned events)
 {
-    if (events == io->events && io->loop)
-        return PL_OK;
     struct epoll_event ev = {0};
     ev.data.ptr = io;
     if (events & PL_IO_READ)
         ev.events |= EPOLLIN | EPOLLRDHUP;
     if (events & PL_IO_WRITE)
         ev.events |= EPOLLOUT;
+    return ev;
+}
+
+int pl_io_set(struct pl_loop *loop, struct pl_io *io, unsigned events)
+{
+    if (events == io->events && io->loop)
+        return PL_OK;
+    struct epoll_event ev = io_event(io, events);
     int r;
     if (!io->loop)
         r = epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev);
@@ -474,8 +481,7 @@ void pl_loop_close_lingering(struct pl_loop *loop, struct pl_io *io,
     pl_io_init(&l->io, fd, on_linger_io, l);
     if (io->loop == loop) {
         /* The watch moves to the lingerer: one epoll_ctl, not two. */
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP,
-                                 .data.ptr = &l->io};
+        struct epoll_event ev = io_event(&l->io, PL_IO_READ);
         forget(loop, io);
         io->loop = NULL;
         io->events = 0;

@@ -88,6 +88,16 @@ static void on_guard(struct pl_timer *t)
     pl_loop_stop(t->loop);
 }
 
+/* Runs loop for ms (a guard timer stops it). */
+static void run_for(struct pl_loop *loop, unsigned ms)
+{
+    struct pl_timer guard;
+    pl_timer_init(&guard, on_guard, NULL);
+    pl_timer_start(loop, &guard, ms);
+    pl_loop_run(loop);
+    pl_timer_stop(&guard);
+}
+
 /* Runs the loop until *flag is at least want, or for ms at most. */
 static void run_until(const int *flag, int want, unsigned ms)
 {
@@ -370,6 +380,21 @@ static struct pl_conn *tcp_conn(int *theirs)
     return c;
 }
 
+/* Closes c after its last words, "</stream:stream>": the protocol hears
+ * of it, `lingering` sockets wait, and the peer reads the words and then
+ * the end (a FIN, not a reset). */
+static void close_after_last_words(struct pl_conn *c, int theirs, int lingering)
+{
+    pl_conn_write(c, "</stream:stream>", 16);
+    pl_conn_close(c);
+    run_until(&T.closed, 1, 2000);
+    CHECK_INT(T.closed, 1);
+    CHECK_INT(pl_loop_lingering(T.loop), lingering);
+    char b[64];
+    CHECK(read(theirs, b, sizeof(b)) == 16);
+    CHECK(read(theirs, b, sizeof(b)) == 0); /* the end, not a reset */
+}
+
 static int lingering_none(void)
 {
     return pl_loop_lingering(T.loop) == 0;
@@ -385,19 +410,13 @@ static int lingering_none(void)
 void test_conn_close_lingers(void)
 {
     int ours, theirs;
+    char b[64];
     struct pl_conn *c = tcp_conn(&theirs);
     pl_conn_hold(c, 1); /* what the peer writes stays unread */
     CHECK(write(theirs, "<message/>", 10) == 10);
     run_until(NULL, 0, 20);
-    pl_conn_write(c, "</stream:stream>", 16);
-    pl_conn_close(c);
-    run_until(&T.closed, 1, 2000);
-    CHECK_INT(T.closed, 1);
-    CHECK_INT(pl_loop_lingering(T.loop), 1);
-    char b[64];
-    CHECK(read(theirs, b, sizeof(b)) == 16);
-    CHECK(read(theirs, b, sizeof(b)) == 0); /* the end, not a reset */
-    CHECK(write(theirs, "<r/>", 4) == 4);   /* still read (and dropped) */
+    close_after_last_words(c, theirs, 1);
+    CHECK(write(theirs, "<r/>", 4) == 4); /* still read (and dropped) */
     run_until(NULL, 0, 20);
     CHECK(write(theirs, "<r/>", 4) == 4);
     close(theirs);
@@ -435,15 +454,8 @@ void test_conn_close_peer_done(void)
 {
     int theirs;
     struct pl_conn *c = tcp_conn(&theirs);
-    pl_conn_write(c, "</stream:stream>", 16);
     pl_conn_peer_done(c);
-    pl_conn_close(c);
-    run_until(&T.closed, 1, 2000);
-    CHECK_INT(T.closed, 1);
-    CHECK_INT(pl_loop_lingering(T.loop), 0);
-    char b[64];
-    CHECK(read(theirs, b, sizeof(b)) == 16);
-    CHECK(read(theirs, b, sizeof(b)) == 0);
+    close_after_last_words(c, theirs, 0);
     close(theirs);
     pl_loop_free(T.loop);
 }
@@ -554,10 +566,7 @@ void test_loop_io_close(void)
         victim = &doomed;
         kill_by_close = 1;
         int doomed_fd = doomed.fd;
-        struct pl_timer guard;
-        pl_timer_init(&guard, on_guard, NULL);
-        pl_timer_start(loop, &guard, 50);
-        pl_loop_run(loop);
+        run_for(loop, 50);
         CHECK_INT(killer_calls, 1);
         CHECK(victim_calls <= 1);
         if (victim) /* the doomed one went first */
@@ -573,12 +582,10 @@ void test_loop_io_close(void)
         victim_calls = 0;
         pl_io_init(&again, fresh, on_victim, NULL);
         CHECK_INT(pl_io_set(loop, &again, PL_IO_READ), PL_OK);
-        pl_timer_start(loop, &guard, 20);
-        pl_loop_run(loop);
+        run_for(loop, 20);
         CHECK_INT(victim_calls, 0); /* nothing written to it yet */
         CHECK(write(c[1], "y", 1) == 1);
-        pl_timer_start(loop, &guard, 50);
-        pl_loop_run(loop);
+        run_for(loop, 50);
         CHECK(victim_calls >= 1);
         pl_io_close(&again);
         if (fresh != c[0])
@@ -607,10 +614,7 @@ void test_loop_stop_in_batch(void)
         pl_io_init(victim, round ? a[0] : b[0], on_victim, NULL);
         pl_io_set(loop, &killer, PL_IO_READ);
         pl_io_set(loop, victim, PL_IO_READ);
-        struct pl_timer guard;
-        pl_timer_init(&guard, on_guard, NULL);
-        pl_timer_start(loop, &guard, 50);
-        pl_loop_run(loop);
+        run_for(loop, 50);
         CHECK_INT(killer_calls, 1);
         /* Either the victim went first (called once, then freed) or it
          * was voided; never called after its free. */
