@@ -733,6 +733,7 @@ STEPS = [
     (r"has stream features:", "features"),
     (r"is disconnected", "closed"),
     (r"disconnects", "disconnect"),
+    (r"ends the stream", "end_stream"),
     (r"loses the connection", "lose"),
 ]
 
@@ -1612,6 +1613,11 @@ class Runner:
             pass
         conn.close()
         c.conn = None  # c.jid stays: ${X.full} after logout
+
+    def step_end_stream(self, c):
+        """Ends the stream and waits for nothing: `is disconnected` then
+        checks that the server ends its own and closes."""
+        self.conn_of(c).end_stream()
 
     def step_lose(self, c):
         """Gone without ending the stream (RFC 6120 §4.4 not followed,
